@@ -1,1 +1,27 @@
-//! placeholder
+//! Trace formats of mmio-trace.
+//!
+//! * the Linux kernel's mmiotrace text format (`VERSION 20070824`), read and written
+//!   byte for byte as the kernel writes it, so envytools' `demmio` and every other
+//!   consumer of kernel logs reads ours, and we read theirs;
+//! * a compact binary format that keeps what text cannot (accesses up to 64 bytes
+//!   wide, nanosecond timestamps) and is several times smaller and faster to read.
+//!
+//! Readers stream in constant memory; [`AnyReader`] detects the format and any
+//! gzip/xz/zstd compression from the content.
+//!
+//! This crate has no `unsafe` code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod binary;
+pub mod error;
+pub mod event;
+pub mod reader;
+pub mod text;
+pub mod writer;
+
+pub use binary::{BinaryReader, BinaryWriter};
+pub use error::{Error, ParseError};
+pub use event::*;
+pub use reader::{AnyReader, Compression, Format, TextReader};
+pub use writer::{AnyWriter, TextWriter};

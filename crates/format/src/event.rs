@@ -1,0 +1,235 @@
+//! The event model: one variant per kind of line the kernel's mmiotrace writes.
+//!
+//! Timestamps are kept in nanoseconds so that the binary format can carry the
+//! recorder's full resolution; the kernel text format prints microseconds, rounded
+//! to nearest exactly as ftrace does, so a text log parsed and written again is
+//! byte-identical.
+
+/// The only version string the kernel's mmiotrace has ever written.
+pub const KERNEL_VERSION: &str = "20070824";
+
+/// The largest access width (bytes) the model carries: one AVX-512 register.
+pub const MAX_WIDTH: usize = 64;
+
+/// One record of an mmiotrace log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `VERSION 20070824`: the first line of a log read from `trace_pipe`.
+    Version(Vec<u8>),
+    /// `PCIDEV ...`: one PCI device of the traced machine, from the log header.
+    PciDev(PciDev),
+    /// `MAP ...`: a device range was mapped and is traced from now on.
+    Map(Map),
+    /// `UNMAP ...`: a traced mapping went away.
+    Unmap(Unmap),
+    /// `R ...` / `W ...`: one access to device memory.
+    Access(Access),
+    /// `UNKNOWN ...`: an access whose instruction the tracer could not decode.
+    Unknown(Unknown),
+    /// `MARK ts text`: a marker written by the user or by a driver.
+    Mark(Mark),
+    /// `MARK 0.000000 Lost N events.`: the tracer dropped N events before this point.
+    LostEvents(u64),
+    /// ftrace's `CPU:n [LOST m EVENTS]` (or `CPU:n [LOST EVENTS]` when the count is unknown).
+    CpuLost {
+        /// The CPU whose ring buffer overflowed.
+        cpu: u32,
+        /// How many events it lost, where ftrace knows.
+        count: Option<u64>,
+    },
+    /// A line that carries no event but that kernel logs can contain: ftrace's `#`
+    /// comment header (logs taken from `trace` rather than `trace_pipe`), the
+    /// writer's `rw what?` / `map what?` fallbacks and the documented `LSPCI` lines.
+    /// Kept byte for byte (without the newline) so that round trips stay exact.
+    Verbatim(Vec<u8>),
+}
+
+/// A `PCIDEV` header line: the fields of `/proc/bus/pci/devices`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciDev {
+    /// PCI bus number.
+    pub bus: u8,
+    /// `slot << 3 | function`.
+    pub devfn: u8,
+    /// PCI vendor id.
+    pub vendor: u16,
+    /// PCI device id.
+    pub device: u16,
+    /// Interrupt line.
+    pub irq: u32,
+    /// Start of BAR0..BAR5 and the expansion ROM, with the low four BAR flag bits OR-ed in.
+    pub starts: [u64; 7],
+    /// Sizes of the seven resources (0 when unused).
+    pub sizes: [u64; 7],
+    /// Name of the bound driver, if any.
+    pub driver: Option<Vec<u8>>,
+}
+
+impl PciDev {
+    /// The physical base of resource `i` (0..=6) with the flag bits masked off.
+    pub fn base(&self, i: usize) -> u64 {
+        let start = self.starts[i];
+        if start & 1 != 0 {
+            start & !0x3
+        } else {
+            start & !0xf
+        }
+    }
+
+    /// The index of the memory resource (BAR or ROM) containing physical address `phys`.
+    pub fn resource_of(&self, phys: u64) -> Option<usize> {
+        (0..7).find(|&i| {
+            let size = self.sizes[i];
+            let base = self.base(i);
+            self.starts[i] & 1 == 0 && size != 0 && phys >= base && phys - base < size
+        })
+    }
+}
+
+/// A `MAP` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Map {
+    /// Time of the mapping, nanoseconds.
+    pub ts_ns: u64,
+    /// Mapping id, referenced by accesses and by the `UNMAP`.
+    pub id: i64,
+    /// Physical address of the first byte (or the file offset when unknown).
+    pub phys: u64,
+    /// Virtual address the mapping got.
+    pub virt: u64,
+    /// Length in bytes as requested.
+    pub len: u64,
+    /// Program counter of the mapping call (0 in kernel logs).
+    pub pc: u64,
+    /// Thread id (0 in kernel logs).
+    pub pid: u32,
+}
+
+/// An `UNMAP` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unmap {
+    /// Time, nanoseconds.
+    pub ts_ns: u64,
+    /// Id of the mapping torn down; -1 when the tracer did not know it.
+    pub id: i64,
+    /// Program counter (0 in kernel logs).
+    pub pc: u64,
+    /// Thread id (0 in kernel logs).
+    pub pid: u32,
+}
+
+/// Direction of an access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// `R`: the device was read.
+    Read,
+    /// `W`: the device was written.
+    Write,
+}
+
+/// An `R` or `W` line, or (in the binary format) one access of up to 64 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Read or write.
+    pub dir: Direction,
+    /// Width in bytes, 1..=64.
+    pub width: u8,
+    /// Time, nanoseconds.
+    pub ts_ns: u64,
+    /// Id of the mapping the access fell in.
+    pub map_id: i64,
+    /// Physical address of the first byte.
+    pub phys: u64,
+    /// The value: `words[0]` is the logged value (for the kernel's MOVSX reads a
+    /// sign-extended register, hence a full `u64` whatever the width); for accesses
+    /// wider than 8 bytes, the bus bytes in little-endian order, 8 per word.
+    pub words: [u64; MAX_WIDTH / 8],
+    /// Program counter of the instruction (0 in kernel logs unless `trace_pc=1`).
+    pub pc: u64,
+    /// Thread id (0 in kernel logs).
+    pub pid: u32,
+}
+
+impl Access {
+    /// An access of at most 8 bytes.
+    pub fn new(dir: Direction, width: u8, ts_ns: u64, map_id: i64, phys: u64, value: u64) -> Self {
+        let mut words = [0; MAX_WIDTH / 8];
+        words[0] = value;
+        Access {
+            dir,
+            width,
+            ts_ns,
+            map_id,
+            phys,
+            words,
+            pc: 0,
+            pid: 0,
+        }
+    }
+
+    /// The logged value of an access of at most 8 bytes (the first 8 bytes otherwise).
+    pub fn value(&self) -> u64 {
+        self.words[0]
+    }
+
+    /// The raw bytes of an access wider than 8 bytes, little-endian.
+    pub fn bytes(&self) -> [u8; MAX_WIDTH] {
+        let mut out = [0u8; MAX_WIDTH];
+        for (chunk, w) in out.chunks_exact_mut(8).zip(self.words.iter()) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// An `UNKNOWN` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unknown {
+    /// Time, nanoseconds.
+    pub ts_ns: u64,
+    /// Mapping id.
+    pub map_id: i64,
+    /// Physical address of the access.
+    pub phys: u64,
+    /// The first three bytes of the instruction.
+    pub opcode: [u8; 3],
+    /// Program counter.
+    pub pc: u64,
+    /// Thread id.
+    pub pid: u32,
+}
+
+/// A `MARK` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// Time, nanoseconds.
+    pub ts_ns: u64,
+    /// The marker text, raw bytes; embedded newlines are kept (the log then holds
+    /// continuation lines), the final newline is not part of the text.
+    pub text: Vec<u8>,
+}
+
+impl Event {
+    /// The event's timestamp in nanoseconds, for events that have one.
+    pub fn ts_ns(&self) -> Option<u64> {
+        match self {
+            Event::Map(m) => Some(m.ts_ns),
+            Event::Unmap(u) => Some(u.ts_ns),
+            Event::Access(a) => Some(a.ts_ns),
+            Event::Unknown(u) => Some(u.ts_ns),
+            Event::Mark(m) => Some(m.ts_ns),
+            _ => None,
+        }
+    }
+
+    /// The thread id of the event, for events that carry one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Event::Map(m) => Some(m.pid),
+            Event::Unmap(u) => Some(u.pid),
+            Event::Access(a) => Some(a.pid),
+            Event::Unknown(u) => Some(u.pid),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Streaming readers: constant memory whatever the log's size.
+
+use std::io::{self, BufReader, Read};
+
+use crate::binary::BinaryReader;
+use crate::error::{Error, ParseError};
+use crate::event::{Event, Mark};
+use crate::text::parse_line;
+
+/// Lines longer than this are refused rather than buffered without bound.
+pub const MAX_LINE: usize = 1 << 20;
+
+const CHUNK: usize = 256 * 1024;
+
+/// Splits a byte stream into lines with a reusable buffer.
+struct Lines<R> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    line_no: u64,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(inner: R) -> Self {
+        Lines {
+            inner,
+            buf: vec![0; CHUNK],
+            start: 0,
+            end: 0,
+            eof: false,
+            line_no: 0,
+        }
+    }
+
+    /// The next line without its `\n`, as a range of `self.buf`.
+    fn next_line(&mut self) -> Result<Option<(usize, usize)>, Error> {
+        let mut scanned = self.start;
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[scanned..self.end]) {
+                let line = (self.start, scanned + i);
+                self.start = scanned + i + 1;
+                self.line_no += 1;
+                return Ok(Some(line));
+            }
+            scanned = self.end;
+            if self.eof {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                let line = (self.start, self.end);
+                self.start = self.end;
+                self.line_no += 1;
+                return Ok(Some(line));
+            }
+            if self.end - self.start > MAX_LINE {
+                return Err(ParseError {
+                    line: self.line_no + 1,
+                    column: MAX_LINE as u64 + 1,
+                    expected: format!("a line shorter than {MAX_LINE} bytes"),
+                    found: "a longer line".into(),
+                    binary: false,
+                }
+                .into());
+            }
+            // Make room: move the partial line to the front, grow only for long lines.
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                scanned -= self.start;
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            let n = loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
+}
+
+/// Reads the kernel text format, one event at a time.
+///
+/// A `MARK` whose text contained newlines is followed by continuation lines that are
+/// not records; they are joined back into the marker's text.
+pub struct TextReader<R> {
+    lines: Lines<R>,
+    pending_mark: Option<Mark>,
+    ready: Option<Event>,
+    lenient: bool,
+    skipped: u64,
+    first_error: Option<ParseError>,
+}
+
+impl<R: Read> TextReader<R> {
+    /// A strict reader: the first malformed line is an error.
+    pub fn new(inner: R) -> Self {
+        TextReader {
+            lines: Lines::new(inner),
+            pending_mark: None,
+            ready: None,
+            lenient: false,
+            skipped: 0,
+            first_error: None,
+        }
+    }
+
+    /// In lenient mode malformed lines are skipped and counted instead.
+    pub fn set_lenient(&mut self, lenient: bool) {
+        self.lenient = lenient;
+    }
+
+    /// The number of lines skipped in lenient mode.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The first line skipped in lenient mode, with why.
+    pub fn first_error(&self) -> Option<&ParseError> {
+        self.first_error.as_ref()
+    }
+
+    /// The number of lines read so far.
+    pub fn line_no(&self) -> u64 {
+        self.lines.line_no
+    }
+
+    /// The next event, or `None` at the end of the log.
+    pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        if let Some(ev) = self.ready.take() {
+            return Ok(Some(ev));
+        }
+        loop {
+            let Some((s, e)) = self.lines.next_line()? else {
+                return Ok(self.pending_mark.take().map(Event::Mark));
+            };
+            let line = &self.lines.buf[s..e];
+            match parse_line(line, self.lines.line_no) {
+                Ok(Event::Mark(m)) => {
+                    if let Some(prev) = self.pending_mark.replace(m) {
+                        return Ok(Some(Event::Mark(prev)));
+                    }
+                }
+                Ok(ev) => {
+                    return Ok(Some(match self.pending_mark.take() {
+                        Some(prev) => {
+                            self.ready = Some(ev);
+                            Event::Mark(prev)
+                        }
+                        None => ev,
+                    }));
+                }
+                Err(err) => {
+                    if let Some(m) = &mut self.pending_mark {
+                        m.text.push(b'\n');
+                        m.text.extend_from_slice(line);
+                    } else if self.lenient {
+                        self.skipped += 1;
+                        self.first_error.get_or_insert(err);
+                    } else {
+                        return Err(err.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which encoding a log is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The kernel's text format.
+    Text,
+    /// mmio-trace's compact binary format.
+    Binary,
+}
+
+/// Compression detected on input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain bytes.
+    None,
+    /// gzip (`.gz`).
+    Gzip,
+    /// xz (`.xz`).
+    Xz,
+    /// Zstandard (`.zst`).
+    Zstd,
+}
+
+/// A reader of either format, detected from the content; compressed input
+/// (gzip, xz, zstd) is decompressed on the fly.
+pub enum AnyReader {
+    /// Text input.
+    Text(TextReader<Box<dyn Read + Send>>),
+    /// Binary input.
+    Binary(BinaryReader<Box<dyn Read + Send>>),
+}
+
+/// A `Read` that first replays bytes already looked at.
+struct Prefixed<R> {
+    head: Vec<u8>,
+    pos: usize,
+    inner: R,
+}
+
+impl<R: Read> Read for Prefixed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.len());
+            buf[..n].copy_from_slice(&self.head[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        self.inner.read(buf)
+    }
+}
+
+fn peek<R: Read>(mut r: R, n: usize) -> io::Result<Prefixed<R>> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(got);
+    Ok(Prefixed {
+        head,
+        pos: 0,
+        inner: r,
+    })
+}
+
+/// Detects the compression of a stream from its first bytes.
+pub fn detect_compression(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Compression::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+impl AnyReader {
+    /// Wraps a stream, detecting compression and format from its content.
+    pub fn new<R: Read + Send + 'static>(inner: R) -> Result<Self, Error> {
+        let p = peek(inner, 8)?;
+        let raw: Box<dyn Read + Send> = match detect_compression(&p.head) {
+            Compression::None => Box::new(p),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(p))),
+            Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::new(p))),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(p)?),
+        };
+        let p = peek(raw, crate::binary::MAGIC.len())?;
+        if p.head == crate::binary::MAGIC {
+            let b: Box<dyn Read + Send> = Box::new(p);
+            Ok(AnyReader::Binary(BinaryReader::new(b)?))
+        } else {
+            let b: Box<dyn Read + Send> = Box::new(p);
+            Ok(AnyReader::Text(TextReader::new(b)))
+        }
+    }
+
+    /// Opens a file, detecting compression and format.
+    pub fn open(path: &std::path::Path) -> Result<Self, Error> {
+        let f = std::fs::File::open(path)?;
+        AnyReader::new(f)
+    }
+
+    /// The detected format.
+    pub fn format(&self) -> Format {
+        match self {
+            AnyReader::Text(_) => Format::Text,
+            AnyReader::Binary(_) => Format::Binary,
+        }
+    }
+
+    /// Skip malformed text lines rather than failing (binary input is always strict:
+    /// a damaged record cannot be resynchronised).
+    pub fn set_lenient(&mut self, lenient: bool) {
+        if let AnyReader::Text(t) = self {
+            t.set_lenient(lenient)
+        }
+    }
+
+    /// The number of lines skipped in lenient mode.
+    pub fn skipped(&self) -> u64 {
+        match self {
+            AnyReader::Text(t) => t.skipped(),
+            AnyReader::Binary(_) => 0,
+        }
+    }
+
+    /// The first line skipped in lenient mode.
+    pub fn first_error(&self) -> Option<&ParseError> {
+        match self {
+            AnyReader::Text(t) => t.first_error(),
+            AnyReader::Binary(_) => None,
+        }
+    }
+
+    /// The next event.
+    pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        match self {
+            AnyReader::Text(t) => t.next_event(),
+            AnyReader::Binary(b) => b.next_event(),
+        }
+    }
+}
+
+impl Iterator for AnyReader {
+    type Item = Result<Event, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}
+
+impl<R: Read> Iterator for TextReader<R> {
+    type Item = Result<Event, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_event().transpose()
+    }
+}

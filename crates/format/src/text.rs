@@ -1,0 +1,774 @@
+//! The kernel mmiotrace text format (`VERSION 20070824`): one line per record.
+//!
+//! The parser accepts exactly the canonical encodings the kernel writes (lowercase hex
+//! without leading zeros, six-digit microseconds, single spaces), so that every line
+//! it accepts is written back byte for byte; anything else is an error that names the
+//! column and what was expected.
+
+use crate::error::{excerpt, ParseError};
+use crate::event::*;
+
+/// Parses one line (without its newline) into an event.
+pub fn parse_line(line: &[u8], line_no: u64) -> Result<Event, ParseError> {
+    let mut c = Cursor {
+        s: line,
+        pos: 0,
+        line_no,
+    };
+    let ev = match line.first() {
+        Some(b'R') if line.get(1) == Some(&b' ') => c.access(Direction::Read)?,
+        Some(b'W') if line.get(1) == Some(&b' ') => c.access(Direction::Write)?,
+        Some(b'#') => return Ok(Event::Verbatim(line.to_vec())),
+        _ => c.rare()?,
+    };
+    Ok(ev)
+}
+
+struct Cursor<'a> {
+    s: &'a [u8],
+    pos: usize,
+    line_no: u64,
+}
+
+const fn hexval(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'a'..=b'f' => b - b'a' + 10,
+        _ => 0xff,
+    }
+}
+
+static HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = hexval(i as u8);
+        i += 1;
+    }
+    t
+};
+
+impl<'a> Cursor<'a> {
+    fn err(&self, expected: &str) -> ParseError {
+        ParseError {
+            line: self.line_no,
+            column: self.pos as u64 + 1,
+            expected: expected.to_string(),
+            found: excerpt(&self.s[self.pos.min(self.s.len())..]),
+            binary: false,
+        }
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        &self.s[self.pos..]
+    }
+
+    fn lit(&mut self, lit: &[u8], expected: &str) -> Result<(), ParseError> {
+        if self.rest().starts_with(lit) {
+            self.pos += lit.len();
+            Ok(())
+        } else {
+            Err(self.err(expected))
+        }
+    }
+
+    #[inline]
+    fn space(&mut self) -> Result<(), ParseError> {
+        if self.s.get(self.pos) == Some(&b' ') {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.err("a single space"))
+        }
+    }
+
+    fn end(&self) -> Result<(), ParseError> {
+        if self.pos == self.s.len() {
+            Ok(())
+        } else {
+            Err(self.err("end of line"))
+        }
+    }
+
+    /// Unsigned decimal without leading zeros.
+    #[inline]
+    fn dec(&mut self, what: &str) -> Result<u64, ParseError> {
+        let start = self.pos;
+        let mut v: u64 = 0;
+        while let Some(&b) = self.s.get(self.pos) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            v = match v.checked_mul(10).and_then(|v| v.checked_add(d as u64)) {
+                Some(v) => v,
+                None => {
+                    self.pos = start;
+                    return Err(self.err(&format!("{what} (decimal, fits in 64 bits)")));
+                }
+            };
+            self.pos += 1;
+        }
+        let n = self.pos - start;
+        if n == 0 || (n > 1 && self.s[start] == b'0') {
+            self.pos = start;
+            return Err(self.err(&format!("{what} (decimal without leading zeros)")));
+        }
+        Ok(v)
+    }
+
+    fn dec_u32(&mut self, what: &str) -> Result<u32, ParseError> {
+        let start = self.pos;
+        let v = self.dec(what)?;
+        u32::try_from(v).map_err(|_| {
+            self.pos = start;
+            self.err(&format!("{what} (decimal, fits in 32 bits)"))
+        })
+    }
+
+    /// Signed decimal map id (`-1` occurs).
+    fn map_id(&mut self) -> Result<i64, ParseError> {
+        let start = self.pos;
+        let neg = self.s.get(self.pos) == Some(&b'-');
+        if neg {
+            self.pos += 1;
+        }
+        let v = self.dec("map id")?;
+        let bad = |c: &mut Self| {
+            c.pos = start;
+            c.err("map id (signed decimal)")
+        };
+        if neg {
+            if v == 0 || v > i64::MAX as u64 + 1 {
+                return Err(bad(self));
+            }
+            Ok((v as i64).wrapping_neg())
+        } else {
+            i64::try_from(v).map_err(|_| bad(self))
+        }
+    }
+
+    /// Lowercase hex digits without leading zeros, at most 16.
+    #[inline]
+    fn bare_hex(&mut self, what: &str) -> Result<u64, ParseError> {
+        let start = self.pos;
+        let mut v: u64 = 0;
+        while let Some(&b) = self.s.get(self.pos) {
+            let d = HEX[b as usize];
+            if d == 0xff {
+                break;
+            }
+            v = (v << 4) | d as u64;
+            self.pos += 1;
+        }
+        let n = self.pos - start;
+        if n == 0 || n > 16 || (n > 1 && self.s[start] == b'0') {
+            self.pos = start;
+            return Err(self.err(&format!(
+                "{what} (lowercase hexadecimal, no leading zeros, at most 16 digits)"
+            )));
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn hex0x(&mut self, what: &str) -> Result<u64, ParseError> {
+        if self.s.get(self.pos) == Some(&b'0') && self.s.get(self.pos + 1) == Some(&b'x') {
+            self.pos += 2;
+            self.bare_hex(what)
+        } else {
+            Err(self.err(&format!("{what} (`0x` followed by lowercase hexadecimal)")))
+        }
+    }
+
+    fn fixed_hex(&mut self, digits: usize, what: &str) -> Result<u64, ParseError> {
+        let start = self.pos;
+        let mut v = 0u64;
+        for _ in 0..digits {
+            let d = self.s.get(self.pos).map_or(0xff, |&b| HEX[b as usize]);
+            if d == 0xff {
+                self.pos = start;
+                return Err(self.err(&format!("{what} ({digits} lowercase hex digits)")));
+            }
+            v = (v << 4) | d as u64;
+            self.pos += 1;
+        }
+        Ok(v)
+    }
+
+    /// `S.UUUUUU` into nanoseconds.
+    #[inline]
+    fn ts(&mut self) -> Result<u64, ParseError> {
+        let start = self.pos;
+        let secs = self.dec("timestamp seconds")?;
+        if self.s.get(self.pos) != Some(&b'.') {
+            return Err(self.err("`.` and six digits of microseconds in the timestamp"));
+        }
+        self.pos += 1;
+        let mut us = 0u64;
+        for _ in 0..6 {
+            match self.s.get(self.pos) {
+                Some(&b) if b.is_ascii_digit() => {
+                    us = us * 10 + (b - b'0') as u64;
+                    self.pos += 1;
+                }
+                _ => return Err(self.err("six digits of microseconds in the timestamp")),
+            }
+        }
+        secs.checked_mul(1_000_000)
+            .and_then(|s| s.checked_add(us))
+            .and_then(|u| u.checked_mul(1000))
+            .ok_or_else(|| {
+                self.pos = start;
+                self.err("timestamp that fits in 64-bit nanoseconds")
+            })
+    }
+
+    fn access(&mut self, dir: Direction) -> Result<Event, ParseError> {
+        self.pos = 2;
+        let wstart = self.pos;
+        let width = self.dec("access width")?;
+        if !(1..=8).contains(&width) {
+            self.pos = wstart;
+            return Err(self.err("access width 1..8 (bytes)"));
+        }
+        self.space()?;
+        let ts_ns = self.ts()?;
+        self.space()?;
+        let map_id = self.map_id()?;
+        self.space()?;
+        let phys = self.hex0x("physical address")?;
+        self.space()?;
+        let value = self.hex0x("value")?;
+        self.space()?;
+        let pc = self.hex0x("program counter")?;
+        self.space()?;
+        let pid = self.dec_u32("pid")?;
+        self.end()?;
+        let mut a = Access::new(dir, width as u8, ts_ns, map_id, phys, value);
+        a.pc = pc;
+        a.pid = pid;
+        Ok(Event::Access(a))
+    }
+
+    fn rare(&mut self) -> Result<Event, ParseError> {
+        let r = self.rest();
+        if r.starts_with(b"MAP ") {
+            self.pos += 4;
+            let ts_ns = self.ts()?;
+            self.space()?;
+            let id = self.map_id()?;
+            self.space()?;
+            let phys = self.hex0x("physical address")?;
+            self.space()?;
+            let virt = self.hex0x("virtual address")?;
+            self.space()?;
+            let len = self.hex0x("length")?;
+            self.space()?;
+            let pc = self.hex0x("program counter")?;
+            self.space()?;
+            let pid = self.dec_u32("pid")?;
+            self.end()?;
+            Ok(Event::Map(Map {
+                ts_ns,
+                id,
+                phys,
+                virt,
+                len,
+                pc,
+                pid,
+            }))
+        } else if r.starts_with(b"UNMAP ") {
+            self.pos += 6;
+            let ts_ns = self.ts()?;
+            self.space()?;
+            let id = self.map_id()?;
+            self.space()?;
+            let pc = self.hex0x("program counter")?;
+            self.space()?;
+            let pid = self.dec_u32("pid")?;
+            self.end()?;
+            Ok(Event::Unmap(Unmap { ts_ns, id, pc, pid }))
+        } else if r.starts_with(b"UNKNOWN ") {
+            self.pos += 8;
+            let ts_ns = self.ts()?;
+            self.space()?;
+            let map_id = self.map_id()?;
+            self.space()?;
+            let phys = self.hex0x("physical address")?;
+            self.space()?;
+            let mut opcode = [0u8; 3];
+            for (i, b) in opcode.iter_mut().enumerate() {
+                if i > 0 {
+                    self.lit(b",", "`,` between instruction bytes")?;
+                }
+                *b = self.fixed_hex(2, "instruction byte")? as u8;
+            }
+            self.space()?;
+            let pc = self.hex0x("program counter")?;
+            self.space()?;
+            let pid = self.dec_u32("pid")?;
+            self.end()?;
+            Ok(Event::Unknown(Unknown {
+                ts_ns,
+                map_id,
+                phys,
+                opcode,
+                pc,
+                pid,
+            }))
+        } else if r.starts_with(b"MARK ") {
+            self.pos += 5;
+            let ts_ns = self.ts()?;
+            self.space()?;
+            let text = self.rest();
+            if ts_ns == 0 {
+                if let Some(n) = lost_count(text) {
+                    return Ok(Event::LostEvents(n));
+                }
+            }
+            Ok(Event::Mark(Mark {
+                ts_ns,
+                text: text.to_vec(),
+            }))
+        } else if r.starts_with(b"PCIDEV ") {
+            self.pos += 7;
+            self.pcidev()
+        } else if r.starts_with(b"VERSION ") {
+            Ok(Event::Version(r[8..].to_vec()))
+        } else if r.starts_with(b"CPU:") {
+            self.pos += 4;
+            let cpu = self.dec_u32("CPU number")?;
+            self.lit(b" [LOST ", "` [LOST `")?;
+            let count = if self.rest() == b"EVENTS]" {
+                None
+            } else {
+                let n = self.dec("lost event count")?;
+                self.lit(b" EVENTS]", "` EVENTS]`")?;
+                Some(n)
+            };
+            self.pos = self.s.len();
+            Ok(Event::CpuLost { cpu, count })
+        } else if r == b"rw what?" || r == b"map what?" || r.starts_with(b"LSPCI ") {
+            Ok(Event::Verbatim(r.to_vec()))
+        } else {
+            Err(self
+                .err("a record keyword (VERSION, PCIDEV, MAP, UNMAP, R, W, UNKNOWN, MARK, CPU:)"))
+        }
+    }
+
+    fn pcidev(&mut self) -> Result<Event, ParseError> {
+        let bbdf = self.fixed_hex(4, "bus and devfn")?;
+        self.space()?;
+        let vendev = self.fixed_hex(8, "vendor and device id")?;
+        self.space()?;
+        let irq = self.bare_hex("irq")?;
+        let irq = u32::try_from(irq).map_err(|_| self.err("irq that fits in 32 bits"))?;
+        let mut starts = [0u64; 7];
+        let mut sizes = [0u64; 7];
+        for s in starts.iter_mut() {
+            self.space()?;
+            *s = self.bare_hex("resource start")?;
+        }
+        for s in sizes.iter_mut() {
+            self.space()?;
+            *s = self.bare_hex("resource size")?;
+        }
+        self.space()?;
+        let name = self.rest();
+        if name.contains(&b' ') {
+            return Err(self.err("a driver name without spaces, or nothing"));
+        }
+        let driver = (!name.is_empty()).then(|| name.to_vec());
+        Ok(Event::PciDev(PciDev {
+            bus: (bbdf >> 8) as u8,
+            devfn: bbdf as u8,
+            vendor: (vendev >> 16) as u16,
+            device: vendev as u16,
+            irq,
+            starts,
+            sizes,
+            driver,
+        }))
+    }
+}
+
+/// `Lost N events.` with N canonical decimal.
+fn lost_count(text: &[u8]) -> Option<u64> {
+    let digits = text.strip_prefix(b"Lost ")?.strip_suffix(b" events.")?;
+    if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((b - b'0') as u64)?;
+    }
+    Some(n)
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing
+
+#[inline]
+fn put_dec(out: &mut Vec<u8>, v: u64) {
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(v).as_bytes());
+}
+
+#[inline]
+fn put_hex(out: &mut Vec<u8>, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut tmp = [0u8; 16];
+    let mut i = 16;
+    let mut x = v;
+    loop {
+        i -= 1;
+        tmp[i] = DIGITS[(x & 0xf) as usize];
+        x >>= 4;
+        if x == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+#[inline]
+fn put_0x(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(b"0x");
+    put_hex(out, v);
+}
+
+fn put_id(out: &mut Vec<u8>, id: i64) {
+    let mut buf = itoa::Buffer::new();
+    out.extend_from_slice(buf.format(id).as_bytes());
+}
+
+/// Writes a timestamp as the kernel does: nanoseconds rounded to the nearest
+/// microsecond, `seconds.microseconds` with six digits.
+#[inline]
+pub fn put_ts(out: &mut Vec<u8>, ts_ns: u64) {
+    let us = ts_ns / 1000 + u64::from(ts_ns % 1000 >= 500);
+    put_dec(out, us / 1_000_000);
+    out.push(b'.');
+    let frac = us % 1_000_000;
+    let mut d = [b'0'; 6];
+    let mut x = frac;
+    for slot in d.iter_mut().rev() {
+        *slot = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    out.extend_from_slice(&d);
+}
+
+/// Appends the text form of `ev` (one or more lines, each ending in `\n`) to `out`.
+///
+/// Accesses wider than 8 bytes become consecutive 8-byte lines in ascending address
+/// order, each with the raw bus bytes as a zero-extended little-endian value, so that
+/// demmio and other kernel-log parsers keep working.
+pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
+    match ev {
+        Event::Access(a) => {
+            if a.width as usize <= 8 {
+                put_access(out, a, a.width, a.phys, a.words[0]);
+            } else {
+                let bytes = a.bytes();
+                let width = (a.width as usize).min(MAX_WIDTH);
+                let mut off = 0;
+                while off < width {
+                    let n = (width - off).min(8);
+                    let mut word = [0u8; 8];
+                    word[..n].copy_from_slice(&bytes[off..off + n]);
+                    let phys = a.phys.wrapping_add(off as u64);
+                    put_access(out, a, n as u8, phys, u64::from_le_bytes(word));
+                    off += n;
+                }
+            }
+        }
+        Event::Version(v) => {
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(v);
+            out.push(b'\n');
+        }
+        Event::PciDev(p) => {
+            out.extend_from_slice(b"PCIDEV ");
+            let mut fixed = [0u8; 16];
+            let n = fmt_fixed_hex(&mut fixed, ((p.bus as u64) << 8) | p.devfn as u64, 4);
+            out.extend_from_slice(&fixed[..n]);
+            out.push(b' ');
+            let vendev = ((p.vendor as u64) << 16) | p.device as u64;
+            let n = fmt_fixed_hex(&mut fixed, vendev, 8);
+            out.extend_from_slice(&fixed[..n]);
+            out.push(b' ');
+            put_hex(out, p.irq as u64);
+            for v in p.starts.iter().chain(p.sizes.iter()) {
+                out.push(b' ');
+                put_hex(out, *v);
+            }
+            out.push(b' ');
+            if let Some(d) = &p.driver {
+                out.extend_from_slice(d);
+            }
+            out.push(b'\n');
+        }
+        Event::Map(m) => {
+            out.extend_from_slice(b"MAP ");
+            put_ts(out, m.ts_ns);
+            out.push(b' ');
+            put_id(out, m.id);
+            out.push(b' ');
+            put_0x(out, m.phys);
+            out.push(b' ');
+            put_0x(out, m.virt);
+            out.push(b' ');
+            put_0x(out, m.len);
+            out.push(b' ');
+            put_0x(out, m.pc);
+            out.push(b' ');
+            put_dec(out, m.pid as u64);
+            out.push(b'\n');
+        }
+        Event::Unmap(u) => {
+            out.extend_from_slice(b"UNMAP ");
+            put_ts(out, u.ts_ns);
+            out.push(b' ');
+            put_id(out, u.id);
+            out.push(b' ');
+            put_0x(out, u.pc);
+            out.push(b' ');
+            put_dec(out, u.pid as u64);
+            out.push(b'\n');
+        }
+        Event::Unknown(u) => {
+            out.extend_from_slice(b"UNKNOWN ");
+            put_ts(out, u.ts_ns);
+            out.push(b' ');
+            put_id(out, u.map_id);
+            out.push(b' ');
+            put_0x(out, u.phys);
+            out.push(b' ');
+            let mut fixed = [0u8; 16];
+            for (i, b) in u.opcode.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let n = fmt_fixed_hex(&mut fixed, *b as u64, 2);
+                out.extend_from_slice(&fixed[..n]);
+            }
+            out.push(b' ');
+            put_0x(out, u.pc);
+            out.push(b' ');
+            put_dec(out, u.pid as u64);
+            out.push(b'\n');
+        }
+        Event::Mark(m) => {
+            out.extend_from_slice(b"MARK ");
+            put_ts(out, m.ts_ns);
+            out.push(b' ');
+            out.extend_from_slice(&m.text);
+            out.push(b'\n');
+        }
+        Event::LostEvents(n) => {
+            out.extend_from_slice(b"MARK 0.000000 Lost ");
+            put_dec(out, *n);
+            out.extend_from_slice(b" events.\n");
+        }
+        Event::CpuLost { cpu, count } => {
+            out.extend_from_slice(b"CPU:");
+            put_dec(out, *cpu as u64);
+            out.extend_from_slice(b" [LOST ");
+            if let Some(n) = count {
+                put_dec(out, *n);
+                out.push(b' ');
+            }
+            out.extend_from_slice(b"EVENTS]\n");
+        }
+        Event::Verbatim(v) => {
+            out.extend_from_slice(v);
+            out.push(b'\n');
+        }
+    }
+}
+
+#[inline]
+fn put_access(out: &mut Vec<u8>, a: &Access, width: u8, phys: u64, value: u64) {
+    out.push(match a.dir {
+        Direction::Read => b'R',
+        Direction::Write => b'W',
+    });
+    out.push(b' ');
+    put_dec(out, width as u64);
+    out.push(b' ');
+    put_ts(out, a.ts_ns);
+    out.push(b' ');
+    put_id(out, a.map_id);
+    out.push(b' ');
+    put_0x(out, phys);
+    out.push(b' ');
+    put_0x(out, value);
+    out.push(b' ');
+    put_0x(out, a.pc);
+    out.push(b' ');
+    put_dec(out, a.pid as u64);
+    out.push(b'\n');
+}
+
+fn fmt_fixed_hex(buf: &mut [u8; 16], v: u64, digits: usize) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..digits {
+        buf[digits - 1 - i] = DIGITS[((v >> (4 * i)) & 0xf) as usize];
+    }
+    digits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(line: &str) -> Event {
+        let ev = parse_line(line.as_bytes(), 1).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let mut out = Vec::new();
+        write_event(&mut out, &ev);
+        assert_eq!(String::from_utf8_lossy(&out), format!("{line}\n"));
+        ev
+    }
+
+    #[test]
+    fn every_kernel_line_type_round_trips() {
+        roundtrip("VERSION 20070824");
+        roundtrip("PCIDEV 0000 80863e30 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 ");
+        let p = roundtrip("PCIDEV 0100 10de1b80 10 f6000000 e000000c 0 f000000c 0 e001 0 1000000 10000000 0 2000000 0 80 0 nvidia");
+        let Event::PciDev(p) = p else { panic!() };
+        assert_eq!(
+            (p.bus, p.devfn, p.vendor, p.device, p.irq),
+            (1, 0, 0x10de, 0x1b80, 0x10)
+        );
+        assert_eq!(p.driver.as_deref(), Some(&b"nvidia"[..]));
+        assert_eq!(p.base(1), 0xe0000000);
+        assert_eq!(p.resource_of(0xf6000140), Some(0));
+        roundtrip("MAP 812.004137 7 0xf6000000 0xffffc90001800000 0x1000000 0x0 0");
+        let r = roundtrip("R 4 812.004512 7 0xf6000000 0x134000a1 0x0 0");
+        assert_eq!(
+            r,
+            Event::Access(Access::new(
+                Direction::Read,
+                4,
+                812_004_512_000,
+                7,
+                0xf6000000,
+                0x134000a1
+            ))
+        );
+        roundtrip("W 1 812.004601 7 0xf66013d4 0x1f 0x0 0");
+        roundtrip("R 2 812.004700 7 0xf6610000 0xbeef 0xffffffffc0a31f2e 0");
+        roundtrip("R 1 0.000001 7 0xf6610000 0xffffffffffffff80 0x0 0");
+        let u = roundtrip("UNKNOWN 812.005002 7 0xf6700000 f3,48,a5 0x0 0");
+        assert!(matches!(
+            u,
+            Event::Unknown(Unknown {
+                opcode: [0xf3, 0x48, 0xa5],
+                ..
+            })
+        ));
+        roundtrip("MARK 813.250000 X is up");
+        roundtrip("MARK 813.250000 ");
+        assert_eq!(
+            roundtrip("MARK 0.000000 Lost 4096 events."),
+            Event::LostEvents(4096)
+        );
+        assert!(matches!(
+            roundtrip("MARK 1.000000 Lost 4096 events."),
+            Event::Mark(_)
+        ));
+        assert!(matches!(
+            roundtrip("MARK 0.000000 Lost 04 events."),
+            Event::Mark(_)
+        ));
+        assert_eq!(
+            roundtrip("CPU:0 [LOST 4096 EVENTS]"),
+            Event::CpuLost {
+                cpu: 0,
+                count: Some(4096)
+            }
+        );
+        assert_eq!(
+            roundtrip("CPU:3 [LOST EVENTS]"),
+            Event::CpuLost {
+                cpu: 3,
+                count: None
+            }
+        );
+        roundtrip("UNMAP 900.100000 7 0x0 0");
+        let u = roundtrip("UNMAP 900.100020 -1 0x0 0");
+        assert!(matches!(u, Event::Unmap(Unmap { id: -1, .. })));
+        roundtrip("# tracer: mmiotrace");
+        roundtrip("rw what?");
+        roundtrip("map what?");
+    }
+
+    #[test]
+    fn timestamps_round_to_nearest_microsecond_like_ftrace() {
+        let mut out = Vec::new();
+        put_ts(&mut out, 1_000_499);
+        out.push(b' ');
+        put_ts(&mut out, 1_000_500);
+        out.push(b' ');
+        put_ts(&mut out, 999_999_999_500);
+        assert_eq!(out, b"0.001000 0.001001 1000.000000");
+    }
+
+    #[test]
+    fn wide_access_is_split_into_ascending_8_byte_lines() {
+        let mut a = Access::new(Direction::Write, 16, 5_000_000, 2, 0x1000, 0);
+        a.words[0] = 0x0706050403020100;
+        a.words[1] = 0x0f0e0d0c0b0a0908;
+        a.pid = 42;
+        a.pc = 0x401000;
+        let mut out = Vec::new();
+        write_event(&mut out, &Event::Access(a));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "W 8 0.005000 2 0x1000 0x706050403020100 0x401000 42\n\
+             W 8 0.005000 2 0x1008 0xf0e0d0c0b0a0908 0x401000 42\n"
+        );
+    }
+
+    fn err(line: &str) -> ParseError {
+        parse_line(line.as_bytes(), 7).expect_err(line)
+    }
+
+    #[test]
+    fn malformed_lines_name_the_column_and_what_was_expected() {
+        let e = err("R 4 2.435055 1 0xFEB40008 0x80080783 0x0 0");
+        assert_eq!((e.line, e.column), (7, 18));
+        assert!(e.expected.contains("lowercase hexadecimal"), "{e}");
+        let e = err("R 4 2.43505 1 0xfeb40008 0x80080783 0x0 0");
+        assert_eq!(e.column, 12);
+        assert!(e.expected.contains("six digits"), "{e}");
+        let e = err("R 16 2.435055 1 0xfeb40008 0x80080783 0x0 0");
+        assert_eq!(e.column, 3);
+        let e = err("R 4 2.435055 1 0xfeb40008 0x80080783 0x0 0 ");
+        assert_eq!(e.expected, "end of line");
+        let e = err("R 4 2.435055  1 0xfeb40008 0x80080783 0x0 0");
+        assert_eq!(e.column, 14);
+        let e = err("BOGUS 1");
+        assert_eq!(e.column, 1);
+        assert!(e.expected.contains("record keyword"));
+        let e = err("UNKNOWN 1.000000 1 0x0 f3,48 0x0 0");
+        assert!(e.expected.contains("`,`"), "{e}");
+        assert_eq!(err("MAP 1.000000 01 0x0 0x0 0x0 0x0 0").column, 14);
+        assert_eq!(err("UNMAP 1.000000 -0 0x0 0").column, 16);
+        assert_eq!(
+            err("R 4 99999999999999999.000000 1 0x0 0x0 0x0 0").column,
+            5
+        );
+        assert_eq!(
+            err("R 4 1.000000 1 0x10000000000000000 0x0 0x0 0").column,
+            18
+        );
+        assert_eq!(err("R 4 1.000000 1 0x0 0x0 0x0 4294967296").column, 28);
+        assert_eq!(err("").column, 1);
+    }
+}
