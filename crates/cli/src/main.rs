@@ -1,1 +1,87 @@
-fn main() {}
+//! `mmio-trace`: record and analyse memory-mapped I/O accesses.
+//!
+//! The binary is glue: every subcommand lives in its own module and the real work is
+//! done by the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod analyse;
+mod convert;
+mod demo;
+mod input;
+mod mark;
+mod record;
+mod regnames;
+mod show;
+mod stats;
+mod style;
+
+/// Record every access a program makes to memory-mapped device registers, and read,
+/// filter and summarise traces in the Linux kernel's mmiotrace format.
+///
+/// Logs are byte-compatible with the kernel's mmiotrace text format (`VERSION
+/// 20070824`), so envytools' demmio reads ours and every command here reads kernel
+/// logs. gzip, xz and zstd compressed logs are read transparently, and so is
+/// mmio-trace's compact binary format.
+#[derive(Parser)]
+#[command(
+    name = "mmio-trace",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trace a program's device-memory accesses (no kernel patch, no rebuild).
+    Record(record::RecordArgs),
+    /// Insert a marker into the running recording(s) from another shell.
+    Mark(mark::MarkArgs),
+    /// Run the built-in example driver on a simulated device, under `record`.
+    Demo(demo::DemoArgs),
+    /// List the events of a log, readable and filtered.
+    Show(show::ShowArgs),
+    /// Summarise a log: per address, per map, hottest registers, losses.
+    Stats(stats::StatsArgs),
+    /// Convert a log between the kernel text format and the compact binary format.
+    Convert(convert::ConvertArgs),
+}
+
+/// Exit status for bad input (malformed log, bad arguments), as grep and clap use.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(a) => record::run(a),
+        Command::Mark(a) => mark::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Show(a) => show::run(a),
+        Command::Stats(a) => stats::run(a),
+        Command::Convert(a) => convert::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`mmio-trace show | head`) is not an error.
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("mmio-trace: {e:#}");
+            let bad_input = e.chain().any(|c| {
+                c.downcast_ref::<input::BadInput>().is_some()
+                    || c.downcast_ref::<mmio_trace_format::Error>()
+                        .is_some_and(|f| f.as_parse().is_some())
+            });
+            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Opening logs for the analysis commands: one place that names the file in every
+//! error and reports what lenient mode skipped.
+
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use mmio_trace_format::{AnyReader, Event, Format};
+
+/// Marks an error caused by the input rather than by the machine: exit status 2.
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}
+
+/// A log being read, with its name for messages.
+pub struct LogInput {
+    name: String,
+    reader: AnyReader,
+    events: u64,
+}
+
+/// Options every command that reads a log takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InputArgs {
+    /// The log to read: kernel mmiotrace text or mmio-trace binary, optionally
+    /// gzip/xz/zstd compressed (detected from content). `-` reads standard input.
+    #[arg(value_name = "LOG")]
+    pub log: PathBuf,
+
+    /// Skip malformed lines instead of stopping at the first; their number is
+    /// reported at the end.
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+impl LogInput {
+    /// Opens the log named in `args`.
+    pub fn open(args: &InputArgs) -> anyhow::Result<LogInput> {
+        Self::open_path(&args.log, args.lenient)
+    }
+
+    /// Opens `path` (`-` for standard input).
+    pub fn open_path(path: &Path, lenient: bool) -> anyhow::Result<LogInput> {
+        let name = path.display().to_string();
+        let source: Box<dyn Read + Send> = if path == Path::new("-") {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?)
+        };
+        let mut reader = AnyReader::new(source).map_err(|e| wrap(&name, e))?;
+        reader.set_lenient(lenient);
+        Ok(LogInput {
+            name: if name == "-" { "<stdin>".into() } else { name },
+            reader,
+            events: 0,
+        })
+    }
+
+    /// The name used in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The detected format.
+    pub fn format(&self) -> Format {
+        self.reader.format()
+    }
+
+    /// Events read so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// The next event; errors name the file.
+    pub fn next_event(&mut self) -> anyhow::Result<Option<Event>> {
+        let ev = self.reader.next_event().map_err(|e| wrap(&self.name, e))?;
+        self.events += ev.is_some() as u64;
+        Ok(ev)
+    }
+
+    /// Malformed lines skipped so far (lenient mode).
+    pub fn skipped(&self) -> u64 {
+        self.reader.skipped()
+    }
+
+    /// Tells on standard error how many lines lenient mode skipped, if any.
+    pub fn report_skipped(&self) {
+        let n = self.reader.skipped();
+        if n > 0 {
+            let first = self
+                .reader
+                .first_error()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default();
+            eprintln!(
+                "mmio-trace: {}: skipped {n} malformed line{}{first}",
+                self.name,
+                plural(n)
+            );
+        }
+    }
+}
+
+/// `""` or `"s"`.
+pub fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+fn wrap(name: &str, e: mmio_trace_format::Error) -> anyhow::Error {
+    match &e {
+        mmio_trace_format::Error::Parse(p) if p.binary => BadInput(format!("{name}: {p}")).into(),
+        mmio_trace_format::Error::Parse(p) => BadInput(format!(
+            "{name}:{}:{}: expected {}, found {}",
+            p.line, p.column, p.expected, p.found
+        ))
+        .into(),
+        _ => anyhow::Error::new(e).context(format!("reading {name}")),
+    }
+}
+
+/// Parses `LO..HI` (either side optional; numbers in hex with `0x` or decimal).
+pub fn parse_u64_range(s: &str) -> Result<(u64, u64), String> {
+    let (lo, hi) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}` is not a range LO..HI"))?;
+    let lo = if lo.is_empty() { 0 } else { parse_u64(lo)? };
+    let hi = if hi.is_empty() {
+        u64::MAX
+    } else {
+        parse_u64(hi)?
+    };
+    if lo > hi {
+        return Err(format!("range `{s}` is empty: {lo:#x} > {hi:#x}"));
+    }
+    Ok((lo, hi))
+}
+
+/// A number in hex (`0x...`) or decimal.
+pub fn parse_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not a number (decimal, or hex with 0x)"))
+}
+
+/// Parses `A..B` in seconds (either side optional) into nanoseconds.
+pub fn parse_time_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("`{s}` is not a range A..B"))?;
+    let secs = |x: &str| -> Result<u64, String> {
+        let v: f64 = x
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{x}` is not a time in seconds"))?;
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(format!("`{x}` is not a time in seconds"));
+        }
+        Ok((v * 1e9).round() as u64)
+    };
+    let lo = if a.is_empty() { 0 } else { secs(a)? };
+    let hi = if b.is_empty() { u64::MAX } else { secs(b)? };
+    if lo > hi {
+        return Err(format!("time range `{s}` is empty"));
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_hex_decimal_and_open_ends() {
+        assert_eq!(parse_u64_range("0x10..0x20"), Ok((0x10, 0x20)));
+        assert_eq!(parse_u64_range("..16"), Ok((0, 16)));
+        assert_eq!(parse_u64_range("0xfeb4_0000.."), Ok((0xfeb40000, u64::MAX)));
+        assert!(parse_u64_range("5..4").is_err());
+        assert!(parse_u64_range("zz..4").is_err());
+        assert_eq!(
+            parse_time_range("2.5..3"),
+            Ok((2_500_000_000, 3_000_000_000))
+        );
+        assert!(parse_time_range("-1..3").is_err());
+    }
+}

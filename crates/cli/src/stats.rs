@@ -1,0 +1,372 @@
+//! `mmio-trace stats`: what a log holds, per address, per mapping and per register.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use mmio_trace_format::{Access, Direction, Event};
+use serde_json::{json, Value};
+
+use crate::analyse::{FilterArgs, Progress};
+use crate::input::{plural, InputArgs, LogInput};
+use crate::regnames::DbArgs;
+use crate::show::fmt_ts;
+
+/// Distinct values are counted exactly up to this many per address.
+const DISTINCT_CAP: usize = 65536;
+
+/// Summarise a log: totals, per mapping, the hottest addresses (reads, writes,
+/// widths, distinct values, first and last time), hottest registers with `--db`,
+/// and every loss the log reports.
+#[derive(clap::Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    input: InputArgs,
+
+    #[command(flatten)]
+    filter: FilterArgs,
+
+    #[command(flatten)]
+    db: DbArgs,
+
+    /// How many of the hottest addresses (and registers) to list.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    top: usize,
+
+    /// List every address, not only the hottest.
+    #[arg(long)]
+    all: bool,
+
+    /// Print one JSON object instead: totals `reads`, `writes`, `unknown`, `lost`,
+    /// `maps`, `addresses` (every address, hottest first) and `registers` (with `--db`).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Default)]
+struct AddrStats {
+    reads: u64,
+    writes: u64,
+    /// Bit `log2(w)` set for each power-of-two width seen; others in `odd_widths`.
+    widths: u128,
+    values: HashSet<u64>,
+    capped: bool,
+    first: u64,
+    last: u64,
+}
+
+#[derive(Default)]
+struct MapStats {
+    phys: Option<u64>,
+    len: Option<u64>,
+    reads: u64,
+    writes: u64,
+    unmapped: bool,
+}
+
+#[derive(Default)]
+struct Totals {
+    events: u64,
+    reads: u64,
+    writes: u64,
+    unknown: u64,
+    marks: u64,
+    lost_marks: u64,
+    lost_events: u64,
+    cpu_lost: u64,
+    cpu_lost_unknown: u64,
+    first: Option<u64>,
+    last: Option<u64>,
+}
+
+fn value_key(a: &Access) -> u64 {
+    if a.width <= 8 {
+        a.value()
+    } else {
+        // Wide accesses: fold all words; collisions only merge distinct-value counts.
+        a.words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+            (h ^ w).wrapping_mul(0x100_0000_01b3)
+        })
+    }
+}
+
+/// Runs `stats`.
+pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
+    let mut input = LogInput::open(&args.input)?;
+    let mut names = args.db.load()?;
+    let mut t = Totals::default();
+    let mut addrs: HashMap<u64, AddrStats> = HashMap::new();
+    let mut maps: BTreeMap<i64, MapStats> = BTreeMap::new();
+    let mut regs: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut progress = Progress::new();
+    while let Some(ev) = input.next_event()? {
+        progress.tick(input.events());
+        if let Some(n) = names.as_mut() {
+            n.observe(&ev);
+        }
+        if !args.filter.keep(&ev) {
+            continue;
+        }
+        t.events += 1;
+        if let Some(ts) = ev.ts_ns() {
+            if !matches!(ev, Event::LostEvents(_)) {
+                t.first = Some(t.first.map_or(ts, |f| f.min(ts)));
+                t.last = Some(t.last.map_or(ts, |l| l.max(ts)));
+            }
+        }
+        match &ev {
+            Event::Access(a) => {
+                let read = a.dir == Direction::Read;
+                if read {
+                    t.reads += 1;
+                } else {
+                    t.writes += 1;
+                }
+                let m = maps.entry(a.map_id).or_default();
+                if read {
+                    m.reads += 1
+                } else {
+                    m.writes += 1
+                }
+                let s = addrs.entry(a.phys).or_insert_with(|| AddrStats {
+                    first: a.ts_ns,
+                    ..Default::default()
+                });
+                if read {
+                    s.reads += 1
+                } else {
+                    s.writes += 1
+                }
+                s.widths |= 1u128 << a.width.min(127);
+                if !s.capped {
+                    s.values.insert(value_key(a));
+                    if s.values.len() >= DISTINCT_CAP {
+                        s.capped = true;
+                    }
+                }
+                s.first = s.first.min(a.ts_ns);
+                s.last = s.last.max(a.ts_ns);
+                if let Some(name) = names.as_ref().and_then(|n| n.register_name(a)) {
+                    let r = regs.entry(name).or_default();
+                    if read {
+                        r.0 += 1
+                    } else {
+                        r.1 += 1
+                    }
+                }
+            }
+            Event::Unknown(_) => t.unknown += 1,
+            Event::Map(m) => {
+                let s = maps.entry(m.id).or_default();
+                s.phys = Some(m.phys);
+                s.len = Some(m.len);
+            }
+            Event::Unmap(u) => maps.entry(u.id).or_default().unmapped = true,
+            Event::Mark(_) => t.marks += 1,
+            Event::LostEvents(n) => {
+                t.lost_marks += 1;
+                t.lost_events += n;
+            }
+            Event::CpuLost { count, .. } => match count {
+                Some(n) => t.cpu_lost += n,
+                None => t.cpu_lost_unknown += 1,
+            },
+            _ => {}
+        }
+    }
+    progress.finish();
+
+    let mut hot: Vec<(&u64, &AddrStats)> = addrs.iter().collect();
+    hot.sort_by(|a, b| {
+        (b.1.reads + b.1.writes)
+            .cmp(&(a.1.reads + a.1.writes))
+            .then(a.0.cmp(b.0))
+    });
+    let mut hot_regs: Vec<(&String, &(u64, u64))> = regs.iter().collect();
+    hot_regs.sort_by(|a, b| (b.1 .0 + b.1 .1).cmp(&(a.1 .0 + a.1 .1)).then(a.0.cmp(b.0)));
+
+    let out = if args.json {
+        let mut s = serde_json::to_string_pretty(&to_json(&input, &t, &maps, &hot, &hot_regs))?;
+        s.push('\n');
+        s
+    } else {
+        to_text(&args, &input, &t, &maps, &hot, &hot_regs)
+    };
+    use std::io::Write;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    input.report_skipped();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn widths_list(w: u128) -> Vec<u64> {
+    (0..128)
+        .filter(|i| w & (1u128 << i) != 0)
+        .map(|i| i as u64)
+        .collect()
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+fn to_json(
+    input: &LogInput,
+    t: &Totals,
+    maps: &BTreeMap<i64, MapStats>,
+    hot: &[(&u64, &AddrStats)],
+    regs: &[(&String, &(u64, u64))],
+) -> Value {
+    json!({
+        "file": input.name(),
+        "format": format!("{:?}", input.format()).to_lowercase(),
+        "events": t.events,
+        "reads": t.reads,
+        "writes": t.writes,
+        "unknown": t.unknown,
+        "marks": t.marks,
+        "first_ns": t.first,
+        "last_ns": t.last,
+        "lost": {
+            "lost_event_marks": t.lost_marks,
+            "events_lost": t.lost_events,
+            "cpu_lost_events": t.cpu_lost,
+            "cpu_lost_unknown_count_lines": t.cpu_lost_unknown,
+            "malformed_lines_skipped": input.skipped(),
+        },
+        "maps": maps.iter().map(|(id, m)| json!({
+            "id": id,
+            "phys": m.phys.map(hex),
+            "len": m.len.map(hex),
+            "reads": m.reads,
+            "writes": m.writes,
+            "unmapped": m.unmapped,
+        })).collect::<Vec<_>>(),
+        "addresses": hot.iter().map(|(addr, s)| json!({
+            "addr": hex(**addr),
+            "reads": s.reads,
+            "writes": s.writes,
+            "widths": widths_list(s.widths),
+            "distinct_values": s.values.len(),
+            "distinct_values_capped": s.capped,
+            "first_ns": s.first,
+            "last_ns": s.last,
+        })).collect::<Vec<_>>(),
+        "registers": regs.iter().map(|(name, (r, w))| json!({
+            "name": name, "reads": r, "writes": w,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn to_text(
+    args: &StatsArgs,
+    input: &LogInput,
+    t: &Totals,
+    maps: &BTreeMap<i64, MapStats>,
+    hot: &[(&u64, &AddrStats)],
+    regs: &[(&String, &(u64, u64))],
+) -> String {
+    let mut o = String::new();
+    let fmt = format!("{:?}", input.format()).to_lowercase();
+    let _ = writeln!(o, "{} ({fmt}): {} events", input.name(), t.events);
+    let _ = writeln!(
+        o,
+        "accesses: {} ({} reads, {} writes), {} undecoded, {} marker{}",
+        t.reads + t.writes,
+        t.reads,
+        t.writes,
+        t.unknown,
+        t.marks,
+        plural(t.marks)
+    );
+    if let (Some(a), Some(b)) = (t.first, t.last) {
+        let span = (b - a) as f64 / 1e9;
+        let _ = writeln!(o, "time: {} .. {} ({span:.6} s)", fmt_ts(a), fmt_ts(b));
+    }
+    if t.lost_marks + t.cpu_lost + t.cpu_lost_unknown == 0 {
+        let _ = writeln!(o, "losses: none reported in the log");
+    } else {
+        let _ = writeln!(
+            o,
+            "losses: {} events lost ({} `Lost N events.` marker{}), ftrace CPU losses: {} events{}",
+            t.lost_events,
+            t.lost_marks,
+            plural(t.lost_marks),
+            t.cpu_lost,
+            if t.cpu_lost_unknown > 0 {
+                format!(" plus {} line(s) with no count", t.cpu_lost_unknown)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !maps.is_empty() {
+        let _ = writeln!(o, "\nmaps:");
+        let _ = writeln!(
+            o,
+            "  {:>5}  {:>18}  {:>10}  {:>10}  {:>10}",
+            "id", "phys", "length", "reads", "writes"
+        );
+        for (id, m) in maps {
+            let _ = writeln!(
+                o,
+                "  {:>5}  {:>18}  {:>10}  {:>10}  {:>10}{}",
+                id,
+                m.phys.map(hex).unwrap_or_else(|| "?".into()),
+                m.len.map(hex).unwrap_or_else(|| "?".into()),
+                m.reads,
+                m.writes,
+                if m.unmapped { "  (unmapped)" } else { "" }
+            );
+        }
+    }
+    let n = if args.all {
+        hot.len()
+    } else {
+        args.top.min(hot.len())
+    };
+    if n > 0 {
+        let title = if args.all {
+            "all addresses".to_string()
+        } else {
+            format!("hottest {n} of {} addresses", hot.len())
+        };
+        let _ = writeln!(o, "\n{title}:");
+        let _ = writeln!(
+            o,
+            "  {:>18}  {:>9}  {:>9}  {:>8}  {:>9}  {:>14}  {:>14}",
+            "address", "reads", "writes", "widths", "distinct", "first", "last"
+        );
+        for (addr, s) in &hot[..n] {
+            let widths: Vec<String> = widths_list(s.widths).iter().map(u64::to_string).collect();
+            let distinct = if s.capped {
+                format!("{}+", s.values.len())
+            } else {
+                s.values.len().to_string()
+            };
+            let _ = writeln!(
+                o,
+                "  {:>18}  {:>9}  {:>9}  {:>8}  {:>9}  {:>14}  {:>14}",
+                hex(**addr),
+                s.reads,
+                s.writes,
+                widths.join(","),
+                distinct,
+                fmt_ts(s.first),
+                fmt_ts(s.last)
+            );
+        }
+    }
+    if !regs.is_empty() {
+        let n = if args.all {
+            regs.len()
+        } else {
+            args.top.min(regs.len())
+        };
+        let _ = writeln!(o, "\nhottest {n} of {} registers:", regs.len());
+        let _ = writeln!(o, "  {:<32}  {:>9}  {:>9}", "register", "reads", "writes");
+        for (name, (r, w)) in &regs[..n] {
+            let _ = writeln!(o, "  {name:<32}  {r:>9}  {w:>9}");
+        }
+    }
+    o
+}
