@@ -1,0 +1,196 @@
+//! The recorder side: create the shared memory, drain the rings, compute the watermark.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+
+use crate::producer::Shm;
+use crate::record::Record;
+use crate::{state, sys, Header, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
+
+/// The recorder's end: owns the memfd and its mapping.
+pub struct Consumer {
+    fd: OwnedFd,
+    shm: Shm,
+    /// Consumer-private copy of each ring's tail.
+    tails: Vec<u64>,
+    scratch: Vec<Record>,
+    last_watermark: u64,
+}
+
+/// What one ring yielded in one [`Consumer::poll`].
+#[derive(Clone, Copy, Debug)]
+pub struct Drained<'a> {
+    /// Ring index.
+    pub ring: u32,
+    /// Owning process.
+    pub pid: u32,
+    /// Owning thread.
+    pub tid: u32,
+    /// Whole events, in the thread's order.
+    pub records: &'a [Record],
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock every producer stamps with).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Consumer {
+    /// Creates the shared memory: `nrings` rings of `capacity` records (a power of two).
+    /// The memfd is created without close-on-exec, so traced programs inherit it.
+    pub fn create(nrings: u32, capacity: u32) -> io::Result<Consumer> {
+        assert!(capacity.is_power_of_two() && nrings > 0);
+        let size = crate::total_size(nrings as usize, capacity as usize);
+        // SAFETY: plain syscall with a NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"mmio-trace".as_ptr(), 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: valid fd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh shared mapping of the whole memfd.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let h = Header {
+            magic: MAGIC,
+            version: VERSION,
+            nrings,
+            capacity,
+            record_size: RECORD_SIZE as u32,
+            start_ns: monotonic_ns(),
+            recorder_pid: std::process::id(),
+            closed: Default::default(),
+            next_map_id: 1.into(),
+            slow_steps: 0.into(),
+            attached: 0.into(),
+            full_waits: 0.into(),
+        };
+        // SAFETY: the mapping is at least a page, zero-filled, aligned; rings start FREE (0).
+        unsafe { (base as *mut Header).write(h) };
+        // SAFETY: initialised just above; the mapping lives as long as self.
+        let shm = unsafe { Shm::from_raw(base as *mut u8, size) }.expect("fresh header is valid");
+        Ok(Consumer {
+            fd,
+            shm,
+            tails: vec![0; nrings as usize],
+            scratch: Vec::new(),
+            last_watermark: 0,
+        })
+    }
+
+    /// The memfd (to pass to traced processes by number).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The shared memory, as a producer in this process would see it (tests, self-tracing).
+    pub fn shm(&self) -> Shm {
+        self.shm
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        self.shm.header()
+    }
+
+    /// Tells producers to stop waiting for room (called when the recorder stops draining).
+    pub fn close(&self) {
+        self.header().closed.store(1, Ordering::SeqCst);
+        for i in 0..self.header().nrings as usize {
+            let c = self.shm.ctl(i);
+            c.tail_seq.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake(&c.tail_seq);
+        }
+    }
+
+    /// Drains every ring once, handing each ring's new whole events to `f`, and returns the
+    /// watermark: an absolute `CLOCK_MONOTONIC` time such that every event with a smaller
+    /// timestamp has been handed out by this or an earlier poll.
+    ///
+    /// Why it holds: the clock is read *before* the rings' `pending` words. A ring that is
+    /// idle then can only publish events whose timestamps are read after it marks itself
+    /// busy, which is after our read of `pending`, so after our clock read. A busy ring
+    /// with a known timestamp bounds the watermark by it; one whose timestamp is not yet
+    /// known keeps the watermark where it was.
+    pub fn poll(&mut self, mut f: impl FnMut(Drained<'_>)) -> u64 {
+        let t0 = monotonic_ns();
+        let mut wm = t0;
+        let h = self.shm.header();
+        let cap = h.capacity as u64;
+        for i in 0..h.nrings as usize {
+            let c = self.shm.ctl(i);
+            let st = c.state.load(Ordering::Acquire);
+            if st == state::FREE || st == state::CLAIMING {
+                continue;
+            }
+            let pending = c.pending.load(Ordering::SeqCst);
+            let head = c.head.load(Ordering::Acquire);
+            let tail = self.tails[i];
+            match pending {
+                IDLE => {}
+                BUSY => wm = wm.min(self.last_watermark),
+                ts => wm = wm.min(ts),
+            }
+            if head != tail {
+                self.scratch.clear();
+                let data = self.shm.data(i);
+                for k in tail..head {
+                    // SAFETY: published slots (tail..head) within the ring.
+                    let r = unsafe { data.add((k & (cap - 1)) as usize).read_volatile() };
+                    self.scratch.push(r);
+                }
+                f(Drained {
+                    ring: i as u32,
+                    pid: c.pid.load(Ordering::Relaxed),
+                    tid: c.tid.load(Ordering::Relaxed),
+                    records: &self.scratch,
+                });
+                self.tails[i] = head;
+                c.tail.store(head, Ordering::Release);
+                c.tail_seq.fetch_add(1, Ordering::SeqCst);
+                if c.waiters.swap(0, Ordering::SeqCst) != 0 {
+                    sys::futex_wake(&c.tail_seq);
+                }
+            }
+            if st == state::RETIRED
+                && pending == IDLE
+                && c.head.load(Ordering::Acquire) == self.tails[i]
+            {
+                c.state.store(state::FREE, Ordering::Release);
+            }
+        }
+        self.last_watermark = self.last_watermark.max(wm);
+        self.last_watermark
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.close();
+        // SAFETY: the mapping made in create; no Producer from this Consumer may outlive it
+        // (documented on `shm`).
+        unsafe { libc::munmap(self.shm.base() as *mut libc::c_void, self.shm.len()) };
+    }
+}

@@ -1,0 +1,235 @@
+//! The traced-process side: claim a ring, publish events. Signal-safe, allocation-free.
+
+use std::sync::atomic::{fence, Ordering};
+
+use crate::record::{Kind, Record, MAX_MARK};
+use crate::{state, sys, Header, RingCtl, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
+
+/// A view of the shared memory as mapped in this process.
+#[derive(Clone, Copy, Debug)]
+pub struct Shm {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: all shared state behind `base` is accessed through atomics or through the SPSC
+// protocol (one producer per ring); the pointer itself is immutable.
+unsafe impl Send for Shm {}
+// SAFETY: as above.
+unsafe impl Sync for Shm {}
+
+/// Why a producer stopped waiting for room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// The recorder is gone or has closed the recording: nothing will drain the ring.
+    RecorderGone,
+}
+
+impl Shm {
+    /// Wraps a mapping of the shared memory after checking its header.
+    ///
+    /// # Safety
+    /// `base..base+len` must be a live shared mapping of a memfd initialised by
+    /// [`crate::Consumer::create`], and stay mapped while the returned value or any
+    /// [`Producer`] made from it is used.
+    pub unsafe fn from_raw(base: *mut u8, len: usize) -> Option<Shm> {
+        if len < crate::HEADER_SIZE {
+            return None;
+        }
+        let shm = Shm { base, len };
+        let h = shm.header();
+        if h.magic != MAGIC || h.version != VERSION || h.record_size as usize != RECORD_SIZE {
+            return None;
+        }
+        if crate::total_size(h.nrings as usize, h.capacity as usize) > len
+            || !h.capacity.is_power_of_two()
+        {
+            return None;
+        }
+        Some(shm)
+    }
+
+    /// The base address.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// The mapping length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false (a valid mapping holds at least the header).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        // SAFETY: `from_raw`'s contract: the mapping holds an initialised header.
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// The control block of ring `i` (< nrings).
+    pub fn ctl(&self, i: usize) -> &RingCtl {
+        debug_assert!(i < self.header().nrings as usize);
+        // SAFETY: within the mapping (checked against total_size in from_raw), aligned.
+        unsafe { &*(self.base.add(crate::ctl_offset(i)) as *const RingCtl) }
+    }
+
+    pub(crate) fn data(&self, i: usize) -> *mut Record {
+        let h = self.header();
+        let off = crate::data_offset(h.nrings as usize) + i * h.capacity as usize * RECORD_SIZE;
+        // SAFETY: within the mapping (checked in from_raw).
+        unsafe { self.base.add(off) as *mut Record }
+    }
+
+    /// Claims a free ring for thread `tid` of process `pid`; `None` when all are taken.
+    pub fn claim(&self, pid: u32, tid: u32) -> Option<Producer> {
+        let n = self.header().nrings as usize;
+        for i in 0..n {
+            let c = self.ctl(i);
+            if c.state.load(Ordering::Relaxed) == state::FREE
+                && c.state
+                    .compare_exchange(
+                        state::FREE,
+                        state::CLAIMING,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                c.pid.store(pid, Ordering::Relaxed);
+                c.tid.store(tid, Ordering::Relaxed);
+                c.pending.store(IDLE, Ordering::Relaxed);
+                c.state.store(state::OWNED, Ordering::Release);
+                return Some(Producer {
+                    shm: *self,
+                    index: i as u32,
+                });
+            }
+        }
+        None
+    }
+
+    /// Hands out a mapping id unique across all traced processes.
+    pub fn next_map_id(&self) -> u64 {
+        self.header().next_map_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The producer handle of one claimed ring (a plain pair of values: cheap to keep in a
+/// fixed per-thread slot and to use from generated code).
+#[derive(Clone, Copy, Debug)]
+pub struct Producer {
+    shm: Shm,
+    index: u32,
+}
+
+impl Producer {
+    /// Rebuilds a handle for ring `index` (e.g. from a per-thread slot).
+    ///
+    /// # Safety
+    /// The ring must have been claimed by this thread and `shm` must be valid.
+    pub unsafe fn from_index(shm: Shm, index: u32) -> Producer {
+        Producer { shm, index }
+    }
+
+    /// The ring index.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    fn ctl(&self) -> &RingCtl {
+        self.shm.ctl(self.index as usize)
+    }
+
+    /// Marks the ring busy: call before reading the clock for an event, then
+    /// [`Producer::stamp`] with the timestamp, then publish with [`Producer::push`].
+    #[inline]
+    pub fn begin(&self) {
+        self.ctl().pending.store(BUSY, Ordering::SeqCst);
+    }
+
+    /// Tells the consumer the timestamp of the event being written.
+    #[inline]
+    pub fn stamp(&self, ts: u64) {
+        self.ctl().pending.store(ts, Ordering::SeqCst);
+    }
+
+    /// Publishes one event (1..=capacity records) and ends the busy state; waits while the
+    /// ring is full. On error nothing was published (the recorder is gone).
+    #[inline]
+    pub fn push(&self, recs: &[Record]) -> Result<(), WaitError> {
+        let r = self.write(recs);
+        self.ctl().pending.store(IDLE, Ordering::Release);
+        r
+    }
+
+    fn write(&self, recs: &[Record]) -> Result<(), WaitError> {
+        let h = self.shm.header();
+        let cap = h.capacity as u64;
+        let c = self.ctl();
+        let head = c.head.load(Ordering::Relaxed);
+        let need = recs.len() as u64;
+        if need > cap {
+            return Ok(());
+        }
+        let mut spins = 0u32;
+        loop {
+            let seq = c.tail_seq.load(Ordering::Acquire);
+            let tail = c.tail.load(Ordering::Acquire);
+            if head + need - tail <= cap {
+                break;
+            }
+            if h.closed.load(Ordering::Relaxed) != 0 {
+                return Err(WaitError::RecorderGone);
+            }
+            spins += 1;
+            if spins == 1 {
+                h.full_waits.fetch_add(1, Ordering::Relaxed);
+            }
+            if spins < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            c.waiters.store(1, Ordering::SeqCst);
+            // Re-check after announcing ourselves, so a consumer that advanced the tail
+            // meanwhile either sees the waiter flag or we see its new tail_seq.
+            if c.tail_seq.load(Ordering::SeqCst) == seq {
+                sys::futex_wait(&c.tail_seq, seq, 10_000_000);
+            }
+            if spins % 64 == 0 && !sys::process_exists(h.recorder_pid) {
+                return Err(WaitError::RecorderGone);
+            }
+        }
+        let data = self.shm.data(self.index as usize);
+        for (k, r) in recs.iter().enumerate() {
+            let slot = (head + k as u64) & (cap - 1);
+            // SAFETY: slot < capacity; the slot is free (head - tail < cap) and only this
+            // producer writes it until the head store below publishes it.
+            unsafe { data.add(slot as usize).write_volatile(*r) };
+        }
+        fence(Ordering::Release);
+        c.head.store(head + need, Ordering::Release);
+        Ok(())
+    }
+
+    /// Publishes a marker with `text` (cut at the maximum length) at time `ts`.
+    pub fn push_mark(&self, ts: u64, text: &[u8]) -> Result<(), WaitError> {
+        let text = &text[..text.len().min(MAX_MARK)];
+        let mut recs = [Record::default(); 1 + MAX_MARK / 32];
+        recs[0] = Record::new(ts, 0, text.len() as u64, 0, 0, Kind::Mark);
+        let mut n = 1;
+        for chunk in text.chunks(32) {
+            recs[n] = Record::data(chunk);
+            n += 1;
+        }
+        self.push(&recs[..n])
+    }
+
+    /// Marks the ring's thread as gone; the consumer frees the ring once drained.
+    pub fn retire(&self) {
+        self.ctl().state.store(state::RETIRED, Ordering::Release);
+    }
+}

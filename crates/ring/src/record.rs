@@ -1,0 +1,146 @@
+//! The fixed 32-byte record and the event encodings built from it.
+//!
+//! ```text
+//! word 0: timestamp, CLOCK_MONOTONIC ns (absolute; the consumer subtracts Header::start_ns)
+//! word 1: kind-specific (accesses: virtual address | low 16 bits of the map id << 48)
+//! word 2: kind-specific (accesses: value, zero-extended)
+//! word 3: pc (low 48 bits) | width << 48 | kind << 56
+//! ```
+//! Multi-record events: the first record says how many follow (derivable from its fields:
+//! [`Record::extra`]); the followers carry raw bytes.
+
+/// Size of one record in bytes.
+pub const RECORD_SIZE: usize = 32;
+
+/// One ring slot.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Record(pub [u64; 4]);
+
+/// Event kinds (byte 7 of word 3).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Continuation data of the previous record.
+    Data = 0,
+    /// A read of at most 8 bytes.
+    Read = 1,
+    /// A write of at most 8 bytes.
+    Write = 2,
+    /// A read wider than 8 bytes: word 2 unused; `ceil(width/32)` data records follow.
+    ReadWide = 3,
+    /// A write wider than 8 bytes; as [`Kind::ReadWide`].
+    WriteWide = 4,
+    /// A mapping: word 1 virt, word 2 len; one data record `[phys, map_id, 0, 0]` follows.
+    Map = 5,
+    /// An unmapping: word 2 = map id.
+    Unmap = 6,
+    /// A marker: word 2 = text length; `ceil(len/32)` data records follow.
+    Mark = 7,
+    /// An access whose instruction could not be decoded: word 1 as accesses, word 2 =
+    /// the first instruction bytes (little-endian).
+    Unknown = 8,
+}
+
+impl Kind {
+    /// The kind with this number.
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            0 => Kind::Data,
+            1 => Kind::Read,
+            2 => Kind::Write,
+            3 => Kind::ReadWide,
+            4 => Kind::WriteWide,
+            5 => Kind::Map,
+            6 => Kind::Unmap,
+            7 => Kind::Mark,
+            8 => Kind::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+const PC_MASK: u64 = (1 << 48) - 1;
+
+/// The largest marker text carried (longer text is cut).
+pub const MAX_MARK: usize = 4096;
+
+impl Record {
+    /// The first record of an event.
+    #[inline]
+    pub const fn new(ts: u64, w1: u64, w2: u64, pc: u64, width: u8, kind: Kind) -> Record {
+        Record([
+            ts,
+            w1,
+            w2,
+            (pc & PC_MASK) | (width as u64) << 48 | (kind as u64) << 56,
+        ])
+    }
+
+    /// Word 1 of an access: the virtual address and the low 16 bits of the map id.
+    #[inline]
+    pub const fn access_word(addr: u64, map_id: u64) -> u64 {
+        (addr & PC_MASK) | (map_id & 0xffff) << 48
+    }
+
+    /// A data record holding up to 32 raw bytes.
+    #[inline]
+    pub fn data(bytes: &[u8]) -> Record {
+        let mut b = [0u8; 32];
+        let n = bytes.len().min(32);
+        b[..n].copy_from_slice(&bytes[..n]);
+        let mut w = [0u64; 4];
+        for (i, c) in b.chunks_exact(8).enumerate() {
+            w[i] = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        }
+        Record(w)
+    }
+
+    /// The raw bytes of a data record.
+    pub fn bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, w) in self.0.iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// Timestamp (absolute `CLOCK_MONOTONIC` ns).
+    pub fn ts(&self) -> u64 {
+        self.0[0]
+    }
+    /// Kind, if known.
+    pub fn kind(&self) -> Option<Kind> {
+        Kind::from_u8((self.0[3] >> 56) as u8)
+    }
+    /// Width in bytes (accesses).
+    pub fn width(&self) -> u8 {
+        (self.0[3] >> 48) as u8
+    }
+    /// Program counter.
+    pub fn pc(&self) -> u64 {
+        self.0[3] & PC_MASK
+    }
+    /// Virtual address of an access.
+    pub fn addr(&self) -> u64 {
+        self.0[1] & PC_MASK
+    }
+    /// Low 16 bits of an access's map id.
+    pub fn map_low(&self) -> u16 {
+        (self.0[1] >> 48) as u16
+    }
+    /// Value of an access of at most 8 bytes.
+    pub fn value(&self) -> u64 {
+        self.0[2]
+    }
+
+    /// How many data records follow this first record.
+    pub fn extra(&self) -> usize {
+        match self.kind() {
+            Some(Kind::ReadWide) | Some(Kind::WriteWide) => (self.width() as usize).div_ceil(32),
+            Some(Kind::Map) => 1,
+            Some(Kind::Mark) => (self.0[2] as usize).min(MAX_MARK).div_ceil(32),
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The few raw Linux x86-64 system calls the producer side needs.
+//!
+//! Raw `syscall` instructions, not libc: they are async-signal-safe, never re-enter
+//! symbols an LD_PRELOAD library interposes, and need no libc at all (the fault-path core
+//! must be loadable without one, see the design notes).
+#![allow(clippy::missing_safety_doc)]
+
+use core::arch::asm;
+
+/// `futex(2)` operation numbers.
+pub const FUTEX_WAIT: usize = 0;
+/// Wakes waiters.
+pub const FUTEX_WAKE: usize = 1;
+
+/// A raw system call with up to six arguments; returns the kernel's value (negative errno).
+///
+/// # Safety
+/// The caller must pass arguments valid for system call `nr`.
+#[inline]
+pub unsafe fn syscall6(
+    nr: usize,
+    a: usize,
+    b: usize,
+    c: usize,
+    d: usize,
+    e: usize,
+    f: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: the x86-64 Linux system call convention; rcx and r11 are clobbered by
+    // `syscall`; memory effects are the caller's contract.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d, in("r8") e, in("r9") f,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// `futex(addr, FUTEX_WAIT, expected, {0, timeout_ns})`, shared (not private): the word
+/// lives in memory shared between processes.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: u64) -> isize {
+    let ts = [
+        (timeout_ns / 1_000_000_000) as i64,
+        (timeout_ns % 1_000_000_000) as i64,
+    ];
+    // SAFETY: `word` is a valid u32; `ts` a valid timespec for the call's duration.
+    unsafe {
+        syscall6(
+            202,
+            word.as_ptr() as usize,
+            FUTEX_WAIT,
+            expected as usize,
+            ts.as_ptr() as usize,
+            0,
+            0,
+        )
+    }
+}
+
+/// Wakes every waiter on `word` (shared futex).
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) -> isize {
+    // SAFETY: `word` is a valid u32.
+    unsafe {
+        syscall6(
+            202,
+            word.as_ptr() as usize,
+            FUTEX_WAKE,
+            i32::MAX as usize,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// Whether process `pid` exists (`kill(pid, 0)` does not fail with ESRCH).
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { syscall6(62, pid as usize, 0, 0, 0, 0, 0) };
+    r != -3
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds via the raw system call (slow path; the tracer uses
+/// the vDSO through its own clock).
+pub fn monotonic_ns_syscall() -> u64 {
+    let mut ts = [0i64; 2];
+    // SAFETY: clock_gettime(CLOCK_MONOTONIC=1, &ts).
+    unsafe { syscall6(228, 1, ts.as_mut_ptr() as usize, 0, 0, 0, 0) };
+    ts[0] as u64 * 1_000_000_000 + ts[1] as u64
+}
