@@ -1,1 +1,187 @@
-//! placeholder
+//! Decode one x86-64 memory-touching instruction and emulate it against a CPU context and a bus.
+//!
+//! This is the heart of the tracer's fault path: a device page is mapped `PROT_NONE`, the
+//! program faults on it, and the handler completes the faulting instruction itself through an
+//! always-accessible alias mapping of the device, so the trapped page never opens for other
+//! threads. The crate knows nothing about signals or mappings: it sees the thread's registers
+//! through [`Cpu`] and every memory access of the instruction through [`Bus`].
+//!
+//! ```text
+//! let d = decode(code_bytes_at_rip, rip)?;      // small Copy value, cacheable per RIP
+//! let out = emulate(&d, &mut cpu, &mut bus)?;   // bus accesses in CPU order, then registers
+//! ```
+//!
+//! # Guarantees
+//! - No allocation, no panics on any byte sequence, no signals. `unsafe` lives only in the
+//!   native flag module (and the optional [`ucontext`] adapter).
+//! - Every memory access the instruction makes goes through the bus, device memory or not
+//!   (the non-device side of `MOVS`, the stack of `PUSH m`/`POP m`), with the width and
+//!   address the CPU uses, exactly once, in the CPU's order. Accesses wider than 8 bytes (SSE,
+//!   AVX, AVX-512, `CMPXCHG16B`, `MOVDIR64B`) are one bus access of 16/32/64 bytes. The
+//!   emulator never splits an access that crosses a page or mapping boundary: the bus gets the
+//!   whole range and decides (serve it, split-and-log it, or refuse with [`BusFault`]).
+//! - Read-modify-write instructions read, then write. A failed `CMPXCHG`/`CMPXCHG8B`/
+//!   `CMPXCHG16B` writes the old value back, as the hardware does ("the destination operand
+//!   receives a write cycle without regard to the result of the comparison", Intel SDM).
+//!   `CMP`, `TEST` and `BT` only read.
+//! - Commit rule: the CPU context is changed only after all bus accesses of the instruction
+//!   succeeded; on a [`BusFault`] nothing is changed (RIP still points at the instruction).
+//!   REP string instructions commit per element, like the CPU does on a fault: RCX/RSI/RDI
+//!   reflect the completed iterations and RIP stays on the instruction until RCX reaches 0.
+//! - Arithmetic flags are produced by running the same ALU instruction natively on the values.
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod decode;
+mod emulate;
+mod native;
+#[cfg(target_os = "linux")]
+pub mod ucontext;
+
+pub use decode::{decode, Decoded, Reason, Unsupported};
+pub use emulate::emulate;
+pub use iced_x86::Mnemonic;
+
+/// The register state of the interrupted thread, as the emulator needs it.
+///
+/// General-purpose registers are numbered in hardware encoding order: 0 = RAX, 1 = RCX,
+/// 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI, 8..=15 = R8..R15. Vector registers
+/// 0..=31 are ZMM0..ZMM31 as 64 little-endian bytes (XMM n is bytes 0..16, YMM n bytes
+/// 0..32); on a machine without AVX-512 an implementation returns zeros above what exists and
+/// ignores writes there. Methods are infallible: the emulator validates indices first.
+pub trait Cpu {
+    /// Value of general-purpose register `n` (0..=15).
+    fn gpr(&self, n: usize) -> u64;
+    /// Sets general-purpose register `n` (0..=15) to the full 64-bit `value`.
+    fn set_gpr(&mut self, n: usize, value: u64);
+    /// Instruction pointer.
+    fn rip(&self) -> u64;
+    /// Sets the instruction pointer.
+    fn set_rip(&mut self, value: u64);
+    /// RFLAGS.
+    fn rflags(&self) -> u64;
+    /// Sets RFLAGS (the emulator changes only CF, PF, AF, ZF, SF and OF).
+    fn set_rflags(&mut self, value: u64);
+    /// FS segment base (used by `fs:` prefixed operands).
+    fn fs_base(&self) -> u64;
+    /// GS segment base (used by `gs:` prefixed operands).
+    fn gs_base(&self) -> u64;
+    /// ZMM register `n` (0..=31), 64 bytes.
+    fn vec(&self, n: usize) -> [u8; 64];
+    /// Sets ZMM register `n` (0..=31) to `value`.
+    fn set_vec(&mut self, n: usize, value: &[u8; 64]);
+    /// Opmask register `n` (0..=7).
+    fn opmask(&self, n: usize) -> u64;
+    /// Sets opmask register `n` (0..=7).
+    fn set_opmask(&mut self, n: usize, value: u64);
+}
+
+/// Every memory access an emulated instruction makes, each exactly once.
+///
+/// `buf.len()`/`data.len()` is the access width (1, 2, 4, 8, 10?, 16, 32 or 64 bytes); values
+/// are the raw little-endian bytes as they travel on the bus. The address is the linear
+/// address (segment base included). A range may cross a page or mapping boundary; the
+/// emulator never splits it, the implementation decides.
+pub trait Bus {
+    /// Reads exactly `buf.len()` bytes at `addr`, once.
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), BusFault>;
+    /// Writes exactly `data.len()` bytes at `addr`, once.
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), BusFault>;
+}
+
+/// A bus access that could not be performed; emulation stops cleanly (see the commit rule in
+/// the crate documentation) and the caller falls back to single-stepping or the real fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusFault {
+    /// Address of the refused access.
+    pub addr: u64,
+}
+
+/// A fault the real CPU would raise instead of performing the instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exception {
+    /// #GP: an aligned vector move, `CMPXCHG16B` or `MOVDIR64B` on a misaligned address.
+    GeneralProtection {
+        /// The misaligned address.
+        addr: u64,
+    },
+}
+
+/// Why [`emulate`] did not complete the instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmuError {
+    /// The bus refused an access.
+    Bus(BusFault),
+    /// The CPU would fault; nothing was accessed or committed.
+    Exception(Exception),
+    /// The instruction is not emulated; nothing was accessed or committed.
+    Unsupported(Unsupported),
+}
+
+impl From<BusFault> for EmuError {
+    fn from(f: BusFault) -> Self {
+        EmuError::Bus(f)
+    }
+}
+
+/// What a successful [`emulate`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The RIP now in the context (the next instruction).
+    pub next_rip: u64,
+    /// Elements processed by a string instruction (1 for every other instruction).
+    pub iterations: u64,
+}
+
+/// Direction of one memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessDir {
+    /// Read only.
+    Read,
+    /// Written only.
+    Write,
+    /// Read, then written (RMW; also a failed `CMPXCHG`, which writes the old value back).
+    ReadWrite,
+}
+
+/// One memory access an instruction will make (see [`Decoded::accesses`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemAccess {
+    /// Linear address.
+    pub addr: u64,
+    /// Width in bytes.
+    pub size: u32,
+    /// Direction.
+    pub dir: AccessDir,
+}
+
+/// The memory accesses of one instruction (or of the first element of a string instruction),
+/// in the order the CPU makes them; a fixed-size list so computing it never allocates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accesses {
+    items: [MemAccess; 2],
+    len: u8,
+}
+
+impl Accesses {
+    pub(crate) const EMPTY: Accesses = Accesses {
+        items: [MemAccess {
+            addr: 0,
+            size: 0,
+            dir: AccessDir::Read,
+        }; 2],
+        len: 0,
+    };
+
+    pub(crate) fn push(&mut self, addr: u64, size: u32, dir: AccessDir) {
+        if let Some(slot) = self.items.get_mut(self.len as usize) {
+            *slot = MemAccess { addr, size, dir };
+            self.len += 1;
+        }
+    }
+
+    /// The accesses, in CPU order.
+    pub fn as_slice(&self) -> &[MemAccess] {
+        self.items.get(..self.len as usize).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,619 @@
+//! Emulation recipes: bus accesses first (in CPU order), register commit last.
+
+use crate::decode::{Decoded, Ext, Kind, Reason, StrOp, Unsupported};
+use crate::native::{self, Bin, ARITH_FLAGS};
+use crate::{AccessDir, Accesses, Bus, BusFault, Cpu, EmuError, Exception, Outcome};
+use iced_x86::{ConditionCode, Instruction, OpKind, Register};
+
+const RSP: usize = 4;
+const ZF: u64 = 1 << 6;
+const DF: u64 = 1 << 10;
+
+const R_AL: usize = Register::AL as usize;
+const R_BL: usize = Register::BL as usize;
+const R_AH: usize = Register::AH as usize;
+const R_BH: usize = Register::BH as usize;
+const R_SPL: usize = Register::SPL as usize;
+const R_R15L: usize = Register::R15L as usize;
+const R_AX: usize = Register::AX as usize;
+const R_R15W: usize = Register::R15W as usize;
+const R_EAX: usize = Register::EAX as usize;
+const R_R15D: usize = Register::R15D as usize;
+const R_RAX: usize = Register::RAX as usize;
+const R_R15: usize = Register::R15 as usize;
+const R_XMM0: usize = Register::XMM0 as usize;
+const R_XMM31: usize = Register::XMM31 as usize;
+const R_YMM0: usize = Register::YMM0 as usize;
+const R_YMM31: usize = Register::YMM31 as usize;
+const R_ZMM0: usize = Register::ZMM0 as usize;
+const R_ZMM31: usize = Register::ZMM31 as usize;
+
+/// Where a GPR lives: (register number, bit shift, width in bytes).
+fn reg_slot(r: Register) -> Option<(usize, u32, u32)> {
+    let v = r as usize;
+    Some(match v {
+        R_AL..=R_BL => (v - R_AL, 0, 1),
+        R_AH..=R_BH => (v - R_AH, 8, 1),
+        R_SPL..=R_R15L => (v - R_SPL + 4, 0, 1),
+        R_AX..=R_R15W => (v - R_AX, 0, 2),
+        R_EAX..=R_R15D => (v - R_EAX, 0, 4),
+        R_RAX..=R_R15 => (v - R_RAX, 0, 8),
+        _ => return None,
+    })
+}
+
+/// Reads a register by its iced name with the width it names (zero-extended); segment
+/// registers give their base (0 except FS/GS, as in 64-bit mode). `rsp` replaces RSP.
+fn reg_get<C: Cpu>(cpu: &C, r: Register, rsp: Option<u64>) -> Option<u64> {
+    if let Some((n, shift, size)) = reg_slot(r) {
+        let full = if n == RSP {
+            rsp.unwrap_or_else(|| cpu.gpr(RSP))
+        } else {
+            cpu.gpr(n)
+        };
+        return Some((full >> shift) & mask(size));
+    }
+    Some(match r {
+        Register::ES | Register::CS | Register::SS | Register::DS => 0,
+        Register::FS => cpu.fs_base(),
+        Register::GS => cpu.gs_base(),
+        _ => return None,
+    })
+}
+
+/// Writes a GPR with the CPU's width rules: 8/16-bit writes merge, 32-bit writes zero-extend.
+fn reg_set<C: Cpu>(cpu: &mut C, r: Register, val: u64) {
+    if let Some((n, shift, size)) = reg_slot(r) {
+        cpu.set_gpr(n, merge(cpu.gpr(n), val, shift, size));
+    }
+}
+
+fn merge(old: u64, val: u64, shift: u32, size: u32) -> u64 {
+    match size {
+        1 => (old & !(0xff << shift)) | ((val & 0xff) << shift),
+        2 => (old & !0xffff) | (val & 0xffff),
+        4 => val & 0xffff_ffff,
+        _ => val,
+    }
+}
+
+fn mask(size: u32) -> u64 {
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size * 8)) - 1
+    }
+}
+
+fn sign_extend(v: u64, size: u32) -> u64 {
+    match size {
+        1 => v as u8 as i8 as i64 as u64,
+        2 => v as u16 as i16 as i64 as u64,
+        4 => v as u32 as i32 as i64 as u64,
+        _ => v,
+    }
+}
+
+/// The accumulator register of a given width.
+fn acc(size: u32) -> Register {
+    match size {
+        1 => Register::AL,
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    }
+}
+
+fn rd<B: Bus>(bus: &mut B, addr: u64, size: u32) -> Result<u64, BusFault> {
+    let mut buf = [0u8; 8];
+    let n = (size as usize).min(8);
+    bus.read(addr, &mut buf[..n])?;
+    Ok(u64::from_le_bytes(buf))
+}
+
+fn wr<B: Bus>(bus: &mut B, addr: u64, size: u32, val: u64) -> Result<(), BusFault> {
+    let buf = val.to_le_bytes();
+    bus.write(addr, &buf[..(size as usize).min(8)])
+}
+
+fn unsupported(d: &Decoded) -> EmuError {
+    EmuError::Unsupported(Unsupported::new(&d.ins, &[], Reason::NotEmulated))
+}
+
+/// Linear address of memory operand `op`, with RSP optionally replaced (POP m).
+fn ea<C: Cpu>(d: &Decoded, op: u32, cpu: &C, rsp: Option<u64>) -> Result<u64, EmuError> {
+    d.ins
+        .virtual_address(op, 0, |r, _, _| reg_get(cpu, r, rsp))
+        .ok_or_else(|| unsupported(d))
+}
+
+fn op_reg(ins: &Instruction, op: u32) -> Register {
+    ins.op_register(op)
+}
+
+fn set_arith<C: Cpu>(cpu: &mut C, flags: u64) {
+    cpu.set_rflags((cpu.rflags() & !ARITH_FLAGS) | (flags & ARITH_FLAGS));
+}
+
+fn gp(addr: u64) -> EmuError {
+    EmuError::Exception(Exception::GeneralProtection { addr })
+}
+
+/// Second operand of an ALU/shift/bit instruction: register value or immediate.
+fn src_value<C: Cpu>(d: &Decoded, op: u32, cpu: &C) -> Result<u64, EmuError> {
+    let ins = &d.ins;
+    if ins.op_kind(op) == OpKind::Register {
+        reg_get(cpu, ins.op_register(op), None).ok_or_else(|| unsupported(d))
+    } else {
+        Ok(ins.immediate(op))
+    }
+}
+
+fn cond(cc: ConditionCode, f: u64) -> bool {
+    let cf = f & 1 != 0;
+    let pf = f & 4 != 0;
+    let zf = f & ZF != 0;
+    let sf = f & 0x80 != 0;
+    let of = f & 0x800 != 0;
+    match cc {
+        ConditionCode::o => of,
+        ConditionCode::no => !of,
+        ConditionCode::b => cf,
+        ConditionCode::ae => !cf,
+        ConditionCode::e => zf,
+        ConditionCode::ne => !zf,
+        ConditionCode::be => cf || zf,
+        ConditionCode::a => !cf && !zf,
+        ConditionCode::s => sf,
+        ConditionCode::ns => !sf,
+        ConditionCode::p => pf,
+        ConditionCode::np => !pf,
+        ConditionCode::l => sf != of,
+        ConditionCode::ge => sf == of,
+        ConditionCode::le => zf || sf != of,
+        ConditionCode::g => !zf && sf == of,
+        _ => false,
+    }
+}
+
+/// For BT* with a register bit offset the operand is a bit string: the CPU accesses the
+/// operand-sized word that holds the bit. Returns (address, bit offset within the word).
+fn bit_target<C: Cpu>(d: &Decoded, cpu: &C, size: u32) -> Result<(u64, u64), EmuError> {
+    let base = ea(d, 0, cpu, None)?;
+    let bits = u64::from(size) * 8;
+    let off = src_value(d, 1, cpu)?;
+    if d.ins.op1_kind() == OpKind::Register {
+        let off = sign_extend(off, size) as i64;
+        let word = off >> bits.trailing_zeros();
+        let addr = base.wrapping_add((word.wrapping_mul(i64::from(size))) as u64);
+        Ok((addr, (off as u64) & (bits - 1)))
+    } else {
+        Ok((base, off & (bits - 1)))
+    }
+}
+
+/// Address-size facts of a string instruction: (counter/index mask, is 32-bit).
+fn str_mask(ins: &Instruction) -> u64 {
+    let k = ins.op0_kind();
+    let k1 = if ins.op_count() > 1 {
+        ins.op1_kind()
+    } else {
+        k
+    };
+    if matches!(k, OpKind::MemorySegESI | OpKind::MemoryESEDI)
+        || matches!(k1, OpKind::MemorySegESI | OpKind::MemoryESEDI)
+    {
+        0xffff_ffff
+    } else {
+        u64::MAX
+    }
+}
+
+/// Emulates the decoded instruction: performs its memory accesses through `bus` and updates
+/// `cpu` (registers, arithmetic flags, RIP). See the crate documentation for the commit rule.
+pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<Outcome, EmuError> {
+    let ins = &d.ins;
+    let size = ins.memory_size().size() as u32;
+    let next = ins.next_ip();
+    let mut iterations = 1;
+    match d.kind {
+        Kind::Load { ext, swap } => {
+            let dst = op_reg(ins, 0);
+            let addr = ea(d, 1, cpu, None)?;
+            let mut v = rd(bus, addr, size)?;
+            if swap {
+                v = v.swap_bytes() >> (64 - size * 8);
+            }
+            if ext == Ext::Sign {
+                v = sign_extend(v, size);
+            }
+            reg_set(cpu, dst, v);
+        }
+        Kind::Store { swap } => {
+            let addr = ea(d, 0, cpu, None)?;
+            let mut v = src_value(d, 1, cpu)?;
+            if swap {
+                v = v.swap_bytes() >> (64 - size * 8);
+            }
+            wr(bus, addr, size, v)?;
+        }
+        Kind::StoreImm => {
+            let addr = ea(d, 0, cpu, None)?;
+            wr(bus, addr, size, ins.immediate(1))?;
+        }
+        Kind::Movdir64b => {
+            let dst = reg_get(cpu, op_reg(ins, 0), None).ok_or_else(|| unsupported(d))?;
+            let src = ea(d, 1, cpu, None)?;
+            if dst % 64 != 0 {
+                return Err(gp(dst));
+            }
+            let mut buf = [0u8; 64];
+            bus.read(src, &mut buf)?;
+            bus.write(dst, &buf)?;
+        }
+        Kind::Xchg => {
+            // Either operand order decodes; find the memory and register operands.
+            let (mop, rop) = if ins.op0_kind() == OpKind::Memory {
+                (0, 1)
+            } else {
+                (1, 0)
+            };
+            let addr = ea(d, mop, cpu, None)?;
+            let r = op_reg(ins, rop);
+            let rv = reg_get(cpu, r, None).ok_or_else(|| unsupported(d))?;
+            let old = rd(bus, addr, size)?;
+            wr(bus, addr, size, rv)?;
+            reg_set(cpu, r, old);
+        }
+        Kind::Cmpxchg => {
+            let addr = ea(d, 0, cpu, None)?;
+            let src = src_value(d, 1, cpu)?;
+            let a = reg_get(cpu, acc(size), None).ok_or_else(|| unsupported(d))?;
+            let old = rd(bus, addr, size)?;
+            let (_, f) = native::bin(Bin::Sub, size, a, old, cpu.rflags());
+            if f & ZF != 0 {
+                wr(bus, addr, size, src)?;
+            } else {
+                // The hardware always writes: the old value goes back on failure.
+                wr(bus, addr, size, old)?;
+                reg_set(cpu, acc(size), old);
+            }
+            set_arith(cpu, f);
+        }
+        Kind::CmpxchgWide => {
+            let addr = ea(d, 0, cpu, None)?;
+            if size == 16 && addr % 16 != 0 {
+                return Err(gp(addr));
+            }
+            // size is 8 or 16 (decode guarantees); halves are EDX:EAX / RDX:RAX etc.
+            let half = (size / 2).min(8) as usize;
+            let n = half * 2;
+            let join = |lo: u64, hi: u64| {
+                let mut buf = [0u8; 16];
+                buf[..half].copy_from_slice(&lo.to_le_bytes()[..half]);
+                buf[half..n].copy_from_slice(&hi.to_le_bytes()[..half]);
+                buf
+            };
+            let expect = join(cpu.gpr(0), cpu.gpr(2));
+            let new = join(cpu.gpr(3), cpu.gpr(1));
+            let mut old = [0u8; 16];
+            bus.read(addr, &mut old[..n])?;
+            let equal = old[..n] == expect[..n];
+            if equal {
+                bus.write(addr, &new[..n])?;
+            } else {
+                bus.write(addr, &old[..n])?;
+                let mut lo = [0u8; 8];
+                let mut hi = [0u8; 8];
+                lo[..half].copy_from_slice(&old[..half]);
+                hi[..half].copy_from_slice(&old[half..n]);
+                // 32-bit halves are written as EAX/EDX: zero-extended, like any 32-bit write.
+                cpu.set_gpr(0, u64::from_le_bytes(lo));
+                cpu.set_gpr(2, u64::from_le_bytes(hi));
+            }
+            let f = cpu.rflags();
+            cpu.set_rflags(if equal { f | ZF } else { f & !ZF });
+        }
+        Kind::Xadd => {
+            let addr = ea(d, 0, cpu, None)?;
+            let r = op_reg(ins, 1);
+            let rv = reg_get(cpu, r, None).ok_or_else(|| unsupported(d))?;
+            let old = rd(bus, addr, size)?;
+            let (sum, f) = native::bin(Bin::Add, size, old, rv, cpu.rflags());
+            wr(bus, addr, size, sum)?;
+            reg_set(cpu, r, old);
+            set_arith(cpu, f);
+        }
+        Kind::AluMem { op, write } => {
+            let addr = ea(d, 0, cpu, None)?;
+            let b = src_value(d, 1, cpu)?;
+            let a = rd(bus, addr, size)?;
+            let (r, f) = native::bin(op, size, a, b, cpu.rflags());
+            if write {
+                wr(bus, addr, size, r)?;
+            }
+            set_arith(cpu, f);
+        }
+        Kind::AluReg { op, write } => {
+            let dst = op_reg(ins, 0);
+            let addr = ea(d, 1, cpu, None)?;
+            let a = reg_get(cpu, dst, None).ok_or_else(|| unsupported(d))?;
+            let b = rd(bus, addr, size)?;
+            let (r, f) = native::bin(op, size, a, b, cpu.rflags());
+            if write {
+                reg_set(cpu, dst, r);
+            }
+            set_arith(cpu, f);
+        }
+        Kind::Unary(op) => {
+            let addr = ea(d, 0, cpu, None)?;
+            let a = rd(bus, addr, size)?;
+            let (r, f) = native::un(op, size, a, cpu.rflags());
+            wr(bus, addr, size, r)?;
+            if op != native::Un::Not {
+                set_arith(cpu, f);
+            }
+        }
+        Kind::Shift(op) => {
+            let addr = ea(d, 0, cpu, None)?;
+            let count = src_value(d, 1, cpu)?;
+            let a = rd(bus, addr, size)?;
+            let (r, f) = native::bin(op, size, a, count, cpu.rflags());
+            wr(bus, addr, size, r)?;
+            set_arith(cpu, f);
+        }
+        Kind::ShiftD { left } => {
+            let addr = ea(d, 0, cpu, None)?;
+            let b = src_value(d, 1, cpu)?;
+            let count = src_value(d, 2, cpu)? as u8;
+            let a = rd(bus, addr, size)?;
+            let (r, f) = native::dshift(left, size, a, b, count, cpu.rflags());
+            wr(bus, addr, size, r)?;
+            set_arith(cpu, f);
+        }
+        Kind::Bit { op, write } => {
+            let (addr, bit) = bit_target(d, cpu, size)?;
+            let a = rd(bus, addr, size)?;
+            let (r, f) = native::bin(op, size, a, bit, cpu.rflags());
+            if write {
+                wr(bus, addr, size, r)?;
+            }
+            set_arith(cpu, f);
+        }
+        Kind::Setcc => {
+            let addr = ea(d, 0, cpu, None)?;
+            let v = u64::from(cond(ins.condition_code(), cpu.rflags()));
+            wr(bus, addr, 1, v)?;
+        }
+        Kind::PushM => {
+            let addr = ea(d, 0, cpu, None)?;
+            let v = rd(bus, addr, size)?;
+            let sp = cpu.gpr(RSP).wrapping_sub(u64::from(size));
+            wr(bus, sp, size, v)?;
+            cpu.set_gpr(RSP, sp);
+        }
+        Kind::PopM => {
+            let sp = cpu.gpr(RSP);
+            let v = rd(bus, sp, size)?;
+            let new_sp = sp.wrapping_add(u64::from(size));
+            // The destination address is computed with the incremented RSP (Intel SDM, POP).
+            let addr = ea(d, 0, cpu, Some(new_sp))?;
+            wr(bus, addr, size, v)?;
+            cpu.set_gpr(RSP, new_sp);
+        }
+        Kind::Str(op) => {
+            iterations = string_op(d, op, size, cpu, bus)?;
+        }
+        Kind::VecLoad {
+            width,
+            zero_to,
+            align,
+        } => {
+            let dst = vec_index(op_reg(ins, 0)).ok_or_else(|| unsupported(d))?;
+            let addr = ea(d, 1, cpu, None)?;
+            if addr % u64::from(align) != 0 {
+                return Err(gp(addr));
+            }
+            let mut v = cpu.vec(dst);
+            let w = usize::from(width);
+            bus.read(addr, v.get_mut(..w).ok_or_else(|| unsupported(d))?)?;
+            if let Some(z) = v.get_mut(w..usize::from(zero_to).max(w)) {
+                z.fill(0);
+            }
+            cpu.set_vec(dst, &v);
+        }
+        Kind::VecStore { width, align } => {
+            let src = vec_index(op_reg(ins, 1)).ok_or_else(|| unsupported(d))?;
+            let addr = ea(d, 0, cpu, None)?;
+            if addr % u64::from(align) != 0 {
+                return Err(gp(addr));
+            }
+            let v = cpu.vec(src);
+            bus.write(
+                addr,
+                v.get(..usize::from(width)).ok_or_else(|| unsupported(d))?,
+            )?;
+        }
+    }
+    cpu.set_rip(next);
+    Ok(Outcome {
+        next_rip: next,
+        iterations,
+    })
+}
+
+fn vec_index(r: Register) -> Option<usize> {
+    let v = r as usize;
+    match v {
+        R_XMM0..=R_XMM31 => Some(v - R_XMM0),
+        R_YMM0..=R_YMM31 => Some(v - R_YMM0),
+        R_ZMM0..=R_ZMM31 => Some(v - R_ZMM0),
+        _ => None,
+    }
+}
+
+/// Runs a (REP) string instruction element by element, committing RSI/RDI/RCX (and flags,
+/// accumulator) after each element so a bus fault leaves the architectural state a CPU
+/// would have after an exception mid-REP. Returns the number of elements processed.
+fn string_op<C: Cpu, B: Bus>(
+    d: &Decoded,
+    op: StrOp,
+    size: u32,
+    cpu: &mut C,
+    bus: &mut B,
+) -> Result<u64, EmuError> {
+    let ins = &d.ins;
+    let amask = str_mask(ins);
+    // With REPNE, MOVS/STOS/LODS repeat like REP; only CMPS/SCAS test ZF.
+    let rep = ins.has_rep_prefix() || ins.has_repne_prefix();
+    let step = if cpu.rflags() & DF != 0 {
+        u64::from(size).wrapping_neg()
+    } else {
+        u64::from(size)
+    };
+    let seg = reg_get(cpu, ins.memory_segment(), None).ok_or_else(|| unsupported(d))?;
+    // Writes to ESI/EDI/ECX under a 32-bit address size zero-extend, as any 32-bit write.
+    let upd = |new: u64| new & amask;
+    let mut done = 0u64;
+    loop {
+        if rep && cpu.gpr(1) & amask == 0 {
+            break;
+        }
+        let rsi = cpu.gpr(6);
+        let rdi = cpu.gpr(7);
+        let src = seg.wrapping_add(rsi & amask);
+        let dst = rdi & amask;
+        let mut flags = None;
+        match op {
+            StrOp::Movs => {
+                let v = rd(bus, src, size)?;
+                wr(bus, dst, size, v)?;
+                cpu.set_gpr(6, upd(rsi.wrapping_add(step)));
+                cpu.set_gpr(7, upd(rdi.wrapping_add(step)));
+            }
+            StrOp::Stos => {
+                let v = reg_get(cpu, acc(size), None).unwrap_or(0);
+                wr(bus, dst, size, v)?;
+                cpu.set_gpr(7, upd(rdi.wrapping_add(step)));
+            }
+            StrOp::Lods => {
+                let v = rd(bus, src, size)?;
+                reg_set(cpu, acc(size), v);
+                cpu.set_gpr(6, upd(rsi.wrapping_add(step)));
+            }
+            StrOp::Cmps => {
+                let a = rd(bus, src, size)?;
+                let b = rd(bus, dst, size)?;
+                let (_, f) = native::bin(Bin::Sub, size, a, b, cpu.rflags());
+                flags = Some(f);
+                cpu.set_gpr(6, upd(rsi.wrapping_add(step)));
+                cpu.set_gpr(7, upd(rdi.wrapping_add(step)));
+            }
+            StrOp::Scas => {
+                let a = reg_get(cpu, acc(size), None).unwrap_or(0);
+                let b = rd(bus, dst, size)?;
+                let (_, f) = native::bin(Bin::Sub, size, a, b, cpu.rflags());
+                flags = Some(f);
+                cpu.set_gpr(7, upd(rdi.wrapping_add(step)));
+            }
+        }
+        if let Some(f) = flags {
+            set_arith(cpu, f);
+        }
+        done += 1;
+        if !rep {
+            break;
+        }
+        let rcx = cpu.gpr(1);
+        cpu.set_gpr(1, upd(rcx.wrapping_sub(1)));
+        if let Some(f) = flags {
+            let zf = f & ZF != 0;
+            if (ins.has_repe_prefix() && !zf) || (ins.has_repne_prefix() && zf) {
+                break;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// See [`Decoded::accesses`].
+pub(crate) fn accesses<C: Cpu>(d: &Decoded, cpu: &C) -> Accesses {
+    let mut list = Accesses::EMPTY;
+    let ins = &d.ins;
+    let size = ins.memory_size().size() as u32;
+    let at = |op: u32| ea(d, op, cpu, None).ok();
+    use AccessDir::{Read as R, ReadWrite as RW, Write as W};
+    let mut one = |addr: Option<u64>, size: u32, dir: AccessDir| {
+        if let Some(a) = addr {
+            list.push(a, size, dir);
+        }
+    };
+    match d.kind {
+        Kind::Load { .. } | Kind::AluReg { .. } => one(at(1), size, R),
+        Kind::VecLoad { .. } => one(at(1), size, R),
+        Kind::Store { .. } | Kind::StoreImm | Kind::VecStore { .. } => one(at(0), size, W),
+        Kind::Setcc => one(at(0), 1, W),
+        Kind::AluMem { write: false, .. } => one(at(0), size, R),
+        Kind::Xchg => {
+            let mop = if ins.op0_kind() == OpKind::Memory {
+                0
+            } else {
+                1
+            };
+            one(at(mop), size, RW)
+        }
+        Kind::AluMem { .. }
+        | Kind::Cmpxchg
+        | Kind::CmpxchgWide
+        | Kind::Xadd
+        | Kind::Unary(_)
+        | Kind::Shift(_)
+        | Kind::ShiftD { .. } => one(at(0), size, RW),
+        Kind::Bit { write, .. } => one(
+            bit_target(d, cpu, size).ok().map(|t| t.0),
+            size,
+            if write { RW } else { R },
+        ),
+        Kind::Movdir64b => {
+            one(at(1), 64, R);
+            one(reg_get(cpu, op_reg(ins, 0), None), 64, W);
+        }
+        Kind::PushM => {
+            one(at(0), size, R);
+            one(Some(cpu.gpr(RSP).wrapping_sub(u64::from(size))), size, W);
+        }
+        Kind::PopM => {
+            let sp = cpu.gpr(RSP);
+            one(Some(sp), size, R);
+            one(
+                ea(d, 0, cpu, Some(sp.wrapping_add(u64::from(size)))).ok(),
+                size,
+                W,
+            );
+        }
+        Kind::Str(op) => {
+            let amask = str_mask(ins);
+            let rep = ins.has_rep_prefix() || ins.has_repne_prefix();
+            if rep && cpu.gpr(1) & amask == 0 {
+                return list;
+            }
+            let seg = reg_get(cpu, ins.memory_segment(), None).unwrap_or(0);
+            let src = Some(seg.wrapping_add(cpu.gpr(6) & amask));
+            let dst = Some(cpu.gpr(7) & amask);
+            match op {
+                StrOp::Movs => {
+                    one(src, size, R);
+                    one(dst, size, W);
+                }
+                StrOp::Stos => one(dst, size, W),
+                StrOp::Lods => one(src, size, R),
+                StrOp::Cmps => {
+                    one(src, size, R);
+                    one(dst, size, R);
+                }
+                StrOp::Scas => one(dst, size, R),
+            }
+        }
+    }
+    list
+}

@@ -1,0 +1,1 @@
+//! [`Cpu`](crate::Cpu) over a Linux signal frame's `ucontext_t` (to come).
