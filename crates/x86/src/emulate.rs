@@ -104,16 +104,42 @@ fn acc(size: u32) -> Register {
     }
 }
 
+// Fixed-size buffers per width, so a bus implementation that gets inlined copies a constant
+// number of bytes (no memmove call on the hot path).
+#[inline]
 fn rd<B: Bus>(bus: &mut B, addr: u64, size: u32) -> Result<u64, BusFault> {
-    let mut buf = [0u8; 8];
-    let n = (size as usize).min(8);
-    bus.read(addr, &mut buf[..n])?;
-    Ok(u64::from_le_bytes(buf))
+    Ok(match size {
+        1 => {
+            let mut b = [0u8; 1];
+            bus.read(addr, &mut b)?;
+            u64::from(b[0])
+        }
+        2 => {
+            let mut b = [0u8; 2];
+            bus.read(addr, &mut b)?;
+            u64::from(u16::from_le_bytes(b))
+        }
+        4 => {
+            let mut b = [0u8; 4];
+            bus.read(addr, &mut b)?;
+            u64::from(u32::from_le_bytes(b))
+        }
+        _ => {
+            let mut b = [0u8; 8];
+            bus.read(addr, &mut b)?;
+            u64::from_le_bytes(b)
+        }
+    })
 }
 
+#[inline]
 fn wr<B: Bus>(bus: &mut B, addr: u64, size: u32, val: u64) -> Result<(), BusFault> {
-    let buf = val.to_le_bytes();
-    bus.write(addr, &buf[..(size as usize).min(8)])
+    match size {
+        1 => bus.write(addr, &[val as u8]),
+        2 => bus.write(addr, &(val as u16).to_le_bytes()),
+        4 => bus.write(addr, &(val as u32).to_le_bytes()),
+        _ => bus.write(addr, &val.to_le_bytes()),
+    }
 }
 
 fn unsupported(d: &Decoded) -> EmuError {

@@ -42,6 +42,19 @@ pub use decode::{decode, Decoded, Reason, Unsupported};
 pub use emulate::emulate;
 pub use iced_x86::Mnemonic;
 
+/// Builds iced-x86's decoder tables (allocated once per process on first use). Call it before
+/// installing a signal handler that decodes, so that no fault ever allocates.
+pub fn warm_up() {
+    // Touch each encoding family's tables: legacy, VEX and EVEX.
+    for bytes in [
+        &[0x8b, 0x07][..],
+        &[0xc5, 0xfe, 0x6f, 0x07],
+        &[0x62, 0xf1, 0xfe, 0x48, 0x6f, 0x07],
+    ] {
+        let _ = decode(bytes, 0);
+    }
+}
+
 /// The register state of the interrupted thread, as the emulator needs it.
 ///
 /// General-purpose registers are numbered in hardware encoding order: 0 = RAX, 1 = RCX,
