@@ -90,6 +90,9 @@ pub struct Header {
     pub attached: AtomicU64,
     /// Times a producer found its ring full and had to wait.
     pub full_waits: AtomicU64,
+    /// Events producers could not publish (no ring could be claimed, or the recorder
+    /// closed the recording); the recorder reports them as a `Lost N events` mark.
+    pub lost: AtomicU64,
 }
 
 /// Per-ring control block (two cache lines: producer-written, consumer-written).

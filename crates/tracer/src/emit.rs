@@ -1,0 +1,126 @@
+//! Writing events into the calling thread's ring.
+
+use std::sync::atomic::Ordering;
+
+use mmio_trace_ring::{Kind, Producer, Record};
+
+use crate::{sys, threads};
+
+/// An event being written: the ring is marked busy and the timestamp taken.
+pub(crate) struct Pending {
+    p: Option<Producer>,
+    /// The event's timestamp (absolute CLOCK_MONOTONIC ns).
+    pub ts: u64,
+}
+
+/// Starts an event on the calling thread's ring (call before the access it records).
+#[inline]
+pub(crate) fn begin() -> Pending {
+    let p = threads::current().and_then(|s| s.producer());
+    if let Some(p) = &p {
+        p.begin();
+    }
+    let ts = sys::now_ns();
+    if let Some(p) = &p {
+        p.stamp(ts);
+    }
+    Pending { p, ts }
+}
+
+fn lost() {
+    if let Some(shm) = crate::shm() {
+        shm.header().lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Pending {
+    fn push(self, recs: &[Record]) {
+        match self.p {
+            Some(p) => {
+                if p.push(recs).is_err() {
+                    lost();
+                }
+            }
+            None => lost(),
+        }
+    }
+
+    /// Publishes an access of `bytes.len()` bytes (1..=64) at `addr`.
+    #[inline]
+    pub fn access(self, write: bool, addr: u64, map_id: u64, bytes: &[u8], pc: u64) {
+        let width = bytes.len().min(64);
+        let w1 = Record::access_word(addr, map_id);
+        if width <= 8 {
+            let mut v = [0u8; 8];
+            v[..width].copy_from_slice(&bytes[..width]);
+            let kind = if write { Kind::Write } else { Kind::Read };
+            let r = Record::new(self.ts, w1, u64::from_le_bytes(v), pc, width as u8, kind);
+            self.push(&[r]);
+        } else {
+            let kind = if write {
+                Kind::WriteWide
+            } else {
+                Kind::ReadWide
+            };
+            let mut recs = [Record::default(); 3];
+            recs[0] = Record::new(self.ts, w1, 0, pc, width as u8, kind);
+            let mut n = 1;
+            for c in bytes[..width].chunks(32) {
+                recs[n] = Record::data(c);
+                n += 1;
+            }
+            self.push(&recs[..n]);
+        }
+    }
+
+    /// Publishes an access whose value is a register-sized integer.
+    #[inline]
+    pub fn access_value(self, write: bool, addr: u64, map_id: u64, width: u8, value: u64, pc: u64) {
+        let b = value.to_le_bytes();
+        self.access(write, addr, map_id, &b[..(width as usize).clamp(1, 8)], pc);
+    }
+
+    /// Publishes an `UNKNOWN` (an access whose direction or value could not be known).
+    pub fn unknown(self, addr: u64, map_id: u64, opcode: u64, pc: u64) {
+        let r = Record::new(
+            self.ts,
+            Record::access_word(addr, map_id),
+            opcode,
+            pc,
+            0,
+            Kind::Unknown,
+        );
+        self.push(&[r]);
+    }
+}
+
+/// Publishes a `MAP` of `len` bytes at `virt` with physical address `phys`.
+pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
+    let e = begin();
+    let ts = e.ts;
+    e.push(&[
+        Record::new(ts, virt, len, pc, 0, Kind::Map),
+        Record([phys, map_id, 0, 0]),
+    ]);
+}
+
+/// Publishes an `UNMAP` of mapping `map_id`.
+pub fn unmap(map_id: u64, pc: u64) {
+    let e = begin();
+    let ts = e.ts;
+    e.push(&[Record::new(ts, 0, map_id, pc, 0, Kind::Unmap)]);
+}
+
+/// Publishes a `MARK` with `text` from the calling thread.
+pub fn mark(text: &[u8]) {
+    let e = begin();
+    let ts = e.ts;
+    match e.p {
+        Some(p) => {
+            if p.push_mark(ts, text).is_err() {
+                lost();
+            }
+        }
+        None => lost(),
+    }
+}

@@ -1,0 +1,408 @@
+//! The in-process MMIO tracing engine.
+//!
+//! Device mappings are made `PROT_NONE`; every access faults into [`signals`]'s SIGSEGV
+//! handler, which finds the region ([`regions`], lock-free), decodes the instruction,
+//! completes it through an always-accessible alias mapping of the same memory ([`emu`]),
+//! publishes the event into the thread's shared-memory ring and advances RIP. The page
+//! never opens, so other threads keep running and stay traced. Instructions the emulator
+//! cannot do take the step fallback ([`step`]).
+//!
+//! The fault path allocates nothing, takes no lock a signal could re-enter, makes raw
+//! system calls only ([`sys`]) and keeps per-thread state in a fixed table keyed by the
+//! thread pointer ([`threads`]) instead of libc TLS.
+//!
+//! Two ways in:
+//! * the preload library calls [`init_from_env`] in its constructor and the `after_*` /
+//!   `before_*` hooks from its interposed `mmap`, `munmap`, `mprotect`, `mremap`;
+//! * a Rust program traces its own mappings with [`init`] and [`trace_region`] (the
+//!   `mmio-trace-record` crate's self-recording API does both and drains the rings).
+#![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod emit;
+mod emu;
+pub mod regions;
+pub mod rules;
+pub mod signals;
+mod step;
+pub mod sys;
+pub mod threads;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use mmio_trace_ring::Shm;
+
+pub use regions::Region;
+pub use rules::Rules;
+
+static SHM_BASE: AtomicUsize = AtomicUsize::new(0);
+static SHM_LEN: AtomicUsize = AtomicUsize::new(0);
+static PID: AtomicU32 = AtomicU32::new(0);
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static RULES: OnceLock<Rules> = OnceLock::new();
+
+const PAGE: u64 = 4096;
+
+/// The shared memory, once initialised.
+#[inline]
+pub fn shm() -> Option<Shm> {
+    let base = SHM_BASE.load(Ordering::Acquire);
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: set in `init` from a validated mapping that is never unmapped.
+    unsafe { Shm::from_raw(base as *mut u8, SHM_LEN.load(Ordering::Relaxed)) }
+}
+
+/// This process's id (cached; refreshed after fork).
+#[inline]
+pub fn pid() -> u32 {
+    PID.load(Ordering::Relaxed)
+}
+
+/// Whether tracing is initialised in this process.
+#[inline]
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Acquire)
+}
+
+/// Starts tracing in this process: events go to `shm`, device mappings are recognised by
+/// `rules`. Installs the signal handlers. Call once.
+pub fn init(shm: Shm, rules: Rules) {
+    SHM_LEN.store(shm.len(), Ordering::Relaxed);
+    SHM_BASE.store(shm.base() as usize, Ordering::Release);
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    let _ = RULES.set(rules);
+    shm.header().attached.fetch_add(1, Ordering::Relaxed);
+    // Warm the clock (vDSO lookup) before any fault.
+    let _ = sys::now_ns();
+    signals::install();
+    ACTIVE.store(true, Ordering::Release);
+}
+
+/// Starts tracing if the recorder's shared memory is in the environment (the preload
+/// library's constructor). Returns whether tracing is on.
+pub fn init_from_env() -> bool {
+    let Some(fd) = std::env::var(mmio_trace_ring::ENV_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    // Map the header first to learn the size.
+    // SAFETY: a fresh shared mapping of the inherited memfd.
+    let p = unsafe { sys::mmap(0, 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
+    if p < 0 {
+        return false;
+    }
+    // SAFETY: the page just mapped holds the header (validated by Shm::from_raw below).
+    let h = unsafe { &*(p as *const mmio_trace_ring::Header) };
+    let ok = h.magic == mmio_trace_ring::MAGIC;
+    let size = mmio_trace_ring::total_size(h.nrings as usize, h.capacity as usize);
+    // SAFETY: unmapping what we mapped.
+    unsafe { sys::munmap(p as usize, 4096) };
+    if !ok {
+        return false;
+    }
+    // SAFETY: shared mapping of the whole memfd; never unmapped.
+    let base = unsafe {
+        sys::mmap(
+            0,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if base < 0 {
+        return false;
+    }
+    // SAFETY: a live mapping of an initialised memfd, kept for the process's lifetime.
+    let Some(shm) = (unsafe { Shm::from_raw(base as *mut u8, size) }) else {
+        return false;
+    };
+    init(shm, Rules::from_env());
+    true
+}
+
+/// The memfd's fd number in this process (to keep the program from closing it).
+pub fn shm_fd() -> Option<i32> {
+    std::env::var(mmio_trace_ring::ENV_FD).ok()?.parse().ok()
+}
+
+/// Call in the child after `fork`.
+pub fn after_fork_child() {
+    PID.store(sys::getpid(), Ordering::Relaxed);
+    threads::after_fork_child();
+}
+
+/// Inserts a `MARK` with `text` at this point of the calling thread.
+pub fn mark(text: &[u8]) {
+    if is_active() {
+        emit::mark(text);
+    }
+}
+
+/// Why a region could not be traced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceError {
+    /// [`init`] was not called.
+    NotInitialised,
+    /// Address or length not page-aligned, or empty.
+    Unaligned,
+    /// No alias mapping could be made (errno), and none was given.
+    NoAlias(i32),
+    /// `mprotect` failed (errno).
+    Protect(i32),
+    /// The region table is full.
+    TableFull,
+}
+
+impl std::fmt::Display for TraceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TraceError::NotInitialised => write!(f, "tracing is not initialised"),
+            TraceError::Unaligned => write!(f, "region must be page-aligned and non-empty"),
+            TraceError::NoAlias(e) => write!(f, "cannot make an alias mapping (errno {e})"),
+            TraceError::Protect(e) => write!(f, "mprotect failed (errno {e})"),
+            TraceError::TableFull => write!(f, "too many traced regions"),
+        }
+    }
+}
+
+impl std::error::Error for TraceError {}
+
+/// Traces `len` bytes at `ptr` (a page-aligned shared mapping of device memory) as
+/// physical address `phys`, from now on; returns the mapping id. `alias`: an existing
+/// second mapping of the same memory, or `None` to duplicate the mapping with
+/// `mremap(ptr, 0, len, MREMAP_MAYMOVE)` (works for shared file and memfd mappings; for
+/// PFN mappings such as most device BARs, pass a second `mmap` of the device instead).
+/// `prot` is the protection the program expects to have.
+///
+/// # Safety
+/// `ptr..ptr+len` must be a mapping owned by the caller, and no reference (`&`/`&mut`) to
+/// it may be used while traced: accesses must be volatile or through raw pointers (the
+/// compiler must emit a real load or store for each access).
+pub unsafe fn trace_region(
+    ptr: *mut u8,
+    len: usize,
+    phys: u64,
+    alias: Option<*mut u8>,
+    prot: i32,
+) -> Result<u64, TraceError> {
+    let shm = shm().ok_or(TraceError::NotInitialised)?;
+    let (addr, len) = (ptr as u64, (len as u64 + PAGE - 1) & !(PAGE - 1));
+    if addr % PAGE != 0 || len == 0 {
+        return Err(TraceError::Unaligned);
+    }
+    let alias = match alias {
+        Some(a) => a as u64,
+        None => {
+            // SAFETY: duplicating a mapping the caller owns into a fresh address.
+            let a = unsafe { sys::mremap(addr as usize, 0, len as usize, libc::MREMAP_MAYMOVE, 0) };
+            if a < 0 {
+                return Err(TraceError::NoAlias(-a as i32));
+            }
+            a as u64
+        }
+    };
+    let map_id = shm.next_map_id();
+    let r = Region {
+        start: addr,
+        len,
+        alias,
+        phys,
+        map_id,
+        prot,
+    };
+    if !regions::add(r) {
+        return Err(TraceError::TableFull);
+    }
+    emit::map(addr, len, phys, map_id, 0);
+    // SAFETY: the caller owns the mapping.
+    let e = unsafe { sys::mprotect(addr as usize, len as usize, libc::PROT_NONE) };
+    if e < 0 {
+        regions::remove_overlapping(addr, len, |_| {});
+        return Err(TraceError::Protect(-e as i32));
+    }
+    Ok(map_id)
+}
+
+/// Stops tracing the region starting at `ptr`: logs `UNMAP`, restores the program's
+/// protection. The alias stays mapped (a thread may still be inside the fault path with
+/// it); it is reclaimed when the program unmaps the region.
+pub fn untrace_region(ptr: *mut u8) {
+    regions::remove_overlapping(ptr as u64, 1, |r| {
+        emit::unmap(r.map_id, 0);
+        // SAFETY: restoring the program's protection on its own mapping.
+        unsafe { sys::mprotect(r.start as usize, r.len as usize, r.prot) };
+    });
+}
+
+/// The preload library's hook after a successful `mmap`: traces the mapping if it is a
+/// shared mapping of a device.
+///
+/// Normal (not signal) context; allocation-free, because `malloc` itself calls `mmap`.
+pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64, pc: u64) {
+    if !is_active() || fd < 0 || flags & libc::MAP_SHARED == 0 || len == 0 {
+        return;
+    }
+    let Some(rules) = RULES.get() else { return };
+    let mut buf = [0u8; 512];
+    let Some(path) = rules::fd_path(fd, &mut buf) else {
+        return;
+    };
+    if !rules.is_device(path) || Some(fd) == shm_fd_cached() {
+        return;
+    }
+    let phys = rules::phys_of(path, off as u64);
+    let len = (len + PAGE - 1) & !(PAGE - 1);
+    let Some(shm) = shm() else { return };
+    // The alias: a second mapping of the same fd and offset (drivers keep per-open-file
+    // state, so the program's own fd, not a reopened path).
+    let mut alias = 0u64;
+    for p in [libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ, prot] {
+        if p == libc::PROT_NONE {
+            continue;
+        }
+        // SAFETY: a fresh mapping at an address of the kernel's choice.
+        let a = unsafe { sys::mmap(0, len as usize, p, libc::MAP_SHARED, fd, off) };
+        if a >= 0 {
+            alias = a as u64;
+            break;
+        }
+    }
+    let map_id = shm.next_map_id();
+    let r = Region {
+        start: addr,
+        len,
+        alias,
+        phys,
+        map_id,
+        prot,
+    };
+    if !regions::add(r) {
+        return;
+    }
+    emit::map(addr, len, phys, map_id, pc);
+    protect_traced_pages(rules, addr, len, off as u64);
+}
+
+fn protect_traced_pages(rules: &Rules, addr: u64, len: u64, off: u64) {
+    if rules.ranges.is_empty() && rules.bypass.is_empty() {
+        // SAFETY: the program's fresh device mapping.
+        unsafe { sys::mprotect(addr as usize, len as usize, libc::PROT_NONE) };
+        return;
+    }
+    let mut p = 0;
+    while p < len {
+        if rules.traced(off + p, PAGE) {
+            // SAFETY: a page of the program's device mapping.
+            unsafe { sys::mprotect((addr + p) as usize, PAGE as usize, libc::PROT_NONE) };
+        }
+        p += PAGE;
+    }
+}
+
+fn shm_fd_cached() -> Option<i32> {
+    static FD: OnceLock<Option<i32>> = OnceLock::new();
+    *FD.get_or_init(shm_fd)
+}
+
+/// The preload library's hook before `munmap`: logs `UNMAP` for traced regions in the
+/// range and forgets them (and their aliases).
+pub fn before_munmap(addr: u64, len: u64, pc: u64) {
+    if !is_active() {
+        return;
+    }
+    regions::remove_overlapping(addr, len, |r| {
+        emit::unmap(r.map_id, pc);
+        if r.alias != 0 {
+            // SAFETY: the alias is the tracer's own mapping and no longer registered.
+            unsafe { sys::munmap(r.alias as usize, r.len as usize) };
+        }
+    });
+}
+
+/// The preload library's `mprotect`: for ranges inside traced regions, remember the
+/// protection the program asked for (enforced by the fault path) and keep the pages
+/// closed. Returns `None` when no traced region is involved (call the real `mprotect`).
+pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<i32> {
+    if !is_active() || regions::set_prot(addr, len, prot) == 0 {
+        return None;
+    }
+    // Parts of the range outside traced regions get the protection for real.
+    let end = addr + len;
+    let mut cur = addr;
+    let mut spans = [(0u64, 0u64); 16];
+    let mut n = 0;
+    regions::overlapping(addr, len, |r| {
+        if n < spans.len() {
+            spans[n] = (r.start, r.start + r.len);
+            n += 1;
+        }
+    });
+    spans[..n].sort_unstable();
+    let mut rc = 0;
+    for &(s, e) in &spans[..n] {
+        if cur < s {
+            // SAFETY: the program's own range.
+            rc |= unsafe { sys::mprotect(cur as usize, (s - cur) as usize, prot) };
+        }
+        cur = cur.max(e);
+    }
+    if cur < end {
+        // SAFETY: the program's own range.
+        rc |= unsafe { sys::mprotect(cur as usize, (end - cur) as usize, prot) };
+    }
+    Some(if rc < 0 { -1 } else { 0 })
+}
+
+/// The preload library's hook after a successful `mremap` of `old`: a traced region that
+/// moved or changed size is traced at its new place (`UNMAP` + `MAP` under a new id), the
+/// alias remapped alongside.
+pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
+    if !is_active() {
+        return;
+    }
+    let mut moved = None;
+    regions::remove_overlapping(old, old_len.max(1), |r| {
+        if moved.is_none() && r.start == old {
+            moved = Some(r);
+        }
+        emit::unmap(r.map_id, pc);
+    });
+    let Some(r) = moved else { return };
+    let Some(shm) = shm() else { return };
+    let new_len = (new_len + PAGE - 1) & !(PAGE - 1);
+    let mut alias = r.alias;
+    if alias != 0 && new_len != r.len {
+        // SAFETY: resizing the tracer's own alias mapping.
+        let a = unsafe {
+            sys::mremap(
+                r.alias as usize,
+                r.len as usize,
+                new_len as usize,
+                libc::MREMAP_MAYMOVE,
+                0,
+            )
+        };
+        alias = if a < 0 { 0 } else { a as u64 };
+    }
+    let map_id = shm.next_map_id();
+    let nr = Region {
+        start: new,
+        len: new_len,
+        alias,
+        map_id,
+        ..r
+    };
+    if regions::add(nr) {
+        emit::map(new, new_len, r.phys, map_id, pc);
+        // The moved pages keep PROT_NONE; grown pages need closing.
+        // SAFETY: the program's mapping.
+        unsafe { sys::mprotect(new as usize, new_len as usize, libc::PROT_NONE) };
+    }
+}

@@ -1,0 +1,225 @@
+//! The region registry: which virtual ranges are traced, read without locks.
+//!
+//! A fixed array of slots, each guarded by its own sequence counter (a seqlock): the fault
+//! handler copies a slot and retries if a writer changed it meanwhile, so lookups never
+//! block and never allocate. Writers (mmap/munmap/mprotect/mremap hooks, normal context
+//! only) serialise on one spin lock. Updates are rare; lookups are on every fault.
+
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
+
+/// How many regions can be traced at once.
+pub const MAX_REGIONS: usize = 1024;
+
+/// One traced range, as the fault handler sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// First traced byte (page-aligned).
+    pub start: u64,
+    /// Length in bytes (page multiple).
+    pub len: u64,
+    /// Address of the always-accessible alias of the same memory (0 when there is none:
+    /// every access then takes the step path).
+    pub alias: u64,
+    /// Physical address (or file offset) of `start`.
+    pub phys: u64,
+    /// Mapping id, as logged in `MAP`.
+    pub map_id: u64,
+    /// The protection the program asked for (`PROT_*`); accesses it forbids are delivered
+    /// to the program as faults.
+    pub prot: i32,
+}
+
+impl Region {
+    /// Whether `addr` lies in the region.
+    #[inline]
+    pub fn contains(&self, addr: u64) -> bool {
+        addr.wrapping_sub(self.start) < self.len
+    }
+
+    /// The alias address of `addr` (which must be inside).
+    #[inline]
+    pub fn alias_of(&self, addr: u64) -> u64 {
+        self.alias + (addr - self.start)
+    }
+
+    /// The physical address of `addr` (which must be inside).
+    #[inline]
+    pub fn phys_of(&self, addr: u64) -> u64 {
+        self.phys + (addr - self.start)
+    }
+}
+
+struct Slot {
+    seq: AtomicU32,
+    start: AtomicU64,
+    len: AtomicU64,
+    alias: AtomicU64,
+    phys: AtomicU64,
+    map_id: AtomicU64,
+    prot: AtomicI32,
+}
+
+impl Slot {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: Slot = Slot {
+        seq: AtomicU32::new(0),
+        start: AtomicU64::new(0),
+        len: AtomicU64::new(0),
+        alias: AtomicU64::new(0),
+        phys: AtomicU64::new(0),
+        map_id: AtomicU64::new(0),
+        prot: AtomicI32::new(0),
+    };
+
+    fn read(&self) -> Option<Region> {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let r = Region {
+                start: self.start.load(Ordering::Relaxed),
+                len: self.len.load(Ordering::Relaxed),
+                alias: self.alias.load(Ordering::Relaxed),
+                phys: self.phys.load(Ordering::Relaxed),
+                map_id: self.map_id.load(Ordering::Relaxed),
+                prot: self.prot.load(Ordering::Relaxed),
+            };
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return (r.len != 0).then_some(r);
+            }
+        }
+    }
+
+    /// Writer side; the registry lock is held.
+    fn write(&self, r: Option<Region>) {
+        let r = r.unwrap_or(Region {
+            start: 0,
+            len: 0,
+            alias: 0,
+            phys: 0,
+            map_id: 0,
+            prot: 0,
+        });
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.start.store(r.start, Ordering::Relaxed);
+        self.len.store(r.len, Ordering::Relaxed);
+        self.alias.store(r.alias, Ordering::Relaxed);
+        self.phys.store(r.phys, Ordering::Relaxed);
+        self.map_id.store(r.map_id, Ordering::Relaxed);
+        self.prot.store(r.prot, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+}
+
+static SLOTS: [Slot; MAX_REGIONS] = [Slot::EMPTY; MAX_REGIONS];
+/// Slots ever used: lookups scan only these.
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+/// Quick reject: the lowest start and highest end ever registered.
+static LO: AtomicU64 = AtomicU64::new(u64::MAX);
+static HI: AtomicU64 = AtomicU64::new(0);
+static LOCK: AtomicBool = AtomicBool::new(false);
+
+struct Guard;
+
+fn lock() -> Guard {
+    while LOCK
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::hint::spin_loop();
+    }
+    Guard
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        LOCK.store(false, Ordering::Release);
+    }
+}
+
+/// The region containing `addr`, if traced. Lock-free, allocation-free.
+#[inline]
+pub fn find(addr: u64) -> Option<Region> {
+    if addr < LO.load(Ordering::Relaxed) || addr >= HI.load(Ordering::Relaxed) {
+        return None;
+    }
+    let high = HIGH.load(Ordering::Acquire).min(MAX_REGIONS);
+    for slot in SLOTS.iter().take(high) {
+        if let Some(r) = slot.read() {
+            if r.contains(addr) {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+/// Adds a region; `false` when the table is full.
+pub fn add(r: Region) -> bool {
+    let _g = lock();
+    let high = HIGH.load(Ordering::Relaxed);
+    let idx = SLOTS
+        .iter()
+        .take(high)
+        .position(|s| s.read().is_none())
+        .unwrap_or(high);
+    if idx >= MAX_REGIONS {
+        return false;
+    }
+    LO.fetch_min(r.start, Ordering::Relaxed);
+    HI.fetch_max(r.start + r.len, Ordering::Relaxed);
+    SLOTS[idx].write(Some(r));
+    if idx == high {
+        HIGH.store(high + 1, Ordering::Release);
+    }
+    true
+}
+
+/// Removes every region overlapping `[start, start+len)`, calling `f` on each (after it is
+/// no longer found by lookups).
+pub fn remove_overlapping(start: u64, len: u64, mut f: impl FnMut(Region)) {
+    let _g = lock();
+    for slot in SLOTS.iter().take(HIGH.load(Ordering::Relaxed)) {
+        if let Some(r) = slot.read() {
+            if r.start < start.saturating_add(len) && start < r.start + r.len {
+                slot.write(None);
+                f(r);
+            }
+        }
+    }
+}
+
+/// Changes the program-visible protection of every region overlapping the range; returns
+/// how many regions it touched.
+pub fn set_prot(start: u64, len: u64, prot: i32) -> usize {
+    let _g = lock();
+    let mut n = 0;
+    for slot in SLOTS.iter().take(HIGH.load(Ordering::Relaxed)) {
+        if let Some(mut r) = slot.read() {
+            if r.start < start.saturating_add(len) && start < r.start + r.len {
+                r.prot = prot;
+                slot.write(Some(r));
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// All regions overlapping the range (copied out; normal context).
+pub fn overlapping(start: u64, len: u64, mut f: impl FnMut(Region)) {
+    for slot in SLOTS.iter().take(HIGH.load(Ordering::Acquire)) {
+        if let Some(r) = slot.read() {
+            if r.start < start.saturating_add(len) && start < r.start + r.len {
+                f(r);
+            }
+        }
+    }
+}

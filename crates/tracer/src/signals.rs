@@ -1,0 +1,305 @@
+//! Signal handlers and signal hygiene.
+//!
+//! The tracer owns SIGSEGV (the fault path), SIGTRAP (the end of a single step) and
+//! [`PAUSE_SIGNAL`] (other threads waiting out a single step). What the program asks for
+//! these signals is kept in [`app_sigaction`]'s table; every fault that is not the
+//! tracer's is handed to the program's handler as the kernel would have, or, under the
+//! default action, re-raised so the program dies of the same signal.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use iced_x86::{Decoder, DecoderOptions, Instruction};
+
+use crate::sys::{self, KSigaction};
+use crate::{emu, regions, step, threads};
+
+/// The real-time signal used to pause other threads during a single step.
+pub const PAUSE_SIGNAL: i32 = 63;
+
+const SA_SIGINFO: u64 = 4;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_RESTART: u64 = 0x1000_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+const SIG_DFL: usize = 0;
+const SIG_IGN: usize = 1;
+const SEGV_ACCERR: i32 = 2;
+/// Trap flag in RFLAGS.
+pub(crate) const TF: i64 = 0x100;
+
+/// The program's own action for one signal (as it passed it to `sigaction`).
+struct AppAction {
+    handler: AtomicUsize,
+    flags: AtomicU64,
+    mask: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_ACTION: AppAction = AppAction {
+    handler: AtomicUsize::new(SIG_DFL),
+    flags: AtomicU64::new(0),
+    mask: AtomicU64::new(0),
+};
+static APP: [AppAction; 65] = [NO_ACTION; 65];
+
+/// Whether the tracer owns `sig` (the program's actions for it are virtualised).
+pub fn is_reserved(sig: i32) -> bool {
+    matches!(sig, libc::SIGSEGV | libc::SIGTRAP | PAUSE_SIGNAL)
+}
+
+/// The program's view of `sigaction(sig, act, old)` for a reserved signal: records `act`
+/// (handler, flags, first 64 mask bits) and returns the previous one in `old`. The
+/// tracer's handler stays installed. Returns `false` for signals the tracer does not own
+/// (the caller passes those to libc).
+///
+/// # Safety
+/// `act`/`old` must be null or valid.
+pub unsafe fn app_sigaction(
+    sig: i32,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> bool {
+    if !is_reserved(sig) || !crate::is_active() {
+        return false;
+    }
+    let a = &APP[sig as usize];
+    if !old.is_null() {
+        // SAFETY: caller's contract; zeroed sigaction is valid.
+        unsafe {
+            let mut o: libc::sigaction = std::mem::zeroed();
+            o.sa_sigaction = a.handler.load(Ordering::Relaxed);
+            o.sa_flags = a.flags.load(Ordering::Relaxed) as i32;
+            *(&mut o.sa_mask as *mut libc::sigset_t as *mut u64) = a.mask.load(Ordering::Relaxed);
+            *old = o;
+        }
+    }
+    if !act.is_null() {
+        // SAFETY: caller's contract.
+        let n = unsafe { &*act };
+        // SAFETY: sigset_t is at least 8 bytes.
+        let mask = unsafe { *(&n.sa_mask as *const libc::sigset_t as *const u64) };
+        a.mask.store(mask, Ordering::Relaxed);
+        a.flags.store(n.sa_flags as u32 as u64, Ordering::Relaxed);
+        a.handler.store(n.sa_sigaction, Ordering::Release);
+    }
+    true
+}
+
+/// Installs the tracer's handlers (keeping any action already present as the program's).
+pub fn install() {
+    for (sig, h) in [
+        (libc::SIGSEGV, on_segv as *const () as usize),
+        (libc::SIGTRAP, on_trap as *const () as usize),
+        (PAUSE_SIGNAL, on_pause as *const () as usize),
+    ] {
+        let act = KSigaction {
+            handler: h,
+            flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
+            restorer: 0,
+            mask: 0,
+        };
+        let mut old = KSigaction::default();
+        sys::sigaction(sig, Some(&act), Some(&mut old));
+        if old.handler != SIG_DFL && old.handler != h {
+            let a = &APP[sig as usize];
+            a.handler.store(old.handler, Ordering::Relaxed);
+            a.flags.store(old.flags, Ordering::Relaxed);
+            a.mask.store(old.mask, Ordering::Relaxed);
+        }
+    }
+    setup_altstack();
+}
+
+/// Gives the calling thread an alternate signal stack, unless it has one.
+pub fn setup_altstack() {
+    const SIZE: usize = 256 << 10;
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    sys::sigaltstack(None, Some(&mut cur));
+    if cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= SIZE {
+        return;
+    }
+    // SAFETY: a fresh anonymous mapping.
+    let p = unsafe {
+        sys::mmap(
+            0,
+            SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p < 0 {
+        return;
+    }
+    let ss = libc::stack_t {
+        ss_sp: p as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: SIZE,
+    };
+    sys::sigaltstack(Some(&ss), None);
+}
+
+pub(crate) type Gregs = [i64; 23];
+
+/// # Safety
+/// `uc` is the ucontext passed to a signal handler.
+pub(crate) unsafe fn gregs<'a>(uc: *mut libc::c_void) -> &'a mut Gregs {
+    // SAFETY: caller's contract: the kernel's ucontext on the handler's stack.
+    unsafe { &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext.gregs }
+}
+
+/// # Safety
+/// As [`gregs`].
+pub(crate) unsafe fn uc_mask<'a>(uc: *mut libc::c_void) -> &'a mut u64 {
+    // SAFETY: caller's contract; sigset_t starts with the 64 classic signal bits.
+    unsafe {
+        &mut *(&mut (*(uc as *mut libc::ucontext_t)).uc_sigmask as *mut libc::sigset_t as *mut u64)
+    }
+}
+
+/// Decodes the instruction at `rip` without reading past a page that may be unmapped.
+pub(crate) fn decode_at(rip: u64) -> Option<(Instruction, [u8; 16])> {
+    let mut bytes = [0u8; 16];
+    let to_page_end = (4096 - (rip & 4095)) as usize;
+    let mut n = to_page_end.min(15);
+    loop {
+        // SAFETY: the code at rip is mapped executable (it just ran), at least to the end
+        // of its page; past that only when the instruction itself continues there.
+        unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
+        let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
+        let i = d.decode();
+        if !i.is_invalid() {
+            return Some((i, bytes));
+        }
+        if n >= 15 || d.last_error() != iced_x86::DecoderError::NoMoreBytes {
+            return None;
+        }
+        n = 15;
+    }
+}
+
+extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes valid info and context to an SA_SIGINFO handler.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
+    if step::in_step() {
+        // A fault while single-stepping: a second device page (open it too) or a real
+        // fault of the stepped instruction (end the step and deliver it).
+        // SAFETY: handler context.
+        if code == SEGV_ACCERR && unsafe { step::extend(addr) } {
+            return;
+        }
+        // SAFETY: handler context.
+        unsafe { step::abort(uc) };
+    } else if code == SEGV_ACCERR && crate::is_active() {
+        if let Some(r) = regions::find(addr) {
+            // SAFETY: handler context.
+            if unsafe { handle(&r, addr, uc) } {
+                return;
+            }
+        }
+    }
+    // SAFETY: handler context.
+    unsafe { deliver(sig, info, uc) };
+}
+
+/// The tracer's fault: emulate, or single-step. `false`: the program's own fault.
+unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let err = g[libc::REG_ERR as usize];
+    let write = err & 2 != 0;
+    if err & 0x10 != 0 || r.prot == libc::PROT_NONE || (write && r.prot & libc::PROT_WRITE == 0) {
+        return false;
+    }
+    let rip = g[libc::REG_RIP as usize] as u64;
+    let decoded = decode_at(rip);
+    if let Some((instr, _)) = &decoded {
+        if emu::emulate(instr, g, r) {
+            return true;
+        }
+    }
+    // SAFETY: handler context.
+    unsafe { step::begin(r, addr, decoded, uc) }
+}
+
+extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    if step::in_step() {
+        // SAFETY: handler context.
+        unsafe { step::finish(uc) };
+        return;
+    }
+    // SAFETY: handler context.
+    unsafe { deliver(sig, info, uc) };
+}
+
+extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: handler context.
+    let code = unsafe { (*info).si_code };
+    if code == libc::SI_TKILL && step::pause_requested() {
+        step::paused();
+        return;
+    }
+    // Someone else's use of the signal.
+    // SAFETY: handler context.
+    unsafe { deliver(sig, info, uc) };
+}
+
+/// Hands a signal the tracer does not own to the program, as the kernel would have.
+///
+/// # Safety
+/// Signal-handler context with the kernel's `info`/`uc`.
+pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let a = &APP[sig as usize];
+    let h = a.handler.load(Ordering::Acquire);
+    // SAFETY: valid info.
+    let code = unsafe { (*info).si_code };
+    let kernel_fault = code > 0 && sig != PAUSE_SIGNAL;
+    match h {
+        SIG_DFL | SIG_IGN => {
+            if h == SIG_IGN && !kernel_fault {
+                return;
+            }
+            // The kernel would have killed the program (a fault cannot be ignored).
+            let dfl = KSigaction::default();
+            sys::sigaction(sig, Some(&dfl), None);
+            if kernel_fault && sig == libc::SIGSEGV {
+                // Returning re-executes the instruction, which faults again, now fatally.
+                return;
+            }
+            let unblock = 1u64 << (sig - 1);
+            sys::sigprocmask(libc::SIG_UNBLOCK, Some(&unblock), None);
+            sys::tgkill(crate::pid(), sys::gettid(), sig);
+        }
+        _ => {
+            let flags = a.flags.load(Ordering::Relaxed);
+            let mut block = a.mask.load(Ordering::Relaxed);
+            if flags & SA_NODEFER == 0 {
+                block |= 1 << (sig - 1);
+            }
+            if flags & SA_RESETHAND != 0 {
+                a.handler.store(SIG_DFL, Ordering::Relaxed);
+            }
+            let mut old = 0u64;
+            sys::sigprocmask(libc::SIG_BLOCK, Some(&block), Some(&mut old));
+            if flags & SA_SIGINFO != 0 {
+                // SAFETY: the program registered this as an SA_SIGINFO handler.
+                let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(h) };
+                f(sig, info, uc);
+            } else {
+                // SAFETY: the program registered this as a plain handler.
+                let f: extern "C" fn(i32) = unsafe { std::mem::transmute(h) };
+                f(sig);
+            }
+            sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+        }
+    }
+}
+
+/// For thread start hooks.
+pub fn thread_start() {
+    threads::thread_started();
+    setup_altstack();
+}

@@ -1,0 +1,276 @@
+//! The step fallback: for instructions the emulator cannot complete.
+//!
+//! Pause every other thread of the process (they wait in [`PAUSE_SIGNAL`]'s handler), open
+//! the device page(s) with the program's protection, set the trap flag and let the CPU run
+//! the one instruction; on SIGTRAP close the pages, clear the flag, record the access and
+//! release the other threads. Other threads never see the page open, so nothing goes
+//! untraced. Costly (a #DB trap, two mprotects, a signal per thread), so counted in the
+//! header's `slow_steps`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use iced_x86::{Instruction, Mnemonic, OpKind};
+use mmio_trace_ring::sys as rsys;
+
+use crate::regions::{self, Region};
+use crate::signals::{gregs, uc_mask, Gregs, PAUSE_SIGNAL, TF};
+use crate::threads::{self, StepState};
+use crate::{emit, emu, sys};
+
+/// Tid of the thread stepping now (0: none).
+static STEP_OWNER: AtomicU32 = AtomicU32::new(0);
+/// Bumped to release paused threads (futex word).
+static RELEASE: AtomicU32 = AtomicU32::new(0);
+/// The RELEASE value paused threads wait to see change.
+static PAUSE_AT: AtomicU32 = AtomicU32::new(0);
+/// Nonzero while a step is pausing threads.
+static PAUSING: AtomicU32 = AtomicU32::new(0);
+/// Threads that acknowledged the pause.
+static ACKS: AtomicU32 = AtomicU32::new(0);
+
+const PAGE: u64 = 4096;
+
+fn slot_state() -> Option<&'static mut StepState> {
+    // SAFETY: the step state is only touched by its own thread (handlers of that thread).
+    threads::current().map(|s| unsafe { &mut *s.step.get() })
+}
+
+/// Whether the calling thread is in the middle of a step.
+pub(crate) fn in_step() -> bool {
+    slot_state().is_some_and(|s| s.active)
+}
+
+/// Whether a pause request is live (for the pause handler).
+pub(crate) fn pause_requested() -> bool {
+    PAUSING.load(Ordering::Acquire) != 0
+}
+
+/// Pause handler body: acknowledge, then wait for the release.
+pub(crate) fn paused() {
+    let at = PAUSE_AT.load(Ordering::Acquire);
+    ACKS.fetch_add(1, Ordering::AcqRel);
+    while RELEASE.load(Ordering::Acquire) == at {
+        rsys::futex_wait(&RELEASE, at, 50_000_000);
+    }
+}
+
+/// Sends the pause signal to every other thread; returns how many were signalled.
+fn pause_others(me: u32) -> u32 {
+    let pid = crate::pid();
+    let mut sent = 0;
+    let fd = sys::open_dir(b"/proc/self/task\0");
+    if fd < 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sys::getdents64(fd as i32, &mut buf);
+        if n <= 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            let name = &buf[off + 19..(off + reclen).min(n as usize)];
+            let mut tid = 0u32;
+            let mut ok = false;
+            for &c in name {
+                if c == 0 {
+                    break;
+                }
+                if !c.is_ascii_digit() {
+                    ok = false;
+                    break;
+                }
+                tid = tid.wrapping_mul(10).wrapping_add((c - b'0') as u32);
+                ok = true;
+            }
+            if ok && tid != me && sys::tgkill(pid, tid, PAUSE_SIGNAL) == 0 {
+                sent += 1;
+            }
+            if reclen == 0 {
+                break;
+            }
+            off += reclen;
+        }
+    }
+    sys::close(fd as i32);
+    sent
+}
+
+/// Starts stepping the instruction that faulted at `addr` in `r`. `false` if it cannot
+/// (the fault is then delivered to the program).
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+pub(crate) unsafe fn begin(
+    r: &Region,
+    addr: u64,
+    decoded: Option<(Instruction, [u8; 16])>,
+    uc: *mut libc::c_void,
+) -> bool {
+    let Some(st) = slot_state() else { return false };
+    let me = threads::current().map_or(0, |s| s.tid());
+    // One step at a time in the process; waiting threads still answer pause requests.
+    while STEP_OWNER
+        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        sys::sched_yield();
+    }
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let mut s = StepState {
+        active: true,
+        page: addr & !(PAGE - 1),
+        pages_len: PAGE,
+        addr,
+        phys: r.phys_of(addr),
+        map_id: r.map_id,
+        pc: g[libc::REG_RIP as usize] as u64,
+        ..Default::default()
+    };
+    if let Some((instr, bytes)) = &decoded {
+        s.opcode = u64::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ]);
+        describe(instr, g, r, &mut s);
+    }
+    // Pause the others before opening anything.
+    PAUSE_AT.store(RELEASE.load(Ordering::Relaxed), Ordering::Release);
+    ACKS.store(0, Ordering::Release);
+    PAUSING.store(1, Ordering::Release);
+    let sent = pause_others(me);
+    let deadline = sys::now_ns() + 500_000_000;
+    while ACKS.load(Ordering::Acquire) < sent && sys::now_ns() < deadline {
+        sys::sched_yield();
+    }
+    // SAFETY: the page belongs to a traced mapping; protection as the program asked.
+    unsafe { sys::mprotect(s.page as usize, s.pages_len as usize, r.prot) };
+    // No other handler may run on this thread while the page is open.
+    // SAFETY: handler context.
+    let m = unsafe { uc_mask(uc) };
+    s.saved_mask = *m;
+    *m = !((1u64 << (libc::SIGTRAP - 1))
+        | (1u64 << (libc::SIGSEGV - 1))
+        | (1u64 << (libc::SIGBUS - 1)));
+    g[libc::REG_EFL as usize] |= TF;
+    *st = s;
+    true
+}
+
+/// What the instruction accesses, as far as the step path logs it.
+fn describe(instr: &Instruction, g: &Gregs, r: &Region, s: &mut StepState) {
+    let width = instr.memory_size().size();
+    if let Some(ea) = emu::effective_address(instr, g) {
+        if r.contains(ea) {
+            s.addr = ea;
+            s.phys = r.phys_of(ea);
+        }
+    }
+    if !(1..=64).contains(&width) || instr.op_count() == 0 {
+        return;
+    }
+    s.width = width as u8;
+    let plain_move = matches!(
+        instr.mnemonic(),
+        Mnemonic::Mov | Mnemonic::Movnti | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
+    );
+    if !plain_move {
+        return;
+    }
+    if instr.op0_kind() == OpKind::Memory {
+        s.dir = 2;
+        s.value = match instr.op1_kind() {
+            OpKind::Register => emu::gpr(instr.op1_register()).map_or(0, |r| emu::get_reg(g, r)),
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64 => instr.immediate(1),
+            _ => {
+                s.dir = 0;
+                0
+            }
+        };
+    } else if instr.op1_kind() == OpKind::Memory {
+        if let Some(d) = emu::gpr(instr.op0_register()) {
+            s.dir = 1;
+            s.dest = d;
+        }
+    }
+}
+
+/// The stepped instruction touched another page of a traced region: open it too.
+///
+/// # Safety
+/// Signal-handler context.
+pub(crate) unsafe fn extend(addr: u64) -> bool {
+    let Some(st) = slot_state() else { return false };
+    let page = addr & !(PAGE - 1);
+    if page >= st.page && page < st.page + st.pages_len {
+        return false;
+    }
+    let Some(r) = regions::find(addr) else {
+        return false;
+    };
+    // SAFETY: a traced page; program protection.
+    unsafe { sys::mprotect(page as usize, PAGE as usize, r.prot) };
+    let lo = st.page.min(page);
+    let hi = (st.page + st.pages_len).max(page + PAGE);
+    st.page = lo;
+    st.pages_len = hi - lo;
+    true
+}
+
+fn close_and_release(st: &mut StepState, uc: *mut libc::c_void) {
+    // SAFETY: re-closing pages the step opened.
+    unsafe { sys::mprotect(st.page as usize, st.pages_len as usize, libc::PROT_NONE) };
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    g[libc::REG_EFL as usize] &= !TF;
+    // SAFETY: handler context.
+    unsafe { *uc_mask(uc) = st.saved_mask };
+    st.active = false;
+    PAUSING.store(0, Ordering::Release);
+    RELEASE.fetch_add(1, Ordering::AcqRel);
+    rsys::futex_wake(&RELEASE);
+    STEP_OWNER.store(0, Ordering::Release);
+}
+
+/// SIGTRAP after the step: close the pages, log, release the others.
+///
+/// # Safety
+/// Signal-handler context.
+pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
+    let Some(st) = slot_state() else { return };
+    let mut s = *st;
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    if s.dir == 1 {
+        s.value = emu::get_reg(g, s.dest);
+        s.value &= if s.width >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (s.width * 8)) - 1
+        };
+    }
+    close_and_release(st, uc);
+    if let Some(shm) = crate::shm() {
+        shm.header().slow_steps.fetch_add(1, Ordering::Relaxed);
+    }
+    let e = emit::begin();
+    match s.dir {
+        1 | 2 => e.access_value(s.dir == 2, s.addr, s.map_id, s.width, s.value, s.pc),
+        _ => e.unknown(s.addr, s.map_id, s.opcode, s.pc),
+    }
+}
+
+/// The stepped instruction faulted for real: undo the step; the caller delivers the fault.
+///
+/// # Safety
+/// Signal-handler context.
+pub(crate) unsafe fn abort(uc: *mut libc::c_void) {
+    if let Some(st) = slot_state() {
+        close_and_release(st, uc);
+    }
+}

@@ -1,0 +1,310 @@
+//! The tracer's own system calls: raw `syscall` instructions, never libc.
+//!
+//! In the preload library, libc's `mmap`, `mprotect`, `sigaction`... resolve to our own
+//! interposed symbols; raw calls cannot re-enter them, need no `dlsym`, and are
+//! async-signal-safe. Every function returns the kernel's result: `>= 0` or `-errno`.
+#![allow(clippy::missing_safety_doc)]
+
+use core::arch::global_asm;
+
+pub use mmio_trace_ring::sys::syscall6;
+
+const SYS_READ: usize = 0;
+const SYS_CLOSE: usize = 3;
+const SYS_MMAP: usize = 9;
+const SYS_MPROTECT: usize = 10;
+const SYS_MUNMAP: usize = 11;
+const SYS_RT_SIGACTION: usize = 13;
+const SYS_RT_SIGPROCMASK: usize = 14;
+const SYS_MREMAP: usize = 25;
+const SYS_SCHED_YIELD: usize = 24;
+const SYS_GETPID: usize = 39;
+const SYS_SIGALTSTACK: usize = 131;
+const SYS_GETTID: usize = 186;
+const SYS_GETDENTS64: usize = 217;
+const SYS_TGKILL: usize = 234;
+const SYS_OPENAT: usize = 257;
+const SYS_READLINKAT: usize = 267;
+const SYS_PREAD64: usize = 17;
+
+/// `AT_FDCWD`.
+pub const AT_FDCWD: isize = -100;
+
+/// Raw `mmap`; returns the address or `-errno`.
+pub unsafe fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> isize {
+    // SAFETY: caller's contract.
+    unsafe {
+        syscall6(
+            SYS_MMAP,
+            addr,
+            len,
+            prot as usize,
+            flags as usize,
+            fd as isize as usize,
+            off as usize,
+        )
+    }
+}
+
+/// Raw `munmap`.
+pub unsafe fn munmap(addr: usize, len: usize) -> isize {
+    // SAFETY: caller's contract.
+    unsafe { syscall6(SYS_MUNMAP, addr, len, 0, 0, 0, 0) }
+}
+
+/// Raw `mprotect`.
+pub unsafe fn mprotect(addr: usize, len: usize, prot: i32) -> isize {
+    // SAFETY: caller's contract.
+    unsafe { syscall6(SYS_MPROTECT, addr, len, prot as usize, 0, 0, 0) }
+}
+
+/// Raw `mremap`.
+pub unsafe fn mremap(
+    old: usize,
+    old_len: usize,
+    new_len: usize,
+    flags: i32,
+    new_addr: usize,
+) -> isize {
+    // SAFETY: caller's contract.
+    unsafe {
+        syscall6(
+            SYS_MREMAP,
+            old,
+            old_len,
+            new_len,
+            flags as usize,
+            new_addr,
+            0,
+        )
+    }
+}
+
+/// The calling thread's id.
+pub fn gettid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall6(SYS_GETTID, 0, 0, 0, 0, 0, 0) as u32 }
+}
+
+/// The process id.
+pub fn getpid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { syscall6(SYS_GETPID, 0, 0, 0, 0, 0, 0) as u32 }
+}
+
+/// Sends `sig` to thread `tid` of process `pid`.
+pub fn tgkill(pid: u32, tid: u32, sig: i32) -> isize {
+    // SAFETY: plain values.
+    unsafe {
+        syscall6(
+            SYS_TGKILL,
+            pid as usize,
+            tid as usize,
+            sig as usize,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// Yields the CPU.
+pub fn sched_yield() {
+    // SAFETY: no arguments.
+    unsafe { syscall6(SYS_SCHED_YIELD, 0, 0, 0, 0, 0, 0) };
+}
+
+/// Opens NUL-terminated `path` read-only (close-on-exec).
+pub fn open_read(path: &[u8]) -> isize {
+    debug_assert_eq!(path.last(), Some(&0));
+    // SAFETY: NUL-terminated path; O_RDONLY|O_CLOEXEC|O_DIRECTORY not forced.
+    unsafe {
+        syscall6(
+            SYS_OPENAT,
+            AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            0o2000000,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// Opens NUL-terminated directory `path`.
+pub fn open_dir(path: &[u8]) -> isize {
+    // SAFETY: NUL-terminated path; O_RDONLY|O_DIRECTORY|O_CLOEXEC.
+    unsafe {
+        syscall6(
+            SYS_OPENAT,
+            AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            0o2000000 | 0o200000,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// Reads into `buf`.
+pub fn read(fd: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: buf is valid for its length.
+    unsafe {
+        syscall6(
+            SYS_READ,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// Reads into `buf` at offset `off`.
+pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> isize {
+    // SAFETY: buf is valid for its length.
+    unsafe {
+        syscall6(
+            SYS_PREAD64,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            off as usize,
+            0,
+            0,
+        )
+    }
+}
+
+/// Closes `fd`.
+pub fn close(fd: i32) -> isize {
+    // SAFETY: plain value.
+    unsafe { syscall6(SYS_CLOSE, fd as usize, 0, 0, 0, 0, 0) }
+}
+
+/// `getdents64` into `buf`.
+pub fn getdents64(fd: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: buf is valid for its length.
+    unsafe {
+        syscall6(
+            SYS_GETDENTS64,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// `readlink` of NUL-terminated `path` into `buf`; returns the length.
+pub fn readlink(path: &[u8], buf: &mut [u8]) -> isize {
+    // SAFETY: NUL-terminated path, valid buffer.
+    unsafe {
+        syscall6(
+            SYS_READLINKAT,
+            AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            0,
+            0,
+        )
+    }
+}
+
+/// The kernel's `struct sigaction` (x86-64).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KSigaction {
+    /// Handler address, or 0 (SIG_DFL) / 1 (SIG_IGN).
+    pub handler: usize,
+    /// SA_* flags.
+    pub flags: u64,
+    /// Restorer (called on handler return).
+    pub restorer: usize,
+    /// Blocked signals during the handler (bit n-1 = signal n).
+    pub mask: u64,
+}
+
+/// `SA_RESTORER`.
+pub const SA_RESTORER: u64 = 0x0400_0000;
+
+global_asm!(
+    ".pushsection .text.mmio_trace_restorer,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl mmio_trace_sigreturn",
+    ".hidden mmio_trace_sigreturn",
+    "mmio_trace_sigreturn:",
+    "mov eax, 15",
+    "syscall",
+    "ud2",
+    ".popsection",
+);
+
+extern "C" {
+    fn mmio_trace_sigreturn();
+}
+
+/// Installs `act` for `sig` with the kernel directly (our restorer), returning the old one.
+pub fn sigaction(sig: i32, act: Option<&KSigaction>, old: Option<&mut KSigaction>) -> isize {
+    let mut a = act.copied().unwrap_or_default();
+    a.flags |= SA_RESTORER;
+    a.restorer = mmio_trace_sigreturn as *const () as usize;
+    let ap = if act.is_some() {
+        &a as *const KSigaction as usize
+    } else {
+        0
+    };
+    let op = old.map_or(0, |o| o as *mut KSigaction as usize);
+    // SAFETY: valid pointers or null; sigsetsize 8.
+    unsafe { syscall6(SYS_RT_SIGACTION, sig as usize, ap, op, 8, 0, 0) }
+}
+
+/// `rt_sigprocmask(how, set, old)` with 64-bit masks.
+pub fn sigprocmask(how: i32, set: Option<&u64>, old: Option<&mut u64>) -> isize {
+    let sp = set.map_or(0, |s| s as *const u64 as usize);
+    let op = old.map_or(0, |o| o as *mut u64 as usize);
+    // SAFETY: valid pointers or null.
+    unsafe { syscall6(SYS_RT_SIGPROCMASK, how as usize, sp, op, 8, 0, 0) }
+}
+
+/// `sigaltstack(ss, old)`.
+pub fn sigaltstack(ss: Option<&libc::stack_t>, old: Option<&mut libc::stack_t>) -> isize {
+    let sp = ss.map_or(0, |s| s as *const libc::stack_t as usize);
+    let op = old.map_or(0, |o| o as *mut libc::stack_t as usize);
+    // SAFETY: valid pointers or null.
+    unsafe { syscall6(SYS_SIGALTSTACK, sp, op, 0, 0, 0, 0) }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+///
+/// Uses libc's `clock_gettime`, which reads the vDSO (tens of ns instead of a system call's
+/// ~70+ ns) and is async-signal-safe. The one libc call on the fault path; a libc-free
+/// core will need its own vDSO lookup.
+#[inline]
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The calling thread's thread pointer (`%fs:0`, the TCB self-pointer the x86-64 TLS ABI
+/// requires): a per-thread key readable without a system call or libc TLS.
+#[inline]
+pub fn thread_pointer() -> u64 {
+    let tp: u64;
+    // SAFETY: reading fs:0 is defined by the x86-64 ELF TLS ABI for every thread.
+    unsafe {
+        core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    tp
+}
