@@ -180,6 +180,80 @@ struct Ctx {
     gs: u64,
     level: VecLevel,
     enc: Encoder,
+    modes: [usize; MODES.len()],
+}
+
+/// Addressing-mode and encoding features counted per class, so the output shows that every
+/// mode was exercised (and the suite asserts the ones every class must hit).
+const MODES: [&str; 12] = [
+    "sib-index",
+    "rip-rel",
+    "abs-disp32",
+    "moffs64",
+    "fs:",
+    "gs:",
+    "addr32",
+    "rex/ext-reg",
+    "high-byte",
+    "lock",
+    "page-straddle",
+    "no-disp",
+];
+
+fn count_modes(modes: &mut [usize; MODES.len()], ins: &iced_x86::Instruction, straddle: bool) {
+    let base = ins.memory_base();
+    let mut hit = |i: usize, on: bool| {
+        if on {
+            modes[i] += 1;
+        }
+    };
+    hit(0, ins.memory_index() != Register::None);
+    hit(1, base == Register::RIP);
+    let moffs = matches!(
+        ins.code(),
+        Code::Mov_AL_moffs8
+            | Code::Mov_AX_moffs16
+            | Code::Mov_EAX_moffs32
+            | Code::Mov_RAX_moffs64
+            | Code::Mov_moffs8_AL
+            | Code::Mov_moffs16_AX
+            | Code::Mov_moffs32_EAX
+            | Code::Mov_moffs64_RAX
+    );
+    hit(
+        2,
+        !moffs && base == Register::None && ins.memory_index() == Register::None,
+    );
+    hit(3, moffs);
+    hit(4, ins.segment_prefix() == Register::FS);
+    hit(5, ins.segment_prefix() == Register::GS);
+    hit(6, base.is_gpr32() || ins.memory_index().is_gpr32());
+    let regs = (0..ins.op_count())
+        .filter(|i| ins.op_kind(*i) == iced_x86::OpKind::Register)
+        .map(|i| ins.op_register(i));
+    let mut ext = false;
+    let mut high = false;
+    for r in regs.chain([base, ins.memory_index()]) {
+        if r == Register::None || r == Register::RIP {
+            continue;
+        }
+        ext |= r.number() >= 8
+            || (r.is_gpr8()
+                && matches!(
+                    r,
+                    Register::SPL | Register::BPL | Register::SIL | Register::DIL
+                ))
+            || r.is_gpr64();
+        high |= matches!(r, Register::AH | Register::CH | Register::DH | Register::BH);
+    }
+    hit(7, ext);
+    hit(8, high);
+    hit(9, ins.has_lock_prefix());
+    hit(10, straddle);
+    hit(
+        11,
+        ins.memory_displ_size() == 0 && base != Register::None && base != Register::RIP,
+    );
 }
 
 impl Ctx {
@@ -192,6 +266,7 @@ impl Ctx {
             gs,
             level: vec_level(),
             enc: Encoder::new(64),
+            modes: [0; MODES.len()],
         }
     }
 
@@ -668,6 +743,8 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
             ctxmsg()
         ));
     }
+    let straddle = (target & !0xfff) != ((target + size as u64 - 1) & !0xfff);
+    count_modes(&mut ctx.modes, d.instruction(), straddle);
     Ok(true)
 }
 
@@ -760,6 +837,26 @@ fn run_class(class: &Class, seed: u64) -> usize {
         ran,
         codes.len()
     );
+    let line: Vec<String> = MODES
+        .iter()
+        .zip(ctx.modes.iter())
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    eprintln!("    modes: {}", line.join(", "));
+    // Every class must exercise these addressing modes (the others depend on the class).
+    for (i, m) in MODES.iter().enumerate() {
+        // Byte-sized operands (SETcc) cannot straddle a page.
+        let multi_byte = codes.iter().any(|c| c.op_code().memory_size().size() > 1);
+        let must = matches!(
+            *m,
+            "sib-index" | "rip-rel" | "fs:" | "gs:" | "addr32" | "rex/ext-reg"
+        ) || (*m == "page-straddle" && multi_byte);
+        assert!(
+            !must || ctx.modes[i] > 0,
+            "class {}: no case with {m}",
+            class.name
+        );
+    }
     assert!(ran > 0);
     ran
 }
@@ -1053,8 +1150,43 @@ fn string_case(ctx: &mut Ctx, op: Str) -> Result<bool, String> {
         }
     }
     expect(&bus.log, &want, &data, &bus.mem, base).map_err(|e| format!("{}\n  {e}", ctxmsg()))?;
+    let mut hit = |i: usize, on: bool| {
+        if on {
+            ctx.modes[i] += 1;
+        }
+    };
+    hit(0, rep == RepPrefixKind::None);
+    hit(1, rep == RepPrefixKind::Repe);
+    hit(2, rep == RepPrefixKind::Repne);
+    hit(3, rep != RepPrefixKind::None && regs.gpr[1] & amask == 0);
+    hit(
+        4,
+        rep != RepPrefixKind::None && n > 0 && n < regs.gpr[1] & amask,
+    );
+    hit(5, df);
+    hit(6, a32);
+    hit(7, seg == Register::FS);
+    hit(8, seg == Register::GS);
+    let pages = |a: u64| (a & !0xfff, (a + n.max(1) * size) & !0xfff);
+    hit(
+        9,
+        pages(src).0 != pages(src).1 || pages(dst).0 != pages(dst).1,
+    );
     Ok(true)
 }
+
+const STR_MODES: [&str; 10] = [
+    "no-rep",
+    "rep/repe",
+    "repne",
+    "count-0",
+    "stopped-early",
+    "df=1",
+    "addr32",
+    "fs:",
+    "gs:",
+    "crosses-page",
+];
 
 fn run_strings(name: &str, op: Str) {
     let mut ctx = Ctx::new(stable_seed(name));
@@ -1065,6 +1197,20 @@ fn run_strings(name: &str, op: Str) {
         }
     }
     eprintln!("differential class {:<22} {:>6} cases", name, want);
+    let line: Vec<String> = STR_MODES
+        .iter()
+        .zip(ctx.modes.iter())
+        .map(|(m, n)| format!("{m} {n}"))
+        .collect();
+    eprintln!("    modes: {}", line.join(", "));
+    for (i, m) in STR_MODES.iter().enumerate() {
+        let optional = *m == "stopped-early" && !matches!(op, Str::Cmps | Str::Scas)
+            || (matches!(*m, "fs:" | "gs:") && matches!(op, Str::Stos | Str::Scas));
+        assert!(
+            optional || ctx.modes[i] > 0,
+            "class {name}: no case with {m}"
+        );
+    }
 }
 
 #[test]
