@@ -38,9 +38,9 @@ pub struct FilterArgs {
 }
 
 impl FilterArgs {
-    /// Whether `ev` passes. Structural events (MAP, UNMAP, MARK, headers) are kept
-    /// for context unless a map, time or pid filter excludes them; address and
-    /// direction filters apply to accesses only.
+    /// Whether `ev` passes. Markers, losses, MAP and UNMAP are kept for context
+    /// unless a map, time or pid filter excludes them; address and direction filters
+    /// apply to accesses only; the header (VERSION, PCIDEV) shows only unfiltered.
     pub fn keep(&self, ev: &Event) -> bool {
         if let (Some((lo, hi)), Some(ts)) = (self.time, ev.ts_ns()) {
             if ts < lo || ts > hi {
@@ -72,8 +72,19 @@ impl FilterArgs {
             }
             Event::Map(m) => self.map.is_none_or(|id| id == m.id),
             Event::Unmap(u) => self.map.is_none_or(|id| id == u.id),
-            _ => true,
+            Event::Version(_) | Event::PciDev(_) | Event::Verbatim(_) => !self.is_active(),
+            Event::Mark(_) | Event::LostEvents(_) | Event::CpuLost { .. } => true,
         }
+    }
+
+    /// Whether any filter was given.
+    pub fn is_active(&self) -> bool {
+        self.map.is_some()
+            || self.addr.is_some()
+            || self.reads
+            || self.writes
+            || self.time.is_some()
+            || self.pid.is_some()
     }
 
     fn addr_ok(&self, phys: u64) -> bool {

@@ -77,10 +77,12 @@ pub fn fmt_value(a: &Access) -> String {
     if w <= 8 {
         format!("0x{:0width$x}", a.value(), width = w * 2)
     } else {
-        let words = w.div_ceil(8);
+        let bytes = a.bytes();
         let mut s = String::from("0x");
-        for i in (0..words).rev() {
-            s.push_str(&format!("{:016x}", a.words[i]));
+        for (i, chunk) in bytes[..w].chunks(8).enumerate().rev() {
+            for b in chunk.iter().rev() {
+                s.push_str(&format!("{b:02x}"));
+            }
             if i > 0 {
                 s.push('_');
             }

@@ -83,10 +83,12 @@ fn value_key(a: &Access) -> u64 {
     if a.width <= 8 {
         a.value()
     } else {
-        // Wide accesses: fold all words; collisions only merge distinct-value counts.
-        a.words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
-            (h ^ w).wrapping_mul(0x100_0000_01b3)
-        })
+        // Wide accesses: fold the bytes; collisions only merge distinct-value counts.
+        a.bytes()[..a.width as usize]
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            })
     }
 }
 

@@ -170,7 +170,7 @@ impl<W: Write> BinaryWriter<W> {
         }
         put_var(b, zz(a.phys.wrapping_sub(p.phys) as i64));
         if width <= 8 {
-            put_var(b, a.words[0]);
+            put_var(b, a.value);
         } else {
             b.extend_from_slice(&a.bytes()[..width as usize]);
         }
@@ -299,8 +299,38 @@ pub struct BinaryReader<R> {
 /// Decoding failure inside a record; turned into a [`ParseError`] by the caller.
 struct Bad(&'static str);
 
-#[inline]
+#[inline(always)]
 fn get_var(b: &[u8], pos: &mut usize) -> Result<u64, Bad> {
+    // Fast path: decode from one unaligned 8-byte load without a data-dependent
+    // branch per byte; lengths vary record to record and mispredicted branches
+    // would otherwise dominate the cost of reading.
+    if let Some(chunk) = b.get(*pos..*pos + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let stops = !w & 0x8080_8080_8080_8080;
+        if stops != 0 {
+            let len = (stops.trailing_zeros() / 8 + 1) as usize;
+            let x = if len == 8 {
+                w
+            } else {
+                w & ((1u64 << (len * 8)) - 1)
+            };
+            let v = (x & 0x7f)
+                | ((x >> 1) & (0x7f << 7))
+                | ((x >> 2) & (0x7f << 14))
+                | ((x >> 3) & (0x7f << 21))
+                | ((x >> 4) & (0x7f << 28))
+                | ((x >> 5) & (0x7f << 35))
+                | ((x >> 6) & (0x7f << 42))
+                | ((x >> 7) & (0x7f << 49));
+            *pos += len;
+            return Ok(v);
+        }
+    }
+    get_var_slow(b, pos)
+}
+
+#[inline(never)]
+fn get_var_slow(b: &[u8], pos: &mut usize) -> Result<u64, Bad> {
     let mut v = 0u64;
     let mut shift = 0;
     loop {
@@ -380,18 +410,21 @@ impl<R: Read> BinaryReader<R> {
         &self.schema
     }
 
+    #[cold]
+    #[inline(never)]
     fn bad(&self, at: usize, expected: &str) -> Error {
         let found = match self.buf.get(at..self.end.min(at + 8)) {
             Some(s) if !s.is_empty() => format!("bytes {s:02x?}"),
             _ => "end of file".to_string(),
         };
-        Error::Parse(ParseError {
+        ParseError {
             line: self.record,
             column: self.base + at as u64,
             expected: expected.to_string(),
             found,
             binary: true,
-        })
+        }
+        .into()
     }
 
     /// Ensures at least `n` unread bytes are buffered unless the stream ends first.
@@ -471,7 +504,7 @@ impl<R: Read> BinaryReader<R> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn decode_access(b: &[u8], pos: &mut usize, tag: u8, p: &mut Prev) -> Result<Access, Bad> {
     if tag & A_BASE == 0 {
         return Err(Bad("a record tag (0x10..=0x7f or 0x80..=0xff)"));
@@ -502,17 +535,15 @@ fn decode_access(b: &[u8], pos: &mut usize, tag: u8, p: &mut Prev) -> Result<Acc
         p.map_id
     };
     let phys = p.phys.wrapping_add(unzz(get_var(b, pos)?) as u64);
-    let mut words = [0u64; MAX_WIDTH / 8];
-    if width <= 8 {
-        words[0] = get_var(b, pos)?;
+    let (value, wide) = if width <= 8 {
+        (get_var(b, pos)?, None)
     } else {
         let raw = get_bytes(b, pos, width as usize)?;
-        let mut bytes = [0u8; MAX_WIDTH];
+        let mut bytes = Box::new([0u8; MAX_WIDTH]);
         bytes[..raw.len()].copy_from_slice(raw);
-        for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-            *w = u64::from_le_bytes(chunk.try_into().expect("8-byte chunk"));
-        }
-    }
+        let first = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        (first, Some(bytes))
+    };
     let (pc, pid) = if tag & A_CTX != 0 {
         let pc = p.pc.wrapping_add(unzz(get_var(b, pos)?) as u64);
         (pc, get_u32(b, pos, "a pid that fits in 32 bits")?)
@@ -534,12 +565,13 @@ fn decode_access(b: &[u8], pos: &mut usize, tag: u8, p: &mut Prev) -> Result<Acc
     Ok(Access {
         dir,
         width,
+        pid,
         ts_ns,
         map_id,
         phys,
-        words,
+        value,
         pc,
-        pid,
+        wide,
     })
 }
 
@@ -562,7 +594,7 @@ fn decode_rare(tag: u8, b: &[u8]) -> Result<Option<Event>, Bad> {
                 1 => Some(b[*pos..].to_vec()),
                 _ => return Err(Bad("a driver flag 0 or 1")),
             };
-            Event::PciDev(PciDev {
+            Event::PciDev(Box::new(PciDev {
                 bus: fixed[0],
                 devfn: fixed[1],
                 vendor: u16::from_le_bytes([fixed[2], fixed[3]]),
@@ -571,7 +603,7 @@ fn decode_rare(tag: u8, b: &[u8]) -> Result<Option<Event>, Bad> {
                 starts,
                 sizes,
                 driver,
-            })
+            }))
         }
         T_MAP => {
             let ts_ns = get_var(b, pos)?;

@@ -45,10 +45,16 @@ pub enum Error {
     Io(#[from] std::io::Error),
     /// The input is not a well-formed log.
     #[error("{0}")]
-    Parse(#[from] ParseError),
+    Parse(Box<ParseError>),
     /// An event cannot be represented in the requested output format.
     #[error("cannot write event: {0}")]
     Unrepresentable(String),
+}
+
+impl From<ParseError> for Error {
+    fn from(p: ParseError) -> Self {
+        Error::Parse(Box::new(p))
+    }
 }
 
 impl Error {

@@ -16,8 +16,9 @@ pub const MAX_WIDTH: usize = 64;
 pub enum Event {
     /// `VERSION 20070824`: the first line of a log read from `trace_pipe`.
     Version(Vec<u8>),
-    /// `PCIDEV ...`: one PCI device of the traced machine, from the log header.
-    PciDev(PciDev),
+    /// `PCIDEV ...`: one PCI device of the traced machine, from the log header
+    /// (boxed: it is rare and large, and every event moves through the readers).
+    PciDev(Box<PciDev>),
     /// `MAP ...`: a device range was mapped and is traced from now on.
     Map(Map),
     /// `UNMAP ...`: a traced mapping went away.
@@ -128,57 +129,91 @@ pub enum Direction {
 }
 
 /// An `R` or `W` line, or (in the binary format) one access of up to 64 bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
     /// Read or write.
     pub dir: Direction,
     /// Width in bytes, 1..=64.
     pub width: u8,
+    /// Thread id (0 in kernel logs).
+    pub pid: u32,
     /// Time, nanoseconds.
     pub ts_ns: u64,
     /// Id of the mapping the access fell in.
     pub map_id: i64,
     /// Physical address of the first byte.
     pub phys: u64,
-    /// The value: `words[0]` is the logged value (for the kernel's MOVSX reads a
-    /// sign-extended register, hence a full `u64` whatever the width); for accesses
-    /// wider than 8 bytes, the bus bytes in little-endian order, 8 per word.
-    pub words: [u64; MAX_WIDTH / 8],
+    /// The logged value. For the kernel's MOVSX reads this is the sign-extended
+    /// register, hence a full `u64` whatever the width. For accesses wider than 8
+    /// bytes, the first 8 bus bytes (little-endian); all of them are in `wide`.
+    pub value: u64,
     /// Program counter of the instruction (0 in kernel logs unless `trace_pc=1`).
     pub pc: u64,
-    /// Thread id (0 in kernel logs).
-    pub pid: u32,
+    /// The bus bytes of an access wider than 8 bytes (the first `width` are valid).
+    /// Boxed so that the common narrow access stays small to move around.
+    pub wide: Option<Box<[u8; MAX_WIDTH]>>,
 }
 
 impl Access {
     /// An access of at most 8 bytes.
     pub fn new(dir: Direction, width: u8, ts_ns: u64, map_id: i64, phys: u64, value: u64) -> Self {
-        let mut words = [0; MAX_WIDTH / 8];
-        words[0] = value;
         Access {
             dir,
             width,
+            pid: 0,
             ts_ns,
             map_id,
             phys,
-            words,
+            value,
             pc: 0,
-            pid: 0,
+            wide: None,
         }
+    }
+
+    /// An access of any width up to 64 bytes, from the bytes that crossed the bus
+    /// (`bytes.len()` is the width).
+    ///
+    /// # Panics
+    /// If `bytes` is empty or longer than [`MAX_WIDTH`].
+    pub fn from_bytes(dir: Direction, ts_ns: u64, map_id: i64, phys: u64, bytes: &[u8]) -> Self {
+        assert!(
+            (1..=MAX_WIDTH).contains(&bytes.len()),
+            "access width must be 1..=64"
+        );
+        let mut first = [0u8; 8];
+        let n = bytes.len().min(8);
+        first[..n].copy_from_slice(&bytes[..n]);
+        let mut a = Access::new(
+            dir,
+            bytes.len() as u8,
+            ts_ns,
+            map_id,
+            phys,
+            u64::from_le_bytes(first),
+        );
+        if bytes.len() > 8 {
+            let mut wide = Box::new([0u8; MAX_WIDTH]);
+            wide[..bytes.len()].copy_from_slice(bytes);
+            a.wide = Some(wide);
+        }
+        a
     }
 
     /// The logged value of an access of at most 8 bytes (the first 8 bytes otherwise).
     pub fn value(&self) -> u64 {
-        self.words[0]
+        self.value
     }
 
-    /// The raw bytes of an access wider than 8 bytes, little-endian.
+    /// The bus bytes, little-endian: `width` of them are meaningful.
     pub fn bytes(&self) -> [u8; MAX_WIDTH] {
-        let mut out = [0u8; MAX_WIDTH];
-        for (chunk, w) in out.chunks_exact_mut(8).zip(self.words.iter()) {
-            chunk.copy_from_slice(&w.to_le_bytes());
+        match &self.wide {
+            Some(w) => **w,
+            None => {
+                let mut out = [0u8; MAX_WIDTH];
+                out[..8].copy_from_slice(&self.value.to_le_bytes());
+                out
+            }
         }
-        out
     }
 }
 

@@ -9,6 +9,7 @@ use crate::error::{excerpt, ParseError};
 use crate::event::*;
 
 /// Parses one line (without its newline) into an event.
+#[inline]
 pub fn parse_line(line: &[u8], line_no: u64) -> Result<Event, ParseError> {
     let mut c = Cursor {
         s: line,
@@ -49,6 +50,14 @@ static HEX: [u8; 256] = {
 };
 
 impl<'a> Cursor<'a> {
+    #[cold]
+    #[inline(never)]
+    fn err2(&self, what: &str, how: &str) -> ParseError {
+        self.err(&format!("{what} {how}"))
+    }
+
+    #[cold]
+    #[inline(never)]
     fn err(&self, expected: &str) -> ParseError {
         ParseError {
             line: self.line_no,
@@ -72,7 +81,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn space(&mut self) -> Result<(), ParseError> {
         if self.s.get(self.pos) == Some(&b' ') {
             self.pos += 1;
@@ -91,7 +100,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Unsigned decimal without leading zeros.
-    #[inline]
+    #[inline(always)]
     fn dec(&mut self, what: &str) -> Result<u64, ParseError> {
         let start = self.pos;
         let mut v: u64 = 0;
@@ -104,7 +113,7 @@ impl<'a> Cursor<'a> {
                 Some(v) => v,
                 None => {
                     self.pos = start;
-                    return Err(self.err(&format!("{what} (decimal, fits in 64 bits)")));
+                    return Err(self.err2(what, "(decimal, fits in 64 bits)"));
                 }
             };
             self.pos += 1;
@@ -112,21 +121,23 @@ impl<'a> Cursor<'a> {
         let n = self.pos - start;
         if n == 0 || (n > 1 && self.s[start] == b'0') {
             self.pos = start;
-            return Err(self.err(&format!("{what} (decimal without leading zeros)")));
+            return Err(self.err2(what, "(decimal without leading zeros)"));
         }
         Ok(v)
     }
 
+    #[inline(always)]
     fn dec_u32(&mut self, what: &str) -> Result<u32, ParseError> {
         let start = self.pos;
         let v = self.dec(what)?;
         u32::try_from(v).map_err(|_| {
             self.pos = start;
-            self.err(&format!("{what} (decimal, fits in 32 bits)"))
+            self.err2(what, "(decimal, fits in 32 bits)")
         })
     }
 
     /// Signed decimal map id (`-1` occurs).
+    #[inline(always)]
     fn map_id(&mut self) -> Result<i64, ParseError> {
         let start = self.pos;
         let neg = self.s.get(self.pos) == Some(&b'-');
@@ -149,7 +160,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Lowercase hex digits without leading zeros, at most 16.
-    #[inline]
+    #[inline(always)]
     fn bare_hex(&mut self, what: &str) -> Result<u64, ParseError> {
         let start = self.pos;
         let mut v: u64 = 0;
@@ -164,20 +175,21 @@ impl<'a> Cursor<'a> {
         let n = self.pos - start;
         if n == 0 || n > 16 || (n > 1 && self.s[start] == b'0') {
             self.pos = start;
-            return Err(self.err(&format!(
-                "{what} (lowercase hexadecimal, no leading zeros, at most 16 digits)"
-            )));
+            return Err(self.err2(
+                what,
+                "(lowercase hexadecimal, no leading zeros, at most 16 digits)",
+            ));
         }
         Ok(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn hex0x(&mut self, what: &str) -> Result<u64, ParseError> {
         if self.s.get(self.pos) == Some(&b'0') && self.s.get(self.pos + 1) == Some(&b'x') {
             self.pos += 2;
             self.bare_hex(what)
         } else {
-            Err(self.err(&format!("{what} (`0x` followed by lowercase hexadecimal)")))
+            Err(self.err2(what, "(`0x` followed by lowercase hexadecimal)"))
         }
     }
 
@@ -188,7 +200,7 @@ impl<'a> Cursor<'a> {
             let d = self.s.get(self.pos).map_or(0xff, |&b| HEX[b as usize]);
             if d == 0xff {
                 self.pos = start;
-                return Err(self.err(&format!("{what} ({digits} lowercase hex digits)")));
+                return Err(self.err2(what, "({digits} lowercase hex digits)"));
             }
             v = (v << 4) | d as u64;
             self.pos += 1;
@@ -197,7 +209,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `S.UUUUUU` into nanoseconds.
-    #[inline]
+    #[inline(always)]
     fn ts(&mut self) -> Result<u64, ParseError> {
         let start = self.pos;
         let secs = self.dec("timestamp seconds")?;
@@ -224,6 +236,7 @@ impl<'a> Cursor<'a> {
             })
     }
 
+    #[inline(always)]
     fn access(&mut self, dir: Direction) -> Result<Event, ParseError> {
         self.pos = 2;
         let wstart = self.pos;
@@ -251,6 +264,7 @@ impl<'a> Cursor<'a> {
         Ok(Event::Access(a))
     }
 
+    #[inline(never)]
     fn rare(&mut self) -> Result<Event, ParseError> {
         let r = self.rest();
         if r.starts_with(b"MAP ") {
@@ -341,13 +355,14 @@ impl<'a> Cursor<'a> {
             let cpu = self.dec_u32("CPU number")?;
             self.lit(b" [LOST ", "` [LOST `")?;
             let count = if self.rest() == b"EVENTS]" {
+                self.pos += 7;
                 None
             } else {
                 let n = self.dec("lost event count")?;
                 self.lit(b" EVENTS]", "` EVENTS]`")?;
                 Some(n)
             };
-            self.pos = self.s.len();
+            self.end()?;
             Ok(Event::CpuLost { cpu, count })
         } else if r == b"rw what?" || r == b"map what?" || r.starts_with(b"LSPCI ") {
             Ok(Event::Verbatim(r.to_vec()))
@@ -380,7 +395,7 @@ impl<'a> Cursor<'a> {
             return Err(self.err("a driver name without spaces, or nothing"));
         }
         let driver = (!name.is_empty()).then(|| name.to_vec());
-        Ok(Event::PciDev(PciDev {
+        Ok(Event::PciDev(Box::new(PciDev {
             bus: (bbdf >> 8) as u8,
             devfn: bbdf as u8,
             vendor: (vendev >> 16) as u16,
@@ -389,7 +404,7 @@ impl<'a> Cursor<'a> {
             starts,
             sizes,
             driver,
-        }))
+        })))
     }
 }
 
@@ -472,7 +487,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
     match ev {
         Event::Access(a) => {
             if a.width as usize <= 8 {
-                put_access(out, a, a.width, a.phys, a.words[0]);
+                put_access(out, a, a.width, a.phys, a.value);
             } else {
                 let bytes = a.bytes();
                 let width = (a.width as usize).min(MAX_WIDTH);
@@ -721,9 +736,8 @@ mod tests {
 
     #[test]
     fn wide_access_is_split_into_ascending_8_byte_lines() {
-        let mut a = Access::new(Direction::Write, 16, 5_000_000, 2, 0x1000, 0);
-        a.words[0] = 0x0706050403020100;
-        a.words[1] = 0x0f0e0d0c0b0a0908;
+        let bytes: Vec<u8> = (0..16).collect();
+        let mut a = Access::from_bytes(Direction::Write, 5_000_000, 2, 0x1000, &bytes);
         a.pid = 42;
         a.pc = 0x401000;
         let mut out = Vec::new();
@@ -770,5 +784,7 @@ mod tests {
         );
         assert_eq!(err("R 4 1.000000 1 0x0 0x0 0x0 4294967296").column, 28);
         assert_eq!(err("").column, 1);
+        assert_eq!(err("CPU:1 [LOST 5 EVENTS]4").column, 22);
+        assert_eq!(err("CPU:1 [LOST EVENTS] ").column, 13);
     }
 }

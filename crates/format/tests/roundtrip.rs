@@ -101,17 +101,15 @@ fn marker_text_with_embedded_newlines_is_one_event_and_round_trips() {
 
 #[test]
 fn every_event_kind_survives_binary_including_wide_accesses_and_thread_ids() {
-    let mut wide = Access::new(Direction::Write, 64, 7_123_456_789, 3, 0xfe00_0000, 0);
-    for (i, w) in wide.words.iter_mut().enumerate() {
-        *w = (0x0101_0101_0101_0101 * i as u64) ^ 0xdead_beef;
-    }
+    let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    let mut wide = Access::from_bytes(Direction::Write, 7_123_456_789, 3, 0xfe00_0000, &bytes);
     wide.pc = 0x5555_5555_1234;
     wide.pid = 4242;
     let mut odd = Access::new(Direction::Read, 3, 7_123_456_790, 3, 0xfe00_0040, 0xabcdef);
     odd.pid = 4243;
     let events = vec![
         Event::Version(b"20070824".to_vec()),
-        Event::PciDev(PciDev {
+        Event::PciDev(Box::new(PciDev {
             bus: 1,
             devfn: 0,
             vendor: 0x10de,
@@ -120,8 +118,8 @@ fn every_event_kind_survives_binary_including_wide_accesses_and_thread_ids() {
             starts: [0xf6000000, 0xe000000c, 0, 0xf000000c, 0, 0xe001, 0],
             sizes: [0x1000000, 0x10000000, 0, 0x2000000, 0, 0x80, 0],
             driver: Some(b"nvidia".to_vec()),
-        }),
-        Event::PciDev(PciDev {
+        })),
+        Event::PciDev(Box::new(PciDev {
             bus: 0,
             devfn: 0,
             vendor: 0x8086,
@@ -130,7 +128,7 @@ fn every_event_kind_survives_binary_including_wide_accesses_and_thread_ids() {
             starts: [0; 7],
             sizes: [0; 7],
             driver: None,
-        }),
+        })),
         Event::Map(Map {
             ts_ns: 5,
             id: 7,
@@ -140,7 +138,7 @@ fn every_event_kind_survives_binary_including_wide_accesses_and_thread_ids() {
             pc: 4,
             pid: 5,
         }),
-        Event::Access(wide),
+        Event::Access(wide.clone()),
         Event::Access(odd),
         Event::Access(Access::new(Direction::Read, 8, 1, -1, u64::MAX, u64::MAX)),
         Event::Unknown(Unknown {

@@ -1,0 +1,272 @@
+//! `show`, `stats` and `convert` through the built binary: exact output bytes,
+//! exit statuses and error messages.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const E1000: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/data/e1000-probe.mmiotrace"
+);
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(args)
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn tmp(name: &str, contents: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmio-trace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SMALL: &str = "\
+VERSION 20070824
+PCIDEV 0020 8086100e b feb40000 c001 0 0 0 0 feb00000 20000 40 0 0 0 0 40000 e1000
+MARK 1.000000 start
+MAP 1.000001 1 0xfeb40000 0x7f0000001000 0x20000 0x401000 77
+R 4 1.000002 1 0xfeb40008 0x80080783 0x401234 77
+W 4 1.000003 1 0xfeb40010 0x1c8 0x401240 78
+MAP 1.500000 2 0xfea00000 0x7f0000100000 0x1000 0x0 0
+W 8 1.500001 2 0xfea00080 0xffffffff00000001 0x0 0
+W 8 1.500001 2 0xfea00088 0x2 0x0 0
+R 1 2.000000 2 0xfea00020 0x1 0x0 0
+UNKNOWN 2.000001 2 0xfea00040 f3,48,a5 0x0 0
+MARK 0.000000 Lost 5 events.
+CPU:1 [LOST 7 EVENTS]
+UNMAP 3.000000 2 0x0 0
+";
+
+#[test]
+fn show_lists_every_event_kind_exactly() {
+    let log = tmp("small.log", SMALL.as_bytes());
+    let out = stdout(&run(&["show", "--color", "never", s(&log)]));
+    assert_eq!(
+        out,
+        "\
+mmiotrace log, format version 20070824
+PCI 00:04.0 8086:100e irq 11 BAR0 0xfeb40000+0x20000 BAR1 io 0xc000+0x40 ROM 0xfeb00000+0x40000 driver e1000
+      1.000000  MARK start
+      1.000001  MAP #1 0xfeb40000+0x20000 at 0x7f0000001000  pid 77 pc 0x401000
+      1.000002  R4  0xfeb40008 => 0x80080783  map 1  pid 77 pc 0x401234
+      1.000003  W4  0xfeb40010 <= 0x000001c8  map 1  pid 78 pc 0x401240
+      1.500000  MAP #2 0xfea00000+0x1000 at 0x7f0000100000
+      1.500001  W8  0xfea00080 <= 0xffffffff00000001  map 2
+      1.500001  W8  0xfea00088 <= 0x0000000000000002  map 2
+      2.000000  R1  0xfea00020 => 0x01  map 2
+      2.000001  ??  0xfea00040 undecoded instruction f3 48 a5  map 2
+                LOST 5 events
+                LOST 7 events on CPU 1
+      3.000000  UNMAP #2
+"
+    );
+}
+
+#[test]
+fn show_filters_by_map_address_direction_time_and_pid() {
+    let log = tmp("filters.log", SMALL.as_bytes());
+    let lines = |args: &[&str]| -> Vec<String> {
+        let mut a = vec!["show", s(&log)];
+        a.extend_from_slice(args);
+        stdout(&run(&a))
+            .lines()
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        lines(&["--reads"]),
+        [
+            "1.000000 MARK start",
+            "1.000001 MAP #1",
+            "1.000002 R4 0xfeb40008",
+            "1.500000 MAP #2",
+            "2.000000 R1 0xfea00020",
+            "LOST 5 events",
+            "LOST 7 events",
+            "3.000000 UNMAP #2"
+        ]
+    );
+    assert_eq!(
+        lines(&["--map", "2", "--writes"]),
+        [
+            "1.000000 MARK start",
+            "1.500000 MAP #2",
+            "1.500001 W8 0xfea00080",
+            "1.500001 W8 0xfea00088",
+            "LOST 5 events",
+            "LOST 7 events",
+            "3.000000 UNMAP #2"
+        ]
+    );
+    assert_eq!(
+        lines(&["--addr", "0xfea00020..0xfea00088", "--time", "1.5..2"]),
+        [
+            "1.500000 MAP #2",
+            "1.500001 W8 0xfea00080",
+            "1.500001 W8 0xfea00088",
+            "2.000000 R1 0xfea00020",
+            "LOST 5 events",
+            "LOST 7 events"
+        ]
+    );
+    assert_eq!(
+        lines(&["--pid", "78", "--time", "1..1.000003"]),
+        [
+            "1.000000 MARK start",
+            "1.000003 W4 0xfeb40010",
+            "LOST 5 events",
+            "LOST 7 events"
+        ]
+    );
+}
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    let log = tmp("colour.log", SMALL.as_bytes());
+    assert!(
+        !stdout(&run(&["show", s(&log)])).contains('\x1b'),
+        "stdout is a pipe: no colour"
+    );
+    assert!(stdout(&run(&["show", "--color", "always", s(&log)])).contains("\x1b[32mR4"));
+}
+
+#[test]
+fn stats_json_matches_counts_taken_independently_from_the_real_e1000_log() {
+    // Count with nothing but whitespace splitting, independent of our reader.
+    let text = std::fs::read_to_string(E1000).unwrap();
+    let (mut reads, mut writes) = (0u64, 0u64);
+    let mut per: HashMap<String, (u64, u64, HashSet<String>)> = HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f[0] == "R" || f[0] == "W" {
+            let e = per.entry(f[4].to_string()).or_default();
+            if f[0] == "R" {
+                reads += 1;
+                e.0 += 1;
+            } else {
+                writes += 1;
+                e.1 += 1;
+            }
+            e.2.insert(f[5].to_string());
+        }
+    }
+    let out = stdout(&run(&["stats", "--json", E1000]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["reads"], reads);
+    assert_eq!(v["writes"], writes);
+    assert_eq!((reads, writes), (6991, 6114));
+    assert_eq!(v["unknown"], 0);
+    assert_eq!(v["marks"], 3);
+    assert_eq!(v["lost"]["events_lost"], 0);
+    let addrs = v["addresses"].as_array().unwrap();
+    assert_eq!(addrs.len(), per.len());
+    for a in addrs {
+        let (r, w, vals) = &per[a["addr"].as_str().unwrap()];
+        assert_eq!(
+            (a["reads"].as_u64().unwrap(), a["writes"].as_u64().unwrap()),
+            (*r, *w),
+            "{a}"
+        );
+        assert_eq!(
+            a["distinct_values"].as_u64().unwrap(),
+            vals.len() as u64,
+            "{a}"
+        );
+        assert_eq!(a["widths"], serde_json::json!([4]));
+    }
+    // Hottest first: EECD (0x10), then STATUS (0x8).
+    assert_eq!(addrs[0]["addr"], "0xfeb40010");
+    assert_eq!(addrs[1]["addr"], "0xfeb40008");
+    assert_eq!(addrs[1]["first_ns"], 2_435_055_000u64);
+    assert_eq!(v["maps"][0]["phys"], "0xfeb40000");
+}
+
+#[test]
+fn stats_reports_losses_and_per_map_totals() {
+    let log = tmp("losses.log", SMALL.as_bytes());
+    let out = stdout(&run(&["stats", s(&log)]));
+    assert!(
+        out.contains("accesses: 5 (2 reads, 3 writes), 1 undecoded, 1 marker\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "losses: 5 events lost (1 `Lost N events.` marker), ftrace CPU losses: 7 events\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "      2          0xfea00000      0x1000           1           2  (unmapped)\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn convert_text_to_binary_and_back_is_byte_identical() {
+    let bin = std::env::temp_dir().join(format!("e1000-{}.mtb", std::process::id()));
+    let txt = std::env::temp_dir().join(format!("e1000-{}.txt", std::process::id()));
+    stdout(&run(&["convert", "--to", "binary", E1000, s(&bin)]));
+    stdout(&run(&["convert", "--to", "text", s(&bin), s(&txt)]));
+    let original = std::fs::read(E1000).unwrap();
+    assert_eq!(std::fs::read(&txt).unwrap(), original);
+    assert!(std::fs::metadata(&bin).unwrap().len() * 3 <= original.len() as u64);
+    // Every command reads the binary form too.
+    assert_eq!(
+        stdout(&run(&["stats", "--json", s(&bin)])).replace(s(&bin), "X"),
+        stdout(&run(&["stats", "--json", E1000]))
+            .replace(E1000, "X")
+            .replace("\"text\"", "\"binary\"")
+    );
+}
+
+#[test]
+fn malformed_input_names_file_line_and_column_and_exits_2() {
+    let log = tmp(
+        "bad.log",
+        b"VERSION 20070824\nR 4 1.000000 1 0x10 0x1 0x0 0\nR 4 1.000000 1 0x10 0xZZ 0x0 0\n",
+    );
+    let o = run(&["stats", s(&log)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:3:23: expected value", s(&log))),
+        "{err}"
+    );
+
+    let o = run(&["stats", "--lenient", s(&log)]);
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("skipped 1 malformed line (first: line 3, column 23"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("accesses: 1 (1 reads, 0 writes)"));
+
+    let o = run(&["show", "/nonexistent/log"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open /nonexistent/log"));
+
+    let o = run(&["show", "--addr", "5..4", s(&log)]);
+    assert_eq!(o.status.code(), Some(2));
+}
