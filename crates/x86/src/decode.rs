@@ -30,6 +30,8 @@ pub struct Unsupported {
     pub reason: Reason,
     bytes: [u8; MAX_LEN],
     len: u8,
+    /// The decoded instruction, when the bytes were valid.
+    ins: Option<Instruction>,
 }
 
 impl Unsupported {
@@ -44,7 +46,24 @@ impl Unsupported {
             reason,
             bytes,
             len: len as u8,
+            ins: (!ins.is_invalid()).then_some(*ins),
         }
+    }
+
+    /// The decoded iced-x86 instruction (`None` for invalid bytes), for callers that want more
+    /// detail (e.g. `InstructionInfoFactory` on the single-step path).
+    pub fn instruction(&self) -> Option<&Instruction> {
+        self.ins.as_ref()
+    }
+
+    /// Linear address and width of the instruction's first explicit memory operand, computed
+    /// from `cpu` before the instruction runs: what the single-step fallback logs. `None` when
+    /// there is no memory operand (or the bytes were invalid).
+    pub fn memory_operand<C: Cpu>(&self, cpu: &C) -> Option<(u64, u32)> {
+        let ins = self.ins.as_ref()?;
+        let op = (0..ins.op_count()).find(|i| is_memory_kind(ins.op_kind(*i)))?;
+        let addr = ins.virtual_address(op, 0, |r, _, _| crate::emulate::reg_value(cpu, r))?;
+        Some((addr, ins.memory_size().size() as u32))
     }
 
     /// The instruction's raw bytes (as far as they were decoded).
@@ -119,16 +138,19 @@ pub(crate) enum Kind {
     PopM,
     Str(StrOp),
     /// Vector load of `width` bytes into the low bytes of a ZMM register; bytes
-    /// `width..zero_to` are cleared; `align` is the required alignment (1 = none).
+    /// `width..zero_to` are cleared; `align` is the required alignment (1 = none);
+    /// `esize` is the element size of an EVEX opmask (0 = unmasked).
     VecLoad {
         width: u8,
         zero_to: u8,
         align: u8,
+        esize: u8,
     },
-    /// Vector store of the low `width` bytes of a ZMM register.
+    /// Vector store of the low `width` bytes of a ZMM register (`esize` as for loads).
     VecStore {
         width: u8,
         align: u8,
+        esize: u8,
     },
 }
 
@@ -277,10 +299,6 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
         // MOVSD/CMPSD are also SSE mnemonics: fall through to the vector rules.
     }
 
-    if ins.encoding() == EncodingKind::EVEX && ins.op_mask() != Register::None {
-        return Err(Reason::Masked);
-    }
-
     let gpr_pair = |mem_first: bool| {
         if mem_first {
             mem0 && n == 2 && is_gpr(r1)
@@ -425,22 +443,24 @@ fn is_setcc(m: Mnemonic) -> bool {
     )
 }
 
+fn is_memory_kind(k: OpKind) -> bool {
+    matches!(
+        k,
+        OpKind::Memory
+            | OpKind::MemorySegSI
+            | OpKind::MemorySegESI
+            | OpKind::MemorySegRSI
+            | OpKind::MemorySegDI
+            | OpKind::MemorySegEDI
+            | OpKind::MemorySegRDI
+            | OpKind::MemoryESDI
+            | OpKind::MemoryESEDI
+            | OpKind::MemoryESRDI
+    )
+}
+
 fn none_or_not(ins: &Instruction) -> Reason {
-    let has_mem = (0..ins.op_count()).any(|i| {
-        matches!(
-            ins.op_kind(i),
-            OpKind::Memory
-                | OpKind::MemorySegSI
-                | OpKind::MemorySegESI
-                | OpKind::MemorySegRSI
-                | OpKind::MemorySegDI
-                | OpKind::MemorySegEDI
-                | OpKind::MemorySegRDI
-                | OpKind::MemoryESDI
-                | OpKind::MemoryESEDI
-                | OpKind::MemoryESRDI
-        )
-    });
+    let has_mem = (0..ins.op_count()).any(|i| is_memory_kind(ins.op_kind(i)));
     if has_mem {
         Reason::NotEmulated
     } else {
@@ -501,6 +521,31 @@ fn classify_vec(
     let width = size as u8;
     let align = if aligned { width } else { 1 };
     let legacy = ins.encoding() == EncodingKind::Legacy;
+    // EVEX opmask: element-wise merge/zero on loads, only enabled elements stored.
+    let esize = if ins.encoding() == EncodingKind::EVEX && ins.op_mask() != Register::None {
+        let maskable = matches!(
+            m,
+            M::Vmovss
+                | M::Vmovsd
+                | M::Vmovups
+                | M::Vmovupd
+                | M::Vmovaps
+                | M::Vmovapd
+                | M::Vmovdqu8
+                | M::Vmovdqu16
+                | M::Vmovdqu32
+                | M::Vmovdqu64
+                | M::Vmovdqa32
+                | M::Vmovdqa64
+        );
+        let e = ins.memory_size().element_size();
+        if !maskable || !matches!(e, 1 | 2 | 4 | 8) || (mem0 && ins.zeroing_masking()) {
+            return Err(Reason::Masked);
+        }
+        e as u8
+    } else {
+        0
+    };
     if mem1 && is_vec(r0) {
         let zero_to = if !legacy {
             64
@@ -513,9 +558,14 @@ fn classify_vec(
             width,
             zero_to,
             align,
+            esize,
         }))
     } else if mem0 && is_vec(r1) {
-        Ok(Some(Kind::VecStore { width, align }))
+        Ok(Some(Kind::VecStore {
+            width,
+            align,
+            esize,
+        }))
     } else if mem0 || mem1 {
         // MMX registers and GPR forms of MOVD/MOVQ.
         Err(Reason::NotEmulated)

@@ -28,6 +28,11 @@ const R_YMM31: usize = Register::YMM31 as usize;
 const R_ZMM0: usize = Register::ZMM0 as usize;
 const R_ZMM31: usize = Register::ZMM31 as usize;
 
+/// Register value as iced-x86's address computation asks for it (see [`reg_get`]).
+pub(crate) fn reg_value<C: Cpu>(cpu: &C, r: Register) -> Option<u64> {
+    reg_get(cpu, r, None)
+}
+
 /// Where a GPR lives: (register number, bit shift, width in bytes).
 fn reg_slot(r: Register) -> Option<(usize, u32, u32)> {
     let v = r as usize;
@@ -434,6 +439,7 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             width,
             zero_to,
             align,
+            esize,
         } => {
             let dst = vec_index(op_reg(ins, 0)).ok_or_else(|| unsupported(d))?;
             let addr = ea(d, 1, cpu, None)?;
@@ -441,24 +447,53 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
                 return Err(gp(addr));
             }
             let mut v = cpu.vec(dst);
-            let w = usize::from(width);
-            bus.read(addr, v.get_mut(..w).ok_or_else(|| unsupported(d))?)?;
+            let w = usize::from(width).min(64);
+            if esize == 0 {
+                bus.read(addr, &mut v[..w])?;
+            } else {
+                let e = usize::from(esize);
+                let mask = opmask_value(ins, cpu);
+                let mut buf = [0u8; 64];
+                for_runs(mask, w / e, |from, to| {
+                    bus.read(
+                        addr.wrapping_add((from * e) as u64),
+                        &mut buf[from * e..to * e],
+                    )
+                })?;
+                for i in 0..w / e {
+                    let r = i * e..(i + 1) * e;
+                    if mask >> i & 1 != 0 {
+                        v[r.clone()].copy_from_slice(&buf[r]);
+                    } else if ins.zeroing_masking() {
+                        v[r].fill(0);
+                    }
+                }
+            }
             if let Some(z) = v.get_mut(w..usize::from(zero_to).max(w)) {
                 z.fill(0);
             }
             cpu.set_vec(dst, &v);
         }
-        Kind::VecStore { width, align } => {
+        Kind::VecStore {
+            width,
+            align,
+            esize,
+        } => {
             let src = vec_index(op_reg(ins, 1)).ok_or_else(|| unsupported(d))?;
             let addr = ea(d, 0, cpu, None)?;
             if addr % u64::from(align) != 0 {
                 return Err(gp(addr));
             }
             let v = cpu.vec(src);
-            bus.write(
-                addr,
-                v.get(..usize::from(width)).ok_or_else(|| unsupported(d))?,
-            )?;
+            let w = usize::from(width).min(64);
+            if esize == 0 {
+                bus.write(addr, &v[..w])?;
+            } else {
+                let e = usize::from(esize);
+                for_runs(opmask_value(ins, cpu), w / e, |from, to| {
+                    bus.write(addr.wrapping_add((from * e) as u64), &v[from * e..to * e])
+                })?;
+            }
         }
     }
     cpu.set_rip(next);
@@ -466,6 +501,38 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
         next_rip: next,
         iterations,
     })
+}
+
+/// Value of the instruction's opmask register (all ones without one).
+fn opmask_value<C: Cpu>(ins: &Instruction, cpu: &C) -> u64 {
+    let k = ins.op_mask();
+    if k == Register::None {
+        return u64::MAX;
+    }
+    cpu.opmask((k as usize).wrapping_sub(Register::K0 as usize) & 7)
+}
+
+/// Calls `f(from, to)` for each maximal run of set bits among the low `n` bits of `mask`, in
+/// ascending order. A masked vector access touches exactly the enabled elements (masked-out
+/// elements are not accessed and cannot fault, as on the CPU), one bus access per run.
+fn for_runs(
+    mask: u64,
+    n: usize,
+    mut f: impl FnMut(usize, usize) -> Result<(), BusFault>,
+) -> Result<(), BusFault> {
+    let mut i = 0;
+    while i < n {
+        if mask >> i & 1 == 0 {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        while i < n && mask >> i & 1 != 0 {
+            i += 1;
+        }
+        f(from, i)?;
+    }
+    Ok(())
 }
 
 fn vec_index(r: Register) -> Option<usize> {
@@ -576,8 +643,23 @@ pub(crate) fn accesses<C: Cpu>(d: &Decoded, cpu: &C) -> Accesses {
     };
     match d.kind {
         Kind::Load { .. } | Kind::AluReg { .. } => one(at(1), size, R),
-        Kind::VecLoad { .. } => one(at(1), size, R),
-        Kind::Store { .. } | Kind::StoreImm | Kind::VecStore { .. } => one(at(0), size, W),
+        Kind::VecLoad { esize: 0, .. } => one(at(1), size, R),
+        Kind::VecStore { esize: 0, .. } => one(at(0), size, W),
+        Kind::VecLoad { esize, .. } | Kind::VecStore { esize, .. } => {
+            // Masked: summarised as the span from the first to the last enabled element.
+            let load = matches!(d.kind, Kind::VecLoad { .. });
+            let e = u32::from(esize.max(1));
+            let n = size / e;
+            let m = opmask_value(ins, cpu) & if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+            if m != 0 {
+                let first = m.trailing_zeros();
+                let last = 63 - m.leading_zeros();
+                let addr =
+                    at(if load { 1 } else { 0 }).map(|a| a.wrapping_add(u64::from(first * e)));
+                one(addr, (last - first + 1) * e, if load { R } else { W });
+            }
+        }
+        Kind::Store { .. } | Kind::StoreImm => one(at(0), size, W),
         Kind::Setcc => one(at(0), 1, W),
         Kind::AluMem { write: false, .. } => one(at(0), size, R),
         Kind::Xchg => {

@@ -185,7 +185,7 @@ struct Ctx {
 
 /// Addressing-mode and encoding features counted per class, so the output shows that every
 /// mode was exercised (and the suite asserts the ones every class must hit).
-const MODES: [&str; 12] = [
+const MODES: [&str; 14] = [
     "sib-index",
     "rip-rel",
     "abs-disp32",
@@ -198,6 +198,8 @@ const MODES: [&str; 12] = [
     "lock",
     "page-straddle",
     "no-disp",
+    "opmask",
+    "zero-mask",
 ];
 
 fn count_modes(modes: &mut [usize; MODES.len()], ins: &iced_x86::Instruction, straddle: bool) {
@@ -254,6 +256,8 @@ fn count_modes(modes: &mut [usize; MODES.len()], ins: &iced_x86::Instruction, st
         11,
         ins.memory_displ_size() == 0 && base != Register::None && base != Register::RIP,
     );
+    hit(12, ins.op_mask() != Register::None);
+    hit(13, ins.zeroing_masking());
 }
 
 impl Ctx {
@@ -581,6 +585,20 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
     {
         ins.set_has_lock_prefix(true);
     }
+    // EVEX opmask (merge- or zero-masking) on half of the maskable cases.
+    let mem_is_op0 = matches!(ops.first(), Some(OpV::M(_)));
+    let mut kreg = None;
+    if code.encoding() == iced_x86::EncodingKind::EVEX
+        && oc.can_use_op_mask_register()
+        && ctx.rng.chance(2)
+    {
+        let k = 1 + ctx.rng.below(7) as usize;
+        ins.set_op_mask(reg_n(Register::K0, k));
+        if !mem_is_op0 && oc.can_use_zeroing_masking() && ctx.rng.chance(2) {
+            ins.set_zeroing_masking(true);
+        }
+        kreg = Some(k);
+    }
     let rip = ctx.native.slot_addr();
     let _ = ctx.enc.take_buffer(); // a failed encode may leave bytes behind
     let len = match ctx.enc.encode(&ins, rip) {
@@ -648,6 +666,14 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
         }
     }
     regs.rip = rip;
+    if let Some(k) = kreg {
+        // Edge masks matter: none, all, and sparse patterns.
+        regs.k[k] = match ctx.rng.below(4) {
+            0 => 0,
+            1 => u64::MAX,
+            _ => ctx.rng.next(),
+        };
+    }
 
     let (native_regs, native_mem) = ctx.native.run(&bytes, &regs, &data);
 
@@ -687,8 +713,26 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
     }
     // The oracle for the access list: derived from the instruction form, not the emulator.
     let size = d.instruction().memory_size().size();
-    let mem_is_op0 = matches!(ops.first(), Some(OpV::M(_)));
     let want: Vec<(bool, u64, usize)> = match pattern {
+        Pattern::Move if kreg.is_some() => {
+            // Masked: each run of enabled elements is one access; nothing else is touched.
+            let e = d.instruction().memory_size().element_size();
+            let mask = regs.k[kreg.unwrap_or(0)];
+            let mut v = vec![];
+            let mut i = 0;
+            while i < size / e {
+                if mask >> i & 1 == 1 {
+                    let from = i;
+                    while i < size / e && mask >> i & 1 == 1 {
+                        i += 1;
+                    }
+                    v.push((mem_is_op0, target + (from * e) as u64, (i - from) * e));
+                } else {
+                    i += 1;
+                }
+            }
+            v
+        }
         Pattern::Move => vec![(mem_is_op0, target, size)],
         Pattern::Read => vec![(false, target, size)],
         Pattern::Write => vec![(true, target, size)],
@@ -737,7 +781,7 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
             }
         })
         .collect();
-    if pred != want {
+    if pred != want && kreg.is_none() {
         return Err(format!(
             "{}\n  Decoded::accesses {pred:x?} want {want:x?}",
             ctxmsg()
@@ -850,7 +894,8 @@ fn run_class(class: &Class, seed: u64) -> usize {
         let must = matches!(
             *m,
             "sib-index" | "rip-rel" | "fs:" | "gs:" | "addr32" | "rex/ext-reg"
-        ) || (*m == "page-straddle" && multi_byte);
+        ) || (*m == "page-straddle" && multi_byte)
+            || (matches!(*m, "opmask" | "zero-mask") && class.name == "evex moves");
         assert!(
             !must || ctx.modes[i] > 0,
             "class {}: no case with {m}",

@@ -285,3 +285,18 @@ fn movdir64b_reads_64_then_writes_64() {
     ));
     assert!(bus.log.is_empty());
 }
+
+#[test]
+fn unsupported_gives_the_memory_operand_for_the_step_fallback() {
+    // imul rax, [rbx + rcx*4 + 0x10]
+    let u = decode(&[0x48, 0x0f, 0xaf, 0x44, 0x8b, 0x10], 0x1000).unwrap_err();
+    let mut cpu = Regs::zeroed();
+    cpu.gpr[3] = 0x5000;
+    cpu.gpr[1] = 2;
+    assert_eq!(u.memory_operand(&cpu), Some((0x5018, 8)));
+    assert!(u.instruction().is_some());
+    // fs: prefixed
+    let u = decode(&[0x64, 0x0f, 0xaf, 0x03], 0).unwrap_err();
+    cpu.fs_base = 0x7000_0000;
+    assert_eq!(u.memory_operand(&cpu), Some((0x7000_5000, 4)));
+}
