@@ -7,8 +7,13 @@
 //! through [`Cpu`] and every memory access of the instruction through [`Bus`].
 //!
 //! ```text
-//! let d = decode(code_bytes_at_rip, rip)?;      // small Copy value, cacheable per RIP
-//! let out = emulate(&d, &mut cpu, &mut bus)?;   // bus accesses in CPU order, then registers
+//! mmio_trace_x86::warm_up();                    // once, before installing the handler
+//! // in the SIGSEGV handler:
+//! let mut cpu = unsafe { UcontextCpu::new(uc, &layout, fs_base, gs_base) };
+//! match decode(code_bytes_at_rip, rip) {        // small Copy value, cacheable per RIP
+//!     Ok(d) => emulate(&d, &mut cpu, &mut bus)?, // bus accesses in CPU order, then registers
+//!     Err(u) => /* single-step; u.mnemonic, u.bytes(), u.memory_operand(&cpu) for the log */,
+//! }
 //! ```
 //!
 //! # Guarantees
@@ -29,6 +34,18 @@
 //!   REP string instructions commit per element, like the CPU does on a fault: RCX/RSI/RDI
 //!   reflect the completed iterations and RIP stays on the instruction until RCX reaches 0.
 //! - Arithmetic flags are produced by running the same ALU instruction natively on the values.
+//! - Masked EVEX moves access exactly the enabled elements, one bus access per run of
+//!   consecutive enabled elements, in ascending address order (none if the mask is empty);
+//!   an all-ones mask gives the single full-width access of the unmasked form.
+//!
+//! # What the bus must know
+//! - LOCK semantics: the emulator issues the read and the write of a locked RMW (`LOCK ADD`,
+//!   `XCHG`, `CMPXCHG`, `XADD`…) as two bus calls; [`Decoded::is_locked`] tells the bus that
+//!   they must be atomic with respect to other threads touching the same device word (e.g.
+//!   by holding a per-region lock across the pair, or by performing the RMW natively on the
+//!   alias). The emulator itself cannot make two bus calls atomic.
+//! - The first [`decode`] in a process builds iced-x86's tables (allocates): call
+//!   [`warm_up`] before installing a signal handler.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -91,7 +108,8 @@ pub trait Cpu {
 
 /// Every memory access an emulated instruction makes, each exactly once.
 ///
-/// `buf.len()`/`data.len()` is the access width (1, 2, 4, 8, 10?, 16, 32 or 64 bytes); values
+/// `buf.len()`/`data.len()` is the access width (1, 2, 4, 8, 16, 32 or 64 bytes; a masked
+/// EVEX move may use any multiple of its element size); values
 /// are the raw little-endian bytes as they travel on the bus. The address is the linear
 /// address (segment base included). A range may cross a page or mapping boundary; the
 /// emulator never splits it, the implementation decides.

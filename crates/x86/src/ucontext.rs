@@ -56,6 +56,21 @@ impl XsaveLayout {
     }
 }
 
+/// FS and GS bases of the calling thread (`arch_prctl`; async-signal-safe). A signal handler
+/// runs on the faulting thread, so this is the interrupted code's FS/GS base.
+pub fn thread_segment_bases() -> (u64, u64) {
+    const ARCH_GET_FS: libc::c_int = 0x1003;
+    const ARCH_GET_GS: libc::c_int = 0x1004;
+    let mut fs = 0u64;
+    let mut gs = 0u64;
+    // SAFETY: ARCH_GET_FS/GS store one u64 through the pointer, which is valid and aligned.
+    unsafe {
+        libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, &mut fs as *mut u64);
+        libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS, &mut gs as *mut u64);
+    }
+    (fs, gs)
+}
+
 /// A [`Cpu`] over a signal handler's `ucontext_t`.
 pub struct UcontextCpu<'a> {
     uc: &'a mut libc::ucontext_t,

@@ -2,7 +2,7 @@
 //! faulting instruction and emulates it through `UcontextCpu` against an alias buffer, then
 //! returns. Proves the `ucontext` adapter (GPRs, RFLAGS, RIP, XMM/YMM/ZMM in the XSAVE area).
 
-use mmio_trace_x86::ucontext::{UcontextCpu, XsaveLayout};
+use mmio_trace_x86::ucontext::{thread_segment_bases, UcontextCpu, XsaveLayout};
 use mmio_trace_x86::{decode, emulate, Bus, BusFault};
 use std::arch::asm;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,8 +52,9 @@ extern "C" fn on_segv(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
     let layout = LAYOUT
         .get()
         .expect("layout detected before the first fault");
+    let (fs, gs) = thread_segment_bases();
     // SAFETY: uc is the frame's context and we are its only user.
-    let mut cpu = unsafe { UcontextCpu::new(uc, layout, 0, 0) };
+    let mut cpu = unsafe { UcontextCpu::new(uc, layout, fs, gs) };
     let rip = mmio_trace_x86::Cpu::rip(&cpu);
     // SAFETY: RIP points into this test binary's text; 15 bytes stay inside it.
     let code = unsafe { std::slice::from_raw_parts(rip as *const u8, 15) };
@@ -159,7 +160,15 @@ fn gpr_loads_stores_and_rmw_go_through_the_alias() {
     for (i, b) in dst.iter().enumerate() {
         assert_eq!(*b, ((0x200 + i) * 7 + 3) as u8);
     }
-    assert_eq!(FAULTS.load(Ordering::SeqCst) - before, 5);
+    // A TLS-relative access: fs:[rdi] with rdi = trap - fs_base.
+    let (fs, _) = thread_segment_bases();
+    let v: u32;
+    // SAFETY: as above.
+    unsafe {
+        asm!("mov {v:e}, dword ptr fs:[{p}]", p = in(reg) (p as u64).wrapping_sub(fs), v = out(reg) v)
+    };
+    assert_eq!(v, 5);
+    assert_eq!(FAULTS.load(Ordering::SeqCst) - before, 6);
 }
 
 #[test]
