@@ -21,7 +21,7 @@ fn cases() -> usize {
     std::env::var("MMIO_X86_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3000)
+        .unwrap_or(5000)
 }
 
 fn cpu_has(f: CpuidFeature) -> bool {
@@ -41,8 +41,17 @@ fn cpu_has(f: CpuidFeature) -> bool {
         F::MOVBE => std::is_x86_feature_detected!("movbe"),
         F::CMPXCHG16B => std::is_x86_feature_detected!("cmpxchg16b"),
         F::CX8 => true,
+        F::MOVDIRI => cpuid7_ecx() & (1 << 27) != 0,
+        F::MOVDIR64B => cpuid7_ecx() & (1 << 28) != 0,
         _ => false,
     }
+}
+
+/// CPUID.(EAX=7,ECX=0):ECX, where MOVDIRI/MOVDIR64B are reported (std has no names for them).
+fn cpuid7_ecx() -> u32 {
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86-64 CPU and has no side effects.
+    unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.ecx
 }
 
 fn is_mem_kind(k: K) -> bool {
@@ -63,8 +72,13 @@ fn is_mem_kind(k: K) -> bool {
 /// All 64-bit-mode encodings of `mnemonics` that have a memory operand we can generate and
 /// that this CPU runs.
 fn codes_for(mnemonics: &[Mnemonic]) -> Vec<Code> {
+    codes_for_cpu(mnemonics, true)
+}
+
+fn codes_for_cpu(mnemonics: &[Mnemonic], this_cpu: bool) -> Vec<Code> {
     Code::values()
         .filter(|c| mnemonics.contains(&c.mnemonic()))
+        .filter(|c| !this_cpu || c.cpuid_features().iter().all(|f| cpu_has(*f)))
         .filter(|c| {
             let oc = c.op_code();
             oc.is_instruction()
@@ -81,6 +95,8 @@ fn codes_for(mnemonics: &[Mnemonic]) -> Vec<Code> {
                                 | K::r32_reg
                                 | K::r32_opcode
                                 | K::r64_reg
+                                | K::r32_reg_mem
+                                | K::r64_reg_mem
                                 | K::r64_opcode
                                 | K::xmm_reg
                                 | K::ymm_reg
@@ -100,7 +116,6 @@ fn codes_for(mnemonics: &[Mnemonic]) -> Vec<Code> {
                                 | K::rax
                         )
                 })
-                && c.cpuid_features().iter().all(|f| cpu_has(*f))
         })
         .collect()
 }
@@ -119,6 +134,8 @@ enum Pattern {
     Bit {
         write: bool,
     },
+    /// MOVDIR64B: 64-byte read of the source, then 64-byte write to es:[reg].
+    Movdir64b,
 }
 
 struct Class {
@@ -181,6 +198,8 @@ struct Ctx {
     level: VecLevel,
     enc: Encoder,
     modes: [usize; MODES.len()],
+    /// The CPU lacks the instruction: compare against a written-out oracle instead.
+    oracle_only: bool,
 }
 
 /// Addressing-mode and encoding features counted per class, so the output shows that every
@@ -271,6 +290,7 @@ impl Ctx {
             level: vec_level(),
             enc: Encoder::new(64),
             modes: [0; MODES.len()],
+            oracle_only: false,
         }
     }
 
@@ -535,8 +555,8 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
             k if is_mem_kind(k) => OpV::M(a.mem),
             K::r8_reg | K::r8_opcode => OpV::R(ctx.gpr(Register::AL, true)),
             K::r16_reg | K::r16_opcode => OpV::R(ctx.gpr(Register::AX, false)),
-            K::r32_reg | K::r32_opcode => OpV::R(ctx.gpr(Register::EAX, false)),
-            K::r64_reg | K::r64_opcode => OpV::R(ctx.gpr(Register::RAX, false)),
+            K::r32_reg | K::r32_opcode | K::r32_reg_mem => OpV::R(ctx.gpr(Register::EAX, false)),
+            K::r64_reg | K::r64_opcode | K::r64_reg_mem => OpV::R(ctx.gpr(Register::RAX, false)),
             K::xmm_reg | K::ymm_reg | K::zmm_reg => {
                 let n = if code.encoding() == iced_x86::EncodingKind::EVEX {
                     32
@@ -623,7 +643,21 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
         b[..n].copy_from_slice(&data[toff..toff + n]);
         u64::from_le_bytes(b)
     };
+    let mut movdir_dst = 0u64;
     match mnemonic {
+        Mnemonic::Movdir64b => {
+            if let Some(OpV::R(r)) = ops.first() {
+                let n = r.full_register() as usize - Register::RAX as usize;
+                movdir_dst = data_base + 64 * (1 + ctx.rng.below(DATA_LEN as u64 / 64 - 2));
+                // With a 32-bit address register the upper half must not matter.
+                let junk = if r.size() == 4 {
+                    ctx.rng.next() << 32
+                } else {
+                    0
+                };
+                regs.gpr[n] = movdir_dst | junk;
+            }
+        }
         Mnemonic::Cmpxchg if ctx.rng.chance(2) => {
             regs.gpr[0] = rd(mem_size as usize);
         }
@@ -675,7 +709,22 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
         };
     }
 
-    let (native_regs, native_mem) = ctx.native.run(&bytes, &regs, &data);
+    let (native_regs, native_mem) = if ctx.oracle_only {
+        // MOVDIRI / MOVDIR64B on a CPU without them: the SDM's effect, written out.
+        let mut mem = data.clone();
+        let t = (target - data_base) as usize;
+        if mnemonic == Mnemonic::Movdir64b {
+            let d = (movdir_dst - data_base) as usize;
+            let src: Vec<u8> = data[t..t + 64].to_vec();
+            mem[d..d + 64].copy_from_slice(&src);
+        } else if let Some(OpV::R(r)) = ops.get(1) {
+            let v = regs.gpr[r.full_register() as usize - Register::RAX as usize];
+            mem[t..t + r.size()].copy_from_slice(&v.to_le_bytes()[..r.size()]);
+        }
+        (regs, mem)
+    } else {
+        ctx.native.run(&bytes, &regs, &data)
+    };
 
     let d = decode(&bytes, rip).map_err(|u| format!("decode refused: {u:?}"))?;
     let mut emu = regs;
@@ -745,6 +794,7 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
         }
         Pattern::Push => vec![(false, target, size), (true, rsp - size as u64, size)],
         Pattern::Pop => vec![(false, rsp, size), (true, target, size)],
+        Pattern::Movdir64b => vec![(false, target, 64), (true, movdir_dst, 64)],
         Pattern::Bit { write } => {
             let bits = size as i64 * 8;
             let word = match ops.get(1) {
@@ -851,12 +901,27 @@ fn imm_kind(code: Code, op: u32) -> Option<(iced_x86::OpKind, ImmSet)> {
 }
 
 fn run_class(class: &Class, seed: u64) -> usize {
-    let codes = codes_for(class.mnemonics);
+    let mut codes = codes_for(class.mnemonics);
+    // The vector classes share mnemonics; split them by encoding.
+    let only = match class.name {
+        "sse moves" => Some(iced_x86::EncodingKind::Legacy),
+        "vex moves" => Some(iced_x86::EncodingKind::VEX),
+        "evex moves" => Some(iced_x86::EncodingKind::EVEX),
+        _ => None,
+    };
+    codes.retain(|c| only.is_none_or(|e| c.encoding() == e));
+    let mut oracle_only = false;
+    if codes.is_empty() && matches!(class.name, "movdiri" | "movdir64b") {
+        codes = codes_for_cpu(class.mnemonics, false);
+        oracle_only = true;
+    }
     if codes.is_empty() {
         // Only CPU-extension classes may be skipped, and only where the CPU lacks them.
         let missing = match class.name {
             "vex moves" => !std::is_x86_feature_detected!("avx"),
             "movbe" => !std::is_x86_feature_detected!("movbe"),
+            "movdiri" => cpuid7_ecx() & (1 << 27) == 0,
+            "movdir64b" => cpuid7_ecx() & (1 << 28) == 0,
             _ => false,
         };
         assert!(missing, "class {} has no encodings on this CPU", class.name);
@@ -867,6 +932,7 @@ fn run_class(class: &Class, seed: u64) -> usize {
         return 0;
     }
     let mut ctx = Ctx::new(seed);
+    ctx.oracle_only = oracle_only;
     let want = cases();
     let mut ran = 0usize;
     let mut tries = 0usize;
@@ -885,10 +951,15 @@ fn run_class(class: &Class, seed: u64) -> usize {
         }
     }
     eprintln!(
-        "differential class {:<22} {:>6} cases over {:>3} encodings",
+        "differential class {:<22} {:>6} cases over {:>3} encodings{}",
         class.name,
         ran,
-        codes.len()
+        codes.len(),
+        if oracle_only {
+            " (CPU lacks it: checked against the SDM effect, not the CPU)"
+        } else {
+            ""
+        }
     );
     let line: Vec<String> = MODES
         .iter()
@@ -942,6 +1013,13 @@ class_test!(
     Pattern::Read
 );
 class_test!(movbe_matches_cpu, "movbe", [Movbe], Pattern::Move);
+class_test!(movdiri_matches_cpu, "movdiri", [Movdiri], Pattern::Write);
+class_test!(
+    movdir64b_matches_cpu,
+    "movdir64b",
+    [Movdir64b],
+    Pattern::Movdir64b
+);
 class_test!(movnti_matches_cpu, "movnti", [Movnti], Pattern::Write);
 class_test!(xchg_matches_cpu, "xchg", [Xchg], Pattern::ReadWrite);
 class_test!(
@@ -1305,5 +1383,13 @@ fn list_codes() {
             .map(|c| (c, c.cpuid_features()))
             .collect();
         eprintln!("{m:?}: {all:?}\n  usable: {:?}", codes_for(&[m]));
+        for (c, _) in &all {
+            eprintln!(
+                "  {c:?} kinds {:?} mode64 {} is_instr {}",
+                c.op_code().op_kinds(),
+                c.op_code().mode64(),
+                c.op_code().is_instruction()
+            );
+        }
     }
 }
