@@ -16,6 +16,9 @@ pub struct Consumer {
     tails: Vec<u64>,
     scratch: Vec<Record>,
     last_watermark: u64,
+    /// Per ring: a non-idle `pending` value and when it was first seen, to notice a
+    /// producer killed in the middle of an event (its ring would hold the watermark back).
+    stuck: Vec<(u64, u64)>,
 }
 
 /// What one ring yielded in one [`Consumer::poll`].
@@ -98,6 +101,7 @@ impl Consumer {
             tails: vec![0; nrings as usize],
             scratch: Vec::new(),
             last_watermark: 0,
+            stuck: vec![(IDLE, 0); nrings as usize],
         })
     }
 
@@ -146,7 +150,18 @@ impl Consumer {
             if st == state::FREE || st == state::CLAIMING {
                 continue;
             }
-            let pending = c.pending.load(Ordering::SeqCst);
+            let mut pending = c.pending.load(Ordering::SeqCst);
+            if pending != IDLE {
+                let (v, since) = self.stuck[i];
+                if v != pending {
+                    self.stuck[i] = (pending, t0);
+                } else if t0.saturating_sub(since) > 200_000_000
+                    && !sys::process_exists(c.tid.load(Ordering::Relaxed))
+                {
+                    // Killed inside an event: that event was never published.
+                    pending = IDLE;
+                }
+            }
             let head = c.head.load(Ordering::Acquire);
             let tail = self.tails[i];
             match pending {

@@ -28,7 +28,7 @@ mod step;
 pub mod sys;
 pub mod threads;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use mmio_trace_ring::Shm;
@@ -41,6 +41,8 @@ static SHM_LEN: AtomicUsize = AtomicUsize::new(0);
 static PID: AtomicU32 = AtomicU32::new(0);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static RULES: OnceLock<Rules> = OnceLock::new();
+/// The recorder's memfd number in this process (-1: none or self-tracing).
+static SHM_FD: AtomicI32 = AtomicI32::new(-1);
 
 const PAGE: u64 = 4096;
 
@@ -123,13 +125,15 @@ pub fn init_from_env() -> bool {
     let Some(shm) = (unsafe { Shm::from_raw(base as *mut u8, size) }) else {
         return false;
     };
+    SHM_FD.store(fd, Ordering::Relaxed);
     init(shm, Rules::from_env());
     true
 }
 
 /// The memfd's fd number in this process (to keep the program from closing it).
 pub fn shm_fd() -> Option<i32> {
-    std::env::var(mmio_trace_ring::ENV_FD).ok()?.parse().ok()
+    let fd = SHM_FD.load(Ordering::Relaxed);
+    (fd >= 0).then_some(fd)
 }
 
 /// Call in the child after `fork`.
@@ -254,7 +258,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     let Some(path) = rules::fd_path(fd, &mut buf) else {
         return;
     };
-    if !rules.is_device(path) || Some(fd) == shm_fd_cached() {
+    if !rules.is_device(path) || Some(fd) == shm_fd() {
         return;
     }
     let phys = rules::phys_of(path, off as u64);
@@ -304,11 +308,6 @@ fn protect_traced_pages(rules: &Rules, addr: u64, len: u64, off: u64) {
         }
         p += PAGE;
     }
-}
-
-fn shm_fd_cached() -> Option<i32> {
-    static FD: OnceLock<Option<i32>> = OnceLock::new();
-    *FD.get_or_init(shm_fd)
 }
 
 /// The preload library's hook before `munmap`: logs `UNMAP` for traced regions in the

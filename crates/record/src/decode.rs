@@ -1,0 +1,206 @@
+//! Ring records → format events, and the time-ordered merge of all rings.
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+
+use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
+use mmio_trace_ring::{Drained, Kind, Record};
+
+/// One event as drained, not yet resolved against the mapping table.
+#[derive(Clone, Debug)]
+pub(crate) struct RawEvent {
+    pub ts: u64,
+    pub tid: u32,
+    pub first: Record,
+    pub extra: Vec<Record>,
+}
+
+/// A mapping as the recorder knows it (for resolving accesses).
+#[derive(Clone, Copy, Debug)]
+struct MapInfo {
+    id: u64,
+    virt: u64,
+    phys: u64,
+}
+
+/// Merges per-ring event queues by timestamp and turns them into format events.
+pub(crate) struct Merger {
+    queues: Vec<VecDeque<RawEvent>>,
+    heads: BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
+    in_heap: Vec<bool>,
+    maps: HashMap<u16, MapInfo>,
+    start_ns: u64,
+    /// Events turned out so far.
+    pub emitted: u64,
+}
+
+impl Merger {
+    /// A merger for `nqueues` sources (rings, plus one for the recorder's own marks).
+    pub fn new(nqueues: usize, start_ns: u64) -> Merger {
+        Merger {
+            queues: (0..nqueues).map(|_| VecDeque::new()).collect(),
+            heads: BinaryHeap::new(),
+            in_heap: vec![false; nqueues],
+            maps: HashMap::new(),
+            start_ns,
+            emitted: 0,
+        }
+    }
+
+    fn push(&mut self, q: usize, e: RawEvent) {
+        if !self.in_heap[q] && self.queues[q].is_empty() {
+            self.heads.push(std::cmp::Reverse((e.ts, q)));
+            self.in_heap[q] = true;
+        }
+        self.queues[q].push_back(e);
+    }
+
+    /// Queues everything one ring yielded.
+    pub fn add(&mut self, d: Drained<'_>) {
+        let q = d.ring as usize;
+        let mut i = 0;
+        while i < d.records.len() {
+            let first = d.records[i];
+            let n = first.extra();
+            let end = (i + 1 + n).min(d.records.len());
+            let extra = d.records[i + 1..end].to_vec();
+            self.push(
+                q,
+                RawEvent {
+                    ts: first.ts(),
+                    tid: d.tid,
+                    first,
+                    extra,
+                },
+            );
+            i = end;
+        }
+    }
+
+    /// Queues a marker from the recorder itself (queue `q`, the last one).
+    pub fn add_mark(&mut self, q: usize, ts: u64, text: &[u8]) {
+        let mut extra = Vec::new();
+        for c in text.chunks(32) {
+            extra.push(Record::data(c));
+        }
+        let first = Record::new(ts, 0, text.len() as u64, 0, 0, Kind::Mark);
+        self.push(
+            q,
+            RawEvent {
+                ts,
+                tid: 0,
+                first,
+                extra,
+            },
+        );
+    }
+
+    /// Hands out, in time order, every queued event older than `watermark` (all if `None`).
+    pub fn emit(&mut self, watermark: Option<u64>, mut out: impl FnMut(Event)) {
+        while let Some(&std::cmp::Reverse((ts, q))) = self.heads.peek() {
+            if watermark.is_some_and(|w| ts >= w) {
+                break;
+            }
+            self.heads.pop();
+            let e = self.queues[q]
+                .pop_front()
+                .expect("queue in heap is non-empty");
+            match self.queues[q].front() {
+                Some(next) => self.heads.push(std::cmp::Reverse((next.ts, q))),
+                None => self.in_heap[q] = false,
+            }
+            if let Some(ev) = self.resolve(&e) {
+                self.emitted += 1;
+                out(ev);
+            }
+        }
+    }
+
+    fn rel(&self, ts: u64) -> u64 {
+        ts.saturating_sub(self.start_ns)
+    }
+
+    fn map_of(&self, r: &Record) -> (i64, u64) {
+        match self.maps.get(&r.map_low()) {
+            Some(m) => (
+                m.id as i64,
+                m.phys.wrapping_add(r.addr().wrapping_sub(m.virt)),
+            ),
+            None => (-1, r.addr()),
+        }
+    }
+
+    fn resolve(&mut self, e: &RawEvent) -> Option<Event> {
+        let r = &e.first;
+        let ts_ns = self.rel(e.ts);
+        Some(match r.kind()? {
+            Kind::Read | Kind::Write | Kind::ReadWide | Kind::WriteWide => {
+                let (map_id, phys) = self.map_of(r);
+                let dir = match r.kind()? {
+                    Kind::Read | Kind::ReadWide => Direction::Read,
+                    _ => Direction::Write,
+                };
+                let mut a = if r.width() as usize <= 8 {
+                    Access::new(dir, r.width(), ts_ns, map_id, phys, r.value())
+                } else {
+                    let mut bytes = [0u8; MAX_WIDTH];
+                    for (k, d) in e.extra.iter().take(2).enumerate() {
+                        bytes[k * 32..k * 32 + 32].copy_from_slice(&d.bytes());
+                    }
+                    let width = (r.width() as usize).clamp(9, MAX_WIDTH);
+                    Access::from_bytes(dir, ts_ns, map_id, phys, &bytes[..width])
+                };
+                a.pc = r.pc();
+                a.pid = e.tid;
+                Event::Access(a)
+            }
+            Kind::Map => {
+                let d = e.extra.first()?;
+                let (phys, id) = (d.0[0], d.0[1]);
+                self.maps.insert(
+                    id as u16,
+                    MapInfo {
+                        id,
+                        virt: r.0[1],
+                        phys,
+                    },
+                );
+                Event::Map(Map {
+                    ts_ns,
+                    id: id as i64,
+                    phys,
+                    virt: r.0[1],
+                    len: r.0[2],
+                    pc: r.pc(),
+                    pid: e.tid,
+                })
+            }
+            Kind::Unmap => Event::Unmap(Unmap {
+                ts_ns,
+                id: r.0[2] as i64,
+                pc: r.pc(),
+                pid: e.tid,
+            }),
+            Kind::Mark => {
+                let mut text = Vec::new();
+                for d in &e.extra {
+                    text.extend_from_slice(&d.bytes());
+                }
+                text.truncate(r.0[2] as usize);
+                Event::Mark(Mark { ts_ns, text })
+            }
+            Kind::Unknown => {
+                let (map_id, phys) = self.map_of(r);
+                let b = r.value().to_le_bytes();
+                Event::Unknown(Unknown {
+                    ts_ns,
+                    map_id,
+                    phys,
+                    opcode: [b[0], b[1], b[2]],
+                    pc: r.pc(),
+                    pid: e.tid,
+                })
+            }
+            Kind::Data => return None,
+        })
+    }
+}
