@@ -99,6 +99,16 @@ fn main() {
         cpu.rip = 0x40_1000;
         emulate(black_box(&d), &mut cpu, &mut bus).unwrap();
     });
+    let sib = [0x8b, 0x44, 0xb7, 0x08]; // mov eax, [rdi+rsi*4+8]: a 4-byte MOV
+    measure(
+        "decode + emulate  mov eax,[rdi+rsi*4+8]",
+        &sib,
+        iters,
+        |c| {
+            let d = decode(c, 0x40_1000).unwrap();
+            emulate(&d, &mut cpu, &mut bus).unwrap();
+        },
+    );
     let add = [0xf0, 0x01, 0x07]; // lock add [rdi], eax (native flags)
     measure("decode + emulate  lock add [rdi],eax", &add, iters, |c| {
         let d = decode(c, 0x40_1000).unwrap();
