@@ -16,7 +16,8 @@ pub enum Reason {
     NoMemoryOperand,
     /// A valid memory instruction this emulator does not implement (yet).
     NotEmulated,
-    /// An EVEX form with an opmask register (masked moves are not emulated).
+    /// An EVEX form with an opmask this emulator does not handle (the masked forms of the
+    /// vector moves are emulated; zero-masking on a store is invalid anyway).
     Masked,
 }
 
@@ -417,6 +418,18 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
             }
         }
     };
+    // The recipes rely on these widths (shift amounts, masks); anything else is refused here
+    // rather than trusted later.
+    let width_ok = match kind {
+        Kind::CmpxchgWide => matches!(size, 8 | 16),
+        Kind::Movdir64b => size == 64,
+        Kind::VecLoad { .. } | Kind::VecStore { .. } => true, // checked in classify_vec
+        Kind::Bit { .. } | Kind::ShiftD { .. } => matches!(size, 2 | 4 | 8),
+        _ => matches!(size, 1 | 2 | 4 | 8),
+    };
+    if !width_ok {
+        return Err(Reason::NotEmulated);
+    }
     Ok(kind)
 }
 

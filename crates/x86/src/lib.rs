@@ -52,7 +52,7 @@
 mod decode;
 mod emulate;
 mod native;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "ucontext"))]
 pub mod ucontext;
 
 pub use decode::{decode, Decoded, Reason, Unsupported};

@@ -56,19 +56,31 @@ impl XsaveLayout {
     }
 }
 
-/// FS and GS bases of the calling thread (`arch_prctl`; async-signal-safe). A signal handler
-/// runs on the faulting thread, so this is the interrupted code's FS/GS base.
+/// FS and GS bases of the calling thread (`arch_prctl`, issued as a raw syscall: no libc
+/// call, async-signal-safe). A signal handler runs on the faulting thread, so this is the
+/// interrupted code's FS/GS base.
 pub fn thread_segment_bases() -> (u64, u64) {
-    const ARCH_GET_FS: libc::c_int = 0x1003;
-    const ARCH_GET_GS: libc::c_int = 0x1004;
-    let mut fs = 0u64;
-    let mut gs = 0u64;
-    // SAFETY: ARCH_GET_FS/GS store one u64 through the pointer, which is valid and aligned.
-    unsafe {
-        libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, &mut fs as *mut u64);
-        libc::syscall(libc::SYS_arch_prctl, ARCH_GET_GS, &mut gs as *mut u64);
-    }
-    (fs, gs)
+    const SYS_ARCH_PRCTL: u64 = 158;
+    const ARCH_GET_FS: u64 = 0x1003;
+    const ARCH_GET_GS: u64 = 0x1004;
+    let get = |code: u64| {
+        let mut v = 0u64;
+        // SAFETY: arch_prctl(ARCH_GET_*, &v) only stores one u64 through a valid pointer;
+        // the syscall instruction clobbers RCX and R11, declared here.
+        unsafe {
+            core::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => _,
+                in("rdi") code,
+                in("rsi") &mut v as *mut u64,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack)
+            );
+        }
+        v
+    };
+    (get(ARCH_GET_FS), get(ARCH_GET_GS))
 }
 
 /// A [`Cpu`] over a signal handler's `ucontext_t`.

@@ -1,6 +1,7 @@
 //! End to end on a real signal frame: a PROT_NONE page, a SIGSEGV handler that decodes the
 //! faulting instruction and emulates it through `UcontextCpu` against an alias buffer, then
 //! returns. Proves the `ucontext` adapter (GPRs, RFLAGS, RIP, XMM/YMM/ZMM in the XSAVE area).
+#![cfg(feature = "ucontext")]
 
 use mmio_trace_x86::ucontext::{thread_segment_bases, UcontextCpu, XsaveLayout};
 use mmio_trace_x86::{decode, emulate, Bus, BusFault};
