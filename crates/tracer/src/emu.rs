@@ -1,15 +1,24 @@
 //! The emulate step of the fault path: complete the faulting instruction through the alias.
 //!
-//! This is a deliberately small stand-in until the `mmio-trace-x86` emulator lands: it
-//! handles the forms that make up almost all register traffic (`MOV` load/store of 1, 2,
-//! 4 and 8 bytes to and from general-purpose registers, `MOV` of an immediate, `MOVZX`,
-//! `MOVSX`, `MOVSXD`), all through one call, [`emulate`]. Everything else returns `false`
-//! and takes the step fallback, which handles any instruction.
+//! Decoding and instruction semantics are `mmio-trace-x86`'s ([`x86::decode`],
+//! [`x86::emulate`] over the signal context with [`UcontextCpu`]); this module is the
+//! [`Bus`] the emulator talks to: every access that falls in a traced region is performed
+//! once, at its exact width, on the alias mapping, and logged; other accesses (the
+//! non-device side of `MOVS`, the stack of `PUSH m`) go to ordinary memory unlogged.
+//! Instructions it cannot complete return `false` and take the step fallback.
 
-use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use mmio_trace_x86 as x86;
+use x86::ucontext::{UcontextCpu, XsaveLayout};
+use x86::{AccessDir, Bus, BusFault};
+
+use iced_x86::{Instruction, Register};
 
 use crate::emit;
-use crate::regions::Region;
+use crate::regions::{self, Region};
+use crate::sys;
 
 /// The `gregs` index of a 64-bit general-purpose register.
 pub(crate) fn greg_index(full: Register) -> Option<usize> {
@@ -60,25 +69,6 @@ pub(crate) fn get_reg(gregs: &[i64; 23], r: (usize, u8, bool)) -> u64 {
     }
 }
 
-/// Writes a register operand with the CPU's merge rules (32-bit writes zero the top half).
-pub(crate) fn set_reg(gregs: &mut [i64; 23], r: (usize, u8, bool), value: u64) {
-    let Some(slot) = gregs.get_mut(r.0) else {
-        return;
-    };
-    let old = *slot as u64;
-    let new = if r.2 {
-        (old & !0xff00) | ((value & 0xff) << 8)
-    } else {
-        match r.1 {
-            1 => (old & !0xff) | (value & 0xff),
-            2 => (old & !0xffff) | (value & 0xffff),
-            4 => value & 0xffff_ffff,
-            _ => value,
-        }
-    };
-    *slot = new as i64;
-}
-
 /// The effective address of the instruction's memory operand, from the saved registers.
 /// `None` for segment-relative (`fs:`/`gs:`) operands.
 pub(crate) fn effective_address(instr: &Instruction, gregs: &[i64; 23]) -> Option<u64> {
@@ -102,36 +92,6 @@ pub(crate) fn effective_address(instr: &Instruction, gregs: &[i64; 23]) -> Optio
         ea &= 0xffff_ffff;
     }
     Some(ea)
-}
-
-/// One access of 1, 2, 4 or 8 bytes through the alias, as a single instruction of that width.
-///
-/// # Safety
-/// `addr..addr+width` must be mapped readable (reads) / writable (writes).
-unsafe fn bus_read(addr: u64, width: u8) -> u64 {
-    // SAFETY: caller's contract; volatile keeps the access single and at this width.
-    unsafe {
-        match width {
-            1 => (addr as *const u8).read_volatile() as u64,
-            2 => (addr as *const u16).read_unaligned_volatile_or_plain() as u64,
-            4 => (addr as *const u32).read_unaligned_volatile_or_plain() as u64,
-            _ => (addr as *const u64).read_unaligned_volatile_or_plain(),
-        }
-    }
-}
-
-/// # Safety
-/// As [`bus_read`].
-unsafe fn bus_write(addr: u64, width: u8, v: u64) {
-    // SAFETY: caller's contract.
-    unsafe {
-        match width {
-            1 => (addr as *mut u8).write_volatile(v as u8),
-            2 => (addr as *mut u16).write_unaligned_volatile_or_plain(v as u16),
-            4 => (addr as *mut u32).write_unaligned_volatile_or_plain(v as u32),
-            _ => (addr as *mut u64).write_unaligned_volatile_or_plain(v),
-        }
-    }
 }
 
 /// Unaligned single-instruction accesses: x86 `mov` handles any alignment, and
@@ -173,77 +133,248 @@ unaligned!(u16, x, "word");
 unaligned!(u32, e, "dword");
 unaligned!(u64, r, "qword");
 
-/// Tries to complete `instr` (which faulted on `region`) through the alias; on success the
-/// access is done, its event published and RIP advanced. `false`: nothing was done.
-pub(crate) fn emulate(instr: &Instruction, gregs: &mut [i64; 23], region: &Region) -> bool {
-    if region.alias == 0
-        || instr.has_lock_prefix()
-        || instr.has_rep_prefix()
-        || instr.has_repne_prefix()
-    {
-        return false;
+static LAYOUT: OnceLock<XsaveLayout> = OnceLock::new();
+
+/// Prepares the emulator outside any signal handler: builds the decoder's tables (which
+/// allocate once) and reads the signal frame's XSAVE layout.
+pub(crate) fn warm_up() {
+    x86::warm_up();
+    LAYOUT.get_or_init(XsaveLayout::detect);
+}
+
+/// Serialises locked read-modify-writes (`LOCK ADD`, `XCHG`, `CMPXCHG`...) between the
+/// threads of this process: the emulator issues their read and write as two bus calls.
+/// Plain accesses of other threads do not take it (they are single bus accesses).
+static RMW_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Whether one bus access of `n` bytes can be made as a single instruction of that width.
+fn width_ok(n: usize) -> bool {
+    match n {
+        1 | 2 | 4 | 8 | 16 => true,
+        32 => std::arch::is_x86_feature_detected!("avx"),
+        64 => std::arch::is_x86_feature_detected!("avx512f"),
+        _ => false,
     }
-    let m = instr.mnemonic();
-    if !matches!(
-        m,
-        Mnemonic::Mov | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
-    ) || instr.op_count() != 2
-    {
-        return false;
+}
+
+struct AliasBus {
+    pc: u64,
+    locked: bool,
+    holding: bool,
+}
+
+impl AliasBus {
+    fn region_for(&self, addr: u64, len: usize) -> Result<Option<Region>, BusFault> {
+        match regions::find(addr) {
+            Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok(len) => {
+                Ok(Some(r))
+            }
+            Some(_) => Err(BusFault { addr }),
+            None if regions::find(addr + len as u64 - 1).is_some() => Err(BusFault { addr }),
+            None => Ok(None),
+        }
     }
-    let width = instr.memory_size().size() as u8;
-    if !matches!(width, 1 | 2 | 4 | 8) {
-        return false;
+
+    fn lock_for_rmw(&mut self) {
+        if self.locked && !self.holding {
+            while RMW_LOCK
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                std::hint::spin_loop();
+            }
+            self.holding = true;
+        }
     }
-    let Some(ea) = effective_address(instr, gregs) else {
+}
+
+impl Drop for AliasBus {
+    fn drop(&mut self) {
+        if self.holding {
+            RMW_LOCK.store(false, Ordering::Release);
+        }
+    }
+}
+
+impl Bus for AliasBus {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), BusFault> {
+        match self.region_for(addr, buf.len())? {
+            Some(r) => {
+                self.lock_for_rmw();
+                let e = emit::begin();
+                // SAFETY: the alias maps the whole region readable; width checked.
+                unsafe { alias_read(r.alias_of(addr), buf) };
+                e.access(false, addr, r.map_id, buf, self.pc);
+            }
+            // SAFETY: ordinary memory the instruction itself would have read.
+            None => unsafe {
+                std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
+            },
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), BusFault> {
+        match self.region_for(addr, data.len())? {
+            Some(r) => {
+                if r.prot & libc::PROT_WRITE == 0 {
+                    return Err(BusFault { addr });
+                }
+                self.lock_for_rmw();
+                let e = emit::begin();
+                // SAFETY: the alias maps the whole region writable when the program's
+                // protection allows writes; width checked.
+                unsafe { alias_write(r.alias_of(addr), data) };
+                e.access(true, addr, r.map_id, data, self.pc);
+            }
+            // SAFETY: ordinary memory the instruction itself would have written.
+            None => unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len())
+            },
+        }
+        Ok(())
+    }
+}
+
+/// One access of `buf.len()` bytes as a single load of that width.
+///
+/// # Safety
+/// `addr..addr+len` readable; `len` accepted by [`width_ok`].
+unsafe fn alias_read(addr: u64, buf: &mut [u8]) {
+    // SAFETY: caller's contract.
+    unsafe {
+        match buf.len() {
+            1 => buf[0] = (addr as *const u8).read_volatile(),
+            2 => buf.copy_from_slice(
+                &(addr as *const u16)
+                    .read_unaligned_volatile_or_plain()
+                    .to_le_bytes(),
+            ),
+            4 => buf.copy_from_slice(
+                &(addr as *const u32)
+                    .read_unaligned_volatile_or_plain()
+                    .to_le_bytes(),
+            ),
+            8 => buf.copy_from_slice(
+                &(addr as *const u64)
+                    .read_unaligned_volatile_or_plain()
+                    .to_le_bytes(),
+            ),
+            16 => {
+                core::arch::asm!("movdqu {x}, xmmword ptr [{p}]", "movdqu xmmword ptr [{b}], {x}",
+                p = in(reg) addr, b = in(reg) buf.as_mut_ptr(), x = out(xmm_reg) _, options(nostack, preserves_flags))
+            }
+            32 => wide_read32(addr, buf.as_mut_ptr()),
+            64 => wide_read64(addr, buf.as_mut_ptr()),
+            _ => {}
+        }
+    }
+}
+
+/// One access of `data.len()` bytes as a single store of that width.
+///
+/// # Safety
+/// `addr..addr+len` writable; `len` accepted by [`width_ok`].
+unsafe fn alias_write(addr: u64, data: &[u8]) {
+    let mut w = [0u8; 8];
+    let n = data.len().min(8);
+    w[..n].copy_from_slice(&data[..n]);
+    let v = u64::from_le_bytes(w);
+    // SAFETY: caller's contract.
+    unsafe {
+        match data.len() {
+            1 => (addr as *mut u8).write_volatile(v as u8),
+            2 => (addr as *mut u16).write_unaligned_volatile_or_plain(v as u16),
+            4 => (addr as *mut u32).write_unaligned_volatile_or_plain(v as u32),
+            8 => (addr as *mut u64).write_unaligned_volatile_or_plain(v),
+            16 => {
+                core::arch::asm!("movdqu {x}, xmmword ptr [{b}]", "movdqu xmmword ptr [{p}], {x}",
+                p = in(reg) addr, b = in(reg) data.as_ptr(), x = out(xmm_reg) _, options(nostack, preserves_flags))
+            }
+            32 => wide_write32(addr, data.as_ptr()),
+            64 => wide_write64(addr, data.as_ptr()),
+            _ => {}
+        }
+    }
+}
+
+#[target_feature(enable = "avx")]
+unsafe fn wide_read32(addr: u64, out: *mut u8) {
+    // SAFETY: caller's contract (AVX present, 32 readable bytes at addr, 32 writable at out).
+    unsafe {
+        core::arch::asm!("vmovdqu {y}, ymmword ptr [{p}]", "vmovdqu ymmword ptr [{o}], {y}",
+        p = in(reg) addr, o = in(reg) out, y = out(ymm_reg) _, options(nostack, preserves_flags))
+    };
+}
+
+#[target_feature(enable = "avx")]
+unsafe fn wide_write32(addr: u64, data: *const u8) {
+    // SAFETY: as wide_read32.
+    unsafe {
+        core::arch::asm!("vmovdqu {y}, ymmword ptr [{d}]", "vmovdqu ymmword ptr [{p}], {y}",
+        p = in(reg) addr, d = in(reg) data, y = out(ymm_reg) _, options(nostack, preserves_flags))
+    };
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn wide_read64(addr: u64, out: *mut u8) {
+    // SAFETY: caller's contract (AVX-512F present).
+    unsafe {
+        core::arch::asm!("vmovdqu64 {z}, zmmword ptr [{p}]", "vmovdqu64 zmmword ptr [{o}], {z}",
+        p = in(reg) addr, o = in(reg) out, z = out(zmm_reg) _, options(nostack, preserves_flags))
+    };
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn wide_write64(addr: u64, data: *const u8) {
+    // SAFETY: as wide_read64.
+    unsafe {
+        core::arch::asm!("vmovdqu64 {z}, zmmword ptr [{d}]", "vmovdqu64 zmmword ptr [{p}], {z}",
+        p = in(reg) addr, d = in(reg) data, z = out(zmm_reg) _, options(nostack, preserves_flags))
+    };
+}
+
+/// Completes the instruction at `rip` (bytes `code`) that faulted on a traced region:
+/// every access performed and logged, registers and RIP updated in `uc`. `false`: nothing
+/// was accessed or changed (unsupported instruction, an access straddling a region edge,
+/// a width that cannot be done in one access); the caller single-steps instead.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bool {
+    let Some(layout) = LAYOUT.get() else {
         return false;
     };
-    if !region.contains(ea) || !region.contains(ea + width as u64 - 1) {
+    let Ok(d) = x86::decode(code, rip) else {
         return false;
-    }
-    let pc = instr.ip();
-    let alias = region.alias_of(ea);
-    match (instr.op0_kind(), instr.op1_kind()) {
-        (OpKind::Register, OpKind::Memory) => {
-            let Some(dst) = gpr(instr.op0_register()) else {
-                return false;
-            };
-            let e = emit::begin();
-            // SAFETY: the alias maps the region's memory readable for its whole length.
-            let raw = unsafe { bus_read(alias, width) };
-            e.access_value(false, ea, region.map_id, width, raw, pc);
-            let v = match m {
-                Mnemonic::Movsx | Mnemonic::Movsxd => match width {
-                    1 => raw as u8 as i8 as i64 as u64,
-                    2 => raw as u16 as i16 as i64 as u64,
-                    4 => raw as u32 as i32 as i64 as u64,
-                    _ => raw,
-                },
-                _ => raw,
-            };
-            set_reg(gregs, dst, v);
+    };
+    // SAFETY: the kernel's ucontext of this handler, used only through `cpu` below.
+    let mut cpu = unsafe {
+        UcontextCpu::new(
+            &mut *(uc as *mut libc::ucontext_t),
+            layout,
+            sys::thread_pointer(),
+            0,
+        )
+    };
+    let mut bus = AliasBus {
+        pc: rip,
+        locked: d.is_locked(),
+        holding: false,
+    };
+    // Refuse up front anything the bus would refuse half-way: a read with side effects
+    // must not happen and then be repeated by the step fallback.
+    for a in d.accesses(&cpu).as_slice() {
+        if bus.region_for(a.addr, a.size as usize).is_err() {
+            return false;
         }
-        (OpKind::Memory, src) if m == Mnemonic::Mov => {
-            let v = match src {
-                OpKind::Register => match gpr(instr.op1_register()) {
-                    Some(r) => get_reg(gregs, r),
-                    None => return false,
-                },
-                OpKind::Immediate8
-                | OpKind::Immediate16
-                | OpKind::Immediate32
-                | OpKind::Immediate32to64 => instr.immediate(1),
-                _ => return false,
-            };
-            let e = emit::begin();
-            // SAFETY: the alias maps the region's memory writable (a write fault reached
-            // here only if the program's protection allows writes, and the alias was made
-            // with that protection).
-            unsafe { bus_write(alias, width, v) };
-            e.access_value(true, ea, region.map_id, width, v, pc);
+        if a.dir != AccessDir::Read {
+            if let Some(r) = regions::find(a.addr) {
+                if r.prot & libc::PROT_WRITE == 0 {
+                    return false;
+                }
+            }
         }
-        _ => return false,
     }
-    gregs[libc::REG_RIP as usize] = instr.next_ip() as i64;
-    true
+    x86::emulate(&d, &mut cpu, &mut bus).is_ok()
 }

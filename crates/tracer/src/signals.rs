@@ -87,6 +87,7 @@ pub unsafe fn app_sigaction(
 
 /// Installs the tracer's handlers (keeping any action already present as the program's).
 pub fn install() {
+    emu::warm_up();
     for (sig, h) in [
         (libc::SIGSEGV, on_segv as *const () as usize),
         (libc::SIGTRAP, on_trap as *const () as usize),
@@ -159,6 +160,25 @@ pub(crate) unsafe fn uc_mask<'a>(uc: *mut libc::c_void) -> &'a mut u64 {
     }
 }
 
+/// The code bytes at `rip`: up to 15, but not past the end of its page unless the
+/// instruction continues there (the next page may be unmapped).
+pub(crate) fn code_at(rip: u64) -> ([u8; 16], usize) {
+    let mut bytes = [0u8; 16];
+    let to_page_end = (4096 - (rip & 4095)) as usize;
+    let mut n = to_page_end.min(15);
+    // SAFETY: the code at rip is mapped (it just ran) to the end of its page.
+    unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
+    if n < 15 {
+        let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
+        if d.decode().is_invalid() && d.last_error() == iced_x86::DecoderError::NoMoreBytes {
+            // SAFETY: the instruction itself continues onto the next page, so it is mapped.
+            unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), 15) };
+            n = 15;
+        }
+    }
+    (bytes, n)
+}
+
 /// Decodes the instruction at `rip` without reading past a page that may be unmapped.
 pub(crate) fn decode_at(rip: u64) -> Option<(Instruction, [u8; 16])> {
     let mut bytes = [0u8; 16];
@@ -214,12 +234,12 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         return false;
     }
     let rip = g[libc::REG_RIP as usize] as u64;
-    let decoded = decode_at(rip);
-    if let Some((instr, _)) = &decoded {
-        if emu::emulate(instr, g, r) {
-            return true;
-        }
+    let (code, n) = code_at(rip);
+    // SAFETY: handler context.
+    if unsafe { emu::emulate(&code[..n], rip, uc) } {
+        return true;
     }
+    let decoded = decode_at(rip);
     // SAFETY: handler context.
     unsafe { step::begin(r, addr, decoded, uc) }
 }
