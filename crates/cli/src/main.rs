@@ -11,6 +11,7 @@ mod analyse;
 mod convert;
 mod demo;
 mod input;
+mod kernel;
 mod mark;
 mod record;
 mod regnames;
@@ -51,10 +52,22 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Convert a log between the kernel text format and the compact binary format.
     Convert(convert::ConvertArgs),
+    /// Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE).
+    Kernel(kernel::KernelArgs),
 }
 
 /// Exit status for bad input (malformed log, bad arguments), as grep and clap use.
 pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// The exit code that reports how a child ended: its status, or 128+N for signal N.
+pub fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c as u8),
+        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+        _ => ExitCode::FAILURE,
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,6 +78,7 @@ fn main() -> ExitCode {
         Command::Show(a) => show::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Kernel(a) => kernel::run(a),
     };
     match result {
         Ok(code) => code,
