@@ -300,3 +300,10 @@ fn unsupported_gives_the_memory_operand_for_the_step_fallback() {
     cpu.fs_base = 0x7000_0000;
     assert_eq!(u.memory_operand(&cpu), Some((0x7000_5000, 4)));
 }
+
+#[test]
+fn decoded_is_small_enough_to_cache_per_site() {
+    let size = std::mem::size_of::<mmio_trace_x86::Decoded>();
+    eprintln!("size_of::<Decoded>() = {size}");
+    assert!(size <= 64, "Decoded grew to {size} bytes");
+}
