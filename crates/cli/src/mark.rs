@@ -1,12 +1,28 @@
-//! `mmio-trace mark` (being built: issue "record").
+//! `mmio-trace mark`: thin glue over `mmio_trace_record::marks`.
 
 use std::process::ExitCode;
 
-/// Arguments of `mmio-trace mark`.
+/// Insert a marker into the running recording(s), from another shell.
+///
+/// The MARK line is timed when the recorder receives it. Programs can also mark from
+/// inside: the preload library exports `void mmio_trace_mark(const char *text)`.
 #[derive(clap::Args)]
-pub struct MarkArgs {}
+pub struct MarkArgs {
+    /// Only the recording of this `mmio-trace record` process (default: every running one).
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
 
-/// Runs the subcommand.
-pub fn run(_args: MarkArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`mmio-trace mark` is not available in this build yet")
+    /// The marker text (several words are joined with spaces).
+    #[arg(required = true, value_name = "TEXT")]
+    text: Vec<String>,
+}
+
+/// Runs `mark`.
+pub fn run(args: MarkArgs) -> anyhow::Result<ExitCode> {
+    let text = args.text.join(" ");
+    let n = mmio_trace_record::marks::send_mark(text.as_bytes(), args.pid)?;
+    if n == 0 {
+        anyhow::bail!("no running `mmio-trace record` found");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,11 +20,14 @@ pub fn preload_library() -> Option<PathBuf> {
     find_near(exe.parent()?)
 }
 
-/// The preload library near directory `dir`.
+/// The preload library near directory `dir`: the most recently built of the candidates
+/// (in a Cargo target directory, `deps/` holds the copy built along with the binary, while
+/// the top-level copy is refreshed only when the library package itself is built).
 pub fn find_near(dir: &Path) -> Option<PathBuf> {
     PLACES
         .iter()
         .map(|p| dir.join(p).join(LIB_NAME))
-        .find(|p| p.is_file())
-        .and_then(|p| p.canonicalize().ok())
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max_by_key(|(t, _)| *t)
+        .and_then(|(_, p)| p.canonicalize().ok())
 }
