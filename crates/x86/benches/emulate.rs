@@ -59,6 +59,18 @@ impl Cpu for Gprs {
         0
     }
     fn set_opmask(&mut self, _n: usize, _value: u64) {}
+    fn x87_status(&self) -> u16 {
+        0
+    }
+    fn set_x87_status(&mut self, _value: u16) {}
+    fn x87_tags(&self) -> u8 {
+        0
+    }
+    fn set_x87_tags(&mut self, _value: u8) {}
+    fn x87_slot(&self, _i: usize) -> [u8; 10] {
+        [0; 10]
+    }
+    fn set_x87_slot(&mut self, _i: usize, _value: &[u8; 10]) {}
 }
 
 fn measure(name: &str, code: &[u8], iters: u64, mut f: impl FnMut(&[u8])) {

@@ -147,6 +147,10 @@ pub(crate) enum Kind {
         align: u8,
         esize: u8,
     },
+    /// MMX load (`MOVD`/`MOVQ mm, m`): `width` bytes zero-extended into MMn.
+    MmxLoad,
+    /// MMX store (`MOVD`/`MOVQ`/`MOVNTQ m, mm`).
+    MmxStore,
     /// Vector store of the low `width` bytes of a ZMM register (`esize` as for loads).
     VecStore {
         width: u8,
@@ -221,6 +225,10 @@ fn is_gpr(r: Register) -> bool {
 
 fn is_vec(r: Register) -> bool {
     (Register::XMM0 as u32..=Register::ZMM31 as u32).contains(&(r as u32))
+}
+
+fn is_mmx(r: Register) -> bool {
+    (Register::MM0 as u32..=Register::MM7 as u32).contains(&(r as u32))
 }
 
 fn is_imm(k: OpKind) -> bool {
@@ -424,6 +432,7 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
         Kind::CmpxchgWide => matches!(size, 8 | 16),
         Kind::Movdir64b => size == 64,
         Kind::VecLoad { .. } | Kind::VecStore { .. } => true, // checked in classify_vec
+        Kind::MmxLoad | Kind::MmxStore => matches!(size, 4 | 8),
         Kind::Bit { .. } | Kind::ShiftD { .. } => matches!(size, 2 | 4 | 8),
         _ => matches!(size, 1 | 2 | 4 | 8),
     };
@@ -495,9 +504,15 @@ fn classify_vec(
     use Mnemonic as M;
     // (scalar-with-zeroing in legacy form, needs alignment)
     let (scalar, aligned) = match m {
-        M::Movd | M::Movq | M::Movss | M::Movsd | M::Vmovd | M::Vmovq | M::Vmovss | M::Vmovsd => {
-            (true, false)
-        }
+        M::Movd
+        | M::Movq
+        | M::Movntq
+        | M::Movss
+        | M::Movsd
+        | M::Vmovd
+        | M::Vmovq
+        | M::Vmovss
+        | M::Vmovsd => (true, false),
         M::Movups
         | M::Movupd
         | M::Movdqu
@@ -579,8 +594,11 @@ fn classify_vec(
             align,
             esize,
         }))
+    } else if mem1 && is_mmx(r0) && matches!(size, 4 | 8) {
+        Ok(Some(Kind::MmxLoad))
+    } else if mem0 && is_mmx(r1) && matches!(size, 4 | 8) {
+        Ok(Some(Kind::MmxStore))
     } else if mem0 || mem1 {
-        // MMX registers and GPR forms of MOVD/MOVQ.
         Err(Reason::NotEmulated)
     } else {
         Err(Reason::NoMemoryOperand)

@@ -474,6 +474,20 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             }
             cpu.set_vec(dst, &v);
         }
+        Kind::MmxLoad => {
+            let n = mmx_index(op_reg(ins, 0)).ok_or_else(|| unsupported(d))?;
+            let addr = ea(d, 1, cpu, None)?;
+            let v = rd(bus, addr, size)?;
+            mmx_enter(cpu);
+            mmx_write(cpu, n, v);
+        }
+        Kind::MmxStore => {
+            let n = mmx_index(op_reg(ins, 1)).ok_or_else(|| unsupported(d))?;
+            let addr = ea(d, 0, cpu, None)?;
+            let v = mmx_read(cpu, n);
+            wr(bus, addr, size, v)?;
+            mmx_enter(cpu);
+        }
         Kind::VecStore {
             width,
             align,
@@ -533,6 +547,45 @@ fn for_runs(
         f(from, i)?;
     }
     Ok(())
+}
+
+fn mmx_index(r: Register) -> Option<usize> {
+    let v = (r as usize).wrapping_sub(Register::MM0 as usize);
+    (v < 8).then_some(v)
+}
+
+fn x87_top<C: Cpu>(cpu: &C) -> usize {
+    usize::from((cpu.x87_status() >> 11) & 7)
+}
+
+/// MMn is the low 64 bits of x87 physical register n, which the FXSAVE image keeps in slot
+/// ST((n - TOP) mod 8).
+fn mmx_read<C: Cpu>(cpu: &C, n: usize) -> u64 {
+    let slot = cpu.x87_slot((n + 8 - x87_top(cpu)) & 7);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&slot[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// What every MMX instruction does to the x87 state: TOP = 0 and all registers valid. With
+/// TOP = 0, slot i holds physical register i, so the slots rotate when TOP was not 0.
+fn mmx_enter<C: Cpu>(cpu: &mut C) {
+    let top = x87_top(cpu);
+    if top != 0 {
+        let old: [[u8; 10]; 8] = core::array::from_fn(|i| cpu.x87_slot(i));
+        for (i, _) in old.iter().enumerate() {
+            cpu.set_x87_slot(i, &old[(i + 8 - top) & 7]);
+        }
+    }
+    cpu.set_x87_status(cpu.x87_status() & !(7 << 11));
+    cpu.set_x87_tags(0xff);
+}
+
+/// Writes MMn (after `mmx_enter`): the value with the exponent field all ones, as the CPU does.
+fn mmx_write<C: Cpu>(cpu: &mut C, n: usize, v: u64) {
+    let mut slot = [0xffu8; 10];
+    slot[..8].copy_from_slice(&v.to_le_bytes());
+    cpu.set_x87_slot(n & 7, &slot);
 }
 
 fn vec_index(r: Register) -> Option<usize> {
@@ -642,7 +695,8 @@ pub(crate) fn accesses<C: Cpu>(d: &Decoded, cpu: &C) -> Accesses {
         }
     };
     match d.kind {
-        Kind::Load { .. } | Kind::AluReg { .. } => one(at(1), size, R),
+        Kind::Load { .. } | Kind::AluReg { .. } | Kind::MmxLoad => one(at(1), size, R),
+        Kind::MmxStore => one(at(0), size, W),
         Kind::VecLoad { esize: 0, .. } => one(at(1), size, R),
         Kind::VecStore { esize: 0, .. } => one(at(0), size, W),
         Kind::VecLoad { esize, .. } | Kind::VecStore { esize, .. } => {

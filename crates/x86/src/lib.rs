@@ -78,7 +78,9 @@ pub fn warm_up() {
 /// 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI, 8..=15 = R8..R15. Vector registers
 /// 0..=31 are ZMM0..ZMM31 as 64 little-endian bytes (XMM n is bytes 0..16, YMM n bytes
 /// 0..32); on a machine without AVX-512 an implementation returns zeros above what exists and
-/// ignores writes there. Methods are infallible: the emulator validates indices first.
+/// ignores writes there. The x87 accessors exist for the MMX forms of MOVD/MOVQ/MOVNTQ (MMn
+/// aliases x87 physical register n). Methods are infallible: the emulator validates indices
+/// first.
 pub trait Cpu {
     /// Value of general-purpose register `n` (0..=15).
     fn gpr(&self, n: usize) -> u64;
@@ -104,6 +106,18 @@ pub trait Cpu {
     fn opmask(&self, n: usize) -> u64;
     /// Sets opmask register `n` (0..=7).
     fn set_opmask(&mut self, n: usize, value: u64);
+    /// x87 status word (FSW; bits 11-13 are TOP), as in the FXSAVE image.
+    fn x87_status(&self) -> u16;
+    /// Sets the x87 status word.
+    fn set_x87_status(&mut self, value: u16);
+    /// The abridged x87 tag byte of the FXSAVE image (bit i set = physical register i valid).
+    fn x87_tags(&self) -> u8;
+    /// Sets the abridged x87 tag byte.
+    fn set_x87_tags(&mut self, value: u8);
+    /// The 80-bit register in FXSAVE slot `i` (0..=7), i.e. ST(i), little-endian.
+    fn x87_slot(&self, i: usize) -> [u8; 10];
+    /// Sets FXSAVE slot `i` (ST(i)).
+    fn set_x87_slot(&mut self, i: usize, value: &[u8; 10]);
 }
 
 /// Every memory access an emulated instruction makes, each exactly once.

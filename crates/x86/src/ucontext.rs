@@ -194,11 +194,13 @@ impl<'a> UcontextCpu<'a> {
         let Some((fp, area)) = self.area() else {
             return;
         };
-        if c == 1 && area >= XSAVE_HEADER_OFF + 64 {
-            // SSE state lives in the legacy region (written by XSAVE either way; Linux also
-            // sets this bit in every frame): marking it live is enough.
-            // SAFETY: the header is inside the area.
-            unsafe { (fp.add(XSAVE_HEADER_OFF) as *mut u64).write_unaligned(bv | 0b10) };
+        if c <= 1 {
+            // x87 and SSE state live in the legacy region (written by XSAVE either way; Linux
+            // also sets both bits in every frame): marking them live is enough.
+            if area >= XSAVE_HEADER_OFF + 64 {
+                // SAFETY: the header is inside the area.
+                unsafe { (fp.add(XSAVE_HEADER_OFF) as *mut u64).write_unaligned(bv | (1 << c)) };
+            }
             return;
         }
         let size = self.layout.comp.get(c).map_or(0, |x| x.1 as usize);
@@ -231,6 +233,34 @@ impl<'a> UcontextCpu<'a> {
         if let Some(p) = self.comp_ptr(c, off, data.len()) {
             // SAFETY: range checked by `comp_ptr`.
             unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+        }
+    }
+}
+
+/// FXSAVE image offsets of the x87 fields.
+const FSW_OFF: usize = 2;
+const FTW_OFF: usize = 4;
+const ST_OFF: usize = 32;
+
+impl UcontextCpu<'_> {
+    fn legacy_read<const N: usize>(&self, off: usize) -> [u8; N] {
+        let mut v = [0u8; N];
+        if let Some((fp, _)) = self.area() {
+            if off + N <= 512 {
+                // SAFETY: inside the 512-byte legacy region.
+                unsafe { core::ptr::copy_nonoverlapping(fp.add(off), v.as_mut_ptr(), N) };
+            }
+        }
+        v
+    }
+
+    fn legacy_write(&mut self, off: usize, data: &[u8]) {
+        if let Some((fp, _)) = self.area() {
+            if off + data.len() <= 512 {
+                // SAFETY: inside the 512-byte legacy region.
+                unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), fp.add(off), data.len()) };
+                self.activate(0);
+            }
         }
     }
 }
@@ -312,5 +342,29 @@ impl Cpu for UcontextCpu<'_> {
         if n < 8 {
             self.write_comp(COMP_OPMASK, 8 * n, &value.to_le_bytes());
         }
+    }
+
+    fn x87_status(&self) -> u16 {
+        u16::from_le_bytes(self.legacy_read(FSW_OFF))
+    }
+
+    fn set_x87_status(&mut self, value: u16) {
+        self.legacy_write(FSW_OFF, &value.to_le_bytes());
+    }
+
+    fn x87_tags(&self) -> u8 {
+        self.legacy_read::<1>(FTW_OFF)[0]
+    }
+
+    fn set_x87_tags(&mut self, value: u8) {
+        self.legacy_write(FTW_OFF, &[value]);
+    }
+
+    fn x87_slot(&self, i: usize) -> [u8; 10] {
+        self.legacy_read(ST_OFF + 16 * (i & 7))
+    }
+
+    fn set_x87_slot(&mut self, i: usize, value: &[u8; 10]) {
+        self.legacy_write(ST_OFF + 16 * (i & 7), value);
     }
 }

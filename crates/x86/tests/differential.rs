@@ -7,8 +7,8 @@
 mod harness;
 
 use harness::{
-    reg_n, seg_bases, vec_equal, vec_level, Native, Regs, Rng, Seen, TestBus, VecLevel, DATA_LEN,
-    PAGE,
+    reg_n, seg_bases, vec_equal, vec_level, x87_equal, Native, Regs, Rng, Seen, TestBus, VecLevel,
+    DATA_LEN, PAGE,
 };
 use iced_x86::{
     Code, CpuidFeature, Encoder, Instruction, MemoryOperand, Mnemonic, OpCodeOperandKind as K,
@@ -30,7 +30,7 @@ fn cpu_has(f: CpuidFeature) -> bool {
         F::INTEL8086 | F::INTEL186 | F::INTEL286 | F::INTEL386 | F::INTEL486 | F::X64 | F::CMOV => {
             true
         }
-        F::SSE | F::SSE2 => true,
+        F::SSE | F::SSE2 | F::MMX => true,
         F::SSE3 => std::is_x86_feature_detected!("sse3"),
         F::SSE4_1 => std::is_x86_feature_detected!("sse4.1"),
         F::AVX => std::is_x86_feature_detected!("avx"),
@@ -59,6 +59,7 @@ fn is_mem_kind(k: K) -> bool {
         k,
         K::mem
             | K::mem_offs
+            | K::mm_or_mem
             | K::r8_or_mem
             | K::r16_or_mem
             | K::r32_or_mem
@@ -97,6 +98,7 @@ fn codes_for_cpu(mnemonics: &[Mnemonic], this_cpu: bool) -> Vec<Code> {
                                 | K::r64_reg
                                 | K::r32_reg_mem
                                 | K::r64_reg_mem
+                                | K::mm_reg
                                 | K::r64_opcode
                                 | K::xmm_reg
                                 | K::ymm_reg
@@ -309,6 +311,16 @@ impl Ctx {
         }
         for k in r.k.iter_mut() {
             *k = self.rng.next();
+        }
+        // x87/MMX: random TOP, tags and registers, so MMn aliasing and the TOP rotation of
+        // MMX instructions are exercised.
+        let fsw = (self.rng.below(8) as u16) << 11;
+        r.fx[2..4].copy_from_slice(&fsw.to_le_bytes());
+        r.fx[4] = self.rng.next() as u8;
+        for i in 0..8 {
+            let mut st = [0u8; 10];
+            self.rng.fill(&mut st);
+            r.fx[32 + 16 * i..42 + 16 * i].copy_from_slice(&st);
         }
         r
     }
@@ -557,6 +569,7 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
             K::r16_reg | K::r16_opcode => OpV::R(ctx.gpr(Register::AX, false)),
             K::r32_reg | K::r32_opcode | K::r32_reg_mem => OpV::R(ctx.gpr(Register::EAX, false)),
             K::r64_reg | K::r64_opcode | K::r64_reg_mem => OpV::R(ctx.gpr(Register::RAX, false)),
+            K::mm_reg => OpV::R(reg_n(Register::MM0, rng.below(8) as usize)),
             K::xmm_reg | K::ymm_reg | K::zmm_reg => {
                 let n = if code.encoding() == iced_x86::EncodingKind::EVEX {
                     32
@@ -748,6 +761,14 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
     if !vec_equal(ctx.level, &emu, &want_native) {
         return Err(format!("{}\n  vector registers differ", ctxmsg()));
     }
+    if !ctx.oracle_only && !x87_equal(&emu, &want_native) {
+        return Err(format!(
+            "{}\n  x87/MMX state differs\n  native {:02x?}\n  emu    {:02x?}",
+            ctxmsg(),
+            &want_native.fx[..160],
+            &emu.fx[..160]
+        ));
+    }
     if bus.mem != native_mem {
         let first = bus
             .mem
@@ -910,6 +931,15 @@ fn run_class(class: &Class, seed: u64) -> usize {
         _ => None,
     };
     codes.retain(|c| only.is_none_or(|e| c.encoding() == e));
+    // MMX forms of MOVD/MOVQ are their own class.
+    let mmx = |c: &Code| c.op_code().op_kinds().contains(&K::mm_reg);
+    codes.retain(|c| {
+        if class.name == "mmx moves" {
+            mmx(c)
+        } else {
+            !mmx(c)
+        }
+    });
     let mut oracle_only = false;
     if codes.is_empty() && matches!(class.name, "movdiri" | "movdir64b") {
         codes = codes_for_cpu(class.mnemonics, false);
@@ -1019,6 +1049,12 @@ class_test!(
     "movdir64b",
     [Movdir64b],
     Pattern::Movdir64b
+);
+class_test!(
+    mmx_moves_match_cpu,
+    "mmx moves",
+    [Movd, Movq, Movntq],
+    Pattern::Move
 );
 class_test!(movnti_matches_cpu, "movnti", [Movnti], Pattern::Write);
 class_test!(xchg_matches_cpu, "xchg", [Xchg], Pattern::ReadWrite);
@@ -1249,6 +1285,9 @@ fn string_case(ctx: &mut Ctx, op: Str) -> Result<bool, String> {
             "{}\n  native {want_native:?}\n  emu    {emu:?}",
             ctxmsg()
         ));
+    }
+    if !x87_equal(&emu, &want_native) || !vec_equal(ctx.level, &emu, &want_native) {
+        return Err(format!("{}\n  x87 or vector state differs", ctxmsg()));
     }
     if bus.mem != native_mem {
         return Err(format!("{}\n  memory differs", ctxmsg()));

@@ -105,6 +105,18 @@ impl Cpu for Ctx {
     fn set_opmask(&mut self, n: usize, value: u64) {
         self.k[n] = value;
     }
+    fn x87_status(&self) -> u16 {
+        0
+    }
+    fn set_x87_status(&mut self, _value: u16) {}
+    fn x87_tags(&self) -> u8 {
+        0
+    }
+    fn set_x87_tags(&mut self, _value: u8) {}
+    fn x87_slot(&self, _i: usize) -> [u8; 10] {
+        [0; 10]
+    }
+    fn set_x87_slot(&mut self, _i: usize, _value: &[u8; 10]) {}
 }
 
 #[test]

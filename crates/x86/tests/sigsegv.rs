@@ -186,6 +186,22 @@ fn xmm_load_lands_in_the_signal_frame() {
     }
 }
 
+#[test]
+fn mmx_load_lands_in_the_x87_registers_of_the_frame() {
+    let _g = SERIAL.lock().unwrap();
+    let s = setup();
+    let mut out = 0u64;
+    // SAFETY: the load faults and is emulated into MM0 (x87 register 0 of the frame); EMMS
+    // leaves the x87 stack empty for the rest of the test.
+    unsafe {
+        asm!(
+            "movq mm0, [{p}]", "movq [{o}], mm0", "emms",
+            p = in(reg) s.trap.wrapping_add(0x700), o = in(reg) &mut out as *mut u64, out("mm0") _
+        )
+    };
+    assert_eq!(out, alias_u64(&s, 0x700));
+}
+
 #[target_feature(enable = "avx")]
 unsafe fn ymm_load(p: *const u8, out: &mut [u8; 32]) {
     // SAFETY: as in the XMM test; YMM bits 128-255 come from XSAVE component 2.

@@ -67,6 +67,8 @@ pub struct Regs {
     pub gs_base: u64,
     pub k: [u64; 8],
     pub zmm: [[u8; 64]; 32],
+    /// FXSAVE image: the stub loads the x87/MMX state from it (FXRSTOR) and stores it back.
+    pub fx: [u8; 512],
 }
 
 impl std::fmt::Debug for Regs {
@@ -92,6 +94,12 @@ impl Regs {
             gs_base: 0,
             k: [0; 8],
             zmm: [[0; 64]; 32],
+            fx: {
+                let mut fx = [0u8; 512];
+                fx[..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW default
+                fx[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR default
+                fx
+            },
         }
     }
 }
@@ -133,6 +141,32 @@ impl Cpu for Regs {
     fn set_opmask(&mut self, n: usize, value: u64) {
         self.k[n] = value;
     }
+    fn x87_status(&self) -> u16 {
+        u16::from_le_bytes([self.fx[2], self.fx[3]])
+    }
+    fn set_x87_status(&mut self, value: u16) {
+        self.fx[2..4].copy_from_slice(&value.to_le_bytes());
+    }
+    fn x87_tags(&self) -> u8 {
+        self.fx[4]
+    }
+    fn set_x87_tags(&mut self, value: u8) {
+        self.fx[4] = value;
+    }
+    fn x87_slot(&self, i: usize) -> [u8; 10] {
+        let o = 32 + 16 * i;
+        self.fx[o..o + 10].try_into().unwrap()
+    }
+    fn set_x87_slot(&mut self, i: usize, value: &[u8; 10]) {
+        let o = 32 + 16 * i;
+        self.fx[o..o + 10].copy_from_slice(value);
+    }
+}
+
+/// The x87/MMX part of the state: FCW, FSW, abridged FTW and the eight 80-bit registers
+/// (the FPU instruction/data pointers are not compared).
+pub fn x87_equal(a: &Regs, b: &Regs) -> bool {
+    a.fx[..5] == b.fx[..5] && (0..8).all(|i| a.x87_slot(i) == b.x87_slot(i))
 }
 
 /// One bus access as the test bus saw it.
@@ -311,6 +345,15 @@ impl Native {
             )
             .unwrap(),
         );
+        let fx_off = std::mem::offset_of!(Regs, fx);
+        emit(
+            &mut code,
+            Instruction::with1(
+                Code::Fxrstor64_m512byte,
+                rip_mem(regs_field(IN_REGS, fx_off)),
+            )
+            .unwrap(),
+        );
         self.vec_io(&mut code, &mut emit, IN_REGS, zmm_off, k_off, true);
         emit(
             &mut code,
@@ -365,6 +408,16 @@ impl Native {
             Instruction::with1(Code::Pop_rm64, rip_mem(regs_field(OUT_REGS, rflags_off))).unwrap(),
         );
         emit(&mut code, Instruction::with(Code::Cld));
+        // Save the x87/MMX state, then leave the x87 stack empty as the ABI requires.
+        emit(
+            &mut code,
+            Instruction::with1(
+                Code::Fxsave64_m512byte,
+                rip_mem(regs_field(OUT_REGS, fx_off)),
+            )
+            .unwrap(),
+        );
+        emit(&mut code, Instruction::with(Code::Fninit));
         self.vec_io(&mut code, &mut emit, OUT_REGS, zmm_off, k_off, false);
         if self.level != VecLevel::Sse {
             emit(&mut code, Instruction::with(Code::VEX_Vzeroupper));
