@@ -612,7 +612,6 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
         None => return Ok(false),
     };
     if LOCKABLE.contains(&mnemonic)
-        && mnemonic != Mnemonic::Xchg
         && ops.first().is_some_and(|o| matches!(o, OpV::M(_)))
         && ctx.rng.chance(2)
     {
