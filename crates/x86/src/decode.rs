@@ -147,6 +147,17 @@ pub(crate) enum Kind {
         align: u8,
         esize: u8,
     },
+    /// MOVLPS/MOVHPS/MOVLPD/MOVHPD load of 8 bytes into the low (`high` false) or high half
+    /// of an XMM register; `vex`: the other half comes from a second source register and
+    /// bits 128+ are cleared (VEX/EVEX), else the rest of the register is kept (SSE).
+    HalfLoad {
+        high: bool,
+        vex: bool,
+    },
+    /// MOVLPS/MOVHPS/MOVLPD/MOVHPD store of the low or high 8 bytes of an XMM register.
+    HalfStore {
+        high: bool,
+    },
     /// MMX load (`MOVD`/`MOVQ mm, m`): `width` bytes zero-extended into MMn.
     MmxLoad,
     /// MMX store (`MOVD`/`MOVQ`/`MOVNTQ m, mm`).
@@ -401,6 +412,33 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
                 write: op != Bin::Bt,
             }
         }
+        Mnemonic::Movhps
+        | Mnemonic::Movhpd
+        | Mnemonic::Movlps
+        | Mnemonic::Movlpd
+        | Mnemonic::Vmovhps
+        | Mnemonic::Vmovhpd
+        | Mnemonic::Vmovlps
+        | Mnemonic::Vmovlpd => {
+            let high = matches!(
+                m,
+                Mnemonic::Movhps | Mnemonic::Movhpd | Mnemonic::Vmovhps | Mnemonic::Vmovhpd
+            );
+            let vex = ins.encoding() != EncodingKind::Legacy;
+            if size != 8 || ins.op_mask() != Register::None {
+                return Err(Reason::NotEmulated);
+            }
+            if mem0 && n == 2 && is_vec(r1) {
+                Kind::HalfStore { high }
+            } else if !vex && mem1 && n == 2 && is_vec(r0) {
+                Kind::HalfLoad { high, vex }
+            } else if vex && n == 3 && is_vec(r0) && is_vec(r1) && ins.op2_kind() == OpKind::Memory
+            {
+                Kind::HalfLoad { high, vex }
+            } else {
+                return Err(none_or_not(ins));
+            }
+        }
         Mnemonic::Push if n == 1 && mem0 => Kind::PushM,
         Mnemonic::Pop if n == 1 && mem0 => Kind::PopM,
         _ if mem0
@@ -433,6 +471,7 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
         Kind::Movdir64b => size == 64,
         Kind::VecLoad { .. } | Kind::VecStore { .. } => true, // checked in classify_vec
         Kind::MmxLoad | Kind::MmxStore => matches!(size, 4 | 8),
+        Kind::HalfLoad { .. } | Kind::HalfStore { .. } => size == 8,
         Kind::Bit { .. } | Kind::ShiftD { .. } => matches!(size, 2 | 4 | 8),
         _ => matches!(size, 1 | 2 | 4 | 8),
     };

@@ -474,6 +474,34 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             }
             cpu.set_vec(dst, &v);
         }
+        Kind::HalfLoad { high, vex } => {
+            let dst = vec_index(op_reg(ins, 0)).ok_or_else(|| unsupported(d))?;
+            let (mop, other) = if vex {
+                (2, vec_index(op_reg(ins, 1)).ok_or_else(|| unsupported(d))?)
+            } else {
+                (1, dst)
+            };
+            let addr = ea(d, mop, cpu, None)?;
+            let mut half = [0u8; 8];
+            bus.read(addr, &mut half)?;
+            let src = cpu.vec(other);
+            let mut v = cpu.vec(dst);
+            if vex {
+                // VEX/EVEX: the other half from the second source, bits 128+ cleared.
+                v = [0u8; 64];
+                v[..16].copy_from_slice(&src[..16]);
+            }
+            let at = if high { 8 } else { 0 };
+            v[at..at + 8].copy_from_slice(&half);
+            cpu.set_vec(dst, &v);
+        }
+        Kind::HalfStore { high } => {
+            let src = vec_index(op_reg(ins, 1)).ok_or_else(|| unsupported(d))?;
+            let addr = ea(d, 0, cpu, None)?;
+            let v = cpu.vec(src);
+            let at = if high { 8 } else { 0 };
+            bus.write(addr, &v[at..at + 8])?;
+        }
         Kind::MmxLoad => {
             let n = mmx_index(op_reg(ins, 0)).ok_or_else(|| unsupported(d))?;
             let addr = ea(d, 1, cpu, None)?;
@@ -696,7 +724,8 @@ pub(crate) fn accesses<C: Cpu>(d: &Decoded, cpu: &C) -> Accesses {
     };
     match d.kind {
         Kind::Load { .. } | Kind::AluReg { .. } | Kind::MmxLoad => one(at(1), size, R),
-        Kind::MmxStore => one(at(0), size, W),
+        Kind::MmxStore | Kind::HalfStore { .. } => one(at(0), size, W),
+        Kind::HalfLoad { vex, .. } => one(at(if vex { 2 } else { 1 }), size, R),
         Kind::VecLoad { esize: 0, .. } => one(at(1), size, R),
         Kind::VecStore { esize: 0, .. } => one(at(0), size, W),
         Kind::VecLoad { esize, .. } | Kind::VecStore { esize, .. } => {

@@ -99,6 +99,7 @@ fn codes_for_cpu(mnemonics: &[Mnemonic], this_cpu: bool) -> Vec<Code> {
                                 | K::r32_reg_mem
                                 | K::r64_reg_mem
                                 | K::mm_reg
+                                | K::xmm_vvvv
                                 | K::r64_opcode
                                 | K::xmm_reg
                                 | K::ymm_reg
@@ -570,14 +571,14 @@ fn one_case(ctx: &mut Ctx, code: Code, pattern: Pattern) -> Result<bool, String>
             K::r32_reg | K::r32_opcode | K::r32_reg_mem => OpV::R(ctx.gpr(Register::EAX, false)),
             K::r64_reg | K::r64_opcode | K::r64_reg_mem => OpV::R(ctx.gpr(Register::RAX, false)),
             K::mm_reg => OpV::R(reg_n(Register::MM0, rng.below(8) as usize)),
-            K::xmm_reg | K::ymm_reg | K::zmm_reg => {
+            K::xmm_reg | K::ymm_reg | K::zmm_reg | K::xmm_vvvv => {
                 let n = if code.encoding() == iced_x86::EncodingKind::EVEX {
                     32
                 } else {
                     16
                 };
                 let first = match *k {
-                    K::xmm_reg => Register::XMM0,
+                    K::xmm_reg | K::xmm_vvvv => Register::XMM0,
                     K::ymm_reg => Register::YMM0,
                     _ => Register::ZMM0,
                 };
@@ -1053,6 +1054,12 @@ class_test!(
     mmx_moves_match_cpu,
     "mmx moves",
     [Movd, Movq, Movntq],
+    Pattern::Move
+);
+class_test!(
+    movlps_movhps_match_cpu,
+    "movlps/movhps/movlpd/movhpd",
+    [Movlps, Movhps, Movlpd, Movhpd, Vmovlps, Vmovhps, Vmovlpd, Vmovhpd],
     Pattern::Move
 );
 class_test!(movnti_matches_cpu, "movnti", [Movnti], Pattern::Write);
