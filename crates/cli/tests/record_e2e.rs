@@ -315,3 +315,107 @@ fn ordinary_files_are_not_devices_by_default() {
         );
     }
 }
+
+#[test]
+fn markers_from_the_program_and_from_another_shell() {
+    let d = scratch("marks");
+    let exe = build(&d, "marks");
+    let dev = device(&d, 4096);
+    let ready = d.join("ready");
+    let go = d.join("go");
+    let log = d.join("trace.log");
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["record", "-q", "-o"])
+        .arg(&log)
+        .arg("--device")
+        .arg(&dev)
+        .arg("--")
+        .arg(&exe)
+        .arg(&dev)
+        .arg(&ready)
+        .arg(&go)
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        assert!(rec.try_wait().unwrap().is_none(), "the program ended early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // `mmio-trace mark` finds the recorder by its pid.
+    let pid = rec.id().to_string();
+    let mut sent = false;
+    for _ in 0..500 {
+        let st = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+            .args(["mark", "--pid", &pid, "from", "another", "shell"])
+            .output()
+            .unwrap();
+        if st.status.success() {
+            sent = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(sent, "mmio-trace mark never reached the recorder");
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(rec.wait().unwrap().code(), Some(0));
+    let mut r = AnyReader::open(&log).unwrap();
+    let mut seq = Vec::new();
+    while let Some(e) = r.next_event().unwrap() {
+        match e {
+            Event::Access(a) => seq.push(format!("W{}", a.value)),
+            Event::Mark(m) => seq.push(String::from_utf8(m.text).unwrap()),
+            _ => {}
+        }
+    }
+    // The program's own marker sits exactly between its writes; the external one is timed
+    // when `mmio-trace mark` sent it: after the program said it was ready, before it was
+    // told to go on.
+    assert_eq!(&seq[..3], ["W1", "between one and two", "W2"]);
+    assert!(seq[3..] == ["from another shell", "W3"], "{seq:?}");
+}
+
+#[test]
+fn demo_runs_the_example_driver_under_record() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rw: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("R ") || l.starts_with("W ") || l.starts_with("MARK "))
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            if f[0] == "MARK" {
+                format!("MARK {}", f[2..].join(" "))
+            } else {
+                format!("{} {} {} {}", f[0], f[1], f[4], f[5])
+            }
+        })
+        .collect();
+    assert_eq!(
+        rw,
+        [
+            "MARK probe",
+            "R 4 0x0 0x31414d44",
+            "R 4 0x4 0x10002",
+            "MARK reset",
+            "W 4 0x10 0x1",
+            "R 4 0x14 0x5",
+            "MARK dma: copy 4 KiB from 0x100000000 to 0x200000000",
+            "W 8 0x20 0x100000000",
+            "W 8 0x28 0x200000000",
+            "W 4 0x30 0x1000",
+            "W 4 0x10 0x6",
+            "W 4 0x34 0x1",
+            "R 4 0x14 0x5",
+            "R 4 0x40 0x1",
+            "W 4 0x40 0x1",
+            "MARK done",
+        ]
+    );
+}

@@ -29,6 +29,8 @@ pub(crate) struct Merger {
     in_heap: Vec<bool>,
     maps: HashMap<u16, MapInfo>,
     start_ns: u64,
+    /// Everything before this time has been handed out.
+    done_until: u64,
     /// Events turned out so far.
     pub emitted: u64,
 }
@@ -42,6 +44,7 @@ impl Merger {
             in_heap: vec![false; nqueues],
             maps: HashMap::new(),
             start_ns,
+            done_until: 0,
             emitted: 0,
         }
     }
@@ -76,8 +79,10 @@ impl Merger {
         }
     }
 
-    /// Queues a marker from the recorder itself (queue `q`, the last one).
+    /// Queues a marker from the recorder itself (queue `q`, the last one), timed `ts` or,
+    /// if that part of the trace is already written, just after it.
     pub fn add_mark(&mut self, q: usize, ts: u64, text: &[u8]) {
+        let ts = ts.max(self.done_until);
         let mut extra = Vec::new();
         for c in text.chunks(32) {
             extra.push(Record::data(c));
@@ -96,6 +101,7 @@ impl Merger {
 
     /// Hands out, in time order, every queued event older than `watermark` (all if `None`).
     pub fn emit(&mut self, watermark: Option<u64>, mut out: impl FnMut(Event)) {
+        self.done_until = self.done_until.max(watermark.unwrap_or(u64::MAX));
         while let Some(&std::cmp::Reverse((ts, q))) = self.heads.peek() {
             if watermark.is_some_and(|w| ts >= w) {
                 break;

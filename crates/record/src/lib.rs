@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod decode;
+pub mod demo;
 pub mod locate;
 pub mod marks;
 pub mod pci;
@@ -27,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
-use mmio_trace_ring::{monotonic_ns, Consumer};
+use mmio_trace_ring::Consumer;
 use mmio_trace_tracer::rules;
 
 pub use selftrace::SelfRecorder;
@@ -263,9 +264,9 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             merger.add(d)
         });
         if let Some(m) = &marks {
-            while let Some(text) = m.try_recv() {
+            while let Some((ts, text)) = m.try_recv() {
                 let text = text.strip_suffix(b"\n").unwrap_or(&text).to_vec();
-                merger.add_mark(nrings, monotonic_ns(), &text);
+                merger.add_mark(nrings, ts, &text);
                 got += 1;
             }
         }

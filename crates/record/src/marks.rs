@@ -33,15 +33,14 @@ impl MarkSocket {
         Ok(MarkSocket { sock, path })
     }
 
-    /// The next marker text received, if any.
-    pub fn try_recv(&self) -> Option<Vec<u8>> {
+    /// The next marker received, if any: (`CLOCK_MONOTONIC` ns when it was sent, text).
+    pub fn try_recv(&self) -> Option<(u64, Vec<u8>)> {
         let mut buf = vec![0u8; 8192];
-        match self.sock.recv(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                Some(buf)
+        loop {
+            let n = self.sock.recv(&mut buf).ok()?;
+            if let Some(m) = decode(&buf[..n]) {
+                return Some(m);
             }
-            Err(_) => None,
         }
     }
 }
@@ -52,11 +51,30 @@ impl Drop for MarkSocket {
     }
 }
 
+const TAG: &[u8; 4] = b"MMT1";
+
+/// A marker datagram: tag, the sender's `CLOCK_MONOTONIC` ns (the clock every traced
+/// process stamps events with, so the mark lands where it was sent, not where the
+/// recorder happened to read it), text.
+fn encode(ts: u64, text: &[u8]) -> Vec<u8> {
+    let mut v = TAG.to_vec();
+    v.extend_from_slice(&ts.to_le_bytes());
+    v.extend_from_slice(text);
+    v
+}
+
+fn decode(b: &[u8]) -> Option<(u64, Vec<u8>)> {
+    let rest = b.strip_prefix(TAG)?;
+    let ts = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    Some((ts, rest[8..].to_vec()))
+}
+
 /// Sends `text` to the recorder with pid `pid`, or to every live recorder of this user.
 /// Returns how many received it.
 pub fn send_mark(text: &[u8], pid: Option<u32>) -> io::Result<usize> {
     let dir = socket_dir();
     let sock = UnixDatagram::unbound()?;
+    let msg = encode(mmio_trace_ring::monotonic_ns(), text);
     let mut sent = 0;
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -75,7 +93,7 @@ pub fn send_mark(text: &[u8], pid: Option<u32>) -> io::Result<usize> {
         if pid.is_some_and(|want| want != p) {
             continue;
         }
-        match sock.send_to(text, e.path()) {
+        match sock.send_to(&msg, e.path()) {
             Ok(_) => sent += 1,
             // A recorder that died without cleaning up.
             Err(_) => {
