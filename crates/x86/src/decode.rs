@@ -430,10 +430,10 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
             }
             if mem0 && n == 2 && is_vec(r1) {
                 Kind::HalfStore { high }
-            } else if !vex && mem1 && n == 2 && is_vec(r0) {
-                Kind::HalfLoad { high, vex }
-            } else if vex && n == 3 && is_vec(r0) && is_vec(r1) && ins.op2_kind() == OpKind::Memory
+            } else if (!vex && mem1 && n == 2 && is_vec(r0))
+                || (vex && n == 3 && is_vec(r0) && is_vec(r1) && ins.op2_kind() == OpKind::Memory)
             {
+                // SSE: `movhps xmm, m64`; VEX/EVEX: `vmovhps xmm1, xmm2, m64`.
                 Kind::HalfLoad { high, vex }
             } else {
                 return Err(none_or_not(ins));
