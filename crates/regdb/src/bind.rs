@@ -9,6 +9,8 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 
 use mmio_trace_format::{Access, Direction, Event, PciDev};
 
@@ -71,8 +73,51 @@ struct Bound {
     vars: Variants,
     /// The variant came from the user and must not be replaced by detection.
     forced: bool,
-    cache: RefCell<HashMap<u64, Option<Hit>>>,
+    cache: RefCell<FxMap<u64, Option<Hit>>>,
 }
+
+/// FxHash (rustc's hasher): the caches are keyed by small integers from the log,
+/// where SipHash's DoS resistance buys nothing and costs a third of `show --db`.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.add(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.add(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    fn write_i64(&mut self, x: i64) {
+        self.add(x as u64);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.add(x as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+
+/// Where an access lands: database index and offset there, if anywhere.
+type Located = Option<(usize, u64)>;
+
+/// An access as far as naming it goes: map id, address, width and value.
+type DescKey = (i64, u64, u8, u64);
 
 /// Names the accesses of one log from a set of databases.
 ///
@@ -84,6 +129,15 @@ pub struct Session {
     maps: HashMap<i64, u64>,
     /// Distinct physical bases of the mappings seen; "the only mapping" means one.
     map_bases: Vec<u64>,
+    /// Where each (map id, address) lands: database and offset. Dropped when a
+    /// PCIDEV or MAP line changes the bindings.
+    located: RefCell<FxMap<(i64, u64), Located>>,
+    /// Finished descriptions: logs poll the same registers with the same values
+    /// over and over, so decoding each distinct access once makes `show --db`
+    /// nearly as fast as `show`.
+    described: RefCell<FxMap<DescKey, Rc<str>>>,
+    /// Some database still waits for its chipset from `PMC.ID`.
+    detect_pending: bool,
 }
 
 /// Lookups cached per database before the cache is dropped (a log touching
@@ -113,14 +167,17 @@ impl Session {
                 db,
                 sel,
                 forced: false,
-                cache: RefCell::new(HashMap::new()),
+                cache: RefCell::new(FxMap::default()),
             })
-            .collect();
+            .collect::<Vec<_>>();
         Ok(Session {
+            detect_pending: bound.iter().any(|b| b.db.nv_chipset_detect),
             bound,
             pcidevs: Vec::new(),
             maps: HashMap::new(),
             map_bases: Vec::new(),
+            located: RefCell::new(FxMap::default()),
+            described: RefCell::new(FxMap::default()),
         })
     }
 
@@ -148,6 +205,10 @@ impl Session {
             b.forced = true;
             b.cache.borrow_mut().clear();
             any = true;
+        }
+        if any {
+            self.described.borrow_mut().clear();
+            self.detect_pending = false;
         }
         if !any {
             return Err(Error::at(
@@ -179,14 +240,18 @@ impl Session {
     /// the first read of `PMC.ID` (BAR0 offset 0), as demmio does.
     pub fn observe(&mut self, ev: &Event) {
         match ev {
-            Event::PciDev(p) => self.pcidevs.push((**p).clone()),
+            Event::PciDev(p) => {
+                self.pcidevs.push(PciDev::clone(p));
+                self.rebind();
+            }
             Event::Map(m) => {
                 self.maps.insert(m.id, m.phys);
                 if !self.map_bases.contains(&m.phys) {
                     self.map_bases.push(m.phys);
                 }
+                self.rebind();
             }
-            Event::Access(a) if a.dir == Direction::Read => {
+            Event::Access(a) if a.dir == Direction::Read && self.detect_pending => {
                 let Some((i, 0)) = self.locate(a) else { return };
                 let b = &mut self.bound[i];
                 if !b.db.nv_chipset_detect || b.forced || b.vars.0.iter().any(Option::is_some) {
@@ -201,20 +266,38 @@ impl Session {
                 };
                 if ok {
                     b.cache.borrow_mut().clear();
+                    self.described.borrow_mut().clear();
+                    self.detect_pending = self.bound.iter().any(|b| {
+                        b.db.nv_chipset_detect && !b.forced && b.vars.0.iter().all(Option::is_none)
+                    });
                 }
             }
             _ => {}
         }
     }
 
+    fn rebind(&mut self) {
+        self.located.get_mut().clear();
+        self.described.get_mut().clear();
+    }
+
     /// The database an access falls in and its offset there.
     pub fn locate(&self, a: &Access) -> Option<(usize, u64)> {
-        for (i, b) in self.bound.iter().enumerate() {
-            if let Some(off) = self.offset_in(b, a) {
-                return Some((i, off));
-            }
+        let key = (a.map_id, a.phys);
+        if let Some(r) = self.located.borrow().get(&key) {
+            return *r;
         }
-        None
+        let r = self
+            .bound
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| self.offset_in(b, a).map(|off| (i, off)));
+        let mut c = self.located.borrow_mut();
+        if c.len() >= CACHE_CAP {
+            c.clear();
+        }
+        c.insert(key, r);
+        r
     }
 
     fn pci_base(&self, id: Option<PciId>, ids: &[PciId], bar: u8, phys: u64) -> Option<u64> {
@@ -314,20 +397,35 @@ impl Session {
     /// The register name and the value decoded into fields and enums, e.g.
     /// `EECD = DO | EE_GNT | EE_PRES | FWE = 0`.
     pub fn describe(&self, a: &Access) -> Option<String> {
+        let key = (a.map_id, a.phys, a.width, a.value());
+        if let Some(d) = self.described.borrow().get(&key) {
+            return Some(d.to_string());
+        }
         let (i, off) = self.locate(a)?;
-        let Some(h) = self.hit(i, off) else {
-            return Some(format!("{off:#x}"));
-        };
-        let mut s = String::with_capacity(h.name.len() + 48);
-        s.push_str(&h.name);
-        if let Some(r) = &h.register {
-            if a.width as usize <= 8 {
-                s.push_str(" = ");
-                let d = r.decode_access(h.within, a.width as u32, a.value(), &self.bound[i].vars);
-                s.push_str(&d);
-            } else {
-                let _ = write!(s, " ({} bytes)", a.width);
+        let s = match self.hit(i, off) {
+            None => format!("{off:#x}"),
+            Some(h) => {
+                let mut s = String::with_capacity(h.name.len() + 48);
+                s.push_str(&h.name);
+                if let Some(r) = &h.register {
+                    if a.width as usize <= 8 {
+                        s.push_str(" = ");
+                        let vars = &self.bound[i].vars;
+                        s.push_str(&r.decode_access(h.within, a.width as u32, a.value(), vars));
+                    } else {
+                        let _ = write!(s, " ({} bytes)", a.width);
+                    }
+                }
+                s
             }
+        };
+        // Wide accesses carry more than `value()`: never cache their text.
+        if a.width as usize <= 8 {
+            let mut c = self.described.borrow_mut();
+            if c.len() >= CACHE_CAP {
+                c.clear();
+            }
+            c.insert(key, Rc::from(s.as_str()));
         }
         Some(s)
     }
