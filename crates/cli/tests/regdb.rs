@@ -182,3 +182,54 @@ fn bad_databases_exit_2_naming_file_line_and_problem() {
     assert!(err.contains("unknown variant \"NV999\""), "{err}");
     bad(&["show", "--variant", "G84", NV_LOG]);
 }
+
+/// The benchmark of issue 6: `show --db` on the e1000 log keeps at least half the
+/// speed of plain `show`, both measured in the same run. The probe log's accesses
+/// are repeated 10 times (131k lines) so that start-up does not dominate; each
+/// command runs 3 times, interleaved, and the best time counts.
+#[test]
+fn show_with_db_keeps_at_least_half_the_speed_of_show() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let log = std::fs::read_to_string(root().join(E1000_LOG)).unwrap();
+    let (head, body): (Vec<&str>, Vec<&str>) = {
+        let lines: Vec<&str> = log.lines().collect();
+        let first_access = lines.iter().position(|l| l.starts_with("R ")).unwrap();
+        (
+            lines[..first_access].to_vec(),
+            lines[first_access..].to_vec(),
+        )
+    };
+    let mut big = head.join("\n") + "\n";
+    for _ in 0..10 {
+        big.push_str(&body.join("\n"));
+        big.push('\n');
+    }
+    let dir = std::env::temp_dir().join(format!("mmio-trace-regdb-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("e1000x10.mmiotrace");
+    std::fs::write(&path, big).unwrap();
+    let path = path.to_str().unwrap();
+
+    let time = |args: &[&str]| -> Duration {
+        let t = Instant::now();
+        let st = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+            .args(args)
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        t.elapsed()
+    };
+    let (mut plain, mut db) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        plain = plain.min(time(&["show", path]));
+        db = db.min(time(&["show", "--db", E1000_DB, path]));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let speed = plain.as_secs_f64() / db.as_secs_f64();
+    eprintln!("show: {plain:?}  show --db: {db:?}  relative speed with --db: {speed:.2}");
+    assert!(speed >= 0.5, "show --db runs at {speed:.2} of show's speed");
+}
