@@ -158,6 +158,17 @@ pub(crate) enum Kind {
     HalfStore {
         high: bool,
     },
+    /// CMOVcc reg, [m]: the memory is always read; a 32-bit destination is zero-extended
+    /// even when the condition is false.
+    Cmov,
+    /// IMUL reg, [m] (`three` false) or IMUL reg, [m], imm.
+    Imul {
+        three: bool,
+    },
+    /// One-operand MUL/IMUL [m] (RDX:RAX or AX).
+    MulM {
+        signed: bool,
+    },
     /// MMX load (`MOVD`/`MOVQ mm, m`): `width` bytes zero-extended into MMn.
     MmxLoad,
     /// MMX store (`MOVD`/`MOVQ`/`MOVNTQ m, mm`).
@@ -439,6 +450,13 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
                 return Err(none_or_not(ins));
             }
         }
+        Mnemonic::Mul if n == 1 && mem0 => Kind::MulM { signed: false },
+        Mnemonic::Imul if n == 1 && mem0 => Kind::MulM { signed: true },
+        Mnemonic::Imul if gpr_pair(false) => Kind::Imul { three: false },
+        Mnemonic::Imul if n == 3 && mem1 && is_gpr(r0) && is_imm(ins.op2_kind()) => {
+            Kind::Imul { three: true }
+        }
+        _ if mem1 && n == 2 && is_gpr(r0) && is_cmov(m) => Kind::Cmov,
         Mnemonic::Push if n == 1 && mem0 => Kind::PushM,
         Mnemonic::Pop if n == 1 && mem0 => Kind::PopM,
         _ if mem0
@@ -472,7 +490,9 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
         Kind::VecLoad { .. } | Kind::VecStore { .. } => true, // checked in classify_vec
         Kind::MmxLoad | Kind::MmxStore => matches!(size, 4 | 8),
         Kind::HalfLoad { .. } | Kind::HalfStore { .. } => size == 8,
-        Kind::Bit { .. } | Kind::ShiftD { .. } => matches!(size, 2 | 4 | 8),
+        Kind::Bit { .. } | Kind::ShiftD { .. } | Kind::Cmov | Kind::Imul { .. } => {
+            matches!(size, 2 | 4 | 8)
+        }
         _ => matches!(size, 1 | 2 | 4 | 8),
     };
     if !width_ok {
@@ -517,6 +537,29 @@ fn is_memory_kind(k: OpKind) -> bool {
             | OpKind::MemoryESDI
             | OpKind::MemoryESEDI
             | OpKind::MemoryESRDI
+    )
+}
+
+fn is_cmov(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Cmovo
+            | M::Cmovno
+            | M::Cmovb
+            | M::Cmovae
+            | M::Cmove
+            | M::Cmovne
+            | M::Cmovbe
+            | M::Cmova
+            | M::Cmovs
+            | M::Cmovns
+            | M::Cmovp
+            | M::Cmovnp
+            | M::Cmovl
+            | M::Cmovge
+            | M::Cmovle
+            | M::Cmovg
     )
 }
 

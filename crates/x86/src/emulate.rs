@@ -502,6 +502,48 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             let at = if high { 8 } else { 0 };
             bus.write(addr, &v[at..at + 8])?;
         }
+        Kind::Cmov => {
+            let dst = op_reg(ins, 0);
+            let addr = ea(d, 1, cpu, None)?;
+            let v = rd(bus, addr, size)?;
+            if cond(ins.condition_code(), cpu.rflags()) {
+                reg_set(cpu, dst, v);
+            } else if size == 4 {
+                // A 32-bit CMOV writes its destination either way: the upper half clears.
+                let old = reg_get(cpu, dst, None).unwrap_or(0);
+                reg_set(cpu, dst, old);
+            }
+        }
+        Kind::Imul { three } => {
+            let dst = op_reg(ins, 0);
+            let addr = ea(d, 1, cpu, None)?;
+            let m = rd(bus, addr, size)?;
+            let other = if three {
+                ins.immediate(2)
+            } else {
+                reg_get(cpu, dst, None).ok_or_else(|| unsupported(d))?
+            };
+            let (r, f) = native::imul2(size, m, other, cpu.rflags());
+            reg_set(cpu, dst, r);
+            set_arith(cpu, f);
+        }
+        Kind::MulM { signed } => {
+            let addr = ea(d, 0, cpu, None)?;
+            let m = rd(bus, addr, size)?;
+            let (rax, rdx, f) = native::mul1(signed, size, cpu.gpr(0), cpu.gpr(2), m, cpu.rflags());
+            if size == 1 {
+                reg_set(cpu, Register::AX, rax);
+            } else {
+                reg_set(cpu, acc(size), rax);
+                let dx = match size {
+                    2 => Register::DX,
+                    4 => Register::EDX,
+                    _ => Register::RDX,
+                };
+                reg_set(cpu, dx, rdx);
+            }
+            set_arith(cpu, f);
+        }
         Kind::MmxLoad => {
             let n = mmx_index(op_reg(ins, 0)).ok_or_else(|| unsupported(d))?;
             let addr = ea(d, 1, cpu, None)?;
@@ -723,7 +765,12 @@ pub(crate) fn accesses<C: Cpu>(d: &Decoded, cpu: &C) -> Accesses {
         }
     };
     match d.kind {
-        Kind::Load { .. } | Kind::AluReg { .. } | Kind::MmxLoad => one(at(1), size, R),
+        Kind::Load { .. }
+        | Kind::AluReg { .. }
+        | Kind::MmxLoad
+        | Kind::Cmov
+        | Kind::Imul { .. } => one(at(1), size, R),
+        Kind::MulM { .. } => one(at(0), size, R),
         Kind::MmxStore | Kind::HalfStore { .. } => one(at(0), size, W),
         Kind::HalfLoad { vex, .. } => one(at(if vex { 2 } else { 1 }), size, R),
         Kind::VecLoad { esize: 0, .. } => one(at(1), size, R),

@@ -189,6 +189,60 @@ pub(crate) fn dshift(left: bool, size: u32, a: u64, b: u64, count: u8, flags: u6
     (r, f & ARITH_FLAGS)
 }
 
+/// Runs two-operand `imul a, b` (size 2, 4 or 8); returns the truncated product and flags.
+pub(crate) fn imul2(size: u32, a: u64, b: u64, flags: u64) -> (u64, u64) {
+    let mut r = a;
+    let mut f = (flags & ARITH_FLAGS) | RESERVED_ONE;
+    // SAFETY: as in `bin_asm` (registers, flags, 8 bytes of stack).
+    unsafe {
+        match size {
+            2 => asm!("push {f}", "popfq", "imul {r:x}, {b:x}", "pushfq", "pop {f}",
+                r = inout(reg) r, b = in(reg) b, f = inout(reg) f),
+            4 => asm!("push {f}", "popfq", "imul {r:e}, {b:e}", "pushfq", "pop {f}",
+                r = inout(reg) r, b = in(reg) b, f = inout(reg) f),
+            _ => asm!("push {f}", "popfq", "imul {r:r}, {b:r}", "pushfq", "pop {f}",
+                r = inout(reg) r, b = in(reg) b, f = inout(reg) f),
+        }
+    }
+    (r, f & ARITH_FLAGS)
+}
+
+/// Runs one-operand `mul`/`imul` (`signed`) of the accumulator `rax` by `b` at `size`.
+/// Returns (RAX, RDX, flags) as the instruction leaves them (for size 1 only AX changes;
+/// the caller merges by width).
+pub(crate) fn mul1(
+    signed: bool,
+    size: u32,
+    rax: u64,
+    rdx: u64,
+    b: u64,
+    flags: u64,
+) -> (u64, u64, u64) {
+    let mut a = rax;
+    let mut d = rdx;
+    let mut f = (flags & ARITH_FLAGS) | RESERVED_ONE;
+    macro_rules! go {
+        ($ins:literal) => {
+            // SAFETY: as in `bin_asm`; RAX/RDX are the instruction's implicit operands.
+            unsafe {
+                asm!("push {f}", "popfq", $ins, "pushfq", "pop {f}",
+                    b = in(reg) b, f = inout(reg) f, inout("rax") a, inout("rdx") d)
+            }
+        };
+    }
+    match (signed, size) {
+        (false, 1) => go!("mul {b:l}"),
+        (false, 2) => go!("mul {b:x}"),
+        (false, 4) => go!("mul {b:e}"),
+        (false, _) => go!("mul {b:r}"),
+        (true, 1) => go!("imul {b:l}"),
+        (true, 2) => go!("imul {b:x}"),
+        (true, 4) => go!("imul {b:e}"),
+        (true, _) => go!("imul {b:r}"),
+    }
+    (a, d, f & ARITH_FLAGS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

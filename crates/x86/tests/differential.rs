@@ -1062,6 +1062,16 @@ class_test!(
     [Movlps, Movhps, Movlpd, Movhpd, Vmovlps, Vmovhps, Vmovlpd, Vmovhpd],
     Pattern::Move
 );
+class_test!(
+    cmovcc_matches_cpu,
+    "cmovcc",
+    [
+        Cmovo, Cmovno, Cmovb, Cmovae, Cmove, Cmovne, Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp,
+        Cmovl, Cmovge, Cmovle, Cmovg
+    ],
+    Pattern::Read
+);
+class_test!(mul_imul_matches_cpu, "mul/imul", [Mul, Imul], Pattern::Read);
 class_test!(movnti_matches_cpu, "movnti", [Movnti], Pattern::Write);
 class_test!(xchg_matches_cpu, "xchg", [Xchg], Pattern::ReadWrite);
 class_test!(

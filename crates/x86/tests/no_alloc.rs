@@ -136,7 +136,7 @@ fn decode_and_emulate_allocate_nothing() {
         &[0x0f, 0x94, 0x07],                   // sete [rdi]
         &[0xc5, 0xfe, 0x6f, 0x07],             // vmovdqu ymm0, [rdi]
         &[0x62, 0xf1, 0xfe, 0x48, 0x6f, 0x07], // vmovdqu64 zmm0, [rdi]
-        &[0x0f, 0xaf, 0x07],                   // imul eax, [rdi]: unsupported path
+        &[0xf7, 0x37],                         // div dword [rdi]: unsupported path
     ];
     let mut cpu = Ctx {
         g: [0; 16],

@@ -303,10 +303,10 @@ fn misaligned_movaps_is_general_protection() {
 
 #[test]
 fn unsupported_reports_mnemonic_and_bytes() {
-    // imul eax, [rdi]
-    let u = decode(&[0x0f, 0xaf, 0x07, 0x90], 0x1000).unwrap_err();
-    assert_eq!(u.mnemonic, iced_x86::Mnemonic::Imul);
-    assert_eq!(u.bytes(), &[0x0f, 0xaf, 0x07]);
+    // div dword [rdi]
+    let u = decode(&[0xf7, 0x37, 0x90], 0x1000).unwrap_err();
+    assert_eq!(u.mnemonic, iced_x86::Mnemonic::Div);
+    assert_eq!(u.bytes(), &[0xf7, 0x37]);
     assert_eq!(u.reason, Reason::NotEmulated);
     let u = decode(&[0x0f], 0).unwrap_err();
     assert_eq!(u.reason, Reason::Invalid);
@@ -358,15 +358,15 @@ fn movdir64b_reads_64_then_writes_64() {
 
 #[test]
 fn unsupported_gives_the_memory_operand_for_the_step_fallback() {
-    // imul rax, [rbx + rcx*4 + 0x10]
-    let u = decode(&[0x48, 0x0f, 0xaf, 0x44, 0x8b, 0x10], 0x1000).unwrap_err();
+    // div qword [rbx + rcx*4 + 0x10]
+    let u = decode(&[0x48, 0xf7, 0x74, 0x8b, 0x10], 0x1000).unwrap_err();
     let mut cpu = Regs::zeroed();
     cpu.gpr[3] = 0x5000;
     cpu.gpr[1] = 2;
     assert_eq!(u.memory_operand(&cpu), Some((0x5018, 8)));
     assert!(u.instruction().is_some());
     // fs: prefixed
-    let u = decode(&[0x64, 0x0f, 0xaf, 0x03], 0).unwrap_err();
+    let u = decode(&[0x64, 0xf7, 0x33], 0).unwrap_err(); // div dword fs:[rbx]
     cpu.fs_base = 0x7000_0000;
     assert_eq!(u.memory_operand(&cpu), Some((0x7000_5000, 4)));
 }
