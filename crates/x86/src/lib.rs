@@ -31,12 +31,17 @@
 //!   `CMP`, `TEST` and `BT` only read.
 //! - Commit rule: the CPU context is changed only after all bus accesses of the instruction
 //!   succeeded; on a [`BusFault`] nothing is changed (RIP still points at the instruction).
+//!   Accesses made before the refused one did happen (a device read has its side effect), so
+//!   a bus that may refuse should check [`Decoded::accesses`] before emulating.
 //!   REP string instructions commit per element, like the CPU does on a fault: RCX/RSI/RDI
 //!   reflect the completed iterations and RIP stays on the instruction until RCX reaches 0.
 //! - Arithmetic flags are produced by running the same ALU instruction natively on the values.
 //! - Masked EVEX moves access exactly the enabled elements, one bus access per run of
 //!   consecutive enabled elements, in ascending address order (none if the mask is empty);
 //!   an all-ones mask gives the single full-width access of the unmasked form.
+//!
+//! See `NOTES.md` in the crate for the supported instruction classes, the differential test
+//! counts and the named gaps.
 //!
 //! # What the bus must know
 //! - LOCK semantics: the emulator issues the read and the write of a locked RMW (`LOCK ADD`,
