@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod bind;
+pub mod builtin;
 pub mod error;
 pub mod model;
 pub mod native;

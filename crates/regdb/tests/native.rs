@@ -163,3 +163,36 @@ fn selectors_parse_map_ids_pci_ids_and_addresses() {
         .unwrap_err()
         .starts_with("bad selector \"zz\""));
 }
+
+#[test]
+fn demo_database_names_the_demo_drivers_accesses() {
+    let mut s = Session::new(vec![(mmio_trace_regdb::builtin::demo(), Selector::Auto)]).unwrap();
+    let mut r = mmio_trace_format::AnyReader::open(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/demo.mmiotrace"),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(ev) = r.next_event().unwrap() {
+        s.observe(&ev);
+        if let Event::Access(a) = &ev {
+            got.push(s.describe(a).unwrap());
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            "ID = DMA1",
+            "VERSION = MINOR = 2 | MAJOR = 1",
+            "CTRL = RESET",
+            "STATUS = READY | DONE",
+            "SRC = 0x100000000",
+            "DST = 0x200000000",
+            "LEN = 4096",
+            "CTRL = ENABLE | IRQ_EN",
+            "DOORBELL = START",
+            "STATUS = READY | DONE",
+            "IRQ_STATUS = DONE",
+            "IRQ_STATUS = DONE",
+        ]
+    );
+}
