@@ -152,6 +152,16 @@ pub fn parse(text: &str, file: &str) -> Result<Database, Error> {
             )
         })?);
     }
+    if def.bar > 6 {
+        return Err(Error::at(
+            file,
+            None,
+            format!(
+                "bar {}: PCI resources are 0 to 5 (6 is the expansion ROM)",
+                def.bar
+            ),
+        ));
+    }
     let mut root = Block::root();
     root.items = items(&cx, width, &def.register, &def.block)?;
     root.finish();
@@ -284,18 +294,15 @@ fn push_spans(
     name: &str,
     pos: usize,
 ) {
+    let end = |start: u64| start.saturating_add(size);
     if length > 4096 {
-        spans.push((
-            offset,
-            offset + stride * (length - 1) + size,
-            name.to_string(),
-            pos,
-        ));
+        let last = offset.saturating_add(stride.saturating_mul(length - 1));
+        spans.push((offset, end(last), name.to_string(), pos));
         return;
     }
     for i in 0..length {
-        let start = offset + stride * i;
-        spans.push((start, start + size, name.to_string(), pos));
+        let start = offset.saturating_add(stride.saturating_mul(i));
+        spans.push((start, end(start), name.to_string(), pos));
     }
 }
 

@@ -179,7 +179,7 @@ pub fn load(path: &Path, domain: Option<&str>) -> Result<Database, Error> {
     }
     root.finish();
     if let Some(size) = dom.size {
-        root.extent = root.extent.min(size * scale).max(size * scale);
+        root.extent = size.saturating_mul(scale);
     }
     let nv = dom.name == "NV_MMIO";
     Ok(Database {
@@ -885,14 +885,14 @@ impl Prep<'_> {
                 }
                 let width = bits / 8;
                 let stride = if e.stride != 0 {
-                    e.stride * scale
+                    e.stride.saturating_mul(scale)
                 } else {
                     width as u64
                 };
                 let ty = self.typeinfo(&e.ti, &vi, bits, &e.loc)?;
                 Ok(Some(Item::Register(Arc::new(Register {
                     name: e.name.clone().unwrap_or_default(),
-                    offset: e.offset * scale,
+                    offset: e.offset.saturating_mul(scale),
                     width,
                     length: e.length,
                     stride,
@@ -910,8 +910,8 @@ impl Prep<'_> {
                     } else {
                         BlockKind::Stripe
                     },
-                    offset: e.offset * scale,
-                    stride: e.stride * scale,
+                    offset: e.offset.saturating_mul(scale),
+                    stride: e.stride.saturating_mul(scale),
                     length: e.length,
                     items: Vec::new(),
                     cond,

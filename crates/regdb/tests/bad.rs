@@ -144,3 +144,21 @@ fn unknown_formats_and_missing_files_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn extreme_numbers_do_not_panic() {
+    let text = "[[register]]\nname = \"TOP\"\noffset = 0xfffffffffffffff0\ncount = 0xffffffffffff\nstride = 0x10\nfields = [{ name = \"F\", bits = \"31:0\", type = \"uint\", shr = 200 }]\n\n[[block]]\nname = \"B\"\noffset = 0xffffffffffffff00\ncount = 3\nstride = 0x40\n[[block.register]]\nname = \"R\"\noffset = 0\n";
+    if let Ok(db) = load_files("extreme", &[("d.toml", text)]) {
+        let v = mmio_trace_regdb::Variants::default();
+        for off in [0, 0xffffffffffffff00, 0xfffffffffffffff0, u64::MAX] {
+            if let Some(h) = db.lookup(off, &v) {
+                if let Some(r) = h.register {
+                    let _ = r.decode_access(h.within, 8, u64::MAX, &v);
+                }
+            }
+        }
+    }
+    let (_, line, msg) = err("bar", &[("d.toml", "bar = 9\n")]);
+    assert_eq!(line, None);
+    assert!(msg.starts_with("bar 9:"), "{msg}");
+}
