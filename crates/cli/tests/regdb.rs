@@ -186,7 +186,8 @@ fn bad_databases_exit_2_naming_file_line_and_problem() {
 /// The benchmark of issue 6: `show --db` on the e1000 log keeps at least half the
 /// speed of plain `show`, both measured in the same run. The probe log's accesses
 /// are repeated 10 times (131k lines) so that start-up does not dominate; each
-/// command runs 3 times, interleaved, and the best time counts.
+/// command runs 5 times, interleaved, and the best time counts (other tests share
+/// the machine).
 #[test]
 fn show_with_db_keeps_at_least_half_the_speed_of_show() {
     use std::process::Stdio;
@@ -224,7 +225,7 @@ fn show_with_db_keeps_at_least_half_the_speed_of_show() {
         t.elapsed()
     };
     let (mut plain, mut db) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
+    for _ in 0..5 {
         plain = plain.min(time(&["show", path]));
         db = db.min(time(&["show", "--db", E1000_DB, path]));
     }
