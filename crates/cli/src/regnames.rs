@@ -21,9 +21,9 @@ pub struct DbArgs {
     #[arg(long = "db", value_name = "FILE[@SELECTOR]")]
     pub db: Vec<String>,
 
-    /// The variant to decode rnndb databases for (an NVIDIA chipset such as
-    /// `NV50`, `G84` or `GF100`), instead of detecting it from the first read of
-    /// PMC.ID (BAR0 offset 0) as envytools' demmio does.
+    /// The variant to decode rnndb databases for: an NVIDIA chipset name such as
+    /// `NV50`, `G84` or `GF100`, or its id in hex (`0xa3`), instead of detecting
+    /// it from the first read of PMC.ID (BAR0 offset 0) as envytools' demmio does.
     #[arg(long, value_name = "NAME", requires = "db")]
     pub variant: Option<String>,
 }

@@ -189,7 +189,13 @@ impl Session {
             if b.db.varsets.is_empty() {
                 continue;
             }
-            if !b.db.select_variant(&mut b.vars, name) {
+            // demmio's `-a` also takes a chipset id in hex (`0xa3`, GT215).
+            let hex = name
+                .strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            let found = b.db.select_variant(&mut b.vars, name)
+                || hex.is_some_and(|v| select_by_value(&b.db, &mut b.vars, v));
+            if !found {
                 let known: Vec<&str> =
                     b.db.varsets
                         .iter()

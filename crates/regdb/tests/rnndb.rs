@@ -83,6 +83,9 @@ fn forced_variant_changes_register_layouts() {
         g94[8].2,
         "PMC.NEW_ID = DEVICE_ID = 0x1 | BOOT_2 = 0 | STEPPING = 0 | CHIPSET = G84"
     );
+    // A chipset id in hex selects by value, as demmio's -a does.
+    assert_eq!(run(Some("0x94"))[8].1, "PMC.NEW_ID");
+    assert_eq!(run(Some("0x84"))[8].1, "PMC+0xa00");
     // Variant names are matched case-insensitively, as demmio's -a does.
     assert_eq!(run(Some("g94"))[8].1, "PMC.NEW_ID");
 }
