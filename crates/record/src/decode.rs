@@ -1,6 +1,7 @@
 //! Ring records → format events, and the time-ordered merge of all rings.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BinaryHeap, VecDeque};
 
 use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
 use mmio_trace_ring::{Drained, Kind, Record};
@@ -27,7 +28,8 @@ pub(crate) struct Merger {
     queues: Vec<VecDeque<RawEvent>>,
     heads: BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
     in_heap: Vec<bool>,
-    maps: HashMap<u16, MapInfo>,
+    /// Live mappings by the low 16 bits of their id (what access records carry).
+    maps: Vec<Option<MapInfo>>,
     start_ns: u64,
     /// Everything before this time has been handed out.
     done_until: u64,
@@ -42,7 +44,7 @@ impl Merger {
             queues: (0..nqueues).map(|_| VecDeque::new()).collect(),
             heads: BinaryHeap::new(),
             in_heap: vec![false; nqueues],
-            maps: HashMap::new(),
+            maps: vec![None; 1 << 16],
             start_ns,
             done_until: 0,
             emitted: 0,
@@ -102,17 +104,27 @@ impl Merger {
     /// Hands out, in time order, every queued event older than `watermark` (all if `None`).
     pub fn emit(&mut self, watermark: Option<u64>, mut out: impl FnMut(Event)) {
         self.done_until = self.done_until.max(watermark.unwrap_or(u64::MAX));
-        while let Some(&std::cmp::Reverse((ts, q))) = self.heads.peek() {
+        loop {
+            let Some(mut top) = self.heads.peek_mut() else {
+                break;
+            };
+            let std::cmp::Reverse((ts, q)) = *top;
             if watermark.is_some_and(|w| ts >= w) {
                 break;
             }
-            self.heads.pop();
             let e = self.queues[q]
                 .pop_front()
                 .expect("queue in heap is non-empty");
+            // Re-key the queue's heap entry in place (cheaper than pop + push).
             match self.queues[q].front() {
-                Some(next) => self.heads.push(std::cmp::Reverse((next.ts, q))),
-                None => self.in_heap[q] = false,
+                Some(next) => {
+                    *top = std::cmp::Reverse((next.ts, q));
+                    drop(top);
+                }
+                None => {
+                    PeekMut::pop(top);
+                    self.in_heap[q] = false;
+                }
             }
             if let Some(ev) = self.resolve(&e) {
                 self.emitted += 1;
@@ -126,7 +138,7 @@ impl Merger {
     }
 
     fn map_of(&self, r: &Record) -> (i64, u64) {
-        match self.maps.get(&r.map_low()) {
+        match self.maps[r.map_low() as usize] {
             Some(m) => (
                 m.id as i64,
                 m.phys.wrapping_add(r.addr().wrapping_sub(m.virt)),
@@ -162,14 +174,11 @@ impl Merger {
             Kind::Map => {
                 let d = e.extra.first()?;
                 let (phys, id) = (d.0[0], d.0[1]);
-                self.maps.insert(
-                    id as u16,
-                    MapInfo {
-                        id,
-                        virt: r.0[1],
-                        phys,
-                    },
-                );
+                self.maps[id as u16 as usize] = Some(MapInfo {
+                    id,
+                    virt: r.0[1],
+                    phys,
+                });
                 Event::Map(Map {
                     ts_ns,
                     id: id as i64,

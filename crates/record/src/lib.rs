@@ -12,6 +12,8 @@
 //! (with `mmio_trace_tracer::trace_region`).
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench;
 mod decode;
 pub mod demo;
 pub mod locate;
