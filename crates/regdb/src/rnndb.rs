@@ -931,7 +931,7 @@ impl Prep<'_> {
 
     fn typeinfo(&mut self, ti: &RawType, vi: &Vi, width: u32, loc: &Loc) -> Result<Type, Error> {
         let kind = if let Some(name) = &ti.name {
-            self.named_type(name, vi, width, loc, ti)?
+            self.named_type(name, vi, loc, ti)?
         } else if !ti.fields.is_empty() {
             TypeKind::Bitset(self.fields(&ti.fields, vi)?.into())
         } else if !ti.values.is_empty() {
@@ -952,7 +952,6 @@ impl Prep<'_> {
         &mut self,
         name: &str,
         vi: &Vi,
-        width: u32,
         loc: &Loc,
         ti: &RawType,
     ) -> Result<TypeKind, Error> {
@@ -1006,10 +1005,7 @@ impl Prep<'_> {
             // Domain names used as types (values that are offsets in another
             // domain) print as hex here.
             _ if self.raw.domains.iter().any(|d| d.name == name) => TypeKind::Hex,
-            _ => {
-                let _ = width;
-                return Err(loc.err(format!("unknown type {name:?}")));
-            }
+            _ => return Err(loc.err(format!("unknown type {name:?}"))),
         })
     }
 
