@@ -2,6 +2,9 @@
  * with single instructions of a known width (inline asm, so the compiler can neither
  * merge, split nor elide an access). */
 #ifndef MMIO_H
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #define MMIO_H
 #include <fcntl.h>
 #include <stdint.h>

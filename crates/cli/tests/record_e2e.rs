@@ -45,6 +45,16 @@ fn device(dir: &Path, len: usize) -> PathBuf {
 
 /// Runs `mmio-trace record` with `dev` declared a device; returns its output and the events.
 fn record(dir: &Path, dev: &Path, program: &[&std::ffi::OsStr]) -> (Output, Vec<Event>) {
+    record_with(dir, dev, &[], program)
+}
+
+/// As [`record`], with extra `record` options.
+fn record_with(
+    dir: &Path,
+    dev: &Path,
+    opts: &[&str],
+    program: &[&std::ffi::OsStr],
+) -> (Output, Vec<Event>) {
     let log = dir.join("trace.log");
     let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
         .arg("record")
@@ -53,6 +63,7 @@ fn record(dir: &Path, dev: &Path, program: &[&std::ffi::OsStr]) -> (Output, Vec<
         .arg(&log)
         .arg("--device")
         .arg(dev)
+        .args(opts)
         .arg("--")
         .args(program)
         .output()
@@ -418,4 +429,126 @@ fn demo_runs_the_example_driver_under_record() {
             "MARK done",
         ]
     );
+}
+
+#[test]
+fn programs_own_mprotect_still_holds_and_mremap_keeps_tracing() {
+    let d = scratch("mprot");
+    let exe = build(&d, "mprot");
+    let dev = device(&d, 16384);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The write to the page made read-only faulted for the program and never reached
+    // the device; after mremap (moved and grown) the mapping is traced under a new id.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "v=1 denied=1 w=1800\n"
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            ('W', 4, 0, 1),
+            ('R', 4, 0, 1),
+            ('W', 4, 0, 2),
+            ('W', 4, 0x10, 3),
+            ('R', 4, 0x2000, 0x1800)
+        ]
+    );
+    let kinds: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Map(_) => Some("MAP"),
+            Event::Unmap(_) => Some("UNMAP"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, ["MAP", "UNMAP", "MAP"]);
+}
+
+#[test]
+fn range_and_bypass_limit_tracing_within_a_mapping() {
+    let d = scratch("ranges");
+    let exe = build(&d, "pages");
+    let dev = device(&d, 12288);
+    let (out, ev) = record_with(
+        &d,
+        &dev,
+        &["--bypass", "0x1000+0x1000"],
+        &[os(&exe), os(&dev)],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        accesses(&ev),
+        vec![('W', 4, 0, 0xa0), ('W', 4, 0x2000, 0xa2)]
+    );
+    let (out, ev) = record_with(
+        &d,
+        &dev,
+        &["--range", "0x1000-0x2000"],
+        &[os(&exe), os(&dev)],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        accesses(&ev),
+        vec![('W', 4, 0x1000, 0xa1), ('R', 4, 0x1000, 0xa1)]
+    );
+}
+
+#[test]
+fn posix_spawn_children_are_traced() {
+    let d = scratch("spawn");
+    let exe = build(&d, "spawn");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![('W', 4, 8, 1), ('W', 4, 8, 2), ('W', 4, 8, 3)]
+    );
+}
+
+#[test]
+fn step_fallback_pauses_other_threads_and_loses_nothing() {
+    const K: u64 = 200;
+    const N: u64 = 20_000;
+    let d = scratch("stepthreads");
+    let exe = build(&d, "stepthreads");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(
+        &d,
+        &dev,
+        &[
+            os(&exe),
+            os(&dev),
+            K.to_string().as_ref(),
+            N.to_string().as_ref(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let writes: Vec<u64> = accesses(&ev)
+        .iter()
+        .filter(|a| a.0 == 'W')
+        .map(|a| a.3)
+        .collect();
+    assert_eq!(writes, (0..N).collect::<Vec<_>>());
+    let steps = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Unknown(u) if u.phys == 0x100))
+        .count();
+    assert_eq!(steps as u64, K);
 }

@@ -8,6 +8,7 @@
 //! | `mmap`, `mmap64` | trace new device mappings (after the real call) |
 //! | `munmap`, `mremap`, `mprotect` | keep traced regions right when the program changes them |
 //! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained |
+//! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
 //! | `fork` | the child gets fresh per-thread state and rings |
 //! | `pthread_create` | per-thread alternate signal stack; ring retired at thread end |
 //! | `close` | the program may not close the recorder's shared-memory fd |
@@ -54,6 +55,8 @@ reals!(
     mmap,
     mmap64,
     sigaction,
+    sigprocmask,
+    pthread_sigmask,
     signal,
     fork,
     close,
@@ -247,6 +250,59 @@ pub unsafe extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc
     let p = real(&real::signal, "signal\0");
     // SAFETY: libc's signal.
     unsafe { std::mem::transmute::<usize, SignalFn>(p)(sig, handler) }
+}
+
+type SigmaskFn = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
+
+/// A copy of `set` without the tracer's signals, when it would block them.
+unsafe fn without_ours(
+    how: c_int,
+    set: *const libc::sigset_t,
+    buf: &mut libc::sigset_t,
+) -> *const libc::sigset_t {
+    if set.is_null() || how == libc::SIG_UNBLOCK || !INITIALISED.load(Ordering::Acquire) {
+        return set;
+    }
+    // SAFETY: the caller's valid sigset.
+    unsafe {
+        *buf = *set;
+        for sig in [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL] {
+            libc::sigdelset(buf, sig);
+        }
+    }
+    buf
+}
+
+/// Interposed `sigprocmask`: never blocks the tracer's signals.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointers.
+    let set = unsafe { without_ours(how, set, &mut buf) };
+    let p = real(&real::sigprocmask, "sigprocmask\0");
+    // SAFETY: libc's sigprocmask.
+    unsafe { std::mem::transmute::<usize, SigmaskFn>(p)(how, set, old) }
+}
+
+/// Interposed `pthread_sigmask`: never blocks the tracer's signals.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointers.
+    let set = unsafe { without_ours(how, set, &mut buf) };
+    let p = real(&real::pthread_sigmask, "pthread_sigmask\0");
+    // SAFETY: libc's pthread_sigmask.
+    unsafe { std::mem::transmute::<usize, SigmaskFn>(p)(how, set, old) }
 }
 
 /// Interposed `fork`: the child starts with fresh per-thread state (its own rings).

@@ -135,7 +135,7 @@ pub enum Error {
     #[error("cannot create the shared-memory channel: {0}")]
     Shm(io::Error),
     /// The program could not be started.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Spawn {
         /// The program.
         program: String,
