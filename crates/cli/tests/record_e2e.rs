@@ -552,3 +552,22 @@ fn step_fallback_pauses_other_threads_and_loses_nothing() {
         .count();
     assert_eq!(steps as u64, K);
 }
+
+#[test]
+fn more_threads_than_rings_over_time_lose_nothing() {
+    let d = scratch("churn");
+    let exe = build(&d, "churn");
+    let dev = device(&d, 4096);
+    // 40 batches of 20 threads: 800 threads, more than the 256 rings.
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "40".as_ref()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut values: Vec<u64> = accesses(&ev).iter().map(|a| a.3).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..800).collect::<Vec<u64>>());
+    assert!(!ev.iter().any(|e| matches!(e, Event::LostEvents(_))));
+}

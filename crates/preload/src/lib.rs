@@ -10,7 +10,7 @@
 //! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained |
 //! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
 //! | `fork` | the child gets fresh per-thread state and rings |
-//! | `pthread_create` | per-thread alternate signal stack; ring retired at thread end |
+//! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end |
 //! | `close` | the program may not close the recorder's shared-memory fd |
 //! | `execve` | the new image keeps `LD_PRELOAD` and the recorder's variables |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
@@ -61,7 +61,8 @@ reals!(
     fork,
     close,
     execve,
-    pthread_create
+    pthread_create,
+    pthread_exit
 );
 
 fn resolve(slot: &AtomicUsize, name: &str) -> usize {
@@ -444,6 +445,17 @@ pub unsafe extern "C" fn pthread_create(
         drop(unsafe { Box::from_raw(s) });
     }
     r
+}
+
+/// Interposed `pthread_exit`: the thread's ring is retired first.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
+    if INITIALISED.load(Ordering::Acquire) {
+        tracer::threads::thread_exiting();
+    }
+    let p = real(&real::pthread_exit, "pthread_exit\0");
+    // SAFETY: libc's pthread_exit, which does not return.
+    unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> !>(p)(ret) }
 }
 
 /// C API: inserts a `MARK` line with `text` into the trace, timed now, from this thread.

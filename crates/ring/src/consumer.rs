@@ -19,6 +19,8 @@ pub struct Consumer {
     /// Per ring: a non-idle `pending` value and when it was first seen, to notice a
     /// producer killed in the middle of an event (its ring would hold the watermark back).
     stuck: Vec<(u64, u64)>,
+    /// When owned rings were last checked for dead owners.
+    last_reap: u64,
 }
 
 /// What one ring yielded in one [`Consumer::poll`].
@@ -102,6 +104,7 @@ impl Consumer {
             scratch: Vec::new(),
             last_watermark: 0,
             stuck: vec![(IDLE, 0); nrings as usize],
+            last_reap: 0,
         })
     }
 
@@ -197,8 +200,30 @@ impl Consumer {
                 c.state.store(state::FREE, Ordering::Release);
             }
         }
+        if t0.saturating_sub(self.last_reap) > 1_000_000_000 {
+            self.last_reap = t0;
+            self.reap_dead_owners();
+        }
         self.last_watermark = self.last_watermark.max(wm);
         self.last_watermark
+    }
+}
+
+impl Consumer {
+    /// Frees drained rings whose thread no longer exists (threads that ended without
+    /// retiring their ring: `pthread_exit` from a thread the tracer did not start, a
+    /// process killed by a signal), so that new threads can claim them.
+    fn reap_dead_owners(&mut self) {
+        for i in 0..self.shm.header().nrings as usize {
+            let c = self.shm.ctl(i);
+            if c.state.load(Ordering::Acquire) == state::OWNED
+                && c.pending.load(Ordering::SeqCst) == IDLE
+                && c.head.load(Ordering::Acquire) == self.tails[i]
+                && !sys::process_exists(c.tid.load(Ordering::Relaxed))
+            {
+                c.state.store(state::FREE, Ordering::Release);
+            }
+        }
     }
 }
 

@@ -112,6 +112,25 @@ impl Shm {
         None
     }
 
+    /// As [`Shm::claim`], but when every ring is taken waits (up to `timeout_ns`) for the
+    /// recorder to free one: rings of ended threads are freed once drained. Waiting keeps
+    /// the no-loss promise when a program has more live threads than rings for a moment.
+    pub fn claim_wait(&self, pid: u32, tid: u32, timeout_ns: u64) -> Option<Producer> {
+        let deadline = sys::monotonic_ns_syscall().saturating_add(timeout_ns);
+        loop {
+            if let Some(p) = self.claim(pid, tid) {
+                return Some(p);
+            }
+            if self.header().closed.load(Ordering::Relaxed) != 0
+                || sys::monotonic_ns_syscall() >= deadline
+                || !sys::process_exists(self.header().recorder_pid)
+            {
+                return None;
+            }
+            sys::sleep_ns(1_000_000);
+        }
+    }
+
     /// Hands out a mapping id unique across all traced processes.
     pub fn next_map_id(&self) -> u64 {
         self.header().next_map_id.fetch_add(1, Ordering::Relaxed)

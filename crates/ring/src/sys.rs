@@ -93,3 +93,10 @@ pub fn monotonic_ns_syscall() -> u64 {
     unsafe { syscall6(228, 1, ts.as_mut_ptr() as usize, 0, 0, 0, 0) };
     ts[0] as u64 * 1_000_000_000 + ts[1] as u64
 }
+
+/// Sleeps `ns` nanoseconds (`nanosleep`).
+pub fn sleep_ns(ns: u64) {
+    let ts = [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64];
+    // SAFETY: a valid timespec; no remainder pointer.
+    unsafe { syscall6(35, ts.as_ptr() as usize, 0, 0, 0, 0, 0) };
+}

@@ -122,7 +122,8 @@ impl ThreadSlot {
             // SAFETY: the ring was claimed by this thread (slot owner).
             return Some(unsafe { Producer::from_index(shm, r) });
         }
-        let p = shm.claim(crate::pid(), self.tid())?;
+        // Waits for a ring if all are taken (never drops silently); gives up after 2 s.
+        let p = shm.claim_wait(crate::pid(), self.tid(), 2_000_000_000)?;
         self.ring.store(p.index(), Ordering::Relaxed);
         Some(p)
     }
@@ -138,10 +139,12 @@ impl ThreadSlot {
     }
 }
 
-/// Call at the start of every new thread: resets a reused slot.
+/// Call at the start of every new thread: resets a reused slot. The ring of the slot's
+/// previous thread is not touched: it was retired when that thread ended, or the recorder
+/// frees it once it sees the thread gone (it may already belong to another thread).
 pub fn thread_started() {
     if let Some(s) = current() {
-        s.retire();
+        s.ring.store(NO_RING, Ordering::Relaxed);
         s.tid.store(sys::gettid(), Ordering::Relaxed);
     }
 }
