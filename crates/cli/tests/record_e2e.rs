@@ -571,3 +571,26 @@ fn more_threads_than_rings_over_time_lose_nothing() {
     assert_eq!(values, (0..800).collect::<Vec<u64>>());
     assert!(!ev.iter().any(|e| matches!(e, Event::LostEvents(_))));
 }
+
+#[test]
+fn asynchronous_signal_handlers_touching_the_device_are_traced_in_order() {
+    const N: u64 = 50_000;
+    let d = scratch("alarm");
+    let exe = build(&d, "alarm");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), N.to_string().as_ref()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ticks: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let acc = accesses(&ev);
+    let main: Vec<u64> = acc.iter().filter(|a| a.2 == 0).map(|a| a.3).collect();
+    let handler: Vec<u64> = acc.iter().filter(|a| a.2 == 0x20).map(|a| a.3).collect();
+    assert_eq!(main, (0..N).collect::<Vec<_>>());
+    assert_eq!(handler, (0..ticks).collect::<Vec<_>>());
+    let ts: Vec<u64> = ev.iter().filter_map(Event::ts_ns).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+}

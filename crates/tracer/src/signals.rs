@@ -42,6 +42,18 @@ const NO_ACTION: AppAction = AppAction {
 };
 static APP: [AppAction; 65] = [NO_ACTION; 65];
 
+/// Signals blocked while a tracer handler runs: every asynchronous one, so that no program
+/// handler (which may touch device memory) runs in the middle of an emulation or a ring
+/// write. Synchronous faults and the pause signal (a thread waiting for the step lock
+/// must still answer it) stay deliverable. Program handlers we chain to get the mask the
+/// kernel would have given them (see [`deliver`]).
+const HANDLER_MASK: u64 = !((1 << (libc::SIGSEGV - 1))
+    | (1 << (libc::SIGBUS - 1))
+    | (1 << (libc::SIGTRAP - 1))
+    | (1 << (libc::SIGILL - 1))
+    | (1 << (libc::SIGFPE - 1))
+    | (1 << (PAUSE_SIGNAL - 1)));
+
 /// Whether the tracer owns `sig` (the program's actions for it are virtualised).
 pub fn is_reserved(sig: i32) -> bool {
     matches!(sig, libc::SIGSEGV | libc::SIGTRAP | PAUSE_SIGNAL)
@@ -97,7 +109,7 @@ pub fn install() {
             handler: h,
             flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
             restorer: 0,
-            mask: 0,
+            mask: HANDLER_MASK,
         };
         let mut old = KSigaction::default();
         sys::sigaction(sig, Some(&act), Some(&mut old));
@@ -301,8 +313,12 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             if flags & SA_RESETHAND != 0 {
                 a.handler.store(SIG_DFL, Ordering::Relaxed);
             }
+            // The mask the kernel would have set: the interrupted code's, plus the
+            // handler's sa_mask, plus the signal itself unless SA_NODEFER.
+            // SAFETY: handler context.
+            let mask = unsafe { *uc_mask(uc) } | block;
             let mut old = 0u64;
-            sys::sigprocmask(libc::SIG_BLOCK, Some(&block), Some(&mut old));
+            sys::sigprocmask(libc::SIG_SETMASK, Some(&mask), Some(&mut old));
             if flags & SA_SIGINFO != 0 {
                 // SAFETY: the program registered this as an SA_SIGINFO handler.
                 let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
