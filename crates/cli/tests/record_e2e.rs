@@ -594,3 +594,22 @@ fn asynchronous_signal_handlers_touching_the_device_are_traced_in_order() {
     let ts: Vec<u64> = ev.iter().filter_map(Event::ts_ns).collect();
     assert!(ts.windows(2).all(|w| w[0] <= w[1]));
 }
+
+#[test]
+fn device_matching_follows_the_descriptor_through_dup() {
+    let d = scratch("dup");
+    let exe = build(&d, "dup");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![('W', 4, 0, 0x100), ('W', 4, 4, 0x101), ('W', 4, 8, 0x102)]
+    );
+    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Map(_))).count(), 3);
+}

@@ -2,10 +2,32 @@
 //!
 //! One test function, because tracing is process-wide state.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::arch::asm;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use mmio_trace_ring::{Consumer, Kind, Record};
 use mmio_trace_tracer as tracer;
+
+/// Counts allocations, to prove the fault path makes none.
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: caller's contract.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: caller's contract.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn drain(c: &mut Consumer) -> Vec<Record> {
     let mut v = Vec::new();
@@ -66,6 +88,7 @@ fn traced_accesses_are_emulated_stepped_and_logged_in_order() {
     .unwrap();
     let base = dev as u64;
     let (mut a, mut b): (u64, u64);
+    let allocs_before = ALLOCS.load(Ordering::Relaxed);
     // SAFETY: the asm accesses the traced mapping; the fault path completes each access.
     unsafe {
         asm!("mov {a:e}, dword ptr [{p} + 8]", p = in(reg) dev, a = out(reg) a); // R4 0x1002
@@ -76,6 +99,11 @@ fn traced_accesses_are_emulated_stepped_and_logged_in_order() {
         asm!("mov {a:e}, dword ptr [{p} + 0x1000]", p = in(reg) dev, a = lateout(reg) _);
         // R4
     }
+    assert_eq!(
+        ALLOCS.load(Ordering::Relaxed),
+        allocs_before,
+        "the fault path (decode, emulate, log) allocated"
+    );
     a &= 0xffff_ffff;
     assert_eq!(a, 0x1002);
     assert_eq!(b, 0x7788);
