@@ -87,5 +87,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.bypass = args.bypass;
     opts.status = !args.quiet;
     let out = mmio_trace_record::record(&opts).context("mmio-trace record")?;
+    if out.processes == 0 {
+        eprintln!(
+            "mmio-trace: warning: the program never loaded the tracer (statically linked, \
+             set-uid, or it cleared LD_PRELOAD); nothing was traced"
+        );
+    }
+    if out.lost > 0 {
+        eprintln!("mmio-trace: warning: {} events lost", out.lost);
+    }
     Ok(ExitCode::from(out.exit.code()))
 }

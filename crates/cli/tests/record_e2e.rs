@@ -613,3 +613,52 @@ fn device_matching_follows_the_descriptor_through_dup() {
     );
     assert_eq!(ev.iter().filter(|e| matches!(e, Event::Map(_))).count(), 3);
 }
+
+#[test]
+fn binary_format_keeps_wide_accesses_whole() {
+    let d = scratch("binary");
+    let exe = build(&d, "regs");
+    let dev = device(&d, 8192);
+    let (out, ev) = record_with(&d, &dev, &["--format", "binary"], &[os(&exe), os(&dev)]);
+    assert_eq!(out.status.code(), Some(7));
+    let wide: Vec<(Direction, u8, u64)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) if a.width > 8 => Some((a.dir, a.width, a.phys)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        wide,
+        vec![(Direction::Write, 16, 0x30), (Direction::Read, 16, 0x30)]
+    );
+    let Some(Event::Access(a)) = ev
+        .iter()
+        .find(|e| matches!(e, Event::Access(a) if a.width == 16))
+    else {
+        unreachable!()
+    };
+    assert_eq!(a.wide.as_deref().map(|w| &w[..16]), Some(&[0xff; 16][..]));
+}
+
+#[test]
+fn a_static_program_is_reported_as_untraced() {
+    let d = scratch("static");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/programs/pages.c");
+    let exe = d.join("pages-static");
+    let st = Command::new("cc")
+        .args(["-O1", "-static", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("no static libc: skipped");
+        return;
+    }
+    let dev = device(&d, 12288);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(accesses(&ev).is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never loaded the tracer"));
+}
