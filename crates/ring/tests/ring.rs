@@ -129,6 +129,8 @@ fn many_threads_lose_nothing_and_merge_in_time_order() {
                 emitted += 1;
             }
         };
+    // Let the producers fill their rings first, so the test always exercises waiting.
+    std::thread::sleep(std::time::Duration::from_millis(20));
     while !done.load(Ordering::Relaxed) {
         drain(&mut c, &mut heap, false);
         if workers.iter().all(|w| w.is_finished()) {
