@@ -11,6 +11,7 @@
 //! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
 //! | `fork` | the child gets fresh per-thread state and rings |
 //! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end |
+//! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address |
 //! | `close` | the program may not close the recorder's shared-memory fd |
 //! | `execve` | the new image keeps `LD_PRELOAD` and the recorder's variables |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
@@ -62,7 +63,8 @@ reals!(
     close,
     execve,
     pthread_create,
-    pthread_exit
+    pthread_exit,
+    ioctl
 );
 
 fn resolve(slot: &AtomicUsize, name: &str) -> usize {
@@ -443,6 +445,28 @@ pub unsafe extern "C" fn pthread_create(
     if r != 0 {
         // SAFETY: the thread was not created; we still own `s`.
         drop(unsafe { Box::from_raw(s) });
+    }
+    r
+}
+
+type IoctlFn = unsafe extern "C" fn(c_int, libc::c_ulong, *mut c_void) -> c_int;
+
+/// Interposed `ioctl` (variadic in C; on x86-64 the third argument arrives in a fixed
+/// integer parameter whatever its type).
+#[no_mangle]
+pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_void) -> c_int {
+    let p = real(&real::ioctl, "ioctl\0");
+    // SAFETY: libc's ioctl with the caller's arguments.
+    let r = unsafe { std::mem::transmute::<usize, IoctlFn>(p)(fd, request, arg) };
+    if r >= 0
+        && request == tracer::vfio::VFIO_GROUP_GET_DEVICE_FD
+        && !arg.is_null()
+        && INITIALISED.load(Ordering::Acquire)
+    {
+        // SAFETY: this request's argument is the device name, a C string.
+        if let Ok(name) = unsafe { CStr::from_ptr(arg as *const c_char) }.to_str() {
+            tracer::vfio::device_fd_opened(r, name);
+        }
     }
     r
 }

@@ -27,6 +27,7 @@ pub mod signals;
 mod step;
 pub mod sys;
 pub mod threads;
+pub mod vfio;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -261,7 +262,8 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     if !rules.is_device(path) || Some(fd) == shm_fd() {
         return;
     }
-    let phys = rules::phys_of(path, off as u64);
+    let phys =
+        vfio::phys_of(fd, path, off as u64).unwrap_or_else(|| rules::phys_of(path, off as u64));
     let len = (len + PAGE - 1) & !(PAGE - 1);
     let Some(shm) = shm() else { return };
     // The alias: a second mapping of the same fd and offset (drivers keep per-open-file

@@ -24,6 +24,7 @@ pub const DEFAULT_DEVICES: &[&str] = &[
     "/sys/devices/*/resource[0-9]_wc",
     "/dev/uio[0-9]*",
     "anon_inode:?vfio-device?",
+    "/dev/vfio/devices/vfio[0-9]*",
     "/dev/dri/*",
     "/dev/nvidia[0-9]*",
     "/dev/nvidiactl",
@@ -292,6 +293,8 @@ mod tests {
         assert!(r.is_device(b"/sys/devices/pci0000:00/0000:00:02.0/resource0"));
         assert!(r.is_device(b"/sys/devices/pci0000:00/0000:00:02.0/resource2_wc"));
         assert!(r.is_device(b"anon_inode:[vfio-device]"));
+        assert!(r.is_device(b"/dev/vfio/devices/vfio0"));
+        assert!(!r.is_device(b"/dev/vfio/vfio"));
         assert!(r.is_device(b"/dev/uio0"));
         assert!(r.is_device(b"/dev/dri/card0"));
         assert!(r.is_device(b"/dev/nvidia0"));
