@@ -1,5 +1,7 @@
-/* posix_spawn (vfork-style under glibc) is followed: the parent writes 1, the spawned
- * child (this program with "child") writes 2, then the parent writes 3. */
+/* posix_spawn (vfork-style under glibc) and vfork + execve are followed: the parent
+ * writes 1, the spawned child (this program with "child") writes 2, the parent writes 3,
+ * a vfork child execs this program with an empty environment and writes 2, the parent
+ * writes 4. */
 #include "mmio.h"
 #include <spawn.h>
 #include <string.h>
@@ -20,6 +22,15 @@ int main(int argc, char **argv) {
     if (posix_spawn(&pid, argv[0], NULL, NULL, args, environ) != 0) return 3;
     int st = 0;
     waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) return 4;
     wr32(bar + 0x8, 3);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 4;
+    pid = vfork();
+    if (pid == 0) {
+        char *empty[] = { NULL };
+        execve(argv[0], args, empty);
+        _exit(99);
+    }
+    waitpid(pid, &st, 0);
+    wr32(bar + 0x8, 4);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 5;
 }

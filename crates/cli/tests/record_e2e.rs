@@ -500,7 +500,7 @@ fn range_and_bypass_limit_tracing_within_a_mapping() {
 }
 
 #[test]
-fn posix_spawn_children_are_traced() {
+fn posix_spawn_and_vfork_children_are_traced() {
     let d = scratch("spawn");
     let exe = build(&d, "spawn");
     let dev = device(&d, 4096);
