@@ -251,6 +251,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let mut merger = decode::Merger::new(nrings + 1, consumer.header().start_ns);
     let mut status = (opts.status && io::stderr().is_terminal()).then(Status::new);
     let mut exit = None;
+    let mut idle = Duration::from_micros(100);
     let mut write_err = None;
     let mut write = |writer: &mut AnyWriter<_>, e: Event| {
         if write_err.is_none() {
@@ -303,8 +304,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         if all_gone {
             break;
         }
+        // Back off while the program is quiet, so untraced code does not share its CPUs
+        // with an eager recorder. Rings hold 16384 events: a program that starts trapping
+        // fills one only if the recorder sleeps through all of them, and 5 ms is far less.
         if got == 0 {
-            std::thread::sleep(Duration::from_micros(500));
+            std::thread::sleep(idle);
+            idle = (idle * 2).min(Duration::from_millis(5));
+        } else {
+            idle = Duration::from_micros(100);
         }
     }
     // Every process is gone: nothing can be in flight any more.
