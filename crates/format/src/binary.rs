@@ -15,8 +15,11 @@
 //! log and every byte counts. `D` is the direction (0 read, 1 write); `WWW` is
 //! log2 of the width (0..=6 for 1..=64 bytes) or 7 when a width byte follows; `M`
 //! says a map-id delta follows; `C` says a pc delta and a pid follow (otherwise both
-//! repeat the previous access's). Timestamps and addresses are deltas from the
-//! previous access, which makes a typical access 8 to 12 bytes.
+//! repeat the previous access's). A size byte after the tag gives the byte length of
+//! the time, address and value fields, which are plain little-endian integers: a
+//! reader finds every field from the first two bytes and decodes them in parallel,
+//! without the byte-by-byte dependency of varints. Timestamps and addresses are
+//! deltas from the previous access, which makes a typical access 6 to 10 bytes.
 //!
 //! *Other records* (tag `0x80..=0xff`) carry a varint payload length, so a reader
 //! skips kinds it does not know: later versions may add records without breaking
@@ -26,6 +29,7 @@ use std::io::{self, Read, Write};
 
 use crate::error::{Error, ParseError};
 use crate::event::*;
+use crate::reader::access_slot;
 
 /// The first bytes of every binary log. The high byte and the CR/LF pair detect
 /// transfers that mangle binary data, as PNG's signature does.
@@ -36,11 +40,13 @@ pub const VERSION: u16 = 1;
 
 /// The self-description stored in every header.
 pub const SCHEMA: &str = "\
-mmio-trace binary log v1. Integers LE; var = LEB128; zz = zigzag LEB128.
-access tag 0b0CM1DWWW: D=1 write/0 read; WWW=log2(width) or 7 then width:u8;
-  ts: ts-delta code (zz(delta_ns)<<1, or zz(delta_us)<<1|1 when the delta is whole us);
-  [M] map_id: zz delta; phys: zz delta; value: var (width<=8) or width raw bytes;
-  [C] pc: zz delta, pid: var. Deltas are from the previous access record.
+mmio-trace binary log v1. Integers LE; var = LEB128; zz = zigzag LEB128;
+le(n) = n-byte LE integer; zz(x) also names the zigzag of x in such fields.
+access tag 0b0CM1DWWW: D=1 write/0 read; WWW=log2(width) or 7 then width:u8 after sizes;
+  sizes:u8 = T | P<<2 | V<<5, T in 0..3 -> 1,2,4,8 bytes; P,V in 0..7 -> 0,1,2,3,4,5,6,8;
+  ts: le(T) ts-delta code (zz(delta_ns)<<1, or zz(delta_us)<<1|1 when whole us);
+  phys: le(P) zz(delta); value: le(V) (width<=8) or width raw bytes (V=0);
+  [M] map_id: zz delta; [C] pc: zz delta, pid: var. Deltas: from the previous access.
 record tag>=0x80, then len:var, then payload:
   0x80 VERSION text | 0x81 PCIDEV bus:u8 devfn:u8 vendor:u16 device:u16 irq:var
   starts:7var sizes:7var has_driver:u8 driver | 0x82 MAP ts:var id:zz phys virt len pc:var
@@ -84,6 +90,42 @@ fn put_var(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// Byte sizes of the access fields, by their 2-bit (time) and 3-bit (address, value)
+/// size codes.
+const SIZES2: [usize; 4] = [1, 2, 4, 8];
+const SIZES3: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 8];
+const MASKS2: [u64; 4] = [0xff, 0xffff, 0xffff_ffff, !0];
+const MASKS3: [u64; 8] = [
+    0,
+    0xff,
+    0xffff,
+    0xff_ffff,
+    0xffff_ffff,
+    0xff_ffff_ffff,
+    0xffff_ffff_ffff,
+    !0,
+];
+
+/// The smallest 2-bit size code whose size holds `v`.
+fn size_code2(v: u64) -> u8 {
+    match v {
+        0..=0xff => 0,
+        0x100..=0xffff => 1,
+        0x1_0000..=0xffff_ffff => 2,
+        _ => 3,
+    }
+}
+
+/// The smallest 3-bit size code whose size holds `v`.
+fn size_code3(v: u64) -> u8 {
+    // 0..=6 bytes are codes 0..=6; 7 or 8 bytes take code 7 (8 bytes).
+    ((64 - v.leading_zeros()).div_ceil(8) as u8).min(7)
+}
+
+fn put_le(out: &mut Vec<u8>, v: u64, n: usize) {
+    out.extend_from_slice(&v.to_le_bytes()[..n]);
 }
 
 /// Delta state shared by writer and reader.
@@ -152,27 +194,32 @@ impl<W: Write> BinaryWriter<W> {
         if a.pc != p.pc || a.pid != p.pid {
             tag |= A_CTX;
         }
+        let dt = a.ts_ns.wrapping_sub(p.ts) as i64;
+        // A delta this large would lose its top bit in the shift; none occurs within
+        // 2^62 ns (146 years) of the previous access.
+        let ts = if dt % 1000 == 0 {
+            (zz(dt / 1000) << 1) | 1
+        } else {
+            zz(dt) << 1
+        };
+        let phys = zz(a.phys.wrapping_sub(p.phys) as i64);
+        let value = if width <= 8 { a.value } else { 0 };
+        let (tc, vc, pcode) = (size_code2(ts), size_code3(value), size_code3(phys));
         let b = &mut self.buf;
         b.push(tag);
+        b.push(tc | pcode << 2 | vc << 5);
         if wcode == 7 {
             b.push(width);
         }
-        let dt = a.ts_ns.wrapping_sub(p.ts) as i64;
-        if dt % 1000 == 0 {
-            put_var(b, (zz(dt / 1000) << 1) | 1);
+        put_le(b, ts, SIZES2[tc as usize]);
+        put_le(b, phys, SIZES3[pcode as usize]);
+        if width <= 8 {
+            put_le(b, value, SIZES3[vc as usize]);
         } else {
-            // A delta this large would lose its top bit in the shift; none occurs
-            // within 2^62 ns (146 years) of the previous access.
-            put_var(b, zz(dt) << 1);
+            b.extend_from_slice(&a.bytes()[..width as usize]);
         }
         if tag & A_MAP != 0 {
             put_var(b, zz(a.map_id.wrapping_sub(p.map_id)));
-        }
-        put_var(b, zz(a.phys.wrapping_sub(p.phys) as i64));
-        if width <= 8 {
-            put_var(b, a.value);
-        } else {
-            b.extend_from_slice(&a.bytes()[..width as usize]);
         }
         if tag & A_CTX != 0 {
             put_var(b, zz(a.pc.wrapping_sub(p.pc) as i64));
@@ -277,9 +324,9 @@ impl<W: Write> BinaryWriter<W> {
 }
 
 const READ_CHUNK: usize = 256 * 1024;
-/// Room for the longest access record: tag, width, 5 varints of up to 10 bytes,
-/// 64 value bytes.
-const MAX_ACCESS: usize = 2 + 5 * 10 + MAX_WIDTH + 10;
+/// Room for the longest access record (tag, size byte, width, time, address, 64 value
+/// bytes, three varints of up to 10 bytes) and the 8-byte loads that decode it.
+const MAX_ACCESS: usize = 3 + 8 + 8 + MAX_WIDTH + 3 * 10 + 8;
 
 /// Reads the binary format.
 pub struct BinaryReader<R> {
@@ -350,6 +397,20 @@ fn get_var_slow(b: &[u8], pos: &mut usize) -> Result<u64, Bad> {
             return Err(Bad("a varint of at most 10 bytes"));
         }
     }
+}
+
+/// An `n`-byte little-endian field at `pos` (`mask` keeps its `n` bytes).
+#[inline(always)]
+fn get_le(b: &[u8], pos: usize, n: usize, mask: u64) -> Result<u64, Bad> {
+    if let Some(chunk) = b.get(pos..pos + 8) {
+        return Ok(u64::from_le_bytes(chunk.try_into().expect("8 bytes")) & mask);
+    }
+    let s = b
+        .get(pos..pos + n)
+        .ok_or(Bad("the rest of an access record"))?;
+    let mut w = [0u8; 8];
+    w[..n].copy_from_slice(s);
+    Ok(u64::from_le_bytes(w))
 }
 
 fn get_u32(b: &[u8], pos: &mut usize, what: &'static str) -> Result<u32, Bad> {
@@ -469,8 +530,10 @@ impl<R: Read> BinaryReader<R> {
             let tag = self.buf[start];
             if tag & 0x80 == 0 {
                 let mut pos = start + 1;
-                return match decode_access(&self.buf[..self.end], &mut pos, tag, &mut self.prev) {
-                    Ok(a) => {
+                let mut a = BLANK;
+                let b = &self.buf[..self.end];
+                return match decode_access(b, &mut pos, tag, &mut self.prev, &mut a) {
+                    Ok(()) => {
                         self.pos = pos;
                         Ok(Some(Event::Access(a)))
                     }
@@ -504,12 +567,74 @@ impl<R: Read> BinaryReader<R> {
     }
 }
 
+impl<R: Read> BinaryReader<R> {
+    /// Replaces the contents of `out` with the next events, at most `max` of them,
+    /// and returns how many: 0 only at the end of the log (or when `max` is 0).
+    ///
+    /// The same events as [`next_event`](Self::next_event) gives, with less overhead
+    /// per event: the fastest way to read a log. Pass the same `out` on every call:
+    /// its elements are reused in place (an access is decoded straight into the
+    /// previous call's access at the same index). On error, `out` holds the events
+    /// read before the bad record.
+    pub fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
+        let mut n = 0;
+        while n < max {
+            // Access records back to back while the buffer surely holds a whole one.
+            let safe = self.end.saturating_sub(MAX_ACCESS);
+            let mut pos = self.pos;
+            let b = &self.buf[..self.end];
+            while n < max && pos < safe {
+                let tag = b[pos];
+                if tag & 0x80 != 0 {
+                    break;
+                }
+                let mut p = pos + 1;
+                if decode_access(b, &mut p, tag, &mut self.prev, access_slot(out, n)).is_err() {
+                    break; // next_event reports it
+                }
+                pos = p;
+                n += 1;
+                self.record += 1;
+            }
+            self.pos = pos;
+            if n == max {
+                break;
+            }
+            match self.next_event() {
+                Ok(Some(ev)) => {
+                    if n == out.len() {
+                        out.push(ev);
+                    } else {
+                        out[n] = ev;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.truncate(n);
+                    return Err(e);
+                }
+            }
+            n += 1;
+        }
+        out.truncate(n);
+        Ok(n)
+    }
+}
+
 #[inline(always)]
-fn decode_access(b: &[u8], pos: &mut usize, tag: u8, p: &mut Prev) -> Result<Access, Bad> {
+fn decode_access(
+    b: &[u8],
+    pos: &mut usize,
+    tag: u8,
+    p: &mut Prev,
+    out: &mut Access,
+) -> Result<(), Bad> {
     if tag & A_BASE == 0 {
         return Err(Bad("a record tag (0x10..=0x7f or 0x80..=0xff)"));
     }
     let wcode = tag & 7;
+    let sizes = *b.get(*pos).ok_or(Bad("a size byte"))?;
+    *pos += 1;
     let width = if wcode == 7 {
         let w = *b.get(*pos).ok_or(Bad("a width byte"))?;
         *pos += 1;
@@ -522,27 +647,40 @@ fn decode_access(b: &[u8], pos: &mut usize, tag: u8, p: &mut Prev) -> Result<Acc
     } else {
         unreachable!()
     };
-    let code = get_var(b, pos)?;
+    let (tc, pcode, vc) = (
+        (sizes & 3) as usize,
+        (sizes >> 2 & 7) as usize,
+        (sizes >> 5) as usize,
+    );
+    let code = get_le(b, *pos, SIZES2[tc], MASKS2[tc])?;
+    let p_phys = *pos + SIZES2[tc];
+    let dphys = get_le(b, p_phys, SIZES3[pcode], MASKS3[pcode])?;
+    let p_value = p_phys + SIZES3[pcode];
     let dt = if code & 1 == 1 {
         unzz(code >> 1).wrapping_mul(1000)
     } else {
         unzz(code >> 1)
     };
     let ts_ns = p.ts.wrapping_add(dt as u64);
-    let map_id = if tag & A_MAP != 0 {
-        p.map_id.wrapping_add(unzz(get_var(b, pos)?))
-    } else {
-        p.map_id
-    };
-    let phys = p.phys.wrapping_add(unzz(get_var(b, pos)?) as u64);
+    let phys = p.phys.wrapping_add(unzz(dphys) as u64);
     let (value, wide) = if width <= 8 {
-        (get_var(b, pos)?, None)
+        *pos = p_value + SIZES3[vc];
+        (get_le(b, p_value, SIZES3[vc], MASKS3[vc])?, None)
     } else {
+        if vc != 0 {
+            return Err(Bad("value size code 0 in a wide access"));
+        }
+        *pos = p_value;
         let raw = get_bytes(b, pos, width as usize)?;
         let mut bytes = Box::new([0u8; MAX_WIDTH]);
         bytes[..raw.len()].copy_from_slice(raw);
         let first = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
         (first, Some(bytes))
+    };
+    let map_id = if tag & A_MAP != 0 {
+        p.map_id.wrapping_add(unzz(get_var(b, pos)?))
+    } else {
+        p.map_id
     };
     let (pc, pid) = if tag & A_CTX != 0 {
         let pc = p.pc.wrapping_add(unzz(get_var(b, pos)?) as u64);
@@ -562,18 +700,30 @@ fn decode_access(b: &[u8], pos: &mut usize, tag: u8, p: &mut Prev) -> Result<Acc
         pc,
         pid,
     };
-    Ok(Access {
-        dir,
-        width,
-        pid,
-        ts_ns,
-        map_id,
-        phys,
-        value,
-        pc,
-        wide,
-    })
+    out.dir = dir;
+    out.width = width;
+    out.pid = pid;
+    out.ts_ns = ts_ns;
+    out.map_id = map_id;
+    out.phys = phys;
+    out.value = value;
+    out.pc = pc;
+    out.wide = wide;
+    Ok(())
 }
+
+/// An access whose fields the decoders overwrite.
+pub(crate) const BLANK: Access = Access {
+    dir: Direction::Read,
+    width: 1,
+    pid: 0,
+    ts_ns: 0,
+    map_id: 0,
+    phys: 0,
+    value: 0,
+    pc: 0,
+    wide: None,
+};
 
 fn decode_rare(tag: u8, b: &[u8]) -> Result<Option<Event>, Bad> {
     let mut pos = 0;
