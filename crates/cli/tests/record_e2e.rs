@@ -660,3 +660,21 @@ fn a_static_program_is_reported_as_untraced() {
     assert!(accesses(&ev).is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("never loaded the tracer"));
 }
+
+#[test]
+fn partial_munmap_keeps_the_rest_traced_and_map_fixed_replaces() {
+    let d = scratch("partial");
+    let exe = build(&d, "partial");
+    let dev = device(&d, 12288);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![('W', 4, 0, 1), ('W', 4, 0x2000, 2), ('W', 4, 0x2000, 3)]
+    );
+}

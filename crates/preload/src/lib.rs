@@ -134,7 +134,7 @@ unsafe fn do_mmap(
         // SAFETY: libc's mmap with the caller's arguments.
         unsafe { std::mem::transmute::<usize, MmapFn>(p)(addr, len, prot, flags, fd, off) }
     };
-    if r != libc::MAP_FAILED && fd >= 0 {
+    if r != libc::MAP_FAILED {
         tracer::after_mmap(r as u64, len as u64, prot, flags, fd, off, 0);
     }
     r

@@ -251,7 +251,12 @@ pub fn untrace_region(ptr: *mut u8) {
 ///
 /// Normal (not signal) context; allocation-free, because `malloc` itself calls `mmap`.
 pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64, pc: u64) {
-    if !is_active() || fd < 0 || flags & libc::MAP_SHARED == 0 || len == 0 {
+    if !is_active() || len == 0 {
+        return;
+    }
+    // A new mapping (MAP_FIXED) replaced whatever was traced there.
+    before_munmap(addr, len, pc);
+    if fd < 0 || flags & libc::MAP_SHARED == 0 {
         return;
     }
     let Some(rules) = RULES.get() else { return };
@@ -314,11 +319,16 @@ fn protect_traced_pages(rules: &Rules, addr: u64, len: u64, off: u64) {
 
 /// The preload library's hook before `munmap`: logs `UNMAP` for traced regions in the
 /// range and forgets them (and their aliases).
+///
+/// A region only partly unmapped keeps being traced in what remains (no `UNMAP`: the
+/// kernel format has no partial unmap); the alias pages of the unmapped part stay mapped
+/// until the rest goes (address space only).
 pub fn before_munmap(addr: u64, len: u64, pc: u64) {
-    if !is_active() {
+    if !is_active() || !regions::maybe_overlaps(addr, len) {
         return;
     }
-    regions::remove_overlapping(addr, len, |r| {
+    let len = (len + PAGE - 1) & !(PAGE - 1);
+    regions::remove_range(addr, len, |r| {
         emit::unmap(r.map_id, pc);
         if r.alias != 0 {
             // SAFETY: the alias is the tracer's own mapping and no longer registered.

@@ -164,6 +164,10 @@ pub fn find(addr: u64) -> Option<Region> {
 /// Adds a region; `false` when the table is full.
 pub fn add(r: Region) -> bool {
     let _g = lock();
+    add_locked(r)
+}
+
+fn add_locked(r: Region) -> bool {
     let high = HIGH.load(Ordering::Relaxed);
     let idx = SLOTS
         .iter()
@@ -194,6 +198,53 @@ pub fn remove_overlapping(start: u64, len: u64, mut f: impl FnMut(Region)) {
             }
         }
     }
+}
+
+/// Stops tracing `[start, start+len)`: regions wholly inside are removed (`f` is called on
+/// each, after lookups no longer find it); regions partly inside shrink or split in place,
+/// so the part still mapped never stops being traced.
+pub fn remove_range(start: u64, len: u64, mut f: impl FnMut(Region)) {
+    let _g = lock();
+    let end = start.saturating_add(len);
+    for slot in SLOTS.iter().take(HIGH.load(Ordering::Relaxed)) {
+        let Some(r) = slot.read() else { continue };
+        let rend = r.start + r.len;
+        if !(r.start < end && start < rend) {
+            continue;
+        }
+        let left = (r.start < start).then_some(Region {
+            len: start - r.start,
+            ..r
+        });
+        let right = (rend > end).then(|| Region {
+            start: end,
+            len: rend - end,
+            alias: if r.alias != 0 {
+                r.alias + (end - r.start)
+            } else {
+                0
+            },
+            phys: r.phys + (end - r.start),
+            ..r
+        });
+        match (left, right) {
+            (None, None) => {
+                slot.write(None);
+                f(r);
+            }
+            (Some(piece), None) | (None, Some(piece)) => slot.write(Some(piece)),
+            (Some(l), Some(rt)) => {
+                // The right piece first, so that every still-mapped byte stays findable.
+                add_locked(rt);
+                slot.write(Some(l));
+            }
+        }
+    }
+}
+
+/// Whether any traced region may overlap the range (a quick test without the lock).
+pub fn maybe_overlaps(start: u64, len: u64) -> bool {
+    start < HI.load(Ordering::Relaxed) && start.saturating_add(len) > LO.load(Ordering::Relaxed)
 }
 
 /// Changes the program-visible protection of every region overlapping the range; returns
