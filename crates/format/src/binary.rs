@@ -579,23 +579,29 @@ impl<R: Read> BinaryReader<R> {
     pub fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
         let mut n = 0;
         while n < max {
+            let n0 = n;
             // Access records back to back while the buffer surely holds a whole one.
             let safe = self.end.saturating_sub(MAX_ACCESS);
             let mut pos = self.pos;
             let b = &self.buf[..self.end];
+            let mut prev = self.prev;
             while n < max && pos < safe {
-                let tag = b[pos];
-                if tag & 0x80 != 0 {
-                    break;
+                let slot = access_slot(out, n);
+                let window: &[u8; WINDOW] = b[pos..pos + WINDOW].try_into().expect("in the buffer");
+                if let Some(len) = decode_narrow(window, &mut prev, slot) {
+                    pos += len;
+                } else {
+                    let tag = b[pos];
+                    let mut p = pos + 1;
+                    if tag & 0x80 != 0 || decode_access(b, &mut p, tag, &mut prev, slot).is_err() {
+                        break; // next_event decodes or reports it
+                    }
+                    pos = p;
                 }
-                let mut p = pos + 1;
-                if decode_access(b, &mut p, tag, &mut self.prev, access_slot(out, n)).is_err() {
-                    break; // next_event reports it
-                }
-                pos = p;
                 n += 1;
-                self.record += 1;
             }
+            self.prev = prev;
+            self.record += (n - n0) as u64;
             self.pos = pos;
             if n == max {
                 break;
@@ -619,6 +625,71 @@ impl<R: Read> BinaryReader<R> {
         out.truncate(n);
         Ok(n)
     }
+}
+
+/// Bytes [`decode_narrow`] may look at: the longest access record of width 8 or less,
+/// and the 8-byte loads that decode it.
+const WINDOW: usize = 64;
+
+/// The common access record (width 1, 2, 4 or 8) from the `WINDOW` bytes at its tag:
+/// the record's length, or `None` for anything else ([`decode_access`] handles it).
+/// The field offsets follow from the first two bytes by arithmetic the compiler can
+/// bound, so the loads need no bounds checks and do not wait on each other.
+#[inline(always)]
+fn decode_narrow(r: &[u8; WINDOW], p: &mut Prev, out: &mut Access) -> Option<usize> {
+    let tag = r[0];
+    if tag & 0x84 != 0 || tag & A_BASE == 0 {
+        return None;
+    }
+    let sizes = r[1];
+    let tn = 1usize << (sizes & 3);
+    let pcode = (sizes >> 2 & 7) as usize;
+    let pn = pcode + (pcode == 7) as usize;
+    let vcode = (sizes >> 5) as usize;
+    let vn = vcode + (vcode == 7) as usize;
+    let load = |o: usize, n: usize| {
+        let w = u64::from_le_bytes(r[o..o + 8].try_into().expect("8 bytes"));
+        w & (!0u64).checked_shr(64 - 8 * n as u32).unwrap_or(0)
+    };
+    let code = load(2, tn);
+    let dphys = load(2 + tn, pn);
+    let value = load(2 + tn + pn, vn);
+    let mut o = 2 + tn + pn + vn;
+    let dt = if code & 1 == 1 {
+        unzz(code >> 1).wrapping_mul(1000)
+    } else {
+        unzz(code >> 1)
+    };
+    let (mut map_id, mut pc, mut pid) = (p.map_id, p.pc, p.pid);
+    if tag & (A_MAP | A_CTX) != 0 {
+        let r = &r[..];
+        if tag & A_MAP != 0 {
+            map_id = map_id.wrapping_add(unzz(get_var(r, &mut o).ok()?));
+        }
+        if tag & A_CTX != 0 {
+            pc = pc.wrapping_add(unzz(get_var(r, &mut o).ok()?) as u64);
+            pid = u32::try_from(get_var(r, &mut o).ok()?).ok()?;
+        }
+    }
+    p.ts = p.ts.wrapping_add(dt as u64);
+    p.phys = p.phys.wrapping_add(unzz(dphys) as u64);
+    p.map_id = map_id;
+    p.pc = pc;
+    p.pid = pid;
+    out.dir = if tag & A_WRITE != 0 {
+        Direction::Write
+    } else {
+        Direction::Read
+    };
+    out.width = 1 << (tag & 3);
+    out.pid = pid;
+    out.ts_ns = p.ts;
+    out.map_id = map_id;
+    out.phys = p.phys;
+    out.value = value;
+    out.pc = pc;
+    out.wide = None;
+    Some(o)
 }
 
 #[inline(always)]
