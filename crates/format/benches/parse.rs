@@ -1,5 +1,11 @@
-//! Parse throughput of the text and binary readers on a generated log, against a
-//! plain `memchr` line split over the same bytes, measured in the same run.
+//! Parse throughput of the text and binary readers on two generated logs (the real
+//! e1000 probe replayed, and random registers and values), against a plain `memchr`
+//! line split over the same in-memory bytes, measured in the same run.
+//!
+//! Each reader is measured through both public APIs: `next_event` (one owned event per
+//! call) and `read_batch` (up to 256 events per call into a reused `Vec<Event>`, the
+//! fastest way to read). The targets are checked on `read_batch`. Both read through
+//! `std::io::Read` (a `Cursor` over the bytes), as a file would be read.
 //!
 //! `cargo bench -p mmio-trace-format` (size: `MMIO_TRACE_BENCH_MB`, default 1024).
 

@@ -582,27 +582,9 @@ impl<R: Read> BinaryReader<R> {
             let n0 = n;
             // Access records back to back while the buffer surely holds a whole one.
             let safe = self.end.saturating_sub(MAX_ACCESS);
-            let mut pos = self.pos;
             let b = &self.buf[..self.end];
-            let mut prev = self.prev;
-            while n < max && pos < safe {
-                let slot = access_slot(out, n);
-                let window: &[u8; WINDOW] = b[pos..pos + WINDOW].try_into().expect("in the buffer");
-                if let Some(len) = decode_narrow(window, &mut prev, slot) {
-                    pos += len;
-                } else {
-                    let tag = b[pos];
-                    let mut p = pos + 1;
-                    if tag & 0x80 != 0 || decode_access(b, &mut p, tag, &mut prev, slot).is_err() {
-                        break; // next_event decodes or reports it
-                    }
-                    pos = p;
-                }
-                n += 1;
-            }
-            self.prev = prev;
+            (self.pos, n) = decode_run(b, self.pos, safe, &mut self.prev, out, n, max);
             self.record += (n - n0) as u64;
-            self.pos = pos;
             if n == max {
                 break;
             }
@@ -627,9 +609,48 @@ impl<R: Read> BinaryReader<R> {
     }
 }
 
+/// Decodes access records from `b[pos..]` into `out[n..max]` while they start before
+/// `safe`: the new position and count. Stops before any other record, and before a
+/// damaged one (for [`BinaryReader::next_event`] to report). Out of line, so that its
+/// state stays in registers.
+#[inline(never)]
+fn decode_run(
+    b: &[u8],
+    mut pos: usize,
+    safe: usize,
+    prev: &mut Prev,
+    out: &mut Vec<Event>,
+    mut n: usize,
+    max: usize,
+) -> (usize, usize) {
+    let mut p = *prev;
+    while n < max && pos < safe {
+        let slot = access_slot(out, n);
+        let window: &[u8; WINDOW] = b[pos..pos + WINDOW].try_into().expect("in the buffer");
+        if let Some(len) = decode_narrow(window, &mut p, slot) {
+            pos += len;
+        } else {
+            let tag = b[pos];
+            let mut q = pos + 1;
+            if tag & 0x80 != 0 || decode_access(b, &mut q, tag, &mut p, slot).is_err() {
+                break;
+            }
+            pos = q;
+        }
+        n += 1;
+    }
+    *prev = p;
+    (pos, n)
+}
+
 /// Bytes [`decode_narrow`] may look at: the longest access record of width 8 or less,
 /// and the 8-byte loads that decode it.
 const WINDOW: usize = 64;
+
+#[inline(always)]
+fn at(r: &[u8; WINDOW], o: usize) -> u64 {
+    u64::from_le_bytes(r[o..o + 8].try_into().expect("8 bytes"))
+}
 
 /// The common access record (width 1, 2, 4 or 8) from the `WINDOW` bytes at its tag:
 /// the record's length, or `None` for anything else ([`decode_access`] handles it).
@@ -647,19 +668,13 @@ fn decode_narrow(r: &[u8; WINDOW], p: &mut Prev, out: &mut Access) -> Option<usi
     let pn = pcode + (pcode == 7) as usize;
     let vcode = (sizes >> 5) as usize;
     let vn = vcode + (vcode == 7) as usize;
-    let load = |o: usize, n: usize| {
-        let w = u64::from_le_bytes(r[o..o + 8].try_into().expect("8 bytes"));
-        w & (!0u64).checked_shr(64 - 8 * n as u32).unwrap_or(0)
-    };
+    let load = |o: usize, n: usize| at(r, o) & (!0u64).checked_shr(64 - 8 * n as u32).unwrap_or(0);
     let code = load(2, tn);
     let dphys = load(2 + tn, pn);
     let value = load(2 + tn + pn, vn);
     let mut o = 2 + tn + pn + vn;
-    let dt = if code & 1 == 1 {
-        unzz(code >> 1).wrapping_mul(1000)
-    } else {
-        unzz(code >> 1)
-    };
+    let unit = if code & 1 == 1 { 1000 } else { 1 };
+    let dt = unzz(code >> 1).wrapping_mul(unit);
     let (mut map_id, mut pc, mut pid) = (p.map_id, p.pc, p.pid);
     if tag & (A_MAP | A_CTX) != 0 {
         let r = &r[..];

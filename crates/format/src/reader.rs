@@ -173,14 +173,32 @@ impl<R: Read> TextReader<R> {
     pub fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
         let mut n = 0;
         while n < max {
-            if !self.fast(access_slot(out, n)) {
-                match self.next_event_slow() {
-                    Ok(Some(ev)) => out[n] = ev,
-                    Ok(None) => break,
-                    Err(e) => {
-                        out.truncate(n);
-                        return Err(e);
-                    }
+            if self.pending_mark.is_none() && self.ready.is_none() {
+                // Access lines back to back, with the buffer state in registers.
+                let l = &mut self.lines;
+                let buf = &l.buf[..l.end];
+                let mut start = l.start;
+                let n0 = n;
+                while n < max {
+                    let Some(len) = fast_access(&buf[start..], access_slot(out, n)) else {
+                        break;
+                    };
+                    start += len;
+                    n += 1;
+                }
+                l.start = start;
+                l.line_no += (n - n0) as u64;
+                if n == max {
+                    break;
+                }
+            }
+            match self.next_event_slow() {
+                Ok(Some(ev)) if n < out.len() => out[n] = ev,
+                Ok(Some(ev)) => out.push(ev),
+                Ok(None) => break,
+                Err(e) => {
+                    out.truncate(n);
+                    return Err(e);
                 }
             }
             n += 1;

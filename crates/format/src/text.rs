@@ -437,12 +437,6 @@ fn lost_count(text: &[u8]) -> Option<u64> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-#[inline(always)]
-fn load8(b: &[u8], p: usize) -> Option<u64> {
-    let s = b.get(p..p + 8)?;
-    Some(u64::from_le_bytes(s.try_into().ok()?))
-}
-
 /// High bit set in every byte of `w` that is an ASCII decimal digit.
 #[inline(always)]
 fn digit_bits(w: u64) -> u64 {
@@ -465,16 +459,32 @@ fn first_bytes(n: usize) -> u64 {
     HIGHS >> (8 * (8 - n))
 }
 
-/// A canonical decimal (no leading zeros) of 1..=8 digits filling `b[start..end]`.
+/// The bytes [`fast_access`] may look at from the start of a line: a line shorter
+/// than 64 bytes and the 8-byte loads that parse its fields.
+const WINDOW: usize = 96;
+
+/// The 8 bytes at `o` of the window; the callers' offsets are small enough for the
+/// compiler to see that no bounds check is needed.
 #[inline(always)]
-fn field_dec(b: &[u8], start: usize, end: usize) -> Option<u64> {
+fn at(r: &[u8; WINDOW], o: usize) -> u64 {
+    u64::from_le_bytes(r[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// A canonical decimal (no leading zeros) of 1..=8 digits filling `r[start..end]`.
+#[inline(always)]
+fn field_dec(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
     let n = end.wrapping_sub(start);
-    let w = load8(b, start)?;
-    if !(1..=8).contains(&n) {
+    let w = at(r, start);
+    if n == 1 {
+        // Pids and map ids of kernel logs: one digit.
+        let d = (w as u8).wrapping_sub(b'0');
+        return (d <= 9).then_some(d as u64);
+    }
+    if !(2..=8).contains(&n) {
         return None;
     }
     let need = first_bytes(n);
-    if digit_bits(w) & need != need || (n > 1 && w as u8 == b'0') {
+    if digit_bits(w) & need != need || w as u8 == b'0' {
         return None;
     }
     Some(swar_dec8((w & (0x0f * ONES)) << (8 * (8 - n))))
@@ -499,12 +509,21 @@ fn pack_nibbles(mut x: u64) -> u64 {
     ((x << 16) + (x >> 32)) & 0xffff_ffff
 }
 
-/// `0x` and 1..=16 canonical lowercase hex digits filling `b[start..end]`.
+/// `0x` and 1..=16 canonical lowercase hex digits filling `r[start..end]`.
 #[inline(always)]
-fn field_hex0x(b: &[u8], start: usize, end: usize) -> Option<u64> {
+fn field_hex0x(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
     let n = end.wrapping_sub(start + 2);
-    let w = load8(b, start + 2)?;
-    if b.get(start..start + 2)? != b"0x" || n.wrapping_sub(1) >= 16 || (n > 1 && w as u8 == b'0') {
+    let head = at(r, start);
+    if head as u16 != u16::from_le_bytes(*b"0x") || n.wrapping_sub(1) >= 16 {
+        return None;
+    }
+    if n == 1 {
+        // `0x0` and other one-digit values.
+        let (ok, nib) = hex_bits(head >> 16);
+        return (ok & 0x80 != 0).then_some(nib & 0xff);
+    }
+    let w = at(r, start + 2);
+    if w as u8 == b'0' {
         return None;
     }
     let (ok, nib) = hex_bits(w);
@@ -515,7 +534,7 @@ fn field_hex0x(b: &[u8], start: usize, end: usize) -> Option<u64> {
         }
         Some(pack_nibbles(nib << (8 * (8 - n))))
     } else {
-        let (ok2, nib2) = hex_bits(load8(b, start + 10)?);
+        let (ok2, nib2) = hex_bits(at(r, start + 10));
         let need2 = first_bytes(n - 8);
         if ok != HIGHS || ok2 & need2 != need2 {
             return None;
@@ -524,12 +543,12 @@ fn field_hex0x(b: &[u8], start: usize, end: usize) -> Option<u64> {
     }
 }
 
-/// Bit i set where byte i of the 64 bytes at the start of `b` is a control character
+/// Bit i set where byte i of the first `8 * words` bytes of `r` is a control character
 /// or a space (`<= 0x20`): in an access line, only its spaces and its `\n`.
 #[inline(always)]
-fn separators(b: &[u8; 64]) -> u64 {
+fn separators(r: &[u8; WINDOW], words: usize) -> u64 {
     let mut m = 0u64;
-    for (i, c) in b.chunks_exact(8).enumerate() {
+    for (i, c) in r[..8 * words].chunks_exact(8).enumerate() {
         let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
         let below = !((w & (0x7f * ONES)).wrapping_add(0x5f * ONES)) & !w & HIGHS;
         m |= (below.wrapping_mul(0x0002_0408_1020_4081) >> 56) << (8 * i);
@@ -537,58 +556,71 @@ fn separators(b: &[u8; 64]) -> u64 {
     m
 }
 
+/// The positions of the separators after `R 4 `: five spaces and the `\n` (64 for
+/// those missing from `sep`).
+#[inline(always)]
+fn positions(mut sep: u64) -> [usize; 6] {
+    sep &= !0xf;
+    let mut next = || {
+        let i = sep.trailing_zeros() as usize;
+        sep &= sep.wrapping_sub(1);
+        i
+    };
+    [next(), next(), next(), next(), next(), next()]
+}
+
 /// Parses one canonical access line at the start of `b` (the read buffer from the line's
 /// start on), if it is one of the common shapes (shorter than 64 bytes, non-negative map
-/// id, seconds and decimals of at most 8 digits) and 64 bytes are buffered: the access
-/// and the length of the line including its `\n`.
+/// id, seconds and decimals of at most 8 digits) and 96 bytes are buffered: the length
+/// of the line including its `\n`. The access is written into `out`, which holds
+/// garbage when this returns `None`.
 ///
 /// All the separators are found at once, then the fields are parsed independently of
 /// each other, which keeps the processor's pipelines full.
 #[inline(always)]
 pub(crate) fn fast_access(b: &[u8], out: &mut Access) -> Option<usize> {
-    let chunk: &[u8; 64] = b.get(..64)?.try_into().ok()?;
-    let mut sep = separators(chunk);
-    // `R 4 ` then five more spaces and the `\n`.
-    if sep & 0xf != 0b1010 || sep.count_ones() < 8 {
+    let r: &[u8; WINDOW] = b.get(..WINDOW)?.try_into().ok()?;
+    // Most lines are shorter than 48 bytes: look at 48 first.
+    let sep = separators(r, 6);
+    let mut at_ = positions(sep);
+    if at_[5] == 64 {
+        at_ = positions(separators(r, 8));
+    }
+    // A separator missing in the first 64 bytes reads as 64, which the checks of the
+    // bytes there refuse (r[64] cannot be both a space and the `\n`) unless only the
+    // `\n` is beyond: then the line is 65 bytes long and still parsed right.
+    let [s2, s3, s4, s5, s6, len] = at_;
+    let head = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+    let spaces = (head & 0xff00_ff00 ^ 0x2000_2000)
+        | (r[s2] ^ b' ') as u32
+        | (r[s3] ^ b' ') as u32
+        | (r[s4] ^ b' ') as u32
+        | (r[s5] ^ b' ') as u32
+        | (r[s6] ^ b' ') as u32
+        | (r[len] ^ b'\n') as u32;
+    let width = r[2].wrapping_sub(b'0');
+    if spaces != 0 || !(1..=8).contains(&width) {
         return None;
     }
-    sep &= !0xf;
-    let mut next = || {
-        let i = sep.trailing_zeros() as usize;
-        sep &= sep - 1;
-        i
-    };
-    let (s2, s3, s4, s5, s6, len) = (next(), next(), next(), next(), next(), next());
-    if [
-        chunk[1], chunk[3], chunk[s2], chunk[s3], chunk[s4], chunk[s5], chunk[s6],
-    ] != [b' '; 7]
-        || chunk[len] != b'\n'
-    {
-        return None;
-    }
-    let dir = match chunk[0] {
+    let dir = match r[0] {
         b'R' => Direction::Read,
         b'W' => Direction::Write,
         _ => return None,
     };
-    let width = chunk[2].wrapping_sub(b'0');
-    if !(1..=8).contains(&width) {
-        return None;
-    }
     // The timestamp `secs.uuuuuu` fills 4..s2.
     let dot = s2.checked_sub(7)?;
-    let secs = field_dec(b, 4, dot)?;
-    let w = load8(b, dot)?;
+    let secs = field_dec(r, 4, dot)?;
+    let w = at(r, dot);
     if w as u8 != b'.' || digit_bits(w >> 8) & 0x0000_8080_8080_8080 != 0x0000_8080_8080_8080 {
         return None;
     }
     let us = swar_dec8((w & 0x00ff_ffff_ffff_ff00 & (0x0f * ONES)) << 8);
     let ts_ns = (secs * 1_000_000 + us) * 1000; // secs < 10^8: no overflow
-    let map_id = field_dec(b, s2 + 1, s3)?;
-    let phys = field_hex0x(b, s3 + 1, s4)?;
-    let value = field_hex0x(b, s4 + 1, s5)?;
-    let pc = field_hex0x(b, s5 + 1, s6)?;
-    let pid = field_dec(b, s6 + 1, len)?;
+    let map_id = field_dec(r, s2 + 1, s3)?;
+    let phys = field_hex0x(r, s3 + 1, s4)?;
+    let value = field_hex0x(r, s4 + 1, s5)?;
+    let pc = field_hex0x(r, s5 + 1, s6)?;
+    let pid = field_dec(r, s6 + 1, len)?;
     out.dir = dir;
     out.width = width;
     out.pid = pid as u32;
@@ -930,7 +962,7 @@ mod tests {
     fn check_fast(line: &[u8]) -> bool {
         let mut buf = line.to_vec();
         buf.extend_from_slice(b"\nR 4 1.000000 1 0x0 0x0 0x0 0\n");
-        buf.extend_from_slice(&[b'\n'; 64]);
+        buf.extend_from_slice(&[b'\n'; 96]);
         let mut a = crate::binary::BLANK;
         let Some(n) = fast_access(&buf, &mut a) else {
             return false;
