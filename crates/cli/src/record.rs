@@ -86,6 +86,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.ranges = args.ranges;
     opts.bypass = args.bypass;
     opts.status = !args.quiet;
+    let quiet = args.quiet;
     let out = mmio_trace_record::record(&opts).context("mmio-trace record")?;
     if out.processes == 0 {
         eprintln!(
@@ -95,6 +96,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     if out.lost > 0 {
         eprintln!("mmio-trace: warning: {} events lost", out.lost);
+    }
+    if out.slow_steps > 0 && !quiet {
+        eprintln!(
+            "mmio-trace: {} accesses were single-stepped (instructions the emulator does not \
+             know; logged as UNKNOWN where the value could not be known)",
+            out.slow_steps
+        );
     }
     Ok(ExitCode::from(out.exit.code()))
 }
