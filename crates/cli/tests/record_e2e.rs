@@ -678,3 +678,27 @@ fn partial_munmap_keeps_the_rest_traced_and_map_fixed_replaces() {
         vec![('W', 4, 0, 1), ('W', 4, 0x2000, 2), ('W', 4, 0x2000, 3)]
     );
 }
+
+#[test]
+fn programs_own_sigtrap_handler_coexists_with_the_step_fallback() {
+    let d = scratch("trap");
+    let exe = build(&d, "trap");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "traps=3\n");
+    let seq: Vec<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some(format!("W{}", a.value)),
+            Event::Unknown(_) => Some("step".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seq, ["W0", "step", "W1", "step", "W2", "step"]);
+}
