@@ -7,7 +7,9 @@
 //!   wide, nanosecond timestamps) and is several times smaller and faster to read.
 //!
 //! Readers stream in constant memory; [`AnyReader`] detects the format and any
-//! gzip/xz/zstd compression from the content.
+//! gzip/xz/zstd compression from the content. Every reader gives events one at a
+//! time (`next_event`, or as an `Iterator`) or, fastest, in batches: `read_batch`
+//! fills a reused `Vec<Event>`, parsing accesses in place without moving events around.
 //!
 //! This crate has no `unsafe` code.
 #![forbid(unsafe_code)]
