@@ -378,3 +378,8 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bo
     }
     x86::emulate(&d, &mut cpu, &mut bus).is_ok()
 }
+
+/// In a fork child: a locked RMW of a thread that does not exist there holds nothing.
+pub(crate) fn after_fork_child() {
+    RMW_LOCK.store(false, Ordering::Relaxed);
+}

@@ -141,6 +141,9 @@ pub fn shm_fd() -> Option<i32> {
 pub fn after_fork_child() {
     PID.store(sys::getpid(), Ordering::Relaxed);
     threads::after_fork_child();
+    step::after_fork_child();
+    emu::after_fork_child();
+    regions::after_fork_child();
 }
 
 /// Inserts a `MARK` with `text` at this point of the calling thread.

@@ -274,3 +274,9 @@ pub fn overlapping(start: u64, len: u64, mut f: impl FnMut(Region)) {
         }
     }
 }
+
+/// In a fork child: the registry lock may have been held by a thread that does not exist
+/// there.
+pub(crate) fn after_fork_child() {
+    LOCK.store(false, Ordering::Relaxed);
+}

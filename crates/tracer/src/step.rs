@@ -62,7 +62,8 @@ fn pause_others(me: u32) -> u32 {
     if fd < 0 {
         return 0;
     }
-    let mut buf = [0u8; 4096];
+    // Small: this runs on the signal stack, which may be the program's own small one.
+    let mut buf = [0u8; 1024];
     loop {
         let n = sys::getdents64(fd as i32, &mut buf);
         if n <= 0 {
@@ -273,4 +274,11 @@ pub(crate) unsafe fn abort(uc: *mut libc::c_void) {
     if let Some(st) = slot_state() {
         close_and_release(st, uc);
     }
+}
+
+/// In a fork child: the step state of threads that do not exist there is void.
+pub(crate) fn after_fork_child() {
+    STEP_OWNER.store(0, Ordering::Relaxed);
+    PAUSING.store(0, Ordering::Relaxed);
+    ACKS.store(0, Ordering::Relaxed);
 }
