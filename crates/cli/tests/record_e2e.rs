@@ -702,3 +702,43 @@ fn programs_own_sigtrap_handler_coexists_with_the_step_fallback() {
         .collect();
     assert_eq!(seq, ["W0", "step", "W1", "step", "W2", "step"]);
 }
+
+#[test]
+fn sigterm_to_the_recorder_is_passed_to_the_program_and_the_trace_completed() {
+    let d = scratch("sigterm");
+    let exe = build(&d, "marks");
+    let dev = device(&d, 4096);
+    let (ready, go, log) = (d.join("ready"), d.join("go"), d.join("trace.log"));
+    let mut rec = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["record", "-q", "-o"])
+        .arg(&log)
+        .arg("--device")
+        .arg(&dev)
+        .arg("--")
+        .args([&exe, &dev, &ready, &go])
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        assert!(rec.try_wait().unwrap().is_none(), "the program ended early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The program waits for `go` forever; terminate the recorder instead.
+    let st = Command::new("kill")
+        .args(["-TERM", &rec.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        rec.wait().unwrap().code(),
+        Some(128 + 15),
+        "the program died of SIGTERM"
+    );
+    let mut r = AnyReader::open(&log).unwrap();
+    let mut writes = Vec::new();
+    while let Some(e) = r.next_event().unwrap() {
+        if let Event::Access(a) = e {
+            writes.push(a.value);
+        }
+    }
+    assert_eq!(writes, [1, 2]);
+}

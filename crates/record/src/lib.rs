@@ -186,6 +186,13 @@ pub fn header_events() -> Vec<Event> {
     v
 }
 
+/// A termination signal the recorder received, to pass on to the program (0: none).
+static FORWARD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    FORWARD.store(sig, Ordering::SeqCst);
+}
+
 /// Records `opts.command`; returns when it and every process it started have ended.
 pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let (program, args) = opts.command.split_first().ok_or(Error::NoCommand)?;
@@ -245,6 +252,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let old_int = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     // SAFETY: as above.
     let old_quit = unsafe { libc::signal(libc::SIGQUIT, libc::SIG_IGN) };
+    // SIGTERM/SIGHUP to the recorder (e.g. from `timeout`) are passed on to the program;
+    // the recorder keeps draining until it has ended, so the file stays complete.
+    FORWARD.store(0, Ordering::SeqCst);
+    let on_term = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores into an atomic.
+    let old_term = unsafe { libc::signal(libc::SIGTERM, on_term) };
+    // SAFETY: as above.
+    let old_hup = unsafe { libc::signal(libc::SIGHUP, on_term) };
 
     let marks = marks::MarkSocket::bind().ok();
     let nrings = opts.rings as usize;
@@ -304,6 +319,11 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         if all_gone {
             break;
         }
+        let sig = FORWARD.swap(0, Ordering::SeqCst);
+        if sig != 0 && exit.is_none() {
+            // SAFETY: plain kill of our own child.
+            unsafe { libc::kill(child_pid, sig) };
+        }
         // Back off while the program is quiet, so untraced code does not share its CPUs
         // with an eager recorder. Rings hold 16384 events: a program that starts trapping
         // fills one only if the recorder sleeps through all of them, and 5 ms is far less.
@@ -338,6 +358,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     unsafe {
         libc::signal(libc::SIGINT, old_int);
         libc::signal(libc::SIGQUIT, old_quit);
+        libc::signal(libc::SIGTERM, old_term);
+        libc::signal(libc::SIGHUP, old_hup);
     }
     Ok(Outcome {
         exit: exit.unwrap_or(Exit::Code(0)),
