@@ -54,23 +54,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         dev.display()
     );
     let out = mmio_trace_record::record(&opts).context("recording the demo driver")?;
-    let text =
-        std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
-    // The PCIDEV header lines describe this machine's PCI devices (demmio needs them);
-    // they say nothing about the demo, so they are left out of the printout.
+    // The trace as the log holds it, each access followed by its register and fields
+    // from the demo device's database (registers/demo.toml, built in).
+    let mut input = crate::input::LogInput::open_path(&log, false)?;
+    let mut names = crate::regnames::Names::demo()?;
     let mut skipped = 0;
-    for line in text.lines() {
-        if line.starts_with("PCIDEV ") {
+    let mut line = Vec::new();
+    while let Some(ev) = input.next_event()? {
+        names.observe(&ev);
+        // The PCIDEV header lines describe this machine's PCI devices (demmio needs
+        // them); they say nothing about the demo, so they are left out of the printout.
+        if matches!(ev, mmio_trace_format::Event::PciDev(_)) {
             skipped += 1;
-        } else {
-            println!("{line}");
+            continue;
+        }
+        line.clear();
+        mmio_trace_format::text::write_event(&mut line, &ev);
+        let text = String::from_utf8_lossy(&line);
+        match &ev {
+            mmio_trace_format::Event::Access(a) => match names.describe(a) {
+                Some(d) => println!("{:<58} {d}", text.trim_end()),
+                None => print!("{text}"),
+            },
+            _ => print!("{text}"),
         }
     }
     if skipped > 0 {
         eprintln!("({skipped} PCIDEV header lines not shown)");
     }
     eprintln!(
-        "{} events; each R/W line: width, time (s), map id, address, value, pc, thread id",
+        "{} events; each R/W line: width, time (s), map id, address, value, pc, thread id, then the register it names",
         out.events
     );
     if args.output.is_none() {

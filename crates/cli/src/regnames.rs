@@ -56,6 +56,13 @@ impl DbArgs {
 }
 
 impl Names {
+    /// Names for the simulated device of `mmio-trace demo` (its database is built in).
+    pub fn demo() -> anyhow::Result<Names> {
+        let db = mmio_trace_regdb::builtin::demo();
+        let session = Session::new(vec![(db, mmio_trace_regdb::Selector::Auto)])?;
+        Ok(Names { session })
+    }
+
     /// Sees every event of the log, in order, before any access that follows it is
     /// described (PCIDEV and MAP lines bind databases to addresses).
     pub fn observe(&mut self, ev: &Event) {

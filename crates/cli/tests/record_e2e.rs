@@ -429,6 +429,29 @@ fn demo_runs_the_example_driver_under_record() {
             "MARK done",
         ]
     );
+    // Each access also shows its register from the built-in demo database.
+    let names: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("R ") || l.starts_with("W "))
+        .map(|l| l[58..].trim())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ID = DMA1",
+            "VERSION = MINOR = 2 | MAJOR = 1",
+            "CTRL = RESET",
+            "STATUS = READY | DONE",
+            "SRC = 0x100000000",
+            "DST = 0x200000000",
+            "LEN = 4096",
+            "CTRL = ENABLE | IRQ_EN",
+            "DOORBELL = START",
+            "STATUS = READY | DONE",
+            "IRQ_STATUS = DONE",
+            "IRQ_STATUS = DONE",
+        ]
+    );
 }
 
 #[test]
