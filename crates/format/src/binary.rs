@@ -668,13 +668,13 @@ fn decode_narrow(r: &[u8; WINDOW], p: &mut Prev, out: &mut Access) -> Option<usi
     let pn = pcode + (pcode == 7) as usize;
     let vcode = (sizes >> 5) as usize;
     let vn = vcode + (vcode == 7) as usize;
-    let load = |o: usize, n: usize| at(r, o) & (!0u64).checked_shr(64 - 8 * n as u32).unwrap_or(0);
-    let code = load(2, tn);
-    let dphys = load(2 + tn, pn);
-    let value = load(2 + tn + pn, vn);
+    // Offsets by arithmetic (the next record waits on them), masks from tables.
+    let code = at(r, 2) & MASKS2[(sizes & 3) as usize];
+    let dphys = at(r, 2 + tn) & MASKS3[pcode];
+    let value = at(r, 2 + tn + pn) & MASKS3[vcode];
     let mut o = 2 + tn + pn + vn;
     let unit = if code & 1 == 1 { 1000 } else { 1 };
-    let dt = unzz(code >> 1).wrapping_mul(unit);
+    let dt = unzz(code >> 1).checked_mul(unit)?;
     let (mut map_id, mut pc, mut pid) = (p.map_id, p.pc, p.pid);
     if tag & (A_MAP | A_CTX) != 0 {
         let r = &r[..];
@@ -742,8 +742,12 @@ fn decode_access(
     let p_phys = *pos + SIZES2[tc];
     let dphys = get_le(b, p_phys, SIZES3[pcode], MASKS3[pcode])?;
     let p_value = p_phys + SIZES3[pcode];
+    // A microsecond delta whose nanoseconds overflow is refused: the writer never
+    // makes one, and accepting it would give a delta the writer cannot write back.
     let dt = if code & 1 == 1 {
-        unzz(code >> 1).wrapping_mul(1000)
+        unzz(code >> 1)
+            .checked_mul(1000)
+            .ok_or(Bad("a time delta that fits in 64 bits"))?
     } else {
         unzz(code >> 1)
     };

@@ -544,13 +544,15 @@ fn field_hex0x(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
 }
 
 /// Bit i set where byte i of the first `8 * words` bytes of `r` is a control character
-/// or a space (`<= 0x20`): in an access line, only its spaces and its `\n`.
+/// or a space (`<= 0x20`, or 0x80..=0xa0): in an access line, its spaces and its `\n`.
 #[inline(always)]
 fn separators(r: &[u8; WINDOW], words: usize) -> u64 {
     let mut m = 0u64;
     for (i, c) in r[..8 * words].chunks_exact(8).enumerate() {
         let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        let below = !((w & (0x7f * ONES)).wrapping_add(0x5f * ONES)) & !w & HIGHS;
+        // (Bytes 0x80..=0xa0 are flagged too: no field can hold them, and the checks
+        // of the separators' bytes refuse the line.)
+        let below = !((w | HIGHS) - 0x21 * ONES) & HIGHS;
         m |= (below.wrapping_mul(0x0002_0408_1020_4081) >> 56) << (8 * i);
     }
     m
@@ -991,7 +993,7 @@ mod tests {
         for line in lines {
             assert!(check_fast(line), "{}", String::from_utf8_lossy(line));
         }
-        let subst = b"0189afgxAF -.\n\r,W";
+        let subst = b"0189afgxAF -.\n\r,W\x80\xa0\x1f\x7f";
         let mut accepted = 0;
         for line in lines {
             for i in 0..line.len() {
