@@ -7,13 +7,15 @@
 //! |---|---|
 //! | `mmap`, `mmap64` | trace new device mappings (after the real call) |
 //! | `munmap`, `mremap`, `mprotect` | keep traced regions right when the program changes them |
-//! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained |
+//! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained; other handlers' `sa_mask` never blocks the tracer's signals |
 //! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
-//! | `fork` | the child gets fresh per-thread state and rings |
+//! | `sigaltstack` | the program's alternate stack is recorded and reported, the tracer's (large) one stays |
+//! | `timer_create`, `mq_notify` | `SIGEV_THREAD` callbacks run in glibc threads with every signal blocked: unblock the tracer's first |
+//! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
 //! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end |
 //! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address |
 //! | `close` | the program may not close the recorder's shared-memory fd |
-//! | `execve` | the new image keeps `LD_PRELOAD` and the recorder's variables |
+//! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
 //!
 //! Real functions are resolved eagerly with `dlsym(RTLD_NEXT)` in the constructor (lazy
@@ -30,7 +32,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::{off_t, size_t};
 use mmio_trace_tracer::{self as tracer, signals, sys};
@@ -64,7 +66,15 @@ reals!(
     execve,
     pthread_create,
     pthread_exit,
-    ioctl
+    ioctl,
+    sigaltstack,
+    timer_create,
+    mq_notify,
+    execvpe,
+    execveat,
+    fexecve,
+    posix_spawn,
+    posix_spawnp
 );
 
 fn resolve(slot: &AtomicUsize, name: &str) -> usize {
@@ -92,7 +102,23 @@ extern "C" fn init() {
     if tracer::init_from_env() {
         SHM_FD.store(tracer::shm_fd().unwrap_or(-1), Ordering::Relaxed);
         INITIALISED.store(true, Ordering::Release);
+        // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;
+        // the atfork handlers run for every fork made with libc's fork.
+        // SAFETY: plain function pointers that stay valid (this library is never unloaded).
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     }
+}
+
+extern "C" fn fork_prepare() {
+    tracer::fork_prepare();
+}
+
+extern "C" fn fork_parent() {
+    tracer::fork_parent();
+}
+
+extern "C" fn fork_child() {
+    tracer::fork_child();
 }
 
 fn set_errno(e: c_int) {
@@ -218,7 +244,14 @@ pub unsafe extern "C" fn mremap(
 type SigactionFn =
     unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
 
+/// Which of the tracer's signals each program handler's `sa_mask` asked to block (removed
+/// before the kernel sees it, reported back to the program).
+static STRIPPED: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+
 /// Interposed `sigaction`: SIGSEGV, SIGTRAP and the tracer's pause signal are virtualised.
+/// Other handlers get `sa_mask` without those (a handler installed with `sigfillset` that
+/// touches the device would otherwise be killed by the kernel); the program sees its own
+/// mask in `old`.
 #[no_mangle]
 pub unsafe extern "C" fn sigaction(
     sig: c_int,
@@ -230,8 +263,172 @@ pub unsafe extern "C" fn sigaction(
         return 0;
     }
     let p = real(&real::sigaction, "sigaction\0");
-    // SAFETY: libc's sigaction with the caller's arguments.
-    unsafe { std::mem::transmute::<usize, SigactionFn>(p)(sig, act, old) }
+    // SAFETY: libc's sigaction.
+    let f = unsafe { std::mem::transmute::<usize, SigactionFn>(p) };
+    let Some(slot) = STRIPPED.get(sig as usize) else {
+        // SAFETY: the caller's arguments (libc reports EINVAL).
+        return unsafe { f(sig, act, old) };
+    };
+    if !INITIALISED.load(Ordering::Acquire) {
+        // SAFETY: the caller's arguments.
+        return unsafe { f(sig, act, old) };
+    }
+    let mut mine: Option<libc::sigaction> = None;
+    let mut stripped = 0u64;
+    if !act.is_null() {
+        // SAFETY: the caller's valid sigaction.
+        let mut a = unsafe { *act };
+        for (k, sig) in [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL]
+            .into_iter()
+            .enumerate()
+        {
+            // SAFETY: a valid sigset.
+            if unsafe { libc::sigismember(&a.sa_mask, sig) } == 1 {
+                stripped |= 1 << k;
+                // SAFETY: as above.
+                unsafe { libc::sigdelset(&mut a.sa_mask, sig) };
+            }
+        }
+        mine = Some(a);
+    }
+    let before = slot.load(Ordering::Relaxed);
+    let ap = mine.as_ref().map_or(act, |a| a as *const libc::sigaction);
+    // SAFETY: libc's sigaction with valid pointers.
+    let rc = unsafe { f(sig, ap, old) };
+    if rc == 0 {
+        if !old.is_null() {
+            for (k, sig) in [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL]
+                .into_iter()
+                .enumerate()
+            {
+                if before & (1 << k) != 0 {
+                    // SAFETY: the caller's sigaction, just filled in.
+                    unsafe { libc::sigaddset(&mut (*old).sa_mask, sig) };
+                }
+            }
+        }
+        if mine.is_some() {
+            slot.store(stripped, Ordering::Relaxed);
+        }
+    }
+    rc
+}
+
+type SigaltstackFn = unsafe extern "C" fn(*const libc::stack_t, *mut libc::stack_t) -> c_int;
+
+/// Interposed `sigaltstack`: virtualised (see `signals::app_sigaltstack`); the tracer's
+/// handler must not run on a small program stack.
+#[no_mangle]
+pub unsafe extern "C" fn sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t) -> c_int {
+    // SAFETY: the caller's pointers.
+    match unsafe { signals::app_sigaltstack(ss, old) } {
+        Some(0) => 0,
+        Some(e) => {
+            set_errno(-e);
+            -1
+        }
+        None => {
+            let p = real(&real::sigaltstack, "sigaltstack\0");
+            // SAFETY: libc's sigaltstack with the caller's arguments.
+            unsafe { std::mem::transmute::<usize, SigaltstackFn>(p)(ss, old) }
+        }
+    }
+}
+
+/// `struct sigevent` as glibc lays it out for `SIGEV_THREAD` (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SigEvent {
+    value: usize,
+    signo: c_int,
+    notify: c_int,
+    function: usize,
+    attributes: usize,
+    pad: [u64; 4],
+}
+
+const SIGEV_THREAD: c_int = 2;
+
+/// A `SIGEV_THREAD` callback and its argument, for [`sigev_thread`].
+struct SigevCall {
+    function: extern "C" fn(usize),
+    value: usize,
+}
+
+/// Runs a `SIGEV_THREAD` callback in glibc's notification thread, which has every signal
+/// blocked: the tracer's are unblocked first (a device access would be fatal otherwise).
+extern "C" fn sigev_thread(call: usize) {
+    signals::unblock_ours();
+    // SAFETY: a leaked `SigevCall` made by `with_sigev_thread`, never freed.
+    let c = unsafe { &*(call as *const SigevCall) };
+    (c.function)(c.value);
+}
+
+/// `sev` with a `SIGEV_THREAD` callback wrapped by [`sigev_thread`]. The wrapper's 16
+/// bytes are never freed (the notification may still be running when the timer or queue
+/// goes away).
+unsafe fn with_sigev_thread(sev: *const c_void) -> Option<SigEvent> {
+    if sev.is_null() || !INITIALISED.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: the caller's struct sigevent (64 bytes).
+    let mut e = unsafe { *(sev as *const SigEvent) };
+    if e.notify != SIGEV_THREAD || e.function == 0 {
+        return None;
+    }
+    let call = Box::new(SigevCall {
+        // SAFETY: the program's notification function, `void (*)(union sigval)`.
+        function: unsafe { std::mem::transmute::<usize, extern "C" fn(usize)>(e.function) },
+        value: e.value,
+    });
+    e.value = Box::into_raw(call) as usize;
+    e.function = sigev_thread as *const () as usize;
+    Some(e)
+}
+
+/// Interposed `timer_create`: see [`sigev_thread`].
+#[no_mangle]
+pub unsafe extern "C" fn timer_create(
+    clock: libc::clockid_t,
+    sev: *mut c_void,
+    timer: *mut c_void,
+) -> c_int {
+    let p = real(&real::timer_create, "timer_create\0");
+    if p == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: the caller's sigevent.
+    let mine = unsafe { with_sigev_thread(sev) };
+    let sp = mine.as_ref().map_or(sev as *const c_void, |e| {
+        e as *const SigEvent as *const c_void
+    });
+    // SAFETY: libc's timer_create with the caller's arguments (or a copy of its sigevent).
+    unsafe {
+        std::mem::transmute::<
+            usize,
+            unsafe extern "C" fn(libc::clockid_t, *const c_void, *mut c_void) -> c_int,
+        >(p)(clock, sp, timer)
+    }
+}
+
+/// Interposed `mq_notify`: see [`sigev_thread`].
+#[no_mangle]
+pub unsafe extern "C" fn mq_notify(mq: c_int, sev: *const c_void) -> c_int {
+    let p = real(&real::mq_notify, "mq_notify\0");
+    if p == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    // SAFETY: the caller's sigevent.
+    let mine = unsafe { with_sigev_thread(sev) };
+    let sp = mine
+        .as_ref()
+        .map_or(sev, |e| e as *const SigEvent as *const c_void);
+    // SAFETY: libc's mq_notify with the caller's arguments (or a copy of its sigevent).
+    unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(c_int, *const c_void) -> c_int>(p)(mq, sp)
+    }
 }
 
 type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
@@ -353,24 +550,58 @@ fn saved_env() -> Vec<std::ffi::CString> {
 type ExecveFn =
     unsafe extern "C" fn(*const c_char, *const *const c_char, *const *const c_char) -> c_int;
 
-/// Interposed `execve`: an environment passed explicitly keeps our variables, so the new
-/// image is traced too. No allocation (this may run in a `vfork` child).
-#[no_mangle]
-pub unsafe extern "C" fn execve(
-    path: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    let p = real(&real::execve, "execve\0");
-    // SAFETY: libc's execve.
-    let f = unsafe { std::mem::transmute::<usize, ExecveFn>(p) };
+/// Entries of a patched environment (more are dropped).
+const ENV_MAX: usize = 2048;
+
+/// A patched environment, built on the caller's stack: no allocation (exec may run in a
+/// `vfork` child, where `malloc` is off limits).
+struct EnvPatch {
+    ptrs: [*const c_char; ENV_MAX],
+    /// `LD_PRELOAD=ours:theirs`, when the program set its own.
+    preload: [u8; 4096],
+}
+
+impl EnvPatch {
+    fn new() -> Self {
+        EnvPatch {
+            ptrs: [std::ptr::null(); ENV_MAX],
+            preload: [0; 4096],
+        }
+    }
+}
+
+/// The key (`NAME=`) of an environment entry.
+fn env_key(e: &[u8]) -> &[u8] {
+    e.iter().position(|&c| c == b'=').map_or(e, |p| &e[..=p])
+}
+
+/// `envp` with the variables a traced image needs: the recorder's `MMIO_TRACE_*` replace
+/// the program's, and our library is prepended to the program's own `LD_PRELOAD` (kept
+/// as is when it already lists ours). Returns `envp` itself when tracing is off.
+///
+/// # Safety
+/// `envp` must be null or a NULL-terminated array of C strings.
+unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *const c_char {
     let ours = match ENV.get() {
         Some(v) if INITIALISED.load(Ordering::Acquire) && !envp.is_null() => v,
-        // SAFETY: the caller's arguments.
-        _ => return unsafe { f(path, argv, envp) },
+        _ => return envp,
     };
-    const MAX: usize = 2048;
-    let mut env = [std::ptr::null::<c_char>(); MAX];
+    const PRELOAD: &[u8] = b"LD_PRELOAD=";
+    // Our library: the first element of the LD_PRELOAD the recorder gave us.
+    let our_lib = ours
+        .iter()
+        .map(|o| o.as_bytes())
+        .find(|o| o.starts_with(PRELOAD))
+        .map(|o| {
+            let v = &o[PRELOAD.len()..];
+            let n = v
+                .iter()
+                .position(|&c| c == b':' || c == b' ')
+                .unwrap_or(v.len());
+            &v[..n]
+        })
+        .filter(|l| !l.is_empty());
+    let mut preload_done = false;
     let mut n = 0;
     let mut i = 0;
     loop {
@@ -382,24 +613,280 @@ pub unsafe extern "C" fn execve(
         i += 1;
         // SAFETY: each entry is a C string.
         let bytes = unsafe { CStr::from_ptr(e) }.to_bytes();
-        let overridden = ours.iter().any(|o| {
-            let ob = o.as_bytes();
-            let k = ob.iter().position(|&c| c == b'=').map_or(ob, |p| &ob[..=p]);
-            bytes.starts_with(k)
-        });
-        if !overridden && n < MAX - ours.len() - 1 {
-            env[n] = e;
+        let mut entry = e;
+        if let (Some(lib), Some(theirs)) = (our_lib, bytes.strip_prefix(PRELOAD)) {
+            if preload_done {
+                continue;
+            }
+            preload_done = true;
+            let listed = theirs.split(|&c| c == b':' || c == b' ').any(|x| x == lib);
+            let len = PRELOAD.len() + lib.len() + 1 + theirs.len();
+            if !listed && len < out.preload.len() {
+                let b = &mut out.preload;
+                b[..PRELOAD.len()].copy_from_slice(PRELOAD);
+                b[PRELOAD.len()..PRELOAD.len() + lib.len()].copy_from_slice(lib);
+                b[PRELOAD.len() + lib.len()] = b':';
+                b[PRELOAD.len() + lib.len() + 1..len].copy_from_slice(theirs);
+                b[len] = 0;
+                entry = b.as_ptr() as *const c_char;
+            } else if !listed {
+                // Too long to extend: ours alone (added below).
+                preload_done = false;
+                continue;
+            }
+        } else if ours
+            .iter()
+            .any(|o| !o.as_bytes().starts_with(PRELOAD) && bytes.starts_with(env_key(o.as_bytes())))
+        {
+            continue;
+        }
+        if n < ENV_MAX - ours.len() - 1 {
+            out.ptrs[n] = entry;
             n += 1;
         }
     }
     for o in ours {
-        if n < MAX - 1 {
-            env[n] = o.as_ptr();
+        if preload_done && o.as_bytes().starts_with(PRELOAD) {
+            continue;
+        }
+        if n < ENV_MAX - 1 {
+            out.ptrs[n] = o.as_ptr();
             n += 1;
         }
     }
-    // SAFETY: a NULL-terminated array of C strings that outlive the call.
-    unsafe { f(path, argv, env.as_ptr()) }
+    out.ptrs.as_ptr()
+}
+
+/// Interposed `execve`: an environment passed explicitly keeps our variables, so the new
+/// image is traced too. No allocation (this may run in a `vfork` child).
+#[no_mangle]
+pub unsafe extern "C" fn execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let p = real(&real::execve, "execve\0");
+    let mut env = EnvPatch::new();
+    // SAFETY: the caller's environment; then libc's execve with the patched one, whose
+    // strings outlive the call.
+    unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
+}
+
+/// Interposed `execvpe` (glibc's calls its internal `execve`, not ours).
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let p = real(&real::execvpe, "execvpe\0");
+    let mut env = EnvPatch::new();
+    // SAFETY: as in `execve`.
+    unsafe { std::mem::transmute::<usize, ExecveFn>(p)(file, argv, patch_env(envp, &mut env)) }
+}
+
+/// Interposed `execveat`.
+#[no_mangle]
+pub unsafe extern "C" fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> c_int {
+    type F = unsafe extern "C" fn(
+        c_int,
+        *const c_char,
+        *const *const c_char,
+        *const *const c_char,
+        c_int,
+    ) -> c_int;
+    let p = real(&real::execveat, "execveat\0");
+    if p == 0 {
+        set_errno(libc::ENOSYS);
+        return -1;
+    }
+    let mut env = EnvPatch::new();
+    // SAFETY: as in `execve`.
+    unsafe {
+        std::mem::transmute::<usize, F>(p)(dirfd, path, argv, patch_env(envp, &mut env), flags)
+    }
+}
+
+/// Interposed `fexecve`.
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    type F = unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
+    let p = real(&real::fexecve, "fexecve\0");
+    let mut env = EnvPatch::new();
+    // SAFETY: as in `execve`.
+    unsafe { std::mem::transmute::<usize, F>(p)(fd, argv, patch_env(envp, &mut env)) }
+}
+
+type PosixSpawnFn = unsafe extern "C" fn(
+    *mut libc::pid_t,
+    *const c_char,
+    *const c_void,
+    *const c_void,
+    *const *const c_char,
+    *const *const c_char,
+) -> c_int;
+
+/// Interposed `posix_spawn` (glibc's child calls its internal `execve`, not ours).
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    actions: *const c_void,
+    attr: *const c_void,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let p = real(&real::posix_spawn, "posix_spawn\0");
+    let mut env = EnvPatch::new();
+    // SAFETY: as in `execve`.
+    unsafe {
+        std::mem::transmute::<usize, PosixSpawnFn>(p)(
+            pid,
+            path,
+            actions,
+            attr,
+            argv,
+            patch_env(envp, &mut env),
+        )
+    }
+}
+
+/// Interposed `posix_spawnp`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut libc::pid_t,
+    file: *const c_char,
+    actions: *const c_void,
+    attr: *const c_void,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let p = real(&real::posix_spawnp, "posix_spawnp\0");
+    let mut env = EnvPatch::new();
+    // SAFETY: as in `execve`.
+    unsafe {
+        std::mem::transmute::<usize, PosixSpawnFn>(p)(
+            pid,
+            file,
+            actions,
+            attr,
+            argv,
+            patch_env(envp, &mut env),
+        )
+    }
+}
+
+/// Arguments `execle` can take under the tracer (more: `E2BIG`).
+const EXECLE_MAX: usize = 61;
+
+/// Interposed `execle(path, arg0, ..., NULL, envp)`, variadic in C. Stable Rust cannot
+/// define a variadic function, so this one has a fixed number of integer parameters: in
+/// the x86-64 SysV ABI variadic and fixed integer arguments are passed alike (registers,
+/// then the caller's stack), so parameter k is argument k when the caller passed that
+/// many; those past the caller's (after envp) read its stack frame and are ignored. At most
+/// [`EXECLE_MAX`] arguments before the NULL.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn execle(
+    path: *const c_char,
+    a0: usize,
+    a1: usize,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+    a6: usize,
+    a7: usize,
+    a8: usize,
+    a9: usize,
+    a10: usize,
+    a11: usize,
+    a12: usize,
+    a13: usize,
+    a14: usize,
+    a15: usize,
+    a16: usize,
+    a17: usize,
+    a18: usize,
+    a19: usize,
+    a20: usize,
+    a21: usize,
+    a22: usize,
+    a23: usize,
+    a24: usize,
+    a25: usize,
+    a26: usize,
+    a27: usize,
+    a28: usize,
+    a29: usize,
+    a30: usize,
+    a31: usize,
+    a32: usize,
+    a33: usize,
+    a34: usize,
+    a35: usize,
+    a36: usize,
+    a37: usize,
+    a38: usize,
+    a39: usize,
+    a40: usize,
+    a41: usize,
+    a42: usize,
+    a43: usize,
+    a44: usize,
+    a45: usize,
+    a46: usize,
+    a47: usize,
+    a48: usize,
+    a49: usize,
+    a50: usize,
+    a51: usize,
+    a52: usize,
+    a53: usize,
+    a54: usize,
+    a55: usize,
+    a56: usize,
+    a57: usize,
+    a58: usize,
+    a59: usize,
+    a60: usize,
+    a61: usize,
+    a62: usize,
+) -> c_int {
+    let args: [usize; 63] = [
+        a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19,
+        a20, a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31, a32, a33, a34, a35, a36, a37,
+        a38, a39, a40, a41, a42, a43, a44, a45, a46, a47, a48, a49, a50, a51, a52, a53, a54, a55,
+        a56, a57, a58, a59, a60, a61, a62,
+    ];
+    let Some(end) = args
+        .iter()
+        .position(|&a| a == 0)
+        .filter(|&e| e <= EXECLE_MAX)
+    else {
+        set_errno(libc::E2BIG);
+        return -1;
+    };
+    let Some(&envp) = args.get(end + 1) else {
+        set_errno(libc::E2BIG);
+        return -1;
+    };
+    let mut argv = [std::ptr::null::<c_char>(); EXECLE_MAX + 1];
+    for (d, &a) in argv.iter_mut().zip(&args[..end]) {
+        *d = a as *const c_char;
+    }
+    // SAFETY: the caller's path, NULL-terminated argument list and environment.
+    unsafe { execve(path, argv.as_ptr(), envp as *const *const c_char) }
 }
 
 struct Start {

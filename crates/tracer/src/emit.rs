@@ -4,7 +4,25 @@ use std::sync::atomic::Ordering;
 
 use mmio_trace_ring::{Kind, Producer, Record};
 
-use crate::{sys, threads};
+use crate::{signals, sys, threads};
+
+/// Asynchronous signals blocked for the guard's life: events written from normal context
+/// (MAP, UNMAP, MARK) must not be interrupted by a program handler whose device access
+/// writes into the same single-producer ring. (The fault path runs with them blocked
+/// already.)
+struct NoAsyncSignals(u64);
+
+impl NoAsyncSignals {
+    fn new() -> Self {
+        NoAsyncSignals(signals::block_async())
+    }
+}
+
+impl Drop for NoAsyncSignals {
+    fn drop(&mut self) {
+        signals::restore_mask(self.0);
+    }
+}
 
 /// An event being written: the ring is marked busy and the timestamp taken.
 pub(crate) struct Pending {
@@ -96,6 +114,7 @@ impl Pending {
 
 /// Publishes a `MAP` of `len` bytes at `virt` with physical address `phys`.
 pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
+    let _quiet = NoAsyncSignals::new();
     let e = begin();
     let ts = e.ts;
     e.push(&[
@@ -106,6 +125,7 @@ pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
 
 /// Publishes an `UNMAP` of mapping `map_id`.
 pub fn unmap(map_id: u64, pc: u64) {
+    let _quiet = NoAsyncSignals::new();
     let e = begin();
     let ts = e.ts;
     e.push(&[Record::new(ts, 0, map_id, pc, 0, Kind::Unmap)]);
@@ -113,6 +133,7 @@ pub fn unmap(map_id: u64, pc: u64) {
 
 /// Publishes a `MARK` with `text` from the calling thread.
 pub fn mark(text: &[u8]) {
+    let _quiet = NoAsyncSignals::new();
     let e = begin();
     let ts = e.ts;
     match e.p {

@@ -137,6 +137,23 @@ pub fn shm_fd() -> Option<i32> {
     (fd >= 0).then_some(fd)
 }
 
+/// `pthread_atfork` prepare handler (the preload library registers these three, so that
+/// forks it does not interpose, such as `daemon(3)`'s, are covered too).
+pub fn fork_prepare() {
+    regions::fork_prepare();
+}
+
+/// `pthread_atfork` parent handler.
+pub fn fork_parent() {
+    regions::fork_release();
+}
+
+/// `pthread_atfork` child handler.
+pub fn fork_child() {
+    regions::fork_release();
+    after_fork_child();
+}
+
 /// Call in the child after `fork`.
 pub fn after_fork_child() {
     PID.store(sys::getpid(), Ordering::Relaxed);
@@ -332,7 +349,10 @@ pub fn before_munmap(addr: u64, len: u64, pc: u64) {
     }
     let len = (len + PAGE - 1) & !(PAGE - 1);
     regions::remove_range(addr, len, |r| {
-        emit::unmap(r.map_id, pc);
+        // A region split by `mprotect` or a partial `munmap` ends with its last piece.
+        if !regions::has_map_id(r.map_id) {
+            emit::unmap(r.map_id, pc);
+        }
         if r.alias != 0 {
             // SAFETY: the alias is the tracer's own mapping and no longer registered.
             unsafe { sys::munmap(r.alias as usize, r.len as usize) };
@@ -374,11 +394,53 @@ pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<i32> {
     Some(if rc < 0 { -1 } else { 0 })
 }
 
+/// `mremap(old, 0, new_len, MREMAP_MAYMOVE)`: a second view of the same pages at `new`.
+/// The original stays traced; the view is traced as a mapping of its own, with an alias of
+/// its own (the original's may go away first).
+fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
+    let Some(r) = regions::find(old) else { return };
+    let Some(shm) = shm() else { return };
+    let new_len = (new_len + PAGE - 1) & !(PAGE - 1);
+    let mut alias = 0;
+    if r.alias != 0 {
+        // SAFETY: duplicating the tracer's own shared alias mapping into a fresh address.
+        let a = unsafe {
+            sys::mremap(
+                r.alias_of(old) as usize,
+                0,
+                new_len as usize,
+                libc::MREMAP_MAYMOVE,
+                0,
+            )
+        };
+        alias = if a < 0 { 0 } else { a as u64 };
+    }
+    let map_id = shm.next_map_id();
+    let nr = Region {
+        start: new,
+        len: new_len,
+        alias,
+        phys: r.phys_of(old),
+        map_id,
+        prot: r.prot,
+    };
+    if regions::add(nr) {
+        emit::map(new, new_len, nr.phys, map_id, pc);
+        // The view inherited PROT_NONE from the original's closed pages; keep it closed.
+        // SAFETY: the program's new mapping.
+        unsafe { sys::mprotect(new as usize, new_len as usize, libc::PROT_NONE) };
+    }
+}
+
 /// The preload library's hook after a successful `mremap` of `old`: a traced region that
 /// moved or changed size is traced at its new place (`UNMAP` + `MAP` under a new id), the
 /// alias remapped alongside.
 pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
     if !is_active() {
+        return;
+    }
+    if old_len == 0 {
+        after_mremap_dup(old, new, new_len, pc);
         return;
     }
     let mut moved = None;

@@ -3,7 +3,10 @@
 //! A fixed array of slots, each guarded by its own sequence counter (a seqlock): the fault
 //! handler copies a slot and retries if a writer changed it meanwhile, so lookups never
 //! block and never allocate. Writers (mmap/munmap/mprotect/mremap hooks, normal context
-//! only) serialise on one spin lock. Updates are rare; lookups are on every fault.
+//! only) serialise on one spin lock, with asynchronous signals blocked while they hold it:
+//! a program handler interrupting a writer on the same thread would otherwise spin for
+//! ever on the half-written slot (a lookup) or on the lock (its own `mmap`). Updates are
+//! rare; lookups are on every fault.
 
 use std::sync::atomic::{
     fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering,
@@ -126,22 +129,42 @@ static LO: AtomicU64 = AtomicU64::new(u64::MAX);
 static HI: AtomicU64 = AtomicU64::new(0);
 static LOCK: AtomicBool = AtomicBool::new(false);
 
-struct Guard;
+/// The registry lock, held; the thread's signal mask from before it was taken.
+struct Guard(u64);
 
 fn lock() -> Guard {
+    let old = crate::signals::block_async();
     while LOCK
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
         std::hint::spin_loop();
     }
-    Guard
+    Guard(old)
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         LOCK.store(false, Ordering::Release);
+        crate::signals::restore_mask(self.0);
     }
+}
+
+/// The lock and the mask saved by [`fork_prepare`] (one fork at a time holds the lock).
+static FORK_MASK: AtomicU64 = AtomicU64::new(0);
+
+/// Before `fork` (a `pthread_atfork` prepare handler): takes the registry lock so that
+/// the child never inherits a slot caught mid-write.
+pub fn fork_prepare() {
+    let g = lock();
+    FORK_MASK.store(g.0, Ordering::Relaxed);
+    std::mem::forget(g);
+}
+
+/// After `fork`, in the parent or in the child: releases what [`fork_prepare`] took.
+pub fn fork_release() {
+    LOCK.store(false, Ordering::Release);
+    crate::signals::restore_mask(FORK_MASK.load(Ordering::Relaxed));
 }
 
 /// The region containing `addr`, if traced. Lock-free, allocation-free.
@@ -247,21 +270,60 @@ pub fn maybe_overlaps(start: u64, len: u64) -> bool {
     start < HI.load(Ordering::Relaxed) && start.saturating_add(len) > LO.load(Ordering::Relaxed)
 }
 
-/// Changes the program-visible protection of every region overlapping the range; returns
-/// how many regions it touched.
+/// Changes the program-visible protection of `[start, start+len)` in every region it
+/// overlaps; a region only partly inside is split at the range's edges, so its other
+/// pages keep their protection. Returns how many regions it touched.
 pub fn set_prot(start: u64, len: u64, prot: i32) -> usize {
     let _g = lock();
+    let end = start.saturating_add(len);
     let mut n = 0;
+    // Pieces added below land in slots past `high` or in free slots; either way they lie
+    // outside the range, so revisiting them is harmless.
     for slot in SLOTS.iter().take(HIGH.load(Ordering::Relaxed)) {
-        if let Some(mut r) = slot.read() {
-            if r.start < start.saturating_add(len) && start < r.start + r.len {
-                r.prot = prot;
-                slot.write(Some(r));
-                n += 1;
-            }
+        let Some(r) = slot.read() else { continue };
+        let rend = r.start + r.len;
+        if !(r.start < end && start < rend) {
+            continue;
         }
+        n += 1;
+        if r.prot == prot {
+            continue;
+        }
+        let piece = |from: u64, to: u64, prot: i32| Region {
+            start: from,
+            len: to - from,
+            alias: if r.alias != 0 {
+                r.alias + (from - r.start)
+            } else {
+                0
+            },
+            phys: r.phys + (from - r.start),
+            prot,
+            ..r
+        };
+        let (lo, hi) = (r.start.max(start), rend.min(end));
+        // The outer pieces first (they briefly overlap the old slot with the same data),
+        // so that every byte stays findable throughout.
+        if r.start < lo && !add_locked(piece(r.start, lo, r.prot)) {
+            continue;
+        }
+        if hi < rend && !add_locked(piece(hi, rend, r.prot)) {
+            // No room for the right piece: keep the tail in this slot with the old
+            // protection, rather than lose it.
+            slot.write(Some(piece(lo, rend, r.prot)));
+            continue;
+        }
+        slot.write(Some(piece(lo, hi, prot)));
     }
     n
+}
+
+/// Whether any registered region carries mapping id `map_id` (normal context).
+pub fn has_map_id(map_id: u64) -> bool {
+    SLOTS
+        .iter()
+        .take(HIGH.load(Ordering::Acquire))
+        .any(|s| s.read().is_some_and(|r| r.map_id == map_id))
 }
 
 /// All regions overlapping the range (copied out; normal context).

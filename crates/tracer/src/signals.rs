@@ -6,7 +6,7 @@
 //! tracer's is handed to the program's handler as the kernel would have, or, under the
 //! default action, re-raised so the program dies of the same signal.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
@@ -47,12 +47,113 @@ static APP: [AppAction; 65] = [NO_ACTION; 65];
 /// write. Synchronous faults and the pause signal (a thread waiting for the step lock
 /// must still answer it) stay deliverable. Program handlers we chain to get the mask the
 /// kernel would have given them (see [`deliver`]).
-const HANDLER_MASK: u64 = !((1 << (libc::SIGSEGV - 1))
+pub(crate) const HANDLER_MASK: u64 = !((1 << (libc::SIGSEGV - 1))
     | (1 << (libc::SIGBUS - 1))
     | (1 << (libc::SIGTRAP - 1))
     | (1 << (libc::SIGILL - 1))
     | (1 << (libc::SIGFPE - 1))
     | (1 << (PAUSE_SIGNAL - 1)));
+
+/// The signals the tracer needs deliverable at all times, as a mask (bit n-1 = signal n).
+/// A device access made while SIGSEGV is blocked would make the kernel force the default
+/// action (death); a blocked SIGTRAP kills a step; a blocked pause signal stalls steps.
+pub const OURS: u64 =
+    (1 << (libc::SIGSEGV - 1)) | (1 << (libc::SIGTRAP - 1)) | (1 << (PAUSE_SIGNAL - 1));
+
+/// Unblocks [`OURS`] in the calling thread (raw system call: no libc, async-signal-safe).
+/// For threads and images that start with signals blocked (a `posix_spawn` child with
+/// `POSIX_SPAWN_SETSIGMASK`, glibc's `SIGEV_THREAD` threads).
+pub fn unblock_ours() {
+    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&OURS), None);
+}
+
+/// Blocks the asynchronous signals ([`HANDLER_MASK`]) in normal context, returning the
+/// previous mask for [`restore_mask`]: a program handler must not run in the middle of a
+/// ring write (single producer) or a region-table update (its lookups would spin on the
+/// half-written slot) on the same thread.
+pub(crate) fn block_async() -> u64 {
+    let mut old = 0u64;
+    sys::sigprocmask(libc::SIG_BLOCK, Some(&HANDLER_MASK), Some(&mut old));
+    old
+}
+
+/// Undoes [`block_async`].
+pub(crate) fn restore_mask(old: u64) {
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+}
+
+/// Per-thread signal state the program believes in but the kernel must not see: which of
+/// [`OURS`] a program handler runs with "blocked", and the program's own alternate stack.
+/// A fixed table keyed by the thread pointer (no libc TLS in handlers); entries are made
+/// only by threads that need one.
+struct ThreadSig {
+    key: AtomicU64,
+    /// Stack address of the innermost program handler running with some of [`OURS`]
+    /// believed blocked (0: none).
+    frame: AtomicU64,
+    /// Those signals.
+    blocked: AtomicU64,
+    /// The program's `sigaltstack` (`ss_flags` as it set them; size 0: never set).
+    ss_sp: AtomicU64,
+    ss_size: AtomicU64,
+    ss_flags: AtomicU32,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_THREAD_SIG: ThreadSig = ThreadSig {
+    key: AtomicU64::new(0),
+    frame: AtomicU64::new(0),
+    blocked: AtomicU64::new(0),
+    ss_sp: AtomicU64::new(0),
+    ss_size: AtomicU64::new(0),
+    ss_flags: AtomicU32::new(libc::SS_DISABLE as u32),
+};
+const THREAD_SIGS: usize = 1024;
+static THREAD_SIG: [ThreadSig; THREAD_SIGS] = [NO_THREAD_SIG; THREAD_SIGS];
+
+/// The calling thread's entry; made when `create` (`None` if absent or the table is full).
+fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
+    let key = sys::thread_pointer();
+    let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize & (THREAD_SIGS - 1);
+    for _ in 0..THREAD_SIGS {
+        let t = &THREAD_SIG[i];
+        let k = t.key.load(Ordering::Acquire);
+        if k == key {
+            return Some(t);
+        }
+        if k == 0 {
+            if !create {
+                return None;
+            }
+            // Only the owning thread inserts its own key, so no duplicate can appear.
+            if t.key
+                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Some(t);
+            }
+            if t.key.load(Ordering::Acquire) == key {
+                return Some(t);
+            }
+        }
+        i = (i + 1) & (THREAD_SIGS - 1);
+    }
+    None
+}
+
+/// Which of [`OURS`] the program believes blocked for code running at stack pointer
+/// `rsp`: those of a program handler we called, if `rsp` is below its frame on the same
+/// stack (a handler left with `siglongjmp` leaves a stale entry, which this ignores once
+/// the thread runs on its own stack again).
+fn believed_blocked(rsp: u64) -> u64 {
+    let Some(t) = thread_sig(false) else { return 0 };
+    let frame = t.frame.load(Ordering::Relaxed);
+    if frame != 0 && rsp < frame && frame - rsp < (8 << 20) {
+        t.blocked.load(Ordering::Relaxed)
+    } else {
+        0
+    }
+}
 
 /// Whether the tracer owns `sig` (the program's actions for it are virtualised).
 pub fn is_reserved(sig: i32) -> bool {
@@ -121,6 +222,7 @@ pub fn install() {
         }
     }
     setup_altstack();
+    unblock_ours();
 }
 
 /// Gives the calling thread an alternate signal stack, unless it has one.
@@ -152,6 +254,68 @@ pub fn setup_altstack() {
         ss_size: SIZE,
     };
     sys::sigaltstack(Some(&ss), None);
+}
+
+/// The program's view of `sigaltstack(ss, old)`: its stack is recorded and reported back,
+/// but the tracer's own (large) stack stays installed, because the fault handler must
+/// never run on a small program stack (the program's handlers, SA_ONSTACK or not, then run
+/// on the tracer's stack too). Returns `None` when the call should go to the kernel as is
+/// (tracing off, or no room to remember the stack); otherwise 0 or `-errno`.
+///
+/// # Safety
+/// `ss`/`old` must be null or valid.
+pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t) -> Option<i32> {
+    if !crate::is_active() {
+        return None;
+    }
+    let t = thread_sig(true)?;
+    let sp = t.ss_sp.load(Ordering::Relaxed);
+    let size = t.ss_size.load(Ordering::Relaxed);
+    let marker = 0u8;
+    let here = &marker as *const u8 as u64;
+    let on = size != 0 && here.wrapping_sub(sp) < size;
+    if !old.is_null() {
+        let flags = if size == 0 {
+            libc::SS_DISABLE
+        } else if on {
+            libc::SS_ONSTACK
+        } else {
+            t.ss_flags.load(Ordering::Relaxed) as i32
+        };
+        // SAFETY: caller's contract.
+        unsafe {
+            *old = libc::stack_t {
+                ss_sp: sp as *mut libc::c_void,
+                ss_flags: flags,
+                ss_size: size as usize,
+            }
+        };
+    }
+    if !ss.is_null() {
+        // SAFETY: caller's contract.
+        let n = unsafe { &*ss };
+        const SS_AUTODISARM: i32 = 1 << 31;
+        if on {
+            return Some(-libc::EPERM);
+        }
+        let mode = n.ss_flags & !SS_AUTODISARM;
+        if mode != 0 && mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK {
+            return Some(-libc::EINVAL);
+        }
+        if mode == libc::SS_DISABLE {
+            t.ss_size.store(0, Ordering::Relaxed);
+            t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
+        } else {
+            if n.ss_size < libc::MINSIGSTKSZ {
+                return Some(-libc::ENOMEM);
+            }
+            t.ss_sp.store(n.ss_sp as u64, Ordering::Relaxed);
+            t.ss_size.store(n.ss_size as u64, Ordering::Relaxed);
+            t.ss_flags
+                .store((n.ss_flags & SS_AUTODISARM) as u32, Ordering::Relaxed);
+        }
+    }
+    Some(0)
 }
 
 pub(crate) type Gregs = [i64; 23];
@@ -267,11 +431,15 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
 }
 
 extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    // SAFETY: handler context.
-    let code = unsafe { (*info).si_code };
-    if code == libc::SI_TKILL && step::pause_requested() {
-        step::paused();
-        return;
+    // SAFETY: handler context; si_pid/si_value are meaningful for SI_QUEUE.
+    let (code, from, value) = unsafe { ((*info).si_code, (*info).si_pid(), (*info).si_value()) };
+    if code == libc::SI_QUEUE && from as u32 == crate::pid() {
+        // A tracer pause (tagged). One that arrives after its step ended (the thread had
+        // the signal blocked past the deadline) is dropped: it is nobody else's.
+        if let Some(generation) = step::pause_generation(value.sival_ptr as u64) {
+            step::paused(generation);
+            return;
+        }
     }
     // Someone else's use of the signal.
     // SAFETY: handler context.
@@ -284,10 +452,19 @@ extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_vo
 /// Signal-handler context with the kernel's `info`/`uc`.
 pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     let a = &APP[sig as usize];
-    let h = a.handler.load(Ordering::Acquire);
+    let mut h = a.handler.load(Ordering::Acquire);
     // SAFETY: valid info.
     let code = unsafe { (*info).si_code };
     let kernel_fault = code > 0 && sig != PAUSE_SIGNAL;
+    let bit = 1u64 << (sig - 1);
+    // SAFETY: handler context.
+    let rsp = unsafe { gregs(uc) }[libc::REG_RSP as usize] as u64;
+    let believed = believed_blocked(rsp);
+    if kernel_fault && believed & bit != 0 {
+        // A fault while the program believes this signal blocked (inside its own handler
+        // for it): the kernel forces the default action.
+        h = SIG_DFL;
+    }
     match h {
         SIG_DFL | SIG_IGN => {
             if h == SIG_IGN && !kernel_fault {
@@ -300,23 +477,43 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
                 // Returning re-executes the instruction, which faults again, now fatally.
                 return;
             }
-            let unblock = 1u64 << (sig - 1);
-            sys::sigprocmask(libc::SIG_UNBLOCK, Some(&unblock), None);
+            sys::sigprocmask(libc::SIG_UNBLOCK, Some(&bit), None);
             sys::tgkill(crate::pid(), sys::gettid(), sig);
         }
         _ => {
             let flags = a.flags.load(Ordering::Relaxed);
             let mut block = a.mask.load(Ordering::Relaxed);
             if flags & SA_NODEFER == 0 {
-                block |= 1 << (sig - 1);
+                block |= bit;
             }
             if flags & SA_RESETHAND != 0 {
                 a.handler.store(SIG_DFL, Ordering::Relaxed);
             }
             // The mask the kernel would have set: the interrupted code's, plus the
-            // handler's sa_mask, plus the signal itself unless SA_NODEFER.
+            // handler's sa_mask, plus the signal itself unless SA_NODEFER. The tracer's
+            // own signals stay deliverable (a device access in the handler, e.g. a crash
+            // handler quiescing the device, would otherwise be fatal); that the program
+            // believes them blocked is remembered for the handler's own faults.
             // SAFETY: handler context.
-            let mask = unsafe { *uc_mask(uc) } | block;
+            let want = unsafe { *uc_mask(uc) } | block;
+            let now_believed = (want & OURS) | believed;
+            let mask = want & !OURS;
+            let marker = 0u8;
+            let frame = &marker as *const u8 as u64;
+            let entry = if now_believed != 0 {
+                thread_sig(true)
+            } else {
+                None
+            };
+            let saved = entry.map(|t| {
+                let prev = (
+                    t.frame.load(Ordering::Relaxed),
+                    t.blocked.load(Ordering::Relaxed),
+                );
+                t.blocked.store(now_believed, Ordering::Relaxed);
+                t.frame.store(frame, Ordering::Relaxed);
+                prev
+            });
             let mut old = 0u64;
             sys::sigprocmask(libc::SIG_SETMASK, Some(&mask), Some(&mut old));
             if flags & SA_SIGINFO != 0 {
@@ -330,6 +527,12 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
                 f(sig);
             }
             sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+            if let (Some(t), Some((f, b))) = (entry, saved) {
+                t.frame.store(f, Ordering::Relaxed);
+                t.blocked.store(b, Ordering::Relaxed);
+            }
+            // Keep `marker` (the frame address) alive across the call.
+            std::hint::black_box(&marker);
         }
     }
 }
@@ -337,5 +540,13 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
 /// For thread start hooks.
 pub fn thread_start() {
     threads::thread_started();
+    // A reused thread pointer: the previous thread's believed mask and stack are void.
+    if let Some(t) = thread_sig(false) {
+        t.frame.store(0, Ordering::Relaxed);
+        t.blocked.store(0, Ordering::Relaxed);
+        t.ss_size.store(0, Ordering::Relaxed);
+        t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
+    }
     setup_altstack();
+    unblock_ours();
 }

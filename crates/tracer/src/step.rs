@@ -40,22 +40,122 @@ pub(crate) fn in_step() -> bool {
     slot_state().is_some_and(|s| s.active)
 }
 
-/// Whether a pause request is live (for the pause handler).
-pub(crate) fn pause_requested() -> bool {
-    PAUSING.load(Ordering::Acquire) != 0
+/// Tag in the high half of a tracer pause's `si_value` (the low half is the generation).
+const PAUSE_TAG: u64 = 0x6d6d_696f << 32;
+
+/// The generation a tagged pause value `v` asks to pause, if it is the tracer's.
+pub(crate) fn pause_generation(v: u64) -> Option<u32> {
+    (v & !0xffff_ffff == PAUSE_TAG).then_some(v as u32)
 }
 
-/// Pause handler body: acknowledge, then wait for the release.
-pub(crate) fn paused() {
+/// Pause handler body: if the pause of `generation` is still live, acknowledge and wait for
+/// the release; otherwise (a pause delivered late, after its step ended because the thread
+/// had the signal blocked) do nothing.
+pub(crate) fn paused(generation: u32) {
     let at = PAUSE_AT.load(Ordering::Acquire);
+    if PAUSING.load(Ordering::Acquire) == 0 || at != generation {
+        return;
+    }
     ACKS.fetch_add(1, Ordering::AcqRel);
     while RELEASE.load(Ordering::Acquire) == at {
         rsys::futex_wait(&RELEASE, at, 50_000_000);
     }
 }
 
-/// Sends the pause signal to every other thread; returns how many were signalled.
-fn pause_others(me: u32) -> u32 {
+/// Sends the tagged pause signal for `generation` to thread `tid` (`rt_tgsigqueueinfo`
+/// with our own pid as sender, so the handler can tell it from the program's own uses).
+fn send_pause(pid: u32, tid: u32, generation: u32) -> isize {
+    const SYS_RT_TGSIGQUEUEINFO: usize = 297;
+    // siginfo_t: signo, errno, code, pad; then pid, uid, value (the SI_QUEUE layout).
+    let mut info = [0u64; 16];
+    info[0] = PAUSE_SIGNAL as u32 as u64;
+    info[1] = libc::SI_QUEUE as u32 as u64;
+    info[2] = pid as u64;
+    info[3] = PAUSE_TAG | generation as u64;
+    // SAFETY: a valid 128-byte siginfo; signalling a thread of our own process.
+    unsafe {
+        sys::syscall6(
+            SYS_RT_TGSIGQUEUEINFO,
+            pid as usize,
+            tid as usize,
+            PAUSE_SIGNAL as usize,
+            info.as_ptr() as usize,
+            0,
+            0,
+        )
+    }
+}
+
+/// Whether thread `tid` has the pause signal blocked (`SigBlk` in its `status`): it could
+/// not answer before the deadline, so the step does not wait for it (glibc's `SIGEV_THREAD`
+/// helper thread, for one, blocks every signal for its whole life). Reads without
+/// allocating, in small pieces (this may run on a small signal stack).
+fn pause_blocked(tid: u32) -> bool {
+    let mut path = [0u8; 40];
+    let prefix = b"/proc/self/task/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut n = prefix.len();
+    let mut digits = [0u8; 10];
+    let mut d = 0;
+    let mut t = tid;
+    loop {
+        digits[d] = b'0' + (t % 10) as u8;
+        d += 1;
+        t /= 10;
+        if t == 0 {
+            break;
+        }
+    }
+    while d > 0 {
+        d -= 1;
+        path[n] = digits[d];
+        n += 1;
+    }
+    let suffix = b"/status\0";
+    path[n..n + suffix.len()].copy_from_slice(suffix);
+    let fd = sys::open_read(&path[..n + suffix.len()]);
+    if fd < 0 {
+        return false;
+    }
+    let key = b"\nSigBlk:\t";
+    let mut buf = [0u8; 256];
+    let mut off = 0u64;
+    let mut blocked = false;
+    loop {
+        let r = sys::pread(fd as i32, &mut buf, off);
+        if r <= 0 {
+            break;
+        }
+        let got = &buf[..r as usize];
+        if let Some(p) = got.windows(key.len()).position(|w| w == key) {
+            let hex = &got[p + key.len()..];
+            if hex.len() >= 16 {
+                // 16 hex digits, signal 64 first: signal 63 is bit 62, in the first digit.
+                let first = hex[0];
+                let v = match first {
+                    b'0'..=b'9' => first - b'0',
+                    b'a'..=b'f' => first - b'a' + 10,
+                    _ => 0,
+                };
+                blocked = v & 0x4 != 0;
+                break;
+            }
+            // The value is cut by the buffer's end: read again from the key.
+            off += p as u64;
+            continue;
+        }
+        if (r as usize) < buf.len() {
+            break;
+        }
+        off += (buf.len() - key.len()) as u64;
+    }
+    sys::close(fd as i32);
+    blocked
+}
+
+/// Sends the pause signal to every other thread that can answer; returns how many were
+/// signalled.
+fn pause_others(me: u32, generation: u32) -> u32 {
     let pid = crate::pid();
     let mut sent = 0;
     let fd = sys::open_dir(b"/proc/self/task\0");
@@ -86,7 +186,7 @@ fn pause_others(me: u32) -> u32 {
                 tid = tid.wrapping_mul(10).wrapping_add((c - b'0') as u32);
                 ok = true;
             }
-            if ok && tid != me && sys::tgkill(pid, tid, PAUSE_SIGNAL) == 0 {
+            if ok && tid != me && !pause_blocked(tid) && send_pause(pid, tid, generation) == 0 {
                 sent += 1;
             }
             if reclen == 0 {
@@ -138,10 +238,11 @@ pub(crate) unsafe fn begin(
         describe(instr, g, r, &mut s);
     }
     // Pause the others before opening anything.
-    PAUSE_AT.store(RELEASE.load(Ordering::Relaxed), Ordering::Release);
+    let generation = RELEASE.load(Ordering::Relaxed);
+    PAUSE_AT.store(generation, Ordering::Release);
     ACKS.store(0, Ordering::Release);
     PAUSING.store(1, Ordering::Release);
-    let sent = pause_others(me);
+    let sent = pause_others(me, generation);
     let deadline = sys::now_ns() + 500_000_000;
     while ACKS.load(Ordering::Acquire) < sent && sys::now_ns() < deadline {
         sys::sched_yield();

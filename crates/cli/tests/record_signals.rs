@@ -1,0 +1,327 @@
+//! End-to-end tests of the tracer's signal hygiene under `mmio-trace record`: program
+//! handlers with full masks, the program's own SIGSEGV handler, SIGEV_THREAD callbacks,
+//! children started with signals blocked, nested signals during normal-context events,
+//! the step fallback's pause protocol, forks and execs that bypass the usual interposers,
+//! partial mprotect / duplicate views, and the program's alternate signal stack.
+//! Programs: tests/programs/sig_*.c. Needs a C compiler (`cc`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mmio_trace_format::{AnyReader, Direction, Event};
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mmio-trace-sig-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Compiles tests/programs/NAME.c into `dir`.
+fn build(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/programs")
+        .join(format!("{name}.c"));
+    let exe = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed for the end-to-end tests");
+    assert!(st.success(), "compiling {}", src.display());
+    exe
+}
+
+/// A device file of `len` bytes whose 32-bit word k holds 0x1000 + k.
+fn device(dir: &Path, len: usize) -> PathBuf {
+    let p = dir.join("dev.bin");
+    let mut v = Vec::with_capacity(len);
+    for k in 0..len / 4 {
+        v.extend_from_slice(&(0x1000 + k as u32).to_le_bytes());
+    }
+    std::fs::write(&p, v).unwrap();
+    p
+}
+
+/// Runs `mmio-trace record` with `dev` declared a device; returns its output and the events.
+fn record(dir: &Path, dev: &Path, program: &[&std::ffi::OsStr]) -> (Output, Vec<Event>) {
+    record_with(dir, dev, &[], program)
+}
+
+/// As [`record`], with extra `record` options.
+fn record_with(
+    dir: &Path,
+    dev: &Path,
+    opts: &[&str],
+    program: &[&std::ffi::OsStr],
+) -> (Output, Vec<Event>) {
+    let log = dir.join("trace.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("record")
+        .arg("-q")
+        .arg("-o")
+        .arg(&log)
+        .arg("--device")
+        .arg(dev)
+        .args(opts)
+        .arg("--")
+        .args(program)
+        .output()
+        .unwrap();
+    let mut r = AnyReader::open(&log).unwrap_or_else(|e| {
+        panic!(
+            "trace not readable: {e}; stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let mut events = Vec::new();
+    while let Some(e) = r.next_event().expect("the trace file is valid") {
+        events.push(e);
+    }
+    (out, events)
+}
+
+/// (R/W, width, offset in the device, value) of every access, in file order.
+fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some((
+                if a.dir == Direction::Read { 'R' } else { 'W' },
+                a.width,
+                a.phys,
+                a.value,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn os(s: &Path) -> &std::ffi::OsStr {
+    s.as_os_str()
+}
+
+fn code(out: &Output) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.code().or(out.status.signal().map(|s| 128 + s))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// (pid, R/W, width, offset, value) of every access, in file order.
+fn accesses_by_pid(events: &[Event]) -> Vec<(u32, char, u8, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some((
+                a.pid,
+                if a.dir == Direction::Read { 'R' } else { 'W' },
+                a.width,
+                a.phys,
+                a.value,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sig_handler_with_a_full_sa_mask_may_touch_the_device() {
+    let d = scratch("maskfull");
+    let exe = build(&d, "sig_maskfull");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "handler read 0x1002\n");
+    assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002)]);
+}
+
+#[test]
+fn sig_programs_sigsegv_handler_may_touch_the_device_and_its_own_faults_stay_fatal() {
+    let d = scratch("segvdev");
+    let exe = build(&d, "sig_segvdev");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(7), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "handler wrote reset reg\n");
+    assert_eq!(accesses(&ev), vec![('W', 4, 4, 0xdead)]);
+    // A real fault inside the handler (SIGSEGV blocked there): killed, as the kernel does.
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "nested".as_ref()]);
+    assert_eq!(code(&out), Some(128 + 11), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(accesses(&ev), vec![('W', 4, 4, 0xdead)]);
+}
+
+#[test]
+fn sig_sigev_thread_timer_callbacks_may_touch_the_device() {
+    let d = scratch("sigevthr");
+    let exe = build(&d, "sig_sigevthr");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "5\n");
+    let want: Vec<_> = (0..5).map(|n| ('W', 4, 0x10, n)).collect();
+    assert_eq!(accesses(&ev), want);
+}
+
+#[test]
+fn sig_posix_spawn_child_with_every_signal_blocked_is_traced() {
+    let d = scratch("spawnmask");
+    let exe = build(&d, "sig_spawnmask");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "child read 0x1000\nchild status 0\n");
+    assert_eq!(accesses(&ev), vec![('R', 4, 0, 0x1000)]);
+}
+
+#[test]
+fn sig_markers_and_handler_accesses_on_one_thread_lose_nothing() {
+    const N: usize = 20_000;
+    let d = scratch("markalarm");
+    let exe = build(&d, "sig_markalarm");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), N.to_string().as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let ticks: u64 = stdout(&out).trim().parse().unwrap();
+    assert!(!ev.iter().any(|e| matches!(e, Event::LostEvents(_))));
+    let marks = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Mark(m) if m.text == b"m"))
+        .count();
+    assert_eq!(marks, N);
+    let want: Vec<_> = (0..ticks).map(|n| ('W', 4, 0x20, n)).collect();
+    assert_eq!(accesses(&ev), want);
+}
+
+#[test]
+fn sig_mprotect_of_part_of_a_region_and_a_duplicate_view() {
+    let d = scratch("partial");
+    let exe = build(&d, "sig_partial");
+    let dev = device(&d, 3 * 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "mprotect".as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "write to page 0 ok: 0x5\n");
+    assert_eq!(accesses(&ev), vec![('W', 4, 0, 5), ('R', 4, 0, 5)]);
+    // One mapping, one UNMAP at exit... none here (the program does not unmap): no split
+    // piece may log an UNMAP of its own.
+    assert!(!ev.iter().any(|e| matches!(e, Event::Unmap(_))));
+
+    let dev = device(&d, 3 * 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "dup".as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert!(
+        stdout(&out).ends_with(": 0x1000\noriginal: 0x1000\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![('R', 4, 0, 0x1000), ('R', 4, 0, 0x1000)]
+    );
+    let maps: Vec<_> = ev
+        .iter()
+        .filter_map(|e| {
+            if let Event::Map(m) = e {
+                Some((m.phys, m.len))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(maps, vec![(0, 3 * 4096), (0, 3 * 4096)]);
+}
+
+#[test]
+fn sig_execve_prepends_to_the_programs_own_ld_preload() {
+    let d = scratch("envpre");
+    let exe = build(&d, "sig_envpre");
+    let dev = device(&d, 4096);
+    let (out, _) = record(&d, &dev, &[os(&exe)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let s = stdout(&out);
+    let (ours, theirs) = s.trim().split_once(':').unwrap();
+    assert!(ours.ends_with("libmmio_trace_preload.so"), "{s}");
+    assert_eq!(theirs, "/nonexistent/libmine.so");
+}
+
+#[test]
+fn sig_a_thread_blocking_signals_past_the_pause_deadline_is_not_killed() {
+    let d = scratch("latepause");
+    let exe = build(&d, "sig_latepause");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).starts_with("done "), "{}", stdout(&out));
+    let unknown = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Unknown(u) if u.phys == 0x100))
+        .count();
+    assert_eq!(unknown, 1);
+}
+
+#[test]
+fn sig_daemon_child_is_traced_under_its_own_pid() {
+    let d = scratch("daemon");
+    let exe = build(&d, "sig_daemon");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let s = stdout(&out);
+    let pid_of = |what: &str| -> u32 {
+        s.lines()
+            .find_map(|l| l.strip_prefix(what))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{what} in {s}"))
+    };
+    let (parent, child) = (pid_of("parent "), pid_of("daemon "));
+    assert_ne!(parent, child);
+    assert_eq!(
+        accesses_by_pid(&ev),
+        vec![
+            (parent, 'W', 4, 0, 1),
+            (child, 'W', 4, 0, 2),
+            (child, 'W', 4, 0, 3),
+            (child, 'W', 4, 0, 4),
+        ]
+    );
+}
+
+#[test]
+fn sig_children_execed_with_an_explicit_environment_are_traced() {
+    let d = scratch("spawnenv");
+    let exe = build(&d, "sig_spawnenv");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            ('W', 4, 0, 1),
+            ('W', 4, 0, 2),
+            ('W', 4, 0, 3),
+            ('W', 4, 0, 4)
+        ]
+    );
+    let maps = ev.iter().filter(|e| matches!(e, Event::Map(_))).count();
+    assert_eq!(maps, 4);
+}
+
+#[test]
+fn sig_programs_small_alternate_stack_is_not_used_by_the_tracer() {
+    let d = scratch("altstack");
+    let exe = build(&d, "sig_altstack");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "read 0x1002 reported 1 clobbered 0\n");
+    assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002), ('W', 4, 12, 0x77)]);
+}
