@@ -364,7 +364,12 @@ pub fn before_munmap(addr: u64, len: u64, pc: u64) {
 /// protection the program asked for (enforced by the fault path) and keep the pages
 /// closed. Returns `None` when no traced region is involved (call the real `mprotect`).
 pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<i32> {
-    if !is_active() || regions::set_prot(addr, len, prot) == 0 {
+    // The quick test first: the registry lock blocks signals (two system calls), and
+    // programs (and allocators) call mprotect on ordinary memory far more often.
+    if !is_active()
+        || !regions::maybe_overlaps(addr, len)
+        || regions::set_prot(addr, len, prot) == 0
+    {
         return None;
     }
     // Parts of the range outside traced regions get the protection for real.
