@@ -325,3 +325,32 @@ fn sig_programs_small_alternate_stack_is_not_used_by_the_tracer() {
     assert_eq!(stdout(&out), "read 0x1002 reported 1 clobbered 0\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002), ('W', 4, 12, 0x77)]);
 }
+
+#[test]
+fn sig_children_of_forks_that_bypass_the_hooks_are_traced_under_their_own_pid() {
+    let d = scratch("rawfork");
+    let exe = build(&d, "sig_rawfork");
+    let dev = device(&d, 4096);
+    for how in ["raw", "_Fork"] {
+        let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), how.as_ref()]);
+        assert_eq!(code(&out), Some(0), "{how}: stderr: {}", stderr(&out));
+        let s = stdout(&out);
+        let pids: Vec<u32> = s
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let [parent, child] = pids[..] else {
+            panic!("{s}")
+        };
+        assert_eq!(
+            accesses_by_pid(&ev),
+            vec![
+                (parent, 'W', 4, 0, 1),
+                (child, 'W', 4, 0, 2),
+                (child, 'W', 4, 0, 3),
+                (parent, 'W', 4, 0, 4),
+            ],
+            "{how}"
+        );
+    }
+}

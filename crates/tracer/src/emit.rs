@@ -14,7 +14,10 @@ struct NoAsyncSignals(u64);
 
 impl NoAsyncSignals {
     fn new() -> Self {
-        NoAsyncSignals(signals::block_async())
+        let g = NoAsyncSignals(signals::block_async());
+        // A normal-context event may be the first thing a child of a raw fork does.
+        crate::check_fork();
+        g
     }
 }
 

@@ -80,6 +80,7 @@ pub fn init(shm: Shm, rules: Rules) {
     shm.header().attached.fetch_add(1, Ordering::Relaxed);
     // Warm the clock (vDSO lookup) before any fault.
     let _ = sys::now_ns();
+    arm_fork_canary();
     signals::install();
     ACTIVE.store(true, Ordering::Release);
 }
@@ -161,6 +162,70 @@ pub fn after_fork_child() {
     step::after_fork_child();
     emu::after_fork_child();
     regions::after_fork_child();
+    arm_fork_canary();
+}
+
+/// The address of a word the kernel zeroes in every fork child (`MADV_WIPEONFORK`); it
+/// holds 1 in a process whose tracer state is its own. A zero means a fork that ran none
+/// of our hooks (`_Fork`, a raw `syscall(SYS_fork)`, `clone` without `CLONE_VM`): the
+/// child still holds the parent's thread slots, rings and pid. One load finds out.
+static FORK_CANARY: AtomicUsize = AtomicUsize::new(0);
+
+/// Maps the canary word (once) and sets it.
+fn arm_fork_canary() {
+    const MADV_WIPEONFORK: usize = 18;
+    const SYS_MADVISE: usize = 28;
+    let mut p = FORK_CANARY.load(Ordering::Relaxed);
+    if p == 0 {
+        // SAFETY: a fresh anonymous page of our own.
+        let a = unsafe {
+            sys::mmap(
+                0,
+                PAGE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if a < 0 {
+            return;
+        }
+        // SAFETY: advice on our own page.
+        let r = unsafe {
+            sys::syscall6(
+                SYS_MADVISE,
+                a as usize,
+                PAGE as usize,
+                MADV_WIPEONFORK,
+                0,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            // Kernel older than 4.14: no detection.
+            // SAFETY: our own page, never published.
+            unsafe { sys::munmap(a as usize, PAGE as usize) };
+            return;
+        }
+        p = a as usize;
+        FORK_CANARY.store(p, Ordering::Relaxed);
+    }
+    // SAFETY: the canary page is ours, mapped for the process's lifetime.
+    unsafe { &*(p as *const AtomicU32) }.store(1, Ordering::Relaxed);
+}
+
+/// Resets the tracer's per-process state if this is the child of a fork none of our hooks
+/// saw (see [`FORK_CANARY`]). Allocation-free; callable from the fault handler (the child
+/// of such a fork has a single thread).
+#[inline]
+pub(crate) fn check_fork() {
+    let p = FORK_CANARY.load(Ordering::Relaxed);
+    // SAFETY: the canary page is ours, mapped for the process's lifetime.
+    if p != 0 && unsafe { &*(p as *const AtomicU32) }.load(Ordering::Relaxed) == 0 {
+        after_fork_child();
+    }
 }
 
 /// Inserts a `MARK` with `text` at this point of the calling thread.

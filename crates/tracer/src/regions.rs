@@ -339,6 +339,17 @@ pub fn overlapping(start: u64, len: u64, mut f: impl FnMut(Region)) {
 
 /// In a fork child: the registry lock may have been held by a thread that does not exist
 /// there.
+///
+/// After a fork that ran no handler of ours (a raw `syscall(SYS_fork)`), a slot may also
+/// have been caught mid-write (odd sequence): lookups would spin on it for ever. Such a slot
+/// is emptied (the region being changed at that instant is not traced in the child).
 pub(crate) fn after_fork_child() {
+    for slot in SLOTS.iter().take(HIGH.load(Ordering::Relaxed)) {
+        let s = slot.seq.load(Ordering::Relaxed);
+        if s & 1 != 0 {
+            slot.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+            slot.write(None);
+        }
+    }
     LOCK.store(false, Ordering::Relaxed);
 }

@@ -377,6 +377,8 @@ pub(crate) fn decode_at(rip: u64) -> Option<(Instruction, [u8; 16])> {
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // The child of a fork that bypassed our hooks must not write into the parent's ring.
+    crate::check_fork();
     // SAFETY: the kernel passes valid info and context to an SA_SIGINFO handler.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
     if step::in_step() {
