@@ -7,12 +7,12 @@
 //! non-device side of `MOVS`, the stack of `PUSH m`) go to ordinary memory unlogged.
 //! Instructions it cannot complete return `false` and take the step fallback.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use mmio_trace_x86 as x86;
 use x86::ucontext::{UcontextCpu, XsaveLayout};
-use x86::{AccessDir, Bus, BusFault};
+use x86::{AccessDir, Bus, BusFault, Rmw};
 
 use iced_x86::{Instruction, Register};
 
@@ -142,9 +142,9 @@ pub(crate) fn warm_up() {
     LAYOUT.get_or_init(XsaveLayout::detect);
 }
 
-/// Serialises locked read-modify-writes (`LOCK ADD`, `XCHG`, `CMPXCHG`...) between the
-/// threads of this process: the emulator issues their read and write as two bus calls.
-/// Plain accesses of other threads do not take it (they are single bus accesses).
+/// Serialises the read and the write of an emulated `LOCK CMPXCHG16B` (the one locked form
+/// the emulator issues as two bus calls) between the threads of this process. Every other
+/// locked form is one [`Bus::atomic_rmw`], performed natively on the alias (see there).
 static RMW_LOCK: AtomicBool = AtomicBool::new(false);
 
 /// Whether one bus access of `n` bytes can be made as a single instruction of that width.
@@ -233,6 +233,83 @@ impl Bus for AliasBus {
             },
         }
         Ok(())
+    }
+
+    /// The locked forms of 1..8 bytes (`XCHG`, `LOCK CMPXCHG/XADD/ADD/OR/BTS/INC`…): performed
+    /// with the native locked instruction on the alias, so it is atomic with respect to every
+    /// other access to the word, plain stores of other threads (and processes) included.
+    /// `XCHG`, `XADD` and `CMPXCHG` are the same single instruction the program made (a
+    /// failed `LOCK CMPXCHG` therefore makes the device see what the hardware makes it see:
+    /// one locked read and write-back of the current value). The other forms are a plain
+    /// load then a `LOCK CMPXCHG` loop computing the new value from the old (on a race the
+    /// device sees one more locked compare-exchange per lost race). Logged as the read of
+    /// the old value and the write of the new one. A misaligned word is refused (nothing
+    /// was accessed; the step path runs the instruction natively).
+    fn atomic_rmw(&mut self, addr: u64, width: u32, op: &mut Rmw<'_>) -> Result<u64, BusFault> {
+        let w = width as usize;
+        if !matches!(w, 1 | 2 | 4 | 8) || addr % u64::from(width) != 0 {
+            return Err(BusFault { addr });
+        }
+        match self.region_for(addr, w)? {
+            Some(r) => {
+                if r.prot & libc::PROT_WRITE == 0 {
+                    return Err(BusFault { addr });
+                }
+                let e = emit::begin();
+                // SAFETY: the alias maps the whole region read-write (the program may
+                // write); aligned, width 1/2/4/8.
+                let (old, new) = unsafe { native_rmw(r.alias_of(addr), width, op) };
+                e.access_value(false, addr, r.map_id, width as u8, old, self.pc);
+                emit::begin().access_value(true, addr, r.map_id, width as u8, new, self.pc);
+                Ok(old)
+            }
+            // SAFETY: ordinary memory the instruction itself would have modified; aligned.
+            None => Ok(unsafe { native_rmw(addr, width, op) }.0),
+        }
+    }
+}
+
+/// A locked read-modify-write of the aligned `width`-byte word at `p`: (old, new).
+///
+/// # Safety
+/// `p` aligned to `width` (1, 2, 4 or 8), readable and writable.
+unsafe fn native_rmw(p: u64, width: u32, op: &mut Rmw<'_>) -> (u64, u64) {
+    macro_rules! go {
+        ($a:ty, $t:ty) => {{
+            // SAFETY: caller's contract (aligned, valid for the width); the word is only
+            // accessed atomically here.
+            let a = unsafe { <$a>::from_ptr(p as *mut $t) };
+            const S: Ordering = Ordering::SeqCst;
+            match op {
+                Rmw::Xchg(v) => (a.swap(*v as $t, S) as u64, *v as $t as u64),
+                Rmw::Add(v) => {
+                    let o = a.fetch_add(*v as $t, S);
+                    (o as u64, o.wrapping_add(*v as $t) as u64)
+                }
+                Rmw::Cmpxchg { expected, new } => {
+                    match a.compare_exchange(*expected as $t, *new as $t, S, S) {
+                        Ok(o) => (o as u64, *new as $t as u64),
+                        Err(o) => (o as u64, o as u64),
+                    }
+                }
+                Rmw::Update(_) => {
+                    let mut cur = a.load(S);
+                    loop {
+                        let n = op.apply(cur as u64, width) as $t;
+                        match a.compare_exchange(cur, n, S, S) {
+                            Ok(_) => break (cur as u64, n as u64),
+                            Err(x) => cur = x,
+                        }
+                    }
+                }
+            }
+        }};
+    }
+    match width {
+        1 => go!(AtomicU8, u8),
+        2 => go!(AtomicU16, u16),
+        4 => go!(AtomicU32, u32),
+        _ => go!(AtomicU64, u64),
     }
 }
 
@@ -348,25 +425,38 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bo
     let Ok(d) = x86::decode(code, rip) else {
         return false;
     };
-    // SAFETY: the kernel's ucontext of this handler, used only through `cpu` below.
-    let mut cpu = unsafe {
-        UcontextCpu::new(
-            &mut *(uc as *mut libc::ucontext_t),
-            layout,
-            sys::thread_pointer(),
-            0,
-        )
+    // The fault address (the kernel's `si_addr` of a page fault, in the context's CR2).
+    // SAFETY: the kernel's ucontext of this handler.
+    let fault =
+        unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_CR2 as usize] }
+            as u64;
+    // Segment-relative operands need the real bases (rare: one arch_prctl each); the thread
+    // pointer is the FS base for everything else (unused there).
+    let ins = d.instruction();
+    let (fs, gs) = if matches!(ins.segment_prefix(), Register::FS | Register::GS)
+        || matches!(ins.memory_segment(), Register::FS | Register::GS)
+    {
+        x86::ucontext::thread_segment_bases()
+    } else {
+        (sys::thread_pointer(), 0)
     };
+    // SAFETY: the kernel's ucontext of this handler, used only through `cpu` below.
+    let mut cpu = unsafe { UcontextCpu::new(&mut *(uc as *mut libc::ucontext_t), layout, fs, gs) };
     let mut bus = AliasBus {
         pc: rip,
         locked: d.is_locked(),
         holding: false,
     };
     // Refuse up front anything the bus would refuse half-way: a read with side effects
-    // must not happen and then be repeated by the step fallback.
+    // must not happen and then be repeated by the step fallback. And the faulting access
+    // must be one of those computed (a wrong segment base or decode would otherwise make
+    // the emulator touch some other address): else the step path runs it natively.
+    let mut covers = false;
     for a in d.accesses(&cpu).as_slice() {
-        if bus.region_for(a.addr, a.size as usize).is_err() {
-            return false;
+        match bus.region_for(a.addr, a.size as usize) {
+            Err(_) => return false,
+            Ok(Some(_)) => covers |= fault.wrapping_sub(a.addr) < u64::from(a.size),
+            Ok(None) => {}
         }
         if a.dir != AccessDir::Read {
             if let Some(r) = regions::find(a.addr) {
@@ -375,6 +465,9 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bo
                 }
             }
         }
+    }
+    if !covers {
+        return false;
     }
     x86::emulate(&d, &mut cpu, &mut bus).is_ok()
 }

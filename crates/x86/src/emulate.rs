@@ -2,7 +2,7 @@
 
 use crate::decode::{Decoded, Ext, Kind, Reason, StrOp, Unsupported};
 use crate::native::{self, Bin, ARITH_FLAGS};
-use crate::{AccessDir, Accesses, Bus, BusFault, Cpu, EmuError, Exception, Outcome};
+use crate::{AccessDir, Accesses, Bus, BusFault, Cpu, EmuError, Exception, Outcome, Rmw};
 use iced_x86::{ConditionCode, Instruction, OpKind, Register};
 
 const RSP: usize = 4;
@@ -147,6 +147,25 @@ fn wr<B: Bus>(bus: &mut B, addr: u64, size: u32, val: u64) -> Result<(), BusFaul
     }
 }
 
+/// A read-modify-write of `size` (1..=8) bytes: one [`Bus::atomic_rmw`] when locked, else a
+/// read and a write. Returns the old value.
+#[inline]
+fn rmw<B: Bus>(
+    bus: &mut B,
+    locked: bool,
+    addr: u64,
+    size: u32,
+    mut op: Rmw<'_>,
+) -> Result<u64, BusFault> {
+    if locked {
+        bus.atomic_rmw(addr, size, &mut op)
+    } else {
+        let old = rd(bus, addr, size)?;
+        wr(bus, addr, size, op.apply(old, size))?;
+        Ok(old)
+    }
+}
+
 fn unsupported(d: &Decoded) -> EmuError {
     EmuError::Unsupported(Unsupported::new(&d.ins, &[], Reason::NotEmulated))
 }
@@ -247,6 +266,7 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
     let size = ins.memory_size().size() as u32;
     let next = ins.next_ip();
     let mut iterations = 1;
+    let locked = d.is_locked();
     match d.kind {
         Kind::Load { ext, swap } => {
             let dst = op_reg(ins, 0);
@@ -292,21 +312,22 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             let addr = ea(d, mop, cpu, None)?;
             let r = op_reg(ins, rop);
             let rv = reg_get(cpu, r, None).ok_or_else(|| unsupported(d))?;
-            let old = rd(bus, addr, size)?;
-            wr(bus, addr, size, rv)?;
+            // XCHG with memory is locked with or without the prefix.
+            let old = rmw(bus, true, addr, size, Rmw::Xchg(rv))?;
             reg_set(cpu, r, old);
         }
         Kind::Cmpxchg => {
             let addr = ea(d, 0, cpu, None)?;
             let src = src_value(d, 1, cpu)?;
             let a = reg_get(cpu, acc(size), None).ok_or_else(|| unsupported(d))?;
-            let old = rd(bus, addr, size)?;
+            // The hardware always writes: the old value goes back on failure.
+            let op = Rmw::Cmpxchg {
+                expected: a,
+                new: src,
+            };
+            let old = rmw(bus, locked, addr, size, op)?;
             let (_, f) = native::bin(Bin::Sub, size, a, old, cpu.rflags());
-            if f & ZF != 0 {
-                wr(bus, addr, size, src)?;
-            } else {
-                // The hardware always writes: the old value goes back on failure.
-                wr(bus, addr, size, old)?;
+            if f & ZF == 0 {
                 reg_set(cpu, acc(size), old);
             }
             set_arith(cpu, f);
@@ -328,12 +349,30 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             let expect = join(cpu.gpr(0), cpu.gpr(2));
             let new = join(cpu.gpr(3), cpu.gpr(1));
             let mut old = [0u8; 16];
-            bus.read(addr, &mut old[..n])?;
-            let equal = old[..n] == expect[..n];
-            if equal {
-                bus.write(addr, &new[..n])?;
+            // LOCK CMPXCHG8B is one 8-byte locked compare-exchange; CMPXCHG16B (and the
+            // unlocked forms) a read and a write.
+            let atomic8 = locked && n == 8;
+            if atomic8 {
+                let le = |b: &[u8; 16]| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[..8]);
+                    u64::from_le_bytes(w)
+                };
+                let mut op = Rmw::Cmpxchg {
+                    expected: le(&expect),
+                    new: le(&new),
+                };
+                let o = bus.atomic_rmw(addr, 8, &mut op)?;
+                old[..8].copy_from_slice(&o.to_le_bytes());
             } else {
-                bus.write(addr, &old[..n])?;
+                bus.read(addr, &mut old[..n])?;
+            }
+            let equal = old[..n] == expect[..n];
+            if !atomic8 {
+                // The hardware always writes: the old value goes back on failure.
+                bus.write(addr, if equal { &new[..n] } else { &old[..n] })?;
+            }
+            if !equal {
                 let mut lo = [0u8; 8];
                 let mut hi = [0u8; 8];
                 lo[..half].copy_from_slice(&old[..half]);
@@ -349,20 +388,22 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             let addr = ea(d, 0, cpu, None)?;
             let r = op_reg(ins, 1);
             let rv = reg_get(cpu, r, None).ok_or_else(|| unsupported(d))?;
-            let old = rd(bus, addr, size)?;
-            let (sum, f) = native::bin(Bin::Add, size, old, rv, cpu.rflags());
-            wr(bus, addr, size, sum)?;
+            let old = rmw(bus, locked, addr, size, Rmw::Add(rv))?;
+            let (_, f) = native::bin(Bin::Add, size, old, rv, cpu.rflags());
             reg_set(cpu, r, old);
             set_arith(cpu, f);
         }
         Kind::AluMem { op, write } => {
             let addr = ea(d, 0, cpu, None)?;
             let b = src_value(d, 1, cpu)?;
-            let a = rd(bus, addr, size)?;
-            let (r, f) = native::bin(op, size, a, b, cpu.rflags());
-            if write {
-                wr(bus, addr, size, r)?;
-            }
+            let fl = cpu.rflags();
+            let a = if write {
+                let mut f = |old| native::bin(op, size, old, b, fl).0;
+                rmw(bus, locked, addr, size, Rmw::Update(&mut f))?
+            } else {
+                rd(bus, addr, size)?
+            };
+            let (_, f) = native::bin(op, size, a, b, fl);
             set_arith(cpu, f);
         }
         Kind::AluReg { op, write } => {
@@ -378,9 +419,10 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
         }
         Kind::Unary(op) => {
             let addr = ea(d, 0, cpu, None)?;
-            let a = rd(bus, addr, size)?;
-            let (r, f) = native::un(op, size, a, cpu.rflags());
-            wr(bus, addr, size, r)?;
+            let fl = cpu.rflags();
+            let mut upd = |old| native::un(op, size, old, fl).0;
+            let a = rmw(bus, locked, addr, size, Rmw::Update(&mut upd))?;
+            let (_, f) = native::un(op, size, a, fl);
             if op != native::Un::Not {
                 set_arith(cpu, f);
             }
@@ -404,11 +446,14 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
         }
         Kind::Bit { op, write } => {
             let (addr, bit) = bit_target(d, cpu, size)?;
-            let a = rd(bus, addr, size)?;
-            let (r, f) = native::bin(op, size, a, bit, cpu.rflags());
-            if write {
-                wr(bus, addr, size, r)?;
-            }
+            let fl = cpu.rflags();
+            let a = if write {
+                let mut upd = |old| native::bin(op, size, old, bit, fl).0;
+                rmw(bus, locked, addr, size, Rmw::Update(&mut upd))?
+            } else {
+                rd(bus, addr, size)?
+            };
+            let (_, f) = native::bin(op, size, a, bit, fl);
             set_arith(cpu, f);
         }
         Kind::Setcc => {

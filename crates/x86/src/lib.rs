@@ -44,11 +44,11 @@
 //! counts and the named gaps.
 //!
 //! # What the bus must know
-//! - LOCK semantics: the emulator issues the read and the write of a locked RMW (`LOCK ADD`,
-//!   `XCHG`, `CMPXCHG`, `XADD`…) as two bus calls; [`Decoded::is_locked`] tells the bus that
-//!   they must be atomic with respect to other threads touching the same device word (e.g.
-//!   by holding a per-region lock across the pair, or by performing the RMW natively on the
-//!   alias). The emulator itself cannot make two bus calls atomic.
+//! - LOCK semantics: a locked RMW of 1, 2, 4 or 8 bytes (`LOCK ADD`, `XCHG` with memory,
+//!   `LOCK CMPXCHG`, `LOCK XADD`, `LOCK BTS`, `LOCK CMPXCHG8B`…) is one [`Bus::atomic_rmw`]
+//!   call; a bus shared between threads performs it natively (see there). The provided
+//!   method falls back to read + write. The one exception is `LOCK CMPXCHG16B`: its read and
+//!   write are two bus calls, and [`Decoded::is_locked`] tells the bus they must be atomic.
 //! - The first [`decode`] in a process builds iced-x86's tables (allocates): call
 //!   [`warm_up`] before installing a signal handler.
 #![warn(missing_docs)]
@@ -137,6 +137,83 @@ pub trait Bus {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), BusFault>;
     /// Writes exactly `data.len()` bytes at `addr`, once.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), BusFault>;
+
+    /// A locked read-modify-write of the `width`-byte integer at `addr` (width 1, 2, 4 or
+    /// 8): the emulator calls it instead of [`Bus::read`] + [`Bus::write`] for `LOCK`ed
+    /// forms and for `XCHG` with memory (implicitly locked). Returns the old value (zero
+    /// extended); the new value is `op.apply(old, width)`.
+    ///
+    /// An implementation shared with other threads must make it atomic with respect to
+    /// *every* access of those threads, plain stores included: e.g. the native locked
+    /// instruction (`XCHG`, `LOCK XADD`, `LOCK CMPXCHG`) or a `LOCK CMPXCHG` loop computing
+    /// the new value from the old ([`Rmw::apply`] is pure, it may be called more than once).
+    ///
+    /// The provided method reads, then writes (always, like the hardware: a failed
+    /// `CMPXCHG` writes the old value back), which is exact for a single-threaded bus.
+    fn atomic_rmw(&mut self, addr: u64, width: u32, op: &mut Rmw<'_>) -> Result<u64, BusFault> {
+        let w = (width as usize).clamp(1, 8);
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b[..w])?;
+        let old = u64::from_le_bytes(b);
+        let new = op.apply(old, width);
+        self.write(addr, &new.to_le_bytes()[..w])?;
+        Ok(old)
+    }
+}
+
+/// The operation of a locked read-modify-write ([`Bus::atomic_rmw`]).
+pub enum Rmw<'a> {
+    /// `XCHG`: store the value.
+    Xchg(u64),
+    /// `XADD`: store old + value (wrapping at the width).
+    Add(u64),
+    /// `CMPXCHG` (and `CMPXCHG8B`): store `new` if the old value equals `expected`; else the
+    /// hardware writes the old value back.
+    Cmpxchg {
+        /// The accumulator (compared with the old value).
+        expected: u64,
+        /// Stored on a match.
+        new: u64,
+    },
+    /// Any other locked form (`ADD`, `OR`, `AND`, `BTS`, `INC`, `NEG`…): the new value as a
+    /// pure function of the old one (values zero-extended to 64 bits).
+    Update(&'a mut dyn FnMut(u64) -> u64),
+}
+
+impl Rmw<'_> {
+    /// The value the operation stores when the location held `old` (truncated to `width`
+    /// bytes; for a failed `CMPXCHG`, `old` itself).
+    pub fn apply(&mut self, old: u64, width: u32) -> u64 {
+        let m = if width >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (width * 8)) - 1
+        };
+        let old = old & m;
+        m & match self {
+            Rmw::Xchg(v) => *v,
+            Rmw::Add(v) => old.wrapping_add(*v),
+            Rmw::Cmpxchg { expected, new } => {
+                if *expected & m == old {
+                    *new
+                } else {
+                    old
+                }
+            }
+            Rmw::Update(f) => f(old),
+        }
+    }
+}
+
+impl core::fmt::Debug for Rmw<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Rmw::Xchg(v) => write!(f, "Xchg({v:#x})"),
+            Rmw::Add(v) => write!(f, "Add({v:#x})"),
+            Rmw::Cmpxchg { expected, new } => write!(f, "Cmpxchg({expected:#x}, {new:#x})"),
+            Rmw::Update(_) => f.write_str("Update(..)"),
+        }
+    }
 }
 
 /// A bus access that could not be performed; emulation stops cleanly (see the commit rule in
