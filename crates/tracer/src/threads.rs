@@ -3,7 +3,9 @@
 //! `thread_local!` is not usable in a signal handler (first access may allocate, and glibc
 //! may reallocate the DTV); a gettid system call per fault costs ~70 ns. The thread pointer
 //! (`%fs:0`) is one load, so it is the key. A thread reuses a slot when glibc reuses a
-//! stack/TCB; [`thread_started`] resets the slot then.
+//! stack/TCB; [`thread_started`] resets the slot then. [`thread_exiting`] frees the slot (a
+//! tombstone: lookups probe past it, inserts reuse it) and the thread's alternate signal
+//! stack.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -15,6 +17,13 @@ use crate::sys;
 /// Slots in the table (threads traced at once).
 pub const MAX_THREADS: usize = 4096;
 const NO_RING: u32 = u32::MAX;
+/// `key` of a never-used slot (ends a probe).
+const EMPTY_KEY: u64 = 0;
+/// `key` of a freed slot (probes go on past it; inserts reuse it). No thread pointer is 1.
+const TOMBSTONE: u64 = 1;
+/// Size of the alternate signal stack a traced thread gets (as `signals::setup_altstack`,
+/// which then finds it present and keeps it).
+const ALTSTACK_SIZE: usize = 256 << 10;
 
 /// What the step fallback remembers between the SIGSEGV and the SIGTRAP.
 #[derive(Clone, Copy, Debug, Default)]
@@ -43,6 +52,8 @@ pub struct ThreadSlot {
     key: AtomicU64,
     tid: AtomicU32,
     ring: AtomicU32,
+    /// The alternate signal stack mapped for this thread (0: none of ours).
+    altstack: AtomicU64,
     pub(crate) step: UnsafeCell<StepState>,
 }
 
@@ -55,6 +66,7 @@ const EMPTY: ThreadSlot = ThreadSlot {
     key: AtomicU64::new(0),
     tid: AtomicU32::new(0),
     ring: AtomicU32::new(NO_RING),
+    altstack: AtomicU64::new(0),
     step: UnsafeCell::new(StepState {
         active: false,
         page: 0,
@@ -79,10 +91,9 @@ fn hash(key: u64) -> usize {
     (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (MAX_THREADS - 1)
 }
 
-/// The calling thread's slot, created on first use; `None` if the table is full.
+/// The calling thread's slot without creating it.
 #[inline]
-pub fn current() -> Option<&'static ThreadSlot> {
-    let key = sys::thread_pointer();
+fn lookup(key: u64) -> Option<&'static ThreadSlot> {
     let mut i = hash(key);
     for _ in 0..MAX_THREADS {
         let s = &SLOTS[i];
@@ -90,19 +101,48 @@ pub fn current() -> Option<&'static ThreadSlot> {
         if k == key {
             return Some(s);
         }
-        if k == 0
-            && s.key
-                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            s.tid.store(sys::gettid(), Ordering::Relaxed);
-            s.ring.store(NO_RING, Ordering::Relaxed);
-            return Some(s);
-        }
-        if s.key.load(Ordering::Acquire) == key {
-            return Some(s);
+        if k == EMPTY_KEY {
+            return None;
         }
         i = (i + 1) & (MAX_THREADS - 1);
+    }
+    None
+}
+
+/// The calling thread's slot, created on first use; `None` if the table is full.
+///
+/// Only the thread itself inserts its key, so a key is never in two slots: the probe goes
+/// past tombstones to the key or to an empty slot (key absent), and the insert then takes
+/// the first tombstone on the way (or that empty slot).
+#[inline]
+pub fn current() -> Option<&'static ThreadSlot> {
+    let key = sys::thread_pointer();
+    if let Some(s) = lookup(key) {
+        return Some(s);
+    }
+    'retry: for _ in 0..4 {
+        let mut i = hash(key);
+        for _ in 0..MAX_THREADS {
+            let s = &SLOTS[i];
+            let k = s.key.load(Ordering::Acquire);
+            if k == EMPTY_KEY || k == TOMBSTONE {
+                if s.key
+                    .compare_exchange(k, key, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // Another thread took it: probe again.
+                    continue 'retry;
+                }
+                s.tid.store(sys::gettid(), Ordering::Relaxed);
+                s.ring.store(NO_RING, Ordering::Relaxed);
+                s.altstack.store(0, Ordering::Relaxed);
+                // SAFETY: the slot is now this thread's; its previous owner has exited.
+                unsafe { (*s.step.get()).active = false };
+                return Some(s);
+            }
+            i = (i + 1) & (MAX_THREADS - 1);
+        }
+        return None;
     }
     None
 }
@@ -146,22 +186,97 @@ pub fn thread_started() {
     if let Some(s) = current() {
         s.ring.store(NO_RING, Ordering::Relaxed);
         s.tid.store(sys::gettid(), Ordering::Relaxed);
+        s.altstack.store(map_altstack(), Ordering::Relaxed);
     }
 }
 
-/// Call when a thread ends: its ring can be reused once drained.
-pub fn thread_exiting() {
-    if let Some(s) = current() {
-        s.retire();
+/// Gives the calling (new) thread an alternate signal stack of [`ALTSTACK_SIZE`] unless it
+/// has one as large; returns its address if this function mapped it (0 otherwise).
+fn map_altstack() -> u64 {
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    sys::sigaltstack(None, Some(&mut cur));
+    if cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALTSTACK_SIZE {
+        return 0;
     }
+    // SAFETY: a fresh anonymous mapping.
+    let p = unsafe {
+        sys::mmap(
+            0,
+            ALTSTACK_SIZE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p < 0 {
+        return 0;
+    }
+    let ss = libc::stack_t {
+        ss_sp: p as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: ALTSTACK_SIZE,
+    };
+    if sys::sigaltstack(Some(&ss), None) != 0 {
+        // SAFETY: just mapped, never used.
+        unsafe { sys::munmap(p as usize, ALTSTACK_SIZE) };
+        return 0;
+    }
+    p as u64
+}
+
+/// Unmaps the alternate stack [`map_altstack`] gave this thread, if it is still the
+/// thread's alternate stack and the thread is not running on it.
+fn unmap_altstack(p: u64) {
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    sys::sigaltstack(None, Some(&mut cur));
+    if cur.ss_sp as u64 != p || cur.ss_flags & (libc::SS_ONSTACK | libc::SS_DISABLE) != 0 {
+        return;
+    }
+    let off = libc::stack_t {
+        ss_sp: std::ptr::null_mut(),
+        ss_flags: libc::SS_DISABLE,
+        ss_size: 0,
+    };
+    if sys::sigaltstack(Some(&off), None) == 0 {
+        // SAFETY: our mapping, no longer the thread's signal stack and not in use.
+        unsafe { sys::munmap(p as usize, ALTSTACK_SIZE) };
+    }
+}
+
+/// Call when a thread ends: its ring can be reused once drained, its alternate signal stack
+/// is unmapped and its slot freed (a signal after this runs on the thread's own stack; an
+/// access after this takes a fresh slot).
+pub fn thread_exiting() {
+    let Some(s) = lookup(sys::thread_pointer()) else {
+        return;
+    };
+    s.retire();
+    let stack = s.altstack.swap(0, Ordering::Relaxed);
+    if stack != 0 {
+        unmap_altstack(stack);
+    }
+    // SAFETY: only this thread touches its step state.
+    unsafe { (*s.step.get()).active = false };
+    s.key.store(TOMBSTONE, Ordering::Release);
 }
 
 /// Call in the child after `fork`: the parent's threads (and rings) are not ours.
 pub fn after_fork_child() {
+    // The forking thread's alternate stack was copied into the child: still ours to free.
+    let mine = lookup(sys::thread_pointer()).map_or(0, |s| s.altstack.load(Ordering::Relaxed));
     for s in SLOTS.iter() {
-        s.key.store(0, Ordering::Relaxed);
+        s.key.store(EMPTY_KEY, Ordering::Relaxed);
         s.ring.store(NO_RING, Ordering::Relaxed);
+        s.altstack.store(0, Ordering::Relaxed);
         // SAFETY: only this (single) thread exists in the child.
         unsafe { (*s.step.get()).active = false };
+    }
+    if mine != 0 {
+        if let Some(s) = current() {
+            s.altstack.store(mine, Ordering::Relaxed);
+        }
     }
 }
