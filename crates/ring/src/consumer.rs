@@ -144,6 +144,15 @@ impl Consumer {
     /// known keeps the watermark where it was.
     pub fn poll(&mut self, mut f: impl FnMut(Drained<'_>)) -> u64 {
         let t0 = monotonic_ns();
+        // The clock read must complete before the `pending` loads below: the vDSO's
+        // RDTSC is ordered after earlier instructions (LFENCE; RDTSC) but not before later
+        // loads, which could otherwise see an idle ring whose event is stamped before t0.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // SAFETY: LFENCE only orders instruction execution; SSE2 is baseline on x86-64.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            core::arch::asm!("lfence", options(nostack, preserves_flags))
+        };
         let mut wm = t0;
         let h = self.shm.header();
         let cap = h.capacity as u64;

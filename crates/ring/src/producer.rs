@@ -23,6 +23,8 @@ unsafe impl Sync for Shm {}
 pub enum WaitError {
     /// The recorder is gone or has closed the recording: nothing will drain the ring.
     RecorderGone,
+    /// The event has more records than the ring holds: it can never be published.
+    TooLarge,
 }
 
 impl Shm {
@@ -123,12 +125,27 @@ impl Shm {
             }
             if self.header().closed.load(Ordering::Relaxed) != 0
                 || sys::monotonic_ns_syscall() >= deadline
-                || !sys::process_exists(self.header().recorder_pid)
+                || self.recorder_gone()
             {
                 return None;
             }
             sys::sleep_ns(1_000_000);
         }
+    }
+
+    /// Whether the recorder process has ended (then marks the recording closed, so that
+    /// every producer of every traced process stops waiting for room at once: the program
+    /// runs on, untraced, its accesses still performed).
+    pub fn recorder_gone(&self) -> bool {
+        let h = self.header();
+        if h.closed.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        if sys::process_alive(h.recorder_pid) {
+            return false;
+        }
+        h.closed.store(1, Ordering::SeqCst);
+        true
     }
 
     /// Hands out a mapping id unique across all traced processes.
@@ -177,7 +194,8 @@ impl Producer {
     }
 
     /// Publishes one event (1..=capacity records) and ends the busy state; waits while the
-    /// ring is full. On error nothing was published (the recorder is gone).
+    /// ring is full. On error nothing was published (the recorder is gone, or the event is
+    /// larger than the ring): the caller counts it as lost.
     #[inline]
     pub fn push(&self, recs: &[Record]) -> Result<(), WaitError> {
         let r = self.write(recs);
@@ -192,7 +210,7 @@ impl Producer {
         let head = c.head.load(Ordering::Relaxed);
         let need = recs.len() as u64;
         if need > cap {
-            return Ok(());
+            return Err(WaitError::TooLarge);
         }
         let mut spins = 0u32;
         loop {
@@ -212,14 +230,16 @@ impl Producer {
                 std::hint::spin_loop();
                 continue;
             }
+            // Before each sleep (at most every 10 ms while the ring stays full): is the
+            // recorder still there? A killed one never sets `closed`; set it for it.
+            if self.shm.recorder_gone() {
+                return Err(WaitError::RecorderGone);
+            }
             c.waiters.store(1, Ordering::SeqCst);
             // Re-check after announcing ourselves, so a consumer that advanced the tail
             // meanwhile either sees the waiter flag or we see its new tail_seq.
             if c.tail_seq.load(Ordering::SeqCst) == seq {
                 sys::futex_wait(&c.tail_seq, seq, 10_000_000);
-            }
-            if spins % 64 == 0 && !sys::process_exists(h.recorder_pid) {
-                return Err(WaitError::RecorderGone);
             }
         }
         let data = self.shm.data(self.index as usize);

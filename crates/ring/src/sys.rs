@@ -85,6 +85,64 @@ pub fn process_exists(pid: u32) -> bool {
     r != -3
 }
 
+/// Whether process `pid` is alive: it exists ([`process_exists`]) and is not a zombie (a
+/// killed recorder stays a zombie until its parent reaps it). Reads `/proc/PID/stat` with
+/// raw system calls (no allocation); if that cannot be read, existence decides.
+pub fn process_alive(pid: u32) -> bool {
+    if !process_exists(pid) {
+        return false;
+    }
+    // "/proc/" + up to 10 digits + "/stat\0"
+    let mut path = [0u8; 32];
+    path[..6].copy_from_slice(b"/proc/");
+    let mut digits = [0u8; 10];
+    let mut n = 0;
+    let mut v = pid;
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut k = 6;
+    for i in (0..n).rev() {
+        path[k] = digits[i];
+        k += 1;
+    }
+    path[k..k + 5].copy_from_slice(b"/stat");
+    // SAFETY: open(path, O_RDONLY | O_CLOEXEC) with a NUL-terminated path.
+    let fd = unsafe { syscall6(2, path.as_ptr() as usize, 0o2000000, 0, 0, 0, 0) };
+    if fd < 0 {
+        return true;
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: read into a local buffer of its length; then close our fd.
+    let r = unsafe {
+        syscall6(
+            0,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            0,
+            0,
+            0,
+        )
+    };
+    // SAFETY: closes the descriptor opened above.
+    unsafe { syscall6(3, fd as usize, 0, 0, 0, 0, 0) };
+    if r <= 0 {
+        return true;
+    }
+    let buf = &buf[..r as usize];
+    // "pid (comm) S ...": the state follows the last ')'.
+    match buf.iter().rposition(|&c| c == b')') {
+        Some(i) => !matches!(buf.get(i + 2), Some(b'Z' | b'X' | b'x')),
+        None => true,
+    }
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds via the raw system call (slow path; the tracer uses
 /// the vDSO through its own clock).
 pub fn monotonic_ns_syscall() -> u64 {

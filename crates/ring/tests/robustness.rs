@@ -1,0 +1,69 @@
+//! The producer when things go wrong: an event larger than the ring, a recorder that died
+//! without closing the recording (killed: a zombie, then gone).
+
+use std::sync::atomic::Ordering;
+
+use mmio_trace_ring::{sys, Consumer, Header, Kind, Record, WaitError};
+
+fn rec(i: u64) -> Record {
+    Record::new(i, Record::access_word(0x1000, 1), i, 0, 4, Kind::Write)
+}
+
+#[test]
+fn an_event_larger_than_the_ring_is_an_error_not_a_silent_drop() {
+    let mut c = Consumer::create(1, 4).unwrap();
+    let p = c.shm().claim(1, 1).unwrap();
+    let recs = [rec(1), rec(2), rec(3), rec(4), rec(5)];
+    assert_eq!(p.push(&recs), Err(WaitError::TooLarge));
+    assert_eq!(p.push(&recs[..4]), Ok(()));
+    let mut n = 0;
+    c.poll(|d| n += d.records.len());
+    assert_eq!(n, 4);
+}
+
+#[test]
+fn process_alive_sees_zombies_as_dead() {
+    assert!(sys::process_alive(std::process::id()));
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    // Not reaped yet: a zombie once it has exited.
+    while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false)
+    {
+        std::thread::yield_now();
+    }
+    assert!(sys::process_exists(pid));
+    assert!(!sys::process_alive(pid));
+    child.wait().unwrap();
+    assert!(!sys::process_alive(pid));
+}
+
+/// Points the header's recorder pid at `pid` (a test stands in for a recorder).
+fn set_recorder_pid(c: &Consumer, pid: u32) {
+    let off = std::mem::offset_of!(Header, recorder_pid);
+    // SAFETY: inside the header of a live mapping; no producer reads it concurrently.
+    unsafe { (c.shm().base().add(off) as *mut u32).write_volatile(pid) };
+}
+
+#[test]
+fn a_killed_recorder_closes_the_recording_for_every_producer() {
+    let c = Consumer::create(2, 4).unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    set_recorder_pid(&c, pid);
+    let a = c.shm().claim(1, 1).unwrap();
+    let b = c.shm().claim(1, 2).unwrap();
+    for i in 0..4 {
+        a.push(&[rec(i)]).unwrap();
+        b.push(&[rec(i)]).unwrap();
+    }
+    assert_eq!(c.header().closed.load(Ordering::Relaxed), 0);
+    // Full ring, recorder gone: the first producer notices and closes the recording...
+    assert_eq!(a.push(&[rec(9)]), Err(WaitError::RecorderGone));
+    assert_eq!(c.header().closed.load(Ordering::Relaxed), 1);
+    // ... so every other one fails fast too, and claiming gives up at once.
+    assert_eq!(b.push(&[rec(9)]), Err(WaitError::RecorderGone));
+    assert!(c.shm().claim_wait(1, 3, 60_000_000_000).is_none());
+}
