@@ -11,6 +11,8 @@ use mmio_trace_ring::{Drained, Kind, Record};
 pub(crate) struct RawEvent {
     pub ts: u64,
     pub tid: u32,
+    /// The process of the ring (0 for the recorder's own marks).
+    pub pid: u32,
     pub first: Record,
     pub extra: Vec<Record>,
 }
@@ -20,7 +22,16 @@ pub(crate) struct RawEvent {
 struct MapInfo {
     id: u64,
     virt: u64,
+    len: u64,
     phys: u64,
+    /// The process that mapped it.
+    pid: u32,
+}
+
+impl MapInfo {
+    fn contains(&self, addr: u64) -> bool {
+        addr.wrapping_sub(self.virt) < self.len
+    }
 }
 
 /// Merges per-ring event queues by timestamp and turns them into format events.
@@ -28,8 +39,13 @@ pub(crate) struct Merger {
     queues: Vec<VecDeque<RawEvent>>,
     heads: BinaryHeap<std::cmp::Reverse<(u64, usize)>>,
     in_heap: Vec<bool>,
-    /// Live mappings by the low 16 bits of their id (what access records carry).
-    maps: Vec<Option<MapInfo>>,
+    /// Live mappings by the low 16 bits of their id (what access records carry): a short
+    /// list each, since ids 65,536 apart share the bits; an access picks the mapping whose
+    /// virtual range holds its address (same process first).
+    maps: Vec<Vec<MapInfo>>,
+    /// Per low-16 value, the last mapping removed by an `UNMAP`: the fallback for an access
+    /// no live mapping holds (a fork child still using a mapping its parent unmapped).
+    gone: Vec<Option<MapInfo>>,
     start_ns: u64,
     /// Everything before this time has been handed out.
     done_until: u64,
@@ -44,7 +60,8 @@ impl Merger {
             queues: (0..nqueues).map(|_| VecDeque::new()).collect(),
             heads: BinaryHeap::new(),
             in_heap: vec![false; nqueues],
-            maps: vec![None; 1 << 16],
+            maps: vec![Vec::new(); 1 << 16],
+            gone: vec![None; 1 << 16],
             start_ns,
             done_until: 0,
             emitted: 0,
@@ -73,6 +90,7 @@ impl Merger {
                 RawEvent {
                     ts: first.ts(),
                     tid: d.tid,
+                    pid: d.pid,
                     first,
                     extra,
                 },
@@ -95,6 +113,7 @@ impl Merger {
             RawEvent {
                 ts,
                 tid: 0,
+                pid: 0,
                 first,
                 extra,
             },
@@ -137,8 +156,19 @@ impl Merger {
         ts.saturating_sub(self.start_ns)
     }
 
-    fn map_of(&self, r: &Record) -> (i64, u64) {
-        match self.maps[r.map_low() as usize] {
+    fn map_of(&self, r: &Record, pid: u32) -> (i64, u64) {
+        let low = r.map_low() as usize;
+        let addr = r.addr();
+        let live = &self.maps[low];
+        let m = live
+            .iter()
+            .rev()
+            .find(|m| m.pid == pid && m.contains(addr))
+            .or_else(|| live.iter().rev().find(|m| m.contains(addr)))
+            .or(self.gone[low].as_ref().filter(|m| m.contains(addr)))
+            .or(live.last())
+            .or(self.gone[low].as_ref());
+        match m {
             Some(m) => (
                 m.id as i64,
                 m.phys.wrapping_add(r.addr().wrapping_sub(m.virt)),
@@ -152,7 +182,7 @@ impl Merger {
         let ts_ns = self.rel(e.ts);
         Some(match r.kind()? {
             Kind::Read | Kind::Write | Kind::ReadWide | Kind::WriteWide => {
-                let (map_id, phys) = self.map_of(r);
+                let (map_id, phys) = self.map_of(r, e.pid);
                 let dir = match r.kind()? {
                     Kind::Read | Kind::ReadWide => Direction::Read,
                     _ => Direction::Write,
@@ -174,11 +204,17 @@ impl Merger {
             Kind::Map => {
                 let d = e.extra.first()?;
                 let (phys, id) = (d.0[0], d.0[1]);
-                self.maps[id as u16 as usize] = Some(MapInfo {
+                let m = MapInfo {
                     id,
                     virt: r.0[1],
+                    len: r.0[2],
                     phys,
-                });
+                    pid: e.pid,
+                };
+                let list = &mut self.maps[id as u16 as usize];
+                // A MAP of an id already listed (a fork child's copy) replaces it.
+                list.retain(|o| o.id != id);
+                list.push(m);
                 Event::Map(Map {
                     ts_ns,
                     id: id as i64,
@@ -189,12 +225,19 @@ impl Merger {
                     pid: e.tid,
                 })
             }
-            Kind::Unmap => Event::Unmap(Unmap {
-                ts_ns,
-                id: r.0[2] as i64,
-                pc: r.pc(),
-                pid: e.tid,
-            }),
+            Kind::Unmap => {
+                let id = r.0[2];
+                let low = id as u16 as usize;
+                if let Some(k) = self.maps[low].iter().position(|m| m.id == id) {
+                    self.gone[low] = Some(self.maps[low].remove(k));
+                }
+                Event::Unmap(Unmap {
+                    ts_ns,
+                    id: id as i64,
+                    pc: r.pc(),
+                    pid: e.tid,
+                })
+            }
             Kind::Mark => {
                 let mut text = Vec::new();
                 for d in &e.extra {
@@ -204,7 +247,7 @@ impl Merger {
                 Event::Mark(Mark { ts_ns, text })
             }
             Kind::Unknown => {
-                let (map_id, phys) = self.map_of(r);
+                let (map_id, phys) = self.map_of(r, e.pid);
                 let b = r.value().to_le_bytes();
                 Event::Unknown(Unknown {
                     ts_ns,
@@ -217,5 +260,78 @@ impl Merger {
             }
             Kind::Data => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(ts: u64, virt: u64, len: u64, phys: u64, id: u64) -> [Record; 2] {
+        [
+            Record::new(ts, virt, len, 0, 0, Kind::Map),
+            Record([phys, id, 0, 0]),
+        ]
+    }
+
+    fn read(ts: u64, addr: u64, id: u64) -> Record {
+        Record::new(
+            ts,
+            Record::access_word(addr, id),
+            0x77,
+            0x40_0000,
+            4,
+            Kind::Read,
+        )
+    }
+
+    fn unmap(ts: u64, id: u64) -> Record {
+        Record::new(ts, 0, id, 0, 0, Kind::Unmap)
+    }
+
+    /// (map id, phys) of every access the merger turns out.
+    fn resolve(records: &[Record]) -> Vec<(i64, u64)> {
+        let mut m = Merger::new(2, 0);
+        m.add(Drained {
+            ring: 0,
+            pid: 10,
+            tid: 10,
+            records,
+        });
+        let mut out = Vec::new();
+        m.emit(None, |e| {
+            if let Event::Access(a) = e {
+                out.push((a.map_id, a.phys));
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn map_ids_sharing_their_low_16_bits_resolve_by_address() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x1000, 0x0, 1));
+        // 65,535 short-lived mappings in between would go here; ids wrap to the same bits:
+        r.extend(map(2, 0x20000, 0x1000, 0x4000, 65537));
+        r.push(read(3, 0x10004, 1));
+        r.push(read(4, 0x20008, 65537));
+        r.push(unmap(5, 65537));
+        r.extend(map(6, 0x30000, 0x2000, 0x8000, 131073));
+        r.push(read(7, 0x10004, 1));
+        r.push(read(8, 0x31000, 131073));
+        r.push(unmap(9, 1));
+        // No live mapping holds it: the last unmapped one with these bits (a fork child
+        // using its copy of a mapping its parent unmapped).
+        r.push(read(10, 0x10008, 1));
+        assert_eq!(
+            resolve(&r),
+            vec![
+                (1, 0x4),
+                (65537, 0x4008),
+                (1, 0x4),
+                (131073, 0x9000),
+                (1, 0x8)
+            ]
+        );
     }
 }

@@ -1,0 +1,314 @@
+//! Robustness of `mmio-trace record` (review findings): locked read-modify-writes stay
+//! atomic against other threads' plain stores, gs-relative device accesses, map ids that
+//! wrap their low 16 bits, many short-lived threads (thread slots, alternate stacks), and a
+//! recorder killed while the program runs on. C programs: tests/programs/rob_*.c.
+//! Needs a C compiler (`cc`).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use mmio_trace_format::{AnyReader, Direction, Event};
+
+/// A scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mmio-trace-rob-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Compiles tests/programs/NAME.c into `dir`.
+fn build(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/programs")
+        .join(format!("{name}.c"));
+    let exe = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed for the end-to-end tests");
+    assert!(st.success(), "compiling {}", src.display());
+    exe
+}
+
+/// A device file of `len` bytes whose 32-bit word k holds 0x1000 + k.
+fn device(dir: &Path, len: usize) -> PathBuf {
+    let p = dir.join("dev.bin");
+    let mut v = Vec::with_capacity(len);
+    for k in 0..len / 4 {
+        v.extend_from_slice(&(0x1000 + k as u32).to_le_bytes());
+    }
+    std::fs::write(&p, v).unwrap();
+    p
+}
+
+fn record_cmd(dir: &Path, dev: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+    c.arg("record")
+        .arg("-q")
+        .arg("-o")
+        .arg(dir.join("trace.log"))
+        .arg("--device")
+        .arg(dev)
+        .arg("--");
+    c
+}
+
+fn events(dir: &Path) -> Vec<Event> {
+    let mut r = AnyReader::open(&dir.join("trace.log")).expect("trace readable");
+    let mut events = Vec::new();
+    while let Some(e) = r.next_event().expect("the trace file is valid") {
+        events.push(e);
+    }
+    events
+}
+
+/// Runs `mmio-trace record` on `program ARGS`; returns its output and the events.
+fn record(dir: &Path, dev: &Path, program: &Path, args: &[&str]) -> (Output, Vec<Event>) {
+    let out = record_cmd(dir, dev)
+        .arg(program)
+        .arg(dev)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status {:?}; stdout {}; stderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, events(dir))
+}
+
+/// (R/W, width, offset in the device, value) of every access, in file order.
+fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some((
+                if a.dir == Direction::Read { 'R' } else { 'W' },
+                a.width,
+                a.phys,
+                a.value,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn lost_marks(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
+            _ => None,
+        })
+        .filter(|t| t.contains("Lost"))
+        .collect()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_failed_lock_cmpxchg_never_undoes_another_threads_store() {
+    let d = scratch("cas");
+    let exe = build(&d, "rob_cas");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &exe, &["100000"]);
+    assert_eq!(stdout(&out), "stores 100000 lost 0\n");
+    assert!(lost_marks(&ev).is_empty());
+    // Per thread: the main thread's stores and read-backs exactly; the other thread's
+    // failed cmpxchgs each the read of the current value and its write-back.
+    let mut by_tid: std::collections::BTreeMap<u32, Vec<(char, u64)>> = Default::default();
+    for e in &ev {
+        if let Event::Access(a) = e {
+            assert_eq!((a.width, a.phys), (4, 0));
+            let dir = if a.dir == Direction::Read { 'R' } else { 'W' };
+            by_tid.entry(a.pid).or_default().push((dir, a.value));
+        }
+    }
+    assert_eq!(by_tid.len(), 2);
+    let want: Vec<(char, u64)> = (1..=100_000u64)
+        .flat_map(|i| [('W', i), ('R', i)])
+        .collect();
+    let (main, other): (Vec<_>, Vec<_>) = by_tid
+        .into_values()
+        .partition(|v| v.len() == want.len() && *v == want);
+    assert_eq!(
+        main.len(),
+        1,
+        "the main thread's accesses are exactly W i, R i"
+    );
+    let cas = &other[0];
+    assert!(!cas.is_empty() && cas.len() % 2 == 0);
+    for p in cas.chunks(2) {
+        assert_eq!((p[0].0, p[1].0), ('R', 'W'));
+        assert_eq!(p[0].1, p[1].1, "a failed cmpxchg writes back what it read");
+    }
+}
+
+#[test]
+fn locked_read_modify_writes_are_traced_exactly() {
+    let d = scratch("locked");
+    let exe = build(&d, "rob_locked");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &exe, &[]);
+    assert_eq!(
+        stdout(&out),
+        "cmpxchg-fail eax=0x1000\ncmpxchg-ok eax=0x1001\nxchg old=0x1002\nxadd old=0x1003\n\
+         or=0xf1004 bts=0x80001005 inc=0x100700001007 c8b=0xcc000000bb\n"
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            // lock cmpxchg, failing: the old value is read and written back.
+            ('R', 4, 0x0, 0x1000),
+            ('W', 4, 0x0, 0x1000),
+            ('R', 4, 0x4, 0x1001),
+            ('W', 4, 0x4, 0x77),
+            ('R', 4, 0x8, 0x1002),
+            ('W', 4, 0x8, 0x99),
+            ('R', 4, 0xc, 0x1003),
+            ('W', 4, 0xc, 0x1013),
+            ('R', 4, 0x10, 0x1004),
+            ('W', 4, 0x10, 0xf1004),
+            ('R', 4, 0x14, 0x1005),
+            ('W', 4, 0x14, 0x8000_1005),
+            ('R', 8, 0x18, 0x1007_0000_1006),
+            ('W', 8, 0x18, 0x1007_0000_1007),
+            ('R', 8, 0x20, 0x1009_0000_1008),
+            ('W', 8, 0x20, 0xcc_0000_00bb),
+            ('R', 8, 0x18, 0x1007_0000_1007),
+            ('R', 8, 0x20, 0xcc_0000_00bb),
+            ('R', 4, 0x10, 0xf1004),
+            ('R', 4, 0x14, 0x8000_1005),
+        ]
+    );
+}
+
+#[test]
+fn gs_relative_device_accesses_use_the_real_gs_base() {
+    let d = scratch("gsrel");
+    let exe = build(&d, "rob_gsrel");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &exe, &[]);
+    assert_eq!(stdout(&out), "gs:8=0x1002 gs:12=0xabcd\n");
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            ('R', 4, 0x8, 0x1002),
+            ('W', 4, 0xc, 0xabcd),
+            ('R', 4, 0xc, 0xabcd)
+        ]
+    );
+}
+
+#[test]
+fn map_ids_wrapping_their_low_16_bits_keep_each_access_on_its_mapping() {
+    let d = scratch("mapids");
+    let exe = build(&d, "rob_mapids");
+    let dev = device(&d, 3 * 4096);
+    let (out, ev) = record(&d, &dev, &exe, &[]);
+    assert_eq!(stdout(&out), "0x1001 0x1802\n");
+    let maps: Vec<(i64, u64)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Map(m) => Some((m.id, m.phys)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(maps.len(), 65537);
+    let (first, last) = (maps[0], maps[65536]);
+    assert_eq!((first.1, last.1), (0, 0x2000));
+    assert_eq!(
+        first.0 as u16, last.0 as u16,
+        "the ids share their low 16 bits"
+    );
+    let acc: Vec<(i64, u64, u64)> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some((a.map_id, a.phys, a.value)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acc, vec![(first.0, 0x4, 0x1001), (last.0, 0x2008, 0x1802)]);
+}
+
+#[test]
+fn thousands_of_short_lived_threads_reuse_thread_slots() {
+    let d = scratch("slots");
+    let exe = build(&d, "rob_slots");
+    let dev = device(&d, 4096);
+    let (_, ev) = record(&d, &dev, &exe, &["4200"]);
+    assert_eq!(lost_marks(&ev), Vec::<String>::new());
+    let want: Vec<_> = (0..4200).map(|i| ('W', 4, 0, i)).collect();
+    assert_eq!(accesses(&ev), want);
+}
+
+#[test]
+fn ended_threads_alternate_stacks_are_unmapped() {
+    let d = scratch("leak");
+    let exe = build(&d, "rob_leak");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &exe, &["1000"]);
+    assert_eq!(accesses(&ev).len(), 1100);
+    let s = stdout(&out);
+    let grew: i64 = s
+        .trim()
+        .strip_prefix("grew ")
+        .and_then(|v| v.strip_suffix(" kB"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{s}"));
+    // Leaking a 256 KiB stack per thread would be 256,000 kB; allow glibc a new arena.
+    assert!(
+        grew < 80 * 1024,
+        "VmSize grew by {grew} kB over 1000 threads"
+    );
+}
+
+#[test]
+fn the_program_runs_on_correctly_after_the_recorder_is_killed() {
+    let d = scratch("orphan");
+    let exe = build(&d, "rob_orphan");
+    let dev = device(&d, 4096);
+    let go = d.join("go");
+    let n = 50_000;
+    let mut rec = record_cmd(&d, &dev)
+        .arg(&exe)
+        .arg(&dev)
+        .arg(&go)
+        .arg(n.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(rec.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap();
+    let pid: i32 = ready.strip_prefix("ready ").unwrap().parse().unwrap();
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    std::fs::write(&go, b"").unwrap();
+    // The ring (16,384 records) fills soon after; then every access would wait for the
+    // dead recorder. Only a generous harness timeout, no timing assertion.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lines.next().map(|l| l.unwrap()));
+    });
+    let done = rx.recv_timeout(Duration::from_secs(300));
+    if done.is_err() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert_eq!(
+        done.expect("the program finished its accesses"),
+        Some(format!("done {n} bad 0"))
+    );
+    // The device holds the last value written.
+    let bytes = std::fs::read(&dev).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), n);
+}
