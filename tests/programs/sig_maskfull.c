@@ -10,6 +10,9 @@ int main(int argc, char **argv) {
     struct sigaction sa; memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1; sigfillset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
+    /* The program sees the mask it asked for. */
+    struct sigaction cur; sigaction(SIGUSR1, NULL, &cur);
+    if (!sigismember(&cur.sa_mask, SIGSEGV) || !sigismember(&cur.sa_mask, SIGTRAP)) return 3;
     raise(SIGUSR1);
     printf("handler read %#x\n", got);
     return 0;
