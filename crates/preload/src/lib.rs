@@ -357,11 +357,17 @@ struct SigevCall {
 
 /// Runs a `SIGEV_THREAD` callback in glibc's notification thread, which has every signal
 /// blocked: the tracer's are unblocked first (a device access would be fatal otherwise).
+/// glibc starts a fresh thread for each notification (its own `pthread_create`, not ours),
+/// often on a reused stack: the thread gets the start and end hooks our `pthread_create`
+/// trampoline would have run, or it would write into the ring of the previous thread that
+/// had the same thread pointer (its tid gone, the recorder may have freed it).
 extern "C" fn sigev_thread(call: usize) {
-    signals::unblock_ours();
+    signals::thread_start();
     // SAFETY: a leaked `SigevCall` made by `with_sigev_thread`, never freed.
     let c = unsafe { &*(call as *const SigevCall) };
     (c.function)(c.value);
+    signals::thread_exiting();
+    tracer::threads::thread_exiting();
 }
 
 /// `sev` with a `SIGEV_THREAD` callback wrapped by [`sigev_thread`]. The wrapper's 16
@@ -899,6 +905,7 @@ extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
     let s = unsafe { Box::from_raw(p as *mut Start) };
     signals::thread_start();
     let r = (s.f)(s.arg);
+    signals::thread_exiting();
     tracer::threads::thread_exiting();
     r
 }
@@ -962,6 +969,7 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_vo
 #[no_mangle]
 pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
     if INITIALISED.load(Ordering::Acquire) {
+        signals::thread_exiting();
         tracer::threads::thread_exiting();
     }
     let p = real(&real::pthread_exit, "pthread_exit\0");

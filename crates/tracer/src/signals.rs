@@ -111,32 +111,44 @@ const NO_THREAD_SIG: ThreadSig = ThreadSig {
 const THREAD_SIGS: usize = 1024;
 static THREAD_SIG: [ThreadSig; THREAD_SIGS] = [NO_THREAD_SIG; THREAD_SIGS];
 
+/// Key of an entry freed by [`thread_exiting`]: lookups probe past it, inserts reuse it.
+const TOMBSTONE: u64 = u64::MAX;
+
 /// The calling thread's entry; made when `create` (`None` if absent or the table is full).
 fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
     let key = sys::thread_pointer();
     let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize & (THREAD_SIGS - 1);
+    let mut free: Option<&'static ThreadSig> = None;
     for _ in 0..THREAD_SIGS {
         let t = &THREAD_SIG[i];
         let k = t.key.load(Ordering::Acquire);
         if k == key {
             return Some(t);
         }
+        if k == TOMBSTONE && free.is_none() {
+            free = Some(t);
+        }
         if k == 0 {
-            if !create {
-                return None;
-            }
-            // Only the owning thread inserts its own key, so no duplicate can appear.
-            if t.key
-                .compare_exchange(0, key, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return Some(t);
-            }
-            if t.key.load(Ordering::Acquire) == key {
-                return Some(t);
-            }
+            break;
         }
         i = (i + 1) & (THREAD_SIGS - 1);
+    }
+    if !create {
+        return None;
+    }
+    // Not present (only the owning thread inserts its own key, so it cannot appear
+    // meanwhile): take the first tombstone on the way, else the empty slot, else any.
+    let scan = (0..THREAD_SIGS).map(|n| &THREAD_SIG[(i + n) & (THREAD_SIGS - 1)]);
+    for cand in free.into_iter().chain(scan) {
+        let k = cand.key.load(Ordering::Acquire);
+        if (k == 0 || k == TOMBSTONE)
+            && cand
+                .key
+                .compare_exchange(k, key, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return Some(cand);
+        }
     }
     None
 }
@@ -536,6 +548,17 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             // Keep `marker` (the frame address) alive across the call.
             std::hint::black_box(&marker);
         }
+    }
+}
+
+/// For thread end hooks: frees the thread's entry (its believed mask and its stack).
+pub fn thread_exiting() {
+    if let Some(t) = thread_sig(false) {
+        t.frame.store(0, Ordering::Relaxed);
+        t.blocked.store(0, Ordering::Relaxed);
+        t.ss_size.store(0, Ordering::Relaxed);
+        t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
+        t.key.store(TOMBSTONE, Ordering::Release);
     }
 }
 
