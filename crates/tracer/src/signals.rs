@@ -154,13 +154,30 @@ fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
 }
 
 /// Which of [`OURS`] the program believes blocked for code running at stack pointer
-/// `rsp`: those of a program handler we called, if `rsp` is below its frame on the same
-/// stack (a handler left with `siglongjmp` leaves a stale entry, which this ignores once
-/// the thread runs on its own stack again).
+/// `rsp`: those of a program handler we called, if `rsp` is below its frame on the
+/// thread's current alternate signal stack. Program handlers we call run on that stack
+/// (our handlers are `SA_ONSTACK`), so code interrupted anywhere else is not inside one:
+/// a handler left with `siglongjmp` leaves a stale entry, and the thread's own stack may
+/// lie just below that stale frame, so "below the frame" alone is not enough.
 fn believed_blocked(rsp: u64) -> u64 {
     let Some(t) = thread_sig(false) else { return 0 };
     let frame = t.frame.load(Ordering::Relaxed);
-    if frame != 0 && rsp < frame && frame - rsp < (8 << 20) {
+    if frame == 0 {
+        return 0;
+    }
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    let on_alt =
+        if sys::sigaltstack(None, Some(&mut cur)) == 0 && cur.ss_flags & libc::SS_DISABLE == 0 {
+            let lo = cur.ss_sp as u64;
+            let hi = lo.wrapping_add(cur.ss_size as u64);
+            lo <= rsp && rsp < frame && frame <= hi
+        } else {
+            // No alternate stack (it could not be mapped): handlers ran on the thread's own
+            // stack; only the distance bound is left.
+            rsp < frame && frame - rsp < (8 << 20)
+        };
+    if on_alt {
         t.blocked.load(Ordering::Relaxed)
     } else {
         0
