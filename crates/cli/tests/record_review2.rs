@@ -146,3 +146,92 @@ fn rv2_sigsegv_handler_left_by_siglongjmp_catches_every_later_fault() {
         assert_eq!(accesses(&ev), vec![('W', 4, 0, 12850)]);
     }
 }
+
+/// (MAP id, phys, len) and (UNMAP id) lines in file order, with ids renumbered from 1 in
+/// order of appearance (ids are process-wide counters).
+fn map_lines(events: &[Event]) -> Vec<String> {
+    let mut ids: Vec<i64> = Vec::new();
+    let mut num = |id: i64| match ids.iter().position(|&i| i == id) {
+        Some(k) => k + 1,
+        None => {
+            ids.push(id);
+            ids.len()
+        }
+    };
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Map(m) => Some(format!("MAP {} {:#x} {:#x}", num(m.id), m.phys, m.len)),
+            Event::Unmap(u) => Some(format!("UNMAP {}", num(u.id))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rv2_mremap_of_part_of_a_mapping_keeps_the_rest_traced() {
+    let d = scratch("mremap-sub");
+    let exe = build(&d, "rv2_mremap");
+    let dev = device(&d, 65536);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "sub".as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "sub ok 0x1403\nunmapped\n");
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            ('W', 4, 0, 1),
+            ('W', 4, 0, 2),
+            ('W', 4, 0x2000, 3),
+            ('W', 4, 0x1008, 4),
+            ('R', 4, 0x100c, 0x1403),
+        ]
+    );
+    assert_eq!(
+        map_lines(&ev),
+        vec![
+            "MAP 1 0x0 0x3000",
+            "MAP 2 0x1000 0x1000",
+            "UNMAP 2",
+            "UNMAP 1"
+        ]
+    );
+}
+
+#[test]
+fn rv2_mremap_moves_each_piece_with_its_own_protection() {
+    let d = scratch("mremap-split");
+    let exe = build(&d, "rv2_mremap");
+    let dev = device(&d, 65536);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "split".as_ref()]);
+    // The write to the moved read-only page is fatal, as natively.
+    assert_eq!(code(&out), Some(128 + 11), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "split read 0x1800\n");
+    assert_eq!(
+        accesses(&ev),
+        vec![('W', 4, 0, 1), ('W', 4, 0, 4), ('R', 4, 0x2000, 0x1800)]
+    );
+    assert_eq!(
+        map_lines(&ev),
+        vec!["MAP 1 0x0 0x3000", "UNMAP 1", "MAP 2 0x0 0x3000"]
+    );
+}
+
+#[test]
+fn rv2_mremap_grown_pages_are_traced() {
+    let d = scratch("mremap-grow");
+    let exe = build(&d, "rv2_mremap");
+    let dev = device(&d, 65536);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "grow".as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "grow ok 0x1802\n");
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            ('W', 4, 0, 1),
+            ('W', 4, 4, 2),
+            ('W', 4, 0x1004, 3),
+            ('W', 4, 0x2004, 4),
+            ('R', 4, 0x2008, 0x1802),
+        ]
+    );
+}

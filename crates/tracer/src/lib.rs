@@ -502,9 +502,15 @@ fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
     }
 }
 
-/// The preload library's hook after a successful `mremap` of `old`: a traced region that
-/// moved or changed size is traced at its new place (`UNMAP` + `MAP` under a new id), the
-/// alias remapped alongside.
+/// Most pieces (regions of the table) one `mremap` is expected to move; more are left
+/// untraced at their new place (normal context must not allocate: `realloc` calls `mremap`).
+const MREMAP_PIECES: usize = 16;
+
+/// The preload library's hook after a successful `mremap` of `old`. What moved is traced
+/// at its new place, piece by piece (each region of the table with its own protection and
+/// alias offset), under a new mapping id per original id (`MAP`); what stayed (a part of a
+/// region outside the moved range) stays traced; an original id gets `UNMAP` only when no
+/// piece of it is left. Grown pages are a region of their own with an alias of their own.
 pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
     if !is_active() {
         return;
@@ -513,42 +519,141 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
         after_mremap_dup(old, new, new_len, pc);
         return;
     }
-    let mut moved = None;
-    regions::remove_overlapping(old, old_len.max(1), |r| {
-        if moved.is_none() && r.start == old {
-            moved = Some(r);
-        }
-        emit::unmap(r.map_id, pc);
-    });
-    let Some(r) = moved else { return };
     let Some(shm) = shm() else { return };
+    let old_len = (old_len + PAGE - 1) & !(PAGE - 1);
     let new_len = (new_len + PAGE - 1) & !(PAGE - 1);
-    let mut alias = r.alias;
-    if alias != 0 && new_len != r.len {
-        // SAFETY: resizing the tracer's own alias mapping.
+    if !regions::maybe_overlaps(old, old_len) {
+        return;
+    }
+    // The pieces of the old range that now live at `new` (clipped to the kept length).
+    let kept = old_len.min(new_len);
+    let mut pieces = [None::<Region>; MREMAP_PIECES];
+    let mut n = 0;
+    // The piece holding the last old page (a grown tail continues it).
+    let mut last = None;
+    regions::overlapping(old, old_len, |r| {
+        let lo = r.start.max(old);
+        let hi = (r.start + r.len).min(old + kept);
+        if lo < hi && n < MREMAP_PIECES {
+            pieces[n] = Some(Region {
+                start: new + (lo - old),
+                len: hi - lo,
+                alias: if r.alias != 0 { r.alias_of(lo) } else { 0 },
+                phys: r.phys_of(lo),
+                ..r
+            });
+            n += 1;
+        }
+        if r.contains(old + old_len - PAGE) {
+            last = Some(r);
+        }
+    });
+    if new == old {
+        // Resized in place: the kept pages did not move (and stay traced as they are).
+        n = 0;
+    }
+    // New ids: (old id, new id, lowest start, highest end, phys at the lowest start).
+    let mut ids = [(0u64, 0u64, u64::MAX, 0u64, 0u64); MREMAP_PIECES];
+    let mut nids = 0;
+    for p in pieces.iter_mut().take(n).flatten() {
+        let k = match ids[..nids].iter().position(|e| e.0 == p.map_id) {
+            Some(k) => k,
+            None => {
+                ids[nids] = (p.map_id, shm.next_map_id(), u64::MAX, 0, 0);
+                nids += 1;
+                nids - 1
+            }
+        };
+        let e = &mut ids[k];
+        if p.start < e.2 {
+            e.2 = p.start;
+            e.4 = p.phys;
+        }
+        e.3 = e.3.max(p.start + p.len);
+        p.map_id = e.1;
+    }
+    // The old place first (the moved pages left it already; in place, only the shrunk-away
+    // tail goes), so an id that moved whole is unmapped before its successor is mapped.
+    let (gone, gone_len) = if new == old {
+        (old + kept, old_len - kept)
+    } else {
+        (old, old_len)
+    };
+    let mut ended = [0u64; MREMAP_PIECES];
+    let mut nended = 0;
+    // The aliases stay mapped: the moved pieces use them (address space only otherwise).
+    regions::remove_range(gone, gone_len, |r| {
+        if nended < MREMAP_PIECES && !ended[..nended].contains(&r.map_id) {
+            ended[nended] = r.map_id;
+            nended += 1;
+        }
+    });
+    for &id in &ended[..nended] {
+        if !regions::has_map_id(id) {
+            emit::unmap(id, pc);
+        }
+    }
+    // Grown pages continue the last piece: under its new id when it moved (its MAP
+    // grows), under an id of their own when the mapping grew in place.
+    let mut tail = None;
+    if new_len > old_len {
+        if let Some(r) = last {
+            let id = match ids[..nids].iter_mut().find(|e| e.0 == r.map_id) {
+                Some(e) => {
+                    e.3 = new + new_len;
+                    e.1
+                }
+                None => shm.next_map_id(),
+            };
+            tail = Some((
+                grow_tail(&r, old + old_len, new + old_len, new_len - old_len),
+                id,
+            ));
+        }
+    }
+    // The moved pieces (they do not overlap the old range: `MREMAP_FIXED` refuses that);
+    // their pages kept the kernel protection they had.
+    for p in pieces.iter().take(n).flatten() {
+        regions::add(*p);
+    }
+    if let Some((mut t, id)) = tail {
+        t.map_id = id;
+        if regions::add(t) && !ids[..nids].iter().any(|e| e.1 == id) {
+            emit::map(t.start, t.len, t.phys, id, pc);
+        }
+        // SAFETY: the program's grown pages (they inherited the last page's protection).
+        unsafe { sys::mprotect(t.start as usize, t.len as usize, libc::PROT_NONE) };
+    }
+    for e in &ids[..nids] {
+        emit::map(e.2, e.3 - e.2, e.4, e.1, pc);
+    }
+}
+
+/// The region for the pages a growing `mremap` appended at `at` (`len` bytes), continuing
+/// region `r` (which held the page before them at its old place, ending at `old_end`), with
+/// an alias of its own (`map_id` left for the caller).
+fn grow_tail(r: &Region, old_end: u64, at: u64, len: u64) -> Region {
+    let mut alias = 0;
+    if r.alias != 0 {
+        // A view of the alias's last page plus the grown length (the same file, going on).
+        // SAFETY: duplicating the tracer's own shared alias mapping into a fresh address.
         let a = unsafe {
             sys::mremap(
-                r.alias as usize,
-                r.len as usize,
-                new_len as usize,
+                r.alias_of(old_end - PAGE) as usize,
+                0,
+                (PAGE + len) as usize,
                 libc::MREMAP_MAYMOVE,
                 0,
             )
         };
-        alias = if a < 0 { 0 } else { a as u64 };
+        alias = if a < 0 { 0 } else { a as u64 + PAGE };
     }
-    let map_id = shm.next_map_id();
-    let nr = Region {
-        start: new,
-        len: new_len,
+    Region {
+        start: at,
+        len,
         alias,
-        map_id,
-        ..r
-    };
-    if regions::add(nr) {
-        emit::map(new, new_len, r.phys, map_id, pc);
-        // The moved pages keep PROT_NONE; grown pages need closing.
-        // SAFETY: the program's mapping.
-        unsafe { sys::mprotect(new as usize, new_len as usize, libc::PROT_NONE) };
+        phys: r.phys_of(old_end - PAGE) + PAGE,
+        map_id: r.map_id,
+        prot: r.prot,
     }
 }

@@ -235,7 +235,8 @@ pub fn remove_range(start: u64, len: u64, mut f: impl FnMut(Region)) {
         if !(r.start < end && start < rend) {
             continue;
         }
-        let left = (r.start < start).then_some(Region {
+        // `then` (lazy): the length is computed only when the piece exists.
+        let left = (r.start < start).then(|| Region {
             len: start - r.start,
             ..r
         });
