@@ -235,3 +235,21 @@ fn rv2_mremap_grown_pages_are_traced() {
         ]
     );
 }
+
+#[test]
+fn rv2_mprotect_on_traced_memory_fails_as_natively() {
+    let d = scratch("mprotect");
+    let exe = build(&d, "rv2_mprotect");
+    let dev = device(&d, 8192);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "a".as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "mprotect -1 Permission denied\nread 0x1001\n");
+    assert_eq!(accesses(&ev), vec![('R', 4, 4, 0x1001)]);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "b".as_ref()]);
+    assert_eq!(code(&out), Some(128 + 11), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "mprotect page 0: 0\nmisaligned mprotect: -1 Invalid argument\n"
+    );
+    assert_eq!(accesses(&ev), vec![('W', 4, 8, 0x77)]);
+}

@@ -208,14 +208,14 @@ pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
 }
 
 /// Interposed `mprotect`: traced regions keep their pages closed; the program's protection
-/// is enforced by the fault path instead.
+/// is enforced by the fault path instead (the kernel still checks the call first).
 #[no_mangle]
 pub unsafe extern "C" fn mprotect(addr: *mut c_void, len: size_t, prot: c_int) -> c_int {
-    if let Some(rc) = tracer::mprotect(addr as u64, len as u64, prot) {
-        return rc;
-    }
-    // SAFETY: the caller's arguments.
-    let r = unsafe { sys::mprotect(addr as usize, len, prot) };
+    let r = match tracer::mprotect(addr as u64, len as u64, prot) {
+        Some(r) => r,
+        // SAFETY: the caller's arguments.
+        None => unsafe { sys::mprotect(addr as usize, len, prot) },
+    };
     if r < 0 {
         set_errno(-r as c_int);
         return -1;

@@ -306,6 +306,7 @@ pub unsafe fn trace_region(
         phys,
         map_id,
         prot,
+        phys_minus_off: 0,
     };
     if !regions::add(r) {
         return Err(TraceError::TableFull);
@@ -378,6 +379,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
         phys,
         map_id,
         prot,
+        phys_minus_off: phys.wrapping_sub(off as u64),
     };
     if !regions::add(r) {
         return;
@@ -425,43 +427,59 @@ pub fn before_munmap(addr: u64, len: u64, pc: u64) {
     });
 }
 
-/// The preload library's `mprotect`: for ranges inside traced regions, remember the
-/// protection the program asked for (enforced by the fault path) and keep the pages
-/// closed. Returns `None` when no traced region is involved (call the real `mprotect`).
-pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<i32> {
-    // The quick test first: the registry lock blocks signals (two system calls), and
-    // programs (and allocators) call mprotect on ordinary memory far more often.
-    if !is_active()
-        || !regions::maybe_overlaps(addr, len)
-        || regions::set_prot(addr, len, prot) == 0
-    {
+/// The preload library's `mprotect`. Returns `None` when no traced region is involved
+/// (the caller makes the plain call); otherwise the raw result (0 or `-errno`).
+///
+/// The real `mprotect` runs first, so the kernel decides what the program may ask for
+/// (misaligned range, `PROT_WRITE` on a read-only file, unmapped pages...) and its error
+/// is the program's. On success the traced pages are closed again (those the device
+/// rules' `--range`/`--bypass` leave untraced keep what the program asked for) and the
+/// protection is remembered for the fault path to enforce. Between the two calls a
+/// traced page is briefly open: another thread's access to it in that window is not
+/// logged.
+pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<isize> {
+    // The quick test first: programs (and allocators) call mprotect on ordinary memory
+    // far more often.
+    if !is_active() || !regions::maybe_overlaps(addr, len) {
         return None;
     }
-    // Parts of the range outside traced regions get the protection for real.
+    let mut any = false;
+    regions::overlapping(addr, len.max(1), |_| any = true);
+    if !any {
+        return None;
+    }
+    // SAFETY: the program's own call, with its arguments.
+    let rc = unsafe { sys::mprotect(addr as usize, len as usize, prot) };
+    if rc < 0 {
+        return Some(rc);
+    }
+    // The kernel accepted it: `addr` is aligned; it rounded the length up.
+    let len = (len + PAGE - 1) & !(PAGE - 1);
+    let rules = RULES
+        .get()
+        .filter(|r| !r.ranges.is_empty() || !r.bypass.is_empty());
     let end = addr + len;
-    let mut cur = addr;
-    let mut spans = [(0u64, 0u64); 16];
-    let mut n = 0;
     regions::overlapping(addr, len, |r| {
-        if n < spans.len() {
-            spans[n] = (r.start, r.start + r.len);
-            n += 1;
+        let (lo, hi) = (r.start.max(addr), (r.start + r.len).min(end));
+        match rules {
+            None => {
+                // SAFETY: traced pages of the program's mapping (closed, as before the call).
+                unsafe { sys::mprotect(lo as usize, (hi - lo) as usize, libc::PROT_NONE) };
+            }
+            Some(rules) => {
+                let mut p = lo;
+                while p < hi {
+                    if rules.traced(r.off_of(p), PAGE) {
+                        // SAFETY: a traced page of the program's mapping.
+                        unsafe { sys::mprotect(p as usize, PAGE as usize, libc::PROT_NONE) };
+                    }
+                    p += PAGE;
+                }
+            }
         }
     });
-    spans[..n].sort_unstable();
-    let mut rc = 0;
-    for &(s, e) in &spans[..n] {
-        if cur < s {
-            // SAFETY: the program's own range.
-            rc |= unsafe { sys::mprotect(cur as usize, (s - cur) as usize, prot) };
-        }
-        cur = cur.max(e);
-    }
-    if cur < end {
-        // SAFETY: the program's own range.
-        rc |= unsafe { sys::mprotect(cur as usize, (end - cur) as usize, prot) };
-    }
-    Some(if rc < 0 { -1 } else { 0 })
+    regions::set_prot(addr, len, prot);
+    Some(0)
 }
 
 /// `mremap(old, 0, new_len, MREMAP_MAYMOVE)`: a second view of the same pages at `new`.
@@ -493,6 +511,7 @@ fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
         phys: r.phys_of(old),
         map_id,
         prot: r.prot,
+        phys_minus_off: r.phys_minus_off,
     };
     if regions::add(nr) {
         emit::map(new, new_len, nr.phys, map_id, pc);
@@ -655,5 +674,6 @@ fn grow_tail(r: &Region, old_end: u64, at: u64, len: u64) -> Region {
         phys: r.phys_of(old_end - PAGE) + PAGE,
         map_id: r.map_id,
         prot: r.prot,
+        phys_minus_off: r.phys_minus_off,
     }
 }

@@ -32,6 +32,9 @@ pub struct Region {
     /// The protection the program asked for (`PROT_*`); accesses it forbids are delivered
     /// to the program as faults.
     pub prot: i32,
+    /// `phys - file offset` (wrapping), the same for every piece of a mapping: the file
+    /// offset of an address, for the device rules' `--range`/`--bypass`.
+    pub phys_minus_off: u64,
 }
 
 impl Region {
@@ -52,6 +55,12 @@ impl Region {
     pub fn phys_of(&self, addr: u64) -> u64 {
         self.phys + (addr - self.start)
     }
+
+    /// The file offset of `addr` (which must be inside).
+    #[inline]
+    pub fn off_of(&self, addr: u64) -> u64 {
+        self.phys_of(addr).wrapping_sub(self.phys_minus_off)
+    }
 }
 
 struct Slot {
@@ -62,6 +71,7 @@ struct Slot {
     phys: AtomicU64,
     map_id: AtomicU64,
     prot: AtomicI32,
+    phys_minus_off: AtomicU64,
 }
 
 impl Slot {
@@ -74,6 +84,7 @@ impl Slot {
         phys: AtomicU64::new(0),
         map_id: AtomicU64::new(0),
         prot: AtomicI32::new(0),
+        phys_minus_off: AtomicU64::new(0),
     };
 
     fn read(&self) -> Option<Region> {
@@ -90,6 +101,7 @@ impl Slot {
                 phys: self.phys.load(Ordering::Relaxed),
                 map_id: self.map_id.load(Ordering::Relaxed),
                 prot: self.prot.load(Ordering::Relaxed),
+                phys_minus_off: self.phys_minus_off.load(Ordering::Relaxed),
             };
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == s1 {
@@ -107,6 +119,7 @@ impl Slot {
             phys: 0,
             map_id: 0,
             prot: 0,
+            phys_minus_off: 0,
         });
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
@@ -117,6 +130,8 @@ impl Slot {
         self.phys.store(r.phys, Ordering::Relaxed);
         self.map_id.store(r.map_id, Ordering::Relaxed);
         self.prot.store(r.prot, Ordering::Relaxed);
+        self.phys_minus_off
+            .store(r.phys_minus_off, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 }
