@@ -253,3 +253,22 @@ fn rv2_mprotect_on_traced_memory_fails_as_natively() {
     );
     assert_eq!(accesses(&ev), vec![('W', 4, 8, 0x77)]);
 }
+
+#[test]
+fn rv2_raw_fork_child_never_hangs_on_the_region_lock() {
+    const N: usize = 100;
+    let d = scratch("rawfork");
+    let exe = build(&d, "rv2_rawfork");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), N.to_string().as_ref()]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), format!("ok {N} hung 0\n"));
+    // Every child's write, logged under the child's own pid.
+    let w = accesses_by_pid(&ev);
+    assert_eq!(w.len(), N);
+    assert!(w.iter().all(|a| (a.1, a.2, a.3, a.4) == ('W', 4, 0, 1)));
+    let mut pids: Vec<u32> = w.iter().map(|a| a.0).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), N);
+}

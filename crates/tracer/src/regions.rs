@@ -148,6 +148,10 @@ static LOCK: AtomicBool = AtomicBool::new(false);
 struct Guard(u64);
 
 fn lock() -> Guard {
+    // The child of a fork none of our hooks saw (a raw `syscall(SYS_fork)`) may have
+    // inherited the lock held by a parent thread that does not exist here: reset the
+    // per-process state first (one load when there was no such fork).
+    crate::check_fork();
     let old = crate::signals::block_async();
     while LOCK
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
