@@ -272,3 +272,29 @@ fn rv2_raw_fork_child_never_hangs_on_the_region_lock() {
     pids.dedup();
     assert_eq!(pids.len(), N);
 }
+
+#[test]
+fn rv2_waits_with_a_full_mask_keep_the_tracers_signals_deliverable() {
+    let d = scratch("sigsuspend");
+    let exe = build(&d, "rv2_sigsuspend");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let names = [
+        "sigsuspend",
+        "ppoll",
+        "pselect",
+        "epoll_pwait",
+        "epoll_pwait2",
+    ];
+    let want: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{n} -1 Interrupted system call {:#x}\n", 0x51 + i))
+        .collect();
+    assert_eq!(stdout(&out), want);
+    let want: Vec<_> = (0..5u64)
+        .flat_map(|i| [('W', 4, 8, 0x51 + i), ('R', 4, 8, 0x51 + i)])
+        .collect();
+    assert_eq!(accesses(&ev), want);
+}

@@ -9,6 +9,7 @@
 //! | `munmap`, `mremap`, `mprotect` | keep traced regions right when the program changes them |
 //! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained; other handlers' `sa_mask` never blocks the tracer's signals |
 //! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
+//! | `sigsuspend`, `ppoll`, `pselect`, `epoll_pwait`, `epoll_pwait2` | the same for the mask they install while waiting (a handler run then may touch the device) |
 //! | `sigaltstack` | the program's alternate stack is recorded and reported, the tracer's (large) one stays |
 //! | `timer_create`, `mq_notify` | `SIGEV_THREAD` callbacks run in glibc threads with every signal blocked: unblock the tracer's first |
 //! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
@@ -74,7 +75,13 @@ reals!(
     execveat,
     fexecve,
     posix_spawn,
-    posix_spawnp
+    posix_spawnp,
+    sigsuspend,
+    ppoll,
+    __ppoll_chk,
+    pselect,
+    epoll_pwait,
+    epoll_pwait2
 );
 
 fn resolve(slot: &AtomicUsize, name: &str) -> usize {
@@ -509,6 +516,169 @@ pub unsafe extern "C" fn pthread_sigmask(
     let p = real(&real::pthread_sigmask, "pthread_sigmask\0");
     // SAFETY: libc's pthread_sigmask.
     unsafe { std::mem::transmute::<usize, SigmaskFn>(p)(how, set, old) }
+}
+
+/// The function in `slot`, or `None` (errno `ENOSYS`) if this libc lacks it.
+fn real_or_enosys(slot: &AtomicUsize, name: &str) -> Option<usize> {
+    let p = real(slot, name);
+    if p == 0 {
+        set_errno(libc::ENOSYS);
+        return None;
+    }
+    Some(p)
+}
+
+/// Interposed `sigsuspend`: the mask it waits with never blocks the tracer's signals
+/// (a handler run during the wait may touch the device).
+#[no_mangle]
+pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointer.
+    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
+    let Some(p) = real_or_enosys(&real::sigsuspend, "sigsuspend\0") else {
+        return -1;
+    };
+    // SAFETY: libc's sigsuspend.
+    unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(*const libc::sigset_t) -> c_int>(p)(mask)
+    }
+}
+
+type PpollFn = unsafe extern "C" fn(
+    *mut libc::pollfd,
+    libc::nfds_t,
+    *const libc::timespec,
+    *const libc::sigset_t,
+) -> c_int;
+
+/// Interposed `ppoll`: as [`sigsuspend`] for the mask it waits with.
+#[no_mangle]
+pub unsafe extern "C" fn ppoll(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointer.
+    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
+    let Some(p) = real_or_enosys(&real::ppoll, "ppoll\0") else {
+        return -1;
+    };
+    // SAFETY: libc's ppoll with the caller's arguments.
+    unsafe { std::mem::transmute::<usize, PpollFn>(p)(fds, nfds, timeout, mask) }
+}
+
+/// Interposed `__ppoll_chk` (`ppoll` under `_FORTIFY_SOURCE`): as [`ppoll`].
+#[no_mangle]
+pub unsafe extern "C" fn __ppoll_chk(
+    fds: *mut libc::pollfd,
+    nfds: libc::nfds_t,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+    fdslen: size_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointer.
+    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
+    let Some(p) = real_or_enosys(&real::__ppoll_chk, "__ppoll_chk\0") else {
+        return -1;
+    };
+    type F = unsafe extern "C" fn(
+        *mut libc::pollfd,
+        libc::nfds_t,
+        *const libc::timespec,
+        *const libc::sigset_t,
+        size_t,
+    ) -> c_int;
+    // SAFETY: libc's __ppoll_chk with the caller's arguments.
+    unsafe { std::mem::transmute::<usize, F>(p)(fds, nfds, timeout, mask, fdslen) }
+}
+
+/// Interposed `pselect`: as [`sigsuspend`] for the mask it waits with.
+#[no_mangle]
+pub unsafe extern "C" fn pselect(
+    nfds: c_int,
+    r: *mut libc::fd_set,
+    w: *mut libc::fd_set,
+    e: *mut libc::fd_set,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointer.
+    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
+    let Some(p) = real_or_enosys(&real::pselect, "pselect\0") else {
+        return -1;
+    };
+    type F = unsafe extern "C" fn(
+        c_int,
+        *mut libc::fd_set,
+        *mut libc::fd_set,
+        *mut libc::fd_set,
+        *const libc::timespec,
+        *const libc::sigset_t,
+    ) -> c_int;
+    // SAFETY: libc's pselect with the caller's arguments.
+    unsafe { std::mem::transmute::<usize, F>(p)(nfds, r, w, e, timeout, mask) }
+}
+
+/// Interposed `epoll_pwait`: as [`sigsuspend`] for the mask it waits with.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: c_int,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointer.
+    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
+    let Some(p) = real_or_enosys(&real::epoll_pwait, "epoll_pwait\0") else {
+        return -1;
+    };
+    type F = unsafe extern "C" fn(
+        c_int,
+        *mut libc::epoll_event,
+        c_int,
+        c_int,
+        *const libc::sigset_t,
+    ) -> c_int;
+    // SAFETY: libc's epoll_pwait with the caller's arguments.
+    unsafe { std::mem::transmute::<usize, F>(p)(epfd, events, maxevents, timeout, mask) }
+}
+
+/// Interposed `epoll_pwait2`: as [`sigsuspend`] for the mask it waits with.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: *const libc::timespec,
+    mask: *const libc::sigset_t,
+) -> c_int {
+    // SAFETY: zeroed sigset_t is valid.
+    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the caller's pointer.
+    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
+    let Some(p) = real_or_enosys(&real::epoll_pwait2, "epoll_pwait2\0") else {
+        return -1;
+    };
+    type F = unsafe extern "C" fn(
+        c_int,
+        *mut libc::epoll_event,
+        c_int,
+        *const libc::timespec,
+        *const libc::sigset_t,
+    ) -> c_int;
+    // SAFETY: libc's epoll_pwait2 with the caller's arguments.
+    unsafe { std::mem::transmute::<usize, F>(p)(epfd, events, maxevents, timeout, mask) }
 }
 
 /// Interposed `fork`: the child starts with fresh per-thread state (its own rings).
