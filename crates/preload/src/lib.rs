@@ -13,7 +13,7 @@
 //! | `sigaltstack` | the program's alternate stack is recorded and reported, the tracer's (large) one stays |
 //! | `timer_create`, `mq_notify` | `SIGEV_THREAD` callbacks run in glibc threads with every signal blocked: unblock the tracer's first |
 //! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
-//! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end |
+//! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end (from a pthread-key destructor: also on cancellation and after other destructors) |
 //! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address |
 //! | `close` | the program may not close the recorder's shared-memory fd |
 //! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
@@ -33,7 +33,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use libc::{off_t, size_t};
 use mmio_trace_tracer::{self as tracer, signals, sys};
@@ -108,6 +108,7 @@ extern "C" fn init() {
     ENV.get_or_init(saved_env);
     if tracer::init_from_env() {
         SHM_FD.store(tracer::shm_fd().unwrap_or(-1), Ordering::Relaxed);
+        create_end_key();
         INITIALISED.store(true, Ordering::Release);
         // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;
         // the atfork handlers run for every fork made with libc's fork.
@@ -370,11 +371,13 @@ struct SigevCall {
 /// had the same thread pointer (its tid gone, the recorder may have freed it).
 extern "C" fn sigev_thread(call: usize) {
     signals::thread_start();
+    let armed = arm_end_hook();
     // SAFETY: a leaked `SigevCall` made by `with_sigev_thread`, never freed.
     let c = unsafe { &*(call as *const SigevCall) };
     (c.function)(c.value);
-    signals::thread_exiting();
-    tracer::threads::thread_exiting();
+    if !armed {
+        end_hooks();
+    }
 }
 
 /// `sev` with a `SIGEV_THREAD` callback wrapped by [`sigev_thread`]. The wrapper's 16
@@ -1072,12 +1075,55 @@ struct Start {
 
 extern "C" fn thread_trampoline(p: *mut c_void) -> *mut c_void {
     // SAFETY: made by Box::into_raw in pthread_create below.
-    let s = unsafe { Box::from_raw(p as *mut Start) };
+    let Start { f, arg } = *unsafe { Box::from_raw(p as *mut Start) };
     signals::thread_start();
-    let r = (s.f)(s.arg);
+    let armed = arm_end_hook();
+    // Nothing to drop in this frame across the call: a cancelled thread unwinds through it.
+    let r = f(arg);
+    if !armed {
+        end_hooks();
+    }
+    r
+}
+
+/// The pthread key whose destructor runs the thread end hooks (`u32::MAX`: none).
+static END_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Creates [`END_KEY`] (constructor).
+fn create_end_key() {
+    let mut k: libc::pthread_key_t = 0;
+    // SAFETY: a valid out pointer; the destructor stays valid (never unloaded).
+    if unsafe { libc::pthread_key_create(&mut k, Some(end_hook_dtor)) } == 0 {
+        END_KEY.store(k, Ordering::Release);
+    }
+}
+
+/// Makes the calling thread run the end hooks from [`END_KEY`]'s destructor: destructors
+/// run however the thread ends (return, `pthread_exit`, cancellation) and after those of
+/// keys made earlier, so a device access in another destructor is covered too (see
+/// [`end_hook_dtor`]). `false`: the caller runs them itself.
+fn arm_end_hook() -> bool {
+    let k = END_KEY.load(Ordering::Acquire);
+    // SAFETY: a key of ours; any non-null value arms the destructor.
+    k != u32::MAX && unsafe { libc::pthread_setspecific(k, std::ptr::dangling::<c_void>()) } == 0
+}
+
+/// The thread end hooks: ring retired, alternate stack unmapped, slots freed.
+fn end_hooks() {
     signals::thread_exiting();
     tracer::threads::thread_exiting();
-    r
+}
+
+/// [`END_KEY`]'s destructor. A device access in a destructor run after this one takes a
+/// fresh slot and ring; re-arming makes glibc run another round of destructors (at most
+/// `PTHREAD_DESTRUCTOR_ITERATIONS`), which frees them again. A round that finds no slot
+/// stops re-arming.
+extern "C" fn end_hook_dtor(_: *mut c_void) {
+    let had = tracer::threads::has_slot();
+    end_hooks();
+    if had {
+        arm_end_hook();
+    }
 }
 
 type PthreadCreateFn = unsafe extern "C" fn(
@@ -1138,9 +1184,12 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_vo
 /// Interposed `pthread_exit`: the thread's ring is retired first.
 #[no_mangle]
 pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
-    if INITIALISED.load(Ordering::Acquire) {
-        signals::thread_exiting();
-        tracer::threads::thread_exiting();
+    let k = END_KEY.load(Ordering::Acquire);
+    // SAFETY: reading a key of ours.
+    let armed = k != u32::MAX && !unsafe { libc::pthread_getspecific(k) }.is_null();
+    if INITIALISED.load(Ordering::Acquire) && !armed {
+        // The thread's end hooks do not run from the key destructor: run them now.
+        end_hooks();
     }
     let p = real(&real::pthread_exit, "pthread_exit\0");
     // SAFETY: libc's pthread_exit, which does not return.

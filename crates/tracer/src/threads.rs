@@ -184,6 +184,19 @@ impl ThreadSlot {
 /// frees it once it sees the thread gone (it may already belong to another thread).
 pub fn thread_started() {
     if let Some(s) = current() {
+        let stale = s.altstack.swap(0, Ordering::Relaxed);
+        if stale != 0 {
+            // A reused slot whose previous thread never ran its end hook (its TCB is
+            // reused, so it has exited): its alternate stack is nobody's now. A new thread
+            // starts without one (clone clears it); checked all the same.
+            // SAFETY: zeroed stack_t is valid as an out value.
+            let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+            sys::sigaltstack(None, Some(&mut cur));
+            if cur.ss_sp as u64 != stale || cur.ss_flags & libc::SS_DISABLE != 0 {
+                // SAFETY: the tracer's own mapping, not in use by any thread.
+                unsafe { sys::munmap(stale as usize, ALTSTACK_SIZE) };
+            }
+        }
         s.ring.store(NO_RING, Ordering::Relaxed);
         s.tid.store(sys::gettid(), Ordering::Relaxed);
         s.altstack.store(map_altstack(), Ordering::Relaxed);
@@ -244,6 +257,12 @@ fn unmap_altstack(p: u64) {
         // SAFETY: our mapping, no longer the thread's signal stack and not in use.
         unsafe { sys::munmap(p as usize, ALTSTACK_SIZE) };
     }
+}
+
+/// Whether the calling thread holds a slot (it started, or touched the device, since its
+/// last [`thread_exiting`]).
+pub fn has_slot() -> bool {
+    lookup(sys::thread_pointer()).is_some()
 }
 
 /// Call when a thread ends: its ring can be reused once drained, its alternate signal stack
