@@ -591,4 +591,5 @@ pub fn thread_start() {
     }
     setup_altstack();
     unblock_ours();
+    crate::step::wait_out_step();
 }

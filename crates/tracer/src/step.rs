@@ -62,6 +62,21 @@ pub(crate) fn paused(generation: u32) {
     }
 }
 
+/// Called by every new thread before it runs program code. A pause scan skips threads
+/// that have the pause signal blocked, and a thread between `clone` and glibc restoring
+/// its signal mask has everything blocked: such a thread must not run program code while
+/// the step's page is open (its accesses would go untraced), so it waits here for the
+/// step to end. It does not acknowledge: the stepper did not count it.
+pub(crate) fn wait_out_step() {
+    if PAUSING.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let at = PAUSE_AT.load(Ordering::Acquire);
+    while PAUSING.load(Ordering::Acquire) != 0 && RELEASE.load(Ordering::Acquire) == at {
+        rsys::futex_wait(&RELEASE, at, 50_000_000);
+    }
+}
+
 /// Sends the tagged pause signal for `generation` to thread `tid` (`rt_tgsigqueueinfo`
 /// with our own pid as sender, so the handler can tell it from the program's own uses).
 fn send_pause(pid: u32, tid: u32, generation: u32) -> isize {
