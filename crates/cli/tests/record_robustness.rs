@@ -5,46 +5,14 @@
 //! Needs a C compiler (`cc`).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use mmio_trace_format::{AnyReader, Direction, Event};
 
-/// A scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mmio-trace-rob-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Compiles tests/programs/NAME.c into `dir`.
-fn build(dir: &Path, name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/programs")
-        .join(format!("{name}.c"));
-    let exe = dir.join(name);
-    let st = Command::new("cc")
-        .args(["-O1", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .expect("a C compiler (cc) is needed for the end-to-end tests");
-    assert!(st.success(), "compiling {}", src.display());
-    exe
-}
-
-/// A device file of `len` bytes whose 32-bit word k holds 0x1000 + k.
-fn device(dir: &Path, len: usize) -> PathBuf {
-    let p = dir.join("dev.bin");
-    let mut v = Vec::with_capacity(len);
-    for k in 0..len / 4 {
-        v.extend_from_slice(&(0x1000 + k as u32).to_le_bytes());
-    }
-    std::fs::write(&p, v).unwrap();
-    p
-}
+mod common;
+use common::*;
 
 fn record_cmd(dir: &Path, dev: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
@@ -85,22 +53,6 @@ fn record(dir: &Path, dev: &Path, program: &Path, args: &[&str]) -> (Output, Vec
     (out, events(dir))
 }
 
-/// (R/W, width, offset in the device, value) of every access, in file order.
-fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Access(a) => Some((
-                if a.dir == Direction::Read { 'R' } else { 'W' },
-                a.width,
-                a.phys,
-                a.value,
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
 fn lost_marks(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -110,10 +62,6 @@ fn lost_marks(events: &[Event]) -> Vec<String> {
         })
         .filter(|t| t.contains("Lost"))
         .collect()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
