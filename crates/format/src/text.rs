@@ -740,38 +740,19 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
             out.push(b'\n');
         }
         Event::Map(m) => {
-            out.extend_from_slice(b"MAP ");
-            put_ts(out, m.ts_ns);
-            out.push(b' ');
-            put_id(out, m.id);
-            out.push(b' ');
-            put_0x(out, m.phys);
-            out.push(b' ');
-            put_0x(out, m.virt);
-            out.push(b' ');
-            put_0x(out, m.len);
-            out.push(b' ');
-            put_0x(out, m.pc);
-            out.push(b' ');
-            put_dec(out, m.pid as u64);
-            out.push(b'\n');
+            put_head(out, b"MAP ", m.ts_ns, m.id);
+            for v in [m.phys, m.virt, m.len] {
+                out.push(b' ');
+                put_0x(out, v);
+            }
+            put_pc_pid(out, m.pc, m.pid);
         }
         Event::Unmap(u) => {
-            out.extend_from_slice(b"UNMAP ");
-            put_ts(out, u.ts_ns);
-            out.push(b' ');
-            put_id(out, u.id);
-            out.push(b' ');
-            put_0x(out, u.pc);
-            out.push(b' ');
-            put_dec(out, u.pid as u64);
-            out.push(b'\n');
+            put_head(out, b"UNMAP ", u.ts_ns, u.id);
+            put_pc_pid(out, u.pc, u.pid);
         }
         Event::Unknown(u) => {
-            out.extend_from_slice(b"UNKNOWN ");
-            put_ts(out, u.ts_ns);
-            out.push(b' ');
-            put_id(out, u.map_id);
+            put_head(out, b"UNKNOWN ", u.ts_ns, u.map_id);
             out.push(b' ');
             put_0x(out, u.phys);
             out.push(b' ');
@@ -783,11 +764,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
                 let n = fmt_fixed_hex(&mut fixed, *b as u64, 2);
                 out.extend_from_slice(&fixed[..n]);
             }
-            out.push(b' ');
-            put_0x(out, u.pc);
-            out.push(b' ');
-            put_dec(out, u.pid as u64);
-            out.push(b'\n');
+            put_pc_pid(out, u.pc, u.pid);
         }
         Event::Mark(m) => {
             out.extend_from_slice(b"MARK ");
@@ -818,6 +795,24 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
     }
 }
 
+/// `KEYWORD TIME ID`: how MAP, UNMAP and UNKNOWN lines begin.
+fn put_head(out: &mut Vec<u8>, keyword: &[u8], ts_ns: u64, id: i64) {
+    out.extend_from_slice(keyword);
+    put_ts(out, ts_ns);
+    out.push(b' ');
+    put_id(out, id);
+}
+
+/// ` PC PID` and the newline: how every record but MARK ends.
+#[inline]
+fn put_pc_pid(out: &mut Vec<u8>, pc: u64, pid: u32) {
+    out.push(b' ');
+    put_0x(out, pc);
+    out.push(b' ');
+    put_dec(out, pid as u64);
+    out.push(b'\n');
+}
+
 #[inline]
 fn put_access(out: &mut Vec<u8>, a: &Access, width: u8, phys: u64, value: u64) {
     out.push(match a.dir {
@@ -834,11 +829,7 @@ fn put_access(out: &mut Vec<u8>, a: &Access, width: u8, phys: u64, value: u64) {
     put_0x(out, phys);
     out.push(b' ');
     put_0x(out, value);
-    out.push(b' ');
-    put_0x(out, a.pc);
-    out.push(b' ');
-    put_dec(out, a.pid as u64);
-    out.push(b'\n');
+    put_pc_pid(out, a.pc, a.pid);
 }
 
 fn fmt_fixed_hex(buf: &mut [u8; 16], v: u64, digits: usize) -> usize {
