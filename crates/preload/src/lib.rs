@@ -915,9 +915,16 @@ type PosixSpawnFn = unsafe extern "C" fn(
     *const *const c_char,
 ) -> c_int;
 
-/// Interposed `posix_spawn` (glibc's child calls its internal `execve`, not ours).
-#[no_mangle]
-pub unsafe extern "C" fn posix_spawn(
+/// Calls the real `posix_spawn` or `posix_spawnp` (`real` resolved from `slot`) with our
+/// library added to the child's environment.
+///
+/// # Safety
+/// The caller's arguments, as for `posix_spawn`.
+// posix_spawn's own six arguments plus which real function to call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn spawn_patched(
+    slot: &AtomicUsize,
+    name: &str,
     pid: *mut libc::pid_t,
     path: *const c_char,
     actions: *const c_void,
@@ -925,7 +932,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let p = real(&real::posix_spawn, "posix_spawn\0");
+    let p = real(slot, name);
     let mut env = EnvPatch::new();
     // SAFETY: as in `execve`.
     unsafe {
@@ -940,6 +947,31 @@ pub unsafe extern "C" fn posix_spawn(
     }
 }
 
+/// Interposed `posix_spawn` (glibc's child calls its internal `execve`, not ours).
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    actions: *const c_void,
+    attr: *const c_void,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    unsafe {
+        spawn_patched(
+            &real::posix_spawn,
+            "posix_spawn\0",
+            pid,
+            path,
+            actions,
+            attr,
+            argv,
+            envp,
+        )
+    }
+}
+
 /// Interposed `posix_spawnp`.
 #[no_mangle]
 pub unsafe extern "C" fn posix_spawnp(
@@ -950,17 +982,17 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let p = real(&real::posix_spawnp, "posix_spawnp\0");
-    let mut env = EnvPatch::new();
-    // SAFETY: as in `execve`.
+    // SAFETY: the caller's arguments, passed on.
     unsafe {
-        std::mem::transmute::<usize, PosixSpawnFn>(p)(
+        spawn_patched(
+            &real::posix_spawnp,
+            "posix_spawnp\0",
             pid,
             file,
             actions,
             attr,
             argv,
-            patch_env(envp, &mut env),
+            envp,
         )
     }
 }
