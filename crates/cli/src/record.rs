@@ -97,6 +97,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if out.lost > 0 {
         eprintln!("mmio-trace: warning: {} events lost", out.lost);
     }
+    if out.unpaused_steps > 0 {
+        eprintln!(
+            "mmio-trace: warning: {} single-steps ran with the other threads unpaused (no \
+             /proc/self/task descriptor); their accesses meanwhile may be missing",
+            out.unpaused_steps
+        );
+    }
     if out.slow_steps > 0 && !quiet {
         eprintln!(
             "mmio-trace: {} accesses were single-stepped (instructions the emulator does not \

@@ -111,6 +111,8 @@ pub struct Outcome {
     pub events: u64,
     /// Accesses completed by the single-step fallback.
     pub slow_steps: u64,
+    /// Steps made with the other threads running (the tracer could not list them).
+    pub unpaused_steps: u64,
     /// Events lost (0 unless a process had no ring, or the recorder stopped early).
     pub lost: u64,
     /// Processes that attached to the recording.
@@ -365,6 +367,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         exit: exit.unwrap_or(Exit::Code(0)),
         events: merger.emitted,
         slow_steps: h.slow_steps.load(Ordering::Relaxed),
+        unpaused_steps: h.unpaused_steps.load(Ordering::Relaxed),
         lost,
         processes: h.attached.load(Ordering::Relaxed),
     })

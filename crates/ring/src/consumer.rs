@@ -92,6 +92,7 @@ impl Consumer {
             attached: 0.into(),
             full_waits: 0.into(),
             lost: 0.into(),
+            unpaused_steps: 0.into(),
         };
         // SAFETY: the mapping is at least a page, zero-filled, aligned; rings start FREE (0).
         unsafe { (base as *mut Header).write(h) };

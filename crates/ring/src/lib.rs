@@ -93,6 +93,10 @@ pub struct Header {
     /// Events producers could not publish (no ring could be claimed, or the recorder
     /// closed the recording); the recorder reports them as a `Lost N events` mark.
     pub lost: AtomicU64,
+    /// Steps made without pausing the other threads (`/proc/self/task` could not be
+    /// opened): their accesses during such a step may be missing; the stepped access
+    /// itself is logged as `UNKNOWN`.
+    pub unpaused_steps: AtomicU64,
 }
 
 /// Per-ring control block (two cache lines: producer-written, consumer-written).

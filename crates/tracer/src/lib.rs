@@ -81,6 +81,7 @@ pub fn init(shm: Shm, rules: Rules) {
     // Warm the clock (vDSO lookup) before any fault.
     let _ = sys::now_ns();
     arm_fork_canary();
+    step::open_task_dir();
     signals::install();
     ACTIVE.store(true, Ordering::Release);
 }
@@ -132,6 +133,11 @@ pub fn init_from_env() -> bool {
     true
 }
 
+/// The tracer's `/proc/self/task` descriptor (to keep the program from closing it).
+pub fn task_fd() -> Option<i32> {
+    step::task_fd()
+}
+
 /// The memfd's fd number in this process (to keep the program from closing it).
 pub fn shm_fd() -> Option<i32> {
     let fd = SHM_FD.load(Ordering::Relaxed);
@@ -160,6 +166,9 @@ pub fn after_fork_child() {
     PID.store(sys::getpid(), Ordering::Relaxed);
     threads::after_fork_child();
     step::after_fork_child();
+    // The inherited task directory lists the parent's threads (and shares the parent's
+    // file offset): open our own.
+    step::open_task_dir();
     emu::after_fork_child();
     regions::after_fork_child();
     arm_fork_canary();

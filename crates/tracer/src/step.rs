@@ -7,7 +7,7 @@
 //! untraced. Costly (a #DB trap, two mprotects, a signal per thread), so counted in the
 //! header's `slow_steps`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 use mmio_trace_ring::sys as rsys;
@@ -29,6 +29,27 @@ static PAUSING: AtomicU32 = AtomicU32::new(0);
 static ACKS: AtomicU32 = AtomicU32::new(0);
 
 const PAGE: u64 = 4096;
+
+/// `/proc/self/task`, opened at init (and again in a fork child) and kept: a step must be
+/// able to find the other threads even when the program has no free descriptor left
+/// (at its `RLIMIT_NOFILE`), when opening it on demand would fail. -1: not open.
+static TASK_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Opens the task directory the pause scan reads (at init, and in a fork child, where the
+/// inherited one lists the parent's threads and shares its file offset with the parent).
+pub(crate) fn open_task_dir() {
+    let fd = sys::open_dir(b"/proc/self/task\0");
+    let old = TASK_FD.swap(if fd < 0 { -1 } else { fd as i32 }, Ordering::AcqRel);
+    if old >= 0 {
+        sys::close(old);
+    }
+}
+
+/// The task directory's descriptor (to keep the program from closing it).
+pub fn task_fd() -> Option<i32> {
+    let fd = TASK_FD.load(Ordering::Relaxed);
+    (fd >= 0).then_some(fd)
+}
 
 fn slot_state() -> Option<&'static mut StepState> {
     // SAFETY: the step state is only touched by its own thread (handlers of that thread).
@@ -168,19 +189,29 @@ fn pause_blocked(tid: u32) -> bool {
     blocked
 }
 
+/// The kept task directory, rewound for a fresh scan; reopened once if it is missing or
+/// unusable (never opened, or the program replaced the descriptor). `None`: unavailable.
+/// Only the step owner calls this, so the shared file offset is not raced.
+fn task_dir() -> Option<i32> {
+    let fd = TASK_FD.load(Ordering::Acquire);
+    if fd >= 0 && sys::rewind(fd) == 0 {
+        return Some(fd);
+    }
+    open_task_dir();
+    let fd = TASK_FD.load(Ordering::Acquire);
+    (fd >= 0 && sys::rewind(fd) == 0).then_some(fd)
+}
+
 /// Sends the pause signal to every other thread that can answer; returns how many were
-/// signalled.
-fn pause_others(me: u32, generation: u32) -> u32 {
+/// signalled, or `None` if the threads cannot be listed (then nobody is paused).
+fn pause_others(me: u32, generation: u32) -> Option<u32> {
     let pid = crate::pid();
     let mut sent = 0;
-    let fd = sys::open_dir(b"/proc/self/task\0");
-    if fd < 0 {
-        return 0;
-    }
+    let fd = task_dir()?;
     // Small: this runs on the signal stack, which may be the program's own small one.
     let mut buf = [0u8; 1024];
     loop {
-        let n = sys::getdents64(fd as i32, &mut buf);
+        let n = sys::getdents64(fd, &mut buf);
         if n <= 0 {
             break;
         }
@@ -210,8 +241,7 @@ fn pause_others(me: u32, generation: u32) -> u32 {
             off += reclen;
         }
     }
-    sys::close(fd as i32);
-    sent
+    Some(sent)
 }
 
 /// Starts stepping the instruction that faulted at `addr` in `r`. `false` if it cannot
@@ -257,7 +287,16 @@ pub(crate) unsafe fn begin(
     PAUSE_AT.store(generation, Ordering::Release);
     ACKS.store(0, Ordering::Release);
     PAUSING.store(1, Ordering::Release);
-    let sent = pause_others(me, generation);
+    // Without a thread list nobody can be paused: the step still has to run (the program
+    // must progress), but its access is logged as UNKNOWN and counted, so the trace says
+    // that other threads' accesses during it may be missing.
+    let sent = match pause_others(me, generation) {
+        Some(n) => n,
+        None => {
+            s.unpaused = true;
+            0
+        }
+    };
     let deadline = sys::now_ns() + 500_000_000;
     while ACKS.load(Ordering::Acquire) < sent && sys::now_ns() < deadline {
         sys::sched_yield();
@@ -374,6 +413,12 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
     close_and_release(st, uc);
     if let Some(shm) = crate::shm() {
         shm.header().slow_steps.fetch_add(1, Ordering::Relaxed);
+    }
+    if s.unpaused {
+        if let Some(shm) = crate::shm() {
+            shm.header().unpaused_steps.fetch_add(1, Ordering::Relaxed);
+        }
+        s.dir = 0;
     }
     let e = emit::begin();
     match s.dir {

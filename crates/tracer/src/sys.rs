@@ -10,6 +10,7 @@ use core::arch::global_asm;
 pub use mmio_trace_ring::sys::syscall6;
 
 const SYS_READ: usize = 0;
+const SYS_LSEEK: usize = 8;
 const SYS_CLOSE: usize = 3;
 const SYS_MMAP: usize = 9;
 const SYS_MPROTECT: usize = 10;
@@ -183,6 +184,12 @@ pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> isize {
 pub fn close(fd: i32) -> isize {
     // SAFETY: plain value.
     unsafe { syscall6(SYS_CLOSE, fd as usize, 0, 0, 0, 0, 0) }
+}
+
+/// `lseek(fd, 0, SEEK_SET)`: rewinds a directory descriptor for a fresh scan.
+pub fn rewind(fd: i32) -> isize {
+    // SAFETY: plain syscall on a descriptor; no memory passed.
+    unsafe { syscall6(SYS_LSEEK, fd as usize, 0, 0, 0, 0, 0) }
 }
 
 /// `getdents64` into `buf`.

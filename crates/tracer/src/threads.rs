@@ -45,6 +45,8 @@ pub(crate) struct StepState {
     pub pc: u64,
     pub opcode: u64,
     pub saved_mask: u64,
+    /// The other threads could not be paused (no task directory descriptor).
+    pub unpaused: bool,
 }
 
 /// One thread's slot.
@@ -81,6 +83,7 @@ const EMPTY: ThreadSlot = ThreadSlot {
         pc: 0,
         opcode: 0,
         saved_mask: 0,
+        unpaused: false,
     }),
 };
 

@@ -1,0 +1,41 @@
+//! End-to-end regression tests of the third review's defects under `mmio-trace record`:
+//! the step fallback's pause scan at the program's descriptor limit. Programs:
+//! tests/programs/rv3_*.c. Needs `cc`.
+
+#![allow(dead_code)]
+
+use mmio_trace_format::Event;
+
+mod common;
+use common::*;
+
+#[test]
+fn rv3_step_at_the_descriptor_limit_still_pauses_the_other_threads() {
+    const K: u64 = 200;
+    const N: u64 = 20_000;
+    let d = scratch("nofile");
+    let exe = build(&d, "rv3_nofile");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(
+        &d,
+        &dev,
+        &[
+            os(&exe),
+            os(&dev),
+            K.to_string().as_ref(),
+            N.to_string().as_ref(),
+        ],
+    );
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let writes: Vec<u64> = accesses(&ev)
+        .iter()
+        .filter(|a| a.0 == 'W')
+        .map(|a| a.3)
+        .collect();
+    assert_eq!(writes, (0..N).collect::<Vec<_>>());
+    let steps = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Unknown(u) if u.phys == 0x100))
+        .count();
+    assert_eq!(steps as u64, K);
+}
