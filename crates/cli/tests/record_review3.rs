@@ -39,3 +39,41 @@ fn rv3_step_at_the_descriptor_limit_still_pauses_the_other_threads() {
         .count();
     assert_eq!(steps as u64, K);
 }
+
+#[test]
+fn rv3_a_fault_of_a_stepped_instruction_reaches_the_program_and_ends_the_step() {
+    const FAULTS: u64 = 20;
+    const K: u64 = 50;
+    const N: u64 = 20_000;
+    let d = scratch("stepfault");
+    let exe = build(&d, "rv3_stepfault");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(
+        &d,
+        &dev,
+        &[
+            os(&exe),
+            os(&dev),
+            FAULTS.to_string().as_ref(),
+            K.to_string().as_ref(),
+            N.to_string().as_ref(),
+        ],
+    );
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let writes: Vec<u64> = accesses(&ev)
+        .iter()
+        .filter(|a| a.0 == 'W')
+        .map(|a| a.3)
+        .collect();
+    assert_eq!(writes, (0..N).collect::<Vec<_>>());
+    // Only the completed steps are logged (a faulting one is undone, not logged): the
+    // DIVs and the straddling CRC32s leave nothing, the K CRC32s at 0x100 one each.
+    let unknown: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unknown(u) => Some(u.phys),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unknown, vec![0x100; K as usize]);
+}

@@ -1,7 +1,9 @@
 //! Signal handlers and signal hygiene.
 //!
 //! The tracer owns SIGSEGV (the fault path), SIGTRAP (the end of a single step) and
-//! [`PAUSE_SIGNAL`] (other threads waiting out a single step). What the program asks for
+//! [`PAUSE_SIGNAL`] (other threads waiting out a single step), and sees SIGBUS, SIGFPE and
+//! SIGILL first (a fault of a single-stepped instruction ends the step before the
+//! program's handler runs). What the program asks for
 //! these signals is kept in [`app_sigaction`]'s table; every fault that is not the
 //! tracer's is handed to the program's handler as the kernel would have, or, under the
 //! default action, re-raised so the program dies of the same signal.
@@ -186,7 +188,18 @@ fn believed_blocked(rsp: u64) -> u64 {
 
 /// Whether the tracer owns `sig` (the program's actions for it are virtualised).
 pub fn is_reserved(sig: i32) -> bool {
-    matches!(sig, libc::SIGSEGV | libc::SIGTRAP | PAUSE_SIGNAL)
+    matches!(
+        sig,
+        libc::SIGSEGV | libc::SIGTRAP | PAUSE_SIGNAL | libc::SIGBUS | libc::SIGFPE | libc::SIGILL
+    )
+}
+
+/// Synchronous faults the tracer does not use itself but must see first: one raised by
+/// a stepped instruction has to end the step (close the pages, release the paused
+/// threads, free the step lock) before the program's handler runs, which may never return
+/// (`siglongjmp`).
+fn is_other_fault(sig: i32) -> bool {
+    matches!(sig, libc::SIGBUS | libc::SIGFPE | libc::SIGILL)
 }
 
 /// The program's view of `sigaction(sig, act, old)` for a reserved signal: records `act`
@@ -234,6 +247,9 @@ pub fn install() {
         (libc::SIGSEGV, on_segv as *const () as usize),
         (libc::SIGTRAP, on_trap as *const () as usize),
         (PAUSE_SIGNAL, on_pause as *const () as usize),
+        (libc::SIGBUS, on_other_fault as *const () as usize),
+        (libc::SIGFPE, on_other_fault as *const () as usize),
+        (libc::SIGILL, on_other_fault as *const () as usize),
     ] {
         let act = KSigaction {
             handler: h,
@@ -461,6 +477,19 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     unsafe { deliver(sig, info, uc) };
 }
 
+extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
+    let code = unsafe { (*info).si_code };
+    if code > 0 && step::in_step() {
+        // The stepped instruction faulted (e.g. a divide by a device value of 0): end the
+        // step before the program's handler runs; it may leave with `siglongjmp`.
+        // SAFETY: handler context.
+        unsafe { step::abort(uc) };
+    }
+    // SAFETY: handler context.
+    unsafe { deliver(sig, info, uc) };
+}
+
 extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: handler context; si_pid/si_value are meaningful for SI_QUEUE.
     let (code, from, value) = unsafe { ((*info).si_code, (*info).si_pid(), (*info).si_value()) };
@@ -504,7 +533,7 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             // The kernel would have killed the program (a fault cannot be ignored).
             let dfl = KSigaction::default();
             sys::sigaction(sig, Some(&dfl), None);
-            if kernel_fault && sig == libc::SIGSEGV {
+            if kernel_fault && (sig == libc::SIGSEGV || is_other_fault(sig)) {
                 // Returning re-executes the instruction, which faults again, now fatally.
                 return;
             }

@@ -13,7 +13,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind};
 use mmio_trace_ring::sys as rsys;
 
 use crate::regions::{self, Region};
-use crate::signals::{gregs, uc_mask, Gregs, PAUSE_SIGNAL, TF};
+use crate::signals::{gregs, uc_mask, Gregs, HANDLER_MASK, PAUSE_SIGNAL, TF};
 use crate::threads::{self, StepState};
 use crate::{emit, emu, sys};
 
@@ -303,13 +303,15 @@ pub(crate) unsafe fn begin(
     }
     // SAFETY: the page belongs to a traced mapping; protection as the program asked.
     unsafe { sys::mprotect(s.page as usize, s.pages_len as usize, r.prot) };
-    // No other handler may run on this thread while the page is open.
+    // No asynchronous handler may run on this thread while the page is open (the pause
+    // signal included: only the program's own uses of it could arrive). Synchronous faults
+    // stay deliverable, as in HANDLER_MASK: a blocked one would make the kernel force the
+    // default action on a fault of the stepped instruction; the tracer's handlers for them
+    // end the step before the program's handler runs.
     // SAFETY: handler context.
     let m = unsafe { uc_mask(uc) };
     s.saved_mask = *m;
-    *m = !((1u64 << (libc::SIGTRAP - 1))
-        | (1u64 << (libc::SIGSEGV - 1))
-        | (1u64 << (libc::SIGBUS - 1)));
+    *m = HANDLER_MASK | (1u64 << (PAUSE_SIGNAL - 1));
     g[libc::REG_EFL as usize] |= TF;
     *st = s;
     true
