@@ -1,5 +1,6 @@
 //! End-to-end regression tests of the third review's defects under `mmio-trace record`:
-//! the step fallback's pause scan at the program's descriptor limit. Programs:
+//! the step fallback's pause scan at the program's descriptor limit, faults of a stepped
+//! instruction, the recorder's liveness pipe. Programs:
 //! tests/programs/rv3_*.c. Needs `cc`.
 
 #![allow(dead_code)]
@@ -76,4 +77,15 @@ fn rv3_a_fault_of_a_stepped_instruction_reaches_the_program_and_ends_the_step() 
         })
         .collect();
     assert_eq!(unknown, vec![0x100; K as usize]);
+}
+
+#[test]
+fn rv3_the_recorder_liveness_pipe_reaches_the_program_and_survives_its_close() {
+    let d = scratch("livefd");
+    let exe = build(&d, "rv3_livefd");
+    let dev = device(&d, 4096);
+    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
+    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let w: Vec<(char, u8, u64, u64)> = accesses(&ev);
+    assert_eq!(w, vec![('W', 4, 8, 42)]);
 }

@@ -698,10 +698,15 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
 
 /// Interposed `close`: the recorder's shared-memory fd stays open (programs that close
 /// every descriptor at start-up would otherwise cut the channel for their children), and
-/// so does the tracer's `/proc/self/task` descriptor (the step's pause scan needs it).
+/// so do the tracer's `/proc/self/task` descriptor (the step's pause scan needs it) and
+/// the read end of the recorder's liveness pipe (waiting producers poll it).
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if fd >= 0 && (SHM_FD.load(Ordering::Relaxed) == fd || tracer::task_fd() == Some(fd)) {
+    if fd >= 0
+        && (SHM_FD.load(Ordering::Relaxed) == fd
+            || tracer::task_fd() == Some(fd)
+            || tracer::live_fd() == Some(fd))
+    {
         return 0;
     }
     let p = real(&real::close, "close\0");

@@ -226,6 +226,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     cmd.args(args)
         .env("LD_PRELOAD", preload)
         .env(mmio_trace_ring::ENV_FD, consumer.fd().to_string())
+        .env(mmio_trace_ring::ENV_LIVE_FD, consumer.live_fd().to_string())
         .env(rules::ENV_DEVICES, device_globs(&opts.devices).join("\n"))
         .env(
             rules::ENV_NO_DEFAULTS,

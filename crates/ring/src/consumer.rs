@@ -11,6 +11,11 @@ use crate::{state, sys, Header, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
 /// The recorder's end: owns the memfd and its mapping.
 pub struct Consumer {
     fd: OwnedFd,
+    /// Read end of the liveness pipe (inherited by traced processes).
+    live_read: OwnedFd,
+    /// Write end of the liveness pipe (close-on-exec, held for the consumer's lifetime:
+    /// when it closes, on drop or on the recorder's death, producers see a hang-up).
+    live_write: Option<OwnedFd>,
     shm: Shm,
     /// Consumer-private copy of each ring's tail.
     tails: Vec<u64>,
@@ -78,6 +83,19 @@ impl Consumer {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        let mut ends = [0i32; 2];
+        // SAFETY: a valid out array of two ints.
+        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both ends were just created and are owned by nobody else.
+        let (live_read, live_write) =
+            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+        // The read end is inherited across exec (like the memfd); the write end is not.
+        // SAFETY: valid fd.
+        if unsafe { libc::fcntl(live_read.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
         let h = Header {
             magic: MAGIC,
             version: VERSION,
@@ -100,6 +118,8 @@ impl Consumer {
         let shm = unsafe { Shm::from_raw(base as *mut u8, size) }.expect("fresh header is valid");
         Ok(Consumer {
             fd,
+            live_read,
+            live_write: Some(live_write),
             shm,
             tails: vec![0; nrings as usize],
             scratch: Vec::new(),
@@ -112,6 +132,17 @@ impl Consumer {
     /// The memfd (to pass to traced processes by number).
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The read end of the liveness pipe (to pass to traced processes by number).
+    pub fn live_fd(&self) -> RawFd {
+        self.live_read.as_raw_fd()
+    }
+
+    /// Closes this process's write end of the liveness pipe: producers then see the
+    /// recorder as gone once no other process holds it (tests stand in for a death).
+    pub fn hang_up(&mut self) {
+        self.live_write = None;
     }
 
     /// The shared memory, as a producer in this process would see it (tests, self-tracing).

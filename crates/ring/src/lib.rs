@@ -34,11 +34,16 @@ pub mod sys;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 pub use consumer::{monotonic_ns, Consumer, Drained};
-pub use producer::{Producer, Shm, WaitError};
+pub use producer::{recorder_fd, set_recorder_fd, Producer, Shm, WaitError};
 pub use record::{Kind, Record, RECORD_SIZE};
 
 /// Environment variable holding the memfd's file descriptor number in traced processes.
 pub const ENV_FD: &str = "MMIO_TRACE_SHM_FD";
+
+/// Environment variable holding the read end of the recorder's liveness pipe in traced
+/// processes: the recorder holds the only write end for its lifetime, so a hang-up on
+/// the read end means the recorder is gone (whatever its pid now names).
+pub const ENV_LIVE_FD: &str = "MMIO_TRACE_LIVE_FD";
 
 /// `Header::magic`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MMTRING1");
@@ -78,7 +83,8 @@ pub struct Header {
     pub record_size: u32,
     /// `CLOCK_MONOTONIC` (ns) when the recording started; the log's time zero.
     pub start_ns: u64,
-    /// The recorder's pid: producers stop waiting for room when it is gone.
+    /// The recorder's pid (informational; liveness is told by the pipe of
+    /// [`ENV_LIVE_FD`], and by this pid only in a process that has no such pipe).
     pub recorder_pid: u32,
     /// Set by the recorder when it stops draining (producers then stop logging).
     pub closed: AtomicU32,

@@ -1,9 +1,24 @@
 //! The traced-process side: claim a ring, publish events. Signal-safe, allocation-free.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicI32, Ordering};
 
 use crate::record::{Kind, Record, MAX_MARK};
 use crate::{state, sys, Header, RingCtl, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
+
+/// This process's read end of the recorder's liveness pipe (-1: none).
+static RECORDER_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Sets this process's read end of the recorder's liveness pipe ([`crate::ENV_LIVE_FD`]).
+pub fn set_recorder_fd(fd: i32) {
+    RECORDER_FD.store(fd, Ordering::Relaxed);
+}
+
+/// This process's read end of the recorder's liveness pipe, if any (to keep the program
+/// from closing it).
+pub fn recorder_fd() -> Option<i32> {
+    let fd = RECORDER_FD.load(Ordering::Relaxed);
+    (fd >= 0).then_some(fd)
+}
 
 /// A view of the shared memory as mapped in this process.
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +156,15 @@ impl Shm {
         if h.closed.load(Ordering::Relaxed) != 0 {
             return true;
         }
-        if sys::process_alive(h.recorder_pid) {
+        // The pipe, not the pid: a pid can be reused by another process once the recorder
+        // is reaped, and names another process (or none) in another pid namespace. Only a
+        // process without the pipe (an in-process consumer, or a program that got rid of
+        // the descriptor behind our back) falls back to the pid.
+        let gone = match sys::hung_up(RECORDER_FD.load(Ordering::Relaxed)) {
+            Some(gone) => gone,
+            None => !sys::process_alive(h.recorder_pid),
+        };
+        if !gone {
             return false;
         }
         h.closed.store(1, Ordering::SeqCst);

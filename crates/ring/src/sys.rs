@@ -158,3 +158,30 @@ pub fn sleep_ns(ns: u64) {
     // SAFETY: a valid timespec; no remainder pointer.
     unsafe { syscall6(35, ts.as_ptr() as usize, 0, 0, 0, 0, 0) };
 }
+
+/// Whether the write end of the pipe whose read end is `fd` has been closed by every
+/// holder (`poll` reports a hang-up): for the recorder's liveness pipe, that the recorder
+/// is gone. `None` when it cannot be told (no such descriptor, or `poll` failed).
+pub fn hung_up(fd: i32) -> Option<bool> {
+    if fd < 0 {
+        return None;
+    }
+    const POLLIN: i16 = 0x1;
+    const POLLERR: i16 = 0x8;
+    const POLLHUP: i16 = 0x10;
+    const POLLNVAL: i16 = 0x20;
+    // struct pollfd { int fd; short events; short revents; }
+    let mut pfd = [0u8; 8];
+    pfd[..4].copy_from_slice(&fd.to_ne_bytes());
+    pfd[4..6].copy_from_slice(&POLLIN.to_ne_bytes());
+    // SAFETY: poll(&pfd, 1, 0) on one valid pollfd; returns at once.
+    let r = unsafe { syscall6(7, pfd.as_mut_ptr() as usize, 1, 0, 0, 0, 0) };
+    if r < 0 {
+        return None;
+    }
+    let revents = i16::from_ne_bytes([pfd[6], pfd[7]]);
+    if revents & POLLNVAL != 0 {
+        return None;
+    }
+    Some(revents & (POLLHUP | POLLERR) != 0)
+}

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use mmio_trace_ring::{sys, Consumer, Header, Kind, Record, WaitError};
+use mmio_trace_ring::{set_recorder_fd, sys, Consumer, Header, Kind, Record, WaitError};
 
 fn rec(i: u64) -> Record {
     Record::new(i, Record::access_word(0x1000, 1), i, 0, 4, Kind::Write)
@@ -46,13 +46,23 @@ fn set_recorder_pid(c: &Consumer, pid: u32) {
     unsafe { (c.shm().base().add(off) as *mut u32).write_volatile(pid) };
 }
 
-#[test]
-fn a_killed_recorder_closes_the_recording_for_every_producer() {
-    let c = Consumer::create(2, 4).unwrap();
+/// The liveness pipe a producer polls is process-wide: tests that set it run one at a time.
+static PIPE_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A reaped child's pid: names no live process (or, after reuse, a different one).
+fn dead_pid() -> u32 {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let pid = child.id();
     child.wait().unwrap();
-    set_recorder_pid(&c, pid);
+    pid
+}
+
+#[test]
+fn a_killed_recorder_closes_the_recording_for_every_producer() {
+    let _one = PIPE_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Consumer::create(2, 4).unwrap();
+    // This process stands in for a traced one: it polls the consumer's liveness pipe.
+    set_recorder_fd(c.live_fd());
     let a = c.shm().claim(1, 1).unwrap();
     let b = c.shm().claim(1, 2).unwrap();
     for i in 0..4 {
@@ -60,10 +70,26 @@ fn a_killed_recorder_closes_the_recording_for_every_producer() {
         b.push(&[rec(i)]).unwrap();
     }
     assert_eq!(c.header().closed.load(Ordering::Relaxed), 0);
+    // The recorder dies: its write end of the pipe closes.
+    c.hang_up();
     // Full ring, recorder gone: the first producer notices and closes the recording...
     assert_eq!(a.push(&[rec(9)]), Err(WaitError::RecorderGone));
     assert_eq!(c.header().closed.load(Ordering::Relaxed), 1);
     // ... so every other one fails fast too, and claiming gives up at once.
     assert_eq!(b.push(&[rec(9)]), Err(WaitError::RecorderGone));
     assert!(c.shm().claim_wait(1, 3, 60_000_000_000).is_none());
+}
+
+#[test]
+fn a_live_recorder_is_told_by_its_pipe_not_its_pid() {
+    // The header's pid names no live process (as after pid reuse, or seen from another
+    // pid namespace), but the write end is held: the recorder lives.
+    let _one = PIPE_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let c = Consumer::create(1, 4).unwrap();
+    set_recorder_pid(&c, dead_pid());
+    let fd = c.live_fd();
+    assert_eq!(sys::hung_up(fd), Some(false));
+    set_recorder_fd(fd);
+    assert!(!c.shm().recorder_gone());
+    assert_eq!(c.header().closed.load(Ordering::Relaxed), 0);
 }

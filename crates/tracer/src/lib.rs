@@ -129,8 +129,21 @@ pub fn init_from_env() -> bool {
         return false;
     };
     SHM_FD.store(fd, Ordering::Relaxed);
+    // The recorder's liveness pipe: producers that must wait for room poll it.
+    if let Some(live) = std::env::var(mmio_trace_ring::ENV_LIVE_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|&v| v >= 0)
+    {
+        mmio_trace_ring::set_recorder_fd(live);
+    }
     init(shm, Rules::from_env());
     true
+}
+
+/// The read end of the recorder's liveness pipe (to keep the program from closing it).
+pub fn live_fd() -> Option<i32> {
+    mmio_trace_ring::recorder_fd()
 }
 
 /// The tracer's `/proc/self/task` descriptor (to keep the program from closing it).
