@@ -236,6 +236,17 @@ impl<'a> Cursor<'a> {
             })
     }
 
+    /// ` PC PID` and the end of the line: how every record but MARK ends.
+    #[inline(always)]
+    fn pc_pid_end(&mut self) -> Result<(u64, u32), ParseError> {
+        self.space()?;
+        let pc = self.hex0x("program counter")?;
+        self.space()?;
+        let pid = self.dec_u32("pid")?;
+        self.end()?;
+        Ok((pc, pid))
+    }
+
     #[inline(always)]
     fn access(&mut self, dir: Direction) -> Result<Event, ParseError> {
         self.pos = 2;
@@ -253,11 +264,7 @@ impl<'a> Cursor<'a> {
         let phys = self.hex0x("physical address")?;
         self.space()?;
         let value = self.hex0x("value")?;
-        self.space()?;
-        let pc = self.hex0x("program counter")?;
-        self.space()?;
-        let pid = self.dec_u32("pid")?;
-        self.end()?;
+        let (pc, pid) = self.pc_pid_end()?;
         let mut a = Access::new(dir, width as u8, ts_ns, map_id, phys, value);
         a.pc = pc;
         a.pid = pid;
@@ -278,11 +285,7 @@ impl<'a> Cursor<'a> {
             let virt = self.hex0x("virtual address")?;
             self.space()?;
             let len = self.hex0x("length")?;
-            self.space()?;
-            let pc = self.hex0x("program counter")?;
-            self.space()?;
-            let pid = self.dec_u32("pid")?;
-            self.end()?;
+            let (pc, pid) = self.pc_pid_end()?;
             Ok(Event::Map(Map {
                 ts_ns,
                 id,
@@ -297,11 +300,7 @@ impl<'a> Cursor<'a> {
             let ts_ns = self.ts()?;
             self.space()?;
             let id = self.map_id()?;
-            self.space()?;
-            let pc = self.hex0x("program counter")?;
-            self.space()?;
-            let pid = self.dec_u32("pid")?;
-            self.end()?;
+            let (pc, pid) = self.pc_pid_end()?;
             Ok(Event::Unmap(Unmap { ts_ns, id, pc, pid }))
         } else if r.starts_with(b"UNKNOWN ") {
             self.pos += 8;
@@ -318,11 +317,7 @@ impl<'a> Cursor<'a> {
                 }
                 *b = self.fixed_hex(2, "instruction byte")? as u8;
             }
-            self.space()?;
-            let pc = self.hex0x("program counter")?;
-            self.space()?;
-            let pid = self.dec_u32("pid")?;
-            self.end()?;
+            let (pc, pid) = self.pc_pid_end()?;
             Ok(Event::Unknown(Unknown {
                 ts_ns,
                 map_id,
