@@ -842,6 +842,25 @@ unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *c
     out.ptrs.as_ptr()
 }
 
+/// Calls the real `execve` or `execvpe` (resolved from `slot`) with our variables added
+/// to the environment. No allocation (this may run in a `vfork` child).
+///
+/// # Safety
+/// The caller's arguments, as for `execve`.
+unsafe fn exec_patched(
+    slot: &AtomicUsize,
+    name: &str,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let p = real(slot, name);
+    let mut env = EnvPatch::new();
+    // SAFETY: the caller's environment; then libc's function with the patched one, whose
+    // strings outlive the call.
+    unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
+}
+
 /// Interposed `execve`: an environment passed explicitly keeps our variables, so the new
 /// image is traced too. No allocation (this may run in a `vfork` child).
 #[no_mangle]
@@ -850,11 +869,8 @@ pub unsafe extern "C" fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let p = real(&real::execve, "execve\0");
-    let mut env = EnvPatch::new();
-    // SAFETY: the caller's environment; then libc's execve with the patched one, whose
-    // strings outlive the call.
-    unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { exec_patched(&real::execve, "execve\0", path, argv, envp) }
 }
 
 /// Interposed `execvpe` (glibc's calls its internal `execve`, not ours).
@@ -864,10 +880,8 @@ pub unsafe extern "C" fn execvpe(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> c_int {
-    let p = real(&real::execvpe, "execvpe\0");
-    let mut env = EnvPatch::new();
-    // SAFETY: as in `execve`.
-    unsafe { std::mem::transmute::<usize, ExecveFn>(p)(file, argv, patch_env(envp, &mut env)) }
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { exec_patched(&real::execvpe, "execvpe\0", file, argv, envp) }
 }
 
 /// Interposed `execveat`.
