@@ -423,9 +423,12 @@ fn lost_count(text: &[u8]) -> Option<u64> {
 // Fast path for `R`/`W` lines
 //
 // The bulk of every log is access lines. [`fast_access`] parses one straight out of the
-// read buffer, eight bytes at a time (SWAR), without first looking for the line's end.
+// read buffer without first looking for the line's end: it finds all its separators
+// at once, moves each field's digits into a word of eight (two for 16 hex digits), and
+// checks and converts the words two or four at a time in SIMD lanes (SSE2, which every
+// x86-64 has, through the safe wrappers of `safe_arch`; SWAR on other targets).
 // It accepts a subset of what [`parse_line`] accepts (the common shapes: seconds and
-// fields of up to 8 digits, non-negative map ids, the line's `\n` within the buffer)
+// decimals of up to 8 digits, non-negative map ids, the line's `\n` within the buffer)
 // and returns the identical event; for anything else it returns `None` and the caller
 // goes the slow way, which also produces the error messages. Tests check both agree.
 
@@ -448,12 +451,6 @@ fn swar_dec8(mut x: u64) -> u64 {
     (x.wrapping_mul(10000) + (x >> 32)) & 0xffff_ffff
 }
 
-/// The high bit of each of the first `n` (1..=8) bytes.
-#[inline(always)]
-fn first_bytes(n: usize) -> u64 {
-    HIGHS >> (8 * (8 - n))
-}
-
 /// The bytes [`fast_access`] may look at from the start of a line: a line shorter
 /// than 64 bytes and the 8-byte loads that parse its fields.
 const WINDOW: usize = 96;
@@ -463,26 +460,6 @@ const WINDOW: usize = 96;
 #[inline(always)]
 fn at(r: &[u8; WINDOW], o: usize) -> u64 {
     u64::from_le_bytes(r[o..o + 8].try_into().expect("8 bytes"))
-}
-
-/// A canonical decimal (no leading zeros) of 1..=8 digits filling `r[start..end]`.
-#[inline(always)]
-fn field_dec(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
-    let n = end.wrapping_sub(start);
-    let w = at(r, start);
-    if n == 1 {
-        // Pids and map ids of kernel logs: one digit.
-        let d = (w as u8).wrapping_sub(b'0');
-        return (d <= 9).then_some(d as u64);
-    }
-    if !(2..=8).contains(&n) {
-        return None;
-    }
-    let need = first_bytes(n);
-    if digit_bits(w) & need != need || w as u8 == b'0' {
-        return None;
-    }
-    Some(swar_dec8((w & (0x0f * ONES)) << (8 * (8 - n))))
 }
 
 /// Lowercase hex digits of `w`: (high bit set in each valid byte, nibble values).
@@ -504,54 +481,186 @@ fn pack_nibbles(mut x: u64) -> u64 {
     ((x << 16) + (x >> 32)) & 0xffff_ffff
 }
 
-/// `0x` and 1..=16 canonical lowercase hex digits filling `r[start..end]`.
+/// Eight `'0'` characters.
+const ZERO_CHARS: u64 = 0x30 * ONES;
+
+/// The first `n` (1..=8) characters of `w` moved to its top bytes and `'0'`s below
+/// them: eight digits with the same value, which the lane functions convert without
+/// caring how long the field was.
 #[inline(always)]
-fn field_hex0x(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
+fn right_align(w: u64, n: usize) -> u64 {
+    // `'0'`s in the low 8 - n bytes, by n (the callers check 1..=8).
+    const FILL: [u64; 9] = {
+        let mut t = [0; 9];
+        let mut n = 1;
+        while n <= 8 {
+            t[n] = ZERO_CHARS & ((1u64 << (64 - 8 * n)) - 1);
+            n += 1;
+        }
+        t
+    };
+    (w << (64 - 8 * n)) | FILL[n]
+}
+
+/// The canonical decimal (1..=8 digits, no leading zero) filling `r[start..end]`, as
+/// eight digit characters for [`lanes::dec2`] (which checks they are digits).
+#[inline(always)]
+fn dec_word(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
+    let n = end.wrapping_sub(start);
+    let w = at(r, start);
+    if n.wrapping_sub(1) >= 8 || (n > 1 && w as u8 == b'0') {
+        return None;
+    }
+    Some(right_align(w, n))
+}
+
+/// `0x` and 1..=16 canonical hex digits filling `r[start..end]`, as the characters of
+/// the high and low eight digits for [`lanes::hex2`] (`'0'`s for the high half of a
+/// field of 8 digits or less).
+#[inline(always)]
+fn hex_words(r: &[u8; WINDOW], start: usize, end: usize) -> Option<(u64, u64)> {
     let n = end.wrapping_sub(start + 2);
     let head = at(r, start);
-    if head as u16 != u16::from_le_bytes(*b"0x") || n.wrapping_sub(1) >= 16 {
+    if head as u16 != u16::from_le_bytes(*b"0x")
+        || n.wrapping_sub(1) >= 16
+        || (n > 1 && (head >> 16) as u8 == b'0')
+    {
         return None;
-    }
-    if n == 1 {
-        // `0x0` and other one-digit values.
-        let (ok, nib) = hex_bits(head >> 16);
-        return (ok & 0x80 != 0).then_some(nib & 0xff);
     }
     let w = at(r, start + 2);
-    if w as u8 == b'0' {
-        return None;
-    }
-    let (ok, nib) = hex_bits(w);
-    if n <= 8 {
-        let need = first_bytes(n);
-        if ok & need != need {
-            return None;
-        }
-        Some(pack_nibbles(nib << (8 * (8 - n))))
+    Some(if n <= 8 {
+        (ZERO_CHARS, right_align(w, n))
     } else {
-        let (ok2, nib2) = hex_bits(at(r, start + 10));
-        let need2 = first_bytes(n - 8);
-        if ok != HIGHS || ok2 & need2 != need2 {
+        (right_align(w, n - 8), at(r, start + n - 6))
+    })
+}
+
+/// Digit conversion several fields at a time: each function takes words of eight digit
+/// characters (first digit in the lowest byte) and gives their values, or `None` if
+/// any byte is not a digit of the base. On x86-64 the words go through the SSE2 lanes
+/// of one or two registers; elsewhere through the scalar SWAR code of `scalar_lanes`.
+#[cfg(target_feature = "sse2")]
+mod lanes {
+    use safe_arch::*;
+
+    /// Four words of eight decimal digits.
+    #[inline(always)]
+    pub(super) fn dec4(a: u64, b: u64, c: u64, d: u64) -> Option<[u64; 4]> {
+        let zero = set_splat_i8_m128i(b'0' as i8);
+        let nine = set_splat_i8_m128i(9);
+        let ab = sub_i8_m128i(set_i64_m128i(b as i64, a as i64), zero);
+        let cd = sub_i8_m128i(set_i64_m128i(d as i64, c as i64), zero);
+        let ok = cmp_eq_mask_i8_m128i(min_u8_m128i(ab, nine), ab)
+            & cmp_eq_mask_i8_m128i(min_u8_m128i(cd, nine), cd);
+        if move_mask_i8_m128i(ok) != 0xffff {
             return None;
         }
-        Some((pack_nibbles(nib) << (4 * (n - 8))) | pack_nibbles(nib2 << (8 * (16 - n))))
+        // Pairs of digits in 16-bit lanes (first digit in the low byte): d0 * 10 + d1,
+        // then groups of four in 32-bit lanes: p0 * 100 + p1.
+        let quads = |x: m128i| {
+            let pairs = add_i16_m128i(
+                mul_i16_keep_low_m128i(x & set_splat_i16_m128i(0xff), set_splat_i16_m128i(10)),
+                shr_imm_u16_m128i::<8>(x),
+            );
+            mul_i16_horizontal_add_m128i(pairs, set_splat_i32_m128i(0x0001_0064))
+        };
+        // The eight groups (each < 10^4) narrowed to 16 bits: q0 * 10^4 + q1 per word.
+        let narrow = pack_i32_to_i16_m128i(quads(ab), quads(cd));
+        let all = mul_i16_horizontal_add_m128i(narrow, set_splat_i32_m128i(0x0001_2710));
+        let ab = get_i64_from_m128i_s(all) as u64;
+        let cd = get_i64_from_m128i_s(unpack_high_i64_m128i(all, all)) as u64;
+        Some([ab & 0xffff_ffff, ab >> 32, cd & 0xffff_ffff, cd >> 32])
+    }
+
+    /// Two words of eight lowercase hexadecimal digits.
+    #[inline(always)]
+    pub(super) fn hex2(a: u64, b: u64) -> Option<[u64; 2]> {
+        let x = set_i64_m128i(b as i64, a as i64);
+        let d = sub_i8_m128i(x, set_splat_i8_m128i(b'0' as i8));
+        let is_digit = cmp_eq_mask_i8_m128i(min_u8_m128i(d, set_splat_i8_m128i(9)), d);
+        let l = sub_i8_m128i(x, set_splat_i8_m128i(b'a' as i8));
+        let is_letter = cmp_eq_mask_i8_m128i(min_u8_m128i(l, set_splat_i8_m128i(5)), l);
+        if move_mask_i8_m128i(is_digit | is_letter) != 0xffff {
+            return None;
+        }
+        // `a` - `0` is 49; the nibble of `a` is 10.
+        let nib = sub_i8_m128i(d, is_letter & set_splat_i8_m128i(39));
+        // Pairs of nibbles in 16-bit lanes (first in the low byte): n0 * 16 + n1.
+        let bytes =
+            (shl_imm_u16_m128i::<4>(nib) & set_splat_i16_m128i(0xf0)) | shr_imm_u16_m128i::<8>(nib);
+        // Four digits in 32-bit lanes: b0 * 256 + b1 (each < 2^16).
+        let quads = mul_i16_horizontal_add_m128i(bytes, set_splat_i32_m128i(0x0001_0100));
+        // Eight digits in each 64-bit lane: q0 << 16 | q1.
+        let words = (shl_imm_u64_m128i::<16>(quads) & set_splat_i64_m128i(0xffff_0000))
+            | shr_imm_u64_m128i::<32>(quads);
+        // The two low 32-bit halves side by side in the low 64 bits.
+        let both = shuffle_ai_f32_all_m128i::<0b00_00_10_00>(words);
+        let both = get_i64_from_m128i_s(both) as u64;
+        Some([both & 0xffff_ffff, both >> 32])
     }
 }
 
-/// Bit i set where byte i of the first `8 * words` bytes of `r` is a control character
-/// or a space (`<= 0x20`, or 0x80..=0xa0): in an access line, its spaces and its `\n`.
+/// The scalar lanes: the same functions with SWAR over each word.
+#[cfg_attr(target_feature = "sse2", allow(dead_code))]
+mod scalar_lanes {
+    use super::*;
+
+    /// Four words of eight decimal digits.
+    #[inline(always)]
+    pub(super) fn dec4(a: u64, b: u64, c: u64, d: u64) -> Option<[u64; 4]> {
+        if digit_bits(a) & digit_bits(b) & digit_bits(c) & digit_bits(d) != HIGHS {
+            return None;
+        }
+        Some([a, b, c, d].map(|w| swar_dec8(w & (0x0f * ONES))))
+    }
+
+    /// Two words of eight lowercase hexadecimal digits.
+    #[inline(always)]
+    pub(super) fn hex2(a: u64, b: u64) -> Option<[u64; 2]> {
+        let (oka, na) = hex_bits(a);
+        let (okb, nb) = hex_bits(b);
+        if oka & okb != HIGHS {
+            return None;
+        }
+        Some([pack_nibbles(na), pack_nibbles(nb)])
+    }
+}
+#[cfg(not(target_feature = "sse2"))]
+use scalar_lanes as lanes;
+
+/// Bit i set where byte i of the first `8 * words` (an even number) bytes of `r` is a
+/// control character or a space (`<= 0x20`): in an access line, its spaces and its `\n`.
+#[cfg(target_feature = "sse2")]
 #[inline(always)]
 fn separators(r: &[u8; WINDOW], words: usize) -> u64 {
+    use safe_arch::*;
+    let space = set_splat_i8_m128i(0x20);
+    let mut m = 0u64;
+    for (i, c) in r[..8 * words].chunks_exact(16).enumerate() {
+        let v = load_unaligned_m128i(c.try_into().expect("16 bytes"));
+        let le = cmp_eq_mask_i8_m128i(min_u8_m128i(v, space), v);
+        m |= (move_mask_i8_m128i(le) as u64) << (16 * i);
+    }
+    m
+}
+
+/// [`separators`] in SWAR, for targets without SSE2: the same bits, and also those of
+/// bytes 0x80..=0xa0 (no field can hold them, and the checks of the separators' bytes
+/// refuse the line).
+#[cfg_attr(target_feature = "sse2", allow(dead_code))]
+#[inline(always)]
+fn separators_swar(r: &[u8; WINDOW], words: usize) -> u64 {
     let mut m = 0u64;
     for (i, c) in r[..8 * words].chunks_exact(8).enumerate() {
         let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        // (Bytes 0x80..=0xa0 are flagged too: no field can hold them, and the checks
-        // of the separators' bytes refuse the line.)
         let below = !((w | HIGHS) - 0x21 * ONES) & HIGHS;
         m |= (below.wrapping_mul(0x0002_0408_1020_4081) >> 56) << (8 * i);
     }
     m
 }
+
+#[cfg(not(target_feature = "sse2"))]
+use separators_swar as separators;
 
 /// The positions of the separators after `R 4 `: five spaces and the `\n` (64 for
 /// those missing from `sep`).
@@ -606,18 +715,38 @@ pub(crate) fn fast_access(b: &[u8], out: &mut Access) -> Option<usize> {
     };
     // The timestamp `secs.uuuuuu` fills 4..s2.
     let dot = s2.checked_sub(7)?;
-    let secs = field_dec(r, 4, dot)?;
-    let w = at(r, dot);
-    if w as u8 != b'.' || digit_bits(w >> 8) & 0x0000_8080_8080_8080 != 0x0000_8080_8080_8080 {
+    if r[dot] != b'.' {
         return None;
     }
-    let us = swar_dec8((w & 0x00ff_ffff_ffff_ff00 & (0x0f * ONES)) << 8);
+    let secs = dec_word(r, 4, dot)?;
+    let us = (at(r, dot + 1) << 16) | 0x3030;
+    let map_id = dec_word(r, s2 + 1, s3)?;
+    let (phys_hi, phys_lo) = hex_words(r, s3 + 1, s4)?;
+    let (value_hi, value_lo) = hex_words(r, s4 + 1, s5)?;
+    // Kernel logs end every access with ` 0x0 0` (no PC, no pid): one comparison.
+    let kernel_tail = at(r, s5) & 0x00ff_ffff_ffff_ffff == u64::from_le_bytes(*b" 0x0 0\n\0");
+    let (pc, pid) = if kernel_tail {
+        (None, ZERO_CHARS)
+    } else {
+        (Some(hex_words(r, s5 + 1, s6)?), dec_word(r, s6 + 1, len)?)
+    };
+    let [secs, us, map_id, pid] = lanes::dec4(secs, us, map_id, pid)?;
+    let [phys_lo, value_lo] = lanes::hex2(phys_lo, value_lo)?;
+    let [phys_hi, value_hi] = if phys_hi == ZERO_CHARS && value_hi == ZERO_CHARS {
+        [0, 0]
+    } else {
+        lanes::hex2(phys_hi, value_hi)?
+    };
+    let pc = match pc {
+        None => 0,
+        Some((hi, lo)) => {
+            let [lo, hi] = lanes::hex2(lo, hi)?;
+            hi << 32 | lo
+        }
+    };
     let ts_ns = (secs * 1_000_000 + us) * 1000; // secs < 10^8: no overflow
-    let map_id = field_dec(r, s2 + 1, s3)?;
-    let phys = field_hex0x(r, s3 + 1, s4)?;
-    let value = field_hex0x(r, s4 + 1, s5)?;
-    let pc = field_hex0x(r, s5 + 1, s6)?;
-    let pid = field_dec(r, s6 + 1, len)?;
+    let phys = phys_hi << 32 | phys_lo;
+    let value = value_hi << 32 | value_lo;
     out.dir = dir;
     out.width = width;
     out.pid = pid as u32;
@@ -1008,6 +1137,87 @@ mod tests {
                 m[i] = subst[(x >> 40) as usize % subst.len()];
             }
             check_fast(&m);
+        }
+    }
+
+    #[test]
+    fn simd_lanes_agree_with_scalar_swar() {
+        // Words of decimal or hex digits, now and then with one byte from at or around
+        // the edges of the classes (`/`, `:`, `` ` ``, `g`, upper case, high bit).
+        let odd = b"/:`gAF\x80\xb0\xe1\xff";
+        let mut x = 0x9e3779b97f4a7c15u64;
+        let mut word = |base: u64| {
+            let mut w = 0u64;
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                w = w << 8 | b"0123456789abcdef"[(x % base) as usize] as u64;
+            }
+            if x >> 60 == 0 {
+                w ^= (w & (0xff << (x >> 8 & 0x38)))
+                    ^ ((odd[(x >> 16) as usize % odd.len()] as u64) << (x >> 8 & 0x38));
+            }
+            w
+        };
+        let (mut dec_ok, mut hex_ok) = (0, 0);
+        for _ in 0..200_000 {
+            let (a, b, c, d) = (word(10), word(10), word(10), word(10));
+            let want = scalar_lanes::dec4(a, b, c, d);
+            assert_eq!(lanes::dec4(a, b, c, d), want, "{a:x} {b:x} {c:x} {d:x}");
+            dec_ok += want.is_some() as u32;
+            let (a, b) = (word(16), word(16));
+            let want = scalar_lanes::hex2(a, b);
+            assert_eq!(lanes::hex2(a, b), want, "{a:x} {b:x}");
+            hex_ok += want.is_some() as u32;
+        }
+        // Both outcomes were exercised.
+        assert!(
+            (100_000..195_000).contains(&dec_ok) && (100_000..195_000).contains(&hex_ok),
+            "{dec_ok} {hex_ok}"
+        );
+        assert_eq!(
+            scalar_lanes::dec4(
+                u64::from_le_bytes(*b"12345678"),
+                u64::from_le_bytes(*b"00000009"),
+                u64::from_le_bytes(*b"99999999"),
+                ZERO_CHARS
+            ),
+            Some([12345678, 9, 99999999, 0])
+        );
+        assert_eq!(
+            scalar_lanes::hex2(
+                u64::from_le_bytes(*b"fedcba98"),
+                u64::from_le_bytes(*b"0000a0b1")
+            ),
+            Some([0xfedcba98, 0xa0b1])
+        );
+    }
+
+    #[test]
+    fn separator_masks_agree() {
+        let mut x = 0x2545f4914f6cdd1du64;
+        for _ in 0..100_000 {
+            let mut r = [0u8; WINDOW];
+            for b in r.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // ASCII (the SWAR version also flags 0x80..=0xa0), often a separator.
+                *b = if x & 3 == 0 {
+                    b" \n\t\x00!"[(x >> 8) as usize % 5]
+                } else {
+                    (x >> 16) as u8 & 0x7f
+                };
+            }
+            for words in [6, 8] {
+                let want = r[..8 * words]
+                    .iter()
+                    .enumerate()
+                    .fold(0u64, |m, (i, &b)| m | ((b <= 0x20) as u64) << i);
+                assert_eq!(separators(&r, words), want);
+                assert_eq!(separators_swar(&r, words), want);
+            }
         }
     }
 
