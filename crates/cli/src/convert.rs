@@ -55,11 +55,12 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     };
     let mut w = AnyWriter::new(sink, format).with_context(|| format!("writing {out_name}"))?;
     let mut progress = Progress::new();
-    while let Some(ev) = input.next_event()? {
-        w.write_event(&ev)
+    input.for_each_event(|ev, seen| {
+        w.write_event(ev)
             .with_context(|| format!("writing {out_name}"))?;
-        progress.tick(input.events());
-    }
+        progress.tick(seen);
+        Ok(())
+    })?;
     w.flush().with_context(|| format!("writing {out_name}"))?;
     progress.finish();
     input.report_skipped();

@@ -60,25 +60,26 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut names = crate::regnames::Names::demo()?;
     let mut skipped = 0;
     let mut line = Vec::new();
-    while let Some(ev) = input.next_event()? {
-        names.observe(&ev);
+    input.for_each_event(|ev, _| {
+        names.observe(ev);
         // The PCIDEV header lines describe this machine's PCI devices (demmio needs
         // them); they say nothing about the demo, so they are left out of the printout.
         if matches!(ev, mmio_trace_format::Event::PciDev(_)) {
             skipped += 1;
-            continue;
+            return Ok(());
         }
         line.clear();
-        mmio_trace_format::text::write_event(&mut line, &ev);
+        mmio_trace_format::text::write_event(&mut line, ev);
         let text = String::from_utf8_lossy(&line);
-        match &ev {
+        match ev {
             mmio_trace_format::Event::Access(a) => match names.describe(a) {
                 Some(d) => println!("{:<58} {d}", text.trim_end()),
                 None => print!("{text}"),
             },
             _ => print!("{text}"),
         }
-    }
+        Ok(())
+    })?;
     if skipped > 0 {
         eprintln!("({skipped} PCIDEV header lines not shown)");
     }

@@ -41,22 +41,23 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     let mut line = String::with_capacity(256);
     let mut progress = Progress::new();
-    while let Some(ev) = input.next_event()? {
+    input.for_each_event(|ev, seen| {
         if let Some(n) = names.as_mut() {
-            n.observe(&ev);
+            n.observe(ev);
         }
-        if !args.filter.keep(&ev) {
-            continue;
+        if !args.filter.keep(ev) {
+            return Ok(());
         }
         line.clear();
-        let described = match (&ev, names.as_ref()) {
+        let described = match (ev, names.as_ref()) {
             (Event::Access(a), Some(n)) => n.describe(a),
             _ => None,
         };
-        render(&mut line, &ev, &style, described.as_deref());
+        render(&mut line, ev, &style, described.as_deref());
         out.write_all(line.as_bytes())?;
-        progress.tick(input.events());
-    }
+        progress.tick(seen);
+        Ok(())
+    })?;
     out.flush()?;
     progress.finish();
     input.report_skipped();

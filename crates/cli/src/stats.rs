@@ -101,13 +101,13 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let mut maps: BTreeMap<i64, MapStats> = BTreeMap::new();
     let mut regs: HashMap<String, (u64, u64)> = HashMap::new();
     let mut progress = Progress::new();
-    while let Some(ev) = input.next_event()? {
-        progress.tick(input.events());
+    input.for_each_event(|ev, seen| {
+        progress.tick(seen);
         if let Some(n) = names.as_mut() {
-            n.observe(&ev);
+            n.observe(ev);
         }
-        if !args.filter.keep(&ev) {
-            continue;
+        if !args.filter.keep(ev) {
+            return Ok(());
         }
         t.events += 1;
         if let Some(ts) = ev.ts_ns() {
@@ -116,7 +116,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 t.last = Some(t.last.map_or(ts, |l| l.max(ts)));
             }
         }
-        match &ev {
+        match ev {
             Event::Access(a) => {
                 let read = a.dir == Direction::Read;
                 if read {
@@ -175,7 +175,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
             },
             _ => {}
         }
-    }
+        Ok(())
+    })?;
     progress.finish();
 
     let mut hot: Vec<(&u64, &AddrStats)> = addrs.iter().collect();

@@ -270,3 +270,144 @@ fn malformed_input_names_file_line_and_column_and_exits_2() {
     let o = run(&["show", "--addr", "5..4", s(&log)]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A log of `n` reads after a VERSION line.
+fn reads_log(n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("VERSION 20070824\n");
+    for i in 0..n {
+        let _ = writeln!(
+            s,
+            "R 4 1.{i:06} 1 {:#x} {i:#x} 0x0 0",
+            0xfeb40000 + (i % 64) * 4
+        );
+    }
+    s
+}
+
+const BAD_LINE: &str = "R 4 9.000000 1 0x10 0xZZ 0x0 0\n";
+const BAD_WHY: &str =
+    "expected value (lowercase hexadecimal, no leading zeros, at most 16 digits), found `ZZ 0x0 0`";
+
+// Logs are read in batches of 256 events: the counts straddle the batch boundaries.
+const AROUND_BATCHES: [usize; 8] = [0, 1, 255, 256, 257, 511, 512, 700];
+
+#[test]
+fn every_event_before_a_malformed_line_is_shown_then_it_exits_2() {
+    for n in AROUND_BATCHES {
+        let good = reads_log(n);
+        let good_path = tmp(&format!("before-bad-{n}.log"), good.as_bytes());
+        let after = "R 4 9.000001 1 0x10 0x1 0x0 0\n";
+        let bad = tmp(
+            &format!("bad-after-{n}.log"),
+            format!("{good}{BAD_LINE}{after}").as_bytes(),
+        );
+        let expected = stdout(&run(&["show", "--color", "never", s(&good_path)]));
+        let o = run(&["show", "--color", "never", s(&bad)]);
+        assert_eq!(o.status.code(), Some(2), "n = {n}");
+        assert_eq!(String::from_utf8(o.stdout).unwrap(), expected, "n = {n}");
+        assert_eq!(
+            String::from_utf8(o.stderr).unwrap(),
+            format!("mmio-trace: {}:{}:23: {BAD_WHY}\n", s(&bad), n + 2)
+        );
+
+        let o = run(&["stats", s(&bad)]);
+        assert_eq!(o.status.code(), Some(2), "n = {n}");
+        assert!(o.stdout.is_empty());
+
+        // The converter writes whole buffers, so what precedes the error is a prefix
+        // of the conversion of the good part.
+        let o = run(&["convert", "--to", "text", s(&bad), "-"]);
+        assert_eq!(o.status.code(), Some(2), "n = {n}");
+        assert!(good.as_bytes().starts_with(&o.stdout), "n = {n}");
+        assert_eq!(
+            String::from_utf8(o.stderr).unwrap(),
+            format!("mmio-trace: {}:{}:23: {BAD_WHY}\n", s(&bad), n + 2)
+        );
+
+        // Lenient: the line is skipped and counted, everything after it still read.
+        let o = run(&["show", "--color", "never", "--lenient", s(&bad)]);
+        assert_eq!(o.status.code(), Some(0), "n = {n}");
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(
+            out,
+            format!("{expected}      9.000001  R4  0x00000010 => 0x00000001  map 1\n")
+        );
+        assert_eq!(
+            String::from_utf8(o.stderr).unwrap(),
+            format!(
+                "mmio-trace: {}: skipped 1 malformed line (first: line {}, column 23: {BAD_WHY})\n",
+                s(&bad),
+                n + 2
+            )
+        );
+    }
+}
+
+#[test]
+fn lenient_counts_malformed_lines_in_every_batch() {
+    let good = reads_log(1000);
+    let mut lines: Vec<&str> = good.lines().collect();
+    // Line numbers (1-based) of the bad lines once inserted, in ascending order.
+    let at = [3, 258, 259, 600, 1003];
+    for &l in &at {
+        lines.insert(l - 1, BAD_LINE.trim_end());
+    }
+    let bad = tmp("lenient-batches.log", (lines.join("\n") + "\n").as_bytes());
+    let good_path = tmp("lenient-batches-good.log", good.as_bytes());
+    let o = run(&["show", "--lenient", "--color", "never", s(&bad)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap(),
+        stdout(&run(&["show", "--color", "never", s(&good_path)]))
+    );
+    assert_eq!(
+        String::from_utf8(o.stderr).unwrap(),
+        format!(
+            "mmio-trace: {}: skipped 5 malformed lines (first: line 3, column 23: {BAD_WHY})\n",
+            s(&bad)
+        )
+    );
+    let json = stdout(&run(&["stats", "--lenient", "--json", s(&bad)]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["reads"], 1000);
+    assert_eq!(v["lost"]["malformed_lines_skipped"], 5);
+}
+
+#[test]
+fn a_damaged_binary_log_shows_what_reading_one_event_at_a_time_gives_then_exits_2() {
+    use mmio_trace_format::AnyReader;
+    for n in AROUND_BATCHES.into_iter().filter(|&n| n > 0) {
+        let text = tmp(&format!("damaged-{n}.log"), reads_log(n).as_bytes());
+        let bin = tmp(&format!("damaged-{n}.mtb"), b"");
+        stdout(&run(&["convert", "--to", "binary", s(&text), s(&bin)]));
+        let bytes = std::fs::read(&bin).unwrap();
+        std::fs::write(&bin, &bytes[..bytes.len() - 1]).unwrap();
+
+        // The reference: the events `next_event` gives before its error, as text.
+        // What a damaged record costs is the binary format's business; the commands
+        // must show exactly what the reader gives.
+        let mut reader = AnyReader::open(&bin).unwrap();
+        let mut before = Vec::new();
+        let err = loop {
+            match reader.next_event() {
+                Ok(Some(ev)) => mmio_trace_format::text::write_event(&mut before, &ev),
+                Ok(None) => panic!("n = {n}: a truncated log read to the end"),
+                Err(e) => break e.as_parse().expect("a parse error").to_string(),
+            }
+        };
+        let before = tmp(&format!("damaged-{n}-before.log"), &before);
+
+        let o = run(&["show", "--color", "never", s(&bin)]);
+        assert_eq!(o.status.code(), Some(2), "n = {n}");
+        assert_eq!(
+            String::from_utf8(o.stdout).unwrap(),
+            stdout(&run(&["show", "--color", "never", s(&before)])),
+            "n = {n}"
+        );
+        assert_eq!(
+            String::from_utf8(o.stderr).unwrap(),
+            format!("mmio-trace: {}: {err}\n", s(&bin))
+        );
+    }
+}
