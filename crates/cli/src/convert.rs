@@ -55,12 +55,19 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     };
     let mut w = AnyWriter::new(sink, format).with_context(|| format!("writing {out_name}"))?;
     let mut progress = Progress::new();
-    input.for_each_event(|ev, seen| {
+    let read = input.for_each_event(|ev, seen| {
         w.write_event(ev)
             .with_context(|| format!("writing {out_name}"))?;
         progress.tick(seen);
         Ok(())
-    })?;
+    });
+    if let Err(e) = read {
+        // Everything before the bad input was converted: keep it (a damaged log's good
+        // part is often what the user wants), then report the error.
+        let _ = w.flush();
+        progress.finish();
+        return Err(e);
+    }
     w.flush().with_context(|| format!("writing {out_name}"))?;
     progress.finish();
     input.report_skipped();
