@@ -24,6 +24,18 @@
 //! *Other records* (tag `0x80..=0xff`) carry a varint payload length, so a reader
 //! skips kinds it does not know: later versions may add records without breaking
 //! older readers.
+//!
+//! *Access blocks* (version 2; tag `0x89`, a record with a length) hold runs of up to
+//! 255 accesses of 1, 2, 4 or 8 bytes, which writers put there rather than in access
+//! records: the count, then every access's tag, then every size byte, then every
+//! access's fields as an access record has them. An access record's length is known
+//! only once its first two bytes are read, so a reader of back-to-back records cannot
+//! start on one before finishing the previous; in a block the tags and sizes are read
+//! ahead and only the data offset is carried from access to access, so decoding
+//! overlaps across accesses. A block costs 4 bytes (tag, length, count). Delta state
+//! runs on through blocks and records alike. Version 1 logs (no blocks) read as before;
+//! version 1 readers refuse version 2 logs, which they would misread (they would skip
+//! every block as an unknown record).
 
 use std::io::{self, Read, Write};
 
@@ -36,11 +48,11 @@ use crate::reader::access_slot;
 pub const MAGIC: [u8; 8] = *b"\x89MMT\r\n\x1a\n";
 
 /// The format version this crate writes; readers accept this and older.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 
 /// The self-description stored in every header.
 pub const SCHEMA: &str = "\
-mmio-trace binary log v1. Integers LE; var = LEB128; zz = zigzag LEB128;
+mmio-trace binary log v2. Integers LE; var = LEB128; zz = zigzag LEB128;
 le(n) = n-byte LE integer; zz(x) also names the zigzag of x in such fields.
 access tag 0b0CM1DWWW: D=1 write/0 read; WWW=log2(width) or 7 then width:u8 after sizes;
   sizes:u8 = T | P<<2 | V<<5, T in 0..3 -> 1,2,4,8 bytes; P,V in 0..7 -> 0,1,2,3,4,5,6,8;
@@ -52,7 +64,9 @@ record tag>=0x80, then len:var, then payload:
   starts:7var sizes:7var has_driver:u8 driver | 0x82 MAP ts:var id:zz phys virt len pc:var
   pid:var | 0x83 UNMAP ts:var id:zz pc:var pid:var | 0x84 UNKNOWN ts:var id:zz phys:var
   opcode:3 pc:var pid:var | 0x85 MARK ts:var text | 0x86 LOST n:var |
-  0x87 CPULOST cpu:var has_count:u8 count:var | 0x88 VERBATIM text
+  0x87 CPULOST cpu:var has_count:u8 count:var | 0x88 VERBATIM text |
+  0x89 BLOCK n:u8 (1..=255), n access tags (WWW 0..=3: width 1,2,4,8), n sizes bytes,
+  then each access's fields in order as in an access record (ts, phys, value, [M], [C]).
 ";
 
 const T_VERSION: u8 = 0x80;
@@ -64,6 +78,18 @@ const T_MARK: u8 = 0x85;
 const T_LOST: u8 = 0x86;
 const T_CPULOST: u8 = 0x87;
 const T_VERBATIM: u8 = 0x88;
+const T_BLOCK: u8 = 0x89;
+
+/// The most accesses in one access block (its count is one byte).
+pub const BLOCK_MAX: usize = 255;
+/// The longest fields of an access in a block: time, address and value of 8 bytes, and
+/// three varints of up to 10 bytes.
+const MAX_NARROW_FIELDS: usize = 3 * 8 + 3 * 10;
+/// The longest access block payload a reader accepts: the count, and `BLOCK_MAX` tags,
+/// size bytes and fields.
+const MAX_BLOCK: usize = 1 + BLOCK_MAX * (2 + MAX_NARROW_FIELDS);
+// The error message for longer blocks names this number.
+const _: () = assert!(MAX_BLOCK == 14281);
 
 const A_BASE: u8 = 0x10;
 const A_WRITE: u8 = 0x08;
@@ -138,12 +164,79 @@ struct Prev {
     pid: u32,
 }
 
+/// Appends the fields of `a` that follow its tag, size byte and width byte (time,
+/// address, value, then the map and context varints its tag asks for) to `b`, and
+/// returns the tag and size byte; `p` becomes `a`'s state, for the next delta.
+#[inline]
+fn put_fields(p: &mut Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8) {
+    let width = a.width.clamp(1, MAX_WIDTH as u8);
+    let mut tag = A_BASE;
+    if a.dir == Direction::Write {
+        tag |= A_WRITE;
+    }
+    tag |= if width.is_power_of_two() {
+        width.trailing_zeros() as u8
+    } else {
+        7
+    };
+    if a.map_id != p.map_id {
+        tag |= A_MAP;
+    }
+    if a.pc != p.pc || a.pid != p.pid {
+        tag |= A_CTX;
+    }
+    let dt = a.ts_ns.wrapping_sub(p.ts) as i64;
+    // A delta this large would lose its top bit in the shift; none occurs within
+    // 2^62 ns (146 years) of the previous access.
+    let ts = if dt % 1000 == 0 {
+        (zz(dt / 1000) << 1) | 1
+    } else {
+        zz(dt) << 1
+    };
+    let phys = zz(a.phys.wrapping_sub(p.phys) as i64);
+    let value = if width <= 8 { a.value } else { 0 };
+    let (tc, vc, pcode) = (size_code2(ts), size_code3(value), size_code3(phys));
+    put_le(b, ts, SIZES2[tc as usize]);
+    put_le(b, phys, SIZES3[pcode as usize]);
+    if width <= 8 {
+        put_le(b, value, SIZES3[vc as usize]);
+    } else {
+        b.extend_from_slice(&a.bytes()[..width as usize]);
+    }
+    if tag & A_MAP != 0 {
+        put_var(b, zz(a.map_id.wrapping_sub(p.map_id)));
+    }
+    if tag & A_CTX != 0 {
+        put_var(b, zz(a.pc.wrapping_sub(p.pc) as i64));
+        put_var(b, a.pid as u64);
+    }
+    *p = Prev {
+        ts: a.ts_ns,
+        map_id: a.map_id,
+        phys: a.phys,
+        pc: a.pc,
+        pid: a.pid,
+    };
+    (tag, tc | pcode << 2 | vc << 5)
+}
+
 /// Writes the binary format.
+///
+/// Accesses of 1, 2, 4 or 8 bytes are gathered into access blocks of up to
+/// [`BLOCK_MAX`]; a block is written out when it is full, before any other record, and
+/// by [`flush`](Self::flush) (so [`into_inner`](Self::into_inner) loses nothing).
+/// Dropping the writer without flushing loses what it buffered, as with any event
+/// written since the last flush.
 pub struct BinaryWriter<W: Write> {
     out: W,
     buf: Vec<u8>,
     prev: Prev,
     payload: Vec<u8>,
+    /// The open block's access tags, size bytes and fields, kept apart until it closes
+    /// because its length (which comes first) is known only then.
+    block_tags: Vec<u8>,
+    block_sizes: Vec<u8>,
+    block_data: Vec<u8>,
 }
 
 impl<W: Write> BinaryWriter<W> {
@@ -159,14 +252,31 @@ impl<W: Write> BinaryWriter<W> {
             buf,
             prev: Prev::default(),
             payload: Vec::new(),
+            block_tags: Vec::with_capacity(BLOCK_MAX),
+            block_sizes: Vec::with_capacity(BLOCK_MAX),
+            block_data: Vec::with_capacity(BLOCK_MAX * MAX_NARROW_FIELDS),
         })
     }
 
     /// Appends one event.
     pub fn write_event(&mut self, ev: &Event) -> io::Result<()> {
         match ev {
-            Event::Access(a) => self.access(a),
-            _ => self.rare(ev),
+            Event::Access(a) if matches!(a.width, 1 | 2 | 4 | 8) => {
+                let (tag, sizes) = put_fields(&mut self.prev, a, &mut self.block_data);
+                self.block_tags.push(tag);
+                self.block_sizes.push(sizes);
+                if self.block_tags.len() == BLOCK_MAX {
+                    self.close_block();
+                }
+            }
+            Event::Access(a) => {
+                self.close_block();
+                self.access(a);
+            }
+            _ => {
+                self.close_block();
+                self.rare(ev);
+            }
         }
         if self.buf.len() >= 1 << 16 {
             self.out.write_all(&self.buf)?;
@@ -175,63 +285,36 @@ impl<W: Write> BinaryWriter<W> {
         Ok(())
     }
 
-    fn access(&mut self, a: &Access) {
-        let p = &mut self.prev;
-        let width = a.width.clamp(1, MAX_WIDTH as u8);
-        let mut tag = A_BASE;
-        if a.dir == Direction::Write {
-            tag |= A_WRITE;
+    /// Moves the open block, if any, into the output buffer.
+    fn close_block(&mut self) {
+        let n = self.block_tags.len();
+        if n == 0 {
+            return;
         }
-        let wcode = if width.is_power_of_two() {
-            width.trailing_zeros() as u8
-        } else {
-            7
-        };
-        tag |= wcode;
-        if a.map_id != p.map_id {
-            tag |= A_MAP;
-        }
-        if a.pc != p.pc || a.pid != p.pid {
-            tag |= A_CTX;
-        }
-        let dt = a.ts_ns.wrapping_sub(p.ts) as i64;
-        // A delta this large would lose its top bit in the shift; none occurs within
-        // 2^62 ns (146 years) of the previous access.
-        let ts = if dt % 1000 == 0 {
-            (zz(dt / 1000) << 1) | 1
-        } else {
-            zz(dt) << 1
-        };
-        let phys = zz(a.phys.wrapping_sub(p.phys) as i64);
-        let value = if width <= 8 { a.value } else { 0 };
-        let (tc, vc, pcode) = (size_code2(ts), size_code3(value), size_code3(phys));
         let b = &mut self.buf;
-        b.push(tag);
-        b.push(tc | pcode << 2 | vc << 5);
-        if wcode == 7 {
+        b.push(T_BLOCK);
+        put_var(b, (1 + 2 * n + self.block_data.len()) as u64);
+        b.push(n as u8);
+        b.extend_from_slice(&self.block_tags);
+        b.extend_from_slice(&self.block_sizes);
+        b.extend_from_slice(&self.block_data);
+        self.block_tags.clear();
+        self.block_sizes.clear();
+        self.block_data.clear();
+    }
+
+    /// A stand-alone access record (v1's only kind): for widths blocks do not hold.
+    fn access(&mut self, a: &Access) {
+        let b = &mut self.buf;
+        let at = b.len();
+        b.extend_from_slice(&[0, 0]);
+        let width = a.width.clamp(1, MAX_WIDTH as u8);
+        if !width.is_power_of_two() {
             b.push(width);
         }
-        put_le(b, ts, SIZES2[tc as usize]);
-        put_le(b, phys, SIZES3[pcode as usize]);
-        if width <= 8 {
-            put_le(b, value, SIZES3[vc as usize]);
-        } else {
-            b.extend_from_slice(&a.bytes()[..width as usize]);
-        }
-        if tag & A_MAP != 0 {
-            put_var(b, zz(a.map_id.wrapping_sub(p.map_id)));
-        }
-        if tag & A_CTX != 0 {
-            put_var(b, zz(a.pc.wrapping_sub(p.pc) as i64));
-            put_var(b, a.pid as u64);
-        }
-        *p = Prev {
-            ts: a.ts_ns,
-            map_id: a.map_id,
-            phys: a.phys,
-            pc: a.pc,
-            pid: a.pid,
-        };
+        let (tag, sizes) = put_fields(&mut self.prev, a, b);
+        b[at] = tag;
+        b[at + 1] = sizes;
     }
 
     fn rare(&mut self, ev: &Event) {
@@ -309,8 +392,10 @@ impl<W: Write> BinaryWriter<W> {
         self.buf.extend_from_slice(pl);
     }
 
-    /// Writes out everything buffered.
+    /// Writes out everything buffered, the open access block included: what was
+    /// written before a flush is complete in the output.
     pub fn flush(&mut self) -> io::Result<()> {
+        self.close_block();
         self.out.write_all(&self.buf)?;
         self.buf.clear();
         self.out.flush()
@@ -341,6 +426,10 @@ pub struct BinaryReader<R> {
     prev: Prev,
     version: u16,
     schema: String,
+    /// Accesses of a decoded block not handed out yet (by `next_event`, or by a
+    /// `read_batch` whose `max` is smaller than the block), from `pending_pos` on.
+    pending: Vec<Event>,
+    pending_pos: usize,
 }
 
 /// Decoding failure inside a record; turned into a [`ParseError`] by the caller.
@@ -438,6 +527,8 @@ impl<R: Read> BinaryReader<R> {
             prev: Prev::default(),
             version: 0,
             schema: String::new(),
+            pending: Vec::new(),
+            pending_pos: 0,
         };
         r.fill(14)?;
         if r.end < 14 || r.buf[..8] != MAGIC {
@@ -474,12 +565,19 @@ impl<R: Read> BinaryReader<R> {
     #[cold]
     #[inline(never)]
     fn bad(&self, at: usize, expected: &str) -> Error {
+        self.bad_record(self.record, at, expected)
+    }
+
+    /// A [`ParseError`] at buffer position `at` naming record number `record`.
+    #[cold]
+    #[inline(never)]
+    fn bad_record(&self, record: u64, at: usize, expected: &str) -> Error {
         let found = match self.buf.get(at..self.end.min(at + 8)) {
             Some(s) if !s.is_empty() => format!("bytes {s:02x?}"),
             _ => "end of file".to_string(),
         };
         ParseError {
-            line: self.record,
+            line: record,
             column: self.base + at as u64,
             expected: expected.to_string(),
             found,
@@ -519,11 +617,26 @@ impl<R: Read> BinaryReader<R> {
     /// The next event, or `None` at the end of the log.
     pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
         loop {
+            if let Some(ev) = self.pending.get_mut(self.pending_pos) {
+                self.pending_pos += 1;
+                return Ok(Some(std::mem::replace(ev, Event::Access(BLANK))));
+            }
             if self.end - self.pos < MAX_ACCESS {
                 self.fill(MAX_ACCESS)?;
                 if self.pos == self.end {
                     return Ok(None);
                 }
+            }
+            if self.buf[self.pos] == T_BLOCK {
+                // Staged whole: a damaged block must give none of its accesses.
+                let blk = self.block_header()?;
+                let mut staged = std::mem::take(&mut self.pending);
+                let res = self.block(blk, &mut staged, 0);
+                staged.truncate(if res.is_ok() { blk.count } else { 0 });
+                self.pending = staged;
+                self.pending_pos = 0;
+                res?;
+                continue;
             }
             self.record += 1;
             let start = self.pos;
@@ -576,9 +689,25 @@ impl<R: Read> BinaryReader<R> {
     /// its elements are reused in place (an access is decoded straight into the
     /// previous call's access at the same index). On error, `out` holds the events
     /// read before the bad record.
+    ///
+    /// A call may return fewer than `max` events before the end of the log: it stops
+    /// before an access block that would not fit, rather than split it.
     pub fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
         let mut n = 0;
         while n < max {
+            if self.pending_pos < self.pending.len() {
+                let k = (self.pending.len() - self.pending_pos).min(max - n);
+                for ev in &mut self.pending[self.pending_pos..self.pending_pos + k] {
+                    if n < out.len() {
+                        std::mem::swap(&mut out[n], ev);
+                    } else {
+                        out.push(std::mem::replace(ev, Event::Access(BLANK)));
+                    }
+                    n += 1;
+                }
+                self.pending_pos += k;
+                continue;
+            }
             let n0 = n;
             // Access records back to back while the buffer surely holds a whole one.
             let safe = self.end.saturating_sub(MAX_ACCESS);
@@ -587,6 +716,35 @@ impl<R: Read> BinaryReader<R> {
             self.record += (n - n0) as u64;
             if n == max {
                 break;
+            }
+            if let Err(e) = self.fill(MAX_ACCESS) {
+                out.truncate(n);
+                return Err(e);
+            }
+            if self.buf[self.pos..self.end].first() == Some(&T_BLOCK) {
+                let blk = match self.block_header() {
+                    Ok(blk) => blk,
+                    Err(e) => {
+                        out.truncate(n);
+                        return Err(e);
+                    }
+                };
+                let count = blk.count;
+                if count > max - n && n > 0 {
+                    // Whole blocks decode fastest: this one starts the next batch.
+                    break;
+                }
+                if let Err(e) = self.block(blk, out, n) {
+                    out.truncate(n);
+                    return Err(e);
+                }
+                if n + count > max {
+                    self.pending.clear();
+                    self.pending.extend(out.drain(max..n + count));
+                    self.pending_pos = 0;
+                }
+                n = max.min(n + count);
+                continue;
             }
             match self.next_event() {
                 Ok(Some(ev)) => {
@@ -607,6 +765,298 @@ impl<R: Read> BinaryReader<R> {
         out.truncate(n);
         Ok(n)
     }
+}
+
+/// Where a buffered access block lies: its payload `buf[at..end]`, and its count.
+#[derive(Clone, Copy)]
+struct BlockAt {
+    at: usize,
+    end: usize,
+    count: usize,
+}
+
+impl<R: Read> BinaryReader<R> {
+    /// At an access block's tag: checks its header and buffers all of it, consuming
+    /// nothing.
+    fn block_header(&mut self) -> Result<BlockAt, Error> {
+        let rec = self.record + 1;
+        let start = self.pos;
+        let mut pos = start + 1;
+        let len = get_var(&self.buf[..self.end], &mut pos)
+            .map_err(|Bad(w)| self.bad_record(rec, start, w))?;
+        // Checked before buffering, so a damaged length cannot make the buffer grow.
+        if len > MAX_BLOCK as u64 {
+            return Err(self.bad_record(rec, start, "an access block of at most 14281 bytes"));
+        }
+        let head = pos - start;
+        let total = head + len as usize;
+        if self.end - start < total {
+            self.fill(total)?;
+            if self.end - self.pos < total {
+                return Err(self.bad_record(
+                    rec,
+                    self.pos,
+                    "the rest of a record (file truncated?)",
+                ));
+            }
+        }
+        let (at, end) = (self.pos + head, self.pos + total);
+        let count = match self.buf[at..end].first() {
+            None | Some(0) => {
+                return Err(self.bad_record(rec, at, "an access count of 1..=255"));
+            }
+            Some(&c) => c as usize,
+        };
+        if end - at < 1 + 2 * count {
+            return Err(self.bad_record(
+                rec,
+                self.pos,
+                "a block length that holds its accesses' tags and size bytes",
+            ));
+        }
+        Ok(BlockAt { at, end, count })
+    }
+
+    /// Decodes the block [`block_header`](Self::block_header) found into
+    /// `out[n..n + count]` (growing `out` as needed) and consumes it. On error nothing
+    /// is consumed and the delta state is unchanged; `out` past `n` is then garbage,
+    /// for the caller to truncate.
+    fn block(&mut self, blk: BlockAt, out: &mut Vec<Event>, n: usize) -> Result<(), Error> {
+        let mut p = self.prev;
+        match decode_block(&self.buf[blk.at..blk.end], &mut p, out, n) {
+            Ok(()) => {
+                self.prev = p;
+                self.pos = blk.end;
+                self.record += blk.count as u64;
+                Ok(())
+            }
+            Err(BlockBad { at, index, what }) => {
+                let rec = self.record + 1 + index as u64;
+                Err(self.bad_record(rec, blk.at + at, what))
+            }
+        }
+    }
+}
+
+/// Why a block is damaged: the offset in its payload, the index of the access, and
+/// what was expected there.
+struct BlockBad {
+    at: usize,
+    index: usize,
+    what: &'static str,
+}
+
+/// Bytes [`decode_block`] may load from an access's data offset: 8-byte loads at
+/// offsets up to 31 (the value's offset, at most 16, masked to 5 bits).
+const FIELDS_WINDOW: usize = 40;
+
+#[inline(always)]
+fn le64(w: &[u8; FIELDS_WINDOW], o: usize) -> u64 {
+    debug_assert!(o + 8 <= FIELDS_WINDOW);
+    u64::from_le_bytes(w[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes an access block's payload (count, tags, sizes, data; its header already
+/// checked) into `out[n..n + count]`, from the delta state `p`.
+///
+/// The tags and size bytes give every access's field lengths without looking at the
+/// data, so the only dependency from one access to the next is the data offset (plus
+/// the rare varints): the loop's loads overlap across accesses, unlike v1 records,
+/// where the next record's tag is found only after decoding this one's size byte.
+#[inline(never)]
+fn decode_block(b: &[u8], p: &mut Prev, out: &mut Vec<Event>, n: usize) -> Result<(), BlockBad> {
+    let count = b[0] as usize;
+    let tags = &b[1..1 + count];
+    // Checked up front, in a loop the compiler vectorises, so that the decoding loop
+    // trusts every tag; whether any has varints picks the loop.
+    let (mut any, mut all) = (0u8, 0xffu8);
+    for &t in tags {
+        any |= t;
+        all &= (t & 0x84 == 0 && t & A_BASE != 0) as u8 * 0xff;
+    }
+    if all == 0 {
+        let i = tags
+            .iter()
+            .position(|&t| t & 0x84 != 0 || t & A_BASE == 0)
+            .unwrap_or(0);
+        return Err(BlockBad {
+            at: 1 + i,
+            index: i,
+            what: "an access tag of width 1, 2, 4 or 8 in a block",
+        });
+    }
+    // Slots made plain accesses first, so that the decoding loop only stores fields:
+    // no calls (to grow `out` or drop old events) that would evict its state from
+    // registers.
+    if out.len() < n + count {
+        out.resize(n + count, Event::Access(BLANK));
+    }
+    let slots = &mut out[n..n + count];
+    for ev in slots.iter_mut() {
+        if !matches!(ev, Event::Access(Access { wide: None, .. })) {
+            *ev = Event::Access(BLANK);
+        }
+    }
+    if any & (A_MAP | A_CTX) == 0 {
+        decode_accesses::<false>(b, p, slots)
+    } else {
+        decode_accesses::<true>(b, p, slots)
+    }
+}
+
+/// What a size byte says of an access's time, address and value fields.
+struct SizeInfo {
+    /// Keeps each field's bytes of an 8-byte load.
+    masks: [u64; 3],
+    /// Offsets of the address and value fields.
+    p_at: u8,
+    v_at: u8,
+    /// Length of the three fields.
+    fields: u8,
+}
+
+/// [`SizeInfo`] by size byte: one table row instead of decoding three bit fields.
+const SIZE_INFO: [SizeInfo; 256] = {
+    const NONE: SizeInfo = SizeInfo {
+        masks: [0; 3],
+        p_at: 0,
+        v_at: 0,
+        fields: 0,
+    };
+    let mut t = [NONE; 256];
+    let mut s = 0;
+    while s < 256 {
+        let tn = SIZES2[s & 3] as u8;
+        let pn = SIZES3[s >> 2 & 7] as u8;
+        let vn = SIZES3[s >> 5] as u8;
+        t[s] = SizeInfo {
+            masks: [MASKS2[s & 3], MASKS3[s >> 2 & 7], MASKS3[s >> 5]],
+            p_at: tn,
+            v_at: tn + pn,
+            fields: tn + pn + vn,
+        };
+        s += 1;
+    }
+    t
+};
+
+/// Direction and width by the low 4 bits of a block's access tag.
+const DIR_WIDTH: [(Direction, u8); 16] = {
+    let mut t = [(Direction::Read, 1); 16];
+    let mut i = 0;
+    while i < 16 {
+        let dir = if i as u8 & A_WRITE != 0 {
+            Direction::Write
+        } else {
+            Direction::Read
+        };
+        t[i] = (dir, 1 << (i & 3));
+        i += 1;
+    }
+    t
+};
+
+/// The loop of [`decode_block`] over checked tags and prepared slots; `VARINTS`: some
+/// access has map or context varints (otherwise map id, pc and pid stay as they are).
+#[inline(always)]
+fn decode_accesses<const VARINTS: bool>(
+    b: &[u8],
+    p: &mut Prev,
+    slots: &mut [Event],
+) -> Result<(), BlockBad> {
+    let count = b[0] as usize;
+    let (tags, rest) = b[1..].split_at(count);
+    let (sizes, data) = rest.split_at(count);
+    let data_at = 1 + 2 * count;
+    // The data's last bytes, zero-padded to a whole window for the accesses there.
+    let tail_at = data.len().saturating_sub(FIELDS_WINDOW);
+    let mut tail = [0u8; 2 * FIELDS_WINDOW];
+    tail[..data.len() - tail_at].copy_from_slice(&data[tail_at..]);
+    let mut q = *p;
+    let mut off = 0usize;
+    for (i, ((&tag, &sizes), ev)) in tags.iter().zip(sizes).zip(slots).enumerate() {
+        let bad = |at: usize, what| BlockBad {
+            at: data_at + at,
+            index: i,
+            what,
+        };
+        let info = &SIZE_INFO[sizes as usize];
+        let fields = info.fields;
+        let w: &[u8; FIELDS_WINDOW] = match data.get(off..off + FIELDS_WINDOW) {
+            Some(w) => w.try_into().expect("window"),
+            None if off + fields as usize <= data.len() => tail[off - tail_at..][..FIELDS_WINDOW]
+                .try_into()
+                .expect("window"),
+            None => return Err(bad(off, "an access's fields inside its block")),
+        };
+        // The masked offsets (8 and 16 at most) bound the loads inside the window
+        // without a check.
+        let code = le64(w, 0) & info.masks[0];
+        let dphys = le64(w, info.p_at as usize & 15) & info.masks[1];
+        let value = le64(w, info.v_at as usize & 31) & info.masks[2];
+        let field_at = off;
+        off += fields as usize;
+        // A microsecond delta whose nanoseconds overflow is refused, as in
+        // `decode_access`.
+        let unit = if code & 1 == 1 { 1000 } else { 1 };
+        let dt = unzz(code >> 1)
+            .checked_mul(unit)
+            .ok_or_else(|| bad(field_at, "a time delta that fits in 64 bits"))?;
+        if VARINTS && tag & (A_MAP | A_CTX) != 0 {
+            (off, q.map_id, q.pc, q.pid) = block_varints(data, off, tag, q.map_id, q.pc, q.pid)
+                .map_err(|(at, what)| bad(at, what))?;
+        }
+        q.ts = q.ts.wrapping_add(dt as u64);
+        q.phys = q.phys.wrapping_add(unzz(dphys) as u64);
+        if let Event::Access(a) = ev {
+            (a.dir, a.width) = DIR_WIDTH[(tag & 15) as usize];
+            a.pid = q.pid;
+            a.ts_ns = q.ts;
+            a.map_id = q.map_id;
+            a.phys = q.phys;
+            a.value = value;
+            a.pc = q.pc;
+        }
+    }
+    if off != data.len() {
+        return Err(BlockBad {
+            at: data_at + off,
+            index: count - 1,
+            what: "the end of the block's data after its accesses' fields",
+        });
+    }
+    *p = q;
+    Ok(())
+}
+
+/// The map and context varints of a block's access at `data[off..]`: the offset after
+/// them, and the new map id, pc and pid. On error, the varint's offset and what was
+/// expected.
+///
+/// Out of line and by value, so that `decode_block`'s offset and delta state never
+/// have their address taken and stay in registers.
+#[inline(never)]
+fn block_varints(
+    data: &[u8],
+    mut off: usize,
+    tag: u8,
+    mut map_id: i64,
+    mut pc: u64,
+    mut pid: u32,
+) -> Result<(usize, i64, u64, u32), (usize, &'static str)> {
+    let var = |off: &mut usize| {
+        let start = *off;
+        get_var(data, off).map_err(|Bad(what)| (start, what))
+    };
+    if tag & A_MAP != 0 {
+        map_id = map_id.wrapping_add(unzz(var(&mut off)?));
+    }
+    if tag & A_CTX != 0 {
+        pc = pc.wrapping_add(unzz(var(&mut off)?) as u64);
+        let at = off;
+        pid = u32::try_from(var(&mut off)?).map_err(|_| (at, "a pid that fits in 32 bits"))?;
+    }
+    Ok((off, map_id, pc, pid))
 }
 
 /// Decodes access records from `b[pos..]` into `out[n..max]` while they start before
