@@ -441,28 +441,38 @@ fn get_var(b: &[u8], pos: &mut usize) -> Result<u64, Bad> {
     // branch per byte; lengths vary record to record and mispredicted branches
     // would otherwise dominate the cost of reading.
     if let Some(chunk) = b.get(*pos..*pos + 8) {
-        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-        let stops = !w & 0x8080_8080_8080_8080;
-        if stops != 0 {
-            let len = (stops.trailing_zeros() / 8 + 1) as usize;
-            let x = if len == 8 {
-                w
-            } else {
-                w & ((1u64 << (len * 8)) - 1)
-            };
-            let v = (x & 0x7f)
-                | ((x >> 1) & (0x7f << 7))
-                | ((x >> 2) & (0x7f << 14))
-                | ((x >> 3) & (0x7f << 21))
-                | ((x >> 4) & (0x7f << 28))
-                | ((x >> 5) & (0x7f << 35))
-                | ((x >> 6) & (0x7f << 42))
-                | ((x >> 7) & (0x7f << 49));
+        if let Some((v, len)) = var8(chunk.try_into().expect("8 bytes")) {
             *pos += len;
             return Ok(v);
         }
     }
     get_var_slow(b, pos)
+}
+
+/// A varint from the 8 bytes at its start: its value and length, or `None` when it
+/// is longer than 8 bytes.
+#[inline(always)]
+fn var8(chunk: [u8; 8]) -> Option<(u64, usize)> {
+    let w = u64::from_le_bytes(chunk);
+    let stops = !w & 0x8080_8080_8080_8080;
+    if stops == 0 {
+        return None;
+    }
+    let len = (stops.trailing_zeros() / 8 + 1) as usize;
+    let x = if len == 8 {
+        w
+    } else {
+        w & ((1u64 << (len * 8)) - 1)
+    };
+    let v = (x & 0x7f)
+        | ((x >> 1) & (0x7f << 7))
+        | ((x >> 2) & (0x7f << 14))
+        | ((x >> 3) & (0x7f << 21))
+        | ((x >> 4) & (0x7f << 28))
+        | ((x >> 5) & (0x7f << 35))
+        | ((x >> 6) & (0x7f << 42))
+        | ((x >> 7) & (0x7f << 49));
+    Some((v, len))
 }
 
 #[inline(never)]
@@ -1002,9 +1012,18 @@ fn decode_accesses<const VARINTS: bool>(
         let dt = unzz(code >> 1)
             .checked_mul(unit)
             .ok_or_else(|| bad(field_at, "a time delta that fits in 64 bits"))?;
-        if VARINTS && tag & (A_MAP | A_CTX) != 0 {
-            (off, q.map_id, q.pc, q.pid) = block_varints(data, off, tag, q.map_id, q.pc, q.pid)
-                .map_err(|(at, what)| bad(at, what))?;
+        if VARINTS && tag & A_MAP != 0 {
+            let (d, len) = block_var(data, off).map_err(|(at, what)| bad(at, what))?;
+            q.map_id = q.map_id.wrapping_add(unzz(d));
+            off += len;
+        }
+        if VARINTS && tag & A_CTX != 0 {
+            let (d, len) = block_var(data, off).map_err(|(at, what)| bad(at, what))?;
+            q.pc = q.pc.wrapping_add(unzz(d) as u64);
+            off += len;
+            let (pid, len) = block_var(data, off).map_err(|(at, what)| bad(at, what))?;
+            q.pid = u32::try_from(pid).map_err(|_| bad(off, "a pid that fits in 32 bits"))?;
+            off += len;
         }
         q.ts = q.ts.wrapping_add(dt as u64);
         q.phys = q.phys.wrapping_add(unzz(dphys) as u64);
@@ -1029,34 +1048,29 @@ fn decode_accesses<const VARINTS: bool>(
     Ok(())
 }
 
-/// The map and context varints of a block's access at `data[off..]`: the offset after
-/// them, and the new map id, pc and pid. On error, the varint's offset and what was
-/// expected.
+/// A varint at `data[off..]`: its value and length; on error, its offset and what
+/// was expected.
 ///
-/// Out of line and by value, so that `decode_block`'s offset and delta state never
-/// have their address taken and stay in registers.
+/// By value, unlike [`get_var`], so that `decode_block`'s offset never has its
+/// address taken and stays in a register.
+#[inline(always)]
+fn block_var(data: &[u8], off: usize) -> Result<(u64, usize), (usize, &'static str)> {
+    if let Some(chunk) = data.get(off..off + 8) {
+        if let Some(v) = var8(chunk.try_into().expect("8 bytes")) {
+            return Ok(v);
+        }
+    }
+    block_var_slow(data, off)
+}
+
+/// [`block_var`] for varints of more than 8 bytes or near the end of the data.
 #[inline(never)]
-fn block_varints(
-    data: &[u8],
-    mut off: usize,
-    tag: u8,
-    mut map_id: i64,
-    mut pc: u64,
-    mut pid: u32,
-) -> Result<(usize, i64, u64, u32), (usize, &'static str)> {
-    let var = |off: &mut usize| {
-        let start = *off;
-        get_var(data, off).map_err(|Bad(what)| (start, what))
-    };
-    if tag & A_MAP != 0 {
-        map_id = map_id.wrapping_add(unzz(var(&mut off)?));
+fn block_var_slow(data: &[u8], off: usize) -> Result<(u64, usize), (usize, &'static str)> {
+    let mut pos = off;
+    match get_var_slow(data, &mut pos) {
+        Ok(v) => Ok((v, pos - off)),
+        Err(Bad(what)) => Err((off, what)),
     }
-    if tag & A_CTX != 0 {
-        pc = pc.wrapping_add(unzz(var(&mut off)?) as u64);
-        let at = off;
-        pid = u32::try_from(var(&mut off)?).map_err(|_| (at, "a pid that fits in 32 bits"))?;
-    }
-    Ok((off, map_id, pc, pid))
 }
 
 /// Decodes access records from `b[pos..]` into `out[n..max]` while they start before
@@ -1383,5 +1397,77 @@ impl<R: Read> Iterator for BinaryReader<R> {
     type Item = Result<Event, Error>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_table_rows_match_the_size_codes() {
+        for s in 0..256usize {
+            let (tn, pn, vn) = (SIZES2[s & 3], SIZES3[s >> 2 & 7], SIZES3[s >> 5]);
+            let row = &SIZE_INFO[s];
+            assert_eq!(
+                (row.p_at, row.v_at, row.fields),
+                (tn as u8, (tn + pn) as u8, (tn + pn + vn) as u8)
+            );
+            assert_eq!(
+                row.masks,
+                [MASKS2[s & 3], MASKS3[s >> 2 & 7], MASKS3[s >> 5]]
+            );
+            // The masked offsets the decoder loads at are the offsets themselves.
+            assert_eq!(row.p_at as usize & 15, tn);
+            assert_eq!(row.v_at as usize & 31, tn + pn);
+            assert!(tn + pn + 8 <= FIELDS_WINDOW);
+        }
+        for tag in 0..16u8 {
+            let dir = if tag & A_WRITE != 0 {
+                Direction::Write
+            } else {
+                Direction::Read
+            };
+            assert_eq!(DIR_WIDTH[tag as usize], (dir, 1 << (tag & 3)));
+        }
+    }
+
+    #[test]
+    fn varints_decode_the_same_by_word_and_byte_by_byte() {
+        let mut values = vec![0u64, 1, 127, 128, 300, u32::MAX as u64, 1 << 55, u64::MAX];
+        values.extend((0..64).map(|s| (1u64 << s) - 1));
+        for v in values {
+            let mut b = Vec::new();
+            put_var(&mut b, v);
+            let n = b.len();
+            b.resize(n + 8, 0xaa);
+            let mut pos = 0;
+            assert_eq!(get_var_slow(&b, &mut pos).ok(), Some(v));
+            assert_eq!(pos, n);
+            assert_eq!(block_var(&b, 0).ok(), Some((v, n)));
+            assert_eq!(block_var(&b[..n], 0).ok(), Some((v, n)), "at the end");
+            let mut pos = 0;
+            assert_eq!(get_var(&b, &mut pos).ok(), Some(v));
+            assert_eq!(pos, n);
+        }
+    }
+
+    #[test]
+    fn writer_closes_the_block_before_a_stand_alone_access() {
+        let mut w = BinaryWriter::new(Vec::new()).unwrap();
+        let narrow = Access::new(Direction::Read, 4, 1000, 0, 0x10, 5);
+        let odd = Access::new(Direction::Write, 3, 2000, 0, 0x14, 0x10203);
+        w.write_event(&Event::Access(narrow)).unwrap();
+        w.write_event(&Event::Access(odd)).unwrap();
+        let out = w.into_inner().unwrap();
+        let hdr = 14 + SCHEMA.len();
+        #[rustfmt::skip]
+        let expect = [
+            T_BLOCK, 6, 1, 0x12, 0x24, 0x05, 0x20, 0x05,
+            // W, WWW = 7 (width byte 3 after the size byte), 1-byte time and
+            // address, 3-byte value.
+            0x1f, 0x64, 3, 0x05, 0x08, 0x03, 0x02, 0x01,
+        ];
+        assert_eq!(out[hdr..], expect);
     }
 }
