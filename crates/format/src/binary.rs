@@ -895,18 +895,12 @@ fn decode_block(b: &[u8], p: &mut Prev, out: &mut Vec<Event>, n: usize) -> Resul
             what: "an access tag of width 1, 2, 4 or 8 in a block",
         });
     }
-    // Slots made plain accesses first, so that the decoding loop only stores fields:
-    // no calls (to grow `out` or drop old events) that would evict its state from
-    // registers.
+    // Grown first, so that the decoding loop makes no call to grow `out`: a call
+    // would evict the loop's state from registers.
     if out.len() < n + count {
         out.resize(n + count, Event::Access(BLANK));
     }
     let slots = &mut out[n..n + count];
-    for ev in slots.iter_mut() {
-        if !matches!(ev, Event::Access(Access { wide: None, .. })) {
-            *ev = Event::Access(BLANK);
-        }
-    }
     if any & (A_MAP | A_CTX) == 0 {
         decode_accesses::<false>(b, p, slots)
     } else {
@@ -1008,10 +1002,14 @@ fn decode_accesses<const VARINTS: bool>(
         off += fields as usize;
         // A microsecond delta whose nanoseconds overflow is refused, as in
         // `decode_access`.
-        let unit = if code & 1 == 1 { 1000 } else { 1 };
-        let dt = unzz(code >> 1)
-            .checked_mul(unit)
-            .ok_or_else(|| bad(field_at, "a time delta that fits in 64 bits"))?;
+        // A branch, not a select: logs keep to one unit nearly throughout.
+        let dt = unzz(code >> 1);
+        let dt = if code & 1 == 1 {
+            dt.checked_mul(1000)
+                .ok_or_else(|| bad(field_at, "a time delta that fits in 64 bits"))?
+        } else {
+            dt
+        };
         if VARINTS && tag & A_MAP != 0 {
             let (d, len) = block_var(data, off).map_err(|(at, what)| bad(at, what))?;
             q.map_id = q.map_id.wrapping_add(unzz(d));
@@ -1027,14 +1025,32 @@ fn decode_accesses<const VARINTS: bool>(
         }
         q.ts = q.ts.wrapping_add(dt as u64);
         q.phys = q.phys.wrapping_add(unzz(dphys) as u64);
-        if let Event::Access(a) = ev {
-            (a.dir, a.width) = DIR_WIDTH[(tag & 15) as usize];
-            a.pid = q.pid;
-            a.ts_ns = q.ts;
-            a.map_id = q.map_id;
-            a.phys = q.phys;
-            a.value = value;
-            a.pc = q.pc;
+        let (dir, width) = DIR_WIDTH[(tag & 15) as usize];
+        match ev {
+            Event::Access(a) if a.wide.is_none() => {
+                a.dir = dir;
+                a.width = width;
+                a.pid = q.pid;
+                a.ts_ns = q.ts;
+                a.map_id = q.map_id;
+                a.phys = q.phys;
+                a.value = value;
+                a.pc = q.pc;
+            }
+            _ => replace_slot(
+                ev,
+                Access {
+                    dir,
+                    width,
+                    pid: q.pid,
+                    ts_ns: q.ts,
+                    map_id: q.map_id,
+                    phys: q.phys,
+                    value,
+                    pc: q.pc,
+                    wide: None,
+                },
+            ),
         }
     }
     if off != data.len() {
@@ -1046,6 +1062,14 @@ fn decode_accesses<const VARINTS: bool>(
     }
     *p = q;
     Ok(())
+}
+
+/// Puts `a` in place of a slot that held another event (or a wide access): out of
+/// line, so that dropping the old event costs the decoding loop nothing.
+#[cold]
+#[inline(never)]
+fn replace_slot(ev: &mut Event, a: Access) {
+    *ev = Event::Access(a);
 }
 
 /// A varint at `data[off..]`: its value and length; on error, its offset and what
