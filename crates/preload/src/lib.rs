@@ -15,7 +15,8 @@
 //! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
 //! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end (from a pthread-key destructor: also on cancellation and after other destructors) |
 //! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address |
-//! | `close` | the program may not close the recorder's shared-memory fd |
+//! | `close`, `close_range`, `closefrom` | the program may not close the tracer's descriptors (the recorder's memfd and liveness pipe, the task directory): programs that close every descriptor before `exec` would otherwise run the new image untraced |
+//! | `dup2`, `dup3` | a program that reuses one of those numbers gets it: the tracer's descriptor moves first, and the environment names its new number |
 //! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
 //!
@@ -32,8 +33,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::missing_safety_doc)]
 
-use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 
 use libc::{off_t, size_t};
 use mmio_trace_tracer::{self as tracer, signals, sys};
@@ -64,6 +67,9 @@ reals!(
     signal,
     fork,
     close,
+    close_range,
+    dup2,
+    dup3,
     execve,
     pthread_create,
     pthread_exit,
@@ -714,6 +720,188 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(c_int) -> c_int>(p)(fd) }
 }
 
+/// The tracer's descriptors in this process (-1 where it has none).
+fn tracer_fds() -> [c_int; 3] {
+    [
+        SHM_FD.load(Ordering::Relaxed),
+        tracer::task_fd().unwrap_or(-1),
+        tracer::live_fd().unwrap_or(-1),
+    ]
+}
+
+/// Interposed `close_range`: closes (or marks close-on-exec) the range around the
+/// tracer's descriptors, as `close` spares them. Programs and spawn helpers call
+/// `close_range(3, ~0U, 0)` before `exec`; without this the image they exec would not
+/// find the recorder's memfd and would run untraced.
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let Some(p) = real_or_enosys(&real::close_range, "close_range\0") else {
+        return -1;
+    };
+    // SAFETY: libc's close_range.
+    let f = unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(c_uint, c_uint, c_int) -> c_int>(p)
+    };
+    if first > last {
+        // SAFETY: as above; the kernel reports the bad range.
+        return unsafe { f(first, last, flags) };
+    }
+    let mut ours = tracer_fds();
+    ours.sort_unstable();
+    let mut lo = first as u64;
+    for fd in ours {
+        if fd < 0 || (fd as u64) < lo || fd as u64 > last as u64 {
+            continue;
+        }
+        if fd as u64 > lo {
+            // SAFETY: as above, on the part of the range below `fd`.
+            let r = unsafe { f(lo as c_uint, fd as c_uint - 1, flags) };
+            if r != 0 {
+                return r;
+            }
+        }
+        lo = fd as u64 + 1;
+    }
+    if lo <= last as u64 {
+        // SAFETY: as above, on the rest of the range.
+        return unsafe { f(lo as c_uint, last, flags) };
+    }
+    0
+}
+
+/// Interposed `closefrom`: `close_range(lowfd, ~0U, 0)` through the hook above (which
+/// spares the tracer's descriptors); where the kernel has no `close_range`, one `close`
+/// at a time up to the descriptor limit.
+#[no_mangle]
+pub unsafe extern "C" fn closefrom(lowfd: c_int) {
+    let low = lowfd.max(0);
+    // SAFETY: our own hook, with a valid range.
+    if unsafe { close_range(low as c_uint, c_uint::MAX, 0) } == 0 {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as c_int
+    } else {
+        1 << 16
+    };
+    for fd in low..max {
+        // SAFETY: our own hook.
+        unsafe { close(fd) };
+    }
+}
+
+/// Moves the tracer's descriptor numbered `fd`, if it is one, to another number: the
+/// program is about to make `fd` something else (`dup2`/`dup3` onto it). The old number
+/// is left to the program's call, which replaces it atomically. Not in a `vfork` child,
+/// which shares the parent's memory (recording the new number would mislead the parent)
+/// but not its descriptor table.
+fn evacuate(fd: c_int) {
+    if fd < 0 || !tracer_fds().contains(&fd) || !tracer::owns_state() {
+        return;
+    }
+    let moved = |cloexec: bool| {
+        let cmd = if cloexec {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
+        // High numbers first: programs that lay out descriptors use the low ones.
+        [200, 3].into_iter().find_map(|min| {
+            // SAFETY: duplicating a descriptor of ours.
+            let n = unsafe { libc::fcntl(fd, cmd, min) };
+            (n >= 0).then_some(n)
+        })
+    };
+    if SHM_FD.load(Ordering::Relaxed) == fd {
+        // Inherited across exec, like the original; its new number goes in the
+        // environment.
+        if let Some(n) = moved(false) {
+            SHM_FD.store(n, Ordering::Relaxed);
+            tracer::set_shm_fd(n);
+            renumber_environ(tracer::ENV_FD, n, &SHM_FD_VAR);
+        }
+    }
+    if tracer::task_fd() == Some(fd) {
+        if let Some(n) = moved(true) {
+            tracer::set_task_fd(n);
+        }
+    }
+    if tracer::live_fd() == Some(fd) {
+        if let Some(n) = moved(false) {
+            tracer::set_live_fd(n);
+            renumber_environ(tracer::ENV_LIVE_FD, n, &LIVE_FD_VAR);
+        }
+    }
+}
+
+/// `MMIO_TRACE_SHM_FD=n` and `MMIO_TRACE_LIVE_FD=n` for the process environment once
+/// their descriptors have moved: static, as `environ` entries must outlive every use.
+static SHM_FD_VAR: [AtomicU8; 48] = [const { AtomicU8::new(0) }; 48];
+static LIVE_FD_VAR: [AtomicU8; 48] = [const { AtomicU8::new(0) }; 48];
+
+extern "C" {
+    static mut environ: *mut *mut c_char;
+}
+
+/// Points the process environment's `name=` entry at `name=fd` (built in `var`), so that
+/// images exec'd with `environ` by calls we do not interpose (`execv`, `execl`,
+/// `system`, ... call libc's internal `execve`) find the moved descriptor. Replacing
+/// the entry's pointer is what `putenv` does; a concurrent `getenv` sees the old entry
+/// or the new one.
+fn renumber_environ(name: &str, fd: c_int, var: &'static [AtomicU8; 48]) {
+    let mut buf = [0u8; 48];
+    fd_var(&mut buf, name.as_bytes(), fd);
+    for (v, b) in var.iter().zip(buf) {
+        v.store(b, Ordering::Relaxed);
+    }
+    std::sync::atomic::fence(Ordering::Release);
+    let entry = var[0].as_ptr() as *mut c_char;
+    // SAFETY: libc's environment: a NULL-terminated array of C strings (or null).
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let e = CStr::from_ptr(*p).to_bytes();
+            if e.len() > name.len() && e.starts_with(name.as_bytes()) && e[name.len()] == b'=' {
+                *p = entry;
+            }
+            p = p.add(1);
+        }
+    }
+}
+
+/// Interposed `dup2`: a target that is one of the tracer's descriptors is moved first.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    if old != new {
+        evacuate(new);
+    }
+    let p = real(&real::dup2, "dup2\0");
+    // SAFETY: libc's dup2.
+    unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(c_int, c_int) -> c_int>(p)(old, new)
+    }
+}
+
+/// Interposed `dup3`: as `dup2`.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    if old != new {
+        evacuate(new);
+    }
+    let p = real(&real::dup3, "dup3\0");
+    // SAFETY: libc's dup3.
+    unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(c_int, c_int, c_int) -> c_int>(p)(
+            old, new, flags,
+        )
+    }
+}
+
 /// `NAME=value` strings of the variables a traced image needs, captured at start-up.
 static ENV: std::sync::OnceLock<Vec<std::ffi::CString>> = std::sync::OnceLock::new();
 
@@ -744,6 +932,9 @@ struct EnvPatch {
     ptrs: [*const c_char; ENV_MAX],
     /// `LD_PRELOAD=ours:theirs`, when the program set its own.
     preload: [u8; 4096],
+    /// `MMIO_TRACE_SHM_FD=n` and `MMIO_TRACE_LIVE_FD=n` with the numbers the descriptors
+    /// have now (they move when the program reuses theirs: see `evacuate`).
+    fds: [[u8; 48]; 2],
 }
 
 impl EnvPatch {
@@ -751,11 +942,33 @@ impl EnvPatch {
         EnvPatch {
             ptrs: [std::ptr::null(); ENV_MAX],
             preload: [0; 4096],
+            fds: [[0; 48]; 2],
         }
     }
 }
 
 /// The key (`NAME=`) of an environment entry.
+/// `NAME=fd` as a C string in `buf`, without allocating.
+fn fd_var(buf: &mut [u8; 48], name: &[u8], fd: c_int) -> *const c_char {
+    let mut digits = [0u8; 12];
+    let mut i = digits.len();
+    let mut v = fd.unsigned_abs();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    buf[..name.len()].copy_from_slice(name);
+    buf[name.len()] = b'=';
+    buf[name.len() + 1..name.len() + 1 + d.len()].copy_from_slice(d);
+    buf[name.len() + 1 + d.len()] = 0;
+    buf.as_ptr() as *const c_char
+}
+
 fn env_key(e: &[u8]) -> &[u8] {
     e.iter().position(|&c| c == b'=').map_or(e, |p| &e[..=p])
 }
@@ -834,8 +1047,19 @@ unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *c
         if preload_done && o.as_bytes().starts_with(PRELOAD) {
             continue;
         }
+        let key = env_key(o.as_bytes());
+        let moved = [
+            (tracer::ENV_FD, SHM_FD.load(Ordering::Relaxed)),
+            (tracer::ENV_LIVE_FD, tracer::live_fd().unwrap_or(-1)),
+        ];
+        let mut entry = o.as_ptr();
+        for (slot, (name, fd)) in moved.into_iter().enumerate() {
+            if key.strip_suffix(b"=") == Some(name.as_bytes()) && fd >= 0 {
+                entry = fd_var(&mut out.fds[slot], name.as_bytes(), fd);
+            }
+        }
         if n < ENV_MAX - 1 {
-            out.ptrs[n] = o.as_ptr();
+            out.ptrs[n] = entry;
             n += 1;
         }
     }

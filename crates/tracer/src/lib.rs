@@ -33,6 +33,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering}
 use std::sync::OnceLock;
 
 use mmio_trace_ring::Shm;
+/// The environment variables naming the recorder's descriptors in a traced process.
+pub use mmio_trace_ring::{ENV_FD, ENV_LIVE_FD};
 
 pub use regions::Region;
 pub use rules::Rules;
@@ -155,6 +157,29 @@ pub fn task_fd() -> Option<i32> {
 pub fn shm_fd() -> Option<i32> {
     let fd = SHM_FD.load(Ordering::Relaxed);
     (fd >= 0).then_some(fd)
+}
+
+/// Whether this process's tracer state is its own: false in a `vfork` child, which shares
+/// the parent's memory (and so its statics) but not its descriptor table.
+pub fn owns_state() -> bool {
+    PID.load(Ordering::Relaxed) == sys::getpid()
+}
+
+/// Records that the memfd now has number `fd` (the preload library moved it away from a
+/// number the program is about to reuse).
+pub fn set_shm_fd(fd: i32) {
+    SHM_FD.store(fd, Ordering::Relaxed);
+}
+
+/// Records that the task directory now has number `fd` (moved as [`set_shm_fd`]).
+pub fn set_task_fd(fd: i32) {
+    step::set_task_fd(fd);
+}
+
+/// Records that the liveness pipe's read end now has number `fd` (moved as
+/// [`set_shm_fd`]).
+pub fn set_live_fd(fd: i32) {
+    mmio_trace_ring::set_recorder_fd(fd);
 }
 
 /// `pthread_atfork` prepare handler (the preload library registers these three, so that

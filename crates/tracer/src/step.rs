@@ -45,6 +45,13 @@ pub(crate) fn open_task_dir() {
     }
 }
 
+/// Records that the task directory's descriptor is now `fd` (it was moved to another
+/// number; the old one is the program's to reuse). A scan running meanwhile may read
+/// the old number, fail, and be logged as a step that paused nobody.
+pub(crate) fn set_task_fd(fd: i32) {
+    TASK_FD.store(fd, Ordering::Release);
+}
+
 /// The task directory's descriptor (to keep the program from closing it).
 pub fn task_fd() -> Option<i32> {
     let fd = TASK_FD.load(Ordering::Relaxed);
