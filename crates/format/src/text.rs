@@ -455,10 +455,13 @@ fn swar_dec8(mut x: u64) -> u64 {
 /// than 64 bytes and the 8-byte loads that parse its fields.
 const WINDOW: usize = 96;
 
+/// The same for a line of 64 to 95 bytes (see [`fast_access_long`]).
+const LONG_WINDOW: usize = 112;
+
 /// The 8 bytes at `o` of the window; the callers' offsets are small enough for the
 /// compiler to see that no bounds check is needed.
 #[inline(always)]
-fn at(r: &[u8; WINDOW], o: usize) -> u64 {
+fn at<const W: usize>(r: &[u8; W], o: usize) -> u64 {
     u64::from_le_bytes(r[o..o + 8].try_into().expect("8 bytes"))
 }
 
@@ -505,7 +508,7 @@ fn right_align(w: u64, n: usize) -> u64 {
 /// The canonical decimal (1..=8 digits, no leading zero) filling `r[start..end]`, as
 /// eight digit characters for [`lanes::dec2`] (which checks they are digits).
 #[inline(always)]
-fn dec_word(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
+fn dec_word<const W: usize>(r: &[u8; W], start: usize, end: usize) -> Option<u64> {
     let n = end.wrapping_sub(start);
     let w = at(r, start);
     if n.wrapping_sub(1) >= 8 || (n > 1 && w as u8 == b'0') {
@@ -518,7 +521,7 @@ fn dec_word(r: &[u8; WINDOW], start: usize, end: usize) -> Option<u64> {
 /// the high and low eight digits for [`lanes::hex2`] (`'0'`s for the high half of a
 /// field of 8 digits or less).
 #[inline(always)]
-fn hex_words(r: &[u8; WINDOW], start: usize, end: usize) -> Option<(u64, u64)> {
+fn hex_words<const W: usize>(r: &[u8; W], start: usize, end: usize) -> Option<(u64, u64)> {
     let n = end.wrapping_sub(start + 2);
     let head = at(r, start);
     if head as u16 != u16::from_le_bytes(*b"0x")
@@ -628,15 +631,15 @@ mod scalar_lanes {
 #[cfg(not(target_feature = "sse2"))]
 use scalar_lanes as lanes;
 
-/// Bit i set where byte i of the first `8 * words` (an even number) bytes of `r` is a
-/// control character or a space (`<= 0x20`): in an access line, its spaces and its `\n`.
+/// Bit i set where byte i of `bytes` (16, 32, 48 or 64 of them) is a control character
+/// or a space (`<= 0x20`): in an access line, its spaces and its `\n`.
 #[cfg(target_feature = "sse2")]
 #[inline(always)]
-fn separators(r: &[u8; WINDOW], words: usize) -> u64 {
+fn separators(bytes: &[u8]) -> u64 {
     use safe_arch::*;
     let space = set_splat_i8_m128i(0x20);
     let mut m = 0u64;
-    for (i, c) in r[..8 * words].chunks_exact(16).enumerate() {
+    for (i, c) in bytes.chunks_exact(16).take(4).enumerate() {
         let v = load_unaligned_m128i(c.try_into().expect("16 bytes"));
         let le = cmp_eq_mask_i8_m128i(min_u8_m128i(v, space), v);
         m |= (move_mask_i8_m128i(le) as u64) << (16 * i);
@@ -649,9 +652,9 @@ fn separators(r: &[u8; WINDOW], words: usize) -> u64 {
 /// refuse the line).
 #[cfg_attr(target_feature = "sse2", allow(dead_code))]
 #[inline(always)]
-fn separators_swar(r: &[u8; WINDOW], words: usize) -> u64 {
+fn separators_swar(bytes: &[u8]) -> u64 {
     let mut m = 0u64;
-    for (i, c) in r[..8 * words].chunks_exact(8).enumerate() {
+    for (i, c) in bytes.chunks_exact(8).take(8).enumerate() {
         let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
         let below = !((w | HIGHS) - 0x21 * ONES) & HIGHS;
         m |= (below.wrapping_mul(0x0002_0408_1020_4081) >> 56) << (8 * i);
@@ -662,10 +665,24 @@ fn separators_swar(r: &[u8; WINDOW], words: usize) -> u64 {
 #[cfg(not(target_feature = "sse2"))]
 use separators_swar as separators;
 
-/// The positions of the separators after `R 4 `: five spaces and the `\n` (64 for
-/// those missing from `sep`).
+/// The positions of the separators after `R 4 `: five spaces and the `\n`, from the
+/// separator bits of the line's first 64 bytes (`lo`) and of the 32 after (`hi`);
+/// 128 for those missing.
 #[inline(always)]
-fn positions(mut sep: u64) -> [usize; 6] {
+fn positions(lo: u64, hi: u64) -> [usize; 6] {
+    let mut sep = (lo & !0xf) as u128 | (hi as u128) << 64;
+    let mut next = || {
+        let i = sep.trailing_zeros() as usize;
+        sep &= sep.wrapping_sub(1);
+        i
+    };
+    [next(), next(), next(), next(), next(), next()]
+}
+
+/// [`positions`] of a line whose separators all lie in its first 64 bytes (64 for
+/// those missing): the common case, in 64-bit arithmetic.
+#[inline(always)]
+fn positions64(mut sep: u64) -> [usize; 6] {
     sep &= !0xf;
     let mut next = || {
         let i = sep.trailing_zeros() as usize;
@@ -676,8 +693,8 @@ fn positions(mut sep: u64) -> [usize; 6] {
 }
 
 /// Parses one canonical access line at the start of `b` (the read buffer from the line's
-/// start on), if it is one of the common shapes (shorter than 64 bytes, non-negative map
-/// id, seconds and decimals of at most 8 digits) and 96 bytes are buffered: the length
+/// start on), if it is one of the common shapes (shorter than 96 bytes, non-negative map
+/// id, seconds and decimals of at most 8 digits) and 112 bytes are buffered: the length
 /// of the line including its `\n`. The access is written into `out`, which holds
 /// garbage when this returns `None`.
 ///
@@ -687,14 +704,35 @@ fn positions(mut sep: u64) -> [usize; 6] {
 pub(crate) fn fast_access(b: &[u8], out: &mut Access) -> Option<usize> {
     let r: &[u8; WINDOW] = b.get(..WINDOW)?.try_into().ok()?;
     // Most lines are shorter than 48 bytes: look at 48 first.
-    let sep = separators(r, 6);
-    let mut at_ = positions(sep);
+    let mut at_ = positions64(separators(&r[..48]));
     if at_[5] == 64 {
-        at_ = positions(separators(r, 8));
+        let lo = separators(&r[..64]);
+        at_ = positions64(lo);
+        if at_[5] == 64 {
+            return fast_access_long(b, lo, out);
+        }
     }
-    // A separator missing in the first 64 bytes reads as 64, which the checks of the
-    // bytes there refuse (r[64] cannot be both a space and the `\n`) unless only the
-    // `\n` is beyond: then the line is 65 bytes long and still parsed right.
+    fields(r, at_, out)
+}
+
+/// [`fast_access`] for lines of 64 to 95 bytes: kernel logs have none, but ours do (a
+/// PC and a thread id on every line, 8-byte values). Out of line, so that its larger
+/// window costs the common lines nothing. `lo`: the separators of the first 64 bytes.
+#[inline(never)]
+fn fast_access_long(b: &[u8], lo: u64, out: &mut Access) -> Option<usize> {
+    let r: &[u8; LONG_WINDOW] = b.get(..LONG_WINDOW)?.try_into().ok()?;
+    let at_ = positions(lo, separators(&r[64..96]));
+    if at_[5] >= 96 {
+        return None;
+    }
+    fields(r, at_, out)
+}
+
+/// The access line at the start of `r` whose separators after `R 4 ` are at `at_`
+/// (increasing, the last, its `\n`, below `W - 16`: every load stays in `r`), as
+/// [`fast_access`] gives it.
+#[inline(always)]
+fn fields<const W: usize>(r: &[u8; W], at_: [usize; 6], out: &mut Access) -> Option<usize> {
     let [s2, s3, s4, s5, s6, len] = at_;
     let head = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
     let spaces = (head & 0xff00_ff00 ^ 0x2000_2000)
@@ -1104,10 +1142,18 @@ mod tests {
             b"W 2 1.000000 1 0xabcdef01 0x0 0x1 4194304",
             b"R 8 99999999.999999 99999999 0x123456789abcdef0 0x1 0x0 4",
             b"R 4 2.435055 1 0xfeb40008 0x80080783 0x0 0",
+            // Lines of user-space traces, longer than 64 bytes.
+            b"W 8 12345678.999999 12345 0x380000001000 0xfedcba9876543210 0x55b514b68013 1234567",
+            b"R 8 99999999.999999 99999999 0xffffffffffffffff 0xffffffffffffffff 0xffffffffffffffff 99999999",
         ];
         for line in lines {
             assert!(check_fast(line), "{}", String::from_utf8_lossy(line));
         }
+        // The longest line the fast path takes (94 bytes) is in the list; longer ones
+        // hold a field it leaves to the slow way.
+        let long = b"W 8 99999999.999999 99999999 0xffffffffffffffff 0xffffffffffffffff 0xffffffffffffffff 4294967295";
+        assert!(!check_fast(long));
+        assert!(parse_line(long, 1).is_ok());
         let subst = b"0189afgxAF -.\n\r,W\x80\xa0\x1f\x7f";
         let mut accepted = 0;
         for line in lines {
@@ -1128,7 +1174,7 @@ mod tests {
         // Pseudo-random lines from a small alphabet.
         let mut x = 0x2545f4914f6cdd1du64;
         for _ in 0..200_000 {
-            let mut m = lines[(x % 6) as usize].to_vec();
+            let mut m = lines[(x % lines.len() as u64) as usize].to_vec();
             for _ in 0..(x >> 8) % 3 + 1 {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -1210,13 +1256,14 @@ mod tests {
                     (x >> 16) as u8 & 0x7f
                 };
             }
-            for words in [6, 8] {
-                let want = r[..8 * words]
+            for (from, to) in [(0, 48), (0, 64), (64, 96)] {
+                let bytes = &r[from..to];
+                let want = bytes
                     .iter()
                     .enumerate()
                     .fold(0u64, |m, (i, &b)| m | ((b <= 0x20) as u64) << i);
-                assert_eq!(separators(&r, words), want);
-                assert_eq!(separators_swar(&r, words), want);
+                assert_eq!(separators(bytes), want);
+                assert_eq!(separators_swar(bytes), want);
             }
         }
     }
