@@ -1,6 +1,7 @@
-//! Parse throughput of the text and binary readers on two generated logs (the real
-//! e1000 probe replayed, and random registers and values), against a plain `memchr`
-//! line split over the same in-memory bytes, measured in the same run.
+//! Parse throughput of the text and binary readers on three generated logs (the real
+//! e1000 probe replayed, random registers and values, and a user-space recording with
+//! a PC and a thread id on every line), against a plain `memchr` line split over the
+//! same in-memory bytes, measured in the same run.
 //!
 //! Each reader is measured through both public APIs: `next_event` (one owned event per
 //! call) and `read_batch` (up to 256 events per call into a reused `Vec<Event>`, the
@@ -70,6 +71,49 @@ fn generate(target: usize) -> Vec<u8> {
     w.into_inner().unwrap()
 }
 
+/// A log as `mmio-trace record` writes it: a PC and a thread id on every access, a few
+/// threads, 1- to 8-byte accesses (8-byte values and a BAR above 4 GiB make lines of
+/// 64 bytes and more), nanosecond-precise times rounded to microseconds.
+fn generate_user(target: usize) -> Vec<u8> {
+    let mut w = TextWriter::new(Vec::with_capacity(target + 4096));
+    w.write_event(&Event::Version(KERNEL_VERSION.as_bytes().to_vec()))
+        .unwrap();
+    let mut x: u64 = 0x2545f4914f6cdd1d;
+    let mut ts = 1_000_000_000u64;
+    let mut n = 0u64;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ts += 300 + (x & 0xffff);
+        let width = [4u8, 4, 4, 8, 1, 2, 4, 8][(x >> 20) as usize & 7];
+        let value = match (x >> 24) & 3 {
+            0 => x >> 56,
+            _ if width == 8 => x.rotate_left(17),
+            _ => (x >> 8) & (u64::MAX >> (64 - 8 * width as u32)),
+        };
+        let phys = if x & 0x100_0000_0000 != 0 {
+            0x38_0000_0000 + ((x >> 30) & 0x1fffc)
+        } else {
+            0xfea0_0000 + ((x >> 30) & 0xffc)
+        };
+        let dir = if x & 0x10000 != 0 {
+            Direction::Write
+        } else {
+            Direction::Read
+        };
+        let mut a = Access::new(dir, width, ts, 1 + (x >> 62) as i64, phys, value);
+        a.pc = 0x55b5_14b6_8000 + ((x >> 40) & 0x3f) * 7;
+        a.pid = [29029, 29030, 29031, 1234567][(x >> 50) as usize & 3];
+        w.write_event(&Event::Access(a)).unwrap();
+        n += 1;
+        if n % 65536 == 0 && w.flush().is_ok() && n * 56 >= target as u64 {
+            break;
+        }
+    }
+    w.into_inner().unwrap()
+}
+
 /// The real e1000 probe log's accesses replayed with advancing time until the log is
 /// `target` bytes: the register, value and timing patterns of a real driver.
 fn replay_e1000(target: usize) -> Vec<u8> {
@@ -125,7 +169,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1024);
-    eprintln!("generating two {mb} MB text logs...");
+    eprintln!("generating three {mb} MB text logs...");
     run(
         "replayed e1000 probe (real driver patterns)",
         replay_e1000(mb << 20),
@@ -133,6 +177,10 @@ fn main() {
     run(
         "random registers and values (worst case for branch prediction)",
         generate(mb << 20),
+    );
+    run(
+        "user-space recording (PC and thread id on every line)",
+        generate_user(mb << 20),
     );
 }
 
