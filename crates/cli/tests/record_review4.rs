@@ -5,8 +5,6 @@
 
 #![allow(dead_code)]
 
-use mmio_trace_format::{Direction, Event};
-
 mod common;
 use common::*;
 
@@ -16,12 +14,10 @@ fn tidy(mode: &str) {
     let dev = device(&d, 4096);
     let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), mode.as_ref()]);
     assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
-    let writes: Vec<(u64, u32)> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::Access(a) if a.dir == Direction::Write => Some((a.value, a.pid)),
-            _ => None,
-        })
+    let writes: Vec<(u64, u32)> = accesses_by_pid(&ev)
+        .into_iter()
+        .filter(|a| a.1 == 'W')
+        .map(|a| (a.4, a.0))
         .collect();
     let values: Vec<u64> = writes.iter().map(|w| w.0).collect();
     assert_eq!(values, vec![1, 2, 3, 4], "{mode}");

@@ -16,6 +16,13 @@ use std::time::Instant;
 
 use mmio_trace_format::*;
 
+/// The next state of a xorshift64 generator: cheap, reproducible pseudo-random logs.
+fn xorshift(x: &mut u64) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+}
+
 /// A log shaped like a driver's: mostly 4-byte reads and writes over a few hundred
 /// registers of one BAR, a status register polled, microsecond timestamps.
 fn generate(target: usize) -> Vec<u8> {
@@ -36,9 +43,7 @@ fn generate(target: usize) -> Vec<u8> {
     let mut ts = 1_000_000_000u64;
     let mut n = 0u64;
     loop {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         ts += 1000 * (1 + (x & 63));
         let reg = if x & 3 == 0 { 0x8 } else { (x >> 8) & 0x1fffc };
         let dir = if x & 0x10000 != 0 {
@@ -82,9 +87,7 @@ fn generate_user(target: usize) -> Vec<u8> {
     let mut ts = 1_000_000_000u64;
     let mut n = 0u64;
     loop {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&mut x);
         ts += 300 + (x & 0xffff);
         let width = [4u8, 4, 4, 8, 1, 2, 4, 8][(x >> 20) as usize & 7];
         let value = match (x >> 24) & 3 {
