@@ -709,7 +709,11 @@ pub(crate) fn fast_access(b: &[u8], out: &mut Access) -> Option<usize> {
         let lo = separators(&r[..64]);
         at_ = positions64(lo);
         if at_[5] == 64 {
-            return fast_access_long(b, lo, out);
+            // By value: `out` passed to a call would have to live in memory, which
+            // slows down every caller that keeps its access in registers.
+            let (n, a) = fast_access_long(b, lo)?;
+            *out = a;
+            return Some(n);
         }
     }
     fields(r, at_, out)
@@ -719,13 +723,15 @@ pub(crate) fn fast_access(b: &[u8], out: &mut Access) -> Option<usize> {
 /// PC and a thread id on every line, 8-byte values). Out of line, so that its larger
 /// window costs the common lines nothing. `lo`: the separators of the first 64 bytes.
 #[inline(never)]
-fn fast_access_long(b: &[u8], lo: u64, out: &mut Access) -> Option<usize> {
+fn fast_access_long(b: &[u8], lo: u64) -> Option<(usize, Access)> {
     let r: &[u8; LONG_WINDOW] = b.get(..LONG_WINDOW)?.try_into().ok()?;
     let at_ = positions(lo, separators(&r[64..96]));
     if at_[5] >= 96 {
         return None;
     }
-    fields(r, at_, out)
+    let mut a = crate::binary::BLANK;
+    let n = fields(r, at_, &mut a)?;
+    Some((n, a))
 }
 
 /// The access line at the start of `r` whose separators after `R 4 ` are at `at_`
