@@ -36,6 +36,13 @@
 //! runs on through blocks and records alike. Version 1 logs (no blocks) read as before;
 //! version 1 readers refuse version 2 logs, which they would misread (they would skip
 //! every block as an unknown record).
+//!
+//! *Context blocks* (version 3; tag `0x8a`) are the blocks of user-space recordings,
+//! where the pc or thread changes on nearly every access: their map, pc and pid changes
+//! are fixed-size fields whose lengths one context byte per such access gives, ahead of
+//! the data, rather than varints in it, whose lengths are only known by decoding them
+//! (which would chain each access to the previous one again). Blocks without such
+//! changes stay version 2's.
 
 use std::io::{self, Read, Write};
 
@@ -48,11 +55,11 @@ use crate::reader::access_slot;
 pub const MAGIC: [u8; 8] = *b"\x89MMT\r\n\x1a\n";
 
 /// The format version this crate writes; readers accept this and older.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 
 /// The self-description stored in every header.
 pub const SCHEMA: &str = "\
-mmio-trace binary log v2. Integers LE; var = LEB128; zz = zigzag LEB128;
+mmio-trace binary log v3. Integers LE; var = LEB128; zz = zigzag LEB128;
 le(n) = n-byte LE integer; zz(x) also names the zigzag of x in such fields.
 access tag 0b0CM1DWWW: D=1 write/0 read; WWW=log2(width) or 7 then width:u8 after sizes;
   sizes:u8 = T | P<<2 | V<<5, T in 0..3 -> 1,2,4,8 bytes; P,V in 0..7 -> 0,1,2,3,4,5,6,8;
@@ -67,6 +74,10 @@ record tag>=0x80, then len:var, then payload:
   0x87 CPULOST cpu:var has_count:u8 count:var | 0x88 VERBATIM text |
   0x89 BLOCK n:u8 (1..=255), n access tags (WWW 0..=3: width 1,2,4,8), n sizes bytes,
   then each access's fields in order as in an access record (ts, phys, value, [M], [C]).
+  0x8a CBLOCK as 0x89, with one context byte per access with M or C after the size
+  bytes, ctx = M | P<<3 | D<<6 (M, P as above, D in 0..3 -> 0,1,2,4 bytes), and those
+  accesses' M and C fields as le(M) zz(map delta), le(P) zz(pc delta), le(D) pid
+  (D=0: unchanged) instead of varints.
 ";
 
 const T_VERSION: u8 = 0x80;
@@ -79,6 +90,11 @@ const T_LOST: u8 = 0x86;
 const T_CPULOST: u8 = 0x87;
 const T_VERBATIM: u8 = 0x88;
 const T_BLOCK: u8 = 0x89;
+const T_CBLOCK: u8 = 0x8a;
+
+/// Byte lengths of a context block's pid field, by its 2-bit size code (0: the pid of
+/// the previous access).
+const PID_SIZES: [usize; 4] = [0, 1, 2, 4];
 
 /// The most accesses in one access block (its count is one byte).
 pub const BLOCK_MAX: usize = 255;
@@ -164,11 +180,11 @@ struct Prev {
     pid: u32,
 }
 
-/// Appends the fields of `a` that follow its tag, size byte and width byte (time,
-/// address, value, then the map and context varints its tag asks for) to `b`, and
-/// returns the tag and size byte; `p` becomes `a`'s state, for the next delta.
+/// Appends the time, address and value fields of `a` (those after its tag, size byte
+/// and width byte) to `b`, and returns its tag and size byte. The tag's `M` and `C`
+/// bits say whether the map id, or the pc or pid, differ from `p`'s.
 #[inline]
-fn put_fields(p: &mut Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8) {
+fn put_fixed(p: &Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8) {
     let width = a.width.clamp(1, MAX_WIDTH as u8);
     let mut tag = A_BASE;
     if a.dir == Direction::Write {
@@ -203,6 +219,27 @@ fn put_fields(p: &mut Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8) {
     } else {
         b.extend_from_slice(&a.bytes()[..width as usize]);
     }
+    (tag, tc | pcode << 2 | vc << 5)
+}
+
+impl Prev {
+    /// The state after `a`.
+    fn of(a: &Access) -> Prev {
+        Prev {
+            ts: a.ts_ns,
+            map_id: a.map_id,
+            phys: a.phys,
+            pc: a.pc,
+            pid: a.pid,
+        }
+    }
+}
+
+/// An access record's fields: [`put_fixed`]'s, then the map and context varints its
+/// tag asks for. Returns the tag and size byte; `p` becomes `a`'s state.
+#[inline]
+fn put_fields(p: &mut Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8) {
+    let (tag, sizes) = put_fixed(p, a, b);
     if tag & A_MAP != 0 {
         put_var(b, zz(a.map_id.wrapping_sub(p.map_id)));
     }
@@ -210,14 +247,34 @@ fn put_fields(p: &mut Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8) {
         put_var(b, zz(a.pc.wrapping_sub(p.pc) as i64));
         put_var(b, a.pid as u64);
     }
-    *p = Prev {
-        ts: a.ts_ns,
-        map_id: a.map_id,
-        phys: a.phys,
-        pc: a.pc,
-        pid: a.pid,
-    };
-    (tag, tc | pcode << 2 | vc << 5)
+    *p = Prev::of(a);
+    (tag, sizes)
+}
+
+/// An access's fields in a context block: [`put_fixed`]'s, then, when its tag has `M`
+/// or `C`, the map-id delta, pc delta and pid as plain little-endian integers whose
+/// lengths the returned context byte gives. Returns the tag, size byte and context
+/// byte; `p` becomes `a`'s state.
+#[inline]
+fn put_block_fields(p: &mut Prev, a: &Access, b: &mut Vec<u8>) -> (u8, u8, Option<u8>) {
+    let (tag, sizes) = put_fixed(p, a, b);
+    let ctx = (tag & (A_MAP | A_CTX) != 0).then(|| {
+        let map = zz(a.map_id.wrapping_sub(p.map_id));
+        let pc = zz(a.pc.wrapping_sub(p.pc) as i64);
+        let (mc, pcc) = (size_code3(map), size_code3(pc));
+        let pidc = match a.pid {
+            _ if a.pid == p.pid => 0,
+            0..=0xff => 1,
+            0x100..=0xffff => 2,
+            _ => 3,
+        };
+        put_le(b, map, SIZES3[mc as usize]);
+        put_le(b, pc, SIZES3[pcc as usize]);
+        put_le(b, a.pid as u64, PID_SIZES[pidc as usize]);
+        mc | pcc << 3 | pidc << 6
+    });
+    *p = Prev::of(a);
+    (tag, sizes, ctx)
 }
 
 /// Writes the binary format.
@@ -236,6 +293,8 @@ pub struct BinaryWriter<W: Write> {
     /// because its length (which comes first) is known only then.
     block_tags: Vec<u8>,
     block_sizes: Vec<u8>,
+    /// Context bytes of the open block's accesses that change map, pc or pid.
+    block_ctx: Vec<u8>,
     block_data: Vec<u8>,
 }
 
@@ -254,6 +313,7 @@ impl<W: Write> BinaryWriter<W> {
             payload: Vec::new(),
             block_tags: Vec::with_capacity(BLOCK_MAX),
             block_sizes: Vec::with_capacity(BLOCK_MAX),
+            block_ctx: Vec::with_capacity(BLOCK_MAX),
             block_data: Vec::with_capacity(BLOCK_MAX * MAX_NARROW_FIELDS),
         })
     }
@@ -262,9 +322,10 @@ impl<W: Write> BinaryWriter<W> {
     pub fn write_event(&mut self, ev: &Event) -> io::Result<()> {
         match ev {
             Event::Access(a) if matches!(a.width, 1 | 2 | 4 | 8) => {
-                let (tag, sizes) = put_fields(&mut self.prev, a, &mut self.block_data);
+                let (tag, sizes, ctx) = put_block_fields(&mut self.prev, a, &mut self.block_data);
                 self.block_tags.push(tag);
                 self.block_sizes.push(sizes);
+                self.block_ctx.extend(ctx);
                 if self.block_tags.len() == BLOCK_MAX {
                     self.close_block();
                 }
@@ -292,14 +353,24 @@ impl<W: Write> BinaryWriter<W> {
             return;
         }
         let b = &mut self.buf;
-        b.push(T_BLOCK);
-        put_var(b, (1 + 2 * n + self.block_data.len()) as u64);
+        // Blocks whose accesses keep map, pc and pid are version 2's (no context bytes).
+        b.push(if self.block_ctx.is_empty() {
+            T_BLOCK
+        } else {
+            T_CBLOCK
+        });
+        put_var(
+            b,
+            (1 + 2 * n + self.block_ctx.len() + self.block_data.len()) as u64,
+        );
         b.push(n as u8);
         b.extend_from_slice(&self.block_tags);
         b.extend_from_slice(&self.block_sizes);
+        b.extend_from_slice(&self.block_ctx);
         b.extend_from_slice(&self.block_data);
         self.block_tags.clear();
         self.block_sizes.clear();
+        self.block_ctx.clear();
         self.block_data.clear();
     }
 
@@ -637,7 +708,7 @@ impl<R: Read> BinaryReader<R> {
                     return Ok(None);
                 }
             }
-            if self.buf[self.pos] == T_BLOCK {
+            if matches!(self.buf[self.pos], T_BLOCK | T_CBLOCK) {
                 // Staged whole: a damaged block must give none of its accesses.
                 let blk = self.block_header()?;
                 let mut staged = std::mem::take(&mut self.pending);
@@ -731,7 +802,10 @@ impl<R: Read> BinaryReader<R> {
                 out.truncate(n);
                 return Err(e);
             }
-            if self.buf[self.pos..self.end].first() == Some(&T_BLOCK) {
+            if matches!(
+                self.buf[self.pos..self.end].first(),
+                Some(&(T_BLOCK | T_CBLOCK))
+            ) {
                 let blk = match self.block_header() {
                     Ok(blk) => blk,
                     Err(e) => {
@@ -783,6 +857,8 @@ struct BlockAt {
     at: usize,
     end: usize,
     count: usize,
+    /// A context block (`0x8a`): context bytes follow the size bytes.
+    ctx: bool,
 }
 
 impl<R: Read> BinaryReader<R> {
@@ -791,6 +867,8 @@ impl<R: Read> BinaryReader<R> {
     fn block_header(&mut self) -> Result<BlockAt, Error> {
         let rec = self.record + 1;
         let start = self.pos;
+        // Read now: `fill` below may move the buffer's contents.
+        let ctx = self.buf[start] == T_CBLOCK;
         let mut pos = start + 1;
         let len = get_var(&self.buf[..self.end], &mut pos)
             .map_err(|Bad(w)| self.bad_record(rec, start, w))?;
@@ -824,7 +902,12 @@ impl<R: Read> BinaryReader<R> {
                 "a block length that holds its accesses' tags and size bytes",
             ));
         }
-        Ok(BlockAt { at, end, count })
+        Ok(BlockAt {
+            at,
+            end,
+            count,
+            ctx,
+        })
     }
 
     /// Decodes the block [`block_header`](Self::block_header) found into
@@ -833,7 +916,7 @@ impl<R: Read> BinaryReader<R> {
     /// for the caller to truncate.
     fn block(&mut self, blk: BlockAt, out: &mut Vec<Event>, n: usize) -> Result<(), Error> {
         let mut p = self.prev;
-        match decode_block(&self.buf[blk.at..blk.end], &mut p, out, n) {
+        match decode_block(&self.buf[blk.at..blk.end], blk.ctx, &mut p, out, n) {
             Ok(()) => {
                 self.prev = p;
                 self.pos = blk.end;
@@ -874,11 +957,17 @@ fn le64(w: &[u8; FIELDS_WINDOW], o: usize) -> u64 {
 /// the rare varints): the loop's loads overlap across accesses, unlike v1 records,
 /// where the next record's tag is found only after decoding this one's size byte.
 #[inline(never)]
-fn decode_block(b: &[u8], p: &mut Prev, out: &mut Vec<Event>, n: usize) -> Result<(), BlockBad> {
+fn decode_block(
+    b: &[u8],
+    ctx: bool,
+    p: &mut Prev,
+    out: &mut Vec<Event>,
+    n: usize,
+) -> Result<(), BlockBad> {
     let count = b[0] as usize;
     let tags = &b[1..1 + count];
     // Checked up front, in a loop the compiler vectorises, so that the decoding loop
-    // trusts every tag; whether any has varints picks the loop.
+    // trusts every tag; whether any has varints (or context bytes) picks the loop.
     let (mut any, mut all) = (0u8, 0xffu8);
     for &t in tags {
         any |= t;
@@ -895,18 +984,83 @@ fn decode_block(b: &[u8], p: &mut Prev, out: &mut Vec<Event>, n: usize) -> Resul
             what: "an access tag of width 1, 2, 4 or 8 in a block",
         });
     }
+    // A context block's context bytes: one for each access whose tag has M or C.
+    let ctxs = if ctx {
+        tags.iter().filter(|&&t| t & (A_MAP | A_CTX) != 0).count()
+    } else {
+        0
+    };
+    if b.len() < 1 + 2 * count + ctxs {
+        return Err(BlockBad {
+            at: b.len(),
+            index: count - 1,
+            what: "a block length that holds its accesses' context bytes",
+        });
+    }
     // Grown first, so that the decoding loop makes no call to grow `out`: a call
     // would evict the loop's state from registers.
     if out.len() < n + count {
         out.resize(n + count, Event::Access(BLANK));
     }
     let slots = &mut out[n..n + count];
-    if any & (A_MAP | A_CTX) == 0 {
-        decode_accesses::<false>(b, p, slots)
-    } else {
-        decode_accesses::<true>(b, p, slots)
+    match (any & (A_MAP | A_CTX) == 0, ctx) {
+        (true, _) => decode_accesses::<PLAIN>(b, ctxs, p, slots),
+        (false, false) => decode_accesses::<VARINTS>(b, ctxs, p, slots),
+        (false, true) => decode_accesses::<CONTEXT>(b, ctxs, p, slots),
     }
 }
+
+/// How a block's accesses carry map id, pc and pid: not at all (they keep the previous
+/// access's), as varints after their fields (`0x89`), or as fields sized by context
+/// bytes (`0x8a`).
+const PLAIN: u8 = 0;
+const VARINTS: u8 = 1;
+const CONTEXT: u8 = 2;
+
+/// What a context byte says of an access's map-id delta, pc delta and pid fields.
+struct CtxInfo {
+    /// Keeps each field's bytes of an 8-byte load.
+    masks: [u64; 3],
+    /// Offsets of the pc and pid fields after the map-id delta.
+    pc_at: u8,
+    pid_at: u8,
+    /// Length of the three fields.
+    len: u8,
+    /// Whether the pid is there (otherwise it is the previous access's).
+    has_pid: bool,
+}
+
+/// [`CtxInfo`] by context byte `M | P << 3 | D << 6`: map and pc size codes as the size
+/// byte's `P` and `V`, pid size code 0..3 for 0 (unchanged), 1, 2 or 4 bytes.
+const CTX_INFO: [CtxInfo; 256] = {
+    const NONE: CtxInfo = CtxInfo {
+        masks: [0; 3],
+        pc_at: 0,
+        pid_at: 0,
+        len: 0,
+        has_pid: false,
+    };
+    let mut t = [NONE; 256];
+    let mut c = 0;
+    while c < 256 {
+        let mn = SIZES3[c & 7] as u8;
+        let pn = SIZES3[c >> 3 & 7] as u8;
+        let dn = PID_SIZES[c >> 6] as u8;
+        t[c] = CtxInfo {
+            masks: [
+                MASKS3[c & 7],
+                MASKS3[c >> 3 & 7],
+                [0, 0xff, 0xffff, 0xffff_ffff][c >> 6],
+            ],
+            pc_at: mn,
+            pid_at: mn + pn,
+            len: mn + pn + dn,
+            has_pid: c >> 6 != 0,
+        };
+        c += 1;
+    }
+    t
+};
 
 /// What a size byte says of an access's time, address and value fields.
 struct SizeInfo {
@@ -963,15 +1117,18 @@ const DIR_WIDTH: [(Direction, u8); 16] = {
 /// The loop of [`decode_block`] over checked tags and prepared slots; `VARINTS`: some
 /// access has map or context varints (otherwise map id, pc and pid stay as they are).
 #[inline(always)]
-fn decode_accesses<const VARINTS: bool>(
+fn decode_accesses<const MODE: u8>(
     b: &[u8],
+    nctx: usize,
     p: &mut Prev,
     slots: &mut [Event],
 ) -> Result<(), BlockBad> {
     let count = b[0] as usize;
     let (tags, rest) = b[1..].split_at(count);
-    let (sizes, data) = rest.split_at(count);
-    let data_at = 1 + 2 * count;
+    let (sizes, rest) = rest.split_at(count);
+    let (ctxs, data) = rest.split_at(nctx);
+    let mut ctxs = ctxs.iter();
+    let data_at = 1 + 2 * count + nctx;
     // The data's last bytes, zero-padded to a whole window for the accesses there.
     let tail_at = data.len().saturating_sub(FIELDS_WINDOW);
     let mut tail = [0u8; 2 * FIELDS_WINDOW];
@@ -1010,12 +1167,34 @@ fn decode_accesses<const VARINTS: bool>(
         } else {
             dt
         };
-        if VARINTS && tag & A_MAP != 0 {
+        if MODE == CONTEXT && tag & (A_MAP | A_CTX) != 0 {
+            // The caller counted one context byte for each such tag.
+            let c = *ctxs.next().ok_or_else(|| bad(off, "a context byte"))?;
+            let ci = &CTX_INFO[c as usize];
+            if off + ci.len as usize > data.len() {
+                return Err(bad(off, "an access's context fields inside its block"));
+            }
+            let w: &[u8; FIELDS_WINDOW] = match data.get(off..off + FIELDS_WINDOW) {
+                Some(w) => w.try_into().expect("window"),
+                None => tail[off - tail_at..][..FIELDS_WINDOW]
+                    .try_into()
+                    .expect("window"),
+            };
+            // Masked offsets (8 and 16 at most) bound the loads inside the window.
+            q.map_id = q.map_id.wrapping_add(unzz(le64(w, 0) & ci.masks[0]));
+            let dpc = le64(w, ci.pc_at as usize & 15) & ci.masks[1];
+            q.pc = q.pc.wrapping_add(unzz(dpc) as u64);
+            if ci.has_pid {
+                q.pid = (le64(w, ci.pid_at as usize & 31) & ci.masks[2]) as u32;
+            }
+            off += ci.len as usize;
+        }
+        if MODE == VARINTS && tag & A_MAP != 0 {
             let (d, len) = block_var(data, off).map_err(|(at, what)| bad(at, what))?;
             q.map_id = q.map_id.wrapping_add(unzz(d));
             off += len;
         }
-        if VARINTS && tag & A_CTX != 0 {
+        if MODE == VARINTS && tag & A_CTX != 0 {
             let (d, len) = block_var(data, off).map_err(|(at, what)| bad(at, what))?;
             q.pc = q.pc.wrapping_add(unzz(d) as u64);
             off += len;

@@ -109,7 +109,12 @@ fn records(log: &[u8]) -> Vec<(u8, usize, usize)> {
                 break;
             }
         }
-        let count = if tag == 0x89 { log[pos] as usize } else { 0 };
+        // Access blocks: 0x89, and 0x8a with context bytes.
+        let count = if matches!(tag, 0x89 | 0x8a) {
+            log[pos] as usize
+        } else {
+            0
+        };
         out.push((tag, count, at));
         pos += len;
     }
@@ -173,7 +178,7 @@ fn version_1_log_still_reads_to_the_events_of_the_text_log() {
 
     // Rewritten by this version: the same events in blocks, within 1% of the size.
     let v2 = write(&expect);
-    assert_eq!(v2[8..10], [2, 0]);
+    assert_eq!(v2[8..10], [3, 0]);
     assert_eq!(read_both(&v2), (expect, None));
     let schema1 = u32::from_le_bytes(v1[10..14].try_into().unwrap()) as usize;
     let (body1, body2) = (
@@ -222,7 +227,7 @@ fn blocks_split_at_255_accesses_and_deltas_run_across_them() {
         let log = write(&events);
         let blocks: Vec<usize> = records(&log)
             .iter()
-            .filter(|r| r.0 == 0x89)
+            .filter(|r| matches!(r.0, 0x89 | 0x8a))
             .map(|r| r.1)
             .collect();
         assert_eq!(blocks, counts, "{n} accesses");
@@ -515,4 +520,121 @@ fn a_block_damaged_after_good_ones_keeps_the_good_ones() {
     let err = err.unwrap();
     assert_eq!(err.expected, "an access's fields inside its block");
     assert_eq!(err.line, 600);
+}
+
+fn with_context(mut a: Access, pc: u64, pid: u32) -> Event {
+    a.pc = pc;
+    a.pid = pid;
+    Event::Access(a)
+}
+
+#[test]
+fn context_block_bytes_size_map_pc_and_pid_by_context_bytes() {
+    let events = vec![
+        with_context(Access::new(Direction::Read, 4, 1000, 1, 0x10, 5), 0x400, 7),
+        with_context(
+            Access::new(Direction::Write, 1, 2000, 1, 0x14, 0xff),
+            0x404,
+            7,
+        ),
+    ];
+    let log = write(&events);
+    let hdr = header().len();
+    #[rustfmt::skip]
+    let block = [
+        0x8a, 18, // tag, payload length
+        2, // accesses
+        0x72, 0x58, // R width 4 with M and C, W width 1 with C
+        0x24, 0x24, // 1-byte time, address and value each
+        0x51, // map delta 1 byte, pc delta 2 bytes, pid 1 byte
+        0x08, // pc delta 1 byte (map and pid unchanged)
+        0x05, 0x20, 0x05, 0x02, 0x00, 0x08, 0x07, // +1 us, +0x10, 5; map +1, pc +0x400, pid 7
+        0x05, 0x08, 0xff, 0x08, // +1 us, +4, 0xff; pc +4
+    ];
+    assert_eq!(log[hdr..], block);
+    assert_eq!(read_both(&log), (events, None));
+}
+
+#[test]
+fn context_blocks_carry_every_pc_pid_and_map_change() {
+    let pids = [0, 0xff, 0x100, 0xffff, 0x1_0000, u32::MAX, 1, 1];
+    let pcs = [
+        0,
+        u64::MAX,
+        0x7f00_0000_0000,
+        1 << 63,
+        0x55b5_14b6_8013,
+        2,
+        1,
+        1,
+    ];
+    let maps = [1, i64::MIN, i64::MAX, -1, 0, 5, 5, 6];
+    let mut events = Vec::new();
+    for i in 0..600 {
+        let a = Access::new(
+            if i % 3 == 0 {
+                Direction::Write
+            } else {
+                Direction::Read
+            },
+            [1, 2, 4, 8][i % 4],
+            1000 * i as u64 + (i as u64 % 5),
+            maps[(i % 8) ^ (i / 8 % 8)],
+            0xfea0_0000 + 4 * (i as u64 % 97),
+            (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (8 * (8 - [1, 2, 4, 8][i % 4])),
+        );
+        events.push(with_context(a, pcs[i / 3 % 8], pids[i % 7 % 8]));
+    }
+    let log = write(&events);
+    let kinds: Vec<(u8, usize)> = records(&log).iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(kinds, [(0x8a, 255), (0x8a, 255), (0x8a, 90)]);
+    assert_eq!(read_both(&log), (events, None));
+}
+
+#[test]
+fn context_blocks_across_the_readers_buffer_refills() {
+    // About 1.3 MB: blocks straddle the readers' 256 KiB reads, and `next_event` and
+    // `read_batch` meet them at different points.
+    let events: Vec<Event> = (0..120_000u64)
+        .map(|i| {
+            with_context(
+                Access::new(
+                    Direction::Read,
+                    4,
+                    1000 * i,
+                    1,
+                    0xfea0_0000 + 4 * (i % 1000),
+                    i,
+                ),
+                0x55b5_14b6_8000 + 7 * (i % 61),
+                29029 + (i % 3) as u32,
+            )
+        })
+        .collect();
+    let log = write(&events);
+    assert!(log.len() > 1 << 20, "{}", log.len());
+    let (got, err) = read_both(&log);
+    assert_eq!(err, None);
+    assert_eq!(got.len(), events.len());
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != events[i]) {
+        panic!("event {i}: {:?}, written {:?}", got[i], events[i]);
+    }
+}
+
+#[test]
+fn damaged_context_blocks_are_errors() {
+    // One access with M and C, but no room for its context byte.
+    damaged(
+        &[0x8a, 3, 1, 0x72, 0x24],
+        2,
+        5,
+        "a block length that holds its accesses' context bytes",
+    );
+    // Its context byte asks for 4 bytes of fields; 2 are there.
+    damaged(
+        &[0x8a, 9, 1, 0x72, 0x24, 0x51, 0x05, 0x20, 0x05, 0x02, 0x00],
+        2,
+        9,
+        "an access's context fields inside its block",
+    );
 }
