@@ -34,16 +34,12 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
-use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use libc::{off_t, size_t};
 use mmio_trace_tracer::{self as tracer, signals, sys};
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
-/// The recorder's shared-memory fd (-1: none), cached so `close` stays allocation-free.
-static SHM_FD: AtomicI32 = AtomicI32::new(-1);
 
 macro_rules! reals {
     ($($name:ident),* $(,)?) => {
@@ -113,7 +109,6 @@ extern "C" fn init() {
     resolve_all();
     ENV.get_or_init(saved_env);
     if tracer::init_from_env() {
-        SHM_FD.store(tracer::shm_fd().unwrap_or(-1), Ordering::Relaxed);
         create_end_key();
         INITIALISED.store(true, Ordering::Release);
         // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;
@@ -708,11 +703,7 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
 /// the read end of the recorder's liveness pipe (waiting producers poll it).
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if fd >= 0
-        && (SHM_FD.load(Ordering::Relaxed) == fd
-            || tracer::task_fd() == Some(fd)
-            || tracer::live_fd() == Some(fd))
-    {
+    if fd >= 0 && tracer_fds().contains(&fd) {
         return 0;
     }
     let p = real(&real::close, "close\0");
@@ -723,7 +714,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 /// The tracer's descriptors in this process (-1 where it has none).
 fn tracer_fds() -> [c_int; 3] {
     [
-        SHM_FD.load(Ordering::Relaxed),
+        tracer::shm_fd().unwrap_or(-1),
         tracer::task_fd().unwrap_or(-1),
         tracer::live_fd().unwrap_or(-1),
     ]
@@ -817,11 +808,10 @@ fn evacuate(fd: c_int) {
             (n >= 0).then_some(n)
         })
     };
-    if SHM_FD.load(Ordering::Relaxed) == fd {
+    if tracer::shm_fd() == Some(fd) {
         // Inherited across exec, like the original; its new number goes in the
         // environment.
         if let Some(n) = moved(false) {
-            SHM_FD.store(n, Ordering::Relaxed);
             tracer::set_shm_fd(n);
             renumber_environ(tracer::ENV_FD, n, &SHM_FD_VAR);
         }
@@ -1043,15 +1033,16 @@ unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *c
             n += 1;
         }
     }
+    // The descriptors' numbers now (they may have moved since start-up).
+    let moved = [
+        (tracer::ENV_FD, tracer::shm_fd().unwrap_or(-1)),
+        (tracer::ENV_LIVE_FD, tracer::live_fd().unwrap_or(-1)),
+    ];
     for o in ours {
         if preload_done && o.as_bytes().starts_with(PRELOAD) {
             continue;
         }
         let key = env_key(o.as_bytes());
-        let moved = [
-            (tracer::ENV_FD, SHM_FD.load(Ordering::Relaxed)),
-            (tracer::ENV_LIVE_FD, tracer::live_fd().unwrap_or(-1)),
-        ];
         let mut entry = o.as_ptr();
         for (slot, (name, fd)) in moved.into_iter().enumerate() {
             if key.strip_suffix(b"=") == Some(name.as_bytes()) && fd >= 0 {
