@@ -48,7 +48,7 @@ use std::io::{self, Read, Write};
 
 use crate::error::{Error, ParseError};
 use crate::event::*;
-use crate::reader::access_slot;
+use crate::reader::{access_slot, put_event};
 
 /// The first bytes of every binary log. The high byte and the CR/LF pair detect
 /// transfers that mangle binary data, as PNG's signature does.
@@ -831,13 +831,7 @@ impl<R: Read> BinaryReader<R> {
                 continue;
             }
             match self.next_event() {
-                Ok(Some(ev)) => {
-                    if n == out.len() {
-                        out.push(ev);
-                    } else {
-                        out[n] = ev;
-                    }
-                }
+                Ok(Some(ev)) => put_event(out, n, ev),
                 Ok(None) => break,
                 Err(e) => {
                     out.truncate(n);
@@ -942,6 +936,28 @@ struct BlockBad {
 /// Bytes [`decode_block`] may load from an access's data offset: 8-byte loads at
 /// offsets up to 31 (the value's offset, at most 16, masked to 5 bits).
 const FIELDS_WINDOW: usize = 40;
+
+/// The `FIELDS_WINDOW` bytes of a block's data at `off`, for fields of `len` bytes
+/// there: from `data` itself, or near its end from `tail` (its last `tail_at..` bytes,
+/// zero-padded); `None` when the fields run past the data.
+#[inline(always)]
+fn window<'a>(
+    data: &'a [u8],
+    tail: &'a [u8; 2 * FIELDS_WINDOW],
+    tail_at: usize,
+    off: usize,
+    len: usize,
+) -> Option<&'a [u8; FIELDS_WINDOW]> {
+    match data.get(off..off + FIELDS_WINDOW) {
+        Some(w) => Some(w.try_into().expect("window")),
+        None if off + len <= data.len() => Some(
+            tail[off - tail_at..][..FIELDS_WINDOW]
+                .try_into()
+                .expect("window"),
+        ),
+        None => None,
+    }
+}
 
 #[inline(always)]
 fn le64(w: &[u8; FIELDS_WINDOW], o: usize) -> u64 {
@@ -1143,12 +1159,8 @@ fn decode_accesses<const MODE: u8>(
         };
         let info = &SIZE_INFO[sizes as usize];
         let fields = info.fields;
-        let w: &[u8; FIELDS_WINDOW] = match data.get(off..off + FIELDS_WINDOW) {
-            Some(w) => w.try_into().expect("window"),
-            None if off + fields as usize <= data.len() => tail[off - tail_at..][..FIELDS_WINDOW]
-                .try_into()
-                .expect("window"),
-            None => return Err(bad(off, "an access's fields inside its block")),
+        let Some(w) = window(data, &tail, tail_at, off, fields as usize) else {
+            return Err(bad(off, "an access's fields inside its block"));
         };
         // The masked offsets (8 and 16 at most) bound the loads inside the window
         // without a check.
@@ -1171,14 +1183,8 @@ fn decode_accesses<const MODE: u8>(
             // The caller counted one context byte for each such tag.
             let c = *ctxs.next().ok_or_else(|| bad(off, "a context byte"))?;
             let ci = &CTX_INFO[c as usize];
-            if off + ci.len as usize > data.len() {
+            let Some(w) = window(data, &tail, tail_at, off, ci.len as usize) else {
                 return Err(bad(off, "an access's context fields inside its block"));
-            }
-            let w: &[u8; FIELDS_WINDOW] = match data.get(off..off + FIELDS_WINDOW) {
-                Some(w) => w.try_into().expect("window"),
-                None => tail[off - tail_at..][..FIELDS_WINDOW]
-                    .try_into()
-                    .expect("window"),
             };
             // Masked offsets (8 and 16 at most) bound the loads inside the window.
             q.map_id = q.map_id.wrapping_add(unzz(le64(w, 0) & ci.masks[0]));

@@ -193,8 +193,7 @@ impl<R: Read> TextReader<R> {
                 }
             }
             match self.next_event_slow() {
-                Ok(Some(ev)) if n < out.len() => out[n] = ev,
-                Ok(Some(ev)) => out.push(ev),
+                Ok(Some(ev)) => put_event(out, n, ev),
                 Ok(None) => break,
                 Err(e) => {
                     out.truncate(n);
@@ -245,6 +244,17 @@ impl<R: Read> TextReader<R> {
                 }
             }
         }
+    }
+}
+
+/// Puts `ev` at index `i` of `out` (`i <= out.len()`): over the element there, or
+/// appended.
+#[inline]
+pub(crate) fn put_event(out: &mut Vec<Event>, i: usize, ev: Event) {
+    if i < out.len() {
+        out[i] = ev;
+    } else {
+        out.push(ev);
     }
 }
 
