@@ -87,17 +87,9 @@ pub fn record_with(
 
 /// (R/W, width, offset in the device, value) of every access, in file order.
 pub fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Access(a) => Some((
-                if a.dir == Direction::Read { 'R' } else { 'W' },
-                a.width,
-                a.phys,
-                a.value,
-            )),
-            _ => None,
-        })
+    accesses_by_pid(events)
+        .into_iter()
+        .map(|(_, dir, width, phys, value)| (dir, width, phys, value))
         .collect()
 }
 
