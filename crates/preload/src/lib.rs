@@ -490,9 +490,14 @@ unsafe fn without_ours(
     buf
 }
 
-/// Interposed `sigprocmask`: never blocks the tracer's signals.
-#[no_mangle]
-pub unsafe extern "C" fn sigprocmask(
+/// Calls the real mask function in `slot` (`sigprocmask` or `pthread_sigmask`) with
+/// the tracer's signals taken out of `set`.
+///
+/// # Safety
+/// The caller's arguments, as for `sigprocmask`.
+unsafe fn mask_without_ours(
+    slot: &AtomicUsize,
+    name: &str,
     how: c_int,
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
@@ -501,9 +506,20 @@ pub unsafe extern "C" fn sigprocmask(
     let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: the caller's pointers.
     let set = unsafe { without_ours(how, set, &mut buf) };
-    let p = real(&real::sigprocmask, "sigprocmask\0");
-    // SAFETY: libc's sigprocmask.
+    let p = real(slot, name);
+    // SAFETY: libc's function of that signature.
     unsafe { std::mem::transmute::<usize, SigmaskFn>(p)(how, set, old) }
+}
+
+/// Interposed `sigprocmask`: never blocks the tracer's signals.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { mask_without_ours(&real::sigprocmask, "sigprocmask\0", how, set, old) }
 }
 
 /// Interposed `pthread_sigmask`: never blocks the tracer's signals.
@@ -513,13 +529,8 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointers.
-    let set = unsafe { without_ours(how, set, &mut buf) };
-    let p = real(&real::pthread_sigmask, "pthread_sigmask\0");
-    // SAFETY: libc's pthread_sigmask.
-    unsafe { std::mem::transmute::<usize, SigmaskFn>(p)(how, set, old) }
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { mask_without_ours(&real::pthread_sigmask, "pthread_sigmask\0", how, set, old) }
 }
 
 /// The function in `slot`, or `None` (errno `ENOSYS`) if this libc lacks it.
