@@ -143,7 +143,7 @@ impl<R: Read> TextReader<R> {
             return false;
         }
         let l = &mut self.lines;
-        let Some(n) = fast_access(&l.buf[l.start..l.end], out) else {
+        let Some(n) = fast_access(&l.buf[..l.end], l.start, out) else {
             return false;
         };
         l.start += n;
@@ -179,8 +179,20 @@ impl<R: Read> TextReader<R> {
                 let buf = &l.buf[..l.end];
                 let mut start = l.start;
                 let n0 = n;
-                while n < max {
-                    let Some(len) = fast_access(&buf[start..], access_slot(out, n)) else {
+                // Over the accesses of an earlier batch first: no slot to make, and
+                // fewer values for the loop to keep in registers.
+                let mut parsed_all = true;
+                for slot in out.iter_mut().take(max).skip(n) {
+                    let Event::Access(a) = slot else { break };
+                    let Some(len) = fast_access(buf, start, a) else {
+                        parsed_all = false;
+                        break;
+                    };
+                    start += len;
+                    n += 1;
+                }
+                while parsed_all && n < max {
+                    let Some(len) = fast_access(buf, start, access_slot(out, n)) else {
                         break;
                     };
                     start += len;

@@ -506,7 +506,7 @@ fn right_align(w: u64, n: usize) -> u64 {
 }
 
 /// The canonical decimal (1..=8 digits, no leading zero) filling `r[start..end]`, as
-/// eight digit characters for [`lanes::dec2`] (which checks they are digits).
+/// eight digit characters for [`lanes::dec4`] (which checks they are digits).
 #[inline(always)]
 fn dec_word<const W: usize>(r: &[u8; W], start: usize, end: usize) -> Option<u64> {
     let n = end.wrapping_sub(start);
@@ -517,24 +517,25 @@ fn dec_word<const W: usize>(r: &[u8; W], start: usize, end: usize) -> Option<u64
     Some(right_align(w, n))
 }
 
-/// `0x` and 1..=16 canonical hex digits filling `r[start..end]`, as the characters of
-/// the high and low eight digits for [`lanes::hex2`] (`'0'`s for the high half of a
-/// field of 8 digits or less).
+/// A field of ` 0x` and 1..=16 canonical hex digits filling `r[space..end]` (its
+/// leading space included, so one comparison checks the separator and the prefix), as
+/// the characters of the high and low eight digits for [`lanes::hex2`] (`'0'`s for the
+/// high half of a field of 8 digits or less).
 #[inline(always)]
-fn hex_words<const W: usize>(r: &[u8; W], start: usize, end: usize) -> Option<(u64, u64)> {
-    let n = end.wrapping_sub(start + 2);
-    let head = at(r, start);
-    if head as u16 != u16::from_le_bytes(*b"0x")
+fn hex_field<const W: usize>(r: &[u8; W], space: usize, end: usize) -> Option<(u64, u64)> {
+    let n = end.wrapping_sub(space + 3);
+    let head = at(r, space);
+    if head & 0xff_ffff != 0x78_3020
         || n.wrapping_sub(1) >= 16
-        || (n > 1 && (head >> 16) as u8 == b'0')
+        || (n > 1 && (head >> 24) as u8 == b'0')
     {
         return None;
     }
-    let w = at(r, start + 2);
+    let w = at(r, space + 3);
     Some(if n <= 8 {
         (ZERO_CHARS, right_align(w, n))
     } else {
-        (right_align(w, n - 8), at(r, start + n - 6))
+        (right_align(w, n - 8), at(r, space + n - 5))
     })
 }
 
@@ -692,87 +693,108 @@ fn positions64(mut sep: u64) -> [usize; 6] {
     [next(), next(), next(), next(), next(), next()]
 }
 
-/// Parses one canonical access line at the start of `b` (the read buffer from the line's
-/// start on), if it is one of the common shapes (shorter than 96 bytes, non-negative map
-/// id, seconds and decimals of at most 8 digits) and 112 bytes are buffered: the length
-/// of the line including its `\n`. The access is written into `out`, which holds
+/// Parses the canonical access line at `buf[start..]` (the read buffer), if it is one
+/// of the common shapes (shorter than 96 bytes, non-negative map id, seconds and
+/// decimals of at most 8 digits) and 96 bytes (112 for a line of 64 bytes or more) are
+/// buffered from `start` on: the length of the line including its `\n`. The access is written into `out`, which holds
 /// garbage when this returns `None`.
 ///
 /// All the separators are found at once, then the fields are parsed independently of
 /// each other, which keeps the processor's pipelines full.
 #[inline(always)]
-pub(crate) fn fast_access(b: &[u8], out: &mut Access) -> Option<usize> {
-    let r: &[u8; WINDOW] = b.get(..WINDOW)?.try_into().ok()?;
+pub(crate) fn fast_access(buf: &[u8], start: usize, out: &mut Access) -> Option<usize> {
+    let r: &[u8; WINDOW] = buf
+        .get(start..start.wrapping_add(WINDOW))?
+        .try_into()
+        .ok()?;
     // Most lines are shorter than 48 bytes: look at 48 first.
     let mut at_ = positions64(separators(&r[..48]));
+    // Kernel logs end every access with ` 0x0 0` (no PC, no pid): found after the
+    // value, it ends the line, and the separators after it need no search.
+    if at_[3] < 48 && at(r, at_[3]) & 0x00ff_ffff_ffff_ffff == KERNEL_TAIL {
+        return fields::<WINDOW, true>(r, at_, out);
+    }
     if at_[5] == 64 {
         let lo = separators(&r[..64]);
         at_ = positions64(lo);
         if at_[5] == 64 {
             // By value: `out` passed to a call would have to live in memory, which
             // slows down every caller that keeps its access in registers.
-            let (n, a) = fast_access_long(b, lo)?;
+            let (n, a) = fast_access_long(buf, start, lo)?;
             *out = a;
             return Some(n);
         }
     }
-    fields(r, at_, out)
+    fields::<WINDOW, false>(r, at_, out)
 }
+
+/// The end of a kernel access line from the space before the PC: ` 0x0 0\n`.
+const KERNEL_TAIL: u64 = u64::from_le_bytes(*b" 0x0 0\n\0");
 
 /// [`fast_access`] for lines of 64 to 95 bytes: kernel logs have none, but ours do (a
 /// PC and a thread id on every line, 8-byte values). Out of line, so that its larger
 /// window costs the common lines nothing. `lo`: the separators of the first 64 bytes.
 #[inline(never)]
-fn fast_access_long(b: &[u8], lo: u64) -> Option<(usize, Access)> {
-    let r: &[u8; LONG_WINDOW] = b.get(..LONG_WINDOW)?.try_into().ok()?;
+fn fast_access_long(buf: &[u8], start: usize, lo: u64) -> Option<(usize, Access)> {
+    let r: &[u8; LONG_WINDOW] = buf
+        .get(start..start.wrapping_add(LONG_WINDOW))?
+        .try_into()
+        .ok()?;
     let at_ = positions(lo, separators(&r[64..96]));
     if at_[5] >= 96 {
         return None;
     }
     let mut a = crate::binary::BLANK;
-    let n = fields(r, at_, &mut a)?;
+    let n = fields::<LONG_WINDOW, false>(r, at_, &mut a)?;
     Some((n, a))
 }
 
 /// The access line at the start of `r` whose separators after `R 4 ` are at `at_`
 /// (increasing, the last, its `\n`, below `W - 16`: every load stays in `r`), as
-/// [`fast_access`] gives it.
+/// [`fast_access`] gives it. `KERNEL`: the caller found the kernel's tail at `at_[3]`,
+/// which ends the line; the last two positions are then not looked at.
 #[inline(always)]
-fn fields<const W: usize>(r: &[u8; W], at_: [usize; 6], out: &mut Access) -> Option<usize> {
+fn fields<const W: usize, const KERNEL: bool>(
+    r: &[u8; W],
+    at_: [usize; 6],
+    out: &mut Access,
+) -> Option<usize> {
     let [s2, s3, s4, s5, s6, len] = at_;
-    let head = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-    let spaces = (head & 0xff00_ff00 ^ 0x2000_2000)
-        | (r[s2] ^ b' ') as u32
-        | (r[s3] ^ b' ') as u32
-        | (r[s4] ^ b' ') as u32
-        | (r[s5] ^ b' ') as u32
-        | (r[s6] ^ b' ') as u32
-        | (r[len] ^ b'\n') as u32;
-    let width = r[2].wrapping_sub(b'0');
-    if spaces != 0 || !(1..=8).contains(&width) {
+    let len = if KERNEL { s5 + 6 } else { len };
+    let w0 = at(r, 0);
+    let width = ((w0 >> 16) as u8).wrapping_sub(b'0');
+    if w0 & 0xff00_ff00 != 0x2000_2000 || !(1..=8).contains(&width) {
         return None;
     }
-    let dir = match r[0] {
+    let dir = match w0 as u8 {
         b'R' => Direction::Read,
         b'W' => Direction::Write,
         _ => return None,
     };
-    // The timestamp `secs.uuuuuu` fills 4..s2.
-    let dot = s2.checked_sub(7)?;
-    if r[dot] != b'.' {
+    // The timestamp `secs.uuuuuu` fills 4..s2: 1 to 8 digits of seconds.
+    let secs_n = s2.wrapping_sub(11);
+    if secs_n.wrapping_sub(1) >= 8 {
         return None;
     }
-    let secs = dec_word(r, 4, dot)?;
-    let us = (at(r, dot + 1) << 16) | 0x3030;
+    // `.uuuuuu ` in one word: the dot, the microseconds, the space at s2.
+    let frac = at(r, s2 - 7);
+    if frac & 0xff00_0000_0000_00ff != 0x2000_0000_0000_002e {
+        return None;
+    }
+    let us = (frac & 0x00ff_ffff_ffff_ff00) << 8 | 0x3030;
+    let secs = dec_word(r, 4, s2 - 7)?;
     let map_id = dec_word(r, s2 + 1, s3)?;
-    let (phys_hi, phys_lo) = hex_words(r, s3 + 1, s4)?;
-    let (value_hi, value_lo) = hex_words(r, s4 + 1, s5)?;
+    let (phys_hi, phys_lo) = hex_field(r, s3, s4)?;
+    let (value_hi, value_lo) = hex_field(r, s4, s5)?;
     // Kernel logs end every access with ` 0x0 0` (no PC, no pid): one comparison.
-    let kernel_tail = at(r, s5) & 0x00ff_ffff_ffff_ffff == u64::from_le_bytes(*b" 0x0 0\n\0");
+    let kernel_tail = KERNEL || at(r, s5) & 0x00ff_ffff_ffff_ffff == KERNEL_TAIL;
     let (pc, pid) = if kernel_tail {
         (None, ZERO_CHARS)
     } else {
-        (Some(hex_words(r, s5 + 1, s6)?), dec_word(r, s6 + 1, len)?)
+        if r[s6] != b' ' || r[len] != b'\n' {
+            return None;
+        }
+        (Some(hex_field(r, s5, s6)?), dec_word(r, s6 + 1, len)?)
     };
     let [secs, us, map_id, pid] = lanes::dec4(secs, us, map_id, pid)?;
     let [phys_lo, value_lo] = lanes::hex2(phys_lo, value_lo)?;
@@ -1125,7 +1147,7 @@ mod tests {
         buf.extend_from_slice(b"\nR 4 1.000000 1 0x0 0x0 0x0 0\n");
         buf.extend_from_slice(&[b'\n'; 96]);
         let mut a = crate::binary::BLANK;
-        let Some(n) = fast_access(&buf, &mut a) else {
+        let Some(n) = fast_access(&buf, 0, &mut a) else {
             return false;
         };
         let end = memchr::memchr(b'\n', &buf).unwrap();
@@ -1148,6 +1170,9 @@ mod tests {
             b"W 2 1.000000 1 0xabcdef01 0x0 0x1 4194304",
             b"R 8 99999999.999999 99999999 0x123456789abcdef0 0x1 0x0 4",
             b"R 4 2.435055 1 0xfeb40008 0x80080783 0x0 0",
+            b"W 4 2.000000 1 0xfeb40008 0x0 0x0 0",
+            // The kernel's tail past the first 48 bytes.
+            b"R 8 12345678.123456 12 0x1234567890abcdef 0x1234567890abcdef 0x0 0",
             // Lines of user-space traces, longer than 64 bytes.
             b"W 8 12345678.999999 12345 0x380000001000 0xfedcba9876543210 0x55b514b68013 1234567",
             b"R 8 99999999.999999 99999999 0xffffffffffffffff 0xffffffffffffffff 0xffffffffffffffff 99999999",
