@@ -6,29 +6,22 @@
 use std::path::Path;
 use std::process::Command;
 
-use mmio_trace_format::{AnyReader, Direction, Event};
+use mmio_trace_format::{Direction, Event};
 
 mod common;
 use common::*;
 
 #[test]
 fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
-    let d = scratch("forms");
-    let exe = build(&d, "regs");
-    let dev = device(&d, 8192);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(7),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let t = Fixture::new("forms", "regs", 8192);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 7);
+    let s = stdout(&out);
     assert!(
-        stdout.starts_with("id=00001000 b=5a h=1234 q=1122334455667788 zx=ca sx=ffffffca"),
-        "{stdout}"
+        s.starts_with("id=00001000 b=5a h=1234 q=1122334455667788 zx=ca sx=ffffffca"),
+        "{s}"
     );
-    assert!(stdout.contains("s2=00001405"), "{stdout}");
+    assert!(s.contains("s2=00001405"), "{s}");
     assert!(matches!(&ev[0], Event::Version(v) if v == b"20070824"));
     // Exactly one mapping traced (the private and anonymous ones are not), then unmapped.
     let maps: Vec<_> = ev.iter().filter(|e| matches!(e, Event::Map(_))).collect();
@@ -102,20 +95,9 @@ fn out_pid(ev: &[Event]) -> u32 {
 #[test]
 fn threads_hammering_their_registers_lose_nothing_and_keep_order() {
     const N: u64 = 100_000;
-    let d = scratch("threads");
-    let exe = build(&d, "threads");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(
-        &d,
-        &dev,
-        &[os(&exe), os(&dev), "2".as_ref(), N.to_string().as_ref()],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = Fixture::new("threads", "threads", 4096);
+    let (out, ev) = t.record(&["2", &N.to_string()]);
+    assert_exit(&out, 0);
     let mut next = [0u64; 2];
     let mut tids = [0u32; 2];
     let mut reads = 0;
@@ -141,17 +123,13 @@ fn threads_hammering_their_registers_lose_nothing_and_keep_order() {
     assert_eq!(next, [N, N]);
     assert_eq!(reads, 2);
     assert_ne!(tids[0], tids[1]);
-    // Merged by time: timestamps never go backwards.
-    let ts: Vec<u64> = ev.iter().filter_map(Event::ts_ns).collect();
-    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    assert_time_ordered(&ev);
 }
 
 #[test]
 fn sigkill_mid_run_loses_no_completed_access() {
-    let d = scratch("kill");
-    let exe = build(&d, "killme");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "5000".as_ref()]);
+    let t = Fixture::new("kill", "killme", 4096);
+    let (out, ev) = t.record(&["5000"]);
     assert_eq!(out.status.code(), Some(128 + 9));
     let acc = accesses(&ev);
     assert_eq!(acc.len(), 5000);
@@ -162,20 +140,13 @@ fn sigkill_mid_run_loses_no_completed_access() {
 
 #[test]
 fn programs_own_sigsegv_handler_works_and_fatal_faults_stay_fatal() {
-    let d = scratch("segv");
-    let exe = build(&d, "segv");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "recovered=2\n");
+    let t = Fixture::new("segv", "segv", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "recovered=2\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 0x11), ('W', 4, 4, 0x22)]);
 
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "crash".as_ref()]);
+    let (out, ev) = t.record(&["crash"]);
     assert_eq!(
         out.status.code(),
         Some(128 + 11),
@@ -186,23 +157,10 @@ fn programs_own_sigsegv_handler_works_and_fatal_faults_stay_fatal() {
 
 #[test]
 fn fork_and_exec_are_traced_into_the_same_log() {
-    let d = scratch("forkexec");
-    let exe = build(&d, "forkexec");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let writes: Vec<(u64, u32)> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::Access(a) if a.dir == Direction::Write => Some((a.value, a.pid)),
-            _ => None,
-        })
-        .collect();
+    let t = Fixture::new("forkexec", "forkexec", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    let writes = writes_with_pid(&ev);
     let values: Vec<u64> = writes.iter().map(|w| w.0).collect();
     assert_eq!(values, vec![1, 2, 3, 4]);
     let (parent, child, exec) = (writes[0].1, writes[1].1, writes[2].1);
@@ -210,26 +168,23 @@ fn fork_and_exec_are_traced_into_the_same_log() {
     assert_ne!(parent, child);
     assert_eq!(child, exec, "exec keeps the process (and thread) id");
     // The exec'd image made its own mapping: two MAPs at least (parent, new image).
-    assert!(ev.iter().filter(|e| matches!(e, Event::Map(_))).count() >= 2);
+    assert!(count_maps(&ev) >= 2);
 }
 
 #[test]
 fn ordinary_files_are_not_devices_by_default() {
-    let d = scratch("nodev");
-    let exe = build(&d, "regs");
-    let dev = device(&d, 8192);
-    let log = d.join("trace.log");
+    let t = Fixture::new("nodev", "regs", 8192);
+    let log = trace_log(&t.dir);
     let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
         .args(["record", "-q", "-o"])
         .arg(&log)
         .arg("--")
-        .arg(&exe)
-        .arg(&dev)
+        .arg(&t.exe)
+        .arg(&t.dev)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(7));
-    let mut r = AnyReader::open(&log).unwrap();
-    while let Some(e) = r.next_event().unwrap() {
+    assert_exit(&out, 7);
+    for e in read_log(&log) {
         assert!(
             matches!(e, Event::Version(_) | Event::PciDev(_)),
             "unexpected {e:?}"
@@ -239,28 +194,9 @@ fn ordinary_files_are_not_devices_by_default() {
 
 #[test]
 fn markers_from_the_program_and_from_another_shell() {
-    let d = scratch("marks");
-    let exe = build(&d, "marks");
-    let dev = device(&d, 4096);
-    let ready = d.join("ready");
-    let go = d.join("go");
-    let log = d.join("trace.log");
-    let mut rec = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
-        .args(["record", "-q", "-o"])
-        .arg(&log)
-        .arg("--device")
-        .arg(&dev)
-        .arg("--")
-        .arg(&exe)
-        .arg(&dev)
-        .arg(&ready)
-        .arg(&go)
-        .spawn()
-        .unwrap();
-    while !ready.exists() {
-        assert!(rec.try_wait().unwrap().is_none(), "the program ended early");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let t = Fixture::new("marks", "marks", 4096);
+    let (ready, go) = (t.dir.join("ready"), t.dir.join("go"));
+    let mut rec = t.spawn_until(&ready, &[os(&ready), os(&go)]);
     // `mmio-trace mark` finds the recorder by its pid.
     let pid = rec.id().to_string();
     let mut sent = false;
@@ -278,9 +214,8 @@ fn markers_from_the_program_and_from_another_shell() {
     assert!(sent, "mmio-trace mark never reached the recorder");
     std::fs::write(&go, b"").unwrap();
     assert_eq!(rec.wait().unwrap().code(), Some(0));
-    let mut r = AnyReader::open(&log).unwrap();
     let mut seq = Vec::new();
-    while let Some(e) = r.next_event().unwrap() {
+    for e in read_log(&trace_log(&t.dir)) {
         match e {
             Event::Access(a) => seq.push(format!("W{}", a.value)),
             Event::Mark(m) => seq.push(String::from_utf8(m.text).unwrap()),
@@ -366,22 +301,12 @@ fn demo_runs_the_example_driver_under_record() {
 
 #[test]
 fn programs_own_mprotect_still_holds_and_mremap_keeps_tracing() {
-    let d = scratch("mprot");
-    let exe = build(&d, "mprot");
-    let dev = device(&d, 16384);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = Fixture::new("mprot", "mprot", 16384);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     // The write to the page made read-only faulted for the program and never reached
     // the device; after mremap (moved and grown) the mapping is traced under a new id.
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "v=1 denied=1 w=1800\n"
-    );
+    assert_eq!(stdout(&out), "v=1 denied=1 w=1800\n");
     assert_eq!(
         accesses(&ev),
         vec![
@@ -405,27 +330,15 @@ fn programs_own_mprotect_still_holds_and_mremap_keeps_tracing() {
 
 #[test]
 fn range_and_bypass_limit_tracing_within_a_mapping() {
-    let d = scratch("ranges");
-    let exe = build(&d, "pages");
-    let dev = device(&d, 12288);
-    let (out, ev) = record_with(
-        &d,
-        &dev,
-        &["--bypass", "0x1000+0x1000"],
-        &[os(&exe), os(&dev)],
-    );
-    assert_eq!(out.status.code(), Some(0));
+    let t = Fixture::new("ranges", "pages", 12288);
+    let (out, ev) = t.record_with(&["--bypass", "0x1000+0x1000"], &[]);
+    assert_exit(&out, 0);
     assert_eq!(
         accesses(&ev),
         vec![('W', 4, 0, 0xa0), ('W', 4, 0x2000, 0xa2)]
     );
-    let (out, ev) = record_with(
-        &d,
-        &dev,
-        &["--range", "0x1000-0x2000"],
-        &[os(&exe), os(&dev)],
-    );
-    assert_eq!(out.status.code(), Some(0));
+    let (out, ev) = t.record_with(&["--range", "0x1000-0x2000"], &[]);
+    assert_exit(&out, 0);
     assert_eq!(
         accesses(&ev),
         vec![('W', 4, 0x1000, 0xa1), ('R', 4, 0x1000, 0xa1)]
@@ -434,124 +347,61 @@ fn range_and_bypass_limit_tracing_within_a_mapping() {
 
 #[test]
 fn posix_spawn_and_vfork_children_are_traced() {
-    let d = scratch("spawn");
-    let exe = build(&d, "spawn");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let writes: Vec<u64> = accesses(&ev).iter().map(|a| a.3).collect();
-    assert_eq!(writes, vec![1, 2, 3, 2, 4]);
+    let t = Fixture::new("spawn", "spawn", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(values(&ev), vec![1, 2, 3, 2, 4]);
 }
 
 #[test]
 fn step_fallback_pauses_other_threads_and_loses_nothing() {
-    const K: u64 = 200;
-    const N: u64 = 20_000;
-    let d = scratch("stepthreads");
-    let exe = build(&d, "stepthreads");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(
-        &d,
-        &dev,
-        &[
-            os(&exe),
-            os(&dev),
-            K.to_string().as_ref(),
-            N.to_string().as_ref(),
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let writes: Vec<u64> = accesses(&ev)
-        .iter()
-        .filter(|a| a.0 == 'W')
-        .map(|a| a.3)
-        .collect();
-    assert_eq!(writes, (0..N).collect::<Vec<_>>());
-    let steps = ev
-        .iter()
-        .filter(|e| matches!(e, Event::Unknown(u) if u.phys == 0x100))
-        .count();
-    assert_eq!(steps as u64, K);
+    assert_steps_lose_no_writes("stepthreads", "stepthreads", 200, 20_000);
 }
 
 #[test]
 fn more_threads_than_rings_over_time_lose_nothing() {
-    let d = scratch("churn");
-    let exe = build(&d, "churn");
-    let dev = device(&d, 4096);
+    let t = Fixture::new("churn", "churn", 4096);
     // 40 batches of 20 threads: 800 threads, more than the 256 rings.
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "40".as_ref()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut values: Vec<u64> = accesses(&ev).iter().map(|a| a.3).collect();
-    values.sort_unstable();
-    assert_eq!(values, (0..800).collect::<Vec<u64>>());
-    assert!(!ev.iter().any(|e| matches!(e, Event::LostEvents(_))));
+    let (out, ev) = t.record(&["40"]);
+    assert_exit(&out, 0);
+    let mut v = values(&ev);
+    v.sort_unstable();
+    assert_eq!(v, (0..800).collect::<Vec<u64>>());
+    assert_none_lost(&ev);
 }
 
 #[test]
 fn asynchronous_signal_handlers_touching_the_device_are_traced_in_order() {
     const N: u64 = 50_000;
-    let d = scratch("alarm");
-    let exe = build(&d, "alarm");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), N.to_string().as_ref()]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ticks: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let t = Fixture::new("alarm", "alarm", 4096);
+    let (out, ev) = t.record(&[&N.to_string()]);
+    assert_exit(&out, 0);
+    let ticks: u64 = stdout(&out).trim().parse().unwrap();
     let acc = accesses(&ev);
     let main: Vec<u64> = acc.iter().filter(|a| a.2 == 0).map(|a| a.3).collect();
     let handler: Vec<u64> = acc.iter().filter(|a| a.2 == 0x20).map(|a| a.3).collect();
     assert_eq!(main, (0..N).collect::<Vec<_>>());
     assert_eq!(handler, (0..ticks).collect::<Vec<_>>());
-    let ts: Vec<u64> = ev.iter().filter_map(Event::ts_ns).collect();
-    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+    assert_time_ordered(&ev);
 }
 
 #[test]
 fn device_matching_follows_the_descriptor_through_dup() {
-    let d = scratch("dup");
-    let exe = build(&d, "dup");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = Fixture::new("dup", "dup", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(
         accesses(&ev),
         vec![('W', 4, 0, 0x100), ('W', 4, 4, 0x101), ('W', 4, 8, 0x102)]
     );
-    assert_eq!(ev.iter().filter(|e| matches!(e, Event::Map(_))).count(), 3);
+    assert_eq!(count_maps(&ev), 3);
 }
 
 #[test]
 fn binary_format_keeps_wide_accesses_whole() {
-    let d = scratch("binary");
-    let exe = build(&d, "regs");
-    let dev = device(&d, 8192);
-    let (out, ev) = record_with(&d, &dev, &["--format", "binary"], &[os(&exe), os(&dev)]);
-    assert_eq!(out.status.code(), Some(7));
+    let t = Fixture::new("binary", "regs", 8192);
+    let (out, ev) = t.record_with(&["--format", "binary"], &[]);
+    assert_exit(&out, 7);
     let wide: Vec<(Direction, u8, u64)> = ev
         .iter()
         .filter_map(|e| match e {
@@ -596,16 +446,9 @@ fn a_static_program_is_reported_as_untraced() {
 
 #[test]
 fn partial_munmap_keeps_the_rest_traced_and_map_fixed_replaces() {
-    let d = scratch("partial");
-    let exe = build(&d, "partial");
-    let dev = device(&d, 12288);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let t = Fixture::new("partial", "partial", 12288);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(
         accesses(&ev),
         vec![('W', 4, 0, 1), ('W', 4, 0x2000, 2), ('W', 4, 0x2000, 3)]
@@ -614,17 +457,10 @@ fn partial_munmap_keeps_the_rest_traced_and_map_fixed_replaces() {
 
 #[test]
 fn programs_own_sigtrap_handler_coexists_with_the_step_fallback() {
-    let d = scratch("trap");
-    let exe = build(&d, "trap");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "traps=3\n");
+    let t = Fixture::new("trap", "trap", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "traps=3\n");
     let seq: Vec<String> = ev
         .iter()
         .filter_map(|e| match e {
@@ -638,23 +474,9 @@ fn programs_own_sigtrap_handler_coexists_with_the_step_fallback() {
 
 #[test]
 fn sigterm_to_the_recorder_is_passed_to_the_program_and_the_trace_completed() {
-    let d = scratch("sigterm");
-    let exe = build(&d, "marks");
-    let dev = device(&d, 4096);
-    let (ready, go, log) = (d.join("ready"), d.join("go"), d.join("trace.log"));
-    let mut rec = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
-        .args(["record", "-q", "-o"])
-        .arg(&log)
-        .arg("--device")
-        .arg(&dev)
-        .arg("--")
-        .args([&exe, &dev, &ready, &go])
-        .spawn()
-        .unwrap();
-    while !ready.exists() {
-        assert!(rec.try_wait().unwrap().is_none(), "the program ended early");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let t = Fixture::new("sigterm", "marks", 4096);
+    let (ready, go) = (t.dir.join("ready"), t.dir.join("go"));
+    let mut rec = t.spawn_until(&ready, &[os(&ready), os(&go)]);
     // The program waits for `go` forever; terminate the recorder instead.
     let st = Command::new("kill")
         .args(["-TERM", &rec.id().to_string()])
@@ -666,12 +488,5 @@ fn sigterm_to_the_recorder_is_passed_to_the_program_and_the_trace_completed() {
         Some(128 + 15),
         "the program died of SIGTERM"
     );
-    let mut r = AnyReader::open(&log).unwrap();
-    let mut writes = Vec::new();
-    while let Some(e) = r.next_event().unwrap() {
-        if let Event::Access(a) = e {
-            writes.push(a.value);
-        }
-    }
-    assert_eq!(writes, [1, 2]);
+    assert_eq!(values(&read_log(&trace_log(&t.dir))), [1, 2]);
 }

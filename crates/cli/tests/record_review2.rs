@@ -3,8 +3,6 @@
 //! forks racing the region lock, `sigsuspend`-style masks, and threads that end through
 //! pthread-key destructors or cancellation. Programs: tests/programs/rv2_*.c. Needs `cc`.
 
-#![allow(dead_code)]
-
 use mmio_trace_format::Event;
 
 mod common;
@@ -12,13 +10,11 @@ use common::*;
 
 #[test]
 fn rv2_sigsegv_handler_left_by_siglongjmp_catches_every_later_fault() {
-    let d = scratch("longjmp");
-    let exe = build(&d, "rv2_longjmp");
-    let dev = device(&d, 4096);
+    let t = Fixture::new("longjmp", "rv2_longjmp", 4096);
     // 16 waves of 16 threads x 50 catches, plus 50 on the main thread.
     for _ in 0..3 {
-        let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-        assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+        let (out, ev) = t.record(&[]);
+        assert_exit(&out, 0);
         assert_eq!(stdout(&out), "12850\n");
         assert_eq!(accesses(&ev), vec![('W', 4, 0, 12850)]);
     }
@@ -47,11 +43,9 @@ fn map_lines(events: &[Event]) -> Vec<String> {
 
 #[test]
 fn rv2_mremap_of_part_of_a_mapping_keeps_the_rest_traced() {
-    let d = scratch("mremap-sub");
-    let exe = build(&d, "rv2_mremap");
-    let dev = device(&d, 65536);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "sub".as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("mremap-sub", "rv2_mremap", 65536);
+    let (out, ev) = t.record(&["sub"]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "sub ok 0x1403\nunmapped\n");
     assert_eq!(
         accesses(&ev),
@@ -76,12 +70,10 @@ fn rv2_mremap_of_part_of_a_mapping_keeps_the_rest_traced() {
 
 #[test]
 fn rv2_mremap_moves_each_piece_with_its_own_protection() {
-    let d = scratch("mremap-split");
-    let exe = build(&d, "rv2_mremap");
-    let dev = device(&d, 65536);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "split".as_ref()]);
+    let t = Fixture::new("mremap-split", "rv2_mremap", 65536);
+    let (out, ev) = t.record(&["split"]);
     // The write to the moved read-only page is fatal, as natively.
-    assert_eq!(code(&out), Some(128 + 11), "stderr: {}", stderr(&out));
+    assert_exit(&out, 128 + 11);
     assert_eq!(stdout(&out), "split read 0x1800\n");
     assert_eq!(
         accesses(&ev),
@@ -95,11 +87,9 @@ fn rv2_mremap_moves_each_piece_with_its_own_protection() {
 
 #[test]
 fn rv2_mremap_grown_pages_are_traced() {
-    let d = scratch("mremap-grow");
-    let exe = build(&d, "rv2_mremap");
-    let dev = device(&d, 65536);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "grow".as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("mremap-grow", "rv2_mremap", 65536);
+    let (out, ev) = t.record(&["grow"]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "grow ok 0x1802\n");
     assert_eq!(
         accesses(&ev),
@@ -115,15 +105,13 @@ fn rv2_mremap_grown_pages_are_traced() {
 
 #[test]
 fn rv2_mprotect_on_traced_memory_fails_as_natively() {
-    let d = scratch("mprotect");
-    let exe = build(&d, "rv2_mprotect");
-    let dev = device(&d, 8192);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "a".as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("mprotect", "rv2_mprotect", 8192);
+    let (out, ev) = t.record(&["a"]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "mprotect -1 Permission denied\nread 0x1001\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 4, 0x1001)]);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "b".as_ref()]);
-    assert_eq!(code(&out), Some(128 + 11), "stderr: {}", stderr(&out));
+    let (out, ev) = t.record(&["b"]);
+    assert_exit(&out, 128 + 11);
     assert_eq!(
         stdout(&out),
         "mprotect page 0: 0\nmisaligned mprotect: -1 Invalid argument\n"
@@ -134,11 +122,9 @@ fn rv2_mprotect_on_traced_memory_fails_as_natively() {
 #[test]
 fn rv2_raw_fork_child_never_hangs_on_the_region_lock() {
     const N: usize = 100;
-    let d = scratch("rawfork");
-    let exe = build(&d, "rv2_rawfork");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), N.to_string().as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("rawfork", "rv2_rawfork", 4096);
+    let (out, ev) = t.record(&[&N.to_string()]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), format!("ok {N} hung 0\n"));
     // Every child's write, logged under the child's own pid.
     let w = accesses_by_pid(&ev);
@@ -152,11 +138,9 @@ fn rv2_raw_fork_child_never_hangs_on_the_region_lock() {
 
 #[test]
 fn rv2_waits_with_a_full_mask_keep_the_tracers_signals_deliverable() {
-    let d = scratch("sigsuspend");
-    let exe = build(&d, "rv2_sigsuspend");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("sigsuspend", "rv2_sigsuspend", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     let names = [
         "sigsuspend",
         "ppoll",
@@ -179,15 +163,9 @@ fn rv2_waits_with_a_full_mask_keep_the_tracers_signals_deliverable() {
 #[test]
 fn rv2_device_access_in_a_key_destructor_gives_its_ring_back() {
     const N: usize = 300;
-    let d = scratch("thrend-key");
-    let exe = build(&d, "rv2_thrend");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(
-        &d,
-        &dev,
-        &[os(&exe), os(&dev), "key".as_ref(), N.to_string().as_ref()],
-    );
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("thrend-key", "rv2_thrend", 4096);
+    let (out, ev) = t.record(&["key", &N.to_string()]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "rings of ended threads still owned: 0\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 7); N]);
 }
@@ -195,20 +173,9 @@ fn rv2_device_access_in_a_key_destructor_gives_its_ring_back() {
 #[test]
 fn rv2_cancelled_threads_free_their_alternate_stacks() {
     const N: i64 = 200;
-    let d = scratch("thrend-cancel");
-    let exe = build(&d, "rv2_thrend");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(
-        &d,
-        &dev,
-        &[
-            os(&exe),
-            os(&dev),
-            "cancel".as_ref(),
-            N.to_string().as_ref(),
-        ],
-    );
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("thrend-cancel", "rv2_thrend", 4096);
+    let (out, ev) = t.record(&["cancel", &N.to_string()]);
+    assert_exit(&out, 0);
     // VmSize growth over N cancelled threads, in 64 KiB units: a leaked 256 KiB stack per
     // thread would be 4 * N; natively it is 0 (stacks are cached and reused).
     let grew: i64 = stdout(&out)

@@ -3,22 +3,14 @@
 //! own descriptors survive or move, and the programs the tidy one execs are traced.
 //! Program: tests/programs/rv4_fds.c. Needs `cc`.
 
-#![allow(dead_code)]
-
 mod common;
 use common::*;
 
 fn tidy(mode: &str) {
-    let d = scratch(&format!("fds-{mode}"));
-    let exe = build(&d, "rv4_fds");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), mode.as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
-    let writes: Vec<(u64, u32)> = accesses_by_pid(&ev)
-        .into_iter()
-        .filter(|a| a.1 == 'W')
-        .map(|a| (a.4, a.0))
-        .collect();
+    let t = Fixture::new(&format!("fds-{mode}"), "rv4_fds", 4096);
+    let (out, ev) = t.record(&[mode]);
+    assert_exit(&out, 0);
+    let writes = writes_with_pid(&ev);
     let values: Vec<u64> = writes.iter().map(|w| w.0).collect();
     assert_eq!(values, vec![1, 2, 3, 4], "{mode}");
     assert_eq!(writes[0].1, writes[3].1, "{mode}: the parent");

@@ -5,52 +5,19 @@
 //! Needs a C compiler (`cc`).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use mmio_trace_format::{AnyReader, Direction, Event};
+use mmio_trace_format::{Direction, Event};
 
 mod common;
 use common::*;
 
-fn record_cmd(dir: &Path, dev: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
-    c.arg("record")
-        .arg("-q")
-        .arg("-o")
-        .arg(dir.join("trace.log"))
-        .arg("--device")
-        .arg(dev)
-        .arg("--");
-    c
-}
-
-fn events(dir: &Path) -> Vec<Event> {
-    let mut r = AnyReader::open(&dir.join("trace.log")).expect("trace readable");
-    let mut events = Vec::new();
-    while let Some(e) = r.next_event().expect("the trace file is valid") {
-        events.push(e);
-    }
-    events
-}
-
-/// Runs `mmio-trace record` on `program ARGS`; returns its output and the events.
-fn record(dir: &Path, dev: &Path, program: &Path, args: &[&str]) -> (Output, Vec<Event>) {
-    let out = record_cmd(dir, dev)
-        .arg(program)
-        .arg(dev)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "status {:?}; stdout {}; stderr {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, events(dir))
+/// As [`Fixture::record`]; every program here must succeed.
+fn record_ok(t: &Fixture, args: &[&str]) -> (Output, Vec<Event>) {
+    let (out, ev) = t.record(args);
+    assert_exit(&out, 0);
+    (out, ev)
 }
 
 fn lost_marks(events: &[Event]) -> Vec<String> {
@@ -66,10 +33,8 @@ fn lost_marks(events: &[Event]) -> Vec<String> {
 
 #[test]
 fn a_failed_lock_cmpxchg_never_undoes_another_threads_store() {
-    let d = scratch("cas");
-    let exe = build(&d, "rob_cas");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &exe, &["100000"]);
+    let t = Fixture::new("cas", "rob_cas", 4096);
+    let (out, ev) = record_ok(&t, &["100000"]);
     assert_eq!(stdout(&out), "stores 100000 lost 0\n");
     assert!(lost_marks(&ev).is_empty());
     // Per thread: the main thread's stores and read-backs exactly; the other thread's
@@ -104,10 +69,8 @@ fn a_failed_lock_cmpxchg_never_undoes_another_threads_store() {
 
 #[test]
 fn locked_read_modify_writes_are_traced_exactly() {
-    let d = scratch("locked");
-    let exe = build(&d, "rob_locked");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &exe, &[]);
+    let t = Fixture::new("locked", "rob_locked", 4096);
+    let (out, ev) = record_ok(&t, &[]);
     assert_eq!(
         stdout(&out),
         "cmpxchg-fail eax=0x1000\ncmpxchg-ok eax=0x1001\nxchg old=0x1002\nxadd old=0x1003\n\
@@ -143,10 +106,8 @@ fn locked_read_modify_writes_are_traced_exactly() {
 
 #[test]
 fn gs_relative_device_accesses_use_the_real_gs_base() {
-    let d = scratch("gsrel");
-    let exe = build(&d, "rob_gsrel");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &exe, &[]);
+    let t = Fixture::new("gsrel", "rob_gsrel", 4096);
+    let (out, ev) = record_ok(&t, &[]);
     assert_eq!(stdout(&out), "gs:8=0x1002 gs:12=0xabcd\n");
     assert_eq!(
         accesses(&ev),
@@ -160,10 +121,8 @@ fn gs_relative_device_accesses_use_the_real_gs_base() {
 
 #[test]
 fn map_ids_wrapping_their_low_16_bits_keep_each_access_on_its_mapping() {
-    let d = scratch("mapids");
-    let exe = build(&d, "rob_mapids");
-    let dev = device(&d, 3 * 4096);
-    let (out, ev) = record(&d, &dev, &exe, &[]);
+    let t = Fixture::new("mapids", "rob_mapids", 3 * 4096);
+    let (out, ev) = record_ok(&t, &[]);
     assert_eq!(stdout(&out), "0x1001 0x1802\n");
     let maps: Vec<(i64, u64)> = ev
         .iter()
@@ -191,10 +150,8 @@ fn map_ids_wrapping_their_low_16_bits_keep_each_access_on_its_mapping() {
 
 #[test]
 fn thousands_of_short_lived_threads_reuse_thread_slots() {
-    let d = scratch("slots");
-    let exe = build(&d, "rob_slots");
-    let dev = device(&d, 4096);
-    let (_, ev) = record(&d, &dev, &exe, &["4200"]);
+    let t = Fixture::new("slots", "rob_slots", 4096);
+    let (_, ev) = record_ok(&t, &["4200"]);
     assert_eq!(lost_marks(&ev), Vec::<String>::new());
     let want: Vec<_> = (0..4200).map(|i| ('W', 4, 0, i)).collect();
     assert_eq!(accesses(&ev), want);
@@ -202,10 +159,8 @@ fn thousands_of_short_lived_threads_reuse_thread_slots() {
 
 #[test]
 fn ended_threads_alternate_stacks_are_unmapped() {
-    let d = scratch("leak");
-    let exe = build(&d, "rob_leak");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &exe, &["1000"]);
+    let t = Fixture::new("leak", "rob_leak", 4096);
+    let (out, ev) = record_ok(&t, &["1000"]);
     assert_eq!(accesses(&ev).len(), 1100);
     let s = stdout(&out);
     let grew: i64 = s
@@ -223,14 +178,12 @@ fn ended_threads_alternate_stacks_are_unmapped() {
 
 #[test]
 fn the_program_runs_on_correctly_after_the_recorder_is_killed() {
-    let d = scratch("orphan");
-    let exe = build(&d, "rob_orphan");
-    let dev = device(&d, 4096);
-    let go = d.join("go");
+    let t = Fixture::new("orphan", "rob_orphan", 4096);
+    let go = t.dir.join("go");
     let n = 50_000;
-    let mut rec = record_cmd(&d, &dev)
-        .arg(&exe)
-        .arg(&dev)
+    let mut rec = record_cmd(&t.dir, &t.dev, &[])
+        .arg(&t.exe)
+        .arg(&t.dev)
         .arg(&go)
         .arg(n.to_string())
         .stdout(Stdio::piped())
@@ -257,6 +210,6 @@ fn the_program_runs_on_correctly_after_the_recorder_is_killed() {
         Some(format!("done {n} bad 0"))
     );
     // The device holds the last value written.
-    let bytes = std::fs::read(&dev).unwrap();
+    let bytes = std::fs::read(&t.dev).unwrap();
     assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), n);
 }

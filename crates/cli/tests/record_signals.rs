@@ -12,38 +12,32 @@ use common::*;
 
 #[test]
 fn sig_handler_with_a_full_sa_mask_may_touch_the_device() {
-    let d = scratch("maskfull");
-    let exe = build(&d, "sig_maskfull");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("maskfull", "sig_maskfull", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "handler read 0x1002\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002)]);
 }
 
 #[test]
 fn sig_programs_sigsegv_handler_may_touch_the_device_and_its_own_faults_stay_fatal() {
-    let d = scratch("segvdev");
-    let exe = build(&d, "sig_segvdev");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(7), "stderr: {}", stderr(&out));
+    let t = Fixture::new("segvdev", "sig_segvdev", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 7);
     assert_eq!(stdout(&out), "handler wrote reset reg\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 0xdead)]);
     // A real fault inside the handler (SIGSEGV blocked there): killed, as the kernel does.
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "nested".as_ref()]);
-    assert_eq!(code(&out), Some(128 + 11), "stderr: {}", stderr(&out));
+    let (out, ev) = t.record(&["nested"]);
+    assert_exit(&out, 128 + 11);
     assert_eq!(stdout(&out), "");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 0xdead)]);
 }
 
 #[test]
 fn sig_sigev_thread_timer_callbacks_may_touch_the_device() {
-    let d = scratch("sigevthr");
-    let exe = build(&d, "sig_sigevthr");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("sigevthr", "sig_sigevthr", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "5\n");
     let want: Vec<_> = (0..5).map(|n| ('W', 4, 0x10, n)).collect();
     assert_eq!(accesses(&ev), want);
@@ -51,22 +45,18 @@ fn sig_sigev_thread_timer_callbacks_may_touch_the_device() {
 
 #[test]
 fn sig_mq_notify_thread_callbacks_may_touch_the_device() {
-    let d = scratch("mqnotify");
-    let exe = build(&d, "sig_mqnotify");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("mqnotify", "sig_mqnotify", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "notified\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 0x30, 0x51)]);
 }
 
 #[test]
 fn sig_posix_spawn_child_with_every_signal_blocked_is_traced() {
-    let d = scratch("spawnmask");
-    let exe = build(&d, "sig_spawnmask");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("spawnmask", "sig_spawnmask", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "child read 0x1000\nchild status 0\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 0, 0x1000)]);
 }
@@ -74,13 +64,11 @@ fn sig_posix_spawn_child_with_every_signal_blocked_is_traced() {
 #[test]
 fn sig_markers_and_handler_accesses_on_one_thread_lose_nothing() {
     const N: usize = 20_000;
-    let d = scratch("markalarm");
-    let exe = build(&d, "sig_markalarm");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), N.to_string().as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("markalarm", "sig_markalarm", 4096);
+    let (out, ev) = t.record(&[&N.to_string()]);
+    assert_exit(&out, 0);
     let ticks: u64 = stdout(&out).trim().parse().unwrap();
-    assert!(!ev.iter().any(|e| matches!(e, Event::LostEvents(_))));
+    assert_none_lost(&ev);
     let marks = ev
         .iter()
         .filter(|e| matches!(e, Event::Mark(m) if m.text == b"m"))
@@ -92,20 +80,19 @@ fn sig_markers_and_handler_accesses_on_one_thread_lose_nothing() {
 
 #[test]
 fn sig_mprotect_of_part_of_a_region_and_a_duplicate_view() {
-    let d = scratch("partial");
-    let exe = build(&d, "sig_partial");
-    let dev = device(&d, 3 * 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "mprotect".as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("partial", "sig_partial", 3 * 4096);
+    let (out, ev) = t.record(&["mprotect"]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "write to page 0 ok: 0x5\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 0, 5), ('R', 4, 0, 5)]);
     // One mapping, one UNMAP at exit... none here (the program does not unmap): no split
     // piece may log an UNMAP of its own.
     assert!(!ev.iter().any(|e| matches!(e, Event::Unmap(_))));
 
-    let dev = device(&d, 3 * 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), "dup".as_ref()]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    // The first run wrote to the device; the second starts from the same contents.
+    device(&t.dir, 3 * 4096);
+    let (out, ev) = t.record(&["dup"]);
+    assert_exit(&out, 0);
     assert!(
         stdout(&out).ends_with(": 0x1000\noriginal: 0x1000\n"),
         "{}",
@@ -130,11 +117,10 @@ fn sig_mprotect_of_part_of_a_region_and_a_duplicate_view() {
 
 #[test]
 fn sig_execve_prepends_to_the_programs_own_ld_preload() {
-    let d = scratch("envpre");
-    let exe = build(&d, "sig_envpre");
-    let dev = device(&d, 4096);
-    let (out, _) = record(&d, &dev, &[os(&exe)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("envpre", "sig_envpre", 4096);
+    // The program alone, without the device path the fixture would pass it.
+    let (out, _) = record(&t.dir, &t.dev, &[os(&t.exe)]);
+    assert_exit(&out, 0);
     let s = stdout(&out);
     let (ours, theirs) = s.trim().split_once(':').unwrap();
     assert!(ours.ends_with("libmmio_trace_preload.so"), "{s}");
@@ -143,26 +129,18 @@ fn sig_execve_prepends_to_the_programs_own_ld_preload() {
 
 #[test]
 fn sig_a_thread_blocking_signals_past_the_pause_deadline_is_not_killed() {
-    let d = scratch("latepause");
-    let exe = build(&d, "sig_latepause");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("latepause", "sig_latepause", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert!(stdout(&out).starts_with("done "), "{}", stdout(&out));
-    let unknown = ev
-        .iter()
-        .filter(|e| matches!(e, Event::Unknown(u) if u.phys == 0x100))
-        .count();
-    assert_eq!(unknown, 1);
+    assert_eq!(count_steps_at(&ev, 0x100), 1);
 }
 
 #[test]
 fn sig_daemon_child_is_traced_under_its_own_pid() {
-    let d = scratch("daemon");
-    let exe = build(&d, "sig_daemon");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("daemon", "sig_daemon", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     let s = stdout(&out);
     let pid_of = |what: &str| -> u32 {
         s.lines()
@@ -185,35 +163,28 @@ fn sig_daemon_child_is_traced_under_its_own_pid() {
 
 #[test]
 fn sig_children_execed_with_an_explicit_environment_are_traced() {
-    let d = scratch("spawnenv");
-    let exe = build(&d, "sig_spawnenv");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("spawnenv", "sig_spawnenv", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     let want: Vec<_> = (1..=7).map(|n| ('W', 4, 0, n)).collect();
     assert_eq!(accesses(&ev), want);
-    let maps = ev.iter().filter(|e| matches!(e, Event::Map(_))).count();
-    assert_eq!(maps, 7);
+    assert_eq!(count_maps(&ev), 7);
 }
 
 #[test]
 fn sig_programs_small_alternate_stack_is_not_used_by_the_tracer() {
-    let d = scratch("altstack");
-    let exe = build(&d, "sig_altstack");
-    let dev = device(&d, 4096);
-    let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev)]);
-    assert_eq!(code(&out), Some(0), "stderr: {}", stderr(&out));
+    let t = Fixture::new("altstack", "sig_altstack", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
     assert_eq!(stdout(&out), "read 0x1002 reported 1 clobbered 0\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002), ('W', 4, 12, 0x77)]);
 }
 
 #[test]
 fn sig_children_of_forks_that_bypass_the_hooks_are_traced_under_their_own_pid() {
-    let d = scratch("rawfork");
-    let exe = build(&d, "sig_rawfork");
-    let dev = device(&d, 4096);
+    let t = Fixture::new("rawfork", "sig_rawfork", 4096);
     for how in ["raw", "_Fork"] {
-        let (out, ev) = record(&d, &dev, &[os(&exe), os(&dev), how.as_ref()]);
+        let (out, ev) = t.record(&[how]);
         assert_eq!(code(&out), Some(0), "{how}: stderr: {}", stderr(&out));
         let s = stdout(&out);
         let pids: Vec<u32> = s

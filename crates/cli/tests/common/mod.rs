@@ -1,10 +1,12 @@
 //! Helpers shared by the end-to-end tests of `mmio-trace record`: build a test program
 //! from tests/programs/, make a file-backed device, record, and read the log back.
-// Each test binary uses a different subset of these.
+// Each test binary uses a different subset of these. The helpers that assert are
+// #[track_caller], so that a failure names the line of the test, not of this file.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 use mmio_trace_format::{AnyReader, Direction, Event};
 
@@ -47,8 +49,74 @@ pub fn device(dir: &Path, len: usize) -> PathBuf {
     p
 }
 
+/// A test program built into its own scratch directory, beside a device file for it.
+pub struct Fixture {
+    /// The scratch directory (the trace is written there).
+    pub dir: PathBuf,
+    /// The built program.
+    pub exe: PathBuf,
+    /// The device file, as [`device`] makes it.
+    pub dev: PathBuf,
+}
+
+impl Fixture {
+    /// Builds tests/programs/PROGRAM.c in a fresh scratch directory `scratch_name` and
+    /// makes a device of `dev_len` bytes there.
+    pub fn new(scratch_name: &str, program: &str, dev_len: usize) -> Fixture {
+        let dir = scratch(scratch_name);
+        let exe = build(&dir, program);
+        let dev = device(&dir, dev_len);
+        Fixture { dir, exe, dev }
+    }
+
+    /// Records `PROGRAM DEV ARGS...`; returns the recorder's output and the events.
+    pub fn record(&self, args: &[&str]) -> (Output, Vec<Event>) {
+        self.record_with(&[], args)
+    }
+
+    /// As [`Fixture::record`], with extra `record` options.
+    pub fn record_with(&self, opts: &[&str], args: &[&str]) -> (Output, Vec<Event>) {
+        let mut program = vec![os(&self.exe), os(&self.dev)];
+        program.extend(args.iter().map(OsStr::new));
+        record_with(&self.dir, &self.dev, opts, &program)
+    }
+
+    /// Starts recording `PROGRAM DEV ARGS...`; returns the recorder once the program has
+    /// created `ready`.
+    #[track_caller]
+    pub fn spawn_until(&self, ready: &Path, args: &[&OsStr]) -> Child {
+        let mut rec = record_cmd(&self.dir, &self.dev, &[])
+            .args([os(&self.exe), os(&self.dev)])
+            .args(args)
+            .spawn()
+            .unwrap();
+        wait_for_file(&mut rec, ready);
+        rec
+    }
+}
+
+/// The trace file that the recorder writes in `dir`.
+pub fn trace_log(dir: &Path) -> PathBuf {
+    dir.join("trace.log")
+}
+
+/// `mmio-trace record -q -o DIR/trace.log --device DEV OPTS --`: the program and its
+/// arguments still to be added.
+pub fn record_cmd(dir: &Path, dev: &Path, opts: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+    c.arg("record")
+        .arg("-q")
+        .arg("-o")
+        .arg(trace_log(dir))
+        .arg("--device")
+        .arg(dev)
+        .args(opts)
+        .arg("--");
+    c
+}
+
 /// Runs `mmio-trace record` with `dev` declared a device; returns its output and the events.
-pub fn record(dir: &Path, dev: &Path, program: &[&std::ffi::OsStr]) -> (Output, Vec<Event>) {
+pub fn record(dir: &Path, dev: &Path, program: &[&OsStr]) -> (Output, Vec<Event>) {
     record_with(dir, dev, &[], program)
 }
 
@@ -57,32 +125,36 @@ pub fn record_with(
     dir: &Path,
     dev: &Path,
     opts: &[&str],
-    program: &[&std::ffi::OsStr],
+    program: &[&OsStr],
 ) -> (Output, Vec<Event>) {
-    let log = dir.join("trace.log");
-    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
-        .arg("record")
-        .arg("-q")
-        .arg("-o")
-        .arg(&log)
-        .arg("--device")
-        .arg(dev)
-        .args(opts)
-        .arg("--")
-        .args(program)
-        .output()
-        .unwrap();
-    let mut r = AnyReader::open(&log).unwrap_or_else(|e| {
-        panic!(
-            "trace not readable: {e}; stderr {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let out = record_cmd(dir, dev, opts).args(program).output().unwrap();
+    // A recorder that failed before writing a log says why on stderr.
+    let r = AnyReader::open(&trace_log(dir))
+        .unwrap_or_else(|e| panic!("trace not readable: {e}; stderr {}", stderr(&out)));
+    (out, events(r))
+}
+
+/// Every event of the log at `path`.
+pub fn read_log(path: &Path) -> Vec<Event> {
+    events(AnyReader::open(path).expect("trace readable"))
+}
+
+/// Every event left in `r`.
+fn events(mut r: AnyReader) -> Vec<Event> {
     let mut events = Vec::new();
     while let Some(e) = r.next_event().expect("the trace file is valid") {
         events.push(e);
     }
-    (out, events)
+    events
+}
+
+/// Waits until the program under `rec` creates `path`; fails if it ends first.
+#[track_caller]
+pub fn wait_for_file(rec: &mut Child, path: &Path) {
+    while !path.exists() {
+        assert!(rec.try_wait().unwrap().is_none(), "the program ended early");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// (R/W, width, offset in the device, value) of every access, in file order.
@@ -91,23 +163,6 @@ pub fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
         .into_iter()
         .map(|(_, dir, width, phys, value)| (dir, width, phys, value))
         .collect()
-}
-
-pub fn os(s: &Path) -> &std::ffi::OsStr {
-    s.as_os_str()
-}
-
-pub fn code(out: &Output) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    out.status.code().or(out.status.signal().map(|s| 128 + s))
-}
-
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// (pid, R/W, width, offset, value) of every access, in file order.
@@ -125,4 +180,99 @@ pub fn accesses_by_pid(events: &[Event]) -> Vec<(u32, char, u8, u64, u64)> {
             _ => None,
         })
         .collect()
+}
+
+/// The value of every access, in file order.
+pub fn values(events: &[Event]) -> Vec<u64> {
+    accesses(events).iter().map(|a| a.3).collect()
+}
+
+/// The value of every write, in file order.
+pub fn write_values(events: &[Event]) -> Vec<u64> {
+    accesses(events)
+        .iter()
+        .filter(|a| a.0 == 'W')
+        .map(|a| a.3)
+        .collect()
+}
+
+/// (value, pid) of every write, in file order.
+pub fn writes_with_pid(events: &[Event]) -> Vec<(u64, u32)> {
+    accesses_by_pid(events)
+        .into_iter()
+        .filter(|a| a.1 == 'W')
+        .map(|a| (a.4, a.0))
+        .collect()
+}
+
+/// How many MAP events there are.
+pub fn count_maps(events: &[Event]) -> usize {
+    events.iter().filter(|e| matches!(e, Event::Map(_))).count()
+}
+
+/// How many UNKNOWN events (instructions single-stepped, not emulated) are at `phys`.
+pub fn count_steps_at(events: &[Event], phys: u64) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, Event::Unknown(u) if u.phys == phys))
+        .count()
+}
+
+/// Records `PROGRAM K N` (tests/programs/stepthreads.c and its variants: one thread makes
+/// K accesses at 0x100 that the tracer single-steps, another writes 0..N) on a 4 KiB
+/// device; asserts that it succeeds, that every write is logged in order, and every step.
+#[track_caller]
+pub fn assert_steps_lose_no_writes(scratch_name: &str, program: &str, k: u64, n: u64) {
+    let t = Fixture::new(scratch_name, program, 4096);
+    let (out, ev) = t.record(&[&k.to_string(), &n.to_string()]);
+    assert_exit(&out, 0);
+    assert_eq!(write_values(&ev), (0..n).collect::<Vec<_>>());
+    assert_eq!(count_steps_at(&ev, 0x100) as u64, k);
+}
+
+/// Asserts that the events' timestamps never go backwards (they are merged by time).
+#[track_caller]
+pub fn assert_time_ordered(events: &[Event]) {
+    let ts: Vec<u64> = events.iter().filter_map(Event::ts_ns).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]));
+}
+
+/// Asserts that the log reports no lost events.
+#[track_caller]
+pub fn assert_none_lost(events: &[Event]) {
+    assert!(!events.iter().any(|e| matches!(e, Event::LostEvents(_))));
+}
+
+/// Asserts that the recorder's [`code`] is `want`, showing its output otherwise.
+#[track_caller]
+pub fn assert_exit(out: &Output, want: i32) {
+    assert_eq!(
+        code(out),
+        Some(want),
+        "status {:?}; stdout {}; stderr {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+}
+
+/// `s` as an argument.
+pub fn os(s: &Path) -> &OsStr {
+    s.as_os_str()
+}
+
+/// The exit code, or 128 + the signal that killed the process (as a shell reports it).
+pub fn code(out: &Output) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.code().or(out.status.signal().map(|s| 128 + s))
+}
+
+/// Standard output, lossily as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Standard error, lossily as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
