@@ -1,12 +1,20 @@
 /* A POSIX timer with SIGEV_THREAD notification (glibc runs the callback in threads it
  * creates itself, with every signal blocked); the callback writes a counter to a device
- * register. Stops after 5 callbacks. */
+ * register. Stops after 5 callbacks. A late callback can overlap the next one on a
+ * busy machine: the lock keeps each count written once, in order. */
 #include "mmio.h"
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
 static uint8_t *bar; static volatile uint32_t n;
-static void tick(union sigval v) { (void)v; if (n < 5) { wr32(bar + 0x10, n); n++; } }
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static void tick(union sigval v) {
+    (void)v;
+    pthread_mutex_lock(&lock);
+    if (n < 5) { wr32(bar + 0x10, n); n++; }
+    pthread_mutex_unlock(&lock);
+}
 int main(int argc, char **argv) {
     (void)argc;
     bar = map_device(argv[1], 4096);
