@@ -101,6 +101,22 @@ fn real(slot: &AtomicUsize, name: &str) -> usize {
     }
 }
 
+/// Defines interposed functions whose body is a shared one (`= body`), called with the
+/// real function of the interposed name and the caller's arguments.
+macro_rules! with_real {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $body:ident;
+    )*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> $ret {
+            // SAFETY: the caller's arguments, passed on to a body with the same contract.
+            unsafe { $body(&real::$name, concat!(stringify!($name), "\0"), $($arg),*) }
+        }
+    )*};
+}
+
 #[used]
 #[link_section = ".init_array"]
 static INIT: extern "C" fn() = init;
@@ -175,32 +191,26 @@ unsafe fn do_mmap(
     r
 }
 
-/// Interposed `mmap`.
-#[no_mangle]
-pub unsafe extern "C" fn mmap(
-    addr: *mut c_void,
-    len: size_t,
-    prot: c_int,
-    flags: c_int,
-    fd: c_int,
-    off: off_t,
-) -> *mut c_void {
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { do_mmap(&real::mmap, "mmap\0", addr, len, prot, flags, fd, off) }
-}
+with_real! {
+    /// Interposed `mmap`.
+    fn mmap(
+        addr: *mut c_void,
+        len: size_t,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: off_t,
+    ) -> *mut c_void = do_mmap;
 
-/// Interposed `mmap64` (the same function on x86-64).
-#[no_mangle]
-pub unsafe extern "C" fn mmap64(
-    addr: *mut c_void,
-    len: size_t,
-    prot: c_int,
-    flags: c_int,
-    fd: c_int,
-    off: off_t,
-) -> *mut c_void {
-    // SAFETY: forwarding the caller's arguments.
-    unsafe { do_mmap(&real::mmap64, "mmap64\0", addr, len, prot, flags, fd, off) }
+    /// Interposed `mmap64` (the same function on x86-64).
+    fn mmap64(
+        addr: *mut c_void,
+        len: size_t,
+        prot: c_int,
+        flags: c_int,
+        fd: c_int,
+        off: off_t,
+    ) -> *mut c_void = do_mmap;
 }
 
 /// Interposed `munmap`.
@@ -253,6 +263,10 @@ pub unsafe extern "C" fn mremap(
 type SigactionFn =
     unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
 
+/// The signals the tracer must always receive; a bit `k` in [`STRIPPED`] stands for the
+/// `k`-th.
+const OURS: [c_int; 3] = [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL];
+
 /// Which of the tracer's signals each program handler's `sa_mask` asked to block (removed
 /// before the kernel sees it, reported back to the program).
 static STRIPPED: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
@@ -287,10 +301,7 @@ pub unsafe extern "C" fn sigaction(
     if !act.is_null() {
         // SAFETY: the caller's valid sigaction.
         let mut a = unsafe { *act };
-        for (k, sig) in [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL]
-            .into_iter()
-            .enumerate()
-        {
+        for (k, sig) in OURS.into_iter().enumerate() {
             // SAFETY: a valid sigset.
             if unsafe { libc::sigismember(&a.sa_mask, sig) } == 1 {
                 stripped |= 1 << k;
@@ -306,10 +317,7 @@ pub unsafe extern "C" fn sigaction(
     let rc = unsafe { f(sig, ap, old) };
     if rc == 0 {
         if !old.is_null() {
-            for (k, sig) in [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL]
-                .into_iter()
-                .enumerate()
-            {
+            for (k, sig) in OURS.into_iter().enumerate() {
                 if before & (1 << k) != 0 {
                     // SAFETY: the caller's sigaction, just filled in.
                     unsafe { libc::sigaddset(&mut (*old).sa_mask, sig) };
@@ -410,11 +418,9 @@ pub unsafe extern "C" fn timer_create(
     sev: *mut c_void,
     timer: *mut c_void,
 ) -> c_int {
-    let p = real(&real::timer_create, "timer_create\0");
-    if p == 0 {
-        set_errno(libc::ENOSYS);
+    let Some(p) = real_or_enosys(&real::timer_create, "timer_create\0") else {
         return -1;
-    }
+    };
     // SAFETY: the caller's sigevent.
     let mine = unsafe { with_sigev_thread(sev) };
     let sp = mine.as_ref().map_or(sev as *const c_void, |e| {
@@ -432,11 +438,9 @@ pub unsafe extern "C" fn timer_create(
 /// Interposed `mq_notify`: see [`sigev_thread`].
 #[no_mangle]
 pub unsafe extern "C" fn mq_notify(mq: c_int, sev: *const c_void) -> c_int {
-    let p = real(&real::mq_notify, "mq_notify\0");
-    if p == 0 {
-        set_errno(libc::ENOSYS);
+    let Some(p) = real_or_enosys(&real::mq_notify, "mq_notify\0") else {
         return -1;
-    }
+    };
     // SAFETY: the caller's sigevent.
     let mine = unsafe { with_sigev_thread(sev) };
     let sp = mine
@@ -483,7 +487,7 @@ unsafe fn without_ours(
     // SAFETY: the caller's valid sigset.
     unsafe {
         *buf = *set;
-        for sig in [libc::SIGSEGV, libc::SIGTRAP, signals::PAUSE_SIGNAL] {
+        for sig in OURS {
             libc::sigdelset(buf, sig);
         }
     }
@@ -511,26 +515,20 @@ unsafe fn mask_without_ours(
     unsafe { std::mem::transmute::<usize, SigmaskFn>(p)(how, set, old) }
 }
 
-/// Interposed `sigprocmask`: never blocks the tracer's signals.
-#[no_mangle]
-pub unsafe extern "C" fn sigprocmask(
-    how: c_int,
-    set: *const libc::sigset_t,
-    old: *mut libc::sigset_t,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    unsafe { mask_without_ours(&real::sigprocmask, "sigprocmask\0", how, set, old) }
-}
+with_real! {
+    /// Interposed `sigprocmask`: never blocks the tracer's signals.
+    fn sigprocmask(
+        how: c_int,
+        set: *const libc::sigset_t,
+        old: *mut libc::sigset_t,
+    ) -> c_int = mask_without_ours;
 
-/// Interposed `pthread_sigmask`: never blocks the tracer's signals.
-#[no_mangle]
-pub unsafe extern "C" fn pthread_sigmask(
-    how: c_int,
-    set: *const libc::sigset_t,
-    old: *mut libc::sigset_t,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    unsafe { mask_without_ours(&real::pthread_sigmask, "pthread_sigmask\0", how, set, old) }
+    /// Interposed `pthread_sigmask`: never blocks the tracer's signals.
+    fn pthread_sigmask(
+        how: c_int,
+        set: *const libc::sigset_t,
+        old: *mut libc::sigset_t,
+    ) -> c_int = mask_without_ours;
 }
 
 /// The function in `slot`, or `None` (errno `ENOSYS`) if this libc lacks it.
@@ -543,157 +541,83 @@ fn real_or_enosys(slot: &AtomicUsize, name: &str) -> Option<usize> {
     Some(p)
 }
 
-/// Interposed `sigsuspend`: the mask it waits with never blocks the tracer's signals
-/// (a handler run during the wait may touch the device).
-#[no_mangle]
-pub unsafe extern "C" fn sigsuspend(mask: *const libc::sigset_t) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointer.
-    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
-    let Some(p) = real_or_enosys(&real::sigsuspend, "sigsuspend\0") else {
-        return -1;
-    };
-    // SAFETY: libc's sigsuspend.
-    unsafe {
-        std::mem::transmute::<usize, unsafe extern "C" fn(*const libc::sigset_t) -> c_int>(p)(mask)
-    }
+/// Defines interposed functions that wait with a signal mask: the mask the caller names
+/// (`waits with <parameter>`) loses the tracer's signals before the real function (this
+/// libc's, `ENOSYS` where it has none) installs it. No allocation, no panic: these run
+/// in programs' event loops and signal paths.
+macro_rules! mask_waiting {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) waits with $mask:ident;
+    )*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+            // SAFETY: zeroed sigset_t is valid.
+            let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
+            // SAFETY: the caller's pointer.
+            let $mask = unsafe { without_ours(libc::SIG_SETMASK, $mask, &mut buf) };
+            let Some(p) = real_or_enosys(&real::$name, concat!(stringify!($name), "\0")) else {
+                return -1;
+            };
+            // SAFETY: libc's function of this name, whose C signature the parameters
+            // spell, with the caller's arguments.
+            unsafe {
+                std::mem::transmute::<usize, unsafe extern "C" fn($($ty),*) -> c_int>(p)($($arg),*)
+            }
+        }
+    )*};
 }
 
-type PpollFn = unsafe extern "C" fn(
-    *mut libc::pollfd,
-    libc::nfds_t,
-    *const libc::timespec,
-    *const libc::sigset_t,
-) -> c_int;
+mask_waiting! {
+    /// Interposed `sigsuspend`: the mask it waits with never blocks the tracer's signals
+    /// (a handler run during the wait may touch the device).
+    fn sigsuspend(mask: *const libc::sigset_t) waits with mask;
 
-/// Interposed `ppoll`: as [`sigsuspend`] for the mask it waits with.
-#[no_mangle]
-pub unsafe extern "C" fn ppoll(
-    fds: *mut libc::pollfd,
-    nfds: libc::nfds_t,
-    timeout: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointer.
-    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
-    let Some(p) = real_or_enosys(&real::ppoll, "ppoll\0") else {
-        return -1;
-    };
-    // SAFETY: libc's ppoll with the caller's arguments.
-    unsafe { std::mem::transmute::<usize, PpollFn>(p)(fds, nfds, timeout, mask) }
-}
+    /// Interposed `ppoll`: as [`sigsuspend`] for the mask it waits with.
+    fn ppoll(
+        fds: *mut libc::pollfd,
+        nfds: libc::nfds_t,
+        timeout: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) waits with mask;
 
-/// Interposed `__ppoll_chk` (`ppoll` under `_FORTIFY_SOURCE`): as [`ppoll`].
-#[no_mangle]
-pub unsafe extern "C" fn __ppoll_chk(
-    fds: *mut libc::pollfd,
-    nfds: libc::nfds_t,
-    timeout: *const libc::timespec,
-    mask: *const libc::sigset_t,
-    fdslen: size_t,
-) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointer.
-    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
-    let Some(p) = real_or_enosys(&real::__ppoll_chk, "__ppoll_chk\0") else {
-        return -1;
-    };
-    type F = unsafe extern "C" fn(
-        *mut libc::pollfd,
-        libc::nfds_t,
-        *const libc::timespec,
-        *const libc::sigset_t,
-        size_t,
-    ) -> c_int;
-    // SAFETY: libc's __ppoll_chk with the caller's arguments.
-    unsafe { std::mem::transmute::<usize, F>(p)(fds, nfds, timeout, mask, fdslen) }
-}
+    /// Interposed `__ppoll_chk` (`ppoll` under `_FORTIFY_SOURCE`): as [`ppoll`].
+    fn __ppoll_chk(
+        fds: *mut libc::pollfd,
+        nfds: libc::nfds_t,
+        timeout: *const libc::timespec,
+        mask: *const libc::sigset_t,
+        fdslen: size_t,
+    ) waits with mask;
 
-/// Interposed `pselect`: as [`sigsuspend`] for the mask it waits with.
-#[no_mangle]
-pub unsafe extern "C" fn pselect(
-    nfds: c_int,
-    r: *mut libc::fd_set,
-    w: *mut libc::fd_set,
-    e: *mut libc::fd_set,
-    timeout: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointer.
-    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
-    let Some(p) = real_or_enosys(&real::pselect, "pselect\0") else {
-        return -1;
-    };
-    type F = unsafe extern "C" fn(
-        c_int,
-        *mut libc::fd_set,
-        *mut libc::fd_set,
-        *mut libc::fd_set,
-        *const libc::timespec,
-        *const libc::sigset_t,
-    ) -> c_int;
-    // SAFETY: libc's pselect with the caller's arguments.
-    unsafe { std::mem::transmute::<usize, F>(p)(nfds, r, w, e, timeout, mask) }
-}
+    /// Interposed `pselect`: as [`sigsuspend`] for the mask it waits with.
+    fn pselect(
+        nfds: c_int,
+        r: *mut libc::fd_set,
+        w: *mut libc::fd_set,
+        e: *mut libc::fd_set,
+        timeout: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) waits with mask;
 
-/// Interposed `epoll_pwait`: as [`sigsuspend`] for the mask it waits with.
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
-    epfd: c_int,
-    events: *mut libc::epoll_event,
-    maxevents: c_int,
-    timeout: c_int,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointer.
-    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
-    let Some(p) = real_or_enosys(&real::epoll_pwait, "epoll_pwait\0") else {
-        return -1;
-    };
-    type F = unsafe extern "C" fn(
-        c_int,
-        *mut libc::epoll_event,
-        c_int,
-        c_int,
-        *const libc::sigset_t,
-    ) -> c_int;
-    // SAFETY: libc's epoll_pwait with the caller's arguments.
-    unsafe { std::mem::transmute::<usize, F>(p)(epfd, events, maxevents, timeout, mask) }
-}
+    /// Interposed `epoll_pwait`: as [`sigsuspend`] for the mask it waits with.
+    fn epoll_pwait(
+        epfd: c_int,
+        events: *mut libc::epoll_event,
+        maxevents: c_int,
+        timeout: c_int,
+        mask: *const libc::sigset_t,
+    ) waits with mask;
 
-/// Interposed `epoll_pwait2`: as [`sigsuspend`] for the mask it waits with.
-#[no_mangle]
-pub unsafe extern "C" fn epoll_pwait2(
-    epfd: c_int,
-    events: *mut libc::epoll_event,
-    maxevents: c_int,
-    timeout: *const libc::timespec,
-    mask: *const libc::sigset_t,
-) -> c_int {
-    // SAFETY: zeroed sigset_t is valid.
-    let mut buf: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the caller's pointer.
-    let mask = unsafe { without_ours(libc::SIG_SETMASK, mask, &mut buf) };
-    let Some(p) = real_or_enosys(&real::epoll_pwait2, "epoll_pwait2\0") else {
-        return -1;
-    };
-    type F = unsafe extern "C" fn(
-        c_int,
-        *mut libc::epoll_event,
-        c_int,
-        *const libc::timespec,
-        *const libc::sigset_t,
-    ) -> c_int;
-    // SAFETY: libc's epoll_pwait2 with the caller's arguments.
-    unsafe { std::mem::transmute::<usize, F>(p)(epfd, events, maxevents, timeout, mask) }
+    /// Interposed `epoll_pwait2`: as [`sigsuspend`] for the mask it waits with.
+    fn epoll_pwait2(
+        epfd: c_int,
+        events: *mut libc::epoll_event,
+        maxevents: c_int,
+        timeout: *const libc::timespec,
+        mask: *const libc::sigset_t,
+    ) waits with mask;
 }
 
 /// Interposed `fork`: the child starts with fresh per-thread state (its own rings).
@@ -1087,27 +1011,21 @@ unsafe fn exec_patched(
     unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
 }
 
-/// Interposed `execve`: an environment passed explicitly keeps our variables, so the new
-/// image is traced too. No allocation (this may run in a `vfork` child).
-#[no_mangle]
-pub unsafe extern "C" fn execve(
-    path: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    unsafe { exec_patched(&real::execve, "execve\0", path, argv, envp) }
-}
+with_real! {
+    /// Interposed `execve`: an environment passed explicitly keeps our variables, so the new
+    /// image is traced too. No allocation (this may run in a `vfork` child).
+    fn execve(
+        path: *const c_char,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int = exec_patched;
 
-/// Interposed `execvpe` (glibc's calls its internal `execve`, not ours).
-#[no_mangle]
-pub unsafe extern "C" fn execvpe(
-    file: *const c_char,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    unsafe { exec_patched(&real::execvpe, "execvpe\0", file, argv, envp) }
+    /// Interposed `execvpe` (glibc's calls its internal `execve`, not ours).
+    fn execvpe(
+        file: *const c_char,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int = exec_patched;
 }
 
 /// Interposed `execveat`.
@@ -1126,11 +1044,9 @@ pub unsafe extern "C" fn execveat(
         *const *const c_char,
         c_int,
     ) -> c_int;
-    let p = real(&real::execveat, "execveat\0");
-    if p == 0 {
-        set_errno(libc::ENOSYS);
+    let Some(p) = real_or_enosys(&real::execveat, "execveat\0") else {
         return -1;
-    }
+    };
     let mut env = EnvPatch::new();
     // SAFETY: as in `execve`.
     unsafe {
@@ -1193,54 +1109,26 @@ unsafe fn spawn_patched(
     }
 }
 
-/// Interposed `posix_spawn` (glibc's child calls its internal `execve`, not ours).
-#[no_mangle]
-pub unsafe extern "C" fn posix_spawn(
-    pid: *mut libc::pid_t,
-    path: *const c_char,
-    actions: *const c_void,
-    attr: *const c_void,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    unsafe {
-        spawn_patched(
-            &real::posix_spawn,
-            "posix_spawn\0",
-            pid,
-            path,
-            actions,
-            attr,
-            argv,
-            envp,
-        )
-    }
-}
+with_real! {
+    /// Interposed `posix_spawn` (glibc's child calls its internal `execve`, not ours).
+    fn posix_spawn(
+        pid: *mut libc::pid_t,
+        path: *const c_char,
+        actions: *const c_void,
+        attr: *const c_void,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int = spawn_patched;
 
-/// Interposed `posix_spawnp`.
-#[no_mangle]
-pub unsafe extern "C" fn posix_spawnp(
-    pid: *mut libc::pid_t,
-    file: *const c_char,
-    actions: *const c_void,
-    attr: *const c_void,
-    argv: *const *const c_char,
-    envp: *const *const c_char,
-) -> c_int {
-    // SAFETY: the caller's arguments, passed on.
-    unsafe {
-        spawn_patched(
-            &real::posix_spawnp,
-            "posix_spawnp\0",
-            pid,
-            file,
-            actions,
-            attr,
-            argv,
-            envp,
-        )
-    }
+    /// Interposed `posix_spawnp`.
+    fn posix_spawnp(
+        pid: *mut libc::pid_t,
+        file: *const c_char,
+        actions: *const c_void,
+        attr: *const c_void,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int = spawn_patched;
 }
 
 /// Arguments `execle` can take under the tracer (more: `E2BIG`).
