@@ -260,46 +260,14 @@ impl Raw {
             path,
             top_file,
         };
-        for n in root.children().filter(|n| n.is_element()) {
-            if !self.trytop(&cx, n)? && !is_doc(n) {
-                return Err(loc(n).err(format!(
-                    "unexpected <{}> in <database>",
-                    n.tag_name().name()
-                )));
-            }
-        }
-        Ok(())
+        self.children(&cx, root, "database", |_, _| Ok(false))
     }
 
     fn trytop(&mut self, cx: &FileCx, n: roxmltree::Node) -> Result<bool, Error> {
         let loc = cx.loc(n);
         match n.tag_name().name() {
             "enum" => {
-                let mut name = None;
-                let mut inline = false;
-                let mut va = VarAttrs::default();
-                for a in n.attributes() {
-                    match a.name() {
-                        "name" => name = Some(a.value().to_string()),
-                        "inline" => inline = boolattr(&loc, a.value())?,
-                        "bare" => {}
-                        "prefix" => va.prefix = Some(a.value().to_string()),
-                        "varset" => va.varset = Some(a.value().to_string()),
-                        "variants" => va.variants = Some(a.value().to_string()),
-                        x => return Err(loc.err(format!("unknown attribute {x:?} on <enum>"))),
-                    }
-                }
-                let name = name.ok_or_else(|| loc.err("<enum> without a name"))?;
-                let mut values = Vec::new();
-                for c in n.children().filter(|c| c.is_element()) {
-                    if c.tag_name().name() == "value" {
-                        values.push(self.value(cx, c)?);
-                    } else if !self.trytop(cx, c)? && !is_doc(c) {
-                        return Err(cx
-                            .loc(c)
-                            .err(format!("unexpected <{}> in <enum>", c.tag_name().name())));
-                    }
-                }
+                let (name, inline, va, values) = self.typedef(cx, n, "value", Self::value)?;
                 if let Some(e) = self.enums.iter_mut().find(|e| e.name == name) {
                     e.values.extend(values);
                 } else {
@@ -313,31 +281,7 @@ impl Raw {
                 }
             }
             "bitset" => {
-                let mut name = None;
-                let mut inline = false;
-                let mut va = VarAttrs::default();
-                for a in n.attributes() {
-                    match a.name() {
-                        "name" => name = Some(a.value().to_string()),
-                        "inline" => inline = boolattr(&loc, a.value())?,
-                        "bare" => {}
-                        "prefix" => va.prefix = Some(a.value().to_string()),
-                        "varset" => va.varset = Some(a.value().to_string()),
-                        "variants" => va.variants = Some(a.value().to_string()),
-                        x => return Err(loc.err(format!("unknown attribute {x:?} on <bitset>"))),
-                    }
-                }
-                let name = name.ok_or_else(|| loc.err("<bitset> without a name"))?;
-                let mut fields = Vec::new();
-                for c in n.children().filter(|c| c.is_element()) {
-                    if c.tag_name().name() == "bitfield" {
-                        fields.push(self.bitfield(cx, c)?);
-                    } else if !self.trytop(cx, c)? && !is_doc(c) {
-                        return Err(cx
-                            .loc(c)
-                            .err(format!("unexpected <{}> in <bitset>", c.tag_name().name())));
-                    }
-                }
+                let (name, inline, va, fields) = self.typedef(cx, n, "bitfield", Self::bitfield)?;
                 if let Some(b) = self.bitsets.iter_mut().find(|b| b.name == name) {
                     b.fields.extend(fields);
                 } else {
@@ -352,16 +296,7 @@ impl Raw {
             }
             "group" => {
                 let name = only_name(&loc, n, "group")?;
-                let mut elems = Vec::new();
-                for c in n.children().filter(|c| c.is_element()) {
-                    if let Some(e) = self.delem(cx, c)? {
-                        elems.push(e);
-                    } else if !self.trytop(cx, c)? && !is_doc(c) {
-                        return Err(cx
-                            .loc(c)
-                            .err(format!("unexpected <{}> in <group>", c.tag_name().name())));
-                    }
-                }
+                let elems = self.elems(cx, n, "group")?;
                 self.groups.entry(name).or_default().extend(elems);
             }
             "domain" => {
@@ -385,16 +320,7 @@ impl Raw {
                     return Err(loc.err(format!("domain width {width}: must be 8, 16, 32 or 64")));
                 }
                 let name = name.ok_or_else(|| loc.err("<domain> without a name"))?;
-                let mut elems = Vec::new();
-                for c in n.children().filter(|c| c.is_element()) {
-                    if let Some(e) = self.delem(cx, c)? {
-                        elems.push(e);
-                    } else if !self.trytop(cx, c)? && !is_doc(c) {
-                        return Err(cx
-                            .loc(c)
-                            .err(format!("unexpected <{}> in <domain>", c.tag_name().name())));
-                    }
-                }
+                let elems = self.elems(cx, n, "domain")?;
                 if let Some(d) = self.domains.iter_mut().find(|d| d.name == name) {
                     if let (Some(a), Some(b)) = (d.size, size) {
                         if a != b {
@@ -450,6 +376,82 @@ impl Raw {
         Ok(true)
     }
 
+    /// Walks `n`'s elements: each goes to `take` first (`Ok(false)`: not one it takes),
+    /// then may be a top-level definition (rnndb allows them at any depth) or
+    /// documentation; anything else is an error naming `<what>`.
+    fn children<'a, 'i>(
+        &mut self,
+        cx: &FileCx,
+        n: roxmltree::Node<'a, 'i>,
+        what: &str,
+        mut take: impl FnMut(&mut Self, roxmltree::Node<'a, 'i>) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        for c in n.children().filter(|c| c.is_element()) {
+            if !take(self, c)? && !self.trytop(cx, c)? && !is_doc(c) {
+                return Err(cx
+                    .loc(c)
+                    .err(format!("unexpected <{}> in <{what}>", c.tag_name().name())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The register elements (`delem`) in `n`, a `<group>`, `<domain>`, `<array>` or
+    /// `<stripe>`.
+    fn elems(
+        &mut self,
+        cx: &FileCx,
+        n: roxmltree::Node,
+        what: &str,
+    ) -> Result<Vec<RawElem>, Error> {
+        let mut elems = Vec::new();
+        self.children(cx, n, what, |db, c| {
+            let e = db.delem(cx, c)?;
+            let taken = e.is_some();
+            elems.extend(e);
+            Ok(taken)
+        })?;
+        Ok(elems)
+    }
+
+    /// An `<enum>` or `<bitset>` (`n`): its name, `inline`, variant attributes and its
+    /// `item` elements, read by `read`.
+    #[allow(clippy::type_complexity)]
+    fn typedef<T>(
+        &mut self,
+        cx: &FileCx,
+        n: roxmltree::Node,
+        item: &str,
+        read: fn(&mut Self, &FileCx, roxmltree::Node) -> Result<T, Error>,
+    ) -> Result<(String, bool, VarAttrs, Vec<T>), Error> {
+        let loc = cx.loc(n);
+        let tag = n.tag_name().name();
+        let mut name = None;
+        let mut inline = false;
+        let mut va = VarAttrs::default();
+        for a in n.attributes() {
+            match a.name() {
+                "name" => name = Some(a.value().to_string()),
+                "inline" => inline = boolattr(&loc, a.value())?,
+                "bare" => {}
+                "prefix" => va.prefix = Some(a.value().to_string()),
+                "varset" => va.varset = Some(a.value().to_string()),
+                "variants" => va.variants = Some(a.value().to_string()),
+                x => return Err(loc.err(format!("unknown attribute {x:?} on <{tag}>"))),
+            }
+        }
+        let name = name.ok_or_else(|| loc.err(format!("<{tag}> without a name")))?;
+        let mut items = Vec::new();
+        self.children(cx, n, tag, |db, c| {
+            if c.tag_name().name() != item {
+                return Ok(false);
+            }
+            items.push(read(db, cx, c)?);
+            Ok(true)
+        })?;
+        Ok((name, inline, va, items))
+    }
+
     fn typetags(
         &mut self,
         cx: &FileCx,
@@ -457,20 +459,14 @@ impl Raw {
         ti: &mut RawType,
         what: &str,
     ) -> Result<(), Error> {
-        for c in n.children().filter(|c| c.is_element()) {
+        self.children(cx, n, what, |db, c| {
             match c.tag_name().name() {
-                "value" => ti.values.push(self.value(cx, c)?),
-                "bitfield" => ti.fields.push(self.bitfield(cx, c)?),
-                _ => {
-                    if !self.trytop(cx, c)? && !is_doc(c) {
-                        return Err(cx
-                            .loc(c)
-                            .err(format!("unexpected <{}> in <{what}>", c.tag_name().name())));
-                    }
-                }
+                "value" => ti.values.push(db.value(cx, c)?),
+                "bitfield" => ti.fields.push(db.bitfield(cx, c)?),
+                _ => return Ok(false),
             }
-        }
-        Ok(())
+            Ok(true)
+        })
     }
 
     fn value(&mut self, cx: &FileCx, n: roxmltree::Node) -> Result<RawValue, Error> {
@@ -487,13 +483,7 @@ impl Raw {
                 x => return Err(loc.err(format!("unknown attribute {x:?} on <value>"))),
             }
         }
-        for c in n.children().filter(|c| c.is_element()) {
-            if !self.trytop(cx, c)? && !is_doc(c) {
-                return Err(cx
-                    .loc(c)
-                    .err(format!("unexpected <{}> in <value>", c.tag_name().name())));
-            }
-        }
+        self.children(cx, n, "value", |_, _| Ok(false))?;
         Ok(RawValue {
             name: name.ok_or_else(|| loc.err("<value> without a name"))?,
             value,
@@ -607,15 +597,7 @@ impl Raw {
                 }
             }
             ElemKind::Array | ElemKind::Stripe => {
-                for c in n.children().filter(|c| c.is_element()) {
-                    if let Some(sub) = self.delem(cx, c)? {
-                        e.children.push(sub);
-                    } else if !self.trytop(cx, c)? && !is_doc(c) {
-                        return Err(cx
-                            .loc(c)
-                            .err(format!("unexpected <{}> in <{tag}>", c.tag_name().name())));
-                    }
-                }
+                e.children = self.elems(cx, n, tag)?;
                 if kind == ElemKind::Array && e.stride == 0 {
                     return Err(loc.err(format!(
                         "array {}: stride is missing or 0",
