@@ -1,7 +1,10 @@
 //! The fault path must not allocate: a counting global allocator proves that decode and
 //! emulate of every family make zero allocations.
 
-use mmio_trace_x86::{decode, emulate, Bus, BusFault, Cpu};
+mod harness;
+
+use harness::Regs;
+use mmio_trace_x86::{decode, emulate, Bus, BusFault};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
@@ -60,65 +63,6 @@ impl Bus for Flat {
     }
 }
 
-struct Ctx {
-    g: [u64; 16],
-    rip: u64,
-    fl: u64,
-    v: [[u8; 64]; 32],
-    k: [u64; 8],
-}
-
-impl Cpu for Ctx {
-    fn gpr(&self, n: usize) -> u64 {
-        self.g[n]
-    }
-    fn set_gpr(&mut self, n: usize, value: u64) {
-        self.g[n] = value;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, value: u64) {
-        self.rip = value;
-    }
-    fn rflags(&self) -> u64 {
-        self.fl
-    }
-    fn set_rflags(&mut self, value: u64) {
-        self.fl = value;
-    }
-    fn fs_base(&self) -> u64 {
-        0
-    }
-    fn gs_base(&self) -> u64 {
-        0
-    }
-    fn vec(&self, n: usize) -> [u8; 64] {
-        self.v[n]
-    }
-    fn set_vec(&mut self, n: usize, value: &[u8; 64]) {
-        self.v[n] = *value;
-    }
-    fn opmask(&self, n: usize) -> u64 {
-        self.k[n]
-    }
-    fn set_opmask(&mut self, n: usize, value: u64) {
-        self.k[n] = value;
-    }
-    fn x87_status(&self) -> u16 {
-        0
-    }
-    fn set_x87_status(&mut self, _value: u16) {}
-    fn x87_tags(&self) -> u8 {
-        0
-    }
-    fn set_x87_tags(&mut self, _value: u8) {}
-    fn x87_slot(&self, _i: usize) -> [u8; 10] {
-        [0; 10]
-    }
-    fn set_x87_slot(&mut self, _i: usize, _value: &[u8; 10]) {}
-}
-
 #[test]
 fn decode_and_emulate_allocate_nothing() {
     let forms: &[&[u8]] = &[
@@ -138,12 +82,9 @@ fn decode_and_emulate_allocate_nothing() {
         &[0x62, 0xf1, 0xfe, 0x48, 0x6f, 0x07], // vmovdqu64 zmm0, [rdi]
         &[0xf7, 0x37],                         // div dword [rdi]: unsupported path
     ];
-    let mut cpu = Ctx {
-        g: [0; 16],
+    let mut cpu = Regs {
         rip: 0x1000,
-        fl: 0x202,
-        v: [[0; 64]; 32],
-        k: [0; 8],
+        ..Regs::zeroed()
     };
     let mut bus = Flat([0; 256]);
     // iced-x86 builds its decoder tables on first use (a one-time, process-wide allocation);
@@ -154,9 +95,9 @@ fn decode_and_emulate_allocate_nothing() {
     COUNTING_TID.store(unsafe { libc::gettid() }, Ordering::SeqCst);
     for _ in 0..100 {
         for f in forms {
-            cpu.g = [0; 16];
-            cpu.g[1] = 3;
-            cpu.g[4] = 0x40;
+            cpu.gpr = [0; 16];
+            cpu.gpr[1] = 3;
+            cpu.gpr[4] = 0x40;
             match decode(f, 0x1000) {
                 Ok(d) => {
                     let _ = d.accesses(&cpu);
