@@ -125,6 +125,19 @@ extern "C" fn init() {
     resolve_all();
     ENV.get_or_init(saved_env);
     if tracer::init_from_env() {
+        // Opened again from the recorder's paths (the inherited ones were closed on the
+        // way): images this one execs with `environ` are to find the new numbers.
+        for (name, fd, var) in [
+            (tracer::ENV_FD, tracer::shm_fd(), &SHM_FD_VAR),
+            (tracer::ENV_LIVE_FD, tracer::live_fd(), &LIVE_FD_VAR),
+        ] {
+            let listed = std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<c_int>().ok());
+            if let Some(fd) = fd.filter(|&fd| Some(fd) != listed) {
+                renumber_environ(name, fd, var);
+            }
+        }
         create_end_key();
         INITIALISED.store(true, Ordering::Release);
         // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;

@@ -223,10 +223,15 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         preload.push(old);
     }
     let mut cmd = Command::new(program);
+    // The recorder's own descriptors by path too, for images whose inherited ones were
+    // closed on the way.
+    let proc_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
     cmd.args(args)
         .env("LD_PRELOAD", preload)
         .env(mmio_trace_ring::ENV_FD, consumer.fd().to_string())
         .env(mmio_trace_ring::ENV_LIVE_FD, consumer.live_fd().to_string())
+        .env(mmio_trace_ring::ENV_SHM_PATH, proc_fd(consumer.fd()))
+        .env(mmio_trace_ring::ENV_LIVE_PATH, proc_fd(consumer.live_fd()))
         .env(rules::ENV_DEVICES, device_globs(&opts.devices).join("\n"))
         .env(
             rules::ENV_NO_DEFAULTS,

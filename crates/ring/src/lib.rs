@@ -45,6 +45,16 @@ pub const ENV_FD: &str = "MMIO_TRACE_SHM_FD";
 /// the read end means the recorder is gone (whatever its pid now names).
 pub const ENV_LIVE_FD: &str = "MMIO_TRACE_LIVE_FD";
 
+/// Environment variable holding a path that opens the recorder's memfd: its own
+/// descriptor, `/proc/<recorder pid>/fd/<n>`. An image whose inherited [`ENV_FD`] was
+/// closed or replaced on its way (a `posix_spawn` file action, a `vfork` child's `dup2`,
+/// a raw `close_range` system call: nothing a preloaded library can intercept) opens
+/// the memfd again there instead of running untraced.
+pub const ENV_SHM_PATH: &str = "MMIO_TRACE_SHM_PATH";
+
+/// The same as [`ENV_SHM_PATH`] for the read end of the liveness pipe ([`ENV_LIVE_FD`]).
+pub const ENV_LIVE_PATH: &str = "MMIO_TRACE_LIVE_PATH";
+
 /// `Header::magic`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MMTRING1");
 

@@ -91,17 +91,99 @@ pub fn init(shm: Shm, rules: Rules) {
 /// Starts tracing if the recorder's shared memory is in the environment (the preload
 /// library's constructor). Returns whether tracing is on.
 pub fn init_from_env() -> bool {
-    let Some(fd) = std::env::var(mmio_trace_ring::ENV_FD)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
+    use mmio_trace_ring::{ENV_FD, ENV_LIVE_FD, ENV_LIVE_PATH, ENV_SHM_PATH};
+    if std::env::var_os(ENV_FD).is_none() {
+        return false;
+    }
+    // The inherited descriptor first (its header's magic tells whether it still is the
+    // memfd); the recorder's own through /proc only when that fails, so that a child in
+    // another pid namespace, whose /proc names other processes, keeps working as before.
+    let mut shm = env_fd(ENV_FD).and_then(|fd| map_shm(fd).map(|m| (fd, m)));
+    let reopened = shm.is_none();
+    if reopened {
+        shm = open_path(ENV_SHM_PATH, libc::O_RDWR).and_then(|fd| match map_shm(fd) {
+            Some(m) => Some((fd, m)),
+            None => {
+                sys::close(fd);
+                None
+            }
+        });
+    }
+    let Some((fd, shm)) = shm else {
+        // Data loss must not be silent: this image's accesses are not in the log.
+        eprintln!(
+            "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced",
+            sys::getpid(),
+            std::env::args().next().unwrap_or_default()
+        );
         return false;
     };
+    SHM_FD.store(fd, Ordering::Relaxed);
+    // The recorder's liveness pipe: producers that must wait for room poll it. Cut with
+    // the memfd, or no longer a pipe: opened again too.
+    let live = env_fd(ENV_LIVE_FD).filter(|&fd| !reopened && is_fifo(fd));
+    if let Some(live) = live.or_else(|| open_path(ENV_LIVE_PATH, libc::O_RDONLY | libc::O_NONBLOCK))
+    {
+        mmio_trace_ring::set_recorder_fd(live);
+    }
+    init(shm, Rules::from_env());
+    true
+}
+
+/// The descriptor number in environment variable `var`.
+fn env_fd(var: &str) -> Option<i32> {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .filter(|&fd| fd >= 0)
+}
+
+/// Whether `fd` is open and a pipe.
+fn is_fifo(fd: i32) -> bool {
+    // SAFETY: an all-zero stat is a valid out buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of a number that may not be open: it fails then.
+    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO }
+}
+
+/// Opens the path in environment variable `var` (one of the recorder's descriptors,
+/// `/proc/<pid>/fd/<n>`) with `flags`, at a number from 200 up, out of the program's
+/// way.
+fn open_path(var: &str, flags: libc::c_int) -> Option<i32> {
+    let path = std::env::var_os(var)
+        .and_then(|p| std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(p)).ok())?;
+    // SAFETY: a NUL-terminated path.
+    let n = unsafe { libc::open(path.as_ptr(), flags) };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: duplicating the descriptor just opened.
+    let high = unsafe { libc::fcntl(n, libc::F_DUPFD, 200) };
+    if high < 0 {
+        return Some(n);
+    }
+    sys::close(n);
+    Some(high)
+}
+
+/// Maps the recorder's shared memory from `fd`, if it is that (its header's magic).
+fn map_shm(fd: i32) -> Option<Shm> {
+    // A file of at least a header's page: reading a mapped page past the end of a file
+    // (the program's own, put at this number) would raise SIGBUS.
+    // SAFETY: an all-zero stat is a valid out buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of a number that may not be open: it fails then.
+    if unsafe { libc::fstat(fd, &mut st) } != 0
+        || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        || st.st_size < 4096
+    {
+        return None;
+    }
     // Map the header first to learn the size.
     // SAFETY: a fresh shared mapping of the inherited memfd.
     let p = unsafe { sys::mmap(0, 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0) };
     if p < 0 {
-        return false;
+        return None;
     }
     // SAFETY: the page just mapped holds the header (validated by Shm::from_raw below).
     let h = unsafe { &*(p as *const mmio_trace_ring::Header) };
@@ -109,8 +191,8 @@ pub fn init_from_env() -> bool {
     let size = mmio_trace_ring::total_size(h.nrings as usize, h.capacity as usize);
     // SAFETY: unmapping what we mapped.
     unsafe { sys::munmap(p as usize, 4096) };
-    if !ok {
-        return false;
+    if !ok || (st.st_size as u64) < size as u64 {
+        return None;
     }
     // SAFETY: shared mapping of the whole memfd; never unmapped.
     let base = unsafe {
@@ -124,23 +206,10 @@ pub fn init_from_env() -> bool {
         )
     };
     if base < 0 {
-        return false;
+        return None;
     }
     // SAFETY: a live mapping of an initialised memfd, kept for the process's lifetime.
-    let Some(shm) = (unsafe { Shm::from_raw(base as *mut u8, size) }) else {
-        return false;
-    };
-    SHM_FD.store(fd, Ordering::Relaxed);
-    // The recorder's liveness pipe: producers that must wait for room poll it.
-    if let Some(live) = std::env::var(mmio_trace_ring::ENV_LIVE_FD)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .filter(|&v| v >= 0)
-    {
-        mmio_trace_ring::set_recorder_fd(live);
-    }
-    init(shm, Rules::from_env());
-    true
+    unsafe { Shm::from_raw(base as *mut u8, size) }
 }
 
 /// The read end of the recorder's liveness pipe (to keep the program from closing it).
