@@ -13,6 +13,11 @@ pub const MAX_WIDTH: usize = 64;
 
 /// One record of an mmiotrace log.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// An 8-byte tag: with the default 4-byte one, moving an event out of the
+// `Result<Option<Event>>` that `next_event` returns copies it from offset 4, across the
+// stores that wrote it, and the processor cannot forward them (`next_event` 1.3x faster
+// for text logs, 1.55x for binary ones; same size, 64 bytes, and same `Option` niche).
+#[repr(u64)]
 pub enum Event {
     /// `VERSION 20070824`: the first line of a log read from `trace_pipe`.
     Version(Vec<u8>),
