@@ -23,6 +23,13 @@ bar0 = int(pcidev[0][4], 16) & ~0xF
 maps = [l.split() for l in lines if l.startswith("MAP ")]
 if not maps or int(maps[0][3], 16) != bar0:
     fail(f"MAP lines {maps} do not start at edu BAR0 {bar0:#x}")
+# The recorder names each mapping's file in a MARK, and says when the driver refused the
+# alias mapping (sysfs BARs allow it).
+named = [l.split(None, 2)[2].split() for l in lines if l.startswith("MARK ") and l.split()[2] == "map"]
+if not named or named[0][1] != "1" or not named[0][2].endswith("/resource0"):
+    fail(f"no MARK naming map 1's file .../resource0: {named}")
+if any("alias" in " ".join(m) for m in named):
+    fail(f"the alias mapping of edu's BAR0 was refused: {named}")
 acc = []
 for l in lines:
     f = l.split()

@@ -222,11 +222,14 @@ fn markers_from_the_program_and_from_another_shell() {
             _ => {}
         }
     }
+    // The recorder's own marker names the device's file right after it was mapped.
+    let dev = t.dev.to_str().unwrap();
+    assert_eq!(seq[0], format!("map 1 {dev} offset 0x0 length 0x1000"));
     // The program's own marker sits exactly between its writes; the external one is timed
     // when `mmio-trace mark` sent it: after the program said it was ready, before it was
     // told to go on.
-    assert_eq!(&seq[..3], ["W1", "between one and two", "W2"]);
-    assert!(seq[3..] == ["from another shell", "W3"], "{seq:?}");
+    assert_eq!(&seq[1..4], ["W1", "between one and two", "W2"]);
+    assert!(seq[4..] == ["from another shell", "W3"], "{seq:?}");
 }
 
 #[test]
@@ -246,7 +249,11 @@ fn demo_runs_the_example_driver_under_record() {
         .filter(|l| l.starts_with("R ") || l.starts_with("W ") || l.starts_with("MARK "))
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            if f[0] == "MARK" {
+            if f[0] == "MARK" && f[2] == "map" {
+                // The device file is in a fresh temporary directory.
+                assert!(f[4].ends_with("/dma-engine.regs"), "{l}");
+                format!("MARK map {} DEV {}", f[3], f[5..].join(" "))
+            } else if f[0] == "MARK" {
                 format!("MARK {}", f[2..].join(" "))
             } else {
                 format!("{} {} {} {}", f[0], f[1], f[4], f[5])
@@ -256,6 +263,7 @@ fn demo_runs_the_example_driver_under_record() {
     assert_eq!(
         rw,
         [
+            "MARK map 1 DEV offset 0x0 length 0x1000",
             "MARK probe",
             "R 4 0x0 0x31414d44",
             "R 4 0x4 0x10002",

@@ -501,7 +501,56 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
         return;
     }
     emit::map(addr, len, phys, map_id, pc);
+    map_mark(map_id, path, off as u64, len, alias != 0);
     protect_traced_pages(rules, addr, len, off as u64);
+}
+
+/// Logs a `MARK` naming the file a new mapping maps, which its `MAP` line cannot say:
+/// `map ID PATH offset 0xOFF length 0xLEN`, and whether accesses go through an alias
+/// mapping or are all single-stepped (the driver refused a second mapping). Formatted
+/// without allocation, like the rest of the hook.
+fn map_mark(map_id: u64, path: &[u8], off: u64, len: u64, alias: bool) {
+    struct Buf {
+        b: [u8; 768],
+        n: usize,
+    }
+    impl Buf {
+        fn put(&mut self, s: &[u8]) {
+            let k = s.len().min(self.b.len() - self.n);
+            self.b[self.n..self.n + k].copy_from_slice(&s[..k]);
+            self.n += k;
+        }
+        fn num(&mut self, mut v: u64, hex: bool) {
+            let base = if hex { 16 } else { 10 };
+            let mut d = [0u8; 20];
+            let mut i = d.len();
+            loop {
+                i -= 1;
+                d[i] = b"0123456789abcdef"[(v % base) as usize];
+                v /= base;
+                if v == 0 {
+                    break;
+                }
+            }
+            if hex {
+                self.put(b"0x");
+            }
+            self.put(&d[i..]);
+        }
+    }
+    let mut t = Buf { b: [0; 768], n: 0 };
+    t.put(b"map ");
+    t.num(map_id, false);
+    t.put(b" ");
+    t.put(path);
+    t.put(b" offset ");
+    t.num(off, true);
+    t.put(b" length ");
+    t.num(len, true);
+    if !alias {
+        t.put(b" (no alias mapping: every access single-stepped)");
+    }
+    emit::mark(&t.b[..t.n]);
 }
 
 fn protect_traced_pages(rules: &Rules, addr: u64, len: u64, off: u64) {
