@@ -62,6 +62,27 @@ struct MapStats {
     reads: u64,
     writes: u64,
     unmapped: bool,
+    /// The mapped file and whether accesses went through an alias mapping, from the
+    /// `MARK` that `record` writes after the `MAP`.
+    file: Option<(String, bool)>,
+}
+
+/// The map id, file and alias flag of a `MARK` as `record` writes after a `MAP`:
+/// `map ID PATH offset 0xOFF length 0xLEN`, then ` (no alias mapping: ...)` when the
+/// driver refused the alias. Anything else is an ordinary marker.
+fn map_mark(text: &[u8]) -> Option<(i64, String, bool)> {
+    let text = std::str::from_utf8(text).ok()?;
+    let (head, alias) = match text.split_once(" (no alias mapping") {
+        Some((head, _)) => (head, false),
+        None => (text, true),
+    };
+    let rest = head.strip_prefix("map ")?;
+    let (id, rest) = rest.split_once(' ')?;
+    let (path, rest) = rest.rsplit_once(" offset 0x")?;
+    let (off, len) = rest.split_once(" length 0x")?;
+    let hex = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(off) && hex(len)).then_some(())?;
+    Some((id.parse().ok()?, path.to_string(), alias))
 }
 
 #[derive(Default)]
@@ -164,7 +185,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 s.len = Some(m.len);
             }
             Event::Unmap(u) => maps.entry(u.id).or_default().unmapped = true,
-            Event::Mark(_) => t.marks += 1,
+            Event::Mark(m) => {
+                t.marks += 1;
+                if let Some((id, file, alias)) = map_mark(&m.text) {
+                    maps.entry(id).or_default().file = Some((file, alias));
+                }
+            }
             Event::LostEvents(n) => {
                 t.lost_marks += 1;
                 t.lost_events += n;
@@ -243,6 +269,8 @@ fn to_json(
             "reads": m.reads,
             "writes": m.writes,
             "unmapped": m.unmapped,
+            "file": m.file.as_ref().map(|f| &f.0),
+            "alias": m.file.as_ref().map(|f| f.1),
         })).collect::<Vec<_>>(),
         "addresses": hot.iter().map(|(addr, s)| json!({
             "addr": hex(**addr),
@@ -312,12 +340,17 @@ fn to_text(
         for (id, m) in maps {
             let _ = writeln!(
                 o,
-                "  {:>5}  {:>18}  {:>10}  {:>10}  {:>10}{}",
+                "  {:>5}  {:>18}  {:>10}  {:>10}  {:>10}{}{}",
                 id,
                 m.phys.map(hex).unwrap_or_else(|| "?".into()),
                 m.len.map(hex).unwrap_or_else(|| "?".into()),
                 m.reads,
                 m.writes,
+                match &m.file {
+                    Some((f, true)) => format!("  {f}"),
+                    Some((f, false)) => format!("  {f} (no alias: single-stepped)"),
+                    None => String::new(),
+                },
                 if m.unmapped { "  (unmapped)" } else { "" }
             );
         }

@@ -223,6 +223,53 @@ fn stats_reports_losses_and_per_map_totals() {
 }
 
 #[test]
+fn stats_names_each_map_s_file_from_record_s_markers() {
+    let log = tmp(
+        "named.log",
+        b"\
+VERSION 20070824
+MAP 1.000000 1 0x0 0x7f0000001000 0x1000 0x0 7
+MARK 1.000001 map 1 /dev/nvidia0 offset 0x0 length 0x1000
+MAP 1.000002 2 0x1000 0x7f0000002000 0x2000 0x0 7
+MARK 1.000003 map 2 /dev/nvidiactl offset 0x1000 length 0x2000 (no alias mapping: every access single-stepped)
+MAP 1.000004 3 0x0 0x7f0000004000 0x1000 0x0 7
+MARK 1.000005 map 3 made by hand
+MARK 1.000006 map 3 /dev/x offset 0xzz length 0x1000
+W 4 1.000007 1 0x10 0x1 0x401000 7
+R 4 1.000008 2 0x1010 0x2 0x401000 7
+",
+    );
+    let out = stdout(&run(&["stats", s(&log)]));
+    assert!(
+        out.contains(
+            "      1                 0x0      0x1000           0           1  /dev/nvidia0\n\
+             \x20     2              0x1000      0x2000           1           0  \
+             /dev/nvidiactl (no alias: single-stepped)\n\
+             \x20     3                 0x0      0x1000           0           0\n"
+        ),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&["stats", "--json", s(&log)]))).unwrap();
+    let files: Vec<_> = (0..3)
+        .map(|i| {
+            (
+                json["maps"][i]["file"].clone(),
+                json["maps"][i]["alias"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("/dev/nvidia0".into(), true.into()),
+            ("/dev/nvidiactl".into(), false.into()),
+            (serde_json::Value::Null, serde_json::Value::Null),
+        ]
+    );
+}
+
+#[test]
 fn convert_text_to_binary_and_back_is_byte_identical() {
     let bin = std::env::temp_dir().join(format!("e1000-{}.mtb", std::process::id()));
     let txt = std::env::temp_dir().join(format!("e1000-{}.txt", std::process::id()));
