@@ -30,6 +30,8 @@ if not named or named[0][1] != "1" or not named[0][2].endswith("/resource0"):
     fail(f"no MARK naming map 1's file .../resource0: {named}")
 if any("alias" in " ".join(m) for m in named):
     fail(f"the alias mapping of edu's BAR0 was refused: {named}")
+if kind == "edu-mremap" and not any(m[2:4] == ["continues", "map"] for m in named[1:]):
+    fail(f"no MARK saying the mremap'd mapping continues map 1: {named}")
 acc = []
 for l in lines:
     f = l.split()

@@ -67,6 +67,14 @@ struct MapStats {
     file: Option<(String, bool)>,
 }
 
+/// The ids of `map ID continues map FROM`, the `MARK` that `record` writes when an
+/// `mremap` moves, grows or duplicates a mapping (the same file).
+fn continues_mark(text: &[u8]) -> Option<(i64, i64)> {
+    let rest = std::str::from_utf8(text).ok()?.strip_prefix("map ")?;
+    let (id, from) = rest.split_once(" continues map ")?;
+    Some((id.parse().ok()?, from.parse().ok()?))
+}
+
 /// The map id, file and alias flag of a `MARK` as `record` writes after a `MAP`:
 /// `map ID PATH offset 0xOFF length 0xLEN`, then ` (no alias mapping: ...)` when the
 /// driver refused the alias. Anything else is an ordinary marker.
@@ -189,6 +197,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 t.marks += 1;
                 if let Some((id, file, alias)) = map_mark(&m.text) {
                     maps.entry(id).or_default().file = Some((file, alias));
+                } else if let Some((id, from)) = continues_mark(&m.text) {
+                    let file = maps.get(&from).and_then(|f| f.file.clone());
+                    maps.entry(id).or_default().file = file;
                 }
             }
             Event::LostEvents(n) => {

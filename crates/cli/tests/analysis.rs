@@ -237,21 +237,25 @@ MARK 1.000005 map 3 made by hand
 MARK 1.000006 map 3 /dev/x offset 0xzz length 0x1000
 W 4 1.000007 1 0x10 0x1 0x401000 7
 R 4 1.000008 2 0x1010 0x2 0x401000 7
+UNMAP 1.000009 1 0x0 7
+MAP 1.000009 4 0x0 0x7f0000008000 0x1000 0x0 7
+MARK 1.000009 map 4 continues map 1
 ",
     );
     let out = stdout(&run(&["stats", s(&log)]));
     assert!(
         out.contains(
-            "      1                 0x0      0x1000           0           1  /dev/nvidia0\n\
+            "      1                 0x0      0x1000           0           1  /dev/nvidia0  (unmapped)\n\
              \x20     2              0x1000      0x2000           1           0  \
              /dev/nvidiactl (no alias: single-stepped)\n\
-             \x20     3                 0x0      0x1000           0           0\n"
+             \x20     3                 0x0      0x1000           0           0\n\
+             \x20     4                 0x0      0x1000           0           0  /dev/nvidia0\n"
         ),
         "{out}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&run(&["stats", "--json", s(&log)]))).unwrap();
-    let files: Vec<_> = (0..3)
+    let files: Vec<_> = (0..4)
         .map(|i| {
             (
                 json["maps"][i]["file"].clone(),
@@ -265,6 +269,7 @@ R 4 1.000008 2 0x1010 0x2 0x401000 7
             ("/dev/nvidia0".into(), true.into()),
             ("/dev/nvidiactl".into(), false.into()),
             (serde_json::Value::Null, serde_json::Value::Null),
+            ("/dev/nvidia0".into(), true.into()),
         ]
     );
 }

@@ -334,6 +334,22 @@ fn programs_own_mprotect_still_holds_and_mremap_keeps_tracing() {
         })
         .collect();
     assert_eq!(kinds, ["MAP", "UNMAP", "MAP"]);
+    // The markers name the device's file for the first id, and the second as its sequel.
+    let dev = t.dev.to_str().unwrap();
+    let marks: Vec<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            format!("map 1 {dev} offset 0x0 length 0x2000"),
+            "map 2 continues map 1".into()
+        ]
+    );
 }
 
 #[test]

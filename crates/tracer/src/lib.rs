@@ -507,38 +507,9 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
 
 /// Logs a `MARK` naming the file a new mapping maps, which its `MAP` line cannot say:
 /// `map ID PATH offset 0xOFF length 0xLEN`, and whether accesses go through an alias
-/// mapping or are all single-stepped (the driver refused a second mapping). Formatted
-/// without allocation, like the rest of the hook.
+/// mapping or are all single-stepped (the driver refused a second mapping).
 fn map_mark(map_id: u64, path: &[u8], off: u64, len: u64, alias: bool) {
-    struct Buf {
-        b: [u8; 768],
-        n: usize,
-    }
-    impl Buf {
-        fn put(&mut self, s: &[u8]) {
-            let k = s.len().min(self.b.len() - self.n);
-            self.b[self.n..self.n + k].copy_from_slice(&s[..k]);
-            self.n += k;
-        }
-        fn num(&mut self, mut v: u64, hex: bool) {
-            let base = if hex { 16 } else { 10 };
-            let mut d = [0u8; 20];
-            let mut i = d.len();
-            loop {
-                i -= 1;
-                d[i] = b"0123456789abcdef"[(v % base) as usize];
-                v /= base;
-                if v == 0 {
-                    break;
-                }
-            }
-            if hex {
-                self.put(b"0x");
-            }
-            self.put(&d[i..]);
-        }
-    }
-    let mut t = Buf { b: [0; 768], n: 0 };
+    let mut t = MarkText::new();
     t.put(b"map ");
     t.num(map_id, false);
     t.put(b" ");
@@ -550,7 +521,61 @@ fn map_mark(map_id: u64, path: &[u8], off: u64, len: u64, alias: bool) {
     if !alias {
         t.put(b" (no alias mapping: every access single-stepped)");
     }
-    emit::mark(&t.b[..t.n]);
+    emit::mark(t.text());
+}
+
+/// Logs `map ID continues map FROM`: an `mremap` moved, grew or duplicated mapping
+/// `from` as mapping `id` (the same file).
+fn continues_mark(id: u64, from: u64) {
+    let mut t = MarkText::new();
+    t.put(b"map ");
+    t.num(id, false);
+    t.put(b" continues map ");
+    t.num(from, false);
+    emit::mark(t.text());
+}
+
+/// A marker's text, formatted without allocation (the hooks that log them run where
+/// `malloc` may not be called).
+struct MarkText {
+    b: [u8; 768],
+    n: usize,
+}
+
+impl MarkText {
+    fn new() -> Self {
+        MarkText { b: [0; 768], n: 0 }
+    }
+
+    fn text(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+
+    /// Appends `s`, cut at the buffer's end.
+    fn put(&mut self, s: &[u8]) {
+        let k = s.len().min(self.b.len() - self.n);
+        self.b[self.n..self.n + k].copy_from_slice(&s[..k]);
+        self.n += k;
+    }
+
+    /// Appends `v` in decimal, or in `0x` hex.
+    fn num(&mut self, mut v: u64, hex: bool) {
+        let base = if hex { 16 } else { 10 };
+        let mut d = [0u8; 20];
+        let mut i = d.len();
+        loop {
+            i -= 1;
+            d[i] = b"0123456789abcdef"[(v % base) as usize];
+            v /= base;
+            if v == 0 {
+                break;
+            }
+        }
+        if hex {
+            self.put(b"0x");
+        }
+        self.put(&d[i..]);
+    }
 }
 
 fn protect_traced_pages(rules: &Rules, addr: u64, len: u64, off: u64) {
@@ -680,6 +705,7 @@ fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
     };
     if regions::add(nr) {
         emit::map(new, new_len, nr.phys, map_id, pc);
+        continues_mark(map_id, r.map_id);
         // The view inherited PROT_NONE from the original's closed pages; keep it closed.
         // SAFETY: the program's new mapping.
         unsafe { sys::mprotect(new as usize, new_len as usize, libc::PROT_NONE) };
@@ -801,15 +827,18 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
         regions::add(*p);
     }
     if let Some((mut t, id)) = tail {
+        let from = t.map_id;
         t.map_id = id;
         if regions::add(t) && !ids[..nids].iter().any(|e| e.1 == id) {
             emit::map(t.start, t.len, t.phys, id, pc);
+            continues_mark(id, from);
         }
         // SAFETY: the program's grown pages (they inherited the last page's protection).
         unsafe { sys::mprotect(t.start as usize, t.len as usize, libc::PROT_NONE) };
     }
     for e in &ids[..nids] {
         emit::map(e.2, e.3 - e.2, e.4, e.1, pc);
+        continues_mark(e.1, e.0);
     }
 }
 
