@@ -29,6 +29,7 @@ pub mod sys;
 pub mod threads;
 pub mod vfio;
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
@@ -110,8 +111,10 @@ pub fn init_from_env() -> bool {
         });
     }
     let Some((fd, shm)) = shm else {
-        // Data loss must not be silent: this image's accesses are not in the log.
-        eprintln!(
+        // Data loss must not be silent: this image's accesses are not in the log. (Not
+        // `eprintln!`, which panics when stderr is closed: this runs in a constructor.)
+        let _ = writeln!(
+            std::io::stderr(),
             "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced",
             sys::getpid(),
             std::env::args().next().unwrap_or_default()
