@@ -424,7 +424,7 @@ unsafe fn with_sigev_thread(sev: *const c_void) -> Option<SigEvent> {
     Some(e)
 }
 
-/// Interposed `timer_create`: see [`sigev_thread`].
+/// Interposed `timer_create`: see `sigev_thread` (the wrapper of its callbacks).
 #[no_mangle]
 pub unsafe extern "C" fn timer_create(
     clock: libc::clockid_t,
@@ -448,7 +448,7 @@ pub unsafe extern "C" fn timer_create(
     }
 }
 
-/// Interposed `mq_notify`: see [`sigev_thread`].
+/// Interposed `mq_notify`: see `sigev_thread` (the wrapper of its callbacks).
 #[no_mangle]
 pub unsafe extern "C" fn mq_notify(mq: c_int, sev: *const c_void) -> c_int {
     let Some(p) = real_or_enosys(&real::mq_notify, "mq_notify\0") else {
@@ -1152,7 +1152,7 @@ const EXECLE_MAX: usize = 61;
 /// the x86-64 SysV ABI variadic and fixed integer arguments are passed alike (registers,
 /// then the caller's stack), so parameter k is argument k when the caller passed that
 /// many; those past the caller's (after envp) read its stack frame and are ignored. At most
-/// [`EXECLE_MAX`] arguments before the NULL.
+/// 61 arguments (`EXECLE_MAX`) before the NULL.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn execle(

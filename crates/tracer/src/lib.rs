@@ -2,10 +2,10 @@
 //!
 //! Device mappings are made `PROT_NONE`; every access faults into [`signals`]'s SIGSEGV
 //! handler, which finds the region ([`regions`], lock-free), decodes the instruction,
-//! completes it through an always-accessible alias mapping of the same memory ([`emu`]),
+//! completes it through an always-accessible alias mapping of the same memory (module `emu`),
 //! publishes the event into the thread's shared-memory ring and advances RIP. The page
 //! never opens, so other threads keep running and stay traced. Instructions the emulator
-//! cannot do take the step fallback ([`step`]).
+//! cannot do take the step fallback (module `step`).
 //!
 //! The fault path allocates nothing, takes no lock a signal could re-enter, makes raw
 //! system calls only ([`sys`]) and keeps per-thread state in a fixed table keyed by the
