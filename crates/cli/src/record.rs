@@ -59,6 +59,12 @@ pub struct RecordArgs {
     #[arg(long = "bypass", value_name = "RANGES")]
     bypass: Vec<String>,
 
+    /// Map no device a second time: the tracer then single-steps every access instead
+    /// of completing it through its own mapping (much slower; for drivers that track or
+    /// refuse extra mappings of their device, and to see what such a driver gets)
+    #[arg(long)]
+    no_alias: bool,
+
     /// No status line on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -85,6 +91,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.no_default_devices = args.no_default_devices;
     opts.ranges = args.ranges;
     opts.bypass = args.bypass;
+    opts.no_alias = args.no_alias;
     opts.status = !args.quiet;
     let quiet = args.quiet;
     let out = mmio_trace_record::record(&opts).context("mmio-trace record")?;

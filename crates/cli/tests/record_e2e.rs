@@ -80,6 +80,71 @@ fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
     }
 }
 
+#[test]
+fn without_the_alias_mapping_every_access_is_single_stepped() {
+    // What a driver that refuses a second mapping of its device gets (`--no-alias`):
+    // the program runs the same; plain loads and stores keep their values; read-modify-
+    // write and SSE accesses, whose values a step cannot know without re-reading the
+    // device, are logged UNKNOWN with their opcode.
+    let t = Fixture::new("noalias", "regs", 8192);
+    let (out, ev) = t.record_with(&["--no-alias"], &[]);
+    assert_exit(&out, 7);
+    // What the program saw, as in `instruction_forms_are_traced_exactly...`.
+    let s = stdout(&out);
+    assert!(
+        s.starts_with("id=00001000 b=5a h=1234 q=1122334455667788 zx=ca sx=ffffffca"),
+        "{s}"
+    );
+    assert!(s.contains("s2=00001405"), "{s}");
+    let dev = t.dev.to_str().unwrap();
+    let marks: Vec<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        marks,
+        [format!(
+            "map 1 {dev} offset 0x0 length 0x2000 (no alias mapping: every access single-stepped)"
+        )]
+    );
+    assert_eq!(
+        accesses(&ev),
+        vec![
+            ('R', 4, 0x0, 0x1000),
+            ('W', 4, 0x4, 0xdeadbeef),
+            ('W', 1, 0x8, 0x5a),
+            ('W', 2, 0xa, 0x1234),
+            ('W', 8, 0x10, 0x1122334455667788),
+            ('R', 1, 0x8, 0x5a),
+            ('R', 2, 0xa, 0x1234),
+            ('R', 8, 0x10, 0x1122334455667788),
+            ('W', 4, 0x20, 0xcafef00d),
+            ('R', 1, 0x23, 0xca),
+            ('R', 1, 0x23, 0xca),
+            ('R', 4, 0x1000, 0x1405),
+        ]
+    );
+    let unknown: Vec<(u64, [u8; 3])> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unknown(u) => Some((u.phys, u.opcode)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            (0x1000, [0x83, 0x83, 0x00]), // add dword [rbx+0x1000], 5
+            (0x30, [0xf3, 0x0f, 0x7f]),   // movdqu [rbx+0x30], xmm
+            (0x30, [0xf3, 0x0f, 0x6f]),   // movdqu xmm, [rbx+0x30]
+            (0x4, [0xf2, 0x0f, 0x38]),    // crc32 (not emulated either way)
+        ]
+    );
+}
+
 fn out_pid(ev: &[Event]) -> u32 {
     ev.iter()
         .find_map(|e| {

@@ -55,6 +55,8 @@ pub struct Options {
     pub ranges: Vec<String>,
     /// Untraced offset ranges (`--bypass`), as given.
     pub bypass: Vec<String>,
+    /// Map no device a second time: every access single-stepped (`--no-alias`).
+    pub no_alias: bool,
     /// Show the status line on stderr when it is a terminal.
     pub status: bool,
     /// The program and its arguments.
@@ -75,6 +77,7 @@ impl Options {
             no_default_devices: false,
             ranges: Vec::new(),
             bypass: Vec::new(),
+            no_alias: false,
             status: true,
             command,
             rings: DEFAULT_RINGS,
@@ -238,7 +241,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             if opts.no_default_devices { "1" } else { "0" },
         )
         .env(rules::ENV_RANGES, opts.ranges.join(","))
-        .env(rules::ENV_BYPASS, opts.bypass.join(","));
+        .env(rules::ENV_BYPASS, opts.bypass.join(","))
+        .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" });
     // SAFETY: pre_exec runs async-signal-safe calls only (signal disposition reset).
     unsafe {
         cmd.pre_exec(|| {

@@ -480,7 +480,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     // state, so the program's own fd, not a reopened path).
     let mut alias = 0u64;
     for p in [libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ, prot] {
-        if p == libc::PROT_NONE {
+        if p == libc::PROT_NONE || rules.no_alias {
             continue;
         }
         // SAFETY: a fresh mapping at an address of the kernel's choice.

@@ -16,6 +16,9 @@ pub const ENV_NO_DEFAULTS: &str = "MMIO_TRACE_NO_DEFAULT_DEVICES";
 pub const ENV_RANGES: &str = "MMIO_TRACE_RANGES";
 /// Environment variable: offset ranges never traced (large apertures).
 pub const ENV_BYPASS: &str = "MMIO_TRACE_BYPASS";
+/// Environment variable: `1` to map no device a second time (no alias mapping): every
+/// access is single-stepped, as when a driver refuses the alias.
+pub const ENV_NO_ALIAS: &str = "MMIO_TRACE_NO_ALIAS";
 
 /// The default device rules (globs over canonical paths; `*` also matches `/`).
 pub const DEFAULT_DEVICES: &[&str] = &[
@@ -44,6 +47,8 @@ pub struct Rules {
     pub ranges: Vec<(u64, u64)>,
     /// Offset ranges never traced.
     pub bypass: Vec<(u64, u64)>,
+    /// Make no alias mappings (every access single-stepped).
+    pub no_alias: bool,
 }
 
 impl Rules {
@@ -59,6 +64,7 @@ impl Rules {
             devices,
             ranges: Vec::new(),
             bypass: Vec::new(),
+            no_alias: false,
         }
     }
 
@@ -74,6 +80,7 @@ impl Rules {
         let mut r = Rules::new(&extra, no_defaults);
         r.ranges = parse_ranges(&std::env::var(ENV_RANGES).unwrap_or_default()).unwrap_or_default();
         r.bypass = parse_ranges(&std::env::var(ENV_BYPASS).unwrap_or_default()).unwrap_or_default();
+        r.no_alias = std::env::var(ENV_NO_ALIAS).is_ok_and(|v| v == "1");
         r
     }
 
