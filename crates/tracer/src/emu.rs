@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use mmio_trace_x86 as x86;
 use x86::ucontext::{UcontextCpu, XsaveLayout};
-use x86::{AccessDir, Bus, BusFault, Rmw};
+use x86::{AccessDir, Bus, BusFault, Cpu, Rmw};
 
 use iced_x86::{Instruction, Register};
 
@@ -475,4 +475,28 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bo
 /// In a fork child: a locked RMW of a thread that does not exist there holds nothing.
 pub(crate) fn after_fork_child() {
     RMW_LOCK.store(false, Ordering::Relaxed);
+}
+
+/// The number (0..=31) of vector register `r` (XMM, YMM or ZMM), for [`vec_reg`].
+pub(crate) fn vec_number(r: Register) -> Option<u8> {
+    let v = r as u32;
+    [Register::XMM0, Register::YMM0, Register::ZMM0]
+        .into_iter()
+        .find_map(|base| {
+            (base as u32..base as u32 + 32)
+                .contains(&v)
+                .then(|| (v - base as u32) as u8)
+        })
+}
+
+/// Vector register `n` (0..=31) of the interrupted context `uc`: 64 bytes, of which an
+/// XMM register is the first 16.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+pub(crate) unsafe fn vec_reg(uc: *mut libc::c_void, n: u8) -> Option<[u8; 64]> {
+    let layout = LAYOUT.get()?;
+    // SAFETY: the kernel's ucontext of this handler, read through `cpu` only.
+    let cpu = unsafe { UcontextCpu::new(&mut *(uc as *mut libc::ucontext_t), layout, 0, 0) };
+    Some(cpu.vec(n as usize))
 }

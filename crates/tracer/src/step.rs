@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
-use iced_x86::{Instruction, Mnemonic, OpKind};
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use mmio_trace_ring::sys as rsys;
 
 use crate::regions::{self, Region};
@@ -287,7 +287,8 @@ pub(crate) unsafe fn begin(
         s.opcode = u64::from_le_bytes([
             bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
         ]);
-        describe(instr, g, r, &mut s);
+        // SAFETY: handler context.
+        unsafe { describe(instr, g, uc, r, &mut s) };
     }
     // Pause the others before opening anything.
     let generation = RELEASE.load(Ordering::Relaxed);
@@ -324,8 +325,51 @@ pub(crate) unsafe fn begin(
     true
 }
 
+/// SSE/AVX moves whose value the step path takes from the vector register: before the
+/// step for a store, after it for a load (not the masked EVEX forms, which move only
+/// some elements).
+const VEC_MOVES: [Mnemonic; 28] = [
+    Mnemonic::Movdqu,
+    Mnemonic::Movdqa,
+    Mnemonic::Movups,
+    Mnemonic::Movaps,
+    Mnemonic::Movupd,
+    Mnemonic::Movapd,
+    Mnemonic::Movntdq,
+    Mnemonic::Movntps,
+    Mnemonic::Movntpd,
+    Mnemonic::Lddqu,
+    Mnemonic::Movq,
+    Mnemonic::Movd,
+    Mnemonic::Vmovdqu,
+    Mnemonic::Vmovdqa,
+    Mnemonic::Vmovups,
+    Mnemonic::Vmovaps,
+    Mnemonic::Vmovupd,
+    Mnemonic::Vmovapd,
+    Mnemonic::Vmovntdq,
+    Mnemonic::Vmovntps,
+    Mnemonic::Vmovntpd,
+    Mnemonic::Vlddqu,
+    Mnemonic::Vmovq,
+    Mnemonic::Vmovd,
+    Mnemonic::Vmovdqu8,
+    Mnemonic::Vmovdqu16,
+    Mnemonic::Vmovdqu32,
+    Mnemonic::Vmovdqu64,
+];
+
 /// What the instruction accesses, as far as the step path logs it.
-fn describe(instr: &Instruction, g: &Gregs, r: &Region, s: &mut StepState) {
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn describe(
+    instr: &Instruction,
+    g: &Gregs,
+    uc: *mut libc::c_void,
+    r: &Region,
+    s: &mut StepState,
+) {
     let width = instr.memory_size().size();
     if let Some(ea) = emu::effective_address(instr, g) {
         if r.contains(ea) {
@@ -342,6 +386,22 @@ fn describe(instr: &Instruction, g: &Gregs, r: &Region, s: &mut StepState) {
         Mnemonic::Mov | Mnemonic::Movnti | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
     );
     if !plain_move {
+        if VEC_MOVES.contains(&instr.mnemonic()) && instr.op_mask() == Register::None {
+            if instr.op0_kind() == OpKind::Memory {
+                let n = emu::vec_number(instr.op1_register());
+                // SAFETY: handler context.
+                if let Some(v) = n.and_then(|n| unsafe { emu::vec_reg(uc, n) }) {
+                    s.dir = 2;
+                    s.vec = n;
+                    s.wide = words(&v);
+                }
+            } else if instr.op1_kind() == OpKind::Memory {
+                if let Some(n) = emu::vec_number(instr.op0_register()) {
+                    s.dir = 1;
+                    s.vec = Some(n);
+                }
+            }
+        }
         return;
     }
     if instr.op0_kind() == OpKind::Memory {
@@ -411,7 +471,13 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
     let mut s = *st;
     // SAFETY: handler context.
     let g = unsafe { gregs(uc) };
-    if s.dir == 1 {
+    if s.dir == 1 && s.vec.is_some() {
+        // SAFETY: handler context.
+        match s.vec.and_then(|n| unsafe { emu::vec_reg(uc, n) }) {
+            Some(v) => s.wide = words(&v),
+            None => s.dir = 0,
+        }
+    } else if s.dir == 1 {
         s.value = emu::get_reg(g, s.dest);
         s.value &= if s.width >= 8 {
             u64::MAX
@@ -431,9 +497,27 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
     }
     let e = emit::begin();
     match s.dir {
+        1 | 2 if s.vec.is_some() => {
+            let mut b = [0u8; 64];
+            for (c, w) in b.chunks_exact_mut(8).zip(s.wide) {
+                c.copy_from_slice(&w.to_le_bytes());
+            }
+            let n = (s.width as usize).min(64);
+            e.access(s.dir == 2, s.addr, s.map_id, &b[..n], s.pc);
+        }
         1 | 2 => e.access_value(s.dir == 2, s.addr, s.map_id, s.width, s.value, s.pc),
         _ => e.unknown(s.addr, s.map_id, s.opcode, s.pc),
     }
+}
+
+/// 64 bytes as little-endian words (the step state keeps words: arrays of them have a
+/// `Default`).
+fn words(v: &[u8; 64]) -> [u64; 8] {
+    let mut w = [0u64; 8];
+    for (w, c) in w.iter_mut().zip(v.chunks_exact(8)) {
+        *w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    }
+    w
 }
 
 /// The stepped instruction faulted for real: undo the step; the caller delivers the fault.

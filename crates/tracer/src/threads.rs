@@ -42,6 +42,10 @@ pub(crate) struct StepState {
     pub value: u64,
     /// gregs index + size of the destination register of a read (size 0: none).
     pub dest: (usize, u8, bool),
+    /// The vector register an SSE/AVX move reads from or writes to (its number).
+    pub vec: Option<u8>,
+    /// That move's bytes (little-endian words): known before a store, after a load.
+    pub wide: [u64; 8],
     pub pc: u64,
     pub opcode: u64,
     pub saved_mask: u64,
@@ -80,6 +84,8 @@ const EMPTY: ThreadSlot = ThreadSlot {
         dir: 0,
         value: 0,
         dest: (0, 0, false),
+        vec: None,
+        wide: [0; 8],
         pc: 0,
         opcode: 0,
         saved_mask: 0,
