@@ -11,17 +11,53 @@ use mmio_trace_format::{Direction, Event};
 mod common;
 use common::*;
 
-#[test]
-fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
-    let t = Fixture::new("forms", "regs", 8192);
-    let (out, ev) = t.record(&[]);
-    assert_exit(&out, 7);
-    let s = stdout(&out);
+/// What tests/programs/regs.c saw of its device, traced or not.
+#[track_caller]
+fn assert_regs_output(out: &std::process::Output) {
+    assert_exit(out, 7);
+    let s = stdout(out);
     assert!(
         s.starts_with("id=00001000 b=5a h=1234 q=1122334455667788 zx=ca sx=ffffffca"),
         "{s}"
     );
     assert!(s.contains("s2=00001405"), "{s}");
+}
+
+/// The accesses of tests/programs/regs.c, with or without those of its `add dword
+/// [rbx+0x1000], 5` (a read-modify-write, whose values only the alias path knows).
+fn regs_accesses(with_rmw: bool) -> Vec<(char, u8, u64, u64)> {
+    let mut v = vec![
+        ('R', 4, 0x0, 0x1000),
+        ('W', 4, 0x4, 0xdeadbeef),
+        ('W', 1, 0x8, 0x5a),
+        ('W', 2, 0xa, 0x1234),
+        ('W', 8, 0x10, 0x1122334455667788),
+        ('R', 1, 0x8, 0x5a),
+        ('R', 2, 0xa, 0x1234),
+        ('R', 8, 0x10, 0x1122334455667788),
+        ('W', 4, 0x20, 0xcafef00d),
+        ('R', 1, 0x23, 0xca),
+        ('R', 1, 0x23, 0xca),
+    ];
+    if with_rmw {
+        v.extend([('R', 4, 0x1000, 0x1400), ('W', 4, 0x1000, 0x1405)]);
+    }
+    v.extend([
+        // One 16-byte access each; the kernel text format writes 8-byte halves.
+        ('W', 8, 0x30, u64::MAX),
+        ('W', 8, 0x38, u64::MAX),
+        ('R', 8, 0x30, u64::MAX),
+        ('R', 8, 0x38, u64::MAX),
+        ('R', 4, 0x1000, 0x1405),
+    ]);
+    v
+}
+
+#[test]
+fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
+    let t = Fixture::new("forms", "regs", 8192);
+    let (out, ev) = t.record(&[]);
+    assert_regs_output(&out);
     assert!(matches!(&ev[0], Event::Version(v) if v == b"20070824"));
     // Exactly one mapping traced (the private and anonymous ones are not), then unmapped.
     let maps: Vec<_> = ev.iter().filter(|e| matches!(e, Event::Map(_))).collect();
@@ -31,46 +67,9 @@ fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
     };
     assert_eq!((m.phys, m.len), (0, 0x2000));
     assert!(matches!(ev.last(), Some(Event::Unmap(u)) if u.id == m.id));
-    assert_eq!(
-        accesses(&ev),
-        vec![
-            ('R', 4, 0x0, 0x1000),
-            ('W', 4, 0x4, 0xdeadbeef),
-            ('W', 1, 0x8, 0x5a),
-            ('W', 2, 0xa, 0x1234),
-            ('W', 8, 0x10, 0x1122334455667788),
-            ('R', 1, 0x8, 0x5a),
-            ('R', 2, 0xa, 0x1234),
-            ('R', 8, 0x10, 0x1122334455667788),
-            ('W', 4, 0x20, 0xcafef00d),
-            ('R', 1, 0x23, 0xca),
-            ('R', 1, 0x23, 0xca),
-            ('R', 4, 0x1000, 0x1400),
-            ('W', 4, 0x1000, 0x1405),
-            // One 16-byte access each; the kernel text format writes 8-byte halves.
-            ('W', 8, 0x30, u64::MAX),
-            ('W', 8, 0x38, u64::MAX),
-            ('R', 8, 0x30, u64::MAX),
-            ('R', 8, 0x38, u64::MAX),
-            ('R', 4, 0x1000, 0x1405),
-        ]
-    );
+    assert_eq!(accesses(&ev), regs_accesses(true));
     // The crc32 with a memory operand is not emulated: single-stepped, logged UNKNOWN.
-    let unknown: Vec<_> = ev
-        .iter()
-        .filter_map(|e| {
-            if let Event::Unknown(u) = e {
-                Some(u)
-            } else {
-                None
-            }
-        })
-        .collect();
-    assert_eq!(unknown.len(), 1);
-    assert_eq!(
-        (unknown[0].phys, unknown[0].opcode),
-        (4, [0xf2, 0x0f, 0x38])
-    );
+    assert_eq!(unknowns(&ev), [(4, [0xf2, 0x0f, 0x38])]);
     // Every access carries the program's thread id and a program counter.
     for e in &ev {
         if let Event::Access(a) = e {
@@ -88,59 +87,17 @@ fn without_the_alias_mapping_every_access_is_single_stepped() {
     // without re-reading the device, are logged UNKNOWN with their opcode.
     let t = Fixture::new("noalias", "regs", 8192);
     let (out, ev) = t.record_with(&["--no-alias"], &[]);
-    assert_exit(&out, 7);
-    // What the program saw, as in `instruction_forms_are_traced_exactly...`.
-    let s = stdout(&out);
-    assert!(
-        s.starts_with("id=00001000 b=5a h=1234 q=1122334455667788 zx=ca sx=ffffffca"),
-        "{s}"
-    );
-    assert!(s.contains("s2=00001405"), "{s}");
+    assert_regs_output(&out);
     let dev = t.dev.to_str().unwrap();
-    let marks: Vec<String> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        marks,
+        mark_texts(&ev),
         [format!(
             "map 1 {dev} offset 0x0 length 0x2000 (no alias mapping: every access single-stepped)"
         )]
     );
+    assert_eq!(accesses(&ev), regs_accesses(false));
     assert_eq!(
-        accesses(&ev),
-        vec![
-            ('R', 4, 0x0, 0x1000),
-            ('W', 4, 0x4, 0xdeadbeef),
-            ('W', 1, 0x8, 0x5a),
-            ('W', 2, 0xa, 0x1234),
-            ('W', 8, 0x10, 0x1122334455667788),
-            ('R', 1, 0x8, 0x5a),
-            ('R', 2, 0xa, 0x1234),
-            ('R', 8, 0x10, 0x1122334455667788),
-            ('W', 4, 0x20, 0xcafef00d),
-            ('R', 1, 0x23, 0xca),
-            ('R', 1, 0x23, 0xca),
-            // One 16-byte access each; the kernel text format writes 8-byte halves.
-            ('W', 8, 0x30, u64::MAX),
-            ('W', 8, 0x38, u64::MAX),
-            ('R', 8, 0x30, u64::MAX),
-            ('R', 8, 0x38, u64::MAX),
-            ('R', 4, 0x1000, 0x1405),
-        ]
-    );
-    let unknown: Vec<(u64, [u8; 3])> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::Unknown(u) => Some((u.phys, u.opcode)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(
-        unknown,
+        unknowns(&ev),
         [
             (0x1000, [0x83, 0x83, 0x00]), // add dword [rbx+0x1000], 5
             (0x4, [0xf2, 0x0f, 0x38]),    // crc32 (not emulated either way)
@@ -404,15 +361,8 @@ fn programs_own_mprotect_still_holds_and_mremap_keeps_tracing() {
     assert_eq!(kinds, ["MAP", "UNMAP", "MAP"]);
     // The markers name the device's file for the first id, and the second as its sequel.
     let dev = t.dev.to_str().unwrap();
-    let marks: Vec<String> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        marks,
+        mark_texts(&ev),
         [
             format!("map 1 {dev} offset 0x0 length 0x2000"),
             "map 2 continues map 1".into()

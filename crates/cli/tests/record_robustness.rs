@@ -21,12 +21,8 @@ fn record_ok(t: &Fixture, args: &[&str]) -> (Output, Vec<Event>) {
 }
 
 fn lost_marks(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
-            _ => None,
-        })
+    mark_texts(events)
+        .into_iter()
         .filter(|t| t.contains("Lost"))
         .collect()
 }

@@ -165,6 +165,28 @@ pub fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
         .collect()
 }
 
+/// The text of every marker, in file order.
+pub fn mark_texts(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Mark(m) => Some(String::from_utf8_lossy(&m.text).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (offset, first opcode bytes) of every `UNKNOWN`, in file order.
+pub fn unknowns(events: &[Event]) -> Vec<(u64, [u8; 3])> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Unknown(u) => Some((u.phys, u.opcode)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// (pid, R/W, width, offset, value) of every access, in file order.
 pub fn accesses_by_pid(events: &[Event]) -> Vec<(u32, char, u8, u64, u64)> {
     events
