@@ -888,18 +888,8 @@ impl EnvPatch {
 /// The key (`NAME=`) of an environment entry.
 /// `NAME=fd` as a C string in `buf`, without allocating.
 fn fd_var(buf: &mut [u8; 48], name: &[u8], fd: c_int) -> *const c_char {
-    let mut digits = [0u8; 12];
-    let mut i = digits.len();
-    let mut v = fd.unsigned_abs();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let d = &digits[i..];
+    let mut digits = [0u8; 64];
+    let d = tracer::sys::digits(fd.unsigned_abs() as u64, 10, &mut digits);
     buf[..name.len()].copy_from_slice(name);
     buf[name.len()] = b'=';
     buf[name.len() + 1..name.len() + 1 + d.len()].copy_from_slice(d);

@@ -141,12 +141,17 @@ fn env_fd(var: &str) -> Option<i32> {
         .filter(|&fd| fd >= 0)
 }
 
-/// Whether `fd` is open and a pipe.
-fn is_fifo(fd: i32) -> bool {
+/// `fstat` of `fd`, a number that may not be open.
+fn fstat(fd: i32) -> Option<libc::stat> {
     // SAFETY: an all-zero stat is a valid out buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat of a number that may not be open: it fails then.
-    unsafe { libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFIFO }
+    // SAFETY: fstat fails on a number that is not open.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+}
+
+/// Whether `fd` is open and a pipe.
+fn is_fifo(fd: i32) -> bool {
+    fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// Opens the path in environment variable `var` (one of the recorder's descriptors,
@@ -173,13 +178,8 @@ fn open_path(var: &str, flags: libc::c_int) -> Option<i32> {
 fn map_shm(fd: i32) -> Option<Shm> {
     // A file of at least a header's page: reading a mapped page past the end of a file
     // (the program's own, put at this number) would raise SIGBUS.
-    // SAFETY: an all-zero stat is a valid out buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat of a number that may not be open: it fails then.
-    if unsafe { libc::fstat(fd, &mut st) } != 0
-        || st.st_mode & libc::S_IFMT != libc::S_IFREG
-        || st.st_size < 4096
-    {
+    let st = fstat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size < 4096 {
         return None;
     }
     // Map the header first to learn the size.
@@ -562,22 +562,12 @@ impl MarkText {
     }
 
     /// Appends `v` in decimal, or in `0x` hex.
-    fn num(&mut self, mut v: u64, hex: bool) {
-        let base = if hex { 16 } else { 10 };
-        let mut d = [0u8; 20];
-        let mut i = d.len();
-        loop {
-            i -= 1;
-            d[i] = b"0123456789abcdef"[(v % base) as usize];
-            v /= base;
-            if v == 0 {
-                break;
-            }
-        }
+    fn num(&mut self, v: u64, hex: bool) {
         if hex {
             self.put(b"0x");
         }
-        self.put(&d[i..]);
+        let mut d = [0u8; 64];
+        self.put(sys::digits(v, if hex { 16 } else { 10 }, &mut d));
     }
 }
 

@@ -217,22 +217,10 @@ pub fn fd_path(fd: i32, buf: &mut [u8; 512]) -> Option<&[u8]> {
     let prefix = b"/proc/self/fd/";
     p[..prefix.len()].copy_from_slice(prefix);
     let mut n = prefix.len();
-    let mut digits = [0u8; 10];
-    let mut d = 0;
-    let mut v = fd as u32;
-    loop {
-        digits[d] = b'0' + (v % 10) as u8;
-        d += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while d > 0 {
-        d -= 1;
-        p[n] = digits[d];
-        n += 1;
-    }
+    let mut d = [0u8; 64];
+    let d = crate::sys::digits(fd as u32 as u64, 10, &mut d);
+    p[n..n + d.len()].copy_from_slice(d);
+    n += d.len();
     p[n] = 0;
     let len = crate::sys::readlink(&p[..=n], buf);
     (len > 0).then(|| &buf[..len as usize])

@@ -315,3 +315,31 @@ pub fn thread_pointer() -> u64 {
     };
     tp
 }
+
+/// The digits of `v` in `base` (2..=16, lowercase) at the end of `buf`: number
+/// formatting without allocation, for the fault path and the hooks around `malloc`.
+pub fn digits(mut v: u64, base: u64, buf: &mut [u8; 64]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(v % base) as usize];
+        v /= base;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digits_in_decimal_and_hex() {
+        let mut b = [0u8; 64];
+        assert_eq!(super::digits(0, 10, &mut b), b"0");
+        assert_eq!(super::digits(2147483648, 10, &mut b), b"2147483648");
+        assert_eq!(super::digits(u64::MAX, 10, &mut b), b"18446744073709551615");
+        assert_eq!(super::digits(0xfeb4_0008, 16, &mut b), b"feb40008");
+        assert_eq!(super::digits(u64::MAX, 16, &mut b), b"ffffffffffffffff");
+    }
+}
