@@ -211,6 +211,7 @@ int main(int argc, char **argv) {
     OP("lock-add-misaligned", "lock addl %%edx, -0x4(%%rsi)");
     out("faults %d\n", faults);
     /* What the device holds where the REP forms wrote before the boundary. */
-    out("page0 %016lx %016lx\n", (unsigned long)rd64(p1 - 16), (unsigned long)rd64(p1 - 8));
+    uint64_t lo = rd64(p1 - 16), hi = rd64(p1 - 8);
+    out("page0 %016lx %016lx\n", (unsigned long)lo, (unsigned long)hi);
     return 0;
 }

@@ -298,3 +298,46 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Asserts what the device file `dev` holds at byte offsets: each `(offset, value)` is the
+/// 32-bit little-endian word there (what the program's own 32-bit read would see).
+#[track_caller]
+pub fn assert_device_words(dev: &Path, want: &[(u64, u32)]) {
+    let bytes = std::fs::read(dev).unwrap();
+    let got: Vec<(u64, u32)> = want
+        .iter()
+        .map(|&(off, _)| {
+            let at = off as usize;
+            let w = bytes
+                .get(at..at + 4)
+                .unwrap_or_else(|| panic!("offset {off:#x} is beyond the device's end"));
+            (off, u32::from_le_bytes(w.try_into().unwrap()))
+        })
+        .collect();
+    let hex = |v: &[(u64, u32)]| {
+        v.iter()
+            .map(|(o, w)| format!("{o:#x}={w:#x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(hex(&got), hex(want), "device words of {}", dev.display());
+}
+
+/// Asserts that the device file `dev` holds `want` at byte offset `off`.
+#[track_caller]
+pub fn assert_device_bytes(dev: &Path, off: u64, want: &[u8]) {
+    let bytes = std::fs::read(dev).unwrap();
+    let at = off as usize;
+    assert_eq!(
+        bytes.get(at..at + want.len()),
+        Some(want),
+        "device bytes of {} at {off:#x}",
+        dev.display()
+    );
+}
+
+/// The initial contents of a device made by [`device`] (word k = 0x1000 + k) at the 32-bit
+/// word offset `off`.
+pub fn initial_word(off: u64) -> u32 {
+    0x1000 + (off / 4) as u32
+}
