@@ -250,6 +250,7 @@ pub fn assert_steps_lose_no_writes(scratch_name: &str, program: &str, k: u64, n:
     assert_exit(&out, 0);
     assert_eq!(write_values(&ev), (0..n).collect::<Vec<_>>());
     assert_eq!(count_steps_at(&ev, 0x100) as u64, k);
+    assert_device_after(&t.dev, &[(0, n.saturating_sub(1), 4)]);
 }
 
 /// Asserts that the events' timestamps never go backwards (they are merged by time).
@@ -340,4 +341,42 @@ pub fn assert_device_bytes(dev: &Path, off: u64, want: &[u8]) {
 /// word offset `off`.
 pub fn initial_word(off: u64) -> u32 {
     0x1000 + (off / 4) as u32
+}
+
+/// Asserts that the device file `dev`, made by [`device`], holds exactly its initial
+/// contents with `writes` applied in order, each `(offset, value, width in bytes)`, and
+/// every other byte unchanged: what the program's own reads would see after its writes.
+#[track_caller]
+pub fn assert_device_after(dev: &Path, writes: &[(u64, u64, u8)]) {
+    let got = std::fs::read(dev).unwrap();
+    let mut want: Vec<u8> = (0..got.len() as u64 / 4)
+        .flat_map(|k| initial_word(4 * k).to_le_bytes())
+        .collect();
+    for &(off, value, width) in writes {
+        let at = off as usize;
+        let w = usize::from(width);
+        assert!(at + w <= want.len(), "write at {off:#x} beyond the device");
+        want[at..at + w].copy_from_slice(&value.to_le_bytes()[..w]);
+    }
+    if got != want {
+        let diff: Vec<String> = (0..got.len() / 4)
+            .filter(|k| got[4 * k..4 * k + 4] != want[4 * k..4 * k + 4])
+            .take(8)
+            .map(|k| {
+                let word = |b: &[u8]| u32::from_le_bytes(b[4 * k..4 * k + 4].try_into().unwrap());
+                format!("{:#x}: {:#x}, want {:#x}", 4 * k, word(&got), word(&want))
+            })
+            .collect();
+        panic!("device {} differs: {}", dev.display(), diff.join("; "));
+    }
+}
+
+/// The writes among `accesses` (as [`accesses`] lists them), as [`assert_device_after`]
+/// takes them.
+pub fn writes_of(accesses: &[(char, u8, u64, u64)]) -> Vec<(u64, u64, u8)> {
+    accesses
+        .iter()
+        .filter(|a| a.0 == 'W')
+        .map(|&(_, width, off, value)| (off, value, width))
+        .collect()
 }
