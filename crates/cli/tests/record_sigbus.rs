@@ -299,3 +299,46 @@ fn sigbus_real_sigsegv_of_emulated_and_stepped_accesses_is_delivered_as_natively
     let pristine = std::fs::read(&t.dev).unwrap();
     assert!(r.dev[1] == pristine[..4096]);
 }
+
+#[test]
+fn sigbus_without_a_handler_dies_at_the_instruction_with_its_registers() {
+    // What the core dump would hold: the kernel's last fault before the death, seen by a
+    // ptrace parent. Natively that is the program's instruction; under record it must be
+    // too, not the tracer's access through the alias.
+    let t = Fixture::new("death", "sigbus_death", DEV_LEN);
+    for (op, regs) in [
+        (
+            "load32",
+            "+0x1040 rip =insn rsi +0x1040 rdi +0 rcx 0x2222 rax 0x1111 rdx 0x3333",
+        ),
+        (
+            "store64",
+            "+0x1040 rip =insn rsi +0x1040 rdi +0 rcx 0x2222 rax 0x1111 rdx 0x1122334455667788",
+        ),
+        (
+            "movs",
+            "+0x1040 rip =insn rsi +0x100 rdi +0x1040 rcx 0x2222 rax 0x1111 rdx 0x3333",
+        ),
+        (
+            "rep-movsb",
+            "+0x1000 rip =insn rsi +0x110 rdi +0x1000 rcx 0x10 rax 0x1111 rdx 0x3333",
+        ),
+        (
+            "sse-store",
+            "+0x1040 rip =insn rsi +0x1040 rdi +0 rcx 0x2222 rax 0x1111 rdx 0x3333",
+        ),
+        (
+            "lock-xadd",
+            "+0x1040 rip =insn rsi +0x1040 rdi +0 rcx 0x2222 rax 0x1111 rdx 0x5",
+        ),
+        (
+            "misaligned-lock",
+            "+0x103e rip =insn rsi +0x103e rdi +0 rcx 0x2222 rax 0x1111 rdx 0x5",
+        ),
+    ] {
+        let r = run_three(&t, &[op]);
+        assert_exit(&r.rec, 0);
+        let want = format!("{op}: killed by signal 7\nlast fault sig 7 code 2 addr {regs}\n");
+        assert_eq!(assert_same(&r), want);
+    }
+}
