@@ -12,7 +12,8 @@
  *              anonymous memory (filled with 0x5a) over its page with MAP_FIXED, returns:
  *              the instruction re-executes against it; the device page is mapped back;
  *   MODE jmp:  the handler leaves with siglongjmp;
- *   MODE none: no handler (OP names the one instruction run): killed by SIGBUS.
+ *   MODE none: no handler (OP names the one instruction run): killed by SIGBUS;
+ *   MODE blocked: the skip handler, but SIGBUS blocked: killed by SIGBUS;
  *   MODE segv: real SIGSEGVs (writes to a PROT_READ device mapping, a MOVS whose ordinary
  *              destination is read-only), skipped by the handler.
  * Pointers are printed as offsets from the device mapping (or "ro+", "plain+"). */
@@ -145,6 +146,13 @@ int main(int argc, char **argv) {
         sa.sa_flags = SA_SIGINFO;
         sigaction(SIGBUS, &sa, NULL);
         sigaction(SIGSEGV, &sa, NULL);
+    }
+    if (!strcmp(mode, "blocked")) {
+        /* A fault whose signal is blocked: the kernel kills, handler or not. */
+        sigset_t b;
+        sigemptyset(&b);
+        sigaddset(&b, SIGBUS);
+        sigprocmask(SIG_BLOCK, &b, NULL);
     }
     uint8_t *p0 = bar, *p1 = bar + PAGE;
     uint64_t q = 0x1122334455667788ull;

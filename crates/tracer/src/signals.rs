@@ -439,6 +439,10 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
             return;
         }
         // SAFETY: handler context.
+        if unsafe { fatal_in_step(sig, uc) } {
+            return;
+        }
+        // SAFETY: handler context.
         unsafe { step::abort(uc) };
     } else if code == SEGV_ACCERR && crate::is_active() {
         if let Some(r) = regions::find(addr) {
@@ -507,6 +511,24 @@ fn kills(sig: i32, rsp: u64, mask: u64) -> bool {
     h == SIG_DFL || h == SIG_IGN || mask & bit != 0 || believed_blocked(rsp) & bit != 0
 }
 
+/// A fault `sig` of the instruction being stepped that kills the program (no handler,
+/// or the program has the signal blocked: the step's own context mask is not the
+/// program's). The step is left as it is (its pages open, the trap flag set) and the
+/// default action set: the instruction re-runs natively, faults again, and the kernel
+/// kills the program as natively, with a core of that instruction. `true`: so done.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn fatal_in_step(sig: i32, uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let rsp = unsafe { gregs(uc) }[libc::REG_RSP as usize] as u64;
+    if !step::program_mask().is_some_and(|m| kills(sig, rsp, m)) {
+        return false;
+    }
+    sys::sigaction(sig, Some(&KSigaction::default()), None);
+    true
+}
+
 /// Hands the program a fault of an access the tracer made for its instruction, as the
 /// kernel would have raised it for the instruction itself: `si_addr` (and the context's
 /// CR2) in the program's mapping, `si_code` as the kernel gave it, the context at the
@@ -552,6 +574,10 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
     if code > 0 && step::in_step() {
+        // SAFETY: handler context.
+        if unsafe { fatal_in_step(sig, uc) } {
+            return;
+        }
         // The stepped instruction faulted (e.g. a divide by a device value of 0): end the
         // step before the program's handler runs; it may leave with `siglongjmp`.
         // SAFETY: handler context.
