@@ -61,8 +61,8 @@ static void on_fault(int sig, siginfo_t *si, void *ucv) {
     faults++;
     uint64_t xmm0 = 0;
     memcpy(&xmm0, &uc->uc_mcontext.fpregs->_xmm[0], 8);
-    out("  sig %d code %d addr %s cr2 %s rip %s len %lu\n", sig, si->si_code,
-        ptr((uint64_t)si->si_addr, a), ptr((uint64_t)g[REG_CR2], cr2),
+    out("  sig %d code %d addr %s cr2 %s err %#lx rip %s len %lu\n", sig, si->si_code,
+        ptr((uint64_t)si->si_addr, a), ptr((uint64_t)g[REG_CR2], cr2), (unsigned long)g[REG_ERR],
         (uint64_t)g[REG_RIP] == op_start ? "=insn" : "elsewhere",
         (unsigned long)(op_end - op_start));
     out("  ctx rax %#lx rcx %#lx rdx %#lx rsi %s rdi %s xmm0 %#lx\n", (unsigned long)g[REG_RAX],

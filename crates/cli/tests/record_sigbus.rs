@@ -99,9 +99,10 @@ fn assert_same(r: &Runs) -> String {
 
 /// The report of one instruction whose access to the gone page at `off` raised SIGBUS with
 /// the registers of the plain forms (RSI = the address).
-fn sigbus_at(name: &str, off: &str, len: u32) -> String {
+/// `err`: the page-fault error code (4: a user read, 6: a user write, RMW included).
+fn sigbus_at(name: &str, off: &str, err: u32, len: u32) -> String {
     format!(
-        "{name}\n  sig 7 code 2 addr {off} cr2 {off} rip =insn len {len}\n  \
+        "{name}\n  sig 7 code 2 addr {off} cr2 {off} err {err:#x} rip =insn len {len}\n  \
          ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi {off} rdi +0x1048 \
          xmm0 0x1122334455667788\n"
     )
@@ -122,34 +123,37 @@ fn sigbus_handler_sees_the_instruction_and_skips_it() {
     // program's mapping, RIP on the instruction, registers (vector ones too) untouched by
     // the faulting load, store, RMW or locked op; skipping it continues correctly.
     let after = "  after rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048\n";
-    for (name, len) in [
-        ("load32", 2),
-        ("load64", 3),
-        ("store32", 2),
-        ("store-imm", 6),
-        ("add-rmw", 2),
-        ("lock-xadd", 4),
-        ("xchg", 3),
-        ("lock-cmpxchg", 5),
-        ("lock-or", 7),
-        ("sse-load", 4),
-        ("sse-store", 4),
+    for (name, err, len) in [
+        ("load32", 4, 2),
+        ("load64", 4, 3),
+        ("store32", 6, 2),
+        ("store-imm", 6, 6),
+        ("add-rmw", 6, 2),
+        ("inc-rmw", 6, 3),
+        ("lock-xadd", 6, 4),
+        ("xchg", 6, 3),
+        ("lock-cmpxchg", 6, 5),
+        ("lock-or", 6, 7),
+        ("sse-load", 4, 4),
+        ("sse-store", 6, 4),
     ] {
-        let want = sigbus_at(name, "+0x1040", len) + after;
+        let want = sigbus_at(name, "+0x1040", err, len) + after;
         assert!(out.contains(&want), "{name}: want\n{want}in\n{out}");
     }
     // The second access of MOVS faults: RSI/RDI not advanced. REP MOVSB from page 0 into
     // the gone page: the 16 bytes before the boundary done, RCX/RSI/RDI say so.
     assert!(out.contains(
-        "movs-to-gone\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 rip =insn len 2\n  \
+        "movs-to-gone\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x6 rip =insn len 2\n  \
          ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x100 rdi +0x1040"
     ));
     assert!(out.contains(
-        "rep-movsb\n  sig 7 code 2 addr +0x1000 cr2 +0x1000 rip =insn len 2\n  \
+        "rep-movsb\n  sig 7 code 2 addr +0x1000 cr2 +0x1000 err 0x6 rip =insn len 2\n  \
          ctx rax 0x1111 rcx 0x10 rdx 0x1122334455667788 rsi +0x110 rdi +0x1000"
     ));
-    assert!(out.contains("split-load64\n  sig 7 code 2 addr +0x1000 cr2 +0x1000 rip =insn"));
-    assert!(out.contains("lock-add-misaligned\n  sig 7 code 2 addr +0x103e cr2 +0x103e"));
+    assert!(out.contains("split-load64\n  sig 7 code 2 addr +0x1000 cr2 +0x1000 err 0x4 rip =insn"));
+    assert!(out.contains(
+        "lock-add-misaligned\n  sig 7 code 2 addr +0x103e cr2 +0x103e err 0x6 rip =insn"
+    ));
     assert!(!out.contains("elsewhere"));
     // The log: only the accesses that happened. MOVS's read before its faulting write;
     // REP MOVSB's 16 bytes and the 17th read; REP MOVSL's 2 words and the 3rd read; REP
@@ -194,18 +198,18 @@ fn sigbus_hot_unplug_handler_maps_dummy_memory_and_the_instruction_reruns() {
     // The handler found the mapping by si_addr, mapped 0x5a bytes over the page, and the
     // load re-ran against them; a store went there.
     assert!(out.contains(
-        "load32\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 rip =insn len 2\n  \
+        "load32\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x4 rip =insn len 2\n  \
          ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
          xmm0 0x1122334455667788\n  after rax 0x5a5a5a5a "
     ));
     assert!(out.contains(
-        "store64\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 rip =insn len 3\n  \
+        "store64\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x6 rip =insn len 3\n  \
          ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
          xmm0 0x1122334455667788\n  after rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 \
          rsi +0x1040 rdi +0x1048\n  page1 1122334455667788 5a5a5a5a5a5a5a5a\n"
     ));
     assert!(out.contains(
-        "sse-load\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 rip =insn len 4\n  \
+        "sse-load\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x4 rip =insn len 4\n  \
          ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
          xmm0 0x1122334455667788\n  after rax 0x1111 rcx 0x2222 rdx 0x5a5a5a5a5a5a5a5a"
     ));
@@ -229,8 +233,8 @@ fn sigbus_handler_may_leave_with_siglongjmp() {
     let r = run_three(&t, &["jmp"]);
     assert_exit(&r.rec, 0);
     let out = assert_same(&r);
-    assert!(out.contains(&(sigbus_at("lock-or", "+0x1040", 7) + "  jumped out\n")));
-    assert!(out.contains(&(sigbus_at("sse-store", "+0x1040", 4) + "  jumped out\n")));
+    assert!(out.contains(&(sigbus_at("lock-or", "+0x1040", 6, 7) + "  jumped out\n")));
+    assert!(out.contains(&(sigbus_at("sse-store", "+0x1040", 6, 4) + "  jumped out\n")));
     // The fault path holds nothing after a siglongjmp: every instruction after it is
     // handled (and REP's partial work is there).
     assert!(out.contains("faults "));
@@ -275,7 +279,7 @@ fn sigbus_real_sigsegv_of_emulated_and_stepped_accesses_is_delivered_as_natively
         ("segv-sse-store-ro", 4),
     ] {
         let want = format!(
-            "{name}\n  sig 11 code 2 addr ro+0x10 cr2 ro+0x10 rip =insn len {len}\n  \
+            "{name}\n  sig 11 code 2 addr ro+0x10 cr2 ro+0x10 err 0x6 rip =insn len {len}\n  \
              ctx rax 0x77 rcx 0 rdx 0x1122334455667788 rsi ro+0x10 rdi 0\n"
         );
         assert!(
@@ -286,7 +290,7 @@ fn sigbus_real_sigsegv_of_emulated_and_stepped_accesses_is_delivered_as_natively
     // MOVS from the device to a read-only ordinary page: the device read happened, the
     // ordinary write faulted (SEGV_ACCERR at the ordinary address), RSI/RDI not advanced.
     assert!(out.contains(
-        "segv-movs-to-ro\n  sig 11 code 2 addr plain+0x20 cr2 plain+0x20 rip =insn len 2\n  \
+        "segv-movs-to-ro\n  sig 11 code 2 addr plain+0x20 cr2 plain+0x20 err 0x6 rip =insn len 2\n  \
          ctx rax 0x77 rcx 0 rdx 0x1122334455667788 rsi +0x100 rdi plain+0x20"
     ));
     assert!(out.contains("faults 6\n"));

@@ -368,7 +368,8 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     // must be one of those computed (a wrong segment base or decode would otherwise make
     // the emulator touch some other address): else the step path runs it natively.
     let mut covers = false;
-    for a in d.accesses(&cpu).as_slice() {
+    let accesses = d.accesses(&cpu);
+    for a in accesses.as_slice() {
         match bus.region_for(a.addr, a.size as usize) {
             Err(_) => return Emulated::Refused,
             Ok(Some(_)) => covers |= fault.wrapping_sub(a.addr) < u64::from(a.size),
@@ -396,7 +397,17 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     match x86::emulate(&d, &mut cpu, &mut bus) {
         Ok(_) => Emulated::Done,
         Err(_) => match bus.fault {
-            Some(f) => Emulated::Fault(f),
+            Some(mut f) => {
+                // The CPU reports a read-modify-write's fault as a write, whichever half
+                // of it the emulation was doing.
+                let rmw = accesses.as_slice().iter().any(|a| {
+                    a.dir == AccessDir::ReadWrite && f.addr.wrapping_sub(a.addr) < u64::from(a.size)
+                });
+                if rmw {
+                    f.err |= 2;
+                }
+                Emulated::Fault(f)
+            }
             None => Emulated::Refused,
         },
     }

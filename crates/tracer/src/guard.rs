@@ -14,7 +14,8 @@
 use core::arch::global_asm;
 
 /// What a guarded access reports: `status` 0 and the loaded value (loads, atomics), or a
-/// fault ([`Fault::from_ret`]) with the faulting address in `val`.
+/// fault (bit 63; the page-fault error code in bits 48-62, `si_addr_lsb` in 40-47, the
+/// signal in 32-39, `si_code` in 0-31) with the faulting address in `val`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub(crate) struct Ret {
@@ -31,6 +32,9 @@ pub(crate) struct Fault {
     pub code: i32,
     /// The kernel's `si_addr_lsb` (machine-check faults; 0 otherwise).
     pub lsb: u16,
+    /// The page-fault error code of the faulting access (the context's `REG_ERR`: write,
+    /// user, present bits).
+    pub err: u16,
     /// The faulting address (as the access saw it: an alias address for device accesses).
     pub addr: u64,
 }
@@ -46,6 +50,7 @@ impl Ret {
             signo: ((self.status >> 32) & 0xff) as i32,
             code: self.status as u32 as i32,
             lsb: ((self.status >> 40) & 0xff) as u16,
+            err: ((self.status >> 48) & 0x7fff) as u16,
             addr: self.val,
         })
     }
@@ -284,11 +289,13 @@ pub(crate) unsafe fn fixup(sig: i32, info: *const libc::siginfo_t, uc: *mut libc
         let lsb = *((info as *const u8).add(24) as *const u16);
         (i.si_code, i.si_addr() as u64, lsb)
     };
+    let err = g[libc::REG_ERR as usize] as u64 & 0x7fff;
     let rsp = g[libc::REG_RSP as usize] as u64;
     // SAFETY: the routines never touch the stack, so `[rsp]` is their return address, on
     // the interrupted thread's (mapped) stack.
     let ret = unsafe { *(rsp as *const u64) };
     g[libc::REG_RAX as usize] = (FAULTED
+        | (err << 48)
         | (u64::from(lsb & 0xff) << 40)
         | ((sig as u64 & 0xff) << 32)
         | u64::from(code as u32)) as i64;

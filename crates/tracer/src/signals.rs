@@ -531,8 +531,8 @@ unsafe fn fatal_in_step(sig: i32, uc: *mut libc::c_void) -> bool {
 
 /// Hands the program a fault of an access the tracer made for its instruction, as the
 /// kernel would have raised it for the instruction itself: `si_addr` (and the context's
-/// CR2) in the program's mapping, `si_code` as the kernel gave it, the context at the
-/// instruction with nothing of it committed.
+/// CR2) in the program's mapping, `si_code` and the page-fault error code as the kernel
+/// gave them for the access, the context at the instruction with nothing of it committed.
 ///
 /// # Safety
 /// Signal-handler context; `uc` is the handler's context.
@@ -551,6 +551,7 @@ unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
     // SAFETY: handler context.
     let g = unsafe { gregs(uc) };
     g[libc::REG_CR2 as usize] = f.addr as i64;
+    g[libc::REG_ERR as usize] = i64::from(f.err);
     // SAFETY: handler context; `info` lives across the call.
     unsafe { deliver(f.signo, &mut info, uc) };
 }
