@@ -106,7 +106,7 @@ static void on_fault(int sig, siginfo_t *si, void *ucv) {
                          : "+a"(rax), "+c"(rcx), "+d"(rdx), "+S"(rsi), "+D"(rdi),          \
                            [s] "=m"(op_start), [e] "=m"(op_end)                            \
                          :                                                                 \
-                         : "r8", "r9", "xmm0", "memory", "cc");                            \
+                         : "r8", "r9", "rbx", "xmm0", "memory", "cc");                     \
         char s_[32], d_[32];                                                               \
         out("  after rax %#lx rcx %#lx rdx %#lx rsi %s rdi %s\n", (unsigned long)rax,      \
             (unsigned long)rcx, (unsigned long)rdx, ptr(rsi, s_), ptr(rdi, d_));           \
@@ -190,6 +190,7 @@ int main(int argc, char **argv) {
     OP("xchg", "xchgq %%rdx, (%%rsi)");
     OP("lock-cmpxchg", "lock cmpxchgq %%rdx, (%%rsi)");
     OP("lock-or", "lock orl $0x100, (%%rsi)");
+    OP("cmpxchg16b", "lock cmpxchg16b (%%rsi)");
     OP("sse-load", "movdqu (%%rsi), %%xmm0");
     OP("sse-store", "movdqu %%xmm0, (%%rsi)");
     if (__builtin_cpu_supports("avx")) {
@@ -215,6 +216,7 @@ int main(int argc, char **argv) {
     /* An 8-byte load across the boundary; a misaligned locked op (stepped). */
     set(0x1111, 0x2222, q, p1 - 4, 0);
     OP("split-load64", "movq (%%rsi), %%rax");
+    OP("split-store64", "movq %%rdx, (%%rsi)"); /* nothing of it reaches page 0 */
     set(0x1111, 0x2222, q, p1 + 0x42, 0);
     OP("lock-add-misaligned", "lock addl %%edx, -0x4(%%rsi)");
     out("faults %d\n", faults);

@@ -134,6 +134,7 @@ fn sigbus_handler_sees_the_instruction_and_skips_it() {
         ("xchg", 6, 3),
         ("lock-cmpxchg", 6, 5),
         ("lock-or", 6, 7),
+        ("cmpxchg16b", 6, 5),
         ("sse-load", 4, 4),
         ("sse-store", 6, 4),
     ] {
@@ -151,6 +152,10 @@ fn sigbus_handler_sees_the_instruction_and_skips_it() {
          ctx rax 0x1111 rcx 0x10 rdx 0x1122334455667788 rsi +0x110 rdi +0x1000"
     ));
     assert!(out.contains("split-load64\n  sig 7 code 2 addr +0x1000 cr2 +0x1000 err 0x4 rip =insn"));
+    // A store across the boundary: nothing of it reaches page 0 (see "page0" below).
+    assert!(
+        out.contains("split-store64\n  sig 7 code 2 addr +0x1000 cr2 +0x1000 err 0x6 rip =insn")
+    );
     assert!(out.contains(
         "lock-add-misaligned\n  sig 7 code 2 addr +0x103e cr2 +0x103e err 0x6 rip =insn"
     ));
