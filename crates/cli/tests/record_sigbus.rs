@@ -354,3 +354,28 @@ fn sigbus_without_a_handler_dies_at_the_instruction_with_its_registers() {
         assert_eq!(assert_same(&r), want);
     }
 }
+
+#[test]
+fn sigbus_on_one_thread_loses_nothing_of_another_threads_accesses() {
+    // The main thread faults K times on the gone page (its handler leaves with
+    // siglongjmp) while a writer thread writes 0..N-1 to a register of the page still
+    // there: the fault path (emulated, or stepped with the other threads paused under
+    // --no-alias) must leave nothing held: every write traced in order, none lost.
+    const K: u64 = 200;
+    const N: u64 = 20_000;
+    let t = Fixture::new("threads", "sigbus_threads", DEV_LEN);
+    let r = run_three(&t, &[&K.to_string(), &N.to_string()]);
+    assert_exit(&r.rec, 0);
+    let out = assert_same(&r);
+    assert_eq!(out, format!("faults {K} bad 0 last {:#x}\n", N - 1));
+    for ev in [&r.rec_ev, &r.noalias_ev] {
+        let writes: Vec<u64> = accesses(ev)
+            .iter()
+            .filter(|a| a.0 == 'W' && a.2 == 0x10)
+            .map(|a| a.3)
+            .collect();
+        assert_eq!(writes, (0..N).collect::<Vec<_>>());
+        assert_time_ordered(ev);
+    }
+    assert_eq!(&r.dev[1][0x10..0x14], &((N - 1) as u32).to_le_bytes());
+}
