@@ -283,10 +283,16 @@ pub(crate) unsafe fn fixup(sig: i32, info: *const libc::siginfo_t, uc: *mut libc
     if rip.wrapping_sub(begin) >= end.wrapping_sub(begin) {
         return false;
     }
-    // SAFETY: the kernel's siginfo of a fault (si_addr, and si_addr_lsb right after it).
+    // SAFETY: the kernel's siginfo of a fault (si_addr; si_addr_lsb right after it, which
+    // only the machine-check codes BUS_MCEERR_AR/AO fill).
     let (code, addr, lsb) = unsafe {
         let i = &*info;
-        let lsb = *((info as *const u8).add(24) as *const u16);
+        let mce = sig == libc::SIGBUS && matches!(i.si_code, 4 | 5);
+        let lsb = if mce {
+            *((info as *const u8).add(24) as *const u16)
+        } else {
+            0
+        };
         (i.si_code, i.si_addr() as u64, lsb)
     };
     let err = g[libc::REG_ERR as usize] as u64 & 0x7fff;
