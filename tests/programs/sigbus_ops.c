@@ -8,9 +8,10 @@
  * Usage: sigbus_ops DEV MODE [OP]
  *   MODE skip: the SIGBUS handler checks the context (RIP on the instruction, registers
  *              as before it, si_addr/si_code, CR2) and skips the instruction;
- *   MODE map:  DPDK-style hot-unplug handler: looks the mapping up by si_addr, maps
- *              anonymous memory (filled with 0x5a) over its page with MAP_FIXED, returns:
- *              the instruction re-executes against it; the device page is mapped back;
+ *   MODE map:  hot-unplug handler: looks the mapping up by si_addr, maps anonymous
+ *              memory (filled with 0x5a) over its page with MAP_FIXED, returns: the
+ *              instruction re-executes against it; the device page is mapped back;
+ *   MODE mapall: the same over the whole two-page mapping (as DPDK does), mapped back;
  *   MODE jmp:  the handler leaves with siglongjmp;
  *   MODE none: no handler (OP names the one instruction run): killed by SIGBUS;
  *   MODE blocked: the skip handler, but SIGBUS blocked: killed by SIGBUS;
@@ -70,14 +71,17 @@ static void on_fault(int sig, siginfo_t *si, void *ucv) {
         ptr((uint64_t)g[REG_RDI], d), (unsigned long)xmm0);
     if ((uint64_t)g[REG_RIP] != op_start) _exit(5);
     if (!strcmp(mode, "jmp")) siglongjmp(env, 1);
-    if (!strcmp(mode, "map")) {
-        /* Look the mapping up by si_addr, as a hot-unplug handler does. */
+    if (!strcmp(mode, "map") || !strcmp(mode, "mapall")) {
+        /* Look the mapping up by si_addr, as a hot-unplug handler does; map dummy memory
+         * over the page (map) or, as DPDK does, over the whole resource (mapall). */
         uint64_t at = (uint64_t)si->si_addr;
         if (at - (uint64_t)bar >= 2 * PAGE) { out("  no mapping holds si_addr\n"); _exit(6); }
-        void *page = (void *)(at & ~(uint64_t)(PAGE - 1));
-        void *m = mmap(page, PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        int all = !strcmp(mode, "mapall");
+        void *page = all ? (void *)bar : (void *)(at & ~(uint64_t)(PAGE - 1));
+        size_t len = all ? 2 * PAGE : PAGE;
+        void *m = mmap(page, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
         if (m != page) _exit(7);
-        memset(m, 0x5a, PAGE);
+        memset(m, 0x5a, len);
         return;
     }
     g[REG_RIP] = (greg_t)op_end; /* skip */
@@ -121,11 +125,16 @@ static void set(uint64_t rax, uint64_t rcx, uint64_t rdx, uint8_t *rsi, uint8_t 
  * (gone) device page back. */
 static void after(const char *name) {
     (void)name;
-    if (strcmp(mode, "map")) return;
+    int all = !strcmp(mode, "mapall");
+    if (strcmp(mode, "map") && !all) return;
     uint8_t *p1 = bar + PAGE;
     out("  page1 %016lx %016lx\n", (unsigned long)*(volatile uint64_t *)(p1 + 0x40),
         (unsigned long)*(volatile uint64_t *)(p1 + 0x48));
-    if (mmap(p1, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, PAGE) != p1) _exit(8);
+    if (all) {
+        if (mmap(bar, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != bar) _exit(8);
+    } else if (mmap(p1, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, PAGE) != p1) {
+        _exit(8);
+    }
 }
 
 int main(int argc, char **argv) {

@@ -230,6 +230,24 @@ fn sigbus_hot_unplug_handler_maps_dummy_memory_and_the_instruction_reruns() {
     let read = ('R', 8, 0x100, qword(0x100));
     assert_eq!(movs, vec![read, read, ('W', 8, 0x100, dummy)]);
     assert_eq!(&r.dev[1][0x100..0x108], &dummy.to_le_bytes());
+
+    // As DPDK does: dummy memory over the whole mapping (the tracer sees a MAP_FIXED
+    // over the traced region; the instruction then re-runs untraced, on the dummy).
+    let r = run_three(&t, &["mapall"]);
+    assert_exit(&r.rec, 0);
+    let out = assert_same(&r);
+    assert!(out.contains(
+        "load32\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x4 rip =insn len 2\n  \
+         ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
+         xmm0 0x1122334455667788\n  after rax 0x5a5a5a5a "
+    ));
+    assert!(!out.contains("no mapping"));
+    // MOVS to the gone page: the read before the fault; its re-run reads the dummy.
+    let movs: Vec<_> = accesses(&r.rec_ev)
+        .into_iter()
+        .filter(|a| a.2 == 0x100 && a.1 == 8)
+        .collect();
+    assert_eq!(movs, vec![read]);
 }
 
 #[test]
