@@ -153,8 +153,15 @@ impl AliasBus {
 
     /// Records a fault of the access the program made at `addr` (performed at `at`: the
     /// alias, or `addr` itself for ordinary memory) and stops the instruction. The fault
-    /// address is translated back into the program's mapping.
+    /// address is translated back into the program's mapping. A SIGSEGV of the alias is
+    /// not recorded (see below).
     fn faulted(&mut self, mut f: Fault, addr: u64, at: u64, len: usize) -> BusFault {
+        if f.signo == libc::SIGSEGV && at != addr {
+            // The alias refused what the program's own mapping may allow (or it is going
+            // away under a concurrent munmap): not the program's fault. Refused: the step
+            // path runs the program's instruction on its own mapping.
+            return BusFault { addr };
+        }
         let off = f.addr.wrapping_sub(at);
         f.addr = if off < len as u64 {
             addr.wrapping_add(off)
