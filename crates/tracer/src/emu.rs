@@ -5,7 +5,9 @@
 //! [`Bus`] the emulator talks to: every access that falls in a traced region is performed
 //! once, at its exact width, on the alias mapping, and logged; other accesses (the
 //! non-device side of `MOVS`, the stack of `PUSH m`) go to ordinary memory unlogged.
-//! Instructions it cannot complete return `false` and take the step fallback.
+//! Instructions it cannot complete are refused and take the step fallback; an access that
+//! faults (see [`crate::guard`]) stops the instruction with nothing committed, and the
+//! fault goes to the program.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
