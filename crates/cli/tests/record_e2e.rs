@@ -68,6 +68,7 @@ fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
     assert_eq!((m.phys, m.len), (0, 0x2000));
     assert!(matches!(ev.last(), Some(Event::Unmap(u)) if u.id == m.id));
     assert_eq!(accesses(&ev), regs_accesses(true));
+    assert_device_after(&t.dev, &writes_of(&regs_accesses(true)));
     // The crc32 with a memory operand is not emulated: single-stepped, logged UNKNOWN.
     assert_eq!(unknowns(&ev), [(4, [0xf2, 0x0f, 0x38])]);
     // Every access carries the program's thread id and a program counter.
@@ -96,6 +97,8 @@ fn without_the_alias_mapping_every_access_is_single_stepped() {
         )]
     );
     assert_eq!(accesses(&ev), regs_accesses(false));
+    // The stepped read-modify-write still happened, natively.
+    assert_device_after(&t.dev, &writes_of(&regs_accesses(true)));
     assert_eq!(
         unknowns(&ev),
         [
@@ -148,6 +151,7 @@ fn threads_hammering_their_registers_lose_nothing_and_keep_order() {
     assert_eq!(next, [N, N]);
     assert_eq!(reads, 2);
     assert_ne!(tids[0], tids[1]);
+    assert_device_after(&t.dev, &[(0, N - 1, 4), (8, N - 1, 4)]);
     assert_time_ordered(&ev);
 }
 
@@ -161,6 +165,7 @@ fn sigkill_mid_run_loses_no_completed_access() {
     for (i, a) in acc.iter().enumerate() {
         assert_eq!(*a, ('W', 4, 0x40, i as u64));
     }
+    assert_device_after(&t.dev, &[(0x40, 4999, 4)]);
 }
 
 #[test]
@@ -170,6 +175,7 @@ fn programs_own_sigsegv_handler_works_and_fatal_faults_stay_fatal() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "recovered=2\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 0x11), ('W', 4, 4, 0x22)]);
+    assert_device_after(&t.dev, &[(4, 0x22, 4)]);
 
     let (out, ev) = t.record(&["crash"]);
     assert_eq!(
@@ -178,6 +184,7 @@ fn programs_own_sigsegv_handler_works_and_fatal_faults_stay_fatal() {
         "dies of SIGSEGV as without the tracer"
     );
     assert_eq!(accesses(&ev), vec![('W', 4, 0, 1)]);
+    assert_device_after(&t.dev, &[(4, 0x22, 4), (0, 1, 4)]);
 }
 
 #[test]
@@ -188,6 +195,7 @@ fn fork_and_exec_are_traced_into_the_same_log() {
     let writes = writes_with_pid(&ev);
     let values: Vec<u64> = writes.iter().map(|w| w.0).collect();
     assert_eq!(values, vec![1, 2, 3, 4]);
+    assert_device_after(&t.dev, &[(0x10, 4, 4)]);
     let (parent, child, exec) = (writes[0].1, writes[1].1, writes[2].1);
     assert_eq!(writes[3].1, parent);
     assert_ne!(parent, child);
@@ -215,6 +223,8 @@ fn ordinary_files_are_not_devices_by_default() {
             "unexpected {e:?}"
         );
     }
+    // Untraced, the program's writes reach the device as they do traced.
+    assert_device_after(&t.dev, &writes_of(&regs_accesses(true)));
 }
 
 #[test]
@@ -255,6 +265,7 @@ fn markers_from_the_program_and_from_another_shell() {
     // told to go on.
     assert_eq!(&seq[1..4], ["W1", "between one and two", "W2"]);
     assert!(seq[4..] == ["from another shell", "W3"], "{seq:?}");
+    assert_device_after(&t.dev, &[(0, 3, 4)]);
 }
 
 #[test]
@@ -359,6 +370,9 @@ fn programs_own_mprotect_still_holds_and_mremap_keeps_tracing() {
         })
         .collect();
     assert_eq!(kinds, ["MAP", "UNMAP", "MAP"]);
+    // The denied write (0xbad) is not there; the one through the moved mapping is. (The
+    // file is 16 KiB: the grown mapping's pages beyond 8 KiB are the file's own.)
+    assert_device_after(&t.dev, &[(0, 2, 4), (0x10, 3, 4)]);
     // The markers name the device's file for the first id, and the second as its sequel.
     let dev = t.dev.to_str().unwrap();
     assert_eq!(
@@ -379,12 +393,16 @@ fn range_and_bypass_limit_tracing_within_a_mapping() {
         accesses(&ev),
         vec![('W', 4, 0, 0xa0), ('W', 4, 0x2000, 0xa2)]
     );
+    // The bypassed page is written too, untraced.
+    let all = [(0, 0xa0, 4), (0x1000, 0xa1, 4), (0x2000, 0xa2, 4)];
+    assert_device_after(&t.dev, &all);
     let (out, ev) = t.record_with(&["--range", "0x1000-0x2000"], &[]);
     assert_exit(&out, 0);
     assert_eq!(
         accesses(&ev),
         vec![('W', 4, 0x1000, 0xa1), ('R', 4, 0x1000, 0xa1)]
     );
+    assert_device_after(&t.dev, &all);
 }
 
 #[test]
@@ -393,6 +411,7 @@ fn posix_spawn_and_vfork_children_are_traced() {
     let (out, ev) = t.record(&[]);
     assert_exit(&out, 0);
     assert_eq!(values(&ev), vec![1, 2, 3, 2, 4]);
+    assert_device_after(&t.dev, &[(8, 4, 4)]);
 }
 
 #[test]
@@ -410,6 +429,9 @@ fn more_threads_than_rings_over_time_lose_nothing() {
     v.sort_unstable();
     assert_eq!(v, (0..800).collect::<Vec<u64>>());
     assert_none_lost(&ev);
+    // Thread k wrote k to word k % 1024: each of the 800 words its own value.
+    let w: Vec<_> = (0..800).map(|k| (4 * k, k, 4)).collect();
+    assert_device_after(&t.dev, &w);
 }
 
 #[test]
@@ -425,6 +447,11 @@ fn asynchronous_signal_handlers_touching_the_device_are_traced_in_order() {
     assert_eq!(main, (0..N).collect::<Vec<_>>());
     assert_eq!(handler, (0..ticks).collect::<Vec<_>>());
     assert_time_ordered(&ev);
+    let mut w = vec![(0, N - 1, 4)];
+    if ticks > 0 {
+        w.push((0x20, ticks - 1, 4));
+    }
+    assert_device_after(&t.dev, &w);
 }
 
 #[test]
@@ -437,6 +464,7 @@ fn device_matching_follows_the_descriptor_through_dup() {
         vec![('W', 4, 0, 0x100), ('W', 4, 4, 0x101), ('W', 4, 8, 0x102)]
     );
     assert_eq!(count_maps(&ev), 3);
+    assert_device_after(&t.dev, &writes_of(&accesses(&ev)));
 }
 
 #[test]
@@ -462,6 +490,7 @@ fn binary_format_keeps_wide_accesses_whole() {
         unreachable!()
     };
     assert_eq!(a.wide.as_deref().map(|w| &w[..16]), Some(&[0xff; 16][..]));
+    assert_device_after(&t.dev, &writes_of(&regs_accesses(true)));
 }
 
 #[test]
@@ -484,6 +513,7 @@ fn a_static_program_is_reported_as_untraced() {
     assert_eq!(out.status.code(), Some(0));
     assert!(accesses(&ev).is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("never loaded the tracer"));
+    assert_device_after(&dev, &[(0, 0xa0, 4), (0x1000, 0xa1, 4), (0x2000, 0xa2, 4)]);
 }
 
 #[test]
@@ -495,6 +525,8 @@ fn partial_munmap_keeps_the_rest_traced_and_map_fixed_replaces() {
         accesses(&ev),
         vec![('W', 4, 0, 1), ('W', 4, 0x2000, 2), ('W', 4, 0x2000, 3)]
     );
+    // 0x77 went to the anonymous page mapped over the first one (MAP_FIXED), not here.
+    assert_device_after(&t.dev, &[(0, 1, 4), (0x2000, 3, 4)]);
 }
 
 #[test]
@@ -512,6 +544,7 @@ fn programs_own_sigtrap_handler_coexists_with_the_step_fallback() {
         })
         .collect();
     assert_eq!(seq, ["W0", "step", "W1", "step", "W2", "step"]);
+    assert_device_after(&t.dev, &[(0x10, 2, 4)]);
 }
 
 #[test]
@@ -531,4 +564,5 @@ fn sigterm_to_the_recorder_is_passed_to_the_program_and_the_trace_completed() {
         "the program died of SIGTERM"
     );
     assert_eq!(values(&read_log(&trace_log(&t.dir))), [1, 2]);
+    assert_device_after(&t.dev, &[(0, 2, 4)]);
 }

@@ -17,6 +17,7 @@ fn rv2_sigsegv_handler_left_by_siglongjmp_catches_every_later_fault() {
         assert_exit(&out, 0);
         assert_eq!(stdout(&out), "12850\n");
         assert_eq!(accesses(&ev), vec![('W', 4, 0, 12850)]);
+        assert_device_after(&t.dev, &[(0, 12850, 4)]);
     }
 }
 
@@ -57,6 +58,7 @@ fn rv2_mremap_of_part_of_a_mapping_keeps_the_rest_traced() {
             ('R', 4, 0x100c, 0x1403),
         ]
     );
+    assert_device_after(&t.dev, &writes_of(&accesses(&ev)));
     assert_eq!(
         map_lines(&ev),
         vec![
@@ -79,6 +81,8 @@ fn rv2_mremap_moves_each_piece_with_its_own_protection() {
         accesses(&ev),
         vec![('W', 4, 0, 1), ('W', 4, 0, 4), ('R', 4, 0x2000, 0x1800)]
     );
+    // The fatal write to the read-only page never reached the device.
+    assert_device_after(&t.dev, &[(0, 4, 4)]);
     assert_eq!(
         map_lines(&ev),
         vec!["MAP 1 0x0 0x3000", "UNMAP 1", "MAP 2 0x0 0x3000"]
@@ -101,6 +105,7 @@ fn rv2_mremap_grown_pages_are_traced() {
             ('R', 4, 0x2008, 0x1802),
         ]
     );
+    assert_device_after(&t.dev, &writes_of(&accesses(&ev)));
 }
 
 #[test]
@@ -110,6 +115,7 @@ fn rv2_mprotect_on_traced_memory_fails_as_natively() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "mprotect -1 Permission denied\nread 0x1001\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 4, 0x1001)]);
+    assert_device_after(&t.dev, &[]);
     let (out, ev) = t.record(&["b"]);
     assert_exit(&out, 128 + 11);
     assert_eq!(
@@ -117,6 +123,7 @@ fn rv2_mprotect_on_traced_memory_fails_as_natively() {
         "mprotect page 0: 0\nmisaligned mprotect: -1 Invalid argument\n"
     );
     assert_eq!(accesses(&ev), vec![('W', 4, 8, 0x77)]);
+    assert_device_after(&t.dev, &[(8, 0x77, 4)]);
 }
 
 #[test]
@@ -134,6 +141,7 @@ fn rv2_raw_fork_child_never_hangs_on_the_region_lock() {
     pids.sort_unstable();
     pids.dedup();
     assert_eq!(pids.len(), N);
+    assert_device_after(&t.dev, &[(0, 1, 4)]);
 }
 
 #[test]
@@ -158,6 +166,7 @@ fn rv2_waits_with_a_full_mask_keep_the_tracers_signals_deliverable() {
         .flat_map(|i| [('W', 4, 8, 0x51 + i), ('R', 4, 8, 0x51 + i)])
         .collect();
     assert_eq!(accesses(&ev), want);
+    assert_device_after(&t.dev, &[(8, 0x55, 4)]);
 }
 
 #[test]
@@ -168,6 +177,7 @@ fn rv2_device_access_in_a_key_destructor_gives_its_ring_back() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "rings of ended threads still owned: 0\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 7); N]);
+    assert_device_after(&t.dev, &[(4, 7, 4)]);
 }
 
 #[test]
@@ -184,4 +194,5 @@ fn rv2_cancelled_threads_free_their_alternate_stacks() {
         .unwrap_or_else(|| panic!("output: {}", stdout(&out)));
     assert!(grew < N / 4, "VmSize grew {grew} x 64 KiB over {N} threads");
     assert_eq!(accesses(&ev), vec![('W', 4, 0, 1); 220]);
+    assert_device_after(&t.dev, &[(0, 1, 4)]);
 }

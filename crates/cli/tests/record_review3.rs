@@ -32,6 +32,7 @@ fn rv3_a_fault_of_a_stepped_instruction_reaches_the_program_and_ends_the_step() 
         })
         .collect();
     assert_eq!(unknown, vec![0x100; K as usize]);
+    assert_device_after(&t.dev, &[(0, N - 1, 4)]);
 }
 
 #[test]
@@ -41,4 +42,5 @@ fn rv3_the_recorder_liveness_pipe_reaches_the_program_and_survives_its_close() {
     assert_exit(&out, 0);
     let w: Vec<(char, u8, u64, u64)> = accesses(&ev);
     assert_eq!(w, vec![('W', 4, 8, 42)]);
+    assert_device_after(&t.dev, &[(8, 42, 4)]);
 }

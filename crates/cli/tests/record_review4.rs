@@ -21,6 +21,7 @@ fn tidy(mode: &str) {
         "{mode}: the child and the image it execs"
     );
     assert_ne!(writes[0].1, writes[1].1, "{mode}");
+    assert_device_after(&t.dev, &[(0x10, 4, 4)]);
 }
 
 #[test]
@@ -45,6 +46,7 @@ fn cut(mode: &str) {
     assert_eq!(values, vec![1, 2, 3], "{mode}");
     assert_eq!(writes[0].1, writes[2].1, "{mode}: the parent");
     assert_ne!(writes[0].1, writes[1].1, "{mode}: the exec'd child");
+    assert_device_after(&t.dev, &[(0x10, 3, 4)]);
 }
 
 #[test]

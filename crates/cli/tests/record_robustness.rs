@@ -61,6 +61,8 @@ fn a_failed_lock_cmpxchg_never_undoes_another_threads_store() {
         assert_eq!((p[0].0, p[1].0), ('R', 'W'));
         assert_eq!(p[0].1, p[1].1, "a failed cmpxchg writes back what it read");
     }
+    // No write-back undid the main thread's last store.
+    assert_device_after(&t.dev, &[(0, 100_000, 4)]);
 }
 
 #[test]
@@ -98,6 +100,7 @@ fn locked_read_modify_writes_are_traced_exactly() {
             ('R', 4, 0x14, 0x8000_1005),
         ]
     );
+    assert_device_after(&t.dev, &writes_of(&accesses(&ev)));
 }
 
 #[test]
@@ -113,6 +116,7 @@ fn gs_relative_device_accesses_use_the_real_gs_base() {
             ('R', 4, 0xc, 0xabcd)
         ]
     );
+    assert_device_after(&t.dev, &[(0xc, 0xabcd, 4)]);
 }
 
 #[test]
@@ -142,6 +146,7 @@ fn map_ids_wrapping_their_low_16_bits_keep_each_access_on_its_mapping() {
         })
         .collect();
     assert_eq!(acc, vec![(first.0, 0x4, 0x1001), (last.0, 0x2008, 0x1802)]);
+    assert_device_after(&t.dev, &[]);
 }
 
 #[test]
@@ -151,6 +156,7 @@ fn thousands_of_short_lived_threads_reuse_thread_slots() {
     assert_eq!(lost_marks(&ev), Vec::<String>::new());
     let want: Vec<_> = (0..4200).map(|i| ('W', 4, 0, i)).collect();
     assert_eq!(accesses(&ev), want);
+    assert_device_after(&t.dev, &[(0, 4199, 4)]);
 }
 
 #[test]
@@ -158,6 +164,7 @@ fn ended_threads_alternate_stacks_are_unmapped() {
     let t = Fixture::new("leak", "rob_leak", 4096);
     let (out, ev) = record_ok(&t, &["1000"]);
     assert_eq!(accesses(&ev).len(), 1100);
+    assert_device_after(&t.dev, &[(0, 1, 4)]);
     let s = stdout(&out);
     let grew: i64 = s
         .trim()
@@ -206,6 +213,5 @@ fn the_program_runs_on_correctly_after_the_recorder_is_killed() {
         Some(format!("done {n} bad 0"))
     );
     // The device holds the last value written.
-    let bytes = std::fs::read(&t.dev).unwrap();
-    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), n);
+    assert_device_after(&t.dev, &[(0, 0, 4), (4, n as u64, 4)]);
 }

@@ -17,6 +17,7 @@ fn sig_handler_with_a_full_sa_mask_may_touch_the_device() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "handler read 0x1002\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002)]);
+    assert_device_after(&t.dev, &[]);
 }
 
 #[test]
@@ -26,11 +27,13 @@ fn sig_programs_sigsegv_handler_may_touch_the_device_and_its_own_faults_stay_fat
     assert_exit(&out, 7);
     assert_eq!(stdout(&out), "handler wrote reset reg\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 0xdead)]);
+    assert_device_after(&t.dev, &[(4, 0xdead, 4)]);
     // A real fault inside the handler (SIGSEGV blocked there): killed, as the kernel does.
     let (out, ev) = t.record(&["nested"]);
     assert_exit(&out, 128 + 11);
     assert_eq!(stdout(&out), "");
     assert_eq!(accesses(&ev), vec![('W', 4, 4, 0xdead)]);
+    assert_device_after(&t.dev, &[(4, 0xdead, 4)]);
 }
 
 #[test]
@@ -41,6 +44,7 @@ fn sig_sigev_thread_timer_callbacks_may_touch_the_device() {
     assert_eq!(stdout(&out), "5\n");
     let want: Vec<_> = (0..5).map(|n| ('W', 4, 0x10, n)).collect();
     assert_eq!(accesses(&ev), want);
+    assert_device_after(&t.dev, &[(0x10, 4, 4)]);
 }
 
 #[test]
@@ -50,6 +54,7 @@ fn sig_mq_notify_thread_callbacks_may_touch_the_device() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "notified\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 0x30, 0x51)]);
+    assert_device_after(&t.dev, &[(0x30, 0x51, 4)]);
 }
 
 #[test]
@@ -59,6 +64,7 @@ fn sig_posix_spawn_child_with_every_signal_blocked_is_traced() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "child read 0x1000\nchild status 0\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 0, 0x1000)]);
+    assert_device_after(&t.dev, &[]);
 }
 
 #[test]
@@ -76,6 +82,12 @@ fn sig_markers_and_handler_accesses_on_one_thread_lose_nothing() {
     assert_eq!(marks, N);
     let want: Vec<_> = (0..ticks).map(|n| ('W', 4, 0x20, n)).collect();
     assert_eq!(accesses(&ev), want);
+    let last: Vec<_> = ticks
+        .checked_sub(1)
+        .map(|v| (0x20, v, 4))
+        .into_iter()
+        .collect();
+    assert_device_after(&t.dev, &last);
 }
 
 #[test]
@@ -85,6 +97,7 @@ fn sig_mprotect_of_part_of_a_region_and_a_duplicate_view() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "write to page 0 ok: 0x5\n");
     assert_eq!(accesses(&ev), vec![('W', 4, 0, 5), ('R', 4, 0, 5)]);
+    assert_device_after(&t.dev, &[(0, 5, 4)]);
     // One mapping, one UNMAP at exit... none here (the program does not unmap): no split
     // piece may log an UNMAP of its own.
     assert!(!ev.iter().any(|e| matches!(e, Event::Unmap(_))));
@@ -113,6 +126,7 @@ fn sig_mprotect_of_part_of_a_region_and_a_duplicate_view() {
         })
         .collect();
     assert_eq!(maps, vec![(0, 3 * 4096), (0, 3 * 4096)]);
+    assert_device_after(&t.dev, &[]);
 }
 
 #[test]
@@ -159,6 +173,7 @@ fn sig_daemon_child_is_traced_under_its_own_pid() {
             (child, 'W', 4, 0, 4),
         ]
     );
+    assert_device_after(&t.dev, &[(0, 4, 4)]);
 }
 
 #[test]
@@ -169,6 +184,7 @@ fn sig_children_execed_with_an_explicit_environment_are_traced() {
     let want: Vec<_> = (1..=7).map(|n| ('W', 4, 0, n)).collect();
     assert_eq!(accesses(&ev), want);
     assert_eq!(count_maps(&ev), 7);
+    assert_device_after(&t.dev, &[(0, 7, 4)]);
 }
 
 #[test]
@@ -178,6 +194,7 @@ fn sig_programs_small_alternate_stack_is_not_used_by_the_tracer() {
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "read 0x1002 reported 1 clobbered 0\n");
     assert_eq!(accesses(&ev), vec![('R', 4, 8, 0x1002), ('W', 4, 12, 0x77)]);
+    assert_device_after(&t.dev, &[(12, 0x77, 4)]);
 }
 
 #[test]
@@ -204,5 +221,6 @@ fn sig_children_of_forks_that_bypass_the_hooks_are_traced_under_their_own_pid() 
             ],
             "{how}"
         );
+        assert_device_after(&t.dev, &[(0, 4, 4)]);
     }
 }

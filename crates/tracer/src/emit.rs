@@ -101,6 +101,15 @@ impl Pending {
         self.access(write, addr, map_id, &b[..(width as usize).clamp(1, 8)], pc);
     }
 
+    /// Ends the event without publishing anything (the access it was for faulted and did
+    /// not happen): the ring is idle again, so the merge does not wait for it.
+    pub fn cancel(self) {
+        if let Some(p) = self.p {
+            // An empty event moves nothing; it only ends the busy state.
+            let _ = p.push(&[]);
+        }
+    }
+
     /// Publishes an `UNKNOWN` (an access whose direction or value could not be known).
     pub fn unknown(self, addr: u64, map_id: u64, opcode: u64, pc: u64) {
         let r = Record::new(

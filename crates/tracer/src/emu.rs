@@ -5,9 +5,11 @@
 //! [`Bus`] the emulator talks to: every access that falls in a traced region is performed
 //! once, at its exact width, on the alias mapping, and logged; other accesses (the
 //! non-device side of `MOVS`, the stack of `PUSH m`) go to ordinary memory unlogged.
-//! Instructions it cannot complete return `false` and take the step fallback.
+//! Instructions it cannot complete are refused and take the step fallback; an access that
+//! faults (see [`crate::guard`]) stops the instruction with nothing committed, and the
+//! fault goes to the program.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use mmio_trace_x86 as x86;
@@ -17,6 +19,7 @@ use x86::{AccessDir, Bus, BusFault, Cpu, Rmw};
 use iced_x86::{Instruction, Register};
 
 use crate::emit;
+use crate::guard::{self, Fault, Locked};
 use crate::regions::{self, Region};
 use crate::sys;
 
@@ -94,45 +97,6 @@ pub(crate) fn effective_address(instr: &Instruction, gregs: &[i64; 23]) -> Optio
     Some(ea)
 }
 
-/// Unaligned single-instruction accesses: x86 `mov` handles any alignment, and
-/// `read_volatile` requires alignment, so use inline asm of the exact width.
-trait Unaligned<T> {
-    unsafe fn read_unaligned_volatile_or_plain(self) -> T;
-}
-trait UnalignedW<T> {
-    unsafe fn write_unaligned_volatile_or_plain(self, v: T);
-}
-
-macro_rules! unaligned {
-    ($t:ty, $reg:ident, $ptr:literal) => {
-        impl Unaligned<$t> for *const $t {
-            #[inline(always)]
-            unsafe fn read_unaligned_volatile_or_plain(self) -> $t {
-                let v: $t;
-                // SAFETY: caller guarantees the address is readable for the width.
-                unsafe {
-                    core::arch::asm!(concat!("mov {v:", stringify!($reg), "}, ", $ptr, " ptr [{p}]"),
-                        p = in(reg) self, v = out(reg) v, options(nostack, preserves_flags))
-                };
-                v
-            }
-        }
-        impl UnalignedW<$t> for *mut $t {
-            #[inline(always)]
-            unsafe fn write_unaligned_volatile_or_plain(self, v: $t) {
-                // SAFETY: caller guarantees the address is writable for the width.
-                unsafe {
-                    core::arch::asm!(concat!("mov ", $ptr, " ptr [{p}], {v:", stringify!($reg), "}"),
-                        p = in(reg) self, v = in(reg) v, options(nostack, preserves_flags))
-                };
-            }
-        }
-    };
-}
-unaligned!(u16, x, "word");
-unaligned!(u32, e, "dword");
-unaligned!(u64, r, "qword");
-
 static LAYOUT: OnceLock<XsaveLayout> = OnceLock::new();
 
 /// Prepares the emulator outside any signal handler: builds the decoder's tables (which
@@ -161,6 +125,8 @@ struct AliasBus {
     pc: u64,
     locked: bool,
     holding: bool,
+    /// The fault that stopped the instruction, with the program's address.
+    fault: Option<Fault>,
 }
 
 impl AliasBus {
@@ -186,6 +152,27 @@ impl AliasBus {
             self.holding = true;
         }
     }
+
+    /// Records a fault of the access the program made at `addr` (performed at `at`: the
+    /// alias, or `addr` itself for ordinary memory) and stops the instruction. The fault
+    /// address is translated back into the program's mapping. A SIGSEGV of the alias is
+    /// not recorded (see below).
+    fn faulted(&mut self, mut f: Fault, addr: u64, at: u64, len: usize) -> BusFault {
+        if f.signo == libc::SIGSEGV && at != addr {
+            // The alias refused what the program's own mapping may allow (or it is going
+            // away under a concurrent munmap): not the program's fault. Refused: the step
+            // path runs the program's instruction on its own mapping.
+            return BusFault { addr };
+        }
+        let off = f.addr.wrapping_sub(at);
+        f.addr = if off < len as u64 {
+            addr.wrapping_add(off)
+        } else {
+            addr
+        };
+        self.fault = Some(f);
+        BusFault { addr }
+    }
 }
 
 impl Drop for AliasBus {
@@ -198,39 +185,51 @@ impl Drop for AliasBus {
 
 impl Bus for AliasBus {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), BusFault> {
-        match self.region_for(addr, buf.len())? {
+        let len = buf.len();
+        match self.region_for(addr, len)? {
             Some(r) => {
                 self.lock_for_rmw();
                 let e = emit::begin();
+                let at = r.alias_of(addr);
                 // SAFETY: the alias maps the whole region readable; width checked.
-                unsafe { alias_read(r.alias_of(addr), buf) };
-                e.access(false, addr, r.map_id, buf, self.pc);
+                match unsafe { guard::read(at, buf) } {
+                    Ok(()) => e.access(false, addr, r.map_id, buf, self.pc),
+                    Err(f) => {
+                        e.cancel();
+                        return Err(self.faulted(f, addr, at, len));
+                    }
+                }
             }
             // SAFETY: ordinary memory the instruction itself would have read.
-            None => unsafe {
-                std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
-            },
+            None => unsafe { guard::copy(buf.as_mut_ptr() as u64, addr, len) }
+                .map_err(|f| self.faulted(f, addr, addr, len))?,
         }
         Ok(())
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), BusFault> {
-        match self.region_for(addr, data.len())? {
+        let len = data.len();
+        match self.region_for(addr, len)? {
             Some(r) => {
                 if r.prot & libc::PROT_WRITE == 0 {
                     return Err(BusFault { addr });
                 }
                 self.lock_for_rmw();
                 let e = emit::begin();
+                let at = r.alias_of(addr);
                 // SAFETY: the alias maps the whole region writable when the program's
                 // protection allows writes; width checked.
-                unsafe { alias_write(r.alias_of(addr), data) };
-                e.access(true, addr, r.map_id, data, self.pc);
+                match unsafe { guard::write(at, data) } {
+                    Ok(()) => e.access(true, addr, r.map_id, data, self.pc),
+                    Err(f) => {
+                        e.cancel();
+                        return Err(self.faulted(f, addr, at, len));
+                    }
+                }
             }
             // SAFETY: ordinary memory the instruction itself would have written.
-            None => unsafe {
-                std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len())
-            },
+            None => unsafe { guard::copy(addr, data.as_ptr() as u64, len) }
+                .map_err(|f| self.faulted(f, addr, addr, len))?,
         }
         Ok(())
     }
@@ -256,15 +255,26 @@ impl Bus for AliasBus {
                     return Err(BusFault { addr });
                 }
                 let e = emit::begin();
+                let at = r.alias_of(addr);
                 // SAFETY: the alias maps the whole region read-write (the program may
                 // write); aligned, width 1/2/4/8.
-                let (old, new) = unsafe { native_rmw(r.alias_of(addr), width, op) };
-                e.access_value(false, addr, r.map_id, width as u8, old, self.pc);
-                emit::begin().access_value(true, addr, r.map_id, width as u8, new, self.pc);
-                Ok(old)
+                match unsafe { native_rmw(at, width, op) } {
+                    Ok((old, new)) => {
+                        e.access_value(false, addr, r.map_id, width as u8, old, self.pc);
+                        emit::begin().access_value(true, addr, r.map_id, width as u8, new, self.pc);
+                        Ok(old)
+                    }
+                    Err(f) => {
+                        e.cancel();
+                        Err(self.faulted(f, addr, at, w))
+                    }
+                }
             }
             // SAFETY: ordinary memory the instruction itself would have modified; aligned.
-            None => Ok(unsafe { native_rmw(addr, width, op) }.0),
+            None => match unsafe { native_rmw(addr, width, op) } {
+                Ok((old, _)) => Ok(old),
+                Err(f) => Err(self.faulted(f, addr, addr, w)),
+            },
         }
     }
 }
@@ -272,158 +282,72 @@ impl Bus for AliasBus {
 /// A locked read-modify-write of the aligned `width`-byte word at `p`: (old, new).
 ///
 /// # Safety
-/// `p` aligned to `width` (1, 2, 4 or 8), readable and writable.
-unsafe fn native_rmw(p: u64, width: u32, op: &mut Rmw<'_>) -> (u64, u64) {
-    macro_rules! go {
-        ($a:ty, $t:ty) => {{
-            // SAFETY: caller's contract (aligned, valid for the width); the word is only
-            // accessed atomically here.
-            let a = unsafe { <$a>::from_ptr(p as *mut $t) };
-            const S: Ordering = Ordering::SeqCst;
-            match op {
-                Rmw::Xchg(v) => (a.swap(*v as $t, S) as u64, *v as $t as u64),
-                Rmw::Add(v) => {
-                    let o = a.fetch_add(*v as $t, S);
-                    (o as u64, o.wrapping_add(*v as $t) as u64)
-                }
-                Rmw::Cmpxchg { expected, new } => {
-                    match a.compare_exchange(*expected as $t, *new as $t, S, S) {
-                        Ok(o) => (o as u64, *new as $t as u64),
-                        Err(o) => (o as u64, o as u64),
-                    }
-                }
-                Rmw::Update(_) => {
-                    let mut cur = a.load(S);
-                    loop {
-                        let n = op.apply(cur as u64, width) as $t;
-                        match a.compare_exchange(cur, n, S, S) {
-                            Ok(_) => break (cur as u64, n as u64),
-                            Err(x) => cur = x,
-                        }
-                    }
-                }
-            }
-        }};
-    }
-    match width {
-        1 => go!(AtomicU8, u8),
-        2 => go!(AtomicU16, u16),
-        4 => go!(AtomicU32, u32),
-        _ => go!(AtomicU64, u64),
-    }
-}
-
-/// One access of `buf.len()` bytes as a single load of that width.
-///
-/// # Safety
-/// `addr..addr+len` readable; `len` accepted by [`width_ok`].
-unsafe fn alias_read(addr: u64, buf: &mut [u8]) {
-    // SAFETY: caller's contract.
-    unsafe {
-        match buf.len() {
-            1 => buf[0] = (addr as *const u8).read_volatile(),
-            2 => buf.copy_from_slice(
-                &(addr as *const u16)
-                    .read_unaligned_volatile_or_plain()
-                    .to_le_bytes(),
-            ),
-            4 => buf.copy_from_slice(
-                &(addr as *const u32)
-                    .read_unaligned_volatile_or_plain()
-                    .to_le_bytes(),
-            ),
-            8 => buf.copy_from_slice(
-                &(addr as *const u64)
-                    .read_unaligned_volatile_or_plain()
-                    .to_le_bytes(),
-            ),
-            16 => {
-                core::arch::asm!("movdqu {x}, xmmword ptr [{p}]", "movdqu xmmword ptr [{b}], {x}",
-                p = in(reg) addr, b = in(reg) buf.as_mut_ptr(), x = out(xmm_reg) _, options(nostack, preserves_flags))
-            }
-            32 => wide_read32(addr, buf.as_mut_ptr()),
-            64 => wide_read64(addr, buf.as_mut_ptr()),
-            _ => {}
+/// `p` aligned to `width` (1, 2, 4 or 8) and mapped read-write (a fault is returned).
+unsafe fn native_rmw(p: u64, width: u32, op: &mut Rmw<'_>) -> Result<(u64, u64), Fault> {
+    let m = if width >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (width * 8)) - 1
+    };
+    // SAFETY (all guard calls below): caller's contract.
+    Ok(match op {
+        Rmw::Xchg(v) => {
+            let v = *v & m;
+            (unsafe { guard::locked(p, width, Locked::Xchg(v)) }?, v)
         }
-    }
-}
-
-/// One access of `data.len()` bytes as a single store of that width.
-///
-/// # Safety
-/// `addr..addr+len` writable; `len` accepted by [`width_ok`].
-unsafe fn alias_write(addr: u64, data: &[u8]) {
-    let mut w = [0u8; 8];
-    let n = data.len().min(8);
-    w[..n].copy_from_slice(&data[..n]);
-    let v = u64::from_le_bytes(w);
-    // SAFETY: caller's contract.
-    unsafe {
-        match data.len() {
-            1 => (addr as *mut u8).write_volatile(v as u8),
-            2 => (addr as *mut u16).write_unaligned_volatile_or_plain(v as u16),
-            4 => (addr as *mut u32).write_unaligned_volatile_or_plain(v as u32),
-            8 => (addr as *mut u64).write_unaligned_volatile_or_plain(v),
-            16 => {
-                core::arch::asm!("movdqu {x}, xmmword ptr [{b}]", "movdqu xmmword ptr [{p}], {x}",
-                p = in(reg) addr, b = in(reg) data.as_ptr(), x = out(xmm_reg) _, options(nostack, preserves_flags))
-            }
-            32 => wide_write32(addr, data.as_ptr()),
-            64 => wide_write64(addr, data.as_ptr()),
-            _ => {}
+        Rmw::Add(v) => {
+            let old = unsafe { guard::locked(p, width, Locked::Xadd(*v)) }?;
+            (old, old.wrapping_add(*v) & m)
         }
-    }
+        Rmw::Cmpxchg { expected, new } => {
+            let (e, n) = (*expected & m, *new & m);
+            let old = unsafe { guard::locked(p, width, Locked::Cas(e, n)) }?;
+            (old, if old == e { n } else { old })
+        }
+        Rmw::Update(_) => {
+            let mut b = [0u8; 8];
+            unsafe { guard::read(p, &mut b[..width as usize]) }?;
+            let mut cur = u64::from_le_bytes(b);
+            loop {
+                let n = op.apply(cur, width);
+                let old = unsafe { guard::locked(p, width, Locked::Cas(cur, n)) }?;
+                if old == cur {
+                    break (cur, n);
+                }
+                cur = old;
+            }
+        }
+    })
 }
 
-#[target_feature(enable = "avx")]
-unsafe fn wide_read32(addr: u64, out: *mut u8) {
-    // SAFETY: caller's contract (AVX present, 32 readable bytes at addr, 32 writable at out).
-    unsafe {
-        core::arch::asm!("vmovdqu {y}, ymmword ptr [{p}]", "vmovdqu ymmword ptr [{o}], {y}",
-        p = in(reg) addr, o = in(reg) out, y = out(ymm_reg) _, options(nostack, preserves_flags))
-    };
-}
-
-#[target_feature(enable = "avx")]
-unsafe fn wide_write32(addr: u64, data: *const u8) {
-    // SAFETY: as wide_read32.
-    unsafe {
-        core::arch::asm!("vmovdqu {y}, ymmword ptr [{d}]", "vmovdqu ymmword ptr [{p}], {y}",
-        p = in(reg) addr, d = in(reg) data, y = out(ymm_reg) _, options(nostack, preserves_flags))
-    };
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn wide_read64(addr: u64, out: *mut u8) {
-    // SAFETY: caller's contract (AVX-512F present).
-    unsafe {
-        core::arch::asm!("vmovdqu64 {z}, zmmword ptr [{p}]", "vmovdqu64 zmmword ptr [{o}], {z}",
-        p = in(reg) addr, o = in(reg) out, z = out(zmm_reg) _, options(nostack, preserves_flags))
-    };
-}
-
-#[target_feature(enable = "avx512f")]
-unsafe fn wide_write64(addr: u64, data: *const u8) {
-    // SAFETY: as wide_read64.
-    unsafe {
-        core::arch::asm!("vmovdqu64 {z}, zmmword ptr [{d}]", "vmovdqu64 zmmword ptr [{p}], {z}",
-        p = in(reg) addr, d = in(reg) data, z = out(zmm_reg) _, options(nostack, preserves_flags))
-    };
+/// What [`emulate`] did with the instruction.
+pub(crate) enum Emulated {
+    /// Completed: every access performed and logged, the context updated.
+    Done,
+    /// Not emulated, nothing accessed or changed: single-step it.
+    Refused,
+    /// An access faulted (with the program's address): what the kernel would have raised
+    /// for the program's own instruction. Accesses before it happened (and are logged);
+    /// the context is as before the instruction (a `REP` string instruction: after the
+    /// elements completed), RIP on it.
+    Fault(Fault),
 }
 
 /// Completes the instruction at `rip` (bytes `code`) that faulted on a traced region:
-/// every access performed and logged, registers and RIP updated in `uc`. `false`: nothing
-/// was accessed or changed (unsupported instruction, an access straddling a region edge,
-/// a width that cannot be done in one access); the caller single-steps instead.
+/// every access performed and logged, registers and RIP updated in `uc`. `Refused`:
+/// nothing was accessed or changed (unsupported instruction, an access straddling a region
+/// edge, a width that cannot be done in one access); the caller single-steps instead.
+/// `Fault`: an access raised SIGBUS or SIGSEGV (a truncated device file, an unmapped
+/// ordinary operand); the caller hands it to the program.
 ///
 /// # Safety
 /// Signal-handler context; `uc` is the handler's context.
-pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bool {
+pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Emulated {
     let Some(layout) = LAYOUT.get() else {
-        return false;
+        return Emulated::Refused;
     };
     let Ok(d) = x86::decode(code, rip) else {
-        return false;
+        return Emulated::Refused;
     };
     // The fault address (the kernel's `si_addr` of a page fault, in the context's CR2).
     // SAFETY: the kernel's ucontext of this handler.
@@ -446,31 +370,59 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> bo
         pc: rip,
         locked: d.is_locked(),
         holding: false,
+        fault: None,
     };
     // Refuse up front anything the bus would refuse half-way: a read with side effects
     // must not happen and then be repeated by the step fallback. And the faulting access
     // must be one of those computed (a wrong segment base or decode would otherwise make
     // the emulator touch some other address): else the step path runs it natively.
     let mut covers = false;
-    for a in d.accesses(&cpu).as_slice() {
+    let accesses = d.accesses(&cpu);
+    for a in accesses.as_slice() {
         match bus.region_for(a.addr, a.size as usize) {
-            Err(_) => return false,
+            Err(_) => return Emulated::Refused,
             Ok(Some(_)) => covers |= fault.wrapping_sub(a.addr) < u64::from(a.size),
             Ok(None) => {}
         }
         if a.dir != AccessDir::Read {
             if let Some(r) = regions::find(a.addr) {
                 if r.prot & libc::PROT_WRITE == 0 {
-                    return false;
+                    return Emulated::Refused;
                 }
             }
         }
     }
     if !covers {
-        return false;
+        return Emulated::Refused;
     }
-    x86::emulate(&d, &mut cpu, &mut bus).is_ok()
+    // A SIGBUS of an access below must reach our handler (which makes the access return
+    // it): were it blocked (the program blocked it, and the handler runs with the
+    // interrupted mask), the kernel would kill the process right away, from inside the
+    // tracer. The handler's return restores the program's mask.
+    // SAFETY: the kernel's ucontext of this handler.
+    if unsafe { *crate::signals::uc_mask(uc) } & SIGBUS_BIT != 0 {
+        sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
+    }
+    match x86::emulate(&d, &mut cpu, &mut bus) {
+        Ok(_) => Emulated::Done,
+        Err(_) => match bus.fault {
+            Some(mut f) => {
+                // The CPU reports a read-modify-write's fault as a write, whichever half
+                // of it the emulation was doing.
+                let rmw = accesses.as_slice().iter().any(|a| {
+                    a.dir == AccessDir::ReadWrite && f.addr.wrapping_sub(a.addr) < u64::from(a.size)
+                });
+                if rmw {
+                    f.err |= 2;
+                }
+                Emulated::Fault(f)
+            }
+            None => Emulated::Refused,
+        },
+    }
 }
+
+const SIGBUS_BIT: u64 = 1 << (libc::SIGBUS - 1);
 
 /// In a fork child: a locked RMW of a thread that does not exist there holds nothing.
 pub(crate) fn after_fork_child() {

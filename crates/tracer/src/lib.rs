@@ -21,6 +21,7 @@
 
 mod emit;
 mod emu;
+mod guard;
 pub mod regions;
 pub mod rules;
 pub mod signals;

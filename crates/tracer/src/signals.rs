@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
 use crate::sys::{self, KSigaction};
-use crate::{emu, regions, step, threads};
+use crate::{emu, guard, regions, step, threads};
 
 /// The real-time signal used to pause other threads during a single step.
 pub const PAUSE_SIGNAL: i32 = 63;
@@ -422,6 +422,11 @@ pub(crate) fn decode_at(rip: u64) -> Option<(Instruction, [u8; 16])> {
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // An access the tracer made for the program faulted: it returns the fault.
+    // SAFETY: handler context.
+    if unsafe { guard::fixup(sig, info, uc) } {
+        return;
+    }
     // The child of a fork that bypassed our hooks must not write into the parent's ring.
     crate::check_fork();
     // SAFETY: the kernel passes valid info and context to an SA_SIGINFO handler.
@@ -431,6 +436,10 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         // fault of the stepped instruction (end the step and deliver it).
         // SAFETY: handler context.
         if code == SEGV_ACCERR && unsafe { step::extend(addr) } {
+            return;
+        }
+        // SAFETY: handler context.
+        if unsafe { fatal_in_step(sig, uc) } {
             return;
         }
         // SAFETY: handler context.
@@ -459,12 +468,92 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
     let rip = g[libc::REG_RIP as usize] as u64;
     let (code, n) = code_at(rip);
     // SAFETY: handler context.
-    if unsafe { emu::emulate(&code[..n], rip, uc) } {
-        return true;
+    let fault = match unsafe { emu::emulate(&code[..n], rip, uc) } {
+        emu::Emulated::Done => return true,
+        emu::Emulated::Refused => None,
+        emu::Emulated::Fault(f) => Some(f),
+    };
+    if let Some(f) = fault {
+        // SAFETY: handler context.
+        let mask = unsafe { *uc_mask(uc) };
+        let rsp = g[libc::REG_RSP as usize] as u64;
+        if !kills(f.signo, rsp, mask) {
+            // SAFETY: handler context.
+            unsafe { deliver_fault(f, uc) };
+            return true;
+        }
+        // Fatal: the program must die of it as natively, with a core of its own
+        // instruction, not of the tracer's access. Run the instruction natively (the step
+        // path): it faults again, and the kernel, now with the default action, kills.
+        sys::sigaction(f.signo, Some(&KSigaction::default()), None);
     }
     let decoded = decode_at(rip);
     // SAFETY: handler context.
-    unsafe { step::begin(r, addr, decoded, uc) }
+    if unsafe { step::begin(r, addr, decoded, uc) } {
+        return true;
+    }
+    if let Some(f) = fault {
+        // No step possible: the re-executed instruction faults on the closed page and the
+        // tracer's access is then fatal (the default action is set).
+        // SAFETY: handler context.
+        unsafe { deliver_fault(f, uc) };
+        return true;
+    }
+    false
+}
+
+/// Whether a fault `sig` of code running at `rsp` with signal mask `mask` kills the
+/// program: the kernel forces the default action on a fault whose signal is blocked or
+/// ignored (or believed blocked: inside the program's own handler for it).
+fn kills(sig: i32, rsp: u64, mask: u64) -> bool {
+    let bit = 1u64 << (sig - 1);
+    let h = APP[sig as usize].handler.load(Ordering::Acquire);
+    h == SIG_DFL || h == SIG_IGN || mask & bit != 0 || believed_blocked(rsp) & bit != 0
+}
+
+/// A fault `sig` of the instruction being stepped that kills the program (no handler,
+/// or the program has the signal blocked: the step's own context mask is not the
+/// program's). The step is left as it is (its pages open, the trap flag set) and the
+/// default action set: the instruction re-runs natively, faults again, and the kernel
+/// kills the program as natively, with a core of that instruction. `true`: so done.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn fatal_in_step(sig: i32, uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let rsp = unsafe { gregs(uc) }[libc::REG_RSP as usize] as u64;
+    if !step::program_mask().is_some_and(|m| kills(sig, rsp, m)) {
+        return false;
+    }
+    sys::sigaction(sig, Some(&KSigaction::default()), None);
+    true
+}
+
+/// Hands the program a fault of an access the tracer made for its instruction, as the
+/// kernel would have raised it for the instruction itself: `si_addr` (and the context's
+/// CR2) in the program's mapping, `si_code` and the page-fault error code as the kernel
+/// gave them for the access, the context at the instruction with nothing of it committed.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
+    // SAFETY: a zeroed siginfo is valid; the fault layout is signo, errno, code, then
+    // si_addr at offset 16 and si_addr_lsb at offset 24 (x86-64).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let p = &mut info as *mut libc::siginfo_t as *mut u8;
+    // SAFETY: offsets inside the 128-byte siginfo (see above).
+    unsafe {
+        *(p as *mut i32) = f.signo;
+        *(p.add(8) as *mut i32) = f.code;
+        *(p.add(16) as *mut u64) = f.addr;
+        *(p.add(24) as *mut u16) = f.lsb;
+    }
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    g[libc::REG_CR2 as usize] = f.addr as i64;
+    g[libc::REG_ERR as usize] = i64::from(f.err);
+    // SAFETY: handler context; `info` lives across the call.
+    unsafe { deliver(f.signo, &mut info, uc) };
 }
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
@@ -478,9 +567,18 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
 }
 
 extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // An access the tracer made for the program faulted: it returns the fault.
+    // SAFETY: handler context.
+    if unsafe { guard::fixup(sig, info, uc) } {
+        return;
+    }
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
     if code > 0 && step::in_step() {
+        // SAFETY: handler context.
+        if unsafe { fatal_in_step(sig, uc) } {
+            return;
+        }
         // The stepped instruction faulted (e.g. a divide by a device value of 0): end the
         // step before the program's handler runs; it may leave with `siglongjmp`.
         // SAFETY: handler context.

@@ -68,6 +68,12 @@ pub(crate) fn in_step() -> bool {
     slot_state().is_some_and(|s| s.active)
 }
 
+/// The signal mask of the program code being stepped (the context's own mask is the
+/// step's); `None` when the calling thread is not stepping.
+pub(crate) fn program_mask() -> Option<u64> {
+    slot_state().filter(|s| s.active).map(|s| s.saved_mask)
+}
+
 /// Tag in the high half of a tracer pause's `si_value` (the low half is the generation).
 const PAUSE_TAG: u64 = 0x6d6d_696f << 32;
 

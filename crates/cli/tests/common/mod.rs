@@ -250,6 +250,7 @@ pub fn assert_steps_lose_no_writes(scratch_name: &str, program: &str, k: u64, n:
     assert_exit(&out, 0);
     assert_eq!(write_values(&ev), (0..n).collect::<Vec<_>>());
     assert_eq!(count_steps_at(&ev, 0x100) as u64, k);
+    assert_device_after(&t.dev, &[(0, n.saturating_sub(1), 4)]);
 }
 
 /// Asserts that the events' timestamps never go backwards (they are merged by time).
@@ -297,4 +298,85 @@ pub fn stdout(out: &Output) -> String {
 /// Standard error, lossily as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts what the device file `dev` holds at byte offsets: each `(offset, value)` is the
+/// 32-bit little-endian word there (what the program's own 32-bit read would see).
+#[track_caller]
+pub fn assert_device_words(dev: &Path, want: &[(u64, u32)]) {
+    let bytes = std::fs::read(dev).unwrap();
+    let got: Vec<(u64, u32)> = want
+        .iter()
+        .map(|&(off, _)| {
+            let at = off as usize;
+            let w = bytes
+                .get(at..at + 4)
+                .unwrap_or_else(|| panic!("offset {off:#x} is beyond the device's end"));
+            (off, u32::from_le_bytes(w.try_into().unwrap()))
+        })
+        .collect();
+    let hex = |v: &[(u64, u32)]| {
+        v.iter()
+            .map(|(o, w)| format!("{o:#x}={w:#x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(hex(&got), hex(want), "device words of {}", dev.display());
+}
+
+/// Asserts that the device file `dev` holds `want` at byte offset `off`.
+#[track_caller]
+pub fn assert_device_bytes(dev: &Path, off: u64, want: &[u8]) {
+    let bytes = std::fs::read(dev).unwrap();
+    let at = off as usize;
+    assert_eq!(
+        bytes.get(at..at + want.len()),
+        Some(want),
+        "device bytes of {} at {off:#x}",
+        dev.display()
+    );
+}
+
+/// The initial contents of a device made by [`device`] (word k = 0x1000 + k) at the 32-bit
+/// word offset `off`.
+pub fn initial_word(off: u64) -> u32 {
+    0x1000 + (off / 4) as u32
+}
+
+/// Asserts that the device file `dev`, made by [`device`], holds exactly its initial
+/// contents with `writes` applied in order, each `(offset, value, width in bytes)`, and
+/// every other byte unchanged: what the program's own reads would see after its writes.
+#[track_caller]
+pub fn assert_device_after(dev: &Path, writes: &[(u64, u64, u8)]) {
+    let got = std::fs::read(dev).unwrap();
+    let mut want: Vec<u8> = (0..got.len() as u64 / 4)
+        .flat_map(|k| initial_word(4 * k).to_le_bytes())
+        .collect();
+    for &(off, value, width) in writes {
+        let at = off as usize;
+        let w = usize::from(width);
+        assert!(at + w <= want.len(), "write at {off:#x} beyond the device");
+        want[at..at + w].copy_from_slice(&value.to_le_bytes()[..w]);
+    }
+    if got != want {
+        let diff: Vec<String> = (0..got.len() / 4)
+            .filter(|k| got[4 * k..4 * k + 4] != want[4 * k..4 * k + 4])
+            .take(8)
+            .map(|k| {
+                let word = |b: &[u8]| u32::from_le_bytes(b[4 * k..4 * k + 4].try_into().unwrap());
+                format!("{:#x}: {:#x}, want {:#x}", 4 * k, word(&got), word(&want))
+            })
+            .collect();
+        panic!("device {} differs: {}", dev.display(), diff.join("; "));
+    }
+}
+
+/// The writes among `accesses` (as [`accesses`] lists them), as [`assert_device_after`]
+/// takes them.
+pub fn writes_of(accesses: &[(char, u8, u64, u64)]) -> Vec<(u64, u64, u8)> {
+    accesses
+        .iter()
+        .filter(|a| a.0 == 'W')
+        .map(|&(_, width, off, value)| (off, value, width))
+        .collect()
 }
