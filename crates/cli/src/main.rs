@@ -69,6 +69,30 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
     }
 }
 
+/// The line `main` prints for an error: `mmio-trace: ` and its chain of causes joined
+/// by `: `, each said once. A context or error whose text already includes its
+/// source's (an `io::Error` wrapped by a library that prints it) would otherwise
+/// print it twice, and a context that already names the program (`mmio-trace
+/// record`) gets no second `mmio-trace: `.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    if msg.starts_with("mmio-trace ") || msg.starts_with("mmio-trace:") {
+        msg
+    } else {
+        format!("mmio-trace: {msg}")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -89,7 +113,7 @@ fn main() -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
             }
-            eprintln!("mmio-trace: {e:#}");
+            eprintln!("{}", error_message(&e));
             let bad_input = e.chain().any(|c| {
                 c.downcast_ref::<input::BadInput>().is_some()
                     || c.downcast_ref::<mmio_trace_format::Error>()

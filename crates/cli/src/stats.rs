@@ -95,7 +95,15 @@ fn map_mark(text: &[u8]) -> Option<(i64, String, bool)> {
 
 #[derive(Default)]
 struct Totals {
+    /// What happened, in time: accesses, undecoded accesses, markers, MAP, UNMAP and
+    /// loss notices; not the header nor comments.
     events: u64,
+    /// `VERSION` and `PCIDEV` lines (records in binary logs).
+    header: u64,
+    /// Comments and the kernel's notes (`#...`, `rw what?`, `LSPCI ...`).
+    other: u64,
+    maps: u64,
+    unmaps: u64,
     reads: u64,
     writes: u64,
     unknown: u64,
@@ -138,7 +146,11 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         if !args.filter.keep(ev) {
             return Ok(());
         }
-        t.events += 1;
+        match ev {
+            Event::Version(_) | Event::PciDev(_) => t.header += 1,
+            Event::Verbatim(_) => t.other += 1,
+            _ => t.events += 1,
+        }
         if let Some(ts) = ev.ts_ns() {
             if !matches!(ev, Event::LostEvents(_)) {
                 t.first = Some(t.first.map_or(ts, |f| f.min(ts)));
@@ -188,11 +200,15 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
             }
             Event::Unknown(_) => t.unknown += 1,
             Event::Map(m) => {
+                t.maps += 1;
                 let s = maps.entry(m.id).or_default();
                 s.phys = Some(m.phys);
                 s.len = Some(m.len);
             }
-            Event::Unmap(u) => maps.entry(u.id).or_default().unmapped = true,
+            Event::Unmap(u) => {
+                t.unmaps += 1;
+                maps.entry(u.id).or_default().unmapped = true;
+            }
             Event::Mark(m) => {
                 t.marks += 1;
                 if let Some((id, file, alias)) = map_mark(&m.text) {
@@ -260,6 +276,8 @@ fn to_json(
         "file": input.name(),
         "format": format!("{:?}", input.format()).to_lowercase(),
         "events": t.events,
+        "header_lines": t.header,
+        "other_lines": t.other,
         "reads": t.reads,
         "writes": t.writes,
         "unknown": t.unknown,
@@ -309,16 +327,41 @@ fn to_text(
 ) -> String {
     let mut o = String::new();
     let fmt = format!("{:?}", input.format()).to_lowercase();
-    let _ = writeln!(o, "{} ({fmt}): {} events", input.name(), t.events);
+    let _ = write!(
+        o,
+        "{} ({fmt}): {} event{}",
+        input.name(),
+        t.events,
+        plural(t.events)
+    );
+    if t.header > 0 {
+        let _ = write!(
+            o,
+            ", {} header line{} (VERSION, PCIDEV)",
+            t.header,
+            plural(t.header)
+        );
+    }
+    if t.other > 0 {
+        let _ = write!(
+            o,
+            ", {} other line{} (comments, kernel notes)",
+            t.other,
+            plural(t.other)
+        );
+    }
+    o.push('\n');
     let _ = writeln!(
         o,
-        "accesses: {} ({} reads, {} writes), {} undecoded, {} marker{}",
+        "accesses: {} ({} reads, {} writes), {} undecoded, {} marker{}, {} MAP, {} UNMAP",
         t.reads + t.writes,
         t.reads,
         t.writes,
         t.unknown,
         t.marks,
-        plural(t.marks)
+        plural(t.marks),
+        t.maps,
+        t.unmaps
     );
     if let (Some(a), Some(b)) = (t.first, t.last) {
         let span = (b - a) as f64 / 1e9;
