@@ -121,6 +121,16 @@ impl LogInput {
         }
     }
 
+    /// Whether lenient reading stopped at damage before the end of the input.
+    pub fn stopped(&self) -> bool {
+        self.reader.stop().is_some()
+    }
+
+    /// Records of kinds this version does not know, skipped (binary logs).
+    pub fn unknown_records(&self) -> u64 {
+        self.reader.unknown_records().0
+    }
+
     /// Malformed lines skipped so far (lenient mode).
     pub fn skipped(&self) -> u64 {
         self.reader.skipped()

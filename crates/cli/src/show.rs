@@ -60,6 +60,9 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     })?;
     out.flush()?;
     progress.finish();
+    if let Some(n) = &names {
+        n.report_unbound();
+    }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
 }

@@ -250,6 +250,9 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     };
     use std::io::Write;
     std::io::stdout().lock().write_all(out.as_bytes())?;
+    if let Some(n) = &names {
+        n.report_unbound();
+    }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
 }
