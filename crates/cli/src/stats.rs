@@ -111,6 +111,8 @@ struct Totals {
     lost_marks: u64,
     lost_events: u64,
     cpu_lost: u64,
+    /// `CPU:N [LOST ...]` lines, and those of them without a count.
+    cpu_lost_lines: u64,
     cpu_lost_unknown: u64,
     first: Option<u64>,
     last: Option<u64>,
@@ -222,10 +224,13 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 t.lost_marks += 1;
                 t.lost_events += n;
             }
-            Event::CpuLost { count, .. } => match count {
-                Some(n) => t.cpu_lost += n,
-                None => t.cpu_lost_unknown += 1,
-            },
+            Event::CpuLost { count, .. } => {
+                t.cpu_lost_lines += 1;
+                match count {
+                    Some(n) => t.cpu_lost += n,
+                    None => t.cpu_lost_unknown += 1,
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -320,6 +325,45 @@ fn to_json(
     })
 }
 
+/// The losses the log reports, in words: the kernel's `Lost N events.` markers
+/// (tracer losses) and ftrace's `CPU:N [LOST M EVENTS]` lines, some of which give no
+/// count (the number lost is unknown, not zero).
+fn losses_text(t: &Totals) -> String {
+    let mut parts = Vec::new();
+    if t.lost_marks > 0 {
+        parts.push(format!(
+            "{} event{} lost ({} `Lost N events.` marker{})",
+            t.lost_events,
+            plural(t.lost_events),
+            t.lost_marks,
+            plural(t.lost_marks)
+        ));
+    }
+    let cpu_lines = t.cpu_lost_lines - t.cpu_lost_unknown;
+    if cpu_lines > 0 {
+        parts.push(format!(
+            "{} event{} lost by ftrace ({} `CPU:N [LOST M EVENTS]` line{})",
+            t.cpu_lost,
+            plural(t.cpu_lost),
+            cpu_lines,
+            plural(cpu_lines)
+        ));
+    }
+    if t.cpu_lost_unknown > 0 {
+        parts.push(format!(
+            "an unknown number of events lost by ftrace ({} `CPU:N [LOST EVENTS]` line{} \
+             without a count)",
+            t.cpu_lost_unknown,
+            plural(t.cpu_lost_unknown)
+        ));
+    }
+    if parts.is_empty() {
+        "none reported in the log".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 fn to_text(
     args: &StatsArgs,
     input: &LogInput,
@@ -370,23 +414,7 @@ fn to_text(
         let span = (b - a) as f64 / 1e9;
         let _ = writeln!(o, "time: {} .. {} ({span:.6} s)", fmt_ts(a), fmt_ts(b));
     }
-    if t.lost_marks + t.cpu_lost + t.cpu_lost_unknown == 0 {
-        let _ = writeln!(o, "losses: none reported in the log");
-    } else {
-        let _ = writeln!(
-            o,
-            "losses: {} events lost ({} `Lost N events.` marker{}), ftrace CPU losses: {} events{}",
-            t.lost_events,
-            t.lost_marks,
-            plural(t.lost_marks),
-            t.cpu_lost,
-            if t.cpu_lost_unknown > 0 {
-                format!(" plus {} line(s) with no count", t.cpu_lost_unknown)
-            } else {
-                String::new()
-            }
-        );
-    }
+    let _ = writeln!(o, "losses: {}", losses_text(t));
     if !maps.is_empty() {
         let _ = writeln!(o, "\nmaps:");
         let _ = writeln!(
