@@ -123,3 +123,46 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+
+    /// An error that prints its source in its own text, as some libraries' do.
+    #[derive(Debug)]
+    struct Loud(std::io::Error);
+
+    impl std::fmt::Display for Loud {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+
+    impl std::error::Error for Loud {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_the_program_named_once() {
+        let io = || std::io::Error::from_raw_os_error(21);
+        let e = anyhow::Error::new(Loud(io())).context("reading /tmp");
+        assert_eq!(
+            error_message(&e),
+            "mmio-trace: reading /tmp: Is a directory (os error 21)"
+        );
+        let e = anyhow::Error::new(io())
+            .context("cannot write the trace")
+            .context("mmio-trace record");
+        assert_eq!(
+            error_message(&e),
+            "mmio-trace record: cannot write the trace: Is a directory (os error 21)"
+        );
+        let e = anyhow::Error::new(io()).context("cannot create out.log");
+        assert_eq!(
+            error_message(&e),
+            "mmio-trace: cannot create out.log: Is a directory (os error 21)"
+        );
+    }
+}
