@@ -254,7 +254,11 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         to_text(&args, &input, &t, &maps, &hot, &hot_regs)
     };
     use std::io::Write;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .and_then(|()| std::io::stdout().lock().flush())
+        .map_err(|e| anyhow::Error::new(e).context("writing standard output"))?;
     if let Some(n) = &names {
         n.report_unbound();
     }
