@@ -118,16 +118,33 @@ fn a_text_log_cut_inside_its_last_line_gives_every_complete_event_and_never_the_
     let o = run(&["stats", "--lenient", "--json", s(&cut_path)]);
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((v["reads"].as_u64(), v["writes"].as_u64()), (Some(399), Some(200)));
+    assert_eq!(
+        (v["reads"].as_u64(), v["writes"].as_u64()),
+        (Some(399), Some(200))
+    );
     assert_eq!(v["lost"]["malformed_lines_skipped"], 1);
 
     let out = dir().join("cut.out.log");
-    let o = run(&["convert", "--lenient", "--to", "text", s(&cut_path), s(&out)]);
+    let o = run(&[
+        "convert",
+        "--lenient",
+        "--to",
+        "text",
+        s(&cut_path),
+        s(&out),
+    ]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(text(&o.stderr), skipped);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), complete);
     let bin = dir().join("cut.out.mtb");
-    let o = run(&["convert", "--lenient", "--to", "binary", s(&cut_path), s(&bin)]);
+    let o = run(&[
+        "convert",
+        "--lenient",
+        "--to",
+        "binary",
+        s(&cut_path),
+        s(&bin),
+    ]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(quiet(&["convert", "--to", "text", s(&bin), "-"]), complete);
 }
@@ -226,8 +243,15 @@ fn a_binary_log_cut_anywhere_gives_every_event_before_the_cut_in_every_command()
         // Strict: exit 2 after the events before the damage.
         let o = run(&["show", s(&path)]);
         assert_eq!(o.status.code(), Some(2), "cut {cut}");
-        assert_eq!(text(&o.stdout), quiet(&["show", s(&reference)]), "cut {cut}");
-        assert_eq!(text(&o.stderr), format!("mmio-trace: {}: {err}{HINT}\n", s(&path)));
+        assert_eq!(
+            text(&o.stdout),
+            quiet(&["show", s(&reference)]),
+            "cut {cut}"
+        );
+        assert_eq!(
+            text(&o.stderr),
+            format!("mmio-trace: {}: {err}{HINT}\n", s(&path))
+        );
         let o = run(&["stats", s(&path)]);
         assert_eq!(o.status.code(), Some(2), "cut {cut}");
         assert_eq!(text(&o.stdout), "");
@@ -235,7 +259,11 @@ fn a_binary_log_cut_anywhere_gives_every_event_before_the_cut_in_every_command()
         // Lenient: the same events, the damage reported once, exit 0.
         let o = run(&["show", "--lenient", s(&path)]);
         assert_eq!(o.status.code(), Some(0), "cut {cut}");
-        assert_eq!(text(&o.stdout), quiet(&["show", s(&reference)]), "cut {cut}");
+        assert_eq!(
+            text(&o.stdout),
+            quiet(&["show", s(&reference)]),
+            "cut {cut}"
+        );
         assert_eq!(text(&o.stderr), stopped, "cut {cut}");
 
         let o = run(&["stats", "--lenient", "--json", s(&path)]);
@@ -255,7 +283,10 @@ fn a_binary_log_cut_anywhere_gives_every_event_before_the_cut_in_every_command()
         let o = run(&["convert", "--lenient", "--to", "text", s(&path), s(&out)]);
         assert_eq!(o.status.code(), Some(0), "cut {cut}");
         assert_eq!(text(&o.stderr), stopped, "cut {cut}");
-        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap());
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(&reference).unwrap()
+        );
     }
 }
 
@@ -323,7 +354,10 @@ fn a_garbled_binary_record_is_skipped_and_an_unknown_one_noted_and_the_rest_read
         text(&o.stdout),
         "      1.000001  R4  0xfeb40008 => 0x80080783  map 1  pid 77 pc 0xfef41008\n"
     );
-    assert_eq!(text(&o.stderr), format!("mmio-trace: {}: {at}{HINT}\n", s(&path)));
+    assert_eq!(
+        text(&o.stderr),
+        format!("mmio-trace: {}: {at}{HINT}\n", s(&path))
+    );
 
     // Only the unknown record: read in both modes, and said.
     let mut unknown_only = bytes[..lost + 3].to_vec();
@@ -367,7 +401,11 @@ fn garbage_inside_a_binary_access_block_ends_the_log_there_and_says_how_much_was
     bytes[tags..tags + 16].fill(0);
     let path = tmp("blockjunk.mtb", &bytes);
     let (events, err) = before_error(&path);
-    assert!(events.len() > 100 && events.len() < 1000, "{}", events.len());
+    assert!(
+        events.len() > 100 && events.len() < 1000,
+        "{}",
+        events.len()
+    );
     let reference = tmp("blockjunk-ref.log", &as_text(&events));
     let o = run(&["show", "--lenient", s(&path)]);
     assert_eq!(o.status.code(), Some(0));
@@ -421,12 +459,13 @@ fn a_compressed_log_cut_short_reads_up_to_the_cut_with_lenient() {
     assert!(whole.starts_with(&shown));
     let err = text(&o.stderr);
     assert!(
-        err.starts_with(&format!("mmio-trace: {}: stopped at damage: line ", s(&cut)))
-            && err.ends_with(
-                ": expected more of the log, found data that does not decompress (incomplete \
+        err.starts_with(&format!(
+            "mmio-trace: {}: stopped at damage: line ",
+            s(&cut)
+        )) && err.ends_with(
+            ": expected more of the log, found data that does not decompress (incomplete \
                  deflate stream)\n"
-            )
-            && err.lines().count() == 1,
+        ) && err.lines().count() == 1,
         "{err}"
     );
     let o = run(&["stats", "--lenient", "--json", s(&cut)]);
@@ -464,7 +503,10 @@ fn convert_onto_its_own_input_through_any_name_replaces_it_whole_or_leaves_it() 
     std::os::unix::fs::symlink(&log, &link).unwrap();
     assert_eq!(quiet(&["convert", "--to", "text", s(&link), s(&log)]), "");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), good);
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // Through a hard link: the named file is replaced, the other name keeps the input.
     let hard = dir().join("inplace-hard.log");
     let _ = std::fs::remove_file(&hard);
@@ -483,12 +525,7 @@ fn convert_onto_its_own_input_through_any_name_replaces_it_whole_or_leaves_it() 
     // Standard output appending to the input would read its own output: refused.
     let o = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
         .args(["convert", "--to", "text", s(&log), "-"])
-        .stdout(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&log)
-                .unwrap(),
-        )
+        .stdout(std::fs::OpenOptions::new().append(true).open(&log).unwrap())
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -518,7 +555,14 @@ fn convert_onto_its_own_input_through_any_name_replaces_it_whole_or_leaves_it() 
         )
     );
     assert_eq!(std::fs::read(&damaged).unwrap(), cut.as_bytes());
-    let o = run(&["convert", "--lenient", "--to", "binary", s(&damaged), s(&damaged)]);
+    let o = run(&[
+        "convert",
+        "--lenient",
+        "--to",
+        "binary",
+        s(&damaged),
+        s(&damaged),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
         text(&o.stderr),

@@ -70,14 +70,20 @@ fn an_error_whose_cause_repeats_is_said_once() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         text(&o.stderr),
-        format!("mmio-trace: reading {}: Is a directory (os error 21)\n", s(&d))
+        format!(
+            "mmio-trace: reading {}: Is a directory (os error 21)\n",
+            s(&d)
+        )
     );
     let log = tmp("demo-err.log", DEMO.as_bytes());
     let o = run(&["convert", "--to", "text", s(&log), s(&d)]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         text(&o.stderr),
-        format!("mmio-trace: cannot create {}: Is a directory (os error 21)\n", s(&d))
+        format!(
+            "mmio-trace: cannot create {}: Is a directory (os error 21)\n",
+            s(&d)
+        )
     );
     // A context that names the program itself gets no second `mmio-trace: `, and the
     // cause is said once.
@@ -103,23 +109,34 @@ fn addr_takes_one_address_as_well_as_a_range_and_bad_ones_exit_2() {
     );
     let writes = quiet(&["show", "--addr", "16", "--writes", s(&log)]);
     assert_eq!(
-        writes.lines().filter(|l| l.contains("  W")).collect::<Vec<_>>(),
+        writes
+            .lines()
+            .filter(|l| l.contains("  W"))
+            .collect::<Vec<_>>(),
         [
             "      0.006311  W4  0x00000010 <= 0x00000001  map 1  pid 27580 pc 0x55d8b1f68788",
             "      0.006352  W4  0x00000010 <= 0x00000006  map 1  pid 27580 pc 0x55d8b1f68788",
         ]
     );
-    assert_eq!(quiet(&["show", "--addr", "0x10..0x10", s(&log)]), quiet(&["show", "--addr", "0x10", s(&log)]));
+    assert_eq!(
+        quiet(&["show", "--addr", "0x10..0x10", s(&log)]),
+        quiet(&["show", "--addr", "0x10", s(&log)])
+    );
     let json: serde_json::Value =
         serde_json::from_str(&quiet(&["stats", "--json", "--addr", "0x14", s(&log)])).unwrap();
-    assert_eq!((json["reads"].as_u64(), json["writes"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (json["reads"].as_u64(), json["writes"].as_u64()),
+        (Some(1), Some(0))
+    );
 
     for bad in ["0xzz", "5..4", "ten", ""] {
         let o = run(&["show", "--addr", bad, s(&log)]);
         assert_eq!(o.status.code(), Some(2), "--addr {bad:?}");
         assert_eq!(text(&o.stdout), "");
         assert!(
-            text(&o.stderr).starts_with(&format!("error: invalid value '{bad}' for '--addr <ADDR|LO..HI>': ")),
+            text(&o.stderr).starts_with(&format!(
+                "error: invalid value '{bad}' for '--addr <ADDR|LO..HI>': "
+            )),
             "{}",
             text(&o.stderr)
         );
@@ -139,17 +156,24 @@ fn a_database_for_a_map_the_log_lacks_is_warned_about_naming_the_maps_it_has() {
     assert_eq!(text(&o.stdout), quiet(&["show", s(&log)]), "nothing named");
     assert_eq!(
         text(&o.stderr),
-        format!("mmio-trace: warning: --db {spec}: the log has no map 9; its maps: 1 at 0x0+0x1000\n")
+        format!(
+            "mmio-trace: warning: --db {spec}: the log has no map 9; its maps: 1 at 0x0+0x1000\n"
+        )
     );
     let o = run(&["stats", "--db", &spec, s(&log)]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(
         text(&o.stderr),
-        format!("mmio-trace: warning: --db {spec}: the log has no map 9; its maps: 1 at 0x0+0x1000\n")
+        format!(
+            "mmio-trace: warning: --db {spec}: the log has no map 9; its maps: 1 at 0x0+0x1000\n"
+        )
     );
     // The right map names, without a word.
     let o = quiet(&["show", "--db", &format!("{}@1", s(&db)), s(&log)]);
-    assert!(o.contains("<= 0x00000001  map 1  CTRL = 0x1  pid 27580"), "{o}");
+    assert!(
+        o.contains("<= 0x00000001  map 1  CTRL = 0x1  pid 27580"),
+        "{o}"
+    );
 
     // A PCI id or an address range the log does not have.
     let spec = format!("{}@8086:100e", s(&db));
@@ -194,7 +218,11 @@ fn stats_counts_events_apart_from_header_lines_and_labels_them() {
     assert_eq!(
         head,
         [
-            format!("{} (text): 11 events, 3 header lines (VERSION, PCIDEV)", s(&log)).as_str(),
+            format!(
+                "{} (text): 11 events, 3 header lines (VERSION, PCIDEV)",
+                s(&log)
+            )
+            .as_str(),
             "accesses: 6 (3 reads, 3 writes), 0 undecoded, 3 markers, 1 MAP, 1 UNMAP",
             "time: 0.006201 .. 0.006384 (0.000183 s)",
             "losses: none reported in the log",
@@ -202,11 +230,18 @@ fn stats_counts_events_apart_from_header_lines_and_labels_them() {
     );
     let v: serde_json::Value = serde_json::from_str(&quiet(&["stats", "--json", s(&log)])).unwrap();
     assert_eq!(
-        (v["events"].as_u64(), v["header_lines"].as_u64(), v["other_lines"].as_u64()),
+        (
+            v["events"].as_u64(),
+            v["header_lines"].as_u64(),
+            v["other_lines"].as_u64()
+        ),
         (Some(11), Some(3), Some(0))
     );
     // A comment is neither; one event is singular.
-    let one = tmp("one.log", b"VERSION 20070824\n# a comment\nMARK 1.000000 alone\n");
+    let one = tmp(
+        "one.log",
+        b"VERSION 20070824\n# a comment\nMARK 1.000000 alone\n",
+    );
     assert!(quiet(&["stats", s(&one)]).starts_with(&format!(
         "{} (text): 1 event, 1 header line (VERSION, PCIDEV), 1 other line (comments, kernel \
          notes)\naccesses: 0 (0 reads, 0 writes), 0 undecoded, 1 marker, 0 MAP, 0 UNMAP\n",
@@ -405,7 +440,11 @@ fn eight_byte_accesses_in_stand_alone_binary_records_read_back_exactly() {
             };
             format!(
                 "{:>14}  {l}8  {:#010x} {arrow} 0x{:016x}  map {}  pid {} pc {:#x}\n",
-                format!("{}.{:06}", a.ts_ns / 1_000_000_000, a.ts_ns / 1000 % 1_000_000),
+                format!(
+                    "{}.{:06}",
+                    a.ts_ns / 1_000_000_000,
+                    a.ts_ns / 1000 % 1_000_000
+                ),
                 a.phys,
                 a.value(),
                 a.map_id,
@@ -420,7 +459,10 @@ fn eight_byte_accesses_in_stand_alone_binary_records_read_back_exactly() {
     // And in access blocks, as the writer puts them: the same events back.
     let blocks = dir().join("narrow8-blocks.mtb");
     quiet(&["convert", "--to", "binary", s(&path), s(&blocks)]);
-    assert!(std::fs::read(&blocks).unwrap().contains(&0x8a), "a context block");
+    assert!(
+        std::fs::read(&blocks).unwrap().contains(&0x8a),
+        "a context block"
+    );
     assert_eq!(quiet(&["show", s(&blocks)]), expect);
 }
 
