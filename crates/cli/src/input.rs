@@ -126,6 +126,11 @@ impl LogInput {
         self.reader.stop().is_some()
     }
 
+    /// Where lenient reading stopped at damage, if it did.
+    pub fn stop(&self) -> Option<&mmio_trace_format::Stop> {
+        self.reader.stop()
+    }
+
     /// Records of kinds this version does not know, skipped (binary logs).
     pub fn unknown_records(&self) -> u64 {
         self.reader.unknown_records().0

@@ -302,6 +302,9 @@ fn to_json(
             "cpu_lost_events": t.cpu_lost,
             "cpu_lost_unknown_count_lines": t.cpu_lost_unknown,
             "malformed_lines_skipped": input.skipped(),
+            "stopped_at_damage": input.stop().map(|s| s.error.to_string()),
+            "unread_bytes": input.stop().and_then(|s| s.unread_bytes),
+            "unknown_records_skipped": input.unknown_records(),
         },
         "maps": maps.iter().map(|(id, m)| json!({
             "id": id,

@@ -176,6 +176,7 @@ fn garbage_lines_in_a_text_log_are_skipped_counted_and_located() {
     assert_eq!(o.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["lost"]["malformed_lines_skipped"], 3);
+    assert_eq!(v["lost"]["stopped_at_damage"], serde_json::Value::Null);
     assert_eq!(v["events"], 302);
 
     // Strict: the first one stops every command with exit 2.
@@ -273,6 +274,8 @@ fn a_binary_log_cut_anywhere_gives_every_event_before_the_cut_in_every_command()
             serde_json::from_str(&quiet(&["stats", "--json", s(&reference)])).unwrap();
         want["file"] = s(&path).into();
         want["format"] = "binary".into();
+        want["lost"]["stopped_at_damage"] = err.to_string().into();
+        want["lost"]["unread_bytes"] = unread.into();
         let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(got, want, "cut {cut}");
         if cut > bytes.len() / 2 {
@@ -346,6 +349,15 @@ fn a_garbled_binary_record_is_skipped_and_an_unknown_one_noted_and_the_rest_read
          0 UNMAP\n",
         s(&path)
     )));
+
+    let o = run(&["stats", "--lenient", "--json", s(&path)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["lost"]["malformed_lines_skipped"], 1);
+    assert_eq!(v["lost"]["unknown_records_skipped"], 1);
+    assert_eq!(
+        v["lost"]["events_lost"], 0,
+        "the garbled LOST record counts nothing"
+    );
 
     // Strict: the garbled record is an error, after the access before it.
     let o = run(&["show", s(&path)]);
@@ -473,6 +485,11 @@ fn a_compressed_log_cut_short_reads_up_to_the_cut_with_lenient() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // `show` lists the VERSION line too; the MAP and the marker are events.
     assert_eq!(v["events"].as_u64().unwrap() + 1, n as u64);
+    assert!(v["lost"]["stopped_at_damage"]
+        .as_str()
+        .unwrap()
+        .ends_with("(incomplete deflate stream)"));
+    assert_eq!(v["lost"]["unread_bytes"], serde_json::Value::Null);
 }
 
 fn mode(p: &Path) -> u32 {
