@@ -518,3 +518,30 @@ type = "uint"
         ]
     );
 }
+
+#[test]
+fn an_nvidia_database_whose_chipset_was_never_detected_is_warned_about() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let db = root.join("crates/regdb/tests/data/rnndb/nv_mmio.xml");
+    let whole =
+        std::fs::read_to_string(root.join("crates/regdb/tests/data/nv-g84.mmiotrace")).unwrap();
+    // Without its read of PMC.ID (BAR0 offset 0) no chipset is detected.
+    let pmc_id = "R 4 0.100010 1 0xfd000000 0x84300a2 0x0 0\n";
+    assert!(whole.contains(pmc_id));
+    let log = tmp("nv-no-id.log", whole.replace(pmc_id, "").as_bytes());
+    let o = run(&["show", "--db", s(&db), s(&log)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "mmio-trace: warning: --db {}: the NVIDIA chipset was not detected (the log has no \
+             read of PMC.ID, BAR0 offset 0): accesses were named as if every chipset's \
+             registers applied; give the chipset with --variant NAME\n",
+            s(&db)
+        )
+    );
+    // Given, or detected: not a word.
+    quiet(&["show", "--variant", "G84", "--db", s(&db), s(&log)]);
+    let full = tmp("nv-full.log", whole.as_bytes());
+    quiet(&["stats", "--db", s(&db), s(&full)]);
+}

@@ -446,11 +446,12 @@ impl Session {
 }
 
 impl Session {
-    /// The databases that the log gives nothing to name, after every event was
-    /// observed, each with why in words (naming what the log has instead): a map id,
-    /// PCI id or physical range the log has no mapping or device for, or a database
-    /// without a selector that could not tell which mapping it describes. Index of
-    /// the database (in the order given), and the reason.
+    /// The databases that the log gives nothing to name, or names wrongly, after every
+    /// event was observed, each with why in words (naming what the log has instead): a
+    /// map id, PCI id or physical range the log has no mapping or device for, a
+    /// database without a selector that could not tell which mapping it describes, or
+    /// an NVIDIA database whose chipset was never detected. Index of the database (in
+    /// the order given), and the reason.
     pub fn unbound(&self) -> Vec<(usize, String)> {
         let maps = || -> String {
             if self.map_list.is_empty() {
@@ -533,6 +534,16 @@ impl Session {
                     } else {
                         format!("no device of the log has its PCI ids, and {which}")
                     }
+                }
+                // Bound, but named as if every chipset's registers applied.
+                _ if b.db.nv_chipset_detect
+                    && !b.forced
+                    && b.vars.0.iter().all(Option::is_none) =>
+                {
+                    "the NVIDIA chipset was not detected (the log has no read of PMC.ID, \
+                     BAR0 offset 0): accesses were named as if every chipset's registers \
+                     applied; give the chipset with --variant NAME"
+                        .to_string()
                 }
                 _ => continue,
             };
