@@ -592,3 +592,49 @@ fn convert_onto_its_own_input_through_any_name_replaces_it_whole_or_leaves_it() 
     );
     assert_eq!(std::fs::read(&damaged).unwrap(), cut.as_bytes());
 }
+
+#[test]
+fn a_tiny_binary_log_cut_inside_its_header_reads_as_empty_with_lenient() {
+    let a = access(Direction::Read, 1_000_001, 0xfeb40008, 0x80080783);
+    let bytes = binary(&[a]);
+    let half = &bytes[..bytes.len() / 2];
+    let path = tmp("tiny-half.mtb", half);
+    let err = "record 0, byte offset 14: expected the whole schema text, found bytes \
+               [6d, 6d, 69, 6f, 2d, 74, 72, 61]";
+    let o = run(&["stats", s(&path)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(text(&o.stdout), "");
+    assert_eq!(
+        text(&o.stderr),
+        format!("mmio-trace: {}: {err}{HINT}\n", s(&path))
+    );
+    let o = run(&["stats", "--lenient", s(&path)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).starts_with(&format!(
+        "{} (binary): 0 events\naccesses: 0 (0 reads, 0 writes)",
+        s(&path)
+    )));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "mmio-trace: {}: stopped at damage: {err}; the {} bytes from there to the end were \
+             not read\n",
+            s(&path),
+            half.len() - 14
+        )
+    );
+    // Only the magic and part of the version: still a binary log, cut short.
+    let path = tmp("tiny-magic.mtb", &bytes[..10]);
+    let o = run(&["show", "--lenient", s(&path)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(text(&o.stdout), "");
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "mmio-trace: {}: stopped at damage: record 0, byte offset 0: expected the binary log \
+             header (magic, version, schema length), found bytes [89, 4d, 4d, 54, 0d, 0a, 1a, \
+             0a]; the 10 bytes from there to the end were not read\n",
+            s(&path)
+        )
+    );
+}

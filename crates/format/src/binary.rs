@@ -510,6 +510,8 @@ pub struct BinaryReader<R> {
     /// Records of kinds this version does not know, and the first one's tag.
     unknown: u64,
     first_unknown: Option<u8>,
+    /// A header cut short, reported at the first read.
+    deferred: Option<Error>,
 }
 
 /// Decoding failure inside a record; turned into a [`ParseError`] by the caller.
@@ -625,10 +627,18 @@ impl<R: Read> BinaryReader<R> {
             stop: None,
             unknown: 0,
             first_unknown: None,
+            deferred: None,
         };
         r.fill(14)?;
-        if r.end < 14 || r.buf[..8] != MAGIC {
+        if r.end < 8 || r.buf[..8] != MAGIC {
             return Err(r.bad(0, "the binary log header (magic, version, schema length)"));
+        }
+        // A header cut short (a tiny log cut in two) is damage like any other: an
+        // error at the first read, or the end of a lenient reading, not of opening.
+        if r.end < 14 {
+            r.deferred = Some(r.bad(0, "the binary log header (magic, version, schema length)"));
+            r.pos = r.end;
+            return Ok(r);
         }
         r.version = u16::from_le_bytes([r.buf[8], r.buf[9]]);
         if r.version == 0 || r.version > VERSION {
@@ -641,7 +651,10 @@ impl<R: Read> BinaryReader<R> {
         r.pos = 14;
         r.fill(slen)?;
         if r.end - r.pos < slen {
-            return Err(r.bad(14, "the whole schema text"));
+            // `fill` may have moved the buffer: the schema starts at `pos`.
+            r.deferred = Some(r.bad(r.pos, "the whole schema text"));
+            r.pos = r.end;
+            return Ok(r);
         }
         r.schema = String::from_utf8_lossy(&r.buf[r.pos..r.pos + slen]).into_owned();
         r.pos += slen;
@@ -795,7 +808,11 @@ impl<R: Read> BinaryReader<R> {
         if self.stop.is_some() {
             return Ok(None);
         }
-        match self.next_event_inner() {
+        let read = match self.deferred.take() {
+            Some(e) => Err(e),
+            None => self.next_event_inner(),
+        };
+        match read {
             Err(e) if self.stops_at(&e) => {
                 self.halt(e);
                 Ok(None)
@@ -902,7 +919,14 @@ impl<R: Read> BinaryReader<R> {
             out.clear();
             return Ok(0);
         }
-        match self.read_batch_inner(out, max) {
+        let read = match self.deferred.take() {
+            Some(e) => {
+                out.clear();
+                Err(e)
+            }
+            None => self.read_batch_inner(out, max),
+        };
+        match read {
             Err(e) if self.stops_at(&e) => {
                 self.halt(e);
                 Ok(out.len())
