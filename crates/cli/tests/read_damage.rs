@@ -638,3 +638,44 @@ fn a_tiny_binary_log_cut_inside_its_header_reads_as_empty_with_lenient() {
         )
     );
 }
+
+#[test]
+fn a_tiny_compressed_log_cut_before_its_first_bytes_decompress_reads_as_empty_with_lenient() {
+    let src = tmp(
+        "tiny-src.log",
+        b"VERSION 20070824\nR 4 1.000000 1 0x10 0x1 0x0 0\n",
+    );
+    let zst = dir().join("tiny-src.log.zst");
+    let st = Command::new("zstd")
+        .args(["-q", "-f", "-o", s(&zst), s(&src)])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bytes = std::fs::read(&zst).unwrap();
+    // The magic and part of the frame header: nothing decompresses.
+    let cut = tmp("tiny-cut.log.zst", &bytes[..6]);
+    let o = run(&["show", s(&cut)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "mmio-trace: {}: the compressed data is damaged or cut short: incomplete \
+             frame{HINT}\n",
+            s(&cut)
+        )
+    );
+    let o = run(&["show", "--lenient", s(&cut)]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(text(&o.stdout), "");
+    let err = text(&o.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "mmio-trace: {}: stopped at damage: line 1, ",
+            s(&cut)
+        )) && err.ends_with(
+            ": expected more of the log, found data that does not decompress (incomplete \
+                 frame)\n"
+        ),
+        "{err}"
+    );
+}

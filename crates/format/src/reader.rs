@@ -127,12 +127,17 @@ impl<R: Read> Lines<R> {
 /// readers stop there and report it instead of failing.
 pub(crate) fn is_damage(e: &Error) -> bool {
     match e {
-        Error::Io(io) => matches!(
-            io.kind(),
-            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput
-        ),
+        Error::Io(io) => is_damage_kind(io.kind()),
         _ => false,
     }
+}
+
+/// The kinds of read errors decompressors give for damaged or cut-short data.
+fn is_damage_kind(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput
+    )
 }
 
 /// Reads the kernel text format, one event at a time.
@@ -431,10 +436,14 @@ pub enum AnyReader {
     Binary(BinaryReader<Box<dyn Read + Send>>),
 }
 
-/// A `Read` that first replays bytes already looked at.
+/// A `Read` that first replays bytes already looked at, then the damage found while
+/// looking, if any.
 struct Prefixed<R> {
     head: Vec<u8>,
     pos: usize,
+    /// Damage (compressed data that does not decompress) met while peeking: the
+    /// readers report it where it is, after the bytes before it.
+    err: Option<io::Error>,
     inner: R,
 }
 
@@ -446,6 +455,9 @@ impl<R: Read> Read for Prefixed<R> {
             self.pos += n;
             return Ok(n);
         }
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
         self.inner.read(buf)
     }
 }
@@ -453,11 +465,16 @@ impl<R: Read> Read for Prefixed<R> {
 fn peek<R: Read>(mut r: R, n: usize) -> io::Result<Prefixed<R>> {
     let mut head = vec![0u8; n];
     let mut got = 0;
+    let mut err = None;
     while got < n {
         match r.read(&mut head[got..]) {
             Ok(0) => break,
             Ok(k) => got += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_damage_kind(e.kind()) => {
+                err = Some(e);
+                break;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -465,6 +482,7 @@ fn peek<R: Read>(mut r: R, n: usize) -> io::Result<Prefixed<R>> {
     Ok(Prefixed {
         head,
         pos: 0,
+        err,
         inner: r,
     })
 }
