@@ -77,7 +77,9 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     } else {
         std::fs::metadata(&args.input.log).ok()
     };
-    let in_id = in_meta.as_ref().map(id_of);
+    // Only a regular file can be the same file as the output in a way that matters
+    // (and be replaced): `convert /dev/null /dev/null` must not replace /dev/null.
+    let in_id = in_meta.as_ref().filter(|m| m.is_file()).map(id_of);
     let in_name = args.input.log.display().to_string();
     let mut input = LogInput::open(&args.input)?;
     let out_name = args.output.display().to_string();
