@@ -14,9 +14,9 @@ pub struct FilterArgs {
     #[arg(long, value_name = "ID", allow_negative_numbers = true)]
     pub map: Option<i64>,
 
-    /// Only accesses whose physical address lies in LO..HI (hex with 0x, or decimal;
+    /// Only accesses at physical address ADDR, or in LO..HI (hex with 0x, or decimal;
     /// either end may be left out; HI is inclusive).
-    #[arg(long, value_name = "LO..HI", value_parser = parse_u64_range)]
+    #[arg(long, value_name = "ADDR|LO..HI", value_parser = parse_u64_range)]
     pub addr: Option<(u64, u64)>,
 
     /// Only reads.

@@ -29,6 +29,7 @@ pub struct LogInput {
     name: String,
     reader: AnyReader,
     events: u64,
+    lenient: bool,
 }
 
 /// Options every command that reads a log takes.
@@ -39,8 +40,14 @@ pub struct InputArgs {
     #[arg(value_name = "LOG")]
     pub log: PathBuf,
 
-    /// Skip malformed lines instead of stopping at the first; their number is
-    /// reported at the end.
+    /// Read a damaged log as far as it can be read instead of stopping at the first
+    /// damage: malformed lines (text), damaged records whose length is intact
+    /// (binary) and a last line cut short are skipped; damage the reader cannot read
+    /// past (a damaged access record or block of a binary log, compressed data that
+    /// stops decompressing) ends the log there. Every complete event before the
+    /// damage is used; what was skipped and where reading stopped is reported on
+    /// standard error, and the exit status is 0. Without it, the first damage is
+    /// an error (exit status 2), after the events before it.
     #[arg(long)]
     pub lenient: bool,
 }
@@ -59,12 +66,13 @@ impl LogInput {
         } else {
             Box::new(std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?)
         };
-        let mut reader = AnyReader::new(source).map_err(|e| wrap(&name, e))?;
+        let mut reader = AnyReader::new(source).map_err(|e| wrap(&name, e, ""))?;
         reader.set_lenient(lenient);
         Ok(LogInput {
             name: if name == "-" { "<stdin>".into() } else { name },
             reader,
             events: 0,
+            lenient,
         })
     }
 
@@ -101,9 +109,31 @@ impl LogInput {
             match read {
                 Ok(0) => return Ok(()),
                 Ok(_) => {}
-                Err(e) => return Err(wrap(&self.name, e)),
+                Err(e) => {
+                    let hint = if self.lenient {
+                        ""
+                    } else {
+                        " (--lenient reads on past damage where it can)"
+                    };
+                    return Err(wrap(&self.name, e, hint));
+                }
             }
         }
+    }
+
+    /// Whether lenient reading stopped at damage before the end of the input.
+    pub fn stopped(&self) -> bool {
+        self.reader.stop().is_some()
+    }
+
+    /// Where lenient reading stopped at damage, if it did.
+    pub fn stop(&self) -> Option<&mmio_trace_format::Stop> {
+        self.reader.stop()
+    }
+
+    /// Records of kinds this version does not know, skipped (binary logs).
+    pub fn unknown_records(&self) -> u64 {
+        self.reader.unknown_records().0
     }
 
     /// Malformed lines skipped so far (lenient mode).
@@ -111,9 +141,14 @@ impl LogInput {
         self.reader.skipped()
     }
 
-    /// Tells on standard error how many lines lenient mode skipped, if any.
+    /// Tells on standard error, once each, what lenient mode skipped and where it
+    /// stopped, and how many records of unknown kinds a binary log had.
     pub fn report_skipped(&self) {
         let n = self.reader.skipped();
+        let what = match self.format() {
+            Format::Text => "malformed line",
+            Format::Binary => "damaged record",
+        };
         if n > 0 {
             let first = self
                 .reader
@@ -121,9 +156,30 @@ impl LogInput {
                 .map(|e| format!(" (first: {e})"))
                 .unwrap_or_default();
             eprintln!(
-                "mmio-trace: {}: skipped {n} malformed line{}{first}",
+                "mmio-trace: {}: skipped {n} {what}{}{first}",
                 self.name,
                 plural(n)
+            );
+        }
+        if let Some(stop) = self.reader.stop() {
+            let unread = match stop.unread_bytes {
+                Some(b) => format!(
+                    "; the {b} byte{} from there to the end were not read",
+                    plural(b)
+                ),
+                None => String::new(),
+            };
+            eprintln!(
+                "mmio-trace: {}: stopped at damage: {}{unread}",
+                self.name, stop.error
+            );
+        }
+        if let (k @ 1.., Some(tag)) = self.reader.unknown_records() {
+            eprintln!(
+                "mmio-trace: {}: skipped {k} record{} of a kind this version does not know \
+                 (first: tag {tag:#04x}; written by a later version?)",
+                self.name,
+                plural(k)
             );
         }
     }
@@ -138,23 +194,41 @@ pub fn plural(n: u64) -> &'static str {
     }
 }
 
-fn wrap(name: &str, e: mmio_trace_format::Error) -> anyhow::Error {
+/// `e` as an error naming the file; parse errors are bad input, followed by `hint`.
+fn wrap(name: &str, e: mmio_trace_format::Error, hint: &str) -> anyhow::Error {
     match &e {
-        mmio_trace_format::Error::Parse(p) if p.binary => BadInput(format!("{name}: {p}")).into(),
+        mmio_trace_format::Error::Parse(p) if p.binary => {
+            BadInput(format!("{name}: {p}{hint}")).into()
+        }
         mmio_trace_format::Error::Parse(p) => BadInput(format!(
-            "{name}:{}:{}: expected {}, found {}",
+            "{name}:{}:{}: expected {}, found {}{hint}",
             p.line, p.column, p.expected, p.found
         ))
         .into(),
+        mmio_trace_format::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            BadInput(format!(
+                "{name}: the compressed data is damaged or cut short: {io}{hint}"
+            ))
+            .into()
+        }
         _ => anyhow::Error::new(e).context(format!("reading {name}")),
     }
 }
 
-/// Parses `LO..HI` (either side optional; numbers in hex with `0x` or decimal).
+/// Parses `LO..HI` (either side optional) or a single address `A` (as `A..A`);
+/// numbers in hex with `0x` or decimal.
 pub fn parse_u64_range(s: &str) -> Result<(u64, u64), String> {
-    let (lo, hi) = s
-        .split_once("..")
-        .ok_or_else(|| format!("`{s}` is not a range LO..HI"))?;
+    let Some((lo, hi)) = s.split_once("..") else {
+        let a = parse_u64(s).map_err(|_| {
+            format!("`{s}` is neither an address nor a range LO..HI (decimal, or hex with 0x)")
+        })?;
+        return Ok((a, a));
+    };
     let lo = if lo.is_empty() { 0 } else { parse_u64(lo)? };
     let hi = if hi.is_empty() {
         u64::MAX
@@ -211,6 +285,9 @@ mod tests {
         assert_eq!(parse_u64_range("0xfeb4_0000.."), Ok((0xfeb40000, u64::MAX)));
         assert!(parse_u64_range("5..4").is_err());
         assert!(parse_u64_range("zz..4").is_err());
+        assert_eq!(parse_u64_range("0xfeb40010"), Ok((0xfeb40010, 0xfeb40010)));
+        assert_eq!(parse_u64_range("16"), Ok((16, 16)));
+        assert!(parse_u64_range("0xzz").is_err());
         assert_eq!(
             parse_time_range("2.5..3"),
             Ok((2_500_000_000, 3_000_000_000))

@@ -26,6 +26,12 @@ mod style;
 /// 20070824`), so envytools' demmio reads ours and every command here reads kernel
 /// logs. gzip, xz and zstd compressed logs are read transparently, and so is
 /// mmio-trace's compact binary format.
+///
+/// Exit status of show, stats and convert: 0 when the log was read (with --lenient,
+/// also when damage was skipped or ended it: reported on standard error); 2 for a
+/// damaged or malformed log without --lenient (after what came before the damage
+/// was shown or converted) and for bad arguments; 1 when the machine failed (a file
+/// that cannot be opened or written).
 #[derive(Parser)]
 #[command(
     name = "mmio-trace",
@@ -69,6 +75,30 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
     }
 }
 
+/// The line `main` prints for an error: `mmio-trace: ` and its chain of causes joined
+/// by `: `, each said once. A context or error whose text already includes its
+/// source's (an `io::Error` wrapped by a library that prints it) would otherwise
+/// print it twice, and a context that already names the program (`mmio-trace
+/// record`) gets no second `mmio-trace: `.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    if msg.starts_with("mmio-trace ") || msg.starts_with("mmio-trace:") {
+        msg
+    } else {
+        format!("mmio-trace: {msg}")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -84,12 +114,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // A closed pipe (`mmio-trace show | head`) is not an error.
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
+            let broken_pipe = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
             }
-            eprintln!("mmio-trace: {e:#}");
+            eprintln!("{}", error_message(&e));
             let bad_input = e.chain().any(|c| {
                 c.downcast_ref::<input::BadInput>().is_some()
                     || c.downcast_ref::<mmio_trace_format::Error>()
@@ -97,5 +129,48 @@ fn main() -> ExitCode {
             });
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { 1 })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+
+    /// An error that prints its source in its own text, as some libraries' do.
+    #[derive(Debug)]
+    struct Loud(std::io::Error);
+
+    impl std::fmt::Display for Loud {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)
+        }
+    }
+
+    impl std::error::Error for Loud {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once_and_the_program_named_once() {
+        let io = || std::io::Error::from_raw_os_error(21);
+        let e = anyhow::Error::new(Loud(io())).context("reading /tmp");
+        assert_eq!(
+            error_message(&e),
+            "mmio-trace: reading /tmp: Is a directory (os error 21)"
+        );
+        let e = anyhow::Error::new(io())
+            .context("cannot write the trace")
+            .context("mmio-trace record");
+        assert_eq!(
+            error_message(&e),
+            "mmio-trace record: cannot write the trace: Is a directory (os error 21)"
+        );
+        let e = anyhow::Error::new(io()).context("cannot create out.log");
+        assert_eq!(
+            error_message(&e),
+            "mmio-trace: cannot create out.log: Is a directory (os error 21)"
+        );
     }
 }

@@ -31,6 +31,8 @@ pub struct DbArgs {
 /// Names accesses from the loaded databases.
 pub struct Names {
     session: Session,
+    /// The `--db` arguments, in order, for messages.
+    specs: Vec<String>,
 }
 
 impl DbArgs {
@@ -51,7 +53,10 @@ impl DbArgs {
         if let Some(v) = &self.variant {
             session.set_variant(v).map_err(|e| bad(e.to_string()))?;
         }
-        Ok(Some(Names { session }))
+        Ok(Some(Names {
+            session,
+            specs: self.db.clone(),
+        }))
     }
 }
 
@@ -60,13 +65,25 @@ impl Names {
     pub fn demo() -> anyhow::Result<Names> {
         let db = mmio_trace_regdb::builtin::demo();
         let session = Session::new(vec![(db, mmio_trace_regdb::Selector::Auto)])?;
-        Ok(Names { session })
+        Ok(Names {
+            session,
+            specs: vec!["(built in)".into()],
+        })
     }
 
     /// Sees every event of the log, in order, before any access that follows it is
     /// described (PCIDEV and MAP lines bind databases to addresses).
     pub fn observe(&mut self, ev: &Event) {
         self.session.observe(ev);
+    }
+
+    /// Warns on standard error, once per database, about each database the log gave
+    /// nothing to name (a `--db FILE@9` for a log without map 9), naming what the
+    /// log has instead. Called after the whole log was observed.
+    pub fn report_unbound(&self) {
+        for (i, why) in self.session.unbound() {
+            eprintln!("mmio-trace: warning: --db {}: {why}", self.specs[i]);
+        }
     }
 
     /// The register an access touches, e.g. `PFIFO.CHAN[0x3].STATE` or `EECD+0x2`.

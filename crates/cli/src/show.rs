@@ -3,6 +3,8 @@
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use mmio_trace_format::{Access, Direction, Event};
 
 use crate::analyse::{FilterArgs, Progress};
@@ -54,12 +56,15 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         render(&mut line, ev, &style, described.as_deref());
-        out.write_all(&line)?;
+        out.write_all(&line).context("writing standard output")?;
         progress.tick(seen);
         Ok(())
     })?;
-    out.flush()?;
+    out.flush().context("writing standard output")?;
     progress.finish();
+    if let Some(n) = &names {
+        n.report_unbound();
+    }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
 }

@@ -95,7 +95,15 @@ fn map_mark(text: &[u8]) -> Option<(i64, String, bool)> {
 
 #[derive(Default)]
 struct Totals {
+    /// What happened, in time: accesses, undecoded accesses, markers, MAP, UNMAP and
+    /// loss notices; not the header nor comments.
     events: u64,
+    /// `VERSION` and `PCIDEV` lines (records in binary logs).
+    header: u64,
+    /// Comments and the kernel's notes (`#...`, `rw what?`, `LSPCI ...`).
+    other: u64,
+    maps: u64,
+    unmaps: u64,
     reads: u64,
     writes: u64,
     unknown: u64,
@@ -103,6 +111,8 @@ struct Totals {
     lost_marks: u64,
     lost_events: u64,
     cpu_lost: u64,
+    /// `CPU:N [LOST ...]` lines, and those of them without a count.
+    cpu_lost_lines: u64,
     cpu_lost_unknown: u64,
     first: Option<u64>,
     last: Option<u64>,
@@ -138,7 +148,11 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         if !args.filter.keep(ev) {
             return Ok(());
         }
-        t.events += 1;
+        match ev {
+            Event::Version(_) | Event::PciDev(_) => t.header += 1,
+            Event::Verbatim(_) => t.other += 1,
+            _ => t.events += 1,
+        }
         if let Some(ts) = ev.ts_ns() {
             if !matches!(ev, Event::LostEvents(_)) {
                 t.first = Some(t.first.map_or(ts, |f| f.min(ts)));
@@ -188,11 +202,15 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
             }
             Event::Unknown(_) => t.unknown += 1,
             Event::Map(m) => {
+                t.maps += 1;
                 let s = maps.entry(m.id).or_default();
                 s.phys = Some(m.phys);
                 s.len = Some(m.len);
             }
-            Event::Unmap(u) => maps.entry(u.id).or_default().unmapped = true,
+            Event::Unmap(u) => {
+                t.unmaps += 1;
+                maps.entry(u.id).or_default().unmapped = true;
+            }
             Event::Mark(m) => {
                 t.marks += 1;
                 if let Some((id, file, alias)) = map_mark(&m.text) {
@@ -206,10 +224,13 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 t.lost_marks += 1;
                 t.lost_events += n;
             }
-            Event::CpuLost { count, .. } => match count {
-                Some(n) => t.cpu_lost += n,
-                None => t.cpu_lost_unknown += 1,
-            },
+            Event::CpuLost { count, .. } => {
+                t.cpu_lost_lines += 1;
+                match count {
+                    Some(n) => t.cpu_lost += n,
+                    None => t.cpu_lost_unknown += 1,
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -233,7 +254,14 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
         to_text(&args, &input, &t, &maps, &hot, &hot_regs)
     };
     use std::io::Write;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .and_then(|()| std::io::stdout().lock().flush())
+        .map_err(|e| anyhow::Error::new(e).context("writing standard output"))?;
+    if let Some(n) = &names {
+        n.report_unbound();
+    }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
 }
@@ -260,6 +288,8 @@ fn to_json(
         "file": input.name(),
         "format": format!("{:?}", input.format()).to_lowercase(),
         "events": t.events,
+        "header_lines": t.header,
+        "other_lines": t.other,
         "reads": t.reads,
         "writes": t.writes,
         "unknown": t.unknown,
@@ -272,6 +302,9 @@ fn to_json(
             "cpu_lost_events": t.cpu_lost,
             "cpu_lost_unknown_count_lines": t.cpu_lost_unknown,
             "malformed_lines_skipped": input.skipped(),
+            "stopped_at_damage": input.stop().map(|s| s.error.to_string()),
+            "unread_bytes": input.stop().and_then(|s| s.unread_bytes),
+            "unknown_records_skipped": input.unknown_records(),
         },
         "maps": maps.iter().map(|(id, m)| json!({
             "id": id,
@@ -299,6 +332,45 @@ fn to_json(
     })
 }
 
+/// The losses the log reports, in words: the kernel's `Lost N events.` markers
+/// (tracer losses) and ftrace's `CPU:N [LOST M EVENTS]` lines, some of which give no
+/// count (the number lost is unknown, not zero).
+fn losses_text(t: &Totals) -> String {
+    let mut parts = Vec::new();
+    if t.lost_marks > 0 {
+        parts.push(format!(
+            "{} event{} lost ({} `Lost N events.` marker{})",
+            t.lost_events,
+            plural(t.lost_events),
+            t.lost_marks,
+            plural(t.lost_marks)
+        ));
+    }
+    let cpu_lines = t.cpu_lost_lines - t.cpu_lost_unknown;
+    if cpu_lines > 0 {
+        parts.push(format!(
+            "{} event{} lost by ftrace ({} `CPU:N [LOST M EVENTS]` line{})",
+            t.cpu_lost,
+            plural(t.cpu_lost),
+            cpu_lines,
+            plural(cpu_lines)
+        ));
+    }
+    if t.cpu_lost_unknown > 0 {
+        parts.push(format!(
+            "an unknown number of events lost by ftrace ({} `CPU:N [LOST EVENTS]` line{} \
+             without a count)",
+            t.cpu_lost_unknown,
+            plural(t.cpu_lost_unknown)
+        ));
+    }
+    if parts.is_empty() {
+        "none reported in the log".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 fn to_text(
     args: &StatsArgs,
     input: &LogInput,
@@ -309,38 +381,47 @@ fn to_text(
 ) -> String {
     let mut o = String::new();
     let fmt = format!("{:?}", input.format()).to_lowercase();
-    let _ = writeln!(o, "{} ({fmt}): {} events", input.name(), t.events);
+    let _ = write!(
+        o,
+        "{} ({fmt}): {} event{}",
+        input.name(),
+        t.events,
+        plural(t.events)
+    );
+    if t.header > 0 {
+        let _ = write!(
+            o,
+            ", {} header line{} (VERSION, PCIDEV)",
+            t.header,
+            plural(t.header)
+        );
+    }
+    if t.other > 0 {
+        let _ = write!(
+            o,
+            ", {} other line{} (comments, kernel notes)",
+            t.other,
+            plural(t.other)
+        );
+    }
+    o.push('\n');
     let _ = writeln!(
         o,
-        "accesses: {} ({} reads, {} writes), {} undecoded, {} marker{}",
+        "accesses: {} ({} reads, {} writes), {} undecoded, {} marker{}, {} MAP, {} UNMAP",
         t.reads + t.writes,
         t.reads,
         t.writes,
         t.unknown,
         t.marks,
-        plural(t.marks)
+        plural(t.marks),
+        t.maps,
+        t.unmaps
     );
     if let (Some(a), Some(b)) = (t.first, t.last) {
         let span = (b - a) as f64 / 1e9;
         let _ = writeln!(o, "time: {} .. {} ({span:.6} s)", fmt_ts(a), fmt_ts(b));
     }
-    if t.lost_marks + t.cpu_lost + t.cpu_lost_unknown == 0 {
-        let _ = writeln!(o, "losses: none reported in the log");
-    } else {
-        let _ = writeln!(
-            o,
-            "losses: {} events lost ({} `Lost N events.` marker{}), ftrace CPU losses: {} events{}",
-            t.lost_events,
-            t.lost_marks,
-            plural(t.lost_marks),
-            t.cpu_lost,
-            if t.cpu_lost_unknown > 0 {
-                format!(" plus {} line(s) with no count", t.cpu_lost_unknown)
-            } else {
-                String::new()
-            }
-        );
-    }
+    let _ = writeln!(o, "losses: {}", losses_text(t));
     if !maps.is_empty() {
         let _ = writeln!(o, "\nmaps:");
         let _ = writeln!(

@@ -205,12 +205,13 @@ fn stats_reports_losses_and_per_map_totals() {
     let log = tmp("losses.log", SMALL.as_bytes());
     let out = stdout(&run(&["stats", s(&log)]));
     assert!(
-        out.contains("accesses: 5 (2 reads, 3 writes), 1 undecoded, 1 marker\n"),
+        out.contains("accesses: 5 (2 reads, 3 writes), 1 undecoded, 1 marker, 2 MAP, 1 UNMAP\n"),
         "{out}"
     );
     assert!(
         out.contains(
-            "losses: 5 events lost (1 `Lost N events.` marker), ftrace CPU losses: 7 events\n"
+            "losses: 5 events lost (1 `Lost N events.` marker); 7 events lost by ftrace \
+             (1 `CPU:N [LOST M EVENTS]` line)\n"
         ),
         "{out}"
     );
@@ -337,6 +338,9 @@ fn reads_log(n: usize) -> String {
     s
 }
 
+/// What a strict reading command's error about damage ends with.
+const HINT: &str = " (--lenient reads on past damage where it can)";
+
 const BAD_LINE: &str = "R 4 9.000000 1 0x10 0xZZ 0x0 0\n";
 const BAD_WHY: &str =
     "expected value (lowercase hexadecimal, no leading zeros, at most 16 digits), found `ZZ 0x0 0`";
@@ -360,7 +364,7 @@ fn every_event_before_a_malformed_line_is_shown_then_it_exits_2() {
         assert_eq!(String::from_utf8(o.stdout).unwrap(), expected, "n = {n}");
         assert_eq!(
             String::from_utf8(o.stderr).unwrap(),
-            format!("mmio-trace: {}:{}:23: {BAD_WHY}\n", s(&bad), n + 2)
+            format!("mmio-trace: {}:{}:23: {BAD_WHY}{HINT}\n", s(&bad), n + 2)
         );
 
         let o = run(&["stats", s(&bad)]);
@@ -378,7 +382,7 @@ fn every_event_before_a_malformed_line_is_shown_then_it_exits_2() {
         assert_eq!(back, good, "n = {n}");
         assert_eq!(
             String::from_utf8(o.stderr).unwrap(),
-            format!("mmio-trace: {}:{}:23: {BAD_WHY}\n", s(&bad), n + 2)
+            format!("mmio-trace: {}:{}:23: {BAD_WHY}{HINT}\n", s(&bad), n + 2)
         );
 
         // Lenient: the line is skipped and counted, everything after it still read.
@@ -463,7 +467,7 @@ fn a_damaged_binary_log_shows_what_reading_one_event_at_a_time_gives_then_exits_
         );
         assert_eq!(
             String::from_utf8(o.stderr).unwrap(),
-            format!("mmio-trace: {}: {err}\n", s(&bin))
+            format!("mmio-trace: {}: {err}{HINT}\n", s(&bin))
         );
     }
 }

@@ -46,9 +46,9 @@
 
 use std::io::{self, Read, Write};
 
-use crate::error::{Error, ParseError};
+use crate::error::{Error, ParseError, Stop};
 use crate::event::*;
-use crate::reader::{access_slot, put_event};
+use crate::reader::{access_slot, is_damage, put_event};
 
 /// The first bytes of every binary log. The high byte and the CR/LF pair detect
 /// transfers that mangle binary data, as PNG's signature does.
@@ -501,6 +501,17 @@ pub struct BinaryReader<R> {
     /// `read_batch` whose `max` is smaller than the block), from `pending_pos` on.
     pending: Vec<Event>,
     pending_pos: usize,
+    lenient: bool,
+    /// Damaged records skipped in lenient mode, and the first of them.
+    skipped: u64,
+    first_error: Option<ParseError>,
+    /// Where lenient reading stopped, if it did: nothing is read after it.
+    stop: Option<Stop>,
+    /// Records of kinds this version does not know, and the first one's tag.
+    unknown: u64,
+    first_unknown: Option<u8>,
+    /// A header cut short, reported at the first read.
+    deferred: Option<Error>,
 }
 
 /// Decoding failure inside a record; turned into a [`ParseError`] by the caller.
@@ -610,10 +621,24 @@ impl<R: Read> BinaryReader<R> {
             schema: String::new(),
             pending: Vec::new(),
             pending_pos: 0,
+            lenient: false,
+            skipped: 0,
+            first_error: None,
+            stop: None,
+            unknown: 0,
+            first_unknown: None,
+            deferred: None,
         };
         r.fill(14)?;
-        if r.end < 14 || r.buf[..8] != MAGIC {
+        if r.end < 8 || r.buf[..8] != MAGIC {
             return Err(r.bad(0, "the binary log header (magic, version, schema length)"));
+        }
+        // A header cut short (a tiny log cut in two) is damage like any other: an
+        // error at the first read, or the end of a lenient reading, not of opening.
+        if r.end < 14 {
+            r.deferred = Some(r.bad(0, "the binary log header (magic, version, schema length)"));
+            r.pos = r.end;
+            return Ok(r);
         }
         r.version = u16::from_le_bytes([r.buf[8], r.buf[9]]);
         if r.version == 0 || r.version > VERSION {
@@ -626,7 +651,10 @@ impl<R: Read> BinaryReader<R> {
         r.pos = 14;
         r.fill(slen)?;
         if r.end - r.pos < slen {
-            return Err(r.bad(14, "the whole schema text"));
+            // `fill` may have moved the buffer: the schema starts at `pos`.
+            r.deferred = Some(r.bad(r.pos, "the whole schema text"));
+            r.pos = r.end;
+            return Ok(r);
         }
         r.schema = String::from_utf8_lossy(&r.buf[r.pos..r.pos + slen]).into_owned();
         r.pos += slen;
@@ -641,6 +669,86 @@ impl<R: Read> BinaryReader<R> {
     /// The schema text stored in the file's header.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// In lenient mode a damaged record whose length is intact (any but an access
+    /// record or block) is skipped and counted, and damage the reader cannot read past
+    /// ends the log there instead of being an error: a damaged access record or
+    /// block (every later access is a delta from it), a damaged record length, a
+    /// truncated record, compressed data that stops decompressing. Everything before
+    /// the damage is read; [`stop`](Self::stop) says where it was.
+    pub fn set_lenient(&mut self, lenient: bool) {
+        self.lenient = lenient;
+    }
+
+    /// Damaged records skipped in lenient mode.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The first damaged record skipped in lenient mode, with why.
+    pub fn first_error(&self) -> Option<&ParseError> {
+        self.first_error.as_ref()
+    }
+
+    /// Where lenient reading stopped before the end of the input, and why.
+    pub fn stop(&self) -> Option<&Stop> {
+        self.stop.as_ref()
+    }
+
+    /// Records of kinds this version does not know (from a later version), which the
+    /// format lets readers skip, and the first one's tag.
+    pub fn unknown_records(&self) -> (u64, Option<u8>) {
+        (self.unknown, self.first_unknown)
+    }
+
+    /// Whether lenient reading ends at `e` rather than failing.
+    fn stops_at(&self, e: &Error) -> bool {
+        self.lenient && (e.as_parse().is_some() || is_damage(e))
+    }
+
+    /// Ends lenient reading at `e`: records where, and counts the bytes after it.
+    #[cold]
+    #[inline(never)]
+    fn halt(&mut self, e: Error) {
+        let (error, offset) = match e {
+            Error::Parse(p) => {
+                let at = p.column;
+                (*p, Some(at))
+            }
+            e => (
+                ParseError {
+                    line: self.record + 1,
+                    column: self.base + self.pos as u64,
+                    expected: "more of the log".into(),
+                    found: format!("data that does not decompress ({e})"),
+                    binary: true,
+                },
+                None,
+            ),
+        };
+        // Bytes after the damage: those buffered and those still to come.
+        let unread = offset.and_then(|at| {
+            let mut total = self.base + self.end as u64;
+            loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(0) => break,
+                    Ok(k) => total += k as u64,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return None,
+                }
+            }
+            Some(total.saturating_sub(at))
+        });
+        self.pos = 0;
+        self.end = 0;
+        self.eof = true;
+        self.pending.clear();
+        self.pending_pos = 0;
+        self.stop = Some(Stop {
+            error,
+            unread_bytes: unread,
+        });
     }
 
     #[cold]
@@ -697,6 +805,23 @@ impl<R: Read> BinaryReader<R> {
 
     /// The next event, or `None` at the end of the log.
     pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        let read = match self.deferred.take() {
+            Some(e) => Err(e),
+            None => self.next_event_inner(),
+        };
+        match read {
+            Err(e) if self.stops_at(&e) => {
+                self.halt(e);
+                Ok(None)
+            }
+            r => r,
+        }
+    }
+
+    fn next_event_inner(&mut self) -> Result<Option<Event>, Error> {
         loop {
             if let Some(ev) = self.pending.get_mut(self.pending_pos) {
                 self.pending_pos += 1;
@@ -754,8 +879,24 @@ impl<R: Read> BinaryReader<R> {
             self.pos = start + total;
             match decode_rare(tag, payload) {
                 Ok(Some(ev)) => return Ok(Some(ev)),
-                Ok(None) => continue,
-                Err(Bad(what)) => return Err(self.bad(start, what)),
+                Ok(None) => {
+                    self.unknown += 1;
+                    self.first_unknown.get_or_insert(tag);
+                    continue;
+                }
+                Err(Bad(what)) => {
+                    let err = self.bad(start, what);
+                    match err {
+                        // Its length is intact and it holds no delta: the records
+                        // after it read as they would without it.
+                        Error::Parse(p) if self.lenient => {
+                            self.skipped += 1;
+                            self.first_error.get_or_insert(*p);
+                            continue;
+                        }
+                        err => return Err(err),
+                    }
+                }
             }
         }
     }
@@ -774,6 +915,27 @@ impl<R: Read> BinaryReader<R> {
     /// A call may return fewer than `max` events before the end of the log: it stops
     /// before an access block that would not fit, rather than split it.
     pub fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
+        if self.stop.is_some() {
+            out.clear();
+            return Ok(0);
+        }
+        let read = match self.deferred.take() {
+            Some(e) => {
+                out.clear();
+                Err(e)
+            }
+            None => self.read_batch_inner(out, max),
+        };
+        match read {
+            Err(e) if self.stops_at(&e) => {
+                self.halt(e);
+                Ok(out.len())
+            }
+            r => r,
+        }
+    }
+
+    fn read_batch_inner(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
         let mut n = 0;
         while n < max {
             if self.pending_pos < self.pending.len() {
@@ -830,7 +992,7 @@ impl<R: Read> BinaryReader<R> {
                 n = max.min(n + count);
                 continue;
             }
-            match self.next_event() {
+            match self.next_event_inner() {
                 Ok(Some(ev)) => put_event(out, n, ev),
                 Ok(None) => break,
                 Err(e) => {

@@ -37,11 +37,24 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+/// Where a lenient reader stopped before the end of its input: damage it cannot read
+/// past (a damaged access record or block of a binary log, whose successors are
+/// deltas from it; compressed data that stops decompressing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop {
+    /// The damage: where, what was expected, what was found.
+    pub error: ParseError,
+    /// Bytes of the (decompressed) input from the damage to its end that were not
+    /// read, when they could be counted.
+    pub unread_bytes: Option<u64>,
+}
+
 /// Any failure of a reader or writer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The underlying file or stream failed.
-    #[error("{0}")]
+    /// The underlying file or stream failed. Transparent: its text and source are the
+    /// `io::Error`'s, so that a chain of causes does not print it twice.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The input is not a well-formed log.
     #[error("{0}")]

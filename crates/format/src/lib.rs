@@ -23,7 +23,7 @@ pub mod text;
 pub mod writer;
 
 pub use binary::{BinaryReader, BinaryWriter};
-pub use error::{Error, ParseError};
+pub use error::{Error, ParseError, Stop};
 pub use event::*;
 pub use reader::{AnyReader, Compression, Format, TextReader};
 pub use writer::{AnyWriter, TextWriter};

@@ -3,7 +3,7 @@
 use std::io::{self, BufReader, Read};
 
 use crate::binary::{BinaryReader, BLANK};
-use crate::error::{Error, ParseError};
+use crate::error::{Error, ParseError, Stop};
 use crate::event::{Access, Event, Mark};
 use crate::text::{fast_access, parse_line};
 
@@ -34,12 +34,13 @@ impl<R: Read> Lines<R> {
         }
     }
 
-    /// The next line without its `\n`, as a range of `self.buf`.
-    fn next_line(&mut self) -> Result<Option<(usize, usize)>, Error> {
+    /// The next line without its `\n`, as a range of `self.buf`, and whether a `\n`
+    /// ended it (not: the input ends in the middle of the line).
+    fn next_line(&mut self) -> Result<Option<(usize, usize, bool)>, Error> {
         let mut scanned = self.start;
         loop {
             if let Some(i) = memchr::memchr(b'\n', &self.buf[scanned..self.end]) {
-                let line = (self.start, scanned + i);
+                let line = (self.start, scanned + i, true);
                 self.start = scanned + i + 1;
                 self.line_no += 1;
                 return Ok(Some(line));
@@ -49,7 +50,7 @@ impl<R: Read> Lines<R> {
                 if self.start == self.end {
                     return Ok(None);
                 }
-                let line = (self.start, self.end);
+                let line = (self.start, self.end, false);
                 self.start = self.end;
                 self.line_no += 1;
                 return Ok(Some(line));
@@ -87,6 +88,56 @@ impl<R: Read> Lines<R> {
             self.end += n;
         }
     }
+
+    /// Drops the rest of the current line, the one [`next_line`](Self::next_line)
+    /// found too long, up to and including its `\n`, without buffering it.
+    fn skip_line(&mut self) -> Result<(), Error> {
+        loop {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf[self.start..self.end]) {
+                self.start += i + 1;
+                self.line_no += 1;
+                return Ok(());
+            }
+            self.start = 0;
+            self.end = 0;
+            if self.eof {
+                self.line_no += 1;
+                return Ok(());
+            }
+            let n = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            self.eof = n == 0;
+            self.end = n;
+        }
+    }
+
+    /// Bytes buffered of the line being read.
+    fn partial(&self) -> u64 {
+        (self.end - self.start) as u64
+    }
+}
+
+/// Whether a read error is damage in the input (compressed data that stops
+/// decompressing, or stops short) rather than a failure of the machine: lenient
+/// readers stop there and report it instead of failing.
+pub(crate) fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::Io(io) => is_damage_kind(io.kind()),
+        _ => false,
+    }
+}
+
+/// The kinds of read errors decompressors give for damaged or cut-short data.
+fn is_damage_kind(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidInput
+    )
 }
 
 /// Reads the kernel text format, one event at a time.
@@ -100,6 +151,10 @@ pub struct TextReader<R> {
     lenient: bool,
     skipped: u64,
     first_error: Option<ParseError>,
+    /// An error found while a marker was pending: returned after the marker.
+    deferred: Option<ParseError>,
+    /// Where lenient reading stopped early, if it did.
+    stop: Option<Stop>,
 }
 
 impl<R: Read> TextReader<R> {
@@ -112,10 +167,15 @@ impl<R: Read> TextReader<R> {
             lenient: false,
             skipped: 0,
             first_error: None,
+            deferred: None,
+            stop: None,
         }
     }
 
-    /// In lenient mode malformed lines are skipped and counted instead.
+    /// In lenient mode malformed lines are skipped and counted instead: lines that do
+    /// not parse, lines longer than [`MAX_LINE`], and a last line that the input
+    /// ends in the middle of. Compressed input that stops decompressing ends the log
+    /// there (see [`stop`](Self::stop)).
     pub fn set_lenient(&mut self, lenient: bool) {
         self.lenient = lenient;
     }
@@ -128,6 +188,11 @@ impl<R: Read> TextReader<R> {
     /// The first line skipped in lenient mode, with why.
     pub fn first_error(&self) -> Option<&ParseError> {
         self.first_error.as_ref()
+    }
+
+    /// Where lenient reading stopped before the end of the input, and why.
+    pub fn stop(&self) -> Option<&Stop> {
+        self.stop.as_ref()
     }
 
     /// The number of lines read so far.
@@ -223,10 +288,63 @@ impl<R: Read> TextReader<R> {
         if let Some(ev) = self.ready.take() {
             return Ok(Some(ev));
         }
+        if let Some(err) = self.deferred.take() {
+            return Err(err.into());
+        }
         loop {
-            let Some((s, e)) = self.lines.next_line()? else {
+            if self.stop.is_some() {
+                return Ok(self.pending_mark.take().map(Event::Mark));
+            }
+            let next = match self.lines.next_line() {
+                Ok(next) => next,
+                Err(Error::Parse(err)) if self.lenient => {
+                    // A line too long to buffer: skipped like any malformed line.
+                    self.skipped += 1;
+                    self.first_error.get_or_insert(*err);
+                    self.lines.skip_line()?;
+                    continue;
+                }
+                Err(err) if self.lenient && is_damage(&err) => {
+                    self.stop = Some(Stop {
+                        error: ParseError {
+                            line: self.lines.line_no + 1,
+                            column: self.lines.partial() + 1,
+                            expected: "more of the log".into(),
+                            found: format!("data that does not decompress ({err})"),
+                            binary: false,
+                        },
+                        unread_bytes: None,
+                    });
+                    // The rest of the line is cut short: never an event.
+                    self.lines.start = self.lines.end;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let Some((s, e, terminated)) = next else {
                 return Ok(self.pending_mark.take().map(Event::Mark));
             };
+            if !terminated {
+                // The log ends in the middle of this line (a recording cut short): its
+                // last field may be cut too, so no event is made of it.
+                let err = ParseError {
+                    line: self.lines.line_no,
+                    column: (e - s) as u64 + 1,
+                    expected: "a newline ending the line".into(),
+                    found: "the end of the log (cut short?)".into(),
+                    binary: false,
+                };
+                if self.lenient {
+                    self.skipped += 1;
+                    self.first_error.get_or_insert(err);
+                    continue;
+                }
+                if let Some(prev) = self.pending_mark.take() {
+                    self.deferred = Some(err);
+                    return Ok(Some(Event::Mark(prev)));
+                }
+                return Err(err.into());
+            }
             let line = &self.lines.buf[s..e];
             match parse_line(line, self.lines.line_no) {
                 Ok(Event::Mark(m)) => {
@@ -318,10 +436,14 @@ pub enum AnyReader {
     Binary(BinaryReader<Box<dyn Read + Send>>),
 }
 
-/// A `Read` that first replays bytes already looked at.
+/// A `Read` that first replays bytes already looked at, then the damage found while
+/// looking, if any.
 struct Prefixed<R> {
     head: Vec<u8>,
     pos: usize,
+    /// Damage (compressed data that does not decompress) met while peeking: the
+    /// readers report it where it is, after the bytes before it.
+    err: Option<io::Error>,
     inner: R,
 }
 
@@ -333,6 +455,9 @@ impl<R: Read> Read for Prefixed<R> {
             self.pos += n;
             return Ok(n);
         }
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
         self.inner.read(buf)
     }
 }
@@ -340,11 +465,16 @@ impl<R: Read> Read for Prefixed<R> {
 fn peek<R: Read>(mut r: R, n: usize) -> io::Result<Prefixed<R>> {
     let mut head = vec![0u8; n];
     let mut got = 0;
+    let mut err = None;
     while got < n {
         match r.read(&mut head[got..]) {
             Ok(0) => break,
             Ok(k) => got += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_damage_kind(e.kind()) => {
+                err = Some(e);
+                break;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -352,6 +482,7 @@ fn peek<R: Read>(mut r: R, n: usize) -> io::Result<Prefixed<R>> {
     Ok(Prefixed {
         head,
         pos: 0,
+        err,
         inner: r,
     })
 }
@@ -403,27 +534,47 @@ impl AnyReader {
         }
     }
 
-    /// Skip malformed text lines rather than failing (binary input is always strict:
-    /// a damaged record cannot be resynchronised).
+    /// Read past damage rather than fail: text skips malformed lines (see
+    /// [`TextReader::set_lenient`]); binary skips damaged records whose length is
+    /// intact, and ends the log before damage it cannot read past (see
+    /// [`BinaryReader::set_lenient`]).
     pub fn set_lenient(&mut self, lenient: bool) {
-        if let AnyReader::Text(t) = self {
-            t.set_lenient(lenient)
+        match self {
+            AnyReader::Text(t) => t.set_lenient(lenient),
+            AnyReader::Binary(b) => b.set_lenient(lenient),
         }
     }
 
-    /// The number of lines skipped in lenient mode.
+    /// The number of lines (text) or records (binary) skipped in lenient mode.
     pub fn skipped(&self) -> u64 {
         match self {
             AnyReader::Text(t) => t.skipped(),
-            AnyReader::Binary(_) => 0,
+            AnyReader::Binary(b) => b.skipped(),
         }
     }
 
-    /// The first line skipped in lenient mode.
+    /// The first line or record skipped in lenient mode.
     pub fn first_error(&self) -> Option<&ParseError> {
         match self {
             AnyReader::Text(t) => t.first_error(),
-            AnyReader::Binary(_) => None,
+            AnyReader::Binary(b) => b.first_error(),
+        }
+    }
+
+    /// Where lenient reading stopped before the end of the input, and why.
+    pub fn stop(&self) -> Option<&Stop> {
+        match self {
+            AnyReader::Text(t) => t.stop(),
+            AnyReader::Binary(b) => b.stop(),
+        }
+    }
+
+    /// Records of kinds this version does not know (written by a later version),
+    /// skipped as the format allows, and the tag of the first.
+    pub fn unknown_records(&self) -> (u64, Option<u8>) {
+        match self {
+            AnyReader::Text(_) => (0, None),
+            AnyReader::Binary(b) => b.unknown_records(),
         }
     }
 

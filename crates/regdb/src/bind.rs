@@ -127,6 +127,8 @@ pub struct Session {
     bound: Vec<Bound>,
     pcidevs: Vec<PciDev>,
     maps: HashMap<i64, u64>,
+    /// Every mapping seen (id, physical base, length), for [`Session::unbound`].
+    map_list: Vec<(i64, u64, u64)>,
     /// Distinct physical bases of the mappings seen; "the only mapping" means one.
     map_bases: Vec<u64>,
     /// Where each (map id, address) lands: database and offset. Dropped when a
@@ -175,6 +177,7 @@ impl Session {
             bound,
             pcidevs: Vec::new(),
             maps: HashMap::new(),
+            map_list: Vec::new(),
             map_bases: Vec::new(),
             located: RefCell::new(FxMap::default()),
             described: RefCell::new(FxMap::default()),
@@ -252,6 +255,11 @@ impl Session {
             }
             Event::Map(m) => {
                 self.maps.insert(m.id, m.phys);
+                let key = (m.id, m.phys, m.len);
+                // Bounded: a log that maps and unmaps without end must not grow this.
+                if self.map_list.len() < 4096 && !self.map_list.contains(&key) {
+                    self.map_list.push(key);
+                }
                 if !self.map_bases.contains(&m.phys) {
                     self.map_bases.push(m.phys);
                 }
@@ -434,6 +442,114 @@ impl Session {
             c.insert(key, Rc::from(s.as_str()));
         }
         Some(s)
+    }
+}
+
+impl Session {
+    /// The databases that the log gives nothing to name, or names wrongly, after every
+    /// event was observed, each with why in words (naming what the log has instead): a
+    /// map id, PCI id or physical range the log has no mapping or device for, a
+    /// database without a selector that could not tell which mapping it describes, or
+    /// an NVIDIA database whose chipset was never detected. Index of the database (in
+    /// the order given), and the reason.
+    pub fn unbound(&self) -> Vec<(usize, String)> {
+        let maps = || -> String {
+            if self.map_list.is_empty() {
+                return "the log has no MAP lines".into();
+            }
+            let list: Vec<String> = self
+                .map_list
+                .iter()
+                .take(16)
+                .map(|(id, phys, len)| format!("{id} at {phys:#x}+{len:#x}"))
+                .collect();
+            let more = if self.map_list.len() > 16 {
+                ", ..."
+            } else {
+                ""
+            };
+            format!("its maps: {}{more}", list.join(", "))
+        };
+        let devices = || -> String {
+            if self.pcidevs.is_empty() {
+                return "the log has no PCIDEV lines".into();
+            }
+            let list: Vec<String> = self
+                .pcidevs
+                .iter()
+                .take(16)
+                .map(|p| format!("{:04x}:{:04x}", p.vendor, p.device))
+                .collect();
+            format!("its PCI devices: {}", list.join(", "))
+        };
+        let matches = |id: &PciId, p: &PciDev| {
+            id.vendor == p.vendor && id.device.is_none_or(|d| d == p.device)
+        };
+        let mut out = Vec::new();
+        for (i, b) in self.bound.iter().enumerate() {
+            let why = match b.sel {
+                Selector::Map(id) if !self.maps.contains_key(&id) => {
+                    format!("the log has no map {id}; {}", maps())
+                }
+                Selector::Pci(id) if !self.pcidevs.iter().any(|p| matches(&id, p)) => {
+                    let dev = id.device.map(|d| format!("{d:04x}")).unwrap_or("*".into());
+                    format!(
+                        "the log has no PCI device {:04x}:{dev}; {}",
+                        id.vendor,
+                        devices()
+                    )
+                }
+                Selector::Phys(base)
+                    if !self.map_list.iter().any(|&(_, phys, len)| {
+                        phys < base.saturating_add(b.db.root.extent)
+                            && base < phys.saturating_add(len)
+                    }) =>
+                {
+                    format!(
+                        "no mapping of the log overlaps {base:#x}..{:#x}; {}",
+                        base.saturating_add(b.db.root.extent),
+                        maps()
+                    )
+                }
+                Selector::Auto
+                    if !b.db.absolute
+                        && !self
+                            .pcidevs
+                            .iter()
+                            .any(|p| b.db.pci.iter().any(|id| matches(id, p)))
+                        && self.map_bases.len() != 1 =>
+                {
+                    let which = if self.map_bases.is_empty() {
+                        maps()
+                    } else {
+                        format!(
+                            "the log maps {} different addresses, so say which map it \
+                             describes with FILE@MAP_ID; {}",
+                            self.map_bases.len(),
+                            maps()
+                        )
+                    };
+                    if b.db.pci.is_empty() {
+                        which
+                    } else {
+                        format!("no device of the log has its PCI ids, and {which}")
+                    }
+                }
+                // Bound, but named as if every chipset's registers applied.
+                _ if b.db.nv_chipset_detect
+                    && !b.forced
+                    && b.vars.0.iter().all(Option::is_none) =>
+                {
+                    "the NVIDIA chipset was not detected (the log has no read of PMC.ID, \
+                     BAR0 offset 0): accesses were named as if every chipset's registers \
+                     applied; give the chipset with --variant NAME"
+                        .to_string()
+                }
+                _ => continue,
+            };
+            out.push((i, why));
+        }
+        out
     }
 }
 
