@@ -84,6 +84,7 @@ pub fn init(shm: Shm, rules: Rules) {
     // Warm the clock (vDSO lookup) before any fault.
     let _ = sys::now_ns();
     arm_fork_canary();
+    regions::init_limits();
     step::open_task_dir();
     signals::install();
     ACTIVE.store(true, Ordering::Release);
@@ -698,6 +699,85 @@ pub fn before_munmap(addr: u64, len: u64, pc: u64) {
         // A region split by `mprotect` or a partial `munmap` ends with its last piece.
         if last {
             emit::unmap(r.map_id, pc);
+        }
+    });
+}
+
+/// The preload library's `mlock` (`flags` 0) and `mlock2`. Returns `None` when no traced
+/// region is involved (the caller makes the plain call); otherwise the raw result (0 or
+/// `-errno`).
+///
+/// The kernel's `mlock` populates the range, which fails (`ENOMEM`) on the traced pages
+/// the tracer keeps `PROT_NONE`, where natively it succeeds. So after that failure, the
+/// range is locked with `MLOCK_ONFAULT` (which does not populate: it fails only where
+/// natively it would, on unmapped pages or the lock limit), the untraced parts are
+/// locked again to populate them as asked, and the traced pages' aliases are locked (the
+/// same pages, kept resident: what the program asked for).
+pub fn mlock(addr: u64, len: u64, flags: i32) -> Option<isize> {
+    const SYS_MLOCK: usize = 149;
+    const SYS_MLOCK2: usize = 325;
+    const MLOCK_ONFAULT: usize = 1;
+    if !is_active() || !regions::maybe_overlaps(addr, len) {
+        return None;
+    }
+    let mut any = false;
+    regions::overlapping(addr, len.max(1), |_| any = true);
+    if !any {
+        return None;
+    }
+    let lock = |a: u64, l: u64, f: usize| {
+        // SAFETY: locking pages of the program's (or the tracer's own) mappings.
+        unsafe {
+            if f == 0 {
+                sys::syscall6(SYS_MLOCK, a as usize, l as usize, 0, 0, 0, 0)
+            } else {
+                sys::syscall6(SYS_MLOCK2, a as usize, l as usize, f, 0, 0, 0)
+            }
+        }
+    };
+    let rc = lock(addr, len, flags as usize);
+    if rc != -(libc::ENOMEM as isize) || flags as usize & MLOCK_ONFAULT != 0 {
+        return Some(rc);
+    }
+    let rc = lock(addr, len, MLOCK_ONFAULT);
+    if rc < 0 {
+        // Unmapped pages in the range (the native error), or no mlock2 (kernel < 4.4).
+        return Some(if rc == -(libc::ENOSYS as isize) { -(libc::ENOMEM as isize) } else { rc });
+    }
+    let start = addr & !(PAGE - 1);
+    let end = (addr + len + PAGE - 1) & !(PAGE - 1);
+    let mut at = start;
+    regions::overlapping(start, end - start, |r| {
+        let (lo, hi) = (r.start.max(start), r.end().min(end));
+        if at < lo {
+            lock(at, lo - at, flags as usize);
+        }
+        if r.alias != 0 {
+            lock(r.alias_of(lo), hi - lo, flags as usize);
+        }
+        at = hi;
+    });
+    if at < end {
+        lock(at, end - at, flags as usize);
+    }
+    Some(0)
+}
+
+/// The preload library's hook after a successful `munlock`: the aliases of the traced
+/// pages in the range are unlocked too.
+pub fn after_munlock(addr: u64, len: u64) {
+    const SYS_MUNLOCK: usize = 150;
+    if !is_active() || !regions::maybe_overlaps(addr, len) {
+        return;
+    }
+    let end = addr.saturating_add(len);
+    regions::overlapping(addr, len, |r| {
+        if r.alias != 0 {
+            let (lo, hi) = (r.start.max(addr & !(PAGE - 1)), r.end().min(end));
+            // SAFETY: unlocking the tracer's own alias pages.
+            unsafe {
+                sys::syscall6(SYS_MUNLOCK, r.alias_of(lo) as usize, (hi - lo) as usize, 0, 0, 0, 0)
+            };
         }
     });
 }

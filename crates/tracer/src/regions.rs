@@ -189,6 +189,13 @@ impl Slot {
             .store(r.phys_minus_off, Ordering::Relaxed);
         self.lazy.store(r.lazy, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
+        let aliased = |r: &Region| r.len != 0 && r.lazy != 0 && r.alias != 0;
+        if aliased(&r) {
+            ALIASED.fetch_add(1, Ordering::Relaxed);
+        }
+        if old.as_ref().is_some_and(aliased) {
+            ALIASED.fetch_sub(1, Ordering::Relaxed);
+        }
         // The counts first grow, then shrink, so that a descriptor kept by both the old
         // and the new region never closes; unchanged counts are not touched (the fault
         // handler's alias update changes neither).
@@ -219,6 +226,39 @@ static HI: AtomicU64 = AtomicU64::new(0);
 static LOCK: AtomicBool = AtomicBool::new(false);
 /// Regions registered now.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Regions whose alias was made on first access (an upper bound of those aliases'
+/// address-space entries).
+static ALIASED: AtomicUsize = AtomicUsize::new(0);
+/// The kernel's `vm.max_map_count`.
+static MAP_MAX: AtomicUsize = AtomicUsize::new(65530);
+
+/// Reads `vm.max_map_count` (normal context, at start-up).
+pub fn init_limits() {
+    let fd = sys::open_read(b"/proc/sys/vm/max_map_count\0");
+    if fd < 0 {
+        return;
+    }
+    let mut b = [0u8; 32];
+    let n = sys::read(fd as i32, &mut b);
+    sys::close(fd as i32);
+    let v = b[..n.max(0) as usize]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0usize, |v, &c| v.saturating_mul(10).saturating_add((c - b'0') as usize));
+    if v > 0 {
+        MAP_MAX.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Whether one more alias leaves the program its address-space entries: the aliases made
+/// on first access take at most a quarter of `vm.max_map_count`, and traced regions plus
+/// aliases stay 8192 below it (the program has other mappings). Past that, accesses are
+/// single-stepped: traced, slower.
+fn alias_budget_left() -> bool {
+    let max = MAP_MAX.load(Ordering::Relaxed);
+    let aliased = ALIASED.load(Ordering::Relaxed);
+    aliased < max / 4 && LIVE.load(Ordering::Relaxed) + aliased + 8192 < max
+}
 
 #[inline]
 fn slot(i: u32) -> Option<&'static Slot> {
@@ -806,7 +846,9 @@ pub fn find_aliased(addr: u64) -> Option<Region> {
                 e.ino.load(Ordering::Relaxed),
             ));
     let mut alias = -libc::EBADF as isize;
-    if same {
+    if !alias_budget_left() {
+        alias = -libc::ENOMEM as isize;
+    } else if same {
         for p in [libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ, r.prot] {
             if p == libc::PROT_NONE {
                 continue;
