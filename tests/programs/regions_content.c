@@ -16,6 +16,14 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int fd = open(argv[1], O_RDWR);
     CHECK(fd >= 0, 2);
+    /* A hole punched before any access: the pieces' aliases are made afterwards, from
+     * their own device offsets. */
+    uint8_t *h = mmap(NULL, 3 * P, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    CHECK(h != MAP_FAILED, 3);
+    CHECK(munmap(h + P, P) == 0, 3);
+    wr32(h + 2 * P + 0x70, 0x72);
+    wr32(h + 0x70, 0x70);
+    CHECK(munmap(h, P) == 0 && munmap(h + 2 * P, P) == 0, 3);
     /* Device pages 0..5. */
     uint8_t *m = mmap(NULL, 6 * P, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     CHECK(m != MAP_FAILED, 3);
