@@ -58,7 +58,12 @@ fn assert_many(name: &str, n: u64, stride: u64, interleave: bool) -> Vec<Event> 
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (nout, ndev) = native(&t, &args);
-    assert_eq!(stdout(&nout), format!("ok {n}\n"), "native run: {}", stderr(&nout));
+    assert_eq!(
+        stdout(&nout),
+        format!("ok {n}\n"),
+        "native run: {}",
+        stderr(&nout)
+    );
     let (out, ev) = t.record(&args);
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), format!("ok {n}\n"));
@@ -86,7 +91,11 @@ fn assert_many(name: &str, n: u64, stride: u64, interleave: bool) -> Vec<Event> 
     assert_eq!(count(&ev, |e| matches!(e, Event::Unmap(_))), n as usize);
     assert_eq!(unknowns(&ev), []);
     assert_none_lost(&ev);
-    assert_eq!(std::fs::read(&t.dev).unwrap(), ndev, "device contents differ from native");
+    assert_eq!(
+        std::fs::read(&t.dev).unwrap(),
+        ndev,
+        "device contents differ from native"
+    );
     ev
 }
 
@@ -104,7 +113,10 @@ fn regions_40000_mappings_behave_as_natively_and_every_access_is_traced() {
     // Aliases are made on first access, within a budget; past it, accesses are
     // single-stepped, still logged with their values.
     let ev = assert_many("many40000", 40_000, 1, false);
-    assert!(no_alias_marks(&ev) > 0, "the alias budget was never reached");
+    assert!(
+        no_alias_marks(&ev) > 0,
+        "the alias budget was never reached"
+    );
 }
 
 #[test]
@@ -202,7 +214,13 @@ fn regions_memory_locking_of_traced_pages_succeeds_as_natively() {
     let (nout, ndev) = native(&t, &[]);
     assert_eq!(code(&nout), Some(0), "native run: {}", stderr(&nout));
     let n = stdout(&nout);
-    for line in ["mlock 0 0", "mlock2 0 0", "mlock-part 0 0", "munlock 0 0", "read 1 2 3"] {
+    for line in [
+        "mlock 0 0",
+        "mlock2 0 0",
+        "mlock-part 0 0",
+        "munlock 0 0",
+        "read 1 2 3",
+    ] {
         assert!(n.lines().any(|l| l == line), "native run: {n}");
     }
     let (out, ev) = t.record(&[]);
@@ -249,3 +267,27 @@ fn regions_code_runs_from_an_executable_device_page_and_the_other_page_stays_tra
     );
 }
 
+#[test]
+fn regions_mremap_of_a_mapping_split_in_40_pieces_moves_them_all_traced() {
+    const P: u64 = 4096;
+    let t = Fixture::new("pieces", "regions_pieces", 40 * P as usize);
+    let (nout, ndev) = native(&t, &[]);
+    assert_eq!(code(&nout), Some(0), "native run: {}", stderr(&nout));
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), stdout(&nout));
+    assert_eq!(std::fs::read(&t.dev).unwrap(), ndev);
+    let want: Vec<(char, u8, u64, u64)> = (0..40u64)
+        .map(|k| {
+            if k % 2 == 0 {
+                ('W', 4, k * P, 0x100 + k)
+            } else {
+                ('R', 4, k * P, 0x1000 + k * P / 4)
+            }
+        })
+        .collect();
+    assert_eq!(accesses(&ev), want);
+    assert!(!mark_texts(&ev).iter().any(|m| m.contains("NOT TRACED")));
+    // One mapping id before the move, one after.
+    assert_eq!(count(&ev, |e| matches!(e, Event::Map(_))), 2);
+}

@@ -742,7 +742,11 @@ pub fn mlock(addr: u64, len: u64, flags: i32) -> Option<isize> {
     let rc = lock(addr, len, MLOCK_ONFAULT);
     if rc < 0 {
         // Unmapped pages in the range (the native error), or no mlock2 (kernel < 4.4).
-        return Some(if rc == -(libc::ENOSYS as isize) { -(libc::ENOMEM as isize) } else { rc });
+        return Some(if rc == -(libc::ENOSYS as isize) {
+            -(libc::ENOMEM as isize)
+        } else {
+            rc
+        });
     }
     let start = addr & !(PAGE - 1);
     let end = (addr + len + PAGE - 1) & !(PAGE - 1);
@@ -776,7 +780,15 @@ pub fn after_munlock(addr: u64, len: u64) {
             let (lo, hi) = (r.start.max(addr & !(PAGE - 1)), r.end().min(end));
             // SAFETY: unlocking the tracer's own alias pages.
             unsafe {
-                sys::syscall6(SYS_MUNLOCK, r.alias_of(lo) as usize, (hi - lo) as usize, 0, 0, 0, 0)
+                sys::syscall6(
+                    SYS_MUNLOCK,
+                    r.alias_of(lo) as usize,
+                    (hi - lo) as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
             };
         }
     });
@@ -878,8 +890,8 @@ fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
     }
 }
 
-/// Most pieces (regions of the table) one `mremap` is expected to move; more are left
-/// untraced at their new place (normal context must not allocate: `realloc` calls `mremap`).
+/// Pieces (regions of the table) one `mremap` moves per batch, and most distinct mapping
+/// ids it moves traced (more are left untraced at their new place, with a `MARK`).
 const MREMAP_PIECES: usize = 16;
 
 /// The preload library's hook after a successful `mremap` of `old`. What moved is traced
@@ -905,52 +917,74 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
         // `MREMAP_FIXED` replaced whatever was at the new place.
         before_munmap(new, new_len, pc);
     }
-    // The pieces of the old range that now live at `new` (clipped to the kept length).
+    // The pieces of the old range that now live at `new` (clipped to the kept length) are
+    // traced there, before the old place is forgotten (they do not overlap it:
+    // `MREMAP_FIXED` refuses that; their pages kept the kernel protection they had), in
+    // batches of MREMAP_PIECES (normal context must not allocate: `realloc` calls
+    // `mremap`).
     let kept = old_len.min(new_len);
-    let mut pieces = [None::<Region>; MREMAP_PIECES];
-    let mut n = 0;
     // The piece holding the last old page (a grown tail continues it).
-    let mut last = None;
-    regions::overlapping(old, old_len, |r| {
-        let lo = r.start.max(old);
-        let hi = (r.start + r.len).min(old + kept);
-        if lo < hi && n < MREMAP_PIECES {
-            pieces[n] = Some(Region {
-                start: new + (lo - old),
-                len: hi - lo,
-                alias: if r.alias != 0 { r.alias_of(lo) } else { 0 },
-                phys: r.phys_of(lo),
-                ..r
-            });
-            n += 1;
-        }
-        if r.contains(old + old_len - PAGE) {
-            last = Some(r);
-        }
-    });
-    if new == old {
-        // Resized in place: the kept pages did not move (and stay traced as they are).
-        n = 0;
-    }
+    let last = regions::find(old + old_len - PAGE);
     // New ids: (old id, new id, lowest start, highest end, phys at the lowest start).
     let mut ids = [(0u64, 0u64, u64::MAX, 0u64, 0u64); MREMAP_PIECES];
     let mut nids = 0;
-    for p in pieces.iter_mut().take(n).flatten() {
-        let k = match ids[..nids].iter().position(|e| e.0 == p.map_id) {
-            Some(k) => k,
-            None => {
-                ids[nids] = (p.map_id, shm.next_map_id(), u64::MAX, 0, 0);
-                nids += 1;
-                nids - 1
+    // Pieces of more distinct ids than MREMAP_PIECES: opened at their new place with the
+    // program's protection (untraced, but usable), and said so.
+    let mut dropped = 0u64;
+    let mut moved = false;
+    let mut cur = old;
+    while new != old && cur < old + kept {
+        let mut batch = [None::<Region>; MREMAP_PIECES];
+        let mut nb = 0;
+        let mut next = old + kept;
+        regions::overlapping(cur, old + kept - cur, |r| {
+            let (lo, hi) = (r.start.max(cur), r.end().min(old + kept));
+            if nb == MREMAP_PIECES || lo >= hi {
+                return;
             }
-        };
-        let e = &mut ids[k];
-        if p.start < e.2 {
-            e.2 = p.start;
-            e.4 = p.phys;
+            batch[nb] = Some(Region {
+                start: new + (lo - old),
+                ..r.piece(lo, hi)
+            });
+            nb += 1;
+            if nb == MREMAP_PIECES {
+                next = hi;
+            }
+        });
+        for p in batch.iter_mut().take(nb).flatten() {
+            let k = match ids[..nids].iter().position(|e| e.0 == p.map_id) {
+                Some(k) => k,
+                None if nids < MREMAP_PIECES => {
+                    ids[nids] = (p.map_id, shm.next_map_id(), u64::MAX, 0, 0);
+                    nids += 1;
+                    nids - 1
+                }
+                None => {
+                    dropped += 1;
+                    // SAFETY: the program's moved pages, given the protection it asked for.
+                    unsafe { sys::mprotect(p.start as usize, p.len as usize, p.prot) };
+                    continue;
+                }
+            };
+            let e = &mut ids[k];
+            if p.start < e.2 {
+                e.2 = p.start;
+                e.4 = p.phys;
+            }
+            e.3 = e.3.max(p.start + p.len);
+            p.map_id = e.1;
+            moved |= register(*p, b"(mremap)", p.off_of(p.start));
         }
-        e.3 = e.3.max(p.start + p.len);
-        p.map_id = e.1;
+        cur = next;
+    }
+    if dropped > 0 {
+        let mut t = MarkText::new();
+        t.put(b"NOT TRACED: mremap to ");
+        t.num(new, true);
+        t.put(b" moved pieces of more than 16 mappings: ");
+        t.num(dropped, false);
+        t.put(b" pieces are not traced at their new place");
+        emit::mark(t.text());
     }
     // The old place first (the moved pages left it already; in place, only the shrunk-away
     // tail goes), so an id that moved whole is unmapped before its successor is mapped.
@@ -962,7 +996,7 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
     let mut ended = [0u64; MREMAP_PIECES];
     let mut nended = 0;
     // The moved pieces keep their aliases; those of the pages left behind go.
-    let keep = if new == old || n == 0 {
+    let keep = if new == old || !moved {
         (0, 0)
     } else {
         (old, old + kept)
@@ -993,11 +1027,6 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
                 id,
             ));
         }
-    }
-    // The moved pieces (they do not overlap the old range: `MREMAP_FIXED` refuses that);
-    // their pages kept the kernel protection they had.
-    for p in pieces.iter().take(n).flatten() {
-        register(*p, b"(mremap)", p.off_of(p.start));
     }
     if let Some((mut t, id)) = tail {
         let from = t.map_id;

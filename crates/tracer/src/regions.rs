@@ -244,7 +244,9 @@ pub fn init_limits() {
     let v = b[..n.max(0) as usize]
         .iter()
         .take_while(|c| c.is_ascii_digit())
-        .fold(0usize, |v, &c| v.saturating_mul(10).saturating_add((c - b'0') as usize));
+        .fold(0usize, |v, &c| {
+            v.saturating_mul(10).saturating_add((c - b'0') as usize)
+        });
     if v > 0 {
         MAP_MAX.store(v, Ordering::Relaxed);
     }
@@ -657,7 +659,17 @@ fn dev_ino(fd: i32) -> Option<(u64, u64)> {
     // SAFETY: an all-zero stat is a valid out buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `st` is a valid out buffer.
-    let r = unsafe { sys::syscall6(SYS_FSTAT, fd as usize, &mut st as *mut _ as usize, 0, 0, 0, 0) };
+    let r = unsafe {
+        sys::syscall6(
+            SYS_FSTAT,
+            fd as usize,
+            &mut st as *mut _ as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     (r == 0).then_some((st.st_dev, st.st_ino))
 }
 
@@ -840,11 +852,7 @@ pub fn find_aliased(addr: u64) -> Option<Region> {
     // The descriptor must still be what it was (the program may have closed it under
     // us with a raw system call, and reused the number).
     let same = fd >= 0
-        && dev_ino(fd)
-            == Some((
-                e.dev.load(Ordering::Relaxed),
-                e.ino.load(Ordering::Relaxed),
-            ));
+        && dev_ino(fd) == Some((e.dev.load(Ordering::Relaxed), e.ino.load(Ordering::Relaxed)));
     let mut alias = -libc::EBADF as isize;
     if !alias_budget_left() {
         alias = -libc::ENOMEM as isize;
