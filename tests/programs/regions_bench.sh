@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The fault path's cost with many traced regions vs one (issue 13): the same traced
 # access with 1, 1000, 3000 and 40,000 regions registered, as ratios to 1 (medians).
+# Thread CPU time per access (the program times itself), so a loaded machine skews less.
 # Usage: tests/programs/regions_bench.sh [RUNS]   (builds the release binary first)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
