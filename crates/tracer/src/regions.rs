@@ -1126,3 +1126,185 @@ pub(crate) fn after_fork_child() {
     }
     LOCK.store(false, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The registry is process-wide: one test walks it through every operation, in an
+    // address range of its own, compared with a plain model after each step.
+
+    const BASE: u64 = 0x1234_0000_0000;
+
+    fn region(start: u64, pages: u64, map_id: u64) -> Region {
+        Region {
+            start,
+            len: pages * PAGE,
+            alias: 0,
+            phys: 0x8000_0000 + (start - BASE),
+            map_id,
+            prot: libc::PROT_READ | libc::PROT_WRITE,
+            phys_minus_off: 0,
+            lazy: 0,
+        }
+    }
+
+    /// The model: (start, end, phys at start, prot, map id) of each traced range.
+    fn model_find(m: &[(u64, u64, u64, i32, u64)], a: u64) -> Option<(u64, i32, u64)> {
+        m.iter()
+            .find(|r| r.0 <= a && a < r.1)
+            .map(|r| (r.2 + (a - r.0), r.3, r.4))
+    }
+
+    fn check(m: &[(u64, u64, u64, i32, u64)], probes: &[u64]) {
+        for &a in probes {
+            let got = find(a).map(|r| (r.phys_of(a), r.prot, r.map_id));
+            assert_eq!(got, model_find(m, a), "address {a:#x}");
+        }
+    }
+
+    #[test]
+    fn registry_matches_a_model_through_adds_holes_splits_and_removals() {
+        let mut m: Vec<(u64, u64, u64, i32, u64)> = Vec::new();
+        let mut seed = 0x9e37_79b9_u64;
+        let mut rnd = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        // 3000 one-page regions, every other page (LO/HI and the index hold them all).
+        for k in 0..3000u64 {
+            let r = region(BASE + 2 * k * PAGE, 1, k + 1);
+            add(r).unwrap();
+            m.push((r.start, r.end(), r.phys, r.prot, r.map_id));
+        }
+        assert_eq!(add(region(BASE, 1, 99)), Err(AddError::Overlap));
+        // A region of a gigabyte and a bit, unaligned: block entries at several levels.
+        let big = region(BASE + 0x10_0000_0000 + 3 * PAGE, (1 << 18) + 515, 5000);
+        add(big).unwrap();
+        m.push((big.start, big.end(), big.phys, big.prot, big.map_id));
+        let mut probes: Vec<u64> = (0..6100).map(|k| BASE + k * PAGE + 8).collect();
+        probes.extend((0..2000).map(|k| big.start - PAGE + k * (big.len / 1999)));
+        probes.push(big.end() - 1);
+        probes.push(big.end());
+        check(&m, &probes);
+        // Random holes and protection changes, each checked against the model.
+        for step in 0..300 {
+            let (lo, pages) = if step % 3 == 0 {
+                (big.start + rnd(big.len / PAGE) * PAGE, 1 + rnd(600))
+            } else {
+                (BASE + rnd(6000) * PAGE, 1 + rnd(7))
+            };
+            let hi = lo + pages * PAGE;
+            if step % 2 == 0 {
+                remove_range(lo, hi - lo, (0, 0), |_, _| {});
+                let mut next = Vec::new();
+                for &(s, e, p, pr, id) in &m {
+                    if e <= lo || hi <= s {
+                        next.push((s, e, p, pr, id));
+                        continue;
+                    }
+                    if s < lo {
+                        next.push((s, lo, p, pr, id));
+                    }
+                    if hi < e {
+                        next.push((hi, e, p + (hi - s), pr, id));
+                    }
+                }
+                m = next;
+            } else {
+                let prot = [libc::PROT_READ, libc::PROT_NONE, libc::PROT_WRITE][step % 3];
+                set_prot(lo, hi - lo, prot);
+                let mut next = Vec::new();
+                for &(s, e, p, pr, id) in &m {
+                    if e <= lo || hi <= s {
+                        next.push((s, e, p, pr, id));
+                        continue;
+                    }
+                    let (a, b) = (s.max(lo), e.min(hi));
+                    if s < a {
+                        next.push((s, a, p, pr, id));
+                    }
+                    next.push((a, b, p + (a - s), prot, id));
+                    if b < e {
+                        next.push((b, e, p + (b - s), pr, id));
+                    }
+                }
+                m = next;
+            }
+            // Around the change, and a sample elsewhere.
+            let mut near: Vec<u64> = (0..pages + 2).map(|k| lo - PAGE + k * PAGE + 4).collect();
+            near.extend((0..200).map(|_| probes[rnd(probes.len() as u64) as usize]));
+            check(&m, &near);
+            for &(_, _, _, _, id) in m.iter().take(50) {
+                assert!(ids::has(id));
+            }
+        }
+        check(&m, &probes);
+        // Everything goes: nothing is found, every id is gone (each reported once, with
+        // its last piece).
+        let mut gone = 0;
+        remove_overlapping(BASE, 0x20_0000_0000, |_, last| gone += last as usize);
+        let mut ids_left: Vec<u64> = m.iter().map(|r| r.4).collect();
+        ids_left.sort_unstable();
+        ids_left.dedup();
+        assert_eq!(gone, ids_left.len());
+        check(&[], &probes);
+        assert!(!ids::has(5000));
+    }
+
+    #[test]
+    fn a_page_that_stays_traced_is_always_found_while_its_region_is_split() {
+        const B: u64 = 0x2345_0000_0000;
+        // Odd while the writer has the region removed (a miss is then allowed).
+        let epoch = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let done = std::sync::Arc::new(AtomicU64::new(0));
+        add(region(B, 64, 7000)).unwrap();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (stop, done, epoch) = (stop.clone(), done.clone(), epoch.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        let e = epoch.load(Ordering::Acquire);
+                        let r = find(B + 10 * PAGE + 4);
+                        if e % 2 == 0 && epoch.load(Ordering::Acquire) == e {
+                            let r = r.expect("page 10 is traced throughout");
+                            assert_eq!(
+                                r.phys_of(B + 10 * PAGE),
+                                0x8000_0000 + (B - BASE) + 10 * PAGE
+                            );
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut k = 0u64;
+        // Until the readers have looked many times (they may start late on a loaded
+        // machine), or one failed. Each round moves page 10 to a new slot twice (it lands in the outer
+        // piece of a split each time).
+        while (k < 30_000 || done.load(Ordering::Relaxed) < 1_000_000)
+            && !readers.iter().any(|r| r.is_finished())
+        {
+            k += 1;
+            set_prot(B, PAGE, libc::PROT_READ);
+            set_prot(B + 63 * PAGE, PAGE, libc::PROT_READ);
+            remove_range(B + 40 * PAGE, 3 * PAGE, (0, 0), |_, _| {});
+            epoch.fetch_add(1, Ordering::Release);
+            remove_overlapping(B, 64 * PAGE, |_, _| {});
+            add(region(B, 64, 7000)).unwrap();
+            epoch.fetch_add(1, Ordering::Release);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        remove_overlapping(B, 64 * PAGE, |_, _| {});
+        assert_eq!(find(B + 10 * PAGE), None);
+    }
+}
