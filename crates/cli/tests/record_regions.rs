@@ -291,3 +291,15 @@ fn regions_mremap_of_a_mapping_split_in_40_pieces_moves_them_all_traced() {
     // One mapping id before the move, one after.
     assert_eq!(count(&ev, |e| matches!(e, Event::Map(_))), 2);
 }
+
+#[test]
+fn regions_the_alias_descriptor_survives_a_program_closing_and_reusing_every_number() {
+    let t = Fixture::new("fds", "regions_fds", 4 * 4096);
+    let (nout, _) = native(&t, &[]);
+    assert_eq!(stdout(&nout), "55 fds 0\n", "native run: {}", stderr(&nout));
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "55 fds 0\n", "closed with the mapping");
+    assert_eq!(accesses(&ev), [('W', 4, 0x10, 0x55), ('R', 4, 0x10, 0x55)]);
+    assert_eq!(no_alias_marks(&ev), 0, "{:?}", mark_texts(&ev));
+}

@@ -691,10 +691,15 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         // SAFETY: as above; the kernel reports the bad range.
         return unsafe { f(first, last, flags) };
     }
-    let mut ours = tracer_fds();
+    // The tracer's descriptors and its alias descriptors (one per device file the
+    // program mapped).
+    let mut ours = [-1; 3 + tracer::regions::MAX_ALIAS_FDS];
+    ours[..3].copy_from_slice(&tracer_fds());
+    let n = 3 + tracer::regions::alias_fds(&mut ours[3..]);
+    let ours = &mut ours[..n];
     ours.sort_unstable();
     let mut lo = first as u64;
-    for fd in ours {
+    for &fd in ours.iter() {
         if fd < 0 || (fd as u64) < lo || fd as u64 > last as u64 {
             continue;
         }

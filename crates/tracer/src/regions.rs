@@ -646,7 +646,10 @@ mod fds {
         e.count.store(n, Ordering::Relaxed);
         if n == 0 {
             let fd = e.fd.swap(-1, Ordering::Relaxed);
-            if fd >= 0 {
+            // Only if the number still is ours: a program that closed it behind our back
+            // (a raw system call) may have reused it for a file of its own.
+            let ours = (e.dev.load(Ordering::Relaxed), e.ino.load(Ordering::Relaxed));
+            if fd >= 0 && dev_ino(fd) == Some(ours) {
                 sys::close(fd);
             }
         }
@@ -733,6 +736,22 @@ pub fn alias_fd(fd: i32) -> Option<u32> {
 pub fn release_alias_fd(lazy: u32) {
     let _g = lock();
     fds::count(lazy, -1);
+}
+
+/// Most descriptors [`alias_fds`] reports.
+pub const MAX_ALIAS_FDS: usize = fds::MAX;
+
+/// The tracer's alias descriptors (see [`alias_fd`]) into `out`; returns how many.
+pub fn alias_fds(out: &mut [i32]) -> usize {
+    let mut n = 0;
+    for e in fds::TABLE.iter() {
+        let fd = e.fd.load(Ordering::Relaxed);
+        if fd >= 0 && n < out.len() {
+            out[n] = fd;
+            n += 1;
+        }
+    }
+    n
 }
 
 /// Whether `fd` is one of the tracer's alias descriptors (the preload library keeps the
