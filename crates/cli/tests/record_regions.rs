@@ -303,3 +303,14 @@ fn regions_the_alias_descriptor_survives_a_program_closing_and_reusing_every_num
     assert_eq!(accesses(&ev), [('W', 4, 0x10, 0x55), ('R', 4, 0x10, 0x55)]);
     assert_eq!(no_alias_marks(&ev), 0, "{:?}", mark_texts(&ev));
 }
+
+#[test]
+fn regions_code_run_from_a_device_page_mapped_without_exec_faults_as_natively() {
+    let t = Fixture::new("noexec", "regions_exec", 2 * 4096);
+    let (nout, _) = native(&t, &["noexec"]);
+    assert_eq!(code(&nout), Some(128 + 11), "native run");
+    let (out, ev) = t.record(&["noexec"]);
+    assert_exit(&out, 128 + 11);
+    assert_eq!(accesses(&ev), [('W', 4, 0x1008, 7)]);
+    assert!(!mark_texts(&ev).iter().any(|m| m.contains("code executed")));
+}
