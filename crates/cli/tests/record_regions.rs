@@ -113,10 +113,18 @@ fn regions_40000_mappings_behave_as_natively_and_every_access_is_traced() {
     // Aliases are made on first access, within a budget; past it, accesses are
     // single-stepped, still logged with their values.
     let ev = assert_many("many40000", 40_000, 1, false);
-    assert!(
-        no_alias_marks(&ev) > 0,
-        "the alias budget was never reached"
-    );
+    // The budget: a quarter of vm.max_map_count (65,530 by default), so reached here
+    // unless the machine raised the limit a lot.
+    let max: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65_530);
+    if max / 4 < 40_000 {
+        assert!(
+            no_alias_marks(&ev) > 0,
+            "the alias budget was never reached"
+        );
+    }
 }
 
 #[test]

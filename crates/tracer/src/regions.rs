@@ -910,26 +910,30 @@ static ARENA: AtomicU64 = AtomicU64::new(0x3f00_0000_0000);
 /// `-errno`. Raw system calls: also from the fault handler.
 pub fn alias_mmap(len: u64, prot: i32, fd: i32, off: i64) -> isize {
     const MAP_FIXED_NOREPLACE: i32 = 0x10_0000;
-    let at = ARENA.load(Ordering::Relaxed).wrapping_sub(len) & !(PAGE - 1);
-    // SAFETY: a fresh shared mapping where nothing is mapped (NOREPLACE).
-    let a = unsafe {
-        sys::mmap(
-            at as usize,
-            len as usize,
-            prot,
-            libc::MAP_SHARED | MAP_FIXED_NOREPLACE,
-            fd,
-            off,
-        )
-    };
-    if a >= 0 {
-        if a as u64 == at {
-            ARENA.store(at, Ordering::Relaxed);
+    // Something of the program's in the way: a few tries further down.
+    for _ in 0..4 {
+        let at = ARENA.load(Ordering::Relaxed).wrapping_sub(len) & !(PAGE - 1);
+        // SAFETY: a fresh shared mapping where nothing is mapped (NOREPLACE).
+        let a = unsafe {
+            sys::mmap(
+                at as usize,
+                len as usize,
+                prot,
+                libc::MAP_SHARED | MAP_FIXED_NOREPLACE,
+                fd,
+                off,
+            )
+        };
+        if a >= 0 {
+            if a as u64 == at {
+                ARENA.store(at, Ordering::Relaxed);
+            }
+            return a;
         }
-        return a;
-    }
-    if a != -(libc::EEXIST as isize) {
-        return a;
+        if a != -(libc::EEXIST as isize) {
+            return a;
+        }
+        ARENA.store(at.saturating_sub(1 << 30), Ordering::Relaxed);
     }
     // SAFETY: a fresh shared mapping at an address of the kernel's choice.
     unsafe { sys::mmap(0, len as usize, prot, libc::MAP_SHARED, fd, off) }
