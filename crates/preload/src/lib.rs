@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `mmap`, `mmap64` | trace new device mappings (after the real call) |
 //! | `munmap`, `mremap`, `mprotect` | keep traced regions right when the program changes them |
+//! | `mlock`, `mlock2`, `munlock` | locking traced pages succeeds as natively (the kernel cannot populate the tracer's `PROT_NONE` pages) |
 //! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained; other handlers' `sa_mask` never blocks the tracer's signals |
 //! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
 //! | `sigsuspend`, `ppoll`, `pselect`, `epoll_pwait`, `epoll_pwait2` | the same for the mask they install while waiting (a handler run then may touch the device) |
@@ -38,6 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
 
 use libc::{off_t, size_t};
 use mmio_trace_tracer::{self as tracer, signals, sys};
+
+mod mappings;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
@@ -229,7 +232,10 @@ with_real! {
 /// Interposed `munmap`.
 #[no_mangle]
 pub unsafe extern "C" fn munmap(addr: *mut c_void, len: size_t) -> c_int {
-    tracer::before_munmap(addr as u64, len as u64, 0);
+    // What the kernel refuses (EINVAL) changes nothing: the traced pages stay traced.
+    if addr as usize % 4096 == 0 && len != 0 {
+        tracer::before_munmap(addr as u64, len as u64, 0);
+    }
     // SAFETY: the caller's arguments, straight to the kernel (munmap is a plain syscall).
     let r = unsafe { sys::munmap(addr as usize, len) };
     if r < 0 {
@@ -651,7 +657,7 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
 /// the read end of the recorder's liveness pipe (waiting producers poll it).
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if fd >= 0 && tracer_fds().contains(&fd) {
+    if fd >= 0 && (tracer_fds().contains(&fd) || tracer::regions::is_alias_fd(fd)) {
         return 0;
     }
     let p = real(&real::close, "close\0");
@@ -685,10 +691,15 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
         // SAFETY: as above; the kernel reports the bad range.
         return unsafe { f(first, last, flags) };
     }
-    let mut ours = tracer_fds();
+    // The tracer's descriptors and its alias descriptors (one per device file the
+    // program mapped).
+    let mut ours = [-1; 3 + tracer::regions::MAX_ALIAS_FDS];
+    ours[..3].copy_from_slice(&tracer_fds());
+    let n = 3 + tracer::regions::alias_fds(&mut ours[3..]);
+    let ours = &mut ours[..n];
     ours.sort_unstable();
     let mut lo = first as u64;
-    for fd in ours {
+    for &fd in ours.iter() {
         if fd < 0 || (fd as u64) < lo || fd as u64 > last as u64 {
             continue;
         }
@@ -740,6 +751,9 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
 /// which shares the parent's memory (recording the new number would mislead the parent)
 /// but not its descriptor table.
 fn evacuate(fd: c_int) {
+    if fd >= 0 && tracer::owns_state() {
+        tracer::regions::evacuate_alias_fd(fd);
+    }
     if fd < 0 || !tracer_fds().contains(&fd) || !tracer::owns_state() {
         return;
     }

@@ -131,7 +131,7 @@ struct AliasBus {
 
 impl AliasBus {
     fn region_for(&self, addr: u64, len: usize) -> Result<Option<Region>, BusFault> {
-        match regions::find(addr) {
+        match regions::find_aliased(addr) {
             Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok(len) => {
                 Ok(Some(r))
             }

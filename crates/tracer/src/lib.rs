@@ -85,6 +85,7 @@ pub fn init(shm: Shm, rules: Rules) {
     // Warm the clock (vDSO lookup) before any fault.
     let _ = sys::now_ns();
     arm_fork_canary();
+    regions::init_limits();
     step::open_task_dir();
     signals::install();
     ACTIVE.store(true, Ordering::Release);
@@ -368,6 +369,8 @@ pub enum TraceError {
     Protect(i32),
     /// The region table is full.
     TableFull,
+    /// The range overlaps a region already traced.
+    Overlap,
 }
 
 impl std::fmt::Display for TraceError {
@@ -378,6 +381,7 @@ impl std::fmt::Display for TraceError {
             TraceError::NoAlias(e) => write!(f, "cannot make an alias mapping (errno {e})"),
             TraceError::Protect(e) => write!(f, "mprotect failed (errno {e})"),
             TraceError::TableFull => write!(f, "too many traced regions"),
+            TraceError::Overlap => write!(f, "the range is already traced"),
         }
     }
 }
@@ -427,15 +431,18 @@ pub unsafe fn trace_region(
         map_id,
         prot,
         phys_minus_off: 0,
+        lazy: 0,
     };
-    if !regions::add(r) {
-        return Err(TraceError::TableFull);
+    match regions::add(r) {
+        Ok(()) => {}
+        Err(regions::AddError::Full) => return Err(TraceError::TableFull),
+        Err(regions::AddError::Overlap) => return Err(TraceError::Overlap),
     }
     emit::map(addr, len, phys, map_id, 0);
     // SAFETY: the caller owns the mapping.
     let e = unsafe { sys::mprotect(addr as usize, len as usize, libc::PROT_NONE) };
     if e < 0 {
-        regions::remove_overlapping(addr, len, |_| {});
+        regions::remove_overlapping(addr, len, |_, _| {});
         return Err(TraceError::Protect(-e as i32));
     }
     Ok(map_id)
@@ -445,7 +452,7 @@ pub unsafe fn trace_region(
 /// protection. The alias stays mapped (a thread may still be inside the fault path with
 /// it); it is reclaimed when the program unmaps the region.
 pub fn untrace_region(ptr: *mut u8) {
-    regions::remove_overlapping(ptr as u64, 1, |r| {
+    regions::remove_overlapping(ptr as u64, 1, |r, _| {
         emit::unmap(r.map_id, 0);
         // SAFETY: restoring the program's protection on its own mapping.
         unsafe { sys::mprotect(r.start as usize, r.len as usize, r.prot) };
@@ -477,15 +484,21 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
         vfio::phys_of(fd, path, off as u64).unwrap_or_else(|| rules::phys_of(path, off as u64));
     let len = (len + PAGE - 1) & !(PAGE - 1);
     let Some(shm) = shm() else { return };
-    // The alias: a second mapping of the same fd and offset (drivers keep per-open-file
-    // state, so the program's own fd, not a reopened path).
+    // The alias: a second mapping of the same open file and offset (drivers keep
+    // per-open-file state, so the program's own file, not a reopened path), made on the
+    // first access through a descriptor of the tracer's own; made now only when no such
+    // descriptor can be kept.
+    let lazy = if rules.no_alias {
+        None
+    } else {
+        regions::alias_fd(fd)
+    };
     let mut alias = 0u64;
     for p in [libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ, prot] {
-        if p == libc::PROT_NONE || rules.no_alias {
+        if p == libc::PROT_NONE || rules.no_alias || lazy.is_some() {
             continue;
         }
-        // SAFETY: a fresh mapping at an address of the kernel's choice.
-        let a = unsafe { sys::mmap(0, len as usize, p, libc::MAP_SHARED, fd, off) };
+        let a = regions::alias_mmap(len, p, fd, off);
         if a >= 0 {
             alias = a as u64;
             break;
@@ -500,13 +513,98 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
         map_id,
         prot,
         phys_minus_off: phys.wrapping_sub(off as u64),
+        lazy: lazy.unwrap_or(0),
     };
-    if !regions::add(r) {
+    let added = register(r, path, off as u64);
+    if let Some(l) = lazy {
+        regions::release_alias_fd(l);
+    }
+    if !added {
+        if alias != 0 {
+            // SAFETY: the tracer's own alias, never registered.
+            unsafe { sys::munmap(alias as usize, len as usize) };
+        }
         return;
     }
     emit::map(addr, len, phys, map_id, pc);
-    map_mark(map_id, path, off as u64, len, alias != 0);
+    map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
     protect_traced_pages(rules, addr, len, off as u64);
+}
+
+/// Registers `r` (a mapping of `path` at offset `off`); when the table is full, says so
+/// on stderr (once) and in the log (each time): the mapping is not traced.
+fn register(r: Region, path: &[u8], off: u64) -> bool {
+    match regions::add(r) {
+        Ok(()) => true,
+        Err(e) => {
+            static TOLD: AtomicBool = AtomicBool::new(false);
+            if e == regions::AddError::Full && !TOLD.swap(true, Ordering::Relaxed) {
+                let msg = b"mmio-trace: the region table is full (or out of memory): further device mappings are not traced (see the MARKs in the log)\n";
+                // SAFETY: writing a static buffer to stderr (no allocation).
+                unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+            }
+            let mut t = MarkText::new();
+            t.put(b"NOT TRACED: mapping of ");
+            t.put(path);
+            t.put(b" offset ");
+            t.num(off, true);
+            t.put(b" length ");
+            t.num(r.len, true);
+            t.put(b" at ");
+            t.num(r.start, true);
+            t.put(match e {
+                regions::AddError::Full => b": the region table is full (",
+                regions::AddError::Overlap => b": overlaps a traced region (",
+            });
+            t.num(regions::count() as u64, false);
+            t.put(b" regions traced)");
+            emit::mark(t.text());
+            false
+        }
+    }
+}
+
+/// Logs that mapping `map_id`'s pages `[start, start+len)` have no alias (the kernel's
+/// `errno`): their accesses are single-stepped. Signal context: allocation-free.
+pub(crate) fn no_alias_mark(map_id: u64, start: u64, len: u64, errno: i32) {
+    let mut t = MarkText::new();
+    t.put(b"map ");
+    t.num(map_id, false);
+    t.put(b": no alias mapping for ");
+    t.num(start, true);
+    t.put(b" length ");
+    t.num(len, true);
+    t.put(b" (errno ");
+    t.num(errno as u64, false);
+    t.put(b"): its accesses are single-stepped");
+    emit::mark(t.text());
+}
+
+/// An instruction fetch from a traced page the program mapped executable: the page opens
+/// with the program's protection and stays untraced (a `MARK` says so), since code cannot
+/// run from a page that traps every access, nor from the alias (another address). Other
+/// pages stay traced. `false`: not executable, the program's fault. Signal context.
+pub(crate) fn exec_fault(r: &Region, addr: u64, rip: u64) -> bool {
+    if r.prot & libc::PROT_EXEC == 0 {
+        return false;
+    }
+    let page = addr & !(PAGE - 1);
+    // SAFETY: a page of the program's own mapping, given the protection it asked for.
+    if unsafe { sys::mprotect(page as usize, PAGE as usize, r.prot) } < 0 {
+        return false;
+    }
+    let mut t = MarkText::new();
+    t.put(b"map ");
+    t.num(r.map_id, false);
+    t.put(b": code executed at ");
+    t.num(rip, true);
+    t.put(b": page ");
+    t.num(page, true);
+    t.put(b" (phys ");
+    t.num(r.phys_of(page), true);
+    t.put(b") is no longer traced");
+    emit::mark(t.text());
+    true
 }
 
 /// Logs a `MARK` naming the file a new mapping maps, which its `MAP` line cannot say:
@@ -589,24 +687,110 @@ fn protect_traced_pages(rules: &Rules, addr: u64, len: u64, off: u64) {
 }
 
 /// The preload library's hook before `munmap`: logs `UNMAP` for traced regions in the
-/// range and forgets them (and their aliases).
+/// range and forgets them, and unmaps the aliases of the pages that go.
 ///
 /// A region only partly unmapped keeps being traced in what remains (no `UNMAP`: the
-/// kernel format has no partial unmap); the alias pages of the unmapped part stay mapped
-/// until the rest goes (address space only).
+/// kernel format has no partial unmap).
 pub fn before_munmap(addr: u64, len: u64, pc: u64) {
     if !is_active() || !regions::maybe_overlaps(addr, len) {
         return;
     }
     let len = (len + PAGE - 1) & !(PAGE - 1);
-    regions::remove_range(addr, len, |r| {
+    regions::remove_range(addr, len, (0, 0), |r, last| {
         // A region split by `mprotect` or a partial `munmap` ends with its last piece.
-        if !regions::has_map_id(r.map_id) {
+        if last {
             emit::unmap(r.map_id, pc);
         }
+    });
+}
+
+/// The preload library's `mlock` (`flags` 0) and `mlock2`. Returns `None` when no traced
+/// region is involved (the caller makes the plain call); otherwise the raw result (0 or
+/// `-errno`).
+///
+/// The kernel's `mlock` populates the range, which fails (`ENOMEM`) on the traced pages
+/// the tracer keeps `PROT_NONE`, where natively it succeeds. So after that failure, the
+/// range is locked with `MLOCK_ONFAULT` (which does not populate: it fails only where
+/// natively it would, on unmapped pages or the lock limit), the untraced parts are
+/// locked again to populate them as asked, and the traced pages' aliases are locked (the
+/// same pages, kept resident: what the program asked for).
+pub fn mlock(addr: u64, len: u64, flags: i32) -> Option<isize> {
+    const SYS_MLOCK: usize = 149;
+    const SYS_MLOCK2: usize = 325;
+    const MLOCK_ONFAULT: usize = 1;
+    if !is_active() || !regions::maybe_overlaps(addr, len) {
+        return None;
+    }
+    let mut any = false;
+    regions::overlapping(addr, len.max(1), |_| any = true);
+    if !any {
+        return None;
+    }
+    let lock = |a: u64, l: u64, f: usize| {
+        // SAFETY: locking pages of the program's (or the tracer's own) mappings.
+        unsafe {
+            if f == 0 {
+                sys::syscall6(SYS_MLOCK, a as usize, l as usize, 0, 0, 0, 0)
+            } else {
+                sys::syscall6(SYS_MLOCK2, a as usize, l as usize, f, 0, 0, 0)
+            }
+        }
+    };
+    let rc = lock(addr, len, flags as usize);
+    if rc != -(libc::ENOMEM as isize) || flags as usize & MLOCK_ONFAULT != 0 {
+        return Some(rc);
+    }
+    let rc = lock(addr, len, MLOCK_ONFAULT);
+    if rc < 0 {
+        // Unmapped pages in the range (the native error), or no mlock2 (kernel < 4.4).
+        return Some(if rc == -(libc::ENOSYS as isize) {
+            -(libc::ENOMEM as isize)
+        } else {
+            rc
+        });
+    }
+    let start = addr & !(PAGE - 1);
+    let end = (addr + len + PAGE - 1) & !(PAGE - 1);
+    let mut at = start;
+    regions::overlapping(start, end - start, |r| {
+        let (lo, hi) = (r.start.max(start), r.end().min(end));
+        if at < lo {
+            lock(at, lo - at, flags as usize);
+        }
         if r.alias != 0 {
-            // SAFETY: the alias is the tracer's own mapping and no longer registered.
-            unsafe { sys::munmap(r.alias as usize, r.len as usize) };
+            lock(r.alias_of(lo), hi - lo, flags as usize);
+        }
+        at = hi;
+    });
+    if at < end {
+        lock(at, end - at, flags as usize);
+    }
+    Some(0)
+}
+
+/// The preload library's hook after a successful `munlock`: the aliases of the traced
+/// pages in the range are unlocked too.
+pub fn after_munlock(addr: u64, len: u64) {
+    const SYS_MUNLOCK: usize = 150;
+    if !is_active() || !regions::maybe_overlaps(addr, len) {
+        return;
+    }
+    let end = addr.saturating_add(len);
+    regions::overlapping(addr, len, |r| {
+        if r.alias != 0 {
+            let (lo, hi) = (r.start.max(addr & !(PAGE - 1)), r.end().min(end));
+            // SAFETY: unlocking the tracer's own alias pages.
+            unsafe {
+                sys::syscall6(
+                    SYS_MUNLOCK,
+                    r.alias_of(lo) as usize,
+                    (hi - lo) as usize,
+                    0,
+                    0,
+                    0,
+                    0,
+                )
+            };
         }
     });
 }
@@ -696,8 +880,9 @@ fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
         map_id,
         prot: r.prot,
         phys_minus_off: r.phys_minus_off,
+        lazy: r.lazy,
     };
-    if regions::add(nr) {
+    if register(nr, b"(mremap)", r.off_of(old)) {
         emit::map(new, new_len, nr.phys, map_id, pc);
         continues_mark(map_id, r.map_id);
         // The view inherited PROT_NONE from the original's closed pages; keep it closed.
@@ -706,8 +891,8 @@ fn after_mremap_dup(old: u64, new: u64, new_len: u64, pc: u64) {
     }
 }
 
-/// Most pieces (regions of the table) one `mremap` is expected to move; more are left
-/// untraced at their new place (normal context must not allocate: `realloc` calls `mremap`).
+/// Pieces (regions of the table) one `mremap` moves per batch, and most distinct mapping
+/// ids it moves traced (more are left untraced at their new place, with a `MARK`).
 const MREMAP_PIECES: usize = 16;
 
 /// The preload library's hook after a successful `mremap` of `old`. What moved is traced
@@ -729,52 +914,78 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
     if !regions::maybe_overlaps(old, old_len) {
         return;
     }
-    // The pieces of the old range that now live at `new` (clipped to the kept length).
-    let kept = old_len.min(new_len);
-    let mut pieces = [None::<Region>; MREMAP_PIECES];
-    let mut n = 0;
-    // The piece holding the last old page (a grown tail continues it).
-    let mut last = None;
-    regions::overlapping(old, old_len, |r| {
-        let lo = r.start.max(old);
-        let hi = (r.start + r.len).min(old + kept);
-        if lo < hi && n < MREMAP_PIECES {
-            pieces[n] = Some(Region {
-                start: new + (lo - old),
-                len: hi - lo,
-                alias: if r.alias != 0 { r.alias_of(lo) } else { 0 },
-                phys: r.phys_of(lo),
-                ..r
-            });
-            n += 1;
-        }
-        if r.contains(old + old_len - PAGE) {
-            last = Some(r);
-        }
-    });
-    if new == old {
-        // Resized in place: the kept pages did not move (and stay traced as they are).
-        n = 0;
+    if new != old {
+        // `MREMAP_FIXED` replaced whatever was at the new place.
+        before_munmap(new, new_len, pc);
     }
+    // The pieces of the old range that now live at `new` (clipped to the kept length) are
+    // traced there, before the old place is forgotten (they do not overlap it:
+    // `MREMAP_FIXED` refuses that; their pages kept the kernel protection they had), in
+    // batches of MREMAP_PIECES (normal context must not allocate: `realloc` calls
+    // `mremap`).
+    let kept = old_len.min(new_len);
+    // The piece holding the last old page (a grown tail continues it).
+    let last = regions::find(old + old_len - PAGE);
     // New ids: (old id, new id, lowest start, highest end, phys at the lowest start).
     let mut ids = [(0u64, 0u64, u64::MAX, 0u64, 0u64); MREMAP_PIECES];
     let mut nids = 0;
-    for p in pieces.iter_mut().take(n).flatten() {
-        let k = match ids[..nids].iter().position(|e| e.0 == p.map_id) {
-            Some(k) => k,
-            None => {
-                ids[nids] = (p.map_id, shm.next_map_id(), u64::MAX, 0, 0);
-                nids += 1;
-                nids - 1
+    // Pieces of more distinct ids than MREMAP_PIECES: opened at their new place with the
+    // program's protection (untraced, but usable), and said so.
+    let mut dropped = 0u64;
+    let mut moved = false;
+    let mut cur = old;
+    while new != old && cur < old + kept {
+        let mut batch = [None::<Region>; MREMAP_PIECES];
+        let mut nb = 0;
+        let mut next = old + kept;
+        regions::overlapping(cur, old + kept - cur, |r| {
+            let (lo, hi) = (r.start.max(cur), r.end().min(old + kept));
+            if nb == MREMAP_PIECES || lo >= hi {
+                return;
             }
-        };
-        let e = &mut ids[k];
-        if p.start < e.2 {
-            e.2 = p.start;
-            e.4 = p.phys;
+            batch[nb] = Some(Region {
+                start: new + (lo - old),
+                ..r.piece(lo, hi)
+            });
+            nb += 1;
+            if nb == MREMAP_PIECES {
+                next = hi;
+            }
+        });
+        for p in batch.iter_mut().take(nb).flatten() {
+            let k = match ids[..nids].iter().position(|e| e.0 == p.map_id) {
+                Some(k) => k,
+                None if nids < MREMAP_PIECES => {
+                    ids[nids] = (p.map_id, shm.next_map_id(), u64::MAX, 0, 0);
+                    nids += 1;
+                    nids - 1
+                }
+                None => {
+                    dropped += 1;
+                    // SAFETY: the program's moved pages, given the protection it asked for.
+                    unsafe { sys::mprotect(p.start as usize, p.len as usize, p.prot) };
+                    continue;
+                }
+            };
+            let e = &mut ids[k];
+            if p.start < e.2 {
+                e.2 = p.start;
+                e.4 = p.phys;
+            }
+            e.3 = e.3.max(p.start + p.len);
+            p.map_id = e.1;
+            moved |= register(*p, b"(mremap)", p.off_of(p.start));
         }
-        e.3 = e.3.max(p.start + p.len);
-        p.map_id = e.1;
+        cur = next;
+    }
+    if dropped > 0 {
+        let mut t = MarkText::new();
+        t.put(b"NOT TRACED: mremap to ");
+        t.num(new, true);
+        t.put(b" moved pieces of more than 16 mappings: ");
+        t.num(dropped, false);
+        t.put(b" pieces are not traced at their new place");
+        emit::mark(t.text());
     }
     // The old place first (the moved pages left it already; in place, only the shrunk-away
     // tail goes), so an id that moved whole is unmapped before its successor is mapped.
@@ -785,17 +996,20 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
     };
     let mut ended = [0u64; MREMAP_PIECES];
     let mut nended = 0;
-    // The aliases stay mapped: the moved pieces use them (address space only otherwise).
-    regions::remove_range(gone, gone_len, |r| {
-        if nended < MREMAP_PIECES && !ended[..nended].contains(&r.map_id) {
+    // The moved pieces keep their aliases; those of the pages left behind go.
+    let keep = if new == old || !moved {
+        (0, 0)
+    } else {
+        (old, old + kept)
+    };
+    regions::remove_range(gone, gone_len, keep, |r, last| {
+        if last && nended < MREMAP_PIECES && !ended[..nended].contains(&r.map_id) {
             ended[nended] = r.map_id;
             nended += 1;
         }
     });
     for &id in &ended[..nended] {
-        if !regions::has_map_id(id) {
-            emit::unmap(id, pc);
-        }
+        emit::unmap(id, pc);
     }
     // Grown pages continue the last piece: under its new id when it moved (its MAP
     // grows), under an id of their own when the mapping grew in place.
@@ -815,15 +1029,10 @@ pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
             ));
         }
     }
-    // The moved pieces (they do not overlap the old range: `MREMAP_FIXED` refuses that);
-    // their pages kept the kernel protection they had.
-    for p in pieces.iter().take(n).flatten() {
-        regions::add(*p);
-    }
     if let Some((mut t, id)) = tail {
         let from = t.map_id;
         t.map_id = id;
-        if regions::add(t) && !ids[..nids].iter().any(|e| e.1 == id) {
+        if register(t, b"(mremap)", t.off_of(t.start)) && !ids[..nids].iter().any(|e| e.1 == id) {
             emit::map(t.start, t.len, t.phys, id, pc);
             continues_mark(id, from);
         }
@@ -863,5 +1072,6 @@ fn grow_tail(r: &Region, old_end: u64, at: u64, len: u64) -> Region {
         map_id: r.map_id,
         prot: r.prot,
         phys_minus_off: r.phys_minus_off,
+        lazy: r.lazy,
     }
 }

@@ -445,7 +445,7 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         // SAFETY: handler context.
         unsafe { step::abort(uc) };
     } else if code == SEGV_ACCERR && crate::is_active() {
-        if let Some(r) = regions::find(addr) {
+        if let Some(r) = regions::find_aliased(addr) {
             // SAFETY: handler context.
             if unsafe { handle(&r, addr, uc) } {
                 return;
@@ -462,10 +462,14 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
     let g = unsafe { gregs(uc) };
     let err = g[libc::REG_ERR as usize];
     let write = err & 2 != 0;
-    if err & 0x10 != 0 || r.prot == libc::PROT_NONE || (write && r.prot & libc::PROT_WRITE == 0) {
+    let rip = g[libc::REG_RIP as usize] as u64;
+    if err & 0x10 != 0 {
+        // An instruction fetch from a traced page.
+        return crate::exec_fault(r, addr, rip);
+    }
+    if r.prot == libc::PROT_NONE || (write && r.prot & libc::PROT_WRITE == 0) {
         return false;
     }
-    let rip = g[libc::REG_RIP as usize] as u64;
     let (code, n) = code_at(rip);
     // SAFETY: handler context.
     let fault = match unsafe { emu::emulate(&code[..n], rip, uc) } {
