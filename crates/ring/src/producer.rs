@@ -58,9 +58,8 @@ impl Shm {
         if h.magic != MAGIC || h.version != VERSION || h.record_size as usize != RECORD_SIZE {
             return None;
         }
-        if crate::total_size(h.nrings as usize, h.capacity as usize) > len
-            || !h.capacity.is_power_of_two()
-        {
+        let layout = h.layout();
+        if !layout.is_valid() || layout.total_size() > len {
             return None;
         }
         Some(shm)
@@ -95,13 +94,20 @@ impl Shm {
     }
 
     pub(crate) fn data(&self, i: usize) -> *mut Record {
-        let h = self.header();
-        let off = crate::data_offset(h.nrings as usize) + i * h.capacity as usize * RECORD_SIZE;
+        let off = self.header().layout().ring_offset(i as u32);
         // SAFETY: within the mapping (checked in from_raw).
         unsafe { self.base.add(off) as *mut Record }
     }
 
-    /// Claims a free ring for thread `tid` of process `pid`; `None` when all are taken.
+    /// Records in ring `i`.
+    #[inline]
+    pub fn capacity(&self, i: usize) -> u64 {
+        self.header().layout().capacity_of(i as u32) as u64
+    }
+
+    /// Claims a free ring for thread `tid` of process `pid`, the lowest-numbered one (so
+    /// that the rings in use stay below the high-water mark the recorder scans); `None`
+    /// when all are taken.
     pub fn claim(&self, pid: u32, tid: u32) -> Option<Producer> {
         let n = self.header().nrings as usize;
         for i in 0..n {
@@ -119,6 +125,9 @@ impl Shm {
                 c.pid.store(pid, Ordering::Relaxed);
                 c.tid.store(tid, Ordering::Relaxed);
                 c.pending.store(IDLE, Ordering::Relaxed);
+                // Before the ring can hold an event: a consumer that has not seen the new
+                // mark yet read its clock before this, so before any of its timestamps.
+                self.header().hwm.fetch_max(i as u32 + 1, Ordering::SeqCst);
                 c.state.store(state::OWNED, Ordering::Release);
                 return Some(Producer {
                     shm: *self,
@@ -129,9 +138,10 @@ impl Shm {
         None
     }
 
-    /// As [`Shm::claim`], but when every ring is taken waits (up to `timeout_ns`) for the
-    /// recorder to free one: rings of ended threads are freed once drained. Waiting keeps
-    /// the no-loss promise when a program has more live threads than rings for a moment.
+    /// As [`Shm::claim`], but when every ring is taken waits (up to `timeout_ns`;
+    /// `u64::MAX`: while the recorder lives) for the recorder to free one: rings of ended
+    /// threads are freed once drained. Waiting keeps the no-loss promise when a program
+    /// has more live threads than rings. `None`: the time ran out, or the recorder is gone.
     pub fn claim_wait(&self, pid: u32, tid: u32, timeout_ns: u64) -> Option<Producer> {
         let deadline = sys::monotonic_ns_syscall().saturating_add(timeout_ns);
         loop {
@@ -217,7 +227,8 @@ impl Producer {
     }
 
     /// Publishes one event (1..=capacity records) and ends the busy state; waits while the
-    /// ring is full. On error nothing was published (the recorder is gone, or the event is
+    /// ring has less free room than the event needs (an event is published whole or not
+    /// at all). On error nothing was published (the recorder is gone, or the event is
     /// larger than the ring): the caller counts it as lost.
     #[inline]
     pub fn push(&self, recs: &[Record]) -> Result<(), WaitError> {
@@ -228,7 +239,7 @@ impl Producer {
 
     fn write(&self, recs: &[Record]) -> Result<(), WaitError> {
         let h = self.shm.header();
-        let cap = h.capacity as u64;
+        let cap = self.shm.capacity(self.index as usize);
         let c = self.ctl();
         let head = c.head.load(Ordering::Relaxed);
         let need = recs.len() as u64;

@@ -171,8 +171,16 @@ impl ThreadSlot {
             // SAFETY: the ring was claimed by this thread (slot owner).
             return Some(unsafe { Producer::from_index(shm, r) });
         }
-        // Waits for a ring if all are taken (never drops silently); gives up after 2 s.
-        let p = shm.claim_wait(crate::pid(), self.tid(), 2_000_000_000)?;
+        let p = match shm.claim(crate::pid(), self.tid()) {
+            Some(p) => p,
+            None => {
+                // Every ring is held by a live thread: wait for one to be freed, as long as
+                // the recorder lives (an event is never dropped for want of a ring). The
+                // recorder says so on stderr and in the log: the program is slowed.
+                shm.header().ring_waits.fetch_add(1, Ordering::Relaxed);
+                shm.claim_wait(crate::pid(), self.tid(), u64::MAX)?
+            }
+        };
         self.ring.store(p.index(), Ordering::Relaxed);
         Some(p)
     }
@@ -296,6 +304,14 @@ pub fn after_fork_child() {
     // The forking thread's alternate stack was copied into the child: still ours to free.
     let mine = lookup(sys::thread_pointer()).map_or(0, |s| s.altstack.load(Ordering::Relaxed));
     for s in SLOTS.iter() {
+        // Slots never used are left unwritten: their pages (most of the table) stay the
+        // shared zero page instead of costing each child its own copy.
+        if s.key.load(Ordering::Relaxed) == EMPTY_KEY
+            && s.ring.load(Ordering::Relaxed) == NO_RING
+            && s.altstack.load(Ordering::Relaxed) == 0
+        {
+            continue;
+        }
         s.key.store(EMPTY_KEY, Ordering::Relaxed);
         s.ring.store(NO_RING, Ordering::Relaxed);
         s.altstack.store(0, Ordering::Relaxed);
