@@ -129,10 +129,8 @@ impl Shm {
                 // mark yet read its clock before this, so before any of its timestamps.
                 self.header().hwm.fetch_max(i as u32 + 1, Ordering::SeqCst);
                 c.state.store(state::OWNED, Ordering::Release);
-                return Some(Producer {
-                    shm: *self,
-                    index: i as u32,
-                });
+                // SAFETY: claimed just above by the caller's thread.
+                return Some(unsafe { Producer::from_index(*self, i as u32) });
             }
         }
         None
@@ -187,13 +185,21 @@ impl Shm {
     }
 }
 
-/// The producer handle of one claimed ring (a plain pair of values: cheap to keep in a
+/// The producer handle of one claimed ring (a few plain values: cheap to keep in a
 /// fixed per-thread slot and to use from generated code).
 #[derive(Clone, Copy, Debug)]
 pub struct Producer {
     shm: Shm,
     index: u32,
+    /// The ring's size in records, and its first record (what each push needs, computed
+    /// once from the layout).
+    cap: u32,
+    data: *mut Record,
 }
+
+// SAFETY: `data` points into the shared mapping (see `Shm`); only the owning thread writes
+// through it (SPSC).
+unsafe impl Send for Producer {}
 
 impl Producer {
     /// Rebuilds a handle for ring `index` (e.g. from a per-thread slot).
@@ -201,7 +207,12 @@ impl Producer {
     /// # Safety
     /// The ring must have been claimed by this thread and `shm` must be valid.
     pub unsafe fn from_index(shm: Shm, index: u32) -> Producer {
-        Producer { shm, index }
+        Producer {
+            shm,
+            index,
+            cap: shm.capacity(index as usize) as u32,
+            data: shm.data(index as usize),
+        }
     }
 
     /// The ring index.
@@ -239,7 +250,7 @@ impl Producer {
 
     fn write(&self, recs: &[Record]) -> Result<(), WaitError> {
         let h = self.shm.header();
-        let cap = self.shm.capacity(self.index as usize);
+        let cap = self.cap as u64;
         let c = self.ctl();
         let head = c.head.load(Ordering::Relaxed);
         let need = recs.len() as u64;
@@ -276,7 +287,7 @@ impl Producer {
                 sys::futex_wait(&c.tail_seq, seq, 10_000_000);
             }
         }
-        let data = self.shm.data(self.index as usize);
+        let data = self.data;
         for (k, r) in recs.iter().enumerate() {
             let slot = (head + k as u64) & (cap - 1);
             // SAFETY: slot < capacity; the slot is free (head - tail < cap) and only this
