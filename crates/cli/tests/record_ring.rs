@@ -126,11 +126,11 @@ fn a_bad_ring_count_is_an_error() {
 /// recorder once every process has done its first phase, and checks that the program
 /// finishes right, untraced: every process says so once on stderr, and its device pages
 /// are back to the program's own protection (so its later accesses cannot trap).
-fn recorder_killed_midway(name: &str, threads: u32, procs: u32) {
+fn recorder_killed_midway(name: &str, opts: &[&str], threads: u32, procs: u32) {
     let t = Fixture::new(name, "ring_gone", 4096);
     let (ready, go, result) = (t.dir.join("ready"), t.dir.join("go"), t.dir.join("result"));
     let err_path = t.dir.join("stderr");
-    let mut rec = record_cmd(&t.dir, &t.dev, &[])
+    let mut rec = record_cmd(&t.dir, &t.dev, opts)
         .args([os(&t.exe), os(&t.dev), os(&ready), os(&go), os(&result)])
         .args([threads.to_string(), procs.to_string()])
         .stderr(std::fs::File::create(&err_path).unwrap())
@@ -177,10 +177,16 @@ fn recorder_killed_midway(name: &str, threads: u32, procs: u32) {
 
 #[test]
 fn a_killed_recorder_stops_tracing_and_the_program_runs_on_natively() {
-    recorder_killed_midway("ring-gone", 1, 1);
+    recorder_killed_midway("ring-gone", &[], 1, 1);
 }
 
 #[test]
 fn a_killed_recorder_stops_tracing_in_every_thread_and_process() {
-    recorder_killed_midway("ring-gone-many", 4, 3);
+    recorder_killed_midway("ring-gone-many", &[], 4, 3);
+}
+
+#[test]
+fn a_killed_recorder_stops_tracing_of_single_stepped_accesses_too() {
+    // No alias: every access takes the step path (pages opened, other threads paused).
+    recorder_killed_midway("ring-gone-step", &["--no-alias"], 3, 2);
 }
