@@ -56,6 +56,20 @@ fn a_thousand_threads_alive_at_once_lose_nothing() {
 }
 
 #[test]
+fn five_thousand_threads_of_one_process_with_more_rings_lose_nothing() {
+    // Beyond the default ring count and beyond the tracer's old per-process thread table.
+    let t = Fixture::new("ring-threads-5k", "ring_threads", 20480);
+    let out = record_cmd(&t.dir, &t.dev, &[])
+        .env("MMIO_TRACE_RINGS", "6000")
+        .args([os(&t.exe), os(&t.dev), "5000".as_ref(), "2".as_ref()])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "threads 5000 done\n");
+    assert_every_unit_logged(&read_log(&trace_log(&t.dir)), 5000, 2);
+}
+
+#[test]
 fn six_hundred_processes_alive_at_once_lose_nothing() {
     let t = Fixture::new("ring-procs", "ring_procs", 4096);
     let (out, ev) = t.record(&["600", "2"]);
