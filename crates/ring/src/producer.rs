@@ -179,6 +179,21 @@ impl Shm {
         true
     }
 
+    /// As [`Shm::recorder_gone`], told by the liveness pipe only (or the `closed` flag): no
+    /// pid fallback, which may name another process in another pid namespace. For checks
+    /// made while nothing waits (stopping tracing on a wrong guess would lose events).
+    pub fn recorder_hung_up(&self) -> bool {
+        let h = self.header();
+        if h.closed.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        if sys::hung_up(RECORDER_FD.load(Ordering::Relaxed)) != Some(true) {
+            return false;
+        }
+        h.closed.store(1, Ordering::SeqCst);
+        true
+    }
+
     /// Hands out a mapping id unique across all traced processes.
     pub fn next_map_id(&self) -> u64 {
         self.header().next_map_id.fetch_add(1, Ordering::Relaxed)

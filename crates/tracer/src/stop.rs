@@ -39,7 +39,9 @@ fn closed() -> bool {
 
 /// Notes the time `now` (an event's timestamp): at most every [`CHECK_EVERY_NS`], polls
 /// the recorder's liveness pipe (a gone recorder marks the recording closed for every
-/// process). Cheap otherwise: one load and a compare.
+/// process). Cheap otherwise: one load and a compare. Without the pipe (the program got
+/// rid of it) the process learns it from the `closed` flag another process set, or when
+/// its ring fills.
 #[inline]
 pub(crate) fn note_time(now: u64) {
     if now < NEXT_CHECK.load(Ordering::Relaxed) {
@@ -47,7 +49,7 @@ pub(crate) fn note_time(now: u64) {
     }
     NEXT_CHECK.store(now.saturating_add(CHECK_EVERY_NS), Ordering::Relaxed);
     if let Some(shm) = crate::shm() {
-        shm.recorder_gone();
+        shm.recorder_hung_up();
     }
 }
 
@@ -91,7 +93,7 @@ fn stop_tracing() {
 /// At start-up (an image executed after the recorder died): whether the recorder is gone;
 /// then says so, and the process runs untraced.
 pub(crate) fn gone_at_start(shm: &mmio_trace_ring::Shm) -> bool {
-    if !shm.recorder_gone() {
+    if !shm.recorder_hung_up() {
         return false;
     }
     STATE.store(2, Ordering::SeqCst);
