@@ -204,3 +204,34 @@ fn a_killed_recorder_stops_tracing_of_single_stepped_accesses_too() {
     // No alias: every access takes the step path (pages opened, other threads paused).
     recorder_killed_midway("ring-gone-step", &["--no-alias"], 3, 2);
 }
+
+#[test]
+fn a_killed_recorder_that_held_the_programs_stderr_pipe_does_not_kill_the_program() {
+    // The program's stderr is a pipe whose only reader goes with the recorder: saying
+    // that tracing stopped must not raise SIGPIPE (its default action kills).
+    let t = Fixture::new("ring-gone-pipe", "ring_gone", 4096);
+    let (ready, go, result) = (t.dir.join("ready"), t.dir.join("go"), t.dir.join("result"));
+    let mut rec = record_cmd(&t.dir, &t.dev, &[])
+        .args([os(&t.exe), os(&t.dev), os(&ready), os(&go), os(&result)])
+        .args(["2", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, &ready);
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    drop(rec.stderr.take());
+    std::fs::write(&go, b"").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !result.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not finish (killed by SIGPIPE?)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&result).unwrap(),
+        "proc 0: phase1 ok ---s phase2 ok rw-s\n"
+    );
+}

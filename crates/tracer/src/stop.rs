@@ -137,8 +137,24 @@ fn digits(v: u64, buf: &mut [u8; 64]) -> &[u8] {
 }
 
 /// Writes the concatenation of `parts` to stderr in one `write` (raw system call: signal
-/// handler context; a closed stderr is ignored).
+/// handler context; a closed stderr is ignored). Not into a pipe nobody reads any more
+/// (stderr may have been a pipe to the recorder): that would raise SIGPIPE, whose
+/// default action kills the program.
 fn say(parts: &[&[u8]]) {
+    const POLLOUT: i16 = 0x4;
+    const POLLERR: i16 = 0x8;
+    const POLLHUP: i16 = 0x10;
+    const POLLNVAL: i16 = 0x20;
+    // struct pollfd { int fd = 2; short events = POLLOUT; short revents; }
+    let mut pfd = [0u8; 8];
+    pfd[..4].copy_from_slice(&2i32.to_ne_bytes());
+    pfd[4..6].copy_from_slice(&POLLOUT.to_ne_bytes());
+    // SAFETY: poll(&pfd, 1, 0) on one pollfd; returns at once.
+    let r = unsafe { sys::syscall6(7, pfd.as_mut_ptr() as usize, 1, 0, 0, 0, 0) };
+    let revents = i16::from_ne_bytes([pfd[6], pfd[7]]);
+    if r < 0 || revents & (POLLERR | POLLHUP | POLLNVAL) != 0 {
+        return;
+    }
     let mut buf = [0u8; 256];
     let mut n = 0;
     for p in parts {
