@@ -65,6 +65,17 @@ impl Shm {
         Some(shm)
     }
 
+    /// Wraps a mapping [`Shm::from_raw`] accepted before, without checking it again (the
+    /// fault path rebuilds its view on every event).
+    ///
+    /// # Safety
+    /// `base` and `len` must be those of a value [`Shm::from_raw`] returned, and the
+    /// mapping must still be live.
+    #[inline]
+    pub unsafe fn from_checked(base: *mut u8, len: usize) -> Shm {
+        Shm { base, len }
+    }
+
     /// The base address.
     pub fn base(&self) -> *mut u8 {
         self.base

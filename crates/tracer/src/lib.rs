@@ -59,7 +59,7 @@ pub fn shm() -> Option<Shm> {
         return None;
     }
     // SAFETY: set in `init` from a validated mapping that is never unmapped.
-    unsafe { Shm::from_raw(base as *mut u8, SHM_LEN.load(Ordering::Relaxed)) }
+    Some(unsafe { Shm::from_checked(base as *mut u8, SHM_LEN.load(Ordering::Relaxed)) })
 }
 
 /// This process's id (cached; refreshed after fork).
