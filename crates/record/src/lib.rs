@@ -51,8 +51,9 @@ pub const DEFAULT_SMALL_CAPACITY: u32 = 2048;
 /// instead of [`DEFAULT_RINGS`]: for programs with more threads and processes alive at
 /// once (rings cost memory only when written).
 pub const ENV_RINGS: &str = "MMIO_TRACE_RINGS";
-/// The most rings [`ENV_RINGS`] may ask for.
-pub const MAX_RINGS: u32 = 1 << 20;
+/// The most rings [`ENV_RINGS`] may ask for (4 GiB of address space in every traced
+/// process, though only written pages cost memory).
+pub const MAX_RINGS: u32 = 65536;
 
 /// What to record and where.
 #[derive(Clone, Debug)]
