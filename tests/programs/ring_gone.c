@@ -5,7 +5,9 @@
  * protection /proc/self/maps shows for its mapping of DEV, the parent creates READY once
  * every process got there, and all wait for GO to exist (the test kills the recorder in
  * between). Phase 2: each
- * thread writes and reads back 20000 values, then the protection is noted again.
+ * thread writes and reads back 20000 values, then the protection is noted again, and
+ * again after mprotect(READ) and mprotect(READ|WRITE); then DEV is mapped a second time
+ * and written through that mapping (read back through the first).
  * Each process writes "proc C: phase1 ok|bad PERMS phase2 ok|bad PERMS" to RESULT.C;
  * the parent, after its children ended, renames RESULT.0 to RESULT. */
 #include "mmio.h"
@@ -44,8 +46,8 @@ static int phase(long from, long count) {
     return !failed;
 }
 
-/* The permissions column of /proc/self/maps for the mapping at `bar`. */
-static void perms(char out[5]) {
+/* The permissions column of /proc/self/maps for the mapping at `at`. */
+static void perms_at(const void *at, char out[5]) {
     strcpy(out, "????");
     FILE *f = fopen("/proc/self/maps", "r");
     if (!f) return;
@@ -53,12 +55,14 @@ static void perms(char out[5]) {
     unsigned long lo, hi;
     char p[5];
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, p) == 3 && lo == (unsigned long)bar) {
+        if (sscanf(line, "%lx-%lx %4s", &lo, &hi, p) == 3 && lo == (unsigned long)at) {
             memcpy(out, p, 5);
             break;
         }
     fclose(f);
 }
+
+static void perms(char out[5]) { perms_at(bar, out); }
 
 int main(int argc, char **argv) {
     if (argc < 7) return 2;
@@ -86,12 +90,24 @@ int main(int argc, char **argv) {
     while (stat(go, &st) != 0) usleep(2000);
     int ok2 = phase(100, 20000);
     perms(p2);
+    /* After the death: the program's own mprotect holds, and a new mapping of the device
+     * is not traced (it works, with the program's protection). */
+    char p3[5], p4[5], p5[5];
+    mprotect(bar, 4096, PROT_READ);
+    perms(p3);
+    mprotect(bar, 4096, PROT_READ | PROT_WRITE);
+    perms(p4);
+    uint8_t *again = map_device(argv[1], 4096);
+    perms_at(again, p5); /* before any access: not even closed for a first trap */
+    uint32_t mark = 0xa5000000u | proc;
+    wr32(again + 64 * proc * nthreads + 4, mark);
+    int ok3 = rd32(bar + 64 * proc * nthreads + 4) == mark;
     char name[4096];
     snprintf(name, sizeof name, "%s.%d", result, proc);
     FILE *f = fopen(name, "w");
     if (!f) return 5;
-    fprintf(f, "proc %d: phase1 %s %s phase2 %s %s\n", proc, ok1 ? "ok" : "bad", p1,
-            ok2 ? "ok" : "bad", p2);
+    fprintf(f, "proc %d: phase1 %s %s phase2 %s %s mprotect %s %s remap %s %s\n", proc,
+            ok1 ? "ok" : "bad", p1, ok2 ? "ok" : "bad", p2, p3, p4, ok3 ? "ok" : "bad", p5);
     fclose(f);
     if (proc != 0) _exit(0);
     while (wait(NULL) > 0) {}

@@ -171,7 +171,10 @@ fn recorder_killed_midway(name: &str, opts: &[&str], threads: u32, procs: u32) {
     lines.insert(0, std::fs::read_to_string(&result).unwrap());
     for (c, l) in lines.iter().enumerate() {
         // Traced (closed pages) before, the program's own protection after.
-        assert_eq!(l, &format!("proc {c}: phase1 ok ---s phase2 ok rw-s\n"));
+        assert_eq!(
+            l,
+            &format!("proc {c}: phase1 ok ---s phase2 ok rw-s mprotect r--s rw-s remap ok rw-s\n")
+        );
     }
     let err = std::fs::read_to_string(&err_path).unwrap();
     let said = format!(
@@ -233,6 +236,6 @@ fn a_killed_recorder_that_held_the_programs_stderr_pipe_does_not_kill_the_progra
     }
     assert_eq!(
         std::fs::read_to_string(&result).unwrap(),
-        "proc 0: phase1 ok ---s phase2 ok rw-s\n"
+        "proc 0: phase1 ok ---s phase2 ok rw-s mprotect r--s rw-s remap ok rw-s\n"
     );
 }
