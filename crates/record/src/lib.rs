@@ -38,7 +38,7 @@ pub use selftrace::SelfRecorder;
 /// Rings (traced threads at once, all processes) in a recording. A thread that finds
 /// every ring taken waits for one (nothing is lost; the recorder says so). Rings cost
 /// memory only once written, and the recorder scans only those ever claimed.
-pub const DEFAULT_RINGS: u32 = 4096;
+pub const DEFAULT_RINGS: u32 = 8192;
 /// Records per ring of the first [`DEFAULT_BIG_RINGS`] rings (32 bytes each: 512 KiB per
 /// ring, its pages touched only as they are written).
 pub const DEFAULT_CAPACITY: u32 = 16384;
@@ -386,8 +386,9 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             unsafe { libc::kill(child_pid, sig) };
         }
         // Back off while the program is quiet, so untraced code does not share its CPUs
-        // with an eager recorder. Rings hold 16384 events: a program that starts trapping
-        // fills one only if the recorder sleeps through all of them, and 5 ms is far less.
+        // with an eager recorder. Rings hold 16384 events (2048 beyond the first 64, still
+        // 6 ms of back-to-back traps): a program that starts trapping fills one only if the
+        // recorder sleeps through all of them, and 5 ms is less.
         if got == 0 {
             std::thread::sleep(idle);
             idle = (idle * 2).min(Duration::from_millis(5));

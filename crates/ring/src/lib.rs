@@ -16,7 +16,7 @@
 //! waiting only when the recorder process no longer exists.
 //!
 //! **Many rings, little memory** ([`Layout`]): the memfd reserves room for far more rings
-//! than real programs have threads (4096 by default), but tmpfs pages cost memory only once
+//! than real programs have threads (8192 by default), but tmpfs pages cost memory only once
 //! written. The first rings are large (for the few busy threads a driver has); the rest
 //! are small, so a thousand threads cost tens of MiB, not half a GiB. Rings are claimed
 //! lowest index first and the header keeps a high-water mark ([`Header::hwm`]): the
