@@ -30,15 +30,30 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
-use mmio_trace_ring::Consumer;
+use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
 pub use selftrace::SelfRecorder;
 
-/// Rings (traced threads at once, all processes) in a recording.
-pub const DEFAULT_RINGS: u32 = 256;
-/// Records per ring (32 bytes each: 512 KiB per ring, touched only when used).
+/// Rings (traced threads at once, all processes) in a recording. A thread that finds
+/// every ring taken waits for one (nothing is lost; the recorder says so). Rings cost
+/// memory only once written, and the recorder scans only those ever claimed.
+pub const DEFAULT_RINGS: u32 = 8192;
+/// Records per ring of the first [`DEFAULT_BIG_RINGS`] rings (32 bytes each: 512 KiB per
+/// ring, its pages touched only as they are written).
 pub const DEFAULT_CAPACITY: u32 = 16384;
+/// Rings with [`DEFAULT_CAPACITY`] records: the first threads to trap, usually the few
+/// busy ones.
+pub const DEFAULT_BIG_RINGS: u32 = 64;
+/// Records per ring of the other rings (64 KiB each): a thousand threads cost tens of MiB.
+pub const DEFAULT_SMALL_CAPACITY: u32 = 2048;
+/// Environment variable that sets the number of rings (a decimal number, at least 1)
+/// instead of [`DEFAULT_RINGS`]: for programs with more threads and processes alive at
+/// once (rings cost memory only when written).
+pub const ENV_RINGS: &str = "MMIO_TRACE_RINGS";
+/// The most rings [`ENV_RINGS`] may ask for (4 GiB of address space in every traced
+/// process, though only written pages cost memory).
+pub const MAX_RINGS: u32 = 65536;
 
 /// What to record and where.
 #[derive(Clone, Debug)]
@@ -63,8 +78,12 @@ pub struct Options {
     pub command: Vec<OsString>,
     /// Rings in the shared memory.
     pub rings: u32,
-    /// Records per ring (power of two).
+    /// Records per ring of the first `big_rings` rings (power of two).
     pub capacity: u32,
+    /// Rings (from the first) with `capacity` records.
+    pub big_rings: u32,
+    /// Records per ring of the others (power of two).
+    pub small_capacity: u32,
 }
 
 impl Options {
@@ -82,6 +101,8 @@ impl Options {
             command,
             rings: DEFAULT_RINGS,
             capacity: DEFAULT_CAPACITY,
+            big_rings: DEFAULT_BIG_RINGS,
+            small_capacity: DEFAULT_SMALL_CAPACITY,
         }
     }
 }
@@ -131,6 +152,9 @@ pub enum Error {
     /// The preload library is missing.
     #[error("cannot find {} next to the mmio-trace executable (build the whole workspace: `cargo build`)", locate::LIB_NAME)]
     NoPreload,
+    /// [`ENV_RINGS`] is not a number of rings.
+    #[error("bad {ENV_RINGS}={0:?}: expected a number of rings from 1 to {MAX_RINGS}")]
+    BadRings(String),
     /// A `--range`/`--bypass` value did not parse.
     #[error(
         "bad range {0:?}: expected START-END or START+LEN (decimal or 0x hex), comma separated"
@@ -204,12 +228,26 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     for r in opts.ranges.iter().chain(&opts.bypass) {
         rules::parse_ranges(r).ok_or_else(|| Error::BadRange(r.clone()))?;
     }
+    let rings = match std::env::var_os(ENV_RINGS) {
+        None => opts.rings,
+        Some(v) => v
+            .to_str()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|n| (1..=MAX_RINGS).contains(n))
+            .ok_or_else(|| Error::BadRings(v.to_string_lossy().into_owned()))?,
+    };
     let lib = locate::preload_library().ok_or(Error::NoPreload)?;
     let out: Box<dyn Write> = match &opts.output {
         Some(p) => Box::new(std::fs::File::create(p).map_err(Error::Output)?),
         None => Box::new(io::stdout().lock()),
     };
-    let mut consumer = Consumer::create(opts.rings, opts.capacity).map_err(Error::Shm)?;
+    let mut consumer = Consumer::with_layout(Layout {
+        rings,
+        capacity: opts.capacity,
+        big_rings: opts.big_rings.min(rings),
+        small_capacity: opts.small_capacity,
+    })
+    .map_err(Error::Shm)?;
     let bytes = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let counting = Counting {
         inner: out,
@@ -274,12 +312,13 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let old_hup = unsafe { libc::signal(libc::SIGHUP, on_term) };
 
     let marks = marks::MarkSocket::bind().ok();
-    let nrings = opts.rings as usize;
+    let nrings = rings as usize;
     let mut merger = decode::Merger::new(nrings + 1, consumer.header().start_ns);
     let mut status = (opts.status && io::stderr().is_terminal()).then(Status::new);
     let mut exit = None;
     let mut idle = Duration::from_micros(100);
     let mut write_err = None;
+    let mut said_rings_full = false;
     let mut write = |writer: &mut AnyWriter<_>, e: Event| {
         if write_err.is_none() {
             if let Err(err) = writer.write_event(&e) {
@@ -299,6 +338,16 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
                 merger.add_mark(nrings, ts, &text);
                 got += 1;
             }
+        }
+        if !said_rings_full && consumer.header().ring_waits.load(Ordering::Relaxed) != 0 {
+            // Nothing is lost (a thread without a ring waits for one), but the program is
+            // slowed: say so, here and in the log.
+            said_rings_full = true;
+            let text = format!(
+                "mmio-trace: all {rings} rings are in use; traced threads wait for a free one (no event is lost, the program is slowed; {ENV_RINGS} sets more)"
+            );
+            eprintln!("{text}");
+            merger.add_mark(nrings, mmio_trace_ring::monotonic_ns(), text.as_bytes());
         }
         merger.emit(Some(wm), |e| write(&mut writer, e));
         // Reap every descendant that ended; stop when none is left.
@@ -337,8 +386,9 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             unsafe { libc::kill(child_pid, sig) };
         }
         // Back off while the program is quiet, so untraced code does not share its CPUs
-        // with an eager recorder. Rings hold 16384 events: a program that starts trapping
-        // fills one only if the recorder sleeps through all of them, and 5 ms is far less.
+        // with an eager recorder. Rings hold 16384 events (2048 beyond the first 64, still
+        // 6 ms of back-to-back traps): a program that starts trapping fills one only if the
+        // recorder sleeps through all of them, and 5 ms is less.
         if got == 0 {
             std::thread::sleep(idle);
             idle = (idle * 2).min(Duration::from_millis(5));

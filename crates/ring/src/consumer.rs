@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::producer::Shm;
 use crate::record::Record;
-use crate::{state, sys, Header, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
+use crate::{state, sys, Header, Layout, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
 
 /// The recorder's end: owns the memfd and its mapping.
 pub struct Consumer {
@@ -56,8 +56,20 @@ impl Consumer {
     /// Creates the shared memory: `nrings` rings of `capacity` records (a power of two).
     /// The memfd is created without close-on-exec, so traced programs inherit it.
     pub fn create(nrings: u32, capacity: u32) -> io::Result<Consumer> {
-        assert!(capacity.is_power_of_two() && nrings > 0);
-        let size = crate::total_size(nrings as usize, capacity as usize);
+        Consumer::with_layout(Layout::uniform(nrings, capacity))
+    }
+
+    /// Creates the shared memory divided as `layout` says (an invalid layout is an
+    /// `InvalidInput` error). Only the pages rings write to ever cost memory.
+    pub fn with_layout(layout: Layout) -> io::Result<Consumer> {
+        if !layout.is_valid() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid ring layout {layout:?}"),
+            ));
+        }
+        let nrings = layout.rings;
+        let size = layout.total_size();
         // SAFETY: plain syscall with a NUL-terminated name.
         let fd = unsafe { libc::memfd_create(c"mmio-trace".as_ptr(), 0) };
         if fd < 0 {
@@ -100,7 +112,7 @@ impl Consumer {
             magic: MAGIC,
             version: VERSION,
             nrings,
-            capacity,
+            capacity: layout.capacity,
             record_size: RECORD_SIZE as u32,
             start_ns: monotonic_ns(),
             recorder_pid: std::process::id(),
@@ -111,6 +123,10 @@ impl Consumer {
             full_waits: 0.into(),
             lost: 0.into(),
             unpaused_steps: 0.into(),
+            big_rings: layout.big_rings,
+            small_capacity: layout.small_capacity,
+            hwm: 0.into(),
+            ring_waits: 0.into(),
         };
         // SAFETY: the mapping is at least a page, zero-filled, aligned; rings start FREE (0).
         unsafe { (base as *mut Header).write(h) };
@@ -158,7 +174,7 @@ impl Consumer {
     /// Tells producers to stop waiting for room (called when the recorder stops draining).
     pub fn close(&self) {
         self.header().closed.store(1, Ordering::SeqCst);
-        for i in 0..self.header().nrings as usize {
+        for i in 0..self.rings_in_use() {
             let c = self.shm.ctl(i);
             c.tail_seq.fetch_add(1, Ordering::SeqCst);
             sys::futex_wake(&c.tail_seq);
@@ -186,9 +202,8 @@ impl Consumer {
             core::arch::asm!("lfence", options(nostack, preserves_flags))
         };
         let mut wm = t0;
-        let h = self.shm.header();
-        let cap = h.capacity as u64;
-        for i in 0..h.nrings as usize {
+        // Loaded after the clock: a ring claimed since is stamped after t0 (see `claim`).
+        for i in 0..self.rings_in_use() {
             let c = self.shm.ctl(i);
             let st = c.state.load(Ordering::Acquire);
             if st == state::FREE || st == state::CLAIMING {
@@ -216,6 +231,7 @@ impl Consumer {
             if head != tail {
                 self.scratch.clear();
                 let data = self.shm.data(i);
+                let cap = self.shm.capacity(i);
                 for k in tail..head {
                     // SAFETY: published slots (tail..head) within the ring.
                     let r = unsafe { data.add((k & (cap - 1)) as usize).read_volatile() };
@@ -251,11 +267,17 @@ impl Consumer {
 }
 
 impl Consumer {
+    /// Rings ever claimed (the high-water mark): the only ones a poll scans.
+    pub fn rings_in_use(&self) -> usize {
+        let h = self.shm.header();
+        (h.hwm.load(Ordering::SeqCst).min(h.nrings)) as usize
+    }
+
     /// Frees drained rings whose thread no longer exists (threads that ended without
     /// retiring their ring: `pthread_exit` from a thread the tracer did not start, a
     /// process killed by a signal), so that new threads can claim them.
     fn reap_dead_owners(&mut self) {
-        for i in 0..self.shm.header().nrings as usize {
+        for i in 0..self.rings_in_use() {
             let c = self.shm.ctl(i);
             if c.state.load(Ordering::Acquire) == state::OWNED
                 && c.pending.load(Ordering::SeqCst) == IDLE

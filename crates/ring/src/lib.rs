@@ -15,6 +15,14 @@
 //! sleeps on a futex in the shared memory) until the recorder has made room. It stops
 //! waiting only when the recorder process no longer exists.
 //!
+//! **Many rings, little memory** ([`Layout`]): the memfd reserves room for far more rings
+//! than real programs have threads (8192 by default), but tmpfs pages cost memory only once
+//! written. The first rings are large (for the few busy threads a driver has); the rest
+//! are small, so a thousand threads cost tens of MiB, not half a GiB. Rings are claimed
+//! lowest index first and the header keeps a high-water mark ([`Header::hwm`]): the
+//! recorder scans only the rings ever claimed, so its cost per poll follows the number of
+//! threads, not the limit.
+//!
 //! **Merging by time**: each ring publishes, besides its head, the timestamp of the event
 //! its producer is writing right now ([`RingCtl`] `pending`). Before taking an event's
 //! timestamp a producer marks its ring busy; the consumer reads a clock first and the
@@ -36,6 +44,90 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub use consumer::{monotonic_ns, Consumer, Drained};
 pub use producer::{recorder_fd, set_recorder_fd, Producer, Shm, WaitError};
 pub use record::{Kind, Record, RECORD_SIZE};
+
+/// How the shared memory is divided into rings: `big_rings` rings of `capacity` records,
+/// then `rings - big_rings` rings of `small_capacity` records (powers of two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Rings in all: traced threads at once, all processes together.
+    pub rings: u32,
+    /// Records per ring of the first `big_rings` rings.
+    pub capacity: u32,
+    /// How many rings (from index 0) have `capacity` records.
+    pub big_rings: u32,
+    /// Records per ring of the others.
+    pub small_capacity: u32,
+}
+
+impl Layout {
+    /// `rings` rings of `capacity` records each.
+    pub const fn uniform(rings: u32, capacity: u32) -> Layout {
+        Layout {
+            rings,
+            capacity,
+            big_rings: rings,
+            small_capacity: capacity,
+        }
+    }
+
+    /// Whether the layout can be used: at least one ring, capacities powers of two, and
+    /// a total size that fits the address space.
+    pub fn is_valid(&self) -> bool {
+        self.rings > 0
+            && self.big_rings <= self.rings
+            && self.capacity.is_power_of_two()
+            && self.small_capacity.is_power_of_two()
+            && self.checked_total_size().is_some()
+    }
+
+    /// Records in ring `i`.
+    #[inline]
+    pub const fn capacity_of(&self, i: u32) -> u32 {
+        if i < self.big_rings {
+            self.capacity
+        } else {
+            self.small_capacity
+        }
+    }
+
+    /// Byte offset of the ring data area (after the header and the control blocks).
+    pub const fn data_area(&self) -> usize {
+        data_offset(self.rings as usize)
+    }
+
+    /// Byte offset of ring `i`'s records.
+    #[inline]
+    pub const fn ring_offset(&self, i: u32) -> usize {
+        let big = if i < self.big_rings {
+            i
+        } else {
+            self.big_rings
+        } as usize;
+        let small = if i > self.big_rings {
+            (i - self.big_rings) as usize
+        } else {
+            0
+        };
+        self.data_area()
+            + big * self.capacity as usize * RECORD_SIZE
+            + small * self.small_capacity as usize * RECORD_SIZE
+    }
+
+    fn checked_total_size(&self) -> Option<usize> {
+        let big = (self.big_rings as usize)
+            .checked_mul(self.capacity as usize)?
+            .checked_mul(RECORD_SIZE)?;
+        let small = ((self.rings - self.big_rings.min(self.rings)) as usize)
+            .checked_mul(self.small_capacity as usize)?
+            .checked_mul(RECORD_SIZE)?;
+        self.data_area().checked_add(big)?.checked_add(small)
+    }
+
+    /// Total size of the shared memory (0 for an invalid layout).
+    pub fn total_size(&self) -> usize {
+        self.checked_total_size().unwrap_or(0)
+    }
+}
 
 /// Environment variable holding the memfd's file descriptor number in traced processes.
 pub const ENV_FD: &str = "MMIO_TRACE_SHM_FD";
@@ -59,7 +151,7 @@ pub const ENV_LIVE_PATH: &str = "MMIO_TRACE_LIVE_PATH";
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MMTRING1");
 
 /// Layout version; producer and consumer must agree exactly.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Ring states (`RingCtl::state`).
 pub mod state {
@@ -87,7 +179,7 @@ pub struct Header {
     pub version: u32,
     /// Number of rings.
     pub nrings: u32,
-    /// Records per ring (a power of two).
+    /// Records per ring of the first [`Header::big_rings`] rings (a power of two).
     pub capacity: u32,
     /// [`RECORD_SIZE`], for checking.
     pub record_size: u32,
@@ -113,6 +205,27 @@ pub struct Header {
     /// opened): their accesses during such a step may be missing; the stepped access
     /// itself is logged as `UNKNOWN`.
     pub unpaused_steps: AtomicU64,
+    /// How many rings (from index 0) have [`Header::capacity`] records.
+    pub big_rings: u32,
+    /// Records per ring of the other rings (a power of two).
+    pub small_capacity: u32,
+    /// Rings ever claimed: one more than the highest index a producer claimed. Rings are
+    /// claimed lowest index first, so the recorder scans `0..hwm` only.
+    pub hwm: AtomicU32,
+    /// Threads that found every ring taken and waited for one (the recorder says so).
+    pub ring_waits: AtomicU64,
+}
+
+impl Header {
+    /// The ring layout this header describes.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            rings: self.nrings,
+            capacity: self.capacity,
+            big_rings: self.big_rings,
+            small_capacity: self.small_capacity,
+        }
+    }
 }
 
 /// Per-ring control block (two cache lines: producer-written, consumer-written).
@@ -154,7 +267,7 @@ pub const fn data_offset(nrings: usize) -> usize {
     (end + 4095) & !4095
 }
 
-/// Total size of the shared memory for `nrings` rings of `capacity` records.
+/// Total size of the shared memory for `nrings` rings of `capacity` records each.
 pub const fn total_size(nrings: usize, capacity: usize) -> usize {
     data_offset(nrings) + nrings * capacity * RECORD_SIZE
 }

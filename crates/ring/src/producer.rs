@@ -58,12 +58,22 @@ impl Shm {
         if h.magic != MAGIC || h.version != VERSION || h.record_size as usize != RECORD_SIZE {
             return None;
         }
-        if crate::total_size(h.nrings as usize, h.capacity as usize) > len
-            || !h.capacity.is_power_of_two()
-        {
+        let layout = h.layout();
+        if !layout.is_valid() || layout.total_size() > len {
             return None;
         }
         Some(shm)
+    }
+
+    /// Wraps a mapping [`Shm::from_raw`] accepted before, without checking it again (the
+    /// fault path rebuilds its view on every event).
+    ///
+    /// # Safety
+    /// `base` and `len` must be those of a value [`Shm::from_raw`] returned, and the
+    /// mapping must still be live.
+    #[inline]
+    pub unsafe fn from_checked(base: *mut u8, len: usize) -> Shm {
+        Shm { base, len }
     }
 
     /// The base address.
@@ -95,13 +105,20 @@ impl Shm {
     }
 
     pub(crate) fn data(&self, i: usize) -> *mut Record {
-        let h = self.header();
-        let off = crate::data_offset(h.nrings as usize) + i * h.capacity as usize * RECORD_SIZE;
+        let off = self.header().layout().ring_offset(i as u32);
         // SAFETY: within the mapping (checked in from_raw).
         unsafe { self.base.add(off) as *mut Record }
     }
 
-    /// Claims a free ring for thread `tid` of process `pid`; `None` when all are taken.
+    /// Records in ring `i`.
+    #[inline]
+    pub fn capacity(&self, i: usize) -> u64 {
+        self.header().layout().capacity_of(i as u32) as u64
+    }
+
+    /// Claims a free ring for thread `tid` of process `pid`, the lowest-numbered one (so
+    /// that the rings in use stay below the high-water mark the recorder scans); `None`
+    /// when all are taken.
     pub fn claim(&self, pid: u32, tid: u32) -> Option<Producer> {
         let n = self.header().nrings as usize;
         for i in 0..n {
@@ -119,19 +136,21 @@ impl Shm {
                 c.pid.store(pid, Ordering::Relaxed);
                 c.tid.store(tid, Ordering::Relaxed);
                 c.pending.store(IDLE, Ordering::Relaxed);
+                // Before the ring can hold an event: a consumer that has not seen the new
+                // mark yet read its clock before this, so before any of its timestamps.
+                self.header().hwm.fetch_max(i as u32 + 1, Ordering::SeqCst);
                 c.state.store(state::OWNED, Ordering::Release);
-                return Some(Producer {
-                    shm: *self,
-                    index: i as u32,
-                });
+                // SAFETY: claimed just above by the caller's thread.
+                return Some(unsafe { Producer::from_index(*self, i as u32) });
             }
         }
         None
     }
 
-    /// As [`Shm::claim`], but when every ring is taken waits (up to `timeout_ns`) for the
-    /// recorder to free one: rings of ended threads are freed once drained. Waiting keeps
-    /// the no-loss promise when a program has more live threads than rings for a moment.
+    /// As [`Shm::claim`], but when every ring is taken waits (up to `timeout_ns`;
+    /// `u64::MAX`: while the recorder lives) for the recorder to free one: rings of ended
+    /// threads are freed once drained. Waiting keeps the no-loss promise when a program
+    /// has more live threads than rings. `None`: the time ran out, or the recorder is gone.
     pub fn claim_wait(&self, pid: u32, tid: u32, timeout_ns: u64) -> Option<Producer> {
         let deadline = sys::monotonic_ns_syscall().saturating_add(timeout_ns);
         loop {
@@ -171,19 +190,42 @@ impl Shm {
         true
     }
 
+    /// As [`Shm::recorder_gone`], told by the liveness pipe only (or the `closed` flag): no
+    /// pid fallback, which may name another process in another pid namespace. For checks
+    /// made while nothing waits (stopping tracing on a wrong guess would lose events).
+    pub fn recorder_hung_up(&self) -> bool {
+        let h = self.header();
+        if h.closed.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        if sys::hung_up(RECORDER_FD.load(Ordering::Relaxed)) != Some(true) {
+            return false;
+        }
+        h.closed.store(1, Ordering::SeqCst);
+        true
+    }
+
     /// Hands out a mapping id unique across all traced processes.
     pub fn next_map_id(&self) -> u64 {
         self.header().next_map_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
-/// The producer handle of one claimed ring (a plain pair of values: cheap to keep in a
+/// The producer handle of one claimed ring (a few plain values: cheap to keep in a
 /// fixed per-thread slot and to use from generated code).
 #[derive(Clone, Copy, Debug)]
 pub struct Producer {
     shm: Shm,
     index: u32,
+    /// The ring's size in records, and its first record (what each push needs, computed
+    /// once from the layout).
+    cap: u32,
+    data: *mut Record,
 }
+
+// SAFETY: `data` points into the shared mapping (see `Shm`); only the owning thread writes
+// through it (SPSC).
+unsafe impl Send for Producer {}
 
 impl Producer {
     /// Rebuilds a handle for ring `index` (e.g. from a per-thread slot).
@@ -191,7 +233,12 @@ impl Producer {
     /// # Safety
     /// The ring must have been claimed by this thread and `shm` must be valid.
     pub unsafe fn from_index(shm: Shm, index: u32) -> Producer {
-        Producer { shm, index }
+        Producer {
+            shm,
+            index,
+            cap: shm.capacity(index as usize) as u32,
+            data: shm.data(index as usize),
+        }
     }
 
     /// The ring index.
@@ -217,7 +264,8 @@ impl Producer {
     }
 
     /// Publishes one event (1..=capacity records) and ends the busy state; waits while the
-    /// ring is full. On error nothing was published (the recorder is gone, or the event is
+    /// ring has less free room than the event needs (an event is published whole or not
+    /// at all). On error nothing was published (the recorder is gone, or the event is
     /// larger than the ring): the caller counts it as lost.
     #[inline]
     pub fn push(&self, recs: &[Record]) -> Result<(), WaitError> {
@@ -228,7 +276,7 @@ impl Producer {
 
     fn write(&self, recs: &[Record]) -> Result<(), WaitError> {
         let h = self.shm.header();
-        let cap = h.capacity as u64;
+        let cap = self.cap as u64;
         let c = self.ctl();
         let head = c.head.load(Ordering::Relaxed);
         let need = recs.len() as u64;
@@ -265,7 +313,7 @@ impl Producer {
                 sys::futex_wait(&c.tail_seq, seq, 10_000_000);
             }
         }
-        let data = self.shm.data(self.index as usize);
+        let data = self.data;
         for (k, r) in recs.iter().enumerate() {
             let slot = (head + k as u64) & (cap - 1);
             // SAFETY: slot < capacity; the slot is free (head - tail < cap) and only this

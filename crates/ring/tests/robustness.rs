@@ -93,3 +93,24 @@ fn a_live_recorder_is_told_by_its_pipe_not_its_pid() {
     assert!(!c.shm().recorder_gone());
     assert_eq!(c.header().closed.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn the_idle_check_trusts_the_pipe_only() {
+    let _one = PIPE_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    // No pipe and a pid that names nobody (as from another pid namespace): a waiting
+    // producer takes the recorder for gone, the idle check (which would stop tracing)
+    // does not guess.
+    let c = Consumer::create(1, 4).unwrap();
+    set_recorder_pid(&c, dead_pid());
+    set_recorder_fd(-1);
+    assert!(!c.shm().recorder_hung_up());
+    assert_eq!(c.header().closed.load(Ordering::Relaxed), 0);
+    assert!(c.shm().recorder_gone());
+    // With the pipe: a hang-up is told, and closes the recording for everyone.
+    let mut c = Consumer::create(1, 4).unwrap();
+    set_recorder_fd(c.live_fd());
+    assert!(!c.shm().recorder_hung_up());
+    c.hang_up();
+    assert!(c.shm().recorder_hung_up());
+    assert_eq!(c.header().closed.load(Ordering::Relaxed), 1);
+}

@@ -45,6 +45,9 @@ pub(crate) fn begin() -> Pending {
     if let Some(p) = &p {
         p.stamp(ts);
     }
+    // Is the recorder still there? (At most every few ms; the fault path then stops
+    // tracing if it is gone.)
+    crate::stop::note_time(ts);
     Pending { p, ts }
 }
 

@@ -26,6 +26,7 @@ pub mod regions;
 pub mod rules;
 pub mod signals;
 mod step;
+mod stop;
 pub mod sys;
 pub mod threads;
 pub mod vfio;
@@ -59,7 +60,7 @@ pub fn shm() -> Option<Shm> {
         return None;
     }
     // SAFETY: set in `init` from a validated mapping that is never unmapped.
-    unsafe { Shm::from_raw(base as *mut u8, SHM_LEN.load(Ordering::Relaxed)) }
+    Some(unsafe { Shm::from_checked(base as *mut u8, SHM_LEN.load(Ordering::Relaxed)) })
 }
 
 /// This process's id (cached; refreshed after fork).
@@ -131,6 +132,9 @@ pub fn init_from_env() -> bool {
     {
         mmio_trace_ring::set_recorder_fd(live);
     }
+    if stop::gone_at_start(&shm) {
+        return false;
+    }
     init(shm, Rules::from_env());
     true
 }
@@ -192,8 +196,9 @@ fn map_shm(fd: i32) -> Option<Shm> {
     }
     // SAFETY: the page just mapped holds the header (validated by Shm::from_raw below).
     let h = unsafe { &*(p as *const mmio_trace_ring::Header) };
-    let ok = h.magic == mmio_trace_ring::MAGIC;
-    let size = mmio_trace_ring::total_size(h.nrings as usize, h.capacity as usize);
+    let layout = h.layout();
+    let ok = h.magic == mmio_trace_ring::MAGIC && layout.is_valid();
+    let size = layout.total_size();
     // SAFETY: unmapping what we mapped.
     unsafe { sys::munmap(p as usize, 4096) };
     if !ok || (st.st_size as u64) < size as u64 {
@@ -465,6 +470,12 @@ pub fn untrace_region(ptr: *mut u8) {
 /// Normal (not signal) context; allocation-free, because `malloc` itself calls `mmap`.
 pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64, pc: u64) {
     if !is_active() || len == 0 {
+        return;
+    }
+    if stop::check_now() {
+        // The recorder is gone: nothing new is traced. What this mapping replaced
+        // (MAP_FIXED) is forgotten.
+        regions::remove_range(addr, (len + PAGE - 1) & !(PAGE - 1), (0, 0), |_, _| {});
         return;
     }
     // A new mapping (MAP_FIXED) replaced whatever was traced there.
@@ -821,6 +832,12 @@ pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<isize> {
     if rc < 0 {
         return Some(rc);
     }
+    if stop::stopped() {
+        // Tracing stopped (the recorder is gone): the pages keep what the program asked
+        // for; the table remembers it for faults still in flight.
+        regions::set_prot(addr, (len + PAGE - 1) & !(PAGE - 1), prot);
+        return Some(0);
+    }
     // The kernel accepted it: `addr` is aligned; it rounded the length up.
     let len = (len + PAGE - 1) & !(PAGE - 1);
     let rules = RULES
@@ -902,6 +919,12 @@ const MREMAP_PIECES: usize = 16;
 /// piece of it is left. Grown pages are a region of their own with an alias of their own.
 pub fn after_mremap(old: u64, old_len: u64, new: u64, new_len: u64, pc: u64) {
     if !is_active() {
+        return;
+    }
+    if stop::stopped() {
+        // Tracing stopped (the recorder is gone): the pages moved with the program's
+        // protection; the old place is forgotten, the new one not traced.
+        regions::remove_range(old, (old_len + PAGE - 1) & !(PAGE - 1), (0, 0), |_, _| {});
         return;
     }
     if old_len == 0 {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
 use crate::sys::{self, KSigaction};
-use crate::{emu, guard, regions, step, threads};
+use crate::{emu, guard, regions, step, stop, threads};
 
 /// The real-time signal used to pause other threads during a single step.
 pub const PAUSE_SIGNAL: i32 = 63;
@@ -446,8 +446,19 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         unsafe { step::abort(uc) };
     } else if code == SEGV_ACCERR && crate::is_active() {
         if let Some(r) = regions::find_aliased(addr) {
+            if stop::stop_if_closed() {
+                // The recorder is gone and tracing has stopped: a page closed before that
+                // (or by a single step since) is opened and the access retried natively.
+                // SAFETY: handler context.
+                if unsafe { program_allows(&r, uc) } {
+                    stop::reopen(&r);
+                    return;
+                }
             // SAFETY: handler context.
-            if unsafe { handle(&r, addr, uc) } {
+            } else if unsafe { handle(&r, addr, uc) } {
+                // The recorder found gone while logging: open the pages now, so that the
+                // next access already runs natively.
+                stop::stop_if_closed();
                 return;
             }
         }
@@ -456,19 +467,35 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     unsafe { deliver(sig, info, uc) };
 }
 
+/// Whether the program's own protection of region `r` allows the faulting access (the
+/// page-fault error code: an instruction fetch from a page it did not make executable,
+/// or a write to a page it made read-only, is the program's fault).
+///
+/// # Safety
+/// `uc` is the handler's context.
+unsafe fn program_allows(r: &regions::Region, uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let err = unsafe { gregs(uc) }[libc::REG_ERR as usize];
+    if err & 0x10 != 0 {
+        // An instruction fetch.
+        return r.prot & libc::PROT_EXEC != 0;
+    }
+    let write = err & 2 != 0;
+    !(r.prot == libc::PROT_NONE || (write && r.prot & libc::PROT_WRITE == 0))
+}
+
 /// The tracer's fault: emulate, or single-step. `false`: the program's own fault.
 unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool {
     // SAFETY: handler context.
-    let g = unsafe { gregs(uc) };
-    let err = g[libc::REG_ERR as usize];
-    let write = err & 2 != 0;
-    let rip = g[libc::REG_RIP as usize] as u64;
-    if err & 0x10 != 0 {
-        // An instruction fetch from a traced page.
-        return crate::exec_fault(r, addr, rip);
-    }
-    if r.prot == libc::PROT_NONE || (write && r.prot & libc::PROT_WRITE == 0) {
+    if !unsafe { program_allows(r, uc) } {
         return false;
+    }
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let rip = g[libc::REG_RIP as usize] as u64;
+    if g[libc::REG_ERR as usize] & 0x10 != 0 {
+        // An instruction fetch from a traced page the program may execute.
+        return crate::exec_fault(r, addr, rip);
     }
     let (code, n) = code_at(rip);
     // SAFETY: handler context.

@@ -456,6 +456,8 @@ pub(crate) unsafe fn extend(addr: u64) -> bool {
 fn close_and_release(st: &mut StepState, uc: *mut libc::c_void) {
     // SAFETY: re-closing pages the step opened.
     unsafe { sys::mprotect(st.page as usize, st.pages_len as usize, libc::PROT_NONE) };
+    // Tracing stopped meanwhile (the recorder is gone): they stay open.
+    crate::stop::after_close(st.page, st.pages_len);
     // SAFETY: handler context.
     let g = unsafe { gregs(uc) };
     g[libc::REG_EFL as usize] &= !TF;

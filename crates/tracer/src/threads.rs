@@ -15,8 +15,14 @@ use mmio_trace_ring::Producer;
 use crate::sys;
 
 /// Slots in the table (threads traced at once).
-pub const MAX_THREADS: usize = 4096;
-const NO_RING: u32 = u32::MAX;
+/// (Far more than rings by default: a thread without a slot has no ring, and its events
+/// are counted lost.) The table is all zeros until used, so it costs no file space and no
+/// memory beyond the pages threads touch.
+pub const MAX_THREADS: usize = 16384;
+/// `ring` of a slot without one (the field holds the ring's index + 1, so that an unused
+/// slot is all zeros).
+const NO_RING: u32 = 0;
+const _: () = assert!(MAX_THREADS.is_power_of_two());
 /// `key` of a never-used slot (ends a probe).
 const EMPTY_KEY: u64 = 0;
 /// `key` of a freed slot (probes go on past it; inserts reuse it). No thread pointer is 1.
@@ -97,7 +103,8 @@ static SLOTS: [ThreadSlot; MAX_THREADS] = [EMPTY; MAX_THREADS];
 
 #[inline]
 fn hash(key: u64) -> usize {
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize & (MAX_THREADS - 1)
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MAX_THREADS.trailing_zeros())) as usize
+        & (MAX_THREADS - 1)
 }
 
 /// The calling thread's slot without creating it.
@@ -169,11 +176,19 @@ impl ThreadSlot {
         let r = self.ring.load(Ordering::Relaxed);
         if r != NO_RING {
             // SAFETY: the ring was claimed by this thread (slot owner).
-            return Some(unsafe { Producer::from_index(shm, r) });
+            return Some(unsafe { Producer::from_index(shm, r - 1) });
         }
-        // Waits for a ring if all are taken (never drops silently); gives up after 2 s.
-        let p = shm.claim_wait(crate::pid(), self.tid(), 2_000_000_000)?;
-        self.ring.store(p.index(), Ordering::Relaxed);
+        let p = match shm.claim(crate::pid(), self.tid()) {
+            Some(p) => p,
+            None => {
+                // Every ring is held by a live thread: wait for one to be freed, as long as
+                // the recorder lives (an event is never dropped for want of a ring). The
+                // recorder says so on stderr and in the log: the program is slowed.
+                shm.header().ring_waits.fetch_add(1, Ordering::Relaxed);
+                shm.claim_wait(crate::pid(), self.tid(), u64::MAX)?
+            }
+        };
+        self.ring.store(p.index() + 1, Ordering::Relaxed);
         Some(p)
     }
 
@@ -182,7 +197,7 @@ impl ThreadSlot {
         if r != NO_RING {
             if let Some(shm) = crate::shm() {
                 // SAFETY: claimed by this slot's thread, which no longer uses it.
-                unsafe { Producer::from_index(shm, r) }.retire();
+                unsafe { Producer::from_index(shm, r - 1) }.retire();
             }
         }
     }
@@ -296,6 +311,14 @@ pub fn after_fork_child() {
     // The forking thread's alternate stack was copied into the child: still ours to free.
     let mine = lookup(sys::thread_pointer()).map_or(0, |s| s.altstack.load(Ordering::Relaxed));
     for s in SLOTS.iter() {
+        // Slots never used are left unwritten: their pages (most of the table) stay the
+        // shared zero page instead of costing each child its own copy.
+        if s.key.load(Ordering::Relaxed) == EMPTY_KEY
+            && s.ring.load(Ordering::Relaxed) == NO_RING
+            && s.altstack.load(Ordering::Relaxed) == 0
+        {
+            continue;
+        }
         s.key.store(EMPTY_KEY, Ordering::Relaxed);
         s.ring.store(NO_RING, Ordering::Relaxed);
         s.altstack.store(0, Ordering::Relaxed);
