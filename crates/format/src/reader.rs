@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Read};
 
 use crate::binary::{BinaryReader, BLANK};
 use crate::error::{Error, ParseError};
-use crate::event::{Access, Event, Mark};
+use crate::event::{Access, Event, KernelAccess, Mark};
 use crate::text::{fast_access, parse_line};
 
 /// Lines longer than this are refused rather than buffered without bound.
@@ -225,20 +225,20 @@ impl<R: Read> TextReader<R> {
         }
         loop {
             let Some((s, e)) = self.lines.next_line()? else {
-                return Ok(self.pending_mark.take().map(Event::Mark));
+                return Ok(self.pending_mark.take().map(mark_event));
             };
             let line = &self.lines.buf[s..e];
             match parse_line(line, self.lines.line_no) {
                 Ok(Event::Mark(m)) => {
                     if let Some(prev) = self.pending_mark.replace(m) {
-                        return Ok(Some(Event::Mark(prev)));
+                        return Ok(Some(mark_event(prev)));
                     }
                 }
                 Ok(ev) => {
                     return Ok(Some(match self.pending_mark.take() {
                         Some(prev) => {
                             self.ready = Some(ev);
-                            Event::Mark(prev)
+                            mark_event(prev)
                         }
                         None => ev,
                     }));
@@ -456,5 +456,14 @@ impl<R: Read> Iterator for TextReader<R> {
     type Item = Result<Event, Error>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event().transpose()
+    }
+}
+
+/// A finished marker (continuation lines included): a kernel access when its text is one
+/// (see [`KernelAccess::parse`]), else a plain `MARK`.
+fn mark_event(m: Mark) -> Event {
+    match KernelAccess::parse(m.ts_ns, &m.text) {
+        Some(k) => Event::Kernel(k),
+        None => Event::Mark(m),
     }
 }
