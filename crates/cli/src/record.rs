@@ -101,6 +101,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
              set-uid, or it cleared LD_PRELOAD); nothing was traced"
         );
     }
+    for (pid, path) in &out.untraced {
+        eprintln!(
+            "mmio-trace: warning: process {pid} exec'd {path}, which never loaded the tracer \
+             (statically linked, set-uid, or not a program for this machine): its accesses \
+             are not in the log"
+        );
+    }
     if out.lost > 0 {
         eprintln!("mmio-trace: warning: {} events lost", out.lost);
     }

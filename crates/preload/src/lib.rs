@@ -48,7 +48,7 @@ macro_rules! reals {
             use std::sync::atomic::AtomicUsize;
             $(pub static $name: AtomicUsize = AtomicUsize::new(0);)*
         }
-        fn resolve_all() {
+        pub(crate) fn resolve_all() {
             $(resolve(&real::$name, concat!(stringify!($name), "\0"));)*
         }
     };
@@ -123,6 +123,8 @@ static INIT: extern "C" fn() = init;
 
 extern "C" fn init() {
     resolve_all();
+    exec::resolve_all();
+    sysbuf::resolve_all();
     ENV.get_or_init(saved_env);
     if tracer::init_from_env() {
         // Opened again from the recorder's paths (the inherited ones were closed on the
@@ -140,6 +142,7 @@ extern "C" fn init() {
         }
         create_end_key();
         INITIALISED.store(true, Ordering::Release);
+        exec::attach();
         // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;
         // the atfork handlers run for every fork made with libc's fork.
         // SAFETY: plain function pointers that stay valid (this library is never unloaded).
@@ -855,6 +858,8 @@ fn saved_env() -> Vec<std::ffi::CString> {
             s.extend_from_slice(v.as_encoded_bytes());
             std::ffi::CString::new(s).ok()
         })
+        .filter(|v| !v.as_bytes().starts_with(tracer::kaccess::ENV_EXECED.as_bytes()))
+        .chain(exec::execed_var())
         .collect()
 }
 
@@ -909,8 +914,15 @@ fn env_key(e: &[u8]) -> &[u8] {
 /// `envp` must be null or a NULL-terminated array of C strings.
 unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *const c_char {
     let ours = match ENV.get() {
-        Some(v) if INITIALISED.load(Ordering::Acquire) && !envp.is_null() => v,
+        Some(v) if INITIALISED.load(Ordering::Acquire) => v,
         _ => return envp,
+    };
+    // The kernel runs a NULL environment as an empty one: so do we, plus our variables.
+    static EMPTY: [usize; 1] = [0];
+    let envp = if envp.is_null() {
+        EMPTY.as_ptr() as *const *const c_char
+    } else {
+        envp
     };
     const PRELOAD: &[u8] = b"LD_PRELOAD=";
     // Our library: the first element of the LD_PRELOAD the recorder gave us.
@@ -1009,6 +1021,8 @@ unsafe fn exec_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
+    // SAFETY: the caller's path, a C string (or null: the call fails).
+    let _note = unsafe { exec::ExecNote::new(path) };
     // SAFETY: the caller's environment; then libc's function with the patched one, whose
     // strings outlive the call.
     unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
@@ -1051,6 +1065,8 @@ pub unsafe extern "C" fn execveat(
         return -1;
     };
     let mut env = EnvPatch::new();
+    // SAFETY: the caller's path, a C string (or null: the call fails).
+    let _note = unsafe { exec::ExecNote::new(path) };
     // SAFETY: as in `execve`.
     unsafe {
         std::mem::transmute::<usize, F>(p)(dirfd, path, argv, patch_env(envp, &mut env), flags)
@@ -1067,6 +1083,7 @@ pub unsafe extern "C" fn fexecve(
     type F = unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
     let p = real(&real::fexecve, "fexecve\0");
     let mut env = EnvPatch::new();
+    let _note = exec::ExecNote::fd(fd);
     // SAFETY: as in `execve`.
     unsafe { std::mem::transmute::<usize, F>(p)(fd, argv, patch_env(envp, &mut env)) }
 }
@@ -1099,8 +1116,9 @@ unsafe fn spawn_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
+    let since = tracer::kaccess::now();
     // SAFETY: as in `execve`.
-    unsafe {
+    let r = unsafe {
         std::mem::transmute::<usize, PosixSpawnFn>(p)(
             pid,
             path,
@@ -1109,7 +1127,10 @@ unsafe fn spawn_patched(
             argv,
             patch_env(envp, &mut env),
         )
-    }
+    };
+    // SAFETY: the caller's pid pointer (may be null) and path.
+    unsafe { exec::spawned(r, pid, since, path) };
+    r
 }
 
 with_real! {
@@ -1328,15 +1349,15 @@ pub unsafe extern "C" fn pthread_create(
     r
 }
 
-type IoctlFn = unsafe extern "C" fn(c_int, libc::c_ulong, *mut c_void) -> c_int;
 
 /// Interposed `ioctl` (variadic in C; on x86-64 the third argument arrives in a fixed
 /// integer parameter whatever its type).
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_void) -> c_int {
     let p = real(&real::ioctl, "ioctl\0");
-    // SAFETY: libc's ioctl with the caller's arguments.
-    let r = unsafe { std::mem::transmute::<usize, IoctlFn>(p)(fd, request, arg) };
+    // SAFETY: libc's ioctl with the caller's arguments (an argument in device memory
+    // handed over through its alias).
+    let r = unsafe { sysbuf::ioctl(p, fd, request, arg) };
     if r >= 0
         && request == tracer::vfio::VFIO_GROUP_GET_DEVICE_FD
         && !arg.is_null()
@@ -1375,3 +1396,6 @@ pub unsafe extern "C" fn mmio_trace_mark(text: *const c_char) {
     let t = unsafe { CStr::from_ptr(text) };
     tracer::mark(t.to_bytes());
 }
+
+mod exec;
+mod sysbuf;

@@ -3,8 +3,10 @@
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 
-use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
-use mmio_trace_ring::{Drained, Kind, Record};
+use mmio_trace_format::{
+    Access, Direction, Event, KernelAccess, Map, Mark, Unknown, Unmap, MAX_WIDTH,
+};
+use mmio_trace_ring::{Drained, Kind, Record, KERNEL_CALLS};
 
 /// One event as drained, not yet resolved against the mapping table.
 #[derive(Clone, Debug)]
@@ -51,6 +53,10 @@ pub(crate) struct Merger {
     done_until: u64,
     /// Events turned out so far.
     pub emitted: u64,
+    /// Exec notes: (pid, time, path; `None`: the exec failed).
+    execs: Vec<(u32, u64, Option<Vec<u8>>)>,
+    /// Attach notes: (pid, time).
+    attaches: Vec<(u32, u64)>,
 }
 
 impl Merger {
@@ -65,6 +71,8 @@ impl Merger {
             start_ns,
             done_until: 0,
             emitted: 0,
+            execs: Vec::new(),
+            attaches: Vec::new(),
         }
     }
 
@@ -150,6 +158,25 @@ impl Merger {
                 out(ev);
             }
         }
+    }
+
+    /// The images a traced process exec'd that never attached: (pid, path). An exec is
+    /// settled by the first note of its pid after it: an attach, a failure, or another
+    /// exec (which only the old image could have made).
+    pub fn untraced_images(&self) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (pid, ts, path) in &self.execs {
+            let Some(path) = path else { continue };
+            let settled = self.attaches.iter().any(|&(p, t)| p == *pid && t >= *ts)
+                || self
+                    .execs
+                    .iter()
+                    .any(|(p, t, _)| p == pid && t > ts);
+            if !settled {
+                out.push((*pid, path.clone()));
+            }
+        }
+        out
     }
 
     fn rel(&self, ts: u64) -> u64 {
@@ -257,6 +284,43 @@ impl Merger {
                     pc: r.pc(),
                     pid: e.tid,
                 })
+            }
+            Kind::Kernel => {
+                let (map_id, phys) = self.map_of(r, e.pid);
+                let call = KERNEL_CALLS
+                    .get(r.width() as usize)
+                    .copied()
+                    .unwrap_or("syscall");
+                Event::Kernel(KernelAccess {
+                    ts_ns,
+                    dir: if r.value() >> 63 != 0 {
+                        Direction::Write
+                    } else {
+                        Direction::Read
+                    },
+                    len: (r.value() & ((1 << 48) - 1)).max(1),
+                    map_id,
+                    phys,
+                    call: call.as_bytes().to_vec(),
+                    pid: e.tid,
+                })
+            }
+            Kind::Exec => {
+                let pid = r.0[1] as u32;
+                let path = (r.width() == 0).then(|| {
+                    let mut text = Vec::new();
+                    for d in &e.extra {
+                        text.extend_from_slice(&d.bytes());
+                    }
+                    text.truncate(r.0[2] as usize);
+                    text
+                });
+                self.execs.push((pid, e.ts, path));
+                return None;
+            }
+            Kind::Attach => {
+                self.attaches.push((r.0[1] as u32, e.ts));
+                return None;
             }
             Kind::Data => return None,
         })

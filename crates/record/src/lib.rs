@@ -106,7 +106,7 @@ impl Exit {
 }
 
 /// What a recording produced.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     /// How the program ended.
     pub exit: Exit,
@@ -120,6 +120,9 @@ pub struct Outcome {
     pub lost: u64,
     /// Processes that attached to the recording.
     pub processes: u64,
+    /// Images a traced process exec'd that never loaded the tracer (statically linked,
+    /// set-uid, ...): (pid, path as given to exec). Their accesses are not in the log.
+    pub untraced: Vec<(u32, String)>,
 }
 
 /// Why recording failed.
@@ -380,6 +383,11 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         unpaused_steps: h.unpaused_steps.load(Ordering::Relaxed),
         lost,
         processes: h.attached.load(Ordering::Relaxed),
+        untraced: merger
+            .untraced_images()
+            .into_iter()
+            .map(|(pid, p)| (pid, String::from_utf8_lossy(&p).into_owned()))
+            .collect(),
     })
 }
 

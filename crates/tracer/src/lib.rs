@@ -21,6 +21,7 @@
 
 mod emit;
 mod emu;
+pub mod kaccess;
 pub mod regions;
 pub mod rules;
 pub mod signals;
