@@ -188,7 +188,9 @@ pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
     if !INITIALISED.load(Ordering::Acquire) {
         let p = real_of(&real::system, "system\0");
         // SAFETY: libc's system.
-        return unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*const c_char) -> c_int>(p)(cmd) };
+        return unsafe {
+            std::mem::transmute::<usize, unsafe extern "C" fn(*const c_char) -> c_int>(p)(cmd)
+        };
     }
     if cmd.is_null() {
         // Whether a shell is there: run `exit 0`.
@@ -236,7 +238,13 @@ unsafe fn run_shell(cmd: *const c_char) -> c_int {
             &mut attr,
             (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as _,
         );
-        let argv = [c"sh".as_ptr(), c"-c".as_ptr(), c"--".as_ptr(), cmd, std::ptr::null()];
+        let argv = [
+            c"sh".as_ptr(),
+            c"-c".as_ptr(),
+            c"--".as_ptr(),
+            cmd,
+            std::ptr::null(),
+        ];
         let mut pid: libc::pid_t = 0;
         let r = super::posix_spawn(
             &mut pid,
@@ -311,7 +319,11 @@ pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut 
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return std::ptr::null_mut();
     }
-    let (parent, mut child) = if read { (fds[0], fds[1]) } else { (fds[1], fds[0]) };
+    let (parent, mut child) = if read {
+        (fds[0], fds[1])
+    } else {
+        (fds[1], fds[0])
+    };
     let target = if read { 1 } else { 0 };
     // SAFETY: libc calls on local structures and our own descriptors.
     unsafe {
@@ -333,7 +345,13 @@ pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut 
             }
         }
         drop(list);
-        let argv = [c"sh".as_ptr(), c"-c".as_ptr(), c"--".as_ptr(), cmd, std::ptr::null()];
+        let argv = [
+            c"sh".as_ptr(),
+            c"-c".as_ptr(),
+            c"--".as_ptr(),
+            cmd,
+            std::ptr::null(),
+        ];
         let mut pid: libc::pid_t = 0;
         let r = super::posix_spawn(
             &mut pid,

@@ -858,7 +858,10 @@ fn saved_env() -> Vec<std::ffi::CString> {
             s.extend_from_slice(v.as_encoded_bytes());
             std::ffi::CString::new(s).ok()
         })
-        .filter(|v| !v.as_bytes().starts_with(tracer::kaccess::ENV_EXECED.as_bytes()))
+        .filter(|v| {
+            !v.as_bytes()
+                .starts_with(tracer::kaccess::ENV_EXECED.as_bytes())
+        })
         .chain(exec::execed_var())
         .collect()
 }
@@ -1348,7 +1351,6 @@ pub unsafe extern "C" fn pthread_create(
     }
     r
 }
-
 
 /// Interposed `ioctl` (variadic in C; on x86-64 the third argument arrives in a fixed
 /// integer parameter whatever its type).

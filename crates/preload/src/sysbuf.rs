@@ -31,10 +31,45 @@ use mmio_trace_tracer::{regions, sys};
 use super::{real as real_of, resolve, set_errno};
 
 reals!(
-    read, write, pread, pread64, pwrite, pwrite64, readv, writev, preadv, preadv64, pwritev,
-    pwritev64, preadv2, pwritev2, send, sendto, sendmsg, sendmmsg, recv, recvfrom, recvmsg,
-    recvmmsg, getrandom, stat, fstat, lstat, fstatat, stat64, fstat64, lstat64, fstatat64,
-    statx, pipe, pipe2, socketpair, __read_chk, __pread_chk, __pread64_chk, __recv_chk,
+    read,
+    write,
+    pread,
+    pread64,
+    pwrite,
+    pwrite64,
+    readv,
+    writev,
+    preadv,
+    preadv64,
+    pwritev,
+    pwritev64,
+    preadv2,
+    pwritev2,
+    send,
+    sendto,
+    sendmsg,
+    sendmmsg,
+    recv,
+    recvfrom,
+    recvmsg,
+    recvmmsg,
+    getrandom,
+    stat,
+    fstat,
+    lstat,
+    fstatat,
+    stat64,
+    fstat64,
+    lstat64,
+    fstatat64,
+    statx,
+    pipe,
+    pipe2,
+    socketpair,
+    __read_chk,
+    __pread_chk,
+    __pread64_chk,
+    __recv_chk,
     __recvfrom_chk
 );
 
@@ -345,7 +380,11 @@ unsafe fn out_struct(
                     // SAFETY: `p.reach` is where the program's bytes live (the alias for
                     // traced ones); the bounce holds `size` bytes.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(b.add(off), p.reach as *mut u8, p.len as usize)
+                        std::ptr::copy_nonoverlapping(
+                            b.add(off),
+                            p.reach as *mut u8,
+                            p.len as usize,
+                        )
                     };
                     off += p.len as usize;
                 }
@@ -602,7 +641,12 @@ unsafe fn mmsg_call(
 
 /// Interposed `sendmmsg`.
 #[no_mangle]
-pub unsafe extern "C" fn sendmmsg(fd: c_int, msgs: *mut libc::mmsghdr, vlen: c_uint, flags: c_int) -> c_int {
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut libc::mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+) -> c_int {
     type F = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int) -> c_int;
     let f = libc_fn!(sendmmsg as F);
     // SAFETY: libc's function, the buffers translated.
@@ -618,10 +662,20 @@ pub unsafe extern "C" fn recvmmsg(
     flags: c_int,
     timeout: *mut libc::timespec,
 ) -> c_int {
-    type F = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int, *mut libc::timespec) -> c_int;
+    type F = unsafe extern "C" fn(
+        c_int,
+        *mut libc::mmsghdr,
+        c_uint,
+        c_int,
+        *mut libc::timespec,
+    ) -> c_int;
     let f = libc_fn!(recvmmsg as F);
     // SAFETY: as in `sendmmsg`.
-    unsafe { mmsg_call("recvmmsg", msgs, vlen, true, |m, n| f(fd, m, n, flags, timeout)) }
+    unsafe {
+        mmsg_call("recvmmsg", msgs, vlen, true, |m, n| {
+            f(fd, m, n, flags, timeout)
+        })
+    }
 }
 
 /// Interposed `getrandom`: no vector form, so once per piece (random bytes are random
@@ -726,12 +780,21 @@ pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
         return unsafe { f(fds, flags) };
     }
     // SAFETY: as above, the output translated.
-    unsafe { out_struct("pipe2", fds as *mut c_void, 8, |p| f(p as *mut c_int, flags)) }
+    unsafe {
+        out_struct("pipe2", fds as *mut c_void, 8, |p| {
+            f(p as *mut c_int, flags)
+        })
+    }
 }
 
 /// Interposed `fstatat`.
 #[no_mangle]
-pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
+pub unsafe extern "C" fn fstatat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
     type F = unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int;
     let f = libc_fn!(fstatat as F);
     if !touches(buf as *const c_void, STAT_SIZE) {
@@ -739,12 +802,21 @@ pub unsafe extern "C" fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut li
         return unsafe { f(dirfd, path, buf, flags) };
     }
     // SAFETY: as above, the output translated.
-    unsafe { out_struct("fstatat", buf as *mut c_void, STAT_SIZE, |p| f(dirfd, path, p as *mut libc::stat, flags)) }
+    unsafe {
+        out_struct("fstatat", buf as *mut c_void, STAT_SIZE, |p| {
+            f(dirfd, path, p as *mut libc::stat, flags)
+        })
+    }
 }
 
 /// Interposed `fstatat64`.
 #[no_mangle]
-pub unsafe extern "C" fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int {
+pub unsafe extern "C" fn fstatat64(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
     type F = unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int;
     let f = libc_fn!(fstatat64 as F);
     if !touches(buf as *const c_void, STAT_SIZE) {
@@ -752,7 +824,11 @@ pub unsafe extern "C" fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut 
         return unsafe { f(dirfd, path, buf, flags) };
     }
     // SAFETY: as above, the output translated.
-    unsafe { out_struct("fstatat", buf as *mut c_void, STAT_SIZE, |p| f(dirfd, path, p as *mut libc::stat, flags)) }
+    unsafe {
+        out_struct("fstatat", buf as *mut c_void, STAT_SIZE, |p| {
+            f(dirfd, path, p as *mut libc::stat, flags)
+        })
+    }
 }
 
 /// Interposed `statx`.
@@ -834,7 +910,9 @@ unsafe fn ioctl_slow(
         for p in &pieces[..n] {
             // SAFETY: the program's bytes (through the alias when traced): each device
             // byte is read once, on the kernel's behalf.
-            unsafe { std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize)
+            };
             off += p.len as usize;
         }
         // SAFETY: the caller's request with a bounce of the size it names.
@@ -843,7 +921,9 @@ unsafe fn ioctl_slow(
             let mut off = 0;
             for p in &pieces[..n] {
                 // SAFETY: back to the program's bytes, once.
-                unsafe { std::ptr::copy_nonoverlapping(b.add(off), p.reach as *mut u8, p.len as usize) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(b.add(off), p.reach as *mut u8, p.len as usize)
+                };
                 off += p.len as usize;
             }
         }
@@ -916,28 +996,98 @@ pub unsafe extern "C" fn syscall(
             SYS_READV => readv(a1 as c_int, a2 as *const iovec, a3 as c_int) as c_long,
             SYS_WRITEV => writev(a1 as c_int, a2 as *const iovec, a3 as c_int) as c_long,
             // The kernel's (pos_l, pos_h) pair is one 64-bit offset on x86-64.
-            SYS_PREADV => preadv(a1 as c_int, a2 as *const iovec, a3 as c_int, a4 as libc::off_t) as c_long,
-            SYS_PWRITEV => pwritev(a1 as c_int, a2 as *const iovec, a3 as c_int, a4 as libc::off_t) as c_long,
-            SYS_PREADV2 => preadv2(a1 as c_int, a2 as *const iovec, a3 as c_int, a4 as libc::off_t, a6 as c_int) as c_long,
-            SYS_PWRITEV2 => pwritev2(a1 as c_int, a2 as *const iovec, a3 as c_int, a4 as libc::off_t, a6 as c_int) as c_long,
-            SYS_SENDTO => sendto(a1 as c_int, p(a2), a3, a4 as c_int, a5 as *const libc::sockaddr, a6 as libc::socklen_t) as c_long,
-            SYS_RECVFROM => recvfrom(a1 as c_int, p(a2), a3, a4 as c_int, a5 as *mut libc::sockaddr, a6 as *mut libc::socklen_t) as c_long,
+            SYS_PREADV => preadv(
+                a1 as c_int,
+                a2 as *const iovec,
+                a3 as c_int,
+                a4 as libc::off_t,
+            ) as c_long,
+            SYS_PWRITEV => pwritev(
+                a1 as c_int,
+                a2 as *const iovec,
+                a3 as c_int,
+                a4 as libc::off_t,
+            ) as c_long,
+            SYS_PREADV2 => preadv2(
+                a1 as c_int,
+                a2 as *const iovec,
+                a3 as c_int,
+                a4 as libc::off_t,
+                a6 as c_int,
+            ) as c_long,
+            SYS_PWRITEV2 => pwritev2(
+                a1 as c_int,
+                a2 as *const iovec,
+                a3 as c_int,
+                a4 as libc::off_t,
+                a6 as c_int,
+            ) as c_long,
+            SYS_SENDTO => sendto(
+                a1 as c_int,
+                p(a2),
+                a3,
+                a4 as c_int,
+                a5 as *const libc::sockaddr,
+                a6 as libc::socklen_t,
+            ) as c_long,
+            SYS_RECVFROM => recvfrom(
+                a1 as c_int,
+                p(a2),
+                a3,
+                a4 as c_int,
+                a5 as *mut libc::sockaddr,
+                a6 as *mut libc::socklen_t,
+            ) as c_long,
             SYS_SENDMSG => sendmsg(a1 as c_int, a2 as *const msghdr, a3 as c_int) as c_long,
             SYS_RECVMSG => recvmsg(a1 as c_int, a2 as *mut msghdr, a3 as c_int) as c_long,
-            SYS_SENDMMSG => sendmmsg(a1 as c_int, a2 as *mut libc::mmsghdr, a3 as c_uint, a4 as c_int) as c_long,
-            SYS_RECVMMSG => recvmmsg(a1 as c_int, a2 as *mut libc::mmsghdr, a3 as c_uint, a4 as c_int, a5 as *mut libc::timespec) as c_long,
+            SYS_SENDMMSG => sendmmsg(
+                a1 as c_int,
+                a2 as *mut libc::mmsghdr,
+                a3 as c_uint,
+                a4 as c_int,
+            ) as c_long,
+            SYS_RECVMMSG => recvmmsg(
+                a1 as c_int,
+                a2 as *mut libc::mmsghdr,
+                a3 as c_uint,
+                a4 as c_int,
+                a5 as *mut libc::timespec,
+            ) as c_long,
             SYS_STAT => stat(a1 as *const c_char, a2 as *mut libc::stat) as c_long,
             SYS_FSTAT => fstat(a1 as c_int, a2 as *mut libc::stat) as c_long,
             SYS_LSTAT => lstat(a1 as *const c_char, a2 as *mut libc::stat) as c_long,
-            SYS_NEWFSTATAT => fstatat(a1 as c_int, a2 as *const c_char, a3 as *mut libc::stat, a4 as c_int) as c_long,
-            SYS_STATX => statx(a1 as c_int, a2 as *const c_char, a3 as c_int, a4 as c_uint, p(a5)) as c_long,
+            SYS_NEWFSTATAT => fstatat(
+                a1 as c_int,
+                a2 as *const c_char,
+                a3 as *mut libc::stat,
+                a4 as c_int,
+            ) as c_long,
+            SYS_STATX => statx(
+                a1 as c_int,
+                a2 as *const c_char,
+                a3 as c_int,
+                a4 as c_uint,
+                p(a5),
+            ) as c_long,
             SYS_PIPE => pipe(a1 as *mut c_int) as c_long,
             SYS_PIPE2 => pipe2(a1 as *mut c_int, a2 as c_int) as c_long,
-            SYS_SOCKETPAIR => socketpair(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut c_int) as c_long,
+            SYS_SOCKETPAIR => {
+                socketpair(a1 as c_int, a2 as c_int, a3 as c_int, a4 as *mut c_int) as c_long
+            }
             SYS_GETRANDOM => getrandom(p(a1), a2, a3 as c_uint) as c_long,
             SYS_IOCTL => super::ioctl(a1 as c_int, a2 as libc::c_ulong, p(a3)) as c_long,
-            SYS_EXECVE => super::execve(a1 as *const c_char, a2 as *const *const c_char, a3 as *const *const c_char) as c_long,
-            SYS_EXECVEAT => super::execveat(a1 as c_int, a2 as *const c_char, a3 as *const *const c_char, a4 as *const *const c_char, a5 as c_int) as c_long,
+            SYS_EXECVE => super::execve(
+                a1 as *const c_char,
+                a2 as *const *const c_char,
+                a3 as *const *const c_char,
+            ) as c_long,
+            SYS_EXECVEAT => super::execveat(
+                a1 as c_int,
+                a2 as *const c_char,
+                a3 as *const *const c_char,
+                a4 as *const *const c_char,
+                a5 as c_int,
+            ) as c_long,
             SYS_FUTEX => futex(a1, a2, a3, a4, a5, a6),
             _ => raw(n, [a1, a2, a3, a4, a5, a6]),
         }
@@ -972,7 +1122,11 @@ fn futex(uaddr: usize, op: usize, val: usize, t: usize, uaddr2: usize, val3: usi
     let cmd = op & FUTEX_CMD_MASK;
     let second = matches!(
         cmd,
-        FUTEX_REQUEUE | FUTEX_CMP_REQUEUE | FUTEX_WAKE_OP | FUTEX_WAIT_REQUEUE_PI | FUTEX_CMP_REQUEUE_PI
+        FUTEX_REQUEUE
+            | FUTEX_CMP_REQUEUE
+            | FUTEX_WAKE_OP
+            | FUTEX_WAIT_REQUEUE_PI
+            | FUTEX_CMP_REQUEUE_PI
     );
     let t1 = touches(uaddr as *const c_void, 4);
     let t2 = second && touches(uaddr2 as *const c_void, 4);
@@ -1001,7 +1155,11 @@ fn futex(uaddr: usize, op: usize, val: usize, t: usize, uaddr2: usize, val3: usi
         && compared
         && matches!(
             cmd,
-            FUTEX_WAIT | FUTEX_WAIT_BITSET | FUTEX_CMP_REQUEUE | FUTEX_WAIT_REQUEUE_PI | FUTEX_CMP_REQUEUE_PI
+            FUTEX_WAIT
+                | FUTEX_WAIT_BITSET
+                | FUTEX_CMP_REQUEUE
+                | FUTEX_WAIT_REQUEUE_PI
+                | FUTEX_CMP_REQUEUE_PI
         )
     {
         record("futex", false, uaddr as *const c_void, 4, 4);

@@ -168,10 +168,7 @@ impl Merger {
         for (pid, ts, path) in &self.execs {
             let Some(path) = path else { continue };
             let settled = self.attaches.iter().any(|&(p, t)| p == *pid && t >= *ts)
-                || self
-                    .execs
-                    .iter()
-                    .any(|(p, t, _)| p == pid && t > ts);
+                || self.execs.iter().any(|(p, t, _)| p == pid && t > ts);
             if !settled {
                 out.push((*pid, path.clone()));
             }

@@ -106,7 +106,11 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
         }
         // Continues the previous piece?
         if let Some(prev) = n.checked_sub(1).and_then(|i| out.get_mut(i)) {
-            let reach_next = if prev.reach == 0 { 0 } else { prev.reach + prev.len };
+            let reach_next = if prev.reach == 0 {
+                0
+            } else {
+                prev.reach + prev.len
+            };
             if prev.map_id == p.map_id && reach_next == p.reach && prev.prot == p.prot {
                 prev.len += p.len;
                 return true;
@@ -211,7 +215,14 @@ pub fn record(call: u8, wrote: bool, pieces: &[Piece], done: u64) {
         left -= k;
         if let Some(id) = p.map_id {
             let w2 = k & ((1 << 48) - 1) | (wrote as u64) << 63;
-            let first = Record::new(0, Record::access_word(p.addr, id), w2, 0, call, Kind::Kernel);
+            let first = Record::new(
+                0,
+                Record::access_word(p.addr, id),
+                w2,
+                0,
+                call,
+                Kind::Kernel,
+            );
             emit::publish(None, first, &[]);
         }
     }
