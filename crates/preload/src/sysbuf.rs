@@ -66,6 +66,8 @@ reals!(
     pipe,
     pipe2,
     socketpair,
+    getentropy,
+    clock_gettime,
     __read_chk,
     __pread_chk,
     __pread64_chk,
@@ -727,6 +729,64 @@ unsafe fn getrandom_slow(
     };
     if r > 0 {
         record("getrandom", true, buf, n, r as u64);
+    }
+    r
+}
+
+/// Interposed `getentropy` (glibc's calls its internal `getrandom`): our `getrandom`
+/// until the buffer is full, as glibc's does.
+#[no_mangle]
+pub unsafe extern "C" fn getentropy(buf: *mut c_void, n: size_t) -> c_int {
+    if !touches(buf, n) {
+        let f = libc_fn!(getentropy as unsafe extern "C" fn(*mut c_void, size_t) -> c_int);
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(buf, n) };
+    }
+    if n > 256 {
+        set_errno(libc::EIO);
+        return -1;
+    }
+    let mut done = 0;
+    while done < n {
+        // SAFETY: the rest of the caller's buffer, through our wrapper.
+        let r = unsafe { getrandom((buf as *mut u8).add(done) as *mut c_void, n - done, 0) };
+        if r < 0 {
+            // SAFETY: this thread's errno.
+            if unsafe { *libc::__errno_location() } == libc::EINTR {
+                continue;
+            }
+            return -1;
+        }
+        done += r as usize;
+    }
+    0
+}
+
+/// Interposed `clock_gettime`: the clocks the vDSO serves write the result in user space
+/// (into device memory that is a traced store, as any other); the others are system
+/// calls, which cannot write a traced page. Those get a local result, stored into the
+/// program's memory the way the vDSO stores it (two 8-byte stores, traced accesses).
+#[no_mangle]
+pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, ts: *mut libc::timespec) -> c_int {
+    type F = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> c_int;
+    let f = libc_fn!(clock_gettime as F);
+    if !touches(ts as *const c_void, std::mem::size_of::<libc::timespec>()) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(clock, ts) };
+    }
+    let mut local = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: libc's function with a local result.
+    let r = unsafe { f(clock, &mut local) };
+    if r == 0 {
+        // SAFETY: the caller's result pointer; each store is completed (and logged) by the
+        // tracer's fault handler where it lies in a traced page.
+        unsafe {
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*ts).tv_sec), local.tv_sec);
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*ts).tv_nsec), local.tv_nsec);
+        }
     }
     r
 }
