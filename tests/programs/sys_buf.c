@@ -23,9 +23,10 @@ static void show(const char *what, long r) {
     printf("\n");
 }
 
-static void hex(const char *what, const uint8_t *p, size_t n) {
+static void hex(const char *what, const uint8_t *p, long n) {
+    if (n < 0) n = 0;
     printf("%s:", what);
-    for (size_t i = 0; i < n; i++) printf(" %02x", p[i]);
+    for (long i = 0; i < n; i++) printf(" %02x", p[i]);
     printf("\n");
 }
 

@@ -108,6 +108,13 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
              are not in the log"
         );
     }
+    if out.unreached > 0 {
+        eprintln!(
+            "mmio-trace: warning: {} system calls were handed device memory that has no alias \
+             mapping and failed with EFAULT (see the `kernel cannot reach` markers)",
+            out.unreached
+        );
+    }
     if out.lost > 0 {
         eprintln!("mmio-trace: warning: {} events lost", out.lost);
     }

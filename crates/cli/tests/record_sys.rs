@@ -232,3 +232,36 @@ fn sys_calls_on_device_memory_return_what_they_return_natively_and_are_logged() 
         .all(|e| !matches!(e, Event::Kernel(KernelAccess { pid: p, .. }) if *p != pid)));
     assert_time_ordered(&ev);
 }
+
+#[test]
+fn sys_calls_on_device_memory_without_an_alias_fail_and_say_so() {
+    let t = Fixture::new("noalias", "sys_buf", 8192);
+    let (out, ev) = t.record_with(&["--no-alias"], &[]);
+    assert_exit(&out, 0);
+    // The kernel cannot reach pages that are closed and have no alias: EFAULT, as before,
+    // but never silently.
+    assert!(
+        stdout(&out).starts_with("write = -1 errno 14\n"),
+        "{}",
+        stdout(&out)
+    );
+    let unreached: Vec<_> = mark_texts(&ev)
+        .into_iter()
+        .filter(|m| m.starts_with("kernel cannot reach "))
+        .collect();
+    assert_eq!(
+        unreached.first().map(String::as_str),
+        Some("kernel cannot reach 64 bytes of map 1 at 0x40 (write): no alias mapping, the call fails with EFAULT")
+    );
+    assert!(unreached.len() > 20, "{unreached:#?}");
+    assert!(
+        stderr(&out).contains(&format!(
+            "mmio-trace: warning: {} system calls were handed device memory that has no alias \
+             mapping and failed with EFAULT (see the `kernel cannot reach` markers)",
+            unreached.len()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(kernel_accesses(&ev), vec![]);
+}

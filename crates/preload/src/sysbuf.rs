@@ -112,14 +112,24 @@ enum Plan {
 }
 
 /// Where `[addr, addr + len)` lies and what the kernel is to be given; `writes`: the
-/// kernel writes the buffer (else it reads it).
-fn plan(addr: *const c_void, len: usize, writes: bool, pieces: &mut [Piece; MAX_PIECES]) -> Plan {
+/// kernel writes the buffer (else it reads it). A traced piece without an alias is logged
+/// as one the kernel cannot reach by `call`.
+fn plan_for(
+    call: &str,
+    addr: *const c_void,
+    len: usize,
+    writes: bool,
+    pieces: &mut [Piece; MAX_PIECES],
+) -> Plan {
     let n = match kaccess::split(addr as u64, len as u64, pieces) {
         Split::Untraced | Split::TooMany => return Plan::Pass,
         Split::Pieces(n) => n,
     };
     let ps = &pieces[..n];
     if ps.iter().any(|p| p.traced() && p.reach == 0) {
+        if !call.is_empty() {
+            kaccess::unreachable(call, ps);
+        }
         return Plan::Pass;
     }
     let need = if writes {
@@ -164,7 +174,7 @@ unsafe fn one_buf(
     vector: impl FnOnce(*const iovec, c_int) -> ssize_t,
 ) -> ssize_t {
     let mut pieces = [Piece::default(); MAX_PIECES];
-    let r = match plan(buf, len, writes, &mut pieces) {
+    let r = match plan_for(call, buf, len, writes, &mut pieces) {
         Plan::Pass => return direct(buf),
         Plan::Fault => return fault(),
         Plan::One(reach) => direct(reach as *mut c_void),
@@ -196,7 +206,7 @@ enum Untranslated {
 const IOV_MAX: usize = 1024;
 
 /// `v` with every traced part replaced by its alias, into `out`; returns the count.
-fn expand(v: &[iovec], writes: bool, out: &mut [iovec]) -> Result<usize, Untranslated> {
+fn expand(call: &str, v: &[iovec], writes: bool, out: &mut [iovec]) -> Result<usize, Untranslated> {
     let mut n = 0;
     let mut pieces = [Piece::default(); MAX_PIECES];
     for e in v {
@@ -213,7 +223,7 @@ fn expand(v: &[iovec], writes: bool, out: &mut [iovec]) -> Result<usize, Untrans
             push(e.iov_base as u64, e.iov_len as u64)?;
             continue;
         }
-        match plan(e.iov_base, e.iov_len, writes, &mut pieces) {
+        match plan_for(call, e.iov_base, e.iov_len, writes, &mut pieces) {
             Plan::Pass => push(e.iov_base as u64, e.iov_len as u64)?,
             Plan::Fault => return Err(Untranslated::Fault),
             Plan::One(reach) => push(reach, e.iov_len as u64)?,
@@ -285,7 +295,7 @@ fn vec_slow(
         iov_base: std::ptr::null_mut(),
         iov_len: 0,
     }; IOV_MAX];
-    let r = match expand(v, writes, &mut out) {
+    let r = match expand(call, v, writes, &mut out) {
         Ok(n) => f(out.as_ptr(), n as c_int),
         Err(Untranslated::Fault) => return fault(),
         Err(Untranslated::Pass) => f(v.as_ptr(), v.len() as c_int),
@@ -333,7 +343,7 @@ unsafe fn msg_slow(
     }; IOV_MAX];
     // SAFETY: the caller's header.
     let mut m = unsafe { *msg };
-    match expand(v, writes, &mut out) {
+    match expand(call, v, writes, &mut out) {
         Ok(n) => {
             m.msg_iov = out.as_mut_ptr();
             m.msg_iovlen = n;
@@ -367,7 +377,7 @@ unsafe fn out_struct(
     f: impl FnOnce(*mut c_void) -> c_int,
 ) -> c_int {
     let mut pieces = [Piece::default(); MAX_PIECES];
-    let r = match plan(buf, size, true, &mut pieces) {
+    let r = match plan_for(call, buf, size, true, &mut pieces) {
         Plan::Pass => return f(buf),
         Plan::Fault => return fault(),
         Plan::One(reach) => f(reach as *mut c_void),
@@ -615,7 +625,7 @@ unsafe fn mmsg_call(
             };
             IOV_MAX
         ];
-        match expand(v, writes, &mut out) {
+        match expand(call, v, writes, &mut out) {
             Ok(n) => out.truncate(n),
             Err(Untranslated::Fault) => return fault(),
             Err(Untranslated::Pass) => return f(msgs, vlen),
@@ -704,7 +714,7 @@ unsafe fn getrandom_slow(
     let mut pieces = [Piece::default(); MAX_PIECES];
     // SAFETY: libc's function with the pieces of the caller's buffer.
     let r = unsafe {
-        match plan(buf, n, true, &mut pieces) {
+        match plan_for("getrandom", buf, n, true, &mut pieces) {
             Plan::Pass => return f(buf, n, flags),
             Plan::Fault => return fault(),
             Plan::One(reach) => f(reach as *mut c_void, n, flags),
@@ -948,11 +958,12 @@ unsafe fn ioctl_slow(
     let reads = dir & IOC_WRITE != 0;
     let writes = dir & IOC_READ != 0;
     let mut n = 0;
-    for (w, on) in [(true, writes), (false, reads)] {
+    for (w, on, call) in [(true, writes, "ioctl"), (false, reads, "")] {
         if !on {
             continue;
         }
-        match plan(arg, size, w, &mut pieces) {
+        let call = if writes { call } else { "ioctl" };
+        match plan_for(call, arg, size, w, &mut pieces) {
             // SAFETY: the caller's arguments.
             Plan::Pass => return unsafe { f(fd, request, arg) },
             Plan::Fault => return fault(),
@@ -1198,7 +1209,7 @@ fn futex(uaddr: usize, op: usize, val: usize, t: usize, uaddr2: usize, val3: usi
             return Some(a);
         }
         let mut pieces = [Piece::default(); MAX_PIECES];
-        match plan(a as *const c_void, 4, false, &mut pieces) {
+        match plan_for("futex", a as *const c_void, 4, false, &mut pieces) {
             Plan::One(reach) => Some(reach as usize),
             Plan::Fault => None,
             _ => Some(a),

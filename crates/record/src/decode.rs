@@ -57,6 +57,9 @@ pub(crate) struct Merger {
     execs: Vec<(u32, u64, Option<Vec<u8>>)>,
     /// Attach notes: (pid, time).
     attaches: Vec<(u32, u64)>,
+    /// `kernel cannot reach` markers: system calls handed device memory without an alias,
+    /// which failed with `EFAULT`.
+    pub unreached: u64,
 }
 
 impl Merger {
@@ -73,6 +76,7 @@ impl Merger {
             emitted: 0,
             execs: Vec::new(),
             attaches: Vec::new(),
+            unreached: 0,
         }
     }
 
@@ -268,6 +272,9 @@ impl Merger {
                     text.extend_from_slice(&d.bytes());
                 }
                 text.truncate(r.0[2] as usize);
+                if e.pid != 0 && text.starts_with(b"kernel cannot reach ") {
+                    self.unreached += 1;
+                }
                 Event::Mark(Mark { ts_ns, text })
             }
             Kind::Unknown => {

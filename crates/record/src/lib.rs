@@ -123,6 +123,9 @@ pub struct Outcome {
     /// Images a traced process exec'd that never loaded the tracer (statically linked,
     /// set-uid, ...): (pid, path as given to exec). Their accesses are not in the log.
     pub untraced: Vec<(u32, String)>,
+    /// System calls handed device memory of a mapping without an alias: they failed with
+    /// `EFAULT` (each has a `kernel cannot reach` marker in the log).
+    pub unreached: u64,
 }
 
 /// Why recording failed.
@@ -388,6 +391,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             .into_iter()
             .map(|(pid, p)| (pid, String::from_utf8_lossy(&p).into_owned()))
             .collect(),
+        unreached: merger.unreached,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct Piece {
     pub reach: u64,
     /// The traced region's mapping id (`None`: untraced memory).
     pub map_id: Option<u64>,
+    /// The physical address (or file offset) of traced bytes.
+    pub phys: u64,
     /// The program's protection of traced bytes (`PROT_*`).
     pub prot: i32,
 }
@@ -111,7 +113,16 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
             } else {
                 prev.reach + prev.len
             };
-            if prev.map_id == p.map_id && reach_next == p.reach && prev.prot == p.prot {
+            let phys_next = if prev.map_id.is_some() {
+                prev.phys + prev.len
+            } else {
+                0
+            };
+            if prev.map_id == p.map_id
+                && reach_next == p.reach
+                && prev.prot == p.prot
+                && phys_next == p.phys
+            {
                 prev.len += p.len;
                 return true;
             }
@@ -134,6 +145,7 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
                 len: to - cur,
                 reach: cur,
                 map_id: None,
+                phys: 0,
                 prot: 0,
             };
             if !push(p, &mut n) {
@@ -158,6 +170,7 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
                     len: step_end - cur,
                     reach: if r.alias != 0 { r.alias_of(cur) } else { 0 },
                     map_id: Some(r.map_id),
+                    phys: r.phys_of(cur),
                     prot: r.prot,
                 }
             } else {
@@ -166,6 +179,7 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
                     len: step_end - cur,
                     reach: cur,
                     map_id: None,
+                    phys: 0,
                     prot: 0,
                 }
             };
@@ -181,6 +195,7 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
             len: end - cur,
             reach: cur,
             map_id: None,
+            phys: 0,
             prot: 0,
         };
         if !push(p, &mut n) {
@@ -225,6 +240,36 @@ pub fn record(call: u8, wrote: bool, pieces: &[Piece], done: u64) {
             );
             emit::publish(None, first, &[]);
         }
+    }
+}
+
+/// The start of the marker [`unreachable`] writes.
+pub const UNREACHABLE: &[u8] = b"kernel cannot reach ";
+
+/// Logs, for each traced piece without an alias, that `call` cannot reach it: the call
+/// is made with the program's pointer and fails with `EFAULT` (a marker
+/// `kernel cannot reach N bytes of map ID at 0xPHYS (CALL): no alias mapping, the call
+/// fails with EFAULT`; the recorder counts them and warns).
+pub fn unreachable(call: &str, pieces: &[Piece]) {
+    for p in pieces.iter().filter(|p| p.traced() && p.reach == 0) {
+        let mut b = [0u8; 200];
+        let mut n = 0;
+        let mut put = |s: &[u8]| {
+            let k = s.len().min(b.len() - n);
+            b[n..n + k].copy_from_slice(&s[..k]);
+            n += k;
+        };
+        let mut d = [0u8; 64];
+        put(UNREACHABLE);
+        put(sys::digits(p.len, 10, &mut d));
+        put(b" bytes of map ");
+        put(sys::digits(p.map_id.unwrap_or(0), 10, &mut d));
+        put(b" at 0x");
+        put(sys::digits(p.phys, 16, &mut d));
+        put(b" (");
+        put(call.as_bytes());
+        put(b"): no alias mapping, the call fails with EFAULT");
+        crate::mark(&b[..n]);
     }
 }
 
