@@ -14,10 +14,12 @@
 //! | `timer_create`, `mq_notify` | `SIGEV_THREAD` callbacks run in glibc threads with every signal blocked: unblock the tracer's first |
 //! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
 //! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end (from a pthread-key destructor: also on cancellation and after other destructors) |
-//! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address |
+//! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address; an `_IOC` argument in device memory |
 //! | `close`, `close_range`, `closefrom` | the program may not close the tracer's descriptors (the recorder's memfd and liveness pipe, the task directory): programs that close every descriptor before `exec` would otherwise run the new image untraced |
 //! | `dup2`, `dup3` | a program that reuses one of those numbers gets it: the tracer's descriptor moves first, and the environment names its new number |
 //! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
+//! | `execv`, `execvp`, `execl`, `execlp`, `system`, `popen`, `pclose` (`exec.rs`) | the same for `environ`, which the program may have emptied; exec notes name images that never attach |
+//! | `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `send*`, `recv*`, `getrandom`, `getentropy`, `stat` family, `statx`, `pipe`, `pipe2`, `socketpair`, `clock_gettime`, `syscall` (`sysbuf.rs`) | a buffer in device memory is handed to the kernel through the alias, and the kernel's access logged |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
 //!
 //! Real functions are resolved eagerly with `dlsym(RTLD_NEXT)` in the constructor (lazy
