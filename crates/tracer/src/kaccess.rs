@@ -243,7 +243,7 @@ pub fn record(call: u8, wrote: bool, pieces: &[Piece], done: u64) {
     }
 }
 
-/// The start of the marker [`unreachable`] writes.
+/// The start of the marker [`unreachable()`] writes.
 pub const UNREACHABLE: &[u8] = b"kernel cannot reach ";
 
 /// Logs, for each traced piece without an alias, that `call` cannot reach it: the call
