@@ -109,6 +109,7 @@ int main(int argc, char **argv) {
     /* structures the kernel writes */
     int un = open("/dev/urandom", O_RDONLY);
     show("ioctl", ioctl(un, RNDGETENTCNT, m1 + 0x500));
+    show("ioctl across maps", ioctl(un, RNDGETENTCNT, m1 + 4096 - 2));
     int dn = open("/dev/null", O_RDONLY);
     show("fstat", fstat(dn, (struct stat *)(m1 + 0x600)));
     show("stat across", stat("/dev/null", (struct stat *)(m1 + 4096 - 64)));

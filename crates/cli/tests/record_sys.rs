@@ -157,6 +157,8 @@ fn sys_buf_kernel_accesses() -> Vec<(char, u64, i64, u64, String)> {
         ('R', 4, 1, 0x400, "futex"),
         ('R', 4, 1, 0x400, "futex"),
         ('W', 4, 1, 0x500, "ioctl"),
+        ('W', 2, 1, 0xffe, "ioctl"),
+        ('W', 2, 2, 0x1000, "ioctl"),
         ('W', 144, 1, 0x600, "fstat"),
         ('W', 64, 1, 0xfc0, "stat"),
         ('W', 80, 2, 0x1000, "stat"),

@@ -977,8 +977,11 @@ unsafe fn ioctl_slow(
     } else {
         let mut bounce = [0u64; 0x4000 / 8];
         let b = bounce.as_mut_ptr() as *mut u8;
+        // Filled from the program's bytes only when the kernel reads them (`_IOC_WRITE`),
+        // so that the device sees no read the native call would not make; an `_IOR`
+        // request's kernel writes the whole argument.
         let mut off = 0;
-        for p in &pieces[..n] {
+        for p in pieces[..n].iter().filter(|_| reads) {
             // SAFETY: the program's bytes (through the alias when traced): each device
             // byte is read once, on the kernel's behalf.
             unsafe {
