@@ -15,6 +15,9 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <poll.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 
 static void show(const char *what, long r) {
@@ -130,6 +133,18 @@ int main(int argc, char **argv) {
     /* a clock the vDSO does not serve (a system call): stored as the vDSO stores */
     show("clock_gettime", clock_gettime(CLOCK_PROCESS_CPUTIME_ID, (struct timespec *)(m2 + 0xe00)));
     show("getentropy", getentropy(m2 + 0xe40, 16));
+
+    /* more calls that write into the program's memory */
+    show("readlink", readlink("/dev/stdin", (char *)(m1 + 0xb00), 64));
+    show("readlinkat across maps", readlinkat(AT_FDCWD, "/dev/stdin", (char *)(m2 - 4), 64));
+    printf("getcwd %d\n", getcwd((char *)(m2 + 0xd00), 256) == (char *)(m2 + 0xd00));
+    show("uname into device and memory after it", uname((struct utsname *)(m2 + 0xf00)));
+    /* two pollfds the device holds: descriptors 0x1300 and 0x1302, not open */
+    show("poll", poll((struct pollfd *)(m1 + 0xc00), 2, 0));
+    pid_t kid = fork();
+    if (kid == 0) _exit(3);
+    show("waitpid", waitpid(kid, (int *)(m2 + 0xe80), 0) == kid);
+    hex("after the device", area + 3 * 4096, 8);
 
     /* the program's own protection still holds */
     mprotect(m1, 4096, PROT_READ);

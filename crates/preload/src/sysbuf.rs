@@ -68,6 +68,13 @@ reals!(
     socketpair,
     getentropy,
     clock_gettime,
+    readlink,
+    readlinkat,
+    getcwd,
+    uname,
+    poll,
+    waitpid,
+    wait4,
     __read_chk,
     __pread_chk,
     __pread64_chk,
@@ -801,6 +808,286 @@ pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, ts: *mut libc::ti
     r
 }
 
+/// A call that writes up to `size` bytes at `buf` and returns how many (`readlink`):
+/// `f` with the alias, or with a bounce buffer (up to a page) whose first `r` bytes are
+/// copied out once.
+///
+/// # Safety
+/// `buf` as the call takes it.
+#[inline(never)]
+unsafe fn out_count(
+    call: &str,
+    buf: *mut c_void,
+    size: usize,
+    f: impl FnOnce(*mut c_void) -> ssize_t,
+) -> ssize_t {
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    let r = match plan_for(call, buf, size, true, &mut pieces) {
+        Plan::Pass => return f(buf),
+        Plan::Fault => return fault(),
+        Plan::One(reach) => f(reach as *mut c_void),
+        Plan::Many(_) if size > 4096 => return f(buf),
+        Plan::Many(n) => {
+            let mut bounce = [0u64; 512];
+            let b = bounce.as_mut_ptr() as *mut u8;
+            let r = f(b as *mut c_void);
+            if r > 0 {
+                // SAFETY: the first `r` bytes the kernel wrote, to where the program's
+                // bytes live.
+                unsafe { copy_out(b, &pieces[..n], r as usize) };
+            }
+            r
+        }
+    };
+    if r > 0 {
+        record(call, true, buf, size, r as u64);
+    }
+    r
+}
+
+/// Copies the first `n` bytes of `b` to the pieces (the alias for traced ones).
+///
+/// # Safety
+/// `b` holds `n` bytes; the pieces are reachable.
+unsafe fn copy_out(b: *const u8, pieces: &[Piece], mut n: usize) {
+    let mut off = 0;
+    for p in pieces {
+        let k = (p.len as usize).min(n);
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(b.add(off), p.reach as *mut u8, k) };
+        off += k;
+        n -= k;
+    }
+}
+
+/// Interposed `readlink`.
+#[no_mangle]
+pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
+    type F = unsafe extern "C" fn(*const c_char, *mut c_char, size_t) -> ssize_t;
+    let f = libc_fn!(readlink as F);
+    if !touches(buf as *const c_void, size) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(path, buf, size) };
+    }
+    // SAFETY: as above, the output translated.
+    unsafe {
+        out_count("readlink", buf as *mut c_void, size, |p| {
+            f(path, p as *mut c_char, size)
+        })
+    }
+}
+
+/// Interposed `readlinkat`.
+#[no_mangle]
+pub unsafe extern "C" fn readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    size: size_t,
+) -> ssize_t {
+    type F = unsafe extern "C" fn(c_int, *const c_char, *mut c_char, size_t) -> ssize_t;
+    let f = libc_fn!(readlinkat as F);
+    if !touches(buf as *const c_void, size) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(dirfd, path, buf, size) };
+    }
+    // SAFETY: as above, the output translated.
+    unsafe {
+        out_count("readlinkat", buf as *mut c_void, size, |p| {
+            f(dirfd, path, p as *mut c_char, size)
+        })
+    }
+}
+
+/// Interposed `getcwd`: a buffer in device memory gets the path through a local one
+/// (the kernel's count is not returned by libc's, and reading it back from the device
+/// would be a read the native call does not make). `NULL` (allocated by libc) as is.
+#[no_mangle]
+pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
+    type F = unsafe extern "C" fn(*mut c_char, size_t) -> *mut c_char;
+    let f = libc_fn!(getcwd as F);
+    if buf.is_null() || !touches(buf as *const c_void, size) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(buf, size) };
+    }
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    match plan_for("getcwd", buf as *const c_void, size, true, &mut pieces) {
+        // SAFETY: as above.
+        Plan::Pass => return unsafe { f(buf, size) },
+        Plan::Fault => return fault::<isize>() as *mut c_char,
+        _ => {}
+    }
+    let mut local = [0u8; 4096];
+    // SAFETY: libc's function with a local buffer of at most its size.
+    let r = unsafe { f(local.as_mut_ptr() as *mut c_char, size.min(local.len())) };
+    if r.is_null() {
+        return r;
+    }
+    let n = local
+        .iter()
+        .position(|&c| c == 0)
+        .map_or(local.len(), |z| z + 1);
+    // The pieces again, over exactly the bytes written.
+    if let Split::Pieces(k) = kaccess::split(buf as u64, n as u64, &mut pieces) {
+        // SAFETY: `n` bytes of the local result, to where the program's bytes live.
+        unsafe { copy_out(local.as_ptr(), &pieces[..k], n) };
+        record("getcwd", true, buf as *const c_void, n, n as u64);
+    }
+    buf
+}
+
+/// Interposed `poll`: an array in device memory is read once into a local copy (logged
+/// as the kernel's read) and each entry's `revents` written back once (logged as the
+/// kernel's 2-byte writes), as the kernel does.
+#[no_mangle]
+pub unsafe extern "C" fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout: c_int) -> c_int {
+    type F = unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_int;
+    let f = libc_fn!(poll as F);
+    let size = (n as usize).saturating_mul(8);
+    if n as usize > 512 || !touches(fds as *const c_void, size) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(fds, n, timeout) };
+    }
+    // SAFETY: as above, the array translated.
+    unsafe { poll_slow(f, fds, n as usize, timeout) }
+}
+
+#[inline(never)]
+unsafe fn poll_slow(
+    f: unsafe extern "C" fn(*mut libc::pollfd, libc::nfds_t, c_int) -> c_int,
+    fds: *mut libc::pollfd,
+    n: usize,
+    timeout: c_int,
+) -> c_int {
+    let size = n * 8;
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    let k = match plan_for("poll", fds as *const c_void, size, true, &mut pieces) {
+        // SAFETY: libc's function with the caller's arguments.
+        Plan::Pass => return unsafe { f(fds, n as libc::nfds_t, timeout) },
+        Plan::Fault => return fault(),
+        Plan::One(_) => 1,
+        Plan::Many(k) => k,
+    };
+    let mut local = [libc::pollfd {
+        fd: 0,
+        events: 0,
+        revents: 0,
+    }; 512];
+    let b = local.as_mut_ptr() as *mut u8;
+    let mut off = 0;
+    for p in &pieces[..k] {
+        // SAFETY: the program's array (through the alias when traced), read once.
+        unsafe { std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize) };
+        off += p.len as usize;
+    }
+    record("poll", false, fds as *const c_void, size, size as u64);
+    // SAFETY: libc's function with the local copy.
+    let r = unsafe { f(local.as_mut_ptr(), n as libc::nfds_t, timeout) };
+    if r >= 0 {
+        for (i, e) in local[..n].iter().enumerate() {
+            let at = (fds as u64) + (i * 8 + 6) as u64;
+            let mut one = [Piece::default(); MAX_PIECES];
+            if let Split::Pieces(m) = kaccess::split(at, 2, &mut one) {
+                let v = e.revents.to_ne_bytes();
+                // SAFETY: two bytes, to where the program's `revents` lives.
+                unsafe { copy_out(v.as_ptr(), &one[..m], 2) };
+                kaccess::record(kaccess::call_index("poll"), true, &one[..m], 2);
+            } else {
+                // SAFETY: untraced memory of the program's array.
+                unsafe { std::ptr::write_unaligned(at as *mut i16, e.revents) };
+            }
+        }
+    }
+    r
+}
+
+/// Interposed `waitpid`: a status word in device memory is written once, through the
+/// alias, when a child is reported.
+#[no_mangle]
+pub unsafe extern "C" fn waitpid(
+    pid: libc::pid_t,
+    status: *mut c_int,
+    options: c_int,
+) -> libc::pid_t {
+    type F = unsafe extern "C" fn(libc::pid_t, *mut c_int, c_int) -> libc::pid_t;
+    let f = libc_fn!(waitpid as F);
+    if status.is_null() || !touches(status as *const c_void, 4) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(pid, status, options) };
+    }
+    // SAFETY: as above, the status translated.
+    unsafe { status_call("waitpid", status, |s| f(pid, s, options)) }
+}
+
+/// Interposed `wait4` (its `rusage` as is).
+#[no_mangle]
+pub unsafe extern "C" fn wait4(
+    pid: libc::pid_t,
+    status: *mut c_int,
+    options: c_int,
+    ru: *mut libc::rusage,
+) -> libc::pid_t {
+    type F = unsafe extern "C" fn(libc::pid_t, *mut c_int, c_int, *mut libc::rusage) -> libc::pid_t;
+    let f = libc_fn!(wait4 as F);
+    if status.is_null() || !touches(status as *const c_void, 4) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(pid, status, options, ru) };
+    }
+    // SAFETY: as above, the status translated.
+    unsafe { status_call("wait4", status, |s| f(pid, s, options, ru)) }
+}
+
+/// Interposed `wait`.
+#[no_mangle]
+pub unsafe extern "C" fn wait(status: *mut c_int) -> libc::pid_t {
+    // SAFETY: `wait(s)` is `waitpid(-1, s, 0)`.
+    unsafe { waitpid(-1, status, 0) }
+}
+
+/// A wait call's status word in device memory: through a local word, stored once.
+#[inline(never)]
+unsafe fn status_call(
+    call: &str,
+    status: *mut c_int,
+    f: impl FnOnce(*mut c_int) -> libc::pid_t,
+) -> libc::pid_t {
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    let k = match plan_for(call, status as *const c_void, 4, true, &mut pieces) {
+        // SAFETY: the caller's pointer.
+        Plan::Pass => return f(status),
+        Plan::Fault => return fault(),
+        Plan::One(_) => 1,
+        Plan::Many(k) => k,
+    };
+    let mut local: c_int = 0;
+    let r = f(&mut local);
+    // The kernel writes the status only when it reports a child.
+    if r > 0 {
+        let v = local.to_ne_bytes();
+        // SAFETY: four bytes, to where the program's status lives.
+        unsafe { copy_out(v.as_ptr(), &pieces[..k], 4) };
+        kaccess::record(kaccess::call_index(call), true, &pieces[..k], 4);
+    }
+    r
+}
+
+/// Interposed `uname`.
+#[no_mangle]
+pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
+    let f = libc_fn!(uname as unsafe extern "C" fn(*mut libc::utsname) -> c_int);
+    let size = std::mem::size_of::<libc::utsname>();
+    if !touches(buf as *const c_void, size) {
+        // SAFETY: libc's function with the caller's arguments.
+        return unsafe { f(buf) };
+    }
+    // SAFETY: as above, the output translated.
+    unsafe {
+        out_struct("uname", buf as *mut c_void, size, |p| {
+            f(p as *mut libc::utsname)
+        })
+    }
+}
+
 /// Size of `struct stat` (x86-64).
 const STAT_SIZE: usize = std::mem::size_of::<libc::stat>();
 /// Size of `struct statx`.
@@ -1043,6 +1330,11 @@ const SYS_EXECVEAT: c_long = 322;
 const SYS_PREADV2: c_long = 327;
 const SYS_PWRITEV2: c_long = 328;
 const SYS_STATX: c_long = 332;
+const SYS_POLL: c_long = 7;
+const SYS_WAIT4: c_long = 61;
+const SYS_UNAME: c_long = 63;
+const SYS_READLINK: c_long = 89;
+const SYS_READLINKAT: c_long = 267;
 
 /// Interposed `syscall` (variadic in C; on x86-64 its integer arguments arrive in fixed
 /// parameters alike): the numbers of the calls above, and `execve`/`execveat`, go through
@@ -1163,6 +1455,18 @@ pub unsafe extern "C" fn syscall(
                 a5 as c_int,
             ) as c_long,
             SYS_FUTEX => futex(a1, a2, a3, a4, a5, a6),
+            SYS_POLL => poll(a1 as *mut libc::pollfd, a2 as libc::nfds_t, a3 as c_int) as c_long,
+            SYS_WAIT4 => wait4(
+                a1 as libc::pid_t,
+                a2 as *mut c_int,
+                a3 as c_int,
+                a4 as *mut libc::rusage,
+            ) as c_long,
+            SYS_UNAME => uname(a1 as *mut libc::utsname) as c_long,
+            SYS_READLINK => readlink(a1 as *const c_char, a2 as *mut c_char, a3) as c_long,
+            SYS_READLINKAT => {
+                readlinkat(a1 as c_int, a2 as *const c_char, a3 as *mut c_char, a4) as c_long
+            }
             _ => raw(n, [a1, a2, a3, a4, a5, a6]),
         }
     }

@@ -87,8 +87,13 @@ pub const KERNEL_CALLS: &[&str] = &[
     "pwrite",
     "preadv64",
     "pwritev64",
-    "getentropy",
-    "clock_gettime",
+    "readlink",
+    "readlinkat",
+    "getcwd",
+    "uname",
+    "poll",
+    "waitpid",
+    "wait4",
     "syscall",
 ];
 
