@@ -26,7 +26,7 @@ use std::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
 use libc::{iovec, msghdr, size_t, ssize_t};
 use mmio_trace_tracer::kaccess::{self, Piece, Split, MAX_PIECES};
-use mmio_trace_tracer::{regions, sys};
+use mmio_trace_tracer::regions;
 
 use super::{real as real_of, resolve, set_errno};
 
@@ -53,6 +53,7 @@ reals!(
     recvfrom,
     recvmsg,
     recvmmsg,
+    syscall,
     getrandom,
     stat,
     fstat,
@@ -1472,16 +1473,14 @@ pub unsafe extern "C" fn syscall(
     }
 }
 
-/// The system call itself, with libc's `syscall` conventions (-1 and `errno`).
+/// libc's `syscall` with the caller's arguments: the system call with its conventions
+/// (-1 and `errno`), and its behaviour for calls that return twice (a `clone` onto a new
+/// stack returns there through libc's `ret`, never into this frame).
 fn raw(n: c_long, a: [usize; 6]) -> c_long {
+    type F = unsafe extern "C" fn(c_long, usize, usize, usize, usize, usize, usize) -> c_long;
+    let f = libc_fn!(syscall as F);
     // SAFETY: the program's own system call, as it asked for it.
-    let r = unsafe { sys::syscall6(n as usize, a[0], a[1], a[2], a[3], a[4], a[5]) };
-    if (-4095..0).contains(&r) {
-        set_errno(-r as c_int);
-        -1
-    } else {
-        r as c_long
-    }
+    unsafe { f(n, a[0], a[1], a[2], a[3], a[4], a[5]) }
 }
 
 const FUTEX_WAIT: usize = 0;
