@@ -102,10 +102,16 @@ fn sys_an_exec_of_an_image_that_never_loads_the_tracer_is_named() {
             "{how}: {err}"
         );
     }
-    // A failed exec is no untraced image.
-    let (out, _) = t.record(&["execv", "/nonexistent/prog"]);
-    assert_exit(&out, 0);
-    assert!(!stderr(&out).contains("never loaded"), "{}", stderr(&out));
+    // A failed exec is no untraced image (nor a failed spawn, nor a shell's failed exec).
+    for how in ["execv", "posix_spawn", "system", "popen"] {
+        let (out, _) = t.record(&[how, "/nonexistent/prog"]);
+        assert_exit(&out, 0);
+        assert!(
+            !stderr(&out).contains("never loaded"),
+            "{how}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 /// (direction, bytes, map, physical address, call) of every kernel access, in order.
@@ -279,4 +285,56 @@ fn sys_calls_on_device_memory_without_an_alias_fail_and_say_so() {
         stderr(&out)
     );
     assert_eq!(kernel_accesses(&ev), vec![]);
+}
+
+#[test]
+fn sys_kernel_accesses_convert_exactly_and_show_and_stats_know_them() {
+    let t = Fixture::new("tools", "sys_buf", 8192);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    let n = kernel_accesses(&ev).len();
+    let bytes: u64 = kernel_accesses(&ev).iter().map(|k| k.1).sum();
+    let text = trace_log(&t.dir);
+    let bin = t.dir.join("trace.mmtb");
+    let back = t.dir.join("back.log");
+    let tool = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    tool(&[
+        "convert".as_ref(),
+        "--to".as_ref(),
+        "binary".as_ref(),
+        os(&text),
+        os(&bin),
+    ]);
+    tool(&[
+        "convert".as_ref(),
+        "--to".as_ref(),
+        "text".as_ref(),
+        os(&bin),
+        os(&back),
+    ]);
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&text).unwrap());
+    assert_eq!(read_log(&bin), ev);
+    let stats = tool(&["stats".as_ref(), os(&text)]);
+    assert!(
+        stats.contains(&format!(
+            "system calls' accesses to device memory: {n} ({bytes} bytes)\n"
+        )),
+        "{stats}"
+    );
+    let show = tool(&["show".as_ref(), os(&bin)]);
+    let pid = ev.iter().find_map(|e| e.pid()).unwrap();
+    assert!(
+        show.contains(&format!(
+            "KERNEL wrote 32 bytes at 0x00000100 by read()  map 1  pid {pid}\n"
+        )),
+        "{show}"
+    );
+    assert_eq!(show.matches("KERNEL ").count(), n);
 }
