@@ -115,7 +115,7 @@ enum Plan {
     Fault,
     /// The alias address of a buffer in one traced piece.
     One(u64),
-    /// This many pieces, in the array given to [`plan`].
+    /// This many pieces, in the array given to [`plan_for`].
     Many(usize),
 }
 
@@ -449,7 +449,6 @@ macro_rules! one_buf_fn {
 
 type Iov = unsafe extern "C" fn(c_int, *const iovec, c_int) -> ssize_t;
 type IovOff = unsafe extern "C" fn(c_int, *const iovec, c_int, libc::off_t) -> ssize_t;
-type IovOffFlags = unsafe extern "C" fn(c_int, *const iovec, c_int, libc::off_t, c_int) -> ssize_t;
 type Msg = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
 type MsgMut = unsafe extern "C" fn(c_int, *mut msghdr, c_int) -> ssize_t;
 
@@ -575,9 +574,6 @@ iov_fn! {
     /// Interposed `pwritev2`.
     fn pwritev2(off: libc::off_t, flags: c_int) writes false;
 }
-
-// `IovOffFlags` documents the shape of the `*v2` calls for readers of `iov_fn!`.
-const _: Option<IovOffFlags> = None;
 
 /// Interposed `sendmsg`.
 #[no_mangle]
