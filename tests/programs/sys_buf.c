@@ -146,6 +146,15 @@ int main(int argc, char **argv) {
     show("waitpid", waitpid(kid, (int *)(m2 + 0xe80), 0) == kid);
     hex("after the device", area + 3 * 4096, 8);
 
+    /* stdio: a page at once goes straight between the file and the buffer */
+    snprintf(path, sizeof path, "%s.stdio", argv[1]);
+    FILE *st = fopen(path, "w+");
+    show("fwrite", fwrite(m1, 1, 4096, st));
+    fflush(st);
+    rewind(st);
+    show("fread", fread(m2, 2, 2048, st));
+    fclose(st);
+
     /* the program's own protection still holds */
     mprotect(m1, 4096, PROT_READ);
     write(p[1], local, 8);

@@ -192,6 +192,8 @@ fn sys_buf_kernel_accesses(cwd_len: u64) -> Vec<(char, u64, i64, u64, String)> {
         ('W', 2, 1, 0xc06, "poll"),
         ('W', 2, 1, 0xc0e, "poll"),
         ('W', 4, 2, 0x1e80, "waitpid"),
+        ('R', 4096, 1, 0x0, "fwrite"),
+        ('W', 4096, 2, 0x1000, "fread"),
         ('R', 8, 1, 0xd00, "write"),
     ];
     list.iter()
@@ -199,9 +201,12 @@ fn sys_buf_kernel_accesses(cwd_len: u64) -> Vec<(char, u64, i64, u64, String)> {
         .collect()
 }
 
-/// Device bytes that differ between any two runs: random bytes and descriptor numbers.
-const VARYING: [std::ops::Range<usize>; 5] = [
+/// Device bytes that differ between any two runs: random bytes and descriptor numbers
+/// (map 1's page is copied over map 2's by `fwrite` and `fread` at the end).
+const VARYING: [std::ops::Range<usize>; 7] = [
     0x800..0x820,
+    0x1800..0x1820,
+    0x1900..0x1918,
     0x900..0x918,
     0x1c00..0x1c08,
     0x1e00..0x1e10,

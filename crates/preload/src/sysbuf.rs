@@ -69,6 +69,10 @@ reals!(
     socketpair,
     getentropy,
     clock_gettime,
+    fread,
+    fwrite,
+    fread_unlocked,
+    fwrite_unlocked,
     readlink,
     readlinkat,
     getcwd,
@@ -1083,6 +1087,115 @@ pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
             f(p as *mut libc::utsname)
         })
     }
+}
+
+type Stdio = unsafe extern "C" fn(*mut c_void, size_t, size_t, *mut libc::FILE) -> size_t;
+
+macro_rules! stdio_fn {
+    ($($(#[$doc:meta])* fn $name:ident writes $writes:expr;)*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(buf: *mut c_void, size: size_t, n: size_t, f: *mut libc::FILE) -> size_t {
+            let real = libc_fn!($name as Stdio);
+            let total = size.saturating_mul(n);
+            if !touches(buf, total) {
+                // SAFETY: libc's function with the caller's arguments.
+                return unsafe { real(buf, size, n, f) };
+            }
+            // SAFETY: as above, the buffer handed over in pieces of a local copy.
+            unsafe { stdio_slow(stringify!($name), real, $writes, buf, size, n, f) }
+        }
+    )*};
+}
+
+stdio_fn! {
+    /// Interposed `fread`: glibc reads a large request straight into the caller's buffer
+    /// with its internal `read`, which the kernel cannot do into a traced page.
+    fn fread writes true;
+    /// Interposed `fread_unlocked`.
+    fn fread_unlocked writes true;
+    /// Interposed `fwrite`: glibc writes a large request straight from the caller's
+    /// buffer.
+    fn fwrite writes false;
+    /// Interposed `fwrite_unlocked`.
+    fn fwrite_unlocked writes false;
+}
+
+/// `fread`/`fwrite` of a buffer in device memory, through a local chunk: each device byte
+/// is written (read) once, through the alias, and logged as the call's access. The stream
+/// sees byte-sized items in order, as libc's own loop over the request does.
+#[inline(never)]
+unsafe fn stdio_slow(
+    call: &str,
+    real: Stdio,
+    writes: bool,
+    buf: *mut c_void,
+    size: size_t,
+    n: size_t,
+    f: *mut libc::FILE,
+) -> size_t {
+    let total = size * n;
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    match plan_for(call, buf, total, writes, &mut pieces) {
+        // SAFETY: the caller's arguments.
+        Plan::Pass => return unsafe { real(buf, size, n, f) },
+        Plan::Fault => {
+            set_errno(libc::EFAULT);
+            return 0;
+        }
+        _ => {}
+    }
+    let mut local = [0u64; 2048];
+    let b = local.as_mut_ptr() as *mut u8;
+    let chunk = local.len() * 8;
+    let mut done = 0usize;
+    while done < total {
+        let want = chunk.min(total - done);
+        let at = buf as u64 + done as u64;
+        let mut ps = [Piece::default(); MAX_PIECES];
+        let k = match kaccess::split(at, want as u64, &mut ps) {
+            Split::Pieces(k) => k,
+            _ => {
+                // Untraced from here on (or too cut up): the rest as the caller asked.
+                // SAFETY: the rest of the caller's buffer.
+                let r = unsafe {
+                    real(
+                        (buf as *mut u8).add(done) as *mut c_void,
+                        1,
+                        total - done,
+                        f,
+                    )
+                };
+                done += r;
+                break;
+            }
+        };
+        let got = if writes {
+            // SAFETY: libc's function with the local chunk.
+            let r = unsafe { real(b as *mut c_void, 1, want, f) };
+            // SAFETY: the bytes read, to where the program's bytes live.
+            unsafe { copy_out(b, &ps[..k], r) };
+            kaccess::record(kaccess::call_index(call), true, &ps[..k], r as u64);
+            r
+        } else {
+            let mut off = 0;
+            for p in &ps[..k] {
+                // SAFETY: the program's bytes (through the alias when traced), read once.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize)
+                };
+                off += p.len as usize;
+            }
+            kaccess::record(kaccess::call_index(call), false, &ps[..k], want as u64);
+            // SAFETY: libc's function with the local chunk.
+            unsafe { real(b as *mut c_void, 1, want, f) }
+        };
+        done += got;
+        if got < want {
+            break;
+        }
+    }
+    done / size
 }
 
 /// Size of `struct stat` (x86-64).

@@ -94,6 +94,10 @@ pub const KERNEL_CALLS: &[&str] = &[
     "poll",
     "waitpid",
     "wait4",
+    "fread",
+    "fwrite",
+    "fread_unlocked",
+    "fwrite_unlocked",
     "syscall",
 ];
 
