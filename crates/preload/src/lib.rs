@@ -19,7 +19,7 @@
 //! | `dup2`, `dup3` | a program that reuses one of those numbers gets it: the tracer's descriptor moves first, and the environment names its new number |
 //! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
 //! | `execv`, `execvp`, `execl`, `execlp`, `system`, `popen`, `pclose` (`exec.rs`) | the same for `environ`, which the program may have emptied; exec notes name images that never attach |
-//! | `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `send*`, `recv*`, `getrandom`, `getentropy`, `stat` family, `statx`, `pipe`, `pipe2`, `socketpair`, `clock_gettime`, `syscall` (`sysbuf.rs`) | a buffer in device memory is handed to the kernel through the alias, and the kernel's access logged |
+//! | `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `send*`, `recv*`, `getrandom`, `getentropy`, `stat` family, `statx`, `pipe`, `pipe2`, `socketpair`, `readlink(at)`, `getcwd`, `uname`, `poll`, `wait*`, `fread`/`fwrite`, `clock_gettime`, `syscall` (`sysbuf.rs`) | a buffer in device memory is handed to the kernel through the alias, and the kernel's access logged |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
 //!
 //! Real functions are resolved eagerly with `dlsym(RTLD_NEXT)` in the constructor (lazy
