@@ -238,7 +238,7 @@ pub fn record(call: u8, wrote: bool, pieces: &[Piece], done: u64) {
                 call,
                 Kind::Kernel,
             );
-            emit::publish(None, first, &[]);
+            emit::publish_one(first);
         }
     }
 }
@@ -290,7 +290,7 @@ pub fn exec_failed() {
         return;
     }
     let first = Record::new(0, sys::getpid() as u64, 0, 0, 1, Kind::Exec);
-    emit::publish(None, first, &[]);
+    emit::publish_one(first);
 }
 
 /// Says that this image, exec'd by a traced process, attached.
@@ -299,7 +299,7 @@ pub fn attached() {
         return;
     }
     let first = Record::new(0, sys::getpid() as u64, 0, 0, 0, Kind::Attach);
-    emit::publish(None, first, &[]);
+    emit::publish_one(first);
 }
 
 /// The time now, for an [`exec_note`] written after the event it notes (`posix_spawn`
