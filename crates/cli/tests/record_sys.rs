@@ -342,4 +342,9 @@ fn sys_kernel_accesses_convert_exactly_and_show_and_stats_know_them() {
         "{show}"
     );
     assert_eq!(show.matches("KERNEL ").count(), n);
+    // Recorded straight into the binary format: the same kernel accesses.
+    let (out, ev) = t.record_with(&["--format", "binary"], &[]);
+    assert_exit(&out, 0);
+    let cwd = std::env::current_dir().unwrap().as_os_str().len() as u64 + 1;
+    assert_eq!(kernel_accesses(&ev), sys_buf_kernel_accesses(cwd));
 }
