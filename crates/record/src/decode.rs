@@ -375,6 +375,97 @@ mod tests {
         out
     }
 
+    fn exec(ts: u64, pid: u64, path: &[u8]) -> Vec<Record> {
+        let mut v = vec![Record::new(ts, pid, path.len() as u64, 0, 0, Kind::Exec)];
+        v.extend(path.chunks(32).map(Record::data));
+        v
+    }
+
+    fn merged(records: &[Record]) -> (Merger, Vec<Event>) {
+        let mut m = Merger::new(2, 0);
+        m.add(Drained {
+            ring: 0,
+            pid: 10,
+            tid: 11,
+            records,
+        });
+        let mut out = Vec::new();
+        m.emit(None, |e| out.push(e));
+        (m, out)
+    }
+
+    #[test]
+    fn an_exec_no_attach_followed_is_an_untraced_image() {
+        let mut r = Vec::new();
+        // 20 exec'd a traced image; 21 a static one (a path longer than one data record);
+        // 22's exec failed; 23 exec'd twice (the first one failed without a note: only
+        // the old image could have made the second); 25 is a spawned child whose note,
+        // timed before the spawn, precedes its attach.
+        r.extend(exec(1, 20, b"/bin/traced"));
+        r.push(Record::new(2, 20, 0, 0, 0, Kind::Attach));
+        let long = b"/a/static/program/whose/path/is/longer/than/32/bytes";
+        r.extend(exec(3, 21, long));
+        r.extend(exec(4, 22, b"/nonexistent"));
+        r.push(Record::new(5, 22, 0, 0, 1, Kind::Exec));
+        r.extend(exec(6, 23, b"/first"));
+        r.extend(exec(7, 23, b"/second"));
+        r.extend(exec(8, 25, b"/spawned"));
+        r.push(Record::new(9, 25, 0, 0, 0, Kind::Attach));
+        let (m, out) = merged(&r);
+        assert!(out.is_empty(), "notes are no events: {out:?}");
+        assert_eq!(
+            m.untraced_images(),
+            vec![(21, long.to_vec()), (23, b"/second".to_vec())]
+        );
+    }
+
+    #[test]
+    fn kernel_records_resolve_to_map_and_physical_address() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
+        let call = KERNEL_CALLS.iter().position(|&c| c == "recvmsg").unwrap() as u8;
+        r.push(Record::new(
+            2,
+            Record::access_word(0x11ff0, 3),
+            16 | 1 << 63,
+            0,
+            call,
+            Kind::Kernel,
+        ));
+        r.push(Record::new(
+            3,
+            Record::access_word(0x10040, 3),
+            64,
+            0,
+            1,
+            Kind::Kernel,
+        ));
+        let (_, out) = merged(&r);
+        assert_eq!(
+            out[1..],
+            [
+                Event::Kernel(KernelAccess {
+                    ts_ns: 2,
+                    dir: Direction::Write,
+                    len: 16,
+                    map_id: 3,
+                    phys: 0x9ff0,
+                    call: b"recvmsg".to_vec(),
+                    pid: 11,
+                }),
+                Event::Kernel(KernelAccess {
+                    ts_ns: 3,
+                    dir: Direction::Read,
+                    len: 64,
+                    map_id: 3,
+                    phys: 0x8040,
+                    call: b"write".to_vec(),
+                    pid: 11,
+                }),
+            ]
+        );
+    }
+
     #[test]
     fn map_ids_sharing_their_low_16_bits_resolve_by_address() {
         let mut r = Vec::new();
