@@ -110,8 +110,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     }
     if out.unreached > 0 {
         eprintln!(
-            "mmio-trace: warning: {} system calls were handed device memory that has no alias \
-             mapping and failed with EFAULT (see the `kernel cannot reach` markers)",
+            "mmio-trace: warning: {} system calls could not be handed device memory (a mapping \
+             without an alias, or a buffer over too many pieces) and failed with EFAULT (see \
+             the `kernel cannot reach` markers)",
             out.unreached
         );
     }

@@ -282,8 +282,9 @@ fn sys_calls_on_device_memory_without_an_alias_fail_and_say_so() {
     assert!(unreached.len() > 20, "{unreached:#?}");
     assert!(
         stderr(&out).contains(&format!(
-            "mmio-trace: warning: {} system calls were handed device memory that has no alias \
-             mapping and failed with EFAULT (see the `kernel cannot reach` markers)",
+            "mmio-trace: warning: {} system calls could not be handed device memory (a mapping \
+             without an alias, or a buffer over too many pieces) and failed with EFAULT (see \
+             the `kernel cannot reach` markers)",
             unreached.len()
         )),
         "{}",
@@ -347,4 +348,58 @@ fn sys_kernel_accesses_convert_exactly_and_show_and_stats_know_them() {
     assert_exit(&out, 0);
     let cwd = std::env::current_dir().unwrap().as_os_str().len() as u64 + 1;
     assert_eq!(kernel_accesses(&ev), sys_buf_kernel_accesses(cwd));
+}
+
+#[test]
+fn sys_buffers_over_pages_the_rules_leave_open_and_over_too_many_pieces() {
+    let t = Fixture::new("many", "sys_many", 8 * 4096);
+    let initial = std::fs::read(&t.dev).unwrap();
+    // Every other page traced: 8 pieces, one vectored call; only traced pages logged.
+    let (out, ev) = t.record_with(
+        &[
+            "--range",
+            "0x0-0x1000,0x2000-0x3000,0x4000-0x5000,0x6000-0x7000",
+        ],
+        &["range"],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "write 32768\npread 32768\n",
+        "{}",
+        stderr(&out)
+    );
+    let mut want = Vec::new();
+    for (d, call) in [('R', "write"), ('W', "pread")] {
+        for p in [0x0, 0x2000, 0x4000, 0x6000] {
+            want.push((d, 4096, 1, p, call.to_string()));
+        }
+    }
+    assert_eq!(kernel_accesses(&ev), want);
+    assert_eq!(std::fs::read(&t.dev).unwrap(), initial);
+    let scratch = std::fs::read(format!("{}.scratch", t.dev.display())).unwrap();
+    assert_eq!(scratch, initial);
+
+    // 17 pieces: passed as it is; the kernel fails it, and the log and stderr say so.
+    let (out, ev) = t.record(&["many"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "write -1 errno 14\n");
+    let marks: Vec<_> = mark_texts(&ev)
+        .into_iter()
+        .filter(|m| m.starts_with("kernel cannot reach "))
+        .collect();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert!(
+        marks[0].starts_with("kernel cannot reach 69632 bytes at virtual address 0x")
+            && marks[0].ends_with(
+                " (write): the buffer spans more than 16 pieces, the call fails with EFAULT"
+            ),
+        "{}",
+        marks[0]
+    );
+    assert!(
+        stderr(&out).contains("warning: 1 system calls could not be handed device memory"),
+        "{}",
+        stderr(&out)
+    );
 }

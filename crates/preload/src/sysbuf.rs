@@ -134,7 +134,13 @@ fn plan_for(
     pieces: &mut [Piece; MAX_PIECES],
 ) -> Plan {
     let n = match kaccess::split(addr as u64, len as u64, pieces) {
-        Split::Untraced | Split::TooMany => return Plan::Pass,
+        Split::Untraced => return Plan::Pass,
+        Split::TooMany => {
+            if !call.is_empty() {
+                kaccess::too_many_pieces(call, addr as u64, len as u64);
+            }
+            return Plan::Pass;
+        }
         Split::Pieces(n) => n,
     };
     let ps = &pieces[..n];

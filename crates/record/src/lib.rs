@@ -123,8 +123,9 @@ pub struct Outcome {
     /// Images a traced process exec'd that never loaded the tracer (statically linked,
     /// set-uid, ...): (pid, path as given to exec). Their accesses are not in the log.
     pub untraced: Vec<(u32, String)>,
-    /// System calls handed device memory of a mapping without an alias: they failed with
-    /// `EFAULT` (each has a `kernel cannot reach` marker in the log).
+    /// System calls that could not hand the kernel device memory (a mapping without an
+    /// alias, a buffer over too many pieces): they failed with `EFAULT` (each has a
+    /// `kernel cannot reach` marker in the log).
     pub unreached: u64,
 }
 

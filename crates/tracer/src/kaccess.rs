@@ -273,6 +273,29 @@ pub fn unreachable(call: &str, pieces: &[Piece]) {
     }
 }
 
+/// Logs that `call` cannot hand the kernel `[addr, addr + len)`: it spans more than
+/// [`MAX_PIECES`] pieces (mappings, and pages the device rules leave open); the call is
+/// made with the program's pointer and fails with `EFAULT` (a `kernel cannot reach`
+/// marker, counted by the recorder as the others).
+pub fn too_many_pieces(call: &str, addr: u64, len: u64) {
+    let mut b = [0u8; 200];
+    let mut n = 0;
+    let mut put = |s: &[u8]| {
+        let k = s.len().min(b.len() - n);
+        b[n..n + k].copy_from_slice(&s[..k]);
+        n += k;
+    };
+    let mut d = [0u8; 64];
+    put(UNREACHABLE);
+    put(sys::digits(len, 10, &mut d));
+    put(b" bytes at virtual address 0x");
+    put(sys::digits(addr, 16, &mut d));
+    put(b" (");
+    put(call.as_bytes());
+    put(b"): the buffer spans more than 16 pieces, the call fails with EFAULT");
+    crate::mark(&b[..n]);
+}
+
 /// Says that process `pid` is about to exec `path` (timed `ts`, or now): the recorder
 /// then expects `pid` to attach, and warns if it never does.
 pub fn exec_note(pid: u32, ts: Option<u64>, path: &[u8]) {
