@@ -297,7 +297,8 @@ pub fn too_many_pieces(call: &str, addr: u64, len: u64) {
 }
 
 /// Says that process `pid` is about to exec `path` (timed `ts`, or now): the recorder
-/// then expects `pid` to attach, and warns if it never does.
+/// then expects `pid` to attach, and warns if it never does. Without `ts` (the calling
+/// process execs) the calling thread's ring is given up after the note.
 pub fn exec_note(pid: u32, ts: Option<u64>, path: &[u8]) {
     if !is_active() {
         return;
@@ -305,6 +306,10 @@ pub fn exec_note(pid: u32, ts: Option<u64>, path: &[u8]) {
     let path = &path[..path.len().min(4096)];
     let first = Record::new(0, pid as u64, path.len() as u64, 0, 0, Kind::Exec);
     emit::publish(ts, first, path);
+    if ts.is_none() {
+        // This process execs: its new image will not use this thread's ring.
+        crate::threads::retire_ring();
+    }
 }
 
 /// Withdraws the last [`exec_note`] of this process: the exec failed.
@@ -323,6 +328,8 @@ pub fn attached() {
     }
     let first = Record::new(0, sys::getpid() as u64, 0, 0, 0, Kind::Attach);
     emit::publish_one(first);
+    // Most exec'd images (shells, helpers) never touch the device: hold no ring for them.
+    crate::threads::retire_ring();
 }
 
 /// The time now, for an [`exec_note`] written after the event it notes (`posix_spawn`
