@@ -403,3 +403,21 @@ fn sys_buffers_over_pages_the_rules_leave_open_and_over_too_many_pieces() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sys_exec_notes_hold_no_ring_for_images_that_never_touch_the_device() {
+    // 300 exec'd processes alive at once (more than the recorder's 256 rings), then a
+    // device access: its event must find a ring at once.
+    let t = Fixture::new("live", "sys_live", 4096);
+    let (out, ev) = t.record(&["300"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "300 ready 300 ended well\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(accesses(&ev), vec![('W', 4, 0, 0x5a)]);
+    assert_none_lost(&ev);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
