@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(how, "execvpe")) { execvpe(self, a, bare); }
         else if (!strcmp(how, "execveat")) { execveat(AT_FDCWD, self, a, bare, 0); }
         else if (!strcmp(how, "fexecve")) { int fd = open(self, O_RDONLY); fexecve(fd, a, bare); }
+        else if (!strcmp(how, "execveat_fd")) { int fd = open(self, O_RDONLY); clearenv(); execveat(fd, "", a, environ, AT_EMPTY_PATH); }
         else if (!strcmp(how, "syscall_execve")) { clearenv(); syscall(SYS_execve, self, a, environ); }
         else if (!strcmp(how, "vfork_execv")) { if (vfork() == 0) { environ = NULL; execv(self, a); _exit(9); } wait(&st); _exit(WEXITSTATUS(st)); }
         else if (!strcmp(how, "env_i")) { execlp("env", "env", "-i", self, argv[1], "child", n, (char *)NULL); }

@@ -30,6 +30,7 @@ fn sys_every_exec_path_traces_the_new_image_after_the_environment_lost_the_trace
         "execvpe",
         "execveat",
         "fexecve",
+        "execveat_fd",
         "syscall_execve",
         "vfork_execv",
         "posix_spawn",
@@ -85,7 +86,7 @@ fn sys_an_exec_of_an_image_that_never_loads_the_tracer_is_named() {
         .unwrap()
         .success();
     assert!(ok, "a static libc is needed (libc6-dev)");
-    for how in ["execv", "posix_spawn", "system"] {
+    for how in ["execv", "posix_spawn", "system", "fexecve", "execveat_fd"] {
         let (out, ev) = t.record(&[how, stat.to_str().unwrap()]);
         assert_exit(&out, 0);
         // The static child's accesses are not in the log: the warning says so.

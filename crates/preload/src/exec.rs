@@ -50,6 +50,20 @@ impl ExecNote {
         ExecNote(true)
     }
 
+    /// Notes an `execveat(dirfd, path, ..., flags)`: `path`, or with `AT_EMPTY_PATH` and
+    /// an empty path the file `dirfd` is.
+    ///
+    /// # Safety
+    /// `path` is null or a C string.
+    pub(crate) unsafe fn at(dirfd: c_int, path: *const c_char, flags: c_int) -> ExecNote {
+        // SAFETY: the caller's C string.
+        if !path.is_null() && flags & libc::AT_EMPTY_PATH != 0 && unsafe { *path } == 0 {
+            return ExecNote::fd(dirfd);
+        }
+        // SAFETY: as above.
+        unsafe { ExecNote::new(path) }
+    }
+
     /// Notes an exec of the file open as `fd` (`fexecve`): named by its path.
     pub(crate) fn fd(fd: c_int) -> ExecNote {
         if !INITIALISED.load(Ordering::Acquire) {

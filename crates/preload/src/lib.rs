@@ -1070,8 +1070,9 @@ pub unsafe extern "C" fn execveat(
         return -1;
     };
     let mut env = EnvPatch::new();
-    // SAFETY: the caller's path, a C string (or null: the call fails).
-    let _note = unsafe { exec::ExecNote::new(path) };
+    // SAFETY: the caller's path, a C string (or null: the call fails); an empty one with
+    // `AT_EMPTY_PATH` names the file `dirfd` is.
+    let _note = unsafe { exec::ExecNote::at(dirfd, path, flags) };
     // SAFETY: as in `execve`.
     unsafe {
         std::mem::transmute::<usize, F>(p)(dirfd, path, argv, patch_env(envp, &mut env), flags)
