@@ -101,21 +101,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
              set-uid, or it cleared LD_PRELOAD); nothing was traced"
         );
     }
-    for (pid, path) in &out.untraced {
-        eprintln!(
-            "mmio-trace: warning: process {pid} exec'd {path}, which never loaded the tracer \
-             (statically linked, set-uid, or not a program for this machine): its accesses \
-             are not in the log"
-        );
-    }
-    if out.unreached > 0 {
-        eprintln!(
-            "mmio-trace: warning: {} system calls could not be handed device memory (a mapping \
-             without an alias, or a buffer over too many pieces) and failed with EFAULT (see \
-             the `kernel cannot reach` markers)",
-            out.unreached
-        );
-    }
     if out.lost > 0 {
         eprintln!("mmio-trace: warning: {} events lost", out.lost);
     }

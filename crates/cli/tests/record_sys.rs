@@ -98,6 +98,13 @@ fn sys_an_exec_of_an_image_that_never_loads_the_tracer_is_named() {
             stat.display()
         );
         assert_eq!(err.matches(&want).count(), 1, "{how}: {err}");
+        // And the log says it too, in its last marker.
+        let marks = mark_texts(&ev);
+        let last = marks.last().map(String::as_str).unwrap_or("");
+        assert!(
+            last.starts_with("process ") && last.ends_with(&want),
+            "{how}: {marks:?}"
+        );
         assert!(
             err.contains("mmio-trace: warning: process "),
             "{how}: {err}"

@@ -4,7 +4,7 @@ use std::io::{self, BufReader, Read};
 
 use crate::binary::{BinaryReader, BLANK};
 use crate::error::{Error, ParseError};
-use crate::event::{Access, Event, KernelAccess, Mark};
+use crate::event::{Access, Event, Mark};
 use crate::text::{fast_access, parse_line};
 
 /// Lines longer than this are refused rather than buffered without bound.
@@ -158,7 +158,7 @@ impl<R: Read> TextReader<R> {
         if self.fast(&mut a) {
             Ok(Some(Event::Access(a)))
         } else {
-            self.next_event_slow()
+            self.next_event_slow().map(|e| e.map(kernel_marks))
         }
     }
 
@@ -204,7 +204,7 @@ impl<R: Read> TextReader<R> {
                     break;
                 }
             }
-            match self.next_event_slow() {
+            match self.next_event_slow().map(|e| e.map(kernel_marks)) {
                 Ok(Some(ev)) => put_event(out, n, ev),
                 Ok(None) => break,
                 Err(e) => {
@@ -225,20 +225,20 @@ impl<R: Read> TextReader<R> {
         }
         loop {
             let Some((s, e)) = self.lines.next_line()? else {
-                return Ok(self.pending_mark.take().map(mark_event));
+                return Ok(self.pending_mark.take().map(Event::Mark));
             };
             let line = &self.lines.buf[s..e];
             match parse_line(line, self.lines.line_no) {
                 Ok(Event::Mark(m)) => {
                     if let Some(prev) = self.pending_mark.replace(m) {
-                        return Ok(Some(mark_event(prev)));
+                        return Ok(Some(Event::Mark(prev)));
                     }
                 }
                 Ok(ev) => {
                     return Ok(Some(match self.pending_mark.take() {
                         Some(prev) => {
                             self.ready = Some(ev);
-                            mark_event(prev)
+                            Event::Mark(prev)
                         }
                         None => ev,
                     }));
@@ -459,11 +459,15 @@ impl<R: Read> Iterator for TextReader<R> {
     }
 }
 
-/// A finished marker (continuation lines included): a kernel access when its text is one
-/// (see [`KernelAccess::parse`]), else a plain `MARK`.
-fn mark_event(m: Mark) -> Event {
-    match KernelAccess::parse(m.ts_ns, &m.text) {
-        Some(k) => Event::Kernel(k),
-        None => Event::Mark(m),
+/// A finished marker (continuation lines included) is a kernel access when its text is
+/// one (see [`KernelAccess::parse`](crate::event::KernelAccess::parse)); other events
+/// pass unchanged.
+fn kernel_marks(ev: Event) -> Event {
+    match ev {
+        Event::Mark(m) => match crate::event::KernelAccess::parse(m.ts_ns, &m.text) {
+            Some(k) => Event::Kernel(k),
+            None => Event::Mark(m),
+        },
+        ev => ev,
     }
 }

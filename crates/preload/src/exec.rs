@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use mmio_trace_tracer::{kaccess, sys};
+use mmio_trace_tracer::{sys, uaccess};
 
 use super::{environ, real as real_of, resolve, set_errno, INITIALISED};
 
@@ -20,14 +20,14 @@ reals!(pclose, popen, system);
 
 /// `MMIO_TRACE_EXECED=1`, for the saved variables every patched environment gets.
 pub(crate) fn execed_var() -> Option<std::ffi::CString> {
-    std::ffi::CString::new(format!("{}=1", kaccess::ENV_EXECED)).ok()
+    std::ffi::CString::new(format!("{}=1", uaccess::ENV_EXECED)).ok()
 }
 
 /// In the constructor, once tracing is on: an image exec'd by a traced process says it
 /// attached.
 pub(crate) fn attach() {
-    if std::env::var_os(kaccess::ENV_EXECED).is_some() {
-        kaccess::attached();
+    if std::env::var_os(uaccess::ENV_EXECED).is_some() {
+        uaccess::attached();
     }
 }
 
@@ -46,7 +46,7 @@ impl ExecNote {
         }
         // SAFETY: the caller's C string.
         let p = unsafe { CStr::from_ptr(path) }.to_bytes();
-        kaccess::exec_note(sys::getpid(), None, p);
+        uaccess::exec_note(sys::getpid(), None, p);
         ExecNote(true)
     }
 
@@ -71,7 +71,7 @@ impl ExecNote {
         }
         let mut buf = [0u8; 512];
         let name = mmio_trace_tracer::rules::fd_path(fd, &mut buf).unwrap_or(b"(fexecve)");
-        kaccess::exec_note(sys::getpid(), None, name);
+        uaccess::exec_note(sys::getpid(), None, name);
         ExecNote(true)
     }
 }
@@ -79,7 +79,7 @@ impl ExecNote {
 impl Drop for ExecNote {
     fn drop(&mut self) {
         if self.0 {
-            kaccess::exec_failed();
+            uaccess::exec_failed();
         }
     }
 }
@@ -95,7 +95,7 @@ pub(crate) unsafe fn spawned(r: c_int, pid: *const libc::pid_t, since: u64, path
     }
     // SAFETY: the caller's pointers.
     let (pid, p) = unsafe { (*pid, CStr::from_ptr(path).to_bytes()) };
-    kaccess::exec_note(pid as u32, Some(since), p);
+    uaccess::exec_note(pid as u32, Some(since), p);
 }
 
 /// The process environment now.

@@ -862,7 +862,7 @@ fn saved_env() -> Vec<std::ffi::CString> {
         })
         .filter(|v| {
             !v.as_bytes()
-                .starts_with(tracer::kaccess::ENV_EXECED.as_bytes())
+                .starts_with(tracer::uaccess::ENV_EXECED.as_bytes())
         })
         .chain(exec::execed_var())
         .collect()
@@ -1122,7 +1122,7 @@ unsafe fn spawn_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
-    let since = tracer::kaccess::now();
+    let since = tracer::uaccess::now();
     // SAFETY: as in `execve`.
     let r = unsafe {
         std::mem::transmute::<usize, PosixSpawnFn>(p)(

@@ -3,7 +3,7 @@
 //! The kernel cannot touch a traced page (it is `PROT_NONE`): `read(fd, bar, n)` would
 //! fail with `EFAULT` where it succeeds natively. These wrappers hand the kernel the
 //! alias of the same device memory instead, so that the kernel touches each byte once,
-//! as natively, and log what it read or wrote (`kaccess::record`):
+//! as natively, and log what it read or wrote (`uaccess::record`):
 //!
 //! * a buffer in one traced region: the same call with the alias address;
 //! * a buffer over several pieces (traced and untraced memory, two regions): the vector
@@ -25,8 +25,8 @@
 use std::ffi::{c_char, c_int, c_long, c_uint, c_void};
 
 use libc::{iovec, msghdr, size_t, ssize_t};
-use mmio_trace_tracer::kaccess::{self, Piece, Split, MAX_PIECES};
 use mmio_trace_tracer::regions;
+use mmio_trace_tracer::uaccess::{self, Piece, Split, MAX_PIECES};
 
 use super::{real as real_of, resolve, set_errno};
 
@@ -133,11 +133,11 @@ fn plan_for(
     writes: bool,
     pieces: &mut [Piece; MAX_PIECES],
 ) -> Plan {
-    let n = match kaccess::split(addr as u64, len as u64, pieces) {
+    let n = match uaccess::split(addr as u64, len as u64, pieces) {
         Split::Untraced => return Plan::Pass,
         Split::TooMany => {
             if !call.is_empty() {
-                kaccess::too_many_pieces(call, addr as u64, len as u64);
+                uaccess::too_many_pieces(call, addr as u64, len as u64);
             }
             return Plan::Pass;
         }
@@ -146,7 +146,7 @@ fn plan_for(
     let ps = &pieces[..n];
     if ps.iter().any(|p| p.traced() && p.reach == 0) {
         if !call.is_empty() {
-            kaccess::unreachable(call, ps);
+            uaccess::unreachable(call, ps);
         }
         return Plan::Pass;
     }
@@ -175,8 +175,8 @@ fn record(call: &str, writes: bool, addr: *const c_void, len: usize, done: u64) 
         return;
     }
     let mut pieces = [Piece::default(); MAX_PIECES];
-    if let Split::Pieces(n) = kaccess::split(addr as u64, len as u64, &mut pieces) {
-        kaccess::record(kaccess::call_index(call), writes, &pieces[..n], done);
+    if let Split::Pieces(n) = uaccess::split(addr as u64, len as u64, &mut pieces) {
+        uaccess::record(uaccess::call_index(call), writes, &pieces[..n], done);
     }
 }
 
@@ -935,7 +935,7 @@ pub unsafe extern "C" fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
         .position(|&c| c == 0)
         .map_or(local.len(), |z| z + 1);
     // The pieces again, over exactly the bytes written.
-    if let Split::Pieces(k) = kaccess::split(buf as u64, n as u64, &mut pieces) {
+    if let Split::Pieces(k) = uaccess::split(buf as u64, n as u64, &mut pieces) {
         // SAFETY: `n` bytes of the local result, to where the program's bytes live.
         unsafe { copy_out(local.as_ptr(), &pieces[..k], n) };
         record("getcwd", true, buf as *const c_void, n, n as u64);
@@ -994,11 +994,11 @@ unsafe fn poll_slow(
         for (i, e) in local[..n].iter().enumerate() {
             let at = (fds as u64) + (i * 8 + 6) as u64;
             let mut one = [Piece::default(); MAX_PIECES];
-            if let Split::Pieces(m) = kaccess::split(at, 2, &mut one) {
+            if let Split::Pieces(m) = uaccess::split(at, 2, &mut one) {
                 let v = e.revents.to_ne_bytes();
                 // SAFETY: two bytes, to where the program's `revents` lives.
                 unsafe { copy_out(v.as_ptr(), &one[..m], 2) };
-                kaccess::record(kaccess::call_index("poll"), true, &one[..m], 2);
+                uaccess::record(uaccess::call_index("poll"), true, &one[..m], 2);
             } else {
                 // SAFETY: untraced memory of the program's array.
                 unsafe { std::ptr::write_unaligned(at as *mut i16, e.revents) };
@@ -1073,7 +1073,7 @@ unsafe fn status_call(
         let v = local.to_ne_bytes();
         // SAFETY: four bytes, to where the program's status lives.
         unsafe { copy_out(v.as_ptr(), &pieces[..k], 4) };
-        kaccess::record(kaccess::call_index(call), true, &pieces[..k], 4);
+        uaccess::record(uaccess::call_index(call), true, &pieces[..k], 4);
     }
     r
 }
@@ -1159,7 +1159,7 @@ unsafe fn stdio_slow(
         let want = chunk.min(total - done);
         let at = buf as u64 + done as u64;
         let mut ps = [Piece::default(); MAX_PIECES];
-        let k = match kaccess::split(at, want as u64, &mut ps) {
+        let k = match uaccess::split(at, want as u64, &mut ps) {
             Split::Pieces(k) => k,
             _ => {
                 // Untraced from here on (or too cut up): the rest as the caller asked.
@@ -1181,7 +1181,7 @@ unsafe fn stdio_slow(
             let r = unsafe { real(b as *mut c_void, 1, want, f) };
             // SAFETY: the bytes read, to where the program's bytes live.
             unsafe { copy_out(b, &ps[..k], r) };
-            kaccess::record(kaccess::call_index(call), true, &ps[..k], r as u64);
+            uaccess::record(uaccess::call_index(call), true, &ps[..k], r as u64);
             r
         } else {
             let mut off = 0;
@@ -1192,7 +1192,7 @@ unsafe fn stdio_slow(
                 };
                 off += p.len as usize;
             }
-            kaccess::record(kaccess::call_index(call), false, &ps[..k], want as u64);
+            uaccess::record(uaccess::call_index(call), false, &ps[..k], want as u64);
             // SAFETY: libc's function with the local chunk.
             unsafe { real(b as *mut c_void, 1, want, f) }
         };

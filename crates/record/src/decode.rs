@@ -3,10 +3,8 @@
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 
-use mmio_trace_format::{
-    Access, Direction, Event, KernelAccess, Map, Mark, Unknown, Unmap, MAX_WIDTH,
-};
-use mmio_trace_ring::{Drained, Kind, Record, KERNEL_CALLS};
+use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
+use mmio_trace_ring::{Drained, Kind, Record};
 
 /// One event as drained, not yet resolved against the mapping table.
 #[derive(Clone, Debug)]
@@ -57,9 +55,13 @@ pub(crate) struct Merger {
     execs: Vec<(u32, u64, Option<Vec<u8>>)>,
     /// Attach notes: (pid, time).
     attaches: Vec<(u32, u64)>,
-    /// `kernel cannot reach` markers: system calls handed device memory without an alias,
-    /// which failed with `EFAULT`.
-    pub unreached: u64,
+    /// `kernel cannot reach` markers from traced processes: system calls that could not
+    /// hand the kernel device memory, which failed with `EFAULT`.
+    unreached: u64,
+    /// The time of the last event handed out, for the closing markers.
+    last_ts: u64,
+    /// Whether the closing warnings were given (by the final [`Merger::emit`]).
+    closed: bool,
 }
 
 impl Merger {
@@ -77,6 +79,8 @@ impl Merger {
             execs: Vec::new(),
             attaches: Vec::new(),
             unreached: 0,
+            last_ts: 0,
+            closed: false,
         }
     }
 
@@ -158,9 +162,45 @@ impl Merger {
                 }
             }
             if let Some(ev) = self.resolve(&e) {
+                if let (Event::Mark(m), true) = (&ev, e.pid != 0) {
+                    if m.text.starts_with(b"kernel cannot reach ") {
+                        self.unreached += 1;
+                    }
+                }
+                self.last_ts = self.last_ts.max(ev.ts_ns().unwrap_or(0));
                 self.emitted += 1;
                 out(ev);
             }
+        }
+        if watermark.is_none() && !self.closed {
+            self.closed = true;
+            self.closing_warnings(&mut out);
+        }
+    }
+
+    /// At the end of the recording: each exec'd image that never attached, in a marker
+    /// and on stderr, and how many system calls could not be handed device memory.
+    fn closing_warnings(&mut self, out: &mut impl FnMut(Event)) {
+        for (pid, path) in self.untraced_images() {
+            let text = format!(
+                "process {pid} exec'd {}, which never loaded the tracer (statically linked, \
+                 set-uid, or not a program for this machine): its accesses are not in the log",
+                String::from_utf8_lossy(&path)
+            );
+            eprintln!("mmio-trace: warning: {text}");
+            self.emitted += 1;
+            out(Event::Mark(Mark {
+                ts_ns: self.last_ts,
+                text: text.into_bytes(),
+            }));
+        }
+        if self.unreached > 0 {
+            eprintln!(
+                "mmio-trace: warning: {} system calls could not be handed device memory (a \
+                 mapping without an alias, or a buffer over too many pieces) and failed with \
+                 EFAULT (see the `kernel cannot reach` markers)",
+                self.unreached
+            );
         }
     }
 
@@ -272,9 +312,6 @@ impl Merger {
                     text.extend_from_slice(&d.bytes());
                 }
                 text.truncate(r.0[2] as usize);
-                if e.pid != 0 && text.starts_with(b"kernel cannot reach ") {
-                    self.unreached += 1;
-                }
                 Event::Mark(Mark { ts_ns, text })
             }
             Kind::Unknown => {
@@ -291,11 +328,11 @@ impl Merger {
             }
             Kind::Kernel => {
                 let (map_id, phys) = self.map_of(r, e.pid);
-                let call = KERNEL_CALLS
+                let call = Kind::KERNEL_CALLS
                     .get(r.width() as usize)
                     .copied()
                     .unwrap_or("syscall");
-                Event::Kernel(KernelAccess {
+                Event::Kernel(mmio_trace_format::KernelAccess {
                     ts_ns,
                     dir: if r.value() >> 63 != 0 {
                         Direction::Write
@@ -412,10 +449,31 @@ mod tests {
         r.extend(exec(8, 25, b"/spawned"));
         r.push(Record::new(9, 25, 0, 0, 0, Kind::Attach));
         let (m, out) = merged(&r);
-        assert!(out.is_empty(), "notes are no events: {out:?}");
         assert_eq!(
             m.untraced_images(),
             vec![(21, long.to_vec()), (23, b"/second".to_vec())]
+        );
+        // The notes are no events; the final emit names each untraced image in a marker.
+        let marks: Vec<_> = out
+            .iter()
+            .map(|e| match e {
+                Event::Mark(m) => (m.ts_ns, String::from_utf8_lossy(&m.text).into_owned()),
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        let says = |pid: u32, path: &str| {
+            format!(
+                "process {pid} exec'd {path}, which never loaded the tracer (statically \
+                 linked, set-uid, or not a program for this machine): its accesses are not \
+                 in the log"
+            )
+        };
+        assert_eq!(
+            marks,
+            vec![
+                (0, says(21, std::str::from_utf8(long).unwrap())),
+                (0, says(23, "/second"))
+            ]
         );
     }
 
@@ -423,7 +481,10 @@ mod tests {
     fn kernel_records_resolve_to_map_and_physical_address() {
         let mut r = Vec::new();
         r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
-        let call = KERNEL_CALLS.iter().position(|&c| c == "recvmsg").unwrap() as u8;
+        let call = Kind::KERNEL_CALLS
+            .iter()
+            .position(|&c| c == "recvmsg")
+            .unwrap() as u8;
         r.push(Record::new(
             2,
             Record::access_word(0x11ff0, 3),
@@ -444,7 +505,7 @@ mod tests {
         assert_eq!(
             out[1..],
             [
-                Event::Kernel(KernelAccess {
+                Event::Kernel(mmio_trace_format::KernelAccess {
                     ts_ns: 2,
                     dir: Direction::Write,
                     len: 16,
@@ -453,7 +514,7 @@ mod tests {
                     call: b"recvmsg".to_vec(),
                     pid: 11,
                 }),
-                Event::Kernel(KernelAccess {
+                Event::Kernel(mmio_trace_format::KernelAccess {
                     ts_ns: 3,
                     dir: Direction::Read,
                     len: 64,

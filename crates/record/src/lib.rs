@@ -106,7 +106,7 @@ impl Exit {
 }
 
 /// What a recording produced.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Outcome {
     /// How the program ended.
     pub exit: Exit,
@@ -120,13 +120,6 @@ pub struct Outcome {
     pub lost: u64,
     /// Processes that attached to the recording.
     pub processes: u64,
-    /// Images a traced process exec'd that never loaded the tracer (statically linked,
-    /// set-uid, ...): (pid, path as given to exec). Their accesses are not in the log.
-    pub untraced: Vec<(u32, String)>,
-    /// System calls that could not hand the kernel device memory (a mapping without an
-    /// alias, a buffer over too many pieces): they failed with `EFAULT` (each has a
-    /// `kernel cannot reach` marker in the log).
-    pub unreached: u64,
 }
 
 /// Why recording failed.
@@ -387,12 +380,6 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         unpaused_steps: h.unpaused_steps.load(Ordering::Relaxed),
         lost,
         processes: h.attached.load(Ordering::Relaxed),
-        untraced: merger
-            .untraced_images()
-            .into_iter()
-            .map(|(pid, p)| (pid, String::from_utf8_lossy(&p).into_owned()))
-            .collect(),
-        unreached: merger.unreached,
     })
 }
 

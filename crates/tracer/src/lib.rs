@@ -21,13 +21,13 @@
 
 mod emit;
 mod emu;
-pub mod kaccess;
 pub mod regions;
 pub mod rules;
 pub mod signals;
 mod step;
 pub mod sys;
 pub mod threads;
+pub mod uaccess;
 pub mod vfio;
 
 use std::io::Write as _;

@@ -14,7 +14,7 @@
 //! exec-ing process says [`exec_note`] first. The recorder names every exec no attach
 //! followed: that image ran untraced (static, set-uid, a 32-bit program, ...).
 
-use mmio_trace_ring::{Kind, Record, KERNEL_CALLS};
+use mmio_trace_ring::{Kind, Record};
 
 use crate::{emit, is_active, regions, sys, PAGE, RULES};
 
@@ -212,10 +212,10 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
 /// The index of `call` in the ring's list of call names (the last, `syscall`, for
 /// names it does not list).
 pub fn call_index(call: &str) -> u8 {
-    KERNEL_CALLS
+    Kind::KERNEL_CALLS
         .iter()
         .position(|&c| c == call)
-        .unwrap_or(KERNEL_CALLS.len() - 1) as u8
+        .unwrap_or(Kind::KERNEL_CALLS.len() - 1) as u8
 }
 
 /// Logs that the kernel read (`wrote` false) or wrote the first `done` bytes of the
