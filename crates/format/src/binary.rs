@@ -78,9 +78,7 @@ record tag>=0x80, then len:var, then payload:
   bytes, ctx = M | P<<3 | D<<6 (M, P as above, D in 0..3 -> 0,1,2,4 bytes), and those
   accesses' M and C fields as le(M) zz(map delta), le(P) zz(pc delta), le(D) pid
   (D=0: unchanged) instead of varints.
-  0x8b KERNEL ts:var id:zz phys:var len:var dir:u8 (0 kernel read, 1 kernel wrote)
-  pid:var call (the system call's name, to the end): a system call's access to device
-  memory on the program's behalf.
+  0x8b KERNEL ts:var id:zz phys len dir:u8 pid:var call
 ";
 
 const T_VERSION: u8 = 0x80;
