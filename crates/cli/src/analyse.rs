@@ -70,6 +70,14 @@ impl FilterArgs {
                     && self.map.is_none_or(|m| m == u.map_id)
                     && self.addr_ok(u.phys)
             }
+            Event::Kernel(k) => {
+                self.map.is_none_or(|m| m == k.map_id)
+                    && (!self.reads || k.dir == Direction::Read)
+                    && (!self.writes || k.dir == Direction::Write)
+                    && self.addr.is_none_or(|(lo, hi)| {
+                        k.phys <= hi && k.phys.saturating_add(k.len - 1) >= lo
+                    })
+            }
             Event::Map(m) => self.map.is_none_or(|id| id == m.id),
             Event::Unmap(u) => self.map.is_none_or(|id| id == u.id),
             Event::Version(_) | Event::PciDev(_) | Event::Verbatim(_) => !self.is_active(),

@@ -217,6 +217,26 @@ pub fn render(line: &mut Vec<u8>, ev: &Event, style: &Style, described: Option<&
                 s.reset
             );
         }
+        Event::Kernel(k) => {
+            let _ = write!(
+                line,
+                "{:>14}  {}KERNEL {} {} bytes at {:#010x} by {}(){}  {}map {}  pid {}{}",
+                fmt_ts(k.ts_ns),
+                s.mark,
+                match k.dir {
+                    Direction::Read => "read",
+                    Direction::Write => "wrote",
+                },
+                k.len,
+                k.phys,
+                String::from_utf8_lossy(&k.call),
+                s.reset,
+                s.dim,
+                k.map_id,
+                k.pid,
+                s.reset
+            );
+        }
         Event::LostEvents(n) => {
             let _ = write!(line, "{:>14}  {}LOST {n} events{}", "", s.warn, s.reset);
         }

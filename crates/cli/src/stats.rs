@@ -108,6 +108,9 @@ struct Totals {
     writes: u64,
     unknown: u64,
     marks: u64,
+    /// System calls' accesses to device memory (`kernel read/wrote` markers) and their bytes.
+    kernel: u64,
+    kernel_bytes: u64,
     lost_marks: u64,
     lost_events: u64,
     cpu_lost: u64,
@@ -220,6 +223,10 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                     maps.entry(id).or_default().file = file;
                 }
             }
+            Event::Kernel(k) => {
+                t.kernel += 1;
+                t.kernel_bytes += k.len;
+            }
             Event::LostEvents(n) => {
                 t.lost_marks += 1;
                 t.lost_events += n;
@@ -294,6 +301,8 @@ fn to_json(
         "writes": t.writes,
         "unknown": t.unknown,
         "marks": t.marks,
+        "kernel_accesses": t.kernel,
+        "kernel_bytes": t.kernel_bytes,
         "first_ns": t.first,
         "last_ns": t.last,
         "lost": {
@@ -417,6 +426,13 @@ fn to_text(
         t.maps,
         t.unmaps
     );
+    if t.kernel > 0 {
+        let _ = writeln!(
+            o,
+            "system calls' accesses to device memory: {} ({} bytes)",
+            t.kernel, t.kernel_bytes
+        );
+    }
     if let (Some(a), Some(b)) = (t.first, t.last) {
         let span = (b - a) as f64 / 1e9;
         let _ = writeln!(o, "time: {} .. {} ({span:.6} s)", fmt_ts(a), fmt_ts(b));

@@ -78,6 +78,7 @@ record tag>=0x80, then len:var, then payload:
   bytes, ctx = M | P<<3 | D<<6 (M, P as above, D in 0..3 -> 0,1,2,4 bytes), and those
   accesses' M and C fields as le(M) zz(map delta), le(P) zz(pc delta), le(D) pid
   (D=0: unchanged) instead of varints.
+  0x8b KERNEL ts:var id:zz phys len dir:u8 pid:var call
 ";
 
 const T_VERSION: u8 = 0x80;
@@ -91,6 +92,7 @@ const T_CPULOST: u8 = 0x87;
 const T_VERBATIM: u8 = 0x88;
 const T_BLOCK: u8 = 0x89;
 const T_CBLOCK: u8 = 0x8a;
+const T_KERNEL: u8 = 0x8b;
 
 /// Byte lengths of a context block's pid field, by its 2-bit size code (0: the pid of
 /// the previous access).
@@ -446,6 +448,16 @@ impl<W: Write> BinaryWriter<W> {
             Event::LostEvents(n) => {
                 put_var(pl, *n);
                 T_LOST
+            }
+            Event::Kernel(k) => {
+                put_var(pl, k.ts_ns);
+                put_var(pl, zz(k.map_id));
+                put_var(pl, k.phys);
+                put_var(pl, k.len);
+                pl.push((k.dir == Direction::Write) as u8);
+                put_var(pl, k.pid as u64);
+                pl.extend_from_slice(&k.call);
+                T_KERNEL
             }
             Event::CpuLost { cpu, count } => {
                 put_var(pl, *cpu as u64);
@@ -1750,6 +1762,34 @@ fn decode_rare(tag: u8, b: &[u8]) -> Result<Option<Event>, Bad> {
             Event::CpuLost { cpu, count }
         }
         T_VERBATIM => Event::Verbatim(b.to_vec()),
+        T_KERNEL => {
+            let ts_ns = get_var(b, pos)?;
+            let map_id = unzz(get_var(b, pos)?);
+            let phys = get_var(b, pos)?;
+            let len = get_var(b, pos)?;
+            let dir = match get_bytes(b, pos, 1)?[0] {
+                0 => Direction::Read,
+                1 => Direction::Write,
+                _ => return Err(Bad("a direction 0 (kernel read) or 1 (kernel wrote)")),
+            };
+            let pid = get_u32(b, pos, "a pid that fits in 32 bits")?;
+            let k = KernelAccess {
+                ts_ns,
+                dir,
+                len,
+                map_id,
+                phys,
+                call: b[*pos..].to_vec(),
+                pid,
+            };
+            // Only what the text format can carry, so that conversions stay exact.
+            if KernelAccess::parse(ts_ns, &k.text()).as_ref() != Some(&k) {
+                return Err(Bad(
+                    "a kernel access of 1 byte or more by a call named [a-z0-9_]{1,32}",
+                ));
+            }
+            Event::Kernel(k)
+        }
         // A record kind from a later version: skip it.
         _ => return Ok(None),
     };

@@ -36,6 +36,9 @@ pub enum Event {
     Mark(Mark),
     /// `MARK 0.000000 Lost N events.`: the tracer dropped N events before this point.
     LostEvents(u64),
+    /// `MARK ts kernel read|wrote N bytes of map ID at 0xPHYS (CALL) pid TID`: a system
+    /// call read or wrote device memory on the program's behalf (user-space recordings).
+    Kernel(KernelAccess),
     /// ftrace's `CPU:n [LOST m EVENTS]` (or `CPU:n [LOST EVENTS]` when the count is unknown).
     CpuLost {
         /// The CPU whose ring buffer overflowed.
@@ -249,6 +252,112 @@ pub struct Mark {
     pub text: Vec<u8>,
 }
 
+/// A system call's access to device memory, made by the kernel for the program (the
+/// buffer of a `read`, `write`, `stat`, ... lay in a traced mapping).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelAccess {
+    /// Time the call returned, nanoseconds.
+    pub ts_ns: u64,
+    /// [`Direction::Read`]: the kernel read the device memory (e.g. `write(2)` from it);
+    /// [`Direction::Write`]: it wrote it (e.g. `read(2)` into it).
+    pub dir: Direction,
+    /// Bytes accessed, at least 1.
+    pub len: u64,
+    /// Id of the mapping.
+    pub map_id: i64,
+    /// Physical address of the first byte, as in `R`/`W` lines.
+    pub phys: u64,
+    /// The call's name (`write`, `recvmsg`, `fstat`, ...): ASCII lowercase letters,
+    /// digits and `_`, 1 to 32 of them.
+    pub call: Vec<u8>,
+    /// Thread id of the caller.
+    pub pid: u32,
+}
+
+impl KernelAccess {
+    /// The marker text of this access (without `MARK ts `).
+    pub fn text(&self) -> Vec<u8> {
+        let mut t = Vec::with_capacity(64);
+        t.extend_from_slice(match self.dir {
+            Direction::Read => b"kernel read ",
+            Direction::Write => b"kernel wrote ",
+        });
+        t.extend_from_slice(self.len.to_string().as_bytes());
+        t.extend_from_slice(b" bytes of map ");
+        t.extend_from_slice(self.map_id.to_string().as_bytes());
+        t.extend_from_slice(format!(" at {:#x} (", self.phys).as_bytes());
+        t.extend_from_slice(&self.call);
+        t.extend_from_slice(b") pid ");
+        t.extend_from_slice(self.pid.to_string().as_bytes());
+        t
+    }
+
+    /// Parses marker text written by [`KernelAccess::text`]: only its canonical form
+    /// (no leading zeros, lowercase hex, single spaces), so that every text it accepts is
+    /// written back byte for byte. `None` for any other text.
+    pub fn parse(ts_ns: u64, text: &[u8]) -> Option<KernelAccess> {
+        let (dir, r) = if let Some(r) = text.strip_prefix(b"kernel read ") {
+            (Direction::Read, r)
+        } else {
+            (Direction::Write, text.strip_prefix(b"kernel wrote ")?)
+        };
+        let (len, r) = dec(r)?;
+        let r = r.strip_prefix(b" bytes of map ")?;
+        let (map_id, r) = match r.strip_prefix(b"-") {
+            Some(r) => {
+                let (v, r) = dec(r)?;
+                (i64::try_from(v).ok().filter(|&v| v != 0)?.checked_neg()?, r)
+            }
+            None => {
+                let (v, r) = dec(r)?;
+                (i64::try_from(v).ok()?, r)
+            }
+        };
+        let r = r.strip_prefix(b" at 0x")?;
+        let n = r
+            .iter()
+            .take_while(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .count();
+        if n == 0 || n > 16 || (n > 1 && r[0] == b'0') {
+            return None;
+        }
+        let phys = u64::from_str_radix(std::str::from_utf8(&r[..n]).ok()?, 16).ok()?;
+        let r = r[n..].strip_prefix(b" (")?;
+        let n = r
+            .iter()
+            .take_while(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+            .count();
+        if n == 0 || n > 32 {
+            return None;
+        }
+        let call = r[..n].to_vec();
+        let r = r[n..].strip_prefix(b") pid ")?;
+        let (pid, r) = dec(r)?;
+        if !r.is_empty() || len == 0 {
+            return None;
+        }
+        Some(KernelAccess {
+            ts_ns,
+            dir,
+            len,
+            map_id,
+            phys,
+            call,
+            pid: u32::try_from(pid).ok()?,
+        })
+    }
+}
+
+/// A canonical decimal number (no leading zeros) at the start of `s`, and the rest.
+fn dec(s: &[u8]) -> Option<(u64, &[u8])> {
+    let n = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    if n == 0 || n > 20 || (n > 1 && s[0] == b'0') {
+        return None;
+    }
+    let v = std::str::from_utf8(&s[..n]).ok()?.parse().ok()?;
+    Some((v, &s[n..]))
+}
+
 impl Event {
     /// The event's timestamp in nanoseconds, for events that have one.
     pub fn ts_ns(&self) -> Option<u64> {
@@ -258,6 +367,7 @@ impl Event {
             Event::Access(a) => Some(a.ts_ns),
             Event::Unknown(u) => Some(u.ts_ns),
             Event::Mark(m) => Some(m.ts_ns),
+            Event::Kernel(k) => Some(k.ts_ns),
             _ => None,
         }
     }
@@ -269,6 +379,7 @@ impl Event {
             Event::Unmap(u) => Some(u.pid),
             Event::Access(a) => Some(a.pid),
             Event::Unknown(u) => Some(u.pid),
+            Event::Kernel(k) => Some(k.pid),
             _ => None,
         }
     }

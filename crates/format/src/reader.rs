@@ -223,7 +223,7 @@ impl<R: Read> TextReader<R> {
         if self.fast(&mut a) {
             Ok(Some(Event::Access(a)))
         } else {
-            self.next_event_slow()
+            self.next_event_slow().map(|e| e.map(kernel_marks))
         }
     }
 
@@ -269,7 +269,7 @@ impl<R: Read> TextReader<R> {
                     break;
                 }
             }
-            match self.next_event_slow() {
+            match self.next_event_slow().map(|e| e.map(kernel_marks)) {
                 Ok(Some(ev)) => put_event(out, n, ev),
                 Ok(None) => break,
                 Err(e) => {
@@ -607,5 +607,18 @@ impl<R: Read> Iterator for TextReader<R> {
     type Item = Result<Event, Error>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_event().transpose()
+    }
+}
+
+/// A finished marker (continuation lines included) is a kernel access when its text is
+/// one (see [`KernelAccess::parse`](crate::event::KernelAccess::parse)); other events
+/// pass unchanged.
+fn kernel_marks(ev: Event) -> Event {
+    match ev {
+        Event::Mark(m) => match crate::event::KernelAccess::parse(m.ts_ns, &m.text) {
+            Some(k) => Event::Kernel(k),
+            None => Event::Mark(m),
+        },
+        ev => ev,
     }
 }

@@ -963,6 +963,13 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
             out.extend_from_slice(&m.text);
             out.push(b'\n');
         }
+        Event::Kernel(k) => {
+            out.extend_from_slice(b"MARK ");
+            put_ts(out, k.ts_ns);
+            out.push(b' ');
+            out.extend_from_slice(&k.text());
+            out.push(b'\n');
+        }
         Event::LostEvents(n) => {
             out.extend_from_slice(b"MARK 0.000000 Lost ");
             put_dec(out, *n);

@@ -15,10 +15,12 @@
 //! | `timer_create`, `mq_notify` | `SIGEV_THREAD` callbacks run in glibc threads with every signal blocked: unblock the tracer's first |
 //! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
 //! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end (from a pthread-key destructor: also on cancellation and after other destructors) |
-//! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address |
+//! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address; an `_IOC` argument in device memory |
 //! | `close`, `close_range`, `closefrom` | the program may not close the tracer's descriptors (the recorder's memfd and liveness pipe, the task directory): programs that close every descriptor before `exec` would otherwise run the new image untraced |
 //! | `dup2`, `dup3` | a program that reuses one of those numbers gets it: the tracer's descriptor moves first, and the environment names its new number |
 //! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
+//! | `execv`, `execvp`, `execl`, `execlp`, `system`, `popen`, `pclose` (`exec.rs`) | the same for `environ`, which the program may have emptied; exec notes name images that never attach |
+//! | `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `send*`, `recv*`, `getrandom`, `getentropy`, `stat` family, `statx`, `pipe`, `pipe2`, `socketpair`, `readlink(at)`, `getcwd`, `uname`, `poll`, `wait*`, `fread`/`fwrite`, `clock_gettime`, `syscall` (`sysbuf.rs`) | a buffer in device memory is handed to the kernel through the alias, and the kernel's access logged |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
 //!
 //! Real functions are resolved eagerly with `dlsym(RTLD_NEXT)` in the constructor (lazy
@@ -51,7 +53,7 @@ macro_rules! reals {
             use std::sync::atomic::AtomicUsize;
             $(pub static $name: AtomicUsize = AtomicUsize::new(0);)*
         }
-        fn resolve_all() {
+        pub(crate) fn resolve_all() {
             $(resolve(&real::$name, concat!(stringify!($name), "\0"));)*
         }
     };
@@ -126,6 +128,8 @@ static INIT: extern "C" fn() = init;
 
 extern "C" fn init() {
     resolve_all();
+    exec::resolve_all();
+    sysbuf::resolve_all();
     ENV.get_or_init(saved_env);
     if tracer::init_from_env() {
         // Opened again from the recorder's paths (the inherited ones were closed on the
@@ -143,6 +147,7 @@ extern "C" fn init() {
         }
         create_end_key();
         INITIALISED.store(true, Ordering::Release);
+        exec::attach();
         // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;
         // the atfork handlers run for every fork made with libc's fork.
         // SAFETY: plain function pointers that stay valid (this library is never unloaded).
@@ -869,6 +874,11 @@ fn saved_env() -> Vec<std::ffi::CString> {
             s.extend_from_slice(v.as_encoded_bytes());
             std::ffi::CString::new(s).ok()
         })
+        .filter(|v| {
+            !v.as_bytes()
+                .starts_with(tracer::uaccess::ENV_EXECED.as_bytes())
+        })
+        .chain(exec::execed_var())
         .collect()
 }
 
@@ -923,8 +933,15 @@ fn env_key(e: &[u8]) -> &[u8] {
 /// `envp` must be null or a NULL-terminated array of C strings.
 unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *const c_char {
     let ours = match ENV.get() {
-        Some(v) if INITIALISED.load(Ordering::Acquire) && !envp.is_null() => v,
+        Some(v) if INITIALISED.load(Ordering::Acquire) => v,
         _ => return envp,
+    };
+    // The kernel runs a NULL environment as an empty one: so do we, plus our variables.
+    static EMPTY: [usize; 1] = [0];
+    let envp = if envp.is_null() {
+        EMPTY.as_ptr() as *const *const c_char
+    } else {
+        envp
     };
     const PRELOAD: &[u8] = b"LD_PRELOAD=";
     // Our library: the first element of the LD_PRELOAD the recorder gave us.
@@ -1023,6 +1040,8 @@ unsafe fn exec_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
+    // SAFETY: the caller's path, a C string (or null: the call fails).
+    let _note = unsafe { exec::ExecNote::new(path) };
     // SAFETY: the caller's environment; then libc's function with the patched one, whose
     // strings outlive the call.
     unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
@@ -1065,6 +1084,9 @@ pub unsafe extern "C" fn execveat(
         return -1;
     };
     let mut env = EnvPatch::new();
+    // SAFETY: the caller's path, a C string (or null: the call fails); an empty one with
+    // `AT_EMPTY_PATH` names the file `dirfd` is.
+    let _note = unsafe { exec::ExecNote::at(dirfd, path, flags) };
     // SAFETY: as in `execve`.
     unsafe {
         std::mem::transmute::<usize, F>(p)(dirfd, path, argv, patch_env(envp, &mut env), flags)
@@ -1081,6 +1103,7 @@ pub unsafe extern "C" fn fexecve(
     type F = unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char) -> c_int;
     let p = real(&real::fexecve, "fexecve\0");
     let mut env = EnvPatch::new();
+    let _note = exec::ExecNote::fd(fd);
     // SAFETY: as in `execve`.
     unsafe { std::mem::transmute::<usize, F>(p)(fd, argv, patch_env(envp, &mut env)) }
 }
@@ -1113,8 +1136,9 @@ unsafe fn spawn_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
+    let since = tracer::uaccess::now();
     // SAFETY: as in `execve`.
-    unsafe {
+    let r = unsafe {
         std::mem::transmute::<usize, PosixSpawnFn>(p)(
             pid,
             path,
@@ -1123,7 +1147,10 @@ unsafe fn spawn_patched(
             argv,
             patch_env(envp, &mut env),
         )
-    }
+    };
+    // SAFETY: the caller's pid pointer (may be null) and path.
+    unsafe { exec::spawned(r, pid, since, path) };
+    r
 }
 
 with_real! {
@@ -1342,15 +1369,14 @@ pub unsafe extern "C" fn pthread_create(
     r
 }
 
-type IoctlFn = unsafe extern "C" fn(c_int, libc::c_ulong, *mut c_void) -> c_int;
-
 /// Interposed `ioctl` (variadic in C; on x86-64 the third argument arrives in a fixed
 /// integer parameter whatever its type).
 #[no_mangle]
 pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_void) -> c_int {
     let p = real(&real::ioctl, "ioctl\0");
-    // SAFETY: libc's ioctl with the caller's arguments.
-    let r = unsafe { std::mem::transmute::<usize, IoctlFn>(p)(fd, request, arg) };
+    // SAFETY: libc's ioctl with the caller's arguments (an argument in device memory
+    // handed over through its alias).
+    let r = unsafe { sysbuf::ioctl(p, fd, request, arg) };
     if r >= 0
         && request == tracer::vfio::VFIO_GROUP_GET_DEVICE_FD
         && !arg.is_null()
@@ -1389,3 +1415,6 @@ pub unsafe extern "C" fn mmio_trace_mark(text: *const c_char) {
     let t = unsafe { CStr::from_ptr(text) };
     tracer::mark(t.to_bytes());
 }
+
+mod exec;
+mod sysbuf;

@@ -51,6 +51,17 @@ pub(crate) struct Merger {
     done_until: u64,
     /// Events turned out so far.
     pub emitted: u64,
+    /// Exec notes: (pid, time, path; `None`: the exec failed).
+    execs: Vec<(u32, u64, Option<Vec<u8>>)>,
+    /// Attach notes: (pid, time).
+    attaches: Vec<(u32, u64)>,
+    /// `kernel cannot reach` markers from traced processes: system calls that could not
+    /// hand the kernel device memory, which failed with `EFAULT`.
+    unreached: u64,
+    /// The time of the last event handed out, for the closing markers.
+    last_ts: u64,
+    /// Whether the closing warnings were given (by the final [`Merger::emit`]).
+    closed: bool,
 }
 
 impl Merger {
@@ -65,6 +76,11 @@ impl Merger {
             start_ns,
             done_until: 0,
             emitted: 0,
+            execs: Vec::new(),
+            attaches: Vec::new(),
+            unreached: 0,
+            last_ts: 0,
+            closed: false,
         }
     }
 
@@ -146,10 +162,62 @@ impl Merger {
                 }
             }
             if let Some(ev) = self.resolve(&e) {
+                if let (Event::Mark(m), true) = (&ev, e.pid != 0) {
+                    if m.text.starts_with(b"kernel cannot reach ") {
+                        self.unreached += 1;
+                    }
+                }
+                self.last_ts = self.last_ts.max(ev.ts_ns().unwrap_or(0));
                 self.emitted += 1;
                 out(ev);
             }
         }
+        if watermark.is_none() && !self.closed {
+            self.closed = true;
+            self.closing_warnings(&mut out);
+        }
+    }
+
+    /// At the end of the recording: each exec'd image that never attached, in a marker
+    /// and on stderr, and how many system calls could not be handed device memory.
+    fn closing_warnings(&mut self, out: &mut impl FnMut(Event)) {
+        for (pid, path) in self.untraced_images() {
+            let text = format!(
+                "process {pid} exec'd {}, which never loaded the tracer (statically linked, \
+                 set-uid, or not a program for this machine): its accesses are not in the log",
+                String::from_utf8_lossy(&path)
+            );
+            eprintln!("mmio-trace: warning: {text}");
+            self.emitted += 1;
+            out(Event::Mark(Mark {
+                ts_ns: self.last_ts,
+                text: text.into_bytes(),
+            }));
+        }
+        if self.unreached > 0 {
+            eprintln!(
+                "mmio-trace: warning: {} system calls could not be handed device memory (a \
+                 mapping without an alias, or a buffer over too many pieces) and failed with \
+                 EFAULT (see the `kernel cannot reach` markers)",
+                self.unreached
+            );
+        }
+    }
+
+    /// The images a traced process exec'd that never attached: (pid, path). An exec is
+    /// settled by the first note of its pid after it: an attach, a failure, or another
+    /// exec (which only the old image could have made).
+    pub fn untraced_images(&self) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (pid, ts, path) in &self.execs {
+            let Some(path) = path else { continue };
+            let settled = self.attaches.iter().any(|&(p, t)| p == *pid && t >= *ts)
+                || self.execs.iter().any(|(p, t, _)| p == pid && t > ts);
+            if !settled {
+                out.push((*pid, path.clone()));
+            }
+        }
+        out
     }
 
     fn rel(&self, ts: u64) -> u64 {
@@ -258,6 +326,43 @@ impl Merger {
                     pid: e.tid,
                 })
             }
+            Kind::Kernel => {
+                let (map_id, phys) = self.map_of(r, e.pid);
+                let call = Kind::KERNEL_CALLS
+                    .get(r.width() as usize)
+                    .copied()
+                    .unwrap_or("syscall");
+                Event::Kernel(mmio_trace_format::KernelAccess {
+                    ts_ns,
+                    dir: if r.value() >> 63 != 0 {
+                        Direction::Write
+                    } else {
+                        Direction::Read
+                    },
+                    len: (r.value() & ((1 << 48) - 1)).max(1),
+                    map_id,
+                    phys,
+                    call: call.as_bytes().to_vec(),
+                    pid: e.tid,
+                })
+            }
+            Kind::Exec => {
+                let pid = r.0[1] as u32;
+                let path = (r.width() == 0).then(|| {
+                    let mut text = Vec::new();
+                    for d in &e.extra {
+                        text.extend_from_slice(&d.bytes());
+                    }
+                    text.truncate(r.0[2] as usize);
+                    text
+                });
+                self.execs.push((pid, e.ts, path));
+                return None;
+            }
+            Kind::Attach => {
+                self.attaches.push((r.0[1] as u32, e.ts));
+                return None;
+            }
             Kind::Data => return None,
         })
     }
@@ -305,6 +410,121 @@ mod tests {
             }
         });
         out
+    }
+
+    fn exec(ts: u64, pid: u64, path: &[u8]) -> Vec<Record> {
+        let mut v = vec![Record::new(ts, pid, path.len() as u64, 0, 0, Kind::Exec)];
+        v.extend(path.chunks(32).map(Record::data));
+        v
+    }
+
+    fn merged(records: &[Record]) -> (Merger, Vec<Event>) {
+        let mut m = Merger::new(2, 0);
+        m.add(Drained {
+            ring: 0,
+            pid: 10,
+            tid: 11,
+            records,
+        });
+        let mut out = Vec::new();
+        m.emit(None, |e| out.push(e));
+        (m, out)
+    }
+
+    #[test]
+    fn an_exec_no_attach_followed_is_an_untraced_image() {
+        let mut r = Vec::new();
+        // 20 exec'd a traced image; 21 a static one (a path longer than one data record);
+        // 22's exec failed; 23 exec'd twice (the first one failed without a note: only
+        // the old image could have made the second); 25 is a spawned child whose note,
+        // timed before the spawn, precedes its attach.
+        r.extend(exec(1, 20, b"/bin/traced"));
+        r.push(Record::new(2, 20, 0, 0, 0, Kind::Attach));
+        let long = b"/a/static/program/whose/path/is/longer/than/32/bytes";
+        r.extend(exec(3, 21, long));
+        r.extend(exec(4, 22, b"/nonexistent"));
+        r.push(Record::new(5, 22, 0, 0, 1, Kind::Exec));
+        r.extend(exec(6, 23, b"/first"));
+        r.extend(exec(7, 23, b"/second"));
+        r.extend(exec(8, 25, b"/spawned"));
+        r.push(Record::new(9, 25, 0, 0, 0, Kind::Attach));
+        let (m, out) = merged(&r);
+        assert_eq!(
+            m.untraced_images(),
+            vec![(21, long.to_vec()), (23, b"/second".to_vec())]
+        );
+        // The notes are no events; the final emit names each untraced image in a marker.
+        let marks: Vec<_> = out
+            .iter()
+            .map(|e| match e {
+                Event::Mark(m) => (m.ts_ns, String::from_utf8_lossy(&m.text).into_owned()),
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        let says = |pid: u32, path: &str| {
+            format!(
+                "process {pid} exec'd {path}, which never loaded the tracer (statically \
+                 linked, set-uid, or not a program for this machine): its accesses are not \
+                 in the log"
+            )
+        };
+        assert_eq!(
+            marks,
+            vec![
+                (0, says(21, std::str::from_utf8(long).unwrap())),
+                (0, says(23, "/second"))
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_records_resolve_to_map_and_physical_address() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
+        let call = Kind::KERNEL_CALLS
+            .iter()
+            .position(|&c| c == "recvmsg")
+            .unwrap() as u8;
+        r.push(Record::new(
+            2,
+            Record::access_word(0x11ff0, 3),
+            16 | 1 << 63,
+            0,
+            call,
+            Kind::Kernel,
+        ));
+        r.push(Record::new(
+            3,
+            Record::access_word(0x10040, 3),
+            64,
+            0,
+            1,
+            Kind::Kernel,
+        ));
+        let (_, out) = merged(&r);
+        assert_eq!(
+            out[1..],
+            [
+                Event::Kernel(mmio_trace_format::KernelAccess {
+                    ts_ns: 2,
+                    dir: Direction::Write,
+                    len: 16,
+                    map_id: 3,
+                    phys: 0x9ff0,
+                    call: b"recvmsg".to_vec(),
+                    pid: 11,
+                }),
+                Event::Kernel(mmio_trace_format::KernelAccess {
+                    ts_ns: 3,
+                    dir: Direction::Read,
+                    len: 64,
+                    map_id: 3,
+                    phys: 0x8040,
+                    call: b"write".to_vec(),
+                    pid: 11,
+                }),
+            ]
+        );
     }
 
     #[test]

@@ -40,6 +40,67 @@ pub enum Kind {
     /// An access whose instruction could not be decoded: word 1 as accesses, word 2 =
     /// the first instruction bytes (little-endian).
     Unknown = 8,
+    /// A system call's access to device memory on the program's behalf: word 1 as
+    /// accesses (the program's address), word 2 = byte count | 1 << 63 when the kernel
+    /// wrote the memory; width = the call's index in [`Kind::KERNEL_CALLS`].
+    Kernel = 9,
+    /// This process is about to exec an image (word 1 = pid; word 2 = path length,
+    /// `ceil(len/32)` data records follow): the recorder expects that pid to attach.
+    /// Width 1: the exec failed (no path), the expectation is withdrawn.
+    Exec = 10,
+    /// An image started by a traced exec attached (word 1 = pid).
+    Attach = 11,
+}
+
+impl Kind {
+    /// Names of the system calls a [`Kind::Kernel`] record can name, by index.
+    pub const KERNEL_CALLS: &'static [&'static str] = &[
+        "read",
+        "write",
+        "pread64",
+        "pwrite64",
+        "readv",
+        "writev",
+        "preadv",
+        "pwritev",
+        "preadv2",
+        "pwritev2",
+        "send",
+        "sendto",
+        "sendmsg",
+        "sendmmsg",
+        "recv",
+        "recvfrom",
+        "recvmsg",
+        "recvmmsg",
+        "futex",
+        "ioctl",
+        "stat",
+        "fstat",
+        "lstat",
+        "fstatat",
+        "statx",
+        "getrandom",
+        "pipe",
+        "pipe2",
+        "socketpair",
+        "pread",
+        "pwrite",
+        "preadv64",
+        "pwritev64",
+        "readlink",
+        "readlinkat",
+        "getcwd",
+        "uname",
+        "poll",
+        "waitpid",
+        "wait4",
+        "fread",
+        "fwrite",
+        "fread_unlocked",
+        "fwrite_unlocked",
+        "syscall",
+    ];
 }
 
 impl Kind {
@@ -55,6 +116,9 @@ impl Kind {
             6 => Kind::Unmap,
             7 => Kind::Mark,
             8 => Kind::Unknown,
+            9 => Kind::Kernel,
+            10 => Kind::Exec,
+            11 => Kind::Attach,
             _ => return None,
         })
     }
@@ -139,7 +203,7 @@ impl Record {
         match self.kind() {
             Some(Kind::ReadWide) | Some(Kind::WriteWide) => (self.width() as usize).div_ceil(32),
             Some(Kind::Map) => 1,
-            Some(Kind::Mark) => (self.0[2] as usize).min(MAX_MARK).div_ceil(32),
+            Some(Kind::Mark) | Some(Kind::Exec) => (self.0[2] as usize).min(MAX_MARK).div_ceil(32),
             _ => 0,
         }
     }

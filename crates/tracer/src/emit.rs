@@ -160,3 +160,29 @@ pub fn mark(text: &[u8]) {
         None => lost(),
     }
 }
+
+/// Publishes a one-record event from normal context (or a program's signal handler: it
+/// takes no stack to speak of), timed now.
+pub(crate) fn publish_one(mut first: Record) {
+    let _quiet = NoAsyncSignals::new();
+    let e = begin();
+    first.0[0] = e.ts;
+    e.push(&[first]);
+}
+
+/// Publishes one event from normal context: `first` (its timestamp replaced by `ts`, or
+/// by the time now) and `data` in data records after it (at most 4096 bytes).
+pub(crate) fn publish(ts: Option<u64>, mut first: Record, data: &[u8]) {
+    const MAX: usize = 4096;
+    let _quiet = NoAsyncSignals::new();
+    let e = begin();
+    first.0[0] = ts.unwrap_or(e.ts);
+    let mut recs = [Record::default(); 1 + MAX / 32];
+    recs[0] = first;
+    let mut n = 1;
+    for c in data[..data.len().min(MAX)].chunks(32) {
+        recs[n] = Record::data(c);
+        n += 1;
+    }
+    e.push(&recs[..n]);
+}

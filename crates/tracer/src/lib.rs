@@ -29,6 +29,7 @@ mod step;
 mod stop;
 pub mod sys;
 pub mod threads;
+pub mod uaccess;
 pub mod vfio;
 
 use std::io::Write as _;

@@ -289,6 +289,18 @@ pub fn has_slot() -> bool {
     lookup(sys::thread_pointer()).is_some()
 }
 
+/// Gives up the calling thread's ring (it claims a fresh one on its next event): before
+/// an exec, whose new image will not use it, and after an exec'd image's attach note, so
+/// that processes that never touch the device hold no ring.
+pub(crate) fn retire_ring() {
+    if let Some(s) = lookup(sys::thread_pointer()) {
+        // A program handler's access must not find the ring half given up.
+        let old = crate::signals::block_async();
+        s.retire();
+        crate::signals::restore_mask(old);
+    }
+}
+
 /// Call when a thread ends: its ring can be reused once drained, its alternate signal stack
 /// is unmapped and its slot freed (a signal after this runs on the thread's own stack; an
 /// access after this takes a fresh slot).
