@@ -137,6 +137,15 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
         }
     };
     for r in regs[..nregs].iter().flatten() {
+        // A region whose alias is made on its first access gets it now: the kernel is
+        // about to access it.
+        let made;
+        let r = if r.alias == 0 && r.lazy != 0 {
+            made = regions::find_aliased(r.start.max(addr)).unwrap_or(*r);
+            &made
+        } else {
+            r
+        };
         let rend = r.start + r.len;
         if cur < r.start {
             let to = r.start.min(end);
