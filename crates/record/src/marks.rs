@@ -1,5 +1,9 @@
 //! Markers from other shells: each recorder listens on a Unix datagram socket in a
 //! per-user directory; `mmio-trace mark TEXT` sends the text to every live recorder.
+//!
+//! Every marker, from here or from the program (`mmio_trace_mark`), is logged on one
+//! line: control characters are escaped (`mmio_trace_format::text::escape_marker`).
+//! Text past [`MAX_MARK`] bytes is cut, and the marker then ends with [`cut_note`].
 
 use std::io;
 use std::os::unix::net::UnixDatagram;
@@ -33,9 +37,10 @@ impl MarkSocket {
         Ok(MarkSocket { sock, path })
     }
 
-    /// The next marker received, if any: (`CLOCK_MONOTONIC` ns when it was sent, text).
-    pub fn try_recv(&self) -> Option<(u64, Vec<u8>)> {
-        let mut buf = vec![0u8; 8192];
+    /// The next marker received, if any: (`CLOCK_MONOTONIC` ns when it was sent, text
+    /// of at most [`MAX_MARK`] bytes, the length of the whole text the sender had).
+    pub fn try_recv(&self) -> Option<(u64, Vec<u8>, u64)> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let n = self.sock.recv(&mut buf).ok()?;
             if let Some(m) = decode(&buf[..n]) {
@@ -51,22 +56,81 @@ impl Drop for MarkSocket {
     }
 }
 
-const TAG: &[u8; 4] = b"MMT1";
+/// The longest marker text kept, in bytes (before escaping): longer text is cut to its
+/// first `MAX_MARK` bytes, followed by [`cut_note`].
+pub use mmio_trace_ring::MAX_MARK;
+
+/// What follows a marker cut to its first [`MAX_MARK`] bytes, `full` long.
+pub fn cut_note(full: u64) -> String {
+    cut_note_kept(full, MAX_MARK)
+}
+
+fn cut_note_kept(full: u64, kept: usize) -> String {
+    format!(" [marker cut: {full} bytes, the first {kept} kept]")
+}
+
+/// The longest marker text written into the kernel's `trace_marker`, escaped: kernels
+/// before 4.x take at most 1 KiB in one write, and print at most a page per line.
+pub const KERNEL_MAX_MARK: usize = 1000;
+
+/// `text` as `mmio-trace mark` writes it into a kernel recording, which logs it as it
+/// is: escaped as `record` logs markers, and cut (with [`cut_note`]'s note) to at most
+/// [`KERNEL_MAX_MARK`] bytes of escaped text.
+pub fn kernel_marker(text: &[u8]) -> Vec<u8> {
+    use mmio_trace_format::text::escape_marker;
+    let all = escape_marker(text);
+    if all.len() <= KERNEL_MAX_MARK {
+        return all;
+    }
+    let note = cut_note_kept(text.len() as u64, text.len());
+    let room = KERNEL_MAX_MARK - note.len();
+    // The longest prefix whose escaped text fits (escaped length grows with the prefix).
+    let (mut lo, mut hi) = (0, text.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if escape_marker(&text[..mid]).len() <= room {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let mut out = escape_marker(&text[..lo]);
+    out.extend_from_slice(cut_note_kept(text.len() as u64, lo).as_bytes());
+    out
+}
+
+/// The longest datagram a recorder reads: the tag, the time, the text, and room for
+/// the length of a cut one.
+const MAX_DATAGRAM: usize = 4 + 8 + 8 + MAX_MARK;
+
+/// Datagrams of earlier versions: tag, time, text.
+const TAG_V1: &[u8; 4] = b"MMT1";
+const TAG: &[u8; 4] = b"MMT2";
 
 /// A marker datagram: tag, the sender's `CLOCK_MONOTONIC` ns (the clock every traced
 /// process stamps events with, so the mark lands where it was sent, not where the
-/// recorder happened to read it), text.
+/// recorder happened to read it), the whole text's length, the text cut to
+/// [`MAX_MARK`] bytes.
 fn encode(ts: u64, text: &[u8]) -> Vec<u8> {
     let mut v = TAG.to_vec();
     v.extend_from_slice(&ts.to_le_bytes());
-    v.extend_from_slice(text);
+    v.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    v.extend_from_slice(&text[..text.len().min(MAX_MARK)]);
     v
 }
 
-fn decode(b: &[u8]) -> Option<(u64, Vec<u8>)> {
+fn decode(b: &[u8]) -> Option<(u64, Vec<u8>, u64)> {
+    if let Some(rest) = b.strip_prefix(TAG_V1) {
+        let ts = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+        let text = rest[8..].to_vec();
+        let len = text.len() as u64;
+        return Some((ts, text, len));
+    }
     let rest = b.strip_prefix(TAG)?;
     let ts = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-    Some((ts, rest[8..].to_vec()))
+    let full = u64::from_le_bytes(rest.get(8..16)?.try_into().ok()?);
+    let text = rest[16..].to_vec();
+    Some((ts, text.clone(), full.max(text.len() as u64)))
 }
 
 /// Sends `text` to the recorder with pid `pid`, or to every live recorder of this user.

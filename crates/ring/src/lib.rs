@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 pub use consumer::{monotonic_ns, Consumer, Drained};
 pub use producer::{recorder_fd, set_recorder_fd, Producer, Shm, WaitError};
-pub use record::{Kind, Record, RECORD_SIZE};
+pub use record::{Kind, Record, MAX_MARK, RECORD_SIZE};
 
 /// Environment variable holding the memfd's file descriptor number in traced processes.
 pub const ENV_FD: &str = "MMIO_TRACE_SHM_FD";

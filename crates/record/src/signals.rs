@@ -1,0 +1,148 @@
+//! Signals to the recorder are the program's: the recorder passes them on, as `timeout`
+//! and `tini` do, and never dies of one itself, so the log is always finished.
+//!
+//! A signal the terminal sends (^C, ^\, ^Z, a window resize, a hangup) goes to the whole
+//! foreground process group, the program included: the recorder does not send it a
+//! second time. Signals ignored when the recorder started stay ignored (the program
+//! inherits that, as under `nohup`). Not passed on: the recorder's own faults (SEGV,
+//! BUS, FPE, ILL, TRAP, ABRT, SYS), CHLD, the terminal's TTIN/TTOU, PIPE (the Rust
+//! runtime ignores it; a closed output is reported as a write error) and KILL/STOP,
+//! which cannot be caught.
+
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+
+/// Signals passed on (real-time signals are added at run time).
+const FORWARDED: [libc::c_int; 16] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGURG,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGXCPU,
+    // Caught also so that the recorder's own file-size limit fails a write (EFBIG)
+    // instead of killing it.
+    libc::SIGXFSZ,
+    libc::SIGPWR,
+];
+
+/// Highest signal number handled.
+const NSIG: usize = 65;
+
+/// Sent by the kernel for the terminal (`SI_KERNEL`): the whole foreground group has it.
+const FROM_TERMINAL: u8 = 1;
+/// Sent by a process (`kill`, `sigqueue`): meant for the recorder alone.
+const SENT: u8 = 2;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NONE: AtomicU8 = AtomicU8::new(0);
+/// Per signal, how it arrived since the main loop last looked.
+static PENDING: [AtomicU8; NSIG] = [NONE; NSIG];
+/// The recorder's pid: a signal it raised on itself (XCPU from its own limits) is not
+/// the program's business.
+static SELF_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if sig <= 0 || sig as usize >= NSIG || info.is_null() {
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    let (code, pid) = unsafe { ((*info).si_code, (*info).si_pid()) };
+    let how = if code == libc::SI_KERNEL {
+        FROM_TERMINAL
+    } else if code <= 0 && pid != SELF_PID.load(Ordering::Relaxed) {
+        SENT
+    } else {
+        // Raised by the kernel for the recorder itself (its CPU limit, ...).
+        return;
+    };
+    PENDING[sig as usize].fetch_or(how, Ordering::SeqCst);
+}
+
+/// The handlers installed for one recording; [`Forwarder::restore`] puts the previous
+/// dispositions back.
+pub(crate) struct Forwarder {
+    saved: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+impl Forwarder {
+    /// Installs the handlers (before the program starts, so that nothing sent meanwhile
+    /// is lost).
+    pub fn install() -> Forwarder {
+        // SAFETY: getpid cannot fail.
+        SELF_PID.store(unsafe { libc::getpid() }, Ordering::Relaxed);
+        for p in &PENDING {
+            p.store(0, Ordering::Relaxed);
+        }
+        let mut sigs = FORWARDED.to_vec();
+        sigs.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+        let mut saved = Vec::new();
+        for sig in sigs {
+            // SAFETY: a zeroed sigaction is a valid "query" argument.
+            let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: querying the current disposition.
+            if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
+                continue;
+            }
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
+            // SAFETY: as above.
+            let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
+            new.sa_sigaction = on_signal
+                as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+                as libc::sighandler_t;
+            new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            // SAFETY: the handler only stores into atomics (async-signal-safe).
+            if unsafe { libc::sigaction(sig, &new, std::ptr::null_mut()) } == 0 {
+                saved.push((sig, old));
+            }
+        }
+        Forwarder { saved }
+    }
+
+    /// Passes on what arrived since the last call to `child` (still running, not reaped).
+    pub fn forward(&self, child: libc::pid_t) {
+        for (sig, p) in PENDING.iter().enumerate() {
+            let how = p.swap(0, Ordering::SeqCst);
+            if how == 0 {
+                continue;
+            }
+            let sig = sig as libc::c_int;
+            // SAFETY: plain process-group queries.
+            let same_group = unsafe { libc::getpgid(child) == libc::getpgrp() };
+            if how & SENT != 0 || !same_group {
+                // SAFETY: a signal to our own child, not yet reaped.
+                unsafe { libc::kill(child, sig) };
+            }
+            if sig == libc::SIGTSTP {
+                // Stop with the program, as the default action would have, so that the
+                // shell sees the job stopped; SIGCONT wakes both.
+                // SAFETY: plain raise.
+                unsafe { libc::raise(libc::SIGSTOP) };
+            }
+        }
+    }
+
+    /// Drops what arrived once there is nobody left to pass it to.
+    pub fn discard(&self) {
+        for p in &PENDING {
+            p.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts back the dispositions found by [`Forwarder::install`].
+    pub fn restore(self) {
+        for (sig, old) in &self.saved {
+            // SAFETY: restoring a disposition sigaction gave us.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+    }
+}
