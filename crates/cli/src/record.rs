@@ -152,9 +152,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }) => {
             eprintln!("mmio-trace: cannot write the trace to {path}: {error}");
             eprintln!(
-                "mmio-trace: the trace is incomplete: it stops after {} ({written} bytes), \
-                 at the end of a whole record; the program ran to its end and {}",
-                mmio_trace_record::human_bytes(written),
+                "mmio-trace: the trace is incomplete: {written} bytes written, ending on a \
+                 whole record; the program ran to its end and {}",
                 ended(outcome.exit)
             );
             return Ok(ExitCode::from(EXIT_TRACE_FAILED));

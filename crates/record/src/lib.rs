@@ -233,6 +233,9 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         rules::parse_ranges(r).ok_or_else(|| Error::BadRange(r.clone()))?;
     }
     let lib = locate::preload_library().ok_or(Error::NoPreload)?;
+    // Signals that arrive from now on are the program's (see `signals`); a file-size
+    // limit fails a write instead of killing the recorder.
+    let forwarder = signals::Forwarder::install();
     let out_name = |p: &Option<PathBuf>| match p {
         Some(p) => p.display().to_string(),
         None => "standard output".to_string(),
@@ -287,15 +290,12 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             }
         }
     }
-    // Signals that arrive from now on are the program's (see `signals`).
-    let forwarder = signals::Forwarder::install();
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(error) => {
-            forwarder.restore();
             pending.abandon();
             return Err(Error::Spawn {
                 program: program.to_string_lossy().into_owned(),
@@ -422,7 +422,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             }
         }
     }
-    forwarder.restore();
+    drop(forwarder);
     let outcome = Outcome {
         exit: exit.unwrap_or(Exit::Code(0)),
         events: merger.emitted,

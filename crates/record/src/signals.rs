@@ -66,8 +66,8 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     PENDING[sig as usize].fetch_or(how, Ordering::SeqCst);
 }
 
-/// The handlers installed for one recording; [`Forwarder::restore`] puts the previous
-/// dispositions back.
+/// The handlers installed for one recording; dropping it puts the previous dispositions
+/// back.
 pub(crate) struct Forwarder {
     saved: Vec<(libc::c_int, libc::sigaction)>,
 }
@@ -137,9 +137,11 @@ impl Forwarder {
             p.store(0, Ordering::Relaxed);
         }
     }
+}
 
+impl Drop for Forwarder {
     /// Puts back the dispositions found by [`Forwarder::install`].
-    pub fn restore(self) {
+    fn drop(&mut self) {
         for (sig, old) in &self.saved {
             // SAFETY: restoring a disposition sigaction gave us.
             unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
