@@ -29,7 +29,7 @@ impl MarkSocket {
     /// Binds `<dir>/<pid>.sock`.
     pub fn bind() -> io::Result<MarkSocket> {
         let dir = socket_dir();
-        std::fs::create_dir_all(&dir)?;
+        private_dir(&dir)?;
         let path = dir.join(format!("{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let sock = UnixDatagram::bind(&path)?;
@@ -48,6 +48,33 @@ impl MarkSocket {
             }
         }
     }
+}
+
+/// Creates `dir` (mode 0700) if needed, and checks that it is this user's own and not
+/// open to others: in `/tmp`, anyone could have made it first.
+fn private_dir(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory of this user's that only it can write to",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for MarkSocket {
