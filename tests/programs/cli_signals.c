@@ -1,10 +1,12 @@
 /* Signals passed on by the recorder: handles every signal the recorder forwards; each
  * one is written to the device (offset 0x10, the signal number) and appended to the
  * file argv[3] as "N\n". Creates argv[2] when ready; exits 0 after SIGTERM. With
- * argv[4] == "die", installs no handler for SIGUSR1 (the default action kills it). */
+ * argv[4] == "die", installs no handler for SIGUSR1 (the default action kills it).
+ * Leaves (status 9) if the recorder goes away. */
 #include "mmio.h"
 #include <signal.h>
 #include <string.h>
+#include <sys/select.h>
 
 static volatile sig_atomic_t got[65];
 static volatile sig_atomic_t order[256];
@@ -36,6 +38,7 @@ int main(int argc, char **argv) {
     int fd = open(argv[2], O_CREAT | O_WRONLY, 0644);
     if (fd < 0) return 4;
     close(fd);
+    pid_t parent = getppid();
     int seen = 0;
     for (;;) {
         while (seen < norder) {
@@ -48,6 +51,9 @@ int main(int argc, char **argv) {
             close(f);
             if (s == SIGTERM) return 0;
         }
-        sigsuspend(&old);
+        /* sigsuspend, waking each second to leave if the recorder is gone. */
+        struct timespec second = {1, 0};
+        pselect(0, NULL, NULL, NULL, &second, &old);
+        if (getppid() != parent) return 9;
     }
 }
