@@ -747,3 +747,81 @@ fn cli_no_alias_summary_names_no_alias_as_the_reason() {
          were logged as UNKNOWN where the value could not be known)\n"
     );
 }
+
+/// The state letter of process `pid` (`/proc/PID/stat`).
+fn state(pid: u32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next())
+        .unwrap_or('?')
+}
+
+#[test]
+fn cli_tstp_to_the_recorder_stops_the_program_with_it_and_cont_resumes_both() {
+    let t = Fixture::new("tstp", "cli_signals", 4096);
+    let (rec, acks) = start_signals(&t, &[]);
+    let pid = rec.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let program: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: signals to the recorder we started.
+    unsafe { libc::kill(pid as i32, libc::SIGTSTP) };
+    wait_until("both stopped", || {
+        state(pid) == 'T' && state(program) == 'T'
+    });
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    wait_until("SIGCONT acknowledged", || !lines(&acks).is_empty());
+    assert_ne!(state(program), 'T');
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let out = rec.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        lines(&acks),
+        vec![libc::SIGCONT.to_string(), libc::SIGTERM.to_string()]
+    );
+}
+
+#[test]
+fn cli_the_status_line_gives_sizes_for_people_and_counts_in_the_singular() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to run the recorder on a terminal");
+        return;
+    }
+    let t = Fixture::new("status", "cli_writes", 4096);
+    let log = trace_log(&t.dir);
+    let q = |p: &Path| format!("'{}'", p.display());
+    let inner = format!(
+        "exec {} record -o {} --device {} -- {} {} 2000 {}",
+        q(Path::new(env!("CARGO_BIN_EXE_mmio-trace"))),
+        q(&log),
+        q(&t.dev),
+        q(&t.exe),
+        q(&t.dev),
+        q(&t.dir.join("sentinel")),
+    );
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&out, 3);
+    let screen = stdout(&out);
+    let last = screen
+        .rsplit("\x1b[K")
+        .next()
+        .unwrap()
+        .split(['\r', '\n'])
+        .next()
+        .unwrap()
+        .to_string();
+    let size = std::fs::metadata(&log).unwrap().len();
+    let human = format!("{:.1} KiB", size as f64 / 1024.0);
+    assert!(size > 50_000 && size < 1 << 20, "{size}");
+    assert!(
+        last.starts_with("mmio-trace: ")
+            && last.ends_with(&format!(" events/s, {human}, 1 process")),
+        "{last:?}"
+    );
+}

@@ -509,3 +509,15 @@ impl Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_line_sizes_are_for_people() {
+        let h = super::human_bytes;
+        assert_eq!(
+            [h(0), h(1023), h(1024), h(1536), h(5 << 20), h(3 << 30)],
+            ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
+        );
+    }
+}

@@ -194,3 +194,40 @@ pub fn send_mark(text: &[u8], pid: Option<u32>) -> io::Result<usize> {
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_markers_are_escaped_and_cut_to_the_kernels_limit() {
+        assert_eq!(kernel_marker(b"a\nW 4 x\\x"), b"a\\x0aW 4 x\\\\x");
+        // 999 plain bytes fit; 2000 do not: the first ones are kept, then the note.
+        let short = vec![b'a'; KERNEL_MAX_MARK];
+        assert_eq!(kernel_marker(&short), short);
+        let long = vec![b'b'; 2000];
+        let got = kernel_marker(&long);
+        let kept = got.iter().take_while(|&&c| c == b'b').count();
+        assert!(got.len() <= KERNEL_MAX_MARK && kept > 950, "{}", got.len());
+        let note = format!(" [marker cut: 2000 bytes, the first {kept} kept]");
+        assert_eq!(&got[kept..], note.as_bytes());
+        // Escapes count with their four bytes, and are never split.
+        let got = kernel_marker(&[b'\n'; 600]);
+        let kept = got.chunks(4).take_while(|c| c == b"\\x0a").count();
+        assert!(got.len() <= KERNEL_MAX_MARK && kept > 230, "{}", got.len());
+        let note = format!(" [marker cut: 600 bytes, the first {kept} kept]");
+        assert_eq!(&got[kept * 4..], note.as_bytes());
+    }
+
+    #[test]
+    fn datagrams_carry_the_whole_length_of_a_cut_marker() {
+        let text = vec![b'c'; MAX_MARK + 10];
+        let (ts, got, full) = decode(&encode(7, &text)).unwrap();
+        assert_eq!((ts, got.len(), full), (7, MAX_MARK, MAX_MARK as u64 + 10));
+        // An earlier version's datagram.
+        let mut v1 = b"MMT1".to_vec();
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        v1.extend_from_slice(b"hi");
+        assert_eq!(decode(&v1), Some((9, b"hi".to_vec(), 2)));
+    }
+}
