@@ -28,22 +28,9 @@ pub enum RecordFormat {
 /// width, address, value, instruction pointer and thread id. Threads, fork and exec are
 /// followed; no event is ever dropped.
 ///
-/// The trace file is created readable by its owner only (mode 0600: a trace holds what
-/// the program wrote to its device); an existing file keeps its mode and is emptied only
-/// once PROGRAM has started. Signals sent to the recorder (TERM, HUP, INT, QUIT, USR1,
-/// USR2, ALRM, WINCH, CONT, TSTP, real-time ones...) are passed on to PROGRAM, and the
-/// recorder finishes the log after it ends; what a terminal sends (^C, ^\, ^Z, a
-/// resize) reaches PROGRAM directly, once.
-///
-/// Exit status: PROGRAM's, or 128+N if it died of signal N; 127 if PROGRAM was not
-/// found, 126 if it could not be run (nothing is written then, an earlier trace stays);
-/// 125 if the trace could not be written (the output could not be opened, or a write
-/// failed: the program then runs to its end all the same, the file ends on a whole
-/// record, and the message gives the program's own status); 2 for bad usage; 1 for
-/// other failures of the recorder.
-///
 /// Example: mmio-trace record -o nic.log -- ./my-driver --probe
 #[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct RecordArgs {
     /// Where to write the trace; `-` is standard output (the program's own standard
     /// output then goes to standard error).
@@ -90,6 +77,24 @@ pub struct RecordArgs {
     #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
     command: Vec<OsString>,
 }
+
+/// What `record --help` ends with: files, signals, exit statuses.
+const AFTER_HELP: &str = "\
+The trace file is created readable by its owner only (mode 0600: a trace holds what the
+program wrote to its device); an existing file keeps its mode and is emptied only once
+PROGRAM has started. Signals sent to the recorder (TERM, HUP, INT, QUIT, USR1, USR2, ALRM,
+WINCH, CONT, TSTP, real-time ones...) are passed on to PROGRAM, and the log is finished
+after it ends; what a terminal sends (^C, ^\\, ^Z, a resize) reaches PROGRAM directly,
+once. Markers are logged on one line (control characters as \\xHH); longer than 4096
+bytes, they are cut with a note.
+
+Exit status: PROGRAM's, or 128+N if it died of signal N;
+  127  PROGRAM was not found, 126  it could not be run (no trace written, an earlier one
+       is left as it was);
+  125  the trace could not be written: the output could not be opened, or a write failed
+       (PROGRAM then runs to its end all the same, the file ends on a whole record, and
+       the message gives PROGRAM's own status);
+    2  bad usage;  1  another failure of the recorder.";
 
 /// The exit status of `record` when the trace could not be written (whether or not the
 /// program ran): distinct from 126/127 (the program could not be started) and 128+N (it

@@ -669,6 +669,20 @@ fn cli_usage_errors_exit_2_and_options_before_the_program_are_options() {
         );
     }
     assert!(!log.exists());
+    // The statuses are documented.
+    let help = bin().args(["record", "--help"]).output().unwrap();
+    assert_exit(&help, 0);
+    for status in [
+        "127  PROGRAM was not found, 126  it could not be run",
+        "125  the trace could not be written",
+        "2  bad usage",
+    ] {
+        assert!(
+            stdout(&help).contains(status),
+            "{status}: {}",
+            stdout(&help)
+        );
+    }
     // Without `--`, the program's own options stay its own.
     let out = run(&["sh", "-c", "echo \"$0 $1\"; exit 7", "-x", "--device"]);
     assert_exit(&out, 7);
