@@ -839,3 +839,33 @@ fn cli_the_status_line_gives_sizes_for_people_and_counts_in_the_singular() {
         "{last:?}"
     );
 }
+
+#[test]
+fn cli_signals_reach_what_the_program_left_running_once_it_has_ended() {
+    let t = Fixture::new("orphan", "cli_orphan", 4096);
+    let (ready, acks) = (t.dir.join("ready"), t.dir.join("acks"));
+    let mut rec = bin()
+        .args(["record", "-q", "-o"])
+        .arg(trace_log(&t.dir))
+        .arg("--device")
+        .arg(&t.dev)
+        .arg("--")
+        .arg(&t.exe)
+        .arg(&t.dev)
+        .arg(&ready)
+        .arg(&acks)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, &ready);
+    // The program has ended; the recorder waits for the child it left. A supervisor's
+    // TERM (`timeout`) reaches that child, and the recording ends.
+    // SAFETY: a signal to the recorder we started.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    let out = rec.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(lines(&acks), vec!["15"]);
+    let ev = read_log(&trace_log(&t.dir));
+    assert_eq!(accesses(&ev), vec![('W', 4, 0x20, 15)]);
+}

@@ -392,11 +392,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         if all_gone {
             break;
         }
-        if exit.is_none() {
-            forwarder.forward(child_pid);
-        } else {
-            forwarder.discard();
-        }
+        forwarder.forward(exit.is_none().then_some(child_pid));
         // Back off while the program is quiet, so untraced code does not share its CPUs
         // with an eager recorder. Rings hold 16384 events: a program that starts trapping
         // fills one only if the recorder sleeps through all of them, and 5 ms is far less.

@@ -1,6 +1,9 @@
 //! Signals to the recorder are the program's: the recorder passes them on, as `timeout`
 //! and `tini` do, and never dies of one itself, so the log is always finished.
 //!
+//! Once the program has ended, signals go to what it left running (the recorder's
+//! children, which it waits for), so that a supervisor's TERM still ends the recording.
+//!
 //! A signal the terminal sends (^C, ^\, ^Z, a window resize, a hangup) goes to the whole
 //! foreground process group, the program included: the recorder does not send it a
 //! second time. Signals ignored when the recorder started stay ignored (the program
@@ -108,19 +111,28 @@ impl Forwarder {
         Forwarder { saved }
     }
 
-    /// Passes on what arrived since the last call to `child` (still running, not reaped).
-    pub fn forward(&self, child: libc::pid_t) {
+    /// Passes on what arrived since the last call: to `program` while it runs (not yet
+    /// reaped), else to the processes the recorder still waits for (its children: what
+    /// the program left running, reparented to the recorder), so that a supervisor's
+    /// TERM still ends the recording.
+    pub fn forward(&self, program: Option<libc::pid_t>) {
         for (sig, p) in PENDING.iter().enumerate() {
             let how = p.swap(0, Ordering::SeqCst);
             if how == 0 {
                 continue;
             }
             let sig = sig as libc::c_int;
-            // SAFETY: plain process-group queries.
-            let same_group = unsafe { libc::getpgid(child) == libc::getpgrp() };
-            if how & SENT != 0 || !same_group {
-                // SAFETY: a signal to our own child, not yet reaped.
-                unsafe { libc::kill(child, sig) };
+            let targets = match program {
+                Some(pid) => vec![pid],
+                None => children(),
+            };
+            for pid in targets {
+                // SAFETY: plain process-group queries.
+                let same_group = unsafe { libc::getpgid(pid) == libc::getpgrp() };
+                if how & SENT != 0 || !same_group {
+                    // SAFETY: a signal to a child of ours, not yet reaped.
+                    unsafe { libc::kill(pid, sig) };
+                }
             }
             if sig == libc::SIGTSTP {
                 // Stop with the program, as the default action would have, so that the
@@ -130,13 +142,16 @@ impl Forwarder {
             }
         }
     }
+}
 
-    /// Drops what arrived once there is nobody left to pass it to.
-    pub fn discard(&self) {
-        for p in &PENDING {
-            p.store(0, Ordering::Relaxed);
-        }
-    }
+/// The recorder's children (`/proc/thread-self/children`; none where the kernel does not
+/// list them).
+fn children() -> Vec<libc::pid_t> {
+    std::fs::read_to_string("/proc/thread-self/children")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 impl Drop for Forwarder {
