@@ -762,6 +762,16 @@ fn cli_no_alias_summary_names_no_alias_as_the_reason() {
     );
 }
 
+/// Kills process group `.0` when dropped: nothing stays stopped if the test fails.
+struct KillGroup(i32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the process group the test made (gone when it passed).
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
 /// The state letter of process `pid` (`/proc/PID/stat`).
 fn state(pid: u32) -> char {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -773,7 +783,33 @@ fn state(pid: u32) -> char {
 #[test]
 fn cli_tstp_to_the_recorder_stops_the_program_with_it_and_cont_resumes_both() {
     let t = Fixture::new("tstp", "cli_signals", 4096);
-    let (rec, acks) = start_signals(&t, &[]);
+    let (ready, acks) = (t.dir.join("ready"), t.dir.join("acks"));
+    // A process group of its own, whose parent (this test) is outside it: not orphaned,
+    // so that the kernel lets SIGTSTP stop its members (it would discard it otherwise).
+    let mut cmd = bin();
+    // SAFETY: setpgid between fork and exec (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+    let mut rec = cmd
+        .args(["record", "-q", "-o"])
+        .arg(trace_log(&t.dir))
+        .arg("--device")
+        .arg(&t.dev)
+        .arg("--")
+        .arg(&t.exe)
+        .arg(&t.dev)
+        .arg(&ready)
+        .arg(&acks)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _cleanup = KillGroup(rec.id() as i32);
+    wait_for_file(&mut rec, &ready);
     let pid = rec.id();
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
     let program: u32 = children.split_whitespace().next().unwrap().parse().unwrap();

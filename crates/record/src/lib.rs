@@ -276,19 +276,10 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         .env(rules::ENV_BYPASS, opts.bypass.join(","))
         .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" });
     if opts.output.is_none() {
-        // The trace owns standard output; the program's output goes to standard error.
-        match io::stderr().as_fd().try_clone_to_owned() {
-            Ok(err) => {
-                cmd.stdout(std::process::Stdio::from(err));
-            }
-            Err(error) => {
-                pending.abandon();
-                return Err(Error::Open {
-                    path: "standard error".into(),
-                    error,
-                });
-            }
-        }
+        // The trace owns standard output; the program's output goes to standard error
+        // (nowhere if the recorder has none).
+        let err = io::stderr().as_fd().try_clone_to_owned();
+        cmd.stdout(err.map_or_else(|_| std::process::Stdio::null(), Into::into));
     }
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.

@@ -135,12 +135,27 @@ impl Forwarder {
                 }
             }
             if sig == libc::SIGTSTP {
-                // Stop with the program, as the default action would have, so that the
-                // shell sees the job stopped; SIGCONT wakes both.
-                // SAFETY: plain raise.
-                unsafe { libc::raise(libc::SIGSTOP) };
+                stop_as_by_default();
             }
         }
+    }
+}
+
+/// Stops the recorder as SIGTSTP's default action would have, with the program, so that
+/// the shell sees the job stopped (SIGCONT wakes both); the kernel's own rules then
+/// apply (a process group that no shell controls, an orphaned one, is not stopped).
+fn stop_as_by_default() {
+    // SAFETY: a zeroed sigaction asks for the default action; the saved one is put back.
+    unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        let mut ours: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGTSTP, &dfl, &mut ours) != 0 {
+            return;
+        }
+        // Delivered (and acted on) before raise returns.
+        libc::raise(libc::SIGTSTP);
+        libc::sigaction(libc::SIGTSTP, &ours, std::ptr::null_mut());
     }
 }
 
