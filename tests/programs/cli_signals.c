@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
     uint8_t *bar = map_device(argv[1], 4096);
     int die = argc > 4 && strcmp(argv[4], "die") == 0;
     int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGWINCH,
-                  SIGCONT, SIGURG, SIGVTALRM, SIGPROF, SIGXCPU, SIGPWR};
+                  SIGCONT, SIGURG, SIGVTALRM, SIGPROF, SIGXCPU, SIGPWR, SIGPIPE};
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on;

@@ -431,6 +431,7 @@ fn cli_every_signal_sent_to_the_recorder_reaches_the_program_once() {
         libc::SIGPROF,
         libc::SIGXCPU,
         libc::SIGPWR,
+        libc::SIGPIPE,
         libc::SIGRTMIN(),
         libc::SIGRTMIN() + 5,
         libc::SIGRTMAX(),

@@ -7,10 +7,11 @@
 //! A signal the terminal sends (^C, ^\, ^Z, a window resize, a hangup) goes to the whole
 //! foreground process group, the program included: the recorder does not send it a
 //! second time. Signals ignored when the recorder started stay ignored (the program
-//! inherits that, as under `nohup`). Not passed on: the recorder's own faults (SEGV,
-//! BUS, FPE, ILL, TRAP, ABRT, SYS), CHLD, the terminal's TTIN/TTOU, PIPE (the Rust
-//! runtime ignores it; a closed output is reported as a write error) and KILL/STOP,
-//! which cannot be caught.
+//! inherits that, as under `nohup`). PIPE is passed on when another process sent it;
+//! the one the kernel raises for the recorder's own write into a closed pipe is not (the
+//! write fails, and that is reported). Not passed on: the recorder's own faults (SEGV,
+//! BUS, FPE, ILL, TRAP, ABRT, SYS), CHLD, the terminal's TTIN/TTOU, and KILL/STOP, which
+//! cannot be caught.
 
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
@@ -85,6 +86,7 @@ impl Forwarder {
             p.store(0, Ordering::Relaxed);
         }
         let mut sigs = FORWARDED.to_vec();
+        sigs.push(libc::SIGPIPE);
         sigs.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
         let mut saved = Vec::new();
         for sig in sigs {
@@ -94,7 +96,9 @@ impl Forwarder {
             if unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } != 0 {
                 continue;
             }
-            if old.sa_sigaction == libc::SIG_IGN {
+            // The Rust runtime ignores SIGPIPE itself (and the program gets it back at its
+            // default): that says nothing of what the recorder was given.
+            if old.sa_sigaction == libc::SIG_IGN && sig != libc::SIGPIPE {
                 continue;
             }
             // SAFETY: as above.
