@@ -187,9 +187,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             if no_defaults {
                 "the program mapped no file that a --device names"
             } else {
-                "the program mapped no file that a --device or the default device rules \
-                 name (/dev/mem, sysfs PCI resources, /dev/uio*, VFIO, /dev/dri/*, \
-                 /dev/nvidia*, /dev/accel/*); name its device with --device PATH or GLOB"
+                "the program mapped no file that the default device rules (/dev/mem, sysfs \
+                 PCI resources, /dev/uio*, VFIO, /dev/dri/*, /dev/nvidia*, /dev/accel/*) or \
+                 a --device name; name its device with --device PATH or GLOB"
             }
         );
     }
