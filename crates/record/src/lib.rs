@@ -233,9 +233,6 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         rules::parse_ranges(r).ok_or_else(|| Error::BadRange(r.clone()))?;
     }
     let lib = locate::preload_library().ok_or(Error::NoPreload)?;
-    // Signals that arrive from now on are the program's (see `signals`); a file-size
-    // limit fails a write instead of killing the recorder.
-    let forwarder = signals::Forwarder::install();
     let out_name = |p: &Option<PathBuf>| match p {
         Some(p) => p.display().to_string(),
         None => "standard output".to_string(),
@@ -244,6 +241,10 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         path: out_name(&opts.output),
         error,
     })?;
+    // Signals that arrive from now on are the program's (see `signals`); a file-size
+    // limit fails a write instead of killing the recorder. (Not before the output is
+    // open: ^C must still end a recorder that waits for the reader of a FIFO.)
+    let forwarder = signals::Forwarder::install();
     let mut consumer = match Consumer::create(opts.rings, opts.capacity) {
         Ok(c) => c,
         Err(e) => {
