@@ -30,6 +30,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let dir = std::env::temp_dir().join(format!("mmio-trace-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The scratch folder holds the device (and the trace, without -o): removed on every
+    // way out, once the trace is printed.
+    let cleanup = Cleanup(dir.clone());
     let dev = dir.join("dma-engine.regs");
     mmio_trace_record::demo::create_device(&dev)?;
     let log = args
@@ -87,8 +90,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "{} events; each R/W line: width, time (s), map id, address, value, pc, thread id, then the register it names",
         out.events
     );
-    if args.output.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    drop(cleanup);
     Ok(ExitCode::from(out.exit.code()))
+}
+
+/// Removes the demo's scratch folder when dropped (on every return path).
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

@@ -36,7 +36,8 @@ struct KernelRecordArgs {
     #[arg(long, value_name = "N", default_value_t = mmio_trace_kernel::DEFAULT_BUFFER_KB)]
     buffer_kb: u64,
 
-    /// A marker to write before COMMAND starts (repeatable).
+    /// A marker to write before COMMAND starts (repeatable; control characters are
+    /// written `\xHH`, as every marker).
     #[arg(long, value_name = "TEXT")]
     mark: Vec<String>,
 
@@ -50,7 +51,15 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
     let KernelCommand::Record(a) = args.command;
     let mut opts = Options::new(a.output.clone(), a.command);
     opts.buffer_kb = Some(a.buffer_kb);
-    opts.marks = a.mark;
+    // The kernel logs marker text as it is: escaped and cut as `mmio-trace mark` does.
+    opts.marks = a
+        .mark
+        .iter()
+        .map(|m| {
+            let escaped = mmio_trace_record::marks::kernel_marker(m.as_bytes());
+            String::from_utf8_lossy(&escaped).into_owned()
+        })
+        .collect();
     let out = mmio_trace_kernel::record(&opts)?;
     for w in &out.restore_warnings {
         eprintln!("mmio-trace: warning: {w}");

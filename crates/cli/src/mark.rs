@@ -8,6 +8,11 @@ use std::process::ExitCode;
 /// `mmio-trace kernel record` (through the kernel's trace_marker).
 /// The MARK line is timed when the recorder receives it. Programs can also mark from
 /// inside: the preload library exports `void mmio_trace_mark(const char *text)`.
+///
+/// A marker is always one line: control characters (a newline, a tab, an escape...)
+/// are logged as `\xHH`, and a backslash before `x` or another backslash is doubled.
+/// Text longer than 4096 bytes (1000 escaped bytes for a kernel recording) is cut and
+/// ends with ` [marker cut: N bytes, the first M kept]`.
 #[derive(clap::Args)]
 pub struct MarkArgs {
     /// Only the recording of this `mmio-trace record` process (default: every running one).
@@ -26,7 +31,9 @@ pub fn run(args: MarkArgs) -> anyhow::Result<ExitCode> {
     // A `mmio-trace kernel record` in progress takes markers through tracefs.
     if args.pid.is_none() {
         if let Some(tracefs) = mmio_trace_kernel::active_recording() {
-            mmio_trace_kernel::mark(&tracefs, &text)?;
+            // The kernel logs the text as it is: escape it as `record` does.
+            let escaped = mmio_trace_record::marks::kernel_marker(text.as_bytes());
+            mmio_trace_kernel::mark(&tracefs, &String::from_utf8_lossy(&escaped))?;
             n += 1;
         }
     }

@@ -4,8 +4,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use std::io;
+
 use mmio_trace_format::Format;
+use mmio_trace_record::Error;
 
 /// Output formats of `record`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
@@ -24,13 +26,14 @@ pub enum RecordFormat {
 /// VFIO device fds, /dev/dri/*, /dev/nvidia*, /dev/accel/*) is traced: each access is
 /// completed by emulation through a second mapping of the device, and logged with time,
 /// width, address, value, instruction pointer and thread id. Threads, fork and exec are
-/// followed; no event is ever dropped. Exits with PROGRAM's exit status, or 128+N if it
-/// died of signal N.
+/// followed; no event is ever dropped.
 ///
 /// Example: mmio-trace record -o nic.log -- ./my-driver --probe
 #[derive(clap::Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct RecordArgs {
-    /// Where to write the trace; `-` is standard output.
+    /// Where to write the trace; `-` is standard output (the program's own standard
+    /// output then goes to standard error).
     #[arg(short, long, value_name = "FILE", default_value = "mmiotrace.log")]
     output: PathBuf,
 
@@ -51,12 +54,12 @@ pub struct RecordArgs {
     /// Trace only these offsets of each device mapping (file offsets; START-END or
     /// START+LEN, decimal or 0x hex; comma separated or repeated). Other pages run
     /// natively, untraced.
-    #[arg(long = "range", value_name = "RANGES")]
+    #[arg(long = "range", value_name = "RANGES", value_parser = parse_ranges)]
     ranges: Vec<String>,
 
     /// Never trace these offsets (e.g. a VRAM aperture that would trap too often); same
     /// syntax as --range.
-    #[arg(long = "bypass", value_name = "RANGES")]
+    #[arg(long = "bypass", value_name = "RANGES", value_parser = parse_ranges)]
     bypass: Vec<String>,
 
     /// Map no device a second time: the tracer then single-steps every access instead
@@ -69,14 +72,49 @@ pub struct RecordArgs {
     #[arg(short, long)]
     quiet: bool,
 
-    /// The program to run, and its arguments.
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "PROGRAM"
-    )]
+    /// The program to run, and its arguments (`--` before it is needed only when the
+    /// program's name starts with `-`; options of the recorder go before it).
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
     command: Vec<OsString>,
+}
+
+/// What `record --help` ends with: files, signals, exit statuses.
+const AFTER_HELP: &str = "\
+The trace file is created readable by its owner only (mode 0600: a trace holds what the
+program wrote to its device); an existing file keeps its mode and is emptied only once
+PROGRAM has started. Signals sent to the recorder (TERM, HUP, INT, QUIT, USR1, USR2, ALRM,
+WINCH, CONT, TSTP, real-time ones...) are passed on to PROGRAM, and the log is finished
+after it ends; what a terminal sends (^C, ^\\, ^Z, a resize) reaches PROGRAM directly,
+once. Markers are logged on one line (control characters as \\xHH); longer than 4096
+bytes, they are cut with a note.
+
+Exit status: PROGRAM's, or 128+N if it died of signal N;
+  127  PROGRAM was not found, 126  it could not be run (no trace written, an earlier one
+       is left as it was);
+  125  the trace could not be written: the output could not be opened, or a write failed
+       (PROGRAM then runs to its end all the same, the file ends on a whole record, and
+       the message gives PROGRAM's own status);
+    2  bad usage;  1  another failure of the recorder.";
+
+/// The exit status of `record` when the trace could not be written (whether or not the
+/// program ran): distinct from 126/127 (the program could not be started) and 128+N (it
+/// died of signal N), as `timeout` and `env` use 125 for their own failures.
+pub const EXIT_TRACE_FAILED: u8 = 125;
+/// The program was not found (as shells report it).
+pub const EXIT_NOT_FOUND: u8 = 127;
+/// The program was found but could not be run (as shells report it).
+pub const EXIT_CANNOT_RUN: u8 = 126;
+
+fn parse_ranges(s: &str) -> Result<String, String> {
+    mmio_trace_record::check_ranges(s).map_err(|e| e.to_string())
+}
+
+/// How the program ended, for messages.
+fn ended(exit: mmio_trace_record::Exit) -> String {
+    match exit {
+        mmio_trace_record::Exit::Code(c) => format!("exited with status {c}"),
+        mmio_trace_record::Exit::Signal(s) => format!("was killed by signal {s}"),
+    }
 }
 
 /// Runs `record`.
@@ -94,7 +132,39 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.no_alias = args.no_alias;
     opts.status = !args.quiet;
     let quiet = args.quiet;
-    let out = mmio_trace_record::record(&opts).context("mmio-trace record")?;
+    let no_alias = args.no_alias;
+    let no_defaults = args.no_default_devices;
+    let out = match mmio_trace_record::record(&opts) {
+        Ok(out) => out,
+        Err(e @ Error::Spawn { .. }) => {
+            eprintln!("mmio-trace: {e}");
+            let not_found = e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound);
+            return Ok(ExitCode::from(if not_found {
+                EXIT_NOT_FOUND
+            } else {
+                EXIT_CANNOT_RUN
+            }));
+        }
+        Err(e @ Error::Open { .. }) => {
+            eprintln!("mmio-trace: {e}");
+            return Ok(ExitCode::from(EXIT_TRACE_FAILED));
+        }
+        Err(Error::Incomplete {
+            path,
+            error,
+            outcome,
+            written,
+        }) => {
+            eprintln!("mmio-trace: cannot write the trace to {path}: {error}");
+            eprintln!(
+                "mmio-trace: the trace is incomplete: {written} bytes written, ending on a \
+                 whole record; the program ran to its end and {}",
+                ended(outcome.exit)
+            );
+            return Ok(ExitCode::from(EXIT_TRACE_FAILED));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if out.processes == 0 {
         eprintln!(
             "mmio-trace: warning: the program never loaded the tracer (statically linked, \
@@ -111,12 +181,37 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             out.unpaused_steps
         );
     }
-    if out.slow_steps > 0 && !quiet {
+    if out.processes > 0 && out.maps == 0 {
         eprintln!(
-            "mmio-trace: {} accesses were single-stepped (instructions the emulator does not \
-             know; logged as UNKNOWN where the value could not be known)",
-            out.slow_steps
+            "mmio-trace: warning: no device mapping matched, nothing was traced: {}",
+            if no_defaults {
+                "the program mapped no file that a --device names"
+            } else {
+                "the program mapped no file that the default device rules (/dev/mem, sysfs \
+                 PCI resources, /dev/uio*, VFIO, /dev/dri/*, /dev/nvidia*, /dev/accel/*) or \
+                 a --device name; name its device with --device PATH or GLOB"
+            }
         );
+    }
+    if out.slow_steps > 0 && !quiet {
+        let (accesses, were) = if out.slow_steps == 1 {
+            ("access was", "it was")
+        } else {
+            ("accesses were", "they were")
+        };
+        if no_alias {
+            eprintln!(
+                "mmio-trace: {} {accesses} single-stepped (--no-alias: every access is; \
+                 {were} logged as UNKNOWN where the value could not be known)",
+                out.slow_steps
+            );
+        } else {
+            eprintln!(
+                "mmio-trace: {} {accesses} single-stepped (instructions the emulator does \
+                 not know; logged as UNKNOWN where the value could not be known)",
+                out.slow_steps
+            );
+        }
     }
     Ok(ExitCode::from(out.exit.code()))
 }

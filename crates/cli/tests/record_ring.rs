@@ -131,7 +131,7 @@ fn a_bad_ring_count_is_an_error() {
         assert_exit(&out, 1);
         assert_eq!(
             stderr(&out),
-            format!("mmio-trace record: bad MMIO_TRACE_RINGS={bad:?}: expected a number of rings from 1 to 65536\n"),
+            format!("mmio-trace: bad MMIO_TRACE_RINGS={bad:?}: expected a number of rings from 1 to 65536\n"),
         );
         assert!(!trace_log(&t.dir).exists());
     }

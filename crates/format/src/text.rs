@@ -960,7 +960,7 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
             out.extend_from_slice(b"MARK ");
             put_ts(out, m.ts_ns);
             out.push(b' ');
-            out.extend_from_slice(&m.text);
+            put_mark_text(out, &m.text);
             out.push(b'\n');
         }
         Event::Kernel(k) => {
@@ -990,6 +990,98 @@ pub fn write_event(out: &mut Vec<u8>, ev: &Event) {
             out.push(b'\n');
         }
     }
+}
+
+/// A marker's text. A newline continues the text on a line of its own, as the kernel
+/// writes it and as the reader joins it back, unless that line would read as a record
+/// of its own: that newline is written `\x0a`, so that no marker can fake a record.
+/// (Recordings never hold raw newlines: [`escape_marker`] has escaped them.)
+fn put_mark_text(out: &mut Vec<u8>, text: &[u8]) {
+    let mut lines = text.split(|&b| b == b'\n');
+    out.extend_from_slice(lines.next().unwrap_or_default());
+    for line in lines {
+        if parse_line(line, 0).is_ok() {
+            out.extend_from_slice(b"\\x0a");
+        } else {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(line);
+    }
+}
+
+/// The text of a marker as `record` logs it: one line, whatever the program passed.
+///
+/// Control characters (bytes below 0x20, and 0x7f) and the line and paragraph
+/// separators U+0085, U+2028 and U+2029 (their UTF-8 bytes) are written `\xHH`, two
+/// lowercase hex digits per byte; a backslash is doubled when what follows it in the
+/// escaped text starts with `x` or with a backslash, so that the text reads back
+/// unambiguously: `\\` is a backslash, `\xHH` the byte HH, and any other backslash
+/// stands for itself. Other text, UTF-8 or not, is kept as it is.
+pub fn escape_marker(text: &[u8]) -> Vec<u8> {
+    let hex = |out: &mut Vec<u8>, b: u8| {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[
+            b'\\',
+            b'x',
+            DIGITS[(b >> 4) as usize],
+            DIGITS[(b & 15) as usize],
+        ]);
+    };
+    let separator = |t: &[u8]| match t {
+        [0xc2, 0x85, ..] => 2,
+        [0xe2, 0x80, 0xa8 | 0xa9, ..] => 3,
+        _ => 0,
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        let sep = separator(&text[i..]);
+        if sep > 0 {
+            for &c in &text[i..i + sep] {
+                hex(&mut out, c);
+            }
+            i += sep;
+            continue;
+        }
+        match b {
+            0..=0x1f | 0x7f => hex(&mut out, b),
+            b'\\'
+                if matches!(text.get(i + 1), Some(b'x' | b'\\' | 0..=0x1f | 0x7f))
+                    || separator(&text[i + 1..]) > 0 =>
+            {
+                out.extend_from_slice(b"\\\\")
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The inverse of [`escape_marker`]: the text the program passed.
+pub fn unescape_marker(text: &[u8]) -> Vec<u8> {
+    let val = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        match &text[i..] {
+            [b'\\', b'\\', ..] => {
+                out.push(b'\\');
+                i += 2;
+            }
+            [b'\\', b'x', h, l, ..] if val(*h).is_some() && val(*l).is_some() => {
+                out.push(val(*h).unwrap_or(0) << 4 | val(*l).unwrap_or(0));
+                i += 4;
+            }
+            [c, ..] => {
+                out.push(*c);
+                i += 1;
+            }
+            [] => break,
+        }
+    }
+    out
 }
 
 /// `KEYWORD TIME ID`: how MAP, UNMAP and UNKNOWN lines begin.
@@ -1087,6 +1179,7 @@ mod tests {
             })
         ));
         roundtrip("MARK 813.250000 X is up");
+        roundtrip("MARK 813.250000 a \\x0a b \\\\ c \\d");
         roundtrip("MARK 813.250000 ");
         assert_eq!(
             roundtrip("MARK 0.000000 Lost 4096 events."),
@@ -1343,5 +1436,75 @@ mod tests {
         assert_eq!(err("").column, 1);
         assert_eq!(err("CPU:1 [LOST 5 EVENTS]4").column, 22);
         assert_eq!(err("CPU:1 [LOST EVENTS] ").column, 13);
+    }
+
+    #[test]
+    fn markers_escape_control_characters_and_read_back_exactly() {
+        let cases: [(&[u8], &[u8]); 9] = [
+            (b"plain text, C:\\dir", b"plain text, C:\\dir"),
+            (
+                b"x\nW 4 0.000001 1 0x40 0xdead 0x0 0",
+                b"x\\x0aW 4 0.000001 1 0x40 0xdead 0x0 0",
+            ),
+            (
+                b"tab\there\r\0\x1b[31m\x7f",
+                b"tab\\x09here\\x0d\\x00\\x1b[31m\\x7f",
+            ),
+            (b"\\x0a is not a newline", b"\\\\x0a is not a newline"),
+            (b"\\\\", b"\\\\\\"),
+            (b"\\\n", b"\\\\\\x0a"),
+            (
+                "a\u{2028}b\u{85}c\u{2029}".as_bytes(),
+                b"a\\xe2\\x80\\xa8b\\xc2\\x85c\\xe2\\x80\\xa9",
+            ),
+            (b"ends in \\", b"ends in \\"),
+            (b"\xff\xfe not utf-8", b"\xff\xfe not utf-8"),
+        ];
+        for (raw, escaped) in cases {
+            assert_eq!(
+                escape_marker(raw),
+                escaped,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(unescape_marker(escaped), raw);
+        }
+        // Every short byte string round-trips, and never yields a control byte.
+        let alphabet = [
+            b'\\', b'x', b'a', b'\n', 0, 0x7f, 0xc2, 0x85, 0xe2, 0x80, 0xa8,
+        ];
+        let mut s = Vec::new();
+        for n in 0..alphabet.len().pow(4) {
+            s.clear();
+            let mut k = n;
+            for _ in 0..4 {
+                s.push(alphabet[k % alphabet.len()]);
+                k /= alphabet.len();
+            }
+            let e = escape_marker(&s);
+            assert!(!e.iter().any(|&b| b < 0x20 || b == 0x7f), "{s:?}");
+            assert_eq!(unescape_marker(&e), s, "{s:?} -> {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_marker_newline_that_would_start_a_record_is_written_escaped() {
+        let ev = Event::Mark(Mark {
+            ts_ns: 1_000_000,
+            text: b"x\nW 4 0.000001 1 0x40 0xdead 0x0 0\nnot a record".to_vec(),
+        });
+        let mut out = Vec::new();
+        write_event(&mut out, &ev);
+        assert_eq!(
+            out,
+            b"MARK 0.001000 x\\x0aW 4 0.000001 1 0x40 0xdead 0x0 0\nnot a record\n"
+        );
+        // What the reader gives back is written back byte for byte.
+        let mut r = crate::TextReader::new(&out[..]);
+        let back = r.next_event().unwrap().unwrap();
+        assert!(r.next_event().unwrap().is_none());
+        let mut again = Vec::new();
+        write_event(&mut again, &back);
+        assert_eq!(again, out);
     }
 }

@@ -322,8 +322,15 @@ pub fn record(opts: &Options) -> Result<Outcome, KernelError> {
         }
     }
 
-    let mut out =
-        File::create(&opts.output).map_err(|e| KernelError::Output(opts.output.clone(), e))?;
+    // Readable by its owner only, as `record`'s traces: a trace holds what drivers wrote
+    // to their devices.
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&opts.output)
+        .map_err(|e| KernelError::Output(opts.output.clone(), e))?;
     let pipe_path = tracefs.join("trace_pipe");
     let mut pipe = OpenOptions::new()
         .read(true)

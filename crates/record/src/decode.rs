@@ -3,8 +3,9 @@
 use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 
+use mmio_trace_format::text::escape_marker;
 use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
-use mmio_trace_ring::{Drained, Kind, Record};
+use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK};
 
 /// One event as drained, not yet resolved against the mapping table.
 #[derive(Clone, Debug)]
@@ -116,14 +117,17 @@ impl Merger {
     }
 
     /// Queues a marker from the recorder itself (queue `q`, the last one), timed `ts` or,
-    /// if that part of the trace is already written, just after it.
-    pub fn add_mark(&mut self, q: usize, ts: u64, text: &[u8]) {
+    /// if that part of the trace is already written, just after it; `full`: the length
+    /// of the text the sender had, if it cut it.
+    pub fn add_mark(&mut self, q: usize, ts: u64, text: &[u8], full: u64) {
         let ts = ts.max(self.done_until);
         let mut extra = Vec::new();
-        for c in text.chunks(32) {
+        // Cut as a ring cuts it, whole length kept.
+        for c in text[..text.len().min(MAX_MARK)].chunks(32) {
             extra.push(Record::data(c));
         }
-        let first = Record::new(ts, 0, text.len() as u64, 0, 0, Kind::Mark);
+        let full = full.max(text.len() as u64);
+        let first = Record::new(ts, 0, full, 0, 0, Kind::Mark);
         self.push(
             q,
             RawEvent {
@@ -307,11 +311,16 @@ impl Merger {
                 })
             }
             Kind::Mark => {
+                let full = r.0[2];
                 let mut text = Vec::new();
                 for d in &e.extra {
                     text.extend_from_slice(&d.bytes());
                 }
-                text.truncate(r.0[2] as usize);
+                text.truncate(full.min(MAX_MARK as u64) as usize);
+                let mut text = escape_marker(&text);
+                if full > MAX_MARK as u64 {
+                    text.extend_from_slice(crate::marks::cut_note(full).as_bytes());
+                }
                 Event::Mark(Mark { ts_ns, text })
             }
             Kind::Unknown => {

@@ -18,12 +18,14 @@ mod decode;
 pub mod demo;
 pub mod locate;
 pub mod marks;
+mod output;
 pub mod pci;
 mod selftrace;
+mod signals;
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
-use std::os::unix::process::CommandExt;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -33,6 +35,7 @@ use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
+pub use output::{create_private, TRACE_FILE_MODE};
 pub use selftrace::SelfRecorder;
 
 /// Rings (traced threads at once, all processes) in a recording. A thread that finds
@@ -141,6 +144,8 @@ pub struct Outcome {
     pub lost: u64,
     /// Processes that attached to the recording.
     pub processes: u64,
+    /// Device mappings traced (`MAP` events).
+    pub maps: u64,
 }
 
 /// Why recording failed.
@@ -163,33 +168,48 @@ pub enum Error {
     /// Shared memory could not be set up.
     #[error("cannot create the shared-memory channel: {0}")]
     Shm(io::Error),
-    /// The program could not be started.
-    #[error("cannot run {program}")]
+    /// The program could not be started (nothing was recorded, no file touched).
+    #[error("cannot run {program}: {error}")]
     Spawn {
         /// The program.
         program: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
-    /// The output could not be written.
-    #[error("cannot write the trace: {0}")]
-    Output(io::Error),
+    /// The output could not be opened (the program was not started).
+    #[error("cannot write the trace to {path}: {error}")]
+    Open {
+        /// The output file, or "standard output".
+        path: String,
+        /// Why.
+        error: io::Error,
+    },
+    /// Writing the trace failed while the program ran. The program ran to its end all
+    /// the same; the file holds the first `written` bytes of the trace, which end on a
+    /// record boundary (a pipe whose reader left got what it read).
+    #[error("cannot write the trace to {path}: {error}")]
+    Incomplete {
+        /// The output file, or "standard output".
+        path: String,
+        /// Why.
+        error: io::Error,
+        /// How the program ended, and what was recorded.
+        outcome: Outcome,
+        /// Bytes of the trace written, all of them whole records.
+        written: u64,
+    },
 }
 
-/// Counts bytes written, for the status line.
-struct Counting<W> {
-    inner: W,
-    bytes: std::rc::Rc<std::cell::Cell<u64>>,
-}
-
-impl<W: Write> Write for Counting<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes.set(self.bytes.get() + n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+impl Error {
+    /// The underlying I/O error, for callers that print the chain themselves.
+    pub fn io(&self) -> Option<&io::Error> {
+        match self {
+            Error::Shm(e) => Some(e),
+            Error::Spawn { error, .. }
+            | Error::Open { error, .. }
+            | Error::Incomplete { error, .. } => Some(error),
+            _ => None,
+        }
     }
 }
 
@@ -208,6 +228,14 @@ pub fn device_globs(globs: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Checks a `--range`/`--bypass` value (`START-END` or `START+LEN`, comma separated).
+pub fn check_ranges(s: &str) -> Result<String, Error> {
+    match rules::parse_ranges(s) {
+        Some(_) => Ok(s.to_string()),
+        None => Err(Error::BadRange(s.to_string())),
+    }
+}
+
 /// The header events every trace starts with: `VERSION` and this machine's `PCIDEV`s.
 pub fn header_events() -> Vec<Event> {
     let mut v = vec![Event::Version(KERNEL_VERSION.as_bytes().to_vec())];
@@ -215,14 +243,14 @@ pub fn header_events() -> Vec<Event> {
     v
 }
 
-/// A termination signal the recorder received, to pass on to the program (0: none).
-static FORWARD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn forward_signal(sig: libc::c_int) {
-    FORWARD.store(sig, Ordering::SeqCst);
-}
-
 /// Records `opts.command`; returns when it and every process it started have ended.
+///
+/// The output is opened before the program starts but emptied (or created, mode 0600)
+/// only once it has started: a program that cannot be run leaves an earlier trace
+/// untouched. With no output file, the program's standard output goes to standard error,
+/// so that it does not mix with the trace. A write that fails does not stop the
+/// recording: the program runs to its end, its rings are drained and discarded, and
+/// [`Error::Incomplete`] says how it ended and how much of the trace was written.
 pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let (program, args) = opts.command.split_first().ok_or(Error::NoCommand)?;
     for r in opts.ranges.iter().chain(&opts.bypass) {
@@ -237,26 +265,30 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             .ok_or_else(|| Error::BadRings(v.to_string_lossy().into_owned()))?,
     };
     let lib = locate::preload_library().ok_or(Error::NoPreload)?;
-    let out: Box<dyn Write> = match &opts.output {
-        Some(p) => Box::new(std::fs::File::create(p).map_err(Error::Output)?),
-        None => Box::new(io::stdout().lock()),
+    let out_name = |p: &Option<PathBuf>| match p {
+        Some(p) => p.display().to_string(),
+        None => "standard output".to_string(),
     };
-    let mut consumer = Consumer::with_layout(Layout {
+    let pending = output::Pending::open(opts.output.as_deref()).map_err(|error| Error::Open {
+        path: out_name(&opts.output),
+        error,
+    })?;
+    // Signals that arrive from now on are the program's (see `signals`); a file-size
+    // limit fails a write instead of killing the recorder. (Not before the output is
+    // open: ^C must still end a recorder that waits for the reader of a FIFO.)
+    let forwarder = signals::Forwarder::install();
+    let mut consumer = match Consumer::with_layout(Layout {
         rings,
         capacity: opts.capacity,
         big_rings: opts.big_rings.min(rings),
         small_capacity: opts.small_capacity,
-    })
-    .map_err(Error::Shm)?;
-    let bytes = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let counting = Counting {
-        inner: out,
-        bytes: bytes.clone(),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            pending.abandon();
+            return Err(Error::Shm(e));
+        }
     };
-    let mut writer = AnyWriter::new(counting, opts.format).map_err(Error::Output)?;
-    for e in header_events() {
-        writer.write_event(&e).map_err(Error::Output)?;
-    }
 
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -281,35 +313,59 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         .env(rules::ENV_RANGES, opts.ranges.join(","))
         .env(rules::ENV_BYPASS, opts.bypass.join(","))
         .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" });
-    // SAFETY: pre_exec runs async-signal-safe calls only (signal disposition reset).
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            Ok(())
-        });
+    if opts.output.is_none() {
+        // The trace owns standard output; the program's output goes to standard error
+        // (nowhere if the recorder has none).
+        let err = io::stderr().as_fd().try_clone_to_owned();
+        cmd.stdout(err.map_or_else(|_| std::process::Stdio::null(), Into::into));
     }
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let child = cmd.spawn().map_err(|source| Error::Spawn {
-        program: program.to_string_lossy().into_owned(),
-        source,
-    })?;
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(error) => {
+            pending.abandon();
+            return Err(Error::Spawn {
+                program: program.to_string_lossy().into_owned(),
+                error,
+            });
+        }
+    };
     let child_pid = child.id() as i32;
-    // Ctrl-C goes to the program (same process group); the recorder stays to drain.
-    // SAFETY: plain signal disposition changes.
-    let old_int = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    // SAFETY: as above.
-    let old_quit = unsafe { libc::signal(libc::SIGQUIT, libc::SIG_IGN) };
-    // SIGTERM/SIGHUP to the recorder (e.g. from `timeout`) are passed on to the program;
-    // the recorder keeps draining until it has ended, so the file stays complete.
-    FORWARD.store(0, Ordering::SeqCst);
-    let on_term = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores into an atomic.
-    let old_term = unsafe { libc::signal(libc::SIGTERM, on_term) };
-    // SAFETY: as above.
-    let old_hup = unsafe { libc::signal(libc::SIGHUP, on_term) };
+    // From here on the program runs whatever happens to the output: a failure to write
+    // is remembered and the rings are drained all the same.
+    let mut write_err: Option<io::Error> = None;
+    let mut bytes = None;
+    let mut writer = match pending.start() {
+        Ok(sink) => {
+            bytes = Some(sink.bytes.clone());
+            match AnyWriter::new(sink, opts.format) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    write_err = Some(e);
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            write_err = Some(e);
+            None
+        }
+    };
+    let mut maps = 0u64;
+    let mut write = |writer: &mut Option<AnyWriter<output::Sink>>, e: &Event| {
+        maps += matches!(e, Event::Map(_)) as u64;
+        if write_err.is_some() {
+            return;
+        }
+        if let Some(Err(err)) = writer.as_mut().map(|w| w.write_event(e)) {
+            write_err = Some(err);
+        }
+    };
+    for e in header_events() {
+        write(&mut writer, &e);
+    }
 
     let marks = marks::MarkSocket::bind().ok();
     let nrings = rings as usize;
@@ -317,15 +373,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let mut status = (opts.status && io::stderr().is_terminal()).then(Status::new);
     let mut exit = None;
     let mut idle = Duration::from_micros(100);
-    let mut write_err = None;
     let mut said_rings_full = false;
-    let mut write = |writer: &mut AnyWriter<_>, e: Event| {
-        if write_err.is_none() {
-            if let Err(err) = writer.write_event(&e) {
-                write_err = Some(err);
-            }
-        }
-    };
+    let bytes_now = || bytes.as_ref().map_or(0, |b| b.get());
     loop {
         let mut got = 0usize;
         let wm = consumer.poll(|d| {
@@ -333,9 +382,12 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             merger.add(d)
         });
         if let Some(m) = &marks {
-            while let Some((ts, text)) = m.try_recv() {
-                let text = text.strip_suffix(b"\n").unwrap_or(&text).to_vec();
-                merger.add_mark(nrings, ts, &text);
+            while let Some((ts, mut text, mut full)) = m.try_recv() {
+                if full == text.len() as u64 && text.ends_with(b"\n") {
+                    text.pop();
+                    full -= 1;
+                }
+                merger.add_mark(nrings, ts, &text, full);
                 got += 1;
             }
         }
@@ -347,9 +399,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
                 "mmio-trace: all {rings} rings are in use; traced threads wait for a free one (no event is lost, the program is slowed; {ENV_RINGS} sets more)"
             );
             eprintln!("{text}");
-            merger.add_mark(nrings, mmio_trace_ring::monotonic_ns(), text.as_bytes());
+            merger.add_mark(
+                nrings,
+                mmio_trace_ring::monotonic_ns(),
+                text.as_bytes(),
+                text.len() as u64,
+            );
         }
-        merger.emit(Some(wm), |e| write(&mut writer, e));
+        merger.emit(Some(wm), |e| write(&mut writer, &e));
         // Reap every descendant that ended; stop when none is left.
         let all_gone;
         loop {
@@ -372,7 +429,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         if let Some(s) = &mut status {
             s.tick(
                 merger.emitted,
-                bytes.get(),
+                bytes_now(),
                 consumer.header().attached.load(Ordering::Relaxed),
                 false,
             );
@@ -380,11 +437,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         if all_gone {
             break;
         }
-        let sig = FORWARD.swap(0, Ordering::SeqCst);
-        if sig != 0 && exit.is_none() {
-            // SAFETY: plain kill of our own child.
-            unsafe { libc::kill(child_pid, sig) };
-        }
+        forwarder.forward(exit.is_none().then_some(child_pid));
         // Back off while the program is quiet, so untraced code does not share its CPUs
         // with an eager recorder. Rings hold 16384 events (2048 beyond the first 64, still
         // 6 ms of back-to-back traps): a program that starts trapping fills one only if the
@@ -398,39 +451,56 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     }
     // Every process is gone: nothing can be in flight any more.
     consumer.poll(|d| merger.add(d));
-    merger.emit(None, |e| write(&mut writer, e));
+    merger.emit(None, |e| write(&mut writer, &e));
     let h = consumer.header();
     let lost = h.lost.load(Ordering::Relaxed);
     if lost > 0 {
-        write(&mut writer, Event::LostEvents(lost));
+        write(&mut writer, &Event::LostEvents(lost));
     }
-    if let Some(e) = write_err {
-        return Err(Error::Output(e));
+    if write_err.is_none() {
+        if let Some(w) = &mut writer {
+            if let Err(e) = w.flush() {
+                write_err = Some(e);
+            }
+        }
     }
-    writer.flush().map_err(Error::Output)?;
-    if let Some(s) = &mut status {
-        s.tick(
-            merger.emitted,
-            bytes.get(),
-            h.attached.load(Ordering::Relaxed),
-            true,
-        );
-    }
-    // SAFETY: restoring the dispositions saved above.
-    unsafe {
-        libc::signal(libc::SIGINT, old_int);
-        libc::signal(libc::SIGQUIT, old_quit);
-        libc::signal(libc::SIGTERM, old_term);
-        libc::signal(libc::SIGHUP, old_hup);
-    }
-    Ok(Outcome {
+    drop(forwarder);
+    let outcome = Outcome {
         exit: exit.unwrap_or(Exit::Code(0)),
         events: merger.emitted,
         slow_steps: h.slow_steps.load(Ordering::Relaxed),
         unpaused_steps: h.unpaused_steps.load(Ordering::Relaxed),
         lost,
         processes: h.attached.load(Ordering::Relaxed),
-    })
+        maps,
+    };
+    if let Some(s) = &mut status {
+        s.tick(merger.emitted, bytes_now(), outcome.processes, true);
+    }
+    match write_err {
+        None => Ok(outcome),
+        Some(error) => Err(Error::Incomplete {
+            path: out_name(&opts.output),
+            error,
+            outcome,
+            written: bytes_now(),
+        }),
+    }
+}
+
+/// `bytes` for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `3.2 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// The status line: events, events/s, bytes, processes; redrawn at most 4 times a second.
@@ -464,9 +534,32 @@ impl Status {
         self.last = now;
         self.last_events = events;
         let mut e = io::stderr().lock();
-        let _ = write!(e, "\r\x1b[Kmmio-trace: {events} events, {rate:.0} events/s, {bytes} bytes, {processes} processes");
+        let _ = write!(
+            e,
+            "\r\x1b[Kmmio-trace: {} {}, {rate:.0} events/s, {}, {processes} {}",
+            events,
+            if events == 1 { "event" } else { "events" },
+            human_bytes(bytes),
+            if processes == 1 {
+                "process"
+            } else {
+                "processes"
+            },
+        );
         if done {
             let _ = writeln!(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_line_sizes_are_for_people() {
+        let h = super::human_bytes;
+        assert_eq!(
+            [h(0), h(1023), h(1024), h(1536), h(5 << 20), h(3 << 30)],
+            ["0 B", "1023 B", "1.0 KiB", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
+        );
     }
 }

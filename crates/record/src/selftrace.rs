@@ -37,7 +37,7 @@ pub struct SelfRecorder {
 impl SelfRecorder {
     /// Creates the rings, starts tracing in this process and a thread that writes `path`.
     pub fn start(path: &Path, format: Format) -> io::Result<SelfRecorder> {
-        let file = std::fs::File::create(path)?;
+        let file = crate::output::create_private(path)?;
         let consumer = Consumer::create(64, 16384)?;
         mmio_trace_tracer::init(consumer.shm(), mmio_trace_tracer::Rules::new(&[], true));
         let stop = Arc::new(AtomicBool::new(false));

@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 pub use consumer::{monotonic_ns, Consumer, Drained};
 pub use producer::{recorder_fd, set_recorder_fd, Producer, Shm, WaitError};
-pub use record::{Kind, Record, RECORD_SIZE};
+pub use record::{Kind, Record, MAX_MARK, RECORD_SIZE};
 
 /// How the shared memory is divided into rings: `big_rings` rings of `capacity` records,
 /// then `rings - big_rings` rings of `small_capacity` records (powers of two).

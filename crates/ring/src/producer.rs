@@ -325,11 +325,14 @@ impl Producer {
         Ok(())
     }
 
-    /// Publishes a marker with `text` (cut at the maximum length) at time `ts`.
+    /// Publishes a marker with `text` at time `ts`. Text past [`MAX_MARK`] bytes is not
+    /// carried, but the length field keeps the whole text's length, so that the consumer
+    /// can say the marker was cut.
     pub fn push_mark(&self, ts: u64, text: &[u8]) -> Result<(), WaitError> {
+        let full = text.len() as u64;
         let text = &text[..text.len().min(MAX_MARK)];
         let mut recs = [Record::default(); 1 + MAX_MARK / 32];
-        recs[0] = Record::new(ts, 0, text.len() as u64, 0, 0, Kind::Mark);
+        recs[0] = Record::new(ts, 0, full, 0, 0, Kind::Mark);
         let mut n = 1;
         for chunk in text.chunks(32) {
             recs[n] = Record::data(chunk);

@@ -126,7 +126,8 @@ impl Kind {
 
 const PC_MASK: u64 = (1 << 48) - 1;
 
-/// The largest marker text carried (longer text is cut).
+/// The largest marker text carried (longer text is cut; the first record keeps the
+/// whole length, for the consumer to say so).
 pub const MAX_MARK: usize = 4096;
 
 impl Record {
