@@ -52,6 +52,52 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Gives the memfd its size. A file-size limit (`ulimit -f`) applies to a memfd too, and
+/// the channel is large (address space; only written pages cost memory): within a soft
+/// limit that is too low, the hard one is used for this one call, so that a recording
+/// still works where the user limited only the size of the files it writes.
+fn size_memfd(fd: &OwnedFd, size: usize) -> io::Result<()> {
+    // SAFETY: valid fd.
+    let resize = || unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } == 0;
+    if resize() {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EFBIG) {
+        return Err(err);
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) } != 0 {
+        return Err(err);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: raising the soft limit up to the hard one is always allowed.
+    let ok = lim.rlim_cur < lim.rlim_max
+        && unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &raised) } == 0
+        && resize();
+    // SAFETY: puts back the limit read above.
+    unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) };
+    if ok {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!(
+            "the file-size limit (ulimit -f: {} bytes) is below the {} MiB of the shared \
+             memory (only written pages cost memory); raise it, or set MMIO_TRACE_RINGS lower",
+            lim.rlim_max,
+            size >> 20
+        ),
+    ))
+}
+
 impl Consumer {
     /// Creates the shared memory: `nrings` rings of `capacity` records (a power of two).
     /// The memfd is created without close-on-exec, so traced programs inherit it.
@@ -77,10 +123,7 @@ impl Consumer {
         }
         // SAFETY: fd was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: valid fd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        size_memfd(&fd, size)?;
         // SAFETY: a fresh shared mapping of the whole memfd.
         let base = unsafe {
             libc::mmap(
