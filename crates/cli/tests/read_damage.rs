@@ -4,46 +4,14 @@
 //! and `convert` onto its own input. Exact output bytes, messages and exit statuses.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use mmio_trace_format::{AnyReader, BinaryWriter, Direction, Event};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
-        .args(args)
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap()
-}
+mod reading;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
-
-/// Standard output of a run that must succeed with nothing on standard error.
-fn quiet(args: &[&str]) -> String {
-    let o = run(args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
-    assert_eq!(text(&o.stderr), "", "{args:?}");
-    text(&o.stdout)
-}
-
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mmio-trace-read-damage-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn tmp(name: &str, contents: &[u8]) -> PathBuf {
-    let p = dir().join(name);
-    std::fs::write(&p, contents).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use reading::*;
 
 const HINT: &str = " (--lenient reads on past damage where it can)";
 

@@ -3,46 +3,13 @@
 //! lacks, what `stats` counts, losses without a count, 8-byte accesses in stand-alone
 //! binary records, and negative signed register fields. Exact bytes and statuses.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use mmio_trace_format::{Access, AnyReader, Direction, Event};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
-        .args(args)
-        .env_remove("NO_COLOR")
-        .output()
-        .unwrap()
-}
+mod reading;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8(b.to_vec()).unwrap()
-}
-
-/// Standard output of a run that must succeed with nothing on standard error.
-fn quiet(args: &[&str]) -> String {
-    let o = run(args);
-    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
-    assert_eq!(text(&o.stderr), "", "{args:?}");
-    text(&o.stdout)
-}
-
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mmio-trace-read-usage-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn tmp(name: &str, contents: &[u8]) -> PathBuf {
-    let p = dir().join(name);
-    std::fs::write(&p, contents).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use reading::*;
 
 /// What `mmio-trace demo` writes: a header, a map with its file, markers, accesses.
 const DEMO: &str = "\
