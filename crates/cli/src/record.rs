@@ -184,14 +184,35 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if out.processes > 0 && out.maps == 0 {
         eprintln!(
             "mmio-trace: warning: no device mapping matched, nothing was traced: {}",
-            if no_defaults {
-                "the program mapped no file that a --device names"
+            if !out.unmatched.is_empty() {
+                format!(
+                    "the program mapped {}; name its device with --device PATH or GLOB",
+                    unmatched_list(out.unmatched.iter(), out.unmatched_more)
+                )
+            } else if no_defaults {
+                "the program mapped no file shared".to_string()
             } else {
-                "the program mapped no file that the default device rules (/dev/mem, sysfs \
-                 PCI resources, /dev/uio*, VFIO, /dev/dri/*, /dev/nvidia*, /dev/accel/*) or \
-                 a --device name; name its device with --device PATH or GLOB"
+                "the program mapped no file shared (device registers are mapped shared from \
+                 a device file: /dev/mem, a sysfs PCI resource, /dev/uio*, VFIO, /dev/dri/*, \
+                 /dev/nvidia*, /dev/accel/*, or one --device names)"
+                    .to_string()
             }
         );
+    } else if out.maps > 0 {
+        // Programs map files shared all the time; an untraced device file, though, may be
+        // the device the user meant.
+        let devices: Vec<_> = out
+            .unmatched
+            .iter()
+            .filter(|f| f.device.is_some())
+            .collect();
+        if !devices.is_empty() {
+            eprintln!(
+                "mmio-trace: note: the program also mapped {}, which no device rule matched: \
+                 not traced (--device PATH or GLOB traces it)",
+                unmatched_list(devices.into_iter(), 0)
+            );
+        }
     }
     if out.slow_steps > 0 && !quiet {
         let (accesses, were) = if out.slow_steps == 1 {
@@ -214,4 +235,39 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(out.exit.code()))
+}
+
+/// How many unmatched files a warning names.
+const UNMATCHED_LISTED: usize = 8;
+
+/// `PATH (shared, character device, 3 times), PATH (shared), and 2 other files`: the
+/// first [`UNMATCHED_LISTED`] files, then how many more (`more` beyond those given).
+fn unmatched_list<'a>(
+    files: impl ExactSizeIterator<Item = &'a mmio_trace_record::UnmatchedFile>,
+    more: u64,
+) -> String {
+    let others = files.len().saturating_sub(UNMATCHED_LISTED) as u64 + more;
+    let mut parts: Vec<String> = files
+        .take(UNMATCHED_LISTED)
+        .map(|f| {
+            let path = mmio_trace_format::text::escape_marker(&f.path);
+            let mut s = format!("{} (shared", String::from_utf8_lossy(&path));
+            match f.device {
+                Some('c') => s.push_str(", character device"),
+                Some('b') => s.push_str(", block device"),
+                _ => {}
+            }
+            if f.times > 1 {
+                s.push_str(&format!(", {} times", f.times));
+            }
+            s.push(')');
+            s
+        })
+        .collect();
+    match others {
+        0 => {}
+        1 => parts.push("and 1 other file".to_string()),
+        n => parts.push(format!("and {n} other files")),
+    }
+    parts.join(", ")
 }

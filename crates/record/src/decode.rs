@@ -7,6 +7,21 @@ use mmio_trace_format::text::escape_marker;
 use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
 use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK};
 
+/// How many distinct unmatched files the recorder keeps (by path hash); further ones are
+/// only counted.
+pub(crate) const UNMATCHED_KEPT: usize = 64;
+
+/// A file the program mapped shared that no device rule matched (so it was not traced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmatchedFile {
+    /// Its canonical path (as `/proc/self/fd` names it).
+    pub path: Vec<u8>,
+    /// How many times it was mapped shared, by every traced process together.
+    pub times: u64,
+    /// `Some('c')`: a character device; `Some('b')`: a block device.
+    pub device: Option<char>,
+}
+
 /// One event as drained, not yet resolved against the mapping table.
 #[derive(Clone, Debug)]
 pub(crate) struct RawEvent {
@@ -56,6 +71,12 @@ pub(crate) struct Merger {
     execs: Vec<(u32, u64, Option<Vec<u8>>)>,
     /// Attach notes: (pid, time).
     attaches: Vec<(u32, u64)>,
+    /// Shared file mappings no device rule matched, by path hash, in the order first told.
+    unmatched: Vec<UnmatchedFile>,
+    /// Index into `unmatched` by path hash.
+    unmatched_at: std::collections::HashMap<u64, usize>,
+    /// Hashes of further such files, beyond the first [`UNMATCHED_KEPT`] (not kept).
+    unmatched_more: std::collections::HashSet<u64>,
     /// `kernel cannot reach` markers from traced processes: system calls that could not
     /// hand the kernel device memory, which failed with `EFAULT`.
     unreached: u64,
@@ -79,6 +100,9 @@ impl Merger {
             emitted: 0,
             execs: Vec::new(),
             attaches: Vec::new(),
+            unmatched: Vec::new(),
+            unmatched_at: std::collections::HashMap::new(),
+            unmatched_more: std::collections::HashSet::new(),
             unreached: 0,
             last_ts: 0,
             closed: false,
@@ -222,6 +246,54 @@ impl Merger {
             }
         }
         out
+    }
+
+    /// The files the program mapped shared that no device rule matched (not traced), in
+    /// the order first mapped (at most `UNMATCHED_KEPT`), and how many more there were.
+    pub fn unmatched(&self) -> (Vec<UnmatchedFile>, u64) {
+        let known: Vec<_> = self
+            .unmatched
+            .iter()
+            .filter(|f| !f.path.is_empty())
+            .cloned()
+            .collect();
+        (known, self.unmatched_more.len() as u64)
+    }
+
+    fn note_unmatched(&mut self, e: &RawEvent) {
+        let r = &e.first;
+        let hash = r.0[1];
+        let len = (r.0[2] as u32 as usize).min(MAX_MARK);
+        let more = r.0[2] >> 32;
+        let i = match self.unmatched_at.get(&hash) {
+            Some(&i) => i,
+            None if self.unmatched.len() < UNMATCHED_KEPT => {
+                self.unmatched.push(UnmatchedFile {
+                    path: Vec::new(),
+                    times: 0,
+                    device: None,
+                });
+                self.unmatched_at.insert(hash, self.unmatched.len() - 1);
+                self.unmatched.len() - 1
+            }
+            None => {
+                self.unmatched_more.insert(hash);
+                return;
+            }
+        };
+        let f = &mut self.unmatched[i];
+        f.times = f.times.saturating_add(more);
+        if f.path.is_empty() && len > 0 {
+            for d in &e.extra {
+                f.path.extend_from_slice(&d.bytes());
+            }
+            f.path.truncate(len);
+            f.device = match r.width() {
+                1 => Some('c'),
+                2 => Some('b'),
+                _ => None,
+            };
+        }
     }
 
     fn rel(&self, ts: u64) -> u64 {
@@ -370,6 +442,10 @@ impl Merger {
             }
             Kind::Attach => {
                 self.attaches.push((r.0[1] as u32, e.ts));
+                return None;
+            }
+            Kind::Unmatched => {
+                self.note_unmatched(e);
                 return None;
             }
             Kind::Data => return None,

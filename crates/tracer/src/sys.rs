@@ -343,3 +343,18 @@ mod tests {
         assert_eq!(super::digits(u64::MAX, 16, &mut b), b"ffffffffffffffff");
     }
 }
+
+const SYS_FSTAT: usize = 5;
+
+/// The file type bits (`st_mode & S_IFMT`) of descriptor `fd`, or 0 if unknown.
+pub fn file_type(fd: i32) -> u32 {
+    // SAFETY: a plain struct of integers, filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `struct stat`.
+    let r = unsafe { syscall6(SYS_FSTAT, fd as usize, &mut st as *mut _ as usize, 0, 0, 0, 0) };
+    if r < 0 {
+        0
+    } else {
+        st.st_mode & libc::S_IFMT
+    }
+}
