@@ -6,6 +6,7 @@
  *   -f       forks: the child runs the remaining arguments, the parent waits for it
  *   -w ADDR  writes 1 at byte offset ADDR of the last mapping, kept mapped (the traced case)
  *   -x       ends with _exit(0) (no exit handlers)
+ *   -e PROG ARGS...  execs PROG with ARGS (the rest of the arguments)
  * Exits 0, or 4 when a mapping fails. */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -78,6 +79,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "-w")) {
             if (!last) return 4;
             ((volatile uint8_t *)last)[atol(argv[++i])] = 1;
+        } else if (!strcmp(a, "-e")) {
+            execv(argv[i + 1], &argv[i + 1]);
+            return 6;
         } else if (!strcmp(a, "-x")) {
             _exit(0);
         } else {
