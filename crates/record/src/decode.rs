@@ -639,4 +639,57 @@ mod tests {
             ]
         );
     }
+
+    fn unmatched(ts: u64, hash: u64, path: &[u8], more: u64, width: u8) -> Vec<Record> {
+        let w2 = path.len() as u64 | more << 32;
+        let mut v = vec![Record::new(ts, hash, w2, 0, width, Kind::Unmatched)];
+        v.extend(path.chunks(32).map(Record::data));
+        v
+    }
+
+    #[test]
+    fn unmatched_notes_add_up_by_path_hash_and_are_no_events() {
+        let long = b"/sys/devices/pci0000:00/0000:00:02.0/resource2_wc";
+        let mut r = Vec::new();
+        // A count for hash 7 before its path (another thread's note came first).
+        r.extend(unmatched(1, 7, b"", 1, 0));
+        r.extend(unmatched(2, 7, b"/dev/foo0", 1, 1));
+        r.extend(unmatched(3, 9, long, 1, 0));
+        r.extend(unmatched(4, 7, b"", 2, 0));
+        r.extend(unmatched(5, 11, b"/dev/sdz", 1, 2));
+        // Sent again (a full table, or after an exec): counted, not listed twice.
+        r.extend(unmatched(6, 9, long, 1, 0));
+        let (m, out) = merged(&r);
+        assert!(out.is_empty(), "{out:?}");
+        let (files, more) = m.unmatched();
+        let f = |p: &[u8], times, device| UnmatchedFile {
+            path: p.to_vec(),
+            times,
+            device,
+        };
+        assert_eq!(
+            files,
+            vec![
+                f(b"/dev/foo0", 4, Some('c')),
+                f(long, 2, None),
+                f(b"/dev/sdz", 1, Some('b')),
+            ]
+        );
+        assert_eq!(more, 0);
+    }
+
+    #[test]
+    fn unmatched_files_beyond_those_kept_are_only_counted() {
+        let mut r = Vec::new();
+        for h in 1..=UNMATCHED_KEPT as u64 + 5 {
+            r.extend(unmatched(h, h, format!("/f{h}").as_bytes(), 1, 0));
+        }
+        // Another note of a file not kept is no second one.
+        r.extend(unmatched(1000, UNMATCHED_KEPT as u64 + 1, b"", 3, 0));
+        let (m, _) = merged(&r);
+        let (files, more) = m.unmatched();
+        assert_eq!(files.len(), UNMATCHED_KEPT);
+        assert_eq!(files[0].path, b"/f1");
+        assert_eq!(more, 5);
+    }
 }
