@@ -156,10 +156,7 @@ fn nodev_more_than_eight_files_are_counted() {
         })
         .collect();
     listed.push("and 3 other files".to_string());
-    assert_eq!(
-        stderr(&out),
-        format!("{PREFIX}{}{HINT}", listed.join(", "))
-    );
+    assert_eq!(stderr(&out), format!("{PREFIX}{}{HINT}", listed.join(", ")));
 }
 
 #[test]
@@ -187,7 +184,10 @@ fn nodev_a_traced_program_is_not_told_of_its_other_files() {
     let t = T::new("traced");
     let dev = t.path("f1");
     // f1 traced (one write), f2 mapped shared 3 times and not traced: no warning.
-    for opts in [&["--device", &dev][..], &["--no-default-devices", "--device", &dev][..]] {
+    for opts in [
+        &["--device", &dev][..],
+        &["--no-default-devices", "--device", &dev][..],
+    ] {
         let (out, ev) = t.record(opts, &["f2", "3", "f1", "1", "-w", "8", "f2", "1"]);
         assert_exit(&out, 0);
         assert_eq!(stderr(&out), "", "{opts:?}");

@@ -35,8 +35,8 @@ use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
-pub use output::{create_private, TRACE_FILE_MODE};
 pub use decode::UnmatchedFile;
+pub use output::{create_private, TRACE_FILE_MODE};
 pub use selftrace::SelfRecorder;
 
 /// Rings (traced threads at once, all processes) in a recording. A thread that finds
@@ -199,8 +199,8 @@ pub enum Error {
         path: String,
         /// Why.
         error: io::Error,
-        /// How the program ended, and what was recorded.
-        outcome: Outcome,
+        /// How the program ended, and what was recorded (boxed: an error stays small).
+        outcome: Box<Outcome>,
         /// Bytes of the trace written, all of them whole records.
         written: u64,
     },
@@ -491,7 +491,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         Some(error) => Err(Error::Incomplete {
             path: out_name(&opts.output),
             error,
-            outcome,
+            outcome: Box::new(outcome),
             written: bytes_now(),
         }),
     }

@@ -65,7 +65,10 @@ pub(crate) fn mapped(fd: i32, path: &[u8]) {
         let k = s.hash.load(Ordering::Acquire);
         if k == h
             || (k == 0
-                && match s.hash.compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire) {
+                && match s
+                    .hash
+                    .compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => true,
                     Err(k) => k == h,
                 })
