@@ -332,7 +332,6 @@ pub fn digits(mut v: u64, base: u64, buf: &mut [u8; 64]) -> &[u8] {
     &buf[i..]
 }
 
-
 /// The file type bits (`st_mode & S_IFMT`) of descriptor `fd`, or 0 if unknown.
 pub fn file_type(fd: i32) -> u32 {
     // SAFETY: a plain struct of integers, filled by the kernel.

@@ -146,3 +146,33 @@ fn send(h: u64, fd: i32, path: &[u8], more: u64) {
     );
     crate::emit::note(first, path);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_files_that_a_rule_could_match_are_told() {
+        for p in [
+            "/dev/foo0",
+            "/sys/devices/pci0000:00/0000:00:02.0/resource0",
+            "/tmp/data (deleted)",
+            "/dev/shm/cache",
+        ] {
+            assert!(interesting(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "/memfd:ring (deleted)",
+            "/dmabuf:",
+            "/dev/zero",
+            "/dev/nvidia-uvm",
+            "anon_inode:[eventfd]",
+            "socket:[123]",
+            "",
+        ] {
+            assert!(!interesting(p.as_bytes()), "{p}");
+        }
+        assert_ne!(fnv1a(b""), 0);
+        assert_ne!(fnv1a(b"/dev/foo0"), fnv1a(b"/dev/foo1"));
+    }
+}
