@@ -181,17 +181,8 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             out.unpaused_steps
         );
     }
-    if out.processes > 0 && out.maps == 0 {
-        eprintln!(
-            "mmio-trace: warning: no device mapping matched, nothing was traced: {}",
-            if no_defaults {
-                "the program mapped no file that a --device names"
-            } else {
-                "the program mapped no file that the default device rules (/dev/mem, sysfs \
-                 PCI resources, /dev/uio*, VFIO, /dev/dri/*, /dev/nvidia*, /dev/accel/*) or \
-                 a --device name; name its device with --device PATH or GLOB"
-            }
-        );
+    if let Some(line) = unmatched_warning(&out, no_defaults) {
+        eprintln!("{line}");
     }
     if out.slow_steps > 0 && !quiet {
         let (accesses, were) = if out.slow_steps == 1 {
@@ -214,4 +205,160 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(out.exit.code()))
+}
+
+/// What to say of the files the program mapped shared that no device rule matched: when
+/// nothing was traced, which they were (or that there were none); when something was,
+/// only the character and block devices among them. Programs map files shared all the
+/// time (caches, shared memory), so naming those would be noise; an untraced device file,
+/// though, is likely the device (or one of the devices) the user meant.
+fn unmatched_warning(out: &mmio_trace_record::Outcome, no_defaults: bool) -> Option<String> {
+    if out.processes > 0 && out.maps == 0 {
+        return Some(format!(
+            "mmio-trace: warning: no device mapping matched, nothing was traced: {}",
+            if !out.unmatched.is_empty() {
+                format!(
+                    "the program mapped {}; name its device with --device PATH or GLOB",
+                    unmatched_list(out.unmatched.iter(), out.unmatched_more)
+                )
+            } else if no_defaults {
+                "the program mapped no file shared".to_string()
+            } else {
+                "the program mapped no file shared (device registers are mapped shared from \
+                 a device file: /dev/mem, a sysfs PCI resource, /dev/uio*, VFIO, /dev/dri/*, \
+                 /dev/nvidia*, /dev/accel/*, or one --device names)"
+                    .to_string()
+            }
+        ));
+    }
+    let devices: Vec<_> = out
+        .unmatched
+        .iter()
+        .filter(|f| f.device.is_some())
+        .collect();
+    (out.maps > 0 && !devices.is_empty()).then(|| {
+        format!(
+            "mmio-trace: note: the program also mapped {}, which no device rule matched: \
+             not traced (--device PATH or GLOB traces it)",
+            unmatched_list(devices.into_iter(), 0)
+        )
+    })
+}
+
+/// How many unmatched files a warning names.
+const UNMATCHED_LISTED: usize = 8;
+
+/// `PATH (shared, character device, 3 times), PATH (shared), and 2 other files`: the
+/// first [`UNMATCHED_LISTED`] files, then how many more (`more` beyond those given).
+fn unmatched_list<'a>(
+    files: impl ExactSizeIterator<Item = &'a mmio_trace_record::UnmatchedFile>,
+    more: u64,
+) -> String {
+    let others = files.len().saturating_sub(UNMATCHED_LISTED) as u64 + more;
+    let mut parts: Vec<String> = files
+        .take(UNMATCHED_LISTED)
+        .map(|f| {
+            let path = mmio_trace_format::text::escape_marker(&f.path);
+            let mut s = format!("{} (shared", String::from_utf8_lossy(&path));
+            match f.device {
+                Some('c') => s.push_str(", character device"),
+                Some('b') => s.push_str(", block device"),
+                _ => {}
+            }
+            if f.times > 1 {
+                s.push_str(&format!(", {} times", f.times));
+            }
+            s.push(')');
+            s
+        })
+        .collect();
+    match others {
+        0 => {}
+        1 => parts.push("and 1 other file".to_string()),
+        n => parts.push(format!("and {n} other files")),
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mmio_trace_record::UnmatchedFile;
+
+    fn file(path: &str, times: u64, device: Option<char>) -> UnmatchedFile {
+        UnmatchedFile {
+            path: path.as_bytes().to_vec(),
+            times,
+            device,
+        }
+    }
+
+    fn outcome(maps: u64, unmatched: Vec<UnmatchedFile>) -> mmio_trace_record::Outcome {
+        mmio_trace_record::Outcome {
+            exit: mmio_trace_record::Exit::Code(0),
+            events: maps,
+            slow_steps: 0,
+            unpaused_steps: 0,
+            lost: 0,
+            processes: 1,
+            maps,
+            unmatched,
+            unmatched_more: 0,
+        }
+    }
+
+    #[test]
+    fn a_traced_program_is_told_only_of_untraced_device_files() {
+        let files = vec![
+            file("/dev/shm/cache", 5, None),
+            file("/dev/fb0", 2, Some('c')),
+            file("/tmp/data", 1, None),
+        ];
+        assert_eq!(
+            unmatched_warning(&outcome(1, files.clone()), false).as_deref(),
+            Some(
+                "mmio-trace: note: the program also mapped /dev/fb0 (shared, character \
+                 device, 2 times), which no device rule matched: not traced (--device PATH \
+                 or GLOB traces it)"
+            )
+        );
+        assert_eq!(
+            unmatched_warning(&outcome(1, files[..1].to_vec()), false),
+            None
+        );
+        assert_eq!(unmatched_warning(&outcome(1, Vec::new()), true), None);
+        assert_eq!(
+            unmatched_warning(&outcome(0, files), true).as_deref(),
+            Some(
+                "mmio-trace: warning: no device mapping matched, nothing was traced: the \
+                 program mapped /dev/shm/cache (shared, 5 times), /dev/fb0 (shared, \
+                 character device, 2 times), /tmp/data (shared); name its device with \
+                 --device PATH or GLOB"
+            )
+        );
+    }
+
+    #[test]
+    fn unmatched_files_are_listed_with_their_kind_and_count() {
+        let files = [
+            file("/dev/foo0", 3, Some('c')),
+            file("/dev/sdz", 1, Some('b')),
+            file("/tmp/a\nb", 1, None),
+        ];
+        assert_eq!(
+            unmatched_list(files.iter(), 0),
+            "/dev/foo0 (shared, character device, 3 times), /dev/sdz (shared, block \
+             device), /tmp/a\\x0ab (shared)"
+        );
+        assert_eq!(
+            unmatched_list(files[..1].iter(), 1),
+            "/dev/foo0 (shared, character device, 3 times), and 1 other file"
+        );
+        let many: Vec<_> = (0..9).map(|i| file(&format!("/f{i}"), 1, None)).collect();
+        assert_eq!(
+            unmatched_list(many.iter(), 2),
+            "/f0 (shared), /f1 (shared), /f2 (shared), /f3 (shared), /f4 (shared), \
+             /f5 (shared), /f6 (shared), /f7 (shared), and 3 other files"
+        );
+    }
 }

@@ -21,6 +21,7 @@
 //! | `execve`, `execle`, `execvpe`, `execveat`, `fexecve`, `posix_spawn`, `posix_spawnp` | an explicit environment keeps our `LD_PRELOAD` (prepended to the program's) and the recorder's variables |
 //! | `execv`, `execvp`, `execl`, `execlp`, `system`, `popen`, `pclose` (`exec.rs`) | the same for `environ`, which the program may have emptied; exec notes name images that never attach |
 //! | `read`, `write`, `pread`, `pwrite`, `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `send*`, `recv*`, `getrandom`, `getentropy`, `stat` family, `statx`, `pipe`, `pipe2`, `socketpair`, `readlink(at)`, `getcwd`, `uname`, `poll`, `wait*`, `fread`/`fwrite`, `clock_gettime`, `syscall` (`sysbuf.rs`) | a buffer in device memory is handed to the kernel through the alias, and the kernel's access logged |
+//! | `_exit`, `_Exit` (and an `atexit` handler) | the last counts of shared file mappings no device rule matched, for the recorder's warning when nothing was traced |
 //! | `mmio_trace_mark` | C API: insert a `MARK` |
 //!
 //! Real functions are resolved eagerly with `dlsym(RTLD_NEXT)` in the constructor (lazy
@@ -74,6 +75,8 @@ reals!(
     execve,
     pthread_create,
     pthread_exit,
+    _exit,
+    _Exit,
     ioctl,
     sigaltstack,
     timer_create,
@@ -152,7 +155,15 @@ extern "C" fn init() {
         // the atfork handlers run for every fork made with libc's fork.
         // SAFETY: plain function pointers that stay valid (this library is never unloaded).
         unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+        // Registered before the program's own: runs after them, to count their mappings.
+        // SAFETY: a plain function pointer that stays valid.
+        unsafe { libc::atexit(at_exit) };
     }
+}
+
+extern "C" fn at_exit() {
+    // The last counts of shared file mappings no device rule matched.
+    tracer::unmatched::flush();
 }
 
 extern "C" fn fork_prepare() {
@@ -1403,6 +1414,37 @@ pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
     let p = real(&real::pthread_exit, "pthread_exit\0");
     // SAFETY: libc's pthread_exit, which does not return.
     unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> !>(p)(ret) }
+}
+
+/// Interposed `_exit`: the process ends without exit handlers; tell the recorder first
+/// what the `atexit` handler would have.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    if INITIALISED.load(Ordering::Acquire) {
+        tracer::unmatched::flush();
+    }
+    let p = real(&real::_exit, "_exit\0");
+    if p == 0 {
+        // SAFETY: exit_group ends the process.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    }
+    // SAFETY: libc's _exit, which does not return.
+    unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(c_int) -> !>(p)(status) }
+}
+
+/// Interposed `_Exit`: as [`_exit`].
+#[no_mangle]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    if INITIALISED.load(Ordering::Acquire) {
+        tracer::unmatched::flush();
+    }
+    let p = real(&real::_Exit, "_Exit\0");
+    if p == 0 {
+        // SAFETY: exit_group ends the process.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    }
+    // SAFETY: libc's _Exit, which does not return.
+    unsafe { std::mem::transmute::<usize, unsafe extern "C" fn(c_int) -> !>(p)(status) }
 }
 
 /// C API: inserts a `MARK` line with `text` into the trace, timed now, from this thread.

@@ -7,6 +7,21 @@ use mmio_trace_format::text::escape_marker;
 use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
 use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK};
 
+/// How many distinct unmatched files the recorder keeps (by path hash); further ones are
+/// only counted.
+pub(crate) const UNMATCHED_KEPT: usize = 64;
+
+/// A file the program mapped shared that no device rule matched (so it was not traced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnmatchedFile {
+    /// Its canonical path (as `/proc/self/fd` names it).
+    pub path: Vec<u8>,
+    /// How many times it was mapped shared, by every traced process together.
+    pub times: u64,
+    /// `Some('c')`: a character device; `Some('b')`: a block device.
+    pub device: Option<char>,
+}
+
 /// One event as drained, not yet resolved against the mapping table.
 #[derive(Clone, Debug)]
 pub(crate) struct RawEvent {
@@ -56,6 +71,12 @@ pub(crate) struct Merger {
     execs: Vec<(u32, u64, Option<Vec<u8>>)>,
     /// Attach notes: (pid, time).
     attaches: Vec<(u32, u64)>,
+    /// Shared file mappings no device rule matched, by path hash, in the order first told.
+    unmatched: Vec<UnmatchedFile>,
+    /// Index into `unmatched` by path hash.
+    unmatched_at: std::collections::HashMap<u64, usize>,
+    /// Hashes of further such files, beyond the first [`UNMATCHED_KEPT`] (not kept).
+    unmatched_more: std::collections::HashSet<u64>,
     /// `kernel cannot reach` markers from traced processes: system calls that could not
     /// hand the kernel device memory, which failed with `EFAULT`.
     unreached: u64,
@@ -79,6 +100,9 @@ impl Merger {
             emitted: 0,
             execs: Vec::new(),
             attaches: Vec::new(),
+            unmatched: Vec::new(),
+            unmatched_at: std::collections::HashMap::new(),
+            unmatched_more: std::collections::HashSet::new(),
             unreached: 0,
             last_ts: 0,
             closed: false,
@@ -222,6 +246,54 @@ impl Merger {
             }
         }
         out
+    }
+
+    /// The files the program mapped shared that no device rule matched (not traced), in
+    /// the order first mapped (at most `UNMATCHED_KEPT`), and how many more there were.
+    pub fn unmatched(&self) -> (Vec<UnmatchedFile>, u64) {
+        let known: Vec<_> = self
+            .unmatched
+            .iter()
+            .filter(|f| !f.path.is_empty())
+            .cloned()
+            .collect();
+        (known, self.unmatched_more.len() as u64)
+    }
+
+    fn note_unmatched(&mut self, e: &RawEvent) {
+        let r = &e.first;
+        let hash = r.0[1];
+        let len = (r.0[2] as u32 as usize).min(MAX_MARK);
+        let more = r.0[2] >> 32;
+        let i = match self.unmatched_at.get(&hash) {
+            Some(&i) => i,
+            None if self.unmatched.len() < UNMATCHED_KEPT => {
+                self.unmatched.push(UnmatchedFile {
+                    path: Vec::new(),
+                    times: 0,
+                    device: None,
+                });
+                self.unmatched_at.insert(hash, self.unmatched.len() - 1);
+                self.unmatched.len() - 1
+            }
+            None => {
+                self.unmatched_more.insert(hash);
+                return;
+            }
+        };
+        let f = &mut self.unmatched[i];
+        f.times = f.times.saturating_add(more);
+        if f.path.is_empty() && len > 0 {
+            for d in &e.extra {
+                f.path.extend_from_slice(&d.bytes());
+            }
+            f.path.truncate(len);
+            f.device = match r.width() {
+                1 => Some('c'),
+                2 => Some('b'),
+                _ => None,
+            };
+        }
     }
 
     fn rel(&self, ts: u64) -> u64 {
@@ -370,6 +442,10 @@ impl Merger {
             }
             Kind::Attach => {
                 self.attaches.push((r.0[1] as u32, e.ts));
+                return None;
+            }
+            Kind::Unmatched => {
+                self.note_unmatched(e);
                 return None;
             }
             Kind::Data => return None,
@@ -562,5 +638,58 @@ mod tests {
                 (1, 0x8)
             ]
         );
+    }
+
+    fn unmatched(ts: u64, hash: u64, path: &[u8], more: u64, width: u8) -> Vec<Record> {
+        let w2 = path.len() as u64 | more << 32;
+        let mut v = vec![Record::new(ts, hash, w2, 0, width, Kind::Unmatched)];
+        v.extend(path.chunks(32).map(Record::data));
+        v
+    }
+
+    #[test]
+    fn unmatched_notes_add_up_by_path_hash_and_are_no_events() {
+        let long = b"/sys/devices/pci0000:00/0000:00:02.0/resource2_wc";
+        let mut r = Vec::new();
+        // A count for hash 7 before its path (another thread's note came first).
+        r.extend(unmatched(1, 7, b"", 1, 0));
+        r.extend(unmatched(2, 7, b"/dev/foo0", 1, 1));
+        r.extend(unmatched(3, 9, long, 1, 0));
+        r.extend(unmatched(4, 7, b"", 2, 0));
+        r.extend(unmatched(5, 11, b"/dev/sdz", 1, 2));
+        // Sent again (a full table, or after an exec): counted, not listed twice.
+        r.extend(unmatched(6, 9, long, 1, 0));
+        let (m, out) = merged(&r);
+        assert!(out.is_empty(), "{out:?}");
+        let (files, more) = m.unmatched();
+        let f = |p: &[u8], times, device| UnmatchedFile {
+            path: p.to_vec(),
+            times,
+            device,
+        };
+        assert_eq!(
+            files,
+            vec![
+                f(b"/dev/foo0", 4, Some('c')),
+                f(long, 2, None),
+                f(b"/dev/sdz", 1, Some('b')),
+            ]
+        );
+        assert_eq!(more, 0);
+    }
+
+    #[test]
+    fn unmatched_files_beyond_those_kept_are_only_counted() {
+        let mut r = Vec::new();
+        for h in 1..=UNMATCHED_KEPT as u64 + 5 {
+            r.extend(unmatched(h, h, format!("/f{h}").as_bytes(), 1, 0));
+        }
+        // Another note of a file not kept is no second one.
+        r.extend(unmatched(1000, UNMATCHED_KEPT as u64 + 1, b"", 3, 0));
+        let (m, _) = merged(&r);
+        let (files, more) = m.unmatched();
+        assert_eq!(files.len(), UNMATCHED_KEPT);
+        assert_eq!(files[0].path, b"/f1");
+        assert_eq!(more, 5);
     }
 }

@@ -35,6 +35,7 @@ use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
+pub use decode::UnmatchedFile;
 pub use output::{create_private, TRACE_FILE_MODE};
 pub use selftrace::SelfRecorder;
 
@@ -130,7 +131,7 @@ impl Exit {
 }
 
 /// What a recording produced.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     /// How the program ended.
     pub exit: Exit,
@@ -146,6 +147,11 @@ pub struct Outcome {
     pub processes: u64,
     /// Device mappings traced (`MAP` events).
     pub maps: u64,
+    /// Files the program mapped shared that no device rule matched (not traced), in the
+    /// order first mapped; at most 64.
+    pub unmatched: Vec<UnmatchedFile>,
+    /// How many more such files there were.
+    pub unmatched_more: u64,
 }
 
 /// Why recording failed.
@@ -193,8 +199,8 @@ pub enum Error {
         path: String,
         /// Why.
         error: io::Error,
-        /// How the program ended, and what was recorded.
-        outcome: Outcome,
+        /// How the program ended, and what was recorded (boxed: an error stays small).
+        outcome: Box<Outcome>,
         /// Bytes of the trace written, all of them whole records.
         written: u64,
     },
@@ -465,6 +471,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         }
     }
     drop(forwarder);
+    let unmatched = merger.unmatched();
     let outcome = Outcome {
         exit: exit.unwrap_or(Exit::Code(0)),
         events: merger.emitted,
@@ -473,6 +480,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         lost,
         processes: h.attached.load(Ordering::Relaxed),
         maps,
+        unmatched: unmatched.0,
+        unmatched_more: unmatched.1,
     };
     if let Some(s) = &mut status {
         s.tick(merger.emitted, bytes_now(), outcome.processes, true);
@@ -482,7 +491,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         Some(error) => Err(Error::Incomplete {
             path: out_name(&opts.output),
             error,
-            outcome,
+            outcome: Box::new(outcome),
             written: bytes_now(),
         }),
     }

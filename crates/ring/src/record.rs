@@ -50,6 +50,12 @@ pub enum Kind {
     Exec = 10,
     /// An image started by a traced exec attached (word 1 = pid).
     Attach = 11,
+    /// Shared mappings of a file that no device rule names (not traced), for the
+    /// recorder's warning only (never logged): word 1 = a 64-bit hash of the path (FNV-1a,
+    /// never 0), word 2 = path length | the number of mappings this note adds << 32;
+    /// `ceil(len/32)` data records hold the path (length 0: a path this process already
+    /// sent). Width: 1 a character device, 2 a block device, 0 anything else (or unknown).
+    Unmatched = 12,
 }
 
 impl Kind {
@@ -119,6 +125,7 @@ impl Kind {
             9 => Kind::Kernel,
             10 => Kind::Exec,
             11 => Kind::Attach,
+            12 => Kind::Unmatched,
             _ => return None,
         })
     }
@@ -205,6 +212,7 @@ impl Record {
             Some(Kind::ReadWide) | Some(Kind::WriteWide) => (self.width() as usize).div_ceil(32),
             Some(Kind::Map) => 1,
             Some(Kind::Mark) | Some(Kind::Exec) => (self.0[2] as usize).min(MAX_MARK).div_ceil(32),
+            Some(Kind::Unmatched) => (self.0[2] as u32 as usize).min(MAX_MARK).div_ceil(32),
             _ => 0,
         }
     }

@@ -186,3 +186,33 @@ pub(crate) fn publish(ts: Option<u64>, mut first: Record, data: &[u8]) {
     }
     e.push(&recs[..n]);
 }
+
+/// Publishes a note for the recorder (`first`, timed now, and up to 512 bytes of `data`)
+/// from normal context, never waiting for a ring: a thread that holds none borrows a free
+/// one for the note and gives it up again (threads that never touch the device hold no
+/// ring), and with every ring in use the note is dropped (it only feeds a warning).
+pub(crate) fn note(mut first: Record, data: &[u8]) {
+    const MAX: usize = 512;
+    let _quiet = NoAsyncSignals::new();
+    let Some(s) = threads::current() else { return };
+    let Some((p, borrowed)) = s.producer_nowait() else {
+        return;
+    };
+    p.begin();
+    let ts = sys::now_ns();
+    p.stamp(ts);
+    first.0[0] = ts;
+    let mut recs = [Record::default(); 1 + MAX / 32];
+    recs[0] = first;
+    let mut n = 1;
+    for c in data[..data.len().min(MAX)].chunks(32) {
+        recs[n] = Record::data(c);
+        n += 1;
+    }
+    if p.push(&recs[..n]).is_err() {
+        lost();
+    }
+    if borrowed {
+        threads::retire_ring();
+    }
+}

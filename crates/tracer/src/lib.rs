@@ -30,6 +30,7 @@ mod stop;
 pub mod sys;
 pub mod threads;
 pub mod uaccess;
+pub mod unmatched;
 pub mod vfio;
 
 use std::io::Write as _;
@@ -289,6 +290,7 @@ pub fn after_fork_child() {
     step::open_task_dir();
     emu::after_fork_child();
     regions::after_fork_child();
+    unmatched::after_fork_child();
     arm_fork_canary();
 }
 
@@ -489,7 +491,12 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     let Some(path) = rules::fd_path(fd, &mut buf) else {
         return;
     };
-    if !rules.is_device(path) || Some(fd) == shm_fd() {
+    if Some(fd) == shm_fd() {
+        return;
+    }
+    if !rules.is_device(path) {
+        // For the recorder's warning when nothing was traced: which files were mapped.
+        unmatched::mapped(fd, path);
         return;
     }
     let phys =

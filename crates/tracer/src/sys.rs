@@ -27,6 +27,7 @@ const SYS_TGKILL: usize = 234;
 const SYS_OPENAT: usize = 257;
 const SYS_READLINKAT: usize = 267;
 const SYS_PREAD64: usize = 17;
+const SYS_FSTAT: usize = 5;
 
 /// `AT_FDCWD`.
 pub const AT_FDCWD: isize = -100;
@@ -329,6 +330,29 @@ pub fn digits(mut v: u64, base: u64, buf: &mut [u8; 64]) -> &[u8] {
         }
     }
     &buf[i..]
+}
+
+/// The file type bits (`st_mode & S_IFMT`) of descriptor `fd`, or 0 if unknown.
+pub fn file_type(fd: i32) -> u32 {
+    // SAFETY: a plain struct of integers, filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable `struct stat`.
+    let r = unsafe {
+        syscall6(
+            SYS_FSTAT,
+            fd as usize,
+            &mut st as *mut _ as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        0
+    } else {
+        st.st_mode & libc::S_IFMT
+    }
 }
 
 #[cfg(test)]

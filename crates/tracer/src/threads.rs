@@ -192,6 +192,21 @@ impl ThreadSlot {
         Some(p)
     }
 
+    /// This thread's ring without waiting for one: the ring it holds (`false`), or a free
+    /// one claimed now (`true`: the caller gives it up again with [`retire_ring`]), or
+    /// `None` when every ring is in use.
+    pub(crate) fn producer_nowait(&self) -> Option<(Producer, bool)> {
+        let shm = crate::shm()?;
+        let r = self.ring.load(Ordering::Relaxed);
+        if r != NO_RING {
+            // SAFETY: the ring was claimed by this thread (slot owner).
+            return Some((unsafe { Producer::from_index(shm, r - 1) }, false));
+        }
+        let p = shm.claim(crate::pid(), self.tid())?;
+        self.ring.store(p.index() + 1, Ordering::Relaxed);
+        Some((p, true))
+    }
+
     fn retire(&self) {
         let r = self.ring.swap(NO_RING, Ordering::Relaxed);
         if r != NO_RING {

@@ -312,6 +312,10 @@ pub fn exec_note(pid: u32, ts: Option<u64>, path: &[u8]) {
     if !is_active() {
         return;
     }
+    if ts.is_none() {
+        // The new image starts counting afresh: tell the old one's last mappings.
+        crate::unmatched::flush();
+    }
     let path = &path[..path.len().min(4096)];
     let first = Record::new(0, pid as u64, path.len() as u64, 0, 0, Kind::Exec);
     emit::publish(ts, first, path);
