@@ -254,3 +254,69 @@ fn qa_process_exit_while_other_threads_are_single_stepped_loses_no_write() {
         assert_none_lost(&ev);
     }
 }
+
+#[test]
+fn qa_fork_while_other_threads_make_aliases_and_remap() {
+    // fork() while three threads make first accesses (aliases made under the registry's
+    // lock, descriptors opened and closed) and remap their mappings: every child runs
+    // its accesses (no lock or descriptor table left half-changed), each traced.
+    for opts in [&[][..], &["--no-alias"][..]] {
+        let f = Fixture::new("fork", "qa_fork", 56 * 4096);
+        let (out, ev) = f.record_with(opts, &["100"]);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), "ok 100\n");
+        let children: Vec<(u32, char, u64)> = accesses_by_pid(&ev)
+            .into_iter()
+            .filter(|a| a.3 >= 48 * 4096)
+            .map(|a| (a.0, a.1, a.4))
+            .collect();
+        let want: Vec<(char, u64)> = (0..100u64)
+            .flat_map(|i| [('W', 0xc0de_0000 + i), ('R', 0xc0de_0000 + i)])
+            .collect();
+        assert_eq!(
+            children.iter().map(|c| (c.1, c.2)).collect::<Vec<_>>(),
+            want
+        );
+        assert_replays(&ev, &f.dev);
+        assert_none_lost(&ev);
+    }
+}
+
+#[test]
+fn qa_threads_waiting_for_a_ring_run_on_when_the_recorder_dies() {
+    // 2 rings, 12 threads that keep theirs: 10 wait for a ring. The recorder is killed;
+    // the waiting threads must give up waiting and run on untraced.
+    let t = Fixture::new("ringwait", "qa_ringwait", 4096);
+    let (ready, go, result) = (t.dir.join("ready"), t.dir.join("go"), t.dir.join("result"));
+    let err_path = t.dir.join("stderr");
+    let mut rec = record_cmd(&t.dir, &t.dev, &[])
+        .args([os(&t.exe), os(&t.dev), os(&ready), os(&go), os(&result)])
+        .arg("12")
+        .env("MMIO_TRACE_RINGS", "2")
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, &ready);
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    std::fs::write(&go, b"").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !result.exists() || std::fs::read_to_string(&result).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program did not finish; stderr: {}",
+            std::fs::read_to_string(&err_path).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(std::fs::read_to_string(&result).unwrap(), "ok 12 bad 0\n");
+    let dev = std::fs::read(&t.dev).unwrap();
+    for k in 0..12u32 {
+        let o = 4 * k as usize;
+        assert_eq!(
+            u32::from_le_bytes(dev[o..o + 4].try_into().unwrap()),
+            0x6000 + k
+        );
+    }
+}
