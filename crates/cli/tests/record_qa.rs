@@ -320,3 +320,32 @@ fn qa_threads_waiting_for_a_ring_run_on_when_the_recorder_dies() {
         );
     }
 }
+
+#[test]
+fn qa_madvise_populate_of_traced_pages_answers_as_natively() {
+    // The kernel cannot populate the tracer's PROT_NONE pages: MADV_POPULATE_READ/WRITE
+    // failed with EINVAL under record where natively they succeed.
+    let t = Fixture::new("populate", "qa_populate", 8 * 4096);
+    let (nout, ndev) = native(&t, &[]);
+    assert_eq!(code(&nout), Some(0), "native: {}", stderr(&nout));
+    assert!(stdout(&nout).starts_with("read 0 0\nwrite 0 0\n"));
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), stdout(&nout));
+    assert_eq!(std::fs::read(&t.dev).unwrap(), ndev);
+    assert_eq!(
+        accesses(&ev),
+        [
+            ('W', 4, 0x10, 1),
+            ('W', 4, 0x20, 2),
+            ('W', 4, 0x1010, 3),
+            ('W', 4, 0x4010, 4),
+            ('W', 4, 0x14, 5),
+            ('R', 4, 0x10, 1),
+            ('R', 4, 0x1010, 3),
+            ('R', 4, 0x4010, 4),
+            ('R', 4, 0x6010, initial_word(0x6010) as u64),
+            ('R', 4, 0x20, 2),
+        ]
+    );
+}
