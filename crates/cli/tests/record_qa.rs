@@ -170,7 +170,7 @@ fn qa_descriptor_limit_below_the_tracers_numbers() {
 /// `qa_churn DEV churn T W K` recorded: every thread's K write/read pairs, in order, from
 /// one thread id; the device ends as the log says.
 #[track_caller]
-fn churn(name: &str, rings: Option<&str>, t: u64, w: u64, k: u64) -> Output {
+fn churn(name: &str, opts: &[&str], rings: Option<&str>, t: u64, w: u64, k: u64) -> Output {
     let f = Fixture::new(name, "qa_churn", 4 * 4096);
     let args = [
         "churn".to_string(),
@@ -178,7 +178,7 @@ fn churn(name: &str, rings: Option<&str>, t: u64, w: u64, k: u64) -> Output {
         w.to_string(),
         k.to_string(),
     ];
-    let mut c = record_cmd(&f.dir, &f.dev, &[]);
+    let mut c = record_cmd(&f.dir, &f.dev, opts);
     c.arg(&f.exe).arg(&f.dev).args(&args);
     if let Some(r) = rings {
         c.env("MMIO_TRACE_RINGS", r);
@@ -212,13 +212,19 @@ fn churn(name: &str, rings: Option<&str>, t: u64, w: u64, k: u64) -> Output {
 
 #[test]
 fn qa_two_thousand_threads_churning_lose_nothing() {
-    churn("churn", None, 2000, 32, 8);
+    churn("churn", &[], None, 2000, 32, 8);
 }
 
 #[test]
 fn qa_two_thousand_threads_churning_through_four_rings_lose_nothing() {
-    let out = churn("churn4", Some("4"), 2000, 32, 8);
+    let out = churn("churn4", &[], Some("4"), 2000, 32, 8);
     assert!(stderr(&out).contains("all 4 rings are in use"));
+}
+
+#[test]
+fn qa_a_thousand_threads_churning_every_access_single_stepped_lose_nothing() {
+    // Steps pause every other thread: threads starting and ending meanwhile.
+    churn("churn-step", &["--no-alias"], Some("8"), 1000, 16, 3);
 }
 
 #[test]
