@@ -355,3 +355,27 @@ fn qa_madvise_populate_of_traced_pages_answers_as_natively() {
         ]
     );
 }
+
+#[test]
+#[ignore = "known: threads are told apart by their thread pointer; a raw clone without \
+            CLONE_SETTLS shares its parent's, so both write one single-producer ring \
+            (the recorder aborts the program, events lost)"]
+fn qa_raw_clone_threads_sharing_the_thread_pointer_are_traced() {
+    let t = Fixture::new("rawclone", "qa_rawclone", 4096);
+    let (nout, _) = native(&t, &["20000"]);
+    assert_eq!(stdout(&nout), "10004e1f 20004e1f\n");
+    let (out, ev) = t.record(&["20000"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), stdout(&nout));
+    let w = |base: u64, at: u64| -> Vec<(char, u8, u64, u64)> {
+        (0..20000).map(|j| ('W', 4, at, base | j)).collect()
+    };
+    let mine: Vec<_> = accesses(&ev).into_iter().filter(|a| a.2 == 0x100).collect();
+    assert_eq!(mine, w(0x1000_0000, 0x100));
+    let parent: Vec<_> = accesses(&ev)
+        .into_iter()
+        .filter(|a| a.2 == 0x200 && a.0 == 'W')
+        .collect();
+    assert_eq!(parent, w(0x2000_0000, 0x200));
+    assert_none_lost(&ev);
+}
