@@ -379,3 +379,40 @@ fn qa_raw_clone_threads_sharing_the_thread_pointer_are_traced() {
     assert_eq!(parent, w(0x2000_0000, 0x200));
     assert_none_lost(&ev);
 }
+
+#[test]
+fn qa_an_address_space_limit_below_the_rings_says_why_and_fewer_rings_trace() {
+    // `ulimit -v` below the rings' size: the image cannot map the recorder's shared memory
+    // and runs untraced, which it says, with the reason and the way out.
+    let t = Fixture::new("ulimit", "qa_shape", 16 * 4096);
+    let script = format!(
+        "ulimit -v 400000; exec {} {} edge",
+        t.exe.display(),
+        t.dev.display()
+    );
+    let run = |rings: Option<&str>| {
+        let mut c = record_cmd(&t.dir, &t.dev, &[]);
+        c.args(["sh", "-c", &script]);
+        if let Some(r) = rings {
+            c.env("MMIO_TRACE_RINGS", r);
+        }
+        let out = c.output().unwrap();
+        (out, read_log(&trace_log(&t.dir)))
+    };
+    let (out, ev) = run(None);
+    assert_exit(&out, 0);
+    assert!(stdout(&out).ends_with("done\n"));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach the recorder's shared memory and runs untraced (mapping its ")
+            && err.ends_with(
+                " MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)\n"
+            ),
+        "stderr: {err}"
+    );
+    assert_eq!(accesses(&ev), []);
+    let (out, ev) = run(Some("1000"));
+    assert_exit(&out, 0);
+    assert_eq!(stderr(&out), "");
+    assert_eq!(accesses(&ev).len(), 4 + 16 + 1);
+}

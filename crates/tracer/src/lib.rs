@@ -116,9 +116,18 @@ pub fn init_from_env() -> bool {
     let Some((fd, shm)) = shm else {
         // Data loss must not be silent: this image's accesses are not in the log. (Not
         // `eprintln!`, which panics when stderr is closed: this runs in a constructor.)
+        let size = SHM_MAP_FAILED.load(Ordering::Relaxed);
+        let why = if size > 0 {
+            format!(
+                " (mapping its {} MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)",
+                size.div_ceil(1 << 20)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced",
+            "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced{why}",
             sys::getpid(),
             std::env::args().next().unwrap_or_default()
         );
@@ -181,6 +190,9 @@ fn open_path(var: &str, flags: libc::c_int) -> Option<i32> {
 }
 
 /// Maps the recorder's shared memory from `fd`, if it is that (its header's magic).
+/// The size of the recorder's shared memory when mapping it failed (0: it did not).
+static SHM_MAP_FAILED: AtomicUsize = AtomicUsize::new(0);
+
 fn map_shm(fd: i32) -> Option<Shm> {
     // A file of at least a header's page: reading a mapped page past the end of a file
     // (the program's own, put at this number) would raise SIGBUS.
@@ -216,6 +228,9 @@ fn map_shm(fd: i32) -> Option<Shm> {
         )
     };
     if base < 0 {
+        // Said in the "runs untraced" line: mostly an address-space limit (RLIMIT_AS,
+        // `ulimit -v`) below the rings' size.
+        SHM_MAP_FAILED.store(size, Ordering::Relaxed);
         return None;
     }
     // SAFETY: a live mapping of an initialised memfd, kept for the process's lifetime.
