@@ -416,3 +416,19 @@ fn qa_an_address_space_limit_below_the_rings_says_why_and_fewer_rings_trace() {
     assert_eq!(stderr(&out), "");
     assert_eq!(accesses(&ev).len(), 4 + 16 + 1);
 }
+
+#[test]
+#[ignore = "known: a MAP_FIXED device mapping is made with the program's protection and \
+            closed only after it is registered and its MAP logged: another thread's \
+            accesses in between reach the device untraced"]
+fn qa_map_fixed_device_remaps_under_another_threads_accesses_are_all_traced() {
+    for opts in [&[][..], &["--no-alias"][..]] {
+        let t = Fixture::new("remaprace", "qa_remap_race", 2 * 4096);
+        let (out, ev) = t.record_with(opts, &["20000"]);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), "ok\n");
+        // Every one of the 20000 writes and reads is in the log, and it replays.
+        assert_eq!(accesses(&ev).len(), 40_000);
+        assert_replays(&ev, &t.dev);
+    }
+}
