@@ -5,6 +5,8 @@
  *   qa_churn DEV cancel N: N times, a thread with asynchronous cancellation loops
  *     writing the device until the main thread cancels it (after it made 50 writes);
  *     then the main thread writes 0xfeed + i. Prints "ok N".
+ *   qa_churn DEV spin N READY: N threads loop writing the device for ever; READY is
+ *     created once they wrote 50 times each on average.
  *   qa_churn DEV same N K: N threads write (t << 24 | j) for j < K to one word.
  *   qa_churn DEV exit N: N threads loop writing the device; the main thread calls exit(7)
  *     once they all wrote 50 times.
@@ -95,6 +97,16 @@ int main(int argc, char **argv) {
         while (atomic_load(&progress) < 50 * n) usleep(100);
         fflush(stdout);
         exit(7);
+    } else if (!strcmp(argv[2], "spin")) {
+        /* N threads write for ever; READY (argv[4]) once they have written 50 times */
+        long n = atol(argv[3]);
+        for (long i = 0; i < n; i++) {
+            pthread_t th;
+            pthread_create(&th, NULL, spinner, (void *)i);
+        }
+        while (atomic_load(&progress) < 50 * n) usleep(100);
+        close(open(argv[4], O_CREAT | O_WRONLY, 0600));
+        for (;;) pause();
     } else if (!strcmp(argv[2], "same")) {
         long n = atol(argv[3]);
         K = atol(argv[4]);
