@@ -461,3 +461,29 @@ fn qa_sigkill_of_the_program_loses_no_completed_single_stepped_write() {
         assert_last_writes_on_device(&ev, &t.dev);
     }
 }
+
+#[test]
+#[ignore = "known: an emulated access's timestamp is taken before the access, not with it: \
+            two threads' racing accesses to one register can be logged in the other order \
+            than the device saw them"]
+fn qa_racing_threads_on_one_register_are_logged_in_the_devices_order() {
+    // Four threads write their own values to one word and read it back, unsynchronised.
+    // In the log, every read must return the last write before it (about 1% do not).
+    let t = Fixture::new("same", "qa_churn", 4 * 4096);
+    let (out, ev) = t.record(&["same", "4", "5000"]);
+    assert_exit(&out, 0);
+    let mut last = None;
+    let mut bad = 0;
+    for (dir, _, phys, value) in accesses(&ev) {
+        if phys != 0x3000 {
+            continue;
+        }
+        if dir == 'W' {
+            last = Some(value);
+        } else if last.is_some_and(|l| l != value) {
+            bad += 1;
+        }
+    }
+    assert_eq!(bad, 0, "reads that did not return the last logged write");
+    assert_last_writes_on_device(&ev, &t.dev);
+}
