@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `mmap`, `mmap64` | trace new device mappings (after the real call) |
 //! | `munmap`, `mremap`, `mprotect` | keep traced regions right when the program changes them |
-//! | `mlock`, `mlock2`, `munlock` | locking traced pages succeeds as natively (the kernel cannot populate the tracer's `PROT_NONE` pages) |
+//! | `mlock`, `mlock2`, `munlock`, `madvise` | locking and populating (`MADV_POPULATE_READ/WRITE`) traced pages succeed as natively (the kernel cannot populate the tracer's `PROT_NONE` pages) |
 //! | `sigaction`, `signal` | the tracer owns SIGSEGV/SIGTRAP; the program's handlers are chained; other handlers' `sa_mask` never blocks the tracer's signals |
 //! | `sigprocmask`, `pthread_sigmask` | the tracer's signals stay deliverable (a blocked SIGSEGV on a traced access would kill the program) |
 //! | `sigsuspend`, `ppoll`, `pselect`, `epoll_pwait`, `epoll_pwait2` | the same for the mask they install while waiting (a handler run then may touch the device) |

@@ -1,8 +1,11 @@
-//! Interposed memory-locking calls: `mlock`, `mlock2`, `munlock`.
+//! Interposed memory-locking and populating calls: `mlock`, `mlock2`, `munlock`,
+//! `madvise`.
 //!
-//! The kernel's `mlock` populates the range, which fails on the traced pages the tracer
-//! keeps `PROT_NONE`; the tracer redoes it so that it succeeds as natively (see
-//! `mmio_trace_tracer::mlock`). Raw `syscall(SYS_mlock, ...)` calls are not seen.
+//! The kernel's `mlock` and `madvise(MADV_POPULATE_READ/WRITE)` populate the range, which
+//! fails on the traced pages the tracer keeps `PROT_NONE`; the tracer redoes them so that
+//! they succeed as natively (see `mmio_trace_tracer::mlock` and
+//! `mmio_trace_tracer::madvise_populate`). Raw `syscall(SYS_mlock, ...)` calls are not
+//! seen.
 
 use std::ffi::{c_int, c_uint, c_void};
 
@@ -58,5 +61,20 @@ pub unsafe extern "C" fn munlock(addr: *const c_void, len: size_t) -> c_int {
         return -1;
     }
     tracer::after_munlock(addr as u64, len as u64);
+    0
+}
+
+/// Interposed `madvise`: populating traced pages succeeds as natively.
+#[no_mangle]
+pub unsafe extern "C" fn madvise(addr: *mut c_void, len: size_t, advice: c_int) -> c_int {
+    const SYS_MADVISE: usize = 28;
+    let r = tracer::madvise_populate(addr as u64, len as u64, advice).unwrap_or_else(|| {
+        // SAFETY: the caller's arguments, straight to the kernel.
+        unsafe { tracer::sys::syscall6(SYS_MADVISE, addr as usize, len, advice as usize, 0, 0, 0) }
+    });
+    if r < 0 {
+        set_errno(-r as c_int);
+        return -1;
+    }
     0
 }

@@ -118,9 +118,18 @@ pub fn init_from_env() -> bool {
     let Some((fd, shm)) = shm else {
         // Data loss must not be silent: this image's accesses are not in the log. (Not
         // `eprintln!`, which panics when stderr is closed: this runs in a constructor.)
+        let size = SHM_MAP_FAILED.load(Ordering::Relaxed);
+        let why = if size > 0 {
+            format!(
+                " (mapping its {} MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)",
+                size.div_ceil(1 << 20)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced",
+            "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced{why}",
             sys::getpid(),
             std::env::args().next().unwrap_or_default()
         );
@@ -183,6 +192,9 @@ fn open_path(var: &str, flags: libc::c_int) -> Option<i32> {
 }
 
 /// Maps the recorder's shared memory from `fd`, if it is that (its header's magic).
+/// The size of the recorder's shared memory when mapping it failed (0: it did not).
+static SHM_MAP_FAILED: AtomicUsize = AtomicUsize::new(0);
+
 fn map_shm(fd: i32) -> Option<Shm> {
     // A file of at least a header's page: reading a mapped page past the end of a file
     // (the program's own, put at this number) would raise SIGBUS.
@@ -218,6 +230,9 @@ fn map_shm(fd: i32) -> Option<Shm> {
         )
     };
     if base < 0 {
+        // Said in the "runs untraced" line: mostly an address-space limit (RLIMIT_AS,
+        // `ulimit -v`) below the rings' size.
+        SHM_MAP_FAILED.store(size, Ordering::Relaxed);
         return None;
     }
     // SAFETY: a live mapping of an initialised memfd, kept for the process's lifetime.
@@ -785,6 +800,87 @@ pub fn mlock(addr: u64, len: u64, flags: i32) -> Option<isize> {
         lock(at, end - at, flags as usize);
     }
     Some(0)
+}
+
+/// `MADV_POPULATE_READ`: see [`madvise_populate`].
+pub const MADV_POPULATE_READ: i32 = 22;
+/// `MADV_POPULATE_WRITE`: see [`madvise_populate`].
+pub const MADV_POPULATE_WRITE: i32 = 23;
+
+/// The preload library's `madvise` for [`MADV_POPULATE_READ`] and [`MADV_POPULATE_WRITE`].
+/// Returns `None` when no traced region is involved (the caller makes the plain call);
+/// otherwise the result (0 or `-errno`).
+///
+/// The kernel cannot populate the traced pages the tracer keeps `PROT_NONE` (`EINVAL`,
+/// where natively the call succeeds). So the range is populated in address order, piece
+/// by piece, stopping at the first error as the kernel does: the untraced parts with the
+/// plain call (its answer for unmapped holes, say), the traced pages through their alias
+/// (the same pages: the kernel's answer for the device, a `VM_PFNMAP` BAR's `EINVAL` or a
+/// truncated file's `EFAULT`), after checking the program's own protection allows the
+/// access (`EINVAL` natively otherwise). A traced piece without its alias yet is left to
+/// its first access.
+pub fn madvise_populate(addr: u64, len: u64, advice: i32) -> Option<isize> {
+    const SYS_MADVISE: usize = 28;
+    if (advice != MADV_POPULATE_READ && advice != MADV_POPULATE_WRITE)
+        || addr & (PAGE - 1) != 0
+        || len == 0
+        || !is_active()
+        || !regions::maybe_overlaps(addr, len)
+    {
+        return None;
+    }
+    let end = addr.checked_add(len)?.checked_add(PAGE - 1)? & !(PAGE - 1);
+    let mut any = false;
+    regions::overlapping(addr, end - addr, |_| any = true);
+    if !any {
+        return None;
+    }
+    let adv = |a: u64, l: u64| {
+        // SAFETY: advice on pages of the program's (or the tracer's own alias) mappings;
+        // populating changes no contents.
+        unsafe {
+            sys::syscall6(
+                SYS_MADVISE,
+                a as usize,
+                l as usize,
+                advice as usize,
+                0,
+                0,
+                0,
+            )
+        }
+    };
+    let need = if advice == MADV_POPULATE_WRITE {
+        libc::PROT_WRITE
+    } else {
+        libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC
+    };
+    let mut at = addr;
+    let mut rc = 0;
+    regions::overlapping(addr, end - addr, |r| {
+        if rc < 0 {
+            return;
+        }
+        let (lo, hi) = (r.start.max(addr), r.end().min(end));
+        if at < lo {
+            rc = adv(at, lo - at);
+            if rc < 0 {
+                return;
+            }
+        }
+        if r.prot & need == 0 {
+            rc = -(libc::EINVAL as isize);
+            return;
+        }
+        if r.alias != 0 {
+            rc = adv(r.alias_of(lo), hi - lo);
+        }
+        at = hi;
+    });
+    if rc == 0 && at < end {
+        rc = adv(at, end - at);
+    }
+    Some(rc.min(0))
 }
 
 /// The preload library's hook after a successful `munlock`: the aliases of the traced

@@ -270,6 +270,10 @@ pub(crate) unsafe fn begin(
 ) -> bool {
     let Some(st) = slot_state() else { return false };
     let me = threads::current().map_or(0, |s| s.tid());
+    // The step's event is written before the others are released (see `finish`): the
+    // thread's ring is claimed now, since waiting for a free ring while every other thread
+    // of the process is paused could wait for ever.
+    let _ = threads::current().and_then(|s| s.producer());
     // One step at a time in the process; waiting threads still answer pause requests.
     while STEP_OWNER
         .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -470,7 +474,7 @@ fn close_and_release(st: &mut StepState, uc: *mut libc::c_void) {
     STEP_OWNER.store(0, Ordering::Release);
 }
 
-/// SIGTRAP after the step: close the pages, log, release the others.
+/// SIGTRAP after the step: log, close the pages, release the others.
 ///
 /// # Safety
 /// Signal-handler context.
@@ -493,7 +497,10 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
             (1u64 << (s.width * 8)) - 1
         };
     }
-    close_and_release(st, uc);
+    // The event is written before the other threads are released: an access of theirs
+    // after the step then has a later timestamp (the log keeps the device's order), and a
+    // thread that ends the process (exit_group) right after its release cannot kill this
+    // one between its access reaching the device and its event.
     if let Some(shm) = crate::shm() {
         shm.header().slow_steps.fetch_add(1, Ordering::Relaxed);
     }
@@ -516,6 +523,7 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
         1 | 2 => e.access_value(s.dir == 2, s.addr, s.map_id, s.width, s.value, s.pc),
         _ => e.unknown(s.addr, s.map_id, s.opcode, s.pc),
     }
+    close_and_release(st, uc);
 }
 
 /// 64 bytes as little-endian words (the step state keeps words: arrays of them have a
