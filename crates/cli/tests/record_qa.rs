@@ -403,11 +403,23 @@ fn qa_an_address_space_limit_below_the_rings_says_why_and_fewer_rings_trace() {
     assert_exit(&out, 0);
     assert!(stdout(&out).ends_with("done\n"));
     let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "stderr: {err}");
     assert!(
-        err.contains("cannot reach the recorder's shared memory and runs untraced (mapping its ")
-            && err.ends_with(
-                " MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)\n"
+        lines[0].contains("cannot reach the recorder's shared memory and runs untraced (mapping its ")
+            && lines[0].ends_with(
+                " MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)"
             ),
+        "stderr: {err}"
+    );
+    // The recorder names the image that never attached, and says nothing was traced.
+    assert!(
+        lines[1].starts_with("mmio-trace: warning: process ")
+            && lines[1].contains(&format!("exec'd {}, which never attached", t.exe.display())),
+        "stderr: {err}"
+    );
+    assert!(
+        lines[2].starts_with("mmio-trace: warning: no device mapping matched"),
         "stderr: {err}"
     );
     assert_eq!(accesses(&ev), []);

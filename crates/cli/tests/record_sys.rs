@@ -93,8 +93,9 @@ fn sys_an_exec_of_an_image_that_never_loads_the_tracer_is_named() {
         assert_eq!(accesses(&ev), vec![('W', 4, 0, 0xa0)], "{how}");
         let err = stderr(&out);
         let want = format!(
-            "exec'd {}, which never loaded the tracer (statically linked, set-uid, or not a \
-             program for this machine): its accesses are not in the log",
+            "exec'd {}, which never attached to the recording (statically linked, set-uid, \
+             not a program for this machine, or it could not reach the recorder): its \
+             accesses are not in the log",
             stat.display()
         );
         assert_eq!(err.matches(&want).count(), 1, "{how}: {err}");

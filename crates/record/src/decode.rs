@@ -211,8 +211,9 @@ impl Merger {
     fn closing_warnings(&mut self, out: &mut impl FnMut(Event)) {
         for (pid, path) in self.untraced_images() {
             let text = format!(
-                "process {pid} exec'd {}, which never loaded the tracer (statically linked, \
-                 set-uid, or not a program for this machine): its accesses are not in the log",
+                "process {pid} exec'd {}, which never attached to the recording (statically \
+                 linked, set-uid, not a program for this machine, or it could not reach the \
+                 recorder): its accesses are not in the log",
                 String::from_utf8_lossy(&path)
             );
             eprintln!("mmio-trace: warning: {text}");
@@ -548,9 +549,9 @@ mod tests {
             .collect();
         let says = |pid: u32, path: &str| {
             format!(
-                "process {pid} exec'd {path}, which never loaded the tracer (statically \
-                 linked, set-uid, or not a program for this machine): its accesses are not \
-                 in the log"
+                "process {pid} exec'd {path}, which never attached to the recording \
+                 (statically linked, set-uid, not a program for this machine, or it could \
+                 not reach the recorder): its accesses are not in the log"
             )
         };
         assert_eq!(
