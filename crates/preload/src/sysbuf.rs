@@ -382,8 +382,42 @@ unsafe fn msg_slow(
     r
 }
 
-/// A call that writes `size` bytes at `buf` and returns 0 on success (`fstat`, `pipe`):
-/// `f` with the alias, or with a bounce buffer copied out once on success.
+/// A call that writes into the `size` bytes at `buf`: `f` with the alias, or with a
+/// bounce buffer of `N` words whose first `written(r)` bytes are copied out once (a
+/// buffer over several pieces that the bounce cannot hold is passed as it is);
+/// `written(r)`: how many bytes a call that returned `r` wrote.
+///
+/// # Safety
+/// `buf` as the call takes it.
+#[inline]
+unsafe fn out_buf<const N: usize, R: Copy + From<i8>>(
+    call: &str,
+    buf: *mut c_void,
+    size: usize,
+    f: impl FnOnce(*mut c_void) -> R,
+    written: impl Fn(R) -> usize,
+) -> R {
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    let r = match plan_for(call, buf, size, true, &mut pieces) {
+        Plan::Pass => return f(buf),
+        Plan::Fault => return fault(),
+        Plan::One(reach) => f(reach as *mut c_void),
+        Plan::Many(_) if size > N * 8 => return f(buf),
+        Plan::Many(n) => {
+            let mut bounce = [0u64; N];
+            let b = bounce.as_mut_ptr() as *mut u8;
+            let r = f(b as *mut c_void);
+            // SAFETY: the bytes the kernel wrote into the bounce, to where the program's
+            // bytes live.
+            unsafe { copy_out(b, &pieces[..n], written(r)) };
+            r
+        }
+    };
+    record(call, true, buf, size, written(r) as u64);
+    r
+}
+
+/// A call that writes `size` bytes at `buf` and returns 0 on success (`fstat`, `pipe`).
 ///
 /// # Safety
 /// `buf` as the call takes it.
@@ -394,28 +428,9 @@ unsafe fn out_struct(
     size: usize,
     f: impl FnOnce(*mut c_void) -> c_int,
 ) -> c_int {
-    let mut pieces = [Piece::default(); MAX_PIECES];
-    let r = match plan_for(call, buf, size, true, &mut pieces) {
-        Plan::Pass => return f(buf),
-        Plan::Fault => return fault(),
-        Plan::One(reach) => f(reach as *mut c_void),
-        Plan::Many(n) => {
-            // Every caller's structure fits (`statx`'s 256 bytes are the largest).
-            let mut bounce = [0u64; 64];
-            let b = bounce.as_mut_ptr() as *mut u8;
-            let r = f(b as *mut c_void);
-            if r == 0 {
-                // SAFETY: the bounce holds `size` bytes, the pieces' total, to where the
-                // program's bytes live.
-                unsafe { copy_out(b, &pieces[..n], size) };
-            }
-            r
-        }
-    };
-    if r == 0 {
-        record(call, true, buf, size, size as u64);
-    }
-    r
+    // Every caller's structure fits the bounce (`uname`'s 390 bytes are the largest).
+    // SAFETY: the caller's contract.
+    unsafe { out_buf::<64, _>(call, buf, size, f, |r| if r == 0 { size } else { 0 }) }
 }
 
 macro_rules! one_buf_fn {
@@ -800,9 +815,8 @@ pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, ts: *mut libc::ti
     r
 }
 
-/// A call that writes up to `size` bytes at `buf` and returns how many (`readlink`):
-/// `f` with the alias, or with a bounce buffer (up to a page) whose first `r` bytes are
-/// copied out once.
+/// A call that writes up to `size` bytes at `buf` and returns how many (`readlink`),
+/// through a bounce of up to a page.
 ///
 /// # Safety
 /// `buf` as the call takes it.
@@ -813,28 +827,8 @@ unsafe fn out_count(
     size: usize,
     f: impl FnOnce(*mut c_void) -> ssize_t,
 ) -> ssize_t {
-    let mut pieces = [Piece::default(); MAX_PIECES];
-    let r = match plan_for(call, buf, size, true, &mut pieces) {
-        Plan::Pass => return f(buf),
-        Plan::Fault => return fault(),
-        Plan::One(reach) => f(reach as *mut c_void),
-        Plan::Many(_) if size > 4096 => return f(buf),
-        Plan::Many(n) => {
-            let mut bounce = [0u64; 512];
-            let b = bounce.as_mut_ptr() as *mut u8;
-            let r = f(b as *mut c_void);
-            if r > 0 {
-                // SAFETY: the first `r` bytes the kernel wrote, to where the program's
-                // bytes live.
-                unsafe { copy_out(b, &pieces[..n], r as usize) };
-            }
-            r
-        }
-    };
-    if r > 0 {
-        record(call, true, buf, size, r as u64);
-    }
-    r
+    // SAFETY: the caller's contract.
+    unsafe { out_buf::<512, _>(call, buf, size, f, |r| r.max(0) as usize) }
 }
 
 /// Copies the first `n` bytes of `b` to the pieces (the alias for traced ones).
