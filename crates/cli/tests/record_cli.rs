@@ -235,9 +235,10 @@ fn cli_with_dash_o_the_programs_stdout_goes_to_stderr() {
 
 // ---- output failures ----
 
-/// Asserts what `record` says after a failed write: the error, the program's status.
+/// Asserts what `record` says after a failed write: the error, the program's status;
+/// and that the program ran to its end (it wrote so into `sentinel`).
 #[track_caller]
-fn assert_reported(out: &std::process::Output, path: &str, error: &str) {
+fn assert_reported(out: &std::process::Output, path: &str, error: &str, sentinel: &Path) {
     assert_exit(out, 125);
     // The program's own output (on stderr with `-o -`) comes first.
     let err = stderr(out);
@@ -252,6 +253,10 @@ fn assert_reported(out: &std::process::Output, path: &str, error: &str) {
         err.contains("; the program ran to its end and exited with status 3\n"),
         "{err}"
     );
+    assert_eq!(
+        std::fs::read_to_string(sentinel).unwrap(),
+        "ran to the end\n"
+    );
 }
 
 #[test]
@@ -262,10 +267,11 @@ fn cli_a_full_device_fails_the_trace_not_the_program() {
         .args(["20000", sentinel.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_reported(&out, "/dev/full", "No space left on device (os error 28)");
-    assert_eq!(
-        std::fs::read_to_string(&sentinel).unwrap(),
-        "ran to the end\n"
+    assert_reported(
+        &out,
+        "/dev/full",
+        "No space left on device (os error 28)",
+        &sentinel,
     );
     assert_eq!(stdout(&out), "program stdout\n");
 }
@@ -291,10 +297,11 @@ fn cli_a_closed_pipe_fails_the_trace_not_the_program() {
     assert_eq!(&first, b"VERSION 20070824\n");
     drop(reader);
     let out = rec.wait_with_output().unwrap();
-    assert_reported(&out, "standard output", "Broken pipe (os error 32)");
-    assert_eq!(
-        std::fs::read_to_string(&sentinel).unwrap(),
-        "ran to the end\n"
+    assert_reported(
+        &out,
+        "standard output",
+        "Broken pipe (os error 32)",
+        &sentinel,
     );
 }
 
@@ -331,10 +338,11 @@ fn record_limited(name: &str, format: &str) -> (Vec<u8>, PathBuf) {
     assert_eq!(r, 0);
     std::fs::write(&go, "").unwrap();
     let out = rec.wait_with_output().unwrap();
-    assert_reported(&out, log.to_str().unwrap(), "File too large (os error 27)");
-    assert_eq!(
-        std::fs::read_to_string(&sentinel).unwrap(),
-        "ran to the end\n"
+    assert_reported(
+        &out,
+        log.to_str().unwrap(),
+        "File too large (os error 27)",
+        &sentinel,
     );
     let bytes = std::fs::read(&log).unwrap();
     assert!(
