@@ -180,6 +180,12 @@ fn record(call: &str, writes: bool, addr: *const c_void, len: usize, done: u64) 
     }
 }
 
+/// An empty `iovec`, to fill arrays with before use.
+const NO_IOV: iovec = iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
 /// A call on one buffer: `direct` with the pointer to hand the kernel, or `vector` with
 /// `iovec`s over the pieces. Returns the call's result (bytes transferred or -1).
 #[inline(never)]
@@ -197,10 +203,7 @@ unsafe fn one_buf(
         Plan::Fault => return fault(),
         Plan::One(reach) => direct(reach as *mut c_void),
         Plan::Many(n) => {
-            let mut iov = [iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_PIECES];
+            let mut iov = [NO_IOV; MAX_PIECES];
             for (v, p) in iov.iter_mut().zip(&pieces[..n]) {
                 v.iov_base = p.reach as *mut c_void;
                 v.iov_len = p.len as usize;
@@ -309,10 +312,7 @@ fn vec_slow(
     writes: bool,
     f: impl FnOnce(*const iovec, c_int) -> ssize_t,
 ) -> ssize_t {
-    let mut out = [iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOV_MAX];
+    let mut out = [NO_IOV; IOV_MAX];
     let r = match expand(call, v, writes, &mut out) {
         Ok(n) => f(out.as_ptr(), n as c_int),
         Err(Untranslated::Fault) => return fault(),
@@ -355,10 +355,7 @@ unsafe fn msg_slow(
     writes: bool,
     f: impl FnOnce(*mut msghdr) -> ssize_t,
 ) -> ssize_t {
-    let mut out = [iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOV_MAX];
+    let mut out = [NO_IOV; IOV_MAX];
     // SAFETY: the caller's header.
     let mut m = unsafe { *msg };
     match expand(call, v, writes, &mut out) {
@@ -632,13 +629,7 @@ unsafe fn mmsg_call(
     for (c, m) in copies.iter_mut().zip(ms.iter()) {
         // SAFETY: the message's array.
         let v = unsafe { iovs(m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen) };
-        let mut out = vec![
-            iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0
-            };
-            IOV_MAX
-        ];
+        let mut out = vec![NO_IOV; IOV_MAX];
         match expand(call, v, writes, &mut out) {
             Ok(n) => out.truncate(n),
             Err(Untranslated::Fault) => return fault(),
