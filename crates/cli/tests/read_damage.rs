@@ -168,6 +168,16 @@ fn before_error(path: &Path) -> (Vec<Event>, mmio_trace_format::ParseError) {
     }
 }
 
+/// What `--lenient` says of a binary log read up to damage `err` with `unread` bytes left.
+fn stopped(path: &Path, err: impl std::fmt::Display, unread: u64) -> String {
+    format!(
+        "mmio-trace: {}: stopped at damage: {err}; the {unread} byte{} from there to the end \
+         were not read\n",
+        s(path),
+        if unread == 1 { "" } else { "s" }
+    )
+}
+
 fn as_text(events: &[Event]) -> Vec<u8> {
     let mut out = Vec::new();
     for ev in events {
@@ -202,12 +212,7 @@ fn a_binary_log_cut_anywhere_gives_every_event_before_the_cut_in_every_command()
         let (events, err) = before_error(&path);
         let unread = cut as u64 - err.column;
         let reference = tmp(&format!("bin-cut-{cut}-before.log"), &as_text(&events));
-        let stopped = format!(
-            "mmio-trace: {}: stopped at damage: {err}; the {unread} byte{} from there to the end \
-             were not read\n",
-            s(&path),
-            if unread == 1 { "" } else { "s" }
-        );
+        let stopped = stopped(&path, &err, unread);
 
         // Strict: exit 2 after the events before the damage.
         let o = run(&["show", s(&path)]);
@@ -392,12 +397,7 @@ fn garbage_inside_a_binary_access_block_ends_the_log_there_and_says_how_much_was
     assert_eq!(text(&o.stdout), quiet(&["show", s(&reference)]));
     assert_eq!(
         text(&o.stderr),
-        format!(
-            "mmio-trace: {}: stopped at damage: {err}; the {} bytes from there to the end were \
-             not read\n",
-            s(&path),
-            bytes.len() as u64 - err.column
-        )
+        stopped(&path, &err, bytes.len() as u64 - err.column)
     );
     // No access of the damaged block is given.
     let shown = text(&o.stdout).lines().count();
@@ -418,16 +418,7 @@ fn a_compressed_log_cut_short_reads_up_to_the_cut_with_lenient() {
     let bytes = std::fs::read(&gz).unwrap();
     let cut = tmp("gz-cut.log.gz", &bytes[..bytes.len() / 2]);
 
-    let o = run(&["stats", s(&cut)]);
-    assert_eq!(o.status.code(), Some(2));
-    assert_eq!(
-        text(&o.stderr),
-        format!(
-            "mmio-trace: {}: the compressed data is damaged or cut short: incomplete deflate \
-             stream{HINT}\n",
-            s(&cut)
-        )
-    );
+    assert_compressed_cut(&run(&["stats", s(&cut)]), &cut, "incomplete deflate stream");
 
     let o = run(&["show", "--lenient", s(&cut)]);
     assert_eq!(o.status.code(), Some(0));
@@ -439,13 +430,8 @@ fn a_compressed_log_cut_short_reads_up_to_the_cut_with_lenient() {
     assert!(whole.starts_with(&shown));
     let err = text(&o.stderr);
     assert!(
-        err.starts_with(&format!(
-            "mmio-trace: {}: stopped at damage: line ",
-            s(&cut)
-        )) && err.ends_with(
-            ": expected more of the log, found data that does not decompress (incomplete \
-                 deflate stream)\n"
-        ) && err.lines().count() == 1,
+        stopped_in_compressed(&err, &cut, "line ", "incomplete deflate stream")
+            && err.lines().count() == 1,
         "{err}"
     );
     let o = run(&["stats", "--lenient", "--json", s(&cut)]);
@@ -458,6 +444,29 @@ fn a_compressed_log_cut_short_reads_up_to_the_cut_with_lenient() {
         .unwrap()
         .ends_with("(incomplete deflate stream)"));
     assert_eq!(v["lost"]["unread_bytes"], serde_json::Value::Null);
+}
+
+/// Asserts the strict error for a compressed log cut short (`why`: the decoder's words):
+/// exit 2.
+#[track_caller]
+fn assert_compressed_cut(o: &std::process::Output, path: &Path, why: &str) {
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "mmio-trace: {}: the compressed data is damaged or cut short: {why}{HINT}\n",
+            s(path)
+        )
+    );
+}
+
+/// Whether `err` is `--lenient`'s report of a compressed log cut short: stopped at
+/// `at` (the start of the place), the decoder's `why`.
+fn stopped_in_compressed(err: &str, path: &Path, at: &str, why: &str) -> bool {
+    err.starts_with(&format!("mmio-trace: {}: stopped at damage: {at}", s(path)))
+        && err.ends_with(&format!(
+            ": expected more of the log, found data that does not decompress ({why})\n"
+        ))
 }
 
 fn mode(p: &Path) -> u32 {
@@ -584,12 +593,7 @@ fn a_tiny_binary_log_cut_inside_its_header_reads_as_empty_with_lenient() {
     )));
     assert_eq!(
         text(&o.stderr),
-        format!(
-            "mmio-trace: {}: stopped at damage: {err}; the {} bytes from there to the end were \
-             not read\n",
-            s(&path),
-            half.len() - 14
-        )
+        stopped(&path, err, (half.len() - 14) as u64)
     );
     // Only the magic and part of the version: still a binary log, cut short.
     let path = tmp("tiny-magic.mtb", &bytes[..10]);
@@ -622,28 +626,13 @@ fn a_tiny_compressed_log_cut_before_its_first_bytes_decompress_reads_as_empty_wi
     let bytes = std::fs::read(&zst).unwrap();
     // The magic and part of the frame header: nothing decompresses.
     let cut = tmp("tiny-cut.log.zst", &bytes[..6]);
-    let o = run(&["show", s(&cut)]);
-    assert_eq!(o.status.code(), Some(2));
-    assert_eq!(
-        text(&o.stderr),
-        format!(
-            "mmio-trace: {}: the compressed data is damaged or cut short: incomplete \
-             frame{HINT}\n",
-            s(&cut)
-        )
-    );
+    assert_compressed_cut(&run(&["show", s(&cut)]), &cut, "incomplete frame");
     let o = run(&["show", "--lenient", s(&cut)]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(text(&o.stdout), "");
     let err = text(&o.stderr);
     assert!(
-        err.starts_with(&format!(
-            "mmio-trace: {}: stopped at damage: line 1, ",
-            s(&cut)
-        )) && err.ends_with(
-            ": expected more of the log, found data that does not decompress (incomplete \
-                 frame)\n"
-        ),
+        stopped_in_compressed(&err, &cut, "line 1, ", "incomplete frame"),
         "{err}"
     );
 }

@@ -5,6 +5,7 @@
 //! command line's usage errors and the messages of a recording that traced nothing.
 //! Programs: tests/programs/cli_*.c. Needs `cc`, and `script` for the terminal test.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -31,6 +32,34 @@ fn bin() -> Command {
         });
     }
     c
+}
+
+/// `record OPTS -o OUT --device DEV -- PROGRAM DEV` of the fixture, as [`bin`] starts
+/// it: the program's own arguments still to be added.
+fn record_fixture(t: &Fixture, opts: &[&str], out: impl AsRef<OsStr>) -> Command {
+    let mut c = bin();
+    c.arg("record")
+        .args(opts)
+        .arg("-o")
+        .arg(out)
+        .arg("--device")
+        .arg(&t.dev)
+        .arg("--")
+        .arg(&t.exe)
+        .arg(&t.dev);
+    c
+}
+
+/// Starts `cmd` with its output piped; returns it once its program has created `ready`.
+#[track_caller]
+fn spawn_until_ready(cmd: &mut Command, ready: &Path) -> std::process::Child {
+    let mut rec = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, ready);
+    rec
 }
 
 fn mode(p: &Path) -> u32 {
@@ -180,12 +209,7 @@ fn cli_demo_output_is_private_and_its_scratch_folder_is_removed() {
 fn cli_with_dash_o_the_programs_stdout_goes_to_stderr() {
     let t = Fixture::new("dash", "cli_writes", 4096);
     let sentinel = t.dir.join("sentinel");
-    let out = bin()
-        .args(["record", "-q", "-o", "-", "--device"])
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
+    let out = record_fixture(&t, &["-q"], "-")
         .args(["2", sentinel.to_str().unwrap()])
         .output()
         .unwrap();
@@ -211,9 +235,10 @@ fn cli_with_dash_o_the_programs_stdout_goes_to_stderr() {
 
 // ---- output failures ----
 
-/// Asserts what `record` says after a failed write: the error, the program's status.
+/// Asserts what `record` says after a failed write: the error, the program's status;
+/// and that the program ran to its end (it wrote so into `sentinel`).
 #[track_caller]
-fn assert_reported(out: &std::process::Output, path: &str, error: &str) {
+fn assert_reported(out: &std::process::Output, path: &str, error: &str, sentinel: &Path) {
     assert_exit(out, 125);
     // The program's own output (on stderr with `-o -`) comes first.
     let err = stderr(out);
@@ -228,25 +253,25 @@ fn assert_reported(out: &std::process::Output, path: &str, error: &str) {
         err.contains("; the program ran to its end and exited with status 3\n"),
         "{err}"
     );
+    assert_eq!(
+        std::fs::read_to_string(sentinel).unwrap(),
+        "ran to the end\n"
+    );
 }
 
 #[test]
 fn cli_a_full_device_fails_the_trace_not_the_program() {
     let t = Fixture::new("full", "cli_writes", 4096);
     let sentinel = t.dir.join("sentinel");
-    let out = bin()
-        .args(["record", "-q", "-o", "/dev/full", "--device"])
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
+    let out = record_fixture(&t, &["-q"], "/dev/full")
         .args(["20000", sentinel.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_reported(&out, "/dev/full", "No space left on device (os error 28)");
-    assert_eq!(
-        std::fs::read_to_string(&sentinel).unwrap(),
-        "ran to the end\n"
+    assert_reported(
+        &out,
+        "/dev/full",
+        "No space left on device (os error 28)",
+        &sentinel,
     );
     assert_eq!(stdout(&out), "program stdout\n");
 }
@@ -256,20 +281,13 @@ fn cli_a_closed_pipe_fails_the_trace_not_the_program() {
     let t = Fixture::new("pipe", "cli_writes", 4096);
     let sentinel = t.dir.join("sentinel");
     let (ready, go) = (t.dir.join("ready"), t.dir.join("go"));
-    let mut rec = bin()
-        .args(["record", "-q", "-o", "-", "--device"])
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
-        .args(["50000", sentinel.to_str().unwrap()])
-        .arg(&ready)
-        .arg(&go)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&mut rec, &ready);
+    let mut rec = spawn_until_ready(
+        record_fixture(&t, &["-q"], "-")
+            .args(["50000", sentinel.to_str().unwrap()])
+            .arg(&ready)
+            .arg(&go),
+        &ready,
+    );
     std::fs::write(&go, "").unwrap();
     // The reader takes the first bytes (once the recorder writes, 64 KiB at a time) and
     // leaves while the program is still writing.
@@ -279,10 +297,11 @@ fn cli_a_closed_pipe_fails_the_trace_not_the_program() {
     assert_eq!(&first, b"VERSION 20070824\n");
     drop(reader);
     let out = rec.wait_with_output().unwrap();
-    assert_reported(&out, "standard output", "Broken pipe (os error 32)");
-    assert_eq!(
-        std::fs::read_to_string(&sentinel).unwrap(),
-        "ran to the end\n"
+    assert_reported(
+        &out,
+        "standard output",
+        "Broken pipe (os error 32)",
+        &sentinel,
     );
 }
 
@@ -296,22 +315,13 @@ fn record_limited(name: &str, format: &str) -> (Vec<u8>, PathBuf) {
         t.dir.join("go"),
     );
     let log = trace_log(&t.dir);
-    let mut rec = bin()
-        .args(["record", "-q", "--format", format, "-o"])
-        .arg(&log)
-        .arg("--device")
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
-        .args(["100000", sentinel.to_str().unwrap()])
-        .arg(&ready)
-        .arg(&go)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&mut rec, &ready);
+    let rec = spawn_until_ready(
+        record_fixture(&t, &["-q", "--format", format], &log)
+            .args(["100000", sentinel.to_str().unwrap()])
+            .arg(&ready)
+            .arg(&go),
+        &ready,
+    );
     let lim = libc::rlimit {
         rlim_cur: 200_000,
         rlim_max: 200_000,
@@ -328,10 +338,11 @@ fn record_limited(name: &str, format: &str) -> (Vec<u8>, PathBuf) {
     assert_eq!(r, 0);
     std::fs::write(&go, "").unwrap();
     let out = rec.wait_with_output().unwrap();
-    assert_reported(&out, log.to_str().unwrap(), "File too large (os error 27)");
-    assert_eq!(
-        std::fs::read_to_string(&sentinel).unwrap(),
-        "ran to the end\n"
+    assert_reported(
+        &out,
+        log.to_str().unwrap(),
+        "File too large (os error 27)",
+        &sentinel,
     );
     let bytes = std::fs::read(&log).unwrap();
     assert!(
@@ -393,22 +404,13 @@ fn start_signals(t: &Fixture, extra: &[&str]) -> (std::process::Child, PathBuf) 
     let (ready, acks) = (t.dir.join("ready"), t.dir.join("acks"));
     let _ = std::fs::remove_file(&ready);
     let _ = std::fs::remove_file(&acks);
-    let mut rec = bin()
-        .args(["record", "-q", "-o"])
-        .arg(trace_log(&t.dir))
-        .arg("--device")
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
-        .arg(&ready)
-        .arg(&acks)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&mut rec, &ready);
+    let rec = spawn_until_ready(
+        record_fixture(t, &["-q"], trace_log(&t.dir))
+            .arg(&ready)
+            .arg(&acks)
+            .args(extra),
+        &ready,
+    );
     (rec, acks)
 }
 
@@ -556,28 +558,19 @@ fn cli_markers_are_one_line_whatever_their_text() {
     let t = Fixture::new("marks", "cli_marks", 4096);
     let (ready, go) = (t.dir.join("ready"), t.dir.join("go"));
     let fake = "x\\nW 4 0.000001 1 0x40 0xdead 0x0 0";
-    let mut rec = bin()
-        .args(["record", "-q", "-o"])
-        .arg(trace_log(&t.dir))
-        .arg("--device")
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
-        .arg(&ready)
-        .args([
-            fake,
-            "tab\\there\\r\\e[31mred",
-            "back\\\\slash \\\\x41 C:\\\\dir",
-            "LONG:4096",
-            "LONG:10000",
-        ])
-        .arg(format!("WAIT:{}", go.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&mut rec, &ready);
+    let rec = spawn_until_ready(
+        record_fixture(&t, &["-q"], trace_log(&t.dir))
+            .arg(&ready)
+            .args([
+                fake,
+                "tab\\there\\r\\e[31mred",
+                "back\\\\slash \\\\x41 C:\\\\dir",
+                "LONG:4096",
+                "LONG:10000",
+            ])
+            .arg(format!("WAIT:{}", go.display())),
+        &ready,
+    );
     // The same from another shell, to this recorder.
     let sent = bin()
         .args(["mark", "--pid", &rec.id().to_string()])
@@ -744,14 +737,7 @@ fn cli_a_recording_that_matched_no_device_says_so() {
 fn cli_no_alias_summary_names_no_alias_as_the_reason() {
     let t = Fixture::new("noalias", "cli_writes", 4096);
     let sentinel = t.dir.join("sentinel");
-    let out = bin()
-        .args(["record", "--no-alias", "-o"])
-        .arg(trace_log(&t.dir))
-        .arg("--device")
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
+    let out = record_fixture(&t, &["--no-alias"], trace_log(&t.dir))
         .args(["3", sentinel.to_str().unwrap()])
         .output()
         .unwrap();
@@ -787,7 +773,7 @@ fn cli_tstp_to_the_recorder_stops_the_program_with_it_and_cont_resumes_both() {
     let (ready, acks) = (t.dir.join("ready"), t.dir.join("acks"));
     // A process group of its own, whose parent (this test) is outside it: not orphaned,
     // so that the kernel lets SIGTSTP stop its members (it would discard it otherwise).
-    let mut cmd = bin();
+    let mut cmd = record_fixture(&t, &["-q"], trace_log(&t.dir));
     // SAFETY: setpgid between fork and exec (async-signal-safe).
     unsafe {
         cmd.pre_exec(|| {
@@ -796,13 +782,6 @@ fn cli_tstp_to_the_recorder_stops_the_program_with_it_and_cont_resumes_both() {
         });
     }
     let mut rec = cmd
-        .args(["record", "-q", "-o"])
-        .arg(trace_log(&t.dir))
-        .arg("--device")
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
         .arg(&ready)
         .arg(&acks)
         .stdout(Stdio::piped())
@@ -881,21 +860,12 @@ fn cli_the_status_line_gives_sizes_for_people_and_counts_in_the_singular() {
 fn cli_signals_reach_what_the_program_left_running_once_it_has_ended() {
     let t = Fixture::new("orphan", "cli_orphan", 4096);
     let (ready, acks) = (t.dir.join("ready"), t.dir.join("acks"));
-    let mut rec = bin()
-        .args(["record", "-q", "-o"])
-        .arg(trace_log(&t.dir))
-        .arg("--device")
-        .arg(&t.dev)
-        .arg("--")
-        .arg(&t.exe)
-        .arg(&t.dev)
-        .arg(&ready)
-        .arg(&acks)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&mut rec, &ready);
+    let rec = spawn_until_ready(
+        record_fixture(&t, &["-q"], trace_log(&t.dir))
+            .arg(&ready)
+            .arg(&acks),
+        &ready,
+    );
     // The program has ended; the recorder waits for the child it left. A supervisor's
     // TERM (`timeout`) reaches that child, and the recording ends.
     // SAFETY: a signal to the recorder we started.

@@ -20,6 +20,19 @@ fn native(t: &Fixture, args: &[&str]) -> (Output, Vec<u8>) {
     (out, std::fs::read(&dev).unwrap())
 }
 
+/// Runs the fixture's program with `args` natively, then under `record` (on the fixture's
+/// device): both print `want`, the recording exits 0. Returns the native run's device
+/// bytes, the recorder's output and the events.
+#[track_caller]
+fn record_printing(t: &Fixture, args: &[&str], want: &str) -> (Vec<u8>, Output, Vec<Event>) {
+    let (nout, ndev) = native(t, args);
+    assert_eq!(stdout(&nout), want, "native run: {}", stderr(&nout));
+    let (out, ev) = t.record(args);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), want);
+    (ndev, out, ev)
+}
+
 /// The device's initial bytes (see [`device`]) with 32-bit `writes` (offset, value)
 /// applied in order.
 fn expected_device(len: usize, writes: &[(u64, u32)]) -> Vec<u8> {
@@ -57,16 +70,7 @@ fn assert_many(name: &str, n: u64, stride: u64, interleave: bool) -> Vec<Event> 
         (interleave as u8).to_string(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (nout, ndev) = native(&t, &args);
-    assert_eq!(
-        stdout(&nout),
-        format!("ok {n}\n"),
-        "native run: {}",
-        stderr(&nout)
-    );
-    let (out, ev) = t.record(&args);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), format!("ok {n}\n"));
+    let (ndev, out, ev) = record_printing(&t, &args, &format!("ok {n}\n"));
     assert!(
         !stderr(&out).contains("region table is full"),
         "{}",
@@ -144,11 +148,7 @@ fn regions_untouched_mappings_cost_no_alias() {
 fn regions_device_contents_after_holes_moves_growth_and_splits() {
     const P: u64 = 4096;
     let t = Fixture::new("content", "regions_content", 8 * P as usize);
-    let (nout, ndev) = native(&t, &[]);
-    assert_eq!(stdout(&nout), "ok\n", "native run: {}", stderr(&nout));
-    let (out, ev) = t.record(&[]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "ok\n");
+    let (ndev, _, ev) = record_printing(&t, &[], "ok\n");
     // (device offset, value) of every write, in program order.
     let writes: Vec<(u64, u32)> = vec![
         (2 * P + 0x70, 0x72),
@@ -258,11 +258,7 @@ fn regions_memory_locking_of_traced_pages_succeeds_as_natively() {
 #[test]
 fn regions_code_runs_from_an_executable_device_page_and_the_other_page_stays_traced() {
     let t = Fixture::new("exec", "regions_exec", 2 * 4096);
-    let (nout, _) = native(&t, &[]);
-    assert_eq!(stdout(&nout), "42 42 7\n", "native run: {}", stderr(&nout));
-    let (out, ev) = t.record(&[]);
-    assert_exit(&out, 0);
-    assert_eq!(stdout(&out), "42 42 7\n");
+    let (_, _, ev) = record_printing(&t, &[], "42 42 7\n");
     assert_eq!(accesses(&ev), [('W', 4, 0x1008, 7), ('R', 4, 0x1008, 7)]);
     let marks: Vec<String> = mark_texts(&ev)
         .into_iter()

@@ -97,6 +97,24 @@ fn assert_same(r: &Runs) -> String {
     want
 }
 
+/// [`run_three`] of a program that exits 0 under `record`, the runs agreeing
+/// ([`assert_same`]); returns the runs and the output.
+#[track_caller]
+fn run_agreeing(t: &Fixture, args: &[&str]) -> (Runs, String) {
+    let r = run_three(t, args);
+    assert_exit(&r.rec, 0);
+    let out = assert_same(&r);
+    (r, out)
+}
+
+/// The 8-byte accesses at device offset 0x100 (MOVS's operand) in `ev`.
+fn movs_accesses(ev: &[Event]) -> Vec<(char, u8, u64, u64)> {
+    accesses(ev)
+        .into_iter()
+        .filter(|a| a.2 == 0x100 && a.1 == 8)
+        .collect()
+}
+
 /// The report of one instruction whose access to the gone page at `off` raised SIGBUS with
 /// the registers of the plain forms (RSI = the address).
 /// `err`: the page-fault error code (4: a user read, 6: a user write, RMW included).
@@ -116,9 +134,7 @@ fn qword(off: u64) -> u64 {
 #[test]
 fn sigbus_handler_sees_the_instruction_and_skips_it() {
     let t = Fixture::new("skip", "sigbus_ops", DEV_LEN);
-    let r = run_three(&t, &["skip"]);
-    assert_exit(&r.rec, 0);
-    let out = assert_same(&r);
+    let (r, out) = run_agreeing(&t, &["skip"]);
     // What the kernel gives natively, and so the tracer must: si_addr and CR2 in the
     // program's mapping, RIP on the instruction, registers (vector ones too) untouched by
     // the faulting load, store, RMW or locked op; skipping it continues correctly.
@@ -197,35 +213,24 @@ fn sigbus_handler_sees_the_instruction_and_skips_it() {
 #[test]
 fn sigbus_hot_unplug_handler_maps_dummy_memory_and_the_instruction_reruns() {
     let t = Fixture::new("map", "sigbus_ops", DEV_LEN);
-    let r = run_three(&t, &["map"]);
-    assert_exit(&r.rec, 0);
-    let out = assert_same(&r);
+    let (r, out) = run_agreeing(&t, &["map"]);
     // The handler found the mapping by si_addr, mapped 0x5a bytes over the page, and the
     // load re-ran against them; a store went there.
+    assert!(out.contains(&(sigbus_at("load32", "+0x1040", 4, 2) + "  after rax 0x5a5a5a5a ")));
     assert!(out.contains(
-        "load32\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x4 rip =insn len 2\n  \
-         ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
-         xmm0 0x1122334455667788\n  after rax 0x5a5a5a5a "
+        &(sigbus_at("store64", "+0x1040", 6, 3)
+            + "  after rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 \
+               rsi +0x1040 rdi +0x1048\n  page1 1122334455667788 5a5a5a5a5a5a5a5a\n")
     ));
     assert!(out.contains(
-        "store64\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x6 rip =insn len 3\n  \
-         ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
-         xmm0 0x1122334455667788\n  after rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 \
-         rsi +0x1040 rdi +0x1048\n  page1 1122334455667788 5a5a5a5a5a5a5a5a\n"
-    ));
-    assert!(out.contains(
-        "sse-load\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x4 rip =insn len 4\n  \
-         ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
-         xmm0 0x1122334455667788\n  after rax 0x1111 rcx 0x2222 rdx 0x5a5a5a5a5a5a5a5a"
+        &(sigbus_at("sse-load", "+0x1040", 4, 4)
+            + "  after rax 0x1111 rcx 0x2222 rdx 0x5a5a5a5a5a5a5a5a")
     ));
     assert!(!out.contains("no mapping"));
     // MOVS to the gone page reads page 0 twice (once before the fault, once when it
     // re-runs), as on the hardware; the write lands in the dummy page. MOVS from the gone
     // page re-runs reading the dummy page and writes its bytes to the device.
-    let movs: Vec<_> = accesses(&r.rec_ev)
-        .into_iter()
-        .filter(|a| a.2 == 0x100 && a.1 == 8)
-        .collect();
+    let movs = movs_accesses(&r.rec_ev);
     let dummy = 0x5a5a_5a5a_5a5a_5a5a;
     let read = ('R', 8, 0x100, qword(0x100));
     assert_eq!(movs, vec![read, read, ('W', 8, 0x100, dummy)]);
@@ -233,29 +238,18 @@ fn sigbus_hot_unplug_handler_maps_dummy_memory_and_the_instruction_reruns() {
 
     // As DPDK does: dummy memory over the whole mapping (the tracer sees a MAP_FIXED
     // over the traced region; the instruction then re-runs untraced, on the dummy).
-    let r = run_three(&t, &["mapall"]);
-    assert_exit(&r.rec, 0);
-    let out = assert_same(&r);
-    assert!(out.contains(
-        "load32\n  sig 7 code 2 addr +0x1040 cr2 +0x1040 err 0x4 rip =insn len 2\n  \
-         ctx rax 0x1111 rcx 0x2222 rdx 0x1122334455667788 rsi +0x1040 rdi +0x1048 \
-         xmm0 0x1122334455667788\n  after rax 0x5a5a5a5a "
-    ));
+    let (r, out) = run_agreeing(&t, &["mapall"]);
+    assert!(out.contains(&(sigbus_at("load32", "+0x1040", 4, 2) + "  after rax 0x5a5a5a5a ")));
     assert!(!out.contains("no mapping"));
     // MOVS to the gone page: the read before the fault; its re-run reads the dummy.
-    let movs: Vec<_> = accesses(&r.rec_ev)
-        .into_iter()
-        .filter(|a| a.2 == 0x100 && a.1 == 8)
-        .collect();
+    let movs = movs_accesses(&r.rec_ev);
     assert_eq!(movs, vec![read]);
 }
 
 #[test]
 fn sigbus_handler_may_leave_with_siglongjmp() {
     let t = Fixture::new("jmp", "sigbus_ops", DEV_LEN);
-    let r = run_three(&t, &["jmp"]);
-    assert_exit(&r.rec, 0);
-    let out = assert_same(&r);
+    let (_, out) = run_agreeing(&t, &["jmp"]);
     assert!(out.contains(&(sigbus_at("lock-or", "+0x1040", 6, 7) + "  jumped out\n")));
     assert!(out.contains(&(sigbus_at("sse-store", "+0x1040", 6, 4) + "  jumped out\n")));
     // The fault path holds nothing after a siglongjmp: every instruction after it is
@@ -292,9 +286,7 @@ fn sigbus_without_a_handler_kills_as_natively() {
 #[test]
 fn sigbus_real_sigsegv_of_emulated_and_stepped_accesses_is_delivered_as_natively() {
     let t = Fixture::new("segv", "sigbus_ops", DEV_LEN);
-    let r = run_three(&t, &["segv"]);
-    assert_exit(&r.rec, 0);
-    let out = assert_same(&r);
+    let (r, out) = run_agreeing(&t, &["segv"]);
     for (name, len) in [
         ("segv-store-ro", 2),
         ("segv-add-ro", 2),
@@ -382,9 +374,7 @@ fn sigbus_on_one_thread_loses_nothing_of_another_threads_accesses() {
     const K: u64 = 200;
     const N: u64 = 20_000;
     let t = Fixture::new("threads", "sigbus_threads", DEV_LEN);
-    let r = run_three(&t, &[&K.to_string(), &N.to_string()]);
-    assert_exit(&r.rec, 0);
-    let out = assert_same(&r);
+    let (r, out) = run_agreeing(&t, &[&K.to_string(), &N.to_string()]);
     assert_eq!(out, format!("faults {K} bad 0 last {:#x}\n", N - 1));
     for ev in [&r.rec_ev, &r.noalias_ev] {
         let writes: Vec<u64> = accesses(ev)

@@ -140,11 +140,12 @@ fn kernel_accesses(events: &[Event]) -> Vec<(char, u64, i64, u64, String)> {
         .collect()
 }
 
-/// The kernel accesses `sys_buf` makes (see its source), in order; `cwd_len`: the bytes
-/// of its working directory, NUL included.
-fn sys_buf_kernel_accesses(cwd_len: u64) -> Vec<(char, u64, i64, u64, String)> {
+/// The kernel accesses `sys_buf` makes (see its source), in order, run in this test's
+/// working directory.
+fn sys_buf_kernel_accesses() -> Vec<(char, u64, i64, u64, String)> {
+    // The bytes of the working directory, NUL included (`getcwd`).
     #[allow(non_snake_case)]
-    let CWD_LEN = cwd_len;
+    let CWD_LEN = std::env::current_dir().unwrap().as_os_str().len() as u64 + 1;
     let list: &[(char, u64, i64, u64, &str)] = &[
         ('R', 64, 1, 0x40, "write"),
         ('W', 32, 1, 0x100, "read"),
@@ -210,6 +211,19 @@ fn sys_buf_kernel_accesses(cwd_len: u64) -> Vec<(char, u64, i64, u64, String)> {
         .collect()
 }
 
+/// The `kernel cannot reach` markers of `events`, in order.
+fn unreached_marks(events: &[Event]) -> Vec<String> {
+    mark_texts(events)
+        .into_iter()
+        .filter(|m| m.starts_with("kernel cannot reach "))
+        .collect()
+}
+
+/// The bytes of the scratch file the program keeps beside device `dev`.
+fn scratch_of(dev: &std::path::Path) -> Vec<u8> {
+    std::fs::read(format!("{}.scratch", dev.display())).unwrap()
+}
+
 /// Device bytes that differ between any two runs: random bytes and descriptor numbers
 /// (map 1's page is copied over map 2's by `fwrite` and `fread` at the end).
 const VARYING: [std::ops::Range<usize>; 7] = [
@@ -246,15 +260,13 @@ fn sys_calls_on_device_memory_return_what_they_return_natively_and_are_logged() 
     }
     assert_eq!(traced, nat, "the device's final contents");
     assert_ne!(traced, initial);
-    let scratch = |d: &std::path::Path| std::fs::read(format!("{}.scratch", d.display())).unwrap();
-    assert_eq!(scratch(&t.dev), scratch(&native_dev));
+    assert_eq!(scratch_of(&t.dev), scratch_of(&native_dev));
 
     // The program never touches the device itself: only the kernel does, and
     // clock_gettime's two stores (as the vDSO makes them for the clocks it serves).
     let stores: Vec<_> = accesses(&ev).iter().map(|a| (a.0, a.1, a.2)).collect();
     assert_eq!(stores, vec![('W', 8, 0x1e00), ('W', 8, 0x1e08)]);
-    let cwd = std::env::current_dir().unwrap().as_os_str().len() as u64 + 1;
-    assert_eq!(kernel_accesses(&ev), sys_buf_kernel_accesses(cwd));
+    assert_eq!(kernel_accesses(&ev), sys_buf_kernel_accesses());
     let pid = ev
         .iter()
         .find_map(|e| match e {
@@ -280,10 +292,7 @@ fn sys_calls_on_device_memory_without_an_alias_fail_and_say_so() {
         "{}",
         stdout(&out)
     );
-    let unreached: Vec<_> = mark_texts(&ev)
-        .into_iter()
-        .filter(|m| m.starts_with("kernel cannot reach "))
-        .collect();
+    let unreached = unreached_marks(&ev);
     assert_eq!(
         unreached.first().map(String::as_str),
         Some("kernel cannot reach 64 bytes of map 1 at 0x40 (write): no alias mapping, the call fails with EFAULT")
@@ -355,8 +364,7 @@ fn sys_kernel_accesses_convert_exactly_and_show_and_stats_know_them() {
     // Recorded straight into the binary format: the same kernel accesses.
     let (out, ev) = t.record_with(&["--format", "binary"], &[]);
     assert_exit(&out, 0);
-    let cwd = std::env::current_dir().unwrap().as_os_str().len() as u64 + 1;
-    assert_eq!(kernel_accesses(&ev), sys_buf_kernel_accesses(cwd));
+    assert_eq!(kernel_accesses(&ev), sys_buf_kernel_accesses());
 }
 
 #[test]
@@ -386,17 +394,13 @@ fn sys_buffers_over_pages_the_rules_leave_open_and_over_too_many_pieces() {
     }
     assert_eq!(kernel_accesses(&ev), want);
     assert_eq!(std::fs::read(&t.dev).unwrap(), initial);
-    let scratch = std::fs::read(format!("{}.scratch", t.dev.display())).unwrap();
-    assert_eq!(scratch, initial);
+    assert_eq!(scratch_of(&t.dev), initial);
 
     // 17 pieces: passed as it is; the kernel fails it, and the log and stderr say so.
     let (out, ev) = t.record(&["many"]);
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "write -1 errno 14\n");
-    let marks: Vec<_> = mark_texts(&ev)
-        .into_iter()
-        .filter(|m| m.starts_with("kernel cannot reach "))
-        .collect();
+    let marks = unreached_marks(&ev);
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert!(
         marks[0].starts_with("kernel cannot reach 69632 bytes at virtual address 0x")

@@ -6,6 +6,9 @@ use std::io::Cursor;
 
 use mmio_trace_format::*;
 
+mod common;
+use common::{to_binary, to_text};
+
 const LOG: &str = "\
 VERSION 20070824
 MAP 0.000010 1 0x0 0x7f0000000000 0x1000 0x401000 77
@@ -29,22 +32,6 @@ fn text_events(s: &[u8]) -> Vec<Event> {
         v.push(e);
     }
     v
-}
-
-fn to_text(events: &[Event]) -> Vec<u8> {
-    let mut w = TextWriter::new(Vec::new());
-    for e in events {
-        w.write_event(e).unwrap();
-    }
-    w.into_inner().unwrap()
-}
-
-fn to_binary(events: &[Event]) -> Vec<u8> {
-    let mut w = BinaryWriter::new(Vec::new()).unwrap();
-    for e in events {
-        w.write_event(e).unwrap();
-    }
-    w.into_inner().unwrap()
 }
 
 fn binary_events(b: &[u8]) -> Vec<Event> {

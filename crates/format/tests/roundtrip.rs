@@ -4,6 +4,9 @@ use std::io::Write;
 
 use mmio_trace_format::*;
 
+mod common;
+use common::{to_binary, to_text};
+
 const E1000: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/data/e1000-probe.mmiotrace"
@@ -14,22 +17,6 @@ fn read_all(bytes: Vec<u8>) -> Vec<Event> {
         .expect("open")
         .collect::<Result<Vec<_>, _>>()
         .expect("parse")
-}
-
-fn to_text(events: &[Event]) -> Vec<u8> {
-    let mut w = TextWriter::new(Vec::new());
-    for e in events {
-        w.write_event(e).unwrap();
-    }
-    w.into_inner().unwrap()
-}
-
-fn to_binary(events: &[Event]) -> Vec<u8> {
-    let mut w = BinaryWriter::new(Vec::new()).unwrap();
-    for e in events {
-        w.write_event(e).unwrap();
-    }
-    w.into_inner().unwrap()
 }
 
 #[test]

@@ -215,6 +215,39 @@ pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
     unsafe { run_shell(cmd) }
 }
 
+/// Spawns `sh -c -- CMD` through our `posix_spawn` (the shell is traced), with the
+/// environment as it is now; returns `posix_spawn`'s result and the child's pid.
+///
+/// # Safety
+/// `cmd` a C string; `actions` and `attr` null or initialised.
+unsafe fn spawn_shell(
+    cmd: *const c_char,
+    actions: *const c_void,
+    attr: *const c_void,
+) -> (c_int, libc::pid_t) {
+    let argv = [
+        c"sh".as_ptr(),
+        c"-c".as_ptr(),
+        c"--".as_ptr(),
+        cmd,
+        std::ptr::null(),
+    ];
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: our `posix_spawn` with the caller's actions and attributes, a
+    // NULL-terminated argv and the current environment.
+    let r = unsafe {
+        super::posix_spawn(
+            &mut pid,
+            SHELL.as_ptr(),
+            actions,
+            attr,
+            argv.as_ptr(),
+            env_now(),
+        )
+    };
+    (r, pid)
+}
+
 /// `system`'s body for a non-null command.
 unsafe fn run_shell(cmd: *const c_char) -> c_int {
     // SAFETY: plain libc calls on local, initialised structures; `posix_spawn` is ours.
@@ -252,22 +285,7 @@ unsafe fn run_shell(cmd: *const c_char) -> c_int {
             &mut attr,
             (libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETSIGMASK) as _,
         );
-        let argv = [
-            c"sh".as_ptr(),
-            c"-c".as_ptr(),
-            c"--".as_ptr(),
-            cmd,
-            std::ptr::null(),
-        ];
-        let mut pid: libc::pid_t = 0;
-        let r = super::posix_spawn(
-            &mut pid,
-            SHELL.as_ptr(),
-            std::ptr::null(),
-            &attr as *const _ as *const c_void,
-            argv.as_ptr(),
-            env_now(),
-        );
+        let (r, pid) = spawn_shell(cmd, std::ptr::null(), &attr as *const _ as *const c_void);
         libc::posix_spawnattr_destroy(&mut attr);
         let mut status: c_int = 0;
         if r == 0 {
@@ -359,22 +377,7 @@ pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut 
             }
         }
         drop(list);
-        let argv = [
-            c"sh".as_ptr(),
-            c"-c".as_ptr(),
-            c"--".as_ptr(),
-            cmd,
-            std::ptr::null(),
-        ];
-        let mut pid: libc::pid_t = 0;
-        let r = super::posix_spawn(
-            &mut pid,
-            SHELL.as_ptr(),
-            &fa as *const _ as *const c_void,
-            std::ptr::null(),
-            argv.as_ptr(),
-            env_now(),
-        );
+        let (r, pid) = spawn_shell(cmd, &fa as *const _ as *const c_void, std::ptr::null());
         libc::posix_spawn_file_actions_destroy(&mut fa);
         libc::close(child);
         if r != 0 {

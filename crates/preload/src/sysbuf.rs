@@ -180,6 +180,12 @@ fn record(call: &str, writes: bool, addr: *const c_void, len: usize, done: u64) 
     }
 }
 
+/// An empty `iovec`, to fill arrays with before use.
+const NO_IOV: iovec = iovec {
+    iov_base: std::ptr::null_mut(),
+    iov_len: 0,
+};
+
 /// A call on one buffer: `direct` with the pointer to hand the kernel, or `vector` with
 /// `iovec`s over the pieces. Returns the call's result (bytes transferred or -1).
 #[inline(never)]
@@ -197,10 +203,7 @@ unsafe fn one_buf(
         Plan::Fault => return fault(),
         Plan::One(reach) => direct(reach as *mut c_void),
         Plan::Many(n) => {
-            let mut iov = [iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_PIECES];
+            let mut iov = [NO_IOV; MAX_PIECES];
             for (v, p) in iov.iter_mut().zip(&pieces[..n]) {
                 v.iov_base = p.reach as *mut c_void;
                 v.iov_len = p.len as usize;
@@ -309,10 +312,7 @@ fn vec_slow(
     writes: bool,
     f: impl FnOnce(*const iovec, c_int) -> ssize_t,
 ) -> ssize_t {
-    let mut out = [iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOV_MAX];
+    let mut out = [NO_IOV; IOV_MAX];
     let r = match expand(call, v, writes, &mut out) {
         Ok(n) => f(out.as_ptr(), n as c_int),
         Err(Untranslated::Fault) => return fault(),
@@ -355,10 +355,7 @@ unsafe fn msg_slow(
     writes: bool,
     f: impl FnOnce(*mut msghdr) -> ssize_t,
 ) -> ssize_t {
-    let mut out = [iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; IOV_MAX];
+    let mut out = [NO_IOV; IOV_MAX];
     // SAFETY: the caller's header.
     let mut m = unsafe { *msg };
     match expand(call, v, writes, &mut out) {
@@ -382,8 +379,42 @@ unsafe fn msg_slow(
     r
 }
 
-/// A call that writes `size` bytes at `buf` and returns 0 on success (`fstat`, `pipe`):
-/// `f` with the alias, or with a bounce buffer copied out once on success.
+/// A call that writes into the `size` bytes at `buf`: `f` with the alias, or with a
+/// bounce buffer of `N` words whose first `written(r)` bytes are copied out once (a
+/// buffer over several pieces that the bounce cannot hold is passed as it is);
+/// `written(r)`: how many bytes a call that returned `r` wrote.
+///
+/// # Safety
+/// `buf` as the call takes it.
+#[inline]
+unsafe fn out_buf<const N: usize, R: Copy + From<i8>>(
+    call: &str,
+    buf: *mut c_void,
+    size: usize,
+    f: impl FnOnce(*mut c_void) -> R,
+    written: impl Fn(R) -> usize,
+) -> R {
+    let mut pieces = [Piece::default(); MAX_PIECES];
+    let r = match plan_for(call, buf, size, true, &mut pieces) {
+        Plan::Pass => return f(buf),
+        Plan::Fault => return fault(),
+        Plan::One(reach) => f(reach as *mut c_void),
+        Plan::Many(_) if size > N * 8 => return f(buf),
+        Plan::Many(n) => {
+            let mut bounce = [0u64; N];
+            let b = bounce.as_mut_ptr() as *mut u8;
+            let r = f(b as *mut c_void);
+            // SAFETY: the bytes the kernel wrote into the bounce, to where the program's
+            // bytes live.
+            unsafe { copy_out(b, &pieces[..n], written(r)) };
+            r
+        }
+    };
+    record(call, true, buf, size, written(r) as u64);
+    r
+}
+
+/// A call that writes `size` bytes at `buf` and returns 0 on success (`fstat`, `pipe`).
 ///
 /// # Safety
 /// `buf` as the call takes it.
@@ -394,38 +425,9 @@ unsafe fn out_struct(
     size: usize,
     f: impl FnOnce(*mut c_void) -> c_int,
 ) -> c_int {
-    let mut pieces = [Piece::default(); MAX_PIECES];
-    let r = match plan_for(call, buf, size, true, &mut pieces) {
-        Plan::Pass => return f(buf),
-        Plan::Fault => return fault(),
-        Plan::One(reach) => f(reach as *mut c_void),
-        Plan::Many(n) => {
-            // Every caller's structure fits (`statx`'s 256 bytes are the largest).
-            let mut bounce = [0u64; 64];
-            let b = bounce.as_mut_ptr() as *mut u8;
-            let r = f(b as *mut c_void);
-            if r == 0 {
-                let mut off = 0;
-                for p in &pieces[..n] {
-                    // SAFETY: `p.reach` is where the program's bytes live (the alias for
-                    // traced ones); the bounce holds `size` bytes.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            b.add(off),
-                            p.reach as *mut u8,
-                            p.len as usize,
-                        )
-                    };
-                    off += p.len as usize;
-                }
-            }
-            r
-        }
-    };
-    if r == 0 {
-        record(call, true, buf, size, size as u64);
-    }
-    r
+    // Every caller's structure fits the bounce (`uname`'s 390 bytes are the largest).
+    // SAFETY: the caller's contract.
+    unsafe { out_buf::<64, _>(call, buf, size, f, |r| if r == 0 { size } else { 0 }) }
 }
 
 macro_rules! one_buf_fn {
@@ -457,6 +459,15 @@ macro_rules! one_buf_fn {
     )*};
 }
 
+/// A header with just the `iovec` array, for the `msghdr` forms of `send`/`recv`.
+fn msg_of(iov: *const iovec, cnt: c_int) -> msghdr {
+    // SAFETY: zeroed is a valid, empty header.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov as *mut iovec;
+    m.msg_iovlen = cnt as usize;
+    m
+}
+
 type Iov = unsafe extern "C" fn(c_int, *const iovec, c_int) -> ssize_t;
 type IovOff = unsafe extern "C" fn(c_int, *const iovec, c_int, libc::off_t) -> ssize_t;
 type Msg = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
@@ -483,26 +494,14 @@ one_buf_fn! {
         writes false, vector |iov, cnt| libc_fn!(pwritev as IovOff)(fd, iov, cnt, off);
     /// Interposed `send`.
     fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int)
-        writes false, vector |iov, cnt| {
-            let mut m: msghdr = std::mem::zeroed();
-            m.msg_iov = iov as *mut iovec;
-            m.msg_iovlen = cnt as usize;
-            libc_fn!(sendmsg as Msg)(fd, &m, flags)
-        };
+        writes false, vector |iov, cnt| libc_fn!(sendmsg as Msg)(fd, &msg_of(iov, cnt), flags);
     /// Interposed `recv`.
     fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int)
-        writes true, vector |iov, cnt| {
-            let mut m: msghdr = std::mem::zeroed();
-            m.msg_iov = iov as *mut iovec;
-            m.msg_iovlen = cnt as usize;
-            libc_fn!(recvmsg as MsgMut)(fd, &mut m, flags)
-        };
+        writes true, vector |iov, cnt| libc_fn!(recvmsg as MsgMut)(fd, &mut msg_of(iov, cnt), flags);
     /// Interposed `sendto`.
     fn sendto(fd: c_int, buf: *const c_void, n: size_t, flags: c_int, addr: *const libc::sockaddr, alen: libc::socklen_t)
         writes false, vector |iov, cnt| {
-            let mut m: msghdr = std::mem::zeroed();
-            m.msg_iov = iov as *mut iovec;
-            m.msg_iovlen = cnt as usize;
+            let mut m = msg_of(iov, cnt);
             m.msg_name = addr as *mut c_void;
             m.msg_namelen = alen;
             libc_fn!(sendmsg as Msg)(fd, &m, flags)
@@ -510,9 +509,7 @@ one_buf_fn! {
     /// Interposed `recvfrom`.
     fn recvfrom(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut libc::sockaddr, alen: *mut libc::socklen_t)
         writes true, vector |iov, cnt| {
-            let mut m: msghdr = std::mem::zeroed();
-            m.msg_iov = iov as *mut iovec;
-            m.msg_iovlen = cnt as usize;
+            let mut m = msg_of(iov, cnt);
             if !addr.is_null() && !alen.is_null() {
                 m.msg_name = addr as *mut c_void;
                 m.msg_namelen = *alen;
@@ -632,13 +629,7 @@ unsafe fn mmsg_call(
     for (c, m) in copies.iter_mut().zip(ms.iter()) {
         // SAFETY: the message's array.
         let v = unsafe { iovs(m.msg_hdr.msg_iov, m.msg_hdr.msg_iovlen) };
-        let mut out = vec![
-            iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0
-            };
-            IOV_MAX
-        ];
+        let mut out = vec![NO_IOV; IOV_MAX];
         match expand(call, v, writes, &mut out) {
             Ok(n) => out.truncate(n),
             Err(Untranslated::Fault) => return fault(),
@@ -815,9 +806,8 @@ pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, ts: *mut libc::ti
     r
 }
 
-/// A call that writes up to `size` bytes at `buf` and returns how many (`readlink`):
-/// `f` with the alias, or with a bounce buffer (up to a page) whose first `r` bytes are
-/// copied out once.
+/// A call that writes up to `size` bytes at `buf` and returns how many (`readlink`),
+/// through a bounce of up to a page.
 ///
 /// # Safety
 /// `buf` as the call takes it.
@@ -828,28 +818,8 @@ unsafe fn out_count(
     size: usize,
     f: impl FnOnce(*mut c_void) -> ssize_t,
 ) -> ssize_t {
-    let mut pieces = [Piece::default(); MAX_PIECES];
-    let r = match plan_for(call, buf, size, true, &mut pieces) {
-        Plan::Pass => return f(buf),
-        Plan::Fault => return fault(),
-        Plan::One(reach) => f(reach as *mut c_void),
-        Plan::Many(_) if size > 4096 => return f(buf),
-        Plan::Many(n) => {
-            let mut bounce = [0u64; 512];
-            let b = bounce.as_mut_ptr() as *mut u8;
-            let r = f(b as *mut c_void);
-            if r > 0 {
-                // SAFETY: the first `r` bytes the kernel wrote, to where the program's
-                // bytes live.
-                unsafe { copy_out(b, &pieces[..n], r as usize) };
-            }
-            r
-        }
-    };
-    if r > 0 {
-        record(call, true, buf, size, r as u64);
-    }
-    r
+    // SAFETY: the caller's contract.
+    unsafe { out_buf::<512, _>(call, buf, size, f, |r| r.max(0) as usize) }
 }
 
 /// Copies the first `n` bytes of `b` to the pieces (the alias for traced ones).
@@ -867,42 +837,17 @@ unsafe fn copy_out(b: *const u8, pieces: &[Piece], mut n: usize) {
     }
 }
 
-/// Interposed `readlink`.
-#[no_mangle]
-pub unsafe extern "C" fn readlink(path: *const c_char, buf: *mut c_char, size: size_t) -> ssize_t {
-    type F = unsafe extern "C" fn(*const c_char, *mut c_char, size_t) -> ssize_t;
-    let f = libc_fn!(readlink as F);
-    if !touches(buf as *const c_void, size) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(path, buf, size) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe {
-        out_count("readlink", buf as *mut c_void, size, |p| {
-            f(path, p as *mut c_char, size)
-        })
-    }
-}
-
-/// Interposed `readlinkat`.
-#[no_mangle]
-pub unsafe extern "C" fn readlinkat(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut c_char,
-    size: size_t,
-) -> ssize_t {
-    type F = unsafe extern "C" fn(c_int, *const c_char, *mut c_char, size_t) -> ssize_t;
-    let f = libc_fn!(readlinkat as F);
-    if !touches(buf as *const c_void, size) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(dirfd, path, buf, size) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe {
-        out_count("readlinkat", buf as *mut c_void, size, |p| {
-            f(dirfd, path, p as *mut c_char, size)
-        })
+/// Copies the pieces' bytes (through the alias for traced ones), in order, into `b`:
+/// each device byte is read once.
+///
+/// # Safety
+/// `b` holds the pieces' total length; the pieces are reachable.
+unsafe fn copy_in(pieces: &[Piece], b: *mut u8) {
+    let mut off = 0;
+    for p in pieces {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize) };
+        off += p.len as usize;
     }
 }
 
@@ -980,13 +925,9 @@ unsafe fn poll_slow(
         events: 0,
         revents: 0,
     }; 512];
-    let b = local.as_mut_ptr() as *mut u8;
-    let mut off = 0;
-    for p in &pieces[..k] {
-        // SAFETY: the program's array (through the alias when traced), read once.
-        unsafe { std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize) };
-        off += p.len as usize;
-    }
+    // SAFETY: the program's array (through the alias when traced), read once into a
+    // local array of at least its size.
+    unsafe { copy_in(&pieces[..k], local.as_mut_ptr() as *mut u8) };
     record("poll", false, fds as *const c_void, size, size as u64);
     // SAFETY: libc's function with the local copy.
     let r = unsafe { f(local.as_mut_ptr(), n as libc::nfds_t, timeout) };
@@ -1008,40 +949,37 @@ unsafe fn poll_slow(
     r
 }
 
-/// Interposed `waitpid`: a status word in device memory is written once, through the
-/// alias, when a child is reported.
-#[no_mangle]
-pub unsafe extern "C" fn waitpid(
-    pid: libc::pid_t,
-    status: *mut c_int,
-    options: c_int,
-) -> libc::pid_t {
-    type F = unsafe extern "C" fn(libc::pid_t, *mut c_int, c_int) -> libc::pid_t;
-    let f = libc_fn!(waitpid as F);
-    if status.is_null() || !touches(status as *const c_void, 4) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(pid, status, options) };
-    }
-    // SAFETY: as above, the status translated.
-    unsafe { status_call("waitpid", status, |s| f(pid, s, options)) }
+macro_rules! wait_fn {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident(pid: libc::pid_t, status: *mut c_int, options: c_int $(, $a:ident: $aty:ty)*);
+    )*) => {$(
+        $(#[$doc])*
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            pid: libc::pid_t,
+            status: *mut c_int,
+            options: c_int
+            $(, $a: $aty)*
+        ) -> libc::pid_t {
+            type F = unsafe extern "C" fn(libc::pid_t, *mut c_int, c_int $(, $aty)*) -> libc::pid_t;
+            let f = libc_fn!($name as F);
+            if status.is_null() || !touches(status as *const c_void, 4) {
+                // SAFETY: libc's function with the caller's arguments.
+                return unsafe { f(pid, status, options $(, $a)*) };
+            }
+            // SAFETY: as above, the status translated.
+            unsafe { status_call(stringify!($name), status, |s| f(pid, s, options $(, $a)*)) }
+        }
+    )*};
 }
 
-/// Interposed `wait4` (its `rusage` as is).
-#[no_mangle]
-pub unsafe extern "C" fn wait4(
-    pid: libc::pid_t,
-    status: *mut c_int,
-    options: c_int,
-    ru: *mut libc::rusage,
-) -> libc::pid_t {
-    type F = unsafe extern "C" fn(libc::pid_t, *mut c_int, c_int, *mut libc::rusage) -> libc::pid_t;
-    let f = libc_fn!(wait4 as F);
-    if status.is_null() || !touches(status as *const c_void, 4) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(pid, status, options, ru) };
-    }
-    // SAFETY: as above, the status translated.
-    unsafe { status_call("wait4", status, |s| f(pid, s, options, ru)) }
+wait_fn! {
+    /// Interposed `waitpid`: a status word in device memory is written once, through the
+    /// alias, when a child is reported.
+    fn waitpid(pid: libc::pid_t, status: *mut c_int, options: c_int);
+    /// Interposed `wait4` (its `rusage` as is).
+    fn wait4(pid: libc::pid_t, status: *mut c_int, options: c_int, ru: *mut libc::rusage);
 }
 
 /// Interposed `wait`.
@@ -1076,23 +1014,6 @@ unsafe fn status_call(
         uaccess::record(uaccess::call_index(call), true, &pieces[..k], 4);
     }
     r
-}
-
-/// Interposed `uname`.
-#[no_mangle]
-pub unsafe extern "C" fn uname(buf: *mut libc::utsname) -> c_int {
-    let f = libc_fn!(uname as unsafe extern "C" fn(*mut libc::utsname) -> c_int);
-    let size = std::mem::size_of::<libc::utsname>();
-    if !touches(buf as *const c_void, size) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(buf) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe {
-        out_struct("uname", buf as *mut c_void, size, |p| {
-            f(p as *mut libc::utsname)
-        })
-    }
 }
 
 type Stdio = unsafe extern "C" fn(*mut c_void, size_t, size_t, *mut libc::FILE) -> size_t;
@@ -1184,14 +1105,9 @@ unsafe fn stdio_slow(
             uaccess::record(uaccess::call_index(call), true, &ps[..k], r as u64);
             r
         } else {
-            let mut off = 0;
-            for p in &ps[..k] {
-                // SAFETY: the program's bytes (through the alias when traced), read once.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize)
-                };
-                off += p.len as usize;
-            }
+            // SAFETY: the program's bytes (through the alias when traced), read once into
+            // the chunk (`want` bytes at most).
+            unsafe { copy_in(&ps[..k], b) };
             uaccess::record(uaccess::call_index(call), false, &ps[..k], want as u64);
             // SAFETY: libc's function with the local chunk.
             unsafe { real(b as *mut c_void, 1, want, f) }
@@ -1210,117 +1126,69 @@ const STAT_SIZE: usize = std::mem::size_of::<libc::stat>();
 const STATX_SIZE: usize = 256;
 
 macro_rules! out_fn {
-    ($($(#[$doc:meta])* fn $name:ident($($a:ident: $aty:ty),*; $buf:ident: $bty:ty) size $size:expr, log $log:literal;)*) => {$(
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($a:ident: $aty:ty),*; $buf:ident: $bty:ty; $($b:ident: $bty2:ty),*) -> $ret:ty
+            = $via:ident($size:expr, log $log:literal);
+    )*) => {$(
         $(#[$doc])*
         #[no_mangle]
-        pub unsafe extern "C" fn $name($($a: $aty,)* $buf: $bty) -> c_int {
-            let f = libc_fn!($name as unsafe extern "C" fn($($aty,)* $bty) -> c_int);
+        pub unsafe extern "C" fn $name($($a: $aty,)* $buf: $bty $(, $b: $bty2)*) -> $ret {
+            let f = libc_fn!($name as unsafe extern "C" fn($($aty,)* $bty $(, $bty2)*) -> $ret);
             if !touches($buf as *const c_void, $size) {
                 // SAFETY: libc's function with the caller's arguments.
-                return unsafe { f($($a,)* $buf) };
+                return unsafe { f($($a,)* $buf $(, $b)*) };
             }
             // SAFETY: as above, the output translated.
-            unsafe { out_struct($log, $buf as *mut c_void, $size, |p| f($($a,)* p as $bty)) }
+            unsafe { $via($log, $buf as *mut c_void, $size, |p| f($($a,)* p as $bty $(, $b)*)) }
         }
     )*};
 }
 
 out_fn! {
     /// Interposed `stat`.
-    fn stat(path: *const c_char; buf: *mut libc::stat) size STAT_SIZE, log "stat";
+    fn stat(path: *const c_char; buf: *mut libc::stat;) -> c_int
+        = out_struct(STAT_SIZE, log "stat");
     /// Interposed `fstat`.
-    fn fstat(fd: c_int; buf: *mut libc::stat) size STAT_SIZE, log "fstat";
+    fn fstat(fd: c_int; buf: *mut libc::stat;) -> c_int
+        = out_struct(STAT_SIZE, log "fstat");
     /// Interposed `lstat`.
-    fn lstat(path: *const c_char; buf: *mut libc::stat) size STAT_SIZE, log "lstat";
+    fn lstat(path: *const c_char; buf: *mut libc::stat;) -> c_int
+        = out_struct(STAT_SIZE, log "lstat");
     /// Interposed `stat64`.
-    fn stat64(path: *const c_char; buf: *mut libc::stat) size STAT_SIZE, log "stat";
+    fn stat64(path: *const c_char; buf: *mut libc::stat;) -> c_int
+        = out_struct(STAT_SIZE, log "stat");
     /// Interposed `fstat64`.
-    fn fstat64(fd: c_int; buf: *mut libc::stat) size STAT_SIZE, log "fstat";
+    fn fstat64(fd: c_int; buf: *mut libc::stat;) -> c_int
+        = out_struct(STAT_SIZE, log "fstat");
     /// Interposed `lstat64`.
-    fn lstat64(path: *const c_char; buf: *mut libc::stat) size STAT_SIZE, log "lstat";
+    fn lstat64(path: *const c_char; buf: *mut libc::stat;) -> c_int
+        = out_struct(STAT_SIZE, log "lstat");
+    /// Interposed `fstatat`.
+    fn fstatat(dirfd: c_int, path: *const c_char; buf: *mut libc::stat; flags: c_int) -> c_int
+        = out_struct(STAT_SIZE, log "fstatat");
+    /// Interposed `fstatat64`.
+    fn fstatat64(dirfd: c_int, path: *const c_char; buf: *mut libc::stat; flags: c_int) -> c_int
+        = out_struct(STAT_SIZE, log "fstatat");
+    /// Interposed `statx`.
+    fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint; buf: *mut c_void;) -> c_int
+        = out_struct(STATX_SIZE, log "statx");
     /// Interposed `pipe`.
-    fn pipe(; fds: *mut c_int) size 8, log "pipe";
+    fn pipe(; fds: *mut c_int;) -> c_int = out_struct(8, log "pipe");
+    /// Interposed `pipe2`.
+    fn pipe2(; fds: *mut c_int; flags: c_int) -> c_int = out_struct(8, log "pipe2");
     /// Interposed `socketpair`.
-    fn socketpair(domain: c_int, ty: c_int, proto: c_int; sv: *mut c_int) size 8, log "socketpair";
-}
-
-/// Interposed `pipe2`.
-#[no_mangle]
-pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
-    let f = libc_fn!(pipe2 as unsafe extern "C" fn(*mut c_int, c_int) -> c_int);
-    if !touches(fds as *const c_void, 8) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(fds, flags) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe {
-        out_struct("pipe2", fds as *mut c_void, 8, |p| {
-            f(p as *mut c_int, flags)
-        })
-    }
-}
-
-/// Interposed `fstatat`.
-#[no_mangle]
-pub unsafe extern "C" fn fstatat(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut libc::stat,
-    flags: c_int,
-) -> c_int {
-    type F = unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int;
-    let f = libc_fn!(fstatat as F);
-    if !touches(buf as *const c_void, STAT_SIZE) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(dirfd, path, buf, flags) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe {
-        out_struct("fstatat", buf as *mut c_void, STAT_SIZE, |p| {
-            f(dirfd, path, p as *mut libc::stat, flags)
-        })
-    }
-}
-
-/// Interposed `fstatat64`.
-#[no_mangle]
-pub unsafe extern "C" fn fstatat64(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut libc::stat,
-    flags: c_int,
-) -> c_int {
-    type F = unsafe extern "C" fn(c_int, *const c_char, *mut libc::stat, c_int) -> c_int;
-    let f = libc_fn!(fstatat64 as F);
-    if !touches(buf as *const c_void, STAT_SIZE) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(dirfd, path, buf, flags) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe {
-        out_struct("fstatat", buf as *mut c_void, STAT_SIZE, |p| {
-            f(dirfd, path, p as *mut libc::stat, flags)
-        })
-    }
-}
-
-/// Interposed `statx`.
-#[no_mangle]
-pub unsafe extern "C" fn statx(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mask: c_uint,
-    buf: *mut c_void,
-) -> c_int {
-    type F = unsafe extern "C" fn(c_int, *const c_char, c_int, c_uint, *mut c_void) -> c_int;
-    let f = libc_fn!(statx as F);
-    if !touches(buf, STATX_SIZE) {
-        // SAFETY: libc's function with the caller's arguments.
-        return unsafe { f(dirfd, path, flags, mask, buf) };
-    }
-    // SAFETY: as above, the output translated.
-    unsafe { out_struct("statx", buf, STATX_SIZE, |p| f(dirfd, path, flags, mask, p)) }
+    fn socketpair(domain: c_int, ty: c_int, proto: c_int; sv: *mut c_int;) -> c_int
+        = out_struct(8, log "socketpair");
+    /// Interposed `uname`.
+    fn uname(; buf: *mut libc::utsname;) -> c_int
+        = out_struct(std::mem::size_of::<libc::utsname>(), log "uname");
+    /// Interposed `readlink`.
+    fn readlink(path: *const c_char; buf: *mut c_char; size: size_t) -> ssize_t
+        = out_count(size, log "readlink");
+    /// Interposed `readlinkat`.
+    fn readlinkat(dirfd: c_int, path: *const c_char; buf: *mut c_char; size: size_t) -> ssize_t
+        = out_count(size, log "readlinkat");
 }
 
 /// The argument of an `ioctl` whose request number encodes its size and direction
@@ -1383,26 +1251,16 @@ unsafe fn ioctl_slow(
         // Filled from the program's bytes only when the kernel reads them (`_IOC_WRITE`),
         // so that the device sees no read the native call would not make; an `_IOR`
         // request's kernel writes the whole argument.
-        let mut off = 0;
-        for p in pieces[..n].iter().filter(|_| reads) {
+        if reads {
             // SAFETY: the program's bytes (through the alias when traced): each device
-            // byte is read once, on the kernel's behalf.
-            unsafe {
-                std::ptr::copy_nonoverlapping(p.reach as *const u8, b.add(off), p.len as usize)
-            };
-            off += p.len as usize;
+            // byte is read once, on the kernel's behalf, into a bounce of `size` bytes.
+            unsafe { copy_in(&pieces[..n], b) };
         }
         // SAFETY: the caller's request with a bounce of the size it names.
         let r = unsafe { f(fd, request, b as *mut c_void) };
         if r >= 0 && writes {
-            let mut off = 0;
-            for p in &pieces[..n] {
-                // SAFETY: back to the program's bytes, once.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(b.add(off), p.reach as *mut u8, p.len as usize)
-                };
-                off += p.len as usize;
-            }
+            // SAFETY: back to the program's bytes, once.
+            unsafe { copy_out(b, &pieces[..n], size) };
         }
         r
     };

@@ -673,29 +673,36 @@ fn continues_mark(id: u64, from: u64) {
 
 /// A marker's text, formatted without allocation (the hooks that log them run where
 /// `malloc` may not be called).
-struct MarkText {
-    b: [u8; 768],
+/// `N`: the most bytes it holds (longer text is cut).
+pub(crate) struct MarkText<const N: usize = 768> {
+    b: [u8; N],
     n: usize,
 }
 
 impl MarkText {
     fn new() -> Self {
-        MarkText { b: [0; 768], n: 0 }
+        Self::empty()
+    }
+}
+
+impl<const N: usize> MarkText<N> {
+    pub(crate) fn empty() -> Self {
+        MarkText { b: [0; N], n: 0 }
     }
 
-    fn text(&self) -> &[u8] {
+    pub(crate) fn text(&self) -> &[u8] {
         &self.b[..self.n]
     }
 
     /// Appends `s`, cut at the buffer's end.
-    fn put(&mut self, s: &[u8]) {
+    pub(crate) fn put(&mut self, s: &[u8]) {
         let k = s.len().min(self.b.len() - self.n);
         self.b[self.n..self.n + k].copy_from_slice(&s[..k]);
         self.n += k;
     }
 
     /// Appends `v` in decimal, or in `0x` hex.
-    fn num(&mut self, v: u64, hex: bool) {
+    pub(crate) fn num(&mut self, v: u64, hex: bool) {
         if hex {
             self.put(b"0x");
         }

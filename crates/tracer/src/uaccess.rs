@@ -16,7 +16,8 @@
 
 use mmio_trace_ring::{Kind, Record};
 
-use crate::{emit, is_active, regions, sys, PAGE, RULES};
+use crate::rules::Rules;
+use crate::{emit, is_active, regions, sys, MarkText, PAGE, RULES};
 
 /// Set in the environment of images exec'd by a traced process: their tracer then says
 /// [`attached`].
@@ -44,6 +45,18 @@ pub struct Piece {
 }
 
 impl Piece {
+    /// `len` bytes of untraced memory at `addr` (the kernel reaches them there).
+    fn untraced(addr: u64, len: u64) -> Piece {
+        Piece {
+            addr,
+            len,
+            reach: addr,
+            map_id: None,
+            phys: 0,
+            prot: 0,
+        }
+    }
+
     /// Whether the piece lies in traced device memory.
     pub fn traced(&self) -> bool {
         self.map_id.is_some()
@@ -61,14 +74,18 @@ pub enum Split {
     TooMany,
 }
 
-/// Whether the page holding `addr` of region `r` is closed (the device rules'
-/// `--range`/`--bypass` leave some pages of a region open).
+/// The device rules, when their `--range`/`--bypass` leave some pages of a region open.
+fn page_rules() -> Option<&'static Rules> {
+    RULES
+        .get()
+        .filter(|x| !x.ranges.is_empty() || !x.bypass.is_empty())
+}
+
+/// Whether the page holding `addr` of region `r` is closed.
 fn page_traced(r: &regions::Region, addr: u64) -> bool {
-    match RULES.get() {
-        Some(rules) if !rules.ranges.is_empty() || !rules.bypass.is_empty() => {
-            rules.traced(r.off_of(addr & !(PAGE - 1)), PAGE)
-        }
-        _ => true,
+    match page_rules() {
+        Some(rules) => rules.traced(r.off_of(addr & !(PAGE - 1)), PAGE),
+        None => true,
     }
 }
 
@@ -149,25 +166,14 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
         let rend = r.start + r.len;
         if cur < r.start {
             let to = r.start.min(end);
-            let p = Piece {
-                addr: cur,
-                len: to - cur,
-                reach: cur,
-                map_id: None,
-                phys: 0,
-                prot: 0,
-            };
-            if !push(p, &mut n) {
+            if !push(Piece::untraced(cur, to - cur), &mut n) {
                 return Split::TooMany;
             }
             cur = to;
         }
         // Page by page through the region (one step when no device rule opens pages).
         while cur < end && cur < rend {
-            let step_end = if RULES
-                .get()
-                .is_some_and(|x| !x.ranges.is_empty() || !x.bypass.is_empty())
-            {
+            let step_end = if page_rules().is_some() {
                 ((cur & !(PAGE - 1)) + PAGE).min(rend).min(end)
             } else {
                 rend.min(end)
@@ -183,14 +189,7 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
                     prot: r.prot,
                 }
             } else {
-                Piece {
-                    addr: cur,
-                    len: step_end - cur,
-                    reach: cur,
-                    map_id: None,
-                    phys: 0,
-                    prot: 0,
-                }
+                Piece::untraced(cur, step_end - cur)
             };
             if !push(p, &mut n) {
                 return Split::TooMany;
@@ -198,18 +197,8 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
             cur = step_end;
         }
     }
-    if cur < end {
-        let p = Piece {
-            addr: cur,
-            len: end - cur,
-            reach: cur,
-            map_id: None,
-            phys: 0,
-            prot: 0,
-        };
-        if !push(p, &mut n) {
-            return Split::TooMany;
-        }
+    if cur < end && !push(Piece::untraced(cur, end - cur), &mut n) {
+        return Split::TooMany;
     }
     if any {
         Split::Pieces(n)
@@ -261,24 +250,17 @@ pub const UNREACHABLE: &[u8] = b"kernel cannot reach ";
 /// fails with EFAULT`; the recorder counts them and warns).
 pub fn unreachable(call: &str, pieces: &[Piece]) {
     for p in pieces.iter().filter(|p| p.traced() && p.reach == 0) {
-        let mut b = [0u8; 200];
-        let mut n = 0;
-        let mut put = |s: &[u8]| {
-            let k = s.len().min(b.len() - n);
-            b[n..n + k].copy_from_slice(&s[..k]);
-            n += k;
-        };
-        let mut d = [0u8; 64];
-        put(UNREACHABLE);
-        put(sys::digits(p.len, 10, &mut d));
-        put(b" bytes of map ");
-        put(sys::digits(p.map_id.unwrap_or(0), 10, &mut d));
-        put(b" at 0x");
-        put(sys::digits(p.phys, 16, &mut d));
-        put(b" (");
-        put(call.as_bytes());
-        put(b"): no alias mapping, the call fails with EFAULT");
-        crate::mark(&b[..n]);
+        let mut t = MarkText::<200>::empty();
+        t.put(UNREACHABLE);
+        t.num(p.len, false);
+        t.put(b" bytes of map ");
+        t.num(p.map_id.unwrap_or(0), false);
+        t.put(b" at ");
+        t.num(p.phys, true);
+        t.put(b" (");
+        t.put(call.as_bytes());
+        t.put(b"): no alias mapping, the call fails with EFAULT");
+        crate::mark(t.text());
     }
 }
 
@@ -287,22 +269,15 @@ pub fn unreachable(call: &str, pieces: &[Piece]) {
 /// made with the program's pointer and fails with `EFAULT` (a `kernel cannot reach`
 /// marker, counted by the recorder as the others).
 pub fn too_many_pieces(call: &str, addr: u64, len: u64) {
-    let mut b = [0u8; 200];
-    let mut n = 0;
-    let mut put = |s: &[u8]| {
-        let k = s.len().min(b.len() - n);
-        b[n..n + k].copy_from_slice(&s[..k]);
-        n += k;
-    };
-    let mut d = [0u8; 64];
-    put(UNREACHABLE);
-    put(sys::digits(len, 10, &mut d));
-    put(b" bytes at virtual address 0x");
-    put(sys::digits(addr, 16, &mut d));
-    put(b" (");
-    put(call.as_bytes());
-    put(b"): the buffer spans more than 16 pieces, the call fails with EFAULT");
-    crate::mark(&b[..n]);
+    let mut t = MarkText::<200>::empty();
+    t.put(UNREACHABLE);
+    t.num(len, false);
+    t.put(b" bytes at virtual address ");
+    t.num(addr, true);
+    t.put(b" (");
+    t.put(call.as_bytes());
+    t.put(b"): the buffer spans more than 16 pieces, the call fails with EFAULT");
+    crate::mark(t.text());
 }
 
 /// Says that process `pid` is about to exec `path` (timed `ts`, or now): the recorder
