@@ -173,7 +173,7 @@ fn shell_script(program: &OsStr) -> Option<PathBuf> {
 /// Runs `record`.
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let output = (args.output.as_os_str() != "-").then(|| args.output.clone());
-    let mut opts = mmio_trace_record::Options::new(args.command, output);
+    let mut opts = mmio_trace_record::Options::new(args.command, output.clone());
     opts.format = match args.format {
         RecordFormat::Text => Format::Text,
         RecordFormat::Binary => Format::Binary,
@@ -230,9 +230,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             written,
         }) => {
             eprintln!("mmio-trace: cannot write the trace to {path}: {error}");
+            // A pipe or device got its bytes as they went: the last record may be cut.
+            let regular = output
+                .as_ref()
+                .and_then(|p| p.metadata().ok())
+                .is_some_and(|m| m.is_file());
+            let ending = match (regular, written) {
+                (true, _) => ", ending on a whole record",
+                (false, 0) => "",
+                (false, _) => " (to a pipe or device: the last record may be cut)",
+            };
             eprintln!(
-                "mmio-trace: the trace is incomplete: {written} bytes written, ending on a \
-                 whole record; the program ran to its end and {}",
+                "mmio-trace: the trace is incomplete: {written} bytes written{ending}; the \
+                 program ran to its end and {}",
                 ended(outcome.exit)
             );
             return Ok(ExitCode::from(EXIT_TRACE_FAILED));

@@ -179,3 +179,71 @@ fn qa2_mark_takes_text_that_is_not_utf8() {
     let v: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(v["marks"], 1);
 }
+
+#[test]
+fn qa2_a_pipe_closed_early_counts_what_went_into_it_and_claims_no_whole_record() {
+    use std::io::Read;
+    let t = Fixture::new("pipe-count", "cli_writes", 4096);
+    let sentinel = t.dir.join("sentinel");
+    let mut rec = bin()
+        .args(["record", "-q", "-o", "-", "--device"])
+        .arg(&t.dev)
+        .arg("--")
+        .args([os(&t.exe), os(&t.dev), OsStr::new("100000"), os(&sentinel)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader takes 100 bytes and leaves (as `| head -c 100` does).
+    let mut got = [0u8; 100];
+    rec.stdout.take().unwrap().read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"VERSION 20070824\n"));
+    let out = rec.wait_with_output().unwrap();
+    assert_exit(&out, 125);
+    let err = stderr(&out);
+    // The program's own standard output comes on standard error too.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("mmio-trace"))
+        .collect();
+    assert_eq!(
+        lines[0],
+        "mmio-trace: cannot write the trace to standard output: Broken pipe (os error 32)",
+        "{err}"
+    );
+    // cli_writes exits 3 once it made all its writes.
+    let (written, rest) = lines[1]
+        .strip_prefix("mmio-trace: the trace is incomplete: ")
+        .and_then(|l| l.split_once(" bytes written"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(
+        rest,
+        " (to a pipe or device: the last record may be cut); the program ran to its end \
+         and exited with status 3",
+        "{err}"
+    );
+    // At least what the reader read went into the pipe.
+    assert!(written.parse::<u64>().unwrap() >= 100, "{err}");
+    assert!(sentinel.exists());
+    assert_eq!(lines.len(), 2, "{err}");
+}
+
+#[test]
+fn qa2_a_device_output_that_takes_nothing_says_nothing_was_written() {
+    let t = Fixture::new("devfull", "cli_writes", 4096);
+    let sentinel = t.dir.join("sentinel");
+    let out = bin()
+        .args(["record", "-q", "-o", "/dev/full", "--device"])
+        .arg(&t.dev)
+        .arg("--")
+        .args([os(&t.exe), os(&t.dev), OsStr::new("1000"), os(&sentinel)])
+        .output()
+        .unwrap();
+    assert_exit(&out, 125);
+    assert_eq!(
+        stderr(&out),
+        "mmio-trace: cannot write the trace to /dev/full: No space left on device (os error \
+         28)\nmmio-trace: the trace is incomplete: 0 bytes written; the program ran to its end \
+         and exited with status 3\n"
+    );
+}
