@@ -247,3 +247,51 @@ fn qa2_a_device_output_that_takes_nothing_says_nothing_was_written() {
          and exited with status 3\n"
     );
 }
+
+#[test]
+fn qa2_each_commands_help_carries_its_own_long_description() {
+    // What each command's `--help` must say (from the command's own description, which
+    // a one-line summary in the command list once replaced).
+    for (cmd, wants) in [
+        (
+            "record",
+            &[
+                "Runs PROGRAM with mmio-trace's preload library injected",
+                "Exit status",
+            ][..],
+        ),
+        (
+            "mark",
+            &[
+                "A marker is always one line",
+                "[marker cut: N bytes, the first M kept]",
+            ][..],
+        ),
+        ("convert", &["OUT may be the input itself", "mode 0600"][..]),
+        ("show", &["ADDRESS => VALUE", "--lenient"][..]),
+        (
+            "stats",
+            &[
+                "lost.stopped_at_damage",
+                "kernel_bytes",
+                "counted apart from the header",
+            ][..],
+        ),
+    ] {
+        let out = bin().args([cmd, "--help"]).output().unwrap();
+        assert_exit(&out, 0);
+        let help = stdout(&out)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        for want in wants {
+            assert!(help.contains(want), "{cmd} --help lacks {want:?}:\n{help}");
+        }
+    }
+    // The command list keeps its one-line summaries.
+    let out = bin().arg("--help").output().unwrap();
+    assert_exit(&out, 0);
+    assert!(stdout(&out).contains(
+        "  convert  Convert a log between the kernel text format and the compact binary format\n"
+    ));
+}
