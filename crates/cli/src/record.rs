@@ -45,7 +45,7 @@ pub struct RecordArgs {
     /// Also treat files matching GLOB as devices (repeatable). Matched against the
     /// canonical path (symlinks resolved; `*` also matches `/`). A regular file may be
     /// declared a device: that is how to try mmio-trace without hardware.
-    #[arg(long = "device", value_name = "GLOB")]
+    #[arg(long = "device", value_name = "GLOB", value_parser = parse_device)]
     devices: Vec<String>,
 
     /// Do not use the default device rules (only --device ones).
@@ -106,6 +106,14 @@ pub const EXIT_TRACE_FAILED: u8 = 125;
 pub const EXIT_NOT_FOUND: u8 = 127;
 /// The program was found but could not be run (as shells report it).
 pub const EXIT_CANNOT_RUN: u8 = 126;
+
+/// An empty `--device` (an unset shell variable, say) would match nothing, silently.
+fn parse_device(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty GLOB names no device file".to_string());
+    }
+    Ok(s.to_string())
+}
 
 fn parse_ranges(s: &str) -> Result<String, String> {
     mmio_trace_record::check_ranges(s).map_err(|e| e.to_string())

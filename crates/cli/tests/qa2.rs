@@ -295,3 +295,22 @@ fn qa2_each_commands_help_carries_its_own_long_description() {
         "  convert  Convert a log between the kernel text format and the compact binary format\n"
     ));
 }
+
+#[test]
+fn qa2_an_empty_device_glob_is_a_usage_error() {
+    let dir = scratch("emptydev");
+    let out = bin()
+        .current_dir(&dir)
+        .args(["record", "-q", "--device", "", "--", "true"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).starts_with(
+            "error: invalid value '' for '--device <GLOB>': an empty GLOB names no device file\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.join("mmiotrace.log").exists());
+}
