@@ -45,20 +45,26 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// `about` (the line in the list), not a doc comment: a doc comment here would replace
+// the long help that each command's own doc comment gives its `--help`.
 enum Command {
-    /// Trace a program's device-memory accesses (no kernel patch, no rebuild).
+    #[command(about = "Trace a program's device-memory accesses (no kernel patch, no rebuild)")]
     Record(record::RecordArgs),
-    /// Insert a marker into the running recording(s) from another shell.
+    #[command(about = "Insert a marker into the running recording(s) from another shell")]
     Mark(mark::MarkArgs),
-    /// Run the built-in example driver on a simulated device, under `record`.
+    #[command(about = "Run the built-in example driver on a simulated device, under `record`")]
     Demo(demo::DemoArgs),
-    /// List the events of a log, readable and filtered.
+    #[command(about = "List the events of a log, readable and filtered")]
     Show(show::ShowArgs),
-    /// Summarise a log: per address, per map, hottest registers, losses.
+    #[command(about = "Summarise a log: per address, per map, hottest registers, losses")]
     Stats(stats::StatsArgs),
-    /// Convert a log between the kernel text format and the compact binary format.
+    #[command(
+        about = "Convert a log between the kernel text format and the compact binary format"
+    )]
     Convert(convert::ConvertArgs),
-    /// Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE).
+    #[command(
+        about = "Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE)"
+    )]
     Kernel(kernel::KernelArgs),
 }
 

@@ -1,7 +1,8 @@
 //! `mmio-trace record`: thin glue over `mmio-trace-record`.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::io;
@@ -44,7 +45,7 @@ pub struct RecordArgs {
     /// Also treat files matching GLOB as devices (repeatable). Matched against the
     /// canonical path (symlinks resolved; `*` also matches `/`). A regular file may be
     /// declared a device: that is how to try mmio-trace without hardware.
-    #[arg(long = "device", value_name = "GLOB")]
+    #[arg(long = "device", value_name = "GLOB", value_parser = parse_device)]
     devices: Vec<String>,
 
     /// Do not use the default device rules (only --device ones).
@@ -90,7 +91,8 @@ bytes, they are cut with a note.
 
 Exit status: PROGRAM's, or 128+N if it died of signal N;
   127  PROGRAM was not found, 126  it could not be run (no trace written, an earlier one
-       is left as it was);
+       is left as it was); 127 also when the interpreter of its #! line is missing (a
+       script without a #! line is run with /bin/sh, as shells and env run it);
   125  the trace could not be written: the output could not be opened, or a write failed
        (PROGRAM then runs to its end all the same, the file ends on a whole record, and
        the message gives PROGRAM's own status);
@@ -105,6 +107,14 @@ pub const EXIT_NOT_FOUND: u8 = 127;
 /// The program was found but could not be run (as shells report it).
 pub const EXIT_CANNOT_RUN: u8 = 126;
 
+/// An empty `--device` (an unset shell variable, say) would match nothing, silently.
+fn parse_device(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty GLOB names no device file".to_string());
+    }
+    Ok(s.to_string())
+}
+
 fn parse_ranges(s: &str) -> Result<String, String> {
     mmio_trace_record::check_ranges(s).map_err(|e| e.to_string())
 }
@@ -117,10 +127,61 @@ fn ended(exit: mmio_trace_record::Exit) -> String {
     }
 }
 
+/// execve's "Exec format error" (Linux; the CLI does not otherwise need libc).
+const ENOEXEC: i32 = 8;
+
+/// The file `program` names, found as execvp finds it (in PATH when the name has no `/`).
+fn find_program(program: &OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The first bytes of a file (enough for a `#!` line or a binary's magic).
+fn file_head(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(256);
+    std::fs::File::open(path)
+        .ok()?
+        .take(256)
+        .read_to_end(&mut head)
+        .ok()?;
+    Some(head)
+}
+
+/// The interpreter a script's `#!` line names, when the script itself exists but the
+/// interpreter does not: execve then fails with ENOENT, which would otherwise read as if
+/// the script were missing.
+fn missing_interpreter(program: &OsStr) -> Option<String> {
+    let head = file_head(&find_program(program)?)?;
+    let line = head.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let interp = String::from_utf8_lossy(line);
+    let interp = interp.split_whitespace().next()?.to_string();
+    (!Path::new(&interp).exists()).then_some(interp)
+}
+
+/// A text file without a `#!` line (execve says ENOEXEC): shells, `env` and execvp run
+/// it with /bin/sh, and so does `record`. A binary (a NUL in its first bytes, e.g. an ELF
+/// for another machine) is not handed to the shell.
+fn shell_script(program: &OsStr) -> Option<PathBuf> {
+    let path = find_program(program)?;
+    let head = file_head(&path)?;
+    (!head.contains(&0) && !head.starts_with(b"#!")).then_some(path)
+}
+
 /// Runs `record`.
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let output = (args.output.as_os_str() != "-").then(|| args.output.clone());
-    let mut opts = mmio_trace_record::Options::new(args.command, output);
+    let mut opts = mmio_trace_record::Options::new(args.command, output.clone());
     opts.format = match args.format {
         RecordFormat::Text => Format::Text,
         RecordFormat::Binary => Format::Binary,
@@ -134,11 +195,32 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet;
     let no_alias = args.no_alias;
     let no_defaults = args.no_default_devices;
-    let out = match mmio_trace_record::record(&opts) {
+    let mut result = mmio_trace_record::record(&opts);
+    if let Err(Error::Spawn { error, .. }) = &result {
+        // Nothing was written yet: the program is run again, as execvp would run it.
+        if error.raw_os_error() == Some(ENOEXEC) {
+            if let Some(script) = shell_script(&opts.command[0]) {
+                let mut command = vec![OsString::from("/bin/sh"), script.into_os_string()];
+                command.extend(opts.command.drain(1..));
+                opts.command = command;
+                result = mmio_trace_record::record(&opts);
+            }
+        }
+    }
+    let out = match result {
         Ok(out) => out,
-        Err(e @ Error::Spawn { .. }) => {
-            eprintln!("mmio-trace: {e}");
-            let not_found = e.io().is_some_and(|e| e.kind() == io::ErrorKind::NotFound);
+        Err(Error::Spawn { program, error }) => {
+            let not_found = error.kind() == io::ErrorKind::NotFound;
+            let missing = not_found.then(|| missing_interpreter(OsStr::new(&program)));
+            let why = match missing.flatten() {
+                Some(interp) => format!(
+                    "its interpreter {interp} (named on its `#!` line) was not found: {error}"
+                ),
+                None => error.to_string(),
+            };
+            // An empty name would read as a missing word in the message.
+            let shown = if program.is_empty() { "''" } else { &program };
+            eprintln!("mmio-trace: cannot run {shown}: {why}");
             return Ok(ExitCode::from(if not_found {
                 EXIT_NOT_FOUND
             } else {
@@ -156,9 +238,19 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             written,
         }) => {
             eprintln!("mmio-trace: cannot write the trace to {path}: {error}");
+            // A pipe or device got its bytes as they went: the last record may be cut.
+            let regular = output
+                .as_ref()
+                .and_then(|p| p.metadata().ok())
+                .is_some_and(|m| m.is_file());
+            let ending = match (regular, written) {
+                (true, _) => ", ending on a whole record",
+                (false, 0) => "",
+                (false, _) => " (to a pipe or device: the last record may be cut)",
+            };
             eprintln!(
-                "mmio-trace: the trace is incomplete: {written} bytes written, ending on a \
-                 whole record; the program ran to its end and {}",
+                "mmio-trace: the trace is incomplete: {written} bytes written{ending}; the \
+                 program ran to its end and {}",
                 ended(outcome.exit)
             );
             return Ok(ExitCode::from(EXIT_TRACE_FAILED));

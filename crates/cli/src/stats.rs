@@ -18,6 +18,11 @@ const DISTINCT_CAP: usize = 65536;
 /// Summarise a log: totals, per mapping, the hottest addresses (reads, writes,
 /// widths, distinct values, first and last time), hottest registers with `--db`,
 /// and every loss the log reports.
+///
+/// Events are counted apart from the header lines (VERSION, PCIDEV); accesses the
+/// kernel made on the program's behalf (`MARK ... kernel read|wrote N bytes ...`) are
+/// counted, with their bytes. With `--lenient`, where reading stopped is said on
+/// standard error (and in `--json`: `lost.stopped_at_damage`, `lost.unread_bytes`).
 #[derive(clap::Args)]
 pub struct StatsArgs {
     #[command(flatten)]
@@ -38,7 +43,8 @@ pub struct StatsArgs {
     all: bool,
 
     /// Print one JSON object instead: totals `reads`, `writes`, `unknown`, `lost`,
-    /// `maps`, `addresses` (every address, hottest first) and `registers` (with `--db`).
+    /// `maps`, `addresses` (every address, hottest first) and `registers` (with `--db`),
+    /// `kernel_accesses` and `kernel_bytes`.
     #[arg(long)]
     json: bool,
 }

@@ -201,7 +201,8 @@ pub enum Error {
         error: io::Error,
         /// How the program ended, and what was recorded (boxed: an error stays small).
         outcome: Box<Outcome>,
-        /// Bytes of the trace written, all of them whole records.
+        /// Bytes of the trace written: whole records in a regular file; to a pipe or a
+        /// device, every byte that went, the last record possibly cut.
         written: u64,
     },
 }

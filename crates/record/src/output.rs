@@ -117,7 +117,8 @@ pub(crate) struct Sink {
     file: File,
     regular: bool,
     append: bool,
-    /// Bytes written, all of them whole records (shared with the status line).
+    /// Bytes written (shared with the status line): whole records in a regular file; to a
+    /// pipe or device, also the part of a record that went before a write failed.
     pub bytes: Rc<Cell<u64>>,
 }
 
@@ -142,19 +143,26 @@ impl Write for Sink {
             (true, false) => Some(self.file.stream_position()?),
             (true, true) => Some(self.file.metadata()?.len()),
         };
-        let len = buf.len() as u64;
+        let mut sent = 0u64;
         while !buf.is_empty() {
-            match self.file.write(buf) {
-                Ok(0) => {
-                    let e = io::Error::from(io::ErrorKind::WriteZero);
-                    return Err(self.failed(start, e));
+            let e = match self.file.write(buf) {
+                Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    buf = &buf[n..];
+                    sent += n as u64;
+                    continue;
                 }
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.failed(start, e)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            // What went into a pipe or device cannot be taken back: it was written (the
+            // count says so); a regular file's partial record is cut off again.
+            if start.is_none() {
+                self.bytes.set(self.bytes.get() + sent);
             }
+            return Err(self.failed(start, e));
         }
-        self.bytes.set(self.bytes.get() + len);
+        self.bytes.set(self.bytes.get() + sent);
         Ok(())
     }
 
