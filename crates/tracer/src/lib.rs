@@ -321,39 +321,18 @@ fn arm_fork_canary() {
     const SYS_MADVISE: usize = 28;
     let mut p = FORK_CANARY.load(Ordering::Relaxed);
     if p == 0 {
-        // SAFETY: a fresh anonymous page of our own.
-        let a = unsafe {
-            sys::mmap(
-                0,
-                PAGE as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if a < 0 {
+        let Some(a) = sys::map_anon(PAGE as usize) else {
             return;
-        }
-        // SAFETY: advice on our own page.
-        let r = unsafe {
-            sys::syscall6(
-                SYS_MADVISE,
-                a as usize,
-                PAGE as usize,
-                MADV_WIPEONFORK,
-                0,
-                0,
-                0,
-            )
         };
+        // SAFETY: advice on our own page.
+        let r = unsafe { sys::syscall6(SYS_MADVISE, a, PAGE as usize, MADV_WIPEONFORK, 0, 0, 0) };
         if r < 0 {
             // Kernel older than 4.14: no detection.
             // SAFETY: our own page, never published.
-            unsafe { sys::munmap(a as usize, PAGE as usize) };
+            unsafe { sys::munmap(a, PAGE as usize) };
             return;
         }
-        p = a as usize;
+        p = a;
         FORK_CANARY.store(p, Ordering::Relaxed);
     }
     // SAFETY: the canary page is ours, mapped for the process's lifetime.

@@ -289,20 +289,8 @@ fn alloc_slot() -> Option<u32> {
     let c = &CHUNKS[high / CHUNK_SLOTS];
     if c.load(Ordering::Relaxed).is_null() {
         let bytes = CHUNK_SLOTS * std::mem::size_of::<Slot>();
-        // SAFETY: fresh anonymous memory of our own, zeroed (a valid empty slot each).
-        let p = unsafe {
-            sys::mmap(
-                0,
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p < 0 {
-            return None;
-        }
+        // Zeroed memory: a valid empty slot each.
+        let p = sys::map_anon(bytes)?;
         c.store(p as *mut Slot, Ordering::Release);
     }
     HIGH.store(high + 1, Ordering::Release);
@@ -342,21 +330,11 @@ mod index {
             return true;
         }
         let bytes = BATCH.max(n) * std::mem::size_of::<Node>();
-        // SAFETY: fresh anonymous memory of our own; zero is an empty node.
-        let p = unsafe {
-            sys::mmap(
-                0,
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p < 0 {
+        // Zeroed memory: an empty node each.
+        let Some(p) = sys::map_anon(bytes) else {
             return false;
-        }
-        POOL.store(p as usize, Ordering::Relaxed);
+        };
+        POOL.store(p, Ordering::Relaxed);
         POOL_LEFT.store(BATCH.max(n), Ordering::Relaxed);
         true
     }
@@ -497,20 +475,9 @@ mod ids {
 
     fn grow() -> bool {
         let cap = (CAP.load(Ordering::Relaxed) * 2).max(1024);
-        // SAFETY: fresh anonymous memory of our own.
-        let p = unsafe {
-            sys::mmap(
-                0,
-                cap * std::mem::size_of::<Entry>(),
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p < 0 {
+        let Some(p) = sys::map_anon(cap * std::mem::size_of::<Entry>()) else {
             return false;
-        }
+        };
         // SAFETY: just mapped, `cap` entries.
         let new = unsafe { std::slice::from_raw_parts_mut(p as *mut Entry, cap) };
         let old = table();
@@ -522,7 +489,7 @@ mod ids {
             new[i] = *e;
         }
         let (op, on) = (TABLE.load(Ordering::Relaxed), old.len());
-        TABLE.store(p as usize, Ordering::Relaxed);
+        TABLE.store(p, Ordering::Relaxed);
         CAP.store(cap, Ordering::Relaxed);
         if op != 0 {
             // SAFETY: the old table, no longer referenced.

@@ -279,20 +279,9 @@ pub fn setup_altstack() {
     if cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= SIZE {
         return;
     }
-    // SAFETY: a fresh anonymous mapping.
-    let p = unsafe {
-        sys::mmap(
-            0,
-            SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p < 0 {
+    let Some(p) = sys::map_anon(SIZE) else {
         return;
-    }
+    };
     let ss = libc::stack_t {
         ss_sp: p as *mut libc::c_void,
         ss_flags: 0,

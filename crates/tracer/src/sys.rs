@@ -32,6 +32,23 @@ const SYS_FSTAT: usize = 5;
 /// `AT_FDCWD`.
 pub const AT_FDCWD: isize = -100;
 
+/// Fresh private anonymous read-write memory of `len` bytes for the tracer's own tables
+/// and stacks (zeroed), anywhere the kernel likes; `None` when it cannot be had.
+pub fn map_anon(len: usize) -> Option<usize> {
+    // SAFETY: a new mapping at an address the kernel picks touches no existing memory.
+    let p = unsafe {
+        mmap(
+            0,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    (p >= 0).then_some(p as usize)
+}
+
 /// Raw `mmap`; returns the address or `-errno`.
 pub unsafe fn mmap(addr: usize, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> isize {
     // SAFETY: caller's contract.

@@ -251,20 +251,9 @@ fn map_altstack() -> u64 {
     if cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALTSTACK_SIZE {
         return 0;
     }
-    // SAFETY: a fresh anonymous mapping.
-    let p = unsafe {
-        sys::mmap(
-            0,
-            ALTSTACK_SIZE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p < 0 {
+    let Some(p) = sys::map_anon(ALTSTACK_SIZE) else {
         return 0;
-    }
+    };
     let ss = libc::stack_t {
         ss_sp: p as *mut libc::c_void,
         ss_flags: 0,
@@ -272,7 +261,7 @@ fn map_altstack() -> u64 {
     };
     if sys::sigaltstack(Some(&ss), None) != 0 {
         // SAFETY: just mapped, never used.
-        unsafe { sys::munmap(p as usize, ALTSTACK_SIZE) };
+        unsafe { sys::munmap(p, ALTSTACK_SIZE) };
         return 0;
     }
     p as u64
