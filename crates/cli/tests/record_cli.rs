@@ -662,6 +662,25 @@ fn cli_usage_errors_exit_2_and_options_before_the_program_are_options() {
             stderr(&out)
         );
     }
+    // Numbers in the wrong order, or a length past the end, are said as such.
+    for (arg, why) in [
+        (
+            "0x10-0x5",
+            "its end 0x5 is before its start 0x10 in \"0x10-0x5\"",
+        ),
+        (
+            "0-0x1000,0xffffffffffffff00+0x200",
+            "\"0xffffffffffffff00+0x200\" runs past the end of the address space",
+        ),
+    ] {
+        let out = run(&["--range", arg, "--", "true"]);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out).contains(&format!("bad range {arg:?}: {why}\n")),
+            "{}",
+            stderr(&out)
+        );
+    }
     assert!(!log.exists());
     // The statuses are documented.
     let help = bin().args(["record", "--help"]).output().unwrap();

@@ -171,6 +171,10 @@ pub enum Error {
         "bad range {0:?}: expected START-END or START+LEN (decimal or 0x hex), comma separated"
     )]
     BadRange(String),
+    /// A `--range`/`--bypass` value has a range whose end is before its start, or whose
+    /// length runs past the end of the address space.
+    #[error("bad range {0:?}: {1}")]
+    EmptyRange(String, String),
     /// Shared memory could not be set up.
     #[error("cannot create the shared-memory channel: {0}")]
     Shm(io::Error),
@@ -237,10 +241,26 @@ pub fn device_globs(globs: &[String]) -> Vec<String> {
 
 /// Checks a `--range`/`--bypass` value (`START-END` or `START+LEN`, comma separated).
 pub fn check_ranges(s: &str) -> Result<String, Error> {
-    match rules::parse_ranges(s) {
-        Some(_) => Ok(s.to_string()),
-        None => Err(Error::BadRange(s.to_string())),
+    if rules::parse_ranges(s).is_some() {
+        return Ok(s.to_string());
     }
+    // Numbers that parse in the wrong order or too far deserve a message of their own.
+    for part in s.split(',').map(str::trim) {
+        let nums = |a: &str, b: &str| Some((rules::parse_num(a)?, rules::parse_num(b)?));
+        if let Some((a, b)) = part.split_once('-').and_then(|(a, b)| nums(a, b)) {
+            if b < a {
+                let why = format!("its end {b:#x} is before its start {a:#x} in {part:?}");
+                return Err(Error::EmptyRange(s.to_string(), why));
+            }
+        }
+        if let Some((a, n)) = part.split_once('+').and_then(|(a, b)| nums(a, b)) {
+            if a.checked_add(n).is_none() {
+                let why = format!("{part:?} runs past the end of the address space");
+                return Err(Error::EmptyRange(s.to_string(), why));
+            }
+        }
+    }
+    Err(Error::BadRange(s.to_string()))
 }
 
 /// The header events every trace starts with: `VERSION` and this machine's `PCIDEV`s.
@@ -261,7 +281,7 @@ pub fn header_events() -> Vec<Event> {
 pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let (program, args) = opts.command.split_first().ok_or(Error::NoCommand)?;
     for r in opts.ranges.iter().chain(&opts.bypass) {
-        rules::parse_ranges(r).ok_or_else(|| Error::BadRange(r.clone()))?;
+        check_ranges(r)?;
     }
     let rings = match std::env::var_os(ENV_RINGS) {
         None => opts.rings,

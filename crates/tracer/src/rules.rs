@@ -99,7 +99,8 @@ impl Rules {
     }
 }
 
-fn parse_num(s: &str) -> Option<u64> {
+/// A number of a range: decimal, or hex with `0x`.
+pub fn parse_num(s: &str) -> Option<u64> {
     let s = s.trim();
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u64::from_str_radix(h, 16).ok(),
