@@ -741,9 +741,7 @@ pub fn mlock(addr: u64, len: u64, flags: i32) -> Option<isize> {
     if !is_active() || !regions::maybe_overlaps(addr, len) {
         return None;
     }
-    let mut any = false;
-    regions::overlapping(addr, len.max(1), |_| any = true);
-    if !any {
+    if !regions::any_overlapping(addr, len.max(1)) {
         return None;
     }
     let lock = |a: u64, l: u64, f: usize| {
@@ -816,9 +814,7 @@ pub fn madvise_populate(addr: u64, len: u64, advice: i32) -> Option<isize> {
         return None;
     }
     let end = addr.checked_add(len)?.checked_add(PAGE - 1)? & !(PAGE - 1);
-    let mut any = false;
-    regions::overlapping(addr, end - addr, |_| any = true);
-    if !any {
+    if !regions::any_overlapping(addr, end - addr) {
         return None;
     }
     let adv = |a: u64, l: u64| {
@@ -912,9 +908,7 @@ pub fn mprotect(addr: u64, len: u64, prot: i32) -> Option<isize> {
     if !is_active() || !regions::maybe_overlaps(addr, len) {
         return None;
     }
-    let mut any = false;
-    regions::overlapping(addr, len.max(1), |_| any = true);
-    if !any {
+    if !regions::any_overlapping(addr, len.max(1)) {
         return None;
     }
     // SAFETY: the program's own call, with its arguments.

@@ -1094,6 +1094,13 @@ pub fn overlapping(start: u64, len: u64, mut f: impl FnMut(Region)) {
     each_overlapping(start, start.saturating_add(len), |_, r| f(r));
 }
 
+/// Whether any region overlaps `[start, start+len)`.
+pub fn any_overlapping(start: u64, len: u64) -> bool {
+    let mut any = false;
+    overlapping(start, len, |_| any = true);
+    any
+}
+
 /// How many regions are registered now.
 pub fn count() -> usize {
     LIVE.load(Ordering::Relaxed)
