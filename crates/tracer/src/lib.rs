@@ -22,6 +22,7 @@
 mod emit;
 mod emu;
 mod guard;
+mod paths;
 pub mod regions;
 pub mod rules;
 pub mod signals;
@@ -89,6 +90,7 @@ pub fn init(shm: Shm, rules: Rules) {
     let _ = sys::now_ns();
     arm_fork_canary();
     regions::init_limits();
+    paths::init_from_env();
     step::open_task_dir();
     signals::install();
     ACTIVE.store(true, Ordering::Release);

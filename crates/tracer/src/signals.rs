@@ -487,8 +487,13 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         return crate::exec_fault(r, addr, rip);
     }
     let (code, n) = code_at(rip);
-    // SAFETY: handler context.
-    let fault = match unsafe { emu::emulate(&code[..n], rip, uc) } {
+    let emulated = if crate::paths::emulate() {
+        // SAFETY: handler context.
+        unsafe { emu::emulate(&code[..n], rip, uc) }
+    } else {
+        emu::Emulated::Refused
+    };
+    let fault = match emulated {
         emu::Emulated::Done => return true,
         emu::Emulated::Refused => None,
         emu::Emulated::Fault(f) => Some(f),

@@ -1,0 +1,51 @@
+//! Which ways of completing a faulting access the fault path may take, for tests.
+//!
+//! The fault path tries, in order: the emulator (through the alias), out-of-line execution
+//! on a bounce buffer, and the single step. `MMIO_TRACE_PATH` forces a later path for every
+//! access so that tests can compare the event streams of all three on the same program:
+//! `emulate` (the default order), `ool` (skip the emulator) or `step` (skip both). An
+//! access the forced path cannot complete still falls back to the next one. Read once at
+//! start; the fault path reads only an atomic.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The environment variable that forces a path.
+pub const ENV_PATH: &str = "MMIO_TRACE_PATH";
+
+/// The first path tried: 0 emulate, 1 out of line, 2 step.
+static FIRST: AtomicU8 = AtomicU8::new(0);
+
+/// Reads [`ENV_PATH`]; an unknown value is reported once and ignored.
+pub(crate) fn init_from_env() {
+    let Some(v) = std::env::var_os(ENV_PATH) else {
+        return;
+    };
+    let first = match v.to_str() {
+        Some("" | "emulate") => 0,
+        Some("ool") => 1,
+        Some("step") => 2,
+        _ => {
+            // Not `eprintln!`: this can run in a constructor with stderr closed.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "mmio-trace: {ENV_PATH}={v:?} is not one of emulate, ool, step; ignored"
+            );
+            0
+        }
+    };
+    FIRST.store(first, Ordering::Relaxed);
+}
+
+/// Whether the emulator may complete accesses.
+#[inline]
+pub(crate) fn emulate() -> bool {
+    FIRST.load(Ordering::Relaxed) == 0
+}
+
+/// Whether out-of-line execution may complete accesses.
+#[inline]
+#[allow(dead_code)] // Used once out-of-line execution lands.
+pub(crate) fn out_of_line() -> bool {
+    FIRST.load(Ordering::Relaxed) <= 1
+}
