@@ -1,7 +1,9 @@
 /* Every instruction form the x86 emulator's differential suite knows, plus the forms the
  * emulator does not complete (issue 14), each run once on a device mapping (DEV, 16 KiB).
  * Usage: diff_forms DEV
- * Form k uses the 64 bytes at 64*k (movdir64b: also its own slot only). Most forms first
+ * DEV is mapped at 0x30000000 (below 4 GiB, for the addr32 forms), with a page of generated
+ * code just below it (RIP-relative and moffs64 forms); the program exits 100 if either
+ * address is taken. Form k uses the 64 bytes at 64*k. Most forms first
  * store a known pattern there with plain 8-byte moves (pat(), below; the test knows it).
  * For each form one line goes to stdout: its name and the program-visible results
  * (registers, flags & 0x8d5, vector lanes, ordinary memory), or "NAME skipped" when the
@@ -14,7 +16,22 @@
 #include <string.h>
 #include <sys/syscall.h>
 
-static uint8_t *D;
+#define LOW 0x30000000UL
+static uint8_t *D, *JIT;
+static unsigned jit_at;
+
+/* Copies `n` bytes of machine code into the code page (made executable by jit_done()). */
+static void *jit(const uint8_t *code, unsigned n) {
+    void *f = JIT + jit_at;
+    memcpy(f, code, n);
+    jit_at += (n + 15) & ~15u;
+    return f;
+}
+static void jit_done(void) {
+    if (mprotect(JIT, 4096, PROT_READ | PROT_EXEC) != 0) { perror("mprotect"); exit(100); }
+}
+static void put32(uint8_t *b, uint32_t v) { memcpy(b, &v, 4); }
+static void put64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
 static unsigned slot, o;
 
 static uint64_t pat(uint64_t off) { return 0x9e3779b97f4a7c15ULL * (off + 1); }
@@ -69,7 +86,14 @@ static int cpux_ecx(int bit) { unsigned a, b, c, d; if (!__get_cpuid(0x80000001,
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     setvbuf(stdout, NULL, _IOFBF, 1 << 16);
-    D = map_device(argv[1], 16384);
+    /* Below 4 GiB (for the addr32 forms), with a page of generated code just below it
+     * (for RIP-relative operands, which reach only +-2 GiB). */
+    int fd = open(argv[1], O_RDWR);
+    if (fd < 0) { perror(argv[1]); return 100; }
+    D = mmap((void *)LOW, 16384, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+    if (D != (uint8_t *)LOW) { perror("mmap of the device at 0x30000000"); return 100; }
+    JIT = mmap((void *)(LOW - 4096), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (JIT != (uint8_t *)(LOW - 4096)) { perror("mmap of the code page"); return 100; }
     for (int i = 0; i < 64; i++) vin[i] = (uint8_t)(0xa5 ^ (i * 7));
     __builtin_cpu_init();
     int sse41 = __builtin_cpu_supports("sse4.1"), sse42 = __builtin_cpu_supports("sse4.2");
@@ -82,7 +106,7 @@ int main(int argc, char **argv) {
 
     /* ---- MOV loads and stores ---- */
     if (form("mov r8,m8", 1)) { set(o, 8); a = A; __asm__ volatile("movb 5(%[p]), %b[a]" : [a] "+q"(a) : [p] "r"(D + o) : "memory"); out(1, a); }
-    if (form("mov ah,m8", 1)) { set(o, 8); a = A; __asm__ volatile("movb 3(%[p]), %%ah" : "+a"(a) : [p] "r"(D + o) : "memory"); out(1, a); }
+    if (form("mov ah,m8", 1)) { set(o, 8); a = A; __asm__ volatile("movb 3(%[p]), %%ah" : "+a"(a) : [p] "S"(D + o) : "memory"); out(1, a); }
     if (form("mov r16,m16", 1)) { set(o, 8); a = A; __asm__ volatile("movw 2(%[p]), %w[a]" : [a] "+r"(a) : [p] "r"(D + o) : "memory"); out(1, a); }
     if (form("mov r32,m32 sib", 1)) { set(o, 16); a = A; c = 2; __asm__ volatile("movl 4(%[p],%[c],4), %k[a]" : [a] "+r"(a) : [p] "r"(D + o), [c] "r"(c) : "memory"); out(1, a); }
     if (form("mov r64,m64", 1)) { set(o, 16); a = A; __asm__ volatile("movq 8(%[p]), %[a]" : [a] "+r"(a) : [p] "r"(D + o) : "memory"); out(1, a); }
@@ -249,6 +273,50 @@ int main(int argc, char **argv) {
     if (form("repe cmpsb dev,dev n=4", 1)) { set(o, 8); wr16(D + o + 32, (uint16_t)pat(o)); wr16(D + o + 34, 0xffff); uint64_t s = (uint64_t)(D + o), t = (uint64_t)(D + o + 32); c = 4; __asm__ volatile("repe cmpsb\n\t" FL : "+S"(s), "+D"(t), "+c"(c), [fl] "=r"(fl) :: "memory", "cc"); out(4, s - (uint64_t)D, t - (uint64_t)D, c, FLAGS(fl)); }
     if (form("scasl", 1)) { set(o, 8); uint64_t t = (uint64_t)(D + o + 4); a = A; __asm__ volatile("scasl\n\t" FL : "+D"(t), [fl] "=r"(fl) : "a"(a) : "memory", "cc"); out(2, t - (uint64_t)D, FLAGS(fl)); }
     if (form("repne scasb n=8", 1)) { set(o, 8); uint64_t t = (uint64_t)(D + o); a = (pat(o) >> 24) & 0xff; c = 8; __asm__ volatile("repne scasb\n\t" FL : "+D"(t), "+c"(c), [fl] "=r"(fl) : "a"(a) : "memory", "cc"); out(3, t - (uint64_t)D, c, FLAGS(fl)); }
+
+    /* ---- addressing: RIP-relative and moffs (generated code), addr32, fs: ---- */
+    {
+        /* mov eax,[rip+d]; ret  |  mov [rip+d],edi; ret  |  mov eax,[moffs64]; ret  |
+         * mov rax,rdi; mov [moffs64],rax; ret: their targets are the next four slots. */
+        unsigned s0 = slot;
+        uint8_t c1[7] = {0x8b, 0x05, 0, 0, 0, 0, 0xc3}, c2[7] = {0x89, 0x3d, 0, 0, 0, 0, 0xc3};
+        uint8_t c3[10] = {0xa1, 0, 0, 0, 0, 0, 0, 0, 0, 0xc3}, c4[14] = {0x48, 0x89, 0xf8, 0x48, 0xa3, 0, 0, 0, 0, 0, 0, 0, 0, 0xc3};
+        uint8_t *f1 = JIT + jit_at;
+        put32(c1 + 2, (uint32_t)((uint64_t)(D + s0 + 4) - (uint64_t)(f1 + 6)));
+        jit(c1, 7);
+        uint8_t *f2 = JIT + jit_at;
+        put32(c2 + 2, (uint32_t)((uint64_t)(D + s0 + 64 + 8) - (uint64_t)(f2 + 6)));
+        jit(c2, 7);
+        put64(c3 + 1, (uint64_t)(D + s0 + 128 + 12));
+        uint32_t (*ld_moffs)(void) = (uint32_t (*)(void))jit(c3, 10);
+        put64(c4 + 5, (uint64_t)(D + s0 + 192 + 16));
+        void (*st_moffs)(uint64_t) = (void (*)(uint64_t))jit(c4, 14);
+        jit_done();
+        uint32_t (*ld_rip)(void) = (uint32_t (*)(void))f1;
+        void (*st_rip)(uint32_t) = (void (*)(uint32_t))f2;
+        if (form("mov r32,[rip+d32]", 1)) { set(o, 8); out(1, (uint64_t)ld_rip()); }
+        if (form("mov [rip+d32],r32", 1)) { st_rip((uint32_t)B); out(0); }
+        if (form("mov eax,moffs64", 1)) { set(o, 16); out(1, (uint64_t)ld_moffs()); }
+        if (form("mov moffs64,rax", 1)) { st_moffs(A); out(0); }
+    }
+    if (form("mov r32,m32 addr32", 1)) { set(o, 8); __asm__ volatile("movl 4(%%edi), %%eax" : "=a"(a) : "D"((uint64_t)(D + o)) : "memory"); out(1, a); }
+    if (form("add m16,r16 addr32 sib", 1)) { set(o, 8); __asm__ volatile("addw %%si, 2(%%edi,%%ecx,2)\n\t" FL : [fl] "=r"(fl) : "D"((uint64_t)(D + o)), "c"(1ULL), "S"(B) : "memory", "cc"); out(1, FLAGS(fl)); }
+    if (form("mov r64,fs:m64", 1)) {
+        set(o, 8);
+        unsigned long fs;
+        if (syscall(SYS_arch_prctl, ARCH_GET_FS, &fs) != 0) return 3;
+        c = (uint64_t)(D + o) - fs;
+        __asm__ volatile("movq %%fs:(%[c]), %[a]" : [a] "=r"(a) : [c] "r"(c) : "memory");
+        out(1, a);
+    }
+    if (form("xor fs:m32,imm32", 1)) {
+        set(o, 8);
+        unsigned long fs;
+        if (syscall(SYS_arch_prctl, ARCH_GET_FS, &fs) != 0) return 3;
+        c = (uint64_t)(D + o + 4) - fs;
+        __asm__ volatile("xorl $0x0ff00ff0, %%fs:(%[c])\n\t" FL : [fl] "=r"(fl) : [c] "r"(c) : "memory", "cc");
+        out(1, FLAGS(fl));
+    }
 
     /* ---- forms the emulator does not complete (issue 14, "Why") ---- */
     if (form("div m32", 1)) { set(o, 8); a = 0x89abcdef; d = 0x1234; __asm__ volatile("divl 4(%[p])" : "+a"(a), "+d"(d) : [p] "r"(D + o) : "memory", "cc"); out(2, a, d); }

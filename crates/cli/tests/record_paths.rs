@@ -409,6 +409,15 @@ fn forms() -> Vec<Form> {
                 if d.rd(o + i, 1) == pat(o) >> 24 & 0xff { break; }
             }
         }),
+        // Addressing: RIP-relative and moffs64 (generated code), addr32, FS-relative.
+        f!("mov r32,[rip+d32]", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
+        f!("mov [rip+d32],r32", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 8, 4, B); }),
+        f!("mov eax,moffs64", Base, true, Known, true, |d, o| { d.set(o, 16); d.insn(); d.rd(o + 12, 4); }),
+        f!("mov moffs64,rax", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 16, 8, A); }),
+        f!("mov r32,m32 addr32", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
+        f!("add m16,r16 addr32 sib", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 2, |v| v + (B & 0xffff)); }),
+        f!("mov r64,fs:m64", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
+        f!("xor fs:m32,imm32", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 4, |v| v ^ 0x0ff0_0ff0); }),
         // Forms the emulator does not complete (issue 14, "Why").
         f!("div m32", Base, false, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
         f!("idiv m64", Base, false, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
