@@ -318,6 +318,14 @@ int main(int argc, char **argv) {
         out(1, FLAGS(fl));
     }
 
+    /* ---- accesses across the boundary of two device pages (at 12288, past every slot) ---- */
+#define X (D + 12288)
+    if (form("mov r32,m32 page-straddle", 1)) { set(12280, 16); __asm__ volatile("movl -2(%[p]), %k[a]" : [a] "=r"(a) : [p] "r"(X) : "memory"); out(1, a); }
+    if (form("add m64,r64 page-straddle", 1)) { set(12280, 16); __asm__ volatile("addq %[b], -3(%[p])\n\t" FL : [fl] "=r"(fl) : [b] "r"(B), [p] "r"(X) : "memory", "cc"); out(1, FLAGS(fl)); }
+    if (form("movdqu m128,xmm page-straddle", 1)) { __asm__ volatile("movdqu (%[v]), %%xmm1\n\tmovdqu %%xmm1, -8(%[p])" :: [v] "r"(vin), [p] "r"(X) : "memory", "xmm1"); out(0); }
+    if (form("rep movsb page-straddle n=4", 1)) { set(12280, 16); uint64_t s = (uint64_t)(X - 2), t = (uint64_t)(X + 6); c = 4; __asm__ volatile("rep movsb" : "+S"(s), "+D"(t), "+c"(c) :: "memory"); out(3, s - (uint64_t)D, t - (uint64_t)D, c); }
+#undef X
+
     /* ---- forms the emulator does not complete (issue 14, "Why") ---- */
     if (form("div m32", 1)) { set(o, 8); a = 0x89abcdef; d = 0x1234; __asm__ volatile("divl 4(%[p])" : "+a"(a), "+d"(d) : [p] "r"(D + o) : "memory", "cc"); out(2, a, d); }
     if (form("idiv m64", 1)) { set(o, 8); a = A; d = -1ULL; __asm__ volatile("idivq (%[p])" : "+a"(a), "+d"(d) : [p] "r"(D + o) : "memory", "cc"); out(2, a, d); }
