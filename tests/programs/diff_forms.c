@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
     __builtin_cpu_init();
     int sse41 = __builtin_cpu_supports("sse4.1"), sse42 = __builtin_cpu_supports("sse4.2");
     int avx = __builtin_cpu_supports("avx"), avx2 = __builtin_cpu_supports("avx2");
-    int avx512 = __builtin_cpu_supports("avx512f"), avx512bw = avx512 && __builtin_cpu_supports("avx512bw");
+    int avx512 = __builtin_cpu_supports("avx512f"), avx512bw = avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     int movbe = cpu1_ecx(22), cx16 = cpu1_ecx(13), popcnt = cpu1_ecx(23), lzcnt = cpux_ecx(5);
     int movdiri = cpu7_ecx(27), movdir64b = cpu7_ecx(28);
     if (syscall(SYS_arch_prctl, ARCH_SET_GS, (unsigned long)D) != 0) return 3;

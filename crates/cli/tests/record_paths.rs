@@ -154,7 +154,9 @@ fn has(n: Need) -> bool {
         Need::Avx => std::is_x86_feature_detected!("avx"),
         Need::Avx2 => std::is_x86_feature_detected!("avx2"),
         Need::Avx512bw => {
-            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw")
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
         }
         Need::Movbe => std::is_x86_feature_detected!("movbe"),
         Need::Cx16 => std::is_x86_feature_detected!("cmpxchg16b"),
