@@ -274,6 +274,22 @@ int main(int argc, char **argv) {
     if (form("scasl", 1)) { set(o, 8); uint64_t t = (uint64_t)(D + o + 4); a = A; __asm__ volatile("scasl\n\t" FL : "+D"(t), [fl] "=r"(fl) : "a"(a) : "memory", "cc"); out(2, t - (uint64_t)D, FLAGS(fl)); }
     if (form("repne scasb n=8", 1)) { set(o, 8); uint64_t t = (uint64_t)(D + o); a = (pat(o) >> 24) & 0xff; c = 8; __asm__ volatile("repne scasb\n\t" FL : "+D"(t), "+c"(c), [fl] "=r"(fl) : "a"(a) : "memory", "cc"); out(3, t - (uint64_t)D, c, FLAGS(fl)); }
 
+    /* ---- more operand sizes and encodings of the classes above ---- */
+    if (form("movzx r16,m8", 1)) { set(o, 8); a = A; __asm__ volatile("movzbw 3(%[p]), %w[a]" : [a] "+r"(a) : [p] "r"(D + o) : "memory"); out(1, a); }
+    if (form("mov m16,imm16", 1)) { __asm__ volatile("movw $0xbeef, 2(%[p])" :: [p] "r"(D + o) : "memory"); out(0); }
+    if (form("imul r32,m32,imm8", 1)) { set(o, 8); __asm__ volatile("imull $-7, 4(%[p]), %k[a]\n\t" FL : [a] "=r"(a), [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(2, a, fl & 0x801); }
+    if (form("mul m8", 1)) { set(o, 8); a = A; __asm__ volatile("mulb 5(%[p])\n\t" FL : "+a"(a), [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(2, a, fl & 0x801); }
+    if (form("xchg m8,r8", 1)) { set(o, 8); b = B; __asm__ volatile("xchgb %b[b], 6(%[p])" : [b] "+q"(b) : [p] "r"(D + o) : "memory"); out(1, b); }
+    if (form("lock cmpxchg m8 equal", 1)) { set(o, 8); a = (pat(o) >> 8) & 0xff; c = B; __asm__ volatile("lock cmpxchgb %b[c], 1(%[p])\n\t" FL : "+a"(a), [fl] "=r"(fl) : [c] "q"(c), [p] "r"(D + o) : "memory", "cc"); out(2, a, FLAGS(fl)); }
+    if (form("xadd m16,r16", 1)) { set(o, 8); b = B; __asm__ volatile("xaddw %w[b], 2(%[p])\n\t" FL : [b] "+r"(b), [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(2, b, FLAGS(fl)); }
+    if (form("sbb r64,m64 cf=1", 1)) { set(o, 8); a = A; __asm__ volatile("stc\n\tsbbq (%[p]), %[a]\n\t" FL : [a] "+r"(a), [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(2, a, FLAGS(fl)); }
+    if (form("test m8,imm8", 1)) { set(o, 8); __asm__ volatile("testb $0x81, 7(%[p])\n\t" FL : [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(1, FLAGS(fl) & ~0x10ULL); }
+    if (form("lock neg m16", 1)) { set(o, 8); __asm__ volatile("lock negw 4(%[p])\n\t" FL : [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(1, FLAGS(fl)); }
+    if (form("lock btr m64,imm8", 1)) { set(o, 8); __asm__ volatile("lock btrq $60, (%[p])\n\t" FL : [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(1, FLAGS(fl) & 1); }
+    if (form("sal m8,cl", 1)) { set(o, 8); __asm__ volatile("salb %%cl, 1(%[p])\n\t" FL : [fl] "=r"(fl) : "c"(3), [p] "r"(D + o) : "memory", "cc"); out(1, FLAGS(fl) & ~0x810ULL); }
+    if (form("ror m64,1", 1)) { set(o, 8); __asm__ volatile("rorq $1, (%[p])\n\t" FL : [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(1, fl & 0x801); }
+    if (form("rcr m32,imm8 cf=1", 1)) { set(o, 8); __asm__ volatile("stc\n\trcrl $4, (%[p])\n\t" FL : [fl] "=r"(fl) : [p] "r"(D + o) : "memory", "cc"); out(1, fl & 1); }
+
     /* ---- addressing: RIP-relative and moffs (generated code), addr32, fs: ---- */
     {
         /* mov eax,[rip+d]; ret  |  mov [rip+d],edi; ret  |  mov eax,[moffs64]; ret  |

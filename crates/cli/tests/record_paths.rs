@@ -411,6 +411,26 @@ fn forms() -> Vec<Form> {
                 if d.rd(o + i, 1) == pat(o) >> 24 & 0xff { break; }
             }
         }),
+        // More operand sizes and encodings of the classes above.
+        f!("movzx r16,m8", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 3, 1); }),
+        f!("mov m16,imm16", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 2, 2, 0xbeef); }),
+        f!("imul r32,m32,imm8", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
+        f!("mul m8", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 5, 1); }),
+        f!("xchg m8,r8", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 6, 1, |_| B); }),
+        f!("lock cmpxchg m8 equal", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 1, 1, |_| B); }),
+        f!("xadd m16,r16", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 2, 2, |v| v.wrapping_add(B)); }),
+        f!("sbb r64,m64 cf=1", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
+        f!("test m8,imm8", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 7, 1); }),
+        f!("lock neg m16", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 2, |v| v.wrapping_neg()); }),
+        f!("lock btr m64,imm8", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 8, |v| v & !(1 << 60)); }),
+        f!("sal m8,cl", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 1, 1, |v| v << 3); }),
+        f!("ror m64,1", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 8, |v| v.rotate_right(1)); }),
+        f!("rcr m32,imm8 cf=1", Base, true, Unknown, true, |d, o| {
+            d.set(o, 8);
+            d.insn();
+            // A 33-bit rotation of CF:value, right by 4.
+            d.rmw(o, 4, |v| { let x = 1 << 32 | v; (x >> 4 | x << 29) & 0xffff_ffff });
+        }),
         // Addressing: RIP-relative and moffs64 (generated code), addr32, FS-relative.
         f!("mov r32,[rip+d32]", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
         f!("mov [rip+d32],r32", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 8, 4, B); }),
