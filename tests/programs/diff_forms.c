@@ -1,9 +1,11 @@
 /* Every instruction form the x86 emulator's differential suite knows, plus the forms the
  * emulator does not complete (issue 14), each run once on a device mapping (DEV, 16 KiB).
- * Usage: diff_forms DEV
- * DEV is mapped at 0x30000000 (below 4 GiB, for the addr32 forms), with a page of generated
- * code just below it (RIP-relative and moffs64 forms); the program exits 100 if either
- * address is taken. Form k uses the 64 bytes at 64*k. Most forms first
+ * Usage: diff_forms DEV [THREADS]
+ * DEV (16 KiB per thread) is mapped at 0x30000000 (below 4 GiB, for the addr32 forms), with
+ * a page of generated code per thread just below it (RIP-relative and moffs64 forms); the
+ * program exits 100 if those addresses are taken. With THREADS = 2, two threads run all
+ * the forms at once, thread t on the 16 KiB at 16384*t; their lines are printed thread 0's
+ * first. Form k uses the 64 bytes at 64*k of its thread's part. Most forms first
  * store a known pattern there with plain 8-byte moves (pat(), below; the test knows it).
  * For each form one line goes to stdout: its name and the program-visible results
  * (registers, flags & 0x8d5, vector lanes, ordinary memory), or "NAME skipped" when the
@@ -16,9 +18,13 @@
 #include <string.h>
 #include <sys/syscall.h>
 
+#include <pthread.h>
+
 #define LOW 0x30000000UL
-static uint8_t *D, *JIT;
-static unsigned jit_at;
+/* Per thread: its part of the device, its code page, its output. */
+static __thread uint8_t *D, *JIT;
+static __thread unsigned jit_at;
+static __thread FILE *OUT;
 
 /* Copies `n` bytes of machine code into the code page (made executable by jit_done()). */
 static void *jit(const uint8_t *code, unsigned n) {
@@ -32,7 +38,7 @@ static void jit_done(void) {
 }
 static void put32(uint8_t *b, uint32_t v) { memcpy(b, &v, 4); }
 static void put64(uint8_t *b, uint64_t v) { memcpy(b, &v, 8); }
-static unsigned slot, o;
+static __thread unsigned slot, o;
 
 static uint64_t pat(uint64_t off) { return 0x9e3779b97f4a7c15ULL * (off + 1); }
 
@@ -46,19 +52,19 @@ static int form(const char *name, int ok) {
     o = slot;
     slot += 64;
     if (!ok) {
-        printf("%s skipped\n", name);
+        fprintf(OUT, "%s skipped\n", name);
         return 0;
     }
-    printf("%s", name);
+    fprintf(OUT, "%s", name);
     return 1;
 }
 
 static void out(int n, ...) {
     va_list ap;
     va_start(ap, n);
-    for (int i = 0; i < n; i++) printf(" %llx", (unsigned long long)va_arg(ap, uint64_t));
+    for (int i = 0; i < n; i++) fprintf(OUT, " %llx", (unsigned long long)va_arg(ap, uint64_t));
     va_end(ap);
-    printf("\n");
+    fprintf(OUT, "\n");
 }
 
 /* Prints `n` bytes of ordinary memory as 8-byte words (n a multiple of 8). */
@@ -66,42 +72,40 @@ static void outb(const void *m, int n) {
     for (int i = 0; i < n; i += 8) {
         uint64_t w;
         memcpy(&w, (const uint8_t *)m + i, 8);
-        printf(" %llx", (unsigned long long)w);
+        fprintf(OUT, " %llx", (unsigned long long)w);
     }
-    printf("\n");
+    fprintf(OUT, "\n");
 }
 
 #define FL "pushfq\n\tpopq %[fl]\n\t"
 #define FLAGS(f) ((f) & 0x8d5)
 
 static const uint64_t A = 0x8f7e6d5c4b3a2918ULL, B = 0x0123456789abcdefULL;
-static uint8_t ram[128] __attribute__((aligned(64)));
+static __thread uint8_t ram[128] __attribute__((aligned(64)));
 static uint8_t vin[64] __attribute__((aligned(64)));
-static uint8_t vout[64] __attribute__((aligned(64)));
+static __thread uint8_t vout[64] __attribute__((aligned(64)));
 
 static int cpu1_ecx(int bit) { unsigned a, b, c, d; __cpuid(1, a, b, c, d); return (c >> bit) & 1; }
 static int cpu7_ecx(int bit) { unsigned a, b, c, d; if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0; return (c >> bit) & 1; }
 static int cpux_ecx(int bit) { unsigned a, b, c, d; if (!__get_cpuid(0x80000001, &a, &b, &c, &d)) return 0; return (c >> bit) & 1; }
 
-int main(int argc, char **argv) {
-    if (argc < 2) return 2;
-    setvbuf(stdout, NULL, _IOFBF, 1 << 16);
-    /* Below 4 GiB (for the addr32 forms), with a page of generated code just below it
-     * (for RIP-relative operands, which reach only +-2 GiB). */
-    int fd = open(argv[1], O_RDWR);
-    if (fd < 0) { perror(argv[1]); return 100; }
-    D = mmap((void *)LOW, 16384, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
-    if (D != (uint8_t *)LOW) { perror("mmap of the device at 0x30000000"); return 100; }
-    JIT = mmap((void *)(LOW - 4096), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-    if (JIT != (uint8_t *)(LOW - 4096)) { perror("mmap of the code page"); return 100; }
-    for (int i = 0; i < 64; i++) vin[i] = (uint8_t)(0xa5 ^ (i * 7));
-    __builtin_cpu_init();
-    int sse41 = __builtin_cpu_supports("sse4.1"), sse42 = __builtin_cpu_supports("sse4.2");
-    int avx = __builtin_cpu_supports("avx"), avx2 = __builtin_cpu_supports("avx2");
-    int avx512 = __builtin_cpu_supports("avx512f"), avx512bw = avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-    int movbe = cpu1_ecx(22), cx16 = cpu1_ecx(13), popcnt = cpu1_ecx(23), lzcnt = cpux_ecx(5);
-    int movdiri = cpu7_ecx(27), movdir64b = cpu7_ecx(28);
+static int sse41, sse42, avx, avx2, avx512, avx512bw, movbe, cx16, popcnt, lzcnt, movdiri, movdir64b;
+static uint8_t *DEV;
+static int nthreads;
+static pthread_barrier_t start;
+static char *outbuf[2];
+static size_t outlen[2];
+
+/* Runs every form on thread t's part of the device; 0 on success. */
+static int run_forms(int t) {
+    D = DEV + 16384 * t;
+    JIT = (uint8_t *)(LOW - 4096 * (t + 1));
+    if (mmap(JIT, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != JIT) { perror("mmap of the code page"); exit(100); }
+    OUT = open_memstream(&outbuf[t], &outlen[t]);
+    if (!OUT) return 4;
     if (syscall(SYS_arch_prctl, ARCH_SET_GS, (unsigned long)D) != 0) return 3;
+    /* Both threads start the forms together, so that their faults overlap. */
+    if (nthreads == 2) pthread_barrier_wait(&start);
     uint64_t a, b, c, d, fl;
 
     /* ---- MOV loads and stores ---- */
@@ -366,6 +370,40 @@ int main(int argc, char **argv) {
     if (form("fild m32", 1)) { set(o, 8); double r; __asm__ volatile("fildl 4(%[p])\n\tfstpl %[r]" : [r] "=m"(r) : [p] "r"(D + o) : "memory"); memcpy(&a, &r, 8); out(1, a); }
     if (form("fstp m64", 1)) { double r = 2.5; __asm__ volatile("fldl %[r]\n\tfstpl 8(%[p])" :: [r] "m"(r), [p] "r"(D + o) : "memory"); out(0); }
     if (form("fstps m32", 1)) { double r = -0.75; __asm__ volatile("fldl %[r]\n\tfstps 4(%[p])" :: [r] "m"(r), [p] "r"(D + o) : "memory"); out(0); }
-    fflush(stdout);
+    fclose(OUT);
     return 0;
+}
+
+static void *thread_main(void *arg) {
+    return (void *)(intptr_t)run_forms((int)(intptr_t)arg);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    int threads = argc > 2 ? atoi(argv[2]) : 1;
+    if (threads != 1 && threads != 2) return 2;
+    for (int i = 0; i < 64; i++) vin[i] = (uint8_t)(0xa5 ^ (i * 7));
+    __builtin_cpu_init();
+    sse41 = __builtin_cpu_supports("sse4.1"), sse42 = __builtin_cpu_supports("sse4.2");
+    avx = __builtin_cpu_supports("avx"), avx2 = __builtin_cpu_supports("avx2");
+    avx512 = __builtin_cpu_supports("avx512f");
+    avx512bw = avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    movbe = cpu1_ecx(22), cx16 = cpu1_ecx(13), popcnt = cpu1_ecx(23), lzcnt = cpux_ecx(5);
+    movdiri = cpu7_ecx(27), movdir64b = cpu7_ecx(28);
+    int fd = open(argv[1], O_RDWR);
+    if (fd < 0) { perror(argv[1]); return 100; }
+    DEV = mmap((void *)LOW, 16384 * threads, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+    if (DEV != (uint8_t *)LOW) { perror("mmap of the device at 0x30000000"); return 100; }
+    nthreads = threads;
+    pthread_barrier_init(&start, NULL, threads);
+    pthread_t th;
+    if (threads == 2 && pthread_create(&th, NULL, thread_main, (void *)1) != 0) return 5;
+    int rc = run_forms(0);
+    if (threads == 2) {
+        void *r;
+        pthread_join(th, &r);
+        if (!rc) rc = (int)(intptr_t)r;
+    }
+    for (int t = 0; t < threads; t++) fwrite(outbuf[t], 1, outlen[t], stdout);
+    return rc;
 }

@@ -49,6 +49,9 @@ enum Ev {
 /// The device as the program sees it, and the accesses the CPU makes to it.
 struct Dev {
     mem: Vec<u8>,
+    /// Where the thread's part of the device starts (diff_forms' pat() and slots are
+    /// relative to it).
+    base: u64,
     ev: Vec<Ev>,
     /// Index in `ev` where the form's instruction starts (after its setup stores), and
     /// where each further iteration of a `REP` string instruction starts.
@@ -64,13 +67,16 @@ fn mask(w: u8) -> u64 {
 }
 
 impl Dev {
-    fn new() -> Dev {
-        let mut mem = Vec::with_capacity(DEV_LEN);
-        for k in 0..DEV_LEN / 4 {
+    /// The device as tests/common's device() makes it, seen by the thread whose part
+    /// starts at `base`.
+    fn new(len: usize, base: u64) -> Dev {
+        let mut mem = Vec::with_capacity(len);
+        for k in 0..len / 4 {
             mem.extend_from_slice(&(0x1000 + k as u32).to_le_bytes());
         }
         Dev {
             mem,
+            base,
             ev: vec![],
             iters: vec![],
         }
@@ -97,10 +103,14 @@ impl Dev {
         self.mem[o as usize..o as usize + b.len()].copy_from_slice(b);
         self.ev.push(Ev::A('W', b.len() as u8, o, b.to_vec()));
     }
+    /// diff_forms.c's pat() at device offset `o`.
+    fn pat(&self, o: u64) -> u64 {
+        pat(o - self.base)
+    }
     /// diff_forms.c's set(): plain 8-byte stores of pat().
     fn set(&mut self, o: u64, n: u64) {
         for j in (0..n).step_by(8) {
-            self.wr(o + j, 8, pat(o + j));
+            self.wr(o + j, 8, self.pat(o + j));
         }
     }
     /// The instruction (or the next iteration of a string instruction) starts here.
@@ -395,7 +405,7 @@ fn forms() -> Vec<Form> {
         f!("cmpsb dev,ram", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 1, 1); }),
         f!("repe cmpsb dev,dev n=4", Base, true, Unknown, false, |d, o| {
             d.set(o, 8);
-            d.wr(o + 32, 2, pat(o));
+            d.wr(o + 32, 2, d.pat(o));
             d.wr(o + 34, 2, 0xffff);
             for i in 0..4 {
                 d.insn();
@@ -408,7 +418,7 @@ fn forms() -> Vec<Form> {
             d.set(o, 8);
             for i in 0..8 {
                 d.insn();
-                if d.rd(o + i, 1) == pat(o) >> 24 & 0xff { break; }
+                if d.rd(o + i, 1) == d.pat(o) >> 24 & 0xff { break; }
             }
         }),
         // More operand sizes and encodings of the classes above.
@@ -441,12 +451,13 @@ fn forms() -> Vec<Form> {
         f!("mov r64,fs:m64", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
         f!("xor fs:m32,imm32", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 4, |v| v ^ 0x0ff0_0ff0); }),
         // Accesses across the boundary of two device pages (at 12288, past every slot).
-        f!("mov r32,m32 page-straddle", Base, true, Known, true, |d, _| { d.set(12280, 16); d.insn(); d.rd(12286, 4); }),
-        f!("add m64,r64 page-straddle", Base, true, Unknown, true, |d, _| { d.set(12280, 16); d.insn(); d.rmw(12285, 8, |v| v.wrapping_add(B)); }),
-        f!("movdqu m128,xmm page-straddle", Base, true, Known, true, |d, _| { d.insn(); d.wrv(12280, &vin()[..16]); }),
+        f!("mov r32,m32 page-straddle", Base, true, Known, true, |d, _| { let x = d.base + 12288; d.set(x - 8, 16); d.insn(); d.rd(x - 2, 4); }),
+        f!("add m64,r64 page-straddle", Base, true, Unknown, true, |d, _| { let x = d.base + 12288; d.set(x - 8, 16); d.insn(); d.rmw(x - 3, 8, |v| v.wrapping_add(B)); }),
+        f!("movdqu m128,xmm page-straddle", Base, true, Known, true, |d, _| { let x = d.base + 12288; d.insn(); d.wrv(x - 8, &vin()[..16]); }),
         f!("rep movsb page-straddle n=4", Base, true, Unknown, false, |d, _| {
-            d.set(12280, 16);
-            for i in 0..4 { d.insn(); let v = d.rd(12286 + i, 1); d.wr(12294 + i, 1, v); }
+            let x = d.base + 12288;
+            d.set(x - 8, 16);
+            for i in 0..4 { d.insn(); let v = d.rd(x - 2 + i, 1); d.wr(x + 6 + i, 1, v); }
         }),
         // Forms the emulator does not complete (issue 14, "Why").
         f!("div m32", Base, false, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
@@ -483,13 +494,14 @@ enum Path {
     Step,
 }
 
-/// The accesses and UNKNOWNs the recording of `path` must hold, form by form (the forms
-/// this CPU runs).
-fn expected(path: Path) -> Vec<(&'static str, Vec<Ev>)> {
-    let mut d = Dev::new();
+/// The accesses and UNKNOWNs the recording of `path` must hold for thread `t` (of
+/// `threads`), form by form (the forms this CPU runs).
+fn expected(path: Path, t: usize, threads: usize) -> Vec<(&'static str, Vec<Ev>)> {
+    let base = (DEV_LEN * t) as u64;
+    let mut d = Dev::new(DEV_LEN * threads, base);
     let mut out = vec![];
     for (k, f) in forms().into_iter().enumerate() {
-        let o = 64 * k as u64;
+        let o = base + 64 * k as u64;
         if !has(f.need) {
             continue;
         }
@@ -523,8 +535,8 @@ fn expected(path: Path) -> Vec<(&'static str, Vec<Ev>)> {
     out
 }
 
-/// The accesses and UNKNOWNs of a recording, as [`Ev`]s.
-fn recorded(events: &[Event]) -> Vec<Ev> {
+/// The accesses and UNKNOWNs of a recording, as [`Ev`]s with the thread's id.
+fn recorded(events: &[Event]) -> Vec<(u32, Ev)> {
     events
         .iter()
         .filter_map(|e| match e {
@@ -535,38 +547,47 @@ fn recorded(events: &[Event]) -> Vec<Ev> {
                     Some(w) => w[..n].to_vec(),
                     None => a.value.to_le_bytes()[..n.min(8)].to_vec(),
                 };
-                Some(Ev::A(dir, a.width, a.phys, bytes))
+                Some((a.pid, Ev::A(dir, a.width, a.phys, bytes)))
             }
-            Event::Unknown(u) => Some(Ev::U(u.phys)),
+            Event::Unknown(u) => Some((u.pid, Ev::U(u.phys))),
             _ => None,
         })
         .collect()
 }
 
 /// Runs diff_forms untraced on a fresh plain device file: its stdout and final device.
-fn untraced(t: &Fixture) -> (String, Vec<u8>) {
+fn untraced(t: &Fixture, threads: usize) -> (String, Vec<u8>) {
     let plain = t.dir.join("plain.bin");
     std::fs::copy(&t.dev, &plain).unwrap();
-    let out = Command::new(&t.exe).arg(&plain).output().unwrap();
+    let out = Command::new(&t.exe)
+        .arg(&plain)
+        .arg(threads.to_string())
+        .output()
+        .unwrap();
     assert_exit(&out, 0);
     (stdout(&out), std::fs::read(&plain).unwrap())
 }
 
-/// Records diff_forms with `path` forced (`None`: no `MMIO_TRACE_PATH`, which must be the
-/// emulate path) and checks everything (see the file's comment).
-fn check_path(path: Path, forced: bool) {
+/// Records diff_forms in `threads` threads with `path` forced (`forced` false: no
+/// `MMIO_TRACE_PATH`, which must be the emulate path) and checks everything (see the
+/// file's comment).
+fn check_path(path: Path, forced: bool, threads: usize) {
     let name = format!("{path:?}").to_lowercase();
-    let t = Fixture::new(&format!("paths-{name}-{forced}"), "diff_forms", DEV_LEN);
-    let (want_out, want_dev) = untraced(&t);
+    let t = Fixture::new(
+        &format!("paths-{name}-{forced}-{threads}"),
+        "diff_forms",
+        DEV_LEN * threads,
+    );
+    let (want_out, want_dev) = untraced(&t, threads);
 
-    // The program ran each form this CPU has, and said which it skipped.
+    // The program ran each form this CPU has, and said which it skipped (each thread).
     let ran: Vec<&str> = want_out
         .lines()
         .filter(|l| !l.ends_with(" skipped"))
         .collect();
-    let want = expected(path);
-    assert_eq!(ran.len(), want.len(), "forms run:\n{want_out}");
-    for (line, (form, _)) in ran.iter().zip(&want) {
+    let want: Vec<Vec<_>> = (0..threads).map(|k| expected(path, k, threads)).collect();
+    assert_eq!(ran.len(), want.concat().len(), "forms run:\n{want_out}");
+    for (line, (form, _)) in ran.iter().zip(want.concat().iter()) {
         assert!(
             line == form || line.starts_with(&format!("{form} ")),
             "the program ran {line:?} where the test expects {form:?}"
@@ -579,7 +600,12 @@ fn check_path(path: Path, forced: bool) {
     } else {
         rec.env_remove("MMIO_TRACE_PATH");
     }
-    let out = rec.arg(&t.exe).arg(&t.dev).output().unwrap();
+    let out = rec
+        .arg(&t.exe)
+        .arg(&t.dev)
+        .arg(threads.to_string())
+        .output()
+        .unwrap();
     assert_exit(&out, 0);
     assert_eq!(
         stdout(&out),
@@ -587,50 +613,83 @@ fn check_path(path: Path, forced: bool) {
         "program output, {name} path vs untraced"
     );
     let got_dev = std::fs::read(&t.dev).unwrap();
-    if let Some(i) = (0..DEV_LEN).find(|&i| got_dev[i] != want_dev[i]) {
+    if let Some(i) = (0..DEV_LEN * threads).find(|&i| got_dev[i] != want_dev[i]) {
         panic!(
             "{name} path: the device differs from the untraced run's first at {i:#x} (form {})",
-            forms()[i / 64].name
+            forms().get(i % DEV_LEN / 64).map_or("?", |f| f.name)
         );
     }
 
-    let got = recorded(&read_log(&trace_log(&t.dir)));
-    // Compare form by form, so that a failure names the form.
-    let mut at = 0;
-    for (form, ev) in &want {
-        let end = (at + ev.len()).min(got.len());
-        assert_eq!(
-            &got[at..end],
-            &ev[..],
-            "{name} path, form {form:?} (events {at}..): recorded vs expected"
-        );
-        at = end;
+    // Each thread's events, told apart by pid; the thread is the part of the device its
+    // first event is in.
+    let all = recorded(&read_log(&trace_log(&t.dir)));
+    let mut pids: Vec<u32> = vec![];
+    for (pid, _) in &all {
+        if !pids.contains(pid) {
+            pids.push(*pid);
+        }
     }
-    assert_eq!(
-        &got[at..],
-        &[][..],
-        "{name} path: events after the last form"
-    );
+    assert_eq!(pids.len(), threads, "{name} path: threads seen in the log");
+    for pid in pids {
+        let got: Vec<Ev> = all
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let first = match &got[0] {
+            Ev::A(_, _, off, _) | Ev::U(off) => *off,
+        };
+        let k = first as usize / DEV_LEN;
+        // Compare form by form, so that a failure names the form.
+        let mut at = 0;
+        for (form, ev) in &want[k] {
+            let end = (at + ev.len()).min(got.len());
+            assert_eq!(
+                &got[at..end],
+                &ev[..],
+                "{name} path, thread {k}, form {form:?} (events {at}..): recorded vs expected"
+            );
+            at = end;
+        }
+        assert_eq!(
+            &got[at..],
+            &[][..],
+            "{name} path, thread {k}: events after the last form"
+        );
+    }
 }
 
 #[test]
 fn emulate_path_logs_every_form_exactly() {
-    check_path(Path::Emulate, true);
+    check_path(Path::Emulate, true, 1);
 }
 
 #[test]
 fn default_path_is_the_emulate_path() {
-    check_path(Path::Emulate, false);
+    check_path(Path::Emulate, false, 1);
 }
 
 #[test]
 fn ool_path_logs_every_form_as_expected() {
-    check_path(Path::Ool, true);
+    check_path(Path::Ool, true, 1);
 }
 
 #[test]
 fn step_path_logs_every_form_as_expected() {
-    check_path(Path::Step, true);
+    check_path(Path::Step, true, 1);
+}
+
+/// Two threads run every form at once, each on its own part of the device: each thread's
+/// stream is its exact expected one (the step path pauses the other thread while it
+/// steps, whatever that one is doing).
+#[test]
+fn two_threads_emulate_path() {
+    check_path(Path::Emulate, true, 2);
+}
+
+#[test]
+fn two_threads_step_path() {
+    check_path(Path::Step, true, 2);
 }
 
 /// The expectations themselves: every form has a slot of its own in the device, names are
