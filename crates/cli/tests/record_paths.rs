@@ -568,13 +568,21 @@ fn untraced(t: &Fixture, threads: usize) -> (String, Vec<u8>) {
     (stdout(&out), std::fs::read(&plain).unwrap())
 }
 
-/// Records diff_forms in `threads` threads with `path` forced (`forced` false: no
-/// `MMIO_TRACE_PATH`, which must be the emulate path) and checks everything (see the
-/// file's comment).
-fn check_path(path: Path, forced: bool, threads: usize) {
+/// `MMIO_TRACE_PATH` for `path`.
+fn env_of(path: Path) -> Option<String> {
+    Some(format!("{path:?}").to_lowercase())
+}
+
+/// Records diff_forms in `threads` threads with `MMIO_TRACE_PATH` set to `env` (`None`:
+/// unset), which must take `path`, and checks everything (see the file's comment).
+/// Returns the recorder's stderr.
+fn check_path(path: Path, env: Option<String>, threads: usize) -> String {
     let name = format!("{path:?}").to_lowercase();
     let t = Fixture::new(
-        &format!("paths-{name}-{forced}-{threads}"),
+        &format!(
+            "paths-{name}-{}-{threads}",
+            env.as_deref().unwrap_or("unset")
+        ),
         "diff_forms",
         DEV_LEN * threads,
     );
@@ -595,11 +603,10 @@ fn check_path(path: Path, forced: bool, threads: usize) {
     }
 
     let mut rec = record_cmd(&t.dir, &t.dev, &["--format", "binary"]);
-    if forced {
-        rec.env("MMIO_TRACE_PATH", &name);
-    } else {
-        rec.env_remove("MMIO_TRACE_PATH");
-    }
+    match &env {
+        Some(v) => rec.env("MMIO_TRACE_PATH", v),
+        None => rec.env_remove("MMIO_TRACE_PATH"),
+    };
     let out = rec
         .arg(&t.exe)
         .arg(&t.dev)
@@ -657,26 +664,41 @@ fn check_path(path: Path, forced: bool, threads: usize) {
             "{name} path, thread {k}: events after the last form"
         );
     }
+    stderr(&out)
 }
 
 #[test]
 fn emulate_path_logs_every_form_exactly() {
-    check_path(Path::Emulate, true, 1);
+    check_path(Path::Emulate, env_of(Path::Emulate), 1);
 }
 
 #[test]
 fn default_path_is_the_emulate_path() {
-    check_path(Path::Emulate, false, 1);
+    check_path(Path::Emulate, None, 1);
 }
 
 #[test]
 fn ool_path_logs_every_form_as_expected() {
-    check_path(Path::Ool, true, 1);
+    check_path(Path::Ool, env_of(Path::Ool), 1);
 }
 
 #[test]
 fn step_path_logs_every_form_as_expected() {
-    check_path(Path::Step, true, 1);
+    check_path(Path::Step, env_of(Path::Step), 1);
+}
+
+/// A value that names no path is said once on stderr and ignored: the default path.
+#[test]
+fn unknown_path_value_is_reported_and_ignored() {
+    let err = check_path(Path::Emulate, Some("fast".into()), 1);
+    assert_eq!(
+        err.matches(
+            "mmio-trace: MMIO_TRACE_PATH=\"fast\" is not one of emulate, ool, step; ignored"
+        )
+        .count(),
+        1,
+        "stderr: {err}"
+    );
 }
 
 /// Two threads run every form at once, each on its own part of the device: each thread's
@@ -684,12 +706,12 @@ fn step_path_logs_every_form_as_expected() {
 /// steps, whatever that one is doing).
 #[test]
 fn two_threads_emulate_path() {
-    check_path(Path::Emulate, true, 2);
+    check_path(Path::Emulate, env_of(Path::Emulate), 2);
 }
 
 #[test]
 fn two_threads_step_path() {
-    check_path(Path::Step, true, 2);
+    check_path(Path::Step, env_of(Path::Step), 2);
 }
 
 /// The expectations themselves: every form has a slot of its own in the device, names are
