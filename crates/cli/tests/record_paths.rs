@@ -577,11 +577,17 @@ fn env_of(path: Path) -> Option<String> {
 /// unset), which must take `path`, and checks everything (see the file's comment).
 /// Returns the recorder's stderr.
 fn check_path(path: Path, env: Option<String>, threads: usize) -> String {
+    check_path_with(path, env, threads, &[])
+}
+
+/// As [`check_path`], with extra `record` options.
+fn check_path_with(path: Path, env: Option<String>, threads: usize, opts: &[&str]) -> String {
     let name = format!("{path:?}").to_lowercase();
     let t = Fixture::new(
         &format!(
-            "paths-{name}-{}-{threads}",
-            env.as_deref().unwrap_or("unset")
+            "paths-{name}-{}-{threads}{}",
+            env.as_deref().unwrap_or("unset"),
+            opts.concat()
         ),
         "diff_forms",
         DEV_LEN * threads,
@@ -602,7 +608,7 @@ fn check_path(path: Path, env: Option<String>, threads: usize) -> String {
         );
     }
 
-    let mut rec = record_cmd(&t.dir, &t.dev, &["--format", "binary"]);
+    let mut rec = record_cmd(&t.dir, &t.dev, &[&["--format", "binary"], opts].concat());
     match &env {
         Some(v) => rec.env("MMIO_TRACE_PATH", v),
         None => rec.env_remove("MMIO_TRACE_PATH"),
@@ -699,6 +705,12 @@ fn unknown_path_value_is_reported_and_ignored() {
         1,
         "stderr: {err}"
     );
+}
+
+/// Without an alias mapping every access is single-stepped: the step path's stream.
+#[test]
+fn no_alias_is_the_step_path() {
+    check_path_with(Path::Step, None, 1, &["--no-alias"]);
 }
 
 /// Two threads run every form at once, each on its own part of the device: each thread's
