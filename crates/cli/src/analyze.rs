@@ -103,6 +103,9 @@ struct MapInfo {
     init_len: usize,
     /// The last first write: event index and time, and the access.
     init_end: Option<(u64, u64, Access)>,
+    /// Whether the last first write is in a folded group (the init sequence's
+    /// last step), of which the init sequence then takes the first repetition.
+    init_first_rep: bool,
     polls: Vec<Poll>,
     /// Reads and writes per physical address, with an access to name it by.
     regs: HashMap<u64, (u64, u64, Access)>,
@@ -146,11 +149,13 @@ impl MapInfo {
 
     /// Notes a write to `a.phys`, whose step is the last one pushed: the init
     /// sequence reaches to here if no access wrote that register before.
-    fn wrote(&mut self, a: &Access, index: u64) {
-        if self.written.insert(a.phys) {
+    fn wrote(&mut self, a: &Access, index: u64) -> bool {
+        let first = self.written.insert(a.phys);
+        if first {
             self.init_len = self.steps.len();
             self.init_end = Some((index, a.ts_ns, a.clone()));
         }
+        first
     }
 
     /// Notes the next access (or run) of the map, from `first` to `last` (times):
@@ -199,7 +204,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 i.count(a, 1);
                 if a.dir == Direction::Write {
                     i.steps.push(Step::Write(a.clone(), index));
-                    i.wrote(a, index);
+                    if i.wrote(a, index) {
+                        i.init_first_rep = false;
+                    }
                 }
             }
             Folded::Event(..) => {}
@@ -236,11 +243,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                         i.steps.push(Step::Group(Box::new(run.clone())));
                     }
                 }
-                for s in &run.slots {
-                    if s.shape.dir == Direction::Write {
-                        let mut a = s.first.clone();
-                        a.ts_ns = run.last_ts;
-                        i.wrote(&a, run.first_index);
+                // Every register a run writes, it writes in its first repetition:
+                // a first write there ends the init sequence with that repetition.
+                for (k, s) in run.slots.iter().enumerate() {
+                    if s.shape.dir == Direction::Write && i.wrote(&s.first, run.first_index + k as u64) {
+                        i.init_first_rep = has_writes && poll.is_none();
                     }
                 }
             }
@@ -326,11 +333,11 @@ fn poll_text(p: &Poll, names: Option<&Names>) -> String {
     let s = &p.run.slots[p.slot];
     let polls: u64 = s.values.iter().map(|v| v.1).sum();
     let what = match waited(&p.run, p.slot) {
-        Some((to, _)) => format!("waited for {}", describe_change(s.values[0].0, to)),
-        None => format!("value stayed {}", hex(s.values[0].0, s.shape.width)),
+        Some(_) => "",
+        None => " (never changed)",
     };
     let mut t = format!(
-        "R{} {} {what}: {polls} reads {}, {}, events {}..{}",
+        "R{} {}: {polls} reads {}{what}, {}, events {}..{}",
         s.shape.width,
         reg_label(&s.first, names),
         fmt_values(s),
@@ -470,7 +477,8 @@ fn init_counts(m: &MapInfo) -> (u64, usize, usize) {
     let mut writes = 0u64;
     let mut waits = 0usize;
     let mut sleeps = 0usize;
-    for s in &m.steps[..m.init_len] {
+    for (k, s) in m.steps[..m.init_len].iter().enumerate() {
+        let last = k + 1 == m.init_len;
         match s {
             Step::Sleep { .. } => sleeps += 1,
             Step::Write(..) => writes += 1,
@@ -480,7 +488,7 @@ fn init_counts(m: &MapInfo) -> (u64, usize, usize) {
                     .iter()
                     .filter(|s| s.shape.dir == Direction::Write)
                     .count() as u64
-                    * run.reps
+                    * if last && m.init_first_rep { 1 } else { run.reps }
             }
             Step::Wait(run, _) => {
                 writes += run
@@ -521,6 +529,12 @@ fn to_text(name: &str, maps: &[(i64, MapInfo)], names: Option<&Names>, top: usiz
                     for line in step_text(s, names) {
                         let _ = writeln!(o, "    {line}");
                     }
+                }
+                if m.init_first_rep {
+                    let _ = writeln!(
+                        o,
+                        "    (the sequence ends with the first repetition of that group)"
+                    );
                 }
             }
             None => {
@@ -624,6 +638,7 @@ fn to_json(
                 "reads": m.reads,
                 "writes": m.writes,
                 "init": m.init_end.as_ref().map(|(index, ts, a)| json!({
+                    "ends_in_first_repetition": m.init_first_rep,
                     "last_index": index,
                     "last_ts_ns": ts,
                     "last_write": {"phys": a.phys, "width": a.width, "value": a.value,
@@ -681,7 +696,8 @@ enum Op {
 
 fn ops(m: &MapInfo) -> Vec<Op> {
     let mut v = Vec::new();
-    for s in &m.steps[..m.init_len] {
+    for (k, s) in m.steps[..m.init_len].iter().enumerate() {
+        let last = k + 1 == m.init_len;
         match s {
             Step::Sleep { ns, .. } => v.push(Op::Delay { ns: *ns }),
             Step::Write(a, _) => v.push(Op::Write {
@@ -700,7 +716,8 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                             .flat_map(|&(v, n)| std::iter::repeat_n(v, n as usize))
                     })
                     .collect();
-                for _ in 0..run.reps {
+                let reps = if last && m.init_first_rep { 1 } else { run.reps };
+                for _ in 0..reps {
                     for (slot, it) in run.slots.iter().zip(iters.iter_mut()) {
                         let value = it.next().unwrap_or(0);
                         if slot.shape.dir == Direction::Write {

@@ -330,6 +330,11 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
                 }
             }
             (What::Text(_), Some(Event::Unmap(u))) => Key::Unmap(side.addr(u.id, 0, o).0),
+            // `record`'s note of the mapped file names the file offset: another
+            // base, with --ignore-base.
+            (What::Text(t), _) if o.ignore_base && t.starts_with("MARK map ") => {
+                Key::Text(without_offset(t))
+            }
             (What::Text(t), _) => Key::Text(t.clone()),
         };
         items.push(Item {
@@ -341,6 +346,15 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
     }
     side.items = items;
     Ok(side)
+}
+
+/// `text` without its ` offset 0x...` word pair.
+fn without_offset(text: &str) -> String {
+    let mut words: Vec<&str> = text.split(' ').collect();
+    if let Some(k) = words.iter().position(|w| *w == "offset") {
+        words.drain(k..(k + 2).min(words.len()));
+    }
+    words.join(" ")
 }
 
 /// Runs `diff`: exit status 0 equal, 1 different, 2 trouble.

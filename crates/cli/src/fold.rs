@@ -7,7 +7,9 @@
 //! control register with a flushing read after each write (period 2, 5, ...). Values
 //! may differ from one repetition to the next; each slot of the group keeps every
 //! value it saw, run-length encoded, so folding hides no value, only repetition.
-//! A run needs three accesses at period 1 and two full repetitions otherwise; any
+//! A run needs three accesses at period 1 and two full repetitions otherwise. A
+//! pause of 1 ms or more ends a run whose group writes (a replay must sleep
+//! there too); polls go on through pauses. Any
 //! other event (a MARK, MAP, UNMAP, loss, undecoded or kernel access, an access
 //! wider than 8 bytes) ends the run in progress and passes through unchanged.
 //!
@@ -25,6 +27,11 @@ use mmio_trace_format::{Access, Direction, Event};
 
 /// The longest repeating group that folds.
 pub const MAX_PERIOD: usize = 8;
+
+/// A pause this long before an access ends a run with writes in its group: the
+/// driver slept between two writes, which a replay must do too. Runs of reads
+/// only (waits) go on through pauses: sleeping between polls is how they wait.
+pub const SPLIT_GAP_NS: u64 = 1_000_000;
 
 /// Accesses looked at before deciding where a run starts.
 const LOOKAHEAD: usize = 16 * MAX_PERIOD;
@@ -150,6 +157,10 @@ pub struct Folder {
     /// Accesses to look at again (a repetition cut short), then the new one.
     queue: VecDeque<(Event, u64)>,
     max_period: usize,
+    /// Whether the run in progress has a write in its group.
+    run_writes: bool,
+    /// Time of the run's last access (in `partial` or merged).
+    run_last_ts: u64,
 }
 
 impl Default for Folder {
@@ -182,6 +193,8 @@ impl Folder {
             partial: Vec::with_capacity(MAX_PERIOD),
             queue: VecDeque::with_capacity(MAX_PERIOD + 1),
             max_period,
+            run_writes: false,
+            run_last_ts: 0,
         }
     }
 
@@ -242,7 +255,10 @@ impl Folder {
     ) -> Result<(), E> {
         if let Some(run) = &mut self.run {
             let expect = run.slots[self.partial.len()].shape;
-            if shape_of(&item.0) == expect {
+            let ts = access(&item.0).ts_ns;
+            let paused = self.run_writes && ts.saturating_sub(self.run_last_ts) >= SPLIT_GAP_NS;
+            if shape_of(&item.0) == expect && !paused {
+                self.run_last_ts = ts;
                 self.partial.push(item);
                 if self.partial.len() == run.slots.len() {
                     for (slot, (ev, i)) in run.slots.iter_mut().zip(self.partial.drain(..)) {
@@ -279,9 +295,22 @@ impl Folder {
     fn decide<E>(&mut self, out: &mut impl FnMut(Folded<'_>) -> Result<(), E>) -> Result<(), E> {
         let n = self.pending.len();
         let mut best: Option<(usize, usize)> = None; // (covered, period)
+        let paused = |pending: &VecDeque<(Event, u64)>, i: usize| {
+            access(&pending[i].0)
+                .ts_ns
+                .saturating_sub(access(&pending[i - 1].0).ts_ns)
+                >= SPLIT_GAP_NS
+        };
         for p in 1..=self.max_period.min(n / 2) {
+            let writes = (0..p).any(|i| access(&self.pending[i].0).dir == Direction::Write);
+            if writes && (1..p).any(|i| paused(&self.pending, i)) {
+                continue;
+            }
             let mut k = 0;
-            while p + k < n && shape_of(&self.pending[p + k].0) == shape_of(&self.pending[k].0) {
+            while p + k < n
+                && shape_of(&self.pending[p + k].0) == shape_of(&self.pending[k].0)
+                && !(writes && paused(&self.pending, p + k))
+            {
                 k += 1;
             }
             let reps = (p + k) / p;
@@ -320,6 +349,8 @@ impl Folder {
             slots[k % p].push(access(&ev).value);
         }
         run.slots = slots;
+        self.run_writes = run.slots.iter().any(|s| s.shape.dir == Direction::Write);
+        self.run_last_ts = run.last_ts;
         self.run = Some(run);
         // The rest goes through the run, which goes on or ends at the first
         // access of another shape.
