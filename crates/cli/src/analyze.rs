@@ -246,7 +246,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 // Every register a run writes, it writes in its first repetition:
                 // a first write there ends the init sequence with that repetition.
                 for (k, s) in run.slots.iter().enumerate() {
-                    if s.shape.dir == Direction::Write && i.wrote(&s.first, run.first_index + k as u64) {
+                    if s.shape.dir == Direction::Write
+                        && i.wrote(&s.first, run.first_index + k as u64)
+                    {
                         i.init_first_rep = has_writes && poll.is_none();
                     }
                 }
@@ -488,7 +490,11 @@ fn init_counts(m: &MapInfo) -> (u64, usize, usize) {
                     .iter()
                     .filter(|s| s.shape.dir == Direction::Write)
                     .count() as u64
-                    * if last && m.init_first_rep { 1 } else { run.reps }
+                    * if last && m.init_first_rep {
+                        1
+                    } else {
+                        run.reps
+                    }
             }
             Step::Wait(run, _) => {
                 writes += run
@@ -716,7 +722,11 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                             .flat_map(|&(v, n)| std::iter::repeat_n(v, n as usize))
                     })
                     .collect();
-                let reps = if last && m.init_first_rep { 1 } else { run.reps };
+                let reps = if last && m.init_first_rep {
+                    1
+                } else {
+                    run.reps
+                };
                 for _ in 0..reps {
                     for (slot, it) in run.slots.iter().zip(iters.iter_mut()) {
                         let value = it.next().unwrap_or(0);

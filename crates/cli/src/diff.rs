@@ -236,6 +236,18 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
             Folded::Event(Event::Access(a), index) => {
                 raw.push((What::Access(a.clone()), index, Some(a.ts_ns), None))
             }
+            Folded::Event(Event::Map(m), index) => raw.push((
+                What::Text(format!("MAP #{} {:#x}+{:#x}", m.id, m.phys, m.len)),
+                index,
+                Some(m.ts_ns),
+                Some(Event::Map(*m)),
+            )),
+            Folded::Event(Event::Unmap(u), index) => raw.push((
+                What::Text(format!("UNMAP #{}", u.id)),
+                index,
+                Some(u.ts_ns),
+                Some(Event::Unmap(*u)),
+            )),
             Folded::Event(ev, index) => {
                 let mut line = Vec::new();
                 crate::show::render(
@@ -252,13 +264,7 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
                         .map_or(text.clone(), |(_, r)| r.to_string()),
                     None => text,
                 };
-                let keep = matches!(ev, Event::Map(_) | Event::Unmap(_));
-                raw.push((
-                    What::Text(text),
-                    index,
-                    ev.ts_ns(),
-                    keep.then(|| ev.clone()),
-                ))
+                raw.push((What::Text(text), index, ev.ts_ns(), None))
             }
             Folded::Run(run) => raw.push((
                 What::Run(Box::new(run.clone())),

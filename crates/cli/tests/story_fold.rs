@@ -41,7 +41,9 @@ fn log_accesses() -> Vec<Line> {
 }
 
 fn json_lines(s: &str) -> Vec<Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// The accesses that `show --fold --json` describes, runs expanded repetition by
@@ -90,7 +92,10 @@ fn expand(items: &[Value]) -> Vec<(u64, char, u64, u64)> {
                         index += 1;
                     }
                 }
-                assert!(values.iter().all(|v| v.is_empty()), "values left over: {it}");
+                assert!(
+                    values.iter().all(|v| v.is_empty()),
+                    "values left over: {it}"
+                );
                 assert_eq!(it["last_index"].as_u64().unwrap(), index - 1, "{it}");
                 assert_eq!(it["accesses"].as_u64().unwrap(), index - first, "{it}");
             }
@@ -113,8 +118,10 @@ fn folding_the_e1000_log_keeps_every_access_and_value_in_order() {
     // Folded, the 13,117 lines are fewer than a third as many items.
     assert!(items.len() < 13117 / 3, "{} items", items.len());
     // Runs start and end where their accesses are in the log (times in µs).
-    let ts: std::collections::HashMap<u64, u64> =
-        log_accesses().iter().map(|&(i, _, _, _, us)| (i, us)).collect();
+    let ts: std::collections::HashMap<u64, u64> = log_accesses()
+        .iter()
+        .map(|&(i, _, _, _, us)| (i, us))
+        .collect();
     for it in items.iter().filter(|it| it["kind"] == "run") {
         let first = it["first_index"].as_u64().unwrap();
         let last = it["last_index"].as_u64().unwrap();
@@ -149,7 +156,13 @@ fn the_eeprom_word_reads_fold_into_one_run_each() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| format!("{} {}", s["dir"].as_str().unwrap(), s["name"].as_str().unwrap()))
+            .map(|s| {
+                format!(
+                    "{} {}",
+                    s["dir"].as_str().unwrap(),
+                    s["name"].as_str().unwrap()
+                )
+            })
             .collect()
     };
     let read_bits = groups
