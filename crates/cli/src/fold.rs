@@ -148,14 +148,13 @@ pub enum Folded<'a> {
 /// [`Folder::finish`]. Each call hands the items that became final to `out`, in
 /// log order.
 pub struct Folder {
-    /// Accesses not yet part of a run nor given out: at most LOOKAHEAD.
+    /// Accesses not yet part of a run nor given out: fewer than LOOKAHEAD
+    /// between calls, none while a run goes on.
     pending: VecDeque<(Event, u64)>,
     /// The run in progress.
     run: Option<Run>,
     /// Accesses of the run's current, incomplete repetition.
     partial: Vec<(Event, u64)>,
-    /// Accesses to look at again (a repetition cut short), then the new one.
-    queue: VecDeque<(Event, u64)>,
     max_period: usize,
     /// Whether the run in progress has a write in its group.
     run_writes: bool,
@@ -191,7 +190,6 @@ impl Folder {
             pending: VecDeque::with_capacity(4 * MAX_PERIOD),
             run: None,
             partial: Vec::with_capacity(MAX_PERIOD),
-            queue: VecDeque::with_capacity(MAX_PERIOD + 1),
             max_period,
             run_writes: false,
             run_last_ts: 0,
@@ -206,10 +204,7 @@ impl Folder {
         out: &mut impl FnMut(Folded<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         match ev {
-            Event::Access(a) if a.width <= 8 => {
-                self.queue.push_back((ev.clone(), index));
-                self.drain(out)
-            }
+            Event::Access(a) if a.width <= 8 => self.step((ev.clone(), index), out),
             // Folding needs one value per access; wide ones stay as they are.
             _ => {
                 self.flush(out)?;
@@ -226,26 +221,26 @@ impl Folder {
         self.flush(out)
     }
 
-    fn drain<E>(&mut self, out: &mut impl FnMut(Folded<'_>) -> Result<(), E>) -> Result<(), E> {
-        while let Some(item) = self.queue.pop_front() {
-            self.step(item, out)?;
+    fn flush<E>(&mut self, out: &mut impl FnMut(Folded<'_>) -> Result<(), E>) -> Result<(), E> {
+        self.end_run(out)?;
+        while !self.pending.is_empty() {
+            self.decide(out)?;
+            self.end_run(out)?;
         }
         Ok(())
     }
 
-    fn flush<E>(&mut self, out: &mut impl FnMut(Folded<'_>) -> Result<(), E>) -> Result<(), E> {
-        loop {
-            self.drain(out)?;
-            if let Some(run) = self.run.take() {
-                out(Folded::Run(&run))?;
-                self.queue.extend(self.partial.drain(..));
-                continue;
+    /// Gives out the run in progress; its cut-short repetition becomes pending.
+    /// (While a run goes on nothing is pending: runs start at the oldest pending
+    /// access and take every pending access after it.)
+    fn end_run<E>(&mut self, out: &mut impl FnMut(Folded<'_>) -> Result<(), E>) -> Result<(), E> {
+        if let Some(run) = self.run.take() {
+            out(Folded::Run(&run))?;
+            for item in self.partial.drain(..).rev() {
+                self.pending.push_front(item);
             }
-            if self.pending.is_empty() {
-                return Ok(());
-            }
-            self.decide(out)?;
         }
+        Ok(())
     }
 
     fn step<E>(
@@ -254,11 +249,11 @@ impl Folder {
         out: &mut impl FnMut(Folded<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         if let Some(run) = &mut self.run {
-            let expect = run.slots[self.partial.len()].shape;
-            let ts = access(&item.0).ts_ns;
-            let paused = self.run_writes && ts.saturating_sub(self.run_last_ts) >= SPLIT_GAP_NS;
-            if shape_of(&item.0) == expect && !paused {
-                self.run_last_ts = ts;
+            let a = access(&item.0);
+            let paused =
+                self.run_writes && a.ts_ns.saturating_sub(self.run_last_ts) >= SPLIT_GAP_NS;
+            if Shape::of(a) == run.slots[self.partial.len()].shape && !paused {
+                self.run_last_ts = a.ts_ns;
                 self.partial.push(item);
                 if self.partial.len() == run.slots.len() {
                     for (slot, (ev, i)) in run.slots.iter_mut().zip(self.partial.drain(..)) {
@@ -271,17 +266,10 @@ impl Folder {
                 }
                 return Ok(());
             }
-            let run = self.run.take().expect("a run");
-            out(Folded::Run(&run))?;
-            // The cut-short repetition and this access start afresh, in order.
-            self.queue.push_front(item);
-            for p in self.partial.drain(..).rev() {
-                self.queue.push_front(p);
-            }
-            return Ok(());
+            self.end_run(out)?;
         }
         self.pending.push_back(item);
-        if self.pending.len() >= LOOKAHEAD {
+        while self.pending.len() >= LOOKAHEAD {
             self.decide(out)?;
         }
         Ok(())
@@ -294,7 +282,8 @@ impl Folder {
     /// into the short one its tail looks like.
     fn decide<E>(&mut self, out: &mut impl FnMut(Folded<'_>) -> Result<(), E>) -> Result<(), E> {
         let n = self.pending.len();
-        let mut best: Option<(usize, usize)> = None; // (covered, period)
+        // (covered by whole repetitions, period, matched up to the last pending)
+        let mut best: Option<(usize, usize, bool)> = None;
         let paused = |pending: &VecDeque<(Event, u64)>, i: usize| {
             access(&pending[i].0)
                 .ts_ns
@@ -315,11 +304,11 @@ impl Folder {
             }
             let reps = (p + k) / p;
             let min = if p == 1 { 3 } else { 2 };
-            if reps >= min && best.is_none_or(|(c, _)| reps * p > c) {
-                best = Some((reps * p, p));
+            if reps >= min && best.is_none_or(|(c, _, _)| reps * p > c) {
+                best = Some((reps * p, p, p + k == n));
             }
         }
-        let Some((covered, p)) = best else {
+        let Some((covered, p, goes_on)) = best else {
             let (ev, i) = self.pending.pop_front().expect("pending");
             return out(Folded::Event(&ev, i));
         };
@@ -349,14 +338,19 @@ impl Folder {
             slots[k % p].push(access(&ev).value);
         }
         run.slots = slots;
-        self.run_writes = run.slots.iter().any(|s| s.shape.dir == Direction::Write);
-        self.run_last_ts = run.last_ts;
-        self.run = Some(run);
-        // The rest goes through the run, which goes on or ends at the first
-        // access of another shape.
-        for item in self.pending.drain(..).rev() {
-            self.queue.push_front(item);
+        if !goes_on {
+            // It ended within the pending accesses: the rest stays pending.
+            return out(Folded::Run(&run));
         }
+        // Every pending access matched: the rest (less than one repetition)
+        // starts the next repetition, and the run goes on with the next access.
+        self.run_writes = run.slots.iter().any(|s| s.shape.dir == Direction::Write);
+        self.run_last_ts = self
+            .pending
+            .back()
+            .map_or(run.last_ts, |(ev, _)| access(ev).ts_ns);
+        self.partial.extend(self.pending.drain(..));
+        self.run = Some(run);
         Ok(())
     }
 }
