@@ -3,9 +3,10 @@
  * itself, through the file, after 50 polls), configuration writes, then a steady
  * state that only writes registers written before.
  *
- * argv: DEVICE [VARIANT [MAP_OFFSET]]. VARIANT "b" writes CFG1 = 0x6 instead of
- * 0x5 and adds one read of ID after it; MAP_OFFSET maps the device at that file
- * offset (another physical base). Exits 0. */
+ * argv: DEVICE [VARIANT [MAP_OFFSET [POLLS]]]. VARIANT "b" writes CFG1 = 0x6
+ * instead of 0x5 and adds one read of ID after it; MAP_OFFSET maps the device at
+ * that file offset (another physical base); POLLS (default 50) is how many reads
+ * see bit 3 clear. Exits 0. */
 #include "mmio.h"
 #include <string.h>
 
@@ -20,6 +21,7 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int b = argc > 2 && strcmp(argv[2], "b") == 0;
     off_t off = argc > 3 ? (off_t)strtoul(argv[3], NULL, 0) : 0;
+    int polls = argc > 4 ? atoi(argv[4]) : 50;
     int fd = open(argv[1], O_RDWR);
     if (fd < 0) return 100;
     uint8_t *bar = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
@@ -28,7 +30,7 @@ int main(int argc, char **argv) {
     wr32(bar + CTRL, 0x1); /* reset */
     for (int i = 0;; i++) {
         if (rd32(bar + STATUS) & 0x8) break;
-        if (i == 49) {
+        if (i == polls - 1) {
             /* The "device" finishes its reset: bit 3 of STATUS, set behind the
              * mapping's back (not an access of the program). */
             uint32_t v = 0x100a;

@@ -73,6 +73,10 @@ pub struct DiffArgs {
     ignore_base: bool,
 }
 
+/// What is compared of one slot of a folded run: map, address, direction, width
+/// and its values (none when ignored).
+type SlotKey = (i64, u64, Direction, u8, Option<Vec<(u64, u64)>>);
+
 /// What is compared of one item.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
@@ -84,7 +88,7 @@ enum Key {
         value: Option<u64>,
     },
     Run {
-        slots: Vec<(i64, u64, Direction, u8, Option<Vec<(u64, u64)>>)>,
+        slots: Vec<SlotKey>,
         reps: Option<u64>,
     },
     Map {

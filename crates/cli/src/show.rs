@@ -139,7 +139,6 @@ fn run_folded(
     })?;
     let n = names.as_ref();
     folder.finish(&mut |item| emit(item, n))?;
-    drop(emit);
     out.flush().context("writing standard output")?;
     progress.finish();
     if let Some(n) = &names {
