@@ -171,11 +171,11 @@ fn diff_of_two_recordings_shows_the_changed_value_and_the_added_access() {
     }
 
     // A device that took longer to answer: the same story.
-    let (slow, _) = recording(&f, "slow.log", &["a", "0", "80"]);
+    let (slow, _) = recording(&f, "slow.log", &["a", "0", "300"]);
     let o = mmio(&["diff", s(&a), s(&slow)]);
     assert_eq!(code(&o), Some(0), "{}{}", stdout(&o), stderr(&o));
     let o = mmio(&["show", "--fold", s(&slow)]);
-    assert!(stdout(&o).contains("×81 = 0x00001002 … until 0x0000100a (bit 3 set)"));
+    assert!(stdout(&o).contains("×301 = 0x00001002 … until 0x0000100a (bit 3 set)"));
 
     // Items: header, MAP, MARK, W CTRL, the folded wait, W CFG0, then W CFG1.
     let item = h + 6;
