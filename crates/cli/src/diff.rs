@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use mmio_trace_format::{Access, Direction, Event};
 use serde_json::json;
@@ -20,7 +22,9 @@ use crate::show::fmt_ts;
 /// Each log is folded as `show --fold` folds it, then the items (accesses, folded
 /// runs, MAP/UNMAP lines, markers) are aligned by register, direction and value
 /// with Myers' O(ND) algorithm, which stays near-linear when the logs mostly agree.
-/// Hunk headers count folded items (`@@ -A,N +B,M @@`); each line gives the event
+/// Logs with little in common take longer: after 10 seconds of searching the
+/// alignment settles for a correct diff that may not be the shortest. Hunk
+/// headers count folded items (`@@ -A,N +B,M @@`); each line gives the event
 /// index in its log after `#`.
 ///
 /// A polling loop (see `analyze --help`) compares equal whatever its count: how
@@ -72,6 +76,9 @@ pub struct DiffArgs {
     #[arg(long)]
     ignore_base: bool,
 }
+
+/// Seconds the alignment searches for the shortest diff before it settles.
+const DEADLINE_S: u64 = 10;
 
 /// What is compared of one slot of a folded run: map, address, direction, width
 /// and its values (none when ignored).
@@ -403,7 +410,11 @@ fn compare(args: &DiffArgs) -> anyhow::Result<bool> {
     let b = read_side(&args.b, args, &o)?;
     let ka: Vec<&Key> = a.items.iter().map(|i| &i.key).collect();
     let kb: Vec<&Key> = b.items.iter().map(|i| &i.key).collect();
-    let ops = similar::capture_diff_slices(Algorithm::Myers, &ka, &kb);
+    // Myers is O(ND): near-linear when the logs mostly agree, quadratic when they
+    // have little in common. Past the deadline it settles for a correct diff that
+    // may not be the shortest.
+    let deadline = Instant::now() + Duration::from_secs(DEADLINE_S);
+    let ops = similar::capture_diff_slices_deadline(Algorithm::Myers, &ka, &kb, Some(deadline));
     let equal = ops.iter().all(|op| matches!(op, DiffOp::Equal { .. }));
     let groups = similar::group_diff_ops(ops, args.context);
     let times = !args.ignore_times;
