@@ -6,7 +6,8 @@
  * argv: DEVICE [VARIANT [MAP_OFFSET [POLLS]]]. VARIANT "b" writes CFG1 = 0x6
  * instead of 0x5 and adds one read of ID after it; MAP_OFFSET maps the device at
  * that file offset (another physical base); POLLS (default 50) is how many reads
- * see bit 3 clear. Exits 0. */
+ * see bit 3 clear. VARIANT "w" waits, after the last first write, for bit 0 of
+ * BUSY to clear (20 reads see it set). Exits 0. */
 #include "mmio.h"
 #include <string.h>
 
@@ -15,11 +16,13 @@
 #define CFG0 0x10
 #define CFG1 0x14
 #define DOORBELL 0x18
+#define BUSY 0x1c
 #define ID 0x20
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int b = argc > 2 && strcmp(argv[2], "b") == 0;
+    int w = argc > 2 && strcmp(argv[2], "w") == 0;
     off_t off = argc > 3 ? (off_t)strtoul(argv[3], NULL, 0) : 0;
     int polls = argc > 4 ? atoi(argv[4]) : 50;
     int fd = open(argv[1], O_RDWR);
@@ -41,6 +44,13 @@ int main(int argc, char **argv) {
     wr32(bar + CFG1, b ? 0x6 : 0x5);
     if (b) (void)rd32(bar + ID);
     wr32(bar + DOORBELL, 0x1); /* the last write to a register not written before */
+    for (int i = 0; w; i++) {
+        if (!(rd32(bar + BUSY) & 0x1)) break;
+        if (i == 19) {
+            uint32_t v = 0x1006;
+            if (pwrite(fd, &v, 4, off + BUSY) != 4) return 101;
+        }
+    }
     for (int i = 0; i < 4; i++) { /* steady state: registers written before */
         (void)rd32(bar + STATUS);
         wr32(bar + DOORBELL, 0x10 + i);

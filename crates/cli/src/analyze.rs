@@ -23,7 +23,8 @@ use crate::show::fmt_ts;
 /// Accesses are folded first, as `show --fold` folds them.
 ///
 /// The init sequence of a map runs from its MAP to its last "first write": the
-/// last write to a register (address) of that map that no earlier access wrote.
+/// last write to a register (address) of that map that no earlier access wrote,
+/// and on through the polling loops right after it (waiting for what it started).
 /// A driver brings a device up by writing registers it has not written before;
 /// once up, it only writes again the registers it already wrote (interrupt
 /// masks, ring tails, ...), so the last first write marks the end of bring-up.
@@ -99,8 +100,11 @@ struct MapInfo {
     map: Option<mmio_trace_format::Map>,
     written: HashSet<u64>,
     steps: Vec<Step>,
-    /// Steps of the init sequence (up to and including the last first write).
+    /// Steps of the init sequence: up to and including the last first write,
+    /// then the waits right after it.
     init_len: usize,
+    /// Steps up to and including the last first write.
+    init_writes_len: usize,
     /// The last first write: event index and time, and the access.
     init_end: Option<(u64, u64, Access)>,
     /// Whether the last first write is in a folded group (the init sequence's
@@ -156,6 +160,24 @@ impl MapInfo {
             self.init_end = Some((index, a.ts_ns, a.clone()));
         }
         first
+    }
+
+    /// Takes into the init sequence the polling loops that follow its last first
+    /// write (with the sleeps between them): the driver waiting for what that
+    /// write started.
+    fn extend_init(&mut self) {
+        self.init_writes_len = self.init_len;
+        let mut k = self.init_len;
+        while k < self.steps.len() {
+            match self.steps[k] {
+                Step::Sleep { .. } => k += 1,
+                Step::Wait(..) => {
+                    k += 1;
+                    self.init_len = k;
+                }
+                _ => break,
+            }
+        }
     }
 
     /// Notes the next access (or run) of the map, from `first` to `last` (times):
@@ -265,6 +287,9 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         folder.push(ev, seen, &mut on_item)
     })?;
     folder.finish(&mut on_item)?;
+    for (_, m) in &mut maps {
+        m.extend_init();
+    }
     progress.finish();
     let names = names.as_ref();
     if let Some(path) = &args.script {
@@ -480,7 +505,7 @@ fn init_counts(m: &MapInfo) -> (u64, usize, usize) {
     let mut waits = 0usize;
     let mut sleeps = 0usize;
     for (k, s) in m.steps[..m.init_len].iter().enumerate() {
-        let last = k + 1 == m.init_len;
+        let last = k + 1 == m.init_writes_len;
         match s {
             Step::Sleep { .. } => sleeps += 1,
             Step::Write(..) => writes += 1,
@@ -703,7 +728,7 @@ enum Op {
 fn ops(m: &MapInfo) -> Vec<Op> {
     let mut v = Vec::new();
     for (k, s) in m.steps[..m.init_len].iter().enumerate() {
-        let last = k + 1 == m.init_len;
+        let last = k + 1 == m.init_writes_len;
         match s {
             Step::Sleep { ns, .. } => v.push(Op::Delay { ns: *ns }),
             Step::Write(a, _) => v.push(Op::Write {

@@ -156,6 +156,37 @@ fn analyze_finds_the_wait_and_the_init_order_of_a_recorded_program() {
 }
 
 #[test]
+fn the_init_sequence_takes_the_wait_right_after_its_last_first_write() {
+    let f = Fixture::new("wait", "story_init", 8192);
+    let (log, _) = recording(&f, "w.log", &["w"]);
+    let script = f.dir.join("init.txt");
+    let o = mmio(&["analyze", "--script", s(&script), s(&log)]);
+    assert_eq!(code(&o), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&script).unwrap();
+    let steps: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("delay "))
+        .map(|l| l.split("  #").next().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "map 1 0x0 0x1000",
+            "write32 0x0000 0x00000001",
+            "wait32 0x0008 0x00000008 0x00000008",
+            "write32 0x0010 0x00000abc",
+            "write32 0x0014 0x00000005",
+            "write32 0x0018 0x00000001",
+            "wait32 0x001c 0x00000001 0x00000000",
+        ]
+    );
+    assert!(
+        text.contains("wait32 0x001c 0x00000001 0x00000000  # 21 polls, "),
+        "{text}"
+    );
+}
+
+#[test]
 fn diff_of_two_recordings_shows_the_changed_value_and_the_added_access() {
     let f = Fixture::new("diff", "story_init", 8192);
     let (a, events) = recording(&f, "a.log", &[]);
