@@ -276,3 +276,57 @@ fn analyze_and_show_fold_say_what_is_wrong_with_their_input() {
     let o = run(&["show", "--json", E1000]);
     assert_eq!(o.status.code(), Some(2), "--json needs --fold");
 }
+
+#[test]
+fn diff_names_registers_and_ignores_what_it_is_told_to() {
+    let log = std::fs::read_to_string(E1000).unwrap();
+    // The probe's last first write (ICS, line 12186) with another value.
+    let line = "W 4 3.935916 1 0xfeb400c8 0x4 0x0 0";
+    assert_eq!(log.lines().nth(12185), Some(line));
+    let changed = reading::tmp(
+        "e1000-ics5.log",
+        log.replace(line, "W 4 3.935916 1 0xfeb400c8 0x5 0x0 0")
+            .as_bytes(),
+    );
+    let changed = reading::s(&changed);
+    // The same log in the binary format: equal.
+    let bin = reading::dir().join("e1000.mtb");
+    quiet(&["convert", "--to", "binary", E1000, reading::s(&bin)]);
+    assert_eq!(quiet(&["diff", E1000, reading::s(&bin)]), "");
+
+    let o = run(&[
+        "diff",
+        "--db",
+        DB,
+        "--ignore-times",
+        "-U",
+        "1",
+        E1000,
+        changed,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let hunk: Vec<&str> = out.lines().skip(2).collect();
+    // The hunk's item numbers: folded items, counted here from `show --fold --json`.
+    let items = json_lines(&quiet(&["show", "--fold", "--json", E1000]));
+    let k = items
+        .iter()
+        .position(|it| it["index"] == 12186)
+        .expect("ICS's write is an item of its own") as u64
+        + 1;
+    assert_eq!(
+        hunk,
+        [
+            format!("@@ -{},3 +{},3 @@", k - 1, k - 1).as_str(),
+            " R4 0xfeb40008 STATUS => 0x80080783  #12185",
+            "-W4 0xfeb400c8 ICS <= 0x00000004  #12186",
+            "+W4 0xfeb400c8 ICS <= 0x00000005  #12186",
+            " R4 0xfeb400c0 ICR => 0x00000004  #12187",
+        ]
+    );
+    // Told to ignore ICS's values (by name, or by address): equal.
+    for reg in ["ICS", "0xfeb400c8"] {
+        let o = run(&["diff", "--db", DB, "--ignore-value", reg, E1000, changed]);
+        assert_eq!(o.status.code(), Some(0), "{reg}: {}", text(&o.stdout));
+    }
+}
