@@ -32,10 +32,18 @@ use crate::show::fmt_ts;
 /// (waits) and the sleeps (no access to the map for 1 ms or more: a reset's
 /// settle time); other reads are left out.
 ///
-/// A polling loop is a folded run whose writes keep one value and that reads
-/// one value again and again and then another (the register and the bits that
-/// changed are what it waited on), or a run of reads only that never saw a change
-/// (a wait that gave up, or ended outside the run).
+/// When the last first write is inside a folded group, the sequence ends with that
+/// group's first repetition.
+///
+/// A polling loop is a folded run whose writes keep one value and one of whose
+/// reads returned one value at least twice and then another until the run ended
+/// (the register and the bits that changed are what it waited on), or a run of at
+/// least three reads only that never saw a change (a wait that gave up, or that
+/// the next access ended). A wait that the first or second read satisfied does
+/// not fold and is not listed.
+///
+/// Exit status as for `show`: 0 when the log was read, 2 for a damaged log or bad
+/// arguments, 1 when a file cannot be opened or written.
 ///
 /// `--script FILE` writes the init sequences as a replayable script: one line per
 /// write (`write32 OFFSET VALUE`) and per wait (`wait32 OFFSET MASK VALUE`, i.e.
