@@ -8,8 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod analyse;
+mod analyze;
 mod convert;
 mod demo;
+mod diff;
+mod fold;
 mod input;
 mod kernel;
 mod mark;
@@ -62,6 +65,10 @@ enum Command {
         about = "Convert a log between the kernel text format and the compact binary format"
     )]
     Convert(convert::ConvertArgs),
+    #[command(about = "Tell a log's story per map: init sequence, polling loops, hot registers")]
+    Analyze(analyze::AnalyzeArgs),
+    #[command(about = "Compare two logs of one device, loops folded, like diff -u")]
+    Diff(diff::DiffArgs),
     #[command(
         about = "Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE)"
     )]
@@ -115,6 +122,8 @@ fn main() -> ExitCode {
         Command::Stats(a) => stats::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Analyze(a) => analyze::run(a),
+        Command::Diff(a) => diff::run(a),
     };
     match result {
         Ok(code) => code,

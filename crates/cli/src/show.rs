@@ -8,8 +8,9 @@ use anyhow::Context;
 use mmio_trace_format::{Access, Direction, Event};
 
 use crate::analyse::{FilterArgs, Progress};
+use crate::fold::{fmt_duration, fmt_values, Folded, Folder, Run, Slot};
 use crate::input::{InputArgs, LogInput};
-use crate::regnames::DbArgs;
+use crate::regnames::{DbArgs, Names};
 use crate::style::{ColorChoice, Style};
 
 /// List the events of a log, one per line, readable and filtered.
@@ -32,6 +33,22 @@ pub struct ShowArgs {
     /// Colour the output.
     #[arg(long, value_enum, default_value_t)]
     color: ColorChoice,
+
+    /// Fold repetition: a run of accesses whose register, direction and width repeat
+    /// (one register polled, or a group of up to 8 accesses such as a bit-banged
+    /// EEPROM's write/read pairs) prints once with its count, every value it took
+    /// in order (`= 0x0 … until 0x8 (bit 3 set)` for a poll that ended on a new
+    /// value; `= 0x1c6 ×2, 0x1c7` otherwise) and its duration. No value is hidden:
+    /// the first, each changed and the last value of every run stay visible.
+    #[arg(long)]
+    fold: bool,
+
+    /// With --fold: one JSON object per line instead, each unfolded event with its
+    /// index in the log (`index`, 1-based) and each run with its extent
+    /// (`first_index`, `last_index`, `first_ts_ns`, `last_ts_ns`), `reps` and its
+    /// `slots` (`dir`, `width`, `map`, `phys`, `name`, `values` as [value, count]).
+    #[arg(long, requires = "fold")]
+    json: bool,
 }
 
 /// Runs `show`.
@@ -43,6 +60,9 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     let mut line = Vec::with_capacity(256);
     let mut progress = Progress::new();
+    if args.fold {
+        return run_folded(&args, input, names, &style, out, progress);
+    }
     input.for_each_event(|ev, seen| {
         if let Some(n) = names.as_mut() {
             n.observe(ev);
@@ -67,6 +87,196 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `show --fold`: the same listing with runs folded.
+fn run_folded(
+    args: &ShowArgs,
+    mut input: LogInput,
+    mut names: Option<Names>,
+    style: &Style,
+    mut out: impl Write,
+    mut progress: Progress,
+) -> anyhow::Result<ExitCode> {
+    let mut folder = Folder::default();
+    let mut line = Vec::with_capacity(256);
+    let json = args.json;
+    let mut emit = |item: Folded<'_>, names: Option<&Names>| -> anyhow::Result<()> {
+        line.clear();
+        match item {
+            Folded::Event(ev, index) => {
+                if json {
+                    json_event(&mut line, ev, index, names);
+                } else {
+                    let described = match (ev, names) {
+                        (Event::Access(a), Some(n)) => n.describe(a),
+                        _ => None,
+                    };
+                    render(&mut line, ev, style, described.as_deref());
+                }
+            }
+            Folded::Run(run) => {
+                if json {
+                    serde_json::to_writer(&mut line, &run_json(run, names))?;
+                    line.push(b'\n');
+                } else {
+                    render_run(&mut line, run, style, names);
+                }
+            }
+        }
+        out.write_all(&line).context("writing standard output")
+    };
+    input.for_each_event(|ev, seen| {
+        if let Some(n) = names.as_mut() {
+            n.observe(ev);
+        }
+        progress.tick(seen);
+        if !args.filter.keep(ev) {
+            return Ok(());
+        }
+        let n = names.as_ref();
+        folder.push(ev, seen, &mut |item| emit(item, n))
+    })?;
+    let n = names.as_ref();
+    folder.finish(&mut |item| emit(item, n))?;
+    out.flush().context("writing standard output")?;
+    progress.finish();
+    if let Some(n) = &names {
+        n.report_unbound();
+    }
+    input.report_skipped();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One folded run, as `show --fold` prints it: a run of one register on one line
+/// (`R4  0xfeb40008 STATUS ×1533 = 0x0 … until 0x8 (bit 3 set), 4.1 ms  map 1`), a
+/// longer group as a line with its count and duration and then one line per access
+/// of the group.
+pub fn render_run(line: &mut Vec<u8>, run: &Run, s: &Style, names: Option<&Names>) {
+    let _ = write!(line, "{:>14}  ", fmt_ts(run.first_ts));
+    let span = fmt_duration(run.last_ts.saturating_sub(run.first_ts));
+    let slot_text = |line: &mut Vec<u8>, slot: &Slot| {
+        let col = match slot.shape.dir {
+            Direction::Read => s.read,
+            Direction::Write => s.write,
+        };
+        let letter = if slot.shape.dir == Direction::Read {
+            'R'
+        } else {
+            'W'
+        };
+        let _ = write!(
+            line,
+            "{col}{letter}{:<2}{} {:#010x}",
+            slot.shape.width, s.reset, slot.shape.phys
+        );
+        if let Some(name) = names.and_then(|n| n.register_name(&slot.first)) {
+            let _ = write!(line, " {name}");
+        }
+    };
+    if let [slot] = run.slots.as_slice() {
+        slot_text(line, slot);
+        let _ = write!(
+            line,
+            " ×{} {}, {span}  {}map {}{}",
+            run.reps,
+            fmt_values(slot),
+            s.dim,
+            slot.shape.map_id,
+            s.reset
+        );
+        site(line, &slot.first, s);
+        line.push(b'\n');
+        return;
+    }
+    let _ = writeln!(
+        line,
+        "×{} of {} accesses, {span}",
+        run.reps,
+        run.slots.len()
+    );
+    for slot in &run.slots {
+        let _ = write!(line, "{:>14}    ", "");
+        slot_text(line, slot);
+        let _ = write!(
+            line,
+            " {}  {}map {}{}",
+            fmt_values(slot),
+            s.dim,
+            slot.shape.map_id,
+            s.reset
+        );
+        site(line, &slot.first, s);
+        line.push(b'\n');
+    }
+}
+
+fn site(line: &mut Vec<u8>, a: &Access, s: &Style) {
+    if a.pc != 0 || a.pid != 0 {
+        let _ = write!(
+            line,
+            "  {}{}{}",
+            s.dim,
+            crate::analyze::site_label(a.pid, a.pc),
+            s.reset
+        );
+    }
+}
+
+/// A folded run as JSON.
+pub fn run_json(run: &Run, names: Option<&Names>) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "run",
+        "first_index": run.first_index,
+        "last_index": run.last_index,
+        "first_ts_ns": run.first_ts,
+        "last_ts_ns": run.last_ts,
+        "reps": run.reps,
+        "accesses": run.accesses(),
+        "slots": run.slots.iter().map(|slot| serde_json::json!({
+            "dir": if slot.shape.dir == Direction::Read { "R" } else { "W" },
+            "width": slot.shape.width,
+            "map": slot.shape.map_id,
+            "phys": slot.shape.phys,
+            "name": names.and_then(|n| n.register_name(&slot.first)),
+            "values": slot.values.iter().map(|&(v, n)| [v, n]).collect::<Vec<_>>(),
+            "pid": slot.first.pid,
+            "pc": slot.first.pc,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// An event that did not fold, as one JSON line: accesses field by field, other
+/// events as the line `show` prints for them.
+fn json_event(line: &mut Vec<u8>, ev: &Event, index: u64, names: Option<&Names>) {
+    let v = match ev {
+        Event::Access(a) => serde_json::json!({
+            "kind": "access",
+            "index": index,
+            "ts_ns": a.ts_ns,
+            "dir": if a.dir == Direction::Read { "R" } else { "W" },
+            "width": a.width,
+            "map": a.map_id,
+            "phys": a.phys,
+            "value": fmt_value(a),
+            "name": names.and_then(|n| n.register_name(a)),
+            "pid": a.pid,
+            "pc": a.pc,
+        }),
+        _ => {
+            let mut text = Vec::new();
+            render(&mut text, ev, &Style::new(ColorChoice::Never), None);
+            let text = String::from_utf8_lossy(&text);
+            serde_json::json!({
+                "kind": "event",
+                "index": index,
+                "ts_ns": ev.ts_ns(),
+                "text": text.trim(),
+            })
+        }
+    };
+    let _ = serde_json::to_writer(&mut *line, &v);
+    line.push(b'\n');
 }
 
 /// `seconds.microseconds`, as the kernel prints time.
