@@ -45,7 +45,6 @@ pub(crate) fn emulate() -> bool {
 
 /// Whether out-of-line execution may complete accesses.
 #[inline]
-#[allow(dead_code)] // Used once out-of-line execution lands.
 pub(crate) fn out_of_line() -> bool {
     FIRST.load(Ordering::Relaxed) <= 1
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
 use crate::sys::{self, KSigaction};
-use crate::{emu, guard, regions, step, stop, threads};
+use crate::{emu, guard, ool, regions, step, stop, threads};
 
 /// The real-time signal used to pause other threads during a single step.
 pub const PAUSE_SIGNAL: i32 = 63;
@@ -493,6 +493,13 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
     } else {
         emu::Emulated::Refused
     };
+    let emulated = match emulated {
+        // SAFETY: handler context.
+        emu::Emulated::Refused if crate::paths::out_of_line() => unsafe {
+            ool::run(r, addr, &code[..n], rip, uc)
+        },
+        e => e,
+    };
     let fault = match emulated {
         emu::Emulated::Done => return true,
         emu::Emulated::Refused => None,
@@ -599,6 +606,14 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     }
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
+    // A fault of an instruction run out of line: the program sees it at its own
+    // instruction.
+    // SAFETY: handler context.
+    if code > 0 && !step::in_step() && unsafe { ool::fault_in_slot(info, uc) } {
+        // SAFETY: handler context.
+        unsafe { deliver(sig, info, uc) };
+        return;
+    }
     if code > 0 && step::in_step() {
         // SAFETY: handler context.
         if unsafe { fatal_in_step(sig, uc) } {

@@ -1,0 +1,218 @@
+/* One instruction form (or glibc string function) on device memory per run, for the
+ * out-of-line fault path: the emulator does not complete these, so the tracer runs them
+ * on a bounce buffer. Prints the program's own results (the same natively and traced).
+ * The device holds 32-bit word k = 0x1000 + k (tests/common) unless the test put a
+ * string at 0x100.
+ *
+ * usage: ool_forms DEVICE FORM */
+#define _GNU_SOURCE
+#include "mmio.h"
+#include <setjmp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+static volatile uint8_t *dev;
+static sigjmp_buf jb;
+static volatile uint64_t fpe_addr;
+
+extern char ool_div0_insn[];
+
+static void on_fpe(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)uc;
+    fpe_addr = (uint64_t)si->si_addr;
+    siglongjmp(jb, 1);
+}
+
+static volatile long nested_hits, nested_bad;
+static void on_alarm(int sig) {
+    (void)sig;
+    uint32_t v;
+    __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory");
+    if (v != 3) nested_bad++;
+    nested_hits++;
+}
+
+static void bits(const char *name, const void *p, size_t n) {
+    printf("%s", name);
+    for (size_t i = 0; i < n; i++) printf(" %02x", ((const uint8_t *)p)[i]);
+    printf("\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: ool_forms DEVICE FORM\n"); return 2; }
+    dev = map_device(argv[1], 4096);
+    const char *f = argv[2];
+    char *s = (char *)dev + 0x100;
+    if (!strcmp(f, "strlen")) {
+        printf("%zu\n", strlen(s));
+    } else if (!strcmp(f, "strchr")) {
+        char *p = strchr(s, '!');
+        printf("%ld\n", p ? (long)(p - s) : -1L);
+    } else if (!strcmp(f, "strcmp")) {
+        char local[128];
+        strcpy(local, "hello, device");
+        printf("%d\n", strcmp(s, local) > 0);
+    } else if (!strcmp(f, "strncpy")) {
+        char local[128];
+        memset(local, 'z', sizeof local);
+        strncpy(local, s, 100);
+        printf("%s|%c\n", local, local[99] == 0 ? '0' : '?');
+    } else if (!strcmp(f, "printf")) {
+        printf("[%s]\n", s);
+    } else if (!strcmp(f, "div")) {
+        uint32_t q, r;
+        __asm__ volatile("xor %%edx, %%edx\n\tmov $100000, %%eax\n\tdivl (%2)"
+                         : "=a"(q), "=d"(r) : "r"(dev + 0x40) : "memory", "cc");
+        printf("%u %u\n", q, r);
+    } else if (!strcmp(f, "popcnt")) {
+        uint32_t v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+        printf("%u\n", v);
+    } else if (!strcmp(f, "lzcnt")) {
+        uint64_t v;
+        __asm__ volatile("lzcntq (%1), %0" : "=r"(v) : "r"(dev + 0x48) : "memory", "cc");
+        printf("%lu\n", (unsigned long)v);
+    } else if (!strcmp(f, "crc32")) {
+        uint32_t v = 0xffffffff;
+        __asm__ volatile("crc32l (%1), %0" : "+r"(v) : "r"(dev + 0x4c) : "memory");
+        printf("%08x\n", v);
+    } else if (!strcmp(f, "pinsrd")) {
+        uint32_t out[4];
+        __asm__ volatile("pxor %%xmm0, %%xmm0\n\tpinsrd $2, (%1), %%xmm0\n\tmovdqu %%xmm0, (%0)"
+                         :: "r"(out), "r"(dev + 0x50) : "memory", "xmm0");
+        printf("%x %x %x %x\n", out[0], out[1], out[2], out[3]);
+    } else if (!strcmp(f, "vpbroadcastd")) {
+        uint32_t out[8];
+        __asm__ volatile("vpbroadcastd (%1), %%ymm0\n\tvmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x54) : "memory", "xmm0");
+        printf("%x %x\n", out[0], out[7]);
+    } else if (!strcmp(f, "vpaddd")) {
+        uint32_t out[8], one[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        __asm__ volatile("vmovdqu (%2), %%ymm1\n\tvpaddd (%1), %%ymm1, %%ymm0\n\t"
+                         "vmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x80), "r"(one) : "memory", "xmm0", "xmm1");
+        for (int i = 0; i < 8; i++) printf("%x ", out[i]);
+        printf("\n");
+    } else if (!strcmp(f, "addsd")) {
+        double d = 1.5;
+        __asm__ volatile("addsd (%1), %0" : "+x"(d) : "r"(dev + 0x58) : "memory");
+        bits("addsd", &d, 8);
+    } else if (!strcmp(f, "cvtsi2sd")) {
+        double d;
+        __asm__ volatile("cvtsi2sdl (%1), %0" : "=x"(d) : "r"(dev + 0x60) : "memory");
+        printf("%.1f\n", d);
+    } else if (!strcmp(f, "fld")) {
+        float x;
+        __asm__ volatile("flds (%1)\n\tfstps %0" : "=m"(x) : "r"(dev + 0x64) : "memory");
+        bits("fld", &x, 4);
+    } else if (!strcmp(f, "fild")) {
+        double x;
+        __asm__ volatile("fildl (%1)\n\tfstpl %0" : "=m"(x) : "r"(dev + 0x68) : "memory");
+        printf("%.1f\n", x);
+    } else if (!strcmp(f, "fldt")) {
+        double x;
+        __asm__ volatile("fldt (%1)\n\tfstpl %0" : "=m"(x) : "r"(dev + 0x70) : "memory");
+        bits("fldt", &x, 8);
+    } else if (!strcmp(f, "fstp")) {
+        double x = 2.5;
+        __asm__ volatile("fldl %1\n\tfstpl (%0)" :: "r"(dev + 0x90), "m"(x) : "memory");
+        printf("%lx\n", (unsigned long)rd64(dev + 0x90));
+    } else if (!strcmp(f, "fstps")) {
+        float x = -3.25f;
+        __asm__ volatile("flds %1\n\tfstps (%0)" :: "r"(dev + 0x98), "m"(x) : "memory");
+        printf("%x\n", rd32(dev + 0x98));
+    } else if (!strcmp(f, "fstpt")) {
+        double x = 1.0;
+        __asm__ volatile("fldl %1\n\tfstpt (%0)" :: "r"(dev + 0xa0), "m"(x) : "memory");
+        uint64_t lo = rd64(dev + 0xa0);
+        uint16_t hi = rd16(dev + 0xa8);
+        printf("%lx %x\n", (unsigned long)lo, hi);
+    } else if (!strcmp(f, "pextrd")) {
+        uint32_t in[4] = {0x11111111, 0x22222222, 0xdeadbeef, 0x44444444};
+        __asm__ volatile("movdqu (%1), %%xmm0\n\tpextrd $2, %%xmm0, (%0)"
+                         :: "r"(dev + 0xb0), "r"(in) : "memory", "xmm0");
+        printf("%x\n", rd32(dev + 0xb0));
+    } else if (!strcmp(f, "vmaskmov_load")) {
+        int32_t mask[8] = {-1, 0, -1, 0, 0, 0, 0, -1};
+        uint32_t out[8];
+        __asm__ volatile("vmovdqu (%2), %%ymm1\n\tvpmaskmovd (%1), %%ymm1, %%ymm0\n\t"
+                         "vmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0xc0), "r"(mask) : "memory", "xmm0", "xmm1");
+        for (int i = 0; i < 8; i++) printf("%x ", out[i]);
+        printf("\n");
+    } else if (!strcmp(f, "vmaskmov_store")) {
+        int32_t mask[8] = {0, -1, 0, 0, -1, 0, 0, 0};
+        uint32_t in[8] = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7};
+        __asm__ volatile("vmovdqu (%2), %%ymm1\n\tvmovdqu (%1), %%ymm0\n\t"
+                         "vpmaskmovd %%ymm0, %%ymm1, (%0)\n\tvzeroupper"
+                         :: "r"(dev + 0xe0), "r"(in), "r"(mask) : "memory", "xmm0", "xmm1");
+        for (int i = 0; i < 8; i++) printf("%x ", rd32(dev + 0xe0 + 4 * i));
+        printf("\n");
+    } else if (!strcmp(f, "avx512_load")) {
+        uint32_t out[16], one[16];
+        for (int i = 0; i < 16; i++) one[i] = 0x100 * i;
+        __asm__ volatile("mov $0x8421, %%eax\n\tkmovw %%eax, %%k1\n\t"
+                         "vmovdqu32 (%2), %%zmm1\n\tvpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+                         "vpaddd (%1), %%zmm1, %%zmm0%{%%k1%}\n\t"
+                         "vmovdqu32 %%zmm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x200), "r"(one) : "memory", "rax", "xmm0", "xmm1");
+        for (int i = 0; i < 16; i++) printf("%x ", out[i]);
+        printf("\n");
+    } else if (!strcmp(f, "avx512_store")) {
+        uint32_t in[16];
+        for (int i = 0; i < 16; i++) in[i] = 0xb0 + i;
+        __asm__ volatile("mov $0x5, %%eax\n\tkmovw %%eax, %%k2\n\t"
+                         "vmovdqu32 (%1), %%zmm0\n\t"
+                         "vextracti32x4 $1, %%zmm0, (%0)%{%%k2%}\n\tvzeroupper"
+                         :: "r"(dev + 0x240), "r"(in) : "memory", "rax", "xmm0");
+        for (int i = 0; i < 4; i++) printf("%x ", rd32(dev + 0x240 + 4 * i));
+        printf("\n");
+    } else if (!strcmp(f, "misaligned")) {
+        /* A legacy SSE operand that is not 16-byte aligned: #GP (SIGSEGV) natively. */
+        __asm__ volatile("pcmpeqb (%0), %%xmm0" :: "r"(dev + 0x104) : "memory", "xmm0");
+        printf("no fault\n");
+    } else if (!strcmp(f, "rmw")) {
+        __asm__ volatile("addl $5, (%0)" :: "r"(dev + 0x340) : "memory", "cc");
+        printf("%x\n", rd32(dev + 0x340));
+    } else if (!strcmp(f, "divzero")) {
+        struct sigaction sa = {0};
+        sa.sa_sigaction = on_fpe;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGFPE, &sa, NULL);
+        wr32(dev + 0x300, 0);
+        if (sigsetjmp(jb, 1) == 0) {
+            __asm__ volatile("xor %%edx, %%edx\n\tmov $7, %%eax\n\t"
+                             ".globl ool_div0_insn\nool_div0_insn:\n\tdivl (%0)"
+                             :: "r"(dev + 0x300) : "memory", "rax", "rdx", "cc");
+            printf("no fault\n");
+        } else {
+            printf("SIGFPE at the instruction: %d\n", fpe_addr == (uint64_t)ool_div0_insn);
+        }
+        /* The thread goes on running out of line after the fault. */
+        uint32_t v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+        printf("%u\n", v);
+    } else if (!strcmp(f, "nested")) {
+        /* A timer handler that runs out of line itself interrupts main's out-of-line
+         * accesses (pending signals are delivered at the slot's first instruction). */
+        signal(SIGALRM, on_alarm);
+        struct itimerval it = {{0, 100}, {0, 100}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        long bad = 0;
+        for (int i = 0; i < 20000; i++) {
+            uint32_t v;
+            __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+            if (v != 3) bad++;
+        }
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+        printf("bad %ld %ld hits %ld\n", bad, (long)nested_bad, (long)nested_hits);
+        fprintf(stderr, "%ld\n", (long)nested_hits);
+    } else {
+        fprintf(stderr, "unknown form %s\n", f);
+        return 2;
+    }
+    return 0;
+}
