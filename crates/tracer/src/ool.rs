@@ -311,10 +311,17 @@ fn tails(n: u8) -> (u64, u64) {
 /// this thread's ring write.
 extern "C" fn store_done(f: *mut Frame) {
     let old = signals::block_async();
+    // A SIGBUS of the write-back must reach the tracer's handler (see emu.rs): blocked by
+    // the program, the kernel would kill the process from inside the tracer.
+    const SIGBUS_BIT: u64 = 1 << (libc::SIGBUS - 1);
+    if old & SIGBUS_BIT != 0 {
+        sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
+    }
     // SAFETY: the frame is this thread's and busy (released only by the tail after this).
     let f = unsafe { &*f };
     let mut off = 0usize;
     let w = f.width as usize;
+    let mut lost = None;
     while off < w {
         let (n, selected) = if f.elem != 0 {
             let e = f.elem as usize;
@@ -330,13 +337,21 @@ extern "C" fn store_done(f: *mut Frame) {
             // 1..64 of a supported size.
             match unsafe { guard::write(f.alias + off as u64, data) } {
                 Ok(()) => e.access(true, f.addr + off as u64, f.map_id, data, f.rip),
-                // The device went away under the store: nothing written, nothing logged.
-                Err(_) => e.cancel(),
+                Err(fault) => {
+                    e.cancel();
+                    lost = lost.or(Some(fault.signo));
+                }
             }
         }
         off += n;
     }
     signals::restore_mask(old);
+    if lost == Some(libc::SIGBUS) {
+        // The device went away under the store (its file truncated): the program gets the
+        // SIGBUS it would have had natively, though after its instruction and as a sent
+        // signal (`SI_TKILL`), since the instruction has already completed.
+        sys::tgkill(crate::pid(), sys::gettid(), libc::SIGBUS);
+    }
 }
 
 /// Stores run out of line: the memory operand is the destination and is only written.
