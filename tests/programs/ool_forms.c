@@ -40,6 +40,64 @@ static void bits(const char *name, const void *p, size_t n) {
     printf("\n");
 }
 
+/* Everything the program had in registers survives an out-of-line store (whose epilogue
+ * calls into the tracer): general registers, flags, the red zone below the stack pointer,
+ * all 16 (or, with AVX-512, 32) vector registers in full and the x87 stack. */
+__attribute__((noinline)) static void preserve(int avx512) {
+    uint8_t pat[64], out[32][64];
+    uint64_t gp[4], rz[2];
+    double x87[2];
+    for (int i = 0; i < 64; i++) pat[i] = (uint8_t)(i * 7 + 1);
+    __asm__ volatile("vmovdqu (%0), %%ymm0\n\t"
+                     "vpaddb %%ymm0, %%ymm0, %%ymm1\n\tvpaddb %%ymm1, %%ymm0, %%ymm2\n\t"
+                     "vpaddb %%ymm2, %%ymm0, %%ymm3\n\tvpaddb %%ymm3, %%ymm0, %%ymm4\n\t"
+                     "vpaddb %%ymm4, %%ymm0, %%ymm5\n\tvpaddb %%ymm5, %%ymm0, %%ymm6\n\t"
+                     "vpaddb %%ymm6, %%ymm0, %%ymm7\n\tvpaddb %%ymm7, %%ymm0, %%ymm8\n\t"
+                     "vpaddb %%ymm8, %%ymm0, %%ymm9\n\tvpaddb %%ymm9, %%ymm0, %%ymm10\n\t"
+                     "vpaddb %%ymm10, %%ymm0, %%ymm11\n\tvpaddb %%ymm11, %%ymm0, %%ymm12\n\t"
+                     "vpaddb %%ymm12, %%ymm0, %%ymm13\n\tvpaddb %%ymm13, %%ymm0, %%ymm14\n\t"
+                     "vpaddb %%ymm14, %%ymm0, %%ymm15\n\t"
+                     :: "r"(pat) : "memory");
+    if (avx512)
+        __asm__ volatile("vmovdqu64 (%0), %%zmm16\n\tvpaddb %%zmm16, %%zmm16, %%zmm17\n\t"
+                         "vpaddb %%zmm17, %%zmm16, %%zmm31\n\tvpaddb %%zmm31, %%zmm16, %%zmm24\n\t"
+                         :: "r"(pat) : "memory");
+    double a = 1.25, b = -7.5;
+    __asm__ volatile(
+        "fldl %[a]\n\tfldl %[b]\n\t"
+        "mov $0x1111111111111111, %%r8\n\tmov $0x2222222222222222, %%r9\n\t"
+        "mov $0x3333333333333333, %%r10\n\tmov $0x4444444444444444, %%r11\n\t"
+        "movq $0x5555, -8(%%rsp)\n\tmovq $0x6666, -128(%%rsp)\n\t"
+        "stc\n\t"
+        "pextrd $1, %%xmm3, (%[d])\n\t"
+        "setc %%al\n\tmovzbl %%al, %%eax\n\tmov %%rax, 24(%[gp])\n\t"
+        "mov -8(%%rsp), %%rax\n\tmov %%rax, (%[rz])\n\tmov -128(%%rsp), %%rax\n\tmov %%rax, 8(%[rz])\n\t"
+        "mov %%r8, (%[gp])\n\tmov %%r10, 8(%[gp])\n\tmov %%r11, 16(%[gp])\n\t"
+        "fstpl (%[x])\n\tfstpl 8(%[x])\n\t"
+        : : [a] "m"(a), [b] "m"(b), [d] "r"(dev + 0x380), [gp] "r"(gp), [rz] "r"(rz), [x] "r"(x87)
+        : "memory", "rax", "r8", "r9", "r10", "r11", "cc");
+    __asm__ volatile("vmovdqu %%ymm0, 0*64(%0)\n\tvmovdqu %%ymm1, 1*64(%0)\n\tvmovdqu %%ymm2, 2*64(%0)\n\t"
+                     "vmovdqu %%ymm3, 3*64(%0)\n\tvmovdqu %%ymm4, 4*64(%0)\n\tvmovdqu %%ymm5, 5*64(%0)\n\t"
+                     "vmovdqu %%ymm6, 6*64(%0)\n\tvmovdqu %%ymm7, 7*64(%0)\n\tvmovdqu %%ymm8, 8*64(%0)\n\t"
+                     "vmovdqu %%ymm9, 9*64(%0)\n\tvmovdqu %%ymm10, 10*64(%0)\n\tvmovdqu %%ymm11, 11*64(%0)\n\t"
+                     "vmovdqu %%ymm12, 12*64(%0)\n\tvmovdqu %%ymm13, 13*64(%0)\n\tvmovdqu %%ymm14, 14*64(%0)\n\t"
+                     "vmovdqu %%ymm15, 15*64(%0)\n\tvzeroupper"
+                     :: "r"(out) : "memory");
+    unsigned long sum = 0;
+    for (int r = 0; r < 16; r++)
+        for (int i = 0; i < 32; i++) sum = sum * 31 + out[r][i];
+    if (avx512) {
+        __asm__ volatile("vmovdqu64 %%zmm16, 0*64(%0)\n\tvmovdqu64 %%zmm17, 1*64(%0)\n\t"
+                         "vmovdqu64 %%zmm31, 2*64(%0)\n\tvmovdqu64 %%zmm24, 3*64(%0)\n\tvzeroupper"
+                         :: "r"(out) : "memory");
+        for (int r = 0; r < 4; r++)
+            for (int i = 0; i < 64; i++) sum = sum * 31 + out[r][i];
+    }
+    printf("vec %lx gp %lx %lx %lx cf %lu rz %lx %lx x87 %g %g dev %x\n", sum,
+           (unsigned long)gp[0], (unsigned long)gp[1], (unsigned long)gp[2], (unsigned long)gp[3],
+           (unsigned long)rz[0], (unsigned long)rz[1], x87[0], x87[1], rd32(dev + 0x380));
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: ool_forms DEVICE FORM\n"); return 2; }
     dev = map_device(argv[1], 4096);
@@ -169,6 +227,10 @@ int main(int argc, char **argv) {
                          :: "r"(dev + 0x240), "r"(in) : "memory", "rax", "xmm0");
         for (int i = 0; i < 4; i++) printf("%x ", rd32(dev + 0x240 + 4 * i));
         printf("\n");
+    } else if (!strcmp(f, "preserve")) {
+        preserve(0);
+    } else if (!strcmp(f, "preserve512")) {
+        preserve(1);
     } else if (!strcmp(f, "misaligned")) {
         /* A legacy SSE operand that is not 16-byte aligned: #GP (SIGSEGV) natively. */
         __asm__ volatile("pcmpeqb (%0), %%xmm0" :: "r"(dev + 0x104) : "memory", "xmm0");

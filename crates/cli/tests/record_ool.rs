@@ -505,3 +505,35 @@ fn regs_crc32_is_a_read_with_its_value_where_the_step_path_had_unknown() {
     assert_eq!(unknowns(&events), vec![]);
     assert_eq!(accesses(&events), want);
 }
+
+/// An out-of-line store's epilogue calls into the tracer: every register the program had
+/// (general, flags, the red zone, all vector registers in full, the x87 stack) is as
+/// natively afterwards, and the store is logged with its value.
+#[test]
+fn an_out_of_line_store_preserves_the_programs_registers_and_red_zone() {
+    let f = fixture("preserve", "ool_forms");
+    let pristine = std::fs::read(&f.dev).unwrap();
+    let forms: &[&str] = if cpu_has("avx512f") {
+        &["preserve", "preserve512"]
+    } else {
+        eprintln!("NOT RUN: preserve512 (this CPU has no AVX-512F)");
+        &["preserve"]
+    };
+    if !cpu_has("avx2") {
+        eprintln!("NOT RUN: the preserve forms need AVX2");
+        return;
+    }
+    for form in forms {
+        std::fs::write(&f.dev, &pristine).unwrap();
+        let nat = native(&f, &[], &[form]);
+        assert_exit(&nat, 0);
+        assert!(stdout(&nat).contains(" cf 1 rz 5555 6666 x87 -7.5 1.25 dev c8ac9074"));
+        let (out, events) = record_env(&f, &[], &[form]);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), stdout(&nat), "{form}");
+        assert_eq!(
+            accesses(&events),
+            vec![('W', 4, 0x380, 0xc8ac_9074), ('R', 4, 0x380, 0xc8ac_9074)]
+        );
+    }
+}
