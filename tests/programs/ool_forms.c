@@ -218,6 +218,17 @@ int main(int argc, char **argv) {
                          :: "r"(out), "r"(dev + 0x200), "r"(one) : "memory", "rax", "xmm0", "xmm1");
         for (int i = 0; i < 16; i++) printf("%x ", out[i]);
         printf("\n");
+    } else if (!strcmp(f, "avx512_perm")) {
+        /* A masked permute reads its whole operand: element 0 selects element 15. */
+        uint32_t out[16], idx[16];
+        for (int i = 0; i < 16; i++) idx[i] = 15 - i;
+        __asm__ volatile("mov $0x0003, %%eax\n\tkmovw %%eax, %%k1\n\t"
+                         "vmovdqu32 (%2), %%zmm1\n\tvpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+                         "vpermd (%1), %%zmm1, %%zmm0%{%%k1%}\n\t"
+                         "vmovdqu32 %%zmm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x280), "r"(idx) : "memory", "rax", "xmm0", "xmm1");
+        for (int i = 0; i < 16; i++) printf("%x ", out[i]);
+        printf("\n");
     } else if (!strcmp(f, "avx512_store")) {
         uint32_t in[16];
         for (int i = 0; i < 16; i++) in[i] = 0xb0 + i;

@@ -294,6 +294,17 @@ fn forms() -> Vec<(&'static str, &'static str, &'static str, Vec<Acc>)> {
             ],
         ),
         (
+            "avx512_perm",
+            "avx512f",
+            "10af 10ae 0 0 0 0 0 0 0 0 0 0 0 0 0 0 \n",
+            (0..8u64)
+                .map(|i| {
+                    let lo = 0x10a0 + 2 * i;
+                    ('R', 8, 0x280 + 8 * i, ((lo + 1) << 32) | lo)
+                })
+                .collect(),
+        ),
+        (
             "avx512_store",
             "avx512f",
             "b4 1091 b6 1093 \n",

@@ -640,6 +640,110 @@ fn rewrite(
     Some((out, m + 1 + tail.len()))
 }
 
+/// Masked EVEX forms whose memory elements do not map one to one onto the destination
+/// elements the mask selects (permutes, shuffles, packs, inserts, broadcasts, expands…):
+/// their operand is read whole, as an unmasked one, so that the instruction computes
+/// from the right bytes. (The expands read as many consecutive elements as the mask
+/// selects: not run out of line.)
+const NOT_ELEMENTWISE: &[Mnemonic] = &[
+    Mnemonic::Vpermb,
+    Mnemonic::Vpermw,
+    Mnemonic::Vpermd,
+    Mnemonic::Vpermq,
+    Mnemonic::Vpermps,
+    Mnemonic::Vpermpd,
+    Mnemonic::Vpermilps,
+    Mnemonic::Vpermilpd,
+    Mnemonic::Vpermi2b,
+    Mnemonic::Vpermi2w,
+    Mnemonic::Vpermi2d,
+    Mnemonic::Vpermi2q,
+    Mnemonic::Vpermi2ps,
+    Mnemonic::Vpermi2pd,
+    Mnemonic::Vpermt2b,
+    Mnemonic::Vpermt2w,
+    Mnemonic::Vpermt2d,
+    Mnemonic::Vpermt2q,
+    Mnemonic::Vpermt2ps,
+    Mnemonic::Vpermt2pd,
+    Mnemonic::Vpshufb,
+    Mnemonic::Vpshufd,
+    Mnemonic::Vpshufhw,
+    Mnemonic::Vpshuflw,
+    Mnemonic::Vshufps,
+    Mnemonic::Vshufpd,
+    Mnemonic::Vshuff32x4,
+    Mnemonic::Vshuff64x2,
+    Mnemonic::Vshufi32x4,
+    Mnemonic::Vshufi64x2,
+    Mnemonic::Vunpcklps,
+    Mnemonic::Vunpckhps,
+    Mnemonic::Vunpcklpd,
+    Mnemonic::Vunpckhpd,
+    Mnemonic::Vpunpcklbw,
+    Mnemonic::Vpunpcklwd,
+    Mnemonic::Vpunpckldq,
+    Mnemonic::Vpunpcklqdq,
+    Mnemonic::Vpunpckhbw,
+    Mnemonic::Vpunpckhwd,
+    Mnemonic::Vpunpckhdq,
+    Mnemonic::Vpunpckhqdq,
+    Mnemonic::Valignd,
+    Mnemonic::Valignq,
+    Mnemonic::Vpalignr,
+    Mnemonic::Vpacksswb,
+    Mnemonic::Vpackssdw,
+    Mnemonic::Vpackuswb,
+    Mnemonic::Vpackusdw,
+    Mnemonic::Vpmaddwd,
+    Mnemonic::Vpmaddubsw,
+    Mnemonic::Vpsadbw,
+    Mnemonic::Vdbpsadbw,
+    Mnemonic::Vpmultishiftqb,
+    Mnemonic::Vpdpbusd,
+    Mnemonic::Vpdpbusds,
+    Mnemonic::Vpdpwssd,
+    Mnemonic::Vpdpwssds,
+    Mnemonic::Vgf2p8affineqb,
+    Mnemonic::Vgf2p8affineinvqb,
+    Mnemonic::Vexpandps,
+    Mnemonic::Vexpandpd,
+    Mnemonic::Vpexpandb,
+    Mnemonic::Vpexpandw,
+    Mnemonic::Vpexpandd,
+    Mnemonic::Vpexpandq,
+    Mnemonic::Vinsertf32x4,
+    Mnemonic::Vinsertf64x2,
+    Mnemonic::Vinsertf32x8,
+    Mnemonic::Vinsertf64x4,
+    Mnemonic::Vinserti32x4,
+    Mnemonic::Vinserti64x2,
+    Mnemonic::Vinserti32x8,
+    Mnemonic::Vinserti64x4,
+    Mnemonic::Vbroadcastf32x2,
+    Mnemonic::Vbroadcastf32x4,
+    Mnemonic::Vbroadcastf64x2,
+    Mnemonic::Vbroadcastf32x8,
+    Mnemonic::Vbroadcastf64x4,
+    Mnemonic::Vbroadcasti32x2,
+    Mnemonic::Vbroadcasti32x4,
+    Mnemonic::Vbroadcasti64x2,
+    Mnemonic::Vbroadcasti32x8,
+    Mnemonic::Vbroadcasti64x4,
+    Mnemonic::Vbroadcastss,
+    Mnemonic::Vbroadcastsd,
+    Mnemonic::Vpbroadcastb,
+    Mnemonic::Vpbroadcastw,
+    Mnemonic::Vpbroadcastd,
+    Mnemonic::Vpbroadcastq,
+    Mnemonic::Vmovddup,
+    Mnemonic::Vmovshdup,
+    Mnemonic::Vmovsldup,
+    Mnemonic::Vpshufbitqmb,
+    Mnemonic::Vp2intersectd,
+    Mnemonic::Vp2intersectq,
+];
+
 /// The selected elements of a masked operand: (element width, bit per element), or
 /// `None` for an unmasked one.
 ///
@@ -673,7 +777,19 @@ unsafe fn mask_of(
         return Some(Some((e, sel)));
     }
     let k = ins.op_mask();
-    if k == Register::None || ins.is_broadcast() {
+    let expand = matches!(
+        m,
+        Mnemonic::Vpexpandb
+            | Mnemonic::Vpexpandw
+            | Mnemonic::Vpexpandd
+            | Mnemonic::Vpexpandq
+            | Mnemonic::Vexpandps
+            | Mnemonic::Vexpandpd
+    );
+    if k != Register::None && expand {
+        return None;
+    }
+    if k == Register::None || ins.is_broadcast() || NOT_ELEMENTWISE.contains(&m) {
         return Some(None);
     }
     let e = ins.memory_size().element_size() as u32;
