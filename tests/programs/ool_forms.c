@@ -249,6 +249,12 @@ int main(int argc, char **argv) {
     } else if (!strcmp(f, "rmw")) {
         __asm__ volatile("addl $5, (%0)" :: "r"(dev + 0x340) : "memory", "cc");
         printf("%x\n", rd32(dev + 0x340));
+    } else if (!strcmp(f, "divzero_fatal")) {
+        wr32(dev + 0x300, 0);
+        uint32_t q;
+        __asm__ volatile("xor %%edx, %%edx\n\tmov $7, %%eax\n\tdivl (%1)"
+                         : "=a"(q) : "r"(dev + 0x300) : "memory", "rdx", "cc");
+        printf("no fault %u\n", q);
     } else if (!strcmp(f, "divzero")) {
         struct sigaction sa = {0};
         sa.sa_sigaction = on_fpe;

@@ -548,3 +548,20 @@ fn an_out_of_line_store_preserves_the_programs_registers_and_red_zone() {
         );
     }
 }
+
+/// The same fault without a handler kills the program with SIGFPE as natively (exit 136),
+/// and the device is read once: the instruction is not re-run on the device.
+#[test]
+fn a_fatal_fault_inside_the_slot_kills_as_natively_after_one_read() {
+    let f = fixture("divzero_fatal", "ool_forms");
+    let nat = native(&f, &[], &["divzero_fatal"]);
+    assert_exit(&nat, 136);
+    let (out, events) = record_env(&f, &[], &["divzero_fatal"]);
+    assert_exit(&out, 136);
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        accesses(&events),
+        vec![('W', 4, 0x300, 0), ('R', 4, 0x300, 0)]
+    );
+    assert_eq!(unknowns(&events), vec![]);
+}

@@ -1014,44 +1014,50 @@ pub(crate) unsafe fn run(
     Emulated::Done
 }
 
-/// A fault (SIGFPE of a `div` by a device value of 0, …) raised by the relocated
-/// instruction in one of this thread's slots: puts the program back on its own
-/// instruction (scratch register restored, frame released) so that the fault is handed to
-/// it as if that instruction had raised it. `true`: so done.
+/// The frame whose relocated instruction the context `uc` is on (a fault it raised:
+/// SIGFPE of a `div` by a device value of 0, …), if any.
 ///
 /// # Safety
-/// Signal-handler context; `info`/`uc` are the handler's.
-pub(crate) unsafe fn fault_in_slot(info: *mut libc::siginfo_t, uc: *mut libc::c_void) -> bool {
-    let Some(s) = threads::current() else {
-        return false;
-    };
-    let area = s.ool.area.load(Ordering::Relaxed);
+/// Signal-handler context; `uc` is the handler's context.
+pub(crate) unsafe fn slot_of(uc: *mut libc::c_void) -> Option<usize> {
+    let area = threads::current()?.ool.area.load(Ordering::Relaxed);
     if area <= NO_AREA {
-        return false;
+        return None;
     }
     // SAFETY: handler context.
-    let g = unsafe { gregs(uc) };
-    let pc = g[libc::REG_RIP as usize] as u64;
+    let pc = unsafe { gregs(uc) }[libc::REG_RIP as usize] as u64;
     let off = pc.wrapping_sub(area);
     if off >= (DEPTH * SLOT) as u64 {
-        return false;
+        return None;
     }
     let i = off as usize / SLOT;
     // SAFETY: this thread's frame.
+    let f = unsafe { &*frame_ptr(area, i) };
+    (f.busy != 0 && (off as usize % SLOT) < f.insn_len as usize).then_some(i)
+}
+
+/// Puts the program back on its own instruction after a fault of frame `i`'s relocated
+/// instruction (see [`slot_of`]): scratch register restored, frame released, RIP and (for
+/// SIGFPE/SIGILL) `si_addr` on the original instruction, so that the fault is handed to
+/// the program as if that instruction had raised it. A handler that returns re-runs it
+/// (natively: one more device access, as on the hardware).
+///
+/// # Safety
+/// Signal-handler context; `info`/`uc` are the handler's; `i` from [`slot_of`].
+pub(crate) unsafe fn leave_slot(i: usize, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let Some(s) = threads::current() else { return };
+    let area = s.ool.area.load(Ordering::Relaxed);
+    // SAFETY: this thread's frame (slot_of found it busy).
     let f = unsafe { &mut *frame_ptr(area, i) };
-    if f.busy == 0 || off as usize % SLOT >= f.insn_len as usize {
-        return false;
-    }
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
     g[f.scratch as usize] = f.saved_scratch as i64;
     g[libc::REG_RIP as usize] = f.rip as i64;
     f.busy = 0;
     // SAFETY: valid info; a fault's si_addr (SIGFPE, SIGILL: the instruction) follows it.
     unsafe {
-        let p = info as *mut u8;
-        let a = p.add(16) as *mut u64;
         if (*info).si_signo != libc::SIGSEGV && (*info).si_signo != libc::SIGBUS {
-            *a = f.rip;
+            *((info as *mut u8).add(16) as *mut u64) = f.rip;
         }
     }
-    true
 }

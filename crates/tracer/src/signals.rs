@@ -607,11 +607,24 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
     // A fault of an instruction run out of line: the program sees it at its own
-    // instruction.
+    // instruction. One that kills is left to re-run in the slot with the default action
+    // (re-running the original would access the device a second time).
     // SAFETY: handler context.
-    if code > 0 && !step::in_step() && unsafe { ool::fault_in_slot(info, uc) } {
+    if let Some(i) = (code > 0 && !step::in_step())
+        .then(|| unsafe { ool::slot_of(uc) })
+        .flatten()
+    {
         // SAFETY: handler context.
-        unsafe { deliver(sig, info, uc) };
+        let (rsp, mask) = unsafe { (gregs(uc)[libc::REG_RSP as usize] as u64, *uc_mask(uc)) };
+        if kills(sig, rsp, mask) {
+            sys::sigaction(sig, Some(&KSigaction::default()), None);
+            return;
+        }
+        // SAFETY: handler context.
+        unsafe {
+            ool::leave_slot(i, info, uc);
+            deliver(sig, info, uc);
+        }
         return;
     }
     if code > 0 && step::in_step() {
