@@ -185,10 +185,18 @@ pub(crate) fn warm_up() {
     if !osxsave {
         return;
     }
-    // Leaf 0xD: the XSAVE area size for the features the OS enabled.
-    let d = core::arch::x86_64::__cpuid_count(0xd, 0);
-    let size = (u64::from(d.ebx) + 63) & !63;
-    XSAVE_SIZE.store(size.max(576), Ordering::Relaxed);
+    // Leaf 0xD: the enabled components (XCR0's low bits in EAX) and, per component, its
+    // size and offset in the standard layout. Only the saved ones count (AMX tiles would
+    // add 8 KiB of the program's stack to every store).
+    let enabled = core::arch::x86_64::__cpuid_count(0xd, 0).eax & XSAVE_MASK;
+    let mut size = 576u64;
+    for c in 2..8 {
+        if enabled & (1 << c) != 0 {
+            let d = core::arch::x86_64::__cpuid_count(0xd, c);
+            size = size.max(u64::from(d.ebx) + u64::from(d.eax));
+        }
+    }
+    XSAVE_SIZE.store((size + 63) & !63, Ordering::Relaxed);
 }
 
 // The epilogue. Entered from a slot with the program's stack as: [rsp] = the program's
