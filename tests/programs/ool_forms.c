@@ -242,6 +242,15 @@ int main(int argc, char **argv) {
         preserve(0);
     } else if (!strcmp(f, "preserve512")) {
         preserve(1);
+    } else if (!strcmp(f, "addr32")) {
+        /* A 32-bit address (0x67 prefix) on a device mapped below 4 GiB. */
+        int fd = open(argv[1], O_RDWR);
+        uint8_t *low = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_32BIT, fd, 0);
+        if (low == MAP_FAILED) { perror("mmap"); return 100; }
+        uint32_t v, a = (uint32_t)(uintptr_t)(low + 0x44);
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"((uint64_t)a) : "memory", "cc");
+        __asm__ volatile("addr32 popcntl 0(,%k1,1), %0" : "=r"(v) : "r"((uint64_t)a) : "memory", "cc");
+        printf("%u\n", v);
     } else if (!strcmp(f, "misaligned")) {
         /* A legacy SSE operand that is not 16-byte aligned: #GP (SIGSEGV) natively. */
         __asm__ volatile("pcmpeqb (%0), %%xmm0" :: "r"(dev + 0x104) : "memory", "xmm0");

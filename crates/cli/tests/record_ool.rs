@@ -565,3 +565,16 @@ fn a_fatal_fault_inside_the_slot_kills_as_natively_after_one_read() {
     );
     assert_eq!(unknowns(&events), vec![]);
 }
+
+/// A 32-bit address (0x67 prefix, device mapped below 4 GiB) is not rewritten to the
+/// bounce buffer, whose address would be truncated: it keeps the step path, with the
+/// right result (the same `popcnt` without the prefix runs out of line).
+#[test]
+fn a_32_bit_address_keeps_the_step_path() {
+    let f = fixture("addr32", "ool_forms");
+    let (out, events) = record_env(&f, &[], &["addr32"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "3\n");
+    assert_eq!(accesses(&events), vec![('R', 4, 0x44, 0x1011)]);
+    assert_eq!(unknowns(&events), vec![(0x44, [0x67, 0xf3, 0x0f])]);
+}

@@ -567,13 +567,16 @@ fn direction(ins: &Instruction) -> Option<Dir> {
 
 /// Where the ModRM byte is, and which prefix carries the B and X register extensions
 /// (offset, kind: 0 none, 1 REX, 2 VEX3/EVEX P0). `None`: a form not rewritten (XOP,
-/// 3DNow!).
+/// 3DNow!, and a 32-bit address size, which would truncate the bounce buffer's address).
 fn layout(b: &[u8]) -> Option<(usize, usize, u8)> {
     let mut i = 0;
     while matches!(
         b.get(i)?,
         0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65 | 0xf0
     ) {
+        if b[i] == 0x67 {
+            return None;
+        }
         i += 1;
     }
     let mut ext = (0, 0);
