@@ -22,9 +22,15 @@
 //!
 //! Not run out of line (the step path, or the emulator, keeps them): `call`/`jmp [m]`,
 //! anything that moves the stack pointer, string instructions, VSIB gathers/scatters,
-//! `LOCK`ed forms and `xchg`, `cmpxchg8b/16b`, `fs:`/`gs:` and 32-bit-address operands,
-//! operands of sizes other than 1, 2, 4, 8, 10, 16, 32 and 64 bytes, and instructions whose
-//! memory destination is not a known store or read-modify-write form.
+//! `LOCK`ed forms and `xchg`, `cmpxchg`, `cmpxchg8b/16b`, `movdir64b`/`enqcmd` (a second,
+//! implicit destination), `fs:`/`gs:` and 32-bit-address operands, operands of sizes other
+//! than 1, 2, 4, 8, 10, 16, 32 and 64 bytes, masked expands, and instructions whose memory
+//! destination is not a known store or read-modify-write form.
+//!
+//! Limits: a program handler that interrupts a slot sees RIP inside it; one that leaves
+//! with `siglongjmp` from there leaves its frame busy (after [`DEPTH`] such, the thread's
+//! accesses take the step path). A store's epilogue uses about 3 KiB of the program's
+//! stack below its red zone. An 80-bit x87 operand is accessed as 8 bytes then 2.
 
 use core::arch::global_asm;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -646,7 +652,7 @@ fn rewrite(
         _ => {}
     }
     out[m] = (modrm & 0x38) | rm;
-    let tail = &b[end..];
+    let tail = b.get(end..)?;
     out[m + 1..m + 1 + tail.len()].copy_from_slice(tail);
     Some((out, m + 1 + tail.len()))
 }
@@ -838,7 +844,14 @@ pub(crate) unsafe fn run(
         || ins.has_lock_prefix()
         || matches!(
             ins.mnemonic(),
-            Mnemonic::Xchg | Mnemonic::Cmpxchg8b | Mnemonic::Cmpxchg16b | Mnemonic::Cmpxchg
+            Mnemonic::Xchg
+                | Mnemonic::Cmpxchg8b
+                | Mnemonic::Cmpxchg16b
+                | Mnemonic::Cmpxchg
+                // A second, implicit destination (`es:[reg]`) that may be the device.
+                | Mnemonic::Movdir64b
+                | Mnemonic::Enqcmd
+                | Mnemonic::Enqcmds
         )
         || matches!(ins.memory_segment(), Register::FS | Register::GS)
         || ins.memory_index().is_vector_register()
