@@ -7,7 +7,9 @@
  * usage: ool_forms DEVICE FORM */
 #define _GNU_SOURCE
 #include "mmio.h"
+#include <pthread.h>
 #include <setjmp.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/time.h>
@@ -96,6 +98,19 @@ __attribute__((noinline)) static void preserve(int avx512) {
     printf("vec %lx gp %lx %lx %lx cf %lu rz %lx %lx x87 %g %g dev %x\n", sum,
            (unsigned long)gp[0], (unsigned long)gp[1], (unsigned long)gp[2], (unsigned long)gp[3],
            (unsigned long)rz[0], (unsigned long)rz[1], x87[0], x87[1], rd32(dev + 0x380));
+}
+
+/* Out-of-line accesses from many threads at once (each has its own frames), threads
+ * that come and go (their frames are unmapped and their slots reused), and a fork child. */
+static volatile long thread_wrong;
+static void *ool_worker(void *arg) {
+    (void)arg;
+    for (int i = 0; i < 200; i++) {
+        uint32_t v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+        if (v != 3 || strlen((const char *)dev + 0x100) != 64) __sync_fetch_and_add(&thread_wrong, 1);
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -251,6 +266,21 @@ int main(int argc, char **argv) {
         __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"((uint64_t)a) : "memory", "cc");
         __asm__ volatile("addr32 popcntl 0(,%k1,1), %0" : "=r"(v) : "r"((uint64_t)a) : "memory", "cc");
         printf("%u\n", v);
+    } else if (!strcmp(f, "threads")) {
+        for (int batch = 0; batch < 5; batch++) {
+            pthread_t t[4];
+            for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, ool_worker, NULL);
+            for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+        }
+        pid_t child = fork();
+        if (child == 0) {
+            ool_worker(NULL);
+            _exit(thread_wrong != 0);
+        }
+        ool_worker(NULL);
+        int st;
+        waitpid(child, &st, 0);
+        printf("wrong %ld child %d\n", (long)thread_wrong, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     } else if (!strcmp(f, "misaligned")) {
         /* A legacy SSE operand that is not 16-byte aligned: #GP (SIGSEGV) natively. */
         __asm__ volatile("pcmpeqb (%0), %%xmm0" :: "r"(dev + 0x104) : "memory", "xmm0");

@@ -578,3 +578,33 @@ fn a_32_bit_address_keeps_the_step_path() {
     assert_eq!(accesses(&events), vec![('R', 4, 0x44, 0x1011)]);
     assert_eq!(unknowns(&events), vec![(0x44, [0x67, 0xf3, 0x0f])]);
 }
+
+/// Out-of-line accesses from four threads at once, in five batches of threads that come
+/// and go (each thread maps its own frames, unmapped when it ends), then from a fork
+/// child beside its parent: every result right, every access logged once with its value
+/// under its own thread id.
+#[test]
+fn threads_that_come_and_go_and_a_fork_child_run_out_of_line() {
+    let f = fixture("threads", "ool_forms");
+    let dev = std::fs::read(&f.dev).unwrap();
+    let (out, events) = record_env(&f, &[], &["threads"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "wrong 0 child 0\n");
+    assert_eq!(unknowns(&events), vec![]);
+    assert_none_lost(&events);
+    assert_reads_match(&dev, &events);
+    let popcnts: Vec<u32> = accesses_by_pid(&events)
+        .into_iter()
+        .filter(|a| (a.1, a.2, a.3) == ('R', 4, 0x44))
+        .map(|a| a.0)
+        .collect();
+    // 20 threads, the parent and the child, 200 each.
+    assert_eq!(popcnts.len(), 22 * 200);
+    let mut tids = popcnts.clone();
+    tids.sort_unstable();
+    tids.dedup();
+    assert_eq!(tids.len(), 22);
+    for t in tids {
+        assert_eq!(popcnts.iter().filter(|&&p| p == t).count(), 200);
+    }
+}
