@@ -302,6 +302,17 @@ const SCRATCH: [(Register, u8, libc::c_int); 3] = [
     (Register::RDI, 7, libc::REG_RDI),
 ];
 
+/// A scratch register the instruction does not name (the memory operand's base and index
+/// are no longer used once it is rewritten).
+fn scratch_for(ins: &Instruction) -> Option<(Register, u8, libc::c_int)> {
+    let used = |reg: Register| {
+        (0..ins.op_count()).any(|i| {
+            ins.op_kind(i) == OpKind::Register && ins.op_register(i).full_register() == reg
+        })
+    };
+    SCRATCH.iter().copied().find(|s| !used(s.0))
+}
+
 fn tails(n: u8) -> (u64, u64) {
     match n {
         3 => (
@@ -903,14 +914,7 @@ pub(crate) unsafe fn run(
         // The CPU raises #GP for this before any access: the step path runs it natively.
         return Emulated::Refused;
     }
-    // A scratch register the instruction does not name (the memory operand's base and
-    // index are no longer used once it is rewritten).
-    let used = |reg: Register| {
-        (0..ins.op_count()).any(|i| {
-            ins.op_kind(i) == OpKind::Register && ins.op_register(i).full_register() == reg
-        })
-    };
-    let Some(&(_, rm, scratch)) = SCRATCH.iter().find(|s| !used(s.0)) else {
+    let Some((_, rm, scratch)) = scratch_for(&ins) else {
         return Emulated::Refused;
     };
     // SAFETY: handler context.
@@ -1082,6 +1086,134 @@ pub(crate) unsafe fn leave_slot(i: usize, info: *mut libc::siginfo_t, uc: *mut l
     unsafe {
         if (*info).si_signo != libc::SIGSEGV && (*info).si_signo != libc::SIGBUS {
             *((info as *mut u8).add(16) as *mut u64) = f.rip;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodings (GNU as) of the forms the fault path runs out of line, with every kind of
+    /// operand: REX.B/X bases and indexes, SIB, disp8/disp32, RIP-relative with a trailing
+    /// immediate, VEX2/VEX3/EVEX (masked, broadcast, disp8*N), x87, mandatory prefixes,
+    /// high-byte registers.
+    const CASES: &[(&str, &str)] = &[
+        (
+            "f3430fb8849145230100",
+            "popcnt eax,DWORD PTR [r9+r10*4+0x12345]",
+        ),
+        ("f34c0fb81d00100000", "popcnt r11,QWORD PTR [rip+0x1000]"),
+        ("f2410f38f14500", "crc32 eax,DWORD PTR [r13+0x0]"),
+        ("f2440f38f0442408", "crc32 r8d,BYTE PTR [rsp+0x8]"),
+        ("41f7742440", "div DWORD PTR [r12+0x40]"),
+        (
+            "66450f3a224c47f802",
+            "pinsrd xmm9,DWORD PTR [r15+rax*2-0x8],0x2",
+        ),
+        (
+            "660f3a161d0002000001",
+            "pextrd DWORD PTR [rip+0x200],xmm3,0x1",
+        ),
+        (
+            "66470f3a1664087f03",
+            "pextrd DWORD PTR [r8+r9*1+0x7f],xmm12,0x3",
+        ),
+        (
+            "c4427d58acce00010000",
+            "vpbroadcastd ymm13,DWORD PTR [r14+rcx*8+0x100]",
+        ),
+        ("c4c105fe4220", "vpaddd ymm0,ymm15,YMMWORD PTR [r10+0x20]"),
+        ("c5ed740f", "vpcmpeqb ymm1,ymm2,YMMWORD PTR [rdi]"),
+        ("c5e9744b10", "vpcmpeqb xmm1,xmm2,XMMWORD PTR [rbx+0x10]"),
+        (
+            "62d375203f4b0200",
+            "vpcmpeqb k1,ymm17,YMMWORD PTR [r11+0x40]",
+        ),
+        (
+            "62b30d433f54764004",
+            "vpcmpneqb k2{k3},zmm30,ZMMWORD PTR [rsi+r14*2+0x1000]",
+        ),
+        (
+            "62d17549fe4102",
+            "vpaddd zmm0{k1},zmm1,ZMMWORD PTR [r9+0x80]",
+        ),
+        ("62d17558fe4101", "vpaddd zmm0,zmm1,DWORD BCST [r9+0x4]"),
+        ("f2440f5855f0", "addsd xmm10,QWORD PTR [rbp-0x10]"),
+        ("f20f2a043e", "cvtsi2sd xmm0,DWORD PTR [rsi+rdi*1]"),
+        ("41d94004", "fld DWORD PTR [r8+0x4]"),
+        ("df28", "fild QWORD PTR [rax]"),
+        ("41db7d10", "fstp TBYTE PTR [r13+0x10]"),
+        ("660f744730", "pcmpeqb xmm0,XMMWORD PTR [rdi+0x30]"),
+        ("66410fda3b", "pminub xmm7,XMMWORD PTR [r11]"),
+        (
+            "c4c2652e642440",
+            "vmaskmovps YMMWORD PTR [r12+0x40],ymm3,ymm4",
+        ),
+        ("c4e26d8c09", "vpmaskmovd ymm1,ymm2,YMMWORD PTR [rcx]"),
+        ("326203", "xor ah,BYTE PTR [rdx+0x3]"),
+        ("8a3e", "mov bh,BYTE PTR [rsi]"),
+        ("438104d978563412", "add DWORD PTR [r9+r11*8],0x12345678"),
+        ("66c1630203", "shl WORD PTR [rbx+0x2],0x3"),
+        ("416902e8030000", "imul eax,DWORD PTR [r10],0x3e8"),
+        ("f3490fbd87ffffff7f", "lzcnt rax,QWORD PTR [r15+0x7fffffff]"),
+    ];
+
+    fn bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rewritten_operands_address_the_scratch_register_and_keep_everything_else() {
+        for &(hex, text) in CASES {
+            let code = bytes(hex);
+            let mut d = Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE);
+            let ins = d.decode();
+            assert!(!ins.is_invalid(), "{text}");
+            assert_eq!(ins.len(), code.len(), "{text}");
+            let (reg, rm, _) = scratch_for(&ins).unwrap();
+            let offsets = d.get_constant_offsets(&ins);
+            let (new, n) = rewrite(&ins, &code, &offsets, rm).unwrap_or_else(|| panic!("{text}"));
+            let mut d2 = Decoder::with_ip(64, &new[..n], 0x2000, DecoderOptions::NONE);
+            let out = d2.decode();
+            assert_eq!(out.len(), n, "{text}: one whole instruction");
+            assert_eq!(out.code(), ins.code(), "{text}: the same form");
+            assert_eq!(out.memory_base(), reg, "{text}");
+            assert_eq!(out.memory_index(), Register::None, "{text}");
+            assert_eq!(out.memory_displacement64(), 0, "{text}");
+            assert_eq!(out.memory_size(), ins.memory_size(), "{text}");
+            assert_eq!(out.op_mask(), ins.op_mask(), "{text}");
+            assert_eq!(out.is_broadcast(), ins.is_broadcast(), "{text}");
+            assert_eq!(out.op_count(), ins.op_count(), "{text}");
+            for i in 0..ins.op_count() {
+                assert_eq!(out.op_kind(i), ins.op_kind(i), "{text}: operand {i}");
+                if ins.op_kind(i) == OpKind::Register {
+                    assert_eq!(
+                        out.op_register(i),
+                        ins.op_register(i),
+                        "{text}: operand {i}"
+                    );
+                    assert_ne!(ins.op_register(i).full_register(), reg, "{text}");
+                } else if ins.op_kind(i) != OpKind::Memory {
+                    assert_eq!(out.immediate(i), ins.immediate(i), "{text}: operand {i}");
+                }
+            }
+            assert!(direction(&ins).is_some(), "{text}: run out of line");
+        }
+    }
+
+    #[test]
+    fn forms_that_cannot_be_rewritten_are_refused() {
+        // A 32-bit address, 3DNow!, a register operand (no memory).
+        for hex in ["67f30fb83485000000", "0f0f4510b4", "f30fb8c1"] {
+            let code = bytes(hex);
+            let mut d = Decoder::with_ip(64, &code, 0x1000, DecoderOptions::NONE);
+            let ins = d.decode();
+            let offsets = d.get_constant_offsets(&ins);
+            assert!(rewrite(&ins, &code, &offsets, 3).is_none(), "{hex}");
         }
     }
 }
