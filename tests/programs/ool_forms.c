@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -19,7 +20,13 @@ static volatile uint8_t *dev;
 static sigjmp_buf jb;
 static volatile uint64_t fpe_addr;
 
-extern char ool_div0_insn[];
+extern char ool_div0_insn[], ool_gp_insn[];
+static volatile uint64_t segv_rip;
+static void on_segv(int sig, siginfo_t *si, void *uc) {
+    (void)sig; (void)si;
+    segv_rip = (uint64_t)((ucontext_t *)uc)->uc_mcontext.gregs[REG_RIP];
+    siglongjmp(jb, 1);
+}
 
 static void on_fpe(int sig, siginfo_t *si, void *uc) {
     (void)sig; (void)uc;
@@ -288,6 +295,28 @@ int main(int argc, char **argv) {
     } else if (!strcmp(f, "rmw")) {
         __asm__ volatile("addl $5, (%0)" :: "r"(dev + 0x340) : "memory", "cc");
         printf("%x\n", rd32(dev + 0x340));
+    } else if (!strcmp(f, "gp_in_slot")) {
+        /* ldmxcsr of a value with reserved bits raises #GP (SIGSEGV, si_code SI_KERNEL)
+         * inside the slot: the handler sees the program's instruction, 20 times over (a
+         * frame not released would run out), and the thread goes on out of line. */
+        struct sigaction sa = {0};
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGSEGV, &sa, NULL);
+        wr32(dev + 0x310, 0xffff0000u);
+        int at_insn = 0;
+        for (int i = 0; i < 20; i++) {
+            if (sigsetjmp(jb, 1) == 0) {
+                __asm__ volatile(".globl ool_gp_insn\nool_gp_insn:\n\tldmxcsr (%0)"
+                                 :: "r"(dev + 0x310) : "memory");
+                printf("no fault\n");
+            } else {
+                at_insn += segv_rip == (uint64_t)ool_gp_insn;
+            }
+        }
+        uint32_t v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+        printf("at the instruction %d of 20, then %u\n", at_insn, v);
     } else if (!strcmp(f, "divzero_fatal")) {
         wr32(dev + 0x300, 0);
         uint32_t q;

@@ -608,3 +608,23 @@ fn threads_that_come_and_go_and_a_fork_child_run_out_of_line() {
         assert_eq!(popcnts.iter().filter(|&&p| p == t).count(), 200);
     }
 }
+
+/// A #GP raised inside the slot (`ldmxcsr` of a device value with reserved bits) reaches
+/// the program's SIGSEGV handler at its own instruction, with its frame released: 20
+/// faults left with `siglongjmp`, then the thread still runs out of line. Natively the
+/// same.
+#[test]
+fn a_general_protection_fault_inside_the_slot_is_the_programs() {
+    let f = fixture("gp_in_slot", "ool_forms");
+    let nat = native(&f, &[], &["gp_in_slot"]);
+    assert_exit(&nat, 0);
+    assert_eq!(stdout(&nat), "at the instruction 20 of 20, then 3\n");
+    let (out, events) = record_env(&f, &[], &["gp_in_slot"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), stdout(&nat));
+    let mut want = vec![('W', 4, 0x310, 0xffff_0000)];
+    want.extend([('R', 4, 0x310, 0xffff_0000); 20]);
+    want.push(('R', 4, 0x44, 0x1011));
+    assert_eq!(accesses(&events), want);
+    assert_eq!(unknowns(&events), vec![]);
+}

@@ -453,6 +453,10 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         }
     }
     // SAFETY: handler context.
+    if code > 0 && !step::in_step() && unsafe { slot_fault(sig, info, uc) } {
+        return;
+    }
+    // SAFETY: handler context.
     unsafe { deliver(sig, info, uc) };
 }
 
@@ -598,6 +602,32 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     unsafe { deliver(sig, info, uc) };
 }
 
+/// A fault of an instruction run out of line, raised in its slot: the program sees it at
+/// its own instruction. One that kills is left to re-run in the slot with the default
+/// action (re-running the original would access the device a second time). `true`: so
+/// done.
+///
+/// # Safety
+/// Signal-handler context with the kernel's `info`/`uc`.
+unsafe fn slot_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let Some(i) = (unsafe { ool::slot_of(uc) }) else {
+        return false;
+    };
+    // SAFETY: handler context.
+    let (rsp, mask) = unsafe { (gregs(uc)[libc::REG_RSP as usize] as u64, *uc_mask(uc)) };
+    if kills(sig, rsp, mask) {
+        sys::sigaction(sig, Some(&KSigaction::default()), None);
+        return true;
+    }
+    // SAFETY: handler context.
+    unsafe {
+        ool::leave_slot(i, info, uc);
+        deliver(sig, info, uc);
+    }
+    true
+}
+
 extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
@@ -606,25 +636,8 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     }
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
-    // A fault of an instruction run out of line: the program sees it at its own
-    // instruction. One that kills is left to re-run in the slot with the default action
-    // (re-running the original would access the device a second time).
     // SAFETY: handler context.
-    if let Some(i) = (code > 0 && !step::in_step())
-        .then(|| unsafe { ool::slot_of(uc) })
-        .flatten()
-    {
-        // SAFETY: handler context.
-        let (rsp, mask) = unsafe { (gregs(uc)[libc::REG_RSP as usize] as u64, *uc_mask(uc)) };
-        if kills(sig, rsp, mask) {
-            sys::sigaction(sig, Some(&KSigaction::default()), None);
-            return;
-        }
-        // SAFETY: handler context.
-        unsafe {
-            ool::leave_slot(i, info, uc);
-            deliver(sig, info, uc);
-        }
+    if code > 0 && !step::in_step() && unsafe { slot_fault(sig, info, uc) } {
         return;
     }
     if code > 0 && step::in_step() {
