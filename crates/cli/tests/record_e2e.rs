@@ -56,7 +56,8 @@ fn regs_accesses(with_rmw: bool) -> Vec<(char, u8, u64, u64)> {
 #[test]
 fn instruction_forms_are_traced_exactly_and_exit_status_passes_through() {
     let t = Fixture::new("forms", "regs", 8192);
-    let (out, ev) = t.record(&[]);
+    // (record_ool.rs runs the same program with out-of-line execution.)
+    let (out, ev) = t.record_env(&[NO_OOL], &[], &[]);
     assert_regs_output(&out);
     assert!(matches!(&ev[0], Event::Version(v) if v == b"20070824"));
     // Exactly one mapping traced (the private and anonymous ones are not), then unmapped.
@@ -532,7 +533,7 @@ fn partial_munmap_keeps_the_rest_traced_and_map_fixed_replaces() {
 #[test]
 fn programs_own_sigtrap_handler_coexists_with_the_step_fallback() {
     let t = Fixture::new("trap", "trap", 4096);
-    let (out, ev) = t.record(&[]);
+    let (out, ev) = t.record_env(&[NO_OOL], &[], &[]);
     assert_exit(&out, 0);
     assert_eq!(stdout(&out), "traps=3\n");
     let seq: Vec<String> = ev

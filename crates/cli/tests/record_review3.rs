@@ -19,7 +19,11 @@ fn rv3_a_fault_of_a_stepped_instruction_reaches_the_program_and_ends_the_step() 
     const K: u64 = 50;
     const N: u64 = 20_000;
     let t = Fixture::new("stepfault", "rv3_stepfault", 4096);
-    let (out, ev) = t.record(&[&FAULTS.to_string(), &K.to_string(), &N.to_string()]);
+    let (out, ev) = t.record_env(
+        &[NO_OOL],
+        &[],
+        &[&FAULTS.to_string(), &K.to_string(), &N.to_string()],
+    );
     assert_exit(&out, 0);
     assert_eq!(write_values(&ev), (0..N).collect::<Vec<_>>());
     // Only the completed steps are logged (a faulting one is undone, not logged): the

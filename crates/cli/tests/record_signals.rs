@@ -144,7 +144,7 @@ fn sig_execve_prepends_to_the_programs_own_ld_preload() {
 #[test]
 fn sig_a_thread_blocking_signals_past_the_pause_deadline_is_not_killed() {
     let t = Fixture::new("latepause", "sig_latepause", 4096);
-    let (out, ev) = t.record(&[]);
+    let (out, ev) = t.record_env(&[NO_OOL], &[], &[]);
     assert_exit(&out, 0);
     assert!(stdout(&out).starts_with("done "), "{}", stdout(&out));
     assert_eq!(count_steps_at(&ev, 0x100), 1);

@@ -104,6 +104,28 @@ static LAYOUT: OnceLock<XsaveLayout> = OnceLock::new();
 pub(crate) fn warm_up() {
     x86::warm_up();
     LAYOUT.get_or_init(XsaveLayout::detect);
+    HAS_AVX.store(
+        std::arch::is_x86_feature_detected!("avx"),
+        Ordering::Relaxed,
+    );
+    HAS_AVX512.store(
+        std::arch::is_x86_feature_detected!("avx512f"),
+        Ordering::Relaxed,
+    );
+    crate::ool::warm_up();
+}
+
+static HAS_AVX: AtomicBool = AtomicBool::new(false);
+static HAS_AVX512: AtomicBool = AtomicBool::new(false);
+
+/// Whether 32-byte accesses can be made as one (AVX), as read at [`warm_up`].
+pub(crate) fn has_avx() -> bool {
+    HAS_AVX.load(Ordering::Relaxed)
+}
+
+/// Whether 64-byte accesses can be made as one (AVX-512F), as read at [`warm_up`].
+pub(crate) fn has_avx512() -> bool {
+    HAS_AVX512.load(Ordering::Relaxed)
 }
 
 /// Serialises the read and the write of an emulated `LOCK CMPXCHG16B` (the one locked form
@@ -451,4 +473,15 @@ pub(crate) unsafe fn vec_reg(uc: *mut libc::c_void, n: u8) -> Option<[u8; 64]> {
     // SAFETY: the kernel's ucontext of this handler, read through `cpu` only.
     let cpu = unsafe { UcontextCpu::new(&mut *(uc as *mut libc::ucontext_t), layout, 0, 0) };
     Some(cpu.vec(n as usize))
+}
+
+/// Opmask register `n` (0..=7) of the interrupted context `uc`.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+pub(crate) unsafe fn opmask(uc: *mut libc::c_void, n: usize) -> Option<u64> {
+    let layout = LAYOUT.get()?;
+    // SAFETY: the kernel's ucontext of this handler, read through `cpu` only.
+    let cpu = unsafe { UcontextCpu::new(&mut *(uc as *mut libc::ucontext_t), layout, 0, 0) };
+    Some(cpu.opmask(n))
 }

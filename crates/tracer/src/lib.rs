@@ -22,6 +22,7 @@
 mod emit;
 mod emu;
 mod guard;
+mod ool;
 mod paths;
 pub mod regions;
 pub mod rules;

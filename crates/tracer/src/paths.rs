@@ -3,16 +3,18 @@
 //! The fault path tries, in order: the emulator (through the alias), out-of-line execution
 //! on a bounce buffer, and the single step. `MMIO_TRACE_PATH` forces a later path for every
 //! access so that tests can compare the event streams of all three on the same program:
-//! `emulate` (the default order), `ool` (skip the emulator) or `step` (skip both). An
-//! access the forced path cannot complete still falls back to the next one. Read once at
-//! start; the fault path reads only an atomic.
+//! `emulate` (the default order), `ool` (skip the emulator) or `step` (skip both); and
+//! `no-ool` skips only out-of-line execution (the emulator, then the step path: for tests
+//! of the step path that need the emulator for everything else). An access the forced
+//! path cannot complete still falls back to the next one. Read once at start; the fault
+//! path reads only an atomic.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The environment variable that forces a path.
 pub const ENV_PATH: &str = "MMIO_TRACE_PATH";
 
-/// The first path tried: 0 emulate, 1 out of line, 2 step.
+/// The first path tried: 0 emulate, 1 out of line, 2 step; 3: emulate, then step.
 static FIRST: AtomicU8 = AtomicU8::new(0);
 
 /// Reads [`ENV_PATH`]; an unknown value is reported once and ignored.
@@ -24,12 +26,13 @@ pub(crate) fn init_from_env() {
         Some("" | "emulate") => 0,
         Some("ool") => 1,
         Some("step") => 2,
+        Some("no-ool") => 3,
         _ => {
             // Not `eprintln!`: this can run in a constructor with stderr closed.
             use std::io::Write as _;
             let _ = writeln!(
                 std::io::stderr(),
-                "mmio-trace: {ENV_PATH}={v:?} is not one of emulate, ool, step; ignored"
+                "mmio-trace: {ENV_PATH}={v:?} is not one of emulate, ool, step, no-ool; ignored"
             );
             0
         }
@@ -40,12 +43,11 @@ pub(crate) fn init_from_env() {
 /// Whether the emulator may complete accesses.
 #[inline]
 pub(crate) fn emulate() -> bool {
-    FIRST.load(Ordering::Relaxed) == 0
+    matches!(FIRST.load(Ordering::Relaxed), 0 | 3)
 }
 
 /// Whether out-of-line execution may complete accesses.
 #[inline]
-#[allow(dead_code)] // Used once out-of-line execution lands.
 pub(crate) fn out_of_line() -> bool {
     FIRST.load(Ordering::Relaxed) <= 1
 }

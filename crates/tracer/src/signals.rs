@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
 use crate::sys::{self, KSigaction};
-use crate::{emu, guard, regions, step, stop, threads};
+use crate::{emu, guard, ool, regions, step, stop, threads};
 
 /// The real-time signal used to pause other threads during a single step.
 pub const PAUSE_SIGNAL: i32 = 63;
@@ -453,6 +453,10 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         }
     }
     // SAFETY: handler context.
+    if code > 0 && !step::in_step() && unsafe { slot_fault(sig, info, uc) } {
+        return;
+    }
+    // SAFETY: handler context.
     unsafe { deliver(sig, info, uc) };
 }
 
@@ -492,6 +496,13 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         unsafe { emu::emulate(&code[..n], rip, uc) }
     } else {
         emu::Emulated::Refused
+    };
+    let emulated = match emulated {
+        // SAFETY: handler context.
+        emu::Emulated::Refused if crate::paths::out_of_line() => unsafe {
+            ool::run(r, addr, &code[..n], rip, uc)
+        },
+        e => e,
     };
     let fault = match emulated {
         emu::Emulated::Done => return true,
@@ -591,6 +602,32 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     unsafe { deliver(sig, info, uc) };
 }
 
+/// A fault of an instruction run out of line, raised in its slot: the program sees it at
+/// its own instruction. One that kills is left to re-run in the slot with the default
+/// action (re-running the original would access the device a second time). `true`: so
+/// done.
+///
+/// # Safety
+/// Signal-handler context with the kernel's `info`/`uc`.
+unsafe fn slot_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let Some(i) = (unsafe { ool::slot_of(uc) }) else {
+        return false;
+    };
+    // SAFETY: handler context.
+    let (rsp, mask) = unsafe { (gregs(uc)[libc::REG_RSP as usize] as u64, *uc_mask(uc)) };
+    if kills(sig, rsp, mask) {
+        sys::sigaction(sig, Some(&KSigaction::default()), None);
+        return true;
+    }
+    // SAFETY: handler context.
+    unsafe {
+        ool::leave_slot(i, info, uc);
+        deliver(sig, info, uc);
+    }
+    true
+}
+
 extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
@@ -599,6 +636,10 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     }
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.
     let code = unsafe { (*info).si_code };
+    // SAFETY: handler context.
+    if code > 0 && !step::in_step() && unsafe { slot_fault(sig, info, uc) } {
+        return;
+    }
     if code > 0 && step::in_step() {
         // SAFETY: handler context.
         if unsafe { fatal_in_step(sig, uc) } {

@@ -67,6 +67,8 @@ pub struct ThreadSlot {
     /// The alternate signal stack mapped for this thread (0: none of ours).
     altstack: AtomicU64,
     pub(crate) step: UnsafeCell<StepState>,
+    /// The thread's out-of-line frames.
+    pub(crate) ool: crate::ool::OolFrames,
 }
 
 // SAFETY: `step` is only touched by the thread owning the slot (from its signal handlers);
@@ -97,6 +99,7 @@ const EMPTY: ThreadSlot = ThreadSlot {
         saved_mask: 0,
         unpaused: false,
     }),
+    ool: crate::ool::OolFrames::EMPTY,
 };
 
 static SLOTS: [ThreadSlot; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -154,6 +157,7 @@ pub fn current() -> Option<&'static ThreadSlot> {
                 s.altstack.store(0, Ordering::Relaxed);
                 // SAFETY: the slot is now this thread's; its previous owner has exited.
                 unsafe { (*s.step.get()).active = false };
+                s.ool.reset();
                 return Some(s);
             }
             i = (i + 1) & (MAX_THREADS - 1);
@@ -239,6 +243,7 @@ pub fn thread_started() {
         s.ring.store(NO_RING, Ordering::Relaxed);
         s.tid.store(sys::gettid(), Ordering::Relaxed);
         s.altstack.store(map_altstack(), Ordering::Relaxed);
+        s.ool.reset();
     }
 }
 
@@ -319,6 +324,7 @@ pub fn thread_exiting() {
     }
     // SAFETY: only this thread touches its step state.
     unsafe { (*s.step.get()).active = false };
+    s.ool.release();
     s.key.store(TOMBSTONE, Ordering::Release);
 }
 
