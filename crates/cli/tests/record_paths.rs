@@ -10,9 +10,10 @@
 //! logs every access with its value; the step path logs one event per instruction (per
 //! iteration of a `REP` string instruction), with the value only for the plain moves it
 //! knows (`Step::Known`), else as `UNKNOWN` at the operand's address. Out-of-line
-//! execution is not in the tracer yet, so `MMIO_TRACE_PATH=ool` falls to the step path;
-//! when it lands, set [`OOL_LANDED`] and the forms marked `ool: true` must come out exact
-//! on the `ool` path (and on the default path for the forms the emulator does not do).
+//! execution completes the forms marked `ool: true` exactly, on the `ool` path and on the
+//! default path for the forms the emulator does not do; it refuses the rest (stack-moving,
+//! LOCKed, `xchg`/`cmpxchg`, a bit offset in a register, `fs:`/`gs:`, 32-bit addresses,
+//! string instructions), which then take the step path.
 
 mod common;
 
@@ -20,9 +21,6 @@ use std::process::Command;
 
 use common::*;
 use mmio_trace_format::{Direction, Event};
-
-/// Out-of-line execution completes the forms marked `ool: true` (flip when it lands).
-const OOL_LANDED: bool = false;
 
 const A: u64 = 0x8f7e6d5c4b3a2918;
 const B: u64 = 0x0123456789abcdef;
@@ -266,8 +264,8 @@ fn forms() -> Vec<Form> {
         f!("mov m8,imm8", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 1, 1, 0x9c); }),
         f!("mov m32,imm32", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 4, 4, 0xdead_beef); }),
         f!("mov m64,imm32sx", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 8, 8, (-0x1234_5678i64) as u64); }),
-        f!("mov r32,gs:m32", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
-        f!("mov gs:m64,r64", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 8, 8, B); }),
+        f!("mov r32,gs:m32", Base, true, Known, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
+        f!("mov gs:m64,r64", Base, true, Known, false, |d, o| { d.insn(); d.wr(o + 8, 8, B); }),
         // Zero/sign extension, MOVBE, MOVDIRI, MOVDIR64B.
         f!("movzx r32,m8", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 7, 1); }),
         f!("movzx r64,m16", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 6, 2); }),
@@ -297,7 +295,7 @@ fn forms() -> Vec<Form> {
         f!("xchg m32,r32", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 4, |_| B); }),
         f!("lock cmpxchg m32 equal", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 4, |_| B); }),
         f!("lock cmpxchg m64 differ", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 8, |v| v); }),
-        f!("cmpxchg m16 equal", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 2, |_| B); }),
+        f!("cmpxchg m16 equal", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 2, |_| B); }),
         f!("lock cmpxchg8b equal", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 8, |_| 0x3333_4444_1111_2222); }),
         f!("lock cmpxchg16b differ", Cx16, true, Unknown, false, |d, o| { d.set(o, 16); d.insn(); let v = d.rdv(o, 16); d.wrv(o, &v); }),
         f!("xadd m32,r32", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 4, |v| v.wrapping_add(B)); }),
@@ -330,16 +328,16 @@ fn forms() -> Vec<Form> {
         f!("shrd m64,r64,cl", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 8, |v| v >> 20 | A << 44); }),
         // Bit tests (a register offset selects another word), SETcc.
         f!("bt m32,imm8", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
-        f!("bt m64,r64 bit 70", Base, true, At(0), true, |d, o| { d.set(o, 16); d.insn(); d.rd(o + 8, 8); }),
+        f!("bt m64,r64 bit 70", Base, true, At(0), false, |d, o| { d.set(o, 16); d.insn(); d.rd(o + 8, 8); }),
         f!("bts m32,imm8", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 4, |v| v | 8); }),
-        f!("btr m16,r16 bit 20", Base, true, At(0), true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 2, 2, |v| v & !0x10); }),
+        f!("btr m16,r16 bit 20", Base, true, At(0), false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 2, 2, |v| v & !0x10); }),
         f!("btc m64,imm8", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o, 8, |v| v ^ 1 << 62); }),
         f!("lock bts m32,r32 bit 35", Base, true, At(0), false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 4, |v| v | 8); }),
         f!("sete m8 zf=1", Base, true, Unknown, true, |d, o| { d.insn(); d.wr(o + 3, 1, 1); }),
         f!("setb m8 cf=0", Base, true, Unknown, true, |d, o| { d.insn(); d.wr(o + 5, 1, 0); }),
         // PUSH m / POP m (the stack is ordinary memory).
-        f!("push m64", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
-        f!("pop m64", Base, true, Unknown, true, |d, o| { d.insn(); d.wr(o + 8, 8, B); }),
+        f!("push m64", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
+        f!("pop m64", Base, true, Unknown, false, |d, o| { d.insn(); d.wr(o + 8, 8, B); }),
         // SSE moves (loads into xmm0 = vin; stores of xmm1 = vin).
         f!("movd xmm,m32", Base, true, Known, true, |d, o| vload(d, o, 8, 4, 4)),
         f!("movd m32,xmm", Base, true, Known, true, |d, o| vstore(d, o, 4, 0, 4)),
@@ -382,9 +380,9 @@ fn forms() -> Vec<Form> {
         // but the fault path's pre-check sees the span of the enabled elements (48 bytes,
         // not a width of one access) and refuses it, so it is stepped and logged UNKNOWN on
         // every path. Set `emu` to true when the pre-check checks each run.
-        f!("vmovdqu32 zmm{k1},m512 mask f0f0", Avx512bw, false, At(0), false, |d, o| { d.set(o, 64); d.insn(); masked(d, o, 4, &bits(0xf0f0), None) }),
-        f!("vmovdqu64 zmm{k1}{z},m512 mask 3c", Avx512bw, true, At(0), false, |d, o| { d.set(o, 64); d.insn(); masked(d, o, 8, &bits(0x3c), None) }),
-        f!("vmovdqu8 m128{k1},xmm mask ff0", Avx512bw, true, At(16), false, |d, o| { d.set(o, 64); d.insn(); masked(d, o + 16, 1, &bits(0xff0), Some(0)) }),
+        f!("vmovdqu32 zmm{k1},m512 mask f0f0", Avx512bw, true, At(0), true, |d, o| { d.set(o, 64); d.insn(); masked(d, o, 4, &bits(0xf0f0), None) }),
+        f!("vmovdqu64 zmm{k1}{z},m512 mask 3c", Avx512bw, true, At(0), true, |d, o| { d.set(o, 64); d.insn(); masked(d, o, 8, &bits(0x3c), None) }),
+        f!("vmovdqu8 m128{k1},xmm mask ff0", Avx512bw, true, At(16), true, |d, o| { d.set(o, 64); d.insn(); masked(d, o + 16, 1, &bits(0xff0), Some(0)) }),
         f!("vmovaps zmm,m512", Avx512bw, true, Known, true, |d, o| vload(d, o, 64, 0, 64)),
         // String instructions: one step per iteration.
         f!("movsb dev->ram", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 2, 1); }),
@@ -446,10 +444,10 @@ fn forms() -> Vec<Form> {
         f!("mov [rip+d32],r32", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 8, 4, B); }),
         f!("mov eax,moffs64", Base, true, Known, true, |d, o| { d.set(o, 16); d.insn(); d.rd(o + 12, 4); }),
         f!("mov moffs64,rax", Base, true, Known, true, |d, o| { d.insn(); d.wr(o + 16, 8, A); }),
-        f!("mov r32,m32 addr32", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
-        f!("add m16,r16 addr32 sib", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 2, |v| v + (B & 0xffff)); }),
-        f!("mov r64,fs:m64", Base, true, Known, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
-        f!("xor fs:m32,imm32", Base, true, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 4, |v| v ^ 0x0ff0_0ff0); }),
+        f!("mov r32,m32 addr32", Base, true, Known, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
+        f!("add m16,r16 addr32 sib", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 2, |v| v + (B & 0xffff)); }),
+        f!("mov r64,fs:m64", Base, true, Known, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o, 8); }),
+        f!("xor fs:m32,imm32", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rmw(o + 4, 4, |v| v ^ 0x0ff0_0ff0); }),
         // Accesses across the boundary of two device pages (at 12288, past every slot).
         f!("mov r32,m32 page-straddle", Base, true, Known, true, |d, _| { let x = d.base + 12288; d.set(x - 8, 16); d.insn(); d.rd(x - 2, 4); }),
         f!("add m64,r64 page-straddle", Base, true, Unknown, true, |d, _| { let x = d.base + 12288; d.set(x - 8, 16); d.insn(); d.rmw(x - 3, 8, |v| v.wrapping_add(B)); }),
@@ -477,8 +475,8 @@ fn forms() -> Vec<Form> {
         f!("vpaddd ymm,ymm,m256", Avx2, false, Unknown, true, |d, o| vload(d, o, 32, 0, 32)),
         f!("vpcmpeqb ymm,ymm,m256", Avx2, false, Unknown, true, |d, o| vload(d, o, 32, 0, 32)),
         // Masked: how out-of-line execution logs them is its author's call; not pinned.
-        f!("vmaskmovps ymm,ymm,m256", Avx, false, At(0), false, |d, o| { d.set(o, 32); d.insn(); masked(d, o, 4, &dword_mask(0, 32), None) }),
-        f!("vmaskmovps m128,xmm,xmm", Avx, false, At(16), false, |d, o| { d.insn(); masked(d, o + 16, 4, &dword_mask(0, 16), Some(16)) }),
+        f!("vmaskmovps ymm,ymm,m256", Avx, false, At(0), true, |d, o| { d.set(o, 32); d.insn(); masked(d, o, 4, &dword_mask(0, 32), None) }),
+        f!("vmaskmovps m128,xmm,xmm", Avx, false, At(16), true, |d, o| { d.insn(); masked(d, o + 16, 4, &dword_mask(0, 16), Some(16)) }),
         f!("vpcmpb k,zmm,m512", Avx512bw, false, Unknown, true, |d, o| vload(d, o, 64, 0, 64)),
         f!("fld m32", Base, false, Unknown, true, |d, o| { d.set(o, 8); d.wr(o + 4, 4, 0x4049_0fdb); d.insn(); d.rd(o + 4, 4); }),
         f!("fild m32", Base, false, Unknown, true, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 4, 4); }),
@@ -524,7 +522,7 @@ fn expected(path: Path, t: usize, threads: usize) -> Vec<(&'static str, Vec<Ev>)
                 })
                 .collect(),
         };
-        let bounced = OOL_LANDED && f.ool;
+        let bounced = f.ool;
         ev.extend(match path {
             Path::Emulate if f.emu || bounced => exact,
             Path::Ool if bounced => exact,
@@ -699,7 +697,7 @@ fn unknown_path_value_is_reported_and_ignored() {
     let err = check_path(Path::Emulate, Some("fast".into()), 1);
     assert_eq!(
         err.matches(
-            "mmio-trace: MMIO_TRACE_PATH=\"fast\" is not one of emulate, ool, step; ignored"
+            "mmio-trace: MMIO_TRACE_PATH=\"fast\" is not one of emulate, ool, step, no-ool; ignored"
         )
         .count(),
         1,

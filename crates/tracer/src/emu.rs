@@ -134,12 +134,70 @@ pub(crate) fn has_avx512() -> bool {
 static RMW_LOCK: AtomicBool = AtomicBool::new(false);
 
 /// Whether one bus access of `n` bytes can be made as a single instruction of that width.
-fn width_ok(n: usize) -> bool {
+pub(crate) fn width_ok(n: usize) -> bool {
     match n {
         1 | 2 | 4 | 8 | 16 => true,
-        32 => std::arch::is_x86_feature_detected!("avx"),
-        64 => std::arch::is_x86_feature_detected!("avx512f"),
+        32 => has_avx(),
+        64 => has_avx512(),
         _ => false,
+    }
+}
+
+/// For an opmask over a packed memory operand: whether its runs of selected elements can
+/// each be accessed at once (`None`: no such mask).
+fn masked_runs_ok<C: Cpu>(ins: &Instruction, cpu: &C) -> Option<bool> {
+    let k = ins.op_mask();
+    if k == Register::None || ins.is_broadcast() {
+        return None;
+    }
+    let size = ins.memory_size();
+    let (w, e) = (size.size(), size.element_size());
+    if e == 0 || e >= w || w > 64 {
+        return None;
+    }
+    let n = w / e;
+    let sel = cpu.opmask((k as usize).wrapping_sub(Register::K0 as usize) & 7)
+        & if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    let mut ok = true;
+    let mut i = 0;
+    while i < n {
+        if sel >> i & 1 == 0 {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        while i < n && sel >> i & 1 != 0 {
+            i += 1;
+        }
+        ok &= width_ok((i - from) * e);
+    }
+    Some(ok)
+}
+
+/// Calls `f(offset, len)` for each piece a masked vector operand of `width` bytes with
+/// elements of `elem` bytes and selection `sel` is accessed as: one access per run of
+/// selected elements (as the emulator's bus does), or one per element where the run's
+/// length cannot be accessed at once (12 bytes, …).
+pub(crate) fn masked_pieces(width: usize, elem: usize, sel: u64, mut f: impl FnMut(usize, usize)) {
+    let n = width / elem;
+    let mut i = 0;
+    while i < n {
+        if sel >> i & 1 == 0 {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        while i < n && sel >> i & 1 != 0 {
+            i += 1;
+        }
+        let len = (i - from) * elem;
+        if width_ok(len) {
+            f(from * elem, len);
+        } else {
+            for k in from..i {
+                f(k * elem, elem);
+            }
+        }
     }
 }
 
@@ -153,10 +211,13 @@ struct AliasBus {
 
 impl AliasBus {
     fn region_for(&self, addr: u64, len: usize) -> Result<Option<Region>, BusFault> {
+        Self::region_spanning(addr, len, width_ok(len))
+    }
+
+    /// As [`AliasBus::region_for`]; `width_ok`: whether `len` can be accessed at once.
+    fn region_spanning(addr: u64, len: usize, width_ok: bool) -> Result<Option<Region>, BusFault> {
         match regions::find_aliased(addr) {
-            Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok(len) => {
-                Ok(Some(r))
-            }
+            Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok => Ok(Some(r)),
             Some(_) => Err(BusFault { addr }),
             None if regions::find(addr + len as u64 - 1).is_some() => Err(BusFault { addr }),
             None => Ok(None),
@@ -400,8 +461,12 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     // the emulator touch some other address): else the step path runs it natively.
     let mut covers = false;
     let accesses = d.accesses(&cpu);
+    // A masked vector operand is summarised as the span of its selected elements, but is
+    // accessed one run of them at a time: each run must be one access.
+    let runs_ok = masked_runs_ok(ins, &cpu);
     for a in accesses.as_slice() {
-        match bus.region_for(a.addr, a.size as usize) {
+        let len = a.size as usize;
+        match AliasBus::region_spanning(a.addr, len, runs_ok.unwrap_or_else(|| width_ok(len))) {
             Err(_) => return Emulated::Refused,
             Ok(Some(_)) => covers |= fault.wrapping_sub(a.addr) < u64::from(a.size),
             Ok(None) => {}

@@ -330,6 +330,29 @@ fn tails(n: u8) -> (u64, u64) {
     }
 }
 
+/// The device accesses of an operand of `width` bytes, as (offset, length): one, or for
+/// an 80-bit x87 operand eight bytes then two, or with a mask (`elem` bytes per element,
+/// `select` the selected ones; `elem` 0: none) one per run of selected elements, as the
+/// emulator makes them.
+fn pieces(width: usize, elem: usize, select: u64) -> ([(u8, u8); 64], usize) {
+    let mut out = [(0u8, 0u8); 64];
+    let mut n = 0;
+    if elem != 0 {
+        emu::masked_pieces(width, elem, select, |off, len| {
+            out[n] = (off as u8, len as u8);
+            n += 1;
+        });
+    } else if width == 10 {
+        out[0] = (0, 8);
+        out[1] = (8, 2);
+        n = 2;
+    } else {
+        out[0] = (0, width as u8);
+        n = 1;
+    }
+    (out, n)
+}
+
 /// Called by the store epilogue, in the program's context with all its registers saved:
 /// writes the bounce bytes back to the device and logs them. Async signals are blocked
 /// meanwhile: a program handler touching the device must not interleave its events with
@@ -344,18 +367,11 @@ extern "C" fn store_done(f: *mut Frame) {
     }
     // SAFETY: the frame is this thread's and busy (released only by the tail after this).
     let f = unsafe { &*f };
-    let mut off = 0usize;
-    let w = f.width as usize;
     let mut lost = None;
-    while off < w {
-        let (n, selected) = if f.elem != 0 {
-            let e = f.elem as usize;
-            (e, f.select >> (off / e) & 1 != 0)
-        } else {
-            // An 80-bit x87 store: eight bytes then two.
-            (if w == 10 { (w - off).min(8) } else { w }, true)
-        };
-        if selected {
+    let (pieces, np) = pieces(f.width as usize, f.elem as usize, f.select);
+    for &(off, n) in &pieces[..np] {
+        let (off, n) = (off as usize, n as usize);
+        {
             let e = emit::begin();
             let data = &f.bounce[off..off + n];
             // SAFETY: the alias maps the region writable (checked by the handler); width
@@ -368,7 +384,6 @@ extern "C" fn store_done(f: *mut Frame) {
                 }
             }
         }
-        off += n;
     }
     signals::restore_mask(old);
     if lost == Some(libc::SIGBUS) {
@@ -410,6 +425,8 @@ const STORES: &[Mnemonic] = &[
     Mnemonic::Movntpd,
     Mnemonic::Movnti,
     Mnemonic::Mov,
+    Mnemonic::Movbe,
+    Mnemonic::Movntq,
     Mnemonic::Vmovss,
     Mnemonic::Vmovsd,
     Mnemonic::Vmovlps,
@@ -987,15 +1004,14 @@ pub(crate) unsafe fn run(
     if dir != Dir::Write {
         // The device read: once, at the operand's width (a masked operand: each selected
         // element), logged with its value.
-        let mut off = 0usize;
-        let w = width as usize;
-        while off < w {
-            let (len, selected) = match mask {
-                Some((e, sel)) => (e as usize, sel >> (off / e as usize) & 1 != 0),
-                None if w == 10 => ((w - off).min(8), true),
-                None => (w, true),
-            };
-            if selected {
+        let (pieces, np) = pieces(
+            width as usize,
+            mask.map_or(0, |m| m.0 as usize),
+            mask.map_or(0, |m| m.1),
+        );
+        for &(off, len) in &pieces[..np] {
+            let (off, len) = (off as usize, len as usize);
+            {
                 let e = emit::begin();
                 let at = f.alias + off as u64;
                 // SAFETY: the alias maps the whole region readable; a supported width.
@@ -1022,7 +1038,6 @@ pub(crate) unsafe fn run(
                     }
                 }
             }
-            off += len;
         }
     }
 
