@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand};
 mod analyse;
 mod convert;
 mod demo;
+mod export;
+mod export_parquet;
+mod export_perfetto;
+mod export_vcd;
 mod input;
 mod kernel;
 mod mark;
@@ -62,6 +66,8 @@ enum Command {
         about = "Convert a log between the kernel text format and the compact binary format"
     )]
     Convert(convert::ConvertArgs),
+    #[command(about = "Export a log for Perfetto (timeline), VCD viewers (waveform) or Parquet (SQL)")]
+    Export(export::ExportArgs),
     #[command(
         about = "Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE)"
     )]
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         Command::Show(a) => show::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Export(a) => export::run(a),
         Command::Kernel(a) => kernel::run(a),
     };
     match result {

@@ -1,0 +1,286 @@
+//! `export --to vcd`: registers as waveforms, for GTKWave and Surfer.
+//!
+//! A VCD file declares every signal before the first value change, so the log is
+//! read twice: [`Scan`] finds the registers and their widths, [`Vcd`] writes the
+//! changes. Only changes are written (a polling loop that reads the same value a
+//! million times is one change), which is what waveform viewers expect.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufWriter, Write};
+
+use mmio_trace_format::{Access, Event, Format};
+use vcd::{IdCode, TimescaleUnit, Value, VarType};
+
+use crate::export::{Context, Exporter};
+
+/// Where a signal's value comes from: an address, or a named register of a map.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    At(i64, u64),
+    Named(i64, String),
+}
+
+fn key_of(a: &Access, ctx: &Context) -> (Key, String) {
+    match ctx.register(a) {
+        Some(n) => {
+            let label = sanitize(&n);
+            (Key::Named(a.map_id, n), label)
+        }
+        None => {
+            let label = match ctx.offset(a) {
+                Some(o) => format!("off_{o:#06x}"),
+                None => format!("phys_{:#x}", a.phys),
+            };
+            (Key::At(a.map_id, a.phys), label)
+        }
+    }
+}
+
+/// A VCD identifier from a register name: letters, digits and `_` (dots and
+/// brackets mean scopes and bit ranges to some readers).
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.starts_with(|c: char| c.is_ascii_digit()) {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// The bits an access's value needs: its width, or more for the kernel's
+/// sign-extended reads, whose logged value is the whole register.
+fn bits_of(a: &Access) -> u32 {
+    let w = a.width as u32 * 8;
+    if a.width <= 8 {
+        w.max(64 - a.value().leading_zeros())
+    } else {
+        w
+    }
+}
+
+struct Signal {
+    label: String,
+    bits: u32,
+}
+
+/// The first pass: every signal, per map, with its width.
+#[derive(Default)]
+pub struct Scan {
+    signals: BTreeMap<Key, Signal>,
+    markers: bool,
+}
+
+impl Scan {
+    /// Notes the signal `ev` changes, if any.
+    pub fn event(&mut self, ev: &Event, ctx: &Context) {
+        match ev {
+            Event::Access(a) => {
+                let bits = bits_of(a);
+                match ctx.register(a) {
+                    // The common case without a database costs no allocation.
+                    None if self.signals.contains_key(&Key::At(a.map_id, a.phys)) => {
+                        let s = self.signals.get_mut(&Key::At(a.map_id, a.phys));
+                        if let Some(s) = s {
+                            s.bits = s.bits.max(bits);
+                        }
+                    }
+                    _ => {
+                        let (key, label) = key_of(a, ctx);
+                        let s = self.signals.entry(key).or_insert(Signal { label, bits });
+                        s.bits = s.bits.max(bits);
+                    }
+                }
+            }
+            Event::Mark(_) | Event::LostEvents(_) | Event::CpuLost { .. } => self.markers = true,
+            _ => {}
+        }
+    }
+}
+
+/// A declared signal: its id and the last value written, to write changes only.
+struct Var {
+    id: IdCode,
+    last: Option<[u8; 64]>,
+}
+
+/// The VCD writer (second pass).
+pub struct Vcd {
+    w: vcd::Writer<BufWriter<Box<dyn Write + Send>>>,
+    name: String,
+    vars: HashMap<Key, Var>,
+    markers: Option<IdCode>,
+    /// Nanoseconds per time unit: 1000 for text logs (microseconds), 1 for binary.
+    unit_ns: u64,
+    /// The last time written: VCD time never goes back.
+    now: Option<u64>,
+}
+
+impl Vcd {
+    /// Writes the header: one scope per map, one signal per register found by `scan`.
+    pub fn new(
+        out: Box<dyn Write + Send>,
+        name: String,
+        scan: Scan,
+        format: Format,
+    ) -> anyhow::Result<Vcd> {
+        use anyhow::Context as _;
+        let (unit_ns, unit) = match format {
+            Format::Text => (1000, TimescaleUnit::US),
+            Format::Binary => (1, TimescaleUnit::NS),
+        };
+        let mut w = vcd::Writer::new(BufWriter::with_capacity(1 << 16, out));
+        let mut vars = HashMap::new();
+        let mut markers = None;
+        (|| -> std::io::Result<()> {
+            w.version(concat!("mmio-trace ", env!("CARGO_PKG_VERSION")))?;
+            w.timescale(1, unit)?;
+            w.add_module("mmio")?;
+            if scan.markers {
+                markers = Some(w.add_var(VarType::String, 1, "markers", None)?);
+            }
+            let mut map = None;
+            let mut used: HashMap<String, u32> = HashMap::new();
+            for (key, sig) in scan.signals {
+                let id = match &key {
+                    Key::At(m, _) | Key::Named(m, _) => *m,
+                };
+                if map != Some(id) {
+                    if map.is_some() {
+                        w.upscope()?;
+                    }
+                    w.add_module(&format!("map_{}", id.to_string().replace('-', "neg")))?;
+                    map = Some(id);
+                    used.clear();
+                }
+                // Two names that sanitize alike stay two signals.
+                let n = used.entry(sig.label.clone()).or_insert(0);
+                *n += 1;
+                let label = if *n == 1 {
+                    sig.label
+                } else {
+                    format!("{}_{n}", sig.label)
+                };
+                let code = w.add_var(VarType::Wire, sig.bits.max(1), &label, None)?;
+                vars.insert(key, Var {
+                    id: code,
+                    last: None,
+                });
+            }
+            if map.is_some() {
+                w.upscope()?;
+            }
+            w.upscope()?;
+            w.enddefinitions()
+        })()
+        .with_context(|| format!("writing {name}"))?;
+        Ok(Vcd {
+            w,
+            name,
+            vars,
+            markers,
+            unit_ns,
+            now: None,
+        })
+    }
+
+    fn at(&mut self, ts_ns: u64) -> std::io::Result<()> {
+        let t = ts_ns / self.unit_ns;
+        match self.now {
+            Some(now) if t <= now => Ok(()),
+            _ => {
+                self.now = Some(t);
+                self.w.timestamp(t)
+            }
+        }
+    }
+
+    fn export(&mut self, ev: &Event, ctx: &Context) -> std::io::Result<()> {
+        match ev {
+            Event::Access(a) => {
+                let key = match ctx.register(a) {
+                    Some(n) => Key::Named(a.map_id, n),
+                    None => Key::At(a.map_id, a.phys),
+                };
+                let bytes = if a.width <= 8 {
+                    let mut b = [0u8; 64];
+                    b[..8].copy_from_slice(&a.value().to_le_bytes());
+                    b
+                } else {
+                    a.bytes()
+                };
+                let Some(var) = self.vars.get_mut(&key) else {
+                    // Not seen by the first pass: the file changed in between.
+                    return Ok(());
+                };
+                if var.last == Some(bytes) {
+                    return Ok(());
+                }
+                var.last = Some(bytes);
+                let id = var.id;
+                self.at(a.ts_ns)?;
+                let n = a.width.max(8) as usize;
+                // Most significant bit first, leading zeros left out (VCD extends
+                // a shorter vector with zeros).
+                let top = (0..n * 8)
+                    .rev()
+                    .find(|&i| bytes[i / 8] >> (i % 8) & 1 != 0)
+                    .unwrap_or(0);
+                let bits = (0..=top).rev().map(|i| {
+                    if bytes[i / 8] >> (i % 8) & 1 != 0 {
+                        Value::V1
+                    } else {
+                        Value::V0
+                    }
+                });
+                self.w.change_vector(id, bits)?;
+            }
+            Event::Mark(m) => self.marker(m.ts_ns, &String::from_utf8_lossy(&m.text))?,
+            Event::LostEvents(n) => {
+                let ts = self.now.unwrap_or(0) * self.unit_ns;
+                self.marker(ts, &format!("Lost {n} events"))?
+            }
+            Event::CpuLost { cpu, count } => {
+                let ts = self.now.unwrap_or(0) * self.unit_ns;
+                let text = match count {
+                    Some(n) => format!("CPU {cpu} lost {n} events"),
+                    None => format!("CPU {cpu} lost events"),
+                };
+                self.marker(ts, &text)?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn marker(&mut self, ts_ns: u64, text: &str) -> std::io::Result<()> {
+        let Some(id) = self.markers else {
+            return Ok(());
+        };
+        self.at(ts_ns)?;
+        // A VCD value is one token: blanks become `_`.
+        let mut v: String = text
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
+        if v.is_empty() {
+            v.push('_');
+        }
+        self.w.change_string(id, &v)
+    }
+}
+
+impl Exporter for Vcd {
+    fn event(&mut self, ev: &Event, ctx: &Context) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        self.export(ev, ctx)
+            .with_context(|| format!("writing {}", self.name))
+    }
+
+    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
+        self.w.flush()?;
+        Ok(())
+    }
+}
