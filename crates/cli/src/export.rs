@@ -36,7 +36,7 @@ use crate::regnames::{DbArgs, Names};
 /// kernel text logs, 1 ns for binary ones). Reads the log twice, so LOG must be a file.
 ///
 /// `--to parquet`: one row per event (columns: time_ns, kind, process, thread, pc,
-/// map_id, map_file, phys, offset, width, direction, value, value_bytes, register,
+/// map_id, map_file, phys, map_offset, width, direction, value, value_bytes, register,
 /// marker, length), zstd-compressed, in row groups of `--row-group-rows`. With
 /// `--partition-by COLUMN`, OUT is a directory of Hive-style partitions
 /// (`OUT/COLUMN=VALUE/part-0.parquet`) that DuckDB's `hive_partitioning` and Spark

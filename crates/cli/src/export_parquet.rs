@@ -53,7 +53,10 @@ const COLUMNS: [(&str, &str); N] = [
     ("map_id", "OPTIONAL INT64 map_id"),
     ("map_file", "OPTIONAL BYTE_ARRAY map_file (UTF8)"),
     ("phys", "OPTIONAL INT64 phys (INTEGER(64,false))"),
-    ("offset", "OPTIONAL INT64 offset (INTEGER(64,false))"),
+    (
+        "map_offset",
+        "OPTIONAL INT64 map_offset (INTEGER(64,false))",
+    ),
     ("width", "OPTIONAL INT32 width"),
     ("direction", "OPTIONAL BYTE_ARRAY direction (UTF8)"),
     ("value", "OPTIONAL INT64 value (INTEGER(64,false))"),
@@ -171,8 +174,8 @@ impl File {
             schema.push_str(";\n");
         }
         schema.push('}');
-        let schema = parquet::schema::parser::parse_message_type(&schema)
-            .expect("the schema is a constant");
+        let schema =
+            parquet::schema::parser::parse_message_type(&schema).expect("the schema is a constant");
         let props = WriterProperties::builder()
             .set_created_by(concat!("mmio-trace ", env!("CARGO_PKG_VERSION")).into())
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1")))
@@ -180,7 +183,10 @@ impl File {
             .set_column_dictionary_enabled("time_ns".into(), false)
             .set_column_dictionary_enabled("value_bytes".into(), false)
             .set_column_dictionary_enabled("marker".into(), false)
-            .set_column_encoding("time_ns".into(), parquet::basic::Encoding::DELTA_BINARY_PACKED)
+            .set_column_encoding(
+                "time_ns".into(),
+                parquet::basic::Encoding::DELTA_BINARY_PACKED,
+            )
             .build();
         let writer = SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props))
             .with_context(|| format!("writing {name}"))?;
@@ -307,9 +313,7 @@ impl ParquetOut {
                     .with_context(|| format!("cannot create {}", dir.display()))?;
             }
             Err(e) => {
-                return Err(
-                    anyhow::Error::new(e).context(format!("cannot use {}", dir.display()))
-                )
+                return Err(anyhow::Error::new(e).context(format!("cannot use {}", dir.display())))
             }
         }
         let mut p = ParquetOut::with(row_group_rows);
@@ -329,7 +333,11 @@ impl ParquetOut {
     fn row(&mut self, ev: &Event, ctx: &Context) -> Option<[Cell; N]> {
         use Cell::*;
         let mut row: [Cell; N] = std::array::from_fn(|_| Null);
-        let text = |t: &[u8]| Bytes(ByteArray::from(String::from_utf8_lossy(t).as_bytes().to_vec()));
+        let text = |t: &[u8]| {
+            Bytes(ByteArray::from(
+                String::from_utf8_lossy(t).as_bytes().to_vec(),
+            ))
+        };
         let u = |v: u64| I64(v as i64);
         let map_file = |id: i64| match ctx.map(id).and_then(|m| m.file.as_deref()) {
             Some(f) => Bytes(ByteArray::from(f)),

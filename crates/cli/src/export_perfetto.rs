@@ -427,7 +427,7 @@ impl Perfetto {
                     }
                 }
                 self.maps.insert(m.id, (track, true));
-                let args = vec![
+                let mut args = vec![
                     DebugAnnotation {
                         name_iid: Some(ARG_PHYS),
                         pointer_value: Some(m.phys),
@@ -438,8 +438,10 @@ impl Perfetto {
                         int_value: Some(m.id),
                         ..Default::default()
                     },
-                    str_arg(ARG_PC, pc_text(m.pc)),
                 ];
+                if m.pc != 0 {
+                    args.push(str_arg(ARG_PC, pc_text(m.pc)));
+                }
                 self.track_event(
                     m.ts_ns,
                     TrackEvent {

@@ -164,10 +164,13 @@ impl Vcd {
                     format!("{}_{n}", sig.label)
                 };
                 let code = w.add_var(VarType::Wire, sig.bits.max(1), &label, None)?;
-                vars.insert(key, Var {
-                    id: code,
-                    last: None,
-                });
+                vars.insert(
+                    key,
+                    Var {
+                        id: code,
+                        last: None,
+                    },
+                );
             }
             if map.is_some() {
                 w.upscope()?;

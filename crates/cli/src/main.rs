@@ -66,7 +66,9 @@ enum Command {
         about = "Convert a log between the kernel text format and the compact binary format"
     )]
     Convert(convert::ConvertArgs),
-    #[command(about = "Export a log for Perfetto (timeline), VCD viewers (waveform) or Parquet (SQL)")]
+    #[command(
+        about = "Export a log for Perfetto (timeline), VCD viewers (waveform) or Parquet (SQL)"
+    )]
     Export(export::ExportArgs),
     #[command(
         about = "Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE)"
