@@ -32,7 +32,8 @@ use crate::regnames::{DbArgs, Names};
 ///
 /// `--to vcd`: one signal per register (named from `--db`, otherwise `off_0xOFFSET`)
 /// holding the last value read or written, in one scope per map (`map_ID`), and the
-/// markers as a string signal `markers`; time in the log's resolution (1 us for
+/// markers (and system calls' accesses, undecoded accesses and losses) as a string
+/// signal `markers`; time in the log's resolution (1 us for
 /// kernel text logs, 1 ns for binary ones). Reads the log twice, so LOG must be a file.
 ///
 /// `--to parquet`: one row per event (columns: time_ns, kind, process, thread, pc,

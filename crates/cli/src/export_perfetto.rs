@@ -142,6 +142,8 @@ pub struct Perfetto {
     /// Registers by (map id, name) with `--db`.
     regs_named: HashMap<(i64, String), Reg>,
     event_names: HashMap<String, u64>,
+    /// Names given to counter tracks so far.
+    counter_names: std::collections::HashSet<String>,
     /// Event names made since the last packet, for its `interned_data`.
     new_names: Vec<InternedName>,
     last_ts: u64,
@@ -162,6 +164,7 @@ impl Perfetto {
             regs_at: HashMap::new(),
             regs_named: HashMap::new(),
             event_names: HashMap::new(),
+            counter_names: Default::default(),
             new_names: Vec::new(),
             last_ts: 0,
             started: false,
@@ -301,10 +304,11 @@ impl Perfetto {
                 None => location(ctx, a),
             };
             let counter = self.uuid();
-            let track = if ctx.maps.len() > 1 || ctx.map(a.map_id).is_none() {
-                format!("map {} {label}", a.map_id)
-            } else {
-                label.clone()
+            // A register's own name where it is the first of that name (a second
+            // device's register of the same name says its map), else map and offset.
+            let track = match name {
+                Some(n) if self.counter_names.insert(n.to_string()) => n.to_string(),
+                _ => format!("map {} {label}", a.map_id),
             };
             self.descriptor(counter, track, true)?;
             let reg = Reg {

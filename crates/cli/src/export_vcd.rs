@@ -94,7 +94,11 @@ impl Scan {
                     }
                 }
             }
-            Event::Mark(_) | Event::LostEvents(_) | Event::CpuLost { .. } => self.markers = true,
+            Event::Mark(_)
+            | Event::LostEvents(_)
+            | Event::CpuLost { .. }
+            | Event::Kernel(_)
+            | Event::Unknown(_) => self.markers = true,
             _ => {}
         }
     }
@@ -241,6 +245,16 @@ impl Vcd {
                 self.w.change_vector(id, bits)?;
             }
             Event::Mark(m) => self.marker(m.ts_ns, &String::from_utf8_lossy(&m.text))?,
+            // Not register values: shown among the markers, where they happened.
+            Event::Kernel(k) => self.marker(k.ts_ns, &String::from_utf8_lossy(&k.text()))?,
+            Event::Unknown(u) => {
+                let o = u.opcode;
+                let text = format!(
+                    "UNKNOWN {:02x} {:02x} {:02x} at {:#x} (map {})",
+                    o[0], o[1], o[2], u.phys, u.map_id
+                );
+                self.marker(u.ts_ns, &text)?
+            }
             Event::LostEvents(n) => {
                 let ts = self.now.unwrap_or(0) * self.unit_ns;
                 self.marker(ts, &format!("Lost {n} events"))?

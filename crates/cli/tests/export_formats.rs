@@ -1004,3 +1004,218 @@ fn export_refuses_bad_arguments_with_status_2_and_keeps_what_precedes_damage() {
     ));
     assert_eq!(u(&n[0][0]), text_accesses(E1000).len() as u64);
 }
+
+/// Every kind of event: two maps (one unmapped), threads, an undecoded access, a
+/// system call's access, markers and both kinds of loss notice.
+const SMALL: &str = "\
+VERSION 20070824
+PCIDEV 0020 8086100e b feb40000 c001 0 0 0 0 feb00000 20000 40 0 0 0 0 40000 e1000
+MARK 1.000000 start
+MAP 1.000001 1 0xfeb40000 0x7f0000001000 0x20000 0x401000 77
+R 4 1.000002 1 0xfeb40008 0x80080783 0x401234 77
+W 4 1.000003 1 0xfeb40010 0x1c8 0x401240 78
+MAP 1.500000 2 0xfea00000 0x7f0000100000 0x1000 0x0 0
+W 8 1.500001 2 0xfea00080 0xffffffff00000001 0x0 0
+R 1 2.000000 2 0xfea00020 0x1 0x0 0
+UNKNOWN 2.000001 2 0xfea00040 f3,48,a5 0x0 0
+MARK 2.100000 kernel read 8 bytes of map 2 at 0xfea00080 (write) pid 78
+MARK 0.000000 Lost 5 events.
+CPU:1 [LOST 7 EVENTS]
+UNMAP 3.000000 2 0x0 0
+W 4 3.500000 1 0xfeb40010 0x1c9 0x401240 78
+";
+
+#[test]
+fn every_event_kind_of_a_small_log_becomes_rows_tracks_and_markers() {
+    let dir = scratch("exp-small");
+    let log = dir.join("small.mmiotrace");
+    std::fs::write(&log, SMALL).unwrap();
+    let pq = dir.join("s.parquet");
+    ok(&mmio(&["export", "--to", "parquet", p(&log), "-o", p(&pq)]));
+    let rows = duckdb(&format!(
+        "select kind, time_ns, thread, pc, map_id, phys, map_offset, width, direction, value, \
+         value_bytes, length, marker from read_parquet('{}', file_row_number = true) \
+         order by file_row_number",
+        p(&pq)
+    ));
+    let j = |s: &str| -> Vec<Value> { serde_json::from_str(s).unwrap() };
+    assert_eq!(
+        rows,
+        vec![
+            j(
+                r#"["mark", 1000000000, null, null, null, null, null, null, null, null, null, null, "start"]"#
+            ),
+            j(
+                r#"["map", 1000001000, 77, 4198400, 1, 4273209344, null, null, null, null, null, 131072, null]"#
+            ),
+            j(
+                r#"["access", 1000002000, 77, 4198964, 1, 4273209352, 8, 4, "R", 2148009859, "83070880", null, null]"#
+            ),
+            j(
+                r#"["access", 1000003000, 78, 4198976, 1, 4273209360, 16, 4, "W", 456, "c8010000", null, null]"#
+            ),
+            j(
+                r#"["map", 1500000000, 0, 0, 2, 4271898624, null, null, null, null, null, 4096, null]"#
+            ),
+            j(
+                r#"["access", 1500001000, 0, 0, 2, 4271898752, 128, 8, "W", 18446744069414584321, "01000000ffffffff", null, null]"#
+            ),
+            j(r#"["access", 2000000000, 0, 0, 2, 4271898656, 32, 1, "R", 1, "01", null, null]"#),
+            j(
+                r#"["unknown", 2000001000, 0, 0, 2, 4271898688, 64, null, null, null, "f348a5", null, "opcode f3 48 a5"]"#
+            ),
+            j(
+                r#"["kernel", 2100000000, 78, null, 2, 4271898752, 128, null, "R", null, null, 8, "kernel read 8 bytes of map 2 at 0xfea00080 (write) pid 78"]"#
+            ),
+            j(
+                r#"["lost", null, null, null, null, null, null, null, null, null, null, 5, "Lost 5 events."]"#
+            ),
+            j(
+                r#"["lost", null, null, null, null, null, null, null, null, null, null, 7, "CPU 1 lost 7 events"]"#
+            ),
+            j(
+                r#"["unmap", 3000000000, 0, 0, 2, 4271898624, null, null, null, null, null, null, null]"#
+            ),
+            j(
+                r#"["access", 3500000000, 78, 4198976, 1, 4273209360, 16, 4, "W", 457, "c9010000", null, null]"#
+            ),
+        ]
+    );
+
+    let pf = dir.join("s.pftrace");
+    ok(&mmio(&[
+        "export",
+        "--to",
+        "perfetto",
+        p(&log),
+        "-o",
+        p(&pf),
+    ]));
+    let d = decode_perfetto(&pf);
+    let on = |track: &str| -> Vec<(String, String)> {
+        let t = *d.tracks.iter().find(|t| t.1 .0 == track).unwrap().0;
+        d.events
+            .iter()
+            .filter(|e| e.1 == t)
+            .map(|e| (e.0.clone(), e.2.clone()))
+            .collect()
+    };
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        on("markers"),
+        [
+            s("TYPE_INSTANT", "start"),
+            s("TYPE_INSTANT", "Lost 5 events"),
+            s("TYPE_INSTANT", "CPU 1 lost 7 events"),
+        ]
+    );
+    assert_eq!(
+        on("map 2"),
+        [
+            s("TYPE_SLICE_BEGIN", "map 2 0xfea00000+0x1000"),
+            s("TYPE_SLICE_END", "")
+        ]
+    );
+    assert_eq!(
+        on("map 1"),
+        [
+            s("TYPE_SLICE_BEGIN", "map 1 0xfeb40000+0x20000"),
+            s("TYPE_SLICE_END", "")
+        ]
+    );
+    assert_eq!(
+        on("thread 78"),
+        [
+            s("TYPE_INSTANT", "W 0x0010"),
+            s(
+                "TYPE_INSTANT",
+                "kernel read 8 bytes of map 2 at 0xfea00080 (write) pid 78"
+            ),
+            s("TYPE_INSTANT", "W 0x0010"),
+        ]
+    );
+    assert_eq!(
+        on("accesses (no thread id in the log)"),
+        [
+            s("TYPE_INSTANT", "W 0x0080"),
+            s("TYPE_INSTANT", "R 0x0020"),
+            s("TYPE_INSTANT", "UNKNOWN f3 48 a5"),
+        ]
+    );
+    // Two maps: counter tracks say which.
+    let counters: std::collections::BTreeSet<&str> = d
+        .tracks
+        .values()
+        .filter(|t| t.1)
+        .map(|t| t.0.as_str())
+        .collect();
+    assert_eq!(
+        counters,
+        [
+            "map 1 0x0008",
+            "map 1 0x0010",
+            "map 2 0x0020",
+            "map 2 0x0080"
+        ]
+        .into()
+    );
+    // The map slice ends at the UNMAP (3 s), and the lost notices sit at the last time seen.
+    let ts = |name: &str| -> Vec<u64> {
+        let out = Command::new("protoc")
+            .arg(format!("--proto_path={PROTO_DIR}"))
+            .args(["--decode=perfetto.protos.Trace", "perfetto_trace.proto"])
+            .stdin(std::fs::File::open(&pf).unwrap())
+            .output()
+            .unwrap();
+        let text = ok(&out);
+        text.split("packet {")
+            .filter(|pk| pk.contains(name))
+            .filter_map(|pk| {
+                pk.lines()
+                    .find_map(|l| l.trim().strip_prefix("timestamp: "))
+                    .map(|v| v.parse().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(ts("CPU 1 lost 7 events"), [2100000000]);
+
+    let vcd = dir.join("s.vcd");
+    ok(&mmio(&["export", "--to", "vcd", p(&log), "-o", p(&vcd)]));
+    let v = read_vcd(&vcd);
+    let marks: Vec<(String, u64)> = v["marks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m[0].as_str().unwrap().to_string(), u(&m[1])))
+        .collect();
+    let m = |a: &str, t: u64| (a.to_string(), t);
+    assert_eq!(
+        marks,
+        [
+            m("start", 1000000),
+            m("UNKNOWN_f3_48_a5_at_0xfea00040_(map_2)", 2000001),
+            m(
+                "kernel_read_8_bytes_of_map_2_at_0xfea00080_(write)_pid_78",
+                2100000
+            ),
+            m("Lost_5_events", 2100000),
+            m("CPU_1_lost_7_events", 2100000),
+        ]
+    );
+    let last: BTreeMap<String, (u128, u64)> = v["last"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, x)| (k.clone(), (dec(&x[0]), u(&x[1]))))
+        .collect();
+    let want: BTreeMap<String, (u128, u64)> = [
+        ("mmio.map_1.off_0x0008", (0x80080783, 1000002)),
+        ("mmio.map_1.off_0x0010", (0x1c9, 3500000)),
+        ("mmio.map_2.off_0x0020", (0x1, 2000000)),
+        ("mmio.map_2.off_0x0080", (0xffffffff00000001, 1500001)),
+    ]
+    .into_iter()
+    .map(|(k, x)| (k.to_string(), x))
+    .collect();
+    assert_eq!(last, want);
+}
