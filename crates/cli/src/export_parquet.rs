@@ -11,13 +11,14 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use mmio_trace_format::{Direction, Event};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 
 use crate::export::{Context, Exporter};
@@ -82,36 +83,52 @@ impl PartitionColumn {
     }
 }
 
-/// One cell.
-#[derive(Clone)]
-enum Cell {
+/// One cell. Byte strings are borrowed or held inline where they can be, so that
+/// building a row allocates nothing for an access without `--db`.
+enum Cell<'a> {
     Null,
     I64(i64),
     I32(i32),
-    Bytes(ByteArray),
+    Static(&'static str),
+    /// Up to 8 bytes (a narrow access's value).
+    Inline([u8; 8], u8),
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+    Shared(Rc<str>),
 }
 
-impl Cell {
+impl Cell<'_> {
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Cell::Static(s) => Some(s.as_bytes()),
+            Cell::Inline(b, n) => Some(&b[..*n as usize]),
+            Cell::Borrowed(b) => Some(b),
+            Cell::Owned(v) => Some(v),
+            Cell::Shared(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
     /// The partition directory's value, Hive style.
     fn partition_value(&self) -> String {
         match self {
             Cell::Null => "__HIVE_DEFAULT_PARTITION__".into(),
             Cell::I64(v) => v.to_string(),
             Cell::I32(v) => v.to_string(),
-            Cell::Bytes(b) => {
+            other => {
+                let b = other.bytes().unwrap_or_default();
                 let mut s = String::new();
-                for &c in b.data() {
+                for &c in b {
                     if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-') {
                         s.push(c as char);
                     } else {
                         s.push_str(&format!("%{c:02X}"));
                     }
                 }
-                if s.is_empty() || s == "." || s == ".." {
+                if s.is_empty() {
+                    s.push_str("__HIVE_DEFAULT_PARTITION__");
+                } else if s.bytes().all(|c| c == b'.') {
                     s = s.replace('.', "%2E");
-                    if s.is_empty() {
-                        s.push_str("__HIVE_DEFAULT_PARTITION__");
-                    }
                 }
                 s
             }
@@ -119,39 +136,58 @@ impl Cell {
     }
 }
 
-/// A column being gathered: definition levels for every row, values for non-null ones.
+/// A column being gathered: definition levels for every row, values for non-null
+/// ones; byte strings end to end in one buffer, cut into values when written.
 #[derive(Default)]
 struct Col {
     defs: Vec<i16>,
     i64s: Vec<i64>,
     i32s: Vec<i32>,
-    bytes: Vec<ByteArray>,
+    data: Vec<u8>,
+    ends: Vec<usize>,
 }
 
 impl Col {
-    fn push(&mut self, c: Cell) {
+    fn push(&mut self, c: &Cell) {
         match c {
             Cell::Null => self.defs.push(0),
             Cell::I64(v) => {
                 self.defs.push(1);
-                self.i64s.push(v);
+                self.i64s.push(*v);
             }
             Cell::I32(v) => {
                 self.defs.push(1);
-                self.i32s.push(v);
+                self.i32s.push(*v);
             }
-            Cell::Bytes(v) => {
+            other => {
                 self.defs.push(1);
-                self.bytes.push(v);
+                self.data
+                    .extend_from_slice(other.bytes().unwrap_or_default());
+                self.ends.push(self.data.len());
             }
         }
+    }
+
+    /// The byte-string values, sharing one buffer.
+    fn byte_arrays(&mut self) -> Vec<ByteArray> {
+        let buf = bytes::Bytes::from(std::mem::take(&mut self.data));
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let v = ByteArray::from(buf.slice(start..end));
+                start = end;
+                v
+            })
+            .collect()
     }
 
     fn clear(&mut self) {
         self.defs.clear();
         self.i64s.clear();
         self.i32s.clear();
-        self.bytes.clear();
+        self.data.clear();
+        self.ends.clear();
     }
 }
 
@@ -182,7 +218,13 @@ impl File {
             // Unique per row: a dictionary would only be tried and dropped.
             .set_column_dictionary_enabled("time_ns".into(), false)
             .set_column_dictionary_enabled("value_bytes".into(), false)
+            // Counters and data take many values: the dictionary overflows and is
+            // dropped after costing a hash per value; zstd finds the repeats anyway.
+            .set_column_dictionary_enabled("value".into(), false)
             .set_column_dictionary_enabled("marker".into(), false)
+            // Bytes' order says nothing: no min/max to compare for every value.
+            .set_column_statistics_enabled("value_bytes".into(), EnabledStatistics::None)
+            .set_column_statistics_enabled("marker".into(), EnabledStatistics::None)
             .set_column_encoding(
                 "time_ns".into(),
                 parquet::basic::Encoding::DELTA_BINARY_PACKED,
@@ -200,9 +242,9 @@ impl File {
         })
     }
 
-    fn push(&mut self, row: &[Cell; N]) {
+    fn push(&mut self, row: &[Cell<'_>; N]) {
         for (col, &i) in self.cols.iter_mut().zip(&self.columns) {
-            col.push(row[i].clone());
+            col.push(&row[i]);
         }
         self.rows += 1;
     }
@@ -215,7 +257,7 @@ impl File {
         let name = self.name.clone();
         (|| -> parquet::errors::Result<()> {
             let mut rg = self.writer.next_row_group()?;
-            for (col, &i) in self.cols.iter().zip(&self.columns) {
+            for (col, &i) in self.cols.iter_mut().zip(&self.columns) {
                 let mut w = rg.next_column()?.expect("one writer per schema column");
                 let defs = Some(col.defs.as_slice());
                 match COLUMNS[i].1.split(' ').nth(1) {
@@ -226,8 +268,9 @@ impl File {
                         w.typed::<Int32Type>().write_batch(&col.i32s, defs, None)?;
                     }
                     _ => {
+                        let values = col.byte_arrays();
                         w.typed::<ByteArrayType>()
-                            .write_batch(&col.bytes, defs, None)?;
+                            .write_batch(&values, Some(&col.defs), None)?;
                     }
                 }
                 w.close()?;
@@ -262,9 +305,6 @@ pub struct ParquetOut {
     dir: Option<(PathBuf, PartitionColumn)>,
     parts: HashMap<String, File>,
     buffered: usize,
-    r: ByteArray,
-    w: ByteArray,
-    kinds: HashMap<&'static str, ByteArray>,
 }
 
 impl ParquetOut {
@@ -275,9 +315,6 @@ impl ParquetOut {
             dir: None,
             parts: HashMap::new(),
             buffered: 0,
-            r: ByteArray::from("R"),
-            w: ByteArray::from("W"),
-            kinds: HashMap::new(),
         }
     }
 
@@ -321,32 +358,19 @@ impl ParquetOut {
         Ok(p)
     }
 
-    fn kind(&mut self, k: &'static str) -> Cell {
-        Cell::Bytes(
-            self.kinds
-                .entry(k)
-                .or_insert_with(|| ByteArray::from(k))
-                .clone(),
-        )
-    }
-
-    fn row(&mut self, ev: &Event, ctx: &Context) -> Option<[Cell; N]> {
+    /// Fills `row` (all null) with the cells of `ev`; false for events without a row.
+    fn row<'a>(row: &mut [Cell<'a>; N], ev: &'a Event, ctx: &Context) -> bool {
         use Cell::*;
-        let mut row: [Cell; N] = std::array::from_fn(|_| Null);
-        let text = |t: &[u8]| {
-            Bytes(ByteArray::from(
-                String::from_utf8_lossy(t).as_bytes().to_vec(),
-            ))
-        };
+        let text = |t: &[u8]| Owned(String::from_utf8_lossy(t).into_owned().into_bytes());
         let u = |v: u64| I64(v as i64);
-        let map_file = |id: i64| match ctx.map(id).and_then(|m| m.file.as_deref()) {
-            Some(f) => Bytes(ByteArray::from(f)),
+        let map_file = |id: i64| match ctx.map(id).and_then(|m| m.file.as_ref()) {
+            Some(f) => Shared(f.clone()),
             None => Null,
         };
         match ev {
             Event::Access(a) => {
                 row[0] = u(a.ts_ns);
-                row[1] = self.kind("access");
+                row[1] = Static("access");
                 row[3] = I64(a.pid as i64);
                 row[4] = u(a.pc);
                 row[5] = I64(a.map_id);
@@ -354,21 +378,24 @@ impl ParquetOut {
                 row[7] = u(a.phys);
                 row[8] = ctx.offset(a).map_or(Null, u);
                 row[9] = I32(a.width as i32);
-                row[10] = Bytes(match a.dir {
-                    Direction::Read => self.r.clone(),
-                    Direction::Write => self.w.clone(),
+                row[10] = Static(match a.dir {
+                    Direction::Read => "R",
+                    Direction::Write => "W",
                 });
                 if a.width <= 8 {
                     row[11] = u(a.value());
                 }
-                row[12] = Bytes(ByteArray::from(a.bytes()[..a.width as usize].to_vec()));
+                row[12] = match &a.wide {
+                    Some(w) => Borrowed(&w[..a.width as usize]),
+                    None => Inline(a.value().to_le_bytes(), a.width.min(8)),
+                };
                 if let Some(n) = ctx.register(a) {
-                    row[13] = Bytes(ByteArray::from(n.into_bytes()));
+                    row[13] = Owned(n.into_bytes());
                 }
             }
             Event::Unknown(x) => {
                 row[0] = u(x.ts_ns);
-                row[1] = self.kind("unknown");
+                row[1] = Static("unknown");
                 row[3] = I64(x.pid as i64);
                 row[4] = u(x.pc);
                 row[5] = I64(x.map_id);
@@ -377,13 +404,13 @@ impl ParquetOut {
                 if let Some(m) = ctx.map(x.map_id) {
                     row[8] = x.phys.checked_sub(m.phys).map_or(Null, u);
                 }
-                row[12] = Bytes(ByteArray::from(x.opcode.to_vec()));
+                row[12] = Borrowed(&x.opcode);
                 let o = x.opcode;
                 row[14] = text(format!("opcode {:02x} {:02x} {:02x}", o[0], o[1], o[2]).as_bytes());
             }
             Event::Map(m) => {
                 row[0] = u(m.ts_ns);
-                row[1] = self.kind("map");
+                row[1] = Static("map");
                 row[3] = I64(m.pid as i64);
                 row[4] = u(m.pc);
                 row[5] = I64(m.id);
@@ -392,7 +419,7 @@ impl ParquetOut {
             }
             Event::Unmap(m) => {
                 row[0] = u(m.ts_ns);
-                row[1] = self.kind("unmap");
+                row[1] = Static("unmap");
                 row[3] = I64(m.pid as i64);
                 row[4] = u(m.pc);
                 row[5] = I64(m.id);
@@ -403,12 +430,12 @@ impl ParquetOut {
             }
             Event::Mark(m) => {
                 row[0] = u(m.ts_ns);
-                row[1] = self.kind("mark");
+                row[1] = Static("mark");
                 row[14] = text(&m.text);
             }
             Event::Kernel(k) => {
                 row[0] = u(k.ts_ns);
-                row[1] = self.kind("kernel");
+                row[1] = Static("kernel");
                 row[3] = I64(k.pid as i64);
                 row[5] = I64(k.map_id);
                 row[6] = map_file(k.map_id);
@@ -417,19 +444,19 @@ impl ParquetOut {
                     row[8] = k.phys.checked_sub(m.phys).map_or(Null, u);
                 }
                 row[15] = u(k.len);
-                row[10] = Bytes(match k.dir {
-                    Direction::Read => self.r.clone(),
-                    Direction::Write => self.w.clone(),
+                row[10] = Static(match k.dir {
+                    Direction::Read => "R",
+                    Direction::Write => "W",
                 });
                 row[14] = text(&k.text());
             }
             Event::LostEvents(n) => {
-                row[1] = self.kind("lost");
+                row[1] = Static("lost");
                 row[15] = u(*n);
                 row[14] = text(format!("Lost {n} events.").as_bytes());
             }
             Event::CpuLost { cpu, count } => {
-                row[1] = self.kind("lost");
+                row[1] = Static("lost");
                 row[15] = count.map_or(Null, u);
                 let t = match count {
                     Some(n) => format!("CPU {cpu} lost {n} events"),
@@ -437,17 +464,18 @@ impl ParquetOut {
                 };
                 row[14] = text(t.as_bytes());
             }
-            Event::Version(_) | Event::PciDev(_) | Event::Verbatim(_) => return None,
+            Event::Version(_) | Event::PciDev(_) | Event::Verbatim(_) => return false,
         }
-        Some(row)
+        true
     }
 }
 
 impl Exporter for ParquetOut {
     fn event(&mut self, ev: &Event, ctx: &Context) -> anyhow::Result<()> {
-        let Some(row) = self.row(ev, ctx) else {
+        let mut row: [Cell; N] = [const { Cell::Null }; N];
+        if !Self::row(&mut row, ev, ctx) {
             return Ok(());
-        };
+        }
         if let Some(f) = self.single.as_mut() {
             f.push(&row);
             if f.rows >= self.row_group_rows {
