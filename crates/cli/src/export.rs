@@ -36,12 +36,18 @@ use crate::regnames::{DbArgs, Names};
 /// signal `markers`; time in the log's resolution (1 us for
 /// kernel text logs, 1 ns for binary ones). Reads the log twice, so LOG must be a file.
 ///
-/// `--to parquet`: one row per event (columns: time_ns, kind, process, thread, pc,
-/// map_id, map_file, phys, map_offset, width, direction, value, value_bytes, register,
-/// marker, length), zstd-compressed, in row groups of `--row-group-rows`. With
-/// `--partition-by COLUMN`, OUT is a directory of Hive-style partitions
-/// (`OUT/COLUMN=VALUE/part-0.parquet`) that DuckDB's `hive_partitioning` and Spark
-/// read as one table.
+/// `--to parquet`: one row per event, zstd-compressed, in row groups of
+/// `--row-group-rows`. Columns: time_ns (null for loss notices, which have no time);
+/// kind (access, unknown, map, unmap, mark, kernel, lost); process (null: logs carry
+/// thread ids only); thread (0 in kernel logs); pc; map_id; map_file (the mapped
+/// file, where `record` named it); phys; map_offset (phys less the map's base);
+/// width (bytes); direction (R or W); value (an access of up to 8 bytes, as logged);
+/// value_bytes (the bytes on the bus, little-endian, up to 64); register (with
+/// `--db`); marker (a marker's text, or what a system call's access, an undecoded
+/// access or a loss notice says); length (a map's length, a system call's bytes, or
+/// the events lost). With `--partition-by COLUMN`, OUT is a directory of Hive-style
+/// partitions (`OUT/COLUMN=VALUE/part-0.parquet`, without COLUMN inside) that
+/// DuckDB's `hive_partitioning` and Spark read as one table.
 ///
 /// Exit status: 0 when the log was exported; 2 for bad arguments or a damaged log
 /// (what came before the damage is exported and the output is complete and

@@ -31,7 +31,7 @@ mod style;
 /// logs. gzip, xz and zstd compressed logs are read transparently, and so is
 /// mmio-trace's compact binary format.
 ///
-/// Exit status of show, stats and convert: 0 when the log was read (with --lenient,
+/// Exit status of show, stats, convert and export: 0 when the log was read (with --lenient,
 /// also when damage was skipped or ended it: reported on standard error); 2 for a
 /// damaged or malformed log without --lenient (after what came before the damage
 /// was shown or converted) and for bad arguments; 1 when the machine failed (a file

@@ -597,12 +597,16 @@ fn vcd_of_a_recorded_program_has_nanosecond_time_and_wide_registers() {
     assert_eq!(u(&v["sizes"]["mmio.map_1.off_0x0030"]), 128);
 }
 
+/// A decoded track event: type, track uuid, name, counter value, annotation fields
+/// (`uint_value=8`, ...).
+type TrackEv = (String, u64, String, Option<i64>, Vec<String>);
+
 /// One decoded Perfetto trace: descriptors by uuid, events in order.
 struct Decoded {
     /// uuid -> (name, is a counter track)
     tracks: HashMap<u64, (String, bool)>,
     /// (type, track, name, counter value, annotation fields)
-    events: Vec<(String, u64, String, Option<i64>, Vec<String>)>,
+    events: Vec<TrackEv>,
     packets: usize,
 }
 
@@ -631,7 +635,7 @@ fn decode_perfetto(path: &Path) -> Decoded {
     };
     let mut interned: HashMap<u64, String> = HashMap::new();
     let (mut uuid, mut tname, mut counter) = (0u64, String::new(), false);
-    let mut ev: Option<(String, u64, String, Option<i64>, Vec<String>)> = None;
+    let mut ev: Option<TrackEv> = None;
     let mut iid = 0u64;
     let unq = |s: &str| s.trim().trim_matches('"').to_string();
     for line in text.lines() {
