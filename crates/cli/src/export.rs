@@ -28,13 +28,16 @@ use crate::regnames::{DbArgs, Names};
 /// its register (with `--db`) or its offset in the map, carrying the register,
 /// offset, width, value, physical address, map and PC; one counter track per register
 /// with its value over time; markers on a track of their own; each map as a slice
-/// from MAP to UNMAP on its own track.
+/// from MAP to UNMAP on its own track. Past 65536 registers (a frame buffer), further
+/// registers' accesses are instants without a counter track (a warning says how many).
 ///
 /// `--to vcd`: one signal per register (named from `--db`, otherwise `off_0xOFFSET`)
 /// holding the last value read or written, in one scope per map (`map_ID`), and the
 /// markers (and system calls' accesses, undecoded accesses and losses) as a string
 /// signal `markers`; time in the log's resolution (1 us for
 /// kernel text logs, 1 ns for binary ones). Reads the log twice, so LOG must be a file.
+/// Past 65536 registers, further registers are left out (a warning says how many
+/// accesses).
 ///
 /// `--to parquet`: one row per event, zstd-compressed, in row groups of
 /// `--row-group-rows`. Columns: time_ns (null for loss notices, which have no time);

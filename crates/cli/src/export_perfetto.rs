@@ -117,6 +117,11 @@ const ARG_MAP: u64 = 6;
 const ARG_PC: u64 = 7;
 const ARG_BYTES: u64 = 8;
 
+/// Registers given a counter track: beyond, accesses are instants only, so that a
+/// trace of a frame buffer (millions of addresses) neither grows the tables without
+/// bound nor gives the UI millions of tracks.
+pub const MAX_REGISTERS: usize = 65536;
+
 /// Bytes of encoded packets gathered before a write.
 const FLUSH_AT: usize = 1 << 16;
 
@@ -148,6 +153,8 @@ pub struct Perfetto {
     new_names: Vec<InternedName>,
     last_ts: u64,
     started: bool,
+    /// Accesses past [`MAX_REGISTERS`], without a counter.
+    uncounted: u64,
 }
 
 impl Perfetto {
@@ -168,6 +175,7 @@ impl Perfetto {
             new_names: Vec::new(),
             last_ts: 0,
             started: false,
+            uncounted: 0,
         }
     }
 
@@ -293,11 +301,21 @@ impl Perfetto {
     }
 
     /// The counter track and event names of the register `a` touches.
-    fn reg(&mut self, a: &Access, ctx: &Context, name: Option<&str>) -> std::io::Result<&Reg> {
+    /// `None` past [`MAX_REGISTERS`] registers.
+    fn reg(
+        &mut self,
+        a: &Access,
+        ctx: &Context,
+        name: Option<&str>,
+    ) -> std::io::Result<Option<&Reg>> {
         let known = match name {
             Some(n) => self.regs_named.contains_key(&(a.map_id, n.to_string())),
             None => self.regs_at.contains_key(&(a.map_id, a.phys)),
         };
+        if !known && self.regs_named.len() + self.regs_at.len() >= MAX_REGISTERS {
+            self.uncounted += 1;
+            return Ok(None);
+        }
         if !known {
             let label = match name {
                 Some(n) => n.to_string(),
@@ -327,17 +345,25 @@ impl Perfetto {
                 }
             }
         }
-        Ok(match name {
+        Ok(Some(match name {
             Some(n) => &self.regs_named[&(a.map_id, n.to_string())],
             None => &self.regs_at[&(a.map_id, a.phys)],
-        })
+        }))
     }
 
     fn access(&mut self, a: &Access, ctx: &Context) -> std::io::Result<()> {
         let thread = self.thread_track(a.pid)?;
         let name = ctx.register(a);
-        let reg = self.reg(a, ctx, name.as_deref())?;
-        let (counter, iid) = (reg.counter, reg.iids[(a.dir == Direction::Write) as usize]);
+        let dir = (a.dir == Direction::Write) as usize;
+        let (counter, iid) = match self.reg(a, ctx, name.as_deref())? {
+            Some(reg) => (Some(reg.counter), Some(reg.iids[dir])),
+            None => (None, None),
+        };
+        // Past the cap: the instant names its register in full, uninterned.
+        let plain = iid.is_none().then(|| {
+            let label = name.clone().unwrap_or_else(|| location(ctx, a));
+            format!("{} {label}", ["R", "W"][dir])
+        });
         let mut args = Vec::with_capacity(8);
         if let Some(n) = name {
             args.push(str_arg(ARG_REGISTER, n));
@@ -374,11 +400,15 @@ impl Perfetto {
             TrackEvent {
                 debug_annotations: args,
                 r#type: Some(INSTANT),
-                name_iid: Some(iid),
+                name_iid: iid,
+                name: plain,
                 track_uuid: Some(thread),
                 ..Default::default()
             },
         )?;
+        let Some(counter) = counter else {
+            return Ok(());
+        };
         self.track_event(
             a.ts_ns,
             TrackEvent {
@@ -585,6 +615,15 @@ impl Exporter for Perfetto {
         let buf = std::mem::take(&mut self.buf);
         self.out.write_all(&buf)?;
         self.out.flush()?;
+        if self.uncounted > 0 {
+            eprintln!(
+                "mmio-trace: warning: {}: more than {MAX_REGISTERS} registers: {} access{} to \
+                 the others are instants without a counter track",
+                self.name,
+                self.uncounted,
+                if self.uncounted == 1 { "" } else { "es" }
+            );
+        }
         Ok(())
     }
 }

@@ -66,11 +66,18 @@ struct Signal {
     bits: u32,
 }
 
+/// Signals a VCD file gets: beyond, accesses to further registers are left out (with
+/// a warning), so that a frame buffer's millions of addresses cannot grow the tables
+/// without bound.
+pub const MAX_SIGNALS: usize = 65536;
+
 /// The first pass: every signal, per map, with its width.
 #[derive(Default)]
 pub struct Scan {
     signals: HashMap<Key, Signal>,
     markers: bool,
+    /// Accesses to registers past [`MAX_SIGNALS`].
+    left_out: u64,
 }
 
 impl Scan {
@@ -88,6 +95,10 @@ impl Scan {
                     }
                 }
                 let (key, label) = key_of(a, ctx);
+                if self.signals.len() >= MAX_SIGNALS && !self.signals.contains_key(&key) {
+                    self.left_out += 1;
+                    return;
+                }
                 let s = self.signals.entry(key).or_insert(Signal { label, bits });
                 s.bits = s.bits.max(bits);
             }
@@ -119,6 +130,7 @@ pub struct Vcd {
     /// The last time written: VCD time never goes back.
     now: Option<u64>,
     line: Vec<u8>,
+    left_out: u64,
 }
 
 impl Vcd {
@@ -136,6 +148,7 @@ impl Vcd {
         };
         let mut w = vcd::Writer::new(BufWriter::with_capacity(1 << 16, out));
         let mut vars = HashMap::new();
+        let left_out = scan.left_out;
         let mut markers = None;
         (|| -> std::io::Result<()> {
             w.version(concat!("mmio-trace ", env!("CARGO_PKG_VERSION")))?;
@@ -192,6 +205,7 @@ impl Vcd {
             unit_ns,
             now: None,
             line: Vec::with_capacity(600),
+            left_out,
         })
     }
 
@@ -309,6 +323,15 @@ impl Exporter for Vcd {
 
     fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
         self.w.flush()?;
+        if self.left_out > 0 {
+            eprintln!(
+                "mmio-trace: warning: {}: more than {MAX_SIGNALS} registers: {} access{} to \
+                 the others are not in the VCD",
+                self.name,
+                self.left_out,
+                if self.left_out == 1 { "" } else { "es" }
+            );
+        }
         Ok(())
     }
 }

@@ -1296,3 +1296,81 @@ fn parquet_partitions_by_any_column_read_back_as_the_single_file() {
     ));
     assert_eq!(got, vec![vec![Value::from(fx.dev.to_str().unwrap())]]);
 }
+
+#[test]
+fn a_log_touching_more_registers_than_the_caps_keeps_every_access_with_a_warning() {
+    // 65536 registers get counter tracks (Perfetto) and signals (VCD); two more do not.
+    let dir = scratch("exp-caps");
+    let log = dir.join("fb.mmiotrace");
+    let mut text =
+        String::from("VERSION 20070824\nMAP 1.000000 1 0xe0000000 0x7f0000000000 0x100000 0x0 0\n");
+    for k in 0..65538u64 {
+        text.push_str(&format!(
+            "W 4 1.{:06} 1 {:#x} {:#x} 0x0 0\n",
+            k / 100,
+            0xe0000000u64 + 4 * k,
+            k + 1
+        ));
+    }
+    std::fs::write(&log, text).unwrap();
+
+    let pf = dir.join("fb.pftrace");
+    let o = mmio(&["export", "--to", "perfetto", p(&log), "-o", p(&pf)]);
+    ok(&o);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "mmio-trace: warning: {}: more than 65536 registers: 2 accesses to the others \
+             are instants without a counter track\n",
+            pf.display()
+        )
+    );
+    let d = decode_perfetto(&pf);
+    assert_eq!(d.tracks.values().filter(|t| t.1).count(), 65536);
+    let instants: Vec<&str> = d
+        .events
+        .iter()
+        .filter(|e| e.0 == "TYPE_INSTANT")
+        .map(|e| e.2.as_str())
+        .collect();
+    assert_eq!(instants.len(), 65538);
+    assert_eq!(instants[65535..], ["W 0x3fffc", "W 0x40000", "W 0x40004"]);
+    assert_eq!(
+        d.events.iter().filter(|e| e.0 == "TYPE_COUNTER").count(),
+        65536
+    );
+
+    let vcd = dir.join("fb.vcd");
+    let o = mmio(&["export", "--to", "vcd", p(&log), "-o", p(&vcd)]);
+    ok(&o);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "mmio-trace: warning: {}: more than 65536 registers: 2 accesses to the others \
+             are not in the VCD\n",
+            vcd.display()
+        )
+    );
+    let v = read_vcd(&vcd);
+    let last = v["last"].as_object().unwrap();
+    assert_eq!(last.len(), 65536);
+    assert_eq!(dec(&last["mmio.map_1.off_0x3fffc"][0]), 65536);
+
+    // Parquet keeps no state per register: every row, no warning.
+    let pq = dir.join("fb.parquet");
+    let o = mmio(&["export", "--to", "parquet", p(&log), "-o", p(&pq)]);
+    assert_eq!(ok(&o), "");
+    assert!(o.stderr.is_empty());
+    let n = duckdb(&format!(
+        "select count(*), count(distinct phys), sum(value)::varchar from '{}' where kind = 'access'",
+        p(&pq)
+    ));
+    assert_eq!(
+        n,
+        vec![vec![
+            Value::from(65538),
+            Value::from(65538),
+            Value::from("2147647491")
+        ]]
+    );
+}
