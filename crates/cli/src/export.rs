@@ -231,6 +231,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let out_name = args.output.display().to_string();
+    if !stdout && same_file(&args.input.log, &args.output) {
+        // Creating the output would truncate the log before it is read.
+        return Err(bad(format!(
+            "{out_name} is the input log: write the export to another file"
+        )));
+    }
     let mut input = LogInput::open(&args.input)?;
     let mut ctx = Context::new(args.db.load()?, args.filter.clone());
 
@@ -294,6 +300,15 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `a` and `b` name the same existing file (also through links).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// The output file (readable by its owner only, as traces show what a program did),

@@ -949,6 +949,24 @@ fn export_refuses_bad_arguments_with_status_2_and_keeps_what_precedes_damage() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot create /nonexistent-dir/x.parquet"));
 
+    // The log itself as output (here through a link): refused, the log left whole.
+    let copy = dir.join("copy.mmiotrace");
+    std::fs::copy(E1000, &copy).unwrap();
+    let link = dir.join("link.mmiotrace");
+    std::os::unix::fs::symlink(&copy, &link).unwrap();
+    for to in ["parquet", "vcd", "perfetto"] {
+        let o = mmio(&["export", "--to", to, p(&copy), "-o", p(&link)]);
+        assert_eq!(o.status.code(), Some(2), "{to}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            format!(
+                "mmio-trace: {} is the input log: write the export to another file\n",
+                link.display()
+            )
+        );
+        assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(E1000).unwrap());
+    }
+
     // A damaged line after 1000 accesses: those are exported, in a readable file.
     let text = std::fs::read_to_string(E1000).unwrap();
     let lines: Vec<&str> = text.lines().collect();
