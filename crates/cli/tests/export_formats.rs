@@ -1392,3 +1392,34 @@ fn a_log_touching_more_registers_than_the_caps_keeps_every_access_with_a_warning
         ]]
     );
 }
+
+#[test]
+fn exports_read_compressed_logs_and_write_to_standard_output() {
+    let dir = scratch("exp-stdio");
+    let gz = dir.join("e1000.mmiotrace.gz");
+    let o = Command::new("gzip")
+        .args(["-c", E1000])
+        .output()
+        .expect("gzip is needed for this test");
+    std::fs::write(&gz, &o.stdout).unwrap();
+    // Parquet to standard output, from a compressed log.
+    let o = mmio(&["export", "--to", "parquet", p(&gz), "-o", "-", "--writes"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pq = dir.join("w.parquet");
+    std::fs::write(&pq, &o.stdout).unwrap();
+    let n = duckdb(&format!(
+        "select direction, count(*) from '{}' where kind = 'access' group by all",
+        p(&pq)
+    ));
+    let writes = text_accesses(E1000).iter().filter(|a| a.0 == 'W').count() as u64;
+    assert_eq!(n, vec![vec![Value::from("W"), Value::from(writes)]]);
+    // VCD reads a compressed log twice, as it reads a plain one.
+    let vcd = dir.join("e.vcd");
+    ok(&mmio(&["export", "--to", "vcd", p(&gz), "-o", p(&vcd)]));
+    let plain = dir.join("p.vcd");
+    ok(&mmio(&["export", "--to", "vcd", E1000, "-o", p(&plain)]));
+    assert_eq!(std::fs::read(&vcd).unwrap(), std::fs::read(&plain).unwrap());
+    let v = read_vcd(&vcd);
+    let addrs: std::collections::BTreeSet<u64> = text_accesses(E1000).iter().map(|a| a.2).collect();
+    assert_eq!(v["last"].as_object().unwrap().len(), addrs.len());
+}
