@@ -13,6 +13,10 @@ mod convert;
 mod demo;
 mod diff;
 mod fold;
+mod export;
+mod export_parquet;
+mod export_perfetto;
+mod export_vcd;
 mod input;
 mod kernel;
 mod mark;
@@ -30,7 +34,7 @@ mod style;
 /// logs. gzip, xz and zstd compressed logs are read transparently, and so is
 /// mmio-trace's compact binary format.
 ///
-/// Exit status of show, stats and convert: 0 when the log was read (with --lenient,
+/// Exit status of show, stats, convert and export: 0 when the log was read (with --lenient,
 /// also when damage was skipped or ended it: reported on standard error); 2 for a
 /// damaged or malformed log without --lenient (after what came before the damage
 /// was shown or converted) and for bad arguments; 1 when the machine failed (a file
@@ -69,6 +73,10 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     #[command(about = "Compare two logs of one device, loops folded, like diff -u")]
     Diff(diff::DiffArgs),
+    #[command(
+        about = "Export a log for Perfetto (timeline), VCD viewers (waveform) or Parquet (SQL)"
+    )]
+    Export(export::ExportArgs),
     #[command(
         about = "Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE)"
     )]
@@ -121,6 +129,7 @@ fn main() -> ExitCode {
         Command::Show(a) => show::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Export(a) => export::run(a),
         Command::Kernel(a) => kernel::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Diff(a) => diff::run(a),

@@ -75,7 +75,7 @@ struct MapStats {
 
 /// The ids of `map ID continues map FROM`, the `MARK` that `record` writes when an
 /// `mremap` moves, grows or duplicates a mapping (the same file).
-fn continues_mark(text: &[u8]) -> Option<(i64, i64)> {
+pub(crate) fn continues_mark(text: &[u8]) -> Option<(i64, i64)> {
     let rest = std::str::from_utf8(text).ok()?.strip_prefix("map ")?;
     let (id, from) = rest.split_once(" continues map ")?;
     Some((id.parse().ok()?, from.parse().ok()?))
@@ -84,7 +84,7 @@ fn continues_mark(text: &[u8]) -> Option<(i64, i64)> {
 /// The map id, file and alias flag of a `MARK` as `record` writes after a `MAP`:
 /// `map ID PATH offset 0xOFF length 0xLEN`, then ` (no alias mapping: ...)` when the
 /// driver refused the alias. Anything else is an ordinary marker.
-fn map_mark(text: &[u8]) -> Option<(i64, String, bool)> {
+pub(crate) fn map_mark(text: &[u8]) -> Option<(i64, String, bool)> {
     let text = std::str::from_utf8(text).ok()?;
     let (head, alias) = match text.split_once(" (no alias mapping") {
         Some((head, _)) => (head, false),
