@@ -354,15 +354,15 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     let fault =
         unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_CR2 as usize] }
             as u64;
-    // Segment-relative operands need the real bases (rare: one arch_prctl each); the thread
-    // pointer is the FS base for everything else (unused there).
+    // Segment-relative operands need the real bases (rare: one arch_prctl each); the FS
+    // base (one `rdfsbase`) stands in for everything else (unused there).
     let ins = d.instruction();
     let (fs, gs) = if matches!(ins.segment_prefix(), Register::FS | Register::GS)
         || matches!(ins.memory_segment(), Register::FS | Register::GS)
     {
         x86::ucontext::thread_segment_bases()
     } else {
-        (sys::thread_pointer(), 0)
+        (sys::fs_base(), 0)
     };
     // SAFETY: the kernel's ucontext of this handler, used only through `cpu` below.
     let mut cpu = unsafe { UcontextCpu::new(&mut *(uc as *mut libc::ucontext_t), layout, fs, gs) };

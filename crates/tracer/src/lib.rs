@@ -84,6 +84,7 @@ pub fn init(shm: Shm, rules: Rules) {
     SHM_LEN.store(shm.len(), Ordering::Relaxed);
     SHM_BASE.store(shm.base() as usize, Ordering::Release);
     PID.store(sys::getpid(), Ordering::Relaxed);
+    sys::init_cpu_features();
     let _ = RULES.set(rules);
     shm.header().attached.fetch_add(1, Ordering::Relaxed);
     // Warm the clock (vDSO lookup) before any fault.

@@ -8,7 +8,7 @@
 //! tracer's is handed to the program's handler as the kernel would have, or, under the
 //! default action, re-raised so the program dies of the same signal.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
@@ -84,77 +84,6 @@ pub(crate) fn restore_mask(old: u64) {
     sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
 }
 
-/// Per-thread signal state the program believes in but the kernel must not see: which of
-/// [`OURS`] a program handler runs with "blocked", and the program's own alternate stack.
-/// A fixed table keyed by the thread pointer (no libc TLS in handlers); entries are made
-/// only by threads that need one.
-struct ThreadSig {
-    key: AtomicU64,
-    /// Stack address of the innermost program handler running with some of [`OURS`]
-    /// believed blocked (0: none).
-    frame: AtomicU64,
-    /// Those signals.
-    blocked: AtomicU64,
-    /// The program's `sigaltstack` (`ss_flags` as it set them; size 0: never set).
-    ss_sp: AtomicU64,
-    ss_size: AtomicU64,
-    ss_flags: AtomicU32,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_THREAD_SIG: ThreadSig = ThreadSig {
-    key: AtomicU64::new(0),
-    frame: AtomicU64::new(0),
-    blocked: AtomicU64::new(0),
-    ss_sp: AtomicU64::new(0),
-    ss_size: AtomicU64::new(0),
-    ss_flags: AtomicU32::new(libc::SS_DISABLE as u32),
-};
-const THREAD_SIGS: usize = 1024;
-static THREAD_SIG: [ThreadSig; THREAD_SIGS] = [NO_THREAD_SIG; THREAD_SIGS];
-
-/// Key of an entry freed by [`thread_exiting`]: lookups probe past it, inserts reuse it.
-const TOMBSTONE: u64 = u64::MAX;
-
-/// The calling thread's entry; made when `create` (`None` if absent or the table is full).
-fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
-    let key = sys::thread_pointer();
-    let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize & (THREAD_SIGS - 1);
-    let mut free: Option<&'static ThreadSig> = None;
-    for _ in 0..THREAD_SIGS {
-        let t = &THREAD_SIG[i];
-        let k = t.key.load(Ordering::Acquire);
-        if k == key {
-            return Some(t);
-        }
-        if k == TOMBSTONE && free.is_none() {
-            free = Some(t);
-        }
-        if k == 0 {
-            break;
-        }
-        i = (i + 1) & (THREAD_SIGS - 1);
-    }
-    if !create {
-        return None;
-    }
-    // Not present (only the owning thread inserts its own key, so it cannot appear
-    // meanwhile): take the first tombstone on the way, else the empty slot, else any.
-    let scan = (0..THREAD_SIGS).map(|n| &THREAD_SIG[(i + n) & (THREAD_SIGS - 1)]);
-    for cand in free.into_iter().chain(scan) {
-        let k = cand.key.load(Ordering::Acquire);
-        if (k == 0 || k == TOMBSTONE)
-            && cand
-                .key
-                .compare_exchange(k, key, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            return Some(cand);
-        }
-    }
-    None
-}
-
 /// Which of [`OURS`] the program believes blocked for code running at stack pointer
 /// `rsp`: those of a program handler we called, if `rsp` is below its frame on the
 /// thread's current alternate signal stack. Program handlers we call run on that stack
@@ -162,7 +91,10 @@ fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
 /// a handler left with `siglongjmp` leaves a stale entry, and the thread's own stack may
 /// lie just below that stale frame, so "below the frame" alone is not enough.
 fn believed_blocked(rsp: u64) -> u64 {
-    let Some(t) = thread_sig(false) else { return 0 };
+    let Some(b) = threads::existing() else {
+        return 0;
+    };
+    let t = &b.sig;
     let frame = t.frame.load(Ordering::Relaxed);
     if frame == 0 {
         return 0;
@@ -302,7 +234,7 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
     if !crate::is_active() {
         return None;
     }
-    let t = thread_sig(true)?;
+    let t = &threads::current()?.sig;
     let sp = t.ss_sp.load(Ordering::Relaxed);
     let size = t.ss_size.load(Ordering::Relaxed);
     let marker = 0u8;
@@ -338,7 +270,7 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
         }
         if mode == libc::SS_DISABLE {
             t.ss_size.store(0, Ordering::Relaxed);
-            t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
+            t.ss_flags.store(0, Ordering::Relaxed);
         } else {
             if n.ss_size < libc::MINSIGSTKSZ {
                 return Some(-libc::ENOMEM);
@@ -684,7 +616,7 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             let marker = 0u8;
             let frame = &marker as *const u8 as u64;
             let entry = if now_believed != 0 {
-                thread_sig(true)
+                threads::current().map(|b| &b.sig)
             } else {
                 None
             };
@@ -720,27 +652,10 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     }
 }
 
-/// For thread end hooks: frees the thread's entry (its believed mask and its stack).
-pub fn thread_exiting() {
-    if let Some(t) = thread_sig(false) {
-        t.frame.store(0, Ordering::Relaxed);
-        t.blocked.store(0, Ordering::Relaxed);
-        t.ss_size.store(0, Ordering::Relaxed);
-        t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
-        t.key.store(TOMBSTONE, Ordering::Release);
-    }
-}
-
-/// For thread start hooks.
+/// For thread start hooks: a reused thread pointer's block (its believed mask and stack
+/// too) is taken over by [`threads::thread_started`].
 pub fn thread_start() {
     threads::thread_started();
-    // A reused thread pointer: the previous thread's believed mask and stack are void.
-    if let Some(t) = thread_sig(false) {
-        t.frame.store(0, Ordering::Relaxed);
-        t.blocked.store(0, Ordering::Relaxed);
-        t.ss_size.store(0, Ordering::Relaxed);
-        t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
-    }
     setup_altstack();
     unblock_ours();
     crate::step::wait_out_step();
