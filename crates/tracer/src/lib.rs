@@ -94,6 +94,8 @@ pub fn init(shm: Shm, rules: Rules) {
     paths::init_from_env();
     step::open_task_dir();
     signals::install();
+    // The calling (main) thread's block, published in the TLS slot (preload mode).
+    threads::thread_started();
     ACTIVE.store(true, Ordering::Release);
 }
 

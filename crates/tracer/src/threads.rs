@@ -243,9 +243,9 @@ static TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
 /// stores its argument in the calling thread's slot, which lies at `offset` from the
 /// thread pointer (`%fs:offset`). The preload library calls this at start.
 ///
-/// The slot is written only in threads whose FS base is a libc TCB (the value at `%fs:0`
-/// is the FS base itself): elsewhere `%fs:offset` is not a TLS slot but the thread's own
-/// memory. Readers must treat 0 as "no block" and must not rely on the slot in threads
+/// The slot is written only in threads libc made (the main thread at start, threads from
+/// `pthread_create`, through their start hook), whose FS base is a libc TCB with static
+/// TLS below it: elsewhere `%fs:offset` is not a TLS slot but the thread's own memory. Readers must treat 0 as "no block" and must not rely on the slot in threads
 /// that set their FS base themselves, nor in a raw `clone` child sharing its parent's TCB
 /// (the slot there is the parent's).
 pub fn set_tls_publisher(publish: extern "C" fn(*const ThreadBlock), offset: i64) {
@@ -346,8 +346,9 @@ fn lookup(key: u64, tid: &mut Tid) -> Option<&'static ThreadBlock> {
 
 /// Makes `s` (claimed: its key is ours, its tid ours) the calling thread's: a fresh ring
 /// state, step state and believed signal state; an alternate signal stack (the previous
-/// owner's, if it was the tracer's and is not ours, is unmapped).
-fn adopt(s: &'static ThreadBlock, key: u64) {
+/// owner's, if it was the tracer's and is not ours, is unmapped). `hooked`: a thread libc
+/// made (a start hook), whose TLS slot is published.
+fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     s.stack_lo.store(0, Ordering::Relaxed);
     s.stack_hi.store(0, Ordering::Relaxed);
     s.ring.store(NO_RING, Ordering::Relaxed);
@@ -377,7 +378,9 @@ fn adopt(s: &'static ThreadBlock, key: u64) {
             set_stack(s, p, ALTSTACK_SIZE as u64);
         }
     }
-    publish(s, key & !KEY_BIT);
+    if hooked {
+        publish(s, key & !KEY_BIT);
+    }
 }
 
 fn set_stack(s: &ThreadBlock, lo: u64, size: u64) {
@@ -388,7 +391,8 @@ fn set_stack(s: &ThreadBlock, lo: u64, size: u64) {
 /// Claims a block for `key` and the calling thread: a dead thread's block under the same
 /// key, else the first tombstone or empty block on the probe. `force`: a block under the
 /// key whose thread is not the caller is taken over without asking whether it lives (a
-/// new thread from `pthread_create`: its TCB is its own).
+/// new thread from `pthread_create`, or the main thread at start: its TCB is its own, and
+/// its TLS slot is published).
 fn claim(key: u64, tid: &mut Tid, force: bool) -> Option<&'static ThreadBlock> {
     let me = tid.get();
     'retry: for _ in 0..4 {
@@ -400,6 +404,9 @@ fn claim(key: u64, tid: &mut Tid, force: bool) -> Option<&'static ThreadBlock> {
             if k == key {
                 let t = s.tid.load(Ordering::Acquire);
                 if t == me {
+                    if force {
+                        publish(s, key & !KEY_BIT);
+                    }
                     return Some(s);
                 }
                 if t != 0
@@ -408,7 +415,7 @@ fn claim(key: u64, tid: &mut Tid, force: bool) -> Option<&'static ThreadBlock> {
                         .compare_exchange(t, me, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
-                    adopt(s, key);
+                    adopt(s, key, force);
                     return Some(s);
                 }
             } else if (k == EMPTY_KEY || k == TOMBSTONE) && free.is_none() {
@@ -430,7 +437,7 @@ fn claim(key: u64, tid: &mut Tid, force: bool) -> Option<&'static ThreadBlock> {
             continue 'retry;
         }
         s.tid.store(me, Ordering::Release);
-        adopt(s, key);
+        adopt(s, key, force);
         return Some(s);
     }
     None
@@ -600,8 +607,25 @@ pub fn thread_exiting() {
 /// Call in the child after `fork`: the parent's threads (and rings) are not ours.
 pub fn after_fork_child() {
     // The forking thread's alternate stack was copied into the child: still ours to free;
-    // what its program believes of its signal state holds in the child too.
-    let me = existing();
+    // what its program believes of its signal state holds in the child too. Its block is
+    // the one under its key (the child has a new tid; another block under the key would
+    // be a parent's thread sharing the FS base, which fork did not copy, and comes later
+    // on the probe than the forking thread's own unless it touched the device first).
+    let key = my_key();
+    let mut i = hash(key);
+    let mut me = None;
+    for _ in 0..MAX_THREADS {
+        let s = &BLOCKS[i];
+        let k = s.key.load(Ordering::Relaxed);
+        if k == key {
+            me = Some(s);
+            break;
+        }
+        if k == EMPTY_KEY {
+            break;
+        }
+        i = (i + 1) & (MAX_THREADS - 1);
+    }
     let mine = me.map_or(0, |s| s.altstack.load(Ordering::Relaxed));
     let sig = SigState {
         frame: AtomicU64::new(0),
@@ -638,6 +662,9 @@ pub fn after_fork_child() {
                 s.altstack.store(mine, Ordering::Relaxed);
             }
             s.sig.copy_from(&sig);
+            // The TLS slot (copied from the parent) may name the parent's block, which
+            // is another entry now.
+            publish(s, s.fs_base());
         }
     }
 }
