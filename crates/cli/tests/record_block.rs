@@ -147,3 +147,73 @@ fn blk_the_tls_slot_holds_each_threads_block() {
     }
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), want);
 }
+
+/// What blk_jit logs for `n` calls on a fresh fixture device.
+fn jit_accesses(n: u64) -> Vec<(char, u8, u64, u64)> {
+    (0..n)
+        .map(|k| {
+            let off = 0x10 * k;
+            let value = 0x1122_3344_5566_7700 | k;
+            match k % 4 {
+                0 => ('R', 4, off, u64::from(initial_word(off))),
+                1 => ('W', 8, off, value),
+                2 => ('R', 1, off, u64::from(initial_word(off)) & 0xff),
+                _ => ('W', 2, off, value & 0xffff),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn blk_code_rewritten_at_the_same_address_is_decoded_anew_on_every_path() {
+    // The site cache keys on the instruction's address; a JIT-like buffer rewrites the
+    // instruction there between device accesses (other lengths, widths and directions).
+    // Every access is logged as the instruction that ran, emulated or single-stepped.
+    let t = Fixture::new("blk_jit", "blk_jit", 4096);
+    let n = 64;
+    let want = jit_accesses(n);
+    let sum: u64 = want.iter().filter(|a| a.0 == 'R').map(|a| a.3).sum();
+    for path in ["emulate", "step"] {
+        // A fresh device (its initial words) for each run.
+        device(&t.dir, 4096);
+        let mut c = record_cmd(&t.dir, &t.dev, &[]);
+        c.env("MMIO_TRACE_PATH", path)
+            .arg(&t.exe)
+            .arg(&t.dev)
+            .arg(n.to_string());
+        let out = c.output().unwrap();
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), format!("{sum:x}\n"), "{path}");
+        let ev = read_log(&trace_log(&t.dir));
+        assert_eq!(accesses(&ev), want, "{path}");
+        assert_none_lost(&ev);
+    }
+}
+
+#[test]
+fn blk_a_site_whose_mapping_is_replaced_logs_the_new_mapping() {
+    // The site's region snapshot must not outlive the mapping: the same instruction reads
+    // and writes a device page mapped anew (another page of the file, same address) every
+    // round.
+    let t = Fixture::new("blk_remap", "blk_remap", 4 * 4096);
+    let rounds = 24u64;
+    let (out, ev) = t.record(&["4", &rounds.to_string()]);
+    assert_exit(&out, 0);
+    let mut want = Vec::new();
+    let mut sum = 0u64;
+    for r in 0..rounds {
+        let off = (r % 4) * 4096 + 0x10;
+        let old = if r < 4 {
+            u64::from(initial_word(off))
+        } else {
+            r - 4
+        };
+        sum += old;
+        want.push(('R', 4, off, old));
+        want.push(('W', 4, off, r));
+    }
+    assert_eq!(stdout(&out), format!("{sum:x}\n"));
+    assert_eq!(accesses(&ev), want);
+    assert_eq!(count_maps(&ev), rounds as usize);
+    assert_none_lost(&ev);
+}

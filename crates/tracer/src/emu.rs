@@ -127,10 +127,18 @@ struct AliasBus {
     holding: bool,
     /// The fault that stopped the instruction, with the program's address.
     fault: Option<Fault>,
+    /// The region of the faulting access, as the fault path found it.
+    region: Region,
 }
 
 impl AliasBus {
     fn region_for(&self, addr: u64, len: usize) -> Result<Option<Region>, BusFault> {
+        let r = &self.region;
+        if r.alias != 0 && r.contains(addr) && r.contains(addr + len as u64 - 1) && width_ok(len) {
+            // The faulting access's region (the fault path looked it up, or its site's
+            // snapshot is current): no second lookup.
+            return Ok(Some(*r));
+        }
         match regions::find_aliased(addr) {
             Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok(len) => {
                 Ok(Some(r))
@@ -342,11 +350,13 @@ pub(crate) enum Emulated {
 ///
 /// # Safety
 /// Signal-handler context; `uc` is the handler's context.
-pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Emulated {
+pub(crate) unsafe fn emulate(
+    d: &x86::Decoded,
+    rip: u64,
+    uc: *mut libc::c_void,
+    region: &Region,
+) -> Emulated {
     let Some(layout) = LAYOUT.get() else {
-        return Emulated::Refused;
-    };
-    let Ok(d) = x86::decode(code, rip) else {
         return Emulated::Refused;
     };
     // The fault address (the kernel's `si_addr` of a page fault, in the context's CR2).
@@ -371,6 +381,7 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
         locked: d.is_locked(),
         holding: false,
         fault: None,
+        region: *region,
     };
     // Refuse up front anything the bus would refuse half-way: a read with side effects
     // must not happen and then be repeated by the step fallback. And the faulting access
@@ -381,15 +392,13 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     for a in accesses.as_slice() {
         match bus.region_for(a.addr, a.size as usize) {
             Err(_) => return Emulated::Refused,
-            Ok(Some(_)) => covers |= fault.wrapping_sub(a.addr) < u64::from(a.size),
-            Ok(None) => {}
-        }
-        if a.dir != AccessDir::Read {
-            if let Some(r) = regions::find(a.addr) {
-                if r.prot & libc::PROT_WRITE == 0 {
+            Ok(Some(r)) => {
+                covers |= fault.wrapping_sub(a.addr) < u64::from(a.size);
+                if a.dir != AccessDir::Read && r.prot & libc::PROT_WRITE == 0 {
                     return Emulated::Refused;
                 }
             }
+            Ok(None) => {}
         }
     }
     if !covers {
@@ -403,7 +412,7 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     if unsafe { *crate::signals::uc_mask(uc) } & SIGBUS_BIT != 0 {
         sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
     }
-    match x86::emulate(&d, &mut cpu, &mut bus) {
+    match x86::emulate(d, &mut cpu, &mut bus) {
         Ok(_) => Emulated::Done,
         Err(_) => match bus.fault {
             Some(mut f) => {

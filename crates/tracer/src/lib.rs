@@ -26,6 +26,7 @@ mod paths;
 pub mod regions;
 pub mod rules;
 pub mod signals;
+pub mod site;
 mod step;
 mod stop;
 pub mod sys;
@@ -310,6 +311,7 @@ pub fn after_fork_child() {
     step::open_task_dir();
     emu::after_fork_child();
     regions::after_fork_child();
+    site::after_fork_child();
     unmatched::after_fork_child();
     arm_fork_canary();
 }

@@ -189,6 +189,9 @@ impl Slot {
             .store(r.phys_minus_off, Ordering::Relaxed);
         self.lazy.store(r.lazy, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
+        // After the slot is whole again: a snapshot taken under the old generation may
+        // hold the old contents; one taken under the new one was read after this write.
+        GENERATION.fetch_add(1, Ordering::Release);
         let aliased = |r: &Region| r.len != 0 && r.lazy != 0 && r.alias != 0;
         if aliased(&r) {
             ALIASED.fetch_add(1, Ordering::Relaxed);
@@ -811,6 +814,18 @@ fn find_slot(addr: u64) -> Option<(u32, Region)> {
         }
         prev = Some(i);
     }
+}
+
+/// Bumped by every change to a region of the table (each slot write, after it): a copy of
+/// a region taken when the generation was `g` is still the table's while the generation
+/// is `g` (the site cache's region snapshots).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The region table's generation (bumped by every region change): read it before a lookup whose
+/// result is kept.
+#[inline]
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
 }
 
 /// The region containing `addr`, if traced. Lock-free, allocation-free.

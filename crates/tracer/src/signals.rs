@@ -10,10 +10,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use iced_x86::{Decoder, DecoderOptions, Instruction};
-
 use crate::sys::{self, KSigaction};
-use crate::{emu, guard, regions, step, stop, threads};
+use crate::{emu, guard, regions, site, step, stop, threads};
 
 /// The real-time signal used to pause other threads during a single step.
 pub const PAUSE_SIGNAL: i32 = 63;
@@ -302,46 +300,6 @@ pub(crate) unsafe fn uc_mask<'a>(uc: *mut libc::c_void) -> &'a mut u64 {
     }
 }
 
-/// The code bytes at `rip`: up to 15, but not past the end of its page unless the
-/// instruction continues there (the next page may be unmapped).
-pub(crate) fn code_at(rip: u64) -> ([u8; 16], usize) {
-    let mut bytes = [0u8; 16];
-    let to_page_end = (4096 - (rip & 4095)) as usize;
-    let mut n = to_page_end.min(15);
-    // SAFETY: the code at rip is mapped (it just ran) to the end of its page.
-    unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
-    if n < 15 {
-        let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
-        if d.decode().is_invalid() && d.last_error() == iced_x86::DecoderError::NoMoreBytes {
-            // SAFETY: the instruction itself continues onto the next page, so it is mapped.
-            unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), 15) };
-            n = 15;
-        }
-    }
-    (bytes, n)
-}
-
-/// Decodes the instruction at `rip` without reading past a page that may be unmapped.
-pub(crate) fn decode_at(rip: u64) -> Option<(Instruction, [u8; 16])> {
-    let mut bytes = [0u8; 16];
-    let to_page_end = (4096 - (rip & 4095)) as usize;
-    let mut n = to_page_end.min(15);
-    loop {
-        // SAFETY: the code at rip is mapped executable (it just ran), at least to the end
-        // of its page; past that only when the instruction itself continues there.
-        unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
-        let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
-        let i = d.decode();
-        if !i.is_invalid() {
-            return Some((i, bytes));
-        }
-        if n >= 15 || d.last_error() != iced_x86::DecoderError::NoMoreBytes {
-            return None;
-        }
-        n = 15;
-    }
-}
-
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
@@ -366,22 +324,36 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         // SAFETY: handler context.
         unsafe { step::abort(uc) };
     } else if code == SEGV_ACCERR && crate::is_active() {
-        if let Some(r) = regions::find_aliased(addr) {
-            if stop::stop_if_closed() {
+        // SAFETY: handler context.
+        let g = unsafe { gregs(uc) };
+        // An instruction fetch has no site: its "instruction" is the traced page itself.
+        let exec = g[libc::REG_ERR as usize] & 0x10 != 0;
+        let mut f = site::Fault::at(if exec {
+            0
+        } else {
+            g[libc::REG_RIP as usize] as u64
+        });
+        let done = match f.region(addr) {
+            Some(r) if stop::stop_if_closed() => {
                 // The recorder is gone and tracing has stopped: a page closed before that
                 // (or by a single step since) is opened and the access retried natively.
                 // SAFETY: handler context.
-                if unsafe { program_allows(&r, uc) } {
+                let reopen = unsafe { program_allows(&r, uc) };
+                if reopen {
                     stop::reopen(&r);
-                    return;
                 }
-            // SAFETY: handler context.
-            } else if unsafe { handle(&r, addr, uc) } {
-                // The recorder found gone while logging: open the pages now, so that the
-                // next access already runs natively.
-                stop::stop_if_closed();
-                return;
+                reopen
             }
+            // SAFETY: handler context.
+            Some(r) => unsafe { handle(&r, addr, uc, &mut f) },
+            None => false,
+        };
+        f.finish();
+        if done {
+            // The recorder may have been found gone while logging: open the pages now,
+            // so that the next access already runs natively.
+            stop::stop_if_closed();
+            return;
         }
     }
     // SAFETY: handler context.
@@ -406,7 +378,12 @@ unsafe fn program_allows(r: &regions::Region, uc: *mut libc::c_void) -> bool {
 }
 
 /// The tracer's fault: emulate, or single-step. `false`: the program's own fault.
-unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool {
+unsafe fn handle(
+    r: &regions::Region,
+    addr: u64,
+    uc: *mut libc::c_void,
+    site: &mut site::Fault,
+) -> bool {
     // SAFETY: handler context.
     if !unsafe { program_allows(r, uc) } {
         return false;
@@ -418,12 +395,10 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         // An instruction fetch from a traced page the program may execute.
         return crate::exec_fault(r, addr, rip);
     }
-    let (code, n) = code_at(rip);
-    let emulated = if crate::paths::emulate() {
+    let emulated = match site.decoded() {
         // SAFETY: handler context.
-        unsafe { emu::emulate(&code[..n], rip, uc) }
-    } else {
-        emu::Emulated::Refused
+        Some(d) if crate::paths::emulate() => unsafe { emu::emulate(&d, rip, uc, r) },
+        _ => emu::Emulated::Refused,
     };
     let fault = match emulated {
         emu::Emulated::Done => return true,
@@ -444,7 +419,7 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         // path): it faults again, and the kernel, now with the default action, kills.
         sys::sigaction(f.signo, Some(&KSigaction::default()), None);
     }
-    let decoded = decode_at(rip);
+    let decoded = site.instruction();
     // SAFETY: handler context.
     if unsafe { step::begin(r, addr, decoded, uc) } {
         return true;
