@@ -9,8 +9,8 @@
 //! faults (see [`crate::guard`]) stops the instruction with nothing committed, and the
 //! fault goes to the program.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use mmio_trace_x86 as x86;
 use x86::ucontext::{UcontextCpu, XsaveLayout};
@@ -97,13 +97,63 @@ pub(crate) fn effective_address(instr: &Instruction, gregs: &[i64; 23]) -> Optio
     Some(ea)
 }
 
-static LAYOUT: OnceLock<XsaveLayout> = OnceLock::new();
+/// The signal frame's XSAVE layout, detected once at start (CPUID: never on the fault
+/// path, which reads it with one load and no `OnceLock`).
+struct Layout {
+    /// 0: not yet; 1: being written; 2: ready.
+    state: AtomicU8,
+    value: UnsafeCell<Option<XsaveLayout>>,
+}
+
+// SAFETY: `value` is written once, by the thread that moved `state` from 0 to 1, and
+// read only after `state` is 2 (release/acquire).
+unsafe impl Sync for Layout {}
+
+static LAYOUT: Layout = Layout {
+    state: AtomicU8::new(0),
+    value: UnsafeCell::new(None),
+};
+
+impl Layout {
+    fn get(&self) -> Option<&XsaveLayout> {
+        if self.state.load(Ordering::Acquire) != 2 {
+            return None;
+        }
+        // SAFETY: written before `state` became 2, never again.
+        unsafe { (*self.value.get()).as_ref() }
+    }
+
+    fn init(&self) {
+        if self
+            .state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: this thread alone moved `state` to 1; no reader looks before 2.
+            unsafe { *self.value.get() = Some(XsaveLayout::detect()) };
+            self.state.store(2, Ordering::Release);
+        }
+    }
+}
+
+/// The CPU can make one 32-byte (AVX) / 64-byte (AVX-512) access: detected at start.
+static AVX: AtomicBool = AtomicBool::new(false);
+static AVX512F: AtomicBool = AtomicBool::new(false);
 
 /// Prepares the emulator outside any signal handler: builds the decoder's tables (which
-/// allocate once) and reads the signal frame's XSAVE layout.
+/// allocate once), reads the signal frame's XSAVE layout and caches the CPU features the
+/// fault path needs.
 pub(crate) fn warm_up() {
     x86::warm_up();
-    LAYOUT.get_or_init(XsaveLayout::detect);
+    LAYOUT.init();
+    AVX.store(
+        std::arch::is_x86_feature_detected!("avx"),
+        Ordering::Relaxed,
+    );
+    AVX512F.store(
+        std::arch::is_x86_feature_detected!("avx512f"),
+        Ordering::Relaxed,
+    );
 }
 
 /// Serialises the read and the write of an emulated `LOCK CMPXCHG16B` (the one locked form
@@ -115,8 +165,8 @@ static RMW_LOCK: AtomicBool = AtomicBool::new(false);
 fn width_ok(n: usize) -> bool {
     match n {
         1 | 2 | 4 | 8 | 16 => true,
-        32 => std::arch::is_x86_feature_detected!("avx"),
-        64 => std::arch::is_x86_feature_detected!("avx512f"),
+        32 => AVX.load(Ordering::Relaxed),
+        64 => AVX512F.load(Ordering::Relaxed),
         _ => false,
     }
 }
@@ -139,7 +189,7 @@ impl AliasBus {
             // snapshot is current): no second lookup.
             return Ok(Some(*r));
         }
-        match regions::find_aliased(addr) {
+        match crate::site::find_aliased(addr) {
             Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok(len) => {
                 Ok(Some(r))
             }
@@ -409,7 +459,7 @@ pub(crate) unsafe fn emulate(
     // interrupted mask), the kernel would kill the process right away, from inside the
     // tracer. The handler's return restores the program's mask.
     // SAFETY: the kernel's ucontext of this handler.
-    if unsafe { *crate::signals::uc_mask(uc) } & SIGBUS_BIT != 0 {
+    if unsafe { *crate::ctx::uc_mask(uc) } & SIGBUS_BIT != 0 {
         sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
     }
     match x86::emulate(d, &mut cpu, &mut bus) {

@@ -10,11 +10,11 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::ctx::HANDLER_MASK;
+use crate::ctx::{gregs, uc_mask};
+pub use crate::ctx::{OURS, PAUSE_SIGNAL};
 use crate::sys::{self, KSigaction};
 use crate::{emu, guard, regions, site, step, stop, threads};
-
-/// The real-time signal used to pause other threads during a single step.
-pub const PAUSE_SIGNAL: i32 = 63;
 
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -24,9 +24,6 @@ const SA_RESETHAND: u64 = 0x8000_0000;
 const SIG_DFL: usize = 0;
 const SIG_IGN: usize = 1;
 const SEGV_ACCERR: i32 = 2;
-/// Trap flag in RFLAGS.
-pub(crate) const TF: i64 = 0x100;
-
 /// The program's own action for one signal (as it passed it to `sigaction`).
 struct AppAction {
     handler: AtomicUsize,
@@ -42,44 +39,11 @@ const NO_ACTION: AppAction = AppAction {
 };
 static APP: [AppAction; 65] = [NO_ACTION; 65];
 
-/// Signals blocked while a tracer handler runs: every asynchronous one, so that no program
-/// handler (which may touch device memory) runs in the middle of an emulation or a ring
-/// write. Synchronous faults and the pause signal (a thread waiting for the step lock
-/// must still answer it) stay deliverable. Program handlers we chain to get the mask the
-/// kernel would have given them (see [`deliver`]).
-pub(crate) const HANDLER_MASK: u64 = !((1 << (libc::SIGSEGV - 1))
-    | (1 << (libc::SIGBUS - 1))
-    | (1 << (libc::SIGTRAP - 1))
-    | (1 << (libc::SIGILL - 1))
-    | (1 << (libc::SIGFPE - 1))
-    | (1 << (PAUSE_SIGNAL - 1)));
-
-/// The signals the tracer needs deliverable at all times, as a mask (bit n-1 = signal n).
-/// A device access made while SIGSEGV is blocked would make the kernel force the default
-/// action (death); a blocked SIGTRAP kills a step; a blocked pause signal stalls steps.
-pub const OURS: u64 =
-    (1 << (libc::SIGSEGV - 1)) | (1 << (libc::SIGTRAP - 1)) | (1 << (PAUSE_SIGNAL - 1));
-
 /// Unblocks [`OURS`] in the calling thread (raw system call: no libc, async-signal-safe).
 /// For threads and images that start with signals blocked (a `posix_spawn` child with
 /// `POSIX_SPAWN_SETSIGMASK`, glibc's `SIGEV_THREAD` threads).
 pub fn unblock_ours() {
     sys::sigprocmask(libc::SIG_UNBLOCK, Some(&OURS), None);
-}
-
-/// Blocks the asynchronous signals ([`HANDLER_MASK`]) in normal context, returning the
-/// previous mask for [`restore_mask`]: a program handler must not run in the middle of a
-/// ring write (single producer) or a region-table update (its lookups would spin on the
-/// half-written slot) on the same thread.
-pub(crate) fn block_async() -> u64 {
-    let mut old = 0u64;
-    sys::sigprocmask(libc::SIG_BLOCK, Some(&HANDLER_MASK), Some(&mut old));
-    old
-}
-
-/// Undoes [`block_async`].
-pub(crate) fn restore_mask(old: u64) {
-    sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
 }
 
 /// Which of [`OURS`] the program believes blocked for code running at stack pointer
@@ -280,24 +244,6 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
         }
     }
     Some(0)
-}
-
-pub(crate) type Gregs = [i64; 23];
-
-/// # Safety
-/// `uc` is the ucontext passed to a signal handler.
-pub(crate) unsafe fn gregs<'a>(uc: *mut libc::c_void) -> &'a mut Gregs {
-    // SAFETY: caller's contract: the kernel's ucontext on the handler's stack.
-    unsafe { &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext.gregs }
-}
-
-/// # Safety
-/// As [`gregs`].
-pub(crate) unsafe fn uc_mask<'a>(uc: *mut libc::c_void) -> &'a mut u64 {
-    // SAFETY: caller's contract; sigset_t starts with the 64 classic signal bits.
-    unsafe {
-        &mut *(&mut (*(uc as *mut libc::ucontext_t)).uc_sigmask as *mut libc::sigset_t as *mut u64)
-    }
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {

@@ -219,7 +219,7 @@ impl Fault {
                 return Some(r);
             }
         }
-        let r = regions::find_aliased(addr)?;
+        let r = find_aliased(addr)?;
         // The generation read before the lookup: a change meanwhile makes the snapshot
         // stale at once (its bump comes after it).
         self.data.region = Some(r);
@@ -285,6 +285,17 @@ impl Fault {
             }
         }
     }
+}
+
+/// As `regions::find_aliasing`, saying in the log (a `MARK`) when the alias of a region
+/// made on first access cannot be made: its accesses are then single-stepped.
+pub(crate) fn find_aliased(addr: u64) -> Option<Region> {
+    let mut failed = None;
+    let r = regions::find_aliasing(addr, &mut failed);
+    if let (Some(errno), Some(r)) = (failed, &r) {
+        crate::no_alias_mark(r.map_id, r.start, r.len, errno);
+    }
+    r
 }
 
 /// Faults taken at `rip` so far (0 for an instruction not in the table).

@@ -577,9 +577,9 @@ pub fn has_slot() -> bool {
 pub(crate) fn retire_ring() {
     if let Some(s) = existing() {
         // A program handler's access must not find the ring half given up.
-        let old = crate::signals::block_async();
+        let old = crate::ctx::block_async();
         s.retire();
-        crate::signals::restore_mask(old);
+        crate::ctx::restore_mask(old);
     }
 }
 
