@@ -189,7 +189,12 @@ impl AliasBus {
             // snapshot is current): no second lookup.
             return Ok(Some(*r));
         }
-        match crate::site::find_aliased(addr) {
+        let mut failed = None;
+        let found = regions::find_aliasing(addr, &mut failed);
+        if let (Some(errno), Some(r)) = (failed, &found) {
+            crate::no_alias_mark(r.map_id, r.start, r.len, errno);
+        }
+        match found {
             Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok(len) => {
                 Ok(Some(r))
             }
