@@ -46,7 +46,7 @@ const EMPTY_KEY: u64 = 0;
 /// `key` of a freed block (probes go on past it; inserts reuse it).
 const TOMBSTONE: u64 = 1;
 /// Set in every live key: an FS base is a user address (below 2^47; the kernel refuses
-/// others), so a key is never [`EMPTY_KEY`] or [`TOMBSTONE`], even for an FS base of 0.
+/// others), so a key is never 0 (a free block) or 1 (a freed one), even for an FS base of 0.
 pub const KEY_BIT: u64 = 1 << 63;
 /// Size of the alternate signal stack a traced thread gets (as `signals::setup_altstack`,
 /// which then finds it present and keeps it).
