@@ -357,9 +357,6 @@ fn qa_madvise_populate_of_traced_pages_answers_as_natively() {
 }
 
 #[test]
-#[ignore = "known: threads are told apart by their thread pointer; a raw clone without \
-            CLONE_SETTLS shares its parent's, so both write one single-producer ring \
-            (the recorder aborts the program, events lost)"]
 fn qa_raw_clone_threads_sharing_the_thread_pointer_are_traced() {
     let t = Fixture::new("rawclone", "qa_rawclone", 4096);
     let (nout, _) = native(&t, &["20000"]);
@@ -370,8 +367,17 @@ fn qa_raw_clone_threads_sharing_the_thread_pointer_are_traced() {
     let w = |base: u64, at: u64| -> Vec<(char, u8, u64, u64)> {
         (0..20000).map(|j| ('W', 4, at, base | j)).collect()
     };
-    let mine: Vec<_> = accesses(&ev).into_iter().filter(|a| a.2 == 0x100).collect();
+    let mine: Vec<_> = accesses(&ev)
+        .into_iter()
+        .filter(|a| a.2 == 0x100 && a.0 == 'W')
+        .collect();
     assert_eq!(mine, w(0x1000_0000, 0x100));
+    // The parent's two reads at the end see both threads' last writes.
+    let reads: Vec<_> = accesses(&ev).into_iter().filter(|a| a.0 == 'R').collect();
+    assert_eq!(
+        reads,
+        [('R', 4, 0x100, 0x1000_4e1f), ('R', 4, 0x200, 0x2000_4e1f)]
+    );
     let parent: Vec<_> = accesses(&ev)
         .into_iter()
         .filter(|a| a.2 == 0x200 && a.0 == 'W')

@@ -134,6 +134,7 @@ extern "C" fn init() {
     exec::resolve_all();
     sysbuf::resolve_all();
     ENV.get_or_init(saved_env);
+    tls::register();
     if tracer::init_from_env() {
         // Opened again from the recorder's paths (the inherited ones were closed on the
         // way): images this one execs with `environ` are to find the new numbers.
@@ -1331,7 +1332,6 @@ fn arm_end_hook() -> bool {
 
 /// The thread end hooks: ring retired, alternate stack unmapped, slots freed.
 fn end_hooks() {
-    signals::thread_exiting();
     tracer::threads::thread_exiting();
 }
 
@@ -1460,3 +1460,4 @@ pub unsafe extern "C" fn mmio_trace_mark(text: *const c_char) {
 
 mod exec;
 mod sysbuf;
+mod tls;

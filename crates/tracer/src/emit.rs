@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use mmio_trace_ring::{Kind, Producer, Record};
 
-use crate::{signals, sys, threads};
+use crate::{ctx, sys, threads};
 
 /// Asynchronous signals blocked for the guard's life: events written from normal context
 /// (MAP, UNMAP, MARK) must not be interrupted by a program handler whose device access
@@ -14,7 +14,7 @@ struct NoAsyncSignals(u64);
 
 impl NoAsyncSignals {
     fn new() -> Self {
-        let g = NoAsyncSignals(signals::block_async());
+        let g = NoAsyncSignals(ctx::block_async());
         // A normal-context event may be the first thing a child of a raw fork does.
         crate::check_fork();
         g
@@ -23,7 +23,7 @@ impl NoAsyncSignals {
 
 impl Drop for NoAsyncSignals {
     fn drop(&mut self) {
-        signals::restore_mask(self.0);
+        ctx::restore_mask(self.0);
     }
 }
 

@@ -9,8 +9,8 @@
 //! faults (see [`crate::guard`]) stops the instruction with nothing committed, and the
 //! fault goes to the program.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use mmio_trace_x86 as x86;
 use x86::ucontext::{UcontextCpu, XsaveLayout};
@@ -97,35 +97,74 @@ pub(crate) fn effective_address(instr: &Instruction, gregs: &[i64; 23]) -> Optio
     Some(ea)
 }
 
-static LAYOUT: OnceLock<XsaveLayout> = OnceLock::new();
+/// The signal frame's XSAVE layout, detected once at start (CPUID: never on the fault
+/// path, which reads it with one load and no `OnceLock`).
+struct Layout {
+    /// 0: not yet; 1: being written; 2: ready.
+    state: AtomicU8,
+    value: UnsafeCell<Option<XsaveLayout>>,
+}
+
+// SAFETY: `value` is written once, by the thread that moved `state` from 0 to 1, and
+// read only after `state` is 2 (release/acquire).
+unsafe impl Sync for Layout {}
+
+static LAYOUT: Layout = Layout {
+    state: AtomicU8::new(0),
+    value: UnsafeCell::new(None),
+};
+
+impl Layout {
+    fn get(&self) -> Option<&XsaveLayout> {
+        if self.state.load(Ordering::Acquire) != 2 {
+            return None;
+        }
+        // SAFETY: written before `state` became 2, never again.
+        unsafe { (*self.value.get()).as_ref() }
+    }
+
+    fn init(&self) {
+        if self
+            .state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: this thread alone moved `state` to 1; no reader looks before 2.
+            unsafe { *self.value.get() = Some(XsaveLayout::detect()) };
+            self.state.store(2, Ordering::Release);
+        }
+    }
+}
+
+/// The CPU can make one 32-byte (AVX) / 64-byte (AVX-512) access: detected at start.
+static AVX: AtomicBool = AtomicBool::new(false);
+static AVX512F: AtomicBool = AtomicBool::new(false);
 
 /// Prepares the emulator outside any signal handler: builds the decoder's tables (which
-/// allocate once) and reads the signal frame's XSAVE layout.
+/// allocate once), reads the signal frame's XSAVE layout and caches the CPU features the
+/// fault path needs.
 pub(crate) fn warm_up() {
     x86::warm_up();
-    LAYOUT.get_or_init(XsaveLayout::detect);
-    HAS_AVX.store(
+    LAYOUT.init();
+    AVX.store(
         std::arch::is_x86_feature_detected!("avx"),
         Ordering::Relaxed,
     );
-    HAS_AVX512.store(
+    AVX512F.store(
         std::arch::is_x86_feature_detected!("avx512f"),
         Ordering::Relaxed,
     );
     crate::ool::warm_up();
 }
 
-static HAS_AVX: AtomicBool = AtomicBool::new(false);
-static HAS_AVX512: AtomicBool = AtomicBool::new(false);
-
 /// Whether 32-byte accesses can be made as one (AVX), as read at [`warm_up`].
 pub(crate) fn has_avx() -> bool {
-    HAS_AVX.load(Ordering::Relaxed)
+    AVX.load(Ordering::Relaxed)
 }
 
 /// Whether 64-byte accesses can be made as one (AVX-512F), as read at [`warm_up`].
 pub(crate) fn has_avx512() -> bool {
-    HAS_AVX512.load(Ordering::Relaxed)
+    AVX512F.load(Ordering::Relaxed)
 }
 
 /// Serialises the read and the write of an emulated `LOCK CMPXCHG16B` (the one locked form
@@ -207,17 +246,30 @@ struct AliasBus {
     holding: bool,
     /// The fault that stopped the instruction, with the program's address.
     fault: Option<Fault>,
+    /// The region of the faulting access, as the fault path found it.
+    region: Region,
 }
 
 impl AliasBus {
     fn region_for(&self, addr: u64, len: usize) -> Result<Option<Region>, BusFault> {
-        Self::region_spanning(addr, len, width_ok(len))
+        self.region_spanning(addr, len, width_ok(len))
     }
 
-    /// As [`AliasBus::region_for`]; `width_ok`: whether `len` can be accessed at once.
-    fn region_spanning(addr: u64, len: usize, width_ok: bool) -> Result<Option<Region>, BusFault> {
-        match regions::find_aliased(addr) {
-            Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && width_ok => Ok(Some(r)),
+    /// As [`AliasBus::region_for`]; `one`: whether `len` bytes can be accessed at once.
+    fn region_spanning(&self, addr: u64, len: usize, one: bool) -> Result<Option<Region>, BusFault> {
+        let r = &self.region;
+        if r.alias != 0 && r.contains(addr) && r.contains(addr + len as u64 - 1) && one {
+            // The faulting access's region (the fault path looked it up, or its site's
+            // snapshot is current): no second lookup.
+            return Ok(Some(*r));
+        }
+        let mut failed = None;
+        let found = regions::find_aliasing(addr, &mut failed);
+        if let (Some(errno), Some(r)) = (failed, &found) {
+            crate::no_alias_mark(r.map_id, r.start, r.len, errno);
+        }
+        match found {
+            Some(r) if r.alias != 0 && r.contains(addr + len as u64 - 1) && one => Ok(Some(r)),
             Some(_) => Err(BusFault { addr }),
             None if regions::find(addr + len as u64 - 1).is_some() => Err(BusFault { addr }),
             None => Ok(None),
@@ -425,11 +477,13 @@ pub(crate) enum Emulated {
 ///
 /// # Safety
 /// Signal-handler context; `uc` is the handler's context.
-pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Emulated {
+pub(crate) unsafe fn emulate(
+    d: &x86::Decoded,
+    rip: u64,
+    uc: *mut libc::c_void,
+    region: &Region,
+) -> Emulated {
     let Some(layout) = LAYOUT.get() else {
-        return Emulated::Refused;
-    };
-    let Ok(d) = x86::decode(code, rip) else {
         return Emulated::Refused;
     };
     // The fault address (the kernel's `si_addr` of a page fault, in the context's CR2).
@@ -437,15 +491,15 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     let fault =
         unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_CR2 as usize] }
             as u64;
-    // Segment-relative operands need the real bases (rare: one arch_prctl each); the thread
-    // pointer is the FS base for everything else (unused there).
+    // Segment-relative operands need the real bases (rare: one arch_prctl each); the FS
+    // base (one `rdfsbase`) stands in for everything else (unused there).
     let ins = d.instruction();
     let (fs, gs) = if matches!(ins.segment_prefix(), Register::FS | Register::GS)
         || matches!(ins.memory_segment(), Register::FS | Register::GS)
     {
         x86::ucontext::thread_segment_bases()
     } else {
-        (sys::thread_pointer(), 0)
+        (sys::fs_base(), 0)
     };
     // SAFETY: the kernel's ucontext of this handler, used only through `cpu` below.
     let mut cpu = unsafe { UcontextCpu::new(&mut *(uc as *mut libc::ucontext_t), layout, fs, gs) };
@@ -454,6 +508,7 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
         locked: d.is_locked(),
         holding: false,
         fault: None,
+        region: *region,
     };
     // Refuse up front anything the bus would refuse half-way: a read with side effects
     // must not happen and then be repeated by the step fallback. And the faulting access
@@ -466,17 +521,15 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     let runs_ok = masked_runs_ok(ins, &cpu);
     for a in accesses.as_slice() {
         let len = a.size as usize;
-        match AliasBus::region_spanning(a.addr, len, runs_ok.unwrap_or_else(|| width_ok(len))) {
+        match bus.region_spanning(a.addr, len, runs_ok.unwrap_or_else(|| width_ok(len))) {
             Err(_) => return Emulated::Refused,
-            Ok(Some(_)) => covers |= fault.wrapping_sub(a.addr) < u64::from(a.size),
-            Ok(None) => {}
-        }
-        if a.dir != AccessDir::Read {
-            if let Some(r) = regions::find(a.addr) {
-                if r.prot & libc::PROT_WRITE == 0 {
+            Ok(Some(r)) => {
+                covers |= fault.wrapping_sub(a.addr) < u64::from(a.size);
+                if a.dir != AccessDir::Read && r.prot & libc::PROT_WRITE == 0 {
                     return Emulated::Refused;
                 }
             }
+            Ok(None) => {}
         }
     }
     if !covers {
@@ -487,10 +540,10 @@ pub(crate) unsafe fn emulate(code: &[u8], rip: u64, uc: *mut libc::c_void) -> Em
     // interrupted mask), the kernel would kill the process right away, from inside the
     // tracer. The handler's return restores the program's mask.
     // SAFETY: the kernel's ucontext of this handler.
-    if unsafe { *crate::signals::uc_mask(uc) } & SIGBUS_BIT != 0 {
+    if unsafe { *crate::ctx::uc_mask(uc) } & SIGBUS_BIT != 0 {
         sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
     }
-    match x86::emulate(&d, &mut cpu, &mut bus) {
+    match x86::emulate(d, &mut cpu, &mut bus) {
         Ok(_) => Emulated::Done,
         Err(_) => match bus.fault {
             Some(mut f) => {

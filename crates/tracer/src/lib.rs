@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod ctx;
 mod emit;
 mod emu;
 mod guard;
@@ -27,6 +28,7 @@ mod paths;
 pub mod regions;
 pub mod rules;
 pub mod signals;
+pub mod site;
 mod step;
 mod stop;
 pub mod sys;
@@ -85,6 +87,7 @@ pub fn init(shm: Shm, rules: Rules) {
     SHM_LEN.store(shm.len(), Ordering::Relaxed);
     SHM_BASE.store(shm.base() as usize, Ordering::Release);
     PID.store(sys::getpid(), Ordering::Relaxed);
+    sys::init_cpu_features();
     let _ = RULES.set(rules);
     shm.header().attached.fetch_add(1, Ordering::Relaxed);
     // Warm the clock (vDSO lookup) before any fault.
@@ -94,6 +97,8 @@ pub fn init(shm: Shm, rules: Rules) {
     paths::init_from_env();
     step::open_task_dir();
     signals::install();
+    // The calling (main) thread's block, published in the TLS slot (preload mode).
+    threads::thread_started();
     ACTIVE.store(true, Ordering::Release);
 }
 
@@ -308,6 +313,7 @@ pub fn after_fork_child() {
     step::open_task_dir();
     emu::after_fork_child();
     regions::after_fork_child();
+    site::after_fork_child();
     unmatched::after_fork_child();
     arm_fork_canary();
 }

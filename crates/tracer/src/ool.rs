@@ -42,7 +42,7 @@ use iced_x86::{
 use crate::emu::{self, Emulated};
 use crate::guard;
 use crate::regions::Region;
-use crate::signals::{self, gregs};
+use crate::ctx::{self, gregs};
 use crate::{emit, sys, threads};
 
 /// Frames per thread: the nesting depth of faults inside out-of-line slots (a program
@@ -358,7 +358,7 @@ fn pieces(width: usize, elem: usize, select: u64) -> ([(u8, u8); 64], usize) {
 /// meanwhile: a program handler touching the device must not interleave its events with
 /// this thread's ring write.
 extern "C" fn store_done(f: *mut Frame) {
-    let old = signals::block_async();
+    let old = ctx::block_async();
     // A SIGBUS of the write-back must reach the tracer's handler (see emu.rs): blocked by
     // the program, the kernel would kill the process from inside the tracer.
     const SIGBUS_BIT: u64 = 1 << (libc::SIGBUS - 1);
@@ -385,7 +385,7 @@ extern "C" fn store_done(f: *mut Frame) {
             }
         }
     }
-    signals::restore_mask(old);
+    ctx::restore_mask(old);
     if lost == Some(libc::SIGBUS) {
         // The device went away under the store (its file truncated): the program gets the
         // SIGBUS it would have had natively, though after its instruction and as a sent

@@ -25,7 +25,7 @@
 //! region not containing its address and looks again.
 //!
 //! The alias of a mapping the preload library traces is made on its first access
-//! ([`find_aliased`]), not at `mmap`: most buffer mappings of a driver are never touched,
+//! ([`find_aliasing`]), not at `mmap`: most buffer mappings of a driver are never touched,
 //! and an alias per mapping would double the program's count of address-space entries
 //! (`vm.max_map_count`). The alias is a second mapping of the program's open file
 //! description through a descriptor of the tracer's own (one per open file description,
@@ -189,6 +189,9 @@ impl Slot {
             .store(r.phys_minus_off, Ordering::Relaxed);
         self.lazy.store(r.lazy, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
+        // After the slot is whole again: a snapshot taken under the old generation may
+        // hold the old contents; one taken under the new one was read after this write.
+        GENERATION.fetch_add(1, Ordering::Release);
         let aliased = |r: &Region| r.len != 0 && r.lazy != 0 && r.alias != 0;
         if aliased(&r) {
             ALIASED.fetch_add(1, Ordering::Relaxed);
@@ -756,7 +759,7 @@ fn lock() -> Guard {
     // inherited the lock held by a parent thread that does not exist here: reset the
     // per-process state first (one load when there was no such fork).
     crate::check_fork();
-    let old = crate::signals::block_async();
+    let old = crate::ctx::block_async();
     while LOCK
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
@@ -769,7 +772,7 @@ fn lock() -> Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         LOCK.store(false, Ordering::Release);
-        crate::signals::restore_mask(self.0);
+        crate::ctx::restore_mask(self.0);
     }
 }
 
@@ -787,7 +790,7 @@ pub fn fork_prepare() {
 /// After `fork`, in the parent or in the child: releases what [`fork_prepare`] took.
 pub fn fork_release() {
     LOCK.store(false, Ordering::Release);
-    crate::signals::restore_mask(FORK_MASK.load(Ordering::Relaxed));
+    crate::ctx::restore_mask(FORK_MASK.load(Ordering::Relaxed));
 }
 
 /// The region containing `addr`, if traced, and its slot. Lock-free, allocation-free.
@@ -813,6 +816,18 @@ fn find_slot(addr: u64) -> Option<(u32, Region)> {
     }
 }
 
+/// Bumped by every change to a region of the table (each slot write, after it): a copy of
+/// a region taken when the generation was `g` is still the table's while the generation
+/// is `g` (the site cache's region snapshots).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The region table's generation (bumped by every region change): read it before a lookup whose
+/// result is kept.
+#[inline]
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
 /// The region containing `addr`, if traced. Lock-free, allocation-free.
 #[inline]
 pub fn find(addr: u64) -> Option<Region> {
@@ -821,9 +836,10 @@ pub fn find(addr: u64) -> Option<Region> {
 
 /// As [`find`], with the alias made now if the region makes it on first access (signal
 /// context: raw system calls only; the registry lock is taken once per region). A region
-/// whose alias cannot be made is left without one: its accesses take the step path, and
-/// a `MARK` says why.
-pub fn find_aliased(addr: u64) -> Option<Region> {
+/// whose alias cannot be made is left without one (its accesses take the step path), and
+/// `failed` is set to the error, for the caller to say so in the log (the fault path's
+/// `site::find_aliased`).
+pub fn find_aliasing(addr: u64, failed: &mut Option<i32>) -> Option<Region> {
     let (_, r) = find_slot(addr)?;
     if r.alias != 0 || r.lazy == 0 {
         return Some(r);
@@ -859,7 +875,7 @@ pub fn find_aliased(addr: u64) -> Option<Region> {
             ..r
         }
     } else {
-        crate::no_alias_mark(r.map_id, r.start, r.len, -alias as i32);
+        *failed = Some(-alias as i32);
         Region { lazy: 0, ..r }
     };
     slot(i)?.write(Some(nr));

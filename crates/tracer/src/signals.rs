@@ -8,15 +8,13 @@
 //! tracer's is handed to the program's handler as the kernel would have, or, under the
 //! default action, re-raised so the program dies of the same signal.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use iced_x86::{Decoder, DecoderOptions, Instruction};
-
+use crate::ctx::HANDLER_MASK;
+use crate::ctx::{gregs, uc_mask};
+pub use crate::ctx::{OURS, PAUSE_SIGNAL};
 use crate::sys::{self, KSigaction};
-use crate::{emu, guard, ool, regions, step, stop, threads};
-
-/// The real-time signal used to pause other threads during a single step.
-pub const PAUSE_SIGNAL: i32 = 63;
+use crate::{emu, guard, ool, regions, site, step, stop, threads};
 
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -26,9 +24,6 @@ const SA_RESETHAND: u64 = 0x8000_0000;
 const SIG_DFL: usize = 0;
 const SIG_IGN: usize = 1;
 const SEGV_ACCERR: i32 = 2;
-/// Trap flag in RFLAGS.
-pub(crate) const TF: i64 = 0x100;
-
 /// The program's own action for one signal (as it passed it to `sigaction`).
 struct AppAction {
     handler: AtomicUsize,
@@ -44,115 +39,11 @@ const NO_ACTION: AppAction = AppAction {
 };
 static APP: [AppAction; 65] = [NO_ACTION; 65];
 
-/// Signals blocked while a tracer handler runs: every asynchronous one, so that no program
-/// handler (which may touch device memory) runs in the middle of an emulation or a ring
-/// write. Synchronous faults and the pause signal (a thread waiting for the step lock
-/// must still answer it) stay deliverable. Program handlers we chain to get the mask the
-/// kernel would have given them (see [`deliver`]).
-pub(crate) const HANDLER_MASK: u64 = !((1 << (libc::SIGSEGV - 1))
-    | (1 << (libc::SIGBUS - 1))
-    | (1 << (libc::SIGTRAP - 1))
-    | (1 << (libc::SIGILL - 1))
-    | (1 << (libc::SIGFPE - 1))
-    | (1 << (PAUSE_SIGNAL - 1)));
-
-/// The signals the tracer needs deliverable at all times, as a mask (bit n-1 = signal n).
-/// A device access made while SIGSEGV is blocked would make the kernel force the default
-/// action (death); a blocked SIGTRAP kills a step; a blocked pause signal stalls steps.
-pub const OURS: u64 =
-    (1 << (libc::SIGSEGV - 1)) | (1 << (libc::SIGTRAP - 1)) | (1 << (PAUSE_SIGNAL - 1));
-
 /// Unblocks [`OURS`] in the calling thread (raw system call: no libc, async-signal-safe).
 /// For threads and images that start with signals blocked (a `posix_spawn` child with
 /// `POSIX_SPAWN_SETSIGMASK`, glibc's `SIGEV_THREAD` threads).
 pub fn unblock_ours() {
     sys::sigprocmask(libc::SIG_UNBLOCK, Some(&OURS), None);
-}
-
-/// Blocks the asynchronous signals ([`HANDLER_MASK`]) in normal context, returning the
-/// previous mask for [`restore_mask`]: a program handler must not run in the middle of a
-/// ring write (single producer) or a region-table update (its lookups would spin on the
-/// half-written slot) on the same thread.
-pub(crate) fn block_async() -> u64 {
-    let mut old = 0u64;
-    sys::sigprocmask(libc::SIG_BLOCK, Some(&HANDLER_MASK), Some(&mut old));
-    old
-}
-
-/// Undoes [`block_async`].
-pub(crate) fn restore_mask(old: u64) {
-    sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
-}
-
-/// Per-thread signal state the program believes in but the kernel must not see: which of
-/// [`OURS`] a program handler runs with "blocked", and the program's own alternate stack.
-/// A fixed table keyed by the thread pointer (no libc TLS in handlers); entries are made
-/// only by threads that need one.
-struct ThreadSig {
-    key: AtomicU64,
-    /// Stack address of the innermost program handler running with some of [`OURS`]
-    /// believed blocked (0: none).
-    frame: AtomicU64,
-    /// Those signals.
-    blocked: AtomicU64,
-    /// The program's `sigaltstack` (`ss_flags` as it set them; size 0: never set).
-    ss_sp: AtomicU64,
-    ss_size: AtomicU64,
-    ss_flags: AtomicU32,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_THREAD_SIG: ThreadSig = ThreadSig {
-    key: AtomicU64::new(0),
-    frame: AtomicU64::new(0),
-    blocked: AtomicU64::new(0),
-    ss_sp: AtomicU64::new(0),
-    ss_size: AtomicU64::new(0),
-    ss_flags: AtomicU32::new(libc::SS_DISABLE as u32),
-};
-const THREAD_SIGS: usize = 1024;
-static THREAD_SIG: [ThreadSig; THREAD_SIGS] = [NO_THREAD_SIG; THREAD_SIGS];
-
-/// Key of an entry freed by [`thread_exiting`]: lookups probe past it, inserts reuse it.
-const TOMBSTONE: u64 = u64::MAX;
-
-/// The calling thread's entry; made when `create` (`None` if absent or the table is full).
-fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
-    let key = sys::thread_pointer();
-    let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize & (THREAD_SIGS - 1);
-    let mut free: Option<&'static ThreadSig> = None;
-    for _ in 0..THREAD_SIGS {
-        let t = &THREAD_SIG[i];
-        let k = t.key.load(Ordering::Acquire);
-        if k == key {
-            return Some(t);
-        }
-        if k == TOMBSTONE && free.is_none() {
-            free = Some(t);
-        }
-        if k == 0 {
-            break;
-        }
-        i = (i + 1) & (THREAD_SIGS - 1);
-    }
-    if !create {
-        return None;
-    }
-    // Not present (only the owning thread inserts its own key, so it cannot appear
-    // meanwhile): take the first tombstone on the way, else the empty slot, else any.
-    let scan = (0..THREAD_SIGS).map(|n| &THREAD_SIG[(i + n) & (THREAD_SIGS - 1)]);
-    for cand in free.into_iter().chain(scan) {
-        let k = cand.key.load(Ordering::Acquire);
-        if (k == 0 || k == TOMBSTONE)
-            && cand
-                .key
-                .compare_exchange(k, key, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            return Some(cand);
-        }
-    }
-    None
 }
 
 /// Which of [`OURS`] the program believes blocked for code running at stack pointer
@@ -162,7 +53,10 @@ fn thread_sig(create: bool) -> Option<&'static ThreadSig> {
 /// a handler left with `siglongjmp` leaves a stale entry, and the thread's own stack may
 /// lie just below that stale frame, so "below the frame" alone is not enough.
 fn believed_blocked(rsp: u64) -> u64 {
-    let Some(t) = thread_sig(false) else { return 0 };
+    let Some(b) = threads::existing() else {
+        return 0;
+    };
+    let t = &b.sig;
     let frame = t.frame.load(Ordering::Relaxed);
     if frame == 0 {
         return 0;
@@ -302,7 +196,7 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
     if !crate::is_active() {
         return None;
     }
-    let t = thread_sig(true)?;
+    let t = &threads::current()?.sig;
     let sp = t.ss_sp.load(Ordering::Relaxed);
     let size = t.ss_size.load(Ordering::Relaxed);
     let marker = 0u8;
@@ -338,7 +232,7 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
         }
         if mode == libc::SS_DISABLE {
             t.ss_size.store(0, Ordering::Relaxed);
-            t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
+            t.ss_flags.store(0, Ordering::Relaxed);
         } else {
             if n.ss_size < libc::MINSIGSTKSZ {
                 return Some(-libc::ENOMEM);
@@ -350,64 +244,6 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
         }
     }
     Some(0)
-}
-
-pub(crate) type Gregs = [i64; 23];
-
-/// # Safety
-/// `uc` is the ucontext passed to a signal handler.
-pub(crate) unsafe fn gregs<'a>(uc: *mut libc::c_void) -> &'a mut Gregs {
-    // SAFETY: caller's contract: the kernel's ucontext on the handler's stack.
-    unsafe { &mut (*(uc as *mut libc::ucontext_t)).uc_mcontext.gregs }
-}
-
-/// # Safety
-/// As [`gregs`].
-pub(crate) unsafe fn uc_mask<'a>(uc: *mut libc::c_void) -> &'a mut u64 {
-    // SAFETY: caller's contract; sigset_t starts with the 64 classic signal bits.
-    unsafe {
-        &mut *(&mut (*(uc as *mut libc::ucontext_t)).uc_sigmask as *mut libc::sigset_t as *mut u64)
-    }
-}
-
-/// The code bytes at `rip`: up to 15, but not past the end of its page unless the
-/// instruction continues there (the next page may be unmapped).
-pub(crate) fn code_at(rip: u64) -> ([u8; 16], usize) {
-    let mut bytes = [0u8; 16];
-    let to_page_end = (4096 - (rip & 4095)) as usize;
-    let mut n = to_page_end.min(15);
-    // SAFETY: the code at rip is mapped (it just ran) to the end of its page.
-    unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
-    if n < 15 {
-        let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
-        if d.decode().is_invalid() && d.last_error() == iced_x86::DecoderError::NoMoreBytes {
-            // SAFETY: the instruction itself continues onto the next page, so it is mapped.
-            unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), 15) };
-            n = 15;
-        }
-    }
-    (bytes, n)
-}
-
-/// Decodes the instruction at `rip` without reading past a page that may be unmapped.
-pub(crate) fn decode_at(rip: u64) -> Option<(Instruction, [u8; 16])> {
-    let mut bytes = [0u8; 16];
-    let to_page_end = (4096 - (rip & 4095)) as usize;
-    let mut n = to_page_end.min(15);
-    loop {
-        // SAFETY: the code at rip is mapped executable (it just ran), at least to the end
-        // of its page; past that only when the instruction itself continues there.
-        unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
-        let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
-        let i = d.decode();
-        if !i.is_invalid() {
-            return Some((i, bytes));
-        }
-        if n >= 15 || d.last_error() != iced_x86::DecoderError::NoMoreBytes {
-            return None;
-        }
-        n = 15;
-    }
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
@@ -434,22 +270,36 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
         // SAFETY: handler context.
         unsafe { step::abort(uc) };
     } else if code == SEGV_ACCERR && crate::is_active() {
-        if let Some(r) = regions::find_aliased(addr) {
-            if stop::stop_if_closed() {
+        // SAFETY: handler context.
+        let g = unsafe { gregs(uc) };
+        // An instruction fetch has no site: its "instruction" is the traced page itself.
+        let exec = g[libc::REG_ERR as usize] & 0x10 != 0;
+        let mut f = site::Fault::at(if exec {
+            0
+        } else {
+            g[libc::REG_RIP as usize] as u64
+        });
+        let done = match f.region(addr) {
+            Some(r) if stop::stop_if_closed() => {
                 // The recorder is gone and tracing has stopped: a page closed before that
                 // (or by a single step since) is opened and the access retried natively.
                 // SAFETY: handler context.
-                if unsafe { program_allows(&r, uc) } {
+                let reopen = unsafe { program_allows(&r, uc) };
+                if reopen {
                     stop::reopen(&r);
-                    return;
                 }
-            // SAFETY: handler context.
-            } else if unsafe { handle(&r, addr, uc) } {
-                // The recorder found gone while logging: open the pages now, so that the
-                // next access already runs natively.
-                stop::stop_if_closed();
-                return;
+                reopen
             }
+            // SAFETY: handler context.
+            Some(r) => unsafe { handle(&r, addr, uc, &mut f) },
+            None => false,
+        };
+        f.finish();
+        if done {
+            // The recorder may have been found gone while logging: open the pages now,
+            // so that the next access already runs natively.
+            stop::stop_if_closed();
+            return;
         }
     }
     // SAFETY: handler context.
@@ -478,7 +328,12 @@ unsafe fn program_allows(r: &regions::Region, uc: *mut libc::c_void) -> bool {
 }
 
 /// The tracer's fault: emulate, or single-step. `false`: the program's own fault.
-unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool {
+unsafe fn handle(
+    r: &regions::Region,
+    addr: u64,
+    uc: *mut libc::c_void,
+    site: &mut site::Fault,
+) -> bool {
     // SAFETY: handler context.
     if !unsafe { program_allows(r, uc) } {
         return false;
@@ -490,18 +345,18 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         // An instruction fetch from a traced page the program may execute.
         return crate::exec_fault(r, addr, rip);
     }
-    let (code, n) = code_at(rip);
-    let emulated = if crate::paths::emulate() {
+    let emulated = match site.decoded() {
         // SAFETY: handler context.
-        unsafe { emu::emulate(&code[..n], rip, uc) }
-    } else {
-        emu::Emulated::Refused
+        Some(d) if crate::paths::emulate() => unsafe { emu::emulate(&d, rip, uc, r) },
+        _ => emu::Emulated::Refused,
     };
     let emulated = match emulated {
         // SAFETY: handler context.
-        emu::Emulated::Refused if crate::paths::out_of_line() => unsafe {
-            ool::run(r, addr, &code[..n], rip, uc)
-        },
+        emu::Emulated::Refused if crate::paths::out_of_line() => {
+            let (code, n) = site.code();
+            // SAFETY: handler context.
+            unsafe { ool::run(r, addr, &code[..n], rip, uc) }
+        }
         e => e,
     };
     let fault = match emulated {
@@ -523,7 +378,7 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         // path): it faults again, and the kernel, now with the default action, kills.
         sys::sigaction(f.signo, Some(&KSigaction::default()), None);
     }
-    let decoded = decode_at(rip);
+    let decoded = site.instruction();
     // SAFETY: handler context.
     if unsafe { step::begin(r, addr, decoded, uc) } {
         return true;
@@ -725,7 +580,7 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             let marker = 0u8;
             let frame = &marker as *const u8 as u64;
             let entry = if now_believed != 0 {
-                thread_sig(true)
+                threads::current().map(|b| &b.sig)
             } else {
                 None
             };
@@ -761,27 +616,10 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     }
 }
 
-/// For thread end hooks: frees the thread's entry (its believed mask and its stack).
-pub fn thread_exiting() {
-    if let Some(t) = thread_sig(false) {
-        t.frame.store(0, Ordering::Relaxed);
-        t.blocked.store(0, Ordering::Relaxed);
-        t.ss_size.store(0, Ordering::Relaxed);
-        t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
-        t.key.store(TOMBSTONE, Ordering::Release);
-    }
-}
-
-/// For thread start hooks.
+/// For thread start hooks: a reused thread pointer's block (its believed mask and stack
+/// too) is taken over by [`threads::thread_started`].
 pub fn thread_start() {
     threads::thread_started();
-    // A reused thread pointer: the previous thread's believed mask and stack are void.
-    if let Some(t) = thread_sig(false) {
-        t.frame.store(0, Ordering::Relaxed);
-        t.blocked.store(0, Ordering::Relaxed);
-        t.ss_size.store(0, Ordering::Relaxed);
-        t.ss_flags.store(libc::SS_DISABLE as u32, Ordering::Relaxed);
-    }
     setup_altstack();
     unblock_ours();
     crate::step::wait_out_step();

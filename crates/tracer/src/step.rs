@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use mmio_trace_ring::sys as rsys;
 
+use crate::ctx::{gregs, uc_mask, Gregs, HANDLER_MASK, PAUSE_SIGNAL, TF};
 use crate::regions::{self, Region};
-use crate::signals::{gregs, uc_mask, Gregs, HANDLER_MASK, PAUSE_SIGNAL, TF};
 use crate::threads::{self, StepState};
 use crate::{emit, emu, sys};
 

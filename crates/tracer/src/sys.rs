@@ -6,6 +6,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 pub use mmio_trace_ring::sys::syscall6;
 
@@ -332,6 +333,71 @@ pub fn thread_pointer() -> u64 {
         core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
     };
     tp
+}
+
+/// Whether `rdfsbase` may be used (the kernel enabled CR4.FSGSBASE: the `fsgsbase` bit,
+/// bit 1, of `AT_HWCAP2`). Set once by [`init_cpu_features`]; read on the fault path
+/// instead of asking the CPU or the kernel per access.
+static FSGSBASE: AtomicBool = AtomicBool::new(false);
+
+/// Caches the CPU features the fault path needs (called at tracer start, before any
+/// handler is installed). `getauxval` is a libc call: never on the fault path.
+pub fn init_cpu_features() {
+    const AT_HWCAP2: libc::c_ulong = 26;
+    const HWCAP2_FSGSBASE: libc::c_ulong = 1 << 1;
+    // SAFETY: plain libc call reading the auxiliary vector.
+    let hw2 = unsafe { libc::getauxval(AT_HWCAP2) };
+    FSGSBASE.store(hw2 & HWCAP2_FSGSBASE != 0, Ordering::Relaxed);
+}
+
+/// The calling thread's FS base: the per-thread key of the tracer's thread blocks.
+///
+/// Unlike the value at `%fs:0` (the TCB self-pointer of a libc thread), it is defined for
+/// every thread, including those whose FS base is not a libc TCB (Go's `&m.tls[1]`, a
+/// buffer set with `arch_prctl(ARCH_SET_FS)`): there `%fs:0` may read 0 or anything.
+/// `rdfsbase` (a few cycles) when the kernel allows it, else `arch_prctl(ARCH_GET_FS)`.
+#[inline]
+pub fn fs_base() -> u64 {
+    if FSGSBASE.load(Ordering::Relaxed) {
+        let base: u64;
+        // SAFETY: CR4.FSGSBASE is enabled (checked at start through AT_HWCAP2), so the
+        // instruction is allowed at CPL 3; it only reads the FS base into a register.
+        unsafe {
+            core::arch::asm!("rdfsbase {}", out(reg) base, options(nostack, nomem, preserves_flags))
+        };
+        base
+    } else {
+        fs_base_syscall()
+    }
+}
+
+/// [`fs_base`] through `arch_prctl(ARCH_GET_FS)` (a CPU or kernel without FSGSBASE).
+#[inline(never)]
+pub fn fs_base_syscall() -> u64 {
+    const SYS_ARCH_PRCTL: usize = 158;
+    const ARCH_GET_FS: usize = 0x1003;
+    let mut base = 0u64;
+    // SAFETY: the kernel writes 8 bytes to the valid out pointer.
+    unsafe {
+        syscall6(
+            SYS_ARCH_PRCTL,
+            ARCH_GET_FS,
+            &mut base as *mut u64 as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    base
+}
+
+/// Whether FS base `fs` is a libc TCB: the value at `%fs:0` (the TCB self-pointer the
+/// x86-64 TLS ABI requires) is `fs` itself. Not so in a thread that set its FS base to
+/// memory of its own (0 is never read through).
+#[inline]
+pub fn fs_is_tcb(fs: u64) -> bool {
+    fs != 0 && thread_pointer() == fs
 }
 
 /// The digits of `v` in `base` (2..=16, lowercase) at the end of `buf`: number

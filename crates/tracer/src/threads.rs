@@ -1,32 +1,53 @@
-//! Per-thread state without libc TLS: a fixed table keyed by the thread pointer.
+//! Per-thread state without libc TLS: one `#[repr(C)]` [`ThreadBlock`] per thread, in a
+//! fixed table keyed by the thread's FS base.
 //!
 //! `thread_local!` is not usable in a signal handler (first access may allocate, and glibc
-//! may reallocate the DTV); a gettid system call per fault costs ~70 ns. The thread pointer
-//! (`%fs:0`) is one load, so it is the key. A thread reuses a slot when glibc reuses a
-//! stack/TCB; [`thread_started`] resets the slot then. [`thread_exiting`] frees the slot (a
-//! tombstone: lookups probe past it, inserts reuse it) and the thread's alternate signal
-//! stack.
+//! may reallocate the DTV). The FS base is defined for every thread (`rdfsbase`, a few
+//! cycles, where the kernel enables FSGSBASE; `arch_prctl` otherwise), unlike the value at
+//! `%fs:0`, which is a TCB self-pointer only in libc threads (a thread that set its FS base
+//! itself, as Go does, may read 0 there). It is not unique, though:
+//! - a raw `clone` without `CLONE_SETTLS` shares its parent's FS base while both run;
+//! - a thread that ended without the end hooks (raw `SYS_exit`) leaves its block behind,
+//!   and the next thread given the same TCB finds it.
+//!
+//! So a block found by key is the caller's only if it proves to be: the caller's stack
+//! pointer lies on the block's alternate signal stack (the fault path runs there; a
+//! thread's alternate stack is its own, the kernel clears it in a new thread), or,
+//! failing that, the block's tid is the caller's (`gettid`, ~70 ns: normal-context hooks,
+//! a thread without an alternate stack). A block whose thread is gone (`tgkill(tid, 0)`
+//! says `ESRCH`) is taken over; one whose thread lives (a shared FS base) is passed over
+//! and the caller gets a block of its own under the same key. [`thread_started`] (the
+//! `pthread_create` hook) takes over a reused TCB's block at once, and [`thread_exiting`]
+//! frees the block (a tombstone: lookups probe past it, inserts reuse it) and the thread's
+//! alternate signal stack.
+//!
+//! In preload mode the block's address is also published in an initial-exec TLS slot
+//! (see [`set_tls_publisher`]) for generated code, which reads it with one `%fs`-relative
+//! load.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use mmio_trace_ring::Producer;
 
 use crate::sys;
 
-/// Slots in the table (threads traced at once).
-/// (Far more than rings by default: a thread without a slot has no ring, and its events
+/// Blocks in the table (threads traced at once).
+/// (Far more than rings by default: a thread without a block has no ring, and its events
 /// are counted lost.) The table is all zeros until used, so it costs no file space and no
 /// memory beyond the pages threads touch.
 pub const MAX_THREADS: usize = 16384;
-/// `ring` of a slot without one (the field holds the ring's index + 1, so that an unused
-/// slot is all zeros).
+/// `ring` of a block without one (the field holds the ring's index + 1, so that an unused
+/// block is all zeros).
 const NO_RING: u32 = 0;
 const _: () = assert!(MAX_THREADS.is_power_of_two());
-/// `key` of a never-used slot (ends a probe).
+/// `key` of a never-used block (ends a probe).
 const EMPTY_KEY: u64 = 0;
-/// `key` of a freed slot (probes go on past it; inserts reuse it). No thread pointer is 1.
+/// `key` of a freed block (probes go on past it; inserts reuse it).
 const TOMBSTONE: u64 = 1;
+/// Set in every live key: an FS base is a user address (below 2^47; the kernel refuses
+/// others), so a key is never 0 (a free block) or 1 (a freed one), even for an FS base of 0.
+pub const KEY_BIT: u64 = 1 << 63;
 /// Size of the alternate signal stack a traced thread gets (as `signals::setup_altstack`,
 /// which then finds it present and keeps it).
 const ALTSTACK_SIZE: usize = 256 << 10;
@@ -59,50 +80,197 @@ pub(crate) struct StepState {
     pub unpaused: bool,
 }
 
-/// One thread's slot.
-pub struct ThreadSlot {
+const NO_STEP: StepState = StepState {
+    active: false,
+    page: 0,
+    pages_len: 0,
+    addr: 0,
+    phys: 0,
+    map_id: 0,
+    width: 0,
+    dir: 0,
+    value: 0,
+    dest: (0, 0, false),
+    vec: None,
+    wide: [0; 8],
+    pc: 0,
+    opcode: 0,
+    saved_mask: 0,
+    unpaused: false,
+};
+
+/// Signal state the program believes in but the kernel must not see (see `signals`):
+/// which of the tracer's signals a program handler runs with "blocked", and the program's
+/// own alternate stack.
+#[repr(C)]
+pub struct SigState {
+    /// Stack address of the innermost program handler running with some of the tracer's
+    /// signals believed blocked (0: none).
+    pub frame: AtomicU64,
+    /// Those signals (bit n-1: signal n).
+    pub blocked: AtomicU64,
+    /// The program's `sigaltstack` (`ss_flags` as it set them; size 0: none, disabled).
+    pub ss_sp: AtomicU64,
+    /// Its size (0: none).
+    pub ss_size: AtomicU64,
+    /// Its flags (`SS_AUTODISARM`).
+    pub ss_flags: AtomicU32,
+}
+
+impl SigState {
+    fn reset(&self) {
+        self.frame.store(0, Ordering::Relaxed);
+        self.blocked.store(0, Ordering::Relaxed);
+        self.ss_sp.store(0, Ordering::Relaxed);
+        self.ss_size.store(0, Ordering::Relaxed);
+        self.ss_flags.store(0, Ordering::Relaxed);
+    }
+
+    fn copy_from(&self, o: &SigState) {
+        for (a, b) in [
+            (&self.frame, &o.frame),
+            (&self.blocked, &o.blocked),
+            (&self.ss_sp, &o.ss_sp),
+            (&self.ss_size, &o.ss_size),
+        ] {
+            a.store(b.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.ss_flags
+            .store(o.ss_flags.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+/// The ring producer's per-thread state, where generated code finds it. Reserved: the
+/// ring crate's `#[repr(C)]` producer state (ring pointers, capacity mask, cached `tail`)
+/// takes this place; until then the ring is found by [`ThreadBlock`]'s ring index and
+/// these words stay 0.
+#[repr(C)]
+pub struct RingState {
+    /// Reserved (0).
+    pub words: [AtomicU64; 4],
+}
+
+/// One thread's block. `#[repr(C)]` with the offsets below fixed, so that generated code
+/// (the patching issue's trampolines) can read it; fields are only appended.
+#[repr(C)]
+pub struct ThreadBlock {
+    /// The thread's FS base with [`KEY_BIT`] set ([`EMPTY_KEY`], [`TOMBSTONE`] otherwise).
     key: AtomicU64,
+    /// The owning thread's id (0 while a block is being claimed).
     tid: AtomicU32,
+    /// The thread's ring: its index + 1 ([`NO_RING`]: none yet).
     ring: AtomicU32,
-    /// The alternate signal stack mapped for this thread (0: none of ours).
+    /// The ring producer's state (reserved, see [`RingState`]).
+    pub ring_state: RingState,
+    /// The alternate signal stack mapped for this thread by the tracer (0: none of ours).
     altstack: AtomicU64,
+    /// The thread's (kernel) alternate signal stack, `[lo, hi)`: the tracer's handlers run
+    /// there, so a stack pointer in it proves the caller owns the block (0, 0: unknown).
+    stack_lo: AtomicU64,
+    stack_hi: AtomicU64,
+    /// What the program believes of its signal mask and alternate stack.
+    pub sig: SigState,
     pub(crate) step: UnsafeCell<StepState>,
     /// The thread's out-of-line frames.
     pub(crate) ool: crate::ool::OolFrames,
 }
 
-// SAFETY: `step` is only touched by the thread owning the slot (from its signal handlers);
-// the other fields are atomics.
-unsafe impl Sync for ThreadSlot {}
+/// The name the rest of the tracer used before the block: one thread's state.
+pub type ThreadSlot = ThreadBlock;
+
+/// Offset of [`ThreadBlock`]'s key (FS base | [`KEY_BIT`], u64).
+pub const OFF_KEY: usize = 0;
+/// Offset of the tid (u32).
+pub const OFF_TID: usize = 8;
+/// Offset of the ring index + 1 (u32).
+pub const OFF_RING: usize = 12;
+/// Offset of [`ThreadBlock::ring_state`].
+pub const OFF_RING_STATE: usize = 16;
+/// Offset of the tracer-mapped alternate stack (u64).
+pub const OFF_ALTSTACK: usize = 48;
+/// Offset of the alternate signal stack's bounds (two u64).
+pub const OFF_STACK: usize = 56;
+/// Offset of [`ThreadBlock::sig`].
+pub const OFF_SIG: usize = 72;
+/// Offset of the step state (private layout).
+pub const OFF_STEP: usize = 112;
+
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(ThreadBlock, key) == OFF_KEY);
+    assert!(offset_of!(ThreadBlock, tid) == OFF_TID);
+    assert!(offset_of!(ThreadBlock, ring) == OFF_RING);
+    assert!(offset_of!(ThreadBlock, ring_state) == OFF_RING_STATE);
+    assert!(offset_of!(ThreadBlock, altstack) == OFF_ALTSTACK);
+    assert!(offset_of!(ThreadBlock, stack_lo) == OFF_STACK);
+    assert!(offset_of!(ThreadBlock, stack_hi) == OFF_STACK + 8);
+    assert!(offset_of!(ThreadBlock, sig) == OFF_SIG);
+    assert!(offset_of!(ThreadBlock, step) == OFF_STEP);
+};
+
+// SAFETY: `step` is only touched by the thread owning the block (from its signal
+// handlers); the other fields are atomics.
+unsafe impl Sync for ThreadBlock {}
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: ThreadSlot = ThreadSlot {
-    key: AtomicU64::new(0),
+const EMPTY: ThreadBlock = ThreadBlock {
+    key: AtomicU64::new(EMPTY_KEY),
     tid: AtomicU32::new(0),
     ring: AtomicU32::new(NO_RING),
+    ring_state: RingState {
+        words: [const { AtomicU64::new(0) }; 4],
+    },
     altstack: AtomicU64::new(0),
-    step: UnsafeCell::new(StepState {
-        active: false,
-        page: 0,
-        pages_len: 0,
-        addr: 0,
-        phys: 0,
-        map_id: 0,
-        width: 0,
-        dir: 0,
-        value: 0,
-        dest: (0, 0, false),
-        vec: None,
-        wide: [0; 8],
-        pc: 0,
-        opcode: 0,
-        saved_mask: 0,
-        unpaused: false,
-    }),
+    stack_lo: AtomicU64::new(0),
+    stack_hi: AtomicU64::new(0),
+    sig: SigState {
+        frame: AtomicU64::new(0),
+        blocked: AtomicU64::new(0),
+        ss_sp: AtomicU64::new(0),
+        ss_size: AtomicU64::new(0),
+        ss_flags: AtomicU32::new(0),
+    },
+    step: UnsafeCell::new(NO_STEP),
     ool: crate::ool::OolFrames::EMPTY,
 };
 
-static SLOTS: [ThreadSlot; MAX_THREADS] = [EMPTY; MAX_THREADS];
+static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
+
+/// Where the preload library publishes a block's address for generated code: a function
+/// that stores its argument in the calling thread's initial-exec TLS slot (0: none).
+static TLS_PUBLISH: AtomicUsize = AtomicUsize::new(0);
+/// That slot's offset from the thread pointer (valid when [`TLS_PUBLISH`] is set).
+static TLS_OFFSET: AtomicI64 = AtomicI64::new(0);
+
+/// Registers the initial-exec TLS slot that holds each thread's block address: `publish`
+/// stores its argument in the calling thread's slot, which lies at `offset` from the
+/// thread pointer (`%fs:offset`). The preload library calls this at start.
+///
+/// The slot is written only in threads libc made (the main thread at start, threads from
+/// `pthread_create`, through their start hook), whose FS base is a libc TCB with static
+/// TLS below it: elsewhere `%fs:offset` is not a TLS slot but the thread's own memory. Readers must treat 0 as "no block" and must not rely on the slot in threads
+/// that set their FS base themselves, nor in a raw `clone` child sharing its parent's TCB
+/// (the slot there is the parent's).
+pub fn set_tls_publisher(publish: extern "C" fn(*const ThreadBlock), offset: i64) {
+    TLS_OFFSET.store(offset, Ordering::Relaxed);
+    TLS_PUBLISH.store(publish as usize, Ordering::Release);
+}
+
+/// The offset from the thread pointer of the TLS slot holding the thread's block address
+/// (`mov rax, fs:[offset]`), when the preload library registered one.
+pub fn tls_slot_offset() -> Option<i64> {
+    (TLS_PUBLISH.load(Ordering::Acquire) != 0).then(|| TLS_OFFSET.load(Ordering::Relaxed))
+}
+
+/// Publishes `b` (or null) in the calling thread's TLS slot, if it has a libc TCB.
+fn publish(b: *const ThreadBlock, fs: u64) {
+    let f = TLS_PUBLISH.load(Ordering::Acquire);
+    if f != 0 && fs != 0 && sys::fs_is_tcb(fs) {
+        // SAFETY: registered by `set_tls_publisher` with this signature.
+        let f: extern "C" fn(*const ThreadBlock) = unsafe { std::mem::transmute(f) };
+        f(b);
+    }
+}
 
 #[inline]
 fn hash(key: u64) -> usize {
@@ -110,14 +278,65 @@ fn hash(key: u64) -> usize {
         & (MAX_THREADS - 1)
 }
 
-/// The calling thread's slot without creating it.
+/// The calling thread's key.
 #[inline]
-fn lookup(key: u64) -> Option<&'static ThreadSlot> {
+fn my_key() -> u64 {
+    sys::fs_base() | KEY_BIT
+}
+
+/// The calling thread's stack pointer (near enough: an address in this frame).
+#[inline(always)]
+fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads rsp.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags))
+    };
+    sp
+}
+
+/// The caller's tid, asked of the kernel at most once per lookup.
+struct Tid(u32);
+
+impl Tid {
+    #[inline]
+    fn get(&mut self) -> u32 {
+        if self.0 == 0 {
+            self.0 = sys::gettid();
+        }
+        self.0
+    }
+}
+
+impl ThreadBlock {
+    /// Whether the calling thread (stack pointer `sp`) owns this block, whose key is its.
+    #[inline]
+    fn is_mine(&self, sp: u64, tid: &mut Tid) -> bool {
+        let lo = self.stack_lo.load(Ordering::Relaxed);
+        if lo != 0 && sp.wrapping_sub(lo) < self.stack_hi.load(Ordering::Relaxed) - lo {
+            return true;
+        }
+        let t = self.tid.load(Ordering::Acquire);
+        t != 0 && t == tid.get()
+    }
+
+    /// Whether the block's thread has ended (its block can be taken over).
+    fn owner_gone(&self) -> bool {
+        let t = self.tid.load(Ordering::Acquire);
+        const ESRCH: isize = 3;
+        t != 0 && sys::tgkill(crate::pid(), t, 0) == -ESRCH
+    }
+}
+
+/// The calling thread's block without creating it.
+#[inline]
+fn lookup(key: u64, tid: &mut Tid) -> Option<&'static ThreadBlock> {
+    let sp = stack_pointer();
     let mut i = hash(key);
     for _ in 0..MAX_THREADS {
-        let s = &SLOTS[i];
+        let s = &BLOCKS[i];
         let k = s.key.load(Ordering::Acquire);
-        if k == key {
+        if k == key && s.is_mine(sp, tid) {
             return Some(s);
         }
         if k == EMPTY_KEY {
@@ -128,49 +347,123 @@ fn lookup(key: u64) -> Option<&'static ThreadSlot> {
     None
 }
 
-/// The calling thread's slot, created on first use; `None` if the table is full.
-///
-/// Only the thread itself inserts its key, so a key is never in two slots: the probe goes
-/// past tombstones to the key or to an empty slot (key absent), and the insert then takes
-/// the first tombstone on the way (or that empty slot).
-#[inline]
-pub fn current() -> Option<&'static ThreadSlot> {
-    let key = sys::thread_pointer();
-    if let Some(s) = lookup(key) {
-        return Some(s);
+/// Makes `s` (claimed: its key is ours, its tid ours) the calling thread's: a fresh ring
+/// state, step state and believed signal state; an alternate signal stack (the previous
+/// owner's, if it was the tracer's and is not ours, is unmapped). `hooked`: a thread libc
+/// made (a start hook), whose TLS slot is published.
+fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
+    s.stack_lo.store(0, Ordering::Relaxed);
+    s.stack_hi.store(0, Ordering::Relaxed);
+    s.ring.store(NO_RING, Ordering::Relaxed);
+    s.sig.reset();
+    // SAFETY: the block is now this thread's; its previous owner has exited.
+    unsafe { (*s.step.get()).active = false };
+    s.ool.reset();
+    let stale = s.altstack.swap(0, Ordering::Relaxed);
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    sys::sigaltstack(None, Some(&mut cur));
+    let has = cur.ss_flags & libc::SS_DISABLE == 0;
+    if stale != 0 && (!has || cur.ss_sp as u64 != stale) {
+        // A previous owner's stack (it never ran its end hook): nobody's now.
+        // SAFETY: the tracer's own mapping, not in use by any thread.
+        unsafe { sys::munmap(stale as usize, ALTSTACK_SIZE) };
     }
+    if has && cur.ss_size >= ALTSTACK_SIZE {
+        s.altstack.store(
+            if cur.ss_sp as u64 == stale { stale } else { 0 },
+            Ordering::Relaxed,
+        );
+        set_stack(s, cur.ss_sp as u64, cur.ss_size as u64);
+    } else {
+        let p = map_altstack();
+        s.altstack.store(p, Ordering::Relaxed);
+        if p != 0 {
+            set_stack(s, p, ALTSTACK_SIZE as u64);
+        }
+    }
+    if hooked {
+        publish(s, key & !KEY_BIT);
+    }
+}
+
+fn set_stack(s: &ThreadBlock, lo: u64, size: u64) {
+    s.stack_hi.store(lo + size, Ordering::Relaxed);
+    s.stack_lo.store(lo, Ordering::Relaxed);
+}
+
+/// Claims a block for `key` and the calling thread: a dead thread's block under the same
+/// key, else the first tombstone or empty block on the probe. `force`: a block under the
+/// key whose thread is not the caller is taken over without asking whether it lives (a
+/// new thread from `pthread_create`, or the main thread at start: its TCB is its own, and
+/// its TLS slot is published).
+fn claim(key: u64, tid: &mut Tid, force: bool) -> Option<&'static ThreadBlock> {
+    let me = tid.get();
     'retry: for _ in 0..4 {
         let mut i = hash(key);
+        let mut free: Option<(&'static ThreadBlock, u64)> = None;
         for _ in 0..MAX_THREADS {
-            let s = &SLOTS[i];
+            let s = &BLOCKS[i];
             let k = s.key.load(Ordering::Acquire);
-            if k == EMPTY_KEY || k == TOMBSTONE {
-                if s.key
-                    .compare_exchange(k, key, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    // Another thread took it: probe again.
-                    continue 'retry;
+            if k == key {
+                let t = s.tid.load(Ordering::Acquire);
+                if t == me {
+                    if force {
+                        publish(s, key & !KEY_BIT);
+                    }
+                    return Some(s);
                 }
-                s.tid.store(sys::gettid(), Ordering::Relaxed);
-                s.ring.store(NO_RING, Ordering::Relaxed);
-                s.altstack.store(0, Ordering::Relaxed);
-                // SAFETY: the slot is now this thread's; its previous owner has exited.
-                unsafe { (*s.step.get()).active = false };
-                s.ool.reset();
-                return Some(s);
+                if t != 0
+                    && (force || s.owner_gone())
+                    && s.tid
+                        .compare_exchange(t, me, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    adopt(s, key, force);
+                    return Some(s);
+                }
+            } else if (k == EMPTY_KEY || k == TOMBSTONE) && free.is_none() {
+                free = Some((s, k));
+            }
+            if k == EMPTY_KEY {
+                break;
             }
             i = (i + 1) & (MAX_THREADS - 1);
         }
-        return None;
+        let (s, k) = free?;
+        // tid 0 until the key is ours: a thread sharing the key passes over it meanwhile.
+        s.tid.store(0, Ordering::Release);
+        if s.key
+            .compare_exchange(k, key, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Another thread took it: probe again.
+            continue 'retry;
+        }
+        s.tid.store(me, Ordering::Release);
+        adopt(s, key, force);
+        return Some(s);
     }
     None
 }
 
-impl ThreadSlot {
+/// The calling thread's block, created on first use; `None` if the table is full.
+#[inline]
+pub fn current() -> Option<&'static ThreadBlock> {
+    let key = my_key();
+    let mut tid = Tid(0);
+    lookup(key, &mut tid).or_else(|| claim(key, &mut tid, false))
+}
+
+impl ThreadBlock {
     /// The thread id.
     pub fn tid(&self) -> u32 {
         self.tid.load(Ordering::Relaxed)
+    }
+
+    /// The FS base the block is keyed by.
+    pub fn fs_base(&self) -> u64 {
+        self.key.load(Ordering::Relaxed) & !KEY_BIT
     }
 
     /// This thread's ring, claimed on first use.
@@ -179,7 +472,7 @@ impl ThreadSlot {
         let shm = crate::shm()?;
         let r = self.ring.load(Ordering::Relaxed);
         if r != NO_RING {
-            // SAFETY: the ring was claimed by this thread (slot owner).
+            // SAFETY: the ring was claimed by this thread (block owner).
             return Some(unsafe { Producer::from_index(shm, r - 1) });
         }
         let p = match shm.claim(crate::pid(), self.tid()) {
@@ -203,7 +496,7 @@ impl ThreadSlot {
         let shm = crate::shm()?;
         let r = self.ring.load(Ordering::Relaxed);
         if r != NO_RING {
-            // SAFETY: the ring was claimed by this thread (slot owner).
+            // SAFETY: the ring was claimed by this thread (block owner).
             return Some((unsafe { Producer::from_index(shm, r - 1) }, false));
         }
         let p = shm.claim(crate::pid(), self.tid())?;
@@ -215,47 +508,25 @@ impl ThreadSlot {
         let r = self.ring.swap(NO_RING, Ordering::Relaxed);
         if r != NO_RING {
             if let Some(shm) = crate::shm() {
-                // SAFETY: claimed by this slot's thread, which no longer uses it.
+                // SAFETY: claimed by this block's thread, which no longer uses it.
                 unsafe { Producer::from_index(shm, r - 1) }.retire();
             }
         }
     }
 }
 
-/// Call at the start of every new thread: resets a reused slot. The ring of the slot's
-/// previous thread is not touched: it was retired when that thread ended, or the recorder
-/// frees it once it sees the thread gone (it may already belong to another thread).
+/// Call at the start of every new thread: takes over a reused TCB's block. The ring of
+/// the block's previous thread is not touched: it was retired when that thread ended, or
+/// the recorder frees it once it sees the thread gone (it may already belong to another
+/// thread).
 pub fn thread_started() {
-    if let Some(s) = current() {
-        let stale = s.altstack.swap(0, Ordering::Relaxed);
-        if stale != 0 {
-            // A reused slot whose previous thread never ran its end hook (its TCB is
-            // reused, so it has exited): its alternate stack is nobody's now. A new thread
-            // starts without one (clone clears it); checked all the same.
-            // SAFETY: zeroed stack_t is valid as an out value.
-            let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
-            sys::sigaltstack(None, Some(&mut cur));
-            if cur.ss_sp as u64 != stale || cur.ss_flags & libc::SS_DISABLE != 0 {
-                // SAFETY: the tracer's own mapping, not in use by any thread.
-                unsafe { sys::munmap(stale as usize, ALTSTACK_SIZE) };
-            }
-        }
-        s.ring.store(NO_RING, Ordering::Relaxed);
-        s.tid.store(sys::gettid(), Ordering::Relaxed);
-        s.altstack.store(map_altstack(), Ordering::Relaxed);
-        s.ool.reset();
-    }
+    let mut tid = Tid(0);
+    let _ = claim(my_key(), &mut tid, true);
 }
 
-/// Gives the calling (new) thread an alternate signal stack of [`ALTSTACK_SIZE`] unless it
-/// has one as large; returns its address if this function mapped it (0 otherwise).
+/// Gives the calling (new) thread an alternate signal stack of [`ALTSTACK_SIZE`]; returns
+/// its address (0 if it could not be mapped or installed).
 fn map_altstack() -> u64 {
-    // SAFETY: zeroed stack_t is valid as an out value.
-    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
-    sys::sigaltstack(None, Some(&mut cur));
-    if cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= ALTSTACK_SIZE {
-        return 0;
-    }
     let Some(p) = sys::map_anon(ALTSTACK_SIZE) else {
         return 0;
     };
@@ -292,29 +563,35 @@ fn unmap_altstack(p: u64) {
     }
 }
 
-/// Whether the calling thread holds a slot (it started, or touched the device, since its
+/// The calling thread's block if it has one (it started, or touched the device, since its
+/// last [`thread_exiting`]).
+pub fn existing() -> Option<&'static ThreadBlock> {
+    lookup(my_key(), &mut Tid(0))
+}
+
+/// Whether the calling thread holds a block (it started, or touched the device, since its
 /// last [`thread_exiting`]).
 pub fn has_slot() -> bool {
-    lookup(sys::thread_pointer()).is_some()
+    existing().is_some()
 }
 
 /// Gives up the calling thread's ring (it claims a fresh one on its next event): before
 /// an exec, whose new image will not use it, and after an exec'd image's attach note, so
 /// that processes that never touch the device hold no ring.
 pub(crate) fn retire_ring() {
-    if let Some(s) = lookup(sys::thread_pointer()) {
+    if let Some(s) = existing() {
         // A program handler's access must not find the ring half given up.
-        let old = crate::signals::block_async();
+        let old = crate::ctx::block_async();
         s.retire();
-        crate::signals::restore_mask(old);
+        crate::ctx::restore_mask(old);
     }
 }
 
 /// Call when a thread ends: its ring can be reused once drained, its alternate signal stack
-/// is unmapped and its slot freed (a signal after this runs on the thread's own stack; an
-/// access after this takes a fresh slot).
+/// is unmapped and its block freed (a signal after this runs on the thread's own stack; an
+/// access after this takes a fresh block).
 pub fn thread_exiting() {
-    let Some(s) = lookup(sys::thread_pointer()) else {
+    let Some(s) = existing() else {
         return;
     };
     s.retire();
@@ -322,18 +599,51 @@ pub fn thread_exiting() {
     if stack != 0 {
         unmap_altstack(stack);
     }
+    s.stack_lo.store(0, Ordering::Relaxed);
+    s.stack_hi.store(0, Ordering::Relaxed);
+    s.sig.reset();
     // SAFETY: only this thread touches its step state.
     unsafe { (*s.step.get()).active = false };
     s.ool.release();
+    publish(std::ptr::null(), s.fs_base());
     s.key.store(TOMBSTONE, Ordering::Release);
 }
 
 /// Call in the child after `fork`: the parent's threads (and rings) are not ours.
 pub fn after_fork_child() {
-    // The forking thread's alternate stack was copied into the child: still ours to free.
-    let mine = lookup(sys::thread_pointer()).map_or(0, |s| s.altstack.load(Ordering::Relaxed));
-    for s in SLOTS.iter() {
-        // Slots never used are left unwritten: their pages (most of the table) stay the
+    // The forking thread's alternate stack was copied into the child: still ours to free;
+    // what its program believes of its signal state holds in the child too. Its block is
+    // the one under its key (the child has a new tid; another block under the key would
+    // be a parent's thread sharing the FS base, which fork did not copy, and comes later
+    // on the probe than the forking thread's own unless it touched the device first).
+    let key = my_key();
+    let mut i = hash(key);
+    let mut me = None;
+    for _ in 0..MAX_THREADS {
+        let s = &BLOCKS[i];
+        let k = s.key.load(Ordering::Relaxed);
+        if k == key {
+            me = Some(s);
+            break;
+        }
+        if k == EMPTY_KEY {
+            break;
+        }
+        i = (i + 1) & (MAX_THREADS - 1);
+    }
+    let mine = me.map_or(0, |s| s.altstack.load(Ordering::Relaxed));
+    let sig = SigState {
+        frame: AtomicU64::new(0),
+        blocked: AtomicU64::new(0),
+        ss_sp: AtomicU64::new(0),
+        ss_size: AtomicU64::new(0),
+        ss_flags: AtomicU32::new(0),
+    };
+    if let Some(s) = me {
+        sig.copy_from(&s.sig);
+    }
+    for s in BLOCKS.iter() {
+        // Blocks never used are left unwritten: their pages (most of the table) stay the
         // shared zero page instead of costing each child its own copy.
         if s.key.load(Ordering::Relaxed) == EMPTY_KEY
             && s.ring.load(Ordering::Relaxed) == NO_RING
@@ -342,14 +652,24 @@ pub fn after_fork_child() {
             continue;
         }
         s.key.store(EMPTY_KEY, Ordering::Relaxed);
+        s.tid.store(0, Ordering::Relaxed);
         s.ring.store(NO_RING, Ordering::Relaxed);
         s.altstack.store(0, Ordering::Relaxed);
+        s.stack_lo.store(0, Ordering::Relaxed);
+        s.stack_hi.store(0, Ordering::Relaxed);
+        s.sig.reset();
         // SAFETY: only this (single) thread exists in the child.
         unsafe { (*s.step.get()).active = false };
     }
-    if mine != 0 {
+    if me.is_some() {
         if let Some(s) = current() {
-            s.altstack.store(mine, Ordering::Relaxed);
+            if mine != 0 {
+                s.altstack.store(mine, Ordering::Relaxed);
+            }
+            s.sig.copy_from(&sig);
+            // The TLS slot (copied from the parent) may name the parent's block, which
+            // is another entry now.
+            publish(s, s.fs_base());
         }
     }
 }

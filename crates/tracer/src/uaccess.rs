@@ -158,7 +158,7 @@ pub fn split(addr: u64, len: u64, out: &mut [Piece; MAX_PIECES]) -> Split {
         // about to access it.
         let made;
         let r = if r.alias == 0 && r.lazy != 0 {
-            made = regions::find_aliased(r.start.max(addr)).unwrap_or(*r);
+            made = crate::site::find_aliased(r.start.max(addr)).unwrap_or(*r);
             &made
         } else {
             r
