@@ -18,6 +18,7 @@ mod regnames;
 mod show;
 mod stats;
 mod style;
+mod symbols;
 
 /// Record every access a program makes to memory-mapped device registers, and read,
 /// filter and summarise traces in the Linux kernel's mmiotrace format.

@@ -22,6 +22,7 @@
 mod emit;
 mod emu;
 mod guard;
+mod objects;
 mod paths;
 pub mod regions;
 pub mod rules;
@@ -91,6 +92,7 @@ pub fn init(shm: Shm, rules: Rules) {
     arm_fork_canary();
     regions::init_limits();
     paths::init_from_env();
+    objects::init();
     step::open_task_dir();
     signals::install();
     ACTIVE.store(true, Ordering::Release);
@@ -295,6 +297,8 @@ pub fn fork_parent() {
 pub fn fork_child() {
     regions::fork_release();
     after_fork_child();
+    // Normal context here (not in `check_fork`, which the fault handler calls).
+    objects::after_fork_child();
 }
 
 /// Call in the child after `fork`.
@@ -442,6 +446,7 @@ pub unsafe fn trace_region(
         Err(regions::AddError::Full) => return Err(TraceError::TableFull),
         Err(regions::AddError::Overlap) => return Err(TraceError::Overlap),
     }
+    objects::refresh();
     emit::map(addr, len, phys, map_id, 0);
     // SAFETY: the caller owns the mapping.
     let e = unsafe { sys::mprotect(addr as usize, len as usize, libc::PROT_NONE) };
@@ -541,6 +546,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
         }
         return;
     }
+    objects::refresh();
     emit::map(addr, len, phys, map_id, pc);
     map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
     protect_traced_pages(rules, addr, len, off as u64);

@@ -486,6 +486,8 @@ unsafe fn handle(r: &regions::Region, addr: u64, uc: *mut libc::c_void) -> bool 
         // An instruction fetch from a traced page the program may execute.
         return crate::exec_fault(r, addr, rip);
     }
+    // Before the access's event: the object holding the PC, if loaded since the last MAP.
+    crate::objects::note_pc(rip);
     let (code, n) = code_at(rip);
     let emulated = if crate::paths::emulate() {
         // SAFETY: handler context.

@@ -1,0 +1,57 @@
+/* Symbolized call sites: accesses from named functions at known lines (the comment
+ * SITE-name on the line of each access; the tests compute the line numbers from it).
+ *   sym_main DEV             read in sym_read_status, write in sym_write_ctrl
+ *   sym_main DEV dlopen LIB  then dlopen LIB (after the first device map) and call its
+ *                            sym_lib_poke, which writes the device
+ *   sym_main DEV fork        then a fork child reads in sym_child_read
+ *   sym_main DEV exec        then a child execs this program with "child": it maps the
+ *                            device itself and reads in sym_child_read */
+#include <dlfcn.h>
+#include <string.h>
+#include <sys/wait.h>
+#include "mmio.h"
+
+__attribute__((noinline)) uint32_t sym_read_status(volatile uint8_t *p) {
+    return rd32(p + 4); /* SITE-read */
+}
+
+__attribute__((noinline)) void sym_write_ctrl(volatile uint8_t *p, uint32_t v) {
+    wr32(p + 8, v); /* SITE-write */
+}
+
+__attribute__((noinline)) uint32_t sym_child_read(volatile uint8_t *p) {
+    return rd32(p + 12); /* SITE-child */
+}
+
+int main(int argc, char **argv) {
+    volatile uint8_t *p = map_device(argv[1], 4096);
+    if (argc > 2 && strcmp(argv[2], "child") == 0) {
+        sym_child_read(p);
+        return 0;
+    }
+    sym_write_ctrl(p, sym_read_status(p) + 1);
+    if (argc > 3 && strcmp(argv[2], "dlopen") == 0) {
+        void *h = dlopen(argv[3], RTLD_NOW);
+        if (!h) { fprintf(stderr, "%s\n", dlerror()); return 101; }
+        void (*poke)(volatile uint8_t *) = (void (*)(volatile uint8_t *))dlsym(h, "sym_lib_poke");
+        if (!poke) return 102;
+        poke(p);
+    } else if (argc > 2 && strcmp(argv[2], "fork") == 0) {
+        pid_t c = fork();
+        if (c == 0) {
+            sym_child_read(p);
+            _exit(0);
+        }
+        int st;
+        if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 103;
+    } else if (argc > 2 && strcmp(argv[2], "exec") == 0) {
+        pid_t c = fork();
+        if (c == 0) {
+            execl("/proc/self/exe", argv[0], argv[1], "child", (char *)0);
+            _exit(104);
+        }
+        int st;
+        if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 105;
+    }
+    return 0;
+}
