@@ -5,8 +5,10 @@
  *                            sym_lib_poke, which writes the device
  *   sym_main DEV fork        then a fork child reads in sym_child_read
  *   sym_main DEV exec        then a child execs this program with "child": it maps the
- *                            device itself and reads in sym_child_read */
+ *                            device itself and reads in sym_child_read
+ *   sym_main DEV thread      then a second thread reads in sym_child_read */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/wait.h>
 #include "mmio.h"
@@ -21,6 +23,11 @@ __attribute__((noinline)) void sym_write_ctrl(volatile uint8_t *p, uint32_t v) {
 
 __attribute__((noinline)) uint32_t sym_child_read(volatile uint8_t *p) {
     return rd32(p + 12); /* SITE-child */
+}
+
+static void *thread_main(void *p) {
+    sym_child_read(p);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -44,6 +51,10 @@ int main(int argc, char **argv) {
         }
         int st;
         if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 103;
+    } else if (argc > 2 && strcmp(argv[2], "thread") == 0) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, thread_main, (void *)p) != 0) return 106;
+        pthread_join(t, NULL);
     } else if (argc > 2 && strcmp(argv[2], "exec") == 0) {
         pid_t c = fork();
         if (c == 0) {
