@@ -222,6 +222,8 @@ impl Symbolizer {
     }
 
     /// A symbolizer that knows the objects among `events`.
+    // For commands that hold their events (`analyze`); the streaming ones `observe`.
+    #[allow(dead_code)]
     pub fn from_events<'a>(
         args: SymbolArgs,
         events: impl IntoIterator<Item = &'a Event>,

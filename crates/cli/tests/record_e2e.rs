@@ -286,6 +286,8 @@ fn demo_runs_the_example_driver_under_record() {
     let rw: Vec<String> = text
         .lines()
         .filter(|l| l.starts_with("R ") || l.starts_with("W ") || l.starts_with("MARK "))
+        // (Not the loaded objects' markers, logged before the first MAP.)
+        .filter(|l| l.split(' ').nth(2) != Some("object"))
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             if f[0] == "MARK" && f[2] == "map" {

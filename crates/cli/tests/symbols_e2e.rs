@@ -224,7 +224,13 @@ impl Rec {
 
     /// Records `sym_main DEV ARGS...` (exit 0 expected); the events.
     fn record(&self, args: &[&str]) -> Vec<Event> {
+        self.record_in(Path::new("."), args)
+    }
+
+    /// As [`Rec::record`], run in directory `cwd`.
+    fn record_in(&self, cwd: &Path, args: &[&str]) -> Vec<Event> {
         let out = record_cmd(&self.dir, &self.dev, &[])
+            .current_dir(cwd)
             .arg(&self.exe)
             .arg(&self.dev)
             .args(args)
@@ -435,6 +441,33 @@ fn library_opened_after_the_first_map_is_symbolized() {
             site_line("sym_lib", "lib")
         )
     );
+}
+
+#[test]
+fn library_opened_by_a_relative_path_is_logged_with_an_absolute_one() {
+    let r = Rec::new("sym-relative", &["-g"], false);
+    let lib = r.dir.join("libsym.so");
+    cc("sym_lib", &lib, &["-g", "-shared", "-fPIC"]);
+    // The program runs in the library's directory and opens it as ./libsym.so; `show`
+    // runs elsewhere.
+    let ev = r.record_in(&r.dir, &["dlopen", "./libsym.so"]);
+    let objs = objects(&ev);
+    let (pid, pc) = site_at(&ev, 16);
+    let o = object(
+        &objs,
+        pid,
+        &r.dir.canonicalize().unwrap().join("./libsym.so"),
+    );
+    let off = pc - o.bias - nm_addr(&lib, "sym_lib_poke");
+    let out = r.show(&[]);
+    assert_eq!(
+        label(&stdout(&out), 16, pc),
+        format!(
+            "sym_lib_poke+{off:#x} (sym_lib.c:{})",
+            site_line("sym_lib", "lib")
+        )
+    );
+    assert_eq!(stderr(&out), "");
 }
 
 /// The fork and exec children: their own `object` markers under their own pid, and

@@ -6,7 +6,9 @@
 //! `START`..`END` (end exclusive) is the extent of the object's loadable segments, `BIAS`
 //! what was added to the file's virtual addresses (a PC's address in the file is
 //! `PC - BIAS`), `build` the GNU build id read from the object's note in memory (no file
-//! is opened), `PATH` the loader's name for it (`[vdso]` for the vDSO).
+//! is opened), `PATH` the loader's name for it (`[vdso]` for the vDSO, the executable's
+//! from `/proc/self/exe`, a relative one made absolute with the working directory when
+//! the object is logged, `?` when unknown or longer than 1848 bytes).
 //!
 //! When: every object is logged (walking the loader's list with `dl_iterate_phdr`) before
 //! the process's first traced mapping and, for objects added since, before each later
@@ -68,7 +70,7 @@ fn exe() -> &'static [u8] {
 
 /// Forgets the parent's list in a fork child (its objects are logged again under its pid).
 fn own_table() {
-    let pid = sys::getpid();
+    let pid = crate::pid();
     if OWNER.swap(pid, Ordering::Relaxed) != pid {
         COUNT.store(0, Ordering::Relaxed);
         ADDS.store(0, Ordering::Relaxed);
@@ -96,7 +98,7 @@ fn remember(start: u64, end: u64) {
 fn log(start: u64, end: u64, bias: u64, build: Option<&[u8]>, name: &[u8]) {
     let mut t = MarkText::<2048>::empty();
     t.put(b"object pid ");
-    t.num(u64::from(sys::getpid()), false);
+    t.num(u64::from(crate::pid()), false);
     t.put(b" ");
     t.num(start, true);
     t.put(b"-");
@@ -123,10 +125,33 @@ fn log(start: u64, end: u64, bias: u64, build: Option<&[u8]>, name: &[u8]) {
     } else {
         name
     };
-    if name.is_empty() || name.len() > 2048 - 200 {
+    // A relative name (`dlopen("./lib.so")`) is the loader's, relative to the working
+    // directory: made absolute with the directory of now.
+    let mut cwd = [0u8; 1024];
+    let dir = if name.first().is_some_and(|&c| c != b'/' && c != b'[') {
+        const SYS_GETCWD: usize = 79;
+        // SAFETY: the kernel writes at most `cwd.len()` bytes into our buffer.
+        let n =
+            unsafe { sys::syscall6(SYS_GETCWD, cwd.as_mut_ptr() as usize, cwd.len(), 0, 0, 0, 0) };
+        // The length counts the final NUL; a directory that is gone reads "(unreachable)".
+        (n > 1 && cwd[0] == b'/').then(|| &cwd[..n as usize - 1])
+    } else {
+        None
+    };
+    let room = 2048 - 200;
+    if name.is_empty()
+        || name.len() + dir.map_or(0, |d| d.len() + 1) > room
+        || (dir.is_none() && !name.starts_with(b"/") && !name.starts_with(b"["))
+    {
         // Unknown, or too long to keep whole: a cut path would name another file.
         t.put(b"?");
     } else {
+        if let Some(d) = dir {
+            t.put(d);
+            if d != b"/" {
+                t.put(b"/");
+            }
+        }
         t.put(name);
     }
     emit::mark(t.text());
@@ -271,7 +296,7 @@ struct LinkMap {
 /// loaded after its last traced mapping). Allocation-free and lock-free; call before the
 /// access's event is begun.
 pub(crate) fn note_pc(pc: u64) {
-    if ADDS.load(Ordering::Relaxed) == 0 && OWNER.load(Ordering::Relaxed) != sys::getpid() {
+    if ADDS.load(Ordering::Relaxed) == 0 && OWNER.load(Ordering::Relaxed) != crate::pid() {
         // A fork child whose parent logged nothing: its first traced mapping will.
         return;
     }
