@@ -200,6 +200,9 @@ impl Binary {
 /// Index of an object in [`Symbolizer::objects`].
 type ObjId = usize;
 
+/// A binary's identity: its path and recorded build id.
+type BinaryKey = (Vec<u8>, Option<Vec<u8>>);
+
 /// Turns PCs into call-site labels using the `object` markers of a log.
 #[derive(Default)]
 pub struct Symbolizer {
@@ -208,7 +211,7 @@ pub struct Symbolizer {
     /// Per process: its objects, latest last.
     procs: HashMap<u32, Vec<ObjId>>,
     /// Per (path, build id): the opened binary, or `None` once it failed.
-    binaries: HashMap<(Vec<u8>, Option<Vec<u8>>), Option<Binary>>,
+    binaries: HashMap<BinaryKey, Option<Binary>>,
     labels: HashMap<(ObjId, u64), String>,
 }
 

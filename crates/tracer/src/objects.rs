@@ -176,8 +176,8 @@ unsafe fn build_id(p: u64, len: u64, out: &mut [u8; 64]) -> usize {
             )
         };
         let name_at = off + 12;
-        let desc_at = name_at + (u64::from(namesz) + 3) / 4 * 4;
-        let next = desc_at + (u64::from(descsz) + 3) / 4 * 4;
+        let desc_at = name_at + u64::from(namesz).div_ceil(4) * 4;
+        let next = desc_at + u64::from(descsz).div_ceil(4) * 4;
         if next > len {
             return 0;
         }
