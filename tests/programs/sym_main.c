@@ -6,7 +6,9 @@
  *   sym_main DEV fork        then a fork child reads in sym_child_read
  *   sym_main DEV exec        then a child execs this program with "child": it maps the
  *                            device itself and reads in sym_child_read
- *   sym_main DEV thread      then a second thread reads in sym_child_read */
+ *   sym_main DEV thread      then a second thread reads in sym_child_read
+ *   sym_main DEV static      then reads in sym_static_read, a function of no dynamic
+ *                            symbol (static), placed after global ones */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
@@ -23,6 +25,10 @@ __attribute__((noinline)) void sym_write_ctrl(volatile uint8_t *p, uint32_t v) {
 
 __attribute__((noinline)) uint32_t sym_child_read(volatile uint8_t *p) {
     return rd32(p + 12); /* SITE-child */
+}
+
+static __attribute__((noinline)) uint32_t sym_static_read(volatile uint8_t *p) {
+    return rd32(p + 20); /* SITE-static */
 }
 
 static void *thread_main(void *p) {
@@ -51,6 +57,8 @@ int main(int argc, char **argv) {
         }
         int st;
         if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 103;
+    } else if (argc > 2 && strcmp(argv[2], "static") == 0) {
+        sym_static_read(p);
     } else if (argc > 2 && strcmp(argv[2], "thread") == 0) {
         pthread_t t;
         if (pthread_create(&t, NULL, thread_main, (void *)p) != 0) return 106;

@@ -364,6 +364,49 @@ fn stripped_binary_gives_object_offset() {
 }
 
 #[test]
+fn stripped_binary_keeps_its_dynamic_symbols_and_names_nothing_else() {
+    // Exported functions (-rdynamic) keep their names in .dynsym after strip; a static
+    // one has none, and must not take the name of the function before it.
+    let r = Rec::new("sym-dynsym", &["-g", "-rdynamic"], true);
+    let ev = r.record(&["static"]);
+    let objs = objects(&ev);
+    let (pid, pc_read) = site_at(&ev, 4);
+    let (_, pc_static) = site_at(&ev, 20);
+    let exe = object(&objs, pid, &r.exe.canonicalize().unwrap());
+    let dynsym = tool(
+        "nm",
+        &["-D".as_ref(), "--defined-only".as_ref(), r.exe.as_os_str()],
+    );
+    let addr = |sym: &str| {
+        dynsym
+            .lines()
+            .find(|l| l.ends_with(&format!(" {sym}")))
+            .map(|l| u64::from_str_radix(l.split(' ').next().unwrap(), 16).unwrap())
+            .unwrap_or_else(|| panic!("{sym} in nm -D: {dynsym}"))
+    };
+    assert!(!dynsym.contains("sym_static_read"), "{dynsym}");
+    // Some exported function lies before the static one (else this test proves nothing).
+    let before = dynsym
+        .lines()
+        .filter(|l| l.contains(" T "))
+        .filter(|l| {
+            u64::from_str_radix(l.split(' ').next().unwrap(), 16).unwrap() < pc_static - exe.bias
+        })
+        .count();
+    assert!(before > 0, "{dynsym}");
+    let show = stdout(&r.show(&[]));
+    let off = pc_read - exe.bias - addr("sym_read_status");
+    assert_eq!(
+        label(&show, 4, pc_read),
+        format!("sym_read_status+{off:#x}")
+    );
+    assert_eq!(
+        label(&show, 20, pc_static),
+        format!("sym_main+{:#x}", pc_static - exe.bias)
+    );
+}
+
+#[test]
 fn removed_binary_gives_object_offset_and_one_note() {
     let r = Rec::new("sym-removed", &["-g"], false);
     let ev = r.record(&[]);
