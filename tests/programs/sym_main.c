@@ -8,9 +8,13 @@
  *                            device itself and reads in sym_child_read
  *   sym_main DEV thread      then a second thread reads in sym_child_read
  *   sym_main DEV static      then reads in sym_static_read, a function of no dynamic
- *                            symbol (static), placed after global ones */
+ *                            symbol (static), placed after global ones
+ *   sym_main DEV forks N     then N fork children read in sym_child_read while two
+ *                            threads keep mapping and unmapping the device (each traced
+ *                            map walks the loader's list, under its lock) */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/wait.h>
 #include "mmio.h"
@@ -29,6 +33,18 @@ __attribute__((noinline)) uint32_t sym_child_read(volatile uint8_t *p) {
 
 static __attribute__((noinline)) uint32_t sym_static_read(volatile uint8_t *p) {
     return rd32(p + 20); /* SITE-static */
+}
+
+static atomic_int stop_mapping;
+static const char *dev_path;
+
+static void *mapper(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop_mapping)) {
+        volatile uint8_t *q = map_device(dev_path, 4096);
+        munmap((void *)q, 4096);
+    }
+    return NULL;
 }
 
 static void *thread_main(void *p) {
@@ -57,6 +73,23 @@ int main(int argc, char **argv) {
         }
         int st;
         if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 103;
+    } else if (argc > 3 && strcmp(argv[2], "forks") == 0) {
+        dev_path = argv[1];
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++)
+            if (pthread_create(&t[i], NULL, mapper, NULL) != 0) return 107;
+        int n = atoi(argv[3]);
+        for (int i = 0; i < n; i++) {
+            pid_t c = fork();
+            if (c == 0) {
+                sym_child_read(p);
+                _exit(0);
+            }
+            int st;
+            if (c < 0 || waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 108;
+        }
+        atomic_store(&stop_mapping, 1);
+        for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
     } else if (argc > 2 && strcmp(argv[2], "static") == 0) {
         sym_static_read(p);
     } else if (argc > 2 && strcmp(argv[2], "thread") == 0) {

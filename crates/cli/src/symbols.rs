@@ -213,6 +213,8 @@ pub struct Symbolizer {
     /// Per (path, build id): the opened binary, or `None` once it failed.
     binaries: HashMap<BinaryKey, Option<Binary>>,
     labels: HashMap<(ObjId, u64), String>,
+    /// (thread, PC) -> its object, as last looked up (cleared when an object is learnt).
+    found: HashMap<(u32, u64), Option<ObjId>>,
 }
 
 impl Symbolizer {
@@ -250,6 +252,7 @@ impl Symbolizer {
                 if !same {
                     list.push(self.objects.len());
                     self.objects.push(o);
+                    self.found.clear();
                 }
             }
         }
@@ -290,7 +293,14 @@ impl Symbolizer {
         if self.off || pc == 0 {
             return None;
         }
-        let id = self.object_of(pid, pc)?;
+        let id = match self.found.get(&(pid, pc)) {
+            Some(&id) => id,
+            None => {
+                let id = self.object_of(pid, pc);
+                self.found.insert((pid, pc), id);
+                id
+            }
+        }?;
         if let Some(l) = self.labels.get(&(id, pc)) {
             return Some(l.clone());
         }

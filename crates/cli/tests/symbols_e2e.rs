@@ -568,6 +568,64 @@ fn exec_child_is_symbolized() {
 }
 
 #[test]
+fn fork_children_of_a_threaded_parent_are_symbolized_and_never_hang() {
+    // Two threads keep making traced maps (each walks the loader's list under its lock)
+    // while the main thread forks: a child born while the lock was held must not take it.
+    let r = Rec::new("sym-forks", &["-g"], false);
+    let mut child = record_cmd(&r.dir, &r.dev, &[])
+        .arg(&r.exe)
+        .arg(&r.dev)
+        .args(["forks", "60"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the recording hung (a fork child waiting for the loader's lock?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    let ev = read_log(&trace_log(&r.dir));
+    let objs = objects(&ev);
+    let parent = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::Access(a) if a.phys == 4 => Some(a.pid),
+            _ => None,
+        })
+        .unwrap();
+    let exe = r.exe.canonicalize().unwrap();
+    let p = object(&objs, parent, &exe);
+    let kids: Vec<(u32, u64)> = sites(&ev)
+        .into_iter()
+        .filter(|s| s.2 == 12)
+        .map(|s| (s.0, s.1))
+        .collect();
+    assert_eq!(kids.len(), 60);
+    let off = kids[0].1 - p.bias - nm_addr(&r.exe, "sym_child_read");
+    let want = format!(
+        "sym_child_read+{off:#x} (sym_main.c:{})",
+        site_line("sym_main", "child")
+    );
+    let show = stdout(&r.show(&[]));
+    let lines: Vec<&str> = show
+        .lines()
+        .filter(|l| l.contains(" 0x0000000c "))
+        .collect();
+    assert_eq!(lines.len(), 60);
+    for ((pid, pc), line) in kids.iter().zip(&lines) {
+        // Each child logged the parent's objects under its own pid.
+        assert_eq!(object(&objs, *pid, &exe).bias, p.bias);
+        assert!(line.ends_with(&format!("pc {pc:#x} {want}")), "{line}");
+    }
+}
+
+#[test]
 fn thread_accesses_are_symbolized() {
     let r = Rec::new("sym-thread", &["-g"], false);
     let ev = r.record(&["thread"]);

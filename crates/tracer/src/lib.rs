@@ -285,12 +285,14 @@ pub fn set_live_fd(fd: i32) {
 /// `pthread_atfork` prepare handler (the preload library registers these three, so that
 /// forks it does not interpose, such as `daemon(3)`'s, are covered too).
 pub fn fork_prepare() {
+    objects::fork_prepare();
     regions::fork_prepare();
 }
 
 /// `pthread_atfork` parent handler.
 pub fn fork_parent() {
     regions::fork_release();
+    objects::fork_parent();
 }
 
 /// `pthread_atfork` child handler.
@@ -298,7 +300,7 @@ pub fn fork_child() {
     regions::fork_release();
     after_fork_child();
     // Normal context here (not in `check_fork`, which the fault handler calls).
-    objects::after_fork_child();
+    objects::fork_child();
 }
 
 /// Call in the child after `fork`.
@@ -312,6 +314,7 @@ pub fn after_fork_child() {
     emu::after_fork_child();
     regions::after_fork_child();
     unmatched::after_fork_child();
+    objects::after_fork_child();
     arm_fork_canary();
 }
 

@@ -12,14 +12,19 @@
 //!
 //! When: every object is logged (walking the loader's list with `dl_iterate_phdr`) before
 //! the process's first traced mapping and, for objects added since, before each later
-//! one; a fork child logs the list again under its own pid (its atfork handler). An object
+//! one. A fork child logs its parent's list again under its own pid, from a copy the
+//! parent took in its atfork prepare handler: the child of a multi-threaded parent must
+//! not take the loader's lock (another thread may have held it at the fork, and the
+//! child's copy stays locked forever), so a fork child never walks the list itself (until
+//! it execs; an exec'd image logs its own). An object
 //! loaded after that (`dlopen`) is logged by the fault handler before the first access
 //! whose PC lies in it (`_dl_find_object`, glibc 2.35+, which is lock-free and
 //! async-signal-safe; the ELF header and notes are read from the object's own mapped
 //! pages). Each object is logged once per process.
 
+use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::{emit, sys, MarkText};
@@ -39,6 +44,59 @@ static OWNER: AtomicU32 = AtomicU32::new(0);
 static ADDS: AtomicU64 = AtomicU64::new(0);
 /// glibc's `_dl_find_object`, where it has one.
 static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
+/// Set in a fork child: the loader's lock may be held forever there (see the module doc).
+static NO_WALK: AtomicBool = AtomicBool::new(false);
+
+/// The parent's objects at its last fork, for the child to log (see [`Snapshot`]).
+static SNAP: SnapCell = SnapCell(UnsafeCell::new(Snapshot::EMPTY));
+/// Held from a fork's prepare handler to its parent handler (and reset in the child):
+/// two threads forking at once take their copies in turn.
+static SNAP_LOCK: AtomicBool = AtomicBool::new(false);
+
+/// Objects kept across a fork: at most this many, their names in `NAMES` bytes.
+const SNAP_MAX: usize = 128;
+const NAMES: usize = 32 << 10;
+
+#[derive(Clone, Copy)]
+struct SnapObj {
+    start: u64,
+    end: u64,
+    bias: u64,
+    build: [u8; 64],
+    build_len: u8,
+    name_at: u32,
+    name_len: u32,
+}
+
+/// A copy of the loader's list taken in normal context, with the names copied in.
+struct Snapshot {
+    n: usize,
+    objs: [SnapObj; SNAP_MAX],
+    used: usize,
+    names: [u8; NAMES],
+}
+
+impl Snapshot {
+    const EMPTY: Snapshot = Snapshot {
+        n: 0,
+        objs: [SnapObj {
+            start: 0,
+            end: 0,
+            bias: 0,
+            build: [0; 64],
+            build_len: 0,
+            name_at: 0,
+            name_len: 0,
+        }; SNAP_MAX],
+        used: 0,
+        names: [0; NAMES],
+    };
+}
+
+struct SnapCell(UnsafeCell<Snapshot>);
+// SAFETY: only touched under SNAP_LOCK (or in a fork child, which has one thread).
+unsafe impl Sync for SnapCell {}
+
 /// The executable's path (`/proc/self/exe`), read once (the loader names it "").
 static EXE: OnceLock<([u8; 1024], usize)> = OnceLock::new();
 
@@ -259,7 +317,7 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, _: *mut c
 /// Logs the objects not logged yet by this process. Normal context (takes the loader's
 /// lock); allocation-free (called from the `mmap` hook).
 pub(crate) fn refresh() {
-    if !crate::is_active() {
+    if !crate::is_active() || NO_WALK.load(Ordering::Relaxed) {
         return;
     }
     own_table();
@@ -267,11 +325,100 @@ pub(crate) fn refresh() {
     unsafe { libc::dl_iterate_phdr(Some(each), std::ptr::null_mut()) };
 }
 
-/// In a fork child whose parent had logged its objects: log them under the child's pid.
-pub(crate) fn after_fork_child() {
-    if ADDS.load(Ordering::Relaxed) != 0 {
-        refresh();
+unsafe extern "C" fn snap_each(info: *mut libc::dl_phdr_info, _: usize, _: *mut c_void) -> i32 {
+    // SAFETY: the loader passes a valid entry for the call's duration.
+    let i = unsafe { &*info };
+    // SAFETY: SNAP_LOCK is ours (the prepare handler took it).
+    let snap = unsafe { &mut *SNAP.0.get() };
+    if snap.n == SNAP_MAX {
+        return 1;
     }
+    let mut id = [0u8; 64];
+    // SAFETY: the loader's program headers of a loaded object.
+    let Some((start, end, k)) =
+        (unsafe { describe(i.dlpi_addr, i.dlpi_phdr, usize::from(i.dlpi_phnum), &mut id) })
+    else {
+        return 0;
+    };
+    let name = if i.dlpi_name.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: the loader's NUL-terminated name.
+        unsafe { std::ffi::CStr::from_ptr(i.dlpi_name) }.to_bytes()
+    };
+    if snap.used + name.len() > NAMES {
+        return 1;
+    }
+    snap.names[snap.used..snap.used + name.len()].copy_from_slice(name);
+    snap.objs[snap.n] = SnapObj {
+        start,
+        end,
+        bias: i.dlpi_addr,
+        build: id,
+        build_len: k as u8,
+        name_at: snap.used as u32,
+        name_len: name.len() as u32,
+    };
+    snap.used += name.len();
+    snap.n += 1;
+    0
+}
+
+/// Fork prepare handler (normal context, in the parent): copies the list of a process
+/// that has logged its objects, for the child.
+pub(crate) fn fork_prepare() {
+    while SNAP_LOCK
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+    if !crate::is_active() || NO_WALK.load(Ordering::Relaxed) {
+        // A fork child forking again keeps the copy it was born with.
+        return;
+    }
+    // SAFETY: under SNAP_LOCK.
+    let snap = unsafe { &mut *SNAP.0.get() };
+    snap.n = 0;
+    snap.used = 0;
+    if ADDS.load(Ordering::Relaxed) != 0 && OWNER.load(Ordering::Relaxed) == crate::pid() {
+        // SAFETY: a callback that copies what it is passed.
+        unsafe { libc::dl_iterate_phdr(Some(snap_each), std::ptr::null_mut()) };
+    }
+}
+
+/// Fork parent handler.
+pub(crate) fn fork_parent() {
+    SNAP_LOCK.store(false, Ordering::Release);
+}
+
+/// Fork child handler (normal context, the child's only thread): logs the parent's
+/// objects under the child's pid.
+pub(crate) fn fork_child() {
+    NO_WALK.store(true, Ordering::Relaxed);
+    own_table();
+    // SAFETY: the child's only thread; the parent's lock holder was the forking thread.
+    let snap = unsafe { &*SNAP.0.get() };
+    for o in &snap.objs[..snap.n] {
+        let name = &snap.names[o.name_at as usize..(o.name_at + o.name_len) as usize];
+        log(
+            o.start,
+            o.end,
+            o.bias,
+            Some(&o.build[..o.build_len as usize]),
+            name,
+        );
+    }
+    if snap.n > 0 {
+        ADDS.store(1, Ordering::Relaxed);
+    }
+    SNAP_LOCK.store(false, Ordering::Release);
+}
+
+/// In the child of any fork (also those that ran no atfork handler): never walk the
+/// loader's list here.
+pub(crate) fn after_fork_child() {
+    NO_WALK.store(true, Ordering::Relaxed);
 }
 
 /// Layout of glibc's `struct dl_find_object` (with room for its reserved words).
