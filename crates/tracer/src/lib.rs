@@ -449,7 +449,6 @@ pub unsafe fn trace_region(
         Err(regions::AddError::Full) => return Err(TraceError::TableFull),
         Err(regions::AddError::Overlap) => return Err(TraceError::Overlap),
     }
-    objects::refresh();
     emit::map(addr, len, phys, map_id, 0);
     // SAFETY: the caller owns the mapping.
     let e = unsafe { sys::mprotect(addr as usize, len as usize, libc::PROT_NONE) };

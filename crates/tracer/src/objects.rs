@@ -11,8 +11,9 @@
 //! the object is logged, `?` when unknown or longer than 1848 bytes).
 //!
 //! When: every object is logged (walking the loader's list with `dl_iterate_phdr`) before
-//! the process's first traced mapping and, for objects added since, before each later
-//! one. A fork child logs its parent's list again under its own pid, from a copy the
+//! the process's first mapping traced by the `mmap` hook and, for objects added since,
+//! before each later one (a program that traces its own regions with `trace_region` logs
+//! none). A fork child logs its parent's list again under its own pid, from a copy the
 //! parent took in its atfork prepare handler: the child of a multi-threaded parent must
 //! not take the loader's lock (another thread may have held it at the fork, and the
 //! child's copy stays locked forever), so a fork child never walks the list itself (until
