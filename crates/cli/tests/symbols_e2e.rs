@@ -459,6 +459,26 @@ fn replaced_binary_never_gives_a_wrong_name() {
 }
 
 #[test]
+fn binary_without_build_id_is_not_trusted() {
+    // Nothing ties the file to what ran: object+offset, with a note, even though the
+    // file is the very one recorded.
+    let r = Rec::new("sym-noid", &["-g", "-Wl,--build-id=none"], false);
+    let ev = r.record(&[]);
+    let objs = objects(&ev);
+    let (pid, pc) = site_at(&ev, 4);
+    let exe = object(&objs, pid, &r.exe.canonicalize().unwrap());
+    assert_eq!(exe.build, "-");
+    let out = r.show(&[]);
+    assert_eq!(
+        label(&stdout(&out), 4, pc),
+        format!("sym_main+{:#x}", pc - exe.bias)
+    );
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no build id"), "{err}");
+}
+
+#[test]
 fn library_opened_after_the_first_map_is_symbolized() {
     let r = Rec::new("sym-dlopen", &["-g"], false);
     let lib = r.dir.join("libsym.so");
