@@ -9,6 +9,8 @@
  *   sym_main DEV thread      then a second thread reads in sym_child_read
  *   sym_main DEV static      then reads in sym_static_read, a function of no dynamic
  *                            symbol (static), placed after global ones
+ *   sym_main DEV reload LIB LIB2  then dlopen LIB, call sym_lib_poke, dlclose it, dlopen
+ *                            LIB2 and call its sym_lib2_poke (at p+24)
  *   sym_main DEV forks N     then N fork children read in sym_child_read while two
  *                            threads keep mapping and unmapping the device (each traced
  *                            map walks the loader's list, under its lock) */
@@ -73,6 +75,14 @@ int main(int argc, char **argv) {
         }
         int st;
         if (waitpid(c, &st, 0) != c || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 103;
+    } else if (argc > 4 && strcmp(argv[2], "reload") == 0) {
+        void *h = dlopen(argv[3], RTLD_NOW);
+        if (!h) return 101;
+        ((void (*)(volatile uint8_t *))dlsym(h, "sym_lib_poke"))(p);
+        if (dlclose(h) != 0) return 109;
+        h = dlopen(argv[4], RTLD_NOW);
+        if (!h) return 101;
+        ((void (*)(volatile uint8_t *))dlsym(h, "sym_lib2_poke"))(p);
     } else if (argc > 3 && strcmp(argv[2], "forks") == 0) {
         dev_path = argv[1];
         pthread_t t[2];

@@ -161,8 +161,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let mut regs: HashMap<String, (u64, u64)> = HashMap::new();
     let mut progress = Progress::new();
     let mut symbols = Symbolizer::new(args.symbols);
-    // (thread, PC) -> (reads, writes), with --by-site.
-    let mut pcs: HashMap<(u32, u64), (u64, u64)> = HashMap::new();
+    // (thread, PC, its object then) -> (reads, writes), with --by-site.
+    let mut pcs: HashMap<(u32, u64, Option<usize>), (u64, u64)> = HashMap::new();
     input.for_each_event(|ev, seen| {
         progress.tick(seen);
         if let Some(n) = names.as_mut() {
@@ -194,7 +194,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                     t.writes += 1;
                 }
                 if args.by_site {
-                    let c = pcs.entry((a.pid, a.pc)).or_default();
+                    let obj = symbols.object_at(a.pid, a.pc);
+                    let c = pcs.entry((a.pid, a.pc, obj)).or_default();
                     if read {
                         c.0 += 1
                     } else {
@@ -327,13 +328,20 @@ struct Site {
 }
 
 /// The call sites of `pcs`, hottest first (then by label).
-fn by_site(symbols: &mut Symbolizer, pcs: &HashMap<(u32, u64), (u64, u64)>) -> Vec<Site> {
+fn by_site(
+    symbols: &mut Symbolizer,
+    pcs: &HashMap<(u32, u64, Option<usize>), (u64, u64)>,
+) -> Vec<Site> {
     let mut keys: Vec<_> = pcs.keys().copied().collect();
     keys.sort_unstable();
     let mut sites: HashMap<String, Site> = HashMap::new();
-    for (pid, pc) in keys {
-        let (r, w) = pcs[&(pid, pc)];
-        let label = symbols.label(pid, pc).unwrap_or_else(|| hex(pc));
+    for key in keys {
+        let (r, w) = pcs[&key];
+        let (_, pc, obj) = key;
+        let label = match obj {
+            Some(o) => symbols.label_in(o, pc),
+            None => hex(pc),
+        };
         let s = sites.entry(label.clone()).or_insert_with(|| Site {
             label,
             pcs: Vec::new(),

@@ -288,21 +288,33 @@ impl Symbolizer {
 
     /// The call-site label of `pc` in thread `pid`: `function+0xOFF (file:line)`,
     /// `function+0xOFF` or `object+0xOFF`; `None` when the log names no object holding it
-    /// (or symbols are off).
+    /// (or symbols are off). The objects are those observed so far: call it as the events
+    /// pass (an address may hold another object after a `dlclose`, or after an exec).
     pub fn label(&mut self, pid: u32, pc: u64) -> Option<String> {
+        let id = self.object_at(pid, pc)?;
+        Some(self.label_in(id, pc))
+    }
+
+    /// The object holding `pc` for thread `pid` among those observed so far (an id for
+    /// [`Symbolizer::label_in`]), for callers that label later what they saw now.
+    pub fn object_at(&mut self, pid: u32, pc: u64) -> Option<usize> {
         if self.off || pc == 0 {
             return None;
         }
-        let id = match self.found.get(&(pid, pc)) {
+        match self.found.get(&(pid, pc)) {
             Some(&id) => id,
             None => {
                 let id = self.object_of(pid, pc);
                 self.found.insert((pid, pc), id);
                 id
             }
-        }?;
+        }
+    }
+
+    /// The label of `pc` in object `id` (from [`Symbolizer::object_at`]).
+    pub fn label_in(&mut self, id: usize, pc: u64) -> String {
         if let Some(l) = self.labels.get(&(id, pc)) {
-            return Some(l.clone());
+            return l.clone();
         }
         let o = &self.objects[id];
         let addr = pc.wrapping_sub(o.bias);
@@ -343,7 +355,7 @@ impl Symbolizer {
             None => format!("{name}+{addr:#x}"),
         };
         self.labels.insert((id, pc), label.clone());
-        Some(label)
+        label
     }
 }
 

@@ -459,6 +459,48 @@ fn replaced_binary_never_gives_a_wrong_name() {
 }
 
 #[test]
+fn library_loaded_where_a_closed_one_was_gets_its_own_names() {
+    // dlopen LIB, access, dlclose, dlopen LIB2 (the loader puts it at LIB's address, the
+    // same PC), access: each access is named after its own library, in show and stats.
+    let r = Rec::new("sym-reload", &["-g"], false);
+    let (lib, lib2) = (r.dir.join("libsym.so"), r.dir.join("libsym2.so"));
+    cc("sym_lib", &lib, &["-g", "-shared", "-fPIC"]);
+    cc("sym_lib2", &lib2, &["-g", "-shared", "-fPIC"]);
+    let ev = r.record(&["reload", lib.to_str().unwrap(), lib2.to_str().unwrap()]);
+    let objs = objects(&ev);
+    let (pid, pc1) = site_at(&ev, 16);
+    let (_, pc2) = site_at(&ev, 24);
+    let (o1, o2) = (object(&objs, pid, &lib), object(&objs, pid, &lib2));
+    assert_eq!(
+        o1.start, o2.start,
+        "LIB2 at LIB's address (else this proves nothing)"
+    );
+    let want1 = format!(
+        "sym_lib_poke+{:#x} (sym_lib.c:{})",
+        pc1 - o1.bias - nm_addr(&lib, "sym_lib_poke"),
+        site_line("sym_lib", "lib")
+    );
+    let want2 = format!(
+        "sym_lib2_poke+{:#x} (sym_lib2.c:{})",
+        pc2 - o2.bias - nm_addr(&lib2, "sym_lib2_poke"),
+        site_line("sym_lib2", "lib2")
+    );
+    let show = stdout(&r.show(&[]));
+    assert_eq!(label(&show, 16, pc1), want1);
+    assert_eq!(label(&show, 24, pc2), want2);
+    let log = trace_log(&r.dir);
+    let out = mmio_trace(&["stats".as_ref(), "--by-site".as_ref(), log.as_os_str()]);
+    let text = stdout(&out);
+    for want in [&want1, &want2] {
+        assert!(
+            text.lines().any(|l| l.ends_with(&format!("  {want}"))
+                && l.split_whitespace().take(2).eq(["0", "1"])),
+            "{want} in {text}"
+        );
+    }
+}
+
+#[test]
 fn binary_without_build_id_is_not_trusted() {
     // Nothing ties the file to what ran: object+offset, with a note, even though the
     // file is the very one recorded.

@@ -360,6 +360,12 @@ pub(crate) fn check_fork() {
     }
 }
 
+/// The preload library's hook after `dlclose`: another object may take the addresses of
+/// the one unloaded, so every object is logged again when next met (normal context).
+pub fn after_dlclose() {
+    objects::forget();
+}
+
 /// Inserts a `MARK` with `text` at this point of the calling thread.
 pub fn mark(text: &[u8]) {
     if is_active() {

@@ -416,6 +416,13 @@ pub(crate) fn fork_child() {
     SNAP_LOCK.store(false, Ordering::Release);
 }
 
+/// After `dlclose`: forgets what was logged, so that an object loaded where an unloaded
+/// one was is logged (the symbolizer takes a process's latest object at an address). The
+/// next traced map logs the list again; the fault handler logs what it meets before.
+pub(crate) fn forget() {
+    COUNT.store(0, Ordering::Release);
+}
+
 /// In the child of any fork (also those that ran no atfork handler): never walk the
 /// loader's list here.
 pub(crate) fn after_fork_child() {
