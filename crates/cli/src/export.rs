@@ -61,6 +61,9 @@ pub struct ExportArgs {
     #[command(flatten)]
     input: InputArgs,
 
+    #[command(flatten)]
+    symbols: crate::symbols::SymbolArgs,
+
     /// The format to write.
     #[arg(long, value_enum, value_name = "FORMAT")]
     to: ExportFormat,
@@ -100,8 +103,11 @@ pub enum ExportFormat {
 
 /// How a program counter is shown. The one place where PCs become text, so that
 /// symbolization can plug in here.
-pub fn pc_text(pc: u64) -> String {
-    format!("{pc:#x}")
+pub fn pc_text(pid: u32, pc: u64) -> String {
+    match crate::analyze::symbol_of(pid, pc) {
+        Some(label) => format!("{pc:#x} {label}"),
+        None => format!("{pc:#x}"),
+    }
 }
 
 /// What the exporters know about a mapping, from its MAP line and the marker that
@@ -280,7 +286,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut exporter = exporter;
     let mut progress = Progress::new();
+    crate::analyze::use_symbols(args.symbols);
     let read = input.for_each_event(|ev, seen| {
+        crate::analyze::observe_symbols(ev);
         progress.tick(seen);
         if ctx.observe(ev) {
             exporter.event(ev, &ctx)?;

@@ -393,7 +393,7 @@ impl Perfetto {
             ..Default::default()
         });
         if a.pc != 0 {
-            args.push(str_arg(ARG_PC, pc_text(a.pc)));
+            args.push(str_arg(ARG_PC, pc_text(a.pid, a.pc)));
         }
         self.track_event(
             a.ts_ns,
@@ -474,7 +474,7 @@ impl Perfetto {
                     },
                 ];
                 if m.pc != 0 {
-                    args.push(str_arg(ARG_PC, pc_text(m.pc)));
+                    args.push(str_arg(ARG_PC, pc_text(m.pid, m.pc)));
                 }
                 self.track_event(
                     m.ts_ns,
@@ -544,7 +544,7 @@ impl Perfetto {
                     },
                 ];
                 if u.pc != 0 {
-                    args.push(str_arg(ARG_PC, pc_text(u.pc)));
+                    args.push(str_arg(ARG_PC, pc_text(u.pid, u.pc)));
                 }
                 self.instant(u.ts_ns, track, name, args)?;
             }

@@ -12,11 +12,11 @@ mod analyze;
 mod convert;
 mod demo;
 mod diff;
-mod fold;
 mod export;
 mod export_parquet;
 mod export_perfetto;
 mod export_vcd;
+mod fold;
 mod input;
 mod kernel;
 mod mark;
@@ -25,6 +25,7 @@ mod regnames;
 mod show;
 mod stats;
 mod style;
+mod symbols;
 
 /// Record every access a program makes to memory-mapped device registers, and read,
 /// filter and summarise traces in the Linux kernel's mmiotrace format.

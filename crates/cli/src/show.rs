@@ -12,6 +12,7 @@ use crate::fold::{fmt_duration, fmt_values, Folded, Folder, Run, Slot};
 use crate::input::{InputArgs, LogInput};
 use crate::regnames::{DbArgs, Names};
 use crate::style::{ColorChoice, Style};
+use crate::symbols::{SymbolArgs, Symbolizer};
 
 /// List the events of a log, one per line, readable and filtered.
 ///
@@ -29,6 +30,9 @@ pub struct ShowArgs {
 
     #[command(flatten)]
     db: DbArgs,
+
+    #[command(flatten)]
+    symbols: SymbolArgs,
 
     /// Colour the output.
     #[arg(long, value_enum, default_value_t)]
@@ -60,13 +64,16 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     let mut line = Vec::with_capacity(256);
     let mut progress = Progress::new();
+    let mut symbols = Symbolizer::new(args.symbols);
     if args.fold {
+        crate::analyze::use_symbols(args.symbols);
         return run_folded(&args, input, names, &style, out, progress);
     }
     input.for_each_event(|ev, seen| {
         if let Some(n) = names.as_mut() {
             n.observe(ev);
         }
+        symbols.observe(ev);
         if !args.filter.keep(ev) {
             return Ok(());
         }
@@ -76,6 +83,14 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
             _ => None,
         };
         render(&mut line, ev, &style, described.as_deref());
+        if let Some(site) = event_site(ev).and_then(|(pid, pc)| symbols.label(pid, pc)) {
+            // After the `pc` that ends the event's (single) line.
+            if line.last() == Some(&b'\n') {
+                line.pop();
+                let _ = write!(line, " {}{site}{}", style.dim, style.reset);
+                line.push(b'\n');
+            }
+        }
         out.write_all(&line).context("writing standard output")?;
         progress.tick(seen);
         Ok(())
@@ -130,6 +145,7 @@ fn run_folded(
         if let Some(n) = names.as_mut() {
             n.observe(ev);
         }
+        crate::analyze::observe_symbols(ev);
         progress.tick(seen);
         if !args.filter.keep(ev) {
             return Ok(());
@@ -277,6 +293,17 @@ fn json_event(line: &mut Vec<u8>, ev: &Event, index: u64, names: Option<&Names>)
     };
     let _ = serde_json::to_writer(&mut *line, &v);
     line.push(b'\n');
+}
+
+/// The thread and PC of an event that has a call site.
+fn event_site(ev: &Event) -> Option<(u32, u64)> {
+    match ev {
+        Event::Access(a) => Some((a.pid, a.pc)),
+        Event::Unknown(u) => Some((u.pid, u.pc)),
+        Event::Map(m) => Some((m.pid, m.pc)),
+        Event::Unmap(u) => Some((u.pid, u.pc)),
+        _ => None,
+    }
 }
 
 /// `seconds.microseconds`, as the kernel prints time.

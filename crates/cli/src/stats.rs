@@ -11,6 +11,7 @@ use crate::analyse::{FilterArgs, Progress};
 use crate::input::{plural, InputArgs, LogInput};
 use crate::regnames::DbArgs;
 use crate::show::fmt_ts;
+use crate::symbols::{SymbolArgs, Symbolizer};
 
 /// Distinct values are counted exactly up to this many per address.
 const DISTINCT_CAP: usize = 65536;
@@ -41,6 +42,16 @@ pub struct StatsArgs {
     /// List every address, not only the hottest.
     #[arg(long)]
     all: bool,
+
+    /// Also list the call sites (the code that made the accesses), hottest first, each
+    /// as `function+0xOFF (file:line)` or `object+0xOFF` where the log holds the loaded
+    /// objects (`0xPC` otherwise); `--top` of them, or all with `--all`. In `--json`:
+    /// `sites`, each with `site`, `pcs`, `reads` and `writes`.
+    #[arg(long)]
+    by_site: bool,
+
+    #[command(flatten)]
+    symbols: SymbolArgs,
 
     /// Print one JSON object instead: totals `reads`, `writes`, `unknown`, `lost`,
     /// `maps`, `addresses` (every address, hottest first) and `registers` (with `--db`),
@@ -149,10 +160,16 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let mut maps: BTreeMap<i64, MapStats> = BTreeMap::new();
     let mut regs: HashMap<String, (u64, u64)> = HashMap::new();
     let mut progress = Progress::new();
+    let mut symbols = Symbolizer::new(args.symbols);
+    // (thread, PC, its object then) -> (reads, writes), with --by-site.
+    let mut pcs: HashMap<(u32, u64, Option<usize>), (u64, u64)> = HashMap::new();
     input.for_each_event(|ev, seen| {
         progress.tick(seen);
         if let Some(n) = names.as_mut() {
             n.observe(ev);
+        }
+        if args.by_site {
+            symbols.observe(ev);
         }
         if !args.filter.keep(ev) {
             return Ok(());
@@ -175,6 +192,15 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
                     t.reads += 1;
                 } else {
                     t.writes += 1;
+                }
+                if args.by_site {
+                    let obj = symbols.object_at(a.pid, a.pc);
+                    let c = pcs.entry((a.pid, a.pc, obj)).or_default();
+                    if read {
+                        c.0 += 1
+                    } else {
+                        c.1 += 1
+                    }
                 }
                 let m = maps.entry(a.map_id).or_default();
                 if read {
@@ -259,12 +285,25 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let mut hot_regs: Vec<(&String, &(u64, u64))> = regs.iter().collect();
     hot_regs.sort_by(|a, b| (b.1 .0 + b.1 .1).cmp(&(a.1 .0 + a.1 .1)).then(a.0.cmp(b.0)));
 
+    let sites = args.by_site.then(|| by_site(&mut symbols, &pcs));
     let out = if args.json {
-        let mut s = serde_json::to_string_pretty(&to_json(&input, &t, &maps, &hot, &hot_regs))?;
+        let mut v = to_json(&input, &t, &maps, &hot, &hot_regs);
+        if let (Some(sites), Value::Object(o)) = (&sites, &mut v) {
+            let list = sites
+                .iter()
+                .map(|s| json!({"site": s.label, "pcs": s.pcs.iter().map(|&p| hex(p)).collect::<Vec<_>>(), "reads": s.reads, "writes": s.writes}))
+                .collect::<Vec<_>>();
+            o.insert("sites".into(), Value::Array(list));
+        }
+        let mut s = serde_json::to_string_pretty(&v)?;
         s.push('\n');
         s
     } else {
-        to_text(&args, &input, &t, &maps, &hot, &hot_regs)
+        let mut s = to_text(&args, &input, &t, &maps, &hot, &hot_regs);
+        if let Some(sites) = &sites {
+            sites_text(&mut s, sites, if args.all { usize::MAX } else { args.top });
+        }
+        s
     };
     use std::io::Write;
     std::io::stdout()
@@ -277,6 +316,65 @@ pub fn run(args: StatsArgs) -> anyhow::Result<ExitCode> {
     }
     input.report_skipped();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The accesses made from one call site (one label; PCs of forked processes that share
+/// code count together).
+struct Site {
+    label: String,
+    pcs: Vec<u64>,
+    reads: u64,
+    writes: u64,
+}
+
+/// The call sites of `pcs`, hottest first (then by label).
+fn by_site(
+    symbols: &mut Symbolizer,
+    pcs: &HashMap<(u32, u64, Option<usize>), (u64, u64)>,
+) -> Vec<Site> {
+    let mut keys: Vec<_> = pcs.keys().copied().collect();
+    keys.sort_unstable();
+    let mut sites: HashMap<String, Site> = HashMap::new();
+    for key in keys {
+        let (r, w) = pcs[&key];
+        let (_, pc, obj) = key;
+        let label = match obj {
+            Some(o) => symbols.label_in(o, pc),
+            None => hex(pc),
+        };
+        let s = sites.entry(label.clone()).or_insert_with(|| Site {
+            label,
+            pcs: Vec::new(),
+            reads: 0,
+            writes: 0,
+        });
+        if !s.pcs.contains(&pc) {
+            s.pcs.push(pc);
+        }
+        s.reads += r;
+        s.writes += w;
+    }
+    let mut v: Vec<Site> = sites.into_values().collect();
+    v.sort_by(|a, b| {
+        (b.reads + b.writes)
+            .cmp(&(a.reads + a.writes))
+            .then_with(|| a.label.cmp(&b.label))
+    });
+    v
+}
+
+fn sites_text(out: &mut String, sites: &[Site], top: usize) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Call sites ({} of {}, hottest first):",
+        sites.len().min(top),
+        sites.len()
+    );
+    let _ = writeln!(out, "  {:>10} {:>10}  site", "reads", "writes");
+    for s in sites.iter().take(top) {
+        let _ = writeln!(out, "  {:>10} {:>10}  {}", s.reads, s.writes, s.label);
+    }
 }
 
 fn widths_list(w: u128) -> Vec<u64> {

@@ -545,7 +545,7 @@ fn mark_lines(log: &[u8]) -> Vec<String> {
             let l = String::from_utf8_lossy(l).into_owned();
             l.splitn(3, ' ').nth(2).unwrap_or_default().to_string()
         })
-        .filter(|m| !m.starts_with("map "))
+        .filter(|m| !m.starts_with("map ") && !m.starts_with("object pid "))
         .collect()
 }
 

@@ -44,6 +44,7 @@ use libc::{off_t, size_t};
 use mmio_trace_tracer::{self as tracer, signals, sys};
 
 mod mappings;
+mod objects;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
@@ -133,6 +134,7 @@ extern "C" fn init() {
     resolve_all();
     exec::resolve_all();
     sysbuf::resolve_all();
+    objects::resolve_all();
     ENV.get_or_init(saved_env);
     tls::register();
     if tracer::init_from_env() {

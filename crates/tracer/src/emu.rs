@@ -256,7 +256,12 @@ impl AliasBus {
     }
 
     /// As [`AliasBus::region_for`]; `one`: whether `len` bytes can be accessed at once.
-    fn region_spanning(&self, addr: u64, len: usize, one: bool) -> Result<Option<Region>, BusFault> {
+    fn region_spanning(
+        &self,
+        addr: u64,
+        len: usize,
+        one: bool,
+    ) -> Result<Option<Region>, BusFault> {
         let r = &self.region;
         if r.alias != 0 && r.contains(addr) && r.contains(addr + len as u64 - 1) && one {
             // The faulting access's region (the fault path looked it up, or its site's

@@ -23,6 +23,7 @@ mod ctx;
 mod emit;
 mod emu;
 mod guard;
+mod objects;
 mod ool;
 mod paths;
 pub mod regions;
@@ -95,6 +96,7 @@ pub fn init(shm: Shm, rules: Rules) {
     arm_fork_canary();
     regions::init_limits();
     paths::init_from_env();
+    objects::init();
     step::open_task_dir();
     signals::install();
     // The calling (main) thread's block, published in the TLS slot (preload mode).
@@ -289,18 +291,22 @@ pub fn set_live_fd(fd: i32) {
 /// `pthread_atfork` prepare handler (the preload library registers these three, so that
 /// forks it does not interpose, such as `daemon(3)`'s, are covered too).
 pub fn fork_prepare() {
+    objects::fork_prepare();
     regions::fork_prepare();
 }
 
 /// `pthread_atfork` parent handler.
 pub fn fork_parent() {
     regions::fork_release();
+    objects::fork_parent();
 }
 
 /// `pthread_atfork` child handler.
 pub fn fork_child() {
     regions::fork_release();
     after_fork_child();
+    // Normal context here (not in `check_fork`, which the fault handler calls).
+    objects::fork_child();
 }
 
 /// Call in the child after `fork`.
@@ -315,6 +321,7 @@ pub fn after_fork_child() {
     regions::after_fork_child();
     site::after_fork_child();
     unmatched::after_fork_child();
+    objects::after_fork_child();
     arm_fork_canary();
 }
 
@@ -358,6 +365,12 @@ pub(crate) fn check_fork() {
     if p != 0 && unsafe { &*(p as *const AtomicU32) }.load(Ordering::Relaxed) == 0 {
         after_fork_child();
     }
+}
+
+/// The preload library's hook after `dlclose`: another object may take the addresses of
+/// the one unloaded, so every object is logged again when next met (normal context).
+pub fn after_dlclose() {
+    objects::forget();
 }
 
 /// Inserts a `MARK` with `text` at this point of the calling thread.
@@ -548,6 +561,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
         }
         return;
     }
+    objects::refresh();
     emit::map(addr, len, phys, map_id, pc);
     map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
     protect_traced_pages(rules, addr, len, off as u64);

@@ -39,10 +39,10 @@ use iced_x86::{
     Decoder, DecoderOptions, EncodingKind, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
 
+use crate::ctx::{self, gregs};
 use crate::emu::{self, Emulated};
 use crate::guard;
 use crate::regions::Region;
-use crate::ctx::{self, gregs};
 use crate::{emit, sys, threads};
 
 /// Frames per thread: the nesting depth of faults inside out-of-line slots (a program

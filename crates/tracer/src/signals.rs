@@ -345,6 +345,8 @@ unsafe fn handle(
         // An instruction fetch from a traced page the program may execute.
         return crate::exec_fault(r, addr, rip);
     }
+    // Before the access's event: the object holding the PC, if loaded since the last MAP.
+    crate::objects::note_pc(rip);
     let emulated = match site.decoded() {
         // SAFETY: handler context.
         Some(d) if crate::paths::emulate() => unsafe { emu::emulate(&d, rip, uc, r) },
