@@ -259,6 +259,10 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
                 Some(u.ts_ns),
                 Some(Event::Unmap(*u)),
             )),
+            // The loaded objects of a run differ in pid and addresses from run to run:
+            // metadata for symbolization, not the driver's conversation.
+            Folded::Event(Event::Mark(m), _)
+                if crate::symbols::ObjectMark::parse(&m.text).is_some() => {}
             Folded::Event(ev, index) => {
                 let mut line = Vec::new();
                 crate::show::render(
