@@ -35,10 +35,13 @@ pub fn pipeline_throughput<W: Write>(
                 let id = shm.next_map_id();
                 let e = p.begin();
                 let ts = e.ts;
-                p.finish(e, &[
-                    Record::new(ts, virt, 0x1000, 0, 0, Kind::Map),
-                    Record([0xfe00_0000, id, 0, 0]),
-                ])
+                p.finish(
+                    e,
+                    &[
+                        Record::new(ts, virt, 0x1000, 0, 0, Kind::Map),
+                        Record([0xfe00_0000, id, 0, 0]),
+                    ],
+                )
                 .map_err(|_| ())
                 .expect("recorder alive");
                 for i in 0..per_thread {

@@ -6,7 +6,8 @@
 //!
 //! - [`Clock::Tsc`]: the time-stamp counter (`rdtsc`), when the CPU says it is invariant
 //!   (CPUID leaf `0x8000_0007`, EDX bit 8: it ticks at a constant rate in every power
-//!   state, the same on every core). Reading it is one instruction: no system call, no
+//!   state, the same on every core) and the kernel still offers it as a clock source (it
+//!   withdraws it when it finds the cores disagree). Reading it is one instruction: no system call, no
 //!   vDSO, no libc, nothing a signal handler or generated code could not do.
 //! - [`Clock::Monotonic`]: `CLOCK_MONOTONIC` nanoseconds, read through the vDSO's
 //!   `clock_gettime` (looked up once, at [`init`], in the image the kernel maps into every
@@ -21,7 +22,7 @@
 //! start, for producers that want a rough duration from a tick count.
 //!
 //! `MMIO_TRACE_CLOCK=tsc|monotonic` ([`ENV_CLOCK`]) forces one (tests); `tsc` where the TSC
-//! is not invariant is an error.
+//! is not invariant is an error (the kernel's opinion is not asked then).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -74,9 +75,11 @@ impl Clock {
         }
     }
 
-    /// The TSC when it is invariant, else `CLOCK_MONOTONIC`.
+    /// The TSC when it is invariant and the kernel has not found it unreliable (it
+    /// drops `tsc` from the clock sources it offers when its cores disagree, as on some
+    /// multi-socket machines and VMs), else `CLOCK_MONOTONIC`.
     pub fn detect() -> Clock {
-        if invariant_tsc() {
+        if invariant_tsc() && kernel_trusts_tsc() {
             Clock::Tsc
         } else {
             Clock::Monotonic
@@ -90,6 +93,18 @@ impl Clock {
             Clock::Tsc => rdtsc(),
             Clock::Monotonic => monotonic_ns(),
         }
+    }
+}
+
+/// Whether the kernel offers the TSC as a clock source (`tsc` in
+/// `/sys/devices/system/clocksource/clocksource0/available_clocksource`); true when that
+/// cannot be read (no sysfs: the CPU's word is all there is).
+pub fn kernel_trusts_tsc() -> bool {
+    match std::fs::read_to_string(
+        "/sys/devices/system/clocksource/clocksource0/available_clocksource",
+    ) {
+        Ok(s) => s.split_whitespace().any(|c| c == "tsc"),
+        Err(_) => true,
     }
 }
 

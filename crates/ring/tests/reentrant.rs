@@ -178,7 +178,10 @@ impl Check {
             );
             self.last_ts = r.ts();
             if stream == MAIN && seq % WIDE_EVERY == 0 {
-                assert_eq!((r.kind(), r.width(), r.extra()), (Some(Kind::ReadWide), 64, 2));
+                assert_eq!(
+                    (r.kind(), r.width(), r.extra()),
+                    (Some(Kind::ReadWide), 64, 2)
+                );
                 let mut got = [0u8; 64];
                 got[..32].copy_from_slice(&recs[k + 1].bytes());
                 got[32..].copy_from_slice(&recs[k + 2].bytes());
@@ -259,14 +262,22 @@ fn single_stepped(clock: Clock) {
         "{clock:?}: {main} publishes single-stepped, {steps} nested events, {} interleavings",
         check.interleaved
     );
-    assert_eq!(check.next, [main, steps], "every event of both streams, once");
+    assert_eq!(
+        check.next,
+        [main, steps],
+        "every event of both streams, once"
+    );
     // Every instruction of every publish was interrupted (tens per publish at least).
     assert!(
         steps >= main * 20,
         "only {steps} steps for {main} publishes: was the writer single-stepped?"
     );
     // The handler's events land between main events, not only around them.
-    assert!(check.interleaved >= main - 1, "{} interleavings", check.interleaved);
+    assert!(
+        check.interleaved >= main - 1,
+        "{} interleavings",
+        check.interleaved
+    );
 }
 
 #[test]
@@ -306,7 +317,10 @@ fn timed_writer(p: &Producer, tid: u32) -> u64 {
             it_interval: every,
             it_value: every,
         };
-        assert_eq!(libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()),
+            0
+        );
         timer
     };
     for i in 0..MAIN_EVENTS {
@@ -325,7 +339,11 @@ fn timer_interrupted(clock: Clock) {
         "{clock:?}: {main} publishes, {ticks} timer events, {} interleavings",
         check.interleaved
     );
-    assert_eq!(check.next, [main, ticks], "every event of both streams, once");
+    assert_eq!(
+        check.next,
+        [main, ticks],
+        "every event of both streams, once"
+    );
     assert!(ticks > 100, "only {ticks} timer signals");
 }
 
@@ -363,8 +381,11 @@ fn tsc_times_come_out_as_monotonic_ns_next_to_clock_gettime() {
             let before = monotonic_ns();
             let e = p.begin();
             let after = monotonic_ns();
-            p.finish(e, &[Record::new(e.ts, before, after, 0x1000, 4, Kind::Read)])
-                .unwrap();
+            p.finish(
+                e,
+                &[Record::new(e.ts, before, after, 0x1000, 4, Kind::Read)],
+            )
+            .unwrap();
         }
         c.poll(|d| {
             for r in d.records {

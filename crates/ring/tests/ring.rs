@@ -12,14 +12,17 @@ fn single_event_round_trips() {
     let p = c.shm().claim(11, 22).unwrap();
     let e = p.begin_with(monotonic_ns);
     let ts = e.ts;
-    p.finish(e, &[Record::new(
-        ts,
-        Record::access_word(0x7000_1234, 0x1_0003),
-        0xabcd,
-        0x40_1000,
-        4,
-        Kind::Write,
-    )])
+    p.finish(
+        e,
+        &[Record::new(
+            ts,
+            Record::access_word(0x7000_1234, 0x1_0003),
+            0xabcd,
+            0x40_1000,
+            4,
+            Kind::Write,
+        )],
+    )
     .unwrap();
     let mut got = Vec::new();
     c.poll(|d| {
@@ -87,10 +90,13 @@ fn many_threads_lose_nothing_and_merge_in_time_order() {
                     let ts = e.ts;
                     // Every 1000th event is a two-record wide access.
                     if i % 1000 == 0 {
-                        p.finish(e, &[
-                            Record::new(ts, t, i, 0, 32, Kind::ReadWide),
-                            Record::data(&[7; 32]),
-                        ])
+                        p.finish(
+                            e,
+                            &[
+                                Record::new(ts, t, i, 0, 32, Kind::ReadWide),
+                                Record::data(&[7; 32]),
+                            ],
+                        )
                         .unwrap();
                     } else {
                         p.finish(e, &[Record::new(ts, t, i, 0, 4, Kind::Read)])
