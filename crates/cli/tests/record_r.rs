@@ -57,11 +57,8 @@ fn record_with_clock(clock: &str) {
                 write_ts.push(a.ts_ns);
             }
             Event::Access(_) => reads += 1,
-            Event::Mark(m) if m.text == b"m" => {
-                if seen.last().map(String::as_str) != Some("m") {
-                    seen.push("m".into());
-                }
-            }
+            Event::Mark(m) if m.text == b"m" && seen.last().map(String::as_str) == Some("m") => {}
+            Event::Mark(m) if m.text == b"m" => seen.push("m".into()),
             // (The recorder's own notes, such as the mapped file, are not the program's.)
             Event::Mark(m) if m.text.starts_with(b"w") => {
                 seen.push(String::from_utf8_lossy(&m.text).into_owned())

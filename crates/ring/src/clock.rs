@@ -437,6 +437,6 @@ mod tests {
         assert_eq!(m.to_ns(3_001_000), 1_000_100);
         m.forget_before(6_000_000);
         assert_eq!(m.anchors(), 2);
-        assert_eq!(m.to_ns(5_001_000).abs_diff(2_000_100) <= 1, true);
+        assert!(m.to_ns(5_001_000).abs_diff(2_000_100) <= 1);
     }
 }

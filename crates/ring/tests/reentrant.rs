@@ -80,7 +80,7 @@ fn install(sig: i32) {
     // SAFETY: a plain SA_SIGINFO handler that only writes events (signal-safe).
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = nested_writer as usize;
+        sa.sa_sigaction = nested_writer as *const () as usize;
         sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut sa.sa_mask);
         assert_eq!(libc::sigaction(sig, &sa, std::ptr::null_mut()), 0);
