@@ -393,12 +393,12 @@ impl Consumer {
             let n = (1 + first.extra() as u64).min(tail + cap - pos);
             // Raised to the ring's previous time (a handler that interrupted a writer
             // between its stamp and its reservation publishes first, with a later time),
-            // and to the last watermark handed out (the TSC map's last segment moves by a
-            // few ns from poll to poll): handed-out times never go back.
-            let ts = self
-                .to_ns(first.0[0])
-                .max(self.last_ts[i])
-                .max(self.last_watermark_ns);
+            // and, for TSC times, to the last watermark handed out (the map's last segment
+            // moves by a few ns from poll to poll): handed-out times never go back.
+            let mut ts = self.to_ns(first.0[0]).max(self.last_ts[i]);
+            if self.tsc.is_some() {
+                ts = ts.max(self.last_watermark_ns);
+            }
             self.last_ts[i] = ts;
             first.0[0] = ts;
             self.scratch.push(first);
