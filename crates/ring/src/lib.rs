@@ -36,7 +36,18 @@
 //!
 //! **Nothing is ever dropped**: a producer whose ring is full waits (spins briefly, then
 //! sleeps on a futex in the shared memory) until the recorder has made room. It stops
-//! waiting only when the recorder process no longer exists.
+//! waiting only when the recorder process no longer exists. It reserves before it waits,
+//! so a handler that interrupts a waiting writer waits behind it; the consumer can always
+//! drain up to the oldest open reservation, so this ends as long as the events of one
+//! thread's nested writers fit the ring together (a ring holds 2048 or more records; the
+//! largest event is 129).
+//!
+//! A writer that never resumes (a program handler that interrupted it and left with
+//! `siglongjmp`) leaves its reservation open for good: that ring's later events are never
+//! read, and once it fills its thread waits for ever; and, if it was the outermost writer,
+//! its `pending` time holds the watermark back until the end (the log stays complete,
+//! the recorder buffers it). Writers that can run where a program handler may interrupt
+//! them therefore keep the window between reservation and commit to a few instructions.
 //!
 //! **Many rings, little memory** ([`Layout`]): the memfd reserves room for far more rings
 //! than real programs have threads (8192 by default), but tmpfs pages cost memory only once
