@@ -407,3 +407,49 @@ fn tsc_times_come_out_as_monotonic_ns_next_to_clock_gettime() {
         "a TSC time converted {worst} ns away from clock_gettime"
     );
 }
+
+/// The documented order, step by step: a writer that has reserved its slot but not yet
+/// committed holds back the events a handler published after it (none is skipped, none
+/// read half-written); once it commits, both come out in reservation order, the earlier
+/// writer's time raised to its ring's previous one when the handler's was later.
+#[test]
+fn an_open_reservation_holds_back_later_events_until_it_commits() {
+    let mut c = Consumer::with_clock(Layout::uniform(1, 16), Clock::Monotonic).unwrap();
+    let shm = c.shm();
+    let p = shm.claim(1, 1).unwrap();
+    let ctl = shm.ctl(0);
+    // The outer writer, by hand: stamp 1000, reserve one slot, fill words 0..3 only.
+    let slot = ctl.head.fetch_add(1, Ordering::Relaxed);
+    let rec = shm.header().layout().ring_offset(0) + slot as usize * 32;
+    // SAFETY: inside the consumer's live mapping (ring 0's slot `slot`, < 16).
+    let words = unsafe { shm.base().add(rec) as *mut u64 };
+    let outer = Record::new(1000, 7, 70, 0x1000, 4, Kind::Write);
+    // SAFETY: the slot reserved just above, inside ring 0.
+    unsafe {
+        for w in 0..3 {
+            words.add(w).write_volatile(outer.0[w]);
+        }
+    }
+    // A handler's event, reserved after it, at a later time.
+    p.push(&[Record::new(2000, 8, 80, 0x1000, 4, Kind::Read)])
+        .unwrap();
+    let mut got = Vec::new();
+    c.poll(|d| got.extend_from_slice(d.records));
+    assert_eq!(got, vec![], "read past an open reservation");
+    // The outer writer commits: word 3, last.
+    // SAFETY: as above.
+    unsafe { AtomicU64::from_ptr(words.add(3)) }.store(outer.0[3], Ordering::Release);
+    c.poll(|d| got.extend_from_slice(d.records));
+    let seen: Vec<(u64, u64, u64)> = got.iter().map(|r| (r.0[1], r.value(), r.ts())).collect();
+    assert_eq!(seen, vec![(7, 70, 1000), (8, 80, 2000)]);
+    // Reversed times (the handler ran between the outer stamp and its reservation): the
+    // later-reserved event keeps the ring's times non-decreasing.
+    p.push(&[Record::new(5000, 9, 90, 0x1000, 4, Kind::Read)])
+        .unwrap();
+    p.push(&[Record::new(4000, 10, 100, 0x1000, 4, Kind::Write)])
+        .unwrap();
+    got.clear();
+    c.poll(|d| got.extend_from_slice(d.records));
+    let seen: Vec<(u64, u64, u64)> = got.iter().map(|r| (r.0[1], r.value(), r.ts())).collect();
+    assert_eq!(seen, vec![(9, 90, 5000), (10, 100, 5000)]);
+}
