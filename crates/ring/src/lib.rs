@@ -89,6 +89,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub use clock::{Clock, ENV_CLOCK};
 pub use consumer::{monotonic_ns, Consumer, Drained};
 pub use producer::{recorder_fd, set_recorder_fd, Open, Producer, Shm, WaitError};
+
+/// What a per-thread block embeds to reach its ring from generated code: [`Producer`]
+/// (`#[repr(C)]`; offsets [`Producer::OFFSET_CTL`], [`Producer::OFFSET_DATA`],
+/// [`Producer::OFFSET_MASK`]). The cached tail and the reservation counter live in the
+/// ring's control block ([`RingCtl::tail_cache`], [`RingCtl::head`]), shared by every copy.
+pub type ProducerState = Producer;
 pub use record::{Kind, Record, MAX_MARK, RECORD_SIZE};
 
 /// How the shared memory is divided into rings: `big_rings` rings of `capacity` records,
