@@ -109,6 +109,21 @@ fn r_monotonic_clock_gives_the_same_stream() {
 }
 
 #[test]
+fn r_the_clock_name_is_read_without_regard_to_case_or_spaces() {
+    let t = Fixture::new("r_clock_case", "r_clock", 4096);
+    let out = record_cmd(&t.dir, &t.dev, &[])
+        .env("MMIO_TRACE_CLOCK", " Monotonic ")
+        .arg(&t.exe)
+        .arg(&t.dev)
+        .arg("1")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let ev = read_log(&trace_log(&t.dir));
+    assert_eq!(accesses(&ev)[0], ('W', 4, 0x10, 0));
+}
+
+#[test]
 fn r_an_unknown_clock_is_refused_before_the_program_runs() {
     let t = Fixture::new("r_clock_bad", "r_clock", 4096);
     let out = record_cmd(&t.dir, &t.dev, &[])

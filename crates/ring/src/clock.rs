@@ -55,8 +55,12 @@ impl Clock {
     /// invariant, else `CLOCK_MONOTONIC`. An unknown value, or `tsc` on a CPU without an
     /// invariant TSC, is an error that says so.
     pub fn choose() -> Result<Clock, String> {
-        match std::env::var(ENV_CLOCK) {
-            Ok(v) if v == "tsc" => {
+        let Some(raw) = std::env::var_os(ENV_CLOCK) else {
+            return Ok(Clock::detect());
+        };
+        let want = raw.to_str().map(|v| v.trim().to_ascii_lowercase());
+        match want.as_deref() {
+            Some("tsc") => {
                 if invariant_tsc() {
                     Ok(Clock::Tsc)
                 } else {
@@ -66,12 +70,12 @@ impl Clock {
                     ))
                 }
             }
-            Ok(v) if v == "monotonic" => Ok(Clock::Monotonic),
-            Ok(v) if v.is_empty() => Ok(Clock::detect()),
-            Ok(v) => Err(format!(
-                "{ENV_CLOCK}={v:?}: expected \"tsc\" or \"monotonic\""
+            Some("monotonic") => Ok(Clock::Monotonic),
+            Some("") => Ok(Clock::detect()),
+            _ => Err(format!(
+                "{ENV_CLOCK}={:?}: expected \"tsc\" or \"monotonic\"",
+                raw.to_string_lossy()
             )),
-            Err(_) => Ok(Clock::detect()),
         }
     }
 
