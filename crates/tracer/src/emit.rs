@@ -33,6 +33,17 @@ pub(crate) struct Pending {
     pub ts: u64,
 }
 
+impl Drop for Pending {
+    /// An event dropped unpublished (a path that returned early) still ends the busy
+    /// state: left busy, the ring would hold the merge back for the rest of the recording
+    /// (later events of the thread would count themselves nested and leave it so).
+    fn drop(&mut self) {
+        if let Some((p, open)) = self.p.take() {
+            p.end(open);
+        }
+    }
+}
+
 /// Starts an event on the calling thread's ring (call before the access it records).
 #[inline]
 pub(crate) fn begin() -> Pending {
@@ -58,8 +69,8 @@ fn lost() {
 }
 
 impl Pending {
-    fn push(self, recs: &[Record]) {
-        match self.p {
+    fn push(mut self, recs: &[Record]) {
+        match self.p.take() {
             Some((p, open)) => {
                 if p.finish(open, recs).is_err() {
                     lost();
@@ -106,8 +117,8 @@ impl Pending {
 
     /// Ends the event without publishing anything (the access it was for faulted and did
     /// not happen): the ring is idle again, so the merge does not wait for it.
-    pub fn cancel(self) {
-        if let Some((p, open)) = self.p {
+    pub fn cancel(mut self) {
+        if let Some((p, open)) = self.p.take() {
             p.end(open);
         }
     }
@@ -148,9 +159,9 @@ pub fn unmap(map_id: u64, pc: u64) {
 /// Publishes a `MARK` with `text` from the calling thread.
 pub fn mark(text: &[u8]) {
     normal_context();
-    let e = begin();
+    let mut e = begin();
     let ts = e.ts;
-    match e.p {
+    match e.p.take() {
         Some((p, open)) => {
             let r = p.push_mark(ts, text);
             p.end(open);
