@@ -280,6 +280,13 @@ pub fn monotonic_ns() -> u64 {
 /// paired with their midpoint; the tightest of a few tries (a try interrupted between its
 /// reads is wide).
 pub fn sample_pair() -> (u64, u64) {
+    let (t, ns, _) = sample();
+    (t, ns)
+}
+
+/// As [`sample_pair`], with the pair's width: the ticks between its two TSC reads (the
+/// pair is exact to within half of it).
+pub fn sample() -> (u64, u64, u64) {
     let mut best = (u64::MAX, 0, 0);
     for _ in 0..4 {
         let a = rdtsc();
@@ -290,7 +297,7 @@ pub fn sample_pair() -> (u64, u64) {
             best = (width, a + width / 2, ns);
         }
     }
-    (best.1, best.2)
+    (best.1, best.2, best.0)
 }
 
 /// TSC ticks to nanoseconds as a 32.32 fixed-point factor, measured over `over_ns`.
@@ -375,6 +382,16 @@ impl TscMap {
         }
     }
 
+    /// Adds a pair from [`sample`] unless it is wide (its reads were interrupted: more
+    /// than 1/64 of the anchor spacing, about 15 µs, apart); returns whether it was added.
+    pub fn add_sample(&mut self, tsc: u64, ns: u64, width: u64) -> bool {
+        if width > self.spacing_ticks / 64 {
+            return false;
+        }
+        self.add(tsc, ns);
+        true
+    }
+
     /// Forgets anchors no value at or above `tsc` needs (values below the oldest kept
     /// anchor convert along its segment).
     pub fn forget_before(&mut self, tsc: u64) {
@@ -439,6 +456,9 @@ mod tests {
         m.add(7_001_000 + 10, 3_000_100 + 5);
         assert_eq!(m.anchors(), 3);
         assert_eq!(m.to_ns(3_001_000), 1_000_100);
+        // A wide sample (its reads were interrupted) is not trusted.
+        assert!(!m.add_sample(20_000_000, 9_000_000, 1_000_000));
+        assert_eq!(m.to_ns(7_001_000), 3_000_100);
         m.forget_before(6_000_000);
         assert_eq!(m.anchors(), 2);
         assert!(m.to_ns(5_001_000).abs_diff(2_000_100) <= 1);

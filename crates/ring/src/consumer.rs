@@ -169,9 +169,17 @@ impl Consumer {
                 (t, t, 1u64 << 32, None)
             }
             Clock::Tsc => {
-                let (t0, n0) = clock::sample_pair();
+                // The tightest of a few samples at each end (a preempted one is wide).
+                let tight = || {
+                    let (t, n, _) = (0..16)
+                        .map(|_| clock::sample())
+                        .min_by_key(|s| s.2)
+                        .expect("16 samples");
+                    (t, n)
+                };
+                let (t0, n0) = tight();
                 sys::sleep_ns(2_000_000);
-                let (t1, n1) = clock::sample_pair();
+                let (t1, n1) = tight();
                 let mult = clock::rate(t0, n0, t1, n1).unwrap_or(1 << 32);
                 let mut map = TscMap::new(t0, n0, mult);
                 map.add(t1, n1);
@@ -281,8 +289,8 @@ impl Consumer {
     pub fn poll(&mut self, mut f: impl FnMut(Drained<'_>)) -> u64 {
         let (t0, t0_ns) = match self.tsc.as_mut() {
             Some(map) => {
-                let (pt, pns) = clock::sample_pair();
-                map.add(pt, pns);
+                let (pt, pns, width) = clock::sample();
+                map.add_sample(pt, pns, width);
                 std::sync::atomic::fence(Ordering::SeqCst);
                 // Read after the pair: later than every clock read the pair saw.
                 (clock::rdtsc_before_loads(), pns)
