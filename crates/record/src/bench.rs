@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use mmio_trace_format::{AnyWriter, Format};
-use mmio_trace_ring::{monotonic_ns, Consumer, Kind, Record};
+use mmio_trace_ring::{Clock, Consumer, Kind, Layout, Record};
 
 use crate::decode::Merger;
 
@@ -18,7 +18,8 @@ pub fn pipeline_throughput<W: Write>(
     out: W,
     format: Format,
 ) -> io::Result<(u64, Duration)> {
-    let mut consumer = Consumer::create(threads.max(1) + 1, 16384)?;
+    let layout = Layout::uniform(threads.max(1) + 1, 16384);
+    let mut consumer = Consumer::with_clock(layout, Clock::detect())?;
     let shm = consumer.shm();
     let mut w = AnyWriter::new(out, format)?;
     let mut merger = Merger::new(
@@ -32,22 +33,25 @@ pub fn pipeline_throughput<W: Write>(
                 let p = shm.claim(1, 100 + t).expect("a free ring");
                 let virt = 0x7f00_0000_0000 + (t as u64) * 0x10000;
                 let id = shm.next_map_id();
-                p.begin();
-                let ts = monotonic_ns();
-                p.stamp(ts);
-                p.push(&[
-                    Record::new(ts, virt, 0x1000, 0, 0, Kind::Map),
-                    Record([0xfe00_0000, id, 0, 0]),
-                ])
+                let e = p.begin();
+                let ts = e.ts;
+                p.finish(
+                    e,
+                    &[
+                        Record::new(ts, virt, 0x1000, 0, 0, Kind::Map),
+                        Record([0xfe00_0000, id, 0, 0]),
+                    ],
+                )
                 .map_err(|_| ())
                 .expect("recorder alive");
-                let mut ts = monotonic_ns();
+                // The clock is read every 256 events (as before ring v3): this measures
+                // the recorder, not the producers' clock.
+                let mut ts = p.now();
                 for i in 0..per_thread {
                     if i % 256 == 0 {
-                        ts = monotonic_ns();
+                        ts = p.now();
                     }
-                    p.begin();
-                    p.stamp(ts);
+                    let e = p.begin_with(|| ts);
                     let r = Record::new(
                         ts,
                         Record::access_word(virt + (i & 0xffc), id),
@@ -56,7 +60,7 @@ pub fn pipeline_throughput<W: Write>(
                         4,
                         Kind::Write,
                     );
-                    p.push(&[r]).map_err(|_| ()).expect("recorder alive");
+                    p.finish(e, &[r]).map_err(|_| ()).expect("recorder alive");
                 }
                 p.retire();
             })

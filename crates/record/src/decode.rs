@@ -129,7 +129,10 @@ impl Merger {
             self.push(
                 q,
                 RawEvent {
-                    ts: first.ts(),
+                    // Never before what was handed out already: the log stays monotonic
+                    // (an event published with a time it took before the watermark passed
+                    // it, or a TSC time whose conversion moved by a few ns since).
+                    ts: first.ts().max(self.done_until),
                     tid: d.tid,
                     pid: d.pid,
                     first,

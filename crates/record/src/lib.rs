@@ -166,6 +166,9 @@ pub enum Error {
     /// [`ENV_RINGS`] is not a number of rings.
     #[error("bad {ENV_RINGS}={0:?}: expected a number of rings from 1 to {MAX_RINGS}")]
     BadRings(String),
+    /// `MMIO_TRACE_CLOCK` names no clock, or one this machine cannot use.
+    #[error("{0}")]
+    BadClock(String),
     /// A `--range`/`--bypass` value did not parse.
     #[error(
         "bad range {0:?}: expected START-END or START+LEN (decimal or 0x hex), comma separated"
@@ -291,6 +294,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             .filter(|n| (1..=MAX_RINGS).contains(n))
             .ok_or_else(|| Error::BadRings(v.to_string_lossy().into_owned()))?,
     };
+    // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
+    let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
     let lib = locate::preload_library().ok_or(Error::NoPreload)?;
     let out_name = |p: &Option<PathBuf>| match p {
         Some(p) => p.display().to_string(),
@@ -304,12 +309,13 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // limit fails a write instead of killing the recorder. (Not before the output is
     // open: ^C must still end a recorder that waits for the reader of a FIFO.)
     let forwarder = signals::Forwarder::install();
-    let mut consumer = match Consumer::with_layout(Layout {
+    let layout = Layout {
         rings,
         capacity: opts.capacity,
         big_rings: opts.big_rings.min(rings),
         small_capacity: opts.small_capacity,
-    }) {
+    };
+    let mut consumer = match Consumer::with_clock(layout, clock) {
         Ok(c) => c,
         Err(e) => {
             pending.abandon();

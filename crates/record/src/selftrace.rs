@@ -38,7 +38,9 @@ impl SelfRecorder {
     /// Creates the rings, starts tracing in this process and a thread that writes `path`.
     pub fn start(path: &Path, format: Format) -> io::Result<SelfRecorder> {
         let file = crate::output::create_private(path)?;
-        let consumer = Consumer::create(64, 16384)?;
+        let clock = mmio_trace_ring::Clock::choose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let consumer = Consumer::with_clock(mmio_trace_ring::Layout::uniform(64, 16384), clock)?;
         mmio_trace_tracer::init(consumer.shm(), mmio_trace_tracer::Rules::new(&[], true));
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();

@@ -2,8 +2,9 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::clock::{self, Clock, TscMap};
 use crate::producer::Shm;
 use crate::record::Record;
 use crate::{state, sys, Header, Layout, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
@@ -20,7 +21,14 @@ pub struct Consumer {
     /// Consumer-private copy of each ring's tail.
     tails: Vec<u64>,
     scratch: Vec<Record>,
+    /// The last watermark, in the recording's clock.
     last_watermark: u64,
+    /// The last watermark handed out (`CLOCK_MONOTONIC` ns).
+    last_watermark_ns: u64,
+    /// Per ring: the time of the last event handed out (ns), for the per-ring clamp.
+    last_ts: Vec<u64>,
+    /// A TSC recording's map to `CLOCK_MONOTONIC`.
+    tsc: Option<TscMap>,
     /// Per ring: a non-idle `pending` value and when it was first seen, to notice a
     /// producer killed in the middle of an event (its ring would hold the watermark back).
     stuck: Vec<(u64, u64)>,
@@ -37,19 +45,15 @@ pub struct Drained<'a> {
     pub pid: u32,
     /// Owning thread.
     pub tid: u32,
-    /// Whole events, in the thread's order.
+    /// Whole events, in the thread's order (their reservation order), timestamps (word
+    /// 0 of each event's first record) in `CLOCK_MONOTONIC` ns and non-decreasing.
     pub records: &'a [Record],
 }
 
-/// `CLOCK_MONOTONIC` now, in nanoseconds (the clock every producer stamps with).
+/// `CLOCK_MONOTONIC` now, in nanoseconds (the log's clock, and the clock of a
+/// [`Clock::Monotonic`] recording).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock::monotonic_ns()
 }
 
 /// Gives the memfd its size. A file-size limit (`ulimit -f`) applies to a memfd too, and
@@ -106,8 +110,15 @@ impl Consumer {
     }
 
     /// Creates the shared memory divided as `layout` says (an invalid layout is an
-    /// `InvalidInput` error). Only the pages rings write to ever cost memory.
+    /// `InvalidInput` error), for a `CLOCK_MONOTONIC` recording. Only the pages rings write
+    /// to ever cost memory.
     pub fn with_layout(layout: Layout) -> io::Result<Consumer> {
+        Consumer::with_clock(layout, Clock::Monotonic)
+    }
+
+    /// As [`Consumer::with_layout`], for a recording stamped with `clock` (a TSC recording
+    /// measures the counter's rate first: a few ms).
+    pub fn with_clock(layout: Layout, clock: Clock) -> io::Result<Consumer> {
         if !layout.is_valid() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -151,13 +162,40 @@ impl Consumer {
         if unsafe { libc::fcntl(live_read.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        clock::init();
+        let (start_clock, start_ns, clock_mult, tsc) = match clock {
+            Clock::Monotonic => {
+                let t = monotonic_ns();
+                (t, t, 1u64 << 32, None)
+            }
+            Clock::Tsc => {
+                // The tightest of a few samples at each end (a preempted one is wide).
+                let tight = || {
+                    let (t, n, _) = (0..16)
+                        .map(|_| clock::sample())
+                        .min_by_key(|s| s.2)
+                        .expect("16 samples");
+                    (t, n)
+                };
+                let (t0, n0) = tight();
+                sys::sleep_ns(2_000_000);
+                let (t1, n1) = tight();
+                let mult = clock::rate(t0, n0, t1, n1).unwrap_or(1 << 32);
+                let mut map = TscMap::new(t0, n0, mult);
+                map.add(t1, n1);
+                (t0, n0, mult, Some(map))
+            }
+        };
         let h = Header {
             magic: MAGIC,
             version: VERSION,
             nrings,
             capacity: layout.capacity,
             record_size: RECORD_SIZE as u32,
-            start_ns: monotonic_ns(),
+            start_ns,
+            clock: clock as u32,
+            start_clock,
+            clock_mult,
             recorder_pid: std::process::id(),
             closed: Default::default(),
             next_map_id: 1.into(),
@@ -183,6 +221,9 @@ impl Consumer {
             tails: vec![0; nrings as usize],
             scratch: Vec::new(),
             last_watermark: 0,
+            last_watermark_ns: 0,
+            last_ts: vec![0; nrings as usize],
+            tsc,
             stuck: vec![(IDLE, 0); nrings as usize],
             last_reap: 0,
         })
@@ -224,30 +265,56 @@ impl Consumer {
         }
     }
 
-    /// Drains every ring once, handing each ring's new whole events to `f`, and returns the
-    /// watermark: an absolute `CLOCK_MONOTONIC` time such that every event with a smaller
-    /// timestamp has been handed out by this or an earlier poll.
+    /// The recording's clock reading `t` in `CLOCK_MONOTONIC` ns.
+    pub fn to_ns(&self, t: u64) -> u64 {
+        match &self.tsc {
+            Some(m) => m.to_ns(t),
+            None => t,
+        }
+    }
+
+    /// Drains every ring once, handing each ring's new whole events to `f` (timestamps in
+    /// `CLOCK_MONOTONIC` ns), and returns the watermark: a `CLOCK_MONOTONIC` time such
+    /// that every event with a smaller timestamp has been handed out by this or an earlier
+    /// poll.
     ///
     /// Why it holds: the clock is read *before* the rings' `pending` words. A ring that is
-    /// idle then can only publish events whose timestamps are read after it marks itself
-    /// busy, which is after our read of `pending`, so after our clock read. A busy ring
-    /// with a known timestamp bounds the watermark by it; one whose timestamp is not yet
-    /// known keeps the watermark where it was.
+    /// idle then can only publish events whose timestamps are read after its outermost
+    /// writer marks it busy, which is after our read of `pending`, so after our clock
+    /// read; a nested writer's timestamp is read after the outer one's. A busy ring with a
+    /// known timestamp bounds the watermark by it; one whose timestamp is not yet known
+    /// keeps the watermark where it was. The conversion to ns is monotonic, and so is the
+    /// per-ring clamp (an event's time raised to its predecessor's), so the bound carries
+    /// over to the times handed out.
     pub fn poll(&mut self, mut f: impl FnMut(Drained<'_>)) -> u64 {
-        let t0 = monotonic_ns();
-        // The clock read must complete before the `pending` loads below: the vDSO's
-        // RDTSC is ordered after earlier instructions (LFENCE; RDTSC) but not before later
-        // loads, which could otherwise see an idle ring whose event is stamped before t0.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        // SAFETY: LFENCE only orders instruction execution; SSE2 is baseline on x86-64.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            core::arch::asm!("lfence", options(nostack, preserves_flags))
+        let (t0, t0_ns) = match self.tsc.as_mut() {
+            Some(map) => {
+                let (pt, pns, width) = clock::sample();
+                map.add_sample(pt, pns, width);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                // Read after the pair: later than every clock read the pair saw.
+                (clock::rdtsc_before_loads(), pns)
+            }
+            None => {
+                let t0 = monotonic_ns();
+                // The clock read must complete before the `pending` loads below: the
+                // vDSO's RDTSC is ordered after earlier instructions (LFENCE; RDTSC) but
+                // not before later loads, which could otherwise see an idle ring whose
+                // event is stamped before t0.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                // SAFETY: LFENCE only orders instruction execution; SSE2 is baseline.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    core::arch::asm!("lfence", options(nostack, preserves_flags))
+                };
+                (t0, t0)
+            }
         };
         let mut wm = t0;
         // Loaded after the clock: a ring claimed since is stamped after t0 (see `claim`).
+        let shm = self.shm;
         for i in 0..self.rings_in_use() {
-            let c = self.shm.ctl(i);
+            let c = shm.ctl(i);
             let st = c.state.load(Ordering::Acquire);
             if st == state::FREE || st == state::CLAIMING {
                 continue;
@@ -256,38 +323,30 @@ impl Consumer {
             if pending != IDLE {
                 let (v, since) = self.stuck[i];
                 if v != pending {
-                    self.stuck[i] = (pending, t0);
-                } else if t0.saturating_sub(since) > 200_000_000
+                    self.stuck[i] = (pending, t0_ns);
+                } else if t0_ns.saturating_sub(since) > 200_000_000
                     && !sys::process_exists(c.tid.load(Ordering::Relaxed))
                 {
                     // Killed inside an event: that event was never published.
                     pending = IDLE;
                 }
             }
-            let head = c.head.load(Ordering::Acquire);
-            let tail = self.tails[i];
             match pending {
                 IDLE => {}
                 BUSY => wm = wm.min(self.last_watermark),
                 ts => wm = wm.min(ts),
             }
-            if head != tail {
-                self.scratch.clear();
-                let data = self.shm.data(i);
-                let cap = self.shm.capacity(i);
-                for k in tail..head {
-                    // SAFETY: published slots (tail..head) within the ring.
-                    let r = unsafe { data.add((k & (cap - 1)) as usize).read_volatile() };
-                    self.scratch.push(r);
-                }
+            let tail = self.tails[i];
+            let end = self.read_ring(i, tail);
+            if end != tail {
                 f(Drained {
                     ring: i as u32,
                     pid: c.pid.load(Ordering::Relaxed),
                     tid: c.tid.load(Ordering::Relaxed),
                     records: &self.scratch,
                 });
-                self.tails[i] = head;
-                c.tail.store(head, Ordering::Release);
+                self.tails[i] = end;
+                c.tail.store(end, Ordering::Release);
                 c.tail_seq.fetch_add(1, Ordering::SeqCst);
                 if c.waiters.swap(0, Ordering::SeqCst) != 0 {
                     sys::futex_wake(&c.tail_seq);
@@ -300,12 +359,70 @@ impl Consumer {
                 c.state.store(state::FREE, Ordering::Release);
             }
         }
-        if t0.saturating_sub(self.last_reap) > 1_000_000_000 {
-            self.last_reap = t0;
+        if t0_ns.saturating_sub(self.last_reap) > 1_000_000_000 {
+            self.last_reap = t0_ns;
             self.reap_dead_owners();
         }
         self.last_watermark = self.last_watermark.max(wm);
-        self.last_watermark
+        if let Some(map) = self.tsc.as_mut() {
+            map.forget_before(self.last_watermark);
+        }
+        self.last_watermark_ns = self.last_watermark_ns.max(self.to_ns(self.last_watermark));
+        self.last_watermark_ns
+    }
+
+    /// Reads ring `i`'s committed events from record `tail` on into `scratch` (times in
+    /// ns, clamped non-decreasing), zeroing word 3 of every slot read (so that it reads
+    /// as uncommitted until written again); returns the record after the last one read.
+    fn read_ring(&mut self, i: usize, tail: u64) -> u64 {
+        self.scratch.clear();
+        let data = self.shm.data(i);
+        let cap = self.shm.capacity(i);
+        let word = |k: u64, w: usize| {
+            // SAFETY: masked into ring i's records; word w < 4 of a 32-byte record.
+            unsafe { (data.add((k & (cap - 1)) as usize) as *mut u64).add(w) }
+        };
+        let mut pos = tail;
+        while pos - tail < cap {
+            // SAFETY: an aligned u64 in the shared mapping (see `word`).
+            let w3 = unsafe { AtomicU64::from_ptr(word(pos, 3)) }.load(Ordering::Acquire);
+            if w3 == 0 {
+                break; // not committed yet
+            }
+            // SAFETY: the committed first record's other words, written before the commit.
+            let mut first = unsafe {
+                Record([
+                    word(pos, 0).read_volatile(),
+                    word(pos, 1).read_volatile(),
+                    word(pos, 2).read_volatile(),
+                    w3,
+                ])
+            };
+            let n = (1 + first.extra() as u64).min(tail + cap - pos);
+            // Raised to the ring's previous time (a handler that interrupted a writer
+            // between its stamp and its reservation publishes first, with a later time),
+            // and, for TSC times, to the last watermark handed out (the map's last segment
+            // moves by a few ns from poll to poll): handed-out times never go back.
+            let mut ts = self.to_ns(first.0[0]).max(self.last_ts[i]);
+            if self.tsc.is_some() {
+                ts = ts.max(self.last_watermark_ns);
+            }
+            self.last_ts[i] = ts;
+            first.0[0] = ts;
+            self.scratch.push(first);
+            for k in 1..n {
+                // SAFETY: the event's data records, written before its commit.
+                let r = unsafe { data.add(((pos + k) & (cap - 1)) as usize).read_volatile() };
+                self.scratch.push(r);
+            }
+            for k in 0..n {
+                // SAFETY: a slot just read; the producer may not write it before the tail
+                // store that follows in `poll`.
+                unsafe { AtomicU64::from_ptr(word(pos + k, 3)) }.store(0, Ordering::Relaxed);
+            }
+            pos += n;
+        }
+        pos
     }
 }
 

@@ -9,11 +9,45 @@
 //! Records are fixed-size: 32 bytes ([`Record`]), so that generated code (hot-site
 //! trampolines, see the design notes) can write them with four stores. An event is one
 //! record or a short run of records (an access wider than 8 bytes, a `MAP`, a `MARK` with
-//! text) published together by one release store of the ring's head.
+//! text).
+//!
+//! **Reentrant publishing, no signal blocking** (protocol version 3). The writers of a
+//! ring are one thread *and the signal handlers that interrupt it*, nested to any depth.
+//! An event is published in three steps, each safe to interrupt at any instruction:
+//! 1. *reserve*: one unlocked `xadd` on the ring's `head` (a single instruction, so a
+//!    same-thread handler runs wholly before or after it; no other thread writes the
+//!    word) hands the event its own slots; a handler that interrupts later reserves the
+//!    slots after them, so nothing is shared between nested writers;
+//! 2. *fill*: the records, except word 3 of the event's first record;
+//! 3. *commit*: word 3 of the first record (kind, width and pc: never zero for a first
+//!    record), stored last with release.
+//!
+//! The consumer reads each ring from its tail in reservation order and stops at the first
+//! event whose word 3 is still zero; having read an event it zeroes word 3 of each of its
+//! slots before handing the slots back (its `tail` store), so a zero word 3 always means
+//! "not yet committed". An interrupted writer whose reservation precedes a handler's
+//! keeps the consumer from reading past it until it commits: it is neither skipped nor
+//! read half-written, and the handler's events wait behind it.
+//!
+//! The producer keeps a copy of the consumer's tail in its own cache line
+//! ([`RingCtl::tail_cache`]) and reads the consumer's line only when that copy says the
+//! ring may be full (any older copy is a safe lower bound, so nested writers may store
+//! theirs in any order).
 //!
 //! **Nothing is ever dropped**: a producer whose ring is full waits (spins briefly, then
 //! sleeps on a futex in the shared memory) until the recorder has made room. It stops
-//! waiting only when the recorder process no longer exists.
+//! waiting only when the recorder process no longer exists. It reserves before it waits,
+//! so a handler that interrupts a waiting writer waits behind it; the consumer can always
+//! drain up to the oldest open reservation, so this ends as long as the events of one
+//! thread's nested writers fit the ring together (a ring holds 2048 or more records; the
+//! largest event is 129).
+//!
+//! A writer that never resumes (a program handler that interrupted it and left with
+//! `siglongjmp`) leaves its reservation open for good: that ring's later events are never
+//! read, and once it fills its thread waits for ever; and, if it was the outermost writer,
+//! its `pending` time holds the watermark back until the end (the log stays complete,
+//! the recorder buffers it). Writers that can run where a program handler may interrupt
+//! them therefore keep the window between reservation and commit to a few instructions.
 //!
 //! **Many rings, little memory** ([`Layout`]): the memfd reserves room for far more rings
 //! than real programs have threads (8192 by default), but tmpfs pages cost memory only once
@@ -23,17 +57,28 @@
 //! recorder scans only the rings ever claimed, so its cost per poll follows the number of
 //! threads, not the limit.
 //!
-//! **Merging by time**: each ring publishes, besides its head, the timestamp of the event
-//! its producer is writing right now ([`RingCtl`] `pending`). Before taking an event's
-//! timestamp a producer marks its ring busy; the consumer reads a clock first and the
-//! rings' pending words after it, which gives it a watermark: no event can be published
-//! later with a timestamp below it. See [`Consumer::poll`].
+//! **One clock** ([`clock`]): every writer stamps with the recording's clock
+//! ([`Header::clock`]): the invariant TSC where the CPU has one, else `CLOCK_MONOTONIC`.
+//! The consumer hands records out with their timestamps in `CLOCK_MONOTONIC` ns.
+//!
+//! **Merging by time**: each ring publishes the timestamp of the outermost event its
+//! writers are inside right now ([`RingCtl`] `pending`). Before taking an event's
+//! timestamp an outermost writer marks its ring busy; a nested writer (a handler that
+//! interrupted one) finds the ring already busy and leaves the word alone: the outer
+//! event's timestamp, or busy, bounds every timestamp the nested one can take. The
+//! consumer reads its clock first and the rings' pending words after it, which gives it a
+//! watermark: no event can be published later with a timestamp below it. Within a ring,
+//! events come out in reservation order; a handler that interrupted a writer between its
+//! timestamp and its reservation publishes first with a later time, so the consumer makes
+//! each ring's times non-decreasing by raising such an event's time to the one before it
+//! (by at most the handler's duration). See [`Consumer::poll`].
 //!
 //! The producer side (`Producer`) makes raw system calls only (futex, kill), so it is safe
 //! in a signal handler and needs no libc. The consumer side (`Consumer`) is ordinary code.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod clock;
 mod consumer;
 mod producer;
 mod record;
@@ -41,8 +86,15 @@ pub mod sys;
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+pub use clock::{Clock, ENV_CLOCK};
 pub use consumer::{monotonic_ns, Consumer, Drained};
-pub use producer::{recorder_fd, set_recorder_fd, Producer, Shm, WaitError};
+pub use producer::{recorder_fd, set_recorder_fd, Open, Producer, Shm, WaitError};
+
+/// What a per-thread block embeds to reach its ring from generated code: [`Producer`]
+/// (`#[repr(C)]`; offsets [`Producer::OFFSET_CTL`], [`Producer::OFFSET_DATA`],
+/// [`Producer::OFFSET_MASK`]). The cached tail and the reservation counter live in the
+/// ring's control block ([`RingCtl::tail_cache`], [`RingCtl::head`]), shared by every copy.
+pub type ProducerState = Producer;
 pub use record::{Kind, Record, MAX_MARK, RECORD_SIZE};
 
 /// How the shared memory is divided into rings: `big_rings` rings of `capacity` records,
@@ -150,8 +202,9 @@ pub const ENV_LIVE_PATH: &str = "MMIO_TRACE_LIVE_PATH";
 /// `Header::magic`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MMTRING1");
 
-/// Layout version; producer and consumer must agree exactly.
-pub const VERSION: u32 = 2;
+/// Layout version; producer and consumer must agree exactly. 3: reservation by `xadd`
+/// with a commit word per event, a producer-side copy of the tail, one clock.
+pub const VERSION: u32 = 3;
 
 /// Ring states (`RingCtl::state`).
 pub mod state {
@@ -185,6 +238,15 @@ pub struct Header {
     pub record_size: u32,
     /// `CLOCK_MONOTONIC` (ns) when the recording started; the log's time zero.
     pub start_ns: u64,
+    /// The clock events are stamped with ([`Clock`] as `u32`).
+    pub clock: u32,
+    /// [`Header::clock`]'s reading paired with [`Header::start_ns`] (equal to it for
+    /// `CLOCK_MONOTONIC`).
+    pub start_clock: u64,
+    /// Clock units to ns as a 32.32 fixed-point factor, measured at start (`1 << 32` for
+    /// `CLOCK_MONOTONIC`): for rough durations on the producer side. The consumer converts
+    /// event times through pairs it takes as it goes ([`clock::TscMap`]).
+    pub clock_mult: u64,
     /// The recorder's pid (informational; liveness is told by the pipe of
     /// [`ENV_LIVE_FD`], and by this pid only in a process that has no such pipe).
     pub recorder_pid: u32,
@@ -217,6 +279,25 @@ pub struct Header {
 }
 
 impl Header {
+    /// The clock events are stamped with.
+    pub fn clock(&self) -> Clock {
+        Clock::from_u32(self.clock).unwrap_or(Clock::Monotonic)
+    }
+
+    /// Roughly how many ns `ticks` of [`Header::clock`] last (the rate measured at start).
+    #[inline]
+    pub fn ticks_to_ns(&self, ticks: u64) -> u64 {
+        ((ticks as u128 * self.clock_mult as u128) >> 32).min(u64::MAX as u128) as u64
+    }
+
+    /// Roughly `CLOCK_MONOTONIC` ns at clock reading `t` (the rate measured at start; the
+    /// consumer's conversion is exact).
+    #[inline]
+    pub fn approx_ns(&self, t: u64) -> u64 {
+        self.start_ns
+            .saturating_add(self.ticks_to_ns(t.saturating_sub(self.start_clock)))
+    }
+
     /// The ring layout this header describes.
     pub fn layout(&self) -> Layout {
         Layout {
@@ -231,9 +312,10 @@ impl Header {
 /// Per-ring control block (two cache lines: producer-written, consumer-written).
 #[repr(C, align(64))]
 pub struct RingCtl {
-    /// Records ever published (producer; release).
+    /// Records ever reserved (the ring's writers, by an unlocked `xadd`; a reserved event
+    /// is published when its first record's word 3 is stored).
     pub head: AtomicU64,
-    /// Timestamp of the event being written, or [`IDLE`]/[`BUSY`].
+    /// Timestamp of the outermost event being written, or [`IDLE`]/[`BUSY`].
     pub pending: AtomicU64,
     /// Owning thread id.
     pub tid: AtomicU32,
@@ -243,7 +325,10 @@ pub struct RingCtl {
     pub state: AtomicU32,
     /// Nonzero while the producer sleeps on `tail_seq`.
     pub waiters: AtomicU32,
-    _pad0: [u8; 32],
+    /// The producer's copy of `tail` (a lower bound of it): read instead of the
+    /// consumer's cache line until it says the ring may be full.
+    pub tail_cache: AtomicU64,
+    _pad0: [u8; 24],
     /// Records ever consumed (consumer; release).
     pub tail: AtomicU64,
     /// Futex word bumped by the consumer whenever it advances `tail`.

@@ -1,9 +1,9 @@
 //! The traced-process side: claim a ring, publish events. Signal-safe, allocation-free.
 
-use std::sync::atomic::{fence, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::record::{Kind, Record, MAX_MARK};
-use crate::{state, sys, Header, RingCtl, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
+use crate::{state, sys, Clock, Header, RingCtl, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
 
 /// This process's read end of the recorder's liveness pipe (-1: none).
 static RECORDER_FD: AtomicI32 = AtomicI32::new(-1);
@@ -22,6 +22,7 @@ pub fn recorder_fd() -> Option<i32> {
 
 /// A view of the shared memory as mapped in this process.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub struct Shm {
     base: *mut u8,
     len: usize,
@@ -40,6 +41,9 @@ pub enum WaitError {
     RecorderGone,
     /// The event has more records than the ring holds: it can never be published.
     TooLarge,
+    /// The first record's word 3 is zero (a data record, not an event's first record):
+    /// it could never be committed.
+    NotAnEvent,
 }
 
 impl Shm {
@@ -95,6 +99,17 @@ impl Shm {
     pub fn header(&self) -> &Header {
         // SAFETY: `from_raw`'s contract: the mapping holds an initialised header.
         unsafe { &*(self.base as *const Header) }
+    }
+
+    /// The recording's clock.
+    pub fn clock(&self) -> Clock {
+        self.header().clock()
+    }
+
+    /// The recording's clock now (events are stamped with it).
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.clock().now()
     }
 
     /// The control block of ring `i` (< nrings).
@@ -211,33 +226,91 @@ impl Shm {
     }
 }
 
-/// The producer handle of one claimed ring (a few plain values: cheap to keep in a
-/// fixed per-thread slot and to use from generated code).
+/// The producer handle of one claimed ring: a few plain values, `#[repr(C)]` so that a
+/// per-thread block can embed it and generated code can read it at fixed offsets
+/// ([`Producer::OFFSET_CTL`], [`Producer::OFFSET_DATA`], [`Producer::OFFSET_MASK`]).
+/// Everything a writer changes lives in the shared memory (the ring's [`RingCtl`]: the
+/// reservation counter, `pending`, the cached tail), so copies of a handle, and handles
+/// rebuilt with [`Producer::from_index`], are interchangeable.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub struct Producer {
+    /// The ring's control block.
+    ctl: *const RingCtl,
+    /// The ring's first record.
+    data: *mut Record,
+    /// Records in the ring, less one (a power of two, less one).
+    mask: u64,
     shm: Shm,
     index: u32,
-    /// The ring's size in records, and its first record (what each push needs, computed
-    /// once from the layout).
-    cap: u32,
-    data: *mut Record,
+    /// [`Clock`] as `u32`.
+    clock: u32,
 }
 
-// SAFETY: `data` points into the shared mapping (see `Shm`); only the owning thread writes
-// through it (SPSC).
+// SAFETY: `ctl` and `data` point into the shared mapping (see `Shm`); only the owning
+// thread (and its signal handlers) write through them.
 unsafe impl Send for Producer {}
 
+/// An event begun with [`Producer::begin`]: its timestamp, and whether this writer is the
+/// outermost one of its ring (which ends the busy state when it finishes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "an event begun must be finished (or ended) so that the ring is idle again"]
+pub struct Open {
+    /// The event's timestamp in the recording's clock ([`crate::Header::clock`]).
+    pub ts: u64,
+    outer: bool,
+}
+
+impl Open {
+    /// Whether this event was begun while no other event of its ring was being written.
+    pub fn is_outer(&self) -> bool {
+        self.outer
+    }
+}
+
+/// Adds `n` to `*word` and returns its old value, in one unlocked `xadd`: a same-thread
+/// signal handler runs wholly before or after it, and no other thread writes the word, so
+/// no `lock` prefix (and its cost) is needed.
+#[inline(always)]
+fn reserve(word: &AtomicU64, n: u64) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut v = n;
+        // SAFETY: `word` is a valid, aligned u64 (an atomic) in the shared mapping.
+        unsafe {
+            core::arch::asm!(
+                "xadd qword ptr [{p}], {v}",
+                p = in(reg) word.as_ptr(),
+                v = inout(reg) v,
+                options(nostack),
+            )
+        };
+        v
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    word.fetch_add(n, Ordering::Relaxed)
+}
+
 impl Producer {
+    /// Byte offset of the control block pointer (`*const RingCtl`).
+    pub const OFFSET_CTL: usize = core::mem::offset_of!(Producer, ctl);
+    /// Byte offset of the first record's pointer (`*mut Record`).
+    pub const OFFSET_DATA: usize = core::mem::offset_of!(Producer, data);
+    /// Byte offset of the capacity mask (`u64`: records in the ring, less one).
+    pub const OFFSET_MASK: usize = core::mem::offset_of!(Producer, mask);
+
     /// Rebuilds a handle for ring `index` (e.g. from a per-thread slot).
     ///
     /// # Safety
     /// The ring must have been claimed by this thread and `shm` must be valid.
     pub unsafe fn from_index(shm: Shm, index: u32) -> Producer {
         Producer {
+            ctl: shm.ctl(index as usize) as *const RingCtl,
+            data: shm.data(index as usize),
+            mask: shm.capacity(index as usize) - 1,
             shm,
             index,
-            cap: shm.capacity(index as usize) as u32,
-            data: shm.data(index as usize),
+            clock: shm.header().clock,
         }
     }
 
@@ -247,48 +320,128 @@ impl Producer {
     }
 
     fn ctl(&self) -> &RingCtl {
-        self.shm.ctl(self.index as usize)
+        // SAFETY: points into the live shared mapping (`from_index`'s contract).
+        unsafe { &*self.ctl }
     }
 
-    /// Marks the ring busy: call before reading the clock for an event, then
-    /// [`Producer::stamp`] with the timestamp, then publish with [`Producer::push`].
+    /// The recording's clock now (what [`Producer::begin`] stamps with).
     #[inline]
-    pub fn begin(&self) {
-        self.ctl().pending.store(BUSY, Ordering::SeqCst);
+    pub fn now(&self) -> u64 {
+        if self.clock == Clock::Tsc as u32 {
+            crate::clock::rdtsc()
+        } else {
+            crate::clock::monotonic_ns()
+        }
     }
 
-    /// Tells the consumer the timestamp of the event being written.
+    /// Begins an event: marks the ring busy (unless a writer this one interrupted already
+    /// did), takes the timestamp, and tells the consumer. Then publish with
+    /// [`Producer::finish`] (or end with [`Producer::end`]).
     #[inline]
-    pub fn stamp(&self, ts: u64) {
-        self.ctl().pending.store(ts, Ordering::SeqCst);
+    pub fn begin(&self) -> Open {
+        self.begin_with(|| self.now())
     }
 
-    /// Publishes one event (1..=capacity records) and ends the busy state; waits while the
-    /// ring has less free room than the event needs (an event is published whole or not
-    /// at all). On error nothing was published (the recorder is gone, or the event is
-    /// larger than the ring): the caller counts it as lost.
+    /// As [`Producer::begin`], with the timestamp `now` returns (read after the ring is
+    /// marked busy; it must be in the recording's clock).
     #[inline]
-    pub fn push(&self, recs: &[Record]) -> Result<(), WaitError> {
-        let r = self.write(recs);
-        self.ctl().pending.store(IDLE, Ordering::Release);
+    pub fn begin_with(&self, now: impl FnOnce() -> u64) -> Open {
+        let c = self.ctl();
+        // Only this thread and its handlers write `pending`, and a handler restores what
+        // it found before the interrupted code runs again: the value read here stays true
+        // until this writer changes it, even if a handler runs in between.
+        let outer = c.pending.load(Ordering::Relaxed) == IDLE;
+        if outer {
+            // Sequentially consistent (a locked store): visible to the consumer before the
+            // clock is read below.
+            c.pending.store(BUSY, Ordering::SeqCst);
+        }
+        let ts = now();
+        if outer {
+            c.pending.store(ts, Ordering::Release);
+        }
+        Open { ts, outer }
+    }
+
+    /// Publishes the event begun as `open` (1..=capacity records; none: nothing) and, for
+    /// the outermost writer, ends the busy state. As [`Producer::push`] otherwise.
+    #[inline]
+    pub fn finish(&self, open: Open, recs: &[Record]) -> Result<(), WaitError> {
+        let r = self.push(recs);
+        self.end(open);
         r
     }
 
-    fn write(&self, recs: &[Record]) -> Result<(), WaitError> {
-        let h = self.shm.header();
-        let cap = self.cap as u64;
-        let c = self.ctl();
-        let head = c.head.load(Ordering::Relaxed);
-        let need = recs.len() as u64;
-        if need > cap {
+    /// Ends the event begun as `open` without publishing anything.
+    #[inline]
+    pub fn end(&self, open: Open) {
+        if open.outer {
+            self.ctl().pending.store(IDLE, Ordering::Release);
+        }
+    }
+
+    /// Publishes one event (1..=capacity records; its first record's word 3 nonzero, as
+    /// every [`Record::new`] is) without touching the busy state: reserve, fill, commit
+    /// (see the crate notes). Waits while the ring has less free room than the event
+    /// needs: an event is published whole or not at all. On error nothing was published
+    /// (the recorder is gone, the event is larger than the ring, or it is not an event):
+    /// the caller counts it as lost. An event pushed without [`Producer::begin`] has no
+    /// place in the merge by time (tests; events whose time is known to be past the
+    /// watermark).
+    #[inline]
+    pub fn push(&self, recs: &[Record]) -> Result<(), WaitError> {
+        let Some(first) = recs.first() else {
+            return Ok(());
+        };
+        let n = recs.len() as u64;
+        if n > self.mask + 1 {
             return Err(WaitError::TooLarge);
         }
+        if first.0[3] == 0 {
+            return Err(WaitError::NotAnEvent);
+        }
+        let c = self.ctl();
+        let head = reserve(&c.head, n);
+        if head + n - c.tail_cache.load(Ordering::Relaxed) > self.mask + 1 {
+            self.wait_room(head + n)?;
+        }
+        let data = self.data;
+        let at = |k: u64| {
+            // SAFETY: masked into the ring; these slots were reserved above for this writer
+            // alone and are free (the room check), and the consumer reads none of them
+            // until the commit below.
+            unsafe { data.add(((head + k) & self.mask) as usize) }
+        };
+        let slot0 = at(0) as *mut u64;
+        // SAFETY: words 0..3 of the first slot, reserved for this writer (see `at`).
+        unsafe {
+            slot0.write_volatile(first.0[0]);
+            slot0.add(1).write_volatile(first.0[1]);
+            slot0.add(2).write_volatile(first.0[2]);
+        }
+        for (k, r) in recs.iter().enumerate().skip(1) {
+            // SAFETY: as above.
+            unsafe { at(k as u64).write_volatile(*r) };
+        }
+        // SAFETY: word 3 of the first slot: aligned, reserved (see `at`); the commit.
+        unsafe { AtomicU64::from_ptr(slot0.add(3)) }.store(first.0[3], Ordering::Release);
+        Ok(())
+    }
+
+    /// Waits until the ring has room up to record `end` (exclusive), refreshing the
+    /// cached tail.
+    #[cold]
+    fn wait_room(&self, end: u64) -> Result<(), WaitError> {
+        let h = self.shm.header();
+        let c = self.ctl();
+        let cap = self.mask + 1;
         let mut spins = 0u32;
         loop {
             let seq = c.tail_seq.load(Ordering::Acquire);
             let tail = c.tail.load(Ordering::Acquire);
-            if head + need - tail <= cap {
-                break;
+            c.tail_cache.store(tail, Ordering::Relaxed);
+            if end - tail <= cap {
+                return Ok(());
             }
             if h.closed.load(Ordering::Relaxed) != 0 {
                 return Err(WaitError::RecorderGone);
@@ -313,16 +466,6 @@ impl Producer {
                 sys::futex_wait(&c.tail_seq, seq, 10_000_000);
             }
         }
-        let data = self.data;
-        for (k, r) in recs.iter().enumerate() {
-            let slot = (head + k as u64) & (cap - 1);
-            // SAFETY: slot < capacity; the slot is free (head - tail < cap) and only this
-            // producer writes it until the head store below publishes it.
-            unsafe { data.add(slot as usize).write_volatile(*r) };
-        }
-        fence(Ordering::Release);
-        c.head.store(head + need, Ordering::Release);
-        Ok(())
     }
 
     /// Publishes a marker with `text` at time `ts`. Text past [`MAX_MARK`] bytes is not

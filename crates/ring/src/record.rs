@@ -1,10 +1,12 @@
 //! The fixed 32-byte record and the event encodings built from it.
 //!
 //! ```text
-//! word 0: timestamp, CLOCK_MONOTONIC ns (absolute; the consumer subtracts Header::start_ns)
+//! word 0: timestamp in the recording's clock (Header::clock: TSC ticks or CLOCK_MONOTONIC
+//!         ns); the consumer hands records out with it in absolute CLOCK_MONOTONIC ns
 //! word 1: kind-specific (accesses: virtual address | low 16 bits of the map id << 48)
 //! word 2: kind-specific (accesses: value, zero-extended)
-//! word 3: pc (low 48 bits) | width << 48 | kind << 56
+//! word 3: pc (low 48 bits) | width << 48 | kind << 56: never zero in an event's first
+//!         record (kind >= 1), and stored last: the event's commit word
 //! ```
 //! Multi-record events: the first record says how many follow (derivable from its fields:
 //! [`Record::extra`]); the followers carry raw bytes.
@@ -177,7 +179,7 @@ impl Record {
         b
     }
 
-    /// Timestamp (absolute `CLOCK_MONOTONIC` ns).
+    /// Timestamp (in a record the consumer handed out: absolute `CLOCK_MONOTONIC` ns).
     pub fn ts(&self) -> u64 {
         self.0[0]
     }

@@ -10,17 +10,19 @@ use mmio_trace_ring::{monotonic_ns, Consumer, Kind, Record};
 fn single_event_round_trips() {
     let mut c = Consumer::create(4, 16).unwrap();
     let p = c.shm().claim(11, 22).unwrap();
-    p.begin();
-    let ts = monotonic_ns();
-    p.stamp(ts);
-    p.push(&[Record::new(
-        ts,
-        Record::access_word(0x7000_1234, 0x1_0003),
-        0xabcd,
-        0x40_1000,
-        4,
-        Kind::Write,
-    )])
+    let e = p.begin_with(monotonic_ns);
+    let ts = e.ts;
+    p.finish(
+        e,
+        &[Record::new(
+            ts,
+            Record::access_word(0x7000_1234, 0x1_0003),
+            0xabcd,
+            0x40_1000,
+            4,
+            Kind::Write,
+        )],
+    )
     .unwrap();
     let mut got = Vec::new();
     c.poll(|d| {
@@ -84,18 +86,21 @@ fn many_threads_lose_nothing_and_merge_in_time_order() {
             std::thread::spawn(move || {
                 let p = shm.claim(1, t as u32 + 100).unwrap();
                 for i in 0..PER {
-                    p.begin();
-                    let ts = monotonic_ns();
-                    p.stamp(ts);
+                    let e = p.begin_with(monotonic_ns);
+                    let ts = e.ts;
                     // Every 1000th event is a two-record wide access.
                     if i % 1000 == 0 {
-                        p.push(&[
-                            Record::new(ts, t, i, 0, 32, Kind::ReadWide),
-                            Record::data(&[7; 32]),
-                        ])
+                        p.finish(
+                            e,
+                            &[
+                                Record::new(ts, t, i, 0, 32, Kind::ReadWide),
+                                Record::data(&[7; 32]),
+                            ],
+                        )
                         .unwrap();
                     } else {
-                        p.push(&[Record::new(ts, t, i, 0, 4, Kind::Read)]).unwrap();
+                        p.finish(e, &[Record::new(ts, t, i, 0, 4, Kind::Read)])
+                            .unwrap();
                     }
                 }
                 p.retire();

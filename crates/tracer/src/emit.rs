@@ -2,52 +2,63 @@
 
 use std::sync::atomic::Ordering;
 
-use mmio_trace_ring::{Kind, Producer, Record};
+use mmio_trace_ring::{Kind, Open, Producer, Record};
 
-use crate::{ctx, sys, threads};
+use crate::{sys, threads};
 
-/// Asynchronous signals blocked for the guard's life: events written from normal context
-/// (MAP, UNMAP, MARK) must not be interrupted by a program handler whose device access
-/// writes into the same single-producer ring. (The fault path runs with them blocked
-/// already.)
-struct NoAsyncSignals(u64);
+// No signal is blocked here: the ring's protocol lets a same-thread signal handler (a
+// program handler whose device access faults, a nested fault) interrupt a writer at any
+// instruction and write its own events (see the ring crate's notes).
 
-impl NoAsyncSignals {
-    fn new() -> Self {
-        let g = NoAsyncSignals(ctx::block_async());
-        // A normal-context event may be the first thing a child of a raw fork does.
-        crate::check_fork();
-        g
-    }
+/// Before an event from normal context: it may be the first thing a child of a raw fork
+/// does.
+fn normal_context() {
+    crate::check_fork();
 }
 
-impl Drop for NoAsyncSignals {
-    fn drop(&mut self) {
-        ctx::restore_mask(self.0);
+/// The recording's clock now (what events are stamped with): the TSC, or
+/// `CLOCK_MONOTONIC` through the vDSO; never libc.
+#[inline]
+pub(crate) fn now() -> u64 {
+    match crate::shm() {
+        Some(shm) => shm.now(),
+        None => sys::now_ns(),
     }
 }
 
 /// An event being written: the ring is marked busy and the timestamp taken.
 pub(crate) struct Pending {
-    p: Option<Producer>,
-    /// The event's timestamp (absolute CLOCK_MONOTONIC ns).
+    p: Option<(Producer, Open)>,
+    /// The event's timestamp (the recording's clock).
     pub ts: u64,
+}
+
+impl Drop for Pending {
+    /// An event dropped unpublished (a path that returned early) still ends the busy
+    /// state: left busy, the ring would hold the merge back for the rest of the recording
+    /// (later events of the thread would count themselves nested and leave it so).
+    fn drop(&mut self) {
+        if let Some((p, open)) = self.p.take() {
+            p.end(open);
+        }
+    }
 }
 
 /// Starts an event on the calling thread's ring (call before the access it records).
 #[inline]
 pub(crate) fn begin() -> Pending {
     let p = threads::current().and_then(|s| s.producer());
-    if let Some(p) = &p {
-        p.begin();
-    }
-    let ts = sys::now_ns();
-    if let Some(p) = &p {
-        p.stamp(ts);
-    }
+    let (p, ts) = match p {
+        Some(p) => {
+            let open = p.begin();
+            (Some((p, open)), open.ts)
+        }
+        None => (None, now()),
+    };
     // Is the recorder still there? (At most every few ms; the fault path then stops
     // tracing if it is gone.)
-    crate::stop::note_time(ts);
+    let ns = crate::shm().map_or(ts, |s| s.header().approx_ns(ts));
+    crate::stop::note_time(ns);
     Pending { p, ts }
 }
 
@@ -58,10 +69,10 @@ fn lost() {
 }
 
 impl Pending {
-    fn push(self, recs: &[Record]) {
-        match self.p {
-            Some(p) => {
-                if p.push(recs).is_err() {
+    fn push(mut self, recs: &[Record]) {
+        match self.p.take() {
+            Some((p, open)) => {
+                if p.finish(open, recs).is_err() {
                     lost();
                 }
             }
@@ -106,10 +117,9 @@ impl Pending {
 
     /// Ends the event without publishing anything (the access it was for faulted and did
     /// not happen): the ring is idle again, so the merge does not wait for it.
-    pub fn cancel(self) {
-        if let Some(p) = self.p {
-            // An empty event moves nothing; it only ends the busy state.
-            let _ = p.push(&[]);
+    pub fn cancel(mut self) {
+        if let Some((p, open)) = self.p.take() {
+            p.end(open);
         }
     }
 
@@ -129,7 +139,7 @@ impl Pending {
 
 /// Publishes a `MAP` of `len` bytes at `virt` with physical address `phys`.
 pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
-    let _quiet = NoAsyncSignals::new();
+    normal_context();
     let e = begin();
     let ts = e.ts;
     e.push(&[
@@ -140,7 +150,7 @@ pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
 
 /// Publishes an `UNMAP` of mapping `map_id`.
 pub fn unmap(map_id: u64, pc: u64) {
-    let _quiet = NoAsyncSignals::new();
+    normal_context();
     let e = begin();
     let ts = e.ts;
     e.push(&[Record::new(ts, 0, map_id, pc, 0, Kind::Unmap)]);
@@ -148,12 +158,14 @@ pub fn unmap(map_id: u64, pc: u64) {
 
 /// Publishes a `MARK` with `text` from the calling thread.
 pub fn mark(text: &[u8]) {
-    let _quiet = NoAsyncSignals::new();
-    let e = begin();
+    normal_context();
+    let mut e = begin();
     let ts = e.ts;
-    match e.p {
-        Some(p) => {
-            if p.push_mark(ts, text).is_err() {
+    match e.p.take() {
+        Some((p, open)) => {
+            let r = p.push_mark(ts, text);
+            p.end(open);
+            if r.is_err() {
                 lost();
             }
         }
@@ -164,7 +176,7 @@ pub fn mark(text: &[u8]) {
 /// Publishes a one-record event from normal context (or a program's signal handler: it
 /// takes no stack to speak of), timed now.
 pub(crate) fn publish_one(mut first: Record) {
-    let _quiet = NoAsyncSignals::new();
+    normal_context();
     let e = begin();
     first.0[0] = e.ts;
     e.push(&[first]);
@@ -174,7 +186,7 @@ pub(crate) fn publish_one(mut first: Record) {
 /// by the time now) and `data` in data records after it (at most 4096 bytes).
 pub(crate) fn publish(ts: Option<u64>, mut first: Record, data: &[u8]) {
     const MAX: usize = 4096;
-    let _quiet = NoAsyncSignals::new();
+    normal_context();
     let e = begin();
     first.0[0] = ts.unwrap_or(e.ts);
     let mut recs = [Record::default(); 1 + MAX / 32];
@@ -193,15 +205,13 @@ pub(crate) fn publish(ts: Option<u64>, mut first: Record, data: &[u8]) {
 /// ring), and with every ring in use the note is dropped (it only feeds a warning).
 pub(crate) fn note(mut first: Record, data: &[u8]) {
     const MAX: usize = 512;
-    let _quiet = NoAsyncSignals::new();
+    normal_context();
     let Some(s) = threads::current() else { return };
     let Some((p, borrowed)) = s.producer_nowait() else {
         return;
     };
-    p.begin();
-    let ts = sys::now_ns();
-    p.stamp(ts);
-    first.0[0] = ts;
+    let open = p.begin();
+    first.0[0] = open.ts;
     let mut recs = [Record::default(); 1 + MAX / 32];
     recs[0] = first;
     let mut n = 1;
@@ -209,7 +219,7 @@ pub(crate) fn note(mut first: Record, data: &[u8]) {
         recs[n] = Record::data(c);
         n += 1;
     }
-    if p.push(&recs[..n]).is_err() {
+    if p.finish(open, &recs[..n]).is_err() {
         lost();
     }
     if borrowed {

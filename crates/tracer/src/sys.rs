@@ -307,20 +307,14 @@ pub fn sigaltstack(ss: Option<&libc::stack_t>, old: Option<&mut libc::stack_t>) 
     unsafe { syscall6(SYS_SIGALTSTACK, sp, op, 0, 0, 0, 0) }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds.
+/// `CLOCK_MONOTONIC` in nanoseconds, for durations and deadlines (events are stamped with
+/// the recording's clock: `emit::now`).
 ///
-/// Uses libc's `clock_gettime`, which reads the vDSO (tens of ns instead of a system call's
-/// ~70+ ns) and is async-signal-safe. The one libc call on the fault path; a libc-free
-/// core will need its own vDSO lookup.
+/// Calls the vDSO's `clock_gettime` directly (looked up once; tens of ns instead of a
+/// system call's ~70+ ns), not libc's wrapper: async-signal-safe and libc-free.
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    mmio_trace_ring::clock::monotonic_ns()
 }
 
 /// The calling thread's thread pointer (`%fs:0`, the TCB self-pointer the x86-64 TLS ABI

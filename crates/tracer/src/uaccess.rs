@@ -323,5 +323,6 @@ pub fn attached() {
 /// The time now, for an [`exec_note`] written after the event it notes (`posix_spawn`
 /// learns the child's pid only once the child may have attached).
 pub fn now() -> u64 {
-    sys::now_ns()
+    // The recording's clock: the note is an event like any other.
+    crate::emit::now()
 }
