@@ -198,18 +198,7 @@ fn masked_runs_ok<C: Cpu>(ins: &Instruction, cpu: &C) -> Option<bool> {
     let sel = cpu.opmask((k as usize).wrapping_sub(Register::K0 as usize) & 7)
         & if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
     let mut ok = true;
-    let mut i = 0;
-    while i < n {
-        if sel >> i & 1 == 0 {
-            i += 1;
-            continue;
-        }
-        let from = i;
-        while i < n && sel >> i & 1 != 0 {
-            i += 1;
-        }
-        ok &= width_ok((i - from) * e);
-    }
+    for_runs(n, sel, |from, to| ok &= width_ok((to - from) * e));
     Some(ok)
 }
 
@@ -218,7 +207,20 @@ fn masked_runs_ok<C: Cpu>(ins: &Instruction, cpu: &C) -> Option<bool> {
 /// selected elements (as the emulator's bus does), or one per element where the run's
 /// length cannot be accessed at once (12 bytes, …).
 pub(crate) fn masked_pieces(width: usize, elem: usize, sel: u64, mut f: impl FnMut(usize, usize)) {
-    let n = width / elem;
+    for_runs(width / elem, sel, |from, to| {
+        let len = (to - from) * elem;
+        if width_ok(len) {
+            f(from * elem, len);
+        } else {
+            for k in from..to {
+                f(k * elem, elem);
+            }
+        }
+    });
+}
+
+/// Calls `f(from, to)` for each maximal run of set bits among the low `n` bits of `sel`.
+fn for_runs(n: usize, sel: u64, mut f: impl FnMut(usize, usize)) {
     let mut i = 0;
     while i < n {
         if sel >> i & 1 == 0 {
@@ -229,14 +231,7 @@ pub(crate) fn masked_pieces(width: usize, elem: usize, sel: u64, mut f: impl FnM
         while i < n && sel >> i & 1 != 0 {
             i += 1;
         }
-        let len = (i - from) * elem;
-        if width_ok(len) {
-            f(from * elem, len);
-        } else {
-            for k in from..i {
-                f(k * elem, elem);
-            }
-        }
+        f(from, i);
     }
 }
 
