@@ -4,16 +4,33 @@ use std::sync::atomic::Ordering;
 
 use mmio_trace_ring::{Kind, Open, Producer, Record};
 
-use crate::{sys, threads};
+use crate::{ctx, sys, threads};
 
-// No signal is blocked here: the ring's protocol lets a same-thread signal handler (a
-// program handler whose device access faults, a nested fault) interrupt a writer at any
-// instruction and write its own events (see the ring crate's notes).
+// The ring's protocol lets a same-thread signal handler (a program handler whose device
+// access faults, a nested fault) interrupt a writer at any instruction and write its own
+// events (see the ring crate's notes): the fault path blocks nothing for the ring.
 
-/// Before an event from normal context: it may be the first thing a child of a raw fork
-/// does.
-fn normal_context() {
-    crate::check_fork();
+/// Async signals blocked while an event is written from normal context (MAP, UNMAP,
+/// MARK, the kernel's accesses for a system call). Not for the ring's sake: a program
+/// handler that interrupted the writer and left with `siglongjmp` would abandon a
+/// reserved, never committed event, behind which the recorder would wait for good (and
+/// the thread's first claim of a ring is not reentrant). Two system calls per event, at
+/// the rate of `mmap` calls; the fault path already runs with these signals blocked.
+struct NormalContext(u64);
+
+impl NormalContext {
+    fn enter() -> Self {
+        let g = NormalContext(ctx::block_async());
+        // It may be the first thing a child of a raw fork does.
+        crate::check_fork();
+        g
+    }
+}
+
+impl Drop for NormalContext {
+    fn drop(&mut self) {
+        ctx::restore_mask(self.0);
+    }
 }
 
 /// The recording's clock now (what events are stamped with): the TSC, or
@@ -139,7 +156,7 @@ impl Pending {
 
 /// Publishes a `MAP` of `len` bytes at `virt` with physical address `phys`.
 pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
-    normal_context();
+    let _blocked = NormalContext::enter();
     let e = begin();
     let ts = e.ts;
     e.push(&[
@@ -150,7 +167,7 @@ pub fn map(virt: u64, len: u64, phys: u64, map_id: u64, pc: u64) {
 
 /// Publishes an `UNMAP` of mapping `map_id`.
 pub fn unmap(map_id: u64, pc: u64) {
-    normal_context();
+    let _blocked = NormalContext::enter();
     let e = begin();
     let ts = e.ts;
     e.push(&[Record::new(ts, 0, map_id, pc, 0, Kind::Unmap)]);
@@ -158,7 +175,7 @@ pub fn unmap(map_id: u64, pc: u64) {
 
 /// Publishes a `MARK` with `text` from the calling thread.
 pub fn mark(text: &[u8]) {
-    normal_context();
+    let _blocked = NormalContext::enter();
     let mut e = begin();
     let ts = e.ts;
     match e.p.take() {
@@ -176,7 +193,7 @@ pub fn mark(text: &[u8]) {
 /// Publishes a one-record event from normal context (or a program's signal handler: it
 /// takes no stack to speak of), timed now.
 pub(crate) fn publish_one(mut first: Record) {
-    normal_context();
+    let _blocked = NormalContext::enter();
     let e = begin();
     first.0[0] = e.ts;
     e.push(&[first]);
@@ -186,7 +203,7 @@ pub(crate) fn publish_one(mut first: Record) {
 /// by the time now) and `data` in data records after it (at most 4096 bytes).
 pub(crate) fn publish(ts: Option<u64>, mut first: Record, data: &[u8]) {
     const MAX: usize = 4096;
-    normal_context();
+    let _blocked = NormalContext::enter();
     let e = begin();
     first.0[0] = ts.unwrap_or(e.ts);
     let mut recs = [Record::default(); 1 + MAX / 32];
@@ -205,7 +222,7 @@ pub(crate) fn publish(ts: Option<u64>, mut first: Record, data: &[u8]) {
 /// ring), and with every ring in use the note is dropped (it only feeds a warning).
 pub(crate) fn note(mut first: Record, data: &[u8]) {
     const MAX: usize = 512;
-    normal_context();
+    let _blocked = NormalContext::enter();
     let Some(s) = threads::current() else { return };
     let Some((p, borrowed)) = s.producer_nowait() else {
         return;
