@@ -319,6 +319,13 @@ impl Producer {
         self.index
     }
 
+    /// What generated code needs to write into this ring without the handle: the control
+    /// block's address (reservation counter `head`, cached tail), the first record's
+    /// address and the capacity mask.
+    pub fn raw_parts(&self) -> (*const RingCtl, *mut Record, u64) {
+        (self.ctl, self.data, self.mask)
+    }
+
     fn ctl(&self) -> &RingCtl {
         // SAFETY: points into the live shared mapping (`from_index`'s contract).
         unsafe { &*self.ctl }

@@ -140,14 +140,34 @@ impl SigState {
     }
 }
 
-/// The ring producer's per-thread state, where generated code finds it. Reserved: the
-/// ring crate's `#[repr(C)]` producer state (ring pointers, capacity mask, cached `tail`)
-/// takes this place; until then the ring is found by [`ThreadBlock`]'s ring index and
-/// these words stay 0.
+/// The thread's ring, where generated code finds it without the ring crate: set when the
+/// thread claims its ring, all 0 while it has none. The reservation counter and the cached
+/// tail live in the ring's control block (shared by every handle; see the ring crate).
 #[repr(C)]
 pub struct RingState {
+    /// The ring's control block (`RingCtl`): its address.
+    pub ctl: AtomicU64,
+    /// The ring's first record: its address.
+    pub data: AtomicU64,
+    /// Records in the ring, less one.
+    pub mask: AtomicU64,
     /// Reserved (0).
-    pub words: [AtomicU64; 4],
+    pub reserved: AtomicU64,
+}
+
+impl RingState {
+    fn set(&self, p: Option<&Producer>) {
+        let (ctl, data, mask) = p.map_or((0, 0, 0), |p| {
+            let (c, d, m) = p.raw_parts();
+            (c as u64, d as u64, m)
+        });
+        // Generated code reads `ctl` last-written-first: a non-zero `ctl` means the others
+        // are set.
+        self.ctl.store(0, Ordering::Release);
+        self.data.store(data, Ordering::Relaxed);
+        self.mask.store(mask, Ordering::Relaxed);
+        self.ctl.store(ctl, Ordering::Release);
+    }
 }
 
 /// One thread's block. `#[repr(C)]` with the offsets below fixed, so that generated code
@@ -218,7 +238,10 @@ const EMPTY: ThreadBlock = ThreadBlock {
     tid: AtomicU32::new(0),
     ring: AtomicU32::new(NO_RING),
     ring_state: RingState {
-        words: [const { AtomicU64::new(0) }; 4],
+        ctl: AtomicU64::new(0),
+        data: AtomicU64::new(0),
+        mask: AtomicU64::new(0),
+        reserved: AtomicU64::new(0),
     },
     altstack: AtomicU64::new(0),
     stack_lo: AtomicU64::new(0),
@@ -355,6 +378,7 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     s.stack_lo.store(0, Ordering::Relaxed);
     s.stack_hi.store(0, Ordering::Relaxed);
     s.ring.store(NO_RING, Ordering::Relaxed);
+    s.ring_state.set(None);
     s.sig.reset();
     // SAFETY: the block is now this thread's; its previous owner has exited.
     unsafe { (*s.step.get()).active = false };
@@ -486,6 +510,7 @@ impl ThreadBlock {
             }
         };
         self.ring.store(p.index() + 1, Ordering::Relaxed);
+        self.ring_state.set(Some(&p));
         Some(p)
     }
 
@@ -501,11 +526,13 @@ impl ThreadBlock {
         }
         let p = shm.claim(crate::pid(), self.tid())?;
         self.ring.store(p.index() + 1, Ordering::Relaxed);
+        self.ring_state.set(Some(&p));
         Some((p, true))
     }
 
     fn retire(&self) {
         let r = self.ring.swap(NO_RING, Ordering::Relaxed);
+        self.ring_state.set(None);
         if r != NO_RING {
             if let Some(shm) = crate::shm() {
                 // SAFETY: claimed by this block's thread, which no longer uses it.
@@ -654,6 +681,7 @@ pub fn after_fork_child() {
         s.key.store(EMPTY_KEY, Ordering::Relaxed);
         s.tid.store(0, Ordering::Relaxed);
         s.ring.store(NO_RING, Ordering::Relaxed);
+        s.ring_state.set(None);
         s.altstack.store(0, Ordering::Relaxed);
         s.stack_lo.store(0, Ordering::Relaxed);
         s.stack_hi.store(0, Ordering::Relaxed);

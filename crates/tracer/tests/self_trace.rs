@@ -158,6 +158,16 @@ fn traced_accesses_are_emulated_stepped_and_logged_in_order() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    // The thread's block publishes its ring for generated code: the ring's control block,
+    // records and mask, as the ring's own handle has them.
+    let block = tracer::threads::current().expect("a block");
+    let p = block.producer().expect("a ring");
+    let (ctl, data, mask) = p.raw_parts();
+    let rs = &block.ring_state;
+    assert_eq!(rs.ctl.load(Ordering::Acquire), ctl as u64);
+    assert_eq!(rs.data.load(Ordering::Relaxed), data as u64);
+    assert_eq!(rs.mask.load(Ordering::Relaxed), mask);
+    assert_eq!(mask, 1023);
     tracer::untrace_region(dev);
     let recs = drain(&mut c);
     assert_eq!(recs[0].kind(), Some(Kind::Unmap));
