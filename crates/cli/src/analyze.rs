@@ -12,7 +12,9 @@ use mmio_trace_format::{Access, Direction, Event};
 use serde_json::{json, Value};
 
 use crate::analyse::Progress;
-use crate::fold::{describe_change, fmt_duration, fmt_values, hex, Folded, Folder, Run, Shape};
+use crate::fold::{
+    describe_change, fmt_duration, fmt_values, hex, Folded, Folder, Run, Shape, Slot,
+};
 use crate::input::{InputArgs, LogInput};
 use crate::regnames::{DbArgs, Names};
 use crate::show::fmt_ts;
@@ -40,8 +42,11 @@ use crate::symbols::{SymbolArgs, Symbolizer};
 /// reads returned one value at least twice and then another until the run ended
 /// (the register and the bits that changed are what it waited on), or a run of at
 /// least three reads only that never saw a change (a wait that gave up, or that
-/// the next access ended). A wait that the first or second read satisfied does
-/// not fold and is not listed.
+/// the next access ended). A register read twice in a row (same thread, nothing else
+/// of the map between) whose second read returned another value is a wait too, one
+/// the second read satisfied (QEMU's edu device: STATUS 0x1, then 0x0 once the
+/// factorial is done). A wait the first read satisfied cannot be told from a plain
+/// read and is not listed.
 ///
 /// Exit status as for `show`: 0 when the log was read, 2 for a damaged log or bad
 /// arguments, 1 when a file cannot be opened or written.
@@ -161,6 +166,9 @@ struct MapInfo {
     writes: u64,
     /// Time of the map's last access so far.
     last_ts: Option<u64>,
+    /// The map's last access, when it was a read that did not fold (with its event
+    /// index): a second read of that register with another value makes a short wait.
+    last_read: Option<(Access, u64)>,
     /// Folded runs that are not polling loops, by the shapes of their group:
     /// (order first seen, runs, repetitions, first event index, a run to name it).
     groups: HashMap<Vec<Shape>, Group>,
@@ -268,6 +276,38 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 let i = map_info(&mut maps, &mut index_of, a.map_id);
                 i.next(a.ts_ns, a.ts_ns, index);
                 i.count(a, 1);
+                let prev = i.last_read.take();
+                if a.dir == Direction::Read {
+                    match prev {
+                        Some((p, pi))
+                            if Shape::of(&p) == Shape::of(a)
+                                && p.pid == a.pid
+                                && p.value != a.value
+                                && a.wide.is_none() =>
+                        {
+                            // Read again at once, and it changed: the driver waited for it
+                            // (a wait the second read satisfied, too short to fold).
+                            let run = Box::new(Run {
+                                slots: vec![Slot {
+                                    shape: Shape::of(a),
+                                    first: p.clone(),
+                                    values: vec![(p.value, 1), (a.value, 1)],
+                                }],
+                                reps: 2,
+                                first_index: pi,
+                                last_index: index,
+                                first_ts: p.ts_ns,
+                                last_ts: a.ts_ns,
+                            });
+                            i.polls.push(Poll {
+                                run: run.clone(),
+                                slot: 0,
+                            });
+                            i.steps.push(Step::Wait(run, 0));
+                        }
+                        _ => i.last_read = Some((a.clone(), index)),
+                    }
+                }
                 if a.dir == Direction::Write {
                     i.steps.push(Step::Write(a.clone(), index));
                     if i.wrote(a, index) {
@@ -278,6 +318,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             Folded::Event(..) => {}
             Folded::Run(run) => {
                 let i = map_info(&mut maps, &mut index_of, run.slots[0].shape.map_id);
+                i.last_read = None;
                 i.next(run.first_ts, run.last_ts, run.first_index);
                 for s in &run.slots {
                     let n: u64 = s.values.iter().map(|v| v.1).sum();
