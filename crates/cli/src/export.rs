@@ -214,7 +214,7 @@ pub trait Exporter {
     fn event(&mut self, ev: &Event, ctx: &Context) -> anyhow::Result<()>;
     /// Completes the output (called also after a read error, so that what was
     /// exported before the damage is a complete, readable file).
-    fn finish(self: Box<Self>) -> anyhow::Result<()>;
+    fn finish(self: Box<Self>, ctx: &Context) -> anyhow::Result<()>;
 }
 
 /// Runs `export`.
@@ -299,7 +299,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     // What came before damage is kept as a complete file, as `convert` does.
     let finished = exporter
-        .finish()
+        .finish(&ctx)
         .with_context(|| format!("writing {out_name}"));
     read?;
     finished?;

@@ -520,7 +520,7 @@ impl Exporter for ParquetOut {
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+    fn finish(self: Box<Self>, _ctx: &Context) -> anyhow::Result<()> {
         let this = *self;
         if let Some(f) = this.single {
             f.close()?;

@@ -7,10 +7,10 @@
 //! length-delimited packets, written as they are made: memory holds the interning
 //! tables and one track per thread, register and map, never the events.
 //!
-//! Hook for folded polling loops (the folding of issue 17): `Perfetto::export` is
-//! where a folded loop becomes a `SLICE_BEGIN`/`SLICE_END` pair on its thread's track
-//! (`thread_track`), named like the accesses it replaces, with its count as a
-//! `uint_arg` annotation; the MAP slices show how.
+//! Accesses are also folded as `show --fold` folds them: each folded run (a polling
+//! loop, a bit-banged group) becomes a slice over its accesses on its thread's track,
+//! `poll STATUS ×51 = 0x1002 … until 0x100a` or `×15 of 5 accesses`, with its
+//! repetitions and accesses as annotations.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -18,6 +18,7 @@ use std::io::Write;
 use mmio_trace_format::{Access, Direction, Event};
 
 use crate::export::{location, pc_text, Context, Exporter};
+use crate::fold::{fmt_values, Folded, Folder, Run};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct TracePacket {
@@ -105,8 +106,17 @@ const SEQ_NEEDS_INCREMENTAL_STATE: u32 = 2;
 const SEQUENCE: u32 = 1;
 
 /// Debug annotation names, interned once in the first packet (iid = index + 1).
-const ARG_NAMES: [&str; 8] = [
-    "register", "offset", "width", "value", "phys", "map", "pc", "bytes",
+const ARG_NAMES: [&str; 10] = [
+    "register",
+    "offset",
+    "width",
+    "value",
+    "phys",
+    "map",
+    "pc",
+    "bytes",
+    "repetitions",
+    "accesses",
 ];
 const ARG_REGISTER: u64 = 1;
 const ARG_OFFSET: u64 = 2;
@@ -116,6 +126,8 @@ const ARG_PHYS: u64 = 5;
 const ARG_MAP: u64 = 6;
 const ARG_PC: u64 = 7;
 const ARG_BYTES: u64 = 8;
+const ARG_REPS: u64 = 9;
+const ARG_ACCESSES: u64 = 10;
 
 /// Registers given a counter track: beyond, accesses are instants only, so that a
 /// trace of a frame buffer (millions of addresses) neither grows the tables without
@@ -155,6 +167,11 @@ pub struct Perfetto {
     started: bool,
     /// Accesses past [`MAX_REGISTERS`], without a counter.
     uncounted: u64,
+    /// Folds the accesses as `show --fold` does: each folded run (a polling loop, a
+    /// bit-banged group) also becomes a slice on its thread's track.
+    folder: Folder,
+    /// Events handed to `folder`.
+    seen: u64,
 }
 
 impl Perfetto {
@@ -176,6 +193,8 @@ impl Perfetto {
             last_ts: 0,
             started: false,
             uncounted: 0,
+            folder: Folder::default(),
+            seen: 0,
         }
     }
 
@@ -439,6 +458,72 @@ impl Perfetto {
         )
     }
 
+    /// A folded run as a slice over its accesses on its thread's track: a polling loop
+    /// named `poll REGISTER ×N` with the values it read, another run `×N of K accesses`.
+    /// Written when the run ends, so after its instants (trace_processor sorts by time).
+    fn run_slice(&mut self, run: &Run, ctx: &Context) -> std::io::Result<()> {
+        let first = &run.slots[0].first;
+        let track = self.thread_track(first.pid)?;
+        let name = match run.poll_slot() {
+            Some(k) => {
+                let s = &run.slots[k];
+                let label = ctx
+                    .register(&s.first)
+                    .unwrap_or_else(|| location(ctx, &s.first));
+                format!("poll {label} ×{} {}", run.reps, fmt_values(s))
+            }
+            None => format!("×{} of {} accesses", run.reps, run.slots.len()),
+        };
+        let mut args = vec![
+            uint_arg(ARG_REPS, run.reps),
+            uint_arg(ARG_ACCESSES, run.accesses()),
+        ];
+        if first.pc != 0 {
+            args.push(str_arg(ARG_PC, pc_text(first.pid, first.pc)));
+        }
+        self.track_event(
+            run.first_ts,
+            TrackEvent {
+                debug_annotations: args,
+                r#type: Some(SLICE_BEGIN),
+                track_uuid: Some(track),
+                name: Some(name),
+                ..Default::default()
+            },
+        )?;
+        self.track_event(
+            run.last_ts,
+            TrackEvent {
+                r#type: Some(SLICE_END),
+                track_uuid: Some(track),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Feeds `ev` (or, with `None`, the end of the log) to the folder and writes the runs
+    /// that ended as slices.
+    fn fold(&mut self, ev: Option<&Event>, ctx: &Context) -> std::io::Result<()> {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut take = |item: Folded<'_>| -> Result<(), std::convert::Infallible> {
+            if let Folded::Run(r) = item {
+                runs.push(r.clone());
+            }
+            Ok(())
+        };
+        let _ = match ev {
+            Some(ev) => {
+                self.seen += 1;
+                self.folder.push(ev, self.seen, &mut take)
+            }
+            None => self.folder.finish(&mut take),
+        };
+        for r in &runs {
+            self.run_slice(r, ctx)?;
+        }
+        Ok(())
+    }
+
     fn export(&mut self, ev: &Event, ctx: &Context) -> std::io::Result<()> {
         if let Some(ts) = ev.ts_ns() {
             self.last_ts = self.last_ts.max(ts);
@@ -586,10 +671,13 @@ impl Exporter for Perfetto {
     fn event(&mut self, ev: &Event, ctx: &Context) -> anyhow::Result<()> {
         use anyhow::Context as _;
         self.export(ev, ctx)
+            .and_then(|()| self.fold(Some(ev), ctx))
             .with_context(|| format!("writing {}", self.name))
     }
 
-    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
+    fn finish(mut self: Box<Self>, ctx: &Context) -> anyhow::Result<()> {
+        // Runs still open at the end of the log end there.
+        self.fold(None, ctx)?;
         // Maps still mapped at the end of the log end there.
         let open: Vec<u64> = self
             .maps

@@ -321,7 +321,7 @@ impl Exporter for Vcd {
             .with_context(|| format!("writing {}", self.name))
     }
 
-    fn finish(mut self: Box<Self>) -> anyhow::Result<()> {
+    fn finish(mut self: Box<Self>, _ctx: &Context) -> anyhow::Result<()> {
         self.w.flush()?;
         if self.left_out > 0 {
             eprintln!(
