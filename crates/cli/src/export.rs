@@ -28,7 +28,8 @@ use crate::regnames::{DbArgs, Names};
 /// its register (with `--db`) or its offset in the map, carrying the register,
 /// offset, width, value, physical address, map and PC; one counter track per register
 /// with its value over time; markers on a track of their own; each map as a slice
-/// from MAP to UNMAP on its own track. Past 65536 registers (a frame buffer), further
+/// from MAP to UNMAP on its own track; each run `show --fold` would fold (a polling loop,
+/// a bit-banged group) as a slice over its accesses on its thread's track. Past 65536 registers (a frame buffer), further
 /// registers' accesses are instants without a counter track (a warning says how many).
 ///
 /// `--to vcd`: one signal per register (named from `--db`, otherwise `off_0xOFFSET`)
