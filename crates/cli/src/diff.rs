@@ -238,7 +238,7 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
         names: args.db.load()?,
         maps: HashMap::new(),
     };
-    let mut folder = Folder::default();
+    let mut folder = Folder::ignoring_time();
     // Items are keyed after the whole log was read (names bind at MAP/PCIDEV
     // lines, which come first; map bases are known by then too).
     let mut raw: Vec<(What, u64, Option<u64>, Option<Event>)> = Vec::new();

@@ -160,6 +160,9 @@ pub struct Folder {
     run_writes: bool,
     /// Time of the run's last access (in `partial` or merged).
     run_last_ts: u64,
+    /// A pause this long ends a run that writes ([`SPLIT_GAP_NS`]; never for
+    /// [`Folder::ignoring_time`]).
+    split_gap_ns: u64,
 }
 
 impl Default for Folder {
@@ -193,6 +196,17 @@ impl Folder {
             max_period,
             run_writes: false,
             run_last_ts: 0,
+            split_gap_ns: SPLIT_GAP_NS,
+        }
+    }
+
+    /// A folder whose runs do not end at pauses: the same accesses fold the same way
+    /// whatever the timing (`diff`, which never compares times: a scheduling hiccup in
+    /// one recording must not make its runs differ from the other's).
+    pub fn ignoring_time() -> Folder {
+        Folder {
+            split_gap_ns: u64::MAX,
+            ..Folder::default()
         }
     }
 
@@ -251,7 +265,7 @@ impl Folder {
         if let Some(run) = &mut self.run {
             let a = access(&item.0);
             let paused =
-                self.run_writes && a.ts_ns.saturating_sub(self.run_last_ts) >= SPLIT_GAP_NS;
+                self.run_writes && a.ts_ns.saturating_sub(self.run_last_ts) >= self.split_gap_ns;
             if Shape::of(a) == run.slots[self.partial.len()].shape && !paused {
                 self.run_last_ts = a.ts_ns;
                 self.partial.push(item);
@@ -284,11 +298,12 @@ impl Folder {
         let n = self.pending.len();
         // (covered by whole repetitions, period, matched up to the last pending)
         let mut best: Option<(usize, usize, bool)> = None;
+        let gap = self.split_gap_ns;
         let paused = |pending: &VecDeque<(Event, u64)>, i: usize| {
             access(&pending[i].0)
                 .ts_ns
                 .saturating_sub(access(&pending[i - 1].0).ts_ns)
-                >= SPLIT_GAP_NS
+                >= gap
         };
         for p in 1..=self.max_period.min(n / 2) {
             let writes = (0..p).any(|i| access(&self.pending[i].0).dir == Direction::Write);
