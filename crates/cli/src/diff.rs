@@ -410,6 +410,12 @@ fn compare(args: &DiffArgs) -> anyhow::Result<bool> {
             .into());
         }
     }
+    let stdin = std::path::Path::new("-");
+    if args.a == stdin && args.b == stdin {
+        // The second read of standard input would see it empty, and report a
+        // difference that is not there.
+        return Err(BadInput("A and B cannot both be `-` (standard input)".into()).into());
+    }
     let a = read_side(&args.a, args, &o)?;
     let b = read_side(&args.b, args, &o)?;
     let ka: Vec<&Key> = a.items.iter().map(|i| &i.key).collect();
