@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::analyse::Progress;
 use crate::fold::{describe_change, fmt_duration, fmt_values, hex, Folded, Folder, Run, Shape};
-use crate::input::{InputArgs, LogInput};
+use crate::input::{BadInput, InputArgs, LogInput};
 use crate::regnames::{DbArgs, Names};
 use crate::show::fmt_ts;
 use crate::symbols::{SymbolArgs, Symbolizer};
@@ -248,6 +248,27 @@ impl MapInfo {
 
 /// Runs `analyze`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let scripts = [&args.script, &args.script_json];
+    for path in scripts.into_iter().flatten() {
+        // The scripts are written after the log is read: over the log, they would
+        // replace it without a word.
+        if crate::export::same_file(&args.input.log, path) {
+            return Err(BadInput(format!(
+                "{} is the input log: write the script to another file",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    if let (Some(a), Some(b)) = (&args.script, &args.script_json) {
+        if a == b || crate::export::same_file(a, b) {
+            return Err(BadInput(format!(
+                "--script and --script-json both name {}: give each its own file",
+                a.display()
+            ))
+            .into());
+        }
+    }
     let mut input = LogInput::open(&args.input)?;
     let mut names = args.db.load()?;
     use_symbols(args.symbols);

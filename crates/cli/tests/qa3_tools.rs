@@ -49,3 +49,64 @@ fn diff_of_standard_input_against_itself_is_refused_not_reported_different() {
     let o = run_stdin(&["diff", "-", s(&a)], LOG.as_bytes());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
+
+const E1000: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/data/e1000-probe.mmiotrace"
+);
+
+#[test]
+fn analyze_refuses_a_script_written_over_its_input_log() {
+    let log = std::fs::read(E1000).unwrap();
+    let copy = tmp("script-over-log.log", &log);
+    let link = reading::dir().join("script-over-log-link.log");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&copy, &link).unwrap();
+    for (opt, out) in [
+        ("--script", &copy),
+        ("--script-json", &copy),
+        ("--script", &link),
+        ("--script-json", &link),
+    ] {
+        let o = reading::run(&["analyze", s(&copy), opt, s(out)]);
+        assert_eq!(o.status.code(), Some(2), "{opt} {}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("is the input log"),
+            "{}",
+            text(&o.stderr)
+        );
+        assert_eq!(
+            std::fs::read(&copy).unwrap(),
+            log,
+            "{opt}: the log is intact"
+        );
+    }
+    // The same file for both scripts: one would silently replace the other.
+    let both = tmp("both.txt", b"");
+    let o = reading::run(&[
+        "analyze",
+        s(&copy),
+        "--script",
+        s(&both),
+        "--script-json",
+        s(&both),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    // Distinct files: both written.
+    let t = reading::dir().join("init.txt");
+    let j = reading::dir().join("init.json");
+    let o = reading::run(&[
+        "analyze",
+        s(&copy),
+        "--script",
+        s(&t),
+        "--script-json",
+        s(&j),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(std::fs::read_to_string(&t)
+        .unwrap()
+        .starts_with("# mmio-trace init script"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
+    assert!(v["maps"].is_array(), "{v}");
+}
