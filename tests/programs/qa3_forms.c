@@ -1,0 +1,107 @@
+/* QA probes: instruction forms with a memory operand on the device, each run once;
+ * prints what the program computed so a traced run can be compared with a native one. */
+#include "mmio.h"
+#include <string.h>
+
+static void dump(const char *name, const void *p, size_t n) {
+    printf("%s", name);
+    for (size_t i = 0; i < n; i++) printf(" %02x", ((const uint8_t *)p)[i]);
+    printf("\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) { fprintf(stderr, "usage: qa3_forms DEVICE FORM\n"); return 2; }
+    uint8_t *dev = map_device(argv[1], 4096);
+    const char *f = argv[2];
+    uint8_t out[64] __attribute__((aligned(64)));
+    memset(out, 0xcc, sizeof out);
+    if (!strcmp(f, "bcst")) {
+        __asm__ volatile("vpternlogd $0xff, %%zmm1, %%zmm1, %%zmm1\n\t"
+                         "vpaddd (%1)%{1to16%}, %%zmm1, %%zmm0\n\tvmovdqu64 %%zmm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x40) : "memory", "xmm0", "xmm1");
+        dump("bcst", out, 64);
+    } else if (!strcmp(f, "pmovzx")) {
+        __asm__ volatile("vpmovzxbd (%1), %%ymm0\n\tvmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x48) : "memory", "xmm0");
+        dump("pmovzx", out, 32);
+    } else if (!strcmp(f, "cvtph")) {
+        __asm__ volatile("vcvtph2ps (%1), %%ymm0\n\tvmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x50) : "memory", "xmm0");
+        dump("cvtph", out, 32);
+    } else if (!strcmp(f, "inserti")) {
+        __asm__ volatile("vpcmpeqd %%ymm1, %%ymm1, %%ymm1\n\tvinserti128 $1, (%1), %%ymm1, %%ymm0\n\t"
+                         "vmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x60) : "memory", "xmm0", "xmm1");
+        dump("inserti", out, 32);
+    } else if (!strcmp(f, "pshufd")) {
+        __asm__ volatile("vpshufd $0x1b, (%1), %%xmm0\n\tvmovdqu %%xmm0, (%0)"
+                         :: "r"(out), "r"(dev + 0x70) : "memory", "xmm0");
+        dump("pshufd", out, 16);
+    } else if (!strcmp(f, "movhps")) {
+        __asm__ volatile("vpcmpeqd %%xmm0, %%xmm0, %%xmm0\n\tmovhps (%1), %%xmm0\n\tmovdqu %%xmm0, (%0)"
+                         :: "r"(out), "r"(dev + 0x80) : "memory", "xmm0");
+        dump("movhps", out, 16);
+    } else if (!strcmp(f, "movhps_st")) {
+        uint64_t v[2] = {0x1122334455667788ull, 0x99aabbccddeeff00ull};
+        __asm__ volatile("movdqu (%0), %%xmm0\n\tmovhps %%xmm0, (%1)" :: "r"(v), "r"(dev + 0x88) : "memory", "xmm0");
+        dump("movhps_st", dev + 0x80, 24);
+    } else if (!strcmp(f, "pcmpestri")) {
+        unsigned idx;
+        __asm__ volatile("movdqu (%2), %%xmm1\n\tmov $4, %%eax\n\tmov $16, %%edx\n\t"
+                         "pcmpestri $0x0c, (%1), %%xmm1\n\tmov %%ecx, %0"
+                         : "=r"(idx) : "r"(dev + 0x90), "r"(dev + 0x98) : "memory", "rax", "rcx", "rdx", "xmm1", "cc");
+        printf("pcmpestri %u\n", idx);
+    } else if (!strcmp(f, "xlat")) {
+        unsigned v;
+        __asm__ volatile("mov %1, %%rbx\n\tmov $5, %%eax\n\txlatb\n\tmovzbl %%al, %0"
+                         : "=r"(v) : "r"(dev + 0xa0) : "memory", "rax", "rbx");
+        printf("xlat %x\n", v);
+    } else if (!strcmp(f, "kstore")) {
+        __asm__ volatile("vpternlogd $0xff, %%zmm0, %%zmm0, %%zmm0\n\tmov $0x00f0f00fa5a5f0f0, %%rax\n\tkmovq %%rax, %%k1\n\t"
+                         "vmovdqu8 %%zmm0, (%0)%{%%k1%}\n\tvzeroupper"
+                         :: "r"(dev + 0x100) : "memory", "rax", "xmm0");
+        dump("kstore", dev + 0x100, 64);
+    } else if (!strcmp(f, "compress")) {
+        __asm__ volatile("vpternlogd $0xff, %%zmm0, %%zmm0, %%zmm0\n\tmov $0x0f0f, %%eax\n\tkmovw %%eax, %%k1\n\t"
+                         "vpcompressd %%zmm0, (%0)%{%%k1%}\n\tvzeroupper"
+                         :: "r"(dev + 0x140), "r"(0) : "memory", "rax", "xmm0");
+        dump("compress", dev + 0x140, 64);
+    } else if (!strcmp(f, "expand")) {
+        __asm__ volatile("vpternlogd $0xff, %%zmm0, %%zmm0, %%zmm0\n\tmov $0xf0f0, %%eax\n\tkmovw %%eax, %%k1\n\t"
+                         "vpexpandd (%1), %%zmm0%{%%k1%}\n\tvmovdqu64 %%zmm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x180) : "memory", "rax", "xmm0");
+        dump("expand", out, 64);
+    } else if (!strcmp(f, "gather")) {
+        int idx[8] = {0, 3, 1, 7, 2, 2, 5, 4};
+        __asm__ volatile("vmovdqu (%2), %%ymm1\n\tvpcmpeqd %%ymm2, %%ymm2, %%ymm2\n\t"
+                         "vpgatherdd %%ymm2, (%1,%%ymm1,4), %%ymm0\n\tvmovdqu %%ymm0, (%0)\n\tvzeroupper"
+                         :: "r"(out), "r"(dev + 0x1c0), "r"(idx) : "memory", "xmm0", "xmm1", "xmm2");
+        dump("gather", out, 32);
+    } else if (!strcmp(f, "fnstenv")) {
+        __asm__ volatile("fnstenv (%0)\n\tfldenv (%0)" :: "r"(dev + 0x200) : "memory");
+        printf("fnstenv ok\n");
+    } else if (!strcmp(f, "fxsave")) {
+        __asm__ volatile("fxsave (%0)" :: "r"(dev + 0x400) : "memory");
+        printf("fxsave ok %02x\n", dev[0x418]);
+    } else if (!strcmp(f, "cmov")) {
+        uint64_t v = 7;
+        __asm__ volatile("xor %%eax, %%eax\n\tcmovzq (%1), %0" : "+r"(v) : "r"(dev + 0x20) : "memory", "rax", "cc");
+        printf("cmov %lx\n", (unsigned long)v);
+    } else if (!strcmp(f, "movsxd")) {
+        int64_t v;
+        __asm__ volatile("movslq (%1), %0" : "=r"(v) : "r"(dev + 0x2c) : "memory");
+        printf("movsxd %lx\n", (unsigned long)v);
+    } else if (!strcmp(f, "bextr")) {
+        uint32_t v;
+        __asm__ volatile("mov $0x0804, %%ecx\n\tbextr %%ecx, (%1), %0" : "=r"(v) : "r"(dev + 0x30) : "memory", "rcx", "cc");
+        printf("bextr %x\n", v);
+    } else if (!strcmp(f, "adcx")) {
+        uint64_t v = 1;
+        __asm__ volatile("stc\n\tadcx (%1), %0" : "+r"(v) : "r"(dev + 0x38) : "memory", "cc");
+        printf("adcx %lx\n", (unsigned long)v);
+    } else {
+        fprintf(stderr, "unknown form %s\n", f);
+        return 2;
+    }
+    return 0;
+}
