@@ -110,3 +110,67 @@ fn analyze_refuses_a_script_written_over_its_input_log() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&j).unwrap()).unwrap();
     assert!(v["maps"].is_array(), "{v}");
 }
+
+/// Runs `mmio-trace ARGS`, killed after `secs` seconds (then `None`): for commands
+/// that must not block.
+fn run_bounded(args: &[&str], secs: u64) -> Option<Output> {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if c.try_wait().unwrap().is_some() {
+            return Some(c.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
+}
+
+#[test]
+fn an_object_marker_naming_a_fifo_or_dev_zero_degrades_to_object_offset() {
+    let fifo = reading::dir().join("object-fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success(), "mkfifo");
+    for (path, short) in [(s(&fifo), "object-fifo"), ("/dev/zero", "zero")] {
+        let log = format!(
+            "VERSION 20070824\n\
+             MARK 0.010000 object pid 10 0x5637c7d75000-0x5637c7d7a000 bias 0x5637c7d75000 \
+             build eba92910ee7913fce9f70397bcda97da2e0a51fb {path}\n\
+             MAP 0.012262 1 0xfeb40000 0x7fc5d2008000 0x1000 0x0 10\n\
+             R 4 0.012400 1 0xfeb40018 0x80 0x5637c7d76823 10\n"
+        );
+        let log = tmp(&format!("object-{short}.log"), log.as_bytes());
+        let out = reading::dir().join(format!("object-{short}.perfetto"));
+        let site = format!("{short}+0x1823");
+        for args in [
+            vec!["show", s(&log)],
+            vec!["stats", "--by-site", s(&log)],
+            vec!["analyze", s(&log)],
+            vec!["export", "--to", "perfetto", s(&log), "-o", s(&out)],
+        ] {
+            // Generous: the machine may be loaded; a blocked read never ends at all.
+            let o = run_bounded(&args, 120).unwrap_or_else(|| panic!("{args:?} blocked on {path}"));
+            assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+            if args[0] != "export" {
+                assert!(
+                    text(&o.stdout).contains(&site),
+                    "{args:?}: {}",
+                    text(&o.stdout)
+                );
+            }
+            assert!(
+                text(&o.stderr).contains("is not a regular file"),
+                "{args:?}: {}",
+                text(&o.stderr)
+            );
+        }
+    }
+}
