@@ -1,7 +1,12 @@
 /* QA probes: instruction forms with a memory operand on the device, each run once;
  * prints what the program computed so a traced run can be compared with a native one. */
 #include "mmio.h"
+#include <setjmp.h>
+#include <signal.h>
 #include <string.h>
+
+static sigjmp_buf jb;
+static void on_fpe(int sig) { (void)sig; siglongjmp(jb, 1); }
 
 static void dump(const char *name, const void *p, size_t n) {
     printf("%s", name);
@@ -99,6 +104,46 @@ int main(int argc, char **argv) {
         uint64_t v = 1;
         __asm__ volatile("stc\n\tadcx (%1), %0" : "+r"(v) : "r"(dev + 0x38) : "memory", "cc");
         printf("adcx %lx\n", (unsigned long)v);
+    } else if (!strcmp(f, "ro_store")) {
+        /* A store out of line to a page the program made read-only faults as natively. */
+        if (mprotect(dev, 4096, PROT_READ)) { perror("mprotect"); return 100; }
+        printf("ro_store\n");
+        fflush(stdout);
+        __asm__ volatile("pcmpeqd %%xmm0, %%xmm0\n\tpextrd $1, %%xmm0, (%0)" :: "r"(dev + 0x380) : "memory", "xmm0");
+        printf("not reached\n");
+    } else if (!strcmp(f, "none_read")) {
+        if (mprotect(dev, 4096, PROT_NONE)) { perror("mprotect"); return 100; }
+        printf("none_read\n");
+        fflush(stdout);
+        unsigned v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+        printf("not reached %u\n", v);
+    } else if (!strcmp(f, "fpe_jumps")) {
+        /* 20 divisions by a device zero, each left with siglongjmp from the SIGFPE
+         * handler, then out-of-line reads that must still compute right. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_fpe;
+        sigaction(SIGFPE, &sa, NULL);
+        wr32(dev + 0x3c, 0);
+        volatile int caught = 0;
+        for (int i = 0; i < 20; i++) {
+            if (sigsetjmp(jb, 1) == 0) {
+                unsigned q;
+                __asm__ volatile("xor %%edx, %%edx\n\tmov $100, %%eax\n\tdivl (%1)"
+                                 : "=&a"(q) : "r"(dev + 0x3c) : "memory", "rdx", "cc");
+                printf("no fault %u\n", q);
+            } else {
+                caught++;
+            }
+        }
+        unsigned sum = 0;
+        for (int i = 0; i < 4; i++) {
+            unsigned v;
+            __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x40 + 4 * i) : "memory", "cc");
+            sum += v;
+        }
+        printf("fpe_jumps caught %d popcnt %u\n", caught, sum);
     } else {
         fprintf(stderr, "unknown form %s\n", f);
         return 2;

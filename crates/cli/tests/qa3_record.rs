@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
 use common::*;
@@ -47,4 +48,99 @@ fn a_trace_written_over_the_device_file_is_refused_and_the_device_kept() {
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "cmov 100900001008\n");
     assert_eq!(accesses(&events), vec![('R', 8, 0x20, 0x1009_0000_1008)]);
+}
+
+fn cpu_has(flag: &str) -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|w| w == flag))
+}
+
+/// Forms of qa3_forms.c: name, the CPU flags it needs, and whether it must complete
+/// without single-stepping on the default path (`false`: documented step-path forms:
+/// gathers, compress stores, masked expands, `xlat`'s implicit operand, `fnstenv`'s
+/// 28 bytes).
+const FORMS: &[(&str, &[&str], bool)] = &[
+    ("bcst", &["avx512f"], true),
+    ("pmovzx", &["avx2"], true),
+    ("cvtph", &["f16c", "avx"], true),
+    ("inserti", &["avx2"], true),
+    ("pshufd", &["avx"], true),
+    ("movhps", &["sse"], true),
+    ("movhps_st", &["sse2"], true),
+    ("pcmpestri", &["sse4_2"], true),
+    ("kstore", &["avx512bw"], true),
+    ("cmov", &[], true),
+    ("movsxd", &[], true),
+    ("bextr", &["bmi1"], true),
+    ("adcx", &["adx"], true),
+    ("xlat", &[], false),
+    ("compress", &["avx512f"], false),
+    ("expand", &["avx512f"], false),
+    ("gather", &["avx2"], false),
+    ("fnstenv", &[], false),
+    ("ro_store", &["sse4_1"], false),
+    ("none_read", &["popcnt"], false),
+    ("fpe_jumps", &["popcnt"], true),
+];
+
+/// Each form on every fault path gives the program the results, exit status and device
+/// bytes it gets natively; on the default path the forms that run out of line log every
+/// read with the device's value and nothing `UNKNOWN`.
+#[test]
+fn instruction_forms_on_every_path_match_a_native_run() {
+    let f = Fixture::new("qa3-forms", "qa3_forms", 4096);
+    let initial = std::fs::read(&f.dev).unwrap();
+    for &(form, flags, ool) in FORMS {
+        if let Some(flag) = flags.iter().find(|fl| !cpu_has(fl)) {
+            eprintln!("NOT RUN: {form} (this CPU has no {flag})");
+            continue;
+        }
+        let native_dev = f.dir.join("native.bin");
+        std::fs::write(&native_dev, &initial).unwrap();
+        let nat = Command::new(&f.exe)
+            .arg(&native_dev)
+            .arg(form)
+            .output()
+            .unwrap();
+        let nat_dev = std::fs::read(&native_dev).unwrap();
+        for path in ["default", "emulate", "ool", "step"] {
+            std::fs::write(&f.dev, &initial).unwrap();
+            let mut c = record_cmd(&f.dir, &f.dev, &[]);
+            c.arg(&f.exe).arg(&f.dev).arg(form);
+            if path != "default" {
+                c.env("MMIO_TRACE_PATH", path);
+            }
+            let out = c.output().unwrap();
+            let what = format!("{form} on the {path} path");
+            // The recorder exits 128+N where the program dies of signal N.
+            let want = nat
+                .status
+                .code()
+                .or_else(|| nat.status.signal().map(|s| 128 + s));
+            assert_eq!(code(&out), want, "{what}: {}", stderr(&out));
+            assert_eq!(stdout(&out), stdout(&nat), "{what}");
+            assert_eq!(
+                std::fs::read(&f.dev).unwrap(),
+                nat_dev,
+                "{what}: device bytes"
+            );
+            let events = read_log(&trace_log(&f.dir));
+            if path == "default" && ool {
+                assert_eq!(unknowns(&events), vec![], "{what}: nothing stepped");
+                let mut dev = initial.clone();
+                for (dir, width, off, value) in accesses(&events) {
+                    let (o, w) = (off as usize, width as usize);
+                    let bytes = &value.to_le_bytes()[..w.min(8)];
+                    if dir == 'R' {
+                        assert_eq!(&dev[o..o + bytes.len()], bytes, "{what}: read at {off:#x}");
+                    } else {
+                        dev[o..o + bytes.len()].copy_from_slice(bytes);
+                    }
+                }
+            }
+        }
+    }
 }
