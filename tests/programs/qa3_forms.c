@@ -144,6 +144,25 @@ int main(int argc, char **argv) {
             sum += v;
         }
         printf("fpe_jumps caught %d popcnt %u\n", caught, sum);
+    } else if (!strcmp(f, "libc_mem")) {
+        /* glibc's memory and string functions to, from and within the device. */
+        static const char msg[] = "the quick brown fox jumps over the lazy dog, twice: the quick brown fox";
+        uint8_t local[256];
+        memset(dev + 0x200, 0x5a, 100);
+        memcpy(dev + 0x280, msg, sizeof msg);          /* NUL included */
+        memmove(dev + 0x301, dev + 0x300, 67);         /* overlapping, device to device */
+        memmove(dev + 0x380, dev + 0x383, 45);
+        memcpy(local, dev + 0x100, 93);
+        dump("copy", local, 93);
+        local[40] ^= 1;
+        printf("memcmp %d %d\n", memcmp(dev + 0x100, local, 40) == 0, memcmp(dev + 0x100, local, 64) < 0);
+        const uint8_t *c = memchr(dev + 0x280, 'z', 200);
+        printf("memchr %ld\n", c ? (long)(c - (dev + 0x280)) : -1L);
+        const char *r = strrchr((const char *)dev + 0x280, 'q');
+        printf("strrchr %ld\n", r ? (long)(r - (const char *)(dev + 0x280)) : -1L);
+        printf("strnlen %zu %zu\n", strnlen((const char *)dev + 0x280, 500), strnlen((const char *)dev + 0x280, 13));
+        printf("strlen %zu\n", strlen((const char *)dev + 0x280));
+        printf("strcpy %s\n", strcpy((char *)local, (const char *)dev + 0x280));
     } else {
         fprintf(stderr, "unknown form %s\n", f);
         return 2;

@@ -86,6 +86,60 @@ const FORMS: &[(&str, &[&str], bool)] = &[
     ("fpe_jumps", &["popcnt"], true),
 ];
 
+/// Runs `form` natively and then recorded on every fault path, with `env` set:
+/// the same output, exit status and device bytes each time; with `ool`, the default
+/// path steps nothing and logs every read with the device's value.
+fn check_form(f: &Fixture, initial: &[u8], form: &str, env: &[(&str, &str)], ool: bool) {
+    let native_dev = f.dir.join("native.bin");
+    std::fs::write(&native_dev, initial).unwrap();
+    let nat = Command::new(&f.exe)
+        .arg(&native_dev)
+        .arg(form)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let nat_dev = std::fs::read(&native_dev).unwrap();
+    for path in ["default", "emulate", "ool", "step"] {
+        std::fs::write(&f.dev, initial).unwrap();
+        let mut c = record_cmd(&f.dir, &f.dev, &[]);
+        c.arg(&f.exe)
+            .arg(&f.dev)
+            .arg(form)
+            .envs(env.iter().copied());
+        if path != "default" {
+            c.env("MMIO_TRACE_PATH", path);
+        }
+        let out = c.output().unwrap();
+        let what = format!("{form} on the {path} path with {env:?}");
+        // The recorder exits 128+N where the program dies of signal N.
+        let want = nat
+            .status
+            .code()
+            .or_else(|| nat.status.signal().map(|s| 128 + s));
+        assert_eq!(code(&out), want, "{what}: {}", stderr(&out));
+        assert_eq!(stdout(&out), stdout(&nat), "{what}");
+        assert_eq!(
+            std::fs::read(&f.dev).unwrap(),
+            nat_dev,
+            "{what}: device bytes"
+        );
+        let events = read_log(&trace_log(&f.dir));
+        if path == "default" && ool {
+            assert_eq!(unknowns(&events), vec![], "{what}: nothing stepped");
+            let mut dev = initial.to_vec();
+            for (dir, width, off, value) in accesses(&events) {
+                let (o, w) = (off as usize, width as usize);
+                let bytes = &value.to_le_bytes()[..w.min(8)];
+                if dir == 'R' {
+                    assert_eq!(&dev[o..o + bytes.len()], bytes, "{what}: read at {off:#x}");
+                } else {
+                    dev[o..o + bytes.len()].copy_from_slice(bytes);
+                }
+            }
+        }
+    }
+}
+
 /// Each form on every fault path gives the program the results, exit status and device
 /// bytes it gets natively; on the default path the forms that run out of line log every
 /// read with the device's value and nothing `UNKNOWN`.
@@ -98,49 +152,31 @@ fn instruction_forms_on_every_path_match_a_native_run() {
             eprintln!("NOT RUN: {form} (this CPU has no {flag})");
             continue;
         }
-        let native_dev = f.dir.join("native.bin");
-        std::fs::write(&native_dev, &initial).unwrap();
-        let nat = Command::new(&f.exe)
-            .arg(&native_dev)
-            .arg(form)
-            .output()
-            .unwrap();
-        let nat_dev = std::fs::read(&native_dev).unwrap();
-        for path in ["default", "emulate", "ool", "step"] {
-            std::fs::write(&f.dev, &initial).unwrap();
-            let mut c = record_cmd(&f.dir, &f.dev, &[]);
-            c.arg(&f.exe).arg(&f.dev).arg(form);
-            if path != "default" {
-                c.env("MMIO_TRACE_PATH", path);
-            }
-            let out = c.output().unwrap();
-            let what = format!("{form} on the {path} path");
-            // The recorder exits 128+N where the program dies of signal N.
-            let want = nat
-                .status
-                .code()
-                .or_else(|| nat.status.signal().map(|s| 128 + s));
-            assert_eq!(code(&out), want, "{what}: {}", stderr(&out));
-            assert_eq!(stdout(&out), stdout(&nat), "{what}");
-            assert_eq!(
-                std::fs::read(&f.dev).unwrap(),
-                nat_dev,
-                "{what}: device bytes"
-            );
-            let events = read_log(&trace_log(&f.dir));
-            if path == "default" && ool {
-                assert_eq!(unknowns(&events), vec![], "{what}: nothing stepped");
-                let mut dev = initial.clone();
-                for (dir, width, off, value) in accesses(&events) {
-                    let (o, w) = (off as usize, width as usize);
-                    let bytes = &value.to_le_bytes()[..w.min(8)];
-                    if dir == 'R' {
-                        assert_eq!(&dev[o..o + bytes.len()], bytes, "{what}: read at {off:#x}");
-                    } else {
-                        dev[o..o + bytes.len()].copy_from_slice(bytes);
-                    }
-                }
-            }
-        }
+        check_form(&f, &initial, form, &[], ool);
+    }
+}
+
+/// glibc's memset, memcpy and memmove (overlapping, device to device), memcmp, memchr,
+/// strrchr, strnlen, strlen and strcpy on the device, at every ISA level
+/// `GLIBC_TUNABLES` selects: the program's results and the device's bytes as natively,
+/// every read with its value, nothing stepped.
+#[test]
+fn glibc_memory_functions_at_every_isa_level_match_a_native_run() {
+    let f = Fixture::new("qa3-libc", "qa3_forms", 4096);
+    let initial = std::fs::read(&f.dev).unwrap();
+    for tunable in [
+        "",
+        "glibc.cpu.hwcaps=-AVX512VL",
+        "glibc.cpu.hwcaps=-AVX512VL,-AVX2",
+        "glibc.cpu.hwcaps=-AVX512VL,-AVX2,-SSE4_2,-SSSE3,-SSE4_1",
+        "glibc.cpu.hwcaps=-ERMS,-FSRM,-AVX512F",
+    ] {
+        check_form(
+            &f,
+            &initial,
+            "libc_mem",
+            &[("GLIBC_TUNABLES", tunable)],
+            true,
+        );
     }
 }
