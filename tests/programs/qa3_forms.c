@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static sigjmp_buf jb;
 static void on_fpe(int sig) { (void)sig; siglongjmp(jb, 1); }
@@ -163,6 +164,27 @@ int main(int argc, char **argv) {
         printf("strnlen %zu %zu\n", strnlen((const char *)dev + 0x280, 500), strnlen((const char *)dev + 0x280, 13));
         printf("strlen %zu\n", strlen((const char *)dev + 0x280));
         printf("strcpy %s\n", strcpy((char *)local, (const char *)dev + 0x280));
+    } else if (!strcmp(f, "vfork")) {
+        /* A vfork child shares the parent's memory and FS base: it writes and reads
+         * the device (emulated and out of line), then _exits; the parent goes on. */
+        wr32(dev + 0x10, 0x11111111);
+        pid_t pid = vfork();
+        if (pid == 0) {
+            wr32(dev + 0x14, 0x22222222);
+            unsigned v;
+            __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x14) : "memory", "cc");
+            wr32(dev + 0x18, v);
+            /* A store out of line (its epilogue runs on the program's stack). */
+            __asm__ volatile("pcmpeqd %%xmm0, %%xmm0\n\tpextrd $1, %%xmm0, (%0)" :: "r"(dev + 0x20) : "memory", "xmm0");
+            _exit(0);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        unsigned v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x10) : "memory", "cc");
+        wr32(dev + 0x1c, v);
+        __asm__ volatile("pcmpeqd %%xmm0, %%xmm0\n\tpextrd $1, %%xmm0, (%0)" :: "r"(dev + 0x24) : "memory", "xmm0");
+        printf("vfork %d %x %u %u %x %x\n", st, rd32(dev + 0x14), rd32(dev + 0x18), rd32(dev + 0x1c), rd32(dev + 0x20), rd32(dev + 0x24));
     } else {
         fprintf(stderr, "unknown form %s\n", f);
         return 2;

@@ -84,6 +84,7 @@ const FORMS: &[(&str, &[&str], bool)] = &[
     ("ro_store", &["sse4_1"], false),
     ("none_read", &["popcnt"], false),
     ("fpe_jumps", &["popcnt"], true),
+    ("vfork", &["popcnt", "sse4_1"], true),
 ];
 
 /// Runs `form` natively and then recorded on every fault path, with `env` set:
