@@ -174,3 +174,68 @@ fn an_object_marker_naming_a_fifo_or_dev_zero_degrades_to_object_offset() {
         }
     }
 }
+
+/// Rows DuckDB counts in a Hive-partitioned Parquet directory, and its column names.
+fn duckdb_table(dir: &std::path::Path) -> (u64, Vec<String>) {
+    let found = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "this test needs python3 with the module `duckdb`: \
+         pip install --break-system-packages duckdb (scripts/test installs it)"
+    );
+    let script = "import duckdb, json, sys\n\
+        r = duckdb.sql(\"select * from read_parquet('\" + sys.argv[1] + \"/**/*.parquet', hive_partitioning=true)\")\n\
+        print(json.dumps([len(r.fetchall()), r.columns]))";
+    let o = Command::new("python3")
+        .args(["-c", script, s(dir)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "DuckDB: {}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cols = v[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    (v[0].as_u64().unwrap(), cols)
+}
+
+#[test]
+fn a_partitioned_parquet_export_of_a_log_without_rows_is_an_empty_table_duckdb_reads() {
+    let empty = tmp("part-empty.log", b"");
+    let header = tmp("part-header.log", b"VERSION 20070824\n");
+    let marks = tmp(
+        "part-marks.log",
+        b"VERSION 20070824\nMARK 1.000000 hello\nMARK 2.000000 world\n",
+    );
+    for (log, rows) in [(&empty, 0), (&header, 0), (&marks, 2)] {
+        for col in ["map-id", "direction", "thread"] {
+            let dir = reading::dir().join(format!(
+                "part-{}-{col}",
+                log.file_stem().unwrap().to_str().unwrap()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let o = reading::run(&[
+                "export",
+                "--to",
+                "parquet",
+                "--partition-by",
+                col,
+                s(log),
+                "-o",
+                s(&dir),
+            ]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+            let (n, cols) = duckdb_table(&dir);
+            assert_eq!(n, rows, "{log:?} by {col}");
+            let col = col.replace('-', "_");
+            assert!(cols.contains(&col), "{col} in {cols:?}");
+            assert!(cols.contains(&"time_ns".to_string()), "{cols:?}");
+        }
+    }
+}
