@@ -66,7 +66,8 @@ pub struct DiffArgs {
     ignore_times: bool,
 
     /// Do not compare the values of this register: a name from --db, or an
-    /// address (an offset within the map with --ignore-base). Repeatable.
+    /// address (an offset within the map with --ignore-base). Repeatable. A name
+    /// that no access of either log has (misspelt, or in another case) is an error.
     #[arg(long, value_name = "REG")]
     ignore_value: Vec<String>,
 
@@ -124,6 +125,8 @@ struct Item {
 struct Opts<'a> {
     ignore_base: bool,
     ignore_value: &'a [String],
+    /// The register names of `ignore_value` that named an access of either log.
+    names_seen: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 /// One log, folded.
@@ -147,14 +150,20 @@ impl Side {
     }
 
     fn value_ignored(&self, a: &Access, o: &Opts) -> bool {
-        o.ignore_value.iter().any(|r| {
+        // Every entry is tried (no short cut), so that each name that matches is seen.
+        o.ignore_value.iter().fold(false, |ignored, r| {
             if let Ok(x) = parse_u64(r) {
-                return self.addr(a.map_id, a.phys, o).1 == x;
+                return ignored || self.addr(a.map_id, a.phys, o).1 == x;
             }
-            self.names
+            let hit = self
+                .names
                 .as_ref()
                 .and_then(|n| n.register_name(a))
-                .is_some_and(|n| n == *r)
+                .is_some_and(|n| n == *r);
+            if hit {
+                o.names_seen.borrow_mut().insert(r.clone());
+            }
+            ignored || hit
         })
     }
 
@@ -401,6 +410,7 @@ fn compare(args: &DiffArgs) -> anyhow::Result<bool> {
     let o = Opts {
         ignore_base: args.ignore_base,
         ignore_value: &args.ignore_value,
+        names_seen: Default::default(),
     };
     if !args.ignore_value.is_empty() && args.db.db.is_empty() {
         if let Some(r) = args.ignore_value.iter().find(|r| parse_u64(r).is_err()) {
@@ -418,6 +428,18 @@ fn compare(args: &DiffArgs) -> anyhow::Result<bool> {
     }
     let a = read_side(&args.a, args, &o)?;
     let b = read_side(&args.b, args, &o)?;
+    if let Some(r) = args
+        .ignore_value
+        .iter()
+        .find(|r| parse_u64(r).is_err() && !o.names_seen.borrow().contains(*r))
+    {
+        // A misspelt name (or one in the wrong case) would ignore nothing, silently.
+        return Err(BadInput(format!(
+            "--ignore-value {r}: no access of either log is to a register of that name \
+             (names are as --db spells them, case included)"
+        ))
+        .into());
+    }
     let ka: Vec<&Key> = a.items.iter().map(|i| &i.key).collect();
     let kb: Vec<&Key> = b.items.iter().map(|i| &i.key).collect();
     // Myers is O(ND): near-linear when the logs mostly agree, quadratic when they

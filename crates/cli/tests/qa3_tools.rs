@@ -239,3 +239,46 @@ fn a_partitioned_parquet_export_of_a_log_without_rows_is_an_empty_table_duckdb_r
         }
     }
 }
+
+const E1000_DB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../registers/e1000.toml");
+
+#[test]
+fn diff_ignore_value_with_a_name_no_access_has_is_an_error_not_a_silent_no_op() {
+    // B: the e1000 log with the first STATUS read's value changed.
+    let log = std::fs::read_to_string(E1000).unwrap();
+    let changed = log.replacen("0xfeb40008 0x80080783", "0xfeb40008 0x80080787", 1);
+    assert_ne!(changed, log);
+    let b = tmp("ignore-b.log", changed.as_bytes());
+    let diff = |extra: &[&str]| {
+        let mut args = vec!["diff", "--db", E1000_DB];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[E1000, s(&b)]);
+        reading::run(&args)
+    };
+    assert_eq!(diff(&[]).status.code(), Some(1));
+    for ok in [
+        &["--ignore-value", "STATUS"][..],
+        &["--ignore-value", "0xfeb40008"],
+        &["--ignore-value", "0xfeb40008", "--ignore-value", "STATUS"],
+        &["--ignore-value", "STATUS", "--ignore-value", "0xfeb40008"],
+        &["--ignore-base", "--ignore-value", "STATUS"],
+        &["--ignore-base", "--ignore-value", "0x8"],
+    ] {
+        let o = diff(ok);
+        assert_eq!(o.status.code(), Some(0), "{ok:?}: {}", text(&o.stderr));
+    }
+    // A misspelt name, or one in another case than the database's: exit 2, said why.
+    for bad in [
+        &["--ignore-value", "STATSU"][..],
+        &["--ignore-value", "status"],
+        &["--ignore-value", "STATUS", "--ignore-value", "NOPE"],
+    ] {
+        let o = diff(bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o.stdout));
+        assert!(
+            text(&o.stderr).contains("no access of either log is to a register of that name"),
+            "{bad:?}: {}",
+            text(&o.stderr)
+        );
+    }
+}
