@@ -4,9 +4,30 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 static sigjmp_buf jb;
+static uint8_t *g_dev;
+static volatile int g_ticks, g_forks, g_bad;
+/* SIGALRM: every 8th tick forks; the child reads the device out of line (in the
+ * handler, possibly on top of the parent's slot) and reports through its status. */
+static void on_alarm(int sig) {
+    (void)sig;
+    if (++g_ticks % 8 || g_forks >= 20) return;
+    pid_t p = fork();
+    if (p == 0) {
+        unsigned v;
+        __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(g_dev + 0x48) : "memory", "cc");
+        _exit(v == 3 ? 0 : 1); /* 0x1012 */
+    }
+    if (p > 0) {
+        int st = 0;
+        waitpid(p, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) g_bad++;
+        g_forks++;
+    }
+}
 static void on_fpe(int sig) { (void)sig; siglongjmp(jb, 1); }
 
 static void dump(const char *name, const void *p, size_t n) {
@@ -185,6 +206,25 @@ int main(int argc, char **argv) {
         wr32(dev + 0x1c, v);
         __asm__ volatile("pcmpeqd %%xmm0, %%xmm0\n\tpextrd $1, %%xmm0, (%0)" :: "r"(dev + 0x24) : "memory", "xmm0");
         printf("vfork %d %x %u %u %x %x\n", st, rd32(dev + 0x14), rd32(dev + 0x18), rd32(dev + 0x1c), rd32(dev + 0x20), rd32(dev + 0x24));
+    } else if (!strcmp(f, "fork_in_slot")) {
+        /* A timer's handler forks while the main thread reads the device out of line. */
+        g_dev = dev;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval it = {{0, 200}, {0, 200}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        unsigned wrong = 0;
+        for (long i = 0; g_forks < 20 && i < 50000000; i++) {
+            unsigned v;
+            __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+            if (v != 3) wrong++; /* 0x1011 */
+        }
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+        printf("fork_in_slot forks %d bad %d wrong %u\n", g_forks >= 20 ? 20 : g_forks, g_bad, wrong);
     } else {
         fprintf(stderr, "unknown form %s\n", f);
         return 2;

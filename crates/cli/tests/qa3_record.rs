@@ -181,3 +181,34 @@ fn glibc_memory_functions_at_every_isa_level_match_a_native_run() {
         );
     }
 }
+
+/// A timer's handler forks while the main thread reads the device out of line (the
+/// handler runs where the signal was pending: at a slot's first instruction); each child
+/// reads the device in the handler and exits. Every read has its value, each child's
+/// read is logged under the child's pid, nothing is stepped.
+#[test]
+fn fork_from_a_handler_interrupting_out_of_line_reads() {
+    if !cpu_has("popcnt") {
+        eprintln!("NOT RUN: this CPU has no popcnt");
+        return;
+    }
+    let f = Fixture::new("qa3-fork-slot", "qa3_forms", 4096);
+    let (out, events) = f.record(&["fork_in_slot"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "fork_in_slot forks 20 bad 0 wrong 0\n");
+    assert_eq!(unknowns(&events), vec![]);
+    assert_none_lost(&events);
+    let acc = accesses_by_pid(&events);
+    let parent = acc[0].0;
+    let mut children = std::collections::HashSet::new();
+    for &(pid, dir, width, off, value) in &acc {
+        assert_eq!((dir, width), ('R', 4));
+        if pid == parent {
+            assert_eq!((off, value), (0x44, 0x1011));
+        } else {
+            assert_eq!((off, value), (0x48, 0x1012), "child {pid}");
+            assert!(children.insert(pid), "one read per child: {pid}");
+        }
+    }
+    assert_eq!(children.len(), 20);
+}
