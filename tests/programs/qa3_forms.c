@@ -1,6 +1,7 @@
 /* QA probes: instruction forms with a memory operand on the device, each run once;
  * prints what the program computed so a traced run can be compared with a native one. */
 #include "mmio.h"
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
@@ -10,6 +11,11 @@
 static sigjmp_buf jb;
 static uint8_t *g_dev;
 static volatile int g_ticks, g_forks, g_bad;
+static void *unmapper(void *arg) {
+    usleep(20000);
+    munmap(arg, 4096);
+    return NULL;
+}
 /* SIGALRM: every 8th tick forks; the child reads the device out of line (in the
  * handler, possibly on top of the parent's slot) and reports through its status. */
 static void on_alarm(int sig) {
@@ -225,6 +231,18 @@ int main(int argc, char **argv) {
         struct itimerval off = {{0, 0}, {0, 0}};
         setitimer(ITIMER_REAL, &off, NULL);
         printf("fork_in_slot forks %d bad %d wrong %u\n", g_forks >= 20 ? 20 : g_forks, g_bad, wrong);
+    } else if (!strcmp(f, "unmapped_meanwhile")) {
+        /* Another thread unmaps the device while this one reads it out of line and
+         * emulated: the reader dies of SIGSEGV, as natively. */
+        pthread_t t;
+        printf("unmapped_meanwhile\n");
+        fflush(stdout);
+        pthread_create(&t, NULL, unmapper, dev);
+        for (;;) {
+            unsigned v;
+            __asm__ volatile("popcntl (%1), %0" : "=r"(v) : "r"(dev + 0x44) : "memory", "cc");
+            (void)rd32(dev + 0x40);
+        }
     } else {
         fprintf(stderr, "unknown form %s\n", f);
         return 2;

@@ -85,6 +85,7 @@ const FORMS: &[(&str, &[&str], bool)] = &[
     ("none_read", &["popcnt"], false),
     ("fpe_jumps", &["popcnt"], true),
     ("vfork", &["popcnt", "sse4_1"], true),
+    ("unmapped_meanwhile", &["popcnt"], true),
 ];
 
 /// Runs `form` natively and then recorded on every fault path, with `env` set:
