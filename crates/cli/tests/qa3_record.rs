@@ -213,3 +213,17 @@ fn fork_from_a_handler_interrupting_out_of_line_reads() {
     }
     assert_eq!(children.len(), 20);
 }
+
+/// `xlat` reads `[rbx + al]`: one byte of the device with a known address and width.
+#[test]
+#[ignore = "known gap: xlat (implicit [rbx+al] operand) is neither emulated nor run out of \
+            line; it is single-stepped and logged UNKNOWN without its value"]
+fn xlat_is_a_read_with_its_value() {
+    let f = Fixture::new("qa3-xlat", "qa3_forms", 4096);
+    let (out, events) = f.record(&["xlat"]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "xlat 10\n");
+    assert_eq!(unknowns(&events), vec![]);
+    // Byte 0xa5 of the device: word 0x29 (0x1029) byte 1.
+    assert_eq!(accesses(&events), vec![('R', 1, 0xa5, 0x10)]);
+}
