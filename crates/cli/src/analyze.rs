@@ -434,7 +434,7 @@ fn poll_text(p: &Poll, names: Option<&Names>) -> String {
         s.shape.width,
         reg_label(&s.first, names),
         fmt_values(s),
-        fmt_duration(p.run.last_ts - p.run.first_ts),
+        fmt_duration(p.run.last_ts.saturating_sub(p.run.first_ts)),
         p.run.first_index,
         p.run.last_index
     );
@@ -465,7 +465,7 @@ fn step_text(step: &Step, names: Option<&Names>) -> Vec<String> {
                 fmt_ts(run.first_ts),
                 run.reps,
                 run.slots.len(),
-                fmt_duration(run.last_ts - run.first_ts)
+                fmt_duration(run.last_ts.saturating_sub(run.first_ts))
             )];
             for s in &run.slots {
                 v.push(format!(
@@ -708,7 +708,7 @@ fn poll_json(p: &Poll, names: Option<&Names>) -> Value {
         "last_index": p.run.last_index,
         "first_ts_ns": p.run.first_ts,
         "last_ts_ns": p.run.last_ts,
-        "ns": p.run.last_ts - p.run.first_ts,
+        "ns": p.run.last_ts.saturating_sub(p.run.first_ts),
         "pid": s.first.pid,
         "pc": s.first.pc,
         "site": (s.first.pc != 0).then(|| site_label(s.first.pid, s.first.pc)),
@@ -847,7 +847,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                         mask,
                         value: value & mask,
                         polls: s.values.iter().map(|v| v.1).sum(),
-                        ns: run.last_ts - run.first_ts,
+                        ns: run.last_ts.saturating_sub(run.first_ts),
                     });
                 }
             }

@@ -226,7 +226,11 @@ impl Side {
                 }
                 s.push('}');
                 if times {
-                    let _ = write!(s, ", {}", fmt_duration(run.last_ts - run.first_ts));
+                    let _ = write!(
+                        s,
+                        ", {}",
+                        fmt_duration(run.last_ts.saturating_sub(run.first_ts))
+                    );
                 }
                 if polling {
                     s.push_str(" (polling)");

@@ -282,3 +282,40 @@ fn diff_ignore_value_with_a_name_no_access_has_is_an_error_not_a_silent_no_op() 
         );
     }
 }
+
+/// A polling loop whose last read is stamped before its first (two CPUs' clocks in a
+/// kernel log, threads merged out of order): its duration is 0, not a panic or 584 years.
+#[test]
+fn a_polling_loop_whose_time_goes_backwards_lasts_zero_not_a_panic() {
+    let log = tmp(
+        "backwards.log",
+        b"VERSION 20070824\n\
+          R 4 1.000001 1 0xfeb40008 0x1 0x0 0\n\
+          R 4 1.000002 1 0xfeb40008 0x1 0x0 0\n\
+          R 4 1.000003 1 0xfeb40008 0x1 0x0 0\n\
+          R 4 0.000001 1 0xfeb40008 0x2 0x0 0\n",
+    );
+    let other = tmp("backwards-other.log", b"VERSION 20070824\n");
+    let o = reading::run(&["analyze", s(&log)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(
+            "R4 0xfeb40008: 4 reads = 0x00000001 … until 0x00000002 (bit 1 set, bit 0 cleared), 0 ns, events 2..5"
+        ),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = reading::run(&["analyze", "--json", s(&log)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["maps"][0]["polls"][0]["ns"], 0, "{v}");
+    let o = reading::run(&["diff", s(&log), s(&other)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(", 0 ns (polling)"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = reading::run(&["show", "--fold", s(&log)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}
