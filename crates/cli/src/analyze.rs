@@ -49,7 +49,9 @@ use crate::symbols::{SymbolArgs, Symbolizer};
 /// `--script FILE` writes the init sequences as a replayable script: one line per
 /// write (`write32 OFFSET VALUE`) and per wait (`wait32 OFFSET MASK VALUE`, i.e.
 /// poll until `read & MASK == VALUE`) and per sleep (`delay MICROSECONDS`),
-/// offsets within the map; `--script-json FILE` the same as JSON.
+/// offsets within the map; `--script-json FILE` the same as JSON. A write wider than 8
+/// bytes (`write512`) gives its whole value; in JSON its `value` is null and
+/// `value_hex` holds it.
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
     #[command(flatten)]
@@ -452,7 +454,7 @@ fn write_text(a: &Access, names: Option<&Names>) -> String {
         "W{} {} <= {}",
         a.width,
         reg_label(a, names),
-        hex(a.value, a.width)
+        crate::show::fmt_value(a)
     )
 }
 
@@ -738,7 +740,8 @@ fn to_json(
                     "ends_in_first_repetition": m.init_first_rep,
                     "last_index": index,
                     "last_ts_ns": ts,
-                    "last_write": {"phys": a.phys, "width": a.width, "value": a.value,
+                    "last_write": {"phys": a.phys, "width": a.width,
+                                   "value": value_json(a).0, "value_hex": value_json(a).1,
                                    "name": names.and_then(|n| n.register_name(a))},
                     "writes": writes,
                     "waits": waits,
@@ -777,6 +780,9 @@ enum Op {
         phys: u64,
         width: u8,
         value: u64,
+        /// A write wider than 8 bytes: its whole value, hex digits, most significant
+        /// first (`value` holds only its first 8 bytes).
+        wide: Option<String>,
     },
     Wait {
         phys: u64,
@@ -801,6 +807,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                 phys: a.phys,
                 width: a.width,
                 value: a.value,
+                wide: (a.width > 8).then(|| crate::show::fmt_value(a).replace('_', "")),
             }),
             Step::Group(run) => {
                 // Each slot's values in order, one per repetition.
@@ -826,6 +833,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                                 phys: slot.shape.phys,
                                 width: slot.shape.width,
                                 value,
+                                wide: None,
                             });
                         }
                     }
@@ -837,6 +845,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                         phys: s.shape.phys,
                         width: s.shape.width,
                         value: s.values[0].0,
+                        wide: None,
                     });
                 }
                 if let Some((value, mask)) = waited(run, *slot) {
@@ -890,13 +899,18 @@ fn script_text(log: &str, maps: &[(i64, MapInfo)], names: Option<&Names>) -> Str
         }
         for op in ops(m) {
             match op {
-                Op::Write { phys, width, value } => {
+                Op::Write {
+                    phys,
+                    width,
+                    value,
+                    wide,
+                } => {
                     let _ = write!(
                         o,
                         "write{} {:#06x} {}",
                         width as u32 * 8,
                         m.offset(phys),
-                        hex(value, width)
+                        wide.unwrap_or_else(|| hex(value, width))
                     );
                     if let Some(n) = shape_name(phys, width, *id, names) {
                         let _ = write!(o, "  # {n}");
@@ -941,8 +955,11 @@ fn script_json(log: &str, maps: &[(i64, MapInfo)], names: Option<&Names>) -> Val
             "phys": m.map.map(|x| x.phys),
             "len": m.map.map(|x| x.len),
             "steps": ops(m).iter().map(|op| match *op {
-                Op::Write { phys, width, value } => json!({
-                    "op": "write", "offset": m.offset(phys), "width": width, "value": value,
+                // A write wider than 8 bytes: `value` null, `value_hex` its whole value.
+                Op::Write { phys, width, value, ref wide } => json!({
+                    "op": "write", "offset": m.offset(phys), "width": width,
+                    "value": if wide.is_some() { Value::Null } else { json!(value) },
+                    "value_hex": wide,
                     "name": shape_name(phys, width, *id, names),
                 }),
                 Op::Wait { phys, width, mask, value, polls, ns } => json!({
@@ -956,13 +973,26 @@ fn script_json(log: &str, maps: &[(i64, MapInfo)], names: Option<&Names>) -> Val
     })
 }
 
+/// An access's value in JSON: (`value`, `value_hex`): the number for up to 8 bytes, or
+/// null and the whole value's hex digits (most significant first) for a wider one.
+fn value_json(a: &Access) -> (Value, Value) {
+    if a.width > 8 {
+        (
+            Value::Null,
+            json!(crate::show::fmt_value(a).replace('_', "")),
+        )
+    } else {
+        (json!(a.value), Value::Null)
+    }
+}
+
 fn steps_json(m: &MapInfo, names: Option<&Names>) -> Vec<Value> {
     m.steps[..m.init_len]
         .iter()
         .map(|s| match s {
             Step::Write(a, index) => json!({
                 "kind": "write", "index": index, "ts_ns": a.ts_ns, "phys": a.phys,
-                "width": a.width, "value": a.value,
+                "width": a.width, "value": value_json(a).0, "value_hex": value_json(a).1,
                 "name": names.and_then(|n| n.register_name(a)),
             }),
             Step::Group(run) => crate::show::run_json(run, names),

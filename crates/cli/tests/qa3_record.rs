@@ -227,3 +227,76 @@ fn xlat_is_a_read_with_its_value() {
     // Byte 0xa5 of the device: word 0x29 (0x1029) byte 1.
     assert_eq!(accesses(&events), vec![('R', 1, 0xa5, 0x10)]);
 }
+
+/// `analyze` of a binary log with 64- and 32-byte writes: the init sequence, the
+/// replayable script and the JSON give each write's whole value, never its first
+/// 8 bytes as if they were all of it.
+#[test]
+fn analyze_keeps_the_whole_value_of_writes_wider_than_8_bytes() {
+    if !cpu_has("avx512f") {
+        eprintln!("NOT RUN: this CPU has no AVX-512");
+        return;
+    }
+    let f = Fixture::new("qa3-wide", "qa3_wide", 4096);
+    let log = f.dir.join("wide.mtb");
+    let o = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["record", "-q", "--format", "binary", "-o"])
+        .arg(&log)
+        .arg("--device")
+        .arg(&f.dev)
+        .arg("--")
+        .arg(&f.exe)
+        .arg(&f.dev)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    // Device words k = 0x1000 + k: bytes 0..64 hold words 0..16, most significant first.
+    let full = |words: u32| -> String {
+        let mut s = String::from("0x");
+        for k in (0..words).rev() {
+            s.push_str(&format!("{:08x}", 0x1000 + k));
+        }
+        s
+    };
+    let (w64, w32) = (full(16), full(8));
+    let script = f.dir.join("init.txt");
+    let json = f.dir.join("init.json");
+    let a = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("analyze")
+        .arg(&log)
+        .arg("--script")
+        .arg(&script)
+        .arg("--script-json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_exit(&a, 0);
+    let grouped = |v: &str| {
+        // show's form: 8-byte words separated by `_`.
+        let digits = &v[2..];
+        let words: Vec<&str> = (0..digits.len() / 16)
+            .map(|i| &digits[i * 16..i * 16 + 16])
+            .collect();
+        format!("0x{}", words.join("_"))
+    };
+    let text = stdout(&a);
+    assert!(
+        text.contains(&format!("W64 0x00000040 <= {}", grouped(&w64))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("W32 0x00000080 <= {}", grouped(&w32))),
+        "{text}"
+    );
+    let script = std::fs::read_to_string(&script).unwrap();
+    let writes: Vec<&str> = script.lines().filter(|l| l.starts_with("write")).collect();
+    let mut want = vec![format!("write512 0x0040 {w64}"); 5];
+    want.push(format!("write256 0x0080 {w32}"));
+    assert_eq!(writes, want);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let steps = v["maps"][0]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 6, "{v}");
+    assert_eq!(steps[0]["value"], serde_json::Value::Null);
+    assert_eq!(steps[0]["value_hex"], w64.as_str());
+    assert_eq!(steps[5]["value_hex"], w32.as_str());
+}
