@@ -454,7 +454,11 @@ fn write_text(a: &Access, names: Option<&Names>) -> String {
         "W{} {} <= {}",
         a.width,
         reg_label(a, names),
-        crate::show::fmt_value(a)
+        if a.width > 8 {
+            crate::show::fmt_value(a)
+        } else {
+            hex(a.value, a.width)
+        }
     )
 }
 

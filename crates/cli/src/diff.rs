@@ -94,6 +94,8 @@ enum Key {
         dir: Direction,
         width: u8,
         value: Option<u64>,
+        /// The bytes past the first 8 of a wider access (compared too).
+        wide: Option<Vec<u8>>,
     },
     Run {
         slots: Vec<SlotKey>,
@@ -201,7 +203,11 @@ impl Side {
                     "{letter}{} {} {arrow} {}",
                     a.width,
                     self.label(a, o),
-                    hex(a.value, a.width)
+                    if a.width > 8 {
+                        crate::show::fmt_value(a)
+                    } else {
+                        hex(a.value, a.width)
+                    }
                 );
             }
             What::Run(run) => {
@@ -331,6 +337,8 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
                     dir: a.dir,
                     width: a.width,
                     value: (!side.value_ignored(a, o)).then_some(a.value),
+                    wide: (a.width > 8 && !side.value_ignored(a, o))
+                        .then(|| a.bytes()[8..a.width as usize].to_vec()),
                 }
             }
             (What::Run(run), _) => {

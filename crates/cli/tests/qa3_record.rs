@@ -300,3 +300,59 @@ fn analyze_keeps_the_whole_value_of_writes_wider_than_8_bytes() {
     assert_eq!(steps[0]["value_hex"], w64.as_str());
     assert_eq!(steps[5]["value_hex"], w32.as_str());
 }
+
+/// Records qa3_wide into `log` (binary) with the fixture's device holding `dev`.
+fn record_wide(f: &Fixture, dev: &[u8], log: &std::path::Path) {
+    std::fs::write(&f.dev, dev).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["record", "-q", "--format", "binary", "-o"])
+        .arg(log)
+        .arg("--device")
+        .arg(&f.dev)
+        .arg("--")
+        .arg(&f.exe)
+        .arg(&f.dev)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+}
+
+/// Two runs whose 64-byte accesses differ only past their first 8 bytes differ.
+#[test]
+fn diff_compares_the_whole_value_of_accesses_wider_than_8_bytes() {
+    if !cpu_has("avx512f") {
+        eprintln!("NOT RUN: this CPU has no AVX-512");
+        return;
+    }
+    let f = Fixture::new("qa3-wide-diff", "qa3_wide", 4096);
+    let initial = std::fs::read(&f.dev).unwrap();
+    let mut changed = initial.clone();
+    changed[0x3e] = 0xee; // word 15, byte 2: inside the 64-byte reads, past byte 8
+    let (a, a2, b) = (
+        f.dir.join("a.mtb"),
+        f.dir.join("a2.mtb"),
+        f.dir.join("b.mtb"),
+    );
+    record_wide(&f, &initial, &a);
+    record_wide(&f, &initial, &a2);
+    record_wide(&f, &changed, &b);
+    let diff = |x: &std::path::Path, y: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+            .args(["diff", "--ignore-base"])
+            .arg(x)
+            .arg(y)
+            .output()
+            .unwrap()
+    };
+    let same = diff(&a, &a2);
+    assert_exit(&same, 0);
+    let o = diff(&a, &b);
+    assert_exit(&o, 1);
+    let text = stdout(&o);
+    // Five R64 and W64 pairs differ (the W32 of the first 32 bytes does not).
+    let minus = text.lines().filter(|l| l.starts_with("-  ")).count();
+    let plus = text.lines().filter(|l| l.starts_with("+  ")).count();
+    assert_eq!((minus, plus), (10, 10), "{text}");
+    assert!(text.contains("=> 0x0000100f0000100e_"), "{text}");
+    assert!(text.contains("=> 0x00ee100f0000100e_"), "{text}");
+}
