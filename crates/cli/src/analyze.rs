@@ -15,7 +15,7 @@ use crate::analyse::Progress;
 use crate::fold::{
     describe_change, fmt_duration, fmt_values, hex, Folded, Folder, Run, Shape, Slot,
 };
-use crate::input::{InputArgs, LogInput};
+use crate::input::{BadInput, InputArgs, LogInput};
 use crate::regnames::{DbArgs, Names};
 use crate::show::fmt_ts;
 use crate::symbols::{SymbolArgs, Symbolizer};
@@ -54,7 +54,9 @@ use crate::symbols::{SymbolArgs, Symbolizer};
 /// `--script FILE` writes the init sequences as a replayable script: one line per
 /// write (`write32 OFFSET VALUE`) and per wait (`wait32 OFFSET MASK VALUE`, i.e.
 /// poll until `read & MASK == VALUE`) and per sleep (`delay MICROSECONDS`),
-/// offsets within the map; `--script-json FILE` the same as JSON.
+/// offsets within the map; `--script-json FILE` the same as JSON. A write wider than 8
+/// bytes (`write512`) gives its whole value; in JSON its `value` is null and
+/// `value_hex` holds it.
 #[derive(clap::Args)]
 pub struct AnalyzeArgs {
     #[command(flatten)]
@@ -256,6 +258,27 @@ impl MapInfo {
 
 /// Runs `analyze`.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    let scripts = [&args.script, &args.script_json];
+    for path in scripts.into_iter().flatten() {
+        // The scripts are written after the log is read: over the log, they would
+        // replace it without a word.
+        if crate::export::same_file(&args.input.log, path) {
+            return Err(BadInput(format!(
+                "{} is the input log: write the script to another file",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    if let (Some(a), Some(b)) = (&args.script, &args.script_json) {
+        if a == b || crate::export::same_file(a, b) {
+            return Err(BadInput(format!(
+                "--script and --script-json both name {}: give each its own file",
+                a.display()
+            ))
+            .into());
+        }
+    }
     let mut input = LogInput::open(&args.input)?;
     let mut names = args.db.load()?;
     use_symbols(args.symbols);
@@ -454,7 +477,7 @@ fn poll_text(p: &Poll, names: Option<&Names>) -> String {
         s.shape.width,
         reg_label(&s.first, names),
         fmt_values(s),
-        fmt_duration(p.run.last_ts - p.run.first_ts),
+        fmt_duration(p.run.last_ts.saturating_sub(p.run.first_ts)),
         p.run.first_index,
         p.run.last_index
     );
@@ -472,7 +495,11 @@ fn write_text(a: &Access, names: Option<&Names>) -> String {
         "W{} {} <= {}",
         a.width,
         reg_label(a, names),
-        hex(a.value, a.width)
+        if a.width > 8 {
+            crate::show::fmt_value(a)
+        } else {
+            hex(a.value, a.width)
+        }
     )
 }
 
@@ -485,7 +512,7 @@ fn step_text(step: &Step, names: Option<&Names>) -> Vec<String> {
                 fmt_ts(run.first_ts),
                 run.reps,
                 run.slots.len(),
-                fmt_duration(run.last_ts - run.first_ts)
+                fmt_duration(run.last_ts.saturating_sub(run.first_ts))
             )];
             for s in &run.slots {
                 v.push(format!(
@@ -728,7 +755,7 @@ fn poll_json(p: &Poll, names: Option<&Names>) -> Value {
         "last_index": p.run.last_index,
         "first_ts_ns": p.run.first_ts,
         "last_ts_ns": p.run.last_ts,
-        "ns": p.run.last_ts - p.run.first_ts,
+        "ns": p.run.last_ts.saturating_sub(p.run.first_ts),
         "pid": s.first.pid,
         "pc": s.first.pc,
         "site": (s.first.pc != 0).then(|| site_label(s.first.pid, s.first.pc)),
@@ -758,7 +785,8 @@ fn to_json(
                     "ends_in_first_repetition": m.init_first_rep,
                     "last_index": index,
                     "last_ts_ns": ts,
-                    "last_write": {"phys": a.phys, "width": a.width, "value": a.value,
+                    "last_write": {"phys": a.phys, "width": a.width,
+                                   "value": value_json(a).0, "value_hex": value_json(a).1,
                                    "name": names.and_then(|n| n.register_name(a))},
                     "writes": writes,
                     "waits": waits,
@@ -797,6 +825,9 @@ enum Op {
         phys: u64,
         width: u8,
         value: u64,
+        /// A write wider than 8 bytes: its whole value, hex digits, most significant
+        /// first (`value` holds only its first 8 bytes).
+        wide: Option<String>,
     },
     Wait {
         phys: u64,
@@ -821,6 +852,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                 phys: a.phys,
                 width: a.width,
                 value: a.value,
+                wide: (a.width > 8).then(|| crate::show::fmt_value(a).replace('_', "")),
             }),
             Step::Group(run) => {
                 // Each slot's values in order, one per repetition.
@@ -846,6 +878,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                                 phys: slot.shape.phys,
                                 width: slot.shape.width,
                                 value,
+                                wide: None,
                             });
                         }
                     }
@@ -857,6 +890,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                         phys: s.shape.phys,
                         width: s.shape.width,
                         value: s.values[0].0,
+                        wide: None,
                     });
                 }
                 if let Some((value, mask)) = waited(run, *slot) {
@@ -867,7 +901,7 @@ fn ops(m: &MapInfo) -> Vec<Op> {
                         mask,
                         value: value & mask,
                         polls: s.values.iter().map(|v| v.1).sum(),
-                        ns: run.last_ts - run.first_ts,
+                        ns: run.last_ts.saturating_sub(run.first_ts),
                     });
                 }
             }
@@ -910,13 +944,18 @@ fn script_text(log: &str, maps: &[(i64, MapInfo)], names: Option<&Names>) -> Str
         }
         for op in ops(m) {
             match op {
-                Op::Write { phys, width, value } => {
+                Op::Write {
+                    phys,
+                    width,
+                    value,
+                    wide,
+                } => {
                     let _ = write!(
                         o,
                         "write{} {:#06x} {}",
                         width as u32 * 8,
                         m.offset(phys),
-                        hex(value, width)
+                        wide.unwrap_or_else(|| hex(value, width))
                     );
                     if let Some(n) = shape_name(phys, width, *id, names) {
                         let _ = write!(o, "  # {n}");
@@ -961,8 +1000,11 @@ fn script_json(log: &str, maps: &[(i64, MapInfo)], names: Option<&Names>) -> Val
             "phys": m.map.map(|x| x.phys),
             "len": m.map.map(|x| x.len),
             "steps": ops(m).iter().map(|op| match *op {
-                Op::Write { phys, width, value } => json!({
-                    "op": "write", "offset": m.offset(phys), "width": width, "value": value,
+                // A write wider than 8 bytes: `value` null, `value_hex` its whole value.
+                Op::Write { phys, width, value, ref wide } => json!({
+                    "op": "write", "offset": m.offset(phys), "width": width,
+                    "value": if wide.is_some() { Value::Null } else { json!(value) },
+                    "value_hex": wide,
                     "name": shape_name(phys, width, *id, names),
                 }),
                 Op::Wait { phys, width, mask, value, polls, ns } => json!({
@@ -976,13 +1018,26 @@ fn script_json(log: &str, maps: &[(i64, MapInfo)], names: Option<&Names>) -> Val
     })
 }
 
+/// An access's value in JSON: (`value`, `value_hex`): the number for up to 8 bytes, or
+/// null and the whole value's hex digits (most significant first) for a wider one.
+fn value_json(a: &Access) -> (Value, Value) {
+    if a.width > 8 {
+        (
+            Value::Null,
+            json!(crate::show::fmt_value(a).replace('_', "")),
+        )
+    } else {
+        (json!(a.value), Value::Null)
+    }
+}
+
 fn steps_json(m: &MapInfo, names: Option<&Names>) -> Vec<Value> {
     m.steps[..m.init_len]
         .iter()
         .map(|s| match s {
             Step::Write(a, index) => json!({
                 "kind": "write", "index": index, "ts_ns": a.ts_ns, "phys": a.phys,
-                "width": a.width, "value": a.value,
+                "width": a.width, "value": value_json(a).0, "value_hex": value_json(a).1,
                 "name": names.and_then(|n| n.register_name(a)),
             }),
             Step::Group(run) => crate::show::run_json(run, names),

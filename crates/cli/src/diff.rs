@@ -66,7 +66,8 @@ pub struct DiffArgs {
     ignore_times: bool,
 
     /// Do not compare the values of this register: a name from --db, or an
-    /// address (an offset within the map with --ignore-base). Repeatable.
+    /// address (an offset within the map with --ignore-base). Repeatable. A name
+    /// that no access of either log has (misspelt, or in another case) is an error.
     #[arg(long, value_name = "REG")]
     ignore_value: Vec<String>,
 
@@ -93,6 +94,8 @@ enum Key {
         dir: Direction,
         width: u8,
         value: Option<u64>,
+        /// The bytes past the first 8 of a wider access (compared too).
+        wide: Option<Vec<u8>>,
     },
     Run {
         slots: Vec<SlotKey>,
@@ -124,6 +127,8 @@ struct Item {
 struct Opts<'a> {
     ignore_base: bool,
     ignore_value: &'a [String],
+    /// The register names of `ignore_value` that named an access of either log.
+    names_seen: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 /// One log, folded.
@@ -147,14 +152,20 @@ impl Side {
     }
 
     fn value_ignored(&self, a: &Access, o: &Opts) -> bool {
-        o.ignore_value.iter().any(|r| {
+        // Every entry is tried (no short cut), so that each name that matches is seen.
+        o.ignore_value.iter().fold(false, |ignored, r| {
             if let Ok(x) = parse_u64(r) {
-                return self.addr(a.map_id, a.phys, o).1 == x;
+                return ignored || self.addr(a.map_id, a.phys, o).1 == x;
             }
-            self.names
+            let hit = self
+                .names
                 .as_ref()
                 .and_then(|n| n.register_name(a))
-                .is_some_and(|n| n == *r)
+                .is_some_and(|n| n == *r);
+            if hit {
+                o.names_seen.borrow_mut().insert(r.clone());
+            }
+            ignored || hit
         })
     }
 
@@ -192,7 +203,11 @@ impl Side {
                     "{letter}{} {} {arrow} {}",
                     a.width,
                     self.label(a, o),
-                    hex(a.value, a.width)
+                    if a.width > 8 {
+                        crate::show::fmt_value(a)
+                    } else {
+                        hex(a.value, a.width)
+                    }
                 );
             }
             What::Run(run) => {
@@ -217,7 +232,11 @@ impl Side {
                 }
                 s.push('}');
                 if times {
-                    let _ = write!(s, ", {}", fmt_duration(run.last_ts - run.first_ts));
+                    let _ = write!(
+                        s,
+                        ", {}",
+                        fmt_duration(run.last_ts.saturating_sub(run.first_ts))
+                    );
                 }
                 if polling {
                     s.push_str(" (polling)");
@@ -318,6 +337,8 @@ fn read_side(path: &std::path::Path, args: &DiffArgs, o: &Opts) -> anyhow::Resul
                     dir: a.dir,
                     width: a.width,
                     value: (!side.value_ignored(a, o)).then_some(a.value),
+                    wide: (a.width > 8 && !side.value_ignored(a, o))
+                        .then(|| a.bytes()[8..a.width as usize].to_vec()),
                 }
             }
             (What::Run(run), _) => {
@@ -401,6 +422,7 @@ fn compare(args: &DiffArgs) -> anyhow::Result<bool> {
     let o = Opts {
         ignore_base: args.ignore_base,
         ignore_value: &args.ignore_value,
+        names_seen: Default::default(),
     };
     if !args.ignore_value.is_empty() && args.db.db.is_empty() {
         if let Some(r) = args.ignore_value.iter().find(|r| parse_u64(r).is_err()) {
@@ -410,8 +432,26 @@ fn compare(args: &DiffArgs) -> anyhow::Result<bool> {
             .into());
         }
     }
+    let stdin = std::path::Path::new("-");
+    if args.a == stdin && args.b == stdin {
+        // The second read of standard input would see it empty, and report a
+        // difference that is not there.
+        return Err(BadInput("A and B cannot both be `-` (standard input)".into()).into());
+    }
     let a = read_side(&args.a, args, &o)?;
     let b = read_side(&args.b, args, &o)?;
+    if let Some(r) = args
+        .ignore_value
+        .iter()
+        .find(|r| parse_u64(r).is_err() && !o.names_seen.borrow().contains(*r))
+    {
+        // A misspelt name (or one in the wrong case) would ignore nothing, silently.
+        return Err(BadInput(format!(
+            "--ignore-value {r}: no access of either log is to a register of that name \
+             (names are as --db spells them, case included)"
+        ))
+        .into());
+    }
     let ka: Vec<&Key> = a.items.iter().map(|i| &i.key).collect();
     let kb: Vec<&Key> = b.items.iter().map(|i| &i.key).collect();
     // Myers is O(ND): near-linear when the logs mostly agree, quadratic when they

@@ -494,14 +494,7 @@ impl Exporter for ParquetOut {
                 ))
                 .into());
             }
-            let sub = dir.join(format!("{}={value}", COLUMNS[col.index()].0));
-            std::fs::create_dir_all(&sub)
-                .with_context(|| format!("cannot create {}", sub.display()))?;
-            let path = sub.join("part-0.parquet");
-            let out = crate::export::create_file(&path)?;
-            let out: Box<dyn Write + Send> =
-                Box::new(std::io::BufWriter::with_capacity(1 << 16, out));
-            let file = File::new(out, path.display().to_string(), Some(col.index()))?;
+            let file = open_part(&dir, col, &value)?;
             self.parts.insert(value.clone(), file);
         }
         let f = self.parts.get_mut(&value).expect("inserted above");
@@ -521,9 +514,18 @@ impl Exporter for ParquetOut {
     }
 
     fn finish(self: Box<Self>, _ctx: &Context) -> anyhow::Result<()> {
-        let this = *self;
+        let mut this = *self;
         if let Some(f) = this.single {
             f.close()?;
+        }
+        if let Some((dir, col)) = &this.dir {
+            if this.parts.is_empty() {
+                // No rows: one empty partition still gives readers the table's columns
+                // (DuckDB and Spark refuse a directory without a file).
+                let value = Cell::Null.partition_value();
+                let file = open_part(dir, *col, &value)?;
+                this.parts.insert(value, file);
+            }
         }
         let mut parts: Vec<(String, File)> = this.parts.into_iter().collect();
         parts.sort_by(|a, b| a.0.cmp(&b.0));
@@ -532,4 +534,14 @@ impl Exporter for ParquetOut {
         }
         Ok(())
     }
+}
+
+/// The file of partition `value` of `col` in `dir` (Hive layout), created.
+fn open_part(dir: &Path, col: PartitionColumn, value: &str) -> anyhow::Result<File> {
+    let sub = dir.join(format!("{}={value}", COLUMNS[col.index()].0));
+    std::fs::create_dir_all(&sub).with_context(|| format!("cannot create {}", sub.display()))?;
+    let path = sub.join("part-0.parquet");
+    let out = crate::export::create_file(&path)?;
+    let out: Box<dyn Write + Send> = Box::new(std::io::BufWriter::with_capacity(1 << 16, out));
+    File::new(out, path.display().to_string(), Some(col.index()))
 }

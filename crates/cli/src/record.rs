@@ -181,6 +181,17 @@ fn shell_script(program: &OsStr) -> Option<PathBuf> {
 /// Runs `record`.
 pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     let output = (args.output.as_os_str() != "-").then(|| args.output.clone());
+    if let Some(o) = &output {
+        if mmio_trace_record::is_declared_device(o, &args.devices) {
+            // The trace file is emptied when PROGRAM starts: the device it maps would
+            // lose its contents under it (and the program die of SIGBUS).
+            return Err(crate::input::BadInput(format!(
+                "-o {}: that file is a --device: write the trace to another file",
+                o.display()
+            ))
+            .into());
+        }
+    }
     let mut opts = mmio_trace_record::Options::new(args.command, output.clone());
     opts.format = match args.format {
         RecordFormat::Text => Format::Text,

@@ -105,6 +105,10 @@ struct Sym {
     name: String,
 }
 
+/// The largest object file read for symbols (debug builds of big programs reach a few
+/// GiB).
+const MAX_BINARY: u64 = 16 << 30;
+
 /// A binary opened for lookups.
 struct Binary {
     syms: Vec<Sym>,
@@ -114,6 +118,15 @@ struct Binary {
 impl Binary {
     /// Opens `path` if its build id is `want`; else why not.
     fn open(path: &Path, want: &[u8]) -> Result<Binary, String> {
+        // The path comes from the log: a FIFO or a character device there (/dev/zero)
+        // would block or never end, and a /proc file can claim a size no binary has.
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read ({e})"))?;
+        if !meta.is_file() {
+            return Err("is not a regular file".into());
+        }
+        if meta.len() > MAX_BINARY {
+            return Err(format!("is larger than {} GiB", MAX_BINARY >> 30));
+        }
         let data = std::fs::read(path).map_err(|e| format!("cannot be read ({e})"))?;
         // Kept for the run's life: the DWARF context borrows it (one per object used).
         let data: &'static [u8] = Box::leak(data.into_boxed_slice());

@@ -242,6 +242,18 @@ pub fn device_globs(globs: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Whether `path` (an existing file) is one of the devices `globs` declares, as the
+/// tracer would match it: a trace written there would empty the device file.
+pub fn is_declared_device(path: &std::path::Path, globs: &[String]) -> bool {
+    let Ok(canon) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let canon = canon.to_string_lossy();
+    device_globs(globs)
+        .iter()
+        .any(|g| rules::glob_match(g.as_bytes(), canon.as_bytes()))
+}
+
 /// Checks a `--range`/`--bypass` value (`START-END` or `START+LEN`, comma separated).
 pub fn check_ranges(s: &str) -> Result<String, Error> {
     if rules::parse_ranges(s).is_some() {
