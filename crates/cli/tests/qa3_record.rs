@@ -216,8 +216,6 @@ fn fork_from_a_handler_interrupting_out_of_line_reads() {
 
 /// `xlat` reads `[rbx + al]`: one byte of the device with a known address and width.
 #[test]
-#[ignore = "known gap: xlat (implicit [rbx+al] operand) is neither emulated nor run out of \
-            line; it is single-stepped and logged UNKNOWN without its value"]
 fn xlat_is_a_read_with_its_value() {
     let f = Fixture::new("qa3-xlat", "qa3_forms", 4096);
     let (out, events) = f.record(&["xlat"]);

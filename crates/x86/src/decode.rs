@@ -107,6 +107,8 @@ pub(crate) enum Kind {
     StoreImm,
     /// MOVDIR64B: 64-byte read of `[m]`, 64-byte write to `es:[reg]`.
     Movdir64b,
+    /// XLAT: `al <- [rbx + al]` (a table lookup; the operand is implicit).
+    Xlat,
     Xchg,
     Cmpxchg,
     /// CMPXCHG8B / CMPXCHG16B.
@@ -368,6 +370,7 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
         Mnemonic::Movbe if gpr_pair(true) => Kind::Store { swap: true },
         Mnemonic::Movnti | Mnemonic::Movdiri if gpr_pair(true) => Kind::Store { swap: false },
         Mnemonic::Movdir64b if n == 2 && is_gpr(r0) && mem1 => Kind::Movdir64b,
+        Mnemonic::Xlatb if n == 1 && mem0 => Kind::Xlat,
         Mnemonic::Xchg if gpr_pair(true) => Kind::Xchg,
         Mnemonic::Xchg if gpr_pair(false) => Kind::Xchg,
         Mnemonic::Cmpxchg if gpr_pair(true) => Kind::Cmpxchg,
@@ -487,6 +490,7 @@ fn classify(ins: &Instruction) -> Result<Kind, Reason> {
     let width_ok = match kind {
         Kind::CmpxchgWide => matches!(size, 8 | 16),
         Kind::Movdir64b => size == 64,
+        Kind::Xlat => size == 1,
         Kind::VecLoad { .. } | Kind::VecStore { .. } => true, // checked in classify_vec
         Kind::MmxLoad | Kind::MmxStore => matches!(size, 4 | 8),
         Kind::HalfLoad { .. } | Kind::HalfStore { .. } => size == 8,

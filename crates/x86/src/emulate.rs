@@ -292,6 +292,11 @@ pub fn emulate<C: Cpu, B: Bus>(d: &Decoded, cpu: &mut C, bus: &mut B) -> Result<
             let addr = ea(d, 0, cpu, None)?;
             wr(bus, addr, size, ins.immediate(1))?;
         }
+        Kind::Xlat => {
+            let addr = ea(d, 0, cpu, None)?;
+            let v = rd(bus, addr, 1)?;
+            reg_set(cpu, Register::AL, v);
+        }
         Kind::Movdir64b => {
             let dst = reg_get(cpu, op_reg(ins, 0), None).ok_or_else(|| unsupported(d))?;
             let src = ea(d, 1, cpu, None)?;
@@ -857,6 +862,7 @@ pub(crate) fn accesses<C: Cpu>(d: &Decoded, cpu: &C) -> Accesses {
             size,
             if write { RW } else { R },
         ),
+        Kind::Xlat => one(at(0), 1, R),
         Kind::Movdir64b => {
             one(at(1), 64, R);
             one(reg_get(cpu, op_reg(ins, 0), None), 64, W);
