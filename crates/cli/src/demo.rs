@@ -62,6 +62,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut input = crate::input::LogInput::open_path(&log, false)?;
     let mut names = crate::regnames::Names::demo()?;
     let mut skipped = 0;
+    let mut objects = 0;
     let mut line = Vec::new();
     input.for_each_event(|ev, _| {
         names.observe(ev);
@@ -70,6 +71,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         if matches!(ev, mmio_trace_format::Event::PciDev(_)) {
             skipped += 1;
             return Ok(());
+        }
+        // So are the loaded objects (for naming call sites: `show` uses them).
+        if let mmio_trace_format::Event::Mark(m) = ev {
+            if crate::symbols::ObjectMark::parse(&m.text).is_some() {
+                objects += 1;
+                return Ok(());
+            }
         }
         line.clear();
         mmio_trace_format::text::write_event(&mut line, ev);
@@ -83,8 +91,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(())
     })?;
-    if skipped > 0 {
-        eprintln!("({skipped} PCIDEV header lines not shown)");
+    if skipped > 0 || objects > 0 {
+        eprintln!(
+            "({skipped} PCIDEV header lines and {objects} loaded-object markers not shown)"
+        );
     }
     eprintln!(
         "{} events; each R/W line: width, time (s), map id, address, value, pc, thread id, then the register it names",
