@@ -92,9 +92,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     })?;
     if skipped > 0 || objects > 0 {
-        eprintln!(
-            "({skipped} PCIDEV header lines and {objects} loaded-object markers not shown)"
-        );
+        eprintln!("({skipped} PCIDEV header lines and {objects} loaded-object markers not shown)");
     }
     eprintln!(
         "{} events; each R/W line: width, time (s), map id, address, value, pc, thread id, then the register it names",

@@ -150,7 +150,7 @@ impl Binary {
                 Some(Sym {
                     addr: s.address(),
                     size: s.size(),
-                    name: s.name().ok()?.to_string(),
+                    name: demangle(s.name().ok()?),
                 })
             })
             .collect();
@@ -372,8 +372,39 @@ impl Symbolizer {
     }
 }
 
+/// A symbol's name as its source spells it: Rust and C++ names demangled (without
+/// Rust's hash suffix), others as they are.
+fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
+    }
+    if name.starts_with("_Z") {
+        if let Ok(sym) = cpp_demangle::Symbol::new(name) {
+            if let Ok(d) = sym.demangle(&cpp_demangle::DemangleOptions::default()) {
+                return d;
+            }
+        }
+    }
+    name.to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rust_and_cpp_names_are_demangled_others_kept() {
+        assert_eq!(
+            demangle("_ZN17mmio_trace_record4demo10run_driver17hcb63abaf39f19131E"),
+            "mmio_trace_record::demo::run_driver"
+        );
+        assert_eq!(
+            demangle("_ZNK3gpu3Dev6statusEv"),
+            "gpu::Dev::status() const"
+        );
+        assert_eq!(demangle("main"), "main");
+        // Not a valid mangling: kept as it is, never a wrong name.
+        assert_eq!(demangle("_Zfoo"), "_Zfoo");
+    }
+
     use super::*;
 
     #[test]

@@ -826,3 +826,42 @@ fn logs_without_object_markers_print_pcs_as_before() {
     );
     assert_eq!(stderr(&a), "");
 }
+
+/// Rust call sites print demangled, without the hash: the demo driver runs inside the
+/// `mmio-trace` binary itself (built with debug information).
+#[test]
+fn rust_call_sites_print_demangled() {
+    let dir = std::env::temp_dir().join(format!("mmio-trace-symbols-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("demo.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["demo", "-o"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["stats", "--by-site"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The driver's accessors (inlined into run_driver in a release build).
+    let sites: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Call sites"))
+        .skip(2)
+        .collect();
+    assert!(!sites.is_empty(), "{text}");
+    assert!(
+        sites
+            .iter()
+            .any(|l| l.contains("mmio_trace_record::demo::") && l.contains("(demo.rs:")),
+        "{text}"
+    );
+    for l in sites {
+        assert!(!l.contains("_ZN") && !l.contains("17h"), "{l}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
