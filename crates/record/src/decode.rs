@@ -67,9 +67,9 @@ pub(crate) struct Merger {
     done_until: u64,
     /// Events turned out so far.
     pub emitted: u64,
-    /// Exec notes: (pid, time, path; `None`: the exec failed).
+    /// Exec notes: (pid, time as the producer took it, path; `None`: the exec failed).
     execs: Vec<(u32, u64, Option<Vec<u8>>)>,
-    /// Attach notes: (pid, time).
+    /// Attach notes: (pid, time as the producer took it).
     attaches: Vec<(u32, u64)>,
     /// Shared file mappings no device rule matched, by path hash, in the order first told.
     unmatched: Vec<UnmatchedFile>,
@@ -441,11 +441,13 @@ impl Merger {
                     text.truncate(r.0[2] as usize);
                     text
                 });
-                self.execs.push((pid, e.ts, path));
+                // The producers' own times (the recording's clock, before conversion):
+                // the merge may raise a late note's time past the attach that followed it.
+                self.execs.push((pid, r.ts(), path));
                 return None;
             }
             Kind::Attach => {
-                self.attaches.push((r.0[1] as u32, e.ts));
+                self.attaches.push((r.0[1] as u32, r.ts()));
                 return None;
             }
             Kind::Unmatched => {
