@@ -18,7 +18,7 @@ use crate::fold::{
 use crate::input::{BadInput, InputArgs, LogInput};
 use crate::regnames::{DbArgs, Names};
 use crate::show::fmt_ts;
-use crate::symbols::{SymbolArgs, Symbolizer};
+use crate::symbols::SymbolArgs;
 
 /// Tell the story of a log, per map: its init sequence, its polling loops, its
 /// hottest registers and its hottest call sites.
@@ -85,38 +85,11 @@ pub struct AnalyzeArgs {
     script_json: Option<PathBuf>,
 }
 
-thread_local! {
-    /// The symbolizer of the command running on this thread (`analyze`, `show --fold`),
-    /// which has seen the log's object markers so far: call sites are labelled deep inside
-    /// folded runs and per-map summaries, which would otherwise all carry it.
-    static SYMBOLS: std::cell::RefCell<Option<Symbolizer>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Makes `args` the call-site labelling of this command (see [`site_label`]).
-pub fn use_symbols(args: SymbolArgs) {
-    SYMBOLS.with(|s| *s.borrow_mut() = Some(Symbolizer::new(args)));
-}
-
-/// Feeds an event to the command's symbolizer (object markers tell it what was loaded).
-pub fn observe_symbols(ev: &Event) {
-    SYMBOLS.with(|s| {
-        if let Some(s) = s.borrow_mut().as_mut() {
-            s.observe(ev);
-        }
-    });
-}
-
-/// The function (or object) holding `pc` in thread `pid`, if the command's symbolizer
-/// knows it.
-pub fn symbol_of(pid: u32, pc: u64) -> Option<String> {
-    SYMBOLS.with(|s| s.borrow_mut().as_mut().and_then(|s| s.label(pid, pc)))
-}
-
 /// How a program counter prints: the one place, so that symbolization names the
 /// function (`pid 7 pc 0x401136 main+0x16 (drv.c:12)`) where the log holds the objects
 /// `record` saw loaded and the binary is still the recorded one.
 pub fn site_label(pid: u32, pc: u64) -> String {
-    match symbol_of(pid, pc) {
+    match crate::symbols::symbol_of(pid, pc) {
         Some(l) => format!("pid {pid} pc {pc:#x} {l}"),
         None => format!("pid {pid} pc {pc:#x}"),
     }
@@ -281,7 +254,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut input = LogInput::open(&args.input)?;
     let mut names = args.db.load()?;
-    use_symbols(args.symbols);
+    crate::symbols::use_symbols(args.symbols);
     let mut maps: Vec<(i64, MapInfo)> = Vec::new();
     let mut index_of: HashMap<i64, usize> = HashMap::new();
     let mut folder = Folder::default();
@@ -391,7 +364,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         if let Some(n) = names.as_mut() {
             n.observe(ev);
         }
-        observe_symbols(ev);
+        crate::symbols::observe_symbols(ev);
         progress.tick(seen);
         folder.push(ev, seen, &mut on_item)
     })?;

@@ -105,7 +105,7 @@ pub enum ExportFormat {
 /// How a program counter is shown. The one place where PCs become text, so that
 /// symbolization can plug in here.
 pub fn pc_text(pid: u32, pc: u64) -> String {
-    match crate::analyze::symbol_of(pid, pc) {
+    match crate::symbols::symbol_of(pid, pc) {
         Some(label) => format!("{pc:#x} {label}"),
         None => format!("{pc:#x}"),
     }
@@ -287,9 +287,9 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
     };
     let mut exporter = exporter;
     let mut progress = Progress::new();
-    crate::analyze::use_symbols(args.symbols);
+    crate::symbols::use_symbols(args.symbols);
     let read = input.for_each_event(|ev, seen| {
-        crate::analyze::observe_symbols(ev);
+        crate::symbols::observe_symbols(ev);
         progress.tick(seen);
         if ctx.observe(ev) {
             exporter.event(ev, &ctx)?;

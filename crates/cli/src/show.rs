@@ -64,11 +64,11 @@ pub fn run(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, stdout);
     let mut line = Vec::with_capacity(256);
     let mut progress = Progress::new();
-    let mut symbols = Symbolizer::new(args.symbols);
     if args.fold {
-        crate::analyze::use_symbols(args.symbols);
+        crate::symbols::use_symbols(args.symbols);
         return run_folded(&args, input, names, &style, out, progress);
     }
+    let mut symbols = Symbolizer::new(args.symbols);
     input.for_each_event(|ev, seen| {
         if let Some(n) = names.as_mut() {
             n.observe(ev);
@@ -145,7 +145,7 @@ fn run_folded(
         if let Some(n) = names.as_mut() {
             n.observe(ev);
         }
-        crate::analyze::observe_symbols(ev);
+        crate::symbols::observe_symbols(ev);
         progress.tick(seen);
         if !args.filter.keep(ev) {
             return Ok(());

@@ -372,6 +372,33 @@ impl Symbolizer {
     }
 }
 
+thread_local! {
+    /// The symbolizer of the command running on this thread (`analyze`, `show --fold`),
+    /// which has seen the log's object markers so far: call sites are labelled deep inside
+    /// folded runs and per-map summaries, which would otherwise all carry it.
+    static SYMBOLS: std::cell::RefCell<Option<Symbolizer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `args` the call-site labelling of this command (`analyze::site_label`, `export::pc_text`).
+pub fn use_symbols(args: SymbolArgs) {
+    SYMBOLS.with(|s| *s.borrow_mut() = Some(Symbolizer::new(args)));
+}
+
+/// Feeds an event to the command's symbolizer (object markers tell it what was loaded).
+pub fn observe_symbols(ev: &Event) {
+    SYMBOLS.with(|s| {
+        if let Some(s) = s.borrow_mut().as_mut() {
+            s.observe(ev);
+        }
+    });
+}
+
+/// The function (or object) holding `pc` in thread `pid`, if the command's symbolizer
+/// knows it.
+pub fn symbol_of(pid: u32, pc: u64) -> Option<String> {
+    SYMBOLS.with(|s| s.borrow_mut().as_mut().and_then(|s| s.label(pid, pc)))
+}
+
 /// A symbol's name as its source spells it: Rust and C++ names demangled (without
 /// Rust's hash suffix), others as they are.
 fn demangle(name: &str) -> String {
