@@ -238,13 +238,26 @@ impl Merger {
 
     /// The images a traced process exec'd that never attached: (pid, path). An exec is
     /// settled by the first note of its pid after it: an attach, a failure, or another
-    /// exec (which only the old image could have made).
+    /// exec (which only the old image could have made). Or by counting: only exec'd
+    /// images attach, and once an untraced image runs its pid notes no more execs, so
+    /// the n-th exec of a pid (less its failures) attached if the pid has n attaches.
+    /// That holds whatever the times say: `posix_spawn`'s note, written once the child's
+    /// pid is known, may be merged after the child's attach with a time raised past it.
     pub fn untraced_images(&self) -> Vec<(u32, Vec<u8>)> {
         let mut out = Vec::new();
         for (pid, ts, path) in &self.execs {
             let Some(path) = path else { continue };
+            let before = |with_path: bool| {
+                self.execs
+                    .iter()
+                    .filter(|(p, t, q)| p == pid && t < ts && q.is_some() == with_path)
+                    .count()
+            };
+            let rank = (1 + before(true)).saturating_sub(before(false));
+            let attaches = self.attaches.iter().filter(|&&(p, _)| p == *pid).count();
             let settled = self.attaches.iter().any(|&(p, t)| p == *pid && t >= *ts)
-                || self.execs.iter().any(|(p, t, _)| p == pid && t > ts);
+                || self.execs.iter().any(|(p, t, _)| p == pid && t > ts)
+                || rank <= attaches;
             if !settled {
                 out.push((*pid, path.clone()));
             }
@@ -539,10 +552,22 @@ mod tests {
         r.extend(exec(7, 23, b"/second"));
         r.extend(exec(8, 25, b"/spawned"));
         r.push(Record::new(9, 25, 0, 0, 0, Kind::Attach));
+        // 26 is a spawned child whose note was merged after its attach, with a later
+        // time; its image then exec'd an untraced one (its second exec, one attach).
+        r.push(Record::new(10, 26, 0, 0, 0, Kind::Attach));
+        r.extend(exec(11, 26, b"/late"));
+        r.extend(exec(12, 26, b"/static"));
+        // 27: the same late note, and nothing after it.
+        r.push(Record::new(13, 27, 0, 0, 0, Kind::Attach));
+        r.extend(exec(14, 27, b"/late"));
         let (m, out) = merged(&r);
         assert_eq!(
             m.untraced_images(),
-            vec![(21, long.to_vec()), (23, b"/second".to_vec())]
+            vec![
+                (21, long.to_vec()),
+                (23, b"/second".to_vec()),
+                (26, b"/static".to_vec())
+            ]
         );
         // The notes are no events; the final emit names each untraced image in a marker.
         let marks: Vec<_> = out
@@ -563,7 +588,8 @@ mod tests {
             marks,
             vec![
                 (0, says(21, std::str::from_utf8(long).unwrap())),
-                (0, says(23, "/second"))
+                (0, says(23, "/second")),
+                (0, says(26, "/static"))
             ]
         );
     }
