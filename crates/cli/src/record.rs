@@ -69,6 +69,13 @@ pub struct RecordArgs {
     #[arg(long)]
     no_alias: bool,
 
+    /// Patch no hot instruction: every traced access traps into the tracer (~2-3 us
+    /// each). By default an instruction that has trapped a few times is rewritten to jump
+    /// to generated code that makes the same access and logs the same event in tens of
+    /// nanoseconds; use this to compare, or when a program checksums its own code
+    #[arg(long)]
+    no_patch: bool,
+
     /// No status line on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -202,6 +209,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.ranges = args.ranges;
     opts.bypass = args.bypass;
     opts.no_alias = args.no_alias;
+    opts.no_patch = args.no_patch;
     opts.status = !args.quiet;
     let quiet = args.quiet;
     let no_alias = args.no_alias;

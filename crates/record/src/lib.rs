@@ -76,6 +76,8 @@ pub struct Options {
     pub bypass: Vec<String>,
     /// Map no device a second time: every access single-stepped (`--no-alias`).
     pub no_alias: bool,
+    /// Patch no hot instruction site: every access traps (`--no-patch`).
+    pub no_patch: bool,
     /// Show the status line on stderr when it is a terminal.
     pub status: bool,
     /// The program and its arguments.
@@ -101,6 +103,7 @@ impl Options {
             ranges: Vec::new(),
             bypass: Vec::new(),
             no_alias: false,
+            no_patch: false,
             status: true,
             command,
             rings: DEFAULT_RINGS,
@@ -357,7 +360,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         )
         .env(rules::ENV_RANGES, opts.ranges.join(","))
         .env(rules::ENV_BYPASS, opts.bypass.join(","))
-        .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" });
+        .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
+        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" });
     if opts.output.is_none() {
         // The trace owns standard output; the program's output goes to standard error
         // (nowhere if the recorder has none).

@@ -25,6 +25,7 @@ mod emu;
 mod guard;
 mod objects;
 mod ool;
+mod patch;
 mod paths;
 pub mod regions;
 pub mod rules;

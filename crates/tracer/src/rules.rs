@@ -19,6 +19,14 @@ pub const ENV_BYPASS: &str = "MMIO_TRACE_BYPASS";
 /// Environment variable: `1` to map no device a second time (no alias mapping): every
 /// access is single-stepped, as when a driver refuses the alias.
 pub const ENV_NO_ALIAS: &str = "MMIO_TRACE_NO_ALIAS";
+/// Environment variable: `1` to patch no hot site (`record --no-patch`): every access
+/// traps.
+pub const ENV_NO_PATCH: &str = "MMIO_TRACE_NO_PATCH";
+/// Environment variable: how many traps make a site hot enough to patch (default
+/// [`DEFAULT_PATCH_AFTER`]).
+pub const ENV_PATCH_AFTER: &str = "MMIO_TRACE_PATCH_AFTER";
+/// Traps at one instruction after which it is patched, unless the environment says.
+pub const DEFAULT_PATCH_AFTER: u64 = 32;
 
 /// The default device rules (globs over canonical paths; `*` also matches `/`).
 pub const DEFAULT_DEVICES: &[&str] = &[
@@ -49,6 +57,10 @@ pub struct Rules {
     pub bypass: Vec<(u64, u64)>,
     /// Make no alias mappings (every access single-stepped).
     pub no_alias: bool,
+    /// Patch no hot site (every access traps).
+    pub no_patch: bool,
+    /// Traps at one instruction after which it is patched.
+    pub patch_after: u64,
 }
 
 impl Rules {
@@ -65,6 +77,8 @@ impl Rules {
             ranges: Vec::new(),
             bypass: Vec::new(),
             no_alias: false,
+            no_patch: false,
+            patch_after: DEFAULT_PATCH_AFTER,
         }
     }
 
@@ -81,6 +95,12 @@ impl Rules {
         r.ranges = parse_ranges(&std::env::var(ENV_RANGES).unwrap_or_default()).unwrap_or_default();
         r.bypass = parse_ranges(&std::env::var(ENV_BYPASS).unwrap_or_default()).unwrap_or_default();
         r.no_alias = std::env::var(ENV_NO_ALIAS).is_ok_and(|v| v == "1");
+        r.no_patch = std::env::var(ENV_NO_PATCH).is_ok_and(|v| v == "1");
+        r.patch_after = std::env::var(ENV_PATCH_AFTER)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(DEFAULT_PATCH_AFTER);
         r
     }
 
