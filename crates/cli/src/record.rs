@@ -213,6 +213,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.status = !args.quiet;
     let quiet = args.quiet;
     let no_alias = args.no_alias;
+    let no_patch = args.no_patch || no_alias;
     let no_defaults = args.no_default_devices;
     let mut result = mmio_trace_record::record(&opts);
     if let Err(Error::Spawn { error, .. }) = &result {
@@ -295,6 +296,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(line) = unmatched_warning(&out, no_defaults) {
         eprintln!("{line}");
     }
+    if !no_patch && !quiet {
+        for line in patching_lines(&out.patching) {
+            eprintln!("{line}");
+        }
+    }
     if out.slow_steps > 0 && !quiet {
         let (accesses, were) = if out.slow_steps == 1 {
             ("access was", "it was")
@@ -323,6 +329,30 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
 /// only the character and block devices among them. Programs map files shared all the
 /// time (caches, shared memory), so naming those would be noise; an untraced device file,
 /// though, is likely the device (or one of the devices) the user meant.
+/// The end-of-run account of hot-site patching: how many sites, how many accesses went
+/// each way, which hot sites stayed on the trap path and why.
+fn patching_lines(p: &mmio_trace_record::Patching) -> Vec<String> {
+    let mut v = Vec::new();
+    for why in &p.off {
+        v.push(format!(
+            "mmio-trace: warning: hot-site patching is off: {why}; every access traps"
+        ));
+    }
+    if p.trampolines + p.traps > 0 {
+        v.push(format!(
+            "mmio-trace: patching: {} sites patched, {} accesses through trampolines, {} through traps",
+            p.patched, p.trampolines, p.traps
+        ));
+    }
+    for s in &p.refused {
+        v.push(format!(
+            "mmio-trace: hot site {:#x} (pid {}) not patched: {} ({} traps)",
+            s.pc, s.pid, s.reason, s.traps
+        ));
+    }
+    v
+}
+
 fn unmatched_warning(out: &mmio_trace_record::Outcome, no_defaults: bool) -> Option<String> {
     if out.processes > 0 && out.maps == 0 {
         return Some(format!(

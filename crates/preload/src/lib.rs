@@ -666,6 +666,7 @@ pub unsafe extern "C" fn fork() -> libc::pid_t {
     let pid = unsafe { std::mem::transmute::<usize, unsafe extern "C" fn() -> libc::pid_t>(p)() };
     if pid == 0 {
         tracer::after_fork_child();
+        tracer::after_fork_child_started();
     }
     pid
 }
@@ -685,11 +686,15 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 }
 
 /// The tracer's descriptors in this process (-1 where it has none).
-fn tracer_fds() -> [c_int; 3] {
+fn tracer_fds() -> [c_int; 6] {
+    let p = tracer::patch_fds();
     [
         tracer::shm_fd().unwrap_or(-1),
         tracer::task_fd().unwrap_or(-1),
         tracer::live_fd().unwrap_or(-1),
+        p[0],
+        p[1],
+        p[2],
     ]
 }
 
@@ -712,9 +717,9 @@ pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) 
     }
     // The tracer's descriptors and its alias descriptors (one per device file the
     // program mapped).
-    let mut ours = [-1; 3 + tracer::regions::MAX_ALIAS_FDS];
-    ours[..3].copy_from_slice(&tracer_fds());
-    let n = 3 + tracer::regions::alias_fds(&mut ours[3..]);
+    let mut ours = [-1; 6 + tracer::regions::MAX_ALIAS_FDS];
+    ours[..6].copy_from_slice(&tracer_fds());
+    let n = 6 + tracer::regions::alias_fds(&mut ours[6..]);
     let ours = &mut ours[..n];
     ours.sort_unstable();
     let mut lo = first as u64;

@@ -80,10 +80,43 @@ pub(crate) struct Merger {
     /// `kernel cannot reach` markers from traced processes: system calls that could not
     /// hand the kernel device memory, which failed with `EFAULT`.
     unreached: u64,
+    /// What the hot-site patchers said, and accesses by path.
+    patching: Patching,
     /// The time of the last event handed out, for the closing markers.
     last_ts: u64,
     /// Whether the closing warnings were given (by the final [`Merger::emit`]).
     closed: bool,
+}
+
+/// What the traced processes' hot-site patchers did (from their `Patch` notes) and how
+/// accesses were recorded.
+#[derive(Clone, Debug, Default)]
+pub struct Patching {
+    /// Sites patched (over all processes; a site patched in a parent and again in its
+    /// fork child counts once per process that patched it).
+    pub patched: u64,
+    /// Accesses written by trampolines.
+    pub trampolines: u64,
+    /// Accesses written by the trap path.
+    pub traps: u64,
+    /// Hot sites that could not be patched (the first 64).
+    pub refused: Vec<RefusedSite>,
+    refused_at: std::collections::HashMap<(u32, u64), usize>,
+    /// Why patching was off in some process (each reason once).
+    pub off: Vec<String>,
+}
+
+/// A hot site that stayed on the trap path.
+#[derive(Clone, Debug)]
+pub struct RefusedSite {
+    /// The process.
+    pub pid: u32,
+    /// The instruction's address.
+    pub pc: u64,
+    /// Why it could not be patched.
+    pub reason: String,
+    /// Traps taken there.
+    pub traps: u64,
 }
 
 impl Merger {
@@ -104,6 +137,7 @@ impl Merger {
             unmatched_at: std::collections::HashMap::new(),
             unmatched_more: std::collections::HashSet::new(),
             unreached: 0,
+            patching: Patching::default(),
             last_ts: 0,
             closed: false,
         }
@@ -277,6 +311,44 @@ impl Merger {
         (known, self.unmatched_more.len() as u64)
     }
 
+    /// What hot-site patching did.
+    pub fn patching(&self) -> &Patching {
+        &self.patching
+    }
+
+    fn note_patch(&mut self, e: &RawEvent) {
+        let r = &e.first;
+        let w2 = r.0[2];
+        let len = ((w2 >> 8) as u16 as usize).min(512);
+        let mut why = Vec::with_capacity(len);
+        for d in &e.extra {
+            why.extend_from_slice(&d.bytes());
+        }
+        why.truncate(len);
+        let why = String::from_utf8_lossy(&why).into_owned();
+        let pc = r.0[1];
+        let p = &mut self.patching;
+        match w2 & 0xff {
+            0 => p.patched += 1,
+            1 => {
+                if p.refused.len() < 64 {
+                    p.refused_at.insert((e.pid, pc), p.refused.len());
+                    p.refused.push(RefusedSite {
+                        pid: e.pid,
+                        pc,
+                        reason: why,
+                        traps: w2 >> 24,
+                    });
+                }
+            }
+            _ => {
+                if !p.off.contains(&why) {
+                    p.off.push(why);
+                }
+            }
+        }
+    }
+
     fn note_unmatched(&mut self, e: &RawEvent) {
         let r = &e.first;
         let hash = r.0[1];
@@ -343,6 +415,16 @@ impl Merger {
         let ts_ns = self.rel(e.ts);
         Some(match r.kind()? {
             Kind::Read | Kind::Write | Kind::ReadWide | Kind::WriteWide => {
+                if r.via_trampoline() {
+                    self.patching.trampolines += 1;
+                } else {
+                    self.patching.traps += 1;
+                    if !self.patching.refused_at.is_empty() {
+                        if let Some(&i) = self.patching.refused_at.get(&(e.pid, r.pc())) {
+                            self.patching.refused[i].traps += 1;
+                        }
+                    }
+                }
                 let (map_id, phys) = self.map_of(r, e.pid);
                 let dir = match r.kind()? {
                     Kind::Read | Kind::ReadWide => Direction::Read,
@@ -465,6 +547,10 @@ impl Merger {
             }
             Kind::Unmatched => {
                 self.note_unmatched(e);
+                return None;
+            }
+            Kind::Patch => {
+                self.note_patch(e);
                 return None;
             }
             Kind::Data => return None,

@@ -35,7 +35,7 @@ use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
-pub use decode::UnmatchedFile;
+pub use decode::{Patching, RefusedSite, UnmatchedFile};
 pub use output::{create_private, TRACE_FILE_MODE};
 pub use selftrace::SelfRecorder;
 
@@ -155,6 +155,8 @@ pub struct Outcome {
     pub unmatched: Vec<UnmatchedFile>,
     /// How many more such files there were.
     pub unmatched_more: u64,
+    /// What hot-site patching did.
+    pub patching: Patching,
 }
 
 /// Why recording failed.
@@ -525,6 +527,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         maps,
         unmatched: unmatched.0,
         unmatched_more: unmatched.1,
+        patching: merger.patching().clone(),
     };
     if let Some(s) = &mut status {
         s.tick(merger.emitted, bytes_now(), outcome.processes, true);

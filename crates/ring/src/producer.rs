@@ -435,6 +435,16 @@ impl Producer {
         Ok(())
     }
 
+    /// Waits until the ring has room up to record `end` (exclusive): for generated code
+    /// that reserved records itself (by the same `xadd`) and found the ring full. As
+    /// [`Producer::push`]'s wait: an error means the recorder is gone.
+    pub fn wait_for_room(&self, end: u64) -> Result<(), WaitError> {
+        if end - self.ctl().tail_cache.load(Ordering::Relaxed) <= self.mask + 1 {
+            return Ok(());
+        }
+        self.wait_room(end)
+    }
+
     /// Waits until the ring has room up to record `end` (exclusive), refreshing the
     /// cached tail.
     #[cold]

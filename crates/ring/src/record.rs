@@ -58,6 +58,11 @@ pub enum Kind {
     /// `ceil(len/32)` data records hold the path (length 0: a path this process already
     /// sent). Width: 1 a character device, 2 a block device, 0 anything else (or unknown).
     Unmatched = 12,
+    /// The hot-site patcher's report on one site, for the recorder's summary only (never
+    /// logged): word 1 = the site's pc (0: the whole process), word 2 = status (bits 0-7:
+    /// 0 patched, 1 not patched, 2 patching is off) | reason length << 8 (16 bits) | traps
+    /// at the site so far << 24; `ceil(len/32)` data records hold the reason.
+    Patch = 14,
 }
 
 impl Kind {
@@ -128,12 +133,16 @@ impl Kind {
             10 => Kind::Exec,
             11 => Kind::Attach,
             12 => Kind::Unmatched,
+            14 => Kind::Patch,
             _ => return None,
         })
     }
 }
 
 const PC_MASK: u64 = (1 << 48) - 1;
+/// Bit 47 of word 3: an access written by a hot-site trampoline rather than the trap path
+/// (user-space PCs are below 2^47).
+pub const VIA_TRAMPOLINE: u64 = 1 << 47;
 
 /// The largest marker text carried (longer text is cut; the first record keeps the
 /// whole length, for the consumer to say so).
@@ -193,7 +202,11 @@ impl Record {
     }
     /// Program counter.
     pub fn pc(&self) -> u64 {
-        self.0[3] & PC_MASK
+        self.0[3] & PC_MASK & !VIA_TRAMPOLINE
+    }
+    /// Whether an access was written by a hot-site trampoline ([`VIA_TRAMPOLINE`]).
+    pub fn via_trampoline(&self) -> bool {
+        self.0[3] & VIA_TRAMPOLINE != 0
     }
     /// Virtual address of an access.
     pub fn addr(&self) -> u64 {
@@ -215,6 +228,7 @@ impl Record {
             Some(Kind::Map) => 1,
             Some(Kind::Mark) | Some(Kind::Exec) => (self.0[2] as usize).min(MAX_MARK).div_ceil(32),
             Some(Kind::Unmatched) => (self.0[2] as u32 as usize).min(MAX_MARK).div_ceil(32),
+            Some(Kind::Patch) => ((self.0[2] >> 8) as u16 as usize).min(512).div_ceil(32),
             _ => 0,
         }
     }

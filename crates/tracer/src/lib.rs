@@ -97,6 +97,9 @@ pub fn init(shm: Shm, rules: Rules) {
     arm_fork_canary();
     regions::init_limits();
     paths::init_from_env();
+    if let Some(r) = RULES.get() {
+        patch::configure(r);
+    }
     objects::init();
     step::open_task_dir();
     signals::install();
@@ -321,6 +324,7 @@ pub fn after_fork_child() {
     emu::after_fork_child();
     regions::after_fork_child();
     site::after_fork_child();
+    patch::after_fork_child();
     unmatched::after_fork_child();
     objects::after_fork_child();
     arm_fork_canary();
@@ -566,6 +570,21 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     emit::map(addr, len, phys, map_id, pc);
     map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
     protect_traced_pages(rules, addr, len, off as u64);
+    patch::ensure_started();
+}
+
+/// Descriptors of the hot-site patcher (its pipe, `/proc/self/mem`), which the program
+/// must not close (-1: none).
+pub fn patch_fds() -> [i32; 3] {
+    patch::fds()
+}
+
+/// After `fork` in the child (normal context, after [`after_fork_child`]): the child's
+/// own hot-site patcher, when it inherited traced mappings.
+pub fn after_fork_child_started() {
+    if regions::maybe_overlaps(0, u64::MAX) {
+        patch::ensure_started();
+    }
 }
 
 /// Registers `r` (a mapping of `path` at offset `off`); when the table is full, says so

@@ -1004,6 +1004,7 @@ fn each_overlapping(start: u64, end: u64, mut f: impl FnMut(u32, Region)) {
 /// no longer found by lookups) with whether it was the last piece of its mapping id. `f`
 /// runs with the registry lock held: it must not call back into the registry.
 pub fn remove_overlapping(start: u64, len: u64, mut f: impl FnMut(Region, bool)) {
+    crate::patch::disable(start, len);
     let _g = lock();
     each_overlapping(start, start.saturating_add(len), |i, r| {
         remove_locked(i, &r);
@@ -1018,11 +1019,14 @@ pub fn remove_overlapping(start: u64, len: u64, mut f: impl FnMut(Region, bool))
 /// alias pages of the part that stops being traced are unmapped, except those of
 /// `[keep.0, keep.1)` (an `mremap` moves them along with the program's pages).
 pub fn remove_range(start: u64, len: u64, keep: (u64, u64), mut f: impl FnMut(Region, bool)) {
+    // No trampoline may still use the alias pages unmapped below (one that stayed inside
+    // past the deadline leaves them mapped: never freed, never wrong).
+    let quiet = crate::patch::disable(start, len);
     let _g = lock();
     let end = start.saturating_add(len);
     each_overlapping(start, end, |i, r| {
         let (lo, hi) = (r.start.max(start), r.end().min(end));
-        if r.alias != 0 {
+        if r.alias != 0 && quiet {
             // The alias of [lo, hi) minus the kept range.
             let (k0, k1) = (keep.0.clamp(lo, hi), keep.1.clamp(lo, hi));
             let parts = if k0 < k1 {
@@ -1066,6 +1070,10 @@ pub fn maybe_overlaps(start: u64, len: u64) -> bool {
 /// overlaps; a region only partly inside is split at the range's edges, so its other
 /// pages keep their protection. Returns how many regions it touched.
 pub fn set_prot(start: u64, len: u64, prot: i32) -> usize {
+    // Trampolines do not check protections: their slots over the range go off (the trap
+    // path then decides, and serves the range from a slot again if the new protection
+    // allows the site's access).
+    crate::patch::disable(start, len);
     let _g = lock();
     let end = start.saturating_add(len);
     let mut n = 0;

@@ -14,7 +14,7 @@ use crate::ctx::HANDLER_MASK;
 use crate::ctx::{gregs, uc_mask};
 pub use crate::ctx::{OURS, PAUSE_SIGNAL};
 use crate::sys::{self, KSigaction};
-use crate::{emu, guard, ool, regions, site, step, stop, threads};
+use crate::{emu, guard, ool, patch, regions, site, step, stop, threads};
 
 const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
@@ -252,6 +252,11 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     if unsafe { guard::fixup(sig, info, uc) } {
         return;
     }
+    // A trampoline's load of a foreign thread pointer's slot: it gives up.
+    // SAFETY: handler context.
+    if unsafe { patch::fixup(uc) } {
+        return;
+    }
     // The child of a fork that bypassed our hooks must not write into the parent's ring.
     crate::check_fork();
     // SAFETY: the kernel passes valid info and context to an SA_SIGINFO handler.
@@ -272,6 +277,13 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     } else if code == SEGV_ACCERR && crate::is_active() {
         // SAFETY: handler context.
         let g = unsafe { gregs(uc) };
+        // A patched site's instruction, run from its trampoline for an address in no
+        // slot: handled as the site's own fault (the log, the emulator and the program
+        // see the site's address; what follows the copy is the jump back to the site's
+        // successor, so resuming there is the same).
+        if let Some(rip) = patch::site_of_copy(g[libc::REG_RIP as usize] as u64) {
+            g[libc::REG_RIP as usize] = rip as i64;
+        }
         // An instruction fetch has no site: its "instruction" is the traced page itself.
         let exec = g[libc::REG_ERR as usize] & 0x10 != 0;
         let mut f = site::Fault::at(if exec {
@@ -347,6 +359,7 @@ unsafe fn handle(
     }
     // Before the access's event: the object holding the PC, if loaded since the last MAP.
     crate::objects::note_pc(rip);
+    patch::note_trap(rip, addr, site.hits);
     let emulated = match site.decoded() {
         // SAFETY: handler context.
         Some(d) if crate::paths::emulate() => unsafe { emu::emulate(&d, rip, uc, r) },
@@ -381,6 +394,18 @@ unsafe fn handle(
         sys::sigaction(f.signo, Some(&KSigaction::default()), None);
     }
     let decoded = site.instruction();
+    if let Some(copy) = patch::copy_of_site(rip) {
+        // The site holds a jump now: the step runs the trampoline's copy of it (followed
+        // by the jump back), decoded from the same bytes.
+        g[libc::REG_RIP as usize] = copy as i64;
+    }
+    let decoded = decoded.map(|(mut ins, b)| {
+        let copy = g[libc::REG_RIP as usize] as u64;
+        if copy != rip {
+            ins.set_ip(copy);
+        }
+        (ins, b)
+    });
     // SAFETY: handler context.
     if unsafe { step::begin(r, addr, decoded, uc) } {
         return true;
@@ -453,6 +478,11 @@ extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     if step::in_step() {
         // SAFETY: handler context.
         unsafe { step::finish(uc) };
+        return;
+    }
+    // A site being patched (its int3), or a trampoline waiting for ring room.
+    // SAFETY: handler context.
+    if unsafe { patch::on_trap(info, uc) } {
         return;
     }
     // SAFETY: handler context.

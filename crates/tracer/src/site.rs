@@ -11,7 +11,7 @@
 //! are compared with the live text at every fault (16 bytes): a program that rewrites its
 //! code (a JIT reusing a buffer) gets the new instruction decoded and the site refreshed.
 //! A patched site (hot-site patching, where the live text holds `CC`/`E9`) is marked so,
-//! and its saved bytes are then the truth; nothing marks one yet.
+//! and its saved bytes are then the truth (the patcher marks it before it writes).
 //!
 //! Fixed table, lock-free, allocation-free: a site is claimed with one compare-exchange
 //! of its key on a short probe; its contents are a seqlock, written by whichever thread
@@ -182,6 +182,8 @@ pub(crate) struct Fault {
     data: SiteData,
     /// The contents changed and are to be written back to the site.
     dirty: bool,
+    /// Faults taken here so far, this one included (0: not in the table).
+    pub hits: u64,
 }
 
 impl Fault {
@@ -189,18 +191,19 @@ impl Fault {
     #[inline]
     pub fn at(rip: u64) -> Fault {
         let site = site(rip);
-        let data = match site {
+        let (data, hits) = match site {
             Some(s) => {
-                s.hits.fetch_add(1, Ordering::Relaxed);
-                s.read().unwrap_or(NO_DATA)
+                let hits = s.hits.fetch_add(1, Ordering::Relaxed) + 1;
+                (s.read().unwrap_or(NO_DATA), hits)
             }
-            None => NO_DATA,
+            None => (NO_DATA, 0),
         };
         Fault {
             rip,
             site,
             data,
             dirty: false,
+            hits,
         }
     }
 
@@ -317,6 +320,40 @@ pub fn hits(rip: u64) -> u64 {
         }
     }
     0
+}
+
+/// What the site of `rip` holds (the patcher's view; `None`: not cached, or being
+/// written).
+pub(crate) fn snapshot(rip: u64) -> Option<SiteData> {
+    let mut i = home(rip);
+    for _ in 0..PROBE {
+        let s = &TABLE[i];
+        match s.rip.load(Ordering::Acquire) {
+            k if k == rip => return s.read().filter(|d| d.valid),
+            0 => return None,
+            _ => i = (i + 1) & (SITES - 1),
+        }
+    }
+    None
+}
+
+/// Marks the site of `rip` patched (its live text holds a jump or an int3: the saved
+/// bytes are the instruction) or not. Waits out a concurrent writer (patcher only).
+pub(crate) fn set_patched(rip: u64, patched: bool) {
+    let Some(s) = site(rip) else { return };
+    for _ in 0..100_000 {
+        if let Some(mut d) = s.read() {
+            if !d.valid {
+                return;
+            }
+            d.patched = patched;
+            s.write(&d);
+            if s.read().is_some_and(|n| n.patched == patched) {
+                return;
+            }
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// In a fork child: the parent's sites hold for the child's copy of its code; only a

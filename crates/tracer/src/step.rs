@@ -290,7 +290,9 @@ pub(crate) unsafe fn begin(
         addr,
         phys: r.phys_of(addr),
         map_id: r.map_id,
-        pc: g[libc::REG_RIP as usize] as u64,
+        // A patched site steps its trampoline's copy: the site's address is logged.
+        pc: crate::patch::site_of_copy(g[libc::REG_RIP as usize] as u64)
+            .unwrap_or(g[libc::REG_RIP as usize] as u64),
         ..Default::default()
     };
     if let Some((instr, bytes)) = &decoded {

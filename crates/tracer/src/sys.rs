@@ -199,6 +199,13 @@ pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> isize {
     }
 }
 
+/// `write(fd, buf, len)` (raw: async-signal-safe). Returns the count or `-errno`.
+pub fn write(fd: i32, buf: *const u8, len: usize) -> isize {
+    const SYS_WRITE: usize = 1;
+    // SAFETY: the caller passes `len` readable bytes at `buf`.
+    unsafe { syscall6(SYS_WRITE, fd as usize, buf as usize, len, 0, 0, 0) }
+}
+
 /// Closes `fd`.
 pub fn close(fd: i32) -> isize {
     // SAFETY: plain value.
@@ -342,6 +349,11 @@ pub fn init_cpu_features() {
     // SAFETY: plain libc call reading the auxiliary vector.
     let hw2 = unsafe { libc::getauxval(AT_HWCAP2) };
     FSGSBASE.store(hw2 & HWCAP2_FSGSBASE != 0, Ordering::Relaxed);
+}
+
+/// Whether `rdfsbase` may be used (generated code reads the FS base with it).
+pub fn fsgsbase() -> bool {
+    FSGSBASE.load(Ordering::Relaxed)
 }
 
 /// The calling thread's FS base: the per-thread key of the tracer's thread blocks.

@@ -193,6 +193,9 @@ pub struct ThreadBlock {
     pub(crate) step: UnsafeCell<StepState>,
     /// The thread's out-of-line frames.
     pub(crate) ool: crate::ool::OolFrames,
+    /// Bumped by a trampoline on entry and on exit: odd while the thread runs one (see
+    /// `patch::quiesce`).
+    pub(crate) inside: AtomicU64,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -214,6 +217,8 @@ pub const OFF_STACK: usize = 56;
 pub const OFF_SIG: usize = 72;
 /// Offset of the step state (private layout).
 pub const OFF_STEP: usize = 112;
+/// Offset of the trampoline counter (u64; odd while the thread is inside one).
+pub const OFF_INSIDE: usize = std::mem::offset_of!(ThreadBlock, inside);
 
 const _: () = {
     use std::mem::offset_of;
@@ -255,9 +260,15 @@ const EMPTY: ThreadBlock = ThreadBlock {
     },
     step: UnsafeCell::new(NO_STEP),
     ool: crate::ool::OolFrames::EMPTY,
+    inside: AtomicU64::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
+
+/// Every block's trampoline counter (owned or not), for waiting out trampolines.
+pub(crate) fn inside_counters() -> impl Iterator<Item = &'static AtomicU64> {
+    BLOCKS.iter().map(|b| &b.inside)
+}
 
 /// Where the preload library publishes a block's address for generated code: a function
 /// that stores its argument in the calling thread's initial-exec TLS slot (0: none).
@@ -686,6 +697,7 @@ pub fn after_fork_child() {
         s.stack_lo.store(0, Ordering::Relaxed);
         s.stack_hi.store(0, Ordering::Relaxed);
         s.sig.reset();
+        s.inside.store(0, Ordering::Relaxed);
         // SAFETY: only this (single) thread exists in the child.
         unsafe { (*s.step.get()).active = false };
     }

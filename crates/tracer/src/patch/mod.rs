@@ -6,11 +6,635 @@
 //! instruction punning: no other instruction boundary moves), `arena` finds memory for a
 //! trampoline where that jump can reach, `text` writes program text with the int3-first
 //! protocol, `flags` says whether the flags are live after a site, `gen` generates the
-//! trampolines, and this module decides what to patch (from a patcher thread, never in
-//! the signal handler) and keeps the fault path's view of patched sites.
+//! trampolines, and this module decides what to patch and keeps the fault path's view of
+//! patched sites.
+//!
+//! Who does what:
+//! - The fault path counts traps per site (the site cache) and, when a site reaches the
+//!   threshold, writes its address into a pipe ([`note_trap`]); it never patches.
+//! - A patcher thread (started from normal context at the first traced mapping, blocking
+//!   every signal) reads the pipe, generates and installs trampolines, and tells the
+//!   recorder what it patched or why not (a `Patch` note, never logged).
+//! - A trampoline whose address is in no slot runs the original instruction, copied after
+//!   its frame teardown; a fault there is handled as a fault of the site itself
+//!   ([`site_of_copy`]: the program, the log and the emulator see the site's address), and
+//!   tells the patcher which range the site now touches, for a free slot.
+//! - A `SIGTRAP` at a site whose first byte is being rewritten (the int3 of the protocol)
+//!   goes to its trampoline, correct in every state ([`on_trap`]).
+//! - Region writers (munmap, mremap, mprotect of a traced range) first turn the slots
+//!   covering it off and wait until no thread is inside a trampoline ([`disable`]), so no
+//!   trampoline can use an alias after it is unmapped or log an access after its UNMAP.
+//!
+//! Entries and trampolines are never freed (a thread may be preempted inside one); a fork
+//! child inherits both as private copies of memory and starts its own patcher thread.
 
 pub(crate) mod arena;
 pub(crate) mod flags;
 pub(crate) mod gen;
 pub(crate) mod pun;
 pub(crate) mod text;
+
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use iced_x86::{Decoder, DecoderOptions};
+use mmio_trace_ring::{Clock, Kind, Record};
+
+use crate::ctx::gregs;
+use crate::regions::Region;
+use crate::{emit, site, sys, threads};
+use gen::{Slot, NO_SLOT, SLOTS};
+
+/// Sites that can be patched in one process.
+const MAX: usize = 1024;
+
+/// One patched (or being patched) site.
+struct Entry {
+    /// The site's address (0: unused).
+    rip: AtomicU64,
+    /// The trampoline: `[tramp, end)`.
+    tramp: AtomicU64,
+    end: AtomicU64,
+    /// Offsets in the trampoline (see `gen::Tramp`).
+    miss: AtomicU32,
+    guard_lo: AtomicU32,
+    guard_hi: AtomicU32,
+    wait: AtomicU32,
+    original: AtomicU32,
+    records: AtomicU32,
+    /// The access width, and whether it reads (1) and writes (2) memory.
+    width: AtomicU32,
+    dirs: AtomicU32,
+    /// Faults of the original instruction's copy (addresses in no slot).
+    misses: AtomicU64,
+    slots: [Slot; SLOTS],
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_ENTRY: Entry = Entry {
+    rip: AtomicU64::new(0),
+    tramp: AtomicU64::new(0),
+    end: AtomicU64::new(0),
+    miss: AtomicU32::new(0),
+    guard_lo: AtomicU32::new(0),
+    guard_hi: AtomicU32::new(0),
+    wait: AtomicU32::new(0),
+    original: AtomicU32::new(0),
+    records: AtomicU32::new(0),
+    width: AtomicU32::new(0),
+    dirs: AtomicU32::new(0),
+    misses: AtomicU64::new(0),
+    slots: [NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT],
+};
+
+static ENTRIES: [Entry; MAX] = [NO_ENTRY; MAX];
+/// Entries in use (published after each is filled).
+static USED: AtomicUsize = AtomicUsize::new(0);
+/// Bounds of every trampoline, for a quick "not a trampoline" on the fault path.
+static LO: AtomicU64 = AtomicU64::new(u64::MAX);
+static HI: AtomicU64 = AtomicU64::new(0);
+
+/// Traps after which a site is patched; 0: patching off.
+static AFTER: AtomicU64 = AtomicU64::new(0);
+/// Unpatch/re-patch cycles per patched site (`MMIO_TRACE_PATCH_CHURN`, for tests).
+static CHURN: AtomicU64 = AtomicU64::new(0);
+/// The pipe to the patcher thread (write end; -1: none yet).
+static PIPE_W: AtomicI32 = AtomicI32::new(-1);
+/// The process whose patcher thread runs (0: none).
+static STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// Environment variable: unpatch and re-patch each patched site this many times (tests).
+pub const ENV_CHURN: &str = "MMIO_TRACE_PATCH_CHURN";
+
+/// Statuses of a `Patch` note's word 2 (low byte).
+const NOTE_PATCHED: u64 = 0;
+const NOTE_REFUSED: u64 = 1;
+const NOTE_OFF: u64 = 2;
+
+/// Reads the configuration (tracer start).
+pub(crate) fn configure(rules: &crate::rules::Rules) {
+    let off = rules.no_patch || rules.no_alias || !crate::paths::emulate();
+    AFTER.store(if off { 0 } else { rules.patch_after }, Ordering::Relaxed);
+    let churn = std::env::var(ENV_CHURN)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    CHURN.store(churn, Ordering::Relaxed);
+}
+
+fn enabled() -> bool {
+    AFTER.load(Ordering::Relaxed) != 0
+}
+
+// ---- The fault path's side (signal context: no allocation, no locks) ----
+
+fn entries() -> &'static [Entry] {
+    &ENTRIES[..USED.load(Ordering::Acquire).min(MAX)]
+}
+
+/// The entry whose trampoline holds `addr`.
+#[inline]
+fn tramp_of(addr: u64) -> Option<&'static Entry> {
+    if addr < LO.load(Ordering::Relaxed) || addr >= HI.load(Ordering::Relaxed) {
+        return None;
+    }
+    entries().iter().find(|e| {
+        let t = e.tramp.load(Ordering::Relaxed);
+        t <= addr && addr < e.end.load(Ordering::Relaxed)
+    })
+}
+
+/// The entry of the site at `rip`.
+fn entry_of(rip: u64) -> Option<&'static Entry> {
+    if USED.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    entries()
+        .iter()
+        .find(|e| e.rip.load(Ordering::Relaxed) == rip)
+}
+
+/// When `rip` is a trampoline's copy of its site's instruction (an address in no slot
+/// faulted there), the site's address: the fault is handled as the site's.
+#[inline]
+pub(crate) fn site_of_copy(rip: u64) -> Option<u64> {
+    let e = tramp_of(rip)?;
+    (rip == e.tramp.load(Ordering::Relaxed) + u64::from(e.original.load(Ordering::Relaxed)))
+        .then(|| e.rip.load(Ordering::Relaxed))
+}
+
+/// The copy of the patched site `rip`'s instruction in its trampoline (where the step path
+/// runs it: the site itself now holds a jump).
+pub(crate) fn copy_of_site(rip: u64) -> Option<u64> {
+    let e = entry_of(rip)?;
+    Some(e.tramp.load(Ordering::Relaxed) + u64::from(e.original.load(Ordering::Relaxed)))
+}
+
+/// A trap at `rip`, its `hits`-th: a site that just got hot is handed to the patcher; a
+/// patched site trapping (its copy faulted: an address in no slot) asks it for a slot for
+/// `addr`'s range, at exponentially spaced counts.
+#[inline]
+pub(crate) fn note_trap(rip: u64, addr: u64, hits: u64) {
+    let after = AFTER.load(Ordering::Relaxed);
+    if after == 0 {
+        return;
+    }
+    if let Some(e) = entry_of(rip) {
+        let n = e.misses.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            notify(rip, addr);
+        }
+        return;
+    }
+    // Exactly at the threshold, and again now and then should the message have been lost
+    // (a full pipe) or the site refused for a reason that may pass.
+    if hits == after || (hits > after && hits % 65536 == 0) {
+        notify(rip, 0);
+    }
+}
+
+fn notify(rip: u64, addr: u64) {
+    let fd = PIPE_W.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let msg = [rip, addr];
+    // One write of 16 bytes: atomic on a pipe; a full pipe drops it (non-blocking).
+    sys::write(fd, msg.as_ptr() as *const u8, 16);
+}
+
+/// `SIGTRAP` from a trampoline or a site being rewritten. `true`: handled.
+///
+/// # Safety
+/// Signal-handler context; `info`/`uc` are the kernel's.
+pub(crate) unsafe fn on_trap(info: *mut libc::siginfo_t, uc: *mut libc::c_void) -> bool {
+    if USED.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    // SAFETY: the kernel passes valid info.
+    let code = unsafe { (*info).si_code };
+    if code != 0x80 {
+        // Not an int3 (SI_KERNEL).
+        return false;
+    }
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let at = (g[libc::REG_RIP as usize] as u64).wrapping_sub(1);
+    if let Some(e) = entry_of(at) {
+        // The protocol's int3 at byte 0 of a site: its trampoline does the instruction.
+        g[libc::REG_RIP as usize] = e.tramp.load(Ordering::Relaxed) as i64;
+        return true;
+    }
+    if let Some(e) = tramp_of(at) {
+        let t = e.tramp.load(Ordering::Relaxed);
+        if at + 1 == t + u64::from(e.wait.load(Ordering::Relaxed)) {
+            // The ring looked full after the reservation: wait for room as the producer
+            // does, then the trampoline fills the records.
+            let end =
+                g[libc::REG_RDX as usize] as u64 + u64::from(e.records.load(Ordering::Relaxed));
+            if let Some(p) = threads::current().and_then(|b| b.producer()) {
+                let _ = p.wait_for_room(end);
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// A `SIGSEGV` at one of a trampoline's loads of the thread's block (a thread pointer that
+/// is not a libc TCB: the slot there is someone else's memory): the trampoline gives up
+/// and runs the original instruction. `true`: handled.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the kernel's.
+pub(crate) unsafe fn fixup(uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let rip = g[libc::REG_RIP as usize] as u64;
+    let Some(e) = tramp_of(rip) else {
+        return false;
+    };
+    let t = e.tramp.load(Ordering::Relaxed);
+    let off = rip - t;
+    if off >= u64::from(e.guard_lo.load(Ordering::Relaxed))
+        && off < u64::from(e.guard_hi.load(Ordering::Relaxed))
+    {
+        g[libc::REG_RIP as usize] = (t + u64::from(e.miss.load(Ordering::Relaxed))) as i64;
+        return true;
+    }
+    false
+}
+
+// ---- Region writers (normal context) ----
+
+/// Turns off every slot covering part of `[start, start+len)` and waits until no thread is
+/// inside a trampoline (so none still uses an alias of the range). Called before a traced
+/// range is unmapped, moved or has its protection changed. `false`: some thread stayed
+/// inside past the deadline (its owner keeps the alias mapped).
+pub(crate) fn disable(start: u64, len: u64) -> bool {
+    if USED.load(Ordering::Acquire) == 0 {
+        return true;
+    }
+    let end = start.saturating_add(len);
+    let mut any = false;
+    for e in entries() {
+        for s in &e.slots {
+            let l = s.len.load(Ordering::Relaxed);
+            let a = s.start.load(Ordering::Relaxed);
+            if l != 0 && a < end && start < a + l {
+                s.len.store(0, Ordering::SeqCst);
+                any = true;
+            }
+        }
+    }
+    !any || quiesce()
+}
+
+/// Waits until every thread that was inside a trampoline has left it (at most ~100 ms).
+/// The counters are plain stores on the trampolines' side; `membarrier` here orders them
+/// against the slot stores made before (an asymmetric fence): after it, a thread either
+/// shows it is inside or will see the slots off.
+fn quiesce() -> bool {
+    text::sync_cores();
+    let me = threads::existing().map(|b| &b.inside as *const AtomicU64);
+    let deadline = sys::now_ns() + 100_000_000;
+    for c in threads::inside_counters() {
+        if Some(c as *const AtomicU64) == me {
+            continue;
+        }
+        let v = c.load(Ordering::Acquire);
+        if v & 1 == 0 {
+            continue;
+        }
+        while c.load(Ordering::Acquire) == v {
+            if sys::now_ns() > deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+    true
+}
+
+// ---- The patcher thread ----
+
+/// Starts the patcher thread of this process unless it runs (normal context: the first
+/// traced mapping, and the first in a fork child).
+pub(crate) fn ensure_started() {
+    if !enabled() {
+        return;
+    }
+    let pid = crate::pid();
+    if STARTED.load(Ordering::Acquire) == pid {
+        return;
+    }
+    if STARTED.swap(pid, Ordering::AcqRel) == pid {
+        return;
+    }
+    let mut fds = [0i32; 2];
+    // SAFETY: plain pipe2 into a local array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return;
+    }
+    // High descriptor numbers: programs close, reuse and dup2 over low ones.
+    let hi = |fd: i32| {
+        // SAFETY: plain fcntl/close on our own descriptors.
+        unsafe {
+            let n = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 910);
+            if n >= 0 {
+                libc::close(fd);
+                n
+            } else {
+                fd
+            }
+        }
+    };
+    let (r, w) = (hi(fds[0]), hi(fds[1]));
+    // The read end blocks (the patcher sleeps in read).
+    // SAFETY: plain fcntl on our descriptor.
+    unsafe { libc::fcntl(r, libc::F_SETFL, 0) };
+    let old = PIPE_W.swap(w, Ordering::AcqRel);
+    if old >= 0 {
+        // A fork child's inherited pipe: the parent's patcher reads it.
+        sys::close(old);
+    }
+    PATCHER_FDS.store(r, Ordering::Relaxed);
+    // Every signal blocked in the new thread (it inherits the mask it is created with):
+    // the program's signals must never run on it.
+    let mut all = 0u64;
+    let full = !0u64;
+    sys::sigprocmask(libc::SIG_BLOCK, Some(&full), Some(&mut all));
+    let spawned = std::thread::Builder::new()
+        .name("mmio-trace-patch".into())
+        .stack_size(256 << 10)
+        .spawn(move || patcher(r));
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&all), None);
+    if spawned.is_err() {
+        PIPE_W.store(-1, Ordering::Relaxed);
+        sys::close(w);
+        sys::close(r);
+    }
+}
+
+/// The patcher's read end (for the preload library's close hooks to spare).
+static PATCHER_FDS: AtomicI32 = AtomicI32::new(-1);
+
+/// Descriptors the patcher owns (the program must not close them; -1: none).
+pub(crate) fn fds() -> [i32; 3] {
+    [
+        PIPE_W.load(Ordering::Relaxed),
+        PATCHER_FDS.load(Ordering::Relaxed),
+        text::mem_fd(),
+    ]
+}
+
+/// The patcher's decisions (its own state: only it touches it).
+struct Patcher {
+    env: Option<gen::Env>,
+    refused: std::collections::HashSet<u64>,
+}
+
+fn patcher(fd: i32) {
+    let mut p = Patcher {
+        env: None,
+        refused: Default::default(),
+    };
+    match setup() {
+        Ok(env) => p.env = Some(env),
+        Err(why) => {
+            // Said once per process; every access then traps.
+            note(0, NOTE_OFF, why);
+            AFTER.store(0, Ordering::Relaxed);
+            return;
+        }
+    }
+    let mut buf = [0u8; 16];
+    loop {
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, 16) };
+        if n != 16 {
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        let rip = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+        let addr = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
+        if addr == 0 {
+            p.patch(rip);
+        } else {
+            p.add_slot(rip, addr);
+        }
+    }
+}
+
+/// What trampolines need of this process, or why there can be none.
+fn setup() -> Result<gen::Env, &'static str> {
+    let tls = threads::tls_slot_offset().ok_or("no per-thread slot for generated code")?;
+    if !sys::fsgsbase() {
+        return Err("the kernel does not allow rdfsbase (FSGSBASE)");
+    }
+    let shm = crate::shm().ok_or("no recording")?;
+    if shm.clock() != Clock::Tsc {
+        return Err("the recording's clock is not the TSC");
+    }
+    text::init()?;
+    let rs = threads::OFF_RING_STATE as i64;
+    Ok(gen::Env {
+        block: gen::BlockAt::Tls(tls),
+        off_ring_ctl: rs,
+        off_ring_data: rs + 8,
+        off_ring_mask: rs + 16,
+        off_inside: threads::OFF_INSIDE as i64,
+        off_key: threads::OFF_KEY as i64,
+        closed: &shm.header().closed as *const AtomicU32 as u64,
+    })
+}
+
+/// Tells the recorder about site `rip` (never logged: for its summary).
+fn note(rip: u64, status: u64, why: &str) {
+    let traps = if rip != 0 { site::hits(rip) } else { 0 };
+    let why = &why.as_bytes()[..why.len().min(512)];
+    let w2 = status | (why.len() as u64) << 8 | traps << 24;
+    let r = Record::new(0, rip, w2, rip, 0, Kind::Patch);
+    emit::note(r, why);
+}
+
+impl Patcher {
+    fn refuse(&mut self, rip: u64, why: &str) {
+        if self.refused.insert(rip) {
+            note(rip, NOTE_REFUSED, why);
+        }
+    }
+
+    fn patch(&mut self, rip: u64) {
+        if entry_of(rip).is_some() || self.refused.contains(&rip) {
+            return;
+        }
+        if let Err(why) = self.try_patch(rip) {
+            self.refuse(rip, why);
+        }
+    }
+
+    fn try_patch(&mut self, rip: u64) -> Result<(), &'static str> {
+        let env = self.env.ok_or("patching is off")?;
+        let d = site::snapshot(rip).ok_or("not in the site table")?;
+        let len = usize::from(d.len);
+        if len == 0 {
+            return Err("undecodable instruction");
+        }
+        let bytes = &d.bytes[..len];
+        let ins = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE).decode();
+        gen::supported(&ins)?;
+        let r = d.region.ok_or("no region")?;
+        if r.alias == 0 {
+            return Err("no alias mapping");
+        }
+        text::patchable(rip, len, if len < 5 { 4 } else { 0 })?;
+        let mut after = [0u8; 8];
+        let got = text::read(rip + len as u64, &mut after);
+        if len < 5 && got < 4 {
+            return Err("no readable bytes after a short instruction");
+        }
+        let flags_live = flags::live_after(rip + len as u64);
+        let idx = USED.load(Ordering::Relaxed);
+        if idx >= MAX {
+            return Err("too many patched sites");
+        }
+        let e = &ENTRIES[idx];
+        let spec = gen::Site {
+            rip,
+            bytes,
+            ins,
+            flags_live,
+            slots: e.slots.as_ptr() as u64,
+        };
+        let size = gen::generate(&spec, &env, rip)?.code.len();
+        let mut chosen = None;
+        for plan in pun::plans(rip, len, &after[..got]) {
+            let Some(at) = arena::reserve(plan.lo, plan.hi, size) else {
+                continue;
+            };
+            let t = gen::generate(&spec, &env, at)?;
+            if t.code.len() != size || arena::fill(at, &t.code).is_err() {
+                continue;
+            }
+            let Some(jump) = pun::encode(&plan, rip, len, &after[..got], at) else {
+                continue;
+            };
+            chosen = Some((at, t, jump));
+            break;
+        }
+        let (at, t, jump) = chosen.ok_or("no room for a trampoline within the jump's reach")?;
+        e.tramp.store(at, Ordering::Relaxed);
+        e.end.store(at + size as u64, Ordering::Relaxed);
+        e.miss.store(t.miss as u32, Ordering::Relaxed);
+        e.guard_lo.store(t.guard.0 as u32, Ordering::Relaxed);
+        e.guard_hi.store(t.guard.1 as u32, Ordering::Relaxed);
+        e.wait.store(t.wait as u32, Ordering::Relaxed);
+        e.original.store(t.original as u32, Ordering::Relaxed);
+        e.records.store(t.records as u32, Ordering::Relaxed);
+        let width = ins.memory_size().size() as u32;
+        e.width.store(width, Ordering::Relaxed);
+        let info = iced_x86::InstructionInfoFactory::new()
+            .info(&ins)
+            .used_memory()
+            .to_vec();
+        let mut dirs = 0;
+        for m in info {
+            use iced_x86::OpAccess as A;
+            match m.access() {
+                A::Read | A::CondRead => dirs |= 1,
+                A::Write | A::CondWrite => dirs |= 2,
+                A::ReadWrite | A::ReadCondWrite => dirs |= 3,
+                _ => {}
+            }
+        }
+        e.dirs.store(dirs, Ordering::Relaxed);
+        fill_slot(e, &r);
+        e.rip.store(rip, Ordering::Release);
+        LO.fetch_min(at, Ordering::Relaxed);
+        HI.fetch_max(at + size as u64, Ordering::Relaxed);
+        USED.store(idx + 1, Ordering::Release);
+        // From here a SIGTRAP at the site goes to the trampoline, and the fault path
+        // decodes the saved bytes, never the live ones.
+        site::set_patched(rip, true);
+        let jump = &jump[..len];
+        if text::replace(rip, bytes, jump).is_err() {
+            site::set_patched(rip, false);
+            return Err("writing the program's text failed");
+        }
+        note(rip, NOTE_PATCHED, "");
+        let churn = CHURN.load(Ordering::Relaxed);
+        for k in 0..churn {
+            // Unpatch and re-patch while the program runs through the site.
+            let pause = 20 + (k * 7919 % 200);
+            std::thread::sleep(std::time::Duration::from_micros(pause));
+            if text::replace(rip, jump, bytes).is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(pause / 2));
+            if text::replace(rip, bytes, jump).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A patched site touched `addr` outside its slots: a free slot for its region.
+    fn add_slot(&mut self, rip: u64, addr: u64) {
+        let Some(e) = entry_of(rip) else { return };
+        let mut failed = None;
+        let Some(r) = crate::regions::find_aliasing(addr, &mut failed) else {
+            return;
+        };
+        if r.alias == 0 {
+            return;
+        }
+        fill_slot(e, &r);
+    }
+}
+
+/// Serves region `r` from a free slot of `e`, if its protection allows the site's access
+/// and a slot is free. A slot used before (turned off) is reused in two steps with a wait
+/// between, so that no trampoline pairs an old start with a new length.
+fn fill_slot(e: &Entry, r: &Region) {
+    let dirs = e.dirs.load(Ordering::Relaxed);
+    let width = u64::from(e.width.load(Ordering::Relaxed));
+    if (dirs & 1 != 0 && r.prot & libc::PROT_READ == 0)
+        || (dirs & 2 != 0 && r.prot & libc::PROT_WRITE == 0)
+        || r.len < width
+    {
+        return;
+    }
+    if e.slots.iter().any(|s| {
+        s.len.load(Ordering::Relaxed) != 0
+            && s.start.load(Ordering::Relaxed) == r.start
+            && s.alias.load(Ordering::Relaxed) == r.alias
+    }) {
+        return;
+    }
+    let Some(s) = e.slots.iter().find(|s| s.len.load(Ordering::Relaxed) == 0) else {
+        return;
+    };
+    let reused = s.start.load(Ordering::Relaxed) != 0;
+    s.start.store(r.start, Ordering::Relaxed);
+    s.alias.store(r.alias, Ordering::Relaxed);
+    s.mapbits
+        .store((r.map_id & 0xffff) << 48, Ordering::Relaxed);
+    if reused && !quiesce() {
+        return;
+    }
+    // Still the region's alias? (It may have gone while we waited.)
+    let mut failed = None;
+    match crate::regions::find_aliasing(r.start, &mut failed) {
+        Some(now) if now.start == r.start && now.alias == r.alias && now.len == r.len => {}
+        _ => return,
+    }
+    s.len.store(r.len - width + 1, Ordering::Release);
+}
+
+/// In a fork child: the parent's patcher thread is not here; the child starts its own at
+/// its next traced mapping or trap.
+pub(crate) fn after_fork_child() {
+    STARTED.store(0, Ordering::Relaxed);
+}
