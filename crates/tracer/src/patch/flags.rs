@@ -93,7 +93,7 @@ fn count_may_be_zero(i: &Instruction) -> bool {
     if shift {
         return (0..i.op_count()).any(|k| i.op_register(k) == Register::CL);
     }
-    i.has_rep_prefix() || i.has_repne_prefix()
+    i.is_string_instruction() && (i.has_rep_prefix() || i.has_repne_prefix())
 }
 
 #[cfg(test)]
@@ -180,7 +180,12 @@ mod tests {
         assert!(!live(&[0xd3, 0xe0, 0x39, 0xd8, 0x74, 0x00])); // shl eax,cl; cmp; jz
         assert!(live(&[0xf3, 0xa6, 0x74, 0x00])); // repe cmpsb; jz
         assert!(!live(&[0xa6, 0x74, 0x00])); // cmpsb; jz
-                                             // An immediate count of zero: iced knows it writes nothing.
+                                             // F3 as a mandatory prefix is no repeat: popcnt and tzcnt write the flags.
+        assert!(!live(&[0xf3, 0x0f, 0xb8, 0xc3, 0x74, 0x00])); // popcnt eax,ebx; jz
+        assert!(!live(&[0xf3, 0x0f, 0xbc, 0xc3, 0x74, 0x00])); // tzcnt eax,ebx; jz
+                                                               // A stray rep on a non-string instruction repeats nothing.
+        assert!(!live(&[0xf3, 0x39, 0xd8, 0x74, 0x00])); // rep cmp eax,ebx; jz
+                                                         // An immediate count of zero: iced knows it writes nothing.
         assert!(live(&[0xc1, 0xe0, 0x00, 0x74, 0x00])); // shl eax,0; jz
     }
 

@@ -193,22 +193,33 @@ fn errno() -> i32 {
 /// (`membarrier(PRIVATE_EXPEDITED_SYNC_CORE)`). Requires a successful [`init`]. A forked
 /// child (whose registration the kernel may not carry over) registers again on first use.
 pub(crate) fn sync_cores() {
+    try_sync_cores();
+}
+
+/// [`sync_cores`], returning the kernel's answer (0 or `-errno`).
+fn try_sync_cores() -> isize {
+    let mut r = 0;
     for _ in 0..2 {
-        // SAFETY: the command takes no pointers.
-        let r = unsafe {
-            sys::syscall6(
-                SYS_MEMBARRIER,
-                MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
-                0,
-                0,
-                0,
-                0,
-                0,
-            )
-        };
+        r = membarrier_sync();
         if r == 0 || r != -(libc::EPERM as isize) || !register() {
-            return;
+            break;
         }
+    }
+    r
+}
+
+fn membarrier_sync() -> isize {
+    // SAFETY: the command takes no pointers.
+    unsafe {
+        sys::syscall6(
+            SYS_MEMBARRIER,
+            MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
     }
 }
 
@@ -455,7 +466,10 @@ pub(crate) fn read(addr: u64, buf: &mut [u8]) -> usize {
 /// cover the `extra` bytes after it (punning reads them, never writes them): all of it in
 /// one mapping that is file-backed (a path; not anonymous, `[vdso]`, `[vsyscall]`,
 /// `[heap]`, `[stack]`, `memfd:` or `(deleted)`), private, readable, executable and not
-/// writable. `Err` gives a short reason for the user's report.
+/// writable. `Err` gives a short reason for the user's report: "anonymous or JIT memory",
+/// "vDSO", "vsyscall page", "deleted file", "shared mapping", "writable code", "not
+/// executable", "execute-only code", "instruction crosses a mapping boundary", "not
+/// mapped".
 pub(crate) fn patchable(rip: u64, len: usize, extra: usize) -> Result<(), &'static str> {
     check_patchable(&maps(), rip, len, extra)
 }
@@ -476,8 +490,16 @@ fn check_patchable(
         "[vsyscall]" => return Err("vsyscall page"),
         _ => {}
     }
-    if !name.starts_with('/') || name.ends_with(" (deleted)") || name.starts_with("/memfd:") {
+    // memfd, shared anonymous memory (/dev/zero) and System V segments are anonymous
+    // memory under a file name: where JITs put code they write through a second mapping.
+    let anon_file = ["/memfd:", "/dev/zero", "/SYSV"]
+        .iter()
+        .any(|p| name.starts_with(p));
+    if !name.starts_with('/') || anon_file {
         return Err("anonymous or JIT memory");
+    }
+    if name.ends_with(" (deleted)") {
+        return Err("deleted file");
     }
     if m.perms[3] != b'p' {
         return Err("shared mapping");
@@ -735,6 +757,72 @@ mod tests {
 
     static REOPEN_TEST: Mutex<()> = Mutex::new(());
 
+    const FORK_HELPER: &str = "MMIO_TRACE_PATCH_FORK_HELPER";
+
+    /// A forked child's pokes write its own memory, never its parent's (the inherited
+    /// `/proc/self/mem` descriptor is the parent's), and its core syncs work. Runs in a
+    /// fresh single-threaded copy of this test binary: a child forked from the
+    /// multi-threaded test harness could find a lock held by another test's thread.
+    #[test]
+    fn fork_child_writes_its_own_memory() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "patch::text::tests::fork_helper", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(FORK_HELPER, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("fork helper: parent 0x11, child wrote 0x99"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn fork_helper() {
+        if std::env::var_os(FORK_HELPER).is_none() {
+            return;
+        }
+        text_init();
+        let at = arena::reserve(pun::USER_MIN, pun::USER_MAX, 1).expect("room");
+        arena::fill(at, &[0x11]).unwrap();
+        let before = mem_fd();
+        // SAFETY: the child only makes system calls and touches our own statics.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // Without re-registering: does the kernel carry the registration over?
+            let inherited = membarrier_sync();
+            let code = if poke(at, &[0x99]).is_err() {
+                2
+            // SAFETY: arena memory, readable.
+            } else if unsafe { *(at as *const u8) } != 0x99 {
+                3
+            } else if try_sync_cores() != 0 {
+                4
+            } else if init() == Ok(Route::ProcMem) && mem_fd_valid() != (mem_fd() >= 0) {
+                5
+            } else {
+                0
+            };
+            eprintln!("fork helper child: membarrier without registering: {inherited}");
+            // SAFETY: leaving the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "{status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        // SAFETY: arena memory, readable.
+        let mine = unsafe { *(at as *const u8) };
+        assert_eq!(mine, 0x11, "the child wrote into its parent");
+        assert_eq!(mem_fd(), before);
+        println!("fork helper: parent {mine:#x}, child wrote 0x99");
+    }
+
     #[test]
     fn patchable_accepts_own_text() {
         let f = mmio_trace_patch_test_five as *const () as usize as u64;
@@ -809,12 +897,18 @@ mod tests {
             assert!(p > 0, "mmap {p}");
             p as u64
         };
-        // Unlinked already: a deleted file is what a JIT's double mapping looks like.
+        // Unlinked already: code a JIT writes through a second mapping, or a file replaced
+        // on disk.
         let rx = libc::PROT_READ | libc::PROT_EXEC;
         assert_eq!(
             patchable(map(rx, libc::MAP_PRIVATE) + 8, 2, 4),
-            Err("anonymous or JIT memory")
+            Err("deleted file")
         );
+        // Shared anonymous memory.
+        // SAFETY: a fresh mapping.
+        let sh = unsafe { sys::mmap(0, 4096, rx, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) };
+        assert!(sh > 0);
+        assert_eq!(patchable(sh as u64, 2, 4), Err("anonymous or JIT memory"));
         // A memfd.
         // SAFETY: a NUL-terminated name.
         let mfd = unsafe { libc::memfd_create(c"jit".as_ptr(), 0) };
