@@ -445,6 +445,7 @@ mod tests {
             maps,
             unmatched,
             unmatched_more: 0,
+            patching: Default::default(),
         }
     }
 

@@ -21,7 +21,7 @@
 //! before the cache existed.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 use mmio_trace_x86 as x86;
@@ -39,8 +39,6 @@ const PROBE: usize = 16;
 pub(crate) struct SiteData {
     /// Whether the rest is filled in.
     pub valid: bool,
-    /// The hot-site patcher replaced the live bytes: the saved ones are the instruction.
-    pub patched: bool,
     /// The instruction's original bytes (`len` of them) and up to 16 read with them.
     pub bytes: [u8; 16],
     /// How many bytes the instruction has (0: it did not decode).
@@ -56,7 +54,6 @@ pub(crate) struct SiteData {
 
 const NO_DATA: SiteData = SiteData {
     valid: false,
-    patched: false,
     bytes: [0; 16],
     len: 0,
     read: 0,
@@ -73,6 +70,10 @@ struct Site {
     hits: AtomicU64,
     /// Even: `data` is stable; odd: being written.
     seq: AtomicU32,
+    /// The hot-site patcher replaced (or is replacing) the live bytes: the saved ones are
+    /// the instruction. Outside `data`, so that a fault writing back what it read before
+    /// the patcher set it cannot clear it.
+    patched: AtomicBool,
     data: UnsafeCell<SiteData>,
 }
 
@@ -85,6 +86,7 @@ const FREE: Site = Site {
     rip: AtomicU64::new(0),
     hits: AtomicU64::new(0),
     seq: AtomicU32::new(0),
+    patched: AtomicBool::new(false),
     data: UnsafeCell::new(NO_DATA),
 };
 
@@ -234,12 +236,18 @@ impl Fault {
     /// Makes sure the instruction is decoded from its original bytes: the saved ones when
     /// they are still the live ones (or the site is patched), else the live ones, saved.
     fn load_code(&mut self) {
-        if self.data.valid && self.data.patched {
+        let patched = || self.site.is_some_and(|s| s.patched.load(Ordering::Acquire));
+        if self.data.valid && patched() {
             return;
         }
         let (bytes, n) = live_code(self.rip);
         if self.data.valid && self.data.bytes[..n] == bytes[..n] && usize::from(self.data.read) == n
         {
+            return;
+        }
+        // Asked again after reading the text: the patcher marks a site before it writes
+        // the site's text, so text seen changed by it is seen marked.
+        if self.data.valid && patched() {
             return;
         }
         // New, or the program rewrote its code here.
@@ -337,22 +345,11 @@ pub(crate) fn snapshot(rip: u64) -> Option<SiteData> {
     None
 }
 
-/// Marks the site of `rip` patched (its live text holds a jump or an int3: the saved
-/// bytes are the instruction) or not. Waits out a concurrent writer (patcher only).
+/// Marks the site of `rip` patched (its live text holds a jump or an int3, now or at any
+/// later time: the saved bytes are the instruction) or not (the patch failed).
 pub(crate) fn set_patched(rip: u64, patched: bool) {
-    let Some(s) = site(rip) else { return };
-    for _ in 0..100_000 {
-        if let Some(mut d) = s.read() {
-            if !d.valid {
-                return;
-            }
-            d.patched = patched;
-            s.write(&d);
-            if s.read().is_some_and(|n| n.patched == patched) {
-                return;
-            }
-        }
-        std::thread::yield_now();
+    if let Some(s) = site(rip) {
+        s.patched.store(patched, Ordering::SeqCst);
     }
 }
 

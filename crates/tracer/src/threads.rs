@@ -193,9 +193,15 @@ pub struct ThreadBlock {
     pub(crate) step: UnsafeCell<StepState>,
     /// The thread's out-of-line frames.
     pub(crate) ool: crate::ool::OolFrames,
-    /// Bumped by a trampoline on entry and on exit: odd while the thread runs one (see
-    /// `patch::quiesce`).
+    /// How many trampolines the thread is inside (a signal handler may nest one): raised
+    /// on entry, lowered on exit (see `patch::quiesce`).
     pub(crate) inside: AtomicU64,
+    /// The owning thread's stack, `[own_lo, own_hi)` (0, 0: unknown): a trampoline serves
+    /// only a thread whose stack pointer lies there, which proves the block is its own
+    /// even where another thread reads the same TLS slot (a raw `clone` sharing its
+    /// parent's thread pointer).
+    own_lo: AtomicU64,
+    own_hi: AtomicU64,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -217,8 +223,11 @@ pub const OFF_STACK: usize = 56;
 pub const OFF_SIG: usize = 72;
 /// Offset of the step state (private layout).
 pub const OFF_STEP: usize = 112;
-/// Offset of the trampoline counter (u64; odd while the thread is inside one).
+/// Offset of the trampoline depth (u64; nonzero while the thread is inside one).
 pub const OFF_INSIDE: usize = std::mem::offset_of!(ThreadBlock, inside);
+/// Offsets of the owner's stack bounds (two u64: `[lo, hi)`, 0 when unknown).
+pub const OFF_OWN_STACK: usize = std::mem::offset_of!(ThreadBlock, own_lo);
+const _: () = assert!(std::mem::offset_of!(ThreadBlock, own_hi) == OFF_OWN_STACK + 8);
 
 const _: () = {
     use std::mem::offset_of;
@@ -261,6 +270,8 @@ const EMPTY: ThreadBlock = ThreadBlock {
     step: UnsafeCell::new(NO_STEP),
     ool: crate::ool::OolFrames::EMPTY,
     inside: AtomicU64::new(0),
+    own_lo: AtomicU64::new(0),
+    own_hi: AtomicU64::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -386,6 +397,8 @@ fn lookup(key: u64, tid: &mut Tid) -> Option<&'static ThreadBlock> {
 /// owner's, if it was the tracer's and is not ours, is unmapped). `hooked`: a thread libc
 /// made (a start hook), whose TLS slot is published.
 fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
+    s.own_lo.store(0, Ordering::Relaxed);
+    s.own_hi.store(0, Ordering::Relaxed);
     s.stack_lo.store(0, Ordering::Relaxed);
     s.stack_hi.store(0, Ordering::Relaxed);
     s.ring.store(NO_RING, Ordering::Relaxed);
@@ -559,7 +572,32 @@ impl ThreadBlock {
 /// thread).
 pub fn thread_started() {
     let mut tid = Tid(0);
-    let _ = claim(my_key(), &mut tid, true);
+    if let Some(b) = claim(my_key(), &mut tid, true) {
+        let (lo, hi) = own_stack();
+        b.own_lo.store(lo, Ordering::Relaxed);
+        b.own_hi.store(hi, Ordering::Relaxed);
+    }
+}
+
+/// The calling libc thread's stack, `[lo, hi)` (normal context: glibc reads
+/// `/proc/self/maps` for the main thread); (0, 0) if unknown.
+fn own_stack() -> (u64, u64) {
+    // SAFETY: a zeroed attribute object is initialised by pthread_getattr_np before use,
+    // and destroyed after.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return (0, 0);
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+        libc::pthread_attr_destroy(&mut attr);
+        if !ok || addr.is_null() {
+            return (0, 0);
+        }
+        (addr as u64, addr as u64 + size as u64)
+    }
 }
 
 /// Gives the calling (new) thread an alternate signal stack of [`ALTSTACK_SIZE`]; returns
@@ -670,6 +708,12 @@ pub fn after_fork_child() {
         i = (i + 1) & (MAX_THREADS - 1);
     }
     let mine = me.map_or(0, |s| s.altstack.load(Ordering::Relaxed));
+    let own = me.map_or((0, 0), |s| {
+        (
+            s.own_lo.load(Ordering::Relaxed),
+            s.own_hi.load(Ordering::Relaxed),
+        )
+    });
     let sig = SigState {
         frame: AtomicU64::new(0),
         blocked: AtomicU64::new(0),
@@ -707,6 +751,8 @@ pub fn after_fork_child() {
                 s.altstack.store(mine, Ordering::Relaxed);
             }
             s.sig.copy_from(&sig);
+            s.own_lo.store(own.0, Ordering::Relaxed);
+            s.own_hi.store(own.1, Ordering::Relaxed);
             // The TLS slot (copied from the parent) may name the parent's block, which
             // is another entry now.
             publish(s, s.fs_base());

@@ -113,10 +113,13 @@ pub(crate) struct Env {
     pub off_ring_ctl: i64,
     pub off_ring_data: i64,
     pub off_ring_mask: i64,
-    /// Offset in the block of the counter bumped on entry and on exit (odd: inside).
+    /// Offset in the block of the thread's trampoline depth (incremented on entry,
+    /// decremented on exit: a signal handler may run a trampoline inside another).
     pub off_inside: i64,
     /// Offset in the block of its key.
     pub off_key: i64,
+    /// Offset in the block of its owner's stack bounds (`[lo, hi)`).
+    pub off_own_stack: i64,
     /// Address of the recording's `closed` flag (u32).
     pub closed: u64,
 }
@@ -583,6 +586,20 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             ));
             guard_hi = a.buf.len();
             a.jcc(JNE, miss0);
+            // The block is the thread's own only if so is the stack (a raw clone reads
+            // its parent's slot and has the same thread pointer).
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RSP,
+                mem_at(Register::R10, env.off_own_stack),
+            ));
+            a.jcc(JB, miss0);
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RSP,
+                mem_at(Register::R10, env.off_own_stack + 8),
+            ));
+            a.jcc(0x3, miss0); // jae
         }
         #[cfg(test)]
         BlockAt::Fixed(b) => {
@@ -952,7 +969,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     ));
     a.bind(inner);
     a.i(Instruction::with2(
-        Code::Add_rm64_imm8,
+        Code::Sub_rm64_imm8,
         mem_at(Register::R10, env.off_inside),
         1u32,
     ));
@@ -960,7 +977,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     // Out of range (inside counted): leave, then run the original.
     a.bind(miss1);
     a.i(Instruction::with2(
-        Code::Add_rm64_imm8,
+        Code::Sub_rm64_imm8,
         mem_at(Register::R10, env.off_inside),
         1u32,
     ));
@@ -1055,7 +1072,8 @@ mod tests {
         slots: Box<[Slot; SLOTS]>,
         page: *mut u8,
         /// Traced "program" memory and its alias.
-        dev: Box<[u8; 64]>,
+        /// (The slot covers its first 64 bytes.)
+        dev: Box<[u8; 128]>,
         alias: Box<[u8; 64]>,
         tramp: u64,
         rip: u64,
@@ -1089,7 +1107,8 @@ mod tests {
         world.block[1] = world.ctl.as_ptr() as u64;
         world.block[2] = world.data.as_ptr() as u64;
         world.block[3] = 15;
-        let dev = Box::new([0u8; 64]);
+        let mut dev = Box::new([0u8; 128]);
+        dev[64] = 0x99;
         let mut alias = Box::new([0u8; 64]);
         for (i, b) in alias.iter_mut().enumerate() {
             *b = 0x10 + i as u8;
@@ -1112,6 +1131,7 @@ mod tests {
             off_ring_mask: B_MASK,
             off_inside: B_INSIDE,
             off_key: B_KEY,
+            off_own_stack: 40,
             closed: &world.closed as *const u32 as u64,
         };
         let site = Site {
@@ -1160,7 +1180,7 @@ mod tests {
         fn check_common(&self, records: u64) {
             assert_eq!(self.head(), records);
             assert_eq!(self.world.ctl[1], u64::MAX, "pending idle again");
-            assert_eq!(self.world.block[4], 2, "inside counted in and out");
+            assert_eq!(self.world.block[4], 0, "inside counted in and out");
             assert!(self.slots[0].len.load(Ordering::Relaxed) == 0);
         }
     }
@@ -1201,7 +1221,7 @@ mod tests {
         assert_eq!(r[2], le(&s.alias[8..12]));
         assert_eq!(r[3], s.word3(4, 1));
         s.check_common(1);
-        assert!(s.dev.iter().all(|&b| b == 0));
+        assert!(s.dev[..64].iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -1228,7 +1248,7 @@ mod tests {
         assert_eq!(s.rec(0)[2], 0x1122_3344_5566_7788);
         assert_eq!(s.rec(0)[3], s.word3(8, 2));
         s.check_common(1);
-        assert!(s.dev.iter().all(|&b| b == 0));
+        assert!(s.dev[..64].iter().all(|&b| b == 0));
         // mov byte [rdi+1], 0x5a
         let s = setup(&[0xc6, 0x47, 0x01, 0x5a], false);
         call(s.tramp, s.dev(), 0, 0);
@@ -1336,7 +1356,8 @@ mod tests {
         // The last bytes of the range: an access that would run past it is not served.
         let s = setup(&[0x48, 0x8b, 0x07], false);
         let (rax, _) = call(s.tramp, s.dev() + 57, 0, 0);
-        assert_eq!(rax, le(&s.dev[57..64]) | 0);
+        assert_eq!(rax, le(&s.dev[57..65]));
+        assert_eq!(rax >> 56, 0x99);
         s.check_common(0);
     }
 

@@ -66,6 +66,10 @@ struct Entry {
     dirs: AtomicU32,
     /// Faults of the original instruction's copy (addresses in no slot).
     misses: AtomicU64,
+    /// The instruction's length, and where the bytes its jump reads end (past the
+    /// instruction when the jump is punned: those bytes must never change).
+    len: AtomicU32,
+    dep_end: AtomicU64,
     slots: [Slot; SLOTS],
 }
 
@@ -83,6 +87,8 @@ const NO_ENTRY: Entry = Entry {
     width: AtomicU32::new(0),
     dirs: AtomicU32::new(0),
     misses: AtomicU64::new(0),
+    len: AtomicU32::new(0),
+    dep_end: AtomicU64::new(0),
     slots: [NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT],
 };
 
@@ -289,10 +295,11 @@ pub(crate) fn disable(start: u64, len: u64) -> bool {
     !any || quiesce()
 }
 
-/// Waits until every thread that was inside a trampoline has left it (at most ~100 ms).
-/// The counters are plain stores on the trampolines' side; `membarrier` here orders them
-/// against the slot stores made before (an asymmetric fence): after it, a thread either
-/// shows it is inside or will see the slots off.
+/// Waits until every thread that was inside a trampoline has been seen outside (at most
+/// ~100 ms). The depths are plain stores on the trampolines' side; `membarrier` here
+/// orders them against the slot stores made before (an asymmetric fence): after it, a
+/// thread either shows it is inside or will see the slots off when it next enters. A
+/// depth, not a parity: a signal handler may run a trampoline inside another.
 fn quiesce() -> bool {
     text::sync_cores();
     let me = threads::existing().map(|b| &b.inside as *const AtomicU64);
@@ -301,11 +308,13 @@ fn quiesce() -> bool {
         if Some(c as *const AtomicU64) == me {
             continue;
         }
-        let v = c.load(Ordering::Acquire);
-        if v & 1 == 0 {
-            continue;
-        }
-        while c.load(Ordering::Acquire) == v {
+        let mut spins = 0u32;
+        while c.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < 1000 {
+                std::hint::spin_loop();
+                continue;
+            }
             if sys::now_ns() > deadline {
                 return false;
             }
@@ -446,6 +455,7 @@ fn setup() -> Result<gen::Env, &'static str> {
         off_ring_mask: rs + 16,
         off_inside: threads::OFF_INSIDE as i64,
         off_key: threads::OFF_KEY as i64,
+        off_own_stack: threads::OFF_OWN_STACK as i64,
         closed: &shm.header().closed as *const AtomicU32 as u64,
     })
 }
@@ -490,6 +500,18 @@ impl Patcher {
             return Err("no alias mapping");
         }
         text::patchable(rip, len, if len < 5 { 4 } else { 0 })?;
+        // A punned jump of a patched site reads bytes after its instruction: those must
+        // never change, so the instruction holding them stays as it is.
+        let end = rip + len as u64;
+        if entries().iter().any(|e| {
+            let (a, l) = (
+                e.rip.load(Ordering::Relaxed),
+                u64::from(e.len.load(Ordering::Relaxed)),
+            );
+            a != 0 && a + l < end && rip < e.dep_end.load(Ordering::Relaxed)
+        }) {
+            return Err("its bytes are part of another patched site's jump");
+        }
         let mut after = [0u8; 8];
         let got = text::read(rip + len as u64, &mut after);
         if len < 5 && got < 4 {
@@ -511,6 +533,17 @@ impl Patcher {
         let size = gen::generate(&spec, &env, rip)?.code.len();
         let mut chosen = None;
         for plan in pun::plans(rip, len, &after[..got]) {
+            // The bytes this jump would read past the instruction must not belong to a
+            // patched site (its patching or unpatching would move the target).
+            let dep_end = rip + u64::from(plan.prefixes) + 5;
+            if dep_end > end
+                && entries().iter().any(|e| {
+                    let a = e.rip.load(Ordering::Relaxed);
+                    a != 0 && a < dep_end && end < a + u64::from(e.len.load(Ordering::Relaxed))
+                })
+            {
+                continue;
+            }
             let Some(at) = arena::reserve(plan.lo, plan.hi, size) else {
                 continue;
             };
@@ -521,10 +554,13 @@ impl Patcher {
             let Some(jump) = pun::encode(&plan, rip, len, &after[..got], at) else {
                 continue;
             };
-            chosen = Some((at, t, jump));
+            chosen = Some((at, t, jump, dep_end.max(end)));
             break;
         }
-        let (at, t, jump) = chosen.ok_or("no room for a trampoline within the jump's reach")?;
+        let (at, t, jump, dep_end) =
+            chosen.ok_or("no room for a trampoline within the jump's reach")?;
+        e.len.store(len as u32, Ordering::Relaxed);
+        e.dep_end.store(dep_end, Ordering::Relaxed);
         e.tramp.store(at, Ordering::Relaxed);
         e.end.store(at + size as u64, Ordering::Relaxed);
         e.miss.store(t.miss as u32, Ordering::Relaxed);
