@@ -345,9 +345,10 @@ fn patching_lines(p: &mmio_trace_record::Patching) -> Vec<String> {
         ));
     }
     for s in &p.refused {
+        let place = s.place.clone().unwrap_or_else(|| format!("pid {}", s.pid));
         v.push(format!(
-            "mmio-trace: hot site {:#x} (pid {}) not patched: {} ({} traps)",
-            s.pc, s.pid, s.reason, s.traps
+            "mmio-trace: hot site {:#x} ({place}) not patched: {} ({} traps)",
+            s.pc, s.reason, s.traps
         ));
     }
     v

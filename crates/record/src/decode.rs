@@ -104,6 +104,37 @@ pub struct Patching {
     refused_at: std::collections::HashMap<(u32, u64), usize>,
     /// Why patching was off in some process (each reason once).
     pub off: Vec<String>,
+    /// Objects the processes loaded: (pid, start, end, bias, path).
+    objects: Vec<(u32, u64, u64, u64, String)>,
+}
+
+impl Patching {
+    /// Keeps an `object pid P 0xS-0xE bias 0xB build ID PATH` marker's object.
+    fn note_object(&mut self, text: &[u8]) {
+        let t = String::from_utf8_lossy(text);
+        let w: Vec<&str> = t.split(' ').collect();
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        if w.len() < 8 || self.objects.len() >= 4096 {
+            return;
+        }
+        let (Ok(pid), Some((s, e))) = (w[2].parse::<u32>(), w[3].split_once('-')) else {
+            return;
+        };
+        let (Some(s), Some(e), Some(b)) = (hex(s), hex(e), hex(w[5])) else {
+            return;
+        };
+        let path = w[8..].join(" ");
+        self.objects.push((pid, s, e, b, path));
+    }
+
+    /// `PATH+0xOFF` for `pc` of `pid`, from the objects it loaded.
+    fn place(&self, pid: u32, pc: u64) -> Option<String> {
+        self.objects
+            .iter()
+            .rev()
+            .find(|o| o.0 == pid && o.1 <= pc && pc < o.2)
+            .map(|o| format!("{}+{:#x}", o.4, pc.wrapping_sub(o.3)))
+    }
 }
 
 /// A hot site that stayed on the trap path.
@@ -113,6 +144,8 @@ pub struct RefusedSite {
     pub pid: u32,
     /// The instruction's address.
     pub pc: u64,
+    /// Where it is: `OBJECT+0xOFFSET` (the object's path), when known.
+    pub place: Option<String>,
     /// Why it could not be patched.
     pub reason: String,
     /// Traps taken there.
@@ -332,10 +365,12 @@ impl Merger {
             0 => p.patched += 1,
             1 => {
                 if p.refused.len() < 64 {
+                    let place = p.place(e.pid, pc);
                     p.refused_at.insert((e.pid, pc), p.refused.len());
                     p.refused.push(RefusedSite {
                         pid: e.pid,
                         pc,
+                        place,
                         reason: why,
                         traps: w2 >> 24,
                     });
@@ -488,6 +523,9 @@ impl Merger {
                     text.extend_from_slice(&d.bytes());
                 }
                 text.truncate(full.min(MAX_MARK as u64) as usize);
+                if text.starts_with(b"object pid ") {
+                    self.patching.note_object(&text);
+                }
                 let mut text = escape_marker(&text);
                 if full > MAX_MARK as u64 {
                     text.extend_from_slice(crate::marks::cut_note(full).as_bytes());

@@ -376,6 +376,7 @@ pub(crate) fn check_fork() {
 /// the one unloaded, so every object is logged again when next met (normal context).
 pub fn after_dlclose() {
     objects::forget();
+    patch::after_dlclose();
 }
 
 /// Inserts a `MARK` with `text` at this point of the calling thread.

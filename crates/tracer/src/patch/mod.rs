@@ -70,6 +70,10 @@ struct Entry {
     /// instruction when the jump is punned: those bytes must never change).
     len: AtomicU32,
     dep_end: AtomicU64,
+    /// The instruction's bytes and its jump's (`len` of each), to tell whether the text is
+    /// still this code (a library unloaded and another loaded in its place).
+    orig: [AtomicU64; 2],
+    jump: [AtomicU64; 2],
     slots: [Slot; SLOTS],
 }
 
@@ -89,6 +93,8 @@ const NO_ENTRY: Entry = Entry {
     misses: AtomicU64::new(0),
     len: AtomicU32::new(0),
     dep_end: AtomicU64::new(0),
+    orig: [AtomicU64::new(0), AtomicU64::new(0)],
+    jump: [AtomicU64::new(0), AtomicU64::new(0)],
     slots: [NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT],
 };
 
@@ -164,8 +170,10 @@ fn entry_of(rip: u64) -> Option<&'static Entry> {
 #[inline]
 pub(crate) fn site_of_copy(rip: u64) -> Option<u64> {
     let e = tramp_of(rip)?;
-    (rip == e.tramp.load(Ordering::Relaxed) + u64::from(e.original.load(Ordering::Relaxed)))
-        .then(|| e.rip.load(Ordering::Relaxed))
+    let site = e.rip.load(Ordering::Relaxed);
+    (site != 0
+        && rip == e.tramp.load(Ordering::Relaxed) + u64::from(e.original.load(Ordering::Relaxed)))
+    .then_some(site)
 }
 
 /// The copy of the patched site `rip`'s instruction in its trampoline (where the step path
@@ -561,6 +569,8 @@ impl Patcher {
             chosen.ok_or("no room for a trampoline within the jump's reach")?;
         e.len.store(len as u32, Ordering::Relaxed);
         e.dep_end.store(dep_end, Ordering::Relaxed);
+        store16(&e.orig, bytes);
+        store16(&e.jump, &jump[..len]);
         e.tramp.store(at, Ordering::Relaxed);
         e.end.store(at + size as u64, Ordering::Relaxed);
         e.miss.store(t.miss as u32, Ordering::Relaxed);
@@ -667,6 +677,47 @@ fn fill_slot(e: &Entry, r: &Region) {
         _ => return,
     }
     s.len.store(r.len - width + 1, Ordering::Release);
+}
+
+fn store16(w: &[AtomicU64; 2], b: &[u8]) {
+    let mut v = [0u8; 16];
+    v[..b.len().min(16)].copy_from_slice(&b[..b.len().min(16)]);
+    w[0].store(u64::from_le_bytes(v[..8].try_into().unwrap_or_default()), Ordering::Relaxed);
+    w[1].store(u64::from_le_bytes(v[8..].try_into().unwrap_or_default()), Ordering::Relaxed);
+}
+
+fn load16(w: &[AtomicU64; 2]) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&w[0].load(Ordering::Relaxed).to_le_bytes());
+    v[8..].copy_from_slice(&w[1].load(Ordering::Relaxed).to_le_bytes());
+    v
+}
+
+/// After `dlclose` (normal context): patched sites whose text no longer holds their jump
+/// (nor their instruction, between an unpatch and a re-patch) were unloaded; they are
+/// forgotten, so that code loaded at the same address is its own again.
+pub(crate) fn after_dlclose() {
+    for e in entries() {
+        let rip = e.rip.load(Ordering::Relaxed);
+        if rip == 0 {
+            continue;
+        }
+        let len = e.len.load(Ordering::Relaxed) as usize;
+        let mut live = [0u8; 16];
+        let got = text::read(rip, &mut live[..len]);
+        let (orig, jump) = (load16(&e.orig), load16(&e.jump));
+        let ours = got == len
+            && (live[..len] == jump[..len]
+                || live[..len] == orig[..len]
+                || (live[0] == 0xcc && (live[1..len] == jump[1..len] || live[1..len] == orig[1..len])));
+        if !ours {
+            for s in &e.slots {
+                s.len.store(0, Ordering::SeqCst);
+            }
+            e.rip.store(0, Ordering::SeqCst);
+            site::set_patched(rip, false);
+        }
+    }
 }
 
 /// In a fork child: the parent's patcher thread is not here; the child starts its own at
