@@ -1004,7 +1004,7 @@ fn each_overlapping(start: u64, end: u64, mut f: impl FnMut(u32, Region)) {
 /// no longer found by lookups) with whether it was the last piece of its mapping id. `f`
 /// runs with the registry lock held: it must not call back into the registry.
 pub fn remove_overlapping(start: u64, len: u64, mut f: impl FnMut(Region, bool)) {
-    crate::patch::disable(start, len);
+    let _slots = crate::patch::disable(start, len);
     let _g = lock();
     each_overlapping(start, start.saturating_add(len), |i, r| {
         remove_locked(i, &r);
@@ -1021,7 +1021,8 @@ pub fn remove_overlapping(start: u64, len: u64, mut f: impl FnMut(Region, bool))
 pub fn remove_range(start: u64, len: u64, keep: (u64, u64), mut f: impl FnMut(Region, bool)) {
     // No trampoline may still use the alias pages unmapped below (one that stayed inside
     // past the deadline leaves them mapped: never freed, never wrong).
-    let quiet = crate::patch::disable(start, len);
+    let slots = crate::patch::disable(start, len);
+    let quiet = slots.quiet;
     let _g = lock();
     let end = start.saturating_add(len);
     each_overlapping(start, end, |i, r| {
@@ -1073,7 +1074,7 @@ pub fn set_prot(start: u64, len: u64, prot: i32) -> usize {
     // Trampolines do not check protections: their slots over the range go off (the trap
     // path then decides, and serves the range from a slot again if the new protection
     // allows the site's access).
-    crate::patch::disable(start, len);
+    let _slots = crate::patch::disable(start, len);
     let _g = lock();
     let end = start.saturating_add(len);
     let mut n = 0;

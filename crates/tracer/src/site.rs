@@ -236,8 +236,8 @@ impl Fault {
     /// Makes sure the instruction is decoded from its original bytes: the saved ones when
     /// they are still the live ones (or the site is patched), else the live ones, saved.
     fn load_code(&mut self) {
-        let patched = || self.site.is_some_and(|s| s.patched.load(Ordering::Acquire));
-        if self.data.valid && patched() {
+        let patched = |f: &Fault| f.site.is_some_and(|s| s.patched.load(Ordering::Acquire));
+        if patched(self) && self.saved_code() {
             return;
         }
         let (bytes, n) = live_code(self.rip);
@@ -247,10 +247,30 @@ impl Fault {
         }
         // Asked again after reading the text: the patcher marks a site before it writes
         // the site's text, so text seen changed by it is seen marked.
-        if self.data.valid && patched() {
+        if patched(self) && self.saved_code() {
             return;
         }
-        // New, or the program rewrote its code here.
+        self.decode_from(bytes, n);
+    }
+
+    /// For a patched site, whose live text is a jump or an int3: the saved instruction,
+    /// from the cache or (when the copy read raced a writer) from the patcher's record.
+    /// `false`: neither has it.
+    fn saved_code(&mut self) -> bool {
+        if self.data.valid {
+            return true;
+        }
+        match crate::patch::original_of(self.rip) {
+            Some((bytes, n)) => {
+                self.decode_from(bytes, n);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Decodes `bytes[..n]` as the instruction at the site (new, or rewritten in place).
+    fn decode_from(&mut self, bytes: [u8; 16], n: usize) {
         let decoded = x86::decode(&bytes[..n], self.rip).ok();
         let mut d = Decoder::with_ip(64, &bytes[..n], self.rip, DecoderOptions::NONE);
         let ins = d.decode();

@@ -64,7 +64,8 @@ struct Entry {
     /// The access width, and whether it reads (1) and writes (2) memory.
     width: AtomicU32,
     dirs: AtomicU32,
-    /// Faults of the original instruction's copy (addresses in no slot).
+    /// 1 while a request for a slot (a fault of the copy: an address in no slot) is with
+    /// the patcher.
     misses: AtomicU64,
     /// The instruction's length, and where the bytes its jump reads end (past the
     /// instruction when the jump is punned: those bytes must never change).
@@ -183,6 +184,13 @@ pub(crate) fn copy_of_site(rip: u64) -> Option<u64> {
     Some(e.tramp.load(Ordering::Relaxed) + u64::from(e.original.load(Ordering::Relaxed)))
 }
 
+/// The original bytes of the patched site `rip` (its instruction's length of them).
+pub(crate) fn original_of(rip: u64) -> Option<([u8; 16], usize)> {
+    let e = entry_of(rip)?;
+    let len = e.len.load(Ordering::Relaxed) as usize;
+    (len > 0).then(|| (load16(&e.orig), len))
+}
+
 /// A trap at `rip`, its `hits`-th: a site that just got hot is handed to the patcher; a
 /// patched site trapping (its copy faulted: an address in no slot) asks it for a slot for
 /// `addr`'s range, at exponentially spaced counts.
@@ -193,8 +201,9 @@ pub(crate) fn note_trap(rip: u64, addr: u64, hits: u64) {
         return;
     }
     if let Some(e) = entry_of(rip) {
-        let n = e.misses.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_power_of_two() {
+        // One request at a time per site: the patcher clears the flag when it has served
+        // it (a site touching many mappings in turn asks again at its next miss).
+        if e.misses.swap(1, Ordering::AcqRel) == 0 {
             notify(rip, addr);
         }
         return;
@@ -280,14 +289,68 @@ pub(crate) unsafe fn fixup(uc: *mut libc::c_void) -> bool {
 
 // ---- Region writers (normal context) ----
 
+/// Who holds the slot writers' lock (a tid; 0: free). Region writers hold it from turning
+/// slots off until the region table and the aliases have changed, and the patcher while it
+/// fills a slot, so that no slot is filled from a region about to go.
+static SLOT_LOCK: AtomicU32 = AtomicU32::new(0);
+
+/// The slot writers' lock, held until dropped (normal context). A thread that holds it
+/// already (a signal handler unmapping inside an unmapping) goes on without waiting.
+pub(crate) struct SlotGuard {
+    held: bool,
+    /// Whether every thread was seen out of the trampolines after the slots went off.
+    pub quiet: bool,
+}
+
+impl SlotGuard {
+    fn lock() -> SlotGuard {
+        let me = sys::gettid();
+        if SLOT_LOCK.load(Ordering::Acquire) == me {
+            return SlotGuard {
+                held: false,
+                quiet: true,
+            };
+        }
+        let mut spins = 0u32;
+        while SLOT_LOCK
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        SlotGuard {
+            held: true,
+            quiet: true,
+        }
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if self.held {
+            SLOT_LOCK.store(0, Ordering::Release);
+        }
+    }
+}
+
 /// Turns off every slot covering part of `[start, start+len)` and waits until no thread is
 /// inside a trampoline (so none still uses an alias of the range). Called before a traced
-/// range is unmapped, moved or has its protection changed. `false`: some thread stayed
-/// inside past the deadline (its owner keeps the alias mapped).
-pub(crate) fn disable(start: u64, len: u64) -> bool {
+/// range is unmapped, moved or has its protection changed; the returned guard is to be
+/// held until the region table and the aliases are changed. `quiet == false`: some thread
+/// stayed inside past the deadline (its owner keeps the alias mapped).
+pub(crate) fn disable(start: u64, len: u64) -> SlotGuard {
     if USED.load(Ordering::Acquire) == 0 {
-        return true;
+        return SlotGuard {
+            held: false,
+            quiet: true,
+        };
     }
+    let mut g = SlotGuard::lock();
     let end = start.saturating_add(len);
     let mut any = false;
     for e in entries() {
@@ -300,7 +363,8 @@ pub(crate) fn disable(start: u64, len: u64) -> bool {
             }
         }
     }
-    !any || quiesce()
+    g.quiet = !any || quiesce();
+    g
 }
 
 /// Waits until every thread that was inside a trampoline has been seen outside (at most
@@ -495,7 +559,16 @@ impl Patcher {
 
     fn try_patch(&mut self, rip: u64) -> Result<(), &'static str> {
         let env = self.env.ok_or("patching is off")?;
-        let d = site::snapshot(rip).ok_or("not in the site table")?;
+        // (A read racing a fault that writes the site's cache is retried.)
+        let d = (0..1000)
+            .find_map(|_| {
+                let d = site::snapshot(rip);
+                if d.is_none() {
+                    std::thread::yield_now();
+                }
+                d
+            })
+            .ok_or("not in the site table")?;
         let len = usize::from(d.len);
         if len == 0 {
             return Err("undecodable instruction");
@@ -605,9 +678,13 @@ impl Patcher {
         // decodes the saved bytes, never the live ones.
         site::set_patched(rip, true);
         let jump = &jump[..len];
-        if text::replace(rip, bytes, jump).is_err() {
+        if let Err(errno) = text::replace(rip, bytes, jump) {
             site::set_patched(rip, false);
-            return Err("writing the program's text failed");
+            return Err(if errno == libc::EAGAIN {
+                "the program changed its code there"
+            } else {
+                "writing the program's text failed"
+            });
         }
         note(rip, NOTE_PATCHED, "");
         let churn = CHURN.load(Ordering::Relaxed);
@@ -629,6 +706,7 @@ impl Patcher {
     /// A patched site touched `addr` outside its slots: a free slot for its region.
     fn add_slot(&mut self, rip: u64, addr: u64) {
         let Some(e) = entry_of(rip) else { return };
+        e.misses.store(0, Ordering::Release);
         let mut failed = None;
         let Some(r) = crate::regions::find_aliasing(addr, &mut failed) else {
             return;
@@ -644,6 +722,8 @@ impl Patcher {
 /// and a slot is free. A slot used before (turned off) is reused in two steps with a wait
 /// between, so that no trampoline pairs an old start with a new length.
 fn fill_slot(e: &Entry, r: &Region) {
+    // No region writer between the check that `r` is current and the slot going live.
+    let _g = SlotGuard::lock();
     let dirs = e.dirs.load(Ordering::Relaxed);
     let width = u64::from(e.width.load(Ordering::Relaxed));
     if (dirs & 1 != 0 && r.prot & libc::PROT_READ == 0)
@@ -662,6 +742,16 @@ fn fill_slot(e: &Entry, r: &Region) {
     let Some(s) = e.slots.iter().find(|s| s.len.load(Ordering::Relaxed) == 0) else {
         return;
     };
+    // Still the region's alias and protection? (The lock keeps it so until the end.)
+    let mut failed = None;
+    match crate::regions::find_aliasing(r.start, &mut failed) {
+        Some(now)
+            if now.start == r.start
+                && now.alias == r.alias
+                && now.len == r.len
+                && now.prot == r.prot => {}
+        _ => return,
+    }
     let reused = s.start.load(Ordering::Relaxed) != 0;
     s.start.store(r.start, Ordering::Relaxed);
     s.alias.store(r.alias, Ordering::Relaxed);
@@ -670,20 +760,20 @@ fn fill_slot(e: &Entry, r: &Region) {
     if reused && !quiesce() {
         return;
     }
-    // Still the region's alias? (It may have gone while we waited.)
-    let mut failed = None;
-    match crate::regions::find_aliasing(r.start, &mut failed) {
-        Some(now) if now.start == r.start && now.alias == r.alias && now.len == r.len => {}
-        _ => return,
-    }
     s.len.store(r.len - width + 1, Ordering::Release);
 }
 
 fn store16(w: &[AtomicU64; 2], b: &[u8]) {
     let mut v = [0u8; 16];
     v[..b.len().min(16)].copy_from_slice(&b[..b.len().min(16)]);
-    w[0].store(u64::from_le_bytes(v[..8].try_into().unwrap_or_default()), Ordering::Relaxed);
-    w[1].store(u64::from_le_bytes(v[8..].try_into().unwrap_or_default()), Ordering::Relaxed);
+    w[0].store(
+        u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
+        Ordering::Relaxed,
+    );
+    w[1].store(
+        u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
+        Ordering::Relaxed,
+    );
 }
 
 fn load16(w: &[AtomicU64; 2]) -> [u8; 16] {
@@ -709,7 +799,8 @@ pub(crate) fn after_dlclose() {
         let ours = got == len
             && (live[..len] == jump[..len]
                 || live[..len] == orig[..len]
-                || (live[0] == 0xcc && (live[1..len] == jump[1..len] || live[1..len] == orig[1..len])));
+                || (live[0] == 0xcc
+                    && (live[1..len] == jump[1..len] || live[1..len] == orig[1..len])));
         if !ours {
             for s in &e.slots {
                 s.len.store(0, Ordering::SeqCst);
@@ -724,4 +815,6 @@ pub(crate) fn after_dlclose() {
 /// its next traced mapping or trap.
 pub(crate) fn after_fork_child() {
     STARTED.store(0, Ordering::Relaxed);
+    // Held by a thread fork did not copy: nobody will release it.
+    SLOT_LOCK.store(0, Ordering::Relaxed);
 }
