@@ -551,12 +551,21 @@ mod tests {
         ".byte 0x0d, 0x00, 0xf0, 0x00, 0x00", // or eax, 0xf000
         "ret",
         "int3",
+        ".p2align 6",
+        ".globl mmio_trace_patch_test_three",
+        ".hidden mmio_trace_patch_test_three",
+        "mmio_trace_patch_test_three:",
+        ".byte 0x83, 0xe0, 0x00",             // and eax, 0
+        ".byte 0x0d, 0xf0, 0x00, 0x00, 0x00", // or eax, 0xf0
+        "ret",
+        "int3",
         ".popsection",
     );
 
     extern "C" {
         fn mmio_trace_patch_test_five() -> u32;
         fn mmio_trace_patch_test_short() -> u32;
+        fn mmio_trace_patch_test_three() -> u32;
     }
 
     /// Sites being patched and where their int3 sends a thread, as the fault path will.
@@ -609,7 +618,14 @@ mod tests {
 
     /// Replaces the site's instruction by a jump to its stub and back, `rounds` times,
     /// while two threads call the function; every call returns the old or the new value.
-    fn hammer(slot: usize, f: unsafe extern "C" fn() -> u32, len: usize, old_v: u32, new_v: u32) {
+    fn hammer(
+        slot: usize,
+        f: unsafe extern "C" fn() -> u32,
+        len: usize,
+        old_v: u32,
+        new_v: u32,
+        rounds: usize,
+    ) {
         text_init();
         let site = f as *const () as usize as u64;
         let mut old = vec![0u8; len];
@@ -620,7 +636,6 @@ mod tests {
         let (stub_at, new) = plan_jump(site, len, &stub);
         trap_to_stub(slot, site, stub_at);
         let stop = AtomicBool::new(false);
-        let rounds = 1000;
         let (calls, olds, news) = std::thread::scope(|s| {
             let callers: Vec<_> = (0..2)
                 .map(|_| {
@@ -675,12 +690,26 @@ mod tests {
 
     #[test]
     fn replace_plain_jump_under_callers() {
-        hammer(0, mmio_trace_patch_test_five, 5, 1, 2);
+        hammer(0, mmio_trace_patch_test_five, 5, 1, 2, 1000);
     }
 
     #[test]
     fn replace_punned_jump_under_callers() {
-        hammer(1, mmio_trace_patch_test_short, 2, 0xf000, 0x2000);
+        hammer(1, mmio_trace_patch_test_short, 2, 0xf000, 0x2000, 1000);
+    }
+
+    /// The mprotect route under the same load (on a 3-byte site), as on a system that
+    /// refuses `/proc/self/mem` writes.
+    #[test]
+    fn replace_through_mprotect_under_callers() {
+        text_init();
+        let _g = ROUTE_TEST.lock().unwrap();
+        let was = ROUTE.swap(2, Ordering::AcqRel);
+        let r = std::panic::catch_unwind(|| {
+            hammer(3, mmio_trace_patch_test_three, 3, 0xf0, 0x3000, 300)
+        });
+        ROUTE.store(was, Ordering::Release);
+        r.unwrap();
     }
 
     /// `replace` checks the text first: a site that no longer holds `old` is left alone.
@@ -740,7 +769,7 @@ mod tests {
         if init() != Ok(Route::ProcMem) {
             return;
         }
-        let _g = REOPEN_TEST.lock().unwrap();
+        let _g = ROUTE_TEST.lock().unwrap();
         let at = arena::reserve(pun::USER_MIN, pun::USER_MAX, 1).expect("room");
         let fd = mem_fd();
         assert!(fd >= MEM_FD_MIN, "{fd}");
@@ -755,7 +784,7 @@ mod tests {
         assert!(mem_fd_valid());
     }
 
-    static REOPEN_TEST: Mutex<()> = Mutex::new(());
+    static ROUTE_TEST: Mutex<()> = Mutex::new(());
 
     const FORK_HELPER: &str = "MMIO_TRACE_PATCH_FORK_HELPER";
 
