@@ -585,14 +585,17 @@ mod tests {
     /// Sites being patched and where their int3 sends a thread, as the fault path will.
     static TRAP_SITES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
     static TRAP_STUBS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    /// How many calls met an int3 mid-change, per site.
+    static TRAPS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
     extern "C" fn on_trap(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // SAFETY: the kernel passes a ucontext_t to an SA_SIGINFO handler.
         let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
         let rip = &mut uc.uc_mcontext.gregs[libc::REG_RIP as usize];
-        for (site, stub) in TRAP_SITES.iter().zip(&TRAP_STUBS) {
+        for (k, (site, stub)) in TRAP_SITES.iter().zip(&TRAP_STUBS).enumerate() {
             if site.load(Ordering::Acquire) == (*rip as u64).wrapping_sub(1) {
                 *rip = stub.load(Ordering::Acquire) as i64;
+                TRAPS[k].fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
@@ -671,9 +674,14 @@ mod tests {
                     })
                 })
                 .collect();
-            for _ in 0..rounds {
+            // Until some call has met the int3 (the protocol's middle state), within
+            // bounds: on a loaded machine the callers may not run during the first rounds.
+            let mut done = 0;
+            while done < rounds || (TRAPS[slot].load(Ordering::Relaxed) == 0 && done < 100 * rounds)
+            {
                 replace(site, &old, &new).expect("patch");
                 replace(site, &new, &old).expect("unpatch");
+                done += 1;
             }
             stop.store(true, Ordering::Relaxed);
             callers.into_iter().fold((0, 0, 0), |a, h| {
@@ -689,6 +697,9 @@ mod tests {
             "{calls} {olds} {news}"
         );
         assert!(olds > 0 && news > 0, "both versions ran: {olds} {news}");
+        let traps = TRAPS[slot].load(Ordering::Relaxed);
+        assert!(traps > 0, "no call met the int3");
+        eprintln!("site {site:#x}: {calls} calls, {news} new, {traps} through the int3");
         // SAFETY: as above.
         assert_eq!(unsafe { f() }, old_v);
         replace(site, &old, &new).expect("patch");
