@@ -122,6 +122,25 @@ pub(crate) fn encode(
     Some(out)
 }
 
+/// A jump for the `len`-byte instruction at `rip` and room for its trampoline: the first
+/// plan in tactic order whose window `arena` can reserve `size` bytes in. Returns the
+/// trampoline's start (reserved, not yet filled), the bytes to write over the instruction
+/// (the first `len`) and the plan; `None` when no window has room (the site stays on the
+/// trap path). Patcher thread only.
+pub(crate) fn place(
+    rip: u64,
+    len: usize,
+    after: &[u8],
+    size: usize,
+) -> Option<(u64, [u8; 15], Plan)> {
+    plans(rip, len, after).into_iter().find_map(|plan| {
+        let at = super::arena::reserve(plan.lo, plan.hi, size)?;
+        // Space reserved in the plan's window always encodes.
+        let bytes = encode(&plan, rip, len, after, at)?;
+        Some((at, bytes, plan))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +299,44 @@ mod tests {
         assert_eq!(p[0].hi, USER_MAX);
         let p = plans(USER_MAX - 0x1000, 4, &[0x7f, 0, 0, 0]);
         assert!(p.iter().all(|p| p.prefixes != 0), "{p:?}");
+    }
+
+    /// `place` falls back along the tactic order: with the punned jump's window taken by an
+    /// existing mapping, the prefixed jump's single target, in a hole, gets the trampoline.
+    #[test]
+    fn place_takes_the_first_window_with_room() {
+        crate::patch::text::init().expect("text route");
+        use crate::sys;
+        // SAFETY: a fresh reservation where the kernel likes.
+        let r = unsafe {
+            sys::mmap(
+                0,
+                512 * 4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(r > 0);
+        let r = r as u64;
+        let rip = r + 0x1100;
+        // len 2: no prefix: rel32 = 0x001004xx (inside the reservation); one prefix:
+        // rel32 = 0x00001004 exactly.
+        let after = [0x04, 0x10, 0x00, 0x00];
+        let ps = plans(rip, 2, &after);
+        assert_eq!(ps[0].lo, rip + 5 + 0x0010_0400);
+        assert_eq!(ps[1].lo, rip + 6 + 0x1004);
+        assert!(ps[0].hi <= r + 512 * 4096);
+        assert_eq!(place(rip, 2, &after, 16), None, "both windows taken");
+        let target = rip + 6 + 0x1004;
+        // SAFETY: a page of our own reservation.
+        assert_eq!(unsafe { sys::munmap((target & !4095) as usize, 4096) }, 0);
+        let (at, bytes, plan) = place(rip, 2, &after, 16).expect("room in the hole");
+        assert_eq!((at, plan), (target, ps[1]));
+        assert_eq!(&bytes[..2], &[PAD_PREFIX, 0xE9]);
+        let (got, _) = decode_jump(rip, &bytes[..2], &after);
+        assert_eq!(got, target);
     }
 
     /// A target outside the window, or bytes after the site that changed since the plan
