@@ -122,25 +122,6 @@ pub(crate) fn encode(
     Some(out)
 }
 
-/// A jump for the `len`-byte instruction at `rip` and room for its trampoline: the first
-/// plan in tactic order whose window `arena` can reserve `size` bytes in. Returns the
-/// trampoline's start (reserved, not yet filled), the bytes to write over the instruction
-/// (the first `len`) and the plan; `None` when no window has room (the site stays on the
-/// trap path). Patcher thread only.
-pub(crate) fn place(
-    rip: u64,
-    len: usize,
-    after: &[u8],
-    size: usize,
-) -> Option<(u64, [u8; 15], Plan)> {
-    plans(rip, len, after).into_iter().find_map(|plan| {
-        let at = super::arena::reserve(plan.lo, plan.hi, size)?;
-        // Space reserved in the plan's window always encodes.
-        let bytes = encode(&plan, rip, len, after, at)?;
-        Some((at, bytes, plan))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +284,15 @@ mod tests {
 
     /// `place` falls back along the tactic order: with the punned jump's window taken by an
     /// existing mapping, the prefixed jump's single target, in a hole, gets the trampoline.
+    /// What the patcher does: the first plan, in tactic order, whose window the arena has
+    /// room in.
+    fn place(rip: u64, len: usize, after: &[u8], size: usize) -> Option<(u64, [u8; 15], Plan)> {
+        plans(rip, len, after).into_iter().find_map(|plan| {
+            let at = crate::patch::arena::reserve(plan.lo, plan.hi, size)?;
+            Some((at, encode(&plan, rip, len, after, at)?, plan))
+        })
+    }
+
     #[test]
     fn place_takes_the_first_window_with_room() {
         crate::patch::text::init().expect("text route");

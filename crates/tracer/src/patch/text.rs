@@ -623,9 +623,14 @@ mod tests {
     fn plan_jump(site: u64, len: usize, stub: &[u8]) -> (u64, Vec<u8>) {
         let mut after = [0u8; 8];
         assert_eq!(read(site + len as u64, &mut after), 8);
-        let (at, bytes, _) = pun::place(site, len, &after, stub.len()).expect("room for a stub");
-        arena::fill(at, stub).unwrap();
-        (at, bytes[..len].to_vec())
+        for plan in pun::plans(site, len, &after) {
+            if let Some(at) = arena::reserve(plan.lo, plan.hi, stub.len()) {
+                arena::fill(at, stub).unwrap();
+                let bytes = pun::encode(&plan, site, len, &after, at).expect("in window");
+                return (at, bytes[..len].to_vec());
+            }
+        }
+        panic!("no room for a stub near {site:#x}");
     }
 
     /// Replaces the site's instruction by a jump to its stub and back, `rounds` times,
