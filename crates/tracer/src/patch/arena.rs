@@ -310,6 +310,31 @@ mod tests {
         }
     }
 
+    /// Runs `f` on fresh scratch memory of `pages` pages, all read-write sentinels but the
+    /// `holes`, until it gets room. Tests run as threads of one process: another test's
+    /// `mmap` can take a hole between its making and `reserve`; a `None` with the holes
+    /// still free is a failure.
+    fn in_scratch<T>(pages: u64, holes: &[(u64, u64)], f: impl Fn(&Scratch) -> Option<T>) -> T {
+        for _ in 0..10 {
+            let sc = Scratch::new(pages);
+            sc.sentinel(0, pages);
+            for &(i, j) in holes {
+                sc.hole(i, j);
+            }
+            if let Some(t) = f(&sc) {
+                return t;
+            }
+            let maps = text::maps();
+            let stolen = holes.iter().any(|&(i, j)| {
+                maps.iter().any(|m| {
+                    m.start < sc.page(j) && sc.page(i) < m.end && !owns(m.start.max(sc.page(i)), 1)
+                })
+            });
+            assert!(stolen, "no room, though the holes are free");
+        }
+        panic!("holes taken by other mappings ten times");
+    }
+
     fn init_text() {
         text::init().expect("text route");
     }
@@ -319,24 +344,24 @@ mod tests {
     #[test]
     fn exact_address_in_hole() {
         init_text();
-        let sc = Scratch::new(8);
-        sc.sentinel(0, 3);
-        sc.hole(3, 4);
-        sc.sentinel(4, 8);
-        let want = sc.page(3) + 0x123;
-        let s = reserve(want, want + 1, 64).expect("room");
-        assert_eq!(s, want);
-        assert_arena_memory(s, 64);
-        // A later trampoline in a window that covers the rest of that page: the same page.
-        let s2 = reserve(sc.page(3), sc.page(4), 200).expect("room");
-        assert!(s2 >= sc.page(3) && s2 + 200 <= sc.page(4));
-        assert!(s2 + 200 <= s || s2 >= s + 64, "{s2:#x} overlaps {s:#x}");
-        // Nothing written over the neighbours.
-        assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
-        fill(s, &[0xc3; 64]).unwrap();
-        // SAFETY: just filled.
-        assert_eq!(unsafe { *(s as *const u8) }, 0xc3);
-        assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
+        in_scratch(8, &[(3, 4)], |sc| {
+            let want = sc.page(3) + 0x123;
+            let s = reserve(want, want + 1, 64)?;
+            assert_eq!(s, want);
+            assert_arena_memory(s, 64);
+            // A later trampoline in a window that covers the rest of that page: the same
+            // page.
+            let s2 = reserve(sc.page(3), sc.page(4), 200).expect("room");
+            assert!(s2 >= sc.page(3) && s2 + 200 <= sc.page(4));
+            assert!(s2 + 200 <= s || s2 >= s + 64, "{s2:#x} overlaps {s:#x}");
+            // Nothing written over the neighbours.
+            assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
+            fill(s, &[0xc3; 64]).unwrap();
+            // SAFETY: just filled.
+            assert_eq!(unsafe { *(s as *const u8) }, 0xc3);
+            assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
+            Some(())
+        })
     }
 
     /// A 256-byte window (a 1-free-byte pun) that straddles a page boundary, the lower page
@@ -344,20 +369,19 @@ mod tests {
     #[test]
     fn narrow_window_across_pages() {
         init_text();
-        let sc = Scratch::new(6);
-        sc.sentinel(0, 3);
-        sc.hole(3, 4);
-        sc.sentinel(4, 6);
-        let lo = sc.page(3) - 0x80;
-        let s = reserve(lo, lo + 256, 32).expect("room");
-        assert!(s >= sc.page(3) && s < lo + 256, "{s:#x}");
-        assert_arena_memory(s, 32);
-        assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 6));
-        // A trampoline that must start in the window but does not fit before the next
-        // mapping: none.
-        let hi_lo = sc.page(4) - 0x40;
-        assert_eq!(reserve(hi_lo, hi_lo + 0x20, 0x80), None);
-        assert!(sc.sentinel_intact(4, 6));
+        in_scratch(6, &[(3, 4)], |sc| {
+            let lo = sc.page(3) - 0x80;
+            let s = reserve(lo, lo + 256, 32)?;
+            assert!(s >= sc.page(3) && s < lo + 256, "{s:#x}");
+            assert_arena_memory(s, 32);
+            assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 6));
+            // A trampoline that must start in the window but does not fit before the next
+            // mapping: none.
+            let hi_lo = sc.page(4) - 0x40;
+            assert_eq!(reserve(hi_lo, hi_lo + 0x20, 0x80), None);
+            assert!(sc.sentinel_intact(4, 6));
+            Some(())
+        })
     }
 
     /// A 64 KiB window (a 2-free-byte pun) almost fully covered by existing mappings, one
@@ -365,15 +389,14 @@ mod tests {
     #[test]
     fn window_with_one_free_page() {
         init_text();
-        let sc = Scratch::new(40);
-        sc.sentinel(0, 21);
-        sc.hole(21, 22);
-        sc.sentinel(22, 40);
-        let lo = sc.page(5) + 0x321;
-        let s = reserve(lo, lo + 0x10000, 1000).expect("room");
-        assert!(s >= sc.page(21) && s + 1000 <= sc.page(22), "{s:#x}");
-        assert_arena_memory(s, 1000);
-        assert!(sc.sentinel_intact(0, 21) && sc.sentinel_intact(22, 40));
+        in_scratch(40, &[(21, 22)], |sc| {
+            let lo = sc.page(5) + 0x321;
+            let s = reserve(lo, lo + 0x10000, 1000)?;
+            assert!(s >= sc.page(21) && s + 1000 <= sc.page(22), "{s:#x}");
+            assert_arena_memory(s, 1000);
+            assert!(sc.sentinel_intact(0, 21) && sc.sentinel_intact(22, 40));
+            Some(())
+        })
     }
 
     /// A window with no free byte at all: none, and nothing mapped over what is there.
@@ -419,27 +442,48 @@ mod tests {
         }
     }
 
-    /// Many reservations in one window share pages: 64 trampolines of 60 bytes need one
-    /// page, not 64.
+    /// Owned pages are used before new ones, and packed: 68 trampolines of 60 bytes fill
+    /// one page, the 69th finds no room there; a page added next to it merges with it, so
+    /// that a trampoline can cross from one into the other. (On a private `Arena`: the
+    /// global one is shared with tests running at the same time.)
     #[test]
     fn reservations_pack_pages() {
-        init_text();
-        let sc = Scratch::new(4);
-        sc.hole(0, 4);
-        let mut got = Vec::new();
-        for _ in 0..64 {
-            got.push(reserve(sc.page(0), sc.page(4), 60).expect("room"));
-        }
+        let mut a = Arena {
+            free: BTreeMap::new(),
+            owned: BTreeMap::new(),
+        };
+        let (p0, p1) = (0x10_0000u64, 0x10_1000u64);
+        assert_eq!(a.take_owned(p0, p1 + PAGE, 60), None);
+        a.add_pages(p0, p1);
+        let mut got: Vec<u64> = (0..68)
+            .map(|_| a.take_owned(p0, p1 + PAGE, 60).expect("room"))
+            .collect();
+        assert_eq!(a.take_owned(p0, p1 + PAGE, 60), None);
         got.sort_unstable();
         for w in got.windows(2) {
             assert!(w[1] >= w[0] + 60, "overlap {:#x} {:#x}", w[0], w[1]);
         }
-        let page = got[0] & !(PAGE - 1);
-        assert!(
-            got.iter().all(|&s| s + 60 <= page + PAGE),
-            "{:#x} {:#x}",
-            got[0],
-            got[63]
+        assert!(got[0] >= p0 && got[67] + 60 <= p1);
+        // The 16 bytes left at the end of the page and the next page: one interval.
+        a.add_pages(p1, p1 + PAGE);
+        assert_eq!(a.free.len(), 1);
+        let s = a
+            .take_owned(p1 - 16, p1 - 15, 100)
+            .expect("across the boundary");
+        assert_eq!(s, p1 - 16);
+        assert!(a.owns(p0, p0 + 2 * PAGE) && !a.owns(p0, p0 + 2 * PAGE + 1));
+        // Space is handed out only where the window allows the start.
+        let s = a.take_owned(p1 + 0x800, p1 + 0x801, 8).expect("exact");
+        assert_eq!(s, p1 + 0x800);
+        assert_eq!(
+            a.take_owned(p1 + 0x800, p1 + 0x801, 8),
+            None,
+            "taken already"
+        );
+        assert_eq!(
+            a.take_owned(p1 + 0x7fc, p1 + 0x7fd, 8),
+            None,
+            "would overlap"
         );
     }
 

@@ -464,8 +464,31 @@ pub(crate) fn read(addr: u64, buf: &mut [u8]) -> usize {
     if r >= 0 {
         return r as usize;
     }
-    // process_vm_readv refused (seccomp, an old kernel): /proc/self/mem reads stop at the
-    // first page they cannot read and return what came before it.
+    if r == -(libc::EFAULT as isize) {
+        // Nothing readable at `addr`.
+        return 0;
+    }
+    // process_vm_readv refused (seccomp, an old kernel).
+    read_proc_mem(addr, &mut buf[..total])
+}
+
+/// `read` through `/proc/self/mem`, which would also read pages the program cannot
+/// (PROT_NONE: traced device pages, whose reads can have side effects): the read stops
+/// where readable mappings do.
+fn read_proc_mem(addr: u64, buf: &mut [u8]) -> usize {
+    let total = buf.len();
+    let maps = maps();
+    let mut end = addr;
+    while end < addr + total as u64 {
+        match maps.iter().find(|m| m.start <= end && end < m.end) {
+            Some(m) if m.perms[0] == b'r' => end = m.end,
+            _ => break,
+        }
+    }
+    let total = (end.min(addr + total as u64) - addr) as usize;
+    if total == 0 {
+        return 0;
+    }
     // SAFETY: a NUL-terminated path.
     let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -1035,15 +1058,21 @@ mod tests {
         // SAFETY: our own pages.
         unsafe {
             std::ptr::write_bytes(p as *mut u8, 0xab, 2 * 4096);
-            sys::munmap(p as usize + 2 * 4096, 4096);
+            // Inaccessible rather than unmapped: another test could map the hole.
+            sys::mprotect(p as usize + 2 * 4096, 4096, libc::PROT_NONE);
         }
         let mut buf = [0u8; 300];
         assert_eq!(read(p + 2 * 4096 - 100, &mut buf), 100);
         assert!(buf[..100].iter().all(|&b| b == 0xab));
         assert_eq!(read(p + 2 * 4096, &mut buf), 0);
         assert_eq!(read(p + 4096 - 10, &mut buf), 300);
+        // The fallback where process_vm_readv is refused, the same.
+        assert_eq!(read_proc_mem(p + 2 * 4096 - 100, &mut buf), 100);
+        assert_eq!(read_proc_mem(p + 2 * 4096, &mut buf), 0);
+        assert_eq!(read_proc_mem(p + 4096 - 10, &mut buf), 300);
+        assert!(buf.iter().all(|&b| b == 0xab));
         // SAFETY: our own pages.
-        unsafe { sys::munmap(p as usize, 2 * 4096) };
+        unsafe { sys::munmap(p as usize, 3 * 4096) };
     }
 
     fn median(mut v: Vec<u64>) -> u64 {
