@@ -159,9 +159,9 @@ fn map_fixed(a: u64, b: u64) -> bool {
 }
 
 /// Start addresses to try, best first: in each free gap that can hold `size` bytes from
-/// a start in `[lo, hi)`, the feasible start nearest the window's middle, moved to a page
-/// boundary when the window allows (the rest of the page then serves later trampolines);
-/// gaps the heap or the main stack grow into come last.
+/// a start in `[lo, hi)`, the feasible start nearest the window's middle and the gap's
+/// first and last, each moved to a page boundary when the window allows; starts nearer
+/// the middle first, and those where the heap or the main stack grow last.
 fn candidates(maps: &[text::Mapping], lo: u64, hi: u64, size: u64) -> Vec<u64> {
     let mid = lo + (hi - lo) / 2;
     let mut avoid = Vec::new();
@@ -190,25 +190,29 @@ fn candidates(maps: &[text::Mapping], lo: u64, hi: u64, size: u64) -> Vec<u64> {
         if f0 >= f1 {
             continue;
         }
-        let mut s = mid.clamp(f0, f1 - 1);
-        let down = s & !(PAGE - 1);
-        if down >= f0 {
-            s = down;
-        } else if let Some(up) = (s | (PAGE - 1)).checked_add(1).filter(|&u| u < f1) {
-            s = up;
+        // The start nearest the middle, and the gap's first and last: a page boundary
+        // where the range allows (the rest of the page then serves later trampolines).
+        let mut points = vec![mid.clamp(f0, f1 - 1), f0, f1 - 1];
+        // Where the range crosses an avoided zone: its edges.
+        for &(a, b) in &avoid {
+            points.extend(
+                [a.saturating_sub(size), b]
+                    .into_iter()
+                    .filter(|&t| t >= f0 && t < f1),
+            );
         }
-        let bad = avoid.iter().any(|&(a, b)| s < b && s + size > a);
-        out.push((bad, s.abs_diff(mid), s));
-        // A gap's feasible range that crosses an avoided zone also gets a start outside it.
-        if bad {
-            for &(a, b) in &avoid {
-                for t in [a.saturating_sub(size), b] {
-                    let t = t & !(PAGE - 1);
-                    if t >= f0 && t < f1 && !avoid.iter().any(|&(x, y)| t < y && t + size > x) {
-                        out.push((false, t.abs_diff(mid), t));
-                    }
-                }
-            }
+        for p in points {
+            let down = p & !(PAGE - 1);
+            let s = if down >= f0 {
+                down
+            } else {
+                (p | (PAGE - 1))
+                    .checked_add(1)
+                    .filter(|&u| u < f1)
+                    .unwrap_or(p)
+            };
+            let bad = avoid.iter().any(|&(a, b)| s < b && s + size > a);
+            out.push((bad, s.abs_diff(mid), s));
         }
     }
     out.sort_unstable();
@@ -485,6 +489,80 @@ mod tests {
             None,
             "would overlap"
         );
+    }
+
+    fn mapping(start: u64, end: u64, name: &str) -> text::Mapping {
+        text::Mapping {
+            start,
+            end,
+            perms: *b"r-xp",
+            name: name.to_string(),
+        }
+    }
+
+    /// Where the heap and the main stack grow, pages go only when nothing else in the
+    /// window is free.
+    #[test]
+    fn candidates_avoid_heap_and_stack_growth() {
+        let heap_end = 0x5600_0000_0000u64;
+        let stack = 0x7ffc_0000_0000u64;
+        let maps = vec![
+            mapping(0x5555_0000_0000, 0x5555_0010_0000, "/usr/bin/prog"),
+            mapping(0x5555_0100_0000, heap_end, "[heap]"),
+            mapping(stack, stack + 0x2_1000, "[stack]"),
+        ];
+        // A window that starts where the heap ends, its middle in the heap's room: the
+        // first candidate is past that room, and one inside it still comes, last.
+        let c = candidates(&maps, heap_end, heap_end + (3 << 29), 64);
+        assert!(c[0] >= heap_end + HEAP_ROOM, "{:#x}", c[0]);
+        let last = *c.last().unwrap();
+        assert!(last < heap_end + HEAP_ROOM, "{last:#x}");
+        // Below the stack likewise.
+        let c = candidates(&maps, stack - (300 << 20), stack, 64);
+        assert!(c[0] + 64 <= stack - STACK_ROOM, "{:#x}", c[0]);
+        // A window wholly inside the heap's room: used (nothing better exists).
+        let c = candidates(&maps, heap_end + 0x1000, heap_end + 0x1100, 64);
+        assert_eq!(c, vec![heap_end + 0x1000]);
+    }
+
+    /// Every candidate starts in the window, in the user range, and its bytes overlap no
+    /// mapping; when some start in a window is free, there is a candidate. Synthetic maps,
+    /// windows of every punning width, pseudo-random.
+    #[test]
+    fn candidates_are_free_and_in_window() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let mut maps = Vec::new();
+            let mut at = 0x7f00_0000_0000u64;
+            for _ in 0..40 {
+                at += (rnd() % 6) * PAGE;
+                let len = (1 + rnd() % 4) * PAGE;
+                maps.push(mapping(at, at + len, "/lib/x.so"));
+                at += len;
+            }
+            let width = [1u64, 256, 1 << 16, 1 << 24][(rnd() % 4) as usize];
+            let lo = 0x7f00_0000_0000 + rnd() % (at - 0x7f00_0000_0000);
+            let hi = lo + width;
+            let size = 1 + rnd() % 4096;
+            let c = candidates(&maps, lo, hi, size);
+            for &s in &c {
+                assert!(s >= lo && s < hi && s >= USER_MIN && s + size <= USER_MAX);
+                assert!(
+                    !maps.iter().any(|m| m.start < s + size && s < m.end),
+                    "{s:#x}"
+                );
+            }
+            if width <= 256 {
+                let free = (lo..hi).any(|s| !maps.iter().any(|m| m.start < s + size && s < m.end));
+                assert_eq!(free, !c.is_empty(), "[{lo:#x}, {hi:#x}) size {size}");
+            }
+        }
     }
 
     /// `fill` refuses memory that is not the arena's.
