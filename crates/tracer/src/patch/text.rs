@@ -754,7 +754,7 @@ mod tests {
         let _g = ROUTE_TEST.lock().unwrap();
         let was = ROUTE.swap(2, Ordering::AcqRel);
         let r = std::panic::catch_unwind(|| {
-            hammer(3, mmio_trace_patch_test_three, 3, 0xf0, 0x3000, 300)
+            hammer(3, mmio_trace_patch_test_three, 3, 0xf0, 0x3000, 100)
         });
         ROUTE.store(was, Ordering::Release);
         r.unwrap();
