@@ -82,9 +82,14 @@ pub(crate) fn init() -> Result<Route, &'static str> {
         if read(probe, &mut byte) != 1 {
             return Err("cannot read our own code");
         }
-        if open_mem() && pwrite_mem(probe, &byte) == Ok(()) {
-            ROUTE.store(1, Ordering::Release);
-            return Ok(Route::ProcMem);
+        if open_mem() {
+            if pwrite_mem(probe, &byte) == Ok(()) {
+                ROUTE.store(1, Ordering::Release);
+                return Ok(Route::ProcMem);
+            }
+            // Readable but not writable (proc_mem.force_override, an LSM): no use keeping it.
+            let fd = MEM_FD.swap(-1, Ordering::AcqRel);
+            sys::close(fd);
         }
         if mprotect_write(probe, &byte) == Ok(()) {
             ROUTE.store(2, Ordering::Release);
