@@ -71,7 +71,13 @@ pub(crate) fn init() -> Result<Route, &'static str> {
     *INIT.get_or_init(|| {
         // SAFETY: QUERY takes no pointers.
         let q = unsafe { sys::syscall6(SYS_MEMBARRIER, MEMBARRIER_CMD_QUERY, 0, 0, 0, 0, 0) };
-        if q < 0 || (q as usize) & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE == 0 {
+        if q == -(libc::ENOSYS as isize) {
+            return Err("the kernel has no membarrier (Linux >= 4.16 needed)");
+        }
+        if q < 0 {
+            return Err("membarrier is refused (a seccomp filter?)");
+        }
+        if (q as usize) & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE == 0 {
             return Err("membarrier SYNC_CORE is not available (Linux >= 4.16 needed)");
         }
         if !register() {
@@ -838,6 +844,130 @@ mod tests {
     }
 
     static ROUTE_TEST: Mutex<()> = Mutex::new(());
+
+    const INIT_HELPER: &str = "MMIO_TRACE_PATCH_INIT_HELPER";
+
+    /// Runs `init_helper` in a fresh copy of this test binary (`init` answers once per
+    /// process) with `scenario`, and returns its output.
+    fn run_init_helper(scenario: &str) -> String {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "patch::text::tests::init_helper", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(INIT_HELPER, scenario)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scenario}: {text}");
+        text
+    }
+
+    /// Where `/proc/self/mem` writes are refused, `init` takes the mprotect route and
+    /// pokes work; where `mprotect` to read-write-execute is refused too, or membarrier
+    /// is, `init` says why (patching is then off, and every access traps).
+    #[test]
+    fn init_falls_back_then_gives_up_with_a_reason() {
+        let t = run_init_helper("deny-pwrite");
+        assert!(
+            t.contains("init: Ok(Mprotect), poke: Ok(()), read back: 0x5a"),
+            "{t}"
+        );
+        let t = run_init_helper("deny-pwrite-and-rwx");
+        assert!(
+            t.contains("init: Err(\"neither /proc/self/mem nor mprotect can write program text\")"),
+            "{t}"
+        );
+        let t = run_init_helper("deny-membarrier");
+        assert!(
+            t.contains("init: Err(\"membarrier is refused (a seccomp filter?)\")"),
+            "{t}"
+        );
+        let t = run_init_helper("allow-all");
+        assert!(
+            t.contains("init: Ok(ProcMem), poke: Ok(()), read back: 0x5a"),
+            "{t}"
+        );
+    }
+
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+
+    /// Makes this thread's system calls `nr` fail with EPERM (with `rwx`: only an
+    /// `mprotect` asking for write and execute together, as malloc never does).
+    fn seccomp_deny(rules: &[(u32, bool)]) {
+        const LD_ABS: u16 = 0x20;
+        const JEQ: u16 = 0x15;
+        const AND: u16 = 0x54;
+        const RET: u16 = 0x06;
+        const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+        const ALLOW: u32 = 0x7fff_0000;
+        let f = |code, jt, jf, k| SockFilter { code, jt, jf, k };
+        let mut prog = Vec::new();
+        for &(nr, rwx) in rules {
+            prog.push(f(LD_ABS, 0, 0, 0)); // the call's number
+            if rwx {
+                prog.push(f(JEQ, 0, 4, nr));
+                prog.push(f(LD_ABS, 0, 0, 32)); // args[2] (prot), low half
+                prog.push(f(AND, 0, 0, (libc::PROT_WRITE | libc::PROT_EXEC) as u32));
+                prog.push(f(JEQ, 0, 1, (libc::PROT_WRITE | libc::PROT_EXEC) as u32));
+            } else {
+                prog.push(f(JEQ, 0, 1, nr));
+            }
+            prog.push(f(RET, 0, 0, ERRNO_EPERM));
+        }
+        prog.push(f(RET, 0, 0, ALLOW));
+        let fprog = SockFprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr(),
+        };
+        // SAFETY: a well-formed filter program that outlives the calls.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const SockFprog
+                ),
+                0
+            );
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn init_helper() {
+        let Some(scenario) = std::env::var_os(INIT_HELPER) else {
+            return;
+        };
+        let pwrite = libc::SYS_pwrite64 as u32;
+        let mprotect = libc::SYS_mprotect as u32;
+        let membarrier = libc::SYS_membarrier as u32;
+        // Arena memory to poke, mapped before any filter.
+        let at = sys::map_anon(4096).unwrap() as u64;
+        match scenario.to_str().unwrap() {
+            "deny-pwrite" => seccomp_deny(&[(pwrite, false)]),
+            "deny-pwrite-and-rwx" => seccomp_deny(&[(pwrite, false), (mprotect, true)]),
+            "deny-membarrier" => seccomp_deny(&[(membarrier, false)]),
+            _ => {}
+        }
+        let r = init();
+        let poked = poke(at, &[0x5a]);
+        // SAFETY: our own page.
+        let back = unsafe { *(at as *const u8) };
+        println!("init: {r:?}, poke: {poked:?}, read back: {back:#x}");
+    }
 
     const FORK_HELPER: &str = "MMIO_TRACE_PATCH_FORK_HELPER";
 
