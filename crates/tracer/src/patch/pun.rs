@@ -14,8 +14,8 @@
 //! Successor eviction (E9Patch's third tactic: also rewriting the next instruction) is not
 //! done: a site none of whose windows has room stays on the trap path.
 
-// Used by the patcher (patch/mod.rs, being written); until it is wired in, only tests
-// call these.
+// The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
+// this allow can go once both are merged.
 #![cfg_attr(not(test), allow(dead_code))]
 
 /// The prefix written for padding: an `es` segment override, ignored on a near jump in

@@ -11,11 +11,11 @@
 //! sends to the trampoline) or the new one, never a mix.
 //!
 //! Everything here runs in the patcher thread (it allocates and reads `/proc`), never in
-//! a signal handler. Mapping, reading and protection changes use the tracer's raw system
-//! calls, which the preload library's `mmap`/`mprotect` hooks never see.
+//! a signal handler. Protection changes use the tracer's raw system calls, which the
+//! preload library's `mprotect` hook never sees.
 
-// Used by the patcher (patch/mod.rs, being written); until it is wired in, only tests
-// call these.
+// The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
+// this allow can go once both are merged.
 #![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
