@@ -10,8 +10,8 @@
 //!
 //! Patcher thread only (it allocates, locks and reads `/proc/self/maps`).
 
-// Used by the patcher (patch/mod.rs, being written); until it is wired in, only tests
-// call these.
+// The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
+// this allow can go once both are merged.
 #![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::BTreeMap;
@@ -159,9 +159,9 @@ fn map_fixed(a: u64, b: u64) -> bool {
 }
 
 /// Start addresses to try, best first: in each free gap that can hold `size` bytes from
-/// a start in `[lo, hi)`, the feasible start nearest the window's middle, moved to a page
-/// boundary when the window allows (the rest of the page then serves later trampolines);
-/// gaps the heap or the main stack grow into come last.
+/// a start in `[lo, hi)`, the feasible start nearest the window's middle and the gap's
+/// first and last, each moved to a page boundary when the window allows; starts nearer
+/// the middle first, and those where the heap or the main stack grow last.
 fn candidates(maps: &[text::Mapping], lo: u64, hi: u64, size: u64) -> Vec<u64> {
     let mid = lo + (hi - lo) / 2;
     let mut avoid = Vec::new();
@@ -190,25 +190,29 @@ fn candidates(maps: &[text::Mapping], lo: u64, hi: u64, size: u64) -> Vec<u64> {
         if f0 >= f1 {
             continue;
         }
-        let mut s = mid.clamp(f0, f1 - 1);
-        let down = s & !(PAGE - 1);
-        if down >= f0 {
-            s = down;
-        } else if let Some(up) = (s | (PAGE - 1)).checked_add(1).filter(|&u| u < f1) {
-            s = up;
+        // The start nearest the middle, and the gap's first and last: a page boundary
+        // where the range allows (the rest of the page then serves later trampolines).
+        let mut points = vec![mid.clamp(f0, f1 - 1), f0, f1 - 1];
+        // Where the range crosses an avoided zone: its edges.
+        for &(a, b) in &avoid {
+            points.extend(
+                [a.saturating_sub(size), b]
+                    .into_iter()
+                    .filter(|&t| t >= f0 && t < f1),
+            );
         }
-        let bad = avoid.iter().any(|&(a, b)| s < b && s + size > a);
-        out.push((bad, s.abs_diff(mid), s));
-        // A gap's feasible range that crosses an avoided zone also gets a start outside it.
-        if bad {
-            for &(a, b) in &avoid {
-                for t in [a.saturating_sub(size), b] {
-                    let t = t & !(PAGE - 1);
-                    if t >= f0 && t < f1 && !avoid.iter().any(|&(x, y)| t < y && t + size > x) {
-                        out.push((false, t.abs_diff(mid), t));
-                    }
-                }
-            }
+        for p in points {
+            let down = p & !(PAGE - 1);
+            let s = if down >= f0 {
+                down
+            } else {
+                (p | (PAGE - 1))
+                    .checked_add(1)
+                    .filter(|&u| u < f1)
+                    .unwrap_or(p)
+            };
+            let bad = avoid.iter().any(|&(a, b)| s < b && s + size > a);
+            out.push((bad, s.abs_diff(mid), s));
         }
     }
     out.sort_unstable();
@@ -310,6 +314,31 @@ mod tests {
         }
     }
 
+    /// Runs `f` on fresh scratch memory of `pages` pages, all read-write sentinels but the
+    /// `holes`, until it gets room. Tests run as threads of one process: another test's
+    /// `mmap` can take a hole between its making and `reserve`; a `None` with the holes
+    /// still free is a failure.
+    fn in_scratch<T>(pages: u64, holes: &[(u64, u64)], f: impl Fn(&Scratch) -> Option<T>) -> T {
+        for _ in 0..10 {
+            let sc = Scratch::new(pages);
+            sc.sentinel(0, pages);
+            for &(i, j) in holes {
+                sc.hole(i, j);
+            }
+            if let Some(t) = f(&sc) {
+                return t;
+            }
+            let maps = text::maps();
+            let stolen = holes.iter().any(|&(i, j)| {
+                maps.iter().any(|m| {
+                    m.start < sc.page(j) && sc.page(i) < m.end && !owns(m.start.max(sc.page(i)), 1)
+                })
+            });
+            assert!(stolen, "no room, though the holes are free");
+        }
+        panic!("holes taken by other mappings ten times");
+    }
+
     fn init_text() {
         text::init().expect("text route");
     }
@@ -319,24 +348,24 @@ mod tests {
     #[test]
     fn exact_address_in_hole() {
         init_text();
-        let sc = Scratch::new(8);
-        sc.sentinel(0, 3);
-        sc.hole(3, 4);
-        sc.sentinel(4, 8);
-        let want = sc.page(3) + 0x123;
-        let s = reserve(want, want + 1, 64).expect("room");
-        assert_eq!(s, want);
-        assert_arena_memory(s, 64);
-        // A later trampoline in a window that covers the rest of that page: the same page.
-        let s2 = reserve(sc.page(3), sc.page(4), 200).expect("room");
-        assert!(s2 >= sc.page(3) && s2 + 200 <= sc.page(4));
-        assert!(s2 + 200 <= s || s2 >= s + 64, "{s2:#x} overlaps {s:#x}");
-        // Nothing written over the neighbours.
-        assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
-        fill(s, &[0xc3; 64]).unwrap();
-        // SAFETY: just filled.
-        assert_eq!(unsafe { *(s as *const u8) }, 0xc3);
-        assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
+        in_scratch(8, &[(3, 4)], |sc| {
+            let want = sc.page(3) + 0x123;
+            let s = reserve(want, want + 1, 64)?;
+            assert_eq!(s, want);
+            assert_arena_memory(s, 64);
+            // A later trampoline in a window that covers the rest of that page: the same
+            // page.
+            let s2 = reserve(sc.page(3), sc.page(4), 200).expect("room");
+            assert!(s2 >= sc.page(3) && s2 + 200 <= sc.page(4));
+            assert!(s2 + 200 <= s || s2 >= s + 64, "{s2:#x} overlaps {s:#x}");
+            // Nothing written over the neighbours.
+            assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
+            fill(s, &[0xc3; 64]).unwrap();
+            // SAFETY: just filled.
+            assert_eq!(unsafe { *(s as *const u8) }, 0xc3);
+            assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 8));
+            Some(())
+        })
     }
 
     /// A 256-byte window (a 1-free-byte pun) that straddles a page boundary, the lower page
@@ -344,20 +373,19 @@ mod tests {
     #[test]
     fn narrow_window_across_pages() {
         init_text();
-        let sc = Scratch::new(6);
-        sc.sentinel(0, 3);
-        sc.hole(3, 4);
-        sc.sentinel(4, 6);
-        let lo = sc.page(3) - 0x80;
-        let s = reserve(lo, lo + 256, 32).expect("room");
-        assert!(s >= sc.page(3) && s < lo + 256, "{s:#x}");
-        assert_arena_memory(s, 32);
-        assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 6));
-        // A trampoline that must start in the window but does not fit before the next
-        // mapping: none.
-        let hi_lo = sc.page(4) - 0x40;
-        assert_eq!(reserve(hi_lo, hi_lo + 0x20, 0x80), None);
-        assert!(sc.sentinel_intact(4, 6));
+        in_scratch(6, &[(3, 4)], |sc| {
+            let lo = sc.page(3) - 0x80;
+            let s = reserve(lo, lo + 256, 32)?;
+            assert!(s >= sc.page(3) && s < lo + 256, "{s:#x}");
+            assert_arena_memory(s, 32);
+            assert!(sc.sentinel_intact(0, 3) && sc.sentinel_intact(4, 6));
+            // A trampoline that must start in the window but does not fit before the next
+            // mapping: none.
+            let hi_lo = sc.page(4) - 0x40;
+            assert_eq!(reserve(hi_lo, hi_lo + 0x20, 0x80), None);
+            assert!(sc.sentinel_intact(4, 6));
+            Some(())
+        })
     }
 
     /// A 64 KiB window (a 2-free-byte pun) almost fully covered by existing mappings, one
@@ -365,15 +393,14 @@ mod tests {
     #[test]
     fn window_with_one_free_page() {
         init_text();
-        let sc = Scratch::new(40);
-        sc.sentinel(0, 21);
-        sc.hole(21, 22);
-        sc.sentinel(22, 40);
-        let lo = sc.page(5) + 0x321;
-        let s = reserve(lo, lo + 0x10000, 1000).expect("room");
-        assert!(s >= sc.page(21) && s + 1000 <= sc.page(22), "{s:#x}");
-        assert_arena_memory(s, 1000);
-        assert!(sc.sentinel_intact(0, 21) && sc.sentinel_intact(22, 40));
+        in_scratch(40, &[(21, 22)], |sc| {
+            let lo = sc.page(5) + 0x321;
+            let s = reserve(lo, lo + 0x10000, 1000)?;
+            assert!(s >= sc.page(21) && s + 1000 <= sc.page(22), "{s:#x}");
+            assert_arena_memory(s, 1000);
+            assert!(sc.sentinel_intact(0, 21) && sc.sentinel_intact(22, 40));
+            Some(())
+        })
     }
 
     /// A window with no free byte at all: none, and nothing mapped over what is there.
@@ -419,28 +446,123 @@ mod tests {
         }
     }
 
-    /// Many reservations in one window share pages: 64 trampolines of 60 bytes need one
-    /// page, not 64.
+    /// Owned pages are used before new ones, and packed: 68 trampolines of 60 bytes fill
+    /// one page, the 69th finds no room there; a page added next to it merges with it, so
+    /// that a trampoline can cross from one into the other. (On a private `Arena`: the
+    /// global one is shared with tests running at the same time.)
     #[test]
     fn reservations_pack_pages() {
-        init_text();
-        let sc = Scratch::new(4);
-        sc.hole(0, 4);
-        let mut got = Vec::new();
-        for _ in 0..64 {
-            got.push(reserve(sc.page(0), sc.page(4), 60).expect("room"));
-        }
+        let mut a = Arena {
+            free: BTreeMap::new(),
+            owned: BTreeMap::new(),
+        };
+        let (p0, p1) = (0x10_0000u64, 0x10_1000u64);
+        assert_eq!(a.take_owned(p0, p1 + PAGE, 60), None);
+        a.add_pages(p0, p1);
+        let mut got: Vec<u64> = (0..68)
+            .map(|_| a.take_owned(p0, p1 + PAGE, 60).expect("room"))
+            .collect();
+        assert_eq!(a.take_owned(p0, p1 + PAGE, 60), None);
         got.sort_unstable();
         for w in got.windows(2) {
             assert!(w[1] >= w[0] + 60, "overlap {:#x} {:#x}", w[0], w[1]);
         }
-        let page = got[0] & !(PAGE - 1);
-        assert!(
-            got.iter().all(|&s| s + 60 <= page + PAGE),
-            "{:#x} {:#x}",
-            got[0],
-            got[63]
+        assert!(got[0] >= p0 && got[67] + 60 <= p1);
+        // The 16 bytes left at the end of the page and the next page: one interval.
+        a.add_pages(p1, p1 + PAGE);
+        assert_eq!(a.free.len(), 1);
+        let s = a
+            .take_owned(p1 - 16, p1 - 15, 100)
+            .expect("across the boundary");
+        assert_eq!(s, p1 - 16);
+        assert!(a.owns(p0, p0 + 2 * PAGE) && !a.owns(p0, p0 + 2 * PAGE + 1));
+        // Space is handed out only where the window allows the start.
+        let s = a.take_owned(p1 + 0x800, p1 + 0x801, 8).expect("exact");
+        assert_eq!(s, p1 + 0x800);
+        assert_eq!(
+            a.take_owned(p1 + 0x800, p1 + 0x801, 8),
+            None,
+            "taken already"
         );
+        assert_eq!(
+            a.take_owned(p1 + 0x7fc, p1 + 0x7fd, 8),
+            None,
+            "would overlap"
+        );
+    }
+
+    fn mapping(start: u64, end: u64, name: &str) -> text::Mapping {
+        text::Mapping {
+            start,
+            end,
+            perms: *b"r-xp",
+            name: name.to_string(),
+        }
+    }
+
+    /// Where the heap and the main stack grow, pages go only when nothing else in the
+    /// window is free.
+    #[test]
+    fn candidates_avoid_heap_and_stack_growth() {
+        let heap_end = 0x5600_0000_0000u64;
+        let stack = 0x7ffc_0000_0000u64;
+        let maps = vec![
+            mapping(0x5555_0000_0000, 0x5555_0010_0000, "/usr/bin/prog"),
+            mapping(0x5555_0100_0000, heap_end, "[heap]"),
+            mapping(stack, stack + 0x2_1000, "[stack]"),
+        ];
+        // A window that starts where the heap ends, its middle in the heap's room: the
+        // first candidate is past that room, and one inside it still comes, last.
+        let c = candidates(&maps, heap_end, heap_end + (3 << 29), 64);
+        assert!(c[0] >= heap_end + HEAP_ROOM, "{:#x}", c[0]);
+        let last = *c.last().unwrap();
+        assert!(last < heap_end + HEAP_ROOM, "{last:#x}");
+        // Below the stack likewise.
+        let c = candidates(&maps, stack - (300 << 20), stack, 64);
+        assert!(c[0] + 64 <= stack - STACK_ROOM, "{:#x}", c[0]);
+        // A window wholly inside the heap's room: used (nothing better exists).
+        let c = candidates(&maps, heap_end + 0x1000, heap_end + 0x1100, 64);
+        assert_eq!(c, vec![heap_end + 0x1000]);
+    }
+
+    /// Every candidate starts in the window, in the user range, and its bytes overlap no
+    /// mapping; when some start in a window is free, there is a candidate. Synthetic maps,
+    /// windows of every punning width, pseudo-random.
+    #[test]
+    fn candidates_are_free_and_in_window() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let mut maps = Vec::new();
+            let mut at = 0x7f00_0000_0000u64;
+            for _ in 0..40 {
+                at += (rnd() % 6) * PAGE;
+                let len = (1 + rnd() % 4) * PAGE;
+                maps.push(mapping(at, at + len, "/lib/x.so"));
+                at += len;
+            }
+            let width = [1u64, 256, 1 << 16, 1 << 24][(rnd() % 4) as usize];
+            let lo = 0x7f00_0000_0000 + rnd() % (at - 0x7f00_0000_0000);
+            let hi = lo + width;
+            let size = 1 + rnd() % 4096;
+            let c = candidates(&maps, lo, hi, size);
+            for &s in &c {
+                assert!(s >= lo && s < hi && s >= USER_MIN && s + size <= USER_MAX);
+                assert!(
+                    !maps.iter().any(|m| m.start < s + size && s < m.end),
+                    "{s:#x}"
+                );
+            }
+            if width <= 256 {
+                let free = (lo..hi).any(|s| !maps.iter().any(|m| m.start < s + size && s < m.end));
+                assert_eq!(free, !c.is_empty(), "[{lo:#x}, {hi:#x}) size {size}");
+            }
+        }
     }
 
     /// `fill` refuses memory that is not the arena's.

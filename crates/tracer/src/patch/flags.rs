@@ -5,8 +5,8 @@
 //! may read a flag before writing it. The scan decodes forward from the end of the site
 //! and is conservative: whatever it cannot follow counts as a read.
 
-// Used by the patcher (patch/mod.rs, being written); until it is wired in, only tests
-// call these.
+// The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
+// this allow can go once both are merged.
 #![cfg_attr(not(test), allow(dead_code))]
 
 use iced_x86::RflagsBits as F;
@@ -103,8 +103,8 @@ mod tests {
 
     const PAGE: usize = 4096;
 
-    /// Two pages: the first holds code, the second is unmapped (a scan that reads past the
-    /// end must stop there, not fault).
+    /// Two pages: the first holds code, the second is inaccessible (a scan that reads past
+    /// the end must stop there, not fault).
     struct Code2 {
         base: u64,
     }
@@ -112,8 +112,13 @@ mod tests {
     impl Code2 {
         fn new() -> Code2 {
             let p = sys::map_anon(2 * PAGE).expect("memory") as u64;
+            // Inaccessible rather than unmapped: a hole could be filled by another test's
+            // mapping before the scan reads it.
             // SAFETY: our own second page.
-            assert_eq!(unsafe { sys::munmap(p as usize + PAGE, PAGE) }, 0);
+            assert_eq!(
+                unsafe { sys::mprotect(p as usize + PAGE, PAGE, libc::PROT_NONE) },
+                0
+            );
             Code2 { base: p }
         }
         /// Places `code` at `off` in the page, the rest of the page filled with int3.
@@ -133,8 +138,8 @@ mod tests {
 
     impl Drop for Code2 {
         fn drop(&mut self) {
-            // SAFETY: our own page.
-            unsafe { sys::munmap(self.base as usize, PAGE) };
+            // SAFETY: our own pages.
+            unsafe { sys::munmap(self.base as usize, 2 * PAGE) };
         }
     }
 
@@ -232,7 +237,7 @@ mod tests {
         // An instruction cut by the page end.
         let at = c.at(PAGE - 1, &[0x39]);
         assert!(live_after(at));
-        // Unmapped memory itself.
+        // Inaccessible memory itself.
         assert!(live_after(c.base + PAGE as u64));
     }
 

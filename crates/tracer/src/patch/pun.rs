@@ -14,8 +14,8 @@
 //! Successor eviction (E9Patch's third tactic: also rewriting the next instruction) is not
 //! done: a site none of whose windows has room stays on the trap path.
 
-// Used by the patcher (patch/mod.rs, being written); until it is wired in, only tests
-// call these.
+// The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
+// this allow can go once both are merged.
 #![cfg_attr(not(test), allow(dead_code))]
 
 /// The prefix written for padding: an `es` segment override, ignored on a near jump in
@@ -280,6 +280,61 @@ mod tests {
         assert_eq!(p[0].hi, USER_MAX);
         let p = plans(USER_MAX - 0x1000, 4, &[0x7f, 0, 0, 0]);
         assert!(p.iter().all(|p| p.prefixes != 0), "{p:?}");
+    }
+
+    /// `place` falls back along the tactic order: with the punned jump's window taken by an
+    /// existing mapping, the prefixed jump's single target, in a hole, gets the trampoline.
+    /// What the patcher does: the first plan, in tactic order, whose window the arena has
+    /// room in.
+    fn place(rip: u64, len: usize, after: &[u8], size: usize) -> Option<(u64, [u8; 15], Plan)> {
+        plans(rip, len, after).into_iter().find_map(|plan| {
+            let at = crate::patch::arena::reserve(plan.lo, plan.hi, size)?;
+            Some((at, encode(&plan, rip, len, after, at)?, plan))
+        })
+    }
+
+    #[test]
+    fn place_takes_the_first_window_with_room() {
+        crate::patch::text::init().expect("text route");
+        use crate::sys;
+        // SAFETY: a fresh reservation where the kernel likes.
+        let r = unsafe {
+            sys::mmap(
+                0,
+                512 * 4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(r > 0);
+        let r = r as u64;
+        let rip = r + 0x1100;
+        // len 2: no prefix: rel32 = 0x001004xx (inside the reservation); one prefix:
+        // rel32 = 0x00001004 exactly.
+        let after = [0x04, 0x10, 0x00, 0x00];
+        let ps = plans(rip, 2, &after);
+        assert_eq!(ps[0].lo, rip + 5 + 0x0010_0400);
+        assert_eq!(ps[1].lo, rip + 6 + 0x1004);
+        assert!(ps[0].hi <= r + 512 * 4096);
+        assert_eq!(place(rip, 2, &after, 16), None, "both windows taken");
+        let target = rip + 6 + 0x1004;
+        let page = target & !4095;
+        // SAFETY: a page of our own reservation.
+        assert_eq!(unsafe { sys::munmap(page as usize, 4096) }, 0);
+        let Some((at, bytes, plan)) = place(rip, 2, &after, 16) else {
+            // Tests run as threads of one process: another test's mmap may have taken the
+            // hole first.
+            let m = crate::patch::text::maps();
+            let taken = m.iter().any(|m| m.start <= page && page < m.end);
+            assert!(taken, "no room, though the hole is free");
+            return;
+        };
+        assert_eq!((at, plan), (target, ps[1]));
+        assert_eq!(&bytes[..2], &[PAD_PREFIX, 0xE9]);
+        let (got, _) = decode_jump(rip, &bytes[..2], &after);
+        assert_eq!(got, target);
     }
 
     /// A target outside the window, or bytes after the site that changed since the plan

@@ -11,11 +11,11 @@
 //! sends to the trampoline) or the new one, never a mix.
 //!
 //! Everything here runs in the patcher thread (it allocates and reads `/proc`), never in
-//! a signal handler. Mapping, reading and protection changes use the tracer's raw system
-//! calls, which the preload library's `mmap`/`mprotect` hooks never see.
+//! a signal handler. Protection changes use the tracer's raw system calls, which the
+//! preload library's `mprotect` hook never sees.
 
-// Used by the patcher (patch/mod.rs, being written); until it is wired in, only tests
-// call these.
+// The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
+// this allow can go once both are merged.
 #![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -71,7 +71,13 @@ pub(crate) fn init() -> Result<Route, &'static str> {
     *INIT.get_or_init(|| {
         // SAFETY: QUERY takes no pointers.
         let q = unsafe { sys::syscall6(SYS_MEMBARRIER, MEMBARRIER_CMD_QUERY, 0, 0, 0, 0, 0) };
-        if q < 0 || (q as usize) & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE == 0 {
+        if q == -(libc::ENOSYS as isize) {
+            return Err("the kernel has no membarrier (Linux >= 4.16 needed)");
+        }
+        if q < 0 {
+            return Err("membarrier is refused (a seccomp filter?)");
+        }
+        if (q as usize) & MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE == 0 {
             return Err("membarrier SYNC_CORE is not available (Linux >= 4.16 needed)");
         }
         if !register() {
@@ -82,9 +88,14 @@ pub(crate) fn init() -> Result<Route, &'static str> {
         if read(probe, &mut byte) != 1 {
             return Err("cannot read our own code");
         }
-        if open_mem() && pwrite_mem(probe, &byte) == Ok(()) {
-            ROUTE.store(1, Ordering::Release);
-            return Ok(Route::ProcMem);
+        if open_mem() {
+            if pwrite_mem(probe, &byte) == Ok(()) {
+                ROUTE.store(1, Ordering::Release);
+                return Ok(Route::ProcMem);
+            }
+            // Readable but not writable (proc_mem.force_override, an LSM): no use keeping it.
+            let fd = MEM_FD.swap(-1, Ordering::AcqRel);
+            sys::close(fd);
         }
         if mprotect_write(probe, &byte) == Ok(()) {
             ROUTE.store(2, Ordering::Release);
@@ -230,6 +241,12 @@ pub(crate) fn poke(addr: u64, bytes: &[u8]) -> Result<(), i32> {
     if bytes.is_empty() {
         return Ok(());
     }
+    write(route()?, addr, bytes)
+}
+
+/// The route to write with now, after making sure a `/proc/self/mem` descriptor is this
+/// process's (checked once per `poke` or `replace`: 0.6 µs).
+fn route() -> Result<u8, i32> {
     match ROUTE.load(Ordering::Acquire) {
         1 => {
             if !mem_fd_valid() {
@@ -237,14 +254,21 @@ pub(crate) fn poke(addr: u64, bytes: &[u8]) -> Result<(), i32> {
                 if !mem_fd_valid() && !open_mem() {
                     // A forked child that cannot open its own /proc/self/mem.
                     ROUTE.store(2, Ordering::Release);
-                    drop(_g);
-                    return mprotect_write(addr, bytes);
+                    return Ok(2);
                 }
             }
-            pwrite_mem(addr, bytes)
+            Ok(1)
         }
-        2 => mprotect_write(addr, bytes),
+        2 => Ok(2),
         _ => Err(libc::ENOSYS),
+    }
+}
+
+fn write(route: u8, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    if route == 1 {
+        pwrite_mem(addr, bytes)
+    } else {
+        mprotect_write(addr, bytes)
     }
 }
 
@@ -313,24 +337,25 @@ pub(crate) fn replace(rip: u64, old: &[u8], new: &[u8]) -> Result<(), i32> {
     if old == new {
         return Ok(());
     }
+    let r = route()?;
     if old[1..] == new[1..] {
-        poke(rip, &new[..1])?;
+        write(r, rip, &new[..1])?;
         sync_cores();
         return Ok(());
     }
     if old[0] != 0xCC {
-        poke(rip, &[0xCC])?;
+        write(r, rip, &[0xCC])?;
         sync_cores();
     }
-    if let Err(e) = poke(rip + 1, &new[1..]) {
-        if old[0] != 0xCC && poke(rip, &old[..1]).is_ok() {
+    if let Err(e) = write(r, rip + 1, &new[1..]) {
+        if old[0] != 0xCC && write(r, rip, &old[..1]).is_ok() {
             sync_cores();
         }
         return Err(e);
     }
     sync_cores();
     if new[0] != 0xCC {
-        poke(rip, &new[..1])?;
+        write(r, rip, &new[..1])?;
         sync_cores();
     }
     Ok(())
@@ -450,8 +475,31 @@ pub(crate) fn read(addr: u64, buf: &mut [u8]) -> usize {
     if r >= 0 {
         return r as usize;
     }
-    // process_vm_readv refused (seccomp, an old kernel): /proc/self/mem reads stop at the
-    // first page they cannot read and return what came before it.
+    if r == -(libc::EFAULT as isize) {
+        // Nothing readable at `addr`.
+        return 0;
+    }
+    // process_vm_readv refused (seccomp, an old kernel).
+    read_proc_mem(addr, &mut buf[..total])
+}
+
+/// `read` through `/proc/self/mem`, which would also read pages the program cannot
+/// (PROT_NONE: traced device pages, whose reads can have side effects): the read stops
+/// where readable mappings do.
+fn read_proc_mem(addr: u64, buf: &mut [u8]) -> usize {
+    let total = buf.len();
+    let maps = maps();
+    let mut end = addr;
+    while end < addr + total as u64 {
+        match maps.iter().find(|m| m.start <= end && end < m.end) {
+            Some(m) if m.perms[0] == b'r' => end = m.end,
+            _ => break,
+        }
+    }
+    let total = (end.min(addr + total as u64) - addr) as usize;
+    if total == 0 {
+        return 0;
+    }
     // SAFETY: a NUL-terminated path.
     let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -551,25 +599,37 @@ mod tests {
         ".byte 0x0d, 0x00, 0xf0, 0x00, 0x00", // or eax, 0xf000
         "ret",
         "int3",
+        ".p2align 6",
+        ".globl mmio_trace_patch_test_three",
+        ".hidden mmio_trace_patch_test_three",
+        "mmio_trace_patch_test_three:",
+        ".byte 0x83, 0xe0, 0x00",             // and eax, 0
+        ".byte 0x0d, 0xf0, 0x00, 0x00, 0x00", // or eax, 0xf0
+        "ret",
+        "int3",
         ".popsection",
     );
 
     extern "C" {
         fn mmio_trace_patch_test_five() -> u32;
         fn mmio_trace_patch_test_short() -> u32;
+        fn mmio_trace_patch_test_three() -> u32;
     }
 
     /// Sites being patched and where their int3 sends a thread, as the fault path will.
     static TRAP_SITES: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
     static TRAP_STUBS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    /// How many calls met an int3 mid-change, per site.
+    static TRAPS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
     extern "C" fn on_trap(_sig: i32, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         // SAFETY: the kernel passes a ucontext_t to an SA_SIGINFO handler.
         let uc = unsafe { &mut *(ctx as *mut libc::ucontext_t) };
         let rip = &mut uc.uc_mcontext.gregs[libc::REG_RIP as usize];
-        for (site, stub) in TRAP_SITES.iter().zip(&TRAP_STUBS) {
+        for (k, (site, stub)) in TRAP_SITES.iter().zip(&TRAP_STUBS).enumerate() {
             if site.load(Ordering::Acquire) == (*rip as u64).wrapping_sub(1) {
                 *rip = stub.load(Ordering::Acquire) as i64;
+                TRAPS[k].fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }
@@ -609,7 +669,14 @@ mod tests {
 
     /// Replaces the site's instruction by a jump to its stub and back, `rounds` times,
     /// while two threads call the function; every call returns the old or the new value.
-    fn hammer(slot: usize, f: unsafe extern "C" fn() -> u32, len: usize, old_v: u32, new_v: u32) {
+    fn hammer(
+        slot: usize,
+        f: unsafe extern "C" fn() -> u32,
+        len: usize,
+        old_v: u32,
+        new_v: u32,
+        rounds: usize,
+    ) {
         text_init();
         let site = f as *const () as usize as u64;
         let mut old = vec![0u8; len];
@@ -620,7 +687,6 @@ mod tests {
         let (stub_at, new) = plan_jump(site, len, &stub);
         trap_to_stub(slot, site, stub_at);
         let stop = AtomicBool::new(false);
-        let rounds = 1000;
         let (calls, olds, news) = std::thread::scope(|s| {
             let callers: Vec<_> = (0..2)
                 .map(|_| {
@@ -642,9 +708,14 @@ mod tests {
                     })
                 })
                 .collect();
-            for _ in 0..rounds {
+            // Until some call has met the int3 (the protocol's middle state), within
+            // bounds: on a loaded machine the callers may not run during the first rounds.
+            let mut done = 0;
+            while done < rounds || (TRAPS[slot].load(Ordering::Relaxed) == 0 && done < 100 * rounds)
+            {
                 replace(site, &old, &new).expect("patch");
                 replace(site, &new, &old).expect("unpatch");
+                done += 1;
             }
             stop.store(true, Ordering::Relaxed);
             callers.into_iter().fold((0, 0, 0), |a, h| {
@@ -660,6 +731,9 @@ mod tests {
             "{calls} {olds} {news}"
         );
         assert!(olds > 0 && news > 0, "both versions ran: {olds} {news}");
+        let traps = TRAPS[slot].load(Ordering::Relaxed);
+        assert!(traps > 0, "no call met the int3");
+        eprintln!("site {site:#x}: {calls} calls, {news} new, {traps} through the int3");
         // SAFETY: as above.
         assert_eq!(unsafe { f() }, old_v);
         replace(site, &old, &new).expect("patch");
@@ -675,12 +749,26 @@ mod tests {
 
     #[test]
     fn replace_plain_jump_under_callers() {
-        hammer(0, mmio_trace_patch_test_five, 5, 1, 2);
+        hammer(0, mmio_trace_patch_test_five, 5, 1, 2, 1000);
     }
 
     #[test]
     fn replace_punned_jump_under_callers() {
-        hammer(1, mmio_trace_patch_test_short, 2, 0xf000, 0x2000);
+        hammer(1, mmio_trace_patch_test_short, 2, 0xf000, 0x2000, 1000);
+    }
+
+    /// The mprotect route under the same load (on a 3-byte site), as on a system that
+    /// refuses `/proc/self/mem` writes.
+    #[test]
+    fn replace_through_mprotect_under_callers() {
+        text_init();
+        let _g = ROUTE_TEST.lock().unwrap();
+        let was = ROUTE.swap(2, Ordering::AcqRel);
+        let r = std::panic::catch_unwind(|| {
+            hammer(3, mmio_trace_patch_test_three, 3, 0xf0, 0x3000, 100)
+        });
+        ROUTE.store(was, Ordering::Release);
+        r.unwrap();
     }
 
     /// `replace` checks the text first: a site that no longer holds `old` is left alone.
@@ -740,7 +828,7 @@ mod tests {
         if init() != Ok(Route::ProcMem) {
             return;
         }
-        let _g = REOPEN_TEST.lock().unwrap();
+        let _g = ROUTE_TEST.lock().unwrap();
         let at = arena::reserve(pun::USER_MIN, pun::USER_MAX, 1).expect("room");
         let fd = mem_fd();
         assert!(fd >= MEM_FD_MIN, "{fd}");
@@ -755,7 +843,131 @@ mod tests {
         assert!(mem_fd_valid());
     }
 
-    static REOPEN_TEST: Mutex<()> = Mutex::new(());
+    static ROUTE_TEST: Mutex<()> = Mutex::new(());
+
+    const INIT_HELPER: &str = "MMIO_TRACE_PATCH_INIT_HELPER";
+
+    /// Runs `init_helper` in a fresh copy of this test binary (`init` answers once per
+    /// process) with `scenario`, and returns its output.
+    fn run_init_helper(scenario: &str) -> String {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "patch::text::tests::init_helper", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(INIT_HELPER, scenario)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{scenario}: {text}");
+        text
+    }
+
+    /// Where `/proc/self/mem` writes are refused, `init` takes the mprotect route and
+    /// pokes work; where `mprotect` to read-write-execute is refused too, or membarrier
+    /// is, `init` says why (patching is then off, and every access traps).
+    #[test]
+    fn init_falls_back_then_gives_up_with_a_reason() {
+        let t = run_init_helper("deny-pwrite");
+        assert!(
+            t.contains("init: Ok(Mprotect), poke: Ok(()), read back: 0x5a"),
+            "{t}"
+        );
+        let t = run_init_helper("deny-pwrite-and-rwx");
+        assert!(
+            t.contains("init: Err(\"neither /proc/self/mem nor mprotect can write program text\")"),
+            "{t}"
+        );
+        let t = run_init_helper("deny-membarrier");
+        assert!(
+            t.contains("init: Err(\"membarrier is refused (a seccomp filter?)\")"),
+            "{t}"
+        );
+        let t = run_init_helper("allow-all");
+        assert!(
+            t.contains("init: Ok(ProcMem), poke: Ok(()), read back: 0x5a"),
+            "{t}"
+        );
+    }
+
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+
+    /// Makes this thread's system calls `nr` fail with EPERM (with `rwx`: only an
+    /// `mprotect` asking for write and execute together, as malloc never does).
+    fn seccomp_deny(rules: &[(u32, bool)]) {
+        const LD_ABS: u16 = 0x20;
+        const JEQ: u16 = 0x15;
+        const AND: u16 = 0x54;
+        const RET: u16 = 0x06;
+        const ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+        const ALLOW: u32 = 0x7fff_0000;
+        let f = |code, jt, jf, k| SockFilter { code, jt, jf, k };
+        let mut prog = Vec::new();
+        for &(nr, rwx) in rules {
+            prog.push(f(LD_ABS, 0, 0, 0)); // the call's number
+            if rwx {
+                prog.push(f(JEQ, 0, 4, nr));
+                prog.push(f(LD_ABS, 0, 0, 32)); // args[2] (prot), low half
+                prog.push(f(AND, 0, 0, (libc::PROT_WRITE | libc::PROT_EXEC) as u32));
+                prog.push(f(JEQ, 0, 1, (libc::PROT_WRITE | libc::PROT_EXEC) as u32));
+            } else {
+                prog.push(f(JEQ, 0, 1, nr));
+            }
+            prog.push(f(RET, 0, 0, ERRNO_EPERM));
+        }
+        prog.push(f(RET, 0, 0, ALLOW));
+        let fprog = SockFprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr(),
+        };
+        // SAFETY: a well-formed filter program that outlives the calls.
+        unsafe {
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+            assert_eq!(
+                libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &fprog as *const SockFprog
+                ),
+                0
+            );
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn init_helper() {
+        let Some(scenario) = std::env::var_os(INIT_HELPER) else {
+            return;
+        };
+        let pwrite = libc::SYS_pwrite64 as u32;
+        let mprotect = libc::SYS_mprotect as u32;
+        let membarrier = libc::SYS_membarrier as u32;
+        // Arena memory to poke, mapped before any filter.
+        let at = sys::map_anon(4096).unwrap() as u64;
+        match scenario.to_str().unwrap() {
+            "deny-pwrite" => seccomp_deny(&[(pwrite, false)]),
+            "deny-pwrite-and-rwx" => seccomp_deny(&[(pwrite, false), (mprotect, true)]),
+            "deny-membarrier" => seccomp_deny(&[(membarrier, false)]),
+            _ => {}
+        }
+        let r = init();
+        let poked = poke(at, &[0x5a]);
+        // SAFETY: our own page.
+        let back = unsafe { *(at as *const u8) };
+        println!("init: {r:?}, poke: {poked:?}, read back: {back:#x}");
+    }
 
     const FORK_HELPER: &str = "MMIO_TRACE_PATCH_FORK_HELPER";
 
@@ -981,15 +1193,21 @@ mod tests {
         // SAFETY: our own pages.
         unsafe {
             std::ptr::write_bytes(p as *mut u8, 0xab, 2 * 4096);
-            sys::munmap(p as usize + 2 * 4096, 4096);
+            // Inaccessible rather than unmapped: another test could map the hole.
+            sys::mprotect(p as usize + 2 * 4096, 4096, libc::PROT_NONE);
         }
         let mut buf = [0u8; 300];
         assert_eq!(read(p + 2 * 4096 - 100, &mut buf), 100);
         assert!(buf[..100].iter().all(|&b| b == 0xab));
         assert_eq!(read(p + 2 * 4096, &mut buf), 0);
         assert_eq!(read(p + 4096 - 10, &mut buf), 300);
+        // The fallback where process_vm_readv is refused, the same.
+        assert_eq!(read_proc_mem(p + 2 * 4096 - 100, &mut buf), 100);
+        assert_eq!(read_proc_mem(p + 2 * 4096, &mut buf), 0);
+        assert_eq!(read_proc_mem(p + 4096 - 10, &mut buf), 300);
+        assert!(buf.iter().all(|&b| b == 0xab));
         // SAFETY: our own pages.
-        unsafe { sys::munmap(p as usize, 2 * 4096) };
+        unsafe { sys::munmap(p as usize, 3 * 4096) };
     }
 
     fn median(mut v: Vec<u64>) -> u64 {
@@ -1021,6 +1239,11 @@ mod tests {
         } else {
             None
         };
+        let poked = median(
+            (0..1000)
+                .map(|i| time(|| poke(at, &[i as u8]).unwrap()))
+                .collect(),
+        );
         let mprot = median(
             (0..1000)
                 .map(|i| time(|| mprotect_write(at, &[i as u8]).unwrap()))
@@ -1053,6 +1276,7 @@ mod tests {
             Some(n) => println!("poke 1 byte, /proc/self/mem: {n} ns"),
             None => println!("poke 1 byte, /proc/self/mem: route unavailable"),
         }
+        println!("poke 1 byte through poke() (descriptor checks included): {poked} ns");
         println!("poke 1 byte, mprotect (incl. reading /proc/self/maps): {mprot} ns");
         println!("replace, 5-byte instruction (int3-first, 3 syncs): {rep} ns");
     }
