@@ -12,7 +12,6 @@
 
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

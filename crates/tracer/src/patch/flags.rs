@@ -7,7 +7,6 @@
 
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use iced_x86::RflagsBits as F;
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, Register};

@@ -16,7 +16,6 @@
 
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
-#![cfg_attr(not(test), allow(dead_code))]
 
 /// The prefix written for padding: an `es` segment override, ignored on a near jump in
 /// 64-bit mode. Never `0x66` (operand size: `jmp rel16` on some CPUs) nor a REX byte.

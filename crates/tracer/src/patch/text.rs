@@ -16,7 +16,6 @@
 
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
