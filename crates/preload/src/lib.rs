@@ -15,6 +15,7 @@
 //! | `timer_create`, `mq_notify` | `SIGEV_THREAD` callbacks run in glibc threads with every signal blocked: unblock the tracer's first |
 //! | `fork` (and `pthread_atfork` handlers) | the child gets fresh per-thread state and rings, also after `daemon(3)` |
 //! | `pthread_create`, `pthread_exit` | per-thread alternate signal stack; ring retired at thread end (from a pthread-key destructor: also on cancellation and after other destructors) |
+//! | `pthread_setcanceltype` | a thread cancellable at any instruction takes the trap path for every access (hot-site trampolines stop serving it) |
 //! | `ioctl` | which PCI device a VFIO device fd is (`VFIO_GROUP_GET_DEVICE_FD`), for MAP's physical address; an `_IOC` argument in device memory |
 //! | `close`, `close_range`, `closefrom` | the program may not close the tracer's descriptors (the recorder's memfd and liveness pipe, the task directory): programs that close every descriptor before `exec` would otherwise run the new image untraced |
 //! | `dup2`, `dup3` | a program that reuses one of those numbers gets it: the tracer's descriptor moves first, and the environment names its new number |
@@ -76,6 +77,7 @@ reals!(
     execve,
     pthread_create,
     pthread_exit,
+    pthread_setcanceltype,
     _exit,
     _Exit,
     ioctl,
@@ -1404,6 +1406,29 @@ pub unsafe extern "C" fn ioctl(fd: c_int, request: libc::c_ulong, arg: *mut c_vo
         if let Ok(name) = unsafe { CStr::from_ptr(arg as *const c_char) }.to_str() {
             tracer::vfio::device_fd_opened(r, name);
         }
+    }
+    r
+}
+
+/// Interposed `pthread_setcanceltype`: a thread that may be cancelled at any instruction
+/// takes the trap path for every access (its signal mask holds the cancellation off
+/// while an access and its event are made; a trampoline cannot).
+#[no_mangle]
+pub unsafe extern "C" fn pthread_setcanceltype(kind: c_int, old: *mut c_int) -> c_int {
+    // glibc's PTHREAD_CANCEL_ASYNCHRONOUS.
+    const ASYNC: c_int = 1;
+    let p = real(&real::pthread_setcanceltype, "pthread_setcanceltype\0");
+    let hooked = INITIALISED.load(Ordering::Acquire);
+    // Trampolines off before cancellation can strike anywhere; on again only after.
+    if hooked && kind == ASYNC {
+        tracer::threads::set_async_cancel(true);
+    }
+    // SAFETY: libc's pthread_setcanceltype with the caller's arguments.
+    let r = unsafe {
+        std::mem::transmute::<usize, unsafe extern "C" fn(c_int, *mut c_int) -> c_int>(p)(kind, old)
+    };
+    if hooked && r == 0 && kind != ASYNC {
+        tracer::threads::set_async_cancel(false);
     }
     r
 }

@@ -476,6 +476,25 @@ unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     if step::in_step() {
+        // The instruction being stepped became the patching protocol's int3 meanwhile: it
+        // did not run. The step ends; the site's trampoline makes the access.
+        // SAFETY: handler context.
+        if let Some(t) = unsafe { patch::int3_target(info, uc) } {
+            // SAFETY: handler context.
+            unsafe {
+                step::abort(uc);
+                gregs(uc)[libc::REG_RIP as usize] = t as i64;
+            }
+            return;
+        }
+        // Or its jump, whole: the step trapped at the trampoline's first instruction, and
+        // the access is the trampoline's to make.
+        // SAFETY: handler context.
+        if patch::is_entry(unsafe { gregs(uc) }[libc::REG_RIP as usize] as u64) {
+            // SAFETY: handler context.
+            unsafe { step::abort(uc) };
+            return;
+        }
         // SAFETY: handler context.
         unsafe { step::finish(uc) };
         return;

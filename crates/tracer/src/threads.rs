@@ -579,6 +579,20 @@ pub fn thread_started() {
     }
 }
 
+/// The calling thread may be cancelled at any instruction (`PTHREAD_CANCEL_ASYNCHRONOUS`)
+/// or not any more: trampolines stop (or start again) serving it, since a cancellation
+/// between a trampoline's access and its event would lose the event (the trap path holds
+/// cancellation off with its signal mask). Normal context.
+pub fn set_async_cancel(on: bool) {
+    let mut tid = Tid(0);
+    let Some(b) = claim(my_key(), &mut tid, false) else {
+        return;
+    };
+    let (lo, hi) = if on { (0, 0) } else { own_stack() };
+    b.own_hi.store(hi, Ordering::Relaxed);
+    b.own_lo.store(lo, Ordering::Relaxed);
+}
+
 /// The calling libc thread's stack, `[lo, hi)` (normal context: glibc reads
 /// `/proc/self/maps` for the main thread); (0, 0) if unknown.
 fn own_stack() -> (u64, u64) {

@@ -225,6 +225,29 @@ fn notify(rip: u64, addr: u64) {
     sys::write(fd, msg.as_ptr() as *const u8, 16);
 }
 
+/// When a `SIGTRAP` is the patching protocol's int3 at byte 0 of a site: the site's
+/// trampoline (where the thread is to go on).
+///
+/// # Safety
+/// Signal-handler context; `info`/`uc` are the kernel's.
+pub(crate) unsafe fn int3_target(info: *mut libc::siginfo_t, uc: *mut libc::c_void) -> Option<u64> {
+    if USED.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    // SAFETY: the kernel passes valid info.
+    if unsafe { (*info).si_code } != 0x80 {
+        return None;
+    }
+    // SAFETY: handler context.
+    let at = (unsafe { gregs(uc) }[libc::REG_RIP as usize] as u64).wrapping_sub(1);
+    entry_of(at).map(|e| e.tramp.load(Ordering::Relaxed))
+}
+
+/// Whether `rip` is the first instruction of a trampoline.
+pub(crate) fn is_entry(rip: u64) -> bool {
+    tramp_of(rip).is_some_and(|e| e.tramp.load(Ordering::Relaxed) == rip)
+}
+
 /// `SIGTRAP` from a trampoline or a site being rewritten. `true`: handled.
 ///
 /// # Safety
