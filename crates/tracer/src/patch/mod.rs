@@ -156,14 +156,42 @@ fn tramp_of(addr: u64) -> Option<&'static Entry> {
     })
 }
 
+/// Entries by site address: open addressing, index + 1 (0: free). Every trap asks it, so
+/// it must not cost a scan of all entries.
+static INDEX: [AtomicU32; 2 * MAX] = [const { AtomicU32::new(0) }; 2 * MAX];
+
+#[inline]
+fn home(rip: u64) -> usize {
+    (rip.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 53) as usize & (2 * MAX - 1)
+}
+
+/// Files entry `idx` under `rip` (patcher only: one writer).
+fn index_insert(rip: u64, idx: usize) {
+    let mut i = home(rip);
+    while INDEX[i].load(Ordering::Relaxed) != 0 {
+        i = (i + 1) & (2 * MAX - 1);
+    }
+    INDEX[i].store(idx as u32 + 1, Ordering::Release);
+}
+
 /// The entry of the site at `rip`.
+#[inline]
 fn entry_of(rip: u64) -> Option<&'static Entry> {
     if USED.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    entries()
-        .iter()
-        .find(|e| e.rip.load(Ordering::Relaxed) == rip)
+    let mut i = home(rip);
+    loop {
+        let v = INDEX[i].load(Ordering::Acquire) as usize;
+        if v == 0 {
+            return None;
+        }
+        let e = &ENTRIES[v - 1];
+        if e.rip.load(Ordering::Relaxed) == rip {
+            return Some(e);
+        }
+        i = (i + 1) & (2 * MAX - 1);
+    }
 }
 
 /// When `rip` is a trampoline's copy of its site's instruction (an address in no slot
@@ -697,6 +725,7 @@ impl Patcher {
         LO.fetch_min(at, Ordering::Relaxed);
         HI.fetch_max(at + size as u64, Ordering::Relaxed);
         USED.store(idx + 1, Ordering::Release);
+        index_insert(rip, idx);
         // From here a SIGTRAP at the site goes to the trampoline, and the fault path
         // decodes the saved bytes, never the live ones.
         site::set_patched(rip, true);
