@@ -132,7 +132,7 @@ pub(crate) struct Site<'a> {
     pub ins: Instruction,
     /// Whether the arithmetic flags are live after it.
     pub flags_live: bool,
-    /// Its [`Slot`] table (`SLOTS` entries).
+    /// Its [`Slot`] table (`SLOTS` entries, then one more: the bounds of them all).
     pub slots: u64,
 }
 
@@ -506,18 +506,19 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     let mut a = Asm::new(at);
     let miss0 = a.label();
     let miss1 = a.label();
+    let fast_miss = a.label();
     let done = a.label();
-    // Prologue: below the red zone, save the scratch registers.
+    // Prologue: below the red zone, save what the range check needs (rax, rsi, rdi).
     a.i(Instruction::with2(
         Code::Lea_r64_m,
         Register::RSP,
         frame(-DROP),
     ));
-    for (k, &r) in SCRATCH.iter().enumerate() {
+    for k in FIRST_SAVED {
         a.i(Instruction::with2(
             Code::Mov_rm64_r64,
             frame(8 * k as i64),
-            r,
+            SCRATCH[k],
         ));
     }
     // The instruction's address, with its own addressing mode (the frame moved rsp).
@@ -541,6 +542,19 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     ));
     if site.flags_live {
         flags_save(&mut a);
+    }
+    // A first range check, before anything else is saved: an address in no slot (the
+    // program's ordinary memory through the same instruction) costs a few instructions.
+    // It is not the one that counts (see below).
+    range_check(&mut a, site.slots, fast_miss, false);
+    for (k, &r) in SCRATCH.iter().enumerate() {
+        if !FIRST_SAVED.contains(&k) {
+            a.i(Instruction::with2(
+                Code::Mov_rm64_r64,
+                frame(8 * k as i64),
+                r,
+            ));
+        }
     }
     // The thread's block, proven its own; its ring.
     let guard_lo;
@@ -625,46 +639,9 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         mem_at(Register::R10, env.off_inside),
         1u32,
     ));
-    // The range check: rdi = the slot hit, rax = the offset in it.
-    a.i(Instruction::with2(
-        Code::Mov_r64_imm64,
-        Register::RDI,
-        site.slots,
-    ));
-    let hit = a.label();
-    for k in 0..SLOTS as i64 {
-        let this = a.label();
-        a.i(Instruction::with2(
-            Code::Mov_r64_rm64,
-            Register::RAX,
-            Register::RSI,
-        ));
-        a.i(Instruction::with2(
-            Code::Sub_r64_rm64,
-            Register::RAX,
-            mem_at(Register::RDI, k * SLOT_SIZE + SLOT_START),
-        ));
-        a.i(Instruction::with2(
-            Code::Cmp_r64_rm64,
-            Register::RAX,
-            mem_at(Register::RDI, k * SLOT_SIZE + SLOT_LEN),
-        ));
-        a.jcc(JB, this);
-        let next = a.label();
-        a.jmp(next);
-        a.bind(this);
-        if k > 0 {
-            a.i(Instruction::with2(
-                Code::Add_rm64_imm32,
-                Register::RDI,
-                (k * SLOT_SIZE) as u32,
-            ));
-        }
-        a.jmp(hit);
-        a.bind(next);
-    }
-    a.jmp(miss1);
-    a.bind(hit);
+    // The range check that counts (after the depth is raised): rdi = the slot hit, rax =
+    // the offset in it.
+    range_check(&mut a, site.slots, miss1, true);
     // word 1 (address | map bits) in rsi, the alias address in rdi.
     a.i(Instruction::with2(
         Code::Or_r64_rm64,
@@ -983,7 +960,31 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     ));
     let miss = a.buf.len();
     a.bind(miss0);
-    epilogue(&mut a, site.flags_live);
+    for (k, &r) in SCRATCH.iter().enumerate() {
+        if !FIRST_SAVED.contains(&k) {
+            a.i(Instruction::with2(
+                Code::Mov_r64_rm64,
+                r,
+                frame(8 * k as i64),
+            ));
+        }
+    }
+    a.bind(fast_miss);
+    if site.flags_live {
+        flags_restore(&mut a);
+    }
+    for k in FIRST_SAVED {
+        a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            SCRATCH[k],
+            frame(8 * k as i64),
+        ));
+    }
+    a.i(Instruction::with2(
+        Code::Lea_r64_m,
+        Register::RSP,
+        frame(DROP),
+    ));
     let original = a.buf.len();
     a.raw(site.bytes);
     a.jmp_to(site.rip + site.bytes.len() as u64);
@@ -999,6 +1000,78 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         original,
         records,
     })
+}
+
+/// Scratch registers (indices into [`SCRATCH`]) saved before the first range check.
+const FIRST_SAVED: [usize; 3] = [0, 3, 4];
+
+/// Checks the address in rsi against the site's slots (rdi = the table, rax = scratch):
+/// no slot holds it -> `miss`; else falls through with rdi = the slot, rax = the offset
+/// (`hit`: the caller uses them; `false`: a mere filter, its results unused).
+fn range_check(a: &mut Asm, slots: u64, miss: usize, hit: bool) {
+    a.i(Instruction::with2(
+        Code::Mov_r64_imm64,
+        Register::RDI,
+        slots,
+    ));
+    let found = a.label();
+    if !hit {
+        // The bounds of every slot (right after them): most misses stop here.
+        let b = SLOTS as i64 * SLOT_SIZE;
+        a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RAX,
+            Register::RSI,
+        ));
+        a.i(Instruction::with2(
+            Code::Sub_r64_rm64,
+            Register::RAX,
+            mem_at(Register::RDI, b + SLOT_START),
+        ));
+        a.i(Instruction::with2(
+            Code::Cmp_r64_rm64,
+            Register::RAX,
+            mem_at(Register::RDI, b + SLOT_LEN),
+        ));
+        a.jcc(0x3, miss); // jae
+    }
+    for k in 0..SLOTS as i64 {
+        let this = a.label();
+        a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RAX,
+            Register::RSI,
+        ));
+        a.i(Instruction::with2(
+            Code::Sub_r64_rm64,
+            Register::RAX,
+            mem_at(Register::RDI, k * SLOT_SIZE + SLOT_START),
+        ));
+        a.i(Instruction::with2(
+            Code::Cmp_r64_rm64,
+            Register::RAX,
+            mem_at(Register::RDI, k * SLOT_SIZE + SLOT_LEN),
+        ));
+        if !hit {
+            a.jcc(JB, found);
+            continue;
+        }
+        a.jcc(JB, this);
+        let next = a.label();
+        a.jmp(next);
+        a.bind(this);
+        if k > 0 {
+            a.i(Instruction::with2(
+                Code::Add_rm64_imm32,
+                Register::RDI,
+                (k * SLOT_SIZE) as u32,
+            ));
+        }
+        a.jmp(found);
+        a.bind(next);
+    }
+    a.jmp(miss);
+    a.bind(found);
 }
 
 /// Flags into the frame (`seto al; lahf`: OF in al, SF ZF AF PF CF in ah).
@@ -1069,7 +1142,7 @@ mod tests {
 
     struct Setup {
         world: Box<World>,
-        slots: Box<[Slot; SLOTS]>,
+        slots: Box<[Slot; SLOTS + 1]>,
         page: *mut u8,
         /// Traced "program" memory and its alias.
         /// (The slot covers its first 64 bytes.)
@@ -1113,7 +1186,7 @@ mod tests {
         for (i, b) in alias.iter_mut().enumerate() {
             *b = 0x10 + i as u8;
         }
-        let slots = Box::new([NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT]);
+        let slots = Box::new([NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT]);
         let mut d = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
         let ins = d.decode();
         let width = ins.memory_size().size() as u64;
@@ -1124,6 +1197,10 @@ mod tests {
             .store(alias.as_ptr() as u64, Ordering::Relaxed);
         slots[1].mapbits.store(5 << 48, Ordering::Relaxed);
         slots[1].len.store(64 - width + 1, Ordering::Relaxed);
+        slots[SLOTS]
+            .start
+            .store(dev.as_ptr() as u64, Ordering::Relaxed);
+        slots[SLOTS].len.store(64, Ordering::Relaxed);
         let env = Env {
             block: BlockAt::Fixed(world.block.as_ptr() as u64),
             off_ring_ctl: B_CTL,

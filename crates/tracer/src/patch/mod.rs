@@ -47,7 +47,9 @@ use gen::{Slot, NO_SLOT, SLOTS};
 /// Sites that can be patched in one process.
 const MAX: usize = 1024;
 
-/// One patched (or being patched) site.
+/// One patched (or being patched) site. `repr(C)`: its trampoline reads `bounds` right
+/// after `slots`.
+#[repr(C)]
 struct Entry {
     /// The site's address (0: unused).
     rip: AtomicU64,
@@ -76,6 +78,9 @@ struct Entry {
     orig: [AtomicU64; 2],
     jump: [AtomicU64; 2],
     slots: [Slot; SLOTS],
+    /// A range holding every slot ever filled (`start`, `len` = its span): an address
+    /// outside it misses at once. Only widened; a stale one only costs a trap.
+    bounds: Slot,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -97,6 +102,7 @@ const NO_ENTRY: Entry = Entry {
     orig: [AtomicU64::new(0), AtomicU64::new(0)],
     jump: [AtomicU64::new(0), AtomicU64::new(0)],
     slots: [NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT],
+    bounds: NO_SLOT,
 };
 
 static ENTRIES: [Entry; MAX] = [NO_ENTRY; MAX];
@@ -812,6 +818,20 @@ fn fill_slot(e: &Entry, r: &Region) {
     if reused && !quiesce() {
         return;
     }
+    // The bounds first (a thread that sees the slot but older bounds only traps).
+    let b = &e.bounds;
+    let (lo, span) = (
+        b.start.load(Ordering::Relaxed),
+        b.len.load(Ordering::Relaxed),
+    );
+    let (nlo, nhi) = if span == 0 {
+        (r.start, r.start + r.len)
+    } else {
+        (lo.min(r.start), (lo + span).max(r.start + r.len))
+    };
+    b.len.store(u64::MAX, Ordering::Release);
+    b.start.store(nlo, Ordering::Release);
+    b.len.store(nhi - nlo, Ordering::Release);
     s.len.store(r.len - width + 1, Ordering::Release);
 }
 
