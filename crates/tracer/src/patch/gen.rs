@@ -170,6 +170,10 @@ enum Form {
         nt: bool,
         /// `r8` is cleared before `op` (a pure store of a narrow register).
         clear: bool,
+        /// A `mov` to or from a high-byte register (`ah`, `bh`, `ch`, `dh`, which no
+        /// instruction with a REX prefix can name): its full register, and whether the
+        /// `mov` loads it.
+        high: Option<(Register, bool)>,
     },
     /// Vector moves: `ins` with its memory operand at `[rdi]`; `reg` is the vector
     /// register, logged with `log`.
@@ -310,7 +314,19 @@ fn classify(ins: &Instruction) -> Result<Form, &'static str> {
                     return Err("non-general register operand");
                 }
                 if matches!(r, Register::AH | Register::BH | Register::CH | Register::DH) {
-                    return Err("high-byte register");
+                    if ins.mnemonic() != Mnemonic::Mov {
+                        return Err("high-byte register");
+                    }
+                    return Ok(Form::Gpr {
+                        width: 1,
+                        read: m == 1,
+                        write: m == 0,
+                        op: None,
+                        other: None,
+                        nt: false,
+                        clear: false,
+                        high: Some((full(r), m == 1)),
+                    });
                 }
                 other = Some(r);
             }
@@ -381,6 +397,7 @@ fn classify(ins: &Instruction) -> Result<Form, &'static str> {
         other: other_sub,
         nt,
         clear: !read && width < 4,
+        high: None,
     })
 }
 
@@ -739,7 +756,23 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             other,
             nt,
             clear,
+            high,
         } => {
+            if let Some((full_reg, false)) = high {
+                // r8 = bits 8..15 of the register.
+                high_get(&mut a, full_reg);
+                a.i(Instruction::with2(
+                    Code::Mov_r64_rm64,
+                    Register::R8,
+                    Register::R9,
+                ));
+                a.i(Instruction::with2(Code::Shr_rm64_imm8, Register::R8, 8u32));
+                a.i(Instruction::with2(
+                    Code::Movzx_r32_rm8,
+                    Register::R8D,
+                    Register::R8L,
+                ));
+            }
             if read {
                 let code = match width {
                     1 => Code::Movzx_r32_rm8,
@@ -784,6 +817,44 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
                         frame(8 * k),
                         Register::R9,
                     ));
+                }
+            }
+            if let Some((full_reg, true)) = high {
+                // Bits 8..15 of the register = the byte read (the flags, clobbered here,
+                // are restored on the way out when live: a mov leaves them alone).
+                high_get(&mut a, full_reg);
+                a.i(Instruction::with2(
+                    Code::Mov_r64_imm64,
+                    Register::R11,
+                    !0xff00u64,
+                ));
+                a.i(Instruction::with2(
+                    Code::And_r64_rm64,
+                    Register::R9,
+                    Register::R11,
+                ));
+                a.i(Instruction::with2(
+                    Code::Movzx_r32_rm8,
+                    Register::R11D,
+                    Register::R8L,
+                ));
+                a.i(Instruction::with2(Code::Shl_rm64_imm8, Register::R11, 8u32));
+                a.i(Instruction::with2(
+                    Code::Or_r64_rm64,
+                    Register::R9,
+                    Register::R11,
+                ));
+                match is_scratch(full_reg) {
+                    Some(k) => a.i(Instruction::with2(
+                        Code::Mov_rm64_r64,
+                        frame(8 * k as i64),
+                        Register::R9,
+                    )),
+                    None => a.i(Instruction::with2(
+                        Code::Mov_r64_rm64,
+                        full_reg,
+                        Register::R9,
+                    )),
                 }
             }
             if write {
@@ -1000,6 +1071,22 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         original,
         records,
     })
+}
+
+/// r9 = the program's value of `full_reg` (from the frame when it is a scratch register).
+fn high_get(a: &mut Asm, full_reg: Register) {
+    match is_scratch(full_reg) {
+        Some(k) => a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::R9,
+            frame(8 * k as i64),
+        )),
+        None => a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::R9,
+            full_reg,
+        )),
+    }
 }
 
 /// Scratch registers (indices into [`SCRATCH`]) saved before the first range check.
@@ -1317,6 +1404,23 @@ mod tests {
     }
 
     #[test]
+    fn high_byte_registers_load_and_store() {
+        // mov ah, [rdi+5]: bits 8..15 of rax, the rest kept.
+        let s = setup(&[0x8a, 0x67, 0x05], false);
+        let (rax, _) = call(s.tramp, s.dev(), 0, 0x1111_2222_3333_4444);
+        assert_eq!(rax, 0x1111_2222_3333_0044 | u64::from(s.alias[5]) << 8);
+        assert_eq!(s.rec(0)[2], u64::from(s.alias[5]));
+        assert_eq!(s.rec(0)[3], s.word3(1, 1));
+        // mov [rdi+2], ch
+        let s = setup(&[0x88, 0x6f, 0x02], false);
+        call(s.tramp, s.dev(), 0xabcd, 0);
+        assert_eq!(s.alias[2], 0xab);
+        assert_eq!(s.rec(0)[2], 0xab);
+        assert_eq!(s.rec(0)[3], s.word3(1, 2));
+        s.check_common(1);
+    }
+
+    #[test]
     fn stores_of_registers_and_immediates() {
         // mov [rdi], rcx
         let s = setup(&[0x48, 0x89, 0x0f], false);
@@ -1475,7 +1579,8 @@ mod tests {
         assert_eq!(why(&[0x8b, 0x05, 0, 0, 0, 0]), Some("RIP-relative operand"));
         assert_eq!(why(&[0x64, 0x8b, 0x07]), Some("fs:/gs: operand"));
         assert_eq!(why(&[0x67, 0x8b, 0x07]), Some("32-bit address"));
-        assert_eq!(why(&[0x8a, 0x27]), Some("high-byte register"));
+        assert_eq!(why(&[0x8a, 0x27]), None);
+        assert_eq!(why(&[0x00, 0x27]), Some("high-byte register"));
         assert_eq!(why(&[0xf3, 0xa4]), Some("no single memory operand"));
         assert_eq!(why(&[0x8b, 0x07]), None);
     }

@@ -56,6 +56,9 @@ struct Entry {
     /// The trampoline: `[tramp, end)`.
     tramp: AtomicU64,
     end: AtomicU64,
+    /// Where the site's jump lands when that is not the trampoline: a 5-byte stub jumping
+    /// to it (a punned jump's window is narrow; 0: none).
+    stub: AtomicU64,
     /// Offsets in the trampoline (see `gen::Tramp`).
     miss: AtomicU32,
     guard_lo: AtomicU32,
@@ -88,6 +91,7 @@ const NO_ENTRY: Entry = Entry {
     rip: AtomicU64::new(0),
     tramp: AtomicU64::new(0),
     end: AtomicU64::new(0),
+    stub: AtomicU64::new(0),
     miss: AtomicU32::new(0),
     guard_lo: AtomicU32::new(0),
     guard_hi: AtomicU32::new(0),
@@ -277,9 +281,11 @@ pub(crate) unsafe fn int3_target(info: *mut libc::siginfo_t, uc: *mut libc::c_vo
     entry_of(at).map(|e| e.tramp.load(Ordering::Relaxed))
 }
 
-/// Whether `rip` is the first instruction of a trampoline.
+/// Whether `rip` is the first instruction of a trampoline or of a stub leading to one.
 pub(crate) fn is_entry(rip: u64) -> bool {
-    tramp_of(rip).is_some_and(|e| e.tramp.load(Ordering::Relaxed) == rip)
+    entries()
+        .iter()
+        .any(|e| e.tramp.load(Ordering::Relaxed) == rip || e.stub.load(Ordering::Relaxed) == rip)
 }
 
 /// `SIGTRAP` from a trampoline or a site being rewritten. `true`: handled.
@@ -615,6 +621,12 @@ impl Patcher {
     }
 
     fn try_patch(&mut self, rip: u64) -> Result<(), &'static str> {
+        self.try_patch_at(rip, 0)
+    }
+
+    /// As `try_patch`, `depth` sites deep in unpatching the sites whose jumps read this
+    /// one's bytes.
+    fn try_patch_at(&mut self, rip: u64, depth: u32) -> Result<(), &'static str> {
         let env = self.env.ok_or("patching is off")?;
         // (A read racing a fault that writes the site's cache is retried.)
         let d = (0..1000)
@@ -638,17 +650,31 @@ impl Patcher {
             return Err("no alias mapping");
         }
         text::patchable(rip, len, if len < 5 { 4 } else { 0 })?;
-        // A punned jump of a patched site reads bytes after its instruction: those must
-        // never change, so the instruction holding them stays as it is.
+        // A punned jump of a patched site reads bytes after its instruction: that site is
+        // unpatched while this one is, then punned again over the new bytes.
         let end = rip + len as u64;
-        if entries().iter().any(|e| {
+        if let Some(a) = entries().iter().find(|e| {
             let (a, l) = (
                 e.rip.load(Ordering::Relaxed),
                 u64::from(e.len.load(Ordering::Relaxed)),
             );
             a != 0 && a + l < end && rip < e.dep_end.load(Ordering::Relaxed)
         }) {
-            return Err("its bytes are part of another patched site's jump");
+            if depth >= 3 {
+                return Err("its bytes are part of another patched site's jump");
+            }
+            let (ar, al) = (
+                a.rip.load(Ordering::Relaxed),
+                a.len.load(Ordering::Relaxed) as usize,
+            );
+            let (ao, aj) = (load16(&a.orig), load16(&a.jump));
+            if text::replace(ar, &aj[..al], &ao[..al]).is_err() {
+                return Err("its bytes are part of another patched site's jump");
+            }
+            a.dep_end.store(ar + al as u64, Ordering::Relaxed);
+            let r = self.try_patch_at(rip, depth + 1);
+            repun(a);
+            return r;
         }
         let mut after = [0u8; 8];
         let got = text::read(rip + len as u64, &mut after);
@@ -669,17 +695,12 @@ impl Patcher {
             slots: e.slots.as_ptr() as u64,
         };
         let size = gen::generate(&spec, &env, rip)?.code.len();
+        let plans = pun::plans(rip, len, &after[..got]);
         let mut chosen = None;
-        for plan in pun::plans(rip, len, &after[..got]) {
-            // The bytes this jump would read past the instruction must not belong to a
-            // patched site (its patching or unpatching would move the target).
-            let dep_end = rip + u64::from(plan.prefixes) + 5;
-            if dep_end > end
-                && entries().iter().any(|e| {
-                    let a = e.rip.load(Ordering::Relaxed);
-                    a != 0 && a < dep_end && end < a + u64::from(e.len.load(Ordering::Relaxed))
-                })
-            {
+        // The trampoline itself where the jump lands, when that is a wide window (a
+        // narrow one is shared with neighbouring sites' windows: stubs only there)...
+        for plan in &plans {
+            if blocked(rip, len, plan) || plan.hi - plan.lo < 1 << 20 {
                 continue;
             }
             let Some(at) = arena::reserve(plan.lo, plan.hi, size) else {
@@ -689,14 +710,37 @@ impl Patcher {
             if t.code.len() != size || arena::fill(at, &t.code).is_err() {
                 continue;
             }
-            let Some(jump) = pun::encode(&plan, rip, len, &after[..got], at) else {
+            let Some(jump) = pun::encode(plan, rip, len, &after[..got], at) else {
                 continue;
             };
-            chosen = Some((at, t, jump, dep_end.max(end)));
+            let dep_end = (rip + u64::from(plan.prefixes) + 5).max(end);
+            chosen = Some((
+                at,
+                t,
+                Reach {
+                    jump,
+                    stub: 0,
+                    dep_end,
+                },
+            ));
             break;
         }
-        let (at, t, jump, dep_end) =
-            chosen.ok_or("no room for a trampoline within the jump's reach")?;
+        // ...or near the site, with a 5-byte stub where the jump lands (punned windows are
+        // a few hundred bytes, or one address: adjacent sites' windows overlap).
+        if chosen.is_none() {
+            let near = arena::reserve(rip.saturating_sub(1 << 30), rip + (1 << 30), size);
+            if let Some(at) = near {
+                let t = gen::generate(&spec, &env, at)?;
+                if t.code.len() == size && arena::fill(at, &t.code).is_ok() {
+                    if let Some(r) = reach(rip, len, &after[..got], &plans, at) {
+                        chosen = Some((at, t, r));
+                    }
+                }
+            }
+        }
+        let (at, t, reach) = chosen.ok_or("no room for a trampoline within the jump's reach")?;
+        let (jump, dep_end) = (reach.jump, reach.dep_end);
+        e.stub.store(reach.stub, Ordering::Relaxed);
         e.len.store(len as u32, Ordering::Relaxed);
         e.dep_end.store(dep_end, Ordering::Relaxed);
         store16(&e.orig, bytes);
@@ -747,6 +791,10 @@ impl Patcher {
         note(rip, NOTE_PATCHED, "");
         let churn = CHURN.load(Ordering::Relaxed);
         for k in 0..churn {
+            // A site whose bytes another site's jump reads must stay as it is.
+            if depended_on(rip, len) {
+                break;
+            }
             // Unpatch and re-patch while the program runs through the site.
             let pause = 20 + (k * 7919 % 200);
             std::thread::sleep(std::time::Duration::from_micros(pause));
@@ -833,6 +881,109 @@ fn fill_slot(e: &Entry, r: &Region) {
     b.start.store(nlo, Ordering::Release);
     b.len.store(nhi - nlo, Ordering::Release);
     s.len.store(r.len - width + 1, Ordering::Release);
+}
+
+/// How a site's jump reaches its trampoline: the jump's bytes, the stub it lands on (0:
+/// the trampoline itself) and the end of the bytes the jump reads.
+struct Reach {
+    jump: [u8; 15],
+    stub: u64,
+    dep_end: u64,
+}
+
+/// Whether `plan`'s jump for the site `[rip, rip+len)` would read bytes of a patched site
+/// (whose patching or unpatching would move its target).
+fn blocked(rip: u64, len: usize, plan: &pun::Plan) -> bool {
+    let end = rip + len as u64;
+    let dep_end = rip + u64::from(plan.prefixes) + 5;
+    dep_end > end
+        && entries().iter().any(|e| {
+            let a = e.rip.load(Ordering::Relaxed);
+            a != 0 && a < dep_end && end < a + u64::from(e.len.load(Ordering::Relaxed))
+        })
+}
+
+/// Whether another patched site's jump reads bytes of `[rip, rip+len)`.
+fn depended_on(rip: u64, len: usize) -> bool {
+    let end = rip + len as u64;
+    entries().iter().any(|e| {
+        let (a, l) = (
+            e.rip.load(Ordering::Relaxed),
+            u64::from(e.len.load(Ordering::Relaxed)),
+        );
+        a != 0 && a != rip && a + l < end && rip < e.dep_end.load(Ordering::Relaxed)
+    })
+}
+
+/// A jump from the site to the trampoline at `body`: directly when a plan's window holds
+/// it, else through a stub in a window that `body` is within a `jmp rel32` of.
+fn reach(rip: u64, len: usize, after: &[u8], plans: &[pun::Plan], body: u64) -> Option<Reach> {
+    const REL: u64 = (1 << 31) - 64;
+    for plan in plans {
+        if blocked(rip, len, plan) {
+            continue;
+        }
+        let dep_end = (rip + u64::from(plan.prefixes) + 5).max(rip + len as u64);
+        if plan.lo <= body && body < plan.hi {
+            let jump = pun::encode(plan, rip, len, after, body)?;
+            return Some(Reach {
+                jump,
+                stub: 0,
+                dep_end,
+            });
+        }
+        let lo = plan.lo.max(body.saturating_sub(REL));
+        let hi = plan.hi.min(body.saturating_add(REL));
+        if lo >= hi {
+            continue;
+        }
+        let Some(stub) = arena::reserve(lo, hi, 5) else {
+            continue;
+        };
+        let rel = body.wrapping_sub(stub + 5) as i64 as i32;
+        let mut code = [0xe9u8, 0, 0, 0, 0];
+        code[1..].copy_from_slice(&rel.to_le_bytes());
+        if arena::fill(stub, &code).is_err() {
+            continue;
+        }
+        if let Some(jump) = pun::encode(plan, rip, len, after, stub) {
+            return Some(Reach {
+                jump,
+                stub,
+                dep_end,
+            });
+        }
+    }
+    None
+}
+
+/// Patches `e`'s site again (it was unpatched so that a site its jump read could be
+/// patched): a jump over the bytes that follow it now, to the same trampoline. On failure
+/// the site stays unpatched (it traps, correctly).
+fn repun(e: &Entry) {
+    let rip = e.rip.load(Ordering::Relaxed);
+    let len = e.len.load(Ordering::Relaxed) as usize;
+    let mut after = [0u8; 8];
+    let got = text::read(rip + len as u64, &mut after);
+    if len < 5 && got < 4 {
+        return;
+    }
+    let plans = pun::plans(rip, len, &after[..got]);
+    let Some(r) = reach(
+        rip,
+        len,
+        &after[..got],
+        &plans,
+        e.tramp.load(Ordering::Relaxed),
+    ) else {
+        return;
+    };
+    let orig = load16(&e.orig);
+    if text::replace(rip, &orig[..len], &r.jump[..len]).is_ok() {
+        store16(&e.jump, &r.jump[..len]);
+        e.stub.store(r.stub, Ordering::Relaxed);
+        e.dep_end.store(r.dep_end, Ordering::Relaxed);
+    }
 }
 
 fn store16(w: &[AtomicU64; 2], b: &[u8]) {
