@@ -4,8 +4,17 @@ use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 
 use mmio_trace_format::text::escape_marker;
-use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
-use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK};
+use mmio_trace_format::{
+    Access, Direction, Event, Map, Mark, Stream, StringAccesses, Unknown, Unmap, MAX_WIDTH,
+};
+use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK, MAX_STR_VALUES};
+
+/// What the merge hands out: an event, or one string instruction's run of accesses
+/// (which a binary log keeps as one record; [`Out::Strings`] stands for its accesses).
+pub(crate) enum Out {
+    Event(Event),
+    Strings(StringAccesses),
+}
 
 /// How many distinct unmatched files the recorder keeps (by path hash); further ones are
 /// only counted.
@@ -167,8 +176,17 @@ impl Merger {
         );
     }
 
-    /// Hands out, in time order, every queued event older than `watermark` (all if `None`).
+    /// Hands out, in time order, every queued event older than `watermark` (all if `None`),
+    /// string runs as their accesses.
     pub fn emit(&mut self, watermark: Option<u64>, mut out: impl FnMut(Event)) {
+        self.emit_out(watermark, |o| match o {
+            Out::Event(e) => out(e),
+            Out::Strings(s) => s.accesses().for_each(|a| out(Event::Access(a))),
+        })
+    }
+
+    /// As [`Merger::emit`], with string runs handed out whole.
+    pub fn emit_out(&mut self, watermark: Option<u64>, mut out: impl FnMut(Out)) {
         self.done_until = self.done_until.max(watermark.unwrap_or(u64::MAX));
         loop {
             let Some(mut top) = self.heads.peek_mut() else {
@@ -192,6 +210,14 @@ impl Merger {
                     self.in_heap[q] = false;
                 }
             }
+            if e.first.kind() == Some(Kind::Str) {
+                if let Some(s) = self.strings(&e) {
+                    self.last_ts = self.last_ts.max(s.ts_ns);
+                    self.emitted += s.accesses_len();
+                    out(Out::Strings(s));
+                }
+                continue;
+            }
             if let Some(ev) = self.resolve(&e) {
                 if let (Event::Mark(m), true) = (&ev, e.pid != 0) {
                     if m.text.starts_with(b"kernel cannot reach ") {
@@ -200,7 +226,7 @@ impl Merger {
                 }
                 self.last_ts = self.last_ts.max(ev.ts_ns().unwrap_or(0));
                 self.emitted += 1;
-                out(ev);
+                out(Out::Event(ev));
             }
         }
         if watermark.is_none() && !self.closed {
@@ -209,9 +235,77 @@ impl Merger {
         }
     }
 
+    /// A [`Kind::Str`] event as the run of accesses it stands for; `None` if it is
+    /// damaged (it never is from a tracer of this build).
+    fn strings(&mut self, e: &RawEvent) -> Option<StringAccesses> {
+        let r = &e.first;
+        let width = r.width();
+        let count = u64::from(r.0[2] as u32);
+        let flags = r.0[2] >> 32;
+        if !matches!(width, 1 | 2 | 4 | 8) || count == 0 {
+            return None;
+        }
+        let dir = |write| {
+            if write {
+                Direction::Write
+            } else {
+                Direction::Read
+            }
+        };
+        let (map_id, phys) = self.map_of(r, e.pid);
+        let first = Stream {
+            dir: dir(flags & Record::STR_WRITE != 0),
+            map_id,
+            phys,
+        };
+        let mut data = e.extra.iter();
+        let second = if flags & Record::STR_SECOND != 0 {
+            let d = data.next()?;
+            // The second stream's word 1, resolved as an access's.
+            let w = Record::new(0, d.0[0], 0, 0, 0, Kind::Write);
+            let (map_id, phys) = self.map_of(&w, e.pid);
+            Some(Stream {
+                dir: Direction::Write,
+                map_id,
+                phys,
+            })
+        } else {
+            None
+        };
+        let same = flags & Record::STR_SAME != 0;
+        let n = if same {
+            usize::from(width)
+        } else {
+            count as usize * usize::from(width)
+        };
+        if n > MAX_STR_VALUES {
+            return None;
+        }
+        let mut values = Vec::with_capacity(n.next_multiple_of(32));
+        for d in data {
+            values.extend_from_slice(&d.bytes());
+        }
+        if values.len() < n {
+            return None;
+        }
+        values.truncate(n);
+        Some(StringAccesses {
+            ts_ns: self.rel(e.ts),
+            pid: e.tid,
+            pc: r.pc(),
+            width,
+            count,
+            down: flags & Record::STR_DOWN != 0,
+            first,
+            second,
+            values,
+            same,
+        })
+    }
+
     /// At the end of the recording: each exec'd image that never attached, in a marker
     /// and on stderr, and how many system calls could not be handed device memory.
-    fn closing_warnings(&mut self, out: &mut impl FnMut(Event)) {
+    fn closing_warnings(&mut self, out: &mut impl FnMut(Out)) {
         for (pid, path) in self.untraced_images() {
             let text = format!(
                 "process {pid} exec'd {}, which never attached to the recording (statically \
@@ -221,10 +315,10 @@ impl Merger {
             );
             eprintln!("mmio-trace: warning: {text}");
             self.emitted += 1;
-            out(Event::Mark(Mark {
+            out(Out::Event(Event::Mark(Mark {
                 ts_ns: self.last_ts,
                 text: text.into_bytes(),
-            }));
+            })));
         }
         if self.unreached > 0 {
             eprintln!(
@@ -467,7 +561,8 @@ impl Merger {
                 self.note_unmatched(e);
                 return None;
             }
-            Kind::Data => return None,
+            // Handed out by `emit_out` before it gets here.
+            Kind::Data | Kind::Str => return None,
         })
     }
 }

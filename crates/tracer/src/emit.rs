@@ -132,6 +132,42 @@ impl Pending {
         self.access(write, addr, map_id, &b[..(width as usize).clamp(1, 8)], pc);
     }
 
+    /// Publishes a run of `count` elements of one string instruction as one
+    /// [`Kind::Str`] event: `first` (and `second`) are word 1 of the first element's
+    /// access of each stream ([`Record::access_word`]), `flags` the `Record::STR_*`
+    /// flags, `values` the elements' values (`width` bytes each, at most
+    /// [`mmio_trace_ring::MAX_STR_VALUES`]; with `STR_SAME` the one value).
+    #[allow(clippy::too_many_arguments)]
+    pub fn string(
+        self,
+        first: u64,
+        second: Option<u64>,
+        width: u8,
+        count: u32,
+        mut flags: u64,
+        values: &[u8],
+        pc: u64,
+    ) {
+        const MAX: usize = mmio_trace_ring::MAX_STR_VALUES;
+        let values = &values[..values.len().min(MAX)];
+        if second.is_some() {
+            flags |= Record::STR_SECOND;
+        }
+        let w2 = u64::from(count) | flags << 32;
+        let mut recs = [Record::default(); 2 + MAX / 32];
+        recs[0] = Record::new(self.ts, first, w2, pc, width, Kind::Str);
+        let mut n = 1;
+        if let Some(s) = second {
+            recs[1] = Record([s, 0, 0, 0]);
+            n = 2;
+        }
+        for c in values.chunks(32) {
+            recs[n] = Record::data(c);
+            n += 1;
+        }
+        self.push(&recs[..n]);
+    }
+
     /// Ends the event without publishing anything (the access it was for faulted and did
     /// not happen): the ring is idle again, so the merge does not wait for it.
     pub fn cancel(mut self) {

@@ -19,6 +19,7 @@ use x86::{AccessDir, Bus, BusFault, Cpu, Rmw};
 use iced_x86::{Instruction, Register};
 
 use crate::emit;
+use mmio_trace_ring::{Record, MAX_STR_VALUES};
 use crate::guard::{self, Fault, Locked};
 use crate::regions::{self, Region};
 use crate::sys;
@@ -243,6 +244,225 @@ struct AliasBus {
     fault: Option<Fault>,
     /// The region of the faulting access, as the fault path found it.
     region: Region,
+    /// A string instruction's elements being gathered into runs (one event per run).
+    run: Option<StrRun>,
+}
+
+/// A logged access of a string element.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ElemAccess {
+    write: bool,
+    addr: u64,
+    map_id: u64,
+    value: u64,
+}
+
+/// A string instruction's device accesses, gathered element by element into runs that
+/// are each published as one [`mmio_trace_ring::Kind::Str`] event instead of one event
+/// per access. A run is consecutive elements of one shape: one access each (`STOS`,
+/// `LODS`, `SCAS`, `MOVS` with one side in ordinary memory), or a read then a write of
+/// the same value (`MOVS` between device addresses), at addresses stepping by the width
+/// in one mapping. An element that does not continue the run ends it (published) and
+/// starts the next; one of another shape (nothing logged, a partial element) is
+/// published access by access, in order. The run's time is taken before its first
+/// access (`emit::begin`), so the merge by time stays safe; a run started by an element
+/// that ended the previous one takes it just after that element.
+struct StrRun {
+    width: u8,
+    down: bool,
+    /// The element in progress: its logged accesses so far.
+    cur: [ElemAccess; 2],
+    cur_n: usize,
+    /// The event of the run (or of the element in progress when no run is open).
+    pending: Option<emit::Pending>,
+    /// The run's first element (its shape: `shape` accesses; 0: no run open).
+    first: [ElemAccess; 2],
+    shape: usize,
+    count: u32,
+    /// Every element so far had the first one's value.
+    same: bool,
+    /// The values of the first `MAX_STR_VALUES / width` elements.
+    vals: [u8; MAX_STR_VALUES],
+}
+
+impl StrRun {
+    fn new(width: u8, down: bool) -> StrRun {
+        StrRun {
+            width,
+            down,
+            cur: [ElemAccess::default(); 2],
+            cur_n: 0,
+            pending: None,
+            first: [ElemAccess::default(); 2],
+            shape: 0,
+            count: 0,
+            same: true,
+            vals: [0; MAX_STR_VALUES],
+        }
+    }
+
+    /// Before a logged access of the element in progress: the run's event begins here
+    /// (its time) unless one is open.
+    fn before_access(&mut self) {
+        if self.pending.is_none() {
+            self.pending = Some(emit::begin());
+        }
+    }
+
+    /// A logged access of the element in progress happened.
+    fn access(&mut self, a: ElemAccess, pc: u64) {
+        if self.cur_n == self.cur.len() {
+            // Not a shape a run holds (never for the instructions gathered): out now.
+            self.flush(pc);
+            self.publish_cur(pc);
+        }
+        self.cur[self.cur_n] = a;
+        self.cur_n += 1;
+    }
+
+    /// Where element `k` of the run accesses, from the first element's address `a`.
+    fn at(&self, a: u64, k: u32) -> u64 {
+        let d = u64::from(k) * u64::from(self.width);
+        if self.down {
+            a.wrapping_sub(d)
+        } else {
+            a.wrapping_add(d)
+        }
+    }
+
+    /// Whether the element in progress has a shape a run holds.
+    fn gatherable(&self) -> bool {
+        match self.cur_n {
+            1 => true,
+            2 => !self.cur[0].write && self.cur[1].write && self.cur[0].value == self.cur[1].value,
+            _ => false,
+        }
+    }
+
+    /// The element in progress is complete.
+    fn element_done(&mut self, pc: u64) {
+        if self.cur_n == 0 {
+            // Nothing logged (ordinary memory): the run's addresses are no longer
+            // consecutive in the log.
+            self.flush(pc);
+            return;
+        }
+        if self.shape != 0 && self.continues() {
+            self.add_cur();
+            return;
+        }
+        self.flush(pc);
+        if !self.gatherable() {
+            self.publish_cur(pc);
+            return;
+        }
+        self.shape = self.cur_n;
+        self.first = self.cur;
+        self.count = 0;
+        self.same = true;
+        self.add_cur();
+    }
+
+    /// Whether the element in progress continues the open run.
+    fn continues(&self) -> bool {
+        let w = usize::from(self.width);
+        if self.cur_n != self.shape || self.count == u32::MAX {
+            return false;
+        }
+        for i in 0..self.shape {
+            let (c, f) = (&self.cur[i], &self.first[i]);
+            if c.write != f.write || c.map_id != f.map_id || c.addr != self.at(f.addr, self.count)
+            {
+                return false;
+            }
+        }
+        if self.shape == 2 && self.cur[0].value != self.cur[1].value {
+            return false;
+        }
+        let same = self.cur[0].value == self.first[0].value;
+        // Past the room for values only while every value is the first one.
+        (self.count as usize + 1) * w <= MAX_STR_VALUES || (self.same && same)
+    }
+
+    fn add_cur(&mut self) {
+        let w = usize::from(self.width);
+        let v = self.cur[0].value;
+        self.same &= v == self.first[0].value;
+        let at = self.count as usize * w;
+        if let Some(d) = self.vals.get_mut(at..at + w) {
+            d.copy_from_slice(&v.to_le_bytes()[..w]);
+        }
+        self.count += 1;
+        self.cur_n = 0;
+        if self.pending.is_none() {
+            self.pending = Some(emit::begin());
+        }
+    }
+
+    /// Publishes the open run, if any.
+    fn flush(&mut self, pc: u64) {
+        if self.shape == 0 {
+            return;
+        }
+        let shape = self.shape;
+        self.shape = 0;
+        let Some(e) = self.pending.take() else {
+            return;
+        };
+        let w = usize::from(self.width);
+        let f = self.first;
+        if self.count == 1 {
+            // One element: the plain access events every other instruction makes.
+            e.access_value(f[0].write, f[0].addr, f[0].map_id, self.width, f[0].value, pc);
+            if shape == 2 {
+                let e = emit::begin();
+                e.access_value(f[1].write, f[1].addr, f[1].map_id, self.width, f[1].value, pc);
+            }
+            return;
+        }
+        let mut flags = 0;
+        if f[0].write {
+            flags |= Record::STR_WRITE;
+        }
+        if self.down {
+            flags |= Record::STR_DOWN;
+        }
+        let values = if self.same {
+            flags |= Record::STR_SAME;
+            &self.vals[..w]
+        } else {
+            &self.vals[..self.count as usize * w]
+        };
+        let second = (shape == 2).then(|| Record::access_word(f[1].addr, f[1].map_id));
+        e.string(
+            Record::access_word(f[0].addr, f[0].map_id),
+            second,
+            self.width,
+            self.count,
+            flags,
+            values,
+            pc,
+        );
+    }
+
+    /// Publishes the accesses of the element in progress one by one.
+    fn publish_cur(&mut self, pc: u64) {
+        for i in 0..self.cur_n {
+            let c = self.cur[i];
+            let e = self.pending.take().unwrap_or_else(emit::begin);
+            e.access_value(c.write, c.addr, c.map_id, self.width, c.value, pc);
+        }
+        self.cur_n = 0;
+    }
+
+    /// The instruction ended (completed, faulted or refused): the open run, then the
+    /// accesses of a partial element, are published.
+    fn finish(&mut self, pc: u64) {
+        self.flush(pc);
+        self.publish_cur(pc);
+        // An event begun for an access that did not happen ends here (dropped).
+        self.pending = None;
+    }
 }
 
 impl AliasBus {
@@ -322,6 +542,25 @@ impl Bus for AliasBus {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), BusFault> {
         let len = buf.len();
         match self.region_for(addr, len)? {
+            Some(r) if self.run.is_some() && len <= 8 => {
+                let pc = self.pc;
+                let run = self.run.as_mut().expect("checked");
+                run.before_access();
+                let at = r.alias_of(addr);
+                // SAFETY: the alias maps the whole region readable; width checked.
+                match unsafe { guard::read(at, buf) } {
+                    Ok(()) => run.access(
+                        ElemAccess {
+                            write: false,
+                            addr,
+                            map_id: r.map_id,
+                            value: le_value(buf),
+                        },
+                        pc,
+                    ),
+                    Err(f) => return Err(self.faulted(f, addr, at, len)),
+                }
+            }
             Some(r) => {
                 self.lock_for_rmw();
                 let e = emit::begin();
@@ -349,6 +588,26 @@ impl Bus for AliasBus {
                 if r.prot & libc::PROT_WRITE == 0 {
                     return Err(BusFault { addr });
                 }
+                if len <= 8 {
+                    if let Some(run) = self.run.as_mut() {
+                        run.before_access();
+                        let at = r.alias_of(addr);
+                        // SAFETY: as below.
+                        return match unsafe { guard::write(at, data) } {
+                            Ok(()) => {
+                                let a = ElemAccess {
+                                    write: true,
+                                    addr,
+                                    map_id: r.map_id,
+                                    value: le_value(data),
+                                };
+                                run.access(a, self.pc);
+                                Ok(())
+                            }
+                            Err(f) => Err(self.faulted(f, addr, at, len)),
+                        };
+                    }
+                }
                 self.lock_for_rmw();
                 let e = emit::begin();
                 let at = r.alias_of(addr);
@@ -367,6 +626,13 @@ impl Bus for AliasBus {
                 .map_err(|f| self.faulted(f, addr, addr, len))?,
         }
         Ok(())
+    }
+
+    fn string_element_done(&mut self) {
+        let pc = self.pc;
+        if let Some(run) = self.run.as_mut() {
+            run.element_done(pc);
+        }
     }
 
     /// The locked forms of 1..8 bytes (`XCHG`, `LOCK CMPXCHG/XADD/ADD/OR/BTS/INC`…): performed
@@ -412,6 +678,14 @@ impl Bus for AliasBus {
             },
         }
     }
+}
+
+/// The little-endian value of at most 8 bytes.
+fn le_value(b: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    let n = b.len().min(8);
+    v[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(v)
 }
 
 /// A locked read-modify-write of the aligned `width`-byte word at `p`: (old, new).
@@ -509,6 +783,9 @@ pub(crate) unsafe fn emulate(
         holding: false,
         fault: None,
         region: *region,
+        run: d
+            .string_run_width()
+            .map(|w| StrRun::new(w, cpu.rflags() & DF != 0)),
     };
     // Refuse up front anything the bus would refuse half-way: a read with side effects
     // must not happen and then be repeated by the step fallback. And the faulting access
@@ -543,7 +820,11 @@ pub(crate) unsafe fn emulate(
     if unsafe { *crate::ctx::uc_mask(uc) } & SIGBUS_BIT != 0 {
         sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
     }
-    match x86::emulate(d, &mut cpu, &mut bus) {
+    let result = x86::emulate(d, &mut cpu, &mut bus);
+    if let Some(run) = bus.run.as_mut() {
+        run.finish(rip);
+    }
+    match result {
         Ok(_) => Emulated::Done,
         Err(_) => match bus.fault {
             Some(mut f) => {
@@ -563,6 +844,8 @@ pub(crate) unsafe fn emulate(
 }
 
 const SIGBUS_BIT: u64 = 1 << (libc::SIGBUS - 1);
+/// The direction flag in RFLAGS.
+const DF: u64 = 1 << 10;
 
 /// In a fork child: a locked RMW of a thread that does not exist there holds nothing.
 pub(crate) fn after_fork_child() {
