@@ -551,3 +551,54 @@ fn binary_and_text_logs_agree_for_every_form() {
         assert_eq!(accesses(&ev), m.log, "case `{}` (binary)", c.name());
     }
 }
+
+/// Each run of elements is one ring event and one string record, all its accesses with
+/// the time of that event; so the distinct times of a binary log's accesses count the
+/// runs: one per instruction, more where the values exceed what one event carries
+/// (4096 bytes, unless they are all one value) or where the string enters another
+/// mapping.
+#[test]
+fn runs_are_one_record_each() {
+    let near = LEN - 0x40;
+    for (i, (c, runs)) in [
+        (case("stos", 1, Some(37), No, D(0x100)), 1),
+        (case("stos", 8, Some(8190), No, D(0x10)), 1),
+        (case("movs", 2, Some(21), D(0x200), D(0x3000)), 1),
+        (case("movs", 8, Some(19), D(0x400), R(0x40)), 1),
+        (case("movs", 4, Some(17), R(0x80), D(0x500)), 1),
+        (case("lods", 4, Some(13), D(0x600), No), 1),
+        (case("scas", 1, Some(64), No, D(0x701)).with("n", "anon"), 1),
+        (case("stos", 2, Some(9), No, D(0x800)).with("d", "anon"), 1),
+        (case("movs", 8, Some(11), D(0x900), D(0xa00)).with("d", "anon"), 1),
+        (case("movs", 2, Some(10), D(0x200), D(0x300)).with("a", "anon"), 1),
+        // 32000 value bytes: runs of 1024 elements.
+        (case("movs", 4, Some(8000), D(0x8000), D(0x10)), 8),
+        // 40000 value bytes: runs of 2048 elements.
+        (case("lods", 2, Some(20000), D(0xfffe), No).with("d", "anon"), 10),
+        // Map 1, then map 2.
+        (case("stos", 8, Some(16), No, D(near)).with("-", "dev"), 2),
+        // Ordinary memory after the device: not logged.
+        (case("stos", 8, Some(16), No, D(near)).with("-", "anon"), 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (t, _) = fixture(&format!("runs{i}"), &c);
+        let args = c.args();
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, ev) = t.record_with(&["--format", "binary"], &a);
+        assert_exit(&out, 0);
+        let mut m = Model::new(LEN + PAGE, c.tail);
+        m.run(&c);
+        assert_eq!(accesses(&ev), m.log, "case `{}`", c.name());
+        let mut times: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Access(a) => Some(a.ts_ns),
+                _ => None,
+            })
+            .collect();
+        times.dedup();
+        assert_eq!(times.len(), runs, "case `{}`: runs", c.name());
+    }
+}
