@@ -227,8 +227,14 @@ fn text_writer_writes_the_kernel_lines() {
     );
     let s = String::from_utf8(text).unwrap();
     let lines: Vec<&str> = s.lines().collect();
-    assert_eq!(lines[2], "W 8 0.000002 1 0x1000 0x1122334455667788 0x401234 77");
-    assert_eq!(lines[4097], "W 8 0.000002 1 0x8ff8 0x1122334455667788 0x401234 77");
+    assert_eq!(
+        lines[2],
+        "W 8 0.000002 1 0x1000 0x1122334455667788 0x401234 77"
+    );
+    assert_eq!(
+        lines[4097],
+        "W 8 0.000002 1 0x8ff8 0x1122334455667788 0x401234 77"
+    );
     assert_eq!(lines[4099], "R 2 0.000004 1 0x208 0x100 0x401300 78");
     assert_eq!(lines[4100], "W 2 0.000004 2 0x9008 0x100 0x401300 78");
     // Text read back and written as binary: the same accesses, element by element.

@@ -19,10 +19,10 @@ use x86::{AccessDir, Bus, BusFault, Cpu, Rmw};
 use iced_x86::{Instruction, Register};
 
 use crate::emit;
-use mmio_trace_ring::{Record, MAX_STR_VALUES};
 use crate::guard::{self, Fault, Locked};
 use crate::regions::{self, Region};
 use crate::sys;
+use mmio_trace_ring::{Record, MAX_STR_VALUES};
 
 /// The `gregs` index of a 64-bit general-purpose register.
 pub(crate) fn greg_index(full: Register) -> Option<usize> {
@@ -371,8 +371,7 @@ impl StrRun {
         }
         for i in 0..self.shape {
             let (c, f) = (&self.cur[i], &self.first[i]);
-            if c.write != f.write || c.map_id != f.map_id || c.addr != self.at(f.addr, self.count)
-            {
+            if c.write != f.write || c.map_id != f.map_id || c.addr != self.at(f.addr, self.count) {
                 return false;
             }
         }
@@ -413,10 +412,24 @@ impl StrRun {
         let f = self.first;
         if self.count == 1 {
             // One element: the plain access events every other instruction makes.
-            e.access_value(f[0].write, f[0].addr, f[0].map_id, self.width, f[0].value, pc);
+            e.access_value(
+                f[0].write,
+                f[0].addr,
+                f[0].map_id,
+                self.width,
+                f[0].value,
+                pc,
+            );
             if shape == 2 {
                 let e = emit::begin();
-                e.access_value(f[1].write, f[1].addr, f[1].map_id, self.width, f[1].value, pc);
+                e.access_value(
+                    f[1].write,
+                    f[1].addr,
+                    f[1].map_id,
+                    self.width,
+                    f[1].value,
+                    pc,
+                );
             }
             return;
         }
