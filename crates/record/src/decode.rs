@@ -689,6 +689,103 @@ mod tests {
         );
     }
 
+    /// A `Kind::Str` event: first address word, optional second, flags, values.
+    #[allow(clippy::too_many_arguments)]
+    fn string(
+        ts: u64,
+        first: u64,
+        second: Option<u64>,
+        width: u8,
+        count: u32,
+        flags: u64,
+        values: &[u8],
+    ) -> Vec<Record> {
+        let mut f = flags;
+        if second.is_some() {
+            f |= Record::STR_SECOND;
+        }
+        let w2 = u64::from(count) | f << 32;
+        let mut v = vec![Record::new(ts, first, w2, 0x401000, width, Kind::Str)];
+        v.extend(second.map(|s| Record([s, 0, 0, 0])));
+        v.extend(values.chunks(32).map(Record::data));
+        assert_eq!(v[0].extra(), v.len() - 1);
+        v
+    }
+
+    #[test]
+    fn string_runs_resolve_and_expand_to_their_accesses() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
+        r.extend(map(2, 0x20000, 0x1000, 0x100, 4));
+        // REP STOSQ of 100 elements of one value, descending.
+        r.extend(string(
+            5,
+            Record::access_word(0x10800, 3),
+            None,
+            8,
+            100,
+            Record::STR_WRITE | Record::STR_SAME | Record::STR_DOWN,
+            &7u64.to_le_bytes(),
+        ));
+        // REP MOVSW from map 3 to map 4: read, then write of the same value.
+        let vals: Vec<u8> = (0..40).collect();
+        r.extend(string(
+            6,
+            Record::access_word(0x10010, 3),
+            Some(Record::access_word(0x20020, 4)),
+            2,
+            20,
+            0,
+            &vals,
+        ));
+        let (m, out) = merged(&r);
+        let acc: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Access(a) => Some((a.dir, a.map_id, a.phys, a.value, a.pc, a.pid)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acc.len(), 100 + 40);
+        assert_eq!(m.emitted as usize, 2 + 140);
+        use Direction::{Read as R, Write as W};
+        for (k, a) in acc[..100].iter().enumerate() {
+            assert_eq!(*a, (W, 3, 0x8800 - 8 * k as u64, 7, 0x401000, 11));
+        }
+        for k in 0..20u64 {
+            let v = u64::from(u16::from_le_bytes([2 * k as u8, 2 * k as u8 + 1]));
+            assert_eq!(acc[100 + 2 * k as usize], (R, 3, 0x8010 + 2 * k, v, 0x401000, 11));
+            assert_eq!(acc[101 + 2 * k as usize], (W, 4, 0x120 + 2 * k, v, 0x401000, 11));
+        }
+        // Handed out whole to a writer.
+        let mut m = Merger::new(2, 0);
+        m.add(Drained {
+            ring: 0,
+            pid: 10,
+            tid: 11,
+            records: &r,
+        });
+        let mut runs = vec![];
+        m.emit_out(None, |o| {
+            if let Out::Strings(s) = o {
+                runs.push((s.count, s.same, s.down, s.second.is_some()));
+            }
+        });
+        assert_eq!(runs, vec![(100, true, true, false), (20, false, false, true)]);
+    }
+
+    #[test]
+    fn damaged_string_runs_are_dropped() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
+        // Width 3, count 0: no accesses.
+        r.push(Record::new(5, 0x10000, 1, 0, 3, Kind::Str));
+        r.push(Record::data(&[0; 32]));
+        r.push(Record::new(6, 0x10000, 0, 0, 1, Kind::Str));
+        let (_, out) = merged(&r);
+        assert!(!out.iter().any(|e| matches!(e, Event::Access(_))));
+    }
+
     #[test]
     fn kernel_records_resolve_to_map_and_physical_address() {
         let mut r = Vec::new();

@@ -255,3 +255,29 @@ impl Record {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_events_count_their_data_records() {
+        let str_rec = |count: u64, width: u8, flags: u64| {
+            Record::new(1, 0x1000, count | flags << 32, 0, width, Kind::Str)
+        };
+        // Values: ceil(count * width / 32) records.
+        assert_eq!(str_rec(1, 1, 0).extra(), 1);
+        assert_eq!(str_rec(32, 1, 0).extra(), 1);
+        assert_eq!(str_rec(33, 1, 0).extra(), 2);
+        assert_eq!(str_rec(512, 8, 0).extra(), 128);
+        // A second stream's address first.
+        assert_eq!(str_rec(5, 2, Record::STR_SECOND).extra(), 2);
+        // One value for all, however many elements.
+        assert_eq!(str_rec(u32::MAX as u64, 8, Record::STR_SAME).extra(), 1);
+        let both = Record::STR_SAME | Record::STR_SECOND | Record::STR_WRITE | Record::STR_DOWN;
+        assert_eq!(str_rec(9, 4, both).extra(), 2);
+        // Never more than the values one event may carry.
+        assert_eq!(str_rec(u32::MAX as u64, 8, 0).extra(), MAX_STR_VALUES / 32);
+        assert_eq!(Kind::from_u8(13), Some(Kind::Str));
+    }
+}
