@@ -99,7 +99,7 @@ struct Model {
     ram: Vec<u8>,
     tail: &'static str,
     /// (R/W, width, device offset, value).
-    log: Vec<(char, u8, u64, u64)>,
+    log: Accesses,
 }
 
 impl Model {
@@ -215,8 +215,11 @@ fn mask(w: u8) -> u64 {
     }
 }
 
-/// The device accesses of a log: (R/W, width, offset, value), and the map id of each.
-fn logged(events: &[Event]) -> (Vec<(char, u8, u64, u64)>, Vec<i64>) {
+/// (R/W, width, device offset, value) of each access.
+type Accesses = Vec<(char, u8, u64, u64)>;
+
+/// The device accesses of a log, and the map id of each.
+fn logged(events: &[Event]) -> (Accesses, Vec<i64>) {
     let ids = events
         .iter()
         .filter_map(|e| match e {
@@ -453,7 +456,7 @@ const LEN_NEAR: Op = D(LEN - 0x10);
 
 /// The traps (SIGSEGV, SIGBUS, SIGTRAP deliveries) of the traced program, counted by
 /// strace, and the log's accesses.
-fn traps(name: &str, c: &Case) -> (usize, Vec<(char, u8, u64, u64)>) {
+fn traps(name: &str, c: &Case) -> (usize, Accesses) {
     let (t, _) = fixture(name, c);
     let st = t.dir.join("strace.txt");
     let mut cmd = Command::new("strace");

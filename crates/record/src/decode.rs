@@ -754,8 +754,14 @@ mod tests {
         }
         for k in 0..20u64 {
             let v = u64::from(u16::from_le_bytes([2 * k as u8, 2 * k as u8 + 1]));
-            assert_eq!(acc[100 + 2 * k as usize], (R, 3, 0x8010 + 2 * k, v, 0x401000, 11));
-            assert_eq!(acc[101 + 2 * k as usize], (W, 4, 0x120 + 2 * k, v, 0x401000, 11));
+            assert_eq!(
+                acc[100 + 2 * k as usize],
+                (R, 3, 0x8010 + 2 * k, v, 0x401000, 11)
+            );
+            assert_eq!(
+                acc[101 + 2 * k as usize],
+                (W, 4, 0x120 + 2 * k, v, 0x401000, 11)
+            );
         }
         // Handed out whole to a writer.
         let mut m = Merger::new(2, 0);
@@ -771,7 +777,10 @@ mod tests {
                 runs.push((s.count, s.same, s.down, s.second.is_some()));
             }
         });
-        assert_eq!(runs, vec![(100, true, true, false), (20, false, false, true)]);
+        assert_eq!(
+            runs,
+            vec![(100, true, true, false), (20, false, false, true)]
+        );
     }
 
     #[test]
