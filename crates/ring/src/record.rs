@@ -60,7 +60,7 @@ pub enum Kind {
     Unmatched = 12,
     /// A run of one string instruction's elements (`REP MOVS/STOS/LODS/SCAS`), all
     /// logged with this record's time: word 1 as accesses (the first element's access of
-    /// the first stream), word 2 = element count (bits 0..32) | [`Record::STR_*`] flags
+    /// the first stream), word 2 = element count (bits 0..32) | `Record::STR_*` flags
     /// << 32, width = the element width (1, 2, 4, 8). Data records follow: with
     /// `STR_SECOND`, one holding word 1 of the second stream's first access (each
     /// element's second access, with the same value: `MOVS` between two device
