@@ -440,12 +440,14 @@ impl StrRun {
         if self.down {
             flags |= Record::STR_DOWN;
         }
-        let values = if self.same {
+        let n = if self.same {
             flags |= Record::STR_SAME;
-            &self.vals[..w]
+            w
         } else {
-            &self.vals[..self.count as usize * w]
+            // At most MAX_STR_VALUES (`continues`).
+            self.count as usize * w
         };
+        let values = self.vals.get(..n).unwrap_or(&self.vals);
         let second = (shape == 2).then(|| Record::access_word(f[1].addr, f[1].map_id));
         e.string(
             Record::access_word(f[0].addr, f[0].map_id),
@@ -557,7 +559,9 @@ impl Bus for AliasBus {
         match self.region_for(addr, len)? {
             Some(r) if self.run.is_some() && len <= 8 => {
                 let pc = self.pc;
-                let run = self.run.as_mut().expect("checked");
+                let Some(run) = self.run.as_mut() else {
+                    return Err(BusFault { addr });
+                };
                 run.before_access();
                 let at = r.alias_of(addr);
                 // SAFETY: the alias maps the whole region readable; width checked.
