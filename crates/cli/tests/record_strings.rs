@@ -342,6 +342,10 @@ fn forms() -> Vec<Case> {
         v.push(case("lods", w, Some(13), D(0x600), No));
         v.push(case("stos", w, Some(9), No, D(0x800)).with("d", "anon"));
         v.push(case("movs", w, Some(11), D(0x900), D(0xa00)).with("d", "anon"));
+        v.push(case("movs", w, Some(13), D(0x900), R(0x200)).with("d", "anon"));
+        v.push(case("movs", w, Some(15), R(0x300), D(0xb00)).with("d", "anon"));
+        v.push(case("stos", w, Some(1), No, D(0xc00)));
+        v.push(case("movs", w, Some(1), R(0x300), D(0xc10)));
     }
     v.extend([
         // Overlapping MOVS (a memmove done wrong, as the CPU does it).
@@ -390,9 +394,16 @@ fn edges() -> Vec<Case> {
         case("stos", 2, Some(64), No, D(near)).with("-", "bus"),
         case("movs", 8, Some(16), D(near), D(0x100)).with("-", "bus"),
         case("lods", 4, Some(32), D(near), No).with("-", "bus"),
+        case("movs", 4, Some(40), D(near), R(0x100)).with("-", "bus"),
+        case("movs", 4, Some(40), R(0x100), D(near)).with("-", "bus"),
+        case("movs", 2, Some(40), R(0x100), D(near + 0x3e)).with("d", "bus"),
+        case("stos", 8, Some(16), No, D(near)).with("d", "none"),
+        case("movs", 8, Some(16), R(0x100), D(near)).with("-", "none"),
         // No handler: killed at the element, as natively.
         case("stos", 8, Some(16), No, D(near)).with("x", "none"),
         case("movs", 8, Some(16), D(near), D(0x100)).with("x", "bus"),
+        case("stos", 4, Some(40), No, D(near)).with("x", "bus"),
+        case("movs", 1, Some(200), R(0), D(near)).with("x", "bus"),
     ]
 }
 

@@ -85,6 +85,13 @@ fn lost() {
     }
 }
 
+/// Counts `n` events that could not be written (the recorder says so in the log).
+pub(crate) fn lost_events(n: u64) {
+    if let Some(shm) = crate::shm() {
+        shm.header().lost.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl Pending {
     fn push(mut self, recs: &[Record]) {
         match self.p.take() {

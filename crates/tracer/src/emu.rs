@@ -837,6 +837,22 @@ pub(crate) unsafe fn emulate(
     if unsafe { *crate::ctx::uc_mask(uc) } & SIGBUS_BIT != 0 {
         sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
     }
+    // Whole stretches of a REP STOS/MOVS between one region and ordinary memory run as
+    // the CPU's own instruction on the alias; what is left (another region, a string
+    // between two device addresses, the other forms) goes element by element below.
+    while bus.run.is_some() {
+        match bulk_string(d, &mut cpu, &bus, rip) {
+            Bulk::No => break,
+            Bulk::Done => {
+                if cpu.gpr(1) == 0 {
+                    cpu.set_rip(ins.next_ip());
+                    return Emulated::Done;
+                }
+            }
+            Bulk::Refused => return Emulated::Refused,
+            Bulk::Fault(f) => return Emulated::Fault(f),
+        }
+    }
     let result = x86::emulate(d, &mut cpu, &mut bus);
     if let Some(run) = bus.run.as_mut() {
         run.finish(rip);
@@ -861,6 +877,236 @@ pub(crate) unsafe fn emulate(
 }
 
 const SIGBUS_BIT: u64 = 1 << (libc::SIGBUS - 1);
+
+/// What [`bulk_string`] did.
+enum Bulk {
+    /// Nothing (not a form it runs, or nothing to run): the emulator goes on.
+    No,
+    /// Some elements ran and are logged, the registers say how many (RCX 0: all).
+    Done,
+    /// The alias refused an access the program's mapping may allow (a concurrent
+    /// `munmap`): the elements before it are done; the rest is stepped.
+    Refused,
+    /// The string faulted (with the program's address) at the element RSI/RDI/RCX now
+    /// name; the elements before it are done and logged.
+    Fault(Fault),
+}
+
+/// The most bytes of ordinary memory one [`bulk_string`] covers (its pages are checked
+/// to be untraced first).
+const BULK_MAX: u64 = 64 << 20;
+
+/// `REP STOS` into a traced region, or `REP MOVS` between one and ordinary memory
+/// (64-bit addresses, no segment override): the elements that stay inside the region
+/// run at once as the CPU's own string instruction on the alias (each element one
+/// access of its width, as natively) and are logged as runs of elements (values: the
+/// accumulator, or the ordinary side's bytes, read there). Registers are committed for
+/// the elements done; a fault stops the string on the faulting element, as the CPU
+/// does.
+fn bulk_string<C: Cpu>(d: &x86::Decoded, cpu: &mut C, bus: &AliasBus, pc: u64) -> Bulk {
+    use iced_x86::{Mnemonic as M, OpKind};
+    let ins = d.instruction();
+    let stos = matches!(ins.mnemonic(), M::Stosb | M::Stosw | M::Stosd | M::Stosq);
+    let movs = matches!(ins.mnemonic(), M::Movsb | M::Movsw | M::Movsd | M::Movsq);
+    let plain = |k: OpKind| matches!(k, OpKind::MemorySegRSI | OpKind::MemoryESRDI);
+    let rcx = cpu.gpr(1);
+    if !ins.is_string_instruction()
+        || !(stos || movs)
+        || !(ins.has_rep_prefix() || ins.has_repne_prefix())
+        || !plain(ins.op0_kind())
+        || (movs && !plain(ins.op1_kind()))
+        || matches!(ins.memory_segment(), Register::FS | Register::GS)
+        || rcx == 0
+    {
+        return Bulk::No;
+    }
+    let Some(width) = d.string_run_width() else {
+        return Bulk::No;
+    };
+    let w = u64::from(width);
+    let down = cpu.rflags() & DF != 0;
+    let (rsi, rdi) = (cpu.gpr(6), cpu.gpr(7));
+    // The device side, and the ordinary one (MOVS), which no region may hold.
+    let (dev, dev_writes, ord) = if stos {
+        (rdi, true, None)
+    } else {
+        match (regions::find(rsi).is_some(), regions::find(rdi).is_some()) {
+            (true, false) => (rsi, false, Some(rdi)),
+            (false, true) => (rdi, true, Some(rsi)),
+            _ => return Bulk::No,
+        }
+    };
+    let Ok(Some(r)) = bus.region_spanning(dev, width as usize, true) else {
+        return Bulk::No;
+    };
+    if dev_writes && r.prot & libc::PROT_WRITE == 0 {
+        return Bulk::No;
+    }
+    // Elements whose device access lies wholly inside the region.
+    let end = r.start + r.len;
+    if !r.contains(dev) || dev + w > end {
+        return Bulk::No;
+    }
+    let fit = if down {
+        (dev - r.start) / w + 1
+    } else {
+        (end - dev) / w
+    };
+    let mut k = rcx.min(fit).min(BULK_MAX / w);
+    if let Some(o) = ord {
+        let (lo, hi) = if down {
+            (o.wrapping_sub((k - 1) * w), o.wrapping_add(w))
+        } else {
+            (o, o.wrapping_add(k * w))
+        };
+        if hi <= lo {
+            return Bulk::No;
+        }
+        // A traced page on the ordinary side: only the elements before it, in the
+        // string's order.
+        let (first_page, last_page) = (lo >> 12, (hi - 1) >> 12);
+        let traced = |n: &u64| regions::find(n << 12).is_some();
+        if down {
+            if let Some(n) = (first_page..=last_page).rev().find(traced) {
+                let above = (n + 1) << 12;
+                k = k.min(if o >= above { (o - above) / w + 1 } else { 0 });
+            }
+        } else if let Some(n) = (first_page..=last_page).find(traced) {
+            k = k.min((n << 12).saturating_sub(o) / w);
+        }
+        if k == 0 {
+            return Bulk::No;
+        }
+    }
+    let at = |a: u64, e: u64| {
+        if down {
+            a.wrapping_sub(e * w)
+        } else {
+            a.wrapping_add(e * w)
+        }
+    };
+    let acc = cpu.gpr(0) & if w >= 8 { u64::MAX } else { (1 << (8 * w)) - 1 };
+    let alias = r.alias_of(dev);
+    let first = emit::begin();
+    let (op, dst) = match ord {
+        None => (guard::RepOp::Stos(acc), alias),
+        Some(o) if dev_writes => (guard::RepOp::Movs(o), alias),
+        Some(o) => (guard::RepOp::Movs(alias), o),
+    };
+    // SAFETY: the alias maps the region (writable when the program may write it); the
+    // ordinary side is the program's own operand (a fault comes back as an error).
+    let (left, res) = unsafe { guard::rep_string(op, width, dst, k, down) };
+    let done = k - left;
+    if movs {
+        cpu.set_gpr(6, at(rsi, done));
+    }
+    cpu.set_gpr(7, at(rdi, done));
+    cpu.set_gpr(1, rcx - done);
+    log_bulk(first, &r, dev, dev_writes, ord, acc, width, done, down, pc);
+    match res {
+        Ok(()) => Bulk::Done,
+        Err(f) if f.signo == libc::SIGSEGV && f.addr.wrapping_sub(r.alias) < r.len => {
+            // The alias refused what the program's mapping may allow: not the program's.
+            Bulk::Refused
+        }
+        Err(mut f) => {
+            if f.addr.wrapping_sub(r.alias) < r.len {
+                f.addr = r.start + (f.addr - r.alias);
+            }
+            Bulk::Fault(f)
+        }
+    }
+}
+
+/// Logs `done` elements [`bulk_string`] ran, as runs: one of the accumulator's value
+/// (`STOS`), or runs of at most `MAX_STR_VALUES` bytes of the values the ordinary side
+/// holds (`MOVS`, in element order).
+#[allow(clippy::too_many_arguments)]
+fn log_bulk(
+    first: emit::Pending,
+    r: &Region,
+    dev: u64,
+    dev_writes: bool,
+    ord: Option<u64>,
+    acc: u64,
+    width: u8,
+    done: u64,
+    down: bool,
+    pc: u64,
+) {
+    let w = u64::from(width);
+    let mut flags = 0;
+    if dev_writes {
+        flags |= Record::STR_WRITE;
+    }
+    if down {
+        flags |= Record::STR_DOWN;
+    }
+    let at = |a: u64, e: u64| {
+        if down {
+            a.wrapping_sub(e * w)
+        } else {
+            a.wrapping_add(e * w)
+        }
+    };
+    let mut pending = Some(first);
+    let mut e0 = 0u64;
+    let per = match ord {
+        None => u64::from(u32::MAX),
+        Some(_) => MAX_STR_VALUES as u64 / w,
+    };
+    while e0 < done {
+        let n = (done - e0).min(per);
+        let e = pending.take().unwrap_or_else(emit::begin);
+        let word = Record::access_word(at(dev, e0), r.map_id);
+        let mut vals = [0u8; MAX_STR_VALUES];
+        let values = match ord {
+            None => {
+                vals[..8].copy_from_slice(&acc.to_le_bytes());
+                if n == 1 {
+                    e.access_value(dev_writes, at(dev, e0), r.map_id, width, acc, pc);
+                    e0 += n;
+                    continue;
+                }
+                flags |= Record::STR_SAME;
+                &vals[..width as usize]
+            }
+            Some(o) => {
+                let len = (n * w) as usize;
+                // The ordinary bytes of elements e0..e0+n, lowest address first.
+                let lo = if down { at(o, e0 + n - 1) } else { at(o, e0) };
+                // SAFETY: the ordinary bytes the string just read or wrote.
+                if unsafe { guard::copy(vals.as_mut_ptr() as u64, lo, len) }.is_err() {
+                    // Unmapped by another thread since: those values are gone.
+                    e.cancel();
+                    emit::lost_events(n);
+                    e0 += n;
+                    continue;
+                }
+                if down {
+                    // Element order is descending addresses.
+                    let wu = width as usize;
+                    let elems = &mut vals[..len];
+                    elems.reverse();
+                    for c in elems.chunks_exact_mut(wu) {
+                        c.reverse();
+                    }
+                }
+                if n == 1 {
+                    let mut b = [0u8; 8];
+                    b[..width as usize].copy_from_slice(&vals[..width as usize]);
+                    let v = u64::from_le_bytes(b);
+                    e.access_value(dev_writes, at(dev, e0), r.map_id, width, v, pc);
+                    e0 += n;
+                    continue;
+                }
+                &vals[..len]
+            }
+        };
+        e.string(word, None, width, n as u32, flags, values, pc);
+        e0 += n;
+    }
+}
 /// The direction flag in RFLAGS.
 const DF: u64 = 1 << 10;
 
