@@ -974,6 +974,31 @@ fn bulk_string<C: Cpu>(d: &x86::Decoded, cpu: &mut C, bus: &AliasBus, pc: u64) -
         } else if let Some(n) = (first_page..=last_page).find(traced) {
             k = k.min((n << 12).saturating_sub(o) / w);
         }
+        if !dev_writes {
+            // A write fault on the ordinary side would come after the element's device
+            // read, whose value the CPU then drops: the pages written are probed first
+            // (an atomic add of 0: a write access that changes nothing), and the string
+            // stops short of one that refuses, for the emulator to fault on exactly.
+            let (lo, hi) = if down {
+                (o.wrapping_sub(k.saturating_sub(1) * w), o.wrapping_add(w))
+            } else {
+                (o, o.wrapping_add(k * w))
+            };
+            let probe = |n: u64| {
+                let a = (n << 12).max(lo);
+                // SAFETY: a byte the string is about to write; a fault is returned.
+                unsafe { guard::locked(a, 1, guard::Locked::Xadd(0)) }.is_err()
+            };
+            let pages = (lo >> 12)..=((hi - 1) >> 12);
+            if down {
+                if let Some(n) = pages.rev().find(|&n| probe(n)) {
+                    let above = (n + 1) << 12;
+                    k = k.min(if o >= above { (o - above) / w + 1 } else { 0 });
+                }
+            } else if let Some(n) = pages.into_iter().find(|&n| probe(n)) {
+                k = k.min((n << 12).saturating_sub(o) / w);
+            }
+        }
         if k == 0 {
             return Bulk::No;
         }
