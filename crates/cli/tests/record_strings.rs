@@ -684,3 +684,46 @@ fn runs_are_one_record_each() {
         assert_eq!(times.len(), runs, "case `{}`: runs", c.name());
     }
 }
+
+/// glibc's memset/memcpy/memmove on the device (whatever instructions they use: `rep
+/// stosb`/`rep movsb` for large sizes where the CPU has ERMS): the program's results
+/// are those of an untraced run, and the log is exact: replayed over the device's
+/// initial contents, every read finds the value it logged, and the writes give the
+/// device's final contents.
+#[test]
+fn libc_string_functions_log_exactly() {
+    let t = Fixture::new("libc", "strings_libc", LEN as usize);
+    let native_dev = t.dir.join("native.bin");
+    std::fs::copy(&t.dev, &native_dev).unwrap();
+    let initial = std::fs::read(&t.dev).unwrap();
+    let want = native(&t.exe, &native_dev, &[]);
+    assert_eq!(code(&want), Some(0));
+    for format in ["text", "binary"] {
+        std::fs::write(&t.dev, &initial).unwrap();
+        let (out, ev) = t.record_with(&["--format", format], &[]);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), stdout(&want), "{format}");
+        let fin = std::fs::read(&t.dev).unwrap();
+        assert_eq!(fin, std::fs::read(&native_dev).unwrap(), "{format}");
+        let mut mem = initial.clone();
+        let mut n = 0;
+        for (i, e) in ev.iter().enumerate() {
+            let Event::Access(a) = e else { continue };
+            n += 1;
+            let w = usize::from(a.width);
+            let r = a.phys as usize..a.phys as usize + w;
+            let bytes = &a.bytes()[..w];
+            match a.dir {
+                Direction::Read => assert_eq!(
+                    &mem[r.clone()],
+                    bytes,
+                    "{format}: event {i}: R {w} {:#x}",
+                    a.phys
+                ),
+                Direction::Write => mem[r].copy_from_slice(bytes),
+            }
+        }
+        assert!(n > 1000, "{format}: {n} accesses");
+        assert!(mem == fin, "{format}: the log's writes do not give the device's contents");
+    }
+}
