@@ -724,6 +724,47 @@ fn libc_string_functions_log_exactly() {
             }
         }
         assert!(n > 1000, "{format}: {n} accesses");
-        assert!(mem == fin, "{format}: the log's writes do not give the device's contents");
+        assert!(
+            mem == fin,
+            "{format}: the log's writes do not give the device's contents"
+        );
+    }
+}
+
+/// Threads doing string instructions on the device at once: each thread's accesses are
+/// exactly its own, in its order (W of the value 64 times, then R of it 64 times, per
+/// iteration), whatever the interleaving, in both formats.
+#[test]
+fn threads_each_log_their_own_strings() {
+    let t = Fixture::new("threads", "strings_threads", 16 * 0x1000);
+    let (threads, iters) = (4u64, 200u64);
+    for format in ["text", "binary"] {
+        let (out, ev) = t.record_with(
+            &["--format", format],
+            &[&threads.to_string(), &iters.to_string()],
+        );
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), "ok\n");
+        assert_none_lost(&ev);
+        assert_time_ordered(&ev);
+        let mut by: std::collections::BTreeMap<u32, Vec<(char, u8, u64, u64)>> = Default::default();
+        for (pid, d, w, off, v) in accesses_by_pid(&ev) {
+            by.entry(pid).or_default().push((d, w, off, v));
+        }
+        assert_eq!(by.len() as u64, threads, "{format}");
+        let mut seen = vec![];
+        for list in by.values() {
+            let th = list[0].2 / 0x1000;
+            seen.push(th);
+            let mut want = vec![];
+            for i in 0..iters {
+                let v = th << 32 | i;
+                want.extend((0..64).map(|k| ('W', 8, th * 0x1000 + 8 * k, v)));
+                want.extend((0..64).map(|k| ('R', 8, th * 0x1000 + 8 * k, v)));
+            }
+            assert!(*list == want, "{format}: thread {th}'s accesses");
+        }
+        seen.sort();
+        assert_eq!(seen, (0..threads).collect::<Vec<_>>());
     }
 }
