@@ -9,7 +9,8 @@
 //! What each path can log differs today, and the table says it per form: the emulator
 //! logs every access with its value; the step path logs one event per instruction (per
 //! iteration of a `REP` string instruction), with the value only for the plain moves it
-//! knows (`Step::Known`), else as `UNKNOWN` at the operand's address. Out-of-line
+//! knows (`Step::Known`; `STOS`, `LODS` and `MOVS` with one side in ordinary memory
+//! among the string instructions), else as `UNKNOWN` at the operand's address. Out-of-line
 //! execution completes the forms marked `ool: true` exactly, on the `ool` path and on the
 //! default path for the forms the emulator does not do; it refuses the rest (stack-moving,
 //! LOCKed, `xchg`/`cmpxchg`, a bit offset in a register, `fs:`/`gs:`, 32-bit addresses,
@@ -384,22 +385,23 @@ fn forms() -> Vec<Form> {
         f!("vmovdqu64 zmm{k1}{z},m512 mask 3c", Avx512bw, true, At(0), true, |d, o| { d.set(o, 64); d.insn(); masked(d, o, 8, &bits(0x3c), None) }),
         f!("vmovdqu8 m128{k1},xmm mask ff0", Avx512bw, true, At(16), true, |d, o| { d.set(o, 64); d.insn(); masked(d, o + 16, 1, &bits(0xff0), Some(0)) }),
         f!("vmovaps zmm,m512", Avx512bw, true, Known, true, |d, o| vload(d, o, 64, 0, 64)),
-        // String instructions: one step per iteration.
-        f!("movsb dev->ram", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 2, 1); }),
-        f!("movsl ram->dev", Base, true, Unknown, false, |d, o| { d.insn(); d.wr(o + 4, 4, B); }),
+        // String instructions: one step per iteration; the step path knows the values of
+        // STOS, LODS and MOVS with one side in ordinary memory.
+        f!("movsb dev->ram", Base, true, Known, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 2, 1); }),
+        f!("movsl ram->dev", Base, true, Known, false, |d, o| { d.insn(); d.wr(o + 4, 4, B); }),
         f!("movsq dev->dev", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); let v = d.rd(o, 8); d.wr(o + 32, 8, v); }),
         f!("rep movsb dev->dev n=3", Base, true, Unknown, false, |d, o| {
             d.set(o, 8);
             for i in 0..3 { d.insn(); let v = d.rd(o + 1 + i, 1); d.wr(o + 40 + i, 1, v); }
         }),
-        f!("std rep movsw dev->ram n=2", Base, true, Unknown, false, |d, o| {
+        f!("std rep movsw dev->ram n=2", Base, true, Known, false, |d, o| {
             d.set(o, 8);
             for at in [6, 4] { d.insn(); d.rd(o + at, 2); }
         }),
-        f!("stosl", Base, true, Unknown, false, |d, o| { d.insn(); d.wr(o + 8, 4, A); }),
-        f!("rep stosw n=3", Base, true, Unknown, false, |d, o| { for i in 0..3 { d.insn(); d.wr(o + 2 + 2 * i, 2, B); } }),
-        f!("rep stosq n=2", Base, true, Unknown, false, |d, o| { for i in 0..2 { d.insn(); d.wr(o + 16 + 8 * i, 8, A); } }),
-        f!("lodsw", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 2, 2); }),
+        f!("stosl", Base, true, Known, false, |d, o| { d.insn(); d.wr(o + 8, 4, A); }),
+        f!("rep stosw n=3", Base, true, Known, false, |d, o| { for i in 0..3 { d.insn(); d.wr(o + 2 + 2 * i, 2, B); } }),
+        f!("rep stosq n=2", Base, true, Known, false, |d, o| { for i in 0..2 { d.insn(); d.wr(o + 16 + 8 * i, 8, A); } }),
+        f!("lodsw", Base, true, Known, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 2, 2); }),
         f!("cmpsb dev,ram", Base, true, Unknown, false, |d, o| { d.set(o, 8); d.insn(); d.rd(o + 1, 1); }),
         f!("repe cmpsb dev,dev n=4", Base, true, Unknown, false, |d, o| {
             d.set(o, 8);

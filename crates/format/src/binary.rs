@@ -43,12 +43,21 @@
 //! the data, rather than varints in it, whose lengths are only known by decoding them
 //! (which would chain each access to the previous one again). Blocks without such
 //! changes stay version 2's.
+//!
+//! *String records* (tag `0x8c`, a record with a length, so version 3 readers that
+//! predate it skip it: the version stays 3) hold one string instruction's run of
+//! accesses ([`StringAccesses`]: a `REP STOS` of 4096 elements is one record of about
+//! 30 bytes): readers expand it into the per-element accesses it stands for. It
+//! carries absolute values and leaves the delta state of access records alone. A
+//! writer given per-element accesses (`convert` of a text log) does not gather them
+//! into string records again.
 
 use std::io::{self, Read, Write};
 
 use crate::error::{Error, ParseError, Stop};
 use crate::event::*;
 use crate::reader::{access_slot, is_damage, put_event};
+use crate::strings::{Stream, StringAccesses, MAX_STRING_COUNT};
 
 /// The first bytes of every binary log. The high byte and the CR/LF pair detect
 /// transfers that mangle binary data, as PNG's signature does.
@@ -79,6 +88,12 @@ record tag>=0x80, then len:var, then payload:
   accesses' M and C fields as le(M) zz(map delta), le(P) zz(pc delta), le(D) pid
   (D=0: unchanged) instead of varints.
   0x8b KERNEL ts:var id:zz phys len dir:u8 pid:var call
+  0x8c STRING ts:var pid:var pc:var width:u8 (1,2,4,8) flags:u8 count:var (>= 1)
+  id:zz phys:var [id2:zz phys2:var] values: one string instruction's run of elements;
+  flags: 1 first stream writes, 2 a second stream (its id2/phys2), 4 it writes,
+  8 addresses go down, 16 one value for all (width bytes; else count*width bytes).
+  Element k accesses phys +- k*width, then (second stream) phys2 +- k*width with the
+  same value; every access has time ts.
 ";
 
 const T_VERSION: u8 = 0x80;
@@ -93,6 +108,13 @@ const T_VERBATIM: u8 = 0x88;
 const T_BLOCK: u8 = 0x89;
 const T_CBLOCK: u8 = 0x8a;
 const T_KERNEL: u8 = 0x8b;
+const T_STRING: u8 = 0x8c;
+
+const S_FIRST_WRITE: u8 = 1;
+const S_SECOND: u8 = 2;
+const S_SECOND_WRITE: u8 = 4;
+const S_DOWN: u8 = 8;
+const S_SAME: u8 = 16;
 
 /// Byte lengths of a context block's pid field, by its 2-bit size code (0: the pid of
 /// the previous access).
@@ -348,6 +370,58 @@ impl<W: Write> BinaryWriter<W> {
         Ok(())
     }
 
+    /// Appends one string instruction's run of accesses as one string record (readers
+    /// give back the accesses it stands for). A run that is not
+    /// [`valid`](StringAccesses::is_valid) is an `InvalidInput` error, nothing written.
+    pub fn write_strings(&mut self, s: &StringAccesses) -> io::Result<()> {
+        if !s.is_valid() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a string record needs width 1, 2, 4 or 8, a count of 1..2^32 and its values",
+            ));
+        }
+        self.close_block();
+        let pl = &mut self.payload;
+        pl.clear();
+        put_var(pl, s.ts_ns);
+        put_var(pl, u64::from(s.pid));
+        put_var(pl, s.pc);
+        pl.push(s.width);
+        let mut flags = 0;
+        if s.first.dir == Direction::Write {
+            flags |= S_FIRST_WRITE;
+        }
+        if let Some(t) = &s.second {
+            flags |= S_SECOND;
+            if t.dir == Direction::Write {
+                flags |= S_SECOND_WRITE;
+            }
+        }
+        if s.down {
+            flags |= S_DOWN;
+        }
+        if s.same {
+            flags |= S_SAME;
+        }
+        pl.push(flags);
+        put_var(pl, s.count);
+        put_var(pl, zz(s.first.map_id));
+        put_var(pl, s.first.phys);
+        if let Some(t) = &s.second {
+            put_var(pl, zz(t.map_id));
+            put_var(pl, t.phys);
+        }
+        pl.extend_from_slice(&s.values);
+        self.buf.push(T_STRING);
+        put_var(&mut self.buf, pl.len() as u64);
+        self.buf.extend_from_slice(pl);
+        if self.buf.len() >= 1 << 16 {
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
     /// Moves the open block, if any, into the output buffer.
     fn close_block(&mut self) {
         let n = self.block_tags.len();
@@ -513,6 +587,8 @@ pub struct BinaryReader<R> {
     /// `read_batch` whose `max` is smaller than the block), from `pending_pos` on.
     pending: Vec<Event>,
     pending_pos: usize,
+    /// A string record being expanded, and the index of its next access.
+    string: Option<(StringAccesses, u64)>,
     lenient: bool,
     /// Damaged records skipped in lenient mode, and the first of them.
     skipped: u64,
@@ -633,6 +709,7 @@ impl<R: Read> BinaryReader<R> {
             schema: String::new(),
             pending: Vec::new(),
             pending_pos: 0,
+            string: None,
             lenient: false,
             skipped: 0,
             first_error: None,
@@ -757,6 +834,7 @@ impl<R: Read> BinaryReader<R> {
         self.eof = true;
         self.pending.clear();
         self.pending_pos = 0;
+        self.string = None;
         self.stop = Some(Stop {
             error,
             unread_bytes: unread,
@@ -839,6 +917,9 @@ impl<R: Read> BinaryReader<R> {
                 self.pending_pos += 1;
                 return Ok(Some(std::mem::replace(ev, Event::Access(BLANK))));
             }
+            if let Some(a) = self.next_string_access() {
+                return Ok(Some(Event::Access(a)));
+            }
             if self.end - self.pos < MAX_ACCESS {
                 self.fill(MAX_ACCESS)?;
                 if self.pos == self.end {
@@ -889,6 +970,25 @@ impl<R: Read> BinaryReader<R> {
             let start = self.pos;
             let payload = &self.buf[start + head..start + total];
             self.pos = start + total;
+            if tag == T_STRING {
+                match decode_string(payload) {
+                    Ok(s) => {
+                        self.string = Some((s, 0));
+                        continue;
+                    }
+                    Err(Bad(what)) => {
+                        let err = self.bad(start, what);
+                        match err {
+                            Error::Parse(p) if self.lenient => {
+                                self.skipped += 1;
+                                self.first_error.get_or_insert(*p);
+                                continue;
+                            }
+                            err => return Err(err),
+                        }
+                    }
+                }
+            }
             match decode_rare(tag, payload) {
                 Ok(Some(ev)) => return Ok(Some(ev)),
                 Ok(None) => {
@@ -950,6 +1050,16 @@ impl<R: Read> BinaryReader<R> {
     fn read_batch_inner(&mut self, out: &mut Vec<Event>, max: usize) -> Result<usize, Error> {
         let mut n = 0;
         while n < max {
+            if self.string.is_some() {
+                while n < max {
+                    let Some(a) = self.next_string_access() else {
+                        break;
+                    };
+                    *access_slot(out, n) = a;
+                    n += 1;
+                }
+                continue;
+            }
             if self.pending_pos < self.pending.len() {
                 let k = (self.pending.len() - self.pending_pos).min(max - n);
                 for ev in &mut self.pending[self.pending_pos..self.pending_pos + k] {
@@ -1017,6 +1127,85 @@ impl<R: Read> BinaryReader<R> {
         out.truncate(n);
         Ok(n)
     }
+}
+
+impl<R> BinaryReader<R> {
+    /// The next access of the string record being expanded, if any.
+    fn next_string_access(&mut self) -> Option<Access> {
+        let (s, i) = self.string.as_mut()?;
+        if *i >= s.accesses_len() {
+            self.string = None;
+            return None;
+        }
+        let a = s.access(*i);
+        *i += 1;
+        Some(a)
+    }
+}
+
+/// A string record's payload.
+fn decode_string(b: &[u8]) -> Result<StringAccesses, Bad> {
+    let mut pos = 0;
+    let pos = &mut pos;
+    let ts_ns = get_var(b, pos)?;
+    let pid = get_u32(b, pos, "a pid that fits in 32 bits")?;
+    let pc = get_var(b, pos)?;
+    let fixed = get_bytes(b, pos, 2)?;
+    let (width, flags) = (fixed[0], fixed[1]);
+    if !matches!(width, 1 | 2 | 4 | 8) {
+        return Err(Bad("a string element width of 1, 2, 4 or 8"));
+    }
+    if flags & !(S_FIRST_WRITE | S_SECOND | S_SECOND_WRITE | S_DOWN | S_SAME) != 0
+        || (flags & S_SECOND == 0 && flags & S_SECOND_WRITE != 0)
+    {
+        return Err(Bad("string flags of the known bits"));
+    }
+    let count = get_var(b, pos)?;
+    if count == 0 || count > MAX_STRING_COUNT {
+        return Err(Bad("a string element count of 1..2^32"));
+    }
+    let dir = |write: bool| {
+        if write {
+            Direction::Write
+        } else {
+            Direction::Read
+        }
+    };
+    let first = Stream {
+        dir: dir(flags & S_FIRST_WRITE != 0),
+        map_id: unzz(get_var(b, pos)?),
+        phys: get_var(b, pos)?,
+    };
+    let second = if flags & S_SECOND != 0 {
+        Some(Stream {
+            dir: dir(flags & S_SECOND_WRITE != 0),
+            map_id: unzz(get_var(b, pos)?),
+            phys: get_var(b, pos)?,
+        })
+    } else {
+        None
+    };
+    let same = flags & S_SAME != 0;
+    let n = if same {
+        u64::from(width)
+    } else {
+        count * u64::from(width)
+    };
+    if b.len() - *pos != n as usize {
+        return Err(Bad("as many value bytes as the string's elements"));
+    }
+    Ok(StringAccesses {
+        ts_ns,
+        pid,
+        pc,
+        width,
+        count,
+        down: flags & S_DOWN != 0,
+        first,
+        second,
+        values: b[*pos..].to_vec(),
+        same,
+    })
 }
 
 /// Where a buffered access block lies: its payload `buf[at..end]`, and its count.

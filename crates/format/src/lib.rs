@@ -19,6 +19,7 @@ pub mod binary;
 pub mod error;
 pub mod event;
 pub mod reader;
+pub mod strings;
 pub mod text;
 pub mod writer;
 
@@ -26,4 +27,5 @@ pub use binary::{BinaryReader, BinaryWriter};
 pub use error::{Error, ParseError, Stop};
 pub use event::*;
 pub use reader::{AnyReader, Compression, Format, TextReader};
+pub use strings::{Stream, StringAccesses};
 pub use writer::{AnyWriter, TextWriter};

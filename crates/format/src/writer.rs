@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use crate::binary::BinaryWriter;
 use crate::event::Event;
 use crate::reader::Format;
+use crate::strings::StringAccesses;
 use crate::text::write_event;
 
 /// Writes the kernel text format through an internal buffer.
@@ -29,6 +30,15 @@ impl<W: Write> TextWriter<W> {
         if self.buf.len() >= 1 << 16 {
             self.out.write_all(&self.buf)?;
             self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Appends the accesses of one string instruction's run, one line each (the
+    /// kernel's per-element lines).
+    pub fn write_strings(&mut self, s: &StringAccesses) -> io::Result<()> {
+        for a in s.accesses() {
+            self.write_event(&Event::Access(a))?;
         }
         Ok(())
     }
@@ -69,6 +79,16 @@ impl<W: Write> AnyWriter<W> {
         match self {
             AnyWriter::Text(w) => w.write_event(ev),
             AnyWriter::Binary(w) => w.write_event(ev),
+        }
+    }
+
+    /// Appends one string instruction's run of accesses: one string record in the
+    /// binary format, the per-element lines in the text format (readers of either give
+    /// back the same accesses).
+    pub fn write_strings(&mut self, s: &StringAccesses) -> io::Result<()> {
+        match self {
+            AnyWriter::Text(w) => w.write_strings(s),
+            AnyWriter::Binary(w) => w.write_strings(s),
         }
     }
 

@@ -101,9 +101,10 @@ fn binary_kernel_record_is_tag_0x8b_and_unknown_tags_are_skipped() {
     let rec = &bin[head.len()..];
     // tag, length, ts 5, id zz(2) = 4, phys 0x10, len 3, dir 0, pid 9, "write".
     assert_eq!(rec, b"\x8b\x0b\x05\x04\x10\x03\x00\x09write");
-    // A reader meets an unknown record kind 0x8c the way an older v3 reader meets 0x8b.
+    // A reader meets an unknown record kind (0x8c is the string record now) the way an
+    // older v3 reader meets 0x8b.
     let mut skipped = bin.clone();
-    skipped[head.len()] = 0x8c;
+    skipped[head.len()] = 0xfe;
     assert_eq!(binary_events(&skipped), vec![]);
     // Anything the text cannot carry is refused, not silently changed.
     let mut bad = bin.clone();

@@ -4,8 +4,17 @@ use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 
 use mmio_trace_format::text::escape_marker;
-use mmio_trace_format::{Access, Direction, Event, Map, Mark, Unknown, Unmap, MAX_WIDTH};
-use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK};
+use mmio_trace_format::{
+    Access, Direction, Event, Map, Mark, Stream, StringAccesses, Unknown, Unmap, MAX_WIDTH,
+};
+use mmio_trace_ring::{Drained, Kind, Record, MAX_MARK, MAX_STR_VALUES};
+
+/// What the merge hands out: an event, or one string instruction's run of accesses
+/// (which a binary log keeps as one record; [`Out::Strings`] stands for its accesses).
+pub(crate) enum Out {
+    Event(Event),
+    Strings(StringAccesses),
+}
 
 /// How many distinct unmatched files the recorder keeps (by path hash); further ones are
 /// only counted.
@@ -234,8 +243,17 @@ impl Merger {
         );
     }
 
-    /// Hands out, in time order, every queued event older than `watermark` (all if `None`).
+    /// Hands out, in time order, every queued event older than `watermark` (all if `None`),
+    /// string runs as their accesses.
     pub fn emit(&mut self, watermark: Option<u64>, mut out: impl FnMut(Event)) {
+        self.emit_out(watermark, |o| match o {
+            Out::Event(e) => out(e),
+            Out::Strings(s) => s.accesses().for_each(|a| out(Event::Access(a))),
+        })
+    }
+
+    /// As [`Merger::emit`], with string runs handed out whole.
+    pub fn emit_out(&mut self, watermark: Option<u64>, mut out: impl FnMut(Out)) {
         self.done_until = self.done_until.max(watermark.unwrap_or(u64::MAX));
         loop {
             let Some(mut top) = self.heads.peek_mut() else {
@@ -259,6 +277,16 @@ impl Merger {
                     self.in_heap[q] = false;
                 }
             }
+            if e.first.kind() == Some(Kind::Str) {
+                if let Some(s) = self.strings(&e) {
+                    self.last_ts = self.last_ts.max(s.ts_ns);
+                    self.emitted += s.accesses_len();
+                    // A string instruction is always the trap path's.
+                    self.patching.traps += s.accesses_len();
+                    out(Out::Strings(s));
+                }
+                continue;
+            }
             if let Some(ev) = self.resolve(&e) {
                 if let (Event::Mark(m), true) = (&ev, e.pid != 0) {
                     if m.text.starts_with(b"kernel cannot reach ") {
@@ -267,7 +295,7 @@ impl Merger {
                 }
                 self.last_ts = self.last_ts.max(ev.ts_ns().unwrap_or(0));
                 self.emitted += 1;
-                out(ev);
+                out(Out::Event(ev));
             }
         }
         if watermark.is_none() && !self.closed {
@@ -276,9 +304,77 @@ impl Merger {
         }
     }
 
+    /// A [`Kind::Str`] event as the run of accesses it stands for; `None` if it is
+    /// damaged (it never is from a tracer of this build).
+    fn strings(&mut self, e: &RawEvent) -> Option<StringAccesses> {
+        let r = &e.first;
+        let width = r.width();
+        let count = u64::from(r.0[2] as u32);
+        let flags = r.0[2] >> 32;
+        if !matches!(width, 1 | 2 | 4 | 8) || count == 0 {
+            return None;
+        }
+        let dir = |write| {
+            if write {
+                Direction::Write
+            } else {
+                Direction::Read
+            }
+        };
+        let (map_id, phys) = self.map_of(r, e.pid);
+        let first = Stream {
+            dir: dir(flags & Record::STR_WRITE != 0),
+            map_id,
+            phys,
+        };
+        let mut data = e.extra.iter();
+        let second = if flags & Record::STR_SECOND != 0 {
+            let d = data.next()?;
+            // The second stream's word 1, resolved as an access's.
+            let w = Record::new(0, d.0[0], 0, 0, 0, Kind::Write);
+            let (map_id, phys) = self.map_of(&w, e.pid);
+            Some(Stream {
+                dir: Direction::Write,
+                map_id,
+                phys,
+            })
+        } else {
+            None
+        };
+        let same = flags & Record::STR_SAME != 0;
+        let n = if same {
+            usize::from(width)
+        } else {
+            count as usize * usize::from(width)
+        };
+        if n > MAX_STR_VALUES {
+            return None;
+        }
+        let mut values = Vec::with_capacity(n.next_multiple_of(32));
+        for d in data {
+            values.extend_from_slice(&d.bytes());
+        }
+        if values.len() < n {
+            return None;
+        }
+        values.truncate(n);
+        Some(StringAccesses {
+            ts_ns: self.rel(e.ts),
+            pid: e.tid,
+            pc: r.pc(),
+            width,
+            count,
+            down: flags & Record::STR_DOWN != 0,
+            first,
+            second,
+            values,
+            same,
+        })
+    }
+
     /// At the end of the recording: each exec'd image that never attached, in a marker
     /// and on stderr, and how many system calls could not be handed device memory.
-    fn closing_warnings(&mut self, out: &mut impl FnMut(Event)) {
+    fn closing_warnings(&mut self, out: &mut impl FnMut(Out)) {
         for (pid, path) in self.untraced_images() {
             let text = format!(
                 "process {pid} exec'd {}, which never attached to the recording (statically \
@@ -288,10 +384,10 @@ impl Merger {
             );
             eprintln!("mmio-trace: warning: {text}");
             self.emitted += 1;
-            out(Event::Mark(Mark {
+            out(Out::Event(Event::Mark(Mark {
                 ts_ns: self.last_ts,
                 text: text.into_bytes(),
-            }));
+            })));
         }
         if self.unreached > 0 {
             eprintln!(
@@ -591,7 +687,8 @@ impl Merger {
                 self.note_patch(e);
                 return None;
             }
-            Kind::Data => return None,
+            // Handed out by `emit_out` before it gets here.
+            Kind::Data | Kind::Str => return None,
         })
     }
 }
@@ -716,6 +813,112 @@ mod tests {
                 (0, says(26, "/static"))
             ]
         );
+    }
+
+    /// A `Kind::Str` event: first address word, optional second, flags, values.
+    #[allow(clippy::too_many_arguments)]
+    fn string(
+        ts: u64,
+        first: u64,
+        second: Option<u64>,
+        width: u8,
+        count: u32,
+        flags: u64,
+        values: &[u8],
+    ) -> Vec<Record> {
+        let mut f = flags;
+        if second.is_some() {
+            f |= Record::STR_SECOND;
+        }
+        let w2 = u64::from(count) | f << 32;
+        let mut v = vec![Record::new(ts, first, w2, 0x401000, width, Kind::Str)];
+        v.extend(second.map(|s| Record([s, 0, 0, 0])));
+        v.extend(values.chunks(32).map(Record::data));
+        assert_eq!(v[0].extra(), v.len() - 1);
+        v
+    }
+
+    #[test]
+    fn string_runs_resolve_and_expand_to_their_accesses() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
+        r.extend(map(2, 0x20000, 0x1000, 0x100, 4));
+        // REP STOSQ of 100 elements of one value, descending.
+        r.extend(string(
+            5,
+            Record::access_word(0x10800, 3),
+            None,
+            8,
+            100,
+            Record::STR_WRITE | Record::STR_SAME | Record::STR_DOWN,
+            &7u64.to_le_bytes(),
+        ));
+        // REP MOVSW from map 3 to map 4: read, then write of the same value.
+        let vals: Vec<u8> = (0..40).collect();
+        r.extend(string(
+            6,
+            Record::access_word(0x10010, 3),
+            Some(Record::access_word(0x20020, 4)),
+            2,
+            20,
+            0,
+            &vals,
+        ));
+        let (m, out) = merged(&r);
+        let acc: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Access(a) => Some((a.dir, a.map_id, a.phys, a.value, a.pc, a.pid)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acc.len(), 100 + 40);
+        assert_eq!(m.emitted as usize, 2 + 140);
+        use Direction::{Read as R, Write as W};
+        for (k, a) in acc[..100].iter().enumerate() {
+            assert_eq!(*a, (W, 3, 0x8800 - 8 * k as u64, 7, 0x401000, 11));
+        }
+        for k in 0..20u64 {
+            let v = u64::from(u16::from_le_bytes([2 * k as u8, 2 * k as u8 + 1]));
+            assert_eq!(
+                acc[100 + 2 * k as usize],
+                (R, 3, 0x8010 + 2 * k, v, 0x401000, 11)
+            );
+            assert_eq!(
+                acc[101 + 2 * k as usize],
+                (W, 4, 0x120 + 2 * k, v, 0x401000, 11)
+            );
+        }
+        // Handed out whole to a writer.
+        let mut m = Merger::new(2, 0);
+        m.add(Drained {
+            ring: 0,
+            pid: 10,
+            tid: 11,
+            records: &r,
+        });
+        let mut runs = vec![];
+        m.emit_out(None, |o| {
+            if let Out::Strings(s) = o {
+                runs.push((s.count, s.same, s.down, s.second.is_some()));
+            }
+        });
+        assert_eq!(
+            runs,
+            vec![(100, true, true, false), (20, false, false, true)]
+        );
+    }
+
+    #[test]
+    fn damaged_string_runs_are_dropped() {
+        let mut r = Vec::new();
+        r.extend(map(1, 0x10000, 0x2000, 0x8000, 3));
+        // Width 3, count 0: no accesses.
+        r.push(Record::new(5, 0x10000, 1, 0, 3, Kind::Str));
+        r.push(Record::data(&[0; 32]));
+        r.push(Record::new(6, 0x10000, 0, 0, 1, Kind::Str));
+        let (_, out) = merged(&r);
+        assert!(!out.iter().any(|e| matches!(e, Event::Access(_))));
     }
 
     #[test]

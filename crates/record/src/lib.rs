@@ -405,17 +405,23 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         }
     };
     let mut maps = 0u64;
-    let mut write = |writer: &mut Option<AnyWriter<output::Sink>>, e: &Event| {
-        maps += matches!(e, Event::Map(_)) as u64;
+    let mut write = |writer: &mut Option<AnyWriter<output::Sink>>, o: decode::Out| {
+        if let decode::Out::Event(Event::Map(_)) = o {
+            maps += 1;
+        }
         if write_err.is_some() {
             return;
         }
-        if let Some(Err(err)) = writer.as_mut().map(|w| w.write_event(e)) {
+        let r = writer.as_mut().map(|w| match &o {
+            decode::Out::Event(e) => w.write_event(e),
+            decode::Out::Strings(s) => w.write_strings(s),
+        });
+        if let Some(Err(err)) = r {
             write_err = Some(err);
         }
     };
     for e in header_events() {
-        write(&mut writer, &e);
+        write(&mut writer, decode::Out::Event(e));
     }
 
     let marks = marks::MarkSocket::bind().ok();
@@ -457,7 +463,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
                 text.len() as u64,
             );
         }
-        merger.emit(Some(wm), |e| write(&mut writer, &e));
+        merger.emit_out(Some(wm), |o| write(&mut writer, o));
         // Reap every descendant that ended; stop when none is left.
         let all_gone;
         loop {
@@ -502,11 +508,11 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     }
     // Every process is gone: nothing can be in flight any more.
     consumer.poll(|d| merger.add(d));
-    merger.emit(None, |e| write(&mut writer, &e));
+    merger.emit_out(None, |o| write(&mut writer, o));
     let h = consumer.header();
     let lost = h.lost.load(Ordering::Relaxed);
     if lost > 0 {
-        write(&mut writer, &Event::LostEvents(lost));
+        write(&mut writer, decode::Out::Event(Event::LostEvents(lost)));
     }
     if write_err.is_none() {
         if let Some(w) = &mut writer {

@@ -95,7 +95,7 @@ pub use producer::{recorder_fd, set_recorder_fd, Open, Producer, Shm, WaitError}
 /// [`Producer::OFFSET_MASK`]). The cached tail and the reservation counter live in the
 /// ring's control block ([`RingCtl::tail_cache`], [`RingCtl::head`]), shared by every copy.
 pub type ProducerState = Producer;
-pub use record::{Kind, Record, MAX_MARK, RECORD_SIZE};
+pub use record::{Kind, Record, MAX_MARK, MAX_STR_VALUES, RECORD_SIZE};
 
 /// How the shared memory is divided into rings: `big_rings` rings of `capacity` records,
 /// then `rings - big_rings` rings of `small_capacity` records (powers of two).

@@ -58,6 +58,16 @@ pub enum Kind {
     /// `ceil(len/32)` data records hold the path (length 0: a path this process already
     /// sent). Width: 1 a character device, 2 a block device, 0 anything else (or unknown).
     Unmatched = 12,
+    /// A run of one string instruction's elements (`REP MOVS/STOS/LODS/SCAS`), all
+    /// logged with this record's time: word 1 as accesses (the first element's access of
+    /// the first stream), word 2 = element count (bits 0..32) | `Record::STR_*` flags
+    /// << 32, width = the element width (1, 2, 4, 8). Data records follow: with
+    /// `STR_SECOND`, one holding word 1 of the second stream's first access (each
+    /// element's second access, with the same value: `MOVS` between two device
+    /// addresses); then the values, `width` bytes per element (`ceil(count * width /
+    /// 32)` records), or, with `STR_SAME`, one record whose word 0 is every element's
+    /// value. Element k's access is at the first address ± k * width.
+    Str = 13,
     /// The hot-site patcher's report on one site, for the recorder's summary only (never
     /// logged): word 1 = the site's pc (0: the whole process), word 2 = status (bits 0-7:
     /// 0 patched, 1 not patched, 2 patching is off) | reason length << 8 (16 bits) | traps
@@ -133,6 +143,7 @@ impl Kind {
             10 => Kind::Exec,
             11 => Kind::Attach,
             12 => Kind::Unmatched,
+            13 => Kind::Str,
             14 => Kind::Patch,
             _ => return None,
         })
@@ -144,11 +155,24 @@ const PC_MASK: u64 = (1 << 48) - 1;
 /// (user-space PCs are below 2^47).
 pub const VIA_TRAMPOLINE: u64 = 1 << 47;
 
+/// The most value bytes one [`Kind::Str`] event carries (producers split longer runs).
+pub const MAX_STR_VALUES: usize = 4096;
+
 /// The largest marker text carried (longer text is cut; the first record keeps the
 /// whole length, for the consumer to say so).
 pub const MAX_MARK: usize = 4096;
 
 impl Record {
+    /// [`Kind::Str`] flag: the first stream's accesses are writes (else reads).
+    pub const STR_WRITE: u64 = 1;
+    /// [`Kind::Str`] flag: each element has a second access, a write of the same value
+    /// (its first address in the first data record).
+    pub const STR_SECOND: u64 = 2;
+    /// [`Kind::Str`] flag: addresses go down (DF = 1).
+    pub const STR_DOWN: u64 = 4;
+    /// [`Kind::Str`] flag: every element has one value, in the first value record.
+    pub const STR_SAME: u64 = 8;
+
     /// The first record of an event.
     #[inline]
     pub const fn new(ts: u64, w1: u64, w2: u64, pc: u64, width: u8, kind: Kind) -> Record {
@@ -228,8 +252,46 @@ impl Record {
             Some(Kind::Map) => 1,
             Some(Kind::Mark) | Some(Kind::Exec) => (self.0[2] as usize).min(MAX_MARK).div_ceil(32),
             Some(Kind::Unmatched) => (self.0[2] as u32 as usize).min(MAX_MARK).div_ceil(32),
+            Some(Kind::Str) => {
+                let flags = self.0[2] >> 32;
+                let second = (flags & Record::STR_SECOND != 0) as usize;
+                let values = if flags & Record::STR_SAME != 0 {
+                    1
+                } else {
+                    (self.0[2] as u32 as usize * self.width() as usize)
+                        .min(MAX_STR_VALUES)
+                        .div_ceil(32)
+                };
+                second + values
+            }
             Some(Kind::Patch) => ((self.0[2] >> 8) as u16 as usize).min(512).div_ceil(32),
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_events_count_their_data_records() {
+        let str_rec = |count: u64, width: u8, flags: u64| {
+            Record::new(1, 0x1000, count | flags << 32, 0, width, Kind::Str)
+        };
+        // Values: ceil(count * width / 32) records.
+        assert_eq!(str_rec(1, 1, 0).extra(), 1);
+        assert_eq!(str_rec(32, 1, 0).extra(), 1);
+        assert_eq!(str_rec(33, 1, 0).extra(), 2);
+        assert_eq!(str_rec(512, 8, 0).extra(), 128);
+        // A second stream's address first.
+        assert_eq!(str_rec(5, 2, Record::STR_SECOND).extra(), 2);
+        // One value for all, however many elements.
+        assert_eq!(str_rec(u32::MAX as u64, 8, Record::STR_SAME).extra(), 1);
+        let both = Record::STR_SAME | Record::STR_SECOND | Record::STR_WRITE | Record::STR_DOWN;
+        assert_eq!(str_rec(9, 4, both).extra(), 2);
+        // Never more than the values one event may carry.
+        assert_eq!(str_rec(u32::MAX as u64, 8, 0).extra(), MAX_STR_VALUES / 32);
+        assert_eq!(Kind::from_u8(13), Some(Kind::Str));
     }
 }

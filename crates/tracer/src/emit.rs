@@ -85,6 +85,13 @@ fn lost() {
     }
 }
 
+/// Counts `n` events that could not be written (the recorder says so in the log).
+pub(crate) fn lost_events(n: u64) {
+    if let Some(shm) = crate::shm() {
+        shm.header().lost.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 impl Pending {
     fn push(mut self, recs: &[Record]) {
         match self.p.take() {
@@ -130,6 +137,42 @@ impl Pending {
     pub fn access_value(self, write: bool, addr: u64, map_id: u64, width: u8, value: u64, pc: u64) {
         let b = value.to_le_bytes();
         self.access(write, addr, map_id, &b[..(width as usize).clamp(1, 8)], pc);
+    }
+
+    /// Publishes a run of `count` elements of one string instruction as one
+    /// [`Kind::Str`] event: `first` (and `second`) are word 1 of the first element's
+    /// access of each stream ([`Record::access_word`]), `flags` the `Record::STR_*`
+    /// flags, `values` the elements' values (`width` bytes each, at most
+    /// [`mmio_trace_ring::MAX_STR_VALUES`]; with `STR_SAME` the one value).
+    #[allow(clippy::too_many_arguments)]
+    pub fn string(
+        self,
+        first: u64,
+        second: Option<u64>,
+        width: u8,
+        count: u32,
+        mut flags: u64,
+        values: &[u8],
+        pc: u64,
+    ) {
+        const MAX: usize = mmio_trace_ring::MAX_STR_VALUES;
+        let values = &values[..values.len().min(MAX)];
+        if second.is_some() {
+            flags |= Record::STR_SECOND;
+        }
+        let w2 = u64::from(count) | flags << 32;
+        let mut recs = [Record::default(); 2 + MAX / 32];
+        recs[0] = Record::new(self.ts, first, w2, pc, width, Kind::Str);
+        let mut n = 1;
+        if let Some(s) = second {
+            recs[1] = Record([s, 0, 0, 0]);
+            n = 2;
+        }
+        for c in values.chunks(32) {
+            recs[n] = Record::data(c);
+            n += 1;
+        }
+        self.push(&recs[..n]);
     }
 
     /// Ends the event without publishing anything (the access it was for faulted and did

@@ -22,6 +22,7 @@ use crate::emit;
 use crate::guard::{self, Fault, Locked};
 use crate::regions::{self, Region};
 use crate::sys;
+use mmio_trace_ring::{Record, MAX_STR_VALUES};
 
 /// The `gregs` index of a 64-bit general-purpose register.
 pub(crate) fn greg_index(full: Register) -> Option<usize> {
@@ -243,6 +244,240 @@ struct AliasBus {
     fault: Option<Fault>,
     /// The region of the faulting access, as the fault path found it.
     region: Region,
+    /// A string instruction's elements being gathered into runs (one event per run).
+    run: Option<StrRun>,
+}
+
+/// A logged access of a string element.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ElemAccess {
+    write: bool,
+    addr: u64,
+    map_id: u64,
+    value: u64,
+}
+
+/// A string instruction's device accesses, gathered element by element into runs that
+/// are each published as one [`mmio_trace_ring::Kind::Str`] event instead of one event
+/// per access. A run is consecutive elements of one shape: one access each (`STOS`,
+/// `LODS`, `SCAS`, `MOVS` with one side in ordinary memory), or a read then a write of
+/// the same value (`MOVS` between device addresses), at addresses stepping by the width
+/// in one mapping. An element that does not continue the run ends it (published) and
+/// starts the next; one of another shape (nothing logged, a partial element) is
+/// published access by access, in order. The run's time is taken before its first
+/// access (`emit::begin`), so the merge by time stays safe; a run started by an element
+/// that ended the previous one takes it just after that element.
+struct StrRun {
+    width: u8,
+    down: bool,
+    /// The element in progress: its logged accesses so far.
+    cur: [ElemAccess; 2],
+    cur_n: usize,
+    /// The event of the run (or of the element in progress when no run is open).
+    pending: Option<emit::Pending>,
+    /// The run's first element (its shape: `shape` accesses; 0: no run open).
+    first: [ElemAccess; 2],
+    shape: usize,
+    count: u32,
+    /// Every element so far had the first one's value.
+    same: bool,
+    /// The values of the first `MAX_STR_VALUES / width` elements.
+    vals: [u8; MAX_STR_VALUES],
+}
+
+impl StrRun {
+    fn new(width: u8, down: bool) -> StrRun {
+        StrRun {
+            width,
+            down,
+            cur: [ElemAccess::default(); 2],
+            cur_n: 0,
+            pending: None,
+            first: [ElemAccess::default(); 2],
+            shape: 0,
+            count: 0,
+            same: true,
+            vals: [0; MAX_STR_VALUES],
+        }
+    }
+
+    /// Before a logged access of the element in progress: the run's event begins here
+    /// (its time) unless one is open.
+    fn before_access(&mut self) {
+        if self.pending.is_none() {
+            self.pending = Some(emit::begin());
+        }
+    }
+
+    /// A logged access of the element in progress happened.
+    fn access(&mut self, a: ElemAccess, pc: u64) {
+        if self.cur_n == self.cur.len() {
+            // Not a shape a run holds (never for the instructions gathered): out now.
+            self.flush(pc);
+            self.publish_cur(pc);
+        }
+        self.cur[self.cur_n] = a;
+        self.cur_n += 1;
+    }
+
+    /// Where element `k` of the run accesses, from the first element's address `a`.
+    fn at(&self, a: u64, k: u32) -> u64 {
+        let d = u64::from(k) * u64::from(self.width);
+        if self.down {
+            a.wrapping_sub(d)
+        } else {
+            a.wrapping_add(d)
+        }
+    }
+
+    /// Whether the element in progress has a shape a run holds.
+    fn gatherable(&self) -> bool {
+        match self.cur_n {
+            1 => true,
+            2 => !self.cur[0].write && self.cur[1].write && self.cur[0].value == self.cur[1].value,
+            _ => false,
+        }
+    }
+
+    /// The element in progress is complete.
+    fn element_done(&mut self, pc: u64) {
+        if self.cur_n == 0 {
+            // Nothing logged (ordinary memory): the run's addresses are no longer
+            // consecutive in the log.
+            self.flush(pc);
+            return;
+        }
+        if self.shape != 0 && self.continues() {
+            self.add_cur();
+            return;
+        }
+        self.flush(pc);
+        if !self.gatherable() {
+            self.publish_cur(pc);
+            return;
+        }
+        self.shape = self.cur_n;
+        self.first = self.cur;
+        self.count = 0;
+        self.same = true;
+        self.add_cur();
+    }
+
+    /// Whether the element in progress continues the open run.
+    fn continues(&self) -> bool {
+        let w = usize::from(self.width);
+        if self.cur_n != self.shape || self.count == u32::MAX {
+            return false;
+        }
+        for i in 0..self.shape {
+            let (c, f) = (&self.cur[i], &self.first[i]);
+            if c.write != f.write || c.map_id != f.map_id || c.addr != self.at(f.addr, self.count) {
+                return false;
+            }
+        }
+        if self.shape == 2 && self.cur[0].value != self.cur[1].value {
+            return false;
+        }
+        let same = self.cur[0].value == self.first[0].value;
+        // Past the room for values only while every value is the first one.
+        (self.count as usize + 1) * w <= MAX_STR_VALUES || (self.same && same)
+    }
+
+    fn add_cur(&mut self) {
+        let w = usize::from(self.width);
+        let v = self.cur[0].value;
+        self.same &= v == self.first[0].value;
+        let at = self.count as usize * w;
+        if let Some(d) = self.vals.get_mut(at..at + w) {
+            d.copy_from_slice(&v.to_le_bytes()[..w]);
+        }
+        self.count += 1;
+        self.cur_n = 0;
+        if self.pending.is_none() {
+            self.pending = Some(emit::begin());
+        }
+    }
+
+    /// Publishes the open run, if any.
+    fn flush(&mut self, pc: u64) {
+        if self.shape == 0 {
+            return;
+        }
+        let shape = self.shape;
+        self.shape = 0;
+        let Some(e) = self.pending.take() else {
+            return;
+        };
+        let w = usize::from(self.width);
+        let f = self.first;
+        if self.count == 1 {
+            // One element: the plain access events every other instruction makes.
+            e.access_value(
+                f[0].write,
+                f[0].addr,
+                f[0].map_id,
+                self.width,
+                f[0].value,
+                pc,
+            );
+            if shape == 2 {
+                let e = emit::begin();
+                e.access_value(
+                    f[1].write,
+                    f[1].addr,
+                    f[1].map_id,
+                    self.width,
+                    f[1].value,
+                    pc,
+                );
+            }
+            return;
+        }
+        let mut flags = 0;
+        if f[0].write {
+            flags |= Record::STR_WRITE;
+        }
+        if self.down {
+            flags |= Record::STR_DOWN;
+        }
+        let n = if self.same {
+            flags |= Record::STR_SAME;
+            w
+        } else {
+            // At most MAX_STR_VALUES (`continues`).
+            self.count as usize * w
+        };
+        let values = self.vals.get(..n).unwrap_or(&self.vals);
+        let second = (shape == 2).then(|| Record::access_word(f[1].addr, f[1].map_id));
+        e.string(
+            Record::access_word(f[0].addr, f[0].map_id),
+            second,
+            self.width,
+            self.count,
+            flags,
+            values,
+            pc,
+        );
+    }
+
+    /// Publishes the accesses of the element in progress one by one.
+    fn publish_cur(&mut self, pc: u64) {
+        for i in 0..self.cur_n {
+            let c = self.cur[i];
+            let e = self.pending.take().unwrap_or_else(emit::begin);
+            e.access_value(c.write, c.addr, c.map_id, self.width, c.value, pc);
+        }
+        self.cur_n = 0;
+    }
+
+    /// The instruction ended (completed, faulted or refused): the open run, then the
+    /// accesses of a partial element, are published.
+    fn finish(&mut self, pc: u64) {
+        self.flush(pc);
+        self.publish_cur(pc);
+        // An event begun for an access that did not happen ends here (dropped).
+        self.pending = None;
+    }
 }
 
 impl AliasBus {
@@ -322,6 +557,27 @@ impl Bus for AliasBus {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), BusFault> {
         let len = buf.len();
         match self.region_for(addr, len)? {
+            Some(r) if self.run.is_some() && len <= 8 => {
+                let pc = self.pc;
+                let Some(run) = self.run.as_mut() else {
+                    return Err(BusFault { addr });
+                };
+                run.before_access();
+                let at = r.alias_of(addr);
+                // SAFETY: the alias maps the whole region readable; width checked.
+                match unsafe { guard::read(at, buf) } {
+                    Ok(()) => run.access(
+                        ElemAccess {
+                            write: false,
+                            addr,
+                            map_id: r.map_id,
+                            value: le_value(buf),
+                        },
+                        pc,
+                    ),
+                    Err(f) => return Err(self.faulted(f, addr, at, len)),
+                }
+            }
             Some(r) => {
                 self.lock_for_rmw();
                 let e = emit::begin();
@@ -349,6 +605,26 @@ impl Bus for AliasBus {
                 if r.prot & libc::PROT_WRITE == 0 {
                     return Err(BusFault { addr });
                 }
+                if len <= 8 {
+                    if let Some(run) = self.run.as_mut() {
+                        run.before_access();
+                        let at = r.alias_of(addr);
+                        // SAFETY: as below.
+                        return match unsafe { guard::write(at, data) } {
+                            Ok(()) => {
+                                let a = ElemAccess {
+                                    write: true,
+                                    addr,
+                                    map_id: r.map_id,
+                                    value: le_value(data),
+                                };
+                                run.access(a, self.pc);
+                                Ok(())
+                            }
+                            Err(f) => Err(self.faulted(f, addr, at, len)),
+                        };
+                    }
+                }
                 self.lock_for_rmw();
                 let e = emit::begin();
                 let at = r.alias_of(addr);
@@ -367,6 +643,13 @@ impl Bus for AliasBus {
                 .map_err(|f| self.faulted(f, addr, addr, len))?,
         }
         Ok(())
+    }
+
+    fn string_element_done(&mut self) {
+        let pc = self.pc;
+        if let Some(run) = self.run.as_mut() {
+            run.element_done(pc);
+        }
     }
 
     /// The locked forms of 1..8 bytes (`XCHG`, `LOCK CMPXCHG/XADD/ADD/OR/BTS/INC`…): performed
@@ -412,6 +695,14 @@ impl Bus for AliasBus {
             },
         }
     }
+}
+
+/// The little-endian value of at most 8 bytes.
+fn le_value(b: &[u8]) -> u64 {
+    let mut v = [0u8; 8];
+    let n = b.len().min(8);
+    v[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(v)
 }
 
 /// A locked read-modify-write of the aligned `width`-byte word at `p`: (old, new).
@@ -509,6 +800,9 @@ pub(crate) unsafe fn emulate(
         holding: false,
         fault: None,
         region: *region,
+        run: d
+            .string_run_width()
+            .map(|w| StrRun::new(w, cpu.rflags() & DF != 0)),
     };
     // Refuse up front anything the bus would refuse half-way: a read with side effects
     // must not happen and then be repeated by the step fallback. And the faulting access
@@ -543,7 +837,27 @@ pub(crate) unsafe fn emulate(
     if unsafe { *crate::ctx::uc_mask(uc) } & SIGBUS_BIT != 0 {
         sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SIGBUS_BIT), None);
     }
-    match x86::emulate(d, &mut cpu, &mut bus) {
+    // Whole stretches of a REP STOS/MOVS between one region and ordinary memory run as
+    // the CPU's own instruction on the alias; what is left (another region, a string
+    // between two device addresses, the other forms) goes element by element below.
+    while bus.run.is_some() {
+        match bulk_string(d, &mut cpu, &bus, rip) {
+            Bulk::No => break,
+            Bulk::Done => {
+                if cpu.gpr(1) == 0 {
+                    cpu.set_rip(ins.next_ip());
+                    return Emulated::Done;
+                }
+            }
+            Bulk::Refused => return Emulated::Refused,
+            Bulk::Fault(f) => return Emulated::Fault(f),
+        }
+    }
+    let result = x86::emulate(d, &mut cpu, &mut bus);
+    if let Some(run) = bus.run.as_mut() {
+        run.finish(rip);
+    }
+    match result {
         Ok(_) => Emulated::Done,
         Err(_) => match bus.fault {
             Some(mut f) => {
@@ -563,6 +877,263 @@ pub(crate) unsafe fn emulate(
 }
 
 const SIGBUS_BIT: u64 = 1 << (libc::SIGBUS - 1);
+
+/// What [`bulk_string`] did.
+enum Bulk {
+    /// Nothing (not a form it runs, or nothing to run): the emulator goes on.
+    No,
+    /// Some elements ran and are logged, the registers say how many (RCX 0: all).
+    Done,
+    /// The alias refused an access the program's mapping may allow (a concurrent
+    /// `munmap`): the elements before it are done; the rest is stepped.
+    Refused,
+    /// The string faulted (with the program's address) at the element RSI/RDI/RCX now
+    /// name; the elements before it are done and logged.
+    Fault(Fault),
+}
+
+/// The most bytes of ordinary memory one [`bulk_string`] covers (its pages are checked
+/// to be untraced first).
+const BULK_MAX: u64 = 64 << 20;
+
+/// `REP STOS` into a traced region, or `REP MOVS` between one and ordinary memory
+/// (64-bit addresses, no segment override): the elements that stay inside the region
+/// run at once as the CPU's own string instruction on the alias (each element one
+/// access of its width, as natively) and are logged as runs of elements (values: the
+/// accumulator, or the ordinary side's bytes, read there). Registers are committed for
+/// the elements done; a fault stops the string on the faulting element, as the CPU
+/// does.
+fn bulk_string<C: Cpu>(d: &x86::Decoded, cpu: &mut C, bus: &AliasBus, pc: u64) -> Bulk {
+    use iced_x86::{Mnemonic as M, OpKind};
+    let ins = d.instruction();
+    let stos = matches!(ins.mnemonic(), M::Stosb | M::Stosw | M::Stosd | M::Stosq);
+    let movs = matches!(ins.mnemonic(), M::Movsb | M::Movsw | M::Movsd | M::Movsq);
+    let plain = |k: OpKind| matches!(k, OpKind::MemorySegRSI | OpKind::MemoryESRDI);
+    let rcx = cpu.gpr(1);
+    if !ins.is_string_instruction()
+        || !(stos || movs)
+        || !(ins.has_rep_prefix() || ins.has_repne_prefix())
+        || !plain(ins.op0_kind())
+        || (movs && !plain(ins.op1_kind()))
+        || matches!(ins.memory_segment(), Register::FS | Register::GS)
+        || rcx == 0
+    {
+        return Bulk::No;
+    }
+    let Some(width) = d.string_run_width() else {
+        return Bulk::No;
+    };
+    let w = u64::from(width);
+    let down = cpu.rflags() & DF != 0;
+    let (rsi, rdi) = (cpu.gpr(6), cpu.gpr(7));
+    // The device side, and the ordinary one (MOVS), which no region may hold.
+    let (dev, dev_writes, ord) = if stos {
+        (rdi, true, None)
+    } else {
+        match (regions::find(rsi).is_some(), regions::find(rdi).is_some()) {
+            (true, false) => (rsi, false, Some(rdi)),
+            (false, true) => (rdi, true, Some(rsi)),
+            _ => return Bulk::No,
+        }
+    };
+    let Ok(Some(r)) = bus.region_spanning(dev, width as usize, true) else {
+        return Bulk::No;
+    };
+    if dev_writes && r.prot & libc::PROT_WRITE == 0 {
+        return Bulk::No;
+    }
+    // Elements whose device access lies wholly inside the region.
+    let end = r.start + r.len;
+    if !r.contains(dev) || dev + w > end {
+        return Bulk::No;
+    }
+    let fit = if down {
+        (dev - r.start) / w + 1
+    } else {
+        (end - dev) / w
+    };
+    let mut k = rcx.min(fit).min(BULK_MAX / w);
+    if let Some(o) = ord {
+        let (lo, hi) = if down {
+            (o.wrapping_sub((k - 1) * w), o.wrapping_add(w))
+        } else {
+            (o, o.wrapping_add(k * w))
+        };
+        if hi <= lo {
+            return Bulk::No;
+        }
+        // A traced page on the ordinary side: only the elements before it, in the
+        // string's order.
+        let (first_page, last_page) = (lo >> 12, (hi - 1) >> 12);
+        let traced = |n: &u64| regions::find(n << 12).is_some();
+        if down {
+            if let Some(n) = (first_page..=last_page).rev().find(traced) {
+                let above = (n + 1) << 12;
+                k = k.min(if o >= above { (o - above) / w + 1 } else { 0 });
+            }
+        } else if let Some(n) = (first_page..=last_page).find(traced) {
+            k = k.min((n << 12).saturating_sub(o) / w);
+        }
+        if !dev_writes {
+            // A write fault on the ordinary side would come after the element's device
+            // read, whose value the CPU then drops: the pages written are probed first
+            // (an atomic add of 0: a write access that changes nothing), and the string
+            // stops short of one that refuses, for the emulator to fault on exactly.
+            let (lo, hi) = if down {
+                (o.wrapping_sub(k.saturating_sub(1) * w), o.wrapping_add(w))
+            } else {
+                (o, o.wrapping_add(k * w))
+            };
+            let probe = |n: u64| {
+                let a = (n << 12).max(lo);
+                // SAFETY: a byte the string is about to write; a fault is returned.
+                unsafe { guard::locked(a, 1, guard::Locked::Xadd(0)) }.is_err()
+            };
+            let pages = (lo >> 12)..=((hi - 1) >> 12);
+            if down {
+                if let Some(n) = pages.rev().find(|&n| probe(n)) {
+                    let above = (n + 1) << 12;
+                    k = k.min(if o >= above { (o - above) / w + 1 } else { 0 });
+                }
+            } else if let Some(n) = pages.into_iter().find(|&n| probe(n)) {
+                k = k.min((n << 12).saturating_sub(o) / w);
+            }
+        }
+        if k == 0 {
+            return Bulk::No;
+        }
+    }
+    let at = |a: u64, e: u64| {
+        if down {
+            a.wrapping_sub(e * w)
+        } else {
+            a.wrapping_add(e * w)
+        }
+    };
+    let acc = cpu.gpr(0) & if w >= 8 { u64::MAX } else { (1 << (8 * w)) - 1 };
+    let alias = r.alias_of(dev);
+    let first = emit::begin();
+    let (op, dst) = match ord {
+        None => (guard::RepOp::Stos(acc), alias),
+        Some(o) if dev_writes => (guard::RepOp::Movs(o), alias),
+        Some(o) => (guard::RepOp::Movs(alias), o),
+    };
+    // SAFETY: the alias maps the region (writable when the program may write it); the
+    // ordinary side is the program's own operand (a fault comes back as an error).
+    let (left, res) = unsafe { guard::rep_string(op, width, dst, k, down) };
+    let done = k - left;
+    if movs {
+        cpu.set_gpr(6, at(rsi, done));
+    }
+    cpu.set_gpr(7, at(rdi, done));
+    cpu.set_gpr(1, rcx - done);
+    log_bulk(first, &r, dev, dev_writes, ord, acc, width, done, down, pc);
+    match res {
+        Ok(()) => Bulk::Done,
+        Err(f) if f.signo == libc::SIGSEGV && f.addr.wrapping_sub(r.alias) < r.len => {
+            // The alias refused what the program's mapping may allow: not the program's.
+            Bulk::Refused
+        }
+        Err(mut f) => {
+            if f.addr.wrapping_sub(r.alias) < r.len {
+                f.addr = r.start + (f.addr - r.alias);
+            }
+            Bulk::Fault(f)
+        }
+    }
+}
+
+/// Logs `done` elements [`bulk_string`] ran, as runs: one of the accumulator's value
+/// (`STOS`), or runs of at most `MAX_STR_VALUES` bytes of the values the ordinary side
+/// holds (`MOVS`, in element order).
+#[allow(clippy::too_many_arguments)]
+fn log_bulk(
+    first: emit::Pending,
+    r: &Region,
+    dev: u64,
+    dev_writes: bool,
+    ord: Option<u64>,
+    acc: u64,
+    width: u8,
+    done: u64,
+    down: bool,
+    pc: u64,
+) {
+    let w = u64::from(width);
+    let mut flags = 0;
+    if dev_writes {
+        flags |= Record::STR_WRITE;
+    }
+    if down {
+        flags |= Record::STR_DOWN;
+    }
+    let at = |a: u64, e: u64| {
+        if down {
+            a.wrapping_sub(e * w)
+        } else {
+            a.wrapping_add(e * w)
+        }
+    };
+    let mut pending = Some(first);
+    let mut e0 = 0u64;
+    let per = match ord {
+        None => u64::from(u32::MAX),
+        Some(_) => MAX_STR_VALUES as u64 / w,
+    };
+    while e0 < done {
+        let n = (done - e0).min(per);
+        let e = pending.take().unwrap_or_else(emit::begin);
+        let word = Record::access_word(at(dev, e0), r.map_id);
+        let mut vals = [0u8; MAX_STR_VALUES];
+        let values = match ord {
+            None => {
+                vals[..8].copy_from_slice(&acc.to_le_bytes());
+                if n == 1 {
+                    e.access_value(dev_writes, at(dev, e0), r.map_id, width, acc, pc);
+                    e0 += n;
+                    continue;
+                }
+                flags |= Record::STR_SAME;
+                &vals[..width as usize]
+            }
+            Some(o) => {
+                let len = (n * w) as usize;
+                // The ordinary bytes of elements e0..e0+n, lowest address first.
+                let lo = if down { at(o, e0 + n - 1) } else { at(o, e0) };
+                // SAFETY: the ordinary bytes the string just read or wrote.
+                if unsafe { guard::copy(vals.as_mut_ptr() as u64, lo, len) }.is_err() {
+                    // Unmapped by another thread since: those values are gone.
+                    e.cancel();
+                    emit::lost_events(n);
+                    e0 += n;
+                    continue;
+                }
+                if down {
+                    // Element order is descending addresses.
+                    let wu = width as usize;
+                    let elems = &mut vals[..len];
+                    elems.reverse();
+                    for c in elems.chunks_exact_mut(wu) {
+                        c.reverse();
+                    }
+                }
+                if n == 1 {
+                    let mut b = [0u8; 8];
+                    b[..width as usize].copy_from_slice(&vals[..width as usize]);
+                    let v = u64::from_le_bytes(b);
+                    e.access_value(dev_writes, at(dev, e0), r.map_id, width, v, pc);
+                    e0 += n;
+                    continue;
+                }
+                &vals[..len]
+            }
+        };
+        e.string(word, None, width, n as u32, flags, values, pc);
+        e0 += n;
+    }
+}
+/// The direction flag in RFLAGS.
+const DF: u64 = 1 << 10;
 
 /// In a fork child: a locked RMW of a thread that does not exist there holds nothing.
 pub(crate) fn after_fork_child() {

@@ -212,6 +212,41 @@ global_asm!(
     "    rep movsb",
     "    xor eax, eax",
     "    ret",
+    // A whole REP STOS / REP MOVS (RDI, RSI, RCX, RAX and DF as the caller set them, see
+    // `rep_string`): the CPU's own string instruction, which a fault stops with RCX, RSI
+    // and RDI on the faulting element.
+    "mmio_trace_guard_stos1:",
+    "    rep stosb",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_stos2:",
+    "    rep stosw",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_stos4:",
+    "    rep stosd",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_stos8:",
+    "    rep stosq",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_movs1:",
+    "    rep movsb",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_movs2:",
+    "    rep movsw",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_movs4:",
+    "    rep movsd",
+    "    xor eax, eax",
+    "    ret",
+    "mmio_trace_guard_movs8:",
+    "    rep movsq",
+    "    xor eax, eax",
+    "    ret",
     ".globl mmio_trace_guard_end",
     ".hidden mmio_trace_guard_end",
     "mmio_trace_guard_end:",
@@ -234,6 +269,10 @@ global_asm!(
     ".hidden mmio_trace_guard_cas1, mmio_trace_guard_cas2, mmio_trace_guard_cas4, mmio_trace_guard_cas8",
     ".globl mmio_trace_guard_copy",
     ".hidden mmio_trace_guard_copy",
+    ".globl mmio_trace_guard_stos1, mmio_trace_guard_stos2, mmio_trace_guard_stos4, mmio_trace_guard_stos8",
+    ".hidden mmio_trace_guard_stos1, mmio_trace_guard_stos2, mmio_trace_guard_stos4, mmio_trace_guard_stos8",
+    ".globl mmio_trace_guard_movs1, mmio_trace_guard_movs2, mmio_trace_guard_movs4, mmio_trace_guard_movs8",
+    ".hidden mmio_trace_guard_movs1, mmio_trace_guard_movs2, mmio_trace_guard_movs4, mmio_trace_guard_movs8",
 );
 
 extern "C" {
@@ -266,6 +305,16 @@ extern "C" {
     fn mmio_trace_guard_cas4(p: u64, expected: u64, new: u64) -> Ret;
     fn mmio_trace_guard_cas8(p: u64, expected: u64, new: u64) -> Ret;
     fn mmio_trace_guard_copy(dst: u64, src: u64, len: usize) -> Ret;
+    // Not callable from Rust (their operands are RDI, RSI, RCX, RAX and DF): named by
+    // address in `rep_string`.
+    fn mmio_trace_guard_stos1();
+    fn mmio_trace_guard_stos2();
+    fn mmio_trace_guard_stos4();
+    fn mmio_trace_guard_stos8();
+    fn mmio_trace_guard_movs1();
+    fn mmio_trace_guard_movs2();
+    fn mmio_trace_guard_movs4();
+    fn mmio_trace_guard_movs8();
 }
 
 /// If the fault interrupted a guarded routine, makes that routine return the fault and
@@ -385,6 +434,69 @@ pub(crate) unsafe fn copy(dst: u64, src: u64, len: usize) -> Result<(), Fault> {
         .map(drop)
 }
 
+/// Which string instruction [`rep_string`] runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RepOp {
+    /// `REP STOS` of the value.
+    Stos(u64),
+    /// `REP MOVS` from the source address.
+    Movs(u64),
+}
+
+/// Runs `REP STOS`/`REP MOVS` of `count` elements of `width` (1, 2, 4 or 8) bytes at
+/// `dst` (and from the source) with DF = `down`, as the CPU's own instruction: each
+/// element one access of its width. Returns how many elements are left (0 unless it
+/// faulted: then the fault, which stopped it at the first element left).
+///
+/// # Safety
+/// The ranges are mapped memory the caller may access as the instruction does (a fault
+/// is reported, not raised).
+pub(crate) unsafe fn rep_string(
+    op: RepOp,
+    width: u8,
+    dst: u64,
+    count: u64,
+    down: bool,
+) -> (u64, Result<(), Fault>) {
+    let f: unsafe extern "C" fn() = match (op, width) {
+        (RepOp::Stos(_), 1) => mmio_trace_guard_stos1,
+        (RepOp::Stos(_), 2) => mmio_trace_guard_stos2,
+        (RepOp::Stos(_), 4) => mmio_trace_guard_stos4,
+        (RepOp::Stos(_), _) => mmio_trace_guard_stos8,
+        (RepOp::Movs(_), 1) => mmio_trace_guard_movs1,
+        (RepOp::Movs(_), 2) => mmio_trace_guard_movs2,
+        (RepOp::Movs(_), 4) => mmio_trace_guard_movs4,
+        (RepOp::Movs(_), _) => mmio_trace_guard_movs8,
+    };
+    let (value, src) = match op {
+        RepOp::Stos(v) => (v, 0),
+        RepOp::Movs(s) => (0, s),
+    };
+    let (status, val, left): (u64, u64, u64);
+    // SAFETY: caller's contract. The routine is a leaf that touches only RDI, RSI, RCX,
+    // RAX, RDX and the string's memory; DF is set for it and cleared after, also when it
+    // returns a fault (the fixup returns to the `cld`).
+    unsafe {
+        core::arch::asm!(
+            "test {down}, {down}",
+            "jz 2f",
+            "std",
+            "2:",
+            "call {f}",
+            "cld",
+            f = in(reg) f,
+            down = in(reg) u64::from(down),
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            inout("rcx") count => left,
+            inout("rax") value => status,
+            out("rdx") val,
+            clobber_abi("C"),
+        );
+    }
+    (left, Ret { status, val }.get().map(drop))
+}
+
 /// The locked operations of [`crate::emu`]'s `atomic_rmw` (width 1, 2, 4 or 8).
 pub(crate) enum Locked {
     /// `XCHG`.
@@ -456,6 +568,14 @@ mod tests {
             assert_eq!(u32::from_le_bytes(r), 1);
             copy(a + 32, a + 16, 16).unwrap();
             assert_eq!(&m[32..48], &wide);
+            // Whole string instructions, up and down.
+            let mut s = [0u8; 16];
+            let p = s.as_mut_ptr() as u64;
+            assert_eq!(rep_string(RepOp::Stos(0x0102), 2, p, 4, false).0, 0);
+            assert_eq!(&s[..8], &[2, 1, 2, 1, 2, 1, 2, 1]);
+            assert_eq!(rep_string(RepOp::Movs(p + 2), 1, p + 15, 3, true).0, 0);
+            assert_eq!(&s[13..16], &[2, 1, 2]);
+            assert_eq!(&s[..8], &[2, 1, 2, 1, 2, 1, 2, 1]);
         }
     }
 }

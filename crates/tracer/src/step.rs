@@ -15,7 +15,7 @@ use mmio_trace_ring::sys as rsys;
 use crate::ctx::{gregs, uc_mask, Gregs, HANDLER_MASK, PAUSE_SIGNAL, TF};
 use crate::regions::{self, Region};
 use crate::threads::{self, StepState};
-use crate::{emit, emu, sys};
+use crate::{emit, emu, guard, sys};
 
 /// Tid of the thread stepping now (0: none).
 static STEP_OWNER: AtomicU32 = AtomicU32::new(0);
@@ -393,6 +393,10 @@ unsafe fn describe(
         return;
     }
     s.width = width as u8;
+    if instr.is_string_instruction() {
+        describe_string(instr, g, r, s);
+        return;
+    }
     let plain_move = matches!(
         instr.mnemonic(),
         Mnemonic::Mov | Mnemonic::Movnti | Mnemonic::Movzx | Mnemonic::Movsx | Mnemonic::Movsxd
@@ -434,6 +438,71 @@ unsafe fn describe(
             s.dir = 1;
             s.dest = d;
         }
+    }
+}
+
+/// One element of a string instruction, as far as its value is known before or after
+/// the step: `STOS` stores the accumulator, `LODS` loads it, a `MOVS` with one side in
+/// ordinary memory copies from or to bytes the tracer can read there. `MOVS` between
+/// device addresses, `SCAS` and `CMPS` stay `UNKNOWN` (the value is in no register, and
+/// reading the device again is not allowed).
+fn describe_string(instr: &Instruction, g: &Gregs, r: &Region, s: &mut StepState) {
+    if matches!(instr.memory_segment(), Register::FS | Register::GS) || s.width > 8 {
+        return;
+    }
+    let a32 = [instr.op0_kind(), instr.op1_kind()]
+        .iter()
+        .any(|k| matches!(k, OpKind::MemorySegESI | OpKind::MemoryESEDI));
+    let amask = if a32 { 0xffff_ffff } else { u64::MAX };
+    let rsi = g[libc::REG_RSI as usize] as u64 & amask;
+    let rdi = g[libc::REG_RDI as usize] as u64 & amask;
+    let w = usize::from(s.width);
+    let acc = match w {
+        1 => Register::AL,
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    };
+    // Only the accesses of the faulting region are logged (at the fault's address).
+    let traced = |a: u64| regions::find(a).is_some();
+    let at = |a: u64, dir: u8, st: &mut StepState| {
+        if r.contains(a) {
+            st.addr = a;
+            st.phys = r.phys_of(a);
+            st.dir = dir;
+        }
+    };
+    match instr.mnemonic() {
+        Mnemonic::Stosb | Mnemonic::Stosw | Mnemonic::Stosd | Mnemonic::Stosq => {
+            s.value = emu::gpr(acc).map_or(0, |r| emu::get_reg(g, r));
+            at(rdi, 2, s);
+        }
+        Mnemonic::Lodsb | Mnemonic::Lodsw | Mnemonic::Lodsd | Mnemonic::Lodsq => {
+            if let Some(d) = emu::gpr(acc) {
+                s.dest = d;
+                at(rsi, 1, s);
+            }
+        }
+        Mnemonic::Movsb | Mnemonic::Movsw | Mnemonic::Movsd | Mnemonic::Movsq => {
+            match (traced(rsi), traced(rdi)) {
+                (true, false) => {
+                    // The value is read after the step where it was copied to.
+                    s.dest = (0, 0, false);
+                    s.value = rdi;
+                    at(rsi, 1, s);
+                }
+                (false, true) => {
+                    let mut b = [0u8; 8];
+                    // SAFETY: the ordinary bytes the instruction itself is about to read.
+                    if unsafe { guard::copy(b.as_mut_ptr() as u64, rsi, w) }.is_ok() {
+                        s.value = u64::from_le_bytes(b);
+                        at(rdi, 2, s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
     }
 }
 
@@ -490,6 +559,15 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
         match s.vec.and_then(|n| unsafe { emu::vec_reg(uc, n) }) {
             Some(v) => s.wide = words(&v),
             None => s.dir = 0,
+        }
+    } else if s.dir == 1 && s.dest.1 == 0 {
+        // A `MOVS` to ordinary memory: its bytes there (`value` is their address).
+        let mut b = [0u8; 8];
+        let w = usize::from(s.width).min(8);
+        // SAFETY: the ordinary bytes the stepped instruction just wrote.
+        match unsafe { guard::copy(b.as_mut_ptr() as u64, s.value, w) } {
+            Ok(()) => s.value = u64::from_le_bytes(b),
+            Err(_) => s.dir = 0,
         }
     } else if s.dir == 1 {
         s.value = emu::get_reg(g, s.dest);

@@ -67,7 +67,9 @@ pub(crate) struct StepState {
     /// 1 read, 2 write, 0 unknown direction/value.
     pub dir: u8,
     pub value: u64,
-    /// gregs index + size of the destination register of a read (size 0: none).
+    /// gregs index + size of the destination register of a read (size 0: none; with
+    /// `dir` 1 and no `vec`, the value is then read after the step from the ordinary
+    /// memory at `value`: a `MOVS` from the device to ordinary memory).
     pub dest: (usize, u8, bool),
     /// The vector register an SSE/AVX move reads from or writes to (its number).
     pub vec: Option<u8>,

@@ -206,6 +206,19 @@ impl Decoded {
         self.ins.ip()
     }
 
+    /// For a string instruction whose elements each make at most one access, or a read
+    /// then a write of the same value (`MOVS`, `STOS`, `LODS`, `SCAS`; not `CMPS`, whose
+    /// two reads differ), the element width in bytes: a bus may log a run of its elements
+    /// as one record (see [`crate::Bus::string_element_done`]).
+    pub fn string_run_width(&self) -> Option<u8> {
+        match self.kind {
+            Kind::Str(StrOp::Movs | StrOp::Stos | StrOp::Lods | StrOp::Scas) => {
+                Some(self.ins.memory_size().size() as u8)
+            }
+            _ => None,
+        }
+    }
+
     /// The mnemonic.
     pub fn mnemonic(&self) -> Mnemonic {
         self.ins.mnemonic()

@@ -786,6 +786,7 @@ fn string_op<C: Cpu, B: Bus>(
         if let Some(f) = flags {
             set_arith(cpu, f);
         }
+        bus.string_element_done();
         done += 1;
         if !rep {
             break;

@@ -159,6 +159,12 @@ pub trait Bus {
         self.write(addr, &new.to_le_bytes()[..w])?;
         Ok(old)
     }
+
+    /// Called by a string instruction (`MOVS`, `STOS`, `LODS`, `CMPS`, `SCAS`, with or
+    /// without `REP`) after each element whose accesses all completed, before the next
+    /// element's first access: a bus that logs may gather a run of elements into one
+    /// record. The provided method does nothing.
+    fn string_element_done(&mut self) {}
 }
 
 /// The operation of a locked read-modify-write ([`Bus::atomic_rmw`]).
