@@ -167,6 +167,7 @@ extern "C" fn init() {
 }
 
 extern "C" fn at_exit() {
+    tracer::before_exit();
     // The last counts of shared file mappings no device rule matched.
     tracer::unmatched::flush();
 }
@@ -1453,6 +1454,7 @@ pub unsafe extern "C" fn pthread_exit(ret: *mut c_void) -> ! {
 #[no_mangle]
 pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     if INITIALISED.load(Ordering::Acquire) {
+        tracer::before_exit();
         tracer::unmatched::flush();
     }
     let p = real(&real::_exit, "_exit\0");
@@ -1468,6 +1470,7 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
 #[no_mangle]
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     if INITIALISED.load(Ordering::Acquire) {
+        tracer::before_exit();
         tracer::unmatched::flush();
     }
     let p = real(&real::_Exit, "_Exit\0");

@@ -110,7 +110,8 @@ pub struct Patching {
     pub traps: u64,
     /// Hot sites that could not be patched (the first 64).
     pub refused: Vec<RefusedSite>,
-    refused_at: std::collections::HashMap<(u32, u64), usize>,
+    /// Trap-path accesses by (pid, pc).
+    by_site: std::collections::HashMap<(u32, u64), u64, SiteHash>,
     /// Why patching was off in some process (each reason once).
     pub off: Vec<String>,
     /// Objects the processes loaded: (pid, start, end, bias, path).
@@ -143,6 +144,39 @@ impl Patching {
             .rev()
             .find(|o| o.0 == pid && o.1 <= pc && pc < o.2)
             .map(|o| format!("{}+{:#x}", o.4, pc.wrapping_sub(o.3)))
+    }
+}
+
+/// A multiply-shift hash for (pid, pc) keys: the per-site trap counts are updated for
+/// every trap-path access the recorder sees, where SipHash would cost more than the rest.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SiteHash;
+
+impl std::hash::BuildHasher for SiteHash {
+    type Hasher = SiteHasher;
+    fn build_hasher(&self) -> SiteHasher {
+        SiteHasher(0)
+    }
+}
+
+/// The hasher of [`SiteHash`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SiteHasher(u64);
+
+impl std::hash::Hasher for SiteHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -440,9 +474,14 @@ impl Merger {
         (known, self.unmatched_more.len() as u64)
     }
 
-    /// What hot-site patching did.
-    pub fn patching(&self) -> &Patching {
-        &self.patching
+    /// What hot-site patching did (each refused site with the traps logged at it).
+    pub fn patching(&self) -> Patching {
+        let mut p = self.patching.clone();
+        for s in &mut p.refused {
+            s.traps = p.by_site.get(&(s.pid, s.pc)).copied().unwrap_or(0);
+        }
+        p.by_site.clear();
+        p
     }
 
     fn note_patch(&mut self, e: &RawEvent) {
@@ -460,15 +499,14 @@ impl Merger {
         match w2 & 0xff {
             0 => p.patched += 1,
             1 => {
-                if p.refused.len() < 64 {
+                if p.refused.len() < 64 && !p.refused.iter().any(|s| s.pid == e.pid && s.pc == pc) {
                     let place = p.place(e.pid, pc);
-                    p.refused_at.insert((e.pid, pc), p.refused.len());
                     p.refused.push(RefusedSite {
                         pid: e.pid,
                         pc,
                         place,
                         reason: why,
-                        traps: w2 >> 24,
+                        traps: 0,
                     });
                 }
             }
@@ -549,12 +587,10 @@ impl Merger {
                 if r.via_trampoline() {
                     self.patching.trampolines += 1;
                 } else {
+                    // Per site too, for the hot sites that stay unpatched (a trap costs
+                    // microseconds; a map update is nothing next to it).
                     self.patching.traps += 1;
-                    if !self.patching.refused_at.is_empty() {
-                        if let Some(&i) = self.patching.refused_at.get(&(e.pid, r.pc())) {
-                            self.patching.refused[i].traps += 1;
-                        }
-                    }
+                    *self.patching.by_site.entry((e.pid, r.pc())).or_insert(0) += 1;
                 }
                 let (map_id, phys) = self.map_of(r, e.pid);
                 let dir = match r.kind()? {

@@ -533,7 +533,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         maps,
         unmatched: unmatched.0,
         unmatched_more: unmatched.1,
-        patching: merger.patching().clone(),
+        patching: merger.patching(),
     };
     if let Some(s) = &mut status {
         s.tick(merger.emitted, bytes_now(), outcome.processes, true);

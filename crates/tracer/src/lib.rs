@@ -295,6 +295,7 @@ pub fn set_live_fd(fd: i32) {
 /// `pthread_atfork` prepare handler (the preload library registers these three, so that
 /// forks it does not interpose, such as `daemon(3)`'s, are covered too).
 pub fn fork_prepare() {
+    patch::fork_prepare();
     objects::fork_prepare();
     regions::fork_prepare();
 }
@@ -303,12 +304,21 @@ pub fn fork_prepare() {
 pub fn fork_parent() {
     regions::fork_release();
     objects::fork_parent();
+    patch::fork_done();
+}
+
+/// At exit: the hot-site patcher's last reports reach the recorder (at most 200 ms).
+pub fn before_exit() {
+    if is_active() {
+        patch::drain();
+    }
 }
 
 /// `pthread_atfork` child handler.
 pub fn fork_child() {
     regions::fork_release();
     after_fork_child();
+    patch::fork_done();
     // Normal context here (not in `check_fork`, which the fault handler calls).
     objects::fork_child();
 }

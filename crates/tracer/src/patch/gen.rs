@@ -19,8 +19,9 @@
 //!
 //! Ring protocol (the ring crate's `Producer`, restated): `pending` set to busy by an
 //! `xchg` unless an interrupted writer of this thread already did, `lfence; rdtsc`, then
-//! the records reserved by an unlocked `xadd` on `head`, filled, and committed by storing
-//! the first record's word 3 last. A ring that looks full after the reservation raises an
+//! the records reserved by an unlocked `xadd` on `head` — before the access, so that a
+//! signal handler interrupting it logs its own accesses after this one — then the access,
+//! then the records filled and committed by storing the first record's word 3 last. A ring that looks full after the reservation raises an
 //! `int3` at a known place: the trap handler waits for room (as the producer does) and
 //! returns. Bit 47 of word 3 says the event came through a trampoline (user PCs are below
 //! 2^47); the recorder counts and clears it.
@@ -746,6 +747,44 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         Register::RAX,
     ));
     a.bind(not_outer);
+    // Reserve before the access (rdx = the first index; room for rdx + records?): a
+    // signal handler that interrupts the access and logs its own accesses gets later
+    // slots, so the log keeps the order in which the accesses happened.
+    a.i(Instruction::with2(
+        Code::Mov_r32_imm32,
+        Register::EDX,
+        records as u32,
+    ));
+    a.i(Instruction::with2(
+        Code::Xadd_rm64_r64,
+        mem_at(Register::RCX, CTL_HEAD),
+        Register::RDX,
+    ));
+    a.i(Instruction::with2(
+        Code::Mov_r64_rm64,
+        Register::R11,
+        mem_at(Register::R10, env.off_ring_mask),
+    ));
+    a.i(Instruction::with2(
+        Code::Lea_r64_m,
+        Register::RAX,
+        mem_at(Register::RDX, records as i64 - 1),
+    ));
+    a.i(Instruction::with2(
+        Code::Sub_r64_rm64,
+        Register::RAX,
+        mem_at(Register::RCX, CTL_TAIL_CACHE),
+    ));
+    a.i(Instruction::with2(
+        Code::Cmp_r64_rm64,
+        Register::RAX,
+        Register::R11,
+    ));
+    let room = a.label();
+    a.jcc(JBE, room);
+    a.i(Ok(Instruction::with(Code::Int3)));
+    let wait = a.buf.len();
+    a.bind(room);
     // The access.
     match form {
         Form::Gpr {
@@ -875,42 +914,12 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             a.ins(&ins);
         }
     }
-    // Reserve: rdx = first index; room for rdx + records?
-    a.i(Instruction::with2(
-        Code::Mov_r32_imm32,
-        Register::EDX,
-        records as u32,
-    ));
-    a.i(Instruction::with2(
-        Code::Xadd_rm64_r64,
-        mem_at(Register::RCX, CTL_HEAD),
-        Register::RDX,
-    ));
+    // The mask again (the access may use r11).
     a.i(Instruction::with2(
         Code::Mov_r64_rm64,
         Register::R11,
         mem_at(Register::R10, env.off_ring_mask),
     ));
-    a.i(Instruction::with2(
-        Code::Lea_r64_m,
-        Register::RAX,
-        mem_at(Register::RDX, records as i64 - 1),
-    ));
-    a.i(Instruction::with2(
-        Code::Sub_r64_rm64,
-        Register::RAX,
-        mem_at(Register::RCX, CTL_TAIL_CACHE),
-    ));
-    a.i(Instruction::with2(
-        Code::Cmp_r64_rm64,
-        Register::RAX,
-        Register::R11,
-    ));
-    let room = a.label();
-    a.jcc(JBE, room);
-    a.i(Ok(Instruction::with(Code::Int3)));
-    let wait = a.buf.len();
-    a.bind(room);
     // Records: slot(k) = data + ((rdx + k) & mask) * 32, in rdi (first) and r9 (second).
     let slot = |a: &mut Asm, dst: Register, k: i64| {
         a.i(Instruction::with2(

@@ -260,7 +260,10 @@ fn notify(rip: u64, addr: u64) {
     }
     let msg = [rip, addr];
     // One write of 16 bytes: atomic on a pipe; a full pipe drops it (non-blocking).
-    sys::write(fd, msg.as_ptr() as *const u8, 16);
+    PENDING.fetch_add(1, Ordering::AcqRel);
+    if sys::write(fd, msg.as_ptr() as *const u8, 16) != 16 {
+        PENDING.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// When a `SIGTRAP` is the patching protocol's int3 at byte 0 of a site: the site's
@@ -563,11 +566,61 @@ fn patcher(fd: i32) {
         }
         let rip = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
         let addr = u64::from_le_bytes(buf[8..].try_into().unwrap_or_default());
+        // Not while a fork copies the process (a child must not inherit a lock or a half
+        // written text from this thread, which it will not have).
+        while BUSY
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
         if addr == 0 {
             p.patch(rip);
         } else {
             p.add_slot(rip, addr);
         }
+        BUSY.store(0, Ordering::Release);
+        PENDING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// 1 while the patcher handles a request, 2 while a fork holds it off.
+static BUSY: AtomicU32 = AtomicU32::new(0);
+/// Requests written into the pipe and not yet handled.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// Before `fork` (`pthread_atfork` prepare): waits for the patcher's current request to
+/// end and holds the next one off until [`fork_done`].
+pub(crate) fn fork_prepare() {
+    if STARTED.load(Ordering::Relaxed) != crate::pid() {
+        return;
+    }
+    let deadline = sys::now_ns() + 1_000_000_000;
+    while BUSY
+        .compare_exchange(0, 2, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        if sys::now_ns() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+/// After `fork`, in the parent and in the child.
+pub(crate) fn fork_done() {
+    let _ = BUSY.compare_exchange(2, 0, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// At exit (normal context): gives the patcher up to 200 ms to handle what it was asked,
+/// so that its reports (sites patched, or why not) reach the recorder.
+pub fn drain() {
+    if STARTED.load(Ordering::Relaxed) != crate::pid() {
+        return;
+    }
+    let deadline = sys::now_ns() + 200_000_000;
+    while PENDING.load(Ordering::Acquire) > 0 && sys::now_ns() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -1038,6 +1091,8 @@ pub(crate) fn after_dlclose() {
 /// its next traced mapping or trap.
 pub(crate) fn after_fork_child() {
     STARTED.store(0, Ordering::Relaxed);
+    PENDING.store(0, Ordering::Relaxed);
+    BUSY.store(0, Ordering::Relaxed);
     // Held by a thread fork did not copy: nobody will release it.
     SLOT_LOCK.store(0, Ordering::Relaxed);
 }

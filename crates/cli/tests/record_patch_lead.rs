@@ -1,0 +1,53 @@
+//! Hot-site patching cases the lead wrote alongside the patcher: code unloaded and
+//! replaced at the same address.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Builds a one-function shared library `touch` from C source `body`.
+fn library(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(
+        &src,
+        format!(
+            "#include <stdint.h>\nuint32_t touch(volatile uint32_t *p, uint32_t v) {{ {body} }}\n"
+        ),
+    )
+    .unwrap();
+    let lib = dir.join(format!("{name}.so"));
+    let st = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .expect("cc");
+    assert!(st.success());
+    lib
+}
+
+#[test]
+fn a_site_unloaded_and_replaced_by_other_code_is_traced_as_the_new_code() {
+    let f = Fixture::new("patch-lead-dl", "lead_dl", 4096);
+    let a = library(&f.dir, "liba", "(void)v; return *p;");
+    let b = library(&f.dir, "libb", "*p = v; return 0;");
+    let n = 200u64;
+    let (out, ev) = f.record_env(
+        &[("MMIO_TRACE_PATCH_AFTER", "4")],
+        &[],
+        &[a.to_str().unwrap(), b.to_str().unwrap(), &n.to_string()],
+    );
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("same\n"),
+        "the second library was not loaded where the first was: {text}"
+    );
+    let mut want: Vec<(char, u8, u64, u64)> = (0..n)
+        .map(|i| ('R', 4, 4 * (i % 16), u64::from(initial_word(4 * (i % 16)))))
+        .collect();
+    want.extend((0..n).map(|i| ('W', 4, 64 + 4 * (i % 16), 0x5000 + i)));
+    assert_eq!(accesses(&ev), want);
+}
