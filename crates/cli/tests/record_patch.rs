@@ -1,0 +1,641 @@
+//! Hot-site patching (issue 15) through the built binary. Every test records the same
+//! program twice, trap-only (`--no-patch`) and patched (`MMIO_TRACE_PATCH_AFTER=K`, small
+//! K), and requires identical event streams: per thread, the same sequence of (kind,
+//! width, map-relative offset, value, PC relative to its object) with the same MAP and
+//! UNMAP events; the same program output and exit status; the same device contents
+//! afterwards. The patched run must also say in its summary that sites were patched and
+//! that accesses went through trampolines; a `--no-patch` run says nothing of patching.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use mmio_trace_format::{Direction, Event};
+
+/// How a program is recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// `--no-patch`: every access traps.
+    Trap,
+    /// Patching on, a site patched after this many traps.
+    Patch(u32),
+}
+
+/// One recording: the recorder's output, the events, the device file afterwards.
+struct Run {
+    mode: Mode,
+    out: Output,
+    events: Vec<Event>,
+    dev: Vec<u8>,
+    log: PathBuf,
+}
+
+/// Records `PROGRAM DEV ARGS` (without `-q`: the summary is wanted) on a fresh copy of the
+/// fixture's device, with `env` added to the environment.
+fn record(f: &Fixture, mode: Mode, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let tag = match mode {
+        Mode::Trap => "trap".to_string(),
+        Mode::Patch(k) => format!("patch{k}"),
+    };
+    let dev = f.dir.join(format!("dev-{tag}.bin"));
+    std::fs::copy(&f.dev, &dev).unwrap();
+    let log = f.dir.join(format!("trace-{tag}.log"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+    c.arg("record")
+        .arg("-o")
+        .arg(&log)
+        .arg("--device")
+        .arg(&dev);
+    match mode {
+        Mode::Trap => {
+            c.arg("--no-patch");
+        }
+        Mode::Patch(k) => {
+            c.env("MMIO_TRACE_PATCH_AFTER", k.to_string());
+        }
+    }
+    c.arg("--").arg(&f.exe).arg(&dev).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    if !log.exists() {
+        panic!("{mode:?}: no trace written; stderr {}", stderr(&out));
+    }
+    let events = read_log(&log);
+    let dev = std::fs::read(&dev).unwrap();
+    Run {
+        mode,
+        out,
+        events,
+        dev,
+        log,
+    }
+}
+
+/// Runs `PROGRAM DEV ARGS` untraced on a fresh copy of the fixture's device; returns its
+/// output and the device afterwards.
+fn native(f: &Fixture, env: &[(&str, &str)], args: &[&str]) -> (Output, Vec<u8>) {
+    let dev = f.dir.join("dev-native.bin");
+    std::fs::copy(&f.dev, &dev).unwrap();
+    let mut c = Command::new(&f.exe);
+    c.arg(&dev).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (out, std::fs::read(&dev).unwrap())
+}
+
+/// A loaded object from an `object pid ...` marker.
+struct Object {
+    start: u64,
+    end: u64,
+    name: String,
+}
+
+/// The loaded objects the log names, in log order.
+fn objects(events: &[Event]) -> Vec<Object> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Mark(m) => {
+                let t = String::from_utf8_lossy(&m.text);
+                // object pid PID 0xSTART-0xEND bias 0xBIAS build HEX PATH
+                let w: Vec<&str> = t.splitn(9, ' ').collect();
+                if w.len() < 9 || w[0] != "object" || w[1] != "pid" {
+                    return None;
+                }
+                let (s, e) = w[3].split_once('-')?;
+                let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).ok();
+                let name = Path::new(w[8])
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| w[8].to_string());
+                Some(Object {
+                    start: hex(s)?,
+                    end: hex(e)?,
+                    name,
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `pc` relative to the object holding it (the latest logged one), so that the runs of
+/// one program compare whatever address space layout each got; absolute otherwise.
+fn place(objects: &[Object], pc: u64) -> String {
+    match objects
+        .iter()
+        .rev()
+        .find(|o| (o.start..o.end).contains(&pc))
+    {
+        Some(o) => format!("{}+{:#x}", o.name, pc - o.start),
+        None => format!("{pc:#x}"),
+    }
+}
+
+/// One event as the comparison sees it: what must be equal between two runs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Map {
+        phys: u64,
+        len: u64,
+        pc: String,
+    },
+    Unmap {
+        pc: String,
+    },
+    Access {
+        dir: char,
+        width: u8,
+        phys: u64,
+        value: u64,
+        bytes: Vec<u8>,
+        pc: String,
+    },
+    Unknown {
+        phys: u64,
+        opcode: [u8; 3],
+        pc: String,
+    },
+    Kernel {
+        dir: char,
+        len: u64,
+        phys: u64,
+        call: String,
+    },
+}
+
+fn dir(d: Direction) -> char {
+    match d {
+        Direction::Read => 'R',
+        Direction::Write => 'W',
+    }
+}
+
+/// Every thread's events, in its order, keyed by thread id.
+fn streams(events: &[Event]) -> BTreeMap<u32, Vec<Ev>> {
+    let objs = objects(events);
+    let mut by: BTreeMap<u32, Vec<Ev>> = BTreeMap::new();
+    for e in events {
+        let (pid, ev) = match e {
+            Event::Map(m) => (
+                m.pid,
+                Ev::Map {
+                    phys: m.phys,
+                    len: m.len,
+                    pc: place(&objs, m.pc),
+                },
+            ),
+            Event::Unmap(u) => (
+                u.pid,
+                Ev::Unmap {
+                    pc: place(&objs, u.pc),
+                },
+            ),
+            Event::Access(a) => (
+                a.pid,
+                Ev::Access {
+                    dir: dir(a.dir),
+                    width: a.width,
+                    phys: a.phys,
+                    value: a.value,
+                    bytes: a.bytes()[..usize::from(a.width)].to_vec(),
+                    pc: place(&objs, a.pc),
+                },
+            ),
+            Event::Unknown(u) => (
+                u.pid,
+                Ev::Unknown {
+                    phys: u.phys,
+                    opcode: u.opcode,
+                    pc: place(&objs, u.pc),
+                },
+            ),
+            Event::Kernel(k) => (
+                k.pid,
+                Ev::Kernel {
+                    dir: dir(k.dir),
+                    len: k.len,
+                    phys: k.phys,
+                    call: String::from_utf8_lossy(&k.call).into_owned(),
+                },
+            ),
+            _ => continue,
+        };
+        by.entry(pid).or_default().push(ev);
+    }
+    by
+}
+
+/// Asserts that two runs logged the same per-thread event streams (thread ids aside:
+/// the streams are compared as a sorted list) and that neither lost events.
+#[track_caller]
+fn assert_same_streams(a: &Run, b: &Run) {
+    assert_none_lost(&a.events);
+    assert_none_lost(&b.events);
+    let mut sa: Vec<Vec<Ev>> = streams(&a.events).into_values().collect();
+    let mut sb: Vec<Vec<Ev>> = streams(&b.events).into_values().collect();
+    sa.sort();
+    sb.sort();
+    if sa == sb {
+        return;
+    }
+    let lens = |s: &[Vec<Ev>]| s.iter().map(Vec::len).collect::<Vec<_>>();
+    let mut msg = format!(
+        "event streams differ: {:?} has {} threads {:?} ({}), {:?} has {} threads {:?} ({})",
+        a.mode,
+        sa.len(),
+        lens(&sa),
+        a.log.display(),
+        b.mode,
+        sb.len(),
+        lens(&sb),
+        b.log.display()
+    );
+    if let Some((x, y)) = sa.iter().zip(&sb).find(|(x, y)| x != y) {
+        let at = x.iter().zip(y).take_while(|(p, q)| p == q).count();
+        let show = |s: &[Ev]| {
+            s.iter()
+                .skip(at.saturating_sub(2))
+                .take(5)
+                .map(|e| format!("\n    {e:?}"))
+                .collect::<String>()
+        };
+        msg += &format!(
+            "\n  first difference at event {at} of a thread:\n  {:?}:{}\n  {:?}:{}",
+            a.mode,
+            show(x),
+            b.mode,
+            show(y)
+        );
+    }
+    panic!("{msg}");
+}
+
+/// The figures of `mmio-trace: patching: S sites patched, A accesses through
+/// trampolines, T through traps`.
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    sites: u64,
+    trampolines: u64,
+    traps: u64,
+}
+
+fn summary(stderr: &str) -> Option<Summary> {
+    let l = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("mmio-trace: patching: "))?;
+    let n: Vec<u64> = l
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let shape = format!(
+        "{} sites patched, {} accesses through trampolines, {} through traps",
+        n.first()?,
+        n.get(1)?,
+        n.get(2)?
+    );
+    assert_eq!(l, shape, "the patching summary's wording");
+    Some(Summary {
+        sites: n[0],
+        trampolines: n[1],
+        traps: n[2],
+    })
+}
+
+/// A `mmio-trace: hot site 0xPC (PLACE) not patched: REASON (N traps)` line.
+#[derive(Debug)]
+struct HotSite {
+    pc: u64,
+    place: String,
+    reason: String,
+    traps: u64,
+}
+
+#[track_caller]
+fn hot_sites(stderr: &str) -> Vec<HotSite> {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("mmio-trace: hot site "))
+        .map(|l| {
+            // A fresh closure per use: each returns what its call site needs.
+            macro_rules! bad {
+                () => {
+                    |_| panic!("malformed hot-site line: {l}")
+                };
+            }
+            let (pc, rest) = l.split_once(" (").ok_or(()).unwrap_or_else(bad!());
+            let (place, rest) = rest
+                .split_once(") not patched: ")
+                .ok_or(())
+                .unwrap_or_else(bad!());
+            let (reason, n) = rest.rsplit_once(" (").ok_or(()).unwrap_or_else(bad!());
+            let traps = n.strip_suffix(" traps)").ok_or(()).unwrap_or_else(bad!());
+            HotSite {
+                pc: u64::from_str_radix(pc.strip_prefix("0x").ok_or(()).unwrap_or_else(bad!()), 16)
+                    .unwrap_or_else(bad!()),
+                place: place.to_string(),
+                reason: reason.to_string(),
+                traps: traps.parse().unwrap_or_else(bad!()),
+            }
+        })
+        .collect()
+}
+
+/// Asserts that a patched run patched sites and sent accesses through trampolines.
+#[track_caller]
+fn assert_patched(r: &Run) -> Summary {
+    let err = stderr(&r.out);
+    let s = summary(&err)
+        .unwrap_or_else(|| panic!("{:?}: no patching summary on stderr: {err}", r.mode));
+    assert!(
+        s.sites > 0 && s.trampolines > 0,
+        "{:?}: nothing went through a trampoline: {s:?}; stderr {err}",
+        r.mode
+    );
+    s
+}
+
+/// Asserts that a `--no-patch` run says nothing of patching.
+#[track_caller]
+fn assert_silent_on_patching(r: &Run) {
+    let err = stderr(&r.out);
+    assert!(
+        !err.contains("mmio-trace: patching:") && !err.contains("mmio-trace: hot site"),
+        "{:?}: {err}",
+        r.mode
+    );
+}
+
+/// Asserts what every run of a test shares: the recorder's exit status `code`, the same
+/// program output as natively, the same device contents as natively, and the same streams
+/// trap-only and patched.
+#[track_caller]
+fn assert_same_runs(nat: &(Output, Vec<u8>), trap: &Run, pat: &Run, code: i32) {
+    assert_exit(&trap.out, code);
+    assert_exit(&pat.out, code);
+    assert_eq!(
+        stdout(&trap.out),
+        stdout(&nat.0),
+        "trap-only stdout vs native"
+    );
+    assert_eq!(stdout(&pat.out), stdout(&nat.0), "patched stdout vs native");
+    assert!(
+        trap.dev == nat.1,
+        "device after the trap-only run differs from native"
+    );
+    assert!(
+        pat.dev == nat.1,
+        "device after the patched run differs from native"
+    );
+    assert_same_streams(trap, pat);
+    assert_silent_on_patching(trap);
+}
+
+/// Every instruction form of tests/programs/patch_forms.c (lengths 2..=15, widths 1..=32,
+/// read-modify-write, flags live, rsp-based, RIP-relative neighbours, branch targets),
+/// each on the device, on the heap and on a second mapping through the same site.
+#[test]
+fn every_form_logs_the_same_patched_as_trap_only() {
+    let f = Fixture::new("forms", "patch_forms", 65536);
+    let report = f.dir.join("sites.txt");
+    let args = ["4", "12"];
+    let nat = native(&f, &[], &args);
+    assert!(
+        !stdout(&nat.0).contains("MISMATCH"),
+        "natively: {}",
+        stdout(&nat.0)
+    );
+    if stdout(&nat.0).contains("skipped") {
+        eprintln!("note: the 32-byte AVX forms are skipped: this CPU has no AVX");
+    }
+    let trap = record(&f, Mode::Trap, &[], &args);
+    let rep = report.to_str().unwrap();
+    let pat = record(&f, Mode::Patch(2), &[("PATCH_FORMS_REPORT", rep)], &args);
+    assert_same_runs(&nat, &trap, &pat, 0);
+    assert!(
+        unknowns(&trap.events).is_empty(),
+        "a form was single-stepped"
+    );
+    let s = assert_patched(&pat);
+
+    // The program's own view of its text: each required site rewritten after the warm-up.
+    let text = std::fs::read_to_string(&report).expect("patch_forms wrote its site report");
+    let sites: Vec<(&str, u64, bool, bool)> = text
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            let at = u64::from_str_radix(w[1].trim_start_matches("0x"), 16).unwrap();
+            (w[0], at, w[3] == "patched", w.get(5) == Some(&"required"))
+        })
+        .collect();
+    let late: Vec<&str> = sites.iter().filter(|s| s.3 && !s.2).map(|s| s.0).collect();
+    let hot = hot_sites(&stderr(&pat.out));
+    assert!(
+        late.is_empty(),
+        "sites not patched after their warm-up: {late:?}\nhot sites not patched: {hot:#?}"
+    );
+    for h in &hot {
+        if let Some(s) = sites.iter().find(|s| s.1 == h.pc) {
+            assert!(!s.3, "{} is listed as not patched: {h:?}", s.0);
+        }
+    }
+    // Every access of a required site in the measured pass went through its trampoline.
+    let pass = pat
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Mark(m) if m.text == b"patch_forms: measured pass"))
+        .expect("the measured pass's marker");
+    let required: Vec<u64> = sites.iter().filter(|s| s.3).map(|s| s.1).collect();
+    // Instructions, not events: a read-modify-write logs a read and a write.
+    let mut through = 0u64;
+    let mut last: Option<(u64, u64)> = None;
+    for e in &pat.events[pass..] {
+        if let Event::Access(a) = e {
+            let rmw_write = a.dir == Direction::Write && last == Some((a.pc, a.phys));
+            if required.contains(&a.pc) && !rmw_write {
+                through += 1;
+            }
+            last = (a.dir == Direction::Read).then_some((a.pc, a.phys));
+        }
+    }
+    assert!(
+        s.trampolines >= through,
+        "{s:?}: at least {through} accesses of the measured pass went through trampolines"
+    );
+}
+
+/// The accesses (R/W, width, offset, value) of each thread of `events` that made any,
+/// keyed by the offset of its first access, with the PCs relative to their objects.
+fn accesses_by_first_offset(events: &[Event]) -> BTreeMap<u64, Vec<(char, u8, u64, u64, String)>> {
+    let mut out = BTreeMap::new();
+    for (pid, evs) in streams(events) {
+        let acc: Vec<(char, u8, u64, u64, String)> = evs
+            .into_iter()
+            .filter_map(|e| match e {
+                Ev::Access {
+                    dir,
+                    width,
+                    phys,
+                    value,
+                    pc,
+                    ..
+                } => Some((dir, width, phys, value, pc)),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = acc.first() {
+            let key = first.2;
+            assert!(
+                out.insert(key, acc).is_none(),
+                "two threads started at {key:#x} (thread {pid})"
+            );
+        }
+    }
+    out
+}
+
+/// Asserts every access of tests/programs/patch_threads.c `DEV nt n`: thread t makes, per
+/// iteration i, W4 i, W4 !i, R4 i, R4 !i, W8 t<<32|i at 0x100 * t (the main thread 8
+/// iterations as thread 0), each column from one site; and the device's final contents.
+#[track_caller]
+fn assert_hammered(r: &Run, f: &Fixture, nt: u64, n: u64) {
+    let by = accesses_by_first_offset(&r.events);
+    let want_keys: Vec<u64> = (0..=nt).map(|t| 0x100 * t).collect();
+    assert_eq!(
+        by.keys().copied().collect::<Vec<_>>(),
+        want_keys,
+        "{:?}: one thread per range",
+        r.mode
+    );
+    let mut writes = Vec::new();
+    for (&base, acc) in &by {
+        let t = base / 0x100;
+        let iters = if t == 0 { 8 } else { n };
+        let mut want = Vec::new();
+        for i in 0..iters {
+            let i32_ = i as u32;
+            want.push(('W', 4, base, u64::from(i32_)));
+            want.push(('W', 4, base + 4, u64::from(!i32_)));
+            want.push(('R', 4, base, u64::from(i32_)));
+            want.push(('R', 4, base + 4, u64::from(!i32_)));
+            want.push(('W', 8, base + 8, t << 32 | i));
+        }
+        let got: Vec<(char, u8, u64, u64)> = acc.iter().map(|a| (a.0, a.1, a.2, a.3)).collect();
+        if got != want {
+            let at = got.iter().zip(&want).take_while(|(g, w)| g == w).count();
+            panic!(
+                "{:?}: thread {t}: {} accesses, want {}; first difference at {at}: got {:x?}, want {:x?}",
+                r.mode,
+                got.len(),
+                want.len(),
+                got.get(at),
+                want.get(at)
+            );
+        }
+        for col in 0..5 {
+            let pcs: std::collections::BTreeSet<&str> = acc
+                .iter()
+                .skip(col)
+                .step_by(5)
+                .map(|a| a.4.as_str())
+                .collect();
+            assert_eq!(
+                pcs.len(),
+                1,
+                "{:?}: thread {t}: column {col} from {pcs:?}",
+                r.mode
+            );
+        }
+        let last = iters - 1;
+        writes.push((base, last, 4));
+        writes.push((base + 4, u64::from(!(last as u32)), 4));
+        writes.push((base + 8, t << 32 | last, 8));
+    }
+    let tag = match r.mode {
+        Mode::Trap => "trap".to_string(),
+        Mode::Patch(k) => format!("patch{k}"),
+    };
+    assert_device_after(&f.dir.join(format!("dev-{tag}.bin")), &writes);
+}
+
+/// Asserts that the summary counts every access once: through a trampoline or a trap.
+#[track_caller]
+fn assert_counts_every_access(r: &Run, s: Summary) {
+    let n = accesses(&r.events).len() as u64;
+    assert_eq!(
+        s.trampolines + s.traps,
+        n,
+        "{:?}: {s:?} for {n} accesses",
+        r.mode
+    );
+}
+
+/// `nt` threads hammer five adjacent short sites while the patcher unpatches and
+/// re-patches them 2000 times: every access of every thread, in order, both ways.
+fn hammer_while_churning(name: &str, nt: u64, n: u64) {
+    let f = Fixture::new(name, "patch_threads", 65536);
+    let args = [nt.to_string(), n.to_string()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let nat = native(&f, &[], &args);
+    let trap = record(&f, Mode::Trap, &[], &args);
+    let pat = record(
+        &f,
+        Mode::Patch(4),
+        &[
+            ("MMIO_TRACE_PATCH_CHURN", "2000"),
+            ("PATCH_CHURN_SYNC", "100"),
+        ],
+        &args,
+    );
+    assert_hammered(&trap, &f, nt, n);
+    assert_hammered(&pat, &f, nt, n);
+    assert_same_runs(&nat, &trap, &pat, 0);
+    let seen = stderr(&pat.out)
+        .lines()
+        .find(|l| l.starts_with("patch_threads: "))
+        .map(str::to_string);
+    eprintln!("{name}: {}", seen.unwrap_or_default());
+    let s = assert_patched(&pat);
+    assert_counts_every_access(&pat, s);
+}
+
+#[test]
+fn two_threads_hammering_churned_sites_lose_nothing() {
+    hammer_while_churning("churn2", 2, 20000);
+}
+
+#[test]
+fn four_threads_hammering_churned_sites_lose_nothing() {
+    hammer_while_churning("churn4", 4, 10000);
+}
+
+/// Threads created after the sites were patched use the trampolines from their first
+/// access (their rings are made on the way).
+#[test]
+fn threads_created_after_patching_are_traced() {
+    let f = Fixture::new("late", "patch_threads", 65536);
+    let args = ["3", "3000", "late"];
+    let nat = native(&f, &[], &args);
+    let trap = record(&f, Mode::Trap, &[], &args);
+    let pat = record(&f, Mode::Patch(4), &[("PATCH_WAIT", "1")], &args);
+    assert_hammered(&trap, &f, 3, 3000);
+    assert_hammered(&pat, &f, 3, 3000);
+    assert_same_runs(&nat, &trap, &pat, 0);
+    let err = stderr(&pat.out);
+    let s = assert_patched(&pat);
+    assert!(
+        !err.contains("sites not rewritten"),
+        "the sites were not patched before the threads started: {err}"
+    );
+    assert_counts_every_access(&pat, s);
+    // The threads' 3 x 3000 x 5 accesses all came after the patch.
+    assert!(s.trampolines >= 3 * 3000 * 5, "{s:?}");
+}
