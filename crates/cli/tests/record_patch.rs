@@ -740,3 +740,162 @@ fn a_signal_handler_touching_the_device_nests_in_place() {
         &((n - 1) as u32).to_le_bytes(),
     );
 }
+
+/// The accesses (R/W, width, offset, value) of each thread, keyed by thread id.
+fn thread_accesses(r: &Run) -> BTreeMap<u32, Vec<(char, u8, u64, u64)>> {
+    let mut by: BTreeMap<u32, Vec<(char, u8, u64, u64)>> = BTreeMap::new();
+    for (pid, d, w, off, v) in accesses_by_pid(&r.events) {
+        by.entry(pid).or_default().push((d, w, off, v));
+    }
+    by
+}
+
+/// A 4-byte write of `v` at `off` and its read back, `n` times with `v` counting up.
+fn puts(off: impl Fn(u64) -> u64, v0: u64, n: u64) -> Vec<(char, u8, u64, u64)> {
+    (0..n)
+        .flat_map(|i| [('W', 4, off(i), v0 + i), ('R', 4, off(i), v0 + i)])
+        .collect()
+}
+
+/// Records tests/programs/patch_life.c in `mode` natively, trap-only and patched (K=4,
+/// the program waiting for its sites to be rewritten after warming them); asserts what
+/// every mode shares. Returns the trap-only and the patched run.
+fn life(mode: &str) -> (Fixture, Run, Run) {
+    let f = Fixture::new(&format!("life-{mode}"), "patch_life", 65536);
+    let nat = native(&f, &[], &[mode]);
+    let trap = record(&f, Mode::Trap, &[], &[mode]);
+    let pat = record(&f, Mode::Patch(4), &[("PATCH_WAIT", "1")], &[mode]);
+    assert!(
+        stdout(&nat.0).contains(&format!("{mode}: 0 wrong")),
+        "natively: {}",
+        stdout(&nat.0)
+    );
+    assert_same_runs(&nat, &trap, &pat, 0);
+    assert_patched(&pat);
+    let err = stderr(&pat.out);
+    assert!(
+        !err.contains("sites not rewritten"),
+        "the sites were not patched after warming: {err}"
+    );
+    (f, trap, pat)
+}
+
+/// The child's pid that patch_life's fork mode named on stderr.
+fn child_pid(r: &Run) -> u32 {
+    stderr(&r.out)
+        .lines()
+        .find_map(|l| l.strip_prefix("patch_life: child "))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{:?}: no child pid: {}", r.mode, stderr(&r.out)))
+}
+
+/// Fork after patching: the child runs the patched sites at once with its parent, and its
+/// events are its own (its pid), every one present, the parent's too.
+#[test]
+fn fork_after_patching_traces_child_and_parent() {
+    let (_f, trap, pat) = life("fork");
+    for r in [&trap, &pat] {
+        let child = child_pid(r);
+        let by = thread_accesses(r);
+        assert_eq!(by.len(), 2, "{:?}: parent and child", r.mode);
+        assert_eq!(
+            by.get(&child),
+            Some(&puts(|_| 0x10, 0x10000, 1000)),
+            "{:?}: the child's accesses, under its pid {child}",
+            r.mode
+        );
+        let parent = by.keys().find(|&&p| p != child).unwrap();
+        let mut want = puts(|_| 0, 0x1000, 16);
+        want.extend(puts(|_| 0x20, 0x20000, 1000));
+        assert_eq!(by[parent], want, "{:?}: the parent's accesses", r.mode);
+    }
+}
+
+/// Exec after patching: the new image starts clean and is traced, under the same pid.
+#[test]
+fn exec_after_patching_traces_the_new_image() {
+    let (_f, trap, pat) = life("exec");
+    for r in [&trap, &pat] {
+        let by = thread_accesses(r);
+        let mut want = puts(|_| 0x30, 0x30000, 1000);
+        want.extend(puts(|_| 0x38, 0x38000, 1000));
+        assert_eq!(
+            by.into_values().collect::<Vec<_>>(),
+            [want],
+            "{:?}: both images' accesses, one pid",
+            r.mode
+        );
+        assert_eq!(count_maps(&r.events), 2, "{:?}", r.mode);
+    }
+}
+
+/// munmap of a traced range while two threads run through the patched sites (they have
+/// moved to another mapping), then a new mapping where it was: every access of each
+/// thread with the right mapping's offset, none of the old mapping after its UNMAP.
+#[test]
+fn munmap_while_threads_run_through_patched_sites() {
+    let (_f, trap, pat) = life("munmap");
+    for r in [&trap, &pat] {
+        let by = thread_accesses(r);
+        assert_eq!(by.len(), 2, "{:?}: two threads made accesses", r.mode);
+        for acc in by.values() {
+            let t = acc[0].2 / 0x100;
+            let off = |i: u64| match i {
+                0..2000 => 0x100 * t,
+                2000..6000 => 0x1000 + 0x100 * t,
+                _ => 0x2000 + 0x100 * t,
+            };
+            assert_eq!(acc, &puts(off, t << 24, 8000), "{:?}: thread {t}", r.mode);
+        }
+        let a = r
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::Map(m) if m.phys == 0 => Some(m.id),
+                _ => None,
+            })
+            .expect("map A");
+        let gone = r
+            .events
+            .iter()
+            .position(|e| matches!(e, Event::Unmap(u) if u.id == a))
+            .unwrap_or_else(|| panic!("{:?}: no UNMAP of map A", r.mode));
+        let stale: Vec<&Event> = r.events[gone..]
+            .iter()
+            .filter(|e| matches!(e, Event::Access(x) if x.map_id == a))
+            .collect();
+        assert!(stale.is_empty(), "{:?}: after A's UNMAP: {stale:?}", r.mode);
+    }
+}
+
+/// mremap of a patched site's range (moved and grown, then shrunk in place) and ordinary
+/// memory mapped where it was, through the same sites: the device accesses logged at
+/// their new offsets, the anonymous memory's never.
+#[test]
+fn mremap_after_patching_follows_the_mapping() {
+    let (_f, trap, pat) = life("mremap");
+    for r in [&trap, &pat] {
+        let mut want = puts(|_| 0x10, 0x10, 16);
+        want.extend(puts(|_| 0x1010, 0x1010, 16));
+        want.extend(puts(|i| 0x10 + 0x1000 * (i % 4), 0x40000, 200));
+        want.extend(puts(|_| 0x20, 0x60000, 100));
+        let by = thread_accesses(r);
+        assert_eq!(by.into_values().collect::<Vec<_>>(), [want], "{:?}", r.mode);
+    }
+}
+
+/// mprotect of a patched site's range: reads of a read-only range are logged; a write
+/// to it, and a read of it once PROT_NONE, fault into the program's own handler (never
+/// reaching the device, never logged); read-write again, writes are logged.
+#[test]
+fn mprotect_after_patching_keeps_the_programs_protection() {
+    let (_f, trap, pat) = life("mprotect");
+    assert!(stdout(&pat.out).contains("faults delivered: 2"));
+    for r in [&trap, &pat] {
+        let mut want = puts(|_| 0x10, 0x10, 16);
+        want.extend((0..100).map(|_| ('R', 4, 0x10, 0x1f)));
+        want.extend(puts(|_| 0x18, 0x70000, 100));
+        let by = thread_accesses(r);
+        assert_eq!(by.into_values().collect::<Vec<_>>(), [want], "{:?}", r.mode);
+    }
+}
