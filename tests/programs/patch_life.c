@@ -150,7 +150,19 @@ int main(int argc, char **argv) {
         for (uint32_t i = 0; i < 200; i++) put(x + 0x10 + 0x1000 * (i % 4), 0x40000 + i);
         uint8_t *r = mmap(a, 2 * 4096, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-        if (r != a) { perror("mmap at the old address"); return 6; }
+        if (r != a) {
+            /* Something else was mapped into the hole meanwhile (the tracer's own tables
+             * may grow there): say what, and use memory elsewhere. */
+            char line[512];
+            FILE *m = fopen("/proc/self/maps", "r");
+            while (m && fgets(line, sizeof line, m))
+                if (strtoull(line, NULL, 16) <= (uintptr_t)a + 0x1fff &&
+                    strtoull(strchr(line, '-') + 1, NULL, 16) > (uintptr_t)a)
+                    fprintf(stderr, "patch_life: the old address is taken: %s", line);
+            if (m) fclose(m);
+            r = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (r == MAP_FAILED) return 6;
+        }
         for (uint32_t i = 0; i < 200; i++) put(r + 0x10 + 0x1000 * (i % 2), 0x50000 + i);
         printf("anonymous memory where the device was: %08x %08x\n", ld(r + 0x10), ld(r + 0x1010));
         uint8_t *y = mremap(x, 4 * 4096, 4096, 0);

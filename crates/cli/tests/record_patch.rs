@@ -881,6 +881,15 @@ fn mremap_after_patching_follows_the_mapping() {
         want.extend(puts(|_| 0x20, 0x60000, 100));
         let by = thread_accesses(r);
         assert_eq!(by.into_values().collect::<Vec<_>>(), [want], "{:?}", r.mode);
+        if let Some(l) = stderr(&r.out)
+            .lines()
+            .find(|l| l.contains("old address is taken"))
+        {
+            eprintln!(
+                "{:?}: not checked with memory at the old address: {l}",
+                r.mode
+            );
+        }
     }
 }
 
@@ -897,5 +906,42 @@ fn mprotect_after_patching_keeps_the_programs_protection() {
         want.extend(puts(|_| 0x18, 0x70000, 100));
         let by = thread_accesses(r);
         assert_eq!(by.into_values().collect::<Vec<_>>(), [want], "{:?}", r.mode);
+    }
+}
+
+/// Code in anonymous executable memory (read-write-execute like a JIT's, or made
+/// read-execute after the copy) and in a shared mapping is never patched, however hot:
+/// the same events as trap-only, and the summary names each of its hot sites, with a
+/// reason and the traps it took.
+#[test]
+fn jit_and_shared_code_is_never_patched() {
+    let f = Fixture::new("jit", "patch_jit", 4096);
+    let nat = native(&f, &[], &[]);
+    assert!(stdout(&nat.0).ends_with("0 wrong\n"), "{}", stdout(&nat.0));
+    let trap = record(&f, Mode::Trap, &[], &[]);
+    let pat = record(&f, Mode::Patch(4), &[], &[]);
+    assert_same_runs(&nat, &trap, &pat, 0);
+    let err = stderr(&pat.out);
+    let s = summary(&err).unwrap_or_else(|| panic!("no patching summary: {err}"));
+    assert_eq!(
+        (s.sites, s.trampolines, s.traps),
+        (0, 0, 1200),
+        "nothing patched, every access trapped: {err}"
+    );
+    let hot = hot_sites(&err);
+    let mut pcs: Vec<u64> = hot.iter().map(|h| h.pc).collect();
+    pcs.sort_unstable();
+    let want: Vec<u64> = (0..3u64)
+        .flat_map(|k| {
+            let at = 0x5a00_0000_0000 + 0x10000 * k;
+            [at, at + 4]
+        })
+        .collect();
+    assert_eq!(pcs, want, "one line per hot site: {err}");
+    for h in &hot {
+        assert!(
+            !h.place.is_empty() && !h.reason.trim().is_empty() && h.traps == 200,
+            "{h:?}"
+        );
     }
 }
