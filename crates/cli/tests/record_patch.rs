@@ -36,6 +36,11 @@ struct Run {
 /// Records `PROGRAM DEV ARGS` (without `-q`: the summary is wanted) on a fresh copy of the
 /// fixture's device, with `env` added to the environment.
 fn record(f: &Fixture, mode: Mode, env: &[(&str, &str)], args: &[&str]) -> Run {
+    record_opts(f, mode, &[], env, args)
+}
+
+/// As [`record`], with extra `record` options.
+fn record_opts(f: &Fixture, mode: Mode, opts: &[&str], env: &[(&str, &str)], args: &[&str]) -> Run {
     let tag = match mode {
         Mode::Trap => "trap".to_string(),
         Mode::Patch(k) => format!("patch{k}"),
@@ -48,7 +53,8 @@ fn record(f: &Fixture, mode: Mode, env: &[(&str, &str)], args: &[&str]) -> Run {
         .arg("-o")
         .arg(&log)
         .arg("--device")
-        .arg(&dev);
+        .arg(&dev)
+        .args(opts);
     match mode {
         Mode::Trap => {
             c.arg("--no-patch");
@@ -416,9 +422,12 @@ fn every_form_logs_the_same_patched_as_trap_only() {
     if stdout(&nat.0).contains("skipped") {
         eprintln!("note: the 32-byte AVX forms are skipped: this CPU has no AVX");
     }
-    let trap = record(&f, Mode::Trap, &[], &args);
+    // The binary format keeps 16- and 32-byte accesses whole: their bytes are compared.
+    let bin = ["--format", "binary"];
+    let trap = record_opts(&f, Mode::Trap, &bin, &[], &args);
     let rep = report.to_str().unwrap();
-    let pat = record(&f, Mode::Patch(2), &[("PATCH_FORMS_REPORT", rep)], &args);
+    let env = [("PATCH_FORMS_REPORT", rep)];
+    let pat = record_opts(&f, Mode::Patch(2), &bin, &env, &args);
     assert_same_runs(&nat, &trap, &pat, 0);
     assert!(
         unknowns(&trap.events).is_empty(),
@@ -944,4 +953,33 @@ fn jit_and_shared_code_is_never_patched() {
             "{h:?}"
         );
     }
+}
+
+/// A site that has not trapped `MMIO_TRACE_PATCH_AFTER` times is not patched: with a
+/// threshold above what the program makes, every access traps, no site is listed, and
+/// the events are those of `--no-patch`.
+#[test]
+fn a_site_below_the_threshold_is_not_patched() {
+    let f = Fixture::new("threshold", "patch_threads", 65536);
+    let args = ["2", "500"];
+    let nat = native(&f, &[], &args);
+    let trap = record(&f, Mode::Trap, &[], &args);
+    let pat = record(&f, Mode::Patch(1_000_000), &[], &args);
+    assert_hammered(&pat, &f, 2, 500);
+    assert_same_runs(&nat, &trap, &pat, 0);
+    let err = stderr(&pat.out);
+    let s = summary(&err).unwrap_or_else(|| panic!("no patching summary: {err}"));
+    let n = accesses(&pat.events).len() as u64;
+    assert_eq!((s.sites, s.trampolines, s.traps), (0, 0, n), "{err}");
+    assert!(hot_sites(&err).is_empty(), "{err}");
+}
+
+/// `--quiet` keeps the patching summary off stderr, as every other message of `record`.
+#[test]
+fn quiet_hides_the_patching_summary() {
+    let f = Fixture::new("quiet", "patch_threads", 65536);
+    let pat = record_opts(&f, Mode::Patch(4), &["-q"], &[], &["2", "500"]);
+    assert_exit(&pat.out, 0);
+    assert_hammered(&pat, &f, 2, 500);
+    assert_eq!(stderr(&pat.out), "", "--quiet");
 }
