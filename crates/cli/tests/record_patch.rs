@@ -433,8 +433,6 @@ fn every_form_logs_the_same_patched_as_trap_only() {
         unknowns(&trap.events).is_empty(),
         "a form was single-stepped"
     );
-    let s = assert_patched(&pat);
-
     // The program's own view of its text: each required site rewritten after the warm-up.
     let text = std::fs::read_to_string(&report).expect("patch_forms wrote its site report");
     let sites: Vec<(&str, u64, bool, bool)> = text
@@ -445,6 +443,15 @@ fn every_form_logs_the_same_patched_as_trap_only() {
             (w[0], at, w[3] == "patched", w.get(5) == Some(&"required"))
         })
         .collect();
+    let lens: std::collections::BTreeSet<usize> = text
+        .lines()
+        .map(|l| l.split(' ').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        (2..=15).all(|n| lens.contains(&n)),
+        "sites of every length 2..=15: {lens:?}"
+    );
+    let s = assert_patched(&pat);
     let late: Vec<&str> = sites.iter().filter(|s| s.3 && !s.2).map(|s| s.0).collect();
     let hot = hot_sites(&stderr(&pat.out));
     assert!(
