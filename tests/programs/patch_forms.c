@@ -1,13 +1,17 @@
 /* Hot-site patching: every instruction form a trampoline must cover, each at one site (a
  * noinline function holding one instruction of known bytes) executed many times, so that
- * it is patched after its first traps. Each site alternates three addresses: the device
- * (map A), ordinary heap memory (never traced: must not be logged, must read and write
- * the heap) and a second mapping of the device (map B, another file offset): the same
- * instruction in and out of the traced ranges. Before each execution the target's bytes
- * are primed with a value that depends on the site and the iteration; after it they are
- * read back. The program prints, per site, a hash of everything it saw; it prints
- * MISMATCH if the heap and the device gave different results (a file-backed device
- * behaves as memory), so its output is the same natively, trap-only and patched.
+ * it is patched after its first traps. Each site goes round the targets below: mappings
+ * of the device and memory that is never traced (must not be logged, must be read and
+ * written as natively): the same instruction in and out of the traced ranges. Before
+ * each execution the target's bytes are primed with a value that depends on the site
+ * and the iteration; after it they are read back. The program prints, per site, a hash
+ * of everything it saw; it prints MISMATCH if two targets gave different results (a
+ * file-backed device behaves as memory), so its output is the same natively, trap-only
+ * and patched.
+ *
+ * A third mapping of the device (map C) is used only after the warm-up: sites patched
+ * on A and B meet a traced range they have not met before. A shared mapping of an
+ * ordinary file (a memfd) is another address the sites must not log.
  *
  * Sites: instruction lengths 2..15 (plain encodings up to 12 bytes, then redundant DS
  * prefixes); loads and stores of widths 1, 2, 4, 8 (mov, movzx, movsx, movsxd, mov imm,
@@ -19,10 +23,11 @@
  * right before and after a short site; a site at a loop head and one followed by a branch
  * target.
  *
- * usage: patch_forms DEVICE [ITERATIONS]   (the device: at least 64 KiB) */
+ * usage: patch_forms DEVICE [WARM [ITERATIONS]]   (the device: at least 96 KiB) */
 #define _GNU_SOURCE
 #include "mmio.h"
 #include <dlfcn.h>
+#include <sys/syscall.h>
 #include <string.h>
 
 #define NI static __attribute__((noinline, noclone))
@@ -254,17 +259,22 @@ static uint64_t readback(volatile uint8_t *t, uint64_t h) {
     return h;
 }
 
-static uint8_t *targets[3];
-static const char *target_names[3] = {"device", "heap", "device-b"};
+/* The targets: map A of the device, the heap, map B of the device, a shared mapping of
+ * an ordinary file (a memfd: never traced) and map C of the device, used only in the
+ * measured pass (a patched site meets a traced range it never met before). */
+#define TARGETS 5
+static uint8_t *targets[TARGETS];
+static const char *target_names[TARGETS] = {"device", "heap", "device-b", "shared-file", "device-c"};
+static int ntargets = TARGETS;
 static int iters = 12, failed;
 
 /* Site number s: its slot is at 0x400 + 64 * s in every target. */
 static volatile uint8_t *slot(int t, int s) { return targets[t] + 0x400 + 64 * s; }
 static void *basefor(volatile uint8_t *t, int disp, int ix) { return (void *)(t - disp - ix); }
 
-static void report(const char *name, uint64_t h[3]) {
+static void report(const char *name, uint64_t h[TARGETS]) {
     printf("%-14s %016llx\n", name, (unsigned long long)h[0]);
-    for (int t = 1; t < 3; t++)
+    for (int t = 1; t < ntargets; t++)
         if (h[t] != h[0]) {
             printf("MISMATCH %s: %s %016llx, %s %016llx\n", name, target_names[0],
                    (unsigned long long)h[0], target_names[t], (unsigned long long)h[t]);
@@ -276,9 +286,9 @@ static int site_no;
 
 static void run_load(const struct load *l) {
     int s = site_no++;
-    uint64_t h[3] = {0, 0, 0};
+    uint64_t h[TARGETS] = {0};
     for (int i = 0; i < iters; i++)
-        for (int t = 0; t < 3; t++) {
+        for (int t = 0; t < ntargets; t++) {
             volatile uint8_t *a = slot(t, s);
             prime(a, s, i);
             h[t] = mix(h[t], l->f(basefor(a, l->disp, l->ix), (uint64_t)l->ix));
@@ -288,9 +298,9 @@ static void run_load(const struct load *l) {
 
 static void run_store(const struct store *st) {
     int s = site_no++;
-    uint64_t h[3] = {0, 0, 0};
+    uint64_t h[TARGETS] = {0};
     for (int i = 0; i < iters; i++)
-        for (int t = 0; t < 3; t++) {
+        for (int t = 0; t < ntargets; t++) {
             volatile uint8_t *a = slot(t, s);
             prime(a, s, i);
             st->f(basefor(a, st->disp, st->ix), (uint64_t)st->ix, prime_val(s, i, 9) * 0x10001);
@@ -301,9 +311,9 @@ static void run_store(const struct store *st) {
 
 static void run_rmw(const struct rmw *r) {
     int s = site_no++;
-    uint64_t h[3] = {0, 0, 0};
+    uint64_t h[TARGETS] = {0};
     for (int i = 0; i < iters; i++)
-        for (int t = 0; t < 3; t++) {
+        for (int t = 0; t < ntargets; t++) {
             volatile uint8_t *a = slot(t, s);
             prime(a, s, i);
             /* Operands that give carries, overflows, zero and negative results. */
@@ -324,9 +334,9 @@ static void run_vec(const struct vec *v) {
         printf("%-14s skipped: the CPU has no AVX\n", v->name);
         return;
     }
-    uint64_t h[3] = {0, 0, 0};
+    uint64_t h[TARGETS] = {0};
     for (int i = 0; i < iters; i++)
-        for (int t = 0; t < 3; t++) {
+        for (int t = 0; t < ntargets; t++) {
             volatile uint8_t *a = slot(t, s);
             uint8_t buf[32];
             prime(a, s, i);
@@ -447,9 +457,9 @@ NI uint64_t then_label(volatile void *p, int skip) {
 
 static void run_special(void) {
     int s = site_no++;
-    uint64_t h[3] = {0, 0, 0};
+    uint64_t h[TARGETS] = {0};
     for (int i = 0; i < iters; i++)
-        for (int t = 0; t < 3; t++) {
+        for (int t = 0; t < ntargets; t++) {
             volatile uint8_t *a = slot(t, s);
             prime(a, s, i);
             uint64_t fl, sum;
@@ -466,9 +476,9 @@ static void run_special(void) {
         }
     report("flags+rsp", h);
     s = site_no++;
-    h[0] = h[1] = h[2] = 0;
+    memset(h, 0, sizeof h);
     for (int i = 0; i < iters; i++)
-        for (int t = 0; t < 3; t++) {
+        for (int t = 0; t < ntargets; t++) {
             volatile uint8_t *a = slot(t, s);
             prime(a, s, i);
             h[t] = mix(h[t], rip_after(a));
@@ -535,13 +545,19 @@ int main(int argc, char **argv) {
     if (fd < 0) { perror(argv[1]); return 100; }
     targets[0] = mmap(NULL, 0x8000, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     targets[2] = mmap(NULL, 0x8000, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0x8000);
+    targets[4] = mmap(NULL, 0x8000, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0x10000);
     targets[1] = aligned_alloc(4096, 0x8000);
-    if (targets[0] == MAP_FAILED || targets[2] == MAP_FAILED || !targets[1]) { perror("map"); return 100; }
+    int mfd = (int)syscall(SYS_memfd_create, "patch_forms", 0);
+    if (mfd < 0 || ftruncate(mfd, 0x8000)) { perror("memfd"); return 100; }
+    targets[3] = mmap(NULL, 0x8000, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    for (int t = 0; t < TARGETS; t++)
+        if (targets[t] == MAP_FAILED || !targets[t]) { perror("map"); return 100; }
     memset(targets[1], 0, 0x8000);
     __builtin_cpu_init();
     have_avx = __builtin_cpu_supports("avx");
     int main_iters = iters;
     iters = warm;
+    ntargets = TARGETS - 1;
     run_all();
     int before[N(sites)];
     if (report_path)
@@ -557,6 +573,7 @@ int main(int argc, char **argv) {
     void (*mark)(const char *) = (void (*)(const char *))dlsym(RTLD_DEFAULT, "mmio_trace_mark");
     if (mark) mark("patch_forms: measured pass");
     iters = main_iters;
+    ntargets = TARGETS;
     run_all();
     printf("g_rip %08x sites %d\n", g_rip, site_no);
     if (report_path) {
