@@ -9,7 +9,8 @@
  *   fork     after warming, fork: the child writes 0x10000 + i at 0x10, the parent
  *            0x20000 + i at 0x20 (1000 each, at the same time); stderr names the child.
  *   exec     after warming (0x30000 + i at 0x30), exec this program as "exec2": it maps
- *            the device again and writes 0x38000 + i at 0x38 (1000).
+ *            the device again and writes 0x38000 + i at 0x38 (1000), its own sites
+ *            warmed (and waited for) likewise.
  *   munmap   two threads write (t << 24 | i) at 0x100 * t of map A (file offset 0) for
  *            i < 2000, of map B (0x1000) for i < 6000, of map C (0x2000) for i < 8000.
  *            Once both left A, the main thread unmaps A while they run on B, maps C
@@ -126,7 +127,8 @@ int main(int argc, char **argv) {
         return 4;
     } else if (!strcmp(mode, "exec2")) {
         uint8_t *d = map(4096, 0, NULL);
-        for (uint32_t i = 0; i < 1000; i++) put(d + 0x38, 0x38000 + i);
+        warm(d + 0x38, 0x38000);
+        for (uint32_t i = 16; i < 1000; i++) put(d + 0x38, 0x38000 + i);
     } else if (!strcmp(mode, "munmap")) {
         maps[0] = map(4096, 0, NULL);
         maps[1] = map(4096, 0x1000, NULL);
