@@ -6,16 +6,22 @@
  * Each iteration also does about 200 ns of ordinary work, so that a patched loop does not
  * log millions of events while it waits for the handler runs. The loop runs at least MIN
  * iterations and until HANDLERS handler runs (at most 20 s).
- * REG0 is at 0x0, REG1 at 0x40. Prints the wrong values main read (0); the number of
+ * REG0 is at 0x0, REG1 at 0x40. Prints the wrong values the loop read (0); the number of
  * iterations and handler runs go to stderr (they depend on timing).
+ * With THREADS > 0, each thread t (1..THREADS) runs the loop on its own REG0 at 0x80 * t
+ * (REG1 0x40 further), the handler working on the interrupted thread's registers; with
+ * "prof", the signal is SIGPROF from ITIMER_PROF (every 100 us of the process's CPU
+ * time, in practice every scheduler tick, to whichever thread runs) and each iteration
+ * does about 2 us of ordinary work.
  *
- * usage: patch_signal DEVICE MIN HANDLERS */
+ * usage: patch_signal DEVICE MIN HANDLERS [THREADS [prof]] */
 #define _GNU_SOURCE
 #include "mmio.h"
 #include <signal.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <pthread.h>
 
 __attribute__((noinline, noclone)) static void st(volatile void *p, uint32_t v) {
     __asm__ volatile(".byte 0x89, 0x07" : : "a"(v), "D"(p) : "memory"); /* mov %eax,(%rdi) */
@@ -27,43 +33,83 @@ __attribute__((noinline, noclone)) static uint32_t ld(volatile void *p) {
 }
 
 static uint8_t *dev;
-static volatile long handled;
+static long min_iters, want;
+static int work = 300;
+static volatile long handled; /* all threads */
+/* The running loop's REG0 (REG1 is 0x40 further), and its handler runs. */
+static __thread volatile uint8_t *mine;
+static __thread long mine_handled;
 
-static void on_alarm(int sig) {
+static void on_signal(int sig) {
     (void)sig;
-    uint32_t h = ld(dev);
-    st(dev + 0x40, 0x80000000u | h);
-    handled++;
+    if (!mine) return;
+    uint32_t h = ld(mine);
+    st(mine + 0x40, 0x80000000u | h);
+    mine_handled++;
+    __atomic_add_fetch(&handled, 1, __ATOMIC_RELAXED);
+}
+
+/* The loop at REG0 = reg; returns the wrong values it read. */
+static long loop(volatile uint8_t *reg, int t) {
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    long bad = 0, i;
+    mine = reg;
+    for (i = 0;; i++) {
+        st(reg, (uint32_t)i);
+        if (ld(reg) != (uint32_t)i) bad++;
+        for (volatile int w = 0; w < work; w++) {
+        }
+        if (i + 1 >= min_iters && handled >= want) break;
+        if (i % 1024 == 0) {
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (now.tv_sec - t0.tv_sec >= 20 && i + 1 >= min_iters) break;
+        }
+    }
+    /* Sure to be counted: no handler of this thread runs after its loop's last access. */
+    mine = NULL;
+    fprintf(stderr, "patch_signal: thread %d: %ld iterations, %ld handler runs\n", t, i + 1,
+            mine_handled);
+    return bad;
+}
+
+static long bads[16];
+static void *worker(void *arg) {
+    long t = (long)arg;
+    bads[t] = loop(dev + 0x80 * t, (int)t);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
     if (argc < 4) return 2;
-    long min = atol(argv[2]), want = atol(argv[3]);
+    min_iters = atol(argv[2]);
+    want = atol(argv[3]);
+    int nt = argc > 4 ? atoi(argv[4]) : 0;
+    int prof = argc > 5 && !strcmp(argv[5], "prof");
+    if (nt < 0 || nt > 15) return 2;
+    /* The profiling timer ticks with the scheduler (every few ms): longer iterations keep
+     * the number of events down while the handler runs accumulate. */
+    if (prof) work = 3000;
     dev = map_device(argv[1], 4096);
+    int sig = prof ? SIGPROF : SIGALRM;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_alarm;
+    sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGALRM, &sa, NULL);
+    sigaction(sig, &sa, NULL);
     struct itimerval it = {{0, 100}, {0, 100}};
-    setitimer(ITIMER_REAL, &it, NULL);
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    long bad = 0, i;
-    for (i = 0;; i++) {
-        st(dev, (uint32_t)i);
-        if (ld(dev) != (uint32_t)i) bad++;
-        for (volatile int w = 0; w < 300; w++) {
-        }
-        if (i + 1 >= min && handled >= want) break;
-        if (i % 1024 == 0) {
-            clock_gettime(CLOCK_MONOTONIC, &now);
-            if (now.tv_sec - t0.tv_sec >= 20 && i + 1 >= min) break;
-        }
+    setitimer(prof ? ITIMER_PROF : ITIMER_REAL, &it, NULL);
+    long bad = 0;
+    if (nt == 0) {
+        bad = loop(dev, 0);
+    } else {
+        pthread_t th[16];
+        for (long t = 1; t <= nt; t++) pthread_create(&th[t - 1], NULL, worker, (void *)t);
+        for (int t = 1; t <= nt; t++) pthread_join(th[t - 1], NULL);
+        for (int t = 1; t <= nt; t++) bad += bads[t];
     }
     struct itimerval off = {{0, 0}, {0, 0}};
-    setitimer(ITIMER_REAL, &off, NULL);
-    printf("main read %ld wrong values\n", bad);
-    fprintf(stderr, "patch_signal: %ld iterations, %ld handler runs\n", i + 1, handled);
+    setitimer(prof ? ITIMER_PROF : ITIMER_REAL, &off, NULL);
+    printf("the loops read %ld wrong values\n", bad);
     return 0;
 }

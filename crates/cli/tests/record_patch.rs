@@ -659,76 +659,129 @@ fn threads_created_after_patching_are_traced() {
     assert!(s.trampolines >= 3 * 3000 * 5, "{s:?}");
 }
 
-/// What tests/programs/patch_signal.c said on stderr: (iterations, handler runs).
-fn signal_counts(r: &Run) -> (u64, u64) {
+/// What tests/programs/patch_signal.c said on stderr: (iterations, handler runs) of the
+/// loop of each thread, by thread number (0: the main thread's loop).
+fn signal_counts(r: &Run) -> BTreeMap<u64, (u64, u64)> {
     let err = stderr(&r.out);
-    let l = err
+    let counts: BTreeMap<u64, (u64, u64)> = err
         .lines()
-        .find_map(|l| l.strip_prefix("patch_signal: "))
-        .unwrap_or_else(|| panic!("{:?}: no counts: {err}", r.mode));
-    let n: Vec<u64> = l
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.parse().unwrap())
+        .filter_map(|l| l.strip_prefix("patch_signal: thread "))
+        .map(|l| {
+            let n: Vec<u64> = l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| !w.is_empty())
+                .map(|w| w.parse().unwrap())
+                .collect();
+            (n[0], (n[1], n[2]))
+        })
         .collect();
-    (n[0], n[1])
+    assert!(!counts.is_empty(), "{:?}: no counts: {err}", r.mode);
+    counts
 }
 
-/// Checks every access of a patch_signal run in its thread's order: the loop's W REG0 =
-/// 0, 1, 2... each followed (maybe after handler runs) by its R REG0 of the same value;
-/// each handler run a read of REG0 that sees the latest write before it in the stream
-/// and a write of 0x80000000 | that to REG1, nested between the loop's accesses. Returns
-/// the loop's own accesses.
+/// Checks every access of each loop of a patch_signal run in its thread's order: the
+/// loop's W REG0 = 0, 1, 2... each followed (maybe after handler runs) by its R REG0 of
+/// the same value; each handler run a read of REG0 that sees the latest write before it
+/// in the stream and a write of 0x80000000 | that to REG1, nested between the loop's
+/// accesses, through the loop's own two sites. Returns each loop's own accesses, by
+/// thread number.
 #[track_caller]
-fn assert_signal_nesting(r: &Run) -> Vec<(char, u8, u64, u64, String)> {
-    let (iterations, handled) = signal_counts(r);
+fn assert_signal_nesting(r: &Run) -> BTreeMap<u64, Vec<(char, u8, u64, u64, String)>> {
+    let counts = signal_counts(r);
     let by = accesses_by_first_offset(&r.events);
-    assert_eq!(by.len(), 1, "{:?}: one thread", r.mode);
-    let acc = &by[&0];
-    let mut cur = u64::from(initial_word(0));
-    let (mut next, mut pairs, mut read_due) = (0u64, 0u64, false);
-    let mut main = Vec::new();
-    let mut sites = std::collections::BTreeSet::new();
-    let mut k = 0;
-    while k < acc.len() {
-        let a = &acc[k];
-        let ctx = || format!("{:?}: access {k} {a:x?}", r.mode);
-        match (a.0, a.1, a.2) {
-            ('W', 4, 0) => {
-                assert!(!read_due && a.3 == next, "{}: want W {next:#x}", ctx());
-                cur = a.3;
-                next += 1;
-                read_due = true;
-                main.push(a.clone());
-            }
-            ('R', 4, 0) => {
-                assert_eq!(a.3, cur, "{}: a read of REG0 sees the latest write", ctx());
-                match acc.get(k + 1) {
-                    Some(w) if (w.0, w.1, w.2) == ('W', 4, 0x40) => {
-                        assert_eq!(w.3, 0x8000_0000 | a.3, "{}: the handler's write", ctx());
-                        sites.insert((a.4.clone(), w.4.clone()));
-                        pairs += 1;
-                        k += 1;
-                    }
-                    _ => {
-                        assert!(read_due, "{}: a loop read without its write", ctx());
-                        read_due = false;
-                        main.push(a.clone());
+    let keys: Vec<u64> = counts.keys().map(|t| 0x80 * t).collect();
+    assert_eq!(
+        by.keys().copied().collect::<Vec<_>>(),
+        keys,
+        "{:?}: one thread per loop",
+        r.mode
+    );
+    let mut loops = BTreeMap::new();
+    for (&t, &(iterations, handled)) in &counts {
+        let (reg0, reg1) = (0x80 * t, 0x80 * t + 0x40);
+        let acc = &by[&reg0];
+        let mut cur = u64::from(initial_word(reg0));
+        let (mut next, mut pairs, mut read_due) = (0u64, 0u64, false);
+        let mut main = Vec::new();
+        let mut sites = std::collections::BTreeSet::new();
+        let mut k = 0;
+        while k < acc.len() {
+            let a = &acc[k];
+            let ctx = || format!("{:?}: loop {t}: access {k} {a:x?}", r.mode);
+            match (a.0, a.1, a.2) {
+                ('W', 4, o) if o == reg0 => {
+                    assert!(!read_due && a.3 == next, "{}: want W {next:#x}", ctx());
+                    cur = a.3;
+                    next += 1;
+                    read_due = true;
+                    main.push(a.clone());
+                }
+                ('R', 4, o) if o == reg0 => {
+                    assert_eq!(a.3, cur, "{}: a read of REG0 sees the latest write", ctx());
+                    match acc.get(k + 1) {
+                        Some(w) if (w.0, w.1, w.2) == ('W', 4, reg1) => {
+                            assert_eq!(w.3, 0x8000_0000 | a.3, "{}: the handler's write", ctx());
+                            sites.insert((a.4.clone(), w.4.clone()));
+                            pairs += 1;
+                            k += 1;
+                        }
+                        _ => {
+                            assert!(read_due, "{}: a loop read without its write", ctx());
+                            read_due = false;
+                            main.push(a.clone());
+                        }
                     }
                 }
+                _ => panic!("{}: unexpected access", ctx()),
             }
-            _ => panic!("{}: unexpected access", ctx()),
+            k += 1;
         }
-        k += 1;
+        assert!(
+            !read_due,
+            "{:?}: loop {t}: the last read is missing",
+            r.mode
+        );
+        assert_eq!(next, iterations, "{:?}: loop {t}: every loop write", r.mode);
+        assert_eq!(pairs, handled, "{:?}: loop {t}: every handler run", r.mode);
+        // The handler ran the loop's own two sites (read, write).
+        let own = (main[1].4.clone(), main[0].4.clone());
+        assert!(
+            sites.iter().all(|s| *s == own),
+            "{:?}: loop {t}: handler sites {sites:?}, the loop's {own:?}",
+            r.mode
+        );
+        loops.insert(t, main);
     }
-    assert!(!read_due, "{:?}: the last read is missing", r.mode);
-    assert_eq!(next, iterations, "{:?}: every loop write", r.mode);
-    assert_eq!(pairs, handled, "{:?}: every handler run", r.mode);
+    let handled: u64 = counts.values().map(|c| c.1).sum();
     assert!(handled > 0, "{:?}: no signal arrived", r.mode);
-    // The handler ran the loop's own two sites (read, write).
-    let own = (main[1].4.clone(), main[0].4.clone());
-    assert_eq!(sites.into_iter().collect::<Vec<_>>(), [own], "{:?}", r.mode);
-    main
+    loops
+}
+
+/// Records patch_signal with `args` trap-only and patched (K=1) and checks both runs'
+/// nesting; the first `min` iterations of each loop must be the same in both.
+fn signal_test(name: &str, args: &[&str], min: usize) {
+    let f = Fixture::new(name, "patch_signal", 4096);
+    let nat = native(&f, &[], args);
+    let trap = record(&f, Mode::Trap, &[], args);
+    let pat = record(&f, Mode::Patch(1), &[], args);
+    for r in [&trap, &pat] {
+        assert_exit(&r.out, 0);
+        assert_eq!(stdout(&r.out), stdout(&nat.0), "{:?}", r.mode);
+        assert_none_lost(&r.events);
+    }
+    let loops_trap = assert_signal_nesting(&trap);
+    let loops_pat = assert_signal_nesting(&pat);
+    for (t, l) in &loops_trap {
+        // The loop's first iterations, their sites (PCs) included, are the same.
+        assert_eq!(l[..2 * min], loops_pat[t][..2 * min], "loop {t}");
+    }
+    assert_silent_on_patching(&trap);
+    assert_patched(&pat);
+    for (t, (n, _)) in signal_counts(&pat) {
+        let dev = std::fs::read(f.dir.join("dev-patch1.bin")).unwrap();
+        let at = 0x80 * t as usize;
+        assert_eq!(dev[at..at + 4], ((n - 1) as u32).to_le_bytes(), "loop {t}");
+    }
 }
 
 /// A SIGALRM handler (every 100 us) reads and writes the device through the same sites
@@ -736,28 +789,14 @@ fn assert_signal_nesting(r: &Run) -> Vec<(char, u8, u64, u64, String)> {
 /// windows: every event present, each handler's pair nested where it ran.
 #[test]
 fn a_signal_handler_touching_the_device_nests_in_place() {
-    let f = Fixture::new("signal", "patch_signal", 4096);
-    let args = ["20000", "300"];
-    let nat = native(&f, &[], &args);
-    let trap = record(&f, Mode::Trap, &[], &args);
-    let pat = record(&f, Mode::Patch(1), &[], &args);
-    for r in [&trap, &pat] {
-        assert_exit(&r.out, 0);
-        assert_eq!(stdout(&r.out), stdout(&nat.0), "{:?}", r.mode);
-        assert_none_lost(&r.events);
-    }
-    let main_trap = assert_signal_nesting(&trap);
-    let main_pat = assert_signal_nesting(&pat);
-    // The loop's first 20000 iterations, their sites (PCs) included, are the same.
-    assert_eq!(main_trap[..40000], main_pat[..40000]);
-    assert_silent_on_patching(&trap);
-    assert_patched(&pat);
-    let (n, _) = signal_counts(&pat);
-    assert_device_bytes(
-        &f.dir.join("dev-patch1.bin"),
-        0,
-        &((n - 1) as u32).to_le_bytes(),
-    );
+    signal_test("signal", &["20000", "300"], 20000);
+}
+
+/// The same with two threads in the loop and SIGPROF (to whichever thread runs): each
+/// handler run nests in the interrupted thread's stream.
+#[test]
+fn signal_handlers_nest_in_place_in_every_thread() {
+    signal_test("signal2", &["5000", "50", "2", "prof"], 5000);
 }
 
 /// The accesses (R/W, width, offset, value) of each thread, keyed by thread id.
