@@ -655,8 +655,9 @@ fn threads_created_after_patching_are_traced() {
         "the sites were not patched before the threads started: {err}"
     );
     assert_counts_every_access(&pat, s);
-    // The threads' 3 x 3000 x 5 accesses all came after the patch.
-    assert!(s.trampolines >= 3 * 3000 * 5, "{s:?}");
+    // The threads' 3 x 3000 x 5 accesses all came after the patch (a thread's first
+    // iteration may trap: it has no ring yet).
+    assert!(s.trampolines >= 3 * (3000 - 1) * 5, "{s:?}");
 }
 
 /// What tests/programs/patch_signal.c said on stderr: (iterations, handler runs) of the
