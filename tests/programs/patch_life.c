@@ -19,7 +19,8 @@
  *            elsewhere (0x40000 + i at 0x10 + 0x1000 * (i % 4)); anonymous memory is
  *            mapped where it was and written through the same sites (0x50000 + i: never
  *            logged); the new mapping shrinks in place to one page (0x60000 + i at 0x20).
- *   mprotect after warming at 0x10: read-only, 100 reads at 0x10; a write through st
+ *   mprotect after warming at 0x10 (and 16 more writes): read-only, 100 reads at 0x10; a
+ *            write through st
  *            (SIGSEGV to the program's handler, the device unchanged); no access, a read
  *            (SIGSEGV again); read-write again, 100 writes of 0x70000 + i at 0x18. */
 #define _GNU_SOURCE
@@ -30,11 +31,13 @@
 #include <string.h>
 #include <sys/wait.h>
 
+/* Each site in its own 64-byte block: a short site's punned jump takes the bytes after it
+ * as part of its displacement, and this program is about lifecycles, not neighbours. */
 extern char st_site[], st_end[], ld_site[], ld_end[];
-__attribute__((noinline, noclone)) static void st(volatile void *p, uint32_t v) {
+__attribute__((noinline, noclone, aligned(64))) static void st(volatile void *p, uint32_t v) {
     __asm__ volatile("st_site:\n\t.byte 0x89, 0x07\nst_end:" : : "a"(v), "D"(p) : "memory");
 }
-__attribute__((noinline, noclone)) static uint32_t ld(volatile void *p) {
+__attribute__((noinline, noclone, aligned(64))) static uint32_t ld(volatile void *p) {
     uint32_t v;
     __asm__ volatile("ld_site:\n\t.byte 0x8b, 0x07\nld_end:" : "=a"(v) : "D"(p) : "memory");
     return v;
@@ -175,6 +178,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(mode, "mprotect")) {
         uint8_t *a = map(4096, 0, NULL);
         warm(a + 0x10, 0x10);
+        for (uint32_t i = 16; i < 32; i++) put(a + 0x10, 0x10 + i);
         signal(SIGSEGV, on_segv);
         mprotect(a, 4096, PROT_READ);
         uint32_t sum = 0;

@@ -6,7 +6,8 @@
  * every 16th iteration it runs the same sites on its own heap buffer too (never logged).
  * The main thread first makes 8 iterations as thread 0 (offset 0): the sites get hot.
  * With "late" as 4th argument and PATCH_WAIT set, it then waits (at most 3 s) until the
- * sites have been rewritten before creating the threads: threads created after patching.
+ * sites have been rewritten before creating the threads (threads created after
+ * patching), and says on stderr how many of the five were.
  * With PATCH_CHURN_SYNC=M set (for runs under MMIO_TRACE_PATCH_CHURN), the main thread
  * watches the sites' bytes and counts the changes it sees (patch, unpatch, re-patch), and
  * the workers pace themselves so that iteration i waits until i * M / N changes were seen
@@ -39,6 +40,14 @@ __attribute__((noinline, noclone)) static void hammer(volatile void *p, uint32_t
                      : "memory");
     *r0 = a;
     *r4 = c;
+}
+
+/* How many of the five sites (at offsets 0, 2, 5, 7, 10) differ from their bytes in orig. */
+static int rewritten(const uint8_t *orig) {
+    static const int at[6] = {0, 2, 5, 7, 10, 14};
+    int n = 0;
+    for (int k = 0; k < 5; k++) n += memcmp(hammer_site + at[k], orig + at[k], (size_t)(at[k + 1] - at[k])) != 0;
+    return n;
 }
 
 static uint8_t *dev;
@@ -88,8 +97,19 @@ int main(int argc, char **argv) {
     const char *m = getenv("PATCH_CHURN_SYNC");
     sync_m = m ? atol(m) : 0;
     if (argc > 4 && !strcmp(argv[4], "late") && getenv("PATCH_WAIT")) {
-        for (int ms = 0; ms < 3000 && !memcmp(orig, hammer_site, sizeof orig); ms++) usleep(1000);
-        if (!memcmp(orig, hammer_site, sizeof orig)) fprintf(stderr, "patch_threads: sites not rewritten\n");
+        /* Until all five sites are rewritten, or none changed for 300 ms after the first
+         * did (at most 3 s). */
+        int last = 0, still = 0;
+        for (int ms = 0; ms < 3000; ms++) {
+            int now = rewritten(orig);
+            if (now == 5 || (now && now == last && ++still >= 300)) break;
+            if (now != last) still = 0;
+            last = now;
+            usleep(1000);
+        }
+        int n5 = rewritten(orig);
+        if (!n5) fprintf(stderr, "patch_threads: sites not rewritten\n");
+        fprintf(stderr, "patch_threads: %d of 5 sites rewritten\n", n5);
     }
     pthread_t th[64];
     for (long t = 1; t <= nt; t++)
