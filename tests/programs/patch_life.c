@@ -19,10 +19,10 @@
  *            elsewhere (0x40000 + i at 0x10 + 0x1000 * (i % 4)); anonymous memory is
  *            mapped where it was and written through the same sites (0x50000 + i: never
  *            logged); the new mapping shrinks in place to one page (0x60000 + i at 0x20).
- *   mprotect after warming at 0x10 (and 16 more writes): read-only, 100 reads at 0x10; a
- *            write through st
- *            (SIGSEGV to the program's handler, the device unchanged); no access, a read
- *            (SIGSEGV again); read-write again, 100 writes of 0x70000 + i at 0x18. */
+ *   mprotect after warming at 0x10 (and 16 more writes): read-only, 100 reads at 0x10;
+ *            a write through st (SIGSEGV to the program's handler, the device
+ *            unchanged); no access, a read (SIGSEGV again); read-write again, 100
+ *            writes of 0x70000 + i at 0x18. */
 #define _GNU_SOURCE
 #include "mmio.h"
 #include <pthread.h>

@@ -5,6 +5,10 @@
 //! UNMAP events; the same program output and exit status; the same device contents
 //! afterwards. The patched run must also say in its summary that sites were patched and
 //! that accesses went through trampolines; a `--no-patch` run says nothing of patching.
+//! Programs that must see their sites patched before going on (`PATCH_WAIT`,
+//! `PATCH_FORMS_REPORT`) watch their own text for the rewritten bytes, at most 3 s.
+//! A few tests (`every_required_form_is_patched`, `adjacent_short_sites_are_all_patched`,
+//! `jit_and_shared_code_is_never_patched`) are about what gets patched, and say so.
 
 mod common;
 
