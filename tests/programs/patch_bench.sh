@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks of hot-site patching (issue 15, item 6), as ratios measured in the same run:
 #   - one access through the same instruction: trap-only (--no-patch) vs patched
-#     (goals: >= 100x, patched <= 25 ns), loads and stores;
+#     (goals: >= 100x, patched <= 25 ns), loads and stores, sustained (bounded by how
+#     fast the recorder drains the ring once it is full) and in bursts that never fill it;
 #   - an untraced address through a patched site vs natively (goal <= 3 ns);
 #   - 1, 2 and 4 threads hammering one patched site: total accesses/s (should grow with
 #     threads, unlike traps, which the kernel serialises per process);
@@ -48,7 +49,7 @@ r() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 note() { [ -e "$tmp/$1.unpatched" ] && echo " (not patched)" || true; }
 
 for _ in $(seq "$runs"); do
-    for m in store load heap pushbuffer; do
+    for m in store load store-burst load-burst heap pushbuffer; do
         measure native "$m"
         measure trap "$m"
         measure patch "$m"
@@ -62,12 +63,13 @@ done
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 echo "hot-site patching: $runs runs (medians) of ${MS} ms, $(nproc) CPUs ($cpu), $(uname -r)"
 printf '%-44s %10s %12s %10s %12s\n' "" native trap-only patched trap/patched
-for m in store load; do
+for m in store load store-burst load-burst; do
     n=$(med "native-$m"); t=$(med "trap-$m"); p=$(med "patch-$m")
     printf '%-44s %10s %12s %10s %11sx%s\n' "$m, same instruction (ns/access)" \
         "$(r "$n" 2)" "$(r "$t")" "$(r "$p" 2)" "$(r "$t / $p")" "$(note "patch-$m")"
 done
-echo "    goals: trap/patched >= 100x, patched <= 25 ns"
+echo "    goals: trap/patched >= 100x, patched <= 25 ns (the bursts never fill the ring: the"
+echo "    access path's own cost; the others run at the recorder's drain rate once it is full)"
 n=$(med native-heap); p=$(med patch-heap)
 printf '%-44s %10s %12s %10s   patched-native %s ns%s\n' "untraced address via the site (ns/access)" \
     "$(r "$n" 2)" "" "$(r "$p" 2)" "$(r "$p - $n" 2)" "$(note patch-heap)"
