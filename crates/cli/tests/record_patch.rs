@@ -529,12 +529,16 @@ fn every_required_form_is_patched() {
     }
 }
 
+/// One access as the per-thread checks see it: (R/W, width, offset, value, PC relative to
+/// its object).
+type Acc = (char, u8, u64, u64, String);
+
 /// The accesses (R/W, width, offset, value) of each thread of `events` that made any,
 /// keyed by the offset of its first access, with the PCs relative to their objects.
-fn accesses_by_first_offset(events: &[Event]) -> BTreeMap<u64, Vec<(char, u8, u64, u64, String)>> {
+fn accesses_by_first_offset(events: &[Event]) -> BTreeMap<u64, Vec<Acc>> {
     let mut out = BTreeMap::new();
     for (pid, evs) in streams(events) {
-        let acc: Vec<(char, u8, u64, u64, String)> = evs
+        let acc: Vec<Acc> = evs
             .into_iter()
             .filter_map(|e| match e {
                 Ev::Access {
@@ -760,7 +764,7 @@ fn signal_counts(r: &Run) -> BTreeMap<u64, (u64, u64)> {
 /// accesses, through the loop's own two sites. Returns each loop's own accesses, by
 /// thread number.
 #[track_caller]
-fn assert_signal_nesting(r: &Run) -> BTreeMap<u64, Vec<(char, u8, u64, u64, String)>> {
+fn assert_signal_nesting(r: &Run) -> BTreeMap<u64, Vec<Acc>> {
     let counts = signal_counts(r);
     let by = accesses_by_first_offset(&r.events);
     let keys: Vec<u64> = counts.keys().map(|t| 0x80 * t).collect();
