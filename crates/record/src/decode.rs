@@ -498,6 +498,8 @@ impl Merger {
         let p = &mut self.patching;
         match w2 & 0xff {
             0 => p.patched += 1,
+            // A trampoline's voided reservation (its access was made again).
+            3 => {}
             1 => {
                 if p.refused.len() < 64 && !p.refused.iter().any(|s| s.pid == e.pid && s.pc == pc) {
                     let place = p.place(e.pid, pc);

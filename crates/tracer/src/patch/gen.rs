@@ -26,7 +26,7 @@
 //! returns. Bit 47 of word 3 says the event came through a trampoline (user PCs are below
 //! 2^47); the recorder counts and clears it.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use iced_x86::{
     Code, Encoder, EncodingKind, IcedError, Instruction, MemoryOperand, Mnemonic, OpKind, Register,
@@ -123,6 +123,9 @@ pub(crate) struct Env {
     pub off_own_stack: i64,
     /// Address of the recording's `closed` flag (u32).
     pub closed: u64,
+    /// Offset of the thread's `struct rseq` from the thread pointer (glibc's
+    /// `__rseq_offset`), when glibc registered rseq: the access runs in a critical section.
+    pub rseq: Option<i64>,
 }
 
 /// The instruction a trampoline is made for.
@@ -135,6 +138,8 @@ pub(crate) struct Site<'a> {
     pub flags_live: bool,
     /// Its [`Slot`] table (`SLOTS` entries, then one more: the bounds of them all).
     pub slots: u64,
+    /// Its [`RseqCs`] (filled in once the trampoline's address is known).
+    pub cs: u64,
 }
 
 /// A generated trampoline.
@@ -152,6 +157,9 @@ pub(crate) struct Tramp {
     pub original: usize,
     /// Records one access reserves.
     pub records: u64,
+    /// The rseq critical section: its start offset, length, and the abort handler's
+    /// offset (all 0 without rseq).
+    pub cs: (usize, usize, usize),
 }
 
 /// How the instruction's access is made.
@@ -747,9 +755,14 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         Register::RAX,
     ));
     a.bind(not_outer);
-    // Reserve before the access (rdx = the first index; room for rdx + records?): a
-    // signal handler that interrupts the access and logs its own accesses gets later
-    // slots, so the log keeps the order in which the accesses happened.
+    // Reserve before the access (rdx = the first index; room for rdx + records?), and
+    // make the access inside an rseq critical section that starts by checking that no
+    // other writer reserved since: a signal handler that logs accesses of its own then
+    // either runs before the reservation (its events first, its accesses first), or
+    // after the access (both after), or aborts the section (the kernel moves the thread
+    // to `abort` before the handler runs: the reservation is voided and made again).
+    let again = a.label();
+    a.bind(again);
     a.i(Instruction::with2(
         Code::Mov_r32_imm32,
         Register::EDX,
@@ -785,6 +798,33 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     a.i(Ok(Instruction::with(Code::Int3)));
     let wait = a.buf.len();
     a.bind(room);
+    let voided = a.label();
+    let mut cs_start = 0;
+    if let Some(rseq) = env.rseq {
+        a.i(Instruction::with2(
+            Code::Lea_r64_m,
+            Register::R11,
+            mem_at(Register::RDX, records as i64),
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_r64_imm64,
+            Register::RAX,
+            site.cs,
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_rm64_r64,
+            fs_at(rseq + RSEQ_CS),
+            Register::RAX,
+        ));
+        cs_start = a.buf.len();
+        a.i(Instruction::with2(
+            Code::Cmp_rm64_r64,
+            mem_at(Register::RCX, CTL_HEAD),
+            Register::R11,
+        ));
+        a.jcc(JNE, voided);
+    }
+    let mut cs_end = 0;
     // The access.
     match form {
         Form::Gpr {
@@ -825,6 +865,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
                     Register::R8D
                 };
                 a.i(Instruction::with2(code, dst, mem_at(Register::RDI, 0)));
+                cs_end = a.buf.len();
                 a.i(Instruction::with2(
                     Code::Mov_rm64_r64,
                     frame(F_OLD),
@@ -907,12 +948,22 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
                 };
                 let src = sized(Register::R8, u32::from(width));
                 a.i(Instruction::with2(code, mem_at(Register::RDI, 0), src));
+                cs_end = a.buf.len();
             }
         }
         Form::Vector { ins, .. } => {
             // The vector register is not a scratch register: the instruction runs as is.
             a.ins(&ins);
+            cs_end = a.buf.len();
         }
+    }
+    let cs_len = cs_end.saturating_sub(cs_start);
+    if let Some(rseq) = env.rseq {
+        a.i(Instruction::with2(
+            Code::Mov_rm64_imm32,
+            fs_at(rseq + RSEQ_CS),
+            0u32,
+        ));
     }
     // The mask again (the access may use r11).
     a.i(Instruction::with2(
@@ -1071,6 +1122,76 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     a.bind(done);
     epilogue(&mut a, site.flags_live);
     a.jmp_to(site.rip + site.bytes.len() as u64);
+    // The critical section's abort (the kernel has cleared the section), preceded by the
+    // signature the kernel checks; also reached when another writer reserved first. Only
+    // r9, r11 and rax are free here (rdi holds the alias address for the retry). The
+    // reserved records become one void event (a `Patch` note the recorder drops, with
+    // the other records as its data), and the reservation is made again.
+    let mut abort = 0;
+    if let Some(rseq) = env.rseq {
+        a.raw(&RSEQ_SIG.to_le_bytes());
+        abort = a.buf.len();
+        a.bind(voided);
+        a.i(Instruction::with2(
+            Code::Mov_rm64_imm32,
+            fs_at(rseq + RSEQ_CS),
+            0u32,
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::R11,
+            mem_at(Register::R10, env.off_ring_mask),
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::R9,
+            Register::RDX,
+        ));
+        a.i(Instruction::with2(
+            Code::And_r64_rm64,
+            Register::R9,
+            Register::R11,
+        ));
+        a.i(Instruction::with2(Code::Shl_rm64_imm8, Register::R9, 5u32));
+        a.i(Instruction::with2(
+            Code::Add_r64_rm64,
+            Register::R9,
+            mem_at(Register::R10, env.off_ring_data),
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_r64_rm64,
+            Register::RAX,
+            frame(F_TS),
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_rm64_r64,
+            mem_at(Register::R9, 0),
+            Register::RAX,
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_rm64_imm32,
+            mem_at(Register::R9, 8),
+            0u32,
+        ));
+        let void = VOID_STATUS | ((records - 1) * 32) << 8;
+        a.i(Instruction::with2(Code::Mov_r64_imm64, Register::RAX, void));
+        a.i(Instruction::with2(
+            Code::Mov_rm64_r64,
+            mem_at(Register::R9, 16),
+            Register::RAX,
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_r64_imm64,
+            Register::RAX,
+            14u64 << 56,
+        ));
+        a.i(Instruction::with2(
+            Code::Mov_rm64_r64,
+            mem_at(Register::R9, 24),
+            Register::RAX,
+        ));
+        a.jmp(again);
+    }
     let code = a.finish().ok_or("encoding")?;
     Ok(Tramp {
         code,
@@ -1079,7 +1200,46 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         wait,
         original,
         records,
+        cs: (cs_start, cs_len, abort),
     })
+}
+
+/// Offset of `rseq_cs` in the kernel's `struct rseq`.
+const RSEQ_CS: i64 = 8;
+/// The signature glibc registers rseq with on x86 (the 4 bytes before an abort handler).
+pub(crate) const RSEQ_SIG: u32 = 0x5305_3053;
+/// Status byte of a void `Patch` note (a trampoline's voided reservation).
+pub(crate) const VOID_STATUS: u64 = 3;
+
+/// The kernel's `struct rseq_cs`: a critical section (32-byte aligned).
+#[repr(C, align(32))]
+pub(crate) struct RseqCs {
+    pub version: AtomicU32,
+    pub flags: AtomicU32,
+    pub start_ip: AtomicU64,
+    pub post_commit_offset: AtomicU64,
+    pub abort_ip: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+pub(crate) const NO_CS: RseqCs = RseqCs {
+    version: AtomicU32::new(0),
+    flags: AtomicU32::new(0),
+    start_ip: AtomicU64::new(0),
+    post_commit_offset: AtomicU64::new(0),
+    abort_ip: AtomicU64::new(0),
+};
+
+fn fs_at(off: i64) -> MemoryOperand {
+    MemoryOperand::new(
+        Register::None,
+        Register::None,
+        1,
+        off,
+        8,
+        false,
+        Register::FS,
+    )
 }
 
 /// r9 = the program's value of `full_reg` (from the frame when it is a scratch register).
@@ -1306,6 +1466,7 @@ mod tests {
             off_key: B_KEY,
             off_own_stack: 40,
             closed: &world.closed as *const u32 as u64,
+            rseq: None,
         };
         let site = Site {
             rip,
@@ -1313,6 +1474,7 @@ mod tests {
             ins,
             flags_live,
             slots: slots.as_ptr() as u64,
+            cs: 0,
         };
         let tramp = page as u64 + 64;
         let t = generate(&site, &env, tramp).expect("generated");

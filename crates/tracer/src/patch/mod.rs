@@ -84,6 +84,8 @@ struct Entry {
     /// A range holding every slot ever filled (`start`, `len` = its span): an address
     /// outside it misses at once. Only widened; a stale one only costs a trap.
     bounds: Slot,
+    /// The trampoline's rseq critical section (the kernel reads it).
+    cs: gen::RseqCs,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -107,6 +109,7 @@ const NO_ENTRY: Entry = Entry {
     jump: [AtomicU64::new(0), AtomicU64::new(0)],
     slots: [NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT],
     bounds: NO_SLOT,
+    cs: gen::NO_CS,
 };
 
 static ENTRIES: [Entry; MAX] = [NO_ENTRY; MAX];
@@ -637,6 +640,7 @@ fn setup() -> Result<gen::Env, &'static str> {
     text::init()?;
     let rs = threads::OFF_RING_STATE as i64;
     Ok(gen::Env {
+        rseq: rseq_offset(),
         block: gen::BlockAt::Tls(tls),
         off_ring_ctl: rs,
         off_ring_data: rs + 8,
@@ -646,6 +650,23 @@ fn setup() -> Result<gen::Env, &'static str> {
         off_own_stack: threads::OFF_OWN_STACK as i64,
         closed: &shm.header().closed as *const AtomicU32 as u64,
     })
+}
+
+/// glibc's `__rseq_offset` when it registered rseq for its threads (`__rseq_size` > 0).
+fn rseq_offset() -> Option<i64> {
+    if std::env::var_os("MMIO_TRACE_NO_RSEQ").is_some() {
+        return None;
+    }
+    // SAFETY: dlsym with NUL-terminated names; the symbols, when present, are glibc's
+    // read-only variables of these types.
+    unsafe {
+        let size = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_size".as_ptr()) as *const u32;
+        let off = libc::dlsym(libc::RTLD_DEFAULT, c"__rseq_offset".as_ptr()) as *const isize;
+        if size.is_null() || off.is_null() || *size == 0 {
+            return None;
+        }
+        Some(*off as i64)
+    }
 }
 
 /// Tells the recorder about site `rip` (never logged: for its summary).
@@ -706,27 +727,20 @@ impl Patcher {
         // A punned jump of a patched site reads bytes after its instruction: that site is
         // unpatched while this one is, then punned again over the new bytes.
         let end = rip + len as u64;
-        if let Some(a) = entries().iter().find(|e| {
-            let (a, l) = (
-                e.rip.load(Ordering::Relaxed),
-                u64::from(e.len.load(Ordering::Relaxed)),
-            );
-            a != 0 && a + l < end && rip < e.dep_end.load(Ordering::Relaxed)
-        }) {
-            if depth >= 3 {
+        if depth == 0 && depended_on(rip, len) {
+            // Those sites first (and the ones that read theirs), deepest first; then
+            // this one; then theirs again, punned over the bytes that are there now.
+            let mut undone = Vec::new();
+            if !unpatch_dependents(rip, len, &mut undone, 0) {
+                for e in undone.iter().rev() {
+                    repun(e);
+                }
                 return Err("its bytes are part of another patched site's jump");
             }
-            let (ar, al) = (
-                a.rip.load(Ordering::Relaxed),
-                a.len.load(Ordering::Relaxed) as usize,
-            );
-            let (ao, aj) = (load16(&a.orig), load16(&a.jump));
-            if text::replace(ar, &aj[..al], &ao[..al]).is_err() {
-                return Err("its bytes are part of another patched site's jump");
-            }
-            a.dep_end.store(ar + al as u64, Ordering::Relaxed);
             let r = self.try_patch_at(rip, depth + 1);
-            repun(a);
+            for e in undone.iter().rev() {
+                repun(e);
+            }
             return r;
         }
         let mut after = [0u8; 8];
@@ -746,6 +760,7 @@ impl Patcher {
             ins,
             flags_live,
             slots: e.slots.as_ptr() as u64,
+            cs: &e.cs as *const gen::RseqCs as u64,
         };
         let size = gen::generate(&spec, &env, rip)?.code.len();
         let plans = pun::plans(rip, len, &after[..got]);
@@ -792,6 +807,11 @@ impl Patcher {
             }
         }
         let (at, t, reach) = chosen.ok_or("no room for a trampoline within the jump's reach")?;
+        // Before anything can reach the trampoline.
+        e.cs.start_ip.store(at + t.cs.0 as u64, Ordering::Relaxed);
+        e.cs.post_commit_offset
+            .store(t.cs.1 as u64, Ordering::Relaxed);
+        e.cs.abort_ip.store(at + t.cs.2 as u64, Ordering::Release);
         let (jump, dep_end) = (reach.jump, reach.dep_end);
         e.stub.store(reach.stub, Ordering::Relaxed);
         e.len.store(len as u32, Ordering::Relaxed);
@@ -944,16 +964,48 @@ struct Reach {
     dep_end: u64,
 }
 
-/// Whether `plan`'s jump for the site `[rip, rip+len)` would read bytes of a patched site
-/// (whose patching or unpatching would move its target).
-fn blocked(rip: u64, len: usize, plan: &pun::Plan) -> bool {
+/// Whether `plan`'s jump for the site `[rip, rip+len)` may not be used. A jump may read
+/// bytes of a patched site (that site is then never unpatched without unpatching this one
+/// first: see `unpatch_dependents`), so nothing blocks a plan today; kept as the one place
+/// to say so.
+fn blocked(_rip: u64, _len: usize, _plan: &pun::Plan) -> bool {
+    false
+}
+
+/// Unpatches every patched site whose jump reads bytes of `[rip, rip+len)`, after the
+/// sites that read theirs (recursively), pushing each in the order unpatched. `false`
+/// when one could not be unpatched (the caller re-puns those it got).
+fn unpatch_dependents(rip: u64, len: usize, out: &mut Vec<&'static Entry>, depth: u32) -> bool {
+    if depth > 8 {
+        return false;
+    }
     let end = rip + len as u64;
-    let dep_end = rip + u64::from(plan.prefixes) + 5;
-    dep_end > end
-        && entries().iter().any(|e| {
-            let a = e.rip.load(Ordering::Relaxed);
-            a != 0 && a < dep_end && end < a + u64::from(e.len.load(Ordering::Relaxed))
+    let deps: Vec<&'static Entry> = entries()
+        .iter()
+        .filter(|e| {
+            let (a, l) = (
+                e.rip.load(Ordering::Relaxed),
+                u64::from(e.len.load(Ordering::Relaxed)),
+            );
+            a != 0 && a != rip && a + l < end && rip < e.dep_end.load(Ordering::Relaxed)
         })
+        .collect();
+    for e in deps {
+        let (er, el) = (
+            e.rip.load(Ordering::Relaxed),
+            e.len.load(Ordering::Relaxed) as usize,
+        );
+        if !unpatch_dependents(er, el, out, depth + 1) {
+            return false;
+        }
+        let (eo, ej) = (load16(&e.orig), load16(&e.jump));
+        if text::replace(er, &ej[..el], &eo[..el]).is_err() {
+            return false;
+        }
+        e.dep_end.store(er + el as u64, Ordering::Relaxed);
+        out.push(e);
+    }
+    true
 }
 
 /// Whether another patched site's jump reads bytes of `[rip, rip+len)`.
