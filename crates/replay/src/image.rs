@@ -465,6 +465,42 @@ impl Image {
         None
     }
 
+    /// The size a stand-in for the missing file `path` needs: the end of the furthest
+    /// map of that file in the trace (through the `--map` path rules). `None`: the trace
+    /// maps no such file.
+    pub fn file_size(&self, path: &[u8]) -> Option<u64> {
+        let (novr, ovr) = (self.get(H_NOVR) as usize, self.get(H_OVR) as usize);
+        let mut old: Option<(u64, u64)> = None;
+        for k in 0..novr {
+            let at = ovr + k * OVR_W;
+            if self.get(at) == 2 && self.bytes_eq(self.get(at + 1), self.get(at + 2), path) {
+                old = Some((self.get(at + 3), self.get(at + 4)));
+                break;
+            }
+        }
+        let mut size = None;
+        for i in 0..self.nmaps() {
+            let at = self.map_at(i);
+            let len = self.get(at + M_PATH_LEN);
+            let same = match old {
+                Some((p, l)) => {
+                    len == l
+                        && (0..l).all(|j| {
+                            self.byte((self.get(at + M_PATH) + j) as usize)
+                                == self.byte((p + j) as usize)
+                        })
+                }
+                None => self.map_path_eq(i, path),
+            };
+            if same {
+                let off = self.get(at + M_FILE_OFF);
+                let end = if off == NONE { 0 } else { off } + self.get(at + 5);
+                size = Some(size.unwrap_or(0).max(end));
+            }
+        }
+        size
+    }
+
     /// The model map and start address the run's mapping `map_id` is bound to.
     #[inline]
     pub fn lookup(&self, map_id: u64) -> Option<(usize, u64)> {

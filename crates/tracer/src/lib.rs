@@ -23,6 +23,7 @@ mod ctx;
 mod emit;
 mod emu;
 mod guard;
+pub mod model;
 mod objects;
 mod ool;
 mod patch;
@@ -97,6 +98,7 @@ pub fn init(shm: Shm, rules: Rules) {
     arm_fork_canary();
     regions::init_limits();
     paths::init_from_env();
+    model::init_from_env();
     objects::init();
     step::open_task_dir();
     signals::install();
@@ -508,6 +510,12 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     let Some(path) = rules::fd_path(fd, &mut buf) else {
         return;
     };
+    // Under replay, a missing device file's stand-in is traced as that file.
+    let mut diverted = [0u8; model::DIVERTED_PATH_MAX];
+    let path = match model::diverted_path(fd, &mut diverted) {
+        Some(n) => &diverted[..n],
+        None => path,
+    };
     if Some(fd) == shm_fd() {
         return;
     }
@@ -565,7 +573,13 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     objects::refresh();
     emit::map(addr, len, phys, map_id, pc);
     map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
+    model::on_map(map_id, addr, path, off as u64);
     protect_traced_pages(rules, addr, len, off as u64);
+}
+
+/// Whether the device rules name `path`.
+pub(crate) fn rules_is_device(path: &[u8]) -> bool {
+    RULES.get().is_some_and(|r| r.is_device(path))
 }
 
 /// Registers `r` (a mapping of `path` at offset `off`); when the table is full, says so

@@ -510,6 +510,7 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
         }
         s.dir = 0;
     }
+    crate::model::stepped(s.map_id);
     let e = emit::begin();
     match s.dir {
         1 | 2 if s.vec.is_some() => {
