@@ -569,7 +569,7 @@ impl Report {
         let total: usize = model.maps.iter().map(|m| m.accesses()).sum();
         let Some(f) = &self.first else {
             s.push_str(&format!(
-                "mmio-trace replay: the run matched the trace ({total} recorded accesses, {} map{} bound{})\n",
+                "mmio-trace replay: the run matched the trace ({total} recorded accesses, {} mapping{} bound{})\n",
                 st.bound,
                 if st.bound == 1 { "" } else { "s" },
                 if st.tolerated > 0 {

@@ -446,6 +446,13 @@ impl Image {
             }
         }
         let i = chosen?;
+        self.bind_to(map_id, i, start).then_some(i)
+    }
+
+    /// Binds the run's mapping `map_id` to model map `i`, with `start` (what offsets
+    /// are counted from) — for a mapping that continues another (`mremap`). Whether
+    /// the table had room.
+    pub fn bind_to(&self, map_id: u64, i: usize, start: u64) -> bool {
         let mut slot = hash(map_id) % BIND_N;
         for _ in 0..BIND_N {
             let at = BIND_AT + slot * BIND_W;
@@ -458,11 +465,11 @@ impl Image {
                 self.w(at + 2).store(start, Ordering::Relaxed);
                 self.w(at).store(map_id, Ordering::Release);
                 self.w(H_BOUND).fetch_add(1, Ordering::Relaxed);
-                return Some(i);
+                return true;
             }
             slot = (slot + 1) % BIND_N;
         }
-        None
+        false
     }
 
     /// The size a stand-in for the missing file `path` needs: the end of the furthest
@@ -703,10 +710,51 @@ impl Image {
         value: u64,
         pc: u64,
     ) -> Verdict {
+        self.check_at(map, tid, write, width, rel, value, pc).0
+    }
+
+    /// A read of thread `tid` of the register at `rel` of `width` bytes of model map
+    /// `map`, checked as [`Image::check`] does. Its value is the one the thread's
+    /// recorded sequence read there (for a polling loop's extra read: the read before);
+    /// else (the thread diverged, or has no sequence) the register's next recorded value
+    /// in the order of the whole trace, the last one once all were served. `None`: the
+    /// trace never read the register (the caller keeps what the shadow holds).
+    pub fn read(
+        &self,
+        map: usize,
+        tid: u32,
+        width: u8,
+        rel: u64,
+        pc: u64,
+    ) -> (Option<u64>, Verdict) {
+        let (v, at) = self.check_at(map, tid, false, width, rel, 0, pc);
+        // The register's own order moves on with every read, so that it is where the
+        // program is should its thread diverge later.
+        let next = self.next_read(map, rel, width);
+        let value = match at {
+            Some((s, p)) => Some(self.seq(self.stream_at(map, s), p).3),
+            None => next,
+        };
+        (value, v)
+    }
+
+    /// [`Image::check`], with the stream and position of the recorded access this one
+    /// was taken for.
+    #[allow(clippy::too_many_arguments)]
+    fn check_at(
+        &self,
+        map: usize,
+        tid: u32,
+        write: bool,
+        width: u8,
+        rel: u64,
+        value: u64,
+        pc: u64,
+    ) -> (Verdict, Option<(usize, usize)>) {
         let Some(s) = self.stream_of(map, tid, write, width, rel, value) else {
             // Reported once per thread: its binding is remembered without a stream.
             let first = self.diverge(2, map, 0, 0, write, width, rel, value, pc, tid);
-            return Verdict::Diverged { first };
+            return (Verdict::Diverged { first }, None);
         };
         let sa = self.stream_at(map, s);
         let n = self.get(sa + S_NSEQ) as usize;
@@ -726,7 +774,7 @@ impl Image {
         loop {
             if self.get(sa + S_DIVERGED) != 0 {
                 self.w(H_UNCHECKED).fetch_add(1, Ordering::Relaxed);
-                return Verdict::Unchecked;
+                return (Verdict::Unchecked, None);
             }
             let pos = self.get(sa + S_CURSOR) as usize;
             let mut to = None;
@@ -736,7 +784,7 @@ impl Image {
                 let (pw, pwd, pr, _) = self.seq(sa, pos - 1);
                 if !pw && !write && pwd == width && pr == rel {
                     self.w(H_TOLERATED).fetch_add(1, Ordering::Relaxed);
-                    return Verdict::Match;
+                    return (Verdict::Match, Some((s, pos - 1)));
                 }
                 if !pw {
                     let mut p = pos;
@@ -763,7 +811,7 @@ impl Image {
                         )
                         .is_ok()
                     {
-                        return Verdict::Match;
+                        return (Verdict::Match, Some((s, next - 1)));
                     }
                 }
                 None => {
@@ -773,7 +821,7 @@ impl Image {
                         .is_ok()
                     {
                         let first = self.diverge(1, map, s, pos, write, width, rel, value, pc, tid);
-                        return Verdict::Diverged { first };
+                        return (Verdict::Diverged { first }, None);
                     }
                 }
             }

@@ -110,6 +110,9 @@ pub struct ModelBuilder {
     maps: Vec<TraceMap>,
     /// Live map ids → index in `maps` (an mremap's new id → the map it continues).
     live: BTreeMap<i64, usize>,
+    /// Every map id seen → its latest index (an mremap's `MAP`, with the `continues`
+    /// marker after it, may follow the old map's `UNMAP`).
+    seen: BTreeMap<i64, usize>,
     regs: Vec<BTreeMap<(u64, u8), Reg>>,
 }
 
@@ -122,6 +125,7 @@ impl ModelBuilder {
     /// A `MAP`: mapping `id` of `len` bytes at physical address `phys`.
     pub fn map(&mut self, id: i64, phys: u64, len: u64) {
         self.live.insert(id, self.maps.len());
+        self.seen.insert(id, self.maps.len());
         self.maps.push(TraceMap {
             id,
             phys,
@@ -151,7 +155,7 @@ impl ModelBuilder {
         let Ok(id) = id.parse::<i64>() else { return };
         if let Some(old) = rest.strip_prefix("continues map ") {
             let old = old.split(' ').next().and_then(|o| o.parse::<i64>().ok());
-            if let Some(&i) = old.and_then(|o| self.live.get(&o)) {
+            if let Some(&i) = old.and_then(|o| self.seen.get(&o)) {
                 // The moved pages keep their device addresses: offsets stay phys-based.
                 if let Some(&mine) = self.live.get(&id) {
                     if self.maps[mine].streams.is_empty() && mine + 1 == self.maps.len() {
@@ -160,6 +164,7 @@ impl ModelBuilder {
                     }
                 }
                 self.live.insert(id, i);
+                self.seen.insert(id, i);
             }
             return;
         }

@@ -573,7 +573,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     objects::refresh();
     emit::map(addr, len, phys, map_id, pc);
     map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
-    model::on_map(map_id, addr, path, off as u64);
+    model::on_map(map_id, phys, path, off as u64);
     protect_traced_pages(rules, addr, len, off as u64);
 }
 
@@ -686,6 +686,7 @@ fn continues_mark(id: u64, from: u64) {
     t.put(b" continues map ");
     t.num(from, false);
     emit::mark(t.text());
+    model::on_continue(id, from);
 }
 
 /// A marker's text, formatted without allocation (the hooks that log them run where

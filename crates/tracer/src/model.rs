@@ -101,14 +101,15 @@ pub(crate) fn init_from_env() {
     }
 }
 
-/// Binds a new traced mapping (`map_id` at `start`, of `path` at file offset `off`) to
-/// a map of the trace, and says so in the log.
-pub(crate) fn on_map(map_id: u64, start: u64, path: &[u8], off: u64) {
+/// Binds a new traced mapping (`map_id`, whose first byte has physical address `phys`,
+/// of `path` at file offset `off`) to a map of the trace, and says so in the log.
+/// Offsets into it are counted in physical addresses, which an `mremap` keeps.
+pub(crate) fn on_map(map_id: u64, phys: u64, path: &[u8], off: u64) {
     let Some(img) = image() else { return };
     let mut t = MarkText::new();
     t.put(b"replay: map ");
     t.num(map_id, false);
-    match img.bind(map_id, start, path, off) {
+    match img.bind(map_id, phys, path, off) {
         Some(i) => {
             t.put(b" is served by the trace's map #");
             t.num(i as u64 + 1, false);
@@ -116,6 +117,27 @@ pub(crate) fn on_map(map_id: u64, start: u64, path: &[u8], off: u64) {
         None => t.put(b" matches no map of the trace: served by its file as it is"),
     }
     emit::mark(t.text());
+}
+
+/// Mapping `id` continues mapping `from` (an `mremap` moved, grew or duplicated it):
+/// it is served by the same map of the trace.
+pub(crate) fn on_continue(id: u64, from: u64) {
+    let Some(img) = image() else { return };
+    if let Some((map, base)) = img.lookup(from) {
+        img.bind_to(id, map, base);
+    }
+}
+
+/// The offset of `addr` in the mapping whose first byte's physical address is `base`.
+#[inline]
+fn rel_of(addr: u64, base: u64) -> u64 {
+    match crate::regions::find(addr) {
+        Some(r) => r
+            .phys
+            .wrapping_add(addr.wrapping_sub(r.start))
+            .wrapping_sub(base),
+        None => u64::MAX,
+    }
 }
 
 fn tid() -> u32 {
@@ -128,28 +150,19 @@ fn tid() -> u32 {
 #[inline]
 pub(crate) fn after_read(map_id: u64, addr: u64, buf: &mut [u8], pc: u64) {
     let Some(img) = image() else { return };
-    let Some((map, start)) = img.lookup(map_id) else {
+    let Some((map, base)) = img.lookup(map_id) else {
         img.note_unbound();
         return;
     };
-    let rel = addr.wrapping_sub(start);
+    let rel = rel_of(addr, base);
     let width = buf.len().min(64) as u8;
-    if buf.len() <= 8 {
-        if let Some(v) = img.next_read(map, rel, width) {
-            buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
-        }
+    let (v, checked) = img.read(map, tid(), width, rel, pc);
+    // Accesses wider than 8 bytes keep the shadow's bytes (the model holds 8 of them).
+    if let (Some(v), true) = (v, buf.len() <= 8) {
+        buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
     }
     let value = first_word(buf);
-    verdict(
-        img,
-        img.check(map, tid(), false, width, rel, value, pc),
-        false,
-        width,
-        rel,
-        value,
-        map_id,
-        pc,
-    );
+    verdict(img, checked, false, width, rel, value, map_id, pc);
 }
 
 /// After the fault path wrote `data` at `addr` of mapping `map_id` (to its shadow): the
@@ -157,11 +170,11 @@ pub(crate) fn after_read(map_id: u64, addr: u64, buf: &mut [u8], pc: u64) {
 #[inline]
 pub(crate) fn after_write(map_id: u64, addr: u64, data: &[u8], pc: u64) {
     let Some(img) = image() else { return };
-    let Some((map, start)) = img.lookup(map_id) else {
+    let Some((map, base)) = img.lookup(map_id) else {
         img.note_unbound();
         return;
     };
-    let rel = addr.wrapping_sub(start);
+    let rel = rel_of(addr, base);
     let width = data.len().min(64) as u8;
     let value = first_word(data);
     verdict(
@@ -181,13 +194,14 @@ pub(crate) fn after_write(map_id: u64, addr: u64, data: &[u8], pc: u64) {
 /// instruction reads it, and the read is checked. Signal context.
 pub(crate) fn before_rmw(map_id: u64, addr: u64, at: u64, width: u8, pc: u64) {
     let Some(img) = image() else { return };
-    let Some((map, start)) = img.lookup(map_id) else {
+    let Some((map, base)) = img.lookup(map_id) else {
         img.note_unbound();
         return;
     };
-    let rel = addr.wrapping_sub(start);
+    let rel = rel_of(addr, base);
     let w = usize::from(width.min(8));
-    let value = match img.next_read(map, rel, width) {
+    let (v, checked) = img.read(map, tid(), width, rel, pc);
+    let value = match v {
         Some(v) => {
             let b = v.to_le_bytes();
             // SAFETY: the alias maps the region read-write (the caller checked the
@@ -206,16 +220,7 @@ pub(crate) fn before_rmw(map_id: u64, addr: u64, at: u64, width: u8, pc: u64) {
             u64::from_le_bytes(b)
         }
     };
-    verdict(
-        img,
-        img.check(map, tid(), false, width, rel, value, pc),
-        false,
-        width,
-        rel,
-        value,
-        map_id,
-        pc,
-    );
+    verdict(img, checked, false, width, rel, value, map_id, pc);
 }
 
 /// After a locked read-modify-write stored `new`: the write is checked. Signal context.
