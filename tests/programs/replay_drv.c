@@ -29,6 +29,7 @@ static uint32_t job(int ch, uint32_t arg) {
     if (st & 4) {
         printf("channel %d: device error (status %#x): error path\n", ch, st);
         fflush(stdout);
+        wr32(dev + 0x10, 0xff);
         exit(3);
     }
     return rd32(c + 0xc);

@@ -203,6 +203,9 @@ fn run_state(f: &File, len: usize) -> anyhow::Result<RunState> {
 /// Runs `replay`.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut names = args.db.load()?;
+    if let Err(e) = File::open(&args.trace) {
+        return Err(BadInput(format!("cannot open {}: {e}", args.trace.display())).into());
+    }
     let model = load_model(&args.trace, names.as_mut())
         .with_context(|| format!("cannot read the trace {}", args.trace.display()))?;
     if model.maps.is_empty() {

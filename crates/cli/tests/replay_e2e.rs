@@ -1,0 +1,439 @@
+//! `mmio-trace replay` through the built binary: a driver (tests/programs/replay_drv.c)
+//! recorded against a device simulated by another process (replay_sim.c), then run
+//! against its trace with no simulator; the QEMU edu driver's traces (recorded inside the
+//! VM by scripts/vm-test) replayed here.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+/// A recording of replay_drv against replay_sim.
+struct Recorded {
+    dir: PathBuf,
+    drv: PathBuf,
+    dev: PathBuf,
+    trace: PathBuf,
+    /// The driver's standard output when recorded.
+    out: String,
+}
+
+/// Records `replay_drv DEV MODE` (with `env`) while replay_sim simulates the device.
+fn recorded(name: &str, mode: &str, env: &[(&str, &str)]) -> Recorded {
+    let dir = scratch(name);
+    let sim = build(&dir, "replay_sim");
+    let drv = build(&dir, "replay_drv");
+    let dev = dir.join("dev.regs");
+    std::fs::write(&dev, vec![0u8; 4096]).unwrap();
+    let ready = dir.join("ready");
+    let mut s = Command::new(&sim).arg(&dev).arg(&ready).spawn().unwrap();
+    wait_for_file(&mut s, &ready);
+    let mut c = record_cmd(&dir, &dev, &[]);
+    c.arg(&drv).arg(&dev).arg(mode);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    // The driver's last write (CTRL = 0xff) ends the simulator.
+    let st = s.wait().unwrap();
+    assert!(st.success(), "simulator: {st:?}; {}", stderr(&out));
+    let trace = dir.join("recorded.log");
+    std::fs::rename(trace_log(&dir), &trace).unwrap();
+    Recorded {
+        out: stdout(&out),
+        dir,
+        drv,
+        dev,
+        trace,
+    }
+}
+
+impl Recorded {
+    /// `mmio-trace replay TRACE -o DIR/replay.log --device DEV OPTS -- replay_drv DEV MODE`.
+    fn replay(&self, opts: &[&str], mode: &str, env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+        c.arg("replay")
+            .arg(&self.trace)
+            .arg("-q")
+            .arg("-o")
+            .arg(self.dir.join("replay.log"))
+            .arg("--device")
+            .arg(&self.dev)
+            .args(opts)
+            .arg("--")
+            .arg(&self.drv)
+            .arg(&self.dev)
+            .arg(mode);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    fn replayed(&self) -> Vec<mmio_trace_format::Event> {
+        read_log(&self.dir.join("replay.log"))
+    }
+}
+
+const DB: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../registers/replay-sim.toml"
+);
+
+/// (R/W, width, offset, value) of the accesses, offsets within their map.
+fn shapes(events: &[mmio_trace_format::Event]) -> Vec<(char, u8, u64, u64)> {
+    accesses(events)
+}
+
+fn sorted_lines(s: &str) -> Vec<&str> {
+    let mut v: Vec<&str> = s.lines().collect();
+    v.sort_unstable();
+    v
+}
+
+fn json_of(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_driver_replayed_without_its_simulator_answers_the_same_and_exits_0() {
+    let r = recorded("same", "single", &[]);
+    assert_eq!(
+        r.out,
+        "id 0x594c5052 version 1.3\njob 1: 101\njob 2: 401\njob 3: 901\ndone\n"
+    );
+    let before = std::fs::read(&r.dev).unwrap();
+    let json = r.dir.join("report.json");
+    let out = r.replay(&["--json", json.to_str().unwrap()], "single", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), r.out);
+    // The replayed run's trace holds the recorded conversation, access for access.
+    let rec = read_log(&r.trace);
+    let rep = r.replayed();
+    assert_eq!(shapes(&rep), shapes(&rec));
+    assert!(mark_texts(&rep)
+        .iter()
+        .any(|m| m == "replay: map 1 is served by the trace's map #1"));
+    // The device file was never written: the writes went to a stand-in.
+    assert_eq!(std::fs::read(&r.dev).unwrap(), before);
+    let j = json_of(&json);
+    assert_eq!(j["result"], "match");
+    assert_eq!(j["exit"], 0);
+    assert_eq!(j["program"]["code"], 0);
+    assert_eq!(j["divergences"], 0);
+    assert!(j["first"].is_null());
+    let n = shapes(&rec).len() as u64;
+    assert_eq!(j["maps"][0]["threads"][0]["matched"], n);
+    assert_eq!(j["maps"][0]["threads"][0]["recorded"], n);
+}
+
+#[test]
+fn a_missing_device_file_or_one_of_zeros_stands_in() {
+    let r = recorded("missing", "single", &[]);
+    std::fs::remove_file(&r.dev).unwrap();
+    let out = r.replay(&[], "single", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), r.out);
+    assert!(!r.dev.exists(), "replay made the device file");
+    std::fs::write(&r.dev, vec![0u8; 4096]).unwrap();
+    let out = r.replay(&[], "single", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), r.out);
+    assert_eq!(std::fs::read(&r.dev).unwrap(), vec![0u8; 4096]);
+}
+
+#[test]
+fn one_different_written_value_diverges_with_exit_1_naming_register_and_values() {
+    let r = recorded("delta", "single", &[]);
+    let json = r.dir.join("report.json");
+    let out = r.replay(
+        &["--db", DB, "--json", json.to_str().unwrap()],
+        "single",
+        &[("REPLAY_DELTA", "1")],
+    );
+    assert_exit(&out, 1);
+    // Not stopped: the program was served to its end.
+    assert_eq!(stdout(&out), r.out);
+    let err = stderr(&out);
+    assert!(err.contains("DIVERGED (1 divergence)"), "{err}");
+    // The second job's ARG write, after however many polls the first job took.
+    let pos = accesses(&read_log(&r.trace))
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.0 == 'W' && a.2 == 0x100)
+        .nth(1)
+        .unwrap()
+        .0;
+    assert!(
+        err.contains(&format!("at its recorded access {}:", pos + 1)),
+        "{err}"
+    );
+    assert!(
+        err.contains("  got:      W4 +0x100 ARG0 = 0x00000015"),
+        "{err}"
+    );
+    assert!(
+        err.contains("  expected: W4 +0x100 ARG0 = 0x00000014"),
+        "{err}"
+    );
+    // Context, folded: the first job's polling loop is one line.
+    assert!(err.contains("  last matching accesses:\n"), "{err}");
+    assert!(
+        err.contains("    R4 +0x10c RESULT0 = 0x00000065\n  expected next:\n    W4 +0x100 ARG0 = 0x00000014\n    W4 +0x104 DOORBELL0 = 0x00000001\n"),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.contains("R4 +0x108 STATUS0 = 0x0000000")),
+        "{err}"
+    );
+    let j = json_of(&json);
+    assert_eq!(j["result"], "diverged");
+    assert_eq!(j["exit"], 1);
+    assert_eq!(j["first"]["kind"], "mismatch");
+    assert_eq!(j["first"]["position"], pos);
+    assert_eq!(j["first"]["got"]["offset"], "0x100");
+    assert_eq!(j["first"]["got"]["value"], "0x15");
+    assert_eq!(j["first"]["got"]["register"], "ARG0");
+    assert_eq!(j["first"]["expected"]["value"], "0x14");
+    assert_eq!(j["first"]["expected"]["dir"], "W");
+    // The replayed trace marks the divergence right before the access it names.
+    let rep = r.replayed();
+    let marks = mark_texts(&rep);
+    assert!(
+        marks
+            .iter()
+            .any(|m| m.starts_with("replay: diverged: W4 map 1 +0x100 = 0x15 at pc 0x")),
+        "{marks:?}"
+    );
+    // Without --db the report still names the register by its offset.
+    let out = r.replay(&[], "single", &[("REPLAY_DELTA", "1")]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("  got:      W4 +0x100 = 0x00000015"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn strict_stops_the_program_at_its_first_divergence() {
+    let r = recorded("strict", "single", &[]);
+    let out = r.replay(&["--strict"], "single", &[("REPLAY_DELTA", "7")]);
+    assert_exit(&out, 1);
+    assert!(!stdout(&out).contains("done"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("--strict: the program diverged from the trace; stopped"));
+    assert!(
+        stderr(&out).contains("  got:      W4 +0x100 = 0x0000001b"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing after the divergence reached the (absent) device: the trace ends there.
+    let rep = r.replayed();
+    let last_access = accesses(&rep).last().copied();
+    assert_eq!(last_access, Some(('R', 4, 0x10c, 0x65)));
+    // A matching run under --strict is not stopped.
+    let out = r.replay(&["--strict"], "single", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), r.out);
+}
+
+#[test]
+fn a_driver_polling_more_often_than_recorded_still_completes_and_matches() {
+    let r = recorded("polls", "single", &[]);
+    let json = r.dir.join("report.json");
+    let out = r.replay(
+        &["--json", json.to_str().unwrap()],
+        "single",
+        &[("REPLAY_EXTRA_POLLS", "4")],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), r.out);
+    let j = json_of(&json);
+    assert_eq!(j["tolerated_polls"], 12);
+    // The extra reads got the register's last recorded value (DONE).
+    let rep = r.replayed();
+    let status: Vec<u64> = accesses(&rep)
+        .iter()
+        .filter(|a| a.2 == 0x108)
+        .map(|a| a.3)
+        .collect();
+    assert!(status.ends_with(&[2, 2, 2, 2, 2]), "{status:?}");
+}
+
+#[test]
+fn a_run_that_matched_but_failed_gives_the_programs_own_status() {
+    // The device reported an error (ARG 0xdead) when recorded: the driver took its error
+    // path (exit 3); replayed, it takes it again and the run matched.
+    let r = recorded("fails", "single", &[("REPLAY_ARG", "0xdead")]);
+    assert!(
+        r.out
+            .ends_with("channel 0: device error (status 0x4): error path\n"),
+        "{}",
+        r.out
+    );
+    let out = r.replay(&[], "single", &[("REPLAY_ARG", "0xdead")]);
+    assert_exit(&out, 3);
+    assert_eq!(stdout(&out), r.out);
+}
+
+#[test]
+fn threads_and_forks_replay_with_their_own_sequences() {
+    // Streams: the main thread and two workers; the parent and its child.
+    for (mode, streams) in [("threads", 3), ("fork", 2)] {
+        let r = recorded(&format!("procs-{mode}"), mode, &[]);
+        let json = r.dir.join("report.json");
+        let out = r.replay(&["--json", json.to_str().unwrap()], mode, &[]);
+        assert_exit(&out, 0);
+        assert_eq!(sorted_lines(&stdout(&out)), sorted_lines(&r.out), "{mode}");
+        let j = json_of(&json);
+        let threads = j["maps"][0]["threads"].as_array().unwrap();
+        assert_eq!(threads.len(), streams, "{mode}: {j}");
+        for t in threads {
+            assert_eq!(t["matched"], t["recorded"], "{mode}: {j}");
+        }
+        // Each replayed thread's accesses are its recorded thread's.
+        let rec = read_log(&r.trace);
+        let rep = r.replayed();
+        let per_thread = |ev: &[mmio_trace_format::Event]| {
+            let mut by: std::collections::BTreeMap<u32, Vec<(char, u8, u64, u64)>> =
+                Default::default();
+            for (pid, d, w, o, v) in accesses_by_pid(ev) {
+                by.entry(pid).or_default().push((d, w, o, v));
+            }
+            let mut v: Vec<_> = by.into_values().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(per_thread(&rep), per_thread(&rec), "{mode}");
+    }
+}
+
+#[test]
+fn a_program_that_never_maps_the_device_diverged() {
+    let r = recorded("never", "single", &[]);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+    let out = c
+        .arg("replay")
+        .arg(&r.trace)
+        .arg("-q")
+        .arg("-o")
+        .arg(r.dir.join("replay.log"))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    assert!(err.contains("the program never mapped map 1 ("), "{err}");
+    assert!(err.contains("  expected: R4 +0x0 = 0x594c5052"), "{err}");
+}
+
+#[test]
+fn bad_usage_is_exit_2() {
+    let dir = scratch("usage");
+    let exe = env!("CARGO_BIN_EXE_mmio-trace");
+    let out = Command::new(exe)
+        .args(["replay", "--map", "1=/dev/x", "t.log", "--", "true"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("both map ids or both file paths"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(exe)
+        .arg("replay")
+        .arg(dir.join("absent.log"))
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let empty = dir.join("empty.log");
+    std::fs::write(&empty, "VERSION 20070824\n").unwrap();
+    let out = Command::new(exe)
+        .arg("replay")
+        .arg(&empty)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("no device mapping to replay"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The QEMU edu device's traces, recorded inside the VM by scripts/vm-test, replayed
+/// here: the driver maps a sysfs BAR this machine does not have.
+fn edu(trace: &str, args: &[&str]) -> (Output, PathBuf) {
+    let dir = scratch(&format!("edu-{trace}"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/vm/edu_driver.c");
+    let exe = dir.join("edu_driver");
+    let st = Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed for the end-to-end tests");
+    assert!(st.success());
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let log = dir.join("replay.log");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("replay")
+        .arg(data.join(trace))
+        .arg("-q")
+        .arg("-o")
+        .arg(&log)
+        .arg("--")
+        .arg(&exe)
+        .arg("/sys/devices/pci0000:00/0000:00:03.0/resource0")
+        .args(args)
+        .output()
+        .unwrap();
+    (out, log)
+}
+
+#[test]
+fn the_qemu_edu_driver_replays_outside_the_vm() {
+    let (out, log) = edu("edu.mmiotrace", &[]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "id 0x010000ed\nlive 0x12345678 0xedcba987\nfact 5 120\n"
+    );
+    let rep = read_log(&log);
+    assert_eq!(
+        accesses(&rep)
+            .iter()
+            .map(|a| (a.0, a.2 & 0xfff, a.3))
+            .collect::<Vec<_>>(),
+        [
+            ('R', 0x0, 0x10000ed),
+            ('W', 0x4, 0x12345678),
+            ('R', 0x4, 0xedcba987),
+            ('W', 0x8, 5),
+            ('R', 0x20, 0),
+            ('R', 0x8, 0x78),
+        ]
+    );
+    // Moved by mremap half-way: still served.
+    let (out, _) = edu("edu-mremap.mmiotrace", &["--mremap"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "id 0x010000ed\nlive 0x12345678 0xedcba987\nmoved\nid 0x010000ed\nfact 5 120\n"
+    );
+    // Two threads taking turns under a lock, each answered from its own recording.
+    let (out, _) = edu("edu-threads.mmiotrace", &["--threads"]);
+    assert_exit(&out, 0);
+    let want = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/edu-threads.expected"),
+    )
+    .unwrap();
+    assert_eq!(sorted_lines(&stdout(&out)), sorted_lines(&want));
+}
