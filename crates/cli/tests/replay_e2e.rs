@@ -437,3 +437,26 @@ fn the_qemu_edu_driver_replays_outside_the_vm() {
     .unwrap();
     assert_eq!(sorted_lines(&stdout(&out)), sorted_lines(&want));
 }
+
+#[test]
+fn every_fault_path_serves_the_model_and_checks_writes() {
+    let r = recorded("paths", "single", &[]);
+    let rec = accesses(&read_log(&r.trace));
+    for path in ["emulate", "ool", "step"] {
+        let out = r.replay(&[], "single", &[("MMIO_TRACE_PATH", path)]);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), r.out, "{path}");
+        assert_eq!(accesses(&r.replayed()), rec, "{path}");
+        let out = r.replay(
+            &[],
+            "single",
+            &[("MMIO_TRACE_PATH", path), ("REPLAY_DELTA", "2")],
+        );
+        assert_exit(&out, 1);
+        assert!(
+            stderr(&out).contains("  got:      W4 +0x100 = 0x00000016"),
+            "{path}: {}",
+            stderr(&out)
+        );
+    }
+}

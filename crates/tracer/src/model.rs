@@ -2,14 +2,16 @@
 //!
 //! `mmio-trace replay` puts a [`mmio_trace_replay::image`] in a memfd and names it in
 //! [`ENV_REPLAY_FD`] / [`ENV_REPLAY_PATH`]. Each device mapping is bound at `mmap` to a
-//! map of the trace ([`on_map`]); its alias is then only a *shadow* (the file, or the
+//! map of the trace (`on_map`); its alias is then only a *shadow* (the file, or the
 //! memfd an open of the device file was diverted to, see [`open_stand_in`]): writes land there
 //! and reads of registers the trace never read return what it holds, while every read
-//! of a recorded register gets the trace's next value ([`after_read`]) and every access
-//! is checked against the thread's recorded sequence ([`after_write`]). The fault path
+//! of a recorded register gets the trace's next value (`after_read`) and every access
+//! is checked against the thread's recorded sequence (`after_write`). The fault path
 //! calls these right after its alias access, so the emulated and out-of-line paths both
-//! serve the model; a single-stepped access reads the shadow ([`stepped`] counts it).
-//! Nothing here allocates or locks: the image's tables are lock-free.
+//! serve the model; the step path fills the shadow before a load it can name the value
+//! of and checks a store after it (`before_step`, `after_step`); another stepped access
+//! is served by the shadow, unchecked, and counted. Nothing on the fault path allocates
+//! or locks: the image's tables are lock-free.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -229,11 +231,51 @@ pub(crate) fn after_rmw(map_id: u64, addr: u64, width: u8, new: u64, pc: u64) {
     after_write(map_id, addr, &b[..usize::from(width.clamp(1, 8))], pc);
 }
 
-/// A single-stepped access of mapping `map_id`: it used the shadow, not the model.
-pub(crate) fn stepped(map_id: u64) {
+/// Before a single step of an access at `addr` of region `r` (`dir`: 1 a load of
+/// `width` bytes whose value the step path takes from its destination, 2 a store, 0
+/// anything else): a load gets the trace's next value of the register put in the
+/// shadow, which the program's page maps, and is checked. Signal context.
+pub(crate) fn before_step(r: &crate::Region, addr: u64, width: u8, dir: u8, pc: u64) {
     let Some(img) = image() else { return };
-    if img.lookup(map_id).is_some() {
-        img.note_stepped();
+    let Some((map, base)) = img.lookup(r.map_id) else {
+        img.note_unbound();
+        return;
+    };
+    if dir != 1 || !(1..=8).contains(&width) || r.alias == 0 {
+        return;
+    }
+    let rel = rel_of(addr, base);
+    let (v, checked) = img.read(map, tid(), width, rel, pc);
+    let w = usize::from(width);
+    let value = match v {
+        Some(v) => {
+            // SAFETY: the alias maps the region; a fault is returned, not raised. A
+            // read-only alias cannot be filled: the shadow's value is then what is read.
+            if unsafe { crate::guard::write(r.alias_of(addr), &v.to_le_bytes()[..w]) }.is_err() {
+                img.note_stepped();
+            }
+            v
+        }
+        None => 0,
+    };
+    verdict(img, checked, false, width, rel, value, r.map_id, pc);
+}
+
+/// After a single step (see [`before_step`]): a store with a known value is checked;
+/// an access whose value the step path cannot know (logged `UNKNOWN`) is counted, as
+/// it was served by the shadow and not checked. Signal context.
+pub(crate) fn after_step(map_id: u64, addr: u64, width: u8, dir: u8, value: u64, pc: u64) {
+    let Some(img) = image() else { return };
+    if img.lookup(map_id).is_none() {
+        return;
+    }
+    match dir {
+        2 => {
+            let b = value.to_le_bytes();
+            after_write(map_id, addr, &b[..usize::from(width.clamp(1, 8))], pc);
+        }
+        1 => {}
+        _ => img.note_stepped(),
     }
 }
 
