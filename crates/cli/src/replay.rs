@@ -711,3 +711,105 @@ impl Report {
         })
     }
 }
+
+/// `export --to replay-model`: the model of `log` as documented JSON (see `export
+/// --help`), to `out` (`None`: standard output).
+pub fn export_model(
+    log: &std::path::Path,
+    out: Option<&std::path::Path>,
+    db: &DbArgs,
+) -> anyhow::Result<()> {
+    let mut names = db.load()?;
+    let model = load_model(log, names.as_mut())?;
+    let names = names.as_ref();
+    let hex = |v: u64| format!("{v:#x}");
+    let maps: Vec<Value> = model
+        .maps
+        .iter()
+        .enumerate()
+        .map(|(mi, m)| {
+            // The first access of each register, over all threads, in log order.
+            let mut first: std::collections::BTreeMap<(u64, u8), (u64, SeqEntry)> =
+                Default::default();
+            for s in &m.streams {
+                for e in &s.entries {
+                    let k = (e.rel, e.width);
+                    if first.get(&k).is_none_or(|(ts, _)| e.ts_ns < *ts) {
+                        first.insert(k, (e.ts_ns, *e));
+                    }
+                }
+            }
+            let registers: Vec<Value> = m
+                .regs
+                .iter()
+                .map(|r| {
+                    let probe = SeqEntry {
+                        write: false,
+                        width: r.width,
+                        rel: r.rel,
+                        value: 0,
+                        ts_ns: 0,
+                        pc: 0,
+                    };
+                    let initial = first
+                        .get(&(r.rel, r.width))
+                        .filter(|(_, e)| !e.write)
+                        .map(|(_, e)| hex(e.value));
+                    json!({
+                        "offset": hex(r.rel),
+                        "width": r.width,
+                        "name": reg_name(&model, mi, &probe, names),
+                        "reads": r.reads.iter().map(|&v| hex(v)).collect::<Vec<_>>(),
+                        "writes": r.writes.iter().map(|&v| hex(v)).collect::<Vec<_>>(),
+                        "read_only": !r.reads.is_empty() && r.writes.is_empty(),
+                        "write_only": r.reads.is_empty() && !r.writes.is_empty(),
+                        "initial": initial,
+                    })
+                })
+                .collect();
+            let threads: Vec<Value> = m
+                .streams
+                .iter()
+                .map(|s| {
+                    json!({
+                        "trace_thread": s.tid,
+                        "accesses": s.entries.iter().map(|e| json!({
+                            "dir": if e.write { "W" } else { "R" },
+                            "width": e.width,
+                            "offset": hex(e.rel),
+                            "value": hex(e.value),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "trace_map": m.id,
+                "file": m.path.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()),
+                "file_offset": m.file_off,
+                "phys": hex(m.phys),
+                "length": hex(m.len),
+                "registers": registers,
+                "threads": threads,
+            })
+        })
+        .collect();
+    let v = json!({
+        "format": "mmio-trace replay model",
+        "version": 1,
+        "source": log.display().to_string(),
+        "maps": maps,
+    });
+    let mut text = serde_json::to_string_pretty(&v)?;
+    text.push('\n');
+    match out {
+        None => {
+            let mut o = std::io::stdout().lock();
+            o.write_all(text.as_bytes())?;
+            o.flush()?;
+        }
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?
+        }
+    }
+    Ok(())
+}

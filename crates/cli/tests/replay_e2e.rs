@@ -460,3 +460,93 @@ fn every_fault_path_serves_the_model_and_checks_writes() {
         );
     }
 }
+
+#[test]
+fn export_writes_the_replay_model_as_documented_json() {
+    let dir = scratch("export");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data");
+    let db = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../registers/edu.toml");
+    let out = dir.join("model.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["export", "--to", "replay-model"])
+        .arg(data.join("edu-mremap.mmiotrace"))
+        .arg("--db")
+        .arg(&db)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let j = json_of(&out);
+    assert_eq!(j["format"], "mmio-trace replay model");
+    assert_eq!(j["version"], 1);
+    // The mremap's continuation is the same map.
+    let maps = j["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 1);
+    let m = &maps[0];
+    assert_eq!(m["trace_map"], 1);
+    assert_eq!(m["file"], "/sys/devices/pci0000:00/0000:00:03.0/resource0");
+    assert_eq!(m["file_offset"], 0);
+    assert_eq!(m["phys"], "0xfea00000");
+    assert_eq!(m["length"], "0x1000");
+    let regs: Vec<(String, Value, Value, Value, bool, Value)> = m["registers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["offset"].as_str().unwrap().to_string(),
+                r["name"].clone(),
+                r["reads"].clone(),
+                r["writes"].clone(),
+                r["read_only"].as_bool().unwrap(),
+                r["initial"].clone(),
+            )
+        })
+        .collect();
+    use serde_json::json;
+    assert_eq!(
+        regs,
+        [
+            (
+                "0x0".into(),
+                json!("ID"),
+                json!(["0x10000ed", "0x10000ed"]),
+                json!([]),
+                true,
+                json!("0x10000ed")
+            ),
+            (
+                "0x4".into(),
+                json!("LIVENESS"),
+                json!(["0xedcba987"]),
+                json!(["0x12345678"]),
+                false,
+                Value::Null
+            ),
+            (
+                "0x8".into(),
+                json!("FACTORIAL"),
+                json!(["0x78"]),
+                json!(["0x5"]),
+                false,
+                Value::Null
+            ),
+            (
+                "0x20".into(),
+                json!("STATUS"),
+                json!(["0x0"]),
+                json!([]),
+                true,
+                json!("0x0")
+            ),
+        ]
+    );
+    let t = &m["threads"][0];
+    assert_eq!(t["trace_thread"], 134);
+    assert_eq!(t["accesses"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        t["accesses"][1],
+        json!({"dir": "W", "width": 4, "offset": "0x4", "value": "0x12345678"})
+    );
+}
