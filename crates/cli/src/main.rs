@@ -17,6 +17,7 @@ mod export_parquet;
 mod export_perfetto;
 mod export_vcd;
 mod fold;
+mod inject;
 mod input;
 mod kernel;
 mod mark;

@@ -77,6 +77,12 @@ pub struct ReplayArgs {
     #[arg(long)]
     strict: bool,
 
+    /// Fault-injection rules (TOML; see `mmio-trace record --help`): change what reads
+    /// of a register return, delay its accesses, or raise SIGBUS; each injection is a
+    /// MARK in the replayed trace.
+    #[arg(long, value_name = "FILE")]
+    inject: Option<PathBuf>,
+
     /// Also write the report as one JSON object to FILE (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -233,7 +239,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let flags = if args.strict { image::FLAG_STRICT } else { 0 };
-    let bytes = image::build(&model, flags, &args.maps);
+    let (rules, seed) = match &args.inject {
+        Some(p) => crate::inject::load(p)?,
+        None => (Vec::new(), 0),
+    };
+    let bytes = image::build_with(&model, flags, &args.maps, &rules, seed);
     let memfd = image_memfd(&bytes)?;
     let fd = memfd.as_raw_fd();
     let mut opts = mmio_trace_record::Options::new(args.command.clone(), output);
@@ -246,13 +256,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // Patched sites would make their accesses without the fault path, past the model.
     opts.no_patch = true;
     opts.status = !args.quiet;
-    opts.env = vec![
-        (mmio_trace_tracer_env::FD.into(), fd.to_string().into()),
-        (
-            mmio_trace_tracer_env::PATH.into(),
-            format!("/proc/{}/fd/{fd}", std::process::id()).into(),
-        ),
-    ];
+    opts.env = image_env(fd);
     let out = match mmio_trace_record::record(&opts) {
         Ok(out) => out,
         Err(Error::Spawn { program, error }) => {
@@ -305,6 +309,27 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// The variables that name the image in memfd `fd` to the program.
+fn image_env(fd: i32) -> Vec<(OsString, OsString)> {
+    vec![
+        (mmio_trace_tracer_env::FD.into(), fd.to_string().into()),
+        (
+            mmio_trace_tracer_env::PATH.into(),
+            format!("/proc/{}/fd/{fd}", std::process::id()).into(),
+        ),
+    ]
+}
+
+/// For `record --inject FILE`: the rules' image (no trace) in a memfd the program
+/// inherits (keep the file open until the program ended), and the variables naming it.
+pub fn inject_env(path: &std::path::Path) -> anyhow::Result<(File, Vec<(OsString, OsString)>)> {
+    let (rules, seed) = crate::inject::load(path)?;
+    let bytes = image::build_with(&Model::default(), 0, &[], &rules, seed);
+    let f = image_memfd(&bytes)?;
+    let env = image_env(f.as_raw_fd());
+    Ok((f, env))
 }
 
 /// The environment the tracer reads its model from (its constants, without making

@@ -550,3 +550,141 @@ fn export_writes_the_replay_model_as_documented_json() {
         json!({"dir": "W", "width": 4, "offset": "0x4", "value": "0x12345678"})
     );
 }
+
+/// Writes an injection file into `dir`.
+fn inject_file(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("inject.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn an_injected_error_bit_drives_the_driver_into_its_error_path() {
+    let r = recorded("inject", "single", &[]);
+    let inj = inject_file(&r.dir, "[[rule]]\noffset = 0x108\nset_bits = 4\n");
+    let out = r.replay(&["--inject", inj.to_str().unwrap()], "single", &[]);
+    // The driver took its error path (its own exit 3) and so left the recording's
+    // conversation: the run diverged.
+    assert_exit(&out, 1);
+    assert_eq!(
+        stdout(&out),
+        "id 0x594c5052 version 1.3\nchannel 0: device error (status 0x5): error path\n"
+    );
+    assert!(stderr(&out).contains("DIVERGED"), "{}", stderr(&out));
+    // In the trace: the injection, then the read it changed.
+    let rep = r.replayed();
+    let i = rep
+        .iter()
+        .position(|e| matches!(e, mmio_trace_format::Event::Mark(m) if m.text == b"inject: rule 1: R4 map 1 +0x108 = 0x1 -> 0x5"))
+        .expect("the injection's MARK");
+    match &rep[i + 1] {
+        mmio_trace_format::Event::Access(a) => assert_eq!((a.phys, a.value), (0x108, 5)),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn record_inject_stands_in_for_a_device_that_never_answers() {
+    // No simulator and no trace: the file's zeros, with STATUS and RESULT injected.
+    let t = Fixture::new("record-inject", "replay_drv", 4096);
+    std::fs::write(&t.dev, vec![0u8; 4096]).unwrap();
+    let inj = inject_file(
+        &t.dir,
+        "seed = 1\n[[rule]]\noffset = 0x108\nvalue = 2\n[[rule]]\noffset = 0x10c\nvalue = 77\nwidth = 4\nfile = \"*/dev.bin\"\n[[rule]]\noffset = 0x10c\nvalue = 1\nfile = \"*/other\"\n",
+    );
+    let (out, ev) = t.record_with(&["--inject", inj.to_str().unwrap()], &[]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "id 0 version 0.0\njob 1: 77\njob 2: 77\njob 3: 77\ndone\n"
+    );
+    let marks: Vec<String> = mark_texts(&ev)
+        .into_iter()
+        .filter(|m| m.starts_with("inject: "))
+        .collect();
+    assert_eq!(marks.len(), 6, "{marks:?}");
+    assert_eq!(marks[0], "inject: rule 1: R4 map 1 +0x108 = 0x0 -> 0x2");
+    assert_eq!(marks[1], "inject: rule 2: R4 map 1 +0x10c = 0x0 -> 0x4d");
+    // The file itself was not changed by the injection (only what the reads returned).
+    let status: Vec<u64> = accesses(&ev)
+        .iter()
+        .filter(|a| a.0 == 'R' && a.2 == 0x108)
+        .map(|a| a.3)
+        .collect();
+    assert_eq!(status, [2, 2, 2]);
+}
+
+#[test]
+fn sigbus_at_the_nth_access_ends_the_driver_as_a_gone_device_would() {
+    let t = Fixture::new("inject-sigbus", "replay_drv", 4096);
+    let inj = inject_file(&t.dir, "[[rule]]\noffset = 0x4\nsigbus_at = 1\n");
+    let (out, ev) = t.record_with(&["--inject", inj.to_str().unwrap()], &[]);
+    assert_exit(&out, 128 + libc::SIGBUS);
+    assert!(mark_texts(&ev)
+        .iter()
+        .any(|m| m == "inject: rule 1: R4 map 1 +0x4: SIGBUS (device gone)"));
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn probabilistic_injection_is_drawn_from_the_seed() {
+    let t = Fixture::new("inject-prob", "paths_bench", 65536);
+    let inj = inject_file(
+        &t.dir,
+        "seed = 42\n[[rule]]\noffset = 0\nflip_bits = 0x80000000\nprobability = 0.5\nfrom_read = 3\n",
+    );
+    let run = || {
+        let (out, ev) = record_with(
+            &t.dir,
+            &t.dev,
+            &["--inject", inj.to_str().unwrap()],
+            &[os(&t.exe), "mov".as_ref(), os(&t.dev), "20480".as_ref()],
+        );
+        assert_exit(&out, 0);
+        accesses(&ev)
+            .iter()
+            .filter(|a| a.2 == 0)
+            .map(|a| a.3)
+            .collect::<Vec<u64>>()
+    };
+    let a = run();
+    assert_eq!(a.len(), 20);
+    // The first two reads are never changed; of the others some are, some are not.
+    assert_eq!(a[..2], [0x1000, 0x1000]);
+    assert!(
+        a[2..].contains(&0x1000) && a[2..].contains(&0x8000_1000),
+        "{a:x?}"
+    );
+    assert_eq!(run(), a);
+}
+
+#[test]
+fn malformed_injection_rules_are_bad_usage() {
+    let t = Fixture::new("inject-bad", "replay_drv", 4096);
+    for (text, says) in [
+        ("[[rule]]\nvalue = 1\n", "missing field `offset`"),
+        (
+            "[[rule]]\noffset = 0\nvalue = 1\nset_bits = 2\n",
+            "give one of",
+        ),
+        (
+            "[[rule]]\noffset = 0\nvalue = 1\nprobability = 2.0\n",
+            "probability",
+        ),
+        ("[[rule]]\noffset = 0\n", "it does nothing"),
+        (
+            "[[rule]]\noffset = 0\nvalue = 1\nbogus = 1\n",
+            "unknown field",
+        ),
+        ("seed = 1\n", "no [[rule]]"),
+    ] {
+        let inj = inject_file(&t.dir, text);
+        let out = record_cmd(&t.dir, &t.dev, &["--inject", inj.to_str().unwrap()])
+            .arg(&t.exe)
+            .arg(&t.dev)
+            .output()
+            .unwrap();
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains(says), "{text}: {}", stderr(&out));
+    }
+}

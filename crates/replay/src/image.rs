@@ -40,11 +40,15 @@ const H_TOLERATED: usize = 22;
 const H_NOVR: usize = 23;
 const H_OVR: usize = 24;
 const H_BOUND: usize = 25;
+const H_NRULES: usize = 26;
+const H_RULES: usize = 27;
+const H_SEED: usize = 28;
 const HEADER: usize = 64;
 
-/// Bindings of the run's mappings: (map id, model map + 1, start address).
+/// Bindings of the run's mappings: (map id, model map + 1 (0: none), base, mask of the
+/// injection rules that apply).
 const BIND_N: usize = 4096;
-const BIND_W: usize = 3;
+const BIND_W: usize = 4;
 const BIND_AT: usize = HEADER;
 /// Bindings of the run's threads: ((model map + 1) << 32 | tid, stream + 1).
 const THR_N: usize = 16384;
@@ -85,6 +89,31 @@ const SEQ_W: usize = 3;
 // new path length, old id / old path byte offset, old path length.
 const OVR_W: usize = 5;
 
+// An injection rule: file glob byte offset, its length (NONE: any file), rel, width (0:
+// any), op, operand, from the Nth read, probability (of u64::MAX), delay in ns, SIGBUS at
+// the Nth access, accesses seen, reads seen.
+const RU_FILE: usize = 0;
+const RU_FILE_LEN: usize = 1;
+const RU_REL: usize = 2;
+const RU_WIDTH: usize = 3;
+const RU_OP: usize = 4;
+const RU_OPERAND: usize = 5;
+const RU_FROM: usize = 6;
+const RU_PROB: usize = 7;
+const RU_DELAY_NS: usize = 8;
+const RU_SIGBUS_AT: usize = 9;
+const RU_ACCESSES: usize = 10;
+const RU_READS: usize = 11;
+const RULE_W: usize = 12;
+const OP_NONE: u64 = 0;
+const OP_VALUE: u64 = 1;
+const OP_SET: u64 = 2;
+const OP_CLEAR: u64 = 3;
+const OP_FLIP: u64 = 4;
+
+/// The most injection rules.
+pub const MAX_RULES: usize = 64;
+
 const NONE: u64 = u64::MAX;
 /// A table key being written (readers pass over it).
 const BUSY: u64 = u64::MAX;
@@ -98,8 +127,87 @@ pub enum MapRule {
     Paths(Vec<u8>, Vec<u8>),
 }
 
+/// What an injection rule does to a read's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectOp {
+    /// Nothing (the rule only delays or raises SIGBUS).
+    None,
+    /// Return this value.
+    Value(u64),
+    /// Set these bits.
+    Set(u64),
+    /// Clear these bits.
+    Clear(u64),
+    /// Flip these bits.
+    Flip(u64),
+}
+
+/// A fault-injection rule for one register.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectRule {
+    /// Mappings of files matching this glob (`*` matches `/` too); `None`: any.
+    pub file: Option<Vec<u8>>,
+    /// Offset of the register within its mapping.
+    pub rel: u64,
+    /// Access width it applies to (0: any).
+    pub width: u8,
+    /// What it does to reads.
+    pub op: InjectOp,
+    /// From the Nth read of the register on (1: every read).
+    pub from_read: u64,
+    /// The probability each of those reads is changed (1.0: always).
+    pub probability: f64,
+    /// Delay of every access of the register, in nanoseconds.
+    pub delay_ns: u64,
+    /// The Nth access (read or write) is followed by SIGBUS (0: never).
+    pub sigbus_at: u64,
+}
+
+/// What [`Image::inject`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// The value was changed (or set).
+    pub changed: bool,
+    /// The access is to be followed by SIGBUS.
+    pub sigbus: bool,
+    /// Delay the access this long.
+    pub delay_ns: u64,
+    /// The rule that changed it or raises SIGBUS.
+    pub rule: Option<usize>,
+}
+
+/// What the run's mapping is bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The model map (`None`: none of the trace; injection only).
+    pub map: Option<usize>,
+    /// The physical address offsets are counted from.
+    pub base: u64,
+    /// The injection rules that apply (bit i: rule i).
+    pub rules: u64,
+}
+
+/// SplitMix64: a seeded, stateless draw per (rule, read number).
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Lays `model` out as an image (bytes, a multiple of 4096).
 pub fn build(model: &Model, flags: u64, rules: &[MapRule]) -> Vec<u8> {
+    build_with(model, flags, rules, &[], 0)
+}
+
+/// [`build`], with fault-injection rules (at most [`MAX_RULES`]) and their seed.
+pub fn build_with(
+    model: &Model,
+    flags: u64,
+    rules: &[MapRule],
+    inject: &[InjectRule],
+    seed: u64,
+) -> Vec<u8> {
     let mut w: Vec<u64> = vec![0; TABLES_END];
     w[H_MAGIC] = MAGIC;
     w[H_VERSION] = VERSION;
@@ -179,6 +287,42 @@ pub fn build(model: &Model, flags: u64, rules: &[MapRule]) -> Vec<u8> {
                 w[at + 4] = old.len() as u64;
             }
         }
+    }
+    let inject = &inject[..inject.len().min(MAX_RULES)];
+    let ru_at = w.len();
+    w[H_RULES] = ru_at as u64;
+    w[H_NRULES] = inject.len() as u64;
+    w[H_SEED] = seed;
+    w.resize(ru_at + inject.len() * RULE_W, 0);
+    for (i, r) in inject.iter().enumerate() {
+        let at = ru_at + i * RULE_W;
+        match &r.file {
+            Some(f) => {
+                path_fix.push((at + RU_FILE, paths.len()));
+                paths.extend_from_slice(f);
+                w[at + RU_FILE_LEN] = f.len() as u64;
+            }
+            None => w[at + RU_FILE_LEN] = NONE,
+        }
+        w[at + RU_REL] = r.rel;
+        w[at + RU_WIDTH] = u64::from(r.width);
+        (w[at + RU_OP], w[at + RU_OPERAND]) = match r.op {
+            InjectOp::None => (OP_NONE, 0),
+            InjectOp::Value(v) => (OP_VALUE, v),
+            InjectOp::Set(v) => (OP_SET, v),
+            InjectOp::Clear(v) => (OP_CLEAR, v),
+            InjectOp::Flip(v) => (OP_FLIP, v),
+        };
+        w[at + RU_FROM] = r.from_read.max(1);
+        w[at + RU_PROB] = if r.probability >= 1.0 {
+            u64::MAX
+        } else if r.probability <= 0.0 {
+            0
+        } else {
+            (r.probability * 18_446_744_073_709_551_616.0) as u64
+        };
+        w[at + RU_DELAY_NS] = r.delay_ns;
+        w[at + RU_SIGBUS_AT] = r.sigbus_at;
     }
     let bytes_at = w.len() * 8;
     for (slot, off) in path_fix {
@@ -391,7 +535,17 @@ impl Image {
     /// file, then one the log names no file for (kernel logs); else a bound one of the
     /// same file and offset (the same mapping made again). Returns the model map.
     /// No allocation: for the `mmap` hook.
-    pub fn bind(&self, map_id: u64, start: u64, path: &[u8], off: u64) -> Option<usize> {
+    ///
+    /// `rules`: the injection rules that apply to the mapping (bit i: rule i); a mapping
+    /// bound to no map of the trace is still bound for them.
+    pub fn bind(
+        &self,
+        map_id: u64,
+        start: u64,
+        path: &[u8],
+        off: u64,
+        rules: u64,
+    ) -> Option<usize> {
         let (novr, ovr) = (self.get(H_NOVR) as usize, self.get(H_OVR) as usize);
         let mut chosen = None;
         let mut path_ovr: Option<(u64, u64)> = None;
@@ -445,14 +599,32 @@ impl Image {
                 }
             }
         }
-        let i = chosen?;
-        self.bind_to(map_id, i, start).then_some(i)
+        let Some(i) = chosen else {
+            if rules != 0 {
+                self.insert(map_id, 0, start, rules);
+            }
+            return None;
+        };
+        self.insert(map_id, i as u64 + 1, start, rules).then_some(i)
+    }
+
+    /// Binds the run's mapping `id` as `from` is bound (an `mremap` made `id` continue
+    /// `from`). Whether `from` was bound and the table had room.
+    pub fn bind_as(&self, id: u64, from: u64) -> bool {
+        match self.binding(from) {
+            Some(b) => self.insert(id, b.map.map_or(0, |m| m as u64 + 1), b.base, b.rules),
+            None => false,
+        }
     }
 
     /// Binds the run's mapping `map_id` to model map `i`, with `start` (what offsets
     /// are counted from) — for a mapping that continues another (`mremap`). Whether
     /// the table had room.
     pub fn bind_to(&self, map_id: u64, i: usize, start: u64) -> bool {
+        self.insert(map_id, i as u64 + 1, start, 0)
+    }
+
+    fn insert(&self, map_id: u64, i1: u64, start: u64, rules: u64) -> bool {
         let mut slot = hash(map_id) % BIND_N;
         for _ in 0..BIND_N {
             let at = BIND_AT + slot * BIND_W;
@@ -461,10 +633,13 @@ impl Image {
                 .compare_exchange(0, BUSY, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                self.w(at + 1).store(i as u64 + 1, Ordering::Relaxed);
+                self.w(at + 1).store(i1, Ordering::Relaxed);
                 self.w(at + 2).store(start, Ordering::Relaxed);
+                self.w(at + 3).store(rules, Ordering::Relaxed);
                 self.w(at).store(map_id, Ordering::Release);
-                self.w(H_BOUND).fetch_add(1, Ordering::Relaxed);
+                if i1 != 0 {
+                    self.w(H_BOUND).fetch_add(1, Ordering::Relaxed);
+                }
                 return true;
             }
             slot = (slot + 1) % BIND_N;
@@ -511,6 +686,13 @@ impl Image {
     /// The model map and start address the run's mapping `map_id` is bound to.
     #[inline]
     pub fn lookup(&self, map_id: u64) -> Option<(usize, u64)> {
+        self.binding(map_id)
+            .and_then(|b| b.map.map(|m| (m, b.base)))
+    }
+
+    /// What the run's mapping `map_id` is bound to.
+    #[inline]
+    pub fn binding(&self, map_id: u64) -> Option<Binding> {
         let mut slot = hash(map_id) % BIND_N;
         for _ in 0..BIND_N {
             let at = BIND_AT + slot * BIND_W;
@@ -518,12 +700,103 @@ impl Image {
                 0 => return None,
                 k if k == map_id => {
                     let i = self.get(at + 1);
-                    return (i != 0).then(|| (i as usize - 1, self.get(at + 2)));
+                    return Some(Binding {
+                        map: (i != 0).then(|| i as usize - 1),
+                        base: self.get(at + 2),
+                        rules: self.get(at + 3),
+                    });
                 }
                 _ => slot = (slot + 1) % BIND_N,
             }
         }
         None
+    }
+
+    /// Whether the image holds a trace (else it only injects).
+    pub fn has_trace(&self) -> bool {
+        self.nmaps() > 0
+    }
+
+    /// How many injection rules there are.
+    pub fn nrules(&self) -> usize {
+        self.get(H_NRULES) as usize
+    }
+
+    /// The file glob of injection rule `i` (copied into `buf`); `None`: any file.
+    pub fn rule_file<'a>(&self, i: usize, buf: &'a mut [u8; 256]) -> Option<&'a [u8]> {
+        let at = self.get(H_RULES) as usize + i * RULE_W;
+        let len = self.get(at + RU_FILE_LEN);
+        if len == NONE || len > 256 {
+            return None;
+        }
+        let off = self.get(at + RU_FILE) as usize;
+        for (j, b) in buf.iter_mut().take(len as usize).enumerate() {
+            *b = self.byte(off + j);
+        }
+        Some(&buf[..len as usize])
+    }
+
+    /// Applies the injection rules in `rules` (a binding's mask) to an access at `rel`
+    /// of `width` bytes: a read's `value` may be replaced or have bits set, cleared or
+    /// flipped (from the rule's Nth read on, with its probability, drawn from the seed
+    /// and the read's number: the same run gives the same draws); the access may be
+    /// delayed, or be the one a SIGBUS follows. No allocation, no lock.
+    pub fn inject(
+        &self,
+        rules: u64,
+        rel: u64,
+        width: u8,
+        write: bool,
+        value: &mut u64,
+    ) -> Injected {
+        let mut out = Injected::default();
+        let base = self.get(H_RULES) as usize;
+        let seed = self.get(H_SEED);
+        for i in 0..self.nrules().min(64) {
+            if rules >> i & 1 == 0 {
+                continue;
+            }
+            let at = base + i * RULE_W;
+            let w = self.get(at + RU_WIDTH);
+            if self.get(at + RU_REL) != rel || (w != 0 && w != u64::from(width)) {
+                continue;
+            }
+            let n = self.w(at + RU_ACCESSES).fetch_add(1, Ordering::Relaxed) + 1;
+            let bus = self.get(at + RU_SIGBUS_AT);
+            if bus != 0 && n == bus {
+                out.sigbus = true;
+                out.rule = Some(i);
+            }
+            out.delay_ns = out.delay_ns.max(self.get(at + RU_DELAY_NS));
+            let op = self.get(at + RU_OP);
+            if write || op == OP_NONE {
+                continue;
+            }
+            let k = self.w(at + RU_READS).fetch_add(1, Ordering::Relaxed) + 1;
+            if k < self.get(at + RU_FROM).max(1) {
+                continue;
+            }
+            let p = self.get(at + RU_PROB);
+            if p != u64::MAX && splitmix(seed ^ (i as u64) << 56 ^ k) >= p {
+                continue;
+            }
+            let x = self.get(at + RU_OPERAND);
+            let before = *value;
+            *value = mask(
+                match op {
+                    OP_VALUE => x,
+                    OP_SET => *value | x,
+                    OP_CLEAR => *value & !x,
+                    _ => *value ^ x,
+                },
+                width,
+            );
+            if *value != before || op == OP_VALUE {
+                out.changed = true;
+                out.rule = Some(i);
+            }
+        }
+        out
     }
 
     /// Counts an access to a mapping bound to no map of the trace.
@@ -920,7 +1193,7 @@ mod tests {
             std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8)
         };
         let img = image(bytes);
-        assert_eq!(img.bind(3, 0x5000, b"/dev/x", 0), Some(0));
+        assert_eq!(img.bind(3, 0x5000, b"/dev/x", 0, 0), Some(0));
         assert_eq!(img.lookup(3), Some((0, 0x5000)));
         assert_eq!(img.lookup(4), None);
         let vals: Vec<_> = (0..5).map(|_| img.next_read(0, 0x14, 4)).collect();
@@ -948,7 +1221,7 @@ mod tests {
             std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8)
         };
         let img = image(bytes);
-        img.bind(1, 0, b"/dev/x", 0);
+        img.bind(1, 0, b"/dev/x", 0, 0);
         assert_eq!(img.check(0, 1, false, 4, 0x14, 0, 0), Verdict::Match);
         assert_eq!(img.check(0, 1, true, 4, 0x10, 5, 0), Verdict::Match);
         let st = img.state();
@@ -970,8 +1243,8 @@ mod tests {
             std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8)
         };
         let img = image(bytes);
-        assert_eq!(img.bind(1, 0, b"/tmp/other", 0), None);
-        assert_eq!(img.bind(2, 0, b"/tmp/new", 0), Some(0));
+        assert_eq!(img.bind(1, 0, b"/tmp/other", 0, 0), None);
+        assert_eq!(img.bind(2, 0, b"/tmp/new", 0, 0), Some(0));
         let rules = [MapRule::Ids(7, 1)];
         let mut words = aligned(build(&model(), 0, &rules));
         // SAFETY: reinterpreting the words as bytes.
@@ -979,6 +1252,6 @@ mod tests {
             std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8)
         };
         let img = image(bytes);
-        assert_eq!(img.bind(7, 0, b"/elsewhere", 0x1000), Some(0));
+        assert_eq!(img.bind(7, 0, b"/elsewhere", 0x1000, 0), Some(0));
     }
 }

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mmio_trace_replay::image::{Image, Verdict};
+use mmio_trace_replay::image::{Image, Injected, Verdict};
 
 use crate::{emit, sys, MarkText};
 
@@ -108,10 +108,24 @@ pub(crate) fn init_from_env() {
 /// Offsets into it are counted in physical addresses, which an `mremap` keeps.
 pub(crate) fn on_map(map_id: u64, phys: u64, path: &[u8], off: u64) {
     let Some(img) = image() else { return };
+    // The injection rules whose file glob names this file.
+    let mut rules = 0u64;
+    let mut buf = [0u8; 256];
+    for i in 0..img.nrules().min(64) {
+        let hit = match img.rule_file(i, &mut buf) {
+            Some(glob) => crate::rules::glob_match(glob, path),
+            None => true,
+        };
+        rules |= u64::from(hit) << i;
+    }
+    let bound = img.bind(map_id, phys, path, off, rules);
+    if !img.has_trace() {
+        return;
+    }
     let mut t = MarkText::new();
     t.put(b"replay: map ");
     t.num(map_id, false);
-    match img.bind(map_id, phys, path, off) {
+    match bound {
         Some(i) => {
             t.put(b" is served by the trace's map #");
             t.num(i as u64 + 1, false);
@@ -125,9 +139,7 @@ pub(crate) fn on_map(map_id: u64, phys: u64, path: &[u8], off: u64) {
 /// it is served by the same map of the trace.
 pub(crate) fn on_continue(id: u64, from: u64) {
     let Some(img) = image() else { return };
-    if let Some((map, base)) = img.lookup(from) {
-        img.bind_to(id, map, base);
-    }
+    img.bind_as(id, from);
 }
 
 /// The offset of `addr` in the mapping whose first byte's physical address is `base`.
@@ -152,19 +164,73 @@ fn tid() -> u32 {
 #[inline]
 pub(crate) fn after_read(map_id: u64, addr: u64, buf: &mut [u8], pc: u64) {
     let Some(img) = image() else { return };
-    let Some((map, base)) = img.lookup(map_id) else {
-        img.note_unbound();
+    let Some(b) = img.binding(map_id) else {
+        if img.has_trace() {
+            img.note_unbound();
+        }
         return;
     };
-    let rel = rel_of(addr, base);
+    let rel = rel_of(addr, b.base);
     let width = buf.len().min(64) as u8;
-    let (v, checked) = img.read(map, tid(), width, rel, pc);
-    // Accesses wider than 8 bytes keep the shadow's bytes (the model holds 8 of them).
-    if let (Some(v), true) = (v, buf.len() <= 8) {
-        buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
+    if let Some(map) = b.map {
+        let (v, checked) = img.read(map, tid(), width, rel, pc);
+        // Accesses wider than 8 bytes keep the shadow's bytes (the model holds 8 of them).
+        if let (Some(v), true) = (v, buf.len() <= 8) {
+            buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
+        }
+        let value = first_word(buf);
+        verdict(img, checked, false, width, rel, value, map_id, pc);
+    } else if img.has_trace() {
+        img.note_unbound();
     }
-    let value = first_word(buf);
-    verdict(img, checked, false, width, rel, value, map_id, pc);
+    if b.rules != 0 {
+        let mut v = first_word(buf);
+        let before = v;
+        let inj = img.inject(b.rules, rel, width, false, &mut v);
+        if inj.changed && buf.len() <= 8 {
+            buf.copy_from_slice(&v.to_le_bytes()[..buf.len()]);
+        }
+        injected(inj, false, width, rel, before, v, map_id);
+    }
+}
+
+/// Marks an injection in the log (before the access it changed, delayed or ended),
+/// then delays, or sends SIGBUS to the thread (delivered once the instruction
+/// completes: the device is gone from then on).
+fn injected(inj: Injected, write: bool, width: u8, rel: u64, before: u64, after: u64, map_id: u64) {
+    if let (Some(rule), true) = (inj.rule, inj.changed || inj.sigbus) {
+        let mut t = MarkText::new();
+        t.put(b"inject: rule ");
+        t.num(rule as u64 + 1, false);
+        t.put(b": ");
+        t.put(if write { b"W" } else { b"R" });
+        t.num(u64::from(width), false);
+        t.put(b" map ");
+        t.num(map_id, false);
+        t.put(b" +");
+        t.num(rel, true);
+        if inj.changed {
+            t.put(b" = ");
+            t.num(before, true);
+            t.put(b" -> ");
+            t.num(after, true);
+        }
+        if inj.sigbus {
+            t.put(b": SIGBUS (device gone)");
+        }
+        emit::mark(t.text());
+    }
+    if inj.delay_ns > 0 {
+        let ts = libc::timespec {
+            tv_sec: (inj.delay_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (inj.delay_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: a plain system call on a local timespec (async-signal-safe).
+        unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+    }
+    if inj.sigbus {
+        sys::tgkill(crate::pid(), sys::gettid(), libc::SIGBUS);
+    }
 }
 
 /// After the fault path wrote `data` at `addr` of mapping `map_id` (to its shadow): the
@@ -172,23 +238,25 @@ pub(crate) fn after_read(map_id: u64, addr: u64, buf: &mut [u8], pc: u64) {
 #[inline]
 pub(crate) fn after_write(map_id: u64, addr: u64, data: &[u8], pc: u64) {
     let Some(img) = image() else { return };
-    let Some((map, base)) = img.lookup(map_id) else {
-        img.note_unbound();
+    let Some(b) = img.binding(map_id) else {
+        if img.has_trace() {
+            img.note_unbound();
+        }
         return;
     };
-    let rel = rel_of(addr, base);
+    let rel = rel_of(addr, b.base);
     let width = data.len().min(64) as u8;
-    let value = first_word(data);
-    verdict(
-        img,
-        img.check(map, tid(), true, width, rel, value, pc),
-        true,
-        width,
-        rel,
-        value,
-        map_id,
-        pc,
-    );
+    let mut value = first_word(data);
+    if let Some(map) = b.map {
+        let checked = img.check(map, tid(), true, width, rel, value, pc);
+        verdict(img, checked, true, width, rel, value, map_id, pc);
+    } else if img.has_trace() {
+        img.note_unbound();
+    }
+    if b.rules != 0 {
+        let inj = img.inject(b.rules, rel, width, true, &mut value);
+        injected(inj, true, width, rel, value, value, map_id);
+    }
 }
 
 /// Before a locked read-modify-write at `addr` (alias `at`) of mapping `map_id`: the
