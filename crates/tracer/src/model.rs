@@ -154,8 +154,13 @@ fn rel_of(addr: u64, base: u64) -> u64 {
     }
 }
 
+/// The calling thread's id: from its block (no system call on the fault path, where one
+/// more kernel entry would cost a third of a trap).
 fn tid() -> u32 {
-    sys::gettid()
+    match crate::threads::current().map(|b| b.tid()) {
+        Some(t) if t != 0 => t,
+        _ => sys::gettid(),
+    }
 }
 
 /// After the fault path read `buf` at `addr` of mapping `map_id` from its alias: the
