@@ -647,9 +647,9 @@ impl Image {
         false
     }
 
-    /// The size a stand-in for the missing file `path` needs: the end of the furthest
-    /// map of that file in the trace (through the `--map` path rules). `None`: the trace
-    /// maps no such file.
+    /// The size a stand-in for the device file `path` needs: the end of the furthest
+    /// map of that file in the trace (through the `--map` path rules), else the largest
+    /// map the trace names no file for. `None`: the trace maps no such file.
     pub fn file_size(&self, path: &[u8]) -> Option<u64> {
         let (novr, ovr) = (self.get(H_NOVR) as usize, self.get(H_OVR) as usize);
         let mut old: Option<(u64, u64)> = None;
@@ -680,7 +680,14 @@ impl Image {
                 size = Some(size.unwrap_or(0).max(end));
             }
         }
-        size
+        // A log that names no file (a kernel log): any device file may be its device,
+        // and none is touched.
+        size.or_else(|| {
+            (0..self.nmaps())
+                .filter(|&i| self.get(self.map_at(i) + M_PATH_LEN) == NONE)
+                .map(|i| self.get(self.map_at(i) + 5))
+                .max()
+        })
     }
 
     /// The model map and start address the run's mapping `map_id` is bound to.
