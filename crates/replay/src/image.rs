@@ -43,6 +43,7 @@ const H_BOUND: usize = 25;
 const H_NRULES: usize = 26;
 const H_RULES: usize = 27;
 const H_SEED: usize = 28;
+const H_STOP: usize = 29;
 const HEADER: usize = 64;
 
 /// Bindings of the run's mappings: (map id, model map + 1 (0: none), base, mask of the
@@ -503,6 +504,18 @@ impl Image {
     /// Whether `--strict` is on.
     pub fn strict(&self) -> bool {
         self.get(H_FLAGS) & FLAG_STRICT != 0
+    }
+
+    /// Under `--strict`, after a divergence: every process of the program is to stop
+    /// at its next device access.
+    pub fn stop(&self) {
+        self.w(H_STOP).store(1, Ordering::Release);
+    }
+
+    /// Whether the program is to stop (see [`Image::stop`]).
+    #[inline]
+    pub fn stopping(&self) -> bool {
+        self.w(H_STOP).load(Ordering::Relaxed) != 0
     }
 
     fn nmaps(&self) -> usize {

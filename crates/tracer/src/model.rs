@@ -169,6 +169,9 @@ fn tid() -> u32 {
 #[inline]
 pub(crate) fn after_read(map_id: u64, addr: u64, buf: &mut [u8], pc: u64) {
     let Some(img) = image() else { return };
+    if img.stopping() {
+        stop_now();
+    }
     let Some(b) = img.binding(map_id) else {
         if img.has_trace() {
             img.note_unbound();
@@ -243,6 +246,9 @@ fn injected(inj: Injected, write: bool, width: u8, rel: u64, before: u64, after:
 #[inline]
 pub(crate) fn after_write(map_id: u64, addr: u64, data: &[u8], pc: u64) {
     let Some(img) = image() else { return };
+    if img.stopping() {
+        stop_now();
+    }
     let Some(b) = img.binding(map_id) else {
         if img.has_trace() {
             img.note_unbound();
@@ -392,12 +398,19 @@ fn verdict(
         emit::mark(t.text());
     }
     if img.strict() {
-        let msg = b"mmio-trace replay: --strict: the program diverged from the trace; stopped\n";
-        // SAFETY: a static buffer to stderr, then the process ends itself.
-        unsafe {
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        img.stop();
+        stop_now();
+    }
+}
+
+/// Under `--strict`, once the program diverged: this process ends (SIGKILL), before
+/// its access reaches the shadow or the log.
+fn stop_now() {
+    let msg = b"mmio-trace replay: --strict: the program diverged from the trace; stopped\n";
+    // SAFETY: a static buffer to stderr, then the process ends itself.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::kill(libc::getpid(), libc::SIGKILL);
     }
 }
 
