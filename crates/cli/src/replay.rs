@@ -29,12 +29,15 @@ use crate::regnames::{DbArgs, Names};
 /// PROGRAM's device mappings (the same rules as `record`) are bound to the maps of TRACE
 /// (any log the readers read: mmio-trace text or binary, kernel logs) by file, offset
 /// and order, or by --map. Each read of a register (offset and width) returns the next
-/// value TRACE read from it (the last one once they run out; a register TRACE never read
-/// returns what was last written to it, or the file's contents). Writes go to a shadow
-/// (the device file, which may be a regular file of zeros; a device file that does not
-/// exist is stood in for by memory of the trace's size) and every access is checked
-/// against what the same thread did in TRACE, in order. A polling loop may take more or
-/// fewer reads than recorded. The replayed run is itself traced to -o.
+/// value the same thread read there in TRACE (another register's order of reads when the
+/// thread is not where TRACE is; the last value once they run out; a register TRACE
+/// never read returns what was last written to it, else zeros). Writes go to a shadow:
+/// each device file TRACE maps (any, for a log that names none) is stood in for by
+/// memory of the trace's size when PROGRAM opens it, so the file need not exist and is
+/// never touched. Every access is checked against what the same thread did in TRACE,
+/// in order (threads and processes are matched to TRACE's by their first access). A
+/// polling loop may take more or fewer reads than recorded. Patching is off. The
+/// replayed run is itself traced to -o.
 ///
 /// At the first access that does not match (another register, direction, width or
 /// written value than TRACE has next for that thread and map), the report on standard
@@ -112,7 +115,8 @@ Exit status:
 above), \"program\" (PROGRAM's exit: {\"code\": N} or {\"signal\": N}), \"divergences\"
 (how many accesses diverged, at most one per thread and map), \"first\" (null, or the
 first divergence: \"kind\" mismatch|extra-thread|ended-early|never-mapped, \"trace_map\",
-\"file\", \"thread\", \"position\" (index in that thread's recorded accesses of the map),
+\"file\", \"thread\", \"trace_thread\", \"position\" (index in that thread's recorded
+accesses of the map),
 \"got\" and \"expected\" (each {\"dir\", \"width\", \"offset\", \"value\", \"register\", \"pc\"}
 or null), \"last_matching\" and \"expected_next\" (folded lines)), \"maps\" (per map of
 TRACE: \"trace_map\", \"file\", \"bound\", \"threads\": [{\"trace_thread\", \"matched\",
