@@ -29,8 +29,9 @@ use crate::regnames::{DbArgs, Names};
 /// PROGRAM's device mappings (the same rules as `record`) are bound to the maps of TRACE
 /// (any log the readers read: mmio-trace text or binary, kernel logs) by file, offset
 /// and order, or by --map. Each read of a register (offset and width) returns the next
-/// value the same thread read there in TRACE (another register's order of reads when the
-/// thread is not where TRACE is; the last value once they run out; a register TRACE
+/// value the same thread read there in TRACE (when the thread is not where TRACE is: the
+/// register's values in the order of all of TRACE, the last one once they run out; a
+/// register TRACE
 /// never read returns what was last written to it, else zeros). Writes go to a shadow:
 /// each device file TRACE maps (any, for a log that names none) is stood in for by
 /// memory of the trace's size when PROGRAM opens it, so the file need not exist and is
@@ -116,9 +117,9 @@ above), \"program\" (PROGRAM's exit: {\"code\": N} or {\"signal\": N}), \"diverg
 (how many accesses diverged, at most one per thread and map), \"first\" (null, or the
 first divergence: \"kind\" mismatch|extra-thread|ended-early|never-mapped, \"trace_map\",
 \"file\", \"thread\", \"trace_thread\", \"position\" (index in that thread's recorded
-accesses of the map),
-\"got\" and \"expected\" (each {\"dir\", \"width\", \"offset\", \"value\", \"register\", \"pc\"}
-or null), \"last_matching\" and \"expected_next\" (folded lines)), \"maps\" (per map of
+accesses of the map), \"got\" and \"expected\" (each {\"dir\", \"width\", \"offset\",
+\"value\", \"register\", \"pc\"} or null), \"last_matching\" and \"expected_next\" (folded
+lines)), \"maps\" (per map of
 TRACE: \"trace_map\", \"file\", \"bound\", \"threads\": [{\"trace_thread\", \"matched\",
 \"recorded\", \"diverged\"}]), \"unbound_accesses\" (to mappings bound to no map of TRACE),
 \"stepped_accesses\" (single-stepped: served by the shadow, not the model),
