@@ -257,6 +257,26 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         RecordFormat::Binary => Format::Binary,
     };
     opts.devices = args.devices.clone();
+    // The files TRACE maps are devices here too (it says so), wherever they are, and so
+    // are the new files --map names.
+    let mut more: Vec<String> = model
+        .maps
+        .iter()
+        .filter_map(|m| m.path.as_ref())
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    more.extend(args.maps.iter().filter_map(|r| match r {
+        MapRule::Paths(new, _) => Some(String::from_utf8_lossy(new).into_owned()),
+        MapRule::Ids(..) => None,
+    }));
+    more.sort();
+    more.dedup();
+    for p in more {
+        if !opts.devices.contains(&p) {
+            // Globs: a literal path with glob characters matches itself anyway.
+            opts.devices.push(p);
+        }
+    }
     opts.no_default_devices = args.no_default_devices;
     // Patched sites would make their accesses without the fault path, past the model.
     opts.no_patch = true;

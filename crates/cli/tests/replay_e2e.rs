@@ -745,3 +745,52 @@ fn map_binds_a_device_at_another_path_and_kernel_logs_replay_by_order() {
     // Not written: stood in for, as any device file is under a log that names none.
     assert_eq!(std::fs::read(&r.dev).unwrap(), before);
 }
+
+#[test]
+fn the_demo_driver_records_then_replays_without_its_device() {
+    let dir = scratch("demo");
+    let exe = env!("CARGO_BIN_EXE_mmio-trace");
+    let log = dir.join("demo.mmiotrace");
+    let out = Command::new(exe)
+        .arg("demo")
+        .arg("-o")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    // The demo's device file was temporary: gone now. The trace names it, which makes it
+    // a device for the replay (no --device needed).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let dev = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(" map 1 ")
+                .map(|(_, r)| r.split(' ').next().unwrap().to_string())
+        })
+        .unwrap();
+    assert!(!Path::new(&dev).exists());
+    let out = Command::new(exe)
+        .arg("replay")
+        .arg(&log)
+        .arg("-o")
+        .arg(dir.join("replay.mmiotrace"))
+        .args(["--", exe, "demo", "--driver", &dev])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("driver: DMA1 v1.2, transfer done, irq 0x1 acknowledged"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "mmio-trace replay: the run matched the trace (12 recorded accesses, 1 mapping bound)"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        accesses(&read_log(&dir.join("replay.mmiotrace"))),
+        accesses(&read_log(&log))
+    );
+}
