@@ -166,6 +166,7 @@ pub fn load_model(path: &std::path::Path, mut names: Option<&mut Names>) -> anyh
                 a.ts_ns,
                 a.pc,
             ),
+            Event::Unknown(u) => b.unknown(u.map_id, u.phys, u.pid, u.ts_ns, u.pc),
             _ => {}
         }
         Ok(())
@@ -416,6 +417,9 @@ fn entry_line(model: &Model, map: usize, e: &SeqEntry, names: Option<&Names>) ->
     let name = reg_name(model, map, e, names)
         .map(|n| format!(" {n}"))
         .unwrap_or_default();
+    if e.width == 0 {
+        return format!("UNKNOWN +{:#x}{name}", e.rel);
+    }
     format!(
         "{}{} +{:#x}{} = {}",
         if e.write { "W" } else { "R" },
@@ -432,11 +436,9 @@ fn folded(model: &Model, map: usize, entries: &[SeqEntry], names: Option<&Names>
     let mut folder = Folder::ignoring_time();
     let mut sink = |f: Folded<'_>| -> Result<(), ()> {
         match f {
-            Folded::Event(Event::Access(a), i) => {
+            Folded::Event(_, i) => {
                 out.push(entry_line(model, map, &entries[i as usize - 1], names));
-                let _ = a;
             }
-            Folded::Event(..) => {}
             Folded::Run(r) => {
                 let mut line = format!("×{}", r.reps);
                 if r.slots.len() > 1 {
@@ -472,11 +474,13 @@ fn folded(model: &Model, map: usize, entries: &[SeqEntry], names: Option<&Names>
         Ok(())
     };
     for (i, e) in entries.iter().enumerate() {
-        let _ = folder.push(
-            &Event::Access(access_of(model, map, e)),
-            i as u64 + 1,
-            &mut sink,
-        );
+        // An UNKNOWN does not fold: it passes as an event of another kind.
+        let ev = if e.width == 0 {
+            Event::LostEvents(0)
+        } else {
+            Event::Access(access_of(model, map, e))
+        };
+        let _ = folder.push(&ev, i as u64 + 1, &mut sink);
     }
     let _ = folder.finish(&mut sink);
     out
@@ -824,7 +828,11 @@ pub fn export_model(
                     json!({
                         "trace_thread": s.tid,
                         "accesses": s.entries.iter().map(|e| json!({
-                            "dir": if e.write { "W" } else { "R" },
+                            "dir": match (e.width, e.write) {
+                                (0, _) => "UNKNOWN",
+                                (_, true) => "W",
+                                _ => "R",
+                            },
                             "width": e.width,
                             "offset": hex(e.rel),
                             "value": hex(e.value),

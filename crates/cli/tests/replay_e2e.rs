@@ -794,3 +794,57 @@ fn the_demo_driver_records_then_replays_without_its_device() {
         accesses(&read_log(&log))
     );
 }
+
+#[test]
+fn an_unknown_access_of_the_trace_matches_any_access_at_its_offset() {
+    let r = recorded("unknown", "single", &[]);
+    // The trace as a single step would have logged the enable write (CTRL): UNKNOWN.
+    let text = std::fs::read_to_string(&r.trace).unwrap();
+    let mut done = false;
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            if !done && f[0] == "W" && f[4] == "0x10" {
+                done = true;
+                // W width ts id phys value pc pid -> UNKNOWN ts id phys bytes pc pid
+                format!(
+                    "UNKNOWN {} {} {} c7,00,01 {} {}\n",
+                    f[2], f[3], f[4], f[6], f[7]
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(done);
+    let edited_log = r.dir.join("unknown.log");
+    std::fs::write(&edited_log, edited).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("replay")
+        .arg(&edited_log)
+        .args(["-q", "-o"])
+        .arg(r.dir.join("replay.log"))
+        .arg("--")
+        .arg(&r.drv)
+        .arg(&r.dev)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), r.out);
+    // The model keeps it as an access of unknown direction, width and value.
+    let model = r.dir.join("model.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["export", "--to", "replay-model"])
+        .arg(&edited_log)
+        .arg("-o")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    let j = json_of(&model);
+    let acc = j["maps"][0]["threads"][0]["accesses"].as_array().unwrap();
+    assert!(acc
+        .iter()
+        .any(|a| a["dir"] == "UNKNOWN" && a["offset"] == "0x10" && a["width"] == 0));
+}

@@ -917,7 +917,15 @@ impl Image {
                 return false;
             }
             let (w, wd, r, v) = self.seq(sa, 0);
-            w == write && wd == width && r == rel && (!write || v == mask(value, width))
+            SeqEntry {
+                write: w,
+                width: wd,
+                rel: r,
+                value: v,
+                ts_ns: 0,
+                pc: 0,
+            }
+            .matches(write, width, rel, value)
         };
         let found = (0..n)
             .find(|&s| {
@@ -1024,9 +1032,10 @@ impl Image {
         // The register's own order moves on with every read, so that it is where the
         // program is should its thread diverge later.
         let next = self.next_read(map, rel, width);
-        let value = match at {
-            Some((s, p)) => Some(self.seq(self.stream_at(map, s), p).3),
-            None => next,
+        let value = match at.map(|(s, p)| self.seq(self.stream_at(map, s), p)) {
+            // An UNKNOWN of the trace has no value: the register's order gives one.
+            Some((_, wd, _, v)) if wd != 0 => Some(v),
+            _ => next,
         };
         (value, v)
     }

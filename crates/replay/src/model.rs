@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 pub struct SeqEntry {
     /// A write (else a read).
     pub write: bool,
-    /// Width in bytes (1..=64; values of wider accesses keep their first 8 bytes).
+    /// Width in bytes (1..=64; values of wider accesses keep their first 8 bytes); 0 for
+    /// an `UNKNOWN` of the trace (an access whose direction and value it does not know:
+    /// any access at its offset matches it).
     pub width: u8,
     /// Offset of the access within its mapping.
     pub rel: u64,
@@ -24,6 +26,9 @@ impl SeqEntry {
     /// Whether `other` is the same register access (direction, width, offset) and, for
     /// writes, the same value: what a replayed access must be to match.
     pub fn matches(&self, write: bool, width: u8, rel: u64, value: u64) -> bool {
+        if self.width == 0 {
+            return self.rel == rel;
+        }
         self.write == write
             && self.width == width
             && self.rel == rel
@@ -232,6 +237,30 @@ impl ModelBuilder {
             r.writes.push(value);
         } else {
             r.reads.push(value);
+        }
+    }
+
+    /// An `UNKNOWN` (an access the tracer could not name the direction or value of) of
+    /// mapping `map_id` at `phys` by thread `tid`: any access there matches it.
+    pub fn unknown(&mut self, map_id: i64, phys: u64, tid: u32, ts_ns: u64, pc: u64) {
+        let Some(&i) = self.live.get(&map_id) else {
+            return;
+        };
+        let m = &mut self.maps[i];
+        let e = SeqEntry {
+            write: false,
+            width: 0,
+            rel: phys.wrapping_sub(m.phys),
+            value: 0,
+            ts_ns,
+            pc,
+        };
+        match m.streams.iter_mut().find(|s| s.tid == tid) {
+            Some(s) => s.entries.push(e),
+            None => m.streams.push(Stream {
+                tid,
+                entries: vec![e],
+            }),
         }
     }
 
