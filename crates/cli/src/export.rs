@@ -65,7 +65,8 @@ use crate::regnames::{DbArgs, Names};
 /// written, in order), `read_only` (read, never written), `write_only`, `initial`
 /// (the value of its first access when that was a read: the register's contents before
 /// the driver touched it; else null). A thread is one thread's accesses of the map in
-/// order (`trace_thread` and `accesses`: `dir` R or W, `width`, `offset`, `value`):
+/// order (`trace_thread` and `accesses`: `dir` R, W or UNKNOWN (an access the trace
+/// could not name the direction or value of; `width` 0), `width`, `offset`, `value`):
 /// the write expectations replay checks. Offsets, values and addresses are hex strings
 /// (values are 64-bit).
 ///

@@ -848,3 +848,32 @@ fn an_unknown_access_of_the_trace_matches_any_access_at_its_offset() {
         .iter()
         .any(|a| a["dir"] == "UNKNOWN" && a["offset"] == "0x10" && a["width"] == 0));
 }
+
+#[test]
+fn a_device_opened_relative_to_a_directory_descriptor_is_stood_in_for() {
+    let dir = scratch("openat");
+    let exe = build(&dir, "replay_openat");
+    let sub = dir.join("bar");
+    std::fs::create_dir_all(&sub).unwrap();
+    let dev = sub.join("regs");
+    let mut b = vec![0u8; 4096];
+    b[..4].copy_from_slice(&0x1234u32.to_le_bytes());
+    std::fs::write(&dev, b).unwrap();
+    let (out, _) = record(&dir, &dev, &[os(&exe), os(&sub), "regs".as_ref()]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "id 0x1234\n");
+    std::fs::remove_file(&dev).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("replay")
+        .arg(trace_log(&dir))
+        .args(["-q", "-o"])
+        .arg(dir.join("replay.log"))
+        .arg("--")
+        .arg(&exe)
+        .arg(&sub)
+        .arg("regs")
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "id 0x1234\n");
+}

@@ -12,8 +12,8 @@ use crate::{real, set_errno, tracer};
 type OpenFn = unsafe extern "C" fn(*const c_char, c_int, c_uint) -> c_int;
 type OpenatFn = unsafe extern "C" fn(c_int, *const c_char, c_int, c_uint) -> c_int;
 
-/// The stand-in's descriptor for an open of `path` (absolute, or relative to the working
-/// directory when `dirfd` is `AT_FDCWD`), when there is one.
+/// The stand-in's descriptor for an open of `path` (absolute, or relative to `dirfd`:
+/// the working directory for `AT_FDCWD`), when there is one.
 ///
 /// # Safety
 /// `path` is NUL-terminated.
@@ -25,16 +25,16 @@ unsafe fn stand_in(dirfd: c_int, path: *const c_char, flags: c_int) -> Option<c_
     let p = unsafe { CStr::from_ptr(path) }.to_bytes();
     let mut abs = if p.first() == Some(&b'/') {
         p.to_vec()
-    } else if dirfd == libc::AT_FDCWD {
-        let mut a = std::env::current_dir()
-            .ok()?
-            .into_os_string()
-            .into_encoded_bytes();
+    } else {
+        let dir = if dirfd == libc::AT_FDCWD {
+            std::env::current_dir().ok()?
+        } else {
+            std::fs::read_link(format!("/proc/self/fd/{dirfd}")).ok()?
+        };
+        let mut a = dir.into_os_string().into_encoded_bytes();
         a.push(b'/');
         a.extend_from_slice(p.strip_prefix(b"./").unwrap_or(p));
         a
-    } else {
-        return None;
     };
     // The device rules see canonical paths (as at `mmap`), where the file is there.
     let os = std::ffi::OsStr::from_bytes(&abs);
