@@ -340,9 +340,9 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 /// The variables that name the image in memfd `fd` to the program.
 fn image_env(fd: i32) -> Vec<(OsString, OsString)> {
     vec![
-        (mmio_trace_tracer_env::FD.into(), fd.to_string().into()),
+        (env_names::FD.into(), fd.to_string().into()),
         (
-            mmio_trace_tracer_env::PATH.into(),
+            env_names::PATH.into(),
             format!("/proc/{}/fd/{fd}", std::process::id()).into(),
         ),
     ]
@@ -360,7 +360,7 @@ pub fn inject_env(path: &std::path::Path) -> anyhow::Result<(File, Vec<(OsString
 
 /// The environment the tracer reads its model from (its constants, without making
 /// the command line depend on the tracer crate).
-mod mmio_trace_tracer_env {
+mod env_names {
     pub const FD: &str = "MMIO_TRACE_REPLAY_FD";
     pub const PATH: &str = "MMIO_TRACE_REPLAY_PATH";
 }
@@ -445,13 +445,11 @@ fn folded(model: &Model, map: usize, entries: &[SeqEntry], names: Option<&Names>
                     line.push_str(&format!(" of {} accesses:", r.slots.len()));
                 }
                 for s in &r.slots {
-                    let e = &entries[r.first_index as usize - 1];
                     let rel = s.first.phys.wrapping_sub(model.maps[map].phys);
                     let name = names
                         .and_then(|n| n.register_name(&s.first))
                         .map(|n| format!(" {n}"))
                         .unwrap_or_default();
-                    let _ = e;
                     line.push_str(&format!(
                         " {}{} +{:#x}{} {}",
                         if s.shape.dir == Direction::Write {
