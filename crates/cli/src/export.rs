@@ -53,6 +53,23 @@ use crate::regnames::{DbArgs, Names};
 /// partitions (`OUT/COLUMN=VALUE/part-0.parquet`, without COLUMN inside) that
 /// DuckDB's `hive_partitioning` and Spark read as one table.
 ///
+/// `--to replay-model`: the model `mmio-trace replay` serves, as one JSON object (the
+/// input a QEMU replay device or a device cloner needs; the `show` filters do not
+/// apply). `format` ("mmio-trace replay model"), `version` (1), `source` (LOG), and
+/// `maps`, one per device mapping of the log in MAP order (an `mremap`'s continuation
+/// folded into the map it continues): `trace_map` (its MAP id), `file` and
+/// `file_offset` (null where the log does not name them: kernel logs), `phys`,
+/// `length`, `registers` and `threads`. A register is an offset (within the map) and a
+/// width: `offset`, `width`, `name` (with `--db`, else null), `reads` (every value read,
+/// in order: what replay serves, the last one repeated after), `writes` (every value
+/// written, in order), `read_only` (read, never written), `write_only`, `initial`
+/// (the value of its first access when that was a read: the register's contents before
+/// the driver touched it; else null). A thread is one thread's accesses of the map in
+/// order (`trace_thread` and `accesses`: `dir` R, W or UNKNOWN (an access the trace
+/// could not name the direction or value of; `width` 0), `width`, `offset`, `value`):
+/// the write expectations replay checks. Offsets, values and addresses are hex strings
+/// (values are 64-bit).
+///
 /// Exit status: 0 when the log was exported; 2 for bad arguments or a damaged log
 /// (what came before the damage is exported and the output is complete and
 /// readable; `--lenient` reads on past damage where it can); 1 when the output
@@ -100,6 +117,9 @@ pub enum ExportFormat {
     Vcd,
     /// Apache Parquet (query with DuckDB, Spark, ...).
     Parquet,
+    /// The replay model `mmio-trace replay` serves, as JSON (for a QEMU replay device,
+    /// a device cloner): see `mmio-trace export --help`.
+    ReplayModel,
 }
 
 /// How a program counter is shown. The one place where PCs become text, so that
@@ -238,11 +258,23 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let out_name = args.output.display().to_string();
+    if args.to == ExportFormat::ReplayModel && args.partition_by.is_some() {
+        return Err(bad("--partition-by applies to --to parquet only".into()));
+    }
     if !stdout && same_file(&args.input.log, &args.output) {
         // Creating the output would truncate the log before it is read.
         return Err(bad(format!(
             "{out_name} is the input log: write the export to another file"
         )));
+    }
+    if args.to == ExportFormat::ReplayModel {
+        let out = if stdout {
+            None
+        } else {
+            Some(args.output.as_path())
+        };
+        crate::replay::export_model(&args.input.log, out, &args.db)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut input = LogInput::open(&args.input)?;
     let mut ctx = Context::new(args.db.load()?, args.filter.clone());
@@ -284,6 +316,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 args.row_group_rows as usize,
             )?),
         },
+        ExportFormat::ReplayModel => unreachable!("written above"),
     };
     let mut exporter = exporter;
     let mut progress = Progress::new();

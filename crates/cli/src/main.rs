@@ -17,11 +17,13 @@ mod export_parquet;
 mod export_perfetto;
 mod export_vcd;
 mod fold;
+mod inject;
 mod input;
 mod kernel;
 mod mark;
 mod record;
 mod regnames;
+mod replay;
 mod show;
 mod stats;
 mod style;
@@ -78,6 +80,8 @@ enum Command {
         about = "Export a log for Perfetto (timeline), VCD viewers (waveform) or Parquet (SQL)"
     )]
     Export(export::ExportArgs),
+    #[command(about = "Run a program against a recorded trace instead of its device")]
+    Replay(replay::ReplayArgs),
     #[command(
         about = "Trace kernel drivers with the kernel's own mmiotrace (root, CONFIG_MMIOTRACE)"
     )]
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Kernel(a) => kernel::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Replay(a) => replay::run(a),
     };
     match result {
         Ok(code) => code,

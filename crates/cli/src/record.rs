@@ -76,6 +76,17 @@ pub struct RecordArgs {
     #[arg(long)]
     no_patch: bool,
 
+    /// Fault injection: rules (TOML) per register that change what reads return (a
+    /// value always, from the Nth read, or with a probability from a seed; bits set,
+    /// cleared or flipped), delay accesses, or raise SIGBUS at the Nth access (the
+    /// device gone); each injection is a MARK in the trace, before the access it
+    /// changed. The file: `seed = N` and `[[rule]]` tables with `offset` (within the
+    /// mapping; required), `width`, `file` (a glob), one of `value`, `set_bits`,
+    /// `clear_bits`, `flip_bits`, and `from_read`, `probability`, `delay_us`,
+    /// `sigbus_at`. Also `replay --inject`.
+    #[arg(long, value_name = "FILE")]
+    inject: Option<PathBuf>,
+
     /// No status line on stderr.
     #[arg(short, long)]
     quiet: bool,
@@ -211,6 +222,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.no_alias = args.no_alias;
     opts.no_patch = args.no_patch;
     opts.status = !args.quiet;
+    // Kept open until the program ended: the memfd it inherits.
+    let _inject = match &args.inject {
+        Some(p) => {
+            let (f, env) = crate::replay::inject_env(p)?;
+            opts.env = env;
+            // Patched sites would make their accesses without the fault path.
+            opts.no_patch = true;
+            Some(f)
+        }
+        None => None,
+    };
     let quiet = args.quiet;
     let no_alias = args.no_alias;
     let no_patch = args.no_patch || no_alias;

@@ -46,6 +46,7 @@ use mmio_trace_tracer::{self as tracer, signals, sys};
 
 mod mappings;
 mod objects;
+mod replay;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
 
@@ -94,7 +95,15 @@ reals!(
     __ppoll_chk,
     pselect,
     epoll_pwait,
-    epoll_pwait2
+    epoll_pwait2,
+    open,
+    open64,
+    openat,
+    openat64,
+    __open_2,
+    __open64_2,
+    __openat_2,
+    __openat64_2
 );
 
 fn resolve(slot: &AtomicUsize, name: &str) -> usize {

@@ -90,6 +90,9 @@ pub struct Options {
     pub big_rings: u32,
     /// Records per ring of the others (power of two).
     pub small_capacity: u32,
+    /// More environment variables for the program (`replay` names its model there;
+    /// descriptors they name must be inheritable).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl Options {
@@ -110,6 +113,7 @@ impl Options {
             capacity: DEFAULT_CAPACITY,
             big_rings: DEFAULT_BIG_RINGS,
             small_capacity: DEFAULT_SMALL_CAPACITY,
+            env: Vec::new(),
         }
     }
 }
@@ -364,6 +368,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         .env(rules::ENV_BYPASS, opts.bypass.join(","))
         .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
         .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" });
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     if opts.output.is_none() {
         // The trace owns standard output; the program's output goes to standard error
         // (nowhere if the recorder has none).

@@ -584,7 +584,10 @@ impl Bus for AliasBus {
                 let at = r.alias_of(addr);
                 // SAFETY: the alias maps the whole region readable; width checked.
                 match unsafe { guard::read(at, buf) } {
-                    Ok(()) => e.access(false, addr, r.map_id, buf, self.pc),
+                    Ok(()) => {
+                        crate::model::after_read(r.map_id, addr, buf, self.pc);
+                        e.access(false, addr, r.map_id, buf, self.pc)
+                    }
                     Err(f) => {
                         e.cancel();
                         return Err(self.faulted(f, addr, at, len));
@@ -631,7 +634,10 @@ impl Bus for AliasBus {
                 // SAFETY: the alias maps the whole region writable when the program's
                 // protection allows writes; width checked.
                 match unsafe { guard::write(at, data) } {
-                    Ok(()) => e.access(true, addr, r.map_id, data, self.pc),
+                    Ok(()) => {
+                        crate::model::after_write(r.map_id, addr, data, self.pc);
+                        e.access(true, addr, r.map_id, data, self.pc)
+                    }
                     Err(f) => {
                         e.cancel();
                         return Err(self.faulted(f, addr, at, len));
@@ -674,10 +680,12 @@ impl Bus for AliasBus {
                 }
                 let e = emit::begin();
                 let at = r.alias_of(addr);
+                crate::model::before_rmw(r.map_id, addr, at, width as u8, self.pc);
                 // SAFETY: the alias maps the whole region read-write (the program may
                 // write); aligned, width 1/2/4/8.
                 match unsafe { native_rmw(at, width, op) } {
                     Ok((old, new)) => {
+                        crate::model::after_rmw(r.map_id, addr, width as u8, new, self.pc);
                         e.access_value(false, addr, r.map_id, width as u8, old, self.pc);
                         emit::begin().access_value(true, addr, r.map_id, width as u8, new, self.pc);
                         Ok(old)

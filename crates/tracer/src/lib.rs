@@ -23,6 +23,7 @@ mod ctx;
 mod emit;
 mod emu;
 mod guard;
+pub mod model;
 mod objects;
 mod ool;
 mod patch;
@@ -100,6 +101,7 @@ pub fn init(shm: Shm, rules: Rules) {
     if let Some(r) = RULES.get() {
         patch::configure(r);
     }
+    model::init_from_env();
     objects::init();
     step::open_task_dir();
     signals::install();
@@ -523,6 +525,12 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     let Some(path) = rules::fd_path(fd, &mut buf) else {
         return;
     };
+    // Under replay, a missing device file's stand-in is traced as that file.
+    let mut diverted = [0u8; model::DIVERTED_PATH_MAX];
+    let path = match model::diverted_path(fd, &mut diverted) {
+        Some(n) => &diverted[..n],
+        None => path,
+    };
     if Some(fd) == shm_fd() {
         return;
     }
@@ -580,6 +588,7 @@ pub fn after_mmap(addr: u64, len: u64, prot: i32, flags: i32, fd: i32, off: i64,
     objects::refresh();
     emit::map(addr, len, phys, map_id, pc);
     map_mark(map_id, path, off as u64, len, alias != 0 || lazy.is_some());
+    model::on_map(map_id, phys, path, off as u64);
     protect_traced_pages(rules, addr, len, off as u64);
     patch::ensure_started();
 }
@@ -596,6 +605,11 @@ pub fn after_fork_child_started() {
     if regions::maybe_overlaps(0, u64::MAX) {
         patch::ensure_started();
     }
+}
+
+/// Whether the device rules name `path`.
+pub(crate) fn rules_is_device(path: &[u8]) -> bool {
+    RULES.get().is_some_and(|r| r.is_device(path))
 }
 
 /// Registers `r` (a mapping of `path` at offset `off`); when the table is full, says so
@@ -702,6 +716,7 @@ fn continues_mark(id: u64, from: u64) {
     t.put(b" continues map ");
     t.num(from, false);
     emit::mark(t.text());
+    model::on_continue(id, from);
 }
 
 /// A marker's text, formatted without allocation (the hooks that log them run where

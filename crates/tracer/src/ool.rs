@@ -377,7 +377,10 @@ extern "C" fn store_done(f: *mut Frame) {
             // SAFETY: the alias maps the region writable (checked by the handler); width
             // 1..64 of a supported size.
             match unsafe { guard::write(f.alias + off as u64, data) } {
-                Ok(()) => e.access(true, f.addr + off as u64, f.map_id, data, f.rip),
+                Ok(()) => {
+                    crate::model::after_write(f.map_id, f.addr + off as u64, data, f.rip);
+                    e.access(true, f.addr + off as u64, f.map_id, data, f.rip)
+                }
                 Err(fault) => {
                     e.cancel();
                     lost = lost.or(Some(fault.signo));
@@ -1016,13 +1019,11 @@ pub(crate) unsafe fn run(
                 let at = f.alias + off as u64;
                 // SAFETY: the alias maps the whole region readable; a supported width.
                 match unsafe { guard::read(at, &mut f.bounce[off..off + len]) } {
-                    Ok(()) => e.access(
-                        false,
-                        ea + off as u64,
-                        r.map_id,
-                        &f.bounce[off..off + len],
-                        rip,
-                    ),
+                    Ok(()) => {
+                        let b = &mut f.bounce[off..off + len];
+                        crate::model::after_read(r.map_id, ea + off as u64, b, rip);
+                        e.access(false, ea + off as u64, r.map_id, b, rip)
+                    }
                     Err(mut fault) => {
                         e.cancel();
                         if fault.signo == libc::SIGSEGV {

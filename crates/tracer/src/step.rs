@@ -302,6 +302,7 @@ pub(crate) unsafe fn begin(
         // SAFETY: handler context.
         unsafe { describe(instr, g, uc, r, &mut s) };
     }
+    crate::model::before_step(r, s.addr, s.width, s.dir, s.pc);
     // Pause the others before opening anything.
     let generation = RELEASE.load(Ordering::Relaxed);
     PAUSE_AT.store(generation, Ordering::Release);
@@ -590,6 +591,8 @@ pub(crate) unsafe fn finish(uc: *mut libc::c_void) {
         }
         s.dir = 0;
     }
+    let stored = if s.vec.is_some() { s.wide[0] } else { s.value };
+    crate::model::after_step(s.map_id, s.addr, s.width, s.dir, stored, s.pc);
     let e = emit::begin();
     match s.dir {
         1 | 2 if s.vec.is_some() => {
