@@ -62,3 +62,24 @@ fn a_site_unloaded_and_replaced_by_other_code_is_traced_as_the_new_code() {
         first.map(|i| want[i])
     );
 }
+
+#[test]
+fn a_device_gone_under_a_patched_site_faults_as_natively() {
+    // Without a handler the program dies of SIGBUS (128 + 7); with one, the handler gets
+    // the program's own address, not the tracer's alias.
+    for handle in [false, true] {
+        let f = Fixture::new("patch-lead-gone", "lead_gone", 8192);
+        let args: &[&str] = if handle { &["handle"] } else { &[] };
+        let (out, ev) = f.record_env(&[("MMIO_TRACE_PATCH_AFTER", "4")], &[], args);
+        if handle {
+            assert_exit(&out, 0);
+            assert_eq!(stdout(&out), "SIGBUS at the program's address\n");
+        } else {
+            assert_exit(&out, 135);
+        }
+        let want: Vec<(char, u8, u64, u64)> = (0..200u64)
+            .map(|i| ('R', 4, 4 * (i % 16), u64::from(initial_word(4 * (i % 16)))))
+            .collect();
+        assert_eq!(accesses(&ev), want);
+    }
+}

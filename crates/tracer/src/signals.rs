@@ -257,6 +257,11 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     if unsafe { patch::fixup(uc) } {
         return;
     }
+    // A trampoline's own access faulted: undone, and the trap path takes over.
+    // SAFETY: handler context; the kernel's info.
+    if unsafe { (*info).si_code } > 0 && unsafe { patch::unwind_fault(uc) } {
+        return;
+    }
     // The child of a fork that bypassed our hooks must not write into the parent's ring.
     crate::check_fork();
     // SAFETY: the kernel passes valid info and context to an SA_SIGINFO handler.
@@ -538,6 +543,12 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
+        return;
+    }
+    // A trampoline's own access faulted (a device gone): undone, and the trap path takes
+    // over at the instruction.
+    // SAFETY: handler context; the kernel's info.
+    if unsafe { (*info).si_code } > 0 && unsafe { patch::unwind_fault(uc) } {
         return;
     }
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.

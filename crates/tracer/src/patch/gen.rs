@@ -160,6 +160,9 @@ pub(crate) struct Tramp {
     /// The rseq critical section: its start offset, length, and the abort handler's
     /// offset (all 0 without rseq).
     pub cs: (usize, usize, usize),
+    /// Offsets `[lo, hi)` from the reservation to the end of the access: a fault there (of
+    /// the access) finds the records reserved, not committed.
+    pub access: (usize, usize),
 }
 
 /// How the instruction's access is made.
@@ -799,6 +802,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
     let wait = a.buf.len();
     a.bind(room);
     let voided = a.label();
+    let access_start = a.buf.len();
     let mut cs_start = 0;
     if let Some(rseq) = env.rseq {
         a.i(Instruction::with2(
@@ -1201,7 +1205,56 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         original,
         records,
         cs: (cs_start, cs_len, abort),
+        access: (access_start, cs_end),
     })
+}
+
+/// Takes a trampoline's frame down in a signal context stopped inside it, after its
+/// registers were all saved: the program's scratch registers, flags (when they were
+/// kept) and stack pointer are put back in `g` (the context's general registers).
+///
+/// # Safety
+/// `g[REG_RSP]` must be the stack pointer of a trampoline stopped after its full save.
+pub(crate) unsafe fn unframe(g: &mut [i64], flags_live: bool) {
+    let sp = g[libc::REG_RSP as usize] as u64;
+    let slot = |off: i64| -> u64 {
+        // SAFETY: the frame is live on the stack below the interrupted code (caller's
+        // contract).
+        unsafe { ((sp as i64 + off) as *const u64).read() }
+    };
+    if flags_live {
+        // ah = SF ZF - AF - PF - CF (as in EFLAGS' low byte), al = OF.
+        let f = slot(F_FLAGS);
+        let (al, ah) = (f & 0xff, (f >> 8) & 0xff);
+        let efl = g[libc::REG_EFL as usize] as u64;
+        g[libc::REG_EFL as usize] = ((efl & !0x8d5) | (ah & 0xd5) | (al & 1) << 11) as i64;
+    }
+    const REGS: [libc::c_int; 9] = [
+        libc::REG_RAX,
+        libc::REG_RCX,
+        libc::REG_RDX,
+        libc::REG_RSI,
+        libc::REG_RDI,
+        libc::REG_R8,
+        libc::REG_R9,
+        libc::REG_R10,
+        libc::REG_R11,
+    ];
+    for (k, r) in REGS.iter().enumerate() {
+        g[*r as usize] = slot(8 * k as i64) as i64;
+    }
+    g[libc::REG_RSP as usize] = (sp + DROP as u64) as i64;
+}
+
+/// Whether this writer was its ring's outermost (the frame's word), for a frame being
+/// taken down.
+///
+/// # Safety
+/// As [`unframe`], before it.
+pub(crate) unsafe fn frame_outer(g: &[i64]) -> bool {
+    let sp = g[libc::REG_RSP as usize] as u64;
+    // SAFETY: as `unframe`.
+    unsafe { ((sp as i64 + F_OUTER) as *const u64).read() != 0 }
 }
 
 /// Offset of `rseq_cs` in the kernel's `struct rseq`.

@@ -86,6 +86,12 @@ struct Entry {
     bounds: Slot,
     /// The trampoline's rseq critical section (the kernel reads it).
     cs: gen::RseqCs,
+    /// Offsets of the reserved-but-uncommitted span and of the rseq abort handler, and
+    /// whether the frame keeps the flags.
+    acc_lo: AtomicU32,
+    acc_hi: AtomicU32,
+    abort: AtomicU32,
+    flags_live: AtomicU32,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -110,6 +116,10 @@ const NO_ENTRY: Entry = Entry {
     slots: [NO_SLOT, NO_SLOT, NO_SLOT, NO_SLOT],
     bounds: NO_SLOT,
     cs: gen::NO_CS,
+    acc_lo: AtomicU32::new(0),
+    acc_hi: AtomicU32::new(0),
+    abort: AtomicU32::new(0),
+    flags_live: AtomicU32::new(0),
 };
 
 static ENTRIES: [Entry; MAX] = [NO_ENTRY; MAX];
@@ -354,6 +364,58 @@ pub(crate) unsafe fn fixup(uc: *mut libc::c_void) -> bool {
         return true;
     }
     false
+}
+
+/// A fault of a trampoline's own access (the alias of a device that went away: SIGBUS),
+/// at the access or at the rseq abort handler the kernel moved it to: the trampoline is
+/// undone — its reservation becomes a void note, the ring idle again if it was the
+/// outermost writer, the thread's depth lowered, the program's registers back — and the
+/// thread goes on at the trampoline's copy of the instruction, which faults on the
+/// program's own page: the trap path then makes the access and hands the program its
+/// fault at its own instruction and address. `true`: so done (the caller returns).
+///
+/// # Safety
+/// Signal-handler context; `uc` is the kernel's.
+pub(crate) unsafe fn unwind_fault(uc: *mut libc::c_void) -> bool {
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let rip = g[libc::REG_RIP as usize] as u64;
+    let Some(e) = tramp_of(rip) else {
+        return false;
+    };
+    let t = e.tramp.load(Ordering::Relaxed);
+    let off = (rip - t) as u32;
+    let abort = e.abort.load(Ordering::Relaxed);
+    let in_access =
+        off >= e.acc_lo.load(Ordering::Relaxed) && off < e.acc_hi.load(Ordering::Relaxed);
+    if !(in_access || (abort != 0 && off == abort)) {
+        return false;
+    }
+    let block = g[libc::REG_R10 as usize] as u64;
+    let ctl = g[libc::REG_RCX as usize] as u64;
+    let head = g[libc::REG_RDX as usize] as u64;
+    let records = u64::from(e.records.load(Ordering::Relaxed));
+    let rs = block + threads::OFF_RING_STATE as u64;
+    // SAFETY: r10 and rcx hold the thread's block and ring control block at every point
+    // of the span (the trampoline set them before it); the slot was reserved by it.
+    unsafe {
+        let data = ((rs + 8) as *const u64).read();
+        let mask = ((rs + 16) as *const u64).read();
+        let rec = (data + ((head & mask) << 5)) as *mut u64;
+        rec.write_volatile(0);
+        rec.add(1).write_volatile(0);
+        rec.add(2)
+            .write_volatile(gen::VOID_STATUS | ((records - 1) * 32) << 8);
+        AtomicU64::from_ptr(rec.add(3)).store(14 << 56, Ordering::Release);
+        if gen::frame_outer(g) {
+            AtomicU64::from_ptr((ctl + 8) as *mut u64).store(u64::MAX, Ordering::Release);
+        }
+        AtomicU64::from_ptr((block + threads::OFF_INSIDE as u64) as *mut u64)
+            .fetch_sub(1, Ordering::Relaxed);
+        gen::unframe(g, e.flags_live.load(Ordering::Relaxed) != 0);
+    }
+    g[libc::REG_RIP as usize] = (t + u64::from(e.original.load(Ordering::Relaxed))) as i64;
+    true
 }
 
 // ---- Region writers (normal context) ----
@@ -812,6 +874,10 @@ impl Patcher {
         e.cs.post_commit_offset
             .store(t.cs.1 as u64, Ordering::Relaxed);
         e.cs.abort_ip.store(at + t.cs.2 as u64, Ordering::Release);
+        e.acc_lo.store(t.access.0 as u32, Ordering::Relaxed);
+        e.acc_hi.store(t.access.1 as u32, Ordering::Relaxed);
+        e.abort.store(t.cs.2 as u32, Ordering::Relaxed);
+        e.flags_live.store(u32::from(flags_live), Ordering::Relaxed);
         let (jump, dep_end) = (reach.jump, reach.dep_end);
         e.stub.store(reach.stub, Ordering::Relaxed);
         e.len.store(len as u32, Ordering::Relaxed);
