@@ -228,7 +228,7 @@ impl Record {
     pub fn pc(&self) -> u64 {
         self.0[3] & PC_MASK & !VIA_TRAMPOLINE
     }
-    /// Whether an access was written by a hot-site trampoline ([`VIA_TRAMPOLINE`]).
+    /// Whether an access was written by a hot-site trampoline (bit 47 of word 3).
     pub fn via_trampoline(&self) -> bool {
         self.0[3] & VIA_TRAMPOLINE != 0
     }
