@@ -789,6 +789,7 @@ pub unsafe extern "C" fn closefrom(lowfd: c_int) {
 fn evacuate(fd: c_int) {
     if fd >= 0 && tracer::owns_state() {
         tracer::regions::evacuate_alias_fd(fd);
+        tracer::patch_evacuate(fd);
     }
     if fd < 0 || !tracer_fds().contains(&fd) || !tracer::owns_state() {
         return;

@@ -599,6 +599,12 @@ pub fn patch_fds() -> [i32; 3] {
     patch::fds()
 }
 
+/// The program is about to make `fd` another file (`dup2`/`dup3`): a hot-site patcher
+/// descriptor there moves to another number first.
+pub fn patch_evacuate(fd: i32) {
+    patch::evacuate(fd);
+}
+
 /// After `fork` in the child (normal context, after [`after_fork_child`]): the child's
 /// own hot-site patcher, when it inherited traced mappings.
 pub fn after_fork_child_started() {

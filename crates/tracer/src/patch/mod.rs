@@ -590,6 +590,20 @@ pub(crate) fn ensure_started() {
 /// The patcher's read end (for the preload library's close hooks to spare).
 static PATCHER_FDS: AtomicI32 = AtomicI32::new(-1);
 
+/// The program is about to `dup2` over `fd`: a patcher pipe end there moves to another
+/// number first (a notification must never land in the program's file).
+pub(crate) fn evacuate(fd: i32) {
+    for slot in [&PIPE_W, &PATCHER_FDS] {
+        if fd >= 0 && slot.load(Ordering::Acquire) == fd {
+            // SAFETY: duplicating a descriptor of ours.
+            let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 910) };
+            if n >= 0 {
+                slot.store(n, Ordering::Release);
+            }
+        }
+    }
+}
+
 /// Descriptors the patcher owns (the program must not close them; -1: none).
 pub(crate) fn fds() -> [i32; 3] {
     [
@@ -620,7 +634,10 @@ fn patcher(fd: i32) {
         }
     }
     let mut buf = [0u8; 16];
+    let _ = fd;
     loop {
+        // Its number again each time: `evacuate` may have moved it.
+        let fd = PATCHER_FDS.load(Ordering::Acquire);
         // SAFETY: reading into a local buffer.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, 16) };
         if n != 16 {
