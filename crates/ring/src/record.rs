@@ -70,8 +70,9 @@ pub enum Kind {
     Str = 13,
     /// The hot-site patcher's report on one site, for the recorder's summary only (never
     /// logged): word 1 = the site's pc (0: the whole process), word 2 = status (bits 0-7:
-    /// 0 patched, 1 not patched, 2 patching is off) | reason length << 8 (16 bits) | traps
-    /// at the site so far << 24; `ceil(len/32)` data records hold the reason.
+    /// 0 patched, 1 not patched, 2 patching is off, 3 void: a trampoline's reservation it
+    /// made again) | reason length << 8 (16 bits); `ceil(len/32)` data records hold the
+    /// reason (a void one's are unused). The recorder counts traps per site itself.
     Patch = 14,
 }
 

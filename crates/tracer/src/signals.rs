@@ -252,14 +252,10 @@ extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     if unsafe { guard::fixup(sig, info, uc) } {
         return;
     }
-    // A trampoline's load of a foreign thread pointer's slot: it gives up.
-    // SAFETY: handler context.
-    if unsafe { patch::fixup(uc) } {
-        return;
-    }
-    // A trampoline's own access faulted: undone, and the trap path takes over.
-    // SAFETY: handler context; the kernel's info.
-    if unsafe { (*info).si_code } > 0 && unsafe { patch::unwind_fault(uc) } {
+    // A trampoline's load of a foreign thread pointer's slot (it gives up), or its own
+    // access (undone: the trap path takes over).
+    // SAFETY: handler context with the kernel's info.
+    if unsafe { patch::on_fault(sig, info, uc) } {
         return;
     }
     // The child of a fork that bypassed our hooks must not write into the parent's ring.
@@ -547,8 +543,8 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
     }
     // A trampoline's own access faulted (a device gone): undone, and the trap path takes
     // over at the instruction.
-    // SAFETY: handler context; the kernel's info.
-    if unsafe { (*info).si_code } > 0 && unsafe { patch::unwind_fault(uc) } {
+    // SAFETY: handler context with the kernel's info.
+    if unsafe { patch::on_fault(sig, info, uc) } {
         return;
     }
     // SAFETY: the kernel passes valid info to an SA_SIGINFO handler.

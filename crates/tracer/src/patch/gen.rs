@@ -28,6 +28,8 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use mmio_trace_ring::Kind;
+
 use iced_x86::{
     Code, Encoder, EncodingKind, IcedError, Instruction, MemoryOperand, Mnemonic, OpKind, Register,
 };
@@ -976,20 +978,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         mem_at(Register::R10, env.off_ring_mask),
     ));
     // Records: slot(k) = data + ((rdx + k) & mask) * 32, in rdi (first) and r9 (second).
-    let slot = |a: &mut Asm, dst: Register, k: i64| {
-        a.i(Instruction::with2(
-            Code::Lea_r64_m,
-            dst,
-            mem_at(Register::RDX, k),
-        ));
-        a.i(Instruction::with2(Code::And_r64_rm64, dst, Register::R11));
-        a.i(Instruction::with2(Code::Shl_rm64_imm8, dst, 5u32));
-        a.i(Instruction::with2(
-            Code::Add_r64_rm64,
-            dst,
-            mem_at(Register::R10, env.off_ring_data),
-        ));
-    };
+    let slot = |a: &mut Asm, dst: Register, k: i64| ring_slot(a, env, dst, k);
     let word3 = |kind: u64| -> u64 {
         (site.rip & ((1 << 47) - 1)) | VIA_TRAMPOLINE | u64::from(width) << 48 | kind << 56
     };
@@ -1146,22 +1135,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             Register::R11,
             mem_at(Register::R10, env.off_ring_mask),
         ));
-        a.i(Instruction::with2(
-            Code::Mov_r64_rm64,
-            Register::R9,
-            Register::RDX,
-        ));
-        a.i(Instruction::with2(
-            Code::And_r64_rm64,
-            Register::R9,
-            Register::R11,
-        ));
-        a.i(Instruction::with2(Code::Shl_rm64_imm8, Register::R9, 5u32));
-        a.i(Instruction::with2(
-            Code::Add_r64_rm64,
-            Register::R9,
-            mem_at(Register::R10, env.off_ring_data),
-        ));
+        ring_slot(&mut a, env, Register::R9, 0);
         a.i(Instruction::with2(
             Code::Mov_r64_rm64,
             Register::RAX,
@@ -1187,7 +1161,7 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         a.i(Instruction::with2(
             Code::Mov_r64_imm64,
             Register::RAX,
-            14u64 << 56,
+            (Kind::Patch as u64) << 56,
         ));
         a.i(Instruction::with2(
             Code::Mov_rm64_r64,
@@ -1293,6 +1267,22 @@ fn fs_at(off: i64) -> MemoryOperand {
         false,
         Register::FS,
     )
+}
+
+/// `dst` = the address of ring record `rdx + k` (r11 = the ring's mask, r10 = the block).
+fn ring_slot(a: &mut Asm, env: &Env, dst: Register, k: i64) {
+    a.i(Instruction::with2(
+        Code::Lea_r64_m,
+        dst,
+        mem_at(Register::RDX, k),
+    ));
+    a.i(Instruction::with2(Code::And_r64_rm64, dst, Register::R11));
+    a.i(Instruction::with2(Code::Shl_rm64_imm8, dst, 5u32));
+    a.i(Instruction::with2(
+        Code::Add_r64_rm64,
+        dst,
+        mem_at(Register::R10, env.off_ring_data),
+    ));
 }
 
 /// r9 = the program's value of `full_reg` (from the frame when it is a scratch register).

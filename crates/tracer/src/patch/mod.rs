@@ -71,7 +71,7 @@ struct Entry {
     dirs: AtomicU32,
     /// 1 while a request for a slot (a fault of the copy: an address in no slot) is with
     /// the patcher.
-    misses: AtomicU64,
+    asked: AtomicU64,
     /// The instruction's length, and where the bytes its jump reads end (past the
     /// instruction when the jump is punned: those bytes must never change).
     len: AtomicU32,
@@ -108,7 +108,7 @@ const NO_ENTRY: Entry = Entry {
     records: AtomicU32::new(0),
     width: AtomicU32::new(0),
     dirs: AtomicU32::new(0),
-    misses: AtomicU64::new(0),
+    asked: AtomicU64::new(0),
     len: AtomicU32::new(0),
     dep_end: AtomicU64::new(0),
     orig: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -254,7 +254,7 @@ pub(crate) fn note_trap(rip: u64, addr: u64, hits: u64) {
     if let Some(e) = entry_of(rip) {
         // One request at a time per site: the patcher clears the flag when it has served
         // it (a site touching many mappings in turn asks again at its next miss).
-        if e.misses.swap(1, Ordering::AcqRel) == 0 {
+        if e.asked.swap(1, Ordering::AcqRel) == 0 {
             notify(rip, addr);
         }
         return;
@@ -342,41 +342,21 @@ pub(crate) unsafe fn on_trap(info: *mut libc::siginfo_t, uc: *mut libc::c_void) 
     false
 }
 
-/// A `SIGSEGV` at one of a trampoline's loads of the thread's block (a thread pointer that
-/// is not a libc TCB: the slot there is someone else's memory): the trampoline gives up
-/// and runs the original instruction. `true`: handled.
+/// A fault inside a trampoline. `true`: handled (the caller returns):
+/// - a `SIGSEGV` at one of its loads of the thread's block (a thread pointer that is not a
+///   libc TCB: the slot there is someone else's memory): the trampoline gives up and runs
+///   the original instruction;
+/// - a fault of its own access (the alias of a device that went away: SIGBUS), at the
+///   access or at the rseq abort handler the kernel moved it to: the trampoline is undone
+///   — its reservation becomes a void note, the ring idle again if it was the outermost
+///   writer, the thread's depth lowered, the program's registers back — and the thread
+///   goes on at the trampoline's copy of the instruction, which faults on the program's
+///   own page: the trap path then makes the access and hands the program its fault at
+///   its own instruction and address.
 ///
 /// # Safety
-/// Signal-handler context; `uc` is the kernel's.
-pub(crate) unsafe fn fixup(uc: *mut libc::c_void) -> bool {
-    // SAFETY: handler context.
-    let g = unsafe { gregs(uc) };
-    let rip = g[libc::REG_RIP as usize] as u64;
-    let Some(e) = tramp_of(rip) else {
-        return false;
-    };
-    let t = e.tramp.load(Ordering::Relaxed);
-    let off = rip - t;
-    if off >= u64::from(e.guard_lo.load(Ordering::Relaxed))
-        && off < u64::from(e.guard_hi.load(Ordering::Relaxed))
-    {
-        g[libc::REG_RIP as usize] = (t + u64::from(e.miss.load(Ordering::Relaxed))) as i64;
-        return true;
-    }
-    false
-}
-
-/// A fault of a trampoline's own access (the alias of a device that went away: SIGBUS),
-/// at the access or at the rseq abort handler the kernel moved it to: the trampoline is
-/// undone — its reservation becomes a void note, the ring idle again if it was the
-/// outermost writer, the thread's depth lowered, the program's registers back — and the
-/// thread goes on at the trampoline's copy of the instruction, which faults on the
-/// program's own page: the trap path then makes the access and hands the program its
-/// fault at its own instruction and address. `true`: so done (the caller returns).
-///
-/// # Safety
-/// Signal-handler context; `uc` is the kernel's.
-pub(crate) unsafe fn unwind_fault(uc: *mut libc::c_void) -> bool {
+/// Signal-handler context; `info`/`uc` are the kernel's.
+pub(crate) unsafe fn on_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) -> bool {
     // SAFETY: handler context.
     let g = unsafe { gregs(uc) };
     let rip = g[libc::REG_RIP as usize] as u64;
@@ -385,6 +365,17 @@ pub(crate) unsafe fn unwind_fault(uc: *mut libc::c_void) -> bool {
     };
     let t = e.tramp.load(Ordering::Relaxed);
     let off = (rip - t) as u32;
+    if sig == libc::SIGSEGV
+        && off >= e.guard_lo.load(Ordering::Relaxed)
+        && off < e.guard_hi.load(Ordering::Relaxed)
+    {
+        g[libc::REG_RIP as usize] = (t + u64::from(e.miss.load(Ordering::Relaxed))) as i64;
+        return true;
+    }
+    // SAFETY: the kernel passes valid info.
+    if unsafe { (*info).si_code } <= 0 {
+        return false;
+    }
     let abort = e.abort.load(Ordering::Relaxed);
     let in_access =
         off >= e.acc_lo.load(Ordering::Relaxed) && off < e.acc_hi.load(Ordering::Relaxed);
@@ -406,7 +397,7 @@ pub(crate) unsafe fn unwind_fault(uc: *mut libc::c_void) -> bool {
         rec.add(1).write_volatile(0);
         rec.add(2)
             .write_volatile(gen::VOID_STATUS | ((records - 1) * 32) << 8);
-        AtomicU64::from_ptr(rec.add(3)).store(14 << 56, Ordering::Release);
+        AtomicU64::from_ptr(rec.add(3)).store((Kind::Patch as u64) << 56, Ordering::Release);
         if gen::frame_outer(g) {
             AtomicU64::from_ptr((ctl + 8) as *mut u64).store(u64::MAX, Ordering::Release);
         }
@@ -578,7 +569,7 @@ pub(crate) fn ensure_started() {
     let spawned = std::thread::Builder::new()
         .name("mmio-trace-patch".into())
         .stack_size(256 << 10)
-        .spawn(move || patcher(r));
+        .spawn(patcher);
     sys::sigprocmask(libc::SIG_SETMASK, Some(&all), None);
     if spawned.is_err() {
         PIPE_W.store(-1, Ordering::Relaxed);
@@ -619,7 +610,7 @@ struct Patcher {
     refused: std::collections::HashSet<u64>,
 }
 
-fn patcher(fd: i32) {
+fn patcher() {
     let mut p = Patcher {
         env: None,
         refused: Default::default(),
@@ -634,7 +625,6 @@ fn patcher(fd: i32) {
         }
     }
     let mut buf = [0u8; 16];
-    let _ = fd;
     loop {
         // Its number again each time: `evacuate` may have moved it.
         let fd = PATCHER_FDS.load(Ordering::Acquire);
@@ -750,9 +740,8 @@ fn rseq_offset() -> Option<i64> {
 
 /// Tells the recorder about site `rip` (never logged: for its summary).
 fn note(rip: u64, status: u64, why: &str) {
-    let traps = if rip != 0 { site::hits(rip) } else { 0 };
     let why = &why.as_bytes()[..why.len().min(512)];
-    let w2 = status | (why.len() as u64) << 8 | traps << 24;
+    let w2 = status | (why.len() as u64) << 8;
     let r = Record::new(0, rip, w2, rip, 0, Kind::Patch);
     emit::note(r, why);
 }
@@ -847,7 +836,7 @@ impl Patcher {
         // The trampoline itself where the jump lands, when that is a wide window (a
         // narrow one is shared with neighbouring sites' windows: stubs only there)...
         for plan in &plans {
-            if blocked(rip, len, plan) || plan.hi - plan.lo < 1 << 20 {
+            if plan.hi - plan.lo < 1 << 20 {
                 continue;
             }
             let Some(at) = arena::reserve(plan.lo, plan.hi, size) else {
@@ -968,7 +957,7 @@ impl Patcher {
     /// A patched site touched `addr` outside its slots: a free slot for its region.
     fn add_slot(&mut self, rip: u64, addr: u64) {
         let Some(e) = entry_of(rip) else { return };
-        e.misses.store(0, Ordering::Release);
+        e.asked.store(0, Ordering::Release);
         let mut failed = None;
         let Some(r) = crate::regions::find_aliasing(addr, &mut failed) else {
             return;
@@ -1047,14 +1036,6 @@ struct Reach {
     dep_end: u64,
 }
 
-/// Whether `plan`'s jump for the site `[rip, rip+len)` may not be used. A jump may read
-/// bytes of a patched site (that site is then never unpatched without unpatching this one
-/// first: see `unpatch_dependents`), so nothing blocks a plan today; kept as the one place
-/// to say so.
-fn blocked(_rip: u64, _len: usize, _plan: &pun::Plan) -> bool {
-    false
-}
-
 /// Unpatches every patched site whose jump reads bytes of `[rip, rip+len)`, after the
 /// sites that read theirs (recursively), pushing each in the order unpatched. `false`
 /// when one could not be unpatched (the caller re-puns those it got).
@@ -1108,9 +1089,6 @@ fn depended_on(rip: u64, len: usize) -> bool {
 fn reach(rip: u64, len: usize, after: &[u8], plans: &[pun::Plan], body: u64) -> Option<Reach> {
     const REL: u64 = (1 << 31) - 64;
     for plan in plans {
-        if blocked(rip, len, plan) {
-            continue;
-        }
         let dep_end = (rip + u64::from(plan.prefixes) + 5).max(rip + len as u64);
         if plan.lo <= body && body < plan.hi {
             let jump = pun::encode(plan, rip, len, after, body)?;
