@@ -44,9 +44,14 @@ fn stop_in_loop(pid: i32) -> Regs {
 }
 
 fn parse(out: &str, tag: &str) -> Vec<u8> {
-    let line = out.lines().find(|l| l.starts_with(&format!("{tag} "))).unwrap_or_else(|| panic!("{tag} in {out}"));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{tag} ")))
+        .unwrap_or_else(|| panic!("{tag} in {out}"));
     let h = line.split_whitespace().nth(1).unwrap();
-    (0..h.len() / 2).map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap()).collect()
+    (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
 }
 
 fn check_common(r: &Regs) {
@@ -56,8 +61,16 @@ fn check_common(r: &Regs) {
     // fninit; fld1; fldpi; fldl2t: three pushes, TOP = 5, physical registers 5..7 valid.
     assert_eq!(r.x87_status(), 5 << 11);
     assert_eq!(r.x87_tags(), 0xe0);
-    assert_eq!(r.x87_slot(2), [0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f], "ST(2) = 1.0");
-    assert_eq!(r.x87_slot(1), [0x35, 0xc2, 0x68, 0x21, 0xa2, 0xda, 0x0f, 0xc9, 0x00, 0x40], "ST(1) = pi");
+    assert_eq!(
+        r.x87_slot(2),
+        [0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f],
+        "ST(2) = 1.0"
+    );
+    assert_eq!(
+        r.x87_slot(1),
+        [0x35, 0xc2, 0x68, 0x21, 0xa2, 0xda, 0x0f, 0xc9, 0x00, 0x40],
+        "ST(1) = pi"
+    );
     assert_eq!(r.fs_base(), r.user().fs_base);
     assert_ne!(r.fs_base(), 0, "glibc sets FS for TLS");
 }
@@ -77,7 +90,11 @@ fn avx512_registers_read_and_written() {
         assert_eq!(r.vec(n), pattern(n), "zmm{n}");
     }
     for n in 0..8 {
-        assert_eq!(r.opmask(n), 0x0101_0101_0101_0101 * (n as u64 + 1) + 0x10, "k{n}");
+        assert_eq!(
+            r.opmask(n),
+            0x0101_0101_0101_0101 * (n as u64 + 1) + 0x10,
+            "k{n}"
+        );
     }
     let x: [u8; 64] = std::array::from_fn(|i| 0xc0 ^ i as u8);
     let y: [u8; 64] = std::array::from_fn(|i| 0x5a ^ (3 * i) as u8);
@@ -98,16 +115,28 @@ fn avx512_registers_read_and_written() {
     assert_eq!(parse(&out, "v20"), y.to_vec());
     assert_eq!(parse(&out, "v4"), pattern(4).to_vec());
     assert_eq!(parse(&out, "v31"), pattern(31).to_vec());
-    assert_eq!(parse(&out, "k3"), 0x1234_5678_9abc_def0u64.to_le_bytes().to_vec());
-    assert_eq!(parse(&out, "k2"), (0x0303_0303_0303_0303u64 + 0x10).to_le_bytes().to_vec());
-    assert_eq!(parse(&out, "g0"), 0x7777_6666_5555_4444u64.to_le_bytes().to_vec());
+    assert_eq!(
+        parse(&out, "k3"),
+        0x1234_5678_9abc_def0u64.to_le_bytes().to_vec()
+    );
+    assert_eq!(
+        parse(&out, "k2"),
+        (0x0303_0303_0303_0303u64 + 0x10).to_le_bytes().to_vec()
+    );
+    assert_eq!(
+        parse(&out, "g0"),
+        0x7777_6666_5555_4444u64.to_le_bytes().to_vec()
+    );
     assert_eq!(parse(&out, "g7"), gpr_value(7).to_le_bytes().to_vec());
     assert_eq!(h.exit_code(), 0);
 }
 
 #[test]
 fn avx2_registers_read_and_written() {
-    assert!(std::arch::is_x86_feature_detected!("avx2"), "the register test needs an AVX2 CPU");
+    assert!(
+        std::arch::is_x86_feature_detected!("avx2"),
+        "the register test needs an AVX2 CPU"
+    );
     let mut h = Helper::start("e_regs", &["avx2"]);
     let pid = h.pid();
     let mut r = stop_in_loop(pid);

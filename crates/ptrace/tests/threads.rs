@@ -6,7 +6,9 @@ mod common;
 use std::time::Instant;
 
 use common::{wait_blocked, Helper};
-use mmio_trace_ptrace::{cont, detach, interrupt, seize_all, threads_of, wait_tid, Options, Process, Stop};
+use mmio_trace_ptrace::{
+    cont, detach, interrupt, seize_all, threads_of, wait_tid, Options, Process, Stop,
+};
 
 #[test]
 fn seize_all_stops_every_thread_and_detach_leaves_it_running() {
@@ -21,7 +23,11 @@ fn seize_all_stops_every_thread_and_detach_leaves_it_running() {
         assert!(matches!(s, Stop::Interrupt), "{t}: {s:?}");
         // Stopped: the kernel says so ("t (tracing stop)").
         let st = std::fs::read_to_string(format!("/proc/{pid}/task/{t}/stat")).unwrap();
-        assert_eq!(st.rsplit(')').next().unwrap().split_whitespace().next(), Some("t"), "{t}");
+        assert_eq!(
+            st.rsplit(')').next().unwrap().split_whitespace().next(),
+            Some("t"),
+            "{t}"
+        );
     }
     for (t, _) in stops {
         detach(t, 0).unwrap();
@@ -38,7 +44,11 @@ fn a_hundred_injections_into_a_busy_loop_change_nothing() {
     let mut h = Helper::start("e_spin", &["3"]);
     let pid = h.pid();
     let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
-    let spinner = *threads_of(pid).unwrap().iter().find(|&&t| t != pid).unwrap();
+    let spinner = *threads_of(pid)
+        .unwrap()
+        .iter()
+        .find(|&&t| t != pid)
+        .unwrap();
     // Let the spinner run between injections, so they land at many points of its loop.
     let mut p = Process::new(pid);
     cont(spinner, 0).unwrap();
@@ -49,9 +59,14 @@ fn a_hundred_injections_into_a_busy_loop_change_nothing() {
         let r = if i % 2 == 0 {
             p.inject_syscall(spinner, libc::SYS_gettid, [0; 6]).unwrap()
         } else {
-            p.inject_syscall(spinner, libc::SYS_getppid, [0; 6]).unwrap()
+            p.inject_syscall(spinner, libc::SYS_getppid, [0; 6])
+                .unwrap()
         };
-        let want = if i % 2 == 0 { spinner as i64 } else { std::process::id() as i64 };
+        let want = if i % 2 == 0 {
+            spinner as i64
+        } else {
+            std::process::id() as i64
+        };
         assert_eq!(r, want, "injection {i}");
         cont(spinner, 0).unwrap();
     }
