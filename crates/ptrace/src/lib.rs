@@ -43,7 +43,9 @@ mod thread;
 
 pub use attach::{check_attach, diagnose, AttachError, AttachFacts};
 pub use error::{Error, Result};
-pub use inject::{restart_interrupted_call, Process, RequeuedSignal, EINTR_ON_ANY_WAKEUP};
+pub use inject::{
+    restart_interrupted_call, Process, RequeuedSignal, SyscallSite, EINTR_ON_ANY_WAKEUP,
+};
 pub use mem::{read_mem, write_mem, Mem};
 pub use pidfd::pidfd_getfd;
 pub use regs::Regs;

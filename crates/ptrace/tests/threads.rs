@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use common::{wait_blocked, Helper};
 use mmio_trace_ptrace::{
-    cont, detach, interrupt, seize_all, threads_of, wait_tid, Options, Process, Stop,
+    cont, detach, interrupt, seize_all, threads_of, wait_tid, Options, Process, Regs, Stop,
+    SyscallSite,
 };
 
 #[test]
@@ -68,6 +69,46 @@ fn a_hundred_injections_into_a_busy_loop_change_nothing() {
             std::process::id() as i64
         };
         assert_eq!(r, want, "injection {i}");
+        cont(spinner, 0).unwrap();
+    }
+    interrupt(spinner).unwrap();
+    wait_tid(spinner).unwrap();
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    h.write_stdin(b"x");
+    assert_eq!(h.line(), "rounds=OK mismatches=0");
+    assert_eq!(h.exit_code(), 7);
+}
+
+#[test]
+fn injections_that_patch_the_current_instruction_leave_the_loop_intact() {
+    let mut h = Helper::start("e_spin", &["3"]);
+    let pid = h.pid();
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    let spinner = *threads_of(pid)
+        .unwrap()
+        .iter()
+        .find(|&&t| t != pid)
+        .unwrap();
+    let mut p = Process::new(pid);
+    p.set_syscall_site(SyscallSite::PatchRip);
+    cont(spinner, 0).unwrap();
+    for i in 0..50 {
+        interrupt(spinner).unwrap();
+        assert!(matches!(wait_tid(spinner).unwrap(), Stop::Interrupt));
+        let rip = Regs::read(spinner).unwrap().user().rip;
+        let mut before = [0u8; 2];
+        p.mem().read(rip, &mut before).unwrap();
+        assert_eq!(
+            p.inject_syscall(spinner, libc::SYS_gettid, [0; 6]).unwrap(),
+            spinner as i64,
+            "{i}"
+        );
+        let mut after = [0u8; 2];
+        p.mem().read(rip, &mut after).unwrap();
+        assert_eq!(before, after, "{i}");
+        assert_eq!(Regs::read(spinner).unwrap().user().rip, rip);
         cont(spinner, 0).unwrap();
     }
     interrupt(spinner).unwrap();
