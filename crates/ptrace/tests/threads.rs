@@ -121,6 +121,108 @@ fn injections_that_patch_the_current_instruction_leave_the_loop_intact() {
     assert_eq!(h.exit_code(), 7);
 }
 
+#[test]
+fn a_process_stopped_by_sigstop_stays_stopped_after_injection_and_detach() {
+    let mut h = Helper::start("e_block", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    // SAFETY: kill takes integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let state = |pid: i32| {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        st.rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let t0 = Instant::now();
+    while state(pid) != "T" {
+        assert!(t0.elapsed().as_secs() < 60);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    assert!(
+        matches!(
+            stops[..],
+            [(
+                _,
+                Stop::Group {
+                    signal: libc::SIGSTOP
+                }
+            )]
+        ),
+        "{stops:?}"
+    );
+    let mut p = Process::new(pid);
+    let a = p
+        .remote_mmap(
+            pid,
+            0,
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .unwrap();
+    p.remote_munmap(pid, a, 4096).unwrap();
+    detach(pid, 0).unwrap();
+    // Still stopped by its SIGSTOP (give a wrongly resumed thread time to show up).
+    h.write_stdin(b"early");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(state(pid), "T");
+    // SAFETY: kill takes integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(h.line(), "ret=5 errno=0 data=early");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn seize_all_catches_threads_that_come_and_go() {
+    let mut h = Helper::start("e_churn", &[]);
+    let pid = h.pid();
+    for round in 0..10 {
+        // With and without TRACECLONE: a thread created meanwhile is caught either way.
+        let opts = if round % 2 == 0 {
+            Options::TRACECLONE
+        } else {
+            Options::NONE
+        };
+        let stops = seize_all(pid, opts | Options::TRACESYSGOOD).unwrap();
+        // Every thread alive now is stopped (and seized): none is running.
+        for t in threads_of(pid).unwrap() {
+            let st =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{t}/stat")).unwrap_or_default();
+            let s = st
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            assert!(
+                stops.iter().any(|(x, _)| *x == t),
+                "round {round}: thread {t} not seized ({stops:?})"
+            );
+            assert!(
+                s == "t" || s.is_empty(),
+                "round {round}: thread {t} in state {s}"
+            );
+        }
+        for (t, s) in stops {
+            assert!(!s.is_gone());
+            detach(t, 0).unwrap();
+        }
+    }
+    h.write_stdin(b"x");
+    assert_eq!(h.line(), "batches=OK bad=0");
+    assert_eq!(h.exit_code(), 5);
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
