@@ -224,6 +224,13 @@ fn injection_at_an_exec_event_runs_in_the_new_program() {
     wait_blocked(pid, pid, &[libc::SYS_read]);
     let stops = seize_all(pid, Options::TRACEEXEC | Options::TRACESYSGOOD).unwrap();
     assert_eq!(stops.len(), 1);
+    // The same Process before and after the exec, without telling it about the exec: its
+    // remembered `syscall` address (in the shell's vDSO) must not be trusted blindly.
+    let mut p = Process::new(pid);
+    assert_eq!(
+        p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
     cont(pid, 0).unwrap();
     use std::io::Write;
     let stdin = child.stdin.as_mut().unwrap();
@@ -234,7 +241,6 @@ fn injection_at_an_exec_event_runs_in_the_new_program() {
         matches!(s, Stop::Event(Event::Exec { former_tid }) if former_tid == pid),
         "{s:?}"
     );
-    let mut p = Process::new(pid);
     assert_eq!(
         p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
         pid as i64
