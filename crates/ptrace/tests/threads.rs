@@ -228,12 +228,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Figures for the report: `cargo test --release -p mmio-trace-ptrace --test threads --
-/// --ignored --nocapture bench`.
-#[test]
-#[ignore]
-fn bench_inject_and_seize_all() {
-    let mut h = Helper::start("e_spin", &["16"]);
+fn bench_target(args: &[&str]) -> (f64, f64, f64) {
+    let mut h = Helper::start("e_spin", args);
     let pid = h.pid();
     let mut attach = Vec::new();
     let mut det = Vec::new();
@@ -259,13 +255,24 @@ fn bench_inject_and_seize_all() {
     for (t, _) in stops {
         detach(t, 0).unwrap();
     }
-    println!(
-        "16-thread target: seize_all {:.3} ms, detach all {:.3} ms (median of 20); inject_syscall(getpid) {:.2} us (median of 2000)",
-        median(attach),
-        median(det),
-        median(inj)
-    );
     h.write_stdin(b"x");
     assert_eq!(h.line(), "rounds=OK mismatches=0");
     assert_eq!(h.exit_code(), 7);
+    (median(attach), median(det), median(inj))
+}
+
+/// Figures for the report: `cargo test --release -p mmio-trace-ptrace --test threads --
+/// --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_inject_and_seize_all() {
+    for (what, args) in [
+        ("15 spinning + main blocked", &["16"][..]),
+        ("16 blocked", &["16", "idle"][..]),
+    ] {
+        let (a, d, i) = bench_target(args);
+        println!(
+            "16-thread target ({what}): seize_all {a:.3} ms, detach all {d:.3} ms (median of 20); inject_syscall(getpid) {i:.2} us (median of 2000)"
+        );
+    }
 }
