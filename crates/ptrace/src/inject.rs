@@ -484,9 +484,12 @@ pub const EINTR_ON_ANY_WAKEUP: [i64; 8] = [232, 281, 441, 65, 220, 128, 208, 333
 const ERESTARTNOHAND: u64 = (-514i64) as u64;
 
 /// Makes a call of [`EINTR_ON_ANY_WAKEUP`] that the tracer's stop broke off resume as if
-/// nothing happened. Call it at the stop [`interrupt`](crate::interrupt) caused and at
+/// nothing happened. Call it at the stop [`interrupt`](crate::interrupt) caused (an
+/// interrupt stop, or the syscall-exit stop that took its place under PTRACE_SYSCALL) and at
 /// signal-delivery-stops (a signal the program ignores wakes a traced thread too);
-/// [`seize_all`](crate::seize_all) does it for the threads it stops.
+/// [`seize_all`](crate::seize_all) does it for the threads it stops. (At such an exit stop
+/// the kernel still has the thread's signal-pending flag set, so it goes through the
+/// restart logic on resume.)
 ///
 /// It applies only where thread `tid` is on its way out of such a call with `EINTR`
 /// (ORIG_RAX names it, RAX is -EINTR, RIP follows a `syscall` instruction and equals RCX,

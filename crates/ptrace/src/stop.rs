@@ -182,10 +182,12 @@ impl Stop {
 }
 
 /// Waits for a state change of `who` (a thread id, or -1 for any tracee or child of the
-/// calling thread), `__WALL` (threads and processes alike). With `nohang`, returns `None` at
-/// once if nothing is pending. Retries on `EINTR`.
+/// calling thread), `__WALL` (threads and processes alike) and `__WNOTHREAD` (only the
+/// calling thread's tracees and children: several tracer threads of one process do not
+/// take each other's stops). With `nohang`, returns `None` at once if nothing is pending.
+/// Retries on `EINTR`.
 pub fn wait(who: Pid, nohang: bool) -> Result<Option<(Pid, Stop)>> {
-    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes one int through a valid pointer.

@@ -249,6 +249,9 @@ fn collect_stops(seized: &mut BTreeMap<Pid, Option<Stop>>) -> Result<()> {
                 // Exec: the process changed under us but the thread is ours; seccomp and
                 // syscall stops: continuing runs the call. These stops consumed the
                 // interrupt: ask again.
+                if let Stop::Syscall = stop {
+                    crate::restart_interrupted_call(t)?;
+                }
                 cont(t, 0)?;
                 interrupt_again(t)?;
                 pending.push(t);

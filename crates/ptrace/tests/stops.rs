@@ -175,6 +175,46 @@ fn injection_at_the_exit_stop_of_an_interrupted_read_keeps_its_restart() {
 }
 
 #[test]
+fn epoll_wait_broken_off_at_a_syscall_exit_stop_is_restarted() {
+    let mut h = Helper::start("e_block", &["epoll"]);
+    let pid = h.pid();
+    wait_blocked(
+        pid,
+        pid,
+        &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, 441],
+    );
+    seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    syscall(pid, 0).unwrap();
+    assert!(matches!(wait_tid(pid).unwrap(), Stop::Syscall));
+    assert!(matches!(
+        syscall_stop(pid).unwrap(),
+        SyscallStop::Entry { .. }
+    ));
+    syscall(pid, 0).unwrap();
+    wait_blocked(
+        pid,
+        pid,
+        &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, 441],
+    );
+    mmio_trace_ptrace::interrupt(pid).unwrap();
+    assert!(matches!(wait_tid(pid).unwrap(), Stop::Syscall));
+    assert_eq!(
+        syscall_stop(pid).unwrap(),
+        SyscallStop::Exit {
+            rval: -(libc::EINTR as i64),
+            is_error: true
+        }
+    );
+    assert!(mmio_trace_ptrace::restart_interrupted_call(pid).unwrap());
+    // Only once: the registers now hold the restart code.
+    assert!(!mmio_trace_ptrace::restart_interrupted_call(pid).unwrap());
+    detach(pid, 0).unwrap();
+    h.write_stdin(b"ep");
+    assert_eq!(h.line(), "ret=1 errno=0 data=ep");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
 fn injection_at_a_seccomp_stop_returns_to_it_and_the_call_still_runs() {
     let mut h = Helper::start("e_seccomp", &[]);
     let pid = h.pid();
