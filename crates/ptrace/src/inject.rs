@@ -32,6 +32,9 @@ const SI_TKILL: i32 = -6;
 const EV_STOP: i32 = 128;
 const EV_SECCOMP: i32 = 7;
 const EV_EXIT: i32 = 6;
+/// `PTRACE_EVENTMSG_SYSCALL_ENTRY`/`_EXIT`: the event message of a syscall stop (5.3+).
+const SYSCALL_MSG_ENTRY: u64 = 1;
+const SYSCALL_MSG_EXIT: u64 = 2;
 
 /// A signal that reached a thread while the engine ran a system call in it. It was put back
 /// into the kernel's queue for the thread (`rt_tgsigqueueinfo`, or `tgkill` where the
@@ -181,7 +184,12 @@ impl Process {
             Ok(v) => v,
             Err(e @ Error::Gone { .. }) => return Err(e),
             Err(e) => {
+                // Leave the thread as close to how it was as possible, signals included.
                 let _ = sys::setregs(tid, &saved);
+                if let Origin::Signal(si) = origin {
+                    let _ = sys::setsiginfo(tid, &si);
+                }
+                self.requeue(tid, caught);
                 return Err(e);
             }
         };
@@ -229,6 +237,15 @@ impl Process {
                 Origin::Entry
             } else {
                 Origin::Plain
+            });
+        }
+        if code == libc::SIGTRAP {
+            // A syscall stop of a thread seized without TRACESYSGOOD (x86 sends no real
+            // SIGTRAP with this code): the event message says entry (1) or exit (2).
+            return Ok(match sys::geteventmsg(tid)? {
+                SYSCALL_MSG_ENTRY => Origin::Entry,
+                SYSCALL_MSG_EXIT => Origin::Plain,
+                _ => Origin::Signal(si),
             });
         }
         if code & 0xff == libc::SIGTRAP && code >> 8 != 0 {

@@ -139,6 +139,42 @@ fn injection_at_a_syscall_entry_stop_returns_to_that_entry() {
 }
 
 #[test]
+fn injection_at_a_syscall_entry_stop_without_tracesysgood() {
+    let mut h = Helper::start("e_block", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    seize_all(pid, Options::NONE).unwrap();
+    syscall(pid, 0).unwrap();
+    let s = wait_tid(pid).unwrap();
+    assert!(
+        matches!(
+            s,
+            Stop::Signal {
+                signal: libc::SIGTRAP,
+                ..
+            }
+        ),
+        "{s:?}"
+    );
+    let before = mmio_trace_ptrace::Regs::read(pid).unwrap();
+    assert_eq!(before.user().orig_rax, 0);
+    let mut p = Process::new(pid);
+    assert_eq!(
+        p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
+    let after = mmio_trace_ptrace::Regs::read(pid).unwrap();
+    assert_eq!(
+        format!("{:?}", before.user()),
+        format!("{:?}", after.user())
+    );
+    detach(pid, 0).unwrap();
+    h.write_stdin(b"plain");
+    assert_eq!(h.line(), "ret=5 errno=0 data=plain");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
 fn injection_at_the_exit_stop_of_an_interrupted_read_keeps_its_restart() {
     let mut h = Helper::start("e_block", &["read"]);
     let pid = h.pid();
