@@ -245,7 +245,7 @@ impl Session {
     }
 
     /// Registers process `pid` (a new image: no region yet) with its thread `pid`, and
-    /// logs a `MARK` naming the route.
+    /// logs a `MARK` saying it is traced by ptrace.
     pub fn add_process(&mut self, pid: i32) {
         self.procs.insert(pid, Proc::default());
         self.add_thread(pid, pid);
@@ -253,9 +253,8 @@ impl Session {
             .header()
             .attached
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let text = format!(
-            "mmio-trace: route ptrace (pid {pid}: accesses emulated from the recorder through ptrace)"
-        );
+        let text =
+            format!("mmio-trace: pid {pid} traced by ptrace (accesses emulated from the recorder)");
         self.mark(pid, text.as_bytes());
     }
 

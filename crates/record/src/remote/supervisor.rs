@@ -254,7 +254,7 @@ fn supervise(
         child(&start, &argv, &envp, &prog, wr.as_raw_fd(), nnp);
     }
     drop(wr);
-    let failed = |tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd| {
+    fn failed(tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd) {
         use std::os::fd::AsRawFd;
         let mut b = [0u8; 5];
         // SAFETY: reading into a local buffer.
@@ -274,7 +274,7 @@ fn supervise(
             io::Error::other("the program ended before it could start")
         };
         let _ = tx.send(Err(e));
-    };
+    }
     // The child stops itself before installing its filter.
     match sys::wait(pid, libc::WUNTRACED) {
         Ok((_, st)) if libc::WIFSTOPPED(st) => {}
@@ -302,7 +302,28 @@ fn supervise(
     drop(start);
     let mut s = Session::new(shm, rules);
     s.add_thread(pid, pid);
-    let mut tx = Some(tx);
+    run_loop(
+        &mut s,
+        pid,
+        &shared,
+        Some(Box::new(move |r: Result<i32, ()>| match r {
+            Ok(pid) => {
+                let _ = tx.send(Ok(pid));
+            }
+            Err(()) => failed(&tx, &rd),
+        })),
+    );
+}
+
+/// Called once the first process has exec'd (`Ok(pid)`), or has ended before it could
+/// (`Err`).
+pub(crate) type Started = Box<dyn FnOnce(Result<i32, ()>)>;
+
+/// The supervisor's loop: takes every stop and exit of this thread's tracees (`pid` the
+/// first process, already seized with [`OPTIONS`] and known to `s`) until none is left;
+/// publishes `pid`'s exit status and the end in `shared`. `started`: told when `pid`
+/// first execs (`None`: it runs already).
+pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: Option<Started>) {
     let mut early: Vec<i32> = Vec::new();
     let mut fresh: Vec<i32> = Vec::new();
     let mut warned_i386: Vec<i32> = Vec::new();
@@ -321,9 +342,9 @@ fn supervise(
                 } else {
                     Exit::Code(libc::WEXITSTATUS(st))
                 };
-                if let Some(tx) = tx.take() {
+                if let Some(f) = started.take() {
                     // It never exec'd: the start failed.
-                    failed(&tx, &rd);
+                    f(Err(()));
                     shared.done.store(true, Ordering::Release);
                     return;
                 }
@@ -339,7 +360,7 @@ fn supervise(
         let event = st >> 16;
         let _ = match event {
             libc::PTRACE_EVENT_SECCOMP => {
-                seccomp_stop(&mut s, tid, &mut warned_i386);
+                seccomp_stop(s, tid, &mut warned_i386);
                 sys::cont(tid, 0)
             }
             libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
@@ -369,8 +390,8 @@ fn supervise(
                 }
                 s.exec(tid);
                 if tid == pid {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(pid));
+                    if let Some(f) = started.take() {
+                        f(Ok(pid));
                     }
                 }
                 sys::cont(tid, 0)
@@ -403,8 +424,8 @@ fn supervise(
             },
         };
     }
-    if let Some(tx) = tx.take() {
-        failed(&tx, &rd);
+    if let Some(f) = started.take() {
+        f(Err(()));
     }
     shared.done.store(true, Ordering::Release);
 }

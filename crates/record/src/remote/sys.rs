@@ -180,12 +180,14 @@ pub(crate) fn write_mem(pid: i32, addr: u64, data: &[u8]) -> bool {
     n == data.len() as isize
 }
 
-/// `waitpid(pid, flags | __WALL)`, retried on EINTR: (pid, status).
+/// `waitpid(pid, flags | __WALL | __WNOTHREAD)`, retried on EINTR: (pid, status). Only
+/// this thread's children and tracees: several tracer threads (and the recorder's main
+/// loop) never take each other's stops.
 pub(crate) fn wait(pid: i32, flags: i32) -> io::Result<(i32, i32)> {
     loop {
         let mut st = 0;
         // SAFETY: plain waitpid.
-        let r = unsafe { libc::waitpid(pid, &mut st, flags | libc::__WALL) };
+        let r = unsafe { libc::waitpid(pid, &mut st, flags | libc::__WALL | libc::__WNOTHREAD) };
         if r >= 0 {
             return Ok((r, st));
         }
