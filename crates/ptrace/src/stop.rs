@@ -185,7 +185,9 @@ impl Stop {
 /// calling thread), `__WALL` (threads and processes alike). With `nohang`, returns `None` at
 /// once if nothing is pending. Retries on `EINTR`.
 pub fn wait(who: Pid, nohang: bool) -> Result<Option<(Pid, Stop)>> {
-    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    // Only the calling thread's tracees and children: tracer threads (and a main loop
+    // reaping its own children) never take each other's stops.
+    let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes one int through a valid pointer.
