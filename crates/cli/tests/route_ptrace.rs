@@ -273,3 +273,49 @@ fn ptrace_route_reports_a_missing_program_as_the_preload_route_does() {
         assert_exit(&out, 127);
     }
 }
+
+#[test]
+fn ptrace_route_passes_signals_and_job_control_through() {
+    // A queued signal keeps its value; a child's SIGSTOP is seen by its parent, SIGCONT
+    // continues it.
+    let ev = same_as_preload("jobctl", "s_jobctl", 4096, &[], false);
+    assert_eq!(write_values(&ev), [1, 2, 4]);
+}
+
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn ended(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn ptrace_route_program_dies_with_its_recorder() {
+    // SIGKILL of the recorder kills the program (PTRACE_O_EXITKILL): it could not run on
+    // with its device pages trapping into a tracer that is gone.
+    let f = Fixture::new("exitkill", "s_wait", 4096);
+    let ready = f.dir.join("ready");
+    let mut rec = record_cmd(&f.dir, &f.dev, &["--route", "ptrace"])
+        .arg(&f.exe)
+        .arg(&f.dev)
+        .arg(&ready)
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, &ready);
+    let pid: i32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!ended(pid));
+    rec.kill().unwrap();
+    rec.wait().unwrap();
+    let t = std::time::Instant::now();
+    while !ended(pid) && t.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(ended(pid), "the program outlived its recorder");
+}
