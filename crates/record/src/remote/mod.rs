@@ -16,7 +16,8 @@
 //! - [`Session::add_mapping`]: a device mapping that already exists (attach to a running
 //!   process), [`Session::restore`]: every region given its protection back (detach).
 //!
-//! The supervisor that starts programs under this route is [`supervisor`].
+//! The supervisor that starts programs under this route (`record --route ptrace`) is
+//! the crate-private `remote::supervisor` module.
 
 pub(crate) mod supervisor;
 mod sys;
@@ -413,10 +414,9 @@ impl Session {
                     self.mapped(tid, ret as u64, len, a[2] as i32, fd, a[5], pc);
                 }
             }
-            SYS_MUNMAP => {
-                if a[0] % PAGE == 0 && a[1] > 0 {
-                    self.unmapped(tid, a[0], page_up(a[1]), pc);
-                }
+            // (A misaligned or empty munmap the kernel refused changed nothing.)
+            SYS_MUNMAP if a[0] % PAGE == 0 && a[1] > 0 => {
+                self.unmapped(tid, a[0], page_up(a[1]), pc)
             }
             SYS_MPROTECT => self.reprotect(tid, a[0], page_up(a[1]), a[2] as i32),
             SYS_MREMAP => self.remapped(tid, a, ret as u64, pc),
