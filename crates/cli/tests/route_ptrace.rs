@@ -88,10 +88,25 @@ fn same_as_preload(
     args: &[&str],
     any_order: bool,
 ) -> Vec<Event> {
+    same_as_preload_with(name, program, dev_len, args, any_order, &[])
+}
+
+/// As [`same_as_preload`], with more `record` options for both routes.
+#[track_caller]
+fn same_as_preload_with(
+    name: &str,
+    program: &str,
+    dev_len: usize,
+    args: &[&str],
+    any_order: bool,
+    opts: &[&str],
+) -> Vec<Event> {
     let f = Fixture::new(name, program, dev_len);
     let orig = std::fs::read(&f.dev).unwrap();
-    let (pout, pev, pdev) = run(&f, &orig, &["--no-patch"], args);
-    let (tout, tev, tdev) = run(&f, &orig, &["--route", "ptrace"], args);
+    let preload = [&["--no-patch"], opts].concat();
+    let ptrace = [&["--route", "ptrace"], opts].concat();
+    let (pout, pev, pdev) = run(&f, &orig, &preload, args);
+    let (tout, tev, tdev) = run(&f, &orig, &ptrace, args);
     assert_eq!(
         code(&tout),
         code(&pout),
@@ -152,6 +167,34 @@ fn ptrace_route_logs_string_instructions_as_the_preload_route_does() {
             64 * 1024 + 4096,
             c,
             false,
+        );
+    }
+}
+
+#[test]
+fn ptrace_route_without_alias_steps_and_logs_what_the_preload_route_logs() {
+    // Every access single-stepped: MOVs, vector moves and string elements with their
+    // values, the rest UNKNOWN, as the in-process step path logs them.
+    let ev = same_as_preload_with("noalias", "s_forms", 8192, &[], false, &["--no-alias"]);
+    assert!(unknowns(&ev).len() > 3, "some accesses are UNKNOWN");
+    assert!(accesses(&ev).len() > 10, "the moves have their values");
+    for (i, c) in [
+        ["stos", "4", "9", "-", "d0x100", "-"],
+        ["movs", "8", "5", "d0x400", "r0x40", "-"],
+        ["movs", "4", "7", "r0x80", "d0x500", "-"],
+        ["lods", "2", "5", "d0x600", "-", "-"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let name = format!("noalias-str{i}");
+        same_as_preload_with(
+            &name,
+            "strings_ops",
+            64 * 1024 + 4096,
+            c,
+            false,
+            &["--no-alias"],
         );
     }
 }

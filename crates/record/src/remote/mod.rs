@@ -722,8 +722,12 @@ impl Session {
             // map executable: the program's fault.
             return Ok(Signal::Deliver(libc::SIGSEGV));
         }
-        let Ok(d) = x86::decode(&code[..n], rip) else {
-            return self.step(tid, pid, region, &code[..n], addr);
+        let d = match x86::decode(&code[..n], rip) {
+            Ok(d) => d,
+            Err(u) => {
+                let ins = u.instruction().copied();
+                return self.step(tid, pid, region, &code[..n], addr, ins.as_ref());
+            }
         };
         let Some(proc_) = self.procs.get(&pid) else {
             return Ok(Signal::Deliver(libc::SIGSEGV));
@@ -776,14 +780,18 @@ impl Session {
                     // A `REP` instruction keeps the elements it completed.
                     regs.write_back().map_err(fail)?;
                 }
-                self.step(tid, pid, region, &code[..n], addr)
+                let ins = *d.instruction();
+                self.step(tid, pid, region, &code[..n], addr, Some(&ins))
             }
         }
     }
 
     /// Single-steps the faulting instruction of thread `tid` with its page opened (the
     /// program's protection) and the process's other threads interrupted; logs what it
-    /// can know: `UNKNOWN` with the opcode. A real fault during the step is the program's.
+    /// can know, as the in-process step path does: the value of a `MOV` of a
+    /// general-purpose register or an immediate (a store's before the step, a load's
+    /// after it), else `UNKNOWN` with the opcode. A real fault during the step is the
+    /// program's.
     fn step(
         &mut self,
         tid: i32,
@@ -791,11 +799,15 @@ impl Session {
         region: &Region,
         code: &[u8],
         fault: u64,
+        ins: Option<&iced_x86::Instruction>,
     ) -> io::Result<Signal> {
-        let rip = Regs::read(tid)
-            .map_err(|e| io::Error::other(e.to_string()))?
-            .user()
-            .rip;
+        let before = Regs::read(tid).map_err(|e| io::Error::other(e.to_string()))?;
+        let rip = before.user().rip;
+        let proc_ = self.procs.get(&pid);
+        let known = match (ins, proc_) {
+            (Some(i), Some(p)) => step_value(i, &before, p, pid),
+            _ => Known::Nothing,
+        };
         let others = self.pause_others(tid, pid);
         // The faulting page first; another traced page the instruction touches opens on
         // its own fault.
@@ -822,14 +834,35 @@ impl Session {
                     signal: libc::SIGTRAP,
                     ..
                 } => {
-                    let mut rec = [Record::new(
-                        0,
-                        Record::access_word(fault, region.map_id),
-                        le_value(code),
-                        rip,
-                        0,
-                        Kind::Unknown,
-                    )];
+                    let after = Regs::read(tid).ok();
+                    let unknown = || {
+                        let w1 = Record::access_word(fault, region.map_id);
+                        vec![Record::new(0, w1, le_value(code), rip, 0, Kind::Unknown)]
+                    };
+                    let id = region.map_id;
+                    let mut rec = match (known, after) {
+                        (Known::Store(a, w, v), _) => {
+                            access_event(true, a, id, &v[..usize::from(w)], rip)
+                        }
+                        (Known::LoadReg(a, w, reg), Some(after)) => {
+                            let v = reg_value(&after, reg) & width_mask(w);
+                            access_event(false, a, id, &v.to_le_bytes()[..usize::from(w)], rip)
+                        }
+                        (Known::LoadVec(a, w, n), Some(after)) => {
+                            use x86::Cpu;
+                            access_event(false, a, id, &after.vec(n)[..usize::from(w)], rip)
+                        }
+                        (Known::LoadMem(a, w, from), _) => {
+                            let mut b = [0u8; 8];
+                            let w = usize::from(w).min(8);
+                            if sys::read_mem(pid, from, &mut b[..w]) == w {
+                                access_event(false, a, id, &b[..w], rip)
+                            } else {
+                                unknown()
+                            }
+                        }
+                        _ => unknown(),
+                    };
                     self.push(tid, &mut rec);
                     self.shm
                         .header()
@@ -1375,6 +1408,170 @@ impl Gather {
 
 fn page_up(n: u64) -> u64 {
     n.saturating_add(PAGE - 1) & !(PAGE - 1)
+}
+
+/// What a stepped instruction's access is known to be (its address, width and value, or
+/// where the value is after the step).
+#[derive(Clone, Copy)]
+enum Known {
+    /// A store of these bytes.
+    Store(u64, u8, [u8; 64]),
+    /// A load into this general-purpose register.
+    LoadReg(u64, u8, iced_x86::Register),
+    /// A load into this vector register (its low bytes).
+    LoadVec(u64, u8, usize),
+    /// A load copied to this address of ordinary memory (`MOVS`).
+    LoadMem(u64, u8, u64),
+    /// Nothing: logged `UNKNOWN`.
+    Nothing,
+}
+
+/// SSE/AVX moves whose value a step takes from the vector register: before the step for a
+/// store, after it for a load (not the masked EVEX forms, which move only some elements).
+const VEC_MOVES: [iced_x86::Mnemonic; 28] = {
+    use iced_x86::Mnemonic::*;
+    [
+        Movdqu, Movdqa, Movups, Movaps, Movupd, Movapd, Movntdq, Movntps, Movntpd, Lddqu, Movq,
+        Movd, Vmovdqu, Vmovdqa, Vmovups, Vmovaps, Vmovupd, Vmovapd, Vmovntdq, Vmovntps, Vmovntpd,
+        Vlddqu, Vmovq, Vmovd, Vmovdqu8, Vmovdqu16, Vmovdqu32, Vmovdqu64,
+    ]
+};
+
+/// What a single step can know of the instruction's device access, as the in-process step
+/// path knows it: a `MOV` (`MOVNTI`, `MOVZX`, `MOVSX`, `MOVSXD`) between memory and a
+/// general-purpose register or an immediate; an unmasked vector move; a string element
+/// whose value is in a register or ordinary memory (`STOS`, `LODS`, `MOVS` with one side
+/// in ordinary memory).
+fn step_value(ins: &iced_x86::Instruction, regs: &Regs, p: &Proc, pid: i32) -> Known {
+    use iced_x86::{Mnemonic as M, OpKind, Register};
+    use x86::Cpu;
+    let width = ins.memory_size().size();
+    if !(1..=64).contains(&width) || ins.op_count() == 0 {
+        return Known::Nothing;
+    }
+    let w = width as u8;
+    let store = |v: &[u8]| {
+        let mut b = [0u8; 64];
+        let n = v.len().min(64);
+        b[..n].copy_from_slice(&v[..n]);
+        b
+    };
+    if ins.is_string_instruction() {
+        if w > 8 || matches!(ins.memory_segment(), Register::FS | Register::GS) {
+            return Known::Nothing;
+        }
+        let a32 = [ins.op0_kind(), ins.op1_kind()]
+            .iter()
+            .any(|k| matches!(k, OpKind::MemorySegESI | OpKind::MemoryESEDI));
+        let amask = if a32 { 0xffff_ffff } else { u64::MAX };
+        let (rsi, rdi) = (regs.gpr(6) & amask, regs.gpr(7) & amask);
+        let traced = |a: u64| p.find(a).is_some();
+        return match ins.mnemonic() {
+            M::Stosb | M::Stosw | M::Stosd | M::Stosq if traced(rdi) => {
+                Known::Store(rdi, w, store(&regs.gpr(0).to_le_bytes()[..usize::from(w)]))
+            }
+            M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq if traced(rsi) => {
+                let acc = [Register::AL, Register::AX, Register::EAX, Register::RAX];
+                Known::LoadReg(rsi, w, acc[w.trailing_zeros() as usize & 3])
+            }
+            M::Movsb | M::Movsw | M::Movsd | M::Movsq => match (traced(rsi), traced(rdi)) {
+                (true, false) => Known::LoadMem(rsi, w, rdi),
+                (false, true) => {
+                    let mut b = [0u8; 8];
+                    if sys::read_mem(pid, rsi, &mut b[..usize::from(w)]) == usize::from(w) {
+                        Known::Store(rdi, w, store(&b[..usize::from(w)]))
+                    } else {
+                        Known::Nothing
+                    }
+                }
+                _ => Known::Nothing,
+            },
+            _ => Known::Nothing,
+        };
+    }
+    let Some(ea) = ins.virtual_address(
+        (0..ins.op_count())
+            .find(|&i| ins.op_kind(i) == OpKind::Memory)
+            .unwrap_or(0),
+        0,
+        |r, _, _| {
+            Some(match r {
+                Register::FS => regs.fs_base(),
+                Register::GS => regs.gs_base(),
+                Register::ES | Register::CS | Register::SS | Register::DS => 0,
+                Register::RIP => ins.next_ip(),
+                r if r.is_gpr() => reg_value(regs, r),
+                _ => return None,
+            })
+        },
+    ) else {
+        return Known::Nothing;
+    };
+    if VEC_MOVES.contains(&ins.mnemonic()) && ins.op_mask() == Register::None {
+        let vec_no = |r: Register| (r.is_xmm() || r.is_ymm() || r.is_zmm()).then(|| r.number());
+        if ins.op0_kind() == OpKind::Memory {
+            if let Some(n) = vec_no(ins.op1_register()) {
+                return Known::Store(ea, w, store(&regs.vec(n)[..width]));
+            }
+        } else if ins.op1_kind() == OpKind::Memory {
+            if let Some(n) = vec_no(ins.op0_register()) {
+                return Known::LoadVec(ea, w, n);
+            }
+        }
+        return Known::Nothing;
+    }
+    if w > 8
+        || !matches!(
+            ins.mnemonic(),
+            M::Mov | M::Movnti | M::Movzx | M::Movsx | M::Movsxd
+        )
+    {
+        return Known::Nothing;
+    }
+    if ins.op0_kind() == OpKind::Memory {
+        match ins.op1_kind() {
+            OpKind::Register if ins.op1_register().is_gpr() => {
+                let v = reg_value(regs, ins.op1_register()) & width_mask(w);
+                Known::Store(ea, w, store(&v.to_le_bytes()[..usize::from(w)]))
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64 => {
+                let v = ins.immediate(1) & width_mask(w);
+                Known::Store(ea, w, store(&v.to_le_bytes()[..usize::from(w)]))
+            }
+            _ => Known::Nothing,
+        }
+    } else if ins.op1_kind() == OpKind::Memory && ins.op0_register().is_gpr() {
+        Known::LoadReg(ea, w, ins.op0_register())
+    } else {
+        Known::Nothing
+    }
+}
+
+/// The value of general-purpose register `r` (any size, AH..BH included).
+fn reg_value(regs: &Regs, r: iced_x86::Register) -> u64 {
+    use iced_x86::Register;
+    use x86::Cpu;
+    let n = (r.full_register() as usize).wrapping_sub(Register::RAX as usize);
+    if n > 15 {
+        return 0;
+    }
+    let v = regs.gpr(n);
+    if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) {
+        // AH..BH: bits 8..16 of RAX..RBX.
+        return regs.gpr(n) >> 8 & 0xff;
+    }
+    v & width_mask(r.size() as u8)
+}
+
+fn width_mask(w: u8) -> u64 {
+    if w >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (w * 8)) - 1
+    }
 }
 
 /// The little-endian value of at most 8 bytes.
