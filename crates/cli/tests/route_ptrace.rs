@@ -238,6 +238,56 @@ fn ptrace_route_keeps_the_table_exact_through_mremap_mprotect_and_munmap() {
 }
 
 #[test]
+fn ptrace_route_runs_code_from_an_executable_device_page_as_the_preload_route_does() {
+    let f = Fixture::new("exec", "regions_exec", 2 * 4096);
+    let orig = std::fs::read(&f.dev).unwrap();
+    let (pout, pev, _) = run(&f, &orig, &["--no-patch"], &[]);
+    let (tout, tev, _) = run(&f, &orig, &["--route", "ptrace"], &[]);
+    assert_exit(&tout, 0);
+    assert_eq!(stdout(&tout), stdout(&pout));
+    assert_eq!(per_thread(&tev), per_thread(&pev));
+    // The mark, but the addresses (the preload library's own mappings move the device
+    // mapping's).
+    let executed = |ev: &[Event]| -> Vec<String> {
+        mark_texts(ev)
+            .into_iter()
+            .filter(|m| m.contains("code executed"))
+            .map(|m| {
+                let (head, _) = m.split_once(" at ").unwrap_or_default();
+                let (_, phys) = m.split_once(" (phys ").unwrap_or_default();
+                format!("{head} .. (phys {phys}")
+            })
+            .collect()
+    };
+    assert_eq!(executed(&tev).len(), 1);
+    assert_eq!(executed(&tev), executed(&pev));
+    // Without PROT_EXEC the fetch is the program's fault, as natively.
+    same_as_preload("noexec", "regions_exec", 2 * 4096, &["noexec"], false);
+}
+
+#[test]
+fn ptrace_route_honours_range_and_bypass() {
+    let ev = same_as_preload_with(
+        "range",
+        "pages",
+        3 * 4096,
+        &[],
+        false,
+        &["--range", "0x1000-0x2000"],
+    );
+    assert_eq!(accesses(&ev).len(), 2, "the pages at 0x1000 and 0x2000");
+    let ev = same_as_preload_with(
+        "bypass",
+        "pages",
+        3 * 4096,
+        &[],
+        false,
+        &["--bypass", "0x1000+0x1000"],
+    );
+    assert_eq!(accesses(&ev).len(), 2);
+}
+
+#[test]
 fn ptrace_route_exit_statuses_are_the_preload_routes() {
     // An exit code, a SIGKILL (every completed write still logged) and a SIGSEGV.
     same_as_preload("exit7", "s_forms", 8192, &[], false);

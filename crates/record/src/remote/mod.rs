@@ -717,9 +717,11 @@ impl Session {
         let rip = regs.user().rip;
         let mut code = [0u8; 16];
         let n = read_code(pid, rip, &mut code);
-        if n == 0 || (rip == addr && region.prot & libc::PROT_EXEC == 0) {
-            // No code to read, or an instruction fetch from a page the program did not
-            // map executable: the program's fault.
+        if rip == addr || (addr & !(PAGE - 1)) == (rip & !(PAGE - 1)) && n == 0 {
+            return self.exec_fault(tid, pid, addr, rip, region);
+        }
+        if n == 0 {
+            // No code to read: the program's fault.
             return Ok(Signal::Deliver(libc::SIGSEGV));
         }
         let d = match x86::decode(&code[..n], rip) {
@@ -784,6 +786,35 @@ impl Session {
                 self.step(tid, pid, region, &code[..n], addr, Some(&ins))
             }
         }
+    }
+
+    /// An instruction fetch from a traced page: if the program mapped it executable, the
+    /// page gets the program's protection back and is no longer traced (code cannot run
+    /// from a page that traps every access, nor from the alias), as the in-process route
+    /// does, with the same marker; otherwise the fault is the program's.
+    fn exec_fault(
+        &mut self,
+        tid: i32,
+        pid: i32,
+        addr: u64,
+        rip: u64,
+        region: &Region,
+    ) -> io::Result<Signal> {
+        if region.prot & libc::PROT_EXEC == 0 {
+            return Ok(Signal::Deliver(libc::SIGSEGV));
+        }
+        let page = addr & !(PAGE - 1);
+        self.inject(tid, SYS_MPROTECT, [page, PAGE, region.prot as u64, 0, 0, 0])?;
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.cut(page, page + PAGE);
+        }
+        let text = format!(
+            "map {}: code executed at {rip:#x}: page {page:#x} (phys {:#x}) is no longer traced",
+            region.map_id,
+            region.phys + (page - region.start)
+        );
+        self.mark(tid, text.as_bytes());
+        Ok(Signal::Handled)
     }
 
     /// Single-steps the faulting instruction of thread `tid` with its page opened (the
