@@ -412,3 +412,15 @@ fn ptrace_route_program_dies_with_its_recorder() {
     }
     assert!(ended(pid), "the program outlived its recorder");
 }
+
+#[test]
+fn ptrace_route_ignored_signals_do_not_break_off_blocking_calls() {
+    // Under ptrace an ignored signal still stops the thread, which breaks off epoll_wait
+    // with EINTR unless the supervisor restarts it: the program must see the timeout.
+    let f = Fixture::new("eintr", "s_eintr", 4096);
+    let orig = std::fs::read(&f.dev).unwrap();
+    let (out, ev, _) = run(&f, &orig, &["--route", "ptrace"], &[]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "0 0\n");
+    assert_eq!(write_values(&ev), [1, 2]);
+}

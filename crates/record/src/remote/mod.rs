@@ -955,7 +955,12 @@ impl Session {
                 continue;
             }
             match pt::wait_tid(t) {
-                Ok(Stop::Interrupt) => paused.push((t, false)),
+                Ok(Stop::Interrupt) => {
+                    // A call our interrupt broke off (epoll_wait & co. would return EINTR)
+                    // resumes as if nothing happened.
+                    let _ = pt::restart_interrupted_call(t);
+                    paused.push((t, false))
+                }
                 Ok(Stop::Group { .. }) => paused.push((t, true)),
                 // Another stop came first (the thread is stopped all the same): the driver
                 // handles it later; our interrupt's stop comes when it resumes.

@@ -410,9 +410,17 @@ pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: 
                 info: Some(info),
             } => match s.on_signal(tid, info.raw()) {
                 Signal::Handled => pt::cont(tid, 0),
-                Signal::Deliver(n) => pt::cont(tid, if n == 0 { signal } else { n }),
+                Signal::Deliver(n) => {
+                    // A signal the program ignores still stops a traced thread, which
+                    // breaks off epoll_wait & co. with EINTR: they resume as natively.
+                    let _ = pt::restart_interrupted_call(tid);
+                    pt::cont(tid, if n == 0 { signal } else { n })
+                }
             },
-            Stop::Signal { signal, info: None } => pt::cont(tid, signal),
+            Stop::Signal { signal, info: None } => {
+                let _ = pt::restart_interrupted_call(tid);
+                pt::cont(tid, signal)
+            }
             Stop::Interrupt | Stop::Event(_) | Stop::Syscall => pt::cont(tid, 0),
         };
     }
