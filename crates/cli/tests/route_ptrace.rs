@@ -424,3 +424,28 @@ fn ptrace_route_ignored_signals_do_not_break_off_blocking_calls() {
     assert_eq!(stdout(&out), "0 0\n");
     assert_eq!(write_values(&ev), [1, 2]);
 }
+
+#[test]
+fn ptrace_route_names_the_shared_files_it_did_not_trace_as_the_preload_route_does() {
+    let f = Fixture::new("unmatched", "s_env", 4096);
+    let warn = |route: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+            .args(["record", "-o"])
+            .arg(trace_log(&f.dir))
+            .args(["--route", route, "--"])
+            .arg(&f.exe)
+            .arg(&f.dev)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        stderr(&out)
+            .lines()
+            .filter(|l| l.contains("no device mapping matched"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let want = warn("preload");
+    assert_eq!(want.len(), 1, "{want:?}");
+    assert!(want[0].contains(&*f.dev.to_string_lossy()), "{want:?}");
+    assert_eq!(warn("ptrace"), want);
+}

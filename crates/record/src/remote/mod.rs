@@ -452,6 +452,7 @@ impl Session {
         };
         let path = path.as_os_str().as_encoded_bytes().to_vec();
         if !self.rules.is_device(&path) {
+            self.unmatched(tid, pid, fd, &path);
             return;
         }
         let m = Mapping {
@@ -463,6 +464,42 @@ impl Session {
             fd: Some(fd),
         };
         let _ = self.trace(tid, &m, pc);
+    }
+
+    /// Tells the recorder of a shared mapping of a named file no device rule matched (for
+    /// its warning when nothing was traced), as the in-process tracer does.
+    fn unmatched(&mut self, tid: i32, pid: i32, fd: i32, path: &[u8]) {
+        let interesting = path.first() == Some(&b'/')
+            && !path.starts_with(b"/memfd:")
+            && !path.starts_with(b"/dmabuf:")
+            && !rules::NEVER
+                .iter()
+                .any(|g| rules::glob_match(g.as_bytes(), path));
+        if !interesting {
+            return;
+        }
+        let path = &path[..path.len().min(512)];
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in path {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let kind = match std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            Ok(m) if m.file_type().is_char_device() => 1,
+            Ok(m) if m.file_type().is_block_device() => 2,
+            _ => 0,
+        };
+        let mut recs = vec![Record::new(
+            0,
+            h.max(1),
+            path.len() as u64 | 1 << 32,
+            0,
+            kind,
+            Kind::Unmatched,
+        )];
+        recs.extend(path.chunks(32).map(Record::data));
+        self.push(tid, &mut recs);
     }
 
     /// Traces an existing device mapping of thread `tid`'s process (stopped): makes the
