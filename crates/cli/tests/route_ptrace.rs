@@ -449,3 +449,45 @@ fn ptrace_route_names_the_shared_files_it_did_not_trace_as_the_preload_route_doe
     assert!(want[0].contains(&*f.dev.to_string_lossy()), "{want:?}");
     assert_eq!(warn("ptrace"), want);
 }
+
+/// (direction, bytes, map, offset, call) of every kernel access, in order, the call named
+/// by its system call (the preload route names the libc function: `pread` for `pread64`,
+/// `send` for `sendto`...).
+fn kernel_accesses(ev: &[Event]) -> Vec<(char, u64, i64, u64, String)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Kernel(k) => {
+                let call = String::from_utf8_lossy(&k.call).into_owned();
+                let call = match call.as_str() {
+                    "pread" => "pread64",
+                    "pwrite" => "pwrite64",
+                    "send" => "sendto",
+                    "recv" => "recvfrom",
+                    c => c,
+                }
+                .to_string();
+                let d = if k.dir == Direction::Read { 'R' } else { 'W' };
+                Some((d, k.len, k.map_id, k.phys, call))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ptrace_route_system_calls_reach_device_buffers_as_on_the_preload_route() {
+    // read/write, positional and vector forms, sockets, raw syscall(2): the same results,
+    // device bytes and kernel records as the preload route (which hands the kernel the
+    // alias); without the supervisor's help they would fail with EFAULT.
+    let f = Fixture::new("sysbuf", "s_sysbuf", 8192);
+    let orig = std::fs::read(&f.dev).unwrap();
+    let (pout, pev, pdev) = run(&f, &orig, &["--no-patch"], &[]);
+    let (tout, tev, tdev) = run(&f, &orig, &["--route", "ptrace"], &[]);
+    assert_exit(&tout, 0);
+    assert_eq!(stdout(&tout), stdout(&pout));
+    assert!(!stdout(&tout).contains("errno 14"), "{}", stdout(&tout));
+    assert!(tdev == pdev, "the device files differ");
+    let want = kernel_accesses(&pev);
+    assert!(want.len() > 15, "{want:?}");
+    assert_eq!(kernel_accesses(&tev), want);
+}

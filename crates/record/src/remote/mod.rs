@@ -48,6 +48,11 @@ pub const TRAPPED_SYSCALLS: [u32; 4] = [
     SYS_MREMAP as u32,
 ];
 
+/// Calls that hand the kernel a buffer the ptrace route makes device memory reachable
+/// for (`read`, `write`, `pread64`, `pwrite64`, `readv`, `writev`, `sendto`, `recvfrom`,
+/// `sendmsg`, `recvmsg`, `preadv`, `pwritev`, `preadv2`, `pwritev2`).
+pub const BUFFER_SYSCALLS: [u32; 14] = [0, 1, 17, 18, 19, 20, 44, 45, 46, 47, 295, 296, 327, 328];
+
 /// An alias: the same file pages mapped in the recorder, read-write where possible.
 struct Alias {
     base: u64,
@@ -464,6 +469,150 @@ impl Session {
             fd: Some(fd),
         };
         let _ = self.trace(tid, &m, pc);
+    }
+
+    /// At the seccomp stop of a call of [`BUFFER_SYSCALLS`] (registers `regs`): if a buffer
+    /// it hands the kernel lies in traced pages (which would make it fail with `EFAULT`),
+    /// opens those pages with the program's protection, runs the call to its exit and
+    /// closes them again, then logs a `KERNEL` record per traced piece the kernel read or
+    /// wrote (as the preload route does). The process's other threads are paused meanwhile
+    /// when the descriptor is a regular file; a call on a pipe, socket or device may block
+    /// on another thread, so they run on (their accesses to those pages during the call
+    /// are then not logged). Otherwise leaves the thread at the stop.
+    pub fn buffer_call(&mut self, tid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
+        let Some(pid) = self.pid_of(tid) else {
+            return Ok(());
+        };
+        let nr = regs.orig_rax;
+        let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+        // (the KERNEL_CALLS index, whether the kernel writes the buffer)
+        let (call, wrote) = match nr {
+            0 => (0u8, true),
+            1 => (1, false),
+            17 => (2, true),
+            18 => (3, false),
+            19 => (4, true),
+            20 => (5, false),
+            295 => (6, true),
+            296 => (7, false),
+            327 => (8, true),
+            328 => (9, false),
+            44 => (11, false),
+            45 => (15, true),
+            46 => (12, false),
+            47 => (16, true),
+            _ => return Ok(()),
+        };
+        let mut bufs: Vec<(u64, u64)> = Vec::new();
+        // The iovec array (address, count) of the vector calls.
+        let iov = match nr {
+            19 | 20 | 295 | 296 | 327 | 328 => Some((a[1], a[2])),
+            46 | 47 => {
+                // struct msghdr: msg_iov at byte 16, msg_iovlen at byte 24.
+                let mut m = [0u8; 16];
+                if sys::read_mem(pid, a[1].wrapping_add(16), &mut m) != 16 {
+                    return Ok(());
+                }
+                let base = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
+                let n = u64::from_le_bytes(m[8..].try_into().unwrap_or_default());
+                Some((base, n))
+            }
+            _ => None,
+        };
+        if let Some((at, n)) = iov {
+            let n = (n as usize).min(1024);
+            let mut raw = vec![0u8; n * 16];
+            if sys::read_mem(pid, at, &mut raw) != raw.len() {
+                return Ok(());
+            }
+            for c in raw.chunks_exact(16) {
+                let base = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
+                let len = u64::from_le_bytes(c[8..].try_into().unwrap_or_default());
+                bufs.push((base, len));
+            }
+        } else {
+            bufs.push((a[1], a[2]));
+        }
+        // The buffers in order, cut where traced memory begins and ends: (addr, len,
+        // region) with region `None` for ordinary memory.
+        let Some(p) = self.procs.get(&pid) else {
+            return Ok(());
+        };
+        let mut pieces: Vec<(u64, u64, Option<Region>)> = Vec::new();
+        for &(base, len) in &bufs {
+            let end = base.saturating_add(len);
+            let mut at = base;
+            for r in p.overlapping(base, end) {
+                let (from, to) = (r.start.max(base), r.end().min(end));
+                if from > at {
+                    pieces.push((at, from - at, None));
+                }
+                pieces.push((from, to - from, Some(r)));
+                at = to;
+            }
+            if end > at {
+                pieces.push((at, end - at, None));
+            }
+        }
+        if !pieces.iter().any(|p| p.2.is_some()) {
+            return Ok(());
+        }
+        let regular =
+            std::fs::metadata(format!("/proc/{pid}/fd/{}", a[0] as i32)).is_ok_and(|m| m.is_file());
+        let others = if regular {
+            self.pause_others(tid, pid)
+        } else {
+            Vec::new()
+        };
+        let mut opened: Vec<(u64, u64, i32)> = Vec::new();
+        for (at, len, r) in &pieces {
+            let Some(r) = r else { continue };
+            let lo = at & !(PAGE - 1);
+            let hi = page_up(at + len);
+            if !opened.iter().any(|o| o.0 == lo && o.1 == hi) {
+                opened.push((lo, hi, r.prot));
+            }
+        }
+        let mut result = Ok(());
+        for &(lo, hi, prot) in &opened {
+            if let Err(e) = self.inject(tid, SYS_MPROTECT, [lo, hi - lo, prot as u64, 0, 0, 0]) {
+                result = Err(e);
+            }
+        }
+        let mut done: Option<i64> = None;
+        if result.is_ok() {
+            match pt::syscall(tid, 0).and_then(|()| pt::wait_tid(tid)) {
+                Ok(Stop::Syscall) => {
+                    done = Regs::read(tid).ok().map(|r| r.user().rax as i64);
+                }
+                Ok(other) => self.deferred.push((tid, other)),
+                Err(e) => result = Err(io::Error::other(e.to_string())),
+            }
+        }
+        if done.is_some() {
+            for &(lo, hi, _) in &opened {
+                let _ = self.inject(tid, SYS_MPROTECT, [lo, hi - lo, 0, 0, 0, 0]);
+            }
+        }
+        self.resume_others(others);
+        let Some(n) = done.filter(|&n| n > 0) else {
+            return result;
+        };
+        // The kernel went through the buffers in order: the first `n` bytes.
+        let mut left = n as u64;
+        for (at, len, r) in pieces {
+            if left == 0 {
+                break;
+            }
+            let k = len.min(left);
+            left -= k;
+            if let Some(r) = r {
+                let w2 = (k & ((1 << 48) - 1)) | u64::from(wrote) << 63;
+                let w1 = Record::access_word(at, r.map_id);
+                self.push(tid, &mut [Record::new(0, w1, w2, 0, call, Kind::Kernel)]);
+            }
+        }
+        result
     }
 
     /// Tells the recorder of a shared mapping of a named file no device rule matched (for
