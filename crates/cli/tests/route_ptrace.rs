@@ -491,3 +491,25 @@ fn ptrace_route_system_calls_reach_device_buffers_as_on_the_preload_route() {
     assert!(want.len() > 15, "{want:?}");
     assert_eq!(kernel_accesses(&tev), want);
 }
+
+#[test]
+fn ptrace_route_says_it_cannot_trace_32_bit_system_calls() {
+    // int $0x80 uses the i386 ABI: the filter stops its mmap family, the supervisor lets
+    // the call run and says, once per process, that such mappings are not traced.
+    let f = Fixture::new("int80", "s_int80", 4096);
+    let out = record_cmd(&f.dir, &f.dev, &["--route", "ptrace"])
+        .arg(&f.exe)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "mmap2 ok\n");
+    let said = |t: &str| t.contains("NOT TRACED") && t.contains("32-bit (int 0x80)");
+    assert_eq!(
+        stderr(&out).lines().filter(|l| said(l)).count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    let ev = read_log(&trace_log(&f.dir));
+    assert_eq!(mark_texts(&ev).iter().filter(|m| said(m)).count(), 1);
+}
