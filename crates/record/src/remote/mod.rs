@@ -517,7 +517,8 @@ impl Session {
         // length, directions (kernel reads, kernel writes), whether the result is the
         // number of bytes that went (else all of them, when the call succeeded)).
         let ioc_size = (a[1] >> 16) & 0x3fff;
-        let fixed: Option<(u8, u64, u64, (bool, bool), bool)> = match nr {
+        type Fixed = (u8, u64, u64, (bool, bool), bool);
+        let fixed: Option<Fixed> = match nr {
             16 if (a[1] >> 30) & 3 != 0 && ioc_size != 0 => {
                 let dir = (a[1] >> 30) & 3;
                 Some((19, a[2], ioc_size, (dir & 1 != 0, dir & 2 != 0), false))
