@@ -746,7 +746,7 @@ impl Session {
         let alias = if self.rules.no_alias {
             None
         } else {
-            make_alias(pid, m.fd, &m.path, m.off, len, m.prot)
+            make_alias(pid, m.fd, &m.path, m.addr, m.off, len, m.prot)
         };
         let map_id = self.shm.next_map_id();
         let r = Region {
@@ -1964,13 +1964,15 @@ fn map_file(fd: i32, off: u64, len: u64, prot: i32) -> Option<u64> {
     None
 }
 
-/// The alias of a device mapping of process `pid`: the program's own open file
+/// The alias of a device mapping of process `pid` at `addr`: the program's own open file
 /// (`pidfd_getfd`: drivers keep per-open-file state), else the file reopened by its
-/// `/proc/PID/fd` link, else by its path.
+/// `/proc/PID/fd` link, else the mapping's own file (`/proc/PID/map_files`, when the
+/// program closed its descriptor; needs `CAP_SYS_ADMIN`), else its path.
 fn make_alias(
     pid: i32,
     fd: Option<i32>,
     path: &[u8],
+    addr: u64,
     off: u64,
     len: u64,
     prot: i32,
@@ -1982,6 +1984,10 @@ fn make_alias(
         if file.is_none() {
             file = open_rw(std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")));
         }
+    }
+    if file.is_none() {
+        let p = format!("/proc/{pid}/map_files/{addr:x}-{:x}", addr + len);
+        file = open_rw(std::path::Path::new(&p));
     }
     if file.is_none() {
         file = open_rw(std::path::Path::new(std::ffi::OsStr::from_bytes(path)));
