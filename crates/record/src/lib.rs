@@ -20,6 +20,7 @@ pub mod locate;
 pub mod marks;
 mod output;
 pub mod pci;
+pub mod route;
 mod selftrace;
 mod signals;
 

@@ -22,6 +22,7 @@
 mod ctx;
 mod emit;
 mod emu;
+pub mod exe_kind;
 mod guard;
 pub mod model;
 mod objects;
