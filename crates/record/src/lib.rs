@@ -15,6 +15,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod decode;
+pub mod handoff;
 pub mod demo;
 pub mod locate;
 pub mod marks;
@@ -94,6 +95,8 @@ pub struct Options {
     /// More environment variables for the program (`replay` names its model there;
     /// descriptors they name must be inheritable).
     pub env: Vec<(OsString, OsString)>,
+    /// The route (`--route`); `None` picks it per program ([`route::choose`]).
+    pub route: Option<route::Route>,
 }
 
 impl Options {
@@ -115,6 +118,7 @@ impl Options {
             big_rings: DEFAULT_BIG_RINGS,
             small_capacity: DEFAULT_SMALL_CAPACITY,
             env: Vec::new(),
+            route: None,
         }
     }
 }
@@ -345,6 +349,10 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         }
     };
 
+    let choice = route::choose(program, opts.route);
+    // Processes of the preload route that exec a program only the ptrace route reaches
+    // ask to be handed over (see `handoff`).
+    let handoff = handoff::Listener::serve(hand_over).ok();
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
@@ -368,7 +376,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         .env(rules::ENV_RANGES, opts.ranges.join(","))
         .env(rules::ENV_BYPASS, opts.bypass.join(","))
         .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
-        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" });
+        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" })
+        .env(
+            mmio_trace_tracer::handoff::ENV_RECORDER_PID,
+            std::process::id().to_string(),
+        );
+    if let Some(l) = &handoff {
+        cmd.env(mmio_trace_tracer::handoff::ENV_HANDOFF, l.env_value());
+    }
     cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     if opts.output.is_none() {
         // The trace owns standard output; the program's output goes to standard error
@@ -433,6 +448,13 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let marks = marks::MarkSocket::bind().ok();
     let nrings = rings as usize;
     let mut merger = decode::Merger::new(nrings + 1, consumer.header().start_ns);
+    let route_mark = choice.mark();
+    merger.add_mark(
+        nrings,
+        consumer.header().start_ns,
+        route_mark.as_bytes(),
+        route_mark.len() as u64,
+    );
     let mut status = (opts.status && io::stderr().is_terminal()).then(Status::new);
     let mut exit = None;
     let mut idle = Duration::from_micros(100);
@@ -553,6 +575,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             written: bytes_now(),
         }),
     }
+}
+
+/// The recorder's answer to a hand-off request ([`handoff`]).
+fn hand_over(req: mmio_trace_tracer::handoff::Request, _peer: handoff::Peer) -> u8 {
+    // No ptrace route in this build yet: the exec runs untraced, and the recorder's
+    // "never attached" warning names it.
+    let _ = req;
+    mmio_trace_tracer::handoff::REFUSED
 }
 
 /// `bytes` for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `3.2 GiB`.

@@ -23,6 +23,7 @@ mod ctx;
 mod emit;
 mod emu;
 pub mod exe_kind;
+pub mod handoff;
 mod guard;
 pub mod model;
 mod objects;

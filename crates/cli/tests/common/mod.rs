@@ -165,12 +165,16 @@ pub fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
         .collect()
 }
 
-/// The text of every marker, in file order, but the loaded objects' (`object pid ...`).
+/// The text of every marker, in file order, but the loaded objects' (`object pid ...`)
+/// and the route's (`mmio-trace: route ...`).
 pub fn mark_texts(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Mark(m) if !m.text.starts_with(b"object pid ") => {
+            Event::Mark(m)
+                if !m.text.starts_with(b"object pid ")
+                    && !m.text.starts_with(b"mmio-trace: route ") =>
+            {
                 Some(String::from_utf8_lossy(&m.text).into_owned())
             }
             _ => None,
