@@ -7,6 +7,7 @@
  * Environment: REPLAY_DELTA=N adds N to the second job's ARG of channel 0 (a driver
  * changed to write one different value); REPLAY_EXTRA_POLLS=N reads STATUS N more
  * times after each job (a driver that polls a different number of times).
+ * Each job: ARG, DOORBELL, STATUS polled until DONE or ERROR, RESULT, STATUS cleared.
  * Prints what it learned; exit 3 when the device reports an error (its error path). */
 #include "mmio.h"
 #include <pthread.h>
@@ -38,7 +39,11 @@ static uint32_t job(int ch, uint32_t arg) {
         wr32(dev + 0x10, 0xff);
         exit(3);
     }
-    return rd32(c + 0xc);
+    uint32_t r = rd32(c + 0xc);
+    /* Acknowledge: the next job's first polls must not see this job's DONE while the
+     * simulator (a process that looks every 100 us) has not yet taken the next doorbell. */
+    wr32(c + 8, 0);
+    return r;
 }
 
 static void *worker(void *p) {

@@ -1305,15 +1305,23 @@ const SYS_PREADV2: c_long = 327;
 const SYS_PWRITEV2: c_long = 328;
 const SYS_STATX: c_long = 332;
 const SYS_POLL: c_long = 7;
+const SYS_MMAP: c_long = 9;
+const SYS_MPROTECT: c_long = 10;
+const SYS_MUNMAP: c_long = 11;
+const SYS_MREMAP: c_long = 25;
+const SYS_SIGALTSTACK: c_long = 131;
 const SYS_WAIT4: c_long = 61;
 const SYS_UNAME: c_long = 63;
 const SYS_READLINK: c_long = 89;
 const SYS_READLINKAT: c_long = 267;
 
 /// Interposed `syscall` (variadic in C; on x86-64 its integer arguments arrive in fixed
-/// parameters alike): the numbers of the calls above, and `execve`/`execveat`, go through
-/// their wrappers; `futex` gets the alias of a device word; the rest goes to the kernel
-/// as libc's would send it.
+/// parameters alike): the numbers of the calls above, `mmap`/`munmap`/`mremap`/`mprotect`/
+/// `sigaltstack` and `execve`/`execveat` go through their wrappers (a device mapped,
+/// unmapped or moved by `syscall(SYS_...)` is tracked like one through libc's own calls: a
+/// raw munmap must not leave a stale region that anonymous memory mapped there later would
+/// be redirected through); `futex` gets the alias of a device word; the rest goes to the
+/// kernel as libc's would send it.
 #[no_mangle]
 pub unsafe extern "C" fn syscall(
     n: c_long,
@@ -1329,6 +1337,22 @@ pub unsafe extern "C" fn syscall(
     // kernel would.
     unsafe {
         match n {
+            // The kernel takes these as (unsigned) longs; the wrappers' C types are what
+            // libc passes on.
+            SYS_MMAP => crate::mmap(
+                p(a1),
+                a2,
+                a3 as c_int,
+                a4 as c_int,
+                a5 as c_int,
+                a6 as libc::off_t,
+            ) as c_long,
+            SYS_MUNMAP => crate::munmap(p(a1), a2) as c_long,
+            SYS_MPROTECT => crate::mprotect(p(a1), a2, a3 as c_int) as c_long,
+            SYS_MREMAP => crate::mremap(p(a1), a2, a3, a4 as c_int, p(a5)) as c_long,
+            SYS_SIGALTSTACK => {
+                crate::sigaltstack(a1 as *const libc::stack_t, a2 as *mut libc::stack_t) as c_long
+            }
             SYS_READ => read(a1 as c_int, p(a2), a3) as c_long,
             SYS_WRITE => write(a1 as c_int, p(a2), a3) as c_long,
             SYS_PREAD64 => pread64(a1 as c_int, p(a2), a3, a4 as libc::off_t) as c_long,

@@ -1,0 +1,61 @@
+//! Device mappings made, unmapped, moved and re-protected by `syscall(SYS_...)` in a
+//! dynamic program (the preload route): traced exactly, and a raw munmap leaves no stale
+//! region behind (memory mapped there later stays the program's own).
+
+mod common;
+use common::*;
+
+fn run(mode: &str, opts: &[&str]) {
+    let t = Fixture::new(
+        &format!("rawsys-{mode}-{}", opts.len()),
+        "lead_rawsys",
+        8192,
+    );
+    let (out, ev) = t.record_with(opts, &[mode]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "device 0x11223344\nown memory ok\nread-only 0x66\ndone\n"
+    );
+    let acc = accesses(&ev);
+    let mut want = Vec::new();
+    for _ in 0..40 {
+        want.push(('W', 4, 0x10, 0x11223344));
+        want.push(('R', 4, 0x10, 0x11223344));
+    }
+    // Nothing of the anonymous memory; the second mapping's store, moved store, read
+    // under PROT_READ and the store after PROT_READ|PROT_WRITE.
+    want.extend([
+        ('W', 4, 0x20, 0x55),
+        ('W', 4, 0x24, 0x66),
+        ('R', 4, 0x24, 0x66),
+        ('W', 4, 0x28, 0x77),
+    ]);
+    assert_eq!(acc, want);
+    // Two mappings and their ends: MAP, UNMAP (raw munmap), MAP, and the moved one.
+    assert_eq!(count_maps(&ev), 3, "{ev:?}");
+    assert_device_words(
+        &t.dev,
+        &[(0x10, 0x11223344), (0x20, 0x55), (0x24, 0x66), (0x28, 0x77)],
+    );
+}
+
+#[test]
+fn raw_syscalls_then_anonymous_memory_from_libc_mmap() {
+    run("libc", &[]);
+}
+
+#[test]
+fn raw_syscalls_then_anonymous_memory_from_a_raw_mmap() {
+    run("raw", &[]);
+}
+
+#[test]
+fn a_device_mapped_by_libc_and_unmapped_by_a_raw_munmap_leaves_no_stale_region() {
+    run("stale", &[]);
+}
+
+#[test]
+fn raw_syscalls_without_patching() {
+    run("raw", &["--no-patch"]);
+}
