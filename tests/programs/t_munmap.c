@@ -1,7 +1,7 @@
-/* t_munmap DEV libc|asm: maps DEV, writes and reads a register, then unmaps it with a
- * raw system call (`syscall(SYS_munmap)` through libc, or an inline `syscall`
- * instruction no library can see) and maps anonymous memory at the same address the
- * same way. The new memory is the program's own: its writes must read back, and the
+/* t_munmap DEV libc|sys|asm: maps DEV (libc's mmap; with sys `syscall(SYS_mmap)`; with
+ * asm an inline `syscall` instruction no library can see), writes and reads a register,
+ * then unmaps it with a raw system call (`syscall(SYS_munmap)`, or with asm the inline
+ * instruction) and maps anonymous memory at the same address the same way. The new memory is the program's own: its writes must read back, and the
  * device must not see them. Prints what it read back; exits with status 9. */
 #include "mmio.h"
 #include <string.h>
@@ -24,6 +24,8 @@ int main(int argc, char **argv) {
     uint8_t *d;
     if (asm_mode)
         d = (uint8_t *)raw6(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    else if (strcmp(argv[2], "sys") == 0)
+        d = (uint8_t *)syscall(SYS_mmap, 0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     else
         d = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if ((long)d < 0 && (long)d > -4096) return 100;

@@ -61,7 +61,11 @@ impl ExecNote {
         // SAFETY: the caller's C string.
         let p = unsafe { CStr::from_ptr(path) }.to_bytes();
         let mut buf = [0u8; exe_kind::PATH_MAX + 1];
-        let file = if search { search_path(p, &mut buf) } else { Some(p) };
+        let file = if search {
+            search_path(p, &mut buf)
+        } else {
+            Some(p)
+        };
         if let Some(note) = file.and_then(|f| hand_off(exe_kind::classify(f))) {
             return note;
         }
@@ -85,8 +89,8 @@ impl ExecNote {
             let mut buf = [0u8; exe_kind::PATH_MAX + 1];
             // SAFETY: as above.
             let p = unsafe { CStr::from_ptr(path) }.to_bytes();
-            if let Some(note) = fd_relative(dirfd, p, &mut buf)
-                .and_then(|f| hand_off(exe_kind::classify(f)))
+            if let Some(note) =
+                fd_relative(dirfd, p, &mut buf).and_then(|f| hand_off(exe_kind::classify(f)))
             {
                 return note;
             }

@@ -40,8 +40,7 @@ impl Listener {
     {
         let mut rnd = [0u8; 8];
         // SAFETY: `rnd` is valid for its length.
-        if unsafe { libc::getrandom(rnd.as_mut_ptr().cast(), rnd.len(), 0) } != rnd.len() as isize
-        {
+        if unsafe { libc::getrandom(rnd.as_mut_ptr().cast(), rnd.len(), 0) } != rnd.len() as isize {
             return Err(io::Error::last_os_error());
         }
         let name = format!(
@@ -51,11 +50,7 @@ impl Listener {
         );
         // SAFETY: plain socket call; the descriptor is owned at once.
         let sock = unsafe {
-            let fd = libc::socket(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-            );
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -259,7 +254,10 @@ mod tests {
     fn ancestry() {
         assert!(descends_from_us(std::process::id()));
         assert!(!descends_from_us(1));
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         assert!(descends_from_us(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();

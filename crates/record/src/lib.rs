@@ -15,8 +15,8 @@
 #[doc(hidden)]
 pub mod bench;
 mod decode;
-pub mod handoff;
 pub mod demo;
+pub mod handoff;
 pub mod locate;
 pub mod marks;
 mod output;

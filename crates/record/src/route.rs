@@ -128,10 +128,8 @@ mod tests {
     use std::process::Command;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "mmio-trace-route-{}-{name}",
-            std::process::id()
-        ));
+        let d =
+            std::env::temp_dir().join(format!("mmio-trace-route-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -179,7 +177,10 @@ mod tests {
     fn dynamic_and_static_c_programs() {
         let d = scratch("c");
         assert_eq!(auto(&cc(&d, "dyn", &[])), preload("dynamic executable"));
-        assert_eq!(auto(&cc(&d, "stat", &["-static"])), ptrace("static executable"));
+        assert_eq!(
+            auto(&cc(&d, "stat", &["-static"])),
+            ptrace("static executable")
+        );
         // Static and position-independent: still no PT_INTERP.
         assert_eq!(
             auto(&cc(&d, "spie", &["-static-pie"])),
@@ -190,7 +191,10 @@ mod tests {
             "mmio-trace: route ptrace (static executable)"
         );
         assert_eq!(
-            choose(cc(&d, "stat3", &["-static"]).as_os_str(), Some(Route::Preload)),
+            choose(
+                cc(&d, "stat3", &["-static"]).as_os_str(),
+                Some(Route::Preload)
+            ),
             preload("forced by --route")
         );
     }
@@ -241,7 +245,10 @@ mod tests {
             ptrace("Go program")
         );
         // Stripped: no section headers to name, the note segment still says Go.
-        assert_eq!(auto(&build("stripped", "0", &["-ldflags=-s -w"])), ptrace("Go program"));
+        assert_eq!(
+            auto(&build("stripped", "0", &["-ldflags=-s -w"])),
+            ptrace("Go program")
+        );
     }
 
     #[test]

@@ -182,7 +182,17 @@ fn identity_change(fd: i32) -> Option<Why> {
     // SAFETY: a plain struct of integers, filled by the kernel.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: `st` is a valid, writable `struct stat`.
-    let r = unsafe { syscall6(SYS_FSTAT, fd as usize, &mut st as *mut _ as usize, 0, 0, 0, 0) };
+    let r = unsafe {
+        syscall6(
+            SYS_FSTAT,
+            fd as usize,
+            &mut st as *mut _ as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     if r < 0 {
         return None;
     }
@@ -204,7 +214,17 @@ fn identity_change(fd: i32) -> Option<Why> {
     }
     let name = b"security.capability\0";
     // SAFETY: NUL-terminated name; a zero-size query writes nothing.
-    let r = unsafe { syscall6(SYS_FGETXATTR, fd as usize, name.as_ptr() as usize, 0, 0, 0, 0) };
+    let r = unsafe {
+        syscall6(
+            SYS_FGETXATTR,
+            fd as usize,
+            name.as_ptr() as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     (r > 0).then_some(Why::Capabilities)
 }
 
@@ -344,7 +364,10 @@ mod tests {
     #[test]
     fn shebang_lines() {
         assert_eq!(shebang(b"#!/bin/sh\necho"), Some(&b"/bin/sh"[..]));
-        assert_eq!(shebang(b"#! /usr/bin/env python3\n"), Some(&b"/usr/bin/env"[..]));
+        assert_eq!(
+            shebang(b"#! /usr/bin/env python3\n"),
+            Some(&b"/usr/bin/env"[..])
+        );
         assert_eq!(shebang(b"#!\t/x -e"), Some(&b"/x"[..]));
         assert_eq!(shebang(b"#!\n"), None);
         assert_eq!(shebang(b"\x7fELF"), None);

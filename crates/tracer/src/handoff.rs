@@ -101,7 +101,17 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
         addr.sun_path[0] = 0;
     }
     // SAFETY: plain socket call.
-    let fd = unsafe { syscall6(SYS_SOCKET, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, 0, 0, 0) };
+    let fd = unsafe {
+        syscall6(
+            SYS_SOCKET,
+            AF_UNIX,
+            SOCK_SEQPACKET | SOCK_CLOEXEC,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
     if fd < 0 {
         return None;
     }
@@ -125,14 +135,32 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
         };
         let len = core::mem::size_of::<libc::sa_family_t>() + path.len() + !abstract_name as usize;
         // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
-        let r = unsafe { syscall6(SYS_CONNECT, fd as usize, &addr as *const _ as usize, len, 0, 0, 0) };
+        let r = unsafe {
+            syscall6(
+                SYS_CONNECT,
+                fd as usize,
+                &addr as *const _ as usize,
+                len,
+                0,
+                0,
+                0,
+            )
+        };
         if r < 0 {
             return None;
         }
         let msg = req.encode();
         // SAFETY: `msg` is valid for its length; no address.
         let r = unsafe {
-            syscall6(SYS_SENDTO, fd as usize, msg.as_ptr() as usize, msg.len(), MSG_NOSIGNAL, 0, 0)
+            syscall6(
+                SYS_SENDTO,
+                fd as usize,
+                msg.as_ptr() as usize,
+                msg.len(),
+                MSG_NOSIGNAL,
+                0,
+                0,
+            )
         };
         if r != msg.len() as isize {
             return None;
@@ -140,7 +168,17 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
         let mut b = [0u8; 1];
         loop {
             // SAFETY: `b` is valid for one byte; no address.
-            let r = unsafe { syscall6(SYS_RECVFROM, fd as usize, b.as_mut_ptr() as usize, 1, 0, 0, 0) };
+            let r = unsafe {
+                syscall6(
+                    SYS_RECVFROM,
+                    fd as usize,
+                    b.as_mut_ptr() as usize,
+                    1,
+                    0,
+                    0,
+                    0,
+                )
+            };
             match r {
                 1 => return Some(b[0]),
                 // A signal handler ran: ask again (the timeout restarts, still bounded
@@ -206,7 +244,9 @@ fn parse_tracer_pid(status: &[u8]) -> u32 {
         .iter()
         .skip_while(|&&c| c == b' ' || c == b'\t')
         .take_while(|c| c.is_ascii_digit())
-        .fold(0u32, |v, &c| v.saturating_mul(10).saturating_add((c - b'0') as u32))
+        .fold(0u32, |v, &c| {
+            v.saturating_mul(10).saturating_add((c - b'0') as u32)
+        })
 }
 
 #[cfg(test)]
