@@ -20,6 +20,19 @@ pub enum RecordFormat {
     Binary,
 }
 
+/// `--route`.
+#[derive(Clone, Copy, Default, clap::ValueEnum)]
+enum RouteArg {
+    /// Per program: preload for dynamic programs, ptrace for static, Go, set-uid,
+    /// set-gid and file-capability ones (the default).
+    #[default]
+    Auto,
+    /// The preload library.
+    Preload,
+    /// ptrace and a seccomp filter, nothing in the program.
+    Ptrace,
+}
+
 /// Trace a program's device-memory accesses.
 ///
 /// Runs PROGRAM with mmio-trace's preload library injected. Every shared mapping the
@@ -86,6 +99,20 @@ pub struct RecordArgs {
     /// `sigbus_at`. Also `replay --inject`.
     #[arg(long, value_name = "FILE")]
     inject: Option<PathBuf>,
+
+    /// How to reach the program's accesses. `auto` (the default) picks per program:
+    /// `ptrace` for statically linked, Go, set-uid, set-gid and file-capability programs
+    /// (which LD_PRELOAD cannot reach), `preload` for the others; a traced program that
+    /// execs such a program is handed over to `ptrace` there. The trace's first MARK
+    /// names the route and why. `preload` injects mmio-trace's library into
+    /// the program (dynamic programs; ~3 us per traced access); `ptrace` puts no code in
+    /// it: the recorder traces it with ptrace and a seccomp filter on mmap, munmap,
+    /// mremap and mprotect, and completes each access from outside (static, Go and
+    /// raw-syscall programs; several times slower per access; needs the right to ptrace
+    /// one's own children, see /proc/sys/kernel/yama/ptrace_scope; if the recorder is
+    /// killed, so is the program)
+    #[arg(long, value_enum, default_value_t)]
+    route: RouteArg,
 
     /// No status line on stderr.
     #[arg(short, long)]
@@ -221,6 +248,11 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.bypass = args.bypass;
     opts.no_alias = args.no_alias;
     opts.no_patch = args.no_patch;
+    opts.route = match args.route {
+        RouteArg::Auto => None,
+        RouteArg::Preload => Some(mmio_trace_record::Route::Preload),
+        RouteArg::Ptrace => Some(mmio_trace_record::Route::Ptrace),
+    };
     opts.status = !args.quiet;
     // Kept open until the program ended: the memfd it inherits.
     let _inject = match &args.inject {

@@ -13,14 +13,7 @@ use std::path::{Path, PathBuf};
 
 use mmio_trace_tracer::exe_kind::{self, Verdict};
 
-/// How a program is traced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// The preload library in the program (dynamic programs; the fastest).
-    Preload,
-    /// The recorder traces it from outside by ptrace (static, Go, set-uid...).
-    Ptrace,
-}
+pub use crate::Route;
 
 impl Route {
     /// The route's name, as `--route` spells it.
