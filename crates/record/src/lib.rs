@@ -371,8 +371,12 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     // Processes of the preload route that exec a program only the ptrace route reaches
     // ask to be handed over (see `handoff`).
+    let adopted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let handoff = match lib {
-        Some(_) => handoff::Listener::serve(hand_over).ok(),
+        Some(_) => {
+            let (shm, rules, adopted) = (consumer.shm(), ptrace_rules(opts), adopted.clone());
+            handoff::Listener::serve(move |req, _peer| hand_over(req, shm, &rules, &adopted)).ok()
+        }
         None => None,
     };
     let mut supervisor = None;
@@ -495,21 +499,41 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             all_gone = s.done();
         }
         while supervisor.is_none() {
-            let mut st = 0;
-            // SAFETY: plain waitpid.
-            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-            if pid > 0 {
-                if pid == child_pid {
-                    exit = Some(if libc::WIFSIGNALED(st) {
-                        Exit::Signal(libc::WTERMSIG(st))
-                    } else {
-                        Exit::Code(libc::WEXITSTATUS(st))
-                    });
-                }
-                continue;
+            // Exits only, looked at before they are taken: a child of ours that was
+            // handed over to the ptrace route has a tracer in this very process, so its
+            // ptrace stops show here too (as CLD_TRAPPED): those are its supervisor
+            // thread's to take.
+            // SAFETY: a zeroed siginfo is valid; plain waitid.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_ALL,
+                    0,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WNOTHREAD,
+                )
+            };
+            if r < 0 {
+                all_gone = io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+                break;
             }
-            all_gone = pid < 0;
-            break;
+            // SAFETY: waitid filled a SIGCHLD siginfo (or left it zeroed: no child ready).
+            let pid = unsafe { info.si_pid() };
+            if pid == 0 || info.si_code == libc::CLD_TRAPPED {
+                break;
+            }
+            let mut st = 0;
+            // SAFETY: plain waitpid of a child that has ended.
+            if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG | libc::__WNOTHREAD) } != pid {
+                break;
+            }
+            if pid == child_pid {
+                exit = Some(if libc::WIFSIGNALED(st) {
+                    Exit::Signal(libc::WTERMSIG(st))
+                } else {
+                    Exit::Code(libc::WEXITSTATUS(st))
+                });
+            }
         }
         if all_gone {
             // The supervisor thread has ended too.
@@ -536,6 +560,17 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             idle = (idle * 2).min(Duration::from_millis(5));
         } else {
             idle = Duration::from_micros(100);
+        }
+    }
+    // No more hand-overs; the supervisor threads of those made have seen their last
+    // tracee go (they wrote their last events).
+    drop(handoff);
+    for s in std::mem::take(&mut *adopted.lock().unwrap_or_else(|e| e.into_inner())) {
+        // The program itself was handed over: its tracer may have taken its exit.
+        let pid = s.pid;
+        let e = s.finish();
+        if exit.is_none() && pid == child_pid {
+            exit = e;
         }
     }
     // Every process is gone: nothing can be in flight any more.
@@ -581,12 +616,33 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     }
 }
 
-/// The recorder's answer to a hand-off request ([`handoff`]).
-fn hand_over(req: mmio_trace_tracer::handoff::Request, _peer: handoff::Peer) -> u8 {
-    // No ptrace route in this build yet: the exec runs untraced, and the recorder's
-    // "never attached" warning names it.
-    let _ = req;
-    mmio_trace_tracer::handoff::REFUSED
+/// The recorder's answer to a hand-off request ([`handoff`]): a thread about to exec a
+/// program only the ptrace route reaches is seized by a supervisor thread of its own,
+/// kept in `adopted` until the end.
+fn hand_over(
+    req: mmio_trace_tracer::handoff::Request,
+    shm: mmio_trace_ring::Shm,
+    rules: &rules::Rules,
+    adopted: &std::sync::Mutex<Vec<remote::supervisor::Supervisor>>,
+) -> u8 {
+    use mmio_trace_tracer::handoff::{Request, REFUSED, SEIZED};
+    match req {
+        Request::Seize(tid) => match remote::supervisor::adopt(tid as i32, shm, rules.clone()) {
+            Ok(s) => {
+                adopted.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                SEIZED
+            }
+            Err(e) => {
+                eprintln!(
+                    "mmio-trace: warning: cannot trace thread {tid} by ptrace before its exec ({e}): the program it runs is not traced"
+                );
+                REFUSED
+            }
+        },
+        // The exec failed: the thread stays traced by its supervisor (which passes its
+        // signals on) until it execs again or ends.
+        Request::Release(_) => REFUSED,
+    }
 }
 
 /// Starts the program with the preload library and the recorder's variables.
@@ -696,6 +752,11 @@ fn spawn_ptrace(
         envp,
         stdout,
     };
+    remote::supervisor::start(start, consumer.shm(), ptrace_rules(opts)).map_err(spawn_err)
+}
+
+/// The device rules of the ptrace route, from the options.
+fn ptrace_rules(opts: &Options) -> rules::Rules {
     let mut rules = rules::Rules::new(&device_globs(&opts.devices), opts.no_default_devices);
     rules.ranges = opts
         .ranges
@@ -709,7 +770,7 @@ fn spawn_ptrace(
         .collect();
     rules.no_alias = opts.no_alias;
     rules.no_patch = true;
-    remote::supervisor::start(start, consumer.shm(), rules).map_err(spawn_err)
+    rules
 }
 
 /// The file `execvp` would run for `program`: itself if it names a path, else the first

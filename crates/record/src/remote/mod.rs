@@ -753,6 +753,79 @@ impl Session {
         Ok(site)
     }
 
+    /// Installs the seccomp filter `code` in thread `tid`'s process, stopped at its exec
+    /// (a process handed over by the preload library: its new image had none), by
+    /// injected calls: `prctl(PR_SET_NO_NEW_PRIVS)` first when `nnp` (no
+    /// `CAP_SYS_ADMIN`), then `seccomp(SECCOMP_SET_MODE_FILTER)`. The program and its
+    /// filter pass through the stack below the red zone (nothing lives there at exec).
+    pub fn install_filter(
+        &mut self,
+        tid: i32,
+        code: &[libc::sock_filter],
+        nnp: bool,
+    ) -> io::Result<()> {
+        // At the exec event stop the `execve` call has yet to return, and its result
+        // would overwrite the number of a call injected now: run it to its exit first.
+        sys::syscall(tid, 0)?;
+        let (_, st) = sys::wait(tid, 0)?;
+        if !libc::WIFSTOPPED(st) {
+            self.deferred.push((tid, st));
+            return Err(io::Error::other("the program ended"));
+        }
+        if libc::WSTOPSIG(st) != libc::SIGTRAP | 0x80
+            || sys::syscall_op(tid)? != sys::SYSCALL_INFO_EXIT
+        {
+            // A signal came first: it stays pending for the program (not a stop to lose).
+            return Err(io::Error::other(
+                "the program stopped elsewhere than at its exec's end",
+            ));
+        }
+        let saved = sys::get_regs(tid)?;
+        let site = self.syscall_site(tid)?;
+        let bytes: Vec<u8> = code
+            .iter()
+            .flat_map(|f| {
+                let mut b = [0u8; 8];
+                b[..2].copy_from_slice(&f.code.to_le_bytes());
+                b[2] = f.jt;
+                b[3] = f.jf;
+                b[4..].copy_from_slice(&f.k.to_le_bytes());
+                b
+            })
+            .collect();
+        let prog_at = (saved.rsp - 4096 - bytes.len() as u64) & !15;
+        let fprog_at = prog_at - 16;
+        let mut fprog = [0u8; 16];
+        fprog[..2].copy_from_slice(&(code.len() as u16).to_le_bytes());
+        fprog[8..].copy_from_slice(&prog_at.to_le_bytes());
+        if !sys::write_mem(tid, prog_at, &bytes) || !sys::write_mem(tid, fprog_at, &fprog) {
+            return Err(io::Error::other("cannot write the filter into the program"));
+        }
+        if nnp {
+            let r = self.inject(
+                tid,
+                &saved,
+                site,
+                libc::SYS_prctl as u64,
+                [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+            )?;
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(-r as i32));
+            }
+        }
+        let r = self.inject(
+            tid,
+            &saved,
+            site,
+            libc::SYS_seccomp as u64,
+            [1 /* SECCOMP_SET_MODE_FILTER */, 0, fprog_at, 0, 0, 0],
+        )?;
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(-r as i32));
+        }
+        Ok(())
+    }
+
     /// Makes thread `tid` (stopped; registers `saved`) run system call `nr` with `args` at
     /// the `syscall` instruction `site`, then puts `saved` back. Returns the call's result.
     fn inject(

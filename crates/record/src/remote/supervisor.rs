@@ -44,6 +44,15 @@ impl Supervisor {
     pub fn done(&self) -> bool {
         self.shared.done.load(Ordering::Acquire)
     }
+
+    /// Waits for the supervisor thread to end (its last tracee gone); how the first
+    /// process ended, if this thread saw it.
+    pub fn finish(mut self) -> Option<Exit> {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.exit()
+    }
 }
 
 impl Drop for Supervisor {
@@ -215,6 +224,29 @@ fn child(
     fail(0)
 }
 
+/// Tells the starter why the program could not start (what its child reported on `rd`).
+fn failed(tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut b = [0u8; 5];
+    // SAFETY: reading into a local buffer.
+    let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 5) };
+    let e = if n == 5 {
+        let errno = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        let e = io::Error::from_raw_os_error(errno);
+        if b[0] == 1 {
+            io::Error::new(
+                e.kind(),
+                format!("cannot install the seccomp filter of the ptrace route: {e}"),
+            )
+        } else {
+            e
+        }
+    } else {
+        io::Error::other("the program ended before it could start")
+    };
+    let _ = tx.send(Err(e));
+}
+
 fn supervise(
     start: Start,
     shm: Shm,
@@ -254,27 +286,6 @@ fn supervise(
         child(&start, &argv, &envp, &prog, wr.as_raw_fd(), nnp);
     }
     drop(wr);
-    let failed = |tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd| {
-        use std::os::fd::AsRawFd;
-        let mut b = [0u8; 5];
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 5) };
-        let e = if n == 5 {
-            let errno = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-            let e = io::Error::from_raw_os_error(errno);
-            if b[0] == 1 {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot install the seccomp filter of the ptrace route: {e}"),
-                )
-            } else {
-                e
-            }
-        } else {
-            io::Error::other("the program ended before it could start")
-        };
-        let _ = tx.send(Err(e));
-    };
     // The child stops itself before installing its filter.
     match sys::wait(pid, libc::WUNTRACED) {
         Ok((_, st)) if libc::WIFSTOPPED(st) => {}
@@ -302,14 +313,36 @@ fn supervise(
     drop(start);
     let mut s = Session::new(shm, rules);
     s.add_thread(pid, pid);
-    let mut tx = Some(tx);
+    drive(s, pid, Some((tx, rd)), shared, false);
+}
+
+/// The supervisor's loop: takes every stop of every tracee of this thread until none is
+/// left. `start`: the channel and pipe of a program this thread started, told when it
+/// has exec'd (or why it could not); `adopted`: `pid` was handed over by the preload
+/// library before an exec (it gets the filter at that exec, see [`adopt`]).
+fn drive(
+    mut s: Session,
+    pid: i32,
+    start: Option<(std::sync::mpsc::Sender<io::Result<i32>>, OwnedFd)>,
+    shared: Arc<Shared>,
+    adopted: bool,
+) {
+    let (tx, rd) = match start {
+        Some((tx, rd)) => (Some(tx), Some(rd)),
+        None => (None, None),
+    };
+    let mut tx = tx;
+    // Processes handed over whose new image has its filter.
+    let mut filtered: Vec<i32> = Vec::new();
     let mut early: Vec<i32> = Vec::new();
     let mut fresh: Vec<i32> = Vec::new();
     let mut warned_i386: Vec<i32> = Vec::new();
     loop {
         let (tid, st) = match s.take_deferred() {
             Some(d) => d,
-            None => match sys::wait(-1, 0) {
+            // Only this thread's tracees: other supervisor threads (processes handed
+            // over) and the recorder's main loop wait for their own.
+            None => match sys::wait(-1, libc::__WNOTHREAD) {
                 Ok(w) => w,
                 Err(_) => break, // ECHILD: every descendant is gone
             },
@@ -321,9 +354,9 @@ fn supervise(
                 } else {
                     Exit::Code(libc::WEXITSTATUS(st))
                 };
-                if let Some(tx) = tx.take() {
+                if let (Some(tx), Some(rd)) = (tx.take(), &rd) {
                     // It never exec'd: the start failed.
-                    failed(&tx, &rd);
+                    failed(&tx, rd);
                     shared.done.store(true, Ordering::Release);
                     return;
                 }
@@ -368,6 +401,19 @@ fn supervise(
                     }
                 }
                 s.exec(tid);
+                if adopted && !filtered.contains(&tid) {
+                    // A process handed over before its exec: the new image gets the
+                    // filter the route's own programs install before theirs. Its
+                    // children inherit it.
+                    filtered.push(tid);
+                    if let Err(e) = s.install_filter(tid, &filter(), !caps_sys_admin(tid)) {
+                        let text = format!(
+                            "mmio-trace: NOT TRACED: process {tid}: cannot install the seccomp filter of the ptrace route ({e}): its device mappings are not traced"
+                        );
+                        eprintln!("{text}");
+                        s.mark(tid, text.as_bytes());
+                    }
+                }
                 if tid == pid {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(Ok(pid));
@@ -403,10 +449,61 @@ fn supervise(
             },
         };
     }
-    if let Some(tx) = tx.take() {
-        failed(&tx, &rd);
+    if let (Some(tx), Some(rd)) = (tx.take(), &rd) {
+        failed(&tx, rd);
     }
     shared.done.store(true, Ordering::Release);
+}
+
+/// Traces thread `tid` (of a process traced by the preload library, which asked, see
+/// `crate::handoff`) from a new supervisor thread: returns once it is seized. At its
+/// exec, the new image gets the route's seccomp filter (injected), and the loop goes on
+/// as for a program the route started.
+pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> {
+    let (tx, rx) = std::sync::mpsc::channel::<io::Result<i32>>();
+    let shared = Arc::new(Shared::default());
+    let sh = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("mmio-trace-ptrace".into())
+        .spawn(move || {
+            if let Err(e) = sys::seize(tid, OPTIONS) {
+                let _ = tx.send(Err(e));
+                sh.done.store(true, Ordering::Release);
+                return;
+            }
+            let _ = tx.send(Ok(tid));
+            let mut s = Session::new(shm, rules);
+            s.add_thread(tid, tid);
+            drive(s, tid, None, sh, true);
+        })?;
+    match rx.recv() {
+        Ok(Ok(pid)) => Ok(Supervisor {
+            pid,
+            shared,
+            thread: Some(thread),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(io::Error::other("the ptrace supervisor ended"))
+        }
+    }
+}
+
+/// Whether thread `tid` has `CAP_SYS_ADMIN` (a seccomp filter then needs no
+/// `no_new_privs`).
+fn caps_sys_admin(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|c| c & (1 << 21) != 0)
 }
 
 /// A seccomp stop (a call of the mmap family entering): runs it to its exit and updates
