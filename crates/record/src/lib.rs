@@ -447,13 +447,17 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let marks = marks::MarkSocket::bind().ok();
     let nrings = rings as usize;
     let mut merger = decode::Merger::new(nrings + 1, consumer.header().start_ns);
-    let route_mark = choice.mark();
-    merger.add_mark(
-        nrings,
-        consumer.header().start_ns,
-        route_mark.as_bytes(),
-        route_mark.len() as u64,
-    );
+    // The route is named unless it is the usual one: the preload route a dynamic
+    // program gets by default (such a trace stays as it always was).
+    if opts.route.is_some() || choice.route != Route::Preload {
+        let route_mark = choice.mark();
+        merger.add_mark(
+            nrings,
+            consumer.header().start_ns,
+            route_mark.as_bytes(),
+            route_mark.len() as u64,
+        );
+    }
     let mut status = (opts.status && io::stderr().is_terminal()).then(Status::new);
     let mut exit = None;
     let mut idle = Duration::from_micros(100);

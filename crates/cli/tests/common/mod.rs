@@ -165,16 +165,12 @@ pub fn accesses(events: &[Event]) -> Vec<(char, u8, u64, u64)> {
         .collect()
 }
 
-/// The text of every marker, in file order, but the loaded objects' (`object pid ...`)
-/// and the route's (`mmio-trace: route ...`).
+/// The text of every marker, in file order, but the loaded objects' (`object pid ...`).
 pub fn mark_texts(events: &[Event]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Mark(m)
-                if !m.text.starts_with(b"object pid ")
-                    && !m.text.starts_with(b"mmio-trace: route ") =>
-            {
+            Event::Mark(m) if !m.text.starts_with(b"object pid ") => {
                 Some(String::from_utf8_lossy(&m.text).into_owned())
             }
             _ => None,
