@@ -495,14 +495,10 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             );
         }
         merger.emit_out(Some(wm), |o| write(&mut writer, o));
-        // Reap every descendant that ended; stop when none is left. (Under the ptrace
-        // route the supervisor thread reaps: a wait here would take its tracees' stops.)
+        // Reap every child of this thread that ended (orphans come to the subreaper);
+        // stop when none is left and no supervisor thread has a tracee.
         let mut all_gone = false;
-        if let Some(s) = &supervisor {
-            exit = s.exit();
-            all_gone = s.done();
-        }
-        while supervisor.is_none() {
+        loop {
             // Exits only, looked at before they are taken: a child of ours that was
             // handed over to the ptrace route has a tracer in this very process, so its
             // ptrace stops show here too (as CLD_TRAPPED): those are its supervisor
@@ -539,9 +535,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
                 });
             }
         }
-        if all_gone {
-            // The supervisor thread has ended too.
-            drop(supervisor.take());
+        if let Some(s) = &supervisor {
+            // Under the ptrace route the program is the supervisor thread's child (this
+            // thread reaps only orphans handed to the subreaper).
+            exit = s.exit();
+            all_gone &= s.done();
+            if all_gone {
+                drop(supervisor.take());
+            }
         }
         if let Some(s) = &mut status {
             s.tick(

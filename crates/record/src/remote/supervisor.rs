@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use mmio_trace_ring::Shm;
 use mmio_trace_tracer::rules::Rules;
 
+use mmio_trace_ptrace::{self as pt, Event, Options, Regs, Stop};
+
 use super::{sys, Session, Signal};
 use crate::Exit;
 
@@ -75,66 +77,92 @@ pub(crate) struct Start {
 /// `PTRACE_O_*` options of every traced process. `EXITKILL`: if the recorder is killed,
 /// so is the program (it could not run on: its device pages trap into a tracer that is
 /// gone, and its filter's `SECCOMP_RET_TRACE` calls would fail with `ENOSYS`).
-const OPTIONS: i32 = libc::PTRACE_O_TRACECLONE
-    | libc::PTRACE_O_TRACEFORK
-    | libc::PTRACE_O_TRACEVFORK
-    | libc::PTRACE_O_TRACEEXEC
-    | libc::PTRACE_O_TRACESECCOMP
-    | libc::PTRACE_O_TRACESYSGOOD
-    | libc::PTRACE_O_EXITKILL;
+pub(crate) const OPTIONS: Options = Options(
+    Options::TRACECLONE.0
+        | Options::TRACEFORK.0
+        | Options::TRACEVFORK.0
+        | Options::TRACEEXEC.0
+        | Options::TRACESECCOMP.0
+        | Options::TRACESYSGOOD.0
+        | Options::EXITKILL.0,
+);
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 /// `SECCOMP_RET_DATA` of the stops for 32-bit (`int 0x80`) calls of the mmap family.
 const DATA_I386: u32 = 1;
+/// `SECCOMP_RET_DATA` of the stops for calls handed a buffer.
+const DATA_BUFFER: u32 = 2;
 
 /// The seccomp filter: `SECCOMP_RET_TRACE` for `mmap`, `mprotect`, `munmap`, `mremap` of
-/// the x86-64 ABI; the same calls of the i386 ABI (`int 0x80`: `mmap`, `mmap2`, `munmap`,
-/// `mremap`, `mprotect`) trap with data 1, for the supervisor to say they are not traced
-/// (the emulator is x86-64 only); the x32 ABI and everything else is allowed.
-fn filter() -> Vec<libc::sock_filter> {
+/// the x86-64 ABI (data 0), and for its calls that hand the kernel a buffer
+/// ([`super::BUFFER_SYSCALLS`], data [`DATA_BUFFER`]: the supervisor opens device pages
+/// for them); the mmap family of the i386 ABI (`int 0x80`: `mmap`, `mmap2`, `munmap`,
+/// `mremap`, `mprotect`) traps with data [`DATA_I386`], for the supervisor to say it is not
+/// traced (the emulator is x86-64 only); the x32 ABI and everything else is allowed.
+pub(crate) fn filter() -> Vec<libc::sock_filter> {
     let st = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
         jf: 0,
         k,
     };
-    let j = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
     let ld = |off: u32| st(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off);
     let ret = |k: u32| st(libc::BPF_RET | libc::BPF_K, k);
-    let [mmap, mprotect, munmap, mremap] = super::TRAPPED_SYSCALLS;
-    vec![
-        /* 0 */ ld(4), // arch
-        /* 1 */ j(AUDIT_ARCH_X86_64, 0, 8), // else -> 10
-        /* 2 */ ld(0), // nr
-        /* 3 */
-        libc::sock_filter {
-            code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
-            jt: 5, // x32 -> 9
-            jf: 0,
-            k: 0x4000_0000,
-        },
-        /* 4 */ j(mmap, 3, 0),
-        /* 5 */ j(mprotect, 2, 0),
-        /* 6 */ j(munmap, 1, 0),
-        /* 7 */ j(mremap, 0, 1),
-        /* 8 */ ret(SECCOMP_RET_TRACE),
-        /* 9 */ ret(SECCOMP_RET_ALLOW),
-        /* 10 */ ld(0),
-        /* 11 */ j(90, 4, 0),
-        /* 12 */ j(192, 3, 0),
-        /* 13 */ j(91, 2, 0),
-        /* 14 */ j(163, 1, 0),
-        /* 15 */ j(125, 0, 1),
-        /* 16 */ ret(SECCOMP_RET_TRACE | DATA_I386),
-        /* 17 */ ret(SECCOMP_RET_ALLOW),
-    ]
+    let jeq = |k: u32, jt: usize| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: jt as u8,
+        jf: 0,
+        k,
+    };
+    // Each list: "nr == k: jump to its return", then fall through to ALLOW.
+    let section = |nrs: &[u32], data: u32| {
+        let mut v = Vec::new();
+        for (i, &k) in nrs.iter().enumerate() {
+            // The return for this list follows the ALLOW after the last test.
+            v.push(jeq(k, nrs.len() - i));
+        }
+        v.push(ret(SECCOMP_RET_ALLOW));
+        v.push(ret(SECCOMP_RET_TRACE | data));
+        v
+    };
+    let mmap64 = section(&super::TRAPPED_SYSCALLS, 0);
+    let bufs = section(&super::BUFFER_SYSCALLS, DATA_BUFFER);
+    let i386 = section(&[90, 192, 91, 163, 125], DATA_I386);
+    let mut v = vec![ld(4)];
+    // Not x86-64: the i386 section, after the x86-64 part.
+    // `ld nr`, the x32 test, the mmap tests, the buffer section, the mmap TRACE.
+    let x86_64_len = 2 + (mmap64.len() - 2) + bufs.len() + 1;
+    v.push(libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf: x86_64_len as u8,
+        k: AUDIT_ARCH_X86_64,
+    });
+    v.push(ld(0));
+    v.push(libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+        // x32: the ALLOW of the buffer section's end.
+        jt: (mmap64.len() - 2 + bufs.len() - 2) as u8,
+        jf: 0,
+        k: 0x4000_0000,
+    });
+    // The mmap family: its ALLOW becomes "go on to the buffer calls" (dropped: the tests
+    // fall through into the next list), its TRACE stays.
+    let (tests, rets) = mmap64.split_at(mmap64.len() - 2);
+    let n = tests.len();
+    for (i, t) in tests.iter().enumerate() {
+        // Jump over the rest of the tests, the buffer section, to this list's TRACE.
+        let mut t = *t;
+        t.jt = (n - i - 1 + bufs.len()) as u8;
+        v.push(t);
+    }
+    v.extend_from_slice(&bufs);
+    v.push(rets[1]);
+    v.push(ld(0));
+    v.extend_from_slice(&i386);
+    v
 }
 
 /// Whether the recorder has `CAP_SYS_ADMIN` (bit 21 of `CapEff`).
@@ -224,29 +252,6 @@ fn child(
     fail(0)
 }
 
-/// Tells the starter why the program could not start (what its child reported on `rd`).
-fn failed(tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd) {
-    use std::os::fd::AsRawFd;
-    let mut b = [0u8; 5];
-    // SAFETY: reading into a local buffer.
-    let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 5) };
-    let e = if n == 5 {
-        let errno = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-        let e = io::Error::from_raw_os_error(errno);
-        if b[0] == 1 {
-            io::Error::new(
-                e.kind(),
-                format!("cannot install the seccomp filter of the ptrace route: {e}"),
-            )
-        } else {
-            e
-        }
-    } else {
-        io::Error::other("the program ended before it could start")
-    };
-    let _ = tx.send(Err(e));
-}
-
 fn supervise(
     start: Start,
     shm: Shm,
@@ -286,23 +291,45 @@ fn supervise(
         child(&start, &argv, &envp, &prog, wr.as_raw_fd(), nnp);
     }
     drop(wr);
+    fn failed(tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd) {
+        use std::os::fd::AsRawFd;
+        let mut b = [0u8; 5];
+        // SAFETY: reading into a local buffer.
+        let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 5) };
+        let e = if n == 5 {
+            let errno = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+            let e = io::Error::from_raw_os_error(errno);
+            if b[0] == 1 {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot install the seccomp filter of the ptrace route: {e}"),
+                )
+            } else {
+                e
+            }
+        } else {
+            io::Error::other("the program ended before it could start")
+        };
+        let _ = tx.send(Err(e));
+    }
     // The child stops itself before installing its filter.
-    match sys::wait(pid, libc::WUNTRACED) {
-        Ok((_, st)) if libc::WIFSTOPPED(st) => {}
+    let mut st = 0;
+    // SAFETY: plain waitpid for our own child (not yet traced: WUNTRACED sees its stop).
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED | libc::__WNOTHREAD) };
+    match r {
+        _ if r == pid && libc::WIFSTOPPED(st) => {}
         _ => {
             failed(&tx, &rd);
             shared.done.store(true, Ordering::Release);
             return;
         }
     }
-    if let Err(e) = sys::seize(pid, OPTIONS) {
+    if let Err(e) = pt::seize(pid, OPTIONS) {
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = sys::wait(pid, 0);
-        let msg = format!(
-            "cannot trace the program with ptrace ({e}): see /proc/sys/kernel/yama/ptrace_scope, or run the recorder with CAP_SYS_PTRACE"
-        );
-        let _ = tx.send(Err(io::Error::new(e.kind(), msg)));
+        let _ = pt::wait(pid, false);
+        let msg = format!("cannot trace the program with ptrace: {e}");
+        let _ = tx.send(Err(io::Error::new(io::ErrorKind::PermissionDenied, msg)));
         shared.done.store(true, Ordering::Release);
         return;
     }
@@ -313,72 +340,68 @@ fn supervise(
     drop(start);
     let mut s = Session::new(shm, rules);
     s.add_thread(pid, pid);
-    drive(s, pid, Some((tx, rd)), shared, false);
+    run_loop(
+        &mut s,
+        pid,
+        &shared,
+        Some(Box::new(
+            move |_: &mut Session, r: Result<i32, ()>| match r {
+                Ok(pid) => {
+                    let _ = tx.send(Ok(pid));
+                }
+                Err(()) => failed(&tx, &rd),
+            },
+        )),
+    );
 }
 
-/// The supervisor's loop: takes every stop of every tracee of this thread until none is
-/// left. `start`: the channel and pipe of a program this thread started, told when it
-/// has exec'd (or why it could not); `adopted`: `pid` was handed over by the preload
-/// library before an exec (it gets the filter at that exec, see [`adopt`]).
-fn drive(
-    mut s: Session,
-    pid: i32,
-    start: Option<(std::sync::mpsc::Sender<io::Result<i32>>, OwnedFd)>,
-    shared: Arc<Shared>,
-    adopted: bool,
-) {
-    let (tx, rd) = match start {
-        Some((tx, rd)) => (Some(tx), Some(rd)),
-        None => (None, None),
-    };
-    let mut tx = tx;
-    // Processes handed over whose new image has its filter.
-    let mut filtered: Vec<i32> = Vec::new();
+/// Called once the first process has exec'd (`Ok(pid)`), or has ended before it could
+/// (`Err`).
+pub(crate) type Started = Box<dyn FnOnce(&mut Session, Result<i32, ()>)>;
+
+/// The supervisor's loop: takes every stop and exit of this thread's tracees (`pid` the
+/// first process, already seized with [`OPTIONS`] and known to `s`) until none is left;
+/// publishes `pid`'s exit status and the end in `shared`. `started`: told when `pid`
+/// first execs (`None`: it runs already).
+pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: Option<Started>) {
     let mut early: Vec<i32> = Vec::new();
     let mut fresh: Vec<i32> = Vec::new();
     let mut warned_i386: Vec<i32> = Vec::new();
     loop {
-        let (tid, st) = match s.take_deferred() {
+        let (tid, stop) = match s.take_deferred() {
             Some(d) => d,
-            // Only this thread's tracees: other supervisor threads (processes handed
-            // over) and the recorder's main loop wait for their own.
-            None => match sys::wait(-1, libc::__WNOTHREAD) {
-                Ok(w) => w,
-                Err(_) => break, // ECHILD: every descendant is gone
+            None => match pt::wait(-1, false) {
+                Ok(Some(w)) => w,
+                // ECHILD: every descendant is gone.
+                _ => break,
             },
         };
-        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-            if tid == pid {
-                let e = if libc::WIFSIGNALED(st) {
-                    Exit::Signal(libc::WTERMSIG(st))
-                } else {
-                    Exit::Code(libc::WEXITSTATUS(st))
-                };
-                if let (Some(tx), Some(rd)) = (tx.take(), &rd) {
-                    // It never exec'd: the start failed.
-                    failed(&tx, rd);
-                    shared.done.store(true, Ordering::Release);
-                    return;
+        let _ = match stop {
+            Stop::Exited(_) | Stop::Killed { .. } => {
+                if tid == pid {
+                    let e = match stop {
+                        Stop::Killed { signal, .. } => Exit::Signal(signal),
+                        Stop::Exited(code) => Exit::Code(code),
+                        _ => Exit::Code(0),
+                    };
+                    if let Some(f) = started.take() {
+                        // It never exec'd: the start failed.
+                        f(s, Err(()));
+                        shared.done.store(true, Ordering::Release);
+                        return;
+                    }
+                    *shared.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                 }
-                *shared.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                s.thread_gone(tid);
+                Ok(())
             }
-            s.thread_gone(tid);
-            continue;
-        }
-        if !libc::WIFSTOPPED(st) {
-            continue;
-        }
-        let sig = libc::WSTOPSIG(st);
-        let event = st >> 16;
-        let _ = match event {
-            libc::PTRACE_EVENT_SECCOMP => {
-                seccomp_stop(&mut s, tid, &mut warned_i386);
-                sys::cont(tid, 0)
+            Stop::Event(Event::Seccomp { data }) => {
+                seccomp_stop(s, tid, data, &mut warned_i386);
+                pt::cont(tid, 0)
             }
-            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                if let (Ok(new), Some(parent)) = (sys::event_msg(tid), s.pid_of(tid)) {
-                    let new = new as i32;
-                    let thread = event == libc::PTRACE_EVENT_CLONE
+            Stop::Event(Event::Clone { new } | Event::Fork { new } | Event::Vfork { new }) => {
+                if let Some(parent) = s.pid_of(tid) {
+                    let thread = matches!(stop, Stop::Event(Event::Clone { .. }))
                         && sys::tgid_of(new).is_some_and(|g| g == parent);
                     if thread {
                         s.add_thread(parent, new);
@@ -387,70 +410,57 @@ fn drive(
                     }
                     if let Some(k) = early.iter().position(|&t| t == new) {
                         early.remove(k);
-                        let _ = sys::cont(new, 0);
+                        let _ = pt::cont(new, 0);
                     } else {
                         fresh.push(new);
                     }
                 }
-                sys::cont(tid, 0)
+                pt::cont(tid, 0)
             }
-            libc::PTRACE_EVENT_EXEC => {
-                if let Ok(former) = sys::event_msg(tid) {
-                    if former as i32 != tid {
-                        s.thread_gone(former as i32);
-                    }
+            Stop::Event(Event::Exec { former_tid }) => {
+                if former_tid != tid {
+                    s.thread_gone(former_tid);
                 }
                 s.exec(tid);
-                if adopted && !filtered.contains(&tid) {
-                    // A process handed over before its exec: the new image gets the
-                    // filter the route's own programs install before theirs. Its
-                    // children inherit it.
-                    filtered.push(tid);
-                    if let Err(e) = s.install_filter(tid, &filter(), !caps_sys_admin(tid)) {
-                        let text = format!(
-                            "mmio-trace: NOT TRACED: process {tid}: cannot install the seccomp filter of the ptrace route ({e}): its device mappings are not traced"
-                        );
-                        eprintln!("{text}");
-                        s.mark(tid, text.as_bytes());
-                    }
-                }
                 if tid == pid {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(pid));
+                    if let Some(f) = started.take() {
+                        f(s, Ok(pid));
                     }
                 }
-                sys::cont(tid, 0)
+                pt::cont(tid, 0)
             }
-            libc::PTRACE_EVENT_STOP => {
-                if !s.knows(tid) {
-                    // A new tracee's first stop before its parent's event: it waits.
-                    early.push(tid);
-                    Ok(())
-                } else if let Some(k) = fresh.iter().position(|&t| t == tid) {
-                    fresh.remove(k);
-                    sys::cont(tid, 0)
-                } else if matches!(
-                    sig,
-                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-                ) {
-                    // Group-stop: stays stopped, job control goes on (SIGCONT ends it).
-                    sys::listen(tid)
-                } else {
-                    sys::cont(tid, 0)
+            Stop::Interrupt | Stop::Group { .. } if !s.knows(tid) => {
+                // A new tracee's first stop before its parent's event: it waits for it.
+                early.push(tid);
+                Ok(())
+            }
+            Stop::Interrupt | Stop::Group { .. } if fresh.contains(&tid) => {
+                fresh.retain(|&t| t != tid);
+                pt::cont(tid, 0)
+            }
+            // Group-stop: stays stopped, job control goes on (SIGCONT ends it).
+            Stop::Group { .. } => pt::listen(tid),
+            Stop::Signal {
+                signal,
+                info: Some(info),
+            } => match s.on_signal(tid, info.raw()) {
+                Signal::Handled => pt::cont(tid, 0),
+                Signal::Deliver(n) => {
+                    // A signal the program ignores still stops a traced thread, which
+                    // breaks off epoll_wait & co. with EINTR: they resume as natively.
+                    let _ = pt::restart_interrupted_call(tid);
+                    pt::cont(tid, if n == 0 { signal } else { n })
                 }
-            }
-            _ if sig == libc::SIGTRAP | 0x80 => sys::cont(tid, 0),
-            _ => match sys::siginfo(tid) {
-                Ok(si) => match s.on_signal(tid, &si) {
-                    Signal::Handled => sys::cont(tid, 0),
-                    Signal::Deliver(n) => sys::cont(tid, n),
-                },
-                Err(_) => sys::cont(tid, sig),
             },
+            Stop::Signal { signal, info: None } => {
+                let _ = pt::restart_interrupted_call(tid);
+                pt::cont(tid, signal)
+            }
+            Stop::Interrupt | Stop::Event(_) | Stop::Syscall => pt::cont(tid, 0),
         };
     }
-    if let (Some(tx), Some(rd)) = (tx.take(), &rd) {
-        failed(&tx, rd);
+    if let Some(f) = started.take() {
+        f(s, Err(()));
     }
     shared.done.store(true, Ordering::Release);
 }
@@ -466,15 +476,30 @@ pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> 
     let thread = std::thread::Builder::new()
         .name("mmio-trace-ptrace".into())
         .spawn(move || {
-            if let Err(e) = sys::seize(tid, OPTIONS) {
-                let _ = tx.send(Err(e));
+            if let Err(e) = pt::seize(tid, OPTIONS) {
+                let msg = format!("cannot trace it with ptrace: {e}");
+                let _ = tx.send(Err(io::Error::new(io::ErrorKind::PermissionDenied, msg)));
                 sh.done.store(true, Ordering::Release);
                 return;
             }
             let _ = tx.send(Ok(tid));
             let mut s = Session::new(shm, rules);
             s.add_thread(tid, tid);
-            drive(s, tid, None, sh, true);
+            // At its exec the new image gets the filter the route's own programs install
+            // before theirs (its children inherit it).
+            let filter_at_exec: Started = Box::new(move |s: &mut Session, r: Result<i32, ()>| {
+                if r.is_ok() {
+                    if let Err(e) = s.install_filter(tid, &filter(), !caps_sys_admin(tid)) {
+                        let text = format!(
+                            "mmio-trace: NOT TRACED: process {tid}: cannot install the seccomp filter of the ptrace route ({e}): its device mappings are not traced"
+                        );
+                        eprintln!("{text}");
+                        s.mark(tid, text.as_bytes());
+                    }
+                }
+            });
+            run_loop(&mut s, tid, &sh, Some(filter_at_exec));
+            sh.done.store(true, Ordering::Release);
         })?;
     match rx.recv() {
         Ok(Ok(pid)) => Ok(Supervisor {
@@ -508,9 +533,10 @@ fn caps_sys_admin(tid: i32) -> bool {
 
 /// A seccomp stop (a call of the mmap family entering): runs it to its exit and updates
 /// the session.
-fn seccomp_stop(s: &mut Session, tid: i32, warned_i386: &mut Vec<i32>) {
-    let Ok(regs) = sys::get_regs(tid) else { return };
-    if sys::event_msg(tid).is_ok_and(|d| d == u64::from(DATA_I386)) {
+fn seccomp_stop(s: &mut Session, tid: i32, data: u16, warned_i386: &mut Vec<i32>) {
+    let Ok(regs) = Regs::read(tid) else { return };
+    let regs = *regs.user();
+    if u32::from(data) == DATA_I386 {
         let pid = s.pid_of(tid).unwrap_or(tid);
         if !warned_i386.contains(&pid) {
             warned_i386.push(pid);
@@ -523,21 +549,75 @@ fn seccomp_stop(s: &mut Session, tid: i32, warned_i386: &mut Vec<i32>) {
         }
         return;
     }
-    if !s.syscall_entry(tid, &regs) {
+    if u32::from(data) == DATA_BUFFER {
+        let _ = s.buffer_call(tid, &regs);
         return;
     }
-    if sys::syscall(tid, 0).is_err() {
+    if !s.syscall_entry(tid, &regs) || pt::syscall(tid, 0).is_err() {
         return;
     }
-    let Ok((_, st)) = sys::wait(tid, 0) else {
-        return;
-    };
-    if libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTRAP | 0x80 {
-        if let Ok(regs) = sys::get_regs(tid) {
-            s.syscall_exit(tid, &regs);
+    match pt::wait_tid(tid) {
+        Ok(Stop::Syscall) => {
+            if let Ok(regs) = Regs::read(tid) {
+                s.syscall_exit(tid, regs.user());
+            }
         }
-    } else {
         // Anything else (killed meanwhile): the main loop's.
-        s.deferred.push((tid, st));
+        Ok(other) => s.deferred.push((tid, other)),
+        Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs the filter (the instructions it uses) on a call: the filter's return value.
+    fn run(prog: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        let data = |off: u32| match off {
+            0 => nr,
+            4 => arch,
+            _ => panic!("load of offset {off}"),
+        };
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = prog[pc];
+            let code = u32::from(i.code);
+            if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
+                a = data(i.k);
+            } else if code == libc::BPF_RET | libc::BPF_K {
+                return i.k;
+            } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
+                pc += usize::from(if a == i.k { i.jt } else { i.jf });
+            } else if code == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K {
+                pc += usize::from(if a >= i.k { i.jt } else { i.jf });
+            } else {
+                panic!("instruction {code:#x}");
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn the_filter_traps_exactly_the_calls_it_names() {
+        let f = super::filter();
+        let x86_64 = super::AUDIT_ARCH_X86_64;
+        let (trace, allow) = (super::SECCOMP_RET_TRACE, super::SECCOMP_RET_ALLOW);
+        for nr in 0..460u32 {
+            let want = if super::super::TRAPPED_SYSCALLS.contains(&nr) {
+                trace
+            } else if super::super::BUFFER_SYSCALLS.contains(&nr) {
+                trace | super::DATA_BUFFER
+            } else {
+                allow
+            };
+            assert_eq!(run(&f, x86_64, nr), want, "x86-64 call {nr}");
+            // The x32 ABI: allowed, whatever the number.
+            assert_eq!(run(&f, x86_64, nr | 0x4000_0000), allow, "x32 call {nr}");
+            let i386 = if [90, 192, 91, 163, 125].contains(&nr) {
+                trace | super::DATA_I386
+            } else {
+                allow
+            };
+            assert_eq!(run(&f, 0x4000_0003, nr), i386, "i386 call {nr}");
+        }
     }
 }
