@@ -462,3 +462,40 @@ fn which(name: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{name} is needed for this test (Debian: util-linux)"))
 }
+
+#[test]
+fn a_static_program_started_by_posix_spawnp_is_traced_and_so_is_its_parent() {
+    // Libc's posix_spawn runs the exec in a child that runs none of the preload
+    // library's code: the spawning thread is handed over first, the route follows its
+    // child. The parent's own accesses are still traced, before and after.
+    let dir = scratch("t-spawn");
+    let dev = device(&dir, 8192);
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    cc(&bin, "t_regs", "t-static-driver", "cc", &["-static"]);
+    let parent = cc(&dir, "t_spawn", "t_spawn", "cc", &[]);
+    let path = std::env::join_paths(
+        std::iter::once(bin.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let out = record_cmd(&dir, &dev, &[])
+        .env("PATH", &path)
+        .args([os(&parent), os(&dev), "t-static-driver".as_ref()])
+        .output()
+        .unwrap();
+    let ev = read_log(&trace_log(&dir));
+    assert_exit(&out, 7);
+    assert_eq!(
+        stdout(&out),
+        "read 11223344 1400 beef euid 0\nparent read 2\n",
+        "stderr {}",
+        stderr(&out)
+    );
+    let mut want = vec![('W', 4, 0x300, 1)];
+    want.extend(regs_accesses());
+    want.extend([('W', 4, 0x300, 2), ('R', 4, 0x300, 2)]);
+    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+    assert_none_lost(&ev);
+}

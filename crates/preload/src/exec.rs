@@ -156,6 +156,39 @@ fn hand_off(exe: exe_kind::Exe) -> Option<ExecNote> {
     Some(ExecNote::HandedOff(tid))
 }
 
+/// Before a `posix_spawn` of `path` (`search`: `posix_spawnp`): a program only the ptrace
+/// route reaches cannot be handed over at its exec (libc's child runs none of our code),
+/// so this thread is, before the spawn: the recorder then follows the child it makes and
+/// traces the program from its exec. This thread stays traced by ptrace afterwards (its
+/// own accesses still go through this library, its signals through the recorder).
+/// Returns whether it was handed over (the child then needs no exec note).
+///
+/// # Safety
+/// `path` is null or a C string.
+pub(crate) unsafe fn spawn_hand_off(path: *const c_char, search: bool) -> bool {
+    if path.is_null() || !INITIALISED.load(Ordering::Acquire) {
+        return false;
+    }
+    // SAFETY: the caller's C string.
+    let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+    let mut buf = [0u8; exe_kind::PATH_MAX + 1];
+    let file = if search {
+        search_path(p, &mut buf)
+    } else {
+        Some(p)
+    };
+    let Some(exe) = file.map(exe_kind::classify) else {
+        return false;
+    };
+    if exe.needs_ptrace().is_none() {
+        return false;
+    }
+    let Some(sock) = handoff_socket() else {
+        return false;
+    };
+    handoff::ask(sock, handoff::Request::Seize(sys::gettid())) == Some(handoff::SEIZED)
+}
+
 /// `execvp`'s search for `file` in `PATH` (unset: glibc's default list), into `buf`:
 /// the first executable regular file; `file` itself when it has a `/`.
 fn search_path<'a>(file: &'a [u8], buf: &'a mut [u8; exe_kind::PATH_MAX + 1]) -> Option<&'a [u8]> {

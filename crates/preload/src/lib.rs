@@ -1184,6 +1184,8 @@ unsafe fn spawn_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
+    // SAFETY: the caller's path, a C string (or null).
+    let handed = unsafe { exec::spawn_hand_off(path, name.starts_with("posix_spawnp")) };
     let since = tracer::uaccess::now();
     // SAFETY: as in `execve`.
     let r = unsafe {
@@ -1196,8 +1198,10 @@ unsafe fn spawn_patched(
             patch_env(envp, &mut env),
         )
     };
-    // SAFETY: the caller's pid pointer (may be null) and path.
-    unsafe { exec::spawned(r, pid, since, path) };
+    if !handed {
+        // SAFETY: the caller's pid pointer (may be null) and path.
+        unsafe { exec::spawned(r, pid, since, path) };
+    }
     r
 }
 

@@ -373,11 +373,12 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // ask to be handed over (see `handoff`).
     let adopted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let handoff = match lib {
-        Some(_) => {
+        // Not when the preload route is forced: nothing goes the ptrace route then.
+        Some(_) if opts.route.is_none() => {
             let (shm, rules, adopted) = (consumer.shm(), ptrace_rules(opts), adopted.clone());
             handoff::Listener::serve(move |req, _peer| hand_over(req, shm, &rules, &adopted)).ok()
         }
-        None => None,
+        _ => None,
     };
     let mut supervisor = None;
     let child_pid = match lib {

@@ -215,6 +215,9 @@ pub struct Session {
     /// Stops seen while the session waited for another (a thread stopped while the others
     /// were being paused): the driver handles them before waiting again.
     deferred: Vec<(Pid, Stop)>,
+    /// Processes here were handed over by the preload library: each exec'd image that
+    /// has no seccomp filter yet gets the route's (see [`Session::install_filter`]).
+    pub(crate) filter_execs: bool,
 }
 
 impl Session {
@@ -227,6 +230,7 @@ impl Session {
             procs: HashMap::new(),
             threads: HashMap::new(),
             deferred: Vec::new(),
+            filter_execs: false,
         }
     }
     /// A stop the session took while waiting for another thread: to handle as if

@@ -344,20 +344,18 @@ fn supervise(
         &mut s,
         pid,
         &shared,
-        Some(Box::new(
-            move |_: &mut Session, r: Result<i32, ()>| match r {
-                Ok(pid) => {
-                    let _ = tx.send(Ok(pid));
-                }
-                Err(()) => failed(&tx, &rd),
-            },
-        )),
+        Some(Box::new(move |r: Result<i32, ()>| match r {
+            Ok(pid) => {
+                let _ = tx.send(Ok(pid));
+            }
+            Err(()) => failed(&tx, &rd),
+        })),
     );
 }
 
 /// Called once the first process has exec'd (`Ok(pid)`), or has ended before it could
 /// (`Err`).
-pub(crate) type Started = Box<dyn FnOnce(&mut Session, Result<i32, ()>)>;
+pub(crate) type Started = Box<dyn FnOnce(Result<i32, ()>)>;
 
 /// The supervisor's loop: takes every stop and exit of this thread's tracees (`pid` the
 /// first process, already seized with [`OPTIONS`] and known to `s`) until none is left;
@@ -386,7 +384,7 @@ pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: 
                     };
                     if let Some(f) = started.take() {
                         // It never exec'd: the start failed.
-                        f(s, Err(()));
+                        f(Err(()));
                         shared.done.store(true, Ordering::Release);
                         return;
                     }
@@ -422,9 +420,21 @@ pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: 
                     s.thread_gone(former_tid);
                 }
                 s.exec(tid);
+                if s.filter_execs && seccomp_mode(tid) == Some(0) {
+                    // Handed over by the preload library (before this exec, or the
+                    // child of such a process's posix_spawn): the new image gets the
+                    // filter the route's own programs install before theirs.
+                    if let Err(e) = s.install_filter(tid, &filter(), !caps_sys_admin(tid)) {
+                        let text = format!(
+                            "mmio-trace: NOT TRACED: process {tid}: cannot install the seccomp filter of the ptrace route ({e}): its device mappings are not traced"
+                        );
+                        eprintln!("{text}");
+                        s.mark(tid, text.as_bytes());
+                    }
+                }
                 if tid == pid {
                     if let Some(f) = started.take() {
-                        f(s, Ok(pid));
+                        f(Ok(pid));
                     }
                 }
                 pt::cont(tid, 0)
@@ -460,15 +470,16 @@ pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: 
         };
     }
     if let Some(f) = started.take() {
-        f(s, Err(()));
+        f(Err(()));
     }
     shared.done.store(true, Ordering::Release);
 }
 
 /// Traces thread `tid` (of a process traced by the preload library, which asked, see
 /// `crate::handoff`) from a new supervisor thread: returns once it is seized. At its
-/// exec, the new image gets the route's seccomp filter (injected), and the loop goes on
-/// as for a program the route started.
+/// exec (or at the exec of the child its `posix_spawn` makes), the new image gets the
+/// route's seccomp filter (injected), and the loop goes on as for a program the route
+/// started.
 pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> {
     let (tx, rx) = std::sync::mpsc::channel::<io::Result<i32>>();
     let shared = Arc::new(Shared::default());
@@ -485,20 +496,8 @@ pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> 
             let _ = tx.send(Ok(tid));
             let mut s = Session::new(shm, rules);
             s.add_thread(tid, tid);
-            // At its exec the new image gets the filter the route's own programs install
-            // before theirs (its children inherit it).
-            let filter_at_exec: Started = Box::new(move |s: &mut Session, r: Result<i32, ()>| {
-                if r.is_ok() {
-                    if let Err(e) = s.install_filter(tid, &filter(), !caps_sys_admin(tid)) {
-                        let text = format!(
-                            "mmio-trace: NOT TRACED: process {tid}: cannot install the seccomp filter of the ptrace route ({e}): its device mappings are not traced"
-                        );
-                        eprintln!("{text}");
-                        s.mark(tid, text.as_bytes());
-                    }
-                }
-            });
-            run_loop(&mut s, tid, &sh, Some(filter_at_exec));
+            s.filter_execs = true;
+            run_loop(&mut s, tid, &sh, None);
             sh.done.store(true, Ordering::Release);
         })?;
     match rx.recv() {
@@ -516,6 +515,15 @@ pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> 
             Err(io::Error::other("the ptrace supervisor ended"))
         }
     }
+}
+
+/// The `Seccomp:` mode of thread `tid` (0: none, 2: filters), if known.
+fn seccomp_mode(tid: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Whether thread `tid` has `CAP_SYS_ADMIN` (a seccomp filter then needs no
