@@ -113,6 +113,8 @@ impl Region {
 /// A traced process (one address space).
 struct Proc {
     regions: BTreeMap<u64, Region>,
+    /// The process has the stacked filter for calls handed buffers (or could not get it).
+    buffer_filter: bool,
     /// The engine's state for calls injected into it.
     engine: Process,
     /// Its threads.
@@ -123,6 +125,7 @@ impl Proc {
     fn new(pid: Pid) -> Proc {
         Proc {
             regions: BTreeMap::new(),
+            buffer_filter: false,
             engine: Process::new(pid),
             threads: Vec::new(),
         }
@@ -212,6 +215,9 @@ pub struct Session {
     rules: Rules,
     procs: HashMap<i32, Proc>,
     threads: HashMap<i32, Thread>,
+    /// The filter to stack on a process at its first device mapping, for the calls handed
+    /// buffers (the supervisor's; none for processes attached to, which get no filter).
+    buffer_filter: Option<Vec<libc::sock_filter>>,
     /// Stops seen while the session waited for another (a thread stopped while the others
     /// were being paused): the driver handles them before waiting again.
     deferred: Vec<(Pid, Stop)>,
@@ -229,10 +235,19 @@ impl Session {
             rules,
             procs: HashMap::new(),
             threads: HashMap::new(),
+            buffer_filter: None,
             deferred: Vec::new(),
             filter_execs: false,
         }
     }
+    /// Sets the seccomp filter stacked on a process with its first device mapping (it must
+    /// stop the calls of [`BUFFER_SYSCALLS`] with `SECCOMP_RET_TRACE` and hand them to
+    /// [`Session::buffer_call`]); the process must be allowed to add one (no_new_privs or
+    /// `CAP_SYS_ADMIN`). Never for a process that runs on without the recorder.
+    pub fn set_buffer_filter(&mut self, prog: Vec<libc::sock_filter>) {
+        self.buffer_filter = Some(prog);
+    }
+
     /// A stop the session took while waiting for another thread: to handle as if
     /// [`mmio_trace_ptrace::wait`] returned it now.
     pub fn take_deferred(&mut self) -> Option<(Pid, Stop)> {
@@ -288,6 +303,8 @@ impl Session {
         let mut p = Proc::new(child);
         if let Some(from) = self.procs.get(&parent) {
             p.regions = from.regions.clone();
+            // Filters are inherited.
+            p.buffer_filter = from.buffer_filter;
         }
         self.procs.insert(child, p);
         self.add_thread(child, child);
@@ -296,6 +313,7 @@ impl Session {
     /// Process `pid` exec'd a new image (its thread `pid` goes on, the others are gone):
     /// its regions are forgotten (no `UNMAP`, as the in-process route logs none at exec).
     pub fn exec(&mut self, pid: i32) {
+        let filtered = self.procs.get(&pid).is_some_and(|p| p.buffer_filter);
         if let Some(p) = self.procs.remove(&pid) {
             for t in p.threads {
                 if t != pid {
@@ -304,6 +322,10 @@ impl Session {
             }
         }
         self.add_process(pid);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            // Filters survive exec.
+            p.buffer_filter = filtered;
+        }
     }
 
     /// Thread `tid` is gone (exited or killed).
@@ -695,7 +717,61 @@ impl Session {
         }
         self.mark(tid, &text);
         self.close_pages(tid, m.addr, len, m.off)?;
+        if self.procs.get(&pid).is_some_and(|p| !p.buffer_filter) {
+            self.install_buffer_filter(tid, pid);
+        }
         Ok(map_id)
+    }
+
+    /// Stacks the filter for calls handed buffers on process `pid` (thread `tid` stopped):
+    /// from its first device mapping on, those calls stop for [`Session::buffer_call`].
+    /// If the kernel refuses, says so (those calls then fail with `EFAULT` on device
+    /// memory).
+    fn install_buffer_filter(&mut self, tid: i32, pid: i32) {
+        let Some(prog) = self.buffer_filter.clone() else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        p.buffer_filter = true;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let r = match p.engine.remote_mmap(tid, 0, PAGE, rw, flags, -1, 0) {
+            Ok(page) => {
+                // struct sock_fprog { u16 len; (pad); sock_filter *filter } then the code.
+                let mut b = Vec::with_capacity(16 + prog.len() * 8);
+                b.extend_from_slice(&(prog.len() as u64).to_le_bytes());
+                b.extend_from_slice(&(page + 16).to_le_bytes());
+                for i in &prog {
+                    b.extend_from_slice(&i.code.to_le_bytes());
+                    b.push(i.jt);
+                    b.push(i.jf);
+                    b.extend_from_slice(&i.k.to_le_bytes());
+                }
+                let r = if b.len() as u64 <= PAGE && sys::write_mem(pid, page, &b) {
+                    // seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog)
+                    self.inject(tid, 317, [1, 0, page, 0, 0, 0])
+                } else {
+                    Ok(-i64::from(libc::EFAULT))
+                };
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    let _ = p.engine.remote_munmap(tid, page, PAGE);
+                }
+                r
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        let why = match r {
+            Ok(0) => return,
+            Ok(e) => io::Error::from_raw_os_error(-e as i32).to_string(),
+            Err(e) => e.to_string(),
+        };
+        let text = format!(
+            "mmio-trace: process {pid}: cannot add the seccomp filter for system calls on device memory ({why}): such calls fail with EFAULT"
+        );
+        eprintln!("{text}");
+        self.mark(tid, text.as_bytes());
     }
 
     /// Makes the traced pages of `[addr, addr+len)` (file offset `off`) `PROT_NONE` in the

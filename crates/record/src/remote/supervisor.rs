@@ -95,73 +95,100 @@ const DATA_I386: u32 = 1;
 /// `SECCOMP_RET_DATA` of the stops for calls handed a buffer.
 const DATA_BUFFER: u32 = 2;
 
-/// The seccomp filter: `SECCOMP_RET_TRACE` for `mmap`, `mprotect`, `munmap`, `mremap` of
-/// the x86-64 ABI (data 0), and for its calls that hand the kernel a buffer
-/// ([`super::BUFFER_SYSCALLS`], data [`DATA_BUFFER`]: the supervisor opens device pages
-/// for them); the mmap family of the i386 ABI (`int 0x80`: `mmap`, `mmap2`, `munmap`,
-/// `mremap`, `mprotect`) traps with data [`DATA_I386`], for the supervisor to say it is not
-/// traced (the emulator is x86-64 only); the x32 ABI and everything else is allowed.
-pub(crate) fn filter() -> Vec<libc::sock_filter> {
-    let st = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
+/// A filter's list of x86-64 calls that stop with `data`: `nr == k` tests, then ALLOW,
+/// then `TRACE | data`.
+fn section(nrs: &[u32], data: u32) -> Vec<libc::sock_filter> {
+    let mut v: Vec<libc::sock_filter> = nrs
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            // To the TRACE after the ALLOW that follows the last test.
+            jt: (nrs.len() - i) as u8,
+            jf: 0,
+            k,
+        })
+        .collect();
+    v.push(ret(SECCOMP_RET_ALLOW));
+    v.push(ret(SECCOMP_RET_TRACE | data));
+    v
+}
+
+fn ld(off: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
         jt: 0,
         jf: 0,
-        k,
-    };
-    let ld = |off: u32| st(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off);
-    let ret = |k: u32| st(libc::BPF_RET | libc::BPF_K, k);
-    let jeq = |k: u32, jt: usize| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt: jt as u8,
-        jf: 0,
-        k,
-    };
-    // Each list: "nr == k: jump to its return", then fall through to ALLOW.
-    let section = |nrs: &[u32], data: u32| {
-        let mut v = Vec::new();
-        for (i, &k) in nrs.iter().enumerate() {
-            // The return for this list follows the ALLOW after the last test.
-            v.push(jeq(k, nrs.len() - i));
-        }
-        v.push(ret(SECCOMP_RET_ALLOW));
-        v.push(ret(SECCOMP_RET_TRACE | data));
-        v
-    };
-    let mmap64 = section(&super::TRAPPED_SYSCALLS, 0);
-    let bufs = section(&super::BUFFER_SYSCALLS, DATA_BUFFER);
-    let i386 = section(&[90, 192, 91, 163, 125], DATA_I386);
-    let mut v = vec![ld(4)];
-    // Not x86-64: the i386 section, after the x86-64 part.
-    // `ld nr`, the x32 test, the mmap tests, the buffer section, the mmap TRACE.
-    let x86_64_len = 2 + (mmap64.len() - 2) + bufs.len() + 1;
-    v.push(libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt: 0,
-        jf: x86_64_len as u8,
-        k: AUDIT_ARCH_X86_64,
-    });
-    v.push(ld(0));
-    v.push(libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
-        // x32: the ALLOW of the buffer section's end.
-        jt: (mmap64.len() - 2 + bufs.len() - 2) as u8,
-        jf: 0,
-        k: 0x4000_0000,
-    });
-    // The mmap family: its ALLOW becomes "go on to the buffer calls" (dropped: the tests
-    // fall through into the next list), its TRACE stays.
-    let (tests, rets) = mmap64.split_at(mmap64.len() - 2);
-    let n = tests.len();
-    for (i, t) in tests.iter().enumerate() {
-        // Jump over the rest of the tests, the buffer section, to this list's TRACE.
-        let mut t = *t;
-        t.jt = (n - i - 1 + bufs.len()) as u8;
-        v.push(t);
+        k: off,
     }
-    v.extend_from_slice(&bufs);
-    v.push(rets[1]);
+}
+
+fn ret(k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// The seccomp filter every traced program starts with: `SECCOMP_RET_TRACE` for `mmap`,
+/// `mprotect`, `munmap`, `mremap` of the x86-64 ABI (data 0); the same calls of the i386
+/// ABI (`int 0x80`: `mmap`, `mmap2`, `munmap`, `mremap`, `mprotect`) stop with data
+/// [`DATA_I386`], for the supervisor to say they are not traced (the emulator is x86-64
+/// only); the x32 ABI and everything else is allowed. The calls handed buffers get their
+/// own filter ([`buffer_filter`]) once a process has a device mapping.
+pub(crate) fn filter() -> Vec<libc::sock_filter> {
+    let mmap64 = section(&super::TRAPPED_SYSCALLS, 0);
+    let i386 = section(&[90, 192, 91, 163, 125], DATA_I386);
+    let mut v = vec![
+        ld(4),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            // Not x86-64: past `ld nr`, the x32 test and the x86-64 list.
+            jf: (2 + mmap64.len()) as u8,
+            k: AUDIT_ARCH_X86_64,
+        },
+        ld(0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+            // x32: the list's ALLOW.
+            jt: (mmap64.len() - 2) as u8,
+            jf: 0,
+            k: 0x4000_0000,
+        },
+    ];
+    v.extend_from_slice(&mmap64);
     v.push(ld(0));
     v.extend_from_slice(&i386);
+    v
+}
+
+/// The filter a process gets with its first device mapping (stacked on [`filter`]: seccomp
+/// runs both): `SECCOMP_RET_TRACE` with data [`DATA_BUFFER`] for the x86-64 calls of
+/// [`super::BUFFER_SYSCALLS`], whose buffers may lie in device memory. Processes that map
+/// no device never stop for them.
+pub(crate) fn buffer_filter() -> Vec<libc::sock_filter> {
+    let bufs = section(&super::BUFFER_SYSCALLS, DATA_BUFFER);
+    let mut v = vec![
+        ld(4),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            // Not x86-64: to the list's ALLOW.
+            jf: (2 + bufs.len() - 2) as u8,
+            k: AUDIT_ARCH_X86_64,
+        },
+        ld(0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+            jt: (bufs.len() - 2) as u8,
+            jf: 0,
+            k: 0x4000_0000,
+        },
+    ];
+    v.extend_from_slice(&bufs);
     v
 }
 
@@ -339,6 +366,7 @@ fn supervise(
     drop(envp);
     drop(start);
     let mut s = Session::new(shm, rules);
+    s.set_buffer_filter(buffer_filter());
     s.add_thread(pid, pid);
     run_loop(
         &mut s,
@@ -605,27 +633,33 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_traps_exactly_the_calls_it_names() {
-        let f = super::filter();
+    fn the_filters_trap_exactly_the_calls_they_name() {
+        let (f, b) = (super::filter(), super::buffer_filter());
         let x86_64 = super::AUDIT_ARCH_X86_64;
         let (trace, allow) = (super::SECCOMP_RET_TRACE, super::SECCOMP_RET_ALLOW);
         for nr in 0..460u32 {
             let want = if super::super::TRAPPED_SYSCALLS.contains(&nr) {
                 trace
-            } else if super::super::BUFFER_SYSCALLS.contains(&nr) {
-                trace | super::DATA_BUFFER
             } else {
                 allow
             };
             assert_eq!(run(&f, x86_64, nr), want, "x86-64 call {nr}");
+            let want = if super::super::BUFFER_SYSCALLS.contains(&nr) {
+                trace | super::DATA_BUFFER
+            } else {
+                allow
+            };
+            assert_eq!(run(&b, x86_64, nr), want, "x86-64 call {nr} (buffers)");
             // The x32 ABI: allowed, whatever the number.
             assert_eq!(run(&f, x86_64, nr | 0x4000_0000), allow, "x32 call {nr}");
+            assert_eq!(run(&b, x86_64, nr | 0x4000_0000), allow, "x32 call {nr}");
             let i386 = if [90, 192, 91, 163, 125].contains(&nr) {
                 trace | super::DATA_I386
             } else {
                 allow
             };
             assert_eq!(run(&f, 0x4000_0003, nr), i386, "i386 call {nr}");
+            assert_eq!(run(&b, 0x4000_0003, nr), allow, "i386 call {nr} (buffers)");
         }
     }
 }
