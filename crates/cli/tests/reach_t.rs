@@ -189,57 +189,7 @@ fn a_go_program_on_several_threads_is_traced_register_by_register() {
         stderr(&out)
     );
     assert_eq!(route_marks(&ev), ["mmio-trace: route ptrace (Go program)"]);
-    assert_none_lost(&ev);
-    let all = accesses(&ev);
-    // Each register's own sequence, exactly (the goroutines interleave in any order).
-    // Go's atomic store is an `xchg`: it reads the old value as it writes the new one.
-    for i in 0..4u64 {
-        let reg = 0x100 + 4 * i;
-        let mine: Vec<_> = all.iter().filter(|a| a.2 == reg).copied().collect();
-        let v = |k| 0xa000 + 0x10 * i + k;
-        assert_eq!(
-            mine,
-            [
-                ('R', 4, reg, u64::from(initial_word(reg))),
-                ('W', 4, reg, v(0)),
-                ('R', 4, reg, v(0)),
-                ('W', 4, reg, v(1)),
-                ('R', 4, reg, v(1)),
-                ('W', 4, reg, v(2)),
-                ('R', 4, reg, v(2))
-            ],
-            "register {reg:#x}"
-        );
-    }
-    let fifth: Vec<_> = all.iter().filter(|a| a.2 == 0x200).copied().collect();
-    assert_eq!(
-        fifth,
-        [
-            ('R', 4, 0x200, u64::from(initial_word(0x200))),
-            ('W', 4, 0x200, 0xfeed),
-            ('R', 4, 0x200, 0xfeed)
-        ]
-    );
-    assert_eq!(all.len(), 31, "{all:?}");
-    // The locked goroutines ran on four OS threads at once: their accesses name them.
-    let mut tids: Vec<u32> = accesses_by_pid(&ev)
-        .into_iter()
-        .filter(|a| (0x100..0x110).contains(&a.3))
-        .map(|a| a.0)
-        .collect();
-    tids.sort_unstable();
-    tids.dedup();
-    assert_eq!(tids.len(), 4, "{tids:?}");
-    assert_device_words(
-        &dev,
-        &[
-            (0x100, 0xa002),
-            (0x104, 0xa012),
-            (0x108, 0xa022),
-            (0x10c, 0xa032),
-            (0x200, 0xfeed),
-        ],
-    );
+    assert_go_trace(&dev, &ev);
 }
 
 /// What t_munmap logs: the write and read before the raw unmap, nothing after.
@@ -498,4 +448,120 @@ fn a_static_program_started_by_posix_spawnp_is_traced_and_so_is_its_parent() {
     assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
     assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
     assert_none_lost(&ev);
+}
+
+#[test]
+fn replay_refuses_a_program_only_the_ptrace_route_reaches() {
+    // Replay's model answers inside the preload library: a static program would touch the
+    // real file instead. Said, nothing run.
+    let dir = scratch("t-replay");
+    let dev = device(&dir, 8192);
+    let dynamic = cc(&dir, "t_regs", "dyn", "cc", &[]);
+    let stat = cc(&dir, "t_regs", "stat", "cc", &["-static"]);
+    let (out, _) = rec(&dir, &dev, &[], &[os(&dynamic), os(&dev)]);
+    assert_exit(&out, 7);
+    let before = std::fs::read(&dev).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+        .arg("replay")
+        .arg(trace_log(&dir))
+        .arg("-q")
+        .arg("-o")
+        .arg(dir.join("replay.log"))
+        .arg("--device")
+        .arg(&dev)
+        .arg("--")
+        .arg(&stat)
+        .arg(&dev)
+        .output()
+        .unwrap();
+    assert_exit(&out, 126);
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mmio-trace: cannot replay into {}: it is a static executable, which only the ptrace route traces, and replay needs the preload route (a dynamically linked build)\n",
+            stat.display()
+        )
+    );
+    assert_eq!(std::fs::read(&dev).unwrap(), before);
+    assert!(!dir.join("replay.log").exists());
+}
+
+/// Asserts what t_go did to its device, exactly, register by register.
+#[track_caller]
+fn assert_go_trace(dev: &Path, ev: &[Event]) {
+    assert_none_lost(ev);
+    let all = accesses(ev);
+    // Each register's own sequence, exactly (the goroutines interleave in any order).
+    // Go's atomic store is an `xchg`: it reads the old value as it writes the new one.
+    for i in 0..4u64 {
+        let reg = 0x100 + 4 * i;
+        let mine: Vec<_> = all.iter().filter(|a| a.2 == reg).copied().collect();
+        let v = |k| 0xa000 + 0x10 * i + k;
+        assert_eq!(
+            mine,
+            [
+                ('R', 4, reg, u64::from(initial_word(reg))),
+                ('W', 4, reg, v(0)),
+                ('R', 4, reg, v(0)),
+                ('W', 4, reg, v(1)),
+                ('R', 4, reg, v(1)),
+                ('W', 4, reg, v(2)),
+                ('R', 4, reg, v(2))
+            ],
+            "register {reg:#x}"
+        );
+    }
+    let fifth: Vec<_> = all.iter().filter(|a| a.2 == 0x200).copied().collect();
+    assert_eq!(
+        fifth,
+        [
+            ('R', 4, 0x200, u64::from(initial_word(0x200))),
+            ('W', 4, 0x200, 0xfeed),
+            ('R', 4, 0x200, 0xfeed)
+        ]
+    );
+    assert_eq!(all.len(), 31, "{all:?}");
+    // The locked goroutines ran on four OS threads at once: their accesses name them.
+    let mut tids: Vec<u32> = accesses_by_pid(ev)
+        .into_iter()
+        .filter(|a| (0x100..0x110).contains(&a.3))
+        .map(|a| a.0)
+        .collect();
+    tids.sort_unstable();
+    tids.dedup();
+    assert_eq!(tids.len(), 4, "{tids:?}");
+    assert_device_words(
+        dev,
+        &[
+            (0x100, 0xa002),
+            (0x104, 0xa012),
+            (0x108, 0xa022),
+            (0x10c, 0xa032),
+            (0x200, 0xfeed),
+        ],
+    );
+}
+
+#[test]
+fn a_go_program_started_by_a_shell_is_handed_over() {
+    let dir = scratch("t-go-sh");
+    let dev = device(&dir, 4096);
+    let exe = go_build(&dir);
+    let script = format!("{} {}; echo after $?", exe.display(), dev.display());
+    let (out, ev) = rec(
+        &dir,
+        &dev,
+        &[],
+        &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
+    );
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "got [a002 a012 a022 a032 feed] threads 4\nafter 5\n",
+        "stderr {}",
+        stderr(&out)
+    );
+    assert_go_trace(&dev, &ev);
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
 }

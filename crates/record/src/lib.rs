@@ -110,6 +110,10 @@ pub struct Options {
     pub env: Vec<(OsString, OsString)>,
     /// The route (`--route`); `None` picks it per program ([`route::choose`]).
     pub route: Option<Route>,
+    /// With the automatic route: hand a preload-traced process over to the ptrace route
+    /// when it execs a program only that route reaches (`replay`, whose model lives in
+    /// the preload library, does not).
+    pub hand_off: bool,
 }
 
 impl Options {
@@ -132,6 +136,7 @@ impl Options {
             small_capacity: DEFAULT_SMALL_CAPACITY,
             env: Vec::new(),
             route: None,
+            hand_off: true,
         }
     }
 }
@@ -374,7 +379,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let adopted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let handoff = match lib {
         // Not when the preload route is forced: nothing goes the ptrace route then.
-        Some(_) if opts.route.is_none() => {
+        Some(_) if opts.route.is_none() && opts.hand_off => {
             let (shm, rules, adopted) = (consumer.shm(), ptrace_rules(opts), adopted.clone());
             handoff::Listener::serve(move |req, _peer| hand_over(req, shm, &rules, &adopted)).ok()
         }
