@@ -565,3 +565,53 @@ fn a_go_program_started_by_a_shell_is_handed_over() {
     assert_go_trace(&dev, &ev);
     assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
 }
+
+#[test]
+fn an_unprivileged_recorder_says_a_set_uid_program_runs_without_its_privileges() {
+    // SAFETY: getuid cannot fail.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test makes a set-uid-root copy and runs the recorder as another user: run it as root"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("t-setuid-unpriv");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dev = device(&dir, 8192);
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let exe = cc(&dir, "t_regs", "suid", "cc", &[]);
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let out = Command::new(which("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["record", "-q", "-o"])
+        .arg(trace_log(&dir))
+        .arg("--device")
+        .arg(&dev)
+        .arg("--")
+        .arg(&exe)
+        .arg(&dev)
+        .output()
+        .unwrap();
+    assert_exit(&out, 7);
+    // It ran as the caller (65534), and every access is in the trace all the same.
+    assert_eq!(
+        stdout(&out),
+        "read 11223344 1400 beef euid 65534\n",
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mmio-trace: warning: {} is a set-uid program: traced by ptrace from a recorder without CAP_SYS_PTRACE, it runs without those privileges (run the recorder as root to keep them)\n",
+            exe.display()
+        )
+    );
+    let ev = read_log(&trace_log(&dir));
+    assert_eq!(accesses(&ev), regs_accesses());
+    assert_eq!(
+        route_marks(&ev),
+        ["mmio-trace: route ptrace (set-uid program)"]
+    );
+}

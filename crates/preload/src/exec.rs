@@ -66,7 +66,7 @@ impl ExecNote {
         } else {
             Some(p)
         };
-        if let Some(note) = file.and_then(|f| hand_off(exe_kind::classify(f))) {
+        if let Some(note) = file.and_then(hand_off_path) {
             return note;
         }
         uaccess::exec_note(sys::getpid(), None, p);
@@ -89,9 +89,7 @@ impl ExecNote {
             let mut buf = [0u8; exe_kind::PATH_MAX + 1];
             // SAFETY: as above.
             let p = unsafe { CStr::from_ptr(path) }.to_bytes();
-            if let Some(note) =
-                fd_relative(dirfd, p, &mut buf).and_then(|f| hand_off(exe_kind::classify(f)))
-            {
+            if let Some(note) = fd_relative(dirfd, p, &mut buf).and_then(hand_off_path) {
                 return note;
             }
             if INITIALISED.load(Ordering::Acquire) {
@@ -147,6 +145,26 @@ fn handoff_socket() -> Option<&'static [u8]> {
 /// exec's note when it does.
 fn hand_off(exe: exe_kind::Exe) -> Option<ExecNote> {
     exe.needs_ptrace()?;
+    hand_off_now()
+}
+
+/// As [`hand_off`], for the program at `path` (no NUL), which must be a file we may
+/// execute (an exec bound to fail hands nothing over).
+fn hand_off_path(path: &[u8]) -> Option<ExecNote> {
+    let mut buf = [0u8; exe_kind::PATH_MAX + 1];
+    if path.len() > exe_kind::PATH_MAX {
+        return None;
+    }
+    buf[..path.len()].copy_from_slice(path);
+    buf[path.len()] = 0;
+    if !is_executable_file(&buf[..=path.len()]) {
+        return None;
+    }
+    hand_off(exe_kind::classify(path))
+}
+
+/// Asks the recorder to trace this thread by ptrace now.
+fn hand_off_now() -> Option<ExecNote> {
     let sock = handoff_socket()?;
     let tid = sys::gettid();
     if handoff::ask(sock, handoff::Request::Seize(tid)) != Some(handoff::SEIZED) {
@@ -177,10 +195,16 @@ pub(crate) unsafe fn spawn_hand_off(path: *const c_char, search: bool) -> bool {
     } else {
         Some(p)
     };
-    let Some(exe) = file.map(exe_kind::classify) else {
+    let Some(file) = file else {
         return false;
     };
-    if exe.needs_ptrace().is_none() {
+    let mut z = [0u8; exe_kind::PATH_MAX + 1];
+    if file.len() > exe_kind::PATH_MAX {
+        return false;
+    }
+    z[..file.len()].copy_from_slice(file);
+    z[file.len()] = 0;
+    if !is_executable_file(&z[..=file.len()]) || exe_kind::classify(file).needs_ptrace().is_none() {
         return false;
     }
     let Some(sock) = handoff_socket() else {

@@ -341,6 +341,13 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
     let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
     let choice = route::choose(program, opts.route);
+    if choice.privileged && !may_trace_privileged() {
+        eprintln!(
+            "mmio-trace: warning: {} is a {}: traced by ptrace from a recorder without CAP_SYS_PTRACE, it runs without those privileges (run the recorder as root to keep them)",
+            program.to_string_lossy(),
+            choice.reason
+        );
+    }
     let lib = match choice.route {
         Route::Preload => Some(locate::preload_library().ok_or(Error::NoPreload)?),
         Route::Ptrace => None,
@@ -625,6 +632,19 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             written: bytes_now(),
         }),
     }
+}
+
+/// Whether this process has `CAP_SYS_PTRACE` (bit 19 of `CapEff`): a program it traces
+/// keeps the set-uid/set-gid/file-capability privileges it gains at exec.
+fn may_trace_privileged() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|c| c & (1 << 19) != 0)
 }
 
 /// The recorder's answer to a hand-off request ([`handoff`]): a thread about to exec a

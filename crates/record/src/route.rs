@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use mmio_trace_tracer::exe_kind::{self, Verdict};
+use mmio_trace_tracer::exe_kind::{self, Verdict, Why};
 
 pub use crate::Route;
 
@@ -32,6 +32,9 @@ pub struct Choice {
     pub route: Route,
     /// Why, in a few words (`static executable`, `Go program`...).
     pub reason: String,
+    /// The program gains privileges at exec (set-uid, set-gid, file capabilities): under
+    /// ptrace it keeps them only when the recorder may trace privileged programs.
+    pub privileged: bool,
 }
 
 impl Choice {
@@ -49,12 +52,14 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
         return Choice {
             route,
             reason: "forced by --route".to_string(),
+            privileged: false,
         };
     }
     let Some(path) = resolve(program, std::env::var_os("PATH").as_deref()) else {
         return Choice {
             route: Route::Preload,
             reason: format!("{} not found in PATH", program.to_string_lossy()),
+            privileged: false,
         };
     };
     let exe = exe_kind::classify(path.as_os_str().as_bytes());
@@ -65,31 +70,34 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
             what
         }
     };
+    let choice = |route, reason| Choice {
+        route,
+        reason,
+        privileged: false,
+    };
     match exe.verdict {
         Verdict::Ptrace(why) => Choice {
             route: Route::Ptrace,
             reason: script(why.text().to_string()),
+            privileged: matches!(why, Why::SetUid | Why::SetGid | Why::Capabilities),
         },
-        Verdict::Dynamic => Choice {
-            route: Route::Preload,
-            reason: script("dynamic executable".to_string()),
-        },
-        Verdict::Unreadable(errno) => Choice {
-            route: Route::Preload,
-            reason: format!(
+        Verdict::Dynamic => choice(Route::Preload, script("dynamic executable".to_string())),
+        Verdict::Unreadable(errno) => choice(
+            Route::Preload,
+            format!(
                 "cannot read {}: {}",
                 path.display(),
                 std::io::Error::from_raw_os_error(errno)
             ),
-        },
-        Verdict::NotElf => Choice {
-            route: Route::Preload,
-            reason: script("file that is not an ELF executable".to_string()),
-        },
-        Verdict::Foreign => Choice {
-            route: Route::Preload,
-            reason: script("program for another architecture (not x86-64)".to_string()),
-        },
+        ),
+        Verdict::NotElf => choice(
+            Route::Preload,
+            script("file that is not an ELF executable".to_string()),
+        ),
+        Verdict::Foreign => choice(
+            Route::Preload,
+            script("program for another architecture (not x86-64)".to_string()),
+        ),
     }
 }
 
@@ -156,6 +164,8 @@ mod tests {
         Choice {
             route: Route::Ptrace,
             reason: reason.to_string(),
+            privileged: ["set-uid program", "set-gid program", "file capabilities"]
+                .contains(&reason),
         }
     }
 
@@ -163,6 +173,7 @@ mod tests {
         Choice {
             route: Route::Preload,
             reason: reason.to_string(),
+            privileged: false,
         }
     }
 
