@@ -615,3 +615,40 @@ fn an_unprivileged_recorder_says_a_set_uid_program_runs_without_its_privileges()
         ["mmio-trace: route ptrace (set-uid program)"]
     );
 }
+
+#[test]
+fn a_static_program_execvp_d_by_name_is_traced() {
+    let dir = scratch("t-execvp");
+    let dev = device(&dir, 8192);
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    cc(&bin, "t_regs", "t-static-driver", "cc", &["-static"]);
+    let parent = cc(&dir, "t_spawn", "t_spawn", "cc", &[]);
+    let path = std::env::join_paths(
+        std::iter::once(bin.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let out = record_cmd(&dir, &dev, &[])
+        .env("PATH", &path)
+        .args([
+            os(&parent),
+            os(&dev),
+            "t-static-driver".as_ref(),
+            "execvp".as_ref(),
+        ])
+        .output()
+        .unwrap();
+    let ev = read_log(&trace_log(&dir));
+    assert_exit(&out, 7);
+    assert_eq!(
+        stdout(&out),
+        "read 11223344 1400 beef euid 0\n",
+        "{}",
+        stderr(&out)
+    );
+    let mut want = vec![('W', 4, 0x300, 1)];
+    want.extend(regs_accesses());
+    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+}
