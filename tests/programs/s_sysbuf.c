@@ -1,6 +1,8 @@
 /* The calls of sys_buf.c the ptrace route makes device memory reachable for (read, write,
  * pread64, pwrite64, readv, writev, preadv(2), pwritev(2), send(to), recv(from),
- * sendmsg, recvmsg, raw or not), the rest of sys_buf.c left out.
+ * sendmsg, recvmsg, ioctl, the stat family, getrandom, pipe(2), socketpair, readlink(at),
+ * getcwd, uname; raw or not), the rest of sys_buf.c left out (futex, poll, waitpid,
+ * sendmmsg/recvmmsg, clock_gettime, stdio).
  * System calls handed buffers in device memory: `s_sysbuf DEV` maps DEV's two pages as
  * two mappings side by side (map 1: file offset 0, map 2: offset 0x1000) between two
  * anonymous pages, and hands the kernel buffers in them, some across the edges (anonymous
@@ -98,6 +100,26 @@ int main(int argc, char **argv) {
     struct msghdr rh = { .msg_iov = ri, .msg_iovlen = 1 };
     show("recvmsg", recvmsg(sv[1], &rh, 0));
     printf("recvmsg flags %d\n", rh.msg_flags);
+    /* structures the kernel writes */
+    int un = open("/dev/urandom", O_RDONLY);
+    show("ioctl", ioctl(un, RNDGETENTCNT, m1 + 0x500));
+    show("ioctl across maps", ioctl(un, RNDGETENTCNT, m1 + 4096 - 2));
+    int dn = open("/dev/null", O_RDONLY);
+    show("fstat", fstat(dn, (struct stat *)(m1 + 0x600)));
+    show("stat across", stat("/dev/null", (struct stat *)(m1 + 4096 - 64)));
+    show("lstat", lstat("/dev/null", (struct stat *)(m2 + 0x600)));
+    show("fstatat", fstatat(AT_FDCWD, "/dev/null", (struct stat *)(m2 + 0x700), 0));
+    show("statx", statx(AT_FDCWD, "/dev/null", 0, STATX_BASIC_STATS, (struct statx *)(m2 + 0x800)));
+    show("getrandom", getrandom(m1 + 0x800, 32, 0));
+    show("pipe", pipe((int *)(m1 + 0x900)));
+    show("pipe2", pipe2((int *)(m1 + 0x908), O_CLOEXEC));
+    show("socketpair", socketpair(AF_UNIX, SOCK_STREAM, 0, (int *)(m1 + 0x910)));
+
+    /* more calls that write into the program's memory */
+    show("readlink", readlink("/dev/stdin", (char *)(m1 + 0xb00), 64));
+    show("readlinkat across maps", readlinkat(AT_FDCWD, "/dev/stdin", (char *)(m2 - 4), 64));
+    printf("getcwd %d\n", getcwd((char *)(m2 + 0xd00), 256) == (char *)(m2 + 0xd00));
+    show("uname into device and memory after it", uname((struct utsname *)(m2 + 0xf00)));
     /* the same through syscall(2) */
     show("syscall write", syscall(SYS_write, p[1], m1 + 0xa00, 8));
     show("syscall read", syscall(SYS_read, p[0], m2 + 0xa00, 8));

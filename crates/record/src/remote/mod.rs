@@ -49,9 +49,15 @@ pub const TRAPPED_SYSCALLS: [u32; 4] = [
 ];
 
 /// Calls that hand the kernel a buffer the ptrace route makes device memory reachable
-/// for (`read`, `write`, `pread64`, `pwrite64`, `readv`, `writev`, `sendto`, `recvfrom`,
-/// `sendmsg`, `recvmsg`, `preadv`, `pwritev`, `preadv2`, `pwritev2`).
-pub const BUFFER_SYSCALLS: [u32; 14] = [0, 1, 17, 18, 19, 20, 44, 45, 46, 47, 295, 296, 327, 328];
+/// for: `read`, `write`, `pread64`, `pwrite64`, `readv`, `writev`, `sendto`, `recvfrom`,
+/// `sendmsg`, `recvmsg`, `preadv`, `pwritev`, `preadv2`, `pwritev2`; and those that
+/// write (or read) a structure or a string there: `ioctl` (requests that encode their
+/// argument's size), `stat`, `fstat`, `lstat`, `newfstatat`, `statx`, `getrandom`,
+/// `pipe`, `pipe2`, `socketpair`, `readlink`, `readlinkat`, `getcwd`, `uname`.
+pub const BUFFER_SYSCALLS: [u32; 28] = [
+    0, 1, 17, 18, 19, 20, 44, 45, 46, 47, 295, 296, 327, 328, 16, 4, 5, 6, 262, 332, 318, 22, 293,
+    53, 89, 267, 79, 63,
+];
 
 /// An alias: the same file pages mapped in the recorder, read-write where possible.
 struct Alias {
@@ -511,6 +517,34 @@ impl Session {
         };
         let nr = regs.orig_rax;
         let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+        // A structure or string the call fills (or reads): (KERNEL_CALLS index, pointer,
+        // length, directions (kernel reads, kernel writes), whether the result is the
+        // number of bytes that went (else all of them, when the call succeeded)).
+        let ioc_size = (a[1] >> 16) & 0x3fff;
+        type Fixed = (u8, u64, u64, (bool, bool), bool);
+        let fixed: Option<Fixed> = match nr {
+            16 if (a[1] >> 30) & 3 != 0 && ioc_size != 0 => {
+                let dir = (a[1] >> 30) & 3;
+                Some((19, a[2], ioc_size, (dir & 1 != 0, dir & 2 != 0), false))
+            }
+            4 => Some((20, a[1], 144, (false, true), false)),
+            5 => Some((21, a[1], 144, (false, true), false)),
+            6 => Some((22, a[1], 144, (false, true), false)),
+            262 => Some((23, a[2], 144, (false, true), false)),
+            332 => Some((24, a[4], 256, (false, true), false)),
+            318 => Some((25, a[0], a[1], (false, true), true)),
+            22 => Some((26, a[0], 8, (false, true), false)),
+            293 => Some((27, a[0], 8, (false, true), false)),
+            53 => Some((28, a[3], 8, (false, true), false)),
+            89 => Some((33, a[1], a[2], (false, true), true)),
+            267 => Some((34, a[2], a[3], (false, true), true)),
+            79 => Some((35, a[0], a[1], (false, true), true)),
+            63 => Some((36, a[0], 390, (false, true), false)),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return self.buffer_call_at(tid, pid, a[0] as i32, f.0, &[(f.1, f.2)], f.3, f.4);
+        }
         // (the KERNEL_CALLS index, whether the kernel writes the buffer)
         let (call, wrote) = match nr {
             0 => (0u8, true),
@@ -559,13 +593,30 @@ impl Session {
         } else {
             bufs.push((a[1], a[2]));
         }
+        self.buffer_call_at(tid, pid, a[0] as i32, call, &bufs, (!wrote, wrote), true)
+    }
+
+    /// [`Session::buffer_call`] for buffers `bufs` of a call on descriptor `fd`: `dirs`
+    /// (the kernel reads them, writes them); `by_result`: the call's result is the number
+    /// of bytes it went through (else all of them, when it succeeded).
+    #[allow(clippy::too_many_arguments)]
+    fn buffer_call_at(
+        &mut self,
+        tid: i32,
+        pid: i32,
+        fd: i32,
+        call: u8,
+        bufs: &[(u64, u64)],
+        dirs: (bool, bool),
+        by_result: bool,
+    ) -> io::Result<()> {
         // The buffers in order, cut where traced memory begins and ends: (addr, len,
         // region) with region `None` for ordinary memory.
         let Some(p) = self.procs.get(&pid) else {
             return Ok(());
         };
         let mut pieces: Vec<(u64, u64, Option<Region>)> = Vec::new();
-        for &(base, len) in &bufs {
+        for &(base, len) in bufs {
             let end = base.saturating_add(len);
             let mut at = base;
             for r in p.overlapping(base, end) {
@@ -583,8 +634,7 @@ impl Session {
         if !pieces.iter().any(|p| p.2.is_some()) {
             return Ok(());
         }
-        let regular =
-            std::fs::metadata(format!("/proc/{pid}/fd/{}", a[0] as i32)).is_ok_and(|m| m.is_file());
+        let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|m| m.is_file());
         let others = if regular {
             self.pause_others(tid, pid)
         } else {
@@ -621,21 +671,30 @@ impl Session {
             }
         }
         self.resume_others(others);
-        let Some(n) = done.filter(|&n| n > 0) else {
-            return result;
+        let total: u64 = bufs.iter().map(|b| b.1).sum();
+        let n = match done {
+            Some(n) if by_result && n > 0 => n as u64,
+            Some(n) if !by_result && n >= 0 => total,
+            _ => return result,
         };
-        // The kernel went through the buffers in order: the first `n` bytes.
-        let mut left = n as u64;
-        for (at, len, r) in pieces {
-            if left == 0 {
-                break;
+        // The kernel went through the buffers in order: the first `n` bytes (read, then
+        // written back, for an ioctl argument that goes both ways).
+        for wrote in [false, true] {
+            if !(if wrote { dirs.1 } else { dirs.0 }) {
+                continue;
             }
-            let k = len.min(left);
-            left -= k;
-            if let Some(r) = r {
-                let w2 = (k & ((1 << 48) - 1)) | u64::from(wrote) << 63;
-                let w1 = Record::access_word(at, r.map_id);
-                self.push(tid, &mut [Record::new(0, w1, w2, 0, call, Kind::Kernel)]);
+            let mut left = n;
+            for (at, len, r) in &pieces {
+                if left == 0 {
+                    break;
+                }
+                let k = (*len).min(left);
+                left -= k;
+                if let Some(r) = r {
+                    let w2 = (k & ((1 << 48) - 1)) | u64::from(wrote) << 63;
+                    let w1 = Record::access_word(*at, r.map_id);
+                    self.push(tid, &mut [Record::new(0, w1, w2, 0, call, Kind::Kernel)]);
+                }
             }
         }
         result
@@ -691,7 +750,7 @@ impl Session {
         let alias = if self.rules.no_alias {
             None
         } else {
-            make_alias(pid, m.fd, &m.path, m.off, len, m.prot)
+            make_alias(pid, m.fd, &m.path, m.addr, m.off, len, m.prot)
         };
         let map_id = self.shm.next_map_id();
         let r = Region {
@@ -1976,13 +2035,15 @@ fn map_file(fd: i32, off: u64, len: u64, prot: i32) -> Option<u64> {
     None
 }
 
-/// The alias of a device mapping of process `pid`: the program's own open file
+/// The alias of a device mapping of process `pid` at `addr`: the program's own open file
 /// (`pidfd_getfd`: drivers keep per-open-file state), else the file reopened by its
-/// `/proc/PID/fd` link, else by its path.
+/// `/proc/PID/fd` link, else the mapping's own file (`/proc/PID/map_files`, when the
+/// program closed its descriptor; needs `CAP_SYS_ADMIN`), else its path.
 fn make_alias(
     pid: i32,
     fd: Option<i32>,
     path: &[u8],
+    addr: u64,
     off: u64,
     len: u64,
     prot: i32,
@@ -1994,6 +2055,10 @@ fn make_alias(
         if file.is_none() {
             file = open_rw(std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")));
         }
+    }
+    if file.is_none() {
+        let p = format!("/proc/{pid}/map_files/{addr:x}-{:x}", addr + len);
+        file = open_rw(std::path::Path::new(&p));
     }
     if file.is_none() {
         file = open_rw(std::path::Path::new(std::ffi::OsStr::from_bytes(path)));

@@ -1,8 +1,9 @@
 //! `record --route ptrace`: a recorder thread starts the program under ptrace and a
 //! seccomp filter, and owns every process it becomes (clone, fork, vfork and exec are
-//! followed): it takes all their stops and exits (`waitpid(-1, __WALL)`), so the
-//! recorder's main loop must reap nothing itself; it reads how the program ended, and
-//! whether every descendant is gone, from [`Supervisor`].
+//! followed): it takes all their stops and exits (`waitpid(-1, __WALL | __WNOTHREAD)`:
+//! ptrace stops are the tracer thread's alone), so the recorder's main loop reaps only
+//! its own children (`__WNOTHREAD` too: orphans handed to the subreaper); it reads how the
+//! program ended, and whether every descendant is gone, from [`Supervisor`].
 
 use std::ffi::CString;
 use std::io;
