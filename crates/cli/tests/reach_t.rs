@@ -652,3 +652,22 @@ fn a_static_program_execvp_d_by_name_is_traced() {
     assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
     assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_program_with_file_capabilities_is_traced_by_ptrace() {
+    let dir = scratch("t-caps");
+    let dev = device(&dir, 8192);
+    let exe = cc(&dir, "t_regs", "caps", "cc", &[]);
+    let st = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(&exe)
+        .status()
+        .expect("setcap is needed for this test (Debian: apt-get install libcap2-bin)");
+    assert!(st.success(), "setcap (run as root)");
+    let (out, ev) = rec(&dir, &dev, &[], &[os(&exe), os(&dev)]);
+    assert_regs_run(&out, &ev, 1, 7);
+    assert_eq!(
+        route_marks(&ev),
+        ["mmio-trace: route ptrace (file capabilities)"]
+    );
+}
