@@ -671,3 +671,23 @@ fn a_program_with_file_capabilities_is_traced_by_ptrace() {
         ["mmio-trace: route ptrace (file capabilities)"]
     );
 }
+
+#[test]
+fn a_static_program_execd_by_a_second_thread_is_traced() {
+    let dir = scratch("t-threadexec");
+    let dev = device(&dir, 8192);
+    let stat = cc(&dir, "t_regs", "stat", "cc", &["-static"]);
+    let exe = cc(&dir, "t_threadexec", "t_threadexec", "cc", &[]);
+    let (out, ev) = rec(&dir, &dev, &[], &[os(&exe), os(&dev), os(&stat)]);
+    assert_exit(&out, 7);
+    assert_eq!(
+        stdout(&out),
+        "read 11223344 1400 beef euid 0\n",
+        "{}",
+        stderr(&out)
+    );
+    let mut want = vec![('W', 4, 0x300, 5)];
+    want.extend(regs_accesses());
+    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+}

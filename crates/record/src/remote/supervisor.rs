@@ -522,11 +522,14 @@ pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> 
                 sh.done.store(true, Ordering::Release);
                 return;
             }
-            let _ = tx.send(Ok(tid));
+            // The process: after the exec the thread carries its leader's id (the
+            // kernel makes an exec'ing thread the leader), and that is whose exit counts.
+            let pid = sys::tgid_of(tid).unwrap_or(tid);
+            let _ = tx.send(Ok(pid));
             let mut s = Session::new(shm, rules);
-            s.add_thread(tid, tid);
+            s.add_thread(pid, tid);
             s.filter_execs = true;
-            run_loop(&mut s, tid, &sh, None);
+            run_loop(&mut s, pid, &sh, None);
             sh.done.store(true, Ordering::Release);
         })?;
     match rx.recv() {
