@@ -59,3 +59,18 @@ fn a_device_mapped_by_libc_and_unmapped_by_a_raw_munmap_leaves_no_stale_region()
 fn raw_syscalls_without_patching() {
     run("raw", &["--no-patch"]);
 }
+
+#[test]
+fn a_segv_handler_and_mask_set_by_raw_system_calls_keep_tracing_and_get_their_own_faults() {
+    let t = Fixture::new("rawsig", "lead_rawsig", 4096);
+    let (out, ev) = t.record(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "value 0xcafe, own fault handled, byte 0, segv blocked 0\n"
+    );
+    assert_eq!(
+        accesses(&ev),
+        [('W', 4, 0x40, 0xcafe), ('R', 4, 0x40, 0xcafe)]
+    );
+}

@@ -1310,6 +1310,8 @@ const SYS_MPROTECT: c_long = 10;
 const SYS_MUNMAP: c_long = 11;
 const SYS_MREMAP: c_long = 25;
 const SYS_SIGALTSTACK: c_long = 131;
+const SYS_RT_SIGACTION: c_long = 13;
+const SYS_RT_SIGPROCMASK: c_long = 14;
 const SYS_WAIT4: c_long = 61;
 const SYS_UNAME: c_long = 63;
 const SYS_READLINK: c_long = 89;
@@ -1317,7 +1319,7 @@ const SYS_READLINKAT: c_long = 267;
 
 /// Interposed `syscall` (variadic in C; on x86-64 its integer arguments arrive in fixed
 /// parameters alike): the numbers of the calls above, `mmap`/`munmap`/`mremap`/`mprotect`/
-/// `sigaltstack` and `execve`/`execveat` go through their wrappers (a device mapped,
+/// `sigaltstack`/`rt_sigaction`/`rt_sigprocmask` and `execve`/`execveat` go through their wrappers (a device mapped,
 /// unmapped or moved by `syscall(SYS_...)` is tracked like one through libc's own calls: a
 /// raw munmap must not leave a stale region that anonymous memory mapped there later would
 /// be redirected through); `futex` gets the alias of a device word; the rest goes to the
@@ -1350,6 +1352,15 @@ pub unsafe extern "C" fn syscall(
             SYS_MUNMAP => crate::munmap(p(a1), a2) as c_long,
             SYS_MPROTECT => crate::mprotect(p(a1), a2, a3 as c_int) as c_long,
             SYS_MREMAP => crate::mremap(p(a1), a2, a3, a4 as c_int, p(a5)) as c_long,
+            SYS_RT_SIGACTION => raw_sigaction(
+                a1 as c_int,
+                a2 as *const KSigaction,
+                a3 as *mut KSigaction,
+                a4,
+            ),
+            SYS_RT_SIGPROCMASK => {
+                raw_sigprocmask(a1 as c_int, a2 as *const u64, a3 as *mut u64, a4)
+            }
             SYS_SIGALTSTACK => {
                 crate::sigaltstack(a1 as *const libc::stack_t, a2 as *mut libc::stack_t) as c_long
             }
@@ -1544,4 +1555,106 @@ fn futex(uaddr: usize, op: usize, val: usize, t: usize, uaddr2: usize, val3: usi
     }
     set_errno(e);
     r
+}
+
+/// `SA_RESTORER` (x86-64; not exported by the libc crate).
+const SA_RESTORER: u64 = 0x0400_0000;
+
+/// The kernel's `struct sigaction` on x86-64 (what `rt_sigaction` takes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// A kernel signal set as libc's (the first 64 signals; the rest empty).
+fn libc_set(k: u64) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is the empty set.
+    let mut s: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigset_t is at least 8 bytes, the kernel's set its first 8 (little-endian
+    // words of signal bits, as libc keeps them on x86-64).
+    unsafe { *(&mut s as *mut libc::sigset_t as *mut u64) = k };
+    s
+}
+
+/// The first 64 signals of libc's set, as the kernel's.
+fn kernel_set(s: &libc::sigset_t) -> u64 {
+    // SAFETY: as in `libc_set`.
+    unsafe { *(s as *const libc::sigset_t as *const u64) }
+}
+
+/// `syscall(SYS_rt_sigaction, ...)` through the interposed `sigaction`: a program that sets
+/// its SIGSEGV handler by a raw call must not take the tracer's away.
+///
+/// # Safety
+/// The caller's pointers, as for the system call.
+unsafe fn raw_sigaction(
+    sig: c_int,
+    act: *const KSigaction,
+    old: *mut KSigaction,
+    size: usize,
+) -> c_long {
+    if size != 8 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    let mut a: Option<libc::sigaction> = None;
+    if !act.is_null() {
+        // SAFETY: the caller's struct.
+        let k = unsafe { *act };
+        // SAFETY: all-zero is a valid sigaction.
+        let mut s: libc::sigaction = unsafe { std::mem::zeroed() };
+        s.sa_sigaction = k.handler;
+        s.sa_mask = libc_set(k.mask);
+        // libc installs its own restorer (the kernel needs one on x86-64; the program's
+        // does the same `rt_sigreturn`).
+        s.sa_flags = (k.flags & !SA_RESTORER) as c_int;
+        a = Some(s);
+    }
+    // SAFETY: all-zero is a valid sigaction.
+    let mut o: libc::sigaction = unsafe { std::mem::zeroed() };
+    let ap = a
+        .as_ref()
+        .map_or(std::ptr::null(), |a| a as *const libc::sigaction);
+    // SAFETY: valid pointers.
+    let rc = unsafe { crate::sigaction(sig, ap, &mut o) };
+    if rc == 0 && !old.is_null() {
+        let k = KSigaction {
+            handler: o.sa_sigaction,
+            flags: o.sa_flags as u32 as u64,
+            restorer: o.sa_restorer.map_or(0, |f| f as usize),
+            mask: kernel_set(&o.sa_mask),
+        };
+        // SAFETY: the caller's struct.
+        unsafe { *old = k };
+    }
+    rc as c_long
+}
+
+/// `syscall(SYS_rt_sigprocmask, ...)` through the interposed `sigprocmask` (the tracer's
+/// signals stay deliverable).
+///
+/// # Safety
+/// The caller's pointers, as for the system call.
+unsafe fn raw_sigprocmask(how: c_int, set: *const u64, old: *mut u64, size: usize) -> c_long {
+    if size != 8 {
+        set_errno(libc::EINVAL);
+        return -1;
+    }
+    // SAFETY: the caller's set.
+    let s = (!set.is_null()).then(|| libc_set(unsafe { *set }));
+    let mut o = libc_set(0);
+    let sp = s
+        .as_ref()
+        .map_or(std::ptr::null(), |s| s as *const libc::sigset_t);
+    // SAFETY: valid pointers.
+    let rc = unsafe { crate::sigprocmask(how, sp, &mut o) };
+    if rc == 0 && !old.is_null() {
+        // SAFETY: the caller's set.
+        unsafe { *old = kernel_set(&o) };
+    }
+    rc as c_long
 }
