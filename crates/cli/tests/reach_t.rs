@@ -691,3 +691,39 @@ fn a_static_program_execd_by_a_second_thread_is_traced() {
     assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
     assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
 }
+
+#[test]
+fn static_drivers_started_in_parallel_by_a_shell_are_each_traced_exactly() {
+    // Six hand-overs at once: six supervisor threads, each with its own tracee.
+    let dir = scratch("t-parallel");
+    let dev = device(&dir, 8192);
+    let stat = cc(&dir, "t_regs", "stat", "cc", &["-static"]);
+    let script = format!(
+        "for i in 1 2 3 4 5 6; do {s} {d} > /dev/null & done; wait; exit 4",
+        s = stat.display(),
+        d = dev.display()
+    );
+    let (out, ev) = rec(
+        &dir,
+        &dev,
+        &[],
+        &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
+    );
+    assert_exit(&out, 4);
+    let all = accesses_by_pid(&ev);
+    let mut pids: Vec<u32> = all.iter().map(|a| a.0).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 6, "stderr {}", stderr(&out));
+    for pid in pids {
+        let mine: Vec<_> = all
+            .iter()
+            .filter(|a| a.0 == pid)
+            .map(|a| (a.1, a.2, a.3, a.4))
+            .collect();
+        assert_eq!(mine, regs_accesses(), "pid {pid}");
+    }
+    assert_eq!(count_maps(&ev), 6);
+    assert_none_lost(&ev);
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+}
