@@ -727,3 +727,44 @@ fn static_drivers_started_in_parallel_by_a_shell_are_each_traced_exactly() {
     assert_none_lost(&ev);
     assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_program_the_recorder_cannot_read_goes_the_preload_route_with_a_note() {
+    // An execute-only program: the kernel runs it, the recorder cannot look inside.
+    // SAFETY: getuid cannot fail.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test runs the recorder as another user: run it as root"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("t-unreadable");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dev = device(&dir, 8192);
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let exe = cc(&dir, "t_regs", "xonly", "cc", &[]);
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let out = Command::new(which("setpriv"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_mmio-trace"))
+        .args(["record", "-q", "-o"])
+        .arg(trace_log(&dir))
+        .arg("--device")
+        .arg(&dev)
+        .arg("--")
+        .arg(&exe)
+        .arg(&dev)
+        .output()
+        .unwrap();
+    assert_exit(&out, 7);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mmio-trace: note: cannot read {}: Permission denied (os error 13); the preload route is used (a static, Go or set-uid program would not be traced: --route ptrace traces it)\n",
+            exe.display()
+        )
+    );
+    let ev = read_log(&trace_log(&dir));
+    assert_eq!(accesses(&ev), regs_accesses());
+    assert_eq!(route_marks(&ev), Vec::<String>::new());
+}

@@ -341,6 +341,12 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
     let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
     let choice = route::choose(program, opts.route);
+    if choice.unreadable {
+        eprintln!(
+            "mmio-trace: note: {}; the preload route is used (a static, Go or set-uid program would not be traced: --route ptrace traces it)",
+            choice.reason
+        );
+    }
     if choice.privileged && !may_trace_privileged() {
         eprintln!(
             "mmio-trace: warning: {} is a {}: traced by ptrace from a recorder without CAP_SYS_PTRACE, it runs without those privileges (run the recorder as root to keep them)",

@@ -35,6 +35,9 @@ pub struct Choice {
     /// The program gains privileges at exec (set-uid, set-gid, file capabilities): under
     /// ptrace it keeps them only when the recorder may trace privileged programs.
     pub privileged: bool,
+    /// The program exists but could not be read to be judged (an execute-only file):
+    /// the preload route was taken by default.
+    pub unreadable: bool,
 }
 
 impl Choice {
@@ -53,6 +56,7 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
             route,
             reason: "forced by --route".to_string(),
             privileged: false,
+            unreadable: false,
         };
     }
     let Some(path) = resolve(program, std::env::var_os("PATH").as_deref()) else {
@@ -60,6 +64,7 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
             route: Route::Preload,
             reason: format!("{} not found in PATH", program.to_string_lossy()),
             privileged: false,
+            unreadable: false,
         };
     };
     let exe = exe_kind::classify(path.as_os_str().as_bytes());
@@ -74,22 +79,27 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
         route,
         reason,
         privileged: false,
+        unreadable: false,
     };
     match exe.verdict {
         Verdict::Ptrace(why) => Choice {
             route: Route::Ptrace,
             reason: script(why.text().to_string()),
             privileged: matches!(why, Why::SetUid | Why::SetGid | Why::Capabilities),
+            unreadable: false,
         },
         Verdict::Dynamic => choice(Route::Preload, script("dynamic executable".to_string())),
-        Verdict::Unreadable(errno) => choice(
-            Route::Preload,
-            format!(
+        Verdict::Unreadable(errno) => Choice {
+            route: Route::Preload,
+            reason: format!(
                 "cannot read {}: {}",
                 path.display(),
                 std::io::Error::from_raw_os_error(errno)
             ),
-        ),
+            privileged: false,
+            // A missing file is the exec's error to report, not a choice to explain.
+            unreadable: errno != libc::ENOENT && errno != libc::ENOTDIR,
+        },
         Verdict::NotElf => choice(
             Route::Preload,
             script("file that is not an ELF executable".to_string()),
@@ -166,6 +176,7 @@ mod tests {
             reason: reason.to_string(),
             privileged: ["set-uid program", "set-gid program", "file capabilities"]
                 .contains(&reason),
+            unreadable: false,
         }
     }
 
@@ -174,6 +185,7 @@ mod tests {
             route: Route::Preload,
             reason: reason.to_string(),
             privileged: false,
+            unreadable: false,
         }
     }
 
