@@ -97,8 +97,9 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
                 std::io::Error::from_raw_os_error(errno)
             ),
             privileged: false,
-            // A missing file is the exec's error to report, not a choice to explain.
-            unreadable: errno != libc::ENOENT && errno != libc::ENOTDIR,
+            // Only a file we may not read (execute-only) runs with its route unknown; a
+            // missing file or a directory is the exec's error to report.
+            unreadable: errno == libc::EACCES || errno == libc::EPERM,
         },
         Verdict::NotElf => choice(
             Route::Preload,
