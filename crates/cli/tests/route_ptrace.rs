@@ -523,3 +523,28 @@ fn ptrace_route_says_it_cannot_trace_32_bit_system_calls() {
     let ev = read_log(&trace_log(&f.dir));
     assert_eq!(mark_texts(&ev).iter().filter(|m| said(m)).count(), 1);
 }
+
+#[test]
+fn ptrace_route_follows_what_the_program_left_running() {
+    // The program exits, leaving a child (reparented to the recorder, still traced); a
+    // TERM to the recorder reaches it, its access is traced, and the recording ends.
+    let f = Fixture::new("orphan", "cli_orphan", 4096);
+    let (ready, acks) = (f.dir.join("ready"), f.dir.join("acks"));
+    let mut rec = record_cmd(&f.dir, &f.dev, &["--route", "ptrace"])
+        .arg(&f.exe)
+        .arg(&f.dev)
+        .arg(&ready)
+        .arg(&acks)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, &ready);
+    // SAFETY: a signal to the recorder we started.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    let out = rec.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read_to_string(&acks).unwrap().trim(), "15");
+    let ev = read_log(&trace_log(&f.dir));
+    assert_eq!(accesses(&ev), [('W', 4, 0x20, 15)]);
+}
