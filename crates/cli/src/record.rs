@@ -23,8 +23,11 @@ pub enum RecordFormat {
 /// `--route`.
 #[derive(Clone, Copy, Default, clap::ValueEnum)]
 enum RouteArg {
-    /// The preload library (the default).
+    /// Per program: preload for dynamic programs, ptrace for static, Go, set-uid,
+    /// set-gid and file-capability ones (the default).
     #[default]
+    Auto,
+    /// The preload library.
     Preload,
     /// ptrace and a seccomp filter, nothing in the program.
     Ptrace,
@@ -97,7 +100,11 @@ pub struct RecordArgs {
     #[arg(long, value_name = "FILE")]
     inject: Option<PathBuf>,
 
-    /// How to reach the program's accesses: `preload` injects mmio-trace's library into
+    /// How to reach the program's accesses. `auto` (the default) picks per program:
+    /// `ptrace` for statically linked, Go, set-uid, set-gid and file-capability programs
+    /// (which LD_PRELOAD cannot reach), `preload` for the others; a traced program that
+    /// execs such a program is handed over to `ptrace` there. The trace's first MARK
+    /// names the route and why. `preload` injects mmio-trace's library into
     /// the program (dynamic programs; ~3 us per traced access); `ptrace` puts no code in
     /// it: the recorder traces it with ptrace and a seccomp filter on mmap, munmap,
     /// mremap and mprotect, and completes each access from outside (static, Go and
@@ -242,8 +249,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.no_alias = args.no_alias;
     opts.no_patch = args.no_patch;
     opts.route = match args.route {
-        RouteArg::Preload => mmio_trace_record::Route::Preload,
-        RouteArg::Ptrace => mmio_trace_record::Route::Ptrace,
+        RouteArg::Auto => None,
+        RouteArg::Preload => Some(mmio_trace_record::Route::Preload),
+        RouteArg::Ptrace => Some(mmio_trace_record::Route::Ptrace),
     };
     opts.status = !args.quiet;
     // Kept open until the program ended: the memfd it inherits.

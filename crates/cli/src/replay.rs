@@ -283,6 +283,20 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     opts.no_patch = true;
     opts.status = !args.quiet;
     opts.env = image_env(fd);
+    // The model answers in the preload library only: a program only the ptrace route
+    // reaches would touch the real files, and no process is handed over to it.
+    if let Some(program) = args.command.first() {
+        let choice = mmio_trace_record::route::choose(program, None);
+        if choice.route != mmio_trace_record::Route::Preload {
+            eprintln!(
+                "mmio-trace: cannot replay into {}: it is a {}, which only the ptrace route traces, and replay needs the preload route (a dynamically linked build)",
+                program.to_string_lossy(),
+                choice.reason
+            );
+            return Ok(ExitCode::from(EXIT_CANNOT_RUN));
+        }
+    }
+    opts.hand_off = false;
     let out = match mmio_trace_record::record(&opts) {
         Ok(out) => out,
         Err(Error::Spawn { program, error }) => {

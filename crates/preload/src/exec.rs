@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use mmio_trace_tracer::{sys, uaccess};
+use mmio_trace_tracer::{exe_kind, handoff, sys, uaccess};
 
 use super::{environ, real as real_of, resolve, set_errno, INITIALISED};
 
@@ -33,21 +33,44 @@ pub(crate) fn attach() {
 
 /// The exec note of one exec call: written when made, withdrawn when dropped (the exec
 /// returned: it failed). No allocation (this may run in a `vfork` child).
-pub(crate) struct ExecNote(bool);
+///
+/// Before the note, the program to be run is judged ([`tracer::exe_kind`]): one the
+/// library cannot follow (static, Go, set-uid...) is handed over to the recorder, which
+/// then traces this thread by ptrace and takes over the new image at its exec. A handed
+/// over exec writes no note (the new image never attaches, and need not); if it fails,
+/// the recorder is told to let the thread go.
+pub(crate) enum ExecNote {
+    /// Nothing written (tracing off, or no path).
+    None,
+    /// The note is written.
+    Noted,
+    /// The recorder traces thread `tid` by ptrace.
+    HandedOff(u32),
+}
 
 impl ExecNote {
-    /// Notes an exec of `path`.
+    /// Notes an exec of `path`; `search`: `path` is a file name looked up in `PATH` when
+    /// it has no `/` (`execvpe`).
     ///
     /// # Safety
     /// `path` is null or a C string.
-    pub(crate) unsafe fn new(path: *const c_char) -> ExecNote {
+    pub(crate) unsafe fn new(path: *const c_char, search: bool) -> ExecNote {
         if path.is_null() || !INITIALISED.load(Ordering::Acquire) {
-            return ExecNote(false);
+            return ExecNote::None;
         }
         // SAFETY: the caller's C string.
         let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+        let mut buf = [0u8; exe_kind::PATH_MAX + 1];
+        let file = if search {
+            search_path(p, &mut buf)
+        } else {
+            Some(p)
+        };
+        if let Some(note) = file.and_then(hand_off_path) {
+            return note;
+        }
         uaccess::exec_note(sys::getpid(), None, p);
-        ExecNote(true)
+        ExecNote::Noted
     }
 
     /// Notes an `execveat(dirfd, path, ..., flags)`: `path`, or with `AT_EMPTY_PATH` and
@@ -60,27 +83,214 @@ impl ExecNote {
         if !path.is_null() && flags & libc::AT_EMPTY_PATH != 0 && unsafe { *path } == 0 {
             return ExecNote::fd(dirfd);
         }
+        // SAFETY: the caller's C string.
+        if !path.is_null() && unsafe { *path } != b'/' as c_char && dirfd != libc::AT_FDCWD {
+            // Relative to a directory descriptor: judged through /proc/self/fd/N/PATH.
+            let mut buf = [0u8; exe_kind::PATH_MAX + 1];
+            // SAFETY: as above.
+            let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+            if let Some(note) = fd_relative(dirfd, p, &mut buf).and_then(hand_off_path) {
+                return note;
+            }
+            if INITIALISED.load(Ordering::Acquire) {
+                uaccess::exec_note(sys::getpid(), None, p);
+                return ExecNote::Noted;
+            }
+            return ExecNote::None;
+        }
         // SAFETY: as above.
-        unsafe { ExecNote::new(path) }
+        unsafe { ExecNote::new(path, false) }
     }
 
     /// Notes an exec of the file open as `fd` (`fexecve`): named by its path.
     pub(crate) fn fd(fd: c_int) -> ExecNote {
         if !INITIALISED.load(Ordering::Acquire) {
-            return ExecNote(false);
+            return ExecNote::None;
+        }
+        if let Some(note) = hand_off(exe_kind::classify_fd(fd)) {
+            return note;
         }
         let mut buf = [0u8; 512];
         let name = mmio_trace_tracer::rules::fd_path(fd, &mut buf).unwrap_or(b"(fexecve)");
         uaccess::exec_note(sys::getpid(), None, name);
-        ExecNote(true)
+        ExecNote::Noted
     }
 }
 
 impl Drop for ExecNote {
     fn drop(&mut self) {
-        if self.0 {
-            uaccess::exec_failed();
+        match *self {
+            ExecNote::None => {}
+            ExecNote::Noted => uaccess::exec_failed(),
+            ExecNote::HandedOff(tid) => {
+                if let Some(sock) = handoff_socket() {
+                    handoff::ask(sock, handoff::Request::Release(tid));
+                }
+            }
         }
+    }
+}
+
+/// The recorder's hand-off socket, from the variables saved at start-up (the program
+/// may have cleared its environment since).
+fn handoff_socket() -> Option<&'static [u8]> {
+    let key = handoff::ENV_HANDOFF.as_bytes();
+    super::ENV.get()?.iter().find_map(|v| {
+        let v = v.as_bytes().strip_prefix(key)?.strip_prefix(b"=")?;
+        (!v.is_empty()).then_some(v)
+    })
+}
+
+/// Asks the recorder to trace this thread by ptrace when `exe` needs that route; the
+/// exec's note when it does.
+fn hand_off(exe: exe_kind::Exe) -> Option<ExecNote> {
+    exe.needs_ptrace()?;
+    hand_off_now()
+}
+
+/// As [`hand_off`], for the program at `path` (no NUL), which must be a file we may
+/// execute (an exec bound to fail hands nothing over).
+fn hand_off_path(path: &[u8]) -> Option<ExecNote> {
+    let mut buf = [0u8; exe_kind::PATH_MAX + 1];
+    if path.len() > exe_kind::PATH_MAX {
+        return None;
+    }
+    buf[..path.len()].copy_from_slice(path);
+    buf[path.len()] = 0;
+    if !is_executable_file(&buf[..=path.len()]) {
+        return None;
+    }
+    hand_off(exe_kind::classify(path))
+}
+
+/// Asks the recorder to trace this thread by ptrace now.
+fn hand_off_now() -> Option<ExecNote> {
+    let sock = handoff_socket()?;
+    let tid = sys::gettid();
+    if handoff::ask(sock, handoff::Request::Seize(tid)) != Some(handoff::SEIZED) {
+        return None;
+    }
+    uaccess::exec_handed_off();
+    Some(ExecNote::HandedOff(tid))
+}
+
+/// Before a `posix_spawn` of `path` (`search`: `posix_spawnp`): a program only the ptrace
+/// route reaches cannot be handed over at its exec (libc's child runs none of our code),
+/// so this thread is, before the spawn: the recorder then follows the child it makes and
+/// traces the program from its exec. This thread stays traced by ptrace afterwards (its
+/// own accesses still go through this library, its signals through the recorder).
+/// Returns whether it was handed over (the child then needs no exec note).
+///
+/// # Safety
+/// `path` is null or a C string.
+pub(crate) unsafe fn spawn_hand_off(path: *const c_char, search: bool) -> bool {
+    if path.is_null() || !INITIALISED.load(Ordering::Acquire) {
+        return false;
+    }
+    // SAFETY: the caller's C string.
+    let p = unsafe { CStr::from_ptr(path) }.to_bytes();
+    let mut buf = [0u8; exe_kind::PATH_MAX + 1];
+    let file = if search {
+        search_path(p, &mut buf)
+    } else {
+        Some(p)
+    };
+    let Some(file) = file else {
+        return false;
+    };
+    let mut z = [0u8; exe_kind::PATH_MAX + 1];
+    if file.len() > exe_kind::PATH_MAX {
+        return false;
+    }
+    z[..file.len()].copy_from_slice(file);
+    z[file.len()] = 0;
+    if !is_executable_file(&z[..=file.len()]) || exe_kind::classify(file).needs_ptrace().is_none() {
+        return false;
+    }
+    let Some(sock) = handoff_socket() else {
+        return false;
+    };
+    handoff::ask(sock, handoff::Request::Seize(sys::gettid())) == Some(handoff::SEIZED)
+}
+
+/// `execvp`'s search for `file` in `PATH` (unset: glibc's default list), into `buf`:
+/// the first executable regular file; `file` itself when it has a `/`.
+fn search_path<'a>(file: &'a [u8], buf: &'a mut [u8; exe_kind::PATH_MAX + 1]) -> Option<&'a [u8]> {
+    if file.contains(&b'/') {
+        return Some(file);
+    }
+    if file.is_empty() {
+        return None;
+    }
+    // SAFETY: getenv reads `environ` without allocating.
+    let path = unsafe { libc::getenv(c"PATH".as_ptr()) };
+    let path: &[u8] = if path.is_null() {
+        b"/bin:/usr/bin"
+    } else {
+        // SAFETY: a C string from the environment.
+        unsafe { CStr::from_ptr(path) }.to_bytes()
+    };
+    for dir in path.split(|&c| c == b':') {
+        let dir: &[u8] = if dir.is_empty() { b"." } else { dir };
+        let n = dir.len() + 1 + file.len();
+        if n > exe_kind::PATH_MAX {
+            continue;
+        }
+        buf[..dir.len()].copy_from_slice(dir);
+        buf[dir.len()] = b'/';
+        buf[dir.len() + 1..n].copy_from_slice(file);
+        buf[n] = 0;
+        if is_executable_file(&buf[..=n]) {
+            return Some(&buf[..n]);
+        }
+    }
+    None
+}
+
+/// `path` relative to directory descriptor `dirfd`, as `/proc/self/fd/N/path`.
+fn fd_relative<'a>(
+    dirfd: c_int,
+    path: &[u8],
+    buf: &'a mut [u8; exe_kind::PATH_MAX + 1],
+) -> Option<&'a [u8]> {
+    let mut digits = [0u8; 64];
+    let d = sys::digits(dirfd.max(0) as u64, 10, &mut digits);
+    let parts: [&[u8]; 4] = [b"/proc/self/fd/", d, b"/", path];
+    let mut n = 0;
+    for p in parts {
+        if n + p.len() > exe_kind::PATH_MAX {
+            return None;
+        }
+        buf[n..n + p.len()].copy_from_slice(p);
+        n += p.len();
+    }
+    Some(&buf[..n])
+}
+
+/// Whether NUL-terminated `path` is a regular file we may execute.
+fn is_executable_file(path: &[u8]) -> bool {
+    // SAFETY: a zeroed stat is valid; NUL-terminated path; the kernel fills `st`.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        sys::syscall6(
+            libc::SYS_newfstatat as usize,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            &mut st as *mut _ as usize,
+            0,
+            0,
+            0,
+        ) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && sys::syscall6(
+                libc::SYS_access as usize,
+                path.as_ptr() as usize,
+                libc::X_OK as usize,
+                0,
+                0,
+                0,
+                0,
+            ) == 0
     }
 }
 

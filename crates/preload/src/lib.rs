@@ -148,6 +148,13 @@ extern "C" fn init() {
     objects::resolve_all();
     ENV.get_or_init(saved_env);
     tls::register();
+    if traced_by_recorder() {
+        // The recorder's ptrace route traces this process already (it was handed over at
+        // an exec, or started so, and inherited LD_PRELOAD): a second tracer inside it
+        // would make its device pages fault twice. Stay dormant: every wrapper passes
+        // through.
+        return;
+    }
     if tracer::init_from_env() {
         // Opened again from the recorder's paths (the inherited ones were closed on the
         // way): images this one execs with `environ` are to find the new numbers.
@@ -173,6 +180,14 @@ extern "C" fn init() {
         // SAFETY: a plain function pointer that stays valid.
         unsafe { libc::atexit(at_exit) };
     }
+}
+
+/// Whether the recorder named in the environment traces this process by ptrace.
+fn traced_by_recorder() -> bool {
+    std::env::var(tracer::handoff::ENV_RECORDER_PID)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(tracer::handoff::traced_by_recorder)
 }
 
 extern "C" fn at_exit() {
@@ -1072,8 +1087,9 @@ unsafe fn exec_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
-    // SAFETY: the caller's path, a C string (or null: the call fails).
-    let _note = unsafe { exec::ExecNote::new(path) };
+    // SAFETY: the caller's path, a C string (or null: the call fails); `execvpe` looks
+    // a name without `/` up in PATH.
+    let _note = unsafe { exec::ExecNote::new(path, name.starts_with("execvpe")) };
     // SAFETY: the caller's environment; then libc's function with the patched one, whose
     // strings outlive the call.
     unsafe { std::mem::transmute::<usize, ExecveFn>(p)(path, argv, patch_env(envp, &mut env)) }
@@ -1168,6 +1184,8 @@ unsafe fn spawn_patched(
 ) -> c_int {
     let p = real(slot, name);
     let mut env = EnvPatch::new();
+    // SAFETY: the caller's path, a C string (or null).
+    let handed = unsafe { exec::spawn_hand_off(path, name.starts_with("posix_spawnp")) };
     let since = tracer::uaccess::now();
     // SAFETY: as in `execve`.
     let r = unsafe {
@@ -1180,8 +1198,10 @@ unsafe fn spawn_patched(
             patch_env(envp, &mut env),
         )
     };
-    // SAFETY: the caller's pid pointer (may be null) and path.
-    unsafe { exec::spawned(r, pid, since, path) };
+    if !handed {
+        // SAFETY: the caller's pid pointer (may be null) and path.
+        unsafe { exec::spawned(r, pid, since, path) };
+    }
     r
 }
 

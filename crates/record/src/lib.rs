@@ -16,11 +16,13 @@
 pub mod bench;
 mod decode;
 pub mod demo;
+pub mod handoff;
 pub mod locate;
 pub mod marks;
 mod output;
 pub mod pci;
 pub mod remote;
+pub mod route;
 mod selftrace;
 mod signals;
 
@@ -75,8 +77,6 @@ pub enum Route {
 /// What to record and where.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// How the program is traced.
-    pub route: Route,
     /// Output file; `None` writes to standard output.
     pub output: Option<PathBuf>,
     /// Output format.
@@ -108,13 +108,18 @@ pub struct Options {
     /// More environment variables for the program (`replay` names its model there;
     /// descriptors they name must be inheritable).
     pub env: Vec<(OsString, OsString)>,
+    /// The route (`--route`); `None` picks it per program ([`route::choose`]).
+    pub route: Option<Route>,
+    /// With the automatic route: hand a preload-traced process over to the ptrace route
+    /// when it execs a program only that route reaches (`replay`, whose model lives in
+    /// the preload library, does not).
+    pub hand_off: bool,
 }
 
 impl Options {
     /// Options for recording `command` into `output` as kernel text, default rules.
     pub fn new(command: Vec<OsString>, output: Option<PathBuf>) -> Options {
         Options {
-            route: Route::Preload,
             output,
             format: Format::Text,
             devices: Vec::new(),
@@ -130,6 +135,8 @@ impl Options {
             big_rings: DEFAULT_BIG_RINGS,
             small_capacity: DEFAULT_SMALL_CAPACITY,
             env: Vec::new(),
+            route: None,
+            hand_off: true,
         }
     }
 }
@@ -333,7 +340,21 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     };
     // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
     let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
-    let lib = match opts.route {
+    let choice = route::choose(program, opts.route);
+    if choice.unreadable {
+        eprintln!(
+            "mmio-trace: note: {}; the preload route is used (a static, Go or set-uid program would not be traced: --route ptrace traces it)",
+            choice.reason
+        );
+    }
+    if choice.privileged && !may_trace_privileged() {
+        eprintln!(
+            "mmio-trace: warning: {} is a {}: traced by ptrace from a recorder without CAP_SYS_PTRACE, it runs without those privileges (run the recorder as root to keep them)",
+            program.to_string_lossy(),
+            choice.reason
+        );
+    }
+    let lib = match choice.route {
         Route::Preload => Some(locate::preload_library().ok_or(Error::NoPreload)?),
         Route::Ptrace => None,
     };
@@ -366,10 +387,22 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    // Processes of the preload route that exec a program only the ptrace route reaches
+    // ask to be handed over (see `handoff`).
+    let adopted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handoff = match lib {
+        // Not when the preload route is forced: nothing goes the ptrace route then.
+        Some(_) if opts.route.is_none() && opts.hand_off => {
+            let (shm, rules, adopted) = (consumer.shm(), ptrace_rules(opts), adopted.clone());
+            handoff::Listener::serve(move |req, _peer| hand_over(req, shm, &rules, &adopted)).ok()
+        }
+        _ => None,
+    };
     let mut supervisor = None;
     let child_pid = match lib {
         Some(lib) => {
-            let child = match spawn_preloaded(opts, &consumer, lib, program, args) {
+            let child = match spawn_preloaded(opts, &consumer, lib, program, args, handoff.as_ref())
+            {
                 Ok(c) => c,
                 Err(e) => {
                     pending.abandon();
@@ -433,6 +466,17 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let marks = marks::MarkSocket::bind().ok();
     let nrings = rings as usize;
     let mut merger = decode::Merger::new(nrings + 1, consumer.header().start_ns);
+    // The route is named unless it is the usual one: the preload route a dynamic
+    // program gets by default (such a trace stays as it always was).
+    if opts.route.is_some() || choice.route != Route::Preload {
+        let route_mark = choice.mark();
+        merger.add_mark(
+            nrings,
+            consumer.header().start_ns,
+            route_mark.as_bytes(),
+            route_mark.len() as u64,
+        );
+    }
     let mut status = (opts.status && io::stderr().is_terminal()).then(Status::new);
     let mut exit = None;
     let mut idle = Duration::from_micros(100);
@@ -470,26 +514,45 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             );
         }
         merger.emit_out(Some(wm), |o| write(&mut writer, o));
-        // Reap every descendant that ended; stop when none is left. (Under the ptrace
-        // route the supervisor thread reaps: a wait here would take its tracees' stops.)
-        let mut all_gone;
+        // Reap every child of this thread that ended (orphans come to the subreaper);
+        // stop when none is left and no supervisor thread has a tracee.
+        let mut all_gone = false;
         loop {
-            let mut st = 0;
-            // SAFETY: plain waitpid. Only this thread's children (`__WNOTHREAD`): a
-            // ptrace supervisor thread's tracees are its own to wait for.
-            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WNOTHREAD) };
-            if pid > 0 {
-                if pid == child_pid {
-                    exit = Some(if libc::WIFSIGNALED(st) {
-                        Exit::Signal(libc::WTERMSIG(st))
-                    } else {
-                        Exit::Code(libc::WEXITSTATUS(st))
-                    });
-                }
-                continue;
+            // Exits only, looked at before they are taken: a child of ours that was
+            // handed over to the ptrace route has a tracer in this very process, so its
+            // ptrace stops show here too (as CLD_TRAPPED): those are its supervisor
+            // thread's to take.
+            // SAFETY: a zeroed siginfo is valid; plain waitid.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_ALL,
+                    0,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WNOTHREAD,
+                )
+            };
+            if r < 0 {
+                all_gone = io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+                break;
             }
-            all_gone = pid < 0;
-            break;
+            // SAFETY: waitid filled a SIGCHLD siginfo (or left it zeroed: no child ready).
+            let pid = unsafe { info.si_pid() };
+            if pid == 0 || info.si_code == libc::CLD_TRAPPED {
+                break;
+            }
+            let mut st = 0;
+            // SAFETY: plain waitpid of a child that has ended.
+            if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG | libc::__WNOTHREAD) } != pid {
+                break;
+            }
+            if pid == child_pid {
+                exit = Some(if libc::WIFSIGNALED(st) {
+                    Exit::Signal(libc::WTERMSIG(st))
+                } else {
+                    Exit::Code(libc::WEXITSTATUS(st))
+                });
+            }
         }
         if let Some(s) = &supervisor {
             // Under the ptrace route the program is the supervisor thread's child (this
@@ -521,6 +584,17 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             idle = (idle * 2).min(Duration::from_millis(5));
         } else {
             idle = Duration::from_micros(100);
+        }
+    }
+    // No more hand-overs; the supervisor threads of those made have seen their last
+    // tracee go (they wrote their last events).
+    drop(handoff);
+    for s in std::mem::take(&mut *adopted.lock().unwrap_or_else(|e| e.into_inner())) {
+        // The program itself was handed over: its tracer may have taken its exit.
+        let pid = s.pid;
+        let e = s.finish();
+        if exit.is_none() && pid == child_pid {
+            exit = e;
         }
     }
     // Every process is gone: nothing can be in flight any more.
@@ -566,6 +640,48 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     }
 }
 
+/// Whether this process has `CAP_SYS_PTRACE` (bit 19 of `CapEff`): a program it traces
+/// keeps the set-uid/set-gid/file-capability privileges it gains at exec.
+fn may_trace_privileged() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|c| c & (1 << 19) != 0)
+}
+
+/// The recorder's answer to a hand-off request ([`handoff`]): a thread about to exec a
+/// program only the ptrace route reaches is seized by a supervisor thread of its own,
+/// kept in `adopted` until the end.
+fn hand_over(
+    req: mmio_trace_tracer::handoff::Request,
+    shm: mmio_trace_ring::Shm,
+    rules: &rules::Rules,
+    adopted: &std::sync::Mutex<Vec<remote::supervisor::Supervisor>>,
+) -> u8 {
+    use mmio_trace_tracer::handoff::{Request, REFUSED, SEIZED};
+    match req {
+        Request::Seize(tid) => match remote::supervisor::adopt(tid as i32, shm, rules.clone()) {
+            Ok(s) => {
+                adopted.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                SEIZED
+            }
+            Err(e) => {
+                eprintln!(
+                    "mmio-trace: warning: cannot trace thread {tid} by ptrace before its exec ({e}): the program it runs is not traced"
+                );
+                REFUSED
+            }
+        },
+        // The exec failed: the thread stays traced by its supervisor (which passes its
+        // signals on) until it execs again or ends.
+        Request::Release(_) => REFUSED,
+    }
+}
+
 /// Starts the program with the preload library and the recorder's variables.
 fn spawn_preloaded(
     opts: &Options,
@@ -573,6 +689,7 @@ fn spawn_preloaded(
     lib: PathBuf,
     program: &OsString,
     args: &[OsString],
+    handoff: Option<&handoff::Listener>,
 ) -> Result<std::process::Child, Error> {
     let mut preload = lib.into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -597,7 +714,14 @@ fn spawn_preloaded(
         .env(rules::ENV_RANGES, opts.ranges.join(","))
         .env(rules::ENV_BYPASS, opts.bypass.join(","))
         .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
-        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" });
+        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" })
+        .env(
+            mmio_trace_tracer::handoff::ENV_RECORDER_PID,
+            std::process::id().to_string(),
+        );
+    if let Some(l) = handoff {
+        cmd.env(mmio_trace_tracer::handoff::ENV_HANDOFF, l.env_value());
+    }
     cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     if opts.output.is_none() {
         // The trace owns standard output; the program's output goes to standard error
@@ -665,6 +789,11 @@ fn spawn_ptrace(
         envp,
         stdout,
     };
+    remote::supervisor::start(start, consumer.shm(), ptrace_rules(opts)).map_err(spawn_err)
+}
+
+/// The device rules of the ptrace route, from the options.
+fn ptrace_rules(opts: &Options) -> rules::Rules {
     let mut rules = rules::Rules::new(&device_globs(&opts.devices), opts.no_default_devices);
     rules.ranges = opts
         .ranges
@@ -678,7 +807,7 @@ fn spawn_ptrace(
         .collect();
     rules.no_alias = opts.no_alias;
     rules.no_patch = true;
-    remote::supervisor::start(start, consumer.shm(), rules).map_err(spawn_err)
+    rules
 }
 
 /// The file `execvp` would run for `program`: itself if it names a path, else the first

@@ -22,7 +22,9 @@
 mod ctx;
 mod emit;
 mod emu;
+pub mod exe_kind;
 mod guard;
+pub mod handoff;
 pub mod model;
 mod objects;
 mod ool;

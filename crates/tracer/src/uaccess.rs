@@ -300,6 +300,17 @@ pub fn exec_note(pid: u32, ts: Option<u64>, path: &[u8]) {
     }
 }
 
+/// Before an exec handed over to the recorder's ptrace route
+/// ([`crate::handoff`]): what [`exec_note`] does for the old image, without the note
+/// (the new image is the recorder's to trace, it never attaches).
+pub fn exec_handed_off() {
+    if !is_active() {
+        return;
+    }
+    crate::unmatched::flush();
+    crate::threads::retire_ring();
+}
+
 /// Withdraws the last [`exec_note`] of this process: the exec failed.
 pub fn exec_failed() {
     if !is_active() {
