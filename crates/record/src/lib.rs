@@ -14,6 +14,7 @@
 
 #[doc(hidden)]
 pub mod bench;
+pub mod attach;
 mod decode;
 pub mod demo;
 pub mod locate;
