@@ -59,6 +59,11 @@ pub fn preflight(pid: i32) -> Result<Target, Error> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     if tracer != 0 {
+        // TracerPid names the tracing thread: say its process.
+        let tracer = std::fs::read_to_string(format!("/proc/{tracer}/status"))
+            .ok()
+            .and_then(|s| status_field(&s, "Tgid")?.parse().ok())
+            .unwrap_or(tracer);
         let name = comm(tracer);
         return Err(refuse(format!(
             "it is already traced by process {tracer} ({name}); a process can have one \
