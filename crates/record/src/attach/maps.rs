@@ -1,29 +1,21 @@
 //! The device mappings a running process already holds, found in `/proc/PID/maps`, and
-//! a second mapping of each in the recorder (the alias the fault emulation goes through).
+//! the program's own descriptor of each file (for the alias the fault emulation goes
+//! through).
 //!
 //! A mapping is a device mapping under the same rules as the in-process tracer's `mmap`
 //! hook: a shared file mapping whose canonical path (as the kernel prints it: the link of
 //! `/proc/PID/map_files/START-END`, which is what `/proc/self/fd/N` gave the tracer)
 //! matches a device rule.
 //!
-//! The alias is made, in this order of preference, from
-//! 1. the program's own open file (drivers keep per-open-file state, so a reopened path
-//!    may map something else): a descriptor of the program naming the same file (same
-//!    device and inode, same path), taken with `pidfd_getfd`;
-//! 2. `/proc/PID/map_files/START-END` (the mapping's own file, reopened; needs
-//!    `CAP_SYS_ADMIN` or `CAP_CHECKPOINT_RESTORE`);
-//! 3. the path itself, reopened.
-//!
-//! Which open file description backs a mapping cannot be asked of the kernel: when the
-//! program holds several descriptors of the file, the lowest-numbered is taken.
+//! The alias is made from the program's own open file where it still holds one (drivers
+//! keep per-open-file state, so a reopened path may map something else): a descriptor of
+//! the program naming the same file (same device and inode, same path), taken with
+//! `pidfd_getfd`; else from the path. Which open file description backs a mapping cannot
+//! be asked of the kernel: when the program holds several descriptors of the file, the
+//! lowest-numbered is taken.
 
-use std::ffi::OsStr;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 
 use mmio_trace_tracer::rules::Rules;
 
@@ -153,7 +145,7 @@ pub fn unescape(p: &[u8]) -> Vec<u8> {
 }
 
 /// A device mapping of the program to trace.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceMapping {
     /// First byte (page-aligned).
     pub start: u64,
@@ -165,40 +157,10 @@ pub struct DeviceMapping {
     pub offset: u64,
     /// Canonical path (what the rules matched).
     pub path: Vec<u8>,
-    /// Physical address of `start` where knowable (else the file offset), as the tracer
-    /// computes it.
-    pub phys: u64,
-    /// Where the alias came from, or why there is none.
-    pub alias_from: AliasFrom,
-    /// The alias in the recorder: address, or 0 when none could be made (every access of
-    /// the mapping then takes the step path).
-    pub alias: u64,
-    /// The descriptor the alias was mapped from, kept open for the recorder's lifetime of
-    /// the mapping (the fault emulation and later `mremap`s need the same file).
-    pub fd: Option<OwnedFd>,
-}
-
-/// Where an alias's file came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AliasFrom {
-    /// The program's own descriptor N, taken with `pidfd_getfd`.
-    ProgramFd(i32),
-    /// `/proc/PID/map_files/START-END`.
-    MapFiles,
-    /// The path reopened.
-    Path,
-    /// None could be made (the reasons, in the order tried), or `--no-alias`.
-    None(String),
-}
-
-impl Drop for DeviceMapping {
-    fn drop(&mut self) {
-        if self.alias != 0 {
-            // SAFETY: the recorder's own alias mapping, made by `alias_map`, not used past
-            // here (the mapping is being dropped).
-            unsafe { libc::munmap(self.alias as *mut libc::c_void, self.len as usize) };
-        }
-    }
+    /// Device of the file (`makedev`).
+    pub dev: u64,
+    /// Inode of the file.
+    pub inode: u64,
 }
 
 /// Whether `m` is a mapping the rules trace; its canonical path if so.
@@ -210,45 +172,33 @@ pub fn device_path(pid: i32, m: &MapsLine, rules: &Rules) -> Option<Vec<u8>> {
     rules.is_device(&path).then_some(path)
 }
 
-/// The device mappings of process `pid`, with an alias made for each (unless `no_alias`).
-/// Lines of one mapping split by the kernel (different protections of its pages) are
-/// kept apart: each is restored to its own protection.
-pub fn find(pid: i32, pidfd: Option<i32>, rules: &Rules, no_alias: bool) -> io::Result<Vec<DeviceMapping>> {
-    let lines = read_maps(pid)?;
-    let mut fds = None;
-    let mut out = Vec::new();
-    for m in lines {
-        let Some(path) = device_path(pid, &m, rules) else { continue };
-        let len = m.end - m.start;
-        let phys = phys_of(&path, m.offset);
-        let mut d = DeviceMapping {
-            start: m.start,
-            len,
-            prot: m.prot,
-            offset: m.offset,
-            path,
-            phys,
-            alias_from: AliasFrom::None("--no-alias".into()),
-            alias: 0,
-            fd: None,
-        };
-        if !no_alias {
-            let fds = fds.get_or_insert_with(|| program_fds(pid));
-            make_alias(pid, pidfd, &m, fds, &mut d);
-        }
-        out.push(d);
-    }
-    Ok(out)
+/// The device mappings of process `pid`. Lines of one mapping split by the kernel
+/// (different protections of its pages) are kept apart: each gets its own protection
+/// back.
+pub fn find(pid: i32, rules: &Rules) -> io::Result<Vec<DeviceMapping>> {
+    Ok(read_maps(pid)?
+        .into_iter()
+        .filter_map(|m| {
+            let path = device_path(pid, &m, rules)?;
+            Some(DeviceMapping {
+                start: m.start,
+                len: m.end - m.start,
+                prot: m.prot,
+                offset: m.offset,
+                path,
+                dev: m.dev,
+                inode: m.inode,
+            })
+        })
+        .collect())
 }
 
-/// Physical address of file offset `off` of `path`, as the tracer computes it (sysfs
-/// `resourceN`: the BAR's base plus `off`; else `off`).
-pub fn phys_of(path: &[u8], off: u64) -> u64 {
-    mmio_trace_tracer::rules::phys_of(path, off)
-}
+/// A descriptor of the program's: its number, the device and inode of its file, its
+/// canonical path.
+pub type ProgramFd = (i32, u64, u64, Vec<u8>);
 
-/// The program's descriptors: (number, device, inode, canonical path).
-fn program_fds(pid: i32) -> Vec<(i32, u64, u64, Vec<u8>)> {
+/// The program's descriptors, lowest number first.
+pub fn program_fds(pid: i32) -> Vec<ProgramFd> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };
@@ -265,118 +215,13 @@ fn program_fds(pid: i32) -> Vec<(i32, u64, u64, Vec<u8>)> {
     v
 }
 
-/// Maps `len` bytes of `fd` at `off` shared: read-write, else read-only, else with the
-/// program's own protection (as the tracer's alias). The address, or the errno.
-fn alias_map(fd: i32, len: u64, off: u64, prot: i32) -> Result<u64, i32> {
-    let mut err = 0;
-    for p in [libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ, prot] {
-        if p == libc::PROT_NONE {
-            continue;
-        }
-        // SAFETY: a new mapping at an address of the kernel's choosing; touches nothing
-        // of ours.
-        let a = unsafe {
-            libc::mmap(std::ptr::null_mut(), len as usize, p, libc::MAP_SHARED, fd, off as libc::off_t)
-        };
-        if a != libc::MAP_FAILED {
-            return Ok(a as u64);
-        }
-        err = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    }
-    Err(err)
-}
-
-/// A descriptor of the program's, as one of the recorder's (`pidfd_getfd`).
-pub fn take_fd(pidfd: i32, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain system call; the result, when not negative, is a new descriptor of
-    // ours.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just returned by the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
-/// A pidfd of process `pid` (`pidfd_open`).
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain system call.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: just returned by the kernel, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
-fn make_alias(
-    pid: i32,
-    pidfd: Option<i32>,
-    m: &MapsLine,
-    fds: &[(i32, u64, u64, Vec<u8>)],
-    d: &mut DeviceMapping,
-) {
-    let mut why = Vec::new();
-    let mut try_fd = |fd: OwnedFd, from: AliasFrom, why: &mut Vec<String>| -> bool {
-        match alias_map(fd.as_raw_fd(), d.len, d.offset, d.prot) {
-            Ok(a) => {
-                d.alias = a;
-                d.alias_from = from;
-                d.fd = Some(fd);
-                true
-            }
-            Err(e) => {
-                why.push(format!("{from:?}: mmap: {}", io::Error::from_raw_os_error(e)));
-                false
-            }
-        }
-    };
-    // 1. The program's own descriptor of the same file.
-    let own = fds
-        .iter()
-        .find(|f| f.1 == m.dev && f.2 == m.inode && f.3 == d.path)
-        .map(|f| f.0);
-    match (own, pidfd) {
-        (Some(n), Some(pfd)) => match take_fd(pfd, n) {
-            Ok(fd) => {
-                if try_fd(fd, AliasFrom::ProgramFd(n), &mut why) {
-                    return;
-                }
-            }
-            Err(e) => why.push(format!("pidfd_getfd of its fd {n}: {e}")),
-        },
-        (Some(n), None) => why.push(format!("its fd {n}: no pidfd")),
-        (None, _) => why.push("the program holds no descriptor of the file".into()),
-    }
-    // 2. The mapping's own file.
-    let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
-    match File::options().read(true).write(true).open(&link).or_else(|_| File::open(&link)) {
-        Ok(f) => {
-            if try_fd(f.into(), AliasFrom::MapFiles, &mut why) {
-                return;
-            }
-        }
-        Err(e) => why.push(format!("{link}: {e}")),
-    }
-    // 3. The path, reopened (not a deleted file, not an anonymous inode).
-    if d.path.starts_with(b"/") && !d.path.ends_with(b" (deleted)") {
-        let p: PathBuf = Path::new(OsStr::from_bytes(&d.path)).to_path_buf();
-        match File::options().read(true).write(true).open(&p).or_else(|_| File::open(&p)) {
-            Ok(f) => {
-                // Only if it is still the same file.
-                let same = f.metadata().is_ok_and(|md| md.dev() == m.dev && md.ino() == m.inode);
-                if same {
-                    if try_fd(f.into(), AliasFrom::Path, &mut why) {
-                        return;
-                    }
-                } else {
-                    why.push(format!("{}: another file now", p.display()));
-                }
-            }
-            Err(e) => why.push(format!("{}: {e}", p.display())),
-        }
-    }
-    d.alias_from = AliasFrom::None(why.join("; "));
+/// The program's own descriptor of the file `d` maps (same device, inode and path: an
+/// anonymous inode is shared by unrelated files), the lowest-numbered if several: the
+/// alias is made from it, so that per-open-file driver state is the program's.
+pub fn own_fd(fds: &[ProgramFd], d: &DeviceMapping) -> Option<i32> {
+    fds.iter()
+        .find(|f| f.1 == d.dev && f.2 == d.inode && f.3 == d.path)
+        .map(|f| f.0)
 }
 
 #[cfg(test)]
@@ -407,11 +252,12 @@ mod tests {
 
     #[test]
     fn own_device_mapping_is_found_with_its_fd() {
+        use std::os::fd::AsRawFd;
         let dir = std::env::temp_dir().join(format!("mmio-trace-attach-maps-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("dev.bin");
         std::fs::write(&p, vec![7u8; 8192]).unwrap();
-        let f = File::options().read(true).write(true).open(&p).unwrap();
+        let f = std::fs::File::options().read(true).write(true).open(&p).unwrap();
         // SAFETY: a fresh shared mapping of our own file, unmapped below.
         let a = unsafe {
             libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 4096)
@@ -420,18 +266,16 @@ mod tests {
         let canon = std::fs::canonicalize(&p).unwrap();
         let rules = Rules::new(&[canon.to_string_lossy().into_owned()], true);
         let me = std::process::id() as i32;
-        let pidfd = pidfd_open(me).unwrap();
-        let found = find(me, Some(pidfd.as_raw_fd()), &rules, false).unwrap();
+        let found = find(me, &rules).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         let d = &found[0];
         assert_eq!((d.start, d.len, d.prot, d.offset), (a as u64, 8192, libc::PROT_READ, 4096));
-        assert_eq!(d.alias_from, AliasFrom::ProgramFd(f.as_raw_fd()));
-        assert_ne!(d.alias, 0);
-        // SAFETY: the alias is a live mapping of at least one page, readable.
-        assert_eq!(unsafe { *(d.alias as *const u8) }, 7);
-        drop(found);
+        assert_eq!(d.path, canon.as_os_str().as_encoded_bytes());
+        assert_eq!(own_fd(&program_fds(me), d), Some(f.as_raw_fd()));
         // SAFETY: unmapping our own mapping made above.
         unsafe { libc::munmap(a, 8192) };
+        drop(f);
+        assert_eq!(own_fd(&program_fds(me), d), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
