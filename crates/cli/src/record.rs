@@ -20,6 +20,16 @@ pub enum RecordFormat {
     Binary,
 }
 
+/// `--route`.
+#[derive(Clone, Copy, Default, clap::ValueEnum)]
+enum RouteArg {
+    /// The preload library (the default).
+    #[default]
+    Preload,
+    /// ptrace and a seccomp filter, nothing in the program.
+    Ptrace,
+}
+
 /// Trace a program's device-memory accesses.
 ///
 /// Runs PROGRAM with mmio-trace's preload library injected. Every shared mapping the
@@ -86,6 +96,16 @@ pub struct RecordArgs {
     /// `sigbus_at`. Also `replay --inject`.
     #[arg(long, value_name = "FILE")]
     inject: Option<PathBuf>,
+
+    /// How to reach the program's accesses: `preload` injects mmio-trace's library into
+    /// the program (dynamic programs; ~3 us per traced access); `ptrace` puts no code in
+    /// it: the recorder traces it with ptrace and a seccomp filter on mmap, munmap,
+    /// mremap and mprotect, and completes each access from outside (static, Go and
+    /// raw-syscall programs; several times slower per access; needs the right to ptrace
+    /// one's own children, see /proc/sys/kernel/yama/ptrace_scope; if the recorder is
+    /// killed, so is the program)
+    #[arg(long, value_enum, default_value_t)]
+    route: RouteArg,
 
     /// No status line on stderr.
     #[arg(short, long)]
@@ -267,6 +287,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
     opts.bypass = args.bypass;
     opts.no_alias = args.no_alias;
     opts.no_patch = args.no_patch;
+    opts.route = match args.route {
+        RouteArg::Preload => mmio_trace_record::Route::Preload,
+        RouteArg::Ptrace => mmio_trace_record::Route::Ptrace,
+    };
     opts.status = !args.quiet;
     // Kept open until the program ended: the memfd it inherits.
     let _inject = match &args.inject {

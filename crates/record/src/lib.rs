@@ -21,6 +21,7 @@ pub mod locate;
 pub mod marks;
 mod output;
 pub mod pci;
+pub mod remote;
 mod selftrace;
 mod signals;
 
@@ -61,9 +62,23 @@ pub const ENV_RINGS: &str = "MMIO_TRACE_RINGS";
 /// process, though only written pages cost memory).
 pub const MAX_RINGS: u32 = 65536;
 
+/// How the recorder reaches the program's device accesses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Route {
+    /// The preload library in the program (dynamic programs; the fast route).
+    #[default]
+    Preload,
+    /// No code in the program: the recorder traces it with ptrace and a seccomp filter
+    /// for the mmap family, and completes each access from outside (static, Go,
+    /// raw-syscall programs; several times slower per access).
+    Ptrace,
+}
+
 /// What to record and where.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// How the program is traced.
+    pub route: Route,
     /// Output file; `None` writes to standard output.
     pub output: Option<PathBuf>,
     /// Output format.
@@ -101,6 +116,7 @@ impl Options {
     /// Options for recording `command` into `output` as kernel text, default rules.
     pub fn new(command: Vec<OsString>, output: Option<PathBuf>) -> Options {
         Options {
+            route: Route::Preload,
             output,
             format: Format::Text,
             devices: Vec::new(),
@@ -328,7 +344,10 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     };
     // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
     let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
-    let lib = locate::preload_library().ok_or(Error::NoPreload)?;
+    let lib = match opts.route {
+        Route::Preload => Some(locate::preload_library().ok_or(Error::NoPreload)?),
+        Route::Ptrace => None,
+    };
     let out_name = |p: &Option<PathBuf>| match p {
         Some(p) => p.display().to_string(),
         None => "standard output".to_string(),
@@ -355,51 +374,33 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         }
     };
 
-    let mut preload = lib.into_os_string();
-    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
-        preload.push(":");
-        preload.push(old);
-    }
-    let mut cmd = Command::new(program);
-    // The recorder's own descriptors by path too, for images whose inherited ones were
-    // closed on the way.
-    let proc_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
-    cmd.args(args)
-        .env("LD_PRELOAD", preload)
-        .env(mmio_trace_ring::ENV_FD, consumer.fd().to_string())
-        .env(mmio_trace_ring::ENV_LIVE_FD, consumer.live_fd().to_string())
-        .env(mmio_trace_ring::ENV_SHM_PATH, proc_fd(consumer.fd()))
-        .env(mmio_trace_ring::ENV_LIVE_PATH, proc_fd(consumer.live_fd()))
-        .env(rules::ENV_DEVICES, device_globs(&opts.devices).join("\n"))
-        .env(
-            rules::ENV_NO_DEFAULTS,
-            if opts.no_default_devices { "1" } else { "0" },
-        )
-        .env(rules::ENV_RANGES, opts.ranges.join(","))
-        .env(rules::ENV_BYPASS, opts.bypass.join(","))
-        .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
-        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" });
-    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
-    if opts.output.is_none() {
-        // The trace owns standard output; the program's output goes to standard error
-        // (nowhere if the recorder has none).
-        let err = io::stderr().as_fd().try_clone_to_owned();
-        cmd.stdout(err.map_or_else(|_| std::process::Stdio::null(), Into::into));
-    }
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(error) => {
-            pending.abandon();
-            return Err(Error::Spawn {
-                program: program.to_string_lossy().into_owned(),
-                error,
-            });
+    let mut supervisor = None;
+    let child_pid = match lib {
+        Some(lib) => {
+            let child = match spawn_preloaded(opts, &consumer, lib, program, args) {
+                Ok(c) => c,
+                Err(e) => {
+                    pending.abandon();
+                    return Err(e);
+                }
+            };
+            child.id() as i32
         }
+        None => match spawn_ptrace(opts, &consumer, program, args) {
+            Ok(s) => {
+                let pid = s.pid;
+                supervisor = Some(s);
+                pid
+            }
+            Err(e) => {
+                pending.abandon();
+                return Err(e);
+            }
+        },
     };
-    let child_pid = child.id() as i32;
     // From here on the program runs whatever happens to the output: a failure to write
     // is remembered and the rings are drained all the same.
     let mut write_err: Option<io::Error> = None;
@@ -480,9 +481,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             );
         }
         merger.emit_out(Some(wm), |o| write(&mut writer, o));
-        // Reap every descendant that ended; stop when none is left.
-        let all_gone;
-        loop {
+        // Reap every descendant that ended; stop when none is left. (Under the ptrace
+        // route the supervisor thread reaps: a wait here would take its tracees' stops.)
+        let mut all_gone = false;
+        if let Some(s) = &supervisor {
+            exit = s.exit();
+            all_gone = s.done();
+        }
+        while supervisor.is_none() {
             let mut st = 0;
             // SAFETY: plain waitpid.
             let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
@@ -498,6 +504,10 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             }
             all_gone = pid < 0;
             break;
+        }
+        if all_gone {
+            // The supervisor thread has ended too.
+            drop(supervisor.take());
         }
         if let Some(s) = &mut status {
             s.tick(
@@ -563,6 +573,137 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             written: bytes_now(),
         }),
     }
+}
+
+/// Starts the program with the preload library and the recorder's variables.
+fn spawn_preloaded(
+    opts: &Options,
+    consumer: &Consumer,
+    lib: PathBuf,
+    program: &OsString,
+    args: &[OsString],
+) -> Result<std::process::Child, Error> {
+    let mut preload = lib.into_os_string();
+    if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        preload.push(":");
+        preload.push(old);
+    }
+    let mut cmd = Command::new(program);
+    // The recorder's own descriptors by path too, for images whose inherited ones were
+    // closed on the way.
+    let proc_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
+    cmd.args(args)
+        .env("LD_PRELOAD", preload)
+        .env(mmio_trace_ring::ENV_FD, consumer.fd().to_string())
+        .env(mmio_trace_ring::ENV_LIVE_FD, consumer.live_fd().to_string())
+        .env(mmio_trace_ring::ENV_SHM_PATH, proc_fd(consumer.fd()))
+        .env(mmio_trace_ring::ENV_LIVE_PATH, proc_fd(consumer.live_fd()))
+        .env(rules::ENV_DEVICES, device_globs(&opts.devices).join("\n"))
+        .env(
+            rules::ENV_NO_DEFAULTS,
+            if opts.no_default_devices { "1" } else { "0" },
+        )
+        .env(rules::ENV_RANGES, opts.ranges.join(","))
+        .env(rules::ENV_BYPASS, opts.bypass.join(","))
+        .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
+        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" });
+    cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
+    if opts.output.is_none() {
+        // The trace owns standard output; the program's output goes to standard error
+        // (nowhere if the recorder has none).
+        let err = io::stderr().as_fd().try_clone_to_owned();
+        cmd.stdout(err.map_or_else(|_| std::process::Stdio::null(), Into::into));
+    }
+    cmd.spawn().map_err(|error| Error::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        error,
+    })
+}
+
+/// Starts the program under the ptrace route's supervisor (no preload library, no
+/// variable of the recorder's in its environment).
+fn spawn_ptrace(
+    opts: &Options,
+    consumer: &Consumer,
+    program: &OsString,
+    args: &[OsString],
+) -> Result<remote::supervisor::Supervisor, Error> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let spawn_err = |error: io::Error| Error::Spawn {
+        program: program.to_string_lossy().into_owned(),
+        error,
+    };
+    let cstr = |b: Vec<u8>| {
+        std::ffi::CString::new(b).map_err(|_| {
+            spawn_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an argument or variable holds a NUL byte",
+            ))
+        })
+    };
+    let path = resolve_program(program).ok_or_else(|| {
+        spawn_err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        ))
+    })?;
+    let mut argv = vec![cstr(program.as_bytes().to_vec())?];
+    for a in args {
+        argv.push(cstr(a.as_bytes().to_vec())?);
+    }
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (k, v) in &opts.env {
+        env.retain(|(o, _)| o != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let mut envp = Vec::new();
+    for (k, v) in env {
+        let mut b = k.into_vec();
+        b.push(b'=');
+        b.extend_from_slice(v.as_bytes());
+        envp.push(cstr(b)?);
+    }
+    let stdout = if opts.output.is_none() {
+        io::stderr().as_fd().try_clone_to_owned().ok()
+    } else {
+        None
+    };
+    let start = remote::supervisor::Start {
+        path: cstr(path.into_os_string().into_vec())?,
+        argv,
+        envp,
+        stdout,
+    };
+    let mut rules = rules::Rules::new(&device_globs(&opts.devices), opts.no_default_devices);
+    rules.ranges = opts
+        .ranges
+        .iter()
+        .flat_map(|r| rules::parse_ranges(r).unwrap_or_default())
+        .collect();
+    rules.bypass = opts
+        .bypass
+        .iter()
+        .flat_map(|r| rules::parse_ranges(r).unwrap_or_default())
+        .collect();
+    rules.no_alias = opts.no_alias;
+    rules.no_patch = true;
+    remote::supervisor::start(start, consumer.shm(), rules).map_err(spawn_err)
+}
+
+/// The file `execvp` would run for `program`: itself if it names a path, else the first
+/// executable file of that name in `PATH`.
+fn resolve_program(program: &OsString) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if program.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// `bytes` for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `3.2 GiB`.
