@@ -354,7 +354,14 @@ fn program_exiting_while_attached_gives_its_status_and_a_complete_log() {
     let target = Target::start(
         &t.exe,
         &t.dir,
-        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "0".as_ref(), "3".as_ref()],
+        &[
+            os(&t.dev),
+            os(&t.dir),
+            "1000".as_ref(),
+            "0".as_ref(),
+            "3".as_ref(),
+            "1".as_ref(),
+        ],
     );
     let pid = target.pid;
     let rec = Recorder::start(pid, &log(&t, 1), &[&t.dev], &[]);

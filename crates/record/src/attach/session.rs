@@ -175,6 +175,50 @@ fn restart_fixup(tid: i32) -> io::Result<()> {
     setregs(tid, &r)
 }
 
+/// Calls that fail with `EINTR` (not a restart code) when their thread is stopped and
+/// resumed, even with no handler to run (signal(7): epoll waits, System V semaphores,
+/// `sigtimedwait`, AIO waits, socket calls with a timeout): an interrupt stop of ours
+/// would hand the program an `EINTR` it never asked for.
+const EINTR_ON_STOP: [u64; 17] = [
+    232, // epoll_wait
+    281, // epoll_pwait
+    441, // epoll_pwait2
+    65,  // semop
+    220, // semtimedop
+    128, // rt_sigtimedwait
+    208, // io_getevents
+    333, // io_pgetevents
+    42,  // connect
+    43,  // accept
+    288, // accept4
+    44,  // sendto
+    45,  // recvfrom
+    46,  // sendmsg
+    47,  // recvmsg
+    299, // recvmmsg
+    307, // sendmmsg
+];
+
+/// A thread in an interrupt stop whose call failed with `EINTR` because of the stop (one
+/// of [`EINTR_ON_STOP`], RIP just after its `syscall` instruction) is put back at the
+/// instruction with the call in RAX: it makes the call again on resume (arguments are
+/// still in their registers). A call with a timeout then waits up to its whole timeout
+/// again: longer than asked, never an `EINTR`.
+fn reissue_eintr(tid: i32, pid: i32) -> io::Result<()> {
+    let mut r = getregs(tid)?;
+    if r.rax as i64 != -(libc::EINTR as i64) || !EINTR_ON_STOP.contains(&r.orig_rax) {
+        return Ok(());
+    }
+    let mut insn = [0u8; 2];
+    if pt::read_mem(pid, r.rip.wrapping_sub(2), &mut insn).is_err() || insn != [0x0f, 0x05] {
+        return Ok(());
+    }
+    r.rip -= 2;
+    r.rax = r.orig_rax;
+    r.orig_rax = u64::MAX;
+    setregs(tid, &r)
+}
+
 /// How a thread is stopped, during attach and detach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Held {
@@ -232,6 +276,11 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             _ => (Held::Interrupt, 0),
         };
         held.insert(*tid, h);
+    }
+    for (&tid, &(h, sig)) in &held {
+        if h == Held::Interrupt && sig == 0 {
+            let _ = reissue_eintr(tid, th.of[&tid]);
+        }
     }
     let threads = th.of.values().filter(|&&p| p == pid).count();
     // The device mappings of every process held (the target, and children it forked
@@ -541,6 +590,13 @@ fn detach_all(s: &mut Session, th: &mut Threads) -> io::Result<()> {
         }
         let more = hold_all(s, th);
         held.extend(more);
+    }
+    for (&tid, &h) in &held {
+        if h == Held::Interrupt {
+            if let Some(&p) = th.of.get(&tid) {
+                let _ = reissue_eintr(tid, p);
+            }
+        }
     }
     let mut err = None;
     let procs: BTreeSet<i32> = th.of.values().copied().collect();
