@@ -54,6 +54,13 @@ impl XsaveLayout {
         }
         XsaveLayout { comp }
     }
+
+    /// (offset, size) in bytes of XSAVE component `i` in the standard (non-compacted)
+    /// format, as signal frames and `PTRACE_GETREGSET(NT_X86_XSTATE)` use it; `None` for
+    /// components 0 and 1 (the legacy region) and those the CPU lacks.
+    pub fn component(&self, i: usize) -> Option<(u32, u32)> {
+        self.comp.get(i).copied().filter(|c| c.1 != 0)
+    }
 }
 
 /// FS and GS bases of the calling thread (`arch_prctl`, issued as a raw syscall: no libc

@@ -1,0 +1,119 @@
+//! Syscall injection: a thread stopped inside a blocking system call runs injected calls and
+//! afterwards finishes its own call exactly as it would have (no EINTR, no errno 516, the
+//! same result and data).
+
+mod common;
+
+use common::{wait_blocked, Helper};
+use mmio_trace_ptrace::{detach, seize_all, Options, Process, Stop};
+
+/// Seizes every thread of the helper, runs getpid, an anonymous mmap + a write through
+/// /proc/PID/mem + munmap in thread `tid`, and detaches everything.
+fn inject_into(h: &Helper, tid: i32) {
+    let pid = h.pid();
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    assert!(stops.iter().any(|(t, _)| *t == tid), "{stops:?}");
+    for (_, s) in &stops {
+        assert!(matches!(s, Stop::Interrupt), "{stops:?}");
+    }
+    let mut p = Process::new(pid);
+    assert_eq!(
+        p.inject_syscall(tid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
+    let a = p
+        .remote_mmap(
+            tid,
+            0,
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .unwrap();
+    p.mem().write(a, b"abc").unwrap();
+    let mut b = [0u8; 3];
+    p.mem().read(a, &mut b).unwrap();
+    assert_eq!(&b, b"abc");
+    p.remote_munmap(tid, a, 8192).unwrap();
+    assert!(p.take_requeued().is_empty());
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+}
+
+fn blocked_case(mode: &str, nrs: &[i64]) -> (Helper, i32) {
+    let h = Helper::start("e_block", &[mode]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, nrs);
+    inject_into(&h, pid);
+    (h, pid)
+}
+
+#[test]
+fn nanosleep_keeps_its_deadline_and_returns_zero() {
+    let (mut h, _) = blocked_case(
+        "nanosleep",
+        &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep],
+    );
+    let l = h.line();
+    let ms: i64 = l.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(l.starts_with("ret=0 errno=0 ms="), "{l}");
+    assert!(ms >= 300, "{l}");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn clock_nanosleep_returns_zero() {
+    let (mut h, _) = blocked_case("clock_nanosleep", &[libc::SYS_clock_nanosleep]);
+    let l = h.line();
+    let ms: i64 = l.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(l.starts_with("ret=0 errno=0 ms="), "{l}");
+    assert!(ms >= 300, "{l}");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn read_on_a_pipe_reads_the_bytes_written_after() {
+    let (mut h, _) = blocked_case("read", &[libc::SYS_read]);
+    h.write_stdin(b"hello");
+    assert_eq!(h.line(), "ret=5 errno=0 data=hello");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn poll_returns_one_ready_descriptor() {
+    let (mut h, _) = blocked_case("poll", &[libc::SYS_poll, libc::SYS_ppoll]);
+    h.write_stdin(b"hi");
+    assert_eq!(h.line(), "ret=1 errno=0 data=hi");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn ppoll_keeps_its_signal_mask_handling() {
+    let (mut h, _) = blocked_case("ppoll", &[libc::SYS_ppoll]);
+    h.write_stdin(b"hi");
+    assert_eq!(h.line(), "ret=1 errno=0 data=hi usr1_blocked=0");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn epoll_wait_returns_one_event() {
+    let (mut h, _) = blocked_case("epoll", &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, 441]);
+    h.write_stdin(b"ep");
+    assert_eq!(h.line(), "ret=1 errno=0 data=ep");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn futex_wait_returns_zero_when_woken() {
+    let h = Helper::start("e_block", &["futex"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_futex]);
+    let mut h = h;
+    inject_into(&h, pid);
+    h.write_stdin(b"w");
+    assert_eq!(h.line(), "ret=0 errno=0 word=1");
+    assert_eq!(h.exit_code(), 0);
+}
