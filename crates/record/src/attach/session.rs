@@ -175,46 +175,32 @@ fn restart_fixup(tid: i32) -> io::Result<()> {
     setregs(tid, &r)
 }
 
-/// Calls that fail with `EINTR` (not a restart code) when their thread is stopped and
-/// resumed, even with no handler to run (signal(7): epoll waits, System V semaphores,
-/// `sigtimedwait`, AIO waits, socket calls with a timeout): an interrupt stop of ours
-/// would hand the program an `EINTR` it never asked for.
-const EINTR_ON_STOP: [u64; 17] = [
-    232, // epoll_wait
-    281, // epoll_pwait
-    441, // epoll_pwait2
-    65,  // semop
-    220, // semtimedop
-    128, // rt_sigtimedwait
-    208, // io_getevents
-    333, // io_pgetevents
-    42,  // connect
-    43,  // accept
-    288, // accept4
-    44,  // sendto
-    45,  // recvfrom
-    46,  // sendmsg
-    47,  // recvmsg
-    299, // recvmmsg
-    307, // sendmmsg
-];
-
-/// A thread in an interrupt stop whose call failed with `EINTR` because of the stop (one
-/// of [`EINTR_ON_STOP`], RIP just after its `syscall` instruction) is put back at the
-/// instruction with the call in RAX: it makes the call again on resume (arguments are
-/// still in their registers). A call with a timeout then waits up to its whole timeout
-/// again: longer than asked, never an `EINTR`.
-fn reissue_eintr(tid: i32, pid: i32) -> io::Result<()> {
+/// A thread held at a syscall stop while detaching is put back before its call where
+/// the call has not happened, or was broken off by our stop: at an entry stop always
+/// (the call is made after the detach); at an exit stop when it returns a restart code
+/// (`-ERESTART*`, what the kernel would restart) or `EINTR` from a call that fails so at
+/// any stop ([`pt::EINTR_ON_ANY_WAKEUP`]). RIP goes back to the `syscall` instruction, RAX
+/// gets the call (`restart_syscall` for `-ERESTART_RESTARTBLOCK`, which keeps a sleep's
+/// deadline) and ORIG_RAX -1, so that no restart logic of the kernel's runs again. A call
+/// that completed stays completed.
+fn rewind_call(tid: i32, entry: bool) -> io::Result<()> {
     let mut r = getregs(tid)?;
-    if r.rax as i64 != -(libc::EINTR as i64) || !EINTR_ON_STOP.contains(&r.orig_rax) {
+    let ret = r.rax as i64;
+    let nr = r.orig_rax;
+    if (nr as i64) < 0 {
         return Ok(());
     }
-    let mut insn = [0u8; 2];
-    if pt::read_mem(pid, r.rip.wrapping_sub(2), &mut insn).is_err() || insn != [0x0f, 0x05] {
+    let restart = (-516..=-512).contains(&ret) && ret != -515;
+    let eintr = ret == -(libc::EINTR as i64) && pt::EINTR_ON_ANY_WAKEUP.contains(&(nr as i64));
+    if !(entry || restart || eintr) {
         return Ok(());
     }
+    r.rax = if !entry && ret == -516 {
+        SYS_RESTART_SYSCALL
+    } else {
+        nr
+    };
     r.rip -= 2;
-    r.rax = r.orig_rax;
     r.orig_rax = u64::MAX;
     setregs(tid, &r)
 }
@@ -276,11 +262,6 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             _ => (Held::Interrupt, 0),
         };
         held.insert(*tid, h);
-    }
-    for (&tid, &(h, sig)) in &held {
-        if h == Held::Interrupt && sig == 0 {
-            let _ = reissue_eintr(tid, th.of[&tid]);
-        }
     }
     let threads = th.of.values().filter(|&&p| p == pid).count();
     // The device mappings of every process held (the target, and children it forked
@@ -492,6 +473,17 @@ fn handle(s: &mut Session, th: &mut Threads, tid: i32, st: i32, detaching: bool)
         }
         0 if sig == libc::SIGTRAP | 0x80 => {
             let (op, nr) = syscall_info(tid)?;
+            if detaching {
+                // A syscall stop takes the place of the interrupt's stop (the kernel
+                // clears a pending interrupt at any trap): the thread is held here, put
+                // back before its call (a call the session was watching is made again
+                // after the detach, untraced).
+                if op == OP_ENTRY || op == OP_EXIT {
+                    th.in_call.remove(&tid);
+                    rewind_call(tid, op == OP_ENTRY)?;
+                }
+                return Ok(After::Held(Held::Interrupt));
+            }
             if op == OP_ENTRY && matches!(nr, SYS_MMAP | SYS_MUNMAP | SYS_MREMAP | SYS_MPROTECT) {
                 let regs = getregs(tid)?;
                 if s.syscall_entry(tid, &regs) {
@@ -501,14 +493,12 @@ fn handle(s: &mut Session, th: &mut Threads, tid: i32, st: i32, detaching: bool)
                 let regs = getregs(tid)?;
                 s.syscall_exit(tid, &regs);
             }
-            if detaching && op == OP_ENTRY && th.in_call.contains(&tid) {
-                // Its exit must still be seen: the table changes there.
-                pt::syscall(tid, 0).map_err(|e| io::Error::other(e.to_string()))?;
-                return Ok(After::Resumed);
-            }
             resume(tid, 0)
         }
         0 => {
+            // Even a signal the program ignores stops a traced thread and breaks off an
+            // epoll wait: it must restart unless a handler runs.
+            let _ = pt::restart_interrupted_call(tid);
             let si = getsiginfo(tid)?;
             match s.on_signal(tid, &si) {
                 Signal::Handled => resume(tid, 0),
@@ -591,11 +581,11 @@ fn detach_all(s: &mut Session, th: &mut Threads) -> io::Result<()> {
         let more = hold_all(s, th);
         held.extend(more);
     }
+    // A call that fails with EINTR at any stop (epoll waits...) is made to restart
+    // (seize_all did the same at attach).
     for (&tid, &h) in &held {
         if h == Held::Interrupt {
-            if let Some(&p) = th.of.get(&tid) {
-                let _ = reissue_eintr(tid, p);
-            }
+            let _ = pt::restart_interrupted_call(tid);
         }
     }
     let mut err = None;
