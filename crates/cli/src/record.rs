@@ -182,7 +182,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = n
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 10 or 1.5)"))?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !(0.0..=1e9).contains(&secs) {
         return Err(format!("{s:?}: give a number of seconds from 0 to 1e9"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))

@@ -12,9 +12,9 @@
 //! (with `mmio_trace_tracer::trace_region`).
 #![warn(missing_docs)]
 
+pub mod attach;
 #[doc(hidden)]
 pub mod bench;
-pub mod attach;
 mod decode;
 pub mod demo;
 pub mod locate;

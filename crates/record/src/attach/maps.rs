@@ -67,7 +67,10 @@ pub fn parse_line(line: &[u8]) -> Option<MapsLine> {
         }
     };
     let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
-    let (s, e) = range.iter().position(|&c| c == b'-').map(|i| range.split_at(i))?;
+    let (s, e) = range
+        .iter()
+        .position(|&c| c == b'-')
+        .map(|i| range.split_at(i))?;
     let (start, end) = (hex(s)?, hex(&e[1..])?);
     if perms.len() != 4 {
         return None;
@@ -82,10 +85,17 @@ pub fn parse_line(line: &[u8]) -> Option<MapsLine> {
     if perms[2] == b'x' {
         prot |= libc::PROT_EXEC;
     }
-    let (maj, min) = dev.iter().position(|&c| c == b':').map(|i| dev.split_at(i))?;
+    let (maj, min) = dev
+        .iter()
+        .position(|&c| c == b':')
+        .map(|i| dev.split_at(i))?;
     let (maj, min) = (hex(maj)?, hex(&min[1..])?);
     let inode = std::str::from_utf8(inode).ok()?.trim().parse().ok()?;
-    let path = rest.iter().skip_while(|&&c| c == b' ').copied().collect::<Vec<u8>>();
+    let path = rest
+        .iter()
+        .skip_while(|&&c| c == b' ')
+        .copied()
+        .collect::<Vec<u8>>();
     Some(MapsLine {
         start,
         end,
@@ -130,8 +140,13 @@ pub fn unescape(p: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len());
     let mut i = 0;
     while i < p.len() {
-        if p[i] == b'\\' && p.len() >= i + 4 && p[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = p[i + 1..i + 4].iter().fold(0u32, |a, &c| a * 8 + u32::from(c - b'0'));
+        if p[i] == b'\\'
+            && p.len() >= i + 4
+            && p[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = p[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |a, &c| a * 8 + u32::from(c - b'0'));
             if let Ok(b) = u8::try_from(v) {
                 out.push(b);
                 i += 4;
@@ -207,7 +222,10 @@ pub fn program_fds(pid: i32) -> Vec<ProgramFd> {
             let e = e.ok()?;
             let n: i32 = e.file_name().to_str()?.parse().ok()?;
             let md = std::fs::metadata(e.path()).ok()?;
-            let link = std::fs::read_link(e.path()).ok()?.into_os_string().into_vec();
+            let link = std::fs::read_link(e.path())
+                .ok()?
+                .into_os_string()
+                .into_vec();
             Some((n, md.dev(), md.ino(), link))
         })
         .collect();
@@ -230,15 +248,28 @@ mod tests {
 
     #[test]
     fn maps_lines_parse() {
-        let l = parse_line(b"7f0000001000-7f0000003000 rw-s 00002000 08:01 1234567    /tmp/a b/dev.bin").unwrap();
+        let l = parse_line(
+            b"7f0000001000-7f0000003000 rw-s 00002000 08:01 1234567    /tmp/a b/dev.bin",
+        )
+        .unwrap();
         assert_eq!(
             (l.start, l.end, l.prot, l.shared, l.offset, l.inode),
-            (0x7f00_0000_1000, 0x7f00_0000_3000, libc::PROT_READ | libc::PROT_WRITE, true, 0x2000, 1234567)
+            (
+                0x7f00_0000_1000,
+                0x7f00_0000_3000,
+                libc::PROT_READ | libc::PROT_WRITE,
+                true,
+                0x2000,
+                1234567
+            )
         );
         assert_eq!(l.dev, libc::makedev(8, 1));
         assert_eq!(l.path, b"/tmp/a b/dev.bin");
         let l = parse_line(b"7ffd1000-7ffd2000 r-xp 00000000 00:00 0 ").unwrap();
-        assert_eq!((l.prot, l.shared, l.inode, l.path.len()), (libc::PROT_READ | libc::PROT_EXEC, false, 0, 0));
+        assert_eq!(
+            (l.prot, l.shared, l.inode, l.path.len()),
+            (libc::PROT_READ | libc::PROT_EXEC, false, 0, 0)
+        );
         let l = parse_line(b"7ffd1000-7ffd2000 ---s 00000000 00:0e 9").unwrap();
         assert_eq!((l.prot, l.inode), (libc::PROT_NONE, 9));
         assert_eq!(parse_line(b"garbage"), None);
@@ -253,14 +284,26 @@ mod tests {
     #[test]
     fn own_device_mapping_is_found_with_its_fd() {
         use std::os::fd::AsRawFd;
-        let dir = std::env::temp_dir().join(format!("mmio-trace-attach-maps-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mmio-trace-attach-maps-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("dev.bin");
         std::fs::write(&p, vec![7u8; 8192]).unwrap();
-        let f = std::fs::File::options().read(true).write(true).open(&p).unwrap();
+        let f = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
         // SAFETY: a fresh shared mapping of our own file, unmapped below.
         let a = unsafe {
-            libc::mmap(std::ptr::null_mut(), 8192, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 4096)
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                4096,
+            )
         };
         assert_ne!(a, libc::MAP_FAILED);
         let canon = std::fs::canonicalize(&p).unwrap();
@@ -269,7 +312,10 @@ mod tests {
         let found = find(me, &rules).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         let d = &found[0];
-        assert_eq!((d.start, d.len, d.prot, d.offset), (a as u64, 8192, libc::PROT_READ, 4096));
+        assert_eq!(
+            (d.start, d.len, d.prot, d.offset),
+            (a as u64, 8192, libc::PROT_READ, 4096)
+        );
         assert_eq!(d.path, canon.as_os_str().as_encoded_bytes());
         assert_eq!(own_fd(&program_fds(me), d), Some(f.as_raw_fd()));
         // SAFETY: unmapping our own mapping made above.

@@ -290,7 +290,9 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
     let ended = tracer.join().unwrap_or_else(|_| Ended {
         exit: None,
         ts_ns: mmio_trace_ring::monotonic_ns(),
-        notes: vec!["mmio-trace: the tracer thread panicked; the process may be left stopped".into()],
+        notes: vec![
+            "mmio-trace: the tracer thread panicked; the process may be left stopped".into(),
+        ],
     });
     // The process is detached or gone: nothing more can be written by the tracer.
     consumer.poll(|d| merger.add(d));
@@ -301,7 +303,10 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
     let last = match ended.exit {
         None => "mmio-trace: detached".to_string(),
         Some(Exit::Code(c)) => format!("mmio-trace: process {} exited with status {c}", target.pid),
-        Some(Exit::Signal(s)) => format!("mmio-trace: process {} was killed by signal {s}", target.pid),
+        Some(Exit::Signal(s)) => format!(
+            "mmio-trace: process {} was killed by signal {s}",
+            target.pid
+        ),
     };
     say(&mut merger, ended.ts_ns, &last);
     if opts.status {

@@ -405,7 +405,13 @@ enum After {
 /// Handles one stop of `tid` (status `st`). Tracing: the thread is resumed. Detaching:
 /// interrupt and group stops are held, everything else is resumed towards the interrupt
 /// still pending.
-fn handle(s: &mut Session, th: &mut Threads, tid: i32, st: i32, detaching: bool) -> io::Result<After> {
+fn handle(
+    s: &mut Session,
+    th: &mut Threads,
+    tid: i32,
+    st: i32,
+    detaching: bool,
+) -> io::Result<After> {
     let sig = libc::WSTOPSIG(st);
     let event = st >> 16;
     // Resume: PTRACE_SYSCALL while tracing (to see the mmap family), CONT while detaching.
@@ -460,9 +466,16 @@ fn handle(s: &mut Session, th: &mut Threads, tid: i32, st: i32, detaching: bool)
                 th.early.insert(tid);
                 return Ok(After::Held(Held::Interrupt));
             }
-            let group = matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
+            let group = matches!(
+                sig,
+                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+            );
             if detaching {
-                return Ok(After::Held(if group { Held::Group } else { Held::Interrupt }));
+                return Ok(After::Held(if group {
+                    Held::Group
+                } else {
+                    Held::Interrupt
+                }));
             }
             if group {
                 pt::listen(tid).map_err(|e| io::Error::other(e.to_string()))?;
