@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <ucontext.h>
 
 static uint8_t *dev;
 static const char *dir;
@@ -33,6 +34,20 @@ static long sleep_us = 1000;
 static atomic_int errors, stop, usr1;
 
 static void on_usr1(int sig) { (void)sig; atomic_fetch_add(&usr1, 1); }
+
+/* A fault left to the program (the recorder gone with its pages closed, a SIGSEGV left
+ * pending at detach) is reported, not a silent crash. */
+static void on_segv(int sig, siginfo_t *si, void *ctx) {
+    (void)sig;
+    ucontext_t *uc = ctx;
+    char b[160];
+    int n = snprintf(b, sizeof b, "a_loop: SIGSEGV code %d at %p (device %p) rip %#llx tid %d\n",
+                     si->si_code, si->si_addr, (void *)dev,
+                     (unsigned long long)uc->uc_mcontext.gregs[REG_RIP], (int)gettid());
+    if (write(2, b, n) < 0)
+        _exit(98);
+    _exit(99);
+}
 
 static void fail(const char *what, long i, long a, long b) {
     fprintf(stderr, "a_loop: %s at iteration %ld: %ld (%#lx) vs %ld (%#lx)\n", what, i, a, a, b, b);
@@ -131,6 +146,11 @@ int main(int argc, char **argv) {
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
+    struct sigaction sv;
+    memset(&sv, 0, sizeof sv);
+    sv.sa_sigaction = on_segv;
+    sv.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sv, NULL);
     dev = map_device(argv[1], 4096);
     pthread_t tids[64];
     if (threads > 64)

@@ -89,6 +89,8 @@ enum Started {
     Attached {
         /// `CLOCK_MONOTONIC` ns when every thread was stopped (the attach MARK's time).
         ts_ns: u64,
+        /// From the first ptrace call to every thread running traced again.
+        took: Duration,
         /// The process (its thread group id).
         pid: i32,
         threads: usize,
@@ -108,6 +110,13 @@ struct Ended {
     ts_ns: u64,
     /// What to say in the log and on stderr (errors met while detaching, ...).
     notes: Vec<String>,
+    /// From the stop request to the last thread detached (`None`: the process ended).
+    took: Option<Duration>,
+}
+
+/// `1.234 ms`.
+fn millis(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
 /// Attaches to `opts.pid`, records until the duration ends, the recorder gets SIGINT,
@@ -159,16 +168,17 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
             reason: format!("cannot start the tracer thread: {e}"),
         })?;
     let tracer_tid = stop::thread_id(&tracer);
-    let (ts_attach, threads, nmaps, notes) = match rx.recv() {
+    let (ts_attach, attach_took, threads, nmaps, notes) = match rx.recv() {
         Ok(Started::Attached {
             ts_ns,
+            took,
             pid,
             threads,
             maps,
             notes,
         }) => {
             debug_assert_eq!(pid, target.pid);
-            (ts_ns, threads, maps, notes)
+            (ts_ns, took, threads, maps, notes)
         }
         Ok(Started::Failed(e)) => {
             let _ = tracer.join();
@@ -234,7 +244,7 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
     );
     say(&mut merger, ts_attach, &attached);
     if opts.status {
-        eprintln!("{attached}");
+        eprintln!("{attached} in {}", millis(attach_took));
     }
     for n in &notes {
         say(&mut merger, ts_attach, n);
@@ -293,6 +303,7 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
         notes: vec![
             "mmio-trace: the tracer thread panicked; the process may be left stopped".into(),
         ],
+        took: None,
     });
     // The process is detached or gone: nothing more can be written by the tracer.
     consumer.poll(|d| merger.add(d));
@@ -310,7 +321,10 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
     };
     say(&mut merger, ended.ts_ns, &last);
     if opts.status {
-        eprintln!("{last}");
+        match ended.took {
+            Some(t) => eprintln!("{last} in {}", millis(t)),
+            None => eprintln!("{last}"),
+        }
     }
     merger.emit_out(None, |o| write(&mut writer, o));
     let h = consumer.header();

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 use mmio_trace_ptrace as pt;
 use mmio_trace_ring::Shm;
@@ -212,6 +213,9 @@ enum Held {
     Interrupt,
     /// A group-stop (the process is stopped by a stop signal): resumed with LISTEN.
     Group,
+    /// A signal-delivery-stop, to leave delivering this signal (0: suppressed, the
+    /// access it was for completed).
+    Signal(i32),
 }
 
 /// The traced threads: thread → process.
@@ -226,6 +230,7 @@ struct Threads {
 /// Attaches, traces until asked to stop or the process ends, detaches.
 pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
     STOP.store(false, Ordering::SeqCst);
+    let t0 = Instant::now();
     let pid = setup.target.pid;
     let fail = |reason: String| Started::Failed(Error::Attach { pid, reason });
     if let Err(e) = pt::check_attach(pid) {
@@ -305,27 +310,31 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             }
         }
     }
+    for (&tid, &(h, sig)) in &held {
+        let _ = match h {
+            Held::Group => pt::listen(tid),
+            Held::Interrupt | Held::Signal(_) => pt::syscall(tid, sig),
+        };
+    }
     let _ = started.send(Started::Attached {
         ts_ns,
+        took: t0.elapsed(),
         pid,
         threads,
         maps: nmaps,
         notes,
     });
-    for (&tid, &(h, sig)) in &held {
-        let _ = match h {
-            Held::Group => pt::listen(tid),
-            Held::Interrupt => pt::syscall(tid, sig),
-        };
-    }
     let exit = trace(&mut s, &mut th, pid);
+    let t1 = Instant::now();
     let mut notes = Vec::new();
     if !th.of.is_empty() {
         if let Err(e) = detach_all(&mut s, &mut th) {
             notes.push(format!("mmio-trace: warning: while detaching: {e}"));
         }
     }
-    ended(exit, notes)
+    let mut e = ended(exit, notes);
+    e.took = exit.is_none().then(|| t1.elapsed());
+    e
 }
 
 fn ended(exit: Option<Exit>, notes: Vec<String>) -> Ended {
@@ -333,6 +342,7 @@ fn ended(exit: Option<Exit>, notes: Vec<String>) -> Ended {
         exit,
         ts_ns: mmio_trace_ring::monotonic_ns(),
         notes,
+        took: None,
     }
 }
 
@@ -522,11 +532,14 @@ fn handle(
     }
 }
 
-/// Brings every thread to an interrupt (or group) stop; returns how each is held.
-fn hold_all(s: &mut Session, th: &mut Threads) -> BTreeMap<i32, Held> {
-    let mut held = BTreeMap::new();
+/// Brings every thread not yet in `held` to an interrupt (or group) stop, and adds it
+/// there (a thread already held is stopped: interrupting it again would stop it only
+/// once resumed).
+fn hold_all(s: &mut Session, th: &mut Threads, held: &mut BTreeMap<i32, Held>) {
     for &tid in th.of.keys() {
-        let _ = pt::interrupt(tid);
+        if !held.contains_key(&tid) {
+            let _ = pt::interrupt(tid);
+        }
     }
     let mut tries = 0u32;
     while held.len() < th.of.len() {
@@ -568,31 +581,70 @@ fn hold_all(s: &mut Session, th: &mut Threads) -> BTreeMap<i32, Held> {
             }
         }
     }
-    held
+}
+
+/// Waits for thread `tid`, just resumed with a SIGSEGV queued, to stop for it, and
+/// completes the access; how the thread is then held (`None`: it is gone).
+fn take_fault(s: &mut Session, th: &mut Threads, tid: i32) -> Option<Held> {
+    loop {
+        let mut st = 0;
+        // SAFETY: plain waitpid into a local.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
+        }
+        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+            gone(s, th, tid);
+            return None;
+        }
+        if libc::WIFSTOPPED(st) && st >> 16 == 0 && libc::WSTOPSIG(st) != libc::SIGTRAP | 0x80 {
+            let si = getsiginfo(tid).ok()?;
+            return Some(match s.on_signal(tid, &si) {
+                Signal::Handled => Held::Signal(0),
+                Signal::Deliver(n) => Held::Signal(n),
+            });
+        }
+        // Another stop first (an event): handled as while detaching, then on to the
+        // signal.
+        match handle(s, th, tid, st, true) {
+            Ok(After::Held(h)) => {
+                if pt::cont(tid, 0).is_err() {
+                    return Some(h);
+                }
+            }
+            Ok(After::Resumed) => {}
+            Err(_) => return Some(Held::Interrupt),
+        }
+    }
 }
 
 /// Detaches from every traced thread, leaving each process as it was (see the module
 /// documentation).
 fn detach_all(s: &mut Session, th: &mut Threads) -> io::Result<()> {
-    let mut held = hold_all(s, th);
-    // A SIGSEGV queued but not yet taken: take it now (the thread stops for it at once),
-    // complete the access, and hold the thread again.
-    for _ in 0..8 {
-        let queued: Vec<i32> = held
-            .iter()
-            .filter(|(_, &h)| h == Held::Interrupt)
-            .map(|(&t, _)| t)
-            .filter(|&t| queued_sigsegv(t).is_some())
-            .collect();
-        if queued.is_empty() {
-            break;
+    let mut held = BTreeMap::new();
+    hold_all(s, th, &mut held);
+    // A SIGSEGV queued but not yet taken (the interrupt's stop comes before the signal's):
+    // the thread is let go without a new interrupt, so the next thing it does is stop
+    // for that signal; the access is completed there and the thread stays in that
+    // signal-delivery-stop, detached later with the signal suppressed (or, if it was not
+    // ours after all, delivered).
+    let queued: Vec<i32> = held
+        .iter()
+        .filter(|(_, &h)| h == Held::Interrupt)
+        .map(|(&t, _)| t)
+        .filter(|&t| queued_sigsegv(t).is_some())
+        .collect();
+    for tid in queued {
+        held.remove(&tid);
+        if pt::cont(tid, 0).is_err() {
+            continue;
         }
-        for tid in queued {
-            held.remove(&tid);
-            let _ = pt::cont(tid, 0);
+        if let Some(h) = take_fault(s, th, tid) {
+            held.insert(tid, h);
         }
-        let more = hold_all(s, th);
-        held.extend(more);
     }
     // A call that fails with EINTR at any stop (epoll waits...) is made to restart
     // (seize_all did the same at attach).
@@ -613,8 +665,12 @@ fn detach_all(s: &mut Session, th: &mut Threads) -> io::Result<()> {
             err.get_or_insert(e);
         }
     }
-    for (&tid, _) in th.of.iter() {
-        let _ = pt::detach(tid, 0);
+    for &tid in th.of.keys() {
+        let sig = match held.get(&tid) {
+            Some(Held::Signal(n)) => *n,
+            _ => 0,
+        };
+        let _ = pt::detach(tid, sig);
     }
     let tids: Vec<i32> = th.of.keys().copied().collect();
     for tid in tids {
