@@ -599,3 +599,142 @@ fn processes_that_cannot_be_attached_to_are_refused_with_status_2() {
     let done = target.finish(&t.dir, "stop");
     assert_exit(&done, 0);
 }
+
+/// Busy threads (no sleep between accesses: faults are in flight whenever the recorder
+/// detaches, some with their SIGSEGV queued behind the interrupt's stop), eight cycles:
+/// the program never gets a SIGSEGV of ours, every thread's accesses are consecutive.
+#[test]
+fn busy_threads_survive_many_attach_detach_cycles() {
+    let t = fixture("busy", "a_loop");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "0".as_ref(), "7".as_ref()],
+    );
+    for n in 1..=8 {
+        let out = attach_run(target.pid, &log(&t, n), &[&t.dev], &["--duration", "0.3"]);
+        assert_exit(&out, 0);
+        let ev = read_log(&log(&t, n));
+        assert_consecutive_iterations(&accesses_of_tid(&ev, target.pid as u32));
+        let tids: std::collections::BTreeSet<u32> =
+            accesses_by_pid(&ev).iter().map(|a| a.0).collect();
+        for tid in tids.into_iter().filter(|&x| x != target.pid as u32) {
+            let a = accesses_of_tid(&ev, tid);
+            let k = usize::from(a[0].0 == 'R');
+            for (j, acc) in a[k..].iter().enumerate() {
+                let i = a[k].3 + (j / 2) as u64;
+                let dir = if j % 2 == 0 { 'W' } else { 'R' };
+                assert_eq!(
+                    *acc,
+                    (dir, 4, a[0].2, i & 0xffff_ffff),
+                    "cycle {n} thread {tid} access {j}"
+                );
+            }
+        }
+    }
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
+/// A child forked while attached inherits the closed pages: it is traced (its accesses
+/// under its own pid), and detached with its pages given back, so its access after the
+/// detach runs natively.
+#[test]
+fn a_child_forked_while_attached_is_traced_and_detached() {
+    let t = fixture("fork", "a_fork");
+    let target = Target::start(&t.exe, &t.dir, &[os(&t.dev), os(&t.dir)]);
+    let pid = target.pid as u32;
+    let rec = Recorder::start(target.pid, &log(&t, 1), &[&t.dev], &[]);
+    std::fs::write(t.dir.join("go"), b"").unwrap();
+    let t0 = Instant::now();
+    while !t.dir.join("child").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the child never made its accesses"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let child: u32 = std::fs::read_to_string(t.dir.join("child"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    rec.signal(libc::SIGTERM);
+    let (status, said) = rec.wait();
+    assert_eq!(status, Some(0), "{said}");
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    let ev = read_log(&log(&t, 1));
+    let mut got = accesses_by_pid(&ev);
+    got.sort_by_key(|a| a.0 != pid);
+    assert_eq!(
+        got,
+        [
+            (pid, 'W', 4, 0x10, 1),
+            (child, 'W', 4, 0x30, 0x77),
+            (child, 'R', 4, 0x30, 0x77),
+        ]
+    );
+    // The child's write after the detach reached the device natively.
+    assert_device_words(&t.dev, &[(0x30, 0x77), (0x34, 0x88)]);
+}
+
+/// The program killed while attached: `record --pid` exits 128+9 and says so.
+#[test]
+fn program_killed_while_attached_gives_128_plus_the_signal() {
+    let t = fixture("killed", "a_loop");
+    let target = Target::start(&t.exe, &t.dir, &[os(&t.dev), os(&t.dir), "1000".as_ref()]);
+    let pid = target.pid;
+    let rec = Recorder::start(pid, &log(&t, 1), &[&t.dev], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: plain kill of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let (status, said) = rec.wait();
+    assert_eq!(status, Some(128 + 9), "{said}");
+    let ev = read_log(&log(&t, 1));
+    assert_eq!(
+        mark_texts(&ev).last().map(String::as_str),
+        Some(format!("mmio-trace: process {pid} was killed by signal 9").as_str())
+    );
+    assert_consecutive_iterations(&accesses_of_tid(&ev, pid as u32));
+}
+
+/// The state letter of process `pid` (`/proc/PID/stat`).
+fn state(pid: i32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+/// A program stopped by SIGSTOP when attached stays stopped through the attach and the
+/// detach, makes no access meanwhile, and runs on correct after SIGCONT.
+#[test]
+fn a_stopped_program_stays_stopped_through_attach_and_detach() {
+    let t = fixture("stopped", "a_loop");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "2".as_ref()],
+    );
+    let pid = target.pid;
+    // SAFETY: plain kill of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let t0 = Instant::now();
+    while state(pid) != 'T' {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = attach_run(pid, &log(&t, 1), &[&t.dev], &["--duration", "0.5"]);
+    assert_exit(&out, 0);
+    let ev = read_log(&log(&t, 1));
+    assert_eq!(accesses_by_pid(&ev), []);
+    let want = format!("mmio-trace: attached to {pid} (3 threads, 1 device mapping)");
+    assert!(mark_texts(&ev).contains(&want), "{:?}", mark_texts(&ev));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(state(pid), 'T', "the program must still be stopped");
+    // SAFETY: plain kill of our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
