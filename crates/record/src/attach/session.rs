@@ -290,6 +290,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             }
         };
         let fds = maps::program_fds(p);
+        let injected = !found.is_empty();
         for d in found {
             let m = Mapping {
                 addr: d.start,
@@ -307,6 +308,21 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
                     d.start + d.len,
                     String::from_utf8_lossy(&d.path)
                 )),
+            }
+        }
+        if injected {
+            match held.get(&tid).copied() {
+                // The injected calls ended its group-stop: stopped again, it reports a
+                // stop that LISTEN accepts (the process stays stopped).
+                Some((Held::Group, _)) => regroup(tid),
+                // The injection ran from its signal stop, which drops the signal: it is
+                // sent again.
+                Some((Held::Interrupt, sig)) if sig != 0 => {
+                    // SAFETY: plain tgkill of a thread of the traced process.
+                    unsafe { libc::syscall(libc::SYS_tgkill, p, tid, sig) };
+                    held.insert(tid, (Held::Interrupt, 0));
+                }
+                _ => {}
             }
         }
     }
@@ -343,6 +359,35 @@ fn ended(exit: Option<Exit>, notes: Vec<String>) -> Ended {
         ts_ns: mmio_trace_ring::monotonic_ns(),
         notes,
         took: None,
+    }
+}
+
+/// Brings thread `tid` of a stopped process (SIGSTOP), taken out of its group-stop by
+/// injected calls, back to a stop that reports the group's stop signal (the kernel does
+/// so for a seized thread of a stopped process), where LISTEN keeps it stopped.
+fn regroup(tid: i32) {
+    if pt::interrupt(tid).is_err() || pt::cont(tid, 0).is_err() {
+        return;
+    }
+    loop {
+        let mut st = 0;
+        // SAFETY: plain waitpid into a local.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
+        if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if r <= 0 || !libc::WIFSTOPPED(st) || st >> 16 == libc::PTRACE_EVENT_STOP {
+            return;
+        }
+        // Anything else on the way (a signal): let it go on.
+        let sig = if st >> 16 == 0 && libc::WSTOPSIG(st) != libc::SIGTRAP | 0x80 {
+            libc::WSTOPSIG(st)
+        } else {
+            0
+        };
+        if pt::cont(tid, sig).is_err() {
+            return;
+        }
     }
 }
 
