@@ -60,18 +60,23 @@ impl Drop for Target {
     }
 }
 
-/// Waits for `child` (up to `limit`: a generous bound for a loaded machine); its output.
+/// Waits for `child` (up to `limit`: a generous bound for a loaded machine), reading its
+/// output meanwhile (a trace on a pipe must not fill it); its output.
 #[track_caller]
-fn wait_output(mut child: Child, limit: Duration) -> Output {
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            panic!("process {} did not end within {limit:?}", child.id());
+fn wait_output(child: Child, limit: Duration) -> Output {
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: plain kill of our own child.
+            unsafe { libc::kill(id as i32, libc::SIGKILL) };
+            panic!("process {id} did not end within {limit:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
-    child.wait_with_output().unwrap()
 }
 
 /// `mmio-trace record --pid PID -o LOG --device DEV... OPTS`.
@@ -736,6 +741,97 @@ fn a_stopped_program_stays_stopped_through_attach_and_detach() {
     assert_eq!(state(pid), 'T', "the program must still be stopped");
     // SAFETY: plain kill of our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
+/// Other ways in: the trace on standard output (`-o -`), `--duration 0` (attach and
+/// detach at once), a thread id for its process, and the binary format.
+#[test]
+fn stdout_zero_duration_thread_id_and_binary_format() {
+    let t = fixture("variants", "a_loop");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "1".as_ref()],
+    );
+    let pid = target.pid;
+    let attached = format!("mmio-trace: attached to {pid} (2 threads, 1 device mapping)");
+    // -o -: the log is standard output.
+    let out = attach_run(pid, Path::new("-"), &[&t.dev], &["--duration", "0.3"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(text.starts_with("VERSION 20070824\n"), "{text}");
+    assert!(text.contains(&attached), "{text}");
+    assert!(text.trim_end().ends_with("mmio-trace: detached"), "{text}");
+    // --duration 0: attach, then detach at once; the program goes on correct.
+    let out = attach_run(pid, &log(&t, 2), &[&t.dev], &["--duration", "0"]);
+    assert_exit(&out, 0);
+    let marks = mark_texts(&read_log(&log(&t, 2)));
+    assert!(marks.contains(&attached), "{marks:?}");
+    assert_eq!(
+        marks.last().map(String::as_str),
+        Some("mmio-trace: detached")
+    );
+    // The worker's thread id names its process.
+    let tid: i32 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .find(|&t| t != pid)
+        .unwrap();
+    let out = attach_run(
+        tid,
+        &log(&t, 3),
+        &[&t.dev],
+        &["--duration", "0.3", "--format", "binary"],
+    );
+    assert_exit(&out, 0);
+    let ev = read_log(&log(&t, 3));
+    assert!(mark_texts(&ev).contains(&attached), "{:?}", mark_texts(&ev));
+    assert_consecutive_iterations(&accesses_of_tid(&ev, pid as u32));
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
+/// Signals whose default action would kill the recorder (QUIT, USR1, ALRM) detach first:
+/// a recorder dying attached would leave the program's pages closed.
+#[test]
+fn other_terminating_signals_detach_too() {
+    let t = fixture("more_signals", "a_loop");
+    let target = Target::start(&t.exe, &t.dir, &[os(&t.dev), os(&t.dir), "1000".as_ref()]);
+    for (n, sig) in [(1, libc::SIGQUIT), (2, libc::SIGUSR1), (3, libc::SIGALRM)] {
+        let rec = Recorder::start(target.pid, &log(&t, n), &[&t.dev], &[]);
+        std::thread::sleep(Duration::from_millis(100));
+        rec.signal(sig);
+        let (status, said) = rec.wait();
+        assert_eq!(status, Some(0), "signal {sig}: {said}");
+        let ev = read_log(&log(&t, n));
+        assert_eq!(
+            mark_texts(&ev).last().map(String::as_str),
+            Some("mmio-trace: detached")
+        );
+    }
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
+/// A trace that cannot be written (a full disk: /dev/full) ends the recording: the
+/// recorder detaches, says so and exits 125; the program runs on correct.
+#[test]
+fn a_failing_write_detaches_and_exits_125() {
+    let t = fixture("full", "a_loop");
+    let target = Target::start(&t.exe, &t.dir, &[os(&t.dev), os(&t.dir), "0".as_ref()]);
+    let out = attach_run(target.pid, Path::new("/dev/full"), &[&t.dev], &[]);
+    assert_exit(&out, 125);
+    let err = stderr(&out);
+    assert!(
+        err.contains("mmio-trace: cannot write the trace to /dev/full: No space left on device"),
+        "{err}"
+    );
+    assert!(err.contains("the process was detached"), "{err}");
     let done = target.finish(&t.dir, "stop");
     assert_exit(&done, 0);
     assert_eq!(loop_result(&done, "errors"), 0);

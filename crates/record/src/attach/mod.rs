@@ -213,6 +213,7 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
         }
     };
     let mut maps = 0u64;
+    let write_failed = std::cell::Cell::new(write_err.is_some());
     let mut write = |writer: &mut Option<AnyWriter<output::Sink>>, o: decode::Out| {
         if let decode::Out::Event(Event::Map(_)) = o {
             maps += 1;
@@ -226,6 +227,7 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
         });
         if let Some(Err(err)) = r {
             write_err = Some(err);
+            write_failed.set(true);
         }
     };
     for e in crate::header_events() {
@@ -279,7 +281,8 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
             break;
         }
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
-        if expired || stop.requested() {
+        // A trace that can no longer be written is not worth slowing the process for.
+        if expired || stop.requested() || write_failed.get() {
             // Asked again every round until the tracer has seen it: the signal may land
             // between its check and its wait.
             stopping = true;

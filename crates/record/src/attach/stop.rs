@@ -1,7 +1,10 @@
-//! Stopping a `record --pid` recording: SIGINT, SIGTERM and SIGHUP to the recorder ask
-//! the tracer to detach (they do not end the recorder, so that the process is always
-//! left as it was and the log finished); the tracer thread, blocked in `waitpid`, is
-//! woken by a signal of its own (SIGURG, ignored by default, so a stray one is harmless).
+//! Stopping a `record --pid` recording: SIGINT, SIGTERM and SIGHUP to the recorder, and
+//! every other signal whose default action would end it (QUIT, USR1, USR2, ALRM,
+//! VTALRM, PROF, XCPU, PWR), ask the tracer to detach instead: a recorder that died
+//! attached would leave the process with its device pages closed, to die at its next
+//! access. PIPE and XFSZ are ignored (a write then fails with `EPIPE`/`EFBIG`, and the
+//! recording detaches). The tracer thread, blocked in `waitpid`, is woken by a signal of
+//! its own (SIGURG, ignored by default, so a stray one is harmless).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,7 +12,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
 /// The signals that end the recording.
-const ENDING: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+const ENDING: [libc::c_int; 11] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGXCPU,
+    libc::SIGPWR,
+];
+/// Signals ignored while attached: their failures come back as errors of the write.
+const IGNORED: [libc::c_int; 2] = [libc::SIGPIPE, libc::SIGXFSZ];
 /// The signal that wakes the tracer thread out of `waitpid`.
 pub(super) const KICK: libc::c_int = libc::SIGURG;
 
@@ -29,12 +46,20 @@ impl Stop {
     pub fn install() -> Stop {
         REQUESTED.store(false, Ordering::SeqCst);
         let mut saved = Vec::new();
-        let handlers: [(libc::c_int, extern "C" fn(libc::c_int)); 4] = [
-            (ENDING[0], on_ending),
-            (ENDING[1], on_ending),
-            (ENDING[2], on_ending),
-            (KICK, on_kick),
-        ];
+        let mut handlers: Vec<(libc::c_int, libc::sighandler_t)> = ENDING
+            .iter()
+            .map(|&s| {
+                (
+                    s,
+                    on_ending as extern "C" fn(libc::c_int) as libc::sighandler_t,
+                )
+            })
+            .collect();
+        handlers.push((
+            KICK,
+            on_kick as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        ));
+        handlers.extend(IGNORED.iter().map(|&s| (s, libc::SIG_IGN)));
         for (sig, h) in handlers {
             // SAFETY: plain sigaction calls with zeroed, then filled, structures; the
             // handlers only store to an atomic (async-signal-safe).
@@ -44,11 +69,11 @@ impl Stop {
                     continue;
                 }
                 // A signal ignored when the recorder started (nohup) stays ignored.
-                if sig != KICK && old.sa_sigaction == libc::SIG_IGN {
+                if ENDING.contains(&sig) && old.sa_sigaction == libc::SIG_IGN {
                     continue;
                 }
                 let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = h as usize;
+                sa.sa_sigaction = h;
                 libc::sigemptyset(&mut sa.sa_mask);
                 if libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0 {
                     saved.push((sig, old));
