@@ -156,8 +156,10 @@ Exit status: PROGRAM's, or 128+N if it died of signal N;
 With --pid: 0 once detached (the process runs on as before), or the process's own status
 (128+N for signal N) if it ended while attached; 2 when it cannot be attached to (no such
 process, the recorder itself, already traced, not permitted: the message says what to
-change; no trace written); 125 as above. SIGINT, SIGTERM and SIGHUP detach (they are not
-passed on).";
+change; no trace written); 125 as above (a failed write also detaches). SIGINT, SIGTERM,
+SIGHUP, and every other signal that would end the recorder (QUIT, USR1, USR2, ALRM...),
+detach; they are not passed on. A recorder killed by SIGKILL leaves the process's device
+pages closed: it dies at its next access.";
 
 /// The exit status of `record` when the trace could not be written (whether or not the
 /// program ran): distinct from 126/127 (the program could not be started) and 128+N (it

@@ -836,3 +836,56 @@ fn a_failing_write_detaches_and_exits_125() {
     assert_exit(&done, 0);
     assert_eq!(loop_result(&done, "errors"), 0);
 }
+
+/// Not permitted: another user's process. As root the recorder runs as user 65534
+/// (setpriv, util-linux) against the test's own process; otherwise against pid 1. Exit 2,
+/// the reason and what to change; the output is not touched.
+#[test]
+fn another_users_process_is_refused_with_what_to_change() {
+    let dir = scratch("attach_perm");
+    let log = dir.join("t.log");
+    let bin = env!("CARGO_BIN_EXE_mmio-trace");
+    // SAFETY: plain getter.
+    let root = unsafe { libc::geteuid() } == 0;
+    let me = std::process::id();
+    let out = if root {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                bin,
+                "record",
+                "--pid",
+            ])
+            .arg(me.to_string())
+            .arg("-o")
+            .arg(&log)
+            .output()
+            .expect("setpriv (util-linux) is needed to run the recorder as another user")
+    } else {
+        Command::new(bin)
+            .args(["record", "--pid", "1", "-o"])
+            .arg(&log)
+            .output()
+            .unwrap()
+    };
+    assert_exit(&out, 2);
+    let (pid, comm, uid) = if root {
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        (me, comm.trim_end().to_string(), 65534)
+    } else {
+        let comm = std::fs::read_to_string("/proc/1/comm").unwrap();
+        // SAFETY: plain getter.
+        (1, comm.trim_end().to_string(), unsafe { libc::getuid() })
+    };
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mmio-trace: cannot attach to process {pid}: process {pid} ({comm}) runs as user 0 \
+             and mmio-trace as user {uid}; run mmio-trace as that user, or as root \
+             (CAP_SYS_PTRACE)\n"
+        )
+    );
+    assert!(!log.exists());
+}

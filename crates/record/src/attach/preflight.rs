@@ -27,8 +27,8 @@ fn comm(pid: i32) -> String {
 
 /// Checks what makes an attach fail for certain before trying it: no such process, the
 /// recorder itself, a process that has ended (a zombie), one already traced (a debugger,
-/// strace, another `record --pid`). Permission (Yama's `ptrace_scope`, a process that is
-/// not dumpable, another user's) is told by the attach itself.
+/// strace, another `record --pid`), and what the kernel would not permit (another user's
+/// process, one not dumpable, Yama's `ptrace_scope`: the engine's `check_attach`).
 pub fn preflight(pid: i32) -> Result<Target, Error> {
     let refuse = |reason: String| Error::Attach { pid, reason };
     if pid <= 0 {
@@ -70,6 +70,11 @@ pub fn preflight(pid: i32) -> Result<Target, Error> {
              tracer at a time (a debugger, strace, another `mmio-trace record --pid`): \
              detach that one first"
         )));
+    }
+    // What else the kernel would refuse (another user's process, one not dumpable, Yama's
+    // ptrace_scope), said with what to change, before any file is touched.
+    if let Err(e) = mmio_trace_ptrace::check_attach(tgid) {
+        return Err(refuse(e.to_string()));
     }
     Ok(Target {
         pid: tgid,
