@@ -292,11 +292,11 @@ impl AttachFacts {
                 .unwrap_or_else(|| "?".into());
             f.tracer = Some((st.tracer, tc));
         }
-        // /proc/PID belongs to root while the process is not dumpable; for a process running
+        // /proc/PID/* belongs to root while the process is not dumpable; for a process running
         // as root that tells nothing.
         if st.uids[1] != 0 {
             use std::os::unix::fs::MetadataExt;
-            if let Ok(m) = std::fs::metadata(format!("/proc/{pid}")) {
+            if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/mem")) {
                 f.dumpable = Some(m.uid() != 0);
             }
         }

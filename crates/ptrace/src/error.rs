@@ -60,8 +60,8 @@ pub enum Error {
         tid: Pid,
         /// What the engine was doing.
         during: &'static str,
-        /// How it ended.
-        stop: Stop,
+        /// How it ended (boxed: a stop carries a whole siginfo).
+        stop: Box<Stop>,
     },
     /// The thread is in a stop where the operation is impossible.
     #[error("thread {tid}: cannot {what} in this stop: {why}")]

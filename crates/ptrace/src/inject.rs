@@ -65,6 +65,21 @@ enum Origin {
     InSyscall,
 }
 
+/// Where [`Process::inject_syscall`] runs the call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyscallSite {
+    /// A `syscall` instruction found in the process (the vDSO first, then other executable
+    /// mappings), remembered until exec; if there is none, as [`SyscallSite::PatchRip`].
+    #[default]
+    Auto,
+    /// The bytes `0f 05` at this address (forgotten at exec).
+    At(u64),
+    /// `0f 05` written over the thread's current instruction for the call, then the
+    /// program's bytes put back. Other threads of the process must be stopped meanwhile, or
+    /// one could run the patched bytes.
+    PatchRip,
+}
+
 /// Injection state of one traced process: the `/proc/PID/mem` handle, the address of a
 /// `syscall` instruction, and the signals re-queued during injections.
 #[derive(Debug)]
@@ -72,6 +87,7 @@ pub struct Process {
     pid: Pid,
     mem: Mem,
     syscall_insn: Option<u64>,
+    site: SyscallSite,
     requeued: Vec<RequeuedSignal>,
 }
 
@@ -82,6 +98,7 @@ impl Process {
             pid,
             mem: Mem::new(pid),
             syscall_insn: None,
+            site: SyscallSite::Auto,
             requeued: Vec::new(),
         }
     }
@@ -100,7 +117,15 @@ impl Process {
     /// `/proc/PID/mem`): call it at [`Event::Exec`].
     pub fn exec_happened(&mut self) {
         self.syscall_insn = None;
+        if let SyscallSite::At(_) = self.site {
+            self.site = SyscallSite::Auto;
+        }
         self.mem.reopen();
+    }
+
+    /// Chooses where injected calls run (default [`SyscallSite::Auto`]).
+    pub fn set_syscall_site(&mut self, site: SyscallSite) {
+        self.site = site;
     }
 
     /// The signals re-queued by injections since the last call (see [`RequeuedSignal`]).
@@ -224,12 +249,18 @@ impl Process {
     /// Where to run the call: the cached `syscall` instruction, a newly found one, or the
     /// current RIP overwritten (returning the bytes to put back).
     fn syscall_site(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
-        if let Some(a) = self.syscall_insn {
-            return Ok((a, None));
-        }
-        if let Some(a) = find_syscall_insn(self.pid, &mut self.mem) {
-            self.syscall_insn = Some(a);
-            return Ok((a, None));
+        match self.site {
+            SyscallSite::At(a) => return Ok((a, None)),
+            SyscallSite::PatchRip => {}
+            SyscallSite::Auto => {
+                if let Some(a) = self.syscall_insn {
+                    return Ok((a, None));
+                }
+                if let Some(a) = find_syscall_insn(self.pid, &mut self.mem) {
+                    self.syscall_insn = Some(a);
+                    return Ok((a, None));
+                }
+            }
         }
         let mut old = [0u8; 2];
         self.mem.read(rip, &mut old)?;
@@ -256,7 +287,7 @@ impl Process {
                     return Err(Error::Gone {
                         tid,
                         during: "stepped over an injected system call",
-                        stop,
+                        stop: Box::new(stop),
                     });
                 }
                 Stop::Signal {
@@ -319,7 +350,7 @@ impl Process {
                     return Err(Error::Gone {
                         tid,
                         during: "run to a system call stop",
-                        stop,
+                        stop: Box::new(stop),
                     });
                 }
                 Stop::Signal { signal, info } => caught.push((signal, info)),
@@ -343,7 +374,7 @@ impl Process {
                     return Err(Error::Gone {
                         tid,
                         during: "run to the seccomp stop again",
-                        stop,
+                        stop: Box::new(stop),
                     });
                 }
                 Stop::Syscall => {

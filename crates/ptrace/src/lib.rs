@@ -43,11 +43,13 @@ mod thread;
 
 pub use attach::{check_attach, diagnose, AttachError, AttachFacts};
 pub use error::{Error, Result};
-pub use inject::{restart_interrupted_call, Process, RequeuedSignal, EINTR_ON_ANY_WAKEUP};
+pub use inject::{
+    restart_interrupted_call, Process, RequeuedSignal, SyscallSite, EINTR_ON_ANY_WAKEUP,
+};
 pub use mem::{read_mem, write_mem, Mem};
 pub use pidfd::pidfd_getfd;
 pub use regs::Regs;
-pub use stop::{wait, wait_tid, Event, SigInfo, Stop};
+pub use stop::{syscall_stop, wait, wait_tid, Event, SigInfo, Stop, SyscallStop};
 pub use thread::{
     cont, detach, interrupt, listen, seize, seize_all, singlestep, syscall, threads_of, Options,
 };

@@ -29,8 +29,9 @@ pub fn write_mem(pid: Pid, addr: u64, data: &[u8]) -> Result<()> {
 }
 
 /// A process's memory with its `/proc/PID/mem` file kept open (opening it costs a path walk
-/// and a permission check). Call [`Mem::reopen`] after the process execs: the open file
-/// keeps addressing the old program's memory and fails.
+/// and a permission check). After the process execs, the open file addresses the old
+/// program's memory and fails; a failed access is retried once with the file opened again,
+/// and [`Mem::reopen`] drops it at once.
 #[derive(Debug)]
 pub struct Mem {
     pid: Pid,
@@ -66,10 +67,14 @@ impl Mem {
             return Ok(());
         }
         let (pid, len) = (self.pid, buf.len());
-        let f = self
-            .file()
-            .map_err(|source| mem_err("read", pid, addr, len, source))?;
-        pread_all(f, addr, buf).map_err(|source| mem_err("read", pid, addr, len, source))
+        let mut r = self.file().and_then(|f| pread_all(f, addr, buf));
+        if r.is_err() {
+            // The open file may address the memory of the program the process ran before
+            // an exec: once more with a fresh one.
+            self.file = None;
+            r = self.file().and_then(|f| pread_all(f, addr, buf));
+        }
+        r.map_err(|source| mem_err("read", pid, addr, len, source))
     }
 
     /// Writes `data` at `addr` (see [`write_mem`]).
@@ -78,10 +83,13 @@ impl Mem {
             return Ok(());
         }
         let (pid, len) = (self.pid, data.len());
-        let f = self
-            .file()
-            .map_err(|source| mem_err("write", pid, addr, len, source))?;
-        pwrite_all(f, addr, data).map_err(|source| mem_err("write", pid, addr, len, source))
+        let mut r = self.file().and_then(|f| pwrite_all(f, addr, data));
+        if r.is_err() {
+            // As in `read`: perhaps the file of the program before an exec.
+            self.file = None;
+            r = self.file().and_then(|f| pwrite_all(f, addr, data));
+        }
+        r.map_err(|source| mem_err("write", pid, addr, len, source))
     }
 }
 

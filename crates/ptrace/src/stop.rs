@@ -185,7 +185,9 @@ impl Stop {
 /// calling thread), `__WALL` (threads and processes alike). With `nohang`, returns `None` at
 /// once if nothing is pending. Retries on `EINTR`.
 pub fn wait(who: Pid, nohang: bool) -> Result<Option<(Pid, Stop)>> {
-    let flags = libc::__WALL | if nohang { libc::WNOHANG } else { 0 };
+    // Only the calling thread's tracees and children: tracer threads (and a main loop
+    // reaping its own children) never take each other's stops.
+    let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes one int through a valid pointer.
@@ -270,4 +272,59 @@ pub(crate) fn decode(tid: Pid, status: i32) -> Stop {
             info: None,
         },
     }
+}
+
+/// Where a thread in a syscall stop or seccomp stop stands (`PTRACE_GET_SYSCALL_INFO`,
+/// Linux 5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallStop {
+    /// Not a syscall stop (or a syscall stop of a thread seized without
+    /// [`Options::TRACESYSGOOD`](crate::Options::TRACESYSGOOD), which the kernel cannot
+    /// tell apart).
+    None,
+    /// At a system call's entry (PTRACE_SYSCALL).
+    Entry {
+        /// The call's number.
+        nr: i64,
+        /// Its six arguments.
+        args: [u64; 6],
+    },
+    /// At a system call's exit.
+    Exit {
+        /// The return value (`-errno` if `is_error`).
+        rval: i64,
+        /// The call failed.
+        is_error: bool,
+    },
+    /// At a seccomp stop (a filter returned `SECCOMP_RET_TRACE`).
+    Seccomp {
+        /// The call's number.
+        nr: i64,
+        /// Its six arguments.
+        args: [u64; 6],
+        /// The filter's whole `SECCOMP_RET_DATA`.
+        data: u32,
+    },
+}
+
+/// The system call a stopped thread is entering or leaving.
+pub fn syscall_stop(tid: Pid) -> Result<SyscallStop> {
+    let i = sys::syscall_info(tid)?;
+    let args: [u64; 6] = i.data[1..7].try_into().unwrap_or_default();
+    Ok(match i.op {
+        1 => SyscallStop::Entry {
+            nr: i.data[0] as i64,
+            args,
+        },
+        2 => SyscallStop::Exit {
+            rval: i.data[0] as i64,
+            is_error: i.data[1] as u8 != 0,
+        },
+        3 => SyscallStop::Seccomp {
+            nr: i.data[0] as i64,
+            args,
+            data: i.data[7] as u32,
+        },
+        _ => SyscallStop::None,
+    })
 }

@@ -5,11 +5,15 @@
 mod common;
 
 use common::{wait_blocked, Helper};
-use mmio_trace_ptrace::{detach, seize_all, Options, Process, Stop};
+use mmio_trace_ptrace::{detach, seize_all, Options, Process, Regs, Stop, SyscallSite};
 
 /// Seizes every thread of the helper, runs getpid, an anonymous mmap + a write through
 /// /proc/PID/mem + munmap in thread `tid`, and detaches everything.
 fn inject_into(h: &Helper, tid: i32) {
+    inject_at(h, tid, SyscallSite::Auto)
+}
+
+fn inject_at(h: &Helper, tid: i32, site: SyscallSite) {
     let pid = h.pid();
     let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
     assert!(stops.iter().any(|(t, _)| *t == tid), "{stops:?}");
@@ -17,6 +21,10 @@ fn inject_into(h: &Helper, tid: i32) {
         assert!(matches!(s, Stop::Interrupt), "{stops:?}");
     }
     let mut p = Process::new(pid);
+    p.set_syscall_site(site);
+    let rip = Regs::read(tid).unwrap().user().rip;
+    let mut code = [0u8; 16];
+    p.mem().read(rip, &mut code).unwrap();
     assert_eq!(
         p.inject_syscall(tid, libc::SYS_getpid, [0; 6]).unwrap(),
         pid as i64
@@ -38,6 +46,9 @@ fn inject_into(h: &Helper, tid: i32) {
     assert_eq!(&b, b"abc");
     p.remote_munmap(tid, a, 8192).unwrap();
     assert!(p.take_requeued().is_empty());
+    let mut after = [0u8; 16];
+    p.mem().read(rip, &mut after).unwrap();
+    assert_eq!(code, after, "the program's code is unchanged");
     for (t, _) in stops {
         detach(t, 0).unwrap();
     }
@@ -113,7 +124,36 @@ fn futex_wait_returns_zero_when_woken() {
     wait_blocked(pid, pid, &[libc::SYS_futex]);
     let mut h = h;
     inject_into(&h, pid);
+    // The wait restarts: wake it once it is back in the kernel (a futex word changed while
+    // the thread is stopped makes the restarted wait return EAGAIN, as under any debugger).
+    wait_blocked(pid, pid, &[libc::SYS_futex]);
     h.write_stdin(b"w");
     assert_eq!(h.line(), "ret=0 errno=0 word=1");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn patching_the_current_instruction_also_keeps_a_sleep_exact() {
+    let h = Helper::start("e_block", &["nanosleep"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_nanosleep, libc::SYS_clock_nanosleep]);
+    inject_at(&h, pid, SyscallSite::PatchRip);
+    let mut h = h;
+    let l = h.line();
+    let ms: i64 = l.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(l.starts_with("ret=0 errno=0 ms="), "{l}");
+    assert!(ms >= 300, "{l}");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn patching_the_current_instruction_in_a_read() {
+    let h = Helper::start("e_block", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    inject_at(&h, pid, SyscallSite::PatchRip);
+    let mut h = h;
+    h.write_stdin(b"patched");
+    assert_eq!(h.line(), "ret=7 errno=0 data=patched");
     assert_eq!(h.exit_code(), 0);
 }

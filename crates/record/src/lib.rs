@@ -483,15 +483,12 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         merger.emit_out(Some(wm), |o| write(&mut writer, o));
         // Reap every descendant that ended; stop when none is left. (Under the ptrace
         // route the supervisor thread reaps: a wait here would take its tracees' stops.)
-        let mut all_gone = false;
-        if let Some(s) = &supervisor {
-            exit = s.exit();
-            all_gone = s.done();
-        }
-        while supervisor.is_none() {
+        let mut all_gone;
+        loop {
             let mut st = 0;
-            // SAFETY: plain waitpid.
-            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            // SAFETY: plain waitpid. Only this thread's children (`__WNOTHREAD`): a
+            // ptrace supervisor thread's tracees are its own to wait for.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WNOTHREAD) };
             if pid > 0 {
                 if pid == child_pid {
                     exit = Some(if libc::WIFSIGNALED(st) {
@@ -505,9 +502,14 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             all_gone = pid < 0;
             break;
         }
-        if all_gone {
-            // The supervisor thread has ended too.
-            drop(supervisor.take());
+        if let Some(s) = &supervisor {
+            // Under the ptrace route the program is the supervisor thread's child (this
+            // thread reaps only orphans handed to the subreaper).
+            exit = s.exit();
+            all_gone &= s.done();
+            if all_gone {
+                drop(supervisor.take());
+            }
         }
         if let Some(s) = &mut status {
             s.tick(

@@ -16,7 +16,8 @@
 //! - [`Session::add_mapping`]: a device mapping that already exists (attach to a running
 //!   process), [`Session::restore`]: every region given its protection back (detach).
 //!
-//! The supervisor that starts programs under this route is [`supervisor`].
+//! The supervisor that starts programs under this route (`record --route ptrace`) is
+//! the crate-private `remote::supervisor` module.
 
 pub(crate) mod supervisor;
 mod sys;
@@ -26,10 +27,10 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 
+use mmio_trace_ptrace::{self as pt, Pid, Process, Regs, Stop};
 use mmio_trace_ring::{Kind, Producer, Record, Shm, MAX_STR_VALUES};
 use mmio_trace_tracer::rules::{self, Rules};
 use mmio_trace_x86 as x86;
-use x86::ucontext::{UcontextCpu, XsaveLayout};
 use x86::{Bus, BusFault, Rmw};
 
 const PAGE: u64 = 4096;
@@ -105,16 +106,23 @@ impl Region {
 }
 
 /// A traced process (one address space).
-#[derive(Default)]
 struct Proc {
     regions: BTreeMap<u64, Region>,
-    /// The address of a `syscall` instruction in the program (for injected calls).
-    syscall_site: u64,
+    /// The engine's state for calls injected into it.
+    engine: Process,
     /// Its threads.
     threads: Vec<i32>,
 }
 
 impl Proc {
+    fn new(pid: Pid) -> Proc {
+        Proc {
+            regions: BTreeMap::new(),
+            engine: Process::new(pid),
+            threads: Vec::new(),
+        }
+    }
+
     fn find(&self, a: u64) -> Option<&Region> {
         self.regions
             .range(..=a)
@@ -164,9 +172,6 @@ struct Thread {
     ring: Option<Producer>,
     /// The system call it entered, when it is one we handle at its exit.
     call: Option<(u64, [u64; 6])>,
-    /// A fault its stepped instruction raised (the page is closed again): the instruction
-    /// faults once more at once, and that fault is delivered with this information.
-    redeliver: Option<(u64, libc::siginfo_t)>,
 }
 
 /// What to do with a signal-delivery-stop.
@@ -202,11 +207,9 @@ pub struct Session {
     rules: Rules,
     procs: HashMap<i32, Proc>,
     threads: HashMap<i32, Thread>,
-    layout: XsaveLayout,
-    xbuf: Vec<u8>,
     /// Stops seen while the session waited for another (a thread stopped while the others
     /// were being paused): the driver handles them before waiting again.
-    deferred: Vec<(i32, i32)>,
+    deferred: Vec<(Pid, Stop)>,
 }
 
 impl Session {
@@ -218,15 +221,12 @@ impl Session {
             rules,
             procs: HashMap::new(),
             threads: HashMap::new(),
-            layout: XsaveLayout::detect(),
-            xbuf: vec![0u8; 64 << 10],
             deferred: Vec::new(),
         }
     }
-
-    /// A stop the session took while waiting for another thread: `(tid, status)` to handle
-    /// as if `waitpid` returned it now.
-    pub fn take_deferred(&mut self) -> Option<(i32, i32)> {
+    /// A stop the session took while waiting for another thread: to handle as if
+    /// [`mmio_trace_ptrace::wait`] returned it now.
+    pub fn take_deferred(&mut self) -> Option<(Pid, Stop)> {
         if self.deferred.is_empty() {
             None
         } else {
@@ -245,23 +245,22 @@ impl Session {
     }
 
     /// Registers process `pid` (a new image: no region yet) with its thread `pid`, and
-    /// logs a `MARK` naming the route.
+    /// logs a `MARK` saying it is traced by ptrace.
     pub fn add_process(&mut self, pid: i32) {
-        self.procs.insert(pid, Proc::default());
+        self.procs.insert(pid, Proc::new(pid));
         self.add_thread(pid, pid);
         self.shm
             .header()
             .attached
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let text = format!(
-            "mmio-trace: route ptrace (pid {pid}: accesses emulated from the recorder through ptrace)"
-        );
+        let text =
+            format!("mmio-trace: pid {pid} traced by ptrace (accesses emulated from the recorder)");
         self.mark(pid, text.as_bytes());
     }
 
     /// Registers thread `tid` of process `pid`.
     pub fn add_thread(&mut self, pid: i32, tid: i32) {
-        self.procs.entry(pid).or_default();
+        self.procs.entry(pid).or_insert_with(|| Proc::new(pid));
         if let Some(p) = self.procs.get_mut(&pid) {
             if !p.threads.contains(&tid) {
                 p.threads.push(tid);
@@ -271,25 +270,17 @@ impl Session {
             pid,
             ring: None,
             call: None,
-            redeliver: None,
         });
     }
 
     /// Process `child` was forked from `parent`'s thread `tid`: it has the parent's
     /// traced mappings (the same mapping ids, as the in-process tracer keeps them).
     pub fn fork(&mut self, parent: i32, child: i32) {
-        let (regions, site) = match self.procs.get(&parent) {
-            Some(p) => (p.regions.clone(), p.syscall_site),
-            None => (BTreeMap::new(), 0),
-        };
-        self.procs.insert(
-            child,
-            Proc {
-                regions,
-                syscall_site: site,
-                threads: Vec::new(),
-            },
-        );
+        let mut p = Proc::new(child);
+        if let Some(from) = self.procs.get(&parent) {
+            p.regions = from.regions.clone();
+        }
+        self.procs.insert(child, p);
         self.add_thread(child, child);
     }
 
@@ -396,10 +387,7 @@ impl Session {
             nr,
             [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
         ));
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.syscall_site = regs.rip.wrapping_sub(2);
-        }
-        true
+        self.procs.contains_key(&pid)
     }
 
     /// At the exit stop of a call [`Session::syscall_entry`] accepted: updates the region
@@ -423,16 +411,15 @@ impl Session {
                 let fd = a[4] as i32;
                 let shared = flags & 3 == libc::MAP_SHARED || flags & 3 == 0x3;
                 if fd >= 0 && shared && len > 0 {
-                    self.mapped(tid, ret as u64, len, a[2] as i32, fd, a[5], regs, pc);
+                    self.mapped(tid, ret as u64, len, a[2] as i32, fd, a[5], pc);
                 }
             }
-            SYS_MUNMAP => {
-                if a[0] % PAGE == 0 && a[1] > 0 {
-                    self.unmapped(tid, a[0], page_up(a[1]), pc);
-                }
+            // (A misaligned or empty munmap the kernel refused changed nothing.)
+            SYS_MUNMAP if a[0] % PAGE == 0 && a[1] > 0 => {
+                self.unmapped(tid, a[0], page_up(a[1]), pc)
             }
-            SYS_MPROTECT => self.reprotect(tid, a[0], page_up(a[1]), a[2] as i32, regs),
-            SYS_MREMAP => self.remapped(tid, a, ret as u64, regs, pc),
+            SYS_MPROTECT => self.reprotect(tid, a[0], page_up(a[1]), a[2] as i32),
+            SYS_MREMAP => self.remapped(tid, a, ret as u64, pc),
             _ => {}
         }
     }
@@ -458,23 +445,14 @@ impl Session {
 
     /// A new shared mapping of descriptor `fd`: traced if the device rules name its file.
     #[allow(clippy::too_many_arguments)]
-    fn mapped(
-        &mut self,
-        tid: i32,
-        addr: u64,
-        len: u64,
-        prot: i32,
-        fd: i32,
-        off: u64,
-        regs: &libc::user_regs_struct,
-        pc: u64,
-    ) {
+    fn mapped(&mut self, tid: i32, addr: u64, len: u64, prot: i32, fd: i32, off: u64, pc: u64) {
         let Some(pid) = self.pid_of(tid) else { return };
         let Ok(path) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else {
             return;
         };
         let path = path.as_os_str().as_encoded_bytes().to_vec();
         if !self.rules.is_device(&path) {
+            self.unmatched(tid, pid, fd, &path);
             return;
         }
         let m = Mapping {
@@ -485,28 +463,53 @@ impl Session {
             path,
             fd: Some(fd),
         };
-        // At the call's exit stop: the `syscall` instruction is just behind RIP.
-        let site = regs.rip.wrapping_sub(2);
-        let _ = self.trace(tid, &m, regs, site, pc);
+        let _ = self.trace(tid, &m, pc);
+    }
+
+    /// Tells the recorder of a shared mapping of a named file no device rule matched (for
+    /// its warning when nothing was traced), as the in-process tracer does.
+    fn unmatched(&mut self, tid: i32, pid: i32, fd: i32, path: &[u8]) {
+        let interesting = path.first() == Some(&b'/')
+            && !path.starts_with(b"/memfd:")
+            && !path.starts_with(b"/dmabuf:")
+            && !rules::NEVER
+                .iter()
+                .any(|g| rules::glob_match(g.as_bytes(), path));
+        if !interesting {
+            return;
+        }
+        let path = &path[..path.len().min(512)];
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in path {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let kind = match std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            Ok(m) if m.file_type().is_char_device() => 1,
+            Ok(m) if m.file_type().is_block_device() => 2,
+            _ => 0,
+        };
+        let mut recs = vec![Record::new(
+            0,
+            h.max(1),
+            path.len() as u64 | 1 << 32,
+            0,
+            kind,
+            Kind::Unmatched,
+        )];
+        recs.extend(path.chunks(32).map(Record::data));
+        self.push(tid, &mut recs);
     }
 
     /// Traces an existing device mapping of thread `tid`'s process (stopped): makes the
     /// alias, logs `MAP` (and the `map ID PATH ...` marker), and makes the traced pages
     /// `PROT_NONE` by an `mprotect` injected into the thread. Returns the mapping id.
     pub fn add_mapping(&mut self, tid: i32, m: &Mapping) -> io::Result<u64> {
-        let regs = sys::get_regs(tid)?;
-        let site = self.syscall_site(tid)?;
-        self.trace(tid, m, &regs, site, 0)
+        self.trace(tid, m, 0)
     }
 
-    fn trace(
-        &mut self,
-        tid: i32,
-        m: &Mapping,
-        regs: &libc::user_regs_struct,
-        site: u64,
-        pc: u64,
-    ) -> io::Result<u64> {
+    fn trace(&mut self, tid: i32, m: &Mapping, pc: u64) -> io::Result<u64> {
         let pid = self.pid_of(tid).ok_or(io::ErrorKind::NotFound)?;
         let len = page_up(m.len);
         let phys = rules::phys_of(&m.path, m.off);
@@ -538,29 +541,21 @@ impl Session {
             text.extend_from_slice(b" (no alias mapping: every access single-stepped)");
         }
         self.mark(tid, &text);
-        self.close_pages(tid, regs, site, m.addr, len, m.off)?;
+        self.close_pages(tid, m.addr, len, m.off)?;
         Ok(map_id)
     }
 
     /// Makes the traced pages of `[addr, addr+len)` (file offset `off`) `PROT_NONE` in the
     /// program, honouring `--range`/`--bypass`.
-    fn close_pages(
-        &mut self,
-        tid: i32,
-        regs: &libc::user_regs_struct,
-        site: u64,
-        addr: u64,
-        len: u64,
-        off: u64,
-    ) -> io::Result<()> {
+    fn close_pages(&mut self, tid: i32, addr: u64, len: u64, off: u64) -> io::Result<()> {
         if self.rules.ranges.is_empty() && self.rules.bypass.is_empty() {
-            self.inject(tid, regs, site, SYS_MPROTECT, [addr, len, 0, 0, 0, 0])?;
+            self.inject(tid, SYS_MPROTECT, [addr, len, 0, 0, 0, 0])?;
             return Ok(());
         }
         let mut p = 0;
         while p < len {
             if self.rules.traced(off + p, PAGE) {
-                self.inject(tid, regs, site, SYS_MPROTECT, [addr + p, PAGE, 0, 0, 0, 0])?;
+                self.inject(tid, SYS_MPROTECT, [addr + p, PAGE, 0, 0, 0, 0])?;
             }
             p += PAGE;
         }
@@ -569,14 +564,7 @@ impl Session {
 
     /// The program's `mprotect` of `[start, start+len)` succeeded: the traced pages
     /// remember the new protection and are closed again.
-    fn reprotect(
-        &mut self,
-        tid: i32,
-        start: u64,
-        len: u64,
-        prot: i32,
-        regs: &libc::user_regs_struct,
-    ) {
+    fn reprotect(&mut self, tid: i32, start: u64, len: u64, prot: i32) {
         let Some(pid) = self.pid_of(tid) else { return };
         let Some(p) = self.procs.get_mut(&pid) else {
             return;
@@ -589,9 +577,8 @@ impl Session {
             r.prot = prot;
             p.regions.insert(r.start, r);
         }
-        let site = regs.rip.wrapping_sub(2);
         for r in pieces {
-            let _ = self.close_pages(tid, regs, site, r.start, r.len, r.off);
+            let _ = self.close_pages(tid, r.start, r.len, r.off);
         }
     }
 
@@ -599,14 +586,7 @@ impl Session {
     /// new place under a new id per original id (`MAP`, and a `continues` marker), what
     /// stayed stays, ids left without pieces are unmapped; grown pages continue the last
     /// piece.
-    fn remapped(
-        &mut self,
-        tid: i32,
-        a: [u64; 6],
-        new: u64,
-        regs: &libc::user_regs_struct,
-        pc: u64,
-    ) {
+    fn remapped(&mut self, tid: i32, a: [u64; 6], new: u64, pc: u64) {
         let (old, old_len, new_len) = (a[0], page_up(a[1]), page_up(a[2]));
         let Some(pid) = self.pid_of(tid) else { return };
         let Some(p) = self.procs.get_mut(&pid) else {
@@ -727,7 +707,7 @@ impl Session {
                 self.emit_map(tid, start, len, phys, id, pc);
                 self.mark(tid, format!("map {id} continues map {from}").as_bytes());
             }
-            let _ = self.close_pages(tid, regs, regs.rip.wrapping_sub(2), start, len, off);
+            let _ = self.close_pages(tid, start, len, off);
         }
         for e in ids {
             self.emit_map(tid, e.2, e.3 - e.2, e.4, e.1, pc);
@@ -735,90 +715,21 @@ impl Session {
         }
     }
 
-    /// A `syscall` instruction in thread `tid`'s process, for calls injected where the
-    /// thread is not at a system call: the last one the program made, else one in the vDSO.
-    fn syscall_site(&mut self, tid: i32) -> io::Result<u64> {
+    /// Runs system call `nr` with `args` in thread `tid` (stopped), which is left exactly
+    /// as it was (the engine's [`Process::inject_syscall`]). Returns the call's result.
+    fn inject(&mut self, tid: i32, nr: u64, args: [u64; 6]) -> io::Result<i64> {
         let pid = self.pid_of(tid).ok_or(io::ErrorKind::NotFound)?;
-        let known = self.procs.get(&pid).map_or(0, |p| p.syscall_site);
-        let mut b = [0u8; 2];
-        if known != 0 && sys::read_mem(pid, known, &mut b) == 2 && b == [0x0f, 0x05] {
-            return Ok(known);
-        }
-        let site = vdso_syscall(pid).ok_or_else(|| {
-            io::Error::other("no `syscall` instruction found in the program (no vDSO)")
-        })?;
-        if let Some(p) = self.procs.get_mut(&pid) {
-            p.syscall_site = site;
-        }
-        Ok(site)
-    }
-
-    /// Makes thread `tid` (stopped; registers `saved`) run system call `nr` with `args` at
-    /// the `syscall` instruction `site`, then puts `saved` back. Returns the call's result.
-    fn inject(
-        &mut self,
-        tid: i32,
-        saved: &libc::user_regs_struct,
-        site: u64,
-        nr: u64,
-        args: [u64; 6],
-    ) -> io::Result<i64> {
-        let mut r = *saved;
-        r.rax = nr;
-        r.orig_rax = u64::MAX;
-        r.rdi = args[0];
-        r.rsi = args[1];
-        r.rdx = args[2];
-        r.r10 = args[3];
-        r.r8 = args[4];
-        r.r9 = args[5];
-        r.rip = site;
-        sys::set_regs(tid, &r)?;
-        let mut entered = false;
-        let result;
-        loop {
-            sys::syscall(tid, 0)?;
-            let (_, st) = sys::wait(tid, 0)?;
-            if !libc::WIFSTOPPED(st) {
-                // Killed meanwhile (SIGKILL): the driver sees it exit.
-                self.deferred.push((tid, st));
-                return Err(io::Error::other("the thread ended"));
-            }
-            let sig = libc::WSTOPSIG(st);
-            if sig == libc::SIGTRAP | 0x80 {
-                let op = sys::syscall_op(tid)?;
-                if op == sys::SYSCALL_INFO_EXIT && entered {
-                    result = sys::get_regs(tid)?.rax as i64;
-                    break;
-                }
-                entered |= op == sys::SYSCALL_INFO_ENTRY;
-                continue;
-            }
-            if st >> 16 != 0 {
-                // Our own call's seccomp stop, or an event stop: on to the exit.
-                entered = true;
-                continue;
-            }
-            // A signal for the thread meanwhile: queued again after the call.
-            sys::tgkill(self.pid_of(tid).unwrap_or(tid), tid, sig);
-        }
-        sys::set_regs(tid, saved)?;
-        Ok(result)
+        let p = self.procs.get_mut(&pid).ok_or(io::ErrorKind::NotFound)?;
+        let r = p.engine.inject_syscall(tid, nr as i64, args);
+        // Signals that came meanwhile are queued again for the thread: nothing to do.
+        p.engine.take_requeued();
+        r.map_err(|e| io::Error::other(e.to_string()))
     }
 
     /// At a signal-delivery-stop of thread `tid` for `si`: completes a traced access
     /// ([`Signal::Handled`]) or hands the signal to the program.
     pub fn on_signal(&mut self, tid: i32, si: &libc::siginfo_t) -> Signal {
         let sig = si.si_signo;
-        if let Some(t) = self.threads.get_mut(&tid) {
-            if let Some((rip, info)) = t.redeliver.take() {
-                if sig == libc::SIGSEGV && sys::get_regs(tid).is_ok_and(|r| r.rip == rip) {
-                    if sys::set_siginfo(tid, &info).is_ok() {
-                        return Signal::Deliver(info.si_signo);
-                    }
-                }
-            }
-        }
         if sig != libc::SIGSEGV || si.si_code != 2 {
             // Not a protection fault (SEGV_ACCERR): the program's.
             return Signal::Deliver(sig);
@@ -838,53 +749,46 @@ impl Session {
     }
 
     fn complete(&mut self, tid: i32, pid: i32, addr: u64, region: &Region) -> io::Result<Signal> {
-        let mut regs = sys::get_regs(tid)?;
-        let rip = regs.rip;
+        let fail = |e: pt::Error| io::Error::other(e.to_string());
+        let mut regs = Regs::read(tid).map_err(fail)?;
+        let rip = regs.user().rip;
         let mut code = [0u8; 16];
         let n = read_code(pid, rip, &mut code);
+        if rip == addr || (addr & !(PAGE - 1)) == (rip & !(PAGE - 1)) && n == 0 {
+            return self.exec_fault(tid, pid, addr, rip, region);
+        }
         if n == 0 {
+            // No code to read: the program's fault.
             return Ok(Signal::Deliver(libc::SIGSEGV));
         }
-        if rip == addr && region.prot & libc::PROT_EXEC == 0 {
-            // An instruction fetch from a page the program did not map executable.
-            return Ok(Signal::Deliver(libc::SIGSEGV));
-        }
-        let decoded = x86::decode(&code[..n], rip);
-        let Ok(d) = decoded else {
-            return self.step(tid, pid, &regs, region, &code[..n], addr);
+        let d = match x86::decode(&code[..n], rip) {
+            Ok(d) => d,
+            Err(u) => {
+                let ins = u.instruction().copied();
+                return self.step(tid, pid, region, &code[..n], addr, ins.as_ref());
+            }
         };
-        if !permitted(&d, &regs, self.procs.get(&pid), &self.layout) {
+        let Some(proc_) = self.procs.get(&pid) else {
+            return Ok(Signal::Deliver(libc::SIGSEGV));
+        };
+        let accesses = d.accesses(&regs);
+        if !accesses
+            .as_slice()
+            .iter()
+            .all(|a| match proc_.find(a.addr) {
+                Some(r) => {
+                    let need = match a.dir {
+                        x86::AccessDir::Read => libc::PROT_READ,
+                        _ => libc::PROT_WRITE,
+                    };
+                    r.prot & need != 0
+                }
+                None => true,
+            })
+        {
             // The program's own protection forbids the access: its fault, as natively.
             return Ok(Signal::Deliver(libc::SIGSEGV));
         }
-        let vector = uses_vector(d.instruction());
-        let xlen = if vector {
-            sys::get_xstate(tid, &mut self.xbuf)?
-        } else {
-            0
-        };
-        let xcopy = if vector {
-            self.xbuf[..xlen].to_vec()
-        } else {
-            Vec::new()
-        };
-        // SAFETY: plain data.
-        let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
-        to_gregs(&regs, &mut uc.uc_mcontext.gregs);
-        if vector {
-            // The XSAVE area in the shape a signal frame has it: the software-reserved
-            // bytes say how large it is.
-            let b = &mut self.xbuf;
-            b[464..468].copy_from_slice(&0x4650_5853u32.to_le_bytes());
-            b[480..484].copy_from_slice(&(xlen as u32).to_le_bytes());
-            uc.uc_mcontext.fpregs = b.as_mut_ptr().cast();
-        }
-        // Every access of the instruction must be doable: inside one region with an alias,
-        // or outside all regions.
-        let procs = &self.procs;
-        let Some(proc_) = procs.get(&pid) else {
-            return Ok(Signal::Deliver(libc::SIGSEGV));
-        };
         let mut bus = RemoteBus {
             proc_,
             pid,
@@ -892,64 +796,86 @@ impl Session {
             events: Vec::new(),
             run: d
                 .string_run_width()
-                .map(|w| Gather::new(w, regs.eflags & 0x400 != 0)),
-            shm: self.shm,
+                .map(|w| Gather::new(w, regs.user().eflags & 0x400 != 0)),
         };
-        let outcome = {
-            // SAFETY: `uc` is a context of our own making: gregs filled, fpregs null or
-            // pointing to a complete XSAVE area (`xbuf`) with its size in the software
-            // bytes; nothing else uses it meanwhile.
-            let mut cpu =
-                unsafe { UcontextCpu::new(&mut uc, &self.layout, regs.fs_base, regs.gs_base) };
-            let ok = d
-                .accesses(&cpu)
-                .as_slice()
-                .iter()
-                .all(|a| bus.doable(a.addr, a.size as usize));
-            if ok {
-                Some(x86::emulate(&d, &mut cpu, &mut bus))
-            } else {
-                None
-            }
-        };
+        // Every access of the instruction must be doable: inside one region with an alias,
+        // or outside all regions; else it is stepped.
+        let outcome = accesses
+            .as_slice()
+            .iter()
+            .all(|a| bus.doable(a.addr, a.size as usize))
+            .then(|| x86::emulate(&d, &mut regs, &mut bus));
         let events = bus.finish();
-        let done = matches!(outcome, Some(Ok(_)));
         for mut e in events {
             self.push(tid, &mut e);
         }
-        if !done {
-            // Nothing was changed (or a `REP` instruction's completed elements are kept
-            // in the context): the rest is stepped.
-            if let Some(Err(_)) = outcome {
-                from_gregs(&uc.uc_mcontext.gregs, &mut regs);
-                sys::set_regs(tid, &regs)?;
+        match outcome {
+            Some(Ok(_)) => {
+                regs.write_back().map_err(fail)?;
+                Ok(Signal::Handled)
             }
-            return self.step(tid, pid, &regs, region, &code[..n], addr);
+            other => {
+                if other.is_some() {
+                    // A `REP` instruction keeps the elements it completed.
+                    regs.write_back().map_err(fail)?;
+                }
+                let ins = *d.instruction();
+                self.step(tid, pid, region, &code[..n], addr, Some(&ins))
+            }
         }
-        from_gregs(&uc.uc_mcontext.gregs, &mut regs);
-        sys::set_regs(tid, &regs)?;
-        if vector && self.xbuf[..xlen] != xcopy[..] {
-            // The software bytes back as the kernel wrote them before writing the area.
-            self.xbuf[464..512].copy_from_slice(&xcopy[464..512]);
-            sys::set_xstate(tid, &self.xbuf[..xlen])?;
+    }
+
+    /// An instruction fetch from a traced page: if the program mapped it executable, the
+    /// page gets the program's protection back and is no longer traced (code cannot run
+    /// from a page that traps every access, nor from the alias), as the in-process route
+    /// does, with the same marker; otherwise the fault is the program's.
+    fn exec_fault(
+        &mut self,
+        tid: i32,
+        pid: i32,
+        addr: u64,
+        rip: u64,
+        region: &Region,
+    ) -> io::Result<Signal> {
+        if region.prot & libc::PROT_EXEC == 0 {
+            return Ok(Signal::Deliver(libc::SIGSEGV));
         }
+        let page = addr & !(PAGE - 1);
+        self.inject(tid, SYS_MPROTECT, [page, PAGE, region.prot as u64, 0, 0, 0])?;
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.cut(page, page + PAGE);
+        }
+        let text = format!(
+            "map {}: code executed at {rip:#x}: page {page:#x} (phys {:#x}) is no longer traced",
+            region.map_id,
+            region.phys + (page - region.start)
+        );
+        self.mark(tid, text.as_bytes());
         Ok(Signal::Handled)
     }
 
     /// Single-steps the faulting instruction of thread `tid` with its page opened (the
     /// program's protection) and the process's other threads interrupted; logs what it
-    /// can know: `UNKNOWN` with the opcode. A real fault during the step is the program's.
+    /// can know, as the in-process step path does: the value of a `MOV` of a
+    /// general-purpose register or an immediate (a store's before the step, a load's
+    /// after it), else `UNKNOWN` with the opcode. A real fault during the step is the
+    /// program's.
     fn step(
         &mut self,
         tid: i32,
         pid: i32,
-        regs: &libc::user_regs_struct,
         region: &Region,
         code: &[u8],
         fault: u64,
+        ins: Option<&iced_x86::Instruction>,
     ) -> io::Result<Signal> {
-        let site = self.syscall_site(tid)?;
-        let saved = *regs;
+        let before = Regs::read(tid).map_err(|e| io::Error::other(e.to_string()))?;
+        let rip = before.user().rip;
+        let proc_ = self.procs.get(&pid);
+        let known = match (ins, proc_) {
+            (Some(i), Some(p)) => step_value(i, &before, p, pid),
+            _ => Known::Nothing,
+        };
         let others = self.pause_others(tid, pid);
         // The faulting page first; another traced page the instruction touches opens on
         // its own fault.
@@ -958,69 +884,94 @@ impl Session {
         let mut prot = region.prot;
         let mut result = Ok(Signal::Handled);
         for _ in 0..4 {
-            if let Err(e) = self.inject(
-                tid,
-                &saved,
-                site,
-                SYS_MPROTECT,
-                [open, PAGE, prot as u64, 0, 0, 0],
-            ) {
+            if let Err(e) = self.inject(tid, SYS_MPROTECT, [open, PAGE, prot as u64, 0, 0, 0]) {
                 result = Err(e);
                 break;
             }
             opened.push(open);
-            sys::singlestep(tid, 0)?;
-            let (_, st) = sys::wait(tid, 0)?;
-            if !libc::WIFSTOPPED(st) {
-                self.deferred.push((tid, st));
-                result = Err(io::Error::other("the thread ended"));
-                break;
-            }
-            let sig = libc::WSTOPSIG(st);
-            if sig == libc::SIGTRAP {
-                let mut rec = [Record::new(
-                    0,
-                    Record::access_word(fault, region.map_id),
-                    le_value(code),
-                    saved.rip,
-                    0,
-                    Kind::Unknown,
-                )];
-                self.push(tid, &mut rec);
-                self.shm
-                    .header()
-                    .slow_steps
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                break;
-            }
-            if sig == libc::SIGSEGV {
-                let si = sys::siginfo(tid)?;
-                // SAFETY: a SIGSEGV's siginfo carries the fault address.
-                let a = unsafe { si.si_addr() } as u64;
-                let other = self.procs.get(&pid).and_then(|p| p.find(a)).cloned();
-                if let (2, Some(r)) = (si.si_code, other) {
-                    if !opened.contains(&(a & !(PAGE - 1))) {
-                        open = a & !(PAGE - 1);
-                        prot = r.prot;
-                        continue;
+            let stop = pt::singlestep(tid, 0).and_then(|()| pt::wait_tid(tid));
+            let stop = match stop {
+                Ok(s) => s,
+                Err(e) => {
+                    result = Err(io::Error::other(e.to_string()));
+                    break;
+                }
+            };
+            match stop {
+                Stop::Signal {
+                    signal: libc::SIGTRAP,
+                    ..
+                } => {
+                    let after = Regs::read(tid).ok();
+                    let unknown = || {
+                        let w1 = Record::access_word(fault, region.map_id);
+                        vec![Record::new(0, w1, le_value(code), rip, 0, Kind::Unknown)]
+                    };
+                    let id = region.map_id;
+                    let mut rec = match (known, after) {
+                        (Known::Store(a, w, v), _) => {
+                            access_event(true, a, id, &v[..usize::from(w)], rip)
+                        }
+                        (Known::LoadReg(a, w, reg), Some(after)) => {
+                            let v = reg_value(&after, reg) & width_mask(w);
+                            access_event(false, a, id, &v.to_le_bytes()[..usize::from(w)], rip)
+                        }
+                        (Known::LoadVec(a, w, n), Some(after)) => {
+                            use x86::Cpu;
+                            access_event(false, a, id, &after.vec(n)[..usize::from(w)], rip)
+                        }
+                        (Known::LoadMem(a, w, from), _) => {
+                            let mut b = [0u8; 8];
+                            let w = usize::from(w).min(8);
+                            if sys::read_mem(pid, from, &mut b[..w]) == w {
+                                access_event(false, a, id, &b[..w], rip)
+                            } else {
+                                unknown()
+                            }
+                        }
+                        _ => unknown(),
+                    };
+                    self.push(tid, &mut rec);
+                    self.shm
+                        .header()
+                        .slow_steps
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+                Stop::Signal {
+                    signal: libc::SIGSEGV,
+                    info: Some(info),
+                } if info.code() == 2 => {
+                    let a = info.fault_addr().unwrap_or(0);
+                    let page = a & !(PAGE - 1);
+                    let other = self.procs.get(&pid).and_then(|p| p.find(a)).cloned();
+                    match other {
+                        Some(r) if !opened.contains(&page) => {
+                            open = page;
+                            prot = r.prot;
+                            continue;
+                        }
+                        // The program's own fault (the pages close first; the thread stays
+                        // in this signal-delivery-stop with its siginfo).
+                        _ => result = Ok(Signal::Deliver(libc::SIGSEGV)),
                     }
+                    break;
+                }
+                Stop::Signal { signal, .. } => {
+                    // A real fault of the instruction (or a signal that came first): the
+                    // program's, delivered once the pages are closed.
+                    result = Ok(Signal::Deliver(signal));
+                    break;
+                }
+                other => {
+                    self.deferred.push((tid, other));
+                    result = Err(io::Error::other("the thread stopped otherwise"));
+                    break;
                 }
             }
-            // A real fault of the instruction: the program's. The pages close first, so the
-            // instruction faults again at once on the closed page: that fault is handed to
-            // the program with this one's information.
-            if let (Ok(info), Some(t)) = (sys::siginfo(tid), self.threads.get_mut(&tid)) {
-                t.redeliver = Some((saved.rip, info));
-                result = Ok(Signal::Handled);
-            } else {
-                result = Ok(Signal::Deliver(sig));
-            }
-            break;
         }
-        if let Ok(now) = sys::get_regs(tid) {
-            for p in opened {
-                let _ = self.inject(tid, &now, site, SYS_MPROTECT, [p, PAGE, 0, 0, 0, 0]);
-            }
+        for p in opened {
+            let _ = self.inject(tid, SYS_MPROTECT, [p, PAGE, 0, 0, 0, 0]);
         }
         self.resume_others(others);
         result
@@ -1037,20 +988,21 @@ impl Session {
             .unwrap_or_default();
         let mut paused = Vec::new();
         for t in others {
-            if sys::interrupt(t).is_err() {
+            if pt::interrupt(t).is_err() {
                 continue;
             }
-            let Ok((_, st)) = sys::wait(t, 0) else {
-                continue;
-            };
-            let event = st >> 16;
-            if libc::WIFSTOPPED(st) && event == libc::PTRACE_EVENT_STOP {
-                let sig = libc::WSTOPSIG(st);
-                paused.push((t, sig != libc::SIGTRAP));
-            } else {
+            match pt::wait_tid(t) {
+                Ok(Stop::Interrupt) => {
+                    // A call our interrupt broke off (epoll_wait & co. would return EINTR)
+                    // resumes as if nothing happened.
+                    let _ = pt::restart_interrupted_call(t);
+                    paused.push((t, false))
+                }
+                Ok(Stop::Group { .. }) => paused.push((t, true)),
                 // Another stop came first (the thread is stopped all the same): the driver
-                // handles it later; our interrupt's stop then comes when it resumes.
-                self.deferred.push((t, st));
+                // handles it later; our interrupt's stop comes when it resumes.
+                Ok(other) => self.deferred.push((t, other)),
+                Err(_) => {}
             }
         }
         paused
@@ -1059,32 +1011,24 @@ impl Session {
     fn resume_others(&mut self, paused: Vec<(i32, bool)>) {
         for (t, listen) in paused {
             let _ = if listen {
-                sys::listen(t)
+                pt::listen(t)
             } else {
-                sys::cont(t, 0)
+                pt::cont(t, 0)
             };
         }
     }
 
-    /// Gives every region of process `pid` (its thread `tid` stopped) the program's
-    /// protection back and forgets them, without `UNMAP` (detach: the mappings stay).
+    /// Gives every region of thread `tid`'s process (stopped) the program's protection
+    /// back and forgets them, without `UNMAP` (detach: the mappings stay).
     pub fn restore(&mut self, tid: i32) -> io::Result<()> {
         let pid = self.pid_of(tid).ok_or(io::ErrorKind::NotFound)?;
-        let regs = sys::get_regs(tid)?;
-        let site = self.syscall_site(tid)?;
         let regions: Vec<Region> = self
             .procs
             .get_mut(&pid)
             .map(|p| std::mem::take(&mut p.regions).into_values().collect())
             .unwrap_or_default();
         for r in regions {
-            self.inject(
-                tid,
-                &regs,
-                site,
-                SYS_MPROTECT,
-                [r.start, r.len, r.prot as u64, 0, 0, 0],
-            )?;
+            self.inject(tid, SYS_MPROTECT, [r.start, r.len, r.prot as u64, 0, 0, 0])?;
         }
         Ok(())
     }
@@ -1099,8 +1043,6 @@ struct RemoteBus<'a> {
     /// The events, in order (timestamps filled when pushed).
     events: Vec<Vec<Record>>,
     run: Option<Gather>,
-    #[allow(dead_code)]
-    shm: Shm,
 }
 
 impl RemoteBus<'_> {
@@ -1541,6 +1483,170 @@ fn page_up(n: u64) -> u64 {
     n.saturating_add(PAGE - 1) & !(PAGE - 1)
 }
 
+/// What a stepped instruction's access is known to be (its address, width and value, or
+/// where the value is after the step).
+#[derive(Clone, Copy)]
+enum Known {
+    /// A store of these bytes.
+    Store(u64, u8, [u8; 64]),
+    /// A load into this general-purpose register.
+    LoadReg(u64, u8, iced_x86::Register),
+    /// A load into this vector register (its low bytes).
+    LoadVec(u64, u8, usize),
+    /// A load copied to this address of ordinary memory (`MOVS`).
+    LoadMem(u64, u8, u64),
+    /// Nothing: logged `UNKNOWN`.
+    Nothing,
+}
+
+/// SSE/AVX moves whose value a step takes from the vector register: before the step for a
+/// store, after it for a load (not the masked EVEX forms, which move only some elements).
+const VEC_MOVES: [iced_x86::Mnemonic; 28] = {
+    use iced_x86::Mnemonic::*;
+    [
+        Movdqu, Movdqa, Movups, Movaps, Movupd, Movapd, Movntdq, Movntps, Movntpd, Lddqu, Movq,
+        Movd, Vmovdqu, Vmovdqa, Vmovups, Vmovaps, Vmovupd, Vmovapd, Vmovntdq, Vmovntps, Vmovntpd,
+        Vlddqu, Vmovq, Vmovd, Vmovdqu8, Vmovdqu16, Vmovdqu32, Vmovdqu64,
+    ]
+};
+
+/// What a single step can know of the instruction's device access, as the in-process step
+/// path knows it: a `MOV` (`MOVNTI`, `MOVZX`, `MOVSX`, `MOVSXD`) between memory and a
+/// general-purpose register or an immediate; an unmasked vector move; a string element
+/// whose value is in a register or ordinary memory (`STOS`, `LODS`, `MOVS` with one side
+/// in ordinary memory).
+fn step_value(ins: &iced_x86::Instruction, regs: &Regs, p: &Proc, pid: i32) -> Known {
+    use iced_x86::{Mnemonic as M, OpKind, Register};
+    use x86::Cpu;
+    let width = ins.memory_size().size();
+    if !(1..=64).contains(&width) || ins.op_count() == 0 {
+        return Known::Nothing;
+    }
+    let w = width as u8;
+    let store = |v: &[u8]| {
+        let mut b = [0u8; 64];
+        let n = v.len().min(64);
+        b[..n].copy_from_slice(&v[..n]);
+        b
+    };
+    if ins.is_string_instruction() {
+        if w > 8 || matches!(ins.memory_segment(), Register::FS | Register::GS) {
+            return Known::Nothing;
+        }
+        let a32 = [ins.op0_kind(), ins.op1_kind()]
+            .iter()
+            .any(|k| matches!(k, OpKind::MemorySegESI | OpKind::MemoryESEDI));
+        let amask = if a32 { 0xffff_ffff } else { u64::MAX };
+        let (rsi, rdi) = (regs.gpr(6) & amask, regs.gpr(7) & amask);
+        let traced = |a: u64| p.find(a).is_some();
+        return match ins.mnemonic() {
+            M::Stosb | M::Stosw | M::Stosd | M::Stosq if traced(rdi) => {
+                Known::Store(rdi, w, store(&regs.gpr(0).to_le_bytes()[..usize::from(w)]))
+            }
+            M::Lodsb | M::Lodsw | M::Lodsd | M::Lodsq if traced(rsi) => {
+                let acc = [Register::AL, Register::AX, Register::EAX, Register::RAX];
+                Known::LoadReg(rsi, w, acc[w.trailing_zeros() as usize & 3])
+            }
+            M::Movsb | M::Movsw | M::Movsd | M::Movsq => match (traced(rsi), traced(rdi)) {
+                (true, false) => Known::LoadMem(rsi, w, rdi),
+                (false, true) => {
+                    let mut b = [0u8; 8];
+                    if sys::read_mem(pid, rsi, &mut b[..usize::from(w)]) == usize::from(w) {
+                        Known::Store(rdi, w, store(&b[..usize::from(w)]))
+                    } else {
+                        Known::Nothing
+                    }
+                }
+                _ => Known::Nothing,
+            },
+            _ => Known::Nothing,
+        };
+    }
+    let Some(ea) = ins.virtual_address(
+        (0..ins.op_count())
+            .find(|&i| ins.op_kind(i) == OpKind::Memory)
+            .unwrap_or(0),
+        0,
+        |r, _, _| {
+            Some(match r {
+                Register::FS => regs.fs_base(),
+                Register::GS => regs.gs_base(),
+                Register::ES | Register::CS | Register::SS | Register::DS => 0,
+                Register::RIP => ins.next_ip(),
+                r if r.is_gpr() => reg_value(regs, r),
+                _ => return None,
+            })
+        },
+    ) else {
+        return Known::Nothing;
+    };
+    if VEC_MOVES.contains(&ins.mnemonic()) && ins.op_mask() == Register::None {
+        let vec_no = |r: Register| (r.is_xmm() || r.is_ymm() || r.is_zmm()).then(|| r.number());
+        if ins.op0_kind() == OpKind::Memory {
+            if let Some(n) = vec_no(ins.op1_register()) {
+                return Known::Store(ea, w, store(&regs.vec(n)[..width]));
+            }
+        } else if ins.op1_kind() == OpKind::Memory {
+            if let Some(n) = vec_no(ins.op0_register()) {
+                return Known::LoadVec(ea, w, n);
+            }
+        }
+        return Known::Nothing;
+    }
+    if w > 8
+        || !matches!(
+            ins.mnemonic(),
+            M::Mov | M::Movnti | M::Movzx | M::Movsx | M::Movsxd
+        )
+    {
+        return Known::Nothing;
+    }
+    if ins.op0_kind() == OpKind::Memory {
+        match ins.op1_kind() {
+            OpKind::Register if ins.op1_register().is_gpr() => {
+                let v = reg_value(regs, ins.op1_register()) & width_mask(w);
+                Known::Store(ea, w, store(&v.to_le_bytes()[..usize::from(w)]))
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate32to64 => {
+                let v = ins.immediate(1) & width_mask(w);
+                Known::Store(ea, w, store(&v.to_le_bytes()[..usize::from(w)]))
+            }
+            _ => Known::Nothing,
+        }
+    } else if ins.op1_kind() == OpKind::Memory && ins.op0_register().is_gpr() {
+        Known::LoadReg(ea, w, ins.op0_register())
+    } else {
+        Known::Nothing
+    }
+}
+
+/// The value of general-purpose register `r` (any size, AH..BH included).
+fn reg_value(regs: &Regs, r: iced_x86::Register) -> u64 {
+    use iced_x86::Register;
+    use x86::Cpu;
+    let n = (r.full_register() as usize).wrapping_sub(Register::RAX as usize);
+    if n > 15 {
+        return 0;
+    }
+    let v = regs.gpr(n);
+    if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) {
+        // AH..BH: bits 8..16 of RAX..RBX.
+        return regs.gpr(n) >> 8 & 0xff;
+    }
+    v & width_mask(r.size() as u8)
+}
+
+fn width_mask(w: u8) -> u64 {
+    if w >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (w * 8)) - 1
+    }
+}
+
 /// The little-endian value of at most 8 bytes.
 fn le_value(b: &[u8]) -> u64 {
     let mut v = [0u8; 8];
@@ -1588,9 +1694,7 @@ fn make_alias(
     use std::os::unix::ffi::OsStrExt;
     let mut file = None;
     if let Some(fd) = fd {
-        if let Ok(pfd) = sys::pidfd_open(pid) {
-            file = sys::pidfd_getfd(pfd.as_raw_fd(), fd).ok();
-        }
+        file = pt::pidfd_getfd(pid, fd).ok();
         if file.is_none() {
             file = open_rw(std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")));
         }
@@ -1627,107 +1731,4 @@ fn read_code(pid: i32, rip: u64, buf: &mut [u8; 16]) -> usize {
     // Across a page boundary into an unreadable page: the part before it.
     let first = ((rip | (PAGE - 1)) + 1 - rip) as usize;
     sys::read_mem(pid, rip, &mut buf[..first.min(16)])
-}
-
-/// A `syscall` instruction in the vDSO of process `pid`.
-fn vdso_syscall(pid: i32) -> Option<u64> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let line = maps.lines().find(|l| l.ends_with("[vdso]"))?;
-    let range = line.split_whitespace().next()?;
-    let (a, b) = range.split_once('-')?;
-    let (a, b) = (
-        u64::from_str_radix(a, 16).ok()?,
-        u64::from_str_radix(b, 16).ok()?,
-    );
-    let mut text = vec![0u8; (b - a) as usize];
-    let n = sys::read_mem(pid, a, &mut text);
-    text[..n]
-        .windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .map(|k| a + k as u64)
-}
-
-/// Whether the program's protection of the regions the instruction touches allows its
-/// accesses (checked with the general-purpose registers; unknown cases pass).
-fn permitted(
-    d: &x86::Decoded,
-    regs: &libc::user_regs_struct,
-    p: Option<&Proc>,
-    layout: &XsaveLayout,
-) -> bool {
-    let Some(p) = p else { return true };
-    // SAFETY: plain data.
-    let mut uc: libc::ucontext_t = unsafe { std::mem::zeroed() };
-    to_gregs(regs, &mut uc.uc_mcontext.gregs);
-    // SAFETY: a context of our own making with no XSAVE area (vector registers read 0;
-    // only addresses are computed here).
-    let cpu = unsafe { UcontextCpu::new(&mut uc, layout, regs.fs_base, regs.gs_base) };
-    d.accesses(&cpu)
-        .as_slice()
-        .iter()
-        .all(|a| match p.find(a.addr) {
-            Some(r) => {
-                let need = match a.dir {
-                    x86::AccessDir::Read => libc::PROT_READ,
-                    _ => libc::PROT_WRITE,
-                };
-                r.prot & need != 0
-            }
-            None => true,
-        })
-}
-
-/// Whether the instruction names a vector, opmask or x87/MMX register (its emulation
-/// then needs the XSAVE state).
-fn uses_vector(ins: &iced_x86::Instruction) -> bool {
-    (0..ins.op_count()).any(|i| {
-        ins.op_kind(i) == iced_x86::OpKind::Register && {
-            let r = ins.op_register(i);
-            !(r.is_gpr() || r.is_segment_register())
-        }
-    }) || ins.op_mask() != iced_x86::Register::None
-}
-
-fn to_gregs(r: &libc::user_regs_struct, g: &mut [i64; 23]) {
-    let set = |g: &mut [i64; 23], i: i32, v: u64| g[i as usize] = v as i64;
-    set(g, libc::REG_R8, r.r8);
-    set(g, libc::REG_R9, r.r9);
-    set(g, libc::REG_R10, r.r10);
-    set(g, libc::REG_R11, r.r11);
-    set(g, libc::REG_R12, r.r12);
-    set(g, libc::REG_R13, r.r13);
-    set(g, libc::REG_R14, r.r14);
-    set(g, libc::REG_R15, r.r15);
-    set(g, libc::REG_RDI, r.rdi);
-    set(g, libc::REG_RSI, r.rsi);
-    set(g, libc::REG_RBP, r.rbp);
-    set(g, libc::REG_RBX, r.rbx);
-    set(g, libc::REG_RDX, r.rdx);
-    set(g, libc::REG_RAX, r.rax);
-    set(g, libc::REG_RCX, r.rcx);
-    set(g, libc::REG_RSP, r.rsp);
-    set(g, libc::REG_RIP, r.rip);
-    set(g, libc::REG_EFL, r.eflags);
-}
-
-fn from_gregs(g: &[i64; 23], r: &mut libc::user_regs_struct) {
-    let get = |i: i32| g[i as usize] as u64;
-    r.r8 = get(libc::REG_R8);
-    r.r9 = get(libc::REG_R9);
-    r.r10 = get(libc::REG_R10);
-    r.r11 = get(libc::REG_R11);
-    r.r12 = get(libc::REG_R12);
-    r.r13 = get(libc::REG_R13);
-    r.r14 = get(libc::REG_R14);
-    r.r15 = get(libc::REG_R15);
-    r.rdi = get(libc::REG_RDI);
-    r.rsi = get(libc::REG_RSI);
-    r.rbp = get(libc::REG_RBP);
-    r.rbx = get(libc::REG_RBX);
-    r.rdx = get(libc::REG_RDX);
-    r.rax = get(libc::REG_RAX);
-    r.rcx = get(libc::REG_RCX);
-    r.rsp = get(libc::REG_RSP);
-    r.rip = get(libc::REG_RIP);
-    r.eflags = get(libc::REG_EFL);
 }

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use mmio_trace_ring::Shm;
 use mmio_trace_tracer::rules::Rules;
 
+use mmio_trace_ptrace::{self as pt, Event, Options, Regs, Stop};
+
 use super::{sys, Session, Signal};
 use crate::Exit;
 
@@ -66,13 +68,15 @@ pub(crate) struct Start {
 /// `PTRACE_O_*` options of every traced process. `EXITKILL`: if the recorder is killed,
 /// so is the program (it could not run on: its device pages trap into a tracer that is
 /// gone, and its filter's `SECCOMP_RET_TRACE` calls would fail with `ENOSYS`).
-const OPTIONS: i32 = libc::PTRACE_O_TRACECLONE
-    | libc::PTRACE_O_TRACEFORK
-    | libc::PTRACE_O_TRACEVFORK
-    | libc::PTRACE_O_TRACEEXEC
-    | libc::PTRACE_O_TRACESECCOMP
-    | libc::PTRACE_O_TRACESYSGOOD
-    | libc::PTRACE_O_EXITKILL;
+pub(crate) const OPTIONS: Options = Options(
+    Options::TRACECLONE.0
+        | Options::TRACEFORK.0
+        | Options::TRACEVFORK.0
+        | Options::TRACEEXEC.0
+        | Options::TRACESECCOMP.0
+        | Options::TRACESYSGOOD.0
+        | Options::EXITKILL.0,
+);
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
@@ -254,7 +258,7 @@ fn supervise(
         child(&start, &argv, &envp, &prog, wr.as_raw_fd(), nnp);
     }
     drop(wr);
-    let failed = |tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd| {
+    fn failed(tx: &std::sync::mpsc::Sender<io::Result<i32>>, rd: &OwnedFd) {
         use std::os::fd::AsRawFd;
         let mut b = [0u8; 5];
         // SAFETY: reading into a local buffer.
@@ -274,24 +278,25 @@ fn supervise(
             io::Error::other("the program ended before it could start")
         };
         let _ = tx.send(Err(e));
-    };
+    }
     // The child stops itself before installing its filter.
-    match sys::wait(pid, libc::WUNTRACED) {
-        Ok((_, st)) if libc::WIFSTOPPED(st) => {}
+    let mut st = 0;
+    // SAFETY: plain waitpid for our own child (not yet traced: WUNTRACED sees its stop).
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED | libc::__WNOTHREAD) };
+    match r {
+        _ if r == pid && libc::WIFSTOPPED(st) => {}
         _ => {
             failed(&tx, &rd);
             shared.done.store(true, Ordering::Release);
             return;
         }
     }
-    if let Err(e) = sys::seize(pid, OPTIONS) {
+    if let Err(e) = pt::seize(pid, OPTIONS) {
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = sys::wait(pid, 0);
-        let msg = format!(
-            "cannot trace the program with ptrace ({e}): see /proc/sys/kernel/yama/ptrace_scope, or run the recorder with CAP_SYS_PTRACE"
-        );
-        let _ = tx.send(Err(io::Error::new(e.kind(), msg)));
+        let _ = pt::wait(pid, false);
+        let msg = format!("cannot trace the program with ptrace: {e}");
+        let _ = tx.send(Err(io::Error::new(io::ErrorKind::PermissionDenied, msg)));
         shared.done.store(true, Ordering::Release);
         return;
     }
@@ -302,50 +307,66 @@ fn supervise(
     drop(start);
     let mut s = Session::new(shm, rules);
     s.add_thread(pid, pid);
-    let mut tx = Some(tx);
+    run_loop(
+        &mut s,
+        pid,
+        &shared,
+        Some(Box::new(move |r: Result<i32, ()>| match r {
+            Ok(pid) => {
+                let _ = tx.send(Ok(pid));
+            }
+            Err(()) => failed(&tx, &rd),
+        })),
+    );
+}
+
+/// Called once the first process has exec'd (`Ok(pid)`), or has ended before it could
+/// (`Err`).
+pub(crate) type Started = Box<dyn FnOnce(Result<i32, ()>)>;
+
+/// The supervisor's loop: takes every stop and exit of this thread's tracees (`pid` the
+/// first process, already seized with [`OPTIONS`] and known to `s`) until none is left;
+/// publishes `pid`'s exit status and the end in `shared`. `started`: told when `pid`
+/// first execs (`None`: it runs already).
+pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: Option<Started>) {
     let mut early: Vec<i32> = Vec::new();
     let mut fresh: Vec<i32> = Vec::new();
     let mut warned_i386: Vec<i32> = Vec::new();
     loop {
-        let (tid, st) = match s.take_deferred() {
+        let (tid, stop) = match s.take_deferred() {
             Some(d) => d,
-            None => match sys::wait(-1, 0) {
-                Ok(w) => w,
-                Err(_) => break, // ECHILD: every descendant is gone
+            None => match pt::wait(-1, false) {
+                Ok(Some(w)) => w,
+                // ECHILD: every descendant is gone.
+                _ => break,
             },
         };
-        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-            if tid == pid {
-                let e = if libc::WIFSIGNALED(st) {
-                    Exit::Signal(libc::WTERMSIG(st))
-                } else {
-                    Exit::Code(libc::WEXITSTATUS(st))
-                };
-                if let Some(tx) = tx.take() {
-                    // It never exec'd: the start failed.
-                    failed(&tx, &rd);
-                    shared.done.store(true, Ordering::Release);
-                    return;
+        let _ = match stop {
+            Stop::Exited(_) | Stop::Killed { .. } => {
+                if tid == pid {
+                    let e = match stop {
+                        Stop::Killed { signal, .. } => Exit::Signal(signal),
+                        Stop::Exited(code) => Exit::Code(code),
+                        _ => Exit::Code(0),
+                    };
+                    if let Some(f) = started.take() {
+                        // It never exec'd: the start failed.
+                        f(Err(()));
+                        shared.done.store(true, Ordering::Release);
+                        return;
+                    }
+                    *shared.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                 }
-                *shared.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                s.thread_gone(tid);
+                Ok(())
             }
-            s.thread_gone(tid);
-            continue;
-        }
-        if !libc::WIFSTOPPED(st) {
-            continue;
-        }
-        let sig = libc::WSTOPSIG(st);
-        let event = st >> 16;
-        let _ = match event {
-            libc::PTRACE_EVENT_SECCOMP => {
-                seccomp_stop(&mut s, tid, &mut warned_i386);
-                sys::cont(tid, 0)
+            Stop::Event(Event::Seccomp { data }) => {
+                seccomp_stop(s, tid, data, &mut warned_i386);
+                pt::cont(tid, 0)
             }
-            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-                if let (Ok(new), Some(parent)) = (sys::event_msg(tid), s.pid_of(tid)) {
-                    let new = new as i32;
-                    let thread = event == libc::PTRACE_EVENT_CLONE
+            Stop::Event(Event::Clone { new } | Event::Fork { new } | Event::Vfork { new }) => {
+                if let Some(parent) = s.pid_of(tid) {
+                    let thread = matches!(stop, Stop::Event(Event::Clone { .. }))
                         && sys::tgid_of(new).is_some_and(|g| g == parent);
                     if thread {
                         s.add_thread(parent, new);
@@ -354,66 +375,67 @@ fn supervise(
                     }
                     if let Some(k) = early.iter().position(|&t| t == new) {
                         early.remove(k);
-                        let _ = sys::cont(new, 0);
+                        let _ = pt::cont(new, 0);
                     } else {
                         fresh.push(new);
                     }
                 }
-                sys::cont(tid, 0)
+                pt::cont(tid, 0)
             }
-            libc::PTRACE_EVENT_EXEC => {
-                if let Ok(former) = sys::event_msg(tid) {
-                    if former as i32 != tid {
-                        s.thread_gone(former as i32);
-                    }
+            Stop::Event(Event::Exec { former_tid }) => {
+                if former_tid != tid {
+                    s.thread_gone(former_tid);
                 }
                 s.exec(tid);
                 if tid == pid {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(pid));
+                    if let Some(f) = started.take() {
+                        f(Ok(pid));
                     }
                 }
-                sys::cont(tid, 0)
+                pt::cont(tid, 0)
             }
-            libc::PTRACE_EVENT_STOP => {
-                if !s.knows(tid) {
-                    // A new tracee's first stop before its parent's event: it waits.
-                    early.push(tid);
-                    Ok(())
-                } else if let Some(k) = fresh.iter().position(|&t| t == tid) {
-                    fresh.remove(k);
-                    sys::cont(tid, 0)
-                } else if matches!(
-                    sig,
-                    libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-                ) {
-                    // Group-stop: stays stopped, job control goes on (SIGCONT ends it).
-                    sys::listen(tid)
-                } else {
-                    sys::cont(tid, 0)
+            Stop::Interrupt | Stop::Group { .. } if !s.knows(tid) => {
+                // A new tracee's first stop before its parent's event: it waits for it.
+                early.push(tid);
+                Ok(())
+            }
+            Stop::Interrupt | Stop::Group { .. } if fresh.contains(&tid) => {
+                fresh.retain(|&t| t != tid);
+                pt::cont(tid, 0)
+            }
+            // Group-stop: stays stopped, job control goes on (SIGCONT ends it).
+            Stop::Group { .. } => pt::listen(tid),
+            Stop::Signal {
+                signal,
+                info: Some(info),
+            } => match s.on_signal(tid, info.raw()) {
+                Signal::Handled => pt::cont(tid, 0),
+                Signal::Deliver(n) => {
+                    // A signal the program ignores still stops a traced thread, which
+                    // breaks off epoll_wait & co. with EINTR: they resume as natively.
+                    let _ = pt::restart_interrupted_call(tid);
+                    pt::cont(tid, if n == 0 { signal } else { n })
                 }
-            }
-            _ if sig == libc::SIGTRAP | 0x80 => sys::cont(tid, 0),
-            _ => match sys::siginfo(tid) {
-                Ok(si) => match s.on_signal(tid, &si) {
-                    Signal::Handled => sys::cont(tid, 0),
-                    Signal::Deliver(n) => sys::cont(tid, n),
-                },
-                Err(_) => sys::cont(tid, sig),
             },
+            Stop::Signal { signal, info: None } => {
+                let _ = pt::restart_interrupted_call(tid);
+                pt::cont(tid, signal)
+            }
+            Stop::Interrupt | Stop::Event(_) | Stop::Syscall => pt::cont(tid, 0),
         };
     }
-    if let Some(tx) = tx.take() {
-        failed(&tx, &rd);
+    if let Some(f) = started.take() {
+        f(Err(()));
     }
     shared.done.store(true, Ordering::Release);
 }
 
 /// A seccomp stop (a call of the mmap family entering): runs it to its exit and updates
 /// the session.
-fn seccomp_stop(s: &mut Session, tid: i32, warned_i386: &mut Vec<i32>) {
-    let Ok(regs) = sys::get_regs(tid) else { return };
-    if sys::event_msg(tid).is_ok_and(|d| d == u64::from(DATA_I386)) {
+fn seccomp_stop(s: &mut Session, tid: i32, data: u16, warned_i386: &mut Vec<i32>) {
+    let Ok(regs) = Regs::read(tid) else { return };
+    let regs = *regs.user();
+    if u32::from(data) == DATA_I386 {
         let pid = s.pid_of(tid).unwrap_or(tid);
         if !warned_i386.contains(&pid) {
             warned_i386.push(pid);
@@ -426,21 +448,17 @@ fn seccomp_stop(s: &mut Session, tid: i32, warned_i386: &mut Vec<i32>) {
         }
         return;
     }
-    if !s.syscall_entry(tid, &regs) {
+    if !s.syscall_entry(tid, &regs) || pt::syscall(tid, 0).is_err() {
         return;
     }
-    if sys::syscall(tid, 0).is_err() {
-        return;
-    }
-    let Ok((_, st)) = sys::wait(tid, 0) else {
-        return;
-    };
-    if libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGTRAP | 0x80 {
-        if let Ok(regs) = sys::get_regs(tid) {
-            s.syscall_exit(tid, &regs);
+    match pt::wait_tid(tid) {
+        Ok(Stop::Syscall) => {
+            if let Ok(regs) = Regs::read(tid) {
+                s.syscall_exit(tid, regs.user());
+            }
         }
-    } else {
         // Anything else (killed meanwhile): the main loop's.
-        s.deferred.push((tid, st));
+        Ok(other) => s.deferred.push((tid, other)),
+        Err(_) => {}
     }
 }

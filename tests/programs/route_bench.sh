@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Per-access cost of `record --route ptrace` against the preload route, on the same
+# program in one run (issue 16 item 6): `bench traced` (tests/programs/bench.c) makes N
+# 4-byte loads from a traced device page; both routes record it with --no-patch (every
+# access traps). Prints the medians and their ratio.
+# Usage: tests/programs/route_bench.sh [RUNS]   (builds the release binary first)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs=${1:-5}
+cargo build --release -q -p mmio-trace
+target=${CARGO_TARGET_DIR:-target}
+mt="$target/release/mmio-trace"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cc -O2 -pthread -o "$tmp/bench" tests/programs/bench.c
+head -c 65536 /dev/zero > "$tmp/dev.bin"
+N=${N:-100000}
+
+val() { sed -n 's/.*ns_per_op=\([0-9.]*\).*/\1/p'; }
+r() { awk "BEGIN { printf \"%.2f\", $1 }"; }
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rec() { "$mt" record -q -o "$tmp/trace.log" --format binary --no-patch --device "$tmp/dev.bin" "$@"; }
+
+: > "$tmp/preload"; : > "$tmp/ptrace"
+for _ in $(seq "$runs"); do
+    rec --route preload -- "$tmp/bench" traced "$tmp/dev.bin" "$N" | val >> "$tmp/preload"
+    rec --route ptrace -- "$tmp/bench" traced "$tmp/dev.bin" "$N" | val >> "$tmp/ptrace"
+done
+p=$(median < "$tmp/preload"); t=$(median < "$tmp/ptrace")
+echo "runs: $runs (medians), $(nproc) CPUs, $(uname -r), $N accesses each"
+echo "preload route $p ns/access, ptrace route $t ns/access: ratio $(r "$t / $p")"
