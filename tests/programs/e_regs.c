@@ -1,7 +1,8 @@
 /* Loads known patterns into every register the ptrace engine's Regs exposes (GPRs, XMM/YMM
  * or ZMM0-31, opmasks, three x87 registers), spins while R15 holds FLAG, then stores them
  * all and prints them, so a test can read them while it spins and change some.
- * argv[1]: "avx512" (ZMM0-31, k0-7) or "avx2" (YMM0-15).
+ * argv[1]: "avx512" (ZMM0-31, k0-7), "avx2" (YMM0-15), or "vzeroupper" (YMM0-15 loaded, then
+ * VZEROUPPER: the upper halves are in their initial state, XSTATE_BV bit 2 clear).
  * Output after the spin: "vN HEX" (64 bytes, little-endian byte order), "kN HEX",
  * "gN HEX" for GPRs in hardware order except RSP (4) and R15 (15). */
 #include <stdint.h>
@@ -13,6 +14,7 @@ uint8_t out[32 * 64 + 8 * 8 + 16 * 8] __attribute__((aligned(64)));
 
 void probe512(uint8_t *o);
 void probe256(uint8_t *o);
+void probe256z(uint8_t *o);
 
 #define FLAG "0x0f0f0f0f0f0f0f0f"
 #define GPRS                                                                                \
@@ -56,6 +58,15 @@ __asm__(".intel_syntax noprefix\n"
         ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
         "vmovdqu [rdi + \\n*64], ymm\\n\n .endr\n"
         "vzeroupper\n pop rdi\n pop r15\n pop r14\n pop r13\n pop r12\n pop rbp\n pop rbx\n ret\n"
+        ".globl probe256z\n probe256z:\n"
+        "push rbx\n push rbp\n push r12\n push r13\n push r14\n push r15\n push rdi\n"
+        ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
+        "vmovdqu ymm\\n, [rip + pat + \\n*64]\n .endr\n"
+        "vzeroupper\n"
+        GPRS
+        ".irp n,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n"
+        "vmovdqu [rdi + \\n*64], ymm\\n\n .endr\n"
+        "vzeroupper\n pop rdi\n pop r15\n pop r14\n pop r13\n pop r12\n pop rbp\n pop rbx\n ret\n"
         ".att_syntax\n");
 
 static void hex(const char *tag, int n, const uint8_t *p, int len) {
@@ -73,6 +84,8 @@ int main(int argc, char **argv) {
     printf("ready\n");
     if (z)
         probe512(out);
+    else if (argc > 1 && !strcmp(argv[1], "vzeroupper"))
+        probe256z(out);
     else
         probe256(out);
     for (int i = 0; i < (z ? 32 : 16); i++)

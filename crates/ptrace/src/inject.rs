@@ -254,7 +254,13 @@ impl Process {
             SyscallSite::PatchRip => {}
             SyscallSite::Auto => {
                 if let Some(a) = self.syscall_insn {
-                    return Ok((a, None));
+                    // Checked each time (one process_vm_readv): after an exec nobody told
+                    // us about, or an unmapped library, the address may hold anything.
+                    let mut b = [0u8; 2];
+                    if self.mem.read(a, &mut b).is_ok() && b == [0x0f, 0x05] {
+                        return Ok((a, None));
+                    }
+                    self.syscall_insn = None;
                 }
                 if let Some(a) = find_syscall_insn(self.pid, &mut self.mem) {
                     self.syscall_insn = Some(a);

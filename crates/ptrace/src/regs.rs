@@ -419,3 +419,56 @@ impl Cpu for Regs {
         self.legacy_write(ST_OFF + 16 * (i & 7), value, 0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Regs` over a given FXSAVE image (what kernels and CPUs without XSAVE give).
+    fn fx(image: Vec<u8>) -> Regs {
+        // SAFETY: all-zero is a valid user_regs_struct.
+        let user: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+        Regs {
+            tid: 0,
+            user,
+            kernel: user,
+            vector: OnceCell::from(Vector::Fxsave(image)),
+            vector_dirty: false,
+        }
+    }
+
+    #[test]
+    fn fxsave_image_gives_xmm_and_x87_and_zero_above() {
+        let mut img = vec![0u8; 512];
+        for (i, b) in img[XMM_OFF..XMM_OFF + 256].iter_mut().enumerate() {
+            *b = i as u8 ^ 0x5a;
+        }
+        img[FSW_OFF..FSW_OFF + 2].copy_from_slice(&0x3800u16.to_le_bytes());
+        img[FTW_OFF] = 0x81;
+        img[ST_OFF + 16..ST_OFF + 26].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        let mut r = fx(img);
+        let v3 = r.vec(3);
+        let want: Vec<u8> = (48..64).map(|i: u32| i as u8 ^ 0x5a).collect();
+        assert_eq!(&v3[..16], &want[..]);
+        assert_eq!(&v3[16..], &[0u8; 48][..]);
+        assert_eq!(r.vec(20), [0u8; 64]);
+        assert_eq!(r.opmask(1), 0);
+        assert_eq!(r.x87_status(), 0x3800);
+        assert_eq!(r.x87_tags(), 0x81);
+        assert_eq!(r.x87_slot(1), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        // Writes land in the legacy region; what FXSAVE cannot hold is dropped.
+        let mut z = [0xeeu8; 64];
+        z[0] = 1;
+        r.set_vec(15, &z);
+        r.set_vec(16, &z);
+        r.set_opmask(2, 5);
+        assert!(r.vector_dirty);
+        let mut want = [0u8; 64];
+        want[..16].copy_from_slice(&z[..16]);
+        assert_eq!(r.vec(15), want);
+        assert_eq!(r.vec(16), [0u8; 64]);
+        assert_eq!(r.opmask(2), 0);
+        assert_eq!(r.fpu_image().map(|b| b.len()), Some(512));
+        assert!(!r.has_xsave());
+    }
+}

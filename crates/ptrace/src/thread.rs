@@ -125,8 +125,7 @@ pub fn threads_of(pid: Pid) -> Result<Vec<Pid>> {
 /// thread created meanwhile is attached by TRACECLONE of its creator if `options` has it, or
 /// seen in the next listing). A thread's stop is normally [`Stop::Interrupt`];
 /// [`Stop::Group`] if the process is stopped by a stop signal; [`Stop::Signal`] if a
-/// signal reached it first (then the interrupt is still pending: the thread reports
-/// [`Stop::Interrupt`] again right after it is resumed). Children made by fork/vfork while
+/// signal reached it first (any ptrace stop satisfies the interrupt: none follows). Children made by fork/vfork while
 /// seizing (with TRACEFORK/TRACEVFORK) are returned too. Threads that exit meanwhile are
 /// left out. Fails if the main thread cannot be seized; on failure threads already seized
 /// are detached again.
@@ -161,31 +160,69 @@ fn seize_all_inner(
     options: Options,
     seized: &mut BTreeMap<Pid, Option<Stop>>,
 ) -> Result<()> {
+    // Seize what the listing shows, stop it all, and list again: a thread created after a
+    // listing by a thread not yet stopped shows up in the next one (or, with TRACECLONE,
+    // in its creator's clone event). Once a listing has nothing new, every thread is
+    // stopped and none can be created.
     loop {
-        let tids = threads_of(pid)?;
         let mut new = false;
-        for t in tids {
+        for t in threads_of(pid)? {
             if seized.contains_key(&t) {
                 continue;
             }
-            new = true;
             match seize(t, options) {
                 Ok(()) => {}
-                // Exited between listing and seizing; the main thread must exist.
-                Err(Error::Attach(crate::AttachError::NoSuchProcess { .. })) if t != pid => {
-                    continue
+                Err(e) if t != pid && thread_ended(pid, t) => {
+                    let _ = e;
+                    continue;
                 }
                 Err(e) => return Err(e),
             }
+            new = true;
             seized.insert(t, None);
-            interrupt(t)?;
+            match interrupt(t) {
+                // Exiting: its wait reports the exit.
+                Err(e) if e.errno() == Some(libc::ESRCH) => {}
+                r => r?,
+            }
         }
         if !new {
-            break;
+            return Ok(());
         }
+        collect_stops(seized)?;
     }
-    // Collect one stop per thread; new tasks announced by events join the set.
-    let mut pending: Vec<Pid> = seized.keys().copied().collect();
+}
+
+/// PTRACE_INTERRUPT of a thread just resumed, which may be exiting (then its wait reports
+/// the exit).
+fn interrupt_again(t: Pid) -> Result<()> {
+    match interrupt(t) {
+        Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
+        r => r,
+    }
+}
+
+/// True if thread `t` of `pid` is gone or exiting (a zombie).
+fn thread_ended(pid: Pid, t: Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{t}/stat")) {
+        Err(_) => true,
+        Ok(st) => matches!(
+            st.rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next()),
+            Some("Z" | "X" | "x")
+        ),
+    }
+}
+
+/// Waits for one stop of every seized thread not yet stopped; new tasks announced by clone
+/// events join the set.
+fn collect_stops(seized: &mut BTreeMap<Pid, Option<Stop>>) -> Result<()> {
+    let mut pending: Vec<Pid> = seized
+        .iter()
+        .filter(|(_, s)| s.is_none())
+        .map(|(t, _)| *t)
+        .collect();
     while let Some(t) = pending.pop() {
         let stop = wait_tid(t)?;
         match stop {
@@ -197,8 +234,9 @@ fn seize_all_inner(
                     v.insert(None);
                     pending.push(new);
                 }
-                // The interrupt is still pending: resume to reach it.
+                // Any ptrace stop satisfies a pending interrupt: ask again.
                 cont(t, 0)?;
+                interrupt_again(t)?;
                 pending.push(t);
             }
             Stop::Event(
@@ -209,8 +247,10 @@ fn seize_all_inner(
             )
             | Stop::Syscall => {
                 // Exec: the process changed under us but the thread is ours; seccomp and
-                // syscall stops: continuing runs the call, after which the interrupt stops it.
+                // syscall stops: continuing runs the call. These stops consumed the
+                // interrupt: ask again.
                 cont(t, 0)?;
+                interrupt_again(t)?;
                 pending.push(t);
             }
             s => {

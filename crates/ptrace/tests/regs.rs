@@ -161,3 +161,30 @@ fn avx2_registers_read_and_written() {
     assert_eq!(parse(&out, "g13"), 42u64.to_le_bytes().to_vec());
     assert_eq!(h.exit_code(), 0);
 }
+
+#[test]
+fn writing_a_vector_component_in_its_initial_state_makes_it_live() {
+    assert!(
+        std::arch::is_x86_feature_detected!("avx2"),
+        "the register test needs an AVX2 CPU"
+    );
+    let mut h = Helper::start("e_regs", &["vzeroupper"]);
+    let pid = h.pid();
+    let mut r = stop_in_loop(pid);
+    for n in 0..16 {
+        let mut want = pattern(n);
+        want[16..].fill(0);
+        assert_eq!(r.vec(n), want, "ymm{n} after vzeroupper");
+    }
+    let x: [u8; 64] = std::array::from_fn(|i| if i < 32 { 0x40 + i as u8 } else { 0 });
+    r.set_vec(9, &x);
+    r.set_gpr(15, 0);
+    r.write_back().unwrap();
+    detach(pid, 0).unwrap();
+    let out = h.rest();
+    assert_eq!(parse(&out, "v9"), x[..32].to_vec());
+    let mut v8 = pattern(8)[..32].to_vec();
+    v8[16..].fill(0);
+    assert_eq!(parse(&out, "v8"), v8);
+    assert_eq!(h.exit_code(), 0);
+}

@@ -121,17 +121,115 @@ fn injections_that_patch_the_current_instruction_leave_the_loop_intact() {
     assert_eq!(h.exit_code(), 7);
 }
 
+#[test]
+fn a_process_stopped_by_sigstop_stays_stopped_after_injection_and_detach() {
+    let mut h = Helper::start("e_block", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    // SAFETY: kill takes integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let state = |pid: i32| {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        st.rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let t0 = Instant::now();
+    while state(pid) != "T" {
+        assert!(t0.elapsed().as_secs() < 60);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    assert!(
+        matches!(
+            stops[..],
+            [(
+                _,
+                Stop::Group {
+                    signal: libc::SIGSTOP
+                }
+            )]
+        ),
+        "{stops:?}"
+    );
+    let mut p = Process::new(pid);
+    let a = p
+        .remote_mmap(
+            pid,
+            0,
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+        .unwrap();
+    p.remote_munmap(pid, a, 4096).unwrap();
+    detach(pid, 0).unwrap();
+    // Still stopped by its SIGSTOP (give a wrongly resumed thread time to show up).
+    h.write_stdin(b"early");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(state(pid), "T");
+    // SAFETY: kill takes integers.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_eq!(h.line(), "ret=5 errno=0 data=early");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn seize_all_catches_threads_that_come_and_go() {
+    let mut h = Helper::start("e_churn", &[]);
+    let pid = h.pid();
+    for round in 0..10 {
+        // With and without TRACECLONE: a thread created meanwhile is caught either way.
+        let opts = if round % 2 == 0 {
+            Options::TRACECLONE
+        } else {
+            Options::NONE
+        };
+        let stops = seize_all(pid, opts | Options::TRACESYSGOOD).unwrap();
+        // Every thread alive now is stopped (and seized): none is running.
+        for t in threads_of(pid).unwrap() {
+            let st =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{t}/stat")).unwrap_or_default();
+            let s = st
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            assert!(
+                stops.iter().any(|(x, _)| *x == t),
+                "round {round}: thread {t} not seized ({stops:?})"
+            );
+            assert!(
+                s == "t" || s.is_empty(),
+                "round {round}: thread {t} in state {s}"
+            );
+        }
+        for (t, s) in stops {
+            assert!(!s.is_gone());
+            detach(t, 0).unwrap();
+        }
+    }
+    h.write_stdin(b"x");
+    assert_eq!(h.line(), "batches=OK bad=0");
+    assert_eq!(h.exit_code(), 5);
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
-/// Figures for the report: `cargo test --release -p mmio-trace-ptrace --test threads --
-/// --ignored --nocapture bench`.
-#[test]
-#[ignore]
-fn bench_inject_and_seize_all() {
-    let mut h = Helper::start("e_spin", &["16"]);
+fn bench_target(args: &[&str]) -> (f64, f64, f64) {
+    let mut h = Helper::start("e_spin", args);
     let pid = h.pid();
     let mut attach = Vec::new();
     let mut det = Vec::new();
@@ -157,13 +255,24 @@ fn bench_inject_and_seize_all() {
     for (t, _) in stops {
         detach(t, 0).unwrap();
     }
-    println!(
-        "16-thread target: seize_all {:.3} ms, detach all {:.3} ms (median of 20); inject_syscall(getpid) {:.2} us (median of 2000)",
-        median(attach),
-        median(det),
-        median(inj)
-    );
     h.write_stdin(b"x");
     assert_eq!(h.line(), "rounds=OK mismatches=0");
     assert_eq!(h.exit_code(), 7);
+    (median(attach), median(det), median(inj))
+}
+
+/// Figures for the report: `cargo test --release -p mmio-trace-ptrace --test threads --
+/// --ignored --nocapture bench`.
+#[test]
+#[ignore]
+fn bench_inject_and_seize_all() {
+    for (what, args) in [
+        ("15 spinning + main blocked", &["16"][..]),
+        ("16 blocked", &["16", "idle"][..]),
+    ] {
+        let (a, d, i) = bench_target(args);
+        println!(
+            "16-thread target ({what}): seize_all {a:.3} ms, detach all {d:.3} ms (median of 20); inject_syscall(getpid) {i:.2} us (median of 2000)"
+        );
+    }
 }

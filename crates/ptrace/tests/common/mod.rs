@@ -5,7 +5,8 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mmio_trace_ptrace::Pid;
@@ -34,10 +35,41 @@ pub fn build(name: &str) -> PathBuf {
     exe
 }
 
-/// A started helper program with piped stdin/stdout.
+/// A started helper program with piped stdin/stdout. A watchdog kills it after
+/// [`WATCHDOG`] so that a tracer waiting for a stop that never comes fails instead of
+/// hanging the test run.
 pub struct Helper {
     pub child: Child,
     pub out: BufReader<ChildStdout>,
+    done: Arc<AtomicBool>,
+}
+
+/// How long a helper may live (generous: the machine may be loaded).
+pub const WATCHDOG: Duration = Duration::from_secs(180);
+
+fn watchdog(pid: Pid, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < WATCHDOG {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !done.load(Ordering::SeqCst) {
+            eprintln!("watchdog: killing helper {pid} after {WATCHDOG:?}");
+            // SAFETY: kill takes integers; the helper is our child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Helper {
@@ -51,7 +83,9 @@ impl Helper {
             .spawn()
             .unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
-        let mut h = Helper { child, out };
+        let done = Arc::new(AtomicBool::new(false));
+        watchdog(child.id() as Pid, done.clone());
+        let mut h = Helper { child, out, done };
         let l = h.line();
         assert_eq!(l, "ready", "first line of {name}");
         h
@@ -85,6 +119,7 @@ impl Helper {
     /// Exit code (panics if killed by a signal).
     pub fn exit_code(&mut self) -> i32 {
         let st = self.child.wait().unwrap();
+        self.done.store(true, Ordering::SeqCst);
         st.code()
             .unwrap_or_else(|| panic!("helper ended by {st:?}"))
     }
