@@ -21,7 +21,7 @@
 //! 4. the aliases in the recorder are unmapped, the rings retired, and each thread
 //!    detached.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -69,40 +69,6 @@ const SYS_MPROTECT: u64 = 10;
 const SYS_MUNMAP: u64 = 11;
 const SYS_MREMAP: u64 = 25;
 const SYS_RESTART_SYSCALL: u64 = 219;
-
-/// `PTRACE_GET_SYSCALL_INFO` and its `op` values.
-const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
-const OP_ENTRY: u8 = 1;
-const OP_EXIT: u8 = 2;
-
-/// The syscall stop thread `tid` is in: (op, number at entry).
-fn syscall_info(tid: i32) -> io::Result<(u8, u64)> {
-    let mut buf = [0u64; 11];
-    // SAFETY: the kernel writes at most `size_of_val(&buf)` bytes into `buf`.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GET_SYSCALL_INFO,
-            tid,
-            std::mem::size_of_val(&buf),
-            buf.as_mut_ptr(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(((buf[0] & 0xff) as u8, buf[3]))
-}
-
-fn getsiginfo(tid: i32) -> io::Result<libc::siginfo_t> {
-    // SAFETY: plain data, filled by the kernel.
-    let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel writes one siginfo_t.
-    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, tid, 0, &mut si) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(si)
-}
 
 fn getregs(tid: i32) -> io::Result<libc::user_regs_struct> {
     // SAFETY: plain data, filled by the kernel.
@@ -176,15 +142,14 @@ fn restart_fixup(tid: i32) -> io::Result<()> {
     setregs(tid, &r)
 }
 
-/// A thread held at a syscall stop while detaching is put back before its call where
-/// the call has not happened, or was broken off by our stop: at an entry stop always
-/// (the call is made after the detach); at an exit stop when it returns a restart code
-/// (`-ERESTART*`, what the kernel would restart) or `EINTR` from a call that fails so at
-/// any stop ([`pt::EINTR_ON_ANY_WAKEUP`]). RIP goes back to the `syscall` instruction, RAX
-/// gets the call (`restart_syscall` for `-ERESTART_RESTARTBLOCK`, which keeps a sleep's
+/// A thread held at a syscall-exit stop while detaching, whose call our stop broke off,
+/// is put back before the call: when the call returns a restart code (`-ERESTART*`,
+/// what the kernel would restart) or `EINTR` from a call that fails so at any stop
+/// ([`pt::EINTR_ON_ANY_WAKEUP`]). RIP goes back to the `syscall` instruction, RAX gets
+/// the call (`restart_syscall` for `-ERESTART_RESTARTBLOCK`, which keeps a sleep's
 /// deadline) and ORIG_RAX -1, so that no restart logic of the kernel's runs again. A call
 /// that completed stays completed.
-fn rewind_call(tid: i32, entry: bool) -> io::Result<()> {
+fn rewind_call(tid: i32) -> io::Result<()> {
     let mut r = getregs(tid)?;
     let ret = r.rax as i64;
     let nr = r.orig_rax;
@@ -193,14 +158,10 @@ fn rewind_call(tid: i32, entry: bool) -> io::Result<()> {
     }
     let restart = (-516..=-512).contains(&ret) && ret != -515;
     let eintr = ret == -(libc::EINTR as i64) && pt::EINTR_ON_ANY_WAKEUP.contains(&(nr as i64));
-    if !(entry || restart || eintr) {
+    if !(restart || eintr) {
         return Ok(());
     }
-    r.rax = if !entry && ret == -516 {
-        SYS_RESTART_SYSCALL
-    } else {
-        nr
-    };
+    r.rax = if ret == -516 { SYS_RESTART_SYSCALL } else { nr };
     r.rip -= 2;
     r.orig_rax = u64::MAX;
     setregs(tid, &r)
@@ -225,6 +186,8 @@ struct Threads {
     in_call: BTreeSet<i32>,
     /// New tasks whose first stop came before their creator's event (they wait).
     early: BTreeSet<i32>,
+    /// Stops taken from the kernel and not handled yet (see [`wait_any`]).
+    queue: VecDeque<(i32, pt::Stop)>,
 }
 
 /// Attaches, traces until asked to stop or the process ends, detaches.
@@ -250,6 +213,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         of: BTreeMap::new(),
         in_call: BTreeSet::new(),
         early: BTreeSet::new(),
+        queue: VecDeque::new(),
     };
     // Each thread's stop: how to resume it.
     let mut held: BTreeMap<i32, (Held, i32)> = BTreeMap::new();
@@ -372,7 +336,7 @@ fn regroup(tid: i32) {
     loop {
         let mut st = 0;
         // SAFETY: plain waitpid into a local.
-        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::__WNOTHREAD) };
         if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
@@ -401,16 +365,54 @@ fn injection_thread(th: &Threads, held: &BTreeMap<i32, (Held, i32)>, p: i32) -> 
         .or_else(|| mine().next())
 }
 
-/// One `waitpid(-1, __WALL)`; `None` when interrupted (EINTR: a stop request) or when
-/// nothing is traced any more.
-fn wait_any(s: &mut Session) -> Option<(i32, i32)> {
+/// One `waitpid(who)` of the tracer's own tracees (`__WNOTHREAD`: other tracer threads of
+/// the recorder keep theirs), decoded; `None` when interrupted (EINTR: a stop request)
+/// or when nothing is traced any more.
+fn wait_raw(who: i32) -> Option<(i32, pt::Stop)> {
+    let mut st = 0;
+    // SAFETY: plain waitpid into a local.
+    let r = unsafe { libc::waitpid(who, &mut st, libc::__WALL | libc::__WNOTHREAD) };
+    (r > 0).then(|| (r, pt::decode(r, st)))
+}
+
+/// The next stop: one the session took while waiting for another thread first, else
+/// the oldest of those the kernel had when last asked. The kernel reports a tracer's
+/// stopped tracees in the order of its list (newest first), so taking one at a time
+/// would serve busy new threads and starve the old ones (the main thread); a round takes
+/// every stop pending at once and handles them in turn.
+fn wait_any(s: &mut Session, th: &mut Threads) -> Option<(i32, pt::Stop)> {
     if let Some(d) = s.take_deferred() {
         return Some(d);
     }
-    let mut st = 0;
-    // SAFETY: plain waitpid into a local.
-    let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
-    (r > 0).then_some((r, st))
+    if let Some(q) = th.queue.pop_front() {
+        return Some(q);
+    }
+    let first = wait_raw(-1)?;
+    loop {
+        let mut st = 0;
+        // SAFETY: plain waitpid into a local.
+        let r = unsafe {
+            libc::waitpid(
+                -1,
+                &mut st,
+                libc::__WALL | libc::__WNOTHREAD | libc::WNOHANG,
+            )
+        };
+        if r <= 0 {
+            break;
+        }
+        th.queue.push_back((r, pt::decode(r, st)));
+    }
+    Some(first)
+}
+
+/// How a thread that is gone ended, as `record` reports a program's end.
+fn exit_of(stop: &pt::Stop) -> Option<Exit> {
+    match *stop {
+        pt::Stop::Exited(c) => Some(Exit::Code(c)),
+        pt::Stop::Killed { signal, .. } => Some(Exit::Signal(signal)),
+        _ => None,
+    }
 }
 
 /// Traces until the process `pid` ends (its exit) or a stop is requested (`None`).
@@ -419,27 +421,20 @@ fn trace(s: &mut Session, th: &mut Threads, pid: i32) -> Option<Exit> {
         if STOP.load(Ordering::SeqCst) {
             return None;
         }
-        let Some((tid, st)) = wait_any(s) else {
+        let Some((tid, stop)) = wait_any(s, th) else {
             if th.of.is_empty() {
                 return None;
             }
             continue;
         };
-        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+        if let Some(e) = exit_of(&stop) {
             gone(s, th, tid);
             if tid == pid {
-                return Some(if libc::WIFSIGNALED(st) {
-                    Exit::Signal(libc::WTERMSIG(st))
-                } else {
-                    Exit::Code(libc::WEXITSTATUS(st))
-                });
+                return Some(e);
             }
             continue;
         }
-        if !libc::WIFSTOPPED(st) {
-            continue;
-        }
-        let _ = handle(s, th, tid, st, false);
+        let _ = handle(s, th, tid, stop, false);
     }
 }
 
@@ -457,74 +452,65 @@ enum After {
     Held(Held),
 }
 
-/// Handles one stop of `tid` (status `st`). Tracing: the thread is resumed. Detaching:
-/// interrupt and group stops are held, everything else is resumed towards the interrupt
-/// still pending.
+fn os_err(e: pt::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Handles one stop of `tid`. Tracing: the thread is resumed (`PTRACE_SYSCALL`, to see
+/// the mmap family). Detaching: interrupt, group and syscall stops are held, everything
+/// else is resumed (`PTRACE_CONT`) with a new interrupt to come.
 fn handle(
     s: &mut Session,
     th: &mut Threads,
     tid: i32,
-    st: i32,
+    stop: pt::Stop,
     detaching: bool,
 ) -> io::Result<After> {
-    let sig = libc::WSTOPSIG(st);
-    let event = st >> 16;
-    // Resume: PTRACE_SYSCALL while tracing (to see the mmap family), CONT while detaching.
     let resume = |tid: i32, sig: i32| -> io::Result<After> {
         let r = if detaching {
             pt::cont(tid, sig)
         } else {
             pt::syscall(tid, sig)
         };
-        r.map_err(|e| io::Error::other(e.to_string()))?;
+        r.map_err(os_err)?;
         Ok(After::Resumed)
     };
-    match event {
-        libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
-            let msg = {
-                let mut m: libc::c_ulong = 0;
-                // SAFETY: the kernel writes one unsigned long.
-                unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut m) };
-                m as i32
-            };
+    match stop {
+        pt::Stop::Event(
+            pt::Event::Clone { new } | pt::Event::Fork { new } | pt::Event::Vfork { new },
+        ) => {
             if let Some(&parent) = th.of.get(&tid) {
-                let thread =
-                    event == libc::PTRACE_EVENT_CLONE && tgid_of(msg).is_some_and(|g| g == parent);
+                let thread = matches!(stop, pt::Stop::Event(pt::Event::Clone { .. }))
+                    && tgid_of(new).is_some_and(|g| g == parent);
                 if thread {
-                    s.add_thread(parent, msg);
-                    th.of.insert(msg, parent);
+                    s.add_thread(parent, new);
+                    th.of.insert(new, parent);
                 } else {
-                    s.fork(parent, msg);
-                    th.of.insert(msg, msg);
+                    s.fork(parent, new);
+                    th.of.insert(new, new);
                 }
-                if th.early.remove(&msg) {
+                if th.early.remove(&new) {
                     // Its first stop came first: it was waiting for this.
-                    let _ = resume(msg, 0);
+                    let _ = resume(new, 0);
                 }
             }
             resume(tid, 0)
         }
-        libc::PTRACE_EVENT_EXEC => {
-            let mut former: libc::c_ulong = 0;
-            // SAFETY: the kernel writes one unsigned long.
-            unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0, &mut former) };
-            if former as i32 != tid {
-                gone(s, th, former as i32);
+        pt::Stop::Event(pt::Event::Exec { former_tid }) => {
+            if former_tid != tid {
+                gone(s, th, former_tid);
             }
             s.exec(tid);
             th.of.insert(tid, tid);
             resume(tid, 0)
         }
-        libc::PTRACE_EVENT_STOP => {
+        pt::Stop::Interrupt | pt::Stop::Group { .. } => {
             if !th.of.contains_key(&tid) {
                 // A new task whose creator's event has not come yet: it waits for it.
                 th.early.insert(tid);
                 return Ok(After::Held(Held::Interrupt));
             }
-            let group = matches!(
-                sig,
-                libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
-            );
+            let group = matches!(stop, pt::Stop::Group { .. });
             if detaching {
                 return Ok(After::Held(if group {
                     Held::Group
@@ -533,47 +519,54 @@ fn handle(
                 }));
             }
             if group {
-                pt::listen(tid).map_err(|e| io::Error::other(e.to_string()))?;
+                pt::listen(tid).map_err(os_err)?;
                 Ok(After::Resumed)
             } else {
                 resume(tid, 0)
             }
         }
-        0 if sig == libc::SIGTRAP | 0x80 => {
-            let (op, nr) = syscall_info(tid)?;
+        pt::Stop::Syscall => {
+            let call = pt::syscall_stop(tid).map_err(os_err)?;
+            let exit = matches!(call, pt::SyscallStop::Exit { .. });
             if detaching {
                 // A syscall stop takes the place of the interrupt's stop (the kernel
-                // clears a pending interrupt at any trap): the thread is held here, put
-                // back before its call (a call the session was watching is made again
-                // after the detach, untraced).
-                if op == OP_ENTRY || op == OP_EXIT {
-                    th.in_call.remove(&tid);
-                    rewind_call(tid, op == OP_ENTRY)?;
+                // clears a pending interrupt at any trap): the thread is held here. At an
+                // entry the call runs after the detach (untraced, if the session was
+                // watching it); at an exit, a call our stop broke off is put back before
+                // its `syscall` instruction.
+                th.in_call.remove(&tid);
+                if exit {
+                    rewind_call(tid)?;
                 }
                 return Ok(After::Held(Held::Interrupt));
             }
-            if op == OP_ENTRY && matches!(nr, SYS_MMAP | SYS_MUNMAP | SYS_MREMAP | SYS_MPROTECT) {
+            let watched =
+                |nr: i64| matches!(nr as u64, SYS_MMAP | SYS_MUNMAP | SYS_MREMAP | SYS_MPROTECT);
+            if matches!(call, pt::SyscallStop::Entry { nr, .. } if watched(nr)) {
                 let regs = getregs(tid)?;
                 if s.syscall_entry(tid, &regs) {
                     th.in_call.insert(tid);
                 }
-            } else if op == OP_EXIT && th.in_call.remove(&tid) {
+            } else if exit && th.in_call.remove(&tid) {
                 let regs = getregs(tid)?;
                 s.syscall_exit(tid, &regs);
             }
             resume(tid, 0)
         }
-        0 => {
+        pt::Stop::Signal { signal, info } => {
             // Even a signal the program ignores stops a traced thread and breaks off an
             // epoll wait: it must restart unless a handler runs.
             let _ = pt::restart_interrupted_call(tid);
-            let si = getsiginfo(tid)?;
-            match s.on_signal(tid, &si) {
+            let Some(si) = info else {
+                return resume(tid, signal);
+            };
+            match s.on_signal(tid, si.raw()) {
                 Signal::Handled => resume(tid, 0),
                 Signal::Deliver(n) => resume(tid, n),
             }
         }
-        _ => resume(tid, 0),
+        pt::Stop::Event(_) => resume(tid, 0),
+        pt::Stop::Exited(_) | pt::Stop::Killed { .. } => Ok(After::Resumed),
     }
 }
 
@@ -588,23 +581,20 @@ fn hold_all(s: &mut Session, th: &mut Threads, held: &mut BTreeMap<i32, Held>) {
     }
     let mut tries = 0u32;
     while held.len() < th.of.len() {
-        let Some((tid, st)) = wait_any(s) else {
+        let Some((tid, stop)) = wait_any(s, th) else {
             tries += 1;
             if tries > 1000 {
                 break;
             }
             continue;
         };
-        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+        if stop.is_gone() {
             gone(s, th, tid);
             held.remove(&tid);
             continue;
         }
-        if !libc::WIFSTOPPED(st) {
-            continue;
-        }
         let known = th.of.contains_key(&tid);
-        match handle(s, th, tid, st, true) {
+        match handle(s, th, tid, stop, true) {
             Ok(After::Held(h)) if known => {
                 held.insert(tid, h);
             }
@@ -632,29 +622,31 @@ fn hold_all(s: &mut Session, th: &mut Threads, held: &mut BTreeMap<i32, Held>) {
 /// completes the access; how the thread is then held (`None`: it is gone).
 fn take_fault(s: &mut Session, th: &mut Threads, tid: i32) -> Option<Held> {
     loop {
-        let mut st = 0;
-        // SAFETY: plain waitpid into a local.
-        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
-        if r < 0 {
+        let queued = th.queue.iter().position(|q| q.0 == tid);
+        let next = match queued {
+            Some(k) => th.queue.remove(k),
+            None => wait_raw(tid),
+        };
+        let Some((_, stop)) = next else {
             if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
             return None;
-        }
-        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+        };
+        if stop.is_gone() {
             gone(s, th, tid);
             return None;
         }
-        if libc::WIFSTOPPED(st) && st >> 16 == 0 && libc::WSTOPSIG(st) != libc::SIGTRAP | 0x80 {
-            let si = getsiginfo(tid).ok()?;
-            return Some(match s.on_signal(tid, &si) {
-                Signal::Handled => Held::Signal(0),
-                Signal::Deliver(n) => Held::Signal(n),
+        if let pt::Stop::Signal { signal, info } = stop {
+            return Some(match info.map(|si| s.on_signal(tid, si.raw())) {
+                Some(Signal::Handled) => Held::Signal(0),
+                Some(Signal::Deliver(n)) => Held::Signal(n),
+                None => Held::Signal(signal),
             });
         }
         // Another stop first (an event): handled as while detaching, then on to the
         // signal.
-        match handle(s, th, tid, st, true) {
+        match handle(s, th, tid, stop, true) {
             Ok(After::Held(h)) => {
                 if pt::cont(tid, 0).is_err() {
                     return Some(h);
