@@ -15,9 +15,9 @@
 //! 2. a SIGSEGV still queued for a thread (a fault whose signal had not been dequeued when
 //!    the interrupt stopped it) is taken and completed, so none is left pending;
 //! 3. every region gets the program's protection back, by an `mprotect` run inside a
-//!    thread; a thread interrupted inside a blocking call is first put back at its
-//!    `syscall` instruction (what the kernel does itself when no handler runs), so the
-//!    call is restarted, never failed with `EINTR`;
+//!    thread (the engine's injection leaves a call the thread was blocked in to restart,
+//!    never failed with `EINTR`); a thread held at the exit of a call our stop broke off
+//!    is put back before the call;
 //! 4. the aliases in the recorder are unmapped, the rings retired, and each thread
 //!    detached.
 
@@ -120,28 +120,6 @@ fn tgid_of(tid: i32) -> Option<i32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// A thread stopped inside a blocking system call (`-ERESTART*` in RAX, the call in
-/// ORIG_RAX) is put back at its `syscall` instruction with the call (or
-/// `restart_syscall`, which keeps a sleep's deadline) in RAX and ORIG_RAX cleared: what
-/// the kernel does itself when it resumes such a thread with no handler to run. Calls
-/// injected into it then leave it restarting its call, not failing it with `EINTR` (or
-/// the internal errno 516).
-fn restart_fixup(tid: i32) -> io::Result<()> {
-    let mut r = getregs(tid)?;
-    let ret = r.rax as i64;
-    if (r.orig_rax as i64) < 0 || !(-516..=-512).contains(&ret) || ret == -515 {
-        return Ok(());
-    }
-    r.rax = if ret == -516 {
-        SYS_RESTART_SYSCALL
-    } else {
-        r.orig_rax
-    };
-    r.rip -= 2;
-    r.orig_rax = u64::MAX;
-    setregs(tid, &r)
-}
-
 /// A thread held at a syscall-exit stop while detaching, whose call our stop broke off,
 /// is put back before the call: when the call returns a restart code (`-ERESTART*`,
 /// what the kernel would restart) or `EINTR` from a call that fails so at any stop
@@ -242,10 +220,6 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         let Some(tid) = injection_thread(&th, &held, p) else {
             continue;
         };
-        if let Err(e) = restart_fixup(tid) {
-            notes.push(format!("mmio-trace: process {p}: {e}"));
-            continue;
-        }
         let found = match maps::find(p, &setup.rules) {
             Ok(f) => f,
             Err(e) => {
@@ -532,8 +506,11 @@ fn handle(
                 // A syscall stop takes the place of the interrupt's stop (the kernel
                 // clears a pending interrupt at any trap): the thread is held here. At an
                 // entry the call runs after the detach (untraced, if the session was
-                // watching it); at an exit, a call our stop broke off is put back before
-                // its `syscall` instruction.
+                // watching it); at an exit, a watched call updates the region table, and
+                // a call our stop broke off is put back before its `syscall`.
+                if exit && th.in_call.remove(&tid) {
+                    s.syscall_exit(tid, &getregs(tid)?);
+                }
                 th.in_call.remove(&tid);
                 if exit {
                     rewind_call(tid)?;
@@ -697,7 +674,7 @@ fn detach_all(s: &mut Session, th: &mut Threads) -> io::Result<()> {
         let Some(tid) = injection_thread(th, &hh, p) else {
             continue;
         };
-        let r = restart_fixup(tid).and_then(|()| s.restore(tid));
+        let r = s.restore(tid);
         if let Err(e) = r {
             err.get_or_insert(e);
         }
