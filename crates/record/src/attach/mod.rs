@@ -1,7 +1,7 @@
 //! `record --pid PID`: attach to a running process and all its threads, trace its device
 //! mappings for a while, and detach leaving it as it was.
 //!
-//! Two threads: the *tracer* ([`session`]) seizes the process with ptrace, finds its
+//! Two threads: the *tracer* (`session.rs`) seizes the process with ptrace, finds its
 //! device mappings ([`maps`]), protects them, completes each faulting access from outside
 //! and writes the events into the shared rings, exactly as the ptrace route does for a
 //! program the recorder started; the calling thread drains, merges and writes the log as
@@ -9,8 +9,10 @@
 //! cannot be removed, and without its supervisor it breaks the program): new device
 //! mappings are seen at `PTRACE_SYSCALL` stops of the `mmap` family.
 //!
-//! The recording stops at the end of `--duration`, on SIGINT, SIGTERM or SIGHUP to the
-//! recorder, or when the process ends. Then the tracer detaches (see [`session`]).
+//! The recording stops at the end of `--duration`, on SIGINT, SIGTERM, SIGHUP (or any
+//! other signal that would end the recorder) to the recorder, when the trace can no
+//! longer be written, or when the process ends. Then the tracer detaches (`session.rs`
+//! says how, and what it leaves as it was).
 
 pub mod maps;
 mod preflight;
