@@ -449,3 +449,102 @@ fn ptrace_route_names_the_shared_files_it_did_not_trace_as_the_preload_route_doe
     assert!(want[0].contains(&*f.dev.to_string_lossy()), "{want:?}");
     assert_eq!(warn("ptrace"), want);
 }
+
+/// (direction, bytes, map, offset, call) of every kernel access, in order, the call named
+/// by its system call (the preload route names the libc function: `pread` for `pread64`,
+/// `send` for `sendto`, `stat` for the `newfstatat` glibc makes...).
+fn kernel_accesses(ev: &[Event]) -> Vec<(char, u64, i64, u64, String)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Kernel(k) => {
+                let call = String::from_utf8_lossy(&k.call).into_owned();
+                let call = match call.as_str() {
+                    "pread" => "pread64",
+                    "pwrite" => "pwrite64",
+                    "send" => "sendto",
+                    "recv" => "recvfrom",
+                    "fstat" | "stat" | "lstat" => "fstatat",
+                    "pipe" => "pipe2",
+                    c => c,
+                }
+                .to_string();
+                let d = if k.dir == Direction::Read { 'R' } else { 'W' };
+                Some((d, k.len, k.map_id, k.phys, call))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ptrace_route_system_calls_reach_device_buffers_as_on_the_preload_route() {
+    // read/write, positional and vector forms, sockets, structures the kernel fills
+    // (ioctl, stat, pipe, uname...), raw syscall(2): the same results, device bytes and
+    // kernel records as the preload route (which hands the kernel the alias); without the
+    // supervisor's help they would fail with EFAULT.
+    let f = Fixture::new("sysbuf", "s_sysbuf", 8192);
+    let orig = std::fs::read(&f.dev).unwrap();
+    let (pout, pev, pdev) = run(&f, &orig, &["--no-patch"], &[]);
+    let (tout, tev, tdev) = run(&f, &orig, &["--route", "ptrace"], &[]);
+    assert_exit(&tout, 0);
+    assert_eq!(stdout(&tout), stdout(&pout));
+    assert!(!stdout(&tout).contains("errno 14"), "{}", stdout(&tout));
+    // But the random bytes getrandom put there, and the descriptor numbers pipe and
+    // socketpair put there (the preload route keeps descriptors of its own open).
+    let (mut tdev, mut pdev) = (tdev, pdev);
+    for r in [0x800..0x820, 0x900..0x918] {
+        tdev[r.clone()].fill(0);
+        pdev[r].fill(0);
+    }
+    assert!(tdev == pdev, "the device files differ");
+    let want = kernel_accesses(&pev);
+    assert!(want.len() > 15, "{want:?}");
+    assert_eq!(kernel_accesses(&tev), want);
+}
+
+#[test]
+fn ptrace_route_says_it_cannot_trace_32_bit_system_calls() {
+    // int $0x80 uses the i386 ABI: the filter stops its mmap family, the supervisor lets
+    // the call run and says, once per process, that such mappings are not traced.
+    let f = Fixture::new("int80", "s_int80", 4096);
+    let out = record_cmd(&f.dir, &f.dev, &["--route", "ptrace"])
+        .arg(&f.exe)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out), "mmap2 ok\n");
+    let said = |t: &str| t.contains("NOT TRACED") && t.contains("32-bit (int 0x80)");
+    assert_eq!(
+        stderr(&out).lines().filter(|l| said(l)).count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+    let ev = read_log(&trace_log(&f.dir));
+    assert_eq!(mark_texts(&ev).iter().filter(|m| said(m)).count(), 1);
+}
+
+#[test]
+fn ptrace_route_follows_what_the_program_left_running() {
+    // The program exits, leaving a child (reparented to the recorder, still traced); a
+    // TERM to the recorder reaches it, its access is traced, and the recording ends.
+    let f = Fixture::new("orphan", "cli_orphan", 4096);
+    let (ready, acks) = (f.dir.join("ready"), f.dir.join("acks"));
+    let mut rec = record_cmd(&f.dir, &f.dev, &["--route", "ptrace"])
+        .arg(&f.exe)
+        .arg(&f.dev)
+        .arg(&ready)
+        .arg(&acks)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&mut rec, &ready);
+    // SAFETY: a signal to the recorder we started.
+    unsafe { libc::kill(rec.id() as i32, libc::SIGTERM) };
+    let out = rec.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read_to_string(&acks).unwrap().trim(), "15");
+    let ev = read_log(&trace_log(&f.dir));
+    assert_eq!(accesses(&ev), [('W', 4, 0x20, 15)]);
+}

@@ -32,6 +32,9 @@ const SI_TKILL: i32 = -6;
 const EV_STOP: i32 = 128;
 const EV_SECCOMP: i32 = 7;
 const EV_EXIT: i32 = 6;
+/// `PTRACE_EVENTMSG_SYSCALL_ENTRY`/`_EXIT`: the event message of a syscall stop (5.3+).
+const SYSCALL_MSG_ENTRY: u64 = 1;
+const SYSCALL_MSG_EXIT: u64 = 2;
 
 /// A signal that reached a thread while the engine ran a system call in it. It was put back
 /// into the kernel's queue for the thread (`rt_tgsigqueueinfo`, or `tgkill` where the
@@ -181,7 +184,12 @@ impl Process {
             Ok(v) => v,
             Err(e @ Error::Gone { .. }) => return Err(e),
             Err(e) => {
+                // Leave the thread as close to how it was as possible, signals included.
                 let _ = sys::setregs(tid, &saved);
+                if let Origin::Signal(si) = origin {
+                    let _ = sys::setsiginfo(tid, &si);
+                }
+                self.requeue(tid, caught);
                 return Err(e);
             }
         };
@@ -229,6 +237,15 @@ impl Process {
                 Origin::Entry
             } else {
                 Origin::Plain
+            });
+        }
+        if code == libc::SIGTRAP {
+            // A syscall stop of a thread seized without TRACESYSGOOD (x86 sends no real
+            // SIGTRAP with this code): the event message says entry (1) or exit (2).
+            return Ok(match sys::geteventmsg(tid)? {
+                SYSCALL_MSG_ENTRY => Origin::Entry,
+                SYSCALL_MSG_EXIT => Origin::Plain,
+                _ => Origin::Signal(si),
             });
         }
         if code & 0xff == libc::SIGTRAP && code >> 8 != 0 {
@@ -484,9 +501,12 @@ pub const EINTR_ON_ANY_WAKEUP: [i64; 8] = [232, 281, 441, 65, 220, 128, 208, 333
 const ERESTARTNOHAND: u64 = (-514i64) as u64;
 
 /// Makes a call of [`EINTR_ON_ANY_WAKEUP`] that the tracer's stop broke off resume as if
-/// nothing happened. Call it at the stop [`interrupt`](crate::interrupt) caused and at
+/// nothing happened. Call it at the stop [`interrupt`](crate::interrupt) caused (an
+/// interrupt stop, or the syscall-exit stop that took its place under PTRACE_SYSCALL) and at
 /// signal-delivery-stops (a signal the program ignores wakes a traced thread too);
-/// [`seize_all`](crate::seize_all) does it for the threads it stops.
+/// [`seize_all`](crate::seize_all) does it for the threads it stops. (At such an exit stop
+/// the kernel still has the thread's signal-pending flag set, so it goes through the
+/// restart logic on resume.)
 ///
 /// It applies only where thread `tid` is on its way out of such a call with `EINTR`
 /// (ORIG_RAX names it, RAX is -EINTR, RIP follows a `syscall` instruction and equals RCX,

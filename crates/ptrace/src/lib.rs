@@ -18,16 +18,25 @@
 //! - [`pidfd_getfd`]: a duplicate of another process's file descriptor.
 //!
 //! ```text
-//! check_attach(pid)?;
+//! check_attach(pid)?;                         // Err says what to change (Yama, uid, tracer…)
 //! let stops = seize_all(pid, Options::TRACECLONE | Options::TRACESYSGOOD)?;
-//! let mut proc = Process::new(pid)?;
+//! let mut proc = Process::new(pid);
 //! let addr = proc.remote_mmap(pid, 0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
 //! let mut regs = Regs::read(pid)?;            // regs.vec(3) reads YMM3 etc. (Cpu trait)
 //! for (tid, _) in stops { detach(tid, 0)?; }
 //! ```
 //!
 //! Every function works on thread ids (`tid`); a process's main thread has tid = pid. All
-//! calls must come from the thread that seized the tracee (a ptrace rule).
+//! calls must come from the thread that seized the tracee (a ptrace rule); [`wait`] sees only
+//! the calling thread's tracees, so several tracer threads can share a process.
+//!
+//! Stopping a thread breaks off a system call it is blocked in. The kernel restarts most
+//! calls by itself when the thread resumes (and [`Process::inject_syscall`] keeps that
+//! working); the few that return plain `EINTR` instead (`epoll_wait` and the others of
+//! [`EINTR_ON_ANY_WAKEUP`]) are made to restart by [`restart_interrupted_call`], which
+//! [`seize_all`] applies and a caller applies after its own [`interrupt`]. `NOTES.md` in the
+//! crate has the kernel facts behind this.
+
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

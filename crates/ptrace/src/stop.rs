@@ -168,9 +168,9 @@ pub enum Stop {
     Interrupt,
     /// A ptrace event stop.
     Event(Event),
-    /// Syscall-entry or syscall-exit stop (after [`syscall`](crate::syscall); needs
-    /// [`Options::TRACESYSGOOD`](crate::Options::TRACESYSGOOD) to be told apart from a
-    /// SIGTRAP).
+    /// Syscall-entry or syscall-exit stop (after [`syscall`](crate::syscall)); with
+    /// [`Options::TRACESYSGOOD`](crate::Options::TRACESYSGOOD) the status says so, without it
+    /// the siginfo and event message do. [`syscall_stop`] tells entry from exit.
     Syscall,
 }
 
@@ -182,11 +182,11 @@ impl Stop {
 }
 
 /// Waits for a state change of `who` (a thread id, or -1 for any tracee or child of the
-/// calling thread), `__WALL` (threads and processes alike). With `nohang`, returns `None` at
-/// once if nothing is pending. Retries on `EINTR`.
+/// calling thread), `__WALL` (threads and processes alike) and `__WNOTHREAD` (only the
+/// calling thread's tracees and children: several tracer threads of one process do not
+/// take each other's stops). With `nohang`, returns `None` at once if nothing is pending.
+/// Retries on `EINTR`.
 pub fn wait(who: Pid, nohang: bool) -> Result<Option<(Pid, Stop)>> {
-    // Only the calling thread's tracees and children: tracer threads (and a main loop
-    // reaping its own children) never take each other's stops.
     let flags = libc::__WALL | libc::__WNOTHREAD | if nohang { libc::WNOHANG } else { 0 };
     loop {
         let mut status = 0;
@@ -236,6 +236,15 @@ pub fn decode(tid: Pid, status: i32) -> Stop {
     match event {
         0 if sig == (libc::SIGTRAP | 0x80) => Stop::Syscall,
         0 => match sys::getsiginfo(tid) {
+            // A syscall stop without TRACESYSGOOD: its code is plain SIGTRAP (no real SIGTRAP
+            // on x86 has it) and its event message says entry (1) or exit (2).
+            Ok(si)
+                if si.si_signo == libc::SIGTRAP
+                    && si.si_code == libc::SIGTRAP
+                    && matches!(sys::geteventmsg(tid), Ok(1 | 2)) =>
+            {
+                Stop::Syscall
+            }
             Ok(si) => Stop::Signal {
                 signal: sig,
                 info: Some(SigInfo::from_raw(si)),

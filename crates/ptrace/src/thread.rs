@@ -66,7 +66,10 @@ pub fn seize(tid: Pid, options: Options) -> Result<()> {
 }
 
 /// `PTRACE_INTERRUPT`: asks a seized, running thread to stop; [`wait`](crate::wait) then
-/// reports [`Stop::Interrupt`] (or another stop that came first).
+/// reports [`Stop::Interrupt`], or another stop that came first (any ptrace stop satisfies
+/// the request: none follows it). Call
+/// [`restart_interrupted_call`](crate::restart_interrupted_call) at that stop so that a call
+/// like `epoll_wait` the thread was blocked in does not return `EINTR`.
 pub fn interrupt(tid: Pid) -> Result<()> {
     ptrace_int("INTERRUPT", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }
@@ -249,6 +252,9 @@ fn collect_stops(seized: &mut BTreeMap<Pid, Option<Stop>>) -> Result<()> {
                 // Exec: the process changed under us but the thread is ours; seccomp and
                 // syscall stops: continuing runs the call. These stops consumed the
                 // interrupt: ask again.
+                if let Stop::Syscall = stop {
+                    crate::restart_interrupted_call(t)?;
+                }
                 cont(t, 0)?;
                 interrupt_again(t)?;
                 pending.push(t);

@@ -157,3 +157,70 @@ fn patching_the_current_instruction_in_a_read() {
     assert_eq!(h.line(), "ret=7 errno=0 data=patched");
     assert_eq!(h.exit_code(), 0);
 }
+
+#[test]
+fn every_thread_blocked_in_its_own_call_finishes_it_exactly() {
+    let mut h = Helper::start("e_multi", &[]);
+    let pid = h.pid();
+    let tids: Vec<i32> = h
+        .line()
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let calls: [&[i64]; 5] = [
+        &[libc::SYS_clock_nanosleep, libc::SYS_nanosleep],
+        &[libc::SYS_poll, libc::SYS_ppoll],
+        &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, 441],
+        &[libc::SYS_futex],
+        &[libc::SYS_select, libc::SYS_pselect6],
+    ];
+    for (t, nrs) in tids.iter().zip(calls) {
+        wait_blocked(pid, *t, nrs);
+    }
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    let stops = seize_all(pid, Options::TRACECLONE | Options::TRACESYSGOOD).unwrap();
+    assert_eq!(stops.len(), 6, "{stops:?}");
+    let mut p = Process::new(pid);
+    for (t, s) in &stops {
+        assert!(matches!(s, Stop::Interrupt), "{t}: {s:?}");
+        assert_eq!(
+            p.inject_syscall(*t, libc::SYS_gettid, [0; 6]).unwrap(),
+            *t as i64
+        );
+        let a = p
+            .remote_mmap(
+                *t,
+                0,
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+            .unwrap();
+        p.remote_mprotect(*t, a, 4096, libc::PROT_NONE).unwrap();
+        p.remote_munmap(*t, a, 4096).unwrap();
+    }
+    for (t, _) in &stops {
+        detach(*t, 0).unwrap();
+    }
+    // Each call is back in the kernel before the program's main thread ends the waits
+    // (a futex word changed while its waiter is stopped would make the wait return EAGAIN).
+    // (poll and sleeps come back as restart_syscall, which keeps their deadlines.)
+    for (t, nrs) in tids.iter().zip(calls).skip(1) {
+        let mut nrs = nrs.to_vec();
+        nrs.push(libc::SYS_restart_syscall);
+        wait_blocked(pid, *t, &nrs);
+    }
+    h.write_stdin(b"g");
+    assert_eq!(
+        h.rest(),
+        "main ret=1 errno=0\n\
+         sleep ret=0 errno=0 ms>=1500=1\n\
+         poll ret=1 errno=0\n\
+         epoll ret=1 errno=0\n\
+         futex ret=0 errno=0\n\
+         select ret=1 errno=0\n"
+    );
+    assert_eq!(h.exit_code(), 0);
+}

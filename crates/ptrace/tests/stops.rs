@@ -139,6 +139,33 @@ fn injection_at_a_syscall_entry_stop_returns_to_that_entry() {
 }
 
 #[test]
+fn injection_at_a_syscall_entry_stop_without_tracesysgood() {
+    let mut h = Helper::start("e_block", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    seize_all(pid, Options::NONE).unwrap();
+    syscall(pid, 0).unwrap();
+    let s = wait_tid(pid).unwrap();
+    assert!(matches!(s, Stop::Syscall), "{s:?}");
+    let before = mmio_trace_ptrace::Regs::read(pid).unwrap();
+    assert_eq!(before.user().orig_rax, 0);
+    let mut p = Process::new(pid);
+    assert_eq!(
+        p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
+    let after = mmio_trace_ptrace::Regs::read(pid).unwrap();
+    assert_eq!(
+        format!("{:?}", before.user()),
+        format!("{:?}", after.user())
+    );
+    detach(pid, 0).unwrap();
+    h.write_stdin(b"plain");
+    assert_eq!(h.line(), "ret=5 errno=0 data=plain");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
 fn injection_at_the_exit_stop_of_an_interrupted_read_keeps_its_restart() {
     let mut h = Helper::start("e_block", &["read"]);
     let pid = h.pid();
@@ -171,6 +198,46 @@ fn injection_at_the_exit_stop_of_an_interrupted_read_keeps_its_restart() {
     detach(pid, 0).unwrap();
     h.write_stdin(b"exit");
     assert_eq!(h.line(), "ret=4 errno=0 data=exit");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn epoll_wait_broken_off_at_a_syscall_exit_stop_is_restarted() {
+    let mut h = Helper::start("e_block", &["epoll"]);
+    let pid = h.pid();
+    wait_blocked(
+        pid,
+        pid,
+        &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, 441],
+    );
+    seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    syscall(pid, 0).unwrap();
+    assert!(matches!(wait_tid(pid).unwrap(), Stop::Syscall));
+    assert!(matches!(
+        syscall_stop(pid).unwrap(),
+        SyscallStop::Entry { .. }
+    ));
+    syscall(pid, 0).unwrap();
+    wait_blocked(
+        pid,
+        pid,
+        &[libc::SYS_epoll_wait, libc::SYS_epoll_pwait, 441],
+    );
+    mmio_trace_ptrace::interrupt(pid).unwrap();
+    assert!(matches!(wait_tid(pid).unwrap(), Stop::Syscall));
+    assert_eq!(
+        syscall_stop(pid).unwrap(),
+        SyscallStop::Exit {
+            rval: -(libc::EINTR as i64),
+            is_error: true
+        }
+    );
+    assert!(mmio_trace_ptrace::restart_interrupted_call(pid).unwrap());
+    // Only once: the registers now hold the restart code.
+    assert!(!mmio_trace_ptrace::restart_interrupted_call(pid).unwrap());
+    detach(pid, 0).unwrap();
+    h.write_stdin(b"ep");
+    assert_eq!(h.line(), "ret=1 errno=0 data=ep");
     assert_eq!(h.exit_code(), 0);
 }
 

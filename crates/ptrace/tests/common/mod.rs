@@ -42,6 +42,7 @@ pub struct Helper {
     pub child: Child,
     pub out: BufReader<ChildStdout>,
     done: Arc<AtomicBool>,
+    reaped: bool,
 }
 
 /// How long a helper may live (generous: the machine may be loaded).
@@ -67,6 +68,9 @@ fn watchdog(pid: Pid, done: Arc<AtomicBool>) {
 impl Drop for Helper {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
+        if self.reaped {
+            return;
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -85,7 +89,12 @@ impl Helper {
         let out = BufReader::new(child.stdout.take().unwrap());
         let done = Arc::new(AtomicBool::new(false));
         watchdog(child.id() as Pid, done.clone());
-        let mut h = Helper { child, out, done };
+        let mut h = Helper {
+            child,
+            out,
+            done,
+            reaped: false,
+        };
         let l = h.line();
         assert_eq!(l, "ready", "first line of {name}");
         h
@@ -114,6 +123,13 @@ impl Helper {
         let i = self.child.stdin.as_mut().unwrap();
         i.write_all(data).unwrap();
         i.flush().unwrap();
+    }
+
+    /// Records that the test reaped the helper itself (its tracer's wait saw it exit): its
+    /// pid may be reused, so it must not be killed or waited for.
+    pub fn mark_reaped(&mut self) {
+        self.reaped = true;
+        self.done.store(true, Ordering::SeqCst);
     }
 
     /// Exit code (panics if killed by a signal).

@@ -48,6 +48,17 @@ pub const TRAPPED_SYSCALLS: [u32; 4] = [
     SYS_MREMAP as u32,
 ];
 
+/// Calls that hand the kernel a buffer the ptrace route makes device memory reachable
+/// for: `read`, `write`, `pread64`, `pwrite64`, `readv`, `writev`, `sendto`, `recvfrom`,
+/// `sendmsg`, `recvmsg`, `preadv`, `pwritev`, `preadv2`, `pwritev2`; and those that
+/// write (or read) a structure or a string there: `ioctl` (requests that encode their
+/// argument's size), `stat`, `fstat`, `lstat`, `newfstatat`, `statx`, `getrandom`,
+/// `pipe`, `pipe2`, `socketpair`, `readlink`, `readlinkat`, `getcwd`, `uname`.
+pub const BUFFER_SYSCALLS: [u32; 28] = [
+    0, 1, 17, 18, 19, 20, 44, 45, 46, 47, 295, 296, 327, 328, 16, 4, 5, 6, 262, 332, 318, 22, 293,
+    53, 89, 267, 79, 63,
+];
+
 /// An alias: the same file pages mapped in the recorder, read-write where possible.
 struct Alias {
     base: u64,
@@ -108,6 +119,8 @@ impl Region {
 /// A traced process (one address space).
 struct Proc {
     regions: BTreeMap<u64, Region>,
+    /// The process has the stacked filter for calls handed buffers (or could not get it).
+    buffer_filter: bool,
     /// The engine's state for calls injected into it.
     engine: Process,
     /// Its threads.
@@ -118,6 +131,7 @@ impl Proc {
     fn new(pid: Pid) -> Proc {
         Proc {
             regions: BTreeMap::new(),
+            buffer_filter: false,
             engine: Process::new(pid),
             threads: Vec::new(),
         }
@@ -207,6 +221,9 @@ pub struct Session {
     rules: Rules,
     procs: HashMap<i32, Proc>,
     threads: HashMap<i32, Thread>,
+    /// The filter to stack on a process at its first device mapping, for the calls handed
+    /// buffers (the supervisor's; none for processes attached to, which get no filter).
+    buffer_filter: Option<Vec<libc::sock_filter>>,
     /// Stops seen while the session waited for another (a thread stopped while the others
     /// were being paused): the driver handles them before waiting again.
     deferred: Vec<(Pid, Stop)>,
@@ -221,9 +238,18 @@ impl Session {
             rules,
             procs: HashMap::new(),
             threads: HashMap::new(),
+            buffer_filter: None,
             deferred: Vec::new(),
         }
     }
+    /// Sets the seccomp filter stacked on a process with its first device mapping (it must
+    /// stop the calls of [`BUFFER_SYSCALLS`] with `SECCOMP_RET_TRACE` and hand them to
+    /// [`Session::buffer_call`]); the process must be allowed to add one (no_new_privs or
+    /// `CAP_SYS_ADMIN`). Never for a process that runs on without the recorder.
+    pub fn set_buffer_filter(&mut self, prog: Vec<libc::sock_filter>) {
+        self.buffer_filter = Some(prog);
+    }
+
     /// A stop the session took while waiting for another thread: to handle as if
     /// [`mmio_trace_ptrace::wait`] returned it now.
     pub fn take_deferred(&mut self) -> Option<(Pid, Stop)> {
@@ -279,6 +305,8 @@ impl Session {
         let mut p = Proc::new(child);
         if let Some(from) = self.procs.get(&parent) {
             p.regions = from.regions.clone();
+            // Filters are inherited.
+            p.buffer_filter = from.buffer_filter;
         }
         self.procs.insert(child, p);
         self.add_thread(child, child);
@@ -287,6 +315,7 @@ impl Session {
     /// Process `pid` exec'd a new image (its thread `pid` goes on, the others are gone):
     /// its regions are forgotten (no `UNMAP`, as the in-process route logs none at exec).
     pub fn exec(&mut self, pid: i32) {
+        let filtered = self.procs.get(&pid).is_some_and(|p| p.buffer_filter);
         if let Some(p) = self.procs.remove(&pid) {
             for t in p.threads {
                 if t != pid {
@@ -295,6 +324,10 @@ impl Session {
             }
         }
         self.add_process(pid);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            // Filters survive exec.
+            p.buffer_filter = filtered;
+        }
     }
 
     /// Thread `tid` is gone (exited or killed).
@@ -466,6 +499,203 @@ impl Session {
         let _ = self.trace(tid, &m, pc);
     }
 
+    /// At the seccomp stop of a call of [`BUFFER_SYSCALLS`] (registers `regs`): if a buffer
+    /// it hands the kernel lies in traced pages (which would make it fail with `EFAULT`),
+    /// opens those pages with the program's protection, runs the call to its exit and
+    /// closes them again, then logs a `KERNEL` record per traced piece the kernel read or
+    /// wrote (as the preload route does). The process's other threads are paused meanwhile
+    /// when the descriptor is a regular file; a call on a pipe, socket or device may block
+    /// on another thread, so they run on (their accesses to those pages during the call
+    /// are then not logged). Otherwise leaves the thread at the stop.
+    pub fn buffer_call(&mut self, tid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
+        let Some(pid) = self.pid_of(tid) else {
+            return Ok(());
+        };
+        let nr = regs.orig_rax;
+        let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
+        // A structure or string the call fills (or reads): (KERNEL_CALLS index, pointer,
+        // length, directions (kernel reads, kernel writes), whether the result is the
+        // number of bytes that went (else all of them, when the call succeeded)).
+        let ioc_size = (a[1] >> 16) & 0x3fff;
+        type Fixed = (u8, u64, u64, (bool, bool), bool);
+        let fixed: Option<Fixed> = match nr {
+            16 if (a[1] >> 30) & 3 != 0 && ioc_size != 0 => {
+                let dir = (a[1] >> 30) & 3;
+                Some((19, a[2], ioc_size, (dir & 1 != 0, dir & 2 != 0), false))
+            }
+            4 => Some((20, a[1], 144, (false, true), false)),
+            5 => Some((21, a[1], 144, (false, true), false)),
+            6 => Some((22, a[1], 144, (false, true), false)),
+            262 => Some((23, a[2], 144, (false, true), false)),
+            332 => Some((24, a[4], 256, (false, true), false)),
+            318 => Some((25, a[0], a[1], (false, true), true)),
+            22 => Some((26, a[0], 8, (false, true), false)),
+            293 => Some((27, a[0], 8, (false, true), false)),
+            53 => Some((28, a[3], 8, (false, true), false)),
+            89 => Some((33, a[1], a[2], (false, true), true)),
+            267 => Some((34, a[2], a[3], (false, true), true)),
+            79 => Some((35, a[0], a[1], (false, true), true)),
+            63 => Some((36, a[0], 390, (false, true), false)),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return self.buffer_call_at(tid, pid, a[0] as i32, f.0, &[(f.1, f.2)], f.3, f.4);
+        }
+        // (the KERNEL_CALLS index, whether the kernel writes the buffer)
+        let (call, wrote) = match nr {
+            0 => (0u8, true),
+            1 => (1, false),
+            17 => (2, true),
+            18 => (3, false),
+            19 => (4, true),
+            20 => (5, false),
+            295 => (6, true),
+            296 => (7, false),
+            327 => (8, true),
+            328 => (9, false),
+            44 => (11, false),
+            45 => (15, true),
+            46 => (12, false),
+            47 => (16, true),
+            _ => return Ok(()),
+        };
+        let mut bufs: Vec<(u64, u64)> = Vec::new();
+        // The iovec array (address, count) of the vector calls.
+        let iov = match nr {
+            19 | 20 | 295 | 296 | 327 | 328 => Some((a[1], a[2])),
+            46 | 47 => {
+                // struct msghdr: msg_iov at byte 16, msg_iovlen at byte 24.
+                let mut m = [0u8; 16];
+                if sys::read_mem(pid, a[1].wrapping_add(16), &mut m) != 16 {
+                    return Ok(());
+                }
+                let base = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
+                let n = u64::from_le_bytes(m[8..].try_into().unwrap_or_default());
+                Some((base, n))
+            }
+            _ => None,
+        };
+        if let Some((at, n)) = iov {
+            let n = (n as usize).min(1024);
+            let mut raw = vec![0u8; n * 16];
+            if sys::read_mem(pid, at, &mut raw) != raw.len() {
+                return Ok(());
+            }
+            for c in raw.chunks_exact(16) {
+                let base = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
+                let len = u64::from_le_bytes(c[8..].try_into().unwrap_or_default());
+                bufs.push((base, len));
+            }
+        } else {
+            bufs.push((a[1], a[2]));
+        }
+        self.buffer_call_at(tid, pid, a[0] as i32, call, &bufs, (!wrote, wrote), true)
+    }
+
+    /// [`Session::buffer_call`] for buffers `bufs` of a call on descriptor `fd`: `dirs`
+    /// (the kernel reads them, writes them); `by_result`: the call's result is the number
+    /// of bytes it went through (else all of them, when it succeeded).
+    #[allow(clippy::too_many_arguments)]
+    fn buffer_call_at(
+        &mut self,
+        tid: i32,
+        pid: i32,
+        fd: i32,
+        call: u8,
+        bufs: &[(u64, u64)],
+        dirs: (bool, bool),
+        by_result: bool,
+    ) -> io::Result<()> {
+        // The buffers in order, cut where traced memory begins and ends: (addr, len,
+        // region) with region `None` for ordinary memory.
+        let Some(p) = self.procs.get(&pid) else {
+            return Ok(());
+        };
+        let mut pieces: Vec<(u64, u64, Option<Region>)> = Vec::new();
+        for &(base, len) in bufs {
+            let end = base.saturating_add(len);
+            let mut at = base;
+            for r in p.overlapping(base, end) {
+                let (from, to) = (r.start.max(base), r.end().min(end));
+                if from > at {
+                    pieces.push((at, from - at, None));
+                }
+                pieces.push((from, to - from, Some(r)));
+                at = to;
+            }
+            if end > at {
+                pieces.push((at, end - at, None));
+            }
+        }
+        if !pieces.iter().any(|p| p.2.is_some()) {
+            return Ok(());
+        }
+        let regular = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|m| m.is_file());
+        let others = if regular {
+            self.pause_others(tid, pid)
+        } else {
+            Vec::new()
+        };
+        let mut opened: Vec<(u64, u64, i32)> = Vec::new();
+        for (at, len, r) in &pieces {
+            let Some(r) = r else { continue };
+            let lo = at & !(PAGE - 1);
+            let hi = page_up(at + len);
+            if !opened.iter().any(|o| o.0 == lo && o.1 == hi) {
+                opened.push((lo, hi, r.prot));
+            }
+        }
+        let mut result = Ok(());
+        for &(lo, hi, prot) in &opened {
+            if let Err(e) = self.inject(tid, SYS_MPROTECT, [lo, hi - lo, prot as u64, 0, 0, 0]) {
+                result = Err(e);
+            }
+        }
+        let mut done: Option<i64> = None;
+        if result.is_ok() {
+            match pt::syscall(tid, 0).and_then(|()| pt::wait_tid(tid)) {
+                Ok(Stop::Syscall) => {
+                    done = Regs::read(tid).ok().map(|r| r.user().rax as i64);
+                }
+                Ok(other) => self.deferred.push((tid, other)),
+                Err(e) => result = Err(io::Error::other(e.to_string())),
+            }
+        }
+        if done.is_some() {
+            for &(lo, hi, _) in &opened {
+                let _ = self.inject(tid, SYS_MPROTECT, [lo, hi - lo, 0, 0, 0, 0]);
+            }
+        }
+        self.resume_others(others);
+        let total: u64 = bufs.iter().map(|b| b.1).sum();
+        let n = match done {
+            Some(n) if by_result && n > 0 => n as u64,
+            Some(n) if !by_result && n >= 0 => total,
+            _ => return result,
+        };
+        // The kernel went through the buffers in order: the first `n` bytes (read, then
+        // written back, for an ioctl argument that goes both ways).
+        for wrote in [false, true] {
+            if !(if wrote { dirs.1 } else { dirs.0 }) {
+                continue;
+            }
+            let mut left = n;
+            for (at, len, r) in &pieces {
+                if left == 0 {
+                    break;
+                }
+                let k = (*len).min(left);
+                left -= k;
+                if let Some(r) = r {
+                    let w2 = (k & ((1 << 48) - 1)) | u64::from(wrote) << 63;
+                    let w1 = Record::access_word(*at, r.map_id);
+                    self.push(tid, &mut [Record::new(0, w1, w2, 0, call, Kind::Kernel)]);
+                }
+            }
+        }
+        result
+    }
+
     /// Tells the recorder of a shared mapping of a named file no device rule matched (for
     /// its warning when nothing was traced), as the in-process tracer does.
     fn unmatched(&mut self, tid: i32, pid: i32, fd: i32, path: &[u8]) {
@@ -516,7 +746,7 @@ impl Session {
         let alias = if self.rules.no_alias {
             None
         } else {
-            make_alias(pid, m.fd, &m.path, m.off, len, m.prot)
+            make_alias(pid, m.fd, &m.path, m.addr, m.off, len, m.prot)
         };
         let map_id = self.shm.next_map_id();
         let r = Region {
@@ -542,7 +772,61 @@ impl Session {
         }
         self.mark(tid, &text);
         self.close_pages(tid, m.addr, len, m.off)?;
+        if self.procs.get(&pid).is_some_and(|p| !p.buffer_filter) {
+            self.install_buffer_filter(tid, pid);
+        }
         Ok(map_id)
+    }
+
+    /// Stacks the filter for calls handed buffers on process `pid` (thread `tid` stopped):
+    /// from its first device mapping on, those calls stop for [`Session::buffer_call`].
+    /// If the kernel refuses, says so (those calls then fail with `EFAULT` on device
+    /// memory).
+    fn install_buffer_filter(&mut self, tid: i32, pid: i32) {
+        let Some(prog) = self.buffer_filter.clone() else {
+            return;
+        };
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        p.buffer_filter = true;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let r = match p.engine.remote_mmap(tid, 0, PAGE, rw, flags, -1, 0) {
+            Ok(page) => {
+                // struct sock_fprog { u16 len; (pad); sock_filter *filter } then the code.
+                let mut b = Vec::with_capacity(16 + prog.len() * 8);
+                b.extend_from_slice(&(prog.len() as u64).to_le_bytes());
+                b.extend_from_slice(&(page + 16).to_le_bytes());
+                for i in &prog {
+                    b.extend_from_slice(&i.code.to_le_bytes());
+                    b.push(i.jt);
+                    b.push(i.jf);
+                    b.extend_from_slice(&i.k.to_le_bytes());
+                }
+                let r = if b.len() as u64 <= PAGE && sys::write_mem(pid, page, &b) {
+                    // seccomp(SECCOMP_SET_MODE_FILTER, 0, &prog)
+                    self.inject(tid, 317, [1, 0, page, 0, 0, 0])
+                } else {
+                    Ok(-i64::from(libc::EFAULT))
+                };
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    let _ = p.engine.remote_munmap(tid, page, PAGE);
+                }
+                r
+            }
+            Err(e) => Err(io::Error::other(e.to_string())),
+        };
+        let why = match r {
+            Ok(0) => return,
+            Ok(e) => io::Error::from_raw_os_error(-e as i32).to_string(),
+            Err(e) => e.to_string(),
+        };
+        let text = format!(
+            "mmio-trace: process {pid}: cannot add the seccomp filter for system calls on device memory ({why}): such calls fail with EFAULT"
+        );
+        eprintln!("{text}");
+        self.mark(tid, text.as_bytes());
     }
 
     /// Makes the traced pages of `[addr, addr+len)` (file offset `off`) `PROT_NONE` in the
@@ -1680,13 +1964,15 @@ fn map_file(fd: i32, off: u64, len: u64, prot: i32) -> Option<u64> {
     None
 }
 
-/// The alias of a device mapping of process `pid`: the program's own open file
+/// The alias of a device mapping of process `pid` at `addr`: the program's own open file
 /// (`pidfd_getfd`: drivers keep per-open-file state), else the file reopened by its
-/// `/proc/PID/fd` link, else by its path.
+/// `/proc/PID/fd` link, else the mapping's own file (`/proc/PID/map_files`, when the
+/// program closed its descriptor; needs `CAP_SYS_ADMIN`), else its path.
 fn make_alias(
     pid: i32,
     fd: Option<i32>,
     path: &[u8],
+    addr: u64,
     off: u64,
     len: u64,
     prot: i32,
@@ -1698,6 +1984,10 @@ fn make_alias(
         if file.is_none() {
             file = open_rw(std::path::Path::new(&format!("/proc/{pid}/fd/{fd}")));
         }
+    }
+    if file.is_none() {
+        let p = format!("/proc/{pid}/map_files/{addr:x}-{:x}", addr + len);
+        file = open_rw(std::path::Path::new(&p));
     }
     if file.is_none() {
         file = open_rw(std::path::Path::new(std::ffi::OsStr::from_bytes(path)));

@@ -1,8 +1,9 @@
 //! `record --route ptrace`: a recorder thread starts the program under ptrace and a
 //! seccomp filter, and owns every process it becomes (clone, fork, vfork and exec are
-//! followed): it takes all their stops and exits (`waitpid(-1, __WALL)`), so the
-//! recorder's main loop must reap nothing itself; it reads how the program ended, and
-//! whether every descendant is gone, from [`Supervisor`].
+//! followed): it takes all their stops and exits (`waitpid(-1, __WALL | __WNOTHREAD)`:
+//! ptrace stops are the tracer thread's alone), so the recorder's main loop reaps only
+//! its own children (`__WNOTHREAD` too: orphans handed to the subreaper); it reads how the
+//! program ended, and whether every descendant is gone, from [`Supervisor`].
 
 use std::ffi::CString;
 use std::io;
@@ -83,53 +84,104 @@ const SECCOMP_RET_TRACE: u32 = 0x7ff0_0000;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 /// `SECCOMP_RET_DATA` of the stops for 32-bit (`int 0x80`) calls of the mmap family.
 const DATA_I386: u32 = 1;
+/// `SECCOMP_RET_DATA` of the stops for calls handed a buffer.
+const DATA_BUFFER: u32 = 2;
 
-/// The seccomp filter: `SECCOMP_RET_TRACE` for `mmap`, `mprotect`, `munmap`, `mremap` of
-/// the x86-64 ABI; the same calls of the i386 ABI (`int 0x80`: `mmap`, `mmap2`, `munmap`,
-/// `mremap`, `mprotect`) trap with data 1, for the supervisor to say they are not traced
-/// (the emulator is x86-64 only); the x32 ABI and everything else is allowed.
-fn filter() -> Vec<libc::sock_filter> {
-    let st = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
+/// A filter's list of x86-64 calls that stop with `data`: `nr == k` tests, then ALLOW,
+/// then `TRACE | data`.
+fn section(nrs: &[u32], data: u32) -> Vec<libc::sock_filter> {
+    let mut v: Vec<libc::sock_filter> = nrs
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            // To the TRACE after the ALLOW that follows the last test.
+            jt: (nrs.len() - i) as u8,
+            jf: 0,
+            k,
+        })
+        .collect();
+    v.push(ret(SECCOMP_RET_ALLOW));
+    v.push(ret(SECCOMP_RET_TRACE | data));
+    v
+}
+
+fn ld(off: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: off,
+    }
+}
+
+fn ret(k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
         jt: 0,
         jf: 0,
         k,
-    };
-    let j = |k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
-        jt,
-        jf,
-        k,
-    };
-    let ld = |off: u32| st(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off);
-    let ret = |k: u32| st(libc::BPF_RET | libc::BPF_K, k);
-    let [mmap, mprotect, munmap, mremap] = super::TRAPPED_SYSCALLS;
-    vec![
-        /* 0 */ ld(4), // arch
-        /* 1 */ j(AUDIT_ARCH_X86_64, 0, 8), // else -> 10
-        /* 2 */ ld(0), // nr
-        /* 3 */
+    }
+}
+
+/// The seccomp filter every traced program starts with: `SECCOMP_RET_TRACE` for `mmap`,
+/// `mprotect`, `munmap`, `mremap` of the x86-64 ABI (data 0); the same calls of the i386
+/// ABI (`int 0x80`: `mmap`, `mmap2`, `munmap`, `mremap`, `mprotect`) stop with data
+/// [`DATA_I386`], for the supervisor to say they are not traced (the emulator is x86-64
+/// only); the x32 ABI and everything else is allowed. The calls handed buffers get their
+/// own filter ([`buffer_filter`]) once a process has a device mapping.
+pub(crate) fn filter() -> Vec<libc::sock_filter> {
+    let mmap64 = section(&super::TRAPPED_SYSCALLS, 0);
+    let i386 = section(&[90, 192, 91, 163, 125], DATA_I386);
+    let mut v = vec![
+        ld(4),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            // Not x86-64: past `ld nr`, the x32 test and the x86-64 list.
+            jf: (2 + mmap64.len()) as u8,
+            k: AUDIT_ARCH_X86_64,
+        },
+        ld(0),
         libc::sock_filter {
             code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
-            jt: 5, // x32 -> 9
+            // x32: the list's ALLOW.
+            jt: (mmap64.len() - 2) as u8,
             jf: 0,
             k: 0x4000_0000,
         },
-        /* 4 */ j(mmap, 3, 0),
-        /* 5 */ j(mprotect, 2, 0),
-        /* 6 */ j(munmap, 1, 0),
-        /* 7 */ j(mremap, 0, 1),
-        /* 8 */ ret(SECCOMP_RET_TRACE),
-        /* 9 */ ret(SECCOMP_RET_ALLOW),
-        /* 10 */ ld(0),
-        /* 11 */ j(90, 4, 0),
-        /* 12 */ j(192, 3, 0),
-        /* 13 */ j(91, 2, 0),
-        /* 14 */ j(163, 1, 0),
-        /* 15 */ j(125, 0, 1),
-        /* 16 */ ret(SECCOMP_RET_TRACE | DATA_I386),
-        /* 17 */ ret(SECCOMP_RET_ALLOW),
-    ]
+    ];
+    v.extend_from_slice(&mmap64);
+    v.push(ld(0));
+    v.extend_from_slice(&i386);
+    v
+}
+
+/// The filter a process gets with its first device mapping (stacked on [`filter`]: seccomp
+/// runs both): `SECCOMP_RET_TRACE` with data [`DATA_BUFFER`] for the x86-64 calls of
+/// [`super::BUFFER_SYSCALLS`], whose buffers may lie in device memory. Processes that map
+/// no device never stop for them.
+pub(crate) fn buffer_filter() -> Vec<libc::sock_filter> {
+    let bufs = section(&super::BUFFER_SYSCALLS, DATA_BUFFER);
+    let mut v = vec![
+        ld(4),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            // Not x86-64: to the list's ALLOW.
+            jf: (2 + bufs.len() - 2) as u8,
+            k: AUDIT_ARCH_X86_64,
+        },
+        ld(0),
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+            jt: (bufs.len() - 2) as u8,
+            jf: 0,
+            k: 0x4000_0000,
+        },
+    ];
+    v.extend_from_slice(&bufs);
+    v
 }
 
 /// Whether the recorder has `CAP_SYS_ADMIN` (bit 21 of `CapEff`).
@@ -306,6 +358,7 @@ fn supervise(
     drop(envp);
     drop(start);
     let mut s = Session::new(shm, rules);
+    s.set_buffer_filter(buffer_filter());
     s.add_thread(pid, pid);
     run_loop(
         &mut s,
@@ -448,6 +501,10 @@ fn seccomp_stop(s: &mut Session, tid: i32, data: u16, warned_i386: &mut Vec<i32>
         }
         return;
     }
+    if u32::from(data) == DATA_BUFFER {
+        let _ = s.buffer_call(tid, &regs);
+        return;
+    }
     if !s.syscall_entry(tid, &regs) || pt::syscall(tid, 0).is_err() {
         return;
     }
@@ -460,5 +517,65 @@ fn seccomp_stop(s: &mut Session, tid: i32, data: u16, warned_i386: &mut Vec<i32>
         // Anything else (killed meanwhile): the main loop's.
         Ok(other) => s.deferred.push((tid, other)),
         Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Runs the filter (the instructions it uses) on a call: the filter's return value.
+    fn run(prog: &[libc::sock_filter], arch: u32, nr: u32) -> u32 {
+        let data = |off: u32| match off {
+            0 => nr,
+            4 => arch,
+            _ => panic!("load of offset {off}"),
+        };
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = prog[pc];
+            let code = u32::from(i.code);
+            if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
+                a = data(i.k);
+            } else if code == libc::BPF_RET | libc::BPF_K {
+                return i.k;
+            } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
+                pc += usize::from(if a == i.k { i.jt } else { i.jf });
+            } else if code == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K {
+                pc += usize::from(if a >= i.k { i.jt } else { i.jf });
+            } else {
+                panic!("instruction {code:#x}");
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    fn the_filters_trap_exactly_the_calls_they_name() {
+        let (f, b) = (super::filter(), super::buffer_filter());
+        let x86_64 = super::AUDIT_ARCH_X86_64;
+        let (trace, allow) = (super::SECCOMP_RET_TRACE, super::SECCOMP_RET_ALLOW);
+        for nr in 0..460u32 {
+            let want = if super::super::TRAPPED_SYSCALLS.contains(&nr) {
+                trace
+            } else {
+                allow
+            };
+            assert_eq!(run(&f, x86_64, nr), want, "x86-64 call {nr}");
+            let want = if super::super::BUFFER_SYSCALLS.contains(&nr) {
+                trace | super::DATA_BUFFER
+            } else {
+                allow
+            };
+            assert_eq!(run(&b, x86_64, nr), want, "x86-64 call {nr} (buffers)");
+            // The x32 ABI: allowed, whatever the number.
+            assert_eq!(run(&f, x86_64, nr | 0x4000_0000), allow, "x32 call {nr}");
+            assert_eq!(run(&b, x86_64, nr | 0x4000_0000), allow, "x32 call {nr}");
+            let i386 = if [90, 192, 91, 163, 125].contains(&nr) {
+                trace | super::DATA_I386
+            } else {
+                allow
+            };
+            assert_eq!(run(&f, 0x4000_0003, nr), i386, "i386 call {nr}");
+            assert_eq!(run(&b, 0x4000_0003, nr), allow, "i386 call {nr} (buffers)");
+        }
     }
 }
