@@ -8,8 +8,8 @@ use std::os::fd::AsRawFd;
 
 use common::{wait_blocked, Helper};
 use mmio_trace_ptrace::{
-    check_attach, detach, diagnose, interrupt, pidfd_getfd, seize, wait_tid, AttachError,
-    AttachFacts, Error, Options, Stop,
+    check_attach, detach, diagnose, interrupt, pidfd_getfd, seize, seize_all, wait_tid,
+    AttachError, AttachFacts, Error, Options, Stop,
 };
 
 fn gone_pid() -> i32 {
@@ -289,4 +289,20 @@ fn pidfd_getfd_duplicates_the_targets_open_file() {
     h.write_stdin(b"z");
     assert_eq!(h.line(), "ret=1 errno=0 data=z");
     assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn seize_all_reports_why_it_cannot_start() {
+    let me = std::process::id() as i32;
+    let e = seize_all(me, Options::NONE).unwrap_err();
+    assert!(
+        matches!(e, Error::Attach(AttachError::OwnProcess { pid }) if pid == me),
+        "{e}"
+    );
+    let gone = gone_pid();
+    let e = seize_all(gone, Options::NONE).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("no process {gone} (check the pid, e.g. `ps -p {gone}`)")
+    );
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Helper;
-use mmio_trace_ptrace::{cont, seize, wait_tid, Mem, Options, Regs, Stop};
+use mmio_trace_ptrace::{cont, read_mem, seize, wait_tid, write_mem, Mem, Options, Regs, Stop};
 use mmio_trace_x86::{decode, emulate, Bus, BusFault, Cpu};
 
 /// A device whose byte at offset i is `i * 3 + 1`; records writes.
@@ -45,6 +45,17 @@ fn faults_emulated_through_regs_give_the_program_exact_values() {
     let l = h.line();
     let base = u64::from_str_radix(l.strip_prefix("addr=").unwrap(), 16).unwrap();
     seize(pid, Options::TRACESYSGOOD).unwrap();
+    // The PROT_NONE page is readable and writable from outside (/proc/PID/mem, where
+    // process_vm_readv fails).
+    write_mem(pid, base + 4000, b"outside").unwrap();
+    let mut back = [0u8; 7];
+    read_mem(pid, base + 4000, &mut back).unwrap();
+    assert_eq!(&back, b"outside");
+    let e = read_mem(pid, 8, &mut back).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("cannot read 7 bytes at 0x8 in process {pid}: Input/output error (os error 5) (is the range mapped?)")
+    );
     h.write_stdin(b"g");
     let mut mem = Mem::new(pid);
     let mut dev = Dev {

@@ -11,9 +11,14 @@ use mmio_trace_ptrace::{
 
 /// Queues SIGUSR1 with SI_QUEUE and value `v` to thread `tid` of `pid`.
 fn sigqueue(pid: i32, tid: i32, v: i32) {
+    sigqueue_sig(pid, tid, libc::SIGUSR1, v)
+}
+
+/// Queues `sig` with SI_QUEUE and value `v` to thread `tid` of `pid`.
+fn sigqueue_sig(pid: i32, tid: i32, sig: i32, v: i32) {
     // SAFETY: an all-zero siginfo_t is valid; the fields set below are the sigqueue layout.
     let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    si.si_signo = libc::SIGUSR1;
+    si.si_signo = sig;
     si.si_code = libc::SI_QUEUE;
     // si_pid, si_uid, si_value follow the three ints at the start (x86-64 layout).
     let words = &mut si as *mut libc::siginfo_t as *mut i32;
@@ -24,7 +29,7 @@ fn sigqueue(pid: i32, tid: i32, v: i32) {
         *words.add(6) = v;
     }
     // SAFETY: the kernel reads one siginfo_t.
-    let r = unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, libc::SIGUSR1, &si) };
+    let r = unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, sig, &si) };
     assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
 }
 
@@ -53,7 +58,45 @@ fn a_signal_arriving_during_an_injection_is_delivered_afterwards_with_its_siginf
     h.write_stdin(b"hello");
     assert_eq!(
         h.line(),
-        "ret=5 errno=0 data=hello usr1=1 code=-1 value=1234"
+        "ret=5 errno=0 data=hello usr1=1 code=-1 value=1234 rt="
+    );
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn realtime_signals_arriving_during_an_injection_keep_their_order_and_values() {
+    let mut h = Helper::start("e_sig", &[]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    let rt = libc::SIGRTMIN() + 1;
+    for v in [11, 22, 33] {
+        sigqueue_sig(pid, pid, rt, v);
+    }
+    let mut p = Process::new(pid);
+    assert_eq!(
+        p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
+    let rq = p.take_requeued();
+    assert_eq!(
+        rq.iter().map(|r| (r.signal, r.exact)).collect::<Vec<_>>(),
+        vec![(rt, true); 3],
+        "{rq:?}"
+    );
+    // A second injection meets them again and puts them back again, in order.
+    assert_eq!(
+        p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
+    assert_eq!(p.take_requeued().len(), 3);
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    h.write_stdin(b"rt");
+    assert_eq!(
+        h.line(),
+        "ret=2 errno=0 data=rt usr1=0 code=0 value=0 rt=11,22,33"
     );
     assert_eq!(h.exit_code(), 0);
 }
@@ -91,7 +134,10 @@ fn injection_at_a_signal_delivery_stop_keeps_the_siginfo_to_deliver() {
     assert!(p.take_requeued().is_empty());
     detach(pid, libc::SIGUSR1).unwrap();
     h.write_stdin(b"abc");
-    assert_eq!(h.line(), "ret=3 errno=0 data=abc usr1=1 code=-1 value=77");
+    assert_eq!(
+        h.line(),
+        "ret=3 errno=0 data=abc usr1=1 code=-1 value=77 rt="
+    );
     assert_eq!(h.exit_code(), 0);
 }
 
