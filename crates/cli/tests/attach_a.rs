@@ -523,6 +523,14 @@ fn a_device_mapped_while_attached_is_traced() {
                 "UNMAP {}",
                 if u.id == maps[0] { "dev" } else { "dev2" }
             )),
+            Event::Kernel(k) => Some(format!(
+                "KERNEL {} {} {} {:#x} {}",
+                if k.dir == Direction::Read { 'R' } else { 'W' },
+                k.len,
+                if k.map_id == maps[0] { "dev" } else { "dev2" },
+                k.phys,
+                String::from_utf8_lossy(&k.call)
+            )),
             Event::Access(a) => Some(format!(
                 "{} {} {} {:#x} {:#x}",
                 if a.map_id == maps[0] { "dev" } else { "dev2" },
@@ -542,10 +550,19 @@ fn a_device_mapped_while_attached_is_traced() {
             "dev2 W 4 0x40 0xfeed",
             "dev2 R 4 0x40 0xfeed",
             "dev2 W 2 0x44 0xbeef",
+            "KERNEL R 4 dev2 0x40 pwrite64",
+            "KERNEL W 2 dev2 0x48 pread64",
             "UNMAP dev2",
             "dev W 4 0x10 0x5a5a",
         ]
     );
+    // The kernel's reads and writes of device memory happened: the file got the device's
+    // bytes, the device the file's.
+    assert_eq!(
+        std::fs::read(t.dir.join("out.bin")).unwrap(),
+        [0xed, 0xfe, 0, 0]
+    );
+    assert_device_bytes(&dev2, 0x48, &[0xed, 0xfe]);
 }
 
 /// Errors: no such process, the recorder itself, a process already traced (attach twice

@@ -32,7 +32,7 @@ use mmio_trace_ring::Shm;
 use mmio_trace_tracer::rules::Rules;
 
 use super::{maps, Ended, Started, Target};
-use crate::remote::{Mapping, Session, Signal};
+use crate::remote::{Mapping, Session, Signal, BUFFER_SYSCALLS};
 use crate::{Error, Exit};
 
 /// Set when the recording is to end; the tracer checks it whenever `waitpid` returns.
@@ -519,11 +519,18 @@ fn handle(
             }
             let watched =
                 |nr: i64| matches!(nr as u64, SYS_MMAP | SYS_MUNMAP | SYS_MREMAP | SYS_MPROTECT);
+            let buffer = |nr: i64| BUFFER_SYSCALLS.contains(&(nr as u32));
             if matches!(call, pt::SyscallStop::Entry { nr, .. } if watched(nr)) {
                 let regs = getregs(tid)?;
                 if s.syscall_entry(tid, &regs) {
                     th.in_call.insert(tid);
                 }
+            } else if matches!(call, pt::SyscallStop::Entry { nr, .. } if buffer(nr)) {
+                // A buffer in traced pages would fail the call with EFAULT: the session
+                // opens them for it, runs it to its exit (where the thread then is) and
+                // logs the kernel's accesses, as the preload route does.
+                let regs = getregs(tid)?;
+                let _ = s.buffer_call(tid, &regs);
             } else if exit && th.in_call.remove(&tid) {
                 let regs = getregs(tid)?;
                 s.syscall_exit(tid, &regs);
