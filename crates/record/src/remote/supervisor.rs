@@ -271,6 +271,22 @@ fn child(
     fail(0)
 }
 
+/// Ends the supervision whatever happens: a supervisor thread that panicked (a bug)
+/// leaves the program killed (`EXITKILL`, its tracer gone) and says so, and the recorder
+/// finishes the log instead of waiting for ever.
+struct Ending(Arc<Shared>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("mmio-trace: the ptrace supervisor failed; the program was killed");
+            let mut e = self.0.exit.lock().unwrap_or_else(|e| e.into_inner());
+            e.get_or_insert(Exit::Signal(libc::SIGKILL));
+        }
+        self.0.done.store(true, Ordering::Release);
+    }
+}
+
 fn supervise(
     start: Start,
     shm: Shm,
@@ -278,6 +294,7 @@ fn supervise(
     tx: std::sync::mpsc::Sender<io::Result<i32>>,
     shared: Arc<Shared>,
 ) {
+    let _ending = Ending(shared.clone());
     let mut fds = [0i32; 2];
     // SAFETY: plain pipe2 into a local array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
