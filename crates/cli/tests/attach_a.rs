@@ -906,3 +906,39 @@ fn another_users_process_is_refused_with_what_to_change() {
     );
     assert!(!log.exists());
 }
+
+/// A statically linked program (no loader, no preload possible) is attached to, traced
+/// and detached the same way.
+#[test]
+fn a_static_program_is_attached_to_the_same_way() {
+    let t = fixture("static", "a_loop");
+    let exe = t.dir.join("a_loop_static");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/programs/a_loop.c");
+    let st = Command::new("cc")
+        .args(["-O1", "-static", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed");
+    assert!(
+        st.success(),
+        "linking a_loop statically (needs libc.a: libc6-dev)"
+    );
+    let target = Target::start(
+        &exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "2".as_ref()],
+    );
+    let out = attach_run(target.pid, &log(&t, 1), &[&t.dev], &["--duration", "0.5"]);
+    assert_exit(&out, 0);
+    let ev = read_log(&log(&t, 1));
+    let want = format!(
+        "mmio-trace: attached to {} (3 threads, 1 device mapping)",
+        target.pid
+    );
+    assert!(mark_texts(&ev).contains(&want), "{:?}", mark_texts(&ev));
+    assert_consecutive_iterations(&accesses_of_tid(&ev, target.pid as u32));
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
