@@ -118,9 +118,26 @@ pub struct RecordArgs {
     #[arg(short, long)]
     quiet: bool,
 
+    /// Attach to the running process PID (all its threads, and the children it forks
+    /// meanwhile) instead of starting a program: trace the device mappings it holds and
+    /// makes, until --duration ends, the recorder gets SIGINT (^C), SIGTERM or SIGHUP, or
+    /// the process ends; then detach, leaving it running as before. Needs the right to
+    /// ptrace it (same user and Yama ptrace_scope 0, or CAP_SYS_PTRACE); every traced
+    /// access stops the process (tens of microseconds each)
+    #[arg(long, value_name = "PID", conflicts_with_all = ["command", "inject"])]
+    pid: Option<i32>,
+
+    /// With --pid: detach after SECONDS (a decimal number, e.g. 1.5)
+    #[arg(long, value_name = "SECONDS", requires = "pid", value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+
     /// The program to run, and its arguments (`--` before it is needed only when the
     /// program's name starts with `-`; options of the recorder go before it).
-    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
+    #[arg(
+        required_unless_present = "pid",
+        trailing_var_arg = true,
+        value_name = "PROGRAM"
+    )]
     command: Vec<OsString>,
 }
 
@@ -141,7 +158,15 @@ Exit status: PROGRAM's, or 128+N if it died of signal N;
   125  the trace could not be written: the output could not be opened, or a write failed
        (PROGRAM then runs to its end all the same, the file ends on a whole record, and
        the message gives PROGRAM's own status);
-    2  bad usage;  1  another failure of the recorder.";
+    2  bad usage;  1  another failure of the recorder.
+
+With --pid: 0 once detached (the process runs on as before), or the process's own status
+(128+N for signal N) if it ended while attached; 2 when it cannot be attached to (no such
+process, the recorder itself, already traced, not permitted: the message says what to
+change; no trace written); 125 as above (a failed write also detaches). SIGINT, SIGTERM,
+SIGHUP, and every other signal that would end the recorder (QUIT, USR1, USR2, ALRM...),
+detach; they are not passed on. A recorder killed by SIGKILL leaves the process's device
+pages closed: it dies at its next access.";
 
 /// The exit status of `record` when the trace could not be written (whether or not the
 /// program ran): distinct from 126/127 (the program could not be started) and 128+N (it
@@ -158,6 +183,18 @@ fn parse_device(s: &str) -> Result<String, String> {
         return Err("an empty GLOB names no device file".to_string());
     }
     Ok(s.to_string())
+}
+
+/// `--duration`: seconds, decimal (`2`, `1.5`, `0.25`), optionally ending in `s`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let n = s.trim().strip_suffix('s').unwrap_or(s.trim());
+    let secs: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds (e.g. 10 or 1.5)"))?;
+    if !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?}: give a number of seconds from 0 to 1e9"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn parse_ranges(s: &str) -> Result<String, String> {
@@ -236,6 +273,17 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
+    }
+    if let Some(pid) = args.pid {
+        return run_attach(pid, args, output);
+    }
+    if args.duration.is_some() {
+        // (clap's `requires` is not checked beside a trailing PROGRAM.)
+        return Err(crate::input::BadInput(
+            "--duration needs --pid: a program started by record is recorded until it ends"
+                .to_string(),
+        )
+        .into());
     }
     let mut opts = mmio_trace_record::Options::new(args.command, output.clone());
     opts.format = match args.format {
@@ -374,6 +422,69 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
                 out.slow_steps
             );
         }
+    }
+    Ok(ExitCode::from(out.exit.code()))
+}
+
+/// The exit status of `record --pid` when the process cannot be attached to (as for bad
+/// usage: nothing was traced, and what to change is said).
+pub const EXIT_CANNOT_ATTACH: u8 = 2;
+
+/// Runs `record --pid PID`.
+fn run_attach(pid: i32, args: RecordArgs, output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut opts = mmio_trace_record::AttachOptions::new(pid, output.clone());
+    opts.duration = args.duration;
+    opts.format = match args.format {
+        RecordFormat::Text => Format::Text,
+        RecordFormat::Binary => Format::Binary,
+    };
+    opts.devices = args.devices;
+    opts.no_default_devices = args.no_default_devices;
+    opts.ranges = args.ranges;
+    opts.bypass = args.bypass;
+    opts.no_alias = args.no_alias;
+    opts.status = !args.quiet;
+    let no_defaults = opts.no_default_devices;
+    let out = match mmio_trace_record::attach(&opts) {
+        Ok(out) => out,
+        Err(e @ Error::Attach { .. }) => {
+            eprintln!("mmio-trace: {e}");
+            return Ok(ExitCode::from(EXIT_CANNOT_ATTACH));
+        }
+        Err(e @ Error::Open { .. }) => {
+            eprintln!("mmio-trace: {e}");
+            return Ok(ExitCode::from(EXIT_TRACE_FAILED));
+        }
+        Err(Error::Incomplete {
+            path,
+            error,
+            outcome,
+            written,
+        }) => {
+            eprintln!("mmio-trace: cannot write the trace to {path}: {error}");
+            eprintln!(
+                "mmio-trace: the trace is incomplete: {written} bytes written; {}",
+                match outcome.exit {
+                    mmio_trace_record::Exit::Code(0) => "the process was detached".to_string(),
+                    e => format!("the process {}", ended(e)),
+                }
+            );
+            return Ok(ExitCode::from(EXIT_TRACE_FAILED));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if out.lost > 0 {
+        eprintln!("mmio-trace: warning: {} events lost", out.lost);
+    }
+    if out.maps == 0 {
+        eprintln!(
+            "mmio-trace: warning: no device mapping matched, nothing was traced{}",
+            if no_defaults {
+                ""
+            } else {
+                " (name the device with --device PATH or GLOB)"
+            }
+        );
     }
     Ok(ExitCode::from(out.exit.code()))
 }

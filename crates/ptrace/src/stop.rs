@@ -220,7 +220,7 @@ pub fn wait_tid(tid: Pid) -> Result<Stop> {
 
 /// Decodes a `waitpid` status of `tid`, asking the kernel for the event message or siginfo
 /// where the status alone does not say enough.
-pub(crate) fn decode(tid: Pid, status: i32) -> Stop {
+pub fn decode(tid: Pid, status: i32) -> Stop {
     if libc::WIFEXITED(status) {
         return Stop::Exited(libc::WEXITSTATUS(status));
     }

@@ -12,6 +12,7 @@
 //! (with `mmio_trace_tracer::trace_region`).
 #![warn(missing_docs)]
 
+pub mod attach;
 #[doc(hidden)]
 pub mod bench;
 mod decode;
@@ -38,6 +39,7 @@ use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
+pub use attach::{attach, AttachOptions};
 pub use decode::{Patching, RefusedSite, UnmatchedFile};
 pub use output::{create_private, TRACE_FILE_MODE};
 pub use selftrace::SelfRecorder;
@@ -210,6 +212,15 @@ pub enum Error {
     /// length runs past the end of the address space.
     #[error("bad range {0:?}: {1}")]
     EmptyRange(String, String),
+    /// `record --pid`: the process cannot be attached to (nothing was written; the
+    /// reason says what to change).
+    #[error("cannot attach to process {pid}: {reason}")]
+    Attach {
+        /// The process id given.
+        pid: i32,
+        /// Why, and what to change.
+        reason: String,
+    },
     /// Shared memory could not be set up.
     #[error("cannot create the shared-memory channel: {0}")]
     Shm(io::Error),
@@ -842,14 +853,14 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// The status line: events, events/s, bytes, processes; redrawn at most 4 times a second.
-struct Status {
+pub(crate) struct Status {
     start: Instant,
     last: Instant,
     last_events: u64,
 }
 
 impl Status {
-    fn new() -> Status {
+    pub(crate) fn new() -> Status {
         let now = Instant::now();
         Status {
             start: now,
@@ -858,7 +869,7 @@ impl Status {
         }
     }
 
-    fn tick(&mut self, events: u64, bytes: u64, processes: u64, done: bool) {
+    pub(crate) fn tick(&mut self, events: u64, bytes: u64, processes: u64, done: bool) {
         let now = Instant::now();
         let dt = now.duration_since(self.last);
         if !done && dt < Duration::from_millis(250) {
