@@ -103,8 +103,8 @@ pub struct RecordArgs {
     /// How to reach the program's accesses. `auto` (the default) picks per program:
     /// `ptrace` for statically linked, Go, set-uid, set-gid and file-capability programs
     /// (which LD_PRELOAD cannot reach), `preload` for the others; a traced program that
-    /// execs such a program is handed over to `ptrace` there. The trace's first MARK
-    /// names the route and why. `preload` injects mmio-trace's library into
+    /// execs such a program is handed over to `ptrace` there. Unless the route is the
+    /// automatic preload one, the trace's first MARK names the route and why. `preload` injects mmio-trace's library into
     /// the program (dynamic programs; ~3 us per traced access); `ptrace` puts no code in
     /// it: the recorder traces it with ptrace and a seccomp filter on mmap, munmap,
     /// mremap and mprotect, and completes each access from outside (static, Go and
