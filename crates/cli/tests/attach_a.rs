@@ -942,3 +942,45 @@ fn a_static_program_is_attached_to_the_same_way() {
     assert_exit(&done, 0);
     assert_eq!(loop_result(&done, "errors"), 0);
 }
+
+/// A process `mmio-trace record` is already recording through its preload library is not
+/// attached to a second time (the attach would take its accesses from that recording and
+/// trace the tracer's own alias as a device): exit 2, nothing written, the first
+/// recording complete.
+#[test]
+fn a_process_recorded_by_the_preload_route_is_refused_with_status_2() {
+    let t = fixture("attach_preloaded", "a_loop");
+    let log2 = t.dir.join("second.log");
+    let mut rec = t.spawn_until(
+        &t.dir.join("ready"),
+        &[
+            os(&t.dir),
+            "1000".as_ref(),
+            "0".as_ref(),
+            "0".as_ref(),
+            "1".as_ref(),
+        ],
+    );
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", rec.id())).unwrap();
+    let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let out = attach_run(pid, &log2, &[&t.dev], &[]);
+    assert_exit(&out, 2);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "mmio-trace: cannot attach to process {pid}: it is already being recorded by \
+             `mmio-trace record` (its preload library is loaded and attached to a \
+             recording): its accesses go to that recording; a second tracer would take \
+             them away from it\n"
+        )
+    );
+    assert!(!log2.exists());
+    std::fs::write(t.dir.join("stop"), b"").unwrap();
+    let st = rec.wait().unwrap();
+    assert_eq!(st.code(), Some(0));
+    let ev = read_log(&trace_log(&t.dir));
+    let (first, last) = assert_consecutive_iterations(&accesses(&ev));
+    assert_eq!(first, 0);
+    assert!(last > 0);
+}

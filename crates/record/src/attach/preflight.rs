@@ -25,6 +25,24 @@ fn comm(pid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `pid` runs mmio-trace's preload tracer attached to a recording: the library
+/// is loaded and the recording's shared memory (a memfd named `mmio-trace`) is mapped. A
+/// library left dormant (its recording over, or its process on the ptrace route) does not
+/// count.
+fn traced_by_preload(pid: i32) -> bool {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let mut lib = false;
+    let mut shm = false;
+    for l in maps.lines() {
+        let path = l.split_whitespace().nth(5).unwrap_or("");
+        lib |= path.ends_with(&format!("/{}", crate::locate::LIB_NAME));
+        shm |= path == "/memfd:mmio-trace";
+    }
+    lib && shm
+}
+
 /// Checks what makes an attach fail for certain before trying it: no such process, the
 /// recorder itself, a process that has ended (a zombie), one already traced (a debugger,
 /// strace, another `record --pid`), and what the kernel would not permit (another user's
@@ -70,6 +88,14 @@ pub fn preflight(pid: i32) -> Result<Target, Error> {
              tracer at a time (a debugger, strace, another `mmio-trace record --pid`): \
              detach that one first"
         )));
+    }
+    if traced_by_preload(tgid) {
+        return Err(refuse(
+            "it is already being recorded by `mmio-trace record` (its preload library is \
+             loaded and attached to a recording): its accesses go to that recording; a \
+             second tracer would take them away from it"
+                .into(),
+        ));
     }
     // What else the kernel would refuse (another user's process, one not dumpable, Yama's
     // ptrace_scope), said with what to change, before any file is touched.
