@@ -2,11 +2,16 @@
 """Checks a `mmio-trace record` log of tests/vm/edu_driver.c against the device's
 documented behaviour and against what the program printed (scripts/vm-test).
 
-usage: vm-check-edu.py edu|edu-threads|edu-mremap TRACE PROGRAM_OUTPUT
+usage: vm-check-edu.py edu|edu-threads|edu-mremap|edu-static|edu-static-threads|edu-attach
+                       TRACE PROGRAM_OUTPUT
+(edu-static*: the driver built static, traced by the ptrace route; edu-attach: the static
+driver attached to by `record --pid` while it waited, with its BAR already mapped.)
 Exits 1 with the reason on the first mismatch."""
 import sys
 
 kind, trace_path, out_path = sys.argv[1:4]
+# The static and attached runs make the same accesses as the plain ones.
+base = {"edu-static": "edu", "edu-static-threads": "edu-threads", "edu-attach": "edu"}.get(kind, kind)
 lines = open(trace_path).read().splitlines()
 printed = open(out_path).read().splitlines()
 
@@ -30,7 +35,7 @@ if not named or named[0][1] != "1" or not named[0][2].endswith("/resource0"):
     fail(f"no MARK naming map 1's file .../resource0: {named}")
 if any("alias" in " ".join(m) for m in named):
     fail(f"the alias mapping of edu's BAR0 was refused: {named}")
-if kind == "edu-mremap" and not any(m[2:4] == ["continues", "map"] for m in named[1:]):
+if base == "edu-mremap" and not any(m[2:4] == ["continues", "map"] for m in named[1:]):
     fail(f"no MARK saying the mremap'd mapping continues map 1: {named}")
 acc = []
 for l in lines:
@@ -61,10 +66,15 @@ def take(d, off, value=None):
     return a
 
 
+route = [l.split(None, 2)[2] for l in lines if l.startswith("MARK ") and "mmio-trace: route " in l]
+if kind.startswith("edu-static") and route != ["mmio-trace: route ptrace (static executable)"]:
+    fail(f"the static driver's trace does not name the ptrace route: {route}")
+if kind == "edu-attach" and not any(l.startswith("MARK ") and "mmio-trace: attached to " in l and "1 device mapping" in l for l in lines):
+    fail("no MARK saying the recorder attached to the process and its one device mapping")
 take("R", 0x00, 0x010000ED)
 take("W", 0x04, 0x12345678)
 take("R", 0x04, 0xEDCBA987)
-if kind == "edu-threads":
+if base == "edu-threads":
     # Each write of 0x04 is followed by the read of its complement, same thread.
     seen = 0
     while i < len(acc) and acc[i][1] == 0x04:
@@ -77,7 +87,7 @@ if kind == "edu-threads":
         fail(f"{seen} liveness pairs traced, the program made 100")
     if len({a[3] for a in acc}) < 3:
         fail("expected accesses from the main thread and two workers")
-if kind == "edu-mremap":
+if base == "edu-mremap":
     if len(maps) < 2 and "moved" in printed:
         pass  # a move keeps the same MAP; accesses must still come
     take("R", 0x00, 0x010000ED)

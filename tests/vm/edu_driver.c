@@ -1,7 +1,7 @@
 /* A tiny user-space driver for QEMU's `edu` PCI device, used by scripts/vm-test to
  * check `mmio-trace record` on a real BAR (VM_PFNMAP|VM_IO, reads with effects).
  *
- *   edu_driver RESOURCE0 [--threads] [--mremap]
+ *   edu_driver RESOURCE0 [--threads] [--mremap] [--wait-ms N]
  *
  * Prints every answer the device gives, one per line, so that the output with and
  * without the tracer can be compared, and the trace checked against it:
@@ -12,6 +12,8 @@
  * write/read pair stays together) with values that name the thread.
  * With --mremap, the mapping is moved with mremap(MREMAP_MAYMOVE|MREMAP_FIXED)
  * before the factorial (the kernel refuses to grow BAR mappings, but moves them).
+ * With --wait-ms N, it sleeps N ms between mapping the BAR and its first access (time
+ * for `mmio-trace record --pid` to attach to an existing mapping).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -47,13 +49,14 @@ static void *worker(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s RESOURCE0 [--threads] [--mremap]\n", argv[0]);
+        fprintf(stderr, "usage: %s RESOURCE0 [--threads] [--mremap] [--wait-ms N]\n", argv[0]);
         return 2;
     }
-    int threads = 0, move = 0;
+    int threads = 0, move = 0, wait_ms = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--threads")) threads = 1;
         else if (!strcmp(argv[i], "--mremap")) move = 1;
+        else if (!strcmp(argv[i], "--wait-ms") && i + 1 < argc) wait_ms = atoi(argv[++i]);
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     int fd = open(argv[1], O_RDWR | O_SYNC);
@@ -61,6 +64,7 @@ int main(int argc, char **argv) {
     void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) { perror("mmap"); return 1; }
     bar = m;
+    if (wait_ms > 0) usleep((useconds_t)wait_ms * 1000);
 
     printf("id 0x%08x\n", rd(0x00));
     live(0x12345678);
