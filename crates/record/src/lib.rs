@@ -35,7 +35,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mmio_trace_format::{AnyWriter, Event, Format, KERNEL_VERSION};
+use mmio_trace_format::{Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
@@ -436,42 +436,9 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     };
     // From here on the program runs whatever happens to the output: a failure to write
     // is remembered and the rings are drained all the same.
-    let mut write_err: Option<io::Error> = None;
-    let mut bytes = None;
-    let mut writer = match pending.start() {
-        Ok(sink) => {
-            bytes = Some(sink.bytes.clone());
-            match AnyWriter::new(sink, opts.format) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    write_err = Some(e);
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            write_err = Some(e);
-            None
-        }
-    };
-    let mut maps = 0u64;
-    let mut write = |writer: &mut Option<AnyWriter<output::Sink>>, o: decode::Out| {
-        if let decode::Out::Event(Event::Map(_)) = o {
-            maps += 1;
-        }
-        if write_err.is_some() {
-            return;
-        }
-        let r = writer.as_mut().map(|w| match &o {
-            decode::Out::Event(e) => w.write_event(e),
-            decode::Out::Strings(s) => w.write_strings(s),
-        });
-        if let Some(Err(err)) = r {
-            write_err = Some(err);
-        }
-    };
+    let mut out = output::Trace::start(pending, opts.format);
     for e in header_events() {
-        write(&mut writer, decode::Out::Event(e));
+        out.write(decode::Out::Event(e));
     }
 
     let marks = marks::MarkSocket::bind().ok();
@@ -492,7 +459,6 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     let mut exit = None;
     let mut idle = Duration::from_micros(100);
     let mut said_rings_full = false;
-    let bytes_now = || bytes.as_ref().map_or(0, |b| b.get());
     loop {
         let mut got = 0usize;
         let wm = consumer.poll(|d| {
@@ -500,14 +466,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             merger.add(d)
         });
         if let Some(m) = &marks {
-            while let Some((ts, mut text, mut full)) = m.try_recv() {
-                if full == text.len() as u64 && text.ends_with(b"\n") {
-                    text.pop();
-                    full -= 1;
-                }
-                merger.add_mark(nrings, ts, &text, full);
-                got += 1;
-            }
+            got += m.drain_into(&mut merger, nrings);
         }
         if !said_rings_full && consumer.header().ring_waits.load(Ordering::Relaxed) != 0 {
             // Nothing is lost (a thread without a ring waits for one), but the program is
@@ -524,7 +483,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
                 text.len() as u64,
             );
         }
-        merger.emit_out(Some(wm), |o| write(&mut writer, o));
+        merger.emit_out(Some(wm), |o| out.write(o));
         // Reap every child of this thread that ended (orphans come to the subreaper);
         // stop when none is left and no supervisor thread has a tracee.
         let mut all_gone = false;
@@ -577,7 +536,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         if let Some(s) = &mut status {
             s.tick(
                 merger.emitted,
-                bytes_now(),
+                out.bytes(),
                 consumer.header().attached.load(Ordering::Relaxed),
                 false,
             );
@@ -610,19 +569,13 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     }
     // Every process is gone: nothing can be in flight any more.
     consumer.poll(|d| merger.add(d));
-    merger.emit_out(None, |o| write(&mut writer, o));
+    merger.emit_out(None, |o| out.write(o));
     let h = consumer.header();
     let lost = h.lost.load(Ordering::Relaxed);
     if lost > 0 {
-        write(&mut writer, decode::Out::Event(Event::LostEvents(lost)));
+        out.write(decode::Out::Event(Event::LostEvents(lost)));
     }
-    if write_err.is_none() {
-        if let Some(w) = &mut writer {
-            if let Err(e) = w.flush() {
-                write_err = Some(e);
-            }
-        }
-    }
+    let write_err = out.finish();
     drop(forwarder);
     let unmatched = merger.unmatched();
     let outcome = Outcome {
@@ -632,13 +585,13 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         unpaused_steps: h.unpaused_steps.load(Ordering::Relaxed),
         lost,
         processes: h.attached.load(Ordering::Relaxed),
-        maps,
+        maps: out.maps,
         unmatched: unmatched.0,
         unmatched_more: unmatched.1,
         patching: merger.patching(),
     };
     if let Some(s) = &mut status {
-        s.tick(merger.emitted, bytes_now(), outcome.processes, true);
+        s.tick(merger.emitted, out.bytes(), outcome.processes, true);
     }
     match write_err {
         None => Ok(outcome),
@@ -646,7 +599,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
             path: out_name(&opts.output),
             error,
             outcome: Box::new(outcome),
-            written: bytes_now(),
+            written: out.bytes(),
         }),
     }
 }

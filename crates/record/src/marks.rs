@@ -37,6 +37,21 @@ impl MarkSocket {
         Ok(MarkSocket { sock, path })
     }
 
+    /// Hands every mark waiting on the socket to `merger` as ring `ring` (the marks'
+    /// own), a trailing newline dropped; returns how many.
+    pub(crate) fn drain_into(&self, merger: &mut crate::decode::Merger, ring: usize) -> usize {
+        let mut n = 0;
+        while let Some((ts, mut text, mut full)) = self.try_recv() {
+            if full == text.len() as u64 && text.ends_with(b"\n") {
+                text.pop();
+                full -= 1;
+            }
+            merger.add_mark(ring, ts, &text, full);
+            n += 1;
+        }
+        n
+    }
+
     /// The next marker received, if any: (`CLOCK_MONOTONIC` ns when it was sent, text
     /// of at most [`MAX_MARK`] bytes, the length of the whole text the sender had).
     pub fn try_recv(&self) -> Option<(u64, Vec<u8>, u64)> {

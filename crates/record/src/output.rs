@@ -186,3 +186,77 @@ impl Sink {
         e
     }
 }
+
+/// The trace being written, shared by `record` and `record --pid`: the format writer on
+/// the sink, the first write error (after which nothing more is written, but the rings are
+/// still drained), the bytes written and the `MAP` events counted.
+pub(crate) struct Trace {
+    writer: Option<mmio_trace_format::AnyWriter<Sink>>,
+    err: Option<io::Error>,
+    bytes: Option<Rc<Cell<u64>>>,
+    /// `MAP` events written (or that would have been).
+    pub maps: u64,
+}
+
+impl Trace {
+    /// Empties or creates the output and starts the writer; a failure is remembered as
+    /// the trace's error (the recording goes on).
+    pub fn start(pending: Pending, format: mmio_trace_format::Format) -> Trace {
+        let mut t = Trace {
+            writer: None,
+            err: None,
+            bytes: None,
+            maps: 0,
+        };
+        match pending.start() {
+            Ok(sink) => {
+                t.bytes = Some(sink.bytes.clone());
+                match mmio_trace_format::AnyWriter::new(sink, format) {
+                    Ok(w) => t.writer = Some(w),
+                    Err(e) => t.err = Some(e),
+                }
+            }
+            Err(e) => t.err = Some(e),
+        }
+        t
+    }
+
+    /// Writes one output of the merger (nothing once a write failed).
+    pub fn write(&mut self, o: crate::decode::Out) {
+        if let crate::decode::Out::Event(mmio_trace_format::Event::Map(_)) = o {
+            self.maps += 1;
+        }
+        if self.err.is_some() {
+            return;
+        }
+        let r = self.writer.as_mut().map(|w| match &o {
+            crate::decode::Out::Event(e) => w.write_event(e),
+            crate::decode::Out::Strings(s) => w.write_strings(s),
+        });
+        if let Some(Err(e)) = r {
+            self.err = Some(e);
+        }
+    }
+
+    /// Whether a write failed.
+    pub fn failed(&self) -> bool {
+        self.err.is_some()
+    }
+
+    /// Bytes of the trace written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.as_ref().map_or(0, |b| b.get())
+    }
+
+    /// Flushes the writer; returns the first error of the whole trace, if any.
+    pub fn finish(&mut self) -> Option<io::Error> {
+        if self.err.is_none() {
+            if let Some(w) = &mut self.writer {
+                if let Err(e) = w.flush() {
+                    self.err = Some(e);
+                }
+            }
+        }
+        self.err.take()
+    }
+}

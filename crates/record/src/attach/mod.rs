@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mmio_trace_format::{AnyWriter, Event, Format};
+use mmio_trace_format::{Event, Format};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules::{self, Rules};
 
@@ -196,44 +196,9 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
             });
         }
     };
-    let mut write_err: Option<io::Error> = None;
-    let mut bytes = None;
-    let mut writer = match pending.start() {
-        Ok(sink) => {
-            bytes = Some(sink.bytes.clone());
-            match AnyWriter::new(sink, opts.format) {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    write_err = Some(e);
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            write_err = Some(e);
-            None
-        }
-    };
-    let mut maps = 0u64;
-    let write_failed = std::cell::Cell::new(write_err.is_some());
-    let mut write = |writer: &mut Option<AnyWriter<output::Sink>>, o: decode::Out| {
-        if let decode::Out::Event(Event::Map(_)) = o {
-            maps += 1;
-        }
-        if write_err.is_some() {
-            return;
-        }
-        let r = writer.as_mut().map(|w| match &o {
-            decode::Out::Event(e) => w.write_event(e),
-            decode::Out::Strings(s) => w.write_strings(s),
-        });
-        if let Some(Err(err)) = r {
-            write_err = Some(err);
-            write_failed.set(true);
-        }
-    };
+    let mut out = output::Trace::start(pending, opts.format);
     for e in crate::header_events() {
-        write(&mut writer, decode::Out::Event(e));
+        out.write(decode::Out::Event(e));
     }
     let nrings = layout.rings as usize;
     let mut merger = decode::Merger::new(nrings + 1, consumer.header().start_ns);
@@ -256,7 +221,6 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
     }
     let marks = marks::MarkSocket::bind().ok();
     let mut status = (opts.status && io::stderr().is_terminal()).then(crate::Status::new);
-    let bytes_now = || bytes.as_ref().map_or(0, |b| b.get());
     let mut idle = Duration::from_micros(100);
     let mut stopping = false;
     loop {
@@ -266,25 +230,18 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
             merger.add(d)
         });
         if let Some(m) = &marks {
-            while let Some((ts, mut text, mut full)) = m.try_recv() {
-                if full == text.len() as u64 && text.ends_with(b"\n") {
-                    text.pop();
-                    full -= 1;
-                }
-                merger.add_mark(nrings, ts, &text, full);
-                got += 1;
-            }
+            got += m.drain_into(&mut merger, nrings);
         }
-        merger.emit_out(Some(wm), |o| write(&mut writer, o));
+        merger.emit_out(Some(wm), |o| out.write(o));
         if let Some(s) = &mut status {
-            s.tick(merger.emitted, bytes_now(), 1, false);
+            s.tick(merger.emitted, out.bytes(), 1, false);
         }
         if tracer.is_finished() {
             break;
         }
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
         // A trace that can no longer be written is not worth slowing the process for.
-        if expired || stop.requested() || write_failed.get() {
+        if expired || stop.requested() || out.failed() {
             // Asked again every round until the tracer has seen it: the signal may land
             // between its check and its wait.
             stopping = true;
@@ -331,19 +288,13 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
             None => eprintln!("{last}"),
         }
     }
-    merger.emit_out(None, |o| write(&mut writer, o));
+    merger.emit_out(None, |o| out.write(o));
     let h = consumer.header();
     let lost = h.lost.load(Ordering::Relaxed);
     if lost > 0 {
-        write(&mut writer, decode::Out::Event(Event::LostEvents(lost)));
+        out.write(decode::Out::Event(Event::LostEvents(lost)));
     }
-    if write_err.is_none() {
-        if let Some(w) = &mut writer {
-            if let Err(e) = w.flush() {
-                write_err = Some(e);
-            }
-        }
-    }
+    let write_err = out.finish();
     drop(stop);
     let unmatched = merger.unmatched();
     let outcome = Outcome {
@@ -353,13 +304,13 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
         unpaused_steps: 0,
         lost,
         processes: 1,
-        maps,
+        maps: out.maps,
         unmatched: unmatched.0,
         unmatched_more: unmatched.1,
         patching: merger.patching(),
     };
     if let Some(s) = &mut status {
-        s.tick(merger.emitted, bytes_now(), 1, true);
+        s.tick(merger.emitted, out.bytes(), 1, true);
     }
     match write_err {
         None => Ok(outcome),
@@ -367,7 +318,7 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
             path: out_name(&opts.output),
             error,
             outcome: Box::new(outcome),
-            written: bytes_now(),
+            written: out.bytes(),
         }),
     }
 }
