@@ -251,16 +251,19 @@ pub fn fd_path(fd: i32, buf: &mut [u8; 512]) -> Option<&[u8]> {
 /// sysfs `resourceN` → BAR base from the sibling `resource` table plus `off`; `/dev/mem` →
 /// `off`; anything else → `off` (the file offset). No allocation.
 pub fn phys_of(path: &[u8], off: u64) -> u64 {
-    let Some(slash) = path.iter().rposition(|&c| c == b'/') else {
-        return off;
-    };
+    bar_start(path).map_or(off, |s| s + off)
+}
+
+/// The BAR base of a sysfs `resourceN`/`resourceN_wc` file (from the sibling `resource`
+/// table); `None` for any other path. (The kernel shows such a mapping's offset in
+/// `/proc/PID/maps` as this base plus the file offset.) No allocation.
+pub fn bar_start(path: &[u8]) -> Option<u64> {
+    let slash = path.iter().rposition(|&c| c == b'/')?;
     let name = &path[slash + 1..];
-    let Some(rest) = name.strip_prefix(b"resource") else {
-        return off;
-    };
+    let rest = name.strip_prefix(b"resource")?;
     let digits: &[u8] = rest.split(|&c| c == b'_').next().unwrap_or(&[]);
     if !path.starts_with(b"/sys/") || digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return off;
+        return None;
     }
     let bar = digits
         .iter()
@@ -268,22 +271,22 @@ pub fn phys_of(path: &[u8], off: u64) -> u64 {
     let mut file = [0u8; 520];
     let dir = &path[..=slash];
     if dir.len() + 9 > file.len() {
-        return off;
+        return None;
     }
     file[..dir.len()].copy_from_slice(dir);
     file[dir.len()..dir.len() + 8].copy_from_slice(b"resource");
     file[dir.len() + 8] = 0;
     let fd = crate::sys::open_read(&file[..dir.len() + 9]);
     if fd < 0 {
-        return off;
+        return None;
     }
     let mut buf = [0u8; 2048];
     let n = crate::sys::read(fd as i32, &mut buf);
     crate::sys::close(fd as i32);
     if n <= 0 {
-        return off;
+        return None;
     }
-    resource_start(&buf[..n as usize], bar).map_or(off, |s| s + off)
+    resource_start(&buf[..n as usize], bar)
 }
 
 /// The start address on line `bar` of a sysfs `resource` table.

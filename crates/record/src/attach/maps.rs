@@ -195,11 +195,17 @@ pub fn find(pid: i32, rules: &Rules) -> io::Result<Vec<DeviceMapping>> {
         .into_iter()
         .filter_map(|m| {
             let path = device_path(pid, &m, rules)?;
+            // A PCI BAR mapped through sysfs shows the BAR's physical address plus the
+            // file offset (the kernel moves the mapping's page offset there).
+            let offset = match mmio_trace_tracer::rules::bar_start(&path) {
+                Some(b) if m.offset >= b => m.offset - b,
+                _ => m.offset,
+            };
             Some(DeviceMapping {
                 start: m.start,
                 len: m.end - m.start,
                 prot: m.prot,
-                offset: m.offset,
+                offset,
                 path,
                 dev: m.dev,
                 inode: m.inode,
