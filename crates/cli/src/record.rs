@@ -31,6 +31,9 @@ enum RouteArg {
     Preload,
     /// ptrace and a seccomp filter, nothing in the program.
     Ptrace,
+    /// The injected in-process core (not built yet: the ptrace route stands in, with a
+    /// warning).
+    Inject,
 }
 
 /// Trace a program's device-memory accesses.
@@ -104,13 +107,15 @@ pub struct RecordArgs {
     /// `ptrace` for statically linked, Go, set-uid, set-gid and file-capability programs
     /// (which LD_PRELOAD cannot reach), `preload` for the others; a traced program that
     /// execs such a program is handed over to `ptrace` there. Unless the route is the
-    /// automatic preload one, the trace's first MARK names the route and why. `preload` injects mmio-trace's library into
-    /// the program (dynamic programs; ~3 us per traced access); `ptrace` puts no code in
-    /// it: the recorder traces it with ptrace and a seccomp filter on mmap, munmap,
-    /// mremap and mprotect, and completes each access from outside (static, Go and
-    /// raw-syscall programs; several times slower per access; needs the right to ptrace
-    /// one's own children, see /proc/sys/kernel/yama/ptrace_scope; if the recorder is
-    /// killed, so is the program)
+    /// automatic preload one, the trace's first MARK names the route and why. `preload`
+    /// injects mmio-trace's library into the program (dynamic programs; ~3 us per traced
+    /// access); `ptrace` puts no code in it: the recorder traces it with ptrace and a
+    /// seccomp filter on mmap, munmap, mremap and mprotect, and completes each access
+    /// from outside (static, Go and raw-syscall programs; several times slower per
+    /// access; needs the right to ptrace one's own children, see
+    /// /proc/sys/kernel/yama/ptrace_scope; if the recorder is killed, so is the program).
+    /// `inject` (the fault-path core put into the program itself) is not built yet:
+    /// `ptrace` traces the program instead, with a warning (same events, slower)
     #[arg(long, value_enum, default_value_t)]
     route: RouteArg,
 
@@ -300,6 +305,14 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         RouteArg::Auto => None,
         RouteArg::Preload => Some(mmio_trace_record::Route::Preload),
         RouteArg::Ptrace => Some(mmio_trace_record::Route::Ptrace),
+        RouteArg::Inject => {
+            eprintln!(
+                "mmio-trace: warning: --route inject: the injected in-process core is not \
+                 built yet; the ptrace route traces the program instead (the same events, \
+                 several times slower per access)"
+            );
+            Some(mmio_trace_record::Route::Ptrace)
+        }
     };
     opts.status = !args.quiet;
     // Kept open until the program ended: the memfd it inherits.

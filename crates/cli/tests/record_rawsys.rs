@@ -1,13 +1,14 @@
 //! Device mappings made, unmapped, moved and re-protected by `syscall(SYS_...)` in a
 //! dynamic program (the preload route): traced exactly, and a raw munmap leaves no stale
-//! region behind (memory mapped there later stays the program's own).
+//! region behind (memory mapped there later stays the program's own); the ptrace route
+//! gives the same trace.
 
 mod common;
 use common::*;
 
-fn run(mode: &str, opts: &[&str]) {
+fn run(mode: &str, opts: &[&str]) -> std::process::Output {
     let t = Fixture::new(
-        &format!("rawsys-{mode}-{}", opts.len()),
+        &format!("rawsys-{mode}-{}", opts.join("")),
         "lead_rawsys",
         8192,
     );
@@ -38,11 +39,32 @@ fn run(mode: &str, opts: &[&str]) {
         &t.dev,
         &[(0x10, 0x11223344), (0x20, 0x55), (0x24, 0x66), (0x28, 0x77)],
     );
+    out
 }
 
 #[test]
 fn raw_syscalls_then_anonymous_memory_from_libc_mmap() {
     run("libc", &[]);
+}
+
+#[test]
+fn the_same_raw_syscalls_on_the_ptrace_route() {
+    run("raw", &["--route", "ptrace"]);
+}
+
+/// `--route inject` (the injected core, not built yet) traces by the ptrace route and says
+/// so: the same events, a warning.
+#[test]
+fn route_inject_falls_back_to_ptrace_with_a_warning() {
+    let out = run("raw", &["--route", "inject"]);
+    assert!(
+        stderr(&out).contains(
+            "mmio-trace: warning: --route inject: the injected in-process core is not built \
+             yet; the ptrace route traces the program instead"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
