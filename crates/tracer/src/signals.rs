@@ -145,15 +145,9 @@ pub fn install() {
         (libc::SIGFPE, on_other_fault as *const () as usize),
         (libc::SIGILL, on_other_fault as *const () as usize),
     ] {
-        // The pause handler never nests: pause requests of steps that ended while the
-        // thread was not running pile up (a real-time signal queues every instance), and
-        // nested on the alternate stack they overflowed it (the kernel then kills with
-        // SIGSEGV); blocked during the handler, they are taken one after the other, each
-        // dropped at once as stale.
-        let nodefer = if sig == PAUSE_SIGNAL { 0 } else { SA_NODEFER };
         let act = KSigaction {
             handler: h,
-            flags: SA_SIGINFO | SA_ONSTACK | nodefer | SA_RESTART,
+            flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
             restorer: 0,
             mask: HANDLER_MASK,
         };
