@@ -85,14 +85,51 @@ pub(crate) fn pause_generation(v: u64) -> Option<u32> {
 /// Pause handler body: if the pause of `generation` is still live, acknowledge and wait for
 /// the release; otherwise (a pause delivered late, after its step ended because the thread
 /// had the signal blocked) do nothing.
+///
+/// The pause signal is `SA_NODEFER` (a thread inside a pause handler must still look
+/// unblocked to the next step's scan, or that step would leave it running), so a starved
+/// thread can get step g+1's pause while still inside step g's handler. Nested frames
+/// that each waited piled up on the alternate stack until it overflowed (one per step);
+/// instead, a handler nested in the thread's own pause handler only acknowledges and
+/// returns, and the outermost one waits for the newest generation the thread
+/// acknowledged.
 pub(crate) fn paused(generation: u32) {
     let at = PAUSE_AT.load(Ordering::Acquire);
     if PAUSING.load(Ordering::Acquire) == 0 || at != generation {
         return;
     }
+    let Some(b) = threads::current() else {
+        ACKS.fetch_add(1, Ordering::AcqRel);
+        wait_release(at);
+        return;
+    };
+    b.pause_acked.store(at, Ordering::SeqCst);
+    let nested = b.pause_depth.fetch_add(1, Ordering::SeqCst) > 0;
     ACKS.fetch_add(1, Ordering::AcqRel);
-    while RELEASE.load(Ordering::Acquire) == at {
-        rsys::futex_wait(&RELEASE, at, 50_000_000);
+    if nested {
+        // The outer frame sees `pause_acked` changed when it is about to leave.
+        b.pause_depth.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let mut g = at;
+    loop {
+        wait_release(g);
+        b.pause_depth.fetch_sub(1, Ordering::SeqCst);
+        // A handler that ran nested before the line above acknowledged a newer step and
+        // left the waiting to this frame.
+        let newest = b.pause_acked.load(Ordering::SeqCst);
+        if newest == g {
+            return;
+        }
+        b.pause_depth.fetch_add(1, Ordering::SeqCst);
+        g = newest;
+    }
+}
+
+/// Waits until the step of generation `g` releases its paused threads.
+fn wait_release(g: u32) {
+    while RELEASE.load(Ordering::Acquire) == g {
+        rsys::futex_wait(&RELEASE, g, 50_000_000);
     }
 }
 

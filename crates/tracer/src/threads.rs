@@ -204,6 +204,10 @@ pub struct ThreadBlock {
     /// parent's thread pointer).
     own_lo: AtomicU64,
     own_hi: AtomicU64,
+    /// How many of the step path's pause handlers the thread is inside, and the newest
+    /// generation it acknowledged (see `step::paused`).
+    pub(crate) pause_depth: AtomicU32,
+    pub(crate) pause_acked: AtomicU32,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -274,6 +278,8 @@ const EMPTY: ThreadBlock = ThreadBlock {
     inside: AtomicU64::new(0),
     own_lo: AtomicU64::new(0),
     own_hi: AtomicU64::new(0),
+    pause_depth: AtomicU32::new(0),
+    pause_acked: AtomicU32::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -399,6 +405,7 @@ fn lookup(key: u64, tid: &mut Tid) -> Option<&'static ThreadBlock> {
 /// owner's, if it was the tracer's and is not ours, is unmapped). `hooked`: a thread libc
 /// made (a start hook), whose TLS slot is published.
 fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
+    s.pause_depth.store(0, Ordering::Relaxed);
     s.own_lo.store(0, Ordering::Relaxed);
     s.own_hi.store(0, Ordering::Relaxed);
     s.stack_lo.store(0, Ordering::Relaxed);
