@@ -607,14 +607,20 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
 /// Whether this process has `CAP_SYS_PTRACE` (bit 19 of `CapEff`): a program it traces
 /// keeps the set-uid/set-gid/file-capability privileges it gains at exec.
 fn may_trace_privileged() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+    has_capability("self", 19)
+}
+
+/// Whether `/proc/PROC/status` (`PROC`: a pid, a tid or `self`) lists capability `bit`
+/// in `CapEff`; `false` when it cannot be read.
+pub(crate) fn has_capability(proc_: &str, bit: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{proc_}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("CapEff:"))
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
-        .is_some_and(|c| c & (1 << 19) != 0)
+        .is_some_and(|c| c & (1 << bit) != 0)
 }
 
 /// The recorder's answer to a hand-off request ([`handoff`]): a thread about to exec a

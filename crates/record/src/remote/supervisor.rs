@@ -193,16 +193,12 @@ pub(crate) fn buffer_filter() -> Vec<libc::sock_filter> {
     v
 }
 
-/// Whether the recorder has `CAP_SYS_ADMIN` (bit 21 of `CapEff`).
+/// `CAP_SYS_ADMIN`'s bit in `CapEff`.
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether the recorder has `CAP_SYS_ADMIN`.
 fn has_sys_admin() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|c| c & (1 << 21) != 0)
+    crate::has_capability("self", CAP_SYS_ADMIN)
 }
 
 /// Starts the program under the supervisor thread; returns once it has exec'd (or could
@@ -578,14 +574,7 @@ fn seccomp_mode(tid: i32) -> Option<u32> {
 /// Whether thread `tid` has `CAP_SYS_ADMIN` (a seccomp filter then needs no
 /// `no_new_privs`).
 fn caps_sys_admin(tid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|c| c & (1 << 21) != 0)
+    crate::has_capability(&tid.to_string(), CAP_SYS_ADMIN)
 }
 
 /// A seccomp stop (a call of the mmap family entering): runs it to its exit and updates
