@@ -13,7 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::stop::{wait, wait_tid, Event, SigInfo, Stop};
+use crate::inject::Caught;
+use crate::stop::{wait, wait_tid, Event, Stop};
 use crate::sys::{self, NT_PRFPREG, NT_X86_XSTATE};
 use crate::thread::{cont, interrupt};
 use crate::{Error, Pid, Process, Result};
@@ -85,8 +86,6 @@ fn save_fpu(tid: Pid) -> Result<Fpu> {
 fn restore_fpu(tid: Pid, f: &mut Fpu) -> Result<()> {
     sys::regset(true, tid, f.nt, &mut f.buf).map(drop)
 }
-
-type Caught = Vec<(i32, Option<SigInfo>)>;
 
 impl Process {
     /// Calls the function at `addr` in thread `tid` with up to six integer `args` and

@@ -53,6 +53,9 @@ pub struct RequeuedSignal {
     pub exact: bool,
 }
 
+/// Signals that reached a thread while the engine ran something in it, to re-queue.
+pub(crate) type Caught = Vec<(i32, Option<SigInfo>)>;
+
 /// The kind of stop an injection starts from, as far as restoring it matters.
 pub(crate) enum Origin {
     /// Any stop that resuming with the saved registers reproduces (interrupt, group,
@@ -198,7 +201,7 @@ impl Process {
     /// Classifies the stop of `tid` and, for an event stop inside a system call, first runs
     /// the thread to the call's exit (where the kernel has stored its result). Returns the
     /// origin to restore and the signals caught meanwhile.
-    pub(crate) fn begin(&mut self, tid: Pid) -> Result<(Origin, Vec<(i32, Option<SigInfo>)>)> {
+    pub(crate) fn begin(&mut self, tid: Pid) -> Result<(Origin, Caught)> {
         let mut origin = self.origin(tid)?;
         let mut caught = Vec::new();
         if let Origin::InSyscall = origin {

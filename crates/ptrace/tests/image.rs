@@ -64,6 +64,13 @@ fn big_blob() -> Vec<u8> {
     std::fs::read(cc("l_blob", "l_blob_big.so", &f)).unwrap()
 }
 
+/// The same blob linked with packed relative relocations (DT_RELR) instead of RELA.
+fn relr_blob() -> Vec<u8> {
+    let mut f = BLOB_FLAGS.to_vec();
+    f.push("-Wl,-z,pack-relative-relocs");
+    std::fs::read(cc("l_blob", "l_blob_relr.so", &f)).unwrap()
+}
+
 fn static_target() -> PathBuf {
     cc(
         "l_target",
@@ -281,13 +288,17 @@ fn exercise(p: &mut Process, pid: Pid, tid: Pid, img: &Image) {
 
 /// Loads the blob into the child blocked in `read`, runs everything, detaches, and checks
 /// the child's exact result.
-fn reader_case(mut h: Helper) {
+fn reader_case(h: Helper) {
+    reader_case_with(h, &blob())
+}
+
+fn reader_case_with(mut h: Helper, elf: &[u8]) {
     let pid = h.pid();
     wait_blocked(pid, pid, &[libc::SYS_read]);
     let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
     let mut p = Process::new(pid);
     let before = *Regs::read(pid).unwrap().user();
-    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    let img = p.load_image(pid, elf, &LoadOptions::default()).unwrap();
     check_w_xor_x(pid, &img);
     exercise(&mut p, pid, pid, &img);
     let after = *Regs::read(pid).unwrap().user();
@@ -312,6 +323,151 @@ fn a_dynamic_child_blocked_in_read_runs_the_blob_and_reads_exactly() {
 #[test]
 fn a_static_child_blocked_in_read_runs_the_blob_and_reads_exactly() {
     reader_case(Helper::start_exe(&static_target(), &["read"]));
+}
+
+#[test]
+fn a_blob_with_packed_relr_relocations_loads_and_runs() {
+    let b = relr_blob();
+    let e = Elf(&b);
+    assert!(e.dyn_val(36).is_some(), "DT_RELR");
+    assert_eq!(e.dyn_val(8).unwrap_or(0), 0, "no RELA left");
+    reader_case_with(Helper::start("l_target", &["read"]), &b);
+}
+
+#[test]
+fn a_call_from_a_signal_delivery_stop_leaves_the_signal_to_deliver() {
+    let mut h = Helper::start("l_target", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    // SAFETY: kill takes integers; the helper is our child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    cont(pid, 0).unwrap();
+    match wait_tid(pid).unwrap() {
+        Stop::Signal {
+            signal: libc::SIGUSR1,
+            ..
+        } => {}
+        s => panic!("{s:?}"),
+    }
+    let mut p = Process::new(pid);
+    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    exercise(&mut p, pid, pid, &img);
+    // The stop's siginfo is the signal's again (sender: this process).
+    // SAFETY: all-zero is a valid siginfo_t; GETSIGINFO writes one.
+    let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the pointer is valid for the call.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETSIGINFO, pid, 0, &mut si) };
+    assert_eq!(r, 0);
+    assert_eq!((si.si_signo, si.si_code), (libc::SIGUSR1, libc::SI_USER));
+    // SAFETY: kill() fills the _kill member.
+    assert_eq!(unsafe { si.si_pid() }, std::process::id() as Pid);
+    // Detaching with the signal delivers it: the handler runs once, the read restarts.
+    detach(pid, libc::SIGUSR1).unwrap();
+    h.write_stdin(b"s");
+    assert_eq!(h.line(), "ret=1 data=s vec=OK usr1=1");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn a_call_from_a_group_stop_leaves_the_process_stopped() {
+    let mut h = Helper::start("l_target", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    // SAFETY: kill takes integers; the helper is our child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    cont(pid, 0).unwrap();
+    loop {
+        match wait_tid(pid).unwrap() {
+            Stop::Signal {
+                signal: libc::SIGSTOP,
+                ..
+            } => cont(pid, libc::SIGSTOP).unwrap(),
+            Stop::Group {
+                signal: libc::SIGSTOP,
+            } => break,
+            s => panic!("{s:?}"),
+        }
+    }
+    let mut p = Process::new(pid);
+    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    exercise(&mut p, pid, pid, &img);
+    detach(pid, 0).unwrap();
+    // Still stopped (the group-stop is re-armed at detach) until SIGCONT.
+    let t0 = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        if state == "T" {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "state {state}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    h.write_stdin(b"g");
+    assert_eq!(h.line(), "ret=1 data=g vec=OK usr1=0");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn a_load_that_fails_half_way_unmaps_what_it_mapped() {
+    let mut h = Helper::start("l_target", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    let mut p = Process::new(pid);
+    let maps0 = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    // RLIMIT_DATA below what the process already uses: the PROT_NONE reservation and the
+    // read-only and executable segments map, the writable one fails with ENOMEM.
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // (One page, not 0: a limit of 0 is ignored for Valgrind's sake.)
+    let low = libc::rlimit {
+        rlim_cur: 4096,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit reads one rlimit and writes one, both valid for the call.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_DATA, &low, &mut old) },
+        0,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+    match p.load_image(pid, &blob(), &LoadOptions::default()) {
+        Err(Error::Remote { name, errno, .. }) => {
+            assert_eq!((name, errno), ("mmap", libc::ENOMEM))
+        }
+        r => panic!("{r:?}"),
+    }
+    let maps1 = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert_eq!(
+        maps0, maps1,
+        "the reservation and the segments made are gone"
+    );
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::prlimit(pid, libc::RLIMIT_DATA, &old, std::ptr::null_mut()) },
+        0
+    );
+    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    assert_eq!(p.call(pid, img.sym("add").unwrap(), &[3, 4]).unwrap(), 7);
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    h.write_stdin(b"h");
+    assert_eq!(h.line(), "ret=1 data=h vec=OK usr1=0");
+    assert_eq!(h.exit_code(), 0);
 }
 
 #[test]
