@@ -16,16 +16,25 @@
 //!   `/proc/PID/mem`, which writes read-only pages too (the kernel's `FOLL_FORCE`); `.bss` is
 //!   the anonymous memory's zeros;
 //! - a last page, read+execute, holds `int3` bytes: [`Image::trap`], the return address of
-//!   [`Process::call`](crate::Process::call).
+//!   [`Process::call`](crate::Process::call); and a `syscall` instruction,
+//!   [`Image::syscall`], where the injected system calls run from then on (inside the
+//!   span, which a seccomp filter can exempt).
 //!
 //! Only anonymous mappings are made, so a seccomp filter that lets anonymous `mmap` through
 //! does not get in the way; if loading fails half-way, the reservation is unmapped again.
 
 use std::collections::HashMap;
 
-use crate::{Error, Pid, Process, Result};
+use crate::{Error, Pid, Process, Result, SyscallSite};
 
 const PAGE: u64 = 4096;
+/// Offset of the `syscall` instruction in the trap page.
+const TRAP_SYSCALL: u64 = 16;
+/// The trap page's code: `int3` x16 (the return address of calls), then `syscall; int3`.
+const TRAP_CODE: [u8; 19] = [
+    0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,
+    0x0f, 0x05, 0xcc,
+];
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
@@ -106,6 +115,11 @@ pub struct Image {
     /// Address of an `int3` in the image's last page (read+execute): a return address that
     /// stops the calling thread with SIGTRAP.
     pub trap: u64,
+    /// Address of a `syscall` instruction in that page. Loading makes it the process's
+    /// [`SyscallSite`](crate::SyscallSite), so later injected system calls run inside the
+    /// image's span (which a seccomp filter may exempt); unloading goes back to
+    /// [`SyscallSite::Auto`](crate::SyscallSite::Auto), and so does an exec.
+    pub syscall: u64,
     /// The ELF entry point (`e_entry`), relocated.
     pub entry: u64,
     symbols: HashMap<String, u64>,
@@ -682,6 +696,7 @@ impl Process {
             }
             None => self.remote_mmap(tid, 0, blob.span, libc::PROT_NONE, anon, -1, 0)?,
         };
+        let site = self.syscall_site();
         match self.fill(tid, blob, base) {
             Ok(img) => {
                 self.set_trap(Some(img.trap));
@@ -689,14 +704,20 @@ impl Process {
             }
             Err(e) => {
                 let _ = self.remote_munmap(tid, base, blob.span);
+                self.set_syscall_site(site);
                 Err(e)
             }
         }
     }
 
     fn fill(&mut self, tid: Pid, blob: &Blob, base: u64) -> Result<Image> {
-        let mut segments = Vec::with_capacity(blob.segments.len());
-        for s in &blob.segments {
+        let trap = base + blob.span - PAGE;
+        let syscall = trap + TRAP_SYSCALL;
+        // The trap page first: from then on the injected calls run at its `syscall`, inside
+        // the span (which a seccomp filter of the process may exempt).
+        let mut order: Vec<&Segment> = blob.segments.iter().collect();
+        order.rotate_right(1);
+        for s in order {
             let addr = base + s.addr;
             let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
             let got = self.remote_mmap(tid, addr, s.len, s.prot, flags, -1, 0)?;
@@ -705,7 +726,10 @@ impl Process {
                     "mmap of a segment at {addr:#x} returned {got:#x}"
                 )));
             }
-            segments.push(Segment { addr, ..*s });
+            if addr == trap {
+                self.mem().write(trap, &TRAP_CODE)?;
+                self.set_syscall_site(SyscallSite::At(syscall));
+            }
         }
         for (off, bytes) in blob.relocated(base) {
             self.mem().write(base + off, &bytes).map_err(|e| {
@@ -715,13 +739,19 @@ impl Process {
                 ))
             })?;
         }
-        let trap = base + blob.span - PAGE;
-        self.mem().write(trap, &[0xcc; 16])?;
         Ok(Image {
             base,
             len: blob.span,
-            segments,
+            segments: blob
+                .segments
+                .iter()
+                .map(|s| Segment {
+                    addr: base + s.addr,
+                    ..*s
+                })
+                .collect(),
             trap,
+            syscall,
             entry: base + blob.entry,
             symbols: blob.symbols.clone(),
         })
@@ -733,6 +763,14 @@ impl Process {
         if self.trap().is_some_and(|t| image.contains(t)) {
             self.set_trap(None);
         }
-        self.remote_munmap(tid, image.base, image.len)
+        // The munmap itself may still run at the image's `syscall` (the step reports at
+        // the call's exit, before the unmapped next instruction is fetched).
+        let r = self.remote_munmap(tid, image.base, image.len);
+        if let SyscallSite::At(a) = self.syscall_site() {
+            if image.contains(a) {
+                self.set_syscall_site(SyscallSite::Auto);
+            }
+        }
+        r
     }
 }

@@ -161,7 +161,7 @@ impl Process {
     pub fn inject_syscall(&mut self, tid: Pid, nr: i64, args: [u64; 6]) -> Result<i64> {
         let (origin, mut caught) = self.begin(tid)?;
         let saved = sys::getregs(tid)?;
-        let (site, patched) = self.syscall_site(saved.rip)?;
+        let (site, patched) = self.site_for(saved.rip)?;
         let mut r = saved;
         r.rax = nr as u64;
         // No restart logic may fire for the injected call.
@@ -247,6 +247,11 @@ impl Process {
         Ok(())
     }
 
+    /// Where injected calls run now (see [`Process::set_syscall_site`]).
+    pub fn syscall_site(&self) -> SyscallSite {
+        self.site
+    }
+
     pub(crate) fn trap(&self) -> Option<u64> {
         self.trap
     }
@@ -302,7 +307,7 @@ impl Process {
 
     /// Where to run the call: the cached `syscall` instruction, a newly found one, or the
     /// current RIP overwritten (returning the bytes to put back).
-    fn syscall_site(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
+    fn site_for(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
         match self.site {
             SyscallSite::At(a) => return Ok((a, None)),
             SyscallSite::PatchRip => {}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{wait_blocked, Helper};
 use mmio_trace_ptrace::{
     cont, detach, seize_all, wait_tid, Blob, CallOptions, Error, Event, Image, LoadOptions,
-    Options, Pid, Process, Regs, Stop,
+    Options, Pid, Process, Regs, Stop, SyscallSite,
 };
 
 fn root() -> PathBuf {
@@ -300,6 +300,13 @@ fn reader_case_with(mut h: Helper, elf: &[u8]) {
     let before = *Regs::read(pid).unwrap().user();
     let img = p.load_image(pid, elf, &LoadOptions::default()).unwrap();
     check_w_xor_x(pid, &img);
+    // Injected system calls now run at the image's own `syscall` instruction.
+    assert!(img.contains(img.syscall));
+    assert_eq!(p.syscall_site(), SyscallSite::At(img.syscall));
+    assert_eq!(
+        p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
+        pid as i64
+    );
     exercise(&mut p, pid, pid, &img);
     let after = *Regs::read(pid).unwrap().user();
     assert_eq!(
@@ -618,6 +625,36 @@ fn a_scratch_stack_and_a_data_block_are_used() {
             .unwrap(),
         sum
     );
+    // A stack that cannot be written: a clear error, the thread untouched.
+    let before = *Regs::read(pid).unwrap().user();
+    let bad = CallOptions {
+        stack: Some(0x2000),
+        ..CallOptions::default()
+    };
+    match p.call_with(pid, img.sym("add").unwrap(), &[1, 2], &bad) {
+        Err(Error::Invalid(m)) => assert!(m.contains("return address"), "{m}"),
+        r => panic!("{r:?}"),
+    }
+    let after = *Regs::read(pid).unwrap().user();
+    assert_eq!(format!("{before:?}"), format!("{after:?}"));
+    // A Process that loaded nothing makes its own trap page (r-x, anonymous) to return to.
+    let mut fresh = Process::new(pid);
+    assert_eq!(
+        fresh.call(pid, img.sym("add").unwrap(), &[5, 6]).unwrap(),
+        11
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let anon_rx = maps
+        .lines()
+        .filter(|l| {
+            l.split_whitespace().nth(1) == Some("r-xp") && l.split_whitespace().count() == 5
+        })
+        .filter(|l| {
+            let a = u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap();
+            !img.contains(a)
+        })
+        .count();
+    assert_eq!(anon_rx, 1, "{maps}");
     for (t, _) in stops {
         detach(t, 0).unwrap();
     }
@@ -712,6 +749,7 @@ fn unload_image_unmaps_the_whole_span() {
     assert_eq!(p.call(pid, img.sym("add").unwrap(), &[1, 1]).unwrap(), 2);
     p.unload_image(pid, &img).unwrap();
     assert!(maps_in(pid, &img).is_empty());
+    assert_eq!(p.syscall_site(), SyscallSite::Auto);
     // The call trap went with it; the next image brings its own.
     let img2 = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
     assert_eq!(p.call(pid, img2.sym("add").unwrap(), &[2, 2]).unwrap(), 4);
