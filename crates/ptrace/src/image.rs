@@ -16,9 +16,9 @@
 //!   `/proc/PID/mem`, which writes read-only pages too (the kernel's `FOLL_FORCE`); `.bss` is
 //!   the anonymous memory's zeros;
 //! - a last page, read+execute, holds `int3` bytes: [`Image::trap`], the return address of
-//!   [`Process::call`](crate::Process::call); and a `syscall` instruction,
-//!   [`Image::syscall`], where the injected system calls run from then on (inside the
-//!   span, which a seccomp filter can exempt).
+//!   [`Process::call`](crate::Process::call); and a `syscall` instruction, where the
+//!   injected system calls run during the load once it is there, and afterwards at
+//!   [`Image::syscall`] (inside the image, which a seccomp filter can exempt).
 //!
 //! Only anonymous mappings are made, so a seccomp filter that lets anonymous `mmap` through
 //! does not get in the way; if loading fails half-way, the reservation is unmapped again.
@@ -100,6 +100,8 @@ pub struct Blob {
     relocs: Vec<u64>,
     symbols: HashMap<String, u64>,
     entry: u64,
+    /// Offset of the first `0f 05` (`syscall`) in an executable segment's contents.
+    text_syscall: Option<u64>,
 }
 
 /// A blob loaded into a tracee by [`Process::load_image`].
@@ -115,9 +117,11 @@ pub struct Image {
     /// Address of an `int3` in the image's last page (read+execute): a return address that
     /// stops the calling thread with SIGTRAP.
     pub trap: u64,
-    /// Address of a `syscall` instruction in that page. Loading makes it the process's
+    /// Address of a `syscall` instruction of the image: the first `0f 05` bytes of its
+    /// executable segments (so inside the blob's own `__ehdr_start.._end` range), else one
+    /// in the trap page. Loading makes it the process's
     /// [`SyscallSite`](crate::SyscallSite), so later injected system calls run inside the
-    /// image's span (which a seccomp filter may exempt); unloading goes back to
+    /// image (which a seccomp filter may exempt); unloading goes back to
     /// [`SyscallSite::Auto`](crate::SyscallSite::Auto), and so does an exec.
     pub syscall: u64,
     /// The ELF entry point (`e_entry`), relocated.
@@ -484,7 +488,17 @@ impl Blob {
                 )));
             }
         }
+        // Bytes a relocation rewrites are not code to run.
+        let text_syscall = loads.iter().filter(|p| p.flags & PF_X != 0).find_map(|p| {
+            let b = &elf[p.offset as usize..(p.offset + p.filesz) as usize];
+            b.windows(2)
+                .enumerate()
+                .filter(|(_, w)| *w == [0x0f, 0x05])
+                .map(|(i, _)| p.vaddr + i as u64)
+                .find(|&a| !relocs.iter().any(|&r| r < a + 2 && a < r + 8))
+        });
         Ok(Blob {
+            text_syscall,
             span: trap_page + PAGE,
             segments,
             contents,
@@ -712,7 +726,6 @@ impl Process {
 
     fn fill(&mut self, tid: Pid, blob: &Blob, base: u64) -> Result<Image> {
         let trap = base + blob.span - PAGE;
-        let syscall = trap + TRAP_SYSCALL;
         // The trap page first: from then on the injected calls run at its `syscall`, inside
         // the span (which a seccomp filter of the process may exempt).
         let mut order: Vec<&Segment> = blob.segments.iter().collect();
@@ -728,7 +741,7 @@ impl Process {
             }
             if addr == trap {
                 self.mem().write(trap, &TRAP_CODE)?;
-                self.set_syscall_site(SyscallSite::At(syscall));
+                self.set_syscall_site(SyscallSite::At(trap + TRAP_SYSCALL));
             }
         }
         for (off, bytes) in blob.relocated(base) {
@@ -739,6 +752,11 @@ impl Process {
                 ))
             })?;
         }
+        let syscall = match blob.text_syscall {
+            Some(o) => base + o,
+            None => trap + TRAP_SYSCALL,
+        };
+        self.set_syscall_site(SyscallSite::At(syscall));
         Ok(Image {
             base,
             len: blob.span,

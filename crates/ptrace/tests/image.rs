@@ -300,8 +300,21 @@ fn reader_case_with(mut h: Helper, elf: &[u8]) {
     let before = *Regs::read(pid).unwrap().user();
     let img = p.load_image(pid, elf, &LoadOptions::default()).unwrap();
     check_w_xor_x(pid, &img);
-    // Injected system calls now run at the image's own `syscall` instruction.
+    // Injected system calls now run at the image's own `syscall` instruction, one of its
+    // text (raw_getpid has one), not the trap page's.
     assert!(img.contains(img.syscall));
+    let text = img
+        .segments
+        .iter()
+        .find(|s| s.addr <= img.sym("add").unwrap() && img.sym("add").unwrap() < s.addr + s.len)
+        .unwrap();
+    assert!(
+        img.syscall >= text.addr && img.syscall < text.addr + text.len,
+        "{img:x?}"
+    );
+    let mut insn = [0u8; 2];
+    p.mem().read(img.syscall, &mut insn).unwrap();
+    assert_eq!(insn, [0x0f, 0x05]);
     assert_eq!(p.syscall_site(), SyscallSite::At(img.syscall));
     assert_eq!(
         p.inject_syscall(pid, libc::SYS_getpid, [0; 6]).unwrap(),
