@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{wait_blocked, Helper};
 use mmio_trace_ptrace::{
-    cont, detach, seize_all, wait_tid, Blob, CallOptions, Error, Event, Image, LoadOptions,
-    Options, Pid, Process, Regs, Stop, SyscallSite,
+    cont, detach, seize_all, syscall, syscall_stop, wait_tid, Blob, CallOptions, Error, Event,
+    Image, LoadOptions, Options, Pid, Process, Regs, Stop, SyscallSite, SyscallStop,
 };
 
 fn root() -> PathBuf {
@@ -386,6 +386,34 @@ fn a_call_from_a_signal_delivery_stop_leaves_the_signal_to_deliver() {
     detach(pid, libc::SIGUSR1).unwrap();
     h.write_stdin(b"s");
     assert_eq!(h.line(), "ret=1 data=s vec=OK usr1=1");
+    assert_eq!(h.exit_code(), 0);
+}
+
+#[test]
+fn a_call_from_a_syscall_entry_stop_returns_to_that_stop() {
+    let mut h = Helper::start("l_target", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    // Resumed with PTRACE_SYSCALL, the interrupted read restarts: its entry stop.
+    syscall(pid, 0).unwrap();
+    assert!(matches!(wait_tid(pid).unwrap(), Stop::Syscall));
+    let entry = syscall_stop(pid).unwrap();
+    assert!(
+        matches!(entry, SyscallStop::Entry { nr, .. } if nr == libc::SYS_read),
+        "{entry:?}"
+    );
+    let mut p = Process::new(pid);
+    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    exercise(&mut p, pid, pid, &img);
+    // Back at the same entry stop, same arguments.
+    assert_eq!(
+        format!("{:?}", syscall_stop(pid).unwrap()),
+        format!("{entry:?}")
+    );
+    detach(pid, 0).unwrap();
+    h.write_stdin(b"n");
+    assert_eq!(h.line(), "ret=1 data=n vec=OK usr1=0");
     assert_eq!(h.exit_code(), 0);
 }
 
