@@ -32,6 +32,7 @@ mod env;
 pub mod exe_kind;
 mod guard;
 pub mod handoff;
+pub mod heap;
 #[cfg(feature = "std")]
 pub mod model;
 #[cfg(not(feature = "std"))]
