@@ -12,6 +12,7 @@
 //! (with `mmio_trace_tracer::trace_region`).
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod attach;
 #[doc(hidden)]
 pub mod bench;
