@@ -21,6 +21,7 @@ impl Route {
         match self {
             Route::Preload => "preload",
             Route::Ptrace => "ptrace",
+            Route::Inject => "inject",
         }
     }
 }
