@@ -131,6 +131,17 @@ pub extern "C" fn mmio_trace_agent_set_spawner(f: tracer::thread::Spawner) {
     tracer::thread::set_spawner(f);
 }
 
+/// Registers where generated code (hot-site trampolines) finds the calling thread's block:
+/// `publish` stores it in a TLS slot at `offset` from the thread pointer (see
+/// `tracer::threads::set_tls_publisher`). Without one, no site is patched.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_set_tls_publisher(
+    publish: extern "C" fn(*const tracer::threads::ThreadBlock),
+    offset: i64,
+) {
+    tracer::threads::set_tls_publisher(publish, offset);
+}
+
 /// A `MARK` with `text[..len]` in the calling thread's stream.
 ///
 /// # Safety

@@ -57,5 +57,6 @@ pub const EXPORTS: &[&str] = &[
     "mmio_trace_agent_after_fork_child",
     "mmio_trace_agent_thread_start",
     "mmio_trace_agent_set_spawner",
+    "mmio_trace_agent_set_tls_publisher",
     "mmio_trace_agent_mark",
 ];

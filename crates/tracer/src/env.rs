@@ -38,12 +38,10 @@ fn vars() -> Option<&'static [u8]> {
 /// The value of `name` in NUL-separated `NAME=VALUE` strings (the last one wins, as a
 /// later assignment would).
 pub fn lookup<'a>(vars: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    vars.split(|&b| b == 0)
-        .filter_map(|kv| {
-            let eq = kv.iter().position(|&b| b == b'=')?;
-            (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
-        })
-        .last()
+    vars.split(|&b| b == 0).rev().find_map(|kv| {
+        let eq = kv.iter().position(|&b| b == b'=')?;
+        (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
+    })
 }
 
 /// The raw value of setting `name`, if set.

@@ -128,6 +128,14 @@ pub fn init(shm: Shm, rules: Rules) {
     ACTIVE.store(true, Ordering::Release);
 }
 
+/// Setting: the process's `AT_SYSINFO_EHDR` (the vDSO's address; decimal or `0x` hex),
+/// for a tracer that cannot read its own auxiliary vector (an injected agent in a process
+/// whose `/proc/self/auxv` it may not open: file capabilities make it root's). The preload
+/// library never needs it (libc's `getauxval`).
+pub const ENV_AT_SYSINFO_EHDR: &str = "MMIO_TRACE_AT_SYSINFO_EHDR";
+/// Setting: the process's `AT_HWCAP2` (as [`ENV_AT_SYSINFO_EHDR`]).
+pub const ENV_AT_HWCAP2: &str = "MMIO_TRACE_AT_HWCAP2";
+
 /// How [`start_from_settings`] ended.
 enum Start {
     /// Tracing runs.
@@ -147,6 +155,12 @@ fn start_from_settings() -> Start {
     use mmio_trace_ring::{ENV_LIVE_PATH, ENV_SHM_PATH};
     if !env::is_set(ENV_FD) {
         return Start::Off;
+    }
+    if let Some(v) = env::var(ENV_AT_SYSINFO_EHDR).and_then(|v| rules::parse_num(&v)) {
+        mmio_trace_ring::clock::init_with_vdso(v as usize);
+    }
+    if let Some(v) = env::var(ENV_AT_HWCAP2).and_then(|v| rules::parse_num(&v)) {
+        sys::set_hwcap2(v);
     }
     // The inherited descriptor first (its header's magic tells whether it still is the
     // memfd); the recorder's own through /proc only when that fails, so that a child in

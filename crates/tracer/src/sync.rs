@@ -31,6 +31,12 @@ unsafe impl<T: Send + Sync> Sync for Once<T> {}
 // SAFETY: owning the cell owns the value.
 unsafe impl<T: Send> Send for Once<T> {}
 
+impl<T> Default for Once<T> {
+    fn default() -> Once<T> {
+        Once::new()
+    }
+}
+
 impl<T> Once<T> {
     /// An empty cell.
     pub const fn new() -> Once<T> {

@@ -344,12 +344,25 @@ pub fn thread_pointer() -> u64 {
 /// instead of asking the CPU or the kernel per access.
 static FSGSBASE: AtomicBool = AtomicBool::new(false);
 
+/// `AT_HWCAP2` as handed over by whoever loaded the tracer (+1; 0: not handed over).
+static HWCAP2_GIVEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Uses `hwcap2` as the auxiliary vector's `AT_HWCAP2` (for a tracer that cannot read its
+/// own: an injected agent in a process whose `/proc/self/auxv` it may not open). Call
+/// before [`init_cpu_features`].
+pub fn set_hwcap2(hwcap2: u64) {
+    HWCAP2_GIVEN.store(hwcap2.wrapping_add(1), Ordering::Relaxed);
+}
+
 /// Caches the CPU features the fault path needs (called at tracer start, before any
-/// handler is installed). `getauxval` is a libc call: never on the fault path.
+/// handler is installed). Reading the auxiliary vector is never done on the fault path.
 pub fn init_cpu_features() {
     const AT_HWCAP2: u64 = 26;
     const HWCAP2_FSGSBASE: u64 = 1 << 1;
-    let hw2 = auxval(AT_HWCAP2).unwrap_or(0);
+    let hw2 = match HWCAP2_GIVEN.load(Ordering::Relaxed) {
+        0 => auxval(AT_HWCAP2).unwrap_or(0),
+        given => given.wrapping_sub(1),
+    };
     FSGSBASE.store(hw2 & HWCAP2_FSGSBASE != 0, Ordering::Relaxed);
 }
 

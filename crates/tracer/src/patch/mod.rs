@@ -684,7 +684,7 @@ pub fn drain() {
     }
     let deadline = sys::now_ns() + 200_000_000;
     while PENDING.load(Ordering::Acquire) > 0 && sys::now_ns() < deadline {
-        sys::sleep_ns(1 * 1_000_000);
+        sys::sleep_ns(1_000_000);
     }
 }
 
