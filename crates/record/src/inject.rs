@@ -74,7 +74,13 @@ pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::R
     let area = image
         .sym(agent::PARAMS)
         .ok_or_else(|| inject_err("loading", format!("no {} in the core", agent::PARAMS)))?;
-    let bytes = params.encode(filter);
+    let mut bytes = params.encode(filter);
+    // The new image's vDSO and CPU features: a process with file capabilities cannot
+    // open its own /proc/self/auxv (root's), the core would go without.
+    for (k, v) in auxv(pid) {
+        bytes.extend_from_slice(format!("{k}={v:#x}").as_bytes());
+        bytes.push(0);
+    }
     if bytes.len() > agent::PARAMS_LEN {
         return Err(inject_err("parameters", "too long"));
     }
@@ -91,6 +97,26 @@ pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::R
         ));
     }
     Ok(())
+}
+
+/// `AT_SYSINFO_EHDR` and `AT_HWCAP2` of process `pid`, as the core's settings name them.
+fn auxv(pid: i32) -> Vec<(&'static str, u64)> {
+    const AT_HWCAP2: u64 = 26;
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let Ok(b) = std::fs::read(format!("/proc/{pid}/auxv")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in b.chunks_exact(16) {
+        let k = u64::from_ne_bytes(e[..8].try_into().expect("8 bytes"));
+        let v = u64::from_ne_bytes(e[8..].try_into().expect("8 bytes"));
+        match k {
+            AT_SYSINFO_EHDR => out.push((mmio_trace_tracer::ENV_AT_SYSINFO_EHDR, v)),
+            AT_HWCAP2 => out.push((mmio_trace_tracer::ENV_AT_HWCAP2, v)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Whether process `pid` carries the core already (a mapping starts at [`BASE`]): its
