@@ -37,6 +37,7 @@ pub mod site;
 mod step;
 mod stop;
 pub mod sys;
+pub mod sysemu;
 pub mod threads;
 pub mod uaccess;
 pub mod unmatched;
