@@ -142,7 +142,9 @@ unsafe fn set_handoff(path: &[u8]) {
 
 fn handoff_path() -> &'static [u8] {
     // SAFETY: written once at init, before the hook could run; read-only after.
-    unsafe { &(*core::ptr::addr_of!(HANDOFF))[..HANDOFF_LEN] }
+    let (buf, n): (&'static [u8; 108], usize) =
+        unsafe { (&*core::ptr::addr_of!(HANDOFF), HANDOFF_LEN) };
+    &buf[..n]
 }
 
 /// Around the program's `execve`: the recorder must seize the thread first, so that the

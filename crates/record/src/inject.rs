@@ -18,16 +18,18 @@ use mmio_trace_ptrace::{self as pt, Event, Options, Stop};
 use crate::agent;
 use crate::remote::supervisor::Start;
 
-/// Where the core goes in every process of a recording: one address for all, so that
-/// the filter installed once (and inherited over fork and exec) exempts it everywhere.
-/// Far below the kernel's mmap area (top-down from below the stack), above every
-/// non-PIE executable and its heap, and away from the Go runtime's arena hints
-/// (`0x00c0_0000_0000 + k << 40`).
-pub(crate) const BASE: u64 = 0x2aa0_0000_0000;
+/// Where the core goes in every process of a recording (the same address everywhere:
+/// see [`mmio_trace_tracer::handoff::CORE_BASE`]).
+pub(crate) const BASE: u64 = mmio_trace_tracer::handoff::CORE_BASE;
 
 /// Ptrace options while the core goes in: exec stops, and the program dies with a
 /// recorder that dies half-way (it could not run with a filter and no core).
 const OPTIONS: Options = Options(Options::TRACEEXEC.0 | Options::EXITKILL.0);
+
+/// For a thread handed over before an exec: also its clones, forks and vforks (a
+/// `posix_spawn` child execs the program; the spawner is let go at once).
+const FOLLOW: Options =
+    Options(OPTIONS.0 | Options::TRACECLONE.0 | Options::TRACEFORK.0 | Options::TRACEVFORK.0);
 
 /// The variable that tells the core whether to install the filter (`1`) or that an
 /// inherited one already exempts it (`0`).
@@ -152,14 +154,29 @@ fn child(
     }
 }
 
+/// Why [`spawn`] failed.
+#[derive(Debug)]
+pub(crate) enum SpawnError {
+    /// The program could not be run (its exec failed, or it died first).
+    Exec(io::Error),
+    /// It was exec'd, but the core could not be put in (it was killed before its first
+    /// instruction: it can be started again another way).
+    Core(io::Error),
+}
+
 /// Starts the program with the core in it: forks (from the calling thread, whose
 /// children the recorder's main loop reaps), seizes the child before its exec, puts the
 /// core into the new image at its exec stop, and lets it go. Returns its pid.
-pub(crate) fn spawn(start: Start, params: &Params) -> io::Result<i32> {
+pub(crate) fn spawn(start: Start, params: &Params) -> Result<i32, SpawnError> {
+    spawn_inner(start, params)
+}
+
+fn spawn_inner(start: Start, params: &Params) -> Result<i32, SpawnError> {
+    use SpawnError::{Core, Exec};
     let mut fds = [0i32; 2];
     // SAFETY: plain pipe2 into a local array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
+        return Err(Exec(io::Error::last_os_error()));
     }
     // SAFETY: fresh descriptors we own.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
@@ -170,7 +187,7 @@ pub(crate) fn spawn(start: Start, params: &Params) -> io::Result<i32> {
     // SAFETY: fork; the child runs `child` only.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(Exec(io::Error::last_os_error()));
     }
     if pid == 0 {
         child(&start, &argv, &envp, wr.as_raw_fd());
@@ -187,14 +204,16 @@ pub(crate) fn spawn(start: Start, params: &Params) -> io::Result<i32> {
     // SAFETY: plain waitpid for our own child (not yet traced: WUNTRACED sees its stop).
     let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED) };
     if r != pid || !libc::WIFSTOPPED(st) {
-        return Err(io::Error::other("the program ended before it could start"));
+        return Err(Exec(io::Error::other(
+            "the program ended before it could start",
+        )));
     }
     if let Err(e) = pt::seize(pid, OPTIONS) {
         kill(pid);
-        return Err(io::Error::new(
+        return Err(Exec(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("cannot trace the program with ptrace to put the tracer in: {e}"),
-        ));
+        )));
     }
     // SAFETY: our own child.
     unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -207,11 +226,11 @@ pub(crate) fn spawn(start: Start, params: &Params) -> io::Result<i32> {
                 let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
                 // SAFETY: reaping our own child (already a zombie).
                 unsafe { libc::waitpid(pid, &mut st, libc::__WALL | libc::WNOHANG) };
-                return Err(if n == 4 {
+                return Err(Exec(if n == 4 {
                     io::Error::from_raw_os_error(i32::from_le_bytes(b))
                 } else {
                     io::Error::other("the program ended before it could start")
-                });
+                }));
             }
             // The SIGCONT, or a stop signal: passed on (the stop is lost: the program is
             // not running yet).
@@ -230,11 +249,11 @@ pub(crate) fn spawn(start: Start, params: &Params) -> io::Result<i32> {
     }
     if let Err(e) = inject(pid, pid, params, true) {
         kill(pid);
-        return Err(e);
+        return Err(Core(e));
     }
     if let Err(e) = pt::detach(pid, 0) {
         kill(pid);
-        return Err(inject_err("letting it go", e));
+        return Err(Core(inject_err("letting it go", e)));
     }
     Ok(pid)
 }
@@ -250,7 +269,7 @@ pub(crate) fn adopt(tid: i32, params: Params) -> io::Result<std::thread::JoinHan
         .spawn(move || {
             let pid = tgid_of(tid).unwrap_or(tid);
             let filter = !has_core(pid);
-            if let Err(e) = pt::seize(tid, OPTIONS) {
+            if let Err(e) = pt::seize(tid, FOLLOW) {
                 let _ = tx.send(Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
                     e.to_string(),
@@ -286,8 +305,10 @@ pub(crate) fn release(tid: i32) {
 }
 
 /// Waits for seized thread `tid` to exec (then injects and detaches), to end, or to be
-/// released (its exec failed: the thread is interrupted and let go). Polls: ptrace
-/// requests are this thread's alone, so a release can only be seen here.
+/// released (its exec failed: the thread is interrupted and let go). A thread that
+/// makes a process instead (`posix_spawn`: libc's child execs without running any of the
+/// preload library's code) is let go, and that child followed to its exec. Polls:
+/// ptrace requests are this thread's alone, so a release can only be seen here.
 fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
     let released = Arc::new(AtomicBool::new(false));
     RELEASED
@@ -297,9 +318,12 @@ fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
     let _forget = Forget(tid);
     let mut interrupted = false;
     let mut idle = std::time::Duration::from_micros(50);
-    loop {
-        let stop = match pt::wait(tid, true) {
-            Ok(Some((_, s))) => s,
+    // This thread's tracees (after an exec from a non-leader thread, that thread's id
+    // is the pid: stops are taken from any of them).
+    let mut tracees = vec![tid];
+    while !tracees.is_empty() {
+        let (cur, stop) = match pt::wait(-1, true) {
+            Ok(Some(x)) => x,
             Ok(None) => {
                 if released.load(Ordering::Acquire) && !interrupted {
                     interrupted = pt::interrupt(tid).is_ok();
@@ -311,34 +335,52 @@ fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
             Err(_) => return,
         };
         idle = std::time::Duration::from_micros(50);
+        if !tracees.contains(&cur) {
+            tracees.push(cur);
+        }
         match stop {
-            Stop::Event(Event::Exec { .. }) => {
-                // The exec'ing thread is now the leader: its id is the pid.
-                if let Err(e) = inject(pid, pid, params, filter) {
-                    eprintln!(
-                        "mmio-trace: cannot trace process {pid} after its exec ({e}); it is killed (its inherited filter needs the tracer)"
-                    );
-                    // SAFETY: plain kill of a process of the recording.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    let _ = pt::detach(pid, 0);
-                    return;
+            Stop::Event(Event::Exec { former_tid }) => {
+                tracees.retain(|&t| t != cur && t != former_tid);
+                let process = if cur == tid || former_tid == tid {
+                    pid
+                } else {
+                    cur
+                };
+                // The exec'ing thread is now its process's leader.
+                if let Err(e) = inject(process, cur, params, filter) {
+                    if filter {
+                        // No filter yet (a preload-traced process): it runs on, untraced.
+                        eprintln!(
+                            "mmio-trace: warning: NOT TRACED: process {process} after its exec: {e}"
+                        );
+                    } else {
+                        eprintln!(
+                            "mmio-trace: cannot trace process {process} after its exec ({e}); it is killed (its inherited filter needs the tracer)"
+                        );
+                        // SAFETY: plain kill of a process of the recording.
+                        unsafe { libc::kill(process, libc::SIGKILL) };
+                    }
                 }
-                let _ = pt::detach(pid, 0);
-                return;
+                let _ = pt::detach(cur, 0);
             }
-            s if s.is_gone() => return,
+            Stop::Event(Event::Clone { .. } | Event::Fork { .. } | Event::Vfork { .. }) => {
+                // The child (attached already) is followed; the spawner goes on alone.
+                tracees.retain(|&t| t != cur);
+                let _ = pt::detach(cur, 0);
+            }
+            s if s.is_gone() => tracees.retain(|&t| t != cur),
             Stop::Signal { signal, .. } => {
-                let _ = pt::cont(tid, signal);
+                let _ = pt::cont(cur, signal);
             }
             Stop::Group { .. } => {
-                let _ = pt::listen(tid);
+                let _ = pt::listen(cur);
             }
-            Stop::Interrupt if released.load(Ordering::Acquire) => {
-                let _ = pt::detach(tid, 0);
-                return;
+            Stop::Interrupt if cur == tid && released.load(Ordering::Acquire) => {
+                tracees.retain(|&t| t != cur);
+                let _ = pt::detach(cur, 0);
             }
             _ => {
-                let _ = pt::cont(tid, 0);
+                let _ = pt::cont(cur, 0);
             }
         }
     }

@@ -357,7 +357,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     };
     // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
     let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
-    let choice = route::choose(program, opts.route);
+    let mut choice = route::choose(program, opts.route);
     if choice.unreadable {
         eprintln!(
             "mmio-trace: note: {}; the preload route is used (a static, Go or set-uid program would not be traced: --route ptrace traces it)",
@@ -404,38 +404,39 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // Processes of the preload route that exec a program only the ptrace route reaches
-    // ask to be handed over (see `handoff`).
-    let adopted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    // The inject route's settings for the core, once the hand-off socket they name exists.
+    // A process that carries the injected core, and a process of the preload route about
+    // to exec a program the preload library cannot reach, ask to be seized before the
+    // exec (see `handoff`): the new image gets a core before its first instruction.
+    // The core's settings name the hand-off socket: they are set once it exists.
     let params = std::sync::Arc::new(std::sync::OnceLock::<inject::Params>::new());
     let injected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let handoff = match lib {
-        // Not when the preload route is forced: nothing goes the ptrace route then.
-        Some(_) if opts.route.is_none() && opts.hand_off => {
-            let (shm, rules, adopted) = (consumer.shm(), ptrace_rules(opts), adopted.clone());
-            handoff::Listener::serve(move |req, _peer| hand_over(req, shm, &rules, &adopted)).ok()
-        }
-        // Every exec of a process that carries the core is handed over: its new image
-        // gets a core before its first instruction (the inherited filter needs one).
-        None if choice.route == Route::Inject => {
-            let (params, injected) = (params.clone(), injected.clone());
-            match handoff::Listener::serve(move |req, _peer| {
-                inject_hand_over(req, params.get(), &injected)
-            }) {
-                Ok(l) => Some(l),
-                Err(error) => {
-                    pending.abandon();
-                    return Err(Error::Spawn {
-                        program: program.to_string_lossy().into_owned(),
-                        error,
-                    });
-                }
-            }
-        }
-        _ => None,
+    let serve = match choice.route {
+        // Not when the preload route is forced: nothing leaves it then.
+        Route::Preload => opts.route.is_none() && opts.hand_off,
+        Route::Inject => true,
+        Route::Ptrace => false,
     };
-    if choice.route == Route::Inject {
+    let handoff = if serve {
+        let (params, injected) = (params.clone(), injected.clone());
+        match handoff::Listener::serve(move |req, _peer| {
+            inject_hand_over(req, params.get(), &injected)
+        }) {
+            Ok(l) => Some(l),
+            // Without it the inject route could not follow an exec (the preload route
+            // goes on: its execs of static programs are then not traced, and said so).
+            Err(error) if choice.route == Route::Inject => {
+                pending.abandon();
+                return Err(Error::Spawn {
+                    program: program.to_string_lossy().into_owned(),
+                    error,
+                });
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if handoff.is_some() {
         let vars = recorder_vars(opts, &consumer, handoff.as_ref())
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -457,15 +458,36 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         }
         None if choice.route == Route::Inject => {
             let spawned = start_for(opts, program, args).and_then(|start| {
-                inject::spawn(start, params.get().expect("set above")).map_err(|error| {
-                    Error::Spawn {
+                match inject::spawn(start, params.get().expect("set above")) {
+                    Ok(pid) => Ok(Some(pid)),
+                    Err(inject::SpawnError::Exec(error)) => Err(Error::Spawn {
                         program: program.to_string_lossy().into_owned(),
                         error,
+                    }),
+                    // The program never ran: it is started again under the ptrace route.
+                    Err(inject::SpawnError::Core(e)) => {
+                        eprintln!(
+                            "mmio-trace: warning: {e}; the ptrace route traces it instead (the same events, several times slower per access)"
+                        );
+                        Ok(None)
                     }
-                })
+                }
             });
             match spawned {
-                Ok(pid) => pid,
+                Ok(Some(pid)) => pid,
+                Ok(None) => match spawn_ptrace(opts, &consumer, program, args) {
+                    Ok(s) => {
+                        choice.route = Route::Ptrace;
+                        choice.reason.push_str("; the core could not be put in");
+                        let pid = s.pid;
+                        supervisor = Some(s);
+                        pid
+                    }
+                    Err(e) => {
+                        pending.abandon();
+                        return Err(e);
+                    }
+                },
                 Err(e) => {
                     pending.abandon();
                     return Err(e);
@@ -612,14 +634,6 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     for t in std::mem::take(&mut *injected.lock().unwrap_or_else(|e| e.into_inner())) {
         let _ = t.join();
     }
-    for s in std::mem::take(&mut *adopted.lock().unwrap_or_else(|e| e.into_inner())) {
-        // The program itself was handed over: its tracer may have taken its exit.
-        let pid = s.pid;
-        let e = s.finish();
-        if exit.is_none() && pid == child_pid {
-            exit = e;
-        }
-    }
     // Every process is gone: nothing can be in flight any more.
     consumer.poll(|d| merger.add(d));
     merger.emit_out(None, |o| out.write(o));
@@ -674,35 +688,6 @@ pub(crate) fn has_capability(proc_: &str, bit: u32) -> bool {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .is_some_and(|c| c & (1 << bit) != 0)
-}
-
-/// The recorder's answer to a hand-off request ([`handoff`]): a thread about to exec a
-/// program only the ptrace route reaches is seized by a supervisor thread of its own,
-/// kept in `adopted` until the end.
-fn hand_over(
-    req: mmio_trace_tracer::handoff::Request,
-    shm: mmio_trace_ring::Shm,
-    rules: &rules::Rules,
-    adopted: &std::sync::Mutex<Vec<remote::supervisor::Supervisor>>,
-) -> u8 {
-    use mmio_trace_tracer::handoff::{Request, REFUSED, SEIZED};
-    match req {
-        Request::Seize(tid) => match remote::supervisor::adopt(tid as i32, shm, rules.clone()) {
-            Ok(s) => {
-                adopted.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-                SEIZED
-            }
-            Err(e) => {
-                eprintln!(
-                    "mmio-trace: warning: cannot trace thread {tid} by ptrace before its exec ({e}): the program it runs is not traced"
-                );
-                REFUSED
-            }
-        },
-        // The exec failed: the thread stays traced by its supervisor (which passes its
-        // signals on) until it execs again or ends.
-        Request::Release(_) => REFUSED,
-    }
 }
 
 /// The recorder's answer to a hand-off request of a process that carries the injected

@@ -109,9 +109,12 @@ pub struct ExecCall {
 
 /// Called in the SIGSYS handler around an exec the program makes: with `None` just
 /// before it (the agent asks the recorder to take the thread over), and with
-/// `Some(-errno)` when the exec failed (the program goes on, and gets that error). Signal
-/// context: no allocation, no locks, raw system calls only.
-pub type ExecHook = fn(call: &ExecCall, failed: Option<isize>);
+/// `Some(-errno)` when the exec failed (the program goes on, and gets that error). Before
+/// the exec, a negative return is the `-errno` the program gets instead of the exec (the
+/// recorder would not take the thread over: the new image would inherit the filter
+/// without a core); the return after a failure is ignored. Signal context: no
+/// allocation, no locks, raw system calls only.
+pub type ExecHook = fn(call: &ExecCall, failed: Option<isize>) -> isize;
 
 /// Why [`install`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +210,9 @@ pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallEr
     let mut r = set();
     if r == -(libc::EACCES as isize) {
         // SAFETY: a flag of our own process.
-        let e = unsafe { sys::syscall6(NR_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0) };
+        let e = unsafe {
+            sys::syscall6(NR_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0)
+        };
         if e < 0 {
             ON.store(false, Ordering::Release);
             return Err(InstallError::NoNewPrivs(-e as i32));
@@ -541,14 +546,9 @@ fn rt_sigaction(a: [u64; 6]) -> isize {
     }
     if a[2] != 0 {
         let mut out = [0u8; 32];
-        for (k, v) in [
-            old.handler as u64,
-            old.flags,
-            old.restorer as u64,
-            old.mask,
-        ]
-        .into_iter()
-        .enumerate()
+        for (k, v) in [old.handler as u64, old.flags, old.restorer as u64, old.mask]
+            .into_iter()
+            .enumerate()
         {
             out[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -632,7 +632,10 @@ unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
         unsafe { core::mem::transmute::<usize, ExecHook>(hook) }
     });
     if let Some(h) = hook {
-        h(&call, None);
+        let r = h(&call, None);
+        if r < 0 {
+            return r;
+        }
     }
     // SAFETY: handler context.
     let mask = unsafe { *uc_mask(uc) } & !never_blocked();
@@ -652,7 +655,7 @@ unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
     };
     sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
     if let Some(h) = hook {
-        h(&call, Some(rc));
+        let _ = h(&call, Some(rc));
     }
     rc
 }
