@@ -1008,11 +1008,11 @@ static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
 static HOOK_FAILED: AtomicU64 = AtomicU64::new(0);
 static HOOK_FD: AtomicUsize = AtomicUsize::new(0);
 
-fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) {
+fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) -> isize {
     HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
     if let Some(rc) = failed {
         HOOK_FAILED.store(rc as u64, Ordering::SeqCst);
-        return;
+        return 0;
     }
     // Tell the parent the hook ran before a successful exec: the first path byte.
     // SAFETY: the program's NUL-terminated path; a write to our pipe.
@@ -1020,6 +1020,7 @@ fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) {
         let b = [b'H', *call.path];
         libc::write(HOOK_FD.load(Ordering::SeqCst) as i32, b.as_ptr().cast(), 2);
     }
+    0
 }
 
 #[test]
