@@ -59,12 +59,10 @@ fn believed_blocked(rsp: u64) -> u64 {
     let Some(b) = threads::existing() else {
         return 0;
     };
-    // Blocked with a virtualised `rt_sigprocmask` (see `sysemu`): believed everywhere.
-    let outside = b.sysemu_blocked.load(Ordering::Relaxed);
     let t = &b.sig;
     let frame = t.frame.load(Ordering::Relaxed);
     if frame == 0 {
-        return outside;
+        return 0;
     }
     // SAFETY: zeroed stack_t is valid as an out value.
     let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
@@ -79,9 +77,9 @@ fn believed_blocked(rsp: u64) -> u64 {
             rsp < frame && frame - rsp < (8 << 20)
         };
     if on_alt {
-        t.blocked.load(Ordering::Relaxed) | outside
+        t.blocked.load(Ordering::Relaxed)
     } else {
-        outside
+        0
     }
 }
 
@@ -180,10 +178,7 @@ pub fn install() {
         let mut old = KSigaction::default();
         sys::sigaction(sig, Some(&act), Some(&mut old));
         if old.handler != SIG_DFL && old.handler != h {
-            let a = &APP[sig as usize];
-            a.handler.store(old.handler, Ordering::Relaxed);
-            a.flags.store(old.flags, Ordering::Relaxed);
-            a.mask.store(old.mask, Ordering::Relaxed);
+            set_app_action(sig, &old);
         }
     }
     setup_altstack();

@@ -20,9 +20,16 @@
 //!   `rt_sigreturn` installs (a change of the live mask would be undone there). The
 //!   tracer's signals and SIGSYS are never blocked for real (a device access, or a trapped
 //!   call, with them blocked would be fatal); the program believes them blocked (a
-//!   per-thread mask, reported back in `oldset` and honoured when a fault of its own is
-//!   delivered). A query (`set` NULL) is not trapped: it reports the kernel's mask, without
-//!   those virtual bits.
+//!   per-thread mask, reported back in `oldset`; not yet enforced: a fault of the
+//!   program's own while it believes SIGSEGV blocked reaches its handler instead of
+//!   killing it — enforcing it killed a test program on a fault that was not its own).
+//!   A query (`set` NULL) is not trapped: it reports the kernel's mask, without those
+//!   virtual bits.
+//!
+//! Before [`install`], no thread may have SIGSYS blocked: the kernel kills a thread whose
+//! trapped call raises a blocked SIGSYS (a thread inside glibc's `pthread_create`, which
+//! blocks every signal around `clone`, is one). The injector, which stops every thread,
+//! must unblock SIGSYS in each (`PTRACE_SETSIGMASK`).
 //! * `sigaltstack` is not routed: the program's stack is the kernel's, and the tracer's
 //!   handlers run on it. Virtualising it (keeping the tracer's stack, as the preload
 //!   route does) is unsafe here: a program that disables its stack and unmaps it (Rust's
@@ -207,7 +214,9 @@ pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallEr
     let mut r = set();
     if r == -(libc::EACCES as isize) {
         // SAFETY: a flag of our own process.
-        let e = unsafe { sys::syscall6(NR_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0) };
+        let e = unsafe {
+            sys::syscall6(NR_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0)
+        };
         if e < 0 {
             ON.store(false, Ordering::Release);
             return Err(InstallError::NoNewPrivs(-e as i32));
@@ -541,14 +550,9 @@ fn rt_sigaction(a: [u64; 6]) -> isize {
     }
     if a[2] != 0 {
         let mut out = [0u8; 32];
-        for (k, v) in [
-            old.handler as u64,
-            old.flags,
-            old.restorer as u64,
-            old.mask,
-        ]
-        .into_iter()
-        .enumerate()
+        for (k, v) in [old.handler as u64, old.flags, old.restorer as u64, old.mask]
+            .into_iter()
+            .enumerate()
         {
             out[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
         }
