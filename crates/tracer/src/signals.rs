@@ -59,10 +59,12 @@ fn believed_blocked(rsp: u64) -> u64 {
     let Some(b) = threads::existing() else {
         return 0;
     };
+    // Blocked with a virtualised `rt_sigprocmask` (see `sysemu`): believed everywhere.
+    let outside = b.sysemu_blocked.load(Ordering::Relaxed);
     let t = &b.sig;
     let frame = t.frame.load(Ordering::Relaxed);
     if frame == 0 {
-        return 0;
+        return outside;
     }
     // SAFETY: zeroed stack_t is valid as an out value.
     let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
@@ -77,9 +79,9 @@ fn believed_blocked(rsp: u64) -> u64 {
             rsp < frame && frame - rsp < (8 << 20)
         };
     if on_alt {
-        t.blocked.load(Ordering::Relaxed)
+        t.blocked.load(Ordering::Relaxed) | outside
     } else {
-        0
+        outside
     }
 }
 

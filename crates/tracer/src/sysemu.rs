@@ -20,11 +20,10 @@
 //!   `rt_sigreturn` installs (a change of the live mask would be undone there). The
 //!   tracer's signals and SIGSYS are never blocked for real (a device access, or a trapped
 //!   call, with them blocked would be fatal); the program believes them blocked (a
-//!   per-thread mask, reported back in `oldset`; not yet enforced: a fault of the
-//!   program's own while it believes SIGSEGV blocked reaches its handler instead of
-//!   killing it — enforcing it killed a test program on a fault that was not its own).
-//!   A query (`set` NULL) is not trapped: it reports the kernel's mask, without those
-//!   virtual bits.
+//!   per-thread mask, reported back in `oldset` and honoured when a fault of the
+//!   program's own is delivered: with SIGSEGV believed blocked, it dies of it, as
+//!   natively). A query (`set` NULL) is not trapped: it reports the kernel's mask,
+//!   without those virtual bits.
 //!
 //! Before [`install`], no thread may have SIGSYS blocked: the kernel kills a thread whose
 //! trapped call raises a blocked SIGSYS (a thread inside glibc's `pthread_create`, which

@@ -245,7 +245,9 @@ fn raw(nr: i64, a: [u64; 6]) -> i64 {
 }
 
 struct Env {
-    c: Consumer,
+    /// Never dropped: the tracer (its patcher thread) writes into the rings until the
+    /// process ends, as in a traced program, whose recorder outlives it.
+    c: std::mem::ManuallyDrop<Consumer>,
     dir: std::path::PathBuf,
     fd: i32,
 }
@@ -310,7 +312,11 @@ fn setup() -> Env {
     sysemu::install(lo, hi, None).unwrap();
     assert!(sysemu::active());
     let fd = open(&dir.join("dev0"));
-    Env { c, dir, fd }
+    Env {
+        c: std::mem::ManuallyDrop::new(c),
+        dir,
+        fd,
+    }
 }
 
 impl Drop for Env {
