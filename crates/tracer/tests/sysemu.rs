@@ -1213,3 +1213,45 @@ child_test!(
         );
     }
 );
+
+/// With SIGSEGV blocked (virtually) and a handler of its own, the program's own fault
+/// kills it, as the kernel does natively with a blocked synchronous fault.
+#[test]
+#[ignore = "run by own_fault_with_sigsegv_blocked_kills_as_natively"]
+fn dies_blocked_fault() {
+    if !child_mode() {
+        return;
+    }
+    let _e = setup();
+    let act = KAction {
+        handler: program_segv as *const () as u64,
+        flags: libc::SA_SIGINFO as u64,
+        restorer: 0,
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGSEGV, Some(&act), None), 0);
+    let set = 1u64 << (libc::SIGSEGV - 1);
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(set), None), 0);
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let g = raw(libc::SYS_mmap, [0, PAGE as u64, 0, flags, u64::MAX, 0]) as u64;
+    wr(g, 1);
+    std::process::exit(0);
+}
+
+#[test]
+fn own_fault_with_sigsegv_blocked_kills_as_natively() {
+    if child_mode() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "dies_blocked_fault",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SYSEMU_CHILD", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
+}
