@@ -1255,3 +1255,63 @@ fn own_fault_with_sigsegv_blocked_kills_as_natively() {
         .unwrap();
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
 }
+
+/// The calling thread's `NoNewPrivs` and whether `CAP_SYS_ADMIN` is in its effective set
+/// (both per thread).
+fn nnp_and_sys_admin() -> (bool, bool) {
+    let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap()
+    };
+    let cap = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    (field("NoNewPrivs:") == "1", cap & (1 << 21) != 0)
+}
+
+child_test!(no_new_privs_is_left_alone_with_cap_sys_admin, {
+    let (nnp, admin) = nnp_and_sys_admin();
+    assert!(!nnp);
+    if !admin {
+        println!("skipped: no CAP_SYS_ADMIN (not root)");
+        return;
+    }
+    let mut e = setup();
+    assert_eq!(nnp_and_sys_admin(), (false, true));
+    let p = e.map_dev();
+    assert_eq!(rd(p), 0x1000);
+    assert_eq!(e.events().len(), 2);
+});
+
+child_test!(no_new_privs_is_set_without_cap_sys_admin, {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let h = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget/capset of this process with valid buffers.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_capget, &h, d.as_mut_ptr()), 0);
+        d[0].effective &= !(1 << 21);
+        assert_eq!(libc::syscall(libc::SYS_capset, &h, d.as_ptr()), 0);
+    }
+    assert_eq!(nnp_and_sys_admin(), (false, false));
+    let mut e = setup();
+    assert_eq!(nnp_and_sys_admin(), (true, false));
+    let p = e.map_dev();
+    assert_eq!(rd(p), 0x1000);
+    assert_eq!(e.events().len(), 2);
+});
