@@ -75,6 +75,7 @@ const NR_SECCOMP: usize = 317;
 const NR_PRCTL: usize = 157;
 
 const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_FIXED: u32 = 0x10;
 
 /// `struct seccomp_data` offsets.
 const OFF_NR: u32 = 0;
@@ -270,18 +271,22 @@ struct Asm<'a> {
 }
 
 const NONE: u8 = u8::MAX;
-const LABELS: usize = 10;
+const LABELS: usize = 14;
 // Labels.
 const ALLOW: u8 = 0;
 const TRAP: u8 = 1;
 const NOT_CORE: u8 = 2;
-const LO_OK: u8 = 3;
-const LO_LOW: u8 = 4;
-const HI_LOW: u8 = 5;
+const IP_LO_OK: u8 = 3;
+const IP_LO_LOW: u8 = 4;
+const IP_HI_LOW: u8 = 5;
 const MMAP: u8 = 6;
 const NEXT: u8 = 7;
 const SIGACTION: u8 = 8;
 const SIGPROCMASK: u8 = 9;
+const MEM: u8 = 10;
+const ARG_LO_OK: u8 = 11;
+const ARG_LO_LOW: u8 = 12;
+const ARG_HI_LOW: u8 = 13;
 
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -310,6 +315,29 @@ impl Asm<'_> {
     fn label(&mut self, l: u8) {
         self.at[l as usize] = self.n;
     }
+    /// Jumps to `yes` when the 64-bit word at `off` lies in `[lo, hi)`, else to `no`
+    /// (the high halves first, the low ones where the high ones are equal); `tmp`: three
+    /// labels of its own.
+    fn in_range(&mut self, off: u32, lo: u64, hi: u64, yes: u8, no: u8, tmp: [u8; 3]) {
+        let (lo_hi, lo_lo) = ((lo >> 32) as u32, lo as u32);
+        let (hi_hi, hi_lo) = ((hi >> 32) as u32, hi as u32);
+        let [lo_ok, lo_low, hi_low] = tmp;
+        // >= lo
+        self.ld(off + 4);
+        self.op(JGT, lo_hi, lo_ok, NEXT);
+        self.op(JEQ, lo_hi, lo_low, no);
+        self.label(lo_low);
+        self.ld(off);
+        self.op(JGE, lo_lo, lo_ok, no);
+        // < hi
+        self.label(lo_ok);
+        self.ld(off + 4);
+        self.op(JGT, hi_hi, no, NEXT);
+        self.op(JEQ, hi_hi, hi_low, yes);
+        self.label(hi_low);
+        self.ld(off);
+        self.op(JGE, hi_lo, no, yes);
+    }
     /// Resolves the jumps; `NEXT` is the following instruction.
     fn finish(self) -> usize {
         for i in 0..self.n {
@@ -333,10 +361,11 @@ impl Asm<'_> {
 /// `[lo, hi)` that the tracer must see return `SECCOMP_RET_TRAP | FILTER_DATA`; every other
 /// call, the core's own, i386 and x32 calls are allowed.
 ///
-/// Trapped: `mmap` without `MAP_ANONYMOUS` (anonymous memory is never a device, and the
-/// recorder maps the core with anonymous mappings from outside the range), `munmap`,
-/// `mremap`, `mprotect`, `execve`, `execveat`, `rt_sigaction` of a signal the tracer owns
-/// (SIGSYS included), `rt_sigprocmask` with a new set.
+/// Trapped: `mmap` of a file, or anonymous with `MAP_FIXED` (it may replace a traced
+/// mapping, as a `munmap` does), `munmap`, `mremap`, `mprotect` — each unless its address
+/// (the first argument) lies in `[lo, hi)`, which only the injector maps, from outside —,
+/// `execve`, `execveat`, `rt_sigaction` of a signal the tracer owns (SIGSYS included),
+/// `rt_sigprocmask` with a new set.
 pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> usize {
     let mut a = Asm {
         out,
@@ -344,40 +373,50 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
         n: 0,
         at: [0; LABELS],
     };
-    let (lo_hi, lo_lo) = ((lo >> 32) as u32, lo as u32);
-    let (hi_hi, hi_lo) = ((hi >> 32) as u32, hi as u32);
     a.ld(OFF_ARCH);
     a.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
     a.ld(OFF_NR);
     a.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
-    // ip >= lo: the high halves, then the low ones when the high ones are equal.
-    a.ld(OFF_IP + 4);
-    a.op(JGT, lo_hi, LO_OK, NEXT);
-    a.op(JEQ, lo_hi, LO_LOW, NOT_CORE);
-    a.label(LO_LOW);
-    a.ld(OFF_IP);
-    a.op(JGE, lo_lo, LO_OK, NOT_CORE);
-    // ip < hi, likewise.
-    a.label(LO_OK);
-    a.ld(OFF_IP + 4);
-    a.op(JGT, hi_hi, NOT_CORE, NEXT);
-    a.op(JEQ, hi_hi, HI_LOW, ALLOW);
-    a.label(HI_LOW);
-    a.ld(OFF_IP);
-    a.op(JGE, hi_lo, NOT_CORE, ALLOW);
+    // The core's own calls.
+    a.in_range(
+        OFF_IP,
+        lo,
+        hi,
+        ALLOW,
+        NOT_CORE,
+        [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
+    );
     a.label(NOT_CORE);
     a.ld(OFF_NR);
     a.op(JEQ, NR_MMAP, MMAP, NEXT);
-    for nr in [NR_MUNMAP, NR_MREMAP, NR_MPROTECT, NR_EXECVE, NR_EXECVEAT] {
+    for nr in [NR_MUNMAP, NR_MREMAP, NR_MPROTECT] {
+        a.op(JEQ, nr, MEM, NEXT);
+    }
+    for nr in [NR_EXECVE, NR_EXECVEAT] {
         a.op(JEQ, nr, TRAP, NEXT);
     }
     a.op(JEQ, NR_RT_SIGACTION, SIGACTION, NEXT);
     a.op(JEQ, NR_RT_SIGPROCMASK, SIGPROCMASK, NEXT);
     a.ret(SECCOMP_RET_ALLOW);
     // (BPF jumps only forward: every test lies before the two verdicts.)
+    // mmap: anonymous memory is never a device, and is allowed unless it replaces what
+    // was mapped (MAP_FIXED: a traced region there must go).
     a.label(MMAP);
     a.ld(off_arg(3));
-    a.op(JSET, MAP_ANONYMOUS, ALLOW, TRAP);
+    a.op(JSET, MAP_ANONYMOUS, NEXT, MEM);
+    a.op(JSET, MAP_FIXED, MEM, ALLOW);
+    // A memory call at an address in the core's range is the injector's (loading or
+    // unloading the core from outside it: at an exec, the inherited filter is there
+    // before the core is).
+    a.label(MEM);
+    a.in_range(
+        off_arg(0),
+        lo,
+        hi,
+        ALLOW,
+        TRAP,
+        [ARG_LO_OK, ARG_LO_LOW, ARG_HI_LOW],
+    );
     // rt_sigaction: the kernel reads the signal as an int (the low half).
     a.label(SIGACTION);
     a.ld(off_arg(0));

@@ -139,9 +139,31 @@ fn filter_verdicts_for_each_case() {
         let anon_shared = libc::MAP_SHARED as u64 | libc::MAP_ANONYMOUS as u64;
         assert_eq!(v(9, X86_64, out, [0, 4096, 3, anon_shared, 7, 0]), ALLOW);
         assert_eq!(v(9, X86_64, out, [0, 4096, 3, 2, 3, 0]), TRAP);
-        // Always trapped.
+        // Anonymous with MAP_FIXED replaces what was there: trapped.
+        let fixed = anon | libc::MAP_FIXED as u64;
+        assert_eq!(
+            v(9, X86_64, out, [0x7000, 4096, 3, fixed, u64::MAX, 0]),
+            TRAP
+        );
+        let noreplace = anon | libc::MAP_FIXED_NOREPLACE as u64;
+        assert_eq!(v(9, X86_64, out, [0x7000, 4096, 3, noreplace, 0, 0]), ALLOW);
+        // Trapped, whatever their arguments.
         for nr in [11, 25, 10, 59, 322] {
             assert_eq!(v(nr, X86_64, out, [0; 6]), TRAP, "nr {nr}");
+        }
+        // Memory calls at an address in the core's range are the injector's; the exec
+        // calls are trapped wherever their arguments point.
+        for nr in [9, 11, 25, 10] {
+            let args = |addr| [addr, 4096, 5, 0x12, 3, 0];
+            assert_eq!(v(nr, X86_64, out, args(lo)), ALLOW, "nr {nr} {lo:#x}");
+            assert_eq!(v(nr, X86_64, out, args(hi - 4096)), ALLOW, "nr {nr}");
+            assert_eq!(v(nr, X86_64, out, args(hi)), TRAP, "nr {nr} {hi:#x}");
+            assert_eq!(v(nr, X86_64, out, args(lo - 4096)), TRAP, "nr {nr}");
+            assert_eq!(v(nr, X86_64, out, args(lo ^ (1 << 45))), TRAP, "nr {nr}");
+        }
+        assert_eq!(v(9, X86_64, out, [lo, 4096, 5, fixed, u64::MAX, 0]), ALLOW);
+        for nr in [59, 322] {
+            assert_eq!(v(nr, X86_64, out, [lo, lo, lo, lo, 0, 0]), TRAP, "nr {nr}");
         }
         // rt_sigaction: the tracer's signals and SIGSYS, by the low half of the argument.
         for sig in [4u64, 5, 7, 8, 11, 31, 63] {
@@ -432,16 +454,6 @@ child_test!(
         let p = e.map_dev();
         assert_eq!(rd(p), 0x1000);
         assert_eq!(raw(libc::SYS_munmap, [p, DEV_LEN as u64, 0, 0, 0, 0]), 0);
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
-        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let q = raw(libc::SYS_mmap, [p, DEV_LEN as u64, rw, flags, u64::MAX, 0]);
-        assert_eq!(q as u64, p);
-        wr(p, 0x55aa);
-        wr(p + 0x1000, 0x77);
-        assert_eq!(rd(p), 0x55aa);
-        assert_eq!(rd(p + 0x1000), 0x77);
-        assert_eq!(e.file_word(0), 0x1000, "the heap write reached the device");
-        assert_eq!(e.file_word(0x400), 0x1400);
         assert_eq!(
             e.events(),
             [
@@ -452,6 +464,61 @@ child_test!(
                 },
                 Ev::Read(p, 4, 0x1000),
                 Ev::Unmap,
+            ]
+        );
+        // Anonymous memory at the same address (a hint, not MAP_FIXED: the call is not
+        // trapped; the kernel gives the free range asked for).
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let q = raw(libc::SYS_mmap, [p, DEV_LEN as u64, rw, flags, u64::MAX, 0]);
+        assert_eq!(q as u64, p);
+        wr(p, 0x55aa);
+        wr(p + 0x1000, 0x77);
+        // Closed and opened again by the program (a collector's write barrier, a guard
+        // page): still its own memory, not a stale device region.
+        assert_eq!(raw(libc::SYS_mprotect, [p, DEV_LEN as u64, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mprotect, [p, DEV_LEN as u64, rw, 0, 0, 0]), 0);
+        assert_eq!(rd(p), 0x55aa);
+        assert_eq!(rd(p + 0x1000), 0x77);
+        wr(p + 8, 0x99);
+        assert_eq!(e.file_word(0), 0x1000, "the heap write reached the device");
+        assert_eq!(e.file_word(2), 0x1002, "the heap write reached the device");
+        assert_eq!(e.file_word(0x400), 0x1400);
+        assert_eq!(e.events(), []);
+    }
+);
+
+child_test!(
+    raw_anonymous_map_fixed_over_a_device_mapping_drops_the_region,
+    {
+        let mut e = setup();
+        let p = e.map_dev();
+        assert_eq!(rd(p + 4), 0x1001);
+        // No munmap first: the new mapping replaces the device's pages (the first one only).
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let q = raw(libc::SYS_mmap, [p, PAGE as u64, rw, flags, u64::MAX, 0]);
+        assert_eq!(q as u64, p);
+        wr(p + 4, 0x66);
+        assert_eq!(rd(p + 4), 0x66);
+        assert_eq!(e.file_word(1), 0x1001, "the heap write reached the device");
+        // The rest of the device mapping stays traced.
+        assert_eq!(rd(p + 0x1004), 0x1401);
+        // Its own protection, not the tracer's: a program that closes the page and takes its
+        // own faults (a garbage collector's barrier) must not have them taken as the device's.
+        assert_eq!(raw(libc::SYS_mprotect, [p, PAGE as u64, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mprotect, [p, PAGE as u64, rw, 0, 0, 0]), 0);
+        assert_eq!(rd(p + 4), 0x66);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len: DEV_LEN as u64,
+                    phys: 0
+                },
+                Ev::Read(p + 4, 4, 0x1001),
+                Ev::Read(p + 0x1004, 4, 0x1401),
             ]
         );
     }
