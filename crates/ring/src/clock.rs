@@ -24,7 +24,7 @@
 //! `MMIO_TRACE_CLOCK=tsc|monotonic` ([`ENV_CLOCK`]) forces one (tests); `tsc` where the TSC
 //! is not invariant is an error (the kernel's opinion is not asked then).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::sys;
 
@@ -54,6 +54,7 @@ impl Clock {
     /// The clock a recording should use: [`ENV_CLOCK`] if set, else the TSC when it is
     /// invariant, else `CLOCK_MONOTONIC`. An unknown value, or `tsc` on a CPU without an
     /// invariant TSC, is an error that says so.
+    #[cfg(feature = "std")]
     pub fn choose() -> Result<Clock, String> {
         let Some(raw) = std::env::var_os(ENV_CLOCK) else {
             return Ok(Clock::detect());
@@ -82,6 +83,7 @@ impl Clock {
     /// The TSC when it is invariant and the kernel has not found it unreliable (it
     /// drops `tsc` from the clock sources it offers when its cores disagree, as on some
     /// multi-socket machines and VMs), else `CLOCK_MONOTONIC`.
+    #[cfg(feature = "std")]
     pub fn detect() -> Clock {
         if invariant_tsc() && kernel_trusts_tsc() {
             Clock::Tsc
@@ -103,6 +105,7 @@ impl Clock {
 /// Whether the kernel offers the TSC as a clock source (`tsc` in
 /// `/sys/devices/system/clocksource/clocksource0/available_clocksource`); true when that
 /// cannot be read (no sysfs: the CPU's word is all there is).
+#[cfg(feature = "std")]
 pub fn kernel_trusts_tsc() -> bool {
     match std::fs::read_to_string(
         "/sys/devices/system/clocksource/clocksource0/available_clocksource",
@@ -178,8 +181,16 @@ pub fn init() {
     if VDSO_CLOCK_GETTIME.load(Ordering::Relaxed) != 0 {
         return;
     }
-    // SAFETY: getauxval has no preconditions.
-    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
+    init_with_vdso(sys::auxval(libc::AT_SYSINFO_EHDR).unwrap_or(0) as usize);
+}
+
+/// As [`init`], with the vDSO's address given (`AT_SYSINFO_EHDR`; 0: none), for a caller
+/// that has the auxiliary vector at hand (an injected agent, which the recorder tells).
+/// The first call wins.
+pub fn init_with_vdso(base: usize) {
+    if VDSO_CLOCK_GETTIME.load(Ordering::Relaxed) != 0 {
+        return;
+    }
     // SAFETY: the kernel maps a whole, valid ELF image at AT_SYSINFO_EHDR for the life of
     // the process (0: none).
     let f = if base == 0 {
@@ -337,7 +348,7 @@ fn apply(t0: u64, ns: u64, mult: u64, t: u64) -> u64 {
 #[derive(Debug)]
 pub struct TscMap {
     /// Anchor pairs, oldest first (never empty), with each segment's factor to the next.
-    anchors: std::collections::VecDeque<(u64, u64, u64)>,
+    anchors: alloc::collections::VecDeque<(u64, u64, u64)>,
     /// The latest pair and the factor from the last anchor to it.
     head: (u64, u64, u64),
     /// The factor measured at start (used while only one pair is known).
@@ -432,6 +443,18 @@ mod tests {
         let b = monotonic_ns();
         let c = sys::monotonic_ns_syscall();
         assert!(a <= b && b <= c, "{a} {b} {c}");
+    }
+
+    #[test]
+    fn the_auxv_file_gives_what_getauxval_gives() {
+        // SAFETY: getauxval has no preconditions.
+        let libc_vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as u64;
+        assert_ne!(libc_vdso, 0, "this test needs a vDSO");
+        assert_eq!(sys::auxval_proc(libc::AT_SYSINFO_EHDR), Some(libc_vdso));
+        // SAFETY: as above.
+        let pagesz = unsafe { libc::getauxval(libc::AT_PAGESZ) } as u64;
+        assert_eq!(sys::auxval_proc(libc::AT_PAGESZ), Some(pagesz));
+        assert_eq!(sys::auxval_proc(0xdead), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clock::{self, Clock, TscMap};
+use crate::clock::{self, monotonic_ns, Clock, TscMap};
 use crate::producer::Shm;
 use crate::record::Record;
 use crate::{state, sys, Header, Layout, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
@@ -48,12 +48,6 @@ pub struct Drained<'a> {
     /// Whole events, in the thread's order (their reservation order), timestamps (word
     /// 0 of each event's first record) in `CLOCK_MONOTONIC` ns and non-decreasing.
     pub records: &'a [Record],
-}
-
-/// `CLOCK_MONOTONIC` now, in nanoseconds (the log's clock, and the clock of a
-/// [`Clock::Monotonic`] recording).
-pub fn monotonic_ns() -> u64 {
-    clock::monotonic_ns()
 }
 
 /// Gives the memfd its size. A file-size limit (`ulimit -f`) applies to a memfd too, and

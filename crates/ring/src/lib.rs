@@ -75,19 +75,27 @@
 //!
 //! The producer side (`Producer`) makes raw system calls only (futex, kill), so it is safe
 //! in a signal handler and needs no libc. The consumer side (`Consumer`) is ordinary code.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The producer side, the clock and the layout are `core` + `alloc` (the freestanding agent
+// links them); the consumer (the recorder's side) needs std.
+extern crate alloc;
+
 pub mod clock;
+#[cfg(feature = "std")]
 mod consumer;
 mod producer;
 mod record;
 pub mod sys;
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
+pub use clock::monotonic_ns;
 pub use clock::{Clock, ENV_CLOCK};
-pub use consumer::{monotonic_ns, Consumer, Drained};
+#[cfg(feature = "std")]
+pub use consumer::{Consumer, Drained};
 pub use producer::{recorder_fd, set_recorder_fd, Open, Producer, Shm, WaitError};
 
 /// What a per-thread block embeds to reach its ring from generated code: [`Producer`]
@@ -336,14 +344,14 @@ pub struct RingCtl {
     _pad1: [u8; 52],
 }
 
-const _: () = assert!(std::mem::size_of::<RingCtl>() == 128);
+const _: () = assert!(core::mem::size_of::<RingCtl>() == 128);
 
 /// Size of the header area (one page).
 pub const HEADER_SIZE: usize = 4096;
 
 /// Byte offset of ring `i`'s control block.
 pub const fn ctl_offset(i: usize) -> usize {
-    HEADER_SIZE + i * std::mem::size_of::<RingCtl>()
+    HEADER_SIZE + i * core::mem::size_of::<RingCtl>()
 }
 
 /// Byte offset of the ring data area for `nrings` rings.

@@ -1,6 +1,6 @@
 //! The traced-process side: claim a ring, publish events. Signal-safe, allocation-free.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::record::{Kind, Record, MAX_MARK};
 use crate::{state, sys, Clock, Header, RingCtl, BUSY, IDLE, MAGIC, RECORD_SIZE, VERSION};
@@ -468,7 +468,7 @@ impl Producer {
                 h.full_waits.fetch_add(1, Ordering::Relaxed);
             }
             if spins < 64 {
-                std::hint::spin_loop();
+                core::hint::spin_loop();
                 continue;
             }
             // Before each sleep (at most every 10 ms while the ring stays full): is the

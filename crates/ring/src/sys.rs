@@ -185,3 +185,73 @@ pub fn hung_up(fd: i32) -> Option<bool> {
     }
     Some(revents & (POLLHUP | POLLERR) != 0)
 }
+
+/// The auxiliary-vector entry `key` (`AT_*`) the kernel gave this process, `None` when it
+/// gave none.
+///
+/// With std, libc's `getauxval`. Without (the freestanding agent, which may run before or
+/// without any libc), read from `/proc/self/auxv` with raw system calls into a stack buffer
+/// (no allocation; the kernel's vector is a few dozen 16-byte pairs).
+pub fn auxval(key: u64) -> Option<u64> {
+    #[cfg(feature = "std")]
+    {
+        // SAFETY: getauxval has no preconditions.
+        let v = unsafe { libc::getauxval(key as libc::c_ulong) } as u64;
+        (v != 0).then_some(v)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        auxval_proc(key)
+    }
+}
+
+/// [`auxval`] from `/proc/self/auxv` (also with std, for tests of the agent's way).
+pub fn auxval_proc(key: u64) -> Option<u64> {
+    // SAFETY: open(path, O_RDONLY | O_CLOEXEC) with a NUL-terminated path.
+    let fd = unsafe {
+        syscall6(
+            2,
+            c"/proc/self/auxv".as_ptr() as usize,
+            0o2000000,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u64; 128];
+    let mut got = 0usize;
+    let cap = core::mem::size_of_val(&buf);
+    while got < cap {
+        // SAFETY: reads into the rest of a local buffer; the descriptor is ours.
+        let r = unsafe {
+            syscall6(
+                0,
+                fd as usize,
+                buf.as_mut_ptr() as usize + got,
+                cap - got,
+                0,
+                0,
+                0,
+            )
+        };
+        if r == -4 {
+            continue; // EINTR
+        }
+        if r <= 0 {
+            break;
+        }
+        got += r as usize;
+    }
+    // SAFETY: closes the descriptor opened above.
+    unsafe { syscall6(3, fd as usize, 0, 0, 0, 0, 0) };
+    buf[..got / 8]
+        .chunks_exact(2)
+        .take_while(|p| p[0] != 0) // AT_NULL ends the vector
+        .find(|p| p[0] == key)
+        .map(|p| p[1])
+        .filter(|&v| v != 0)
+}

@@ -1,6 +1,6 @@
 //! Writing events into the calling thread's ring.
 
-use std::sync::atomic::Ordering;
+use core::sync::atomic::Ordering;
 
 use mmio_trace_ring::{Kind, Open, Producer, Record};
 

@@ -9,8 +9,8 @@
 //! faults (see [`crate::guard`]) stops the instruction with nothing committed, and the
 //! fault goes to the program.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use mmio_trace_x86 as x86;
 use x86::ucontext::{UcontextCpu, XsaveLayout};
@@ -147,14 +147,9 @@ static AVX512F: AtomicBool = AtomicBool::new(false);
 pub(crate) fn warm_up() {
     x86::warm_up();
     LAYOUT.init();
-    AVX.store(
-        std::arch::is_x86_feature_detected!("avx"),
-        Ordering::Relaxed,
-    );
-    AVX512F.store(
-        std::arch::is_x86_feature_detected!("avx512f"),
-        Ordering::Relaxed,
-    );
+    let f = sys::cpu_vector_features();
+    AVX.store(f.avx, Ordering::Relaxed);
+    AVX512F.store(f.avx512f, Ordering::Relaxed);
     crate::ool::warm_up();
 }
 
@@ -517,7 +512,7 @@ impl AliasBus {
                 .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
-                std::hint::spin_loop();
+                core::hint::spin_loop();
             }
             self.holding = true;
         }

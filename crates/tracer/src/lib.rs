@@ -16,16 +16,28 @@
 //!   `before_*` hooks from its interposed `mmap`, `munmap`, `mprotect`, `mremap`;
 //! * a Rust program traces its own mappings with [`init`] and [`trace_region`] (the
 //!   `mmio-trace-record` crate's self-recording API does both and drains the rings).
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+
+// Without the `std` feature the crate is `core` + `alloc` and calls no libc function (the
+// freestanding agent links it); `std` adds the environment, the replay model, VFIO and
+// the dynamic loader's lookups.
+extern crate alloc;
 
 mod ctx;
 mod emit;
 mod emu;
+mod env;
 pub mod exe_kind;
 mod guard;
 pub mod handoff;
+pub mod heap;
+#[cfg(feature = "std")]
 pub mod model;
+#[cfg(not(feature = "std"))]
+#[path = "model_none.rs"]
+mod model;
 mod objects;
 mod ool;
 mod patch;
@@ -36,16 +48,20 @@ pub mod signals;
 pub mod site;
 mod step;
 mod stop;
+pub mod sync;
 pub mod sys;
 pub mod sysemu;
+pub mod thread;
 pub mod threads;
 pub mod uaccess;
 pub mod unmatched;
+#[cfg(feature = "std")]
 pub mod vfio;
+#[cfg(not(feature = "std"))]
+#[path = "vfio_none.rs"]
+mod vfio;
 
-use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
 use mmio_trace_ring::Shm;
 /// The environment variables naming the recorder's descriptors in a traced process.
@@ -58,7 +74,7 @@ static SHM_BASE: AtomicUsize = AtomicUsize::new(0);
 static SHM_LEN: AtomicUsize = AtomicUsize::new(0);
 static PID: AtomicU32 = AtomicU32::new(0);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
-static RULES: OnceLock<Rules> = OnceLock::new();
+static RULES: sync::Once<Rules> = sync::Once::new();
 /// The recorder's memfd number in this process (-1: none or self-tracing).
 static SHM_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -113,12 +129,39 @@ pub fn init(shm: Shm, rules: Rules) {
     ACTIVE.store(true, Ordering::Release);
 }
 
-/// Starts tracing if the recorder's shared memory is in the environment (the preload
-/// library's constructor). Returns whether tracing is on.
-pub fn init_from_env() -> bool {
-    use mmio_trace_ring::{ENV_FD, ENV_LIVE_FD, ENV_LIVE_PATH, ENV_SHM_PATH};
-    if std::env::var_os(ENV_FD).is_none() {
-        return false;
+/// Setting: the process's `AT_SYSINFO_EHDR` (the vDSO's address; decimal or `0x` hex),
+/// for a tracer that cannot read its own auxiliary vector (an injected agent in a process
+/// whose `/proc/self/auxv` it may not open: file capabilities make it root's). The preload
+/// library never needs it (libc's `getauxval`).
+pub const ENV_AT_SYSINFO_EHDR: &str = "MMIO_TRACE_AT_SYSINFO_EHDR";
+/// Setting: the process's `AT_HWCAP2` (as [`ENV_AT_SYSINFO_EHDR`]).
+pub const ENV_AT_HWCAP2: &str = "MMIO_TRACE_AT_HWCAP2";
+
+/// How [`start_from_settings`] ended.
+enum Start {
+    /// Tracing runs.
+    Started,
+    /// No recorder named in the settings: not traced, by design.
+    Off,
+    /// The recorder's shared memory could not be reached (its size when mapping it
+    /// failed, else 0): the program runs untraced.
+    Unreachable(usize),
+    /// The recorder is gone already.
+    Gone,
+}
+
+/// Starts tracing if the settings ([`env`]: the environment, or the strings handed to
+/// [`init_from_vars`]) name the recorder's shared memory.
+fn start_from_settings() -> Start {
+    use mmio_trace_ring::{ENV_LIVE_PATH, ENV_SHM_PATH};
+    if !env::is_set(ENV_FD) {
+        return Start::Off;
+    }
+    if let Some(v) = env::var(ENV_AT_SYSINFO_EHDR).and_then(|v| rules::parse_num(&v)) {
+        mmio_trace_ring::clock::init_with_vdso(v as usize);
+    }
+    if let Some(v) = env::var(ENV_AT_HWCAP2).and_then(|v| rules::parse_num(&v)) {
+        sys::set_hwcap2(v);
     }
     // The inherited descriptor first (its header's magic tells whether it still is the
     // memfd); the recorder's own through /proc only when that fails, so that a child in
@@ -135,24 +178,7 @@ pub fn init_from_env() -> bool {
         });
     }
     let Some((fd, shm)) = shm else {
-        // Data loss must not be silent: this image's accesses are not in the log. (Not
-        // `eprintln!`, which panics when stderr is closed: this runs in a constructor.)
-        let size = SHM_MAP_FAILED.load(Ordering::Relaxed);
-        let why = if size > 0 {
-            format!(
-                " (mapping its {} MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)",
-                size.div_ceil(1 << 20)
-            )
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            std::io::stderr(),
-            "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced{why}",
-            sys::getpid(),
-            std::env::args().next().unwrap_or_default()
-        );
-        return false;
+        return Start::Unreachable(SHM_MAP_FAILED.load(Ordering::Relaxed));
     };
     SHM_FD.store(fd, Ordering::Relaxed);
     // The recorder's liveness pipe: producers that must wait for room poll it. Cut with
@@ -163,26 +189,100 @@ pub fn init_from_env() -> bool {
         mmio_trace_ring::set_recorder_fd(live);
     }
     if stop::gone_at_start(&shm) {
-        return false;
+        return Start::Gone;
     }
     init(shm, Rules::from_env());
-    true
+    Start::Started
 }
 
-/// The descriptor number in environment variable `var`.
+/// Starts tracing if the recorder's shared memory is in the environment (the preload
+/// library's constructor). Returns whether tracing is on.
+#[cfg(feature = "std")]
+pub fn init_from_env() -> bool {
+    use std::io::Write as _;
+    match start_from_settings() {
+        Start::Started => true,
+        Start::Off | Start::Gone => false,
+        Start::Unreachable(size) => {
+            // Data loss must not be silent: this image's accesses are not in the log. (Not
+            // `eprintln!`, which panics when stderr is closed: this runs in a constructor.)
+            let why = if size > 0 {
+                format!(
+                    " (mapping its {} MiB failed: is the address space limited, ulimit -v? MMIO_TRACE_RINGS sets fewer rings)",
+                    size.div_ceil(1 << 20)
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "mmio-trace: process {} ({}) cannot reach the recorder's shared memory and runs untraced{why}",
+                sys::getpid(),
+                std::env::args().next().unwrap_or_default()
+            );
+            false
+        }
+    }
+}
+
+/// Why [`init_from_vars`] did not start tracing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitError {
+    /// The strings name no recorder ([`ENV_FD`] is not among them).
+    NoRecorder,
+    /// The recorder's shared memory could not be reached (neither the descriptor nor the
+    /// path the strings name maps it); `map_failed`: its size when mapping it failed (an
+    /// address-space limit), else 0.
+    Unreachable {
+        /// Bytes that could not be mapped (0: the shared memory was not found).
+        map_failed: usize,
+    },
+    /// The recorder has ended already.
+    RecorderGone,
+}
+
+impl core::fmt::Display for InitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            InitError::NoRecorder => write!(f, "no recorder named ({ENV_FD} not set)"),
+            InitError::Unreachable { map_failed: 0 } => {
+                write!(f, "cannot reach the recorder's shared memory")
+            }
+            InitError::Unreachable { map_failed } => write!(
+                f,
+                "cannot map the recorder's shared memory ({} MiB): is the address space limited?",
+                map_failed.div_ceil(1 << 20)
+            ),
+            InitError::RecorderGone => write!(f, "the recorder has ended"),
+        }
+    }
+}
+
+/// Starts tracing with settings handed over as `NAME=VALUE` strings (NUL-separated; the
+/// same names and values the recorder puts in a preloaded program's environment), which
+/// from now on are the tracer's only source of settings: the injected agent's way in,
+/// which must not read (or need) the program's environment. Installs the signal handlers.
+/// Normal context; allocates. Call once.
+pub fn init_from_vars(vars: &[u8]) -> Result<(), InitError> {
+    env::set_vars(vars);
+    match start_from_settings() {
+        Start::Started => Ok(()),
+        Start::Off => Err(InitError::NoRecorder),
+        Start::Unreachable(map_failed) => Err(InitError::Unreachable { map_failed }),
+        Start::Gone => Err(InitError::RecorderGone),
+    }
+}
+
+/// The descriptor number in setting `var`.
 fn env_fd(var: &str) -> Option<i32> {
-    std::env::var(var)
-        .ok()
+    env::var(var)
         .and_then(|v| v.parse::<i32>().ok())
         .filter(|&fd| fd >= 0)
 }
 
 /// `fstat` of `fd`, a number that may not be open.
 fn fstat(fd: i32) -> Option<libc::stat> {
-    // SAFETY: an all-zero stat is a valid out buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat fails on a number that is not open.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st)
+    sys::fstat(fd)
 }
 
 /// Whether `fd` is open and a pipe.
@@ -190,24 +290,23 @@ fn is_fifo(fd: i32) -> bool {
     fstat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
-/// Opens the path in environment variable `var` (one of the recorder's descriptors,
+/// Opens the path in setting `var` (one of the recorder's descriptors,
 /// `/proc/<pid>/fd/<n>`) with `flags`, at a number from 200 up, out of the program's
 /// way.
 fn open_path(var: &str, flags: libc::c_int) -> Option<i32> {
-    let path = std::env::var_os(var)
-        .and_then(|p| std::ffi::CString::new(std::os::unix::ffi::OsStringExt::into_vec(p)).ok())?;
-    // SAFETY: a NUL-terminated path.
-    let n = unsafe { libc::open(path.as_ptr(), flags) };
+    let path = env::var_bytes(var).and_then(|p| alloc::ffi::CString::new(p).ok())?;
+    let n = sys::open(&path, flags);
     if n < 0 {
         return None;
     }
-    // SAFETY: duplicating the descriptor just opened.
-    let high = unsafe { libc::fcntl(n, libc::F_DUPFD, 200) };
+    let n = n as i32;
+    // Duplicating the descriptor just opened.
+    let high = sys::fcntl(n, libc::F_DUPFD, 200);
     if high < 0 {
         return Some(n);
     }
     sys::close(n);
-    Some(high)
+    Some(high as i32)
 }
 
 /// Maps the recorder's shared memory from `fd`, if it is that (its header's magic).
@@ -418,8 +517,8 @@ pub enum TraceError {
     Overlap,
 }
 
-impl std::fmt::Display for TraceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for TraceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             TraceError::NotInitialised => write!(f, "tracing is not initialised"),
             TraceError::Unaligned => write!(f, "region must be page-aligned and non-empty"),
@@ -431,7 +530,7 @@ impl std::fmt::Display for TraceError {
     }
 }
 
-impl std::error::Error for TraceError {}
+impl core::error::Error for TraceError {}
 
 /// Traces `len` bytes at `ptr` (a page-aligned shared mapping of device memory) as
 /// physical address `phys`, from now on; returns the mapping id. `alias`: an existing
@@ -617,6 +716,7 @@ pub fn after_fork_child_started() {
 }
 
 /// Whether the device rules name `path`.
+#[cfg(feature = "std")]
 pub(crate) fn rules_is_device(path: &[u8]) -> bool {
     RULES.get().is_some_and(|r| r.is_device(path))
 }
@@ -630,8 +730,7 @@ fn register(r: Region, path: &[u8], off: u64) -> bool {
             static TOLD: AtomicBool = AtomicBool::new(false);
             if e == regions::AddError::Full && !TOLD.swap(true, Ordering::Relaxed) {
                 let msg = b"mmio-trace: the region table is full (or out of memory): further device mappings are not traced (see the MARKs in the log)\n";
-                // SAFETY: writing a static buffer to stderr (no allocation).
-                unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+                sys::write_all(2, msg);
             }
             let mut t = MarkText::new();
             t.put(b"NOT TRACED: mapping of ");

@@ -23,10 +23,9 @@
 //! async-signal-safe; the ELF header and notes are read from the object's own mapped
 //! pages). Each object is logged once per process.
 
-use std::cell::UnsafeCell;
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::{emit, sys, MarkText};
 
@@ -99,22 +98,42 @@ struct SnapCell(UnsafeCell<Snapshot>);
 unsafe impl Sync for SnapCell {}
 
 /// The executable's path (`/proc/self/exe`), read once (the loader names it "").
-static EXE: OnceLock<([u8; 1024], usize)> = OnceLock::new();
+static EXE: crate::sync::Once<([u8; 1024], usize)> = crate::sync::Once::new();
 
 /// Resolves what the fault handler needs later (normal context: `dlsym` may allocate).
+/// Without std there is no dynamic loader to ask: objects are not logged (no `object`
+/// MARKs), and PCs stay unsymbolized.
 pub(crate) fn init() {
-    // SAFETY: a NUL-terminated name.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
-    FIND_OBJECT.store(p as usize, Ordering::Relaxed);
+    #[cfg(feature = "std")]
+    {
+        // SAFETY: a NUL-terminated name.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+        FIND_OBJECT.store(p as usize, Ordering::Relaxed);
+    }
     exe();
+}
+
+/// Calls `cb` for each object of the dynamic loader's list (`dl_iterate_phdr`); without
+/// std, for none.
+///
+/// # Safety
+/// `cb` must be safe to call with any entry the loader passes.
+unsafe fn each_object(
+    cb: unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> i32,
+) {
+    #[cfg(feature = "std")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        libc::dl_iterate_phdr(Some(cb), core::ptr::null_mut())
+    };
+    #[cfg(not(feature = "std"))]
+    let _ = cb;
 }
 
 fn exe() -> &'static [u8] {
     let (b, n) = EXE.get_or_init(|| {
         let mut b = [0u8; 1024];
-        // SAFETY: a NUL-terminated path and our own buffer of the length given.
-        let n =
-            unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), b.as_mut_ptr().cast(), b.len()) };
+        let n = sys::readlink(b"/proc/self/exe\0", &mut b);
         (
             b,
             if n > 0 && (n as usize) < b.len() {
@@ -175,8 +194,7 @@ fn log(start: u64, end: u64, bias: u64, build: Option<&[u8]>, name: &[u8]) {
         _ => t.put(b"-"),
     }
     t.put(b" ");
-    // SAFETY: getauxval reads the process's auxiliary vector.
-    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    let vdso = sys::auxval(libc::AT_SYSINFO_EHDR).unwrap_or(0);
     let name = if vdso != 0 && vdso >= start && vdso < end {
         &b"[vdso]"[..]
     } else if name.is_empty() {
@@ -242,11 +260,11 @@ unsafe fn build_id(p: u64, len: u64, out: &mut [u8; 64]) -> usize {
         }
         if ty == NT_GNU_BUILD_ID && namesz == 4 {
             // SAFETY: within the note segment.
-            let name = unsafe { std::slice::from_raw_parts((p + name_at) as *const u8, 4) };
+            let name = unsafe { core::slice::from_raw_parts((p + name_at) as *const u8, 4) };
             if name == b"GNU\0" {
                 let n = (descsz as usize).min(out.len());
                 // SAFETY: within the note segment.
-                let d = unsafe { std::slice::from_raw_parts((p + desc_at) as *const u8, n) };
+                let d = unsafe { core::slice::from_raw_parts((p + desc_at) as *const u8, n) };
                 out[..n].copy_from_slice(d);
                 return n;
             }
@@ -267,7 +285,7 @@ unsafe fn describe(
     id: &mut [u8; 64],
 ) -> Option<(u64, u64, usize)> {
     // SAFETY: the caller's promise.
-    let ph = unsafe { std::slice::from_raw_parts(phdrs, n) };
+    let ph = unsafe { core::slice::from_raw_parts(phdrs, n) };
     let loads = ph.iter().filter(|p| p.p_type == libc::PT_LOAD);
     let lo = loads.clone().map(|p| p.p_vaddr).min()?;
     let hi = loads.map(|p| p.p_vaddr + p.p_memsz).max()?;
@@ -309,7 +327,7 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, _: *mut c
         &[][..]
     } else {
         // SAFETY: the loader's NUL-terminated name.
-        unsafe { std::ffi::CStr::from_ptr(i.dlpi_name) }.to_bytes()
+        unsafe { core::ffi::CStr::from_ptr(i.dlpi_name) }.to_bytes()
     };
     log(start, end, i.dlpi_addr, Some(&id[..k]), name);
     0
@@ -323,7 +341,7 @@ pub(crate) fn refresh() {
     }
     own_table();
     // SAFETY: a callback that only reads the entries it is passed.
-    unsafe { libc::dl_iterate_phdr(Some(each), std::ptr::null_mut()) };
+    unsafe { each_object(each) };
 }
 
 unsafe extern "C" fn snap_each(info: *mut libc::dl_phdr_info, _: usize, _: *mut c_void) -> i32 {
@@ -345,7 +363,7 @@ unsafe extern "C" fn snap_each(info: *mut libc::dl_phdr_info, _: usize, _: *mut 
         &[][..]
     } else {
         // SAFETY: the loader's NUL-terminated name.
-        unsafe { std::ffi::CStr::from_ptr(i.dlpi_name) }.to_bytes()
+        unsafe { core::ffi::CStr::from_ptr(i.dlpi_name) }.to_bytes()
     };
     if snap.used + name.len() > NAMES {
         return 1;
@@ -372,7 +390,7 @@ pub(crate) fn fork_prepare() {
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
-        std::thread::yield_now();
+        sys::sched_yield();
     }
     if !crate::is_active() || NO_WALK.load(Ordering::Relaxed) {
         // A fork child forking again keeps the copy it was born with.
@@ -384,7 +402,7 @@ pub(crate) fn fork_prepare() {
     snap.used = 0;
     if ADDS.load(Ordering::Relaxed) != 0 && OWNER.load(Ordering::Relaxed) == crate::pid() {
         // SAFETY: a callback that copies what it is passed.
-        unsafe { libc::dl_iterate_phdr(Some(snap_each), std::ptr::null_mut()) };
+        unsafe { each_object(snap_each) };
     }
 }
 
@@ -465,13 +483,13 @@ pub(crate) fn note_pc(pc: u64) {
     }
     // SAFETY: glibc's `int _dl_find_object(void *, struct dl_find_object *)`.
     let find: unsafe extern "C" fn(*mut c_void, *mut DlFindObject) -> i32 =
-        unsafe { std::mem::transmute(f) };
+        unsafe { core::mem::transmute(f) };
     let mut r = DlFindObject {
         flags: 0,
-        map_start: std::ptr::null_mut(),
-        map_end: std::ptr::null_mut(),
-        link_map: std::ptr::null(),
-        eh_frame: std::ptr::null_mut(),
+        map_start: core::ptr::null_mut(),
+        map_end: core::ptr::null_mut(),
+        link_map: core::ptr::null(),
+        eh_frame: core::ptr::null_mut(),
         reserved: [0; 16],
     };
     // SAFETY: async-signal-safe by glibc's documentation; `r` is large enough.
@@ -485,7 +503,7 @@ pub(crate) fn note_pc(pc: u64) {
         let name = if l.l_name.is_null() {
             &[][..]
         } else {
-            std::ffi::CStr::from_ptr(l.l_name).to_bytes()
+            core::ffi::CStr::from_ptr(l.l_name).to_bytes()
         };
         (l.l_addr, name)
     };
@@ -493,10 +511,10 @@ pub(crate) fn note_pc(pc: u64) {
     // same extent and build id as the loader's list gives.
     let mut id = [0u8; 64];
     let mut k = 0;
-    if end.saturating_sub(start) >= std::mem::size_of::<libc::Elf64_Ehdr>() as u64 {
+    if end.saturating_sub(start) >= core::mem::size_of::<libc::Elf64_Ehdr>() as u64 {
         // SAFETY: the first bytes of the object's first loaded page.
         let eh = unsafe { &*(start as *const libc::Elf64_Ehdr) };
-        let ph_len = u64::from(eh.e_phnum) * std::mem::size_of::<libc::Elf64_Phdr>() as u64;
+        let ph_len = u64::from(eh.e_phnum) * core::mem::size_of::<libc::Elf64_Phdr>() as u64;
         let ph_at = start.checked_add(eh.e_phoff).filter(|&a| {
             eh.e_ident[..4] == *b"\x7fELF" && a.checked_add(ph_len).is_some_and(|e| e <= end)
         });

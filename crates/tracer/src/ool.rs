@@ -33,7 +33,7 @@
 //! stack below its red zone. An 80-bit x87 operand is accessed as 8 bytes then 2.
 
 use core::arch::global_asm;
-use std::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use iced_x86::{
     Decoder, DecoderOptions, EncodingKind, FlowControl, Instruction, Mnemonic, OpKind, Register,
@@ -59,7 +59,7 @@ const AREA: usize = 2 * PAGE;
 const NO_AREA: u64 = 1;
 
 const _: () = assert!(DEPTH * SLOT <= PAGE && DEPTH * FRAME <= PAGE);
-const _: () = assert!(std::mem::size_of::<Frame>() <= FRAME);
+const _: () = assert!(core::mem::size_of::<Frame>() <= FRAME);
 
 /// What the slot did with the operand.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -103,7 +103,7 @@ struct Frame {
 }
 
 const BUSY_OFF: usize = 80;
-const _: () = assert!(std::mem::offset_of!(Frame, busy) == BUSY_OFF);
+const _: () = assert!(core::mem::offset_of!(Frame, busy) == BUSY_OFF);
 
 /// A thread's out-of-line frames: its area (code page + data page), mapped on first use.
 /// One field of the thread's slot; const-constructible and all zeros when unused.
@@ -981,15 +981,15 @@ pub(crate) unsafe fn run(
         let target = fp as u64 + field as u64;
         (target.wrapping_sub(next) as i64 as i32).to_le_bytes()
     };
-    let r1 = rel(n, std::mem::offset_of!(Frame, next_rip));
+    let r1 = rel(n, core::mem::offset_of!(Frame, next_rip));
     put(&[0xff, 0x35], &mut n);
     put(&r1, &mut n);
-    let r2 = rel(n, std::mem::offset_of!(Frame, saved_scratch));
+    let r2 = rel(n, core::mem::offset_of!(Frame, saved_scratch));
     put(&[0xff, 0x35], &mut n);
     put(&r2, &mut n);
     put(&[0x48, 0xb8 + rm], &mut n);
     put(&(fp as u64).to_le_bytes(), &mut n);
-    let r3 = rel(n, std::mem::offset_of!(Frame, tail));
+    let r3 = rel(n, core::mem::offset_of!(Frame, tail));
     put(&[0xff, 0x25], &mut n);
     put(&r3, &mut n);
 
@@ -1045,7 +1045,7 @@ pub(crate) unsafe fn run(
     // SAFETY: the slot is this thread's, free, and on its executable page; rewritten only
     // when its bytes change (a write to code that runs costs a pipeline flush).
     unsafe {
-        let dst = std::slice::from_raw_parts_mut(slot as *mut u8, SLOT);
+        let dst = core::slice::from_raw_parts_mut(slot as *mut u8, SLOT);
         if dst[..n] != c[..n] {
             dst[..n].copy_from_slice(&c[..n]);
         }

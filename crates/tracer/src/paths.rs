@@ -9,7 +9,7 @@
 //! path cannot complete still falls back to the next one. Read once at start; the fault
 //! path reads only an atomic.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// The environment variable that forces a path.
 pub const ENV_PATH: &str = "MMIO_TRACE_PATH";
@@ -19,21 +19,22 @@ static FIRST: AtomicU8 = AtomicU8::new(0);
 
 /// Reads [`ENV_PATH`]; an unknown value is reported once and ignored.
 pub(crate) fn init_from_env() {
-    let Some(v) = std::env::var_os(ENV_PATH) else {
+    let Some(v) = crate::env::var_bytes(ENV_PATH) else {
         return;
     };
-    let first = match v.to_str() {
-        Some("" | "emulate") => 0,
-        Some("ool") => 1,
-        Some("step") => 2,
-        Some("no-ool") => 3,
+    let first = match &v[..] {
+        b"" | b"emulate" => 0,
+        b"ool" => 1,
+        b"step" => 2,
+        b"no-ool" => 3,
         _ => {
-            // Not `eprintln!`: this can run in a constructor with stderr closed.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "mmio-trace: {ENV_PATH}={v:?} is not one of emulate, ool, step, no-ool; ignored"
+            // Not `eprintln!`: this can run in a constructor with stderr closed (and
+            // there is no std in the agent).
+            let msg = alloc::format!(
+                "mmio-trace: {ENV_PATH}={:?} is not one of emulate, ool, step, no-ool; ignored\n",
+                alloc::string::String::from_utf8_lossy(&v)
             );
+            crate::sys::write_all(2, msg.as_bytes());
             0
         }
     };

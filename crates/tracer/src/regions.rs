@@ -31,7 +31,7 @@
 //! description through a descriptor of the tracer's own (one per open file description,
 //! shared by all its mappings: [`alias_fd`]), closed when its last region goes.
 
-use std::sync::atomic::{
+use core::sync::atomic::{
     fence, AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
@@ -151,7 +151,7 @@ impl Slot {
         loop {
             let s1 = self.seq.load(Ordering::Acquire);
             if s1 & 1 != 0 {
-                std::hint::spin_loop();
+                core::hint::spin_loop();
                 continue;
             }
             let r = Region {
@@ -218,7 +218,7 @@ impl Slot {
 }
 
 static CHUNKS: [AtomicPtr<Slot>; MAX_CHUNKS] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_CHUNKS];
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CHUNKS];
 /// Slots handed out so far (free ones included).
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 /// Head of the free-slot list + 1 (writers only).
@@ -291,7 +291,7 @@ fn alloc_slot() -> Option<u32> {
     }
     let c = &CHUNKS[high / CHUNK_SLOTS];
     if c.load(Ordering::Relaxed).is_null() {
-        let bytes = CHUNK_SLOTS * std::mem::size_of::<Slot>();
+        let bytes = CHUNK_SLOTS * core::mem::size_of::<Slot>();
         // Zeroed memory: a valid empty slot each.
         let p = sys::map_anon(bytes)?;
         c.store(p as *mut Slot, Ordering::Release);
@@ -332,7 +332,7 @@ mod index {
         if POOL_LEFT.load(Ordering::Relaxed) >= n {
             return true;
         }
-        let bytes = BATCH.max(n) * std::mem::size_of::<Node>();
+        let bytes = BATCH.max(n) * core::mem::size_of::<Node>();
         // Zeroed memory: an empty node each.
         let Some(p) = sys::map_anon(bytes) else {
             return false;
@@ -351,7 +351,7 @@ mod index {
         if left == 0 {
             return None;
         }
-        POOL.store(p + std::mem::size_of::<Node>(), Ordering::Relaxed);
+        POOL.store(p + core::mem::size_of::<Node>(), Ordering::Relaxed);
         POOL_LEFT.store(left - 1, Ordering::Relaxed);
         // SAFETY: an unused, zeroed node of a batch mapped for the process's lifetime.
         Some(unsafe { &*(p as *const Node) })
@@ -469,7 +469,7 @@ mod ids {
             return &mut [];
         }
         // SAFETY: our own mapping of `n` entries; only writers (under the lock) use it.
-        unsafe { std::slice::from_raw_parts_mut(p as *mut Entry, n) }
+        unsafe { core::slice::from_raw_parts_mut(p as *mut Entry, n) }
     }
 
     fn home(key: u64, cap: usize) -> usize {
@@ -478,11 +478,11 @@ mod ids {
 
     fn grow() -> bool {
         let cap = (CAP.load(Ordering::Relaxed) * 2).max(1024);
-        let Some(p) = sys::map_anon(cap * std::mem::size_of::<Entry>()) else {
+        let Some(p) = sys::map_anon(cap * core::mem::size_of::<Entry>()) else {
             return false;
         };
         // SAFETY: just mapped, `cap` entries.
-        let new = unsafe { std::slice::from_raw_parts_mut(p as *mut Entry, cap) };
+        let new = unsafe { core::slice::from_raw_parts_mut(p as *mut Entry, cap) };
         let old = table();
         for e in old.iter().filter(|e| e[0] != 0) {
             let mut i = home(e[0], cap);
@@ -496,7 +496,7 @@ mod ids {
         CAP.store(cap, Ordering::Relaxed);
         if op != 0 {
             // SAFETY: the old table, no longer referenced.
-            unsafe { sys::munmap(op, on * std::mem::size_of::<Entry>()) };
+            unsafe { sys::munmap(op, on * core::mem::size_of::<Entry>()) };
         }
         true
     }
@@ -630,7 +630,7 @@ mod fds {
 fn dev_ino(fd: i32) -> Option<(u64, u64)> {
     const SYS_FSTAT: usize = 5;
     // SAFETY: an all-zero stat is a valid out buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: `st` is a valid out buffer.
     let r = unsafe {
         sys::syscall6(
@@ -689,11 +689,12 @@ pub fn alias_fd(fd: i32) -> Option<u32> {
     let i = free?;
     // High numbers: programs that lay out descriptors use the low ones. Close-on-exec:
     // a new image's mappings are its own.
-    // SAFETY: duplicating the program's descriptor.
-    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 200) };
+    // Duplicating the program's descriptor.
+    let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 200);
     if n < 0 {
         return None;
     }
+    let n = n as i32;
     let e = &fds::TABLE[i];
     e.dev.store(dev, Ordering::Relaxed);
     e.ino.store(ino, Ordering::Relaxed);
@@ -742,8 +743,8 @@ pub fn evacuate_alias_fd(fd: i32) {
     let _g = lock();
     for e in fds::TABLE.iter() {
         if e.fd.load(Ordering::Relaxed) == fd {
-            // SAFETY: duplicating a descriptor of ours.
-            let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 200) };
+            // Duplicating a descriptor of ours.
+            let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 200) as i32;
             // The old number is left to the program's call, which replaces it; without a
             // new one the mappings' aliases are made by the step path instead (-1).
             e.fd.store(if n >= 0 { n } else { -1 }, Ordering::Relaxed);
@@ -764,7 +765,7 @@ fn lock() -> Guard {
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
-        std::hint::spin_loop();
+        core::hint::spin_loop();
     }
     Guard(old)
 }
@@ -784,7 +785,7 @@ static FORK_MASK: AtomicU64 = AtomicU64::new(0);
 pub fn fork_prepare() {
     let g = lock();
     FORK_MASK.store(g.0, Ordering::Relaxed);
-    std::mem::forget(g);
+    core::mem::forget(g);
 }
 
 /// After `fork`, in the parent or in the child: releases what [`fork_prepare`] took.

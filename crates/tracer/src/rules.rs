@@ -7,6 +7,9 @@
 //! `/sys/devices/pci0000:00/0000:00:02.0/resource0`, VFIO device fds as
 //! `anon_inode:[vfio-device]`.
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 /// Environment variable: extra device globs, separated by newlines.
 pub const ENV_DEVICES: &str = "MMIO_TRACE_DEVICES";
 /// Environment variable: `1` to drop the default device rules.
@@ -82,22 +85,24 @@ impl Rules {
         }
     }
 
-    /// Reads the rules the recorder put in the environment.
+    /// Reads the rules the recorder put in the environment (or handed over, see
+    /// [`crate::init_from_vars`]).
     pub fn from_env() -> Rules {
-        let extra: Vec<String> = std::env::var(ENV_DEVICES)
+        let extra: Vec<String> = crate::env::var(ENV_DEVICES)
             .unwrap_or_default()
             .lines()
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
-        let no_defaults = std::env::var(ENV_NO_DEFAULTS).is_ok_and(|v| v == "1");
+        let no_defaults = crate::env::var(ENV_NO_DEFAULTS).is_some_and(|v| v == "1");
         let mut r = Rules::new(&extra, no_defaults);
-        r.ranges = parse_ranges(&std::env::var(ENV_RANGES).unwrap_or_default()).unwrap_or_default();
-        r.bypass = parse_ranges(&std::env::var(ENV_BYPASS).unwrap_or_default()).unwrap_or_default();
-        r.no_alias = std::env::var(ENV_NO_ALIAS).is_ok_and(|v| v == "1");
-        r.no_patch = std::env::var(ENV_NO_PATCH).is_ok_and(|v| v == "1");
-        r.patch_after = std::env::var(ENV_PATCH_AFTER)
-            .ok()
+        r.ranges =
+            parse_ranges(&crate::env::var(ENV_RANGES).unwrap_or_default()).unwrap_or_default();
+        r.bypass =
+            parse_ranges(&crate::env::var(ENV_BYPASS).unwrap_or_default()).unwrap_or_default();
+        r.no_alias = crate::env::var(ENV_NO_ALIAS).is_some_and(|v| v == "1");
+        r.no_patch = crate::env::var(ENV_NO_PATCH).is_some_and(|v| v == "1");
+        r.patch_after = crate::env::var(ENV_PATCH_AFTER)
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|&n| n > 0)
             .unwrap_or(DEFAULT_PATCH_AFTER);

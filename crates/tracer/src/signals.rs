@@ -8,7 +8,7 @@
 //! tracer's is handed to the program's handler as the kernel would have, or, under the
 //! default action, re-raised so the program dies of the same signal.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::ctx::HANDLER_MASK;
 use crate::ctx::{gregs, uc_mask};
@@ -67,7 +67,7 @@ fn believed_blocked(rsp: u64) -> u64 {
         return outside;
     }
     // SAFETY: zeroed stack_t is valid as an out value.
-    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
     let on_alt =
         if sys::sigaltstack(None, Some(&mut cur)) == 0 && cur.ss_flags & libc::SS_DISABLE == 0 {
             let lo = cur.ss_sp as u64;
@@ -141,7 +141,7 @@ pub unsafe fn app_sigaction(
     if !old.is_null() {
         // SAFETY: caller's contract; zeroed sigaction is valid.
         unsafe {
-            let mut o: libc::sigaction = std::mem::zeroed();
+            let mut o: libc::sigaction = core::mem::zeroed();
             o.sa_sigaction = a.handler.load(Ordering::Relaxed);
             o.sa_flags = a.flags.load(Ordering::Relaxed) as i32;
             *(&mut o.sa_mask as *mut libc::sigset_t as *mut u64) = a.mask.load(Ordering::Relaxed);
@@ -191,7 +191,7 @@ pub fn install() {
 pub fn setup_altstack() {
     const SIZE: usize = 256 << 10;
     // SAFETY: zeroed stack_t is valid as an out value.
-    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
     sys::sigaltstack(None, Some(&mut cur));
     if cur.ss_flags & libc::SS_DISABLE == 0 && cur.ss_size >= SIZE {
         return;
@@ -481,7 +481,7 @@ unsafe fn fatal_in_step(sig: i32, uc: *mut libc::c_void) -> bool {
 unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
     // SAFETY: a zeroed siginfo is valid; the fault layout is signo, errno, code, then
     // si_addr at offset 16 and si_addr_lsb at offset 24 (x86-64).
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let mut info: libc::siginfo_t = unsafe { core::mem::zeroed() };
     let p = &mut info as *mut libc::siginfo_t as *mut u8;
     // SAFETY: offsets inside the 128-byte siginfo (see above).
     unsafe {
@@ -680,11 +680,11 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             if flags & SA_SIGINFO != 0 {
                 // SAFETY: the program registered this as an SA_SIGINFO handler.
                 let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(h) };
+                    unsafe { core::mem::transmute(h) };
                 f(sig, info, uc);
             } else {
                 // SAFETY: the program registered this as a plain handler.
-                let f: extern "C" fn(i32) = unsafe { std::mem::transmute(h) };
+                let f: extern "C" fn(i32) = unsafe { core::mem::transmute(h) };
                 f(sig);
             }
             sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
@@ -693,7 +693,7 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
                 t.blocked.store(b, Ordering::Relaxed);
             }
             // Keep `marker` (the frame address) alive across the call.
-            std::hint::black_box(&marker);
+            core::hint::black_box(&marker);
         }
     }
 }

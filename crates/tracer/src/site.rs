@@ -20,8 +20,8 @@
 //! miss). A full probe means no caching for that RIP: the fault decodes the live text as
 //! before the cache existed.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 use mmio_trace_x86 as x86;
@@ -101,7 +101,7 @@ impl Site {
         }
         // SAFETY: a plain copy of a `Copy` value; a copy torn by a concurrent writer is
         // thrown away below (the sequence moved), never used.
-        let d = unsafe { std::ptr::read_volatile(self.data.get()) };
+        let d = unsafe { core::ptr::read_volatile(self.data.get()) };
         fence(Ordering::Acquire);
         (self.seq.load(Ordering::Relaxed) == s1).then_some(d)
     }
@@ -120,7 +120,7 @@ impl Site {
         fence(Ordering::Release);
         // SAFETY: the odd sequence makes this thread the only writer; readers discard
         // what they copy meanwhile.
-        unsafe { std::ptr::write_volatile(self.data.get(), *d) };
+        unsafe { core::ptr::write_volatile(self.data.get(), *d) };
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 }
@@ -164,12 +164,12 @@ fn live_code(rip: u64) -> ([u8; 16], usize) {
     let to_page_end = (4096 - (rip & 4095)) as usize;
     let mut n = to_page_end.min(15);
     // SAFETY: the code at rip is mapped (it just ran) to the end of its page.
-    unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
+    unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), n) };
     if n < 15 {
         let mut d = Decoder::with_ip(64, &bytes[..n], rip, DecoderOptions::NONE);
         if d.decode().is_invalid() && d.last_error() == iced_x86::DecoderError::NoMoreBytes {
             // SAFETY: the instruction itself continues onto the next page, so it is mapped.
-            unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), 15) };
+            unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), 15) };
             n = 15;
         }
     }

@@ -7,7 +7,7 @@
 //! untraced. Costly (a #DB trap, two mprotects, a signal per thread), so counted in the
 //! header's `slow_steps`.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use mmio_trace_ring::sys as rsys;

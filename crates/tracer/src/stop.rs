@@ -12,7 +12,7 @@
 //! (again; `mprotect` is idempotent) and retries the instruction, which then runs natively.
 //! Aliases stay mapped (address space only; a thread may still be emulating through one).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::regions::{self, Region};
 use crate::sys;

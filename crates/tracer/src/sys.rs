@@ -8,7 +8,7 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-pub use mmio_trace_ring::sys::syscall6;
+pub use mmio_trace_ring::sys::{auxval, sleep_ns, syscall6};
 
 const SYS_READ: usize = 0;
 const SYS_LSEEK: usize = 8;
@@ -29,6 +29,9 @@ const SYS_OPENAT: usize = 257;
 const SYS_READLINKAT: usize = 267;
 const SYS_PREAD64: usize = 17;
 const SYS_FSTAT: usize = 5;
+const SYS_PWRITE64: usize = 18;
+const SYS_FCNTL: usize = 72;
+const SYS_PIPE2: usize = 293;
 
 /// `AT_FDCWD`.
 pub const AT_FDCWD: isize = -100;
@@ -359,14 +362,71 @@ pub fn thread_pointer() -> u64 {
 /// instead of asking the CPU or the kernel per access.
 static FSGSBASE: AtomicBool = AtomicBool::new(false);
 
+/// `AT_HWCAP2` as handed over by whoever loaded the tracer (+1; 0: not handed over).
+static HWCAP2_GIVEN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Uses `hwcap2` as the auxiliary vector's `AT_HWCAP2` (for a tracer that cannot read its
+/// own: an injected agent in a process whose `/proc/self/auxv` it may not open). Call
+/// before [`init_cpu_features`].
+pub fn set_hwcap2(hwcap2: u64) {
+    HWCAP2_GIVEN.store(hwcap2.wrapping_add(1), Ordering::Relaxed);
+}
+
 /// Caches the CPU features the fault path needs (called at tracer start, before any
-/// handler is installed). `getauxval` is a libc call: never on the fault path.
+/// handler is installed). Reading the auxiliary vector is never done on the fault path.
 pub fn init_cpu_features() {
-    const AT_HWCAP2: libc::c_ulong = 26;
-    const HWCAP2_FSGSBASE: libc::c_ulong = 1 << 1;
-    // SAFETY: plain libc call reading the auxiliary vector.
-    let hw2 = unsafe { libc::getauxval(AT_HWCAP2) };
+    const AT_HWCAP2: u64 = 26;
+    const HWCAP2_FSGSBASE: u64 = 1 << 1;
+    let hw2 = match HWCAP2_GIVEN.load(Ordering::Relaxed) {
+        0 => auxval(AT_HWCAP2).unwrap_or(0),
+        given => given.wrapping_sub(1),
+    };
     FSGSBASE.store(hw2 & HWCAP2_FSGSBASE != 0, Ordering::Relaxed);
+}
+
+/// Which wide vector accesses the CPU and the kernel allow (what std's
+/// `is_x86_feature_detected!("avx")` / `("avx512f")` say, without std).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VectorFeatures {
+    /// AVX: the CPU has it and the kernel saves the YMM state (XCR0 bits 1 and 2).
+    pub avx: bool,
+    /// AVX-512F: the CPU has it and the kernel saves the opmask and ZMM state (XCR0
+    /// bits 1, 2, 5, 6 and 7).
+    pub avx512f: bool,
+}
+
+/// Reads [`VectorFeatures`] from CPUID and XCR0 (normal context; a few hundred cycles).
+pub fn cpu_vector_features() -> VectorFeatures {
+    use core::arch::x86_64::__cpuid_count;
+    // SAFETY (this and the CPUID below): CPUID exists on every x86-64 CPU; leaf 0 gives
+    // the highest basic leaf, checked before leaf 7 is asked.
+    #[allow(unused_unsafe)]
+    let (max, l1) = unsafe { (__cpuid_count(0, 0).eax, __cpuid_count(1, 0)) };
+    const OSXSAVE: u32 = 1 << 27;
+    const AVX: u32 = 1 << 28;
+    if l1.ecx & OSXSAVE == 0 {
+        // XGETBV would fault; the OS saves no extended state.
+        return VectorFeatures {
+            avx: false,
+            avx512f: false,
+        };
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: XGETBV with ECX = 0 (XCR0) is allowed at CPL 3 when CR4.OSXSAVE is set,
+    // which CPUID.1:ECX.OSXSAVE reports; it only reads into edx:eax.
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi,
+            options(nomem, nostack, preserves_flags))
+    };
+    let ymm = lo & 0b110 == 0b110;
+    let zmm = lo & 0b1110_0110 == 0b1110_0110;
+    #[allow(unused_unsafe)]
+    // SAFETY: see above.
+    let avx512f_cpu = max >= 7 && unsafe { __cpuid_count(7, 0) }.ebx & (1 << 16) != 0;
+    VectorFeatures {
+        avx: l1.ecx & AVX != 0 && ymm,
+        avx512f: avx512f_cpu && zmm,
+    }
 }
 
 /// Whether `rdfsbase` may be used (generated code reads the FS base with it).
@@ -441,8 +501,13 @@ pub fn digits(mut v: u64, base: u64, buf: &mut [u8; 64]) -> &[u8] {
 
 /// The file type bits (`st_mode & S_IFMT`) of descriptor `fd`, or 0 if unknown.
 pub fn file_type(fd: i32) -> u32 {
+    fstat(fd).map_or(0, |st| st.st_mode & libc::S_IFMT)
+}
+
+/// `fstat` of `fd` (a number that may not be open: `None` then).
+pub fn fstat(fd: i32) -> Option<libc::stat> {
     // SAFETY: a plain struct of integers, filled by the kernel.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: `st` is a valid, writable `struct stat`.
     let r = unsafe {
         syscall6(
@@ -455,15 +520,130 @@ pub fn file_type(fd: i32) -> u32 {
             0,
         )
     };
-    if r < 0 {
-        0
-    } else {
-        st.st_mode & libc::S_IFMT
+    (r >= 0).then_some(st)
+}
+
+/// Opens `path` with `flags` (`openat(AT_FDCWD, ...)`, mode 0: never creates).
+pub fn open(path: &core::ffi::CStr, flags: i32) -> isize {
+    // SAFETY: a NUL-terminated path; flags are plain bits.
+    unsafe {
+        syscall6(
+            SYS_OPENAT,
+            AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            flags as usize,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// `fcntl(fd, cmd, arg)` for commands whose argument is an integer (`F_DUPFD*`,
+/// `F_SETFD`, `F_SETFL`, `F_GETFL`).
+pub fn fcntl(fd: i32, cmd: i32, arg: usize) -> isize {
+    // SAFETY: integer-argument commands pass no memory.
+    unsafe { syscall6(SYS_FCNTL, fd as usize, cmd as usize, arg, 0, 0, 0) }
+}
+
+/// `pipe2(fds, flags)`.
+pub fn pipe2(fds: &mut [i32; 2], flags: i32) -> isize {
+    // SAFETY: the kernel writes two ints into the array.
+    unsafe {
+        syscall6(
+            SYS_PIPE2,
+            fds.as_mut_ptr() as usize,
+            flags as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    }
+}
+
+/// `pwrite(fd, buf, off)`.
+pub fn pwrite(fd: i32, buf: &[u8], off: u64) -> isize {
+    // SAFETY: buf is valid for its length.
+    unsafe {
+        syscall6(
+            SYS_PWRITE64,
+            fd as usize,
+            buf.as_ptr() as usize,
+            buf.len(),
+            off as usize,
+            0,
+            0,
+        )
+    }
+}
+
+/// The whole content of file `path` (read with raw system calls; for `/proc` files, whose
+/// size `fstat` does not give). Allocates: normal context only.
+pub fn read_file(path: &core::ffi::CStr) -> Option<alloc::vec::Vec<u8>> {
+    let fd = open(path, libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as i32;
+    let mut out = alloc::vec::Vec::new();
+    let mut chunk = [0u8; 4096];
+    let ok = loop {
+        let n = read(fd, &mut chunk);
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n < 0 {
+            break false;
+        }
+        if n == 0 {
+            break true;
+        }
+        out.extend_from_slice(&chunk[..n as usize]);
+    };
+    close(fd);
+    ok.then_some(out)
+}
+
+/// Writes all of `buf` to `fd` (retrying short writes and `EINTR`); stops at the first
+/// error. For messages on stderr where std's `eprintln!` (which panics when stderr is
+/// closed, and is not there without std) cannot be used.
+pub fn write_all(fd: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        let n = write(fd, buf.as_ptr(), buf.len());
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        buf = &buf[n as usize..];
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vector_features_agree_with_std() {
+        let f = super::cpu_vector_features();
+        assert_eq!(f.avx, std::arch::is_x86_feature_detected!("avx"));
+        assert_eq!(f.avx512f, std::arch::is_x86_feature_detected!("avx512f"));
+    }
+
+    #[test]
+    fn read_file_reads_a_proc_file_whole() {
+        let ours = super::read_file(c"/proc/self/maps").expect("readable");
+        let std_ = std::fs::read("/proc/self/maps").unwrap();
+        // The two reads may see different mappings (the allocations in between), but both
+        // are whole: they end with a newline and name our own executable.
+        assert_eq!(ours.last(), Some(&b'\n'));
+        assert!(
+            ours.len() > 4096 || std_.len() <= 4096,
+            "more than one chunk read"
+        );
+        assert_eq!(super::read_file(c"/nonexistent/x"), None);
+    }
+
     #[test]
     fn digits_in_decimal_and_hex() {
         let mut b = [0u8; 64];

@@ -116,9 +116,12 @@ pub struct ExecCall {
 
 /// Called in the SIGSYS handler around an exec the program makes: with `None` just
 /// before it (the agent asks the recorder to take the thread over), and with
-/// `Some(-errno)` when the exec failed (the program goes on, and gets that error). Signal
-/// context: no allocation, no locks, raw system calls only.
-pub type ExecHook = fn(call: &ExecCall, failed: Option<isize>);
+/// `Some(-errno)` when the exec failed (the program goes on, and gets that error). Before
+/// the exec, a negative return is the `-errno` the program gets instead of the exec (the
+/// recorder would not take the thread over: the new image would inherit the filter
+/// without a core); the return after a failure is ignored. Signal context: no
+/// allocation, no locks, raw system calls only.
+pub type ExecHook = fn(call: &ExecCall, failed: Option<isize>) -> isize;
 
 /// Why [`install`] failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -674,7 +677,10 @@ unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
         unsafe { core::mem::transmute::<usize, ExecHook>(hook) }
     });
     if let Some(h) = hook {
-        h(&call, None);
+        let r = h(&call, None);
+        if r < 0 {
+            return r;
+        }
     }
     // SAFETY: handler context.
     let mask = unsafe { *uc_mask(uc) } & !never_blocked();
@@ -694,7 +700,7 @@ unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
     };
     sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
     if let Some(h) = hook {
-        h(&call, Some(rc));
+        let _ = h(&call, Some(rc));
     }
     rc
 }

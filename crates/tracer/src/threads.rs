@@ -25,8 +25,8 @@
 //! (see [`set_tls_publisher`]) for generated code, which reads it with one `%fs`-relative
 //! load.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use mmio_trace_ring::Producer;
 
@@ -233,13 +233,13 @@ pub const OFF_SIG: usize = 72;
 /// Offset of the step state (private layout).
 pub const OFF_STEP: usize = 112;
 /// Offset of the trampoline depth (u64; nonzero while the thread is inside one).
-pub const OFF_INSIDE: usize = std::mem::offset_of!(ThreadBlock, inside);
+pub const OFF_INSIDE: usize = core::mem::offset_of!(ThreadBlock, inside);
 /// Offsets of the owner's stack bounds (two u64: `[lo, hi)`, 0 when unknown).
-pub const OFF_OWN_STACK: usize = std::mem::offset_of!(ThreadBlock, own_lo);
-const _: () = assert!(std::mem::offset_of!(ThreadBlock, own_hi) == OFF_OWN_STACK + 8);
+pub const OFF_OWN_STACK: usize = core::mem::offset_of!(ThreadBlock, own_lo);
+const _: () = assert!(core::mem::offset_of!(ThreadBlock, own_hi) == OFF_OWN_STACK + 8);
 
 const _: () = {
-    use std::mem::offset_of;
+    use core::mem::offset_of;
     assert!(offset_of!(ThreadBlock, key) == OFF_KEY);
     assert!(offset_of!(ThreadBlock, tid) == OFF_TID);
     assert!(offset_of!(ThreadBlock, ring) == OFF_RING);
@@ -324,7 +324,7 @@ fn publish(b: *const ThreadBlock, fs: u64) {
     let f = TLS_PUBLISH.load(Ordering::Acquire);
     if f != 0 && fs != 0 && sys::fs_is_tcb(fs) {
         // SAFETY: registered by `set_tls_publisher` with this signature.
-        let f: extern "C" fn(*const ThreadBlock) = unsafe { std::mem::transmute(f) };
+        let f: extern "C" fn(*const ThreadBlock) = unsafe { core::mem::transmute(f) };
         f(b);
     }
 }
@@ -423,7 +423,7 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     s.ool.reset();
     let stale = s.altstack.swap(0, Ordering::Relaxed);
     // SAFETY: zeroed stack_t is valid as an out value.
-    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
     sys::sigaltstack(None, Some(&mut cur));
     let has = cur.ss_flags & libc::SS_DISABLE == 0;
     if stale != 0 && (!has || cur.ss_sp as u64 != stale) {
@@ -608,16 +608,25 @@ pub fn set_async_cancel(on: bool) {
 }
 
 /// The calling libc thread's stack, `[lo, hi)` (normal context: glibc reads
+/// `/proc/self/maps` for the main thread); (0, 0) if unknown, as always without std (no
+/// libc to ask).
+#[cfg(not(feature = "std"))]
+fn own_stack() -> (u64, u64) {
+    (0, 0)
+}
+
+/// The calling libc thread's stack, `[lo, hi)` (normal context: glibc reads
 /// `/proc/self/maps` for the main thread); (0, 0) if unknown.
+#[cfg(feature = "std")]
 fn own_stack() -> (u64, u64) {
     // SAFETY: a zeroed attribute object is initialised by pthread_getattr_np before use,
     // and destroyed after.
     unsafe {
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
             return (0, 0);
         }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut addr: *mut libc::c_void = core::ptr::null_mut();
         let mut size: libc::size_t = 0;
         let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
         libc::pthread_attr_destroy(&mut attr);
@@ -651,13 +660,13 @@ fn map_altstack() -> u64 {
 /// thread's alternate stack and the thread is not running on it.
 fn unmap_altstack(p: u64) {
     // SAFETY: zeroed stack_t is valid as an out value.
-    let mut cur: libc::stack_t = unsafe { std::mem::zeroed() };
+    let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
     sys::sigaltstack(None, Some(&mut cur));
     if cur.ss_sp as u64 != p || cur.ss_flags & (libc::SS_ONSTACK | libc::SS_DISABLE) != 0 {
         return;
     }
     let off = libc::stack_t {
-        ss_sp: std::ptr::null_mut(),
+        ss_sp: core::ptr::null_mut(),
         ss_flags: libc::SS_DISABLE,
         ss_size: 0,
     };
@@ -709,7 +718,7 @@ pub fn thread_exiting() {
     // SAFETY: only this thread touches its step state.
     unsafe { (*s.step.get()).active = false };
     s.ool.release();
-    publish(std::ptr::null(), s.fs_base());
+    publish(core::ptr::null(), s.fs_base());
     s.key.store(TOMBSTONE, Ordering::Release);
 }
 

@@ -8,7 +8,7 @@
 //! A program that maps one file 40,000 times sends 17 notes. Normal context, no
 //! allocation (the `mmap` wrapper runs this, and malloc calls `mmap`), no lock.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use mmio_trace_ring::{Kind, Record};
 

@@ -1134,17 +1134,38 @@ static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
 static HOOK_FAILED: AtomicU64 = AtomicU64::new(0);
 static HOOK_FD: AtomicUsize = AtomicUsize::new(0);
 
-fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) {
+fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) -> isize {
     HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
     if let Some(rc) = failed {
         HOOK_FAILED.store(rc as u64, Ordering::SeqCst);
-        return;
+        return 0;
     }
-    // Tell the parent the hook ran before a successful exec: the first path byte.
-    // SAFETY: the program's NUL-terminated path; a write to our pipe.
+    // SAFETY: the program's NUL-terminated path.
+    let first = unsafe { *call.path };
+    // Tell the parent the hook ran before the exec: the first path byte.
+    // SAFETY: a write to our pipe.
     unsafe {
-        let b = [b'H', *call.path];
+        let b = [b'H', first];
         libc::write(HOOK_FD.load(Ordering::SeqCst) as i32, b.as_ptr().cast(), 2);
+    }
+    // A file named `R...` is refused (as when the recorder would not take the thread
+    // over).
+    // SAFETY: the program's NUL-terminated path, read up to its NUL.
+    let name = unsafe {
+        let mut p = call.path;
+        let mut name = p;
+        while *p != 0 {
+            if *p == b'/' {
+                name = p.add(1);
+            }
+            p = p.add(1);
+        }
+        *name
+    };
+    if name == b'R' {
+        -(libc::EPERM as isize)
+    } else {
+        0
     }
 }
 
@@ -1161,13 +1182,20 @@ fn execs_after_the_hook() {
             std::env::var("SYSEMU_HOOK_FD").unwrap().parse().unwrap(),
             Ordering::SeqCst,
         );
+        // Refused by the hook: its -errno (not the exec's -ENOENT), no exec made.
+        let refused = c"/nonexistent/Refused";
+        assert_eq!(
+            raw(libc::SYS_execve, [refused.as_ptr() as u64, 0, 0, 0, 0, 0]),
+            -i64::from(libc::EPERM)
+        );
+        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 1);
         // A failed exec: -ENOENT, and the hook hears it.
         let missing = c"/nonexistent/x";
         assert_eq!(
             raw(libc::SYS_execve, [missing.as_ptr() as u64, 0, 0, 0, 0, 0]),
             -i64::from(libc::ENOENT)
         );
-        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 2);
+        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 3);
         assert_eq!(
             HOOK_FAILED.load(Ordering::SeqCst) as i64,
             -i64::from(libc::ENOENT)
@@ -1229,7 +1257,7 @@ fn raw_execve_calls_the_hook_and_execs_with_the_programs_mask() {
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(
         &b[..n.max(0) as usize],
-        b"H/H/",
+        b"H/H/H/",
         "the hook ran before each exec"
     );
 }

@@ -51,6 +51,7 @@
 //!   write are two bus calls, and [`Decoded::is_locked`] tells the bus they must be atomic.
 //! - The first [`decode`] in a process builds iced-x86's tables (allocates): call
 //!   [`warm_up`] before installing a signal handler.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

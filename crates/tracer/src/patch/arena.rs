@@ -13,8 +13,11 @@
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::sync::Mutex;
 
 use super::pun::{USER_MAX, USER_MIN};
 use super::text;
@@ -115,7 +118,7 @@ pub(crate) fn reserve(lo: u64, hi: u64, size: usize) -> Option<u64> {
         return None;
     }
     let size = size as u64;
-    let mut arena = ARENA.lock().unwrap_or_else(|e| e.into_inner());
+    let mut arena = ARENA.lock();
     if let Some(s) = arena.take_owned(lo, hi, size) {
         return Some(s);
     }
@@ -176,7 +179,7 @@ fn candidates(maps: &[text::Mapping], lo: u64, hi: u64, size: u64) -> Vec<u64> {
     let ends = maps
         .iter()
         .map(|m| (m.start, m.end))
-        .chain(std::iter::once((USER_MAX, USER_MAX)));
+        .chain(core::iter::once((USER_MAX, USER_MAX)));
     for (ms, me) in ends {
         let (g0, g1) = (prev.max(USER_MIN), ms.min(USER_MAX));
         prev = prev.max(me);
@@ -222,7 +225,7 @@ fn candidates(maps: &[text::Mapping], lo: u64, hi: u64, size: u64) -> Vec<u64> {
 /// Whether `[addr, addr + len)` lies in pages the arena owns (a trampoline, or space for
 /// one).
 pub(crate) fn owns(addr: u64, len: usize) -> bool {
-    let arena = ARENA.lock().unwrap_or_else(|e| e.into_inner());
+    let arena = ARENA.lock();
     arena.owns(addr, addr.saturating_add(len.max(1) as u64))
 }
 
@@ -287,13 +290,13 @@ mod tests {
                     ),
                     0
                 );
-                std::ptr::write_bytes(self.page(i) as *mut u8, 0x5a, ((j - i) * PAGE) as usize);
+                core::ptr::write_bytes(self.page(i) as *mut u8, 0x5a, ((j - i) * PAGE) as usize);
             }
         }
         fn sentinel_intact(&self, i: u64, j: u64) -> bool {
             // SAFETY: read-write pages of ours.
             let s = unsafe {
-                std::slice::from_raw_parts(self.page(i) as *const u8, ((j - i) * PAGE) as usize)
+                core::slice::from_raw_parts(self.page(i) as *const u8, ((j - i) * PAGE) as usize)
             };
             s.iter().all(|&b| b == 0x5a)
         }
@@ -425,7 +428,7 @@ mod tests {
         init_text();
         // black_box: a constant offset of 2 GiB folded into the address is a relocation the
         // linker cannot encode.
-        let code = std::hint::black_box(wide_windows as *const () as usize as u64);
+        let code = core::hint::black_box(wide_windows as *const () as usize as u64);
         for (lo, hi) in [
             (code - (1 << 31) + 5, code + (1 << 31) + 5),
             (code + 5 - (1 << 23), code + 5 + (1 << 23)),

@@ -124,8 +124,8 @@ mod tests {
         fn at(&self, off: usize, code: &[u8]) -> u64 {
             // SAFETY: our own read-write page; the code stays inside it.
             unsafe {
-                std::ptr::write_bytes(self.base as *mut u8, 0xcc, PAGE);
-                std::ptr::copy_nonoverlapping(
+                core::ptr::write_bytes(self.base as *mut u8, 0xcc, PAGE);
+                core::ptr::copy_nonoverlapping(
                     code.as_ptr(),
                     (self.base as usize + off) as *mut u8,
                     code.len(),
@@ -258,7 +258,7 @@ mod tests {
         let at = c.at(0, &code);
         // SAFETY: our own page.
         unsafe {
-            std::ptr::copy_nonoverlapping([0x39u8, 0xd8].as_ptr(), (here + 16) as *mut u8, 2)
+            core::ptr::copy_nonoverlapping([0x39u8, 0xd8].as_ptr(), (here + 16) as *mut u8, 2)
         };
         assert!(!live_after(at));
     }

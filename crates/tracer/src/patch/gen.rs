@@ -26,7 +26,8 @@
 //! returns. Bit 47 of word 3 says the event came through a trampoline (user PCs are below
 //! 2^47); the recorder counts and clears it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use mmio_trace_ring::Kind;
 
@@ -64,7 +65,7 @@ const SLOT_LEN: i64 = 8;
 const SLOT_ALIAS: i64 = 16;
 const SLOT_MAPBITS: i64 = 24;
 const SLOT_SIZE: i64 = 32;
-const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_SIZE as usize);
+const _: () = assert!(core::mem::size_of::<Slot>() == SLOT_SIZE as usize);
 
 /// Bit 47 of an access record's word 3: the event was written by a trampoline.
 pub(crate) const VIA_TRAMPOLINE: u64 = 1 << 47;
@@ -251,7 +252,7 @@ fn classify(ins: &Instruction) -> Result<Form, &'static str> {
     if ins.memory_base() == Register::None && ins.memory_index() == Register::None {
         return Err("absolute address");
     }
-    if format!("{:?}", ins.code()).contains("moffs") {
+    if alloc::format!("{:?}", ins.code()).contains("moffs") {
         return Err("absolute address");
     }
     let width = ins.memory_size().size() as u32;
@@ -1421,8 +1422,8 @@ fn epilogue(a: &mut Asm, flags_live: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::Ordering;
     use iced_x86::{Decoder, DecoderOptions};
-    use std::sync::atomic::Ordering;
 
     /// A fake thread block, ring and recording for generated code.
     #[repr(C, align(64))]
@@ -1455,7 +1456,7 @@ mod tests {
         // SAFETY: a fresh anonymous mapping (tests only: read-write-execute).
         let page = unsafe {
             libc::mmap(
-                std::ptr::null_mut(),
+                core::ptr::null_mut(),
                 8192,
                 libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
@@ -1523,7 +1524,7 @@ mod tests {
         let t = generate(&site, &env, tramp).expect("generated");
         assert!(t.code.len() < 8192 - 64);
         // SAFETY: inside the mapping.
-        unsafe { std::ptr::copy_nonoverlapping(t.code.as_ptr(), page.add(64), t.code.len()) };
+        unsafe { core::ptr::copy_nonoverlapping(t.code.as_ptr(), page.add(64), t.code.len()) };
         Setup {
             world,
             slots,

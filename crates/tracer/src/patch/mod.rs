@@ -34,7 +34,9 @@ pub(crate) mod gen;
 pub(crate) mod pun;
 pub(crate) mod text;
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use alloc::collections::BTreeSet;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use iced_x86::{Decoder, DecoderOptions};
 use mmio_trace_ring::{Clock, Kind, Record};
@@ -150,8 +152,7 @@ const NOTE_OFF: u64 = 2;
 pub(crate) fn configure(rules: &crate::rules::Rules) {
     let off = rules.no_patch || rules.no_alias || !crate::paths::emulate();
     AFTER.store(if off { 0 } else { rules.patch_after }, Ordering::Relaxed);
-    let churn = std::env::var(ENV_CHURN)
-        .ok()
+    let churn = crate::env::var(ENV_CHURN)
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     CHURN.store(churn, Ordering::Relaxed);
@@ -440,9 +441,9 @@ impl SlotGuard {
         {
             spins += 1;
             if spins < 100 {
-                std::hint::spin_loop();
+                core::hint::spin_loop();
             } else {
-                std::thread::yield_now();
+                sys::sched_yield();
             }
         }
         SlotGuard {
@@ -506,13 +507,13 @@ fn quiesce() -> bool {
         while c.load(Ordering::Acquire) != 0 {
             spins += 1;
             if spins < 1000 {
-                std::hint::spin_loop();
+                core::hint::spin_loop();
                 continue;
             }
             if sys::now_ns() > deadline {
                 return false;
             }
-            std::thread::yield_now();
+            sys::sched_yield();
         }
     }
     true
@@ -534,27 +535,22 @@ pub(crate) fn ensure_started() {
         return;
     }
     let mut fds = [0i32; 2];
-    // SAFETY: plain pipe2 into a local array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+    if sys::pipe2(&mut fds, libc::O_CLOEXEC | libc::O_NONBLOCK) != 0 {
         return;
     }
     // High descriptor numbers: programs close, reuse and dup2 over low ones.
     let hi = |fd: i32| {
-        // SAFETY: plain fcntl/close on our own descriptors.
-        unsafe {
-            let n = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 910);
-            if n >= 0 {
-                libc::close(fd);
-                n
-            } else {
-                fd
-            }
+        let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 910);
+        if n >= 0 {
+            sys::close(fd);
+            n as i32
+        } else {
+            fd
         }
     };
     let (r, w) = (hi(fds[0]), hi(fds[1]));
     // The read end blocks (the patcher sleeps in read).
-    // SAFETY: plain fcntl on our descriptor.
-    unsafe { libc::fcntl(r, libc::F_SETFL, 0) };
+    sys::fcntl(r, libc::F_SETFL, 0);
     let old = PIPE_W.swap(w, Ordering::AcqRel);
     if old >= 0 {
         // A fork child's inherited pipe: the parent's patcher reads it.
@@ -566,12 +562,9 @@ pub(crate) fn ensure_started() {
     let mut all = 0u64;
     let full = !0u64;
     sys::sigprocmask(libc::SIG_BLOCK, Some(&full), Some(&mut all));
-    let spawned = std::thread::Builder::new()
-        .name("mmio-trace-patch".into())
-        .stack_size(256 << 10)
-        .spawn(patcher);
+    let spawned = crate::thread::spawn("mmio-trace-patch", 256 << 10, patcher);
     sys::sigprocmask(libc::SIG_SETMASK, Some(&all), None);
-    if spawned.is_err() {
+    if !spawned {
         PIPE_W.store(-1, Ordering::Relaxed);
         sys::close(w);
         sys::close(r);
@@ -586,10 +579,10 @@ static PATCHER_FDS: AtomicI32 = AtomicI32::new(-1);
 pub(crate) fn evacuate(fd: i32) {
     for slot in [&PIPE_W, &PATCHER_FDS] {
         if fd >= 0 && slot.load(Ordering::Acquire) == fd {
-            // SAFETY: duplicating a descriptor of ours.
-            let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 910) };
+            // Duplicating a descriptor of ours.
+            let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 910);
             if n >= 0 {
-                slot.store(n, Ordering::Release);
+                slot.store(n as i32, Ordering::Release);
             }
         }
     }
@@ -607,7 +600,7 @@ pub(crate) fn fds() -> [i32; 3] {
 /// The patcher's decisions (its own state: only it touches it).
 struct Patcher {
     env: Option<gen::Env>,
-    refused: std::collections::HashSet<u64>,
+    refused: BTreeSet<u64>,
 }
 
 fn patcher() {
@@ -628,10 +621,9 @@ fn patcher() {
     loop {
         // Its number again each time: `evacuate` may have moved it.
         let fd = PATCHER_FDS.load(Ordering::Acquire);
-        // SAFETY: reading into a local buffer.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, 16) };
+        let n = sys::read(fd, &mut buf);
         if n != 16 {
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            if n == -(libc::EINTR as isize) {
                 continue;
             }
             return;
@@ -644,7 +636,7 @@ fn patcher() {
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            std::thread::sleep(std::time::Duration::from_micros(100));
+            sys::sleep_ns(100 * 1000);
         }
         if addr == 0 {
             p.patch(rip);
@@ -675,7 +667,7 @@ pub(crate) fn fork_prepare() {
         if sys::now_ns() > deadline {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_micros(100));
+        sys::sleep_ns(100 * 1000);
     }
 }
 
@@ -692,7 +684,7 @@ pub fn drain() {
     }
     let deadline = sys::now_ns() + 200_000_000;
     while PENDING.load(Ordering::Acquire) > 0 && sys::now_ns() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        sys::sleep_ns(1_000_000);
     }
 }
 
@@ -722,8 +714,17 @@ fn setup() -> Result<gen::Env, &'static str> {
 }
 
 /// glibc's `__rseq_offset` when it registered rseq for its threads (`__rseq_size` > 0).
+///
+/// Without std (no dynamic loader to ask): none, so generated code does without rseq.
+#[cfg(not(feature = "std"))]
 fn rseq_offset() -> Option<i64> {
-    if std::env::var_os("MMIO_TRACE_NO_RSEQ").is_some() {
+    None
+}
+
+/// glibc's `__rseq_offset` when it registered rseq for its threads (`__rseq_size` > 0).
+#[cfg(feature = "std")]
+fn rseq_offset() -> Option<i64> {
+    if crate::env::is_set("MMIO_TRACE_NO_RSEQ") {
         return None;
     }
     // SAFETY: dlsym with NUL-terminated names; the symbols, when present, are glibc's
@@ -775,7 +776,7 @@ impl Patcher {
             .find_map(|_| {
                 let d = site::snapshot(rip);
                 if d.is_none() {
-                    std::thread::yield_now();
+                    sys::sched_yield();
                 }
                 d
             })
@@ -942,11 +943,11 @@ impl Patcher {
             }
             // Unpatch and re-patch while the program runs through the site.
             let pause = 20 + (k * 7919 % 200);
-            std::thread::sleep(std::time::Duration::from_micros(pause));
+            sys::sleep_ns(pause * 1000);
             if text::replace(rip, jump, bytes).is_err() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_micros(pause / 2));
+            sys::sleep_ns(pause / 2 * 1000);
             if text::replace(rip, bytes, jump).is_err() {
                 break;
             }

@@ -14,6 +14,8 @@
 //! Successor eviction (E9Patch's third tactic: also rewriting the next instruction) is not
 //! done: a site none of whose windows has room stays on the trap path.
 
+use alloc::vec::Vec;
+
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
 

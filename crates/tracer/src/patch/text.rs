@@ -17,8 +17,11 @@
 // The patcher (patch/mod.rs) calls these; on a branch without it only tests do, and
 // this allow can go once both are merged.
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, OnceLock};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::sync::{Mutex, Once};
 
 use crate::sys;
 
@@ -44,7 +47,7 @@ pub(crate) enum Route {
     Mprotect,
 }
 
-static INIT: OnceLock<Result<Route, &'static str>> = OnceLock::new();
+static INIT: Once<Result<Route, &'static str>> = Once::new();
 /// The route `poke` uses now: 0 none, 1 `/proc/self/mem`, 2 `mprotect`. It can change
 /// after `init`: a forked child that cannot reopen `/proc/self/mem` falls back to
 /// `mprotect`.
@@ -138,27 +141,23 @@ fn open_mem() -> bool {
     if old >= 0 {
         sys::close(old);
     }
-    // SAFETY: a NUL-terminated path.
-    let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let fd = sys::open(c"/proc/self/mem", libc::O_RDWR | libc::O_CLOEXEC);
     if fd < 0 {
         return false;
     }
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own.
-    let high = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, MEM_FD_MIN) };
+    let fd = fd as i32;
+    let high = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, MEM_FD_MIN as usize);
     // A descriptor limit at or below 900: keep the low number.
     let fd = if high >= 0 {
         sys::close(fd);
-        high
+        high as i32
     } else {
         fd
     };
-    // SAFETY: an all-zero stat is a valid out value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid out pointer.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+    let Some(st) = sys::fstat(fd) else {
         sys::close(fd);
         return false;
-    }
+    };
     MEM_DEV.store(st.st_dev, Ordering::Relaxed);
     MEM_INO.store(st.st_ino, Ordering::Relaxed);
     MEM_PID.store(sys::getpid(), Ordering::Relaxed);
@@ -172,31 +171,21 @@ fn mem_fd_valid() -> bool {
     if fd < 0 || MEM_PID.load(Ordering::Relaxed) != sys::getpid() {
         return false;
     }
-    // SAFETY: an all-zero stat is a valid out value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid out pointer.
-    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
-    ok && st.st_dev == MEM_DEV.load(Ordering::Relaxed)
-        && st.st_ino == MEM_INO.load(Ordering::Relaxed)
+    sys::fstat(fd).is_some_and(|st| {
+        st.st_dev == MEM_DEV.load(Ordering::Relaxed) && st.st_ino == MEM_INO.load(Ordering::Relaxed)
+    })
 }
 
 fn pwrite_mem(addr: u64, bytes: &[u8]) -> Result<(), i32> {
     let fd = MEM_FD.load(Ordering::Acquire);
-    // SAFETY: `bytes` is valid for its length; the descriptor was checked to be ours.
-    let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), addr as libc::off_t) };
+    let n = sys::pwrite(fd, bytes, addr);
     if n == bytes.len() as isize {
         Ok(())
     } else if n < 0 {
-        Err(errno())
+        Err(-n as i32)
     } else {
         Err(libc::EIO)
     }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
 }
 
 /// All threads of the process serialise their instruction streams
@@ -249,7 +238,7 @@ fn route() -> Result<u8, i32> {
     match ROUTE.load(Ordering::Acquire) {
         1 => {
             if !mem_fd_valid() {
-                let _g = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+                let _g = WRITE_LOCK.lock();
                 if !mem_fd_valid() && !open_mem() {
                     // A forked child that cannot open its own /proc/self/mem.
                     ROUTE.store(2, Ordering::Release);
@@ -275,7 +264,7 @@ fn write(route: u8, addr: u64, bytes: &[u8]) -> Result<(), i32> {
 /// and given back the protection `/proc/self/maps` shows for it.
 fn mprotect_write(addr: u64, bytes: &[u8]) -> Result<(), i32> {
     let end = addr.checked_add(bytes.len() as u64).ok_or(libc::EFAULT)?;
-    let _g = WRITE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = WRITE_LOCK.lock();
     let maps = maps();
     let mut page = addr & !(PAGE - 1);
     while page < end {
@@ -303,7 +292,7 @@ fn mprotect_write(addr: u64, bytes: &[u8]) -> Result<(), i32> {
         // not merged with or moved across the protection changes.
         unsafe {
             for (i, b) in src.iter().enumerate() {
-                std::ptr::write_volatile((lo as *mut u8).add(i), *b);
+                core::ptr::write_volatile((lo as *mut u8).add(i), *b);
             }
         }
         // SAFETY: as above, giving the page its protection back.
@@ -393,7 +382,8 @@ impl Mapping {
 /// This process's mappings, in address order (empty when `/proc/self/maps` cannot be
 /// read).
 pub(crate) fn maps() -> Vec<Mapping> {
-    std::fs::read_to_string("/proc/self/maps")
+    sys::read_file(c"/proc/self/maps")
+        .and_then(|b| String::from_utf8(b).ok())
         .map(|s| parse_maps(&s))
         .unwrap_or_default()
 }
@@ -438,7 +428,7 @@ pub(crate) fn read(addr: u64, buf: &mut [u8]) -> usize {
     // One remote iovec per page: process_vm_readv stops at the first element it cannot
     // read whole, so a split at page boundaries gives every readable byte before a hole.
     let mut remote = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
+        iov_base: core::ptr::null_mut(),
         iov_len: 0,
     }; 8];
     let mut n = 0;
@@ -499,11 +489,11 @@ fn read_proc_mem(addr: u64, buf: &mut [u8]) -> usize {
     if total == 0 {
         return 0;
     }
-    // SAFETY: a NUL-terminated path.
-    let fd = unsafe { libc::open(c"/proc/self/mem".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let fd = sys::open(c"/proc/self/mem", libc::O_RDONLY | libc::O_CLOEXEC);
     if fd < 0 {
         return 0;
     }
+    let fd = fd as i32;
     let r = sys::pread(fd, &mut buf[..total], addr);
     sys::close(fd);
     r.max(0) as usize
@@ -573,7 +563,7 @@ fn check_patchable(
 mod tests {
     use super::*;
     use crate::patch::{arena, pun};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Once;
 
     // Functions of the test binary's own text (file-backed, private, read-execute) whose
@@ -641,10 +631,13 @@ mod tests {
         INSTALL.call_once(|| {
             // SAFETY: an all-zero sigaction is valid; the handler is async-signal-safe.
             unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
+                let mut sa: libc::sigaction = core::mem::zeroed();
                 sa.sa_sigaction = on_trap as *const () as usize;
                 sa.sa_flags = libc::SA_SIGINFO;
-                assert_eq!(libc::sigaction(libc::SIGTRAP, &sa, std::ptr::null_mut()), 0);
+                assert_eq!(
+                    libc::sigaction(libc::SIGTRAP, &sa, core::ptr::null_mut()),
+                    0
+                );
             }
         });
         TRAP_STUBS[slot].store(stub, Ordering::Release);
@@ -761,7 +754,7 @@ mod tests {
     #[test]
     fn replace_through_mprotect_under_callers() {
         text_init();
-        let _g = ROUTE_TEST.lock().unwrap();
+        let _g = ROUTE_TEST.lock();
         let was = ROUTE.swap(2, Ordering::AcqRel);
         let r = std::panic::catch_unwind(|| {
             hammer(3, mmio_trace_patch_test_three, 3, 0xf0, 0x3000, 100)
@@ -827,7 +820,7 @@ mod tests {
         if init() != Ok(Route::ProcMem) {
             return;
         }
-        let _g = ROUTE_TEST.lock().unwrap();
+        let _g = ROUTE_TEST.lock();
         let at = arena::reserve(pun::USER_MIN, pun::USER_MAX, 1).expect("room");
         let fd = mem_fd();
         assert!(fd >= MEM_FD_MIN, "{fd}");
@@ -1191,7 +1184,7 @@ mod tests {
         let p = sys::map_anon(3 * 4096).unwrap() as u64;
         // SAFETY: our own pages.
         unsafe {
-            std::ptr::write_bytes(p as *mut u8, 0xab, 2 * 4096);
+            core::ptr::write_bytes(p as *mut u8, 0xab, 2 * 4096);
             // Inaccessible rather than unmapped: another test could map the hole.
             sys::mprotect(p as usize + 2 * 4096, 4096, libc::PROT_NONE);
         }

@@ -1,0 +1,296 @@
+//! The injected fault-path core: the tracer (`mmio-trace-tracer` without its `std` feature)
+//! linked into one freestanding, position-independent ELF that the recorder maps into a
+//! program the preload library cannot reach (static, Go, set-uid) and calls.
+//!
+//! Freestanding: no libc, no C runtime, no dynamic loader, no thread-local storage. Its
+//! only relocations are `R_X86_64_RELATIVE`, which the loader applies; then it runs at
+//! any base. Everything it needs from the system it asks the kernel for with raw system
+//! calls; memory comes from its own allocator over `mmap` (`tracer::heap`).
+//!
+//! Entry points (C ABI, exported in `.dynsym`, all `mmio_trace_agent_*`):
+//! - [`mmio_trace_agent_init`]`(params, len) -> 0 | -errno`: starts tracing with the
+//!   recorder's settings, given as `NAME=VALUE` strings separated by NUL bytes (the same
+//!   variables a preloaded program gets in its environment); the recorder writes them into
+//!   [`mmio_trace_agent_params`] and passes that address;
+//! - the memory-map hooks ([`mmio_trace_agent_after_mmap`] and the others), which the
+//!   system-call virtualisation calls around the program's `mmap`, `munmap`, `mprotect`
+//!   and `mremap`, as the preload library's wrappers do.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod mem;
+
+use mmio_trace_tracer as tracer;
+
+#[global_allocator]
+static HEAP: tracer::heap::Heap = tracer::heap::Heap::new();
+
+/// Size of [`mmio_trace_agent_params`].
+pub const PARAMS_LEN: usize = 16384;
+
+/// Where the recorder writes the `NAME=VALUE\0...` settings before calling
+/// [`mmio_trace_agent_init`] (through `/proc/PID/mem` or ptrace: the blob has no other
+/// memory the recorder knows the address of before the agent runs).
+#[no_mangle]
+#[used]
+pub static mut mmio_trace_agent_params: [u8; PARAMS_LEN] = [0; PARAMS_LEN];
+
+const EINVAL: i64 = 22;
+const ENOENT: i64 = 2;
+const ENOMEM: i64 = 12;
+const EPIPE: i64 = 32;
+const EPERM: i64 = 1;
+const EBUSY: i64 = 16;
+
+/// Starts tracing in this process: `params[..len]` holds the settings (`NAME=VALUE`
+/// strings separated by NUL bytes). Installs the tracer's signal handlers. Returns 0, or
+/// `-errno`: `-EINVAL` no recorder named (or `params` null with a length), `-ENOENT` the
+/// recorder's shared memory cannot be reached, `-ENOMEM` it cannot be mapped (address
+/// space), `-EPIPE` the recorder has ended.
+///
+/// # Safety
+/// `params` must point at `len` readable bytes (or be null with `len` 0). Call once, with
+/// the program's other threads stopped, in normal context.
+#[no_mangle]
+pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) -> i64 {
+    if params.is_null() && len != 0 {
+        return -EINVAL;
+    }
+    let vars = if len == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { core::slice::from_raw_parts(params, len) }
+    };
+    match tracer::init_from_vars(vars) {
+        Ok(()) => {}
+        Err(tracer::InitError::NoRecorder) => return -EINVAL,
+        Err(tracer::InitError::Unreachable { map_failed: 0 }) => return -ENOENT,
+        Err(tracer::InitError::Unreachable { .. }) => return -ENOMEM,
+        Err(tracer::InitError::RecorderGone) => return -EPIPE,
+    }
+    // SAFETY: written once here, before the filter can route an exec to the hook.
+    unsafe { set_handoff(lookup(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
+    let (lo, hi) = own_range();
+    if lookup(vars, VAR_FILTER) == Some(b"1") {
+        if let Err(e) = tracer::sysemu::install(lo, hi, Some(exec_hook)) {
+            use tracer::sysemu::InstallError as E;
+            return match e {
+                E::Range => -EINVAL,
+                E::Seccomp(n) | E::NoNewPrivs(n) => -(n as i64),
+                E::Tsync(_) => -EBUSY,
+            };
+        }
+    } else {
+        // The filter this image inherited exempts the same range (the recorder put the
+        // core at the same base).
+        tracer::sysemu::set_exec_hook(Some(exec_hook));
+        tracer::sysemu::install_handler();
+    }
+    0
+}
+
+/// Set to `1` by the recorder when this process has no filter yet (its first core): the
+/// agent installs it. `0`: an inherited one exempts this core's range already.
+const VAR_FILTER: &str = "MMIO_TRACE_AGENT_FILTER";
+
+/// The value of `name` in the NUL-separated `NAME=VALUE` settings (the last one wins).
+fn lookup<'a>(vars: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    vars.split(|&b| b == 0)
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=')?;
+            (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
+        })
+        .last()
+}
+
+extern "C" {
+    /// The first byte of the blob (its ELF header), as the linker places it.
+    static __ehdr_start: u8;
+    /// The end of the blob's last segment (`.bss` included).
+    static _end: u8;
+}
+
+/// The blob's own address range: the filter lets system calls made from it through.
+fn own_range() -> (u64, u64) {
+    // SAFETY: only the addresses of linker-defined symbols are taken.
+    unsafe {
+        (
+            core::ptr::addr_of!(__ehdr_start) as u64,
+            core::ptr::addr_of!(_end) as u64,
+        )
+    }
+}
+
+/// The recorder's hand-off socket (`@name`), as the settings gave it; read by the exec
+/// hook in signal context, so kept in a fixed buffer.
+static mut HANDOFF: [u8; 108] = [0; 108];
+static mut HANDOFF_LEN: usize = 0;
+
+/// # Safety
+/// Normal context, before the exec hook can run.
+unsafe fn set_handoff(path: &[u8]) {
+    let n = path.len().min(107);
+    // SAFETY: the caller's contract: nothing reads these meanwhile.
+    unsafe {
+        let buf = &mut *core::ptr::addr_of_mut!(HANDOFF);
+        buf[..n].copy_from_slice(&path[..n]);
+        HANDOFF_LEN = n;
+    }
+}
+
+fn handoff_path() -> &'static [u8] {
+    // SAFETY: written once at init, before the hook could run; read-only after.
+    let (buf, n): (&'static [u8; 108], usize) =
+        unsafe { (&*core::ptr::addr_of!(HANDOFF), HANDOFF_LEN) };
+    &buf[..n]
+}
+
+/// Around the program's `execve`: the recorder must seize the thread first, so that the
+/// new image gets a core at its exec stop (it inherits this process's filter, which
+/// would kill it at its first routed call without one). Refused or unanswered, the exec
+/// fails with `EPERM` and the program is told why on stderr. After a failed exec the
+/// recorder lets the thread go.
+fn exec_hook(_call: &tracer::sysemu::ExecCall, failed: Option<isize>) -> isize {
+    use tracer::handoff::{ask, Request, SEIZED};
+    let tid = tracer::sys::gettid();
+    match failed {
+        None => match ask(handoff_path(), Request::Seize(tid)) {
+            Some(SEIZED) => 0,
+            _ => {
+                tracer::sys::write_all(
+                    2,
+                    b"mmio-trace: the recorder did not take this process over before its exec: the exec is refused (EPERM)\n",
+                );
+                -(EPERM as isize)
+            }
+        },
+        Some(_) => {
+            let _ = ask(handoff_path(), Request::Release(tid));
+            0
+        }
+    }
+}
+
+/// After the program's successful `mmap` (see `tracer::after_mmap`): traces it if it is a
+/// shared mapping of a device.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_after_mmap(
+    addr: u64,
+    len: u64,
+    prot: i32,
+    flags: i32,
+    fd: i32,
+    off: i64,
+    pc: u64,
+) {
+    tracer::after_mmap(addr, len, prot, flags, fd, off, pc);
+}
+
+/// Before the program's `munmap` (see `tracer::before_munmap`).
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_before_munmap(addr: u64, len: u64, pc: u64) {
+    tracer::before_munmap(addr, len, pc);
+}
+
+/// The program's `mprotect` (see `tracer::mprotect`): the kernel's result when the tracer
+/// did the call itself (the range holds traced pages), else `i64::MIN`: the caller makes
+/// the call.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_mprotect(addr: u64, len: u64, prot: i32) -> i64 {
+    tracer::mprotect(addr, len, prot).map_or(i64::MIN, |r| r as i64)
+}
+
+/// After the program's successful `mremap` (see `tracer::after_mremap`).
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_after_mremap(
+    old: u64,
+    old_len: u64,
+    new: u64,
+    new_len: u64,
+    pc: u64,
+) {
+    tracer::after_mremap(old, old_len, new, new_len, pc);
+}
+
+/// In a fork child, first thing (see `tracer::after_fork_child`).
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_after_fork_child() {
+    tracer::after_fork_child();
+    tracer::after_fork_child_started();
+}
+
+/// A new thread's first call (its per-thread block and alternate signal stack).
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_thread_start() {
+    tracer::signals::thread_start();
+}
+
+/// Registers how the agent starts a helper thread (the hot-site patcher); see
+/// `tracer::thread::Spawner`. Until then hot sites are not patched.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_set_spawner(f: tracer::thread::Spawner) {
+    tracer::thread::set_spawner(f);
+}
+
+/// Registers where generated code (hot-site trampolines) finds the calling thread's block:
+/// `publish` stores it in a TLS slot at `offset` from the thread pointer (see
+/// `tracer::threads::set_tls_publisher`). Without one, no site is patched.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_set_tls_publisher(
+    publish: extern "C" fn(*const tracer::threads::ThreadBlock),
+    offset: i64,
+) {
+    tracer::threads::set_tls_publisher(publish, offset);
+}
+
+/// A `MARK` with `text[..len]` in the calling thread's stream.
+///
+/// # Safety
+/// `text` must point at `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn mmio_trace_agent_mark(text: *const u8, len: usize) {
+    if !text.is_null() {
+        // SAFETY: the caller's contract.
+        tracer::mark(unsafe { core::slice::from_raw_parts(text, len) });
+    }
+}
+
+/// A panic in the agent: said on stderr, then the process exits (no unwinding exists;
+/// continuing could lose or forge events). Status 134, as an abort.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut buf = Buf([0; 512], 0);
+    let _ = core::fmt::write(&mut buf, format_args!("mmio-trace agent: panic: {info}\n"));
+    tracer::sys::write_all(2, &buf.0[..buf.1]);
+    const SYS_EXIT_GROUP: usize = 231;
+    loop {
+        // SAFETY: exit_group ends the process; it takes no pointers.
+        unsafe { tracer::sys::syscall6(SYS_EXIT_GROUP, 134, 0, 0, 0, 0, 0) };
+    }
+}
+
+/// Referenced by landing pads in the precompiled `core`/`alloc` (built to unwind), never
+/// called: every panic aborts (above), so no unwinding ever starts.
+#[no_mangle]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    panic!("unwinding in the agent")
+}
+
+/// As [`_Unwind_Resume`]: the personality routine the precompiled crates' unwind tables
+/// name, never called.
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
+/// A fixed buffer `core::fmt` writes into (truncating: the message is best effort).
+struct Buf([u8; 512], usize);
+
+impl core::fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.0.len() - self.1);
+        self.0[self.1..self.1 + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.1 += n;
+        Ok(())
+    }
+}
