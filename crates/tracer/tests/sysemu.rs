@@ -165,7 +165,7 @@ fn filter_verdicts_for_each_case() {
         for nr in [59, 322] {
             assert_eq!(v(nr, X86_64, out, [lo, lo, lo, lo, 0, 0]), TRAP, "nr {nr}");
         }
-        // rt_sigaction: the tracer's signals and SIGSYS, by the low half of the argument.
+        // rt_sigaction: the tracer's signals and SIGSYS...
         for sig in [4u64, 5, 7, 8, 11, 31, 63] {
             assert_eq!(v(13, X86_64, out, [sig, 0, 0, 8, 0, 0]), TRAP, "sig {sig}");
             assert_eq!(
@@ -175,8 +175,12 @@ fn filter_verdicts_for_each_case() {
             );
             assert_eq!(v(13, X86_64, lo, [sig, 1, 0, 8, 0, 0]), ALLOW);
         }
+        // ... and every other one too, queries included (the tracer's signals are kept
+        // out of each handler's mask, and the program reads its own back).
         for sig in [1u64, 2, 10, 12, 14, 17, 32, 34, 62, 64, 0, 65] {
-            assert_eq!(v(13, X86_64, out, [sig, 1, 0, 8, 0, 0]), ALLOW, "sig {sig}");
+            assert_eq!(v(13, X86_64, out, [sig, 1, 0, 8, 0, 0]), TRAP, "sig {sig}");
+            assert_eq!(v(13, X86_64, out, [sig, 0, 1, 8, 0, 0]), TRAP, "sig {sig}");
+            assert_eq!(v(13, X86_64, lo, [sig, 1, 0, 8, 0, 0]), ALLOW, "sig {sig}");
         }
         // rt_sigprocmask with a new set (either half non-zero), not a query.
         assert_eq!(v(14, X86_64, out, [0, 0, 0x7000, 8, 0, 0]), ALLOW);
@@ -1410,3 +1414,136 @@ child_test!(no_new_privs_is_set_without_cap_sys_admin, {
     assert_eq!(rd(p), 0x1000);
     assert_eq!(e.events().len(), 2);
 });
+
+/// The program's SIGUSR1 handler: touches the device and makes trapped calls, with every
+/// signal in its `sa_mask`.
+static USR1_DEV: AtomicU64 = AtomicU64::new(0);
+static USR1_SEEN: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn program_usr1(_: i32) {
+    let p = USR1_DEV.load(Ordering::SeqCst);
+    let v = rd(p + 0x40);
+    // A trapped call from inside the handler.
+    let r = raw(
+        libc::SYS_mprotect,
+        [
+            p,
+            PAGE as u64,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+    USR1_SEEN.store(u64::from(v) | (r as u64) << 32, Ordering::SeqCst);
+}
+
+/// libc's signal restorer (`__restore_rt`), which a handler installed with a raw
+/// `rt_sigaction` must name: the kernel returns to it.
+fn libc_restorer() -> u64 {
+    // SAFETY: a zeroed sigaction with a handler, through libc (which adds its restorer).
+    unsafe {
+        let mut a: libc::sigaction = std::mem::zeroed();
+        a.sa_sigaction = program_usr1 as *const () as usize;
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()), 0);
+    }
+    let mut k = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGUSR2, None, Some(&mut k)), 0);
+    assert!(k.restorer != 0);
+    k.restorer
+}
+
+fn usr1_to_self() {
+    // SAFETY: a signal to this very thread (delivered before tgkill returns).
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::gettid(),
+            libc::SIGUSR1,
+        )
+    };
+}
+
+child_test!(a_handler_blocking_every_signal_still_reaches_the_device, {
+    let mut e = setup();
+    let p = e.map_dev();
+    USR1_DEV.store(p, Ordering::SeqCst);
+    let all = !0u64;
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000, // SA_RESTORER
+        restorer: libc_restorer(),
+        mask: all,
+    };
+    let mut old = KAction {
+        handler: 9,
+        ..Default::default()
+    };
+    assert_eq!(rt_sigaction(libc::SIGUSR1, Some(&act), Some(&mut old)), 0);
+    assert_eq!(old, KAction::default());
+    let unblockable = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGUSR1, None, Some(&mut back)), 0);
+    assert_eq!(
+        back,
+        KAction {
+            mask: all & !unblockable,
+            ..act
+        },
+        "its own mask reads back"
+    );
+    usr1_to_self();
+    assert_eq!(
+        USR1_SEEN.load(Ordering::SeqCst),
+        0x1010,
+        "the handler ran to its end"
+    );
+    // Replaced: the old action reads back whole.
+    let plain = KAction { mask: 0, ..act };
+    assert_eq!(rt_sigaction(libc::SIGUSR1, Some(&plain), Some(&mut old)), 0);
+    assert_eq!(old.mask, all & !unblockable);
+    assert_eq!(rt_sigaction(libc::SIGUSR1, None, Some(&mut back)), 0);
+    assert_eq!(back.mask, 0);
+    // The kernel's errors, as they are.
+    assert_eq!(
+        rt_sigaction(libc::SIGKILL, Some(&plain), None),
+        -i64::from(libc::EINVAL)
+    );
+    assert_eq!(
+        rt_sigaction(65, None, Some(&mut back)),
+        -i64::from(libc::EINVAL)
+    );
+    let ev = e.events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[1], Ev::Read(p + 0x40, 4, 0x1010));
+});
+
+child_test!(
+    a_handler_installed_before_the_filter_loses_the_tracers_signals_too,
+    {
+        let dir = files();
+        let act = KAction {
+            handler: program_usr1 as *const () as u64,
+            flags: 0x0400_0000,
+            restorer: libc_restorer(),
+            mask: !0,
+        };
+        assert_eq!(rt_sigaction(libc::SIGUSR1, Some(&act), None), 0);
+        let _ = std::fs::remove_dir_all(dir);
+        let mut e = setup();
+        let p = e.map_dev();
+        USR1_DEV.store(p, Ordering::SeqCst);
+        usr1_to_self();
+        assert_eq!(
+            USR1_SEEN.load(Ordering::SeqCst),
+            0x1010,
+            "the handler ran to its end"
+        );
+        let mut back = KAction::default();
+        assert_eq!(rt_sigaction(libc::SIGUSR1, None, Some(&mut back)), 0);
+        let unblockable = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+        assert_eq!(back.mask, !0 & !unblockable, "its own mask reads back");
+        assert_eq!(e.events().len(), 2);
+    }
+);
