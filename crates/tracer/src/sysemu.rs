@@ -587,10 +587,20 @@ fn rt_sigaction(a: [u64; 6]) -> isize {
         restorer: word(2) as usize,
         mask: word(3) & !UNBLOCKABLE,
     };
+    // A `vfork` child (posix_spawn's, Go's exec) shares our memory, not our signal
+    // actions: what it sets is its own, and must not land in the program's tables.
+    let vforked = !crate::owns_state();
     let old = if owned {
         let old = signals::app_action(sig);
-        if a[1] != 0 {
+        if a[1] != 0 && !vforked {
             signals::set_app_action(sig, &act);
+        } else if a[1] != 0 && sig != libc::SIGSYS {
+            // Made for real in the child (it is about to exec, and will touch no
+            // device); SIGSYS stays the tracer's, for the exec to be trapped.
+            let r = sigaction_as_is(sig, Some(&act), None);
+            if r < 0 {
+                return r;
+            }
         }
         old
     } else {
@@ -608,7 +618,7 @@ fn rt_sigaction(a: [u64; 6]) -> isize {
         // A valid signal (the kernel took it).
         let slot = &STRIPPED[sig as usize];
         old.mask |= slot.load(Ordering::Relaxed);
-        if a[1] != 0 {
+        if a[1] != 0 && !vforked {
             slot.store(act.mask & keep, Ordering::Relaxed);
         }
         old
@@ -693,7 +703,8 @@ unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
         }
     };
     *saved = after & !keep;
-    if let Some(v) = block {
+    // Not in a `vfork` child: its thread block is its parent's (the same FS base).
+    if let Some(v) = block.filter(|_| crate::owns_state()) {
         v.store(after & keep, Ordering::Relaxed);
     }
     if a[2] != 0 && !write_user(a[2], &before.to_le_bytes()) {

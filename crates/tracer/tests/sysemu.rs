@@ -1547,3 +1547,44 @@ child_test!(
         assert_eq!(e.events().len(), 2);
     }
 );
+
+child_test!(a_posix_spawn_child_leaves_the_programs_actions_alone, {
+    let e = setup();
+    // A SIGBUS handler of the program's (a signal the tracer owns: its action is
+    // virtual, in memory the spawn's vfork child shares).
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000,
+        restorer: libc_restorer(),
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGBUS, Some(&act), None), 0);
+    let path = e.dir.join("exit7");
+    std::fs::write(&path, exit7_elf()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let argv = [p.as_ptr() as *mut libc::c_char, std::ptr::null_mut()];
+    let envp = [std::ptr::null_mut::<libc::c_char>()];
+    let mut pid = 0;
+    // SAFETY: valid path, argument and environment vectors; default attributes.
+    let r = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            p.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    assert_eq!(r, 0);
+    let mut st = 0;
+    // SAFETY: our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(libc::WIFEXITED(st), "{st:#x}");
+    // The child reset its handlers to SIG_DFL (glibc does, for the signals it blocks);
+    // the program's are untouched.
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
+    assert_eq!(back, act);
+});
