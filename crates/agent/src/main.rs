@@ -112,15 +112,21 @@ extern "C" {
     static _end: u8;
 }
 
-/// The blob's own address range: the filter lets system calls made from it through.
+/// The blob's own address range, and the page after it, where the recorder's loader puts
+/// its return trap and the `syscall` its injected calls run at (`mmio-trace-ptrace`'s
+/// image layout): the filter lets system calls made from there through, and memory calls
+/// at those addresses (the loader maps that page from outside, after an exec, under the
+/// inherited filter and before any handler).
 fn own_range() -> (u64, u64) {
+    const PAGE: u64 = 4096;
     // SAFETY: only the addresses of linker-defined symbols are taken.
-    unsafe {
+    let (lo, end) = unsafe {
         (
             core::ptr::addr_of!(__ehdr_start) as u64,
             core::ptr::addr_of!(_end) as u64,
         )
-    }
+    };
+    (lo, ((end + PAGE - 1) & !(PAGE - 1)) + PAGE)
 }
 
 /// The recorder's hand-off socket (`@name`), as the settings gave it; read by the exec
