@@ -893,6 +893,54 @@ fn bad_blobs_are_refused_with_their_reason_and_nothing_is_mapped() {
     assert_eq!(h.exit_code(), 0);
 }
 
+/// Corrupted headers, tables and relocations never make the parser panic (overflow checks
+/// are on in test builds) or accept a blob with a relocation outside its contents.
+#[test]
+fn corrupted_blobs_never_panic_the_parser() {
+    for good in [blob(), relr_blob()] {
+        let e = Elf(&good);
+        // Where the interesting bytes are: ELF and program headers, .dynamic, .dynsym,
+        // .gnu.hash, the relocation tables, the section headers.
+        let d = e.phdrs().into_iter().find(|p| p.1 == 2).unwrap();
+        let shoff = e.u64(40) as usize;
+        let regions = [
+            (0usize, 64 + 56 * e.u16(56) as usize),
+            (d.3 as usize, d.5 as usize),
+            (0x200, 0x600),
+            (shoff, good.len() - shoff),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut accepted = 0;
+        for _ in 0..8000 {
+            let mut b = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let (start, len) = regions[(next() % regions.len() as u64) as usize];
+                let at = start + (next() as usize) % len.max(1);
+                if at < b.len() {
+                    b[at] = match next() % 4 {
+                        0 => 0,
+                        1 => 0xff,
+                        2 => b[at] ^ (1 << (next() % 8)),
+                        _ => next() as u8,
+                    };
+                }
+            }
+            if let Ok(blob) = Blob::parse(&b) {
+                accepted += 1;
+                assert!(blob.span() <= 1 << 32);
+            }
+        }
+        // Most single-byte changes hit bytes that do not matter (padding, names).
+        assert!(accepted > 0);
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
