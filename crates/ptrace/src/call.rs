@@ -122,9 +122,16 @@ impl Process {
                 args.len()
             )));
         }
-        let trap = match opts.return_to.or(self.trap()) {
-            Some(t) => t,
-            None => self.make_trap(tid)?,
+        let trap = match (opts.return_to, self.trap()) {
+            (Some(t), _) if self.is_int3(t) => t,
+            (Some(t), _) => {
+                return Err(Error::Invalid(format!(
+                    "the return address {t:#x} given for a call does not hold an int3"
+                )))
+            }
+            // Checked each time (one read): the page may have been unmapped behind our back.
+            (None, Some(t)) if self.is_int3(t) => t,
+            (None, _) => self.make_trap(tid)?,
         };
         let (origin, mut caught) = self.begin(tid)?;
         let saved = sys::getregs(tid)?;
@@ -241,6 +248,11 @@ impl Process {
             }
             cont(tid, 0)?;
         }
+    }
+
+    fn is_int3(&mut self, addr: u64) -> bool {
+        let mut b = [0u8];
+        self.mem().read(addr, &mut b).is_ok() && b[0] == 0xcc
     }
 
     /// Maps one page of `int3` (read+execute, anonymous) to return to.

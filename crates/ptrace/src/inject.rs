@@ -78,7 +78,8 @@ pub enum SyscallSite {
     /// mappings), remembered until exec; if there is none, as [`SyscallSite::PatchRip`].
     #[default]
     Auto,
-    /// The bytes `0f 05` at this address (forgotten at exec).
+    /// The bytes `0f 05` at this address (forgotten at exec; checked before each use, and
+    /// replaced by [`SyscallSite::Auto`] once they are gone, e.g. unmapped).
     At(u64),
     /// `0f 05` written over the thread's current instruction for the call, then the
     /// program's bytes put back. Other threads of the process must be stopped meanwhile, or
@@ -308,10 +309,18 @@ impl Process {
     /// Where to run the call: the cached `syscall` instruction, a newly found one, or the
     /// current RIP overwritten (returning the bytes to put back).
     fn site_for(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
+        if let SyscallSite::At(a) = self.site {
+            // Checked each time (one read): e.g. the image that held it was unmapped.
+            let mut b = [0u8; 2];
+            if self.mem.read(a, &mut b).is_ok() && b == [0x0f, 0x05] {
+                return Ok((a, None));
+            }
+            self.site = SyscallSite::Auto;
+        }
         match self.site {
-            SyscallSite::At(a) => return Ok((a, None)),
             SyscallSite::PatchRip => {}
-            SyscallSite::Auto => {
+            // (`At` only when its bytes were just found gone: now Auto.)
+            SyscallSite::At(_) | SyscallSite::Auto => {
                 if let Some(a) = self.syscall_insn {
                     // Checked each time (one process_vm_readv): after an exec nobody told
                     // us about, or an unmapped library, the address may hold anything.

@@ -684,6 +684,25 @@ fn a_scratch_stack_and_a_data_block_are_used() {
         fresh.call(pid, img.sym("add").unwrap(), &[5, 6]).unwrap(),
         11
     );
+    // A return address that is no int3 is refused; an explicit one is used.
+    let not_trap = CallOptions {
+        return_to: Some(img.sym("add").unwrap()),
+        ..CallOptions::default()
+    };
+    match fresh.call_with(pid, img.sym("add").unwrap(), &[1, 2], &not_trap) {
+        Err(Error::Invalid(m)) => assert!(m.contains("int3"), "{m}"),
+        r => panic!("{r:?}"),
+    }
+    let explicit = CallOptions {
+        return_to: Some(img.trap + 3),
+        ..CallOptions::default()
+    };
+    assert_eq!(
+        fresh
+            .call_with(pid, img.sym("add").unwrap(), &[7, 8], &explicit)
+            .unwrap(),
+        15
+    );
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let anon_rx = maps
         .lines()
@@ -795,8 +814,18 @@ fn unload_image_unmaps_the_whole_span() {
     let img2 = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
     assert_eq!(p.call(pid, img2.sym("add").unwrap(), &[2, 2]).unwrap(), 4);
     p.unload_image(pid, &img2).unwrap();
-    let maps1 = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    assert_eq!(maps0, maps1, "nothing left mapped");
+    // An image unmapped behind the Process's back: its stale trap is noticed, a new one made.
+    let a = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    let b = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    p.remote_munmap(pid, b.base, b.len).unwrap();
+    assert_eq!(p.call(pid, a.sym("add").unwrap(), &[3, 3]).unwrap(), 6);
+    p.unload_image(pid, &a).unwrap();
+    let maps_extra = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert_eq!(
+        maps_extra.lines().count(),
+        maps0.lines().count() + 1,
+        "the new trap page"
+    );
     for (t, _) in stops {
         detach(t, 0).unwrap();
     }
