@@ -134,6 +134,7 @@ impl Process {
             (None, _) => self.make_trap(tid)?,
         };
         let (origin, mut caught) = self.begin(tid)?;
+        let rseq = self.rseq_save(tid);
         let saved = sys::getregs(tid)?;
         let mut fpu = match save_fpu(tid) {
             Ok(f) => f,
@@ -168,6 +169,7 @@ impl Process {
         if let Err(e @ Error::Gone { .. }) = result {
             return Err(e);
         }
+        self.rseq_restore(rseq);
         let restored = restore_fpu(tid, &mut fpu)
             .and_then(|()| self.back_to_origin(tid, &origin, &saved, caught));
         let v = result?;

@@ -27,6 +27,8 @@ use crate::sys::{self, SYSCALL_INFO_ENTRY};
 use crate::thread::{singlestep, syscall};
 use crate::{Error, Pid, Result};
 
+/// Offset of `rseq_cs` in `struct rseq` (after `cpu_id_start` and `cpu_id`).
+const RSEQ_CS_OFFSET: u64 = 8;
 /// `si_code` of a tgkill-sent signal (the kernel refuses to forge it from another process).
 const SI_TKILL: i32 = -6;
 const EV_STOP: i32 = 128;
@@ -161,6 +163,7 @@ impl Process {
     /// [`Process::take_requeued`]).
     pub fn inject_syscall(&mut self, tid: Pid, nr: i64, args: [u64; 6]) -> Result<i64> {
         let (origin, mut caught) = self.begin(tid)?;
+        let rseq = self.rseq_save(tid);
         let saved = sys::getregs(tid)?;
         let (site, patched) = self.site_for(saved.rip)?;
         let mut r = saved;
@@ -182,6 +185,7 @@ impl Process {
                 put_back?;
             }
         }
+        self.rseq_restore(rseq);
         let value = match result {
             Ok(v) => v,
             Err(e @ Error::Gone { .. }) => return Err(e),
@@ -251,6 +255,31 @@ impl Process {
     /// Where injected calls run now (see [`Process::set_syscall_site`]).
     pub fn syscall_site(&self) -> SyscallSite {
         self.site
+    }
+
+    /// The armed rseq critical section of `tid`, if any: the address of its `struct rseq`'s
+    /// `rseq_cs` field and the value there. Running anything in a thread stopped inside a
+    /// section returns it to user space outside the section, where the kernel clears
+    /// `rseq_cs` (`rseq_ip_fixup`): put back afterwards, the section is aborted on resume
+    /// as it would have been.
+    pub(crate) fn rseq_save(&mut self, tid: Pid) -> Option<(u64, u64)> {
+        let c = sys::rseq_configuration(tid).ok()?;
+        if c.rseq_abi_pointer == 0 {
+            return None;
+        }
+        let at = c.rseq_abi_pointer.checked_add(RSEQ_CS_OFFSET)?;
+        let mut b = [0u8; 8];
+        self.mem.read(at, &mut b).ok()?;
+        let v = u64::from_le_bytes(b);
+        (v != 0).then_some((at, v))
+    }
+
+    /// Puts back what [`Process::rseq_save`] found.
+    pub(crate) fn rseq_restore(&mut self, saved: Option<(u64, u64)>) {
+        if let Some((at, v)) = saved {
+            // Best effort: the area is the thread's own writable memory.
+            let _ = self.mem.write(at, &v.to_le_bytes());
+        }
     }
 
     pub(crate) fn trap(&self) -> Option<u64> {

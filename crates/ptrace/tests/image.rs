@@ -417,6 +417,58 @@ fn a_call_from_a_syscall_entry_stop_returns_to_that_stop() {
     assert_eq!(h.exit_code(), 0);
 }
 
+/// A thread stopped inside an rseq critical section keeps its section armed across calls
+/// and injected system calls: its `rseq_cs` pointer is as before, so the kernel still aborts
+/// the section when the thread resumes.
+#[test]
+fn a_thread_inside_an_rseq_critical_section_keeps_it_armed() {
+    let mut h = Helper::start("l_rseq", &[]);
+    let pid = h.pid();
+    let rs: u64 = h.line().parse().unwrap();
+    let mut p = Process::new(pid);
+    // Seize until the thread is stopped inside the section (RIP in it, rseq_cs set).
+    let read_cs = |p: &mut Process| {
+        let mut b = [0u8; 8];
+        p.mem().read(rs + 8, &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let mut tries = 0;
+    let (stops, cs) = loop {
+        let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+        let cs = read_cs(&mut p);
+        if cs != 0 {
+            let mut d = [0u8; 32];
+            p.mem().read(cs, &mut d).unwrap();
+            let start = u64::from_le_bytes(d[8..16].try_into().unwrap());
+            let len = u64::from_le_bytes(d[16..24].try_into().unwrap());
+            let rip = Regs::read(pid).unwrap().user().rip;
+            if rip >= start && rip < start + len {
+                break (stops, cs);
+            }
+        }
+        for (t, _) in stops {
+            detach(t, 0).unwrap();
+        }
+        tries += 1;
+        assert!(tries < 1000, "never stopped inside the section");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    let after_mmaps = read_cs(&mut p);
+    let r = p.call(pid, img.sym("add").unwrap(), &[1, 2]).unwrap();
+    let after_call = read_cs(&mut p);
+    // (Checked once detached: a failing test must not leave a traced two-thread zombie.)
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    assert_eq!(r, 3);
+    assert_eq!(after_mmaps, cs, "after the injected mmaps");
+    assert_eq!(after_call, cs, "after a call");
+    h.write_stdin(b"x");
+    assert_eq!(h.line(), "aborts>0=1");
+    assert_eq!(h.exit_code(), 0);
+}
+
 #[test]
 fn a_call_from_a_group_stop_leaves_the_process_stopped() {
     let mut h = Helper::start("l_target", &["read"]);
