@@ -793,7 +793,40 @@ fn to_exec_stop(h: &mut Helper, pid: Pid, resume: bool) {
 
 #[test]
 fn at_the_exec_stop_the_blob_loads_runs_and_goes_to_the_same_base_after_the_next_exec() {
-    let mut h = Helper::start("l_exec", &["2"]);
+    exec_case(Helper::start("l_exec", &["2"]));
+}
+
+#[test]
+fn at_the_exec_stop_of_a_static_program_the_blob_loads_and_runs() {
+    let exe = cc("l_exec", "l_exec_static", &["-O1", "-static"]);
+    exec_case(Helper::start_exe(&exe, &["2"]));
+}
+
+/// Where a freshly exec'd process starts: the interpreter's entry point (AT_BASE plus its
+/// e_entry), or the program's (AT_ENTRY) when it has none.
+fn first_instruction(pid: Pid) -> u64 {
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap();
+    let get = |key: u64| {
+        auxv.chunks_exact(16)
+            .find(|e| u64::from_le_bytes(e[..8].try_into().unwrap()) == key)
+            .map(|e| u64::from_le_bytes(e[8..].try_into().unwrap()))
+            .unwrap_or(0)
+    };
+    let (base, entry) = (get(7), get(9));
+    if base == 0 {
+        return entry;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let interp = maps
+        .lines()
+        .find(|l| u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap() == base)
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap();
+    let elf = std::fs::read(interp).unwrap();
+    base + Elf(&elf).u64(24)
+}
+
+fn exec_case(mut h: Helper) {
     let pid = h.pid();
     wait_blocked(pid, pid, &[libc::SYS_read]);
     let stops = seize_all(pid, Options::TRACESYSGOOD | Options::TRACEEXEC).unwrap();
@@ -802,6 +835,7 @@ fn at_the_exec_stop_the_blob_loads_runs_and_goes_to_the_same_base_after_the_next
     let mut p = Process::new(pid);
     p.exec_happened();
     let before = *Regs::read(pid).unwrap().user();
+    assert_eq!(before.rip, first_instruction(pid), "nothing ran yet");
     let mut argc = [0u8; 8];
     p.mem().read(before.rsp, &mut argc).unwrap();
     assert_eq!(
