@@ -108,7 +108,10 @@ impl Process {
     /// Errors: [`Error::CallFault`] if the function faults (SIGSEGV, SIGBUS, SIGILL,
     /// SIGFPE, or a trap other than the return), [`Error::CallTimeout`] if it runs longer than
     /// `opts.timeout`; in both cases the registers are restored, and what the function did
-    /// stays done. [`Error::Gone`] if the thread died (nothing to restore).
+    /// stays done; the thread is then in the signal-delivery-stop of the fault or the
+    /// interrupt's stop (resume it with signal 0, as after a successful call from any stop but
+    /// a signal-delivery-stop, whose siginfo is put back). [`Error::Gone`] if the thread died
+    /// (nothing to restore).
     pub fn call_with(
         &mut self,
         tid: Pid,

@@ -27,6 +27,8 @@ use crate::sys::{self, SYSCALL_INFO_ENTRY};
 use crate::thread::{singlestep, syscall};
 use crate::{Error, Pid, Result};
 
+/// `si_code` of a SIGSYS raised by a seccomp filter's `SECCOMP_RET_TRAP`.
+const SYS_SECCOMP: i32 = 1;
 /// Offset of `rseq_cs` in `struct rseq` (after `cpu_id_start` and `cpu_id`).
 const RSEQ_CS_OFFSET: u64 = 8;
 /// `si_code` of a tgkill-sent signal (the kernel refuses to forge it from another process).
@@ -418,6 +420,17 @@ impl Process {
                             tid,
                             what: "run a system call",
                             why: format!("signal {signal} at the injected syscall ({info:?})"),
+                        });
+                    }
+                    // The process's seccomp filter trapped the injected call itself: the
+                    // program must not get that SIGSYS (it made no such call).
+                    if signal == libc::SIGSYS && info.is_some_and(|i| i.code() == SYS_SECCOMP) {
+                        return Err(Error::BadStop {
+                            tid,
+                            what: "run a system call",
+                            why: format!(
+                                "the process's seccomp filter trapped it (SIGSYS) at {site:#x}: run it from an address the filter exempts (SyscallSite::At, e.g. a loaded image's syscall)"
+                            ),
                         });
                     }
                     caught.push((signal, info));

@@ -469,6 +469,53 @@ fn a_thread_inside_an_rseq_critical_section_keeps_it_armed() {
     assert_eq!(h.exit_code(), 0);
 }
 
+/// Under a seccomp filter that traps munmap/mprotect from outside the blob's range (as the
+/// inject route's does): the load's anonymous mmaps pass, and once loaded, injected
+/// munmap/mprotect run from the blob's own `syscall` and pass too; before the load, the
+/// filter's SIGSYS for an injected munmap is an error, not passed on: the program never sees
+/// a SIGSYS it did not cause.
+#[test]
+fn under_a_filter_exempting_the_blob_injected_calls_run_from_the_blob() {
+    const BASE: u64 = 0x2aa0_0000_0000;
+    let mut h = Helper::start("l_target", &["filter"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    let mut p = Process::new(pid);
+    // From the vDSO (no image yet) the filter traps the munmap: an error, and the SIGSYS is
+    // not passed on to the program.
+    let a0 = p.alloc_scratch(pid, 4096).unwrap();
+    let trapped = p.remote_munmap(pid, a0, 4096);
+    let requeued0 = p.take_requeued();
+    let img = p
+        .load_image(pid, &blob(), &LoadOptions { base: Some(BASE) })
+        .unwrap();
+    assert_eq!(img.base, BASE);
+    let a = p.alloc_scratch(pid, 4096).unwrap();
+    let mprotect = p.remote_mprotect(pid, a, 4096, libc::PROT_READ);
+    let munmap = p.remote_munmap(pid, a, 4096);
+    let add = p.call(pid, img.sym("add").unwrap(), &[4, 5]);
+    let unload = p.unload_image(pid, &img);
+    let requeued = p.take_requeued();
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    match trapped {
+        Err(Error::BadStop { why, .. }) => assert!(why.contains("seccomp filter"), "{why}"),
+        r => panic!("{r:?}"),
+    }
+    assert!(requeued0.is_empty(), "{requeued0:?}");
+    mprotect.unwrap();
+    munmap.unwrap();
+    assert_eq!(add.unwrap(), 9);
+    unload.unwrap();
+    assert!(requeued.is_empty(), "{requeued:?}");
+    h.write_stdin(b"f");
+    assert_eq!(h.line(), "ret=1 data=f vec=OK usr1=0");
+    assert_eq!(h.line(), "sigsys=1", "only the program's own");
+    assert_eq!(h.exit_code(), 0);
+}
+
 #[test]
 fn a_call_from_a_group_stop_leaves_the_process_stopped() {
     let mut h = Helper::start("l_target", &["read"]);
