@@ -151,9 +151,24 @@ fn filter_verdicts_for_each_case() {
         for nr in [11, 25, 10, 59, 322] {
             assert_eq!(v(nr, X86_64, out, [0; 6]), TRAP, "nr {nr}");
         }
+        // Locking and populating: the kernel cannot do them on closed pages.
+        for nr in [149, 150, 325, 329] {
+            assert_eq!(
+                v(nr, X86_64, out, [0x7000, 4096, 0, 0, 0, 0]),
+                TRAP,
+                "nr {nr}"
+            );
+        }
+        for advice in [22, 23] {
+            assert_eq!(v(28, X86_64, out, [0x7000, 4096, advice, 0, 0, 0]), TRAP);
+            assert_eq!(v(28, X86_64, out, [lo, 4096, advice, 0, 0, 0]), ALLOW);
+        }
+        for advice in [0, 4, 8, 14, 21, 24] {
+            assert_eq!(v(28, X86_64, out, [0x7000, 4096, advice, 0, 0, 0]), ALLOW);
+        }
         // Memory calls at an address in the core's range are the injector's; the exec
         // calls are trapped wherever their arguments point.
-        for nr in [9, 11, 25, 10] {
+        for nr in [9, 11, 25, 10, 329, 149, 150, 325] {
             let args = |addr| [addr, 4096, 5, 0x12, 3, 0];
             assert_eq!(v(nr, X86_64, out, args(lo)), ALLOW, "nr {nr} {lo:#x}");
             assert_eq!(v(nr, X86_64, out, args(hi - 4096)), ALLOW, "nr {nr}");
@@ -191,7 +206,9 @@ fn filter_verdicts_for_each_case() {
         assert_eq!(v(131, X86_64, out, [0, 0x7000, 0, 0, 0, 0]), ALLOW);
         assert_eq!(v(131, X86_64, out, [0x7000, 0, 0, 0, 0, 0]), ALLOW);
         // Everything else.
-        for nr in [0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 329] {
+        for nr in [
+            0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 330, 151, 152,
+        ] {
             assert_eq!(v(nr, X86_64, out, [1, 1, 1, 1, 1, 1]), ALLOW, "nr {nr}");
         }
     }
@@ -1588,3 +1605,65 @@ child_test!(a_posix_spawn_child_leaves_the_programs_actions_alone, {
     assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
     assert_eq!(back, act);
 });
+
+/// This process's locked memory (`VmLck`), in KiB.
+fn locked_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let l = s.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    l[6..].trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+child_test!(
+    raw_mlock_madvise_and_pkey_mprotect_of_a_device_answer_as_natively,
+    {
+        let mut e = setup();
+        let p = e.map_dev();
+        let len = DEV_LEN as u64;
+        // The alias exists once the device was touched: it is locked and unlocked too.
+        assert_eq!(rd(p + 8), 0x1002);
+        assert_eq!(raw(libc::SYS_mlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_munlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mlock2, [p, len, 0, 0, 0, 0]), 0);
+        assert!(
+            locked_kib() >= 8,
+            "the device's pages (its alias) are locked"
+        );
+        assert_eq!(raw(libc::SYS_munlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(locked_kib(), 0, "unlocked, the alias too");
+        for advice in [22u64, 23] {
+            assert_eq!(raw(libc::SYS_madvise, [p, len, advice, 0, 0, 0]), 0);
+        }
+        // The kernel's own answers still come through: unaligned.
+        assert_eq!(
+            raw(libc::SYS_mlock2, [p, len, 0x55, 0, 0, 0]),
+            -i64::from(libc::EINVAL)
+        );
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        assert_eq!(
+            raw(
+                libc::SYS_pkey_mprotect,
+                [p, PAGE as u64, rw, u64::MAX, 0, 0]
+            ),
+            0
+        );
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&format!("{p:x}-")))
+            .unwrap();
+        assert!(line.contains(" ---s "), "{line}");
+        assert_eq!(rd(p + 8), 0x1002);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len,
+                    phys: 0
+                },
+                Ev::Read(p + 8, 4, 0x1002),
+                Ev::Read(p + 8, 4, 0x1002),
+            ]
+        );
+    }
+);
