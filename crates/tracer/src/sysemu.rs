@@ -748,7 +748,14 @@ unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
     // SAFETY: handler context.
     let saved = unsafe { uc_mask(uc) };
     let keep = never_blocked();
-    let block = threads::current().map(|t| &t.sysemu_blocked);
+    // Not in a `vfork` child: it runs with its parent's FS base, so a thread block of its
+    // own would be keyed as its parent's (and its parent's must keep the parent's mask).
+    // Its reads lack the virtual bits.
+    let block = if crate::owns_state() {
+        threads::current().map(|t| &t.sysemu_blocked)
+    } else {
+        None
+    };
     let virt = block.map_or(0, |v| v.load(Ordering::Relaxed)) & keep;
     let before = (*saved & !keep) | virt;
     let after = if a[1] == 0 {
@@ -762,8 +769,7 @@ unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
         }
     };
     *saved = after & !keep;
-    // Not in a `vfork` child: its thread block is its parent's (the same FS base).
-    if let Some(v) = block.filter(|_| crate::owns_state()) {
+    if let Some(v) = block {
         v.store(after & keep, Ordering::Relaxed);
     }
     if a[2] != 0 && !write_user(a[2], &before.to_le_bytes()) {

@@ -1667,3 +1667,57 @@ child_test!(
         );
     }
 );
+
+child_test!(a_vfork_child_leaves_the_programs_mask_and_actions_alone, {
+    let e = setup();
+    let segv = 1u64 << (libc::SIGSEGV - 1);
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(segv), None), 0);
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000,
+        restorer: libc_restorer(),
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGBUS, Some(&act), None), 0);
+    // Everything the child uses is made before the vfork.
+    let path = e.dir.join("exit7");
+    std::fs::write(&path, exit7_elf()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let argv = [p.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let zero = 0u64;
+    let dfl = KAction::default();
+    // SAFETY: the child makes raw system calls only, then execs or leaves; the parent is
+    // suspended meanwhile.
+    let pid = unsafe { libc::vfork() };
+    if pid == 0 {
+        // SAFETY: as above; every pointer is to data made before the vfork.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &zero, 0, 8);
+            libc::syscall(libc::SYS_rt_sigaction, libc::SIGBUS, &dfl, 0, 8);
+            // SIG_DFL for SIGSYS too: its exec must still be trapped, not kill it.
+            libc::syscall(libc::SYS_rt_sigaction, libc::SIGSYS, &dfl, 0, 8);
+            libc::syscall(libc::SYS_execve, p.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(99);
+        }
+    }
+    let mut st = 0;
+    // SAFETY: our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert_eq!(
+        libc::WIFEXITED(st).then(|| libc::WEXITSTATUS(st)),
+        Some(7),
+        "{st:#x}"
+    );
+    let mut now = 0;
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+    assert_eq!(
+        now & segv,
+        segv,
+        "the parent still believes SIGSEGV blocked"
+    );
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
+    assert_eq!(back, act);
+});
