@@ -1668,6 +1668,29 @@ child_test!(
     }
 );
 
+/// What the vfork child execs.
+struct VforkJob {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+/// The vfork child: unblocks everything, resets SIGBUS and SIGSYS (its exec must still be
+/// trapped, not kill it), then execs.
+extern "C" fn vfork_child(job: *mut libc::c_void) -> libc::c_int {
+    let zero = 0u64;
+    let dfl = KAction::default();
+    // SAFETY: raw system calls with pointers to the parent's data, alive while it waits.
+    unsafe {
+        let job = &*(job as *const VforkJob);
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &zero, 0, 8);
+        libc::syscall(libc::SYS_rt_sigaction, libc::SIGBUS, &dfl, 0, 8);
+        libc::syscall(libc::SYS_rt_sigaction, libc::SIGSYS, &dfl, 0, 8);
+        libc::syscall(libc::SYS_execve, job.path, job.argv, job.envp);
+        libc::_exit(99)
+    }
+}
+
 child_test!(a_vfork_child_leaves_the_programs_mask_and_actions_alone, {
     let e = setup();
     let segv = 1u64 << (libc::SIGSEGV - 1);
@@ -1679,29 +1702,32 @@ child_test!(a_vfork_child_leaves_the_programs_mask_and_actions_alone, {
         mask: 0,
     };
     assert_eq!(rt_sigaction(libc::SIGBUS, Some(&act), None), 0);
-    // Everything the child uses is made before the vfork.
+    // Everything the child uses is made before the clone.
     let path = e.dir.join("exit7");
     std::fs::write(&path, exit7_elf()).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     let argv = [p.as_ptr(), std::ptr::null()];
     let envp = [std::ptr::null::<libc::c_char>()];
-    let zero = 0u64;
-    let dfl = KAction::default();
-    // SAFETY: the child makes raw system calls only, then execs or leaves; the parent is
-    // suspended meanwhile.
-    let pid = unsafe { libc::vfork() };
-    if pid == 0 {
-        // SAFETY: as above; every pointer is to data made before the vfork.
-        unsafe {
-            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &zero, 0, 8);
-            libc::syscall(libc::SYS_rt_sigaction, libc::SIGBUS, &dfl, 0, 8);
-            // SIG_DFL for SIGSYS too: its exec must still be trapped, not kill it.
-            libc::syscall(libc::SYS_rt_sigaction, libc::SIGSYS, &dfl, 0, 8);
-            libc::syscall(libc::SYS_execve, p.as_ptr(), argv.as_ptr(), envp.as_ptr());
-            libc::_exit(99);
-        }
-    }
+    let job = VforkJob {
+        path: p.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    // The child's own stack (as posix_spawn gives its child); CLONE_VFORK: the parent
+    // waits for its exec.
+    let mut stack = vec![0u8; 256 << 10];
+    // SAFETY: the stack is ours and outlives the child's use of it (the parent is
+    // suspended until the exec); the child makes raw system calls only.
+    let pid = unsafe {
+        libc::clone(
+            vfork_child,
+            stack.as_mut_ptr().add(stack.len()).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &job as *const VforkJob as *mut libc::c_void,
+        )
+    };
+    assert!(pid > 0);
     let mut st = 0;
     // SAFETY: our child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
