@@ -270,8 +270,16 @@ pub fn install_handler() {
     ON.store(true, Ordering::Release);
     sys::never_block(SYS_BIT);
     strip_installed_handlers();
-    // A thread that had SIGSYS blocked must not die of its first trapped call.
-    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), None);
+    // The calling thread must not die of its first trapped call if it had SIGSYS blocked
+    // (an image exec'd with every signal blocked): unblocked for real, blocked for the
+    // program.
+    let mut was = 0u64;
+    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), Some(&mut was));
+    if was & SYS_BIT != 0 {
+        if let Some(t) = threads::current() {
+            t.sysemu_blocked.fetch_or(SYS_BIT, Ordering::Relaxed);
+        }
+    }
 }
 
 const SA_SIGINFO: u64 = 4;

@@ -1747,3 +1747,20 @@ child_test!(a_vfork_child_leaves_the_programs_mask_and_actions_alone, {
     assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
     assert_eq!(back, act);
 });
+
+child_test!(
+    an_image_started_with_sigsys_blocked_is_not_killed_by_its_first_trap,
+    {
+        let sys = 1u64 << (libc::SIGSYS - 1);
+        // Before the filter: the kernel's own call.
+        assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(sys), None), 0);
+        let mut e = setup();
+        let p = e.map_dev();
+        assert_eq!(rd(p), 0x1000);
+        let mut now = 0;
+        assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+        assert_eq!(now & sys, sys, "the program still believes SIGSYS blocked");
+        assert_eq!(kernel_blocked() & sys, 0);
+        assert_eq!(e.events().len(), 2);
+    }
+);
