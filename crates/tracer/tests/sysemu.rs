@@ -1764,3 +1764,46 @@ child_test!(
         assert_eq!(e.events().len(), 2);
     }
 );
+
+child_test!(
+    a_thread_with_a_filter_of_its_own_makes_install_fail_with_its_id,
+    {
+        let dir = files();
+        let c = Consumer::create(16, 1024).unwrap();
+        let rules = tracer::Rules::new(&[format!("{}/dev*", dir.display())], true);
+        tracer::init(c.shm(), rules);
+        std::mem::forget(c);
+        let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // This thread alone gets a filter (no TSYNC): the process's threads no longer
+            // share one filter tree, and a TSYNC install must name this thread.
+            program_filter();
+            // SAFETY: plain gettid.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let (lo, hi) = text_range();
+        let err = sysemu::install(lo, hi, None).unwrap_err();
+        assert_eq!(err, sysemu::InstallError::Tsync(tid as u32));
+        assert_eq!(
+            err.to_string(),
+            format!("thread {tid} cannot take the filter (it has a seccomp filter of its own)")
+        );
+        assert!(!sysemu::active());
+        assert_eq!(
+            sysemu::install(hi, lo, None),
+            Err(sysemu::InstallError::Range)
+        );
+        // This thread has no filter: a raw getppid is the kernel's.
+        // SAFETY: plain getppid.
+        assert_eq!(
+            raw(libc::SYS_getppid, [0; 6]),
+            i64::from(unsafe { libc::getppid() })
+        );
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+);
