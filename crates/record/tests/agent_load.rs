@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use object::elf;
 use object::read::elf::{Dyn as _, FileHeader as _, ProgramHeader as _, Rela as _, Sym as _};
-use object::Endianness;
+use object::{Endianness, Object as _};
 
 use mmio_trace_record::agent;
 use mmio_trace_ring::{Clock, Consumer, Kind, Layout, Record};
@@ -238,6 +238,70 @@ fn the_loaded_blob_traces_a_device_mapping() {
             .any(|r| r.kind() == Some(Kind::Map) && r.addr() == base),
         "no MAP of the mapping"
     );
+
+    // Before its first MAP the agent logs the process's objects (for offline
+    // symbolization), found without a loader to ask: from /proc/self/maps and the ELF
+    // headers in memory. This test's executable: where it is mapped, with its build id.
+    let marks = marks(&recs);
+    let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let exe_data = std::fs::read(&exe).unwrap();
+    let build: String = object::read::File::parse(&*exe_data)
+        .unwrap()
+        .build_id()
+        .unwrap()
+        .expect("the test binary has a build id")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let exe_start = maps
+        .lines()
+        .find(|l| {
+            l.ends_with(&*exe.to_string_lossy()) && l.split_whitespace().nth(2) == Some("00000000")
+        })
+        .and_then(|l| l.split('-').next())
+        .map(|a| u64::from_str_radix(a, 16).unwrap())
+        .expect("the executable in /proc/self/maps");
+    let want = format!("object pid {} {exe_start:#x}-", std::process::id());
+    let line = marks
+        .iter()
+        .find(|m| m.starts_with(&want))
+        .unwrap_or_else(|| panic!("no MARK {want}...; marks: {marks:#?}"));
+    assert!(
+        line.ends_with(&format!(" build {build} {}", exe.display())),
+        "{line}"
+    );
+    assert!(
+        marks
+            .iter()
+            .any(|m| m.starts_with("object pid ") && m.ends_with(" [vdso]")),
+        "{marks:#?}"
+    );
+    assert!(
+        marks
+            .iter()
+            .any(|m| m.starts_with("object pid ") && m.contains("/libc.so")),
+        "{marks:#?}"
+    );
+}
+
+/// The texts of the `MARK` events in `recs` (each a first record with the length in word
+/// 2, then the text in the data records after it).
+fn marks(recs: &[Record]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        if r.kind() == Some(Kind::Mark) {
+            let len = r.value() as usize;
+            let bytes: Vec<u8> = recs[i + 1..]
+                .iter()
+                .take(len.div_ceil(32))
+                .flat_map(|d| d.bytes())
+                .take(len)
+                .collect();
+            out.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    out
 }
 
 /// The accesses each thread of the scenario makes at its own register (offset `0x100 *
