@@ -344,9 +344,12 @@ const SCENARIO: &str = "MMIO_TRACE_AGENT_LOAD_SCENARIO";
 #[test]
 #[ignore = "a helper: runs only in a child process"]
 fn scenario_helper() {
-    let Ok(path_setting) = std::env::var(SCENARIO) else {
+    let Ok(scenario) = std::env::var(SCENARIO) else {
         return;
     };
+    // "patch": hot-site patching left on (the default path), so the patcher thread starts.
+    let patching = scenario == "patch";
+    let path_setting = if patching { "emulate" } else { &scenario };
     let a = Loaded::load(agent::BLOB);
     type Init = unsafe extern "C" fn(*const u8, usize) -> i64;
     type AfterMmap = unsafe extern "C" fn(u64, u64, i32, i32, i32, i64, u64);
@@ -373,9 +376,14 @@ fn scenario_helper() {
     let canonical = std::fs::canonicalize(&path).unwrap();
     let vars = format!(
         "MMIO_TRACE_SHM_FD={}\0MMIO_TRACE_DEVICES={}\0MMIO_TRACE_NO_DEFAULT_DEVICES=1\0\
-         MMIO_TRACE_NO_PATCH=1\0MMIO_TRACE_PATH={path_setting}\0",
+         MMIO_TRACE_PATH={path_setting}\0{}",
         consumer.fd(),
-        canonical.display()
+        canonical.display(),
+        if patching {
+            ""
+        } else {
+            "MMIO_TRACE_NO_PATCH=1\0"
+        }
     );
     let params = a.sym(agent::PARAMS) as *mut u8;
     // SAFETY: the blob's writable parameter area; then `vars.len()` bytes there.
@@ -423,12 +431,29 @@ fn scenario_helper() {
             .filter(|r| matches!(r.kind(), Some(Kind::Read | Kind::Write)))
             .count()
     };
-    while count(&recs) < 18 && Instant::now() < deadline {
+    let patch_notes = |recs: &[Record]| {
+        recs.iter()
+            .filter(|r| r.kind() == Some(Kind::Patch))
+            .count()
+    };
+    while (count(&recs) < 18 || (patching && patch_notes(&recs) == 0)) && Instant::now() < deadline
+    {
         consumer.poll(|d| recs.extend_from_slice(d.records));
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = std::fs::remove_file(&path);
-    for r in &recs {
+    for (i, r) in recs.iter().enumerate() {
+        if r.kind() == Some(Kind::Patch) {
+            let w2 = r.value();
+            let len = ((w2 >> 8) & 0xffff) as usize;
+            let text: Vec<u8> = recs[i + 1..]
+                .iter()
+                .take(len.div_ceil(32))
+                .flat_map(|d| d.bytes())
+                .take(len)
+                .collect();
+            println!("PATCH {} {}", w2 & 0xff, String::from_utf8_lossy(&text));
+        }
         if let Some(k @ (Kind::Read | Kind::Write)) = r.kind() {
             let off = r.addr() - base;
             println!(
@@ -471,4 +496,26 @@ fn every_path_of_the_loaded_blob_records_the_same_accesses() {
             assert_eq!(got, want, "{path}, thread {t}:\n{text}");
         }
     }
+}
+
+/// The blob starts its hot-site patcher as a thread of its own (a raw `clone`: no thread
+/// library), which reports through its own ring: here that patching is off, since nothing
+/// registered a TLS slot for generated code.
+#[test]
+fn the_blob_starts_its_patcher_thread_without_a_thread_library() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "scenario_helper", "--ignored"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(SCENARIO, "patch")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let notes: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once("PATCH ").map(|(_, rest)| rest))
+        .collect();
+    // Status 2: patching off, said once per process, with the reason.
+    assert_eq!(notes, ["2 no per-thread slot for generated code"], "{text}");
 }
