@@ -106,8 +106,8 @@ unsafe impl Sync for SnapCell {}
 static EXE: crate::sync::Once<([u8; 1024], usize)> = crate::sync::Once::new();
 
 /// Resolves what the fault handler needs later (normal context: `dlsym` may allocate).
-/// Without std there is no dynamic loader to ask: objects are not logged (no `object`
-/// MARKs), and PCs stay unsymbolized.
+/// Without std there is no loader to ask: the fault handler logs no object (see the
+/// module doc).
 pub(crate) fn init() {
     #[cfg(feature = "std")]
     {
@@ -119,7 +119,7 @@ pub(crate) fn init() {
 }
 
 /// Calls `cb` for each object of the dynamic loader's list (`dl_iterate_phdr`); without
-/// std, for none.
+/// std, for each ELF object mapped (`each_mapped_object`).
 ///
 /// # Safety
 /// `cb` must be safe to call with any entry the loader passes.
@@ -198,8 +198,11 @@ unsafe fn each_mapped_object(
         // `describe` reads the notes in place: only when they are readable now.
         let notes_readable = ph.iter().filter(|p| p.p_type == libc::PT_NOTE).all(|p| {
             let mut probe = [0u8; 4096];
-            let len = (p.p_memsz as usize).min(probe.len());
-            text::read(bias.wrapping_add(p.p_vaddr), &mut probe[..len]) == len
+            let (at, len) = (bias.wrapping_add(p.p_vaddr), p.p_memsz);
+            (0..len).step_by(probe.len()).all(|off| {
+                let n = (len - off).min(probe.len() as u64) as usize;
+                text::read(at.wrapping_add(off), &mut probe[..n]) == n
+            })
         });
         if !notes_readable {
             continue;
