@@ -41,6 +41,8 @@ const EINVAL: i64 = 22;
 const ENOENT: i64 = 2;
 const ENOMEM: i64 = 12;
 const EPIPE: i64 = 32;
+const EPERM: i64 = 1;
+const EBUSY: i64 = 16;
 
 /// Starts tracing in this process: `params[..len]` holds the settings (`NAME=VALUE`
 /// strings separated by NUL bytes). Installs the tracer's signal handlers. Returns 0, or
@@ -66,11 +68,112 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     // its own way.
     tracer::thread::set_default_spawner(thread::spawn);
     match tracer::init_from_vars(vars) {
-        Ok(()) => 0,
-        Err(tracer::InitError::NoRecorder) => -EINVAL,
-        Err(tracer::InitError::Unreachable { map_failed: 0 }) => -ENOENT,
-        Err(tracer::InitError::Unreachable { .. }) => -ENOMEM,
-        Err(tracer::InitError::RecorderGone) => -EPIPE,
+        Ok(()) => {}
+        Err(tracer::InitError::NoRecorder) => return -EINVAL,
+        Err(tracer::InitError::Unreachable { map_failed: 0 }) => return -ENOENT,
+        Err(tracer::InitError::Unreachable { .. }) => return -ENOMEM,
+        Err(tracer::InitError::RecorderGone) => return -EPIPE,
+    }
+    // SAFETY: written once here, before the filter can route an exec to the hook.
+    unsafe { set_handoff(lookup(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
+    let (lo, hi) = own_range();
+    if lookup(vars, VAR_FILTER) == Some(b"1") {
+        if let Err(e) = tracer::sysemu::install(lo, hi, Some(exec_hook)) {
+            use tracer::sysemu::InstallError as E;
+            return match e {
+                E::Range => -EINVAL,
+                E::Seccomp(n) | E::NoNewPrivs(n) => -(n as i64),
+                E::Tsync(_) => -EBUSY,
+            };
+        }
+    } else {
+        // The filter this image inherited exempts the same range (the recorder put the
+        // core at the same base).
+        tracer::sysemu::set_exec_hook(Some(exec_hook));
+        tracer::sysemu::install_handler();
+    }
+    0
+}
+
+/// Set to `1` by the recorder when this process has no filter yet (its first core): the
+/// agent installs it. `0`: an inherited one exempts this core's range already.
+const VAR_FILTER: &str = "MMIO_TRACE_AGENT_FILTER";
+
+/// The value of `name` in the NUL-separated `NAME=VALUE` settings (the last one wins).
+fn lookup<'a>(vars: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    vars.split(|&b| b == 0)
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=')?;
+            (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
+        })
+        .last()
+}
+
+extern "C" {
+    /// The first byte of the blob (its ELF header), as the linker places it.
+    static __ehdr_start: u8;
+    /// The end of the blob's last segment (`.bss` included).
+    static _end: u8;
+}
+
+/// The blob's own address range: the filter lets system calls made from it through.
+fn own_range() -> (u64, u64) {
+    // SAFETY: only the addresses of linker-defined symbols are taken.
+    unsafe {
+        (
+            core::ptr::addr_of!(__ehdr_start) as u64,
+            core::ptr::addr_of!(_end) as u64,
+        )
+    }
+}
+
+/// The recorder's hand-off socket (`@name`), as the settings gave it; read by the exec
+/// hook in signal context, so kept in a fixed buffer.
+static mut HANDOFF: [u8; 108] = [0; 108];
+static mut HANDOFF_LEN: usize = 0;
+
+/// # Safety
+/// Normal context, before the exec hook can run.
+unsafe fn set_handoff(path: &[u8]) {
+    let n = path.len().min(107);
+    // SAFETY: the caller's contract: nothing reads these meanwhile.
+    unsafe {
+        let buf = &mut *core::ptr::addr_of_mut!(HANDOFF);
+        buf[..n].copy_from_slice(&path[..n]);
+        HANDOFF_LEN = n;
+    }
+}
+
+fn handoff_path() -> &'static [u8] {
+    // SAFETY: written once at init, before the hook could run; read-only after.
+    let (buf, n): (&'static [u8; 108], usize) =
+        unsafe { (&*core::ptr::addr_of!(HANDOFF), HANDOFF_LEN) };
+    &buf[..n]
+}
+
+/// Around the program's `execve`: the recorder must seize the thread first, so that the
+/// new image gets a core at its exec stop (it inherits this process's filter, which
+/// would kill it at its first routed call without one). Refused or unanswered, the exec
+/// fails with `EPERM` and the program is told why on stderr. After a failed exec the
+/// recorder lets the thread go.
+fn exec_hook(_call: &tracer::sysemu::ExecCall, failed: Option<isize>) -> isize {
+    use tracer::handoff::{ask, Request, SEIZED};
+    let tid = tracer::sys::gettid();
+    match failed {
+        None => match ask(handoff_path(), Request::Seize(tid)) {
+            Some(SEIZED) => 0,
+            _ => {
+                tracer::sys::write_all(
+                    2,
+                    b"mmio-trace: the recorder did not take this process over before its exec: the exec is refused (EPERM)\n",
+                );
+                -(EPERM as isize)
+            }
+        },
+        Some(_) => {
+            let _ = ask(handoff_path(), Request::Release(tid));
+            0
+        }
     }
 }
 

@@ -31,8 +31,8 @@ enum RouteArg {
     Preload,
     /// ptrace and a seccomp filter, nothing in the program.
     Ptrace,
-    /// The injected in-process core (not built yet: the ptrace route stands in, with a
-    /// warning).
+    /// The tracer's core put into the program at its exec (no preload library, no
+    /// ptrace once it runs; a seccomp filter tells the core of the program's mmaps).
     Inject,
 }
 
@@ -305,14 +305,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<ExitCode> {
         RouteArg::Auto => None,
         RouteArg::Preload => Some(mmio_trace_record::Route::Preload),
         RouteArg::Ptrace => Some(mmio_trace_record::Route::Ptrace),
-        RouteArg::Inject => {
-            eprintln!(
-                "mmio-trace: warning: --route inject: the injected in-process core is not \
-                 built yet; the ptrace route traces the program instead (the same events, \
-                 several times slower per access)"
-            );
-            Some(mmio_trace_record::Route::Ptrace)
-        }
+        RouteArg::Inject => Some(mmio_trace_record::Route::Inject),
     };
     opts.status = !args.quiet;
     // Kept open until the program ended: the memfd it inherits.

@@ -142,7 +142,7 @@ fn a_static_glibc_program_is_traced_like_its_dynamic_build() {
     assert_regs_run(&out, &ev, 1, 7);
     assert_eq!(
         route_marks(&ev),
-        ["mmio-trace: route ptrace (static executable)"]
+        ["mmio-trace: route inject (static executable)"]
     );
     assert_eq!(accesses(&ev), preload);
     assert_device_after(&dev, &writes_of(&preload));
@@ -157,7 +157,7 @@ fn a_static_pie_program_is_traced() {
     assert_regs_run(&out, &ev, 1, 7);
     assert_eq!(
         route_marks(&ev),
-        ["mmio-trace: route ptrace (static executable)"]
+        ["mmio-trace: route inject (static executable)"]
     );
 }
 
@@ -170,7 +170,7 @@ fn a_static_musl_program_is_traced() {
     assert_regs_run(&out, &ev, 1, 7);
     assert_eq!(
         route_marks(&ev),
-        ["mmio-trace: route ptrace (static executable)"]
+        ["mmio-trace: route inject (static executable)"]
     );
     assert_device_after(&dev, &writes_of(&regs_accesses()));
 }
@@ -188,7 +188,7 @@ fn a_go_program_on_several_threads_is_traced_register_by_register() {
         "stderr {}",
         stderr(&out)
     );
-    assert_eq!(route_marks(&ev), ["mmio-trace: route ptrace (Go program)"]);
+    assert_eq!(route_marks(&ev), ["mmio-trace: route inject (Go program)"]);
     assert_go_trace(&dev, &ev);
 }
 
@@ -253,7 +253,7 @@ fn a_static_program_with_raw_munmap_keeps_its_heap() {
     assert_munmap_run(&dev, &out, &ev);
     assert_eq!(
         route_marks(&ev),
-        ["mmio-trace: route ptrace (static executable)"]
+        ["mmio-trace: route inject (static executable)"]
     );
 }
 
@@ -377,7 +377,7 @@ fn own_sigsegv_handlers_get_their_own_faults_under_each_route() {
         (
             &stat,
             &[][..],
-            "mmio-trace: route ptrace (static executable)",
+            "mmio-trace: route inject (static executable)",
         ),
     ] {
         let dev = device(&dir, 4096);
@@ -612,7 +612,7 @@ fn an_unprivileged_recorder_says_a_set_uid_program_runs_without_its_privileges()
     assert_eq!(accesses(&ev), regs_accesses());
     assert_eq!(
         route_marks(&ev),
-        ["mmio-trace: route ptrace (set-uid program)"]
+        ["mmio-trace: route inject (set-uid program)"]
     );
 }
 
@@ -668,7 +668,7 @@ fn a_program_with_file_capabilities_is_traced_by_ptrace() {
     assert_regs_run(&out, &ev, 1, 7);
     assert_eq!(
         route_marks(&ev),
-        ["mmio-trace: route ptrace (file capabilities)"]
+        ["mmio-trace: route inject (file capabilities)"]
     );
 }
 

@@ -52,18 +52,32 @@ fn the_same_raw_syscalls_on_the_ptrace_route() {
     run("raw", &["--route", "ptrace"]);
 }
 
-/// `--route inject` (the injected core, not built yet) traces by the ptrace route and says
-/// so: the same events, a warning.
+/// `--route inject`: the core in the (dynamic) program, told of the raw calls by its
+/// seccomp filter: the same trace, named in its MARK, no warning.
 #[test]
-fn route_inject_falls_back_to_ptrace_with_a_warning() {
-    let out = run("raw", &["--route", "inject"]);
-    assert!(
-        stderr(&out).contains(
-            "mmio-trace: warning: --route inject: the injected in-process core is not built \
-             yet; the ptrace route traces the program instead"
-        ),
+fn the_same_raw_syscalls_on_the_inject_route() {
+    for mode in ["raw", "stale", "libc"] {
+        let out = run(mode, &["--route", "inject"]);
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    }
+}
+
+/// The raw signal calls under the inject route: the program's SIGSEGV handler and mask
+/// set by `syscall(SYS_rt_sigaction/rt_sigprocmask)` go through the filter.
+#[test]
+fn raw_signal_calls_on_the_inject_route() {
+    let t = Fixture::new("rawsig-inject", "lead_rawsig", 4096);
+    let (out, ev) = t.record_with(&["--route", "inject"], &[]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "value 0xcafe, own fault handled, byte 0, segv blocked 0\n",
         "{}",
         stderr(&out)
+    );
+    assert_eq!(
+        accesses(&ev),
+        [('W', 4, 0x40, 0xcafe), ('R', 4, 0x40, 0xcafe)]
     );
 }
 

@@ -148,11 +148,11 @@ extern "C" fn init() {
     objects::resolve_all();
     ENV.get_or_init(saved_env);
     tls::register();
-    if traced_by_recorder() {
-        // The recorder's ptrace route traces this process already (it was handed over at
-        // an exec, or started so, and inherited LD_PRELOAD): a second tracer inside it
-        // would make its device pages fault twice. Stay dormant: every wrapper passes
-        // through.
+    if traced_by_recorder() || tracer::handoff::core_present() {
+        // The recorder's ptrace route traces this process already, or the inject route
+        // put its core in at the exec (it was handed over at an exec, or started so, and
+        // inherited LD_PRELOAD): a second tracer inside it would make its device pages
+        // fault twice. Stay dormant: every wrapper passes through.
         return;
     }
     if tracer::init_from_env() {

@@ -93,6 +93,39 @@ pub enum Error {
         /// The kernel's error.
         source: io::Error,
     },
+    /// An ELF blob cannot be loaded ([`crate::Blob::parse`], [`crate::Process::load_image`]).
+    #[error("cannot load the ELF blob: {why}")]
+    Image {
+        /// What is wrong with it, and what to change.
+        why: String,
+    },
+    /// A function called with [`crate::Process::call`] faulted; the thread's registers were
+    /// restored.
+    #[error("the function called in thread {tid} faulted: signal {signal} at address {addr:#x}, instruction {rip:#x}")]
+    CallFault {
+        /// The thread.
+        tid: Pid,
+        /// SIGSEGV, SIGBUS, SIGILL, SIGFPE or SIGTRAP.
+        signal: i32,
+        /// The faulting address (`si_addr`).
+        addr: u64,
+        /// The instruction pointer at the fault.
+        rip: u64,
+    },
+    /// A function called with [`crate::Process::call`] did not return in time; the thread
+    /// was interrupted and its registers restored (what the function did so far stays done).
+    #[error("the function called in thread {tid} did not return within {after:?} (stopped at instruction {rip:#x})")]
+    CallTimeout {
+        /// The thread.
+        tid: Pid,
+        /// The time limit.
+        after: std::time::Duration,
+        /// Where the thread was when interrupted.
+        rip: u64,
+    },
+    /// A request the engine cannot carry out as asked (e.g. too many call arguments).
+    #[error("{0}")]
+    Invalid(String),
     /// Another failure of a system call made by the engine itself.
     #[error("{what}: {source}")]
     Os {

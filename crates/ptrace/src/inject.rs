@@ -53,8 +53,11 @@ pub struct RequeuedSignal {
     pub exact: bool,
 }
 
+/// Signals that reached a thread while the engine ran something in it, to re-queue.
+pub(crate) type Caught = Vec<(i32, Option<SigInfo>)>;
+
 /// The kind of stop an injection starts from, as far as restoring it matters.
-enum Origin {
+pub(crate) enum Origin {
     /// Any stop that resuming with the saved registers reproduces (interrupt, group,
     /// syscall-exit, after-event-at-exit).
     Plain,
@@ -92,6 +95,9 @@ pub struct Process {
     syscall_insn: Option<u64>,
     site: SyscallSite,
     requeued: Vec<RequeuedSignal>,
+    /// An `int3` the process can return to from [`Process::call`] (a loaded image's trap
+    /// page, or a page made for it); forgotten at exec.
+    trap: Option<u64>,
 }
 
 impl Process {
@@ -103,6 +109,7 @@ impl Process {
             syscall_insn: None,
             site: SyscallSite::Auto,
             requeued: Vec::new(),
+            trap: None,
         }
     }
 
@@ -120,6 +127,7 @@ impl Process {
     /// `/proc/PID/mem`): call it at [`Event::Exec`].
     pub fn exec_happened(&mut self) {
         self.syscall_insn = None;
+        self.trap = None;
         if let SyscallSite::At(_) = self.site {
             self.site = SyscallSite::Auto;
         }
@@ -151,16 +159,9 @@ impl Process {
     /// Signals that arrive meanwhile are not lost: they are re-queued (see
     /// [`Process::take_requeued`]).
     pub fn inject_syscall(&mut self, tid: Pid, nr: i64, args: [u64; 6]) -> Result<i64> {
-        let mut origin = self.origin(tid)?;
-        let mut caught = Vec::new();
-        if let Origin::InSyscall = origin {
-            // Let the call finish (the kernel stores its result at the exit).
-            syscall(tid, 0)?;
-            self.wait_syscall_stop(tid, &mut caught)?;
-            origin = Origin::Plain;
-        }
+        let (origin, mut caught) = self.begin(tid)?;
         let saved = sys::getregs(tid)?;
-        let (site, patched) = self.syscall_site(saved.rip)?;
+        let (site, patched) = self.site_for(saved.rip)?;
         let mut r = saved;
         r.rax = nr as u64;
         // No restart logic may fire for the injected call.
@@ -193,11 +194,39 @@ impl Process {
                 return Err(e);
             }
         };
-        match origin {
+        self.back_to_origin(tid, &origin, &saved, caught)?;
+        Ok(value)
+    }
+
+    /// Classifies the stop of `tid` and, for an event stop inside a system call, first runs
+    /// the thread to the call's exit (where the kernel has stored its result). Returns the
+    /// origin to restore and the signals caught meanwhile.
+    pub(crate) fn begin(&mut self, tid: Pid) -> Result<(Origin, Caught)> {
+        let mut origin = self.origin(tid)?;
+        let mut caught = Vec::new();
+        if let Origin::InSyscall = origin {
+            syscall(tid, 0)?;
+            self.wait_syscall_stop(tid, &mut caught)?;
+            origin = Origin::Plain;
+        }
+        Ok((origin, caught))
+    }
+
+    /// Puts thread `tid` back as it was at `origin` with registers `saved` (see
+    /// [`Process::inject_syscall`] for the stop it is left in) and re-queues `caught`.
+    pub(crate) fn back_to_origin(
+        &mut self,
+        tid: Pid,
+        origin: &Origin,
+        saved: &libc::user_regs_struct,
+        mut caught: Vec<(i32, Option<SigInfo>)>,
+    ) -> Result<()> {
+        let saved = *saved;
+        match *origin {
             Origin::Plain | Origin::InSyscall => sys::setregs(tid, &saved)?,
-            Origin::Signal(si) => {
+            Origin::Signal(ref si) => {
                 sys::setregs(tid, &saved)?;
-                sys::setsiginfo(tid, &si)?;
+                sys::setsiginfo(tid, si)?;
             }
             Origin::Entry | Origin::Seccomp => {
                 // Back onto the `syscall` instruction with the call's number, then run to
@@ -215,12 +244,25 @@ impl Process {
             }
         }
         self.requeue(tid, caught);
-        Ok(value)
+        Ok(())
+    }
+
+    /// Where injected calls run now (see [`Process::set_syscall_site`]).
+    pub fn syscall_site(&self) -> SyscallSite {
+        self.site
+    }
+
+    pub(crate) fn trap(&self) -> Option<u64> {
+        self.trap
+    }
+
+    pub(crate) fn set_trap(&mut self, t: Option<u64>) {
+        self.trap = t;
     }
 
     /// Classifies the current stop of `tid` from its siginfo (every ptrace stop of a seized
     /// thread has one; its code says which kind it is).
-    fn origin(&self, tid: Pid) -> Result<Origin> {
+    pub(crate) fn origin(&self, tid: Pid) -> Result<Origin> {
         let si = match sys::getsiginfo(tid) {
             Ok(si) => si,
             // Group-stop of a thread attached with PTRACE_ATTACH.
@@ -265,7 +307,7 @@ impl Process {
 
     /// Where to run the call: the cached `syscall` instruction, a newly found one, or the
     /// current RIP overwritten (returning the bytes to put back).
-    fn syscall_site(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
+    fn site_for(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
         match self.site {
             SyscallSite::At(a) => return Ok((a, None)),
             SyscallSite::PatchRip => {}
@@ -355,7 +397,7 @@ impl Process {
     }
 
     /// Runs `tid` (already resumed with PTRACE_SYSCALL) to its next syscall stop.
-    fn wait_syscall_stop(
+    pub(crate) fn wait_syscall_stop(
         &mut self,
         tid: Pid,
         caught: &mut Vec<(i32, Option<SigInfo>)>,
@@ -414,7 +456,7 @@ impl Process {
         }
     }
 
-    fn requeue(&mut self, tid: Pid, caught: Vec<(i32, Option<SigInfo>)>) {
+    pub(crate) fn requeue(&mut self, tid: Pid, caught: Vec<(i32, Option<SigInfo>)>) {
         for (signal, info) in caught {
             let exact = match info {
                 Some(i) if i.code() < 0 && i.code() != SI_TKILL => {

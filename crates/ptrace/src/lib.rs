@@ -13,6 +13,10 @@
 //!   thread and leaves it exactly as it was, including a thread stopped inside a blocking call
 //!   (the call resumes as if never interrupted: no `EINTR`, no errno 516), plus
 //!   `remote_mmap`/`remote_mprotect`/`remote_munmap`/`remote_close`;
+//! - loading and calling code: [`Process::load_image`] maps a freestanding ELF static-pie
+//!   blob into a stopped process (final protections at once, never W+X, only anonymous
+//!   mappings), [`Process::call`] runs one of its functions in a stopped thread and restores
+//!   it as `inject_syscall` does;
 //! - permissions: [`check_attach`] explains in advance why attaching would fail, with what
 //!   to change, and [`seize`] maps `EPERM` to the same explanation;
 //! - [`pidfd_getfd`]: a duplicate of another process's file descriptor.
@@ -41,7 +45,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod attach;
+mod call;
 mod error;
+mod image;
 mod inject;
 mod mem;
 mod pidfd;
@@ -51,7 +57,9 @@ mod sys;
 mod thread;
 
 pub use attach::{check_attach, diagnose, AttachError, AttachFacts};
+pub use call::CallOptions;
 pub use error::{Error, Result};
+pub use image::{Blob, Image, LoadOptions, Segment};
 pub use inject::{
     restart_interrupted_call, Process, RequeuedSignal, SyscallSite, EINTR_ON_ANY_WAKEUP,
 };

@@ -48,7 +48,7 @@ fn layout() -> &'static XsaveLayout {
 }
 
 /// Largest XSAVE image the CPU can produce (CPUID.(EAX=0xD,ECX=0).ECX).
-fn xsave_max() -> usize {
+pub(crate) fn xsave_max() -> usize {
     static M: OnceLock<usize> = OnceLock::new();
     *M.get_or_init(|| {
         #[allow(unused_unsafe)]

@@ -19,6 +19,7 @@ pub mod bench;
 mod decode;
 pub mod demo;
 pub mod handoff;
+mod inject;
 pub mod locate;
 pub mod marks;
 mod output;
@@ -75,6 +76,10 @@ pub enum Route {
     /// for the mmap family, and completes each access from outside (static, Go,
     /// raw-syscall programs; several times slower per access).
     Ptrace,
+    /// The tracer's core, built without libc, put into the program by ptrace at its exec;
+    /// then the program runs untraced by ptrace, at the preload route's cost per access
+    /// (static, Go, set-uid programs).
+    Inject,
 }
 
 /// What to record and where.
@@ -352,7 +357,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     };
     // One clock for every event: the TSC where it is invariant, else CLOCK_MONOTONIC.
     let clock = mmio_trace_ring::Clock::choose().map_err(Error::BadClock)?;
-    let choice = route::choose(program, opts.route);
+    let mut choice = route::choose(program, opts.route);
     if choice.unreadable {
         eprintln!(
             "mmio-trace: note: {}; the preload route is used (a static, Go or set-uid program would not be traced: --route ptrace traces it)",
@@ -368,7 +373,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     }
     let lib = match choice.route {
         Route::Preload => Some(locate::preload_library().ok_or(Error::NoPreload)?),
-        Route::Ptrace => None,
+        Route::Ptrace | Route::Inject => None,
     };
     let out_name = |p: &Option<PathBuf>| match p {
         Some(p) => p.display().to_string(),
@@ -399,17 +404,45 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // Become the subreaper first, so that orphaned grandchildren are ours to wait for.
     // SAFETY: plain prctl.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    // Processes of the preload route that exec a program only the ptrace route reaches
-    // ask to be handed over (see `handoff`).
-    let adopted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let handoff = match lib {
-        // Not when the preload route is forced: nothing goes the ptrace route then.
-        Some(_) if opts.route.is_none() && opts.hand_off => {
-            let (shm, rules, adopted) = (consumer.shm(), ptrace_rules(opts), adopted.clone());
-            handoff::Listener::serve(move |req, _peer| hand_over(req, shm, &rules, &adopted)).ok()
-        }
-        _ => None,
+    // A process that carries the injected core, and a process of the preload route about
+    // to exec a program the preload library cannot reach, ask to be seized before the
+    // exec (see `handoff`): the new image gets a core before its first instruction.
+    // The core's settings name the hand-off socket: they are set once it exists.
+    let params = std::sync::Arc::new(std::sync::OnceLock::<inject::Params>::new());
+    let injected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let serve = match choice.route {
+        // Not when the preload route is forced: nothing leaves it then.
+        Route::Preload => opts.route.is_none() && opts.hand_off,
+        Route::Inject => true,
+        Route::Ptrace => false,
     };
+    let handoff = if serve {
+        let (params, injected) = (params.clone(), injected.clone());
+        match handoff::Listener::serve(move |req, _peer| {
+            inject_hand_over(req, params.get(), &injected)
+        }) {
+            Ok(l) => Some(l),
+            // Without it the inject route could not follow an exec (the preload route
+            // goes on: its execs of static programs are then not traced, and said so).
+            Err(error) if choice.route == Route::Inject => {
+                pending.abandon();
+                return Err(Error::Spawn {
+                    program: program.to_string_lossy().into_owned(),
+                    error,
+                });
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if handoff.is_some() {
+        let vars = recorder_vars(opts, &consumer, handoff.as_ref())
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let _ = params.set(inject::Params(vars));
+    }
     let mut supervisor = None;
     let child_pid = match lib {
         Some(lib) => {
@@ -422,6 +455,44 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
                 }
             };
             child.id() as i32
+        }
+        None if choice.route == Route::Inject => {
+            let spawned = start_for(opts, program, args).and_then(|start| {
+                match inject::spawn(start, params.get().expect("set above")) {
+                    Ok(pid) => Ok(Some(pid)),
+                    Err(inject::SpawnError::Exec(error)) => Err(Error::Spawn {
+                        program: program.to_string_lossy().into_owned(),
+                        error,
+                    }),
+                    // The program never ran: it is started again under the ptrace route.
+                    Err(inject::SpawnError::Core(e)) => {
+                        eprintln!(
+                            "mmio-trace: warning: {e}; the ptrace route traces it instead (the same events, several times slower per access)"
+                        );
+                        Ok(None)
+                    }
+                }
+            });
+            match spawned {
+                Ok(Some(pid)) => pid,
+                Ok(None) => match spawn_ptrace(opts, &consumer, program, args) {
+                    Ok(s) => {
+                        choice.route = Route::Ptrace;
+                        choice.reason.push_str("; the core could not be put in");
+                        let pid = s.pid;
+                        supervisor = Some(s);
+                        pid
+                    }
+                    Err(e) => {
+                        pending.abandon();
+                        return Err(e);
+                    }
+                },
+                Err(e) => {
+                    pending.abandon();
+                    return Err(e);
+                }
+            }
         }
         None => match spawn_ptrace(opts, &consumer, program, args) {
             Ok(s) => {
@@ -560,13 +631,8 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     // No more hand-overs; the supervisor threads of those made have seen their last
     // tracee go (they wrote their last events).
     drop(handoff);
-    for s in std::mem::take(&mut *adopted.lock().unwrap_or_else(|e| e.into_inner())) {
-        // The program itself was handed over: its tracer may have taken its exit.
-        let pid = s.pid;
-        let e = s.finish();
-        if exit.is_none() && pid == child_pid {
-            exit = e;
-        }
+    for t in std::mem::take(&mut *injected.lock().unwrap_or_else(|e| e.into_inner())) {
+        let _ = t.join();
     }
     // Every process is gone: nothing can be in flight any more.
     consumer.poll(|d| merger.add(d));
@@ -624,33 +690,65 @@ pub(crate) fn has_capability(proc_: &str, bit: u32) -> bool {
         .is_some_and(|c| c & (1 << bit) != 0)
 }
 
-/// The recorder's answer to a hand-off request ([`handoff`]): a thread about to exec a
-/// program only the ptrace route reaches is seized by a supervisor thread of its own,
-/// kept in `adopted` until the end.
-fn hand_over(
+/// The recorder's answer to a hand-off request of a process that carries the injected
+/// core: thread `tid` is about to exec; it is seized, and its new image gets a core.
+fn inject_hand_over(
     req: mmio_trace_tracer::handoff::Request,
-    shm: mmio_trace_ring::Shm,
-    rules: &rules::Rules,
-    adopted: &std::sync::Mutex<Vec<remote::supervisor::Supervisor>>,
+    params: Option<&inject::Params>,
+    injected: &std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 ) -> u8 {
     use mmio_trace_tracer::handoff::{Request, REFUSED, SEIZED};
+    let Some(params) = params else { return REFUSED };
     match req {
-        Request::Seize(tid) => match remote::supervisor::adopt(tid as i32, shm, rules.clone()) {
-            Ok(s) => {
-                adopted.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        Request::Seize(tid) => match inject::adopt(tid as i32, params.clone()) {
+            Ok(t) => {
+                injected.lock().unwrap_or_else(|e| e.into_inner()).push(t);
                 SEIZED
             }
             Err(e) => {
                 eprintln!(
-                    "mmio-trace: warning: cannot trace thread {tid} by ptrace before its exec ({e}): the program it runs is not traced"
+                    "mmio-trace: warning: cannot seize thread {tid} before its exec ({e}): the exec is refused"
                 );
                 REFUSED
             }
         },
-        // The exec failed: the thread stays traced by its supervisor (which passes its
-        // signals on) until it execs again or ends.
-        Request::Release(_) => REFUSED,
+        Request::Release(tid) => {
+            inject::release(tid as i32);
+            REFUSED
+        }
     }
+}
+
+/// The variables that tell the tracer in a program where the recorder is and what to
+/// trace: the preload route puts them in the environment, the inject route hands them
+/// to the core.
+fn recorder_vars(
+    opts: &Options,
+    consumer: &Consumer,
+    handoff: Option<&handoff::Listener>,
+) -> Vec<(&'static str, String)> {
+    let proc_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    let mut v = vec![
+        (mmio_trace_ring::ENV_FD, consumer.fd().to_string()),
+        (mmio_trace_ring::ENV_LIVE_FD, consumer.live_fd().to_string()),
+        (mmio_trace_ring::ENV_SHM_PATH, proc_fd(consumer.fd())),
+        (mmio_trace_ring::ENV_LIVE_PATH, proc_fd(consumer.live_fd())),
+        (rules::ENV_DEVICES, device_globs(&opts.devices).join("\n")),
+        (rules::ENV_NO_DEFAULTS, flag(opts.no_default_devices)),
+        (rules::ENV_RANGES, opts.ranges.join(",")),
+        (rules::ENV_BYPASS, opts.bypass.join(",")),
+        (rules::ENV_NO_ALIAS, flag(opts.no_alias)),
+        (rules::ENV_NO_PATCH, flag(opts.no_patch)),
+        (
+            mmio_trace_tracer::handoff::ENV_RECORDER_PID,
+            std::process::id().to_string(),
+        ),
+    ];
+    if let Some(l) = handoff {
+        v.push((mmio_trace_tracer::handoff::ENV_HANDOFF, l.env_value()));
+    }
+    v
 }
 
 /// Starts the program with the preload library and the recorder's variables.
@@ -668,31 +766,9 @@ fn spawn_preloaded(
         preload.push(old);
     }
     let mut cmd = Command::new(program);
-    // The recorder's own descriptors by path too, for images whose inherited ones were
-    // closed on the way.
-    let proc_fd = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
     cmd.args(args)
         .env("LD_PRELOAD", preload)
-        .env(mmio_trace_ring::ENV_FD, consumer.fd().to_string())
-        .env(mmio_trace_ring::ENV_LIVE_FD, consumer.live_fd().to_string())
-        .env(mmio_trace_ring::ENV_SHM_PATH, proc_fd(consumer.fd()))
-        .env(mmio_trace_ring::ENV_LIVE_PATH, proc_fd(consumer.live_fd()))
-        .env(rules::ENV_DEVICES, device_globs(&opts.devices).join("\n"))
-        .env(
-            rules::ENV_NO_DEFAULTS,
-            if opts.no_default_devices { "1" } else { "0" },
-        )
-        .env(rules::ENV_RANGES, opts.ranges.join(","))
-        .env(rules::ENV_BYPASS, opts.bypass.join(","))
-        .env(rules::ENV_NO_ALIAS, if opts.no_alias { "1" } else { "0" })
-        .env(rules::ENV_NO_PATCH, if opts.no_patch { "1" } else { "0" })
-        .env(
-            mmio_trace_tracer::handoff::ENV_RECORDER_PID,
-            std::process::id().to_string(),
-        );
-    if let Some(l) = handoff {
-        cmd.env(mmio_trace_tracer::handoff::ENV_HANDOFF, l.env_value());
-    }
+        .envs(recorder_vars(opts, consumer, handoff));
     cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
     if opts.output.is_none() {
         // The trace owns standard output; the program's output goes to standard error
@@ -714,6 +790,23 @@ fn spawn_ptrace(
     program: &OsString,
     args: &[OsString],
 ) -> Result<remote::supervisor::Supervisor, Error> {
+    let start = start_for(opts, program, args)?;
+    remote::supervisor::start(start, consumer.shm(), ptrace_rules(opts)).map_err(|error| {
+        Error::Spawn {
+            program: program.to_string_lossy().into_owned(),
+            error,
+        }
+    })
+}
+
+/// What the ptrace and inject routes exec: the program found as `execvp` finds it, its
+/// arguments, the recorder's environment with `--env` applied (none of the recorder's
+/// variables: the tracer in the program gets them otherwise), and its standard output.
+fn start_for(
+    opts: &Options,
+    program: &OsString,
+    args: &[OsString],
+) -> Result<remote::supervisor::Start, Error> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
     let spawn_err = |error: io::Error| Error::Spawn {
         program: program.to_string_lossy().into_owned(),
@@ -754,13 +847,12 @@ fn spawn_ptrace(
     } else {
         None
     };
-    let start = remote::supervisor::Start {
+    Ok(remote::supervisor::Start {
         path: cstr(path.into_os_string().into_vec())?,
         argv,
         envp,
         stdout,
-    };
-    remote::supervisor::start(start, consumer.shm(), ptrace_rules(opts)).map_err(spawn_err)
+    })
 }
 
 /// The device rules of the ptrace route, from the options.

@@ -1,6 +1,8 @@
 //! Which route traces a program: the preload library where the dynamic loader will load
-//! it, the ptrace route where it will not (a static executable, a Go program, a program
-//! that runs set-uid, set-gid or with file capabilities).
+//! it, the inject route where it will not (a static executable, a Go program, a program
+//! that runs set-uid, set-gid or with file capabilities). The ptrace route is only ever
+//! chosen by `--route ptrace`, or when the inject route's core cannot be put into a
+//! program.
 //!
 //! The program is found as `execvp` finds it (through `PATH` when its name has no `/`),
 //! and judged by `mmio_trace_tracer::exe_kind`, the check the preload library also makes
@@ -21,6 +23,7 @@ impl Route {
         match self {
             Route::Preload => "preload",
             Route::Ptrace => "ptrace",
+            Route::Inject => "inject",
         }
     }
 }
@@ -83,7 +86,7 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
     };
     match exe.verdict {
         Verdict::Ptrace(why) => Choice {
-            route: Route::Ptrace,
+            route: Route::Inject,
             reason: script(why.text().to_string()),
             privileged: matches!(why, Why::SetUid | Why::SetGid | Why::Capabilities),
             unreadable: false,
@@ -171,9 +174,9 @@ mod tests {
         choose(p.as_os_str(), None)
     }
 
-    fn ptrace(reason: &str) -> Choice {
+    fn inject(reason: &str) -> Choice {
         Choice {
-            route: Route::Ptrace,
+            route: Route::Inject,
             reason: reason.to_string(),
             privileged: ["set-uid program", "set-gid program", "file capabilities"]
                 .contains(&reason),
@@ -196,12 +199,12 @@ mod tests {
         assert_eq!(auto(&cc(&d, "dyn", &[])), preload("dynamic executable"));
         assert_eq!(
             auto(&cc(&d, "stat", &["-static"])),
-            ptrace("static executable")
+            inject("static executable")
         );
         // Static and position-independent: still no PT_INTERP.
         assert_eq!(
             auto(&cc(&d, "spie", &["-static-pie"])),
-            ptrace("static executable")
+            inject("static executable")
         );
         assert_eq!(
             auto(&cc(&d, "stat2", &["-static"])).mark(),
@@ -229,7 +232,7 @@ mod tests {
             .status()
             .expect("musl-gcc is needed (Debian: apt-get install musl-tools)");
         assert!(st.success());
-        assert_eq!(auto(&exe), ptrace("static executable"));
+        assert_eq!(auto(&exe), inject("static executable"));
     }
 
     #[test]
@@ -255,16 +258,16 @@ mod tests {
             assert!(st.success(), "go build {out}");
             d.join(out)
         };
-        assert_eq!(auto(&build("plain", "0", &[])), ptrace("Go program"));
+        assert_eq!(auto(&build("plain", "0", &[])), inject("Go program"));
         // Dynamic (has PT_INTERP), yet its runtime still maps by raw syscall.
         assert_eq!(
             auto(&build("cgo", "1", &["-ldflags=-linkmode=external"])),
-            ptrace("Go program")
+            inject("Go program")
         );
         // Stripped: no section headers to name, the note segment still says Go.
         assert_eq!(
             auto(&build("stripped", "0", &["-ldflags=-s -w"])),
-            ptrace("Go program")
+            inject("Go program")
         );
     }
 
@@ -287,11 +290,11 @@ mod tests {
         let other = cc(&d, "other", &[]);
         chown(&other, Some(65534), None).unwrap();
         mode(&other, 0o4755);
-        assert_eq!(auto(&other), ptrace("set-uid program"));
+        assert_eq!(auto(&other), inject("set-uid program"));
         let grp = cc(&d, "grp", &[]);
         chown(&grp, None, Some(gid + 1)).unwrap();
         mode(&grp, 0o2755);
-        assert_eq!(auto(&grp), ptrace("set-gid program"));
+        assert_eq!(auto(&grp), inject("set-gid program"));
         // Set-gid without group execute is mandatory locking, not an identity change.
         mode(&grp, 0o2745);
         assert_eq!(auto(&grp), preload("dynamic executable"));
@@ -302,7 +305,7 @@ mod tests {
             .status()
             .expect("setcap is needed (Debian: apt-get install libcap2-bin)");
         assert!(st.success());
-        assert_eq!(auto(&caps), ptrace("file capabilities"));
+        assert_eq!(auto(&caps), inject("file capabilities"));
     }
 
     #[test]
@@ -313,7 +316,7 @@ mod tests {
         std::fs::write(&s1, format!("#!{} -x\n", stat.display())).unwrap();
         assert_eq!(
             auto(&s1),
-            ptrace("script whose interpreter is a static executable")
+            inject("script whose interpreter is a static executable")
         );
         let s2 = d.join("s2");
         std::fs::write(&s2, "#!/bin/sh\necho\n").unwrap();

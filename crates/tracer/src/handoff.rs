@@ -192,6 +192,24 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
     answer
 }
 
+/// Where the inject route puts the tracer's core in every process of a recording: one
+/// address for all, so that the seccomp filter installed once (and inherited over fork
+/// and exec) exempts it in every image. Far below the kernel's mmap area (top-down from
+/// below the stack), between non-PIE executables with their heaps (low addresses) and the
+/// random bases of PIE executables (from `0x5555_5555_4000`), and away from the Go
+/// runtime's arena hints (`0x00c0_0000_0000 + k << 40`).
+pub const CORE_BASE: u64 = 0x2aa0_0000_0000;
+
+/// Whether the inject route's core is in this process (a mapping at [`CORE_BASE`]): a
+/// preload library then stays dormant.
+pub fn core_present() -> bool {
+    const SYS_MSYNC: usize = 26;
+    const MS_ASYNC: usize = 1;
+    // msync fails with ENOMEM on an address nothing maps.
+    // SAFETY: msync only looks at the mapping (MS_ASYNC on anonymous memory does nothing).
+    unsafe { syscall6(SYS_MSYNC, CORE_BASE as usize, 4096, MS_ASYNC, 0, 0, 0) == 0 }
+}
+
 /// Whether the calling process is traced by ptrace by the recorder whose pid is
 /// `recorder` (its supervisor is one of its threads): `/proc/self/status` names the
 /// tracer thread, which must be a task of `recorder`.

@@ -53,6 +53,7 @@ mod step;
 mod stop;
 pub mod sync;
 pub mod sys;
+pub mod sysemu;
 pub mod thread;
 pub mod threads;
 pub mod uaccess;

@@ -29,6 +29,8 @@ struct AppAction {
     handler: AtomicUsize,
     flags: AtomicU64,
     mask: AtomicU64,
+    /// `sa_restorer` (kept to be reported back: the tracer calls handlers itself).
+    restorer: AtomicUsize,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -36,6 +38,7 @@ const NO_ACTION: AppAction = AppAction {
     handler: AtomicUsize::new(SIG_DFL),
     flags: AtomicU64::new(0),
     mask: AtomicU64::new(0),
+    restorer: AtomicUsize::new(0),
 };
 static APP: [AppAction; 65] = [NO_ACTION; 65];
 
@@ -56,10 +59,12 @@ fn believed_blocked(rsp: u64) -> u64 {
     let Some(b) = threads::existing() else {
         return 0;
     };
+    // Blocked with a virtualised `rt_sigprocmask` (see `sysemu`): believed everywhere.
+    let outside = b.sysemu_blocked.load(Ordering::Relaxed);
     let t = &b.sig;
     let frame = t.frame.load(Ordering::Relaxed);
     if frame == 0 {
-        return 0;
+        return outside;
     }
     // SAFETY: zeroed stack_t is valid as an out value.
     let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
@@ -74,18 +79,39 @@ fn believed_blocked(rsp: u64) -> u64 {
             rsp < frame && frame - rsp < (8 << 20)
         };
     if on_alt {
-        t.blocked.load(Ordering::Relaxed)
+        t.blocked.load(Ordering::Relaxed) | outside
     } else {
-        0
+        outside
     }
 }
 
-/// Whether the tracer owns `sig` (the program's actions for it are virtualised).
+/// Whether the tracer owns `sig` (the program's actions for it are virtualised): SIGSYS
+/// too once system-call virtualisation (`sysemu`) is on.
 pub fn is_reserved(sig: i32) -> bool {
     matches!(
         sig,
         libc::SIGSEGV | libc::SIGTRAP | PAUSE_SIGNAL | libc::SIGBUS | libc::SIGFPE | libc::SIGILL
-    )
+    ) || (sig == libc::SIGSYS && crate::sysemu::active())
+}
+
+/// The program's action for `sig` (kernel layout; `SIG_DFL` when it set none).
+pub(crate) fn app_action(sig: i32) -> KSigaction {
+    let a = &APP[sig as usize & 63];
+    KSigaction {
+        handler: a.handler.load(Ordering::Acquire),
+        flags: a.flags.load(Ordering::Relaxed),
+        restorer: a.restorer.load(Ordering::Relaxed),
+        mask: a.mask.load(Ordering::Relaxed),
+    }
+}
+
+/// Records `act` (kernel layout) as the program's action for `sig`.
+pub(crate) fn set_app_action(sig: i32, act: &KSigaction) {
+    let a = &APP[sig as usize & 63];
+    a.mask.store(act.mask, Ordering::Relaxed);
+    a.flags.store(act.flags, Ordering::Relaxed);
+    a.restorer.store(act.restorer, Ordering::Relaxed);
+    a.handler.store(act.handler, Ordering::Release);
 }
 
 /// Synchronous faults the tracer does not use itself but must see first: one raised by
@@ -633,8 +659,9 @@ pub(crate) unsafe fn deliver(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
             // believes them blocked is remembered for the handler's own faults.
             // SAFETY: handler context.
             let want = unsafe { *uc_mask(uc) } | block;
-            let now_believed = (want & OURS) | believed;
-            let mask = want & !OURS;
+            let never = crate::sysemu::never_blocked();
+            let now_believed = (want & never) | believed;
+            let mask = want & !never;
             let marker = 0u8;
             let frame = &marker as *const u8 as u64;
             let entry = if now_believed != 0 {

@@ -6,7 +6,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use mmio_trace_ring::sys::{auxval, sleep_ns, syscall6};
 
@@ -301,8 +301,26 @@ pub fn sigaction(sig: i32, act: Option<&KSigaction>, old: Option<&mut KSigaction
     unsafe { syscall6(SYS_RT_SIGACTION, sig as usize, ap, op, 8, 0, 0) }
 }
 
-/// `rt_sigprocmask(how, set, old)` with 64-bit masks.
+/// Signals the tracer's own masks never block (SIGSYS once `sysemu` is on: a call the
+/// filter traps, made with SIGSYS blocked, kills the process; libc's, e.g. in a thread
+/// spawn made with every signal blocked, are trapped too).
+static NEVER_BLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// Makes [`sigprocmask`] leave `mask` unblocked from now on.
+pub(crate) fn never_block(mask: u64) {
+    NEVER_BLOCK.fetch_or(mask, Ordering::Relaxed);
+}
+
+/// `rt_sigprocmask(how, set, old)` with 64-bit masks (never blocking what
+/// [`never_block`] named).
 pub fn sigprocmask(how: i32, set: Option<&u64>, old: Option<&mut u64>) -> isize {
+    let keep = NEVER_BLOCK.load(Ordering::Relaxed);
+    let stripped = set.map(|s| *s & !keep);
+    let set = if how == libc::SIG_UNBLOCK || keep == 0 {
+        set
+    } else {
+        stripped.as_ref()
+    };
     let sp = set.map_or(0, |s| s as *const u64 as usize);
     let op = old.map_or(0, |o| o as *mut u64 as usize);
     // SAFETY: valid pointers or null.

@@ -208,6 +208,9 @@ pub struct ThreadBlock {
     /// generation it acknowledged (see `step::paused`).
     pub(crate) pause_depth: AtomicU32,
     pub(crate) pause_acked: AtomicU32,
+    /// Which of the signals the program may never block for real it believes blocked
+    /// outside its handlers (`sysemu`'s virtual `rt_sigprocmask`).
+    pub(crate) sysemu_blocked: AtomicU64,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -280,6 +283,7 @@ const EMPTY: ThreadBlock = ThreadBlock {
     own_hi: AtomicU64::new(0),
     pause_depth: AtomicU32::new(0),
     pause_acked: AtomicU32::new(0),
+    sysemu_blocked: AtomicU64::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -413,6 +417,7 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     s.ring.store(NO_RING, Ordering::Relaxed);
     s.ring_state.set(None);
     s.sig.reset();
+    s.sysemu_blocked.store(0, Ordering::Relaxed);
     // SAFETY: the block is now this thread's; its previous owner has exited.
     unsafe { (*s.step.get()).active = false };
     s.ool.reset();

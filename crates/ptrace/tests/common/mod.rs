@@ -166,3 +166,28 @@ pub fn wait_blocked(pid: Pid, tid: Pid, nrs: &[i64]) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+impl Helper {
+    /// Starts the program `exe` (built by the test itself, e.g. statically linked) with
+    /// `args`; waits for its "ready" line.
+    pub fn start_exe(exe: &Path, args: &[&str]) -> Helper {
+        let mut child = Command::new(exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let done = Arc::new(AtomicBool::new(false));
+        watchdog(child.id() as Pid, done.clone());
+        let mut h = Helper {
+            child,
+            out,
+            done,
+            reaped: false,
+        };
+        let l = h.line();
+        assert_eq!(l, "ready", "first line of {}", exe.display());
+        h
+    }
+}

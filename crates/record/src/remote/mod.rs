@@ -227,9 +227,6 @@ pub struct Session {
     /// Stops seen while the session waited for another (a thread stopped while the others
     /// were being paused): the driver handles them before waiting again.
     deferred: Vec<(Pid, Stop)>,
-    /// Processes here were handed over by the preload library: each exec'd image that
-    /// has no seccomp filter yet gets the route's (see [`Session::install_filter`]).
-    pub(crate) filter_execs: bool,
 }
 
 impl Session {
@@ -243,7 +240,6 @@ impl Session {
             threads: HashMap::new(),
             buffer_filter: None,
             deferred: Vec::new(),
-            filter_execs: false,
         }
     }
     /// Sets the seccomp filter stacked on a process with its first device mapping (it must
@@ -1001,73 +997,6 @@ impl Session {
             self.emit_map(tid, e.2, e.3 - e.2, e.4, e.1, pc);
             self.mark(tid, format!("map {} continues map {}", e.1, e.0).as_bytes());
         }
-    }
-
-    /// Installs the seccomp filter `code` in thread `tid`'s process, stopped at its exec
-    /// (a process handed over by the preload library: its new image had none), by
-    /// injected calls: `prctl(PR_SET_NO_NEW_PRIVS)` first when `nnp` (no
-    /// `CAP_SYS_ADMIN`), then `seccomp(SECCOMP_SET_MODE_FILTER)`. The program and its
-    /// filter pass through the stack below the red zone (nothing lives there at exec).
-    pub fn install_filter(
-        &mut self,
-        tid: i32,
-        code: &[libc::sock_filter],
-        nnp: bool,
-    ) -> io::Result<()> {
-        // At the exec event stop the `execve` call has yet to return, and its result
-        // would overwrite what an injected call leaves: run it to its exit first.
-        match pt::syscall(tid, 0).and_then(|()| pt::wait_tid(tid)) {
-            Ok(Stop::Syscall) => {}
-            Ok(other) => {
-                self.deferred.push((tid, other));
-                return Err(io::Error::other(
-                    "the program stopped before its exec returned",
-                ));
-            }
-            Err(e) => return Err(io::Error::other(e.to_string())),
-        }
-        let rsp = Regs::read(tid)
-            .map_err(|e| io::Error::other(e.to_string()))?
-            .user()
-            .rsp;
-        let bytes: Vec<u8> = code
-            .iter()
-            .flat_map(|f| {
-                let mut b = [0u8; 8];
-                b[..2].copy_from_slice(&f.code.to_le_bytes());
-                b[2] = f.jt;
-                b[3] = f.jf;
-                b[4..].copy_from_slice(&f.k.to_le_bytes());
-                b
-            })
-            .collect();
-        let prog_at = (rsp - 4096 - bytes.len() as u64) & !15;
-        let fprog_at = prog_at - 16;
-        let mut fprog = [0u8; 16];
-        fprog[..2].copy_from_slice(&(code.len() as u16).to_le_bytes());
-        fprog[8..].copy_from_slice(&prog_at.to_le_bytes());
-        if !sys::write_mem(tid, prog_at, &bytes) || !sys::write_mem(tid, fprog_at, &fprog) {
-            return Err(io::Error::other("cannot write the filter into the program"));
-        }
-        if nnp {
-            let r = self.inject(
-                tid,
-                libc::SYS_prctl as u64,
-                [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
-            )?;
-            if r != 0 {
-                return Err(io::Error::from_raw_os_error(-r as i32));
-            }
-        }
-        let r = self.inject(
-            tid,
-            libc::SYS_seccomp as u64,
-            [1 /* SECCOMP_SET_MODE_FILTER */, 0, fprog_at, 0, 0, 0],
-        )?;
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(-r as i32));
-        }
-        Ok(())
     }
 
     /// Runs system call `nr` with `args` in thread `tid` (stopped), which is left exactly

@@ -47,15 +47,6 @@ impl Supervisor {
     pub fn done(&self) -> bool {
         self.shared.done.load(Ordering::Acquire)
     }
-
-    /// Waits for the supervisor thread to end (its last tracee gone); how the first
-    /// process ended, if this thread saw it.
-    pub fn finish(mut self) -> Option<Exit> {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        self.exit()
-    }
 }
 
 impl Drop for Supervisor {
@@ -462,18 +453,6 @@ pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: 
                     s.thread_gone(former_tid);
                 }
                 s.exec(tid);
-                if s.filter_execs && seccomp_mode(tid) == Some(0) {
-                    // Handed over by the preload library (before this exec, or the
-                    // child of such a process's posix_spawn): the new image gets the
-                    // filter the route's own programs install before theirs.
-                    if let Err(e) = s.install_filter(tid, &filter(), !caps_sys_admin(tid)) {
-                        let text = format!(
-                            "mmio-trace: NOT TRACED: process {tid}: cannot install the seccomp filter of the ptrace route ({e}): its device mappings are not traced"
-                        );
-                        eprintln!("{text}");
-                        s.mark(tid, text.as_bytes());
-                    }
-                }
                 if tid == pid {
                     if let Some(f) = started.take() {
                         f(Ok(pid));
@@ -515,66 +494,6 @@ pub(crate) fn run_loop(s: &mut Session, pid: i32, shared: &Shared, mut started: 
         f(Err(()));
     }
     shared.done.store(true, Ordering::Release);
-}
-
-/// Traces thread `tid` (of a process traced by the preload library, which asked, see
-/// `crate::handoff`) from a new supervisor thread: returns once it is seized. At its
-/// exec (or at the exec of the child its `posix_spawn` makes), the new image gets the
-/// route's seccomp filter (injected), and the loop goes on as for a program the route
-/// started.
-pub(crate) fn adopt(tid: i32, shm: Shm, rules: Rules) -> io::Result<Supervisor> {
-    let (tx, rx) = std::sync::mpsc::channel::<io::Result<i32>>();
-    let shared = Arc::new(Shared::default());
-    let sh = shared.clone();
-    let thread = std::thread::Builder::new()
-        .name("mmio-trace-ptrace".into())
-        .spawn(move || {
-            if let Err(e) = pt::seize(tid, OPTIONS) {
-                let msg = format!("cannot trace it with ptrace: {e}");
-                let _ = tx.send(Err(io::Error::new(io::ErrorKind::PermissionDenied, msg)));
-                sh.done.store(true, Ordering::Release);
-                return;
-            }
-            // The process: after the exec the thread carries its leader's id (the
-            // kernel makes an exec'ing thread the leader), and that is whose exit counts.
-            let pid = sys::tgid_of(tid).unwrap_or(tid);
-            let _ = tx.send(Ok(pid));
-            let mut s = Session::new(shm, rules);
-            s.add_thread(pid, tid);
-            s.filter_execs = true;
-            run_loop(&mut s, pid, &sh, None);
-            sh.done.store(true, Ordering::Release);
-        })?;
-    match rx.recv() {
-        Ok(Ok(pid)) => Ok(Supervisor {
-            pid,
-            shared,
-            thread: Some(thread),
-        }),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            Err(io::Error::other("the ptrace supervisor ended"))
-        }
-    }
-}
-
-/// The `Seccomp:` mode of thread `tid` (0: none, 2: filters), if known.
-fn seccomp_mode(tid: i32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Seccomp:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Whether thread `tid` has `CAP_SYS_ADMIN` (a seccomp filter then needs no
-/// `no_new_privs`).
-fn caps_sys_admin(tid: i32) -> bool {
-    crate::has_capability(&tid.to_string(), CAP_SYS_ADMIN)
 }
 
 /// A seccomp stop (a call of the mmap family entering): runs it to its exit and updates

@@ -1,0 +1,408 @@
+//! The inject route: the tracer's own fault-path core, built without libc into a
+//! freestanding blob ([`crate::agent::BLOB`]), is put into the program by ptrace at its
+//! exec stop, initialised there, and the program is let go: from then on it is not
+//! ptraced, its device faults are handled in process at the preload route's cost, and a
+//! seccomp filter the core installs (exempting its own code) hands the program's
+//! `mmap`/`munmap`/`mremap`/`mprotect`/`rt_sigaction`/`rt_sigprocmask`/`execve` to the
+//! core as `SIGSYS`. At an exec the core asks the recorder (the hand-off socket) to seize
+//! the thread first; the recorder puts a fresh core into the new image, at the same
+//! address (the inherited filter exempts that range), before its first instruction.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use mmio_trace_ptrace::{self as pt, Event, Options, Stop};
+
+use crate::agent;
+use crate::remote::supervisor::Start;
+
+/// Where the core goes in every process of a recording (the same address everywhere:
+/// see [`mmio_trace_tracer::handoff::CORE_BASE`]).
+pub(crate) const BASE: u64 = mmio_trace_tracer::handoff::CORE_BASE;
+
+/// Ptrace options while the core goes in: exec stops, and the program dies with a
+/// recorder that dies half-way (it could not run with a filter and no core).
+const OPTIONS: Options = Options(Options::TRACEEXEC.0 | Options::EXITKILL.0);
+
+/// For a thread handed over before an exec: also its clones, forks and vforks (a
+/// `posix_spawn` child execs the program; the spawner is let go at once).
+const FOLLOW: Options =
+    Options(OPTIONS.0 | Options::TRACECLONE.0 | Options::TRACEFORK.0 | Options::TRACEVFORK.0);
+
+/// The variable that tells the core whether to install the filter (`1`) or that an
+/// inherited one already exempts it (`0`).
+pub(crate) const VAR_FILTER: &str = "MMIO_TRACE_AGENT_FILTER";
+
+/// The core's parameters: `NAME=VALUE` strings, each NUL-terminated (the variables the
+/// preload route puts in the environment), without [`VAR_FILTER`] (added per process).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    fn encode(&self, filter: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        for (k, v) in &self.0 {
+            b.extend_from_slice(k.as_bytes());
+            b.push(b'=');
+            b.extend_from_slice(v.as_bytes());
+            b.push(0);
+        }
+        b.extend_from_slice(format!("{VAR_FILTER}={}", u8::from(filter)).as_bytes());
+        b.push(0);
+        b
+    }
+}
+
+/// Why the core could not be put into a process.
+fn inject_err(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!(
+        "cannot put the tracer into the program ({what}): {e}"
+    ))
+}
+
+/// Loads the core into thread `tid` (stopped: an exec stop or a seize stop) of process
+/// `pid` at [`BASE`] and initialises it. `filter`: install the seccomp filter (no
+/// inherited one exempts the core yet).
+pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::Result<()> {
+    let mut proc = pt::Process::new(pid);
+    let image = proc
+        .load_image(tid, agent::BLOB, &pt::LoadOptions { base: Some(BASE) })
+        .map_err(|e| inject_err("loading", e))?;
+    let init = image
+        .sym(agent::INIT)
+        .ok_or_else(|| inject_err("loading", format!("no {} in the core", agent::INIT)))?;
+    let area = image
+        .sym(agent::PARAMS)
+        .ok_or_else(|| inject_err("loading", format!("no {} in the core", agent::PARAMS)))?;
+    let mut bytes = params.encode(filter);
+    // The new image's vDSO and CPU features: a process with file capabilities cannot
+    // open its own /proc/self/auxv (root's), the core would go without.
+    for (k, v) in auxv(pid) {
+        bytes.extend_from_slice(format!("{k}={v:#x}").as_bytes());
+        bytes.push(0);
+    }
+    if bytes.len() > agent::PARAMS_LEN {
+        return Err(inject_err("parameters", "too long"));
+    }
+    proc.mem()
+        .write(area, &bytes)
+        .map_err(|e| inject_err("parameters", e))?;
+    let r = proc
+        .call(tid, init, &[area, bytes.len() as u64])
+        .map_err(|e| inject_err("its start", e))? as i64;
+    if r < 0 {
+        return Err(inject_err(
+            "its start",
+            io::Error::from_raw_os_error(-r as i32),
+        ));
+    }
+    Ok(())
+}
+
+/// `AT_SYSINFO_EHDR` and `AT_HWCAP2` of process `pid`, as the core's settings name them.
+fn auxv(pid: i32) -> Vec<(&'static str, u64)> {
+    const AT_HWCAP2: u64 = 26;
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let Ok(b) = std::fs::read(format!("/proc/{pid}/auxv")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in b.chunks_exact(16) {
+        let k = u64::from_ne_bytes(e[..8].try_into().expect("8 bytes"));
+        let v = u64::from_ne_bytes(e[8..].try_into().expect("8 bytes"));
+        match k {
+            AT_SYSINFO_EHDR => out.push((mmio_trace_tracer::ENV_AT_SYSINFO_EHDR, v)),
+            AT_HWCAP2 => out.push((mmio_trace_tracer::ENV_AT_HWCAP2, v)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether process `pid` carries the core already (a mapping starts at [`BASE`]): its
+/// filter, inherited by what it execs, exempts that range.
+pub(crate) fn has_core(pid: i32) -> bool {
+    let want = format!("{BASE:x}-");
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with(&want)))
+}
+
+/// The child between fork and exec: async-signal-safe calls only. Stops itself (to be
+/// seized), execs; a failed exec is reported as its errno on `report`.
+fn child(
+    start: &Start,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    report: i32,
+) -> ! {
+    // SAFETY: plain system calls on our own process and descriptors; every pointer is to
+    // data built before the fork and alive in this copy of the address space.
+    unsafe {
+        if let Some(fd) = &start.stdout {
+            libc::dup2(fd.as_raw_fd(), 1);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), libc::SIGSTOP);
+        libc::execve(start.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        let e = *libc::__errno_location();
+        libc::write(report, e.to_le_bytes().as_ptr().cast(), 4);
+        libc::_exit(127);
+    }
+}
+
+/// Why [`spawn`] failed.
+#[derive(Debug)]
+pub(crate) enum SpawnError {
+    /// The program could not be run (its exec failed, or it died first).
+    Exec(io::Error),
+    /// It was exec'd, but the core could not be put in (it was killed before its first
+    /// instruction: it can be started again another way).
+    Core(io::Error),
+}
+
+/// Starts the program with the core in it: forks (from the calling thread, whose
+/// children the recorder's main loop reaps), seizes the child before its exec, puts the
+/// core into the new image at its exec stop, and lets it go. Returns its pid.
+pub(crate) fn spawn(start: Start, params: &Params) -> Result<i32, SpawnError> {
+    spawn_inner(start, params)
+}
+
+fn spawn_inner(start: Start, params: &Params) -> Result<i32, SpawnError> {
+    use SpawnError::{Core, Exec};
+    let mut fds = [0i32; 2];
+    // SAFETY: plain pipe2 into a local array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Exec(io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptors we own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut argv: Vec<*const libc::c_char> = start.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = start.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: fork; the child runs `child` only.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Exec(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        child(&start, &argv, &envp, wr.as_raw_fd());
+    }
+    drop(wr);
+    let kill = |pid: i32| {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let mut st = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
+    };
+    let mut st = 0;
+    // SAFETY: plain waitpid for our own child (not yet traced: WUNTRACED sees its stop).
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED) };
+    if r != pid || !libc::WIFSTOPPED(st) {
+        return Err(Exec(io::Error::other(
+            "the program ended before it could start",
+        )));
+    }
+    if let Err(e) = pt::seize(pid, OPTIONS) {
+        kill(pid);
+        return Err(Exec(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("cannot trace the program with ptrace to put the tracer in: {e}"),
+        )));
+    }
+    // SAFETY: our own child.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    loop {
+        match pt::wait_tid(pid) {
+            Ok(Stop::Event(Event::Exec { .. })) => break,
+            Ok(Stop::Exited(_)) | Ok(Stop::Killed { .. }) | Err(_) => {
+                let mut b = [0u8; 4];
+                // SAFETY: reading into a local buffer.
+                let n = unsafe { libc::read(rd.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+                // SAFETY: reaping our own child (already a zombie).
+                unsafe { libc::waitpid(pid, &mut st, libc::__WALL | libc::WNOHANG) };
+                return Err(Exec(if n == 4 {
+                    io::Error::from_raw_os_error(i32::from_le_bytes(b))
+                } else {
+                    io::Error::other("the program ended before it could start")
+                }));
+            }
+            // The SIGCONT, or a stop signal: passed on (the stop is lost: the program is
+            // not running yet).
+            Ok(Stop::Signal { signal, .. }) => {
+                let sig = if signal == libc::SIGCONT || signal == libc::SIGSTOP {
+                    0
+                } else {
+                    signal
+                };
+                let _ = pt::cont(pid, sig);
+            }
+            Ok(_) => {
+                let _ = pt::cont(pid, 0);
+            }
+        }
+    }
+    if let Err(e) = inject(pid, pid, params, true) {
+        kill(pid);
+        return Err(Core(e));
+    }
+    if let Err(e) = pt::detach(pid, 0) {
+        kill(pid);
+        return Err(Core(inject_err("letting it go", e)));
+    }
+    Ok(pid)
+}
+
+/// The recorder's answer to a hand-off request of a process that carries the core (or
+/// of a preload-traced one, with the inject route taking over): seizes thread `tid`,
+/// and from a thread of its own puts a core into the image it execs, then lets it go.
+/// Returns once `tid` is seized (the caller answers `SEIZED`).
+pub(crate) fn adopt(tid: i32, params: Params) -> io::Result<std::thread::JoinHandle<()>> {
+    let (tx, rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let thread = std::thread::Builder::new()
+        .name("mmio-trace-inject".into())
+        .spawn(move || {
+            let pid = tgid_of(tid).unwrap_or(tid);
+            let filter = !has_core(pid);
+            if let Err(e) = pt::seize(tid, FOLLOW) {
+                let _ = tx.send(Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    e.to_string(),
+                )));
+                return;
+            }
+            let _ = tx.send(Ok(()));
+            follow_exec(tid, pid, &params, filter);
+        })?;
+    match rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(io::Error::other("the inject thread ended"))
+        }
+    }
+}
+
+/// Threads seized for an exec, by tid: set when the exec failed and the process asked
+/// for the thread back ([`release`]).
+static RELEASED: std::sync::Mutex<Vec<(i32, Arc<AtomicBool>)>> = std::sync::Mutex::new(Vec::new());
+
+/// A hand-off `Release` request: thread `tid`'s exec failed; its inject thread lets it go.
+pub(crate) fn release(tid: i32) {
+    let l = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, f)) = l.iter().find(|(t, _)| *t == tid) {
+        f.store(true, Ordering::Release);
+    }
+}
+
+/// Waits for seized thread `tid` to exec (then injects and detaches), to end, or to be
+/// released (its exec failed: the thread is interrupted and let go). A thread that
+/// makes a process instead (`posix_spawn`: libc's child execs without running any of the
+/// preload library's code) is let go, and that child followed to its exec. Polls:
+/// ptrace requests are this thread's alone, so a release can only be seen here.
+fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
+    let released = Arc::new(AtomicBool::new(false));
+    RELEASED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((tid, released.clone()));
+    let _forget = Forget(tid);
+    let mut interrupted = false;
+    let mut idle = std::time::Duration::from_micros(50);
+    // This thread's tracees (after an exec from a non-leader thread, that thread's id
+    // is the pid: stops are taken from any of them).
+    let mut tracees = vec![tid];
+    while !tracees.is_empty() {
+        let (cur, stop) = match pt::wait(-1, true) {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                if released.load(Ordering::Acquire) && !interrupted {
+                    interrupted = pt::interrupt(tid).is_ok();
+                }
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(std::time::Duration::from_millis(2));
+                continue;
+            }
+            Err(_) => return,
+        };
+        idle = std::time::Duration::from_micros(50);
+        if !tracees.contains(&cur) {
+            tracees.push(cur);
+        }
+        match stop {
+            Stop::Event(Event::Exec { former_tid }) => {
+                tracees.retain(|&t| t != cur && t != former_tid);
+                let process = if cur == tid || former_tid == tid {
+                    pid
+                } else {
+                    cur
+                };
+                // The exec'ing thread is now its process's leader.
+                if let Err(e) = inject(process, cur, params, filter) {
+                    if filter {
+                        // No filter yet (a preload-traced process): it runs on, untraced.
+                        eprintln!(
+                            "mmio-trace: warning: NOT TRACED: process {process} after its exec: {e}"
+                        );
+                    } else {
+                        eprintln!(
+                            "mmio-trace: cannot trace process {process} after its exec ({e}); it is killed (its inherited filter needs the tracer)"
+                        );
+                        // SAFETY: plain kill of a process of the recording.
+                        unsafe { libc::kill(process, libc::SIGKILL) };
+                    }
+                }
+                let _ = pt::detach(cur, 0);
+            }
+            Stop::Event(Event::Clone { .. } | Event::Fork { .. } | Event::Vfork { .. }) => {
+                // The child (attached already) is followed; the spawner goes on alone.
+                tracees.retain(|&t| t != cur);
+                let _ = pt::detach(cur, 0);
+            }
+            s if s.is_gone() => tracees.retain(|&t| t != cur),
+            Stop::Signal { signal, .. } => {
+                let _ = pt::cont(cur, signal);
+            }
+            Stop::Group { .. } => {
+                let _ = pt::listen(cur);
+            }
+            Stop::Interrupt if cur == tid && released.load(Ordering::Acquire) => {
+                tracees.retain(|&t| t != cur);
+                let _ = pt::detach(cur, 0);
+            }
+            _ => {
+                let _ = pt::cont(cur, 0);
+            }
+        }
+    }
+}
+
+/// Drops a thread from [`RELEASED`] when its inject thread is done with it.
+struct Forget(i32);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        RELEASED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _)| *t != self.0);
+    }
+}
+
+/// The process (thread group) of thread `tid`.
+fn tgid_of(tid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -1,0 +1,661 @@
+//! System-call virtualisation for a program that has no preload library: a seccomp filter
+//! routes the calls the tracer must see into a SIGSYS handler, which makes them itself.
+//!
+//! The injected core (static, Go and set-uid programs) cannot interpose libc: the
+//! program's `mmap`, `munmap`, `mremap`, `mprotect`, `rt_sigaction`, `rt_sigprocmask`,
+//! `execve` and `execveat` are raw system calls. The filter
+//! ([`filter`]) answers them with `SECCOMP_RET_TRAP`: the kernel does not run the call and
+//! raises SIGSYS instead, with the registers of the call in the frame and the instruction
+//! pointer already past the `syscall` instruction. The handler makes the call from the
+//! core's own code, which the filter lets through by instruction pointer, with the same
+//! hooks the preload library's wrappers use, and puts the result (or `-errno`) in the
+//! frame's RAX; `rt_sigreturn` resumes the program after its `syscall` with that result.
+//!
+//! What is virtualised, and why:
+//! * `rt_sigaction` of the signals the tracer owns (`signals::is_reserved`, SIGSYS
+//!   included once the filter is on): the program's action is recorded, the tracer's
+//!   handler stays, and the program's handler is called by the tracer as in the preload
+//!   route.
+//! * `rt_sigprocmask` with a new set: the call acts on the frame's saved mask, which
+//!   `rt_sigreturn` installs (a change of the live mask would be undone there). The
+//!   tracer's signals and SIGSYS are never blocked for real (a device access, or a trapped
+//!   call, with them blocked would be fatal); the program believes them blocked (a
+//!   per-thread mask, reported back in `oldset` and honoured when a fault of its own is
+//!   delivered). A query (`set` NULL) is not trapped: it reports the kernel's mask, without
+//!   those virtual bits.
+//! * `sigaltstack` is not routed: the program's stack is the kernel's, and the tracer's
+//!   handlers run on it. Virtualising it (keeping the tracer's stack, as the preload
+//!   route does) is unsafe here: a program that disables its stack and unmaps it (Rust's
+//!   std does, at every thread's exit) would still have the kernel deliver signals onto
+//!   the freed memory, and a change made from a handler running on the alternate stack is
+//!   refused at `rt_sigreturn` anyway (the kernel installs the frame's `uc_stack` only off
+//!   that stack). Go's signal handler also needs the kernel to name the stack it runs on.
+//!   So the fault path must fit the program's signal stacks (Go's are 32 KiB).
+//! * `execve`/`execveat`: the exec hook (the agent asks the recorder to take over) runs
+//!   first, then the exec is made from the core with the program's own signal mask; on
+//!   failure the hook hears the error and the program gets `-errno`.
+//!
+//! Not routed: i386 (`int 0x80`) and x32 calls (the emulator is x86-64 only),
+//! `pkey_mprotect`, `remap_file_pages`, `shmat` (System V shared memory is never a device),
+//! and `vfork`/`clone` (the agent's thread hooks are the lead's).
+//!
+//! The signal path allocates nothing, takes no lock and makes raw system calls only.
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crate::ctx::{gregs, uc_mask, HANDLER_MASK, OURS};
+use crate::sys::{self, KSigaction};
+use crate::{guard, signals, threads};
+
+/// `SECCOMP_RET_DATA` of the filter's traps: a SIGSYS whose `si_errno` differs came from
+/// another filter (the program's own) and is the program's.
+pub const FILTER_DATA: u32 = 0x6d74; // "mt"
+
+const SECCOMP_RET_TRAP: u32 = 0x0003_0000;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const SYS_SECCOMP: i32 = 1;
+
+const NR_MMAP: u32 = 9;
+const NR_MPROTECT: u32 = 10;
+const NR_MUNMAP: u32 = 11;
+const NR_RT_SIGACTION: u32 = 13;
+const NR_RT_SIGPROCMASK: u32 = 14;
+const NR_MREMAP: u32 = 25;
+const NR_EXECVE: u32 = 59;
+const NR_EXECVEAT: u32 = 322;
+const NR_SECCOMP: usize = 317;
+const NR_PRCTL: usize = 157;
+
+const MAP_ANONYMOUS: u32 = 0x20;
+
+/// `struct seccomp_data` offsets.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const OFF_IP: u32 = 8;
+const fn off_arg(i: u32) -> u32 {
+    16 + 8 * i
+}
+
+/// The longest program [`filter`] writes.
+pub const FILTER_MAX: usize = 64;
+
+/// SIGSYS's bit in a 64-bit mask.
+const SYS_BIT: u64 = 1 << (libc::SIGSYS - 1);
+/// Signals the kernel never blocks (`rt_sigprocmask` drops them silently).
+const UNBLOCKABLE: u64 = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+
+static ON: AtomicBool = AtomicBool::new(false);
+static EXEC_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// One `execve`/`execveat` the program makes, as it passed it (raw pointers into its
+/// memory, not checked).
+#[derive(Clone, Copy, Debug)]
+pub struct ExecCall {
+    /// 59 (`execve`) or 322 (`execveat`).
+    pub nr: u32,
+    /// `execveat`'s directory descriptor (`AT_FDCWD` for `execve`).
+    pub dirfd: i32,
+    /// The NUL-terminated path.
+    pub path: *const u8,
+    /// The NULL-terminated argument vector.
+    pub argv: *const *const u8,
+    /// The NULL-terminated environment.
+    pub envp: *const *const u8,
+    /// `execveat`'s flags (0 for `execve`).
+    pub flags: i32,
+}
+
+/// Called in the SIGSYS handler around an exec the program makes: with `None` just
+/// before it (the agent asks the recorder to take the thread over), and with
+/// `Some(-errno)` when the exec failed (the program goes on, and gets that error). Before
+/// the exec, a negative return is the `-errno` the program gets instead of the exec (the
+/// recorder would not take the thread over: the new image would inherit the filter
+/// without a core); the return after a failure is ignored. Signal context: no
+/// allocation, no locks, raw system calls only.
+pub type ExecHook = fn(call: &ExecCall, failed: Option<isize>) -> isize;
+
+/// Why [`install`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallError {
+    /// The exempt range is empty (`lo >= hi`).
+    Range,
+    /// `seccomp(SECCOMP_SET_MODE_FILTER)` failed with this errno (`EINVAL`: a kernel
+    /// without seccomp filters or without TSYNC; `EACCES`: no `CAP_SYS_ADMIN` and
+    /// `no_new_privs` could not be set; `EFAULT`, `ENOMEM`).
+    Seccomp(i32),
+    /// `prctl(PR_SET_NO_NEW_PRIVS)` failed with this errno.
+    NoNewPrivs(i32),
+    /// Thread `tid` could not be given the filter (`SECCOMP_FILTER_FLAG_TSYNC`: it has a
+    /// filter of its own that this process's other threads lack): nothing was installed.
+    Tsync(u32),
+}
+
+impl core::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InstallError::Range => write!(f, "the core's code range is empty"),
+            InstallError::Seccomp(e) => write!(f, "seccomp filter refused (errno {e})"),
+            InstallError::NoNewPrivs(e) => write!(f, "cannot set no_new_privs (errno {e})"),
+            InstallError::Tsync(t) => write!(
+                f,
+                "thread {t} cannot take the filter (it has a seccomp filter of its own)"
+            ),
+        }
+    }
+}
+
+/// Whether the filter and handler are on in this process.
+pub fn active() -> bool {
+    ON.load(Ordering::Acquire)
+}
+
+/// The signals the program may never block for real: the tracer's, and SIGSYS once the
+/// filter is on (a trapped call with SIGSYS blocked kills the program).
+pub(crate) fn never_blocked() -> u64 {
+    if active() {
+        OURS | SYS_BIT
+    } else {
+        OURS
+    }
+}
+
+/// Sets (or clears, with `None`) the exec hook.
+pub fn set_exec_hook(hook: Option<ExecHook>) {
+    EXEC_HOOK.store(hook.map_or(0, |h| h as usize), Ordering::Release);
+}
+
+/// Turns system-call virtualisation on for the whole process: installs the SIGSYS
+/// handler ([`install_handler`]), then the filter exempting the core's code `[lo, hi)`
+/// on every thread (`SECCOMP_FILTER_FLAG_TSYNC`). `no_new_privs` is set only when the
+/// kernel refuses the filter without it (no `CAP_SYS_ADMIN`). Call after
+/// [`crate::init`], with the process's other threads stopped (a thread running the
+/// program's code between the two steps could make a call the handler is not ready for).
+///
+/// A filter cannot be removed: the process and every child it forks or execs keeps it,
+/// and the core must be at `[lo, hi)` in each image (or every routed call of that image
+/// traps into a handler that is not there, and kills it).
+pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallError> {
+    if lo >= hi {
+        return Err(InstallError::Range);
+    }
+    set_exec_hook(exec);
+    install_handler();
+    let mut code = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }; FILTER_MAX];
+    let n = filter(lo, hi, &mut code);
+    let prog = libc::sock_fprog {
+        len: n as u16,
+        filter: code.as_mut_ptr(),
+    };
+    let set = || {
+        // SAFETY: a valid program that lives across the call.
+        unsafe {
+            sys::syscall6(
+                NR_SECCOMP,
+                1, // SECCOMP_SET_MODE_FILTER
+                1, // SECCOMP_FILTER_FLAG_TSYNC
+                &prog as *const libc::sock_fprog as usize,
+                0,
+                0,
+                0,
+            )
+        }
+    };
+    let mut r = set();
+    if r == -(libc::EACCES as isize) {
+        // SAFETY: a flag of our own process.
+        let e = unsafe {
+            sys::syscall6(NR_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0)
+        };
+        if e < 0 {
+            ON.store(false, Ordering::Release);
+            return Err(InstallError::NoNewPrivs(-e as i32));
+        }
+        r = set();
+    }
+    if r != 0 {
+        ON.store(false, Ordering::Release);
+        return Err(if r > 0 {
+            InstallError::Tsync(r as u32)
+        } else {
+            InstallError::Seccomp(-r as i32)
+        });
+    }
+    Ok(())
+}
+
+/// Installs the SIGSYS handler only (an image whose inherited filter already exempts the
+/// core at the same range). An action the program had for SIGSYS becomes its virtual one.
+pub fn install_handler() {
+    let act = KSigaction {
+        handler: on_sigsys as *const () as usize,
+        // SA_NODEFER: a program SIGSYS handler we call may make a trapped call; with
+        // SIGSYS blocked the kernel would kill the program instead of trapping.
+        flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
+        restorer: 0,
+        mask: HANDLER_MASK & !SYS_BIT,
+    };
+    let mut old = KSigaction::default();
+    sys::sigaction(libc::SIGSYS, Some(&act), Some(&mut old));
+    if old.handler != on_sigsys as *const () as usize && !active() {
+        signals::set_app_action(libc::SIGSYS, &old);
+    }
+    ON.store(true, Ordering::Release);
+    sys::never_block(SYS_BIT);
+    // A thread that had SIGSYS blocked must not die of its first trapped call.
+    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), None);
+}
+
+const SA_SIGINFO: u64 = 4;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_RESTART: u64 = 0x1000_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+
+/// A BPF program under construction, with forward jumps to labels (no allocation).
+struct Asm<'a> {
+    out: &'a mut [libc::sock_filter; FILTER_MAX],
+    /// Per instruction, the labels its `jt`/`jf` name (`NONE`: a literal offset).
+    fix: [(u8, u8); FILTER_MAX],
+    n: usize,
+    at: [usize; LABELS],
+}
+
+const NONE: u8 = u8::MAX;
+const LABELS: usize = 10;
+// Labels.
+const ALLOW: u8 = 0;
+const TRAP: u8 = 1;
+const NOT_CORE: u8 = 2;
+const LO_OK: u8 = 3;
+const LO_LOW: u8 = 4;
+const HI_LOW: u8 = 5;
+const MMAP: u8 = 6;
+const NEXT: u8 = 7;
+const SIGACTION: u8 = 8;
+const SIGPROCMASK: u8 = 9;
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGT: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
+const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+impl Asm<'_> {
+    fn op(&mut self, code: u16, k: u32, jt: u8, jf: u8) {
+        self.out[self.n] = libc::sock_filter {
+            code,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        self.fix[self.n] = (jt, jf);
+        self.n += 1;
+    }
+    fn ld(&mut self, off: u32) {
+        self.op(LD_W_ABS, off, NONE, NONE);
+    }
+    fn ret(&mut self, k: u32) {
+        self.op(RET_K, k, NONE, NONE);
+    }
+    fn label(&mut self, l: u8) {
+        self.at[l as usize] = self.n;
+    }
+    /// Resolves the jumps; `NEXT` is the following instruction.
+    fn finish(self) -> usize {
+        for i in 0..self.n {
+            let (t, f) = self.fix[i];
+            // Every label lies after its jumps (BPF jumps only forward), within 255.
+            let rel = |l: u8| -> u8 {
+                if l == NONE || l == NEXT {
+                    0
+                } else {
+                    (self.at[l as usize] - i - 1) as u8
+                }
+            };
+            self.out[i].jt = rel(t);
+            self.out[i].jf = rel(f);
+        }
+        self.n
+    }
+}
+
+/// Writes the filter program into `out` and returns its length: x86-64 calls from outside
+/// `[lo, hi)` that the tracer must see return `SECCOMP_RET_TRAP | FILTER_DATA`; every other
+/// call, the core's own, i386 and x32 calls are allowed.
+///
+/// Trapped: `mmap` without `MAP_ANONYMOUS` (anonymous memory is never a device, and the
+/// recorder maps the core with anonymous mappings from outside the range), `munmap`,
+/// `mremap`, `mprotect`, `execve`, `execveat`, `rt_sigaction` of a signal the tracer owns
+/// (SIGSYS included), `rt_sigprocmask` with a new set.
+pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> usize {
+    let mut a = Asm {
+        out,
+        fix: [(NONE, NONE); FILTER_MAX],
+        n: 0,
+        at: [0; LABELS],
+    };
+    let (lo_hi, lo_lo) = ((lo >> 32) as u32, lo as u32);
+    let (hi_hi, hi_lo) = ((hi >> 32) as u32, hi as u32);
+    a.ld(OFF_ARCH);
+    a.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
+    a.ld(OFF_NR);
+    a.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
+    // ip >= lo: the high halves, then the low ones when the high ones are equal.
+    a.ld(OFF_IP + 4);
+    a.op(JGT, lo_hi, LO_OK, NEXT);
+    a.op(JEQ, lo_hi, LO_LOW, NOT_CORE);
+    a.label(LO_LOW);
+    a.ld(OFF_IP);
+    a.op(JGE, lo_lo, LO_OK, NOT_CORE);
+    // ip < hi, likewise.
+    a.label(LO_OK);
+    a.ld(OFF_IP + 4);
+    a.op(JGT, hi_hi, NOT_CORE, NEXT);
+    a.op(JEQ, hi_hi, HI_LOW, ALLOW);
+    a.label(HI_LOW);
+    a.ld(OFF_IP);
+    a.op(JGE, hi_lo, NOT_CORE, ALLOW);
+    a.label(NOT_CORE);
+    a.ld(OFF_NR);
+    a.op(JEQ, NR_MMAP, MMAP, NEXT);
+    for nr in [NR_MUNMAP, NR_MREMAP, NR_MPROTECT, NR_EXECVE, NR_EXECVEAT] {
+        a.op(JEQ, nr, TRAP, NEXT);
+    }
+    a.op(JEQ, NR_RT_SIGACTION, SIGACTION, NEXT);
+    a.op(JEQ, NR_RT_SIGPROCMASK, SIGPROCMASK, NEXT);
+    a.ret(SECCOMP_RET_ALLOW);
+    // (BPF jumps only forward: every test lies before the two verdicts.)
+    a.label(MMAP);
+    a.ld(off_arg(3));
+    a.op(JSET, MAP_ANONYMOUS, ALLOW, TRAP);
+    // rt_sigaction: the kernel reads the signal as an int (the low half).
+    a.label(SIGACTION);
+    a.ld(off_arg(0));
+    for sig in 1..=64 {
+        if signals::is_reserved(sig) || sig == libc::SIGSYS {
+            a.op(JEQ, sig as u32, TRAP, NEXT);
+        }
+    }
+    a.ret(SECCOMP_RET_ALLOW);
+    // A pointer argument other than NULL (either half).
+    a.label(SIGPROCMASK);
+    a.ld(off_arg(1));
+    a.op(JEQ, 0, NEXT, TRAP);
+    a.ld(off_arg(1) + 4);
+    a.op(JEQ, 0, ALLOW, TRAP);
+    a.label(ALLOW);
+    a.ret(SECCOMP_RET_ALLOW);
+    a.label(TRAP);
+    a.ret(SECCOMP_RET_TRAP | FILTER_DATA);
+    a.finish()
+}
+
+/// The frame's argument registers of the trapped call.
+fn args(g: &crate::ctx::Gregs) -> [u64; 6] {
+    [
+        g[libc::REG_RDI as usize] as u64,
+        g[libc::REG_RSI as usize] as u64,
+        g[libc::REG_RDX as usize] as u64,
+        g[libc::REG_R10 as usize] as u64,
+        g[libc::REG_R8 as usize] as u64,
+        g[libc::REG_R9 as usize] as u64,
+    ]
+}
+
+const EFAULT: isize = -(libc::EFAULT as isize);
+const EINVAL: isize = -(libc::EINVAL as isize);
+
+/// Reads `buf.len()` (a multiple of 8) bytes of the program's memory at `addr`; `false`
+/// where the kernel would have said `EFAULT`.
+fn read_user(addr: u64, buf: &mut [u8]) -> bool {
+    for (k, c) in buf.chunks_mut(8).enumerate() {
+        // SAFETY: a guarded load: a fault comes back as an error.
+        if unsafe { guard::read(addr.wrapping_add(8 * k as u64), c) }.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Writes `data` (a multiple of 8 bytes) to the program's memory at `addr`; `false` where
+/// the kernel would have said `EFAULT`.
+fn write_user(addr: u64, data: &[u8]) -> bool {
+    for (k, c) in data.chunks(8).enumerate() {
+        // SAFETY: a guarded store into memory the program handed the call for its answer.
+        if unsafe { guard::write(addr.wrapping_add(8 * k as u64), c) }.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo: si_errno at 4, si_code at 8; for SIGSYS the call's
+    // number at 24 (`_sigsys._syscall`).
+    let (data, code, nr) = unsafe {
+        let p = info as *const u8;
+        (
+            *(p.add(4) as *const i32),
+            *(p.add(8) as *const i32),
+            *(p.add(24) as *const i32),
+        )
+    };
+    if code != SYS_SECCOMP || data as u32 != FILTER_DATA {
+        // Another filter's trap, or a SIGSYS sent by someone: the program's.
+        // SAFETY: handler context with the kernel's info.
+        unsafe { signals::deliver(sig, info, uc) };
+        return;
+    }
+    crate::check_fork();
+    // SAFETY: handler context.
+    let g = unsafe { gregs(uc) };
+    let a = args(g);
+    let rc = match nr as u32 {
+        NR_MMAP => mmap(a),
+        NR_MUNMAP => {
+            if a[0] % 4096 == 0 && a[1] != 0 {
+                crate::before_munmap(a[0], a[1], 0);
+            }
+            // SAFETY: the program's own call.
+            unsafe { sys::munmap(a[0] as usize, a[1] as usize) }
+        }
+        NR_MREMAP => {
+            // SAFETY: the program's own call.
+            let r = unsafe {
+                sys::mremap(
+                    a[0] as usize,
+                    a[1] as usize,
+                    a[2] as usize,
+                    a[3] as i32,
+                    a[4] as usize,
+                )
+            };
+            if r >= 0 {
+                crate::after_mremap(a[0], a[1], r as u64, a[2], 0);
+            }
+            r
+        }
+        NR_MPROTECT => crate::mprotect(a[0], a[1], a[2] as i32).unwrap_or_else(|| {
+            // SAFETY: the program's own call.
+            unsafe { sys::mprotect(a[0] as usize, a[1] as usize, a[2] as i32) }
+        }),
+        NR_RT_SIGACTION => rt_sigaction(a),
+        // SAFETY: handler context.
+        NR_RT_SIGPROCMASK => unsafe { rt_sigprocmask(a, uc) },
+        // SAFETY: handler context.
+        NR_EXECVE | NR_EXECVEAT => unsafe { exec(nr as u32, a, uc) },
+        // A call this filter does not trap (a newer filter of ours?): made as asked.
+        // SAFETY: the program's own call, with its arguments.
+        _ => unsafe {
+            sys::syscall6(
+                nr as usize,
+                a[0] as usize,
+                a[1] as usize,
+                a[2] as usize,
+                a[3] as usize,
+                a[4] as usize,
+                a[5] as usize,
+            )
+        },
+    };
+    g[libc::REG_RAX as usize] = rc as i64;
+}
+
+fn mmap(a: [u64; 6]) -> isize {
+    let (prot, flags, fd, off) = (a[2] as i32, a[3] as i32, a[4] as i32, a[5] as i64);
+    // SAFETY: the program's own call.
+    let r = unsafe { sys::mmap(a[0] as usize, a[1] as usize, prot, flags, fd, off) };
+    if r >= 0 {
+        crate::after_mmap(r as u64, a[1], prot, flags, fd, off, 0);
+    }
+    r
+}
+
+/// `rt_sigaction(sig, act, oldact, sigsetsize)` of a signal the tracer owns: the
+/// program's action is recorded and reported back, the tracer's handler stays.
+fn rt_sigaction(a: [u64; 6]) -> isize {
+    let sig = a[0] as i32;
+    if a[3] != 8 {
+        return EINVAL;
+    }
+    let mut new = [0u8; 32];
+    if a[1] != 0 && !read_user(a[1], &mut new) {
+        return EFAULT;
+    }
+    let old = signals::app_action(sig);
+    if a[1] != 0 {
+        let word = |k: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&new[8 * k..8 * k + 8]);
+            u64::from_le_bytes(w)
+        };
+        let act = KSigaction {
+            handler: word(0) as usize,
+            flags: word(1),
+            restorer: word(2) as usize,
+            mask: word(3) & !UNBLOCKABLE,
+        };
+        signals::set_app_action(sig, &act);
+    }
+    if a[2] != 0 {
+        let mut out = [0u8; 32];
+        for (k, v) in [old.handler as u64, old.flags, old.restorer as u64, old.mask]
+            .into_iter()
+            .enumerate()
+        {
+            out[8 * k..8 * k + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        if !write_user(a[2], &out) {
+            return EFAULT;
+        }
+    }
+    0
+}
+
+/// `rt_sigprocmask(how, set, oldset, sigsetsize)` with a new set, on the frame's saved
+/// mask (what `rt_sigreturn` installs): the signals the tracer needs stay unblocked for
+/// real and blocked in the thread's virtual mask.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
+    if a[3] != 8 {
+        return EINVAL;
+    }
+    let mut b = [0u8; 8];
+    if a[1] != 0 && !read_user(a[1], &mut b) {
+        return EFAULT;
+    }
+    let set = u64::from_le_bytes(b) & !UNBLOCKABLE;
+    // SAFETY: handler context.
+    let saved = unsafe { uc_mask(uc) };
+    let keep = never_blocked();
+    let block = threads::current().map(|t| &t.sysemu_blocked);
+    let virt = block.map_or(0, |v| v.load(Ordering::Relaxed)) & keep;
+    let before = (*saved & !keep) | virt;
+    let after = if a[1] == 0 {
+        before
+    } else {
+        match a[0] as i32 {
+            libc::SIG_BLOCK => before | set,
+            libc::SIG_UNBLOCK => before & !set,
+            libc::SIG_SETMASK => set,
+            _ => return EINVAL,
+        }
+    };
+    *saved = after & !keep;
+    if let Some(v) = block {
+        v.store(after & keep, Ordering::Relaxed);
+    }
+    if a[2] != 0 && !write_user(a[2], &before.to_le_bytes()) {
+        return EFAULT;
+    }
+    0
+}
+
+/// `execve`/`execveat`: the hook, then the exec from the core with the program's own
+/// signal mask (the exec'd image inherits the mask of the thread that execs, and this
+/// handler's blocks nearly everything).
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
+    let call = if nr == NR_EXECVE {
+        ExecCall {
+            nr,
+            dirfd: libc::AT_FDCWD,
+            path: a[0] as *const u8,
+            argv: a[1] as *const *const u8,
+            envp: a[2] as *const *const u8,
+            flags: 0,
+        }
+    } else {
+        ExecCall {
+            nr,
+            dirfd: a[0] as i32,
+            path: a[1] as *const u8,
+            argv: a[2] as *const *const u8,
+            envp: a[3] as *const *const u8,
+            flags: a[4] as i32,
+        }
+    };
+    let hook = EXEC_HOOK.load(Ordering::Acquire);
+    let hook = (hook != 0).then(|| {
+        // SAFETY: stored from an `ExecHook` by `set_exec_hook`.
+        unsafe { core::mem::transmute::<usize, ExecHook>(hook) }
+    });
+    if let Some(h) = hook {
+        let r = h(&call, None);
+        if r < 0 {
+            return r;
+        }
+    }
+    // SAFETY: handler context.
+    let mask = unsafe { *uc_mask(uc) } & !never_blocked();
+    let mut old = 0u64;
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&mask), Some(&mut old));
+    // SAFETY: the program's own call, with its arguments.
+    let rc = unsafe {
+        sys::syscall6(
+            nr as usize,
+            a[0] as usize,
+            a[1] as usize,
+            a[2] as usize,
+            a[3] as usize,
+            a[4] as usize,
+            a[5] as usize,
+        )
+    };
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+    if let Some(h) = hook {
+        let _ = h(&call, Some(rc));
+    }
+    rc
+}

@@ -1,0 +1,1157 @@
+//! System-call virtualisation (`tracer::sysemu`): the seccomp filter's verdicts, checked
+//! with a BPF interpreter, and the SIGSYS handler in real processes.
+//!
+//! A filter cannot be removed, so each process test runs in a fresh copy of this test
+//! binary (`SYSEMU_CHILD` set, the one test selected): the copy starts the tracer, installs
+//! the filter with the binary's own code as the exempt range, and makes raw system calls
+//! through libc's `syscall()`, which lies outside that range, as a static program's or
+//! Go's own `syscall` instructions would.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use mmio_trace_ring::{Consumer, Kind, Record};
+use mmio_trace_tracer as tracer;
+use tracer::sysemu;
+
+const PAGE: usize = 4096;
+const DEV_LEN: usize = 2 * PAGE;
+
+// ---------------------------------------------------------------------------------------
+// The filter, interpreted.
+
+/// `struct seccomp_data` as the kernel hands it to the filter.
+#[derive(Clone, Copy)]
+struct Data {
+    nr: u32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+
+impl Data {
+    fn word(&self, off: u32) -> u32 {
+        let mut b = [0u8; 64];
+        b[0..4].copy_from_slice(&self.nr.to_le_bytes());
+        b[4..8].copy_from_slice(&self.arch.to_le_bytes());
+        b[8..16].copy_from_slice(&self.ip.to_le_bytes());
+        for (i, a) in self.args.iter().enumerate() {
+            b[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let o = off as usize;
+        assert!(
+            o % 4 == 0 && o + 4 <= 64,
+            "load outside seccomp_data: {off}"
+        );
+        u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+    }
+}
+
+/// Runs a classic BPF program as the kernel's seccomp does (the instructions a seccomp
+/// filter may use), checking every jump lands inside the program.
+fn run_bpf(prog: &[libc::sock_filter], d: &Data) -> u32 {
+    let mut a = 0u32;
+    let mut pc = 0usize;
+    loop {
+        assert!(pc < prog.len(), "ran off the program's end");
+        let i = prog[pc];
+        let class = u32::from(i.code) & 0x07;
+        match class {
+            c if c == libc::BPF_LD => {
+                assert_eq!(
+                    u32::from(i.code),
+                    libc::BPF_LD | libc::BPF_W | libc::BPF_ABS
+                );
+                a = d.word(i.k);
+                pc += 1;
+            }
+            c if c == libc::BPF_JMP => {
+                let op = u32::from(i.code) & 0xf0;
+                assert_eq!(
+                    u32::from(i.code) & 0x08,
+                    libc::BPF_K,
+                    "jumps compare with k"
+                );
+                let taken = match op {
+                    o if o == libc::BPF_JEQ => a == i.k,
+                    o if o == libc::BPF_JGT => a > i.k,
+                    o if o == libc::BPF_JGE => a >= i.k,
+                    o if o == libc::BPF_JSET => a & i.k != 0,
+                    o => panic!("unexpected jump op {o:#x}"),
+                };
+                pc += 1 + usize::from(if taken { i.jt } else { i.jf });
+            }
+            c if c == libc::BPF_RET => {
+                assert_eq!(u32::from(i.code) & 0x18, libc::BPF_K);
+                return i.k;
+            }
+            c => panic!("unexpected instruction class {c:#x}"),
+        }
+    }
+}
+
+const ALLOW: u32 = 0x7fff_0000;
+const TRAP: u32 = 0x0003_0000 | sysemu::FILTER_DATA;
+const X86_64: u32 = 0xc000_003e;
+const I386: u32 = 0x4000_0003;
+
+fn verdict(lo: u64, hi: u64, nr: u32, arch: u32, ip: u64, args: [u64; 6]) -> u32 {
+    let mut prog = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }; sysemu::FILTER_MAX];
+    let n = sysemu::filter(lo, hi, &mut prog);
+    assert!(n > 0 && n <= sysemu::FILTER_MAX);
+    run_bpf(&prog[..n], &Data { nr, arch, ip, args })
+}
+
+#[test]
+fn filter_verdicts_for_each_case() {
+    // Ranges whose bounds share their high halves, differ in them, and cross a 4 GiB line.
+    for (lo, hi) in [
+        (0x2aa0_0000_0000u64, 0x2aa0_0010_0000u64),
+        (0x5555_ffff_f000, 0x5556_0000_3000),
+        (0x1000, 0x2000),
+    ] {
+        let out = hi + 0x10_0000;
+        let v = |nr, arch, ip, args| verdict(lo, hi, nr, arch, ip, args);
+        let mmap_file = [0, 4096, 3, libc::MAP_SHARED as u64, 3, 0];
+        // The core's own calls, at both ends of its range; just outside traps.
+        assert_eq!(v(9, X86_64, lo, mmap_file), ALLOW, "{lo:#x}");
+        assert_eq!(v(9, X86_64, hi - 1, mmap_file), ALLOW, "{lo:#x}");
+        assert_eq!(v(9, X86_64, hi, mmap_file), TRAP, "{lo:#x}");
+        assert_eq!(v(9, X86_64, lo - 1, mmap_file), TRAP, "{lo:#x}");
+        assert_eq!(v(9, X86_64, lo ^ (1 << 40), mmap_file), TRAP, "{lo:#x}");
+        assert_eq!(
+            v(9, X86_64, (lo & 0xffff_ffff) | (1 << 32) << 8, mmap_file),
+            TRAP
+        );
+        // i386 and x32 calls are not routed.
+        assert_eq!(v(9, I386, out, mmap_file), ALLOW);
+        assert_eq!(v(192, I386, out, mmap_file), ALLOW);
+        assert_eq!(v(9 | 0x4000_0000, X86_64, out, mmap_file), ALLOW);
+        // mmap: anonymous allowed (also private), file-backed trapped (shared or private).
+        let anon = libc::MAP_PRIVATE as u64 | libc::MAP_ANONYMOUS as u64;
+        assert_eq!(v(9, X86_64, out, [0, 4096, 3, anon, u64::MAX, 0]), ALLOW);
+        let anon_shared = libc::MAP_SHARED as u64 | libc::MAP_ANONYMOUS as u64;
+        assert_eq!(v(9, X86_64, out, [0, 4096, 3, anon_shared, 7, 0]), ALLOW);
+        assert_eq!(v(9, X86_64, out, [0, 4096, 3, 2, 3, 0]), TRAP);
+        // Always trapped.
+        for nr in [11, 25, 10, 59, 322] {
+            assert_eq!(v(nr, X86_64, out, [0; 6]), TRAP, "nr {nr}");
+        }
+        // rt_sigaction: the tracer's signals and SIGSYS, by the low half of the argument.
+        for sig in [4u64, 5, 7, 8, 11, 31, 63] {
+            assert_eq!(v(13, X86_64, out, [sig, 0, 0, 8, 0, 0]), TRAP, "sig {sig}");
+            assert_eq!(
+                v(13, X86_64, out, [sig | 1 << 32, 1, 0, 8, 0, 0]),
+                TRAP,
+                "sig {sig}"
+            );
+            assert_eq!(v(13, X86_64, lo, [sig, 1, 0, 8, 0, 0]), ALLOW);
+        }
+        for sig in [1u64, 2, 10, 12, 14, 17, 32, 34, 62, 64, 0, 65] {
+            assert_eq!(v(13, X86_64, out, [sig, 1, 0, 8, 0, 0]), ALLOW, "sig {sig}");
+        }
+        // rt_sigprocmask with a new set (either half non-zero), not a query.
+        assert_eq!(v(14, X86_64, out, [0, 0, 0x7000, 8, 0, 0]), ALLOW);
+        assert_eq!(v(14, X86_64, out, [0, 0x7000, 0, 8, 0, 0]), TRAP);
+        assert_eq!(v(14, X86_64, out, [0, 1 << 40, 0, 8, 0, 0]), TRAP);
+        assert_eq!(v(14, X86_64, lo, [0, 0x7000, 0, 8, 0, 0]), ALLOW);
+        // sigaltstack is the kernel's.
+        assert_eq!(v(131, X86_64, out, [0, 0x7000, 0, 0, 0, 0]), ALLOW);
+        assert_eq!(v(131, X86_64, out, [0x7000, 0, 0, 0, 0, 0]), ALLOW);
+        // Everything else.
+        for nr in [0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 329] {
+            assert_eq!(v(nr, X86_64, out, [1, 1, 1, 1, 1, 1]), ALLOW, "nr {nr}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes.
+
+fn child_mode() -> bool {
+    std::env::var_os("SYSEMU_CHILD").is_some()
+}
+
+/// Runs test `name` alone in a fresh copy of this binary; its exit status and output.
+fn run_child(name: &str) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SYSEMU_CHILD", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status, text)
+}
+
+/// A test whose body runs in a child process that must succeed.
+macro_rules! child_test {
+    ($(#[$m:meta])* $name:ident, $body:block) => {
+        $(#[$m])*
+        #[test]
+        fn $name() {
+            if child_mode() {
+                $body
+                return;
+            }
+            let (st, out) = run_child(stringify!($name));
+            println!("{out}");
+            assert!(st.success() && out.contains("1 passed"), "child {st:?}:\n{out}");
+        }
+    };
+}
+
+extern "C" {
+    static __executable_start: u8;
+    static etext: u8;
+}
+
+/// This binary's code: the tracer's, and nothing of libc's.
+fn text_range() -> (u64, u64) {
+    // SAFETY: linker-defined symbols; only their addresses are taken.
+    unsafe {
+        (
+            &__executable_start as *const u8 as u64,
+            &etext as *const u8 as u64,
+        )
+    }
+}
+
+/// `syscall(nr, args...)` through libc (outside the exempt range): the raw result, `-errno`
+/// on failure.
+fn raw(nr: i64, a: [u64; 6]) -> i64 {
+    // SAFETY: each test passes what the call expects; failures come back as errors.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r == -1 {
+        -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap())
+    } else {
+        r
+    }
+}
+
+struct Env {
+    c: Consumer,
+    dir: std::path::PathBuf,
+    fd: i32,
+}
+
+/// A directory of its own with device file `dev0` (word k holds 0x1000 + k) and plain
+/// file `plain0` (word k holds 0x2000 + k).
+fn files() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mmio-sysemu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, base) in [("dev0", 0x1000u32), ("plain0", 0x2000)] {
+        let v: Vec<u8> = (0..(DEV_LEN / 4) as u32)
+            .flat_map(|k| (base + k).to_le_bytes())
+            .collect();
+        std::fs::write(dir.join(name), v).unwrap();
+    }
+    dir
+}
+
+fn open(path: &std::path::Path) -> i32 {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR) };
+    assert!(fd >= 0);
+    fd
+}
+
+/// Tracing on, `dev*` in the test directory the device, the filter installed.
+fn setup() -> Env {
+    let dir = files();
+    let c = Consumer::create(16, 1024).unwrap();
+    let rules = tracer::Rules::new(&[format!("{}/dev*", dir.display())], true);
+    tracer::init(c.shm(), rules);
+    let (lo, hi) = text_range();
+    sysemu::install(lo, hi, None).unwrap();
+    assert!(sysemu::active());
+    let fd = open(&dir.join("dev0"));
+    Env { c, dir, fd }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Ev {
+    Map { addr: u64, len: u64, phys: u64 },
+    Unmap,
+    Read(u64, u8, u64),
+    Write(u64, u8, u64),
+}
+
+impl Env {
+    /// The events so far (marks left out), addresses as they are.
+    fn events(&mut self) -> Vec<Ev> {
+        let mut recs: Vec<Record> = Vec::new();
+        self.c.poll(|d| recs.extend_from_slice(d.records));
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < recs.len() {
+            let r = recs[i];
+            match r.kind() {
+                Some(Kind::Map) => out.push(Ev::Map {
+                    addr: r.addr(),
+                    len: r.0[2],
+                    phys: recs[i + 1].0[0],
+                }),
+                Some(Kind::Unmap) => out.push(Ev::Unmap),
+                Some(Kind::Read) => out.push(Ev::Read(r.addr(), r.width(), r.value())),
+                Some(Kind::Write) => out.push(Ev::Write(r.addr(), r.width(), r.value())),
+                _ => {}
+            }
+            i += 1 + r.extra();
+        }
+        out
+    }
+
+    /// A raw shared read-write mapping of the device file.
+    fn map_dev(&self) -> u64 {
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let p = raw(
+            libc::SYS_mmap,
+            [
+                0,
+                DEV_LEN as u64,
+                rw,
+                libc::MAP_SHARED as u64,
+                self.fd as u64,
+                0,
+            ],
+        );
+        assert!(p > 0, "raw mmap of the device: {p}");
+        p as u64
+    }
+
+    /// Word `k` of the device file, read from the file.
+    fn file_word(&self, k: u64) -> u32 {
+        let mut b = [0u8; 4];
+        // SAFETY: a valid buffer.
+        let n = unsafe { libc::pread(self.fd, b.as_mut_ptr().cast(), 4, (4 * k) as i64) };
+        assert_eq!(n, 4);
+        u32::from_le_bytes(b)
+    }
+}
+
+fn rd(p: u64) -> u32 {
+    // SAFETY: the tests read mappings they made.
+    unsafe { std::ptr::read_volatile(p as *const u32) }
+}
+
+fn wr(p: u64, v: u32) {
+    // SAFETY: the tests write mappings they made.
+    unsafe { std::ptr::write_volatile(p as *mut u32, v) }
+}
+
+child_test!(raw_mmap_of_a_device_is_traced_exactly, {
+    let mut e = setup();
+    let p = e.map_dev();
+    assert_eq!(rd(p + 8), 0x1002);
+    wr(p + 0x10, 0xabcd);
+    assert_eq!(rd(p + 0x1004), 0x1401);
+    assert_eq!(
+        e.events(),
+        [
+            Ev::Map {
+                addr: p,
+                len: DEV_LEN as u64,
+                phys: 0
+            },
+            Ev::Read(p + 8, 4, 0x1002),
+            Ev::Write(p + 0x10, 4, 0xabcd),
+            Ev::Read(p + 0x1004, 4, 0x1401),
+        ]
+    );
+    assert_eq!(e.file_word(4), 0xabcd);
+    // The pages stay closed: the kernel's view of the mapping.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.starts_with(&format!("{p:x}-")))
+        .unwrap();
+    assert!(line.contains(" ---s "), "{line}");
+});
+
+child_test!(
+    raw_munmap_drops_the_region_and_anonymous_memory_there_is_the_programs,
+    {
+        let mut e = setup();
+        let p = e.map_dev();
+        assert_eq!(rd(p), 0x1000);
+        assert_eq!(raw(libc::SYS_munmap, [p, DEV_LEN as u64, 0, 0, 0, 0]), 0);
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let q = raw(libc::SYS_mmap, [p, DEV_LEN as u64, rw, flags, u64::MAX, 0]);
+        assert_eq!(q as u64, p);
+        wr(p, 0x55aa);
+        wr(p + 0x1000, 0x77);
+        assert_eq!(rd(p), 0x55aa);
+        assert_eq!(rd(p + 0x1000), 0x77);
+        assert_eq!(e.file_word(0), 0x1000, "the heap write reached the device");
+        assert_eq!(e.file_word(0x400), 0x1400);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len: DEV_LEN as u64,
+                    phys: 0
+                },
+                Ev::Read(p, 4, 0x1000),
+                Ev::Unmap,
+            ]
+        );
+    }
+);
+
+child_test!(raw_mremap_moves_a_device_mapping_traced, {
+    let mut e = setup();
+    let p = e.map_dev();
+    // A place to move to (anonymous: not trapped).
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let q = raw(libc::SYS_mmap, [0, DEV_LEN as u64, 0, flags, u64::MAX, 0]) as u64;
+    let mv = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+    let r = raw(
+        libc::SYS_mremap,
+        [p, DEV_LEN as u64, DEV_LEN as u64, mv, q, 0],
+    );
+    assert_eq!(r as u64, q);
+    assert_eq!(rd(q + 4), 0x1001);
+    wr(q + 0x1008, 9);
+    assert_eq!(e.file_word(0x402), 9);
+    assert_eq!(
+        e.events(),
+        [
+            Ev::Map {
+                addr: p,
+                len: DEV_LEN as u64,
+                phys: 0
+            },
+            Ev::Unmap,
+            Ev::Map {
+                addr: q,
+                len: DEV_LEN as u64,
+                phys: 0
+            },
+            Ev::Read(q + 4, 4, 0x1001),
+            Ev::Write(q + 0x1008, 4, 9),
+        ]
+    );
+});
+
+child_test!(raw_mprotect_of_a_device_mapping_keeps_it_traced, {
+    let mut e = setup();
+    let p = e.map_dev();
+    assert_eq!(
+        raw(
+            libc::SYS_mprotect,
+            [p, PAGE as u64, libc::PROT_READ as u64, 0, 0, 0]
+        ),
+        0
+    );
+    assert_eq!(rd(p + 12), 0x1003);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.starts_with(&format!("{p:x}-")))
+        .unwrap();
+    assert!(line.contains(" ---s "), "{line}");
+    // The kernel still judges the call: misaligned.
+    assert_eq!(
+        raw(
+            libc::SYS_mprotect,
+            [p + 1, 4, libc::PROT_READ as u64, 0, 0, 0]
+        ),
+        -i64::from(libc::EINVAL)
+    );
+    assert_eq!(
+        e.events(),
+        [
+            Ev::Map {
+                addr: p,
+                len: DEV_LEN as u64,
+                phys: 0
+            },
+            Ev::Read(p + 12, 4, 0x1003),
+        ]
+    );
+});
+
+/// After `mprotect(PROT_READ)`, the program's write to the device is its own fault: it
+/// dies of SIGSEGV as it would natively (checked by the parent below).
+#[test]
+#[ignore = "run by write_to_a_read_only_device_page_is_the_programs_fault"]
+fn dies_writing_a_read_only_device_page() {
+    if !child_mode() {
+        return;
+    }
+    {
+        let e = setup();
+        let p = e.map_dev();
+        raw(
+            libc::SYS_mprotect,
+            [p, PAGE as u64, libc::PROT_READ as u64, 0, 0, 0],
+        );
+        wr(p, 1);
+        std::process::exit(0);
+    }
+}
+
+#[test]
+fn write_to_a_read_only_device_page_is_the_programs_fault() {
+    if child_mode() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "dies_writing_a_read_only_device_page",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SYSEMU_CHILD", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
+}
+
+child_test!(raw_file_mmap_of_a_plain_file_is_not_traced, {
+    let mut e = setup();
+    let fd = open(&e.dir.join("plain0"));
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let p = raw(
+        libc::SYS_mmap,
+        [0, DEV_LEN as u64, rw, libc::MAP_SHARED as u64, fd as u64, 0],
+    ) as u64;
+    assert_eq!(rd(p + 4), 0x2001);
+    wr(p + 8, 5);
+    assert_eq!(rd(p + 8), 5);
+    assert_eq!(e.events(), []);
+});
+
+/// The program's SIGSEGV handler (an `SA_SIGINFO` one): records the fault address and
+/// opens the page, so the access is retried.
+static FAULT_AT: AtomicU64 = AtomicU64::new(0);
+static FAULTS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn program_segv(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel's (or the tracer's) siginfo of a fault.
+    let a = unsafe { (*info).si_addr() } as u64;
+    FAULTS.fetch_add(1, Ordering::SeqCst);
+    FAULT_AT.store(a, Ordering::SeqCst);
+    // A trapped call from inside the handler (libc's mprotect is outside the range).
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    // SAFETY: the test's own anonymous page.
+    let r = unsafe { libc::mprotect((a & !(PAGE as u64 - 1)) as *mut libc::c_void, PAGE, rw) };
+    if r != 0 {
+        // SAFETY: leaving at once.
+        unsafe { libc::_exit(90) };
+    }
+}
+
+/// The kernel's `struct sigaction`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct KAction {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+fn rt_sigaction(sig: i32, act: Option<&KAction>, old: Option<&mut KAction>) -> i64 {
+    raw(
+        libc::SYS_rt_sigaction,
+        [
+            sig as u64,
+            act.map_or(0, |a| a as *const KAction as u64),
+            old.map_or(0, |a| a as *mut KAction as u64),
+            8,
+            0,
+            0,
+        ],
+    )
+}
+
+const SA_RESTORER: u64 = 0x0400_0000;
+
+child_test!(
+    raw_rt_sigaction_of_sigsegv_is_the_programs_and_the_device_stays_traced,
+    {
+        let mut e = setup();
+        let mut old = KAction {
+            handler: 99,
+            ..Default::default()
+        };
+        assert_eq!(rt_sigaction(libc::SIGSEGV, None, Some(&mut old)), 0);
+        assert_eq!(old, KAction::default(), "no program handler yet");
+        let bit = |s: i32| 1u64 << (s - 1);
+        let act = KAction {
+            handler: program_segv as *const () as u64,
+            flags: libc::SA_SIGINFO as u64 | SA_RESTORER,
+            restorer: 0x1234_5678,
+            mask: bit(libc::SIGUSR1) | bit(libc::SIGKILL),
+        };
+        assert_eq!(rt_sigaction(libc::SIGSEGV, Some(&act), None), 0);
+        let mut back = KAction::default();
+        assert_eq!(rt_sigaction(libc::SIGSEGV, None, Some(&mut back)), 0);
+        assert_eq!(
+            back,
+            KAction {
+                mask: bit(libc::SIGUSR1),
+                ..act
+            },
+            "the action reads back as set (SIGKILL dropped, as the kernel does)"
+        );
+        // The device is still the tracer's.
+        let p = e.map_dev();
+        assert_eq!(rd(p + 16), 0x1004);
+        // The program's own fault is its handler's.
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let g = raw(libc::SYS_mmap, [0, PAGE as u64, 0, flags, u64::MAX, 0]) as u64;
+        wr(g + 8, 7);
+        assert_eq!(FAULTS.load(Ordering::SeqCst), 1);
+        assert_eq!(FAULT_AT.load(Ordering::SeqCst), g + 8);
+        assert_eq!(rd(g + 8), 7);
+        assert_eq!(rd(p + 20), 0x1005);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len: DEV_LEN as u64,
+                    phys: 0
+                },
+                Ev::Read(p + 16, 4, 0x1004),
+                Ev::Read(p + 20, 4, 0x1005),
+            ]
+        );
+    }
+);
+
+fn sigprocmask(how: i32, set: Option<u64>, old: Option<&mut u64>) -> i64 {
+    let s = set.unwrap_or(0);
+    raw(
+        libc::SYS_rt_sigprocmask,
+        [
+            how as u64,
+            set.map_or(0, |_| &s as *const u64 as u64),
+            old.map_or(0, |o| o as *mut u64 as u64),
+            8,
+            0,
+            0,
+        ],
+    )
+}
+
+/// The calling thread's blocked signals as the kernel has them.
+fn kernel_blocked() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let l = s.lines().find(|l| l.starts_with("SigBlk:")).unwrap();
+    u64::from_str_radix(l[7..].trim(), 16).unwrap()
+}
+
+child_test!(raw_rt_sigprocmask_blocking_sigsegv_and_sigsys_is_virtual, {
+    let mut e = setup();
+    let bit = |s: i32| 1u64 << (s - 1);
+    let mut start = u64::MAX;
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut start)), 0);
+    let set = bit(libc::SIGSEGV) | bit(libc::SIGSYS) | bit(libc::SIGTRAP) | bit(libc::SIGUSR1);
+    let mut old = u64::MAX;
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(set), Some(&mut old)), 0);
+    assert_eq!(old, start);
+    // Still trapped (SIGSYS is not blocked for real) and still traced (nor SIGSEGV).
+    let p = e.map_dev();
+    assert_eq!(rd(p + 4), 0x1001);
+    let real = kernel_blocked();
+    assert_eq!(real & set, bit(libc::SIGUSR1), "kernel mask {real:#x}");
+    let mut now = 0;
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+    assert_eq!(now, start | set, "what the program set reads back");
+    assert_eq!(
+        sigprocmask(libc::SIG_UNBLOCK, Some(bit(libc::SIGSEGV)), Some(&mut now)),
+        0
+    );
+    assert_eq!(now, start | set);
+    assert_eq!(
+        sigprocmask(libc::SIG_SETMASK, Some(bit(libc::SIGSYS)), Some(&mut now)),
+        0
+    );
+    assert_eq!(now, (start | set) & !bit(libc::SIGSEGV));
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+    assert_eq!(now, bit(libc::SIGSYS));
+    assert_eq!(kernel_blocked() & set, 0);
+    assert_eq!(
+        e.events(),
+        [
+            Ev::Map {
+                addr: p,
+                len: DEV_LEN as u64,
+                phys: 0
+            },
+            Ev::Read(p + 4, 4, 0x1001),
+        ]
+    );
+});
+
+child_test!(raw_sigaltstack_is_the_kernels_and_the_tracer_runs_on_it, {
+    let mut e = setup();
+    let size = 64 << 10;
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let sp = raw(libc::SYS_mmap, [0, size, rw, flags, u64::MAX, 0]) as u64;
+    let mut old = [1u64, 1, 1];
+    let alt = |ss: Option<&[u64; 3]>, old: &mut [u64; 3]| {
+        raw(
+            libc::SYS_sigaltstack,
+            [
+                ss.map_or(0, |s| s.as_ptr() as u64),
+                old.as_mut_ptr() as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    assert_eq!(alt(Some(&[sp, 0, size]), &mut old), 0);
+    let mut cur = [0u64; 3];
+    assert_eq!(alt(None, &mut cur), 0);
+    assert_eq!(cur, [sp, 0, size]);
+    // The tracer's handlers run on the program's 64 KiB stack.
+    let p = e.map_dev();
+    assert_eq!(rd(p), 0x1000);
+    wr(p + 4, 3);
+    // Disabled and freed, as Rust's std does at a thread's end: no signal lands there.
+    assert_eq!(alt(Some(&[0, libc::SS_DISABLE as u64, 0]), &mut cur), 0);
+    assert_eq!(raw(libc::SYS_munmap, [sp, size, 0, 0, 0, 0]), 0);
+    assert_eq!(rd(p + 4), 3);
+    assert_eq!(e.events().len(), 4);
+});
+
+/// A call made before and after the filter: the same result.
+fn error_calls() -> Vec<i64> {
+    let bad = 1u64; // a pointer into nothing
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let mut mask_out = 0u64;
+    let zero = 0u64;
+    let act = KAction::default();
+    vec![
+        raw(
+            libc::SYS_mmap,
+            [0, 4096, rw, libc::MAP_SHARED as u64, 999, 0],
+        ),
+        raw(libc::SYS_mmap, [0, 0, rw, libc::MAP_SHARED as u64, 0, 0]),
+        raw(libc::SYS_munmap, [0x1001, 4096, 0, 0, 0, 0]),
+        raw(libc::SYS_mprotect, [0x1001, 4096, 1, 0, 0, 0]),
+        raw(libc::SYS_mprotect, [0x1000, 4096, 1, 0, 0, 0]),
+        raw(libc::SYS_mremap, [0x1001, 4096, 8192, 0, 0, 0]),
+        raw(
+            libc::SYS_rt_sigaction,
+            [
+                libc::SIGSEGV as u64,
+                &act as *const KAction as u64,
+                0,
+                4,
+                0,
+                0,
+            ],
+        ),
+        raw(
+            libc::SYS_rt_sigaction,
+            [libc::SIGSEGV as u64, bad, 0, 8, 0, 0],
+        ),
+        raw(
+            libc::SYS_rt_sigaction,
+            [libc::SIGSEGV as u64, 0, bad, 8, 0, 0],
+        ),
+        raw(
+            libc::SYS_rt_sigprocmask,
+            [99, &zero as *const u64 as u64, 0, 8, 0, 0],
+        ),
+        raw(libc::SYS_rt_sigprocmask, [0, bad, 0, 8, 0, 0]),
+        raw(
+            libc::SYS_rt_sigprocmask,
+            [
+                0,
+                &zero as *const u64 as u64,
+                &mut mask_out as *mut u64 as u64,
+                4,
+                0,
+                0,
+            ],
+        ),
+        raw(
+            libc::SYS_rt_sigprocmask,
+            [0, &zero as *const u64 as u64, bad, 8, 0, 0],
+        ),
+        raw(
+            libc::SYS_execve,
+            [c"/nonexistent/x".as_ptr() as u64, 0, 0, 0, 0, 0],
+        ),
+        raw(libc::SYS_execveat, [999, c"x".as_ptr() as u64, 0, 0, 0, 0]),
+    ]
+}
+
+child_test!(errors_are_the_kernels_exactly, {
+    let before = error_calls();
+    let _e = setup();
+    let after = error_calls();
+    assert_eq!(before, after);
+    assert!(before.iter().all(|&r| r < 0), "{before:?}");
+});
+
+child_test!(a_thread_started_before_the_filter_traps_too, {
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<(i32, std::path::PathBuf)>();
+    let (res_tx, res_rx) = std::sync::mpsc::channel::<(u64, u32, String)>();
+    let t = std::thread::spawn(move || {
+        let (fd, _dir) = go_rx.recv().unwrap();
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let seccomp = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .unwrap()
+            .to_string();
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let p = raw(
+            libc::SYS_mmap,
+            [0, DEV_LEN as u64, rw, libc::MAP_SHARED as u64, fd as u64, 0],
+        ) as u64;
+        let v = rd(p + 0x1000);
+        res_tx.send((p, v, seccomp)).unwrap();
+    });
+    let mut e = setup();
+    go_tx.send((e.fd, e.dir.clone())).unwrap();
+    let (p, v, seccomp) = res_rx.recv().unwrap();
+    t.join().unwrap();
+    assert_eq!(seccomp.split_whitespace().nth(1), Some("2"), "{seccomp}");
+    assert_eq!(v, 0x1400);
+    assert_eq!(
+        e.events(),
+        [
+            Ev::Map {
+                addr: p,
+                len: DEV_LEN as u64,
+                phys: 0
+            },
+            Ev::Read(p + 0x1000, 4, 0x1400),
+        ]
+    );
+});
+
+/// The program's own SIGSYS handler: counts, and answers a trapped call with 4242.
+static SYS_SEEN: AtomicU64 = AtomicU64::new(0);
+static SYS_ERRNO: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn program_sigsys(_: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo and context.
+    unsafe {
+        let p = info as *const i32;
+        SYS_SEEN.fetch_add(1, Ordering::SeqCst);
+        SYS_ERRNO.store(*p.add(1) as u64, Ordering::SeqCst);
+        if *p.add(2) == 1 {
+            let uc = uc as *mut libc::ucontext_t;
+            (*uc).uc_mcontext.gregs[libc::REG_RAX as usize] = 4242;
+        }
+    }
+}
+
+/// The program's own filter: `getppid` traps with data 7.
+fn program_filter() {
+    let f = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_getppid as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0x0003_0000 | 7,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: f.len() as u16,
+        filter: f.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: plain prctl and seccomp with a valid program.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(libc::syscall(libc::SYS_seccomp, 1, 0, &prog), 0);
+    }
+}
+
+child_test!(the_programs_own_seccomp_traps_reach_its_sigsys_handler, {
+    let mut e = setup();
+    let act = KAction {
+        handler: program_sigsys as *const () as u64,
+        flags: libc::SA_SIGINFO as u64,
+        restorer: 0,
+        mask: 0,
+    };
+    let mut old = KAction {
+        handler: 5,
+        ..Default::default()
+    };
+    assert_eq!(rt_sigaction(libc::SIGSYS, Some(&act), Some(&mut old)), 0);
+    assert_eq!(old, KAction::default());
+    program_filter();
+    assert_eq!(raw(libc::SYS_getppid, [0; 6]), 4242);
+    assert_eq!(SYS_SEEN.load(Ordering::SeqCst), 1);
+    assert_eq!(SYS_ERRNO.load(Ordering::SeqCst), 7);
+    // Ours still trap (into the tracer, not the program's handler).
+    let p = e.map_dev();
+    assert_eq!(rd(p + 4), 0x1001);
+    assert_eq!(SYS_SEEN.load(Ordering::SeqCst), 1);
+    // A SIGSYS sent by someone is the program's too.
+    // SAFETY: plain kill of ourselves.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSYS) };
+    assert_eq!(SYS_SEEN.load(Ordering::SeqCst), 2);
+    assert_eq!(e.events().len(), 2);
+});
+
+#[test]
+#[ignore = "run by a_foreign_seccomp_trap_without_a_handler_kills_as_natively"]
+fn dies_of_a_foreign_trap() {
+    if !child_mode() {
+        return;
+    }
+    let _e = setup();
+    program_filter();
+    raw(libc::SYS_getppid, [0; 6]);
+    std::process::exit(0);
+}
+
+#[test]
+fn a_foreign_seccomp_trap_without_a_handler_kills_as_natively() {
+    if child_mode() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "dies_of_a_foreign_trap",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SYSEMU_CHILD", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{out:?}");
+}
+
+/// A static executable that exits with 7 when it starts with no signal blocked, else 3.
+fn exit7_elf() -> Vec<u8> {
+    let code: [u8; 59] = [
+        0x48, 0x83, 0xec, 0x08, 0x48, 0xc7, 0x04, 0x24, 0x00, 0x00, 0x00, 0x00, 0x31, 0xff, 0x31,
+        0xf6, 0x48, 0x89, 0xe2, 0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0xb8, 0x0e, 0x00, 0x00, 0x00,
+        0x0f, 0x05, 0x48, 0x8b, 0x04, 0x24, 0xbf, 0x07, 0x00, 0x00, 0x00, 0xb9, 0x03, 0x00, 0x00,
+        0x00, 0x48, 0x85, 0xc0, 0x0f, 0x45, 0xf9, 0xb8, 0xe7, 0x00, 0x00, 0x00, 0x0f, 0x05,
+    ];
+    let base = 0x40_0000u64;
+    let total = (64 + 56 + code.len()) as u64;
+    let mut v = Vec::new();
+    v.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    v.extend_from_slice(&0x3eu16.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    v.extend_from_slice(&(base + 120).to_le_bytes()); // entry
+    v.extend_from_slice(&64u64.to_le_bytes()); // phoff
+    v.extend_from_slice(&0u64.to_le_bytes()); // shoff
+    v.extend_from_slice(&0u32.to_le_bytes());
+    for h in [64u16, 56, 1, 64, 0, 0] {
+        v.extend_from_slice(&h.to_le_bytes());
+    }
+    v.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    v.extend_from_slice(&5u32.to_le_bytes()); // R X
+    for w in [0, base, base, total, total, 0x1000u64] {
+        v.extend_from_slice(&w.to_le_bytes());
+    }
+    v.extend_from_slice(&code);
+    v
+}
+
+static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
+static HOOK_FAILED: AtomicU64 = AtomicU64::new(0);
+static HOOK_FD: AtomicUsize = AtomicUsize::new(0);
+
+fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) -> isize {
+    HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
+    if let Some(rc) = failed {
+        HOOK_FAILED.store(rc as u64, Ordering::SeqCst);
+        return 0;
+    }
+    // Tell the parent the hook ran before a successful exec: the first path byte.
+    // SAFETY: the program's NUL-terminated path; a write to our pipe.
+    unsafe {
+        let b = [b'H', *call.path];
+        libc::write(HOOK_FD.load(Ordering::SeqCst) as i32, b.as_ptr().cast(), 2);
+    }
+    0
+}
+
+#[test]
+#[ignore = "run by raw_execve_calls_the_hook_and_execs_with_the_programs_mask"]
+fn execs_after_the_hook() {
+    if !child_mode() {
+        return;
+    }
+    {
+        let e = setup();
+        sysemu::set_exec_hook(Some(exec_hook));
+        HOOK_FD.store(
+            std::env::var("SYSEMU_HOOK_FD").unwrap().parse().unwrap(),
+            Ordering::SeqCst,
+        );
+        // A failed exec: -ENOENT, and the hook hears it.
+        let missing = c"/nonexistent/x";
+        assert_eq!(
+            raw(libc::SYS_execve, [missing.as_ptr() as u64, 0, 0, 0, 0, 0]),
+            -i64::from(libc::ENOENT)
+        );
+        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            HOOK_FAILED.load(Ordering::SeqCst) as i64,
+            -i64::from(libc::ENOENT)
+        );
+        let path = e.dir.join("exit7");
+        std::fs::write(&path, exit7_elf()).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let argv = [p.as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null::<libc::c_char>()];
+        // The program's mask is empty; the handler's is not.
+        assert_eq!(sigprocmask(libc::SIG_SETMASK, Some(0), None), 0);
+        let r = raw(
+            libc::SYS_execve,
+            [
+                p.as_ptr() as u64,
+                argv.as_ptr() as u64,
+                envp.as_ptr() as u64,
+                0,
+                0,
+                0,
+            ],
+        );
+        panic!("execve returned {r}");
+    }
+}
+
+#[test]
+fn raw_execve_calls_the_hook_and_execs_with_the_programs_mask() {
+    if child_mode() {
+        return;
+    }
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe into a local array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "execs_after_the_hook",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SYSEMU_CHILD", "1")
+        .env("SYSEMU_HOOK_FD", fds[1].to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("mmio-sysemu-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    // Left behind by the image that exec'd.
+    let _ = std::fs::remove_dir_all(dir);
+    // SAFETY: our descriptors.
+    unsafe { libc::close(fds[1]) };
+    let mut b = [0u8; 8];
+    // SAFETY: a valid buffer.
+    let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 8) };
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(
+        &b[..n.max(0) as usize],
+        b"H/",
+        "the hook ran before the exec"
+    );
+}
+
+/// Median of `runs` timings of `n` calls of `f`, in ns per call.
+fn per_call(n: u32, runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            t.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[runs / 2]
+}
+
+child_test!(
+    /// `cargo test -p mmio-trace-tracer --test sysemu -- --ignored --nocapture cost`
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    cost_of_a_trapped_call_and_of_the_filter_on_other_calls,
+    {
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let page = raw(libc::SYS_mmap, [0, PAGE as u64, rw, flags, u64::MAX, 0]) as u64;
+        let mprotect = || {
+            raw(libc::SYS_mprotect, [page, PAGE as u64, rw, 0, 0, 0]);
+        };
+        let getppid = || {
+            raw(libc::SYS_getppid, [0; 6]);
+        };
+        let (n, runs) = (20_000, 9);
+        let m0 = per_call(n, runs, mprotect);
+        let g0 = per_call(n, runs, getppid);
+        let _e = setup();
+        let m1 = per_call(n, runs, mprotect);
+        let g1 = per_call(n, runs, getppid);
+        println!(
+            "mprotect: plain {m0:.0} ns, trapped (SIGSYS round trip) {m1:.0} ns ({:.1}x, +{:.0} ns)",
+            m1 / m0,
+            m1 - m0
+        );
+        println!(
+            "getppid: plain {g0:.0} ns, under the filter {g1:.0} ns (+{:.0} ns)",
+            g1 - g0
+        );
+    }
+);
