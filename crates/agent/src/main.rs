@@ -20,6 +20,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod mem;
+mod thread;
 
 use mmio_trace_tracer as tracer;
 
@@ -63,6 +64,9 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
         // SAFETY: the caller's contract.
         unsafe { core::slice::from_raw_parts(params, len) }
     };
+    // Helper threads (the hot-site patcher) by raw clone, unless the runtime registered
+    // its own way.
+    tracer::thread::set_default_spawner(thread::spawn);
     match tracer::init_from_vars(vars) {
         Ok(()) => {}
         Err(tracer::InitError::NoRecorder) => return -EINVAL,
@@ -234,7 +238,8 @@ pub extern "C" fn mmio_trace_agent_thread_start() {
 }
 
 /// Registers how the agent starts a helper thread (the hot-site patcher); see
-/// `tracer::thread::Spawner`. Until then hot sites are not patched.
+/// `tracer::thread::Spawner`. Without it, a raw `clone` of the agent's own (registered by
+/// [`mmio_trace_agent_init`]).
 #[no_mangle]
 pub extern "C" fn mmio_trace_agent_set_spawner(f: tracer::thread::Spawner) {
     tracer::thread::set_spawner(f);

@@ -2,8 +2,9 @@
 //! routes the calls the tracer must see into a SIGSYS handler, which makes them itself.
 //!
 //! The injected core (static, Go and set-uid programs) cannot interpose libc: the
-//! program's `mmap`, `munmap`, `mremap`, `mprotect`, `rt_sigaction`, `rt_sigprocmask`,
-//! `execve` and `execveat` are raw system calls. The filter
+//! program's `mmap`, `munmap`, `mremap`, `mprotect`, `pkey_mprotect`, `mlock`,
+//! `munlock`, `madvise`, `rt_sigaction`, `rt_sigprocmask`, `execve` and `execveat` are
+//! raw system calls. The filter
 //! ([`filter`]) answers them with `SECCOMP_RET_TRAP`: the kernel does not run the call and
 //! raises SIGSYS instead, with the registers of the call in the frame and the instruction
 //! pointer already past the `syscall` instruction. The handler makes the call from the
@@ -42,8 +43,10 @@
 //!   failure the hook hears the error and the program gets `-errno`.
 //!
 //! Not routed: i386 (`int 0x80`) and x32 calls (the emulator is x86-64 only),
-//! `pkey_mprotect`, `remap_file_pages`, `shmat` (System V shared memory is never a device),
-//! and `vfork`/`clone` (the agent's thread hooks are the lead's).
+//! `remap_file_pages`, `shmat` (System V shared memory is never a device), `mlockall`,
+//! and `clone`/`fork`/`vfork` (a handler cannot make a `CLONE_VM` clone for the program;
+//! the tracer's fork canary finds forks it did not see). `pkey_mprotect` of traced pages
+//! is kept virtual as `mprotect` is (the key is not applied to them).
 //!
 //! Before [`install`], no thread may have SIGSYS blocked: the kernel kills a thread whose
 //! trapped call raises a blocked SIGSYS (a thread inside glibc's `pthread_create`, which
@@ -77,6 +80,11 @@ const NR_RT_SIGPROCMASK: u32 = 14;
 const NR_MREMAP: u32 = 25;
 const NR_EXECVE: u32 = 59;
 const NR_EXECVEAT: u32 = 322;
+const NR_MADVISE: u32 = 28;
+const NR_MLOCK: u32 = 149;
+const NR_MUNLOCK: u32 = 150;
+const NR_MLOCK2: u32 = 325;
+const NR_PKEY_MPROTECT: u32 = 329;
 const NR_SECCOMP: usize = 317;
 const NR_PRCTL: usize = 157;
 
@@ -262,8 +270,16 @@ pub fn install_handler() {
     ON.store(true, Ordering::Release);
     sys::never_block(SYS_BIT);
     strip_installed_handlers();
-    // A thread that had SIGSYS blocked must not die of its first trapped call.
-    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), None);
+    // The calling thread must not die of its first trapped call if it had SIGSYS blocked
+    // (an image exec'd with every signal blocked): unblocked for real, blocked for the
+    // program.
+    let mut was = 0u64;
+    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), Some(&mut was));
+    if was & SYS_BIT != 0 {
+        if let Some(t) = threads::current() {
+            t.sysemu_blocked.fetch_or(SYS_BIT, Ordering::Relaxed);
+        }
+    }
 }
 
 const SA_SIGINFO: u64 = 4;
@@ -281,7 +297,7 @@ struct Asm<'a> {
 }
 
 const NONE: u8 = u8::MAX;
-const LABELS: usize = 14;
+const LABELS: usize = 15;
 // Labels.
 const ALLOW: u8 = 0;
 const TRAP: u8 = 1;
@@ -296,6 +312,7 @@ const MEM: u8 = 10;
 const ARG_LO_OK: u8 = 11;
 const ARG_LO_LOW: u8 = 12;
 const ARG_HI_LOW: u8 = 13;
+const MADVISE: u8 = 14;
 
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -371,7 +388,9 @@ impl Asm<'_> {
 /// call, the core's own, i386 and x32 calls are allowed.
 ///
 /// Trapped: `mmap` of a file, or anonymous with `MAP_FIXED` (it may replace a traced
-/// mapping, as a `munmap` does), `munmap`, `mremap`, `mprotect` — each unless its address
+/// mapping, as a `munmap` does), `munmap`, `mremap`, `mprotect`, `pkey_mprotect`,
+/// `mlock`, `mlock2`, `munlock`, `madvise` with `MADV_POPULATE_READ`/`WRITE` (the kernel
+/// cannot lock or populate the pages the tracer keeps closed) — each unless its address
 /// (the first argument) lies in `[lo, hi)`, which only the injector maps, from outside —,
 /// `execve`, `execveat`, `rt_sigaction`, `rt_sigprocmask` with a new set.
 pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> usize {
@@ -397,9 +416,18 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
     a.label(NOT_CORE);
     a.ld(OFF_NR);
     a.op(JEQ, NR_MMAP, MMAP, NEXT);
-    for nr in [NR_MUNMAP, NR_MREMAP, NR_MPROTECT] {
+    for nr in [
+        NR_MUNMAP,
+        NR_MREMAP,
+        NR_MPROTECT,
+        NR_PKEY_MPROTECT,
+        NR_MLOCK,
+        NR_MLOCK2,
+        NR_MUNLOCK,
+    ] {
         a.op(JEQ, nr, MEM, NEXT);
     }
+    a.op(JEQ, NR_MADVISE, MADVISE, NEXT);
     for nr in [NR_EXECVE, NR_EXECVEAT] {
         a.op(JEQ, nr, TRAP, NEXT);
     }
@@ -413,6 +441,11 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
     a.ld(off_arg(3));
     a.op(JSET, MAP_ANONYMOUS, NEXT, MEM);
     a.op(JSET, MAP_FIXED, MEM, ALLOW);
+    // madvise: only the populating advice (the kernel cannot populate the traced pages).
+    a.label(MADVISE);
+    a.ld(off_arg(2));
+    a.op(JEQ, crate::MADV_POPULATE_READ as u32, MEM, NEXT);
+    a.op(JEQ, crate::MADV_POPULATE_WRITE as u32, MEM, ALLOW);
     // A memory call at an address in the core's range is the injector's (loading or
     // unloading the core from outside it: at an exec, the inherited filter is there
     // before the core is).
@@ -527,6 +560,31 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
             // SAFETY: the program's own call.
             unsafe { sys::mprotect(a[0] as usize, a[1] as usize, a[2] as i32) }
         }),
+        NR_PKEY_MPROTECT => crate::mprotect(a[0], a[1], a[2] as i32).unwrap_or_else(|| {
+            // SAFETY: the program's own call.
+            unsafe { plain(nr, a) }
+        }),
+        NR_MLOCK | NR_MLOCK2 => {
+            let flags = if nr as u32 == NR_MLOCK {
+                0
+            } else {
+                a[2] as i32
+            };
+            // SAFETY: the program's own call.
+            crate::mlock(a[0], a[1], flags).unwrap_or_else(|| unsafe { plain(nr, a) })
+        }
+        NR_MUNLOCK => {
+            // SAFETY: the program's own call.
+            let r = unsafe { plain(nr, a) };
+            if r == 0 {
+                crate::after_munlock(a[0], a[1]);
+            }
+            r
+        }
+        NR_MADVISE => crate::madvise_populate(a[0], a[1], a[2] as i32).unwrap_or_else(|| {
+            // SAFETY: the program's own call.
+            unsafe { plain(nr, a) }
+        }),
         NR_RT_SIGACTION => rt_sigaction(a),
         // SAFETY: handler context.
         NR_RT_SIGPROCMASK => unsafe { rt_sigprocmask(a, uc) },
@@ -534,19 +592,28 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
         NR_EXECVE | NR_EXECVEAT => unsafe { exec(nr as u32, a, uc) },
         // A call this filter does not trap (a newer filter of ours?): made as asked.
         // SAFETY: the program's own call, with its arguments.
-        _ => unsafe {
-            sys::syscall6(
-                nr as usize,
-                a[0] as usize,
-                a[1] as usize,
-                a[2] as usize,
-                a[3] as usize,
-                a[4] as usize,
-                a[5] as usize,
-            )
-        },
+        _ => unsafe { plain(nr, a) },
     };
     g[libc::REG_RAX as usize] = rc as i64;
+}
+
+/// System call `nr` with the trapped call's arguments, as the program made it.
+///
+/// # Safety
+/// The program's own call: whatever it does to its memory is its business.
+unsafe fn plain(nr: i32, a: [u64; 6]) -> isize {
+    // SAFETY: caller's contract.
+    unsafe {
+        sys::syscall6(
+            nr as usize,
+            a[0] as usize,
+            a[1] as usize,
+            a[2] as usize,
+            a[3] as usize,
+            a[4] as usize,
+            a[5] as usize,
+        )
+    }
 }
 
 fn mmap(a: [u64; 6]) -> isize {
@@ -689,7 +756,14 @@ unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
     // SAFETY: handler context.
     let saved = unsafe { uc_mask(uc) };
     let keep = never_blocked();
-    let block = threads::current().map(|t| &t.sysemu_blocked);
+    // Not in a `vfork` child: it runs with its parent's FS base, so a thread block of its
+    // own would be keyed as its parent's (and its parent's must keep the parent's mask).
+    // Its reads lack the virtual bits.
+    let block = if crate::owns_state() {
+        threads::current().map(|t| &t.sysemu_blocked)
+    } else {
+        None
+    };
     let virt = block.map_or(0, |v| v.load(Ordering::Relaxed)) & keep;
     let before = (*saved & !keep) | virt;
     let after = if a[1] == 0 {
@@ -703,8 +777,7 @@ unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
         }
     };
     *saved = after & !keep;
-    // Not in a `vfork` child: its thread block is its parent's (the same FS base).
-    if let Some(v) = block.filter(|_| crate::owns_state()) {
+    if let Some(v) = block {
         v.store(after & keep, Ordering::Relaxed);
     }
     if a[2] != 0 && !write_user(a[2], &before.to_le_bytes()) {

@@ -151,9 +151,24 @@ fn filter_verdicts_for_each_case() {
         for nr in [11, 25, 10, 59, 322] {
             assert_eq!(v(nr, X86_64, out, [0; 6]), TRAP, "nr {nr}");
         }
+        // Locking and populating: the kernel cannot do them on closed pages.
+        for nr in [149, 150, 325, 329] {
+            assert_eq!(
+                v(nr, X86_64, out, [0x7000, 4096, 0, 0, 0, 0]),
+                TRAP,
+                "nr {nr}"
+            );
+        }
+        for advice in [22, 23] {
+            assert_eq!(v(28, X86_64, out, [0x7000, 4096, advice, 0, 0, 0]), TRAP);
+            assert_eq!(v(28, X86_64, out, [lo, 4096, advice, 0, 0, 0]), ALLOW);
+        }
+        for advice in [0, 4, 8, 14, 21, 24] {
+            assert_eq!(v(28, X86_64, out, [0x7000, 4096, advice, 0, 0, 0]), ALLOW);
+        }
         // Memory calls at an address in the core's range are the injector's; the exec
         // calls are trapped wherever their arguments point.
-        for nr in [9, 11, 25, 10] {
+        for nr in [9, 11, 25, 10, 329, 149, 150, 325] {
             let args = |addr| [addr, 4096, 5, 0x12, 3, 0];
             assert_eq!(v(nr, X86_64, out, args(lo)), ALLOW, "nr {nr} {lo:#x}");
             assert_eq!(v(nr, X86_64, out, args(hi - 4096)), ALLOW, "nr {nr}");
@@ -191,7 +206,9 @@ fn filter_verdicts_for_each_case() {
         assert_eq!(v(131, X86_64, out, [0, 0x7000, 0, 0, 0, 0]), ALLOW);
         assert_eq!(v(131, X86_64, out, [0x7000, 0, 0, 0, 0, 0]), ALLOW);
         // Everything else.
-        for nr in [0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 329] {
+        for nr in [
+            0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 330, 151, 152,
+        ] {
             assert_eq!(v(nr, X86_64, out, [1, 1, 1, 1, 1, 1]), ALLOW, "nr {nr}");
         }
     }
@@ -1588,3 +1605,205 @@ child_test!(a_posix_spawn_child_leaves_the_programs_actions_alone, {
     assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
     assert_eq!(back, act);
 });
+
+/// This process's locked memory (`VmLck`), in KiB.
+fn locked_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let l = s.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    l[6..].trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+child_test!(
+    raw_mlock_madvise_and_pkey_mprotect_of_a_device_answer_as_natively,
+    {
+        let mut e = setup();
+        let p = e.map_dev();
+        let len = DEV_LEN as u64;
+        // The alias exists once the device was touched: it is locked and unlocked too.
+        assert_eq!(rd(p + 8), 0x1002);
+        assert_eq!(raw(libc::SYS_mlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_munlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mlock2, [p, len, 0, 0, 0, 0]), 0);
+        assert!(
+            locked_kib() >= 8,
+            "the device's pages (its alias) are locked"
+        );
+        assert_eq!(raw(libc::SYS_munlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(locked_kib(), 0, "unlocked, the alias too");
+        for advice in [22u64, 23] {
+            assert_eq!(raw(libc::SYS_madvise, [p, len, advice, 0, 0, 0]), 0);
+        }
+        // The kernel's own answers still come through: unaligned.
+        assert_eq!(
+            raw(libc::SYS_mlock2, [p, len, 0x55, 0, 0, 0]),
+            -i64::from(libc::EINVAL)
+        );
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        assert_eq!(
+            raw(
+                libc::SYS_pkey_mprotect,
+                [p, PAGE as u64, rw, u64::MAX, 0, 0]
+            ),
+            0
+        );
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&format!("{p:x}-")))
+            .unwrap();
+        assert!(line.contains(" ---s "), "{line}");
+        assert_eq!(rd(p + 8), 0x1002);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len,
+                    phys: 0
+                },
+                Ev::Read(p + 8, 4, 0x1002),
+                Ev::Read(p + 8, 4, 0x1002),
+            ]
+        );
+    }
+);
+
+/// What the vfork child execs.
+struct VforkJob {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+/// The vfork child: unblocks everything, resets SIGBUS and SIGSYS (its exec must still be
+/// trapped, not kill it), then execs.
+extern "C" fn vfork_child(job: *mut libc::c_void) -> libc::c_int {
+    let zero = 0u64;
+    let dfl = KAction::default();
+    // SAFETY: raw system calls with pointers to the parent's data, alive while it waits.
+    unsafe {
+        let job = &*(job as *const VforkJob);
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &zero, 0, 8);
+        libc::syscall(libc::SYS_rt_sigaction, libc::SIGBUS, &dfl, 0, 8);
+        libc::syscall(libc::SYS_rt_sigaction, libc::SIGSYS, &dfl, 0, 8);
+        libc::syscall(libc::SYS_execve, job.path, job.argv, job.envp);
+        libc::_exit(99)
+    }
+}
+
+child_test!(a_vfork_child_leaves_the_programs_mask_and_actions_alone, {
+    let e = setup();
+    let segv = 1u64 << (libc::SIGSEGV - 1);
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(segv), None), 0);
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000,
+        restorer: libc_restorer(),
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGBUS, Some(&act), None), 0);
+    // Everything the child uses is made before the clone.
+    let path = e.dir.join("exit7");
+    std::fs::write(&path, exit7_elf()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let argv = [p.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let job = VforkJob {
+        path: p.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    // The child's own stack (as posix_spawn gives its child); CLONE_VFORK: the parent
+    // waits for its exec.
+    let mut stack = vec![0u8; 256 << 10];
+    // SAFETY: the stack is ours and outlives the child's use of it (the parent is
+    // suspended until the exec); the child makes raw system calls only.
+    let pid = unsafe {
+        libc::clone(
+            vfork_child,
+            stack.as_mut_ptr().add(stack.len()).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &job as *const VforkJob as *mut libc::c_void,
+        )
+    };
+    assert!(pid > 0);
+    let mut st = 0;
+    // SAFETY: our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert_eq!(
+        libc::WIFEXITED(st).then(|| libc::WEXITSTATUS(st)),
+        Some(7),
+        "{st:#x}"
+    );
+    let mut now = 0;
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+    assert_eq!(
+        now & segv,
+        segv,
+        "the parent still believes SIGSEGV blocked"
+    );
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
+    assert_eq!(back, act);
+});
+
+child_test!(
+    an_image_started_with_sigsys_blocked_is_not_killed_by_its_first_trap,
+    {
+        let sys = 1u64 << (libc::SIGSYS - 1);
+        // Before the filter: the kernel's own call.
+        assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(sys), None), 0);
+        let mut e = setup();
+        let p = e.map_dev();
+        assert_eq!(rd(p), 0x1000);
+        let mut now = 0;
+        assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+        assert_eq!(now & sys, sys, "the program still believes SIGSYS blocked");
+        assert_eq!(kernel_blocked() & sys, 0);
+        assert_eq!(e.events().len(), 2);
+    }
+);
+
+child_test!(
+    a_thread_with_a_filter_of_its_own_makes_install_fail_with_its_id,
+    {
+        let dir = files();
+        let c = Consumer::create(16, 1024).unwrap();
+        let rules = tracer::Rules::new(&[format!("{}/dev*", dir.display())], true);
+        tracer::init(c.shm(), rules);
+        std::mem::forget(c);
+        let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // This thread alone gets a filter (no TSYNC): the process's threads no longer
+            // share one filter tree, and a TSYNC install must name this thread.
+            program_filter();
+            // SAFETY: plain gettid.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let (lo, hi) = text_range();
+        let err = sysemu::install(lo, hi, None).unwrap_err();
+        assert_eq!(err, sysemu::InstallError::Tsync(tid as u32));
+        assert_eq!(
+            err.to_string(),
+            format!("thread {tid} cannot take the filter (it has a seccomp filter of its own)")
+        );
+        assert!(!sysemu::active());
+        assert_eq!(
+            sysemu::install(hi, lo, None),
+            Err(sysemu::InstallError::Range)
+        );
+        // This thread has no filter: a raw getppid is the kernel's.
+        // SAFETY: plain getppid.
+        assert_eq!(
+            raw(libc::SYS_getppid, [0; 6]),
+            i64::from(unsafe { libc::getppid() })
+        );
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+);
