@@ -4,7 +4,8 @@ documented behaviour and against what the program printed (scripts/vm-test).
 
 usage: vm-check-edu.py edu|edu-threads|edu-mremap|edu-static|edu-static-threads|edu-attach
                        TRACE PROGRAM_OUTPUT
-(edu-static*: the driver built static, traced by the ptrace route; edu-attach: the static
+(edu-static*: the driver built static, traced by the inject route (the tracer core put in
+at its exec); edu-attach: the static
 driver attached to by `record --pid` while it waited, with its BAR already mapped.)
 Exits 1 with the reason on the first mismatch."""
 import sys
@@ -67,8 +68,8 @@ def take(d, off, value=None):
 
 
 route = [l.split(None, 2)[2] for l in lines if l.startswith("MARK ") and "mmio-trace: route " in l]
-if kind.startswith("edu-static") and route != ["mmio-trace: route ptrace (static executable)"]:
-    fail(f"the static driver's trace does not name the ptrace route: {route}")
+if kind.startswith("edu-static") and route != ["mmio-trace: route inject (static executable)"]:
+    fail(f"the static driver's trace does not name the inject route: {route}")
 if kind == "edu-attach" and not any(l.startswith("MARK ") and "mmio-trace: attached to " in l and "1 device mapping" in l for l in lines):
     fail("no MARK saying the recorder attached to the process and its one device mapping")
 take("R", 0x00, 0x010000ED)
