@@ -104,18 +104,22 @@ pub struct RecordArgs {
     inject: Option<PathBuf>,
 
     /// How to reach the program's accesses. `auto` (the default) picks per program:
-    /// `ptrace` for statically linked, Go, set-uid, set-gid and file-capability programs
+    /// `inject` for statically linked, Go, set-uid, set-gid and file-capability programs
     /// (which LD_PRELOAD cannot reach), `preload` for the others; a traced program that
-    /// execs such a program is handed over to `ptrace` there. Unless the route is the
-    /// automatic preload one, the trace's first MARK names the route and why. `preload`
-    /// injects mmio-trace's library into the program (dynamic programs; ~3 us per traced
-    /// access); `ptrace` puts no code in it: the recorder traces it with ptrace and a
-    /// seccomp filter on mmap, munmap, mremap and mprotect, and completes each access
-    /// from outside (static, Go and raw-syscall programs; several times slower per
-    /// access; needs the right to ptrace one's own children, see
-    /// /proc/sys/kernel/yama/ptrace_scope; if the recorder is killed, so is the program).
-    /// `inject` (the fault-path core put into the program itself) is not built yet:
-    /// `ptrace` traces the program instead, with a warning (same events, slower)
+    /// execs such a program is handed over there (the new image gets the tracer before its
+    /// first instruction). Unless the route is the automatic preload one, the trace's
+    /// first MARK names the route and why. `preload` injects mmio-trace's library into the
+    /// program (dynamic programs; ~3-5 us per traced access). `inject` puts the same
+    /// tracer, built without libc, into the program by ptrace at its exec and lets it go:
+    /// same cost per access, no ptrace while it runs; a seccomp filter hands the program's
+    /// mmap, munmap, mremap, mprotect, rt_sigaction, rt_sigprocmask and exec calls to the
+    /// tracer (raw system calls included; works for dynamic programs too). `ptrace` puts
+    /// no code in it: the recorder traces it with ptrace and a seccomp filter on mmap,
+    /// munmap, mremap and mprotect, and completes each access from outside (several times
+    /// slower per access; if the recorder is killed, so is the program). `inject` and
+    /// `ptrace` need the right to ptrace one's own children (see
+    /// /proc/sys/kernel/yama/ptrace_scope) and seccomp; a program the tracer cannot be put
+    /// into is started again under `ptrace`, with a warning
     #[arg(long, value_enum, default_value_t)]
     route: RouteArg,
 
