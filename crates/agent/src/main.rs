@@ -101,12 +101,10 @@ const VAR_FILTER: &str = "MMIO_TRACE_AGENT_FILTER";
 
 /// The value of `name` in the NUL-separated `NAME=VALUE` settings (the last one wins).
 fn lookup<'a>(vars: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    vars.split(|&b| b == 0)
-        .filter_map(|kv| {
-            let eq = kv.iter().position(|&b| b == b'=')?;
-            (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
-        })
-        .last()
+    vars.split(|&b| b == 0).rev().find_map(|kv| {
+        let eq = kv.iter().position(|&b| b == b'=')?;
+        (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
+    })
 }
 
 extern "C" {
@@ -123,13 +121,11 @@ extern "C" {
 /// inherited filter and before any handler).
 fn own_range() -> (u64, u64) {
     const PAGE: u64 = 4096;
-    // SAFETY: only the addresses of linker-defined symbols are taken.
-    let (lo, end) = unsafe {
-        (
-            core::ptr::addr_of!(__ehdr_start) as u64,
-            core::ptr::addr_of!(_end) as u64,
-        )
-    };
+    // Only the addresses of the linker-defined symbols are taken (no read: safe).
+    let (lo, end) = (
+        core::ptr::addr_of!(__ehdr_start) as u64,
+        core::ptr::addr_of!(_end) as u64,
+    );
     (lo, ((end + PAGE - 1) & !(PAGE - 1)) + PAGE)
 }
 
