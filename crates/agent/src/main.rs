@@ -77,6 +77,9 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     // SAFETY: written once here, before the filter can route an exec to the hook.
     unsafe { set_handoff(lookup(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
     let (lo, hi) = own_range();
+    // At the exec stop no thread has a signal stack of the program's: every one keeps
+    // the tracer's, and the program's become virtual.
+    tracer::sysemu::set_virtual_altstack(true);
     if lookup(vars, VAR_FILTER) == Some(b"1") {
         if let Err(e) = tracer::sysemu::install(lo, hi, Some(exec_hook)) {
             use tracer::sysemu::InstallError as E;

@@ -269,6 +269,11 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
     Some(0)
 }
 
+/// The calling thread's alternate signal stack when the tracer made it: address, size.
+pub(crate) fn own_altstack() -> Option<(u64, usize)> {
+    threads::own_altstack()
+}
+
 /// A thread that had no alternate signal stack at its first traced fault (no hook saw it
 /// start: any thread of a program with the injected core, a raw `clone` under the preload
 /// route) is given the tracer's while its block is claimed, here, in this handler; but
@@ -279,7 +284,8 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
 ///
 /// # Safety
 /// Signal-handler context; `uc` is the handler's context.
-unsafe fn keep_altstack(uc: *mut libc::c_void) {
+pub(crate) unsafe fn keep_altstack(uc: *mut libc::c_void) {
+    // (See `own_altstack`: the block is claimed, and the stack mapped, here.)
     // SAFETY: the kernel's ucontext of this handler.
     let st = unsafe { &mut (*(uc as *mut libc::ucontext_t)).uc_stack };
     if st.ss_flags & libc::SS_DISABLE == 0 {

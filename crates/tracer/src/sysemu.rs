@@ -85,6 +85,7 @@ const NR_MLOCK: u32 = 149;
 const NR_MUNLOCK: u32 = 150;
 const NR_MLOCK2: u32 = 325;
 const NR_PKEY_MPROTECT: u32 = 329;
+const NR_SIGALTSTACK: u32 = 131;
 const NR_SECCOMP: usize = 317;
 const NR_PRCTL: usize = 157;
 
@@ -108,6 +109,19 @@ const SYS_BIT: u64 = 1 << (libc::SIGSYS - 1);
 const UNBLOCKABLE: u64 = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// Whether [`filter`] routes `sigaltstack` (see [`set_virtual_altstack`]).
+static VIRTUAL_ALTSTACK: AtomicBool = AtomicBool::new(false);
+
+/// Makes the filter route the program's `sigaltstack` calls that set a stack, so that the
+/// tracer's own (large) stack stays every thread's real one and the program's is virtual,
+/// as under the preload library (see `sigaltstack` below). For a process in which no thread
+/// has a stack of the program's yet (the injected core, started at the exec stop): a
+/// thread whose real stack is the program's own when the filter comes keeps it, and a
+/// change it makes from a handler running on it could not be made for real (the kernel
+/// refuses it, live and at `rt_sigreturn`). Call before [`install`].
+pub fn set_virtual_altstack(on: bool) {
+    VIRTUAL_ALTSTACK.store(on, Ordering::Relaxed);
+}
 static EXEC_HOOK: AtomicUsize = AtomicUsize::new(0);
 
 /// One `execve`/`execveat` the program makes, as it passed it (raw pointers into its
@@ -307,6 +321,7 @@ const IP_LO_LOW: u8 = 4;
 const IP_HI_LOW: u8 = 5;
 const MMAP: u8 = 6;
 const NEXT: u8 = 7;
+const SIGALTSTACK: u8 = 8;
 const SIGPROCMASK: u8 = 9;
 const MEM: u8 = 10;
 const ARG_LO_OK: u8 = 11;
@@ -433,6 +448,9 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
     }
     a.op(JEQ, NR_RT_SIGACTION, TRAP, NEXT);
     a.op(JEQ, NR_RT_SIGPROCMASK, SIGPROCMASK, NEXT);
+    if VIRTUAL_ALTSTACK.load(Ordering::Relaxed) {
+        a.op(JEQ, NR_SIGALTSTACK, SIGALTSTACK, NEXT);
+    }
     a.ret(SECCOMP_RET_ALLOW);
     // (BPF jumps only forward: every test lies before the two verdicts.)
     // mmap: anonymous memory is never a device, and is allowed unless it replaces what
@@ -458,6 +476,12 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
         TRAP,
         [ARG_LO_OK, ARG_LO_LOW, ARG_HI_LOW],
     );
+    // sigaltstack with a new stack (a query reads the real one: see `sigaltstack`).
+    a.label(SIGALTSTACK);
+    a.ld(off_arg(0));
+    a.op(JEQ, 0, NEXT, TRAP);
+    a.ld(off_arg(0) + 4);
+    a.op(JEQ, 0, ALLOW, TRAP);
     // A pointer argument other than NULL (either half).
     a.label(SIGPROCMASK);
     a.ld(off_arg(1));
@@ -589,12 +613,147 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
         // SAFETY: handler context.
         NR_RT_SIGPROCMASK => unsafe { rt_sigprocmask(a, uc) },
         // SAFETY: handler context.
+        NR_SIGALTSTACK => unsafe { sigaltstack(a, uc) },
+        // SAFETY: handler context.
         NR_EXECVE | NR_EXECVEAT => unsafe { exec(nr as u32, a, uc) },
         // A call this filter does not trap (a newer filter of ours?): made as asked.
         // SAFETY: the program's own call, with its arguments.
         _ => unsafe { plain(nr, a) },
     };
     g[libc::REG_RAX as usize] = rc as i64;
+}
+
+/// `sigaltstack` with a new stack. Where the thread's real stack is the tracer's (or it
+/// has none: it gets the tracer's, see `signals::keep_altstack`), the call is virtual, as
+/// the preload library's (`signals::app_sigaltstack`): the program's stack is recorded
+/// and reported, the tracer's stays the real one, because the fault path needs more than
+/// a program's small stack (Rust's std gives every thread 8 KiB and a guard page, and a
+/// device access from such a thread overflowed it). Where the real stack is the
+/// program's own (it set it before the filter was there), the call acts on the frame's
+/// `uc_stack`, which is what `rt_sigreturn` installs (a change of the live setting would
+/// be undone there; a program that disables its stack and unmaps it, as Rust's std does
+/// at a thread's exit, must really lose it). Queries are not trapped: they read the real
+/// stack, which is what a handler running on it (Go's `adjustSignalStack`) must see.
+/// Pointers are read and written guarded (`EFAULT` as natively).
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+unsafe fn sigaltstack(a: [u64; 6], uc: *mut libc::c_void) -> isize {
+    const SIZE: usize = core::mem::size_of::<libc::stack_t>();
+    // SAFETY: stack_t is plain data; zeroed is valid.
+    let (mut new, mut old): (libc::stack_t, libc::stack_t) =
+        unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+    // SAFETY: stack_t is plain data: any bytes are a value.
+    let new_bytes =
+        unsafe { core::slice::from_raw_parts_mut(&mut new as *mut libc::stack_t as *mut u8, SIZE) };
+    if a[0] != 0 && !read_user(a[0], new_bytes) {
+        return EFAULT;
+    }
+    let ss = if a[0] != 0 {
+        &new as *const libc::stack_t
+    } else {
+        core::ptr::null()
+    };
+    let oldp = if a[1] != 0 {
+        &mut old as *mut libc::stack_t
+    } else {
+        core::ptr::null_mut()
+    };
+    let ours = signals::own_altstack();
+    // SAFETY: the kernel's ucontext of this handler.
+    let (frame, rsp) = unsafe {
+        let u = &mut *(uc as *mut libc::ucontext_t);
+        let rsp = u.uc_mcontext.gregs[libc::REG_RSP as usize] as u64;
+        (&mut u.uc_stack, rsp)
+    };
+    let virtual_ = frame.ss_flags & libc::SS_DISABLE != 0
+        || ours.is_some_and(|(p, _)| frame.ss_sp as u64 == p);
+    let r = if virtual_ {
+        // SAFETY: both pointers are to our locals (or null).
+        match unsafe { signals::app_sigaltstack(ss, oldp) } {
+            Some(r) => {
+                // SAFETY: handler context.
+                unsafe { signals::keep_altstack(uc) };
+                r
+            }
+            // The tracer is not active: the frame is the truth.
+            // SAFETY: our locals (or null).
+            None => unsafe { frame_sigaltstack(frame, rsp, ss, oldp) },
+        }
+    } else {
+        // SAFETY: our locals (or null).
+        unsafe { frame_sigaltstack(frame, rsp, ss, oldp) }
+    };
+    if r == 0 && a[1] != 0 {
+        // SAFETY: stack_t is plain data.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(&old as *const libc::stack_t as *const u8, SIZE) };
+        if !write_user(a[1], bytes) {
+            return EFAULT;
+        }
+    }
+    r as isize
+}
+
+/// `sigaltstack(ss, old)` as the kernel answers it, on `frame` (the `uc_stack` that
+/// `rt_sigreturn` installs) for a thread interrupted at `rsp`.
+///
+/// # Safety
+/// `ss` and `old` are valid or null.
+unsafe fn frame_sigaltstack(
+    frame: &mut libc::stack_t,
+    rsp: u64,
+    ss: *const libc::stack_t,
+    old: *mut libc::stack_t,
+) -> i32 {
+    const SS_AUTODISARM: i32 = 1 << 31;
+    let enabled = frame.ss_flags & libc::SS_DISABLE == 0;
+    let on = enabled && rsp.wrapping_sub(frame.ss_sp as u64) < frame.ss_size as u64;
+    if !old.is_null() {
+        // SAFETY: caller's contract.
+        unsafe {
+            *old = libc::stack_t {
+                ss_sp: frame.ss_sp,
+                ss_flags: if !enabled {
+                    libc::SS_DISABLE
+                } else if on {
+                    libc::SS_ONSTACK
+                } else {
+                    frame.ss_flags & SS_AUTODISARM
+                },
+                ss_size: frame.ss_size,
+            }
+        };
+    }
+    if ss.is_null() {
+        return 0;
+    }
+    // SAFETY: caller's contract.
+    let n = unsafe { &*ss };
+    if on {
+        return -libc::EPERM;
+    }
+    let mode = n.ss_flags & !SS_AUTODISARM;
+    if mode != 0 && mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK {
+        return -libc::EINVAL;
+    }
+    if mode == libc::SS_DISABLE {
+        *frame = libc::stack_t {
+            ss_sp: core::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+    } else {
+        if n.ss_size < libc::MINSIGSTKSZ {
+            return -libc::ENOMEM;
+        }
+        *frame = libc::stack_t {
+            ss_sp: n.ss_sp,
+            ss_flags: n.ss_flags & SS_AUTODISARM,
+            ss_size: n.ss_size,
+        };
+    }
+    0
 }
 
 /// System call `nr` with the trapped call's arguments, as the program made it.
