@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -211,6 +212,9 @@ static int c_threads(int n) {
 /* ---- malloc-heavy work between accesses ---- */
 static int c_malloc(int rounds) {
     unsigned long sum = 0;
+    /* a fixed threshold: each big block is its own mmap and munmap (trapped: munmap),
+     * not recycled heap */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     for (int r = 0; r < rounds; r++) {
         void *big[8];
         for (int j = 0; j < 8; j++) {
@@ -385,6 +389,89 @@ static int c_term(const char *ready) {
     return 9;
 }
 
+/* ---- signals from another process while the program maps, unmaps and accesses ---- */
+static volatile uint32_t storm_seen;
+static void on_storm(int sig) {
+    (void)sig;
+    wr32(dev + 0x50, storm_seen);
+    storm_seen++;
+}
+static int c_storm(int n) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_storm;
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGUSR1, &sa, NULL)) return 89;
+    volatile uint32_t *acked = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (acked == MAP_FAILED) return 88;
+    pid_t me = getpid();
+    pid_t p = fork();
+    if (p == 0) {
+        /* one signal at a time: the next once the handler has run */
+        for (int k = 0; k < n; k++) {
+            kill(me, SIGUSR1);
+            while (*acked <= (uint32_t)k) sched_yield();
+        }
+        _exit(0);
+    }
+    uint32_t i = 0;
+    while (storm_seen < (uint32_t)n) {
+        uint8_t *d = map_device(dev_path, 4096);
+        wr32(d + 0x40, i++);
+        munmap(d, 4096);
+        *acked = storm_seen;
+    }
+    int st;
+    waitpid(p, &st, 0);
+    wr32(dev + 0x44, i);
+    printf("signals %u\n", storm_seen);
+    return 0;
+}
+
+/* ---- one device mapped several ways: at an offset read-only, through a dup, through
+ * /proc/self/fd, used after its descriptor is closed ---- */
+static int c_maps(void) {
+    int fd = open(dev_path, O_RDWR);
+    if (fd < 0) return 89;
+    uint8_t *ro = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0x1000);
+    int fd2 = dup(fd);
+    uint8_t *rw = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd2, 0);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int fd3 = open(path, O_RDWR);
+    uint8_t *pr = fd3 < 0 ? MAP_FAILED : mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd3, 0);
+    if (ro == MAP_FAILED || rw == MAP_FAILED || pr == MAP_FAILED) return 88;
+    uint32_t a = rd32(ro + 0x10);
+    wr32(rw + 0x1010, 0x77);
+    uint32_t b = rd32(ro + 0x10);
+    wr8(pr + 0x20, 0x5a);
+    close(fd);
+    close(fd2);
+    close(fd3);
+    wr16(rw + 0x24, 0x1234);
+    uint64_t c = rd64(pr + 0x20);
+    printf("read %x %x %llx\n", a, b, (unsigned long long)c);
+    return 0;
+}
+
+/* ---- fork while another thread is accessing the device ---- */
+static int c_thrfork(void) {
+    pthread_t t;
+    pthread_create(&t, NULL, spinner, (void *)0);
+    while (rd32(dev + 0x200) < 0x1080 + 20) sched_yield();
+    pid_t p = fork();
+    if (p == 0) {
+        wr32(dev + 0x14, 2);
+        _exit(3);
+    }
+    int st;
+    waitpid(p, &st, 0);
+    go_on = 0;
+    pthread_join(t, NULL);
+    wr32(dev + 0x18, WEXITSTATUS(st));
+    printf("child %d\n", WEXITSTATUS(st));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 100;
     dev_path = argv[1];
@@ -409,5 +496,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "exit")) return c_exit(a);
     if (!strcmp(c, "stdio")) return c_stdio();
     if (!strcmp(c, "term")) return c_term(a);
+    if (!strcmp(c, "storm")) return c_storm(atoi(a));
+    if (!strcmp(c, "maps")) return c_maps();
+    if (!strcmp(c, "thrfork")) return c_thrfork();
     return 101;
 }

@@ -608,26 +608,24 @@ fn exit_while_four_threads_hammer_the_device() {
             r.ctx()
         );
         // Spinner k increments word 0x200 + 4k: its writes are 0x1080 + k + 1, + 2, ...
-        // with no gap, and the last one logged is what the device holds (no write lost
-        // to the log, none logged that did not happen).
+        // with no gap, and the last one logged is what the device holds: no write logged
+        // that did not happen, none lost from the log but the one a thread may have made
+        // in the ~100 ns before publishing it when exit_group killed it (a documented
+        // limit of every route, crates/record/NOTES.md).
         let acc = r.acc();
         for k in 0..4u64 {
             let off = 0x200 + 4 * k;
             let start = u64::from(initial_word(off));
-            let writes: Vec<u64> = acc
-                .iter()
-                .filter(|a| a.0 == 'W' && a.2 == off)
-                .map(|a| a.3)
-                .collect();
+            let writes = writes_at(&acc, off);
             assert!(writes.len() >= 50, "spinner {k}: {} writes", writes.len());
             let want: Vec<u64> = (1..=writes.len() as u64).map(|i| start + i).collect();
             assert_eq!(writes, want, "spinner {k}; {}", r.ctx());
             let held =
                 u32::from_le_bytes(r.dev[off as usize..off as usize + 4].try_into().unwrap());
-            assert_eq!(
-                u64::from(held),
-                *writes.last().unwrap(),
-                "spinner {k}; {}",
+            let last = *writes.last().unwrap();
+            assert!(
+                u64::from(held) == last || u64::from(held) == last + 1,
+                "spinner {k}: the device holds {held:#x}, the last write logged is {last:#x}; {}",
                 r.ctx()
             );
         }
@@ -695,4 +693,122 @@ fn sigint_to_the_recorder_ends_the_program_as_sigint_does() {
         assert_eq!(stdout(&out), "", "{ctx}");
         assert_eq!(accesses(&ev), [('W', 4, 0x10, 1)], "{ctx}");
     }
+}
+
+/// The values written at `off`, in order.
+fn writes_at(acc: &[(char, u8, u64, u64)], off: u64) -> Vec<u64> {
+    acc.iter()
+        .filter(|a| a.0 == 'W' && a.2 == off)
+        .map(|a| a.3)
+        .collect()
+}
+
+#[test]
+fn signals_from_another_process_while_the_program_maps_and_unmaps() {
+    let q = Q::new("q-storm");
+    let n = 300u64;
+    for r in q.runs(&["storm", &n.to_string()]) {
+        assert_eq!(code(&r.out), Some(0), "{}", r.ctx());
+        assert_eq!(stdout(&r.out), format!("signals {n}\n"), "{}", r.ctx());
+        assert!(
+            !r.ev.iter().any(|e| matches!(e, Event::LostEvents(_))),
+            "{}",
+            r.ctx()
+        );
+        let acc = r.acc();
+        // Every handler's write, in order; every loop's write through its fresh mapping.
+        assert_eq!(
+            writes_at(&acc, 0x50),
+            (0..n).collect::<Vec<_>>(),
+            "{}",
+            r.ctx()
+        );
+        let loops = writes_at(&acc, 0x40);
+        assert_eq!(
+            loops,
+            (0..loops.len() as u64).collect::<Vec<_>>(),
+            "{}",
+            r.ctx()
+        );
+        assert_eq!(
+            acc.last(),
+            Some(&('W', 4, 0x44, loops.len() as u64)),
+            "{}",
+            r.ctx()
+        );
+        assert_eq!(acc.len(), loops.len() + n as usize + 1, "{}", r.ctx());
+        assert_eq!(r.dev, device_after(&acc), "{}", r.ctx());
+    }
+}
+
+#[test]
+fn one_device_mapped_at_an_offset_through_a_dup_and_through_proc_fd() {
+    let q = Q::new("q-maps");
+    assert_runs(
+        &q.runs(&["maps"]),
+        0,
+        "read 1404 77 12340000105a\n",
+        &[
+            ('R', 4, 0x1010, 0x1404),
+            ('W', 4, 0x1010, 0x77),
+            ('R', 4, 0x1010, 0x77),
+            ('W', 1, 0x20, 0x5a),
+            ('W', 2, 0x24, 0x1234),
+            ('R', 8, 0x20, 0x1234_0000_105a),
+        ],
+    );
+}
+
+#[test]
+fn fork_while_another_thread_accesses_the_device() {
+    let q = Q::new("q-thrfork");
+    for r in q.runs(&["thrfork"]) {
+        assert_eq!(code(&r.out), Some(0), "{}", r.ctx());
+        assert_eq!(stdout(&r.out), "child 3\n", "{}", r.ctx());
+        assert!(
+            !r.ev.iter().any(|e| matches!(e, Event::LostEvents(_))),
+            "{}",
+            r.ctx()
+        );
+        let acc = r.acc();
+        let spins = writes_at(&acc, 0x200);
+        let start = u64::from(initial_word(0x200));
+        assert!(spins.len() >= 20, "{}", r.ctx());
+        assert_eq!(
+            spins,
+            (1..=spins.len() as u64)
+                .map(|i| start + i)
+                .collect::<Vec<_>>(),
+            "{}",
+            r.ctx()
+        );
+        // The child's one write, under its own pid, and the parent's last.
+        let child: Vec<_> = accesses_by_pid(&r.ev)
+            .into_iter()
+            .filter(|a| a.3 != 0x200)
+            .collect();
+        assert_eq!(child.len(), 2, "{}", r.ctx());
+        assert_eq!((child[0].1, child[0].3, child[0].4), ('W', 0x14, 2));
+        assert_eq!((child[1].1, child[1].3, child[1].4), ('W', 0x18, 3));
+        assert_ne!(child[0].0, child[1].0, "{}", r.ctx());
+        assert_eq!(acc.last(), Some(&('W', 4, 0x18, 3)), "{}", r.ctx());
+        assert_eq!(r.dev, device_after(&acc), "{}", r.ctx());
+    }
+}
+
+#[test]
+fn an_exec_chain_alternating_static_and_dynamic_drivers() {
+    let q = Q::new("q-chain");
+    let (s, d) = (q.regs(true), q.regs(false));
+    let dev = q.dir.join("dev.bin");
+    let mut args = vec![OsStr::new("exec"), OsStr::new("execv")];
+    for exe in [&s, &d, &s, &d] {
+        args.push(exe.as_os_str());
+        args.push(dev.as_os_str());
+    }
+    let mut want = vec![('W', 4, 0x10, 1)];
+    for _ in 0..4 {
+        want.extend(regs_accesses());
+    }
+    assert_runs(&q.runs_os(&args, b""), 7, &REGS_LINE.repeat(4), &want);
 }
