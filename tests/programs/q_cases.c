@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -307,7 +308,25 @@ static int c_exec(const char *how, char **rest) {
         return 0;
     }
     fflush(stdout);
-    if (!strcmp(how, "closefds")) {
+    if (!strcmp(how, "nosocket")) {
+        /* a sandbox that refuses sockets (as many do) before it execs its worker */
+        struct sock_filter f[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return 87;
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)) return 86;
+        execv(rest[0], rest);
+    } else if (!strcmp(how, "nofile")) {
+        /* no descriptor left to open: the limit is the three open ones */
+        syscall(SYS_close_range, 3, ~0U, 0);
+        struct rlimit rl = {3, 3};
+        if (setrlimit(RLIMIT_NOFILE, &rl)) return 87;
+        execv(rest[0], rest);
+    } else if (!strcmp(how, "closefds")) {
         /* as a daemon does before it execs: every descriptor past stderr closed */
         syscall(SYS_close_range, 3, ~0U, 0);
         execv(rest[0], rest);
@@ -472,6 +491,36 @@ static int c_thrfork(void) {
     return 0;
 }
 
+/* ---- the program stops itself; a child of it continues it ---- */
+static int c_stopcont(void) {
+    wr32(dev + 0x10, 1);
+    pid_t me = getpid();
+    pid_t p = fork();
+    if (p == 0) {
+        /* wait until the parent is stopped (state T in /proc/PID/stat), continue it */
+        char path[64], buf[256];
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)me);
+        for (;;) {
+            int fd = open(path, O_RDONLY);
+            ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+            if (fd >= 0) close(fd);
+            if (n <= 0) _exit(90);
+            buf[n] = 0;
+            char *st = strrchr(buf, ')');
+            if (st && (st[2] == 'T' || st[2] == 't')) break;
+            usleep(1000);
+        }
+        kill(me, SIGCONT);
+        _exit(0);
+    }
+    raise(SIGSTOP);
+    wr32(dev + 0x14, 2);
+    int st;
+    waitpid(p, &st, 0);
+    printf("continued %d\n", WEXITSTATUS(st));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 100;
     dev_path = argv[1];
@@ -499,5 +548,6 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "storm")) return c_storm(atoi(a));
     if (!strcmp(c, "maps")) return c_maps();
     if (!strcmp(c, "thrfork")) return c_thrfork();
+    if (!strcmp(c, "stopcont")) return c_stopcont();
     return 101;
 }
