@@ -853,3 +853,53 @@ fn exec_with_no_descriptor_left() {
         assert_eq!(r.acc(), [('W', 4, 0x10, 1)], "{}", r.ctx());
     }
 }
+
+/// Builds tests/programs/q_go into DIR/q_go with the Go toolchain (no network, no module).
+#[track_caller]
+fn go_build(dir: &Path) -> PathBuf {
+    let exe = dir.join("q_go");
+    let st = Command::new("go")
+        .current_dir(dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("CGO_ENABLED", "0")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(programs().join("q_go/main.go"))
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Go toolchain is needed for this test ({e}); Debian: apt-get install golang-go"
+            )
+        });
+    assert!(st.success(), "go build q_go");
+    exe
+}
+
+#[test]
+fn a_go_program_runs_a_static_driver_twice_through_os_exec() {
+    let q = Q::new("q-goexec");
+    let exe = go_build(&q.dir);
+    let child = q.regs(true);
+    let dev = q.dev();
+    let (out, ev) = record(&q.dir, &dev, &[os(&exe), os(&dev), os(&child), os(&dev)]);
+    assert_exit(&out, 5);
+    assert_eq!(
+        stdout(&out),
+        format!("{REGS_LINE}child 7\n").repeat(2),
+        "stderr {}",
+        stderr(&out)
+    );
+    assert_eq!(route_marks(&ev), ["mmio-trace: route inject (Go program)"]);
+    // Go's atomic stores are XCHG: a read, then the write.
+    let mut want = vec![('R', 4, 0x10, 0x1004), ('W', 4, 0x10, 1)];
+    want.extend(regs_accesses());
+    want.extend([('R', 4, 0x18, 0x1006), ('W', 4, 0x18, 7)]);
+    want.extend(regs_accesses());
+    want.extend([('R', 4, 0x18, 7), ('W', 4, 0x18, 7)]);
+    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    assert_none_lost(&ev);
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+}
