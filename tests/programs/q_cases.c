@@ -521,6 +521,33 @@ static int c_stopcont(void) {
     return 0;
 }
 
+/* ---- SIGSYS and SIGSEGV ignored (SIG_IGN), SIGSYS raised ---- */
+static int c_ignore(void) {
+    signal(SIGSYS, SIG_IGN);
+    signal(SIGSEGV, SIG_IGN);
+    uint8_t *d = map_device(dev_path, 4096);
+    wr32(d + 0x20, 0xa7);
+    raise(SIGSYS);
+    uint32_t v = rd32(d + 0x20);
+    munmap(d, 4096);
+    struct sigaction back;
+    sigaction(SIGSEGV, NULL, &back);
+    printf("read %x ign %d\n", v, back.sa_handler == SIG_IGN);
+    return 0;
+}
+
+/* ---- a mapping of the program's own at a fixed high address ---- */
+static int c_high(const char *at, int replace) {
+    uint8_t *want = (uint8_t *)strtoull(at, NULL, 0);
+    int how = replace ? MAP_FIXED : MAP_FIXED_NOREPLACE;
+    uint8_t *p = mmap(want, replace ? 0x400000 : 65536, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | how, -1, 0);
+    if (p != want) { printf("mmap %s: %s\n", at, strerror(errno)); return 3; }
+    p[0] = 1;
+    wr32(dev + 0x20, p[0]);
+    printf("mapped\n");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 100;
     dev_path = argv[1];
@@ -549,5 +576,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "maps")) return c_maps();
     if (!strcmp(c, "thrfork")) return c_thrfork();
     if (!strcmp(c, "stopcont")) return c_stopcont();
+    if (!strcmp(c, "ignore")) return c_ignore();
+    if (!strcmp(c, "high")) return c_high(a, 0);
+    if (!strcmp(c, "highfixed")) return c_high(a, 1);
     return 101;
 }

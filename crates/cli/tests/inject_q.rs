@@ -903,3 +903,26 @@ fn a_go_program_runs_a_static_driver_twice_through_os_exec() {
     assert_none_lost(&ev);
     assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
 }
+
+#[test]
+fn sigsys_and_sigsegv_ignored_by_the_program() {
+    let q = Q::new("q-ignore");
+    assert_runs(
+        &q.runs(&["ignore"]),
+        0,
+        "read a7 ign 1\n",
+        &[('W', 4, 0x20, 0xa7), ('R', 4, 0x20, 0xa7)],
+    );
+}
+
+#[test]
+#[ignore = "limitation: the inject route's core lives at the fixed address 0x2aa0_0000_0000: the program's own MAP_FIXED_NOREPLACE mapping there fails with EEXIST (a MAP_FIXED one replaces the core and the program dies at its next device access)"]
+fn a_mapping_of_the_programs_own_at_the_cores_address() {
+    let q = Q::new("q-high");
+    assert_runs(
+        &q.runs(&["high", "0x2aa000000000"]),
+        0,
+        "mapped\n",
+        &[('W', 4, 0x20, 1)],
+    );
+}
