@@ -6,9 +6,19 @@
  *   nanosleep: sleeps 300 ms:                      "ret=0 errno=0 ms>=300=1"
  *   thread:    as read, in a second thread; prints its tid after "ready"; the main thread
  *              waits in pthread_join.
- * SIGUSR1 has a counting handler (SA_RESTART). Exit status 0. */
+ *   filter:    installs a seccomp filter that traps (SIGSYS) munmap and mprotect unless
+ *              called from 0x2aa000000000..0x2aa001000000 (where the test loads its blob),
+ *              checks it with a munmap of its own (one SIGSYS), then as read; prints
+ *              "sigsys=N" after the read's line.
+ * SIGUSR1 and SIGSYS have counting handlers (SA_RESTART). Exit status 0. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,8 +27,31 @@
 #include <time.h>
 #include <unistd.h>
 
-static volatile int usr1;
+static volatile int usr1, sigsys;
 static void on_usr1(int s) { (void)s; usr1++; }
+static void on_sigsys(int s) { (void)s; sigsys++; }
+
+static int install_filter(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_munmap, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_mprotect, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, instruction_pointer) + 4),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x2aa0, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, instruction_pointer)),
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x01000000, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+}
 
 static unsigned char pat[16][32] __attribute__((aligned(32)));
 static unsigned char out[16][32] __attribute__((aligned(32)));
@@ -72,10 +105,22 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_usr1;
     sa.sa_flags = SA_RESTART;
     sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = on_sigsys;
+    sigaction(SIGSYS, &sa, NULL);
     const char *mode = argc > 1 ? argv[1] : "read";
     if (!strcmp(mode, "read")) {
         printf("ready\n");
         blocked_read();
+    } else if (!strcmp(mode, "filter")) {
+        void *page = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED || install_filter() != 0)
+            return 3;
+        munmap(page, 4096);
+        if (sigsys != 1)
+            return 4;
+        printf("ready\n");
+        blocked_read();
+        printf("sigsys=%d\n", sigsys);
     } else if (!strcmp(mode, "nanosleep")) {
         printf("ready\n");
         struct timespec t0, t1, d = {0, 300 * 1000 * 1000};

@@ -20,6 +20,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod mem;
+mod thread;
 
 use mmio_trace_tracer as tracer;
 
@@ -63,6 +64,9 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
         // SAFETY: the caller's contract.
         unsafe { core::slice::from_raw_parts(params, len) }
     };
+    // Helper threads (the hot-site patcher) by raw clone, unless the runtime registered
+    // its own way.
+    tracer::thread::set_default_spawner(thread::spawn);
     match tracer::init_from_vars(vars) {
         Ok(()) => {}
         Err(tracer::InitError::NoRecorder) => return -EINVAL,
@@ -112,15 +116,21 @@ extern "C" {
     static _end: u8;
 }
 
-/// The blob's own address range: the filter lets system calls made from it through.
+/// The blob's own address range, and the page after it, where the recorder's loader puts
+/// its return trap and the `syscall` its injected calls run at (`mmio-trace-ptrace`'s
+/// image layout): the filter lets system calls made from there through, and memory calls
+/// at those addresses (the loader maps that page from outside, after an exec, under the
+/// inherited filter and before any handler).
 fn own_range() -> (u64, u64) {
+    const PAGE: u64 = 4096;
     // SAFETY: only the addresses of linker-defined symbols are taken.
-    unsafe {
+    let (lo, end) = unsafe {
         (
             core::ptr::addr_of!(__ehdr_start) as u64,
             core::ptr::addr_of!(_end) as u64,
         )
-    }
+    };
+    (lo, ((end + PAGE - 1) & !(PAGE - 1)) + PAGE)
 }
 
 /// The recorder's hand-off socket (`@name`), as the settings gave it; read by the exec
@@ -228,7 +238,8 @@ pub extern "C" fn mmio_trace_agent_thread_start() {
 }
 
 /// Registers how the agent starts a helper thread (the hot-site patcher); see
-/// `tracer::thread::Spawner`. Until then hot sites are not patched.
+/// `tracer::thread::Spawner`. Without it, a raw `clone` of the agent's own (registered by
+/// [`mmio_trace_agent_init`]).
 #[no_mangle]
 pub extern "C" fn mmio_trace_agent_set_spawner(f: tracer::thread::Spawner) {
     tracer::thread::set_spawner(f);

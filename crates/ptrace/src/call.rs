@@ -108,7 +108,10 @@ impl Process {
     /// Errors: [`Error::CallFault`] if the function faults (SIGSEGV, SIGBUS, SIGILL,
     /// SIGFPE, or a trap other than the return), [`Error::CallTimeout`] if it runs longer than
     /// `opts.timeout`; in both cases the registers are restored, and what the function did
-    /// stays done. [`Error::Gone`] if the thread died (nothing to restore).
+    /// stays done; the thread is then in the signal-delivery-stop of the fault or the
+    /// interrupt's stop (resume it with signal 0, as after a successful call from any stop but
+    /// a signal-delivery-stop, whose siginfo is put back). [`Error::Gone`] if the thread died
+    /// (nothing to restore).
     pub fn call_with(
         &mut self,
         tid: Pid,
@@ -122,11 +125,19 @@ impl Process {
                 args.len()
             )));
         }
-        let trap = match opts.return_to.or(self.trap()) {
-            Some(t) => t,
-            None => self.make_trap(tid)?,
+        let trap = match (opts.return_to, self.trap()) {
+            (Some(t), _) if self.is_int3(t) => t,
+            (Some(t), _) => {
+                return Err(Error::Invalid(format!(
+                    "the return address {t:#x} given for a call does not hold an int3"
+                )))
+            }
+            // Checked each time (one read): the page may have been unmapped behind our back.
+            (None, Some(t)) if self.is_int3(t) => t,
+            (None, _) => self.make_trap(tid)?,
         };
         let (origin, mut caught) = self.begin(tid)?;
+        let rseq = self.rseq_save(tid);
         let saved = sys::getregs(tid)?;
         let mut fpu = match save_fpu(tid) {
             Ok(f) => f,
@@ -161,6 +172,7 @@ impl Process {
         if let Err(e @ Error::Gone { .. }) = result {
             return Err(e);
         }
+        self.rseq_restore(rseq);
         let restored = restore_fpu(tid, &mut fpu)
             .and_then(|()| self.back_to_origin(tid, &origin, &saved, caught));
         let v = result?;
@@ -241,6 +253,11 @@ impl Process {
             }
             cont(tid, 0)?;
         }
+    }
+
+    fn is_int3(&mut self, addr: u64) -> bool {
+        let mut b = [0u8];
+        self.mem().read(addr, &mut b).is_ok() && b[0] == 0xcc
     }
 
     /// Maps one page of `int3` (read+execute, anonymous) to return to.

@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use crate::{Error, Pid, Process, Result, SyscallSite};
 
 const PAGE: u64 = 4096;
+/// Largest span accepted (the agent spans a few MiB): bounds the loader's own memory.
+const MAX_SPAN: u64 = 1 << 32;
 /// Offset of the `syscall` instruction in the trap page.
 const TRAP_SYSCALL: u64 = 16;
 /// The trap page's code: `int3` x16 (the return address of calls), then `syscall; int3`.
@@ -260,7 +262,7 @@ impl Blob {
         }
         let mut phdrs = Vec::new();
         for i in 0..phnum {
-            let o = phoff + i * phentsize;
+            let o = phoff.saturating_add(i * phentsize);
             f.slice(o, 56, "a program header")?;
             phdrs.push(Phdr {
                 kind: f.u32(o)?,
@@ -308,8 +310,15 @@ impl Blob {
             }
             p.vaddr
                 .checked_add(p.memsz)
-                .filter(|&e| e < 1 << 46)
-                .ok_or_else(|| bad(format!("PT_LOAD segment {i} has an absurd address range")))?;
+                .filter(|&e| e <= MAX_SPAN)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "PT_LOAD segment {i} ends beyond {} GiB ({:#x} + {:#x}): not a blob to inject",
+                        MAX_SPAN >> 30,
+                        p.vaddr,
+                        p.memsz
+                    ))
+                })?;
             f.slice(p.offset, p.filesz, "a PT_LOAD segment's contents")?;
         }
 
@@ -376,7 +385,7 @@ impl Blob {
         let vaddr_to_off = |va: u64, len: u64, what: &str| -> Result<u64> {
             loads
                 .iter()
-                .find(|p| va >= p.vaddr && va + len <= p.vaddr + p.filesz)
+                .find(|p| va >= p.vaddr && va.saturating_add(len) <= p.vaddr + p.filesz)
                 .map(|p| p.offset + (va - p.vaddr))
                 .ok_or_else(|| {
                     bad(format!(
@@ -437,7 +446,7 @@ impl Blob {
                     match info as u32 {
                         R_X86_64_NONE => {}
                         R_X86_64_RELATIVE => {
-                            put_word(&mut contents, &loads, at, addend)?;
+                            put_word(&mut contents, at, addend)?;
                             relocs.push(at);
                         }
                         t => {
@@ -462,29 +471,28 @@ impl Blob {
                     if w & 1 == 0 {
                         // An address; the word there is the addend.
                         relocs.push(w);
-                        next = w + 8;
+                        next = w.wrapping_add(8);
                     } else {
                         // A bitmap of the 63 words from `next`.
                         for bit in 0..63 {
                             if w >> (bit + 1) & 1 != 0 {
-                                relocs.push(next + bit * 8);
+                                relocs.push(next.wrapping_add(bit * 8));
                             }
                         }
-                        next += 63 * 8;
+                        next = next.wrapping_add(63 * 8);
                     }
                 }
             }
             symbols = dynsyms(&f, &dyns, shoff, shentsize, shnum, &vaddr_to_off)?;
         }
         for &at in &relocs {
-            // Check every target is inside a writable-at-load part of the image: at least
-            // inside a segment (contents extended with zeros if it is in .bss).
+            // A relocated word has an initial value, so it is in a segment's file part.
             if !loads
                 .iter()
-                .any(|p| at >= p.vaddr && at + 8 <= p.vaddr + p.memsz)
+                .any(|p| at >= p.vaddr && at.saturating_add(8) <= p.vaddr + p.filesz)
             {
                 return Err(bad(format!(
-                    "a relocation targets {at:#x}, outside every PT_LOAD segment"
+                    "a relocation targets {at:#x}, outside the file contents of every PT_LOAD segment"
                 )));
             }
         }
@@ -540,26 +548,17 @@ impl Blob {
     }
 }
 
-/// Stores a RELA addend at `at` (base 0), extending the segment's contents with zeros if
-/// `at` is in its .bss part.
-fn put_word(contents: &mut [(u64, Vec<u8>)], loads: &[Phdr], at: u64, v: u64) -> Result<()> {
-    let Some(p) = loads
-        .iter()
-        .find(|p| at >= p.vaddr && at + 8 <= p.vaddr + p.memsz)
+/// Stores a RELA addend at `at` (base 0) in the contents of the segment holding it.
+fn put_word(contents: &mut [(u64, Vec<u8>)], at: u64, v: u64) -> Result<()> {
+    let Some((va, b)) = contents
+        .iter_mut()
+        .find(|(va, b)| at >= *va && at.saturating_add(8) <= *va + b.len() as u64)
     else {
         return Err(bad(format!(
-            "a relocation targets {at:#x}, outside every PT_LOAD segment"
-        )));
-    };
-    let Some((va, b)) = contents.iter_mut().find(|(va, _)| *va == p.vaddr) else {
-        return Err(bad(format!(
-            "a relocation targets {at:#x}, in a segment without file contents"
+            "a relocation targets {at:#x}, outside the file contents of every PT_LOAD segment"
         )));
     };
     let i = (at - *va) as usize;
-    if b.len() < i + 8 {
-        b.resize(i + 8, 0);
-    }
     b[i..i + 8].copy_from_slice(&v.to_le_bytes());
     Ok(())
 }
@@ -594,14 +593,14 @@ fn dynsyms(
         return Ok(out);
     };
     let syment = dyns.get(&DT_SYMENT).copied().unwrap_or(24);
-    if syment < 24 {
-        return Err(bad(format!("symbol entry size {syment} < 24")));
+    if syment != 24 {
+        return Err(bad(format!("symbol entry size {syment} is not 24")));
     }
     let strsz = dyns.get(&DT_STRSZ).copied().unwrap_or(0);
     let mut count = None;
     if shoff != 0 && shentsize >= 64 {
         for i in 0..shnum {
-            let o = shoff + i * shentsize;
+            let o = shoff.saturating_add(i * shentsize);
             if f.slice(o, 64, "a section header").is_err() {
                 break;
             }

@@ -27,6 +27,10 @@ use crate::sys::{self, SYSCALL_INFO_ENTRY};
 use crate::thread::{singlestep, syscall};
 use crate::{Error, Pid, Result};
 
+/// `si_code` of a SIGSYS raised by a seccomp filter's `SECCOMP_RET_TRAP`.
+const SYS_SECCOMP: i32 = 1;
+/// Offset of `rseq_cs` in `struct rseq` (after `cpu_id_start` and `cpu_id`).
+const RSEQ_CS_OFFSET: u64 = 8;
 /// `si_code` of a tgkill-sent signal (the kernel refuses to forge it from another process).
 const SI_TKILL: i32 = -6;
 const EV_STOP: i32 = 128;
@@ -78,7 +82,8 @@ pub enum SyscallSite {
     /// mappings), remembered until exec; if there is none, as [`SyscallSite::PatchRip`].
     #[default]
     Auto,
-    /// The bytes `0f 05` at this address (forgotten at exec).
+    /// The bytes `0f 05` at this address (forgotten at exec; checked before each use, and
+    /// replaced by [`SyscallSite::Auto`] once they are gone, e.g. unmapped).
     At(u64),
     /// `0f 05` written over the thread's current instruction for the call, then the
     /// program's bytes put back. Other threads of the process must be stopped meanwhile, or
@@ -160,6 +165,7 @@ impl Process {
     /// [`Process::take_requeued`]).
     pub fn inject_syscall(&mut self, tid: Pid, nr: i64, args: [u64; 6]) -> Result<i64> {
         let (origin, mut caught) = self.begin(tid)?;
+        let rseq = self.rseq_save(tid);
         let saved = sys::getregs(tid)?;
         let (site, patched) = self.site_for(saved.rip)?;
         let mut r = saved;
@@ -181,6 +187,7 @@ impl Process {
                 put_back?;
             }
         }
+        self.rseq_restore(rseq);
         let value = match result {
             Ok(v) => v,
             Err(e @ Error::Gone { .. }) => return Err(e),
@@ -252,6 +259,31 @@ impl Process {
         self.site
     }
 
+    /// The armed rseq critical section of `tid`, if any: the address of its `struct rseq`'s
+    /// `rseq_cs` field and the value there. Running anything in a thread stopped inside a
+    /// section returns it to user space outside the section, where the kernel clears
+    /// `rseq_cs` (`rseq_ip_fixup`): put back afterwards, the section is aborted on resume
+    /// as it would have been.
+    pub(crate) fn rseq_save(&mut self, tid: Pid) -> Option<(u64, u64)> {
+        let c = sys::rseq_configuration(tid).ok()?;
+        if c.rseq_abi_pointer == 0 {
+            return None;
+        }
+        let at = c.rseq_abi_pointer.checked_add(RSEQ_CS_OFFSET)?;
+        let mut b = [0u8; 8];
+        self.mem.read(at, &mut b).ok()?;
+        let v = u64::from_le_bytes(b);
+        (v != 0).then_some((at, v))
+    }
+
+    /// Puts back what [`Process::rseq_save`] found.
+    pub(crate) fn rseq_restore(&mut self, saved: Option<(u64, u64)>) {
+        if let Some((at, v)) = saved {
+            // Best effort: the area is the thread's own writable memory.
+            let _ = self.mem.write(at, &v.to_le_bytes());
+        }
+    }
+
     pub(crate) fn trap(&self) -> Option<u64> {
         self.trap
     }
@@ -308,10 +340,18 @@ impl Process {
     /// Where to run the call: the cached `syscall` instruction, a newly found one, or the
     /// current RIP overwritten (returning the bytes to put back).
     fn site_for(&mut self, rip: u64) -> Result<(u64, Option<[u8; 2]>)> {
+        if let SyscallSite::At(a) = self.site {
+            // Checked each time (one read): e.g. the image that held it was unmapped.
+            let mut b = [0u8; 2];
+            if self.mem.read(a, &mut b).is_ok() && b == [0x0f, 0x05] {
+                return Ok((a, None));
+            }
+            self.site = SyscallSite::Auto;
+        }
         match self.site {
-            SyscallSite::At(a) => return Ok((a, None)),
             SyscallSite::PatchRip => {}
-            SyscallSite::Auto => {
+            // (`At` only when its bytes were just found gone: now Auto.)
+            SyscallSite::At(_) | SyscallSite::Auto => {
                 if let Some(a) = self.syscall_insn {
                     // Checked each time (one process_vm_readv): after an exec nobody told
                     // us about, or an unmapped library, the address may hold anything.
@@ -380,6 +420,17 @@ impl Process {
                             tid,
                             what: "run a system call",
                             why: format!("signal {signal} at the injected syscall ({info:?})"),
+                        });
+                    }
+                    // The process's seccomp filter trapped the injected call itself: the
+                    // program must not get that SIGSYS (it made no such call).
+                    if signal == libc::SIGSYS && info.is_some_and(|i| i.code() == SYS_SECCOMP) {
+                        return Err(Error::BadStop {
+                            tid,
+                            what: "run a system call",
+                            why: format!(
+                                "the process's seccomp filter trapped it (SIGSYS) at {site:#x}: run it from an address the filter exempts (SyscallSite::At, e.g. a loaded image's syscall)"
+                            ),
                         });
                     }
                     caught.push((signal, info));

@@ -9,6 +9,7 @@ use crate::{Error, Pid, Result};
 pub const PTRACE_GETREGSET: libc::c_uint = 0x4204;
 pub const PTRACE_SETREGSET: libc::c_uint = 0x4205;
 pub const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+pub const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 pub const NT_PRFPREG: libc::c_int = 2;
 pub const NT_X86_XSTATE: libc::c_int = 0x202;
 
@@ -177,6 +178,35 @@ pub fn syscall_info(tid: Pid) -> Result<SyscallInfo> {
         )?
     };
     Ok(i)
+}
+
+/// `struct ptrace_rseq_configuration` (kernel ABI, 5.13+).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct RseqConfiguration {
+    pub rseq_abi_pointer: u64,
+    pub rseq_abi_size: u32,
+    pub signature: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// PTRACE_GET_RSEQ_CONFIGURATION: where the thread's registered `struct rseq` is (pointer
+/// 0: none registered).
+pub fn rseq_configuration(tid: Pid) -> Result<RseqConfiguration> {
+    let mut c = RseqConfiguration::default();
+    let size = std::mem::size_of::<RseqConfiguration>() as u64;
+    // SAFETY: the kernel writes at most `size` bytes, the size of `c`.
+    unsafe {
+        ptrace_ptr(
+            "GET_RSEQ_CONFIGURATION",
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid,
+            size,
+            &mut c,
+        )?
+    };
+    Ok(c)
 }
 
 /// `tgkill(tgid, tid, sig)`.

@@ -417,6 +417,105 @@ fn a_call_from_a_syscall_entry_stop_returns_to_that_stop() {
     assert_eq!(h.exit_code(), 0);
 }
 
+/// A thread stopped inside an rseq critical section keeps its section armed across calls
+/// and injected system calls: its `rseq_cs` pointer is as before, so the kernel still aborts
+/// the section when the thread resumes.
+#[test]
+fn a_thread_inside_an_rseq_critical_section_keeps_it_armed() {
+    let mut h = Helper::start("l_rseq", &[]);
+    let pid = h.pid();
+    let rs: u64 = h.line().parse().unwrap();
+    let mut p = Process::new(pid);
+    // Seize until the thread is stopped inside the section (RIP in it, rseq_cs set).
+    let read_cs = |p: &mut Process| {
+        let mut b = [0u8; 8];
+        p.mem().read(rs + 8, &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let mut tries = 0;
+    let (stops, cs) = loop {
+        let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+        let cs = read_cs(&mut p);
+        if cs != 0 {
+            let mut d = [0u8; 32];
+            p.mem().read(cs, &mut d).unwrap();
+            let start = u64::from_le_bytes(d[8..16].try_into().unwrap());
+            let len = u64::from_le_bytes(d[16..24].try_into().unwrap());
+            let rip = Regs::read(pid).unwrap().user().rip;
+            if rip >= start && rip < start + len {
+                break (stops, cs);
+            }
+        }
+        for (t, _) in stops {
+            detach(t, 0).unwrap();
+        }
+        tries += 1;
+        assert!(tries < 1000, "never stopped inside the section");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let img = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    let after_mmaps = read_cs(&mut p);
+    let r = p.call(pid, img.sym("add").unwrap(), &[1, 2]).unwrap();
+    let after_call = read_cs(&mut p);
+    // (Checked once detached: a failing test must not leave a traced two-thread zombie.)
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    assert_eq!(r, 3);
+    assert_eq!(after_mmaps, cs, "after the injected mmaps");
+    assert_eq!(after_call, cs, "after a call");
+    h.write_stdin(b"x");
+    assert_eq!(h.line(), "aborts>0=1");
+    assert_eq!(h.exit_code(), 0);
+}
+
+/// Under a seccomp filter that traps munmap/mprotect from outside the blob's range (as the
+/// inject route's does): the load's anonymous mmaps pass, and once loaded, injected
+/// munmap/mprotect run from the blob's own `syscall` and pass too; before the load, the
+/// filter's SIGSYS for an injected munmap is an error, not passed on: the program never sees
+/// a SIGSYS it did not cause.
+#[test]
+fn under_a_filter_exempting_the_blob_injected_calls_run_from_the_blob() {
+    const BASE: u64 = 0x2aa0_0000_0000;
+    let mut h = Helper::start("l_target", &["filter"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    let mut p = Process::new(pid);
+    // From the vDSO (no image yet) the filter traps the munmap: an error, and the SIGSYS is
+    // not passed on to the program.
+    let a0 = p.alloc_scratch(pid, 4096).unwrap();
+    let trapped = p.remote_munmap(pid, a0, 4096);
+    let requeued0 = p.take_requeued();
+    let img = p
+        .load_image(pid, &blob(), &LoadOptions { base: Some(BASE) })
+        .unwrap();
+    assert_eq!(img.base, BASE);
+    let a = p.alloc_scratch(pid, 4096).unwrap();
+    let mprotect = p.remote_mprotect(pid, a, 4096, libc::PROT_READ);
+    let munmap = p.remote_munmap(pid, a, 4096);
+    let add = p.call(pid, img.sym("add").unwrap(), &[4, 5]);
+    let unload = p.unload_image(pid, &img);
+    let requeued = p.take_requeued();
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    match trapped {
+        Err(Error::BadStop { why, .. }) => assert!(why.contains("seccomp filter"), "{why}"),
+        r => panic!("{r:?}"),
+    }
+    assert!(requeued0.is_empty(), "{requeued0:?}");
+    mprotect.unwrap();
+    munmap.unwrap();
+    assert_eq!(add.unwrap(), 9);
+    unload.unwrap();
+    assert!(requeued.is_empty(), "{requeued:?}");
+    h.write_stdin(b"f");
+    assert_eq!(h.line(), "ret=1 data=f vec=OK usr1=0");
+    assert_eq!(h.line(), "sigsys=1", "only the program's own");
+    assert_eq!(h.exit_code(), 0);
+}
+
 #[test]
 fn a_call_from_a_group_stop_leaves_the_process_stopped() {
     let mut h = Helper::start("l_target", &["read"]);
@@ -684,6 +783,25 @@ fn a_scratch_stack_and_a_data_block_are_used() {
         fresh.call(pid, img.sym("add").unwrap(), &[5, 6]).unwrap(),
         11
     );
+    // A return address that is no int3 is refused; an explicit one is used.
+    let not_trap = CallOptions {
+        return_to: Some(img.sym("add").unwrap()),
+        ..CallOptions::default()
+    };
+    match fresh.call_with(pid, img.sym("add").unwrap(), &[1, 2], &not_trap) {
+        Err(Error::Invalid(m)) => assert!(m.contains("int3"), "{m}"),
+        r => panic!("{r:?}"),
+    }
+    let explicit = CallOptions {
+        return_to: Some(img.trap + 3),
+        ..CallOptions::default()
+    };
+    assert_eq!(
+        fresh
+            .call_with(pid, img.sym("add").unwrap(), &[7, 8], &explicit)
+            .unwrap(),
+        15
+    );
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let anon_rx = maps
         .lines()
@@ -722,7 +840,40 @@ fn to_exec_stop(h: &mut Helper, pid: Pid, resume: bool) {
 
 #[test]
 fn at_the_exec_stop_the_blob_loads_runs_and_goes_to_the_same_base_after_the_next_exec() {
-    let mut h = Helper::start("l_exec", &["2"]);
+    exec_case(Helper::start("l_exec", &["2"]));
+}
+
+#[test]
+fn at_the_exec_stop_of_a_static_program_the_blob_loads_and_runs() {
+    let exe = cc("l_exec", "l_exec_static", &["-O1", "-static"]);
+    exec_case(Helper::start_exe(&exe, &["2"]));
+}
+
+/// Where a freshly exec'd process starts: the interpreter's entry point (AT_BASE plus its
+/// e_entry), or the program's (AT_ENTRY) when it has none.
+fn first_instruction(pid: Pid) -> u64 {
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).unwrap();
+    let get = |key: u64| {
+        auxv.chunks_exact(16)
+            .find(|e| u64::from_le_bytes(e[..8].try_into().unwrap()) == key)
+            .map(|e| u64::from_le_bytes(e[8..].try_into().unwrap()))
+            .unwrap_or(0)
+    };
+    let (base, entry) = (get(7), get(9));
+    if base == 0 {
+        return entry;
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let interp = maps
+        .lines()
+        .find(|l| u64::from_str_radix(l.split('-').next().unwrap(), 16).unwrap() == base)
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap();
+    let elf = std::fs::read(interp).unwrap();
+    base + Elf(&elf).u64(24)
+}
+
+fn exec_case(mut h: Helper) {
     let pid = h.pid();
     wait_blocked(pid, pid, &[libc::SYS_read]);
     let stops = seize_all(pid, Options::TRACESYSGOOD | Options::TRACEEXEC).unwrap();
@@ -731,6 +882,7 @@ fn at_the_exec_stop_the_blob_loads_runs_and_goes_to_the_same_base_after_the_next
     let mut p = Process::new(pid);
     p.exec_happened();
     let before = *Regs::read(pid).unwrap().user();
+    assert_eq!(before.rip, first_instruction(pid), "nothing ran yet");
     let mut argc = [0u8; 8];
     p.mem().read(before.rsp, &mut argc).unwrap();
     assert_eq!(
@@ -795,8 +947,18 @@ fn unload_image_unmaps_the_whole_span() {
     let img2 = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
     assert_eq!(p.call(pid, img2.sym("add").unwrap(), &[2, 2]).unwrap(), 4);
     p.unload_image(pid, &img2).unwrap();
-    let maps1 = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    assert_eq!(maps0, maps1, "nothing left mapped");
+    // An image unmapped behind the Process's back: its stale trap is noticed, a new one made.
+    let a = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    let b = p.load_image(pid, &blob(), &LoadOptions::default()).unwrap();
+    p.remote_munmap(pid, b.base, b.len).unwrap();
+    assert_eq!(p.call(pid, a.sym("add").unwrap(), &[3, 3]).unwrap(), 6);
+    p.unload_image(pid, &a).unwrap();
+    let maps_extra = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert_eq!(
+        maps_extra.lines().count(),
+        maps0.lines().count() + 1,
+        "the new trap page"
+    );
     for (t, _) in stops {
         detach(t, 0).unwrap();
     }
@@ -891,6 +1053,54 @@ fn bad_blobs_are_refused_with_their_reason_and_nothing_is_mapped() {
     h.write_stdin(b"e");
     assert_eq!(h.line(), "ret=1 data=e vec=OK usr1=0");
     assert_eq!(h.exit_code(), 0);
+}
+
+/// Corrupted headers, tables and relocations never make the parser panic (overflow checks
+/// are on in test builds) or accept a blob with a relocation outside its contents.
+#[test]
+fn corrupted_blobs_never_panic_the_parser() {
+    for good in [blob(), relr_blob()] {
+        let e = Elf(&good);
+        // Where the interesting bytes are: ELF and program headers, .dynamic, .dynsym,
+        // .gnu.hash, the relocation tables, the section headers.
+        let d = e.phdrs().into_iter().find(|p| p.1 == 2).unwrap();
+        let shoff = e.u64(40) as usize;
+        let regions = [
+            (0usize, 64 + 56 * e.u16(56) as usize),
+            (d.3 as usize, d.5 as usize),
+            (0x200, 0x600),
+            (shoff, good.len() - shoff),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut accepted = 0;
+        for _ in 0..8000 {
+            let mut b = good.clone();
+            for _ in 0..1 + next() % 4 {
+                let (start, len) = regions[(next() % regions.len() as u64) as usize];
+                let at = start + (next() as usize) % len.max(1);
+                if at < b.len() {
+                    b[at] = match next() % 4 {
+                        0 => 0,
+                        1 => 0xff,
+                        2 => b[at] ^ (1 << (next() % 8)),
+                        _ => next() as u8,
+                    };
+                }
+            }
+            if let Ok(blob) = Blob::parse(&b) {
+                accepted += 1;
+                assert!(blob.span() <= 1 << 32);
+            }
+        }
+        // Most single-byte changes hit bytes that do not matter (padding, names).
+        assert!(accepted > 0);
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -363,9 +363,13 @@ fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
                 }
                 let _ = pt::detach(cur, 0);
             }
-            Stop::Event(Event::Clone { .. } | Event::Fork { .. } | Event::Vfork { .. }) => {
-                // The child (attached already) is followed; the spawner goes on alone.
+            Stop::Event(Event::Clone { new } | Event::Fork { new } | Event::Vfork { new }) => {
+                // The child (attached already, its first stop may still be to come) is
+                // followed; the spawner goes on alone.
                 tracees.retain(|&t| t != cur);
+                if !tracees.contains(&new) {
+                    tracees.push(new);
+                }
                 let _ = pt::detach(cur, 0);
             }
             s if s.is_gone() => tracees.retain(|&t| t != cur),

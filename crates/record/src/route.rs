@@ -208,7 +208,7 @@ mod tests {
         );
         assert_eq!(
             auto(&cc(&d, "stat2", &["-static"])).mark(),
-            "mmio-trace: route ptrace (static executable)"
+            "mmio-trace: route inject (static executable)"
         );
         assert_eq!(
             choose(

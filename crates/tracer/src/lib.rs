@@ -11,9 +11,12 @@
 //! system calls only ([`sys`]) and keeps per-thread state in a fixed table keyed by the
 //! thread pointer ([`threads`]) instead of libc TLS.
 //!
-//! Two ways in:
-//! * the preload library calls [`init_from_env`] in its constructor and the `after_*` /
+//! Three ways in:
+//! * the preload library calls `init_from_env` in its constructor and the `after_*` /
 //!   `before_*` hooks from its interposed `mmap`, `munmap`, `mprotect`, `mremap`;
+//! * the injected agent (`crates/agent`, this crate built without its default `std`
+//!   feature: `no_std` + `alloc`, no libc function called) calls [`init_from_vars`] with the
+//!   settings the recorder hands it and the same hooks;
 //! * a Rust program traces its own mappings with [`init`] and [`trace_region`] (the
 //!   `mmio-trace-record` crate's self-recording API does both and drains the rings).
 #![cfg_attr(not(any(feature = "std", test)), no_std)]

@@ -22,6 +22,11 @@
 //! whose PC lies in it (`_dl_find_object`, glibc 2.35+, which is lock-free and
 //! async-signal-safe; the ELF header and notes are read from the object's own mapped
 //! pages). Each object is logged once per process.
+//!
+//! Without std (the injected agent: no loader to ask, perhaps none at all) the list is
+//! the ELF objects `/proc/self/maps` shows (`each_mapped_object`), walked at the same
+//! points, also in a fork child (it takes no lock); objects loaded later are logged at
+//! the next traced mapping, not by the fault handler.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -101,8 +106,8 @@ unsafe impl Sync for SnapCell {}
 static EXE: crate::sync::Once<([u8; 1024], usize)> = crate::sync::Once::new();
 
 /// Resolves what the fault handler needs later (normal context: `dlsym` may allocate).
-/// Without std there is no dynamic loader to ask: objects are not logged (no `object`
-/// MARKs), and PCs stay unsymbolized.
+/// Without std there is no loader to ask: the fault handler logs no object (see the
+/// module doc).
 pub(crate) fn init() {
     #[cfg(feature = "std")]
     {
@@ -114,7 +119,7 @@ pub(crate) fn init() {
 }
 
 /// Calls `cb` for each object of the dynamic loader's list (`dl_iterate_phdr`); without
-/// std, for none.
+/// std, for each ELF object mapped (`each_mapped_object`).
 ///
 /// # Safety
 /// `cb` must be safe to call with any entry the loader passes.
@@ -127,7 +132,104 @@ unsafe fn each_object(
         libc::dl_iterate_phdr(Some(cb), core::ptr::null_mut())
     };
     #[cfg(not(feature = "std"))]
-    let _ = cb;
+    // SAFETY: the caller's contract.
+    unsafe {
+        each_mapped_object(cb)
+    };
+}
+
+/// [`each_object`] without a loader to ask: the ELF objects `/proc/self/maps` shows, each
+/// passed as the loader would pass it (bias, program headers, name). An object is a private
+/// mapping of a file (or the vDSO) at file offset 0 whose first bytes are an ELF header
+/// with a loadable segment at offset 0. Headers and notes are read with
+/// `process_vm_readv` first, so a mapping that is not what it seems cannot fault here;
+/// shared mappings and files under `/dev` and `/sys` are never read (device memory).
+/// Safe in a fork child (no lock is taken), so a child walks its own list.
+///
+/// # Safety
+/// As [`each_object`].
+#[cfg(not(feature = "std"))]
+unsafe fn each_mapped_object(
+    cb: unsafe extern "C" fn(*mut libc::dl_phdr_info, usize, *mut c_void) -> i32,
+) {
+    use crate::patch::text;
+    const MAX_PH: usize = 64;
+    for m in text::maps() {
+        let name = m.name.as_bytes();
+        let file = name.first() == Some(&b'/')
+            && !name.starts_with(b"/dev/")
+            && !name.starts_with(b"/sys/")
+            && !name.ends_with(b" (deleted)");
+        if m.offset != 0 || m.perms[0] != b'r' || m.perms[3] != b'p' || !(file || name == b"[vdso]")
+        {
+            continue;
+        }
+        // SAFETY: a zeroed ELF header is a valid value; `text::read` fills what it can.
+        let mut eh: libc::Elf64_Ehdr = unsafe { core::mem::zeroed() };
+        let eh_len = core::mem::size_of::<libc::Elf64_Ehdr>();
+        // SAFETY: viewing the header's bytes as a buffer of its size.
+        let eh_buf =
+            unsafe { core::slice::from_raw_parts_mut((&mut eh as *mut _) as *mut u8, eh_len) };
+        if text::read(m.start, eh_buf) != eh_len
+            || eh.e_ident[..4] != *b"\x7fELF"
+            || !matches!(eh.e_type, libc::ET_EXEC | libc::ET_DYN)
+            || usize::from(eh.e_phentsize) != core::mem::size_of::<libc::Elf64_Phdr>()
+        {
+            continue;
+        }
+        let n = usize::from(eh.e_phnum).min(MAX_PH);
+        // SAFETY: zeroed program headers are valid values.
+        let mut ph: [libc::Elf64_Phdr; MAX_PH] = unsafe { core::mem::zeroed() };
+        let ph_len = n * core::mem::size_of::<libc::Elf64_Phdr>();
+        // SAFETY: viewing the first `n` headers' bytes as a buffer of their size.
+        let ph_buf = unsafe { core::slice::from_raw_parts_mut(ph.as_mut_ptr() as *mut u8, ph_len) };
+        if text::read(m.start.saturating_add(eh.e_phoff), ph_buf) != ph_len {
+            continue;
+        }
+        let ph = &ph[..n];
+        // The bias: where the segment at file offset 0 (this mapping) was put.
+        let Some(first) = ph
+            .iter()
+            .find(|p| p.p_type == libc::PT_LOAD && p.p_offset == 0)
+        else {
+            continue;
+        };
+        let bias = m.start.wrapping_sub(first.p_vaddr & !(crate::PAGE - 1));
+        // `describe` reads the notes in place: only when they are readable now.
+        let notes_readable = ph.iter().filter(|p| p.p_type == libc::PT_NOTE).all(|p| {
+            let mut probe = [0u8; 4096];
+            let (at, len) = (bias.wrapping_add(p.p_vaddr), p.p_memsz);
+            (0..len).step_by(probe.len()).all(|off| {
+                let n = (len - off).min(probe.len() as u64) as usize;
+                text::read(at.wrapping_add(off), &mut probe[..n]) == n
+            })
+        });
+        if !notes_readable {
+            continue;
+        }
+        let mut cname = alloc::vec::Vec::with_capacity(name.len() + 1);
+        cname.extend_from_slice(name);
+        cname.push(0);
+        // SAFETY: a zeroed `dl_phdr_info` is valid (null pointers, zero counts).
+        let mut info: libc::dl_phdr_info = unsafe { core::mem::zeroed() };
+        info.dlpi_addr = bias;
+        info.dlpi_name = cname.as_ptr().cast();
+        info.dlpi_phdr = ph.as_ptr();
+        info.dlpi_phnum = n as u16;
+        info.dlpi_adds = 1;
+        // SAFETY: the entry describes a mapped object whose headers were copied and whose
+        // notes are readable; the callback's contract is the caller's.
+        if unsafe {
+            cb(
+                &mut info,
+                core::mem::size_of::<libc::dl_phdr_info>(),
+                core::ptr::null_mut(),
+            )
+        } != 0
+        {
+            break;
+        }
+    }
 }
 
 fn exe() -> &'static [u8] {
@@ -334,9 +436,12 @@ unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, _: *mut c
 }
 
 /// Logs the objects not logged yet by this process. Normal context (takes the loader's
-/// lock); allocation-free (called from the `mmap` hook).
+/// lock); allocation-free with std (called from the `mmap` hook, under the program's
+/// `malloc`); without std it reads `/proc/self/maps` into the agent's own heap.
 pub(crate) fn refresh() {
-    if !crate::is_active() || NO_WALK.load(Ordering::Relaxed) {
+    // Without std the walk reads /proc/self/maps, which takes no lock a fork could have
+    // left held: a fork child walks its own list.
+    if !crate::is_active() || (cfg!(feature = "std") && NO_WALK.load(Ordering::Relaxed)) {
         return;
     }
     own_table();

@@ -180,10 +180,7 @@ pub fn install() {
         let mut old = KSigaction::default();
         sys::sigaction(sig, Some(&act), Some(&mut old));
         if old.handler != SIG_DFL && old.handler != h {
-            let a = &APP[sig as usize];
-            a.handler.store(old.handler, Ordering::Relaxed);
-            a.flags.store(old.flags, Ordering::Relaxed);
-            a.mask.store(old.mask, Ordering::Relaxed);
+            set_app_action(sig, &old);
         }
     }
     setup_altstack();

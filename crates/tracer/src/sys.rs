@@ -311,8 +311,8 @@ pub(crate) fn never_block(mask: u64) {
     NEVER_BLOCK.fetch_or(mask, Ordering::Relaxed);
 }
 
-/// `rt_sigprocmask(how, set, old)` with 64-bit masks (never blocking what
-/// [`never_block`] named).
+/// `rt_sigprocmask(how, set, old)` with 64-bit masks. Never blocks SIGSYS once system-call
+/// virtualisation is on (`sysemu`).
 pub fn sigprocmask(how: i32, set: Option<&u64>, old: Option<&mut u64>) -> isize {
     let keep = NEVER_BLOCK.load(Ordering::Relaxed);
     let stripped = set.map(|s| *s & !keep);

@@ -2,8 +2,9 @@
 //! routes the calls the tracer must see into a SIGSYS handler, which makes them itself.
 //!
 //! The injected core (static, Go and set-uid programs) cannot interpose libc: the
-//! program's `mmap`, `munmap`, `mremap`, `mprotect`, `rt_sigaction`, `rt_sigprocmask`,
-//! `execve` and `execveat` are raw system calls. The filter
+//! program's `mmap`, `munmap`, `mremap`, `mprotect`, `pkey_mprotect`, `mlock`,
+//! `munlock`, `madvise`, `rt_sigaction`, `rt_sigprocmask`, `execve` and `execveat` are
+//! raw system calls. The filter
 //! ([`filter`]) answers them with `SECCOMP_RET_TRAP`: the kernel does not run the call and
 //! raises SIGSYS instead, with the registers of the call in the frame and the instruction
 //! pointer already past the `syscall` instruction. The handler makes the call from the
@@ -15,14 +16,20 @@
 //! * `rt_sigaction` of the signals the tracer owns (`signals::is_reserved`, SIGSYS
 //!   included once the filter is on): the program's action is recorded, the tracer's
 //!   handler stays, and the program's handler is called by the tracer as in the preload
-//!   route.
+//!   route. Of any other signal: made as asked, but the handler's `sa_mask` never blocks
+//!   the tracer's signals or SIGSYS (the kernel kills a process whose synchronous SIGSEGV
+//!   or seccomp SIGSYS is blocked: a handler installed with `sigfillset` that touches the
+//!   device, or makes a trapped call, would die); the program reads its own mask back.
+//!   Every `rt_sigaction` is trapped, queries too, so that what it reads back is always
+//!   its own.
 //! * `rt_sigprocmask` with a new set: the call acts on the frame's saved mask, which
 //!   `rt_sigreturn` installs (a change of the live mask would be undone there). The
 //!   tracer's signals and SIGSYS are never blocked for real (a device access, or a trapped
 //!   call, with them blocked would be fatal); the program believes them blocked (a
-//!   per-thread mask, reported back in `oldset` and honoured when a fault of its own is
-//!   delivered). A query (`set` NULL) is not trapped: it reports the kernel's mask, without
-//!   those virtual bits.
+//!   per-thread mask, reported back in `oldset` and honoured when a fault of the
+//!   program's own is delivered: with SIGSEGV believed blocked, it dies of it, as
+//!   natively). A query (`set` NULL) is not trapped: it reports the kernel's mask,
+//!   without those virtual bits.
 //! * `sigaltstack` is not routed: the program's stack is the kernel's, and the tracer's
 //!   handlers run on it. Virtualising it (keeping the tracer's stack, as the preload
 //!   route does) is unsafe here: a program that disables its stack and unmaps it (Rust's
@@ -36,12 +43,20 @@
 //!   failure the hook hears the error and the program gets `-errno`.
 //!
 //! Not routed: i386 (`int 0x80`) and x32 calls (the emulator is x86-64 only),
-//! `pkey_mprotect`, `remap_file_pages`, `shmat` (System V shared memory is never a device),
-//! and `vfork`/`clone` (the agent's thread hooks are the lead's).
+//! `remap_file_pages`, `shmat` (System V shared memory is never a device), `mlockall`,
+//! and `clone`/`fork`/`vfork` (a handler cannot make a `CLONE_VM` clone for the program;
+//! the tracer's fork canary finds forks it did not see). `pkey_mprotect` of traced pages
+//! is kept virtual as `mprotect` is (the key is not applied to them).
+//!
+//! Before [`install`], no thread may have SIGSYS blocked: the kernel kills a thread whose
+//! trapped call raises a blocked SIGSYS (a thread inside glibc's `pthread_create`, which
+//! blocks every signal around `clone`, is one). The injector, which stops every thread,
+//! must unblock SIGSYS in each (`PTRACE_SETSIGMASK`). Handlers the program installed
+//! before have the tracer's signals taken out of their `sa_mask` at [`install`].
 //!
 //! The signal path allocates nothing, takes no lock and makes raw system calls only.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::ctx::{gregs, uc_mask, HANDLER_MASK, OURS};
 use crate::sys::{self, KSigaction};
@@ -65,10 +80,16 @@ const NR_RT_SIGPROCMASK: u32 = 14;
 const NR_MREMAP: u32 = 25;
 const NR_EXECVE: u32 = 59;
 const NR_EXECVEAT: u32 = 322;
+const NR_MADVISE: u32 = 28;
+const NR_MLOCK: u32 = 149;
+const NR_MUNLOCK: u32 = 150;
+const NR_MLOCK2: u32 = 325;
+const NR_PKEY_MPROTECT: u32 = 329;
 const NR_SECCOMP: usize = 317;
 const NR_PRCTL: usize = 157;
 
 const MAP_ANONYMOUS: u32 = 0x20;
+const MAP_FIXED: u32 = 0x10;
 
 /// `struct seccomp_data` offsets.
 const OFF_NR: u32 = 0;
@@ -248,8 +269,17 @@ pub fn install_handler() {
     }
     ON.store(true, Ordering::Release);
     sys::never_block(SYS_BIT);
-    // A thread that had SIGSYS blocked must not die of its first trapped call.
-    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), None);
+    strip_installed_handlers();
+    // The calling thread must not die of its first trapped call if it had SIGSYS blocked
+    // (an image exec'd with every signal blocked): unblocked for real, blocked for the
+    // program.
+    let mut was = 0u64;
+    sys::sigprocmask(libc::SIG_UNBLOCK, Some(&SYS_BIT), Some(&mut was));
+    if was & SYS_BIT != 0 {
+        if let Some(t) = threads::current() {
+            t.sysemu_blocked.fetch_or(SYS_BIT, Ordering::Relaxed);
+        }
+    }
 }
 
 const SA_SIGINFO: u64 = 4;
@@ -267,18 +297,22 @@ struct Asm<'a> {
 }
 
 const NONE: u8 = u8::MAX;
-const LABELS: usize = 10;
+const LABELS: usize = 15;
 // Labels.
 const ALLOW: u8 = 0;
 const TRAP: u8 = 1;
 const NOT_CORE: u8 = 2;
-const LO_OK: u8 = 3;
-const LO_LOW: u8 = 4;
-const HI_LOW: u8 = 5;
+const IP_LO_OK: u8 = 3;
+const IP_LO_LOW: u8 = 4;
+const IP_HI_LOW: u8 = 5;
 const MMAP: u8 = 6;
 const NEXT: u8 = 7;
-const SIGACTION: u8 = 8;
 const SIGPROCMASK: u8 = 9;
+const MEM: u8 = 10;
+const ARG_LO_OK: u8 = 11;
+const ARG_LO_LOW: u8 = 12;
+const ARG_HI_LOW: u8 = 13;
+const MADVISE: u8 = 14;
 
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -307,6 +341,29 @@ impl Asm<'_> {
     fn label(&mut self, l: u8) {
         self.at[l as usize] = self.n;
     }
+    /// Jumps to `yes` when the 64-bit word at `off` lies in `[lo, hi)`, else to `no`
+    /// (the high halves first, the low ones where the high ones are equal); `tmp`: three
+    /// labels of its own.
+    fn in_range(&mut self, off: u32, lo: u64, hi: u64, yes: u8, no: u8, tmp: [u8; 3]) {
+        let (lo_hi, lo_lo) = ((lo >> 32) as u32, lo as u32);
+        let (hi_hi, hi_lo) = ((hi >> 32) as u32, hi as u32);
+        let [lo_ok, lo_low, hi_low] = tmp;
+        // >= lo
+        self.ld(off + 4);
+        self.op(JGT, lo_hi, lo_ok, NEXT);
+        self.op(JEQ, lo_hi, lo_low, no);
+        self.label(lo_low);
+        self.ld(off);
+        self.op(JGE, lo_lo, lo_ok, no);
+        // < hi
+        self.label(lo_ok);
+        self.ld(off + 4);
+        self.op(JGT, hi_hi, no, NEXT);
+        self.op(JEQ, hi_hi, hi_low, yes);
+        self.label(hi_low);
+        self.ld(off);
+        self.op(JGE, hi_lo, no, yes);
+    }
     /// Resolves the jumps; `NEXT` is the following instruction.
     fn finish(self) -> usize {
         for i in 0..self.n {
@@ -330,10 +387,12 @@ impl Asm<'_> {
 /// `[lo, hi)` that the tracer must see return `SECCOMP_RET_TRAP | FILTER_DATA`; every other
 /// call, the core's own, i386 and x32 calls are allowed.
 ///
-/// Trapped: `mmap` without `MAP_ANONYMOUS` (anonymous memory is never a device, and the
-/// recorder maps the core with anonymous mappings from outside the range), `munmap`,
-/// `mremap`, `mprotect`, `execve`, `execveat`, `rt_sigaction` of a signal the tracer owns
-/// (SIGSYS included), `rt_sigprocmask` with a new set.
+/// Trapped: `mmap` of a file, or anonymous with `MAP_FIXED` (it may replace a traced
+/// mapping, as a `munmap` does), `munmap`, `mremap`, `mprotect`, `pkey_mprotect`,
+/// `mlock`, `mlock2`, `munlock`, `madvise` with `MADV_POPULATE_READ`/`WRITE` (the kernel
+/// cannot lock or populate the pages the tracer keeps closed) — each unless its address
+/// (the first argument) lies in `[lo, hi)`, which only the injector maps, from outside —,
+/// `execve`, `execveat`, `rt_sigaction`, `rt_sigprocmask` with a new set.
 pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> usize {
     let mut a = Asm {
         out,
@@ -341,49 +400,64 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
         n: 0,
         at: [0; LABELS],
     };
-    let (lo_hi, lo_lo) = ((lo >> 32) as u32, lo as u32);
-    let (hi_hi, hi_lo) = ((hi >> 32) as u32, hi as u32);
     a.ld(OFF_ARCH);
     a.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
     a.ld(OFF_NR);
     a.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
-    // ip >= lo: the high halves, then the low ones when the high ones are equal.
-    a.ld(OFF_IP + 4);
-    a.op(JGT, lo_hi, LO_OK, NEXT);
-    a.op(JEQ, lo_hi, LO_LOW, NOT_CORE);
-    a.label(LO_LOW);
-    a.ld(OFF_IP);
-    a.op(JGE, lo_lo, LO_OK, NOT_CORE);
-    // ip < hi, likewise.
-    a.label(LO_OK);
-    a.ld(OFF_IP + 4);
-    a.op(JGT, hi_hi, NOT_CORE, NEXT);
-    a.op(JEQ, hi_hi, HI_LOW, ALLOW);
-    a.label(HI_LOW);
-    a.ld(OFF_IP);
-    a.op(JGE, hi_lo, NOT_CORE, ALLOW);
+    // The core's own calls.
+    a.in_range(
+        OFF_IP,
+        lo,
+        hi,
+        ALLOW,
+        NOT_CORE,
+        [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
+    );
     a.label(NOT_CORE);
     a.ld(OFF_NR);
     a.op(JEQ, NR_MMAP, MMAP, NEXT);
-    for nr in [NR_MUNMAP, NR_MREMAP, NR_MPROTECT, NR_EXECVE, NR_EXECVEAT] {
+    for nr in [
+        NR_MUNMAP,
+        NR_MREMAP,
+        NR_MPROTECT,
+        NR_PKEY_MPROTECT,
+        NR_MLOCK,
+        NR_MLOCK2,
+        NR_MUNLOCK,
+    ] {
+        a.op(JEQ, nr, MEM, NEXT);
+    }
+    a.op(JEQ, NR_MADVISE, MADVISE, NEXT);
+    for nr in [NR_EXECVE, NR_EXECVEAT] {
         a.op(JEQ, nr, TRAP, NEXT);
     }
-    a.op(JEQ, NR_RT_SIGACTION, SIGACTION, NEXT);
+    a.op(JEQ, NR_RT_SIGACTION, TRAP, NEXT);
     a.op(JEQ, NR_RT_SIGPROCMASK, SIGPROCMASK, NEXT);
     a.ret(SECCOMP_RET_ALLOW);
     // (BPF jumps only forward: every test lies before the two verdicts.)
+    // mmap: anonymous memory is never a device, and is allowed unless it replaces what
+    // was mapped (MAP_FIXED: a traced region there must go).
     a.label(MMAP);
     a.ld(off_arg(3));
-    a.op(JSET, MAP_ANONYMOUS, ALLOW, TRAP);
-    // rt_sigaction: the kernel reads the signal as an int (the low half).
-    a.label(SIGACTION);
-    a.ld(off_arg(0));
-    for sig in 1..=64 {
-        if signals::is_reserved(sig) || sig == libc::SIGSYS {
-            a.op(JEQ, sig as u32, TRAP, NEXT);
-        }
-    }
-    a.ret(SECCOMP_RET_ALLOW);
+    a.op(JSET, MAP_ANONYMOUS, NEXT, MEM);
+    a.op(JSET, MAP_FIXED, MEM, ALLOW);
+    // madvise: only the populating advice (the kernel cannot populate the traced pages).
+    a.label(MADVISE);
+    a.ld(off_arg(2));
+    a.op(JEQ, crate::MADV_POPULATE_READ as u32, MEM, NEXT);
+    a.op(JEQ, crate::MADV_POPULATE_WRITE as u32, MEM, ALLOW);
+    // A memory call at an address in the core's range is the injector's (loading or
+    // unloading the core from outside it: at an exec, the inherited filter is there
+    // before the core is).
+    a.label(MEM);
+    a.in_range(
+        off_arg(0),
+        lo,
+        hi,
+        ALLOW,
+        TRAP,
+        [ARG_LO_OK, ARG_LO_LOW, ARG_HI_LOW],
+    );
     // A pointer argument other than NULL (either half).
     a.label(SIGPROCMASK);
     a.ld(off_arg(1));
@@ -486,6 +560,31 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
             // SAFETY: the program's own call.
             unsafe { sys::mprotect(a[0] as usize, a[1] as usize, a[2] as i32) }
         }),
+        NR_PKEY_MPROTECT => crate::mprotect(a[0], a[1], a[2] as i32).unwrap_or_else(|| {
+            // SAFETY: the program's own call.
+            unsafe { plain(nr, a) }
+        }),
+        NR_MLOCK | NR_MLOCK2 => {
+            let flags = if nr as u32 == NR_MLOCK {
+                0
+            } else {
+                a[2] as i32
+            };
+            // SAFETY: the program's own call.
+            crate::mlock(a[0], a[1], flags).unwrap_or_else(|| unsafe { plain(nr, a) })
+        }
+        NR_MUNLOCK => {
+            // SAFETY: the program's own call.
+            let r = unsafe { plain(nr, a) };
+            if r == 0 {
+                crate::after_munlock(a[0], a[1]);
+            }
+            r
+        }
+        NR_MADVISE => crate::madvise_populate(a[0], a[1], a[2] as i32).unwrap_or_else(|| {
+            // SAFETY: the program's own call.
+            unsafe { plain(nr, a) }
+        }),
         NR_RT_SIGACTION => rt_sigaction(a),
         // SAFETY: handler context.
         NR_RT_SIGPROCMASK => unsafe { rt_sigprocmask(a, uc) },
@@ -493,19 +592,28 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
         NR_EXECVE | NR_EXECVEAT => unsafe { exec(nr as u32, a, uc) },
         // A call this filter does not trap (a newer filter of ours?): made as asked.
         // SAFETY: the program's own call, with its arguments.
-        _ => unsafe {
-            sys::syscall6(
-                nr as usize,
-                a[0] as usize,
-                a[1] as usize,
-                a[2] as usize,
-                a[3] as usize,
-                a[4] as usize,
-                a[5] as usize,
-            )
-        },
+        _ => unsafe { plain(nr, a) },
     };
     g[libc::REG_RAX as usize] = rc as i64;
+}
+
+/// System call `nr` with the trapped call's arguments, as the program made it.
+///
+/// # Safety
+/// The program's own call: whatever it does to its memory is its business.
+unsafe fn plain(nr: i32, a: [u64; 6]) -> isize {
+    // SAFETY: caller's contract.
+    unsafe {
+        sys::syscall6(
+            nr as usize,
+            a[0] as usize,
+            a[1] as usize,
+            a[2] as usize,
+            a[3] as usize,
+            a[4] as usize,
+            a[5] as usize,
+        )
+    }
 }
 
 fn mmap(a: [u64; 6]) -> isize {
@@ -518,10 +626,16 @@ fn mmap(a: [u64; 6]) -> isize {
     r
 }
 
-/// `rt_sigaction(sig, act, oldact, sigsetsize)` of a signal the tracer owns: the
-/// program's action is recorded and reported back, the tracer's handler stays.
+/// Per signal, which of [`never_blocked`] the program's handler asked to block in its
+/// `sa_mask` (taken out before the kernel saw it, given back when the program reads it).
+static STRIPPED: [AtomicU64; 65] = [const { AtomicU64::new(0) }; 65];
+
+/// `rt_sigaction(sig, act, oldact, sigsetsize)`. A signal the tracer owns: the program's
+/// action is recorded and reported back, the tracer's handler stays. Any other: made as
+/// asked, without the tracer's signals in the handler's mask (see the module notes).
 fn rt_sigaction(a: [u64; 6]) -> isize {
     let sig = a[0] as i32;
+    let owned = (1..=64).contains(&sig) && (signals::is_reserved(sig) || sig == libc::SIGSYS);
     if a[3] != 8 {
         return EINVAL;
     }
@@ -529,21 +643,53 @@ fn rt_sigaction(a: [u64; 6]) -> isize {
     if a[1] != 0 && !read_user(a[1], &mut new) {
         return EFAULT;
     }
-    let old = signals::app_action(sig);
-    if a[1] != 0 {
-        let word = |k: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&new[8 * k..8 * k + 8]);
-            u64::from_le_bytes(w)
+    let word = |k: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&new[8 * k..8 * k + 8]);
+        u64::from_le_bytes(w)
+    };
+    let act = KSigaction {
+        handler: word(0) as usize,
+        flags: word(1),
+        restorer: word(2) as usize,
+        mask: word(3) & !UNBLOCKABLE,
+    };
+    // A `vfork` child (posix_spawn's, Go's exec) shares our memory, not our signal
+    // actions: what it sets is its own, and must not land in the program's tables.
+    let vforked = !crate::owns_state();
+    let old = if owned {
+        let old = signals::app_action(sig);
+        if a[1] != 0 && !vforked {
+            signals::set_app_action(sig, &act);
+        } else if a[1] != 0 && sig != libc::SIGSYS {
+            // Made for real in the child (it is about to exec, and will touch no
+            // device); SIGSYS stays the tracer's, for the exec to be trapped.
+            let r = sigaction_as_is(sig, Some(&act), None);
+            if r < 0 {
+                return r;
+            }
+        }
+        old
+    } else {
+        let keep = never_blocked();
+        let mine = KSigaction {
+            mask: act.mask & !keep,
+            ..act
         };
-        let act = KSigaction {
-            handler: word(0) as usize,
-            flags: word(1),
-            restorer: word(2) as usize,
-            mask: word(3) & !UNBLOCKABLE,
-        };
-        signals::set_app_action(sig, &act);
-    }
+        let mut old = KSigaction::default();
+        // The program's own call, with its action less the tracer's signals.
+        let r = sigaction_as_is(sig, (a[1] != 0).then_some(&mine), Some(&mut old));
+        if r < 0 {
+            return r;
+        }
+        // A valid signal (the kernel took it).
+        let slot = &STRIPPED[sig as usize];
+        old.mask |= slot.load(Ordering::Relaxed);
+        if a[1] != 0 && !vforked {
+            slot.store(act.mask & keep, Ordering::Relaxed);
+        }
+        old
+    };
     if a[2] != 0 {
         let mut out = [0u8; 32];
         for (k, v) in [old.handler as u64, old.flags, old.restorer as u64, old.mask]
@@ -557,6 +703,39 @@ fn rt_sigaction(a: [u64; 6]) -> isize {
         }
     }
     0
+}
+
+/// `rt_sigaction` with `act` as it is (the program's restorer, not the tracer's).
+fn sigaction_as_is(sig: i32, act: Option<&KSigaction>, old: Option<&mut KSigaction>) -> isize {
+    let ap = act.map_or(0, |a| a as *const KSigaction as usize);
+    let op = old.map_or(0, |o| o as *mut KSigaction as usize);
+    // SAFETY: valid pointers or null; sigsetsize 8.
+    unsafe { sys::syscall6(NR_RT_SIGACTION as usize, sig as usize, ap, op, 8, 0, 0) }
+}
+
+/// Takes [`never_blocked`] out of the `sa_mask` of the handlers the program installed
+/// before the filter (remembered, and given back when it reads them).
+fn strip_installed_handlers() {
+    let keep = never_blocked();
+    for sig in 1..=64 {
+        if signals::is_reserved(sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = KSigaction::default();
+        if sigaction_as_is(sig, None, Some(&mut old)) < 0
+            || old.handler <= 1
+            || old.mask & keep == 0
+        {
+            continue;
+        }
+        let mine = KSigaction {
+            mask: old.mask & !keep,
+            ..old
+        };
+        if sigaction_as_is(sig, Some(&mine), None) == 0 {
+            STRIPPED[sig as usize].fetch_or(old.mask & keep, Ordering::Relaxed);
+        }
+    }
 }
 
 /// `rt_sigprocmask(how, set, oldset, sigsetsize)` with a new set, on the frame's saved
@@ -577,7 +756,14 @@ unsafe fn rt_sigprocmask(a: [u64; 6], uc: *mut libc::c_void) -> isize {
     // SAFETY: handler context.
     let saved = unsafe { uc_mask(uc) };
     let keep = never_blocked();
-    let block = threads::current().map(|t| &t.sysemu_blocked);
+    // Not in a `vfork` child: it runs with its parent's FS base, so a thread block of its
+    // own would be keyed as its parent's (and its parent's must keep the parent's mask).
+    // Its reads lack the virtual bits.
+    let block = if crate::owns_state() {
+        threads::current().map(|t| &t.sysemu_blocked)
+    } else {
+        None
+    };
     let virt = block.map_or(0, |v| v.load(Ordering::Relaxed)) & keep;
     let before = (*saved & !keep) | virt;
     let after = if a[1] == 0 {

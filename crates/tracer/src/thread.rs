@@ -23,6 +23,12 @@ pub fn set_spawner(f: Spawner) {
     SPAWNER.store(f as usize, Ordering::Release);
 }
 
+/// Registers `f` unless a spawner is registered already (a loader's default, which the
+/// runtime's own [`set_spawner`], before or after, takes precedence over).
+pub fn set_default_spawner(f: Spawner) {
+    let _ = SPAWNER.compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire);
+}
+
 /// Starts a thread named `name` (where names exist) running `f`; whether it started.
 /// The caller blocks the signals the thread must not take before calling (a new thread
 /// inherits the creating thread's mask).

@@ -139,11 +139,48 @@ fn filter_verdicts_for_each_case() {
         let anon_shared = libc::MAP_SHARED as u64 | libc::MAP_ANONYMOUS as u64;
         assert_eq!(v(9, X86_64, out, [0, 4096, 3, anon_shared, 7, 0]), ALLOW);
         assert_eq!(v(9, X86_64, out, [0, 4096, 3, 2, 3, 0]), TRAP);
-        // Always trapped.
+        // Anonymous with MAP_FIXED replaces what was there: trapped.
+        let fixed = anon | libc::MAP_FIXED as u64;
+        assert_eq!(
+            v(9, X86_64, out, [0x7000, 4096, 3, fixed, u64::MAX, 0]),
+            TRAP
+        );
+        let noreplace = anon | libc::MAP_FIXED_NOREPLACE as u64;
+        assert_eq!(v(9, X86_64, out, [0x7000, 4096, 3, noreplace, 0, 0]), ALLOW);
+        // Trapped, whatever their arguments.
         for nr in [11, 25, 10, 59, 322] {
             assert_eq!(v(nr, X86_64, out, [0; 6]), TRAP, "nr {nr}");
         }
-        // rt_sigaction: the tracer's signals and SIGSYS, by the low half of the argument.
+        // Locking and populating: the kernel cannot do them on closed pages.
+        for nr in [149, 150, 325, 329] {
+            assert_eq!(
+                v(nr, X86_64, out, [0x7000, 4096, 0, 0, 0, 0]),
+                TRAP,
+                "nr {nr}"
+            );
+        }
+        for advice in [22, 23] {
+            assert_eq!(v(28, X86_64, out, [0x7000, 4096, advice, 0, 0, 0]), TRAP);
+            assert_eq!(v(28, X86_64, out, [lo, 4096, advice, 0, 0, 0]), ALLOW);
+        }
+        for advice in [0, 4, 8, 14, 21, 24] {
+            assert_eq!(v(28, X86_64, out, [0x7000, 4096, advice, 0, 0, 0]), ALLOW);
+        }
+        // Memory calls at an address in the core's range are the injector's; the exec
+        // calls are trapped wherever their arguments point.
+        for nr in [9, 11, 25, 10, 329, 149, 150, 325] {
+            let args = |addr| [addr, 4096, 5, 0x12, 3, 0];
+            assert_eq!(v(nr, X86_64, out, args(lo)), ALLOW, "nr {nr} {lo:#x}");
+            assert_eq!(v(nr, X86_64, out, args(hi - 4096)), ALLOW, "nr {nr}");
+            assert_eq!(v(nr, X86_64, out, args(hi)), TRAP, "nr {nr} {hi:#x}");
+            assert_eq!(v(nr, X86_64, out, args(lo - 4096)), TRAP, "nr {nr}");
+            assert_eq!(v(nr, X86_64, out, args(lo ^ (1 << 45))), TRAP, "nr {nr}");
+        }
+        assert_eq!(v(9, X86_64, out, [lo, 4096, 5, fixed, u64::MAX, 0]), ALLOW);
+        for nr in [59, 322] {
+            assert_eq!(v(nr, X86_64, out, [lo, lo, lo, lo, 0, 0]), TRAP, "nr {nr}");
+        }
+        // rt_sigaction: the tracer's signals and SIGSYS...
         for sig in [4u64, 5, 7, 8, 11, 31, 63] {
             assert_eq!(v(13, X86_64, out, [sig, 0, 0, 8, 0, 0]), TRAP, "sig {sig}");
             assert_eq!(
@@ -153,8 +190,12 @@ fn filter_verdicts_for_each_case() {
             );
             assert_eq!(v(13, X86_64, lo, [sig, 1, 0, 8, 0, 0]), ALLOW);
         }
+        // ... and every other one too, queries included (the tracer's signals are kept
+        // out of each handler's mask, and the program reads its own back).
         for sig in [1u64, 2, 10, 12, 14, 17, 32, 34, 62, 64, 0, 65] {
-            assert_eq!(v(13, X86_64, out, [sig, 1, 0, 8, 0, 0]), ALLOW, "sig {sig}");
+            assert_eq!(v(13, X86_64, out, [sig, 1, 0, 8, 0, 0]), TRAP, "sig {sig}");
+            assert_eq!(v(13, X86_64, out, [sig, 0, 1, 8, 0, 0]), TRAP, "sig {sig}");
+            assert_eq!(v(13, X86_64, lo, [sig, 1, 0, 8, 0, 0]), ALLOW, "sig {sig}");
         }
         // rt_sigprocmask with a new set (either half non-zero), not a query.
         assert_eq!(v(14, X86_64, out, [0, 0, 0x7000, 8, 0, 0]), ALLOW);
@@ -165,7 +206,9 @@ fn filter_verdicts_for_each_case() {
         assert_eq!(v(131, X86_64, out, [0, 0x7000, 0, 0, 0, 0]), ALLOW);
         assert_eq!(v(131, X86_64, out, [0x7000, 0, 0, 0, 0, 0]), ALLOW);
         // Everything else.
-        for nr in [0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 329] {
+        for nr in [
+            0, 1, 39, 60, 110, 231, 56, 435, 12, 28, 317, 157, 26, 330, 151, 152,
+        ] {
             assert_eq!(v(nr, X86_64, out, [1, 1, 1, 1, 1, 1]), ALLOW, "nr {nr}");
         }
     }
@@ -245,7 +288,9 @@ fn raw(nr: i64, a: [u64; 6]) -> i64 {
 }
 
 struct Env {
-    c: Consumer,
+    /// Never dropped: the tracer (its patcher thread) writes into the rings until the
+    /// process ends, as in a traced program, whose recorder outlives it.
+    c: std::mem::ManuallyDrop<Consumer>,
     dir: std::path::PathBuf,
     fd: i32,
 }
@@ -272,6 +317,33 @@ fn open(path: &std::path::Path) -> i32 {
     fd
 }
 
+/// Waits until no other thread of this process has SIGSYS blocked: the test harness's
+/// main thread may still be inside `pthread_create`, which blocks every signal around
+/// `clone`; with the filter given to it there (TSYNC), its next trapped call would kill
+/// the process (the kernel forces the default action of a blocked SIGSYS). The injector,
+/// which stops every thread, must see to the same (see `sysemu::install`).
+fn wait_sigsys_unblocked() {
+    let me = std::fs::read_link("/proc/thread-self").unwrap();
+    let me = me.file_name().unwrap().to_owned();
+    for _ in 0..2000 {
+        let blocked = std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+            let t = t.unwrap();
+            t.file_name() != me
+                && std::fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("SigBlk:"))
+                        .and_then(|l| u64::from_str_radix(l[7..].trim(), 16).ok())
+                        .is_some_and(|m| m & (1 << (libc::SIGSYS - 1)) != 0)
+                })
+        });
+        if !blocked {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("a thread keeps SIGSYS blocked");
+}
+
 /// Tracing on, `dev*` in the test directory the device, the filter installed.
 fn setup() -> Env {
     let dir = files();
@@ -279,10 +351,15 @@ fn setup() -> Env {
     let rules = tracer::Rules::new(&[format!("{}/dev*", dir.display())], true);
     tracer::init(c.shm(), rules);
     let (lo, hi) = text_range();
+    wait_sigsys_unblocked();
     sysemu::install(lo, hi, None).unwrap();
     assert!(sysemu::active());
     let fd = open(&dir.join("dev0"));
-    Env { c, dir, fd }
+    Env {
+        c: std::mem::ManuallyDrop::new(c),
+        dir,
+        fd,
+    }
 }
 
 impl Drop for Env {
@@ -398,16 +475,6 @@ child_test!(
         let p = e.map_dev();
         assert_eq!(rd(p), 0x1000);
         assert_eq!(raw(libc::SYS_munmap, [p, DEV_LEN as u64, 0, 0, 0, 0]), 0);
-        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
-        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-        let q = raw(libc::SYS_mmap, [p, DEV_LEN as u64, rw, flags, u64::MAX, 0]);
-        assert_eq!(q as u64, p);
-        wr(p, 0x55aa);
-        wr(p + 0x1000, 0x77);
-        assert_eq!(rd(p), 0x55aa);
-        assert_eq!(rd(p + 0x1000), 0x77);
-        assert_eq!(e.file_word(0), 0x1000, "the heap write reached the device");
-        assert_eq!(e.file_word(0x400), 0x1400);
         assert_eq!(
             e.events(),
             [
@@ -418,6 +485,61 @@ child_test!(
                 },
                 Ev::Read(p, 4, 0x1000),
                 Ev::Unmap,
+            ]
+        );
+        // Anonymous memory at the same address (a hint, not MAP_FIXED: the call is not
+        // trapped; the kernel gives the free range asked for).
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let q = raw(libc::SYS_mmap, [p, DEV_LEN as u64, rw, flags, u64::MAX, 0]);
+        assert_eq!(q as u64, p);
+        wr(p, 0x55aa);
+        wr(p + 0x1000, 0x77);
+        // Closed and opened again by the program (a collector's write barrier, a guard
+        // page): still its own memory, not a stale device region.
+        assert_eq!(raw(libc::SYS_mprotect, [p, DEV_LEN as u64, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mprotect, [p, DEV_LEN as u64, rw, 0, 0, 0]), 0);
+        assert_eq!(rd(p), 0x55aa);
+        assert_eq!(rd(p + 0x1000), 0x77);
+        wr(p + 8, 0x99);
+        assert_eq!(e.file_word(0), 0x1000, "the heap write reached the device");
+        assert_eq!(e.file_word(2), 0x1002, "the heap write reached the device");
+        assert_eq!(e.file_word(0x400), 0x1400);
+        assert_eq!(e.events(), []);
+    }
+);
+
+child_test!(
+    raw_anonymous_map_fixed_over_a_device_mapping_drops_the_region,
+    {
+        let mut e = setup();
+        let p = e.map_dev();
+        assert_eq!(rd(p + 4), 0x1001);
+        // No munmap first: the new mapping replaces the device's pages (the first one only).
+        let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64;
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        let q = raw(libc::SYS_mmap, [p, PAGE as u64, rw, flags, u64::MAX, 0]);
+        assert_eq!(q as u64, p);
+        wr(p + 4, 0x66);
+        assert_eq!(rd(p + 4), 0x66);
+        assert_eq!(e.file_word(1), 0x1001, "the heap write reached the device");
+        // The rest of the device mapping stays traced.
+        assert_eq!(rd(p + 0x1004), 0x1401);
+        // Its own protection, not the tracer's: a program that closes the page and takes its
+        // own faults (a garbage collector's barrier) must not have them taken as the device's.
+        assert_eq!(raw(libc::SYS_mprotect, [p, PAGE as u64, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mprotect, [p, PAGE as u64, rw, 0, 0, 0]), 0);
+        assert_eq!(rd(p + 4), 0x66);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len: DEV_LEN as u64,
+                    phys: 0
+                },
+                Ev::Read(p + 4, 4, 0x1001),
+                Ev::Read(p + 0x1004, 4, 0x1401),
             ]
         );
     }
@@ -563,6 +685,11 @@ extern "C" fn program_segv(_: i32, info: *mut libc::siginfo_t, _: *mut libc::c_v
     // SAFETY: the test's own anonymous page.
     let r = unsafe { libc::mprotect((a & !(PAGE as u64 - 1)) as *mut libc::c_void, PAGE, rw) };
     if r != 0 {
+        eprintln!(
+            "program handler: fault at {a:#x} (code {}), mprotect failed",
+            // SAFETY: as above.
+            unsafe { (*info).si_code }
+        );
         // SAFETY: leaving at once.
         unsafe { libc::_exit(90) };
     }
@@ -597,13 +724,17 @@ const SA_RESTORER: u64 = 0x0400_0000;
 child_test!(
     raw_rt_sigaction_of_sigsegv_is_the_programs_and_the_device_stays_traced,
     {
+        // The action before the tracer (Rust's std has a stack-overflow handler) is the one
+        // the program reads back after it.
+        let mut native = KAction::default();
+        assert_eq!(rt_sigaction(libc::SIGSEGV, None, Some(&mut native)), 0);
         let mut e = setup();
         let mut old = KAction {
             handler: 99,
             ..Default::default()
         };
         assert_eq!(rt_sigaction(libc::SIGSEGV, None, Some(&mut old)), 0);
-        assert_eq!(old, KAction::default(), "no program handler yet");
+        assert_eq!(old, native, "the program's handler from before");
         let bit = |s: i32| 1u64 << (s - 1);
         let act = KAction {
             handler: program_segv as *const () as u64,
@@ -820,10 +951,16 @@ child_test!(errors_are_the_kernels_exactly, {
     assert!(before.iter().all(|&r| r < 0), "{before:?}");
 });
 
-child_test!(a_thread_started_before_the_filter_traps_too, {
+child_test!(
+    /// The thread gets the tracer's alternate stack first, as the injector must give every
+    /// thread it finds: std's own (8 KiB) is too small for the tracer's handlers in a debug
+    /// build (the SIGSYS handler overflowed it into its guard page).
+    a_thread_started_before_the_filter_traps_too,
+    {
     let (go_tx, go_rx) = std::sync::mpsc::channel::<(i32, std::path::PathBuf)>();
     let (res_tx, res_rx) = std::sync::mpsc::channel::<(u64, u32, String)>();
     let t = std::thread::spawn(move || {
+        tracer::signals::setup_altstack();
         let (fd, _dir) = go_rx.recv().unwrap();
         let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         let seccomp = status
@@ -841,7 +978,9 @@ child_test!(a_thread_started_before_the_filter_traps_too, {
     });
     let mut e = setup();
     go_tx.send((e.fd, e.dir.clone())).unwrap();
-    let (p, v, seccomp) = res_rx.recv().unwrap();
+    let (p, v, seccomp) = res_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the thread's raw mmap and access did not finish");
     t.join().unwrap();
     assert_eq!(seccomp.split_whitespace().nth(1), Some("2"), "{seccomp}");
     assert_eq!(v, 0x1400);
@@ -856,7 +995,8 @@ child_test!(a_thread_started_before_the_filter_traps_too, {
             Ev::Read(p + 0x1000, 4, 0x1400),
         ]
     );
-});
+    }
+);
 
 /// The program's own SIGSYS handler: counts, and answers a trapped call with 4242.
 static SYS_SEEN: AtomicU64 = AtomicU64::new(0);
@@ -937,8 +1077,15 @@ child_test!(the_programs_own_seccomp_traps_reach_its_sigsys_handler, {
     assert_eq!(rd(p + 4), 0x1001);
     assert_eq!(SYS_SEEN.load(Ordering::SeqCst), 1);
     // A SIGSYS sent by someone is the program's too.
-    // SAFETY: plain kill of ourselves.
-    unsafe { libc::kill(libc::getpid(), libc::SIGSYS) };
+    // SAFETY: a signal to this very thread (delivered before tgkill returns).
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::gettid(),
+            libc::SIGSYS,
+        )
+    };
     assert_eq!(SYS_SEEN.load(Ordering::SeqCst), 2);
     assert_eq!(e.events().len(), 2);
 });
@@ -1008,17 +1155,38 @@ static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
 static HOOK_FAILED: AtomicU64 = AtomicU64::new(0);
 static HOOK_FD: AtomicUsize = AtomicUsize::new(0);
 
-fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) {
+fn exec_hook(call: &sysemu::ExecCall, failed: Option<isize>) -> isize {
     HOOK_CALLS.fetch_add(1, Ordering::SeqCst);
     if let Some(rc) = failed {
         HOOK_FAILED.store(rc as u64, Ordering::SeqCst);
-        return;
+        return 0;
     }
-    // Tell the parent the hook ran before a successful exec: the first path byte.
-    // SAFETY: the program's NUL-terminated path; a write to our pipe.
+    // SAFETY: the program's NUL-terminated path.
+    let first = unsafe { *call.path };
+    // Tell the parent the hook ran before the exec: the first path byte.
+    // SAFETY: a write to our pipe.
     unsafe {
-        let b = [b'H', *call.path];
+        let b = [b'H', first];
         libc::write(HOOK_FD.load(Ordering::SeqCst) as i32, b.as_ptr().cast(), 2);
+    }
+    // A file named `R...` is refused (as when the recorder would not take the thread
+    // over).
+    // SAFETY: the program's NUL-terminated path, read up to its NUL.
+    let name = unsafe {
+        let mut p = call.path;
+        let mut name = p;
+        while *p != 0 {
+            if *p == b'/' {
+                name = p.add(1);
+            }
+            p = p.add(1);
+        }
+        *name
+    };
+    if name == b'R' {
+        -(libc::EPERM as isize)
+    } else {
+        0
     }
 }
 
@@ -1035,13 +1203,20 @@ fn execs_after_the_hook() {
             std::env::var("SYSEMU_HOOK_FD").unwrap().parse().unwrap(),
             Ordering::SeqCst,
         );
+        // Refused by the hook: its -errno (not the exec's -ENOENT), no exec made.
+        let refused = c"/nonexistent/Refused";
+        assert_eq!(
+            raw(libc::SYS_execve, [refused.as_ptr() as u64, 0, 0, 0, 0, 0]),
+            -i64::from(libc::EPERM)
+        );
+        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 1);
         // A failed exec: -ENOENT, and the hook hears it.
         let missing = c"/nonexistent/x";
         assert_eq!(
             raw(libc::SYS_execve, [missing.as_ptr() as u64, 0, 0, 0, 0, 0]),
             -i64::from(libc::ENOENT)
         );
-        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 2);
+        assert_eq!(HOOK_CALLS.load(Ordering::SeqCst), 3);
         assert_eq!(
             HOOK_FAILED.load(Ordering::SeqCst) as i64,
             -i64::from(libc::ENOENT)
@@ -1103,8 +1278,8 @@ fn raw_execve_calls_the_hook_and_execs_with_the_programs_mask() {
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(
         &b[..n.max(0) as usize],
-        b"H/",
-        "the hook ran before the exec"
+        b"H/H/H/",
+        "the hook ran before each exec"
     );
 }
 
@@ -1152,5 +1327,483 @@ child_test!(
             "getppid: plain {g0:.0} ns, under the filter {g1:.0} ns (+{:.0} ns)",
             g1 - g0
         );
+    }
+);
+
+/// With SIGSEGV blocked (virtually) and a handler of its own, the program's own fault
+/// kills it, as the kernel does natively with a blocked synchronous fault.
+#[test]
+#[ignore = "run by own_fault_with_sigsegv_blocked_kills_as_natively"]
+fn dies_blocked_fault() {
+    if !child_mode() {
+        return;
+    }
+    let _e = setup();
+    let act = KAction {
+        handler: program_segv as *const () as u64,
+        flags: libc::SA_SIGINFO as u64,
+        restorer: 0,
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGSEGV, Some(&act), None), 0);
+    let set = 1u64 << (libc::SIGSEGV - 1);
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(set), None), 0);
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    let g = raw(libc::SYS_mmap, [0, PAGE as u64, 0, flags, u64::MAX, 0]) as u64;
+    wr(g, 1);
+    std::process::exit(0);
+}
+
+#[test]
+fn own_fault_with_sigsegv_blocked_kills_as_natively() {
+    if child_mode() {
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "dies_blocked_fault",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SYSEMU_CHILD", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
+}
+
+/// The calling thread's `NoNewPrivs` and whether `CAP_SYS_ADMIN` is in its effective set
+/// (both per thread).
+fn nnp_and_sys_admin() -> (bool, bool) {
+    let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap()
+    };
+    let cap = u64::from_str_radix(&field("CapEff:"), 16).unwrap();
+    (field("NoNewPrivs:") == "1", cap & (1 << 21) != 0)
+}
+
+child_test!(no_new_privs_is_left_alone_with_cap_sys_admin, {
+    let (nnp, admin) = nnp_and_sys_admin();
+    assert!(!nnp);
+    if !admin {
+        println!("skipped: no CAP_SYS_ADMIN (not root)");
+        return;
+    }
+    let mut e = setup();
+    assert_eq!(nnp_and_sys_admin(), (false, true));
+    let p = e.map_dev();
+    assert_eq!(rd(p), 0x1000);
+    assert_eq!(e.events().len(), 2);
+});
+
+child_test!(no_new_privs_is_set_without_cap_sys_admin, {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let h = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget/capset of this process with valid buffers.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_capget, &h, d.as_mut_ptr()), 0);
+        d[0].effective &= !(1 << 21);
+        assert_eq!(libc::syscall(libc::SYS_capset, &h, d.as_ptr()), 0);
+    }
+    assert_eq!(nnp_and_sys_admin(), (false, false));
+    let mut e = setup();
+    assert_eq!(nnp_and_sys_admin(), (true, false));
+    let p = e.map_dev();
+    assert_eq!(rd(p), 0x1000);
+    assert_eq!(e.events().len(), 2);
+});
+
+/// The program's SIGUSR1 handler: touches the device and makes trapped calls, with every
+/// signal in its `sa_mask`.
+static USR1_DEV: AtomicU64 = AtomicU64::new(0);
+static USR1_SEEN: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn program_usr1(_: i32) {
+    let p = USR1_DEV.load(Ordering::SeqCst);
+    let v = rd(p + 0x40);
+    // A trapped call from inside the handler.
+    let r = raw(
+        libc::SYS_mprotect,
+        [
+            p,
+            PAGE as u64,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            0,
+            0,
+            0,
+        ],
+    );
+    USR1_SEEN.store(u64::from(v) | (r as u64) << 32, Ordering::SeqCst);
+}
+
+/// libc's signal restorer (`__restore_rt`), which a handler installed with a raw
+/// `rt_sigaction` must name: the kernel returns to it.
+fn libc_restorer() -> u64 {
+    // SAFETY: a zeroed sigaction with a handler, through libc (which adds its restorer).
+    unsafe {
+        let mut a: libc::sigaction = std::mem::zeroed();
+        a.sa_sigaction = program_usr1 as *const () as usize;
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &a, std::ptr::null_mut()), 0);
+    }
+    let mut k = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGUSR2, None, Some(&mut k)), 0);
+    assert!(k.restorer != 0);
+    k.restorer
+}
+
+fn usr1_to_self() {
+    // SAFETY: a signal to this very thread (delivered before tgkill returns).
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::gettid(),
+            libc::SIGUSR1,
+        )
+    };
+}
+
+child_test!(a_handler_blocking_every_signal_still_reaches_the_device, {
+    let mut e = setup();
+    let p = e.map_dev();
+    USR1_DEV.store(p, Ordering::SeqCst);
+    let all = !0u64;
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000, // SA_RESTORER
+        restorer: libc_restorer(),
+        mask: all,
+    };
+    let mut old = KAction {
+        handler: 9,
+        ..Default::default()
+    };
+    assert_eq!(rt_sigaction(libc::SIGUSR1, Some(&act), Some(&mut old)), 0);
+    assert_eq!(old, KAction::default());
+    let unblockable = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGUSR1, None, Some(&mut back)), 0);
+    assert_eq!(
+        back,
+        KAction {
+            mask: all & !unblockable,
+            ..act
+        },
+        "its own mask reads back"
+    );
+    usr1_to_self();
+    assert_eq!(
+        USR1_SEEN.load(Ordering::SeqCst),
+        0x1010,
+        "the handler ran to its end"
+    );
+    // Replaced: the old action reads back whole.
+    let plain = KAction { mask: 0, ..act };
+    assert_eq!(rt_sigaction(libc::SIGUSR1, Some(&plain), Some(&mut old)), 0);
+    assert_eq!(old.mask, all & !unblockable);
+    assert_eq!(rt_sigaction(libc::SIGUSR1, None, Some(&mut back)), 0);
+    assert_eq!(back.mask, 0);
+    // The kernel's errors, as they are.
+    assert_eq!(
+        rt_sigaction(libc::SIGKILL, Some(&plain), None),
+        -i64::from(libc::EINVAL)
+    );
+    assert_eq!(
+        rt_sigaction(65, None, Some(&mut back)),
+        -i64::from(libc::EINVAL)
+    );
+    let ev = e.events();
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[1], Ev::Read(p + 0x40, 4, 0x1010));
+});
+
+child_test!(
+    a_handler_installed_before_the_filter_loses_the_tracers_signals_too,
+    {
+        let dir = files();
+        let act = KAction {
+            handler: program_usr1 as *const () as u64,
+            flags: 0x0400_0000,
+            restorer: libc_restorer(),
+            mask: !0,
+        };
+        assert_eq!(rt_sigaction(libc::SIGUSR1, Some(&act), None), 0);
+        let _ = std::fs::remove_dir_all(dir);
+        let mut e = setup();
+        let p = e.map_dev();
+        USR1_DEV.store(p, Ordering::SeqCst);
+        usr1_to_self();
+        assert_eq!(
+            USR1_SEEN.load(Ordering::SeqCst),
+            0x1010,
+            "the handler ran to its end"
+        );
+        let mut back = KAction::default();
+        assert_eq!(rt_sigaction(libc::SIGUSR1, None, Some(&mut back)), 0);
+        let unblockable = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+        assert_eq!(back.mask, !unblockable, "its own mask reads back");
+        assert_eq!(e.events().len(), 2);
+    }
+);
+
+child_test!(a_posix_spawn_child_leaves_the_programs_actions_alone, {
+    let e = setup();
+    // A SIGBUS handler of the program's (a signal the tracer owns: its action is
+    // virtual, in memory the spawn's vfork child shares).
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000,
+        restorer: libc_restorer(),
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGBUS, Some(&act), None), 0);
+    let path = e.dir.join("exit7");
+    std::fs::write(&path, exit7_elf()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let argv = [p.as_ptr() as *mut libc::c_char, std::ptr::null_mut()];
+    let envp = [std::ptr::null_mut::<libc::c_char>()];
+    let mut pid = 0;
+    // SAFETY: valid path, argument and environment vectors; default attributes.
+    let r = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            p.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+        )
+    };
+    assert_eq!(r, 0);
+    let mut st = 0;
+    // SAFETY: our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert!(libc::WIFEXITED(st), "{st:#x}");
+    // The child reset its handlers to SIG_DFL (glibc does, for the signals it blocks);
+    // the program's are untouched.
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
+    assert_eq!(back, act);
+});
+
+/// This process's locked memory (`VmLck`), in KiB.
+fn locked_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let l = s.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    l[6..].trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+child_test!(
+    raw_mlock_madvise_and_pkey_mprotect_of_a_device_answer_as_natively,
+    {
+        let mut e = setup();
+        let p = e.map_dev();
+        let len = DEV_LEN as u64;
+        // The alias exists once the device was touched: it is locked and unlocked too.
+        assert_eq!(rd(p + 8), 0x1002);
+        assert_eq!(raw(libc::SYS_mlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_munlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(raw(libc::SYS_mlock2, [p, len, 0, 0, 0, 0]), 0);
+        assert!(
+            locked_kib() >= 8,
+            "the device's pages (its alias) are locked"
+        );
+        assert_eq!(raw(libc::SYS_munlock, [p, len, 0, 0, 0, 0]), 0);
+        assert_eq!(locked_kib(), 0, "unlocked, the alias too");
+        for advice in [22u64, 23] {
+            assert_eq!(raw(libc::SYS_madvise, [p, len, advice, 0, 0, 0]), 0);
+        }
+        // The kernel's own answers still come through: unaligned.
+        assert_eq!(
+            raw(libc::SYS_mlock2, [p, len, 0x55, 0, 0, 0]),
+            -i64::from(libc::EINVAL)
+        );
+        let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+        assert_eq!(
+            raw(
+                libc::SYS_pkey_mprotect,
+                [p, PAGE as u64, rw, u64::MAX, 0, 0]
+            ),
+            0
+        );
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.starts_with(&format!("{p:x}-")))
+            .unwrap();
+        assert!(line.contains(" ---s "), "{line}");
+        assert_eq!(rd(p + 8), 0x1002);
+        assert_eq!(
+            e.events(),
+            [
+                Ev::Map {
+                    addr: p,
+                    len,
+                    phys: 0
+                },
+                Ev::Read(p + 8, 4, 0x1002),
+                Ev::Read(p + 8, 4, 0x1002),
+            ]
+        );
+    }
+);
+
+/// What the vfork child execs.
+struct VforkJob {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+/// The vfork child: unblocks everything, resets SIGBUS and SIGSYS (its exec must still be
+/// trapped, not kill it), then execs.
+extern "C" fn vfork_child(job: *mut libc::c_void) -> libc::c_int {
+    let zero = 0u64;
+    let dfl = KAction::default();
+    // SAFETY: raw system calls with pointers to the parent's data, alive while it waits.
+    unsafe {
+        let job = &*(job as *const VforkJob);
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &zero, 0, 8);
+        libc::syscall(libc::SYS_rt_sigaction, libc::SIGBUS, &dfl, 0, 8);
+        libc::syscall(libc::SYS_rt_sigaction, libc::SIGSYS, &dfl, 0, 8);
+        libc::syscall(libc::SYS_execve, job.path, job.argv, job.envp);
+        libc::_exit(99)
+    }
+}
+
+child_test!(a_vfork_child_leaves_the_programs_mask_and_actions_alone, {
+    let e = setup();
+    let segv = 1u64 << (libc::SIGSEGV - 1);
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(segv), None), 0);
+    let act = KAction {
+        handler: program_usr1 as *const () as u64,
+        flags: 0x0400_0000,
+        restorer: libc_restorer(),
+        mask: 0,
+    };
+    assert_eq!(rt_sigaction(libc::SIGBUS, Some(&act), None), 0);
+    // Everything the child uses is made before the clone.
+    let path = e.dir.join("exit7");
+    std::fs::write(&path, exit7_elf()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let argv = [p.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let job = VforkJob {
+        path: p.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+    };
+    // The child's own stack (as posix_spawn gives its child); CLONE_VFORK: the parent
+    // waits for its exec.
+    let mut stack = vec![0u8; 256 << 10];
+    // SAFETY: the stack is ours and outlives the child's use of it (the parent is
+    // suspended until the exec); the child makes raw system calls only.
+    let pid = unsafe {
+        libc::clone(
+            vfork_child,
+            stack.as_mut_ptr().add(stack.len()).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &job as *const VforkJob as *mut libc::c_void,
+        )
+    };
+    assert!(pid > 0);
+    let mut st = 0;
+    // SAFETY: our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut st, 0) }, pid);
+    assert_eq!(
+        libc::WIFEXITED(st).then(|| libc::WEXITSTATUS(st)),
+        Some(7),
+        "{st:#x}"
+    );
+    let mut now = 0;
+    assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+    assert_eq!(
+        now & segv,
+        segv,
+        "the parent still believes SIGSEGV blocked"
+    );
+    let mut back = KAction::default();
+    assert_eq!(rt_sigaction(libc::SIGBUS, None, Some(&mut back)), 0);
+    assert_eq!(back, act);
+});
+
+child_test!(
+    an_image_started_with_sigsys_blocked_is_not_killed_by_its_first_trap,
+    {
+        let sys = 1u64 << (libc::SIGSYS - 1);
+        // Before the filter: the kernel's own call.
+        assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(sys), None), 0);
+        let mut e = setup();
+        let p = e.map_dev();
+        assert_eq!(rd(p), 0x1000);
+        let mut now = 0;
+        assert_eq!(sigprocmask(libc::SIG_BLOCK, Some(0), Some(&mut now)), 0);
+        assert_eq!(now & sys, sys, "the program still believes SIGSYS blocked");
+        assert_eq!(kernel_blocked() & sys, 0);
+        assert_eq!(e.events().len(), 2);
+    }
+);
+
+child_test!(
+    a_thread_with_a_filter_of_its_own_makes_install_fail_with_its_id,
+    {
+        let dir = files();
+        let c = Consumer::create(16, 1024).unwrap();
+        let rules = tracer::Rules::new(&[format!("{}/dev*", dir.display())], true);
+        tracer::init(c.shm(), rules);
+        std::mem::forget(c);
+        let (tx, rx) = std::sync::mpsc::channel::<i32>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // This thread alone gets a filter (no TSYNC): the process's threads no longer
+            // share one filter tree, and a TSYNC install must name this thread.
+            program_filter();
+            // SAFETY: plain gettid.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let (lo, hi) = text_range();
+        let err = sysemu::install(lo, hi, None).unwrap_err();
+        assert_eq!(err, sysemu::InstallError::Tsync(tid as u32));
+        assert_eq!(
+            err.to_string(),
+            format!("thread {tid} cannot take the filter (it has a seccomp filter of its own)")
+        );
+        assert!(!sysemu::active());
+        assert_eq!(
+            sysemu::install(hi, lo, None),
+            Err(sysemu::InstallError::Range)
+        );
+        // This thread has no filter: a raw getppid is the kernel's.
+        // SAFETY: plain getppid.
+        assert_eq!(
+            raw(libc::SYS_getppid, [0; 6]),
+            i64::from(unsafe { libc::getppid() })
+        );
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 );

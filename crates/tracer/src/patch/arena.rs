@@ -498,6 +498,7 @@ mod tests {
             start,
             end,
             perms: *b"r-xp",
+            offset: 0,
             name: name.to_string(),
         }
     }

@@ -524,7 +524,10 @@ fn quiesce() -> bool {
 /// Starts the patcher thread of this process unless it runs (normal context: the first
 /// traced mapping, and the first in a fork child).
 pub(crate) fn ensure_started() {
-    if !enabled() {
+    // Without a TLS slot generated code cannot find its thread's block: nothing can be
+    // patched, so no patcher (the preload library registers its slot before tracing; an
+    // injected agent has none until its runtime registers one).
+    if !enabled() || threads::tls_slot_offset().is_none() {
         return;
     }
     let pid = crate::pid();

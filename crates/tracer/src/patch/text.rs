@@ -358,6 +358,10 @@ pub(crate) struct Mapping {
     pub end: u64,
     /// `rwxp`/`rwxs` as the kernel prints them.
     pub perms: [u8; 4],
+    /// The file offset of `start` (0 for anonymous memory). Read only by the object walk
+    /// of the no_std build (the std one asks the loader).
+    #[cfg_attr(feature = "std", allow(dead_code))]
+    pub offset: u64,
     /// The path or pseudo-name (`[vdso]`, `[heap]`, ...); empty for anonymous memory.
     pub name: String,
 }
@@ -401,7 +405,7 @@ fn parse_maps(s: &str) -> Vec<Mapping> {
         };
         let range = field();
         let perms = field();
-        let (_off, _dev, _ino) = (field(), field(), field());
+        let (off, _dev, _ino) = (field(), field(), field());
         let Some((a, b)) = range.split_once('-') else {
             continue;
         };
@@ -416,6 +420,7 @@ fn parse_maps(s: &str) -> Vec<Mapping> {
             start,
             end,
             perms: [p[0], p[1], p[2], p[3]],
+            offset: u64::from_str_radix(off, 16).unwrap_or(0),
             name: rest.trim_start().to_string(),
         });
     }
