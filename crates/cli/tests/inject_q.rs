@@ -389,7 +389,6 @@ fn usr_accesses() -> Vec<(char, u8, u64, u64)> {
 }
 
 #[test]
-#[ignore = "bug: a handler installed with sa_mask = every signal dies of SIGSEGV at its first device access under inject (rt_sigaction of unreserved signals is not virtualised, so SIGSEGV is really blocked)"]
 fn a_handler_whose_mask_blocks_every_signal_touches_the_device() {
     let q = Q::new("q-fullmask");
     assert_runs(
@@ -498,7 +497,6 @@ fn mremap_partial_munmap_and_mprotect_of_a_device_mapping() {
 }
 
 #[test]
-#[ignore = "bug: an anonymous MAP_FIXED mmap over a device page is not trapped under inject: the tracer keeps the region, so the program's own faults there are emulated onto the device"]
 fn anonymous_map_fixed_over_a_device_mapping_is_plain_memory() {
     let q = Q::new("q-fixed");
     assert_runs(
