@@ -548,6 +548,27 @@ static int c_high(const char *at, int replace) {
     return 0;
 }
 
+/* ---- what the program inherited: SIGSEGV and SIGSYS ignored or blocked ---- */
+static int c_inherited(void) {
+    struct sigaction segv, sys;
+    sigaction(SIGSEGV, NULL, &segv);
+    sigaction(SIGSYS, NULL, &sys);
+    sigset_t now;
+    sigprocmask(SIG_BLOCK, NULL, &now);
+    /* (queried with a set: what sigprocmask reports for a change) */
+    sigset_t none, seen;
+    sigemptyset(&none);
+    sigprocmask(SIG_BLOCK, &none, &seen);
+    uint8_t *d = map_device(dev_path, 4096);
+    wr32(d + 0x20, 0xa9);
+    uint32_t v = rd32(d + 0x20);
+    munmap(d, 4096);
+    printf("read %x ign %d %d blocked %d %d usr1 %d %d\n", v, segv.sa_handler == SIG_IGN,
+           sys.sa_handler == SIG_IGN, sigismember(&seen, SIGSEGV), sigismember(&seen, SIGSYS),
+           sigismember(&now, SIGUSR1), sigismember(&seen, SIGUSR1));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 100;
     dev_path = argv[1];
@@ -577,6 +598,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "thrfork")) return c_thrfork();
     if (!strcmp(c, "stopcont")) return c_stopcont();
     if (!strcmp(c, "ignore")) return c_ignore();
+    if (!strcmp(c, "inherited")) return c_inherited();
     if (!strcmp(c, "high")) return c_high(a, 0);
     if (!strcmp(c, "highfixed")) return c_high(a, 1);
     return 101;

@@ -143,9 +143,9 @@ fn child(
         if let Some(fd) = &start.stdout {
             libc::dup2(fd.as_raw_fd(), 1);
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // The signal mask stays the recorder's own, as the program would inherit it run
+        // directly (the core keeps the tracer's signals unblocked and the program's view
+        // of them).
         libc::kill(libc::getpid(), libc::SIGSTOP);
         libc::execve(start.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
         let e = *libc::__errno_location();
