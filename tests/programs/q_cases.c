@@ -65,6 +65,13 @@ static int c_spawn(const char *how) {
     } else if (!strcmp(how, "vfork")) {
         p = vfork();
         if (p == 0) run_child(NULL);
+    } else if (!strcmp(how, "vforkw")) {
+        /* the vfork child touches the device before it execs */
+        p = vfork();
+        if (p == 0) {
+            wr32(dev + 0x1c, 5);
+            run_child(NULL);
+        }
     } else {
         static char stack[64 * 1024] __attribute__((aligned(16)));
         p = clone(run_child, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);

@@ -259,6 +259,10 @@ fn assert_spawn_exec(name: &str, how: &str) {
         ];
         let runs = q.runs_os(&args, b"");
         let mut want = vec![('W', 4, 0x10, 1)];
+        if how == "vforkw" {
+            // The vfork child's own write, before its exec.
+            want.push(('W', 4, 0x1c, 5));
+        }
         want.extend(regs_accesses());
         want.push(('W', 4, 0x18, 7));
         assert_runs(&runs, 0, &format!("{REGS_LINE}child 7\n"), &want);
@@ -280,6 +284,11 @@ fn fork_then_exec_of_a_dynamic_or_static_child() {
 #[test]
 fn vfork_then_exec_of_a_dynamic_or_static_child() {
     assert_spawn_exec("q-vfork", "vfork");
+}
+
+#[test]
+fn a_vfork_child_touches_the_device_then_execs() {
+    assert_spawn_exec("q-vforkw", "vforkw");
 }
 
 #[test]
