@@ -676,6 +676,13 @@ fn unmap_altstack(p: u64) {
     }
 }
 
+/// The calling thread's alternate signal stack, when the tracer mapped it (address and
+/// size), claiming the thread's block first if it has none.
+pub(crate) fn own_altstack() -> Option<(u64, usize)> {
+    let p = current()?.altstack.load(Ordering::Relaxed);
+    (p != 0).then_some((p, ALTSTACK_SIZE))
+}
+
 /// The calling thread's block if it has one (it started, or touched the device, since its
 /// last [`thread_exiting`]).
 pub fn existing() -> Option<&'static ThreadBlock> {
