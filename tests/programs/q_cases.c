@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -315,7 +316,45 @@ static int c_exec(const char *how, char **rest) {
         return 0;
     }
     fflush(stdout);
-    if (!strcmp(how, "nosocket")) {
+    if (!strcmp(how, "errors")) {
+        /* execs that fail, each with its own errno, the program going on traced: a
+         * directory, a file without x, a bad path pointer, an empty file */
+        /* (made beside the device, in the test's scratch directory) */
+        char empty[512], noexec[512];
+        snprintf(empty, sizeof empty, "%s.empty_XXXXXX", dev_path);
+        snprintf(noexec, sizeof noexec, "%s.noexec_XXXXXX", dev_path);
+        int fd = mkstemp(empty);
+        if (fd < 0) return 89;
+        fchmod(fd, 0755);
+        close(fd);
+        fd = mkstemp(noexec);
+        if (fd < 0) return 89;
+        close(fd);
+        /* twenty in a row, as a shell's PATH search makes them */
+        int eacces = 0;
+        for (int k = 0; k < 20; k++) {
+            char *av[] = {"x", NULL};
+            execv("/", av);
+            eacces += errno == EACCES;
+        }
+        wr32(dev + 0x1c, eacces);
+        printf("%d ", eacces);
+        const char *paths[] = {"/", noexec, (const char *)1, empty};
+        for (int k = 0; k < 4; k++) {
+            char *av[] = {"x", NULL};
+            errno = 0;
+            syscall(SYS_execve, paths[k], av, environ);
+            wr32(dev + 0x20 + 4 * k, errno);
+            printf("%d ", errno);
+        }
+        unlink(empty);
+        unlink(noexec);
+        /* argv NULL: the kernel gives the new image an empty argv (q_cases then
+         * fails its own argument check: status 100) */
+        fflush(stdout);
+        syscall(SYS_execve, rest[0], NULL, NULL);
+        return 88;
+    } else if (!strcmp(how, "nosocket")) {
         /* a sandbox that refuses sockets (as many do) before it execs its worker */
         struct sock_filter f[] = {
             BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),

@@ -1022,3 +1022,42 @@ fn sigsegv_and_sigsys_blocked_from_before_the_exec() {
     assert_eq!(stdout(&out), native, "stderr {}", stderr(&out));
     assert_eq!(accesses(&ev), [('W', 4, 0x20, 0xa9), ('R', 4, 0x20, 0xa9)]);
 }
+
+/// `q_cases DEV exec errors Q_CASES`: twenty failed execs in a row, then four that each
+/// fail their own way (a directory, a file without x, a bad path pointer, an empty file),
+/// then an exec of q_cases with a NULL argv (which then fails its own argument check).
+fn exec_errors_args(q: &Q) -> Vec<&OsStr> {
+    vec![OsStr::new("exec"), OsStr::new("errors"), q.stat.as_os_str()]
+}
+
+#[test]
+fn failed_execs_one_after_another_then_one_that_runs() {
+    let q = Q::new("q-execerr");
+    let args = exec_errors_args(&q);
+    for way in [Way::Static, Way::InjectDynamic] {
+        let r = q.run_in(way, &args, b"");
+        assert_runs(
+            std::slice::from_ref(&r),
+            100,
+            "20 13 13 14 8 ",
+            &[
+                ('W', 4, 0x10, 1),
+                ('W', 4, 0x1c, 20),
+                ('W', 4, 0x20, 13),
+                ('W', 4, 0x24, 13),
+                ('W', 4, 0x28, 14),
+                ('W', 4, 0x2c, 8),
+            ],
+        );
+        assert!(!stderr(&r.out).contains("refused"), "{}", r.ctx());
+    }
+}
+
+#[test]
+#[ignore = "bug (preload route): an execve with a bad path pointer kills the program with SIGSEGV instead of failing with EFAULT"]
+fn failed_execs_under_the_preload_route() {
+    let q = Q::new("q-execerr-pre");
+    let r = q.run_in(Way::Preload, &exec_errors_args(&q), b"");
+    assert_eq!(code(&r.out), Some(100), "{}", r.ctx());
+    assert_eq!(stdout(&r.out), "20 13 13 14 8 ", "{}", r.ctx());
+}
