@@ -615,6 +615,30 @@ static int c_inherited(void) {
     return 0;
 }
 
+/* ---- many short-lived child processes, a few at a time ---- */
+static int c_forks(int n) {
+    int bad = 0;
+    for (int k = 0; k < n; k += 4) {
+        pid_t p[4];
+        int m = n - k < 4 ? n - k : 4;
+        for (int j = 0; j < m; j++) {
+            p[j] = fork();
+            if (p[j] == 0) {
+                wr32(dev + 0x100 + 4 * ((k + j) % 64), k + j);
+                _exit((k + j) & 0x7f);
+            }
+        }
+        for (int j = 0; j < m; j++) {
+            int st;
+            waitpid(p[j], &st, 0);
+            bad += !WIFEXITED(st) || WEXITSTATUS(st) != ((k + j) & 0x7f);
+        }
+    }
+    wr32(dev + 0x84, n);
+    printf("forks %d bad %d\n", n, bad);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) return 100;
     dev_path = argv[1];
@@ -645,6 +669,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "stopcont")) return c_stopcont();
     if (!strcmp(c, "ignore")) return c_ignore();
     if (!strcmp(c, "inherited")) return c_inherited();
+    if (!strcmp(c, "forks")) return c_forks(atoi(a));
     if (!strcmp(c, "high")) return c_high(a, 0);
     if (!strcmp(c, "highfixed")) return c_high(a, 1);
     return 101;

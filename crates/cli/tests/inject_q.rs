@@ -1061,3 +1061,40 @@ fn failed_execs_under_the_preload_route() {
     assert_eq!(code(&r.out), Some(100), "{}", r.ctx());
     assert_eq!(stdout(&r.out), "20 13 13 14 8 ", "{}", r.ctx());
 }
+
+#[test]
+fn two_hundred_short_lived_child_processes_lose_nothing() {
+    let q = Q::new("q-forks");
+    let n = 200u64;
+    for r in q.runs(&["forks", &n.to_string()]) {
+        assert_eq!(code(&r.out), Some(0), "{}", r.ctx());
+        assert_eq!(stdout(&r.out), format!("forks {n} bad 0\n"), "{}", r.ctx());
+        assert!(
+            !r.ev.iter().any(|e| matches!(e, Event::LostEvents(_))),
+            "{}",
+            r.ctx()
+        );
+        let all = accesses_by_pid(&r.ev);
+        assert_eq!(
+            all.last().map(|a| (a.1, a.3, a.4)),
+            Some(('W', 0x84, n)),
+            "{}",
+            r.ctx()
+        );
+        // Each child's one write, under a pid of its own.
+        let mut got: Vec<(u64, u64)> = all[..all.len() - 1]
+            .iter()
+            .map(|&(_, dir, width, off, value)| {
+                assert_eq!((dir, width), ('W', 4), "{}", r.ctx());
+                (value, off)
+            })
+            .collect();
+        got.sort();
+        let want: Vec<(u64, u64)> = (0..n).map(|k| (k, 0x100 + 4 * (k % 64))).collect();
+        assert_eq!(got, want, "{}", r.ctx());
+        let pids: std::collections::BTreeSet<u32> =
+            all[..all.len() - 1].iter().map(|a| a.0).collect();
+        assert_eq!(pids.len() as u64, n, "{}", r.ctx());
+        assert_eq!(r.dev, device_after(&r.acc()), "{}", r.ctx());
+    }
+}
