@@ -143,9 +143,9 @@ fn child(
         if let Some(fd) = &start.stdout {
             libc::dup2(fd.as_raw_fd(), 1);
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // The signal mask stays the recorder's own, as the program would inherit it run
+        // directly (the core keeps the tracer's signals unblocked and the program's view
+        // of them).
         libc::kill(libc::getpid(), libc::SIGSTOP);
         libc::execve(start.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
         let e = *libc::__errno_location();
@@ -269,15 +269,31 @@ pub(crate) fn adopt(tid: i32, params: Params) -> io::Result<std::thread::JoinHan
         .spawn(move || {
             let pid = tgid_of(tid).unwrap_or(tid);
             let filter = !has_core(pid);
-            if let Err(e) = pt::seize(tid, FOLLOW) {
-                let _ = tx.send(Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    e.to_string(),
-                )));
-                return;
+            // After a failed exec the thread may still be held by the inject thread
+            // that is letting it go (it polls for the release): an exec made again at
+            // once waits for that detach (2 s at most) rather than being refused. A
+            // foreign tracer is answered at once; a refusal with no tracer at all (a
+            // security module) only after those 2 s.
+            let mut waited = 0;
+            while let Err(e) = pt::seize(tid, FOLLOW) {
+                if !(being_released(tid) || held_by_us(tid)) || waited >= 2000 {
+                    let _ = tx.send(Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        e.to_string(),
+                    )));
+                    return;
+                }
+                waited += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
+            // Listed before the answer: the exec may fail and its release come at once.
+            let released = Arc::new(AtomicBool::new(false));
+            RELEASED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((tid, released.clone()));
             let _ = tx.send(Ok(()));
-            follow_exec(tid, pid, &params, filter);
+            follow_exec(tid, pid, &params, filter, released);
         })?;
     match rx.recv() {
         Ok(Ok(())) => Ok(thread),
@@ -297,11 +313,41 @@ pub(crate) fn adopt(tid: i32, params: Params) -> io::Result<std::thread::JoinHan
 static RELEASED: std::sync::Mutex<Vec<(i32, Arc<AtomicBool>)>> = std::sync::Mutex::new(Vec::new());
 
 /// A hand-off `Release` request: thread `tid`'s exec failed; its inject thread lets it go.
+/// (The one not released yet: an earlier one may still be letting it go.)
 pub(crate) fn release(tid: i32) {
     let l = RELEASED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, f)) = l.iter().find(|(t, _)| *t == tid) {
+    if let Some((_, f)) = l
+        .iter()
+        .find(|(t, f)| *t == tid && !f.load(Ordering::Acquire))
+    {
         f.store(true, Ordering::Release);
     }
+}
+
+/// Whether thread `tid` is traced by a thread of this recorder, one that is gone, or
+/// no longer traced at all (a failed seize then only raced an inject thread's detach).
+fn held_by_us(tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    let tracer = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok());
+    match tracer {
+        Some(0) => true,
+        Some(t) => tgid_of(t).is_none_or(|g| g == std::process::id() as i32),
+        None => false,
+    }
+}
+
+/// Whether an inject thread is letting thread `tid` go (its exec failed).
+fn being_released(tid: i32) -> bool {
+    RELEASED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(t, f)| *t == tid && f.load(Ordering::Acquire))
 }
 
 /// Waits for seized thread `tid` to exec (then injects and detaches), to end, or to be
@@ -309,13 +355,8 @@ pub(crate) fn release(tid: i32) {
 /// makes a process instead (`posix_spawn`: libc's child execs without running any of the
 /// preload library's code) is let go, and that child followed to its exec. Polls:
 /// ptrace requests are this thread's alone, so a release can only be seen here.
-fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
-    let released = Arc::new(AtomicBool::new(false));
-    RELEASED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((tid, released.clone()));
-    let _forget = Forget(tid);
+fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool, released: Arc<AtomicBool>) {
+    let _forget = Forget(tid, released.clone());
     let mut interrupted = false;
     let mut idle = std::time::Duration::from_micros(50);
     // This thread's tracees (after an exec from a non-leader thread, that thread's id
@@ -390,15 +431,16 @@ fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool) {
     }
 }
 
-/// Drops a thread from [`RELEASED`] when its inject thread is done with it.
-struct Forget(i32);
+/// Drops a thread's entry from [`RELEASED`] when its inject thread is done with it
+/// (that entry only: the thread may be seized again by then, for its next exec).
+struct Forget(i32, Arc<AtomicBool>);
 
 impl Drop for Forget {
     fn drop(&mut self) {
         RELEASED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(t, _)| *t != self.0);
+            .retain(|(t, f)| !(*t == self.0 && Arc::ptr_eq(f, &self.1)));
     }
 }
 

@@ -222,18 +222,31 @@ fn child_mode() -> bool {
 }
 
 /// Runs test `name` alone in a fresh copy of this binary; its exit status and output.
-fn run_child(name: &str) -> (std::process::ExitStatus, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            name,
-            "--exact",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SYSEMU_CHILD", "1")
-        .output()
+/// Runs a child copy of this binary to its end and removes the files it made (a child
+/// that dies or execs leaves them).
+fn output_and_clean(cmd: &mut Command) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let dir = std::env::temp_dir().join(format!("mmio-sysemu-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    out
+}
+
+fn run_child(name: &str) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        name,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("SYSEMU_CHILD", "1");
+    let out = output_and_clean(&mut cmd);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -643,16 +656,16 @@ fn write_to_a_read_only_device_page_is_the_programs_fault() {
     if child_mode() {
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "dies_writing_a_read_only_device_page",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env("SYSEMU_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = output_and_clean(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "dies_writing_a_read_only_device_page",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("SYSEMU_CHILD", "1"),
+    );
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
 }
 
@@ -1107,16 +1120,16 @@ fn a_foreign_seccomp_trap_without_a_handler_kills_as_natively() {
     if child_mode() {
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "dies_of_a_foreign_trap",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env("SYSEMU_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = output_and_clean(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "dies_of_a_foreign_trap",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("SYSEMU_CHILD", "1"),
+    );
     assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{out:?}");
 }
 
@@ -1359,16 +1372,16 @@ fn own_fault_with_sigsegv_blocked_kills_as_natively() {
     if child_mode() {
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "dies_blocked_fault",
-            "--exact",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env("SYSEMU_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = output_and_clean(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "dies_blocked_fault",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("SYSEMU_CHILD", "1"),
+    );
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{out:?}");
 }
 
