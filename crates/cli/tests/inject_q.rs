@@ -413,7 +413,6 @@ fn a_handler_whose_mask_blocks_every_signal_touches_the_device() {
 }
 
 #[test]
-#[ignore = "bug: the inject route's fault path needs about 16 KiB of the program's alternate signal stack: an 8 KiB one (SIGSTKSZ) overflows"]
 fn a_handler_on_an_8_kib_alternate_stack_touches_the_device() {
     let q = Q::new("q-altstack");
     assert_runs(
