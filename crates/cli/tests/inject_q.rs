@@ -874,34 +874,10 @@ fn exec_with_no_descriptor_left() {
     }
 }
 
-/// Builds tests/programs/q_go into DIR/q_go with the Go toolchain (no network, no module).
-#[track_caller]
-fn go_build(dir: &Path) -> PathBuf {
-    let exe = dir.join("q_go");
-    let st = Command::new("go")
-        .current_dir(dir)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "")
-        .env("CGO_ENABLED", "0")
-        .args(["build", "-o"])
-        .arg(&exe)
-        .arg(programs().join("q_go/main.go"))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "the Go toolchain is needed for this test ({e}); Debian: apt-get install golang-go"
-            )
-        });
-    assert!(st.success(), "go build q_go");
-    exe
-}
-
 #[test]
 fn a_go_program_runs_a_static_driver_twice_through_os_exec() {
     let q = Q::new("q-goexec");
-    let exe = go_build(&q.dir);
+    let exe = go_build(&q.dir, "q_go");
     let child = q.regs(true);
     let dev = q.dev();
     let (out, ev) = record(&q.dir, &dev, &[os(&exe), os(&dev), os(&child), os(&dev)]);

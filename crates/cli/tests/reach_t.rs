@@ -44,30 +44,6 @@ fn cc(dir: &Path, src: &str, out: &str, compiler: &str, flags: &[&str]) -> PathB
     exe
 }
 
-/// Builds tests/programs/t_go into DIR/t_go with the Go toolchain (no network, no module).
-#[track_caller]
-fn go_build(dir: &Path) -> PathBuf {
-    let exe = dir.join("t_go");
-    let st = Command::new("go")
-        .current_dir(dir)
-        .env("GOCACHE", dir.join("gocache"))
-        .env("GOPATH", dir.join("gopath"))
-        .env("GO111MODULE", "off")
-        .env("GOFLAGS", "")
-        .env("CGO_ENABLED", "0")
-        .args(["build", "-o"])
-        .arg(&exe)
-        .arg(programs().join("t_go/main.go"))
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "the Go toolchain is needed for this test ({e}); Debian: apt-get install golang-go"
-            )
-        });
-    assert!(st.success(), "go build t_go");
-    exe
-}
-
 /// Records `program args...` (the device declared) with `opts`; output and events.
 fn rec(
     dir: &Path,
@@ -179,7 +155,7 @@ fn a_static_musl_program_is_traced() {
 fn a_go_program_on_several_threads_is_traced_register_by_register() {
     let dir = scratch("t-go");
     let dev = device(&dir, 4096);
-    let exe = go_build(&dir);
+    let exe = go_build(&dir, "t_go");
     let (out, ev) = rec(&dir, &dev, &[], &[os(&exe), os(&dev)]);
     assert_exit(&out, 5);
     assert_eq!(
@@ -547,7 +523,7 @@ fn assert_go_trace(dev: &Path, ev: &[Event]) {
 fn a_go_program_started_by_a_shell_is_handed_over() {
     let dir = scratch("t-go-sh");
     let dev = device(&dir, 4096);
-    let exe = go_build(&dir);
+    let exe = go_build(&dir, "t_go");
     let script = format!("{} {}; echo after $?", exe.display(), dev.display());
     let (out, ev) = rec(
         &dir,

@@ -408,3 +408,32 @@ impl Fixture {
         (out, events(r))
     }
 }
+
+/// Builds the Go program `tests/programs/NAME/main.go` into DIR/NAME with the Go
+/// toolchain (no network, no module, no cgo: a statically linked Go binary).
+#[track_caller]
+pub fn go_build(dir: &Path, name: &str) -> PathBuf {
+    let exe = dir.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/programs")
+        .join(name)
+        .join("main.go");
+    let st = Command::new("go")
+        .current_dir(dir)
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("CGO_ENABLED", "0")
+        .args(["build", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the Go toolchain is needed for this test ({e}); Debian: apt-get install golang-go"
+            )
+        });
+    assert!(st.success(), "go build {name}");
+    exe
+}
