@@ -53,3 +53,34 @@ fn a_static_rust_program_is_traced_from_every_thread_like_its_dynamic_build() {
         assert_device_words(&dev, &[(0x10, 0x1234), (0x20, 7)]);
     }
 }
+
+/// A shell handed over for an exec that fails (`ETXTBSY`: the static program is open for
+/// writing) and then exits: its inject thread, which still traces it, takes its status
+/// from the kernel, and the recorder must report that status, not 0. (It reported 0 in
+/// about one run in three: a race between the release and the exit; eight runs.)
+#[test]
+fn a_handed_over_exec_that_fails_keeps_the_programs_exit_status() {
+    let dir = scratch("i-txtbsy");
+    let src = dir.join("noop.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let exe = dir.join("noop");
+    let st = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("a C compiler (cc) is needed");
+    assert!(st.success(), "cc -static noop.c");
+    // Held open for writing: its exec fails with ETXTBSY.
+    let _writer = std::fs::OpenOptions::new().append(true).open(&exe).unwrap();
+    let dev = device(&dir, 4096);
+    for run in 0..8 {
+        let out = record_cmd(&dir, &dev, &[])
+            .args(["sh", "-c", "exec ./noop"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(126), "run {run}: {}", stderr(&out));
+        assert!(stderr(&out).contains("Text file busy"), "{}", stderr(&out));
+    }
+}

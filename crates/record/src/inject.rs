@@ -17,6 +17,7 @@ use mmio_trace_ptrace::{self as pt, Event, Options, Stop};
 
 use crate::agent;
 use crate::remote::supervisor::Start;
+use crate::Exit;
 
 /// Where the core goes in every process of a recording (the same address everywhere:
 /// see [`mmio_trace_tracer::handoff::CORE_BASE`]).
@@ -308,6 +309,22 @@ pub(crate) fn adopt(tid: i32, params: Params) -> io::Result<std::thread::JoinHan
     }
 }
 
+/// How the processes ended that an inject thread reaped: one seized for its exec that
+/// ended instead (the exec failed and it exited before it was let go). The kernel gives
+/// a traced child's status to its tracer's wait, and the recorder's main loop, the
+/// program's parent, then never sees it: it asks here ([`reaped`]).
+static REAPED: std::sync::Mutex<Vec<(i32, Exit)>> = std::sync::Mutex::new(Vec::new());
+
+/// How process `pid` ended, if an inject thread reaped it.
+pub(crate) fn reaped(pid: i32) -> Option<Exit> {
+    REAPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(p, _)| *p == pid)
+        .map(|&(_, e)| e)
+}
+
 /// Threads seized for an exec, by tid: set when the exec failed and the process asked
 /// for the thread back ([`release`]).
 static RELEASED: std::sync::Mutex<Vec<(i32, Arc<AtomicBool>)>> = std::sync::Mutex::new(Vec::new());
@@ -413,7 +430,18 @@ fn follow_exec(tid: i32, pid: i32, params: &Params, filter: bool, released: Arc<
                 }
                 let _ = pt::detach(cur, 0);
             }
-            s if s.is_gone() => tracees.retain(|&t| t != cur),
+            s if s.is_gone() => {
+                tracees.retain(|&t| t != cur);
+                let exit = match s {
+                    Stop::Killed { signal, .. } => Exit::Signal(signal),
+                    Stop::Exited(code) => Exit::Code(code),
+                    _ => continue,
+                };
+                REAPED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((cur, exit));
+            }
             Stop::Signal { signal, .. } => {
                 let _ = pt::cont(cur, signal);
             }

@@ -634,6 +634,11 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
     for t in std::mem::take(&mut *injected.lock().unwrap_or_else(|e| e.into_inner())) {
         let _ = t.join();
     }
+    // The program itself, handed over for an exec that failed, may have ended while its
+    // inject thread still traced it: that thread took its status.
+    if exit.is_none() {
+        exit = inject::reaped(child_pid);
+    }
     // Every process is gone: nothing can be in flight any more.
     consumer.poll(|d| merger.add(d));
     merger.emit_out(None, |o| out.write(o));
