@@ -75,12 +75,12 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
         Err(tracer::InitError::RecorderGone) => return -EPIPE,
     }
     // SAFETY: written once here, before the filter can route an exec to the hook.
-    unsafe { set_handoff(lookup(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
+    unsafe { set_handoff(tracer::setting(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
     let (lo, hi) = own_range();
     // At the exec stop no thread has a signal stack of the program's: every one keeps
     // the tracer's, and the program's become virtual.
     tracer::sysemu::set_virtual_altstack(true);
-    if lookup(vars, VAR_FILTER) == Some(b"1") {
+    if tracer::setting(vars, VAR_FILTER) == Some(b"1") {
         if let Err(e) = tracer::sysemu::install(lo, hi, Some(exec_hook)) {
             use tracer::sysemu::InstallError as E;
             return match e {
@@ -101,14 +101,6 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
 /// Set to `1` by the recorder when this process has no filter yet (its first core): the
 /// agent installs it. `0`: an inherited one exempts this core's range already.
 const VAR_FILTER: &str = "MMIO_TRACE_AGENT_FILTER";
-
-/// The value of `name` in the NUL-separated `NAME=VALUE` settings (the last one wins).
-fn lookup<'a>(vars: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    vars.split(|&b| b == 0).rev().find_map(|kv| {
-        let eq = kv.iter().position(|&b| b == b'=')?;
-        (&kv[..eq] == name.as_bytes()).then(|| &kv[eq + 1..])
-    })
-}
 
 extern "C" {
     /// The first byte of the blob (its ELF header), as the linker places it.

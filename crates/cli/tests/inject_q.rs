@@ -157,21 +157,6 @@ impl Q {
     }
 }
 
-/// The route markers that open a trace.
-fn route_marks(ev: &[Event]) -> Vec<String> {
-    ev.iter()
-        .filter_map(|e| match e {
-            Event::Mark(m)
-                if m.text.starts_with(b"mmio-trace: route ")
-                    && !m.text.windows(5).any(|w| w == b"(pid ") =>
-            {
-                Some(String::from_utf8_lossy(&m.text).into_owned())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// Asserts that every run exited with `status`, printed `out`, made exactly `acc` in
 /// that order, lost nothing, and left the device as those writes do.
 #[track_caller]

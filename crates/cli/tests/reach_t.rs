@@ -54,22 +54,6 @@ fn rec(
     record_with(dir, dev, opts, program)
 }
 
-/// The route markers of a trace (the recording's start; not the per-process notes of
-/// the ptrace route).
-fn route_marks(ev: &[Event]) -> Vec<String> {
-    ev.iter()
-        .filter_map(|e| match e {
-            Event::Mark(m)
-                if m.text.starts_with(b"mmio-trace: route ")
-                    && !m.text.windows(5).any(|w| w == b"(pid ") =>
-            {
-                Some(String::from_utf8_lossy(&m.text).into_owned())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 /// What t_regs does to its device, in order.
 fn regs_accesses() -> Vec<(char, u8, u64, u64)> {
     vec![

@@ -17,6 +17,7 @@ use mmio_trace_ptrace::{self as pt, Event, Options, Stop};
 
 use crate::agent;
 use crate::remote::supervisor::Start;
+use crate::remote::sys::tgid_of;
 use crate::Exit;
 
 /// Where the core goes in every process of a recording (the same address everywhere:
@@ -169,10 +170,6 @@ pub(crate) enum SpawnError {
 /// children the recorder's main loop reaps), seizes the child before its exec, puts the
 /// core into the new image at its exec stop, and lets it go. Returns its pid.
 pub(crate) fn spawn(start: Start, params: &Params) -> Result<i32, SpawnError> {
-    spawn_inner(start, params)
-}
-
-fn spawn_inner(start: Start, params: &Params) -> Result<i32, SpawnError> {
     use SpawnError::{Core, Exec};
     let mut fds = [0i32; 2];
     // SAFETY: plain pipe2 into a local array.
@@ -470,13 +467,4 @@ impl Drop for Forget {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(t, f)| !(*t == self.0 && Arc::ptr_eq(f, &self.1)));
     }
-}
-
-/// The process (thread group) of thread `tid`.
-fn tgid_of(tid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
 }

@@ -70,6 +70,8 @@ use mmio_trace_ring::Shm;
 /// The environment variables naming the recorder's descriptors in a traced process.
 pub use mmio_trace_ring::{ENV_FD, ENV_LIVE_FD};
 
+/// The value of a setting in handed-over `NAME=VALUE` strings (see [`init_from_vars`]).
+pub use env::lookup as setting;
 pub use regions::Region;
 pub use rules::Rules;
 

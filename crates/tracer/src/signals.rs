@@ -207,6 +207,25 @@ pub fn setup_altstack() {
     sys::sigaltstack(Some(&ss), None);
 }
 
+/// `sigaltstack`'s flag that disarms the stack while a handler runs on it.
+pub(crate) const SS_AUTODISARM: i32 = 1 << 31;
+
+/// The kernel's checks of a new alternate stack `n` for a thread that is (`on`) or is not
+/// running on its current one: `Err(-errno)` as `sigaltstack` would fail.
+pub(crate) fn check_new_altstack(n: &libc::stack_t, on: bool) -> Result<(), i32> {
+    if on {
+        return Err(-libc::EPERM);
+    }
+    let mode = n.ss_flags & !SS_AUTODISARM;
+    if mode != 0 && mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK {
+        return Err(-libc::EINVAL);
+    }
+    if mode != libc::SS_DISABLE && n.ss_size < libc::MINSIGSTKSZ {
+        return Err(-libc::ENOMEM);
+    }
+    Ok(())
+}
+
 /// The program's view of `sigaltstack(ss, old)`: its stack is recorded and reported back,
 /// but the tracer's own (large) stack stays installed, because the fault handler must
 /// never run on a small program stack (the program's handlers, SA_ONSTACK or not, then run
@@ -245,21 +264,13 @@ pub unsafe fn app_sigaltstack(ss: *const libc::stack_t, old: *mut libc::stack_t)
     if !ss.is_null() {
         // SAFETY: caller's contract.
         let n = unsafe { &*ss };
-        const SS_AUTODISARM: i32 = 1 << 31;
-        if on {
-            return Some(-libc::EPERM);
+        if let Err(e) = check_new_altstack(n, on) {
+            return Some(e);
         }
-        let mode = n.ss_flags & !SS_AUTODISARM;
-        if mode != 0 && mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK {
-            return Some(-libc::EINVAL);
-        }
-        if mode == libc::SS_DISABLE {
+        if n.ss_flags & !SS_AUTODISARM == libc::SS_DISABLE {
             t.ss_size.store(0, Ordering::Relaxed);
             t.ss_flags.store(0, Ordering::Relaxed);
         } else {
-            if n.ss_size < libc::MINSIGSTKSZ {
-                return Some(-libc::ENOMEM);
-            }
             t.ss_sp.store(n.ss_sp as u64, Ordering::Relaxed);
             t.ss_size.store(n.ss_size as u64, Ordering::Relaxed);
             t.ss_flags

@@ -706,7 +706,7 @@ unsafe fn frame_sigaltstack(
     ss: *const libc::stack_t,
     old: *mut libc::stack_t,
 ) -> i32 {
-    const SS_AUTODISARM: i32 = 1 << 31;
+    use signals::SS_AUTODISARM;
     let enabled = frame.ss_flags & libc::SS_DISABLE == 0;
     let on = enabled && rsp.wrapping_sub(frame.ss_sp as u64) < frame.ss_size as u64;
     if !old.is_null() {
@@ -730,23 +730,16 @@ unsafe fn frame_sigaltstack(
     }
     // SAFETY: caller's contract.
     let n = unsafe { &*ss };
-    if on {
-        return -libc::EPERM;
+    if let Err(e) = signals::check_new_altstack(n, on) {
+        return e;
     }
-    let mode = n.ss_flags & !SS_AUTODISARM;
-    if mode != 0 && mode != libc::SS_DISABLE && mode != libc::SS_ONSTACK {
-        return -libc::EINVAL;
-    }
-    if mode == libc::SS_DISABLE {
+    if n.ss_flags & !SS_AUTODISARM == libc::SS_DISABLE {
         *frame = libc::stack_t {
             ss_sp: core::ptr::null_mut(),
             ss_flags: libc::SS_DISABLE,
             ss_size: 0,
         };
     } else {
-        if n.ss_size < libc::MINSIGSTKSZ {
-            return -libc::ENOMEM;
-        }
         *frame = libc::stack_t {
             ss_sp: n.ss_sp,
             ss_flags: n.ss_flags & SS_AUTODISARM,

@@ -437,3 +437,19 @@ pub fn go_build(dir: &Path, name: &str) -> PathBuf {
     assert!(st.success(), "go build {name}");
     exe
 }
+
+/// The route markers that open a trace (the recording's start; not the per-process notes
+/// of the ptrace route).
+pub fn route_marks(ev: &[Event]) -> Vec<String> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::Mark(m)
+                if m.text.starts_with(b"mmio-trace: route ")
+                    && !m.text.windows(5).any(|w| w == b"(pid ") =>
+            {
+                Some(String::from_utf8_lossy(&m.text).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}

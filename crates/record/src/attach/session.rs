@@ -32,6 +32,7 @@ use mmio_trace_ring::Shm;
 use mmio_trace_tracer::rules::Rules;
 
 use super::{maps, Ended, Started, Target};
+use crate::remote::sys::tgid_of;
 use crate::remote::{Mapping, Session, Signal, BUFFER_SYSCALLS};
 use crate::{Error, Exit};
 
@@ -110,14 +111,6 @@ fn queued_sigsegv(tid: i32) -> Option<libc::siginfo_t> {
     (0..n.max(0) as usize)
         .map(|k| si[k])
         .find(|s| s.si_signo == libc::SIGSEGV)
-}
-
-/// The thread group of `tid` (`/proc/TID/status`).
-fn tgid_of(tid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A thread held at a syscall-exit stop while detaching, whose call our stop broke off,

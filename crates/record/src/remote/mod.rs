@@ -20,7 +20,7 @@
 //! the crate-private `remote::supervisor` module.
 
 pub(crate) mod supervisor;
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
