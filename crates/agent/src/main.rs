@@ -67,12 +67,26 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     // Helper threads (the hot-site patcher) by raw clone, unless the runtime registered
     // its own way.
     tracer::thread::set_default_spawner(thread::spawn);
+    let attach = tracer::setting(vars, VAR_FILTER) == Some(b"attach");
+    if attach {
+        tracer::attached::set_attached();
+    }
     match tracer::init_from_vars(vars) {
         Ok(()) => {}
         Err(tracer::InitError::NoRecorder) => return -EINVAL,
         Err(tracer::InitError::Unreachable { map_failed: 0 }) => return -ENOENT,
         Err(tracer::InitError::Unreachable { .. }) => return -ENOMEM,
         Err(tracer::InitError::RecorderGone) => return -EPIPE,
+    }
+    if attach {
+        // A running process: no filter (it could never be removed), no exec hook; its
+        // device mappings are found in /proc/self/maps, now and every few ms.
+        let poll = tracer::setting(vars, tracer::attached::ENV_POLL_MS)
+            .and_then(|v| core::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(tracer::attached::DEFAULT_POLL_MS);
+        tracer::attached::start(poll);
+        return 0;
     }
     // SAFETY: written once here, before the filter can route an exec to the hook.
     unsafe { set_handoff(tracer::setting(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
@@ -100,6 +114,8 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
 
 /// Set to `1` by the recorder when this process has no filter yet (its first core): the
 /// agent installs it. `0`: an inherited one exempts this core's range already.
+/// `attach`: a running process (`record --pid`): no filter at all, see
+/// `tracer::attached`.
 const VAR_FILTER: &str = "MMIO_TRACE_AGENT_FILTER";
 
 extern "C" {
@@ -172,6 +188,38 @@ fn exec_hook(_call: &tracer::sysemu::ExecCall, failed: Option<isize>) -> isize {
             0
         }
     }
+}
+
+/// Leaving an attached process, first step (every thread stopped by the recorder):
+/// tracing stops, every traced page gets the program's protection back, the helper
+/// thread is told to end. See `tracer::attached`.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_detach_begin() {
+    tracer::attached::detach_begin();
+}
+
+/// What still runs in the core (0: nothing; see `tracer::attached::busy`), and in the
+/// upper 32 bits the helper thread's tid while it runs.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_busy() -> u64 {
+    tracer::attached::busy() | (tracer::attached::poller_tid() as u64) << 32
+}
+
+/// Leaving an attached process, per thread (once [`mmio_trace_agent_busy`] said 0): the
+/// calling thread's ring, alternate signal stack (when it is still the tracer's) and
+/// out-of-line area are given back.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_thread_detach() {
+    tracer::threads::thread_exiting();
+}
+
+/// Leaving an attached process, last step: the program's signal actions back; with
+/// `memory` non-zero (only once [`mmio_trace_agent_busy`] said 0, after each thread's
+/// [`mmio_trace_agent_thread_detach`]) the aliases, the shared memory and the
+/// descriptors too.
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_release(memory: u64) {
+    tracer::attached::release(memory != 0);
 }
 
 /// After the program's successful `mmap` (see `tracer::after_mmap`): traces it if it is a

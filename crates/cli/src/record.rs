@@ -443,6 +443,16 @@ pub const EXIT_CANNOT_ATTACH: u8 = 2;
 /// Runs `record --pid PID`.
 fn run_attach(pid: i32, args: RecordArgs, output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let mut opts = mmio_trace_record::AttachOptions::new(pid, output.clone());
+    opts.route = match args.route {
+        RouteArg::Auto | RouteArg::Ptrace => mmio_trace_record::AttachRoute::Ptrace,
+        RouteArg::Inject => mmio_trace_record::AttachRoute::Inject,
+        RouteArg::Preload => {
+            return Err(crate::input::BadInput(
+                "--route preload cannot attach to a running process (the library is loaded at a program's start): use --route ptrace (the default with --pid) or --route inject".to_string(),
+            )
+            .into())
+        }
+    };
     opts.duration = args.duration;
     opts.format = match args.format {
         RecordFormat::Text => Format::Text,

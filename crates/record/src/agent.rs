@@ -46,6 +46,21 @@ pub const MPROTECT: &str = "mmio_trace_agent_mprotect";
 /// u64 pc)`.
 pub const AFTER_MREMAP: &str = "mmio_trace_agent_after_mremap";
 
+/// `void mmio_trace_agent_detach_begin(void)`: leaving an attached process, first step
+/// (tracing stops, protections back, the helper thread told to end).
+pub const DETACH_BEGIN: &str = "mmio_trace_agent_detach_begin";
+
+/// `u64 mmio_trace_agent_busy(void)`: what still runs in the core (low 32 bits, 0:
+/// nothing), the helper thread's tid in the high 32 bits while it runs.
+pub const BUSY: &str = "mmio_trace_agent_busy";
+
+/// `void mmio_trace_agent_thread_detach(void)`: the calling thread's block given back.
+pub const THREAD_DETACH: &str = "mmio_trace_agent_thread_detach";
+
+/// `void mmio_trace_agent_release(u64 memory)`: the program's signal actions back (and,
+/// with `memory`, the core's aliases, shared memory and descriptors).
+pub const RELEASE: &str = "mmio_trace_agent_release";
+
 /// Every entry point the blob exports (the tests check each is there).
 pub const EXPORTS: &[&str] = &[
     INIT,
@@ -59,4 +74,8 @@ pub const EXPORTS: &[&str] = &[
     "mmio_trace_agent_set_spawner",
     "mmio_trace_agent_set_tls_publisher",
     "mmio_trace_agent_mark",
+    DETACH_BEGIN,
+    BUSY,
+    THREAD_DETACH,
+    RELEASE,
 ];

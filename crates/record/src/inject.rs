@@ -44,15 +44,23 @@ pub(crate) struct Params(pub Vec<(String, String)>);
 
 impl Params {
     fn encode(&self, filter: bool) -> Vec<u8> {
+        self.encode_with(VAR_FILTER, if filter { "1" } else { "0" })
+    }
+
+    /// The strings, and `name=value` last.
+    pub(crate) fn encode_with(&self, name: &str, value: &str) -> Vec<u8> {
         let mut b = Vec::new();
-        for (k, v) in &self.0 {
+        for (k, v) in self
+            .0
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(name, value)])
+        {
             b.extend_from_slice(k.as_bytes());
             b.push(b'=');
             b.extend_from_slice(v.as_bytes());
             b.push(0);
         }
-        b.extend_from_slice(format!("{VAR_FILTER}={}", u8::from(filter)).as_bytes());
-        b.push(0);
         b
     }
 }
@@ -104,7 +112,7 @@ pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::R
 }
 
 /// `AT_SYSINFO_EHDR` and `AT_HWCAP2` of process `pid`, as the core's settings name them.
-fn auxv(pid: i32) -> Vec<(&'static str, u64)> {
+pub(crate) fn auxv(pid: i32) -> Vec<(&'static str, u64)> {
     const AT_HWCAP2: u64 = 26;
     const AT_SYSINFO_EHDR: u64 = 33;
     let Ok(b) = std::fs::read(format!("/proc/{pid}/auxv")) else {

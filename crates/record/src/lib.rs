@@ -41,7 +41,7 @@ use mmio_trace_format::{Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
 use mmio_trace_tracer::rules;
 
-pub use attach::{attach, AttachOptions};
+pub use attach::{attach, AttachOptions, AttachRoute};
 pub use decode::{Patching, RefusedSite, UnmatchedFile};
 pub use output::{create_private, TRACE_FILE_MODE};
 pub use selftrace::SelfRecorder;

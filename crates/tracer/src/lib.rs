@@ -28,6 +28,7 @@
 // the dynamic loader's lookups.
 extern crate alloc;
 
+pub mod attached;
 mod ctx;
 mod emit;
 mod emu;
@@ -721,9 +722,45 @@ pub fn after_fork_child_started() {
 }
 
 /// Whether the device rules name `path`.
+pub(crate) fn rules_match(path: &[u8]) -> bool {
+    RULES.get().is_some_and(|r| r.is_device(path))
+}
+
+/// Whether the device rules name `path` (the replay model's stand-ins).
 #[cfg(feature = "std")]
 pub(crate) fn rules_is_device(path: &[u8]) -> bool {
-    RULES.get().is_some_and(|r| r.is_device(path))
+    rules_match(path)
+}
+
+/// Whether `fd` is one of the tracer's own descriptors.
+pub(crate) fn owns_fd(fd: i32) -> bool {
+    Some(fd) == shm_fd()
+        || Some(fd) == live_fd()
+        || Some(fd) == task_fd()
+        || regions::is_alias_fd(fd)
+        || patch_fds().contains(&fd)
+}
+
+/// Gives back what tracing held in an attached process the recorder leaves (tracing has
+/// stopped, no thread runs in the tracer, each thread's block was given up): the aliases,
+/// the shared memory and the descriptors. The tracer stays inactive.
+pub(crate) fn release_all() {
+    ACTIVE.store(false, Ordering::SeqCst);
+    regions::release_all();
+    let mut fds = [0i32; regions::MAX_ALIAS_FDS];
+    let n = regions::alias_fds(&mut fds);
+    for &fd in &fds[..n] {
+        sys::close(fd);
+    }
+    let base = SHM_BASE.swap(0, Ordering::SeqCst);
+    if base != 0 {
+        // SAFETY: the tracer's own mapping of the shared memory; nothing uses it now.
+        unsafe { sys::munmap(base, SHM_LEN.load(Ordering::Relaxed)) };
+    }
+    for fd in [shm_fd(), live_fd(), task_fd()].into_iter().flatten() {
+        sys::close(fd);
+    }
+    SHM_FD.store(-1, Ordering::Relaxed);
 }
 
 /// Registers `r` (a mapping of `path` at offset `off`); when the table is full, says so

@@ -158,6 +158,14 @@ impl OolFrames {
         }
     }
 
+    /// Whether a frame is in use (a thread runs, or was stopped, inside a slot or its
+    /// epilogue; or left one with `siglongjmp`). Read with the thread stopped.
+    pub(crate) fn any_busy(&self) -> bool {
+        let a = self.area.load(Ordering::Relaxed);
+        // SAFETY: the area is this slot's live mapping (released only by its thread).
+        a > NO_AREA && (0..DEPTH).any(|i| unsafe { (*frame_ptr(a, i)).busy } != 0)
+    }
+
     /// The thread is ending: its area is unmapped (it runs no slot any more).
     pub(crate) fn release(&self) {
         let a = self.area.swap(0, Ordering::Relaxed);

@@ -885,7 +885,26 @@ pub fn find_aliasing(addr: u64, failed: &mut Option<i32>) -> Option<Region> {
 
 /// Where the next alias goes: just below the last one, far below the program's own
 /// mappings (the kernel places those top-down from near the stack).
-static ARENA: AtomicU64 = AtomicU64::new(0x3f00_0000_0000);
+static ARENA: AtomicU64 = AtomicU64::new(ARENA_TOP);
+const ARENA_TOP: u64 = 0x3f00_0000_0000;
+
+/// Whether `addr` lies where [`alias_mmap`] has put aliases so far.
+pub fn in_alias_arena(addr: u64) -> bool {
+    (ARENA.load(Ordering::Relaxed)..ARENA_TOP).contains(&addr)
+}
+
+/// Every region's alias unmapped and every region forgotten (an attached process the
+/// recorder leaves; no thread runs in the tracer meanwhile).
+pub(crate) fn release_all() {
+    let _g = lock();
+    each_overlapping(0, u64::MAX, |i, r| {
+        if r.alias != 0 {
+            // SAFETY: the tracer's own alias; no thread uses it any more.
+            unsafe { sys::munmap(r.alias as usize, r.len as usize) };
+        }
+        remove_locked(i, &r);
+    });
+}
 
 /// Maps an alias (`MAP_SHARED` of `fd` at `off`) in the tracer's arena, away from the
 /// program's mappings: an alias at an address of the kernel's choice would fill the

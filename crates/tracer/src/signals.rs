@@ -160,17 +160,30 @@ pub unsafe fn app_sigaction(
     true
 }
 
-/// Installs the tracer's handlers (keeping any action already present as the program's).
-pub fn install() {
-    emu::warm_up();
-    for (sig, h) in [
+/// The signals the tracer handles, and its handler for each.
+fn ours() -> [(i32, usize); 6] {
+    [
         (libc::SIGSEGV, on_segv as *const () as usize),
         (libc::SIGTRAP, on_trap as *const () as usize),
         (PAUSE_SIGNAL, on_pause as *const () as usize),
         (libc::SIGBUS, on_other_fault as *const () as usize),
         (libc::SIGFPE, on_other_fault as *const () as usize),
         (libc::SIGILL, on_other_fault as *const () as usize),
-    ] {
+    ]
+}
+
+/// Puts the program's own action back for each signal the tracer handles (the recorder
+/// leaves an attached process).
+pub fn uninstall() {
+    for (sig, _) in ours() {
+        sys::sigaction(sig, Some(&app_action(sig)), None);
+    }
+}
+
+/// Installs the tracer's handlers (keeping any action already present as the program's).
+pub fn install() {
+    emu::warm_up();
+    for (sig, h) in ours() {
         let act = KSigaction {
             handler: h,
             flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
@@ -183,7 +196,11 @@ pub fn install() {
             set_app_action(sig, &old);
         }
     }
-    setup_altstack();
+    // A thread of a running process keeps its own stack (a fault gives it ours if it has
+    // none: `keep_altstack`), which the recorder finds as it was when it leaves.
+    if !crate::attached::is_attached() {
+        setup_altstack();
+    }
     unblock_ours();
 }
 
@@ -310,6 +327,7 @@ pub(crate) unsafe fn keep_altstack(uc: *mut libc::c_void) {
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let _inside = crate::attached::Inside::enter();
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
@@ -541,6 +559,7 @@ unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
 }
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let _inside = crate::attached::Inside::enter();
     if step::in_step() {
         // The instruction being stepped became the patching protocol's int3 meanwhile: it
         // did not run. The step ends; the site's trampoline makes the access.
@@ -601,6 +620,7 @@ unsafe fn slot_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void
 }
 
 extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let _inside = crate::attached::Inside::enter();
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
@@ -633,6 +653,7 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
 }
 
 extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let _inside = crate::attached::Inside::enter();
     // SAFETY: handler context; si_pid/si_value are meaningful for SI_QUEUE.
     let (code, from, value) = unsafe { ((*info).si_code, (*info).si_pid(), (*info).si_value()) };
     if code == libc::SI_QUEUE && from as u32 == crate::pid() {

@@ -90,6 +90,18 @@ fn stop_tracing() {
     say_gone(crate::shm());
 }
 
+/// Stops tracing as when the recorder is gone, without a word on stderr: the recorder
+/// is leaving an attached process ([`crate::attached::detach_begin`]).
+pub(crate) fn stop_quietly() {
+    if STATE
+        .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+    {
+        regions::overlapping(0, u64::MAX, |r| open(&r));
+        STATE.store(2, Ordering::SeqCst);
+    }
+}
+
 /// At start-up (an image executed after the recorder died): whether the recorder is gone;
 /// then says so, and the process runs untraced.
 pub(crate) fn gone_at_start(shm: &mmio_trace_ring::Shm) -> bool {

@@ -293,6 +293,19 @@ pub(crate) fn inside_counters() -> impl Iterator<Item = &'static AtomicU64> {
     BLOCKS.iter().map(|b| &b.inside)
 }
 
+/// Whether any thread is inside an out-of-line slot (see [`crate::attached::busy`]; the
+/// threads are stopped).
+pub(crate) fn any_ool_busy() -> bool {
+    BLOCKS.iter().any(|b| b.ool.any_busy())
+}
+
+/// Whether any thread is in the middle of a single step (the threads are stopped).
+pub(crate) fn any_step() -> bool {
+    // SAFETY: read while every thread is stopped (the recorder's detach): no thread
+    // writes its step state meanwhile.
+    BLOCKS.iter().any(|b| unsafe { (*b.step.get()).active })
+}
+
 /// Where the preload library publishes a block's address for generated code: a function
 /// that stores its argument in the calling thread's initial-exec TLS slot (0: none).
 static TLS_PUBLISH: AtomicUsize = AtomicUsize::new(0);

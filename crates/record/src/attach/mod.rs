@@ -14,6 +14,7 @@
 //! longer be written, or when the process ends. Then the tracer detaches (`session.rs`
 //! says how, and what it leaves as it was).
 
+mod core;
 pub mod maps;
 mod preflight;
 mod session;
@@ -33,9 +34,23 @@ use crate::{decode, marks, output, Error, Exit, Outcome};
 
 pub use preflight::{preflight, Target};
 
+/// How `record --pid` reaches the process's accesses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttachRoute {
+    /// The recorder traces every thread with ptrace and completes each access from
+    /// outside; new mappings are seen at the `mmap` family's system-call stops.
+    #[default]
+    Ptrace,
+    /// The tracer's core is put into the process, which then runs without ptrace; new
+    /// device mappings are found in `/proc/PID/maps` every few milliseconds.
+    Inject,
+}
+
 /// What `record --pid` attaches to and how it records.
 #[derive(Clone, Debug)]
 pub struct AttachOptions {
+    /// How to reach the process's accesses.
+    pub route: AttachRoute,
     /// The process (a thread id names its process).
     pub pid: i32,
     /// Detach after this long (`None`: at a signal or the process's end).
@@ -63,6 +78,7 @@ impl AttachOptions {
     /// Attach to `pid` until a signal or its end, kernel text into `output`, default rules.
     pub fn new(pid: i32, output: Option<PathBuf>) -> AttachOptions {
         AttachOptions {
+            route: AttachRoute::Ptrace,
             pid,
             duration: None,
             output,
@@ -116,6 +132,40 @@ struct Ended {
     took: Option<Duration>,
 }
 
+/// The core's settings for an attached process (the descriptors are added once they are
+/// in the process): the rules, and the recorder's descriptors by path for a core that
+/// cannot be handed them.
+fn core_params(opts: &AttachOptions) -> crate::inject::Params {
+    let me = std::process::id();
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    let mut v = vec![
+        (
+            rules::ENV_DEVICES,
+            crate::device_globs(&opts.devices).join("\n"),
+        ),
+        (rules::ENV_NO_DEFAULTS, flag(opts.no_default_devices)),
+        (rules::ENV_RANGES, opts.ranges.join(",")),
+        (rules::ENV_BYPASS, opts.bypass.join(",")),
+        (rules::ENV_NO_ALIAS, flag(opts.no_alias)),
+        (rules::ENV_NO_PATCH, flag(true)),
+        (mmio_trace_tracer::handoff::ENV_RECORDER_PID, me.to_string()),
+    ];
+    v.push((
+        mmio_trace_tracer::attached::ENV_POLL_MS,
+        poll_ms().to_string(),
+    ));
+    crate::inject::Params(v.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+/// How often the core looks for new device mappings, in ms: `MMIO_TRACE_ATTACH_POLL_MS`
+/// in the recorder's environment, else the core's default.
+fn poll_ms() -> u64 {
+    std::env::var(mmio_trace_tracer::attached::ENV_POLL_MS)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(mmio_trace_tracer::attached::DEFAULT_POLL_MS)
+}
+
 /// `1.234 ms`.
 fn millis(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
@@ -157,14 +207,39 @@ pub fn attach(opts: &AttachOptions) -> Result<Outcome, Error> {
     let stop = stop::Stop::install();
     let deadline = opts.duration.map(|d| Instant::now() + d);
     let (tx, rx) = mpsc::channel();
-    let setup = session::Setup {
-        target: target.clone(),
-        rules: opts.rules(),
-        shm: consumer.shm(),
+    session::clear_stop();
+    let run: Box<dyn FnOnce() -> Ended + Send> = match opts.route {
+        AttachRoute::Ptrace => {
+            let setup = session::Setup {
+                target: target.clone(),
+                rules: opts.rules(),
+                shm: consumer.shm(),
+            };
+            Box::new(move || session::run(setup, tx))
+        }
+        AttachRoute::Inject => {
+            let mut params = core_params(opts);
+            let path = |fd: i32| format!("/proc/{}/fd/{fd}", std::process::id());
+            params
+                .0
+                .push((mmio_trace_ring::ENV_SHM_PATH.into(), path(consumer.fd())));
+            params.0.push((
+                mmio_trace_ring::ENV_LIVE_PATH.into(),
+                path(consumer.live_fd()),
+            ));
+            let setup = core::Setup {
+                target: target.clone(),
+                params,
+                poll_ms: poll_ms(),
+                fds: [consumer.fd(), consumer.live_fd()],
+                maps: maps::find(target.pid, &opts.rules()).map_or(0, |m| m.len()),
+            };
+            Box::new(move || core::run(setup, tx))
+        }
     };
     let tracer = std::thread::Builder::new()
         .name("mmio-trace-attach".into())
-        .spawn(move || session::run(setup, tx))
+        .spawn(run)
         .map_err(|e| Error::Attach {
             pid: target.pid,
             reason: format!("cannot start the tracer thread: {e}"),

@@ -44,6 +44,16 @@ pub(super) fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Whether a stop was asked for (cleared when a tracer thread starts).
+pub(super) fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Clears the stop request (a tracer thread starts).
+pub(super) fn clear_stop() {
+    STOP.store(false, Ordering::SeqCst);
+}
+
 /// What the tracer thread needs.
 pub(super) struct Setup {
     pub target: Target,

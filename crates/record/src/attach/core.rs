@@ -1,0 +1,733 @@
+//! `record --pid --route inject`: the tracer's own fault-path core (the blob of the inject
+//! route) is put into the running process by ptrace, started there, and the process is
+//! let go: its device accesses are then completed in process, at the preload route's
+//! cost, with no ptrace stop. No seccomp filter goes in (one could never be removed): the
+//! core finds the process's device mappings in `/proc/self/maps`, at start and every few
+//! milliseconds (`tracer::attached`), so an access to a mapping made since the last
+//! look is not traced.
+//!
+//! The recording's shared memory reaches the process over a Unix socket (`SCM_RIGHTS`,
+//! the calls injected), so it works whoever owns the process; failing that (another
+//! network namespace), the core opens the recorder's descriptors by their `/proc` path.
+//!
+//! Leaving: every thread is seized again; the core stops tracing (each traced page gets
+//! the program's protection back); the threads run a moment at a time until none is
+//! inside the core (a handler, an out-of-line slot, a single step, a queued fault, the
+//! helper thread); then each thread gives its block back, the program's signal actions
+//! are put back, the core's memory is unmapped, and the threads are let go. A core that
+//! cannot be made quiet (a program handler that left one of ours with `siglongjmp`)
+//! stays in the process, inactive, with the program's signal actions back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use mmio_trace_ptrace as pt;
+
+use super::{session, Ended, Started, Target};
+use crate::inject::{Params, BASE};
+use crate::{agent, Error, Exit};
+
+/// What the tracer thread needs.
+pub(super) struct Setup {
+    pub target: Target,
+    /// The core's settings (rules, the recorder's paths), without the descriptors.
+    pub params: Params,
+    /// The recording's memfd and the read end of its liveness pipe.
+    pub fds: [RawFd; 2],
+    /// How many device mappings the process holds now (for the attach MARK).
+    pub maps: usize,
+    /// How often the core looks for new device mappings (ms; 0: never).
+    pub poll_ms: u64,
+}
+
+const SYS_CLOSE: i64 = 3;
+const SYS_SOCKET: i64 = 41;
+const SYS_CONNECT: i64 = 42;
+const SYS_RECVMSG: i64 = 47;
+const SYS_FCNTL: i64 = 72;
+
+/// How a seized thread is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// An interrupt stop (or an injected call's stop): calls may run in it.
+    Interrupt,
+    /// A group-stop (the process is stopped): left alone, detached as it is.
+    Group,
+}
+
+/// The seized threads of the process.
+struct Threads {
+    pid: i32,
+    held: BTreeMap<i32, Kind>,
+}
+
+fn os(e: pt::Error) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// One stop of any seized thread (blocking), decoded.
+fn wait_any() -> Option<(i32, pt::Stop)> {
+    loop {
+        let mut st = 0;
+        // SAFETY: plain waitpid into a local.
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::__WNOTHREAD) };
+        if r > 0 {
+            return Some((r, pt::decode(r, st)));
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+impl Threads {
+    /// Seizes every thread of `pid` and brings each to an interrupt or group stop (a
+    /// signal a thread was stopped for is delivered on the way). `follow`: threads
+    /// created meanwhile are seized too (not while the core goes in: its helper thread
+    /// must run free).
+    fn seize(pid: i32, follow: bool) -> Result<Threads, pt::Error> {
+        let opts = if follow {
+            pt::Options::TRACECLONE
+        } else {
+            pt::Options(0)
+        };
+        let stops = pt::seize_all(pid, opts)?;
+        let mut t = Threads {
+            pid,
+            held: BTreeMap::new(),
+        };
+        let mut pending = BTreeSet::new();
+        for (tid, stop) in stops {
+            match stop {
+                pt::Stop::Group { .. } => {
+                    t.held.insert(tid, Kind::Group);
+                }
+                pt::Stop::Signal { signal, .. } => {
+                    if pt::cont(tid, signal).is_ok() && pt::interrupt(tid).is_ok() {
+                        pending.insert(tid);
+                    }
+                }
+                _ => {
+                    t.held.insert(tid, Kind::Interrupt);
+                }
+            }
+        }
+        t.gather(pending);
+        Ok(t)
+    }
+
+    /// Waits for each of `pending` (resumed, with an interrupt asked for) to stop,
+    /// delivering signals and following new threads on the way.
+    fn gather(&mut self, mut pending: BTreeSet<i32>) {
+        while !pending.is_empty() {
+            let Some((tid, stop)) = wait_any() else {
+                return;
+            };
+            if stop.is_gone() {
+                pending.remove(&tid);
+                self.held.remove(&tid);
+                continue;
+            }
+            match stop {
+                pt::Stop::Interrupt => {
+                    pending.remove(&tid);
+                    self.held.insert(tid, Kind::Interrupt);
+                }
+                pt::Stop::Group { .. } => {
+                    pending.remove(&tid);
+                    self.held.insert(tid, Kind::Group);
+                }
+                pt::Stop::Signal { signal, .. } => {
+                    let _ = pt::cont(tid, signal);
+                    let _ = pt::interrupt(tid);
+                    pending.insert(tid);
+                }
+                pt::Stop::Event(pt::Event::Clone { new }) => {
+                    // The new thread's first stop is an interrupt stop of its own.
+                    if !self.held.contains_key(&new) {
+                        pending.insert(new);
+                    }
+                    let _ = pt::cont(tid, 0);
+                    let _ = pt::interrupt(tid);
+                    pending.insert(tid);
+                }
+                _ => {
+                    let _ = pt::cont(tid, 0);
+                    let _ = pt::interrupt(tid);
+                    pending.insert(tid);
+                }
+            }
+        }
+    }
+
+    /// Lets every thread held in an interrupt stop run for `d`, then holds them again.
+    fn run_for(&mut self, d: Duration) {
+        let running: BTreeSet<i32> = self
+            .held
+            .iter()
+            .filter(|(_, &k)| k == Kind::Interrupt)
+            .map(|(&t, _)| t)
+            .filter(|&t| pt::cont(t, 0).is_ok())
+            .collect();
+        std::thread::sleep(d);
+        for &t in &running {
+            let _ = pt::interrupt(t);
+        }
+        self.gather(running);
+    }
+
+    /// A thread to run calls in: one in an interrupt stop, the process's main thread
+    /// first.
+    fn caller(&self) -> Option<i32> {
+        if self.held.get(&self.pid) == Some(&Kind::Interrupt) {
+            return Some(self.pid);
+        }
+        self.held
+            .iter()
+            .find(|(_, &k)| k == Kind::Interrupt)
+            .map(|(&t, _)| t)
+    }
+
+    /// Lets every thread go, each where it was: a call our stop broke off restarts.
+    fn detach(&mut self) {
+        for (&tid, &k) in &self.held {
+            if k == Kind::Interrupt {
+                let _ = pt::restart_interrupted_call(tid);
+            }
+            let _ = pt::detach(tid, 0);
+        }
+        self.held.clear();
+    }
+}
+
+/// Whether signal `sig` is blocked in thread `tid` (`SigBlk` in its status).
+fn blocks(pid: i32, tid: i32, sig: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigBlk:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
+/// A SIGSEGV, SIGTRAP, SIGBUS, SIGILL or SIGFPE queued for thread `tid` and not yet
+/// taken (a fault of the core's to finish before it can go).
+fn fault_queued(tid: i32) -> bool {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    // SAFETY: plain data.
+    let mut si: [libc::siginfo_t; 16] = unsafe { std::mem::zeroed() };
+    let args = PeekArgs {
+        off: 0,
+        flags: 0,
+        nr: 16,
+    };
+    // SAFETY: the kernel writes at most `nr` siginfos into `si`.
+    let n = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, tid, &args, si.as_mut_ptr()) };
+    (0..n.max(0) as usize).any(|k| {
+        matches!(
+            si[k].si_signo,
+            libc::SIGSEGV | libc::SIGTRAP | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
+        )
+    })
+}
+
+/// Hands the recorder's descriptors `fds` to the process (thread `tid` stopped): a socket
+/// connected (by injected calls) to a listener of ours, `SCM_RIGHTS`, the numbers moved
+/// to 200 and up, close-on-exec (an exec'd image has no core). Their numbers there.
+fn send_fds(proc: &mut pt::Process, tid: i32, fds: &[RawFd]) -> io::Result<Vec<i32>> {
+    let name = format!(
+        "mmio-trace-attach-{}-{}",
+        std::process::id(),
+        mmio_trace_ring::monotonic_ns()
+    );
+    // SAFETY: plain socket call.
+    let l = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if l < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    let l = unsafe { OwnedFd::from_raw_fd(l) };
+    let mut addr = vec![0u8; 2 + 1 + name.len()];
+    addr[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+    addr[3..].copy_from_slice(name.as_bytes());
+    // SAFETY: `addr` is a sockaddr_un of its length (abstract name).
+    if unsafe { libc::bind(l.as_raw_fd(), addr.as_ptr().cast(), addr.len() as u32) } != 0
+        // SAFETY: plain listen.
+        || unsafe { libc::listen(l.as_raw_fd(), 1) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let scratch = proc.alloc_scratch(tid, 4096).map_err(os)?;
+    let result = (|| {
+        let call = |proc: &mut pt::Process, nr: i64, a: [u64; 6]| -> io::Result<i64> {
+            let r = proc.inject_syscall(tid, nr, a).map_err(os)?;
+            if r < 0 {
+                return Err(io::Error::from_raw_os_error(-r as i32));
+            }
+            Ok(r)
+        };
+        proc.mem().write(scratch, &addr).map_err(os)?;
+        let s = call(
+            proc,
+            SYS_SOCKET,
+            [
+                libc::AF_UNIX as u64,
+                (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        let r = (|| {
+            call(
+                proc,
+                SYS_CONNECT,
+                [s as u64, scratch, addr.len() as u64, 0, 0, 0],
+            )?;
+            // SAFETY: accepting on our listener (the connection is queued already).
+            let c = unsafe {
+                libc::accept4(
+                    l.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if c < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor we own.
+            let c = unsafe { OwnedFd::from_raw_fd(c) };
+            send_rights(&c, fds)?;
+            // In the process: msghdr at +256, iovec at +512, one byte at +768, control
+            // at +1024.
+            let ctl_len = 64u64;
+            let mut m = Vec::new();
+            for v in [0u64, 0, scratch + 512, 1, scratch + 1024, ctl_len, 0] {
+                m.extend_from_slice(&v.to_ne_bytes());
+            }
+            proc.mem().write(scratch + 256, &m).map_err(os)?;
+            let mut iov = Vec::new();
+            for v in [scratch + 768, 1u64] {
+                iov.extend_from_slice(&v.to_ne_bytes());
+            }
+            proc.mem().write(scratch + 512, &iov).map_err(os)?;
+            call(
+                proc,
+                SYS_RECVMSG,
+                [
+                    s as u64,
+                    scratch + 256,
+                    libc::MSG_CMSG_CLOEXEC as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+            let mut ctl = [0u8; 64];
+            proc.mem().read(scratch + 1024, &mut ctl).map_err(os)?;
+            let len = u64::from_ne_bytes(ctl[..8].try_into().expect("8 bytes")) as usize;
+            let n = len.saturating_sub(16) / 4;
+            if n != fds.len() {
+                return Err(io::Error::other("the descriptors did not arrive"));
+            }
+            let mut out = Vec::new();
+            for k in 0..n {
+                let at = 16 + 4 * k;
+                let fd = i32::from_ne_bytes(ctl[at..at + 4].try_into().expect("4 bytes"));
+                let high = call(
+                    proc,
+                    SYS_FCNTL,
+                    [fd as u64, libc::F_DUPFD_CLOEXEC as u64, 200, 0, 0, 0],
+                );
+                match high {
+                    Ok(h) => {
+                        let _ = call(proc, SYS_CLOSE, [fd as u64, 0, 0, 0, 0, 0]);
+                        out.push(h as i32);
+                    }
+                    Err(_) => out.push(fd),
+                }
+            }
+            Ok(out)
+        })();
+        let _ = call(proc, SYS_CLOSE, [s as u64, 0, 0, 0, 0, 0]);
+        r
+    })();
+    let _ = proc.remote_munmap(tid, scratch, 4096);
+    result
+}
+
+/// Sends one byte with `fds` attached over `c`.
+fn send_rights(c: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
+    let byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_ptr() as *mut libc::c_void,
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
+    let mut ctl = vec![0u64; space.div_ceil(8)];
+    // SAFETY: plain data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: `msg` has a control buffer of `space` bytes, room for one header and the
+    // descriptors.
+    unsafe {
+        let h = libc::CMSG_FIRSTHDR(&msg);
+        (*h).cmsg_level = libc::SOL_SOCKET;
+        (*h).cmsg_type = libc::SCM_RIGHTS;
+        (*h).cmsg_len = libc::CMSG_LEN((fds.len() * 4) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(h).cast(), fds.len());
+    }
+    // SAFETY: a valid msghdr over live buffers.
+    if unsafe { libc::sendmsg(c.as_raw_fd(), &msg, 0) } != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether process `pid` maps anything at `addr`.
+fn mapped_at(pid: i32, addr: u64) -> bool {
+    let want = format!("{addr:x}-");
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with(&want)))
+}
+
+/// The core put into the process and started.
+struct Core {
+    image: pt::Image,
+    busy: u64,
+    thread_detach: u64,
+    release: u64,
+    detach_begin: u64,
+    /// The descriptors it got, in the process (closed by it at release).
+    fds: Vec<i32>,
+}
+
+fn sym(image: &pt::Image, name: &str) -> io::Result<u64> {
+    image
+        .sym(name)
+        .ok_or_else(|| io::Error::other(format!("no {name} in the core")))
+}
+
+/// The signal mask of stopped thread `tid` (`PTRACE_GETSIGMASK`).
+fn sigmask(tid: i32) -> Option<u64> {
+    const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+    let mut m = 0u64;
+    // SAFETY: the kernel writes 8 bytes into `m`.
+    let r = unsafe { libc::ptrace(PTRACE_GETSIGMASK, tid, 8usize, &mut m) };
+    (r == 0).then_some(m)
+}
+
+fn set_sigmask(tid: i32, m: u64) {
+    const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+    // SAFETY: the kernel reads 8 bytes from `m`.
+    unsafe { libc::ptrace(PTRACE_SETSIGMASK, tid, 8usize, &m) };
+}
+
+/// Loads the core into the process (thread `tid` stopped), hands it the recording's
+/// descriptors and settings and starts it.
+fn put_in(proc: &mut pt::Process, tid: i32, setup: &Setup) -> io::Result<Core> {
+    let pid = setup.target.pid;
+    // Another core (one left inactive by an earlier attach that could not remove it) may
+    // hold the usual address.
+    let base = (!mapped_at(pid, BASE)).then_some(BASE);
+    let image = proc
+        .load_image(tid, agent::BLOB, &pt::LoadOptions { base })
+        .map_err(|e| io::Error::other(format!("loading the core: {e}")))?;
+    let fail = |proc: &mut pt::Process, e: io::Error| {
+        let _ = proc.unload_image(tid, &image);
+        e
+    };
+    let fds = send_fds(proc, tid, &setup.fds).unwrap_or_default();
+    let mut vars = setup.params.clone();
+    let (fd, live) = match fds[..] {
+        [fd, live] => (fd, live),
+        _ => (-1, -1),
+    };
+    vars.0
+        .push((mmio_trace_ring::ENV_FD.into(), fd.to_string()));
+    vars.0
+        .push((mmio_trace_ring::ENV_LIVE_FD.into(), live.to_string()));
+    let mut bytes = vars.encode_with(crate::inject::VAR_FILTER, "attach");
+    for (k, v) in crate::inject::auxv(pid) {
+        bytes.extend_from_slice(format!("{k}={v:#x}").as_bytes());
+        bytes.push(0);
+    }
+    let names = (|| {
+        Ok::<_, io::Error>((
+            sym(&image, agent::INIT)?,
+            sym(&image, agent::PARAMS)?,
+            sym(&image, agent::BUSY)?,
+            sym(&image, agent::THREAD_DETACH)?,
+            sym(&image, agent::RELEASE)?,
+            sym(&image, agent::DETACH_BEGIN)?,
+        ))
+    })();
+    let (init, area, busy, thread_detach, release, detach_begin) = match names {
+        Ok(n) => n,
+        Err(e) => return Err(fail(proc, e)),
+    };
+    if bytes.len() > agent::PARAMS_LEN {
+        return Err(fail(
+            proc,
+            io::Error::other("the core's settings are too long"),
+        ));
+    }
+    if let Err(e) = proc.mem().write(area, &bytes) {
+        return Err(fail(proc, os(e)));
+    }
+    // The core's start unblocks its signals in the calling thread: the program's mask
+    // is put back (the thread's faults then go as they would have).
+    let mask = sigmask(tid);
+    let r = proc.call(tid, init, &[area, bytes.len() as u64]);
+    if let Some(m) = mask {
+        set_sigmask(tid, m);
+    }
+    let r = match r {
+        Ok(r) => r as i64,
+        Err(e) => return Err(fail(proc, os(e))),
+    };
+    if r < 0 {
+        for &fd in &fds {
+            let _ = proc.remote_close(tid, fd);
+        }
+        let why = match -r {
+            2 => "it cannot reach the recording's shared memory".to_string(),
+            12 => "it cannot map the recording's shared memory".to_string(),
+            e => io::Error::from_raw_os_error(e as i32).to_string(),
+        };
+        return Err(fail(
+            proc,
+            io::Error::other(format!("starting the core: {why}")),
+        ));
+    }
+    Ok(Core {
+        image,
+        busy,
+        thread_detach,
+        release,
+        detach_begin,
+        fds,
+    })
+}
+
+/// `exit_code` of a process that has ended and not yet been reaped (`/proc/PID/stat`
+/// field 52, as `waitpid` reports it), if it can still be read.
+fn exit_of(pid: i32) -> Option<Exit> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.first() != Some(&"Z") && f.first() != Some(&"X") {
+        return None;
+    }
+    let st: i32 = f.get(52 - 3)?.parse().ok()?;
+    Some(if libc::WIFSIGNALED(st) {
+        Exit::Signal(libc::WTERMSIG(st))
+    } else {
+        Exit::Code(libc::WEXITSTATUS(st))
+    })
+}
+
+/// Attaches, puts the core in, lets the process go; waits for the end of the recording
+/// (a stop request, the process's end or exec); takes the core out again.
+pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
+    let t0 = Instant::now();
+    let pid = setup.target.pid;
+    let fail = |reason: String| Started::Failed(Error::Attach { pid, reason });
+    if let Err(e) = pt::check_attach(pid) {
+        let _ = started.send(fail(e.to_string()));
+        return ended(None, Vec::new());
+    }
+    let mut th = match Threads::seize(pid, false) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = started.send(fail(e.to_string()));
+            return ended(None, Vec::new());
+        }
+    };
+    let ts_ns = mmio_trace_ring::monotonic_ns();
+    if let Some(&tid) = th.held.keys().find(|&&t| blocks(pid, t, libc::SIGSEGV)) {
+        th.detach();
+        let _ = started.send(fail(format!(
+            "thread {tid} blocks SIGSEGV, so the core cannot take its device faults (the kernel would kill the process): use --route ptrace"
+        )));
+        return ended(None, Vec::new());
+    }
+    let Some(caller) = th.caller() else {
+        th.detach();
+        let _ = started.send(fail(
+            "every thread is stopped (SIGSTOP): the core cannot be started; continue the process first, or use --route ptrace".into(),
+        ));
+        return ended(None, Vec::new());
+    };
+    let mut proc = pt::Process::new(pid);
+    let core = match put_in(&mut proc, caller, &setup) {
+        Ok(c) => c,
+        Err(e) => {
+            th.detach();
+            let _ = started.send(fail(format!("cannot put the tracer into the process: {e}")));
+            return ended(None, Vec::new());
+        }
+    };
+    let threads = th.held.len();
+    th.detach();
+    let _ = started.send(Started::Attached {
+        ts_ns,
+        took: t0.elapsed(),
+        pid,
+        threads,
+        maps: setup.maps,
+        notes: vec![if setup.poll_ms == 0 {
+            "mmio-trace: route inject (the core runs in the process; device mappings made from now on are not traced)".to_string()
+        } else {
+            format!(
+                "mmio-trace: route inject (the core runs in the process; device mappings made from now on are found in /proc/{pid}/maps every {} ms)",
+                setup.poll_ms
+            )
+        }],
+    });
+    // While the process runs on its own: its end, an exec (the new image has no core),
+    // or a stop request.
+    let pidfd = pidfd_open(pid);
+    let mut next_exec_check = Instant::now();
+    loop {
+        if session::stop_requested() {
+            break;
+        }
+        let gone = match &pidfd {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd on the stack.
+                let n = unsafe { libc::poll(&mut p, 1, 50) };
+                n > 0
+            }
+            None => {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::metadata(format!("/proc/{pid}")).is_err()
+            }
+        };
+        if gone {
+            let exit = exit_of(pid).or(Some(Exit::Code(0)));
+            let note = if exit_of(pid).is_none() {
+                vec![format!(
+                    "mmio-trace: process {pid} ended (its exit status was reaped by its parent before it could be read)"
+                )]
+            } else {
+                Vec::new()
+            };
+            return ended(exit, note);
+        }
+        if Instant::now() >= next_exec_check {
+            next_exec_check = Instant::now() + Duration::from_millis(200);
+            if !mapped_at(pid, core.image.base) {
+                return ended(
+                    None,
+                    vec![format!(
+                        "mmio-trace: process {pid} executed a new program: tracing ended with its old image"
+                    )],
+                );
+            }
+        }
+    }
+    let t1 = Instant::now();
+    let mut notes = Vec::new();
+    match take_out(&mut proc, pid, &core) {
+        Ok(true) => {}
+        Ok(false) => notes.push(format!(
+            "mmio-trace: warning: the core stays in process {pid}, inactive (a thread did not leave it); its signal actions and protections are the program's again"
+        )),
+        Err(e) => notes.push(format!("mmio-trace: warning: while detaching: {e}")),
+    }
+    let mut e = ended(None, notes);
+    e.took = Some(t1.elapsed());
+    e
+}
+
+/// Seizes the process again and takes the core out (see the module documentation).
+/// `Ok(false)`: the core could not be made quiet and stays, inactive.
+fn take_out(proc: &mut pt::Process, pid: i32, core: &Core) -> io::Result<bool> {
+    let mut th = Threads::seize(pid, true).map_err(os)?;
+    let r = take_out_held(proc, &mut th, core);
+    th.detach();
+    r
+}
+
+fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::Result<bool> {
+    let caller = th
+        .caller()
+        .ok_or_else(|| io::Error::other("every thread is stopped (SIGSTOP)"))?;
+    proc.call(caller, core.detach_begin, &[]).map_err(os)?;
+    let inside = |tid: i32| {
+        pt::Regs::read(tid).is_ok_and(|r| core.image.contains(r.user().rip)) || fault_queued(tid)
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut quiet = false;
+    while let Some(caller) = th.caller() {
+        let busy = proc.call(caller, core.busy, &[]).map_err(os)?;
+        let poller = (busy >> 32) as i32;
+        if busy == 0 && !th.held.contains_key(&poller) && !th.held.keys().any(|&t| inside(t)) {
+            quiet = true;
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        th.run_for(Duration::from_millis(1));
+    }
+    let Some(caller) = th.caller() else {
+        return Ok(false);
+    };
+    if !quiet {
+        proc.call(caller, core.release, &[0]).map_err(os)?;
+        return Ok(false);
+    }
+    let each: Vec<i32> = th
+        .held
+        .iter()
+        .filter(|(_, &k)| k == Kind::Interrupt)
+        .map(|(&t, _)| t)
+        .collect();
+    for tid in each {
+        let _ = proc.call(tid, core.thread_detach, &[]);
+    }
+    proc.call(caller, core.release, &[1]).map_err(os)?;
+    let _ = &core.fds;
+    proc.unload_image(caller, &core.image).map_err(os)?;
+    Ok(true)
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: plain pidfd_open.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh descriptor we own.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn ended(exit: Option<Exit>, notes: Vec<String>) -> Ended {
+    Ended {
+        exit,
+        ts_ns: mmio_trace_ring::monotonic_ns(),
+        notes,
+        took: None,
+    }
+}
