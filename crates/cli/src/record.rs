@@ -131,8 +131,13 @@ pub struct RecordArgs {
     /// meanwhile) instead of starting a program: trace the device mappings it holds and
     /// makes, until --duration ends, the recorder gets SIGINT (^C), SIGTERM or SIGHUP, or
     /// the process ends; then detach, leaving it running as before. Needs the right to
-    /// ptrace it (same user and Yama ptrace_scope 0, or CAP_SYS_PTRACE); every traced
-    /// access stops the process (tens of microseconds each)
+    /// ptrace it (same user and Yama ptrace_scope 0, or CAP_SYS_PTRACE). By default
+    /// (`--route ptrace`) every traced access and system call stops the process (tens of
+    /// microseconds each) and every new device mapping is seen as it is made; with
+    /// `--route inject` the tracer's core is put into the process, which then runs on its
+    /// own at the preload route's cost per access, and device mappings it makes meanwhile
+    /// are found in /proc/PID/maps every 10 ms (MMIO_TRACE_ATTACH_POLL_MS): accesses
+    /// before that are not traced; forked children are not followed
     #[arg(long, value_name = "PID", conflicts_with_all = ["command", "inject"])]
     pid: Option<i32>,
 
