@@ -68,6 +68,10 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     // its own way.
     tracer::thread::set_default_spawner(thread::spawn);
     let attach = tracer::setting(vars, VAR_FILTER) == Some(b"attach");
+    // What the program has blocked at its exec stop: the tracer unblocks its own signals
+    // for real, the program goes on believing them blocked.
+    let mut blocked = 0u64;
+    tracer::sys::sigprocmask(0 /* SIG_BLOCK */, Some(&0), Some(&mut blocked));
     if attach {
         tracer::attached::set_attached();
     }
@@ -109,6 +113,7 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
         tracer::sysemu::set_exec_hook(Some(exec_hook));
         tracer::sysemu::install_handler();
     }
+    tracer::sysemu::believe_blocked(blocked);
     0
 }
 

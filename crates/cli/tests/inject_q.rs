@@ -363,7 +363,6 @@ fn every_signal_blocked_around_mmap_accesses_and_munmap() {
 }
 
 #[test]
-#[ignore = "limitation: a sigprocmask query (set NULL) is not trapped under inject: after sigfillset it reports SIGSEGV and SIGSYS unblocked; natively both are blocked"]
 fn a_mask_query_after_blocking_every_signal_says_all_blocked() {
     let q = Q::new("q-maskquery");
     // (The preload route reports SIGSEGV unblocked: its own, older, limit.)
@@ -973,7 +972,6 @@ fn a_signal_mask_from_before_the_exec_is_the_programs() {
 }
 
 #[test]
-#[ignore = "bug: SIGSEGV and SIGSYS blocked from before the exec read back unblocked under inject (the core unblocks them for real and forgets them; natively they stay blocked)"]
 fn sigsegv_and_sigsys_blocked_from_before_the_exec() {
     let q = Q::new("q-inhblk");
     let (native, out, ev) = inherited_runs(&q, true);

@@ -28,8 +28,8 @@
 //!   call, with them blocked would be fatal); the program believes them blocked (a
 //!   per-thread mask, reported back in `oldset` and honoured when a fault of the
 //!   program's own is delivered: with SIGSEGV believed blocked, it dies of it, as
-//!   natively). A query (`set` NULL) is not trapped: it reports the kernel's mask,
-//!   without those virtual bits.
+//!   natively). A query (`set` NULL, `oldset` not) is trapped too, so that it reads
+//!   those virtual bits back; only a call with neither runs untouched.
 //! * `sigaltstack` is not routed: the program's stack is the kernel's, and the tracer's
 //!   handlers run on it. Virtualising it (keeping the tracer's stack, as the preload
 //!   route does) is unsafe here: a program that disables its stack and unmaps it (Rust's
@@ -193,6 +193,28 @@ pub(crate) fn never_blocked() -> u64 {
         OURS | SYS_BIT
     } else {
         OURS
+    }
+}
+
+/// Records that the program had `mask`'s signals blocked in the calling thread before the
+/// tracer unblocked those it needs (an image exec'd with SIGSEGV or SIGSYS blocked): the
+/// thread believes them blocked still (its queries read them back, and a fault of its
+/// own with SIGSEGV blocked kills it, as natively). Call after [`install`] or
+/// [`install_handler`].
+pub fn believe_blocked(mask: u64) {
+    let mask = mask & never_blocked();
+    if mask != 0 {
+        if let Some(t) = threads::current() {
+            t.sysemu_blocked.fetch_or(mask, Ordering::Relaxed);
+            // At an exec stop the thread has no TCB yet: its block changes key when libc
+            // sets its FS base, and the new one must start with these.
+            if sys::fs_base() == 0 {
+                threads::set_pending_blocked(
+                    sys::gettid(),
+                    t.sysemu_blocked.load(Ordering::Relaxed),
+                );
+            }
+        }
     }
 }
 
@@ -407,7 +429,7 @@ impl Asm<'_> {
 /// `mlock`, `mlock2`, `munlock`, `madvise` with `MADV_POPULATE_READ`/`WRITE` (the kernel
 /// cannot lock or populate the pages the tracer keeps closed) — each unless its address
 /// (the first argument) lies in `[lo, hi)`, which only the injector maps, from outside —,
-/// `execve`, `execveat`, `rt_sigaction`, `rt_sigprocmask` with a new set.
+/// `execve`, `execveat`, `rt_sigaction`, `rt_sigprocmask` with a new or an old set.
 pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> usize {
     let mut a = Asm {
         out,
@@ -482,11 +504,16 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
     a.op(JEQ, 0, NEXT, TRAP);
     a.ld(off_arg(0) + 4);
     a.op(JEQ, 0, ALLOW, TRAP);
-    // A pointer argument other than NULL (either half).
+    // A new set or an old-set pointer other than NULL (either half): a query too, so
+    // that it reads the thread's virtual mask back.
     a.label(SIGPROCMASK);
     a.ld(off_arg(1));
     a.op(JEQ, 0, NEXT, TRAP);
     a.ld(off_arg(1) + 4);
+    a.op(JEQ, 0, NEXT, TRAP);
+    a.ld(off_arg(2));
+    a.op(JEQ, 0, NEXT, TRAP);
+    a.ld(off_arg(2) + 4);
     a.op(JEQ, 0, ALLOW, TRAP);
     a.label(ALLOW);
     a.ret(SECCOMP_RET_ALLOW);
@@ -890,7 +917,7 @@ fn strip_installed_handlers() {
     }
 }
 
-/// `rt_sigprocmask(how, set, oldset, sigsetsize)` with a new set, on the frame's saved
+/// `rt_sigprocmask(how, set, oldset, sigsetsize)` with a new set or a query, on the frame's saved
 /// mask (what `rt_sigreturn` installs): the signals the tracer needs stay unblocked for
 /// real and blocked in the thread's virtual mask.
 ///

@@ -430,7 +430,10 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     s.ring.store(NO_RING, Ordering::Relaxed);
     s.ring_state.set(None);
     s.sig.reset();
-    s.sysemu_blocked.store(0, Ordering::Relaxed);
+    s.sysemu_blocked.store(
+        pending_blocked(s.tid.load(Ordering::Relaxed), key),
+        Ordering::Relaxed,
+    );
     // SAFETY: the block is now this thread's; its previous owner has exited.
     unsafe { (*s.step.get()).active = false };
     s.ool.reset();
@@ -460,6 +463,30 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     if hooked {
         publish(s, key & !KEY_BIT);
     }
+}
+
+/// A thread's believed-blocked signals recorded before its FS base was set (an image's
+/// first thread at its exec stop, where the core starts before libc gives the thread its
+/// TCB): its block under the new key starts with them.
+static PENDING_BLOCKED: AtomicU64 = AtomicU64::new(0);
+static PENDING_TID: AtomicU32 = AtomicU32::new(0);
+
+/// Remembers `mask` as thread `tid`'s believed-blocked signals until it adopts a block
+/// under a real FS base (see `sysemu::believe_blocked`).
+pub(crate) fn set_pending_blocked(tid: u32, mask: u64) {
+    PENDING_BLOCKED.store(mask, Ordering::Relaxed);
+    PENDING_TID.store(tid, Ordering::Release);
+}
+
+fn pending_blocked(tid: u32, key: u64) -> u64 {
+    if tid == 0 || PENDING_TID.load(Ordering::Acquire) != tid {
+        return 0;
+    }
+    let m = PENDING_BLOCKED.load(Ordering::Relaxed);
+    if key & !KEY_BIT != 0 {
+        PENDING_TID.store(0, Ordering::Relaxed);
+    }
+    m
 }
 
 fn set_stack(s: &ThreadBlock, lo: u64, size: u64) {
