@@ -1012,7 +1012,6 @@ fn failed_execs_one_after_another_then_one_that_runs() {
 }
 
 #[test]
-#[ignore = "bug (preload route): an execve with a bad path pointer kills the program with SIGSEGV instead of failing with EFAULT"]
 fn failed_execs_under_the_preload_route() {
     let q = Q::new("q-execerr-pre");
     let r = q.run_in(Way::Preload, &exec_errors_args(&q), b"");

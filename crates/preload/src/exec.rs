@@ -58,7 +58,12 @@ impl ExecNote {
         if path.is_null() || !INITIALISED.load(Ordering::Acquire) {
             return ExecNote::None;
         }
-        // SAFETY: the caller's C string.
+        // A path the program cannot have meant (a bad pointer): the exec fails with
+        // EFAULT, as natively.
+        if uaccess::cstr_len(path.cast(), PATH_ARG_MAX).is_none() {
+            return ExecNote::None;
+        }
+        // SAFETY: the caller's C string, readable to its NUL (just checked).
         let p = unsafe { CStr::from_ptr(path) }.to_bytes();
         let mut buf = [0u8; exe_kind::PATH_MAX + 1];
         let file = if search {
@@ -79,6 +84,12 @@ impl ExecNote {
     /// # Safety
     /// `path` is null or a C string.
     pub(crate) unsafe fn at(dirfd: c_int, path: *const c_char, flags: c_int) -> ExecNote {
+        if !path.is_null()
+            && INITIALISED.load(Ordering::Acquire)
+            && uaccess::cstr_len(path.cast(), PATH_ARG_MAX).is_none()
+        {
+            return ExecNote::None;
+        }
         // SAFETY: the caller's C string.
         if !path.is_null() && flags & libc::AT_EMPTY_PATH != 0 && unsafe { *path } == 0 {
             return ExecNote::fd(dirfd);
@@ -130,6 +141,9 @@ impl Drop for ExecNote {
         }
     }
 }
+
+/// The longest exec path read (the kernel's own limit is `PATH_MAX`; a longer one fails).
+const PATH_ARG_MAX: usize = 1 << 16;
 
 /// The recorder's hand-off socket, from the variables saved at start-up (the program
 /// may have cleared its environment since).
@@ -184,10 +198,13 @@ fn hand_off_now() -> Option<ExecNote> {
 /// # Safety
 /// `path` is null or a C string.
 pub(crate) unsafe fn spawn_hand_off(path: *const c_char, search: bool) -> bool {
-    if path.is_null() || !INITIALISED.load(Ordering::Acquire) {
+    if path.is_null()
+        || !INITIALISED.load(Ordering::Acquire)
+        || uaccess::cstr_len(path.cast(), PATH_ARG_MAX).is_none()
+    {
         return false;
     }
-    // SAFETY: the caller's C string.
+    // SAFETY: the caller's C string, readable to its NUL (just checked).
     let p = unsafe { CStr::from_ptr(path) }.to_bytes();
     let mut buf = [0u8; exe_kind::PATH_MAX + 1];
     let file = if search {

@@ -983,6 +983,11 @@ unsafe fn patch_env(envp: *const *const c_char, out: &mut EnvPatch) -> *const *c
         Some(v) if INITIALISED.load(Ordering::Acquire) => v,
         _ => return envp,
     };
+    // An environment that cannot be read whole (a bad pointer): passed on as it is, for
+    // the exec to fail with EFAULT, as natively.
+    if !tracer::uaccess::strings_readable(envp.cast(), 8 << 20) {
+        return envp;
+    }
     // The kernel runs a NULL environment as an empty one: so do we, plus our variables.
     static EMPTY: [usize; 1] = [0];
     let envp = if envp.is_null() {

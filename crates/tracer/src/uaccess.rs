@@ -280,6 +280,52 @@ pub fn too_many_pieces(call: &str, addr: u64, len: u64) {
     crate::mark(t.text());
 }
 
+/// The length of the C string at `p` (its NUL within `max` bytes) if all of it can be
+/// read: `None` where reading it would fault (a bad pointer, which the call it was given
+/// to fails with `EFAULT` natively) or it is longer. Guarded loads, one byte at a time:
+/// only once the tracer's handlers are installed.
+pub fn cstr_len(p: *const u8, max: usize) -> Option<usize> {
+    for i in 0..=max {
+        let mut b = [0u8; 1];
+        // SAFETY: a guarded load: a fault comes back as an error.
+        unsafe { crate::guard::read((p as u64).wrapping_add(i as u64), &mut b) }.ok()?;
+        if b[0] == 0 {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The pointer-sized word at `p`, if it can be read (guarded, as [`cstr_len`]).
+pub fn word(p: *const u8) -> Option<u64> {
+    let mut b = [0u8; 8];
+    // SAFETY: a guarded load: a fault comes back as an error.
+    unsafe { crate::guard::read(p as u64, &mut b) }.ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+/// Whether `v` (null, or a NULL-terminated array of C strings, as `execve`'s `argv` and
+/// `envp`) can be read whole, within `max` bytes of strings.
+pub fn strings_readable(v: *const *const u8, max: usize) -> bool {
+    if v.is_null() {
+        return true;
+    }
+    let mut left = max;
+    for i in 0.. {
+        let Some(s) = word(v.wrapping_add(i) as *const u8) else {
+            return false;
+        };
+        if s == 0 {
+            return true;
+        }
+        match cstr_len(s as *const u8, left) {
+            Some(n) => left -= n,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Says that process `pid` is about to exec `path` (timed `ts`, or now): the recorder
 /// then expects `pid` to attach, and warns if it never does. Without `ts` (the calling
 /// process execs) the calling thread's ring is given up after the note.
