@@ -172,9 +172,11 @@ fn assert_munmap_run(dev: &Path, out: &Output, ev: &[Event]) {
     assert_device_after(dev, &[(0x40, 0x55, 4)]);
 }
 
+/// `asm` too: inline `syscall` instructions are routed to the tracer on the preload
+/// route (a filter on those instructions only).
 #[test]
 fn raw_mmap_and_munmap_through_libc_syscall_under_the_automatic_route() {
-    for mode in ["libc", "sys"] {
+    for mode in ["libc", "sys", "asm"] {
         let dir = scratch(&format!("t-munmap-{mode}"));
         let dev = device(&dir, 4096);
         let exe = cc(&dir, "t_munmap", "t_munmap", "cc", &[]);

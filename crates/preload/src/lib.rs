@@ -46,6 +46,7 @@ use mmio_trace_tracer::{self as tracer, signals, sys};
 
 mod mappings;
 mod objects;
+mod rawsys;
 mod replay;
 
 static INITIALISED: AtomicBool = AtomicBool::new(false);
@@ -171,6 +172,7 @@ extern "C" fn init() {
         }
         create_end_key();
         INITIALISED.store(true, Ordering::Release);
+        rawsys::install();
         exec::attach();
         // Forks made inside libc (daemon(3), system(3)...) do not go through our `fork`;
         // the atfork handlers run for every fork made with libc's fork.
@@ -554,6 +556,11 @@ unsafe fn without_ours(
         *buf = *set;
         for sig in OURS {
             libc::sigdelset(buf, sig);
+        }
+        // Raw calls routed to the tracer (`rawsys`) trap as SIGSYS: blocked, the kernel
+        // would kill the program instead.
+        if tracer::sysemu::active() {
+            libc::sigdelset(buf, libc::SIGSYS);
         }
     }
     buf

@@ -54,6 +54,7 @@ mod step;
 mod stop;
 pub mod sync;
 pub mod sys;
+pub mod syscall_sites;
 pub mod sysemu;
 pub mod thread;
 pub mod threads;

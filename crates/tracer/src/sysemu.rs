@@ -100,8 +100,17 @@ const fn off_arg(i: u32) -> u32 {
     16 + 8 * i
 }
 
-/// The longest program [`filter`] writes.
-pub const FILTER_MAX: usize = 64;
+/// The most instruction sites [`filter_sites`] takes.
+pub const MAX_SITES: usize = 512;
+
+/// The longest program [`filter`] or [`filter_sites`] writes.
+pub const FILTER_MAX: usize =
+    96 + MAX_SITES + 4 * MAX_SITE_GROUPS + 2 * (MAX_SITES / CHUNK + MAX_SITE_GROUPS);
+
+/// Distinct upper halves of the sites' addresses [`filter_sites`] handles.
+const MAX_SITE_GROUPS: usize = 8;
+/// Sites compared per run of jumps (a BPF conditional jump reaches 255 instructions).
+const CHUNK: usize = 200;
 
 /// SIGSYS's bit in a 64-bit mask.
 const SYS_BIT: u64 = 1 << (libc::SIGSYS - 1);
@@ -246,6 +255,12 @@ pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallEr
         k: 0,
     }; FILTER_MAX];
     let n = filter(lo, hi, &mut code);
+    set_filter(&mut code, n)
+}
+
+/// Installs the filter program `code[..n]` on every thread (setting `no_new_privs` only
+/// when the kernel asks for it); on failure virtualisation is off again.
+fn set_filter(code: &mut [libc::sock_filter; FILTER_MAX], n: usize) -> Result<(), InstallError> {
     let prog = libc::sock_fprog {
         len: n as u16,
         filter: code.as_mut_ptr(),
@@ -287,6 +302,25 @@ pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallEr
     Ok(())
 }
 
+/// Turns system-call virtualisation on for the calls made from the `syscall`
+/// instructions ending at `sites` only ([`filter_sites`]): the preload route's, for a
+/// program with inline system calls. Installs the SIGSYS handler, then the filter on
+/// every thread. What `install` says of `no_new_privs` and of a filter that cannot be
+/// removed holds: a later image with a `syscall` instruction at one of those addresses
+/// needs the handler before it runs it (the preload library installs it at its start).
+pub fn install_sites(sites: &[u64]) -> Result<(), InstallError> {
+    let mut code = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }; FILTER_MAX];
+    let n = filter_sites(sites, &mut code).ok_or(InstallError::Range)?;
+    set_exec_hook(None);
+    install_handler();
+    set_filter(&mut code, n)
+}
+
 /// Installs the SIGSYS handler only (an image whose inherited filter already exempts the
 /// core at the same range). An action the program had for SIGSYS becomes its virtual one.
 pub fn install_handler() {
@@ -326,13 +360,18 @@ const SA_NODEFER: u64 = 0x4000_0000;
 /// A BPF program under construction, with forward jumps to labels (no allocation).
 struct Asm<'a> {
     out: &'a mut [libc::sock_filter; FILTER_MAX],
-    /// Per instruction, the labels its `jt`/`jf` name (`NONE`: a literal offset).
+    /// Per instruction, the labels its `jt`/`jf` name (`NONE`: none, `LIT`: the literal
+    /// offset written).
     fix: [(u8, u8); FILTER_MAX],
+    /// Per instruction, the label an unconditional jump (`JA`, 32-bit offset) names.
+    far: [u8; FILTER_MAX],
     n: usize,
     at: [usize; LABELS],
 }
 
 const NONE: u8 = u8::MAX;
+/// A jump offset given literally (not a label).
+const LIT: u8 = u8::MAX - 1;
 const LABELS: usize = 15;
 // Labels.
 const ALLOW: u8 = 0;
@@ -356,6 +395,7 @@ const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JGT: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
 const JGE: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 impl Asm<'_> {
@@ -371,6 +411,17 @@ impl Asm<'_> {
     }
     fn ld(&mut self, off: u32) {
         self.op(LD_W_ABS, off, NONE, NONE);
+    }
+    /// A conditional jump with literal offsets.
+    fn op_lit(&mut self, code: u16, k: u32, jt: u8, jf: u8) {
+        self.op(code, k, LIT, LIT);
+        self.out[self.n - 1].jt = jt;
+        self.out[self.n - 1].jf = jf;
+    }
+    /// An unconditional jump to label `l` (any distance forward).
+    fn ja(&mut self, l: u8) {
+        self.op(JA, 0, NONE, NONE);
+        self.far[self.n - 1] = l;
     }
     fn ret(&mut self, k: u32) {
         self.op(RET_K, k, NONE, NONE);
@@ -406,15 +457,21 @@ impl Asm<'_> {
         for i in 0..self.n {
             let (t, f) = self.fix[i];
             // Every label lies after its jumps (BPF jumps only forward), within 255.
-            let rel = |l: u8| -> u8 {
-                if l == NONE || l == NEXT {
+            let rel = |l: u8, lit: u8| -> u8 {
+                if l == LIT {
+                    lit
+                } else if l == NONE || l == NEXT {
                     0
                 } else {
                     (self.at[l as usize] - i - 1) as u8
                 }
             };
-            self.out[i].jt = rel(t);
-            self.out[i].jf = rel(f);
+            self.out[i].jt = rel(t, self.out[i].jt);
+            self.out[i].jf = rel(f, self.out[i].jf);
+            let l = self.far[i];
+            if l != NONE {
+                self.out[i].k = (self.at[l as usize] - i - 1) as u32;
+            }
         }
         self.n
     }
@@ -434,6 +491,7 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
     let mut a = Asm {
         out,
         fix: [(NONE, NONE); FILTER_MAX],
+        far: [NONE; FILTER_MAX],
         n: 0,
         at: [0; LABELS],
     };
@@ -451,6 +509,89 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
         [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
     );
     a.label(NOT_CORE);
+    body(a, lo, hi, true)
+}
+
+/// Writes a filter that traps only calls made from the `syscall` instructions ending
+/// at `sites` (the instruction pointer a filter sees: the address after the
+/// instruction): the preload route's, for the raw system calls a program makes with
+/// inline `syscall` instructions, which no interposed libc function sees. From those
+/// sites it traps what [`filter`] traps, but `execve`/`execveat`; every other call, from
+/// anywhere else, is allowed. `None`: too many sites (more than [`MAX_SITES`], or more
+/// than 8 distinct upper address halves).
+pub fn filter_sites(sites: &[u64], out: &mut [libc::sock_filter; FILTER_MAX]) -> Option<usize> {
+    if sites.is_empty() || sites.len() > MAX_SITES {
+        return None;
+    }
+    let mut a = Asm {
+        out,
+        fix: [(NONE, NONE); FILTER_MAX],
+        far: [NONE; FILTER_MAX],
+        n: 0,
+        at: [0; LABELS],
+    };
+    // (Local verdicts: the sites' tests may put the common ones out of a short jump's
+    // reach.)
+    a.ld(OFF_ARCH);
+    a.op_lit(JEQ, AUDIT_ARCH_X86_64, 1, 0);
+    a.ret(SECCOMP_RET_ALLOW);
+    a.ld(OFF_NR);
+    a.op_lit(JSET, X32_SYSCALL_BIT, 0, 1);
+    a.ret(SECCOMP_RET_ALLOW);
+    let mut his = [0u32; MAX_SITE_GROUPS];
+    let mut groups = 0;
+    for &s in sites {
+        let h = (s >> 32) as u32;
+        if !his[..groups].contains(&h) {
+            if groups == MAX_SITE_GROUPS {
+                return None;
+            }
+            his[groups] = h;
+            groups += 1;
+        }
+    }
+    for &h in &his[..groups] {
+        // ld hi; jeq h → the group, else over it.
+        a.ld(OFF_IP + 4);
+        a.op_lit(JEQ, h, 1, 0);
+        let skip = a.n;
+        a.op(JA, 0, NONE, NONE);
+        a.ld(OFF_IP);
+        let lows = sites.iter().filter(|&&s| (s >> 32) as u32 == h);
+        let mut chunk = [0u32; CHUNK];
+        let mut m = 0;
+        let flush = |a: &mut Asm<'_>, chunk: &[u32]| {
+            // A hit jumps past the rest and the miss jump to the hit jump.
+            for (i, &lo) in chunk.iter().enumerate() {
+                a.op_lit(JEQ, lo, (chunk.len() - i) as u8, 0);
+            }
+            a.op_lit(JA, 0, 0, 0);
+            a.out[a.n - 1].k = 1;
+            a.ja(NOT_CORE);
+        };
+        for &s in lows {
+            chunk[m] = s as u32;
+            m += 1;
+            if m == CHUNK {
+                flush(&mut a, &chunk[..m]);
+                m = 0;
+            }
+        }
+        if m > 0 {
+            flush(&mut a, &chunk[..m]);
+        }
+        a.out[skip].k = (a.n - skip - 1) as u32;
+    }
+    // No site: allowed.
+    a.ret(SECCOMP_RET_ALLOW);
+    a.label(NOT_CORE);
+    Some(body(a, 0, 0, false))
+}
+
+/// The part of [`filter`] after the instruction pointer was judged (label `NOT_CORE`):
+/// the calls that trap; a memory call at an address in `[lo, hi)` does not. `exec`:
+/// `execve`/`execveat` trap too.
+fn body(mut a: Asm<'_>, lo: u64, hi: u64, exec: bool) -> usize {
     a.ld(OFF_NR);
     a.op(JEQ, NR_MMAP, MMAP, NEXT);
     for nr in [
@@ -465,8 +606,10 @@ pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> us
         a.op(JEQ, nr, MEM, NEXT);
     }
     a.op(JEQ, NR_MADVISE, MADVISE, NEXT);
-    for nr in [NR_EXECVE, NR_EXECVEAT] {
-        a.op(JEQ, nr, TRAP, NEXT);
+    if exec {
+        for nr in [NR_EXECVE, NR_EXECVEAT] {
+            a.op(JEQ, nr, TRAP, NEXT);
+        }
     }
     a.op(JEQ, NR_RT_SIGACTION, TRAP, NEXT);
     a.op(JEQ, NR_RT_SIGPROCMASK, SIGPROCMASK, NEXT);
