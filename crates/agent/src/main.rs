@@ -94,6 +94,12 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     }
     // SAFETY: written once here, before the filter can route an exec to the hook.
     unsafe { set_handoff(tracer::setting(vars, tracer::handoff::ENV_HANDOFF).unwrap_or(b"")) };
+    // The connection the exec hook asks on: an earlier image's, else one made now, while
+    // the program cannot yet have forbidden itself sockets or used up its descriptors.
+    let path = handoff_path();
+    if let Some(fd) = tracer::handoff::find_connection(path).or_else(|| tracer::handoff::connect(path)) {
+        HANDOFF_FD.store(fd, core::sync::atomic::Ordering::Relaxed);
+    }
     let (lo, hi) = own_range();
     // At the exec stop no thread has a signal stack of the program's: every one keeps
     // the tracer's, and the program's become virtual.
@@ -145,6 +151,20 @@ fn own_range() -> (u64, u64) {
     (lo, ((end + PAGE - 1) & !(PAGE - 1)) + PAGE)
 }
 
+/// The kept connection to the recorder's hand-off socket (-1: none; see
+/// `tracer::handoff::connect`).
+static HANDOFF_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(-1);
+
+/// Asks the recorder on the kept connection, else on a connection made for the request.
+fn ask(req: tracer::handoff::Request) -> Option<u8> {
+    let fd = HANDOFF_FD.load(core::sync::atomic::Ordering::Relaxed);
+    let path = handoff_path();
+    (fd >= 0)
+        .then(|| tracer::handoff::ask_on(fd, path, req))
+        .flatten()
+        .or_else(|| tracer::handoff::ask(path, req))
+}
+
 /// The recorder's hand-off socket (`@name`), as the settings gave it; read by the exec
 /// hook in signal context, so kept in a fixed buffer.
 static mut HANDOFF: [u8; 108] = [0; 108];
@@ -175,10 +195,10 @@ fn handoff_path() -> &'static [u8] {
 /// fails with `EPERM` and the program is told why on stderr. After a failed exec the
 /// recorder lets the thread go.
 fn exec_hook(_call: &tracer::sysemu::ExecCall, failed: Option<isize>) -> isize {
-    use tracer::handoff::{ask, Request, SEIZED};
+    use tracer::handoff::{Request, SEIZED};
     let tid = tracer::sys::gettid();
     match failed {
-        None => match ask(handoff_path(), Request::Seize(tid)) {
+        None => match ask(Request::Seize(tid)) {
             Some(SEIZED) => 0,
             _ => {
                 tracer::sys::write_all(
@@ -189,7 +209,7 @@ fn exec_hook(_call: &tracer::sysemu::ExecCall, failed: Option<isize>) -> isize {
             }
         },
         Some(_) => {
-            let _ = ask(handoff_path(), Request::Release(tid));
+            let _ = ask(Request::Release(tid));
             0
         }
     }

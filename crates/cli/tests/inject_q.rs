@@ -826,7 +826,6 @@ fn the_program_stops_itself_and_its_child_continues_it() {
 }
 
 #[test]
-#[ignore = "bug: the exec hand-off opens a new socket: a program whose own seccomp filter refuses socket() gets EPERM from its exec under inject"]
 fn exec_from_a_sandbox_that_refuses_sockets() {
     // (Under preload, its static child runs untraced, with a warning: the preload
     // library's hand-off opens a socket too.)
@@ -834,7 +833,7 @@ fn exec_from_a_sandbox_that_refuses_sockets() {
 }
 
 #[test]
-#[ignore = "bug: the exec hand-off opens a new socket: with RLIMIT_NOFILE used up the program's exec fails with EPERM under inject (natively it runs, and its child then fails to open the device)"]
+#[ignore = "limitation: the program closes every descriptor (the core's kept hand-off connection too) and leaves itself no room for another: the recorder cannot be asked, and its exec fails with EPERM under inject (natively it runs, and its child then fails to open the device)"]
 fn exec_with_no_descriptor_left() {
     let q = Q::new("q-nofile");
     let child = q.regs(true);

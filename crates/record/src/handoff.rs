@@ -102,88 +102,174 @@ impl Drop for Listener {
     }
 }
 
+/// Serves the listening socket and every connection made to it, one request at a time:
+/// a connection may stay open for many requests (a core keeps one from its start, for
+/// when `socket()` can no longer be made), shared by the threads and forked processes of
+/// its owner; each request's sender is told by the credentials it carries (or by the
+/// connection's peer).
 fn serve<H: FnMut(Request, Peer) -> u8>(listen: i32, mut handler: H) {
+    let mut conns: Vec<OwnedFd> = Vec::new();
     loop {
-        // SAFETY: a listening socket; no address wanted.
-        let c = unsafe {
-            libc::accept4(
-                listen,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_CLOEXEC,
-            )
-        };
-        if c < 0 {
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR | libc::ECONNABORTED | libc::EMFILE | libc::ENFILE) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-                // Shut down (EINVAL) or broken: no more requests.
-                _ => return,
+        let mut fds: Vec<libc::pollfd> = std::iter::once(listen)
+            .chain(conns.iter().map(|c| c.as_raw_fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is valid for its length.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        let mut gone = Vec::new();
+        for (k, p) in fds.iter().enumerate().skip(1) {
+            if p.revents == 0 {
+                continue;
+            }
+            if !one(&conns[k - 1], &mut handler) {
+                gone.push(k - 1);
             }
         }
-        // SAFETY: accept's new descriptor, owned here.
-        let conn = unsafe { OwnedFd::from_raw_fd(c) };
-        let answer = one(&conn, &mut handler);
-        // SAFETY: one byte from a local.
-        unsafe {
-            libc::send(
-                conn.as_raw_fd(),
-                (&answer as *const u8).cast(),
-                1,
-                libc::MSG_NOSIGNAL,
-            )
-        };
+        for k in gone.into_iter().rev() {
+            conns.swap_remove(k);
+        }
+        let l = fds[0].revents;
+        if l & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            // Shut down: no more requests.
+            return;
+        }
+        if l & libc::POLLIN != 0 {
+            // SAFETY: a listening socket; no address wanted.
+            let c = unsafe {
+                libc::accept4(
+                    listen,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                )
+            };
+            if c >= 0 {
+                let one: libc::c_int = 1;
+                // SAFETY: accept's new descriptor, owned here; an int option. (The
+                // credentials each request carries are delivered only to a socket that
+                // asks for them.)
+                unsafe {
+                    libc::setsockopt(
+                        c,
+                        libc::SOL_SOCKET,
+                        libc::SO_PASSCRED,
+                        (&one as *const libc::c_int).cast(),
+                        4,
+                    );
+                    conns.push(OwnedFd::from_raw_fd(c));
+                }
+            } else {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EAGAIN | libc::EINTR | libc::ECONNABORTED) => {}
+                    Some(libc::EMFILE | libc::ENFILE) => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    // Shut down (EINVAL) or broken: no more requests.
+                    _ => return,
+                }
+            }
+        }
     }
 }
 
-/// Reads and checks one request; the answer.
-fn one<H: FnMut(Request, Peer) -> u8>(conn: &OwnedFd, handler: &mut H) -> u8 {
+/// Serves what connection `conn` has to read: a request is answered (8 bytes: the
+/// answer, then the thread it is for); `false` when the peer closed it (or it broke).
+fn one<H: FnMut(Request, Peer) -> u8>(conn: &OwnedFd, handler: &mut H) -> bool {
     let fd = conn.as_raw_fd();
-    let tv = libc::timeval {
-        tv_sec: 5,
-        tv_usec: 0,
+    let mut buf = [0u8; 16];
+    // Room for one SCM_CREDENTIALS message.
+    let mut ctl = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
     };
-    // SAFETY: a valid timeval; a local buffer; a local ucred of the length given.
-    let (req, cred) = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        let mut buf = [0u8; 16];
-        let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
-        let mut cred: libc::ucred = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::ucred>() as u32;
-        let ok = libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        ) == 0;
-        let req = (n > 0)
-            .then(|| Request::decode(&buf[..n as usize]))
-            .flatten();
-        (req, ok.then_some(cred))
-    };
-    let (Some(req), Some(cred)) = (req, cred) else {
-        return REFUSED;
-    };
-    let peer = Peer {
-        pid: cred.pid as u32,
-        uid: cred.uid,
-    };
-    let tid = match req {
-        Request::Seize(t) | Request::Release(t) => t,
-    };
-    if !descends_from_us(peer.pid) || !thread_of(peer.pid, tid) {
-        return REFUSED;
+    // SAFETY: plain data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&ctl);
+    // SAFETY: `msg` names live buffers of the lengths given.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n == 0 {
+        return false;
     }
-    handler(req, peer)
+    if n < 0 {
+        return matches!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN | libc::EINTR)
+        );
+    }
+    // The sender: its credentials, else the connection's peer (a connection made for
+    // this one request).
+    // SAFETY: walking the control messages the kernel wrote into `msg`.
+    let mut cred: Option<libc::ucred> = unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        let mut found = None;
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                found = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(c) as *const libc::ucred
+                ));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        // (pid 0: the request was sent before the connection asked for credentials.)
+        found.filter(|c: &libc::ucred| c.pid > 0)
+    };
+    if cred.is_none() {
+        // SAFETY: a local ucred of the length given.
+        unsafe {
+            let mut c: libc::ucred = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::ucred>() as u32;
+            if libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut c as *mut libc::ucred).cast(),
+                &mut len,
+            ) == 0
+            {
+                cred = Some(c);
+            }
+        }
+    }
+    let Some(req) = Request::decode(&buf[..n as usize]) else {
+        // SAFETY: one byte from a local.
+        unsafe { libc::send(fd, (&REFUSED as *const u8).cast(), 1, libc::MSG_NOSIGNAL) };
+        return true;
+    };
+    let answer = match cred {
+        Some(c) => {
+            let peer = Peer {
+                pid: c.pid as u32,
+                uid: c.uid,
+            };
+            let tid = match req {
+                Request::Seize(t) | Request::Release(t) => t,
+            };
+            if descends_from_us(peer.pid) && thread_of(peer.pid, tid) {
+                handler(req, peer)
+            } else {
+                REFUSED
+            }
+        }
+        None => REFUSED,
+    };
+    let out = mmio_trace_tracer::handoff::reply(answer, req);
+    // SAFETY: 8 bytes from a local.
+    unsafe { libc::send(fd, out.as_ptr().cast(), out.len(), libc::MSG_NOSIGNAL) };
+    true
 }
 
 /// Whether `tid` is a thread of process `pid`.
@@ -248,6 +334,68 @@ mod tests {
         drop(l);
         // Gone: no answer.
         assert_eq!(ask(name.as_bytes(), Request::Seize(tid)), None);
+    }
+
+    /// A kept connection: found again by number, shared by threads asking at once (each
+    /// gets the answer to its own request) and by a forked child (its requests are its
+    /// own: the credentials they carry name it, not the connection's maker).
+    #[test]
+    fn a_kept_connection_serves_threads_and_forked_children() {
+        use mmio_trace_tracer::handoff::{ask_on, connect, find_connection};
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        // The answer says which thread asked: SEIZED for even tids, REFUSED for odd.
+        let l = Listener::serve(move |r, p| {
+            s.lock().unwrap().push((r, p.pid));
+            match r {
+                Request::Seize(t) | Request::Release(t) => (t % 2 == 0) as u8,
+            }
+        })
+        .unwrap();
+        let name = l.env_value();
+        let path = name.as_bytes();
+        let fd = connect(path).expect("a connection");
+        assert!(fd >= 200, "{fd}");
+        assert_eq!(find_connection(path), Some(fd));
+        assert_eq!(find_connection(b"@another-name"), None);
+        let me = std::process::id();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let p = name.clone();
+                std::thread::spawn(move || {
+                    let tid = mmio_trace_tracer::sys::gettid();
+                    (0..20)
+                        .map(|_| ask_on(fd, p.as_bytes(), Request::Seize(tid)))
+                        .all(|a| a == Some((tid % 2 == 0) as u8))
+                })
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap(), "a thread got another's answer");
+        }
+        // SAFETY: the child only asks on the inherited connection and exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let tid = mmio_trace_tracer::sys::gettid();
+            let a = ask_on(fd, path, Request::Release(tid));
+            // SAFETY: ends the child.
+            unsafe {
+                libc::_exit(if a == Some((tid % 2 == 0) as u8) {
+                    0
+                } else {
+                    1
+                })
+            };
+        }
+        let mut st = 0;
+        // SAFETY: our child.
+        unsafe { libc::waitpid(child, &mut st, 0) };
+        assert_eq!(st, 0, "the child's answer");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 8 * 20 + 1);
+        assert!(seen[..160].iter().all(|&(_, p)| p == me));
+        assert_eq!(seen[160], (Request::Release(child as u32), child as u32));
+        mmio_trace_tracer::sys::close(fd);
     }
 
     #[test]

@@ -192,6 +192,218 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
     answer
 }
 
+/// The answer to `req` as the recorder sends it: 8 bytes, the answer byte (a reader of
+/// one byte, as [`ask`], gets just that) then the thread the request named.
+pub fn reply(answer: u8, req: Request) -> [u8; 8] {
+    let tid = match req {
+        Request::Seize(t) | Request::Release(t) => t,
+    };
+    let mut b = [0u8; 8];
+    b[0] = answer;
+    b[4..].copy_from_slice(&tid.to_le_bytes());
+    b
+}
+
+const SYS_FCNTL: usize = 72;
+const SYS_POLL: usize = 7;
+const SYS_GETPEERNAME: usize = 52;
+const SO_PASSCRED: usize = 16;
+const MSG_PEEK: usize = 2;
+const MSG_DONTWAIT: usize = 0x40;
+/// The lowest number a kept connection is moved to, out of the program's way.
+const KEPT_FD_MIN: usize = 200;
+/// How many numbers from [`KEPT_FD_MIN`] up [`find_connection`] looks at.
+const KEPT_FD_SPAN: i32 = 64;
+
+/// `path` as a socket address (see [`ask`]) and its length.
+fn sockaddr(path: &[u8]) -> Option<(libc::sockaddr_un, usize)> {
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    if path.is_empty() || path.len() >= addr.sun_path.len() {
+        return None;
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &s) in addr.sun_path.iter_mut().zip(path) {
+        *d = s as libc::c_char;
+    }
+    let abstract_name = path[0] == b'@';
+    if abstract_name {
+        addr.sun_path[0] = 0;
+    }
+    let len = core::mem::size_of::<libc::sa_family_t>() + path.len() + !abstract_name as usize;
+    Some((addr, len))
+}
+
+/// A connection to the recorder's socket at `path` that the process keeps for later
+/// requests ([`ask_on`]), made now (at the core's start, before the program could have
+/// forbidden itself `socket()` or used up its descriptors): numbered from 200 up, kept
+/// across exec (the next image's core finds it: [`find_connection`]), and sending its
+/// credentials with each request, so that the recorder knows which process of those
+/// sharing it (forks inherit it) asks.
+pub fn connect(path: &[u8]) -> Option<i32> {
+    let (addr, len) = sockaddr(path)?;
+    // SAFETY: plain socket call.
+    let fd = unsafe { syscall6(SYS_SOCKET, AF_UNIX, SOCK_SEQPACKET, 0, 0, 0, 0) };
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as i32;
+    let one: i32 = 1;
+    // SAFETY: an int option; `addr` is valid for `len` bytes.
+    let ok = unsafe {
+        syscall6(
+            SYS_SETSOCKOPT,
+            fd as usize,
+            SOL_SOCKET,
+            SO_PASSCRED,
+            &one as *const i32 as usize,
+            4,
+            0,
+        ) == 0
+            && syscall6(
+                SYS_CONNECT,
+                fd as usize,
+                &addr as *const _ as usize,
+                len,
+                0,
+                0,
+                0,
+            ) == 0
+    };
+    if !ok {
+        sys::close(fd);
+        return None;
+    }
+    // SAFETY: F_DUPFD of our own descriptor (the copy is not close-on-exec).
+    let high = unsafe {
+        syscall6(
+            SYS_FCNTL,
+            fd as usize,
+            libc::F_DUPFD as usize,
+            KEPT_FD_MIN,
+            0,
+            0,
+            0,
+        )
+    };
+    sys::close(fd);
+    (high >= 0).then_some(high as i32)
+}
+
+/// Whether `fd` is a connection to the recorder's socket at `path` (its peer's name).
+fn connected_to(fd: i32, path: &[u8]) -> bool {
+    let Some((want, len)) = sockaddr(path) else {
+        return false;
+    };
+    // SAFETY: a zeroed sockaddr_un is valid.
+    let mut got: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    let mut got_len = core::mem::size_of::<libc::sockaddr_un>() as u32;
+    // SAFETY: `got` is valid for `got_len` bytes.
+    let r = unsafe {
+        syscall6(
+            SYS_GETPEERNAME,
+            fd as usize,
+            &mut got as *mut _ as usize,
+            &mut got_len as *mut u32 as usize,
+            0,
+            0,
+            0,
+        )
+    };
+    if r != 0 || got_len as usize != len {
+        return false;
+    }
+    let n = len - core::mem::size_of::<libc::sa_family_t>();
+    got.sun_family == want.sun_family && got.sun_path[..n] == want.sun_path[..n]
+}
+
+/// A connection kept by an earlier image of this process ([`connect`]), if one is open.
+pub fn find_connection(path: &[u8]) -> Option<i32> {
+    (KEPT_FD_MIN as i32..KEPT_FD_MIN as i32 + KEPT_FD_SPAN).find(|&fd| connected_to(fd, path))
+}
+
+/// Sends `req` on kept connection `fd` (to the recorder's socket at `path`) and returns
+/// the recorder's answer to it, as [`ask`] does. Other threads and processes share the
+/// connection: each answer names its thread, and a thread takes only its own (it looks
+/// at the next answer first, and leaves another thread's for it). `None` when `fd` is
+/// not that connection any more (the program closed it), or on no answer in time.
+pub fn ask_on(fd: i32, path: &[u8], req: Request) -> Option<u8> {
+    if !connected_to(fd, path) {
+        return None;
+    }
+    let msg = req.encode();
+    // SAFETY: `msg` is valid for its length; no address.
+    let r = unsafe {
+        syscall6(
+            SYS_SENDTO,
+            fd as usize,
+            msg.as_ptr() as usize,
+            msg.len(),
+            MSG_NOSIGNAL,
+            0,
+            0,
+        )
+    };
+    if r != msg.len() as isize {
+        return None;
+    }
+    let want = reply(0, req);
+    let deadline = sys::now_ns().saturating_add(ACK_TIMEOUT_S as u64 * 1_000_000_000);
+    loop {
+        let now = sys::now_ns();
+        if now >= deadline {
+            return None;
+        }
+        // struct pollfd { fd; short events = POLLIN; short revents }
+        let mut pfd = [0u8; 8];
+        pfd[..4].copy_from_slice(&fd.to_ne_bytes());
+        pfd[4..6].copy_from_slice(&1i16.to_ne_bytes());
+        let ms = ((deadline - now) / 1_000_000).clamp(1, 50);
+        // SAFETY: one pollfd on the stack.
+        let r = unsafe { syscall6(SYS_POLL, pfd.as_mut_ptr() as usize, 1, ms as usize, 0, 0, 0) };
+        if r < 0 && r != -EINTR {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        // SAFETY: `b` is valid for its length; no address.
+        let n = unsafe {
+            syscall6(
+                SYS_RECVFROM,
+                fd as usize,
+                b.as_mut_ptr() as usize,
+                8,
+                MSG_PEEK | MSG_DONTWAIT,
+                0,
+                0,
+            )
+        };
+        if n == 0 {
+            // The recorder closed it.
+            return None;
+        }
+        if n == 8 && b[4..] == want[4..] {
+            // Ours: taken off the connection.
+            // SAFETY: as above.
+            unsafe {
+                syscall6(
+                    SYS_RECVFROM,
+                    fd as usize,
+                    b.as_mut_ptr() as usize,
+                    8,
+                    MSG_DONTWAIT,
+                    0,
+                    0,
+                )
+            };
+            return Some(b[0]);
+        }
+        if n == 8 {
+            // Another thread's answer at the head: give it a moment to take it.
+            sys::sched_yield();
+        }
+    }
+}
+
 /// Where the inject route puts the tracer's core in every process of a recording: one
 /// address for all, so that the seccomp filter installed once (and inherited over fork
 /// and exec) exempts it in every image. Far below the kernel's mmap area (top-down from
