@@ -150,6 +150,30 @@ impl Image {
     }
 }
 
+/// A blob's memory image relocated for one base, in a sealed memfd of this process: a
+/// process maps its segments from the file ([`Process::load_blob_mapped`]) instead of
+/// having its contents written into fresh pages each time; the pages are then the page
+/// cache's, shared by every process that maps them (written ones copied on write).
+#[derive(Debug)]
+pub struct ImageFile {
+    fd: std::os::fd::OwnedFd,
+    base: u64,
+    span: u64,
+}
+
+impl ImageFile {
+    /// The base the contents are relocated for.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The path another process opens it by (`/proc/PID/fd/N` of this process).
+    pub fn path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd())
+    }
+}
+
 /// How [`Process::load_image`] places the blob.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -532,6 +556,67 @@ impl Blob {
     }
 
     /// The contents relocated for `base`: (offset, bytes) pairs.
+    /// The memory image relocated for `base` (page-aligned) as a sealed memfd: each
+    /// segment's bytes at its offset from the base, zeros elsewhere.
+    pub fn image_file(&self, base: u64) -> Result<ImageFile> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        if base % PAGE != 0 {
+            return Err(bad(format!("the base {base:#x} is not page-aligned")));
+        }
+        let sys_err = |what: &str| {
+            bad(format!(
+                "cannot make the image file ({what}: {})",
+                std::io::Error::last_os_error()
+            ))
+        };
+        // SAFETY: a NUL-terminated name; the descriptor is owned at once.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"mmio-trace-image".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if fd < 0 {
+            return Err(sys_err("memfd_create"));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: our own memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), self.span as libc::off_t) } != 0 {
+            return Err(sys_err("ftruncate"));
+        }
+        for (off, bytes) in self.relocated(base) {
+            let mut done = 0;
+            while done < bytes.len() {
+                // SAFETY: `bytes[done..]` is valid for its length.
+                let n = unsafe {
+                    libc::pwrite(
+                        fd.as_raw_fd(),
+                        bytes[done..].as_ptr().cast(),
+                        bytes.len() - done,
+                        (off + done as u64) as libc::off_t,
+                    )
+                };
+                if n <= 0 {
+                    return Err(sys_err("pwrite"));
+                }
+                done += n as usize;
+            }
+        }
+        // Nobody changes it from now on (a process maps it executable).
+        let seals =
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+        // SAFETY: our own memfd.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(sys_err("F_ADD_SEALS"));
+        }
+        Ok(ImageFile {
+            fd,
+            base,
+            span: self.span,
+        })
+    }
+
     fn relocated(&self, base: u64) -> Vec<(u64, Vec<u8>)> {
         let mut c = self.contents.clone();
         for &at in &self.relocs {
@@ -710,7 +795,7 @@ impl Process {
             None => self.remote_mmap(tid, 0, blob.span, libc::PROT_NONE, anon, -1, 0)?,
         };
         let site = self.syscall_site();
-        match self.fill(tid, blob, base) {
+        match self.fill(tid, blob, base, None) {
             Ok(img) => {
                 self.set_trap(Some(img.trap));
                 Ok(img)
@@ -723,7 +808,105 @@ impl Process {
         }
     }
 
-    fn fill(&mut self, tid: Pid, blob: &Blob, base: u64) -> Result<Image> {
+    /// [`Process::load_blob`] at `file`'s base, with the segments mapped (private) from
+    /// `file` — `blob`'s image relocated for that base ([`Blob::image_file`]), which the
+    /// process opens by its path — instead of written into fresh pages: no copy of the
+    /// blob per process. When the process cannot open the file (its path names this
+    /// process's descriptor: it needs the right to ptrace-read this process), the
+    /// contents are written as by `load_blob`.
+    pub fn load_blob_mapped(&mut self, tid: Pid, blob: &Blob, file: &ImageFile) -> Result<Image> {
+        if file.span != blob.span {
+            return Err(bad("the image file is not this blob's"));
+        }
+        let opts = LoadOptions {
+            base: Some(file.base),
+        };
+        // The reservation, as load_blob makes it.
+        let base = file.base;
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        let got = self
+            .remote_mmap(
+                tid,
+                base,
+                blob.span,
+                libc::PROT_NONE,
+                anon | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+            .map_err(|e| match e.errno() {
+                Some(libc::EEXIST) => bad(format!(
+                    "cannot load at {base:#x}: something is already mapped in {base:#x}..{:#x}",
+                    base + blob.span
+                )),
+                _ => e,
+            })?;
+        if got != base {
+            let _ = self.remote_munmap(tid, got, blob.span);
+            return self.load_blob(tid, blob, &opts);
+        }
+        let site = self.syscall_site();
+        let opened = self.remote_open(tid, &file.path(), base).ok();
+        let r = self.fill(tid, blob, base, opened);
+        if let Some(fd) = opened {
+            let _ = self.remote_close(tid, fd);
+        }
+        match r {
+            Ok(img) => {
+                self.set_trap(Some(img.trap));
+                Ok(img)
+            }
+            Err(e) => {
+                let _ = self.remote_munmap(tid, base, blob.span);
+                self.set_syscall_site(site);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens `path` read-only in the process (an injected `openat`; the path is written
+    /// into the first page of the reserved span at `at`, made readable for the call).
+    fn remote_open(&mut self, tid: Pid, path: &str, at: u64) -> Result<i32> {
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+        self.remote_mmap(
+            tid,
+            at,
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            anon,
+            -1,
+            0,
+        )?;
+        let mut b = path.as_bytes().to_vec();
+        b.push(0);
+        let r = self.mem().write(at, &b).and_then(|()| {
+            let r = self.inject_syscall(
+                tid,
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as i64 as u64,
+                    at,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+            if (-4095..0).contains(&r) {
+                return Err(Error::Remote {
+                    name: "openat",
+                    pid: self.pid(),
+                    errno: -r as i32,
+                });
+            }
+            Ok(r as i32)
+        });
+        // The page goes back to the reservation (fill maps over it).
+        let _ = self.remote_mmap(tid, at, PAGE, libc::PROT_NONE, anon, -1, 0);
+        r
+    }
+
+    fn fill(&mut self, tid: Pid, blob: &Blob, base: u64, file: Option<i32>) -> Result<Image> {
         let trap = base + blob.span - PAGE;
         // The trap page first: from then on the injected calls run at its `syscall`, inside
         // the span (which a seccomp filter of the process may exempt).
@@ -731,8 +914,16 @@ impl Process {
         order.rotate_right(1);
         for s in order {
             let addr = base + s.addr;
-            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
-            let got = self.remote_mmap(tid, addr, s.len, s.prot, flags, -1, 0)?;
+            let got = match file.filter(|_| addr != trap) {
+                Some(fd) => {
+                    let flags = libc::MAP_PRIVATE | libc::MAP_FIXED;
+                    self.remote_mmap(tid, addr, s.len, s.prot, flags, fd, s.addr)?
+                }
+                None => {
+                    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+                    self.remote_mmap(tid, addr, s.len, s.prot, flags, -1, 0)?
+                }
+            };
             if got != addr {
                 return Err(bad(format!(
                     "mmap of a segment at {addr:#x} returned {got:#x}"
@@ -743,7 +934,12 @@ impl Process {
                 self.set_syscall_site(SyscallSite::At(trap + TRAP_SYSCALL));
             }
         }
-        for (off, bytes) in blob.relocated(base) {
+        let written = if file.is_some() {
+            Vec::new()
+        } else {
+            blob.relocated(base)
+        };
+        for (off, bytes) in written {
             self.mem().write(base + off, &bytes).map_err(|e| {
                 bad(format!(
                     "cannot write the blob's contents into process {} ({e}); writing read-only pages through /proc/PID/mem needs the kernel's proc_mem.force_override to allow it for a tracer",

@@ -59,7 +59,7 @@ mod thread;
 pub use attach::{check_attach, diagnose, AttachError, AttachFacts};
 pub use call::CallOptions;
 pub use error::{Error, Result};
-pub use image::{Blob, Image, LoadOptions, Segment};
+pub use image::{Blob, Image, ImageFile, LoadOptions, Segment};
 pub use inject::{
     restart_interrupted_call, Process, RequeuedSignal, SyscallSite, EINTR_ON_ANY_WAKEUP,
 };

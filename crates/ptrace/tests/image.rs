@@ -335,6 +335,47 @@ fn reader_case_with(mut h: Helper, elf: &[u8]) {
     assert_eq!(h.exit_code(), 0);
 }
 
+/// The blob mapped from its image file (relocated once for a base) instead of written:
+/// the same protections, every function runs the same, the child's `read` ends exactly,
+/// and the pages are the file's (every segment but the trap page is a mapping of it).
+#[test]
+fn a_blob_mapped_from_its_image_file_runs_the_same() {
+    let mut h = Helper::start("l_target", &["read"]);
+    let pid = h.pid();
+    wait_blocked(pid, pid, &[libc::SYS_read]);
+    let stops = seize_all(pid, Options::TRACESYSGOOD).unwrap();
+    let blob = Blob::parse(&blob()).unwrap();
+    let base = 0x2b10_0000_0000;
+    let file = blob.image_file(base).unwrap();
+    assert_eq!(file.base(), base);
+    let mut p = Process::new(pid);
+    let img = p.load_blob_mapped(pid, &blob, &file).unwrap();
+    assert_eq!(img.base, base);
+    check_w_xor_x(pid, &img);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let of_file: Vec<&str> = maps
+        .lines()
+        .filter(|l| l.contains("/memfd:mmio-trace-image"))
+        .collect();
+    assert_eq!(of_file.len(), img.segments.len() - 1, "{maps}");
+    // The file was closed in the child once mapped.
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    for fd in fds {
+        let link = std::fs::read_link(fd.unwrap().path()).unwrap_or_default();
+        assert!(
+            !link.to_string_lossy().contains("mmio-trace-image"),
+            "{link:?}"
+        );
+    }
+    exercise(&mut p, pid, pid, &img);
+    for (t, _) in stops {
+        detach(t, 0).unwrap();
+    }
+    h.write_stdin(b"hello");
+    assert_eq!(h.line(), "ret=5 data=hello vec=OK usr1=0");
+    assert_eq!(h.exit_code(), 0);
+}
+
 #[test]
 fn a_dynamic_child_blocked_in_read_runs_the_blob_and_reads_exactly() {
     reader_case(Helper::start("l_target", &["read"]));

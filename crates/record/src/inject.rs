@@ -77,9 +77,12 @@ fn inject_err(what: &str, e: impl std::fmt::Display) -> io::Error {
 /// inherited one exempts the core yet).
 pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::Result<()> {
     let mut proc = pt::Process::new(pid);
-    let image = proc
-        .load_image(tid, agent::BLOB, &pt::LoadOptions { base: Some(BASE) })
-        .map_err(|e| inject_err("loading", e))?;
+    let image = match core_image() {
+        Ok((blob, Some(file))) => proc.load_blob_mapped(tid, blob, file),
+        Ok((blob, None)) => proc.load_blob(tid, blob, &pt::LoadOptions { base: Some(BASE) }),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| inject_err("loading", e))?;
     let init = image
         .sym(agent::INIT)
         .ok_or_else(|| inject_err("loading", format!("no {} in the core", agent::INIT)))?;
@@ -109,6 +112,22 @@ pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::R
         ));
     }
     Ok(())
+}
+
+/// The core, parsed once, and its memory image relocated for [`BASE`] in a file that
+/// every process of the recording maps (`None` when the file cannot be made: each load
+/// then writes the contents).
+fn core_image() -> Result<&'static (pt::Blob, Option<pt::ImageFile>), pt::Error> {
+    static IMAGE: std::sync::OnceLock<Result<(pt::Blob, Option<pt::ImageFile>), String>> =
+        std::sync::OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let blob = pt::Blob::parse(agent::BLOB).map_err(|e| e.to_string())?;
+            let file = blob.image_file(BASE).ok();
+            Ok((blob, file))
+        })
+        .as_ref()
+        .map_err(|e| pt::Error::Image { why: e.clone() })
 }
 
 /// `AT_SYSINFO_EHDR` and `AT_HWCAP2` of process `pid`, as the core's settings name them.
