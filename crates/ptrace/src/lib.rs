@@ -66,7 +66,9 @@ pub use inject::{
 pub use mem::{read_mem, write_mem, Mem};
 pub use pidfd::pidfd_getfd;
 pub use regs::Regs;
-pub use stop::{decode, syscall_stop, wait, wait_tid, Event, SigInfo, Stop, SyscallStop};
+pub use stop::{
+    decode, queued_signals, syscall_stop, wait, wait_tid, Event, SigInfo, Stop, SyscallStop,
+};
 pub use thread::{
     cont, detach, interrupt, listen, seize, seize_all, singlestep, syscall, threads_of, Options,
 };

@@ -337,3 +337,29 @@ pub fn syscall_stop(tid: Pid) -> Result<SyscallStop> {
         _ => SyscallStop::None,
     })
 }
+
+/// The signals queued for thread `tid` (stopped) and not yet taken, from its private
+/// queue, oldest first (at most 16): `PTRACE_PEEKSIGINFO`. Empty when none, or when the
+/// kernel refuses to say.
+pub fn queued_signals(tid: Pid) -> Vec<SigInfo> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+    // SAFETY: plain data.
+    let mut si: [libc::siginfo_t; 16] = unsafe { std::mem::zeroed() };
+    let args = PeekArgs {
+        off: 0,
+        flags: 0,
+        nr: 16,
+    };
+    // SAFETY: the kernel writes at most `nr` siginfos into `si`.
+    let n = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, tid, &args, si.as_mut_ptr()) };
+    si[..n.clamp(0, 16) as usize]
+        .iter()
+        .map(|s| SigInfo::from_raw(*s))
+        .collect()
+}

@@ -100,27 +100,11 @@ fn setregs(tid: i32, r: &libc::user_regs_struct) -> io::Result<()> {
 }
 
 /// A SIGSEGV queued for thread `tid` (its private queue) and not yet dequeued: its
-/// siginfo (`PTRACE_PEEKSIGINFO`).
-fn queued_sigsegv(tid: i32) -> Option<libc::siginfo_t> {
-    #[repr(C)]
-    struct PeekArgs {
-        off: u64,
-        flags: u32,
-        nr: i32,
-    }
-    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
-    // SAFETY: plain data.
-    let mut si: [libc::siginfo_t; 16] = unsafe { std::mem::zeroed() };
-    let args = PeekArgs {
-        off: 0,
-        flags: 0,
-        nr: 16,
-    };
-    // SAFETY: the kernel writes at most `nr` siginfos into `si`.
-    let n = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, tid, &args, si.as_mut_ptr()) };
-    (0..n.max(0) as usize)
-        .map(|k| si[k])
-        .find(|s| s.si_signo == libc::SIGSEGV)
+/// siginfo.
+fn queued_sigsegv(tid: i32) -> Option<pt::SigInfo> {
+    pt::queued_signals(tid)
+        .into_iter()
+        .find(|s| s.signo() == libc::SIGSEGV)
 }
 
 /// A thread held at a syscall-exit stop while detaching, whose call our stop broke off,
