@@ -109,7 +109,9 @@ pub struct RecordArgs {
     /// execs such a program is handed over there (the new image gets the tracer before its
     /// first instruction). Unless the route is the automatic preload one, the trace's
     /// first MARK names the route and why. `preload` injects mmio-trace's library into the
-    /// program (dynamic programs; ~3-5 us per traced access). `inject` puts the same
+    /// program (dynamic programs; ~3-5 us per traced access; the program's own inline
+    /// `syscall` instructions, found at its start, are routed to the library by a seccomp
+    /// filter on those instructions only). `inject` puts the same
     /// tracer, built without libc, into the program by ptrace at its exec and lets it go:
     /// same cost per access, no ptrace while it runs; a seccomp filter hands the program's
     /// mmap, munmap, mremap, mprotect, rt_sigaction, rt_sigprocmask and exec calls to the
