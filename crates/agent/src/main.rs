@@ -70,6 +70,11 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     let attach = tracer::setting(vars, VAR_FILTER) == Some(b"attach");
     if attach {
         tracer::attached::set_attached();
+    } else {
+        // No TLS slot of ours in this process: trampolines of hot sites find their
+        // thread's block by probing the table. Not when attached: leaving would have to
+        // unpatch the program's text (and the recorder turns patching off there anyway).
+        tracer::threads::enable_table_lookup();
     }
     match tracer::init_from_vars(vars) {
         Ok(()) => {}

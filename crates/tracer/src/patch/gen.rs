@@ -98,12 +98,23 @@ const CTL_TAIL_CACHE: i64 = 32;
 const IDLE: i64 = -1;
 const BUSY: i64 = -2;
 
+/// Blocks a [`BlockAt::Table`] probe looks at before it gives up (to the trap path, which
+/// probes on): a thread's block lies within a few of its home slot unless the table is
+/// crowded.
+pub(crate) const TABLE_PROBES: u32 = 16;
+
 /// Where the code finds the calling thread's block.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum BlockAt {
     /// `%fs:offset` holds it (the preload library's initial-exec slot); the block's key
     /// (FS base | bit 63, `rdfsbase`) proves it is the thread's own.
     Tls(i64),
+    /// No slot: the code probes the block table at this address itself, as
+    /// `threads::lookup` does (`rdfsbase` | bit 63 is the key, hashed by `threads::hash`),
+    /// at most [`TABLE_PROBES`] blocks, and takes the first whose key is the thread's and
+    /// whose owner's stack holds the stack pointer; an empty block or the bound ends the
+    /// probe with a miss (the trap path then claims a block).
+    Table(u64),
     /// A fixed block (tests).
     #[cfg(test)]
     Fixed(u64),
@@ -126,6 +137,11 @@ pub(crate) struct Env {
     pub off_own_stack: i64,
     /// Address of the recording's `closed` flag (u32).
     pub closed: u64,
+    /// Address of the fork canary (u32, 0 in the child of a fork none of the tracer's
+    /// hooks saw), checked before the block is looked for: such a child still holds its
+    /// parent's blocks and rings until its first trap re-keys them. 0: no check (the
+    /// preload library's hooks see every fork of a libc program).
+    pub fork_canary: u64,
     /// Offset of the thread's `struct rseq` from the thread pointer (glibc's
     /// `__rseq_offset`), when glibc registered rseq: the access runs in a critical section.
     pub rseq: Option<i64>,
@@ -646,6 +662,127 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
                 mem_at(Register::R10, env.off_own_stack + 8),
             ));
             a.jcc(0x3, miss0); // jae
+        }
+        BlockAt::Table(base) => {
+            use crate::threads::{BLOCK_SIZE, HASH_MUL, HASH_SHIFT, MAX_THREADS};
+            if env.fork_canary != 0 {
+                a.i(Instruction::with2(
+                    Code::Mov_r64_imm64,
+                    Register::RAX,
+                    env.fork_canary,
+                ));
+                a.i(Instruction::with2(
+                    Code::Cmp_rm32_imm8,
+                    mem_at(Register::RAX, 0),
+                    0u32,
+                ));
+                a.jcc(JE, miss0);
+            }
+            // rcx = the key, rax = the slot, r8 = the table, r11 = probes left.
+            a.i(Instruction::with1(Code::Rdfsbase_r64, Register::RCX));
+            a.i(Instruction::with2(
+                Code::Bts_rm64_imm8,
+                Register::RCX,
+                63u32,
+            ));
+            a.i(Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RAX,
+                Register::RCX,
+            ));
+            a.i(Instruction::with2(
+                Code::Mov_r64_imm64,
+                Register::RDX,
+                HASH_MUL,
+            ));
+            a.i(Instruction::with2(
+                Code::Imul_r64_rm64,
+                Register::RAX,
+                Register::RDX,
+            ));
+            a.i(Instruction::with2(
+                Code::Shr_rm64_imm8,
+                Register::RAX,
+                HASH_SHIFT,
+            ));
+            a.i(Instruction::with2(Code::Mov_r64_imm64, Register::R8, base));
+            a.i(Instruction::with2(
+                Code::Mov_r32_imm32,
+                Register::R11D,
+                TABLE_PROBES,
+            ));
+            let probe = a.label();
+            let other = a.label();
+            let next = a.label();
+            let found = a.label();
+            a.bind(probe);
+            a.i(Instruction::with3(
+                Code::Imul_r64_rm64_imm32,
+                Register::R10,
+                Register::RAX,
+                BLOCK_SIZE as u32,
+            ));
+            a.i(Instruction::with2(
+                Code::Add_r64_rm64,
+                Register::R10,
+                Register::R8,
+            ));
+            a.i(Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RDX,
+                mem_at(Register::R10, env.off_key),
+            ));
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RDX,
+                Register::RCX,
+            ));
+            a.jcc(JNE, other);
+            // The key's: the thread's own block only if its stack is the owner's (threads
+            // sharing an FS base each have a block under it).
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RSP,
+                mem_at(Register::R10, env.off_own_stack),
+            ));
+            a.jcc(JB, next);
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RSP,
+                mem_at(Register::R10, env.off_own_stack + 8),
+            ));
+            a.jcc(0x3, next); // jae
+            a.jmp(found);
+            a.bind(other);
+            // An empty block ends the probe (a freed one does not).
+            a.i(Instruction::with2(
+                Code::Test_rm64_r64,
+                Register::RDX,
+                Register::RDX,
+            ));
+            a.jcc(JE, miss0);
+            a.bind(next);
+            a.i(Instruction::with2(
+                Code::Add_rm64_imm8,
+                Register::RAX,
+                1u32,
+            ));
+            a.i(Instruction::with2(
+                Code::And_rm64_imm32,
+                Register::RAX,
+                (MAX_THREADS - 1) as u32,
+            ));
+            a.i(Instruction::with2(
+                Code::Sub_rm64_imm8,
+                Register::R11,
+                1u32,
+            ));
+            a.jcc(JNE, probe);
+            a.jmp(miss0);
+            a.bind(found);
+            // The table is always mapped: no load here can fault.
+            guard_lo = a.buf.len();
+            guard_hi = guard_lo;
         }
         #[cfg(test)]
         BlockAt::Fixed(b) => {
@@ -1510,6 +1647,7 @@ mod tests {
             off_key: B_KEY,
             off_own_stack: 40,
             closed: &world.closed as *const u32 as u64,
+            fork_canary: 0,
             rseq: None,
         };
         let site = Site {
