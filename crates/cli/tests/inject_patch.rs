@@ -118,7 +118,7 @@ fn record(p: &Prog, way: Way, args: &[&str]) -> Run {
     c.env("MMIO_TRACE_PATCH_AFTER", "4");
     let n = N.to_string();
     c.arg("--").arg(exe).arg(&dev).arg(&n).args(args);
-    let out = c.output().unwrap();
+    let out = output_within(c, way);
     assert!(
         log.exists(),
         "{way:?}: no trace written; stderr {}",
@@ -145,6 +145,50 @@ fn record(p: &Prog, way: Way, args: &[&str]) -> Run {
         dev: std::fs::read(&dev).unwrap(),
     }
 }
+
+/// Runs the recorder, at most [`LIMIT`]: a hang (a ring corrupted by two writers) must
+/// fail the test, not stall it.
+fn output_within(mut c: Command, way: Way) -> Output {
+    use std::io::Read;
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Drained meanwhile, so that a full pipe never stalls the recorder.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{way:?}: the recording did not end within {LIMIT:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// How long one recording may take (a few seconds when all is well).
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(240);
 
 /// One access as the comparison sees it.
 type Acc = (String, char, u8, u64, u64);

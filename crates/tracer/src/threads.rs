@@ -980,3 +980,36 @@ pub fn after_fork_child() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_give_their_range() {
+        assert_eq!(
+            maps_range(b"7ffd1000-7ffd3000 rw-p 00000000 00:00 0  [stack]"),
+            Some((0x7ffd_1000, 0x7ffd_3000))
+        );
+        assert_eq!(maps_range(b"garbage"), None);
+        assert_eq!(maps_range(b"10-zz rw-p"), None);
+    }
+
+    #[test]
+    fn a_thread_stack_is_the_part_of_its_mapping_below_its_tcb() {
+        // A std thread: glibc put its TCB (the FS base) at the top of its stack mapping.
+        sys::init_cpu_features();
+        let here = 0u8;
+        let sp = &here as *const u8 as u64;
+        let fs = sys::fs_base();
+        let (lo, hi) = stack_mapping(sp, fs).expect("the thread's stack mapping");
+        assert!(lo <= sp && sp < hi, "{lo:#x} {sp:#x} {hi:#x}");
+        assert_eq!(hi, fs);
+        // An FS base elsewhere (a static's address) proves nothing: no bounds.
+        static ELSEWHERE: u64 = 0;
+        assert_eq!(stack_mapping(sp, &ELSEWHERE as *const u64 as u64), None);
+        // A mapping above the FS base: the part above it.
+        assert_eq!(own_side(0x5000, 0x4000, 0x1000, 0x9000), Some((0x4000, 0x9000)));
+        assert_eq!(own_side(0x5000, 0x9000, 0x1000, 0x9000), None);
+    }
+}
