@@ -23,7 +23,8 @@
  *   fork     after the main thread's hot part, fork: the child calls hot() N times as
  *            t = 1 (through the sites patched before the fork, never having trapped),
  *            then execs this program in loop mode (a fresh image, patched anew); the
- *            parent waits for it, then calls hot() N more times as t = 0 */
+ *            parent waits for it, then calls hot() N more times as t = 0
+ *   rawfork  the same with a raw syscall(SYS_fork), which no libc hook sees */
 #define _GNU_SOURCE
 #include "mmio.h"
 #include <linux/futex.h>
@@ -204,10 +205,10 @@ int main(int argc, char **argv) {
         for (long t = 1; t <= T; t++) pthread_join(th[t], NULL);
     } else if (!strcmp(argv[3], "clone")) {
         clone_mode();
-    } else if (!strcmp(argv[3], "fork")) {
+    } else if (!strcmp(argv[3], "fork") || !strcmp(argv[3], "rawfork")) {
         main_part(0);
         fflush(stdout);
-        pid_t c = fork();
+        pid_t c = argv[3][0] == 'r' ? (pid_t)syscall(SYS_fork) : fork();
         if (c < 0) { perror("fork"); return 103; }
         if (c == 0) {
             run(1, 0, n);

@@ -302,7 +302,8 @@ pub(crate) const BLOCK_SIZE: usize = core::mem::size_of::<ThreadBlock>();
 pub(crate) const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Its shift: the product's top `log2(MAX_THREADS)` bits are the slot.
 pub(crate) const HASH_SHIFT: u32 = 64 - MAX_THREADS.trailing_zeros();
-const _: () = assert!(core::mem::size_of::<[ThreadBlock; MAX_THREADS]>() == BLOCK_SIZE * MAX_THREADS);
+const _: () =
+    assert!(core::mem::size_of::<[ThreadBlock; MAX_THREADS]>() == BLOCK_SIZE * MAX_THREADS);
 const _: () = assert!(BLOCK_SIZE * MAX_THREADS <= i32::MAX as usize);
 const _: () = assert!(OFF_KEY == 0 && EMPTY_KEY == 0);
 
@@ -1009,7 +1010,10 @@ mod tests {
         static ELSEWHERE: u64 = 0;
         assert_eq!(stack_mapping(sp, &ELSEWHERE as *const u64 as u64), None);
         // A mapping above the FS base: the part above it.
-        assert_eq!(own_side(0x5000, 0x4000, 0x1000, 0x9000), Some((0x4000, 0x9000)));
+        assert_eq!(
+            own_side(0x5000, 0x4000, 0x1000, 0x9000),
+            Some((0x4000, 0x9000))
+        );
         assert_eq!(own_side(0x5000, 0x9000, 0x1000, 0x9000), None);
     }
 }

@@ -139,8 +139,8 @@ pub(crate) struct Env {
     pub closed: u64,
     /// Address of the fork canary (u32, 0 in the child of a fork none of the tracer's
     /// hooks saw), checked before the block is looked for: such a child still holds its
-    /// parent's blocks and rings until its first trap re-keys them. 0: no check (the
-    /// preload library's hooks see every fork of a libc program).
+    /// parent's blocks and rings until its first trap re-keys them. 0: no check (a kernel
+    /// without `MADV_WIPEONFORK`).
     pub fork_canary: u64,
     /// Offset of the thread's `struct rseq` from the thread pointer (glibc's
     /// `__rseq_offset`), when glibc registered rseq: the access runs in a critical section.
@@ -604,6 +604,21 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             ));
         }
     }
+    // Not in the child of a fork none of the tracer's hooks saw: it still holds its
+    // parent's blocks (and their rings) until its first trap re-keys them.
+    if env.fork_canary != 0 {
+        a.i(Instruction::with2(
+            Code::Mov_r64_imm64,
+            Register::RAX,
+            env.fork_canary,
+        ));
+        a.i(Instruction::with2(
+            Code::Cmp_rm32_imm8,
+            mem_at(Register::RAX, 0),
+            0u32,
+        ));
+        a.jcc(JE, miss0);
+    }
     // The thread's block, proven its own; its ring.
     let guard_lo;
     let guard_hi;
@@ -665,19 +680,6 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
         }
         BlockAt::Table(base) => {
             use crate::threads::{BLOCK_SIZE, HASH_MUL, HASH_SHIFT, MAX_THREADS};
-            if env.fork_canary != 0 {
-                a.i(Instruction::with2(
-                    Code::Mov_r64_imm64,
-                    Register::RAX,
-                    env.fork_canary,
-                ));
-                a.i(Instruction::with2(
-                    Code::Cmp_rm32_imm8,
-                    mem_at(Register::RAX, 0),
-                    0u32,
-                ));
-                a.jcc(JE, miss0);
-            }
             // rcx = the key, rax = the slot, r8 = the table, r11 = probes left.
             a.i(Instruction::with1(Code::Rdfsbase_r64, Register::RCX));
             a.i(Instruction::with2(
@@ -762,21 +764,13 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             ));
             a.jcc(JE, miss0);
             a.bind(next);
-            a.i(Instruction::with2(
-                Code::Add_rm64_imm8,
-                Register::RAX,
-                1u32,
-            ));
+            a.i(Instruction::with2(Code::Add_rm64_imm8, Register::RAX, 1u32));
             a.i(Instruction::with2(
                 Code::And_rm64_imm32,
                 Register::RAX,
                 (MAX_THREADS - 1) as u32,
             ));
-            a.i(Instruction::with2(
-                Code::Sub_rm64_imm8,
-                Register::R11,
-                1u32,
-            ));
+            a.i(Instruction::with2(Code::Sub_rm64_imm8, Register::R11, 1u32));
             a.jcc(JNE, probe);
             a.jmp(miss0);
             a.bind(found);
@@ -2045,7 +2039,13 @@ mod tests {
             // (why, where the block is, its stack, the canary)
             ("an empty block ends the probe", home + 1, lo, hi, 1),
             ("the probe's bound", home + TABLE_PROBES as usize, lo, hi, 1),
-            ("an owner's stack that is not the thread's", home, 0x1000, 0x2000, 1),
+            (
+                "an owner's stack that is not the thread's",
+                home,
+                0x1000,
+                0x2000,
+                1,
+            ),
             ("no owner's stack known", home, 0, 0, 1),
             ("a fork child none of the hooks saw", home, lo, hi, 0),
         ];
@@ -2074,11 +2074,18 @@ mod tests {
         }
         // Sanity: the same table with the block one slot nearer is found.
         let mut t = Table::new();
-        let s = setup_with(&[0x8b, 0x47, 0x08], false, Some((t.base(), &one as *const u32 as u64)));
+        let s = setup_with(
+            &[0x8b, 0x47, 0x08],
+            false,
+            Some((t.base(), &one as *const u32 as u64)),
+        );
         for k in home..home + TABLE_PROBES as usize - 1 {
             t.put(k, &[1]);
         }
-        t.put(home + TABLE_PROBES as usize - 1, &block_words(&s.world, key, lo, hi));
+        t.put(
+            home + TABLE_PROBES as usize - 1,
+            &block_words(&s.world, key, lo, hi),
+        );
         let (rax, _) = call(s.tramp, s.dev(), 0, 0);
         assert_eq!(rax, le(&s.alias[8..12]));
         s.check_common(1);

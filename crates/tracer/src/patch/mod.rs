@@ -699,14 +699,16 @@ fn setup() -> Result<gen::Env, &'static str> {
         None if threads::table_lookup() => gen::BlockAt::Table(threads::table_base()),
         None => return Err("no per-thread slot for generated code"),
     };
-    // Probing the table, a trampoline in the child of a fork that ran no hook of ours (on
-    // the inject route none does) would find its parent's blocks: it checks the canary.
-    let fork_canary = match block {
-        gen::BlockAt::Table(_) => match crate::fork_canary() {
-            0 => return Err("the kernel cannot mark fork children (MADV_WIPEONFORK)"),
-            c => c,
-        },
-        _ => 0,
+    // A trampoline in the child of a fork that ran no hook of ours (on the inject route
+    // none does; under the preload, a raw `syscall(SYS_fork)`) would find its parent's
+    // block, and write into its parent's ring: it checks the canary first. The table
+    // probe needs it; the TLS slot does without where the kernel has none (the preload's
+    // fork hooks re-key the blocks).
+    let fork_canary = match (crate::fork_canary(), block) {
+        (0, gen::BlockAt::Table(_)) => {
+            return Err("the kernel cannot mark fork children (MADV_WIPEONFORK)")
+        }
+        (c, _) => c,
     };
     if !sys::fsgsbase() {
         return Err("the kernel does not allow rdfsbase (FSGSBASE)");
