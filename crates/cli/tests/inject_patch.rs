@@ -471,3 +471,72 @@ fn fork_case(mode: &str) {
     assert_patched(&stat, 12, 2, 4 * PER_CALL * N - PER_CALL);
     assert_patched(&reference, 12, 2, 4 * PER_CALL * N - PER_CALL);
 }
+
+#[test]
+fn a_go_program_hot_on_its_registers_is_patched_and_stays_exact() {
+    // tests/programs/k_go: four goroutines locked to their threads and the (unlocked) main
+    // goroutine, each hot on its own register with a store and a load (6-byte sites).
+    // Go moves the main goroutine between threads: accesses are compared per register,
+    // in log order (each register's are one goroutine's, in program order).
+    let dir = scratch("go");
+    let exe = go_build(&dir, "k_go");
+    let dev = device(&dir, 4096);
+    let n: u64 = 20000;
+    let run = |tag: &str, opts: &[&str]| {
+        let d = dir.join(format!("dev-{tag}.bin"));
+        std::fs::copy(&dev, &d).unwrap();
+        let log = dir.join(format!("trace-{tag}.log"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+        c.arg("record")
+            .arg("-o")
+            .arg(&log)
+            .arg("--device")
+            .arg(&d)
+            .args(opts)
+            .env("MMIO_TRACE_PATCH_AFTER", "4")
+            .arg("--")
+            .arg(&exe)
+            .arg(&d)
+            .arg(n.to_string());
+        let out = output_within(c, Way::Static);
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), "bad 0\n", "{tag}: stderr {}", stderr(&out));
+        let ev = read_log(&log);
+        assert_eq!(route_marks(&ev), ["mmio-trace: route inject (Go program)"]);
+        let mut by: BTreeMap<u64, Vec<(u64, char, u8, u64, u64)>> = BTreeMap::new();
+        for e in &ev {
+            if let Event::Access(a) = e {
+                let d = if a.dir == Direction::Read { 'R' } else { 'W' };
+                by.entry(a.phys >> 8)
+                    .or_default()
+                    .push((a.pc, d, a.width, a.phys, a.value));
+            }
+        }
+        (out, by, std::fs::read(&d).unwrap())
+    };
+    let (pout, patched, pdev) = run("patch", &[]);
+    let (tout, trapped, tdev) = run("trap", &["--no-patch"]);
+    assert_eq!(patched.len(), 5, "registers");
+    for (t, s) in &trapped {
+        assert_eq!(s.len() as u64, 2 * n, "register block {t}");
+        for (k, a) in s.iter().enumerate() {
+            let v = *t << 16 | k as u64 / 2;
+            assert_eq!(
+                (a.1, a.2, a.3, a.4),
+                (if k % 2 == 0 { 'W' } else { 'R' }, 4, 0x100 * t + 0x90, v)
+            );
+        }
+    }
+    assert!(
+        patched == trapped,
+        "the patched run logged other accesses than the trap-only one"
+    );
+    assert_eq!(pdev, tdev);
+    assert_eq!(patching(&tout), None);
+    let (sites, tramp, _) =
+        patching(&pout).unwrap_or_else(|| panic!("no patching summary; stderr {}", stderr(&pout)));
+    assert_eq!(sites, 2, "stderr {}", stderr(&pout));
+    // Threads whose stack shares the heap mapping with their `m` (Go's other threads)
+    // are served by trampolines; the main thread's `m` is in the binary's data.
+    assert!(tramp > 0, "stderr {}", stderr(&pout));
+}
