@@ -472,6 +472,9 @@ fn fork_case(mode: &str) {
     assert_patched(&reference, 12, 2, 4 * PER_CALL * N - PER_CALL);
 }
 
+/// (PC, direction, width, address, value) of a Go access.
+type GoAcc = (u64, char, u8, u64, u64);
+
 #[test]
 fn a_go_program_hot_on_its_registers_is_patched_and_stays_exact() {
     // tests/programs/k_go: four goroutines locked to their threads and the (unlocked) main
@@ -503,7 +506,7 @@ fn a_go_program_hot_on_its_registers_is_patched_and_stays_exact() {
         assert_eq!(stdout(&out), "bad 0\n", "{tag}: stderr {}", stderr(&out));
         let ev = read_log(&log);
         assert_eq!(route_marks(&ev), ["mmio-trace: route inject (Go program)"]);
-        let mut by: BTreeMap<u64, Vec<(u64, char, u8, u64, u64)>> = BTreeMap::new();
+        let mut by: BTreeMap<u64, Vec<GoAcc>> = BTreeMap::new();
         for e in &ev {
             if let Event::Access(a) = e {
                 let d = if a.dir == Direction::Read { 'R' } else { 'W' };
@@ -520,7 +523,7 @@ fn a_go_program_hot_on_its_registers_is_patched_and_stays_exact() {
     for (t, s) in &trapped {
         assert_eq!(s.len() as u64, 2 * n, "register block {t}");
         for (k, a) in s.iter().enumerate() {
-            let v = *t << 16 | k as u64 / 2;
+            let v = (*t << 16) | (k as u64 / 2);
             assert_eq!(
                 (a.1, a.2, a.3, a.4),
                 (if k % 2 == 0 { 'W' } else { 'R' }, 4, 0x100 * t + 0x90, v)

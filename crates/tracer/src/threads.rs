@@ -211,8 +211,8 @@ pub struct ThreadBlock {
     /// Which of the signals the program may never block for real it believes blocked
     /// outside its handlers (`sysemu`'s virtual `rt_sigprocmask`).
     pub(crate) sysemu_blocked: AtomicU64,
-    /// 1 once the fault path looked for the owner's stack bounds in `/proc/self/maps`
-    /// (see [`learn_own_stack`]): at most one look per owner.
+    /// How many times the fault path looked for the owner's stack bounds in
+    /// `/proc/self/maps` (see [`learn_own_stack`]).
     own_tried: AtomicU32,
 }
 
@@ -651,7 +651,7 @@ static TABLE_LOOKUP: AtomicU32 = AtomicU32::new(0);
 /// (FS base, hash, a few slots, the owner's stack) instead of reading a TLS slot: for a
 /// core with no TLS slot of its own (the agent injected at exec). The fault path then
 /// learns each thread's stack bounds from `/proc/self/maps` at its first trap
-/// ([`learn_own_stack`]). Not for a core that will be removed from a running process:
+/// (`learn_own_stack`). Not for a core that will be removed from a running process:
 /// patched text would outlive it.
 pub fn enable_table_lookup() {
     TABLE_LOOKUP.store(1, Ordering::Release);
@@ -662,16 +662,20 @@ pub fn table_lookup() -> bool {
     TABLE_LOOKUP.load(Ordering::Acquire) != 0
 }
 
+/// How many times the fault path looks for a thread's stack bounds (see
+/// [`learn_own_stack`]).
+const OWN_TRIES: u32 = 4;
+
 /// Signal context (a trap at a traced address, stack pointer `sp`): with table lookup on,
-/// gives the calling thread's block the bounds of its stack, once per owner, where they
-/// prove the block is its own (a trampoline serves a thread only while its stack pointer
-/// lies there): the mapping holding `sp` when it is the main thread's `[stack]`, or, when
-/// it also holds the thread's FS base, its part on `sp`'s side of the FS base (a libc
-/// thread's stack, whose TCB lies at its top; a Go thread whose `m` and goroutine stacks
-/// share the heap). A sibling sharing the FS
-/// base (a raw `clone` without `CLONE_SETTLS`) runs on another mapping unless its stack
-/// was carved from this one (the same limit as `pthread_getattr_np`'s bounds on the
-/// preload route). Any other thread keeps no bounds and stays on the trap path.
+/// gives the calling thread's block the bounds of its stack (at most [`OWN_TRIES`] looks
+/// per owner, until found), where they prove the block is its own (a trampoline serves a
+/// thread only while its stack pointer lies there): the mapping holding `sp` when it is
+/// the main thread's `[stack]`, or, when it also holds the thread's FS base, its part on
+/// `sp`'s side of the FS base (a libc thread's stack, whose TCB lies at its top; a Go
+/// thread whose `m` and goroutine stacks share the heap). A sibling sharing the FS base
+/// (a raw `clone` without `CLONE_SETTLS`) runs on another mapping unless its stack was
+/// carved from this one (the same limit as `pthread_getattr_np`'s bounds on the preload
+/// route). Any other thread keeps no bounds and stays on the trap path.
 pub(crate) fn learn_own_stack(sp: u64) {
     if !table_lookup() {
         return;
@@ -679,9 +683,13 @@ pub(crate) fn learn_own_stack(sp: u64) {
     let Some(b) = existing() else {
         return;
     };
-    if b.own_tried.swap(1, Ordering::Relaxed) != 0 || b.own_hi.load(Ordering::Relaxed) != 0 {
+    // A few looks per owner: a first trap may come from a signal handler on an
+    // alternate stack (no bounds there), a later one from the thread's own code.
+    let tried = b.own_tried.load(Ordering::Relaxed);
+    if tried >= OWN_TRIES || b.own_hi.load(Ordering::Relaxed) != 0 {
         return;
     }
+    b.own_tried.store(tried + 1, Ordering::Relaxed);
     if let Some((lo, hi)) = stack_mapping(sp, b.fs_base()) {
         // Trampolines compare with `lo` first and `hi` second: `hi` still 0 fails them.
         b.own_lo.store(lo, Ordering::Relaxed);
@@ -974,7 +982,6 @@ pub fn after_fork_child() {
             s.sig.copy_from(&sig);
             s.own_lo.store(own.0, Ordering::Relaxed);
             s.own_hi.store(own.1, Ordering::Relaxed);
-            s.own_tried.store(u32::from(own.1 != 0), Ordering::Relaxed);
             // The TLS slot (copied from the parent) may name the parent's block, which
             // is another entry now.
             publish(s, s.fs_base());
