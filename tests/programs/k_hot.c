@@ -24,7 +24,11 @@
  *            t = 1 (through the sites patched before the fork, never having trapped),
  *            then execs this program in loop mode (a fresh image, patched anew); the
  *            parent waits for it, then calls hot() N more times as t = 0
- *   rawfork  the same with a raw syscall(SYS_fork), which no libc hook sees */
+ *   rawfork  the same with a raw syscall(SYS_fork), which no libc hook sees
+ *   attach DIR  (to be attached to by `record --pid`) the main thread calls hot() in
+ *            rounds of N until DIR/stop exists, creating DIR/ready after the first
+ *            round; then it says on stderr how many sites it saw rewritten ("rewritten
+ *            K of 6", checked once more after the last round) and how many rounds it ran */
 #define _GNU_SOURCE
 #include "mmio.h"
 #include <linux/futex.h>
@@ -205,6 +209,21 @@ int main(int argc, char **argv) {
         for (long t = 1; t <= T; t++) pthread_join(th[t], NULL);
     } else if (!strcmp(argv[3], "clone")) {
         clone_mode();
+    } else if (!strcmp(argv[3], "attach") && argc > 4) {
+        char ready[4096], stop[4096];
+        snprintf(ready, sizeof ready, "%s/ready", argv[4]);
+        snprintf(stop, sizeof stop, "%s/stop", argv[4]);
+        long rounds = 0;
+        for (;; rounds++) {
+            run(0, 0, n);
+            if (rounds == 0) {
+                FILE *f = fopen(ready, "w");
+                if (f) fclose(f);
+            }
+            if (access(stop, F_OK) == 0) break;
+        }
+        fprintf(stderr, "rewritten %d of %d\n", rewritten(), NSITES);
+        printf("rounds %ld\n", rounds + 1);
     } else if (!strcmp(argv[3], "fork") || !strcmp(argv[3], "rawfork")) {
         main_part(0);
         fflush(stdout);

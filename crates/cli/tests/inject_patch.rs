@@ -543,3 +543,76 @@ fn a_go_program_hot_on_its_registers_is_patched_and_stays_exact() {
     // are served by trampolines; the main thread's `m` is in the binary's data.
     assert!(tramp > 0, "stderr {}", stderr(&pout));
 }
+
+#[test]
+fn record_pid_on_the_inject_route_never_patches() {
+    // A running static program hot on its sites, attached to with `--route inject` (the
+    // core is removed at detach: patched text would then jump into unmapped memory), with
+    // a threshold that would patch at once. Nothing is rewritten; the program finishes.
+    let p = Prog::new("attach");
+    let _ = std::fs::remove_file(p.dir.join("ready"));
+    let _ = std::fs::remove_file(p.dir.join("stop"));
+    let n = N.to_string();
+    let mut target = Command::new(&p.static_)
+        .arg(&p.dev)
+        .arg(&n)
+        .arg("attach")
+        .arg(&p.dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !p.dir.join("ready").exists() {
+        if let Some(st) = target.try_wait().unwrap() {
+            panic!("the target ended before it was ready: {st:?}");
+        }
+        assert!(t0.elapsed() < LIMIT, "target never ready");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let log = p.dir.join("trace-attach.log");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmio-trace"));
+    c.arg("record")
+        .arg("--pid")
+        .arg(target.id().to_string())
+        .args(["--route", "inject", "--duration", "1", "-o"])
+        .arg(&log)
+        .arg("--device")
+        .arg(&p.dev)
+        .env("MMIO_TRACE_PATCH_AFTER", "1");
+    let out = output_within(c, Way::Static);
+    std::fs::write(p.dir.join("stop"), b"").unwrap();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while target.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = target.kill();
+            panic!("the target did not finish after the detach");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let done = target.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_exit(&done, 0);
+    assert!(
+        !stderr(&out).contains("patch"),
+        "recorder: {}",
+        stderr(&out)
+    );
+    assert_eq!(rewritten(&done), [0], "target: {}", stderr(&done));
+    // It was traced meanwhile: whole calls of the hot function, from the main thread's
+    // register block.
+    let ev = read_log(&log);
+    let acc: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Access(a) => Some(a.phys),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        acc.len() as u64 >= PER_CALL,
+        "{} accesses traced",
+        acc.len()
+    );
+    assert!(acc.iter().all(|&a| (0x10..0x34).contains(&a)), "{acc:x?}");
+}
