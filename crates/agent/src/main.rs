@@ -74,6 +74,11 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     tracer::sys::sigprocmask(0 /* SIG_BLOCK */, Some(&0), Some(&mut blocked));
     if attach {
         tracer::attached::set_attached();
+    } else {
+        // No TLS slot of ours in this process: trampolines of hot sites find their
+        // thread's block by probing the table. Not when attached: leaving would have to
+        // unpatch the program's text (and the recorder turns patching off there anyway).
+        tracer::threads::enable_table_lookup();
     }
     match tracer::init_from_vars(vars) {
         Ok(()) => {}

@@ -457,6 +457,12 @@ pub fn after_fork_child() {
 /// child still holds the parent's thread slots, rings and pid. One load finds out.
 static FORK_CANARY: AtomicUsize = AtomicUsize::new(0);
 
+/// The fork canary's address (0: none): a u32 that reads 0 in the child of a fork that
+/// ran none of our hooks.
+pub(crate) fn fork_canary() -> u64 {
+    FORK_CANARY.load(Ordering::Relaxed) as u64
+}
+
 /// Maps the canary word (once) and sets it.
 fn arm_fork_canary() {
     const MADV_WIPEONFORK: usize = 18;

@@ -444,6 +444,9 @@ unsafe fn handle(
     // Before the access's event: the object holding the PC, if loaded since the last MAP.
     crate::objects::note_pc(rip);
     patch::note_trap(rip, addr, site.hits);
+    // Where trampolines find blocks by probing the table: the bounds that prove this
+    // thread's block its own (once per thread).
+    threads::learn_own_stack(g[libc::REG_RSP as usize] as u64);
     let emulated = match site.decoded() {
         // SAFETY: handler context.
         Some(d) if crate::paths::emulate() => unsafe { emu::emulate(&d, rip, uc, r) },

@@ -211,6 +211,9 @@ pub struct ThreadBlock {
     /// Which of the signals the program may never block for real it believes blocked
     /// outside its handlers (`sysemu`'s virtual `rt_sigprocmask`).
     pub(crate) sysemu_blocked: AtomicU64,
+    /// How many times the fault path looked for the owner's stack bounds in
+    /// `/proc/self/maps` (see [`learn_own_stack`]).
+    own_tried: AtomicU32,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -284,9 +287,30 @@ const EMPTY: ThreadBlock = ThreadBlock {
     pause_depth: AtomicU32::new(0),
     pause_acked: AtomicU32::new(0),
     sysemu_blocked: AtomicU64::new(0),
+    own_tried: AtomicU32::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
+
+// What generated code that probes the table itself (`patch::gen::BlockAt::Table`) relies
+// on: block `i` lies at `table_base() + i * BLOCK_SIZE`, and a key's first slot is
+// `(key * HASH_MUL) >> HASH_SHIFT` (see `hash`), the next ones following modulo
+// `MAX_THREADS`.
+/// Bytes from one block of the table to the next.
+pub(crate) const BLOCK_SIZE: usize = core::mem::size_of::<ThreadBlock>();
+/// The multiplier of the table's multiply-shift hash.
+pub(crate) const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Its shift: the product's top `log2(MAX_THREADS)` bits are the slot.
+pub(crate) const HASH_SHIFT: u32 = 64 - MAX_THREADS.trailing_zeros();
+const _: () =
+    assert!(core::mem::size_of::<[ThreadBlock; MAX_THREADS]>() == BLOCK_SIZE * MAX_THREADS);
+const _: () = assert!(BLOCK_SIZE * MAX_THREADS <= i32::MAX as usize);
+const _: () = assert!(OFF_KEY == 0 && EMPTY_KEY == 0);
+
+/// The table's address (for generated code that probes it).
+pub(crate) fn table_base() -> u64 {
+    BLOCKS.as_ptr() as u64
+}
 
 /// Every block's trampoline counter (owned or not), for waiting out trampolines.
 pub(crate) fn inside_counters() -> impl Iterator<Item = &'static AtomicU64> {
@@ -343,9 +367,8 @@ fn publish(b: *const ThreadBlock, fs: u64) {
 }
 
 #[inline]
-fn hash(key: u64) -> usize {
-    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - MAX_THREADS.trailing_zeros())) as usize
-        & (MAX_THREADS - 1)
+pub(crate) const fn hash(key: u64) -> usize {
+    (key.wrapping_mul(HASH_MUL) >> HASH_SHIFT) as usize & (MAX_THREADS - 1)
 }
 
 /// The calling thread's key.
@@ -434,6 +457,7 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
         pending_blocked(s.tid.load(Ordering::Relaxed), key),
         Ordering::Relaxed,
     );
+    s.own_tried.store(0, Ordering::Relaxed);
     // SAFETY: the block is now this thread's; its previous owner has exited.
     unsafe { (*s.step.get()).active = false };
     s.ool.reset();
@@ -647,6 +671,154 @@ pub fn set_async_cancel(on: bool) {
     b.own_lo.store(lo, Ordering::Relaxed);
 }
 
+/// Whether generated code may find blocks by probing the table itself (no TLS slot).
+static TABLE_LOOKUP: AtomicU32 = AtomicU32::new(0);
+
+/// Lets generated code find the calling thread's block by probing the table itself
+/// (FS base, hash, a few slots, the owner's stack) instead of reading a TLS slot: for a
+/// core with no TLS slot of its own (the agent injected at exec). The fault path then
+/// learns each thread's stack bounds from `/proc/self/maps` at its first trap
+/// (`learn_own_stack`). Not for a core that will be removed from a running process:
+/// patched text would outlive it.
+pub fn enable_table_lookup() {
+    TABLE_LOOKUP.store(1, Ordering::Release);
+}
+
+/// Whether [`enable_table_lookup`] was called.
+pub fn table_lookup() -> bool {
+    TABLE_LOOKUP.load(Ordering::Acquire) != 0
+}
+
+/// How many times the fault path looks for a thread's stack bounds (see
+/// [`learn_own_stack`]).
+const OWN_TRIES: u32 = 4;
+
+/// Signal context (a trap at a traced address, stack pointer `sp`): with table lookup on,
+/// gives the calling thread's block the bounds of its stack (at most [`OWN_TRIES`] looks
+/// per owner, until found), where they prove the block is its own (a trampoline serves a
+/// thread only while its stack pointer lies there): the mapping holding `sp` when it is
+/// the main thread's `[stack]`, or, when it also holds the thread's FS base, its part on
+/// `sp`'s side of the FS base (a libc thread's stack, whose TCB lies at its top; a Go
+/// thread whose `m` and goroutine stacks share the heap). A sibling sharing the FS base
+/// (a raw `clone` without `CLONE_SETTLS`) runs on another mapping unless its stack was
+/// carved from this one (the same limit as `pthread_getattr_np`'s bounds on the preload
+/// route). Any other thread keeps no bounds and stays on the trap path.
+pub(crate) fn learn_own_stack(sp: u64) {
+    if !table_lookup() {
+        return;
+    }
+    let Some(b) = existing() else {
+        return;
+    };
+    // A few looks per owner: a first trap may come from a signal handler on an
+    // alternate stack (no bounds there), a later one from the thread's own code.
+    let tried = b.own_tried.load(Ordering::Relaxed);
+    if tried >= OWN_TRIES || b.own_hi.load(Ordering::Relaxed) != 0 {
+        return;
+    }
+    b.own_tried.store(tried + 1, Ordering::Relaxed);
+    if let Some((lo, hi)) = stack_mapping(sp, b.fs_base()) {
+        // Trampolines compare with `lo` first and `hi` second: `hi` still 0 fails them.
+        b.own_lo.store(lo, Ordering::Relaxed);
+        b.own_hi.store(hi, Ordering::Release);
+    }
+}
+
+/// The mapping of `/proc/self/maps` that holds `sp`, when it is `[stack]` or also holds
+/// `fs` (see [`learn_own_stack`]). Signal context: a fixed buffer on the stack, raw calls.
+fn stack_mapping(sp: u64, fs: u64) -> Option<(u64, u64)> {
+    let fd = sys::open_read(b"/proc/self/maps\0");
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as i32;
+    let mut buf = [0u8; 1024];
+    let mut have = 0usize;
+    let mut found = None;
+    'read: loop {
+        let n = sys::read(fd, &mut buf[have..]);
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        have += n as usize;
+        let mut start = 0;
+        while let Some(nl) = buf[start..have].iter().position(|&c| c == b'\n') {
+            let line = &buf[start..start + nl];
+            start += nl + 1;
+            if let Some((lo, hi)) = maps_range(line) {
+                if sp >= lo && sp < hi {
+                    found = if line.ends_with(b" [stack]") {
+                        Some((lo, hi))
+                    } else {
+                        own_side(sp, fs, lo, hi)
+                    };
+                    break 'read;
+                }
+            }
+        }
+        if start == 0 && have == buf.len() {
+            // A line longer than the buffer (a long path): its range is in its start.
+            if let Some((lo, hi)) = maps_range(&buf[..have]) {
+                if sp >= lo && sp < hi {
+                    found = own_side(sp, fs, lo, hi);
+                    break;
+                }
+            }
+            // Skip to the line's end.
+            loop {
+                let n = sys::read(fd, &mut buf[..1]);
+                if n <= 0 {
+                    break 'read;
+                }
+                if buf[0] == b'\n' {
+                    break;
+                }
+            }
+            have = 0;
+            continue;
+        }
+        buf.copy_within(start..have, 0);
+        have -= start;
+    }
+    sys::close(fd);
+    found
+}
+
+/// When `fs` lies in the mapping `[lo, hi)` that holds `sp`: the part of it on `sp`'s
+/// side of `fs` (a libc thread's stack lies below its TCB; whatever an anonymous mapping
+/// merged into the same line above the TCB is not this thread's stack).
+fn own_side(sp: u64, fs: u64, lo: u64, hi: u64) -> Option<(u64, u64)> {
+    if fs < lo || fs >= hi {
+        None
+    } else if sp < fs {
+        Some((lo, fs))
+    } else {
+        Some((fs, hi))
+    }
+}
+
+/// `lo-hi` at the start of a `/proc/self/maps` line.
+fn maps_range(line: &[u8]) -> Option<(u64, u64)> {
+    let hex = |s: &[u8]| -> Option<u64> {
+        if s.is_empty() || s.len() > 16 {
+            return None;
+        }
+        s.iter().try_fold(0u64, |v, &c| {
+            let d = (c as char).to_digit(16)?;
+            Some(v << 4 | u64::from(d))
+        })
+    };
+    let dash = line.iter().position(|&c| c == b'-')?;
+    let sp = line.iter().position(|&c| c == b' ')?;
+    if sp <= dash {
+        return None;
+    }
+    Some((hex(&line[..dash])?, hex(&line[dash + 1..sp])?))
+}
+
 /// The calling libc thread's stack, `[lo, hi)` (normal context: glibc reads
 /// `/proc/self/maps` for the main thread); (0, 0) if unknown, as always without std (no
 /// libc to ask).
@@ -841,5 +1013,41 @@ pub fn after_fork_child() {
             // is another entry now.
             publish(s, s.fs_base());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_give_their_range() {
+        assert_eq!(
+            maps_range(b"7ffd1000-7ffd3000 rw-p 00000000 00:00 0  [stack]"),
+            Some((0x7ffd_1000, 0x7ffd_3000))
+        );
+        assert_eq!(maps_range(b"garbage"), None);
+        assert_eq!(maps_range(b"10-zz rw-p"), None);
+    }
+
+    #[test]
+    fn a_thread_stack_is_the_part_of_its_mapping_below_its_tcb() {
+        // A std thread: glibc put its TCB (the FS base) at the top of its stack mapping.
+        sys::init_cpu_features();
+        let here = 0u8;
+        let sp = &here as *const u8 as u64;
+        let fs = sys::fs_base();
+        let (lo, hi) = stack_mapping(sp, fs).expect("the thread's stack mapping");
+        assert!(lo <= sp && sp < hi, "{lo:#x} {sp:#x} {hi:#x}");
+        assert_eq!(hi, fs);
+        // An FS base elsewhere (a static's address) proves nothing: no bounds.
+        static ELSEWHERE: u64 = 0;
+        assert_eq!(stack_mapping(sp, &ELSEWHERE as *const u64 as u64), None);
+        // A mapping above the FS base: the part above it.
+        assert_eq!(
+            own_side(0x5000, 0x4000, 0x1000, 0x9000),
+            Some((0x4000, 0x9000))
+        );
+        assert_eq!(own_side(0x5000, 0x9000, 0x1000, 0x9000), None);
     }
 }

@@ -98,12 +98,23 @@ const CTL_TAIL_CACHE: i64 = 32;
 const IDLE: i64 = -1;
 const BUSY: i64 = -2;
 
+/// Blocks a [`BlockAt::Table`] probe looks at before it gives up (to the trap path, which
+/// probes on): a thread's block lies within a few of its home slot unless the table is
+/// crowded.
+pub(crate) const TABLE_PROBES: u32 = 16;
+
 /// Where the code finds the calling thread's block.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum BlockAt {
     /// `%fs:offset` holds it (the preload library's initial-exec slot); the block's key
     /// (FS base | bit 63, `rdfsbase`) proves it is the thread's own.
     Tls(i64),
+    /// No slot: the code probes the block table at this address itself, as
+    /// `threads::lookup` does (`rdfsbase` | bit 63 is the key, hashed by `threads::hash`),
+    /// at most [`TABLE_PROBES`] blocks, and takes the first whose key is the thread's and
+    /// whose owner's stack holds the stack pointer; an empty block or the bound ends the
+    /// probe with a miss (the trap path then claims a block).
+    Table(u64),
     /// A fixed block (tests).
     #[cfg(test)]
     Fixed(u64),
@@ -126,6 +137,11 @@ pub(crate) struct Env {
     pub off_own_stack: i64,
     /// Address of the recording's `closed` flag (u32).
     pub closed: u64,
+    /// Address of the fork canary (u32, 0 in the child of a fork none of the tracer's
+    /// hooks saw), checked before the block is looked for: such a child still holds its
+    /// parent's blocks and rings until its first trap re-keys them. 0: no check (a kernel
+    /// without `MADV_WIPEONFORK`).
+    pub fork_canary: u64,
     /// Offset of the thread's `struct rseq` from the thread pointer (glibc's
     /// `__rseq_offset`), when glibc registered rseq: the access runs in a critical section.
     pub rseq: Option<i64>,
@@ -588,6 +604,21 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             ));
         }
     }
+    // Not in the child of a fork none of the tracer's hooks saw: it still holds its
+    // parent's blocks (and their rings) until its first trap re-keys them.
+    if env.fork_canary != 0 {
+        a.i(Instruction::with2(
+            Code::Mov_r64_imm64,
+            Register::RAX,
+            env.fork_canary,
+        ));
+        a.i(Instruction::with2(
+            Code::Cmp_rm32_imm8,
+            mem_at(Register::RAX, 0),
+            0u32,
+        ));
+        a.jcc(JE, miss0);
+    }
     // The thread's block, proven its own; its ring.
     let guard_lo;
     let guard_hi;
@@ -646,6 +677,106 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
                 mem_at(Register::R10, env.off_own_stack + 8),
             ));
             a.jcc(0x3, miss0); // jae
+        }
+        BlockAt::Table(base) => {
+            use crate::threads::{BLOCK_SIZE, HASH_MUL, HASH_SHIFT, MAX_THREADS};
+            // rcx = the key, rax = the slot, r8 = the table, r11 = probes left.
+            a.i(Instruction::with1(Code::Rdfsbase_r64, Register::RCX));
+            a.i(Instruction::with2(
+                Code::Bts_rm64_imm8,
+                Register::RCX,
+                63u32,
+            ));
+            a.i(Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RAX,
+                Register::RCX,
+            ));
+            a.i(Instruction::with2(
+                Code::Mov_r64_imm64,
+                Register::RDX,
+                HASH_MUL,
+            ));
+            a.i(Instruction::with2(
+                Code::Imul_r64_rm64,
+                Register::RAX,
+                Register::RDX,
+            ));
+            a.i(Instruction::with2(
+                Code::Shr_rm64_imm8,
+                Register::RAX,
+                HASH_SHIFT,
+            ));
+            a.i(Instruction::with2(Code::Mov_r64_imm64, Register::R8, base));
+            a.i(Instruction::with2(
+                Code::Mov_r32_imm32,
+                Register::R11D,
+                TABLE_PROBES,
+            ));
+            let probe = a.label();
+            let other = a.label();
+            let next = a.label();
+            let found = a.label();
+            a.bind(probe);
+            a.i(Instruction::with3(
+                Code::Imul_r64_rm64_imm32,
+                Register::R10,
+                Register::RAX,
+                BLOCK_SIZE as u32,
+            ));
+            a.i(Instruction::with2(
+                Code::Add_r64_rm64,
+                Register::R10,
+                Register::R8,
+            ));
+            a.i(Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RDX,
+                mem_at(Register::R10, env.off_key),
+            ));
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RDX,
+                Register::RCX,
+            ));
+            a.jcc(JNE, other);
+            // The key's: the thread's own block only if its stack is the owner's (threads
+            // sharing an FS base each have a block under it).
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RSP,
+                mem_at(Register::R10, env.off_own_stack),
+            ));
+            a.jcc(JB, next);
+            a.i(Instruction::with2(
+                Code::Cmp_r64_rm64,
+                Register::RSP,
+                mem_at(Register::R10, env.off_own_stack + 8),
+            ));
+            a.jcc(0x3, next); // jae
+            a.jmp(found);
+            a.bind(other);
+            // An empty block ends the probe (a freed one does not).
+            a.i(Instruction::with2(
+                Code::Test_rm64_r64,
+                Register::RDX,
+                Register::RDX,
+            ));
+            a.jcc(JE, miss0);
+            a.bind(next);
+            a.i(Instruction::with2(Code::Add_rm64_imm8, Register::RAX, 1u32));
+            a.i(Instruction::with2(
+                Code::And_rm64_imm32,
+                Register::RAX,
+                (MAX_THREADS - 1) as u32,
+            ));
+            a.i(Instruction::with2(Code::Sub_rm64_imm8, Register::R11, 1u32));
+            a.jcc(JNE, probe);
+            a.jmp(miss0);
+            a.bind(found);
+            // The table is always mapped: no load here can fault.
+            guard_lo = a.buf.len();
+            guard_hi = guard_lo;
         }
         #[cfg(test)]
         BlockAt::Fixed(b) => {
@@ -1453,6 +1584,12 @@ mod tests {
     }
 
     fn setup(bytes: &[u8], flags_live: bool) -> Setup {
+        setup_with(bytes, flags_live, None)
+    }
+
+    /// As [`setup`]; with `table` (its base, the fork canary's address) the trampoline
+    /// probes that table for its block instead of using the world's.
+    fn setup_with(bytes: &[u8], flags_live: bool, table: Option<(u64, u64)>) -> Setup {
         // SAFETY: a fresh anonymous mapping (tests only: read-write-execute).
         let page = unsafe {
             libc::mmap(
@@ -1502,7 +1639,10 @@ mod tests {
             .store(dev.as_ptr() as u64, Ordering::Relaxed);
         slots[SLOTS].len.store(64, Ordering::Relaxed);
         let env = Env {
-            block: BlockAt::Fixed(world.block.as_ptr() as u64),
+            block: match table {
+                Some((base, _)) => BlockAt::Table(base),
+                None => BlockAt::Fixed(world.block.as_ptr() as u64),
+            },
             off_ring_ctl: B_CTL,
             off_ring_data: B_DATA,
             off_ring_mask: B_MASK,
@@ -1510,6 +1650,7 @@ mod tests {
             off_key: B_KEY,
             off_own_stack: 40,
             closed: &world.closed as *const u32 as u64,
+            fork_canary: table.map_or(0, |t| t.1),
             rseq: None,
         };
         let site = Site {
@@ -1798,5 +1939,155 @@ mod tests {
         assert_eq!(why(&[0x00, 0x27]), Some("high-byte register"));
         assert_eq!(why(&[0xf3, 0xa4]), Some("no single memory operand"));
         assert_eq!(why(&[0x8b, 0x07]), None);
+    }
+
+    /// A block table laid out as `threads` lays out its own (stride, hash, size), each
+    /// block holding a test block's words (the test `Env`'s offsets).
+    struct Table(Vec<u64>);
+
+    impl Table {
+        fn new() -> Table {
+            use crate::threads::{BLOCK_SIZE, MAX_THREADS};
+            Table(vec![0u64; MAX_THREADS * BLOCK_SIZE / 8])
+        }
+        fn base(&self) -> u64 {
+            self.0.as_ptr() as u64
+        }
+        /// Puts `words` into block `i` (modulo the table's size).
+        fn put(&mut self, i: usize, words: &[u64]) {
+            use crate::threads::{BLOCK_SIZE, MAX_THREADS};
+            let at = (i % MAX_THREADS) * BLOCK_SIZE / 8;
+            self.0[at..at + words.len()].copy_from_slice(words);
+        }
+    }
+
+    /// The calling thread's key and home slot (`rdfsbase` must work here, as patching
+    /// needs it anywhere).
+    fn my_home() -> Option<(u64, usize)> {
+        crate::sys::init_cpu_features();
+        assert!(
+            crate::sys::fsgsbase(),
+            "the kernel does not allow rdfsbase here (FSGSBASE: Linux >= 5.9 on a CPU with it)"
+        );
+        let key = crate::sys::fs_base() | crate::threads::KEY_BIT;
+        Some((key, crate::threads::hash(key)))
+    }
+
+    /// A test block's words for `key`, ring `world`'s, owner's stack `[lo, hi)`.
+    fn block_words(world: &World, key: u64, lo: u64, hi: u64) -> [u64; 8] {
+        [
+            key,
+            world.ctl.as_ptr() as u64,
+            world.data.as_ptr() as u64,
+            15,
+            0,
+            lo,
+            hi,
+            0,
+        ]
+    }
+
+    /// This thread's stack, roughly (the trampoline runs a little below the caller).
+    fn my_stack() -> (u64, u64) {
+        let here = 0u8;
+        let sp = &here as *const u8 as u64;
+        (sp - (1 << 20), sp + (1 << 20))
+    }
+
+    #[test]
+    fn table_probe_finds_the_threads_block_past_others() {
+        let Some((key, home)) = my_home() else { return };
+        let (lo, hi) = my_stack();
+        let canary = 1u32;
+        let canary_at = &canary as *const u32 as u64;
+        // At its home slot.
+        let mut t = Table::new();
+        let s = setup_with(&[0x8b, 0x47, 0x08], false, Some((t.base(), canary_at)));
+        t.put(home, &block_words(&s.world, key, lo, hi));
+        let (rax, _) = call(s.tramp, s.dev(), 0, 0);
+        assert_eq!(rax, le(&s.alias[8..12]));
+        assert_eq!(s.rec(0)[3], s.word3(4, 1));
+        s.check_common(1);
+        // Past another key, a freed block and a block under its key whose owner's stack
+        // is not its stack (a thread sharing its FS base): that block's ring stays empty.
+        let mut t = Table::new();
+        let s = setup_with(&[0x8b, 0x47, 0x08], false, Some((t.base(), canary_at)));
+        let decoy = World {
+            block: [0; 8],
+            ctl: [0, u64::MAX, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            data: [[0; 4]; 16],
+            closed: 0,
+        };
+        t.put(home, &block_words(&decoy, key ^ 0x1000, lo, hi));
+        t.put(home + 1, &[1]);
+        t.put(home + 2, &block_words(&decoy, key, 0x1000, 0x2000));
+        t.put(home + 3, &block_words(&s.world, key, lo, hi));
+        let (rax, _) = call(s.tramp, s.dev(), 0, 0);
+        assert_eq!(rax, le(&s.alias[8..12]));
+        s.check_common(1);
+        assert_eq!(decoy.ctl[0], 0, "nothing reserved in another block's ring");
+        assert!(decoy.data.iter().all(|r| r[3] == 0));
+    }
+
+    #[test]
+    fn table_probe_misses_to_the_original_instruction() {
+        let Some((key, home)) = my_home() else { return };
+        let (lo, hi) = my_stack();
+        let one = 1u32;
+        let zero = 0u32;
+        let cases: [(&str, usize, u64, u64, u32); 5] = [
+            // (why, where the block is, its stack, the canary)
+            ("an empty block ends the probe", home + 1, lo, hi, 1),
+            ("the probe's bound", home + TABLE_PROBES as usize, lo, hi, 1),
+            (
+                "an owner's stack that is not the thread's",
+                home,
+                0x1000,
+                0x2000,
+                1,
+            ),
+            ("no owner's stack known", home, 0, 0, 1),
+            ("a fork child none of the hooks saw", home, lo, hi, 0),
+        ];
+        for (why, at, lo, hi, c) in cases {
+            let canary = if c == 1 { &one } else { &zero };
+            let mut t = Table::new();
+            let s = setup_with(
+                &[0x8b, 0x47, 0x08],
+                false,
+                Some((t.base(), canary as *const u32 as u64)),
+            );
+            if at != home {
+                // Freed blocks and others' keys up to it (they do not end the probe).
+                for k in home..at {
+                    if at == home + 1 {
+                        break;
+                    }
+                    t.put(k, &[if k % 2 == 0 { 1 } else { key ^ 0x1000 }]);
+                }
+            }
+            t.put(at, &block_words(&s.world, key, lo, hi));
+            // The original instruction: the program's memory, not the alias.
+            let (rax, _) = call(s.tramp, s.dev(), 0, 0);
+            assert_eq!(rax, le(&s.dev[8..12]), "{why}");
+            s.check_common(0);
+        }
+        // Sanity: the same table with the block one slot nearer is found.
+        let mut t = Table::new();
+        let s = setup_with(
+            &[0x8b, 0x47, 0x08],
+            false,
+            Some((t.base(), &one as *const u32 as u64)),
+        );
+        for k in home..home + TABLE_PROBES as usize - 1 {
+            t.put(k, &[1]);
+        }
+        t.put(
+            home + TABLE_PROBES as usize - 1,
+            &block_words(&s.world, key, lo, hi),
+        );
+        let (rax, _) = call(s.tramp, s.dev(), 0, 0);
+        assert_eq!(rax, le(&s.alias[8..12]));
+        s.check_common(1);
     }
 }

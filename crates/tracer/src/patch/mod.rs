@@ -524,10 +524,11 @@ fn quiesce() -> bool {
 /// Starts the patcher thread of this process unless it runs (normal context: the first
 /// traced mapping, and the first in a fork child).
 pub(crate) fn ensure_started() {
-    // Without a TLS slot generated code cannot find its thread's block: nothing can be
-    // patched, so no patcher (the preload library registers its slot before tracing; an
-    // injected agent has none until its runtime registers one).
-    if !enabled() || threads::tls_slot_offset().is_none() {
+    // Generated code finds its thread's block through a TLS slot (the preload library
+    // registers its own before tracing) or by probing the block table itself (the agent
+    // injected at exec asks for that); without either nothing can be patched, so no
+    // patcher (an agent injected into a running process).
+    if !enabled() || (threads::tls_slot_offset().is_none() && !threads::table_lookup()) {
         return;
     }
     let pid = crate::pid();
@@ -693,7 +694,22 @@ pub fn drain() {
 
 /// What trampolines need of this process, or why there can be none.
 fn setup() -> Result<gen::Env, &'static str> {
-    let tls = threads::tls_slot_offset().ok_or("no per-thread slot for generated code")?;
+    let block = match threads::tls_slot_offset() {
+        Some(off) => gen::BlockAt::Tls(off),
+        None if threads::table_lookup() => gen::BlockAt::Table(threads::table_base()),
+        None => return Err("no per-thread slot for generated code"),
+    };
+    // A trampoline in the child of a fork that ran no hook of ours (on the inject route
+    // none does; under the preload, a raw `syscall(SYS_fork)`) would find its parent's
+    // block, and write into its parent's ring: it checks the canary first. The table
+    // probe needs it; the TLS slot does without where the kernel has none (the preload's
+    // fork hooks re-key the blocks).
+    let fork_canary = match (crate::fork_canary(), block) {
+        (0, gen::BlockAt::Table(_)) => {
+            return Err("the kernel cannot mark fork children (MADV_WIPEONFORK)")
+        }
+        (c, _) => c,
+    };
     if !sys::fsgsbase() {
         return Err("the kernel does not allow rdfsbase (FSGSBASE)");
     }
@@ -705,7 +721,7 @@ fn setup() -> Result<gen::Env, &'static str> {
     let rs = threads::OFF_RING_STATE as i64;
     Ok(gen::Env {
         rseq: rseq_offset(),
-        block: gen::BlockAt::Tls(tls),
+        block,
         off_ring_ctl: rs,
         off_ring_data: rs + 8,
         off_ring_mask: rs + 16,
@@ -713,6 +729,7 @@ fn setup() -> Result<gen::Env, &'static str> {
         off_key: threads::OFF_KEY as i64,
         off_own_stack: threads::OFF_OWN_STACK as i64,
         closed: &shm.header().closed as *const AtomicU32 as u64,
+        fork_canary,
     })
 }
 
