@@ -744,8 +744,13 @@ mod tests {
         assert_eq!(init(), init(), "idempotent");
     }
 
+    /// Held by the tests that use `mmio_trace_patch_test_five`: one patches it under
+    /// load, another reads it and expects its original bytes.
+    static FIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn replace_plain_jump_under_callers() {
+        let _g = FIVE.lock().unwrap_or_else(|e| e.into_inner());
         hammer(0, mmio_trace_patch_test_five, 5, 1, 2, 1000);
     }
 
@@ -771,6 +776,7 @@ mod tests {
     /// `replace` checks the text first: a site that no longer holds `old` is left alone.
     #[test]
     fn replace_refuses_changed_text() {
+        let _g = FIVE.lock().unwrap_or_else(|e| e.into_inner());
         text_init();
         let site = mmio_trace_patch_test_five as *const () as usize as u64;
         let mut cur = [0u8; 5];
@@ -1223,6 +1229,7 @@ mod tests {
     #[test]
     #[ignore]
     fn patch_costs() {
+        let _g = FIVE.lock().unwrap_or_else(|e| e.into_inner());
         text_init();
         println!("route: {:?}", init());
         let sync = median((0..1000).map(|_| time(sync_cores)).collect());
