@@ -205,6 +205,15 @@ pub extern "C" fn mmio_trace_agent_busy() -> u64 {
     tracer::attached::busy() | (tracer::attached::poller_tid() as u64) << 32
 }
 
+/// Leaving an attached process, per thread, called in the thread the recorder stopped at
+/// stack pointer `sp`: 1 while it is inside a handler of the core's, else 0 (a handler a
+/// program handler left with `siglongjmp` no longer counts; see
+/// `tracer::attached::thread_busy`).
+#[no_mangle]
+pub extern "C" fn mmio_trace_agent_thread_busy(sp: u64) -> u64 {
+    tracer::attached::thread_busy(sp)
+}
+
 /// Leaving an attached process, per thread (once [`mmio_trace_agent_busy`] said 0): the
 /// calling thread's ring, alternate signal stack (when it is still the tracer's) and
 /// out-of-line area are given back.

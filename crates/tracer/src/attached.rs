@@ -44,27 +44,106 @@ pub fn set_attached() {
 }
 
 /// Counts a handler of ours as running, while alive (attached processes only: elsewhere
-/// nothing waits for handlers to end).
-pub(crate) struct Inside(bool);
+/// nothing waits for handlers to end). Per thread too, with the kernel's frame of the
+/// outermost one: a program handler that [`crate::signals`] calls from ours may leave
+/// with `siglongjmp`, and then neither count would ever come down. A thread found
+/// running above that frame (its next handler's entry, or the recorder's
+/// [`thread_busy`]) has left every handler it was counted in.
+pub(crate) struct Inside(Option<&'static crate::threads::ThreadBlock>, bool);
 
 impl Inside {
+    /// `uc`: the handler's context (the interrupted stack pointer is read from it).
+    ///
+    /// # Safety
+    /// Signal-handler context; `uc` is the kernel's context of this handler.
     #[inline]
-    pub(crate) fn enter() -> Inside {
-        let on = is_attached();
-        if on {
-            IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+    pub(crate) unsafe fn enter(uc: *mut libc::c_void) -> Inside {
+        if !is_attached() {
+            return Inside(None, false);
         }
-        Inside(on)
+        // A fork child's blocks are its parent's threads' until this says otherwise.
+        crate::check_fork();
+        let b = crate::threads::current();
+        if let Some(b) = b {
+            // SAFETY: the caller's contract.
+            let sp = unsafe { crate::ctx::gregs(uc) }[libc::REG_RSP as usize] as u64;
+            if b.handler_depth.load(Ordering::Relaxed) != 0 && !inside_frame(b, sp) {
+                forget_handlers(b);
+            }
+            if b.handler_depth.load(Ordering::Relaxed) == 0 {
+                b.handler_frame.store(uc as u64, Ordering::Relaxed);
+            }
+            b.handler_depth.fetch_add(1, Ordering::SeqCst);
+        }
+        IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+        Inside(b, true)
     }
 }
 
 impl Drop for Inside {
     #[inline]
     fn drop(&mut self) {
-        if self.0 {
-            IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+        if !self.1 {
+            return;
+        }
+        if let Some(b) = self.0 {
+            // Not below zero: the recorder may have found the thread gone from this
+            // handler (see `thread_busy`) while it was stopped on its way out.
+            let _ = b
+                .handler_depth
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+        }
+        let _ = IN_HANDLER.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+    }
+}
+
+/// Whether stack pointer `sp` of the calling thread (the owner of `b`) lies inside the
+/// outermost handler of ours it was counted in: below its frame, on the same stack (the
+/// alternate signal stack holding the frame, or within 8 MiB below it on a thread with
+/// none).
+fn inside_frame(b: &crate::threads::ThreadBlock, sp: u64) -> bool {
+    let frame = b.handler_frame.load(Ordering::Relaxed);
+    if sp >= frame {
+        return false;
+    }
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
+    if sys::sigaltstack(None, Some(&mut cur)) == 0 && cur.ss_flags & libc::SS_DISABLE == 0 {
+        let lo = cur.ss_sp as u64;
+        let hi = lo.wrapping_add(cur.ss_size as u64);
+        if lo <= frame && frame < hi {
+            return lo <= sp;
         }
     }
+    frame - sp < 8 << 20
+}
+
+/// The thread of `b` is inside no handler of ours (it left them with `siglongjmp`):
+/// its counts come off.
+pub(crate) fn forget_handlers(b: &crate::threads::ThreadBlock) {
+    let d = b.handler_depth.swap(0, Ordering::SeqCst);
+    if d != 0 {
+        let _ = IN_HANDLER.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            Some(n.saturating_sub(d))
+        });
+    }
+}
+
+/// Leaving, per thread, with the thread stopped by the recorder at stack pointer `sp`
+/// (called in it): whether it is inside a handler of ours (1) or not (0; counts of
+/// handlers it left with `siglongjmp` come off, so that [`busy`] can say 0).
+pub fn thread_busy(sp: u64) -> u64 {
+    let Some(b) = crate::threads::existing() else {
+        return 0;
+    };
+    if b.handler_depth.load(Ordering::SeqCst) == 0 {
+        return 0;
+    }
+    if inside_frame(b, sp) {
+        return 1;
+    }
+    forget_handlers(b);
+    0
 }
 
 /// One line of `/proc/self/maps` that may be a device mapping.

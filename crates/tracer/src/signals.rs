@@ -327,7 +327,8 @@ pub(crate) unsafe fn keep_altstack(uc: *mut libc::c_void) {
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
@@ -559,7 +560,8 @@ unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
 }
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     if step::in_step() {
         // The instruction being stepped became the patching protocol's int3 meanwhile: it
         // did not run. The step ends; the site's trampoline makes the access.
@@ -620,7 +622,8 @@ unsafe fn slot_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void
 }
 
 extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
@@ -653,7 +656,8 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
 }
 
 extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     // SAFETY: handler context; si_pid/si_value are meaningful for SI_QUEUE.
     let (code, from, value) = unsafe { ((*info).si_code, (*info).si_pid(), (*info).si_value()) };
     if code == libc::SI_QUEUE && from as u32 == crate::pid() {
