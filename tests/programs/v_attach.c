@@ -33,6 +33,10 @@
  *     DIR/exec exists, then execs itself as `after DEVICE DIR`, which makes W32 0x10 =
  *     0xa5a5, R32 natively (no core: the mapping is `rw-s`, no mapping of the tracer's),
  *     writes DIR/after, waits for DIR/stop and exits 3.
+ *   trapblock DEVICE DIR: SIGTRAP blocked in every thread (the single-step path's
+ *     signal); main loops as in `exec`, a worker as in `segv` without the faults, until
+ *     DIR/stop; SIGTRAP must still be blocked and without a handler at the end. Prints
+ *       iterations N errors E
  *   blocksegv DEVICE DIR: a worker with SIGSEGV blocked (pthread_sigmask), main looping
  *     as in `exec` until DIR/stop. Prints  iterations N errors E
  *
@@ -500,6 +504,49 @@ static int mode_after(void) {
     return atomic_load(&errors) ? 1 : 3;
 }
 
+/* ---- trapblock ---- */
+
+static void *trap_worker(void *a) {
+    (void)a;
+    volatile uint8_t *reg = dev + 0x100;
+    for (long i = 0; !atomic_load(&stop); i++) {
+        wr32(reg, (uint32_t)i);
+        uint32_t v = rd32(reg);
+        if (v != (uint32_t)i)
+            fail("worker read back", v, i);
+        nap_ms(1);
+    }
+    return NULL;
+}
+
+static int mode_trapblock(void) {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGTRAP);
+    sigprocmask(SIG_BLOCK, &s, NULL);
+    pthread_t w;
+    pthread_create(&w, NULL, trap_worker, NULL);
+    touch("ready");
+    long i = 0;
+    for (; !exists("stop"); i++) {
+        dev_iter(i);
+        nap_ms(1);
+    }
+    atomic_store(&stop, 1);
+    pthread_join(w, NULL);
+    sigset_t now;
+    sigprocmask(SIG_BLOCK, NULL, &now);
+    if (!sigismember(&now, SIGTRAP))
+        fail("SIGTRAP no longer blocked", 0, 0);
+    struct sigaction sa;
+    sigaction(SIGTRAP, NULL, &sa);
+    if (sa.sa_handler != SIG_DFL)
+        fail("SIGTRAP has a handler", (long)sa.sa_handler, 0);
+    check_rw_s();
+    printf("iterations %ld errors %d\n", i, atomic_load(&errors));
+    return atomic_load(&errors) ? 1 : 0;
+}
+
 /* ---- blocksegv ---- */
 
 static void *blocking_worker(void *a) {
@@ -555,6 +602,8 @@ int main(int argc, char **argv) {
         return mode_after();
     if (!strcmp(mode, "blocksegv"))
         return mode_blocksegv();
+    if (!strcmp(mode, "trapblock"))
+        return mode_trapblock();
     fprintf(stderr, "v_attach: unknown mode %s\n", mode);
     return 100;
 }

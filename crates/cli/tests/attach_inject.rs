@@ -689,6 +689,54 @@ fn inject_sse_accesses_single_stepped_exact() {
     assert_eq!(loop_result(&done, "errors"), 0);
 }
 
+/// Every thread blocks SIGTRAP (the signal of the single-step path, and of the `int3` a
+/// remote call returns through): with `--no-alias` every access is single-stepped, and
+/// through two attach/detach cycles each thread's accesses are exact, the program is not
+/// killed, and SIGTRAP is still blocked with no handler at its end.
+#[test]
+fn inject_threads_blocking_sigtrap_single_stepped() {
+    let t = fixture("trapblock", "v_attach");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &["trapblock".as_ref(), os(&t.dev), os(&t.dir)],
+    );
+    let fds = fds_of(target.pid);
+    for n in 1..=2 {
+        let out = attach_run(
+            target.pid,
+            &log(&t, n),
+            &[&t.dev],
+            &["--duration", "0.5", "--no-alias"],
+        );
+        assert_exit(&out, 0);
+        assert_no_warning(&out);
+        assert_clean(target.pid, &t.dev, &fds);
+        let ev = read_log(&log(&t, n));
+        for (reg, tid) in [(0x10, target.pid as u32), (0x100, 0)] {
+            let a: Vec<_> = accesses_by_pid(&ev)
+                .into_iter()
+                .filter(|x| x.3 == reg && (tid == 0 || x.0 == tid))
+                .map(|(_, d, w, p, v)| (d, w, p, v))
+                .collect();
+            assert!(a.len() >= 4, "cycle {n} register {reg:#x}: {a:?}");
+            let k = usize::from(a[0].0 == 'R');
+            for (j, acc) in a[k..].iter().enumerate() {
+                let i = a[k].3 + (j / 2) as u64;
+                let d = if j % 2 == 0 { 'W' } else { 'R' };
+                assert_eq!(
+                    *acc,
+                    (d, 4, reg, i),
+                    "cycle {n} register {reg:#x} access {j}"
+                );
+            }
+        }
+    }
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
+}
+
 /// The program exits while attached: `record --pid` exits with its status, says so, and
 /// the log ends with that MARK after every iteration up to the last.
 #[test]

@@ -129,16 +129,29 @@ pub(crate) fn forget_handlers(b: &crate::threads::ThreadBlock) {
     }
 }
 
-/// Leaving, per thread, with the thread stopped by the recorder at stack pointer `sp`
-/// (called in it): whether it is inside a handler of ours (1) or not (0; counts of
-/// handlers it left with `siglongjmp` come off, so that [`busy`] can say 0).
-pub fn thread_busy(sp: u64) -> u64 {
+/// Leaving, per thread, with the thread stopped by the recorder at `pc` with stack
+/// pointer `sp` and `uc` in its third argument register (called in it): whether it is
+/// inside a handler of ours (1) or not (0; counts of handlers it left with `siglongjmp`
+/// come off, so that [`busy`] can say 0). A thread stopped at a handler's first
+/// instruction is judged by the code the signal interrupted (`uc`'s stack pointer): the
+/// handler has not counted itself yet, and its frame lies where a stale one may.
+///
+/// # Safety
+/// When `pc` is a handler's entry, `uc` must be the context the kernel passed it.
+pub unsafe fn thread_busy(pc: u64, sp: u64, uc: u64) -> u64 {
     let Some(b) = crate::threads::existing() else {
         return 0;
     };
     if b.handler_depth.load(Ordering::SeqCst) == 0 {
         return 0;
     }
+    let sp = if crate::signals::is_handler_entry(pc) && uc != 0 {
+        // SAFETY: the caller's contract: the kernel's context of that handler.
+        let g = unsafe { crate::ctx::gregs(uc as *mut libc::c_void) };
+        g[libc::REG_RSP as usize] as u64
+    } else {
+        sp
+    };
     if inside_frame(b, sp) {
         return 1;
     }

@@ -172,6 +172,12 @@ fn ours() -> [(i32, usize); 6] {
     ]
 }
 
+/// Whether `pc` is the first instruction of one of the tracer's signal handlers (a thread
+/// stopped there has its signal frame set up and the handler not yet begun).
+pub(crate) fn is_handler_entry(pc: u64) -> bool {
+    ours().iter().any(|&(_, h)| h as u64 == pc)
+}
+
 /// Puts the program's own action back for each signal the tracer handles (the recorder
 /// leaves an attached process).
 pub fn uninstall() {

@@ -191,23 +191,30 @@ impl Threads {
             .map(|(&t, _)| t)
     }
 
-    /// A thread to run calls in, as [`Threads::caller`], with no fault queued: one would
-    /// be taken in the middle of the call and fail it (a program's own fault, the kernel
-    /// queued as the stop came). When every thread has one, they run a moment at a time
-    /// until one is free (1 s at most). `None`: no thread is in an interrupt stop.
+    /// A thread to run calls in, as [`Threads::caller`], once no thread has a fault
+    /// queued: one would be taken in the middle of a call in that thread and fail it (a
+    /// program's own fault, or a step's trap, the kernel queued as the stop came), and
+    /// one left for later would reach the core's handlers after the calls changed their
+    /// state. Until then the threads run a moment at a time (1 s at most; then a thread
+    /// with none, if any). `None`: no thread is in an interrupt stop.
     fn clear_caller(&mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(1);
         loop {
-            let free = |t: i32| self.held.get(&t) == Some(&Kind::Interrupt) && !fault_queued(t);
-            if free(self.pid) {
-                return Some(self.pid);
+            let queued: Vec<i32> = self
+                .held
+                .iter()
+                .filter(|(&t, &k)| k == Kind::Interrupt && fault_queued(t))
+                .map(|(&t, _)| t)
+                .collect();
+            if queued.is_empty() {
+                return self.caller();
             }
-            if let Some(&t) = self.held.keys().find(|&&t| free(t)) {
-                return Some(t);
-            }
-            let any = self.caller()?;
             if Instant::now() >= deadline {
-                return Some(any);
+                return self
+                    .held
+                    .iter()
+                    .find(|(t, &k)| k == Kind::Interrupt && !queued.contains(t))
+                    .map(|(&t, _)| t);
             }
             self.run_for(Duration::from_millis(1));
         }
@@ -472,6 +479,24 @@ fn set_sigmask(tid: i32, m: u64) {
     unsafe { libc::ptrace(PTRACE_SETSIGMASK, tid, 8usize, &m) };
 }
 
+/// Runs `f` (calls and injected system calls in thread `tid`) with SIGTRAP unblocked in
+/// that thread: a call returns through an `int3`, an injection may single-step, and the
+/// kernel turns a SIGTRAP it raises while the thread blocks it into the default action,
+/// for the whole process: the core's SIGTRAP handler would be gone, and the next single
+/// step kill the program (the helper thread blocks every signal; a handler may too).
+fn trap_open<R>(tid: i32, f: impl FnOnce() -> R) -> R {
+    let bit = 1u64 << (libc::SIGTRAP - 1);
+    match sigmask(tid) {
+        Some(m) if m & bit != 0 => {
+            set_sigmask(tid, m & !bit);
+            let r = f();
+            set_sigmask(tid, m);
+            r
+        }
+        _ => f(),
+    }
+}
+
 /// Loads the core into the process (thread `tid` stopped), hands it the recording's
 /// descriptors and settings and starts it.
 fn put_in(proc: &mut pt::Process, tid: i32, setup: &Setup) -> io::Result<Core> {
@@ -596,7 +621,20 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         }
     };
     let ts_ns = mmio_trace_ring::monotonic_ns();
-    if let Some(&tid) = th.held.keys().find(|&&t| blocks(pid, t, libc::SIGSEGV)) {
+    // A thread inside the program's own SIGSEGV handler has it blocked only until the
+    // handler returns: the threads run a moment at a time, and only one that keeps it
+    // blocked for a second is refused.
+    let blocking = |th: &Threads| {
+        th.held
+            .keys()
+            .copied()
+            .find(|&t| blocks(pid, t, libc::SIGSEGV))
+    };
+    let settle = Instant::now() + Duration::from_secs(1);
+    while blocking(&th).is_some() && Instant::now() < settle {
+        th.run_for(Duration::from_millis(1));
+    }
+    if let Some(tid) = blocking(&th) {
         th.detach();
         let _ = started.send(fail(format!(
             "thread {tid} blocks SIGSEGV, so the core cannot take its device faults (the kernel would kill the process): use --route ptrace"
@@ -611,7 +649,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         return ended(None, Vec::new());
     };
     let mut proc = pt::Process::new(pid);
-    let core = match put_in(&mut proc, caller, &setup) {
+    let core = match trap_open(caller, || put_in(&mut proc, caller, &setup)) {
         Ok(c) => c,
         Err(e) => {
             th.detach();
@@ -730,14 +768,14 @@ fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::R
     let caller = th
         .clear_caller()
         .ok_or_else(|| io::Error::other("every thread is stopped (SIGSTOP)"))?;
-    proc.call(caller, core.detach_begin, &[]).map_err(os)?;
+    trap_open(caller, || proc.call(caller, core.detach_begin, &[])).map_err(os)?;
     let inside = |tid: i32| {
         pt::Regs::read(tid).is_ok_and(|r| core.image.contains(r.user().rip)) || fault_queued(tid)
     };
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut quiet = false;
     while let Some(caller) = th.clear_caller() {
-        let mut busy = proc.call(caller, core.busy, &[]).map_err(os)?;
+        let mut busy = trap_open(caller, || proc.call(caller, core.busy, &[])).map_err(os)?;
         if busy & 1 != 0 {
             // Handlers of ours still counted: a program handler may have left one with
             // siglongjmp. Each thread says whether it is really inside one.
@@ -749,10 +787,13 @@ fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::R
                 .collect();
             for tid in each {
                 if let Ok(r) = pt::Regs::read(tid) {
-                    let _ = proc.call(tid, core.thread_busy, &[r.user().rsp]);
+                    let u = r.user();
+                    let _ = trap_open(tid, || {
+                        proc.call(tid, core.thread_busy, &[u.rip, u.rsp, u.rdx])
+                    });
                 }
             }
-            busy = proc.call(caller, core.busy, &[]).map_err(os)?;
+            busy = trap_open(caller, || proc.call(caller, core.busy, &[])).map_err(os)?;
         }
         let poller = (busy >> 32) as i32;
         if busy == 0 && !th.held.contains_key(&poller) && !th.held.keys().any(|&t| inside(t)) {
@@ -768,7 +809,7 @@ fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::R
         return Ok(false);
     };
     if !quiet {
-        proc.call(caller, core.release, &[0]).map_err(os)?;
+        trap_open(caller, || proc.call(caller, core.release, &[0])).map_err(os)?;
         return Ok(false);
     }
     let each: Vec<i32> = th
@@ -778,11 +819,14 @@ fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::R
         .map(|(&t, _)| t)
         .collect();
     for tid in each {
-        let _ = proc.call(tid, core.thread_detach, &[]);
+        let _ = trap_open(tid, || proc.call(tid, core.thread_detach, &[]));
     }
-    proc.call(caller, core.release, &[1]).map_err(os)?;
+    trap_open(caller, || {
+        proc.call(caller, core.release, &[1])?;
+        proc.unload_image(caller, &core.image)
+    })
+    .map_err(os)?;
     let _ = &core.fds;
-    proc.unload_image(caller, &core.image).map_err(os)?;
     Ok(true)
 }
 
