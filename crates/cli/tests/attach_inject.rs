@@ -389,6 +389,39 @@ fn inject_three_cycles_in_a_row() {
     assert_eq!(loop_result(&done, "errors"), 0);
 }
 
+/// Ten attach/detach cycles leave nothing behind: the process's memory map is exactly what
+/// it was before the first (the core's image, its heap, its helper thread's stack, its
+/// tables, the threads' signal stacks all given back), and so are its descriptors.
+#[test]
+fn inject_ten_cycles_leave_the_memory_map_as_it_was() {
+    let t = fixture("leak", "a_loop");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "3".as_ref()],
+    );
+    let fds = fds_of(target.pid);
+    // The main thread's stack may grow (the recorder's calls run below its red zone).
+    let maps = || -> Vec<String> {
+        maps_of(target.pid)
+            .into_iter()
+            .filter(|l| !l.ends_with("[stack]"))
+            .collect()
+    };
+    let before = maps();
+    for n in 1..=10 {
+        let out = attach_run(target.pid, &log(&t, n), &[&t.dev], &["--duration", "0.1"]);
+        assert_exit(&out, 0);
+        assert_no_warning(&out);
+        assert_consecutive_iterations(&accesses_of_tid(&read_log(&log(&t, n)), target.pid as u32));
+    }
+    assert_eq!(maps(), before, "the memory map after ten cycles");
+    assert_clean(target.pid, &t.dev, &fds);
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
 /// Asserts each worker thread's accesses in `ev` (a_loop: W32 then R32 of the same value
 /// at its own register 0x100 + 0x20 t, values counting up); returns how many threads.
 #[track_caller]
