@@ -12,6 +12,8 @@
  *     thread's sigaltstack must be exactly what it was (main: the 64 KiB stack; the
  *     worker: none), the device mapping `rw-s`. Prints
  *       iterations N recovered R wrecovered W errors E
+ *   slowsegv DEVICE DIR: as segv, with a handler that sleeps 9 ms (SIGSEGV blocked, as
+ *     the kernel runs it) before leaving: each thread spends most of its time in it.
  *   sse DEVICE DIR: each iteration i: 16 bytes of pattern(i) stored with movdqu at 0x40,
  *     loaded back with movdqu and compared with pcmpeqb/pmovmskb (must be 0xffff), then
  *     W32 0x10 = i (a marker for the log). Until DIR/stop. Prints
@@ -134,6 +136,8 @@ static void dev_iter(long i) {
 static __thread sigjmp_buf *volatile jump;
 static __thread volatile uintptr_t want_addr;
 static __thread volatile int bad_handler;
+/* slowsegv: the handler sleeps 9 ms (SIGSEGV blocked meanwhile) before leaving. */
+static int slow_handler;
 
 static void on_segv(int sig, siginfo_t *si, void *ctx) {
     (void)sig;
@@ -146,6 +150,10 @@ static void on_segv(int sig, siginfo_t *si, void *ctx) {
     }
     if ((uintptr_t)si->si_addr != want_addr || si->si_code != SEGV_MAPERR)
         bad_handler = 1;
+    if (slow_handler) {
+        struct timespec t = {0, 9 * 1000 * 1000};
+        nanosleep(&t, NULL);
+    }
     siglongjmp(*jump, 1);
 }
 
@@ -590,6 +598,10 @@ int main(int argc, char **argv) {
     dev = map_device(argv[2], 4096);
     if (!strcmp(mode, "segv"))
         return mode_segv();
+    if (!strcmp(mode, "slowsegv")) {
+        slow_handler = 1;
+        return mode_segv();
+    }
     if (!strcmp(mode, "sse"))
         return mode_sse();
     if (!strcmp(mode, "blocked"))

@@ -611,6 +611,46 @@ fn inject_program_segv_handler_with_siglongjmp_and_altstacks_survive() {
     assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
 }
 
+/// Threads that spend most of their time inside their own SIGSEGV handler (SIGSEGV
+/// blocked there, as the kernel runs it; it sleeps 9 ms, then leaves with siglongjmp):
+/// the recorder waits for them to leave it instead of refusing the attach as for a
+/// thread that blocks SIGSEGV; two cycles, traced exactly and left clean.
+#[test]
+fn inject_threads_inside_their_own_segv_handler_are_waited_for() {
+    let t = fixture("slowsegv", "v_attach");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &["slowsegv".as_ref(), os(&t.dev), os(&t.dir)],
+    );
+    let fds = fds_of(target.pid);
+    for n in 1..=2 {
+        let out = attach_run(target.pid, &log(&t, n), &[&t.dev], &["--duration", "0.5"]);
+        assert_exit(&out, 0);
+        assert_no_warning(&out);
+        assert_clean(target.pid, &t.dev, &fds);
+        let ev = read_log(&log(&t, n));
+        let main = accesses_of_tid(&ev, target.pid as u32);
+        assert!(main.len() >= 4, "{main:?}");
+        let k = usize::from(main[0].0 == 'R');
+        for (j, acc) in main[k..].iter().enumerate() {
+            let i = main[k].3 + (j / 2) as u64;
+            assert_eq!(
+                *acc,
+                (if j % 2 == 0 { 'W' } else { 'R' }, 4, 0x10, i),
+                "access {j}"
+            );
+        }
+    }
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(
+        loop_result(&done, "recovered"),
+        loop_result(&done, "iterations")
+    );
+    assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
+}
+
 /// A device mapped after the attach is traced once the core's helper thread found it
 /// (the program waits for its page to be closed), its accesses exact; unmapped, its UNMAP
 /// is logged; anonymous memory mapped at once at the same address stays the program's
