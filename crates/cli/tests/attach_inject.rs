@@ -1202,6 +1202,56 @@ fn inject_a_thread_blocking_sigsegv_is_refused_with_status_2() {
     assert_eq!(loop_result(&done, "errors"), 0);
 }
 
+/// While a recorder's core is in the process (it is not ptraced then), a second
+/// `record --pid`, by either route, is refused with status 2 and the reason (it would
+/// trace the first core's alias as a device and take the accesses away from the first
+/// recording); nothing written; the first recording goes on complete. Once that one
+/// detached, a new attach works.
+#[test]
+fn inject_a_second_recorder_is_refused_while_the_core_is_in() {
+    let t = fixture("twice", "a_loop");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "1".as_ref()],
+    );
+    let pid = target.pid;
+    let rec = Recorder::start(pid, &log(&t, 1), &[&t.dev], &[]);
+    let first = rec.pid();
+    for (n, route) in [(2, "inject"), (3, "ptrace")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mmio-trace"))
+            .args(["record", "--pid", &pid.to_string(), "--route", route, "-o"])
+            .arg(log(&t, n))
+            .arg("--device")
+            .arg(&t.dev)
+            .output()
+            .unwrap();
+        assert_exit(&out, 2);
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "mmio-trace: cannot attach to process {pid}: it is already being recorded by \
+                 `mmio-trace record` (process {first}; the tracer's core is in it): its \
+                 accesses go to that recording; a second tracer would take them away from it\n"
+            ),
+            "--route {route}"
+        );
+        assert!(!log(&t, n).exists());
+    }
+    rec.signal(libc::SIGTERM);
+    let (status, said) = rec.wait();
+    assert_eq!(status, Some(0), "{said}");
+    let ev = read_log(&log(&t, 1));
+    assert_eq!(count_maps(&ev), 1);
+    assert_consecutive_iterations(&accesses_of_tid(&ev, pid as u32));
+    assert_eq!(assert_workers(&ev, pid, 1), 2);
+    let out = attach_run(pid, &log(&t, 4), &[&t.dev], &["--duration", "0.2"]);
+    assert_exit(&out, 0);
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
 /// `--route preload` with `--pid` is bad usage: status 2, the reason, nothing written.
 #[test]
 fn inject_route_preload_with_pid_is_bad_usage() {
