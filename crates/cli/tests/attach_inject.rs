@@ -1252,6 +1252,60 @@ fn inject_a_second_recorder_is_refused_while_the_core_is_in() {
     assert_eq!(loop_result(&done, "errors"), 0);
 }
 
+/// A recorder killed by SIGKILL while its core is in the process: the program runs on
+/// correct (the core's helper thread finds the recorder gone, gives the pages their
+/// protection back and ends; the core stays in the process, inactive, with the threads'
+/// signal stacks it gave them), and a new `record --pid --route inject` attaches (the old
+/// core's address is taken: the new one goes elsewhere), traces exactly and leaves no
+/// more than it found.
+#[test]
+fn inject_after_a_recorder_killed_by_sigkill_the_program_runs_on_and_can_be_attached_again() {
+    let t = fixture("sigkill", "a_loop");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &[os(&t.dev), os(&t.dir), "1000".as_ref(), "2".as_ref()],
+    );
+    let pid = target.pid;
+    let rec = Recorder::start(pid, &log(&t, 1), &[&t.dev], &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    rec.signal(libc::SIGKILL);
+    let (status, _) = rec.wait();
+    assert_eq!(status, Some(128 + 9));
+    // The old core's helper thread ends once it noticed (within its 10 ms poll).
+    let t0 = Instant::now();
+    while std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+        != 3
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the old helper thread lives on"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let fds = fds_of(pid);
+    let maps = || -> Vec<String> {
+        maps_of(pid)
+            .into_iter()
+            .filter(|l| !l.ends_with("[stack]"))
+            .collect()
+    };
+    let before = maps();
+    let out = attach_run(pid, &log(&t, 2), &[&t.dev], &["--duration", "0.5"]);
+    assert_exit(&out, 0);
+    assert_no_warning(&out);
+    let ev = read_log(&log(&t, 2));
+    assert_consecutive_iterations(&accesses_of_tid(&ev, pid as u32));
+    assert_eq!(assert_workers(&ev, pid, 2), 3);
+    assert_eq!(fds_of(pid), fds);
+    assert_eq!(maps(), before, "the second core left something");
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
+}
+
 /// `--route preload` with `--pid` is bad usage: status 2, the reason, nothing written.
 #[test]
 fn inject_route_preload_with_pid_is_bad_usage() {

@@ -413,6 +413,12 @@ fn poller() {
         if POLL_STOP.load(Ordering::SeqCst) != 0 {
             break;
         }
+        // A recorder gone (killed) is noticed here too, without waiting for a device
+        // access: tracing stops, and so does this thread (it blocks every signal, which
+        // a later attach would take for a thread that cannot take device faults).
+        if crate::stop::check_now() {
+            break;
+        }
         scan();
     }
     // The last thing before the thread's exit: the recorder waits for the exit itself.
