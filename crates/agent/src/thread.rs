@@ -125,8 +125,7 @@ pub unsafe extern "C" fn spawn(entry: extern "C" fn(usize), arg: usize, stack_si
         return false;
     }
     for (m, l) in HELPER_MEM.iter().zip(&HELPER_LEN) {
-        if m
-            .compare_exchange(0, mem, Ordering::AcqRel, Ordering::Relaxed)
+        if m.compare_exchange(0, mem, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
             l.store(len, Ordering::Release);

@@ -13,10 +13,20 @@
 //! Leaving: every thread is seized again; the core stops tracing (each traced page gets
 //! the program's protection back); the threads run a moment at a time until none is
 //! inside the core (a handler, an out-of-line slot, a single step, a queued fault, the
-//! helper thread); then each thread gives its block back, the program's signal actions
-//! are put back, the core's memory is unmapped, and the threads are let go. A core that
-//! cannot be made quiet (a program handler that left one of ours with `siglongjmp`)
-//! stays in the process, inactive, with the program's signal actions back.
+//! helper thread; a handler a program handler left with `siglongjmp` no longer counts);
+//! then each thread gives its block back (and gets its own alternate stack back), the
+//! program's signal actions are put back, the core's memory (aliases, shared memory,
+//! descriptors, heap, tables, the helper's stack, then its image) is unmapped, and the
+//! threads are let go: nothing of it is left. A core that cannot be made quiet within
+//! 2 s (a thread held in a program handler the core called) stays in the process,
+//! inactive, with the program's signal actions back.
+//!
+//! Every remote call and injected system call runs with SIGTRAP unblocked in its thread
+//! ([`trap_open`]), and only once no thread has a fault queued.
+//!
+//! The process's end is seen through its pidfd; its exit status comes from the kernel's
+//! process connector when the recorder may listen to it (root), else from
+//! `/proc/PID/stat` while the process is a zombie (its parent may reap it first).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
