@@ -35,6 +35,16 @@
  *     DIR/exec exists, then execs itself as `after DEVICE DIR`, which makes W32 0x10 =
  *     0xa5a5, R32 natively (no core: the mapping is `rw-s`, no mapping of the tracer's),
  *     writes DIR/after, waits for DIR/stop and exits 3.
+ *   retsegv DEVICE DIR: the program's SIGSEGV handler opens a guard page
+ *     (mprotect) and RETURNS; each main iteration: W32 0x10 = i, R32, then closes the
+ *     page and writes i into it (one fault each), until DIR/stop. Prints
+ *       iterations N handled H errors E   (H must be N)
+ *   newhandler DEVICE DIR: a plain SIGSEGV handler that must never run (exit 96); main
+ *     loops as in `exec` until DIR/go, then installs segv's handler (while attached),
+ *     waits until a query shows another handler (the tracer's, put back), writes
+ *     W32 0x14 = 0x5eed, DIR/switched, and loops W32 0x10 = i, R32
+ *     and a recovered write to address 8 until DIR/stop; the handler must then still
+ *     be the new one. Prints  provoked P recovered R errors E  (R must be P)
  *   trapblock DEVICE DIR: SIGTRAP blocked in every thread (the single-step path's
  *     signal); main loops as in `exec`, a worker as in `segv` without the faults, until
  *     DIR/stop; SIGTRAP must still be blocked and without a handler at the end. Prints
@@ -512,6 +522,106 @@ static int mode_after(void) {
     return atomic_load(&errors) ? 1 : 3;
 }
 
+/* ---- retsegv ---- */
+
+static uint8_t *guard_page;
+static atomic_long handled;
+
+/* The classic handler that opens the page and returns (as garbage collectors and
+ * user-space pagers do): its return runs the restorer the program registered. */
+static void on_segv_return(int sig, siginfo_t *si, void *ctx) {
+    (void)sig;
+    (void)ctx;
+    if ((uint8_t *)si->si_addr < guard_page || (uint8_t *)si->si_addr >= guard_page + 4096) {
+        static const char m[] = "v_attach: SIGSEGV outside the guard page\n";
+        if (write(2, m, sizeof m - 1) < 0)
+            _exit(98);
+        _exit(97);
+    }
+    mprotect(guard_page, 4096, PROT_READ | PROT_WRITE);
+    atomic_fetch_add(&handled, 1);
+}
+
+static int mode_retsegv(void) {
+    guard_page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (guard_page == MAP_FAILED)
+        return 100;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv_return;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, NULL);
+    touch("ready");
+    long i = 0;
+    for (; !exists("stop"); i++) {
+        dev_iter(i);
+        mprotect(guard_page, 4096, PROT_NONE);
+        *(volatile uint32_t *)guard_page = (uint32_t)i;
+        if (*(volatile uint32_t *)guard_page != (uint32_t)i)
+            fail("guard page read back", *(volatile uint32_t *)guard_page, i);
+        nap_ms(1);
+    }
+    check_rw_s();
+    printf("iterations %ld handled %ld errors %d\n", i, atomic_load(&handled),
+           atomic_load(&errors));
+    return atomic_load(&errors) || atomic_load(&handled) != i ? 1 : 0;
+}
+
+/* ---- newhandler ---- */
+
+static void on_segv_old(int sig) {
+    (void)sig;
+    static const char m[] = "v_attach: the old SIGSEGV handler ran\n";
+    if (write(2, m, sizeof m - 1) < 0)
+        _exit(98);
+    _exit(96);
+}
+
+static int mode_newhandler(void) {
+    signal(SIGSEGV, on_segv_old);
+    touch("ready");
+    long i = 0, recovered = 0, provoked = 0;
+    for (; !exists("go"); i++) {
+        dev_iter(i);
+        nap_ms(1);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, NULL);
+    /* The core's helper puts the tracer's handler back (the query then shows it): no
+     * device access before that, it would reach this handler. */
+    uint64_t t0 = now_ns();
+    for (;;) {
+        struct sigaction q;
+        sigaction(SIGSEGV, NULL, &q);
+        if (q.sa_sigaction != on_segv)
+            break;
+        if (now_ns() - t0 > 60ull * 1000000000u) {
+            fail("the tracer's handler never came back", 0, 0);
+            break;
+        }
+        nap_ms(1);
+    }
+    wr32(dev + 0x14, 0x5eed);
+    touch("switched");
+    for (; !exists("stop"); i++) {
+        dev_iter(i);
+        recovered += provoke(8);
+        provoked++;
+        nap_ms(1);
+    }
+    struct sigaction now;
+    sigaction(SIGSEGV, NULL, &now);
+    if (now.sa_sigaction != on_segv)
+        fail("SIGSEGV's handler is not the program's newest", (long)now.sa_sigaction,
+             (long)on_segv);
+    check_rw_s();
+    printf("provoked %ld recovered %ld errors %d\n", provoked, recovered, atomic_load(&errors));
+    return atomic_load(&errors) || recovered != provoked ? 1 : 0;
+}
+
 /* ---- trapblock ---- */
 
 static void *trap_worker(void *a) {
@@ -616,6 +726,10 @@ int main(int argc, char **argv) {
         return mode_blocksegv();
     if (!strcmp(mode, "trapblock"))
         return mode_trapblock();
+    if (!strcmp(mode, "retsegv"))
+        return mode_retsegv();
+    if (!strcmp(mode, "newhandler"))
+        return mode_newhandler();
     fprintf(stderr, "v_attach: unknown mode %s\n", mode);
     return 100;
 }

@@ -611,6 +611,116 @@ fn inject_program_segv_handler_with_siglongjmp_and_altstacks_survive() {
     assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
 }
 
+/// The program's SIGSEGV handler that returns (it opens a guard page, as garbage
+/// collectors do) keeps working while attached (the core calls it) and after the detach
+/// (its own action back, with its own return path into libc: the core's image is gone),
+/// through two cycles; each of its faults is handled once.
+#[test]
+fn inject_a_program_segv_handler_that_returns_works_after_the_detach() {
+    let t = fixture("retsegv", "v_attach");
+    let target = Target::start(
+        &t.exe,
+        &t.dir,
+        &["retsegv".as_ref(), os(&t.dev), os(&t.dir)],
+    );
+    let fds = fds_of(target.pid);
+    for n in 1..=2 {
+        let out = attach_run(target.pid, &log(&t, n), &[&t.dev], &["--duration", "0.3"]);
+        assert_exit(&out, 0);
+        assert_no_warning(&out);
+        assert_clean(target.pid, &t.dev, &fds);
+        let a = accesses_of_tid(&read_log(&log(&t, n)), target.pid as u32);
+        assert!(a.len() >= 4, "{a:?}");
+        // After the detach the program's own handler must take its faults.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(
+        loop_result(&done, "handled"),
+        loop_result(&done, "iterations"),
+        "{}",
+        stderr(&done)
+    );
+    assert_eq!(loop_result(&done, "errors"), 0);
+}
+
+/// The program installs a new SIGSEGV handler while attached (nothing routes its
+/// `sigaction` there): the core's helper takes it as the program's own and puts the
+/// tracer's handler back (a MARK says so), so the device is traced exactly after that
+/// and the program's faults reach its new handler; after the detach its new handler is
+/// still installed (not the one from before the attach).
+#[test]
+fn inject_a_handler_installed_while_attached_is_the_programs_own() {
+    let t = fixture("newhandler", "v_attach");
+    let mut target = Target::start(
+        &t.exe,
+        &t.dir,
+        &["newhandler".as_ref(), os(&t.dev), os(&t.dir)],
+    );
+    let pid = target.pid;
+    let fds = fds_of(pid);
+    let rec = Recorder::start(pid, &log(&t, 1), &[&t.dev], &[]);
+    std::fs::write(t.dir.join("go"), b"").unwrap();
+    let t0 = Instant::now();
+    while !t.dir.join("switched").exists() {
+        let child = target.child.as_mut().unwrap();
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("the program ended before it switched handlers: {st:?}; {err}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "switched never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    rec.signal(libc::SIGTERM);
+    let (status, said) = rec.wait();
+    assert_eq!(status, Some(0), "{said}");
+    assert!(!said.contains("warning"), "{said}");
+    assert_clean(pid, &t.dev, &fds);
+    let ev = read_log(&log(&t, 1));
+    assert!(
+        mark_texts(&ev).contains(
+            &"mmio-trace: the program set its own action for signals 0x400 (bit n-1: signal n) \
+              while attached: taken as its own, the tracer's handler put back (device faults \
+              in between went to it)"
+                .to_string()
+        ),
+        "{:?}",
+        mark_texts(&ev)
+    );
+    let a = accesses_of_tid(&ev, pid as u32);
+    let k = a
+        .iter()
+        .position(|x| *x == ('W', 4, 0x14, 0x5eed))
+        .expect("the marker write");
+    let after = &a[k + 1..];
+    assert!(after.len() >= 4, "{after:?}");
+    let s = usize::from(after[0].0 == 'R');
+    for (j, acc) in after[s..].iter().enumerate() {
+        let i = after[s].3 + (j / 2) as u64;
+        assert_eq!(
+            *acc,
+            (if j % 2 == 0 { 'W' } else { 'R' }, 4, 0x10, i),
+            "access {j}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let done = target.finish(&t.dir, "stop");
+    assert_exit(&done, 0);
+    assert_eq!(
+        loop_result(&done, "recovered"),
+        loop_result(&done, "provoked"),
+        "{}",
+        stderr(&done)
+    );
+    assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
+}
+
 /// Threads that spend most of their time inside their own SIGSEGV handler (SIGSEGV
 /// blocked there, as the kernel runs it; it sleeps 9 ms, then leaves with siglongjmp):
 /// the recorder waits for them to leave it instead of refusing the attach as for a

@@ -419,6 +419,14 @@ fn poller() {
         if crate::stop::check_now() {
             break;
         }
+        let taken = signals::reclaim();
+        if taken != 0 {
+            let mut t = crate::MarkText::new();
+            t.put(b"mmio-trace: the program set its own action for signals ");
+            t.num(taken, true);
+            t.put(b" (bit n-1: signal n) while attached: taken as its own, the tracer's handler put back (device faults in between went to it)");
+            crate::emit::mark(t.text());
+        }
         scan();
     }
     // The last thing before the thread's exit: the recorder waits for the exit itself.

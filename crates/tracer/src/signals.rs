@@ -179,10 +179,45 @@ pub(crate) fn is_handler_entry(pc: u64) -> bool {
 }
 
 /// Puts the program's own action back for each signal the tracer handles (the recorder
-/// leaves an attached process).
+/// leaves an attached process): with the program's own restorer (the tracer's is about
+/// to be unmapped), and not over an action the program set itself since (nothing routes
+/// `rt_sigaction` in an attached process: its newer action stays).
 pub fn uninstall() {
-    for (sig, _) in ours() {
-        sys::sigaction(sig, Some(&app_action(sig)), None);
+    for (sig, h) in ours() {
+        let mut cur = KSigaction::default();
+        if sys::sigaction(sig, None, Some(&mut cur)) == 0 && cur.handler != h {
+            continue;
+        }
+        sys::sigaction_exact(sig, &app_action(sig));
+    }
+}
+
+/// An attached process (nothing routes `rt_sigaction` there): an action the program set
+/// itself for one of the tracer's signals since the last look is taken as its own (the
+/// one [`deliver`] calls, and [`uninstall`] leaves), and the tracer's handler goes back
+/// in. Faults between the two went to the program's action. Normal context. The signals
+/// so taken (bit n-1: signal n).
+pub fn reclaim() -> u64 {
+    let mut taken = 0;
+    for (sig, h) in ours() {
+        let mut cur = KSigaction::default();
+        if sys::sigaction(sig, None, Some(&mut cur)) != 0 || cur.handler == h {
+            continue;
+        }
+        set_app_action(sig, &cur);
+        sys::sigaction(sig, Some(&our_action(h)), None);
+        taken |= 1u64 << (sig - 1);
+    }
+    taken
+}
+
+/// The tracer's action for its signals, handler `h`.
+fn our_action(h: usize) -> KSigaction {
+    KSigaction {
+        handler: h,
+        flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
+        restorer: 0,
+        mask: HANDLER_MASK,
     }
 }
 
@@ -190,12 +225,7 @@ pub fn uninstall() {
 pub fn install() {
     emu::warm_up();
     for (sig, h) in ours() {
-        let act = KSigaction {
-            handler: h,
-            flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
-            restorer: 0,
-            mask: HANDLER_MASK,
-        };
+        let act = our_action(h);
         let mut old = KSigaction::default();
         sys::sigaction(sig, Some(&act), Some(&mut old));
         if old.handler != SIG_DFL && old.handler != h {

@@ -175,10 +175,16 @@ impl Threads {
 
     /// Lets every thread held in an interrupt stop run for `d`, then holds them again.
     fn run_for(&mut self, d: Duration) {
+        self.run_some_for(|_| true, d);
+    }
+
+    /// As [`Threads::run_for`], for the threads `which` accepts only (the others stay
+    /// held).
+    fn run_some_for(&mut self, which: impl Fn(i32) -> bool, d: Duration) {
         let running: BTreeSet<i32> = self
             .held
             .iter()
-            .filter(|(_, &k)| k == Kind::Interrupt)
+            .filter(|(&t, &k)| k == Kind::Interrupt && which(t))
             .map(|(&t, _)| t)
             .filter(|&t| pt::cont(t, 0).is_ok())
             .collect();
@@ -632,17 +638,18 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
     };
     let ts_ns = mmio_trace_ring::monotonic_ns();
     // A thread inside the program's own SIGSEGV handler has it blocked only until the
-    // handler returns: the threads run a moment at a time, and only one that keeps it
-    // blocked for a second is refused.
+    // handler returns: such threads run a moment at a time (the others stay held, so
+    // that none goes back into its handler meanwhile), and only one that keeps it
+    // blocked for 3 s is refused.
     let blocking = |th: &Threads| {
         th.held
             .keys()
             .copied()
             .find(|&t| blocks(pid, t, libc::SIGSEGV))
     };
-    let settle = Instant::now() + Duration::from_secs(1);
+    let settle = Instant::now() + Duration::from_secs(3);
     while blocking(&th).is_some() && Instant::now() < settle {
-        th.run_for(Duration::from_millis(1));
+        th.run_some_for(|t| blocks(pid, t, libc::SIGSEGV), Duration::from_millis(1));
     }
     if let Some(tid) = blocking(&th) {
         th.detach();
