@@ -271,18 +271,27 @@ mod tests {
         let large = Layout::from_size_align(10_000, 8).unwrap();
         // SAFETY: non-zero layouts.
         let (a, b) = unsafe { (h.alloc(small), h.alloc(large)) };
+        // Whether anything is mapped at `p`'s page: a probe with MAP_FIXED_NOREPLACE
+        // (no allocation in between: other tests' threads map memory meanwhile).
         let mapped = |p: *mut u8| {
-            std::fs::read_to_string("/proc/self/maps")
-                .unwrap()
-                .lines()
-                .any(|l| {
-                    let (lo, hi) = l.split_once(' ').unwrap().0.split_once('-').unwrap();
-                    let (lo, hi) = (
-                        usize::from_str_radix(lo, 16).unwrap(),
-                        usize::from_str_radix(hi, 16).unwrap(),
-                    );
-                    (lo..hi).contains(&(p as usize))
-                })
+            let page = (p as usize & !(PAGE - 1)) as *mut libc::c_void;
+            // SAFETY: NOREPLACE maps nothing over an existing mapping.
+            let q = unsafe {
+                libc::mmap(
+                    page,
+                    PAGE,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if q == page {
+                // SAFETY: the probe's own page.
+                unsafe { libc::munmap(q, PAGE) };
+                return false;
+            }
+            q == libc::MAP_FAILED
         };
         assert!(mapped(a) && mapped(b));
         // SAFETY: neither block is used again.

@@ -194,9 +194,9 @@ pub fn uninstall() {
 
 /// An attached process (nothing routes `rt_sigaction` there): an action the program set
 /// itself for one of the tracer's signals since the last look is taken as its own (the
-/// one [`deliver`] calls, and [`uninstall`] leaves), and the tracer's handler goes back
-/// in. Faults between the two went to the program's action. Normal context. The signals
-/// so taken (bit n-1: signal n).
+/// one the tracer calls for faults not its own, and [`uninstall`] leaves), and the
+/// tracer's handler goes back in. Faults between the two went to the program's action.
+/// Normal context. The signals so taken (bit n-1: signal n).
 pub fn reclaim() -> u64 {
     let mut taken = 0;
     for (sig, h) in ours() {
