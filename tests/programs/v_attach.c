@@ -12,8 +12,8 @@
  *     thread's sigaltstack must be exactly what it was (main: the 64 KiB stack; the
  *     worker: none), the device mapping `rw-s`. Prints
  *       iterations N recovered R wrecovered W errors E
- *   slowsegv DEVICE DIR: as segv, with a handler that sleeps 3 ms (SIGSEGV blocked, as
- *     the kernel runs it) before leaving: each thread spends most of its time in it.
+ *   slowsegv DEVICE DIR: as segv, with a handler that sleeps 1 ms (SIGSEGV blocked, as
+ *     the kernel runs it) before leaving: each thread spends half its time in it.
  *   sse DEVICE DIR: each iteration i: 16 bytes of pattern(i) stored with movdqu at 0x40,
  *     loaded back with movdqu and compared with pcmpeqb/pmovmskb (must be 0xffff), then
  *     W32 0x10 = i (a marker for the log). Until DIR/stop. Prints
@@ -146,7 +146,7 @@ static void dev_iter(long i) {
 static __thread sigjmp_buf *volatile jump;
 static __thread volatile uintptr_t want_addr;
 static __thread volatile int bad_handler;
-/* slowsegv: the handler sleeps 3 ms (SIGSEGV blocked meanwhile) before leaving. */
+/* slowsegv: the handler sleeps 1 ms (SIGSEGV blocked meanwhile) before leaving. */
 static int slow_handler;
 
 static void on_segv(int sig, siginfo_t *si, void *ctx) {
@@ -161,7 +161,7 @@ static void on_segv(int sig, siginfo_t *si, void *ctx) {
     if ((uintptr_t)si->si_addr != want_addr || si->si_code != SEGV_MAPERR)
         bad_handler = 1;
     if (slow_handler) {
-        struct timespec t = {0, 3 * 1000 * 1000};
+        struct timespec t = {0, 1000 * 1000};
         nanosleep(&t, NULL);
     }
     siglongjmp(*jump, 1);

@@ -727,8 +727,8 @@ fn inject_a_handler_installed_while_attached_is_the_programs_own() {
     assert_eq!(loop_result(&done, "errors"), 0, "{}", stderr(&done));
 }
 
-/// Threads that spend most of their time inside their own SIGSEGV handler (SIGSEGV
-/// blocked there, as the kernel runs it; it sleeps 3 ms, then leaves with siglongjmp):
+/// Threads that spend half their time inside their own SIGSEGV handler (SIGSEGV
+/// blocked there, as the kernel runs it; it sleeps 1 ms, then leaves with siglongjmp):
 /// the recorder waits for them to leave it instead of refusing the attach as for a
 /// thread that blocks SIGSEGV; two cycles, traced exactly and left clean.
 #[test]
