@@ -235,6 +235,19 @@ pub extern "C" fn mmio_trace_agent_busy() -> u64 {
     tracer::attached::busy() | (tracer::attached::poller_tid() as u64) << 32
 }
 
+/// Leaving an attached process, per thread, called in the thread the recorder stopped at
+/// `pc` with stack pointer `sp` and `rdx` in its third argument register: 1 while it is
+/// inside a handler of the core's, else 0 (a handler a program handler left with
+/// `siglongjmp` no longer counts; see `tracer::attached::thread_busy`).
+///
+/// # Safety
+/// The three values must be the stopped thread's own.
+#[no_mangle]
+pub unsafe extern "C" fn mmio_trace_agent_thread_busy(pc: u64, sp: u64, rdx: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe { tracer::attached::thread_busy(pc, sp, rdx) }
+}
+
 /// Leaving an attached process, per thread (once [`mmio_trace_agent_busy`] said 0): the
 /// calling thread's ring, alternate signal stack (when it is still the tracer's) and
 /// out-of-line area are given back.
@@ -245,11 +258,18 @@ pub extern "C" fn mmio_trace_agent_thread_detach() {
 
 /// Leaving an attached process, last step: the program's signal actions back; with
 /// `memory` non-zero (only once [`mmio_trace_agent_busy`] said 0, after each thread's
-/// [`mmio_trace_agent_thread_detach`]) the aliases, the shared memory and the
-/// descriptors too.
+/// [`mmio_trace_agent_thread_detach`]) the aliases, the shared memory, the descriptors
+/// and the core's own memory (its heap, its exited helper threads' stacks) too.
 #[no_mangle]
 pub extern "C" fn mmio_trace_agent_release(memory: u64) {
     tracer::attached::release(memory != 0);
+    if memory != 0 {
+        // The core's own memory too: its helper thread has ended (the recorder saw it
+        // gone) and nothing of the heap is used again (the image is unmapped next).
+        thread::release_exited();
+        // SAFETY: as said; every other thread is stopped outside the core.
+        unsafe { HEAP.release_all() };
+    }
 }
 
 /// After the program's successful `mmap` (see `tracer::after_mmap`): traces it if it is a

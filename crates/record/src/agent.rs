@@ -54,6 +54,11 @@ pub const DETACH_BEGIN: &str = "mmio_trace_agent_detach_begin";
 /// nothing), the helper thread's tid in the high 32 bits while it runs.
 pub const BUSY: &str = "mmio_trace_agent_busy";
 
+/// `u64 mmio_trace_agent_thread_busy(u64 pc, u64 sp, u64 rdx)`: leaving, per thread
+/// stopped at `pc`, stack pointer `sp`, `rdx` (its registers): 1 while it is inside a
+/// handler of the core's; 0 if not (handlers it left with `siglongjmp` are forgotten).
+pub const THREAD_BUSY: &str = "mmio_trace_agent_thread_busy";
+
 /// `void mmio_trace_agent_thread_detach(void)`: the calling thread's block given back.
 pub const THREAD_DETACH: &str = "mmio_trace_agent_thread_detach";
 
@@ -76,6 +81,7 @@ pub const EXPORTS: &[&str] = &[
     "mmio_trace_agent_mark",
     DETACH_BEGIN,
     BUSY,
+    THREAD_BUSY,
     THREAD_DETACH,
     RELEASE,
 ];

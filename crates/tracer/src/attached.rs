@@ -44,27 +44,119 @@ pub fn set_attached() {
 }
 
 /// Counts a handler of ours as running, while alive (attached processes only: elsewhere
-/// nothing waits for handlers to end).
-pub(crate) struct Inside(bool);
+/// nothing waits for handlers to end). Per thread too, with the kernel's frame of the
+/// outermost one: a program handler that [`crate::signals`] calls from ours may leave
+/// with `siglongjmp`, and then neither count would ever come down. A thread found
+/// running above that frame (its next handler's entry, or the recorder's
+/// [`thread_busy`]) has left every handler it was counted in.
+pub(crate) struct Inside(Option<&'static crate::threads::ThreadBlock>, bool);
 
 impl Inside {
+    /// `uc`: the handler's context (the interrupted stack pointer is read from it).
+    ///
+    /// # Safety
+    /// Signal-handler context; `uc` is the kernel's context of this handler.
     #[inline]
-    pub(crate) fn enter() -> Inside {
-        let on = is_attached();
-        if on {
-            IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+    pub(crate) unsafe fn enter(uc: *mut libc::c_void) -> Inside {
+        if !is_attached() {
+            return Inside(None, false);
         }
-        Inside(on)
+        // A fork child's blocks are its parent's threads' until this says otherwise.
+        crate::check_fork();
+        let b = crate::threads::current();
+        if let Some(b) = b {
+            // SAFETY: the caller's contract.
+            let sp = unsafe { crate::ctx::gregs(uc) }[libc::REG_RSP as usize] as u64;
+            if b.handler_depth.load(Ordering::Relaxed) != 0 && !inside_frame(b, sp) {
+                forget_handlers(b);
+            }
+            if b.handler_depth.load(Ordering::Relaxed) == 0 {
+                b.handler_frame.store(uc as u64, Ordering::Relaxed);
+            }
+            b.handler_depth.fetch_add(1, Ordering::SeqCst);
+        }
+        IN_HANDLER.fetch_add(1, Ordering::SeqCst);
+        Inside(b, true)
     }
 }
 
 impl Drop for Inside {
     #[inline]
     fn drop(&mut self) {
-        if self.0 {
-            IN_HANDLER.fetch_sub(1, Ordering::SeqCst);
+        if !self.1 {
+            return;
+        }
+        if let Some(b) = self.0 {
+            // Not below zero: the recorder may have found the thread gone from this
+            // handler (see `thread_busy`) while it was stopped on its way out.
+            let _ = b
+                .handler_depth
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+        }
+        let _ = IN_HANDLER.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+    }
+}
+
+/// Whether stack pointer `sp` of the calling thread (the owner of `b`) lies inside the
+/// outermost handler of ours it was counted in: below its frame, on the same stack (the
+/// alternate signal stack holding the frame, or within 8 MiB below it on a thread with
+/// none).
+fn inside_frame(b: &crate::threads::ThreadBlock, sp: u64) -> bool {
+    let frame = b.handler_frame.load(Ordering::Relaxed);
+    if sp >= frame {
+        return false;
+    }
+    // SAFETY: zeroed stack_t is valid as an out value.
+    let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
+    if sys::sigaltstack(None, Some(&mut cur)) == 0 && cur.ss_flags & libc::SS_DISABLE == 0 {
+        let lo = cur.ss_sp as u64;
+        let hi = lo.wrapping_add(cur.ss_size as u64);
+        if lo <= frame && frame < hi {
+            return lo <= sp;
         }
     }
+    frame - sp < 8 << 20
+}
+
+/// The thread of `b` is inside no handler of ours (it left them with `siglongjmp`):
+/// its counts come off.
+pub(crate) fn forget_handlers(b: &crate::threads::ThreadBlock) {
+    let d = b.handler_depth.swap(0, Ordering::SeqCst);
+    if d != 0 {
+        let _ = IN_HANDLER.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            Some(n.saturating_sub(d))
+        });
+    }
+}
+
+/// Leaving, per thread, with the thread stopped by the recorder at `pc` with stack
+/// pointer `sp` and `uc` in its third argument register (called in it): whether it is
+/// inside a handler of ours (1) or not (0; counts of handlers it left with `siglongjmp`
+/// come off, so that [`busy`] can say 0). A thread stopped at a handler's first
+/// instruction is judged by the code the signal interrupted (`uc`'s stack pointer): the
+/// handler has not counted itself yet, and its frame lies where a stale one may.
+///
+/// # Safety
+/// When `pc` is a handler's entry, `uc` must be the context the kernel passed it.
+pub unsafe fn thread_busy(pc: u64, sp: u64, uc: u64) -> u64 {
+    let Some(b) = crate::threads::existing() else {
+        return 0;
+    };
+    if b.handler_depth.load(Ordering::SeqCst) == 0 {
+        return 0;
+    }
+    let sp = if crate::signals::is_handler_entry(pc) && uc != 0 {
+        // SAFETY: the caller's contract: the kernel's context of that handler.
+        let g = unsafe { crate::ctx::gregs(uc as *mut libc::c_void) };
+        g[libc::REG_RSP as usize] as u64
+    } else {
+        sp
+    };
+    if inside_frame(b, sp) {
+        return 1;
+    }
+    forget_handlers(b);
+    0
 }
 
 /// One line of `/proc/self/maps` that may be a device mapping.
@@ -320,6 +412,20 @@ fn poller() {
         mmio_trace_ring::sys::futex_wait(&POLL_STOP, 0, ns);
         if POLL_STOP.load(Ordering::SeqCst) != 0 {
             break;
+        }
+        // A recorder gone (killed) is noticed here too, without waiting for a device
+        // access: tracing stops, and so does this thread (it blocks every signal, which
+        // a later attach would take for a thread that cannot take device faults).
+        if crate::stop::check_now() {
+            break;
+        }
+        let taken = signals::reclaim();
+        if taken != 0 {
+            let mut t = crate::MarkText::new();
+            t.put(b"mmio-trace: the program set its own action for signals ");
+            t.num(taken, true);
+            t.put(b" (bit n-1: signal n) while attached: taken as its own, the tracer's handler put back (device faults in between went to it)");
+            crate::emit::mark(t.text());
         }
         scan();
     }

@@ -6,8 +6,11 @@
 //! handler of the tracer never takes it, so it cannot deadlock on its own thread. Small
 //! blocks (up to [`MAX_SMALL`] bytes, power-of-two classes from 16) come from 64 KiB
 //! chunks and go back to their class's free list; larger ones are mappings of their own,
-//! unmapped when freed. Memory of small blocks is never returned to the kernel (the
-//! tracer's allocations are a few tables made at start and the patcher's bookkeeping).
+//! unmapped when freed. Memory of small blocks is not returned to the kernel while the
+//! heap is in use (the tracer's allocations are a few tables made at start and the
+//! patcher's bookkeeping); [`Heap::release_all`] gives back every mapping at once, for a
+//! tracer about to be unloaded from a process that lives on (`record --pid --route
+//! inject`).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -22,6 +25,10 @@ const MIN_SMALL: usize = 16;
 const CLASSES: usize = 8;
 const CHUNK: usize = 64 << 10;
 const PAGE: usize = 4096;
+/// How many chunks and live large blocks [`Heap::release_all`] can find again (more are
+/// served, and left mapped by it).
+const TRACKED_CHUNKS: usize = 256;
+const TRACKED_LARGE: usize = 64;
 
 struct State {
     /// Head of each class's free list (0: empty); a free block's first word links to the
@@ -30,6 +37,11 @@ struct State {
     /// The unused rest of the current chunk: `[next, end)`.
     next: usize,
     end: usize,
+    /// Every chunk mapped (the first `chunks_used`).
+    chunks: [usize; TRACKED_CHUNKS],
+    chunks_used: usize,
+    /// Live large blocks: (address, mapped length); 0: a free entry.
+    large: [(usize, usize); TRACKED_LARGE],
 }
 
 /// The allocator. `const`-constructible, for a `static`.
@@ -56,6 +68,9 @@ impl Heap {
                 free: [0; CLASSES],
                 next: 0,
                 end: 0,
+                chunks: [0; TRACKED_CHUNKS],
+                chunks_used: 0,
+                large: [(0, 0); TRACKED_LARGE],
             }),
         }
     }
@@ -78,6 +93,31 @@ impl Heap {
         let r = f(unsafe { &mut *self.state.get() });
         self.lock.store(false, Ordering::Release);
         r
+    }
+
+    /// Unmaps every chunk and every live large block this heap can find (all of them
+    /// unless more than it tracks were made) and starts empty again.
+    ///
+    /// # Safety
+    /// Nothing allocated from this heap may be used again, by any thread: for a tracer
+    /// whose image is about to be unmapped, with every other thread stopped.
+    pub unsafe fn release_all(&self) {
+        self.with(|s| {
+            for &c in &s.chunks[..s.chunks_used] {
+                // SAFETY: a chunk of ours; the caller's contract says it is dead.
+                unsafe { sys::munmap(c, CHUNK) };
+            }
+            for &(p, len) in &s.large {
+                if p != 0 {
+                    // SAFETY: a large block of ours; the caller's contract.
+                    unsafe { sys::munmap(p, len) };
+                }
+            }
+            s.free = [0; CLASSES];
+            (s.next, s.end) = (0, 0);
+            s.chunks_used = 0;
+            s.large = [(0, 0); TRACKED_LARGE];
+        });
     }
 }
 
@@ -117,6 +157,10 @@ unsafe impl GlobalAlloc for Heap {
                     let Some(p) = sys::map_anon(CHUNK) else {
                         return core::ptr::null_mut();
                     };
+                    if s.chunks_used < TRACKED_CHUNKS {
+                        s.chunks[s.chunks_used] = p;
+                        s.chunks_used += 1;
+                    }
                     (s.next, s.end) = (p, p + CHUNK);
                     at = p;
                 }
@@ -127,7 +171,16 @@ unsafe impl GlobalAlloc for Heap {
                 if layout.align() > PAGE {
                     return core::ptr::null_mut();
                 }
-                sys::map_anon(large_len(layout)).map_or(core::ptr::null_mut(), |p| p as *mut u8)
+                let len = large_len(layout);
+                let Some(p) = sys::map_anon(len) else {
+                    return core::ptr::null_mut();
+                };
+                self.with(|s| {
+                    if let Some(e) = s.large.iter_mut().find(|e| e.0 == 0) {
+                        *e = (p, len);
+                    }
+                });
+                p as *mut u8
             }
         }
     }
@@ -140,6 +193,11 @@ unsafe impl GlobalAlloc for Heap {
                 s.free[c] = ptr as usize;
             }),
             None => {
+                self.with(|s| {
+                    if let Some(e) = s.large.iter_mut().find(|e| e.0 == ptr as usize) {
+                        *e = (0, 0);
+                    }
+                });
                 // SAFETY: a large block is a mapping of its own, of this length.
                 unsafe { sys::munmap(ptr as usize, large_len(layout)) };
             }
@@ -204,6 +262,45 @@ mod tests {
             // SAFETY: each live block once (the reused one is live again at the same place).
             unsafe { h.dealloc(p as *mut u8, l) };
         }
+    }
+
+    #[test]
+    fn release_all_unmaps_every_mapping() {
+        let h = Heap::new();
+        let small = Layout::from_size_align(64, 8).unwrap();
+        let large = Layout::from_size_align(10_000, 8).unwrap();
+        // SAFETY: non-zero layouts.
+        let (a, b) = unsafe { (h.alloc(small), h.alloc(large)) };
+        // Whether anything is mapped at `p`'s page: a probe with MAP_FIXED_NOREPLACE
+        // (no allocation in between: other tests' threads map memory meanwhile).
+        let mapped = |p: *mut u8| {
+            let page = (p as usize & !(PAGE - 1)) as *mut libc::c_void;
+            // SAFETY: NOREPLACE maps nothing over an existing mapping.
+            let q = unsafe {
+                libc::mmap(
+                    page,
+                    PAGE,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if q == page {
+                // SAFETY: the probe's own page.
+                unsafe { libc::munmap(q, PAGE) };
+                return false;
+            }
+            q == libc::MAP_FAILED
+        };
+        assert!(mapped(a) && mapped(b));
+        // SAFETY: neither block is used again.
+        unsafe { h.release_all() };
+        assert!(!mapped(a) && !mapped(b));
+        // The heap serves again afterwards.
+        // SAFETY: a non-zero layout.
+        let c = unsafe { h.alloc(small) };
+        assert!(!c.is_null() && mapped(c));
     }
 
     #[test]

@@ -754,6 +754,12 @@ pub(crate) fn owns_fd(fd: i32) -> bool {
 pub(crate) fn release_all() {
     ACTIVE.store(false, Ordering::SeqCst);
     regions::release_all();
+    regions::free_tables();
+    let canary = FORK_CANARY.swap(0, Ordering::SeqCst);
+    if canary != 0 {
+        // SAFETY: the canary page, ours; `check_fork` reads nothing once it is 0.
+        unsafe { sys::munmap(canary, PAGE as usize) };
+    }
     let mut fds = [0i32; regions::MAX_ALIAS_FDS];
     let n = regions::alias_fds(&mut fds);
     for &fd in &fds[..n] {

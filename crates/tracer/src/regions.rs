@@ -357,6 +357,31 @@ mod index {
         Some(unsafe { &*(p as *const Node) })
     }
 
+    /// Unmaps every node of the tree and the pool's rest: the tree is empty again. Only
+    /// when no thread can look a page up any more (the tracer is being unloaded).
+    pub(super) fn free() {
+        fn free_in(node: &Node, level: u32) {
+            for ent in node.iter() {
+                let e = ent.swap(0, Ordering::Relaxed);
+                if e != 0 && e & 1 == 0 && level > 0 {
+                    // SAFETY: a published node of a batch of ours; nothing reads it now.
+                    free_in(unsafe { &*(e as *const Node) }, level - 1);
+                    // SAFETY: as said: one page of a batch mapping, unused from now on.
+                    unsafe { sys::munmap(e as usize, core::mem::size_of::<Node>()) };
+                }
+            }
+        }
+        free_in(&ROOT, LEVELS - 1);
+        let (p, left) = (
+            POOL.swap(0, Ordering::Relaxed),
+            POOL_LEFT.swap(0, Ordering::Relaxed),
+        );
+        if p != 0 && left != 0 {
+            // SAFETY: the pool's untaken nodes, never published.
+            unsafe { sys::munmap(p, left * core::mem::size_of::<Node>()) };
+        }
+    }
+
     /// The slot holding page `page`, if any. Lock-free, allocation-free.
     #[inline]
     pub(super) fn lookup(page: u64) -> Option<u32> {
@@ -499,6 +524,19 @@ mod ids {
             unsafe { sys::munmap(op, on * core::mem::size_of::<Entry>()) };
         }
         true
+    }
+
+    /// Unmaps the table (the tracer is being unloaded).
+    pub(super) fn free() {
+        let (p, n) = (
+            TABLE.swap(0, Ordering::Relaxed),
+            CAP.swap(0, Ordering::Relaxed),
+        );
+        USED.store(0, Ordering::Relaxed);
+        if p != 0 {
+            // SAFETY: our table; nothing uses it from now on.
+            unsafe { sys::munmap(p, n * core::mem::size_of::<Entry>()) };
+        }
     }
 
     fn position(key: u64) -> Option<usize> {
@@ -904,6 +942,24 @@ pub(crate) fn release_all() {
         }
         remove_locked(i, &r);
     });
+}
+
+/// The tables' own memory back (an attached process the recorder leaves, after
+/// [`release_all`], with every thread stopped outside the tracer and its handlers gone:
+/// nothing looks a page up again). The tables are empty afterwards.
+pub(crate) fn free_tables() {
+    let _g = lock();
+    index::free();
+    ids::free();
+    for c in &CHUNKS {
+        let p = c.swap(core::ptr::null_mut(), Ordering::Relaxed);
+        if !p.is_null() {
+            // SAFETY: a chunk of slots of ours; no region is registered any more.
+            unsafe { sys::munmap(p as usize, CHUNK_SLOTS * core::mem::size_of::<Slot>()) };
+        }
+    }
+    HIGH.store(0, Ordering::Relaxed);
+    FREE.store(0, Ordering::Relaxed);
 }
 
 /// Maps an alias (`MAP_SHARED` of `fd` at `off`) in the tracer's arena, away from the

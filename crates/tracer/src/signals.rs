@@ -172,11 +172,52 @@ fn ours() -> [(i32, usize); 6] {
     ]
 }
 
+/// Whether `pc` is the first instruction of one of the tracer's signal handlers (a thread
+/// stopped there has its signal frame set up and the handler not yet begun).
+pub(crate) fn is_handler_entry(pc: u64) -> bool {
+    ours().iter().any(|&(_, h)| h as u64 == pc)
+}
+
 /// Puts the program's own action back for each signal the tracer handles (the recorder
-/// leaves an attached process).
+/// leaves an attached process): with the program's own restorer (the tracer's is about
+/// to be unmapped), and not over an action the program set itself since (nothing routes
+/// `rt_sigaction` in an attached process: its newer action stays).
 pub fn uninstall() {
-    for (sig, _) in ours() {
-        sys::sigaction(sig, Some(&app_action(sig)), None);
+    for (sig, h) in ours() {
+        let mut cur = KSigaction::default();
+        if sys::sigaction(sig, None, Some(&mut cur)) == 0 && cur.handler != h {
+            continue;
+        }
+        sys::sigaction_exact(sig, &app_action(sig));
+    }
+}
+
+/// An attached process (nothing routes `rt_sigaction` there): an action the program set
+/// itself for one of the tracer's signals since the last look is taken as its own (the
+/// one the tracer calls for faults not its own, and [`uninstall`] leaves), and the
+/// tracer's handler goes back in. Faults between the two went to the program's action.
+/// Normal context. The signals so taken (bit n-1: signal n).
+pub fn reclaim() -> u64 {
+    let mut taken = 0;
+    for (sig, h) in ours() {
+        let mut cur = KSigaction::default();
+        if sys::sigaction(sig, None, Some(&mut cur)) != 0 || cur.handler == h {
+            continue;
+        }
+        set_app_action(sig, &cur);
+        sys::sigaction(sig, Some(&our_action(h)), None);
+        taken |= 1u64 << (sig - 1);
+    }
+    taken
+}
+
+/// The tracer's action for its signals, handler `h`.
+fn our_action(h: usize) -> KSigaction {
+    KSigaction {
+        handler: h,
+        flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
+        restorer: 0,
+        mask: HANDLER_MASK,
     }
 }
 
@@ -184,12 +225,7 @@ pub fn uninstall() {
 pub fn install() {
     emu::warm_up();
     for (sig, h) in ours() {
-        let act = KSigaction {
-            handler: h,
-            flags: SA_SIGINFO | SA_ONSTACK | SA_NODEFER | SA_RESTART,
-            restorer: 0,
-            mask: HANDLER_MASK,
-        };
+        let act = our_action(h);
         let mut old = KSigaction::default();
         sys::sigaction(sig, Some(&act), Some(&mut old));
         if old.handler != SIG_DFL && old.handler != h {
@@ -327,7 +363,8 @@ pub(crate) unsafe fn keep_altstack(uc: *mut libc::c_void) {
 }
 
 extern "C" fn on_segv(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
@@ -562,7 +599,8 @@ unsafe fn deliver_fault(f: guard::Fault, uc: *mut libc::c_void) {
 }
 
 extern "C" fn on_trap(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     if step::in_step() {
         // The instruction being stepped became the patching protocol's int3 meanwhile: it
         // did not run. The step ends; the site's trampoline makes the access.
@@ -623,7 +661,8 @@ unsafe fn slot_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void
 }
 
 extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     // An access the tracer made for the program faulted: it returns the fault.
     // SAFETY: handler context.
     if unsafe { guard::fixup(sig, info, uc) } {
@@ -656,7 +695,8 @@ extern "C" fn on_other_fault(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc
 }
 
 extern "C" fn on_pause(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    let _inside = crate::attached::Inside::enter();
+    // SAFETY: handler context.
+    let _inside = unsafe { crate::attached::Inside::enter(uc) };
     // SAFETY: handler context; si_pid/si_value are meaningful for SI_QUEUE.
     let (code, from, value) = unsafe { ((*info).si_code, (*info).si_pid(), (*info).si_value()) };
     if code == libc::SI_QUEUE && from as u32 == crate::pid() {

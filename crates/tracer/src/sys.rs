@@ -286,6 +286,24 @@ extern "C" {
     fn mmio_trace_sigreturn();
 }
 
+/// `rt_sigaction(sig, act, NULL)` with `act` exactly as given: its own `SA_RESTORER` and
+/// restorer (or none), for an action that must outlive the tracer's code (the program's
+/// own, put back when the recorder leaves an attached process and unmaps the tracer).
+pub fn sigaction_exact(sig: i32, act: &KSigaction) -> isize {
+    // SAFETY: a valid pointer; sigsetsize 8.
+    unsafe {
+        syscall6(
+            SYS_RT_SIGACTION,
+            sig as usize,
+            act as *const KSigaction as usize,
+            0,
+            8,
+            0,
+            0,
+        )
+    }
+}
+
 /// Installs `act` for `sig` with the kernel directly (our restorer), returning the old one.
 pub fn sigaction(sig: i32, act: Option<&KSigaction>, old: Option<&mut KSigaction>) -> isize {
     let mut a = act.copied().unwrap_or_default();

@@ -214,6 +214,12 @@ pub struct ThreadBlock {
     /// How many times the fault path looked for the owner's stack bounds in
     /// `/proc/self/maps` (see [`learn_own_stack`]).
     own_tried: AtomicU32,
+    /// Attached processes only (`attached`): how many handlers of the tracer the thread
+    /// is inside (counted in `attached`'s total too), and the kernel's signal frame of the
+    /// outermost one: a program handler called from one of ours may leave it with
+    /// `siglongjmp`, and code running above that frame proves it did.
+    pub(crate) handler_depth: AtomicU32,
+    pub(crate) handler_frame: AtomicU64,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -288,6 +294,8 @@ const EMPTY: ThreadBlock = ThreadBlock {
     pause_acked: AtomicU32::new(0),
     sysemu_blocked: AtomicU64::new(0),
     own_tried: AtomicU32::new(0),
+    handler_depth: AtomicU32::new(0),
+    handler_frame: AtomicU64::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -445,6 +453,7 @@ fn lookup(key: u64, tid: &mut Tid) -> Option<&'static ThreadBlock> {
 /// owner's, if it was the tracer's and is not ours, is unmapped). `hooked`: a thread libc
 /// made (a start hook), whose TLS slot is published.
 fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
+    crate::attached::forget_handlers(s);
     s.pause_depth.store(0, Ordering::Relaxed);
     s.own_lo.store(0, Ordering::Relaxed);
     s.own_hi.store(0, Ordering::Relaxed);
@@ -482,6 +491,17 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
         s.altstack.store(p, Ordering::Relaxed);
         if p != 0 {
             set_stack(s, p, ALTSTACK_SIZE as u64);
+            if has && crate::attached::is_attached() {
+                // The program's own (small) stack, put back when the recorder leaves
+                // (`thread_exiting`). Nothing routes `sigaltstack` in an attached process,
+                // so these fields are free there.
+                s.sig.ss_sp.store(cur.ss_sp as u64, Ordering::Relaxed);
+                s.sig.ss_size.store(cur.ss_size as u64, Ordering::Relaxed);
+                s.sig.ss_flags.store(
+                    (cur.ss_flags & crate::signals::SS_AUTODISARM) as u32,
+                    Ordering::Relaxed,
+                );
+            }
         }
     }
     if hooked {
@@ -869,13 +889,14 @@ fn map_altstack() -> u64 {
 }
 
 /// Unmaps the alternate stack [`map_altstack`] gave this thread, if it is still the
-/// thread's alternate stack and the thread is not running on it.
-fn unmap_altstack(p: u64) {
+/// thread's alternate stack and the thread is not running on it. Whether it did (the
+/// thread has none now).
+fn unmap_altstack(p: u64) -> bool {
     // SAFETY: zeroed stack_t is valid as an out value.
     let mut cur: libc::stack_t = unsafe { core::mem::zeroed() };
     sys::sigaltstack(None, Some(&mut cur));
     if cur.ss_sp as u64 != p || cur.ss_flags & (libc::SS_ONSTACK | libc::SS_DISABLE) != 0 {
-        return;
+        return false;
     }
     let off = libc::stack_t {
         ss_sp: core::ptr::null_mut(),
@@ -885,7 +906,9 @@ fn unmap_altstack(p: u64) {
     if sys::sigaltstack(Some(&off), None) == 0 {
         // SAFETY: our mapping, no longer the thread's signal stack and not in use.
         unsafe { sys::munmap(p as usize, ALTSTACK_SIZE) };
+        return true;
     }
+    false
 }
 
 /// The calling thread's alternate signal stack, when the tracer mapped it (address and
@@ -927,9 +950,19 @@ pub fn thread_exiting() {
         return;
     };
     s.retire();
+    crate::attached::forget_handlers(s);
     let stack = s.altstack.swap(0, Ordering::Relaxed);
-    if stack != 0 {
-        unmap_altstack(stack);
+    if stack != 0 && unmap_altstack(stack) && crate::attached::is_attached() {
+        // The program's own stack that ours replaced (see `adopt`).
+        let size = s.sig.ss_size.load(Ordering::Relaxed);
+        if size != 0 {
+            let ss = libc::stack_t {
+                ss_sp: s.sig.ss_sp.load(Ordering::Relaxed) as *mut libc::c_void,
+                ss_flags: s.sig.ss_flags.load(Ordering::Relaxed) as i32,
+                ss_size: size as usize,
+            };
+            sys::sigaltstack(Some(&ss), None);
+        }
     }
     s.stack_lo.store(0, Ordering::Relaxed);
     s.stack_hi.store(0, Ordering::Relaxed);

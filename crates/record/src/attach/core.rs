@@ -13,10 +13,20 @@
 //! Leaving: every thread is seized again; the core stops tracing (each traced page gets
 //! the program's protection back); the threads run a moment at a time until none is
 //! inside the core (a handler, an out-of-line slot, a single step, a queued fault, the
-//! helper thread); then each thread gives its block back, the program's signal actions
-//! are put back, the core's memory is unmapped, and the threads are let go. A core that
-//! cannot be made quiet (a program handler that left one of ours with `siglongjmp`)
-//! stays in the process, inactive, with the program's signal actions back.
+//! helper thread; a handler a program handler left with `siglongjmp` no longer counts);
+//! then each thread gives its block back (and gets its own alternate stack back), the
+//! program's signal actions are put back, the core's memory (aliases, shared memory,
+//! descriptors, heap, tables, the helper's stack, then its image) is unmapped, and the
+//! threads are let go: nothing of it is left. A core that cannot be made quiet within
+//! 2 s (a thread held in a program handler the core called) stays in the process,
+//! inactive, with the program's signal actions back.
+//!
+//! Every remote call and injected system call runs with SIGTRAP unblocked in its thread
+//! ([`trap_open`]), and only once no thread has a fault queued.
+//!
+//! The process's end is seen through its pidfd; its exit status comes from the kernel's
+//! process connector when the recorder may listen to it (root), else from
+//! `/proc/PID/stat` while the process is a zombie (its parent may reap it first).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -165,10 +175,16 @@ impl Threads {
 
     /// Lets every thread held in an interrupt stop run for `d`, then holds them again.
     fn run_for(&mut self, d: Duration) {
+        self.run_some_for(|_| true, d);
+    }
+
+    /// As [`Threads::run_for`], for the threads `which` accepts only (the others stay
+    /// held).
+    fn run_some_for(&mut self, which: impl Fn(i32) -> bool, d: Duration) {
         let running: BTreeSet<i32> = self
             .held
             .iter()
-            .filter(|(_, &k)| k == Kind::Interrupt)
+            .filter(|(&t, &k)| k == Kind::Interrupt && which(t))
             .map(|(&t, _)| t)
             .filter(|&t| pt::cont(t, 0).is_ok())
             .collect();
@@ -189,6 +205,35 @@ impl Threads {
             .iter()
             .find(|(_, &k)| k == Kind::Interrupt)
             .map(|(&t, _)| t)
+    }
+
+    /// A thread to run calls in, as [`Threads::caller`], once no thread has a fault
+    /// queued: one would be taken in the middle of a call in that thread and fail it (a
+    /// program's own fault, or a step's trap, the kernel queued as the stop came), and
+    /// one left for later would reach the core's handlers after the calls changed their
+    /// state. Until then the threads run a moment at a time (1 s at most; then a thread
+    /// with none, if any). `None`: no thread is in an interrupt stop.
+    fn clear_caller(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let queued: Vec<i32> = self
+                .held
+                .iter()
+                .filter(|(&t, &k)| k == Kind::Interrupt && fault_queued(t))
+                .map(|(&t, _)| t)
+                .collect();
+            if queued.is_empty() {
+                return self.caller();
+            }
+            if Instant::now() >= deadline {
+                return self
+                    .held
+                    .iter()
+                    .find(|(t, &k)| k == Kind::Interrupt && !queued.contains(t))
+                    .map(|(&t, _)| t);
+            }
+            self.run_for(Duration::from_millis(1));
+        }
     }
 
     /// Lets every thread go, each where it was: a call our stop broke off restarts.
@@ -408,10 +453,20 @@ fn mapped_at(pid: i32, addr: u64) -> bool {
         .is_ok_and(|m| m.lines().any(|l| l.starts_with(&want)))
 }
 
+/// Whether process `pid` executed a new program: its memory is there (a process on its
+/// way out has none left, and its end is for the pidfd to tell) and the core's image
+/// at `base` is not.
+fn exec_seen(pid: i32, base: u64) -> bool {
+    let want = format!("{base:x}-");
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .is_ok_and(|m| !m.trim().is_empty() && !m.lines().any(|l| l.starts_with(&want)))
+}
+
 /// The core put into the process and started.
 struct Core {
     image: pt::Image,
     busy: u64,
+    thread_busy: u64,
     thread_detach: u64,
     release: u64,
     detach_begin: u64,
@@ -438,6 +493,24 @@ fn set_sigmask(tid: i32, m: u64) {
     const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
     // SAFETY: the kernel reads 8 bytes from `m`.
     unsafe { libc::ptrace(PTRACE_SETSIGMASK, tid, 8usize, &m) };
+}
+
+/// Runs `f` (calls and injected system calls in thread `tid`) with SIGTRAP unblocked in
+/// that thread: a call returns through an `int3`, an injection may single-step, and the
+/// kernel turns a SIGTRAP it raises while the thread blocks it into the default action,
+/// for the whole process: the core's SIGTRAP handler would be gone, and the next single
+/// step kill the program (the helper thread blocks every signal; a handler may too).
+fn trap_open<R>(tid: i32, f: impl FnOnce() -> R) -> R {
+    let bit = 1u64 << (libc::SIGTRAP - 1);
+    match sigmask(tid) {
+        Some(m) if m & bit != 0 => {
+            set_sigmask(tid, m & !bit);
+            let r = f();
+            set_sigmask(tid, m);
+            r
+        }
+        _ => f(),
+    }
 }
 
 /// Loads the core into the process (thread `tid` stopped), hands it the recording's
@@ -474,12 +547,13 @@ fn put_in(proc: &mut pt::Process, tid: i32, setup: &Setup) -> io::Result<Core> {
             sym(&image, agent::INIT)?,
             sym(&image, agent::PARAMS)?,
             sym(&image, agent::BUSY)?,
+            sym(&image, agent::THREAD_BUSY)?,
             sym(&image, agent::THREAD_DETACH)?,
             sym(&image, agent::RELEASE)?,
             sym(&image, agent::DETACH_BEGIN)?,
         ))
     })();
-    let (init, area, busy, thread_detach, release, detach_begin) = match names {
+    let (init, area, busy, thread_busy, thread_detach, release, detach_begin) = match names {
         Ok(n) => n,
         Err(e) => return Err(fail(proc, e)),
     };
@@ -520,6 +594,7 @@ fn put_in(proc: &mut pt::Process, tid: i32, setup: &Setup) -> io::Result<Core> {
     Ok(Core {
         image,
         busy,
+        thread_busy,
         thread_detach,
         release,
         detach_begin,
@@ -562,14 +637,28 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         }
     };
     let ts_ns = mmio_trace_ring::monotonic_ns();
-    if let Some(&tid) = th.held.keys().find(|&&t| blocks(pid, t, libc::SIGSEGV)) {
+    // A thread inside the program's own SIGSEGV handler has it blocked only until the
+    // handler returns: such threads run a moment at a time (the others stay held, so
+    // that none goes back into its handler meanwhile), and only one that keeps it
+    // blocked for 3 s is refused.
+    let blocking = |th: &Threads| {
+        th.held
+            .keys()
+            .copied()
+            .find(|&t| blocks(pid, t, libc::SIGSEGV))
+    };
+    let settle = Instant::now() + Duration::from_secs(3);
+    while blocking(&th).is_some() && Instant::now() < settle {
+        th.run_some_for(|t| blocks(pid, t, libc::SIGSEGV), Duration::from_millis(1));
+    }
+    if let Some(tid) = blocking(&th) {
         th.detach();
         let _ = started.send(fail(format!(
             "thread {tid} blocks SIGSEGV, so the core cannot take its device faults (the kernel would kill the process): use --route ptrace"
         )));
         return ended(None, Vec::new());
     }
-    let Some(caller) = th.caller() else {
+    let Some(caller) = th.clear_caller() else {
         th.detach();
         let _ = started.send(fail(
             "every thread is stopped (SIGSTOP): the core cannot be started; continue the process first, or use --route ptrace".into(),
@@ -577,7 +666,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         return ended(None, Vec::new());
     };
     let mut proc = pt::Process::new(pid);
-    let core = match put_in(&mut proc, caller, &setup) {
+    let core = match trap_open(caller, || put_in(&mut proc, caller, &setup)) {
         Ok(c) => c,
         Err(e) => {
             th.detach();
@@ -605,6 +694,8 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
     // While the process runs on its own: its end, an exec (the new image has no core),
     // or a stop request.
     let pidfd = pidfd_open(pid);
+    // Opened before the process can end: its exit status survives the parent's wait.
+    let mut exits = exit_watch::ExitWatch::open(pid);
     let mut next_exec_check = Instant::now();
     loop {
         if session::stop_requested() {
@@ -612,14 +703,26 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         }
         let gone = match &pidfd {
             Some(fd) => {
-                let mut p = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one pollfd on the stack.
-                let n = unsafe { libc::poll(&mut p, 1, 50) };
-                n > 0
+                let mut p = [
+                    libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                    libc::pollfd {
+                        fd: exits.as_ref().map_or(-1, |w| w.fd()),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    },
+                ];
+                // SAFETY: two pollfds on the stack (a negative fd is skipped).
+                let n = unsafe { libc::poll(p.as_mut_ptr(), 2, 50) };
+                if n > 0 && p[1].revents != 0 {
+                    if let Some(w) = &mut exits {
+                        w.drain();
+                    }
+                }
+                n > 0 && p[0].revents != 0
             }
             None => {
                 std::thread::sleep(Duration::from_millis(50));
@@ -627,19 +730,25 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             }
         };
         if gone {
-            let exit = exit_of(pid).or(Some(Exit::Code(0)));
-            let note = if exit_of(pid).is_none() {
+            // The kernel's own report first (its exit event comes before the process
+            // becomes a zombie), then /proc while it is one.
+            let told = exits.as_mut().and_then(|w| {
+                w.drain();
+                w.status()
+            });
+            let exit = told.or_else(|| exit_of(pid));
+            let note = if exit.is_none() {
                 vec![format!(
                     "mmio-trace: process {pid} ended (its exit status was reaped by its parent before it could be read)"
                 )]
             } else {
                 Vec::new()
             };
-            return ended(exit, note);
+            return ended(exit.or(Some(Exit::Code(0))), note);
         }
         if Instant::now() >= next_exec_check {
             next_exec_check = Instant::now() + Duration::from_millis(200);
-            if !mapped_at(pid, core.image.base) {
+            if exec_seen(pid, core.image.base) {
                 return ended(
                     None,
                     vec![format!(
@@ -674,16 +783,35 @@ fn take_out(proc: &mut pt::Process, pid: i32, core: &Core) -> io::Result<bool> {
 
 fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::Result<bool> {
     let caller = th
-        .caller()
+        .clear_caller()
         .ok_or_else(|| io::Error::other("every thread is stopped (SIGSTOP)"))?;
-    proc.call(caller, core.detach_begin, &[]).map_err(os)?;
+    trap_open(caller, || proc.call(caller, core.detach_begin, &[])).map_err(os)?;
     let inside = |tid: i32| {
         pt::Regs::read(tid).is_ok_and(|r| core.image.contains(r.user().rip)) || fault_queued(tid)
     };
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut quiet = false;
-    while let Some(caller) = th.caller() {
-        let busy = proc.call(caller, core.busy, &[]).map_err(os)?;
+    while let Some(caller) = th.clear_caller() {
+        let mut busy = trap_open(caller, || proc.call(caller, core.busy, &[])).map_err(os)?;
+        if busy & 1 != 0 {
+            // Handlers of ours still counted: a program handler may have left one with
+            // siglongjmp. Each thread says whether it is really inside one.
+            let each: Vec<i32> = th
+                .held
+                .iter()
+                .filter(|(&t, &k)| k == Kind::Interrupt && !fault_queued(t))
+                .map(|(&t, _)| t)
+                .collect();
+            for tid in each {
+                if let Ok(r) = pt::Regs::read(tid) {
+                    let u = r.user();
+                    let _ = trap_open(tid, || {
+                        proc.call(tid, core.thread_busy, &[u.rip, u.rsp, u.rdx])
+                    });
+                }
+            }
+            busy = trap_open(caller, || proc.call(caller, core.busy, &[])).map_err(os)?;
+        }
         let poller = (busy >> 32) as i32;
         if busy == 0 && !th.held.contains_key(&poller) && !th.held.keys().any(|&t| inside(t)) {
             quiet = true;
@@ -694,11 +822,11 @@ fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::R
         }
         th.run_for(Duration::from_millis(1));
     }
-    let Some(caller) = th.caller() else {
+    let Some(caller) = th.clear_caller() else {
         return Ok(false);
     };
     if !quiet {
-        proc.call(caller, core.release, &[0]).map_err(os)?;
+        trap_open(caller, || proc.call(caller, core.release, &[0])).map_err(os)?;
         return Ok(false);
     }
     let each: Vec<i32> = th
@@ -708,12 +836,169 @@ fn take_out_held(proc: &mut pt::Process, th: &mut Threads, core: &Core) -> io::R
         .map(|(&t, _)| t)
         .collect();
     for tid in each {
-        let _ = proc.call(tid, core.thread_detach, &[]);
+        let _ = trap_open(tid, || proc.call(tid, core.thread_detach, &[]));
     }
-    proc.call(caller, core.release, &[1]).map_err(os)?;
+    trap_open(caller, || {
+        proc.call(caller, core.release, &[1])?;
+        proc.unload_image(caller, &core.image)
+    })
+    .map_err(os)?;
     let _ = &core.fds;
-    proc.unload_image(caller, &core.image).map_err(os)?;
     Ok(true)
+}
+
+/// Exit statuses from the kernel's process connector (netlink): the recorder is no tracer
+/// of the process, so its status is otherwise only readable in `/proc` while it is a
+/// zombie, which its parent may reap first. Needs CAP_NET_ADMIN (root); without it
+/// [`ExitWatch::open`] gives `None`.
+mod exit_watch {
+    use std::io;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+    use crate::Exit;
+
+    const NETLINK_CONNECTOR: i32 = 11;
+    const CN_IDX_PROC: u32 = 1;
+    const CN_VAL_PROC: u32 = 1;
+    const PROC_CN_MCAST_LISTEN: u32 = 1;
+    const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+    /// nlmsghdr (16) + cn_msg (20).
+    const HEADERS: usize = 36;
+
+    pub(super) struct ExitWatch {
+        fd: OwnedFd,
+        pid: u32,
+        /// The wait status of the newest exit of a thread of the process seen.
+        last: Option<u32>,
+    }
+
+    impl ExitWatch {
+        /// Subscribes to the exit events of every process, keeping those of `pid`'s
+        /// threads.
+        pub(super) fn open(pid: i32) -> Option<ExitWatch> {
+            // SAFETY: plain socket call.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                    NETLINK_CONNECTOR,
+                )
+            };
+            if fd < 0 {
+                return None;
+            }
+            // SAFETY: a fresh descriptor we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: plain data.
+            let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            sa.nl_family = libc::AF_NETLINK as u16;
+            sa.nl_groups = CN_IDX_PROC;
+            // SAFETY: `sa` is a sockaddr_nl of its size.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    (&sa as *const libc::sockaddr_nl).cast(),
+                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                )
+            };
+            if r != 0 {
+                return None;
+            }
+            let mut m = Vec::with_capacity(HEADERS + 4);
+            m.extend_from_slice(&((HEADERS + 4) as u32).to_ne_bytes());
+            m.extend_from_slice(&(libc::NLMSG_DONE as u16).to_ne_bytes());
+            m.extend_from_slice(&0u16.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(&std::process::id().to_ne_bytes());
+            for v in [CN_IDX_PROC, CN_VAL_PROC, 0, 0] {
+                m.extend_from_slice(&v.to_ne_bytes());
+            }
+            m.extend_from_slice(&4u16.to_ne_bytes());
+            m.extend_from_slice(&0u16.to_ne_bytes());
+            m.extend_from_slice(&PROC_CN_MCAST_LISTEN.to_ne_bytes());
+            // SAFETY: sending our buffer.
+            let n = unsafe { libc::send(fd.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) };
+            if n != m.len() as isize {
+                return None;
+            }
+            let w = ExitWatch {
+                fd,
+                pid: pid as u32,
+                last: None,
+            };
+            // Without CAP_NET_ADMIN the kernel answers the subscription with EPERM
+            // (read back as an error on the socket): no events would come.
+            let mut e: i32 = 0;
+            let mut len = 4u32;
+            // SAFETY: SO_ERROR into an int.
+            let r = unsafe {
+                libc::getsockopt(
+                    w.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    (&mut e as *mut i32).cast(),
+                    &mut len,
+                )
+            };
+            (r == 0 && e == 0).then_some(w)
+        }
+
+        pub(super) fn fd(&self) -> RawFd {
+            self.fd.as_raw_fd()
+        }
+
+        /// Reads every event queued (a full queue loses some: then the caller falls back
+        /// to /proc).
+        pub(super) fn drain(&mut self) {
+            let mut buf = [0u8; 8192];
+            loop {
+                // SAFETY: receiving into our buffer.
+                let n = unsafe {
+                    libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                };
+                if n < 0 {
+                    if io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                        continue;
+                    }
+                    return;
+                }
+                if n == 0 {
+                    return;
+                }
+                let mut at = 0usize;
+                let n = n as usize;
+                while at + HEADERS + 16 <= n {
+                    let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+                    let ev = at + HEADERS;
+                    let word = |o: usize| -> Option<u32> {
+                        buf.get(ev + o..ev + o + 4)
+                            .map(|b| u32::from_ne_bytes(b.try_into().expect("4")))
+                    };
+                    // proc_event: what, cpu, timestamp (8), then the exit event's
+                    // process_pid, process_tgid, exit_code.
+                    if word(0) == Some(PROC_EVENT_EXIT) && word(20) == Some(self.pid) {
+                        if let Some(code) = word(24) {
+                            self.last = Some(code);
+                        }
+                    }
+                    if len < 16 {
+                        break;
+                    }
+                    at += (len + 3) & !3;
+                }
+            }
+        }
+
+        /// The process's exit status, if its exit was seen.
+        pub(super) fn status(&self) -> Option<Exit> {
+            let st = self.last? as i32;
+            Some(if libc::WIFSIGNALED(st) {
+                Exit::Signal(libc::WTERMSIG(st))
+            } else {
+                Exit::Code(libc::WEXITSTATUS(st))
+            })
+        }
+    }
 }
 
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {

@@ -43,6 +43,43 @@ fn traced_by_preload(pid: i32) -> bool {
     lib && shm
 }
 
+/// The pid of a live recorder whose recording process `pid` maps (the shared memory of
+/// a `record` run: the preload library's, or a core's put in by `--route inject`), read
+/// from the recording's header through `/proc/PID/mem`. A recording that ended (closed,
+/// or its recorder gone: a core left inactive by a detach) does not count.
+fn recorded_by(pid: i32) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let header = std::mem::size_of::<mmio_trace_ring::Header>();
+    for l in maps.lines() {
+        if l.split_whitespace().nth(5) != Some("/memfd:mmio-trace") {
+            continue;
+        }
+        let Some(start) = l
+            .split('-')
+            .next()
+            .and_then(|a| u64::from_str_radix(a, 16).ok())
+        else {
+            continue;
+        };
+        let mut h = vec![0u8; header];
+        if mem.read_exact_at(&mut h, start).is_err() {
+            continue;
+        }
+        let word = |off: usize| u32::from_ne_bytes(h[off..off + 4].try_into().expect("4 bytes"));
+        let recorder = word(std::mem::offset_of!(mmio_trace_ring::Header, recorder_pid));
+        let closed = word(std::mem::offset_of!(mmio_trace_ring::Header, closed));
+        if closed == 0
+            && recorder != 0
+            && std::path::Path::new(&format!("/proc/{recorder}")).exists()
+        {
+            return Some(recorder);
+        }
+    }
+    None
+}
+
 /// Checks what makes an attach fail for certain before trying it: no such process, the
 /// recorder itself, a process that has ended (a zombie), one already traced (a debugger,
 /// strace, another `record --pid`), and what the kernel would not permit (another user's
@@ -99,6 +136,13 @@ pub fn preflight(pid: i32) -> Result<Target, Error> {
     }
     // What else the kernel would refuse (another user's process, one not dumpable, Yama's
     // ptrace_scope), said with what to change, before any file is touched.
+    if let Some(r) = recorded_by(tgid) {
+        return Err(refuse(format!(
+            "it is already being recorded by `mmio-trace record` (process {r}; the tracer's \
+             core is in it): its accesses go to that recording; a second tracer would take \
+             them away from it"
+        )));
+    }
     if let Err(e) = mmio_trace_ptrace::check_attach(tgid) {
         return Err(refuse(e.to_string()));
     }
