@@ -756,10 +756,11 @@ impl Process {
         self.load_blob(tid, &blob, opts)
     }
 
-    /// [`Process::load_image`] of an already parsed blob.
-    pub fn load_blob(&mut self, tid: Pid, blob: &Blob, opts: &LoadOptions) -> Result<Image> {
+    /// Reserves the blob's span (`PROT_NONE`): exactly at `base` when given (nothing may
+    /// be mapped there), else where the kernel chooses. Its start.
+    fn reserve(&mut self, tid: Pid, blob: &Blob, base: Option<u64>) -> Result<u64> {
         let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        let base = match opts.base {
+        Ok(match base {
             Some(b) => {
                 if b % PAGE != 0 || b == 0 {
                     return Err(bad(format!(
@@ -793,7 +794,12 @@ impl Process {
                 b
             }
             None => self.remote_mmap(tid, 0, blob.span, libc::PROT_NONE, anon, -1, 0)?,
-        };
+        })
+    }
+
+    /// [`Process::load_image`] of an already parsed blob.
+    pub fn load_blob(&mut self, tid: Pid, blob: &Blob, opts: &LoadOptions) -> Result<Image> {
+        let base = self.reserve(tid, blob, opts.base)?;
         let site = self.syscall_site();
         match self.fill(tid, blob, base, None) {
             Ok(img) => {
@@ -818,33 +824,7 @@ impl Process {
         if file.span != blob.span {
             return Err(bad("the image file is not this blob's"));
         }
-        let opts = LoadOptions {
-            base: Some(file.base),
-        };
-        // The reservation, as load_blob makes it.
-        let base = file.base;
-        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        let got = self
-            .remote_mmap(
-                tid,
-                base,
-                blob.span,
-                libc::PROT_NONE,
-                anon | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-            .map_err(|e| match e.errno() {
-                Some(libc::EEXIST) => bad(format!(
-                    "cannot load at {base:#x}: something is already mapped in {base:#x}..{:#x}",
-                    base + blob.span
-                )),
-                _ => e,
-            })?;
-        if got != base {
-            let _ = self.remote_munmap(tid, got, blob.span);
-            return self.load_blob(tid, blob, &opts);
-        }
+        let base = self.reserve(tid, blob, Some(file.base))?;
         let site = self.syscall_site();
         let opened = self.remote_open(tid, &file.path(), base).ok();
         let r = self.fill(tid, blob, base, opened);

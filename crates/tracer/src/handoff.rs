@@ -149,20 +149,7 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
         if r < 0 {
             return None;
         }
-        let msg = req.encode();
-        // SAFETY: `msg` is valid for its length; no address.
-        let r = unsafe {
-            syscall6(
-                SYS_SENDTO,
-                fd as usize,
-                msg.as_ptr() as usize,
-                msg.len(),
-                MSG_NOSIGNAL,
-                0,
-                0,
-            )
-        };
-        if r != msg.len() as isize {
+        if !send(fd, req) {
             return None;
         }
         let mut b = [0u8; 1];
@@ -190,6 +177,24 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
     })();
     sys::close(fd);
     answer
+}
+
+/// Sends `req` on connection `fd`; whether all of it went.
+fn send(fd: i32, req: Request) -> bool {
+    let msg = req.encode();
+    // SAFETY: `msg` is valid for its length; no address.
+    let r = unsafe {
+        syscall6(
+            SYS_SENDTO,
+            fd as usize,
+            msg.as_ptr() as usize,
+            msg.len(),
+            MSG_NOSIGNAL,
+            0,
+            0,
+        )
+    };
+    r == msg.len() as isize
 }
 
 /// The answer to `req` as the recorder sends it: 8 bytes, the answer byte (a reader of
@@ -331,20 +336,7 @@ pub fn ask_on(fd: i32, path: &[u8], req: Request) -> Option<u8> {
     if !connected_to(fd, path) {
         return None;
     }
-    let msg = req.encode();
-    // SAFETY: `msg` is valid for its length; no address.
-    let r = unsafe {
-        syscall6(
-            SYS_SENDTO,
-            fd as usize,
-            msg.as_ptr() as usize,
-            msg.len(),
-            MSG_NOSIGNAL,
-            0,
-            0,
-        )
-    };
-    if r != msg.len() as isize {
+    if !send(fd, req) {
         return None;
     }
     let want = reply(0, req);

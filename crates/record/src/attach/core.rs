@@ -263,25 +263,9 @@ fn blocks(pid: i32, tid: i32, sig: i32) -> bool {
 /// A SIGSEGV, SIGTRAP, SIGBUS, SIGILL or SIGFPE queued for thread `tid` and not yet
 /// taken (a fault of the core's to finish before it can go).
 fn fault_queued(tid: i32) -> bool {
-    #[repr(C)]
-    struct PeekArgs {
-        off: u64,
-        flags: u32,
-        nr: i32,
-    }
-    const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
-    // SAFETY: plain data.
-    let mut si: [libc::siginfo_t; 16] = unsafe { std::mem::zeroed() };
-    let args = PeekArgs {
-        off: 0,
-        flags: 0,
-        nr: 16,
-    };
-    // SAFETY: the kernel writes at most `nr` siginfos into `si`.
-    let n = unsafe { libc::ptrace(PTRACE_PEEKSIGINFO, tid, &args, si.as_mut_ptr()) };
-    (0..n.max(0) as usize).any(|k| {
+    pt::queued_signals(tid).iter().any(|s| {
         matches!(
-            si[k].si_signo,
+            s.signo(),
             libc::SIGSEGV | libc::SIGTRAP | libc::SIGBUS | libc::SIGILL | libc::SIGFPE
         )
     })
