@@ -102,7 +102,9 @@ pub unsafe extern "C" fn mmio_trace_agent_init(params: *const u8, len: usize) ->
     // The connection the exec hook asks on: an earlier image's, else one made now, while
     // the program cannot yet have forbidden itself sockets or used up its descriptors.
     let path = handoff_path();
-    if let Some(fd) = tracer::handoff::find_connection(path).or_else(|| tracer::handoff::connect(path)) {
+    if let Some(fd) =
+        tracer::handoff::find_connection(path).or_else(|| tracer::handoff::connect(path))
+    {
         HANDOFF_FD.store(fd, core::sync::atomic::Ordering::Relaxed);
     }
     let (lo, hi) = own_range();
