@@ -17,14 +17,40 @@ const BACK: [usize; 4] = [64, 49, 37, 23];
 /// Calls `found` with the address just after each `syscall` instruction in `code`
 /// (loaded at `base`): the instruction pointer a seccomp filter sees for its calls.
 pub fn scan(code: &[u8], base: u64, found: &mut dyn FnMut(u64)) {
-    let mut i = 0;
-    while i + 1 < code.len() {
-        let Some(k) = code[i..code.len() - 1].iter().position(|&b| b == 0x0f) else {
-            break;
-        };
-        i += k;
-        if code[i + 1] == 0x05 && is_syscall_at(code, base, i) {
+    candidates(code, &mut |i| {
+        if is_syscall_at(code, base, i) {
             found(base + i as u64 + 2);
+        }
+    });
+}
+
+/// Calls `f` with each offset of the bytes `0f 05` in `code`, in order: 16 offsets at a
+/// time with SSE2 (a program's text is megabytes, scanned at every start).
+fn candidates(code: &[u8], f: &mut dyn FnMut(usize)) {
+    use core::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    let n = code.len();
+    let mut i = 0;
+    // SAFETY: SSE2 is part of x86-64; each load reads 16 bytes of `code` (at `i` and at
+    // `i + 1`, both ending by `i + 17 <= n`).
+    unsafe {
+        let (a, b) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(0x05));
+        while i + 17 <= n {
+            let x = _mm_loadu_si128(code.as_ptr().add(i) as *const __m128i);
+            let y = _mm_loadu_si128(code.as_ptr().add(i + 1) as *const __m128i);
+            let mut m =
+                _mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(x, a), _mm_cmpeq_epi8(y, b))) as u32;
+            while m != 0 {
+                f(i + m.trailing_zeros() as usize);
+                m &= m - 1;
+            }
+            i += 16;
+        }
+    }
+    while i + 1 < n {
+        if code[i] == 0x0f && code[i + 1] == 0x05 {
+            f(i);
         }
         i += 1;
     }
@@ -92,5 +118,28 @@ mod tests {
         assert_eq!(sites(&code), [0x1002, 0x1004]);
         // A lone 0x0f at the end.
         assert_eq!(sites(&[0x90, 0x0f]), Vec::<u64>::new());
+    }
+
+    /// The 16-at-a-time search finds every `0f 05` a byte-by-byte one finds, across its
+    /// block edges and in the tail.
+    #[test]
+    fn candidates_match_a_plain_search() {
+        let mut code = vec![0u8; 200];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for b in code.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = [0x0f, 0x05, 0x90, 0x0f][(x % 4) as usize];
+        }
+        for len in [0, 1, 2, 15, 16, 17, 18, 31, 32, 33, 100, 200] {
+            let c = &code[..len];
+            let mut got = Vec::new();
+            super::candidates(c, &mut |i| got.push(i));
+            let want: Vec<usize> = (0..len.saturating_sub(1))
+                .filter(|&i| c[i] == 0x0f && c[i + 1] == 0x05)
+                .collect();
+            assert_eq!(got, want, "len {len}");
+        }
     }
 }
