@@ -124,7 +124,7 @@ mod tests {
     /// block edges and in the tail.
     #[test]
     fn candidates_match_a_plain_search() {
-        let mut code = vec![0u8; 200];
+        let mut code = [0u8; 200];
         let mut x = 0x2545_f491_4f6c_dd1du64;
         for b in code.iter_mut() {
             x ^= x << 13;
