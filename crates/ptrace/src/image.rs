@@ -800,8 +800,21 @@ impl Process {
     /// [`Process::load_image`] of an already parsed blob.
     pub fn load_blob(&mut self, tid: Pid, blob: &Blob, opts: &LoadOptions) -> Result<Image> {
         let base = self.reserve(tid, blob, opts.base)?;
+        self.fill_or_undo(tid, blob, base, None)
+    }
+
+    /// [`Process::fill`]s the span reserved at `base`; the image's trap becomes the
+    /// return address of later calls. On failure the span is unmapped again and the
+    /// syscall site is what it was.
+    fn fill_or_undo(
+        &mut self,
+        tid: Pid,
+        blob: &Blob,
+        base: u64,
+        file: Option<i32>,
+    ) -> Result<Image> {
         let site = self.syscall_site();
-        match self.fill(tid, blob, base, None) {
+        match self.fill(tid, blob, base, file) {
             Ok(img) => {
                 self.set_trap(Some(img.trap));
                 Ok(img)
@@ -825,23 +838,12 @@ impl Process {
             return Err(bad("the image file is not this blob's"));
         }
         let base = self.reserve(tid, blob, Some(file.base))?;
-        let site = self.syscall_site();
         let opened = self.remote_open(tid, &file.path(), base).ok();
-        let r = self.fill(tid, blob, base, opened);
+        let r = self.fill_or_undo(tid, blob, base, opened);
         if let Some(fd) = opened {
             let _ = self.remote_close(tid, fd);
         }
-        match r {
-            Ok(img) => {
-                self.set_trap(Some(img.trap));
-                Ok(img)
-            }
-            Err(e) => {
-                let _ = self.remote_munmap(tid, base, blob.span);
-                self.set_syscall_site(site);
-                Err(e)
-            }
-        }
+        r
     }
 
     /// Opens `path` read-only in the process (an injected `openat`; the path is written

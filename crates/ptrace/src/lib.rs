@@ -64,7 +64,7 @@ pub use inject::{
     restart_interrupted_call, Process, RequeuedSignal, SyscallSite, EINTR_ON_ANY_WAKEUP,
 };
 pub use mem::{read_mem, write_mem, Mem};
-pub use pidfd::pidfd_getfd;
+pub use pidfd::{pidfd_getfd, pidfd_open};
 pub use regs::Regs;
 pub use stop::{
     decode, queued_signals, syscall_stop, wait, wait_tid, Event, SigInfo, Stop, SyscallStop,

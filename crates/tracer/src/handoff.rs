@@ -86,20 +86,7 @@ const EINTR: isize = 4;
 /// `Some(SEIZED)`, `Some(REFUSED)`, or `None` when it cannot be reached or does not
 /// answer within [`ACK_TIMEOUT_S`] seconds.
 pub fn ask(path: &[u8], req: Request) -> Option<u8> {
-    // SAFETY: a zeroed sockaddr_un is valid.
-    let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    if path.is_empty() || path.len() >= addr.sun_path.len() {
-        return None;
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (d, &s) in addr.sun_path.iter_mut().zip(path) {
-        *d = s as libc::c_char;
-    }
-    // An abstract name: a leading NUL, and the length says where it ends.
-    let abstract_name = path[0] == b'@';
-    if abstract_name {
-        addr.sun_path[0] = 0;
-    }
+    let (addr, len) = sockaddr(path)?;
     // SAFETY: plain socket call.
     let fd = unsafe {
         syscall6(
@@ -133,7 +120,6 @@ pub fn ask(path: &[u8], req: Request) -> Option<u8> {
                 0,
             )
         };
-        let len = core::mem::size_of::<libc::sa_family_t>() + path.len() + !abstract_name as usize;
         // SAFETY: `addr` is a valid sockaddr_un of at least `len` bytes.
         let r = unsafe {
             syscall6(
@@ -220,7 +206,8 @@ const KEPT_FD_MIN: usize = 200;
 /// How many numbers from [`KEPT_FD_MIN`] up [`find_connection`] looks at.
 const KEPT_FD_SPAN: i32 = 64;
 
-/// `path` as a socket address (see [`ask`]) and its length.
+/// `path` as a socket address and its length: `@NAME` is the abstract name NAME (a
+/// leading NUL, and the length says where it ends).
 fn sockaddr(path: &[u8]) -> Option<(libc::sockaddr_un, usize)> {
     // SAFETY: a zeroed sockaddr_un is valid.
     let mut addr: libc::sockaddr_un = unsafe { core::mem::zeroed() };

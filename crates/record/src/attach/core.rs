@@ -611,13 +611,13 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
     let fail = |reason: String| Started::Failed(Error::Attach { pid, reason });
     if let Err(e) = pt::check_attach(pid) {
         let _ = started.send(fail(e.to_string()));
-        return ended(None, Vec::new());
+        return Ended::now(None, Vec::new());
     }
     let mut th = match Threads::seize(pid, false) {
         Ok(t) => t,
         Err(e) => {
             let _ = started.send(fail(e.to_string()));
-            return ended(None, Vec::new());
+            return Ended::now(None, Vec::new());
         }
     };
     let ts_ns = mmio_trace_ring::monotonic_ns();
@@ -640,14 +640,14 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         let _ = started.send(fail(format!(
             "thread {tid} blocks SIGSEGV, so the core cannot take its device faults (the kernel would kill the process): use --route ptrace"
         )));
-        return ended(None, Vec::new());
+        return Ended::now(None, Vec::new());
     }
     let Some(caller) = th.clear_caller() else {
         th.detach();
         let _ = started.send(fail(
             "every thread is stopped (SIGSTOP): the core cannot be started; continue the process first, or use --route ptrace".into(),
         ));
-        return ended(None, Vec::new());
+        return Ended::now(None, Vec::new());
     };
     let mut proc = pt::Process::new(pid);
     let core = match trap_open(caller, || put_in(&mut proc, caller, &setup)) {
@@ -655,7 +655,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         Err(e) => {
             th.detach();
             let _ = started.send(fail(format!("cannot put the tracer into the process: {e}")));
-            return ended(None, Vec::new());
+            return Ended::now(None, Vec::new());
         }
     };
     let threads = th.held.len();
@@ -677,7 +677,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
     });
     // While the process runs on its own: its end, an exec (the new image has no core),
     // or a stop request.
-    let pidfd = pidfd_open(pid);
+    let pidfd = pt::pidfd_open(pid).ok();
     // Opened before the process can end: its exit status survives the parent's wait.
     let mut exits = exit_watch::ExitWatch::open(pid);
     let mut next_exec_check = Instant::now();
@@ -728,12 +728,12 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             } else {
                 Vec::new()
             };
-            return ended(exit.or(Some(Exit::Code(0))), note);
+            return Ended::now(exit.or(Some(Exit::Code(0))), note);
         }
         if Instant::now() >= next_exec_check {
             next_exec_check = Instant::now() + Duration::from_millis(200);
             if exec_seen(pid, core.image.base) {
-                return ended(
+                return Ended::now(
                     None,
                     vec![format!(
                         "mmio-trace: process {pid} executed a new program: tracing ended with its old image"
@@ -751,7 +751,7 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
         )),
         Err(e) => notes.push(format!("mmio-trace: warning: while detaching: {e}")),
     }
-    let mut e = ended(None, notes);
+    let mut e = Ended::now(None, notes);
     e.took = Some(t1.elapsed());
     e
 }
@@ -982,21 +982,5 @@ mod exit_watch {
                 Exit::Code(libc::WEXITSTATUS(st))
             })
         }
-    }
-}
-
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: plain pidfd_open.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a fresh descriptor we own.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn ended(exit: Option<Exit>, notes: Vec<String>) -> Ended {
-    Ended {
-        exit,
-        ts_ns: mmio_trace_ring::monotonic_ns(),
-        notes,
-        took: None,
     }
 }

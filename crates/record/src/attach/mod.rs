@@ -166,6 +166,18 @@ fn poll_ms() -> u64 {
         .unwrap_or(mmio_trace_tracer::attached::DEFAULT_POLL_MS)
 }
 
+impl Ended {
+    /// Ended now (its timestamp), with `exit` and `notes`, no detach time.
+    fn now(exit: Option<Exit>, notes: Vec<String>) -> Ended {
+        Ended {
+            exit,
+            ts_ns: mmio_trace_ring::monotonic_ns(),
+            notes,
+            took: None,
+        }
+    }
+}
+
 /// `1.234 ms`.
 fn millis(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)

@@ -163,13 +163,13 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
     let fail = |reason: String| Started::Failed(Error::Attach { pid, reason });
     if let Err(e) = pt::check_attach(pid) {
         let _ = started.send(fail(e.to_string()));
-        return ended(None, Vec::new());
+        return Ended::now(None, Vec::new());
     }
     let stops = match pt::seize_all(pid, options()) {
         Ok(s) => s,
         Err(e) => {
             let _ = started.send(fail(e.to_string()));
-            return ended(None, Vec::new());
+            return Ended::now(None, Vec::new());
         }
     };
     let ts_ns = mmio_trace_ring::monotonic_ns();
@@ -273,18 +273,9 @@ pub(super) fn run(setup: Setup, started: Sender<Started>) -> Ended {
             notes.push(format!("mmio-trace: warning: while detaching: {e}"));
         }
     }
-    let mut e = ended(exit, notes);
+    let mut e = Ended::now(exit, notes);
     e.took = exit.is_none().then(|| t1.elapsed());
     e
-}
-
-fn ended(exit: Option<Exit>, notes: Vec<String>) -> Ended {
-    Ended {
-        exit,
-        ts_ns: mmio_trace_ring::monotonic_ns(),
-        notes,
-        took: None,
-    }
 }
 
 /// Brings thread `tid` of a stopped process (SIGSTOP), taken out of its group-stop by
