@@ -139,7 +139,7 @@ __attribute__((noreturn, used)) static void rc_main(struct rc *a) {
     for (;;) __asm__ volatile("syscall" ::"a"(SYS_exit), "D"(0) : "rcx", "r11", "memory");
 }
 
-/* clone(flags, stack, NULL, ctid, tls): the child pops its argument and calls rc_main. */
+/* clone(flags, stack, ctid, ctid, tls): the child pops its argument and calls rc_main. */
 static long do_clone(unsigned long flags, void *stack_top, volatile int *ctid, void *tls, struct rc *arg) {
     long ret;
     uint64_t *sp = (uint64_t *)stack_top - 2;
@@ -154,7 +154,7 @@ static long do_clone(unsigned long flags, void *stack_top, volatile int *ctid, v
                      "call rc_main\n"
                      "1:"
                      : "=a"(ret)
-                     : "0"(SYS_clone), "D"(flags), "S"(sp), "d"(0), "r"(r10), "r"(r8)
+                     : "0"(SYS_clone), "D"(flags), "S"(sp), "d"(ctid), "r"(r10), "r"(r8)
                      : "rcx", "r11", "memory");
     return ret;
 }
@@ -164,8 +164,10 @@ static uint8_t go_tls[4096] __attribute__((aligned(64)));
 static void clone_mode(void) {
     enum { STACK = 256 << 10 };
     static struct rc rcs[3];
+    /* As libc's threads: a clear_child_tid word that holds the thread's tid while it runs
+     * (the kernel stores it at the clone, zeroes it at the exit). */
     const unsigned long base = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
-                               CLONE_CHILD_CLEARTID;
+                               CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
     for (int c = 0; c < 3; c++) {
         uint8_t *m = mmap(NULL, STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) { perror("mmap"); exit(101); }

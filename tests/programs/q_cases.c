@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <x86intrin.h>
 
 static uint8_t *dev;
 static const char *dev_path;
@@ -215,6 +216,101 @@ static int c_threads(int n) {
     }
     wr32(dev + 0x84, n);
     printf("threads %d\n", n);
+    return 0;
+}
+
+/* ---- threads one after another, each on its predecessor's stack and TCB (libc's stack
+ * cache), each hammering the same instruction (hot: patched) ---- */
+static uint32_t reuse_n;
+static void *reuse_thread(void *arg) {
+    uintptr_t k = (uintptr_t)arg;
+    for (uint32_t i = 0; i < reuse_n; i++) wr32(dev + 0x94, (uint32_t)(k << 16 | i));
+    return NULL;
+}
+static int c_reuse(int rounds, int n) {
+    reuse_n = (uint32_t)n;
+    void *first = NULL;
+    int same = 0;
+    for (int k = 0; k < rounds; k++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, reuse_thread, (void *)(uintptr_t)k)) return 89;
+        /* The thread's TCB is its pthread_t: the same one means the same stack too. */
+        if (k == 0) first = (void *)t;
+        else same += (void *)t == first;
+        pthread_join(t, NULL);
+    }
+    wr32(dev + 0x84, (uint32_t)rounds);
+    printf("reuse %d same-tcb %d\n", rounds, same);
+    return 0;
+}
+
+/* ---- the same with raw clone(CLONE_SETTLS) threads and no libc: a TCB of the program's
+ * own at the top of the stack's mapping (as libc lays out a thread), given to thread A,
+ * then, once A has ended (raw SYS_exit), to thread B on the same stack. MODE "cleartid":
+ * the threads have a clear_child_tid word (CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID,
+ * as libc's); "flag": such a word holding 1, not the tid, until the kernel zeroes it;
+ * "none": no such word (as Go's threads). Each writes tag | j at 0x98, K
+ * times (A 0x10000000, B 0x20000000) ---- */
+#define RR_MAP (1 << 20)
+#define RR_TCB (RR_MAP - 4096)
+/* Zeroed bytes between the stack's top and the TCB (where libc keeps static TLS: a slot
+ * read there finds nothing). */
+#define RR_GAP 65536
+#define RR_CAP 50000
+struct rr { uint32_t tag; long k; int until_fast; volatile pid_t ctid; volatile int done; };
+static int rr_body(void *p) {
+    struct rr *c = p;
+    /* until_fast: K accesses at least, then on until 64 in a row took under 1500 cycles
+     * each (the instruction patched: a trap costs microseconds), at most RR_CAP. */
+    int fast = !c->until_fast;
+    uint64_t t0 = __rdtsc();
+    long j;
+    for (j = 0; j < c->k || (!fast && j < RR_CAP); j++) {
+        wr32(dev + 0x98, c->tag | (uint32_t)j);
+        if (c->until_fast && (j + 1) % 64 == 0) {
+            uint64_t t = __rdtsc();
+            fast = t - t0 < 64 * 1500;
+            t0 = t;
+        }
+    }
+    c->k = j;
+    c->done = 1;
+    __asm__ volatile("syscall" :: "a"(SYS_exit), "D"(0) : "rcx", "r11", "memory");
+    __builtin_unreachable();
+}
+static int rr_run(uint8_t *area, struct rr *c, int cleartid) {
+    int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD |
+                CLONE_SYSVSEM | CLONE_SETTLS;
+    if (cleartid == 1) flags |= CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID;
+    if (cleartid == 2) {
+        flags |= CLONE_CHILD_CLEARTID;
+        c->ctid = 1;
+    }
+    pid_t t = clone(rr_body, area + RR_TCB - RR_GAP, flags, c, &c->ctid, area + RR_TCB,
+                    &c->ctid);
+    if (t < 0) return -1;
+    /* Until the thread is gone (the kernel clears ctid before it is; tgkill says so). */
+    while (!c->done || (cleartid && c->ctid) || syscall(SYS_tgkill, getpid(), t, 0) == 0)
+        sched_yield();
+    return t;
+}
+static int c_rawreuse(const char *mode, long k) {
+    int cleartid = !strcmp(mode, "cleartid") ? 1 : !strcmp(mode, "flag") ? 2 : 0;
+    if (!cleartid && strcmp(mode, "none")) return 102;
+    uint8_t *area = mmap(NULL, RR_MAP, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED) return 88;
+    /* The TCB: the caller's first 256 bytes (its stack guard among them), its own self
+     * pointer. */
+    uint8_t *tcb = area + RR_TCB, *mine;
+    __asm__("movq %%fs:0, %0" : "=r"(mine));
+    memcpy(tcb, mine, 256);
+    *(uint8_t **)tcb = tcb;
+    struct rr a = {0x10000000, k, 1, 0, 0}, b = {0x20000000, k, 0, 0, 0};
+    pid_t ta = rr_run(area, &a, cleartid);
+    pid_t tb = rr_run(area, &b, cleartid);
+    if (ta < 0 || tb < 0) return 89;
+    wr32(dev + 0x84, 2);
+    printf("rawreuse %s %d A %ld\n", mode, ta != tb, a.k);
     return 0;
 }
 
@@ -656,6 +752,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "altstack")) return c_handler(strtoul(a, NULL, 0), 0);
     if (!strcmp(c, "altfull")) return c_handler(strtoul(a, NULL, 0), 1);
     if (!strcmp(c, "threads")) return c_threads(atoi(a));
+    if (!strcmp(c, "reuse")) return c_reuse(atoi(a), argc > 4 ? atoi(argv[4]) : 1000);
+    if (!strcmp(c, "rawreuse")) return c_rawreuse(a, argc > 4 ? atol(argv[4]) : 1000);
     if (!strcmp(c, "malloc")) return c_malloc(atoi(a));
     if (!strcmp(c, "remap")) return c_remap();
     if (!strcmp(c, "fixed")) return c_fixed();

@@ -459,6 +459,107 @@ fn two_hundred_short_lived_threads_lose_nothing() {
     }
 }
 
+/// Threads one after another, each given its predecessor's TCB and stack by libc, each
+/// hammering one instruction (hot: patched on the preload and inject routes): every
+/// access under its own thread's id, however the thread found its block (on the inject
+/// route no end hook frees a thread's block; a trampoline that took the dead owner's
+/// block for the new thread's logged the new thread under the old one's id).
+#[test]
+fn threads_on_a_dead_threads_stack_are_logged_under_their_own_id() {
+    let q = Q::new("q-reuse");
+    let (rounds, n) = (6u64, 3000u64);
+    for r in q.runs(&["reuse", &rounds.to_string(), &n.to_string()]) {
+        assert_eq!(code(&r.out), Some(0), "{}", r.ctx());
+        assert_eq!(
+            stdout(&r.out),
+            format!("reuse {rounds} same-tcb {}\n", rounds - 1),
+            "{}",
+            r.ctx()
+        );
+        let all = accesses_by_pid(&r.ev);
+        assert_eq!(all.len() as u64, rounds * n + 1, "{}", r.ctx());
+        let main = all.last().unwrap().0;
+        assert_eq!(
+            all.last().map(|a| (a.1, a.3, a.4)),
+            Some(('W', 0x84, rounds)),
+            "{}",
+            r.ctx()
+        );
+        // Each thread's values, in order, under one id of its own.
+        let mut by_tid = std::collections::BTreeMap::<u32, Vec<u64>>::new();
+        for &(tid, dir, width, off, value) in &all[..all.len() - 1] {
+            assert_eq!((dir, width, off), ('W', 4, 0x94), "{}", r.ctx());
+            by_tid.entry(tid).or_default().push(value);
+        }
+        assert!(!by_tid.contains_key(&main), "{}", r.ctx());
+        let mut got: Vec<Vec<u64>> = by_tid.into_values().collect();
+        got.sort_by_key(|v| v.first().copied());
+        let want: Vec<Vec<u64>> = (0..rounds)
+            .map(|k| (0..n).map(|i| k << 16 | i).collect())
+            .collect();
+        // (Compared by summary first: a mismatch of 18,000 values is unreadable.)
+        let summary = |v: &[Vec<u64>]| -> Vec<(usize, Option<u64>, Option<u64>)> {
+            v.iter()
+                .map(|t| (t.len(), t.first().copied(), t.last().copied()))
+                .collect()
+        };
+        assert_eq!(summary(&got), summary(&want), "{}", r.ctx());
+        assert!(got == want, "{}", r.ctx());
+    }
+}
+
+/// As above with raw `clone(CLONE_SETTLS)` threads and no libc: a TCB of the program's
+/// own at the top of the stack's mapping, given to thread A, then to thread B on the
+/// same stack once A has ended with a raw `SYS_exit`; with a `clear_child_tid` word (as
+/// libc's threads), with one that holds a flag instead of the tid, and without (as Go's).
+/// A's hot instruction is patched before B runs (where the thread's block can be proven
+/// its own: not with the flag, which a successor sets again).
+#[test]
+fn raw_threads_given_a_dead_threads_tcb_and_stack_are_logged_under_their_own_id() {
+    let q = Q::new("q-rawreuse");
+    let k = 2000u64;
+    for mode in ["cleartid", "flag", "none"] {
+        for r in q.runs(&["rawreuse", mode, &k.to_string()]) {
+            assert_eq!(code(&r.out), Some(0), "{mode}: {}", r.ctx());
+            // A ran until its instruction was patched (or 50,000 times: the preload
+            // route serves no thread of a TCB it did not see libc make).
+            let out = stdout(&r.out);
+            let na: u64 = out
+                .strip_prefix(&format!("rawreuse {mode} 1 A "))
+                .and_then(|s| s.trim_end().parse().ok())
+                .unwrap_or_else(|| panic!("{mode}: {}", r.ctx()));
+            if r.way != Way::Preload && mode != "flag" {
+                assert!(
+                    na < 50_000,
+                    "{mode}: A's instruction never patched; {}",
+                    r.ctx()
+                );
+            }
+            let all = accesses_by_pid(&r.ev);
+            assert_eq!(all.len() as u64, na + k + 1, "{mode}: {}", r.ctx());
+            // A's accesses, then B's, each under one id, A's not B's.
+            let ids: Vec<u32> = all[..all.len() - 1].iter().map(|a| a.0).collect();
+            let (a, b) = (ids[0], ids[na as usize]);
+            assert_ne!(a, b, "{mode}: {}", r.ctx());
+            let wrong = ids
+                .iter()
+                .enumerate()
+                .filter(|&(i, &t)| t != if (i as u64) < na { a } else { b })
+                .count();
+            assert_eq!(wrong, 0, "{mode}: accesses under the wrong id; {}", r.ctx());
+            let want: Vec<_> = [(0x1000_0000u64, na), (0x2000_0000, k)]
+                .iter()
+                .flat_map(|&(tag, n)| (0..n).map(move |j| ('W', 4, 0x98, tag | j)))
+                .collect();
+            let got: Vec<_> = all[..all.len() - 1]
+                .iter()
+                .map(|&(_, d, w, o, v)| (d, w, o, v))
+                .collect();
+            assert!(got == want, "{mode}: {}", r.ctx());
+        }
+    }
+}
+
 #[test]
 fn malloc_churn_between_accesses() {
     let q = Q::new("q-malloc");

@@ -32,6 +32,8 @@ const SYS_FSTAT: usize = 5;
 const SYS_PWRITE64: usize = 18;
 const SYS_FCNTL: usize = 72;
 const SYS_PIPE2: usize = 293;
+const SYS_PRCTL: usize = 157;
+const SYS_SET_TID_ADDRESS: usize = 218;
 
 /// `AT_FDCWD`.
 pub const AT_FDCWD: isize = -100;
@@ -107,6 +109,39 @@ pub unsafe fn mremap(
 pub fn gettid() -> u32 {
     // SAFETY: no arguments.
     unsafe { syscall6(SYS_GETTID, 0, 0, 0, 0, 0, 0) as u32 }
+}
+
+/// The address the kernel zeroes (and futex-wakes) when the calling thread ends (its
+/// `clear_child_tid`: glibc's `struct pthread` tid field; 0: none), from
+/// `PR_GET_TID_ADDRESS`; `None` where the kernel has no such query (built without
+/// `CONFIG_CHECKPOINT_RESTORE`).
+pub fn tid_address() -> Option<u64> {
+    const PR_GET_TID_ADDRESS: usize = 40;
+    let mut a = 0u64;
+    // SAFETY: the kernel writes one pointer-sized word to `a`.
+    let r = unsafe {
+        syscall6(
+            SYS_PRCTL,
+            PR_GET_TID_ADDRESS,
+            &mut a as *mut u64 as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    (r == 0).then_some(a)
+}
+
+/// Makes `word` the calling thread's `clear_child_tid`: the kernel writes 0 there (and
+/// futex-wakes it) when the thread ends.
+///
+/// # Safety
+/// `word` must stay a u32 nobody else relies on for as long as the thread lives (or
+/// until replaced): the kernel writes it at the thread's end.
+pub unsafe fn set_tid_address(word: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { syscall6(SYS_SET_TID_ADDRESS, word as usize, 0, 0, 0, 0, 0) };
 }
 
 /// The process id.

@@ -21,6 +21,11 @@
 //! frees the block (a tombstone: lookups probe past it, inserts reuse it) and the thread's
 //! alternate signal stack.
 //!
+//! Generated code that probes the table itself (the injected core's trampolines) cannot
+//! afford `gettid`: it takes a block only while the stack pointer lies in the owner's
+//! stack and the owner's `clear_child_tid` word still holds the owner's tid (see
+//! `ThreadBlock::tid_word`), since a new thread may inherit a dead one's TCB and stack.
+//!
 //! In preload mode the block's address is also published in an initial-exec TLS slot
 //! (see [`set_tls_publisher`]) for generated code, which reads it with one `%fs`-relative
 //! load.
@@ -220,6 +225,16 @@ pub struct ThreadBlock {
     /// `siglongjmp`, and code running above that frame proves it did.
     pub(crate) handler_depth: AtomicU32,
     pub(crate) handler_frame: AtomicU64,
+    /// Table lookup only (see [`learn_own_stack`]): the address of a u32 that holds the
+    /// owner's tid while it lives and that the kernel zeroes when it ends (its
+    /// `clear_child_tid`: libc's own word, or `ThreadBlock::exit_word`); 0: none known.
+    /// A trampoline serves the block only while that word holds the block's tid: a thread
+    /// that inherits a dead owner's TCB and stack (libc's stack cache) passes every other
+    /// check, and on the inject route no end hook frees the block first.
+    tid_word: AtomicU64,
+    /// The owner's `clear_child_tid`, when the thread had none of its own (a raw clone, a
+    /// Go thread).
+    exit_word: AtomicU32,
 }
 
 /// The name the rest of the tracer used before the block: one thread's state.
@@ -246,6 +261,8 @@ pub const OFF_INSIDE: usize = core::mem::offset_of!(ThreadBlock, inside);
 /// Offsets of the owner's stack bounds (two u64: `[lo, hi)`, 0 when unknown).
 pub const OFF_OWN_STACK: usize = core::mem::offset_of!(ThreadBlock, own_lo);
 const _: () = assert!(core::mem::offset_of!(ThreadBlock, own_hi) == OFF_OWN_STACK + 8);
+/// Offset of the owner's tid word's address (u64, see `ThreadBlock::tid_word`).
+pub const OFF_TID_WORD: usize = core::mem::offset_of!(ThreadBlock, tid_word);
 
 const _: () = {
     use core::mem::offset_of;
@@ -296,6 +313,8 @@ const EMPTY: ThreadBlock = ThreadBlock {
     own_tried: AtomicU32::new(0),
     handler_depth: AtomicU32::new(0),
     handler_frame: AtomicU64::new(0),
+    tid_word: AtomicU64::new(0),
+    exit_word: AtomicU32::new(0),
 };
 
 static BLOCKS: [ThreadBlock; MAX_THREADS] = [EMPTY; MAX_THREADS];
@@ -457,6 +476,7 @@ fn adopt(s: &'static ThreadBlock, key: u64, hooked: bool) {
     s.pause_depth.store(0, Ordering::Relaxed);
     s.own_lo.store(0, Ordering::Relaxed);
     s.own_hi.store(0, Ordering::Relaxed);
+    s.tid_word.store(0, Ordering::Relaxed);
     s.stack_lo.store(0, Ordering::Relaxed);
     s.stack_hi.store(0, Ordering::Relaxed);
     s.ring.store(NO_RING, Ordering::Relaxed);
@@ -737,11 +757,49 @@ pub(crate) fn learn_own_stack(sp: u64) {
         return;
     }
     b.own_tried.store(tried + 1, Ordering::Relaxed);
+    if !learn_tid_word(b) {
+        return;
+    }
     if let Some((lo, hi)) = stack_mapping(sp, b.fs_base()) {
         // Trampolines compare with `lo` first and `hi` second: `hi` still 0 fails them.
         b.own_lo.store(lo, Ordering::Relaxed);
         b.own_hi.store(hi, Ordering::Release);
     }
+}
+
+/// Gives `b` (the calling thread's) its `ThreadBlock::tid_word`: the thread's
+/// `clear_child_tid` when it holds the thread's tid (a libc thread's), or, where the thread
+/// has none, the block's own `exit_word`, made its `clear_child_tid` now (only where table
+/// lookup is on: a core that never leaves the process, so the kernel's write at the
+/// thread's end always lands in the block). `false`: none can be had (a kernel without
+/// `PR_GET_TID_ADDRESS`, a word that does not hold the tid): trampolines pass the thread
+/// over.
+fn learn_tid_word(b: &ThreadBlock) -> bool {
+    if b.tid_word.load(Ordering::Relaxed) != 0 {
+        return true;
+    }
+    let tid = b.tid();
+    let word = match sys::tid_address() {
+        Some(0) => {
+            b.exit_word.store(tid, Ordering::Relaxed);
+            let w = &b.exit_word as *const AtomicU32 as u64;
+            // SAFETY: the block's own word, in the table, which lives as long as the
+            // process (see above); nothing else uses it.
+            unsafe { sys::set_tid_address(w) };
+            w
+        }
+        Some(a) => {
+            let mut v = [0u8; 4];
+            // SAFETY: a guarded load (the program chose the address).
+            if unsafe { crate::guard::read(a, &mut v) }.is_err() || u32::from_ne_bytes(v) != tid {
+                return false;
+            }
+            a
+        }
+        None => return false,
+    };
+    b.tid_word.store(word, Ordering::Relaxed);
+    true
 }
 
 /// The mapping of `/proc/self/maps` that holds `sp`, when it is `[stack]` or also holds
@@ -1040,8 +1098,14 @@ pub fn after_fork_child() {
                 s.altstack.store(mine, Ordering::Relaxed);
             }
             s.sig.copy_from(&sig);
-            s.own_lo.store(own.0, Ordering::Relaxed);
-            s.own_hi.store(own.1, Ordering::Relaxed);
+            // Where trampolines probe the table they also want the owner's tid word,
+            // which the new block has yet to learn (the child's word holds its own tid
+            // when libc's fork set it; a raw fork leaves the child none, and the parent's
+            // word: the child then stays on the trap path).
+            if own.1 != 0 && (!table_lookup() || learn_tid_word(s)) {
+                s.own_lo.store(own.0, Ordering::Relaxed);
+                s.own_hi.store(own.1, Ordering::Relaxed);
+            }
             // The TLS slot (copied from the parent) may name the parent's block, which
             // is another entry now.
             publish(s, s.fs_base());

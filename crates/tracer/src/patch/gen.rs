@@ -135,6 +135,10 @@ pub(crate) struct Env {
     pub off_key: i64,
     /// Offset in the block of its owner's stack bounds (`[lo, hi)`).
     pub off_own_stack: i64,
+    /// [`BlockAt::Table`] only: offsets in the block of its owner's tid (u32) and of the
+    /// address of the owner's tid word (u64; see `threads::ThreadBlock::tid_word`).
+    pub off_tid: i64,
+    pub off_tid_word: i64,
     /// Address of the recording's `closed` flag (u32).
     pub closed: u64,
     /// Address of the fork canary (u32, 0 in the child of a fork none of the tracer's
@@ -754,6 +758,29 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
                 mem_at(Register::R10, env.off_own_stack + 8),
             ));
             a.jcc(0x3, next); // jae
+                              // And only while the owner lives: its tid word (which the kernel zeroes at
+                              // its end) still holds its tid. A thread given a dead owner's TCB and stack
+                              // (libc's stack cache) has its own tid there. The word is the thread's TCB or
+                              // the table; a fault reading it (an owner's word gone with its memory) is a
+                              // miss (the guard).
+            a.i(Instruction::with2(
+                Code::Mov_r64_rm64,
+                Register::RDX,
+                mem_at(Register::R10, env.off_tid_word),
+            ));
+            guard_lo = a.buf.len();
+            a.i(Instruction::with2(
+                Code::Mov_r32_rm32,
+                Register::EDX,
+                mem_at(Register::RDX, 0),
+            ));
+            guard_hi = a.buf.len();
+            a.i(Instruction::with2(
+                Code::Cmp_r32_rm32,
+                Register::EDX,
+                mem_at(Register::R10, env.off_tid),
+            ));
+            a.jcc(JNE, next);
             a.jmp(found);
             a.bind(other);
             // An empty block ends the probe (a freed one does not).
@@ -774,9 +801,6 @@ pub(crate) fn generate(site: &Site, env: &Env, at: u64) -> Result<Tramp, &'stati
             a.jcc(JNE, probe);
             a.jmp(miss0);
             a.bind(found);
-            // The table is always mapped: no load here can fault.
-            guard_lo = a.buf.len();
-            guard_hi = guard_lo;
         }
         #[cfg(test)]
         BlockAt::Fixed(b) => {
@@ -1649,6 +1673,8 @@ mod tests {
             off_inside: B_INSIDE,
             off_key: B_KEY,
             off_own_stack: 40,
+            off_tid_word: 56,
+            off_tid: 64,
             closed: &world.closed as *const u32 as u64,
             fork_canary: table.map_or(0, |t| t.1),
             rseq: None,
@@ -1973,8 +1999,22 @@ mod tests {
         Some((key, crate::threads::hash(key)))
     }
 
-    /// A test block's words for `key`, ring `world`'s, owner's stack `[lo, hi)`.
-    fn block_words(world: &World, key: u64, lo: u64, hi: u64) -> [u64; 8] {
+    /// The tid of a test block's owner, and its tid word while it lives.
+    const OWNER: u32 = 4242;
+    static OWNER_WORD: u32 = OWNER;
+    /// The tid word of a thread that took over a dead owner's TCB (it holds its own tid).
+    static OTHER_WORD: u32 = OWNER + 1;
+    /// A dead owner's tid word (zeroed by the kernel).
+    static DEAD_WORD: u32 = 0;
+
+    /// A test block's words for `key`, ring `world`'s, owner's stack `[lo, hi)`, owner
+    /// [`OWNER`] alive.
+    fn block_words(world: &World, key: u64, lo: u64, hi: u64) -> [u64; 9] {
+        block_words_tid(world, key, lo, hi, &OWNER_WORD)
+    }
+
+    /// As [`block_words`], with the owner's tid word at `word`.
+    fn block_words_tid(world: &World, key: u64, lo: u64, hi: u64, word: &u32) -> [u64; 9] {
         [
             key,
             world.ctl.as_ptr() as u64,
@@ -1983,7 +2023,8 @@ mod tests {
             0,
             lo,
             hi,
-            0,
+            word as *const u32 as u64,
+            u64::from(OWNER),
         ]
     }
 
@@ -2021,7 +2062,11 @@ mod tests {
         t.put(home, &block_words(&decoy, key ^ 0x1000, lo, hi));
         t.put(home + 1, &[1]);
         t.put(home + 2, &block_words(&decoy, key, 0x1000, 0x2000));
-        t.put(home + 3, &block_words(&s.world, key, lo, hi));
+        // And blocks under its key, on its stack, of owners that are gone (the thread
+        // inherited their TCB and stack): their tid words hold another tid, or 0.
+        t.put(home + 3, &block_words_tid(&decoy, key, lo, hi, &OTHER_WORD));
+        t.put(home + 4, &block_words_tid(&decoy, key, lo, hi, &DEAD_WORD));
+        t.put(home + 5, &block_words(&s.world, key, lo, hi));
         let (rax, _) = call(s.tramp, s.dev(), 0, 0);
         assert_eq!(rax, le(&s.alias[8..12]));
         s.check_common(1);
@@ -2035,21 +2080,52 @@ mod tests {
         let (lo, hi) = my_stack();
         let one = 1u32;
         let zero = 0u32;
-        let cases: [(&str, usize, u64, u64, u32); 5] = [
-            // (why, where the block is, its stack, the canary)
-            ("an empty block ends the probe", home + 1, lo, hi, 1),
-            ("the probe's bound", home + TABLE_PROBES as usize, lo, hi, 1),
+        let cases: [(&str, usize, u64, u64, u32, &u32); 7] = [
+            // (why, where the block is, its stack, the canary, its owner's tid word)
+            (
+                "an empty block ends the probe",
+                home + 1,
+                lo,
+                hi,
+                1,
+                &OWNER_WORD,
+            ),
+            (
+                "the probe's bound",
+                home + TABLE_PROBES as usize,
+                lo,
+                hi,
+                1,
+                &OWNER_WORD,
+            ),
             (
                 "an owner's stack that is not the thread's",
                 home,
                 0x1000,
                 0x2000,
                 1,
+                &OWNER_WORD,
             ),
-            ("no owner's stack known", home, 0, 0, 1),
-            ("a fork child none of the hooks saw", home, lo, hi, 0),
+            ("no owner's stack known", home, 0, 0, 1, &OWNER_WORD),
+            (
+                "a fork child none of the hooks saw",
+                home,
+                lo,
+                hi,
+                0,
+                &OWNER_WORD,
+            ),
+            (
+                "a dead owner's TCB and stack, taken by a new thread",
+                home,
+                lo,
+                hi,
+                1,
+                &OTHER_WORD,
+            ),
+            ("an owner that is gone", home, lo, hi, 1, &DEAD_WORD),
         ];
-        for (why, at, lo, hi, c) in cases {
+        for (why, at, lo, hi, c, word) in cases {
             let canary = if c == 1 { &one } else { &zero };
             let mut t = Table::new();
             let s = setup_with(
@@ -2066,7 +2142,7 @@ mod tests {
                     t.put(k, &[if k % 2 == 0 { 1 } else { key ^ 0x1000 }]);
                 }
             }
-            t.put(at, &block_words(&s.world, key, lo, hi));
+            t.put(at, &block_words_tid(&s.world, key, lo, hi, word));
             // The original instruction: the program's memory, not the alias.
             let (rax, _) = call(s.tramp, s.dev(), 0, 0);
             assert_eq!(rax, le(&s.dev[8..12]), "{why}");

@@ -728,6 +728,8 @@ fn setup() -> Result<gen::Env, &'static str> {
         off_inside: threads::OFF_INSIDE as i64,
         off_key: threads::OFF_KEY as i64,
         off_own_stack: threads::OFF_OWN_STACK as i64,
+        off_tid: threads::OFF_TID as i64,
+        off_tid_word: threads::OFF_TID_WORD as i64,
         closed: &shm.header().closed as *const AtomicU32 as u64,
         fork_canary,
     })
