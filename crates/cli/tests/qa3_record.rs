@@ -292,7 +292,13 @@ fn analyze_keeps_the_whole_value_of_writes_wider_than_8_bytes() {
     want.push(format!("write256 0x0080 {w32}"));
     assert_eq!(writes, want);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let steps = v["maps"][0]["steps"].as_array().unwrap();
+    // (Its delay steps depend on how the machine ran the program.)
+    let steps: Vec<&serde_json::Value> = v["maps"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["op"] != "delay")
+        .collect();
     assert_eq!(steps.len(), 6, "{v}");
     assert_eq!(steps[0]["value"], serde_json::Value::Null);
     assert_eq!(steps[0]["value_hex"], w64.as_str());
