@@ -23,8 +23,8 @@ pub enum RecordFormat {
 /// `--route`.
 #[derive(Clone, Copy, Default, clap::ValueEnum)]
 enum RouteArg {
-    /// Per program: preload for dynamic programs, ptrace for static, Go, set-uid,
-    /// set-gid and file-capability ones (the default).
+    /// Per program: preload for dynamic glibc programs, inject for static, Go, musl,
+    /// set-uid, set-gid and file-capability ones (the default).
     #[default]
     Auto,
     /// The preload library.
@@ -105,7 +105,8 @@ pub struct RecordArgs {
 
     /// How to reach the program's accesses. `auto` (the default) picks per program:
     /// `inject` for statically linked, Go, set-uid, set-gid and file-capability programs
-    /// (which LD_PRELOAD cannot reach), `preload` for the others; a traced program that
+    /// (which LD_PRELOAD cannot reach) and dynamic programs whose loader is not glibc's
+    /// (musl: it cannot load the library), `preload` for the others; a traced program that
     /// execs such a program is handed over there (the new image gets the tracer before its
     /// first instruction). Unless the route is the automatic preload one, the trace's
     /// first MARK names the route and why. `preload` injects mmio-trace's library into the

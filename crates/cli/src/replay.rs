@@ -283,13 +283,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     opts.no_patch = true;
     opts.status = !args.quiet;
     opts.env = image_env(fd);
-    // The model answers in the preload library only: a program only the ptrace route
-    // reaches would touch the real files, and no process is handed over to it.
+    // The model answers in the preload library only: a program the preload library cannot
+    // reach would touch the real files, and no process is handed over to it.
     if let Some(program) = args.command.first() {
         let choice = mmio_trace_record::route::choose(program, None);
         if choice.route != mmio_trace_record::Route::Preload {
             eprintln!(
-                "mmio-trace: cannot replay into {}: it is a {}, which only the ptrace route traces, and replay needs the preload route (a dynamically linked build)",
+                "mmio-trace: cannot replay into {}: it is a {}, which the preload library cannot reach, and replay needs the preload route (a dynamically linked glibc build)",
                 program.to_string_lossy(),
                 choice.reason
             );

@@ -136,6 +136,64 @@ fn a_static_musl_program_is_traced() {
 }
 
 #[test]
+fn a_dynamic_musl_program_is_traced_alone_and_from_a_glibc_shell() {
+    // musl's loader cannot load the preload library (built against glibc): such a
+    // program, started by the recorder or exec'd by a program on the preload route, goes
+    // the inject route instead of failing to start.
+    let dir = scratch("t-musl-dyn");
+    let dev = device(&dir, 8192);
+    let exe = cc(&dir, "t_regs", "musld", "musl-gcc", &[]);
+    let (out, ev) = rec(&dir, &dev, &[], &[os(&exe), os(&dev)]);
+    assert_regs_run(&out, &ev, 1, 7);
+    assert_eq!(
+        route_marks(&ev),
+        ["mmio-trace: route inject (musl program)"]
+    );
+    assert_device_after(&dev, &writes_of(&regs_accesses()));
+
+    // glibc's sh (preload) runs it, then a glibc build of the same driver, which execs it.
+    let dev = device(&dir, 8192);
+    let glibc = cc(&dir, "t_regs", "dyn", "cc", &[]);
+    let script = format!(
+        "{m} {d}; {g} {d} {m} {d}; echo sh-after $?",
+        m = exe.display(),
+        g = glibc.display(),
+        d = dev.display()
+    );
+    let (out, ev) = rec(
+        &dir,
+        &dev,
+        &[],
+        &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
+    );
+    assert_exit(&out, 0);
+    let line = "read 11223344 1400 beef euid 0\n";
+    assert_eq!(
+        stdout(&out),
+        format!("{line}{line}{line}sh-after 7\n"),
+        "stderr {}",
+        stderr(&out)
+    );
+    let want: Vec<_> = (0..3).flat_map(|_| regs_accesses()).collect();
+    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    assert_eq!(count_maps(&ev), 3);
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("Error"), "{}", stderr(&out));
+    assert_none_lost(&ev);
+
+    // The preload route forced on it: said before the loader refuses.
+    let (out, _) = rec(&dir, &dev, &["--route", "preload"], &[os(&exe), os(&dev)]);
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "mmio-trace: warning: {} is a musl program: its loader cannot load the preload library (built against glibc) and will not start it (--route inject traces it)\n",
+            exe.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn a_go_program_on_several_threads_is_traced_register_by_register() {
     let dir = scratch("t-go");
     let dev = device(&dir, 4096);
@@ -441,7 +499,7 @@ fn replay_refuses_a_program_only_the_ptrace_route_reaches() {
     assert_eq!(
         stderr(&out),
         format!(
-            "mmio-trace: cannot replay into {}: it is a static executable, which only the ptrace route traces, and replay needs the preload route (a dynamically linked build)\n",
+            "mmio-trace: cannot replay into {}: it is a static executable, which the preload library cannot reach, and replay needs the preload route (a dynamically linked glibc build)\n",
             stat.display()
         )
     );

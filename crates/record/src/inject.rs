@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use mmio_trace_ptrace::{self as pt, Event, Options, Stop};
 
+use mmio_trace_tracer::exe_kind;
+
 use crate::agent;
 use crate::remote::supervisor::Start;
 use crate::remote::sys::tgid_of;
@@ -77,6 +79,7 @@ fn inject_err(what: &str, e: impl std::fmt::Display) -> io::Error {
 /// inherited one exempts the core yet).
 pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::Result<()> {
     let mut proc = pt::Process::new(pid);
+    unname_preload(pid, proc.mem());
     let image = match core_image() {
         Ok((blob, Some(file))) => proc.load_blob_mapped(tid, blob, file),
         Ok((blob, None)) => proc.load_blob(tid, blob, &pt::LoadOptions { base: Some(BASE) }),
@@ -112,6 +115,77 @@ pub(crate) fn inject(pid: i32, tid: i32, params: &Params, filter: bool) -> io::R
         ));
     }
     Ok(())
+}
+
+/// The preload library's file name, as `LD_PRELOAD` names it.
+const PRELOAD_LIB: &[u8] = b"libmmio_trace_preload.so";
+
+/// At the exec stop of an image whose loader is not glibc's (musl's...): the preload
+/// library an `LD_PRELOAD` inherited from a preload-route parent names cannot be loaded
+/// there (it is built against glibc), and the loader would refuse to start the program.
+/// Its entries are blanked in the new image's environment, one `:` per byte (an empty
+/// element, which every loader skips); the rest of the variable is the program's.
+fn unname_preload(pid: i32, mem: &mut pt::Mem) {
+    let exe = format!("/proc/{pid}/exe");
+    let foreign = matches!(
+        exe_kind::classify(exe.as_bytes()).needs_ptrace(),
+        Some(exe_kind::Why::Musl | exe_kind::Why::OtherLoader)
+    );
+    if !foreign {
+        return;
+    }
+    let Some((start, end)) = env_area(pid) else {
+        return;
+    };
+    let mut env = vec![0u8; (end.saturating_sub(start) as usize).min(16 << 20)];
+    if mem.read(start, &mut env).is_err() {
+        return;
+    }
+    if blank_preload(&mut env) {
+        let _ = mem.write(start, &env);
+    }
+}
+
+/// `[env_start, env_end)` of process `pid` (fields 50 and 51 of `/proc/PID/stat`).
+fn env_area(pid: i32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields from the third on follow the command name's closing parenthesis.
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace().skip(50 - 3);
+    let start = f.next()?.parse().ok()?;
+    let end = f.next()?.parse().ok()?;
+    (start < end).then_some((start, end))
+}
+
+/// Blanks the preload library's elements of the `LD_PRELOAD` entries in `env` (NUL-
+/// separated `NAME=value` strings); whether it changed anything.
+fn blank_preload(env: &mut [u8]) -> bool {
+    const KEY: &[u8] = b"LD_PRELOAD=";
+    let mut changed = false;
+    let mut at = 0;
+    while at < env.len() {
+        let end = env[at..]
+            .iter()
+            .position(|&c| c == 0)
+            .map_or(env.len(), |n| at + n);
+        if env[at..end].starts_with(KEY) {
+            let mut e = at + KEY.len();
+            while e < end {
+                let stop = env[e..end]
+                    .iter()
+                    .position(|&c| c == b':' || c == b' ')
+                    .map_or(end, |n| e + n);
+                let item = &env[e..stop];
+                let base = item.rsplit(|&c| c == b'/').next().unwrap_or(item);
+                if base == PRELOAD_LIB {
+                    env[e..stop].fill(b':');
+                    changed = true;
+                }
+                e = stop + 1;
+            }
+        }
+        at = end + 1;
+    }
+    changed
 }
 
 /// The core, parsed once, and its memory image relocated for [`BASE`] in a file that
@@ -493,5 +567,30 @@ impl Drop for Forget {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(t, f)| !(*t == self.0 && Arc::ptr_eq(f, &self.1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preload_library_is_blanked_out_of_ld_preload_only() {
+        let mut env = b"A=1\0LD_PRELOAD=/x/libmmio_trace_preload.so:/y/libz.so liba.so\0\
+            B=libmmio_trace_preload.so\0LD_PRELOAD=libmmio_trace_preload.so\0"
+            .to_vec();
+        assert!(blank_preload(&mut env));
+        let want = format!(
+            "A=1\0LD_PRELOAD={}:/y/libz.so liba.so\0B=libmmio_trace_preload.so\0LD_PRELOAD={}\0",
+            ":".repeat("/x/libmmio_trace_preload.so".len()),
+            ":".repeat("libmmio_trace_preload.so".len()),
+        );
+        assert_eq!(String::from_utf8(env).unwrap(), want);
+        let mut other = b"LD_PRELOAD=/x/libmmio_trace_preload.so.1:mylib.so\0".to_vec();
+        assert!(!blank_preload(&mut other));
+        // No trailing NUL (a cut read): still bounded.
+        let mut cut = b"LD_PRELOAD=libmmio_trace_preload.so".to_vec();
+        assert!(blank_preload(&mut cut));
+        assert!(cut.ends_with(b"=::::::::::::::::::::::::"));
     }
 }

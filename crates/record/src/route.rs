@@ -233,6 +233,20 @@ mod tests {
             .expect("musl-gcc is needed (Debian: apt-get install musl-tools)");
         assert!(st.success());
         assert_eq!(auto(&exe), inject("static executable"));
+        // Dynamic: musl's loader cannot load the preload library (built against glibc).
+        let dynamic = d.join("md");
+        let st = Command::new("musl-gcc")
+            .arg("-o")
+            .arg(&dynamic)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(auto(&dynamic), inject("musl program"));
+        assert_eq!(
+            auto(&dynamic).mark(),
+            "mmio-trace: route inject (musl program)"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What kind of program a file is, for the choice of route: whether `LD_PRELOAD` reaches
 //! it (a dynamically linked ELF that runs with the caller's identity) or only the ptrace
-//! route does (statically linked, a Go program, set-uid/set-gid, file capabilities).
+//! route does (statically linked, a Go program, set-uid/set-gid, file capabilities, a
+//! program whose dynamic loader is not glibc's).
 //!
 //! One implementation for the recorder (which picks the route of the program it starts)
 //! and the preload library (which hands a process over to the recorder before it execs
@@ -24,6 +25,11 @@ pub enum Why {
     SetGid,
     /// File capabilities (`security.capability`): likewise.
     Capabilities,
+    /// Linked against musl (its loader, `ld-musl-*`, as on Alpine): the preload library,
+    /// built against glibc, cannot be loaded there, and the program would not start.
+    Musl,
+    /// Another loader than glibc's or musl's (uClibc's, a custom one): likewise.
+    OtherLoader,
 }
 
 impl Why {
@@ -35,6 +41,8 @@ impl Why {
             Why::SetUid => "set-uid program",
             Why::SetGid => "set-gid program",
             Why::Capabilities => "file capabilities",
+            Why::Musl => "musl program",
+            Why::OtherLoader => "program whose loader is not glibc's",
         }
     }
 }
@@ -275,7 +283,7 @@ fn elf_verdict(fd: i32) -> Verdict {
     let phoff = u64_at(&eh, 32);
     let phentsize = u16_at(&eh, 54) as u64;
     let phnum = u16_at(&eh, 56) as u64;
-    let mut interp = false;
+    let mut interp = None;
     let mut go = false;
     if phentsize >= 56 {
         for i in 0..phnum.min(256) {
@@ -284,7 +292,7 @@ fn elf_verdict(fd: i32) -> Verdict {
                 return Verdict::NotElf;
             }
             match u32_at(&ph, 0) {
-                PT_INTERP => interp = true,
+                PT_INTERP => interp = Some((u64_at(&ph, 8), u64_at(&ph, 32))),
                 PT_NOTE if !go => go = go_note(fd, u64_at(&ph, 8), u64_at(&ph, 32)),
                 _ => {}
             }
@@ -293,12 +301,40 @@ fn elf_verdict(fd: i32) -> Verdict {
     if !go {
         go = go_section(fd, &eh);
     }
-    if go {
-        Verdict::Ptrace(Why::Go)
-    } else if interp {
-        Verdict::Dynamic
+    match (go, interp) {
+        (true, _) => Verdict::Ptrace(Why::Go),
+        (false, Some((off, len))) => match loader(fd, off, len) {
+            Some(why) => Verdict::Ptrace(why),
+            None => Verdict::Dynamic,
+        },
+        (false, None) => Verdict::Ptrace(Why::Static),
+    }
+}
+
+/// Why the loader named by `PT_INTERP` (`len` bytes at `off`) cannot load the preload
+/// library, if it cannot: glibc's loaders are named `ld-linux*` (`ld-linux-x86-64.so.2`,
+/// wherever it lies: `/lib64`, a Nix store...). A name that cannot be read is taken for
+/// glibc's (the exec will tell).
+fn loader(fd: i32, off: u64, len: u64) -> Option<Why> {
+    let mut name = [0u8; 512];
+    let len = (len as usize).min(name.len());
+    if len == 0 || !pread_exact(fd, &mut name[..len], off) {
+        return None;
+    }
+    let path = &name[..len];
+    let path = &path[..path.iter().position(|&c| c == 0).unwrap_or(len)];
+    let base = &path[path.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..];
+    loader_by_name(base)
+}
+
+/// [`loader`] for the loader's file name (no directory).
+fn loader_by_name(base: &[u8]) -> Option<Why> {
+    if base.starts_with(b"ld-linux") {
+        None
+    } else if base.starts_with(b"ld-musl") {
+        Some(Why::Musl)
     } else {
-        Verdict::Ptrace(Why::Static)
+        Some(Why::OtherLoader)
     }
 }
 
@@ -371,6 +407,14 @@ mod tests {
         assert_eq!(shebang(b"#!\t/x -e"), Some(&b"/x"[..]));
         assert_eq!(shebang(b"#!\n"), None);
         assert_eq!(shebang(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn loaders_by_name() {
+        assert_eq!(loader_by_name(b"ld-linux-x86-64.so.2"), None);
+        assert_eq!(loader_by_name(b"ld-musl-x86_64.so.1"), Some(Why::Musl));
+        assert_eq!(loader_by_name(b"ld64-uClibc.so.0"), Some(Why::OtherLoader));
+        assert_eq!(loader_by_name(b""), Some(Why::OtherLoader));
     }
 
     #[test]
