@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <x86intrin.h>
@@ -311,6 +312,40 @@ static int c_rawreuse(const char *mode, long k) {
     if (ta < 0 || tb < 0) return 89;
     wr32(dev + 0x84, 2);
     printf("rawreuse %s %d A %ld\n", mode, ta != tb, a.k);
+    return 0;
+}
+
+/* ---- blocking reads broken off or restarted by a signal, once a device is mapped (the
+ * inject route then traps every read to see its buffer): SIGALRM without SA_RESTART
+ * breaks a read of an empty pipe off (EINTR); with SA_RESTART the read goes on, into
+ * device memory, until a child writes "abcd" ---- */
+static volatile int alarms;
+static void on_alarm(int s) { (void)s; alarms++; }
+static int c_blockread(void) {
+    int p[2];
+    if (pipe(p)) return 87;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, 0}, {0, 100000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    char b[8];
+    ssize_t r = read(p[0], b, sizeof b);
+    int e = r < 0 ? errno : 0;
+    wr32(dev + 0xa0, (uint32_t)e);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    setitimer(ITIMER_REAL, &it, NULL);
+    pid_t c = fork();
+    if (c == 0) {
+        usleep(400000);
+        _exit(write(p[1], "abcd", 4) == 4 ? 0 : 1);
+    }
+    r = read(p[0], dev + 0x200, 8);
+    int st = 0;
+    waitpid(c, &st, 0);
+    printf("eintr %d restarted %zd alarms %d child %d\n", e, r, alarms, st);
     return 0;
 }
 
@@ -754,6 +789,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "threads")) return c_threads(atoi(a));
     if (!strcmp(c, "reuse")) return c_reuse(atoi(a), argc > 4 ? atoi(argv[4]) : 1000);
     if (!strcmp(c, "rawreuse")) return c_rawreuse(a, argc > 4 ? atol(argv[4]) : 1000);
+    if (!strcmp(c, "blockread")) return c_blockread();
     if (!strcmp(c, "malloc")) return c_malloc(atoi(a));
     if (!strcmp(c, "remap")) return c_remap();
     if (!strcmp(c, "fixed")) return c_fixed();

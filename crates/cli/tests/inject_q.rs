@@ -560,6 +560,42 @@ fn raw_threads_given_a_dead_threads_tcb_and_stack_are_logged_under_their_own_id(
     }
 }
 
+/// Once a device is mapped, the inject route traps every `read` to see where its buffer
+/// lies: a blocking read must still be broken off by a signal whose handler lacks
+/// `SA_RESTART` (EINTR) and go on after one that has it, here into device memory (the
+/// kernel's write through the alias, logged).
+#[test]
+fn blocking_reads_keep_their_signal_semantics_and_reach_device_memory() {
+    let q = Q::new("q-blockread");
+    for r in q.runs(&["blockread"]) {
+        assert_eq!(code(&r.out), Some(0), "{}", r.ctx());
+        assert_eq!(
+            stdout(&r.out),
+            "eintr 4 restarted 4 alarms 2 child 0\n",
+            "{}",
+            r.ctx()
+        );
+        assert_eq!(r.acc(), [('W', 4, 0xa0, 4)], "{}", r.ctx());
+        assert_eq!(&r.dev[0x200..0x204], b"abcd", "{}", r.ctx());
+        let kernel: Vec<(char, u64, u64)> =
+            r.ev.iter()
+                .filter_map(|e| match e {
+                    Event::Kernel(k) => Some((
+                        if k.dir == mmio_trace_format::Direction::Read {
+                            'R'
+                        } else {
+                            'W'
+                        },
+                        k.len,
+                        k.phys,
+                    )),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(kernel, [('W', 4, 0x200)], "{}", r.ctx());
+    }
+}
+
 #[test]
 fn malloc_churn_between_accesses() {
     let q = Q::new("q-malloc");

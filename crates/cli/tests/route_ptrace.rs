@@ -503,6 +503,31 @@ fn ptrace_route_system_calls_reach_device_buffers_as_on_the_preload_route() {
 }
 
 #[test]
+fn inject_route_system_calls_reach_device_buffers_as_on_the_preload_route() {
+    // The same program on the inject route (forced; a static build gets the same core):
+    // its calls trap into the core once a device is mapped, which hands the kernel the
+    // alias (structures over two pieces through a bounce buffer): the same results,
+    // device bytes and kernel records.
+    let f = Fixture::new("sysbuf-inject", "s_sysbuf", 8192);
+    let orig = std::fs::read(&f.dev).unwrap();
+    let (pout, pev, pdev) = run(&f, &orig, &["--no-patch"], &[]);
+    let (iout, iev, idev) = run(&f, &orig, &["--route", "inject"], &[]);
+    assert_exit(&iout, 0);
+    assert_eq!(stdout(&iout), stdout(&pout));
+    assert!(!stdout(&iout).contains("errno 14"), "{}", stdout(&iout));
+    assert!(!stderr(&iout).contains("EFAULT"), "{}", stderr(&iout));
+    let (mut idev, mut pdev) = (idev, pdev);
+    for r in [0x800..0x820, 0x900..0x918] {
+        idev[r.clone()].fill(0);
+        pdev[r].fill(0);
+    }
+    assert!(idev == pdev, "the device files differ");
+    let want = kernel_accesses(&pev);
+    assert!(want.len() > 15, "{want:?}");
+    assert_eq!(kernel_accesses(&iev), want);
+}
+
+#[test]
 fn ptrace_route_says_it_cannot_trace_32_bit_system_calls() {
     // int $0x80 uses the i386 ABI: the filter stops its mmap family, the supervisor lets
     // the call run and says, once per process, that such mappings are not traced.

@@ -779,8 +779,12 @@ pub(crate) fn release_all() {
 /// Registers `r` (a mapping of `path` at offset `off`); when the table is full, says so
 /// on stderr (once) and in the log (each time): the mapping is not traced.
 fn register(r: Region, path: &[u8], off: u64) -> bool {
+    let (start, len) = (r.start, r.len);
     match regions::add(r) {
-        Ok(()) => true,
+        Ok(()) => {
+            sysemu::region_added(start, len);
+            true
+        }
         Err(e) => {
             static TOLD: AtomicBool = AtomicBool::new(false);
             if e == regions::AddError::Full && !TOLD.swap(true, Ordering::Relaxed) {

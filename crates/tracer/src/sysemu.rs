@@ -42,6 +42,12 @@
 //!   first, then the exec is made from the core with the program's own signal mask; on
 //!   failure the hook hears the error and the program gets `-errno`.
 //!
+//! * System calls handed a buffer (`read`, `write`, ..., see [`filter_buffers`]): from the
+//!   first device region on, one more filter per region traps those aimed at it, and
+//!   `buffer_call` hands the kernel the alias, as the preload library's wrappers do, so
+//!   that they do not fail with `EFAULT` on the closed pages. They run with the program's
+//!   signal mask: they may block.
+//!
 //! Not routed: i386 (`int 0x80`) and x32 calls (the emulator is x86-64 only),
 //! `remap_file_pages`, `shmat` (System V shared memory is never a device), `mlockall`,
 //! and `clone`/`fork`/`vfork` (a handler cannot make a `CLONE_VM` clone for the program;
@@ -118,6 +124,15 @@ const SYS_BIT: u64 = 1 << (libc::SIGSYS - 1);
 const UNBLOCKABLE: u64 = (1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
 
 static ON: AtomicBool = AtomicBool::new(false);
+/// The core's range `[lo, hi)` when [`install`] put the whole filter in (not the
+/// preload route's sites filter): 0, 0 otherwise.
+static CORE_LO: AtomicU64 = AtomicU64::new(0);
+static CORE_HI: AtomicU64 = AtomicU64::new(0);
+/// How many buffer filters this image stacked ([`region_added`]); a fork child inherits
+/// both the filters and the count.
+static BUFFERS: AtomicUsize = AtomicUsize::new(0);
+/// Device regions given a buffer filter each; the next gets one for every region.
+pub const MAX_BUFFER_FILTERS: usize = 16;
 /// Whether [`filter`] routes `sigaltstack` (see [`set_virtual_altstack`]).
 static VIRTUAL_ALTSTACK: AtomicBool = AtomicBool::new(false);
 
@@ -255,7 +270,65 @@ pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallEr
         k: 0,
     }; FILTER_MAX];
     let n = filter(lo, hi, &mut code);
-    set_filter(&mut code, n)
+    set_filter(&mut code, n)?;
+    CORE_LO.store(lo, Ordering::Relaxed);
+    CORE_HI.store(hi, Ordering::Release);
+    Ok(())
+}
+
+/// Device region `[start, start + len)` was registered. With the whole filter on (the
+/// injected core): stacks a buffer filter for it ([`filter_buffers`]; the first one also
+/// traps the vector calls), so that the system calls handed a buffer there reach device
+/// memory through its alias ([`buffer_call`]) instead of failing with `EFAULT` on its
+/// closed pages, as the preload library's wrappers do. Such a call costs a trap (about 3
+/// µs); calls aimed elsewhere cost each filter a few instructions. Past
+/// [`MAX_BUFFER_FILTERS`] regions, one last filter traps those calls wherever they point.
+/// If the kernel refuses a filter (a thread with a filter of its own, which `TSYNC`
+/// cannot join), says so: such calls then fail with `EFAULT` on device memory.
+pub(crate) fn region_added(start: u64, len: u64) {
+    let hi = CORE_HI.load(Ordering::Acquire);
+    if hi == 0 || !active() {
+        return;
+    }
+    let k = BUFFERS.fetch_add(1, Ordering::AcqRel);
+    if k > MAX_BUFFER_FILTERS {
+        return;
+    }
+    let range = (k < MAX_BUFFER_FILTERS).then(|| {
+        (
+            start.saturating_sub(BUFFER_SLACK),
+            start.saturating_add(len),
+        )
+    });
+    let lo = CORE_LO.load(Ordering::Relaxed);
+    let mut code = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }; FILTER_MAX];
+    let n = filter_buffers(lo, hi, range, k == 0, &mut code);
+    if let Err(e) = set_filter(&mut code, n) {
+        // (`set_filter` turned virtualisation off on failure: the first filter is still
+        // there, and its calls still trap.)
+        ON.store(true, Ordering::Release);
+        let mut t = crate::MarkText::<200>::empty();
+        t.put(b"cannot add the seccomp filter for system calls on device memory (");
+        match e {
+            InstallError::Tsync(tid) => {
+                t.put(b"thread ");
+                t.num(u64::from(tid), false);
+                t.put(b" has a filter of its own");
+            }
+            InstallError::Seccomp(errno) | InstallError::NoNewPrivs(errno) => {
+                t.put(b"errno ");
+                t.num(errno as u64, false);
+            }
+            InstallError::Range => t.put(b"no range"),
+        }
+        t.put(b"): such calls fail with EFAULT");
+        crate::mark(t.text());
+    }
 }
 
 /// Installs the filter program `code[..n]` on every thread (setting `no_new_privs` only
@@ -372,7 +445,7 @@ struct Asm<'a> {
 const NONE: u8 = u8::MAX;
 /// A jump offset given literally (not a label).
 const LIT: u8 = u8::MAX - 1;
-const LABELS: usize = 15;
+const LABELS: usize = 40;
 // Labels.
 const ALLOW: u8 = 0;
 const TRAP: u8 = 1;
@@ -389,6 +462,9 @@ const ARG_LO_OK: u8 = 11;
 const ARG_LO_LOW: u8 = 12;
 const ARG_HI_LOW: u8 = 13;
 const MADVISE: u8 = 14;
+/// The buffer filter's range test of argument `i` (`BUF_ARG + i`, `i` < 5), and the
+/// scratch labels of those tests (from `BUF_ARG + 5`, three each).
+const BUF_ARG: u8 = 16;
 
 const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -665,6 +741,118 @@ fn body(mut a: Asm<'_>, lo: u64, hi: u64, exec: bool) -> usize {
     a.finish()
 }
 
+/// The calls [`filter_buffers`] traps, with the argument that points at their buffer:
+/// `read`, `write`, `pread64`, `pwrite64`, `sendto`, `recvfrom`, `stat`, `fstat`,
+/// `lstat`, `readlink` (1), `ioctl`, `newfstatat`, `readlinkat` (2), `statx` (4),
+/// `getrandom`, `pipe`, `pipe2`, `getcwd`, `uname` (0), `socketpair` (3).
+const BUFFER_CALLS: [(u32, u8); 20] = [
+    (0, 1),
+    (1, 1),
+    (17, 1),
+    (18, 1),
+    (44, 1),
+    (45, 1),
+    (4, 1),
+    (5, 1),
+    (6, 1),
+    (89, 1),
+    (NR_IOCTL, 2),
+    (262, 2),
+    (267, 2),
+    (332, 4),
+    (318, 0),
+    (22, 0),
+    (293, 0),
+    (79, 0),
+    (63, 0),
+    (53, 3),
+];
+/// The vector calls, whose buffers a filter cannot see (an `iovec` array, or one in a
+/// `msghdr`): `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `sendmsg`,
+/// `recvmsg`.
+const VECTOR_CALLS: [u32; 8] = [19, 20, 295, 296, 327, 328, 46, 47];
+const NR_IOCTL: u32 = 16;
+
+/// Whether call `nr` is one [`buffer_call`] handles.
+fn is_buffer_call(nr: u32) -> bool {
+    BUFFER_CALLS.iter().any(|&(n, _)| n == nr) || VECTOR_CALLS.contains(&nr)
+}
+
+/// How far below a device region a buffer may start and still be trapped (one that
+/// starts further below and runs into the region is not seen: `EFAULT`, as before).
+const BUFFER_SLACK: u64 = 1 << 20;
+
+/// Writes a buffer filter into `out` and returns its length: of the x86-64 calls from
+/// outside `[lo, hi)`, those of `BUFFER_CALLS` whose buffer argument lies in
+/// `range` (`None`: wherever it lies), and with `vectors` every one of
+/// `VECTOR_CALLS`, return `SECCOMP_RET_TRAP | FILTER_DATA`; every other call is
+/// allowed. (A filter cannot follow a pointer, nor learn of device memory mapped after it:
+/// one is stacked per device region, each trapping the calls aimed at it; the vector
+/// calls trap whatever they point at. `buffer_call` makes a call as it was where its
+/// buffers turn out to be ordinary memory.)
+pub fn filter_buffers(
+    lo: u64,
+    hi: u64,
+    range: Option<(u64, u64)>,
+    vectors: bool,
+    out: &mut [libc::sock_filter; FILTER_MAX],
+) -> usize {
+    let mut a = Asm {
+        out,
+        fix: [(NONE, NONE); FILTER_MAX],
+        far: [NONE; FILTER_MAX],
+        n: 0,
+        at: [0; LABELS],
+    };
+    a.ld(OFF_ARCH);
+    a.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
+    a.ld(OFF_NR);
+    a.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
+    a.in_range(
+        OFF_IP,
+        lo,
+        hi,
+        ALLOW,
+        NOT_CORE,
+        [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
+    );
+    a.label(NOT_CORE);
+    a.ld(OFF_NR);
+    if vectors {
+        for nr in VECTOR_CALLS {
+            a.op(JEQ, nr, TRAP, NEXT);
+        }
+    }
+    for (nr, arg) in BUFFER_CALLS {
+        let to = if range.is_some() { BUF_ARG + arg } else { TRAP };
+        a.op(JEQ, nr, to, NEXT);
+    }
+    a.ret(SECCOMP_RET_ALLOW);
+    if let Some((rlo, rhi)) = range {
+        // (Labels from BUF_ARG + 5 on are the range tests' scratch ones.)
+        let mut tmp = BUF_ARG + 5;
+        for arg in 0..5u8 {
+            a.label(BUF_ARG + arg);
+            if BUFFER_CALLS.iter().any(|&(_, x)| x == arg) {
+                a.in_range(
+                    off_arg(u32::from(arg)),
+                    rlo,
+                    rhi,
+                    TRAP,
+                    ALLOW,
+                    [tmp, tmp + 1, tmp + 2],
+                );
+                tmp += 3;
+            }
+        }
+    }
+    a.label(ALLOW);
+    a.ret(SECCOMP_RET_ALLOW);
+    a.label(TRAP);
+    a.ret(SECCOMP_RET_TRAP | FILTER_DATA);
+    a.finish()
+}
+
 /// The frame's argument registers of the trapped call.
 fn args(g: &crate::ctx::Gregs) -> [u64; 6] {
     [
@@ -786,6 +974,8 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
         NR_SIGALTSTACK => unsafe { sigaltstack(a, uc) },
         // SAFETY: handler context.
         NR_EXECVE | NR_EXECVEAT => unsafe { exec(nr as u32, a, uc) },
+        // SAFETY: handler context.
+        n if is_buffer_call(n) => unsafe { buffer_call(n, a, uc) },
         // A call this filter does not trap (a newer filter of ours?): made as asked.
         // SAFETY: the program's own call, with its arguments.
         _ => unsafe { plain(nr, a) },
@@ -1166,4 +1356,437 @@ unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
         let _ = h(&call, Some(rc));
     }
     rc
+}
+
+/// What a call handed buffers does with them.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// One buffer: argument `arg` points at it, `len` bytes; the kernel reads it, writes
+    /// it (or both: an `ioctl` argument); `by_result`: the call returns how many bytes
+    /// went (else all of them, on success); `vector`: the call's vector form, for a
+    /// buffer over several pieces (`readv` for `read`...).
+    One {
+        arg: usize,
+        len: u64,
+        reads: bool,
+        writes: bool,
+        by_result: bool,
+        vector: Option<u32>,
+    },
+    /// An `iovec` array at argument 1, its count at argument 2 (`readv`...).
+    Iov { writes: bool },
+    /// A `msghdr` at argument 1 (`sendmsg`, `recvmsg`).
+    Msg { writes: bool },
+}
+
+/// The index in the ring's call names (`Kind::KERNEL_CALLS`) and the shape of call `nr`
+/// with arguments `a` (`None`: an `ioctl` whose request encodes no buffer).
+fn shape(nr: u32, a: &[u64; 6]) -> Option<(u8, Shape)> {
+    let one =
+        |arg: usize, len: u64, writes: bool, by_result: bool, vector: Option<u32>| Shape::One {
+            arg,
+            len,
+            reads: !writes,
+            writes,
+            by_result,
+            vector,
+        };
+    // Structures and strings the kernel fills.
+    let out = |arg: usize, len: u64, by_result: bool| one(arg, len, true, by_result, None);
+    Some(match nr {
+        0 => (0, one(1, a[2], true, true, Some(19))),
+        1 => (1, one(1, a[2], false, true, Some(20))),
+        17 => (2, one(1, a[2], true, true, Some(295))),
+        18 => (3, one(1, a[2], false, true, Some(296))),
+        19 => (4, Shape::Iov { writes: true }),
+        20 => (5, Shape::Iov { writes: false }),
+        295 => (6, Shape::Iov { writes: true }),
+        296 => (7, Shape::Iov { writes: false }),
+        327 => (8, Shape::Iov { writes: true }),
+        328 => (9, Shape::Iov { writes: false }),
+        44 => (11, one(1, a[2], false, true, None)),
+        45 => (15, one(1, a[2], true, true, None)),
+        46 => (12, Shape::Msg { writes: false }),
+        47 => (16, Shape::Msg { writes: true }),
+        NR_IOCTL => {
+            let (dir, size) = ((a[1] >> 30) & 3, (a[1] >> 16) & 0x3fff);
+            if dir == 0 || size == 0 {
+                return None;
+            }
+            let s = Shape::One {
+                arg: 2,
+                len: size,
+                // _IOC_WRITE (1): the program writes, the kernel reads; _IOC_READ (2).
+                reads: dir & 1 != 0,
+                writes: dir & 2 != 0,
+                by_result: false,
+                vector: None,
+            };
+            (19, s)
+        }
+        4 => (20, out(1, 144, false)),
+        5 => (21, out(1, 144, false)),
+        6 => (22, out(1, 144, false)),
+        262 => (23, out(2, 144, false)),
+        332 => (24, out(4, 256, false)),
+        318 => (25, out(0, a[1], true)),
+        22 => (26, out(0, 8, false)),
+        293 => (27, out(0, 8, false)),
+        53 => (28, out(3, 8, false)),
+        89 => (33, out(1, a[2], true)),
+        267 => (34, out(2, a[3], true)),
+        79 => (35, out(0, a[1], true)),
+        63 => (36, out(0, 390, false)),
+        _ => return None,
+    })
+}
+
+/// The largest structure or string over several pieces a call gets a bounce buffer for
+/// (`PATH_MAX`: a `readlink` of one path); larger ones go untranslated.
+const BOUNCE: usize = 4096;
+
+/// The most `iovec`s (and pieces) a translated vector call takes; more go untranslated.
+const MAX_IOV: usize = 32;
+
+/// One `struct iovec`.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct Iovec {
+    base: u64,
+    len: u64,
+}
+
+/// A call handed buffers ([`filter_buffers`]). A buffer in traced device memory is handed
+/// to the kernel through its alias (the vector form of `read`/`write`/`pread64`/
+/// `pwrite64` for one over several pieces, one `iovec` per piece), so that the kernel
+/// touches the device once, as natively, and what it read or wrote is logged
+/// (`Kind::Kernel` records, named by the system call, as on the ptrace route). A buffer
+/// in ordinary memory, one the kernel cannot reach (a traced piece without an alias, a
+/// structure over several pieces, more than [`MAX_IOV`] pieces) or one the program cannot
+/// read, goes to the kernel as the program gave it (`EFAULT` where it is device memory;
+/// a marker says why). A buffer the program's protection forbids the access to fails
+/// with `EFAULT`, as natively. The call runs with the program's signal mask: it may block
+/// (a `read` of a pipe), and a signal must break it off as it would natively.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context.
+///
+/// Out of line, and its bounce buffer and vector translation out of line again: the
+/// SIGSYS handler may run on a small stack (a new Go thread's first trapped call, its
+/// `sigaltstack`, comes on its 16 KiB `g0` stack, before the thread has the tracer's
+/// stack), and a frame of several KiB in `on_sigsys` itself overflowed it (Go died of
+/// `morestack on g0` one run in five).
+#[inline(never)]
+unsafe fn buffer_call(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
+    use crate::uaccess::{self, Piece, Split, MAX_PIECES};
+    let Some((call, shape)) = shape(nr, &a) else {
+        // SAFETY: caller's contract.
+        return unsafe { call_masked(nr, a, uc) };
+    };
+    let name = mmio_trace_ring::Kind::KERNEL_CALLS[call as usize];
+    let need = |writes: bool| {
+        if writes {
+            libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        }
+    };
+    match shape {
+        Shape::One {
+            arg,
+            len,
+            reads,
+            writes,
+            by_result,
+            vector,
+        } => {
+            let mut ps = [Piece::default(); MAX_PIECES];
+            let n = match uaccess::split(a[arg], len, &mut ps) {
+                Split::Untraced => {
+                    // SAFETY: caller's contract.
+                    return unsafe { call_masked(nr, a, uc) };
+                }
+                Split::TooMany => {
+                    uaccess::too_many_pieces(name, a[arg], len);
+                    // SAFETY: caller's contract.
+                    return unsafe { call_masked(nr, a, uc) };
+                }
+                Split::Pieces(n) => n,
+            };
+            let ps = &ps[..n];
+            if ps.iter().any(|p| p.traced() && p.reach == 0) {
+                uaccess::unreachable(name, ps);
+                // SAFETY: caller's contract.
+                return unsafe { call_masked(nr, a, uc) };
+            }
+            if ps.iter().any(|p| {
+                p.traced()
+                    && ((reads && p.prot & need(false) == 0)
+                        || (writes && p.prot & need(true) == 0))
+            }) {
+                return EFAULT;
+            }
+            let r = if let [p] = ps {
+                let mut b = a;
+                b[arg] = p.reach;
+                // SAFETY: the program's call with its buffer's alias (the same memory).
+                unsafe { call_masked(nr, b, uc) }
+            } else if let Some(v) = vector {
+                let mut iov = [Iovec::default(); MAX_PIECES];
+                for (i, p) in iov.iter_mut().zip(ps) {
+                    *i = Iovec {
+                        base: p.reach,
+                        len: p.len,
+                    };
+                }
+                // preadv/pwritev: the offset's low and high halves (all of it in the
+                // first on x86-64).
+                let b = [a[0], iov.as_ptr() as u64, n as u64, a[3], 0, 0];
+                // SAFETY: the program's call in its vector form over the same memory.
+                unsafe { call_masked(v, b, uc) }
+            } else if len as usize <= BOUNCE {
+                // SAFETY: caller's contract.
+                match unsafe { bounce_call(nr, a, arg, len, ps, reads, writes, by_result, uc) } {
+                    Some(r) => r,
+                    None => return EFAULT,
+                }
+            } else {
+                uaccess::too_many_pieces(name, a[arg], len);
+                // SAFETY: caller's contract.
+                return unsafe { call_masked(nr, a, uc) };
+            };
+            let done = match r {
+                r if by_result && r > 0 => r as u64,
+                r if !by_result && r >= 0 => len,
+                _ => 0,
+            };
+            if done > 0 {
+                // (Read before written back, for an ioctl argument that goes both ways.)
+                if reads {
+                    uaccess::record(call, false, ps, done);
+                }
+                if writes {
+                    uaccess::record(call, true, ps, done);
+                }
+            }
+            r
+        }
+        Shape::Iov { writes } | Shape::Msg { writes } => {
+            let msg = matches!(shape, Shape::Msg { .. });
+            // SAFETY: caller's contract.
+            unsafe { vector_call(nr, a, call, msg, writes, uc) }
+        }
+    }
+}
+
+/// System call `nr` with arguments `a`, made with the program's signal mask (the one its
+/// trapped call ran with: the frame's), so that a signal breaks off a call that blocks as
+/// it would natively, or is restarted per its handler's `SA_RESTART`.
+///
+/// # Safety
+/// Signal-handler context; `uc` is the handler's context; the call is the program's.
+unsafe fn call_masked(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
+    // SAFETY: handler context.
+    let mask = unsafe { *uc_mask(uc) } & !never_blocked();
+    let mut old = 0u64;
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&mask), Some(&mut old));
+    // SAFETY: the caller's contract.
+    let rc = unsafe { plain(nr as i32, a) };
+    sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+    rc
+}
+
+/// [`buffer_call`] for a structure or string over several pieces: through a bounce
+/// buffer, filled from them first where the kernel reads it, copied out to them (as far
+/// as the call went) where it writes it. `None`: a piece could not be copied (`EFAULT`).
+/// Out of line: the SIGSYS handler may run on a small stack (a new Go thread's first
+/// trapped call, its `sigaltstack`, comes on its 16 KiB `g0` stack, before it has the
+/// tracer's), and its own frame must stay small.
+///
+/// # Safety
+/// As [`buffer_call`].
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn bounce_call(
+    nr: u32,
+    a: [u64; 6],
+    arg: usize,
+    len: u64,
+    ps: &[crate::uaccess::Piece],
+    reads: bool,
+    writes: bool,
+    by_result: bool,
+    uc: *mut libc::c_void,
+) -> Option<isize> {
+    let mut bounce = [0u8; BOUNCE];
+    let tmp = bounce.as_mut_ptr() as u64;
+    let mut at = 0u64;
+    for p in ps {
+        // SAFETY: ordinary memory (an alias for traced pieces), guarded.
+        if reads && unsafe { guard::copy(tmp + at, p.reach, p.len as usize) }.is_err() {
+            return None;
+        }
+        at += p.len;
+    }
+    let mut b = a;
+    b[arg] = tmp;
+    // SAFETY: the program's call with a buffer of ours of the same size.
+    let r = unsafe { call_masked(nr, b, uc) };
+    let went = match r {
+        r if by_result && r > 0 => r as u64,
+        r if !by_result && r >= 0 => len,
+        _ => 0,
+    };
+    let mut at = 0u64;
+    for p in ps {
+        let k = p.len.min(went.saturating_sub(at));
+        if writes && k > 0 {
+            // SAFETY: as above.
+            if unsafe { guard::copy(p.reach, tmp + at, k as usize) }.is_err() {
+                return None;
+            }
+        }
+        at += p.len;
+    }
+    Some(r)
+}
+
+/// [`buffer_call`] for the vector calls (`msg`: a `msghdr`'s array): each `iovec` over
+/// traced memory replaced by its pieces' aliases. Out of line, as [`bounce_call`].
+///
+/// # Safety
+/// As [`buffer_call`].
+#[inline(never)]
+unsafe fn vector_call(
+    nr: u32,
+    a: [u64; 6],
+    call: u8,
+    msg: bool,
+    writes: bool,
+    uc: *mut libc::c_void,
+) -> isize {
+    use crate::uaccess::{self, Piece, Split, MAX_PIECES};
+    let name = mmio_trace_ring::Kind::KERNEL_CALLS[call as usize];
+    let need = if writes {
+        libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // The program's array: at argument 1, or in its msghdr (msg_iov at byte 16,
+    // msg_iovlen at 24).
+    let (at, cnt) = if msg {
+        let mut h = [0u8; 16];
+        // SAFETY: a guarded load.
+        if unsafe { guard::read(a[1].wrapping_add(16), &mut h) }.is_err() {
+            // SAFETY: caller's contract (the kernel says EFAULT).
+            return unsafe { call_masked(nr, a, uc) };
+        }
+        (
+            u64::from_le_bytes(h[..8].try_into().unwrap_or_default()),
+            u64::from_le_bytes(h[8..].try_into().unwrap_or_default()),
+        )
+    } else {
+        (a[1], a[2])
+    };
+    let mut out = [Iovec::default(); MAX_IOV];
+    let mut ps = [Piece::default(); MAX_IOV];
+    let mut m = 0;
+    let mut traced = false;
+    if cnt as usize > MAX_IOV {
+        // Larger arrays: not translated (EFAULT if they name device memory).
+        // SAFETY: caller's contract.
+        return unsafe { call_masked(nr, a, uc) };
+    }
+    for i in 0..cnt {
+        let mut e = [0u8; 16];
+        // SAFETY: a guarded load.
+        if unsafe { guard::read(at.wrapping_add(16 * i), &mut e) }.is_err() {
+            // SAFETY: caller's contract (the kernel says EFAULT).
+            return unsafe { call_masked(nr, a, uc) };
+        }
+        let base = u64::from_le_bytes(e[..8].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(e[8..].try_into().unwrap_or_default());
+        let mut one = [Piece::default(); MAX_PIECES];
+        let pieces: &[Piece] = match uaccess::split(base, len, &mut one) {
+            Split::Untraced => {
+                one[0] = Piece {
+                    addr: base,
+                    len,
+                    reach: base,
+                    ..Piece::default()
+                };
+                &one[..1]
+            }
+            Split::TooMany => {
+                uaccess::too_many_pieces(name, base, len);
+                // SAFETY: caller's contract.
+                return unsafe { call_masked(nr, a, uc) };
+            }
+            Split::Pieces(k) => &one[..k],
+        };
+        for p in pieces {
+            if p.traced() {
+                if p.reach == 0 {
+                    uaccess::unreachable(name, pieces);
+                    // SAFETY: caller's contract.
+                    return unsafe { call_masked(nr, a, uc) };
+                }
+                if p.prot & need == 0 {
+                    return EFAULT;
+                }
+                traced = true;
+            }
+            if m == MAX_IOV {
+                if traced {
+                    uaccess::too_many_pieces(name, base, len);
+                }
+                // SAFETY: caller's contract.
+                return unsafe { call_masked(nr, a, uc) };
+            }
+            out[m] = Iovec {
+                base: p.reach,
+                len: p.len,
+            };
+            ps[m] = *p;
+            m += 1;
+        }
+    }
+    if !traced {
+        // SAFETY: caller's contract.
+        return unsafe { call_masked(nr, a, uc) };
+    }
+    let r = if msg {
+        // A copy of the program's header naming our array; what the kernel
+        // writes into it (name and control lengths, flags) is copied back.
+        let mut h = [0u8; 56];
+        // SAFETY: a guarded load.
+        if unsafe { guard::read(a[1], &mut h) }.is_err() {
+            // SAFETY: caller's contract.
+            return unsafe { call_masked(nr, a, uc) };
+        }
+        h[16..24].copy_from_slice(&(out.as_ptr() as u64).to_le_bytes());
+        h[24..32].copy_from_slice(&(m as u64).to_le_bytes());
+        let mut b = a;
+        b[1] = h.as_mut_ptr() as u64;
+        // SAFETY: the program's call over the same memory.
+        let r = unsafe { call_masked(nr, b, uc) };
+        if writes && r >= 0 {
+            for (off, len) in [(8u64, 4usize), (40, 8), (48, 4)] {
+                let o = off as usize;
+                // SAFETY: a guarded store into the program's header.
+                let _ = unsafe { guard::write(a[1] + off, &h[o..o + len]) };
+            }
+        }
+        r
+    } else {
+        let mut b = a;
+        b[1] = out.as_ptr() as u64;
+        b[2] = m as u64;
+        // SAFETY: the program's call over the same memory.
+        unsafe { call_masked(nr, b, uc) }
+    };
+    if r > 0 {
+        uaccess::record(call, writes, &ps[..m], r as u64);
+    }
+    r
 }

@@ -112,6 +112,96 @@ fn verdict(lo: u64, hi: u64, nr: u32, arch: u32, ip: u64, args: [u64; 6]) -> u32
     run_bpf(&prog[..n], &Data { nr, arch, ip, args })
 }
 
+fn buffer_verdict(
+    range: Option<(u64, u64)>,
+    vectors: bool,
+    nr: u32,
+    ip: u64,
+    args: [u64; 6],
+) -> u32 {
+    let mut prog = [libc::sock_filter {
+        code: 0,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }; sysemu::FILTER_MAX];
+    let (lo, hi) = (0x2aa0_0000_0000u64, 0x2aa0_0080_0000u64);
+    let n = sysemu::filter_buffers(lo, hi, range, vectors, &mut prog);
+    assert!(n > 0 && n <= sysemu::FILTER_MAX);
+    run_bpf(
+        &prog[..n],
+        &Data {
+            nr,
+            arch: X86_64,
+            ip,
+            args,
+        },
+    )
+}
+
+#[test]
+fn buffer_filter_traps_the_calls_aimed_at_its_region() {
+    // A region across a 4 GiB line, and one inside one.
+    for (rlo, rhi) in [
+        (0x7f00_ffff_0000u64, 0x7f01_0000_2000u64),
+        (0x7f12_3450_0000, 0x7f12_3451_0000),
+    ] {
+        let ip = 0x40_1000u64;
+        let core = 0x2aa0_0000_1000u64;
+        let r = Some((rlo, rhi));
+        let v = |nr, args| buffer_verdict(r, false, nr, ip, args);
+        // The pointer argument of each call, at the region's ends and just outside.
+        for (nr, arg) in [
+            (0u32, 1usize), // read
+            (1, 1),         // write
+            (17, 1),        // pread64
+            (45, 1),        // recvfrom
+            (16, 2),        // ioctl
+            (262, 2),       // newfstatat
+            (332, 4),       // statx
+            (318, 0),       // getrandom
+            (53, 3),        // socketpair
+            (79, 0),        // getcwd
+        ] {
+            let at = |p: u64| {
+                let mut a = [0u64; 6];
+                a[arg] = p;
+                // Another argument in the region proves nothing.
+                a[(arg + 1) % 6] = rlo;
+                a
+            };
+            assert_eq!(v(nr, at(rlo)), TRAP, "{nr} at the start");
+            assert_eq!(v(nr, at(rhi - 1)), TRAP, "{nr} at the end");
+            assert_eq!(v(nr, at(rhi)), ALLOW, "{nr} past the end");
+            assert_eq!(v(nr, at(rlo - 1)), ALLOW, "{nr} below");
+            assert_eq!(v(nr, at(0x7ffd_0000_0000)), ALLOW, "{nr} on a stack");
+            // The core's own calls pass.
+            assert_eq!(buffer_verdict(r, false, nr, core, at(rlo)), ALLOW);
+        }
+        // Vector calls: only in the filter that traps them, wherever they point.
+        for nr in [19u32, 20, 295, 296, 327, 328, 46, 47] {
+            assert_eq!(v(nr, [3, 0x7ffd_0000_0000, 1, 0, 0, 0]), ALLOW, "{nr}");
+            assert_eq!(
+                buffer_verdict(r, true, nr, ip, [3, 0x7ffd_0000_0000, 1, 0, 0, 0]),
+                TRAP,
+                "{nr}"
+            );
+        }
+        // Other calls pass; so do other architectures.
+        assert_eq!(v(9, [rlo, 4096, 3, 1, 3, 0]), ALLOW);
+        assert_eq!(v(202, [rlo, 0, 0, 0, 0, 0]), ALLOW);
+    }
+    // Without a range: every such call traps.
+    assert_eq!(
+        buffer_verdict(None, false, 1, 0x40_1000, [1, 0x7ffd_0000_0000, 8, 0, 0, 0]),
+        TRAP
+    );
+    assert_eq!(
+        buffer_verdict(None, false, 9, 0x40_1000, [0, 4096, 3, 1, 3, 0]),
+        ALLOW
+    );
+}
+
 #[test]
 fn filter_verdicts_for_each_case() {
     // Ranges whose bounds share their high halves, differ in them, and cross a 4 GiB line.
