@@ -85,6 +85,31 @@ fn assert_regs_run(out: &Output, ev: &[Event], runs: usize, status: i32) {
     );
 }
 
+/// Runs `sh -c SCRIPT` recorded, a chain of t_regs runs ending with `echo sh-after $?`,
+/// and asserts `runs` clean runs of t_regs in it (status, output, accesses, mappings).
+#[track_caller]
+fn sh_chain(dir: &Path, dev: &Path, script: &str, runs: usize) -> (Output, Vec<Event>) {
+    let (out, ev) = rec(
+        dir,
+        dev,
+        &[],
+        &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
+    );
+    assert_exit(&out, 0);
+    let line = "read 11223344 1400 beef euid 0\n";
+    assert_eq!(
+        stdout(&out),
+        format!("{}sh-after 7\n", line.repeat(runs)),
+        "stderr {}",
+        stderr(&out)
+    );
+    let want: Vec<_> = (0..runs).flat_map(|_| regs_accesses()).collect();
+    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    assert_eq!(count_maps(&ev), runs);
+    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+    (out, ev)
+}
+
 #[test]
 fn a_static_glibc_program_is_traced_like_its_dynamic_build() {
     let dir = scratch("t-static");
@@ -160,24 +185,7 @@ fn a_dynamic_musl_program_is_traced_alone_and_from_a_glibc_shell() {
         g = glibc.display(),
         d = dev.display()
     );
-    let (out, ev) = rec(
-        &dir,
-        &dev,
-        &[],
-        &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
-    );
-    assert_exit(&out, 0);
-    let line = "read 11223344 1400 beef euid 0\n";
-    assert_eq!(
-        stdout(&out),
-        format!("{line}{line}{line}sh-after 7\n"),
-        "stderr {}",
-        stderr(&out)
-    );
-    let want: Vec<_> = (0..3).flat_map(|_| regs_accesses()).collect();
-    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
-    assert_eq!(count_maps(&ev), 3);
-    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
+    let (out, ev) = sh_chain(&dir, &dev, &script, 3);
     assert!(!stderr(&out).contains("Error"), "{}", stderr(&out));
     assert_none_lost(&ev);
 
@@ -292,28 +300,11 @@ fn a_sh_chain_crosses_routes() {
         dynamic.display(),
         dev.display()
     );
-    let (out, ev) = rec(
-        &dir,
-        &dev,
-        &[],
-        &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
-    );
-    assert_exit(&out, 0);
-    let line = "read 11223344 1400 beef euid 0\n";
-    assert_eq!(
-        stdout(&out),
-        format!("{line}{line}sh-after 7\n"),
-        "stderr {}",
-        stderr(&out)
-    );
-    let want: Vec<_> = (0..2).flat_map(|_| regs_accesses()).collect();
-    assert_eq!(accesses(&ev), want, "stderr {}", stderr(&out));
+    let (_, ev) = sh_chain(&dir, &dev, &script, 2);
     // Both images are one process: the static one, and what it exec'd.
     let pids: Vec<u32> = accesses_by_pid(&ev).iter().map(|a| a.0).collect();
     assert!(pids.windows(2).all(|w| w[0] == w[1]), "{pids:?}");
-    assert_eq!(count_maps(&ev), 2);
     assert_eq!(route_marks(&ev), Vec::<String>::new());
-    assert!(!stderr(&out).contains("never attached"), "{}", stderr(&out));
     assert_none_lost(&ev);
 }
 

@@ -474,7 +474,33 @@ const JSET: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
-impl Asm<'_> {
+impl<'a> Asm<'a> {
+    fn new(out: &'a mut [libc::sock_filter; FILTER_MAX]) -> Self {
+        Asm {
+            out,
+            fix: [(NONE, NONE); FILTER_MAX],
+            far: [NONE; FILTER_MAX],
+            n: 0,
+            at: [0; LABELS],
+        }
+    }
+    /// What every whole-process filter starts with: i386 and x32 calls and the core's own
+    /// (from `[lo, hi)`) are allowed; the rest goes on at label `NOT_CORE`.
+    fn preamble(&mut self, lo: u64, hi: u64) {
+        self.ld(OFF_ARCH);
+        self.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
+        self.ld(OFF_NR);
+        self.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
+        self.in_range(
+            OFF_IP,
+            lo,
+            hi,
+            ALLOW,
+            NOT_CORE,
+            [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
+        );
+        self.label(NOT_CORE);
+    }
     fn op(&mut self, code: u16, k: u32, jt: u8, jf: u8) {
         self.out[self.n] = libc::sock_filter {
             code,
@@ -564,27 +590,8 @@ impl Asm<'_> {
 /// (the first argument) lies in `[lo, hi)`, which only the injector maps, from outside —,
 /// `execve`, `execveat`, `rt_sigaction`, `rt_sigprocmask` with a new or an old set.
 pub fn filter(lo: u64, hi: u64, out: &mut [libc::sock_filter; FILTER_MAX]) -> usize {
-    let mut a = Asm {
-        out,
-        fix: [(NONE, NONE); FILTER_MAX],
-        far: [NONE; FILTER_MAX],
-        n: 0,
-        at: [0; LABELS],
-    };
-    a.ld(OFF_ARCH);
-    a.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
-    a.ld(OFF_NR);
-    a.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
-    // The core's own calls.
-    a.in_range(
-        OFF_IP,
-        lo,
-        hi,
-        ALLOW,
-        NOT_CORE,
-        [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
-    );
-    a.label(NOT_CORE);
+    let mut a = Asm::new(out);
+    a.preamble(lo, hi);
     body(a, lo, hi, true)
 }
 
@@ -599,13 +606,7 @@ pub fn filter_sites(sites: &[u64], out: &mut [libc::sock_filter; FILTER_MAX]) ->
     if sites.is_empty() || sites.len() > MAX_SITES {
         return None;
     }
-    let mut a = Asm {
-        out,
-        fix: [(NONE, NONE); FILTER_MAX],
-        far: [NONE; FILTER_MAX],
-        n: 0,
-        at: [0; LABELS],
-    };
+    let mut a = Asm::new(out);
     // (Local verdicts: the sites' tests may put the common ones out of a short jump's
     // reach.)
     a.ld(OFF_ARCH);
@@ -797,26 +798,8 @@ pub fn filter_buffers(
     vectors: bool,
     out: &mut [libc::sock_filter; FILTER_MAX],
 ) -> usize {
-    let mut a = Asm {
-        out,
-        fix: [(NONE, NONE); FILTER_MAX],
-        far: [NONE; FILTER_MAX],
-        n: 0,
-        at: [0; LABELS],
-    };
-    a.ld(OFF_ARCH);
-    a.op(JEQ, AUDIT_ARCH_X86_64, NEXT, ALLOW);
-    a.ld(OFF_NR);
-    a.op(JSET, X32_SYSCALL_BIT, ALLOW, NEXT);
-    a.in_range(
-        OFF_IP,
-        lo,
-        hi,
-        ALLOW,
-        NOT_CORE,
-        [IP_LO_OK, IP_LO_LOW, IP_HI_LOW],
-    );
-    a.label(NOT_CORE);
+    let mut a = Asm::new(out);
+    a.preamble(lo, hi);
     a.ld(OFF_NR);
     if vectors {
         for nr in VECTOR_CALLS {
