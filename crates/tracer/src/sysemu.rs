@@ -779,9 +779,12 @@ fn is_buffer_call(nr: u32) -> bool {
     BUFFER_CALLS.iter().any(|&(n, _)| n == nr) || VECTOR_CALLS.contains(&nr)
 }
 
-/// How far below a device region a buffer may start and still be trapped (one that
-/// starts further below and runs into the region is not seen: `EFAULT`, as before).
-const BUFFER_SLACK: u64 = 1 << 20;
+/// How far below a device region a buffer may start and still be trapped: one page (a
+/// structure across the page boundary just below the region). No more: the mapping just
+/// below a device mapping is often a thread's stack (mappings are placed top-down), and
+/// every call of that thread on a buffer in that reach would pay a trap. A buffer that
+/// starts further below and runs into the region is not seen (`EFAULT`, as before).
+const BUFFER_SLACK: u64 = 4096;
 
 /// Writes a buffer filter into `out` and returns its length: of the x86-64 calls from
 /// outside `[lo, hi)`, those of `BUFFER_CALLS` whose buffer argument lies in
