@@ -126,22 +126,20 @@ const PRELOAD_LIB: &[u8] = b"libmmio_trace_preload.so";
 /// Its entries are blanked in the new image's environment, one `:` per byte (an empty
 /// element, which every loader skips); the rest of the variable is the program's.
 fn unname_preload(pid: i32, mem: &mut pt::Mem) {
-    let exe = format!("/proc/{pid}/exe");
-    let foreign = matches!(
-        exe_kind::classify(exe.as_bytes()).needs_ptrace(),
-        Some(exe_kind::Why::Musl | exe_kind::Why::OtherLoader)
-    );
-    if !foreign {
-        return;
-    }
     let Some((start, end)) = env_area(pid) else {
         return;
     };
     let mut env = vec![0u8; (end.saturating_sub(start) as usize).min(16 << 20)];
-    if mem.read(start, &mut env).is_err() {
+    // The image is judged (its headers read) only when the environment names the
+    // library: most images on this route were never given it.
+    if mem.read(start, &mut env).is_err() || !blank_preload(&mut env) {
         return;
     }
-    if blank_preload(&mut env) {
+    let exe = format!("/proc/{pid}/exe");
+    if matches!(
+        exe_kind::classify(exe.as_bytes()).needs_ptrace(),
+        Some(exe_kind::Why::Musl | exe_kind::Why::OtherLoader)
+    ) {
         let _ = mem.write(start, &env);
     }
 }

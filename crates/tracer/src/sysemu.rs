@@ -270,7 +270,7 @@ pub fn install(lo: u64, hi: u64, exec: Option<ExecHook>) -> Result<(), InstallEr
         k: 0,
     }; FILTER_MAX];
     let n = filter(lo, hi, &mut code);
-    set_filter(&mut code, n)?;
+    set_filter(&mut code, n).inspect_err(|_| ON.store(false, Ordering::Release))?;
     CORE_LO.store(lo, Ordering::Relaxed);
     CORE_HI.store(hi, Ordering::Release);
     Ok(())
@@ -309,9 +309,6 @@ pub(crate) fn region_added(start: u64, len: u64) {
     }; FILTER_MAX];
     let n = filter_buffers(lo, hi, range, k == 0, &mut code);
     if let Err(e) = set_filter(&mut code, n) {
-        // (`set_filter` turned virtualisation off on failure: the first filter is still
-        // there, and its calls still trap.)
-        ON.store(true, Ordering::Release);
         let mut t = crate::MarkText::<200>::empty();
         t.put(b"cannot add the seccomp filter for system calls on device memory (");
         match e {
@@ -332,7 +329,7 @@ pub(crate) fn region_added(start: u64, len: u64) {
 }
 
 /// Installs the filter program `code[..n]` on every thread (setting `no_new_privs` only
-/// when the kernel asks for it); on failure virtualisation is off again.
+/// when the kernel asks for it).
 fn set_filter(code: &mut [libc::sock_filter; FILTER_MAX], n: usize) -> Result<(), InstallError> {
     let prog = libc::sock_fprog {
         len: n as u16,
@@ -359,13 +356,11 @@ fn set_filter(code: &mut [libc::sock_filter; FILTER_MAX], n: usize) -> Result<()
             sys::syscall6(NR_PRCTL, 38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0, 0)
         };
         if e < 0 {
-            ON.store(false, Ordering::Release);
             return Err(InstallError::NoNewPrivs(-e as i32));
         }
         r = set();
     }
     if r != 0 {
-        ON.store(false, Ordering::Release);
         return Err(if r > 0 {
             InstallError::Tsync(r as u32)
         } else {
@@ -391,7 +386,8 @@ pub fn install_sites(sites: &[u64]) -> Result<(), InstallError> {
     let n = filter_sites(sites, &mut code).ok_or(InstallError::Range)?;
     set_exec_hook(None);
     install_handler();
-    set_filter(&mut code, n)
+    // On failure virtualisation is off again.
+    set_filter(&mut code, n).inspect_err(|_| ON.store(false, Ordering::Release))
 }
 
 /// Installs the SIGSYS handler only (an image whose inherited filter already exempts the
@@ -746,7 +742,7 @@ fn body(mut a: Asm<'_>, lo: u64, hi: u64, exec: bool) -> usize {
 /// `read`, `write`, `pread64`, `pwrite64`, `sendto`, `recvfrom`, `stat`, `fstat`,
 /// `lstat`, `readlink` (1), `ioctl`, `newfstatat`, `readlinkat` (2), `statx` (4),
 /// `getrandom`, `pipe`, `pipe2`, `getcwd`, `uname` (0), `socketpair` (3).
-const BUFFER_CALLS: [(u32, u8); 20] = [
+pub const BUFFER_CALLS: [(u32, u8); 20] = [
     (0, 1),
     (1, 1),
     (17, 1),
@@ -771,13 +767,24 @@ const BUFFER_CALLS: [(u32, u8); 20] = [
 /// The vector calls, whose buffers a filter cannot see (an `iovec` array, or one in a
 /// `msghdr`): `readv`, `writev`, `preadv`, `pwritev`, `preadv2`, `pwritev2`, `sendmsg`,
 /// `recvmsg`.
-const VECTOR_CALLS: [u32; 8] = [19, 20, 295, 296, 327, 328, 46, 47];
+pub const VECTOR_CALLS: [u32; 8] = [19, 20, 295, 296, 327, 328, 46, 47];
 const NR_IOCTL: u32 = 16;
 
-/// Whether call `nr` is one [`buffer_call`] handles.
-fn is_buffer_call(nr: u32) -> bool {
-    BUFFER_CALLS.iter().any(|&(n, _)| n == nr) || VECTOR_CALLS.contains(&nr)
-}
+/// Every call handed a buffer that [`buffer_shape`] describes: [`BUFFER_CALLS`]'s, then
+/// [`VECTOR_CALLS`].
+pub const BUFFER_SYSCALLS: [u32; BUFFER_CALLS.len() + VECTOR_CALLS.len()] = {
+    let mut all = [0u32; BUFFER_CALLS.len() + VECTOR_CALLS.len()];
+    let mut i = 0;
+    while i < BUFFER_CALLS.len() {
+        all[i] = BUFFER_CALLS[i].0;
+        i += 1;
+    }
+    while i < all.len() {
+        all[i] = VECTOR_CALLS[i - BUFFER_CALLS.len()];
+        i += 1;
+    }
+    all
+};
 
 /// How far below a device region a buffer may start and still be trapped: one page (a
 /// structure across the page boundary just below the region). No more: the mapping just
@@ -787,9 +794,9 @@ fn is_buffer_call(nr: u32) -> bool {
 const BUFFER_SLACK: u64 = 4096;
 
 /// Writes a buffer filter into `out` and returns its length: of the x86-64 calls from
-/// outside `[lo, hi)`, those of `BUFFER_CALLS` whose buffer argument lies in
+/// outside `[lo, hi)`, those of [`BUFFER_CALLS`] whose buffer argument lies in
 /// `range` (`None`: wherever it lies), and with `vectors` every one of
-/// `VECTOR_CALLS`, return `SECCOMP_RET_TRAP | FILTER_DATA`; every other call is
+/// [`VECTOR_CALLS`], return `SECCOMP_RET_TRAP | FILTER_DATA`; every other call is
 /// allowed. (A filter cannot follow a pointer, nor learn of device memory mapped after it:
 /// one is stacked per device region, each trapping the calls aimed at it; the vector
 /// calls trap whatever they point at. `buffer_call` makes a call as it was where its
@@ -961,7 +968,7 @@ extern "C" fn on_sigsys(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_v
         // SAFETY: handler context.
         NR_EXECVE | NR_EXECVEAT => unsafe { exec(nr as u32, a, uc) },
         // SAFETY: handler context.
-        n if is_buffer_call(n) => unsafe { buffer_call(n, a, uc) },
+        n if BUFFER_SYSCALLS.contains(&n) => unsafe { buffer_call(n, a, uc) },
         // A call this filter does not trap (a newer filter of ours?): made as asked.
         // SAFETY: the program's own call, with its arguments.
         _ => unsafe { plain(nr, a) },
@@ -1321,53 +1328,50 @@ unsafe fn exec(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
             return r;
         }
     }
-    // SAFETY: handler context.
-    let mask = unsafe { *uc_mask(uc) } & !never_blocked();
-    let mut old = 0u64;
-    sys::sigprocmask(libc::SIG_SETMASK, Some(&mask), Some(&mut old));
-    // SAFETY: the program's own call, with its arguments.
-    let rc = unsafe {
-        sys::syscall6(
-            nr as usize,
-            a[0] as usize,
-            a[1] as usize,
-            a[2] as usize,
-            a[3] as usize,
-            a[4] as usize,
-            a[5] as usize,
-        )
-    };
-    sys::sigprocmask(libc::SIG_SETMASK, Some(&old), None);
+    // The exec with the program's own signal mask (the new image starts with it).
+    // SAFETY: handler context; the program's own call, with its arguments.
+    let rc = unsafe { call_masked(nr, a, uc) };
     if let Some(h) = hook {
         let _ = h(&call, Some(rc));
     }
     rc
 }
 
-/// What a call handed buffers does with them.
-#[derive(Clone, Copy)]
-enum Shape {
-    /// One buffer: argument `arg` points at it, `len` bytes; the kernel reads it, writes
-    /// it (or both: an `ioctl` argument); `by_result`: the call returns how many bytes
-    /// went (else all of them, on success); `vector`: the call's vector form, for a
-    /// buffer over several pieces (`readv` for `read`...).
+/// What a system call handed buffers does with them (see [`buffer_shape`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One buffer.
     One {
+        /// The argument that points at it.
         arg: usize,
+        /// Its length in bytes.
         len: u64,
+        /// The kernel reads it.
         reads: bool,
+        /// The kernel writes it (both: an `ioctl` argument).
         writes: bool,
+        /// The call returns how many bytes went (else all of them, on success).
         by_result: bool,
+        /// The call's vector form, for a buffer over several pieces (`readv` for `read`).
         vector: Option<u32>,
     },
     /// An `iovec` array at argument 1, its count at argument 2 (`readv`...).
-    Iov { writes: bool },
+    Iov {
+        /// The kernel writes the buffers (else it reads them).
+        writes: bool,
+    },
     /// A `msghdr` at argument 1 (`sendmsg`, `recvmsg`).
-    Msg { writes: bool },
+    Msg {
+        /// The kernel writes the buffers (else it reads them).
+        writes: bool,
+    },
 }
 
 /// The index in the ring's call names (`Kind::KERNEL_CALLS`) and the shape of call `nr`
-/// with arguments `a` (`None`: an `ioctl` whose request encodes no buffer).
-fn shape(nr: u32, a: &[u64; 6]) -> Option<(u8, Shape)> {
+/// of [`BUFFER_SYSCALLS`] with arguments `a` (`None`: another call, or an `ioctl` whose
+/// request encodes no buffer). One table for the injected core (`buffer_call`) and the
+/// ptrace route's supervisor.
+pub fn buffer_shape(nr: u32, a: &[u64; 6]) -> Option<(u8, Shape)> {
     let one =
         |arg: usize, len: u64, writes: bool, by_result: bool, vector: Option<u32>| Shape::One {
             arg,
@@ -1431,6 +1435,17 @@ fn shape(nr: u32, a: &[u64; 6]) -> Option<(u8, Shape)> {
 /// (`PATH_MAX`: a `readlink` of one path); larger ones go untranslated.
 const BOUNCE: usize = 4096;
 
+/// How many of a `len`-byte buffer's bytes a call that returned `r` went through:
+/// `by_result`, as many as it returns (a `read`), else all of them when it succeeded (a
+/// structure it fills).
+fn went(r: isize, len: u64, by_result: bool) -> u64 {
+    match r {
+        r if by_result && r > 0 => r as u64,
+        r if !by_result && r >= 0 => len,
+        _ => 0,
+    }
+}
+
 /// The most `iovec`s (and pieces) a translated vector call takes; more go untranslated.
 const MAX_IOV: usize = 32;
 
@@ -1465,7 +1480,7 @@ struct Iovec {
 #[inline(never)]
 unsafe fn buffer_call(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
     use crate::uaccess::{self, Piece, Split, MAX_PIECES};
-    let Some((call, shape)) = shape(nr, &a) else {
+    let Some((call, shape)) = buffer_shape(nr, &a) else {
         // SAFETY: caller's contract.
         return unsafe { call_masked(nr, a, uc) };
     };
@@ -1541,11 +1556,7 @@ unsafe fn buffer_call(nr: u32, a: [u64; 6], uc: *mut libc::c_void) -> isize {
                 // SAFETY: caller's contract.
                 return unsafe { call_masked(nr, a, uc) };
             };
-            let done = match r {
-                r if by_result && r > 0 => r as u64,
-                r if !by_result && r >= 0 => len,
-                _ => 0,
-            };
+            let done = went(r, len, by_result);
             if done > 0 {
                 // (Read before written back, for an ioctl argument that goes both ways.)
                 if reads {
@@ -1618,11 +1629,7 @@ unsafe fn bounce_call(
     b[arg] = tmp;
     // SAFETY: the program's call with a buffer of ours of the same size.
     let r = unsafe { call_masked(nr, b, uc) };
-    let went = match r {
-        r if by_result && r > 0 => r as u64,
-        r if !by_result && r >= 0 => len,
-        _ => 0,
-    };
+    let went = went(r, len, by_result);
     let mut at = 0u64;
     for p in ps {
         let k = p.len.min(went.saturating_sub(at));
@@ -1695,12 +1702,7 @@ unsafe fn vector_call(
         let mut one = [Piece::default(); MAX_PIECES];
         let pieces: &[Piece] = match uaccess::split(base, len, &mut one) {
             Split::Untraced => {
-                one[0] = Piece {
-                    addr: base,
-                    len,
-                    reach: base,
-                    ..Piece::default()
-                };
+                one[0] = Piece::untraced(base, len);
                 &one[..1]
             }
             Split::TooMany => {

@@ -46,7 +46,7 @@ pub struct Piece {
 
 impl Piece {
     /// `len` bytes of untraced memory at `addr` (the kernel reaches them there).
-    fn untraced(addr: u64, len: u64) -> Piece {
+    pub(crate) fn untraced(addr: u64, len: u64) -> Piece {
         Piece {
             addr,
             len,

@@ -49,15 +49,13 @@ pub const TRAPPED_SYSCALLS: [u32; 4] = [
 ];
 
 /// Calls that hand the kernel a buffer the ptrace route makes device memory reachable
-/// for: `read`, `write`, `pread64`, `pwrite64`, `readv`, `writev`, `sendto`, `recvfrom`,
-/// `sendmsg`, `recvmsg`, `preadv`, `pwritev`, `preadv2`, `pwritev2`; and those that
-/// write (or read) a structure or a string there: `ioctl` (requests that encode their
-/// argument's size), `stat`, `fstat`, `lstat`, `newfstatat`, `statx`, `getrandom`,
-/// `pipe`, `pipe2`, `socketpair`, `readlink`, `readlinkat`, `getcwd`, `uname`.
-pub const BUFFER_SYSCALLS: [u32; 28] = [
-    0, 1, 17, 18, 19, 20, 44, 45, 46, 47, 295, 296, 327, 328, 16, 4, 5, 6, 262, 332, 318, 22, 293,
-    53, 89, 267, 79, 63,
-];
+/// for (the injected core's list, `sysemu::BUFFER_SYSCALLS`): `read`, `write`, `pread64`,
+/// `pwrite64`, `readv`, `writev`, `sendto`, `recvfrom`, `sendmsg`, `recvmsg`, `preadv`,
+/// `pwritev`, `preadv2`, `pwritev2`; and those that write (or read) a structure or a
+/// string there: `ioctl` (requests that encode their argument's size), `stat`, `fstat`,
+/// `lstat`, `newfstatat`, `statx`, `getrandom`, `pipe`, `pipe2`, `socketpair`,
+/// `readlink`, `readlinkat`, `getcwd`, `uname`.
+pub const BUFFER_SYSCALLS: [u32; 28] = mmio_trace_tracer::sysemu::BUFFER_SYSCALLS;
 
 /// An alias: the same file pages mapped in the recorder, read-write where possible.
 struct Alias {
@@ -511,59 +509,36 @@ impl Session {
         let Some(pid) = self.pid_of(tid) else {
             return Ok(());
         };
-        let nr = regs.orig_rax;
         let a = [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9];
-        // A structure or string the call fills (or reads): (KERNEL_CALLS index, pointer,
-        // length, directions (kernel reads, kernel writes), whether the result is the
-        // number of bytes that went (else all of them, when the call succeeded)).
-        let ioc_size = (a[1] >> 16) & 0x3fff;
-        type Fixed = (u8, u64, u64, (bool, bool), bool);
-        let fixed: Option<Fixed> = match nr {
-            16 if (a[1] >> 30) & 3 != 0 && ioc_size != 0 => {
-                let dir = (a[1] >> 30) & 3;
-                Some((19, a[2], ioc_size, (dir & 1 != 0, dir & 2 != 0), false))
+        use mmio_trace_tracer::sysemu::{buffer_shape, Shape};
+        let Some((call, shape)) = buffer_shape(regs.orig_rax as u32, &a) else {
+            return Ok(());
+        };
+        let writes = match shape {
+            Shape::One {
+                arg,
+                len,
+                reads,
+                writes,
+                by_result,
+                ..
+            } => {
+                let fd = a[0] as i32;
+                return self.buffer_call_at(
+                    tid,
+                    pid,
+                    fd,
+                    call,
+                    &[(a[arg], len)],
+                    (reads, writes),
+                    by_result,
+                );
             }
-            4 => Some((20, a[1], 144, (false, true), false)),
-            5 => Some((21, a[1], 144, (false, true), false)),
-            6 => Some((22, a[1], 144, (false, true), false)),
-            262 => Some((23, a[2], 144, (false, true), false)),
-            332 => Some((24, a[4], 256, (false, true), false)),
-            318 => Some((25, a[0], a[1], (false, true), true)),
-            22 => Some((26, a[0], 8, (false, true), false)),
-            293 => Some((27, a[0], 8, (false, true), false)),
-            53 => Some((28, a[3], 8, (false, true), false)),
-            89 => Some((33, a[1], a[2], (false, true), true)),
-            267 => Some((34, a[2], a[3], (false, true), true)),
-            79 => Some((35, a[0], a[1], (false, true), true)),
-            63 => Some((36, a[0], 390, (false, true), false)),
-            _ => None,
+            Shape::Iov { writes } | Shape::Msg { writes } => writes,
         };
-        if let Some(f) = fixed {
-            return self.buffer_call_at(tid, pid, a[0] as i32, f.0, &[(f.1, f.2)], f.3, f.4);
-        }
-        // (the KERNEL_CALLS index, whether the kernel writes the buffer)
-        let (call, wrote) = match nr {
-            0 => (0u8, true),
-            1 => (1, false),
-            17 => (2, true),
-            18 => (3, false),
-            19 => (4, true),
-            20 => (5, false),
-            295 => (6, true),
-            296 => (7, false),
-            327 => (8, true),
-            328 => (9, false),
-            44 => (11, false),
-            45 => (15, true),
-            46 => (12, false),
-            47 => (16, true),
-            _ => return Ok(()),
-        };
-        let mut bufs: Vec<(u64, u64)> = Vec::new();
         // The iovec array (address, count) of the vector calls.
-        let iov = match nr {
-            19 | 20 | 295 | 296 | 327 | 328 => Some((a[1], a[2])),
-            46 | 47 => {
+        let (at, n) = match shape {
+            Shape::Msg { .. } => {
                 // struct msghdr: msg_iov at byte 16, msg_iovlen at byte 24.
                 let mut m = [0u8; 16];
                 if sys::read_mem(pid, a[1].wrapping_add(16), &mut m) != 16 {
@@ -571,25 +546,24 @@ impl Session {
                 }
                 let base = u64::from_le_bytes(m[..8].try_into().unwrap_or_default());
                 let n = u64::from_le_bytes(m[8..].try_into().unwrap_or_default());
-                Some((base, n))
+                (base, n)
             }
-            _ => None,
+            _ => (a[1], a[2]),
         };
-        if let Some((at, n)) = iov {
-            let n = (n as usize).min(1024);
-            let mut raw = vec![0u8; n * 16];
-            if sys::read_mem(pid, at, &mut raw) != raw.len() {
-                return Ok(());
-            }
-            for c in raw.chunks_exact(16) {
+        let n = (n as usize).min(1024);
+        let mut raw = vec![0u8; n * 16];
+        if sys::read_mem(pid, at, &mut raw) != raw.len() {
+            return Ok(());
+        }
+        let bufs: Vec<(u64, u64)> = raw
+            .chunks_exact(16)
+            .map(|c| {
                 let base = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
                 let len = u64::from_le_bytes(c[8..].try_into().unwrap_or_default());
-                bufs.push((base, len));
-            }
-        } else {
-            bufs.push((a[1], a[2]));
-        }
-        self.buffer_call_at(tid, pid, a[0] as i32, call, &bufs, (!wrote, wrote), true)
+                (base, len)
+            })
+            .collect();
+        self.buffer_call_at(tid, pid, a[0] as i32, call, &bufs, (!writes, writes), true)
     }
 
     /// [`Session::buffer_call`] for buffers `bufs` of a call on descriptor `fd`: `dirs`
