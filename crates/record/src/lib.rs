@@ -32,7 +32,6 @@ mod signals;
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::Ordering;
@@ -40,7 +39,6 @@ use std::time::{Duration, Instant};
 
 use mmio_trace_format::{Event, Format, KERNEL_VERSION};
 use mmio_trace_ring::{Consumer, Layout};
-use mmio_trace_tracer::exe_kind::{self, Why};
 use mmio_trace_tracer::rules;
 
 pub use attach::{attach, AttachOptions, AttachRoute};
@@ -374,10 +372,7 @@ pub fn record(opts: &Options) -> Result<Outcome, Error> {
         );
     }
     if opts.route == Some(Route::Preload) {
-        if let Some(why @ (Why::Musl | Why::OtherLoader)) =
-            route::resolve(program, std::env::var_os("PATH").as_deref())
-                .and_then(|p| exe_kind::classify(p.as_os_str().as_bytes()).needs_ptrace())
-        {
+        if let Some(why) = route::foreign_loader(program) {
             eprintln!(
                 "mmio-trace: warning: {} is a {}: its loader cannot load the preload library (built against glibc) and will not start it (--route inject traces it)",
                 program.to_string_lossy(),

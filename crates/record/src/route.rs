@@ -115,6 +115,16 @@ pub fn choose(program: &OsStr, forced: Option<Route>) -> Choice {
     }
 }
 
+/// Why the dynamic loader of `program` (found as [`choose`] finds it) cannot load the
+/// preload library, if it cannot (a musl program): for `--route preload` forced on it.
+pub fn foreign_loader(program: &OsStr) -> Option<Why> {
+    let path = resolve(program, std::env::var_os("PATH").as_deref())?;
+    match exe_kind::classify(path.as_os_str().as_bytes()).needs_ptrace() {
+        Some(why @ (Why::Musl | Why::OtherLoader)) => Some(why),
+        _ => None,
+    }
+}
+
 /// The file `execvp` would run for `program`: itself when its name has a `/`, else the
 /// first executable regular file of that name in `path` (the `PATH` value; unset, the
 /// default search list of glibc's `execvp`). An empty entry is the current directory.

@@ -1099,9 +1099,8 @@ pub fn after_fork_child() {
             }
             s.sig.copy_from(&sig);
             // Where trampolines probe the table they also want the owner's tid word,
-            // which the new block has yet to learn (the child's word holds its own tid
-            // when libc's fork set it; a raw fork leaves the child none, and the parent's
-            // word: the child then stays on the trap path).
+            // which the new block has yet to learn (libc's fork gives the child its own
+            // word, holding its tid; a raw fork leaves it none, and it gets the block's).
             if own.1 != 0 && (!table_lookup() || learn_tid_word(s)) {
                 s.own_lo.store(own.0, Ordering::Relaxed);
                 s.own_hi.store(own.1, Ordering::Relaxed);
